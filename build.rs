@@ -1,0 +1,2 @@
+// (in progress: issue 4 adds nvcc + simulator builds)
+fn main() {}

@@ -1,0 +1,6 @@
+//! Compute backends. `cpu` is the plain-Rust reference (f32, and f64 for
+//! gradient checks); `gpu` holds the launch code shared by the CUDA executor
+//! and the SIMT simulator.
+
+pub mod cpu;
+pub mod gpu;

@@ -1,0 +1,63 @@
+//! `tmoe`: the Traffic-MoE command line. Each subcommand lives in
+//! `traffic_moe::cli::<name>`.
+
+use clap::{Parser, Subcommand};
+use traffic_moe::cli;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "tmoe",
+    version,
+    about = "Traffic-MoE: sparse mixture-of-experts traffic classification"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Synthesise labelled pcaps of several traffic classes (no outside data needed).
+    Synth(cli::synth::Args),
+    /// Captures -> flows -> tokens -> dataset shards (train/val/test).
+    Tokenize(cli::tokenize::Args),
+    /// Train a WordPiece vocabulary on the bigram corpus of some captures.
+    Vocab(cli::vocab::Args),
+    /// Show a flow's packets, bytes and tokens side by side.
+    Inspect(cli::inspect::Args),
+    /// Parameters (total / active per token) and FLOPs per token, MoE vs dense.
+    ModelInfo(cli::model_info::Args),
+    /// Next-token pretraining on token shards.
+    Pretrain(cli::pretrain::Args),
+    /// Fine-tune a classifier with layer-wise lr decay and early stopping.
+    Finetune(cli::finetune::Args),
+    /// Evaluate a fine-tuned checkpoint: metrics, confusion matrix (text, CSV, PNG).
+    Eval(cli::eval::Args),
+    /// Classify the flows of captures: CSV or JSON lines.
+    Classify(cli::classify::Args),
+    /// The main job: synth -> tokenize -> pretrain -> fine-tune -> evaluate, CPU only.
+    Demo(cli::demo::Args),
+    /// Kernel and model benchmarks.
+    Bench(cli::bench::Args),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Synth(a) => cli::synth::run(a),
+        Command::Tokenize(a) => cli::tokenize::run(a),
+        Command::Vocab(a) => cli::vocab::run(a),
+        Command::Inspect(a) => cli::inspect::run(a),
+        Command::ModelInfo(a) => cli::model_info::run(a),
+        Command::Pretrain(a) => cli::pretrain::run(a),
+        Command::Finetune(a) => cli::finetune::run(a),
+        Command::Eval(a) => cli::eval::run(a),
+        Command::Classify(a) => cli::classify::run(a),
+        Command::Demo(a) => cli::demo::run(a),
+        Command::Bench(a) => cli::bench::run(a),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,8 @@
+//! `tmoe classify` (in progress).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tmoe classify` is not implemented yet")
+}

@@ -1,0 +1,8 @@
+//! `tmoe finetune` (in progress).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tmoe finetune` is not implemented yet")
+}

@@ -1,0 +1,13 @@
+//! One file per `tmoe` subcommand: its clap arguments and its `run`.
+
+pub mod bench;
+pub mod classify;
+pub mod demo;
+pub mod eval;
+pub mod finetune;
+pub mod inspect;
+pub mod model_info;
+pub mod pretrain;
+pub mod synth;
+pub mod tokenize;
+pub mod vocab;

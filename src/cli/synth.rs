@@ -1,0 +1,8 @@
+//! `tmoe synth` (in progress).
+
+#[derive(clap::Args, Debug)]
+pub struct Args {}
+
+pub fn run(_args: Args) -> anyhow::Result<()> {
+    anyhow::bail!("`tmoe synth` is not implemented yet")
+}

@@ -1,0 +1,14 @@
+//! Traffic-MoE: a sparse mixture-of-experts foundation model for network
+//! traffic classification.
+//!
+//! Data flows one way through the modules:
+//! `traffic` (capture -> flows -> tokens -> shards) -> `model` (built on
+//! `autograd` and the `backend` ops) -> `train` -> `eval`.
+
+pub mod autograd;
+pub mod backend;
+pub mod cli;
+pub mod eval;
+pub mod model;
+pub mod traffic;
+pub mod train;
