@@ -1,0 +1,22 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+/// The real captures of `../shared/data` (relative to the crate root), or
+/// `TMOE_DATA` when set. When absent, tests skip with a printed reason, except
+/// in CI (`CI` set), where the data is promised and its absence is a failure.
+pub fn shared_data(sub: &str) -> Option<PathBuf> {
+    let root = std::env::var_os("TMOE_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let dir = root.join(sub);
+    if dir.exists() {
+        return Some(dir);
+    }
+    if std::env::var_os("CI").is_some() {
+        panic!("{} is missing, and CI promises the shared data", dir.display());
+    }
+    eprintln!("SKIP: {} not found (set TMOE_DATA or provide ../shared/data)", dir.display());
+    None
+}
