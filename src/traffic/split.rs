@@ -121,13 +121,16 @@ pub fn split_by_file(labels: &[u32], files: &[u32], seed: u64) -> Vec<Part> {
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .expect("non-empty");
-        class_files.entry(class).or_default().push((f, counts.values().sum()));
+        class_files
+            .entry(class)
+            .or_default()
+            .push((f, counts.values().sum()));
     }
     let mut rng = Rng::new(seed);
     let mut file_part: HashMap<u32, Part> = HashMap::new();
     for list in class_files.values_mut() {
         rng.shuffle(list);
-        list.sort_by(|a, b| b.1.cmp(&a.1)); // stable: shuffled order breaks ties
+        list.sort_by_key(|x| std::cmp::Reverse(x.1)); // stable: shuffled order breaks ties
         let total: usize = list.iter().map(|x| x.1).sum();
         let share = [0.8 * total as f64, 0.1 * total as f64, 0.1 * total as f64];
         let mut got = [0usize; 3];

@@ -1,0 +1,240 @@
+//! End to end on synthetic captures: pcaps -> dataset directory, then every
+//! promise of dataset.json and the shards is checked.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::Path;
+use traffic_moe::traffic::dataset::{
+    DatasetConfig, build_dataset, build_dataset_with, load_dataset_info,
+};
+use traffic_moe::traffic::labels::LabelSource;
+use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, udp};
+use traffic_moe::traffic::shard::Shard;
+use traffic_moe::traffic::split::SplitBy;
+use traffic_moe::traffic::tokenize::FlowTokenizer;
+use traffic_moe::traffic::vocab::{END, PAD};
+
+struct FlowSpec {
+    client: Ipv4Addr,
+    port: u16,
+    packets: usize,
+    gap_ns: u64,
+    /// Payload pattern seed.
+    pattern: u8,
+}
+
+fn write_pcap(path: &Path, flows: &[FlowSpec], t0: u64) {
+    let server = Ipv4Addr::new(10, 1, 0, 1);
+    let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+    for (fi, f) in flows.iter().enumerate() {
+        for i in 0..f.packets {
+            let payload: Vec<u8> = (0..24u8)
+                .map(|j| f.pattern.wrapping_mul(31).wrapping_add(j ^ i as u8))
+                .collect();
+            let ts = t0 + fi as u64 * 1_000 + i as u64 * f.gap_ns;
+            let frame = if i % 2 == 0 {
+                eth_ipv4(f.client, server, 17, &udp(f.port, 5000, &payload))
+            } else {
+                eth_ipv4(server, f.client, 17, &udp(5000, f.port, &payload))
+            };
+            frames.push((ts, frame));
+        }
+    }
+    frames.sort_by_key(|f| f.0);
+    let mut w = PcapWriter::new(std::fs::File::create(path).unwrap(), 1).unwrap();
+    for (ts, fr) in frames {
+        w.write_frame(ts, &fr).unwrap();
+    }
+}
+
+/// classes A (pattern 1..) and B (pattern 100..), 4 captures each; every capture
+/// has 6 flows of 4..9 packets, 1 flow of 2 packets, and one long flow
+/// (40 packets 1 s apart) in the first capture of each class.
+fn make_corpus(root: &Path) -> usize {
+    let mut short = 0;
+    for (class, base) in [("A", 1u8), ("B", 100u8)] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for file in 0..4u8 {
+            let mut flows: Vec<FlowSpec> = (0..6u8)
+                .map(|k| FlowSpec {
+                    client: Ipv4Addr::new(10, 0, file, k + 1),
+                    port: 40000 + u16::from(k),
+                    packets: 4 + usize::from(k),
+                    gap_ns: 1_000_000,
+                    pattern: base + file * 6 + k,
+                })
+                .collect();
+            flows.push(FlowSpec {
+                client: Ipv4Addr::new(10, 0, file, 99),
+                port: 1,
+                packets: 2,
+                gap_ns: 1_000,
+                pattern: 0,
+            });
+            short += 1;
+            if file == 0 {
+                flows.push(FlowSpec {
+                    client: Ipv4Addr::new(10, 0, 9, 9),
+                    port: 7,
+                    packets: 40,
+                    gap_ns: 1_000_000_000,
+                    pattern: base + 50,
+                });
+            }
+            write_pcap(
+                &dir.join(format!("{class}{file}.pcap")),
+                &flows,
+                1_600_000_000_000_000_000 + u64::from(file) * 10_000_000_000,
+            );
+        }
+    }
+    short
+}
+
+fn cfg(root: &Path) -> DatasetConfig {
+    DatasetConfig {
+        inputs: vec![root.to_path_buf()],
+        labels: LabelSource::Folder,
+        vocab_size: 512,
+        split_by: SplitBy::File,
+        ..DatasetConfig::default()
+    }
+}
+
+fn open(dir: &Path) -> HashMap<String, Shard> {
+    let info = load_dataset_info(dir).unwrap();
+    info.shards
+        .iter()
+        .map(|(k, v)| (k.clone(), Shard::open(&dir.join(v)).unwrap()))
+        .collect()
+}
+
+#[test]
+fn folder_labels_split_by_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    let short = make_corpus(&root);
+    let out = tmp.path().join("ds");
+    let s = build_dataset(&cfg(&root), &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    assert_eq!(info.classes, vec!["A", "B"]);
+    assert_eq!(info.dropped.too_few_packets, short);
+    assert_eq!(info.read.files, 8);
+    let shards = open(&out);
+    assert_eq!(shards.len(), 3);
+    let total: usize = shards.values().map(Shard::len).sum();
+    assert_eq!(total, 2 * (4 * 6 + 1), "every long-enough flow once");
+    assert!(s.to_string().contains("too few packets"));
+
+    let tok = FlowTokenizer::from_dataset_dir(&out).unwrap();
+    let mut file_part: HashMap<u32, &str> = HashMap::new();
+    for (name, sh) in &shards {
+        assert_eq!(sh.vocab_hash(), info.vocab_hash);
+        assert_eq!(sh.vocab_hash(), tok.hash());
+        assert_eq!(sh.seq_len(), 512);
+        for i in 0..sh.len() {
+            let m = sh.meta(i);
+            assert_eq!(
+                *file_part.entry(m.file_id).or_insert(name),
+                name.as_str(),
+                "capture in two splits"
+            );
+            let label = sh.label(i).expect("labelled");
+            let file = &info.files[m.file_id as usize];
+            assert!(
+                file.contains(&format!("/{}/", info.classes[label as usize])),
+                "{file} label {label}"
+            );
+            let n = sh.n_tokens(i);
+            assert_eq!(sh.tokens(i)[n - 1], END);
+            assert!(sh.tokens(i)[n..].iter().all(|&t| t == PAD));
+            assert!(
+                sh.tokens(i)[..n]
+                    .iter()
+                    .all(|&t| (t as usize) < tok.vocab_size())
+            );
+        }
+    }
+    // Each part got at least one capture of each class (4 captures per class).
+    for name in ["train", "val", "test"] {
+        let sh = &shards[name];
+        for c in 0..2 {
+            assert!(
+                (0..sh.len()).any(|i| sh.label(i) == Some(c)),
+                "{name} lacks class {c}"
+            );
+        }
+    }
+
+    // Never overwrite without force; with force and a given vocabulary, same tokens.
+    let err = build_dataset(&cfg(&root), &out, false)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("--force"), "{err}");
+    let vocab_copy = tmp.path().join("vocab.txt");
+    std::fs::copy(out.join("vocab.txt"), &vocab_copy).unwrap();
+    let mut c2 = cfg(&root);
+    c2.vocab_file = Some(vocab_copy);
+    build_dataset_with(&c2, &out, false, true).unwrap();
+    let again = open(&out);
+    for name in ["train", "val", "test"] {
+        assert_eq!(
+            again[name].all_tokens(),
+            shards[name].all_tokens(),
+            "deterministic rebuild of {name}"
+        );
+    }
+}
+
+#[test]
+fn unlabelled_corpus_and_augmentation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+
+    // Pretraining mode: one shard, no labels.
+    let out = tmp.path().join("pre");
+    let mut c = cfg(&root);
+    c.labels = LabelSource::None;
+    build_dataset(&c, &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    assert!(info.classes.is_empty() && !info.labelled);
+    assert!(!out.join("val.tmoe").exists() && !out.join("test.tmoe").exists());
+    let sh = Shard::open(&out.join("train.tmoe")).unwrap();
+    assert_eq!(sh.len(), 2 * (4 * 6 + 1));
+    assert!((0..sh.len()).all(|i| sh.label(i).is_none()));
+
+    // Augmentation: the 40 s flows are cut into 5 s slices of 5 packets, train only.
+    let out = tmp.path().join("aug");
+    let mut c = cfg(&root);
+    c.split_by = SplitBy::Flow;
+    c.slice_seconds = Some(5.0);
+    build_dataset(&c, &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    let shards = open(&out);
+    for name in ["val", "test"] {
+        let sh = &shards[name];
+        assert!(
+            (0..sh.len()).all(|i| sh.meta(i).slice == 0),
+            "{name} has augmented flows"
+        );
+    }
+    let train = &shards["train"];
+    let sliced: Vec<usize> = (0..train.len())
+        .filter(|&i| train.meta(i).slice > 0)
+        .collect();
+    let augmented: usize = info.class_counts.values().map(|c| c.augmented).sum();
+    assert_eq!(sliced.len(), augmented);
+    // A 40 s flow gives 8 windows; window 0 (5 packets) differs from the flow's own
+    // first 10 packets, so all 8 survive deduplication.
+    for &i in &sliced {
+        assert_eq!(train.meta(i).packet_count, 5, "5 packets per 5 s window");
+    }
+    let long_in_train = (0..train.len())
+        .filter(|&i| train.meta(i).slice == 0 && train.meta(i).packet_count == 40)
+        .count();
+    assert!(long_in_train > 0, "seed 42 puts a long flow in train");
+    assert_eq!(sliced.len(), 8 * long_in_train);
+    assert_eq!(info.split_counts["train"], train.len());
+}
