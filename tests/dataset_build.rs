@@ -238,3 +238,43 @@ fn unlabelled_corpus_and_augmentation() {
     assert_eq!(sliced.len(), 8 * long_in_train);
     assert_eq!(info.split_counts["train"], train.len());
 }
+
+#[test]
+fn rare_classes_keep_their_short_flows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root); // classes A and B; each capture also holds one 2-packet flow
+    let rare = root.join("R");
+    std::fs::create_dir_all(&rare).unwrap();
+    let flows: Vec<FlowSpec> = (0..3u8)
+        .map(|k| FlowSpec {
+            client: Ipv4Addr::new(10, 5, 0, k + 1),
+            port: 9,
+            packets: 2,
+            gap_ns: 1_000,
+            pattern: 200 + k,
+        })
+        .collect();
+    write_pcap(&rare.join("r.pcap"), &flows, 1_600_000_000_000_000_000);
+
+    let out = tmp.path().join("off");
+    build_dataset(&cfg(&root), &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    assert_eq!(info.classes, vec!["A", "B"], "R has no flow of 3+ packets");
+
+    let out = tmp.path().join("on");
+    let mut c = cfg(&root);
+    c.keep_rare = 5;
+    c.split_by = SplitBy::Flow;
+    build_dataset(&c, &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    assert_eq!(info.classes, vec!["A", "B", "R"]);
+    assert_eq!(
+        info.class_counts["R"].total(),
+        3,
+        "all short flows of the rare class kept"
+    );
+    // A and B are not rare: their short flows are still dropped.
+    assert_eq!(info.class_counts["A"].total(), 4 * 6 + 1);
+    assert_eq!(info.dropped.too_few_packets, 8);
+}
