@@ -462,6 +462,15 @@ pub fn build_dataset_with(
             dropped.too_few_packets += 1;
         }
     }
+    if labelled && !keep.iter().any(|&k| k) {
+        bail!(
+            "no labelled flow kept: {} flows read, {} without a label, {} with fewer than {} packets",
+            flows.len(),
+            dropped.unlabelled,
+            dropped.too_few_packets,
+            cfg.min_packets
+        );
+    }
     let classes = class_table(
         names
             .iter()
