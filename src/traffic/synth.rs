@@ -120,7 +120,13 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn write_file(path: &Path, class: usize, file: usize, flows: usize, seed: u64) -> anyhow::Result<(u64, u64)> {
+fn write_file(
+    path: &Path,
+    class: usize,
+    file: usize,
+    flows: usize,
+    seed: u64,
+) -> anyhow::Result<(u64, u64)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
     let gateway: [u8; 6] = [0x00, 0x1b, 0x21, rng.random(), rng.random(), rng.random()];
@@ -178,14 +184,35 @@ impl<'r> Conv<'r> {
         let v6 = rng.random_bool(0.15);
         let (client, server) = if v6 {
             let c = Ipv6Addr::new(0xfd00, 0, 0, 1, 0, 0, rng.random(), rng.random());
-            let s = Ipv6Addr::new(0x2001, 0xdb8, rng.random(), rng.random(), 0, 0, 0, rng.random());
+            let s = Ipv6Addr::new(
+                0x2001,
+                0xdb8,
+                rng.random(),
+                rng.random(),
+                0,
+                0,
+                0,
+                rng.random(),
+            );
             (IpAddr::V6(c), IpAddr::V6(s))
         } else {
             let c = Ipv4Addr::new(192, 168, rng.random_range(0..4), rng.random_range(2..250));
-            let s = Ipv4Addr::new(rng.random_range(11..220), rng.random(), rng.random(), rng.random_range(1..255));
+            let s = Ipv4Addr::new(
+                rng.random_range(11..220),
+                rng.random(),
+                rng.random(),
+                rng.random_range(1..255),
+            );
             (IpAddr::V4(c), IpAddr::V4(s))
         };
-        let client_mac = [0x02, rng.random(), rng.random(), rng.random(), rng.random(), rng.random()];
+        let client_mac = [
+            0x02,
+            rng.random(),
+            rng.random(),
+            rng.random(),
+            rng.random(),
+            rng.random(),
+        ];
         let rtt = rng.random_range(4..90) * MS + rng.random_range(0..MS);
         let loss = rng.random_range(0.0..0.03);
         Conv {
@@ -220,13 +247,29 @@ impl<'r> Conv<'r> {
         match (src, dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let opts = Ipv4Opts {
-                    ttl: if from_client { 64 } else { self.rng.random_range(40..120) },
+                    ttl: if from_client {
+                        64
+                    } else {
+                        self.rng.random_range(40..120)
+                    },
                     id: self.rng.random(),
                     ..Ipv4Opts::default()
                 };
-                ethernet(smac, dmac, &[], ETHERTYPE_IPV4, &ipv4(s, d, proto, segment, &opts))
+                ethernet(
+                    smac,
+                    dmac,
+                    &[],
+                    ETHERTYPE_IPV4,
+                    &ipv4(s, d, proto, segment, &opts),
+                )
             }
-            (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(smac, dmac, &[], ETHERTYPE_IPV6, &ipv6(s, d, proto, &[], segment)),
+            (IpAddr::V6(s), IpAddr::V6(d)) => ethernet(
+                smac,
+                dmac,
+                &[],
+                ETHERTYPE_IPV6,
+                &ipv6(s, d, proto, &[], segment),
+            ),
             _ => unreachable!("both ends share an address family"),
         }
     }
@@ -328,9 +371,18 @@ impl<'r> Conv<'r> {
         self.emit(from_client, PROTO_UDP, &udp(sp, dp, payload));
     }
 
+    /// Random payload bytes. A xorshift stream seeded from the flow's RNG:
+    /// payload is most of the volume, and this keeps debug builds quick.
     fn bytes(&mut self, n: usize) -> Vec<u8> {
-        let mut v = vec![0u8; n];
-        self.rng.fill(&mut v[..]);
+        let mut x: u64 = self.rng.random::<u64>() | 1;
+        let mut v = Vec::with_capacity(n + 8);
+        while v.len() < n {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            v.extend_from_slice(&x.to_le_bytes());
+        }
+        v.truncate(n);
         v
     }
 
@@ -430,7 +482,20 @@ fn mqtt(c: &mut Conv<'_>) {
     c.handshake(1883);
     c.gap();
     let id_len = c.range(8, 24);
-    let mut connect = vec![0x10, (10 + 2 + id_len) as u8, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 60];
+    let mut connect = vec![
+        0x10,
+        (10 + 2 + id_len) as u8,
+        0,
+        4,
+        b'M',
+        b'Q',
+        b'T',
+        b'T',
+        4,
+        0x02,
+        0,
+        60,
+    ];
     connect.extend_from_slice(&[0, id_len as u8]);
     for _ in 0..id_len {
         let ch = b'a' + c.range(0, 26) as u8;
@@ -445,8 +510,17 @@ fn mqtt(c: &mut Conv<'_>) {
         let period = c.range(800, 4000) as u64 * MS;
         c.wait(period);
         let topic = format!("sensors/{device}/temp");
-        let value = format!("{{\"t\":{}.{},\"seq\":{i}}}", c.range(15, 30), c.range(0, 10));
-        let mut msg = vec![0x30, (2 + topic.len() + value.len()) as u8, 0, topic.len() as u8];
+        let value = format!(
+            "{{\"t\":{}.{},\"seq\":{i}}}",
+            c.range(15, 30),
+            c.range(0, 10)
+        );
+        let mut msg = vec![
+            0x30,
+            (2 + topic.len() + value.len()) as u8,
+            0,
+            topic.len() as u8,
+        ];
         msg.extend_from_slice(topic.as_bytes());
         msg.extend_from_slice(value.as_bytes());
         c.tcp(true, PSH | ACK, &msg);
@@ -469,7 +543,11 @@ fn mqtt(c: &mut Conv<'_>) {
 fn bulk(c: &mut Conv<'_>) {
     c.handshake(22);
     c.turn();
-    let server_banner = format!("SSH-2.0-OpenSSH_{}.{}p1\r\n", c.range(7, 10), c.range(0, 10));
+    let server_banner = format!(
+        "SSH-2.0-OpenSSH_{}.{}p1\r\n",
+        c.range(7, 10),
+        c.range(0, 10)
+    );
     c.tcp(false, PSH | ACK, server_banner.as_bytes());
     c.gap();
     let client_banner = format!("SSH-2.0-OpenSSH_{}.{}\r\n", c.range(7, 10), c.range(0, 10));
@@ -550,7 +628,8 @@ fn voip(c: &mut Conv<'_>) {
     for i in 0..frames {
         for dir in 0..2 {
             // Each side sends every 20 ms with its own small jitter.
-            c.t = start + i as u64 * 20 * MS + dir as u64 * c.rtt / 2 + c.range(0, 2_000_000) as u64;
+            c.t =
+                start + i as u64 * 20 * MS + dir as u64 * c.rtt / 2 + c.range(0, 2_000_000) as u64;
             let marker = if i == 0 { 0x80 } else { 0 };
             let mut p = vec![0x80, pt | marker];
             p.extend_from_slice(&seq[dir].to_be_bytes());
