@@ -56,5 +56,10 @@ fn bench_read_captures(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_read_captures);
+// No plots: criterion's plotters backend needs system fonts this machine lacks.
+criterion_group! {
+    name = benches;
+    config = Criterion::default().without_plots();
+    targets = bench_read_captures
+}
 criterion_main!(benches);
