@@ -269,3 +269,20 @@ fn bad_inputs_report_file_and_offset() {
     let (st, _) = read_all(&dir.path().join("missing.pcap"));
     assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Io);
 }
+
+#[test]
+fn packet_blocks_of_undeclared_interfaces_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ng = PcapNgBuilder::new(false);
+    ng.interface(link::ETHERNET as u16, 6);
+    ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+    ng.enhanced_packet(5, 2, &udp_frame(2), 60);
+    let p = write_temp(dir.path(), "ifaces.pcapng", &ng.bytes);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Ok);
+    assert_eq!(
+        (st.frames, st.packets, st.unknown_interface_frames),
+        (2, 1, 1)
+    );
+    assert_eq!(flows.len(), 1);
+}
