@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use traffic_moe::traffic::decode::{DecodedPacket, SkipReason, decode_frame, link};
 use traffic_moe::traffic::pcap_writer::{
-    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, Ipv4Opts, ethernet, ipv4, ipv6, tcp, udp,
+    ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, Ipv4Opts, ethernet, ipv4, ipv6,
+    tcp, udp,
 };
 use traffic_moe::traffic::types::{PROTO_TCP, PROTO_UDP, tcp_flags};
 
@@ -22,7 +23,15 @@ fn b6() -> Ipv6Addr {
 }
 
 fn tcp_v4(payload: &[u8]) -> Vec<u8> {
-    let seg = tcp(40000, 443, 1, 0, tcp_flags::PSH | tcp_flags::ACK, 1024, payload);
+    let seg = tcp(
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::PSH | tcp_flags::ACK,
+        1024,
+        payload,
+    );
     ipv4(A4, B4, PROTO_TCP, &seg, &Ipv4Opts::default())
 }
 
@@ -73,7 +82,13 @@ fn ethernet_padding_is_not_payload() {
 
 #[test]
 fn ethernet_vlan_and_qinq() {
-    let one = ethernet(MAC_A, MAC_B, &[(ETHERTYPE_VLAN, 10)], ETHERTYPE_IPV4, &tcp_v4(b"v"));
+    let one = ethernet(
+        MAC_A,
+        MAC_B,
+        &[(ETHERTYPE_VLAN, 10)],
+        ETHERTYPE_IPV4,
+        &tcp_v4(b"v"),
+    );
     assert_tcp_v4(&decode(link::ETHERNET, &one).unwrap(), b"v");
     let two = ethernet(
         MAC_A,
@@ -100,7 +115,10 @@ fn linux_cooked_v2() {
     assert_eq!(f.len(), 20);
     f.extend_from_slice(&udp_v6(b"sll2"));
     assert_udp_v6(&decode(link::LINUX_SLL2, &f).unwrap(), b"sll2");
-    assert_eq!(decode(link::LINUX_SLL2, &f[..12]), Err(SkipReason::TruncatedHeader));
+    assert_eq!(
+        decode(link::LINUX_SLL2, &f[..12]),
+        Err(SkipReason::TruncatedHeader)
+    );
 }
 
 #[test]
@@ -146,7 +164,15 @@ fn ipv4_options() {
         options: vec![0x94, 0x04, 0, 0, 1, 1, 1, 0], // router alert + NOPs + EOL
         ..Ipv4Opts::default()
     };
-    let seg = tcp(40000, 443, 1, 0, tcp_flags::PSH | tcp_flags::ACK, 1024, b"opt");
+    let seg = tcp(
+        40000,
+        443,
+        1,
+        0,
+        tcp_flags::PSH | tcp_flags::ACK,
+        1024,
+        b"opt",
+    );
     let ip = ipv4(A4, B4, PROTO_TCP, &seg, &opts);
     assert_eq!(ip[0] & 0x0f, 7);
     let p = decode(link::RAW, &ip).unwrap();
@@ -206,7 +232,13 @@ fn ipv6_extension_headers() {
     // Fragment header: offset 0 with M flag = first fragment; offset > 0 = later.
     let mut frag = vec![0u8; 8];
     frag[3] = 1;
-    let first = ipv6(a6(), b6(), PROTO_UDP, &[(44, frag.clone())], &udp(1, 2, b"f"));
+    let first = ipv6(
+        a6(),
+        b6(),
+        PROTO_UDP,
+        &[(44, frag.clone())],
+        &udp(1, 2, b"f"),
+    );
     let p = decode(link::RAW, &first).unwrap();
     assert!(p.first_fragment);
     assert_eq!((p.src_port, p.dst_port), (1, 2));
@@ -239,8 +271,17 @@ fn truncated_captures() {
         );
     }
     // IPv6 cut inside an extension header.
-    let ip = ipv6(a6(), b6(), PROTO_TCP, &[(0, ext(2))], &tcp(1, 2, 0, 0, 0, 0, b""));
-    assert_eq!(decode(link::RAW, &ip[..50]), Err(SkipReason::TruncatedHeader));
+    let ip = ipv6(
+        a6(),
+        b6(),
+        PROTO_TCP,
+        &[(0, ext(2))],
+        &tcp(1, 2, 0, 0, 0, 0, b""),
+    );
+    assert_eq!(
+        decode(link::RAW, &ip[..50]),
+        Err(SkipReason::TruncatedHeader)
+    );
 }
 
 #[test]
@@ -248,12 +289,18 @@ fn skip_reasons() {
     let arp = ethernet(MAC_A, MAC_B, &[], 0x0806, &[0u8; 28]);
     assert_eq!(decode(link::ETHERNET, &arp), Err(SkipReason::Arp));
     let lldp = ethernet(MAC_A, MAC_B, &[], 0x88cc, &[0u8; 28]);
-    assert_eq!(decode(link::ETHERNET, &lldp), Err(SkipReason::NonIpEtherType));
+    assert_eq!(
+        decode(link::ETHERNET, &lldp),
+        Err(SkipReason::NonIpEtherType)
+    );
     let icmp = ipv4(A4, B4, 1, &[8, 0, 0, 0, 0, 0, 0, 0], &Ipv4Opts::default());
     assert_eq!(decode(link::RAW, &icmp), Err(SkipReason::Icmp));
     let gre = ipv4(A4, B4, 47, &[0u8; 8], &Ipv4Opts::default());
     assert_eq!(decode(link::RAW, &gre), Err(SkipReason::OtherIpProtocol));
-    assert_eq!(decode(127, &tcp_v4(b"")), Err(SkipReason::UnsupportedLinkType));
+    assert_eq!(
+        decode(127, &tcp_v4(b"")),
+        Err(SkipReason::UnsupportedLinkType)
+    );
     let mut bad_ihl = tcp_v4(b"");
     bad_ihl[0] = 0x43;
     assert_eq!(decode(link::RAW, &bad_ihl), Err(SkipReason::Malformed));
@@ -274,8 +321,20 @@ fn noise(seed: &mut u64, n: usize) -> Vec<u8> {
 #[test]
 fn never_panics_on_prefixes_or_noise() {
     let frames = [
-        ethernet(MAC_A, MAC_B, &[(ETHERTYPE_VLAN, 1)], ETHERTYPE_IPV4, &tcp_v4(b"abc")),
-        ethernet(MAC_A, MAC_B, &[], ETHERTYPE_IPV6, &ipv6(a6(), b6(), PROTO_TCP, &[(0, ext(1))], b"")),
+        ethernet(
+            MAC_A,
+            MAC_B,
+            &[(ETHERTYPE_VLAN, 1)],
+            ETHERTYPE_IPV4,
+            &tcp_v4(b"abc"),
+        ),
+        ethernet(
+            MAC_A,
+            MAC_B,
+            &[],
+            ETHERTYPE_IPV6,
+            &ipv6(a6(), b6(), PROTO_TCP, &[(0, ext(1))], b""),
+        ),
         tcp_v4(b"raw"),
     ];
     let link_types = [0, 1, 9, 12, 14, 50, 101, 104, 108, 113, 127, 228, 229, 276];

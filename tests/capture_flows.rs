@@ -80,7 +80,10 @@ fn direction_is_relative_to_the_first_sender() {
     assert_eq!(f.responder.ip, CLIENT);
     let dirs: Vec<bool> = f.packets.iter().map(|p| p.from_initiator).collect();
     assert_eq!(dirs, [true, false, true]);
-    assert_eq!((f.first_ts_ns, f.last_ts_ns, f.file_index), (SEC, SEC + 2, 3));
+    assert_eq!(
+        (f.first_ts_ns, f.last_ts_ns, f.file_index),
+        (SEC, SEC + 2, 3)
+    );
 }
 
 /// A whole TCP session: handshake, data, FIN both ways, last ACK.
@@ -106,8 +109,15 @@ fn fin_both_ways_ends_the_flow_and_a_new_syn_starts_another() {
     assert!(r.out.is_empty(), "trailing ACK linger: not emitted yet");
     // Same 5-tuple reused right away: the SYN opens a second flow.
     session(&mut r, SEC + 100_000, 2222);
-    assert_eq!(r.out.len(), 1, "the first session was emitted when the new SYN came");
-    assert_eq!(r.out[0].total_packets, 7, "the last ACK joined the closed flow");
+    assert_eq!(
+        r.out.len(),
+        1,
+        "the first session was emitted when the new SYN came"
+    );
+    assert_eq!(
+        r.out[0].total_packets, 7,
+        "the last ACK joined the closed flow"
+    );
     let flows = r.finish();
     assert_eq!(flows.len(), 2);
     assert_eq!(flows[1].total_packets, 7);
@@ -132,7 +142,10 @@ fn rst_ends_the_flow() {
     r.push(SEC + 2, &tcp_pkt(true, 3333, SYN, b""));
     r.push(SEC + 3, &tcp_pkt(false, 3333, SYN | ACK, b""));
     let flows = r.finish();
-    assert_eq!(flows.iter().map(|f| f.total_packets).collect::<Vec<_>>(), [2, 2]);
+    assert_eq!(
+        flows.iter().map(|f| f.total_packets).collect::<Vec<_>>(),
+        [2, 2]
+    );
 }
 
 #[test]
@@ -169,9 +182,16 @@ fn idle_timeout_splits_flows() {
     r.push(5 * SEC, &udp_pkt(false, b"b"));
     r.push(14 * SEC, &udp_pkt(true, b"c")); // 9 s gap: same flow
     r.push(30 * SEC, &udp_pkt(false, b"d")); // 16 s gap: new flow
-    assert_eq!(r.out.len(), 1, "the idle flow was emitted before the new one started");
+    assert_eq!(
+        r.out.len(),
+        1,
+        "the idle flow was emitted before the new one started"
+    );
     let flows = r.finish();
-    assert_eq!(flows.iter().map(|f| f.total_packets).collect::<Vec<_>>(), [3, 1]);
+    assert_eq!(
+        flows.iter().map(|f| f.total_packets).collect::<Vec<_>>(),
+        [3, 1]
+    );
     // The new flow's initiator is its own first sender (the server here).
     assert_eq!(flows[1].initiator.ip, SERVER);
 }
@@ -193,7 +213,13 @@ fn keeps_first_k_packets_and_caps_payload() {
     let f = &flows[0];
     assert_eq!(f.total_packets, 25);
     assert_eq!(f.packets.len(), 4);
-    assert_eq!(f.packets.iter().map(|p| p.payload.len()).collect::<Vec<_>>(), [0, 1, 2, 3]);
+    assert_eq!(
+        f.packets
+            .iter()
+            .map(|p| p.payload.len())
+            .collect::<Vec<_>>(),
+        [0, 1, 2, 3]
+    );
     assert_eq!(f.last_ts_ns, SEC + 24);
     let mut r = Run::new(ReadConfig {
         payload_bytes: 6,
@@ -214,7 +240,10 @@ fn memory_stays_bounded_over_many_short_flows() {
         let t = SEC + i * 10_000_000;
         let port = 1024 + (i % 60_000) as u16;
         r.push(t, &tcp_pkt(true, port, SYN, b""));
-        r.push(t + 1, &tcp_pkt(false, port, if i % 2 == 0 { RST } else { FIN | ACK }, b""));
+        r.push(
+            t + 1,
+            &tcp_pkt(false, port, if i % 2 == 0 { RST } else { FIN | ACK }, b""),
+        );
         r.push(t + 2, &tcp_pkt(true, port, FIN | ACK, b""));
         peak = peak.max(r.table.active());
     }

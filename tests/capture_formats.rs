@@ -29,7 +29,13 @@ struct Seen {
     offset: u64,
 }
 
-fn frames_of(bytes: Vec<u8>) -> (Vec<Seen>, Result<(), traffic_moe::traffic::capture::CaptureError>, CaptureFormat) {
+fn frames_of(
+    bytes: Vec<u8>,
+) -> (
+    Vec<Seen>,
+    Result<(), traffic_moe::traffic::capture::CaptureError>,
+    CaptureFormat,
+) {
     let mut r = CaptureReader::from_read(Cursor::new(bytes)).expect("header parses");
     let mut seen = Vec::new();
     let res = r.for_each_frame(|f| {
@@ -46,7 +52,12 @@ fn frames_of(bytes: Vec<u8>) -> (Vec<Seen>, Result<(), traffic_moe::traffic::cap
 }
 
 fn udp_frame(i: u8) -> Vec<u8> {
-    eth_ipv4(A, B, PROTO_UDP, &udp(1000 + u16::from(i), 53, &vec![i; usize::from(i) + 1]))
+    eth_ipv4(
+        A,
+        B,
+        PROTO_UDP,
+        &udp(1000 + u16::from(i), 53, &vec![i; usize::from(i) + 1]),
+    )
 }
 
 /// A classic pcap with 3 frames in the given byte order / precision.
@@ -55,7 +66,13 @@ fn classic(big_endian: bool, nanosecond: bool) -> Vec<u8> {
     for i in 0..3u8 {
         let f = udp_frame(i);
         let ts = TS0 + u64::from(i) * 1_000;
-        out.extend(pcap_record_header(ts, f.len() as u32, f.len() as u32, nanosecond, big_endian));
+        out.extend(pcap_record_header(
+            ts,
+            f.len() as u32,
+            f.len() as u32,
+            nanosecond,
+            big_endian,
+        ));
         out.extend(&f);
     }
     out
@@ -98,7 +115,8 @@ fn pcap_writer_round_trip_and_large_frame() {
     let mut w = PcapWriter::with_precision(Vec::new(), link::ETHERNET, true).unwrap();
     w.write_frame(TS0, &udp_frame(1)).unwrap();
     w.write_frame(TS0 + 1, &big).unwrap();
-    w.write_frame_truncated(TS0 + 2, &udp_frame(2)[..20], 70).unwrap();
+    w.write_frame_truncated(TS0 + 2, &udp_frame(2)[..20], 70)
+        .unwrap();
     let (seen, res, _) = frames_of(w.into_inner());
     res.unwrap();
     assert_eq!(seen.len(), 3);
@@ -116,7 +134,13 @@ fn pcapng_interfaces_resolutions_sections_epb_spb() {
         ng.interface(link::LINUX_SLL2 as u16, 0x80 | 10); // 1/1024 s
         let eth = udp_frame(3); // odd length: EPB padding must be cut
         assert_eq!(eth.len() % 4, 2);
-        let raw = ipv4(A, B, PROTO_TCP, &tcp(1, 2, 0, 0, tcp_flags::SYN, 0, b""), &Ipv4Opts::default());
+        let raw = ipv4(
+            A,
+            B,
+            PROTO_TCP,
+            &tcp(1, 2, 0, 0, tcp_flags::SYN, 0, b""),
+            &Ipv4Opts::default(),
+        );
         let first = ng.bytes.len() as u64;
         ng.enhanced_packet(0, 1_700_000_000_000_001, &eth, eth.len() as u32);
         let second = ng.bytes.len() as u64;
@@ -170,14 +194,22 @@ fn read_capture_on_a_good_file() {
     assert_eq!(st.status(), FileStatus::Ok);
     assert_eq!((st.frames, st.packets, st.flows), (3, 3, 3));
     assert_eq!(flows.len(), 3);
-    assert!(flows.iter().all(|f| f.file_index == 7 && f.total_packets == 1));
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.file_index == 7 && f.total_packets == 1)
+    );
 }
 
 #[test]
 fn bad_inputs_report_file_and_offset() {
     let dir = tempfile::tempdir().unwrap();
 
-    let p = write_temp(dir.path(), "notes.pcap", b"this is not a capture, just some text\n");
+    let p = write_temp(
+        dir.path(),
+        "notes.pcap",
+        b"this is not a capture, just some text\n",
+    );
     let (st, flows) = read_all(&p);
     assert_eq!(st.status(), FileStatus::Failed);
     let e = st.error.clone().unwrap();
@@ -203,7 +235,10 @@ fn bad_inputs_report_file_and_offset() {
     assert_eq!(st.status(), FileStatus::Warned);
     assert_eq!((st.frames, flows.len()), (2, 2));
     let w = &st.warnings[0];
-    assert_eq!((w.kind, w.offset), (CaptureErrorKind::Truncated, third as u64));
+    assert_eq!(
+        (w.kind, w.offset),
+        (CaptureErrorKind::Truncated, third as u64)
+    );
     assert!(w.to_string().contains("cut.pcap") && w.to_string().contains(&third.to_string()));
 
     // Garbage in the middle of a pcap: a record header with an absurd length.
@@ -221,7 +256,8 @@ fn bad_inputs_report_file_and_offset() {
     ng.interface(link::ETHERNET as u16, 6);
     ng.enhanced_packet(0, 1, &udp_frame(1), 60);
     let bad_at = ng.bytes.len();
-    ng.bytes.extend_from_slice(&[6, 0, 0, 0, 13, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    ng.bytes
+        .extend_from_slice(&[6, 0, 0, 0, 13, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
     ng.enhanced_packet(0, 2, &udp_frame(2), 60);
     let p = write_temp(dir.path(), "garbage.pcapng", &ng.bytes);
     let (st, flows) = read_all(&p);
@@ -232,4 +268,21 @@ fn bad_inputs_report_file_and_offset() {
 
     let (st, _) = read_all(&dir.path().join("missing.pcap"));
     assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Io);
+}
+
+#[test]
+fn packet_blocks_of_undeclared_interfaces_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ng = PcapNgBuilder::new(false);
+    ng.interface(link::ETHERNET as u16, 6);
+    ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+    ng.enhanced_packet(5, 2, &udp_frame(2), 60);
+    let p = write_temp(dir.path(), "ifaces.pcapng", &ng.bytes);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Ok);
+    assert_eq!(
+        (st.frames, st.packets, st.unknown_interface_frames),
+        (2, 1, 1)
+    );
+    assert_eq!(flows.len(), 1);
 }

@@ -24,7 +24,8 @@ struct Expected {
 fn load_expected(data: &Path) -> HashMap<String, Expected> {
     let text = std::fs::read_to_string(data.join("expected_flow_counts.json"))
         .expect("expected_flow_counts.json is readable");
-    let rows: Vec<Expected> = serde_json::from_str(&text).expect("expected_flow_counts.json parses");
+    let rows: Vec<Expected> =
+        serde_json::from_str(&text).expect("expected_flow_counts.json parses");
     rows.into_iter().map(|r| (r.file.clone(), r)).collect()
 }
 
@@ -74,8 +75,14 @@ fn iot_sentinel_flow_counts_match_dpkt() {
     let (mut total_ge3, mut total_packets, mut total_flows, mut dpkt_ge3) = (0, 0, 0, 0);
     let mut diffs = Vec::new();
     for path in &files {
-        let rel = path.strip_prefix(&data).unwrap().to_string_lossy().to_string();
-        let exp = expected.get(&rel).unwrap_or_else(|| panic!("{rel} not in expected_flow_counts.json"));
+        let rel = path
+            .strip_prefix(&data)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let exp = expected
+            .get(&rel)
+            .unwrap_or_else(|| panic!("{rel} not in expected_flow_counts.json"));
         let got = count_file(path);
         dpkt_ge3 += exp.flows_ge3;
         total_ge3 += got.tcp_ge3 + got.udp_ge3;
@@ -91,7 +98,11 @@ fn iot_sentinel_flow_counts_match_dpkt() {
             diffs.push(format!("{rel}: got {got:?}, dpkt {want:?}"));
         }
     }
-    assert!(diffs.is_empty(), "per-file differences:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "per-file differences:\n{}",
+        diffs.join("\n")
+    );
     assert_eq!(total_packets, 193_421);
     assert_eq!(total_flows, 15_065);
     assert_eq!(total_ge3, dpkt_ge3);
@@ -115,7 +126,10 @@ fn iot_sentinel_flow_counts_match_dpkt() {
 ///   packet (dpkt counts it).
 #[test]
 fn corpus_and_ndpi_are_read_and_accounted() {
-    let (Some(corpus), Some(ndpi)) = (common::shared_data("corpus"), common::shared_data("ndpi/pcap")) else {
+    let (Some(corpus), Some(ndpi)) = (
+        common::shared_data("corpus"),
+        common::shared_data("ndpi/pcap"),
+    ) else {
         return;
     };
     let mut files = find_captures(&corpus).unwrap();
@@ -135,7 +149,10 @@ fn corpus_and_ndpi_are_read_and_accounted() {
     });
     println!("{stats}");
     assert_eq!(stats.files, files.len() as u64);
-    assert_eq!(stats.files_ok + stats.files_warned + stats.files_failed, stats.files);
+    assert_eq!(
+        stats.files_ok + stats.files_warned + stats.files_failed,
+        stats.files
+    );
     assert_eq!(stats.flows, *flows.lock().unwrap());
     assert_eq!(
         stats.problems.len() as u64,
@@ -143,11 +160,11 @@ fn corpus_and_ndpi_are_read_and_accounted() {
         "one problem per failed or warned file"
     );
     // Every frame is either a flow packet or counted as skipped.
-    assert_eq!(stats.frames, stats.packets + stats.skips.total() + stats.unknown_interface_frames);
-    let expected_frames: u64 = files
-        .iter()
-        .map(|p| expected[&rel(p, data)].packets)
-        .sum();
+    assert_eq!(
+        stats.frames,
+        stats.packets + stats.skips.total() + stats.unknown_interface_frames
+    );
+    let expected_frames: u64 = files.iter().map(|p| expected[&rel(p, data)].packets).sum();
     // dpkt also counts the partial last record of truncated files.
     assert!(stats.frames <= expected_frames && stats.frames + 20 >= expected_frames);
     assert!(stats.flows > 10_000, "{} flows", stats.flows);

@@ -98,7 +98,9 @@ pub fn read_capture(
     if let Err(e) = result {
         st.warnings.push(problem(e));
     }
+    // Frames naming an undeclared pcapng interface are frames too (skipped).
     st.unknown_interface_frames = reader.unknown_interface_frames;
+    st.frames += reader.unknown_interface_frames;
     table.flush(on_flow);
     st.flows = table.emitted();
     st.elapsed = start.elapsed();
@@ -162,7 +164,9 @@ fn has_capture_extension(path: &Path) -> Option<bool> {
     match ext {
         "pcap" | "pcapng" | "cap" => Some(true),
         // Text and data files that sit next to captures.
-        "txt" | "md" | "json" | "csv" | "py" | "sh" | "yaml" | "yml" | "rules" | "conf" => Some(false),
+        "txt" | "md" | "json" | "csv" | "py" | "sh" | "yaml" | "yml" | "rules" | "conf" => {
+            Some(false)
+        }
         _ => None,
     }
 }
