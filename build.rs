@@ -389,7 +389,7 @@ fn parse_ptxas(log: &str) -> Vec<PtxasInfo> {
     let mut in_entry = false;
     let num_before = |line: &str, unit: &str| -> u32 {
         line.find(unit)
-            .and_then(|i| line[..i].split(|c: char| c == ',' || c == ':').next_back())
+            .and_then(|i| line[..i].split([',', ':']).next_back())
             .and_then(|s| s.trim().parse().ok())
             .unwrap_or(0)
     };

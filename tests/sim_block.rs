@@ -121,9 +121,9 @@ fn bf16_conversion_rounds_to_nearest_even_like_half() {
         // Ties (exactly half an ulp) both ways, subnormals, infinities, large values.
         let mut v: Vec<f32> = vec![
             1.0,
-            1.00390625,
-            1.01171875,
-            -1.00390625,
+            1.0 + 1.0 / 256.0, // tie: rounds down to even
+            1.0 + 3.0 / 256.0, // tie: rounds up to even
+            -(1.0 + 1.0 / 256.0),
             3.0e38,
             -0.0,
             1e-40,
