@@ -4,7 +4,6 @@
 //   grad_norm_partial: block b sums g^2 over its contiguous slice
 //                      [b*per, (b+1)*per), per = ceil(n / gridDim.x) -> partials[b]
 //   grad_norm_final:   one block sums the partials in double -> out[0] = sqrt(sum)
-// Both launch with the same params (n_partials = the first launch's grid).
 // Reference: backend::cpu::grad_norm (f64 accumulation).
 #include "common.cuh"
 

@@ -302,14 +302,12 @@ typedef struct XentMeanParams {
   uint32_t ignore_index;
 } XentMeanParams;
 
-/* ---- masked mean pooling (cuda/pool.cu): pool_mean_fwd and pool_mean_bwd ---- */
+/* ---- masked mean pooling (cuda/pool.cu) ---- */
 
 typedef struct PoolMeanFwdParams {
-  const bf16* x;        /* [B, S, d] (fwd) */
+  const bf16* x;        /* [B, S, d] */
   const uint8_t* mask;  /* [B, S] 1 = valid */
-  bf16* out;            /* [B, d] = (fwd) */
-  const bf16* dout;     /* [B, d] (bwd) */
-  bf16* dx;             /* [B, S, d] = (bwd) */
+  bf16* out;            /* [B, d] = */
   int32_t batch;
   int32_t seq;
   int32_t d;
@@ -317,11 +315,9 @@ typedef struct PoolMeanFwdParams {
 } PoolMeanFwdParams;
 
 typedef struct PoolMeanBwdParams {
-  const bf16* x;        /* [B, S, d] (fwd) */
-  const uint8_t* mask;  /* [B, S] 1 = valid */
-  bf16* out;            /* [B, d] = (fwd) */
-  const bf16* dout;     /* [B, d] (bwd) */
-  bf16* dx;             /* [B, S, d] = (bwd) */
+  const bf16* dout;     /* [B, d] */
+  const uint8_t* mask;  /* [B, S] */
+  bf16* dx;             /* [B, S, d] = */
   int32_t batch;
   int32_t seq;
   int32_t d;
@@ -352,21 +348,18 @@ typedef struct AdamwStepParams {
   int32_t step;                 /* 1-based */
 } AdamwStepParams;
 
-/* Global L2 norm of grad[0..n): partial sums per block, then one block in double. */
+/* Global L2 norm of grad[0..n): block b sums g^2 over its contiguous slice. */
 typedef struct GradNormPartialParams {
   const float* grad;  /* [n] */
   float* partials;    /* [n_partials] = (scratch) */
-  float* out;         /* [1] = norm */
   int64_t n;
   int32_t n_partials; /* grid of grad_norm_partial */
   int32_t _pad;
 } GradNormPartialParams;
 
 typedef struct GradNormFinalParams {
-  const float* grad;  /* [n] */
-  float* partials;    /* [n_partials] = (scratch) */
-  float* out;         /* [1] = norm */
-  int64_t n;
-  int32_t n_partials; /* grid of grad_norm_partial */
+  const float* partials; /* [n_partials] from grad_norm_partial */
+  float* out;            /* [1] = norm */
+  int32_t n_partials;
   int32_t _pad;
 } GradNormFinalParams;
