@@ -1,0 +1,52 @@
+//! The simulator executor: calls the C++ runtime (cuda/sim/runtime.cpp) that
+//! build.rs compiled into the crate together with every kernel.
+
+use std::ffi::{CString, c_char, c_int, c_void};
+
+use super::error::{GpuError, Result};
+use super::launch::{KernelParams, Launch};
+
+unsafe extern "C" {
+    fn tmoe_sim_launch(
+        name: *const c_char,
+        grid: *const u32,
+        block: *const u32,
+        smem: usize,
+        params: *const c_void,
+        params_size: usize,
+        err: *mut c_char,
+        err_len: usize,
+    ) -> c_int;
+}
+
+/// Runs kernels on the CPU; buffers are host memory. Launches are synchronous.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SimExecutor;
+
+impl SimExecutor {
+    pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
+        let name = CString::new(l.kernel)
+            .map_err(|_| GpuError::Invalid(format!("kernel name {:?} contains NUL", l.kernel)))?;
+        let bytes = l.param_bytes();
+        let mut err = vec![0u8; 1024];
+        // SAFETY: all pointers are valid for the call; the runtime checks the
+        // kernel name and the params size, and writes at most err.len() bytes.
+        let rc = unsafe {
+            tmoe_sim_launch(
+                name.as_ptr(),
+                l.grid.as_ptr(),
+                l.block.as_ptr(),
+                l.smem as usize,
+                bytes.as_ptr().cast(),
+                bytes.len(),
+                err.as_mut_ptr().cast(),
+                err.len(),
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+        let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
+        Err(GpuError::Sim(String::from_utf8_lossy(&err[..end]).into_owned()))
+    }
+}
