@@ -31,11 +31,14 @@ fn main() {
     }
     let asan = env::var("TMOE_SIM_ASAN").is_ok_and(|v| v == "1");
 
-    // Kernel sources: cuda/*.cu go to both builds; cuda/sim/tests/*.cu (simulator
-    // self-tests) only to the simulator; cuda/sim/asan/*.cu only to ASan builds.
-    let gpu_sources = list_cu(&cuda);
+    // Kernel sources: cuda/*.cu and the simulator self-tests cuda/sim/tests/*.cu
+    // go to both builds (so a GPU run confirms the simulator's layouts);
+    // cuda/sim/errors/*.cu (kernels that misbehave on purpose) only to the
+    // simulator; cuda/sim/asan/*.cu only to ASan builds.
+    let mut gpu_sources = list_cu(&cuda);
+    gpu_sources.extend(list_cu(&cuda.join("sim/tests")));
     let mut sim_sources = gpu_sources.clone();
-    sim_sources.extend(list_cu(&cuda.join("sim/tests")));
+    sim_sources.extend(list_cu(&cuda.join("sim/errors")));
     if asan {
         sim_sources.extend(list_cu(&cuda.join("sim/asan")));
     }
@@ -63,8 +66,12 @@ fn list_cu(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-fn stem(p: &Path) -> String {
-    p.file_stem().unwrap().to_string_lossy().into_owned()
+/// A source's key, unique across cuda/: its path below cuda/ without the
+/// extension, '/' replaced by '_' (`rmsnorm`, `sim_tests_warp`).
+fn key(p: &Path) -> String {
+    let s = p.with_extension("").to_string_lossy().into_owned();
+    let rel = s.rsplit_once("/cuda/").map_or(s.as_str(), |(_, r)| r).to_string();
+    rel.replace('/', "_")
 }
 
 /// Finds `extern "C" __global__ [__launch_bounds__(..)] void NAME(const TYPE p)`.
@@ -103,7 +110,7 @@ fn scan_kernels(src: &Path) -> Vec<Kernel> {
         found.push(Kernel {
             name,
             params: arg[1].to_string(),
-            file: stem(src),
+            file: key(src),
         });
     }
     found
@@ -173,7 +180,7 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
     }
     // One wrapper per .cu, so that g++ sees C++ and file-local names stay local.
     for src in sources {
-        let wrapper = sim_dir.join(format!("{}_{}.cpp", parent_tag(src), stem(src)));
+        let wrapper = sim_dir.join(format!("{}.cpp", key(src)));
         write_if_changed(&wrapper, &format!("#include \"{}\"\n", src.display()));
         b.file(wrapper);
     }
@@ -200,10 +207,6 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
     write_if_changed(&tramp_path, &tramp);
     b.file(tramp_path);
     b.compile("tmoe_sim");
-}
-
-fn parent_tag(src: &Path) -> String {
-    stem(src.parent().unwrap())
 }
 
 fn write_kernel_table(out: &Path, kernels: &[Kernel], asan: bool) {
@@ -293,7 +296,7 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
             .iter()
             .map(|src| {
                 let (nvcc, cuda, src) = (nvcc.clone(), cuda.to_path_buf(), src.clone());
-                let dst = fat_dir.join(format!("{}.fatbin", stem(&src)));
+                let dst = fat_dir.join(format!("{}.fatbin", key(&src)));
                 std::thread::spawn(move || {
                     let r = nvcc_compile(&nvcc, &cuda, &src, &dst);
                     (src, r)
@@ -310,8 +313,8 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
             Ok(log) => infos.extend(parse_ptxas(log)),
             Err(e) => panic!("nvcc failed on {}:\n{e}", src.display()),
         }
-        let fat = fat_dir.join(format!("{}.fatbin", stem(src)));
-        writeln!(table, "    ({:?}, include_bytes!({:?})),", stem(src), fat.display().to_string()).unwrap();
+        let fat = fat_dir.join(format!("{}.fatbin", key(src)));
+        writeln!(table, "    ({:?}, include_bytes!({:?})),", key(src), fat.display().to_string()).unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("fatbins.rs"), table).unwrap();

@@ -384,14 +384,10 @@ struct Runner {
     size_t gi = w.pending.size();
     for (size_t i = 0; i < w.pending.size(); i++) {
       const Group& g = w.pending[i];
-      if (g.mask == mask) {
-        gi = i;
-      } else if (g.mask & mask) {
-        set_error("warp divergence: lane %u reached %s with mask 0x%08x while lanes 0x%08x wait at "
-                  "%s with mask 0x%08x", f.lane, kind_name(kind), mask, g.arrived,
-                  kind_name(g.kind), g.mask);
-        fail_in_fiber();
-      }
+      // Groups with other, overlapping masks are legal (lanes finishing a
+      // half-warp op may wait at a full-warp one); a lane that can never
+      // arrive shows up as a deadlock instead.
+      if (g.mask == mask) gi = i;
     }
     if (gi == w.pending.size()) {
       w.pending.push_back(Group{mask, 0, kind, cfn});

@@ -1,0 +1,29 @@
+// Kernels that break CUDA's rules on purpose: the simulator must report each
+// as a launch error instead of hanging. Simulator-only (never built by nvcc).
+#include "common.cuh"
+
+// Half the block returns before a barrier the other half waits at.
+extern "C" __global__ void simt_err_divergent_barrier(const SimTestParams p) {
+  if (threadIdx.x < 16) return;
+  __syncthreads();
+  p.out_f[threadIdx.x] = 1.f;
+}
+
+// Lanes 0-15 wait at __syncthreads, lanes 16-31 at a full-warp shuffle.
+extern "C" __global__ void simt_err_deadlock(const SimTestParams p) {
+  if (threadIdx.x % 32 < 16) {
+    __syncthreads();
+  } else {
+    p.out_f[threadIdx.x] = __shfl_sync(TMOE_FULL_MASK, 1.f, 0);
+  }
+}
+
+// A full-mask shuffle in a block of 48 threads: lanes 16-31 of warp 1 do not exist.
+extern "C" __global__ void simt_err_partial_warp(const SimTestParams p) {
+  p.out_f[threadIdx.x] = warp_sum(1.f);
+}
+
+extern "C" __global__ void simt_err_trap(const SimTestParams p) {
+  if (threadIdx.x == 5) __trap();
+  p.out_f[threadIdx.x] = 1.f;
+}
