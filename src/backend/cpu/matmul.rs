@@ -49,6 +49,7 @@ fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
 /// # Safety
 /// `a` and `b` must point at matrices of the stated shapes and strides that
 /// stay inside live allocations; `c` must hold `m` rows of stride `c_rs`.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_raw<F: Float>(
     m: usize,
     n: usize,

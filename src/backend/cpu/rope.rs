@@ -75,7 +75,7 @@ mod tests {
         let mut y = vec![0.0; x.len()];
         fwd(&x, &mut y, b, s, h, hd, 10000.0);
         // position 2, head 1, i = 1: ang = 2 * 10000^(-2/4) = 0.02
-        let base = (1 * s + 2) * h * hd + hd;
+        let base = (s + 2) * h * hd + hd; // b=1, s=2, h=1
         let ang: f64 = 2.0 * 10000f64.powf(-0.5);
         let (a, bb) = (x[base + 1], x[base + 3]);
         assert!((y[base + 1] - (a * ang.cos() - bb * ang.sin())).abs() < 1e-12);
