@@ -13,6 +13,8 @@ pub mod attention;
 pub mod embedding;
 pub mod float;
 pub mod matmul;
+pub mod mha;
+pub mod moe;
 pub mod moe_permute;
 pub mod pool;
 pub mod rmsnorm;
