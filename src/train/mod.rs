@@ -1,1 +1,5 @@
 //! (in progress)
+
+pub mod checkpoint;
+pub mod optim;
+pub mod schedule;
