@@ -27,9 +27,9 @@ fn two_adamw_steps_match_hand_computation() {
     opt.step(&mut params, 0.1).unwrap();
     // Step 1: m = 0.05, v = 0.00025, m_hat = 0.5, v_hat = 0.25,
     // p = 1*(1 - 0.1*0.01) - 0.1 * 0.5/(0.5 + 1e-8) = 0.999 - 0.099999998.
-    assert!((params[0].value[0] - 0.899_000_002).abs() < 1e-6);
+    assert!((params[0].value[0] as f64 - 0.899_000_002).abs() < 1e-6);
     // Undecayed: p = 1 - 0.099999998.
-    assert!((params[1].value[0] - 0.900_000_002).abs() < 1e-6);
+    assert!((params[1].value[0] as f64 - 0.900_000_002).abs() < 1e-6);
     assert!((opt.m[0][0] - 0.05).abs() < 1e-7);
     // f32 (1 - 0.999) = 0.00099998713: relative, not absolute, agreement.
     assert!((opt.v[0][0] / 0.00025 - 1.0).abs() < 1e-4);
@@ -42,12 +42,12 @@ fn two_adamw_steps_match_hand_computation() {
     // m_hat = -0.005/0.19 = -0.0263158, v_hat = 0.00049975/0.001999 = 0.2500000,
     // p = 0.899000002*0.999 + 0.1*0.0263158/(0.5 + 1e-8) = 0.898101 + 0.00526316.
     assert!(
-        (params[0].value[0] - 0.903_364_16).abs() < 1e-6,
+        (params[0].value[0] as f64 - 0.903_364_16).abs() < 1e-6,
         "{}",
         params[0].value[0]
     );
     assert!(
-        (params[1].value[0] - 0.905_263_16).abs() < 1e-6,
+        (params[1].value[0] as f64 - 0.905_263_16).abs() < 1e-6,
         "{}",
         params[1].value[0]
     );
