@@ -25,7 +25,8 @@ struct Expected {
 fn load_expected(data: &Path) -> HashMap<String, Expected> {
     let text = std::fs::read_to_string(data.join("expected_flow_counts.json"))
         .expect("expected_flow_counts.json is readable");
-    let rows: Vec<Expected> = serde_json::from_str(&text).expect("expected_flow_counts.json parses");
+    let rows: Vec<Expected> =
+        serde_json::from_str(&text).expect("expected_flow_counts.json parses");
     rows.into_iter().map(|r| (r.file.clone(), r)).collect()
 }
 
@@ -75,8 +76,14 @@ fn iot_sentinel_flow_counts_match_dpkt() {
     let (mut total_ge3, mut total_packets, mut total_flows) = (0, 0, 0);
     let mut diffs = Vec::new();
     for path in &files {
-        let rel = path.strip_prefix(&data).unwrap().to_string_lossy().to_string();
-        let exp = expected.get(&rel).unwrap_or_else(|| panic!("{rel} not in expected_flow_counts.json"));
+        let rel = path
+            .strip_prefix(&data)
+            .unwrap()
+            .to_string_lossy()
+            .to_string();
+        let exp = expected
+            .get(&rel)
+            .unwrap_or_else(|| panic!("{rel} not in expected_flow_counts.json"));
         let got = count_file(path);
         total_ge3 += got.tcp_ge3 + got.udp_ge3;
         total_packets += got.frames;
@@ -91,7 +98,11 @@ fn iot_sentinel_flow_counts_match_dpkt() {
             diffs.push(format!("{rel}: got {got:?}, dpkt {want:?}"));
         }
     }
-    assert!(diffs.is_empty(), "per-file differences:\n{}", diffs.join("\n"));
+    assert!(
+        diffs.is_empty(),
+        "per-file differences:\n{}",
+        diffs.join("\n")
+    );
     assert_eq!(total_packets, 193_421);
     assert_eq!(total_flows, 15_065);
     assert_eq!(total_ge3, 9_280);

@@ -24,7 +24,11 @@ fn meta(label: u32, file_id: u32) -> FlowMeta {
 fn write_sample(dir: &std::path::Path, seq_len: usize) -> std::path::PathBuf {
     let p = dir.join("s.tmoe");
     // 3 rows of odd length: the metadata section needs alignment padding.
-    let rows = vec![vec![2, 10, 11, 4], vec![2, 4], (0..seq_len as u32).collect()];
+    let rows = vec![
+        vec![2, 10, 11, 4],
+        vec![2, 4],
+        (0..seq_len as u32).collect(),
+    ];
     let metas = vec![meta(0, 0), meta(NO_LABEL, 1), meta(5, 2)];
     write_shard(&p, seq_len, 0xdead_beef_0123_4567, 9000, &rows, &metas).unwrap();
     p
@@ -43,12 +47,18 @@ fn round_trip() {
     assert_eq!(s.tokens(1), &[2, 4, 0, 0, 0, 0, 0]);
     assert_eq!(s.tokens(2), &[0, 1, 2, 3, 4, 5, 6]);
     assert_eq!((s.n_tokens(0), s.n_tokens(1), s.n_tokens(2)), (4, 2, 7));
-    assert_eq!((s.label(0), s.label(1), s.label(2)), (Some(0), None, Some(5)));
+    assert_eq!(
+        (s.label(0), s.label(1), s.label(2)),
+        (Some(0), None, Some(5))
+    );
     let m = s.meta(2);
     assert_eq!(m.file_id, 2);
     assert_eq!(m.src_addr().to_string(), "192.168.1.2");
     assert_eq!(m.dst_addr().to_string(), "2001:db8::1");
-    assert_eq!((m.src_port, m.dst_port, m.proto, m.packet_count), (1234, 443, 6, 17));
+    assert_eq!(
+        (m.src_port, m.dst_port, m.proto, m.packet_count),
+        (1234, 443, 6, 17)
+    );
     assert_eq!(m.first_ts_ns, 1_700_000_000_123_456_789);
     assert_eq!(s.all_tokens().len(), 21);
 }
@@ -79,10 +89,16 @@ fn broken_files_give_clear_errors() {
     std::fs::write(&bad, &good[..good.len() - 5]).unwrap();
     let e = Shard::open(&bad).unwrap_err();
     assert!(matches!(e, ShardError::Size { .. }), "{e}");
-    assert!(e.to_string().contains("bad.tmoe") && e.to_string().contains("truncated"), "{e}");
+    assert!(
+        e.to_string().contains("bad.tmoe") && e.to_string().contains("truncated"),
+        "{e}"
+    );
 
     std::fs::write(&bad, &good[..10]).unwrap();
-    assert!(matches!(Shard::open(&bad).unwrap_err(), ShardError::Size { .. }));
+    assert!(matches!(
+        Shard::open(&bad).unwrap_err(),
+        ShardError::Size { .. }
+    ));
 
     let mut v = good.clone();
     v[0] = b'X';
@@ -99,14 +115,20 @@ fn broken_files_give_clear_errors() {
     let mut v = good.clone();
     v[16] = 200; // n_flows low byte: sizes no longer match the file
     std::fs::write(&bad, &v).unwrap();
-    assert!(matches!(Shard::open(&bad).unwrap_err(), ShardError::Size { .. }));
+    assert!(matches!(
+        Shard::open(&bad).unwrap_err(),
+        ShardError::Size { .. }
+    ));
 
     // A metadata row claiming more tokens than seq_len.
     let mut v = good.clone();
     let n_tok_off = v.len() - 4; // last FlowMeta's n_tokens
     v[n_tok_off] = 50;
     std::fs::write(&bad, &v).unwrap();
-    assert!(matches!(Shard::open(&bad).unwrap_err(), ShardError::Corrupt { .. }));
+    assert!(matches!(
+        Shard::open(&bad).unwrap_err(),
+        ShardError::Corrupt { .. }
+    ));
 
     let e = Shard::open(&dir.path().join("nope.tmoe")).unwrap_err();
     assert!(matches!(e, ShardError::Io { .. }) && e.to_string().contains("nope.tmoe"));

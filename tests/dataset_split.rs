@@ -30,13 +30,29 @@ fn by_flow_is_stratified_and_deterministic() {
     let ls = labels(&[1000, 100, 30, 3, 2, 1]);
     let a = split_by_flow(&ls, 7);
     assert_eq!(a, split_by_flow(&ls, 7), "same seed, same split");
-    assert_ne!(a, split_by_flow(&ls, 8), "another seed shuffles differently");
+    assert_ne!(
+        a,
+        split_by_flow(&ls, 8),
+        "another seed shuffles differently"
+    );
     let m = per_class(&ls, &a);
     let get = |c, p| m.get(&(c, p)).copied().unwrap_or(0);
-    assert_eq!((get(0, Part::Train), get(0, Part::Val), get(0, Part::Test)), (800, 100, 100));
-    assert_eq!((get(1, Part::Train), get(1, Part::Val), get(1, Part::Test)), (80, 10, 10));
-    assert_eq!((get(2, Part::Train), get(2, Part::Val), get(2, Part::Test)), (24, 3, 3));
-    assert_eq!((get(3, Part::Train), get(3, Part::Val), get(3, Part::Test)), (1, 1, 1));
+    assert_eq!(
+        (get(0, Part::Train), get(0, Part::Val), get(0, Part::Test)),
+        (800, 100, 100)
+    );
+    assert_eq!(
+        (get(1, Part::Train), get(1, Part::Val), get(1, Part::Test)),
+        (80, 10, 10)
+    );
+    assert_eq!(
+        (get(2, Part::Train), get(2, Part::Val), get(2, Part::Test)),
+        (24, 3, 3)
+    );
+    assert_eq!(
+        (get(3, Part::Train), get(3, Part::Val), get(3, Part::Test)),
+        (1, 1, 1)
+    );
     assert_eq!(get(4, Part::Train), 2);
     assert_eq!(get(5, Part::Train), 1);
 }
@@ -61,17 +77,30 @@ fn by_file_keeps_captures_whole() {
     // No capture is split across parts.
     let mut file_part: HashMap<u32, Part> = HashMap::new();
     for (&f, &p) in fs.iter().zip(&parts) {
-        assert_eq!(*file_part.entry(f).or_insert(p), p, "file {f} leaks across parts");
+        assert_eq!(
+            *file_part.entry(f).or_insert(p),
+            p,
+            "file {f} leaks across parts"
+        );
     }
     // Every class reaches all three parts, and train holds most flows.
     let m = per_class(&ls, &parts);
     for c in 0..3u32 {
-        let total: usize = Part::ALL.iter().map(|&p| m.get(&(c, p)).copied().unwrap_or(0)).sum();
+        let total: usize = Part::ALL
+            .iter()
+            .map(|&p| m.get(&(c, p)).copied().unwrap_or(0))
+            .sum();
         for p in Part::ALL {
-            assert!(m.get(&(c, p)).copied().unwrap_or(0) > 0, "class {c} has no {p:?}");
+            assert!(
+                m.get(&(c, p)).copied().unwrap_or(0) > 0,
+                "class {c} has no {p:?}"
+            );
         }
         let train = m[&(c, Part::Train)] as f64 / total as f64;
-        assert!((0.6..=0.92).contains(&train), "class {c}: train share {train}");
+        assert!(
+            (0.6..=0.92).contains(&train),
+            "class {c}: train share {train}"
+        );
     }
 }
 
@@ -84,7 +113,13 @@ fn by_file_with_few_captures() {
 
 #[test]
 fn dedup_keeps_first_of_each_token_label_pair() {
-    let rows = vec![vec![2, 5, 4], vec![2, 6, 4], vec![2, 5, 4], vec![2, 5, 4], vec![2, 6, 4]];
+    let rows = vec![
+        vec![2, 5, 4],
+        vec![2, 6, 4],
+        vec![2, 5, 4],
+        vec![2, 5, 4],
+        vec![2, 6, 4],
+    ];
     let labels = vec![Some(0), Some(0), Some(0), Some(1), Some(0)];
     assert_eq!(dedup_indices(&rows, &labels), vec![0, 1, 3]);
     // After dedup + split, no token row appears in two parts.

@@ -36,8 +36,14 @@ fn flow_between(a: Endpoint, b: Endpoint) -> Flow {
 }
 
 fn sample_flow() -> Flow {
-    let a = Endpoint { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), port: 40000 };
-    let b = Endpoint { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)), port: 443 };
+    let a = Endpoint {
+        ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        port: 40000,
+    };
+    let b = Endpoint {
+        ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        port: 443,
+    };
     flow_between(a, b)
 }
 
@@ -53,13 +59,25 @@ fn w(b: u16) -> u32 {
 }
 
 fn tokenizer(view: View, seq_len: usize) -> FlowTokenizer {
-    FlowTokenizer::new(full_vocab(), TokenizerConfig { seq_len, view, ..TokenizerConfig::default() }).unwrap()
+    FlowTokenizer::new(
+        full_vocab(),
+        TokenizerConfig {
+            seq_len,
+            view,
+            ..TokenizerConfig::default()
+        },
+    )
+    .unwrap()
 }
 
 // p0 attributes: len 003c, dir 00, flags 02, iat 0000, proto 06, payload len 0000
-const P0: [u16; 8] = [0x003c, 0x3c00, 0x0002, 0x0200, 0x0000, 0x0006, 0x0600, 0x0000];
+const P0: [u16; 8] = [
+    0x003c, 0x3c00, 0x0002, 0x0200, 0x0000, 0x0006, 0x0600, 0x0000,
+];
 // p1: len 0037, dir 01, flags 18, iat 3 us -> round(log2(4)*256)=512=0200, proto 06, len 0003
-const P1: [u16; 8] = [0x0037, 0x3701, 0x0118, 0x1802, 0x0200, 0x0006, 0x0600, 0x0003];
+const P1: [u16; 8] = [
+    0x0037, 0x3701, 0x0118, 0x1802, 0x0200, 0x0006, 0x0600, 0x0003,
+];
 
 #[test]
 fn full_view_tokens_match_spec() {
@@ -106,10 +124,16 @@ fn truncation_keeps_end() {
 fn packet_limit_and_payload_bytes() {
     let mut f = sample_flow();
     f.packets[1].payload = vec![1, 2, 3, 4, 5, 6];
-    let cfg = TokenizerConfig { packets: 1, ..TokenizerConfig::default() };
+    let cfg = TokenizerConfig {
+        packets: 1,
+        ..TokenizerConfig::default()
+    };
     let one = FlowTokenizer::new(full_vocab(), cfg).unwrap().encode(&f);
     assert_eq!(one.len(), 1 + 8 + 1 + 1, "[PD] 8 attrs [PY] [END]");
-    let cfg = TokenizerConfig { payload_bytes: 3, ..TokenizerConfig::default() };
+    let cfg = TokenizerConfig {
+        payload_bytes: 3,
+        ..TokenizerConfig::default()
+    };
     let toks = FlowTokenizer::new(full_vocab(), cfg).unwrap().encode(&f);
     assert_eq!(&toks[toks.len() - 3..], &[w(0x0102), w(0x0203), END]);
 }
@@ -118,8 +142,14 @@ fn packet_limit_and_payload_bytes() {
 fn addresses_and_ports_never_matter() {
     let tok = tokenizer(View::Full, 512);
     let base = tok.encode(&sample_flow());
-    let a = Endpoint { ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)), port: 1 };
-    let b = Endpoint { ip: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9)), port: 65535 };
+    let a = Endpoint {
+        ip: IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 7)),
+        port: 1,
+    };
+    let b = Endpoint {
+        ip: IpAddr::V6(Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 9)),
+        port: 65535,
+    };
     let mut other = flow_between(a, b);
     other.file_index = 7;
     assert_eq!(tok.encode(&other), base);
@@ -136,10 +166,16 @@ fn unknown_pieces_become_unk() {
     let mut t: Vec<String> = SPECIALS.iter().map(|s| s.to_string()).collect();
     t.extend(["00", "##0", "##3", "##c", "##6"].map(String::from));
     let v = Vocab::from_tokens(t).unwrap();
-    let ids: Vec<u32> = ["00", "##3", "##c"].iter().map(|s| v.id(s).unwrap()).collect();
+    let ids: Vec<u32> = ["00", "##3", "##c"]
+        .iter()
+        .map(|s| v.id(s).unwrap())
+        .collect();
     let tok = FlowTokenizer::new(v, TokenizerConfig::default()).unwrap();
     let toks = tok.encode(&sample_flow());
     // p0's first bigram 003c -> 00 ##3 ##c; second 3c00 -> [UNK].
     assert_eq!(&toks[..5], &[PD, ids[0], ids[1], ids[2], UNK]);
-    assert_eq!(tok.decode(&toks[..2]), vec!["[PD]".to_string(), "00".to_string()]);
+    assert_eq!(
+        tok.decode(&toks[..2]),
+        vec!["[PD]".to_string(), "00".to_string()]
+    );
 }

@@ -9,7 +9,9 @@ fn corpus() -> BigramCounts {
     for i in 0..20_000u32 {
         x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
         let len = 4 + (x >> 28) as usize;
-        let seg: Vec<u8> = (0..len).map(|j| ((i as usize % 17) * 3 + j * ((x >> 20) as usize % 5)) as u8).collect();
+        let seg: Vec<u8> = (0..len)
+            .map(|j| ((i as usize % 17) * 3 + j * ((x >> 20) as usize % 5)) as u8)
+            .collect();
         c.add_segment(&seg);
         c.add_segment(&[0x45, 0x00, 0x00, 0x3c, 0x16, 0x03, 0x01]);
     }
@@ -20,7 +22,11 @@ fn corpus() -> BigramCounts {
 fn train_save_load_round_trip() {
     let counts = corpus();
     let v = Vocab::train(&counts, 512).unwrap();
-    assert_eq!(v.len(), 512 + SPECIALS.len(), "enough distinct material to fill 512");
+    assert_eq!(
+        v.len(),
+        512 + SPECIALS.len(),
+        "enough distinct material to fill 512"
+    );
     for (i, s) in SPECIALS.iter().enumerate() {
         assert_eq!(v.token(i as u32), Some(*s));
     }
@@ -70,7 +76,10 @@ fn bad_vocab_files_error_clearly() {
     std::fs::write(&p, "[PAD]\n[UNK]\n[PD]\n[PY]\n[END]\nab\nab\n").unwrap();
     let e = format!("{:#}", Vocab::load(&p).unwrap_err());
     assert!(e.contains("repeats"), "{e}");
-    let e = format!("{:#}", Vocab::load(&dir.path().join("missing.txt")).unwrap_err());
+    let e = format!(
+        "{:#}",
+        Vocab::load(&dir.path().join("missing.txt")).unwrap_err()
+    );
     assert!(e.contains("missing.txt"), "{e}");
     assert!(Vocab::train(&Default::default(), 10).is_err());
 }

@@ -36,16 +36,28 @@ pub struct Args {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn words(bytes: &[u8]) -> String {
-    bigrams(bytes).map(bigram_word).collect::<Vec<_>>().join(" ")
+    bigrams(bytes)
+        .map(bigram_word)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn pieces(vocab: &Vocab, bytes: &[u8]) -> String {
     bigrams(bytes)
-        .flat_map(|b| vocab.pieces(b).iter().map(|&i| vocab.token(i).unwrap_or("?")))
+        .flat_map(|b| {
+            vocab
+                .pieces(b)
+                .iter()
+                .map(|&i| vocab.token(i).unwrap_or("?"))
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -65,7 +77,10 @@ pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerCo
         flow.packets.len(),
         flow.last_ts_ns.saturating_sub(flow.first_ts_ns) as f64 / 1e9
     );
-    let _ = writeln!(s, "(addresses and ports are shown here only; they never enter the tokens)");
+    let _ = writeln!(
+        s,
+        "(addresses and ports are shown here only; they never enter the tokens)"
+    );
     let feats = flow_features(flow, cfg.packets, cfg.payload_bytes, cfg.view);
     let mut prev = None;
     for (i, (p, f)) in flow.packets.iter().zip(&feats).enumerate() {
@@ -101,7 +116,11 @@ pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerCo
     if let Some(t) = tok {
         let ids = t.encode(flow);
         let _ = writeln!(s, "token ids ({} of seq_len {}):", ids.len(), t.seq_len());
-        let _ = writeln!(s, "{}", ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" "));
+        let _ = writeln!(
+            s,
+            "{}",
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+        );
         let _ = writeln!(s, "{}", t.decode(&ids).join(" "));
     } else {
         let _ = writeln!(s, "(pass --vocab FILE or --dataset DIR to see tokens)");
@@ -123,13 +142,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         )?),
         (None, None) => None,
     };
-    let cfg = tok.as_ref().map(|t| t.config().clone()).unwrap_or(TokenizerConfig {
-        packets: args.packets,
-        payload_bytes: args.payload_bytes,
-        view: args.view,
-        ..TokenizerConfig::default()
-    });
-    anyhow::ensure!(args.capture.is_file(), "{} is not a file", args.capture.display());
+    let cfg = tok
+        .as_ref()
+        .map(|t| t.config().clone())
+        .unwrap_or(TokenizerConfig {
+            packets: args.packets,
+            payload_bytes: args.payload_bytes,
+            view: args.view,
+            ..TokenizerConfig::default()
+        });
+    anyhow::ensure!(
+        args.capture.is_file(),
+        "{} is not a file",
+        args.capture.display()
+    );
     let rc = ReadConfig {
         max_packets: cfg.packets,
         payload_bytes: cfg.payload_bytes,
@@ -139,14 +165,24 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.flow {
         Some(n) => {
             let flow = flows.get(n).ok_or_else(|| {
-                anyhow::anyhow!("{} has {} flows; --flow {n} is out of range", args.capture.display(), flows.len())
+                anyhow::anyhow!(
+                    "{} has {} flows; --flow {n} is out of range",
+                    args.capture.display(),
+                    flows.len()
+                )
             })?;
             print!("{}", describe_flow(flow, tok.as_ref(), &cfg));
         }
         None => {
-            println!("{:>5} {:>5} {:>45} {:>8} {:>10}", "flow", "proto", "initiator -> responder", "packets", "seconds");
+            println!(
+                "{:>5} {:>5} {:>45} {:>8} {:>10}",
+                "flow", "proto", "initiator -> responder", "packets", "seconds"
+            );
             for (i, f) in flows.iter().enumerate() {
-                let ends = format!("{}:{} -> {}:{}", f.initiator.ip, f.initiator.port, f.responder.ip, f.responder.port);
+                let ends = format!(
+                    "{}:{} -> {}:{}",
+                    f.initiator.ip, f.initiator.port, f.responder.ip, f.responder.port
+                );
                 println!(
                     "{i:>5} {:>5} {ends:>45} {:>8} {:>10.3}",
                     f.key.proto,

@@ -40,8 +40,15 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("{} exists; pass --force to overwrite", args.out.display());
     }
     let start = Instant::now();
-    let paths: Vec<PathBuf> = collect_captures(&args.inputs)?.into_iter().map(|(p, _)| p).collect();
-    anyhow::ensure!(!paths.is_empty(), "no capture files found under {:?}", args.inputs);
+    let paths: Vec<PathBuf> = collect_captures(&args.inputs)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "no capture files found under {:?}",
+        args.inputs
+    );
     let rc = ReadConfig {
         max_packets: args.packets,
         payload_bytes: args.payload_bytes,

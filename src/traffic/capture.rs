@@ -172,7 +172,9 @@ impl CaptureReader {
     }
 
     /// Reads a capture from any byte stream (a file, a `&[u8]` in tests).
-    pub fn from_read<R: Read + Send + 'static>(mut input: R) -> Result<CaptureReader, CaptureError> {
+    pub fn from_read<R: Read + Send + 'static>(
+        mut input: R,
+    ) -> Result<CaptureReader, CaptureError> {
         // Peek at the magic ourselves: pcap-parser cannot tell "empty" from
         // "too short" and we want the byte order for reporting.
         let mut magic = [0u8; 4];
@@ -229,11 +231,15 @@ impl CaptureReader {
         let stream = FillRead(std::io::Cursor::new(magic).chain(input));
         let inner = create_reader(BUFFER_BYTES, stream).map_err(|e| {
             let (kind, detail) = match e {
-                PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => {
-                    (CaptureErrorKind::Truncated, "file ends inside its header".to_string())
-                }
+                PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => (
+                    CaptureErrorKind::Truncated,
+                    "file ends inside its header".to_string(),
+                ),
                 PcapError::ReadError => (CaptureErrorKind::Io, "read failed".to_string()),
-                other => (CaptureErrorKind::NotCapture, format!("bad file header ({other:?})")),
+                other => (
+                    CaptureErrorKind::NotCapture,
+                    format!("bad file header ({other:?})"),
+                ),
             };
             CaptureError {
                 kind,

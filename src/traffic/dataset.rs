@@ -176,12 +176,24 @@ impl std::fmt::Display for DatasetSummary {
             "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows",
             d.too_few_packets, d.unlabelled, d.duplicates, d.augmented_duplicates
         )?;
-        let kept: Vec<String> = i.split_counts.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        let kept: Vec<String> = i
+            .split_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
         writeln!(f, "kept: {}", kept.join(", "))?;
         if !i.class_counts.is_empty() {
-            writeln!(f, "{:<28} {:>8} {:>8} {:>8} {:>10}", "class", "train", "val", "test", "augmented")?;
+            writeln!(
+                f,
+                "{:<28} {:>8} {:>8} {:>8} {:>10}",
+                "class", "train", "val", "test", "augmented"
+            )?;
             for (c, n) in &i.class_counts {
-                writeln!(f, "{c:<28} {:>8} {:>8} {:>8} {:>10}", n.train, n.val, n.test, n.augmented)?;
+                writeln!(
+                    f,
+                    "{c:<28} {:>8} {:>8} {:>8} {:>10}",
+                    n.train, n.val, n.test, n.augmented
+                )?;
             }
         }
         if let Some(u) = i.csv_rows_unmatched {
@@ -206,9 +218,15 @@ impl std::fmt::Display for DatasetSummary {
 pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
     let p = dir.join("dataset.json");
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
-    let info: DatasetInfo = serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    let info: DatasetInfo =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
     if info.format != DATASET_FORMAT {
-        bail!("{}: dataset format {}, this build reads {}", p.display(), info.format, DATASET_FORMAT);
+        bail!(
+            "{}: dataset format {}, this build reads {}",
+            p.display(),
+            info.format,
+            DATASET_FORMAT
+        );
     }
     Ok(info)
 }
@@ -219,9 +237,11 @@ pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Path
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for input in inputs {
-        let meta = std::fs::metadata(input).with_context(|| format!("input {}", input.display()))?;
+        let meta =
+            std::fs::metadata(input).with_context(|| format!("input {}", input.display()))?;
         let found = if meta.is_dir() {
-            find_captures(input).with_context(|| format!("listing captures under {}", input.display()))?
+            find_captures(input)
+                .with_context(|| format!("listing captures under {}", input.display()))?
         } else {
             vec![input.clone()]
         };
@@ -268,7 +288,11 @@ pub fn corpus_counts(flows: &[Flow], cfg: &TokenizerConfig) -> BigramCounts {
 }
 
 /// Reads flows of many captures, sorted deterministically.
-pub fn read_sorted_flows(paths: &[PathBuf], rc: &ReadConfig, progress: bool) -> (Vec<Flow>, RunStats) {
+pub fn read_sorted_flows(
+    paths: &[PathBuf],
+    rc: &ReadConfig,
+    progress: bool,
+) -> (Vec<Flow>, RunStats) {
     let sink = Mutex::new(Vec::new());
     let stats = read_captures(paths, rc, progress, &|f: Flow| {
         sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)
@@ -311,9 +335,18 @@ fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
             .next()
             .is_some();
         if non_empty && !force {
-            bail!("{} exists and is not empty; pass --force to overwrite", out.display());
+            bail!(
+                "{} exists and is not empty; pass --force to overwrite",
+                out.display()
+            );
         }
-        for name in ["train.tmoe", "val.tmoe", "test.tmoe", "dataset.json", "vocab.txt"] {
+        for name in [
+            "train.tmoe",
+            "val.tmoe",
+            "test.tmoe",
+            "dataset.json",
+            "vocab.txt",
+        ] {
             let p = out.join(name);
             if p.exists() {
                 std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
@@ -342,9 +375,16 @@ pub fn build_dataset_with(
     let paths: Vec<PathBuf> = captures.iter().map(|(p, _)| p.clone()).collect();
     let tcfg = &cfg.tokenizer;
     let k = tcfg.packets;
-    let slice_ns = cfg.slice_seconds.map(|s| (s * 1e9) as u64).filter(|&s| s > 0);
+    let slice_ns = cfg
+        .slice_seconds
+        .map(|s| (s * 1e9) as u64)
+        .filter(|&s| s > 0);
     let rc = ReadConfig {
-        max_packets: if slice_ns.is_some() { cfg.slice_packets.max(k) } else { k },
+        max_packets: if slice_ns.is_some() {
+            cfg.slice_packets.max(k)
+        } else {
+            k
+        },
         payload_bytes: tcfg.payload_bytes,
         idle_timeout_ns: (cfg.idle_timeout_s * 1e9) as u64,
         ..ReadConfig::default()
@@ -365,7 +405,11 @@ pub fn build_dataset_with(
         .collect();
     let file_names: Vec<String> = paths
         .iter()
-        .map(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default())
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
         .collect();
 
     let (mut flows, read) = read_sorted_flows(&paths, &rc, progress);
@@ -415,8 +459,17 @@ pub fn build_dataset_with(
             dropped.too_few_packets += 1;
         }
     }
-    let classes = class_table(names.iter().zip(&keep).filter(|(_, k)| **k).filter_map(|(n, _)| n.as_deref()));
-    let class_id = |n: &Option<String>| n.as_ref().map(|n| classes.binary_search(n).expect("class") as u32);
+    let classes = class_table(
+        names
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .filter_map(|(n, _)| n.as_deref()),
+    );
+    let class_id = |n: &Option<String>| {
+        n.as_ref()
+            .map(|n| classes.binary_search(n).expect("class") as u32)
+    };
     let mut labels: Vec<Option<u32>> = Vec::new();
     let mut kept_flows: Vec<Flow> = Vec::new();
     for ((f, n), k) in flows.drain(..).zip(&names).zip(&keep) {
@@ -487,14 +540,19 @@ pub fn build_dataset_with(
     };
 
     let mut out_rows: BTreeMap<Part, (Vec<Vec<u32>>, Vec<FlowMeta>)> = BTreeMap::new();
-    let mut class_counts: BTreeMap<String, PartCounts> =
-        classes.iter().map(|c| (c.clone(), PartCounts::default())).collect();
+    let mut class_counts: BTreeMap<String, PartCounts> = classes
+        .iter()
+        .map(|c| (c.clone(), PartCounts::default()))
+        .collect();
     for (&i, &p) in uniq.iter().zip(&parts) {
         let e = out_rows.entry(p).or_default();
         e.0.push(rows[i].clone());
         e.1.push(meta_of(&kept_flows[i], labels[i], 0));
         if let Some(l) = labels[i] {
-            class_counts.get_mut(&classes[l as usize]).expect("class").add(p);
+            class_counts
+                .get_mut(&classes[l as usize])
+                .expect("class")
+                .add(p);
         }
     }
 
@@ -514,7 +572,11 @@ pub fn build_dataset_with(
                 }
                 let e = out_rows.entry(Part::Train).or_default();
                 e.0.push(r);
-                e.1.push(meta_of(&sub, labels[i], u16::try_from(w + 1).unwrap_or(u16::MAX)));
+                e.1.push(meta_of(
+                    &sub,
+                    labels[i],
+                    u16::try_from(w + 1).unwrap_or(u16::MAX),
+                ));
                 if let Some(l) = labels[i] {
                     let c = class_counts.get_mut(&classes[l as usize]).expect("class");
                     c.train += 1;
@@ -534,7 +596,14 @@ pub fn build_dataset_with(
     for &p in written_parts {
         let (r, m) = out_rows.remove(&p).unwrap_or_default();
         let name = format!("{}.tmoe", p.name());
-        write_shard(&out_dir.join(&name), tcfg.seq_len, tok.hash(), tok.vocab_size(), &r, &m)?;
+        write_shard(
+            &out_dir.join(&name),
+            tcfg.seq_len,
+            tok.hash(),
+            tok.vocab_size(),
+            &r,
+            &m,
+        )?;
         shards.insert(p.name().to_string(), name);
         split_counts.insert(p.name().to_string(), r.len());
     }
@@ -583,6 +652,10 @@ pub fn build_dataset_with(
 }
 
 /// Builds a dataset into a new or empty directory (see [`build_dataset_with`]).
-pub fn build_dataset(cfg: &DatasetConfig, out_dir: &Path, progress: bool) -> anyhow::Result<DatasetSummary> {
+pub fn build_dataset(
+    cfg: &DatasetConfig,
+    out_dir: &Path,
+    progress: bool,
+) -> anyhow::Result<DatasetSummary> {
     build_dataset_with(cfg, out_dir, progress, false)
 }

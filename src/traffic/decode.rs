@@ -119,7 +119,11 @@ fn be16(b: &[u8], at: usize) -> Option<u16> {
 
 /// Decodes one frame of the given link type. `orig_len` is the frame's length
 /// on the wire, used when the IP header itself is cut off.
-pub fn decode_frame(link_type: u32, data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReason> {
+pub fn decode_frame(
+    link_type: u32,
+    data: &[u8],
+    orig_len: u32,
+) -> Result<DecodedPacket<'_>, SkipReason> {
     let (net, wire_len) = match link_type {
         link::ETHERNET => return decode_ethernet(data, orig_len),
         link::RAW | link::RAW_OPENBSD | link::RAW_BSDOS => (NetProto::ByVersion, 0),
@@ -127,7 +131,11 @@ pub fn decode_frame(link_type: u32, data: &[u8], orig_len: u32) -> Result<Decode
         link::IPV6 => (NetProto::V6, 0),
         link::LINUX_SLL => {
             let et = be16(data, 14).ok_or(SkipReason::TruncatedHeader)?;
-            return decode_ether_type(et, data.get(16..).unwrap_or_default(), orig_len.saturating_sub(16));
+            return decode_ether_type(
+                et,
+                data.get(16..).unwrap_or_default(),
+                orig_len.saturating_sub(16),
+            );
         }
         link::LINUX_SLL2 => {
             let et = be16(data, 0).ok_or(SkipReason::TruncatedHeader)?;
@@ -143,7 +151,11 @@ pub fn decode_frame(link_type: u32, data: &[u8], orig_len: u32) -> Result<Decode
         }
         link::C_HDLC => {
             let et = be16(data, 2).ok_or(SkipReason::TruncatedHeader)?;
-            return decode_ether_type(et, data.get(4..).unwrap_or_default(), orig_len.saturating_sub(4));
+            return decode_ether_type(
+                et,
+                data.get(4..).unwrap_or_default(),
+                orig_len.saturating_sub(4),
+            );
         }
         _ => return Err(SkipReason::UnsupportedLinkType),
     };
@@ -163,7 +175,11 @@ enum NetProto {
 /// BSD null / loopback: a 4-byte address family, in the writer's byte order
 /// (LINKTYPE_NULL) or network order (LINKTYPE_LOOP); accept both.
 fn null_family(data: &[u8]) -> Result<NetProto, SkipReason> {
-    let b: [u8; 4] = data.get(..4).ok_or(SkipReason::TruncatedHeader)?.try_into().unwrap_or_default();
+    let b: [u8; 4] = data
+        .get(..4)
+        .ok_or(SkipReason::TruncatedHeader)?
+        .try_into()
+        .unwrap_or_default();
     let family = |v: u32| match v {
         2 => Some(NetProto::V4),
         10 | 24 | 28 | 30 => Some(NetProto::V6),
@@ -176,7 +192,11 @@ fn null_family(data: &[u8]) -> Result<NetProto, SkipReason> {
 
 /// PPP (optionally with HDLC address/control bytes ff 03) -> IP version and header length.
 fn ppp_protocol(data: &[u8]) -> Result<(NetProto, usize), SkipReason> {
-    let start = if data.starts_with(&[0xff, 0x03]) { 2 } else { 0 };
+    let start = if data.starts_with(&[0xff, 0x03]) {
+        2
+    } else {
+        0
+    };
     // Protocol field compression: a 1-byte protocol has its low bit set.
     let first = *data.get(start).ok_or(SkipReason::TruncatedHeader)?;
     let (proto, len) = if first & 1 == 1 {
@@ -193,11 +213,19 @@ fn ppp_protocol(data: &[u8]) -> Result<(NetProto, usize), SkipReason> {
 
 fn decode_ethernet(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReason> {
     let et = be16(data, 12).ok_or(SkipReason::TruncatedHeader)?;
-    decode_ether_type(et, data.get(14..).unwrap_or_default(), orig_len.saturating_sub(14))
+    decode_ether_type(
+        et,
+        data.get(14..).unwrap_or_default(),
+        orig_len.saturating_sub(14),
+    )
 }
 
 /// Decodes what follows an EtherType: VLAN tags (any depth), PPPoE, MPLS, IP.
-fn decode_ether_type(mut et: u16, mut data: &[u8], mut orig_len: u32) -> Result<DecodedPacket<'_>, SkipReason> {
+fn decode_ether_type(
+    mut et: u16,
+    mut data: &[u8],
+    mut orig_len: u32,
+) -> Result<DecodedPacket<'_>, SkipReason> {
     // Bounded so a frame full of VLAN tags cannot loop long.
     for _ in 0..8 {
         match et {
@@ -308,7 +336,8 @@ fn decode_ipv6(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReas
         match next {
             // Hop-by-hop, routing, destination options, mobility, HIP, shim6.
             0 | 43 | 60 | 135 | 139 | 140 => {
-                let len = usize::from(*captured.get(at + 1).ok_or(SkipReason::TruncatedHeader)?) * 8 + 8;
+                let len =
+                    usize::from(*captured.get(at + 1).ok_or(SkipReason::TruncatedHeader)?) * 8 + 8;
                 next = captured[at];
                 at += len;
             }
@@ -324,7 +353,9 @@ fn decode_ipv6(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReas
             }
             // Authentication header: length in 4-byte units, minus 2.
             51 => {
-                let len = (usize::from(*captured.get(at + 1).ok_or(SkipReason::TruncatedHeader)?) + 2) * 4;
+                let len = (usize::from(*captured.get(at + 1).ok_or(SkipReason::TruncatedHeader)?)
+                    + 2)
+                    * 4;
                 next = captured[at];
                 at += len;
             }

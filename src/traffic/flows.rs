@@ -117,7 +117,8 @@ impl FlowTable {
         };
         let key = FlowKey::new(pkt.proto, src, dst);
         let is_tcp = pkt.proto == PROTO_TCP;
-        let syn_only = is_tcp && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
+        let syn_only =
+            is_tcp && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
 
         if let Some(state) = self.flows.get(&key) {
             let idle = ts_ns.saturating_sub(state.flow.last_ts_ns);
@@ -130,7 +131,8 @@ impl FlowTable {
             }
         }
 
-        let (max_packets, payload_bytes, file_index) = (self.max_packets, self.payload_bytes, self.file_index);
+        let (max_packets, payload_bytes, file_index) =
+            (self.max_packets, self.payload_bytes, self.file_index);
         let state = self.flows.entry(key).or_insert_with(|| FlowState {
             flow: Flow {
                 key,
@@ -203,7 +205,9 @@ impl FlowTable {
     fn emit_keys(&mut self, keys: &mut [FlowKey], on_flow: &mut dyn FnMut(Flow)) {
         let mut states: Vec<FlowState> = keys.iter().filter_map(|k| self.flows.remove(k)).collect();
         // HashMap order is arbitrary: sort so output is deterministic.
-        states.sort_by(|a, b| (a.flow.first_ts_ns, a.flow.key).cmp(&(b.flow.first_ts_ns, b.flow.key)));
+        states.sort_by(|a, b| {
+            (a.flow.first_ts_ns, a.flow.key).cmp(&(b.flow.first_ts_ns, b.flow.key))
+        });
         for s in states {
             self.emit(s.flow, on_flow);
         }

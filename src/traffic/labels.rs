@@ -40,8 +40,13 @@ pub enum LabelSource {
     None,
     Folder,
     /// File-name prefix up to the first of these characters.
-    Prefix { delimiters: String },
-    Csv { path: PathBuf, column: Option<CsvColumn> },
+    Prefix {
+        delimiters: String,
+    },
+    Csv {
+        path: PathBuf,
+        column: Option<CsvColumn>,
+    },
 }
 
 impl LabelSource {
@@ -87,7 +92,9 @@ impl LabelSource {
                 column: None,
             });
         }
-        bail!("unknown --labels {s:?}: use none, folder, prefix[:DELIMS] or csv:PATH[:app|category|COLUMN]")
+        bail!(
+            "unknown --labels {s:?}: use none, folder, prefix[:DELIMS] or csv:PATH[:app|category|COLUMN]"
+        )
     }
 
     pub fn is_none(&self) -> bool {
@@ -161,7 +168,10 @@ impl FlowLabels {
     }
 
     pub fn parse(text: &str, column: Option<&CsvColumn>) -> anyhow::Result<FlowLabels> {
-        let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        let mut lines = text
+            .lines()
+            .enumerate()
+            .filter(|(_, l)| !l.trim().is_empty());
         let Some((_, header)) = lines.next() else {
             bail!("empty file (no header)");
         };
@@ -194,10 +204,15 @@ impl FlowLabels {
             (Some(CsvColumn::App), _) | (None, Layout::Ndpi { .. }) => {
                 (find(&["app"]).context("no `app` column")?, true)
             }
-            (Some(CsvColumn::Category), _) => (find(&["category"]).context("no `category` column")?, false),
+            (Some(CsvColumn::Category), _) => {
+                (find(&["category"]).context("no `category` column")?, false)
+            }
             (Some(CsvColumn::Named(n)), _) => {
                 let n = n.trim().to_ascii_lowercase();
-                (find(&[n.as_str()]).with_context(|| format!("no `{n}` column"))?, false)
+                (
+                    find(&[n.as_str()]).with_context(|| format!("no `{n}` column"))?,
+                    false,
+                )
             }
             (None, Layout::Cic { .. }) => (find(&["label"]).context("no `Label` column")?, false),
         };
@@ -295,8 +310,18 @@ impl FlowLabels {
 }
 
 enum Layout {
-    Ndpi { l4: usize, src: usize, dst: usize },
-    Cic { si: usize, sp: usize, di: usize, dp: usize, pr: usize },
+    Ndpi {
+        l4: usize,
+        src: usize,
+        dst: usize,
+    },
+    Cic {
+        si: usize,
+        sp: usize,
+        di: usize,
+        dp: usize,
+        pr: usize,
+    },
 }
 
 /// The file-name part of a CSV `file` cell (it may hold a path).

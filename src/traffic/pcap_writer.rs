@@ -30,9 +30,19 @@ impl<W: Write> PcapWriter<W> {
     }
 
     /// Writes one frame whose original length was `orig_len` (snaplen cut).
-    pub fn write_frame_truncated(&mut self, ts_ns: u64, frame: &[u8], orig_len: u32) -> io::Result<()> {
-        self.out
-            .write_all(&pcap_record_header(ts_ns, frame.len() as u32, orig_len, self.nanosecond, false))?;
+    pub fn write_frame_truncated(
+        &mut self,
+        ts_ns: u64,
+        frame: &[u8],
+        orig_len: u32,
+    ) -> io::Result<()> {
+        self.out.write_all(&pcap_record_header(
+            ts_ns,
+            frame.len() as u32,
+            orig_len,
+            self.nanosecond,
+            false,
+        ))?;
         self.out.write_all(frame)
     }
 
@@ -46,10 +56,18 @@ pub fn pcap_header(link_type: u32, nanosecond: bool, big_endian: bool) -> Vec<u8
     let magic: u32 = if nanosecond { 0xa1b2_3c4d } else { 0xa1b2_c3d4 };
     let mut h = Vec::with_capacity(24);
     let put32 = |h: &mut Vec<u8>, v: u32| {
-        h.extend_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() })
+        h.extend_from_slice(&if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        })
     };
     let put16 = |h: &mut Vec<u8>, v: u16| {
-        h.extend_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() })
+        h.extend_from_slice(&if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        })
     };
     put32(&mut h, magic);
     put16(&mut h, 2);
@@ -62,7 +80,13 @@ pub fn pcap_header(link_type: u32, nanosecond: bool, big_endian: bool) -> Vec<u8
 }
 
 /// The 16-byte record header of a classic pcap frame.
-pub fn pcap_record_header(ts_ns: u64, caplen: u32, orig_len: u32, nanosecond: bool, big_endian: bool) -> Vec<u8> {
+pub fn pcap_record_header(
+    ts_ns: u64,
+    caplen: u32,
+    orig_len: u32,
+    nanosecond: bool,
+    big_endian: bool,
+) -> Vec<u8> {
     let sec = (ts_ns / 1_000_000_000) as u32;
     let frac = if nanosecond {
         (ts_ns % 1_000_000_000) as u32
@@ -71,7 +95,11 @@ pub fn pcap_record_header(ts_ns: u64, caplen: u32, orig_len: u32, nanosecond: bo
     };
     let mut h = Vec::with_capacity(16);
     for v in [sec, frac, caplen, orig_len] {
-        h.extend_from_slice(&if big_endian { v.to_be_bytes() } else { v.to_le_bytes() });
+        h.extend_from_slice(&if big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        });
     }
     h
 }
@@ -94,11 +122,19 @@ impl PcapNgBuilder {
     }
 
     fn u32b(&self, v: u32) -> [u8; 4] {
-        if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() }
+        if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
     }
 
     fn u16b(&self, v: u16) -> [u8; 2] {
-        if self.big_endian { v.to_be_bytes() } else { v.to_le_bytes() }
+        if self.big_endian {
+            v.to_be_bytes()
+        } else {
+            v.to_le_bytes()
+        }
     }
 
     fn block(&mut self, block_type: u32, body: &[u8]) {
@@ -166,7 +202,13 @@ pub const ETHERTYPE_QINQ: u16 = 0x88a8;
 
 /// Ethernet II header + payload, with optional VLAN tags (outermost first;
 /// each tag is (TPID, VLAN id)).
-pub fn ethernet(src: [u8; 6], dst: [u8; 6], vlans: &[(u16, u16)], ether_type: u16, payload: &[u8]) -> Vec<u8> {
+pub fn ethernet(
+    src: [u8; 6],
+    dst: [u8; 6],
+    vlans: &[(u16, u16)],
+    ether_type: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut f = Vec::with_capacity(14 + 4 * vlans.len() + payload.len());
     f.extend_from_slice(&dst);
     f.extend_from_slice(&src);
@@ -246,7 +288,13 @@ pub fn ipv4(src: Ipv4Addr, dst: Ipv4Addr, proto: u8, payload: &[u8], opts: &Ipv4
 /// IPv6 header + extension headers + payload. Each extension header is
 /// (its next-header number, its bytes: already laid out, length byte included);
 /// `proto` is the final upper-layer protocol.
-pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, ext: &[(u8, Vec<u8>)], payload: &[u8]) -> Vec<u8> {
+pub fn ipv6(
+    src: Ipv6Addr,
+    dst: Ipv6Addr,
+    proto: u8,
+    ext: &[(u8, Vec<u8>)],
+    payload: &[u8],
+) -> Vec<u8> {
     let ext_len: usize = ext.iter().map(|(_, b)| b.len()).sum();
     let mut p = Vec::with_capacity(40 + ext_len + payload.len());
     p.extend_from_slice(&[0x60, 0, 0, 0]);
@@ -268,7 +316,15 @@ pub fn ipv6(src: Ipv6Addr, dst: Ipv6Addr, proto: u8, ext: &[(u8, Vec<u8>)], payl
 }
 
 /// A TCP header (20 bytes, no options, checksum left 0) + payload.
-pub fn tcp(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, window: u16, payload: &[u8]) -> Vec<u8> {
+pub fn tcp(
+    src_port: u16,
+    dst_port: u16,
+    seq: u32,
+    ack: u32,
+    flags: u8,
+    window: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut s = Vec::with_capacity(20 + payload.len());
     s.extend_from_slice(&src_port.to_be_bytes());
     s.extend_from_slice(&dst_port.to_be_bytes());

@@ -162,7 +162,9 @@ fn has_capture_extension(path: &Path) -> Option<bool> {
     match ext {
         "pcap" | "pcapng" | "cap" => Some(true),
         // Text and data files that sit next to captures.
-        "txt" | "md" | "json" | "csv" | "py" | "sh" | "yaml" | "yml" | "rules" | "conf" => Some(false),
+        "txt" | "md" | "json" | "csv" | "py" | "sh" | "yaml" | "yml" | "rules" | "conf" => {
+            Some(false)
+        }
         _ => None,
     }
 }

@@ -204,7 +204,11 @@ impl Shard {
             if m.n_tokens as usize > shard.seq_len() {
                 return Err(ShardError::Corrupt {
                     path: path.into(),
-                    what: format!("flow {i} claims {} tokens > seq_len {}", m.n_tokens, shard.seq_len()),
+                    what: format!(
+                        "flow {i} claims {} tokens > seq_len {}",
+                        m.n_tokens,
+                        shard.seq_len()
+                    ),
                 });
             }
         }
@@ -271,7 +275,10 @@ pub fn write_shard(
     metas: &[FlowMeta],
 ) -> anyhow::Result<()> {
     use anyhow::Context;
-    anyhow::ensure!(rows.len() == metas.len(), "rows and metadata differ in length");
+    anyhow::ensure!(
+        rows.len() == metas.len(),
+        "rows and metadata differ in length"
+    );
     let header = ShardHeader {
         magic: MAGIC,
         version: VERSION,
@@ -282,7 +289,8 @@ pub fn write_shard(
         meta_size: std::mem::size_of::<FlowMeta>() as u32,
         reserved: [0; 3],
     };
-    let (tok_off, meta_off, _) = layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
+    let (tok_off, meta_off, _) =
+        layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
     let tmp = path.with_extension("tmoe.tmp");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
@@ -290,7 +298,11 @@ pub fn write_shard(
     w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
     let mut row = vec![0u32; seq_len];
     for (i, r) in rows.iter().enumerate() {
-        anyhow::ensure!(r.len() <= seq_len, "row {i} has {} tokens > seq_len {seq_len}", r.len());
+        anyhow::ensure!(
+            r.len() <= seq_len,
+            "row {i} has {} tokens > seq_len {seq_len}",
+            r.len()
+        );
         row[..r.len()].copy_from_slice(r);
         row[r.len()..].fill(0);
         w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
@@ -304,6 +316,7 @@ pub fn write_shard(
     }
     w.flush().map_err(werr)?;
     drop(w);
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
     Ok(())
 }

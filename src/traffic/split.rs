@@ -121,7 +121,10 @@ pub fn split_by_file(labels: &[u32], files: &[u32], seed: u64) -> Vec<Part> {
             .iter()
             .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
             .expect("non-empty");
-        class_files.entry(class).or_default().push((f, counts.values().sum()));
+        class_files
+            .entry(class)
+            .or_default()
+            .push((f, counts.values().sum()));
     }
     let mut rng = Rng::new(seed);
     let mut file_part: HashMap<u32, Part> = HashMap::new();

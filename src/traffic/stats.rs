@@ -238,12 +238,20 @@ impl fmt::Display for RunStats {
                 }
             }
             if self.unknown_interface_frames > 0 {
-                write!(f, " unknown pcapng interface {};", self.unknown_interface_frames)?;
+                write!(
+                    f,
+                    " unknown pcapng interface {};",
+                    self.unknown_interface_frames
+                )?;
             }
             writeln!(f)?;
         }
         if !self.link_types.is_empty() {
-            let lts: Vec<String> = self.link_types.iter().map(|(lt, n)| format!("{lt}:{n}")).collect();
+            let lts: Vec<String> = self
+                .link_types
+                .iter()
+                .map(|(lt, n)| format!("{lt}:{n}"))
+                .collect();
             writeln!(f, "frames per link type: {}", lts.join(" "))?;
         }
         if let Some(kib) = self.peak_rss_kib {
@@ -253,7 +261,11 @@ impl fmt::Display for RunStats {
             writeln!(f, "  problem: {p}")?;
         }
         if self.problems.len() > PROBLEMS_SHOWN {
-            writeln!(f, "  ... and {} more problems", self.problems.len() - PROBLEMS_SHOWN)?;
+            writeln!(
+                f,
+                "  ... and {} more problems",
+                self.problems.len() - PROBLEMS_SHOWN
+            )?;
         }
         Ok(())
     }

@@ -100,7 +100,11 @@ impl FlowTokenizer {
 
     /// Writes `seq_len` ids into `out` (padded with `[PAD]`); returns the valid count.
     pub fn encode_padded(&self, flow: &Flow, out: &mut [u32]) -> usize {
-        assert_eq!(out.len(), self.cfg.seq_len, "output row must be seq_len long");
+        assert_eq!(
+            out.len(),
+            self.cfg.seq_len,
+            "output row must be seq_len long"
+        );
         let tokens = self.encode(flow);
         out[..tokens.len()].copy_from_slice(&tokens);
         out[tokens.len()..].fill(PAD);
@@ -109,7 +113,12 @@ impl FlowTokenizer {
 
     fn encode_into(&self, flow: &Flow, out: &mut Vec<u32>) {
         let body_cap = self.cfg.seq_len - 1;
-        let packets = flow_features(flow, self.cfg.packets, self.cfg.payload_bytes, self.cfg.view);
+        let packets = flow_features(
+            flow,
+            self.cfg.packets,
+            self.cfg.payload_bytes,
+            self.cfg.view,
+        );
         'packets: for p in &packets {
             let push = |t: u32, out: &mut Vec<u32>| -> bool {
                 if out.len() < body_cap {

@@ -99,7 +99,10 @@ impl Vocab {
         // breaks count ties by those numbers, so a randomly seeded map would make
         // training nondeterministic: fix the seeds and insert in word order.
         let mut fixed = std::collections::HashMap::with_hasher(ahash::RandomState::with_seeds(
-            0x7472_6166, 0x6669_632d, 0x6d6f_6521, 0x766f_6361,
+            0x7472_6166,
+            0x6669_632d,
+            0x6d6f_6521,
+            0x766f_6361,
         ));
         for (b, &c) in counts.0.iter().enumerate() {
             if c > 0 {
@@ -114,7 +117,12 @@ impl Vocab {
             .vocab_size(learned + SPECIALS.len())
             .min_frequency(0)
             .show_progress(false)
-            .special_tokens(SPECIALS.iter().map(|s| AddedToken::from(*s, true)).collect())
+            .special_tokens(
+                SPECIALS
+                    .iter()
+                    .map(|s| AddedToken::from(*s, true))
+                    .collect(),
+            )
             .continuing_subword_prefix("##".to_string())
             .build();
         let mut bpe = BPE::default();
@@ -122,7 +130,8 @@ impl Vocab {
             .do_train(&words, &mut bpe)
             .map_err(|e| anyhow::anyhow!("WordPiece training failed: {e}"))?;
         let wp = WordPiece::from_bpe(&bpe);
-        let mut by_id: Vec<(u32, String)> = wp.get_vocab().into_iter().map(|(t, i)| (i, t)).collect();
+        let mut by_id: Vec<(u32, String)> =
+            wp.get_vocab().into_iter().map(|(t, i)| (i, t)).collect();
         by_id.sort();
         let tokens: Vec<String> = by_id.into_iter().map(|(_, t)| t).collect();
         Vocab::from_tokens(tokens)
@@ -143,7 +152,10 @@ impl Vocab {
         let mut index = HashMap::with_capacity(tokens.len());
         for (i, t) in tokens.iter().enumerate() {
             if t.is_empty() || t.contains(char::is_whitespace) {
-                bail!("vocabulary line {} is empty or has whitespace: {t:?}", i + 1);
+                bail!(
+                    "vocabulary line {} is empty or has whitespace: {t:?}",
+                    i + 1
+                );
             }
             if index.insert(t.clone(), i as u32).is_some() {
                 bail!("vocabulary line {} repeats the token {t:?}", i + 1);
@@ -247,7 +259,14 @@ mod tests {
         t.extend(["ab", "abcd", "##cd", "##c", "##d"].map(String::from));
         let v = Vocab::from_tokens(t).unwrap();
         assert_eq!(v.pieces(0xabcd), &[v.id("abcd").unwrap()]);
-        assert_eq!(v.pieces(0xabdd), &[v.id("ab").unwrap(), v.id("##d").unwrap(), v.id("##d").unwrap()]);
+        assert_eq!(
+            v.pieces(0xabdd),
+            &[
+                v.id("ab").unwrap(),
+                v.id("##d").unwrap(),
+                v.id("##d").unwrap()
+            ]
+        );
         assert_eq!(v.pieces(0x1234), &[UNK]);
     }
 }

@@ -198,3 +198,30 @@ mod tests {
         assert_eq!(s.epoch, 1);
     }
 }
+
+impl Sequences for crate::traffic::shard::Shard {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn seq_len(&self) -> usize {
+        crate::traffic::shard::Shard::seq_len(self)
+    }
+    fn tokens(&self, i: usize) -> &[u32] {
+        crate::traffic::shard::Shard::tokens(self, i)
+    }
+    fn n_tokens(&self, i: usize) -> usize {
+        crate::traffic::shard::Shard::n_tokens(self, i)
+    }
+    fn label(&self, i: usize) -> Option<u32> {
+        crate::traffic::shard::Shard::label(self, i)
+    }
+}
+
+/// Opens `dir/<part>.tmoe`, naming the file in errors.
+pub fn open_part(
+    dir: &std::path::Path,
+    part: &str,
+) -> anyhow::Result<crate::traffic::shard::Shard> {
+    let p = dir.join(format!("{part}.tmoe"));
+    crate::traffic::shard::Shard::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+}
