@@ -26,7 +26,13 @@ fn main() {
     let cuda = root.join("cuda");
     println!("cargo:rerun-if-changed=cuda");
     println!("cargo:rerun-if-changed=build.rs");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "TMOE_SIM_ASAN", "TMOE_SKIP_NVCC"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "TMOE_SIM_ASAN",
+        "TMOE_SKIP_NVCC",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let asan = env::var("TMOE_SIM_ASAN").is_ok_and(|v| v == "1");
@@ -70,7 +76,10 @@ fn list_cu(dir: &Path) -> Vec<PathBuf> {
 /// extension, '/' replaced by '_' (`rmsnorm`, `sim_tests_warp`).
 fn key(p: &Path) -> String {
     let s = p.with_extension("").to_string_lossy().into_owned();
-    let rel = s.rsplit_once("/cuda/").map_or(s.as_str(), |(_, r)| r).to_string();
+    let rel = s
+        .rsplit_once("/cuda/")
+        .map_or(s.as_str(), |(_, r)| r)
+        .to_string();
     rel.replace('/', "_")
 }
 
@@ -120,7 +129,10 @@ fn check_unique(kernels: &[Kernel]) {
     let mut seen = BTreeMap::new();
     for k in kernels {
         if let Some(f) = seen.insert(k.name.as_str(), k.file.as_str()) {
-            panic!("kernel `{}` is defined in both {f}.cu and {}.cu", k.name, k.file);
+            panic!(
+                "kernel `{}` is defined in both {f}.cu and {}.cu",
+                k.name, k.file
+            );
         }
     }
 }
@@ -149,7 +161,11 @@ fn generate_params(header: &Path, out: &Path) {
         if let Some(rest) = line.trim().strip_prefix("typedef struct ") {
             let name = rest.split_whitespace().next().unwrap_or("");
             if name.ends_with("Params") {
-                writeln!(text, "unsafe impl crate::backend::gpu::launch::KernelParams for {name} {{}}").unwrap();
+                writeln!(
+                    text,
+                    "unsafe impl crate::backend::gpu::launch::KernelParams for {name} {{}}"
+                )
+                .unwrap();
             }
         }
     }
@@ -172,7 +188,10 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
         .flag("-fno-strict-aliasing")
         .file(cuda.join("sim/runtime.cpp"));
     if asan {
-        b.opt_level(1).debug(true).flag("-fsanitize=address").flag("-fno-omit-frame-pointer");
+        b.opt_level(1)
+            .debug(true)
+            .flag("-fsanitize=address")
+            .flag("-fno-omit-frame-pointer");
         println!("cargo:rustc-link-lib=dylib=asan");
     } else {
         // Kernels are hot loops: optimise even in debug builds.
@@ -200,7 +219,13 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
     }
     tramp.push_str("extern \"C\" const tmoe_sim::KernelEntry tmoe_sim_kernels[] = {\n");
     for k in kernels {
-        writeln!(tramp, "  {{\"{n}\", tramp_{n}, sizeof({t})}},", n = k.name, t = k.params).unwrap();
+        writeln!(
+            tramp,
+            "  {{\"{n}\", tramp_{n}, sizeof({t})}},",
+            n = k.name,
+            t = k.params
+        )
+        .unwrap();
     }
     tramp.push_str("  {nullptr, nullptr, 0}};\n");
     let tramp_path = sim_dir.join("trampolines.cpp");
@@ -210,7 +235,9 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
 }
 
 fn write_kernel_table(out: &Path, kernels: &[Kernel], asan: bool) {
-    let mut t = String::from("/// Every kernel in cuda/: (name, source file stem, params struct).\npub const KERNELS: &[(&str, &str, &str)] = &[\n");
+    let mut t = String::from(
+        "/// Every kernel in cuda/: (name, source file stem, params struct).\npub const KERNELS: &[(&str, &str, &str)] = &[\n",
+    );
     for k in kernels {
         writeln!(t, "    ({:?}, {:?}, {:?}),", k.name, k.file, k.params).unwrap();
     }
@@ -282,13 +309,21 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
             "cargo:warning=nvcc not found{}: GPU fatbins not built (simulator only). Install: tools/install-cuda-toolchain.sh",
             if skip { " (TMOE_SKIP_NVCC=1)" } else { "" }
         );
-        fs::write(out.join("fatbins.rs"), "pub const FATBINS: &[(&str, &[u8])] = &[];\n").unwrap();
+        fs::write(
+            out.join("fatbins.rs"),
+            "pub const FATBINS: &[(&str, &[u8])] = &[];\n",
+        )
+        .unwrap();
         return;
     };
 
     let fat_dir = out.join("fatbin");
     fs::create_dir_all(&fat_dir).unwrap();
-    let jobs: usize = env::var("NUM_JOBS").ok().and_then(|j| j.parse().ok()).unwrap_or(2).max(1);
+    let jobs: usize = env::var("NUM_JOBS")
+        .ok()
+        .and_then(|j| j.parse().ok())
+        .unwrap_or(2)
+        .max(1);
     // Compile files in parallel, `jobs` at a time.
     let mut results: Vec<(PathBuf, Result<String, String>)> = Vec::new();
     for chunk in sources.chunks(jobs) {
@@ -314,7 +349,13 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
             Err(e) => panic!("nvcc failed on {}:\n{e}", src.display()),
         }
         let fat = fat_dir.join(format!("{}.fatbin", key(src)));
-        writeln!(table, "    ({:?}, include_bytes!({:?})),", key(src), fat.display().to_string()).unwrap();
+        writeln!(
+            table,
+            "    ({:?}, include_bytes!({:?})),",
+            key(src),
+            fat.display().to_string()
+        )
+        .unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("fatbins.rs"), table).unwrap();
@@ -334,8 +375,13 @@ fn nvcc_compile(nvcc: &Path, cuda: &Path, src: &Path, dst: &Path) -> Result<Stri
         .arg(src)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", nvcc.display()))?;
-    let log = String::from_utf8_lossy(&output.stderr).into_owned() + &String::from_utf8_lossy(&output.stdout);
-    if output.status.success() { Ok(log) } else { Err(log) }
+    let log = String::from_utf8_lossy(&output.stderr).into_owned()
+        + &String::from_utf8_lossy(&output.stdout);
+    if output.status.success() {
+        Ok(log)
+    } else {
+        Err(log)
+    }
 }
 
 fn parse_ptxas(log: &str) -> Vec<PtxasInfo> {
@@ -350,12 +396,23 @@ fn parse_ptxas(log: &str) -> Vec<PtxasInfo> {
     for line in log.lines() {
         if let Some(rest) = line.split("Compiling entry function '").nth(1) {
             let name = rest.split('\'').next().unwrap_or("").to_string();
-            let arch = rest.split("for '").nth(1).and_then(|a| a.split('\'').next()).unwrap_or("").to_string();
-            v.push(PtxasInfo { kernel: name, arch, ..Default::default() });
+            let arch = rest
+                .split("for '")
+                .nth(1)
+                .and_then(|a| a.split('\'').next())
+                .unwrap_or("")
+                .to_string();
+            v.push(PtxasInfo {
+                kernel: name,
+                arch,
+                ..Default::default()
+            });
             in_entry = true;
         } else if line.contains("Function properties for") && !line.contains("Compiling") {
             // Non-entry (device) functions have properties too; only count the entry's.
-            in_entry = v.last().is_some_and(|k| line.trim_end().ends_with(&k.kernel));
+            in_entry = v
+                .last()
+                .is_some_and(|k| line.trim_end().ends_with(&k.kernel));
         } else if in_entry && line.contains("bytes stack frame") {
             let k = v.last_mut().unwrap();
             k.stack = num_before(line, "bytes stack frame");
@@ -363,7 +420,12 @@ fn parse_ptxas(log: &str) -> Vec<PtxasInfo> {
             k.spill_loads = num_before(line, "bytes spill loads");
         } else if in_entry && line.contains("Used ") && line.contains("registers") {
             let k = v.last_mut().unwrap();
-            k.registers = line.split("Used ").nth(1).and_then(|s| s.split_whitespace().next()).and_then(|s| s.parse().ok()).unwrap_or(0);
+            k.registers = line
+                .split("Used ")
+                .nth(1)
+                .and_then(|s| s.split_whitespace().next())
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
             k.smem = num_before(line, "bytes smem");
         }
     }
@@ -378,15 +440,26 @@ fn report(cuda: &Path, out: &Path, infos: &[PtxasInfo]) {
         .lines()
         .map(|l| l.split('#').next().unwrap().trim())
         .filter(|l| !l.is_empty())
-        .map(|l| l.split_once(char::is_whitespace).map_or((l, ""), |(k, r)| (k, r.trim())))
+        .map(|l| {
+            l.split_once(char::is_whitespace)
+                .map_or((l, ""), |(k, r)| (k, r.trim()))
+        })
         .collect();
     for (k, reason) in &allowed {
         if reason.is_empty() {
-            panic!("{}: `{k}` needs a reason after its name", allow_path.display());
+            panic!(
+                "{}: `{k}` needs a reason after its name",
+                allow_path.display()
+            );
         }
     }
     let mut text = String::from("# ptxas -v per kernel and architecture (generated by build.rs)\n");
-    writeln!(text, "{:<32} {:<7} {:>5} {:>8} {:>6} {:>7} {:>7}", "kernel", "arch", "regs", "smem", "stack", "spill_st", "spill_ld").unwrap();
+    writeln!(
+        text,
+        "{:<32} {:<7} {:>5} {:>8} {:>6} {:>7} {:>7}",
+        "kernel", "arch", "regs", "smem", "stack", "spill_st", "spill_ld"
+    )
+    .unwrap();
     let mut spilling = Vec::new();
     for i in infos {
         writeln!(
@@ -396,7 +469,10 @@ fn report(cuda: &Path, out: &Path, infos: &[PtxasInfo]) {
         )
         .unwrap();
         if (i.spill_stores > 0 || i.spill_loads > 0) && !allowed.contains_key(i.kernel.as_str()) {
-            spilling.push(format!("{} ({}: {} B stores, {} B loads)", i.kernel, i.arch, i.spill_stores, i.spill_loads));
+            spilling.push(format!(
+                "{} ({}: {} B stores, {} B loads)",
+                i.kernel, i.arch, i.spill_stores, i.spill_loads
+            ));
         }
     }
     let path = out.join("kernel-report.txt");

@@ -12,14 +12,24 @@ fn barriers_order_shared_memory_rounds() {
         let rounds = 5;
         let input: Vec<f32> = (0..n).map(|i| (i % 7) as f32).collect();
         let io = Io::new(ex, &input, &[0], 2 * n, 1);
-        launch(ex, "simt_barrier", 2, n as u32, 0, io.params(n as i32, rounds))?;
+        launch(
+            ex,
+            "simt_barrier",
+            2,
+            n as u32,
+            0,
+            io.params(n as i32, rounds),
+        )?;
         // Expected: each round v[t] += v[t+1] (cyclic), computed on the host.
         let mut v = input.clone();
         for _ in 0..rounds {
             v = (0..n).map(|t| v[t] + v[(t + 1) % n]).collect();
         }
         let got = ex.download(&io.out_f)?;
-        anyhow::ensure!(got[..n] == v[..] && got[n..] == v[..], "barrier rounds differ");
+        anyhow::ensure!(
+            got[..n] == v[..] && got[n..] == v[..],
+            "barrier rounds differ"
+        );
         Ok(())
     });
 }
@@ -30,11 +40,21 @@ fn dynamic_shared_memory_is_per_block() {
         let (blocks, n) = (3usize, 96usize);
         let input: Vec<f32> = (0..blocks * n).map(|i| i as f32).collect();
         let io = Io::new(ex, &input, &[0], blocks * n, 1);
-        launch(ex, "simt_dyn_smem", blocks as u32, n as u32, (n * 4) as u32, io.params(0, 0))?;
+        launch(
+            ex,
+            "simt_dyn_smem",
+            blocks as u32,
+            n as u32,
+            (n * 4) as u32,
+            io.params(0, 0),
+        )?;
         let got = ex.download(&io.out_f)?;
         for b in 0..blocks {
             for t in 0..n {
-                anyhow::ensure!(got[b * n + t] == input[b * n + n - 1 - t], "block {b} thread {t}");
+                anyhow::ensure!(
+                    got[b * n + t] == input[b * n + n - 1 - t],
+                    "block {b} thread {t}"
+                );
             }
         }
         Ok(())
@@ -45,14 +65,30 @@ fn dynamic_shared_memory_is_per_block() {
 fn block_reductions() {
     run_on_executors("block_reduce", |ex| {
         let (blocks, n) = (4usize, 160usize);
-        let input: Vec<f32> = (0..blocks * n).map(|i| ((i * 37) % 101) as f32 - 50.0).collect();
+        let input: Vec<f32> = (0..blocks * n)
+            .map(|i| ((i * 37) % 101) as f32 - 50.0)
+            .collect();
         let io = Io::new(ex, &input, &[0], 2 * blocks, 1);
-        launch(ex, "simt_block_reduce", blocks as u32, n as u32, 0, io.params(0, 0))?;
+        launch(
+            ex,
+            "simt_block_reduce",
+            blocks as u32,
+            n as u32,
+            0,
+            io.params(0, 0),
+        )?;
         let got = ex.download(&io.out_f)?;
         for b in 0..blocks {
             let s: f32 = input[b * n..(b + 1) * n].iter().sum();
-            let m = input[b * n..(b + 1) * n].iter().cloned().fold(f32::MIN, f32::max);
-            anyhow::ensure!(got[2 * b] == s && got[2 * b + 1] == m, "block {b}: got {:?}", &got[2 * b..2 * b + 2]);
+            let m = input[b * n..(b + 1) * n]
+                .iter()
+                .cloned()
+                .fold(f32::MIN, f32::max);
+            anyhow::ensure!(
+                got[2 * b] == s && got[2 * b + 1] == m,
+                "block {b}: got {:?}",
+                &got[2 * b..2 * b + 2]
+            );
         }
         Ok(())
     });
@@ -83,14 +119,35 @@ fn atomics_across_blocks() {
 fn bf16_conversion_rounds_to_nearest_even_like_half() {
     run_on_executors("bf16", |ex| {
         // Ties (exactly half an ulp) both ways, subnormals, infinities, large values.
-        let mut v: Vec<f32> = vec![1.0, 1.00390625, 1.01171875, -1.00390625, 3.0e38, -0.0, 1e-40, f32::INFINITY, 65504.0];
+        let mut v: Vec<f32> = vec![
+            1.0,
+            1.00390625,
+            1.01171875,
+            -1.00390625,
+            3.0e38,
+            -0.0,
+            1e-40,
+            f32::INFINITY,
+            65504.0,
+        ];
         v.extend((0..500).map(|i| ((i as f32) * 0.7311).sin() * 10f32.powi(i % 9 - 4)));
         let io = Io::new(ex, &v, &[0], v.len(), v.len());
-        launch(ex, "simt_bf16", v.len().div_ceil(128) as u32, 128, 0, io.params(v.len() as i32, 0))?;
+        launch(
+            ex,
+            "simt_bf16",
+            v.len().div_ceil(128) as u32,
+            128,
+            0,
+            io.params(v.len() as i32, 0),
+        )?;
         let bits = ex.download(&io.out_u)?;
         for (i, &x) in v.iter().enumerate() {
             let want = half::bf16::from_f32(x).to_bits() as u32;
-            anyhow::ensure!(bits[i] == want, "bf16({x}) = {:#06x}, want {want:#06x}", bits[i]);
+            anyhow::ensure!(
+                bits[i] == want,
+                "bf16({x}) = {:#06x}, want {want:#06x}",
+                bits[i]
+            );
         }
         Ok(())
     });

@@ -10,9 +10,17 @@ use traffic_moe::backend::gpu::{Executor, Launch};
 fn expect_err(kernel: &'static str, block: u32, needle: &str) {
     let ex = Executor::sim();
     let io = Io::new(&ex, &[0.0], &[0], 64, 1);
-    let err = launch(&ex, kernel, 2, block, 0, io.params(0, 0)).expect_err(kernel).to_string();
-    assert!(err.contains(needle), "{kernel}: error {err:?} lacks {needle:?}");
-    assert!(err.contains(kernel), "{kernel}: error {err:?} does not name the kernel");
+    let err = launch(&ex, kernel, 2, block, 0, io.params(0, 0))
+        .expect_err(kernel)
+        .to_string();
+    assert!(
+        err.contains(needle),
+        "{kernel}: error {err:?} lacks {needle:?}"
+    );
+    assert!(
+        err.contains(kernel),
+        "{kernel}: error {err:?} does not name the kernel"
+    );
 }
 
 #[test]
@@ -39,12 +47,21 @@ fn trap_is_reported() {
 fn unknown_kernel_and_wrong_params_are_reported() {
     let ex = Executor::sim();
     let p = RmsNormFwdParams::default();
-    let e = ex.launch(&Launch::linear("no_such_kernel", 1, 32, p)).unwrap_err().to_string();
+    let e = ex
+        .launch(&Launch::linear("no_such_kernel", 1, 32, p))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("unknown kernel no_such_kernel"), "{e}");
-    let e = ex.launch(&Launch::linear("simt_barrier", 1, 32, p)).unwrap_err().to_string();
+    let e = ex
+        .launch(&Launch::linear("simt_barrier", 1, 32, p))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("params struct"), "{e}");
     let io = Io::new(&ex, &[0.0], &[0], 1, 1);
-    let e = ex.launch(&Launch::linear("simt_barrier", 1, 2048, io.params(0, 0))).unwrap_err().to_string();
+    let e = ex
+        .launch(&Launch::linear("simt_barrier", 1, 2048, io.params(0, 0)))
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("invalid launch"), "{e}");
 }
 
@@ -53,7 +70,13 @@ fn simulator_keeps_working_after_errors() {
     // A failed block abandons its fibers; the next launch must start clean.
     expect_err("simt_err_deadlock", 32, "deadlock");
     let ex = Executor::sim();
-    let io = Io::new(&ex, &(0..64).map(|i| i as f32).collect::<Vec<_>>(), &[0], 64, 1);
+    let io = Io::new(
+        &ex,
+        &(0..64).map(|i| i as f32).collect::<Vec<_>>(),
+        &[0],
+        64,
+        1,
+    );
     launch(&ex, "simt_dyn_smem", 1, 64, 256, io.params(0, 0)).unwrap();
     assert_eq!(ex.download(&io.out_f).unwrap()[0], 63.0);
 }

@@ -15,7 +15,11 @@ fn ldmatrix_expected(m: &[u32], count: usize, trans: bool, lane: usize, i: usize
     }
     let at = |r: usize, c: usize| m[i * 64 + r * 8 + c] & 0xffff;
     let (q, c) = (lane / 4, 2 * (lane % 4));
-    let (lo, hi) = if trans { (at(c, q), at(c + 1, q)) } else { (at(q, c), at(q, c + 1)) };
+    let (lo, hi) = if trans {
+        (at(c, q), at(c + 1, q))
+    } else {
+        (at(q, c), at(q, c + 1))
+    };
     lo | (hi << 16)
 }
 
@@ -23,14 +27,25 @@ fn ldmatrix_expected(m: &[u32], count: usize, trans: bool, lane: usize, i: usize
 fn ldmatrix_matches_ptx_layout() {
     run_on_executors("ldmatrix", |ex| {
         let m: Vec<u32> = (0..256u32).map(|i| 1000 + i * 3).collect();
-        for (mode, count, trans) in [(1, 1, false), (2, 2, false), (4, 4, false), (9, 1, true), (10, 2, true), (12, 4, true)] {
+        for (mode, count, trans) in [
+            (1, 1, false),
+            (2, 2, false),
+            (4, 4, false),
+            (9, 1, true),
+            (10, 2, true),
+            (12, 4, true),
+        ] {
             let io = Io::new(ex, &[0.0], &m, 1, 128);
             launch(ex, "simt_ldmatrix", 1, 32, 0, io.params(0, mode))?;
             let got = ex.download(&io.out_u)?;
             for lane in 0..32 {
                 for i in 0..4 {
                     let want = ldmatrix_expected(&m, count, trans, lane, i);
-                    anyhow::ensure!(got[lane * 4 + i] == want, "x{count} trans={trans} lane {lane} reg {i}: {:#x} != {want:#x}", got[lane * 4 + i]);
+                    anyhow::ensure!(
+                        got[lane * 4 + i] == want,
+                        "x{count} trans={trans} lane {lane} reg {i}: {:#x} != {want:#x}",
+                        got[lane * 4 + i]
+                    );
                 }
             }
         }
@@ -46,14 +61,21 @@ fn bf(x: f32) -> f64 {
 fn mma_m16n8k16_matches_matmul() {
     run_on_executors("mma", |ex| {
         // Distinct values everywhere so any misplaced element changes the result.
-        let a: Vec<f32> = (0..256).map(|i| ((i * 37 % 97) as f32 - 48.0) / 16.0).collect();
-        let b: Vec<f32> = (0..128).map(|i| ((i * 53 % 89) as f32 - 44.0) / 8.0).collect();
+        let a: Vec<f32> = (0..256)
+            .map(|i| ((i * 37 % 97) as f32 - 48.0) / 16.0)
+            .collect();
+        let b: Vec<f32> = (0..128)
+            .map(|i| ((i * 53 % 89) as f32 - 44.0) / 8.0)
+            .collect();
         let c: Vec<f32> = (0..128).map(|i| i as f32 * 0.25 - 7.0).collect();
         let input: Vec<f32> = a.iter().chain(&b).chain(&c).copied().collect();
         let mut want = vec![0f64; 128];
         for r in 0..16 {
             for n in 0..8 {
-                want[r * 8 + n] = c[r * 8 + n] as f64 + (0..16).map(|k| bf(a[r * 16 + k]) * bf(b[k * 8 + n])).sum::<f64>();
+                want[r * 8 + n] = c[r * 8 + n] as f64
+                    + (0..16)
+                        .map(|k| bf(a[r * 16 + k]) * bf(b[k * 8 + n]))
+                        .sum::<f64>();
             }
         }
         for mode in [0, 1] {
@@ -62,7 +84,14 @@ fn mma_m16n8k16_matches_matmul() {
             let got = ex.download(&io.out_f)?;
             for i in 0..128 {
                 // Products of bf16 are exact in fp32; only the fp32 sum rounds.
-                anyhow::ensure!((got[i] as f64 - want[i]).abs() <= 1e-3, "mode {mode} D[{}][{}] = {}, want {}", i / 8, i % 8, got[i], want[i]);
+                anyhow::ensure!(
+                    (got[i] as f64 - want[i]).abs() <= 1e-3,
+                    "mode {mode} D[{}][{}] = {}, want {}",
+                    i / 8,
+                    i % 8,
+                    got[i],
+                    want[i]
+                );
             }
         }
         Ok(())

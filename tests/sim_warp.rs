@@ -20,11 +20,19 @@ fn shuffles_follow_cuda_semantics() {
                 if lane + 2 < 32 { v(lane + 2) } else { v(lane) },
                 v(lane ^ 5),
                 v(lane / 8 * 8 + 2),
-                if lane % 16 + 3 < 16 { v(lane + 3) } else { v(lane) },
+                if lane % 16 + 3 < 16 {
+                    v(lane + 3)
+                } else {
+                    v(lane)
+                },
                 if lane % 8 >= 4 { v(lane - 4) } else { v(lane) },
                 (0..32).sum::<u32>(),
             ];
-            anyhow::ensure!(o[t * 8..t * 8 + 8] == want, "thread {t}: got {:?}, want {want:?}", &o[t * 8..t * 8 + 8]);
+            anyhow::ensure!(
+                o[t * 8..t * 8 + 8] == want,
+                "thread {t}: got {:?}, want {want:?}",
+                &o[t * 8..t * 8 + 8]
+            );
         }
         Ok(())
     });
@@ -39,7 +47,10 @@ fn votes_and_partial_masks() {
         let o = ex.download(&io.out_u)?;
         let ballot3: u32 = (0..32).filter(|l| l % 3 == 0).map(|l| 1u32 << l).sum();
         let partner = |l: u32| if l < 16 { l ^ 1 } else { l ^ 2 };
-        let up: u32 = (0..32u32).filter(|&l| partner(l) > l).map(|l| 1u32 << l).sum();
+        let up: u32 = (0..32u32)
+            .filter(|&l| partner(l) > l)
+            .map(|l| 1u32 << l)
+            .sum();
         for lane in 0..32u32 {
             let want = [ballot3, 1, 0, 1, 0, partner(lane), up, 0];
             let got = &o[lane as usize * 8..lane as usize * 8 + 8];

@@ -1,8 +1,228 @@
-//! `tmoe bench` (in progress).
+//! `tmoe bench`: benchmarks. `tmoe bench kernels` times each kernel at the GPU
+//! benchmark shape (model `base`: d 768, batch 64 x sequence 512 tokens) and
+//! reports time, achieved bandwidth and its share of the device's peak. On the
+//! simulator (no GPU) it runs a small correctness smoke instead and says so.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use half::bf16;
+use serde::Serialize;
+
+use crate::backend::gpu::ops::{embed, rmsnorm};
+use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    #[command(subcommand)]
+    pub what: What,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe bench` is not implemented yet")
+#[derive(clap::Subcommand, Debug)]
+pub enum What {
+    /// Time every kernel family (GB/s and % of peak bandwidth on a GPU).
+    Kernels(KernelArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct KernelArgs {
+    /// Executor: `cuda` (default when available) or `sim`.
+    #[arg(long)]
+    pub exec: Option<String>,
+    /// Only kernels whose name contains this.
+    #[arg(long)]
+    pub filter: Option<String>,
+    /// Timed repetitions per kernel (median reported).
+    #[arg(long, default_value_t = 50)]
+    pub iters: usize,
+    /// Print the results as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write the JSON results to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// One benchmark result.
+#[derive(Debug, Serialize)]
+pub struct KernelResult {
+    pub kernel: String,
+    pub shape: String,
+    pub executor: String,
+    pub ms: f64,
+    /// Bytes read + written per call (compulsory traffic).
+    pub bytes: u64,
+    pub gb_per_s: f64,
+    pub pct_of_peak: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    device: DeviceInfo,
+    note: String,
+    results: Vec<KernelResult>,
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    match args.what {
+        What::Kernels(k) => kernels(k),
+    }
+}
+
+fn kernels(args: KernelArgs) -> anyhow::Result<()> {
+    let ex = match args.exec.as_deref() {
+        Some("sim") => Executor::sim(),
+        Some("cuda") => Executor::cuda()?,
+        None => Executor::cuda().unwrap_or_else(|e| {
+            eprintln!("cuda executor unavailable ({e}); using the simulator");
+            Executor::sim()
+        }),
+        Some(other) => anyhow::bail!("--exec must be `cuda` or `sim`, not `{other}`"),
+    };
+    let device = ex.device_info();
+    // The simulator is a correctness tool: a small shape, one iteration, no GB/s claims.
+    let (rows, d, vocab, iters) = if ex.is_gpu() {
+        (64 * 512, 768, 65_541, args.iters.max(1))
+    } else {
+        (64, 96, 1000, 1)
+    };
+    let note = if ex.is_gpu() {
+        format!("median of {iters} runs after a warm-up; bytes = compulsory DRAM traffic")
+    } else {
+        "simulator: not a GPU; correctness smoke at a small shape, timings are CPU wall-clock and meaningless".into()
+    };
+    let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut results = Vec::new();
+    let mut record = |kernel: &str, bytes: u64, ms: f64| {
+        let gbps = bytes as f64 / (ms * 1e-3) / 1e9;
+        results.push(KernelResult {
+            kernel: kernel.into(),
+            shape: format!("rows {rows} d {d} vocab {vocab}"),
+            executor: ex.name().into(),
+            ms,
+            bytes,
+            gb_per_s: gbps,
+            pct_of_peak: device
+                .peak_bandwidth
+                .filter(|_| ex.is_gpu())
+                .map(|p| 100.0 * gbps * 1e9 / p),
+        });
+    };
+
+    let (n, rows_u, d_u) = (rows * d, rows as u64, d as u64);
+    let x: Vec<bf16> = (0..n)
+        .map(|i| bf16::from_f32(((i % 251) as f32 - 125.0) / 50.0))
+        .collect();
+    let xb = ex.upload(&x)?;
+    let wb = ex.upload(&vec![1.0f32; d])?;
+    if want("rmsnorm") {
+        let yb = ex.alloc_zeroed::<bf16>(n)?;
+        let rstd = ex.alloc_zeroed::<f32>(rows)?;
+        let ms = median_ms(&ex, iters, || {
+            rmsnorm::fwd(&ex, &xb, &wb, &yb, &rstd, rows, d, 1e-5)
+        })?;
+        smoke_rmsnorm(&x, &ex.download(&yb)?, d)?;
+        record("rmsnorm_fwd", rows_u * d_u * 4 + d_u * 4 + rows_u * 4, ms);
+        let dxb = ex.alloc_zeroed::<bf16>(n)?;
+        let dwb = ex.alloc_zeroed::<f32>(d)?;
+        let scratch = ex.alloc_zeroed::<f32>(rmsnorm::bwd_scratch_len(rows, d))?;
+        let ms = median_ms(&ex, iters, || {
+            rmsnorm::bwd(&ex, &xb, &wb, &rstd, &xb, &dxb, &dwb, &scratch, rows, d)
+        })?;
+        // x, dy read; dx written; rstd, w, dw, partials small.
+        record("rmsnorm_bwd", rows_u * d_u * 6 + rows_u * 4 + d_u * 8, ms);
+    }
+    if want("embed") {
+        let ids: Vec<u32> = (0..rows as u32)
+            .map(|i| i.wrapping_mul(2_654_435_761) % vocab as u32)
+            .collect();
+        let idb = ex.upload(&ids)?;
+        let table = ex.alloc_zeroed::<f32>(vocab * d)?;
+        let out = ex.alloc_zeroed::<bf16>(n)?;
+        let ms = median_ms(&ex, iters, || {
+            embed::fwd(&ex, &idb, &table, &out, rows, d, vocab)
+        })?;
+        record("embed_fwd", rows_u * 4 + rows_u * d_u * (4 + 2), ms);
+        let plan = embed::EmbedBwdPlan::new(&ex, &ids, vocab)?;
+        let ms = median_ms(&ex, iters, || embed::bwd(&ex, &plan, &xb, &table, d, vocab))?;
+        // dout read, touched table rows read + written (at most one per row).
+        record(
+            "embed_bwd",
+            rows_u * d_u * 2 + rows_u * d_u * 8 + rows_u * 12,
+            ms,
+        );
+    }
+
+    let report = Report {
+        device,
+        note,
+        results,
+    };
+    if let Some(path) = &args.out {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn median_ms(
+    ex: &Executor,
+    iters: usize,
+    mut f: impl FnMut() -> crate::backend::gpu::error::Result<()>,
+) -> anyhow::Result<f64> {
+    if ex.is_gpu() {
+        f()?; // warm-up (module load, caches)
+        ex.synchronize()?;
+    }
+    let mut t: Vec<f64> = (0..iters)
+        .map(|_| ex.time_ms(&mut f))
+        .collect::<Result<_, _>>()?;
+    t.sort_by(f64::total_cmp);
+    Ok(t[t.len() / 2])
+}
+
+/// The first row of y must be the normalised x (weight 1): catches a kernel
+/// that runs but computes nothing.
+fn smoke_rmsnorm(x: &[bf16], y: &[bf16], d: usize) -> anyhow::Result<()> {
+    let ms: f64 = x[..d].iter().map(|v| v.to_f64().powi(2)).sum::<f64>() / d as f64;
+    let r = 1.0 / (ms + 1e-5).sqrt();
+    for j in 0..d {
+        let want = x[j].to_f64() * r;
+        anyhow::ensure!(
+            (y[j].to_f64() - want).abs() <= 1e-2 * (1.0 + want.abs()),
+            "rmsnorm smoke: y[{j}] = {}, want {want}",
+            y[j]
+        );
+    }
+    Ok(())
+}
+
+fn print_table(r: &Report) {
+    println!(
+        "device: {}  peak bandwidth: {}",
+        r.device.name,
+        r.device
+            .peak_bandwidth
+            .map_or("n/a".into(), |p| format!("{:.0} GB/s", p / 1e9))
+    );
+    println!("{}", r.note);
+    println!(
+        "{:<18} {:>10} {:>10} {:>8}  shape",
+        "kernel", "ms", "GB/s", "% peak"
+    );
+    for k in &r.results {
+        let pct = k.pct_of_peak.map_or("-".into(), |p| format!("{p:.1}"));
+        println!(
+            "{:<18} {:>10.4} {:>10.1} {:>8}  {}",
+            k.kernel, k.ms, k.gb_per_s, pct, k.shape
+        );
+    }
 }

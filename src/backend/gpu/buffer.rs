@@ -23,7 +23,11 @@ pub(crate) enum Mem {
 
 impl<T: Pod> Buf<T> {
     pub(crate) fn new(len: usize, mem: Mem) -> Self {
-        Buf { len, mem, _t: PhantomData }
+        Buf {
+            len,
+            mem,
+            _t: PhantomData,
+        }
     }
     pub fn len(&self) -> usize {
         self.len

@@ -44,21 +44,35 @@ static SHARED: OnceLock<std::result::Result<CudaExecutor, String>> = OnceLock::n
 impl CudaExecutor {
     /// Opens device 0 once per process and loads every kernel module.
     pub fn shared() -> Result<CudaExecutor> {
-        SHARED.get_or_init(|| Self::open().map_err(|e| e.to_string())).clone().map_err(GpuError::Unavailable)
+        SHARED
+            .get_or_init(|| {
+                Self::open().map_err(|e| match e {
+                    GpuError::Unavailable(m) => m,
+                    other => other.to_string(),
+                })
+            })
+            .clone()
+            .map_err(GpuError::Unavailable)
     }
 
     fn open() -> Result<CudaExecutor> {
         // SAFETY: only probes for the driver library with dlopen.
         if !unsafe { sys::is_culib_present() } {
-            return Err(GpuError::Unavailable("libcuda (the NVIDIA driver) is not installed".into()));
+            return Err(GpuError::Unavailable(
+                "libcuda (the NVIDIA driver) is not installed".into(),
+            ));
         }
         let n = CudaContext::device_count().map_err(cuda_err("cuDeviceGetCount"))?;
         if n < 1 {
-            return Err(GpuError::Unavailable("the driver reports no CUDA device".into()));
+            return Err(GpuError::Unavailable(
+                "the driver reports no CUDA device".into(),
+            ));
         }
         let ctx = CudaContext::new(0).map_err(cuda_err("creating the context on device 0"))?;
         if fatbins::FATBINS.is_empty() {
-            return Err(GpuError::Unavailable("this build embeds no kernels (nvcc was not found at build time)".into()));
+            return Err(GpuError::Unavailable(
+                "this build embeds no kernels (nvcc was not found at build time)".into(),
+            ));
         }
         let mut modules = Vec::new();
         let mut functions = HashMap::new();
@@ -67,16 +81,27 @@ impl CudaExecutor {
                 .load_module(Ptx::from_binary(bytes.to_vec()))
                 .map_err(cuda_err(&format!("loading the module of cuda/{file}.cu")))?;
             for (name, f, _) in KERNELS.iter().filter(|(_, f, _)| f == file) {
-                let func = module.load_function(name).map_err(cuda_err(&format!("kernel {name} in {f}.cu")))?;
+                let func = module
+                    .load_function(name)
+                    .map_err(cuda_err(&format!("kernel {name} in {f}.cu")))?;
                 functions.insert(*name, func);
             }
             modules.push(module);
         }
-        Ok(CudaExecutor { inner: Arc::new(Inner { ctx, _modules: modules, functions }) })
+        Ok(CudaExecutor {
+            inner: Arc::new(Inner {
+                ctx,
+                _modules: modules,
+                functions,
+            }),
+        })
     }
 
     fn bind(&self) -> Result<()> {
-        self.inner.ctx.bind_to_thread().map_err(cuda_err("binding the context"))
+        self.inner
+            .ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))
     }
 
     pub(crate) fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceMem> {
@@ -86,17 +111,22 @@ impl CudaExecutor {
         unsafe {
             let ptr = result::malloc_sync(n).map_err(cuda_err("cuMemAlloc"))?;
             result::memset_d8_sync(ptr, 0, n).map_err(cuda_err("cuMemsetD8"))?;
-            Ok(DeviceMem { ptr, bytes, ctx: self.inner.ctx.clone() })
+            Ok(DeviceMem {
+                ptr,
+                bytes,
+                ctx: self.inner.ctx.clone(),
+            })
         }
     }
 
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
         self.bind()?;
-        let f = self
-            .inner
-            .functions
-            .get(l.kernel)
-            .ok_or_else(|| GpuError::Invalid(format!("unknown kernel {} (not in the embedded fatbins)", l.kernel)))?;
+        let f = self.inner.functions.get(l.kernel).ok_or_else(|| {
+            GpuError::Invalid(format!(
+                "unknown kernel {} (not in the embedded fatbins)",
+                l.kernel
+            ))
+        })?;
         let cu_f = f.cu_function();
         // SAFETY: cu_f is a loaded kernel taking exactly one argument, the params
         // struct P (build.rs checked the signature); the pointer outlives the call.
@@ -124,7 +154,10 @@ impl CudaExecutor {
 
     pub fn synchronize(&self) -> Result<()> {
         self.bind()?;
-        self.inner.ctx.synchronize().map_err(cuda_err("synchronize"))
+        self.inner
+            .ctx
+            .synchronize()
+            .map_err(cuda_err("synchronize"))
     }
 
     pub fn time_ms(&self, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -135,9 +168,11 @@ impl CudaExecutor {
             let start = result::event::create(flags).map_err(cuda_err("cuEventCreate"))?;
             let end = result::event::create(flags).map_err(cuda_err("cuEventCreate"))?;
             let run = (|| {
-                result::event::record(start, std::ptr::null_mut()).map_err(cuda_err("cuEventRecord"))?;
+                result::event::record(start, std::ptr::null_mut())
+                    .map_err(cuda_err("cuEventRecord"))?;
                 f()?;
-                result::event::record(end, std::ptr::null_mut()).map_err(cuda_err("cuEventRecord"))?;
+                result::event::record(end, std::ptr::null_mut())
+                    .map_err(cuda_err("cuEventRecord"))?;
                 result::event::synchronize(end).map_err(cuda_err("cuEventSynchronize"))?;
                 result::event::elapsed(start, end).map_err(cuda_err("cuEventElapsedTime"))
             })();
@@ -153,7 +188,9 @@ impl CudaExecutor {
         let clock_khz = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MEMORY_CLOCK_RATE);
         let bus_bits = attr(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_GLOBAL_MEMORY_BUS_WIDTH);
         // DDR: two transfers per clock.
-        let queried = clock_khz.zip(bus_bits).map(|(k, b)| 2.0 * k as f64 * 1e3 * b as f64 / 8.0);
+        let queried = clock_khz
+            .zip(bus_bits)
+            .map(|(k, b)| 2.0 * k as f64 * 1e3 * b as f64 / 8.0);
         DeviceInfo {
             name: ctx.name().unwrap_or_else(|_| "CUDA device".into()),
             peak_bandwidth: Some(queried.unwrap_or(FALLBACK_PEAK_BANDWIDTH)),
@@ -163,7 +200,10 @@ impl CudaExecutor {
 
     /// (free, total) device memory in bytes.
     pub fn mem_info(&self) -> Result<(usize, usize)> {
-        self.inner.ctx.mem_get_info().map_err(cuda_err("cuMemGetInfo"))
+        self.inner
+            .ctx
+            .mem_get_info()
+            .map_err(cuda_err("cuMemGetInfo"))
     }
 }
 
@@ -177,13 +217,17 @@ pub(crate) struct DeviceMem {
 impl DeviceMem {
     pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
         assert_eq!(data.len(), self.bytes);
-        self.ctx.bind_to_thread().map_err(cuda_err("binding the context"))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))?;
         // SAFETY: ptr holds self.bytes bytes; synchronous copy.
         unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(cuda_err("cuMemcpyHtoD"))
     }
     pub(crate) fn read(&self, out: &mut [u8]) -> Result<()> {
         assert_eq!(out.len(), self.bytes);
-        self.ctx.bind_to_thread().map_err(cuda_err("binding the context"))?;
+        self.ctx
+            .bind_to_thread()
+            .map_err(cuda_err("binding the context"))?;
         // SAFETY: as above; the legacy default stream orders this after queued launches.
         unsafe { result::memcpy_dtoh_sync(out, self.ptr) }.map_err(cuda_err("cuMemcpyDtoH"))
     }

@@ -40,7 +40,9 @@ impl Executor {
         }
         #[cfg(not(feature = "cuda"))]
         {
-            Err(GpuError::Unavailable("built without `--features cuda`".into()))
+            Err(GpuError::Unavailable(
+                "built without `--features cuda`".into(),
+            ))
         }
     }
 
@@ -57,7 +59,9 @@ impl Executor {
     }
 
     pub fn alloc_zeroed<T: Pod>(&self, len: usize) -> Result<Buf<T>> {
-        let bytes = len.checked_mul(size_of::<T>()).ok_or_else(|| GpuError::Invalid("buffer size overflows".into()))?;
+        let bytes = len
+            .checked_mul(size_of::<T>())
+            .ok_or_else(|| GpuError::Invalid("buffer size overflows".into()))?;
         Ok(Buf::new(
             len,
             match self {
@@ -76,11 +80,17 @@ impl Executor {
 
     pub fn write<T: Pod>(&self, buf: &mut Buf<T>, data: &[T]) -> Result<()> {
         if data.len() != buf.len() {
-            return Err(GpuError::Invalid(format!("write of {} elements into a buffer of {}", data.len(), buf.len())));
+            return Err(GpuError::Invalid(format!(
+                "write of {} elements into a buffer of {}",
+                data.len(),
+                buf.len()
+            )));
         }
         let bytes = buf.bytes();
         match &mut buf.mem {
-            Mem::Host(h) => h.as_mut_slice(bytes).copy_from_slice(bytemuck::cast_slice(data)),
+            Mem::Host(h) => h
+                .as_mut_slice(bytes)
+                .copy_from_slice(bytemuck::cast_slice(data)),
             #[cfg(feature = "cuda")]
             Mem::Device(d) => d.write(bytemuck::cast_slice(data))?,
         }
@@ -91,7 +101,9 @@ impl Executor {
     pub fn download<T: Pod>(&self, buf: &Buf<T>) -> Result<Vec<T>> {
         let mut out = vec![T::zeroed(); buf.len()];
         match &buf.mem {
-            Mem::Host(h) => bytemuck::cast_slice_mut(&mut out).copy_from_slice(h.as_slice(buf.bytes())),
+            Mem::Host(h) => {
+                bytemuck::cast_slice_mut(&mut out).copy_from_slice(h.as_slice(buf.bytes()))
+            }
             #[cfg(feature = "cuda")]
             Mem::Device(d) => d.read(bytemuck::cast_slice_mut(&mut out))?,
         }
@@ -144,10 +156,15 @@ impl Executor {
     /// Checks that a buffer belongs to this executor's kind of memory.
     pub(crate) fn check_buf<T: Pod>(&self, what: &str, b: &Buf<T>, len: usize) -> Result<()> {
         if b.len() != len {
-            return Err(GpuError::Invalid(format!("{what}: {} elements, expected {len}", b.len())));
+            return Err(GpuError::Invalid(format!(
+                "{what}: {} elements, expected {len}",
+                b.len()
+            )));
         }
         if b.is_host() == self.is_gpu() {
-            return Err(GpuError::Invalid(format!("{what}: buffer belongs to another executor")));
+            return Err(GpuError::Invalid(format!(
+                "{what}: buffer belongs to another executor"
+            )));
         }
         Ok(())
     }

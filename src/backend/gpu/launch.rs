@@ -21,7 +21,13 @@ pub struct Launch<P: KernelParams> {
 impl<P: KernelParams> Launch<P> {
     /// A 1-D launch: `blocks` blocks of `threads` threads, no dynamic shared memory.
     pub fn linear(kernel: &'static str, blocks: u32, threads: u32, params: P) -> Self {
-        Launch { kernel, grid: [blocks, 1, 1], block: [threads, 1, 1], smem: 0, params }
+        Launch {
+            kernel,
+            grid: [blocks, 1, 1],
+            block: [threads, 1, 1],
+            smem: 0,
+            params,
+        }
     }
 
     pub fn with_smem(mut self, bytes: u32) -> Self {

@@ -47,6 +47,8 @@ impl SimExecutor {
             return Ok(());
         }
         let end = err.iter().position(|&b| b == 0).unwrap_or(err.len());
-        Err(GpuError::Sim(String::from_utf8_lossy(&err[..end]).into_owned()))
+        Err(GpuError::Sim(
+            String::from_utf8_lossy(&err[..end]).into_owned(),
+        ))
     }
 }

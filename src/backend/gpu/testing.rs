@@ -41,22 +41,52 @@ pub struct CloseStats {
 /// Checks `|got-want| <= atol + rtol*|want|` everywhere, and that errors are not
 /// systematic: mean |err| at most half the mean tolerance, and the mean signed
 /// error (a bias, e.g. truncating instead of rounding) at most a tenth of it.
-pub fn assert_close(what: &str, got: &[f64], want: &[f64], atol: f64, rtol: f64) -> anyhow::Result<CloseStats> {
-    anyhow::ensure!(got.len() == want.len(), "{what}: {} values, expected {}", got.len(), want.len());
+pub fn assert_close(
+    what: &str,
+    got: &[f64],
+    want: &[f64],
+    atol: f64,
+    rtol: f64,
+) -> anyhow::Result<CloseStats> {
+    anyhow::ensure!(
+        got.len() == want.len(),
+        "{what}: {} values, expected {}",
+        got.len(),
+        want.len()
+    );
     anyhow::ensure!(!got.is_empty(), "{what}: nothing to compare");
     let (mut max_abs, mut sum_abs, mut sum_signed, mut sum_tol) = (0f64, 0f64, 0f64, 0f64);
     for (i, (&g, &w)) in got.iter().zip(want).enumerate() {
         let err = g - w;
         let tol = atol + rtol * w.abs();
-        anyhow::ensure!(err.abs() <= tol, "{what}[{i}]: got {g}, expected {w} (|err| {:.3e} > tol {tol:.3e})", err.abs());
+        anyhow::ensure!(
+            err.abs() <= tol,
+            "{what}[{i}]: got {g}, expected {w} (|err| {:.3e} > tol {tol:.3e})",
+            err.abs()
+        );
         max_abs = max_abs.max(err.abs());
         sum_abs += err.abs();
         sum_signed += err;
         sum_tol += tol;
     }
     let n = got.len() as f64;
-    let s = CloseStats { max_abs_err: max_abs, mean_abs_err: sum_abs / n, mean_signed_err: sum_signed / n, mean_tol: sum_tol / n };
-    anyhow::ensure!(s.mean_abs_err <= 0.5 * s.mean_tol, "{what}: mean error {:.3e} is not well below the tolerance {:.3e}", s.mean_abs_err, s.mean_tol);
-    anyhow::ensure!(s.mean_signed_err.abs() <= 0.1 * s.mean_tol, "{what}: systematic error (mean signed {:.3e}, mean tol {:.3e})", s.mean_signed_err, s.mean_tol);
+    let s = CloseStats {
+        max_abs_err: max_abs,
+        mean_abs_err: sum_abs / n,
+        mean_signed_err: sum_signed / n,
+        mean_tol: sum_tol / n,
+    };
+    anyhow::ensure!(
+        s.mean_abs_err <= 0.5 * s.mean_tol,
+        "{what}: mean error {:.3e} is not well below the tolerance {:.3e}",
+        s.mean_abs_err,
+        s.mean_tol
+    );
+    anyhow::ensure!(
+        s.mean_signed_err.abs() <= 0.1 * s.mean_tol,
+        "{what}: systematic error (mean signed {:.3e}, mean tol {:.3e})",
+        s.mean_signed_err,
+        s.mean_tol
+    );
     Ok(s)
 }

@@ -10,12 +10,23 @@ type Result<T> = std::result::Result<T, GpuError>;
 const THREADS: u32 = 256;
 
 fn to_i32(what: &str, v: usize) -> Result<i32> {
-    i32::try_from(v).ok().filter(|&v| v > 0).ok_or_else(|| GpuError::Invalid(format!("embedding: bad {what} {v}")))
+    i32::try_from(v)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| GpuError::Invalid(format!("embedding: bad {what} {v}")))
 }
 
 /// out[t] = table[ids[t]]; ids: [rows], table: [vocab, d] f32, out: [rows, d] bf16.
 /// Ids outside the table give zero rows.
-pub fn fwd(ex: &Executor, ids: &Buf<u32>, table: &Buf<f32>, out: &Buf<bf16>, rows: usize, d: usize, vocab: usize) -> Result<()> {
+pub fn fwd(
+    ex: &Executor,
+    ids: &Buf<u32>,
+    table: &Buf<f32>,
+    out: &Buf<bf16>,
+    rows: usize,
+    d: usize,
+    vocab: usize,
+) -> Result<()> {
     ex.check_buf("embedding ids", ids, rows)?;
     ex.check_buf("embedding table", table, vocab * d)?;
     ex.check_buf("embedding out", out, rows * d)?;
@@ -29,7 +40,12 @@ pub fn fwd(ex: &Executor, ids: &Buf<u32>, table: &Buf<f32>, out: &Buf<bf16>, row
         _pad: 0,
     };
     let rows_per_block = (THREADS / 32) as usize;
-    ex.launch(&Launch::linear("embed_fwd", rows.div_ceil(rows_per_block) as u32, THREADS, params))
+    ex.launch(&Launch::linear(
+        "embed_fwd",
+        rows.div_ceil(rows_per_block) as u32,
+        THREADS,
+        params,
+    ))
 }
 
 /// Rows grouped by token id, built on the host from the batch's ids (which the
@@ -61,8 +77,14 @@ impl EmbedBwdPlan {
 
     /// Fails when an id is outside the table (the forward pass zeroes such rows).
     pub fn new(ex: &Executor, ids: &[u32], vocab: usize) -> Result<Self> {
-        if let Some((t, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= vocab) {
-            return Err(GpuError::Invalid(format!("embedding: token {t} has id {id} >= vocab {vocab}")));
+        if let Some((t, &id)) = ids
+            .iter()
+            .enumerate()
+            .find(|&(_, &id)| id as usize >= vocab)
+        {
+            return Err(GpuError::Invalid(format!(
+                "embedding: token {t} has id {id} >= vocab {vocab}"
+            )));
         }
         let (order, seg_start, seg_id) = Self::host(ids);
         Ok(EmbedBwdPlan {
@@ -76,7 +98,14 @@ impl EmbedBwdPlan {
 }
 
 /// dtable += scatter of dout by the plan's ids; dout: [rows, d], dtable: [vocab, d].
-pub fn bwd(ex: &Executor, plan: &EmbedBwdPlan, dout: &Buf<bf16>, dtable: &Buf<f32>, d: usize, vocab: usize) -> Result<()> {
+pub fn bwd(
+    ex: &Executor,
+    plan: &EmbedBwdPlan,
+    dout: &Buf<bf16>,
+    dtable: &Buf<f32>,
+    d: usize,
+    vocab: usize,
+) -> Result<()> {
     ex.check_buf("embedding dout", dout, plan.rows * d)?;
     ex.check_buf("embedding dtable", dtable, vocab * d)?;
     if plan.n_segments == 0 {
@@ -91,5 +120,10 @@ pub fn bwd(ex: &Executor, plan: &EmbedBwdPlan, dout: &Buf<bf16>, dtable: &Buf<f3
         n_segments: to_i32("segments", plan.n_segments)?,
         d: to_i32("d", d)?,
     };
-    ex.launch(&Launch::linear("embed_bwd", plan.n_segments as u32, THREADS.min((d as u32).div_ceil(32) * 32), params))
+    ex.launch(&Launch::linear(
+        "embed_bwd",
+        plan.n_segments as u32,
+        THREADS.min((d as u32).div_ceil(32) * 32),
+        params,
+    ))
 }

@@ -14,7 +14,9 @@ const MAX_BWD_BLOCKS: usize = 264;
 fn dims(rows: usize, d: usize) -> Result<(i32, i32)> {
     match (i32::try_from(rows), i32::try_from(d)) {
         (Ok(r), Ok(c)) if r > 0 && c > 0 => Ok((r, c)),
-        _ => Err(GpuError::Invalid(format!("rmsnorm: bad shape rows {rows} d {d}"))),
+        _ => Err(GpuError::Invalid(format!(
+            "rmsnorm: bad shape rows {rows} d {d}"
+        ))),
     }
 }
 
@@ -34,9 +36,22 @@ pub fn fwd(
     ex.check_buf("rmsnorm w", w, d)?;
     ex.check_buf("rmsnorm y", y, rows * d)?;
     ex.check_buf("rmsnorm rstd", rstd, rows)?;
-    let params = RmsNormFwdParams { x: x.cptr(), w: w.cptr(), y: y.mptr(), rstd: rstd.mptr(), rows: r, d: c, eps };
+    let params = RmsNormFwdParams {
+        x: x.cptr(),
+        w: w.cptr(),
+        y: y.mptr(),
+        rstd: rstd.mptr(),
+        rows: r,
+        d: c,
+        eps,
+    };
     let rows_per_block = (THREADS / 32) as usize;
-    ex.launch(&Launch::linear("rmsnorm_fwd", rows.div_ceil(rows_per_block) as u32, THREADS, params))
+    ex.launch(&Launch::linear(
+        "rmsnorm_fwd",
+        rows.div_ceil(rows_per_block) as u32,
+        THREADS,
+        params,
+    ))
 }
 
 /// Length of the scratch buffer `bwd` needs.
@@ -68,7 +83,8 @@ pub fn bwd(
     ex.check_buf("rmsnorm bwd rstd", rstd, rows)?;
     ex.check_buf("rmsnorm bwd scratch", scratch, bwd_scratch_len(rows, d))?;
     let blocks = rows.min(MAX_BWD_BLOCKS);
-    let smem = u32::try_from(d * 4).map_err(|_| GpuError::Invalid(format!("rmsnorm bwd: d {d} too large")))?;
+    let smem = u32::try_from(d * 4)
+        .map_err(|_| GpuError::Invalid(format!("rmsnorm bwd: d {d} too large")))?;
     let params = RmsNormBwdParams {
         x: x.cptr(),
         w: w.cptr(),
@@ -80,6 +96,16 @@ pub fn bwd(
         d: c,
     };
     ex.launch(&Launch::linear("rmsnorm_bwd", blocks as u32, THREADS, params).with_smem(smem))?;
-    let reduce = RmsNormDwReduceParams { dw_partial: scratch.cptr(), dw: dw.mptr(), n_partials: blocks as i32, d: c };
-    ex.launch(&Launch::linear("rmsnorm_dw_reduce", d.div_ceil(THREADS as usize) as u32, THREADS, reduce))
+    let reduce = RmsNormDwReduceParams {
+        dw_partial: scratch.cptr(),
+        dw: dw.mptr(),
+        n_partials: blocks as i32,
+        d: c,
+    };
+    ex.launch(&Launch::linear(
+        "rmsnorm_dw_reduce",
+        d.div_ceil(THREADS as usize) as u32,
+        THREADS,
+        reduce,
+    ))
 }

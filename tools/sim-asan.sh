@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Runs the simulator and kernel tests with the simulator (runtime + every kernel)
+# compiled with AddressSanitizer, then proves that ASan catches a deliberately
+# out-of-bounds kernel (cuda/sim/asan/oob_demo.cu, compiled only here).
+# Rebuilds only this crate (TMOE_SIM_ASAN is a build-script input); the next
+# normal build rebuilds it back.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+export TMOE_SIM_ASAN=1
+export TMOE_SKIP_NVCC=1   # the GPU build is not under test here
+asan_rt="$(gcc -print-file-name=libasan.so)"
+[[ -f "$asan_rt" ]] || { echo "error: libasan.so not found (install gcc's libasan)" >&2; exit 1; }
+# Test binaries (not cargo or rustc) run with the ASan runtime preloaded.
+triple="$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')"
+export "CARGO_TARGET_${triple}_RUNNER=env LD_PRELOAD=$asan_rt ASAN_OPTIONS=detect_leaks=0"
+
+echo "== kernel and simulator tests under ASan"
+cargo test --test sim_block --test sim_warp --test sim_tensor --test sim_errors \
+  --test kernel_rmsnorm --test kernel_embed
+
+echo "== demonstration: an out-of-bounds kernel must be caught"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+if TMOE_ASAN_DEMO=1 cargo test --test sim_asan >"$log" 2>&1; then
+  cat "$log"; echo "FAIL: the out-of-bounds kernel ran without an ASan report" >&2; exit 1
+fi
+if grep -q "ERROR: AddressSanitizer: heap-buffer-overflow" "$log" && grep -q "simt_asan_oob" "$log"; then
+  grep -m1 -A4 "ERROR: AddressSanitizer" "$log"
+  echo "OK: ASan caught the out-of-bounds read in simt_asan_oob"
+else
+  cat "$log"; echo "FAIL: the demo failed without the expected ASan report" >&2; exit 1
+fi
