@@ -8,7 +8,9 @@ mod kernel_util;
 use half::bf16;
 use kernel_util::*;
 use traffic_moe::backend::cpu::{adamw, grad_norm};
-use traffic_moe::backend::gpu::ops::adamw::{self as gpu_adamw, AdamwArenas, AdamwHyper, ArenaLayout};
+use traffic_moe::backend::gpu::ops::adamw::{
+    self as gpu_adamw, AdamwArenas, AdamwHyper, ArenaLayout,
+};
 use traffic_moe::backend::gpu::ops::grad_norm::GradNorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
@@ -35,29 +37,78 @@ fn adamw_matches_reference_over_steps() {
             // Clip from step 2 on (the norm of uniform(0.5) grads is ~ sqrt(total/12)).
             let clip = step >= 2;
             let max_norm = 10.0f32;
-            let h = AdamwHyper { lr_scale: 0.7, beta1: 0.9, beta2: 0.95, eps: 1e-8, step, max_grad_norm: max_norm };
+            let h = AdamwHyper {
+                lr_scale: 0.7,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                step,
+                max_grad_norm: max_norm,
+            };
             norm.compute(ex, &gb)?;
-            let arenas = AdamwArenas { param: &pb, grad: &gb, m: &mb, v: &vb, param_bf16: Some(&bfb) };
+            let arenas = AdamwArenas {
+                param: &pb,
+                grad: &gb,
+                m: &mb,
+                v: &vb,
+                param_bf16: Some(&bfb),
+            };
             gpu_adamw::step(ex, &layout, &arenas, &h, clip.then_some(&norm.out))?;
 
             let n = grad_norm(&[&g]);
-            let scale = if clip && n > max_norm { max_norm / n } else { 1.0 };
+            let scale = if clip && n > max_norm {
+                max_norm / n
+            } else {
+                1.0
+            };
             let gs: Vec<f32> = g.iter().map(|x| x * scale).collect();
             let mut off = 0;
             for (i, &sz) in SIZES.iter().enumerate() {
                 let r = off..off + sz;
-                adamw::step(&mut p[r.clone()], &gs[r.clone()], &mut m[r.clone()], &mut v[r], LR[i] * 0.7, 0.9, 0.95, 1e-8, WD[i], step);
+                adamw::step(
+                    &mut p[r.clone()],
+                    &gs[r.clone()],
+                    &mut m[r.clone()],
+                    &mut v[r],
+                    LR[i] * 0.7,
+                    0.9,
+                    0.95,
+                    1e-8,
+                    WD[i],
+                    step,
+                );
                 off += sz;
             }
             let what = format!("step {step}");
             // fp32 on both sides, different rounding order (and the clip factor
             // from the device norm): a few ulps of the gradient scale.
-            assert_close(&format!("adamw m ({what})"), &f64s(&ex.download(&mb)?), &f64s(&m), 1e-7, 1e-5)?;
-            assert_close(&format!("adamw v ({what})"), &f64s(&ex.download(&vb)?), &f64s(&v), 1e-9, 1e-5)?;
+            assert_close(
+                &format!("adamw m ({what})"),
+                &f64s(&ex.download(&mb)?),
+                &f64s(&m),
+                1e-7,
+                1e-5,
+            )?;
+            assert_close(
+                &format!("adamw v ({what})"),
+                &f64s(&ex.download(&vb)?),
+                &f64s(&v),
+                1e-9,
+                1e-5,
+            )?;
             let got = ex.download(&pb)?;
-            assert_close(&format!("adamw param ({what})"), &f64s(&got), &f64s(&p), 1e-7, 1e-6)?;
+            assert_close(
+                &format!("adamw param ({what})"),
+                &f64s(&got),
+                &f64s(&p),
+                1e-7,
+                1e-6,
+            )?;
             let copy: Vec<bf16> = got.iter().map(|&x| bf16::from_f32(x)).collect();
-            anyhow::ensure!(ex.download(&bfb)? == copy, "bf16 copy is not the rounded fp32 weights ({what})");
+            anyhow::ensure!(
+                ex.download(&bfb)? == copy,
+                "bf16 copy is not the rounded fp32 weights ({what})"
+            );
         }
         Ok(())
     });
@@ -77,9 +128,18 @@ fn grad_norm_matches_reference_and_is_deterministic() {
             let norm = GradNorm::new(ex, n)?;
             norm.compute(ex, &gb)?;
             let got = ex.download(&norm.out)?;
-            assert_close(&format!("grad norm (n {n})"), &f64s(&got), &[grad_norm(&[&g]) as f64], 0.0, 1e-6)?;
+            assert_close(
+                &format!("grad norm (n {n})"),
+                &f64s(&got),
+                &[grad_norm(&[&g]) as f64],
+                0.0,
+                1e-6,
+            )?;
             norm.compute(ex, &gb)?;
-            anyhow::ensure!(ex.download(&norm.out)? == got, "grad norm differs between runs (n {n})");
+            anyhow::ensure!(
+                ex.download(&norm.out)? == got,
+                "grad norm differs between runs (n {n})"
+            );
         }
         Ok(())
     });

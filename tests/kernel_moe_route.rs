@@ -23,9 +23,19 @@ struct Routed {
 fn route(ex: &Executor, logits: &[f32], r: &Routing) -> anyhow::Result<Routed> {
     let (t, n, k) = (r.tokens, r.n_experts, r.k);
     let lb = ex.upload(logits)?;
-    let (pb, ib, wb, cb) = (ex.alloc_zeroed(t * n)?, ex.alloc_zeroed(t * k)?, ex.alloc_zeroed(t * k)?, ex.alloc_zeroed(n)?);
+    let (pb, ib, wb, cb) = (
+        ex.alloc_zeroed(t * n)?,
+        ex.alloc_zeroed(t * k)?,
+        ex.alloc_zeroed(t * k)?,
+        ex.alloc_zeroed(n)?,
+    );
     moe_route::router_fwd(ex, &lb, &pb, &ib, &wb, Some(&cb), r)?;
-    Ok(Routed { probs: ex.download(&pb)?, idx: ex.download(&ib)?, w: ex.download(&wb)?, counts: ex.download(&cb)? })
+    Ok(Routed {
+        probs: ex.download(&pb)?,
+        idx: ex.download(&ib)?,
+        w: ex.download(&wb)?,
+        counts: ex.download(&cb)?,
+    })
 }
 
 #[test]
@@ -33,7 +43,11 @@ fn router_fwd_and_lb_loss_match_reference() {
     run_on_executors("router_fwd", |ex| {
         let mut rng = rng(21);
         for (t, n, k) in SHAPES {
-            let r = Routing { tokens: t, n_experts: n, k };
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
             let what = format!("T {t} N {n} k {k}");
             let mut logits = uniform(&mut rng, t * n, 3.0);
             // Exact ties in the first rows: equal logits must go to the lower index.
@@ -42,18 +56,52 @@ fn router_fwd_and_lb_loss_match_reference() {
                 logits[n + e] = if e % 2 == 1 { 2.0 } else { 0.0 };
             }
             let got = route(ex, &logits, &r)?;
-            let (mut p, mut idx, mut w, mut c) = (vec![0f32; t * n], vec![0u32; t * k], vec![0f32; t * k], vec![0u32; n]);
+            let (mut p, mut idx, mut w, mut c) = (
+                vec![0f32; t * n],
+                vec![0u32; t * k],
+                vec![0f32; t * k],
+                vec![0u32; n],
+            );
             router::fwd(&logits, n, k, &mut p, &mut idx, &mut w, &mut c);
             anyhow::ensure!(got.idx == idx, "router topk_idx differs ({what})");
-            anyhow::ensure!(got.counts == c, "router counts differ ({what}): {:?} vs {c:?}", got.counts);
-            anyhow::ensure!((0..k).all(|j| got.idx[j] == j as u32), "ties not broken to the lower index ({what})");
-            assert_close(&format!("router probs ({what})"), &f64s(&got.probs), &f64s(&p), 1e-7, 1e-5)?;
-            assert_close(&format!("router topk_w ({what})"), &f64s(&got.w), &f64s(&w), 1e-7, 1e-5)?;
+            anyhow::ensure!(
+                got.counts == c,
+                "router counts differ ({what}): {:?} vs {c:?}",
+                got.counts
+            );
+            anyhow::ensure!(
+                (0..k).all(|j| got.idx[j] == j as u32),
+                "ties not broken to the lower index ({what})"
+            );
+            assert_close(
+                &format!("router probs ({what})"),
+                &f64s(&got.probs),
+                &f64s(&p),
+                1e-7,
+                1e-5,
+            )?;
+            assert_close(
+                &format!("router topk_w ({what})"),
+                &f64s(&got.w),
+                &f64s(&w),
+                1e-7,
+                1e-5,
+            )?;
 
-            let (pb, cb, lossb) = (ex.upload(&got.probs)?, ex.upload(&got.counts)?, ex.alloc_zeroed::<f32>(1)?);
+            let (pb, cb, lossb) = (
+                ex.upload(&got.probs)?,
+                ex.upload(&got.counts)?,
+                ex.alloc_zeroed::<f32>(1)?,
+            );
             moe_route::lb_loss_fwd(ex, &pb, &cb, &lossb, &r)?;
             let want = router::lb_loss(&f64s(&got.probs), &got.idx, t, n, k);
-            assert_close(&format!("lb loss ({what})"), &f64s(&ex.download(&lossb)?), &[want], 0.0, 1e-5)?;
+            assert_close(
+                &format!("lb loss ({what})"),
+                &f64s(&ex.download(&lossb)?),
+                &[want],
+                0.0,
+                1e-5,
+            )?;
         }
         Ok(())
     });
@@ -64,7 +112,11 @@ fn router_bwd_matches_reference() {
     run_on_executors("router_bwd", |ex| {
         let mut rng = rng(22);
         for (t, n, k) in SHAPES {
-            let r = Routing { tokens: t, n_experts: n, k };
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
             let what = format!("T {t} N {n} k {k}");
             let got = route(ex, &uniform(&mut rng, t * n, 3.0), &r)?;
             let dw = uniform(&mut rng, t * k, 1.0);
@@ -77,11 +129,22 @@ fn router_bwd_matches_reference() {
             let mut want = vec![0.0f64; t * n];
             router::softmax_bwd(&probs, &dp, n, &mut want);
 
-            let (pb, ib, cb, dwb) = (ex.upload(&got.probs)?, ex.upload(&got.idx)?, ex.upload(&got.counts)?, ex.upload(&dw)?);
+            let (pb, ib, cb, dwb) = (
+                ex.upload(&got.probs)?,
+                ex.upload(&got.idx)?,
+                ex.upload(&got.counts)?,
+                ex.upload(&dw)?,
+            );
             let dlb = ex.alloc_zeroed::<f32>(t * n)?;
             moe_route::router_bwd(ex, &pb, &ib, Some(&dwb), &cb, lb_dloss, &dlb, &r)?;
             // fp32 cancellation in p*(dp - <p, dp>): tolerance relative to the row's scale.
-            assert_close(&format!("router dlogits ({what})"), &f64s(&ex.download(&dlb)?), &want, 1e-6, 1e-4)?;
+            assert_close(
+                &format!("router dlogits ({what})"),
+                &f64s(&ex.download(&dlb)?),
+                &want,
+                1e-6,
+                1e-4,
+            )?;
 
             // Aux loss only (no top-k weight gradient).
             let mut dp = vec![0.0f64; t * n];
@@ -89,7 +152,13 @@ fn router_bwd_matches_reference() {
             router::softmax_bwd(&probs, &dp, n, &mut want);
             moe_route::router_bwd(ex, &pb, &ib, None, &cb, 1.0, &dlb, &r)?;
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
-            assert_close(&format!("router dlogits, aux only ({what})"), &f64s(&ex.download(&dlb)?), &want, 1e-5 * scale, 1e-4)?;
+            assert_close(
+                &format!("router dlogits, aux only ({what})"),
+                &f64s(&ex.download(&dlb)?),
+                &want,
+                1e-5 * scale,
+                1e-4,
+            )?;
         }
         Ok(())
     });
@@ -100,7 +169,13 @@ fn router_rejects_k_above_n() {
     let ex = Executor::sim();
     let b = ex.alloc_zeroed::<f32>(8).unwrap();
     let i = ex.alloc_zeroed::<u32>(8).unwrap();
-    let r = Routing { tokens: 2, n_experts: 4, k: 5 };
-    let err = moe_route::router_fwd(&ex, &b, &b, &i, &b, None, &r).unwrap_err().to_string();
+    let r = Routing {
+        tokens: 2,
+        n_experts: 4,
+        k: 5,
+    };
+    let err = moe_route::router_fwd(&ex, &b, &b, &i, &b, None, &r)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("bad shape"), "{err}");
 }

@@ -27,18 +27,34 @@ fn pool_mean_fwd_bwd_match_reference() {
             }
             let mut want = vec![0.0f64; b * d];
             pool::mean_fwd(&xf, &mask, b, s, d, &mut want);
-            let shape = PoolShape { batch: b, seq: s, d };
+            let shape = PoolShape {
+                batch: b,
+                seq: s,
+                d,
+            };
             let (xb, mb) = (ex.upload(&x)?, ex.upload(&mask)?);
             let ob = ex.upload(&vec![bf16::from_f32(9.0); b * d])?;
             gpu_pool::mean_fwd(ex, &xb, &mb, &ob, &shape)?;
-            assert_close(&format!("pool out ({what})"), &bf_f64(&ex.download(&ob)?), &want, 1e-5, BF16_RTOL)?;
+            assert_close(
+                &format!("pool out ({what})"),
+                &bf_f64(&ex.download(&ob)?),
+                &want,
+                1e-5,
+                BF16_RTOL,
+            )?;
 
             let (dout, doutf) = bf16_input(&mut rng, b * d, 1.0);
             let mut want = vec![0.0f64; b * s * d];
             pool::mean_bwd(&doutf, &mask, b, s, d, &mut want);
             let dxb = ex.upload(&vec![bf16::from_f32(9.0); b * s * d])?;
             gpu_pool::mean_bwd(ex, &ex.upload(&dout)?, &mb, &dxb, &shape)?;
-            assert_close(&format!("pool dx ({what})"), &bf_f64(&ex.download(&dxb)?), &want, 1e-6, BF16_RTOL)?;
+            assert_close(
+                &format!("pool dx ({what})"),
+                &bf_f64(&ex.download(&dxb)?),
+                &want,
+                1e-6,
+                BF16_RTOL,
+            )?;
         }
         Ok(())
     });

@@ -19,7 +19,13 @@ fn rope_fwd_bwd_match_reference() {
         let mut rng = rng(11);
         for (b, s, h, hd) in SHAPES {
             let n = b * s * h * hd;
-            let shape = RopeShape { batch: b, seq: s, heads: h, head_dim: hd, theta: 10000.0 };
+            let shape = RopeShape {
+                batch: b,
+                seq: s,
+                heads: h,
+                head_dim: hd,
+                theta: 10000.0,
+            };
             let what = format!("B {b} S {s} H {h} hd {hd}");
             let (x, xf) = bf16_input(&mut rng, n, 2.0);
             let mut want = vec![0.0f64; n];
@@ -27,14 +33,26 @@ fn rope_fwd_bwd_match_reference() {
             let xb = ex.upload(&x)?;
             let yb = ex.alloc_zeroed::<bf16>(n)?;
             gpu_rope::fwd(ex, &xb, &yb, &shape)?;
-            assert_close(&format!("rope fwd ({what})"), &bf_f64(&ex.download(&yb)?), &want, 1e-4, BF16_RTOL)?;
+            assert_close(
+                &format!("rope fwd ({what})"),
+                &bf_f64(&ex.download(&yb)?),
+                &want,
+                1e-4,
+                BF16_RTOL,
+            )?;
 
             let (dy, dyf) = bf16_input(&mut rng, n, 1.0);
             rope::bwd(&dyf, &mut want, b, s, h, hd, 10000.0);
             // In place: dx written over dy.
             let db = ex.upload(&dy)?;
             gpu_rope::bwd(ex, &db, &db, &shape)?;
-            assert_close(&format!("rope bwd ({what})"), &bf_f64(&ex.download(&db)?), &want, 1e-4, BF16_RTOL)?;
+            assert_close(
+                &format!("rope bwd ({what})"),
+                &bf_f64(&ex.download(&db)?),
+                &want,
+                1e-4,
+                BF16_RTOL,
+            )?;
         }
         Ok(())
     });
@@ -44,7 +62,13 @@ fn rope_fwd_bwd_match_reference() {
 fn rope_rejects_odd_head_dim() {
     let ex = traffic_moe::backend::gpu::Executor::sim();
     let x = ex.alloc_zeroed::<bf16>(10).unwrap();
-    let shape = RopeShape { batch: 1, seq: 2, heads: 1, head_dim: 5, theta: 10000.0 };
+    let shape = RopeShape {
+        batch: 1,
+        seq: 2,
+        heads: 1,
+        head_dim: 5,
+        theta: 10000.0,
+    };
     let err = gpu_rope::fwd(&ex, &x, &x, &shape).unwrap_err().to_string();
     assert!(err.contains("head_dim must be even"), "{err}");
 }

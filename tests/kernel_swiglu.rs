@@ -25,19 +25,43 @@ fn swiglu_fwd_bwd_match_reference() {
             let (gb, ub, db) = (ex.upload(&g)?, ex.upload(&u)?, ex.upload(&d)?);
             let ob = ex.alloc_zeroed::<bf16>(n)?;
             gpu_swiglu::fwd(ex, &gb, &ub, &ob, rows, cols)?;
-            assert_close(&format!("swiglu out ({what})"), &bf_f64(&ex.download(&ob)?), &want, 1e-5, BF16_RTOL)?;
+            assert_close(
+                &format!("swiglu out ({what})"),
+                &bf_f64(&ex.download(&ob)?),
+                &want,
+                1e-5,
+                BF16_RTOL,
+            )?;
 
             let (mut wdg, mut wdu) = (vec![0.0f64; n], vec![0.0f64; n]);
             swiglu::bwd(&gf, &uf, &df, &mut wdg, &mut wdu);
             let (dgb, dub) = (ex.alloc_zeroed::<bf16>(n)?, ex.alloc_zeroed::<bf16>(n)?);
             gpu_swiglu::bwd(ex, &gb, &ub, &db, &dgb, &dub, rows, cols)?;
-            assert_close(&format!("swiglu dgate ({what})"), &bf_f64(&ex.download(&dgb)?), &wdg, 1e-5, BF16_RTOL)?;
-            assert_close(&format!("swiglu dup ({what})"), &bf_f64(&ex.download(&dub)?), &wdu, 1e-5, BF16_RTOL)?;
+            assert_close(
+                &format!("swiglu dgate ({what})"),
+                &bf_f64(&ex.download(&dgb)?),
+                &wdg,
+                1e-5,
+                BF16_RTOL,
+            )?;
+            assert_close(
+                &format!("swiglu dup ({what})"),
+                &bf_f64(&ex.download(&dub)?),
+                &wdu,
+                1e-5,
+                BF16_RTOL,
+            )?;
 
             // In place (the backward overwrites gate and up): same result.
             gpu_swiglu::bwd(ex, &gb, &ub, &db, &gb, &ub, rows, cols)?;
-            anyhow::ensure!(ex.download(&gb)? == ex.download(&dgb)?, "in-place dgate differs ({what})");
-            anyhow::ensure!(ex.download(&ub)? == ex.download(&dub)?, "in-place dup differs ({what})");
+            anyhow::ensure!(
+                ex.download(&gb)? == ex.download(&dgb)?,
+                "in-place dgate differs ({what})"
+            );
+            anyhow::ensure!(
+                ex.download(&ub)? == ex.download(&dub)?,
+                "in-place dup differs ({what})"
+            );
         }
         Ok(())
     });

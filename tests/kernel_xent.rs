@@ -31,21 +31,65 @@ fn xent_fwd_bwd_match_reference() {
             xent::bwd(&lf, &targets, IGNORE, dloss, &mut want_d);
             let n_valid = targets.iter().filter(|&&y| y != IGNORE).count();
 
-            let (lb, tb, lossb, meanb) = (ex.upload(&logits)?, ex.upload(&targets)?, ex.alloc_zeroed::<f32>(t)?, ex.alloc_zeroed::<f32>(1)?);
+            let (lb, tb, lossb, meanb) = (
+                ex.upload(&logits)?,
+                ex.upload(&targets)?,
+                ex.alloc_zeroed::<f32>(t)?,
+                ex.alloc_zeroed::<f32>(1)?,
+            );
             // Loss only first: logits untouched.
             gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, None, t, v)?;
-            anyhow::ensure!(ex.download(&lb)? == logits, "xent without grad changed the logits ({what})");
-            assert_close(&format!("xent losses ({what})"), &f64s(&ex.download(&lossb)?), &want_losses, 1e-5, 1e-5)?;
+            anyhow::ensure!(
+                ex.download(&lb)? == logits,
+                "xent without grad changed the logits ({what})"
+            );
+            assert_close(
+                &format!("xent losses ({what})"),
+                &f64s(&ex.download(&lossb)?),
+                &want_losses,
+                1e-5,
+                1e-5,
+            )?;
             gpu_xent::mean(ex, &lossb, &tb, IGNORE, &meanb, t)?;
-            assert_close(&format!("xent mean ({what})"), &f64s(&ex.download(&meanb)?), &[want_mean], 1e-5, 1e-5)?;
+            assert_close(
+                &format!("xent mean ({what})"),
+                &f64s(&ex.download(&meanb)?),
+                &[want_mean],
+                1e-5,
+                1e-5,
+            )?;
 
             // Fused, in place: dlogits over the logits buffer.
-            gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, Some((&lb, (dloss / n_valid as f64) as f32)), t, v)?;
-            assert_close(&format!("xent losses, fused ({what})"), &f64s(&ex.download(&lossb)?), &want_losses, 1e-5, 1e-5)?;
+            gpu_xent::fwd_bwd(
+                ex,
+                &lb,
+                &tb,
+                IGNORE,
+                &lossb,
+                Some((&lb, (dloss / n_valid as f64) as f32)),
+                t,
+                v,
+            )?;
+            assert_close(
+                &format!("xent losses, fused ({what})"),
+                &f64s(&ex.download(&lossb)?),
+                &want_losses,
+                1e-5,
+                1e-5,
+            )?;
             let got = bf_f64(&ex.download(&lb)?);
             // Tiny probabilities: bf16 keeps them relative; atol well below one of them.
-            assert_close(&format!("xent dlogits ({what})"), &got, &want_d, 1e-12, BF16_RTOL)?;
-            anyhow::ensure!(got[v..2 * v].iter().all(|&g| g == 0.0), "ignored row has a gradient ({what})");
+            assert_close(
+                &format!("xent dlogits ({what})"),
+                &got,
+                &want_d,
+                1e-12,
+                BF16_RTOL,
+            )?;
+            anyhow::ensure!(
+                got[v..2 * v].iter().all(|&g| g == 0.0),
+                "ignored row has a gradient ({what})"
+            );
         }
         Ok(())
     });
@@ -60,7 +104,10 @@ fn xent_all_ignored_mean_is_zero() {
         let (lossb, meanb) = (ex.alloc_zeroed::<f32>(t)?, ex.upload(&[5.0f32])?);
         gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, None, t, v)?;
         gpu_xent::mean(ex, &lossb, &tb, IGNORE, &meanb, t)?;
-        anyhow::ensure!(ex.download(&meanb)? == [0.0], "mean over no valid rows should be 0");
+        anyhow::ensure!(
+            ex.download(&meanb)? == [0.0],
+            "mean over no valid rows should be 0"
+        );
         Ok(())
     });
 }

@@ -87,7 +87,13 @@ pub struct AdamwArenas<'a> {
 
 /// One AdamW step over every tensor. `grad_norm` ([1], e.g. `GradNorm::out`)
 /// enables clipping without a host round trip.
-pub fn step(ex: &Executor, layout: &ArenaLayout, a: &AdamwArenas, h: &AdamwHyper, grad_norm: Option<&Buf<f32>>) -> Result<()> {
+pub fn step(
+    ex: &Executor,
+    layout: &ArenaLayout,
+    a: &AdamwArenas,
+    h: &AdamwHyper,
+    grad_norm: Option<&Buf<f32>>,
+) -> Result<()> {
     for (name, b) in [("param", a.param), ("grad", a.grad), ("m", a.m), ("v", a.v)] {
         ex.check_buf(&format!("adamw {name}"), b, layout.total)?;
     }
@@ -98,7 +104,10 @@ pub fn step(ex: &Executor, layout: &ArenaLayout, a: &AdamwArenas, h: &AdamwHyper
         ex.check_buf("adamw grad_norm", b, 1)?;
     }
     if h.step == 0 || h.step > i32::MAX as u32 {
-        return Err(GpuError::Invalid(format!("adamw: step {} (1-based)", h.step)));
+        return Err(GpuError::Invalid(format!(
+            "adamw: step {} (1-based)",
+            h.step
+        )));
     }
     let params = AdamwStepParams {
         param: a.param.mptr(),
@@ -120,5 +129,10 @@ pub fn step(ex: &Executor, layout: &ArenaLayout, a: &AdamwArenas, h: &AdamwHyper
         max_grad_norm: h.max_grad_norm,
         step: h.step as i32,
     };
-    ex.launch(&Launch::linear("adamw_step", layout.n_chunks as u32, THREADS, params))
+    ex.launch(&Launch::linear(
+        "adamw_step",
+        layout.n_chunks as u32,
+        THREADS,
+        params,
+    ))
 }

@@ -27,7 +27,12 @@ impl GradNorm {
             return Err(GpuError::Invalid(format!("grad_norm: bad length {n}")));
         }
         let n_partials = n.div_ceil(PER_BLOCK).min(MAX_PARTIALS);
-        Ok(GradNorm { n, n_partials, partials: ex.alloc_zeroed(n_partials)?, out: ex.alloc_zeroed(1)? })
+        Ok(GradNorm {
+            n,
+            n_partials,
+            partials: ex.alloc_zeroed(n_partials)?,
+            out: ex.alloc_zeroed(1)?,
+        })
     }
 
     /// out = sqrt(sum grad^2).
@@ -40,7 +45,12 @@ impl GradNorm {
             n_partials: self.n_partials as i32,
             _pad: 0,
         };
-        ex.launch(&Launch::linear("grad_norm_partial", self.n_partials as u32, THREADS, p1))?;
+        ex.launch(&Launch::linear(
+            "grad_norm_partial",
+            self.n_partials as u32,
+            THREADS,
+            p1,
+        ))?;
         let p2 = GradNormFinalParams {
             partials: self.partials.cptr(),
             out: self.out.mptr(),

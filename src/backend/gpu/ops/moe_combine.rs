@@ -4,13 +4,18 @@
 use half::bf16;
 
 use super::moe_permute::{MoePlan, row_threads};
-use crate::backend::gpu::params::{MoeCombineBwdRowsParams, MoeCombineBwdTokensParams, MoeCombineFwdParams};
+use crate::backend::gpu::params::{
+    MoeCombineBwdRowsParams, MoeCombineBwdTokensParams, MoeCombineFwdParams,
+};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
 
 fn dim(d: usize) -> Result<i32> {
-    i32::try_from(d).ok().filter(|&v| v > 0).ok_or_else(|| GpuError::Invalid(format!("moe combine: bad d {d}")))
+    i32::try_from(d)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| GpuError::Invalid(format!("moe combine: bad d {d}")))
 }
 
 fn cptr<T: bytemuck::Pod, U>(b: Option<&Buf<T>>) -> *const U {
@@ -20,16 +25,22 @@ fn cptr<T: bytemuck::Pod, U>(b: Option<&Buf<T>>) -> *const U {
 /// Inputs of the combine; `None` drops a term (resid, shared_out) or means 1
 /// (shared_gate, topk_w).
 pub struct CombineInputs<'a> {
-    pub resid: Option<&'a Buf<bf16>>,       // [T, d]
-    pub shared_out: Option<&'a Buf<bf16>>,  // [T, d]
-    pub shared_gate: Option<&'a Buf<f32>>,  // [T], after the sigmoid
-    pub y_rows: &'a Buf<bf16>,              // [max_rows, d]
-    pub topk_w: Option<&'a Buf<f32>>,       // [T, k]
+    pub resid: Option<&'a Buf<bf16>>,      // [T, d]
+    pub shared_out: Option<&'a Buf<bf16>>, // [T, d]
+    pub shared_gate: Option<&'a Buf<f32>>, // [T], after the sigmoid
+    pub y_rows: &'a Buf<bf16>,             // [max_rows, d]
+    pub topk_w: Option<&'a Buf<f32>>,      // [T, k]
 }
 
 /// out [T, d] = resid + g*S + sum_j w_j * Y[slot_pos[t*k+j]] (j ascending).
 /// With only `y_rows` it is the un-permute sum of expert-ordered rows.
-pub fn fwd(ex: &Executor, plan: &MoePlan, inp: &CombineInputs, out: &Buf<bf16>, d: usize) -> Result<()> {
+pub fn fwd(
+    ex: &Executor,
+    plan: &MoePlan,
+    inp: &CombineInputs,
+    out: &Buf<bf16>,
+    d: usize,
+) -> Result<()> {
     let di = dim(d)?;
     let (t, k) = (plan.routing.tokens, plan.routing.k);
     if let Some(b) = inp.resid {
@@ -59,7 +70,12 @@ pub fn fwd(ex: &Executor, plan: &MoePlan, inp: &CombineInputs, out: &Buf<bf16>, 
         d: di,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("moe_combine_fwd", t as u32, row_threads(d), params))
+    ex.launch(&Launch::linear(
+        "moe_combine_fwd",
+        t as u32,
+        row_threads(d),
+        params,
+    ))
 }
 
 /// Expert-side backward, per padded row: dy_rows [max_rows, d] = w * dout[t]
@@ -98,7 +114,12 @@ pub fn bwd_rows(
         d: di,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("moe_combine_bwd_rows", plan.max_rows as u32, row_threads(d), params))
+    ex.launch(&Launch::linear(
+        "moe_combine_bwd_rows",
+        plan.max_rows as u32,
+        row_threads(d),
+        params,
+    ))
 }
 
 /// Shared-expert backward, per token: dshared_out [T, d] = g * dout,
@@ -115,8 +136,15 @@ pub fn bwd_tokens(
     d: usize,
 ) -> Result<()> {
     let di = dim(d)?;
-    let ti = i32::try_from(tokens).ok().filter(|&v| v > 0).ok_or_else(|| GpuError::Invalid(format!("moe combine: bad tokens {tokens}")))?;
-    for (name, b) in [("dout", dout), ("shared_out", shared_out), ("dshared_out", dshared_out)] {
+    let ti = i32::try_from(tokens)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| GpuError::Invalid(format!("moe combine: bad tokens {tokens}")))?;
+    for (name, b) in [
+        ("dout", dout),
+        ("shared_out", shared_out),
+        ("dshared_out", dshared_out),
+    ] {
         ex.check_buf(&format!("moe combine bwd {name}"), b, tokens * d)?;
     }
     for (name, b) in [("shared_gate", shared_gate), ("dshared_gate", dshared_gate)] {
@@ -133,5 +161,10 @@ pub fn bwd_tokens(
         tokens: ti,
         d: di,
     };
-    ex.launch(&Launch::linear("moe_combine_bwd_tokens", tokens as u32, row_threads(d), params))
+    ex.launch(&Launch::linear(
+        "moe_combine_bwd_tokens",
+        tokens as u32,
+        row_threads(d),
+        params,
+    ))
 }

@@ -40,11 +40,15 @@ impl MoePlan {
     pub fn alloc(ex: &Executor, routing: Routing, tile: usize) -> Result<Self> {
         routing.check()?;
         if tile == 0 || tile > 1 << 16 {
-            return Err(GpuError::Invalid(format!("moe plan: bad tile height {tile}")));
+            return Err(GpuError::Invalid(format!(
+                "moe plan: bad tile height {tile}"
+            )));
         }
         let max_rows = max_rows(routing.tokens, routing.k, routing.n_experts, tile);
         if i32::try_from(max_rows).is_err() {
-            return Err(GpuError::Invalid(format!("moe plan: {max_rows} rows is too many")));
+            return Err(GpuError::Invalid(format!(
+                "moe plan: {max_rows} rows is too many"
+            )));
         }
         Ok(MoePlan {
             routing,
@@ -63,7 +67,11 @@ impl MoePlan {
     /// their slot_pos is NONE). One block; no host synchronisation.
     pub fn build(&self, ex: &Executor, topk_idx: &Buf<u32>) -> Result<()> {
         let (tokens, n_experts, k) = self.routing.check()?;
-        ex.check_buf("moe plan topk_idx", topk_idx, self.routing.tokens * self.routing.k)?;
+        ex.check_buf(
+            "moe plan topk_idx",
+            topk_idx,
+            self.routing.tokens * self.routing.k,
+        )?;
         let params = MoePermutePlanParams {
             topk_idx: topk_idx.cptr(),
             counts: self.counts.mptr(),
@@ -89,8 +97,17 @@ pub(crate) fn row_threads(d: usize) -> u32 {
 }
 
 /// xp [max_rows, d] = x [T, d] rows in plan order, zero rows for padding.
-pub fn gather(ex: &Executor, plan: &MoePlan, x: &Buf<bf16>, xp: &Buf<bf16>, d: usize) -> Result<()> {
-    let di = i32::try_from(d).ok().filter(|&v| v > 0).ok_or_else(|| GpuError::Invalid(format!("moe gather: bad d {d}")))?;
+pub fn gather(
+    ex: &Executor,
+    plan: &MoePlan,
+    x: &Buf<bf16>,
+    xp: &Buf<bf16>,
+    d: usize,
+) -> Result<()> {
+    let di = i32::try_from(d)
+        .ok()
+        .filter(|&v| v > 0)
+        .ok_or_else(|| GpuError::Invalid(format!("moe gather: bad d {d}")))?;
     ex.check_buf("moe gather x", x, plan.routing.tokens * d)?;
     ex.check_buf("moe gather out", xp, plan.max_rows * d)?;
     let params = MoeGatherParams {
@@ -102,5 +119,10 @@ pub fn gather(ex: &Executor, plan: &MoePlan, x: &Buf<bf16>, xp: &Buf<bf16>, d: u
         k: plan.routing.k as i32,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("moe_gather", plan.max_rows as u32, row_threads(d), params))
+    ex.launch(&Launch::linear(
+        "moe_gather",
+        plan.max_rows as u32,
+        row_threads(d),
+        params,
+    ))
 }

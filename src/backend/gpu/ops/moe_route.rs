@@ -25,13 +25,18 @@ pub struct Routing {
 
 impl Routing {
     pub(crate) fn check(&self) -> Result<(i32, i32, i32)> {
-        let Routing { tokens, n_experts: n, k } = *self;
+        let Routing {
+            tokens,
+            n_experts: n,
+            k,
+        } = *self;
         if tokens == 0 || n == 0 || n > MAX_EXPERTS || k == 0 || k > n || k > MAX_K {
             return Err(GpuError::Invalid(format!(
                 "moe routing: bad shape {self:?} (need 1 <= k <= min(N, {MAX_K}), N <= {MAX_EXPERTS})"
             )));
         }
-        let t = i32::try_from(tokens).map_err(|_| GpuError::Invalid(format!("moe routing: {tokens} tokens is too many")))?;
+        let t = i32::try_from(tokens)
+            .map_err(|_| GpuError::Invalid(format!("moe routing: {tokens} tokens is too many")))?;
         Ok((t, n as i32, k as i32))
     }
     fn row_blocks(&self) -> u32 {
@@ -69,16 +74,35 @@ pub fn router_fwd(
         k,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("router_fwd", r.row_blocks(), ROW_THREADS, params))
+    ex.launch(&Launch::linear(
+        "router_fwd",
+        r.row_blocks(),
+        ROW_THREADS,
+        params,
+    ))
 }
 
 /// loss [1] = N * sum_e count_e/(T k) * mean_t probs[t, e].
-pub fn lb_loss_fwd(ex: &Executor, probs: &Buf<f32>, counts: &Buf<u32>, loss: &Buf<f32>, r: &Routing) -> Result<()> {
+pub fn lb_loss_fwd(
+    ex: &Executor,
+    probs: &Buf<f32>,
+    counts: &Buf<u32>,
+    loss: &Buf<f32>,
+    r: &Routing,
+) -> Result<()> {
     let (tokens, n_experts, k) = r.check()?;
     ex.check_buf("lb_loss probs", probs, r.tokens * r.n_experts)?;
     ex.check_buf("lb_loss counts", counts, r.n_experts)?;
     ex.check_buf("lb_loss loss", loss, 1)?;
-    let params = LbLossFwdParams { probs: probs.cptr(), counts: counts.cptr(), loss: loss.mptr(), tokens, n_experts, k, _pad: 0 };
+    let params = LbLossFwdParams {
+        probs: probs.cptr(),
+        counts: counts.cptr(),
+        loss: loss.mptr(),
+        tokens,
+        n_experts,
+        k,
+        _pad: 0,
+    };
     ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, params))
 }
 
@@ -113,5 +137,10 @@ pub fn router_bwd(
         n_experts,
         k,
     };
-    ex.launch(&Launch::linear("router_bwd", r.row_blocks(), ROW_THREADS, params))
+    ex.launch(&Launch::linear(
+        "router_bwd",
+        r.row_blocks(),
+        ROW_THREADS,
+        params,
+    ))
 }

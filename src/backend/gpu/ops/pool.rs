@@ -29,7 +29,13 @@ impl PoolShape {
 }
 
 /// out [B, d] = mean of x [B, S, d] over positions with mask [B, S] != 0 (0 if none).
-pub fn mean_fwd(ex: &Executor, x: &Buf<bf16>, mask: &Buf<u8>, out: &Buf<bf16>, s: &PoolShape) -> Result<()> {
+pub fn mean_fwd(
+    ex: &Executor,
+    x: &Buf<bf16>,
+    mask: &Buf<u8>,
+    out: &Buf<bf16>,
+    s: &PoolShape,
+) -> Result<()> {
     let [batch, seq, d] = s.check()?;
     ex.check_buf("pool x", x, s.batch * s.seq * s.d)?;
     ex.check_buf("pool mask", mask, s.batch * s.seq)?;
@@ -45,11 +51,23 @@ pub fn mean_fwd(ex: &Executor, x: &Buf<bf16>, mask: &Buf<u8>, out: &Buf<bf16>, s
     };
     let threads = s.threads();
     let col_blocks = s.d.div_ceil(threads as usize) as u32;
-    ex.launch(&Launch { kernel: "pool_mean_fwd", grid: [col_blocks, s.batch as u32, 1], block: [threads, 1, 1], smem: 0, params })
+    ex.launch(&Launch {
+        kernel: "pool_mean_fwd",
+        grid: [col_blocks, s.batch as u32, 1],
+        block: [threads, 1, 1],
+        smem: 0,
+        params,
+    })
 }
 
 /// dx [B, S, d] = mask * dout[b] / n_b (=).
-pub fn mean_bwd(ex: &Executor, dout: &Buf<bf16>, mask: &Buf<u8>, dx: &Buf<bf16>, s: &PoolShape) -> Result<()> {
+pub fn mean_bwd(
+    ex: &Executor,
+    dout: &Buf<bf16>,
+    mask: &Buf<u8>,
+    dx: &Buf<bf16>,
+    s: &PoolShape,
+) -> Result<()> {
     let [batch, seq, d] = s.check()?;
     ex.check_buf("pool dout", dout, s.batch * s.d)?;
     ex.check_buf("pool mask", mask, s.batch * s.seq)?;
@@ -63,5 +81,10 @@ pub fn mean_bwd(ex: &Executor, dout: &Buf<bf16>, mask: &Buf<u8>, dx: &Buf<bf16>,
         d,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("pool_mean_bwd", (s.batch * s.seq) as u32, s.threads(), params))
+    ex.launch(&Launch::linear(
+        "pool_mean_bwd",
+        (s.batch * s.seq) as u32,
+        s.threads(),
+        params,
+    ))
 }

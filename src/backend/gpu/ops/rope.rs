@@ -28,7 +28,9 @@ impl RopeShape {
         let ok = self.head_dim % 2 == 0 && self.theta > 0.0 && i32::try_from(self.len()).is_ok();
         match dims.map(|v| i32::try_from(v).ok().filter(|&v| v > 0)) {
             [Some(b), Some(s), Some(h), Some(d)] if ok => Ok([b, s, h, d]),
-            _ => Err(GpuError::Invalid(format!("rope: bad shape {self:?} (head_dim must be even)"))),
+            _ => Err(GpuError::Invalid(format!(
+                "rope: bad shape {self:?} (head_dim must be even)"
+            ))),
         }
     }
     fn blocks(&self) -> u32 {

@@ -10,7 +10,9 @@ type Result<T> = std::result::Result<T, GpuError>;
 fn dims(rows: usize, cols: usize) -> Result<(i32, i32)> {
     match (i32::try_from(rows), i32::try_from(cols)) {
         (Ok(r), Ok(c)) if r > 0 && c > 0 && i32::try_from(rows * cols).is_ok() => Ok((r, c)),
-        _ => Err(GpuError::Invalid(format!("swiglu: bad shape rows {rows} cols {cols}"))),
+        _ => Err(GpuError::Invalid(format!(
+            "swiglu: bad shape rows {rows} cols {cols}"
+        ))),
     }
 }
 
@@ -20,7 +22,14 @@ fn threads(cols: usize) -> u32 {
 }
 
 /// gate, up, out: [rows, cols] bf16 (contiguous).
-pub fn fwd(ex: &Executor, gate: &Buf<bf16>, up: &Buf<bf16>, out: &Buf<bf16>, rows: usize, cols: usize) -> Result<()> {
+pub fn fwd(
+    ex: &Executor,
+    gate: &Buf<bf16>,
+    up: &Buf<bf16>,
+    out: &Buf<bf16>,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     let (r, c) = dims(rows, cols)?;
     for (name, b) in [("gate", gate), ("up", up), ("out", out)] {
         ex.check_buf(&format!("swiglu {name}"), b, rows * cols)?;
@@ -36,7 +45,12 @@ pub fn fwd(ex: &Executor, gate: &Buf<bf16>, up: &Buf<bf16>, out: &Buf<bf16>, row
         ld_out: c,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("swiglu_fwd", rows as u32, threads(cols), params))
+    ex.launch(&Launch::linear(
+        "swiglu_fwd",
+        rows as u32,
+        threads(cols),
+        params,
+    ))
 }
 
 /// dgate, dup (=); they may be `gate`, `up` (in place).
@@ -52,7 +66,13 @@ pub fn bwd(
     cols: usize,
 ) -> Result<()> {
     let (r, c) = dims(rows, cols)?;
-    for (name, b) in [("gate", gate), ("up", up), ("dout", dout), ("dgate", dgate), ("dup", dup)] {
+    for (name, b) in [
+        ("gate", gate),
+        ("up", up),
+        ("dout", dout),
+        ("dgate", dgate),
+        ("dup", dup),
+    ] {
         ex.check_buf(&format!("swiglu bwd {name}"), b, rows * cols)?;
     }
     let params = SwigluBwdParams {
@@ -70,5 +90,10 @@ pub fn bwd(
         ld_dup: c,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("swiglu_bwd", rows as u32, threads(cols), params))
+    ex.launch(&Launch::linear(
+        "swiglu_bwd",
+        rows as u32,
+        threads(cols),
+        params,
+    ))
 }
