@@ -1,8 +1,197 @@
-//! `tmoe inspect` (in progress).
+//! `tmoe inspect`: a capture's flows, and one flow's packets (attributes),
+//! bytes and tokens side by side.
+
+use crate::traffic::bigram::{bigram_word, bigrams};
+use crate::traffic::dataset::read_sorted_flows;
+use crate::traffic::features::{ATTR_BYTES, View, flow_features, packet_attributes};
+use crate::traffic::reader::ReadConfig;
+use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::types::Flow;
+use crate::traffic::vocab::Vocab;
+use std::fmt::Write as _;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// One capture file.
+    pub capture: PathBuf,
+    /// Show flow N (its index in --list).
+    #[arg(long, conflicts_with = "list")]
+    pub flow: Option<usize>,
+    /// List the flows (the default when --flow is not given).
+    #[arg(long)]
+    pub list: bool,
+    /// Vocabulary for the token column (BERT vocab.txt).
+    #[arg(long, conflicts_with = "dataset")]
+    pub vocab: Option<PathBuf>,
+    /// Use a dataset directory's vocabulary and tokenizer settings.
+    #[arg(long)]
+    pub dataset: Option<PathBuf>,
+    #[arg(long, default_value_t = 10)]
+    pub packets: usize,
+    #[arg(long, default_value_t = 40)]
+    pub payload_bytes: usize,
+    #[arg(long, value_enum, default_value_t = View::Full)]
+    pub view: View,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe inspect` is not implemented yet")
+fn hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn words(bytes: &[u8]) -> String {
+    bigrams(bytes)
+        .map(bigram_word)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn pieces(vocab: &Vocab, bytes: &[u8]) -> String {
+    bigrams(bytes)
+        .flat_map(|b| {
+            vocab
+                .pieces(b)
+                .iter()
+                .map(|&i| vocab.token(i).unwrap_or("?"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Text report of one flow.
+pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerConfig) -> String {
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "flow proto {} {}:{} -> {}:{}  {} packets ({} kept), {:.3} s",
+        flow.key.proto,
+        flow.initiator.ip,
+        flow.initiator.port,
+        flow.responder.ip,
+        flow.responder.port,
+        flow.total_packets,
+        flow.packets.len(),
+        flow.last_ts_ns.saturating_sub(flow.first_ts_ns) as f64 / 1e9
+    );
+    let _ = writeln!(
+        s,
+        "(addresses and ports are shown here only; they never enter the tokens)"
+    );
+    let feats = flow_features(flow, cfg.packets, cfg.payload_bytes, cfg.view);
+    let mut prev = None;
+    for (i, (p, f)) in flow.packets.iter().zip(&feats).enumerate() {
+        let a = packet_attributes(p, prev);
+        prev = Some(p.ts_ns);
+        let iat_code = u16::from_be_bytes([a[4], a[5]]);
+        let _ = writeln!(
+            s,
+            "#{i:<2} {} len {:>5} flags {:#04x} iat_code {:>5} proto {:>3} payload {:>5}",
+            if p.from_initiator { "->" } else { "<-" },
+            p.ip_len,
+            p.tcp_flags,
+            iat_code,
+            p.ip_proto,
+            p.payload_len
+        );
+        debug_assert_eq!(a.len(), ATTR_BYTES);
+        if let Some(attrs) = &f.attrs {
+            let _ = writeln!(s, "    attr bytes  {}", hex(attrs));
+            let _ = writeln!(s, "    attr words  {}", words(attrs));
+            if let Some(t) = tok {
+                let _ = writeln!(s, "    attr tokens {}", pieces(t.vocab(), attrs));
+            }
+        }
+        if let Some(pl) = f.payload {
+            let _ = writeln!(s, "    payload     {}", hex(pl));
+            let _ = writeln!(s, "    pay words   {}", words(pl));
+            if let Some(t) = tok {
+                let _ = writeln!(s, "    pay tokens  {}", pieces(t.vocab(), pl));
+            }
+        }
+    }
+    if let Some(t) = tok {
+        let ids = t.encode(flow);
+        let _ = writeln!(s, "token ids ({} of seq_len {}):", ids.len(), t.seq_len());
+        let _ = writeln!(
+            s,
+            "{}",
+            ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+        );
+        let _ = writeln!(s, "{}", t.decode(&ids).join(" "));
+    } else {
+        let _ = writeln!(s, "(pass --vocab FILE or --dataset DIR to see tokens)");
+    }
+    s
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let tok = match (&args.vocab, &args.dataset) {
+        (_, Some(d)) => Some(FlowTokenizer::from_dataset_dir(d)?),
+        (Some(v), None) => Some(FlowTokenizer::new(
+            Vocab::load(v)?,
+            TokenizerConfig {
+                packets: args.packets,
+                payload_bytes: args.payload_bytes,
+                view: args.view,
+                ..TokenizerConfig::default()
+            },
+        )?),
+        (None, None) => None,
+    };
+    let cfg = tok
+        .as_ref()
+        .map(|t| t.config().clone())
+        .unwrap_or(TokenizerConfig {
+            packets: args.packets,
+            payload_bytes: args.payload_bytes,
+            view: args.view,
+            ..TokenizerConfig::default()
+        });
+    anyhow::ensure!(
+        args.capture.is_file(),
+        "{} is not a file",
+        args.capture.display()
+    );
+    let rc = ReadConfig {
+        max_packets: cfg.packets,
+        payload_bytes: cfg.payload_bytes,
+        ..ReadConfig::default()
+    };
+    let (flows, stats) = read_sorted_flows(std::slice::from_ref(&args.capture), &rc, false);
+    match args.flow {
+        Some(n) => {
+            let flow = flows.get(n).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{} has {} flows; --flow {n} is out of range",
+                    args.capture.display(),
+                    flows.len()
+                )
+            })?;
+            print!("{}", describe_flow(flow, tok.as_ref(), &cfg));
+        }
+        None => {
+            println!(
+                "{:>5} {:>5} {:>45} {:>8} {:>10}",
+                "flow", "proto", "initiator -> responder", "packets", "seconds"
+            );
+            for (i, f) in flows.iter().enumerate() {
+                let ends = format!(
+                    "{}:{} -> {}:{}",
+                    f.initiator.ip, f.initiator.port, f.responder.ip, f.responder.port
+                );
+                println!(
+                    "{i:>5} {:>5} {ends:>45} {:>8} {:>10.3}",
+                    f.key.proto,
+                    f.total_packets,
+                    f.last_ts_ns.saturating_sub(f.first_ts_ns) as f64 / 1e9
+                );
+            }
+            println!("{stats}");
+        }
+    }
+    Ok(())
 }

@@ -1,8 +1,100 @@
-//! `tmoe tokenize` (in progress).
+//! `tmoe tokenize`: captures -> flows -> tokens -> dataset shards.
+
+use crate::traffic::dataset::{DatasetConfig, build_dataset_with};
+use crate::traffic::features::View;
+use crate::traffic::labels::LabelSource;
+use crate::traffic::split::SplitBy;
+use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::vocab::DEFAULT_LEARNED;
+use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Capture files or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output directory (vocab.txt, train/val/test.tmoe, dataset.json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// none (pretraining corpus: one unlabelled train.tmoe) | folder | prefix[:DELIMS] |
+    /// csv:PATH[:app|category|COLUMN].
+    #[arg(long, default_value = "none")]
+    pub labels: String,
+    /// Use this vocabulary (BERT vocab.txt) instead of training one.
+    #[arg(long, conflicts_with = "vocab_size")]
+    pub vocab: Option<PathBuf>,
+    /// Learned WordPiece entries (5 specials come on top).
+    #[arg(long, default_value_t = DEFAULT_LEARNED)]
+    pub vocab_size: usize,
+    /// Tokens per flow, [END] included.
+    #[arg(long, default_value_t = 512)]
+    pub seq_len: usize,
+    /// Packets per flow (K).
+    #[arg(long, default_value_t = 10)]
+    pub packets: usize,
+    /// Payload bytes per packet.
+    #[arg(long, default_value_t = 40)]
+    pub payload_bytes: usize,
+    /// Which packet parts enter the tokens.
+    #[arg(long, value_enum, default_value_t = View::Full)]
+    pub view: View,
+    /// Drop flows with fewer packets ...
+    #[arg(long, default_value_t = 3)]
+    pub min_packets: usize,
+    /// ... unless their class has fewer than N flows that pass (0 = no exemption).
+    #[arg(long, default_value_t = 0)]
+    pub keep_rare: usize,
+    /// Keep all flows of a capture in one split (`file`) or split flows freely.
+    #[arg(long, value_enum, default_value_t = SplitBy::Flow)]
+    pub split_by: SplitBy,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Time-slice augmentation of training flows: slice length in seconds.
+    #[arg(long)]
+    pub slice_seconds: Option<f64>,
+    /// Packets read per flow when augmenting.
+    #[arg(long, default_value_t = 100)]
+    pub slice_packets: usize,
+    /// Flow idle timeout in seconds.
+    #[arg(long, default_value_t = 120.0)]
+    pub idle_timeout: f64,
+    /// Write into an existing, non-empty output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bars.
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe tokenize` is not implemented yet")
+impl Args {
+    pub fn to_config(&self) -> anyhow::Result<DatasetConfig> {
+        Ok(DatasetConfig {
+            inputs: self.inputs.clone(),
+            labels: LabelSource::parse(&self.labels)?,
+            vocab_file: self.vocab.clone(),
+            vocab_size: self.vocab_size,
+            tokenizer: TokenizerConfig {
+                seq_len: self.seq_len,
+                packets: self.packets,
+                payload_bytes: self.payload_bytes,
+                view: self.view,
+            },
+            min_packets: self.min_packets,
+            keep_rare: self.keep_rare,
+            split_by: self.split_by,
+            seed: self.seed,
+            slice_seconds: self.slice_seconds,
+            slice_packets: self.slice_packets,
+            idle_timeout_s: self.idle_timeout,
+        })
+    }
+}
+
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.to_config()?;
+    let summary = build_dataset_with(&cfg, &args.out, !args.quiet, args.force)?;
+    println!("{}", summary.read);
+    println!("{summary}");
+    println!("wrote {}", args.out.display());
+    Ok(())
 }

@@ -1,8 +1,88 @@
-//! `tmoe vocab` (in progress).
+//! `tmoe vocab`: train a WordPiece vocabulary on the bigram corpus of captures.
+
+use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
+use crate::traffic::features::View;
+use crate::traffic::reader::ReadConfig;
+use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::vocab::{DEFAULT_LEARNED, Vocab};
+use std::path::PathBuf;
+use std::time::Instant;
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Capture files or folders (searched recursively).
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Where to write the BERT-format vocab.txt.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Learned entries (5 specials come on top).
+    #[arg(long, default_value_t = DEFAULT_LEARNED)]
+    pub size: usize,
+    #[arg(long, default_value_t = 10)]
+    pub packets: usize,
+    #[arg(long, default_value_t = 40)]
+    pub payload_bytes: usize,
+    #[arg(long, value_enum, default_value_t = View::Full)]
+    pub view: View,
+    /// Only flows with at least this many packets feed the corpus.
+    #[arg(long, default_value_t = 3)]
+    pub min_packets: usize,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe vocab` is not implemented yet")
+pub fn run(args: Args) -> anyhow::Result<()> {
+    if args.out.exists() && !args.force {
+        anyhow::bail!("{} exists; pass --force to overwrite", args.out.display());
+    }
+    let start = Instant::now();
+    let paths: Vec<PathBuf> = collect_captures(&args.inputs)?
+        .into_iter()
+        .map(|(p, _)| p)
+        .collect();
+    anyhow::ensure!(
+        !paths.is_empty(),
+        "no capture files found under {:?}",
+        args.inputs
+    );
+    let rc = ReadConfig {
+        max_packets: args.packets,
+        payload_bytes: args.payload_bytes,
+        ..ReadConfig::default()
+    };
+    let (mut flows, stats) = read_sorted_flows(&paths, &rc, !args.quiet);
+    let before = flows.len();
+    flows.retain(|f| f.total_packets >= args.min_packets as u64);
+    let tcfg = TokenizerConfig {
+        packets: args.packets,
+        payload_bytes: args.payload_bytes,
+        view: args.view,
+        ..TokenizerConfig::default()
+    };
+    let counts = corpus_counts(&flows, &tcfg);
+    let t = Instant::now();
+    let vocab = Vocab::train(&counts, args.size)?;
+    vocab.save(&args.out)?;
+    println!("{stats}");
+    println!(
+        "{} flows ({} dropped below {} packets), {} bigrams ({} distinct)",
+        flows.len(),
+        before - flows.len(),
+        args.min_packets,
+        counts.total(),
+        counts.distinct()
+    );
+    println!(
+        "vocabulary: {} entries, hash {:016x}, trained in {:.1} s (total {:.1} s) -> {}",
+        vocab.len(),
+        vocab.hash(),
+        t.elapsed().as_secs_f64(),
+        start.elapsed().as_secs_f64(),
+        args.out.display()
+    );
+    Ok(())
 }

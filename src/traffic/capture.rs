@@ -1,1 +1,453 @@
-//! (in progress)
+//! Streaming pcap / pcapng container reader: yields raw link-layer frames.
+//!
+//! Built on pcap-parser's streaming readers (64 KiB circular buffer, grown on
+//! demand for large blocks), so a file is never loaded whole. The pcapng
+//! interface table (link type and timestamp resolution per interface) is kept
+//! here, per section, because pcap-parser leaves that to its caller.
+
+use std::fmt;
+use std::fs::File;
+use std::io::Read;
+use std::path::Path;
+
+use pcap_parser::pcapng::Block;
+use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
+use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
+
+/// Initial size of the streaming buffer.
+const BUFFER_BYTES: usize = 64 * 1024;
+/// A block larger than this is taken as a corrupt length field, not a frame.
+const MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+
+/// Container format, as told by the file's magic number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CaptureFormat {
+    Pcap { big_endian: bool, nanosecond: bool },
+    PcapNg,
+}
+
+/// One captured frame, borrowed from the reader's buffer.
+#[derive(Clone, Copy, Debug)]
+pub struct RawFrame<'a> {
+    /// LINKTYPE_* value of the interface that captured the frame.
+    pub link_type: u32,
+    /// Nanoseconds since the Unix epoch.
+    pub ts_ns: u64,
+    /// Bytes captured (== `data.len()`).
+    pub caplen: u32,
+    /// Length of the frame on the wire.
+    pub orig_len: u32,
+    pub data: &'a [u8],
+    /// Byte offset of the frame's record (pcap) or block (pcapng) in the file.
+    pub offset: u64,
+}
+
+/// Why a capture could not be read (further).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CaptureErrorKind {
+    /// The file could not be opened or read.
+    Io,
+    /// The file has no bytes at all.
+    Empty,
+    /// The file does not start with a pcap or pcapng header.
+    NotCapture,
+    /// The file ends in the middle of a header, record or block.
+    Truncated,
+    /// A record or block is malformed (bad length, bad magic, garbage).
+    Corrupt,
+}
+
+impl CaptureErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CaptureErrorKind::Io => "I/O error",
+            CaptureErrorKind::Empty => "empty file",
+            CaptureErrorKind::NotCapture => "not a pcap/pcapng capture",
+            CaptureErrorKind::Truncated => "truncated",
+            CaptureErrorKind::Corrupt => "corrupt record/block",
+        }
+    }
+}
+
+/// A container-level error at a byte offset of the file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureError {
+    pub kind: CaptureErrorKind,
+    /// Byte offset in the file where the bad record/block starts.
+    pub offset: u64,
+    pub detail: String,
+}
+
+impl fmt::Display for CaptureError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} at byte offset {}", self.kind.as_str(), self.offset)?;
+        if !self.detail.is_empty() {
+            write!(f, ": {}", self.detail)?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for CaptureError {}
+
+/// A `Read` that fills the whole buffer unless the input ends: pcap-parser
+/// reads its header with a single `read` call, which a chained reader would
+/// answer with only the 4 peeked bytes.
+struct FillRead<R>(R);
+
+impl<R: Read> Read for FillRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut got = 0;
+        while got < buf.len() {
+            match self.0.read(&mut buf[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if got == 0 => return Err(e),
+                Err(_) => break,
+            }
+        }
+        Ok(got)
+    }
+}
+
+/// pcapng interface as described by its IDB.
+#[derive(Clone, Copy, Debug)]
+struct Interface {
+    link_type: u32,
+    /// Timestamp units per second.
+    units_per_sec: u64,
+    /// Seconds added to every timestamp (if_tsoffset).
+    offset_sec: i64,
+}
+
+/// Timestamp units per second for a pcapng `if_tsresol` byte: 10^n, or 2^n
+/// when the top bit is set. (pcap-parser's own helper rejects every 2^n value.)
+fn tsresol_units(tsresol: u8) -> Option<u64> {
+    let n = u32::from(tsresol & 0x7f);
+    if tsresol & 0x80 == 0 {
+        10u64.checked_pow(n)
+    } else {
+        1u64.checked_shl(n).filter(|_| n < 64)
+    }
+}
+
+/// pcapng timestamp (units since epoch) -> nanoseconds, without overflow.
+fn ng_ts_ns(raw: u64, iface: &Interface) -> u64 {
+    let ns = (raw as u128) * 1_000_000_000 / (iface.units_per_sec.max(1) as u128);
+    let ns = ns as i128 + (iface.offset_sec as i128) * 1_000_000_000;
+    ns.clamp(0, u64::MAX as i128) as u64
+}
+
+/// Link type from a classic pcap header: the low 16 bits (the upper bits may
+/// carry FCS information).
+fn pcap_link_type(network: i32) -> u32 {
+    (network as u32) & 0xffff
+}
+
+/// Streaming reader over one capture file.
+pub struct CaptureReader {
+    inner: Box<dyn PcapReaderIterator + Send>,
+    format: CaptureFormat,
+    /// Classic pcap: link type and timestamp precision from the file header.
+    pcap_link: u32,
+    pcap_nanos: bool,
+    /// pcapng: interfaces of the current section, in IDB order.
+    interfaces: Vec<Interface>,
+    /// Frames whose interface id had no IDB (counted, skipped).
+    pub unknown_interface_frames: u64,
+    buffer_size: usize,
+    done: bool,
+}
+
+impl CaptureReader {
+    /// Opens a capture file and reads its header.
+    pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
+        let file = File::open(path).map_err(|e| CaptureError {
+            kind: CaptureErrorKind::Io,
+            offset: 0,
+            detail: e.to_string(),
+        })?;
+        CaptureReader::from_read(file)
+    }
+
+    /// Reads a capture from any byte stream (a file, a `&[u8]` in tests).
+    pub fn from_read<R: Read + Send + 'static>(
+        mut input: R,
+    ) -> Result<CaptureReader, CaptureError> {
+        // Peek at the magic ourselves: pcap-parser cannot tell "empty" from
+        // "too short" and we want the byte order for reporting.
+        let mut magic = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut magic[got..]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    return Err(CaptureError {
+                        kind: CaptureErrorKind::Io,
+                        offset: got as u64,
+                        detail: e.to_string(),
+                    });
+                }
+            }
+        }
+        if got == 0 {
+            return Err(CaptureError {
+                kind: CaptureErrorKind::Empty,
+                offset: 0,
+                detail: "zero-length file".into(),
+            });
+        }
+        let format = match u32::from_le_bytes(magic) {
+            _ if got < 4 => None,
+            0xa1b2_c3d4 | 0xa1b2_cd34 => Some(CaptureFormat::Pcap {
+                big_endian: false,
+                nanosecond: false,
+            }),
+            0xa1b2_3c4d => Some(CaptureFormat::Pcap {
+                big_endian: false,
+                nanosecond: true,
+            }),
+            0xd4c3_b2a1 => Some(CaptureFormat::Pcap {
+                big_endian: true,
+                nanosecond: false,
+            }),
+            0x4d3c_b2a1 => Some(CaptureFormat::Pcap {
+                big_endian: true,
+                nanosecond: true,
+            }),
+            0x0a0d_0d0a => Some(CaptureFormat::PcapNg),
+            _ => None,
+        };
+        let Some(format) = format else {
+            return Err(CaptureError {
+                kind: CaptureErrorKind::NotCapture,
+                offset: 0,
+                detail: format!("unknown magic number {:02x?}", &magic[..got]),
+            });
+        };
+        let stream = FillRead(std::io::Cursor::new(magic).chain(input));
+        let inner = create_reader(BUFFER_BYTES, stream).map_err(|e| {
+            let (kind, detail) = match e {
+                PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => (
+                    CaptureErrorKind::Truncated,
+                    "file ends inside its header".to_string(),
+                ),
+                PcapError::ReadError => (CaptureErrorKind::Io, "read failed".to_string()),
+                other => (
+                    CaptureErrorKind::NotCapture,
+                    format!("bad file header ({other:?})"),
+                ),
+            };
+            CaptureError {
+                kind,
+                offset: 0,
+                detail,
+            }
+        })?;
+        Ok(CaptureReader {
+            inner,
+            format,
+            pcap_link: 1,
+            pcap_nanos: false,
+            interfaces: Vec::new(),
+            unknown_interface_frames: 0,
+            buffer_size: BUFFER_BYTES,
+            done: false,
+        })
+    }
+
+    pub fn format(&self) -> CaptureFormat {
+        self.format
+    }
+
+    /// Byte offset in the file of the next unread record.
+    pub fn position(&self) -> u64 {
+        self.inner.consumed() as u64
+    }
+
+    /// Calls `on_frame` for every frame until the end of the file. Stops at the
+    /// first container error and returns it; frames before it were delivered.
+    pub fn for_each_frame(
+        &mut self,
+        mut on_frame: impl FnMut(&RawFrame<'_>),
+    ) -> Result<(), CaptureError> {
+        while !self.done {
+            let offset = self.inner.consumed() as u64;
+            match self.inner.next() {
+                Ok((len, block)) => {
+                    match block {
+                        PcapBlockOwned::LegacyHeader(h) => {
+                            self.pcap_link = pcap_link_type(h.network.0);
+                            self.pcap_nanos = h.is_nanosecond_precision();
+                        }
+                        PcapBlockOwned::Legacy(b) => {
+                            let frac_ns = if self.pcap_nanos {
+                                u64::from(b.ts_usec) // holds nanoseconds in ns files
+                            } else {
+                                u64::from(b.ts_usec) * 1000
+                            };
+                            let frame = RawFrame {
+                                link_type: self.pcap_link,
+                                ts_ns: u64::from(b.ts_sec) * 1_000_000_000 + frac_ns,
+                                caplen: b.data.len() as u32,
+                                orig_len: b.origlen,
+                                data: b.data,
+                                offset,
+                            };
+                            on_frame(&frame);
+                        }
+                        PcapBlockOwned::NG(block) => {
+                            handle_ng_block(
+                                &block,
+                                offset,
+                                &mut self.interfaces,
+                                &mut self.unknown_interface_frames,
+                                &mut on_frame,
+                            );
+                        }
+                    }
+                    self.inner.consume(len);
+                }
+                Err(PcapError::Eof) => self.done = true,
+                Err(PcapError::Incomplete(_)) => self.refill(offset)?,
+                Err(PcapError::BufferTooSmall) => {
+                    if self.buffer_size >= MAX_BUFFER_BYTES {
+                        self.done = true;
+                        return Err(CaptureError {
+                            kind: CaptureErrorKind::Corrupt,
+                            offset,
+                            detail: format!(
+                                "record/block claims more than {} MiB (corrupt length field?)",
+                                MAX_BUFFER_BYTES >> 20
+                            ),
+                        });
+                    }
+                    self.buffer_size *= 2;
+                    self.inner.grow(self.buffer_size);
+                    self.refill(offset)?;
+                }
+                Err(PcapError::UnexpectedEof) => {
+                    self.done = true;
+                    let left = self.inner.data().len();
+                    return Err(CaptureError {
+                        kind: CaptureErrorKind::Truncated,
+                        offset,
+                        detail: format!("last record/block is incomplete ({left} bytes left)"),
+                    });
+                }
+                Err(PcapError::ReadError) => {
+                    self.done = true;
+                    return Err(CaptureError {
+                        kind: CaptureErrorKind::Io,
+                        offset,
+                        detail: "read failed".into(),
+                    });
+                }
+                Err(e) => {
+                    self.done = true;
+                    let detail = match e {
+                        PcapError::NomError(_, k) | PcapError::OwnedNomError(_, k) => {
+                            format!("unparsable data ({k:?})")
+                        }
+                        other => format!("{other:?}"),
+                    };
+                    return Err(CaptureError {
+                        kind: CaptureErrorKind::Corrupt,
+                        offset,
+                        detail,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn refill(&mut self, offset: u64) -> Result<(), CaptureError> {
+        self.inner.refill().map_err(|_| {
+            self.done = true;
+            CaptureError {
+                kind: CaptureErrorKind::Io,
+                offset,
+                detail: "read failed".into(),
+            }
+        })
+    }
+}
+
+fn handle_ng_block(
+    block: &Block<'_>,
+    offset: u64,
+    interfaces: &mut Vec<Interface>,
+    unknown_interface_frames: &mut u64,
+    on_frame: &mut impl FnMut(&RawFrame<'_>),
+) {
+    match block {
+        // A new section starts a new interface table.
+        Block::SectionHeader(_) => interfaces.clear(),
+        Block::InterfaceDescription(idb) => interfaces.push(Interface {
+            link_type: u32::from(idb.linktype.0 as u16),
+            units_per_sec: tsresol_units(idb.if_tsresol).unwrap_or(1_000_000),
+            offset_sec: idb.if_tsoffset,
+        }),
+        Block::EnhancedPacket(epb) => {
+            let Some(iface) = interfaces.get(epb.if_id as usize) else {
+                *unknown_interface_frames += 1;
+                return;
+            };
+            // EPB data carries 32-bit padding: cut to caplen.
+            let data = epb.packet_data();
+            let raw_ts = (u64::from(epb.ts_high) << 32) | u64::from(epb.ts_low);
+            on_frame(&RawFrame {
+                link_type: iface.link_type,
+                ts_ns: ng_ts_ns(raw_ts, iface),
+                caplen: data.len() as u32,
+                orig_len: epb.origlen,
+                data,
+                offset,
+            });
+        }
+        Block::SimplePacket(spb) => {
+            // SPBs belong to the section's first interface and have no timestamp.
+            let Some(iface) = interfaces.first() else {
+                *unknown_interface_frames += 1;
+                return;
+            };
+            let data = spb.packet_data();
+            on_frame(&RawFrame {
+                link_type: iface.link_type,
+                ts_ns: 0,
+                caplen: data.len() as u32,
+                orig_len: spb.origlen,
+                data,
+                offset,
+            });
+        }
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tsresol_decimal_and_binary() {
+        assert_eq!(tsresol_units(6), Some(1_000_000));
+        assert_eq!(tsresol_units(9), Some(1_000_000_000));
+        assert_eq!(tsresol_units(0x80 | 10), Some(1024));
+        assert_eq!(tsresol_units(30), None);
+    }
+
+    #[test]
+    fn ng_timestamp_to_ns() {
+        let iface = Interface {
+            link_type: 1,
+            units_per_sec: 1000,
+            offset_sec: 10,
+        };
+        assert_eq!(ng_ts_ns(1500, &iface), 11_500_000_000);
+    }
+}

@@ -1,1 +1,661 @@
-//! (in progress)
+//! Captures -> labelled, deduplicated, split token shards: the whole of
+//! Traffic2Token in one call.
+//!
+//! Steps: find captures -> read flows (reader) -> sort them (the reader is
+//! parallel; sorting by file, time and key makes every later step deterministic)
+//! -> label -> drop flows below `min_packets` (unless their class is rare) ->
+//! train or load the vocabulary -> tokenise (parallel) -> deduplicate ->
+//! split 8:1:1 -> augment the training part -> write `vocab.txt`,
+//! `train/val/test.tmoe` and `dataset.json`.
+//!
+//! Without labels (`LabelSource::None`) the run is a pretraining corpus: every
+//! kept, deduplicated flow goes to `train.tmoe` with no label, and no
+//! `val`/`test` shards are written.
+
+use crate::traffic::augment::time_slices;
+use crate::traffic::features::flow_features;
+use crate::traffic::labels::{FlowLabels, LabelSource, class_table, folder_label, prefix_label};
+use crate::traffic::reader::{ReadConfig, find_captures, read_captures};
+use crate::traffic::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
+use crate::traffic::split::{Part, SplitBy, dedup_indices, split_by_file, split_by_flow};
+use crate::traffic::stats::RunStats;
+use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::types::Flow;
+use crate::traffic::vocab::{BigramCounts, DEFAULT_LEARNED, Vocab};
+use anyhow::{Context, bail};
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const DATASET_FORMAT: u32 = 1;
+
+/// Everything that decides a dataset (stored in dataset.json).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatasetConfig {
+    /// Capture files or folders (searched recursively).
+    pub inputs: Vec<PathBuf>,
+    pub labels: LabelSource,
+    /// Use this vocabulary instead of training one.
+    pub vocab_file: Option<PathBuf>,
+    /// Learned vocabulary entries (the 5 specials come on top).
+    pub vocab_size: usize,
+    pub tokenizer: TokenizerConfig,
+    /// Flows with fewer packets are dropped ...
+    pub min_packets: usize,
+    /// ... unless their class has fewer than this many flows that pass (0 = off).
+    pub keep_rare: usize,
+    pub split_by: SplitBy,
+    pub seed: u64,
+    /// Time-slice augmentation of training flows (seconds per slice).
+    pub slice_seconds: Option<f64>,
+    /// Packets read per flow when augmenting (see augment.rs).
+    pub slice_packets: usize,
+    /// Flow idle timeout of the reader.
+    pub idle_timeout_s: f64,
+}
+
+impl Default for DatasetConfig {
+    fn default() -> Self {
+        DatasetConfig {
+            inputs: Vec::new(),
+            labels: LabelSource::Folder,
+            vocab_file: None,
+            vocab_size: DEFAULT_LEARNED,
+            tokenizer: TokenizerConfig::default(),
+            min_packets: 3,
+            keep_rare: 0,
+            split_by: SplitBy::Flow,
+            seed: 42,
+            slice_seconds: None,
+            slice_packets: 100,
+            idle_timeout_s: 120.0,
+        }
+    }
+}
+
+/// Flow counts of one class in each part.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartCounts {
+    pub train: usize,
+    pub val: usize,
+    pub test: usize,
+    /// Augmented sub-flows (counted in `train` too).
+    pub augmented: usize,
+}
+
+impl PartCounts {
+    fn add(&mut self, p: Part) {
+        match p {
+            Part::Train => self.train += 1,
+            Part::Val => self.val += 1,
+            Part::Test => self.test += 1,
+        }
+    }
+    pub fn total(&self) -> usize {
+        self.train + self.val + self.test
+    }
+}
+
+/// Flows that did not make it, by reason.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct DropCounts {
+    pub too_few_packets: usize,
+    pub unlabelled: usize,
+    pub duplicates: usize,
+    /// Augmented sub-flows equal to a kept flow.
+    pub augmented_duplicates: usize,
+}
+
+/// Reader totals kept in dataset.json.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct ReadTotals {
+    pub files: u64,
+    pub files_failed: u64,
+    pub files_warned: u64,
+    pub bytes: u64,
+    pub packets: u64,
+    pub flows: u64,
+}
+
+/// The contents of dataset.json.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DatasetInfo {
+    pub format: u32,
+    /// Class names sorted; class id = index. Empty for a pretraining corpus.
+    pub classes: Vec<String>,
+    pub vocab_hash: u64,
+    pub vocab_hash_hex: String,
+    pub vocab_size: usize,
+    pub seq_len: usize,
+    pub labelled: bool,
+    /// Shard file name of each part that was written.
+    pub shards: BTreeMap<String, String>,
+    /// Flows per part.
+    pub split_counts: BTreeMap<String, usize>,
+    pub class_counts: BTreeMap<String, PartCounts>,
+    pub dropped: DropCounts,
+    pub read: ReadTotals,
+    /// Capture files; `FlowMeta::file_id` indexes this list.
+    pub files: Vec<String>,
+    /// Label CSV rows that matched no flow (CSV labels only).
+    pub csv_rows_unmatched: Option<usize>,
+    pub config: DatasetConfig,
+}
+
+/// The end-of-run summary.
+#[derive(Clone, Debug)]
+pub struct DatasetSummary {
+    pub info: DatasetInfo,
+    pub read: RunStats,
+    pub elapsed: Duration,
+    pub tokenize_secs: f64,
+    pub vocab_secs: f64,
+}
+
+impl std::fmt::Display for DatasetSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let i = &self.info;
+        let secs = self.elapsed.as_secs_f64().max(1e-9);
+        writeln!(
+            f,
+            "files {} ({} failed, {} with warnings), {:.1} MB, {} packets, {} flows read",
+            i.read.files,
+            i.read.files_failed,
+            i.read.files_warned,
+            i.read.bytes as f64 / 1e6,
+            i.read.packets,
+            i.read.flows
+        )?;
+        let d = &i.dropped;
+        writeln!(
+            f,
+            "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows",
+            d.too_few_packets, d.unlabelled, d.duplicates, d.augmented_duplicates
+        )?;
+        let kept: Vec<String> = i
+            .split_counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect();
+        writeln!(f, "kept: {}", kept.join(", "))?;
+        if !i.class_counts.is_empty() {
+            writeln!(
+                f,
+                "{:<28} {:>8} {:>8} {:>8} {:>10}",
+                "class", "train", "val", "test", "augmented"
+            )?;
+            for (c, n) in &i.class_counts {
+                writeln!(
+                    f,
+                    "{c:<28} {:>8} {:>8} {:>8} {:>10}",
+                    n.train, n.val, n.test, n.augmented
+                )?;
+            }
+        }
+        if let Some(u) = i.csv_rows_unmatched {
+            writeln!(f, "label CSV rows that matched no flow: {u}")?;
+        }
+        writeln!(
+            f,
+            "vocabulary {} entries (hash {}), seq_len {}; vocab {:.1} s, tokenise {:.1} s",
+            i.vocab_size, i.vocab_hash_hex, i.seq_len, self.vocab_secs, self.tokenize_secs
+        )?;
+        write!(
+            f,
+            "total {:.1} s: {:.1} MB/s, {:.0} flows/s",
+            secs,
+            i.read.bytes as f64 / 1e6 / secs,
+            i.read.flows as f64 / secs
+        )
+    }
+}
+
+/// Reads `dir/dataset.json`.
+pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
+    let p = dir.join("dataset.json");
+    let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+    let info: DatasetInfo =
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
+    if info.format != DATASET_FORMAT {
+        bail!(
+            "{}: dataset format {}, this build reads {}",
+            p.display(),
+            info.format,
+            DATASET_FORMAT
+        );
+    }
+    Ok(info)
+}
+
+/// Capture files of all inputs with the root each was found under, in input
+/// order, each input's files sorted, duplicates removed.
+pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    let mut out = Vec::new();
+    let mut seen = HashSet::new();
+    for input in inputs {
+        let meta =
+            std::fs::metadata(input).with_context(|| format!("input {}", input.display()))?;
+        let found = if meta.is_dir() {
+            find_captures(input)
+                .with_context(|| format!("listing captures under {}", input.display()))?
+        } else {
+            vec![input.clone()]
+        };
+        for f in found {
+            if seen.insert(f.clone()) {
+                out.push((f, input.clone()));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn progress_bar(len: u64, what: &str, progress: bool) -> ProgressBar {
+    if !progress {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len);
+    bar.set_style(
+        ProgressStyle::with_template(&format!(
+            "{what:>10} [{{bar:40.cyan/blue}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}}"
+        ))
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Bigram counts of what the tokenizer will see of these flows.
+pub fn corpus_counts(flows: &[Flow], cfg: &TokenizerConfig) -> BigramCounts {
+    flows
+        .par_iter()
+        .fold(BigramCounts::default, |mut c, f| {
+            for p in flow_features(f, cfg.packets, cfg.payload_bytes, cfg.view) {
+                if let Some(a) = &p.attrs {
+                    c.add_segment(a);
+                }
+                if let Some(pl) = p.payload {
+                    c.add_segment(pl);
+                }
+            }
+            c
+        })
+        .reduce(BigramCounts::default, |a, b| a.merge(&b))
+}
+
+/// Reads flows of many captures, sorted deterministically.
+pub fn read_sorted_flows(
+    paths: &[PathBuf],
+    rc: &ReadConfig,
+    progress: bool,
+) -> (Vec<Flow>, RunStats) {
+    let sink = Mutex::new(Vec::new());
+    let stats = read_captures(paths, rc, progress, &|f: Flow| {
+        sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)
+    });
+    let mut flows = sink.into_inner().unwrap_or_else(|e| e.into_inner());
+    flows.sort_by(|a, b| {
+        (a.file_index, a.first_ts_ns, a.key, a.total_packets).cmp(&(
+            b.file_index,
+            b.first_ts_ns,
+            b.key,
+            b.total_packets,
+        ))
+    });
+    (flows, stats)
+}
+
+fn meta_of(flow: &Flow, label: Option<u32>, slice: u16) -> FlowMeta {
+    let (src_ip, ver) = ip_bytes(flow.initiator.ip);
+    let (dst_ip, _) = ip_bytes(flow.responder.ip);
+    FlowMeta {
+        label: label.unwrap_or(NO_LABEL),
+        file_id: flow.file_index,
+        src_ip,
+        dst_ip,
+        src_port: flow.initiator.port,
+        dst_port: flow.responder.port,
+        proto: flow.key.proto,
+        ip_version: ver,
+        slice,
+        first_ts_ns: flow.first_ts_ns,
+        packet_count: u32::try_from(flow.total_packets).unwrap_or(u32::MAX),
+        n_tokens: 0,
+    }
+}
+
+fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
+    if out.exists() {
+        let non_empty = std::fs::read_dir(out)
+            .with_context(|| format!("reading {}", out.display()))?
+            .next()
+            .is_some();
+        if non_empty && !force {
+            bail!(
+                "{} exists and is not empty; pass --force to overwrite",
+                out.display()
+            );
+        }
+        for name in [
+            "train.tmoe",
+            "val.tmoe",
+            "test.tmoe",
+            "dataset.json",
+            "vocab.txt",
+        ] {
+            let p = out.join(name);
+            if p.exists() {
+                std::fs::remove_file(&p).with_context(|| format!("removing {}", p.display()))?;
+            }
+        }
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
+}
+
+/// Builds a dataset directory; `force` allows writing into a non-empty one.
+pub fn build_dataset_with(
+    cfg: &DatasetConfig,
+    out_dir: &Path,
+    progress: bool,
+    force: bool,
+) -> anyhow::Result<DatasetSummary> {
+    let start = Instant::now();
+    if cfg.inputs.is_empty() {
+        bail!("no inputs given");
+    }
+    prepare_out_dir(out_dir, force)?;
+    let captures = collect_captures(&cfg.inputs)?;
+    if captures.is_empty() {
+        bail!("no capture files found under {:?}", cfg.inputs);
+    }
+    let paths: Vec<PathBuf> = captures.iter().map(|(p, _)| p.clone()).collect();
+    let tcfg = &cfg.tokenizer;
+    let k = tcfg.packets;
+    let slice_ns = cfg
+        .slice_seconds
+        .map(|s| (s * 1e9) as u64)
+        .filter(|&s| s > 0);
+    let rc = ReadConfig {
+        max_packets: if slice_ns.is_some() {
+            cfg.slice_packets.max(k)
+        } else {
+            k
+        },
+        payload_bytes: tcfg.payload_bytes,
+        idle_timeout_ns: (cfg.idle_timeout_s * 1e9) as u64,
+        ..ReadConfig::default()
+    };
+
+    // Labels per file (folder/prefix) or per flow (CSV).
+    let csv = match &cfg.labels {
+        LabelSource::Csv { path, column } => Some(FlowLabels::load(path, column.as_ref())?),
+        _ => None,
+    };
+    let file_labels: Vec<Option<String>> = captures
+        .iter()
+        .map(|(p, root)| match &cfg.labels {
+            LabelSource::Folder => folder_label(root, p),
+            LabelSource::Prefix { delimiters } => prefix_label(p, delimiters),
+            _ => None,
+        })
+        .collect();
+    let file_names: Vec<String> = paths
+        .iter()
+        .map(|p| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        })
+        .collect();
+
+    let (mut flows, read) = read_sorted_flows(&paths, &rc, progress);
+    let mut dropped = DropCounts::default();
+
+    // Label, then filter by packet count with the rare-class exemption.
+    let labelled = !cfg.labels.is_none();
+    let mut names: Vec<Option<String>> = Vec::with_capacity(flows.len());
+    // CSV rows that found their flow, by (file name, key) and by key alone.
+    let mut matched_csv: HashSet<(&str, crate::traffic::types::FlowKey)> = HashSet::new();
+    let mut matched_keys: HashSet<crate::traffic::types::FlowKey> = HashSet::new();
+    for f in &flows {
+        let l = match &csv {
+            Some(c) => {
+                let name = file_names[f.file_index as usize].as_str();
+                let l = c.get(name, &f.key).map(str::to_string);
+                if l.is_some() {
+                    matched_csv.insert((name, f.key));
+                    matched_keys.insert(f.key);
+                }
+                l
+            }
+            None => file_labels[f.file_index as usize].clone(),
+        };
+        names.push(l);
+    }
+    let mut passing: BTreeMap<&str, usize> = BTreeMap::new();
+    for (f, n) in flows.iter().zip(&names) {
+        if let Some(n) = n
+            && f.total_packets >= cfg.min_packets as u64
+        {
+            *passing.entry(n.as_str()).or_default() += 1;
+        }
+    }
+    let mut keep = vec![false; flows.len()];
+    for (i, (f, n)) in flows.iter().zip(&names).enumerate() {
+        if labelled && n.is_none() {
+            dropped.unlabelled += 1;
+            continue;
+        }
+        let rare = n
+            .as_deref()
+            .is_some_and(|n| passing.get(n).copied().unwrap_or(0) < cfg.keep_rare);
+        if f.total_packets >= cfg.min_packets as u64 || (rare && !f.packets.is_empty()) {
+            keep[i] = true;
+        } else {
+            dropped.too_few_packets += 1;
+        }
+    }
+    let classes = class_table(
+        names
+            .iter()
+            .zip(&keep)
+            .filter(|(_, k)| **k)
+            .filter_map(|(n, _)| n.as_deref()),
+    );
+    let class_id = |n: &Option<String>| {
+        n.as_ref()
+            .map(|n| classes.binary_search(n).expect("class") as u32)
+    };
+    let mut labels: Vec<Option<u32>> = Vec::new();
+    let mut kept_flows: Vec<Flow> = Vec::new();
+    for ((f, n), k) in flows.drain(..).zip(&names).zip(&keep) {
+        if *k {
+            labels.push(class_id(n));
+            kept_flows.push(f);
+        }
+    }
+    drop(names);
+    // Long packet lists are only needed for augmentation; tokenise the first K.
+    let mut long_lists: Vec<Option<Vec<crate::traffic::types::PacketRecord>>> = Vec::new();
+    if slice_ns.is_some() {
+        long_lists = kept_flows
+            .iter_mut()
+            .map(|f| {
+                (f.packets.len() > k).then(|| {
+                    let all = f.packets.clone();
+                    f.packets.truncate(k);
+                    all
+                })
+            })
+            .collect();
+    }
+
+    // Vocabulary.
+    let t_vocab = Instant::now();
+    let vocab = match &cfg.vocab_file {
+        Some(p) => Vocab::load(p)?,
+        None => {
+            let spinner = progress_bar(1, "vocab", progress);
+            spinner.set_message("training WordPiece");
+            let counts = corpus_counts(&kept_flows, tcfg);
+            let v = Vocab::train(&counts, cfg.vocab_size).context("training the vocabulary")?;
+            spinner.finish_and_clear();
+            v
+        }
+    };
+    let vocab_secs = t_vocab.elapsed().as_secs_f64();
+    let tok = FlowTokenizer::new(vocab, tcfg.clone())?;
+
+    // Tokenise.
+    let t_tok = Instant::now();
+    let bar = progress_bar(kept_flows.len() as u64, "tokenise", progress);
+    let rows: Vec<Vec<u32>> = kept_flows
+        .par_iter()
+        .map(|f| {
+            let r = tok.encode(f);
+            bar.inc(1);
+            r
+        })
+        .collect();
+    bar.finish_and_clear();
+
+    // Deduplicate, then split.
+    let uniq = dedup_indices(&rows, &labels);
+    dropped.duplicates = rows.len() - uniq.len();
+    let parts: Vec<Part> = if labelled {
+        let ls: Vec<u32> = uniq.iter().map(|&i| labels[i].expect("labelled")).collect();
+        match cfg.split_by {
+            SplitBy::Flow => split_by_flow(&ls, cfg.seed),
+            SplitBy::File => {
+                let fs: Vec<u32> = uniq.iter().map(|&i| kept_flows[i].file_index).collect();
+                split_by_file(&ls, &fs, cfg.seed)
+            }
+        }
+    } else {
+        vec![Part::Train; uniq.len()]
+    };
+
+    let mut out_rows: BTreeMap<Part, (Vec<Vec<u32>>, Vec<FlowMeta>)> = BTreeMap::new();
+    let mut class_counts: BTreeMap<String, PartCounts> = classes
+        .iter()
+        .map(|c| (c.clone(), PartCounts::default()))
+        .collect();
+    for (&i, &p) in uniq.iter().zip(&parts) {
+        let e = out_rows.entry(p).or_default();
+        e.0.push(rows[i].clone());
+        e.1.push(meta_of(&kept_flows[i], labels[i], 0));
+        if let Some(l) = labels[i] {
+            class_counts
+                .get_mut(&classes[l as usize])
+                .expect("class")
+                .add(p);
+        }
+    }
+
+    // Augment training flows.
+    if let Some(slice_ns) = slice_ns {
+        let mut seen: HashSet<(Vec<u32>, Option<u32>)> =
+            uniq.iter().map(|&i| (rows[i].clone(), labels[i])).collect();
+        for (&i, &p) in uniq.iter().zip(&parts) {
+            let Some(all) = (p == Part::Train).then(|| long_lists[i].as_ref()).flatten() else {
+                continue;
+            };
+            for (w, sub) in time_slices(&kept_flows[i], all, slice_ns, k, cfg.min_packets) {
+                let r = tok.encode(&sub);
+                if !seen.insert((r.clone(), labels[i])) {
+                    dropped.augmented_duplicates += 1;
+                    continue;
+                }
+                let e = out_rows.entry(Part::Train).or_default();
+                e.0.push(r);
+                e.1.push(meta_of(
+                    &sub,
+                    labels[i],
+                    u16::try_from(w + 1).unwrap_or(u16::MAX),
+                ));
+                if let Some(l) = labels[i] {
+                    let c = class_counts.get_mut(&classes[l as usize]).expect("class");
+                    c.train += 1;
+                    c.augmented += 1;
+                }
+            }
+        }
+    }
+    let tokenize_secs = t_tok.elapsed().as_secs_f64();
+
+    // Write.
+    let vocab_path = out_dir.join("vocab.txt");
+    tok.vocab().save(&vocab_path)?;
+    let mut shards = BTreeMap::new();
+    let mut split_counts = BTreeMap::new();
+    let written_parts: &[Part] = if labelled { &Part::ALL } else { &[Part::Train] };
+    for &p in written_parts {
+        let (r, m) = out_rows.remove(&p).unwrap_or_default();
+        let name = format!("{}.tmoe", p.name());
+        write_shard(
+            &out_dir.join(&name),
+            tcfg.seq_len,
+            tok.hash(),
+            tok.vocab_size(),
+            &r,
+            &m,
+        )?;
+        shards.insert(p.name().to_string(), name);
+        split_counts.insert(p.name().to_string(), r.len());
+    }
+    let csv_rows_unmatched = csv.as_ref().map(|c| {
+        c.entries()
+            .filter(|(file, key, _)| match file {
+                Some(f) => !matched_csv.contains(&(*f, **key)),
+                None => !matched_keys.contains(*key),
+            })
+            .count()
+    });
+    let info = DatasetInfo {
+        format: DATASET_FORMAT,
+        classes: if labelled { classes } else { Vec::new() },
+        vocab_hash: tok.hash(),
+        vocab_hash_hex: format!("{:016x}", tok.hash()),
+        vocab_size: tok.vocab_size(),
+        seq_len: tcfg.seq_len,
+        labelled,
+        shards,
+        split_counts,
+        class_counts,
+        dropped,
+        read: ReadTotals {
+            files: read.files,
+            files_failed: read.files_failed,
+            files_warned: read.files_warned,
+            bytes: read.bytes,
+            packets: read.packets,
+            flows: read.flows,
+        },
+        files: paths.iter().map(|p| p.display().to_string()).collect(),
+        csv_rows_unmatched,
+        config: cfg.clone(),
+    };
+    let json_path = out_dir.join("dataset.json");
+    std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)
+        .with_context(|| format!("writing {}", json_path.display()))?;
+    Ok(DatasetSummary {
+        info,
+        read,
+        elapsed: start.elapsed(),
+        tokenize_secs,
+        vocab_secs,
+    })
+}
+
+/// Builds a dataset into a new or empty directory (see [`build_dataset_with`]).
+pub fn build_dataset(
+    cfg: &DatasetConfig,
+    out_dir: &Path,
+    progress: bool,
+) -> anyhow::Result<DatasetSummary> {
+    build_dataset_with(cfg, out_dir, progress, false)
+}

@@ -1,1 +1,214 @@
-//! (in progress)
+//! The capture side's entry points: captures in, finished flows and stats out.
+//! Container reading (capture.rs) -> decoding (decode.rs) -> flow table
+//! (flows.rs), one file per rayon task.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use crate::traffic::capture::CaptureReader;
+use crate::traffic::decode::decode_frame;
+use crate::traffic::flows::FlowTable;
+use crate::traffic::stats::{FileError, FileStats, RunStats, peak_rss_kib};
+use crate::traffic::types::Flow;
+
+/// How captures become flows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReadConfig {
+    /// K: packets kept per flow (the flow's total count is kept regardless).
+    pub max_packets: usize,
+    /// L4 payload bytes kept per packet.
+    pub payload_bytes: usize,
+    /// A flow silent for longer than this ends; the next packet starts a new one.
+    pub idle_timeout_ns: u64,
+    /// A TCP flow ends after FIN from both sides, or RST.
+    pub split_on_fin_rst: bool,
+}
+
+impl Default for ReadConfig {
+    fn default() -> Self {
+        ReadConfig {
+            max_packets: 10,
+            payload_bytes: 40,
+            idle_timeout_ns: 120_000_000_000,
+            split_on_fin_rst: true,
+        }
+    }
+}
+
+/// Streams one capture; calls `on_flow` for every finished flow (any packet
+/// count). Never panics; a broken file returns partial results plus an error
+/// or warnings in the returned stats.
+pub fn read_capture(
+    path: &Path,
+    file_index: u32,
+    cfg: &ReadConfig,
+    on_flow: &mut dyn FnMut(Flow),
+) -> FileStats {
+    let start = Instant::now();
+    let mut st = FileStats {
+        path: path.to_path_buf(),
+        file_index,
+        bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+        ..FileStats::default()
+    };
+    let problem = |e: crate::traffic::capture::CaptureError| FileError {
+        path: path.to_path_buf(),
+        kind: e.kind,
+        offset: e.offset,
+        message: e.detail,
+    };
+    let mut reader = match CaptureReader::open(path) {
+        Ok(r) => r,
+        Err(e) => {
+            st.error = Some(problem(e));
+            st.elapsed = start.elapsed();
+            return st;
+        }
+    };
+    st.format = Some(reader.format());
+    let mut table = FlowTable::new(cfg, file_index);
+    // Link types change rarely: count runs, not a map lookup per frame.
+    let (mut run_lt, mut run_len) = (u32::MAX, 0u64);
+    let result = reader.for_each_frame(|frame| {
+        st.frames += 1;
+        if frame.link_type != run_lt {
+            if run_len > 0 {
+                *st.link_types.entry(run_lt).or_default() += run_len;
+            }
+            (run_lt, run_len) = (frame.link_type, 0);
+        }
+        run_len += 1;
+        match decode_frame(frame.link_type, frame.data, frame.orig_len) {
+            Ok(pkt) => {
+                st.packets += 1;
+                st.truncated_packets += u64::from(pkt.truncated);
+                st.first_fragments += u64::from(pkt.first_fragment);
+                table.push(frame.ts_ns, &pkt, on_flow);
+            }
+            Err(reason) => st.skips.add(reason),
+        }
+    });
+    if run_len > 0 {
+        *st.link_types.entry(run_lt).or_default() += run_len;
+    }
+    if let Err(e) = result {
+        st.warnings.push(problem(e));
+    }
+    st.unknown_interface_frames = reader.unknown_interface_frames;
+    table.flush(on_flow);
+    st.flows = table.emitted();
+    st.elapsed = start.elapsed();
+    st
+}
+
+/// Reads many files in parallel (rayon), with a progress bar (bytes, MB/s,
+/// ETA) when `progress` is set. `on_flow` is called from worker threads; the
+/// file a flow came from is `flow.file_index` (its index in `paths`).
+pub fn read_captures(
+    paths: &[PathBuf],
+    cfg: &ReadConfig,
+    progress: bool,
+    on_flow: &(dyn Fn(Flow) + Sync),
+) -> RunStats {
+    let start = Instant::now();
+    let total_bytes: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let bar = if progress {
+        let bar = ProgressBar::new(total_bytes);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{elapsed_precise} [{bar:40.cyan/blue}] {binary_bytes}/{binary_total_bytes} \
+                 {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        bar
+    } else {
+        ProgressBar::hidden()
+    };
+    let mut stats = paths
+        .par_iter()
+        .enumerate()
+        .map(|(i, path)| {
+            let fs = read_capture(path, i as u32, cfg, &mut |f| on_flow(f));
+            bar.inc(fs.bytes);
+            let mut run = RunStats::default();
+            run.add_file(&fs);
+            run
+        })
+        .reduce(RunStats::default, |mut a, b| {
+            a.merge(b);
+            a
+        });
+    bar.finish_and_clear();
+    stats.elapsed = start.elapsed();
+    stats.peak_rss_kib = peak_rss_kib();
+    stats
+}
+
+fn has_capture_extension(path: &Path) -> Option<bool> {
+    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+    if name.ends_with(".gz") {
+        return Some(false);
+    }
+    let ext = name.rsplit_once('.').map(|(_, e)| e)?;
+    match ext {
+        "pcap" | "pcapng" | "cap" => Some(true),
+        // Text and data files that sit next to captures.
+        "txt" | "md" | "json" | "csv" | "py" | "sh" | "yaml" | "yml" | "rules" | "conf" => {
+            Some(false)
+        }
+        _ => None,
+    }
+}
+
+/// True when the file starts with a pcap or pcapng magic number.
+fn has_capture_magic(path: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return false;
+    };
+    if f.read_exact(&mut magic).is_err() {
+        return false;
+    }
+    matches!(
+        u32::from_le_bytes(magic),
+        0xa1b2_c3d4 | 0xa1b2_3c4d | 0xd4c3_b2a1 | 0x4d3c_b2a1 | 0xa1b2_cd34 | 0x0a0d_0d0a
+    )
+}
+
+/// Recursively lists capture files under `root` (by extension .pcap, .pcapng,
+/// .cap; other files by magic number; .gz excluded), sorted by path.
+pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut found = Vec::new();
+    if root.is_file() {
+        found.push(root.to_path_buf());
+        return Ok(found);
+    }
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                let keep = match has_capture_extension(&path) {
+                    Some(k) => k,
+                    None => has_capture_magic(&path),
+                };
+                if keep {
+                    found.push(path);
+                }
+            }
+        }
+    }
+    found.sort();
+    Ok(found)
+}

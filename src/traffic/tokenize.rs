@@ -1,1 +1,165 @@
-//! (in progress)
+//! Flow -> token ids with a fixed vocabulary.
+//!
+//! Layout, per packet of the first `packets` packets:
+//! `[PD]` then the pieces of the attribute bigrams (header and full views),
+//! then `[PY]` and the pieces of the payload bigrams (payload and full views);
+//! `[END]` closes the flow. In the header view there is no `[PY]`.
+//! When the stream would exceed `seq_len`, it is cut after `seq_len - 1` tokens
+//! and `[END]` is still appended, so every sequence ends with `[END]` (the model
+//! always sees where the flow's tokens stop). Padding with `[PAD]` fills the rest.
+
+use crate::traffic::bigram::bigrams;
+use crate::traffic::features::{View, flow_features};
+use crate::traffic::types::Flow;
+use crate::traffic::vocab::{END, PAD, PD, PY, Vocab};
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What the tokenizer keeps of a flow and how long sequences are.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenizerConfig {
+    /// Sequence length, `[END]` included (default 512).
+    pub seq_len: usize,
+    /// Packets used per flow (default 10).
+    pub packets: usize,
+    /// Payload bytes used per packet (default 40).
+    pub payload_bytes: usize,
+    pub view: View,
+}
+
+impl Default for TokenizerConfig {
+    fn default() -> Self {
+        TokenizerConfig {
+            seq_len: 512,
+            packets: 10,
+            payload_bytes: 40,
+            view: View::Full,
+        }
+    }
+}
+
+/// Turns flows into token ids with a fixed vocabulary.
+#[derive(Debug)]
+pub struct FlowTokenizer {
+    vocab: Vocab,
+    cfg: TokenizerConfig,
+}
+
+impl FlowTokenizer {
+    pub fn new(vocab: Vocab, cfg: TokenizerConfig) -> anyhow::Result<FlowTokenizer> {
+        if cfg.seq_len < 2 {
+            bail!("seq_len must be at least 2 (got {})", cfg.seq_len);
+        }
+        Ok(FlowTokenizer { vocab, cfg })
+    }
+
+    /// A vocabulary file with the default configuration.
+    pub fn from_vocab_file(path: &Path) -> anyhow::Result<FlowTokenizer> {
+        FlowTokenizer::new(Vocab::load(path)?, TokenizerConfig::default())
+    }
+
+    /// The vocabulary and configuration a dataset directory was built with.
+    pub fn from_dataset_dir(dir: &Path) -> anyhow::Result<FlowTokenizer> {
+        let info = crate::traffic::dataset::load_dataset_info(dir)?;
+        let vocab = Vocab::load(&dir.join("vocab.txt"))?;
+        if vocab.hash() != info.vocab_hash {
+            bail!(
+                "{}: vocab.txt hash {:016x} differs from dataset.json's {:016x}",
+                dir.display(),
+                vocab.hash(),
+                info.vocab_hash
+            );
+        }
+        FlowTokenizer::new(vocab, info.config.tokenizer.clone())
+            .with_context(|| format!("dataset {}", dir.display()))
+    }
+
+    pub fn config(&self) -> &TokenizerConfig {
+        &self.cfg
+    }
+    pub fn vocab(&self) -> &Vocab {
+        &self.vocab
+    }
+    pub fn vocab_size(&self) -> usize {
+        self.vocab.len()
+    }
+    pub fn hash(&self) -> u64 {
+        self.vocab.hash()
+    }
+    pub fn seq_len(&self) -> usize {
+        self.cfg.seq_len
+    }
+
+    /// The valid tokens of a flow (at most `seq_len`, last one `[END]`), unpadded.
+    pub fn encode(&self, flow: &Flow) -> Vec<u32> {
+        let mut out = Vec::with_capacity(self.cfg.seq_len);
+        self.encode_into(flow, &mut out);
+        out
+    }
+
+    /// Writes `seq_len` ids into `out` (padded with `[PAD]`); returns the valid count.
+    pub fn encode_padded(&self, flow: &Flow, out: &mut [u32]) -> usize {
+        assert_eq!(
+            out.len(),
+            self.cfg.seq_len,
+            "output row must be seq_len long"
+        );
+        let tokens = self.encode(flow);
+        out[..tokens.len()].copy_from_slice(&tokens);
+        out[tokens.len()..].fill(PAD);
+        tokens.len()
+    }
+
+    fn encode_into(&self, flow: &Flow, out: &mut Vec<u32>) {
+        let body_cap = self.cfg.seq_len - 1;
+        let packets = flow_features(
+            flow,
+            self.cfg.packets,
+            self.cfg.payload_bytes,
+            self.cfg.view,
+        );
+        'packets: for p in &packets {
+            let push = |t: u32, out: &mut Vec<u32>| -> bool {
+                if out.len() < body_cap {
+                    out.push(t);
+                    true
+                } else {
+                    false
+                }
+            };
+            if !push(PD, out) {
+                break;
+            }
+            if let Some(attrs) = &p.attrs {
+                for b in bigrams(attrs) {
+                    for &t in self.vocab.pieces(b) {
+                        if !push(t, out) {
+                            break 'packets;
+                        }
+                    }
+                }
+            }
+            if let Some(payload) = p.payload {
+                if !push(PY, out) {
+                    break;
+                }
+                for b in bigrams(payload) {
+                    for &t in self.vocab.pieces(b) {
+                        if !push(t, out) {
+                            break 'packets;
+                        }
+                    }
+                }
+            }
+        }
+        out.push(END);
+    }
+
+    /// Human-readable token strings of ids (for `inspect`).
+    pub fn decode(&self, ids: &[u32]) -> Vec<String> {
+        ids.iter()
+            .map(|&i| self.vocab.token(i).unwrap_or("<?>").to_string())
+            .collect()
+    }
+}

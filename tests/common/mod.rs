@@ -15,8 +15,14 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
         return Some(dir);
     }
     if std::env::var_os("CI").is_some() {
-        panic!("{} is missing, and CI promises the shared data", dir.display());
+        panic!(
+            "{} is missing, and CI promises the shared data",
+            dir.display()
+        );
     }
-    eprintln!("SKIP: {} not found (set TMOE_DATA or provide ../shared/data)", dir.display());
+    eprintln!(
+        "SKIP: {} not found (set TMOE_DATA or provide ../shared/data)",
+        dir.display()
+    );
     None
 }
