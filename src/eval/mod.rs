@@ -1,6 +1,8 @@
-//! Evaluation: confusion matrices, metrics, reports and figures.
+//! Evaluation: confusion matrices, metrics, reports, figures, and batched
+//! classifier inference.
 
 pub mod confusion;
 pub mod metrics;
 pub mod plot;
+pub mod predict;
 pub mod report;
