@@ -4,10 +4,12 @@
 //! model `tiny` (vocabulary from the data, default 512 + 5 entries), short
 //! sequences, a short pretraining run, a few capped fine-tuning epochs.
 
+use crate::eval::report::EvalReport;
 use crate::model::ModelConfig;
 use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use crate::traffic::labels::LabelSource;
 use crate::traffic::split::SplitBy;
+use crate::traffic::synth::{SynthConfig, synthesize};
 use crate::traffic::tokenize::TokenizerConfig;
 use crate::train::batch::open_part;
 use crate::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
@@ -69,10 +71,22 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-fn synth_captures(_dir: &Path, _seed: u64) -> anyhow::Result<PathBuf> {
-    anyhow::bail!(
-        "synthetic traffic (traffic::synth) is not available in this build: pass --data <captures or dataset dir>"
-    )
+/// Synthetic labelled pcaps (one folder per class).
+fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
+    let s = synthesize(&SynthConfig {
+        out: dir.to_path_buf(),
+        flows_per_class: 150,
+        seed,
+        force: true,
+    })?;
+    println!(
+        "synthesised {} flows of {} classes ({} packets) in {}",
+        s.flows,
+        s.classes.len(),
+        s.packets,
+        dir.display()
+    );
+    Ok(dir.to_path_buf())
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -173,97 +187,26 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 
     let (model, params, _) = load_classifier(&ft.checkpoint)?;
     let (_, _, pred, truth) = evaluate(&model, &params, &test, 64, seq_len)?;
-    let report = metrics_table(&pred, &truth, &info.classes);
-    println!("{report}");
-    std::fs::write(a.out.join("test_report.txt"), &report)?;
+    let report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
+    println!("{}", report.classification_report());
     println!(
-        "[{:>5.1}s] files: dataset {}, pretrained {}, classifier {}, logs *_log.jsonl, report {}",
+        "confusion matrix (rows: true class, columns: predicted)\n{}",
+        report.confusion.to_text(&info.classes)
+    );
+    println!(
+        "test: {}   (chance macro-F1 about {:.3})",
+        report.summary(),
+        1.0 / info.classes.len() as f64
+    );
+    let eval_dir = a.out.join("eval");
+    report.write_all(&eval_dir, "tmoe demo: test set")?;
+    println!(
+        "[{:>5.1}s] files: dataset {}, pretrained {}, classifier {} (training logs *_log.jsonl beside them), metrics and confusion matrix (txt, csv, png, svg) in {}",
         t0.elapsed().as_secs_f64(),
         data.display(),
         pt.checkpoint.display(),
         ft.checkpoint.display(),
-        a.out.join("test_report.txt").display()
+        eval_dir.display()
     );
     Ok(())
-}
-
-/// Accuracy, macro precision / recall / F1, per-class rows and the confusion matrix (text).
-pub fn metrics_table(pred: &[u32], truth: &[u32], classes: &[String]) -> String {
-    use std::fmt::Write;
-    let c = classes.len();
-    let mut cm = vec![vec![0usize; c]; c];
-    for (&p, &t) in pred.iter().zip(truth) {
-        cm[t as usize][p as usize] += 1;
-    }
-    let mut s = String::new();
-    let (mut ps, mut rs, mut fs) = (Vec::new(), Vec::new(), Vec::new());
-    let _ = writeln!(
-        s,
-        "{:<24} {:>9} {:>9} {:>9} {:>8}",
-        "class", "precision", "recall", "F1", "support"
-    );
-    for i in 0..c {
-        let tp = cm[i][i] as f64;
-        let support: usize = cm[i].iter().sum();
-        let predicted: usize = (0..c).map(|r| cm[r][i]).sum();
-        if support == 0 && predicted == 0 {
-            continue;
-        }
-        let p = if predicted > 0 {
-            tp / predicted as f64
-        } else {
-            0.0
-        };
-        let r = if support > 0 {
-            tp / support as f64
-        } else {
-            0.0
-        };
-        let f = if p + r > 0.0 {
-            2.0 * p * r / (p + r)
-        } else {
-            0.0
-        };
-        ps.push(p);
-        rs.push(r);
-        fs.push(f);
-        let _ = writeln!(
-            s,
-            "{:<24} {p:>9.4} {r:>9.4} {f:>9.4} {support:>8}",
-            classes[i]
-        );
-    }
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let acc =
-        pred.iter().zip(truth).filter(|(p, t)| p == t).count() as f64 / truth.len().max(1) as f64;
-    let _ = writeln!(
-        s,
-        "\naccuracy {acc:.4}   macro precision {:.4}   macro recall {:.4}   macro F1 {:.4}   ({} flows, {} classes, chance macro-F1 about {:.3})",
-        mean(&ps),
-        mean(&rs),
-        mean(&fs),
-        truth.len(),
-        fs.len(),
-        1.0 / fs.len().max(1) as f64
-    );
-    let _ = writeln!(
-        s,
-        "\nconfusion matrix (rows: true class, columns: predicted; class ids in dataset order)"
-    );
-    let present: Vec<usize> = (0..c)
-        .filter(|&i| cm[i].iter().sum::<usize>() > 0 || (0..c).any(|r| cm[r][i] > 0))
-        .collect();
-    let _ = write!(s, "{:>4}", "");
-    for &j in &present {
-        let _ = write!(s, "{j:>5}");
-    }
-    let _ = writeln!(s);
-    for &i in &present {
-        let _ = write!(s, "{i:>4}");
-        for &j in &present {
-            let _ = write!(s, "{:>5}", cm[i][j]);
-        }
-        let _ = writeln!(s, "  {}", classes[i]);
-    }
-    s
 }
