@@ -99,3 +99,267 @@ typedef struct SimTestParams {
 
 /* The `kernels` helper appends its structs below this line (keep it last). */
 // ---- kernels below ----
+
+/* Limits of the MoE kernels (per-expert shared-memory tables). */
+#define MOE_MAX_EXPERTS 64
+#define MOE_MAX_K 8
+
+/* ---- rope (cuda/rope.cu): kernels rope_fwd and rope_bwd share these params ---- */
+
+/* Half-split RoPE on [B, S, H, hd]; bwd rotates by -angle. In place allowed. */
+typedef struct RopeFwdParams {
+  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
+  bf16* out;          /* [B*S tokens, out_stride] = */
+  int32_t batch;
+  int32_t seq;
+  int32_t heads;
+  int32_t head_dim;   /* even */
+  int64_t x_stride;   /* elements between consecutive tokens (>= H*hd) */
+  int64_t out_stride;
+  float theta;        /* 10000 */
+  int32_t _pad;
+} RopeFwdParams;
+
+typedef struct RopeBwdParams {
+  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
+  bf16* out;          /* [B*S tokens, out_stride] = */
+  int32_t batch;
+  int32_t seq;
+  int32_t heads;
+  int32_t head_dim;   /* even */
+  int64_t x_stride;   /* elements between consecutive tokens (>= H*hd) */
+  int64_t out_stride;
+  float theta;        /* 10000 */
+  int32_t _pad;
+} RopeBwdParams;
+
+/* ---- swiglu (cuda/swiglu.cu) ---- */
+
+/* out = silu(gate) * up, rows may be strided (fused gate|up GEMM output). */
+typedef struct SwigluFwdParams {
+  const bf16* gate;   /* [rows, ld_gate] */
+  const bf16* up;     /* [rows, ld_up] */
+  bf16* out;          /* [rows, ld_out] = */
+  int32_t rows;
+  int32_t cols;
+  int32_t ld_gate;
+  int32_t ld_up;
+  int32_t ld_out;
+  int32_t _pad;
+} SwigluFwdParams;
+
+typedef struct SwigluBwdParams {
+  const bf16* gate;   /* [rows, ld_gate] */
+  const bf16* up;     /* [rows, ld_up] */
+  const bf16* dout;   /* [rows, ld_dout] */
+  bf16* dgate;        /* [rows, ld_dgate] = (may alias gate) */
+  bf16* dup;          /* [rows, ld_dup] = (may alias up) */
+  int32_t rows;
+  int32_t cols;
+  int32_t ld_gate;
+  int32_t ld_up;
+  int32_t ld_dout;
+  int32_t ld_dgate;
+  int32_t ld_dup;
+  int32_t _pad;
+} SwigluBwdParams;
+
+/* ---- router + load balancing (cuda/moe_route.cu) ---- */
+
+/* softmax over N, top-k (ties -> lower index, descending), counts += via atomics. */
+typedef struct RouterFwdParams {
+  const float* logits;  /* [T, N] */
+  float* probs;         /* [T, N] = */
+  uint32_t* topk_idx;   /* [T, k] = */
+  float* topk_w;        /* [T, k] = kept probs */
+  uint32_t* counts;     /* [N] += (zero it first); nullable */
+  int32_t tokens;
+  int32_t n_experts;    /* <= MOE_MAX_EXPERTS */
+  int32_t k;            /* <= MOE_MAX_K, <= n_experts */
+  int32_t _pad;
+} RouterFwdParams;
+
+/* loss = N * sum_e count_e/(T k) * mean_t probs[t, e]; one block. */
+typedef struct LbLossFwdParams {
+  const float* probs;     /* [T, N] */
+  const uint32_t* counts; /* [N] */
+  float* loss;            /* [1] = */
+  int32_t tokens;
+  int32_t n_experts;
+  int32_t k;
+  int32_t _pad;
+} LbLossFwdParams;
+
+/* dlogits = softmax_bwd(probs, scatter(dtopk_w) + lb_dloss * dLb/dprobs). */
+typedef struct RouterBwdParams {
+  const float* probs;       /* [T, N] */
+  const uint32_t* topk_idx; /* [T, k] */
+  const float* dtopk_w;     /* [T, k]; nullable (aux loss only) */
+  const uint32_t* counts;   /* [N] */
+  float* dlogits;           /* [T, N] = */
+  float lb_dloss;           /* d total / d lb_loss (lambda_aux / layers); 0 to skip */
+  int32_t tokens;
+  int32_t n_experts;
+  int32_t k;
+} RouterBwdParams;
+
+/* ---- MoE permutation (cuda/moe_permute.cu) ---- */
+
+/* Stable counting sort of the T*k slots by expert, segments padded to `tile`;
+ * one block. 0xFFFFFFFF marks padding rows / tiles past the end. */
+typedef struct MoePermutePlanParams {
+  const uint32_t* topk_idx;  /* [T, k] */
+  uint32_t* counts;          /* [N] = */
+  uint32_t* expert_offset;   /* [N + 1] = padded offsets */
+  uint32_t* total_rows;      /* [1] = expert_offset[N] */
+  uint32_t* sorted_slot;     /* [max_rows] = slot t*k+j per padded row */
+  uint32_t* tile_expert;     /* [max_rows / tile] = */
+  uint32_t* slot_pos;        /* [T*k] = padded row of each slot */
+  int32_t tokens;
+  int32_t n_experts;         /* <= MOE_MAX_EXPERTS */
+  int32_t k;
+  int32_t tile;
+  int32_t max_rows;          /* >= worst case, a multiple of tile (moe_max_rows) */
+  int32_t _pad;
+} MoePermutePlanParams;
+
+/* xp[r] = x[sorted_slot[r] / k], zero rows for padding. */
+typedef struct MoeGatherParams {
+  const bf16* x;               /* [T, d] */
+  const uint32_t* sorted_slot; /* [rows] */
+  bf16* out;                   /* [rows, d] = */
+  int32_t rows;
+  int32_t d;
+  int32_t k;
+  int32_t _pad;
+} MoeGatherParams;
+
+/* ---- MoE combine (cuda/moe_combine.cu) ---- */
+
+/* out[t] = resid[t] + g[t]*S[t] + sum_j w[t,j]*Y[slot_pos[t*k+j]] (j ascending).
+ * resid, shared_out: nullable (term dropped); shared_gate, topk_w: nullable (= 1). */
+typedef struct MoeCombineFwdParams {
+  const bf16* resid;        /* [T, d] */
+  const bf16* shared_out;   /* [T, d] */
+  const float* shared_gate; /* [T] (sigmoid applied) */
+  const bf16* y_rows;       /* [rows, d] */
+  const float* topk_w;      /* [T, k] */
+  const uint32_t* slot_pos; /* [T*k] */
+  bf16* out;                /* [T, d] = */
+  int32_t tokens;
+  int32_t k;
+  int32_t d;
+  int32_t _pad;
+} MoeCombineFwdParams;
+
+/* Per padded row r: dY[r] = w[slot]*dout[slot/k] (0 for padding), dtopk_w[slot] = <dout, Y[r]>. */
+typedef struct MoeCombineBwdRowsParams {
+  const bf16* dout;            /* [T, d] */
+  const bf16* y_rows;          /* [rows, d] */
+  const float* topk_w;         /* [T, k]; nullable (= 1) */
+  const uint32_t* sorted_slot; /* [rows] */
+  bf16* dy_rows;               /* [rows, d] = (may alias y_rows) */
+  float* dtopk_w;              /* [T, k] =; nullable */
+  int32_t rows;
+  int32_t k;
+  int32_t d;
+  int32_t _pad;
+} MoeCombineBwdRowsParams;
+
+/* Per token: dS = g*dout, dg = <dout, S> (grad of the gate after its sigmoid). */
+typedef struct MoeCombineBwdTokensParams {
+  const bf16* dout;         /* [T, d] */
+  const bf16* shared_out;   /* [T, d] */
+  const float* shared_gate; /* [T]; nullable (= 1) */
+  bf16* dshared_out;        /* [T, d] = */
+  float* dshared_gate;      /* [T] =; nullable */
+  int32_t tokens;
+  int32_t d;
+} MoeCombineBwdTokensParams;
+
+/* ---- softmax cross-entropy (cuda/xent.cu) ---- */
+
+/* One block per row: losses[t] = lse - x[target]; when dlogits != NULL also
+ * dlogits = grad_scale * (softmax - onehot) (may alias logits). */
+typedef struct XentFwdBwdParams {
+  const bf16* logits;       /* [T, ld] (first vocab columns used) */
+  bf16* dlogits;            /* [T, ld] =; nullable */
+  const uint32_t* targets;  /* [T] */
+  float* losses;            /* [T] = (0 for ignored rows) */
+  int64_t ld;
+  int32_t tokens;
+  int32_t vocab;
+  uint32_t ignore_index;
+  float grad_scale;         /* dloss / n_valid */
+} XentFwdBwdParams;
+
+/* loss = mean of losses over rows whose target != ignore_index (0 if none). */
+typedef struct XentMeanParams {
+  const float* losses;      /* [T] */
+  const uint32_t* targets;  /* [T] */
+  float* loss;              /* [1] = */
+  int32_t tokens;
+  uint32_t ignore_index;
+} XentMeanParams;
+
+/* ---- masked mean pooling (cuda/pool.cu) ---- */
+
+typedef struct PoolMeanFwdParams {
+  const bf16* x;        /* [B, S, d] */
+  const uint8_t* mask;  /* [B, S] 1 = valid */
+  bf16* out;            /* [B, d] = */
+  int32_t batch;
+  int32_t seq;
+  int32_t d;
+  int32_t _pad;
+} PoolMeanFwdParams;
+
+typedef struct PoolMeanBwdParams {
+  const bf16* dout;     /* [B, d] */
+  const uint8_t* mask;  /* [B, S] */
+  bf16* dx;             /* [B, S, d] = */
+  int32_t batch;
+  int32_t seq;
+  int32_t d;
+  int32_t _pad;
+} PoolMeanBwdParams;
+
+/* ---- optimizer (cuda/adamw.cu, cuda/grad_norm.cu) ---- */
+
+/* Multi-tensor AdamW over flat fp32 arenas; tensor i = [tensor_offset[i], tensor_offset[i+1]). */
+typedef struct AdamwStepParams {
+  float* param;                 /* [n] updated in place (fp32 master) */
+  const float* grad;            /* [n] */
+  float* m;                     /* [n] */
+  float* v;                     /* [n] */
+  bf16* param_bf16;             /* [n] = copy of the new weights; nullable */
+  const int64_t* tensor_offset; /* [n_tensors + 1] */
+  const uint32_t* chunk_start;  /* [n_tensors + 1] first chunk (block) of each tensor */
+  const float* tensor_lr;       /* [n_tensors] base lr (layer-wise decay applied) */
+  const float* tensor_wd;       /* [n_tensors] */
+  const float* grad_norm;       /* [1] global norm for clipping; nullable */
+  int32_t n_tensors;
+  int32_t chunk_elems;
+  float lr_scale;               /* schedule multiplier */
+  float beta1;
+  float beta2;
+  float eps;
+  float max_grad_norm;
+  int32_t step;                 /* 1-based */
+} AdamwStepParams;
+
+/* Global L2 norm of grad[0..n): block b sums g^2 over its contiguous slice. */
+typedef struct GradNormPartialParams {
+  const float* grad;  /* [n] */
+  float* partials;    /* [n_partials] = (scratch) */
+  int64_t n;
+  int32_t n_partials; /* grid of grad_norm_partial */
+  int32_t _pad;
+} GradNormPartialParams;
+
+typedef struct GradNormFinalParams {
+  const float* partials; /* [n_partials] from grad_norm_partial */
+  float* out;            /* [1] = norm */
+  int32_t n_partials;
+  int32_t _pad;
+} GradNormFinalParams;

@@ -1,1 +1,9 @@
-//! (in progress)
+//! Reverse-mode differentiation over whole-layer ops: a [`tape::Tape`]
+//! records each op as it runs forward and replays the records backward.
+//! Parameters live outside the tape in a [`params::ParamStore`].
+
+pub mod params;
+pub mod tape;
+
+pub use params::{ParamId, ParamStore, Params};
+pub use tape::{MoeParams, Op, Tape, TensorId};

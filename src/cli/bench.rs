@@ -12,6 +12,9 @@ use serde::Serialize;
 use crate::backend::gpu::ops::{embed, rmsnorm};
 use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
+/// Entries of the training / MoE kernels (`kernels` helper).
+mod train_kernels;
+
 #[derive(clap::Args, Debug)]
 pub struct Args {
     #[command(subcommand)]
@@ -152,6 +155,8 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             ms,
         );
     }
+
+    train_kernels::run(&ex, iters, &want, &mut record)?;
 
     let report = Report {
         device,

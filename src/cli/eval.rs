@@ -1,8 +1,177 @@
-//! `tmoe eval` (in progress).
+//! `tmoe eval`: a fine-tuned checkpoint on one split of a dataset -> metrics
+//! table, per-class report, confusion matrix (text, CSV, PNG, SVG),
+//! `metrics.json`, and training curves when the run's log is beside the
+//! checkpoint.
 
-#[derive(clap::Args, Debug)]
-pub struct Args {}
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe eval` is not implemented yet")
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::eval::plot::{self, History};
+use crate::eval::predict::{argmax, predict_probs};
+use crate::eval::report::EvalReport;
+use crate::traffic::dataset::load_dataset_info;
+use crate::train::batch::{Sequences, open_part};
+use crate::train::checkpoint::{self, Expect};
+use crate::train::finetune::load_classifier;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset directory (dataset.json, <split>.tmoe).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Which part to evaluate: test, val or train.
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Output directory for the report files (created; files in it are replaced).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 64)]
+    pub batch: usize,
+    /// Cut sequences to this many tokens (default: the shard's length).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let report = evaluate(&a)?;
+    println!("{}\n", report.summary());
+    println!("{}", report.classification_report());
+    println!("{}", report.confusion.to_text(&report.classes));
+    println!("reports written to {}", a.out.display());
+    Ok(())
+}
+
+/// Runs the evaluation and writes every output file; returns the report.
+pub fn evaluate(a: &Args) -> Result<EvalReport> {
+    anyhow::ensure!(
+        ["train", "val", "test"].contains(&a.split.as_str()),
+        "--split must be train, val or test (got `{}`)",
+        a.split
+    );
+    let info = load_dataset_info(&a.data)?;
+    anyhow::ensure!(
+        !info.classes.is_empty(),
+        "{}: the dataset has no classes (it was tokenized without labels)",
+        a.data.display()
+    );
+    let (model, params, meta) = load_classifier(&a.checkpoint)?;
+    checkpoint::check_meta(
+        &a.checkpoint,
+        &meta,
+        &Expect {
+            vocab_hash: Some(info.vocab_hash),
+            classes: Some(&info.classes),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
+    let shard = open_part(&a.data, &a.split)?;
+    anyhow::ensure!(
+        shard.vocab_hash() == info.vocab_hash,
+        "{}: shard vocabulary hash {:016x} differs from dataset.json's {:016x}",
+        a.data.join(format!("{}.tmoe", a.split)).display(),
+        shard.vocab_hash(),
+        info.vocab_hash
+    );
+    let idx: Vec<usize> = (0..shard.count())
+        .filter(|&i| shard.label(i).is_some())
+        .collect();
+    anyhow::ensure!(
+        !idx.is_empty(),
+        "{}: the {} split has no labelled flows",
+        a.data.display(),
+        a.split
+    );
+    let n_classes = info.classes.len() as u32;
+    if let Some(&i) = idx.iter().find(|&&i| shard.label(i) >= Some(n_classes)) {
+        anyhow::bail!(
+            "{}: flow {i} has label {:?} but dataset.json lists {n_classes} classes",
+            a.data.display(),
+            shard.label(i)
+        );
+    }
+    let seq_len = a.seq_len.unwrap_or(shard.seq_len());
+    let t0 = Instant::now();
+    let probs = predict_probs(&model, &params, &shard, &idx, a.batch, seq_len, !a.quiet)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let c = info.classes.len();
+    let pred: Vec<u32> = probs.chunks_exact(c).map(|row| argmax(row).0).collect();
+    let truth: Vec<u32> = idx
+        .iter()
+        .map(|&i| shard.label(i).expect("labelled"))
+        .collect();
+
+    let mut report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
+    report.info.insert(
+        "checkpoint".into(),
+        json!(a.checkpoint.display().to_string()),
+    );
+    report
+        .info
+        .insert("data".into(), json!(a.data.display().to_string()));
+    report.info.insert("split".into(), json!(a.split));
+    report
+        .info
+        .insert("model".into(), meta.model_config.clone());
+    report
+        .info
+        .insert("checkpoint_step".into(), json!(meta.step));
+    report.info.insert("seq_len".into(), json!(seq_len));
+    report.info.insert("seconds".into(), json!(seconds));
+    report.info.insert(
+        "flows_per_s".into(),
+        json!(idx.len() as f64 / seconds.max(1e-9)),
+    );
+    let title = format!(
+        "{} split: accuracy {:.3}, macro-F1 {:.3}",
+        a.split, report.metrics.accuracy, report.metrics.macro_f1
+    );
+    report.write_all(&a.out, &title)?;
+    if let Some(history) = training_history(&a.checkpoint)? {
+        for ext in ["png", "svg"] {
+            plot::save_curves(&a.out.join(format!("curves.{ext}")), &history.panels())?;
+        }
+    }
+    Ok(report)
+}
+
+/// Reads `finetune_log.jsonl` beside the checkpoint (one JSON object per
+/// epoch), if there is one.
+pub fn training_history(checkpoint: &Path) -> Result<Option<History>> {
+    let log = checkpoint
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("finetune_log.jsonl");
+    let Ok(text) = std::fs::read_to_string(&log) else {
+        return Ok(None);
+    };
+    let mut h = History::default();
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .with_context(|| format!("{}: line {} is not JSON", log.display(), n + 1))?;
+        let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
+        let push = |k: &str, to: &mut Vec<f64>| {
+            if let Some(x) = field(k) {
+                to.push(x);
+            }
+        };
+        push("train_loss", &mut h.train_loss);
+        push("val_loss", &mut h.val_loss);
+        push("val_macro_f1", &mut h.val_macro_f1);
+        push("val_accuracy", &mut h.val_accuracy);
+    }
+    Ok((!h.train_loss.is_empty()).then_some(h))
 }

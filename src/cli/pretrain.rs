@@ -1,8 +1,94 @@
-//! `tmoe pretrain` (in progress).
+//! `tmoe pretrain`: next-token pretraining on a dataset's token shards.
+
+use crate::model::{FfnKind, ModelConfig};
+use crate::traffic::dataset::load_dataset_info;
+use crate::train::batch::open_part;
+use crate::train::pretrain::{PretrainOpts, pretrain};
+use std::path::PathBuf;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+pub enum Ffn {
+    Moe,
+    Dense,
+}
+
+impl From<Ffn> for FfnKind {
+    fn from(f: Ffn) -> Self {
+        match f {
+            Ffn::Moe => FfnKind::Moe,
+            Ffn::Dense => FfnKind::Dense,
+        }
+    }
+}
 
 #[derive(clap::Args, Debug)]
-pub struct Args {}
+pub struct Args {
+    /// Dataset directory (from `tmoe tokenize`); trains on train.tmoe.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Model size: tiny, small or base (vocabulary taken from the dataset).
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    /// Traffic-MoE or its dense twin.
+    #[arg(long, value_enum, default_value_t = Ffn::Moe)]
+    pub ffn: Ffn,
+    /// Run directory (model.safetensors, optimizer state, pretrain_log.jsonl).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 1000)]
+    pub steps: u64,
+    #[arg(long, default_value_t = 16)]
+    pub batch: usize,
+    /// Tokens per sequence (default: the dataset's).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 50)]
+    pub warmup: u64,
+    #[arg(long, default_value_t = 1.0)]
+    pub clip: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Save a checkpoint every N steps (0: only at the end).
+    #[arg(long, default_value_t = 200)]
+    pub save_every: u64,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    pub resume: bool,
+    #[arg(long)]
+    pub quiet: bool,
+}
 
-pub fn run(_args: Args) -> anyhow::Result<()> {
-    anyhow::bail!("`tmoe pretrain` is not implemented yet")
+pub fn run(a: Args) -> anyhow::Result<()> {
+    let info = load_dataset_info(&a.data)?;
+    let train = open_part(&a.data, "train")?;
+    let mut cfg = ModelConfig::named(&a.config)?.with_ffn(a.ffn.into());
+    cfg.vocab = info.vocab_size;
+    cfg.max_seq = train.seq_len();
+    let opts = PretrainOpts {
+        cfg,
+        steps: a.steps,
+        batch: a.batch,
+        seq_len: a.seq_len.unwrap_or(train.seq_len()),
+        lr: a.lr,
+        warmup: a.warmup,
+        clip: a.clip,
+        seed: a.seed,
+        save_every: a.save_every,
+        out: a.out,
+        resume: a.resume,
+        progress: !a.quiet,
+    };
+    let r = pretrain(&opts, &train, info.vocab_hash)?;
+    let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()
+        / r.history.len().clamp(1, 20) as f32;
+    println!(
+        "pretrained {} steps in {:.1} s ({:.0} tokens/s); LM loss (last 20 steps) {last:.4}; checkpoint {}",
+        r.history.len(),
+        r.seconds,
+        r.tokens_per_s,
+        r.checkpoint.display()
+    );
+    Ok(())
 }

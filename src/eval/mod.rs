@@ -1,1 +1,8 @@
-//! (in progress)
+//! Evaluation: confusion matrices, metrics, reports, figures, and batched
+//! classifier inference.
+
+pub mod confusion;
+pub mod metrics;
+pub mod plot;
+pub mod predict;
+pub mod report;

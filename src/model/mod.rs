@@ -1,1 +1,9 @@
-//! (in progress)
+//! The models: configuration, Traffic-MoE and its dense twin, parameter counts.
+
+pub mod config;
+pub mod info;
+pub mod init;
+pub mod net;
+
+pub use config::{FfnKind, ModelConfig};
+pub use net::{Forward, IGNORE, Inputs, Model};

@@ -1,1 +1,32 @@
-//! (in progress)
+//! The CPU reference ops: plain Rust, forward and backward, generic over
+//! [`Float`] (f32 for training, f64 for gradient checks). These are the
+//! definitions the CUDA kernels are tested against.
+//!
+//! Conventions (llm.c): row-major, T = rows (batch·seq tokens); parameter
+//! gradients accumulate (`+=`), activation gradients are overwritten (`=`).
+//! Matrix products go through the `gemm` crate; rows, heads and experts are
+//! parallelised with rayon.
+
+pub mod act;
+pub mod adamw;
+pub mod attention;
+pub mod embedding;
+pub mod float;
+pub mod matmul;
+pub mod mha;
+pub mod moe;
+pub mod moe_permute;
+pub mod pool;
+pub mod rmsnorm;
+pub mod rope;
+pub mod router;
+pub mod swiglu;
+pub mod xent;
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+pub use adamw::grad_norm;
+pub use float::Float;
+/// The linear layer (`y = x·wᵀ + b`) lives with the matrix products.
+pub use matmul as linear;

@@ -2,3 +2,12 @@
 
 pub mod embed;
 pub mod rmsnorm;
+pub mod adamw;
+pub mod grad_norm;
+pub mod moe_combine;
+pub mod moe_permute;
+pub mod moe_route;
+pub mod pool;
+pub mod rope;
+pub mod swiglu;
+pub mod xent;

@@ -1,0 +1,500 @@
+//! The Traffic-MoE layer as one composite of reference ops:
+//! `out = resid + sigmoid(z·w_D) * E_shared(z) + sum_j w_j * E_{e_j}(z)`
+//! with a softmax router, top-k routing (kept probabilities, not
+//! renormalised) and SwiGLU experts. Routed rows are grouped by expert
+//! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
+//! experts run in parallel.
+
+use super::float::Float;
+use super::{act, matmul, moe_permute, router, swiglu};
+use rayon::prelude::*;
+
+#[derive(Clone, Copy, Debug)]
+pub struct MoeDims {
+    pub t: usize,
+    pub d: usize,
+    /// Routed experts N.
+    pub n: usize,
+    /// Experts per token k.
+    pub k: usize,
+    /// Shared-expert intermediate size d'.
+    pub shared_ff: usize,
+    /// Routed-expert intermediate size d'/k.
+    pub expert_ff: usize,
+}
+
+/// Weights, PyTorch layout (`[out, in]`); routed experts stacked on a leading N axis.
+pub struct MoeWeights<'a, F> {
+    pub router: &'a [F],      // [N, d]
+    pub shared_gate: &'a [F], // w_D: [1, d]
+    pub s_gate: &'a [F],      // [d', d]
+    pub s_up: &'a [F],        // [d', d]
+    pub s_down: &'a [F],      // [d, d']
+    pub e_gate: &'a [F],      // [N, f, d]
+    pub e_up: &'a [F],        // [N, f, d]
+    pub e_down: &'a [F],      // [N, d, f]
+}
+
+/// Gradients of the same tensors (accumulated, `+=`).
+pub struct MoeGrads<'a, F> {
+    pub router: &'a mut [F],
+    pub shared_gate: &'a mut [F],
+    pub s_gate: &'a mut [F],
+    pub s_up: &'a mut [F],
+    pub s_down: &'a mut [F],
+    pub e_gate: &'a mut [F],
+    pub e_up: &'a mut [F],
+    pub e_down: &'a mut [F],
+}
+
+pub struct MoeSaved<F> {
+    pub probs: Vec<F>,
+    pub topk_idx: Vec<u32>,
+    pub topk_w: Vec<F>,
+    pub counts: Vec<u32>,
+    pub plan: moe_permute::PermutePlan,
+    /// Shared expert: gate/up pre-activations, SwiGLU output, expert output.
+    pub s_a: Vec<F>,
+    pub s_u: Vec<F>,
+    pub s_h: Vec<F>,
+    pub s_out: Vec<F>,
+    /// sigmoid(z·w_D) per token.
+    pub g: Vec<F>,
+    /// Routed rows in expert order: gathered inputs, pre-activations, SwiGLU output, outputs.
+    pub x_rows: Vec<F>,
+    pub a_rows: Vec<F>,
+    pub u_rows: Vec<F>,
+    pub h_rows: Vec<F>,
+    pub y_rows: Vec<F>,
+    /// The layer's load-balancing loss.
+    pub aux: F,
+}
+
+/// Split a `[rows, width]` buffer into one mutable slice per expert segment.
+fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&'a mut [F]> {
+    let mut out = Vec::with_capacity(offsets.len() - 1);
+    for e in 0..offsets.len() - 1 {
+        let n = (offsets[e + 1] - offsets[e]) as usize * width;
+        let (head, tail) = buf.split_at_mut(n);
+        out.push(head);
+        buf = tail;
+    }
+    out
+}
+
+/// SwiGLU FFN on rows: `a = x·Wgᵀ, u = x·Wuᵀ, h = silu(a)*u, y = h·Wdᵀ`.
+#[allow(clippy::too_many_arguments)]
+fn ffn_fwd<F: Float>(
+    x: &[F],
+    wg: &[F],
+    wu: &[F],
+    wd: &[F],
+    rows: usize,
+    d: usize,
+    f: usize,
+    a: &mut [F],
+    u: &mut [F],
+    h: &mut [F],
+    y: &mut [F],
+) {
+    matmul::fwd(x, wg, None, rows, d, f, a);
+    matmul::fwd(x, wu, None, rows, d, f, u);
+    swiglu::fwd(a, u, h);
+    matmul::fwd(h, wd, None, rows, f, d, y);
+}
+
+/// Backward of `ffn_fwd`: `dx` overwritten, weight grads accumulated.
+#[allow(clippy::too_many_arguments)]
+fn ffn_bwd<F: Float>(
+    x: &[F],
+    wg: &[F],
+    wu: &[F],
+    wd: &[F],
+    a: &[F],
+    u: &[F],
+    h: &[F],
+    dy: &[F],
+    rows: usize,
+    d: usize,
+    f: usize,
+    dx: &mut [F],
+    dwg: &mut [F],
+    dwu: &mut [F],
+    dwd: &mut [F],
+) {
+    let mut dh = vec![F::ZERO; rows * f];
+    matmul::bwd(h, wd, dy, rows, f, d, Some(&mut dh), dwd, None);
+    let mut da = vec![F::ZERO; rows * f];
+    let mut du = vec![F::ZERO; rows * f];
+    swiglu::bwd(a, u, &dh, &mut da, &mut du);
+    matmul::bwd(x, wg, &da, rows, d, f, Some(dx), dwg, None);
+    let mut dx2 = vec![F::ZERO; rows * d];
+    matmul::bwd(x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
+    dx.iter_mut().zip(&dx2).for_each(|(a, &b)| *a += b);
+}
+
+pub fn fwd<F: Float>(
+    z: &[F],
+    resid: &[F],
+    w: &MoeWeights<F>,
+    dm: &MoeDims,
+    out: &mut [F],
+) -> MoeSaved<F> {
+    let MoeDims {
+        t,
+        d,
+        n,
+        k,
+        shared_ff: sf,
+        expert_ff: f,
+    } = *dm;
+    // Router (full-precision softmax over N, top-k, counts).
+    let mut logits = vec![F::ZERO; t * n];
+    matmul::fwd(z, w.router, None, t, d, n, &mut logits);
+    let mut probs = vec![F::ZERO; t * n];
+    let mut topk_idx = vec![0u32; t * k];
+    let mut topk_w = vec![F::ZERO; t * k];
+    let mut counts = vec![0u32; n];
+    router::fwd(
+        &logits,
+        n,
+        k,
+        &mut probs,
+        &mut topk_idx,
+        &mut topk_w,
+        &mut counts,
+    );
+    let aux = router::lb_loss(&probs, &topk_idx, t, n, k);
+
+    // Shared expert and its per-token gate.
+    let mut gl = vec![F::ZERO; t];
+    matmul::fwd(z, w.shared_gate, None, t, d, 1, &mut gl);
+    let mut g = vec![F::ZERO; t];
+    act::sigmoid_fwd(&gl, &mut g);
+    let (mut s_a, mut s_u, mut s_h, mut s_out) = (
+        vec![F::ZERO; t * sf],
+        vec![F::ZERO; t * sf],
+        vec![F::ZERO; t * sf],
+        vec![F::ZERO; t * d],
+    );
+    ffn_fwd(
+        z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
+    );
+
+    // Routed experts on their grouped rows.
+    let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
+    let rows = t * k;
+    let mut x_rows = vec![F::ZERO; rows * d];
+    for (r, &slot) in plan.sorted_slot.iter().enumerate() {
+        let tok = slot as usize / k;
+        x_rows[r * d..(r + 1) * d].copy_from_slice(&z[tok * d..(tok + 1) * d]);
+    }
+    let (mut a_rows, mut u_rows, mut h_rows, mut y_rows) = (
+        vec![F::ZERO; rows * f],
+        vec![F::ZERO; rows * f],
+        vec![F::ZERO; rows * f],
+        vec![F::ZERO; rows * d],
+    );
+    let off = &plan.expert_offset;
+    segments(&mut a_rows, off, f)
+        .into_par_iter()
+        .zip(segments(&mut u_rows, off, f))
+        .zip(segments(&mut h_rows, off, f))
+        .zip(segments(&mut y_rows, off, d))
+        .enumerate()
+        .for_each(|(e, (((a, u), h), y))| {
+            let m = (off[e + 1] - off[e]) as usize;
+            if m == 0 {
+                return;
+            }
+            let x = &x_rows[off[e] as usize * d..][..m * d];
+            let (wg, wu, wd) = (
+                &w.e_gate[e * f * d..][..f * d],
+                &w.e_up[e * f * d..][..f * d],
+                &w.e_down[e * d * f..][..d * f],
+            );
+            ffn_fwd(x, wg, wu, wd, m, d, f, a, u, h, y);
+        });
+
+    moe_permute::combine(
+        resid,
+        &s_out,
+        &g,
+        &y_rows,
+        &topk_w,
+        &plan.slot_pos,
+        t,
+        k,
+        d,
+        out,
+    );
+    MoeSaved {
+        probs,
+        topk_idx,
+        topk_w,
+        counts,
+        plan,
+        s_a,
+        s_u,
+        s_h,
+        s_out,
+        g,
+        x_rows,
+        a_rows,
+        u_rows,
+        h_rows,
+        y_rows,
+        aux,
+    }
+}
+
+/// Backward of `fwd` (except the residual, whose gradient is `dout`).
+/// `aux_weight` is d(total loss)/d(this layer's aux loss). `dz` is overwritten.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd<F: Float>(
+    z: &[F],
+    w: &MoeWeights<F>,
+    s: &MoeSaved<F>,
+    dout: &[F],
+    aux_weight: F,
+    dm: &MoeDims,
+    dz: &mut [F],
+    gr: MoeGrads<F>,
+) {
+    let MoeDims {
+        t,
+        d,
+        n,
+        k,
+        shared_ff: sf,
+        expert_ff: f,
+    } = *dm;
+    let rows = t * k;
+    let (mut ds_out, mut dg, mut dy_rows, mut dtopk_w) = (
+        vec![F::ZERO; t * d],
+        vec![F::ZERO; t],
+        vec![F::ZERO; rows * d],
+        vec![F::ZERO; t * k],
+    );
+    moe_permute::combine_bwd(
+        dout,
+        &s.s_out,
+        &s.g,
+        &s.y_rows,
+        &s.topk_w,
+        &s.plan.slot_pos,
+        t,
+        k,
+        d,
+        &mut ds_out,
+        &mut dg,
+        &mut dy_rows,
+        &mut dtopk_w,
+    );
+
+    // Shared expert.
+    ffn_bwd(
+        z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz, gr.s_gate,
+        gr.s_up, gr.s_down,
+    );
+    // Shared gate: g = sigmoid(z·w_D).
+    let mut dgl = vec![F::ZERO; t];
+    act::sigmoid_bwd(&s.g, &dg, &mut dgl);
+    let mut dz2 = vec![F::ZERO; t * d];
+    matmul::bwd(
+        z,
+        w.shared_gate,
+        &dgl,
+        t,
+        d,
+        1,
+        Some(&mut dz2),
+        gr.shared_gate,
+        None,
+    );
+    dz.iter_mut().zip(&dz2).for_each(|(a, &b)| *a += b);
+
+    // Routed experts, in parallel; each owns its slice of the stacked grads.
+    let off = &s.plan.expert_offset;
+    let mut dx_rows = vec![F::ZERO; rows * d];
+    segments(&mut dx_rows, off, d)
+        .into_par_iter()
+        .zip(gr.e_gate.par_chunks_mut(f * d))
+        .zip(gr.e_up.par_chunks_mut(f * d))
+        .zip(gr.e_down.par_chunks_mut(d * f))
+        .enumerate()
+        .for_each(|(e, (((dx, dwg), dwu), dwd))| {
+            let m = (off[e + 1] - off[e]) as usize;
+            if m == 0 {
+                return;
+            }
+            let r0 = off[e] as usize;
+            let (wg, wu, wd) = (
+                &w.e_gate[e * f * d..][..f * d],
+                &w.e_up[e * f * d..][..f * d],
+                &w.e_down[e * d * f..][..d * f],
+            );
+            ffn_bwd(
+                &s.x_rows[r0 * d..][..m * d],
+                wg,
+                wu,
+                wd,
+                &s.a_rows[r0 * f..][..m * f],
+                &s.u_rows[r0 * f..][..m * f],
+                &s.h_rows[r0 * f..][..m * f],
+                &dy_rows[r0 * d..][..m * d],
+                m,
+                d,
+                f,
+                dx,
+                dwg,
+                dwu,
+                dwd,
+            );
+        });
+    // Un-permute: add each routed row's input grad to its token, in row order (deterministic).
+    for (r, &slot) in s.plan.sorted_slot.iter().enumerate() {
+        let tok = slot as usize / k;
+        for (a, &b) in dz[tok * d..(tok + 1) * d]
+            .iter_mut()
+            .zip(&dx_rows[r * d..(r + 1) * d])
+        {
+            *a += b;
+        }
+    }
+
+    // Router: weights are kept probabilities; plus the load-balancing loss.
+    let mut dprobs = vec![F::ZERO; t * n];
+    router::topk_bwd(&s.topk_idx, &dtopk_w, n, k, &mut dprobs);
+    router::lb_loss_bwd(&s.topk_idx, t, n, k, aux_weight, &mut dprobs);
+    let mut dlogits = vec![F::ZERO; t * n];
+    router::softmax_bwd(&s.probs, &dprobs, n, &mut dlogits);
+    matmul::bwd(
+        z,
+        w.router,
+        &dlogits,
+        t,
+        d,
+        n,
+        Some(&mut dz2),
+        gr.router,
+        None,
+    );
+    dz.iter_mut().zip(&dz2).for_each(|(a, &b)| *a += b);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn backward_matches_finite_differences() {
+        let dm = MoeDims {
+            t: 5,
+            d: 4,
+            n: 4,
+            k: 2,
+            shared_ff: 6,
+            expert_ff: 3,
+        };
+        let MoeDims {
+            t,
+            d,
+            n,
+            k: _,
+            shared_ff: sf,
+            expert_ff: f,
+        } = dm;
+        let sizes = [
+            n * d,
+            d,
+            sf * d,
+            sf * d,
+            d * sf,
+            n * f * d,
+            n * f * d,
+            n * d * f,
+        ];
+        let ws: Vec<Vec<f64>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| vals(s, 10 + i as u64))
+            .collect();
+        let z = vals(t * d, 1);
+        let resid = vals(t * d, 2);
+        let dout = vals(t * d, 3);
+        let aux_w = 0.7;
+        let weights = |ws: &[Vec<f64>]| -> Vec<Vec<f64>> { ws.to_vec() };
+        let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
+            let w = MoeWeights {
+                router: &ws[0],
+                shared_gate: &ws[1],
+                s_gate: &ws[2],
+                s_up: &ws[3],
+                s_down: &ws[4],
+                e_gate: &ws[5],
+                e_up: &ws[6],
+                e_down: &ws[7],
+            };
+            let mut out = vec![0.0; t * d];
+            let s = fwd(z, &resid, &w, &dm, &mut out);
+            (dot(&out, &dout) + aux_w * s.aux, s.topk_idx)
+        };
+        let w = MoeWeights {
+            router: &ws[0],
+            shared_gate: &ws[1],
+            s_gate: &ws[2],
+            s_up: &ws[3],
+            s_down: &ws[4],
+            e_gate: &ws[5],
+            e_up: &ws[6],
+            e_down: &ws[7],
+        };
+        let mut out = vec![0.0; t * d];
+        let saved = fwd(&z, &resid, &w, &dm, &mut out);
+        let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
+        let mut dz = vec![0.0; t * d];
+        {
+            let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut gs[..] else {
+                unreachable!()
+            };
+            let gr = MoeGrads {
+                router: g0,
+                shared_gate: g1,
+                s_gate: g2,
+                s_up: g3,
+                s_down: g4,
+                e_gate: g5,
+                e_up: g6,
+                e_down: g7,
+            };
+            bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, gr);
+        }
+        let sel = saved.topk_idx.clone();
+        check_grad(
+            &z,
+            &dz,
+            |p| {
+                let (l, s) = run(p, &ws);
+                assert_eq!(s, sel, "selection flipped");
+                l
+            },
+            "dz",
+        );
+        for i in 0..ws.len() {
+            check_grad(
+                &ws[i],
+                &gs[i],
+                |p| {
+                    let mut w2 = weights(&ws);
+                    w2[i] = p.to_vec();
+                    let (l, s) = run(&z, &w2);
+                    assert_eq!(s, sel, "selection flipped");
+                    l
+                },
+                &format!("weight {i}"),
+            );
+        }
+    }
+}

@@ -1,0 +1,99 @@
+//! Rotary position embedding on `[B, S, H, hd]`, half-split convention
+//! (GPT-NeoX / HF LLaMA `rotate_half`): pairs are `(i, i + hd/2)`.
+
+use super::float::Float;
+use rayon::prelude::*;
+
+/// Rotate each pair by `sign * pos * theta^(-2i/hd)`.
+fn rotate<F: Float>(
+    x: &[F],
+    out: &mut [F],
+    seq: usize,
+    heads: usize,
+    hd: usize,
+    theta: f64,
+    sign: f64,
+) {
+    let half = hd / 2;
+    let row = heads * hd;
+    // Angles depend only on (pos, i): precompute cos/sin per position.
+    out.par_chunks_mut(row)
+        .zip(x.par_chunks(row))
+        .enumerate()
+        .for_each(|(bs, (o, xi))| {
+            let pos = (bs % seq) as f64;
+            for i in 0..half {
+                let ang = sign * pos * theta.powf(-2.0 * i as f64 / hd as f64);
+                let (s, c) = (F::from_f64(ang.sin()), F::from_f64(ang.cos()));
+                for h in 0..heads {
+                    let base = h * hd;
+                    let a = xi[base + i];
+                    let b = xi[base + i + half];
+                    o[base + i] = a * c - b * s;
+                    o[base + i + half] = b * c + a * s;
+                }
+            }
+        });
+}
+
+pub fn fwd<F: Float>(
+    x: &[F],
+    out: &mut [F],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) {
+    debug_assert_eq!(x.len(), batch * seq * heads * head_dim);
+    rotate(x, out, seq, heads, head_dim, theta, 1.0);
+}
+
+/// The transpose of a rotation is the rotation by the opposite angle.
+pub fn bwd<F: Float>(
+    dy: &[F],
+    dx: &mut [F],
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    theta: f64,
+) {
+    debug_assert_eq!(dy.len(), batch * seq * heads * head_dim);
+    rotate(dy, dx, seq, heads, head_dim, theta, -1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::*;
+
+    #[test]
+    fn matches_formula_and_backward_is_transpose() {
+        let (b, s, h, hd) = (2, 3, 2, 4);
+        let x = vals(b * s * h * hd, 1);
+        let mut y = vec![0.0; x.len()];
+        fwd(&x, &mut y, b, s, h, hd, 10000.0);
+        // position 2, head 1, i = 1: ang = 2 * 10000^(-2/4) = 0.02
+        let base = (s + 2) * h * hd + hd; // b=1, s=2, h=1
+        let ang: f64 = 2.0 * 10000f64.powf(-0.5);
+        let (a, bb) = (x[base + 1], x[base + 3]);
+        assert!((y[base + 1] - (a * ang.cos() - bb * ang.sin())).abs() < 1e-12);
+        assert!((y[base + 3] - (bb * ang.cos() + a * ang.sin())).abs() < 1e-12);
+        // position 0 is the identity
+        assert_eq!(&y[..h * hd], &x[..h * hd]);
+        let dy = vals(x.len(), 2);
+        let mut dx = vec![0.0; x.len()];
+        bwd(&dy, &mut dx, b, s, h, hd, 10000.0);
+        check_grad(
+            &x,
+            &dx,
+            |p| {
+                let mut o = vec![0.0; p.len()];
+                fwd(p, &mut o, b, s, h, hd, 10000.0);
+                dot(&o, &dy)
+            },
+            "dx",
+        );
+    }
+}

@@ -1,0 +1,146 @@
+//! Launch wrappers for cuda/moe_route.cu: router softmax + top-k, the
+//! load-balancing loss, and the router backward. All fp32.
+
+use crate::backend::gpu::params::{LbLossFwdParams, RouterBwdParams, RouterFwdParams};
+use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
+
+type Result<T> = std::result::Result<T, GpuError>;
+
+/// Kernel limits (MOE_MAX_EXPERTS / MOE_MAX_K in cuda/params.h).
+pub const MAX_EXPERTS: usize = 64;
+pub const MAX_K: usize = 8;
+
+/// Rows per block of the one-thread-per-token kernels.
+const ROW_THREADS: u32 = 128;
+/// Threads of the single-block aux-loss reduction.
+const LB_THREADS: u32 = 256;
+
+/// Token count, experts, experts per token.
+#[derive(Clone, Copy, Debug)]
+pub struct Routing {
+    pub tokens: usize,
+    pub n_experts: usize,
+    pub k: usize,
+}
+
+impl Routing {
+    pub(crate) fn check(&self) -> Result<(i32, i32, i32)> {
+        let Routing {
+            tokens,
+            n_experts: n,
+            k,
+        } = *self;
+        if tokens == 0 || n == 0 || n > MAX_EXPERTS || k == 0 || k > n || k > MAX_K {
+            return Err(GpuError::Invalid(format!(
+                "moe routing: bad shape {self:?} (need 1 <= k <= min(N, {MAX_K}), N <= {MAX_EXPERTS})"
+            )));
+        }
+        let t = i32::try_from(tokens)
+            .map_err(|_| GpuError::Invalid(format!("moe routing: {tokens} tokens is too many")))?;
+        Ok((t, n as i32, k as i32))
+    }
+    fn row_blocks(&self) -> u32 {
+        self.tokens.div_ceil(ROW_THREADS as usize) as u32
+    }
+}
+
+/// probs [T,N] =, topk_idx [T,k] =, topk_w [T,k] =; counts [N] += (zero it
+/// first; `moe_permute_plan` also writes the counts, so it is optional).
+pub fn router_fwd(
+    ex: &Executor,
+    logits: &Buf<f32>,
+    probs: &Buf<f32>,
+    topk_idx: &Buf<u32>,
+    topk_w: &Buf<f32>,
+    counts: Option<&Buf<u32>>,
+    r: &Routing,
+) -> Result<()> {
+    let (tokens, n_experts, k) = r.check()?;
+    ex.check_buf("router logits", logits, r.tokens * r.n_experts)?;
+    ex.check_buf("router probs", probs, r.tokens * r.n_experts)?;
+    ex.check_buf("router topk_idx", topk_idx, r.tokens * r.k)?;
+    ex.check_buf("router topk_w", topk_w, r.tokens * r.k)?;
+    if let Some(c) = counts {
+        ex.check_buf("router counts", c, r.n_experts)?;
+    }
+    let params = RouterFwdParams {
+        logits: logits.cptr(),
+        probs: probs.mptr(),
+        topk_idx: topk_idx.mptr(),
+        topk_w: topk_w.mptr(),
+        counts: counts.map_or(std::ptr::null_mut(), |c| c.mptr()),
+        tokens,
+        n_experts,
+        k,
+        _pad: 0,
+    };
+    ex.launch(&Launch::linear(
+        "router_fwd",
+        r.row_blocks(),
+        ROW_THREADS,
+        params,
+    ))
+}
+
+/// loss [1] = N * sum_e count_e/(T k) * mean_t probs[t, e].
+pub fn lb_loss_fwd(
+    ex: &Executor,
+    probs: &Buf<f32>,
+    counts: &Buf<u32>,
+    loss: &Buf<f32>,
+    r: &Routing,
+) -> Result<()> {
+    let (tokens, n_experts, k) = r.check()?;
+    ex.check_buf("lb_loss probs", probs, r.tokens * r.n_experts)?;
+    ex.check_buf("lb_loss counts", counts, r.n_experts)?;
+    ex.check_buf("lb_loss loss", loss, 1)?;
+    let params = LbLossFwdParams {
+        probs: probs.cptr(),
+        counts: counts.cptr(),
+        loss: loss.mptr(),
+        tokens,
+        n_experts,
+        k,
+        _pad: 0,
+    };
+    ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, params))
+}
+
+/// dlogits [T,N] = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs).
+#[allow(clippy::too_many_arguments)]
+pub fn router_bwd(
+    ex: &Executor,
+    probs: &Buf<f32>,
+    topk_idx: &Buf<u32>,
+    dtopk_w: Option<&Buf<f32>>,
+    counts: &Buf<u32>,
+    lb_dloss: f32,
+    dlogits: &Buf<f32>,
+    r: &Routing,
+) -> Result<()> {
+    let (tokens, n_experts, k) = r.check()?;
+    ex.check_buf("router_bwd probs", probs, r.tokens * r.n_experts)?;
+    ex.check_buf("router_bwd topk_idx", topk_idx, r.tokens * r.k)?;
+    if let Some(d) = dtopk_w {
+        ex.check_buf("router_bwd dtopk_w", d, r.tokens * r.k)?;
+    }
+    ex.check_buf("router_bwd counts", counts, r.n_experts)?;
+    ex.check_buf("router_bwd dlogits", dlogits, r.tokens * r.n_experts)?;
+    let params = RouterBwdParams {
+        probs: probs.cptr(),
+        topk_idx: topk_idx.cptr(),
+        dtopk_w: dtopk_w.map_or(std::ptr::null(), |d| d.cptr()),
+        counts: counts.cptr(),
+        dlogits: dlogits.mptr(),
+        lb_dloss,
+        tokens,
+        n_experts,
+        k,
+    };
+    ex.launch(&Launch::linear(
+        "router_bwd",
+        r.row_blocks(),
+        ROW_THREADS,
+        params,
+    ))
+}

@@ -1,0 +1,93 @@
+//! Launch wrappers for cuda/xent.cu: fused softmax cross-entropy (loss and
+//! dlogits in one pass over each row, no probability matrix) and the mean.
+
+use half::bf16;
+
+use crate::backend::gpu::params::{XentFwdBwdParams, XentMeanParams};
+use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
+
+type Result<T> = std::result::Result<T, GpuError>;
+
+fn dims(tokens: usize, vocab: usize) -> Result<(i32, i32)> {
+    match (i32::try_from(tokens), i32::try_from(vocab)) {
+        (Ok(t), Ok(v)) if t > 0 && v > 0 => Ok((t, v)),
+        _ => Err(GpuError::Invalid(format!(
+            "xent: bad shape tokens {tokens} vocab {vocab}"
+        ))),
+    }
+}
+
+/// Block size: a large vocabulary wants more threads per row.
+fn threads(vocab: usize) -> u32 {
+    if vocab >= 16384 {
+        1024
+    } else if vocab >= 2048 {
+        512
+    } else {
+        128
+    }
+}
+
+/// losses [T] = per-row loss (0 for `ignore`); when `grad` is given,
+/// `(dlogits, grad_scale)`: dlogits [T, V] = grad_scale * (softmax - onehot),
+/// zero rows for ignored targets. `dlogits` may be `logits` (in place).
+/// For the mean loss's gradient, grad_scale = dloss / (number of non-ignored targets).
+#[allow(clippy::too_many_arguments)]
+pub fn fwd_bwd(
+    ex: &Executor,
+    logits: &Buf<bf16>,
+    targets: &Buf<u32>,
+    ignore: u32,
+    losses: &Buf<f32>,
+    grad: Option<(&Buf<bf16>, f32)>,
+    tokens: usize,
+    vocab: usize,
+) -> Result<()> {
+    let (t, v) = dims(tokens, vocab)?;
+    ex.check_buf("xent logits", logits, tokens * vocab)?;
+    ex.check_buf("xent targets", targets, tokens)?;
+    ex.check_buf("xent losses", losses, tokens)?;
+    if let Some((d, _)) = grad {
+        ex.check_buf("xent dlogits", d, tokens * vocab)?;
+    }
+    let params = XentFwdBwdParams {
+        logits: logits.cptr(),
+        dlogits: grad.map_or(std::ptr::null_mut(), |(d, _)| d.mptr()),
+        targets: targets.cptr(),
+        losses: losses.mptr(),
+        ld: vocab as i64,
+        tokens: t,
+        vocab: v,
+        ignore_index: ignore,
+        grad_scale: grad.map_or(0.0, |(_, s)| s),
+    };
+    ex.launch(&Launch::linear(
+        "xent_fwd_bwd",
+        tokens as u32,
+        threads(vocab),
+        params,
+    ))
+}
+
+/// loss [1] = mean of losses over rows whose target is not `ignore` (0 if none).
+pub fn mean(
+    ex: &Executor,
+    losses: &Buf<f32>,
+    targets: &Buf<u32>,
+    ignore: u32,
+    loss: &Buf<f32>,
+    tokens: usize,
+) -> Result<()> {
+    let (t, _) = dims(tokens, 1)?;
+    ex.check_buf("xent mean losses", losses, tokens)?;
+    ex.check_buf("xent mean targets", targets, tokens)?;
+    ex.check_buf("xent mean loss", loss, 1)?;
+    let params = XentMeanParams {
+        losses: losses.cptr(),
+        targets: targets.cptr(),
+        loss: loss.mptr(),
+        tokens: t,
+        ignore_index: ignore,
+    };
+    ex.launch(&Launch::linear("xent_mean", 1, 1024, params))
+}

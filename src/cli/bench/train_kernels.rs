@@ -1,0 +1,275 @@
+//! `tmoe bench kernels` entries for the training / MoE kernels (rope, swiglu,
+//! router, permutation, combine, cross-entropy, pooling, AdamW, grad norm).
+//! GPU: model `base` (d 768, 12 heads, N 8, k 2, d' 2048 -> 1024 per expert),
+//! 64 x 512 tokens; the simulator runs a small shape as a smoke test.
+
+use half::bf16;
+
+use super::median_ms;
+use crate::backend::gpu::Executor;
+use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
+use crate::backend::gpu::ops::moe_permute::{MoePlan, gather};
+use crate::backend::gpu::ops::moe_route::{self, Routing};
+use crate::backend::gpu::ops::{adamw, grad_norm, pool, rope, swiglu, xent};
+
+struct Shape {
+    batch: usize,
+    seq: usize,
+    heads: usize,
+    head_dim: usize,
+    n_experts: usize,
+    k: usize,
+    ffn: usize,
+    vocab: usize,
+    xent_rows: usize,
+    n_params: usize,
+    tile: usize,
+}
+
+/// Runs every selected entry; `record(kernel, bytes moved per call, ms)`.
+pub(super) fn run(
+    ex: &Executor,
+    iters: usize,
+    want: &dyn Fn(&str) -> bool,
+    record: &mut dyn FnMut(&str, u64, f64),
+) -> anyhow::Result<()> {
+    let s = if ex.is_gpu() {
+        Shape {
+            batch: 64,
+            seq: 512,
+            heads: 12,
+            head_dim: 64,
+            n_experts: 8,
+            k: 2,
+            ffn: 1024,
+            vocab: 65_541,
+            xent_rows: 8192,
+            n_params: 64 << 20,
+            tile: 128,
+        }
+    } else {
+        Shape {
+            batch: 2,
+            seq: 32,
+            heads: 4,
+            head_dim: 24,
+            n_experts: 8,
+            k: 2,
+            ffn: 64,
+            vocab: 1000,
+            xent_rows: 16,
+            n_params: 10_000,
+            tile: 16,
+        }
+    };
+    let t = s.batch * s.seq;
+    let d = s.heads * s.head_dim;
+    let (tu, du) = (t as u64, d as u64);
+    let act = |n: usize| -> Vec<bf16> {
+        (0..n)
+            .map(|i| bf16::from_f32(((i % 251) as f32 - 125.0) / 50.0))
+            .collect()
+    };
+    let x = ex.upload(&act(t * d))?;
+    let y = ex.alloc_zeroed::<bf16>(t * d)?;
+
+    if want("rope") {
+        let shape = rope::RopeShape {
+            batch: s.batch,
+            seq: s.seq,
+            heads: s.heads,
+            head_dim: s.head_dim,
+            theta: 10000.0,
+        };
+        let ms = median_ms(ex, iters, || rope::fwd(ex, &x, &y, &shape))?;
+        record("rope_fwd", tu * du * 4, ms);
+        let ms = median_ms(ex, iters, || rope::bwd(ex, &x, &y, &shape))?;
+        record("rope_bwd", tu * du * 4, ms);
+    }
+    if want("swiglu") {
+        let (rows, cols) = (t * s.k, s.ffn);
+        let n = (rows * cols) as u64;
+        let (g, u) = (ex.upload(&act(rows * cols))?, ex.upload(&act(rows * cols))?);
+        let (o, o2) = (
+            ex.alloc_zeroed::<bf16>(rows * cols)?,
+            ex.alloc_zeroed::<bf16>(rows * cols)?,
+        );
+        let ms = median_ms(ex, iters, || swiglu::fwd(ex, &g, &u, &o, rows, cols))?;
+        record("swiglu_fwd", n * 6, ms);
+        let ms = median_ms(ex, iters, || {
+            swiglu::bwd(ex, &g, &u, &g, &o, &o2, rows, cols)
+        })?;
+        record("swiglu_bwd", n * 10, ms);
+    }
+
+    // Routing tensors are shared by the router, permutation and combine entries.
+    let r = Routing {
+        tokens: t,
+        n_experts: s.n_experts,
+        k: s.k,
+    };
+    let (nu, ku) = (s.n_experts as u64, s.k as u64);
+    let logits: Vec<f32> = (0..t * s.n_experts)
+        .map(|i| ((i * 7919) % 1000) as f32 / 250.0)
+        .collect();
+    let logits = ex.upload(&logits)?;
+    let probs = ex.alloc_zeroed::<f32>(t * s.n_experts)?;
+    let (idx, w) = (
+        ex.alloc_zeroed::<u32>(t * s.k)?,
+        ex.alloc_zeroed::<f32>(t * s.k)?,
+    );
+    moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)?;
+    let plan = MoePlan::alloc(ex, r, s.tile)?;
+    plan.build(ex, &idx)?;
+    let total = ex.download(&plan.total_rows)?[0] as usize;
+    anyhow::ensure!(
+        total >= t * s.k && total <= plan.max_rows,
+        "moe plan: {total} rows for {} slots",
+        t * s.k
+    );
+    if want("router") || want("lb_loss") {
+        let ms = median_ms(ex, iters, || {
+            moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)
+        })?;
+        record("router_fwd", tu * nu * 8 + tu * ku * 8, ms);
+        let loss = ex.alloc_zeroed::<f32>(1)?;
+        let ms = median_ms(ex, iters, || {
+            moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &loss, &r)
+        })?;
+        record("lb_loss_fwd", tu * nu * 4, ms);
+        let dl = ex.alloc_zeroed::<f32>(t * s.n_experts)?;
+        let ms = median_ms(ex, iters, || {
+            moe_route::router_bwd(ex, &probs, &idx, Some(&w), &plan.counts, 0.01, &dl, &r)
+        })?;
+        record("router_bwd", tu * nu * 8 + tu * ku * 8, ms);
+    }
+    let rows = plan.max_rows;
+    let ru = rows as u64;
+    if want("moe_permute") || want("moe_gather") {
+        let ms = median_ms(ex, iters, || plan.build(ex, &idx))?;
+        record("moe_permute_plan", tu * ku * 12 + ru * 4, ms);
+        let xp = ex.alloc_zeroed::<bf16>(rows * d)?;
+        let ms = median_ms(ex, iters, || gather(ex, &plan, &x, &xp, d))?;
+        record("moe_gather", tu * ku * du * 2 + ru * du * 2, ms);
+    }
+    if want("moe_combine") {
+        let yr = ex.upload(&act(rows * d))?;
+        let gate = ex.upload(&vec![0.5f32; t])?;
+        let inp = CombineInputs {
+            resid: Some(&x),
+            shared_out: Some(&x),
+            shared_gate: Some(&gate),
+            y_rows: &yr,
+            topk_w: Some(&w),
+        };
+        let ms = median_ms(ex, iters, || moe_combine::fwd(ex, &plan, &inp, &y, d))?;
+        record("moe_combine_fwd", tu * du * 6 + tu * ku * du * 2, ms);
+        let (dyr, dw) = (
+            ex.alloc_zeroed::<bf16>(rows * d)?,
+            ex.alloc_zeroed::<f32>(t * s.k)?,
+        );
+        let ms = median_ms(ex, iters, || {
+            moe_combine::bwd_rows(ex, &plan, &x, &yr, Some(&w), &dyr, Some(&dw), d)
+        })?;
+        record("moe_combine_bwd_rows", tu * ku * du * 4 + ru * du * 2, ms);
+        let (ds, dg) = (ex.alloc_zeroed::<bf16>(t * d)?, ex.alloc_zeroed::<f32>(t)?);
+        let ms = median_ms(ex, iters, || {
+            moe_combine::bwd_tokens(ex, &x, &x, Some(&gate), &ds, Some(&dg), t, d)
+        })?;
+        record("moe_combine_bwd_tokens", tu * du * 6, ms);
+    }
+    if want("xent") {
+        let (rows, v) = (s.xent_rows, s.vocab);
+        let lg = ex.upload(&act(rows * v))?;
+        let tg = ex.upload(
+            &(0..rows as u32)
+                .map(|i| 1 + i * 31 % (v as u32 - 1))
+                .collect::<Vec<_>>(),
+        )?;
+        let losses = ex.alloc_zeroed::<f32>(rows)?;
+        let ms = median_ms(ex, iters, || {
+            xent::fwd_bwd(ex, &lg, &tg, 0, &losses, None, rows, v)
+        })?;
+        record("xent_fwd", (rows * v * 2) as u64, ms);
+        let dl = ex.alloc_zeroed::<bf16>(rows * v)?;
+        let ms = median_ms(ex, iters, || {
+            xent::fwd_bwd(
+                ex,
+                &lg,
+                &tg,
+                0,
+                &losses,
+                Some((&dl, 1.0 / rows as f32)),
+                rows,
+                v,
+            )
+        })?;
+        record("xent_fwd_bwd", (rows * v * 6) as u64, ms);
+        let l = ex.download(&losses)?;
+        anyhow::ensure!(
+            l.iter().all(|x| x.is_finite() && *x > 0.0),
+            "xent: non-finite or non-positive loss"
+        );
+    }
+    if want("pool") {
+        let shape = pool::PoolShape {
+            batch: s.batch,
+            seq: s.seq,
+            d,
+        };
+        let mask = ex.upload(
+            &(0..t)
+                .map(|i| u8::from(i % s.seq < s.seq * 3 / 4))
+                .collect::<Vec<_>>(),
+        )?;
+        let out = ex.alloc_zeroed::<bf16>(s.batch * d)?;
+        let ms = median_ms(ex, iters, || pool::mean_fwd(ex, &x, &mask, &out, &shape))?;
+        record("pool_mean_fwd", tu * du * 2, ms);
+        let ms = median_ms(ex, iters, || pool::mean_bwd(ex, &out, &mask, &y, &shape))?;
+        record("pool_mean_bwd", tu * du * 2, ms);
+    }
+    if want("adamw") || want("grad_norm") {
+        // ~100 tensors of mixed sizes filling n_params.
+        let mut sizes: Vec<usize> = (0..100)
+            .map(|i| s.n_params / 200 + (i * 7919) % (s.n_params / 100))
+            .collect();
+        let sum: usize = sizes.iter().sum();
+        sizes.push(s.n_params.saturating_sub(sum));
+        let n: usize = sizes.iter().sum();
+        let lr: Vec<f32> = (0..sizes.len())
+            .map(|i| 3e-4 * 0.9f32.powi((i / 10) as i32))
+            .collect();
+        let wd = vec![0.01f32; sizes.len()];
+        let layout = adamw::ArenaLayout::new(ex, &sizes, &lr, &wd)?;
+        let (p, g, m, v) = (
+            ex.upload(&vec![0.1f32; n])?,
+            ex.upload(&vec![0.01f32; n])?,
+            ex.alloc_zeroed::<f32>(n)?,
+            ex.alloc_zeroed::<f32>(n)?,
+        );
+        let pb = ex.alloc_zeroed::<bf16>(n)?;
+        let norm = grad_norm::GradNorm::new(ex, n)?;
+        let ms = median_ms(ex, iters, || norm.compute(ex, &g))?;
+        record("grad_norm", n as u64 * 4, ms);
+        let arenas = adamw::AdamwArenas {
+            param: &p,
+            grad: &g,
+            m: &m,
+            v: &v,
+            param_bf16: Some(&pb),
+        };
+        let h = adamw::AdamwHyper {
+            lr_scale: 1.0,
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            step: 1,
+            max_grad_norm: 1.0,
+        };
+        let ms = median_ms(ex, iters, || {
+            adamw::step(ex, &layout, &arenas, &h, Some(&norm.out))
+        })?;
+        record("adamw_step", n as u64 * 30, ms);
+    }
+    Ok(())
+}

@@ -1,0 +1,233 @@
+//! Confusion matrix: counts of (true class, predicted class), with text and CSV
+//! renderings.
+
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+#[derive(Debug, Error, PartialEq)]
+pub enum ConfusionError {
+    #[error("{what} has {got} labels but there are {want} predictions/targets")]
+    LengthMismatch {
+        what: &'static str,
+        got: usize,
+        want: usize,
+    },
+    #[error("label {label} at position {index} is out of range for {n_classes} classes")]
+    OutOfRange {
+        label: u32,
+        index: usize,
+        n_classes: usize,
+    },
+}
+
+/// Rows are true classes, columns predicted classes (sklearn's convention).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConfusionMatrix {
+    pub n_classes: usize,
+    /// Row-major `n_classes * n_classes`.
+    pub counts: Vec<u64>,
+}
+
+impl ConfusionMatrix {
+    pub fn new(n_classes: usize) -> Self {
+        ConfusionMatrix {
+            n_classes,
+            counts: vec![0; n_classes * n_classes],
+        }
+    }
+
+    /// Counts pairs; refuses unequal lengths and labels `>= n_classes`.
+    pub fn from_labels(
+        n_classes: usize,
+        y_true: &[u32],
+        y_pred: &[u32],
+    ) -> Result<Self, ConfusionError> {
+        if y_true.len() != y_pred.len() {
+            return Err(ConfusionError::LengthMismatch {
+                what: "y_pred",
+                got: y_pred.len(),
+                want: y_true.len(),
+            });
+        }
+        let mut cm = ConfusionMatrix::new(n_classes);
+        for (index, (&t, &p)) in y_true.iter().zip(y_pred).enumerate() {
+            cm.add(t, p).map_err(|label| ConfusionError::OutOfRange {
+                label,
+                index,
+                n_classes,
+            })?;
+        }
+        Ok(cm)
+    }
+
+    /// Adds one pair; `Err(label)` names the out-of-range label.
+    pub fn add(&mut self, true_class: u32, predicted: u32) -> Result<(), u32> {
+        for l in [true_class, predicted] {
+            if l as usize >= self.n_classes {
+                return Err(l);
+            }
+        }
+        self.counts[true_class as usize * self.n_classes + predicted as usize] += 1;
+        Ok(())
+    }
+
+    pub fn get(&self, true_class: usize, predicted: usize) -> u64 {
+        self.counts[true_class * self.n_classes + predicted]
+    }
+
+    pub fn row(&self, true_class: usize) -> &[u64] {
+        &self.counts[true_class * self.n_classes..(true_class + 1) * self.n_classes]
+    }
+
+    /// Samples whose true class is `c` (support).
+    pub fn row_sum(&self, c: usize) -> u64 {
+        self.row(c).iter().sum()
+    }
+
+    /// Samples predicted as `c`.
+    pub fn col_sum(&self, c: usize) -> u64 {
+        (0..self.n_classes).map(|t| self.get(t, c)).sum()
+    }
+
+    pub fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    pub fn correct(&self) -> u64 {
+        (0..self.n_classes).map(|c| self.get(c, c)).sum()
+    }
+
+    /// Each row divided by its sum (rows without samples stay 0).
+    pub fn row_normalised(&self) -> Vec<f64> {
+        let mut out = vec![0.0; self.counts.len()];
+        for t in 0..self.n_classes {
+            let s = self.row_sum(t);
+            if s > 0 {
+                for p in 0..self.n_classes {
+                    out[t * self.n_classes + p] = self.get(t, p) as f64 / s as f64;
+                }
+            }
+        }
+        out
+    }
+
+    /// Aligned text table: rows = true class, columns = predicted class.
+    pub fn to_text(&self, classes: &[String]) -> String {
+        let names = names(classes, self.n_classes);
+        let label_w = names.iter().map(|n| n.len()).max().unwrap_or(0).max(10);
+        let col_w: Vec<usize> = (0..self.n_classes)
+            .map(|p| {
+                let widest = (0..self.n_classes)
+                    .map(|t| self.get(t, p).to_string().len())
+                    .max()
+                    .unwrap_or(1);
+                widest.max(names[p].len())
+            })
+            .collect();
+        let mut s = String::new();
+        let _ = writeln!(s, "{:>label_w$}  predicted ->", "true \\ pred");
+        let _ = write!(s, "{:>label_w$}", "");
+        for (p, w) in col_w.iter().enumerate() {
+            let _ = write!(s, "  {:>w$}", names[p]);
+        }
+        s.push('\n');
+        for (t, name) in names.iter().enumerate() {
+            let _ = write!(s, "{name:>label_w$}");
+            for (p, w) in col_w.iter().enumerate() {
+                let _ = write!(s, "  {:>w$}", self.get(t, p));
+            }
+            s.push('\n');
+        }
+        s
+    }
+
+    /// CSV with a header row of predicted classes and one row per true class.
+    pub fn to_csv(&self, classes: &[String]) -> String {
+        let names = names(classes, self.n_classes);
+        let mut s = String::from("true\\predicted");
+        for n in &names {
+            s.push(',');
+            s.push_str(&csv_field(n));
+        }
+        s.push('\n');
+        for (t, name) in names.iter().enumerate() {
+            s.push_str(&csv_field(name));
+            for p in 0..self.n_classes {
+                let _ = write!(s, ",{}", self.get(t, p));
+            }
+            s.push('\n');
+        }
+        s
+    }
+}
+
+/// Class names, or `class<i>` where the list is short.
+pub(crate) fn names(classes: &[String], n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            classes
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("class{i}"))
+        })
+        .collect()
+}
+
+/// Quotes a CSV field when it holds a comma, quote or newline (RFC 4180).
+pub fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_rows_true_columns_predicted() {
+        let cm = ConfusionMatrix::from_labels(3, &[0, 0, 1, 2, 2, 2], &[0, 1, 1, 2, 0, 2]).unwrap();
+        assert_eq!(cm.counts, vec![1, 1, 0, 0, 1, 0, 1, 0, 2]);
+        assert_eq!(cm.row_sum(2), 3);
+        assert_eq!(cm.col_sum(0), 2);
+        assert_eq!(cm.correct(), 4);
+        assert_eq!(cm.total(), 6);
+        let n = cm.row_normalised();
+        assert!((n[8] - 2.0 / 3.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(matches!(
+            ConfusionMatrix::from_labels(2, &[0, 1], &[0]),
+            Err(ConfusionError::LengthMismatch { .. })
+        ));
+        assert_eq!(
+            ConfusionMatrix::from_labels(2, &[0, 1], &[0, 5]),
+            Err(ConfusionError::OutOfRange {
+                label: 5,
+                index: 1,
+                n_classes: 2
+            })
+        );
+    }
+
+    #[test]
+    fn text_and_csv() {
+        let cm = ConfusionMatrix::from_labels(2, &[0, 0, 1], &[0, 1, 1]).unwrap();
+        let classes = vec!["web,http".to_string(), "dns".to_string()];
+        assert_eq!(
+            cm.to_csv(&classes),
+            "true\\predicted,\"web,http\",dns\n\"web,http\",1,1\ndns,0,1\n"
+        );
+        let text = cm.to_text(&classes);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4);
+        assert!(lines[2].trim_start().starts_with("web,http") && lines[2].ends_with("1    1"));
+        assert!(lines[3].trim_start().starts_with("dns") && lines[3].ends_with("0    1"));
+    }
+}

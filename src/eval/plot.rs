@@ -1,0 +1,443 @@
+//! Figures as PNG and SVG: the confusion-matrix heatmap and training curves.
+//!
+//! Text is drawn with DejaVu Sans embedded through the `dejavu` crate and
+//! registered with plotters, so no system font is needed.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::eval::confusion::{ConfusionMatrix, names};
+
+const FONT: &str = "sans-serif";
+
+/// Registers the embedded font once per process.
+pub fn register_fonts() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // The bytes are a valid TTF shipped by the crate; failure would be a packaging bug.
+        let _ = plotters::style::register_font(FONT, FontStyle::Normal, dejavu::sans::regular());
+        let _ = plotters::style::register_font(FONT, FontStyle::Bold, dejavu::sans::bold());
+    });
+}
+
+fn text_width(text: &str, size: f64) -> u32 {
+    FontDesc::new(FontFamily::Name(FONT), size, FontStyle::Normal)
+        .box_size(text)
+        .map(|(w, _)| w)
+        .unwrap_or((text.len() as f64 * size * 0.6) as u32)
+}
+
+fn draw_err<E: std::error::Error + Send + Sync + 'static>(
+    e: DrawingAreaErrorKind<E>,
+) -> anyhow::Error {
+    anyhow!("drawing failed: {e}")
+}
+
+/// Image format chosen by the file extension.
+fn is_svg(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
+}
+
+/// White -> dark blue (matplotlib's "Blues" end points), `v` in [0, 1].
+fn blues(v: f64) -> RGBColor {
+    let v = v.clamp(0.0, 1.0);
+    let lo = (247.0, 251.0, 255.0);
+    let hi = (8.0, 48.0, 107.0);
+    let mix = |a: f64, b: f64| (a + (b - a) * v).round() as u8;
+    RGBColor(mix(lo.0, hi.0), mix(lo.1, hi.1), mix(lo.2, hi.2))
+}
+
+struct HeatmapLayout {
+    cell: i32,
+    left: i32,
+    top: i32,
+    width: u32,
+    height: u32,
+    label_size: f64,
+}
+
+fn heatmap_layout(labels: &[String]) -> HeatmapLayout {
+    let n = labels.len().max(1) as i32;
+    let cell = (720 / n).clamp(24, 72);
+    let label_size = (cell as f64 * 0.45).clamp(11.0, 16.0);
+    let widest = labels
+        .iter()
+        .map(|l| text_width(l, label_size))
+        .max()
+        .unwrap_or(0) as i32;
+    let left = widest + 50; // names + rotated axis title
+    let top = 50; // title
+    let grid = cell * n;
+    let bar = 90; // colour bar and its ticks
+    HeatmapLayout {
+        cell,
+        left,
+        top,
+        width: (left + grid + bar + 20) as u32,
+        height: (top + grid + widest + 50) as u32,
+        label_size,
+    }
+}
+
+/// Draws the heatmap: cells coloured by the row-normalised share (recall per
+/// true class), the raw count written in each cell, class names on both axes.
+pub fn draw_confusion<DB: DrawingBackend>(
+    root: &DrawingArea<DB, Shift>,
+    cm: &ConfusionMatrix,
+    classes: &[String],
+    title: &str,
+) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let labels = names(classes, cm.n_classes);
+    let l = heatmap_layout(&labels);
+    let n = cm.n_classes as i32;
+    let share = cm.row_normalised();
+    root.fill(&WHITE).map_err(draw_err)?;
+    let title_style = TextStyle::from((FONT, 20).into_font().style(FontStyle::Bold))
+        .pos(Pos::new(HPos::Center, VPos::Center));
+    root.draw_text(title, &title_style, (l.width as i32 / 2, l.top / 2))
+        .map_err(draw_err)?;
+
+    let count_size = (l.cell as f64 * 0.32).clamp(8.0, 16.0);
+    for t in 0..n {
+        for p in 0..n {
+            let v = share[(t * n + p) as usize];
+            let x0 = l.left + p * l.cell;
+            let y0 = l.top + t * l.cell;
+            root.draw(&Rectangle::new(
+                [(x0, y0), (x0 + l.cell, y0 + l.cell)],
+                blues(v).filled(),
+            ))
+            .map_err(draw_err)?;
+            let count = cm.get(t as usize, p as usize);
+            let ink = if v > 0.5 { WHITE } else { BLACK };
+            let style = TextStyle::from((FONT, count_size).into_font())
+                .color(&ink)
+                .pos(Pos::new(HPos::Center, VPos::Center));
+            root.draw_text(
+                &count.to_string(),
+                &style,
+                (x0 + l.cell / 2, y0 + l.cell / 2),
+            )
+            .map_err(draw_err)?;
+        }
+    }
+    let grid = l.cell * n;
+    root.draw(&Rectangle::new(
+        [(l.left, l.top), (l.left + grid, l.top + grid)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(draw_err)?;
+
+    // Row labels (true class), right-aligned against the grid.
+    let label_font = (FONT, l.label_size).into_font();
+    for (t, name) in labels.iter().enumerate() {
+        let style = TextStyle::from(label_font.clone()).pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw_text(
+            name,
+            &style,
+            (l.left - 6, l.top + t as i32 * l.cell + l.cell / 2),
+        )
+        .map_err(draw_err)?;
+    }
+    // Column labels (predicted class), rotated to read bottom-up.
+    for (p, name) in labels.iter().enumerate() {
+        let style = TextStyle::from(label_font.clone().transform(FontTransform::Rotate270))
+            .pos(Pos::new(HPos::Right, VPos::Center));
+        root.draw_text(
+            name,
+            &style,
+            (l.left + p as i32 * l.cell + l.cell / 2, l.top + grid + 6),
+        )
+        .map_err(draw_err)?;
+    }
+    let axis = TextStyle::from((FONT, 15).into_font()).pos(Pos::new(HPos::Center, VPos::Center));
+    root.draw_text(
+        "predicted class",
+        &axis,
+        (l.left + grid / 2, l.height as i32 - 18),
+    )
+    .map_err(draw_err)?;
+    root.draw_text(
+        "true class",
+        &axis.transform(FontTransform::Rotate270),
+        (16, l.top + grid / 2),
+    )
+    .map_err(draw_err)?;
+
+    // Colour bar: share of the true class's samples.
+    let bx = l.left + grid + 20;
+    let steps = 64;
+    for i in 0..steps {
+        let v = 1.0 - i as f64 / steps as f64;
+        let y0 = l.top + grid * i / steps;
+        let y1 = l.top + grid * (i + 1) / steps;
+        root.draw(&Rectangle::new(
+            [(bx, y0), (bx + 16, y1)],
+            blues(v).filled(),
+        ))
+        .map_err(draw_err)?;
+    }
+    root.draw(&Rectangle::new(
+        [(bx, l.top), (bx + 16, l.top + grid)],
+        BLACK.stroke_width(1),
+    ))
+    .map_err(draw_err)?;
+    let tick = TextStyle::from((FONT, 14).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (v, label) in [(1.0, "1.0"), (0.5, "0.5"), (0.0, "0.0")] {
+        let y = l.top + ((1.0 - v) * grid as f64) as i32;
+        root.draw_text(label, &tick, (bx + 22, y))
+            .map_err(draw_err)?;
+    }
+    root.draw_text(
+        "row share",
+        &tick
+            .transform(FontTransform::Rotate270)
+            .pos(Pos::new(HPos::Center, VPos::Center)),
+        (bx + 62, l.top + grid / 2),
+    )
+    .map_err(draw_err)?;
+    Ok(())
+}
+
+/// Writes the confusion heatmap to `path` (`.svg` -> SVG, otherwise PNG).
+pub fn save_confusion(
+    path: &Path,
+    cm: &ConfusionMatrix,
+    classes: &[String],
+    title: &str,
+) -> Result<()> {
+    register_fonts();
+    let labels = names(classes, cm.n_classes);
+    let l = heatmap_layout(&labels);
+    let size = (l.width, l.height);
+    if is_svg(path) {
+        let root = SVGBackend::new(path, size).into_drawing_area();
+        draw_confusion(&root, cm, classes, title)?;
+        root.present().map_err(draw_err)
+    } else {
+        let root = BitMapBackend::new(path, size).into_drawing_area();
+        draw_confusion(&root, cm, classes, title)?;
+        root.present().map_err(draw_err)
+    }
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// One line of a curve plot.
+#[derive(Debug, Clone)]
+pub struct Series {
+    pub label: String,
+    /// (x, y); non-finite points are skipped.
+    pub points: Vec<(f64, f64)>,
+}
+
+/// One chart of a curve figure.
+#[derive(Debug, Clone)]
+pub struct Panel {
+    pub title: String,
+    pub x_label: String,
+    pub y_label: String,
+    pub series: Vec<Series>,
+}
+
+fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.08).max(hi.abs().max(1e-3) * 0.02);
+    (lo - pad, hi + pad)
+}
+
+/// `3.0` -> "3", `2.5` -> "2.5" (epoch axes).
+fn trim_number(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{x:.0}")
+    } else {
+        format!("{x:.2}").trim_end_matches('0').to_string()
+    }
+}
+
+/// Upper right unless the curves end in the upper half (rising scores): then lower right.
+fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
+    let ends: Vec<f64> = panel
+        .series
+        .iter()
+        .filter_map(|s| s.points.iter().rev().find(|p| p.1.is_finite()).map(|p| p.1))
+        .collect();
+    let upper = ends.iter().any(|y| (y - y0) / (y1 - y0) > 0.55);
+    if upper {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(255, 127, 14),
+    RGBColor(44, 160, 44),
+    RGBColor(214, 39, 40),
+    RGBColor(148, 103, 189),
+    RGBColor(140, 86, 75),
+];
+
+fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()>
+where
+    DB::ErrorType: 'static,
+{
+    let points = || panel.series.iter().flat_map(|s| s.points.iter());
+    let (x0, x1) = range_of(points().map(|p| p.0));
+    let (y0, y1) = range_of(points().map(|p| p.1));
+    let mut chart = ChartBuilder::on(area)
+        .caption(&panel.title, (FONT, 18).into_font().style(FontStyle::Bold))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x0..x1, y0..y1)
+        .map_err(draw_err)?;
+    let most_points = panel
+        .series
+        .iter()
+        .map(|s| s.points.len())
+        .max()
+        .unwrap_or(0);
+    chart
+        .configure_mesh()
+        .x_labels(most_points.clamp(2, 10))
+        .x_label_formatter(&|x| trim_number(*x))
+        .x_desc(&panel.x_label)
+        .y_desc(&panel.y_label)
+        .label_style((FONT, 12))
+        .axis_desc_style((FONT, 14))
+        .light_line_style(TRANSPARENT)
+        .bold_line_style(RGBColor(225, 225, 225))
+        .draw()
+        .map_err(draw_err)?;
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .copied()
+            .filter(|(x, y)| x.is_finite() && y.is_finite())
+            .collect();
+        chart
+            .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
+            .map_err(draw_err)?
+            .label(&s.label)
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2))
+            });
+        // Markers only where points are few enough to read (epochs, not steps).
+        if pts.len() <= 60 {
+            chart
+                .draw_series(pts.iter().map(|&p| Circle::new(p, 3, color.filled())))
+                .map_err(draw_err)?;
+        }
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 13))
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .position(legend_corner(panel, y0, y1))
+        .draw()
+        .map_err(draw_err)?;
+    Ok(())
+}
+
+/// Writes panels side by side to `path` (`.svg` -> SVG, otherwise PNG).
+pub fn save_curves(path: &Path, panels: &[Panel]) -> Result<()> {
+    register_fonts();
+    let size = (520 * panels.len().max(1) as u32, 400);
+    fn draw_all<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        root.fill(&WHITE).map_err(draw_err)?;
+        let areas = root.split_evenly((1, panels.len().max(1)));
+        for (area, panel) in areas.iter().zip(panels) {
+            draw_panel(area, panel)?;
+        }
+        root.present().map_err(draw_err)
+    }
+    if is_svg(path) {
+        draw_all(SVGBackend::new(path, size).into_drawing_area(), panels)
+    } else {
+        draw_all(BitMapBackend::new(path, size).into_drawing_area(), panels)
+    }
+    .with_context(|| format!("writing {}", path.display()))
+}
+
+/// Per-epoch training history: what `finetune` records and `save_curves` draws.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct History {
+    /// Mean training loss per epoch.
+    pub train_loss: Vec<f64>,
+    /// Validation loss per epoch (may be empty).
+    #[serde(default)]
+    pub val_loss: Vec<f64>,
+    /// Validation macro-F1 per epoch.
+    pub val_macro_f1: Vec<f64>,
+    /// Validation accuracy per epoch (may be empty).
+    #[serde(default)]
+    pub val_accuracy: Vec<f64>,
+}
+
+fn by_epoch(label: &str, ys: &[f64]) -> Option<Series> {
+    (!ys.is_empty()).then(|| Series {
+        label: label.to_string(),
+        points: ys
+            .iter()
+            .enumerate()
+            .map(|(i, &y)| ((i + 1) as f64, y))
+            .collect(),
+    })
+}
+
+impl History {
+    /// Loss panel (train, val) and score panel (val macro-F1, accuracy).
+    pub fn panels(&self) -> Vec<Panel> {
+        let loss: Vec<Series> = [
+            by_epoch("train loss", &self.train_loss),
+            by_epoch("val loss", &self.val_loss),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        let score: Vec<Series> = [
+            by_epoch("val macro-F1", &self.val_macro_f1),
+            by_epoch("val accuracy", &self.val_accuracy),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        vec![
+            Panel {
+                title: "Loss".into(),
+                x_label: "epoch".into(),
+                y_label: "cross entropy".into(),
+                series: loss,
+            },
+            Panel {
+                title: "Validation".into(),
+                x_label: "epoch".into(),
+                y_label: "score".into(),
+                series: score,
+            },
+        ]
+    }
+}

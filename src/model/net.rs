@@ -1,0 +1,299 @@
+//! The Traffic-MoE network and its dense twin: a pre-norm decoder
+//! (RMSNorm -> causal MHA with RoPE -> residual; RMSNorm -> MoE or dense
+//! SwiGLU FFN -> residual), a final RMSNorm, then either
+//! - the LM head, tied to the token embedding (saves V·d parameters; the
+//!   usual choice for small decoders), for next-token pretraining, or
+//! - masked mean pooling of the last layer -> MLP head (Linear, GELU,
+//!   Linear) for classification.
+//!
+//! Parameter groups for layer-wise lr decay: 0 = embedding, l+1 = block l,
+//! L+1 = final norm and classifier head.
+
+use super::config::{FfnKind, ModelConfig};
+use super::init::Init;
+use crate::autograd::{MoeParams, ParamId, Tape, TensorId};
+use crate::backend::cpu::Float;
+use crate::backend::cpu::attention::Dims;
+use crate::backend::cpu::moe::MoeDims;
+use crate::train::optim::Param;
+
+/// Marks a target the loss ignores.
+pub const IGNORE: u32 = u32::MAX;
+
+#[derive(Clone, Debug)]
+enum FfnIds {
+    Moe(MoeParams),
+    Dense {
+        w_gate: ParamId,
+        w_up: ParamId,
+        w_down: ParamId,
+    },
+}
+
+#[derive(Clone, Debug)]
+struct BlockIds {
+    attn_norm: ParamId,
+    wqkv: ParamId,
+    wo: ParamId,
+    ffn_norm: ParamId,
+    ffn: FfnIds,
+}
+
+#[derive(Clone, Debug)]
+struct HeadIds {
+    w1: ParamId,
+    b1: ParamId,
+    w2: ParamId,
+    b2: ParamId,
+}
+
+/// The architecture: shapes, names and where each parameter sits in the list.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub cfg: ModelConfig,
+    embed: ParamId,
+    blocks: Vec<BlockIds>,
+    norm_f: ParamId,
+    head: Option<HeadIds>,
+}
+
+/// A batch of sequences `[B, S]` with their padding mask (1 = real token).
+pub struct Inputs<'a> {
+    pub ids: &'a [u32],
+    pub mask: &'a [u8],
+    pub b: usize,
+    pub s: usize,
+}
+
+/// What a forward pass produced.
+pub struct Forward<F> {
+    /// The total loss (task loss + weighted aux), as a scalar tensor to backpropagate.
+    pub loss: TensorId,
+    /// Task loss alone (cross entropy).
+    pub task_loss: F,
+    /// Mean load-balancing loss over layers (0 for the dense twin).
+    pub aux: F,
+    /// Logits of the task head (`[B·S, V]` or `[B, C]`).
+    pub logits: TensorId,
+}
+
+struct Builder {
+    params: Vec<Param>,
+    init: Init,
+}
+
+impl Builder {
+    fn add(&mut self, name: String, shape: Vec<usize>, group: usize, std: Option<f32>) -> ParamId {
+        let n: usize = shape.iter().product();
+        let value = match std {
+            Some(s) => self.init.normal(n, s),
+            None if name.contains("norm") => vec![1.0; n],
+            None => vec![0.0; n],
+        };
+        self.params
+            .push(Param::new(name, shape, value, group).expect("shape matches value"));
+        self.params.len() - 1
+    }
+}
+
+impl Model {
+    /// The architecture and freshly initialised parameters (seeded).
+    pub fn new(cfg: ModelConfig, seed: u64) -> anyhow::Result<(Model, Vec<Param>)> {
+        cfg.validate()?;
+        let mut b = Builder {
+            params: Vec::new(),
+            init: Init::new(seed),
+        };
+        let (d, l) = (cfg.d, cfg.layers);
+        let std = 0.02f32;
+        // Residual-branch outputs shrink with depth (GPT-2).
+        let out_std = std / (2.0 * l as f32).sqrt();
+        let embed = b.add("tok_embed".into(), vec![cfg.vocab, d], 0, Some(std));
+        let mut blocks = Vec::new();
+        for i in 0..l {
+            let g = i + 1;
+            let p = |s: &str| format!("layers.{i}.{s}");
+            let attn_norm = b.add(p("attn_norm"), vec![d], g, None);
+            let wqkv = b.add(p("attn.wqkv"), vec![3 * d, d], g, Some(std));
+            let wo = b.add(p("attn.wo"), vec![d, d], g, Some(out_std));
+            let ffn_norm = b.add(p("ffn_norm"), vec![d], g, None);
+            let ffn = match cfg.ffn {
+                FfnKind::Moe => {
+                    let (n, sf, f) = (cfg.n_experts, cfg.shared_ff, cfg.expert_ff());
+                    FfnIds::Moe(MoeParams {
+                        router: b.add(p("moe.router"), vec![n, d], g, Some(std)),
+                        shared_gate: b.add(p("moe.shared_gate"), vec![1, d], g, Some(std)),
+                        s_gate: b.add(p("moe.shared.w_gate"), vec![sf, d], g, Some(std)),
+                        s_up: b.add(p("moe.shared.w_up"), vec![sf, d], g, Some(std)),
+                        s_down: b.add(p("moe.shared.w_down"), vec![d, sf], g, Some(out_std)),
+                        e_gate: b.add(p("moe.experts.w_gate"), vec![n, f, d], g, Some(std)),
+                        e_up: b.add(p("moe.experts.w_up"), vec![n, f, d], g, Some(std)),
+                        e_down: b.add(p("moe.experts.w_down"), vec![n, d, f], g, Some(out_std)),
+                    })
+                }
+                FfnKind::Dense => {
+                    let ff = cfg.dense_ff();
+                    FfnIds::Dense {
+                        w_gate: b.add(p("ffn.w_gate"), vec![ff, d], g, Some(std)),
+                        w_up: b.add(p("ffn.w_up"), vec![ff, d], g, Some(std)),
+                        w_down: b.add(p("ffn.w_down"), vec![d, ff], g, Some(out_std)),
+                    }
+                }
+            };
+            blocks.push(BlockIds {
+                attn_norm,
+                wqkv,
+                wo,
+                ffn_norm,
+                ffn,
+            });
+        }
+        let top = l + 1;
+        let norm_f = b.add("norm_f".into(), vec![d], top, None);
+        let head = (cfg.n_classes > 0).then(|| HeadIds {
+            w1: b.add("head.w1".into(), vec![d, d], top, Some(std)),
+            b1: b.add("head.b1".into(), vec![d], top, None),
+            w2: b.add("head.w2".into(), vec![cfg.n_classes, d], top, Some(std)),
+            b2: b.add("head.b2".into(), vec![cfg.n_classes], top, None),
+        });
+        Ok((
+            Model {
+                cfg,
+                embed,
+                blocks,
+                norm_f,
+                head,
+            },
+            b.params,
+        ))
+    }
+
+    /// Embedding -> blocks -> final norm: `[B·S, d]`, and the mean aux loss.
+    pub fn backbone<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        p: &[&[F]],
+        x: &Inputs,
+        aux_weight: F,
+    ) -> (TensorId, F) {
+        let c = &self.cfg;
+        let d = c.d;
+        let t = x.b * x.s;
+        assert_eq!(x.ids.len(), t, "ids must be [B, S]");
+        let layer_aux_w = aux_weight / F::from_usize(c.layers);
+        let mut h = tape.embedding(p, self.embed, x.ids, d);
+        let mut aux_sum = F::ZERO;
+        for blk in &self.blocks {
+            let z = tape.rmsnorm(p, h, blk.attn_norm, d);
+            let qkv = tape.linear(p, z, blk.wqkv, None, d, 3 * d);
+            let dims = Dims {
+                b: x.b,
+                h: c.heads,
+                s: x.s,
+                hd: c.head_dim(),
+            };
+            let a = tape.attention(qkv, x.mask, dims, c.rope_theta);
+            let o = tape.linear(p, a, blk.wo, None, d, d);
+            h = tape.add(h, o);
+            let z = tape.rmsnorm(p, h, blk.ffn_norm, d);
+            h = match &blk.ffn {
+                FfnIds::Moe(mp) => {
+                    let dims = MoeDims {
+                        t,
+                        d,
+                        n: c.n_experts,
+                        k: c.top_k,
+                        shared_ff: c.shared_ff,
+                        expert_ff: c.expert_ff(),
+                    };
+                    let (out, aux) = tape.moe(p, z, h, *mp, dims, layer_aux_w);
+                    aux_sum += aux;
+                    out
+                }
+                FfnIds::Dense {
+                    w_gate,
+                    w_up,
+                    w_down,
+                } => {
+                    let ff = c.dense_ff();
+                    let g = tape.linear(p, z, *w_gate, None, d, ff);
+                    let u = tape.linear(p, z, *w_up, None, d, ff);
+                    let s = tape.swiglu(g, u);
+                    let y = tape.linear(p, s, *w_down, None, ff, d);
+                    tape.add(h, y)
+                }
+            };
+        }
+        let out = tape.rmsnorm(p, h, self.norm_f, d);
+        let aux = if c.ffn == FfnKind::Moe {
+            aux_sum / F::from_usize(c.layers)
+        } else {
+            F::ZERO
+        };
+        (out, aux)
+    }
+
+    /// Next-token loss (targets: the following real token of the same sequence) + aux.
+    pub fn lm_forward<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        p: &[&[F]],
+        x: &Inputs,
+        aux_weight: F,
+    ) -> Forward<F> {
+        let (h, aux) = self.backbone(tape, p, x, aux_weight);
+        let logits = tape.linear(p, h, self.embed, None, self.cfg.d, self.cfg.vocab);
+        let targets = next_token_targets(x);
+        let loss = tape.cross_entropy(logits, &targets, IGNORE);
+        Forward {
+            loss,
+            task_loss: tape.value(loss)[0],
+            aux,
+            logits,
+        }
+    }
+
+    /// Classification: masked mean pooling -> MLP head -> cross entropy (+ aux).
+    /// Without labels the loss is computed against IGNORE (0) and only logits matter.
+    pub fn cls_forward<F: Float>(
+        &self,
+        tape: &mut Tape<F>,
+        p: &[&[F]],
+        x: &Inputs,
+        labels: Option<&[u32]>,
+        aux_weight: F,
+    ) -> anyhow::Result<Forward<F>> {
+        let head = self
+            .head
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("model has no classification head (n_classes = 0)"))?;
+        let d = self.cfg.d;
+        let (h, aux) = self.backbone(tape, p, x, aux_weight);
+        let pooled = tape.mean_pool(h, x.mask, x.b, x.s, d);
+        let z = tape.linear(p, pooled, head.w1, Some(head.b1), d, d);
+        let z = tape.gelu(z);
+        let logits = tape.linear(p, z, head.w2, Some(head.b2), d, self.cfg.n_classes);
+        let ignore_all = vec![IGNORE; x.b];
+        let loss = tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE);
+        Ok(Forward {
+            loss,
+            task_loss: tape.value(loss)[0],
+            aux,
+            logits,
+        })
+    }
+}
+
+/// `targets[b,s] = ids[b,s+1]` when both positions are real tokens, else IGNORE.
+pub fn next_token_targets(x: &Inputs) -> Vec<u32> {
+    let mut t = vec![IGNORE; x.b * x.s];
+    for b in 0..x.b {
+        for s in 0..x.s.saturating_sub(1) {
+            let i = b * x.s + s;
+            if x.mask[i] != 0 && x.mask[i + 1] != 0 {
+                t[i] = x.ids[i + 1];
+            }
+        }
+    }
+    t
+}

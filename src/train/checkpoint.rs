@@ -1,0 +1,647 @@
+//! Checkpoints as safetensors files (f32 tensors by name) that PyTorch users can
+//! read, with the metadata needed to refuse a wrong pairing at load time: format
+//! version, code version, model config (JSON), vocabulary hash, class names and
+//! training step. Optimizer state for resuming lives in a separate file beside
+//! the model (`<stem>.optim.safetensors`, tensors `m.<name>` / `v.<name>`) so the
+//! model file stays small and shareable.
+//!
+//! Files are written to a temporary name and moved into place, and never replace
+//! an existing file unless the caller passes `force`.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, View};
+use serde_json::Value;
+use thiserror::Error;
+
+use crate::train::optim::{AdamW, AdamWConfig, Param};
+
+/// `format` metadata value: marks files written by this crate.
+pub const FORMAT: &str = "traffic-moe";
+/// Bumped whenever tensor names or metadata change incompatibly.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Error)]
+pub enum CheckpointError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("refusing to overwrite {path}: it already exists (pass force / --force to replace it)")]
+    Exists { path: PathBuf },
+    #[error("{path}: not a readable safetensors file: {detail}")]
+    Parse { path: PathBuf, detail: String },
+    #[error("{path}: not a traffic-moe checkpoint ({detail})")]
+    NotOurs { path: PathBuf, detail: String },
+    #[error(
+        "{path}: checkpoint format version {found}, this build reads version {expected}; re-create it with a matching tmoe"
+    )]
+    FormatVersion {
+        path: PathBuf,
+        found: u32,
+        expected: u32,
+    },
+    #[error("{path}: metadata `{key}` is invalid: {detail}")]
+    Metadata {
+        path: PathBuf,
+        key: String,
+        detail: String,
+    },
+    #[error(
+        "{path}: vocabulary hash {found:016x} differs from the data's {expected:016x}: the checkpoint was trained with another vocab.txt"
+    )]
+    VocabMismatch {
+        path: PathBuf,
+        found: u64,
+        expected: u64,
+    },
+    #[error("{path}: model config differs from the expected one: {diff}")]
+    ConfigMismatch { path: PathBuf, diff: String },
+    #[error("{path}: class list {found:?} differs from the expected {expected:?}")]
+    ClassesMismatch {
+        path: PathBuf,
+        found: Vec<String>,
+        expected: Vec<String>,
+    },
+    #[error("{path}: missing tensors {names:?}")]
+    MissingTensors { path: PathBuf, names: Vec<String> },
+    #[error("{path}: unexpected tensors {names:?} (the model has no such parameters)")]
+    ExtraTensors { path: PathBuf, names: Vec<String> },
+    #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
+    Shape {
+        path: PathBuf,
+        name: String,
+        found: Vec<usize>,
+        expected: Vec<usize>,
+    },
+    #[error("{path}: tensor `{name}` is {dtype:?}; only F32 is read")]
+    Dtype {
+        path: PathBuf,
+        name: String,
+        dtype: Dtype,
+    },
+}
+
+type Result<T> = std::result::Result<T, CheckpointError>;
+
+/// What a model checkpoint says about itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckpointMeta {
+    pub format_version: u32,
+    /// crate version that wrote the file (informational, not checked).
+    pub code_version: String,
+    /// The model's config as JSON (the `model` module's config type, serialised).
+    pub model_config: Value,
+    /// `FlowTokenizer::hash()` / `Shard::vocab_hash()` of the training vocabulary.
+    pub vocab_hash: u64,
+    /// Class names by id (empty for a pretrained language model).
+    pub classes: Vec<String>,
+    /// Optimizer steps taken when saved.
+    pub step: u64,
+    /// Free-form extras (e.g. `kind` = `pretrain` / `finetune`, validation score).
+    pub extra: BTreeMap<String, String>,
+}
+
+impl CheckpointMeta {
+    pub fn new(model_config: Value, vocab_hash: u64, classes: Vec<String>, step: u64) -> Self {
+        CheckpointMeta {
+            format_version: FORMAT_VERSION,
+            code_version: env!("CARGO_PKG_VERSION").to_string(),
+            model_config,
+            vocab_hash,
+            classes,
+            step,
+            extra: BTreeMap::new(),
+        }
+    }
+
+    fn to_map(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert("format".into(), FORMAT.into());
+        m.insert("format_version".into(), self.format_version.to_string());
+        m.insert("code_version".into(), self.code_version.clone());
+        m.insert("model_config".into(), self.model_config.to_string());
+        // Hex string: JSON readers (Python included) lose precision on u64 numbers.
+        m.insert("vocab_hash".into(), format!("{:016x}", self.vocab_hash));
+        m.insert(
+            "classes".into(),
+            serde_json::to_string(&self.classes).expect("strings serialise"),
+        );
+        m.insert("step".into(), self.step.to_string());
+        for (k, v) in &self.extra {
+            m.insert(format!("extra.{k}"), v.clone());
+        }
+        m
+    }
+
+    fn from_map(path: &Path, m: &HashMap<String, String>) -> Result<Self> {
+        let bad = |key: &str, detail: String| CheckpointError::Metadata {
+            path: path.to_path_buf(),
+            key: key.to_string(),
+            detail,
+        };
+        let get = |key: &str| {
+            m.get(key)
+                .ok_or_else(|| bad(key, "missing".to_string()))
+                .map(String::as_str)
+        };
+        let format_version: u32 = get("format_version")?
+            .parse()
+            .map_err(|e| bad("format_version", format!("{e}")))?;
+        if format_version != FORMAT_VERSION {
+            return Err(CheckpointError::FormatVersion {
+                path: path.to_path_buf(),
+                found: format_version,
+                expected: FORMAT_VERSION,
+            });
+        }
+        let model_config = serde_json::from_str(get("model_config")?)
+            .map_err(|e| bad("model_config", format!("not JSON: {e}")))?;
+        let vocab_hash = u64::from_str_radix(get("vocab_hash")?, 16)
+            .map_err(|e| bad("vocab_hash", format!("not a hex u64: {e}")))?;
+        let classes = serde_json::from_str(get("classes")?)
+            .map_err(|e| bad("classes", format!("not a JSON list of strings: {e}")))?;
+        let step = get("step")?
+            .parse()
+            .map_err(|e| bad("step", format!("{e}")))?;
+        let extra = m
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("extra.")?.to_string(), v.clone())))
+            .collect();
+        Ok(CheckpointMeta {
+            format_version,
+            code_version: m.get("code_version").cloned().unwrap_or_default(),
+            model_config,
+            vocab_hash,
+            classes,
+            step,
+            extra,
+        })
+    }
+}
+
+/// One tensor read from a checkpoint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    pub shape: Vec<usize>,
+    pub data: Vec<f32>,
+}
+
+/// A whole checkpoint file read into memory.
+#[derive(Debug, Clone)]
+pub struct Checkpoint {
+    pub path: PathBuf,
+    pub meta: CheckpointMeta,
+    pub tensors: BTreeMap<String, Tensor>,
+}
+
+/// What the loader must find; `None` skips a check.
+#[derive(Debug, Clone, Default)]
+pub struct Expect<'a> {
+    pub model_config: Option<&'a Value>,
+    pub vocab_hash: Option<u64>,
+    pub classes: Option<&'a [String]>,
+    /// Parameters whose name starts with one of these may be absent from the file
+    /// (e.g. a fresh classifier head when loading a pretrained backbone).
+    pub allow_missing_prefixes: &'a [&'a str],
+    /// File tensors whose name starts with one of these are skipped if the model
+    /// has no such parameter (e.g. the LM head when fine-tuning).
+    pub ignore_extra_prefixes: &'a [&'a str],
+}
+
+/// f32 slice as a safetensors view (little-endian on disk).
+struct F32View<'a> {
+    shape: &'a [usize],
+    data: &'a [f32],
+}
+
+impl View for F32View<'_> {
+    fn dtype(&self) -> Dtype {
+        Dtype::F32
+    }
+    fn shape(&self) -> &[usize] {
+        self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        if cfg!(target_endian = "little") {
+            Cow::Borrowed(bytemuck::cast_slice(self.data))
+        } else {
+            Cow::Owned(self.data.iter().flat_map(|x| x.to_le_bytes()).collect())
+        }
+    }
+    fn data_len(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// Writes named f32 tensors plus metadata; refuses an existing `path` unless `force`.
+pub fn write_tensors(
+    path: &Path,
+    metadata: HashMap<String, String>,
+    tensors: &[(&str, &[usize], &[f32])],
+    force: bool,
+) -> Result<()> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    if !force && path.exists() {
+        return Err(CheckpointError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    for (name, shape, data) in tensors {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            return Err(CheckpointError::Shape {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                found: vec![data.len()],
+                expected: shape.to_vec(),
+            });
+        }
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(io)?;
+    }
+    let views = tensors
+        .iter()
+        .map(|(name, shape, data)| (*name, F32View { shape, data }));
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        CheckpointError::Parse {
+            path: path.to_path_buf(),
+            detail: format!("could not write: {e}"),
+        }
+    })?;
+    let placed = if force {
+        std::fs::rename(&tmp, path)
+    } else {
+        // A hard link fails if the target appeared meanwhile: no silent overwrite.
+        std::fs::hard_link(&tmp, path).and_then(|()| std::fs::remove_file(&tmp))
+    };
+    placed.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        if e.kind() == std::io::ErrorKind::AlreadyExists {
+            CheckpointError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            io(e)
+        }
+    })
+}
+
+/// Saves model parameters (values only) with `meta`.
+pub fn save(path: &Path, meta: &CheckpointMeta, params: &[Param], force: bool) -> Result<()> {
+    let tensors: Vec<_> = params
+        .iter()
+        .map(|p| (p.name.as_str(), p.shape.as_slice(), p.value.as_slice()))
+        .collect();
+    write_tensors(path, meta.to_map(), &tensors, force)
+}
+
+/// Reads every tensor and the raw metadata; checks only that it is a
+/// safetensors file of f32 tensors.
+pub fn read_tensors(path: &Path) -> Result<(HashMap<String, String>, BTreeMap<String, Tensor>)> {
+    let file = File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: read-only map; the file is not expected to change while we copy out of it.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let parse = |detail: String| CheckpointError::Parse {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| parse(e.to_string()))?;
+    let st = SafeTensors::deserialize(&map).map_err(|e| parse(e.to_string()))?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointError::Dtype {
+                path: path.to_path_buf(),
+                name,
+                dtype: view.dtype(),
+            });
+        }
+        let data = view
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        tensors.insert(
+            name,
+            Tensor {
+                shape: view.shape().to_vec(),
+                data,
+            },
+        );
+    }
+    Ok((metadata, tensors))
+}
+
+fn check_format(path: &Path, m: &HashMap<String, String>, kind: &str) -> Result<()> {
+    match m.get("format") {
+        Some(f) if f == FORMAT => {}
+        Some(f) => {
+            return Err(CheckpointError::NotOurs {
+                path: path.to_path_buf(),
+                detail: format!("metadata format is `{f}`, expected `{FORMAT}`"),
+            });
+        }
+        None => {
+            return Err(CheckpointError::NotOurs {
+                path: path.to_path_buf(),
+                detail: "no `format` metadata".to_string(),
+            });
+        }
+    }
+    let found = m.get("kind").map(String::as_str).unwrap_or("model");
+    if found != kind {
+        return Err(CheckpointError::NotOurs {
+            path: path.to_path_buf(),
+            detail: format!("it holds {found} state, expected {kind} state"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads a model checkpoint, checking format and format version only.
+pub fn read(path: &Path) -> Result<Checkpoint> {
+    let (metadata, tensors) = read_tensors(path)?;
+    check_format(path, &metadata, "model")?;
+    let meta = CheckpointMeta::from_map(path, &metadata)?;
+    Ok(Checkpoint {
+        path: path.to_path_buf(),
+        meta,
+        tensors,
+    })
+}
+
+/// Reads only the metadata (fast: the tensors are not copied), e.g. to build
+/// the model from its config before [`load_into`].
+pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
+    let file = File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    // SAFETY: read-only map, header parsed and dropped at once.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    check_format(path, &metadata, "model")?;
+    CheckpointMeta::from_map(path, &metadata)
+}
+
+/// Checks `meta` against `expect` (vocabulary, config, classes).
+pub fn check_meta(path: &Path, meta: &CheckpointMeta, expect: &Expect) -> Result<()> {
+    if let Some(h) = expect.vocab_hash
+        && h != meta.vocab_hash
+    {
+        return Err(CheckpointError::VocabMismatch {
+            path: path.to_path_buf(),
+            found: meta.vocab_hash,
+            expected: h,
+        });
+    }
+    if let Some(cfg) = expect.model_config
+        && cfg != &meta.model_config
+    {
+        let mut diffs = Vec::new();
+        json_diff("", &meta.model_config, cfg, &mut diffs);
+        return Err(CheckpointError::ConfigMismatch {
+            path: path.to_path_buf(),
+            diff: diffs.join("; "),
+        });
+    }
+    if let Some(classes) = expect.classes
+        && classes != meta.classes.as_slice()
+    {
+        return Err(CheckpointError::ClassesMismatch {
+            path: path.to_path_buf(),
+            found: meta.classes.clone(),
+            expected: classes.to_vec(),
+        });
+    }
+    Ok(())
+}
+
+/// Human-readable differences between two JSON values ("key: checkpoint X, expected Y").
+fn json_diff(at: &str, found: &Value, want: &Value, out: &mut Vec<String>) {
+    match (found, want) {
+        (Value::Object(f), Value::Object(w)) => {
+            let keys: BTreeSet<&String> = f.keys().chain(w.keys()).collect();
+            for k in keys {
+                let sub = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                match (f.get(k), w.get(k)) {
+                    (Some(a), Some(b)) => json_diff(&sub, a, b, out),
+                    (Some(a), None) => out.push(format!("{sub}: checkpoint {a}, expected absent")),
+                    (None, Some(b)) => out.push(format!("{sub}: checkpoint absent, expected {b}")),
+                    (None, None) => {}
+                }
+            }
+        }
+        (a, b) if a != b => {
+            let at = if at.is_empty() { "config" } else { at };
+            out.push(format!("{at}: checkpoint {a}, expected {b}"));
+        }
+        _ => {}
+    }
+}
+
+/// Loads a checkpoint into `params` (matched by name) after checking metadata,
+/// the exact tensor set (see [`Expect`]'s prefixes) and every shape. Nothing is
+/// written to `params` unless all checks pass.
+pub fn load_into(path: &Path, expect: &Expect, params: &mut [Param]) -> Result<CheckpointMeta> {
+    let ckpt = read(path)?;
+    check_meta(path, &ckpt.meta, expect)?;
+    let by_name: BTreeMap<&str, usize> = params
+        .iter()
+        .enumerate()
+        .map(|(i, p)| (p.name.as_str(), i))
+        .collect();
+    let missing: Vec<String> = params
+        .iter()
+        .filter(|p| !ckpt.tensors.contains_key(&p.name))
+        .filter(|p| {
+            !expect
+                .allow_missing_prefixes
+                .iter()
+                .any(|x| p.name.starts_with(x))
+        })
+        .map(|p| p.name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CheckpointError::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+        });
+    }
+    let extra: Vec<String> = ckpt
+        .tensors
+        .keys()
+        .filter(|n| !by_name.contains_key(n.as_str()))
+        .filter(|n| {
+            !expect
+                .ignore_extra_prefixes
+                .iter()
+                .any(|x| n.starts_with(x))
+        })
+        .cloned()
+        .collect();
+    if !extra.is_empty() {
+        return Err(CheckpointError::ExtraTensors {
+            path: path.to_path_buf(),
+            names: extra,
+        });
+    }
+    for p in params.iter() {
+        if let Some(t) = ckpt.tensors.get(&p.name)
+            && t.shape != p.shape
+        {
+            return Err(CheckpointError::Shape {
+                path: path.to_path_buf(),
+                name: p.name.clone(),
+                found: t.shape.clone(),
+                expected: p.shape.clone(),
+            });
+        }
+    }
+    for p in params.iter_mut() {
+        if let Some(t) = ckpt.tensors.get(&p.name) {
+            p.value.copy_from_slice(&t.data);
+        }
+    }
+    Ok(ckpt.meta)
+}
+
+/// Where the optimizer state of `model_path` goes: `run/model.safetensors` ->
+/// `run/model.optim.safetensors`.
+pub fn optimizer_path(model_path: &Path) -> PathBuf {
+    let stem = model_path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    model_path.with_file_name(format!("{stem}.optim.safetensors"))
+}
+
+/// Saves AdamW moments (`m.<name>`, `v.<name>`), step, hyper-parameters and
+/// group multipliers for resuming.
+pub fn save_optimizer(path: &Path, opt: &AdamW, params: &[Param], force: bool) -> Result<()> {
+    opt.check(params).map_err(|e| CheckpointError::Metadata {
+        path: path.to_path_buf(),
+        key: "optimizer".into(),
+        detail: e.to_string(),
+    })?;
+    let mut meta = HashMap::new();
+    meta.insert("format".into(), FORMAT.into());
+    meta.insert("kind".into(), "optimizer".into());
+    meta.insert("format_version".into(), FORMAT_VERSION.to_string());
+    meta.insert("adam_step".into(), opt.step.to_string());
+    meta.insert(
+        "adamw".into(),
+        serde_json::to_string(&opt.cfg).expect("config serialises"),
+    );
+    meta.insert(
+        "group_lr".into(),
+        serde_json::to_string(&opt.group_lr).expect("floats serialise"),
+    );
+    let names: Vec<(String, String)> = params
+        .iter()
+        .map(|p| (format!("m.{}", p.name), format!("v.{}", p.name)))
+        .collect();
+    let mut tensors = Vec::with_capacity(2 * params.len());
+    for (i, p) in params.iter().enumerate() {
+        tensors.push((names[i].0.as_str(), p.shape.as_slice(), opt.m[i].as_slice()));
+        tensors.push((names[i].1.as_str(), p.shape.as_slice(), opt.v[i].as_slice()));
+    }
+    write_tensors(path, meta, &tensors, force)
+}
+
+/// Loads the optimizer state saved by [`save_optimizer`] for exactly `params`.
+pub fn load_optimizer(path: &Path, params: &[Param]) -> Result<AdamW> {
+    let (metadata, mut tensors) = read_tensors(path)?;
+    check_format(path, &metadata, "optimizer")?;
+    let bad = |key: &str, detail: String| CheckpointError::Metadata {
+        path: path.to_path_buf(),
+        key: key.to_string(),
+        detail,
+    };
+    let get = |key: &str| metadata.get(key).ok_or_else(|| bad(key, "missing".into()));
+    let version: u32 = get("format_version")?
+        .parse()
+        .map_err(|e| bad("format_version", format!("{e}")))?;
+    if version != FORMAT_VERSION {
+        return Err(CheckpointError::FormatVersion {
+            path: path.to_path_buf(),
+            found: version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    let step: u32 = get("adam_step")?
+        .parse()
+        .map_err(|e| bad("adam_step", format!("{e}")))?;
+    let cfg: AdamWConfig =
+        serde_json::from_str(get("adamw")?).map_err(|e| bad("adamw", e.to_string()))?;
+    let group_lr: Vec<f32> =
+        serde_json::from_str(get("group_lr")?).map_err(|e| bad("group_lr", e.to_string()))?;
+    let mut take = |name: String, p: &Param| -> Result<Vec<f32>> {
+        let t = tensors
+            .remove(&name)
+            .ok_or_else(|| CheckpointError::MissingTensors {
+                path: path.to_path_buf(),
+                names: vec![name.clone()],
+            })?;
+        if t.shape != p.shape {
+            return Err(CheckpointError::Shape {
+                path: path.to_path_buf(),
+                name,
+                found: t.shape,
+                expected: p.shape.clone(),
+            });
+        }
+        Ok(t.data)
+    };
+    let mut opt = AdamW {
+        cfg,
+        step,
+        m: Vec::with_capacity(params.len()),
+        v: Vec::with_capacity(params.len()),
+        group_lr,
+    };
+    for p in params {
+        opt.m.push(take(format!("m.{}", p.name), p)?);
+        opt.v.push(take(format!("v.{}", p.name), p)?);
+    }
+    if !tensors.is_empty() {
+        return Err(CheckpointError::ExtraTensors {
+            path: path.to_path_buf(),
+            names: tensors.into_keys().collect(),
+        });
+    }
+    opt.check(params)
+        .map_err(|e| bad("group_lr", e.to_string()))?;
+    Ok(opt)
+}

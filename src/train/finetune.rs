@@ -1,0 +1,294 @@
+//! Fine-tuning a classifier: masked mean pooling -> MLP head, CE + lambda·L_aux,
+//! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
+//! budget, early stopping on validation macro-F1.
+
+use super::batch::{Sequences, Shuffler, cap_per_class, make_batch, subsample};
+use super::checkpoint::{self, CheckpointMeta, Expect};
+use super::optim::{AdamW, AdamWConfig, Param};
+use super::schedule::WarmupCosine;
+use super::step::{Task, progress_bar, train_step};
+use crate::autograd::{ParamStore, Tape};
+use crate::model::{Inputs, Model, ModelConfig};
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct FinetuneOpts {
+    /// Model config; `n_classes` is set from `classes`.
+    pub cfg: ModelConfig,
+    /// Pretrained checkpoint, or None to train from scratch ("w/o PT").
+    pub init: Option<PathBuf>,
+    pub classes: Vec<String>,
+    pub out: PathBuf,
+    pub max_epochs: usize,
+    pub patience: usize,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    /// Layer-wise decay factor xi.
+    pub llrd: f32,
+    pub aux_weight: f32,
+    pub train_fraction: f64,
+    /// At most this many training flows per class (None: all).
+    pub max_per_class: Option<usize>,
+    pub clip: f64,
+    pub seed: u64,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct EpochLog {
+    pub epoch: usize,
+    pub train_loss: f32,
+    pub val_macro_f1: f64,
+    pub val_accuracy: f64,
+}
+
+#[derive(Clone, Debug)]
+pub struct FinetuneReport {
+    pub checkpoint: PathBuf,
+    pub best_epoch: usize,
+    pub best_val_macro_f1: f64,
+    pub history: Vec<EpochLog>,
+    pub tokens_per_s: f64,
+    pub seconds: f64,
+}
+
+/// Predicted class per sequence (argmax of the head), in batches.
+pub fn predict(
+    model: &Model,
+    params: &[Param],
+    data: &dyn Sequences,
+    idx: &[usize],
+    batch: usize,
+    seq_len: usize,
+) -> anyhow::Result<Vec<u32>> {
+    let p = params.values();
+    let mut out = Vec::with_capacity(idx.len());
+    for chunk in idx.chunks(batch.max(1)) {
+        let b = make_batch(data, chunk, seq_len);
+        let x = Inputs {
+            ids: &b.ids,
+            mask: &b.mask,
+            b: b.b,
+            s: b.s,
+        };
+        let mut tape = Tape::<f32>::new();
+        let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
+        let c = model.cfg.n_classes;
+        for row in tape.value(f.logits).chunks_exact(c) {
+            let best = row
+                .iter()
+                .enumerate()
+                .fold(0, |bi, (i, &v)| if v > row[bi] { i } else { bi });
+            out.push(best as u32);
+        }
+    }
+    Ok(out)
+}
+
+/// (accuracy, macro-F1 over classes present in truth or prediction).
+pub fn accuracy_macro_f1(pred: &[u32], truth: &[u32], n_classes: usize) -> (f64, f64) {
+    let mut tp = vec![0usize; n_classes];
+    let mut fp = vec![0usize; n_classes];
+    let mut fneg = vec![0usize; n_classes];
+    for (&p, &t) in pred.iter().zip(truth) {
+        if p == t {
+            tp[t as usize] += 1;
+        } else {
+            fp[p as usize] += 1;
+            fneg[t as usize] += 1;
+        }
+    }
+    let correct: usize = tp.iter().sum();
+    let mut f1s = Vec::new();
+    for c in 0..n_classes {
+        if tp[c] + fp[c] + fneg[c] == 0 {
+            continue;
+        }
+        f1s.push(2.0 * tp[c] as f64 / (2 * tp[c] + fp[c] + fneg[c]) as f64);
+    }
+    let acc = correct as f64 / truth.len().max(1) as f64;
+    (
+        acc,
+        if f1s.is_empty() {
+            0.0
+        } else {
+            f1s.iter().sum::<f64>() / f1s.len() as f64
+        },
+    )
+}
+
+fn labelled(data: &dyn Sequences, idx: Vec<usize>) -> Vec<usize> {
+    idx.into_iter()
+        .filter(|&i| data.label(i).is_some())
+        .collect()
+}
+
+/// Evaluate on all labelled sequences of `data`: (accuracy, macro-F1, predictions, truth).
+pub fn evaluate(
+    model: &Model,
+    params: &[Param],
+    data: &dyn Sequences,
+    batch: usize,
+    seq_len: usize,
+) -> anyhow::Result<(f64, f64, Vec<u32>, Vec<u32>)> {
+    let idx = labelled(data, (0..data.count()).collect());
+    let pred = predict(model, params, data, &idx, batch, seq_len)?;
+    let truth: Vec<u32> = idx
+        .iter()
+        .map(|&i| data.label(i).expect("labelled"))
+        .collect();
+    let (a, f) = accuracy_macro_f1(&pred, &truth, model.cfg.n_classes);
+    Ok((a, f, pred, truth))
+}
+
+pub fn model_path(out: &Path) -> PathBuf {
+    out.join("classifier.safetensors")
+}
+
+pub fn finetune(
+    opts: &FinetuneOpts,
+    train: &dyn Sequences,
+    val: &dyn Sequences,
+    vocab_hash: u64,
+) -> anyhow::Result<FinetuneReport> {
+    let mut cfg = opts.cfg.clone();
+    cfg.n_classes = opts.classes.len();
+    anyhow::ensure!(
+        cfg.n_classes >= 2,
+        "fine-tuning needs at least 2 classes, got {}",
+        cfg.n_classes
+    );
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let (model, mut params) = Model::new(cfg.clone(), opts.seed)?;
+    if let Some(init) = &opts.init {
+        // The pretrained backbone, without its (absent) classifier head.
+        checkpoint::load_into(
+            init,
+            &Expect {
+                vocab_hash: Some(vocab_hash),
+                allow_missing_prefixes: &["head."],
+                ..Default::default()
+            },
+            &mut params,
+        )
+        .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
+    }
+    let mut train_idx = labelled(train, subsample(train, opts.train_fraction, opts.seed));
+    if let Some(cap) = opts.max_per_class {
+        train_idx = cap_per_class(train, train_idx, cap, opts.seed);
+    }
+    anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
+    let steps_per_epoch = train_idx.len().div_ceil(opts.batch) as u64;
+    let total = steps_per_epoch * opts.max_epochs as u64;
+    let sched = WarmupCosine {
+        base_lr: opts.lr,
+        warmup_steps: (total / 20).max(1),
+        total_steps: total,
+        min_lr_ratio: 0.1,
+    };
+    let mut opt =
+        AdamW::new(AdamWConfig::default(), &params).with_layerwise_decay(cfg.layers, opts.llrd);
+    let mut order = Shuffler::new(train_idx.clone(), opts.seed);
+    let ckpt = model_path(&opts.out);
+    let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
+    let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
+    let mut history = Vec::new();
+    let t0 = Instant::now();
+    let mut tokens = 0usize;
+    let mut step = 0u64;
+    for epoch in 1..=opts.max_epochs {
+        let pb = progress_bar(
+            steps_per_epoch,
+            &format!("finetune epoch {epoch}"),
+            opts.progress,
+        );
+        let mut loss_sum = 0.0;
+        for _ in 0..steps_per_epoch {
+            let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
+            let lr = sched.lr_at(step) as f32;
+            let st = train_step(
+                &model,
+                &mut params,
+                &mut opt,
+                &batch,
+                Task::Classify,
+                opts.aux_weight,
+                lr,
+                opts.clip,
+            )?;
+            step += 1;
+            tokens += batch.n_tokens;
+            loss_sum += st.loss;
+            pb.set_message(format!(
+                "loss {:.3} {:.0} tok/s",
+                st.loss,
+                tokens as f64 / t0.elapsed().as_secs_f64()
+            ));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        let (acc, f1, _, _) = evaluate(&model, &params, val, opts.batch.max(32), opts.seq_len)?;
+        let train_loss = loss_sum / steps_per_epoch as f32;
+        writeln!(
+            log,
+            "{{\"epoch\":{epoch},\"train_loss\":{train_loss},\"val_accuracy\":{acc},\"val_macro_f1\":{f1}}}"
+        )?;
+        if opts.progress {
+            eprintln!(
+                "epoch {epoch}: train loss {train_loss:.4}, val accuracy {acc:.4}, val macro-F1 {f1:.4}"
+            );
+        }
+        history.push(EpochLog {
+            epoch,
+            train_loss,
+            val_macro_f1: f1,
+            val_accuracy: acc,
+        });
+        if f1 > best_f1 {
+            (best_f1, best_epoch, bad) = (f1, epoch, 0);
+            let mut m = CheckpointMeta::new(
+                serde_json::to_value(&cfg)?,
+                vocab_hash,
+                opts.classes.clone(),
+                step,
+            );
+            m.extra.insert("kind".into(), "finetune".into());
+            m.extra.insert("val_macro_f1".into(), format!("{f1}"));
+            checkpoint::save(&ckpt, &m, &params, true)?;
+        } else {
+            bad += 1;
+            if bad >= opts.patience {
+                break;
+            }
+        }
+    }
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(FinetuneReport {
+        checkpoint: ckpt,
+        best_epoch,
+        best_val_macro_f1: best_f1,
+        history,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        seconds,
+    })
+}
+
+/// Loads a fine-tuned classifier (config from its metadata).
+pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, CheckpointMeta)> {
+    let meta = checkpoint::read_meta(path)?;
+    let cfg: ModelConfig =
+        serde_json::from_value(meta.model_config.clone()).with_context(|| {
+            format!(
+                "{}: model_config is not a traffic-moe config",
+                path.display()
+            )
+        })?;
+    let (model, mut params) = Model::new(cfg, 0)?;
+    checkpoint::load_into(path, &Expect::default(), &mut params)?;
+    Ok((model, params, meta))
+}

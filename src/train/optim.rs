@@ -1,0 +1,282 @@
+//! Parameters and their optimiser: AdamW with decoupled weight decay, per-group
+//! learning-rate multipliers (layer-wise lr decay) and global-norm clipping.
+//!
+//! Weight decay policy: only matrices decay (rank >= 2), except embedding tables.
+//! Norm gains, biases, the shared-expert gate vector and embeddings are kept
+//! undecayed, as BERT/LLaMA recipes do: shrinking a norm gain or an embedding
+//! toward zero changes the scale of everything downstream rather than
+//! regularising a projection. `Param::decay` holds the choice so a caller can
+//! override it per tensor.
+
+use thiserror::Error;
+
+/// One named tensor of a model with its gradient (llm.c convention: grads `+=`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Param {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub value: Vec<f32>,
+    pub grad: Vec<f32>,
+    /// Learning-rate group: 0 = embeddings, 1..=L = transformer layers, L+1 = head.
+    pub group: usize,
+    /// Whether AdamW's decoupled weight decay applies (see module docs).
+    pub decay: bool,
+}
+
+#[derive(Debug, Error)]
+pub enum ParamError {
+    #[error("parameter `{name}`: shape {shape:?} holds {expected} values but {got} were given")]
+    ShapeMismatch {
+        name: String,
+        shape: Vec<usize>,
+        expected: usize,
+        got: usize,
+    },
+}
+
+impl Param {
+    /// A parameter with zeroed gradient and the default decay policy.
+    pub fn new(
+        name: impl Into<String>,
+        shape: Vec<usize>,
+        value: Vec<f32>,
+        group: usize,
+    ) -> Result<Param, ParamError> {
+        let name = name.into();
+        let expected: usize = shape.iter().product();
+        if expected != value.len() {
+            return Err(ParamError::ShapeMismatch {
+                name,
+                shape,
+                expected,
+                got: value.len(),
+            });
+        }
+        let decay = default_decay(&name, &shape);
+        Ok(Param {
+            grad: vec![0.0; value.len()],
+            name,
+            shape,
+            value,
+            group,
+            decay,
+        })
+    }
+
+    pub fn numel(&self) -> usize {
+        self.value.len()
+    }
+
+    pub fn zero_grad(&mut self) {
+        self.grad.fill(0.0);
+    }
+}
+
+/// Matrices decay; vectors (norms, biases, gates) and embedding tables do not.
+pub fn default_decay(name: &str, shape: &[usize]) -> bool {
+    shape.len() >= 2 && !name.contains("embed")
+}
+
+pub fn zero_grads(params: &mut [Param]) {
+    params.iter_mut().for_each(Param::zero_grad);
+}
+
+/// Learning-rate multiplier of each group for layer-wise lr decay over `n_layers`
+/// layers: group l in 0..=L gets `xi^(L-l)` (so embeddings, group 0, the lowest,
+/// `xi^L`), and the head, group L+1, gets 1 like the top layer: lr_0 stays the
+/// largest rate, as in the paper's lr_l = xi^(L-l) * lr_0.
+pub fn llrd_multipliers(n_layers: usize, xi: f32) -> Vec<f32> {
+    (0..=n_layers + 1)
+        .map(|g| xi.powi(n_layers.saturating_sub(g) as i32))
+        .collect()
+}
+
+/// Global L2 norm of all gradients, accumulated in f64.
+pub fn global_grad_norm(params: &[Param]) -> f64 {
+    params
+        .iter()
+        .flat_map(|p| p.grad.iter())
+        .map(|&g| (g as f64) * (g as f64))
+        .sum::<f64>()
+        .sqrt()
+}
+
+/// Scales all gradients so their global norm is at most `max_norm`; returns the
+/// norm before clipping (a non-finite norm leaves the gradients untouched, so the
+/// caller can see and skip the step).
+pub fn clip_grad_norm(params: &mut [Param], max_norm: f64) -> f64 {
+    let norm = global_grad_norm(params);
+    if norm.is_finite() && norm > max_norm {
+        // Same small epsilon as torch.nn.utils.clip_grad_norm_.
+        let scale = (max_norm / (norm + 1e-6)) as f32;
+        for p in params.iter_mut() {
+            p.grad.iter_mut().for_each(|g| *g *= scale);
+        }
+    }
+    norm
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct AdamWConfig {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+}
+
+impl Default for AdamWConfig {
+    fn default() -> Self {
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.01,
+        }
+    }
+}
+
+/// One AdamW update of one tensor (PyTorch's AdamW): decoupled decay
+/// `p -= lr*wd*p`, then the bias-corrected Adam step. `step` is 1-based.
+#[allow(clippy::too_many_arguments)]
+pub fn adamw_update(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f32,
+    cfg: &AdamWConfig,
+    weight_decay: f32,
+    step: u32,
+) {
+    let bc1 = 1.0 - (cfg.beta1 as f64).powi(step as i32);
+    let bc2 = 1.0 - (cfg.beta2 as f64).powi(step as i32);
+    let step_size = (lr as f64 / bc1) as f32;
+    let bc2_sqrt = bc2.sqrt() as f32;
+    let decay = 1.0 - lr * weight_decay;
+    for i in 0..p.len() {
+        let gi = g[i];
+        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
+        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
+        let denom = v[i].sqrt() / bc2_sqrt + cfg.eps;
+        p[i] = p[i] * decay - step_size * m[i] / denom;
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum OptimError {
+    #[error("optimizer state has {state} tensors but the model has {params}")]
+    CountMismatch { state: usize, params: usize },
+    #[error("optimizer state for `{name}` has {state} values but the parameter has {param}")]
+    SizeMismatch {
+        name: String,
+        state: usize,
+        param: usize,
+    },
+    #[error("parameter `{name}` is in lr group {group} but only {groups} multipliers are set")]
+    NoGroup {
+        name: String,
+        group: usize,
+        groups: usize,
+    },
+}
+
+/// AdamW over a list of parameters, fp32 first and second moments.
+#[derive(Debug, Clone)]
+pub struct AdamW {
+    pub cfg: AdamWConfig,
+    /// Number of steps taken so far (the next step is `step + 1`).
+    pub step: u32,
+    pub m: Vec<Vec<f32>>,
+    pub v: Vec<Vec<f32>>,
+    /// Learning-rate multiplier per group (`Param::group` indexes it).
+    pub group_lr: Vec<f32>,
+}
+
+impl AdamW {
+    /// Zeroed state for `params`, every group at multiplier 1.
+    pub fn new(cfg: AdamWConfig, params: &[Param]) -> AdamW {
+        let groups = params.iter().map(|p| p.group + 1).max().unwrap_or(1);
+        AdamW {
+            cfg,
+            step: 0,
+            m: params.iter().map(|p| vec![0.0; p.numel()]).collect(),
+            v: params.iter().map(|p| vec![0.0; p.numel()]).collect(),
+            group_lr: vec![1.0; groups],
+        }
+    }
+
+    /// Sets the multipliers of [`llrd_multipliers`].
+    pub fn with_layerwise_decay(mut self, n_layers: usize, xi: f32) -> AdamW {
+        self.group_lr = llrd_multipliers(n_layers, xi);
+        self
+    }
+
+    /// One update of every parameter with base learning rate `lr` (from the
+    /// schedule); each parameter uses `lr * group_lr[group]`.
+    pub fn step(&mut self, params: &mut [Param], lr: f32) -> Result<(), OptimError> {
+        self.check(params)?;
+        self.step += 1;
+        for (i, p) in params.iter_mut().enumerate() {
+            let lr_p = lr * self.group_lr[p.group];
+            let wd = if p.decay { self.cfg.weight_decay } else { 0.0 };
+            adamw_update(
+                &mut p.value,
+                &p.grad,
+                &mut self.m[i],
+                &mut self.v[i],
+                lr_p,
+                &self.cfg,
+                wd,
+                self.step,
+            );
+        }
+        Ok(())
+    }
+
+    /// The state matches `params` one to one (after a resume, for instance).
+    pub fn check(&self, params: &[Param]) -> Result<(), OptimError> {
+        if self.m.len() != params.len() || self.v.len() != params.len() {
+            return Err(OptimError::CountMismatch {
+                state: self.m.len(),
+                params: params.len(),
+            });
+        }
+        for (i, p) in params.iter().enumerate() {
+            for state in [&self.m[i], &self.v[i]] {
+                if state.len() != p.numel() {
+                    return Err(OptimError::SizeMismatch {
+                        name: p.name.clone(),
+                        state: state.len(),
+                        param: p.numel(),
+                    });
+                }
+            }
+            if p.group >= self.group_lr.len() {
+                return Err(OptimError::NoGroup {
+                    name: p.name.clone(),
+                    group: p.group,
+                    groups: self.group_lr.len(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_rejects_wrong_size() {
+        let e = Param::new("w", vec![2, 3], vec![0.0; 5], 1).unwrap_err();
+        assert!(e.to_string().contains("`w`"), "{e}");
+    }
+
+    #[test]
+    fn decay_policy() {
+        assert!(default_decay("layers.0.attn.wq", &[4, 4]));
+        assert!(!default_decay("layers.0.attn_norm", &[4]));
+        assert!(!default_decay("tok_embed", &[10, 4]));
+    }
+}

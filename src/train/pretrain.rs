@@ -1,0 +1,158 @@
+//! Next-token pretraining: LM loss + lambda·L_aux, AdamW, warmup + cosine,
+//! global-norm clipping, periodic checkpoints and `--resume`.
+
+use super::batch::{Sequences, Shuffler, make_batch};
+use super::checkpoint::{self, CheckpointMeta, Expect};
+use super::optim::{AdamW, AdamWConfig, Param};
+use super::schedule::WarmupCosine;
+use super::step::{Task, progress_bar, train_step};
+use crate::model::{Model, ModelConfig};
+use anyhow::Context;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+#[derive(Clone, Debug)]
+pub struct PretrainOpts {
+    pub cfg: ModelConfig,
+    pub steps: u64,
+    pub batch: usize,
+    pub seq_len: usize,
+    pub lr: f64,
+    pub warmup: u64,
+    pub clip: f64,
+    pub seed: u64,
+    pub save_every: u64,
+    pub out: PathBuf,
+    pub resume: bool,
+    pub progress: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct PretrainReport {
+    pub checkpoint: PathBuf,
+    /// (step, LM loss, aux loss) per step.
+    pub history: Vec<(u64, f32, f32)>,
+    pub tokens_per_s: f64,
+    pub seconds: f64,
+}
+
+pub fn model_path(out: &Path) -> PathBuf {
+    out.join("model.safetensors")
+}
+
+fn meta(cfg: &ModelConfig, vocab_hash: u64, step: u64) -> CheckpointMeta {
+    let mut m = CheckpointMeta::new(
+        serde_json::to_value(cfg).expect("config serialises"),
+        vocab_hash,
+        Vec::new(),
+        step,
+    );
+    m.extra.insert("kind".into(), "pretrain".into());
+    m
+}
+
+pub fn pretrain(
+    opts: &PretrainOpts,
+    train: &dyn Sequences,
+    vocab_hash: u64,
+) -> anyhow::Result<PretrainReport> {
+    anyhow::ensure!(train.count() > 0, "pretraining data is empty");
+    std::fs::create_dir_all(&opts.out)
+        .with_context(|| format!("creating {}", opts.out.display()))?;
+    let ckpt = model_path(&opts.out);
+    let (model, mut params) = Model::new(opts.cfg.clone(), opts.seed)?;
+    let mut opt = AdamW::new(AdamWConfig::default(), &params);
+    let mut start = 0;
+    if opts.resume {
+        let cfg_json = serde_json::to_value(&opts.cfg)?;
+        let m = checkpoint::load_into(
+            &ckpt,
+            &Expect {
+                model_config: Some(&cfg_json),
+                vocab_hash: Some(vocab_hash),
+                ..Default::default()
+            },
+            &mut params,
+        )
+        .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        opt = checkpoint::load_optimizer(&checkpoint::optimizer_path(&ckpt), &params)?;
+        start = m.step;
+        eprintln!("resumed {} at step {start}", ckpt.display());
+    } else {
+        anyhow::ensure!(
+            !ckpt.exists(),
+            "{} already exists: pass --resume to continue it or choose another --out",
+            ckpt.display()
+        );
+    }
+    let sched = WarmupCosine {
+        base_lr: opts.lr,
+        warmup_steps: opts.warmup,
+        total_steps: opts.steps,
+        min_lr_ratio: 0.1,
+    };
+    let mut order = Shuffler::new((0..train.count()).collect(), opts.seed);
+    // Replay the data order so a resumed run sees the batches it would have seen.
+    for _ in 0..start {
+        order.next_batch(opts.batch);
+    }
+    let mut log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(opts.out.join("pretrain_log.jsonl"))?;
+    let pb = progress_bar(opts.steps, "pretrain", opts.progress);
+    pb.set_position(start);
+    let t0 = Instant::now();
+    let mut tokens = 0usize;
+    let mut history = Vec::new();
+    let save = |params: &[Param], opt: &AdamW, step: u64| -> anyhow::Result<()> {
+        checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), params, true)?;
+        checkpoint::save_optimizer(&checkpoint::optimizer_path(&ckpt), opt, params, true)?;
+        Ok(())
+    };
+    for step in start..opts.steps {
+        let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
+        let lr = sched.lr_at(step) as f32;
+        let st = train_step(
+            &model,
+            &mut params,
+            &mut opt,
+            &batch,
+            Task::Lm,
+            opts.cfg.aux_weight as f32,
+            lr,
+            opts.clip,
+        )?;
+        tokens += batch.n_tokens;
+        let tps = tokens as f64 / t0.elapsed().as_secs_f64();
+        history.push((step + 1, st.loss, st.aux));
+        writeln!(
+            log,
+            "{{\"step\":{},\"loss\":{},\"aux\":{},\"lr\":{},\"grad_norm\":{},\"tokens_per_s\":{:.0}}}",
+            step + 1,
+            st.loss,
+            st.aux,
+            lr,
+            st.grad_norm,
+            tps
+        )?;
+        pb.set_message(format!(
+            "loss {:.3} aux {:.3} {:.0} tok/s",
+            st.loss, st.aux, tps
+        ));
+        pb.inc(1);
+        if opts.save_every > 0 && (step + 1) % opts.save_every == 0 && step + 1 < opts.steps {
+            save(&params, &opt, step + 1)?;
+        }
+    }
+    pb.finish();
+    save(&params, &opt, opts.steps)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    Ok(PretrainReport {
+        checkpoint: ckpt,
+        history,
+        tokens_per_s: tokens as f64 / seconds.max(1e-9),
+        seconds,
+    })
+}

@@ -1,0 +1,262 @@
+//! Checkpoint save/load: round trips and every refusal, each naming the file.
+
+use serde_json::json;
+use std::path::Path;
+use traffic_moe::train::checkpoint::{
+    self, CheckpointError, CheckpointMeta, Expect, optimizer_path,
+};
+use traffic_moe::train::optim::{AdamW, AdamWConfig, Param};
+
+fn params() -> Vec<Param> {
+    vec![
+        Param::new(
+            "tok_embed",
+            vec![4, 2],
+            (0..8).map(|i| i as f32 * 0.5).collect(),
+            0,
+        )
+        .unwrap(),
+        Param::new(
+            "layers.0.w",
+            vec![2, 3],
+            vec![1.5, -2.0, 3.25, 0.0, -0.125, 7.0],
+            1,
+        )
+        .unwrap(),
+        Param::new("head.b", vec![3], vec![0.1, 0.2, 0.3], 2).unwrap(),
+    ]
+}
+
+fn meta() -> CheckpointMeta {
+    let mut m = CheckpointMeta::new(
+        json!({"d_model": 2, "n_layers": 1, "moe": {"n_experts": 8, "top_k": 2}}),
+        0xdead_beef_0123_4567,
+        vec!["alpha".into(), "beta".into(), "gamma".into()],
+        42,
+    );
+    m.extra.insert("kind".into(), "finetune".into());
+    m
+}
+
+fn zeroed() -> Vec<Param> {
+    let mut p = params();
+    p.iter_mut().for_each(|p| p.value.fill(0.0));
+    p
+}
+
+fn saved(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("run/model.safetensors");
+    checkpoint::save(&path, &meta(), &params(), false).unwrap();
+    path
+}
+
+#[test]
+fn round_trip_restores_values_and_meta() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let mut p = zeroed();
+    let cfg = meta().model_config;
+    let classes = meta().classes;
+    let expect = Expect {
+        model_config: Some(&cfg),
+        vocab_hash: Some(0xdead_beef_0123_4567),
+        classes: Some(&classes),
+        ..Default::default()
+    };
+    let m = checkpoint::load_into(&path, &expect, &mut p).unwrap();
+    assert_eq!(m, meta());
+    assert_eq!(p, params());
+    assert_eq!(checkpoint::read_meta(&path).unwrap(), meta());
+}
+
+#[test]
+fn refuses_to_overwrite_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let e = checkpoint::save(&path, &meta(), &params(), false).unwrap_err();
+    assert!(matches!(e, CheckpointError::Exists { .. }));
+    assert!(e.to_string().contains("model.safetensors"), "{e}");
+    let mut m2 = meta();
+    m2.step = 43;
+    checkpoint::save(&path, &m2, &params(), true).unwrap();
+    assert_eq!(checkpoint::read_meta(&path).unwrap().step, 43);
+    // no temporary files left behind
+    assert_eq!(
+        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
+        1
+    );
+}
+
+#[test]
+fn refuses_vocab_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let expect = Expect {
+        vocab_hash: Some(1),
+        ..Default::default()
+    };
+    let e = checkpoint::load_into(&path, &expect, &mut zeroed()).unwrap_err();
+    assert!(matches!(e, CheckpointError::VocabMismatch { .. }), "{e}");
+    let s = e.to_string();
+    assert!(
+        s.contains("model.safetensors") && s.contains("deadbeef01234567"),
+        "{s}"
+    );
+}
+
+#[test]
+fn refuses_config_mismatch_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let other = json!({"d_model": 2, "n_layers": 1, "moe": {"n_experts": 4, "top_k": 2}});
+    let expect = Expect {
+        model_config: Some(&other),
+        ..Default::default()
+    };
+    let mut p = zeroed();
+    let e = checkpoint::load_into(&path, &expect, &mut p).unwrap_err();
+    let s = e.to_string();
+    assert!(s.contains("moe.n_experts: checkpoint 8, expected 4"), "{s}");
+    // nothing was loaded
+    assert_eq!(p, zeroed());
+}
+
+#[test]
+fn refuses_class_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let classes = vec!["alpha".to_string(), "beta".to_string()];
+    let expect = Expect {
+        classes: Some(&classes),
+        ..Default::default()
+    };
+    let e = checkpoint::load_into(&path, &expect, &mut zeroed()).unwrap_err();
+    assert!(matches!(e, CheckpointError::ClassesMismatch { .. }), "{e}");
+}
+
+#[test]
+fn refuses_missing_and_extra_tensors_unless_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    // model with a new tensor the file lacks
+    let mut more = zeroed();
+    more.push(Param::new("head.w", vec![3, 2], vec![9.0; 6], 2).unwrap());
+    let e = checkpoint::load_into(&path, &Expect::default(), &mut more).unwrap_err();
+    assert!(
+        e.to_string().contains("missing tensors [\"head.w\"]"),
+        "{e}"
+    );
+    let allow = Expect {
+        allow_missing_prefixes: &["head."],
+        ..Default::default()
+    };
+    checkpoint::load_into(&path, &allow, &mut more).unwrap();
+    assert_eq!(more[3].value, vec![9.0; 6]); // untouched
+    assert_eq!(more[1].value, params()[1].value);
+
+    // model without a tensor the file has
+    let mut fewer = zeroed();
+    fewer.pop();
+    let e = checkpoint::load_into(&path, &Expect::default(), &mut fewer).unwrap_err();
+    assert!(
+        e.to_string().contains("unexpected tensors [\"head.b\"]"),
+        "{e}"
+    );
+    let ignore = Expect {
+        ignore_extra_prefixes: &["head."],
+        ..Default::default()
+    };
+    checkpoint::load_into(&path, &ignore, &mut fewer).unwrap();
+}
+
+#[test]
+fn refuses_shape_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = saved(dir.path());
+    let mut p = zeroed();
+    p[1] = Param::new("layers.0.w", vec![3, 2], vec![0.0; 6], 1).unwrap();
+    let e = checkpoint::load_into(&path, &Expect::default(), &mut p).unwrap_err();
+    let s = e.to_string();
+    assert!(
+        s.contains("`layers.0.w` has shape [2, 3], the model expects [3, 2]"),
+        "{s}"
+    );
+}
+
+#[test]
+fn refuses_other_format_versions_and_foreign_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("v2.safetensors");
+    let mut m = meta();
+    m.format_version = 2;
+    checkpoint::save(&path, &m, &params(), false).unwrap();
+    let e = checkpoint::read(&path).unwrap_err();
+    assert!(
+        matches!(e, CheckpointError::FormatVersion { found: 2, .. }),
+        "{e}"
+    );
+
+    let foreign = dir.path().join("foreign.safetensors");
+    let t = [1.0f32, 2.0];
+    checkpoint::write_tensors(&foreign, Default::default(), &[("x", &[2], &t)], false).unwrap();
+    let e = checkpoint::read(&foreign).unwrap_err();
+    assert!(
+        e.to_string().contains("not a traffic-moe checkpoint"),
+        "{e}"
+    );
+
+    let junk = dir.path().join("junk.safetensors");
+    std::fs::write(&junk, b"\x08\0\0\0\0\0\0\0{not json").unwrap();
+    let e = checkpoint::read(&junk).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("junk.safetensors: not a readable safetensors"),
+        "{e}"
+    );
+
+    let e = checkpoint::read(&dir.path().join("absent.safetensors")).unwrap_err();
+    assert!(e.to_string().contains("absent.safetensors"), "{e}");
+}
+
+#[test]
+fn optimizer_state_round_trips_and_resumes_identically() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut a = params();
+    let mut opt = AdamW::new(AdamWConfig::default(), &a).with_layerwise_decay(1, 0.9);
+    for (i, p) in a.iter_mut().enumerate() {
+        p.grad
+            .iter_mut()
+            .enumerate()
+            .for_each(|(j, g)| *g = (i + j) as f32 - 1.5);
+    }
+    opt.step(&mut a, 1e-2).unwrap();
+    let model = dir.path().join("model.safetensors");
+    let opath = optimizer_path(&model);
+    assert_eq!(opath, dir.path().join("model.optim.safetensors"));
+    checkpoint::save(&model, &meta(), &a, false).unwrap();
+    checkpoint::save_optimizer(&opath, &opt, &a, false).unwrap();
+
+    let mut b = zeroed();
+    checkpoint::load_into(&model, &Expect::default(), &mut b).unwrap();
+    let mut opt_b = checkpoint::load_optimizer(&opath, &b).unwrap();
+    assert_eq!(opt_b.step, 1);
+    assert_eq!(opt_b.m, opt.m);
+    assert_eq!(opt_b.v, opt.v);
+    assert_eq!(opt_b.group_lr, opt.group_lr);
+    // one more identical step from each: bit-identical parameters
+    for (pa, pb) in a.iter_mut().zip(b.iter_mut()) {
+        pb.grad.copy_from_slice(&pa.grad);
+    }
+    opt.step(&mut a, 1e-2).unwrap();
+    opt_b.step(&mut b, 1e-2).unwrap();
+    assert_eq!(a, b);
+
+    // a model checkpoint is not optimizer state, and vice versa
+    assert!(checkpoint::load_optimizer(&model, &b).is_err());
+    assert!(
+        checkpoint::read(&opath)
+            .unwrap_err()
+            .to_string()
+            .contains("optimizer")
+    );
+}

@@ -1,0 +1,332 @@
+//! `tmoe eval` and `tmoe classify` end to end on generated captures: a small
+//! labelled dataset, a briefly fine-tuned classifier, then the report files,
+//! agreement between eval (shards) and classify (re-read captures), and the
+//! refusals (foreign vocabulary, broken captures).
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use traffic_moe::cli::{classify, eval};
+use traffic_moe::model::{FfnKind, ModelConfig};
+use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::labels::LabelSource;
+use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
+use traffic_moe::traffic::tokenize::TokenizerConfig;
+use traffic_moe::traffic::types::{PROTO_TCP, PROTO_UDP};
+use traffic_moe::train::batch::open_part;
+use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+
+const SEC: u64 = 1_000_000_000;
+
+/// Class `dns`: UDP query/answer pairs. Class `web`: a TCP handshake, a
+/// request and a response. Payloads differ per flow so no two flows dedupe.
+fn write_captures(root: &Path, flows_per_file: u32) {
+    for (class, files) in [("dns", 3u32), ("web", 3u32)] {
+        let dir = root.join(class);
+        std::fs::create_dir_all(&dir).unwrap();
+        for f in 0..files {
+            let file = std::fs::File::create(dir.join(format!("{class}{f}.pcap"))).unwrap();
+            let mut w = PcapWriter::new(std::io::BufWriter::new(file), 1).unwrap();
+            for i in 0..flows_per_file {
+                // Distinct endpoints and times across every file of both classes.
+                let n = if class == "dns" { 0 } else { 5000 } + f * 1000 + i;
+                let cli = Ipv4Addr::new(10, 0, (n / 250) as u8, (n % 250) as u8 + 1);
+                let srv = Ipv4Addr::new(192, 168, 1, 53);
+                let t = 1_700_000_000 * SEC + n as u64 * SEC;
+                let port = 20_000 + n as u16;
+                let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
+                if class == "dns" {
+                    let q = format!("\x12\x34\x01\0\0\x01q{n}.example.com");
+                    let r = format!("\x12\x34\x71\x70\0\x01\0\x01a{n}.example.com {}", n * 7);
+                    frames.push((
+                        t,
+                        eth_ipv4(cli, srv, PROTO_UDP, &udp(port, 53, q.as_bytes())),
+                    ));
+                    frames.push((
+                        t + 20_000_000,
+                        eth_ipv4(srv, cli, PROTO_UDP, &udp(53, port, r.as_bytes())),
+                    ));
+                    frames.push((
+                        t + 50_000_000,
+                        eth_ipv4(cli, srv, PROTO_UDP, &udp(port, 53, q.as_bytes())),
+                    ));
+                    frames.push((
+                        t + 70_000_000,
+                        eth_ipv4(srv, cli, PROTO_UDP, &udp(53, port, r.as_bytes())),
+                    ));
+                } else {
+                    let req = format!("GET /page{n} HTTP/1.1\r\nHost: h{}", n % 17);
+                    let resp = format!("HTTP/1.1 200 OK\r\nContent-Length: {}", 100 + n);
+                    let seg = |sp, dp, seq, flags, p: &[u8]| tcp(sp, dp, seq, 1, flags, 64240, p);
+                    frames.push((
+                        t,
+                        eth_ipv4(cli, srv, PROTO_TCP, &seg(port, 80, 1, 0x02, b"")),
+                    ));
+                    frames.push((
+                        t + 1_000_000,
+                        eth_ipv4(srv, cli, PROTO_TCP, &seg(80, port, 9, 0x12, b"")),
+                    ));
+                    frames.push((
+                        t + 2_000_000,
+                        eth_ipv4(cli, srv, PROTO_TCP, &seg(port, 80, 2, 0x10, b"")),
+                    ));
+                    frames.push((
+                        t + 3_000_000,
+                        eth_ipv4(cli, srv, PROTO_TCP, &seg(port, 80, 2, 0x18, req.as_bytes())),
+                    ));
+                    frames.push((
+                        t + 9_000_000,
+                        eth_ipv4(
+                            srv,
+                            cli,
+                            PROTO_TCP,
+                            &seg(80, port, 10, 0x18, resp.as_bytes()),
+                        ),
+                    ));
+                }
+                for (ts, fr) in frames {
+                    w.write_frame(ts, &fr).unwrap();
+                }
+            }
+        }
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    root: PathBuf,
+    caps: PathBuf,
+    data: PathBuf,
+    ckpt: PathBuf,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().to_path_buf();
+    let caps = root.join("caps");
+    write_captures(&caps, 20);
+    let data = root.join("data");
+    let cfg = DatasetConfig {
+        inputs: vec![caps.clone()],
+        labels: LabelSource::Folder,
+        vocab_size: 200,
+        tokenizer: TokenizerConfig {
+            seq_len: 64,
+            packets: 5,
+            payload_bytes: 16,
+            ..TokenizerConfig::default()
+        },
+        min_packets: 3,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, &data, false).unwrap();
+    let info = load_dataset_info(&data).unwrap();
+    assert_eq!(info.classes, vec!["dns".to_string(), "web".to_string()]);
+    let model = ModelConfig {
+        name: "test".into(),
+        ffn: FfnKind::Moe,
+        d: 32,
+        layers: 2,
+        heads: 2,
+        n_experts: 4,
+        top_k: 2,
+        shared_ff: 32,
+        vocab: info.vocab_size,
+        max_seq: 64,
+        rope_theta: 10000.0,
+        aux_weight: 0.02,
+        n_classes: 0,
+    };
+    let run = root.join("run");
+    let opts = FinetuneOpts {
+        cfg: model,
+        init: None,
+        classes: info.classes.clone(),
+        out: run.clone(),
+        max_epochs: 3,
+        patience: 3,
+        batch: 16,
+        seq_len: 64,
+        lr: 3e-3,
+        llrd: 0.9,
+        aux_weight: 0.02,
+        train_fraction: 1.0,
+        clip: 1.0,
+        seed: 1,
+        progress: false,
+    };
+    let (train, val) = (
+        open_part(&data, "train").unwrap(),
+        open_part(&data, "val").unwrap(),
+    );
+    let r = finetune(&opts, &train, &val, info.vocab_hash).unwrap();
+    Fixture {
+        _dir: dir,
+        root,
+        caps,
+        data,
+        ckpt: r.checkpoint,
+    }
+}
+
+fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
+    eval::Args {
+        checkpoint: f.ckpt.clone(),
+        data: f.data.clone(),
+        split: "test".into(),
+        out: out.to_path_buf(),
+        batch: 7,
+        seq_len: None,
+        quiet: true,
+    }
+}
+
+fn classify_args(f: &Fixture, captures: Vec<PathBuf>, format: classify::Format) -> classify::Args {
+    classify::Args {
+        checkpoint: f.ckpt.clone(),
+        captures,
+        data: Some(f.data.clone()),
+        vocab: None,
+        format,
+        out: None,
+        min_packets: None,
+        batch: 16,
+        quiet: true,
+    }
+}
+
+#[test]
+fn eval_and_classify_end_to_end() {
+    let f = fixture();
+
+    // --- eval: outputs, and agreement with the training code's own evaluation
+    let out = f.root.join("eval");
+    let report = eval::evaluate(&eval_args(&f, &out)).unwrap();
+    let test = open_part(&f.data, "test").unwrap();
+    let (model, params, _) = load_classifier(&f.ckpt).unwrap();
+    let (acc, macro_f1, pred, truth) = evaluate(&model, &params, &test, 64, 64).unwrap();
+    assert_eq!(report.metrics.samples as usize, truth.len());
+    assert!(
+        (report.metrics.accuracy - acc).abs() < 1e-12,
+        "{} vs {acc}",
+        report.metrics.accuracy
+    );
+    assert!((report.metrics.macro_f1 - macro_f1).abs() < 1e-12);
+    let cm = &report.confusion;
+    for (t, p) in truth.iter().zip(&pred) {
+        assert!(cm.get(*t as usize, *p as usize) > 0);
+    }
+    for name in [
+        "metrics.json",
+        "report.txt",
+        "confusion.txt",
+        "confusion.csv",
+        "confusion.png",
+        "confusion.svg",
+        "curves.png",
+        "curves.svg",
+    ] {
+        let p = out.join(name);
+        assert!(
+            p.metadata().map(|m| m.len() > 0).unwrap_or(false),
+            "{} missing",
+            p.display()
+        );
+    }
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(j["info"]["split"], "test");
+    assert_eq!(j["samples"].as_u64().unwrap() as usize, truth.len());
+
+    // --- classify the test captures' flows again from the pcaps: each flow of
+    // the test split gets the same prediction as in eval (same tokens).
+    let mut buf = Vec::new();
+    let s = classify::classify(
+        &classify_args(&f, vec![f.caps.clone()], classify::Format::Csv),
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!((s.files_read, s.files_skipped), (6, 0));
+    assert_eq!(s.flows_classified, 120);
+    let csv = String::from_utf8(buf).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "file,proto,src_ip,src_port,dst_ip,dst_port,first_ts,packets,class,probability"
+    );
+    let mut by_flow: HashMap<(String, u16, String), (String, f64)> = HashMap::new();
+    for l in lines {
+        let c: Vec<&str> = l.split(',').collect();
+        assert_eq!(c.len(), 10, "{l}");
+        let p: f64 = c[9].parse().unwrap();
+        assert!(
+            (0.5..=1.0).contains(&p),
+            "argmax of 2 classes has p >= 0.5: {l}"
+        );
+        by_flow.insert(
+            (c[2].to_string(), c[3].parse().unwrap(), c[6].to_string()),
+            (c[8].to_string(), p),
+        );
+    }
+    assert_eq!(by_flow.len(), 120);
+    let classes = ["dns", "web"];
+    let mut rows: Vec<usize> = (0..test.len())
+        .filter(|&i| test.label(i).is_some())
+        .collect();
+    rows.sort();
+    for (k, &i) in rows.iter().enumerate() {
+        let m = test.meta(i);
+        let ts = format!("{}.{:09}", m.first_ts_ns / SEC, m.first_ts_ns % SEC);
+        let key = (m.src_addr().to_string(), m.src_port, ts);
+        let (class, _) = by_flow
+            .get(&key)
+            .unwrap_or_else(|| panic!("flow {key:?} not classified"));
+        assert_eq!(class, classes[pred[k] as usize], "flow {key:?}");
+    }
+
+    // --- JSON lines, and a broken capture among good ones is skipped
+    let bad = f.root.join("broken.pcap");
+    std::fs::write(&bad, b"this is not a capture at all").unwrap();
+    let missing = f.root.join("absent.pcap");
+    let mut buf = Vec::new();
+    let one = f.caps.join("web/web0.pcap");
+    let s = classify::classify(
+        &classify_args(&f, vec![bad, one, missing], classify::Format::Jsonl),
+        &mut buf,
+    )
+    .unwrap();
+    assert_eq!(
+        (s.files_read, s.files_skipped, s.flows_classified),
+        (1, 2, 20)
+    );
+    let text = String::from_utf8(buf).unwrap();
+    assert_eq!(text.lines().count(), 20);
+    let v: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    assert_eq!(v["proto"], "tcp");
+    assert_eq!(v["dst_port"], 80);
+    assert_eq!(v["packets"], 5);
+    assert!(classes.contains(&v["class"].as_str().unwrap()));
+
+    // --- refusals: another vocabulary, a dataset with other classes
+    let other_vocab = f.root.join("vocab.txt");
+    std::fs::write(&other_vocab, "[PAD]\n[UNK]\n[PD]\n[PY]\n[END]\naabb\n").unwrap();
+    let mut a = classify_args(&f, vec![f.caps.clone()], classify::Format::Csv);
+    a.data = None;
+    a.vocab = Some(other_vocab);
+    let e = classify::classify(&a, &mut Vec::new()).unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("vocabulary hash") && msg.contains("vocab.txt"),
+        "{msg}"
+    );
+
+    let mut a = eval_args(&f, &f.root.join("eval2"));
+    a.split = "bogus".into();
+    assert!(
+        eval::evaluate(&a)
+            .unwrap_err()
+            .to_string()
+            .contains("--split")
+    );
+}

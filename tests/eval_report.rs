@@ -1,0 +1,107 @@
+//! Report outputs: text table, confusion text/CSV, metrics.json, PNG and SVG figures.
+
+use traffic_moe::eval::plot::{self, History};
+use traffic_moe::eval::report::EvalReport;
+
+fn report() -> EvalReport {
+    let classes = vec![
+        "dns".to_string(),
+        "http-web".to_string(),
+        "video_stream".to_string(),
+    ];
+    let t = [0, 0, 0, 1, 1, 2, 2, 2, 2, 2];
+    let p = [0, 0, 1, 1, 2, 2, 2, 2, 2, 0];
+    EvalReport::from_labels(classes, &t, &p).unwrap()
+}
+
+fn png_size(bytes: &[u8]) -> (u32, u32) {
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n", "not a PNG");
+    let be = |o: usize| u32::from_be_bytes(bytes[o..o + 4].try_into().unwrap());
+    (be(16), be(20))
+}
+
+#[test]
+fn classification_report_lists_every_class_and_averages() {
+    let r = report();
+    let text = r.classification_report();
+    // dns: tp 2, predicted 3, support 3 -> P 0.6667 R 0.6667
+    let dns = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("dns"))
+        .unwrap();
+    assert!(
+        dns.contains("0.6667") && dns.trim_end().ends_with('3'),
+        "{dns}"
+    );
+    assert!(
+        text.contains("accuracy") && text.contains("macro avg") && text.contains("weighted avg")
+    );
+    let acc = text.lines().find(|l| l.contains("accuracy")).unwrap();
+    assert!(
+        acc.contains("0.7000") && acc.trim_end().ends_with("10"),
+        "{acc}"
+    );
+}
+
+#[test]
+fn writes_all_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut r = report();
+    r.info.insert("split".into(), "test".into());
+    let written = r.write_all(dir.path(), "test split").unwrap();
+    assert_eq!(written.len(), 6);
+
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["samples"], 10);
+    assert!((j["accuracy"].as_f64().unwrap() - 0.7).abs() < 1e-12);
+    assert_eq!(j["info"]["split"], "test");
+    assert_eq!(j["per_class"][2]["class"], "video_stream");
+    assert_eq!(j["per_class"][2]["support"], 5);
+    assert_eq!(
+        j["confusion_matrix"]["counts"][2],
+        serde_json::json!([1, 0, 4])
+    );
+    let macro_f1 = j["macro"]["f1"].as_f64().unwrap();
+    assert!((macro_f1 - r.metrics.macro_f1).abs() < 1e-12);
+
+    let csv = std::fs::read_to_string(dir.path().join("confusion.csv")).unwrap();
+    assert_eq!(csv.lines().nth(3).unwrap(), "video_stream,1,0,4");
+    let txt = std::fs::read_to_string(dir.path().join("confusion.txt")).unwrap();
+    assert!(txt.contains("video_stream"));
+
+    let png = std::fs::read(dir.path().join("confusion.png")).unwrap();
+    let (w, h) = png_size(&png);
+    assert!(w > 300 && h > 300, "{w}x{h}");
+    let svg = std::fs::read_to_string(dir.path().join("confusion.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("video_stream") && svg.contains("\n4\n"));
+}
+
+#[test]
+fn curves_render_to_png_and_svg() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = History {
+        train_loss: vec![1.9, 1.2, 0.8, 0.61, 0.5],
+        val_loss: vec![1.7, 1.1, 0.9, 0.85, 0.88],
+        val_macro_f1: vec![0.31, 0.55, 0.68, 0.72, 0.71],
+        val_accuracy: vec![],
+    };
+    let png = dir.path().join("curves.png");
+    plot::save_curves(&png, &h.panels()).unwrap();
+    let (w, hgt) = png_size(&std::fs::read(&png).unwrap());
+    assert_eq!((w, hgt), (1040, 400));
+    let svg = dir.path().join("curves.svg");
+    plot::save_curves(&svg, &h.panels()).unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    assert!(s.contains("val macro-F1") && s.contains("train loss"));
+}
+
+#[test]
+fn unwritable_output_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocker = dir.path().join("file");
+    std::fs::write(&blocker, b"x").unwrap();
+    let e = report().write_all(&blocker.join("sub"), "t").unwrap_err();
+    assert!(format!("{e:#}").contains("file/sub"), "{e:#}");
+}

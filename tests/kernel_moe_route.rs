@@ -1,0 +1,181 @@
+//! cuda/moe_route.cu against backend::cpu::router: softmax probabilities
+//! (fp32), top-k indices and counts (exact), the aux loss, and the router
+//! backward (top-k weight gradient + aux-loss gradient through the softmax).
+
+mod kernel_util;
+
+use kernel_util::*;
+use traffic_moe::backend::cpu::router;
+use traffic_moe::backend::gpu::Executor;
+use traffic_moe::backend::gpu::ops::moe_route::{self, Routing};
+use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
+
+// (tokens, experts, k)
+const SHAPES: [(usize, usize, usize); 3] = [(37, 8, 2), (300, 5, 3), (130, 64, 8)];
+
+struct Routed {
+    probs: Vec<f32>,
+    idx: Vec<u32>,
+    w: Vec<f32>,
+    counts: Vec<u32>,
+}
+
+fn route(ex: &Executor, logits: &[f32], r: &Routing) -> anyhow::Result<Routed> {
+    let (t, n, k) = (r.tokens, r.n_experts, r.k);
+    let lb = ex.upload(logits)?;
+    let (pb, ib, wb, cb) = (
+        ex.alloc_zeroed(t * n)?,
+        ex.alloc_zeroed(t * k)?,
+        ex.alloc_zeroed(t * k)?,
+        ex.alloc_zeroed(n)?,
+    );
+    moe_route::router_fwd(ex, &lb, &pb, &ib, &wb, Some(&cb), r)?;
+    Ok(Routed {
+        probs: ex.download(&pb)?,
+        idx: ex.download(&ib)?,
+        w: ex.download(&wb)?,
+        counts: ex.download(&cb)?,
+    })
+}
+
+#[test]
+fn router_fwd_and_lb_loss_match_reference() {
+    run_on_executors("router_fwd", |ex| {
+        let mut rng = rng(21);
+        for (t, n, k) in SHAPES {
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
+            let what = format!("T {t} N {n} k {k}");
+            let mut logits = uniform(&mut rng, t * n, 3.0);
+            // Exact ties in the first rows: equal logits must go to the lower index.
+            for e in 0..n {
+                logits[e] = 1.0;
+                logits[n + e] = if e % 2 == 1 { 2.0 } else { 0.0 };
+            }
+            let got = route(ex, &logits, &r)?;
+            let (mut p, mut idx, mut w, mut c) = (
+                vec![0f32; t * n],
+                vec![0u32; t * k],
+                vec![0f32; t * k],
+                vec![0u32; n],
+            );
+            router::fwd(&logits, n, k, &mut p, &mut idx, &mut w, &mut c);
+            anyhow::ensure!(got.idx == idx, "router topk_idx differs ({what})");
+            anyhow::ensure!(
+                got.counts == c,
+                "router counts differ ({what}): {:?} vs {c:?}",
+                got.counts
+            );
+            anyhow::ensure!(
+                (0..k).all(|j| got.idx[j] == j as u32),
+                "ties not broken to the lower index ({what})"
+            );
+            assert_close(
+                &format!("router probs ({what})"),
+                &f64s(&got.probs),
+                &f64s(&p),
+                1e-7,
+                1e-5,
+            )?;
+            assert_close(
+                &format!("router topk_w ({what})"),
+                &f64s(&got.w),
+                &f64s(&w),
+                1e-7,
+                1e-5,
+            )?;
+
+            let (pb, cb, lossb) = (
+                ex.upload(&got.probs)?,
+                ex.upload(&got.counts)?,
+                ex.alloc_zeroed::<f32>(1)?,
+            );
+            moe_route::lb_loss_fwd(ex, &pb, &cb, &lossb, &r)?;
+            let want = router::lb_loss(&f64s(&got.probs), &got.idx, t, n, k);
+            assert_close(
+                &format!("lb loss ({what})"),
+                &f64s(&ex.download(&lossb)?),
+                &[want],
+                0.0,
+                1e-5,
+            )?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn router_bwd_matches_reference() {
+    run_on_executors("router_bwd", |ex| {
+        let mut rng = rng(22);
+        for (t, n, k) in SHAPES {
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
+            let what = format!("T {t} N {n} k {k}");
+            let got = route(ex, &uniform(&mut rng, t * n, 3.0), &r)?;
+            let dw = uniform(&mut rng, t * k, 1.0);
+            let lb_dloss = 0.02f32 / 3.0;
+            // Reference: dprobs = scatter(dtopk_w) + aux-loss gradient, then the softmax backward.
+            let probs = f64s(&got.probs);
+            let mut dp = vec![0.0f64; t * n];
+            router::topk_bwd(&got.idx, &f64s(&dw), n, k, &mut dp);
+            router::lb_loss_bwd(&got.idx, t, n, k, lb_dloss as f64, &mut dp);
+            let mut want = vec![0.0f64; t * n];
+            router::softmax_bwd(&probs, &dp, n, &mut want);
+
+            let (pb, ib, cb, dwb) = (
+                ex.upload(&got.probs)?,
+                ex.upload(&got.idx)?,
+                ex.upload(&got.counts)?,
+                ex.upload(&dw)?,
+            );
+            let dlb = ex.alloc_zeroed::<f32>(t * n)?;
+            moe_route::router_bwd(ex, &pb, &ib, Some(&dwb), &cb, lb_dloss, &dlb, &r)?;
+            // fp32 cancellation in p*(dp - <p, dp>): tolerance relative to the row's scale.
+            assert_close(
+                &format!("router dlogits ({what})"),
+                &f64s(&ex.download(&dlb)?),
+                &want,
+                1e-6,
+                1e-4,
+            )?;
+
+            // Aux loss only (no top-k weight gradient).
+            let mut dp = vec![0.0f64; t * n];
+            router::lb_loss_bwd(&got.idx, t, n, k, 1.0, &mut dp);
+            router::softmax_bwd(&probs, &dp, n, &mut want);
+            moe_route::router_bwd(ex, &pb, &ib, None, &cb, 1.0, &dlb, &r)?;
+            let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
+            assert_close(
+                &format!("router dlogits, aux only ({what})"),
+                &f64s(&ex.download(&dlb)?),
+                &want,
+                1e-5 * scale,
+                1e-4,
+            )?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn router_rejects_k_above_n() {
+    let ex = Executor::sim();
+    let b = ex.alloc_zeroed::<f32>(8).unwrap();
+    let i = ex.alloc_zeroed::<u32>(8).unwrap();
+    let r = Routing {
+        tokens: 2,
+        n_experts: 4,
+        k: 5,
+    };
+    let err = moe_route::router_fwd(&ex, &b, &b, &i, &b, None, &r)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("bad shape"), "{err}");
+}
