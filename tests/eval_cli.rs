@@ -192,6 +192,7 @@ fn classify_args(f: &Fixture, captures: Vec<PathBuf>, format: classify::Format) 
         out: None,
         min_packets: None,
         batch: 16,
+        seq_len: None,
         quiet: true,
     }
 }
