@@ -4,6 +4,8 @@
 //! Top-k routing is piecewise constant: each perturbation must keep the
 //! same expert selection, which the check asserts.
 
+#![allow(clippy::needless_range_loop)] // index loops read clearer in finite-difference checks
+
 use traffic_moe::autograd::{Params, Tape};
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
 
@@ -77,7 +79,7 @@ fn check(ffn: FfnKind, cls: bool) {
     // Larger weights than the 0.02 init so every path carries signal and router gaps are wide.
     for (i, v) in p.values.iter_mut().enumerate() {
         let r = vals(v.len(), 100 + i as u64);
-        v.iter_mut().zip(r).for_each(|(x, r)| *x = *x + 0.4 * r);
+        v.iter_mut().zip(r).for_each(|(x, r)| *x += 0.4 * r);
     }
     let aux = 0.5; // larger than 0.02 so the aux-loss gradient is checked with weight
     let (_, routing) = run(&model, &mut p, cls, aux, true);

@@ -116,6 +116,7 @@ fn finetuning_learns_the_classes_from_pretrained_and_scratch() {
                 llrd: 0.9,
                 aux_weight: 0.02,
                 train_fraction: 1.0,
+                max_per_class: None,
                 clip: 1.0,
                 seed: 1,
                 progress: false,

@@ -367,9 +367,7 @@ impl<F: Float> Tape<F> {
                 let mut dx = zeros(x);
                 match b {
                     Some(b) => {
-                        let [gw, gb] = pg
-                            .get_disjoint_mut([w, b])
-                            .expect("distinct weight and bias");
+                        let [gw, gb] = take_grads(pg, [w, b]);
                         linear::bwd(
                             &v[x],
                             pv[w],
@@ -378,9 +376,10 @@ impl<F: Float> Tape<F> {
                             din,
                             n,
                             Some(&mut dx),
-                            gw,
-                            Some(gb),
+                            &mut *gw,
+                            Some(&mut *gb),
                         );
+                        restore_grads(pg, [w, b], [gw, gb]);
                     }
                     None => {
                         linear::bwd(&v[x], pv[w], dout, rows, din, n, Some(&mut dx), pg[w], None)
@@ -422,9 +421,8 @@ impl<F: Float> Tape<F> {
                 saved,
             } => {
                 let mut dz = zeros(z);
-                let [g0, g1, g2, g3, g4, g5, g6, g7] = pg
-                    .get_disjoint_mut(p.ids())
-                    .expect("distinct MoE parameters");
+                let mut g = take_grads(pg, p.ids());
+                let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut g;
                 let gr = MoeGrads {
                     router: g0,
                     shared_gate: g1,
@@ -445,6 +443,7 @@ impl<F: Float> Tape<F> {
                     &mut dz,
                     gr,
                 );
+                restore_grads(pg, p.ids(), g);
                 accumulate(grads, z, dz);
                 accumulate(grads, resid, dout.to_vec());
             }
@@ -463,6 +462,22 @@ impl<F: Float> Tape<F> {
                 accumulate(grads, logits, dl);
             }
         }
+    }
+}
+
+/// Several parameters' gradient slices at once (ids must be distinct): moved
+/// out of the list for the op's backward, then put back with [`restore_grads`].
+fn take_grads<'a, F, const N: usize>(pg: &mut [&'a mut [F]], ids: [usize; N]) -> [&'a mut [F]; N] {
+    ids.map(|i| std::mem::take(&mut pg[i]))
+}
+
+fn restore_grads<'a, F, const N: usize>(
+    pg: &mut [&'a mut [F]],
+    ids: [usize; N],
+    g: [&'a mut [F]; N],
+) {
+    for (i, g) in ids.into_iter().zip(g) {
+        pg[i] = g;
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Args {
     /// Use this fraction of the training flows.
     #[arg(long, default_value_t = 1.0)]
     pub train_fraction: f64,
+    /// At most this many training flows per class.
+    #[arg(long)]
+    pub max_per_class: Option<usize>,
     #[arg(long)]
     pub seq_len: Option<usize>,
     #[arg(long, default_value_t = 0)]
@@ -102,6 +105,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         lr: a.lr,
         llrd: a.llrd,
         train_fraction: a.train_fraction,
+        max_per_class: a.max_per_class,
         clip: 1.0,
         seed: a.seed,
         progress: !a.quiet,

@@ -98,7 +98,9 @@ pub fn read_capture(
     if let Err(e) = result {
         st.warnings.push(problem(e));
     }
+    // Frames naming an undeclared pcapng interface are frames too (skipped).
     st.unknown_interface_frames = reader.unknown_interface_frames;
+    st.frames += reader.unknown_interface_frames;
     table.flush(on_flow);
     st.flows = table.emitted();
     st.elapsed = start.elapsed();

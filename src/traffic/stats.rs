@@ -74,7 +74,7 @@ pub struct FileStats {
     pub format: Option<CaptureFormat>,
     /// File size in bytes.
     pub bytes: u64,
-    /// Frames (records / packet blocks) read.
+    /// Frames (records / packet blocks) read, decodable or not.
     pub frames: u64,
     /// TCP/UDP packets that went into flows.
     pub packets: u64,

@@ -170,6 +170,51 @@ pub fn subsample(src: &dyn Sequences, fraction: f64, seed: u64) -> Vec<usize> {
     keep
 }
 
+impl Sequences for crate::traffic::shard::Shard {
+    fn count(&self) -> usize {
+        self.len()
+    }
+    fn seq_len(&self) -> usize {
+        crate::traffic::shard::Shard::seq_len(self)
+    }
+    fn tokens(&self, i: usize) -> &[u32] {
+        crate::traffic::shard::Shard::tokens(self, i)
+    }
+    fn n_tokens(&self, i: usize) -> usize {
+        crate::traffic::shard::Shard::n_tokens(self, i)
+    }
+    fn label(&self, i: usize) -> Option<u32> {
+        crate::traffic::shard::Shard::label(self, i)
+    }
+}
+
+/// Opens `dir/<part>.tmoe`, naming the file in errors.
+pub fn open_part(
+    dir: &std::path::Path,
+    part: &str,
+) -> anyhow::Result<crate::traffic::shard::Shard> {
+    let p = dir.join(format!("{part}.tmoe"));
+    crate::traffic::shard::Shard::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+}
+
+/// Keeps at most `cap` indices per label (seeded choice), in index order:
+/// bounds the cost of an epoch on very imbalanced data.
+pub fn cap_per_class(src: &dyn Sequences, idx: Vec<usize>, cap: usize, seed: u64) -> Vec<usize> {
+    let mut shuffled = idx;
+    shuffled.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed));
+    let mut per: std::collections::HashMap<Option<u32>, usize> = std::collections::HashMap::new();
+    let mut keep: Vec<usize> = shuffled
+        .into_iter()
+        .filter(|&i| {
+            let n = per.entry(src.label(i)).or_default();
+            *n += 1;
+            *n <= cap
+        })
+        .collect();
+    keep.sort_unstable();
+    keep
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -197,31 +242,4 @@ mod tests {
         assert_eq!(s.next_batch(3).len(), 3);
         assert_eq!(s.epoch, 1);
     }
-}
-
-impl Sequences for crate::traffic::shard::Shard {
-    fn count(&self) -> usize {
-        self.len()
-    }
-    fn seq_len(&self) -> usize {
-        crate::traffic::shard::Shard::seq_len(self)
-    }
-    fn tokens(&self, i: usize) -> &[u32] {
-        crate::traffic::shard::Shard::tokens(self, i)
-    }
-    fn n_tokens(&self, i: usize) -> usize {
-        crate::traffic::shard::Shard::n_tokens(self, i)
-    }
-    fn label(&self, i: usize) -> Option<u32> {
-        crate::traffic::shard::Shard::label(self, i)
-    }
-}
-
-/// Opens `dir/<part>.tmoe`, naming the file in errors.
-pub fn open_part(
-    dir: &std::path::Path,
-    part: &str,
-) -> anyhow::Result<crate::traffic::shard::Shard> {
-    let p = dir.join(format!("{part}.tmoe"));
-    crate::traffic::shard::Shard::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
 }

@@ -2,7 +2,7 @@
 //! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
 //! budget, early stopping on validation macro-F1.
 
-use super::batch::{Sequences, Shuffler, make_batch, subsample};
+use super::batch::{Sequences, Shuffler, cap_per_class, make_batch, subsample};
 use super::checkpoint::{self, CheckpointMeta, Expect};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::schedule::WarmupCosine;
@@ -31,6 +31,8 @@ pub struct FinetuneOpts {
     pub llrd: f32,
     pub aux_weight: f32,
     pub train_fraction: f64,
+    /// At most this many training flows per class (None: all).
+    pub max_per_class: Option<usize>,
     pub clip: f64,
     pub seed: u64,
     pub progress: bool,
@@ -176,7 +178,10 @@ pub fn finetune(
         )
         .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
     }
-    let train_idx = labelled(train, subsample(train, opts.train_fraction, opts.seed));
+    let mut train_idx = labelled(train, subsample(train, opts.train_fraction, opts.seed));
+    if let Some(cap) = opts.max_per_class {
+        train_idx = cap_per_class(train, train_idx, cap, opts.seed);
+    }
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
     let steps_per_epoch = train_idx.len().div_ceil(opts.batch) as u64;
     let total = steps_per_epoch * opts.max_epochs as u64;

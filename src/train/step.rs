@@ -21,6 +21,7 @@ pub enum Task {
     Classify,
 }
 
+#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: &Model,
     params: &mut Vec<Param>,

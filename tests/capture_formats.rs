@@ -1,0 +1,288 @@
+//! Container formats: pcap in both byte orders and both precisions, pcapng
+//! with several interfaces / resolutions / sections, EPB and SPB, and bad
+//! input reported with file name and byte offset.
+
+use std::io::Cursor;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use traffic_moe::traffic::capture::{CaptureErrorKind, CaptureFormat, CaptureReader};
+use traffic_moe::traffic::decode::link;
+use traffic_moe::traffic::pcap_writer::{
+    Ipv4Opts, PcapNgBuilder, PcapWriter, eth_ipv4, ipv4, pcap_header, pcap_record_header, tcp, udp,
+};
+use traffic_moe::traffic::reader::{ReadConfig, read_capture};
+use traffic_moe::traffic::stats::FileStatus;
+use traffic_moe::traffic::types::{Flow, PROTO_TCP, PROTO_UDP, tcp_flags};
+
+const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+const B: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+const TS0: u64 = 1_700_000_000_123_456_789;
+
+#[derive(Debug, PartialEq)]
+struct Seen {
+    link_type: u32,
+    ts_ns: u64,
+    caplen: u32,
+    orig_len: u32,
+    data: Vec<u8>,
+    offset: u64,
+}
+
+fn frames_of(
+    bytes: Vec<u8>,
+) -> (
+    Vec<Seen>,
+    Result<(), traffic_moe::traffic::capture::CaptureError>,
+    CaptureFormat,
+) {
+    let mut r = CaptureReader::from_read(Cursor::new(bytes)).expect("header parses");
+    let mut seen = Vec::new();
+    let res = r.for_each_frame(|f| {
+        seen.push(Seen {
+            link_type: f.link_type,
+            ts_ns: f.ts_ns,
+            caplen: f.caplen,
+            orig_len: f.orig_len,
+            data: f.data.to_vec(),
+            offset: f.offset,
+        })
+    });
+    (seen, res, r.format())
+}
+
+fn udp_frame(i: u8) -> Vec<u8> {
+    eth_ipv4(
+        A,
+        B,
+        PROTO_UDP,
+        &udp(1000 + u16::from(i), 53, &vec![i; usize::from(i) + 1]),
+    )
+}
+
+/// A classic pcap with 3 frames in the given byte order / precision.
+fn classic(big_endian: bool, nanosecond: bool) -> Vec<u8> {
+    let mut out = pcap_header(link::ETHERNET, nanosecond, big_endian);
+    for i in 0..3u8 {
+        let f = udp_frame(i);
+        let ts = TS0 + u64::from(i) * 1_000;
+        out.extend(pcap_record_header(
+            ts,
+            f.len() as u32,
+            f.len() as u32,
+            nanosecond,
+            big_endian,
+        ));
+        out.extend(&f);
+    }
+    out
+}
+
+#[test]
+fn pcap_byte_orders_and_precisions() {
+    for big_endian in [false, true] {
+        for nanosecond in [false, true] {
+            let (seen, res, format) = frames_of(classic(big_endian, nanosecond));
+            res.unwrap();
+            assert_eq!(
+                format,
+                CaptureFormat::Pcap {
+                    big_endian,
+                    nanosecond
+                }
+            );
+            assert_eq!(seen.len(), 3);
+            let mut offset = 24;
+            for (i, s) in seen.iter().enumerate() {
+                let f = udp_frame(i as u8);
+                let ts = TS0 + i as u64 * 1_000;
+                let want_ts = if nanosecond { ts } else { ts / 1000 * 1000 };
+                assert_eq!(s.ts_ns, want_ts, "be={big_endian} ns={nanosecond}");
+                assert_eq!(s.link_type, link::ETHERNET);
+                assert_eq!(s.data, f);
+                assert_eq!((s.caplen, s.orig_len), (f.len() as u32, f.len() as u32));
+                assert_eq!(s.offset, offset);
+                offset += 16 + f.len() as u64;
+            }
+        }
+    }
+}
+
+#[test]
+fn pcap_writer_round_trip_and_large_frame() {
+    // A 200 KB frame forces the 64 KiB stream buffer to grow.
+    let big = vec![0x5a; 200_000];
+    let mut w = PcapWriter::with_precision(Vec::new(), link::ETHERNET, true).unwrap();
+    w.write_frame(TS0, &udp_frame(1)).unwrap();
+    w.write_frame(TS0 + 1, &big).unwrap();
+    w.write_frame_truncated(TS0 + 2, &udp_frame(2)[..20], 70)
+        .unwrap();
+    let (seen, res, _) = frames_of(w.into_inner());
+    res.unwrap();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[1].data.len(), 200_000);
+    assert_eq!(seen[1].ts_ns, TS0 + 1);
+    assert_eq!((seen[2].caplen, seen[2].orig_len), (20, 70));
+}
+
+#[test]
+fn pcapng_interfaces_resolutions_sections_epb_spb() {
+    for big_endian in [false, true] {
+        let mut ng = PcapNgBuilder::new(big_endian);
+        ng.interface(link::ETHERNET as u16, 6); // µs
+        ng.interface(link::RAW as u16, 9); // ns
+        ng.interface(link::LINUX_SLL2 as u16, 0x80 | 10); // 1/1024 s
+        let eth = udp_frame(3); // odd length: EPB padding must be cut
+        assert_eq!(eth.len() % 4, 2);
+        let raw = ipv4(
+            A,
+            B,
+            PROTO_TCP,
+            &tcp(1, 2, 0, 0, tcp_flags::SYN, 0, b""),
+            &Ipv4Opts::default(),
+        );
+        let first = ng.bytes.len() as u64;
+        ng.enhanced_packet(0, 1_700_000_000_000_001, &eth, eth.len() as u32);
+        let second = ng.bytes.len() as u64;
+        ng.enhanced_packet(1, 1_700_000_000_000_000_007, &raw, 1500);
+        ng.enhanced_packet(2, 1024 * 5 + 512, &raw, raw.len() as u32);
+        ng.simple_packet(&eth);
+        // Second section: a fresh interface table.
+        ng.section();
+        ng.interface(link::NULL as u16, 3); // ms
+        let third_section = ng.bytes.len() as u64;
+        ng.enhanced_packet(0, 42, &raw, raw.len() as u32);
+        let (seen, res, format) = frames_of(ng.bytes);
+        res.unwrap();
+        assert_eq!(format, CaptureFormat::PcapNg);
+        assert_eq!(seen.len(), 5);
+        assert_eq!(seen[0].link_type, link::ETHERNET);
+        assert_eq!(seen[0].ts_ns, 1_700_000_000_000_001_000);
+        assert_eq!(seen[0].data, eth);
+        assert_eq!(seen[0].offset, first);
+        assert_eq!(seen[1].link_type, link::RAW);
+        assert_eq!(seen[1].ts_ns, 1_700_000_000_000_000_007);
+        assert_eq!((seen[1].caplen, seen[1].orig_len), (raw.len() as u32, 1500));
+        assert_eq!(seen[1].offset, second);
+        assert_eq!(seen[2].link_type, link::LINUX_SLL2);
+        assert_eq!(seen[2].ts_ns, 5_500_000_000);
+        // SPB: first interface, no timestamp.
+        assert_eq!((seen[3].link_type, seen[3].ts_ns), (link::ETHERNET, 0));
+        assert_eq!(seen[3].data, eth);
+        assert_eq!((seen[4].link_type, seen[4].ts_ns), (link::NULL, 42_000_000));
+        assert_eq!(seen[4].offset, third_section);
+    }
+}
+
+fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+fn read_all(path: &Path) -> (traffic_moe::traffic::stats::FileStats, Vec<Flow>) {
+    let mut flows = Vec::new();
+    let st = read_capture(path, 7, &ReadConfig::default(), &mut |f| flows.push(f));
+    (st, flows)
+}
+
+#[test]
+fn read_capture_on_a_good_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = write_temp(dir.path(), "good.pcap", &classic(true, true));
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Ok);
+    assert_eq!((st.frames, st.packets, st.flows), (3, 3, 3));
+    assert_eq!(flows.len(), 3);
+    assert!(
+        flows
+            .iter()
+            .all(|f| f.file_index == 7 && f.total_packets == 1)
+    );
+}
+
+#[test]
+fn bad_inputs_report_file_and_offset() {
+    let dir = tempfile::tempdir().unwrap();
+
+    let p = write_temp(
+        dir.path(),
+        "notes.pcap",
+        b"this is not a capture, just some text\n",
+    );
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Failed);
+    let e = st.error.clone().unwrap();
+    assert_eq!((e.kind, e.offset), (CaptureErrorKind::NotCapture, 0));
+    assert!(e.to_string().contains("notes.pcap"), "{e}");
+    assert!(flows.is_empty());
+
+    let p = write_temp(dir.path(), "empty.pcap", b"");
+    let (st, _) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Failed);
+    assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Empty);
+
+    let p = write_temp(dir.path(), "short.pcap", &classic(false, false)[..10]);
+    let (st, _) = read_all(&p);
+    assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Truncated);
+
+    // Truncated last record: the first two frames survive, the warning names
+    // the offset of the third record.
+    let full = classic(false, false);
+    let third = 24 + (16 + udp_frame(0).len()) + (16 + udp_frame(1).len());
+    let p = write_temp(dir.path(), "cut.pcap", &full[..full.len() - 3]);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Warned);
+    assert_eq!((st.frames, flows.len()), (2, 2));
+    let w = &st.warnings[0];
+    assert_eq!(
+        (w.kind, w.offset),
+        (CaptureErrorKind::Truncated, third as u64)
+    );
+    assert!(w.to_string().contains("cut.pcap") && w.to_string().contains(&third.to_string()));
+
+    // Garbage in the middle of a pcap: a record header with an absurd length.
+    let mut g = full[..third].to_vec();
+    g.extend_from_slice(&[0xff; 40]);
+    g.extend_from_slice(&full[third..]);
+    let p = write_temp(dir.path(), "garbage.pcap", &g);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Warned);
+    assert_eq!(flows.len(), 2);
+    assert_eq!(st.warnings[0].offset, third as u64);
+
+    // Garbage in the middle of a pcapng: a block with a bad length field.
+    let mut ng = PcapNgBuilder::new(false);
+    ng.interface(link::ETHERNET as u16, 6);
+    ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+    let bad_at = ng.bytes.len();
+    ng.bytes
+        .extend_from_slice(&[6, 0, 0, 0, 13, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7, 8]);
+    ng.enhanced_packet(0, 2, &udp_frame(2), 60);
+    let p = write_temp(dir.path(), "garbage.pcapng", &ng.bytes);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Warned);
+    assert_eq!(flows.len(), 1);
+    assert_eq!(st.warnings[0].kind, CaptureErrorKind::Corrupt);
+    assert_eq!(st.warnings[0].offset, bad_at as u64);
+
+    let (st, _) = read_all(&dir.path().join("missing.pcap"));
+    assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Io);
+}
+
+#[test]
+fn packet_blocks_of_undeclared_interfaces_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ng = PcapNgBuilder::new(false);
+    ng.interface(link::ETHERNET as u16, 6);
+    ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+    ng.enhanced_packet(5, 2, &udp_frame(2), 60);
+    let p = write_temp(dir.path(), "ifaces.pcapng", &ng.bytes);
+    let (st, flows) = read_all(&p);
+    assert_eq!(st.status(), FileStatus::Ok);
+    assert_eq!(
+        (st.frames, st.packets, st.unknown_interface_frames),
+        (2, 1, 1)
+    );
+    assert_eq!(flows.len(), 1);
+}
