@@ -152,6 +152,7 @@ fn fixture() -> Fixture {
         llrd: 0.9,
         aux_weight: 0.02,
         train_fraction: 1.0,
+        max_per_class: None,
         clip: 1.0,
         seed: 1,
         progress: false,
