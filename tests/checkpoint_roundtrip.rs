@@ -67,6 +67,12 @@ fn round_trip_restores_values_and_meta() {
     assert_eq!(m, meta());
     assert_eq!(p, params());
     assert_eq!(checkpoint::read_meta(&path).unwrap(), meta());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o644, "a model file is shareable");
+    }
 }
 
 #[test]

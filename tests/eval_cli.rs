@@ -152,6 +152,7 @@ fn fixture() -> Fixture {
         llrd: 0.9,
         aux_weight: 0.02,
         train_fraction: 1.0,
+        max_per_class: None,
         clip: 1.0,
         seed: 1,
         progress: false,
@@ -192,6 +193,7 @@ fn classify_args(f: &Fixture, captures: Vec<PathBuf>, format: classify::Format) 
         out: None,
         min_packets: None,
         batch: 16,
+        seq_len: None,
         quiet: true,
     }
 }

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::eval::confusion::csv_field;
-use crate::eval::predict::{argmax, predict_probs};
+use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
 use crate::traffic::dataset::load_dataset_info;
 use crate::traffic::reader::{ReadConfig, find_captures, read_capture};
 use crate::traffic::tokenize::FlowTokenizer;
@@ -49,6 +49,10 @@ pub struct Args {
     pub min_packets: Option<usize>,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Cut flows to this many tokens (default: the fine-tuning length recorded
+    /// in the checkpoint, else the tokenizer's length).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
@@ -217,6 +221,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         meta.vocab_hash,
         a.checkpoint.display()
     );
+    let (seq_len, _) = resolve_seq_len(a.seq_len, &meta, tokenizer.seq_len());
     let min_packets = a.min_packets.or(dataset_min).unwrap_or(3).max(1);
     let tc = tokenizer.config();
     let read_cfg = ReadConfig {
@@ -259,15 +264,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
             seqs.push(&tokenizer.encode(f), None);
         }
         let idx: Vec<usize> = (0..flows.len()).collect();
-        let probs = predict_probs(
-            &model,
-            &params,
-            &seqs,
-            &idx,
-            a.batch,
-            tokenizer.seq_len(),
-            false,
-        )?;
+        let probs = predict_probs(&model, &params, &seqs, &idx, a.batch, seq_len, false)?;
         let c = meta.classes.len();
         for (flow, row) in flows.iter().zip(probs.chunks_exact(c)) {
             let (class, prob) = argmax(row);

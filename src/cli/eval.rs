@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::eval::plot::{self, History};
-use crate::eval::predict::{argmax, predict_probs};
+use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
 use crate::eval::report::EvalReport;
 use crate::traffic::dataset::load_dataset_info;
 use crate::train::batch::{Sequences, open_part};
@@ -33,7 +33,8 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
-    /// Cut sequences to this many tokens (default: the shard's length).
+    /// Cut sequences to this many tokens (default: the fine-tuning length
+    /// recorded in the checkpoint, else the shard's length).
     #[arg(long)]
     pub seq_len: Option<usize>,
     /// No progress bar.
@@ -99,7 +100,7 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
             shard.label(i)
         );
     }
-    let seq_len = a.seq_len.unwrap_or(shard.seq_len());
+    let (seq_len, seq_len_from) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
     let t0 = Instant::now();
     let probs = predict_probs(&model, &params, &shard, &idx, a.batch, seq_len, !a.quiet)?;
     let seconds = t0.elapsed().as_secs_f64();
@@ -126,6 +127,9 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         .info
         .insert("checkpoint_step".into(), json!(meta.step));
     report.info.insert("seq_len".into(), json!(seq_len));
+    report
+        .info
+        .insert("seq_len_from".into(), json!(seq_len_from));
     report.info.insert("seconds".into(), json!(seconds));
     report.info.insert(
         "flows_per_s".into(),

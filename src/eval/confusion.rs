@@ -114,27 +114,49 @@ impl ConfusionMatrix {
     }
 
     /// Aligned text table: rows = true class, columns = predicted class.
+    /// When full names would make it wider than 160 characters, columns are
+    /// headed by class number and rows start with theirs.
     pub fn to_text(&self, classes: &[String]) -> String {
         let names = names(classes, self.n_classes);
-        let label_w = names.iter().map(|n| n.len()).max().unwrap_or(0).max(10);
+        let count_w = |p: usize| {
+            (0..self.n_classes)
+                .map(|t| self.get(t, p).to_string().len())
+                .max()
+                .unwrap_or(1)
+        };
+        let label_w = names.iter().map(|n| n.len()).max().unwrap_or(0).max(11);
+        let wide: usize = (0..self.n_classes)
+            .map(|p| count_w(p).max(names[p].len()) + 2)
+            .sum();
+        let numbered = label_w + wide > 160;
+        let heads: Vec<String> = if numbered {
+            (0..self.n_classes).map(|p| p.to_string()).collect()
+        } else {
+            names.clone()
+        };
+        let rows: Vec<String> = if numbered {
+            let iw = (self.n_classes.max(1) - 1).to_string().len();
+            names
+                .iter()
+                .enumerate()
+                .map(|(t, n)| format!("{t:>iw$} {n}"))
+                .collect()
+        } else {
+            names.clone()
+        };
+        let label_w = rows.iter().map(|n| n.len()).max().unwrap_or(0).max(11);
         let col_w: Vec<usize> = (0..self.n_classes)
-            .map(|p| {
-                let widest = (0..self.n_classes)
-                    .map(|t| self.get(t, p).to_string().len())
-                    .max()
-                    .unwrap_or(1);
-                widest.max(names[p].len())
-            })
+            .map(|p| count_w(p).max(heads[p].len()))
             .collect();
         let mut s = String::new();
         let _ = writeln!(s, "{:>label_w$}  predicted ->", "true \\ pred");
         let _ = write!(s, "{:>label_w$}", "");
-        for (p, w) in col_w.iter().enumerate() {
-            let _ = write!(s, "  {:>w$}", names[p]);
+        for (head, w) in heads.iter().zip(&col_w) {
+            let _ = write!(s, "  {head:>w$}");
         }
         s.push('\n');
-        for (t, name) in names.iter().enumerate() {
-            let _ = write!(s, "{name:>label_w$}");
+        for (t, row) in rows.iter().enumerate() {
+            let _ = write!(s, "{row:>label_w$}");
             for (p, w) in col_w.iter().enumerate() {
                 let _ = write!(s, "  {:>w$}", self.get(t, p));
             }
@@ -229,5 +251,23 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert!(lines[2].trim_start().starts_with("web,http") && lines[2].ends_with("1    1"));
         assert!(lines[3].trim_start().starts_with("dns") && lines[3].ends_with("0    1"));
+    }
+
+    #[test]
+    fn wide_text_numbers_the_columns() {
+        let classes: Vec<String> = (0..12).map(|i| format!("a-long-class-name-{i}")).collect();
+        let t: Vec<u32> = (0..12).collect();
+        let cm = ConfusionMatrix::from_labels(12, &t, &t).unwrap();
+        let text = cm.to_text(&classes);
+        assert!(text.lines().all(|l| l.len() <= 160), "{text}");
+        let header = text.lines().nth(1).unwrap();
+        assert!(header.split_whitespace().eq((0..12).map(|i| i.to_string())));
+        assert!(
+            text.lines()
+                .nth(13)
+                .unwrap()
+                .trim_start()
+                .starts_with("11 a-long-class-name-11")
+        );
     }
 }

@@ -31,6 +31,8 @@ pub enum CheckpointError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("{path}: could not write: {detail}")]
+    Write { path: PathBuf, detail: String },
     #[error("refusing to overwrite {path}: it already exists (pass force / --force to replace it)")]
     Exists { path: PathBuf },
     #[error("{path}: not a readable safetensors file: {detail}")]
@@ -276,11 +278,18 @@ pub fn write_tensors(
     let tmp = PathBuf::from(tmp);
     safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        CheckpointError::Parse {
+        CheckpointError::Write {
             path: path.to_path_buf(),
-            detail: format!("could not write: {e}"),
+            detail: e.to_string(),
         }
     })?;
+    // safetensors writes through a private (0600) temporary file; a model file
+    // is meant to be shared, so give it the usual 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+    }
     let placed = if force {
         std::fs::rename(&tmp, path)
     } else {
