@@ -1,15 +1,19 @@
-//! cuda/embed.cu against a plain reference, on every available executor.
+//! cuda/embed.cu against backend::cpu::embedding (f64, same bf16/f32 inputs),
+//! on every available executor.
+
+mod kernel_util;
 
 use half::bf16;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use kernel_util::*;
+use rand::Rng;
+use traffic_moe::backend::cpu::embedding;
 use traffic_moe::backend::gpu::ops::embed::{self, EmbedBwdPlan};
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
 #[test]
 fn embedding_fwd_bwd_match_reference() {
     run_on_executors("embedding", |ex| {
-        let mut rng = StdRng::seed_from_u64(11);
+        let mut rng = rng(11);
         for (rows, d, vocab) in [(77usize, 100usize, 50usize), (64, 96, 1000), (5, 13, 3)] {
             // Skewed ids: many repeats of a few tokens, like [PAD] in real batches.
             let ids: Vec<u32> = (0..rows)
@@ -21,9 +25,7 @@ fn embedding_fwd_bwd_match_reference() {
                     }
                 })
                 .collect();
-            let table: Vec<f32> = (0..vocab * d)
-                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                .collect();
+            let table = uniform(&mut rng, vocab * d, 1.0);
             let shape = format!("rows {rows} d {d} vocab {vocab}");
 
             let idb = ex.upload(&ids)?;
@@ -31,14 +33,9 @@ fn embedding_fwd_bwd_match_reference() {
             let out = ex.alloc_zeroed::<bf16>(rows * d)?;
             embed::fwd(ex, &idb, &tb, &out, rows, d, vocab)?;
             let got: Vec<f64> = ex.download(&out)?.iter().map(|v| v.to_f64()).collect();
-            let want: Vec<f64> = ids
-                .iter()
-                .flat_map(|&id| {
-                    table[id as usize * d..(id as usize + 1) * d]
-                        .iter()
-                        .map(|&v| v as f64)
-                })
-                .collect();
+            let mut want = vec![0.0f64; rows * d];
+            embedding::fwd(&ids, &f64s(&table), d, &mut want);
+            // One bf16 rounding of an exact copy: half an ulp.
             assert_close(
                 &format!("embedding out ({shape})"),
                 &got,
@@ -47,16 +44,10 @@ fn embedding_fwd_bwd_match_reference() {
                 1.0 / 256.0,
             )?;
 
-            let dout: Vec<bf16> = (0..rows * d)
-                .map(|_| bf16::from_f32(rng.random::<f32>() - 0.5))
-                .collect();
+            let (dout, doutf) = bf16_input(&mut rng, rows * d, 0.5);
             let dtable0: Vec<f32> = (0..vocab * d).map(|i| (i % 5) as f32 * 0.01).collect();
-            let mut want = dtable0.iter().map(|&v| v as f64).collect::<Vec<_>>();
-            for (t, &id) in ids.iter().enumerate() {
-                for j in 0..d {
-                    want[id as usize * d + j] += dout[t * d + j].to_f64();
-                }
-            }
+            let mut want = f64s(&dtable0);
+            embedding::bwd(&ids, &doutf, d, &mut want);
             let plan = EmbedBwdPlan::new(ex, &ids, vocab)?;
             let db = ex.upload(&dout)?;
             let dt = ex.upload(&dtable0)?;
