@@ -1,6 +1,6 @@
 //! cuda/rmsnorm.cu against backend::cpu::rmsnorm (f64, same bf16 inputs),
 //! on every available executor. Odd shapes exercise the scalar path and partial
-//! blocks; d % 8 == 0 shapes the 16-byte vector path.
+//! blocks; d % 8 == 0 shapes the 16-byte vector paths (forward and backward).
 
 mod kernel_util;
 
@@ -10,7 +10,16 @@ use traffic_moe::backend::cpu::rmsnorm as cpu_rmsnorm;
 use traffic_moe::backend::gpu::ops::rmsnorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
-const SHAPES: [(usize, usize); 4] = [(37, 300), (19, 264), (5, 1000), (300, 8)];
+// Scalar path: d = 300, 77 (odd). Vector path: 264, 1000, 8, and 2056 (two
+// 8-column groups for some threads of a 256-thread block).
+const SHAPES: [(usize, usize); 6] = [
+    (37, 300),
+    (23, 77),
+    (19, 264),
+    (5, 1000),
+    (300, 8),
+    (4, 2056),
+];
 
 struct Reference {
     y: Vec<f64>,
