@@ -74,17 +74,31 @@ typedef struct EmbedFwdParams {
   int32_t _pad;
 } EmbedFwdParams;
 
-/* Deterministic scatter-add: rows grouped by token id (host-built plan), one
- * block per distinct id sums its rows in position order, then adds once. */
-typedef struct EmbedBwdParams {
-  const bf16* dout;        /* [rows, d] */
-  const uint32_t* order;   /* [rows] row indices sorted by (id, row) */
-  const uint32_t* seg_start; /* [n_segments + 1] offsets into order */
-  const uint32_t* seg_id;  /* [n_segments] token id of each segment */
-  float* dtable;           /* [vocab, d] += */
-  int32_t n_segments;
+/* Deterministic scatter-add, no host plan (cuda/embed.cu): rows are cut into
+ * tiles of EMBED_TILE; embed_bwd_tile groups a tile's rows by id on the device
+ * and writes one fp32 partial row per distinct id; embed_bwd_reduce sums each
+ * id's partials in tile order and adds once to the table. */
+#define EMBED_TILE 256
+typedef struct EmbedBwdTileParams {
+  const uint32_t* ids;   /* [rows]; ids >= vocab contribute nothing */
+  const bf16* dout;      /* [rows, d] */
+  float* partial;        /* [n_tiles * EMBED_TILE, d] = (group g of tile k at row k*TILE+g) */
+  uint32_t* tile_ids;    /* [n_tiles * EMBED_TILE] = distinct ids of each tile, ascending */
+  uint32_t* n_groups;    /* [n_tiles] = distinct ids per tile */
+  int32_t rows;
   int32_t d;
-} EmbedBwdParams;
+  int32_t vocab;
+  int32_t _pad;
+} EmbedBwdTileParams;
+
+typedef struct EmbedBwdReduceParams {
+  const float* partial;     /* as written by embed_bwd_tile */
+  const uint32_t* tile_ids;
+  const uint32_t* n_groups;
+  float* dtable;            /* [vocab, d] += */
+  int32_t n_tiles;
+  int32_t d;
+} EmbedBwdReduceParams;
 
 /* ---- simulator self-tests (cuda/sim/tests/*.cu; compiled for the simulator only) ---- */
 

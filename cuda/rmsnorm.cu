@@ -49,14 +49,34 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_fwd(const RmsNormFwdPa
   }
 }
 
-// One block per contiguous chunk of rows; thread t owns columns t, t+blockDim, ...
-// so its dw sums stay in shared memory in a fixed row order (no atomics), and
-// the block writes one partial row that rmsnorm_dw_reduce sums in block order.
-// Dynamic shared memory: d floats.
+static __device__ __forceinline__ bool aligned16(const void* ptr) {
+  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
+}
+static __device__ __forceinline__ void load_f32x8(const float* ptr, float out[8]) {
+  const float4 a = *reinterpret_cast<const float4*>(ptr);
+  const float4 b = *reinterpret_cast<const float4*>(ptr + 4);
+  out[0] = a.x; out[1] = a.y; out[2] = a.z; out[3] = a.w;
+  out[4] = b.x; out[5] = b.y; out[6] = b.z; out[7] = b.w;
+}
+static __device__ __forceinline__ void store_f32x8(float* ptr, const float in[8]) {
+  *reinterpret_cast<float4*>(ptr) = make_float4(in[0], in[1], in[2], in[3]);
+  *reinterpret_cast<float4*>(ptr + 4) = make_float4(in[4], in[5], in[6], in[7]);
+}
+
+// One block per contiguous chunk of rows; thread t owns the same columns in
+// every row (t, t+blockDim, ... or, on the vector path, the 8-column groups
+// 8t, 8(t+blockDim), ...), so its dw sums stay in shared memory in a fixed row
+// order (no atomics), and the block writes one partial row that
+// rmsnorm_dw_reduce sums in block order. 16-byte accesses when d % 8 == 0 and
+// the pointers are aligned; scalar otherwise. Dynamic shared memory: d floats.
 extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd(const RmsNormBwdParams p) {
   TMOE_DYNAMIC_SMEM(float, dw_acc);
   __shared__ float scratch[32];
   for (int j = threadIdx.x; j < p.d; j += blockDim.x) dw_acc[j] = 0.f;
+  const bool vec = p.d % 8 == 0 && aligned16(p.x) && aligned16(p.dy) && aligned16(p.dx) &&
+                   aligned16(p.w) && aligned16(dw_acc);
+  const int vstep = blockDim.x * 8;
+  __syncthreads();  // the vector path's column groups are not the zeroing threads' columns
 
   const int per_block = ceil_div(p.rows, gridDim.x);
   const int r0 = blockIdx.x * per_block;
@@ -67,14 +87,45 @@ extern "C" __global__ void __launch_bounds__(256) rmsnorm_bwd(const RmsNormBwdPa
     bf16* dx = p.dx + (size_t)row * p.d;
     const float rstd = p.rstd[row];
     float dot = 0.f;
-    for (int j = threadIdx.x; j < p.d; j += blockDim.x) dot += bf2f(x[j]) * p.w[j] * bf2f(dy[j]);
+    if (vec) {
+      for (int j = threadIdx.x * 8; j < p.d; j += vstep) {
+        float xv[8], dyv[8], w[8];
+        load_bf16x8(x + j, xv);
+        load_bf16x8(dy + j, dyv);
+        load_f32x8(p.w + j, w);
+#pragma unroll
+        for (int k = 0; k < 8; k++) dot += xv[k] * w[k] * dyv[k];
+      }
+    } else {
+      for (int j = threadIdx.x; j < p.d; j += blockDim.x) dot += bf2f(x[j]) * p.w[j] * bf2f(dy[j]);
+    }
     const float c = block_sum(dot, scratch) * rstd * rstd / p.d;
-    for (int j = threadIdx.x; j < p.d; j += blockDim.x) {
-      const float xv = bf2f(x[j]), dyv = bf2f(dy[j]);
-      dx[j] = f2bf(rstd * (p.w[j] * dyv - xv * c));
-      dw_acc[j] += dyv * xv * rstd;
+    if (vec) {
+      // Re-reads x, dy, w (L1 hits) rather than holding them across the barrier.
+      for (int j = threadIdx.x * 8; j < p.d; j += vstep) {
+        float xv[8], dyv[8], w[8], o[8];
+        load_bf16x8(x + j, xv);
+        load_bf16x8(dy + j, dyv);
+        load_f32x8(p.w + j, w);
+        float acc[8];
+        load_f32x8(dw_acc + j, acc);
+#pragma unroll
+        for (int k = 0; k < 8; k++) {
+          o[k] = rstd * (w[k] * dyv[k] - xv[k] * c);
+          acc[k] += dyv[k] * xv[k] * rstd;
+        }
+        store_f32x8(dw_acc + j, acc);
+        store_bf16x8(dx + j, o);
+      }
+    } else {
+      for (int j = threadIdx.x; j < p.d; j += blockDim.x) {
+        const float xv = bf2f(x[j]), dyv = bf2f(dy[j]);
+        dx[j] = f2bf(rstd * (p.w[j] * dyv - xv * c));
+        dw_acc[j] += dyv * xv * rstd;
+      }
     }
   }
+  __syncthreads();  // vector-path columns are written back by the scalar loop's threads
   for (int j = threadIdx.x; j < p.d; j += blockDim.x)
     p.dw_partial[(size_t)blockIdx.x * p.d + j] = dw_acc[j];
 }

@@ -1,95 +1,120 @@
-//! cuda/embed.cu against a plain reference, on every available executor.
+//! cuda/embed.cu against backend::cpu::embedding (f64, same bf16/f32 inputs),
+//! on every available executor.
+
+mod kernel_util;
 
 use half::bf16;
+use kernel_util::*;
+use rand::Rng;
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use traffic_moe::backend::gpu::ops::embed::{self, EmbedBwdPlan};
+use traffic_moe::backend::cpu::embedding;
+use traffic_moe::backend::gpu::Executor;
+use traffic_moe::backend::gpu::ops::embed::{self, BWD_TILE, EmbedBwdScratch};
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
+
+/// `rows` ids in 0..vocab; a fraction `hot` of them is id 0 (like [PAD]).
+fn skewed_ids(rng: &mut StdRng, rows: usize, vocab: usize, hot: f32) -> Vec<u32> {
+    (0..rows)
+        .map(|_| {
+            if rng.random::<f32>() < hot {
+                0
+            } else {
+                rng.random_range(0..vocab as u32)
+            }
+        })
+        .collect()
+}
+
+/// Forward and backward against the reference; the backward twice, bitwise equal.
+fn check(
+    ex: &Executor,
+    rng: &mut StdRng,
+    ids: &[u32],
+    d: usize,
+    vocab: usize,
+) -> anyhow::Result<()> {
+    let rows = ids.len();
+    let shape = format!("rows {rows} d {d} vocab {vocab}");
+    let table = uniform(rng, vocab * d, 1.0);
+    let idb = ex.upload(ids)?;
+    let tb = ex.upload(&table)?;
+    let out = ex.alloc_zeroed::<bf16>(rows * d)?;
+    embed::fwd(ex, &idb, &tb, &out, rows, d, vocab)?;
+    let mut want = vec![0.0f64; rows * d];
+    embedding::fwd(ids, &f64s(&table), d, &mut want);
+    // One bf16 rounding of an exact copy: half an ulp.
+    assert_close(
+        &format!("embedding out ({shape})"),
+        &bf_f64(&ex.download(&out)?),
+        &want,
+        0.0,
+        1.0 / 256.0,
+    )?;
+
+    let (dout, doutf) = bf16_input(rng, rows * d, 0.5);
+    let dtable0: Vec<f32> = (0..vocab * d).map(|i| (i % 5) as f32 * 0.01).collect();
+    let mut want = f64s(&dtable0);
+    embedding::bwd(ids, &doutf, d, &mut want);
+    let scratch = EmbedBwdScratch::alloc(ex, rows, d)?;
+    let db = ex.upload(&dout)?;
+    let dt = ex.upload(&dtable0)?;
+    embed::bwd(ex, &idb, &db, &dt, &scratch, vocab)?;
+    let got = f64s(&ex.download(&dt)?);
+    // fp32 sums of up to `rows` terms: atol grows with the row count.
+    assert_close(
+        &format!("dtable ({shape})"),
+        &got,
+        &want,
+        1e-5 * rows as f64,
+        1e-5,
+    )?;
+
+    let dt2 = ex.upload(&dtable0)?;
+    embed::bwd(ex, &idb, &db, &dt2, &scratch, vocab)?;
+    anyhow::ensure!(
+        f64s(&ex.download(&dt2)?) == got,
+        "embedding backward is not deterministic ({shape})"
+    );
+    Ok(())
+}
 
 #[test]
 fn embedding_fwd_bwd_match_reference() {
     run_on_executors("embedding", |ex| {
-        let mut rng = StdRng::seed_from_u64(11);
-        for (rows, d, vocab) in [(77usize, 100usize, 50usize), (64, 96, 1000), (5, 13, 3)] {
-            // Skewed ids: many repeats of a few tokens, like [PAD] in real batches.
-            let ids: Vec<u32> = (0..rows)
-                .map(|_| {
-                    if rng.random::<f32>() < 0.4 {
-                        0
-                    } else {
-                        rng.random_range(0..vocab as u32)
-                    }
-                })
-                .collect();
-            let table: Vec<f32> = (0..vocab * d)
-                .map(|_| rng.random::<f32>() * 2.0 - 1.0)
-                .collect();
-            let shape = format!("rows {rows} d {d} vocab {vocab}");
-
-            let idb = ex.upload(&ids)?;
-            let tb = ex.upload(&table)?;
-            let out = ex.alloc_zeroed::<bf16>(rows * d)?;
-            embed::fwd(ex, &idb, &tb, &out, rows, d, vocab)?;
-            let got: Vec<f64> = ex.download(&out)?.iter().map(|v| v.to_f64()).collect();
-            let want: Vec<f64> = ids
-                .iter()
-                .flat_map(|&id| {
-                    table[id as usize * d..(id as usize + 1) * d]
-                        .iter()
-                        .map(|&v| v as f64)
-                })
-                .collect();
-            assert_close(
-                &format!("embedding out ({shape})"),
-                &got,
-                &want,
-                0.0,
-                1.0 / 256.0,
-            )?;
-
-            let dout: Vec<bf16> = (0..rows * d)
-                .map(|_| bf16::from_f32(rng.random::<f32>() - 0.5))
-                .collect();
-            let dtable0: Vec<f32> = (0..vocab * d).map(|i| (i % 5) as f32 * 0.01).collect();
-            let mut want = dtable0.iter().map(|&v| v as f64).collect::<Vec<_>>();
-            for (t, &id) in ids.iter().enumerate() {
-                for j in 0..d {
-                    want[id as usize * d + j] += dout[t * d + j].to_f64();
-                }
-            }
-            let plan = EmbedBwdPlan::new(ex, &ids, vocab)?;
-            let db = ex.upload(&dout)?;
-            let dt = ex.upload(&dtable0)?;
-            embed::bwd(ex, &plan, &db, &dt, d, vocab)?;
-            let got: Vec<f64> = ex.download(&dt)?.iter().map(|&v| v as f64).collect();
-            assert_close(
-                &format!("dtable ({shape})"),
-                &got,
-                &want,
-                1e-5 * rows as f64,
-                1e-5,
-            )?;
-
-            let dt2 = ex.upload(&dtable0)?;
-            embed::bwd(ex, &plan, &db, &dt2, d, vocab)?;
-            let again: Vec<f64> = ex.download(&dt2)?.iter().map(|&v| v as f64).collect();
-            anyhow::ensure!(
-                again == got,
-                "embedding backward is not deterministic ({shape})"
-            );
+        let mut rng = rng(11);
+        // Partial tiles, several tiles, d % 8 == 0 (vector path) and odd d.
+        for (rows, d, vocab) in [
+            (77usize, 100usize, 50usize),
+            (64, 96, 1000),
+            (5, 13, 3),
+            (3 * BWD_TILE + 41, 64, 300),
+        ] {
+            let ids = skewed_ids(&mut rng, rows, vocab, 0.4);
+            check(ex, &mut rng, &ids, d, vocab)?;
         }
         Ok(())
     });
 }
 
 #[test]
-fn out_of_range_ids_are_rejected_by_the_plan_and_zeroed_forward() {
-    let ex = traffic_moe::backend::gpu::Executor::sim();
-    let err = EmbedBwdPlan::new(&ex, &[1, 9], 4)
-        .err()
-        .expect("id 9 >= vocab 4")
-        .to_string();
-    assert!(err.contains("id 9"), "{err}");
+fn embedding_bwd_one_id_covering_most_rows() {
+    run_on_executors("embedding_skewed", |ex| {
+        let mut rng = rng(12);
+        for (rows, d) in [(6 * BWD_TILE + 77, 37), (4 * BWD_TILE, 72)] {
+            let ids = skewed_ids(&mut rng, rows, 500, 0.9);
+            let hot = ids.iter().filter(|&&id| id == 0).count();
+            assert!(hot * 10 >= rows * 8, "{hot} of {rows} rows are id 0");
+            check(ex, &mut rng, &ids, d, 500)?;
+        }
+        // Every row the same id.
+        check(ex, &mut rng, &vec![3; 2 * BWD_TILE + 1], 24, 4)?;
+        Ok(())
+    });
+}
+
+#[test]
+fn out_of_range_ids_are_zeroed_forward_and_skipped_backward() {
+    let ex = Executor::sim();
     let ids = ex.upload(&[1u32, 9]).unwrap();
     let table = ex.upload(&[1.0f32; 8]).unwrap();
     let out = ex.alloc_zeroed::<bf16>(4).unwrap();
@@ -101,12 +126,26 @@ fn out_of_range_ids_are_rejected_by_the_plan_and_zeroed_forward() {
         .map(|v| v.to_f32())
         .collect();
     assert_eq!(got, vec![1.0, 1.0, 0.0, 0.0]);
+
+    let dout = ex.upload(&[bf16::from_f32(0.5); 4]).unwrap();
+    let dtable = ex.alloc_zeroed::<f32>(8).unwrap();
+    let scratch = EmbedBwdScratch::alloc(&ex, 2, 2).unwrap();
+    embed::bwd(&ex, &ids, &dout, &dtable, &scratch, 4).unwrap();
+    assert_eq!(
+        ex.download(&dtable).unwrap(),
+        vec![0.0, 0.0, 0.5, 0.5, 0.0, 0.0, 0.0, 0.0]
+    );
 }
 
 #[test]
-fn plan_groups_rows_by_id_in_row_order() {
-    let (order, start, id) = EmbedBwdPlan::host(&[3, 1, 3, 0, 1, 3]);
-    assert_eq!(order, vec![3, 1, 4, 0, 2, 5]);
-    assert_eq!(start, vec![0, 1, 3, 6]);
-    assert_eq!(id, vec![0, 1, 3]);
+fn backward_rejects_wrong_sizes() {
+    let ex = Executor::sim();
+    let ids = ex.upload(&[0u32; 3]).unwrap();
+    let dout = ex.alloc_zeroed::<bf16>(8).unwrap();
+    let dtable = ex.alloc_zeroed::<f32>(8).unwrap();
+    let scratch = EmbedBwdScratch::alloc(&ex, 4, 2).unwrap();
+    let err = embed::bwd(&ex, &ids, &dout, &dtable, &scratch, 4)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("embedding ids"), "{err}");
 }

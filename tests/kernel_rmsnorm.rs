@@ -1,30 +1,25 @@
-//! cuda/rmsnorm.cu against an f64 reference computed from the same bf16 inputs,
+//! cuda/rmsnorm.cu against backend::cpu::rmsnorm (f64, same bf16 inputs),
 //! on every available executor. Odd shapes exercise the scalar path and partial
-//! blocks; d % 8 == 0 shapes the 16-byte vector path.
+//! blocks; d % 8 == 0 shapes the 16-byte vector paths (forward and backward).
+
+mod kernel_util;
 
 use half::bf16;
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use kernel_util::*;
+use traffic_moe::backend::cpu::rmsnorm as cpu_rmsnorm;
 use traffic_moe::backend::gpu::ops::rmsnorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
-const SHAPES: [(usize, usize); 4] = [(37, 300), (19, 264), (5, 1000), (300, 8)];
-const BF16_RTOL: f64 = 1.0 / 128.0; // 2^-7: one bf16 rounding
-
-fn randn(rng: &mut StdRng, n: usize, scale: f32) -> Vec<f32> {
-    (0..n)
-        .map(|_| (rng.random::<f32>() * 2.0 - 1.0) * scale)
-        .collect()
-}
-fn to_bf16(v: &[f32]) -> Vec<bf16> {
-    v.iter().map(|&x| bf16::from_f32(x)).collect()
-}
-fn f64s<T: Copy + Into<f64>>(v: &[T]) -> Vec<f64> {
-    v.iter().map(|&x| x.into()).collect()
-}
-fn bf_f64(v: &[bf16]) -> Vec<f64> {
-    v.iter().map(|x| x.to_f64()).collect()
-}
+// Scalar path: d = 300, 77 (odd). Vector path: 264, 1000, 8, and 2056 (two
+// 8-column groups for some threads of a 256-thread block).
+const SHAPES: [(usize, usize); 6] = [
+    (37, 300),
+    (23, 77),
+    (19, 264),
+    (5, 1000),
+    (300, 8),
+    (4, 2056),
+];
 
 struct Reference {
     y: Vec<f64>,
@@ -33,55 +28,31 @@ struct Reference {
     dw: Vec<f64>,
 }
 
-fn reference(
-    x: &[f64],
-    w: &[f64],
-    dy: &[f64],
-    dw0: &[f64],
-    rows: usize,
-    d: usize,
-    eps: f64,
-) -> Reference {
+/// backend::cpu::rmsnorm in f64 on the kernel's (bf16-rounded) inputs.
+fn reference(x: &[f64], w: &[f64], dy: &[f64], dw0: &[f64], d: usize, eps: f64) -> Reference {
+    let rows = x.len() / d;
     let mut r = Reference {
         y: vec![0.0; rows * d],
         rstd: vec![0.0; rows],
         dx: vec![0.0; rows * d],
         dw: dw0.to_vec(),
     };
-    for t in 0..rows {
-        let xs = &x[t * d..(t + 1) * d];
-        let dys = &dy[t * d..(t + 1) * d];
-        let rstd = 1.0 / (xs.iter().map(|v| v * v).sum::<f64>() / d as f64 + eps).sqrt();
-        r.rstd[t] = rstd;
-        let dot: f64 = (0..d).map(|j| xs[j] * w[j] * dys[j]).sum::<f64>() / d as f64;
-        for j in 0..d {
-            r.y[t * d + j] = xs[j] * rstd * w[j];
-            r.dx[t * d + j] = rstd * (w[j] * dys[j] - xs[j] * rstd * rstd * dot);
-            r.dw[j] += dys[j] * xs[j] * rstd;
-        }
-    }
+    cpu_rmsnorm::fwd(x, w, d, eps, &mut r.y, &mut r.rstd);
+    cpu_rmsnorm::bwd(x, w, &r.rstd, dy, d, &mut r.dx, &mut r.dw);
     r
 }
 
 #[test]
 fn rmsnorm_fwd_bwd_match_reference() {
     run_on_executors("rmsnorm", |ex| {
-        let mut rng = StdRng::seed_from_u64(7);
+        let mut rng = rng(7);
         for (rows, d) in SHAPES {
             let eps = 1e-5f32;
-            let x = to_bf16(&randn(&mut rng, rows * d, 2.0));
-            let w: Vec<f32> = randn(&mut rng, d, 0.5).iter().map(|v| v + 1.0).collect();
-            let dy = to_bf16(&randn(&mut rng, rows * d, 1.0));
-            let dw0 = randn(&mut rng, d, 0.1); // dw accumulates (+=)
-            let want = reference(
-                &bf_f64(&x),
-                &f64s(&w),
-                &bf_f64(&dy),
-                &f64s(&dw0),
-                rows,
-                d,
-                eps as f64,
-            );
+            let (x, xf) = bf16_input(&mut rng, rows * d, 2.0);
+            let w: Vec<f32> = uniform(&mut rng, d, 0.5).iter().map(|v| v + 1.0).collect();
+            let (dy, dyf) = bf16_input(&mut rng, rows * d, 1.0);
+            let dw0 = uniform(&mut rng, d, 0.1); // dw accumulates (+=)
+            let want = reference(&xf, &f64s(&w), &dyf, &f64s(&dw0), d, eps as f64);
 
             let (xb, wb, dyb) = (ex.upload(&x)?, ex.upload(&w)?, ex.upload(&dy)?);
             let yb = ex.alloc_zeroed::<bf16>(rows * d)?;

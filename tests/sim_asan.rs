@@ -3,8 +3,8 @@
 //! abort the process with an ASan report. In normal builds the demo kernel is
 //! not compiled and this test only says so.
 
-mod sim_support;
-use sim_support::{Io, launch};
+mod kernel_util;
+use kernel_util::{Io, launch};
 use traffic_moe::backend::gpu::Executor;
 use traffic_moe::backend::gpu::registry::SIM_ASAN;
 

@@ -1,8 +1,8 @@
 //! Simulator self-tests at block level (kernels: cuda/sim/tests/block.cu).
 //! Run on the simulator and, with `--features cuda` on a GPU, on the device too.
 
-mod sim_support;
-use sim_support::{Io, launch};
+mod kernel_util;
+use kernel_util::{Io, launch};
 use traffic_moe::backend::gpu::testing::run_on_executors;
 
 #[test]

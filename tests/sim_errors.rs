@@ -2,8 +2,8 @@
 //! never hangs: barrier divergence, deadlock, masks naming absent lanes, traps,
 //! unknown kernels, params of the wrong size.
 
-mod sim_support;
-use sim_support::{Io, launch};
+mod kernel_util;
+use kernel_util::{Io, launch};
 use traffic_moe::backend::gpu::params::RmsNormFwdParams;
 use traffic_moe::backend::gpu::{Executor, Launch};
 

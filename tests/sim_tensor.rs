@@ -2,8 +2,8 @@
 //! ldmatrix against the PTX ISA's documented fragment layout, mma.sync
 //! m16n8k16 against a plain matmul, cp.async.
 
-mod sim_support;
-use sim_support::{Io, launch};
+mod kernel_util;
+use kernel_util::{Io, bf, launch};
 use traffic_moe::backend::gpu::testing::run_on_executors;
 
 /// PTX ISA, "ldmatrix": lanes 8i..8i+7 give the rows of matrix i; thread l
@@ -51,10 +51,6 @@ fn ldmatrix_matches_ptx_layout() {
         }
         Ok(())
     });
-}
-
-fn bf(x: f32) -> f64 {
-    half::bf16::from_f32(x).to_f64()
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Simulator self-tests at warp level (kernels: cuda/sim/tests/warp.cu).
 
-mod sim_support;
-use sim_support::{Io, launch};
+mod kernel_util;
+use kernel_util::{Io, launch};
 use traffic_moe::backend::gpu::testing::run_on_executors;
 
 #[test]

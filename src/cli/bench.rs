@@ -146,12 +146,15 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             embed::fwd(&ex, &idb, &table, &out, rows, d, vocab)
         })?;
         record("embed_fwd", rows_u * 4 + rows_u * d_u * (4 + 2), ms);
-        let plan = embed::EmbedBwdPlan::new(&ex, &ids, vocab)?;
-        let ms = median_ms(&ex, iters, || embed::bwd(&ex, &plan, &xb, &table, d, vocab))?;
-        // dout read, touched table rows read + written (at most one per row).
+        let scratch = embed::EmbedBwdScratch::alloc(&ex, rows, d)?;
+        let ms = median_ms(&ex, iters, || {
+            embed::bwd(&ex, &idb, &xb, &table, &scratch, vocab)
+        })?;
+        // ids + dout read, one fp32 partial per row written and read back,
+        // touched table rows read + written (at most one per row).
         record(
             "embed_bwd",
-            rows_u * d_u * 2 + rows_u * d_u * 8 + rows_u * 12,
+            rows_u * 4 + rows_u * d_u * 2 + rows_u * d_u * 8 + rows_u * d_u * 8,
             ms,
         );
     }

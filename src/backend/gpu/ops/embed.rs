@@ -2,7 +2,7 @@
 
 use half::bf16;
 
-use crate::backend::gpu::params::{EmbedBwdParams, EmbedFwdParams};
+use crate::backend::gpu::params::{EmbedBwdReduceParams, EmbedBwdTileParams, EmbedFwdParams};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -48,82 +48,90 @@ pub fn fwd(
     ))
 }
 
-/// Rows grouped by token id, built on the host from the batch's ids (which the
-/// host has anyway) and uploaded: the backward pass then needs no atomics.
-pub struct EmbedBwdPlan {
-    order: Buf<u32>,
-    seg_start: Buf<u32>,
-    seg_id: Buf<u32>,
+/// Rows per tile of the backward pass (`EMBED_TILE` in cuda/params.h).
+pub const BWD_TILE: usize = 256;
+/// Ids share a 32-bit sort key with the row inside the tile (8 bits).
+const MAX_VOCAB: usize = 1 << 24;
+
+/// Device scratch of the backward pass for `rows` rows of width `d`: per tile,
+/// one fp32 partial row per distinct id and the tile's sorted distinct ids.
+/// Built on the device from the ids every call: no host plan, no host sync.
+pub struct EmbedBwdScratch {
+    partial: Buf<f32>,
+    tile_ids: Buf<u32>,
+    n_groups: Buf<u32>,
     rows: usize,
-    n_segments: usize,
+    d: usize,
 }
 
-impl EmbedBwdPlan {
-    /// Host part: (rows sorted by (id, row), segment offsets, segment ids).
-    pub fn host(ids: &[u32]) -> (Vec<u32>, Vec<u32>, Vec<u32>) {
-        let mut order: Vec<u32> = (0..ids.len() as u32).collect();
-        order.sort_by_key(|&r| (ids[r as usize], r));
-        let (mut seg_start, mut seg_id) = (Vec::new(), Vec::new());
-        for (i, &r) in order.iter().enumerate() {
-            let id = ids[r as usize];
-            if seg_id.last() != Some(&id) {
-                seg_start.push(i as u32);
-                seg_id.push(id);
-            }
-        }
-        seg_start.push(order.len() as u32);
-        (order, seg_start, seg_id)
-    }
-
-    /// Fails when an id is outside the table (the forward pass zeroes such rows).
-    pub fn new(ex: &Executor, ids: &[u32], vocab: usize) -> Result<Self> {
-        if let Some((t, &id)) = ids
-            .iter()
-            .enumerate()
-            .find(|&(_, &id)| id as usize >= vocab)
-        {
-            return Err(GpuError::Invalid(format!(
-                "embedding: token {t} has id {id} >= vocab {vocab}"
-            )));
-        }
-        let (order, seg_start, seg_id) = Self::host(ids);
-        Ok(EmbedBwdPlan {
-            rows: ids.len(),
-            n_segments: seg_id.len(),
-            order: ex.upload(&order)?,
-            seg_start: ex.upload(&seg_start)?,
-            seg_id: ex.upload(&seg_id)?,
+impl EmbedBwdScratch {
+    pub fn alloc(ex: &Executor, rows: usize, d: usize) -> Result<Self> {
+        to_i32("rows", rows)?;
+        to_i32("d", d)?;
+        let padded = rows.div_ceil(BWD_TILE) * BWD_TILE;
+        Ok(EmbedBwdScratch {
+            partial: ex.alloc_zeroed(padded * d)?,
+            tile_ids: ex.alloc_zeroed(padded)?,
+            n_groups: ex.alloc_zeroed(rows.div_ceil(BWD_TILE))?,
+            rows,
+            d,
         })
     }
 }
 
-/// dtable += scatter of dout by the plan's ids; dout: [rows, d], dtable: [vocab, d].
+/// dtable[ids[t]] += dout[t], deterministic (fixed summation order, no float
+/// atomics); ids: [rows] (ids >= vocab contribute nothing, as the forward
+/// zeroes them), dout: [rows, d], dtable: [vocab, d].
 pub fn bwd(
     ex: &Executor,
-    plan: &EmbedBwdPlan,
+    ids: &Buf<u32>,
     dout: &Buf<bf16>,
     dtable: &Buf<f32>,
-    d: usize,
+    scratch: &EmbedBwdScratch,
     vocab: usize,
 ) -> Result<()> {
-    ex.check_buf("embedding dout", dout, plan.rows * d)?;
-    ex.check_buf("embedding dtable", dtable, vocab * d)?;
-    if plan.n_segments == 0 {
-        return Ok(());
+    let (rows, d) = (scratch.rows, scratch.d);
+    if vocab > MAX_VOCAB {
+        return Err(GpuError::Invalid(format!(
+            "embedding: vocab {vocab} above the backward's limit {MAX_VOCAB}"
+        )));
     }
-    let params = EmbedBwdParams {
+    ex.check_buf("embedding ids", ids, rows)?;
+    ex.check_buf("embedding dout", dout, rows * d)?;
+    ex.check_buf("embedding dtable", dtable, vocab * d)?;
+    let n_tiles = rows.div_ceil(BWD_TILE);
+    let tile = EmbedBwdTileParams {
+        ids: ids.cptr(),
         dout: dout.cptr(),
-        order: plan.order.cptr(),
-        seg_start: plan.seg_start.cptr(),
-        seg_id: plan.seg_id.cptr(),
-        dtable: dtable.mptr(),
-        n_segments: to_i32("segments", plan.n_segments)?,
+        partial: scratch.partial.mptr(),
+        tile_ids: scratch.tile_ids.mptr(),
+        n_groups: scratch.n_groups.mptr(),
+        rows: to_i32("rows", rows)?,
         d: to_i32("d", d)?,
+        vocab: to_i32("vocab", vocab)?,
+        _pad: 0,
     };
     ex.launch(&Launch::linear(
-        "embed_bwd",
-        plan.n_segments as u32,
-        THREADS.min((d as u32).div_ceil(32) * 32),
-        params,
-    ))
+        "embed_bwd_tile",
+        n_tiles as u32,
+        BWD_TILE as u32,
+        tile,
+    ))?;
+    let reduce = EmbedBwdReduceParams {
+        partial: scratch.partial.cptr(),
+        tile_ids: scratch.tile_ids.cptr(),
+        n_groups: scratch.n_groups.cptr(),
+        dtable: dtable.mptr(),
+        n_tiles: n_tiles as i32,
+        d: to_i32("d", d)?,
+    };
+    let threads = THREADS.min((d as u32).div_ceil(32) * 32);
+    let mut launch = Launch::linear(
+        "embed_bwd_reduce",
+        (n_tiles * BWD_TILE) as u32,
+        threads,
+        reduce,
+    );
+    launch.grid[1] = (d as u32).div_ceil(threads);
+    ex.launch(&launch)
 }
