@@ -88,7 +88,7 @@ fn ndpi_flow_labels_match_flows() {
             .or_default() += 1;
     }
     let mut worst: Vec<_> = by_file.into_iter().collect();
-    worst.sort_by(|a, b| b.1.cmp(&a.1));
+    worst.sort_by_key(|w| std::cmp::Reverse(w.1));
     eprintln!(
         "misses by capture (most first): {:?}",
         &worst[..worst.len().min(25)]

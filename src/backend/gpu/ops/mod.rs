@@ -1,13 +1,13 @@
 //! Typed launch wrappers, one file per kernel family in cuda/ (same names).
 
-pub mod embed;
-pub mod rmsnorm;
 pub mod adamw;
+pub mod embed;
 pub mod grad_norm;
 pub mod moe_combine;
 pub mod moe_permute;
 pub mod moe_route;
 pub mod pool;
+pub mod rmsnorm;
 pub mod rope;
 pub mod swiglu;
 pub mod xent;
