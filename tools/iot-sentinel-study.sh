@@ -11,7 +11,7 @@
 # Usage (from the repository root; one experiment process at a time):
 #   cargo build --release && cp $CARGO_TARGET_DIR/release/tmoe /tmp/study/tmoe
 #   TMOE=/tmp/study/tmoe tools/iot-sentinel-study.sh [stage ...]
-# Stages (default: all, in this order): data pretrain main probe dense lmbase table
+# Stages (default: all; they always run in this order): data pretrain main dense probe lmbase table
 # (also, not in the default list: probe100 = fine-tune from a 100-step pretraining,
 # densescratch = the dense twin from scratch)
 # Knobs (env): REUSE=1 (keep finished pretrainings) TMOE WORK SEQ PT_STEPS PT_BATCH FT_EPOCHS FT_PATIENCE MAXPC LR SEEDS
@@ -33,7 +33,7 @@ LR=${LR:-1e-3}              # fine-tuning lr_0 (LLRD xi = 0.9)
 SEEDS=${SEEDS:-"1 2"}
 RES=${RES:-bench/results/iot-sentinel}
 VIEWS=${VIEWS:-"full header"}
-STAGES=${*:-"data pretrain main probe dense lmbase table"}  # also: probe100 densescratch
+STAGES=${*:-"data pretrain main dense probe lmbase table"}  # also: probe100 densescratch
 
 mkdir -p "$WORK" "$RES"
 RUNS="$RES/runs.jsonl"
