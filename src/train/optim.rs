@@ -135,8 +135,10 @@ impl Default for AdamWConfig {
     }
 }
 
-/// One AdamW update of one tensor (PyTorch's AdamW): decoupled decay
-/// `p -= lr*wd*p`, then the bias-corrected Adam step. `step` is 1-based.
+/// One AdamW update of one tensor (PyTorch's AdamW: decoupled decay, then the
+/// bias-corrected Adam step; `step` is 1-based). The arithmetic is the CPU
+/// reference op [`crate::backend::cpu::adamw::step`], the definition the CUDA
+/// kernel is tested against, so training on either side updates alike.
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_update(
     p: &mut [f32],
@@ -148,18 +150,18 @@ pub fn adamw_update(
     weight_decay: f32,
     step: u32,
 ) {
-    let bc1 = 1.0 - (cfg.beta1 as f64).powi(step as i32);
-    let bc2 = 1.0 - (cfg.beta2 as f64).powi(step as i32);
-    let step_size = (lr as f64 / bc1) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let decay = 1.0 - lr * weight_decay;
-    for i in 0..p.len() {
-        let gi = g[i];
-        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
-        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
-        let denom = v[i].sqrt() / bc2_sqrt + cfg.eps;
-        p[i] = p[i] * decay - step_size * m[i] / denom;
-    }
+    crate::backend::cpu::adamw::step(
+        p,
+        g,
+        m,
+        v,
+        lr,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.eps,
+        weight_decay,
+        step,
+    );
 }
 
 #[derive(Debug, Error)]
@@ -271,6 +273,34 @@ mod tests {
     fn new_rejects_wrong_size() {
         let e = Param::new("w", vec![2, 3], vec![0.0; 5], 1).unwrap_err();
         assert!(e.to_string().contains("`w`"), "{e}");
+    }
+
+    /// PyTorch's AdamW in f64, as the optimizer's ground truth.
+    #[test]
+    fn step_matches_pytorch_adamw() {
+        let cfg = AdamWConfig::default();
+        let mut params = vec![Param::new("w", vec![2, 2], vec![0.5, -1.0, 2.0, 0.1], 0).unwrap()];
+        let mut opt = AdamW::new(cfg, &params);
+        let mut want: Vec<f64> = params[0].value.iter().map(|&x| x as f64).collect();
+        let (mut m, mut v) = (vec![0f64; 4], vec![0f64; 4]);
+        let (b1, b2, lr, wd) = (0.9f64, 0.999f64, 0.01f64, 0.01f64);
+        for t in 1..=3 {
+            let g = [0.3f32 * t as f32, -0.2, 0.05, 1.0];
+            params[0].grad.copy_from_slice(&g);
+            opt.step(&mut params, lr as f32).unwrap();
+            for i in 0..4 {
+                let gi = g[i] as f64;
+                want[i] *= 1.0 - lr * wd;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let mh = m[i] / (1.0 - b1.powi(t));
+                let vh = v[i] / (1.0 - b2.powi(t));
+                want[i] -= lr * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        for (got, want) in params[0].value.iter().zip(&want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
     }
 
     #[test]
