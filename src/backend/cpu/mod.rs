@@ -10,6 +10,7 @@
 pub mod act;
 pub mod adamw;
 pub mod attention;
+pub mod backend;
 pub mod embedding;
 pub mod float;
 pub mod matmul;
@@ -27,6 +28,7 @@ pub mod xent;
 pub(crate) mod testutil;
 
 pub use adamw::grad_norm;
+pub use backend::Cpu;
 pub use float::Float;
 /// The linear layer (`y = x·wᵀ + b`) lives with the matrix products.
 pub use matmul as linear;
