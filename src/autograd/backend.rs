@@ -36,6 +36,8 @@ pub trait Backend<F: Float> {
     type AttnSaved;
     /// What an MoE layer keeps for its backward (routing included).
     type MoeSaved;
+    /// What the fused LM head + cross entropy keeps (per-row logsumexp).
+    type LmHeadSaved;
 
     fn len(&self, x: &Self::Tensor) -> usize;
     /// A copy on the host (loss values, logits for predictions).
@@ -174,5 +176,29 @@ pub trait Backend<F: Float> {
         targets: &[u32],
         ignore: u32,
         dloss: F,
+    ) -> Self::Tensor;
+
+    /// Tied LM head fused with the mean cross entropy over rows whose target
+    /// is not `ignore`: `h [T, d]`, `table [V, d]`; the `[T, V]` logits are
+    /// never kept. Returns the loss.
+    fn lm_head_xent_fwd(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Param,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (F, Self::LmHeadSaved);
+    /// Returns `dh`; `dtable` accumulates.
+    #[allow(clippy::too_many_arguments)]
+    fn lm_head_xent_bwd(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Param,
+        d: usize,
+        targets: &[u32],
+        saved: &Self::LmHeadSaved,
+        dloss: F,
+        dtable: &mut Self::Param,
     ) -> Self::Tensor;
 }

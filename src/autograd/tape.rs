@@ -100,6 +100,13 @@ pub enum Op<F: Float, B: Backend<F>> {
         targets: Vec<u32>,
         ignore: u32,
     },
+    LmHeadXent {
+        h: TensorId,
+        table: ParamId,
+        d: usize,
+        targets: Vec<u32>,
+        saved: B::LmHeadSaved,
+    },
 }
 
 struct Record<F: Float, B: Backend<F>> {
@@ -117,6 +124,7 @@ pub struct Tape<F: Float, B: Backend<F> = Cpu> {
 
 impl<F: Float> Default for Tape<F, Cpu> {
     fn default() -> Self {
+        crate::backend::cpu::alloc::keep_freed_memory();
         Tape::with_backend(Cpu)
     }
 }
@@ -322,6 +330,34 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         (id, l)
     }
 
+    /// Tied LM head + mean cross entropy (rows whose target is `ignore` are
+    /// skipped; no `[T, V]` logits are kept): a scalar tensor and its value.
+    pub fn lm_head_xent(
+        &mut self,
+        p: &[&B::Param],
+        h: TensorId,
+        table: ParamId,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (TensorId, F) {
+        let (l, saved) = self
+            .backend
+            .lm_head_xent_fwd(&self.vals[h], p[table], d, targets, ignore);
+        let y = self.backend.scalar(l);
+        let id = self.push(
+            y,
+            Op::LmHeadXent {
+                h,
+                table,
+                d,
+                targets: targets.to_vec(),
+                saved,
+            },
+        );
+        (id, l)
+    }
+
     /// Backpropagates `loss` (a scalar tensor, seeded with 1) plus every MoE
     /// layer's weighted aux loss; parameter grads accumulate into `store`.
     pub fn backward<S: ParamStore<B::Param> + ?Sized>(&mut self, loss: TensorId, store: &mut S) {
@@ -433,6 +469,18 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             } => {
                 let dl = be.xent_bwd(&v[logits], &targets, ignore, be.to_host(&dout)[0]);
                 acc(grads, logits, dl);
+            }
+            Op::LmHeadXent {
+                h,
+                table,
+                d,
+                targets,
+                saved,
+            } => {
+                let dloss = be.to_host(&dout)[0];
+                let dh =
+                    be.lm_head_xent_bwd(&v[h], pv[table], d, &targets, &saved, dloss, pg[table]);
+                acc(grads, h, dh);
             }
         }
     }

@@ -73,7 +73,8 @@ pub struct Forward<F> {
     pub task_loss: F,
     /// Mean load-balancing loss over layers (0 for the dense twin).
     pub aux: F,
-    /// Logits of the task head (`[B·S, V]` or `[B, C]`).
+    /// Classifier logits `[B, C]`; for the LM, the final hidden states
+    /// `[B·S, d]` (vocabulary logits are never formed whole).
     pub logits: TensorId,
 }
 
@@ -242,14 +243,13 @@ impl Model {
         aux_weight: F,
     ) -> Forward<F> {
         let (h, aux) = self.backbone(tape, p, x, aux_weight);
-        let logits = tape.linear(p, h, self.embed, None, self.cfg.d, self.cfg.vocab);
         let targets = next_token_targets(x);
-        let (loss, task_loss) = tape.cross_entropy(logits, &targets, IGNORE);
+        let (loss, task_loss) = tape.lm_head_xent(p, h, self.embed, self.cfg.d, &targets, IGNORE);
         Forward {
             loss,
             task_loss,
             aux,
-            logits,
+            logits: h,
         }
     }
 

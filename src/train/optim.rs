@@ -8,6 +8,7 @@
 //! regularising a projection. `Param::decay` holds the choice so a caller can
 //! override it per tensor.
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 /// One named tensor of a model with its gradient (llm.c convention: grads `+=`).
@@ -78,8 +79,12 @@ pub fn default_decay(name: &str, shape: &[usize]) -> bool {
 }
 
 pub fn zero_grads(params: &mut [Param]) {
-    params.iter_mut().for_each(Param::zero_grad);
+    params.par_iter_mut().for_each(Param::zero_grad);
 }
+
+/// Elements per parallel task in the optimizer's elementwise passes; fixed, so
+/// sums run in the same order on any number of threads (deterministic).
+const CHUNK: usize = 1 << 16;
 
 /// Learning-rate multiplier of each group for layer-wise lr decay over `n_layers`
 /// layers: group l in 0..=L gets `xi^(L-l)` (so embeddings, group 0, the lowest,
@@ -93,12 +98,12 @@ pub fn llrd_multipliers(n_layers: usize, xi: f32) -> Vec<f32> {
 
 /// Global L2 norm of all gradients, accumulated in f64.
 pub fn global_grad_norm(params: &[Param]) -> f64 {
-    params
-        .iter()
-        .flat_map(|p| p.grad.iter())
-        .map(|&g| (g as f64) * (g as f64))
-        .sum::<f64>()
-        .sqrt()
+    let partial: Vec<f64> = params
+        .par_iter()
+        .flat_map(|p| p.grad.par_chunks(CHUNK))
+        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .collect();
+    partial.iter().sum::<f64>().sqrt()
 }
 
 /// Scales all gradients so their global norm is at most `max_norm`; returns the
@@ -109,9 +114,10 @@ pub fn clip_grad_norm(params: &mut [Param], max_norm: f64) -> f64 {
     if norm.is_finite() && norm > max_norm {
         // Same small epsilon as torch.nn.utils.clip_grad_norm_.
         let scale = (max_norm / (norm + 1e-6)) as f32;
-        for p in params.iter_mut() {
-            p.grad.iter_mut().for_each(|g| *g *= scale);
-        }
+        params
+            .par_iter_mut()
+            .flat_map(|p| p.grad.par_chunks_mut(CHUNK))
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
     }
     norm
 }
@@ -218,20 +224,23 @@ impl AdamW {
     pub fn step(&mut self, params: &mut [Param], lr: f32) -> Result<(), OptimError> {
         self.check(params)?;
         self.step += 1;
-        for (i, p) in params.iter_mut().enumerate() {
-            let lr_p = lr * self.group_lr[p.group];
-            let wd = if p.decay { self.cfg.weight_decay } else { 0.0 };
-            adamw_update(
-                &mut p.value,
-                &p.grad,
-                &mut self.m[i],
-                &mut self.v[i],
-                lr_p,
-                &self.cfg,
-                wd,
-                self.step,
-            );
-        }
+        let (cfg, step, group_lr) = (&self.cfg, self.step, &self.group_lr);
+        params
+            .par_iter_mut()
+            .zip(self.m.par_iter_mut())
+            .zip(self.v.par_iter_mut())
+            .for_each(|((p, m), v)| {
+                let lr_p = lr * group_lr[p.group];
+                let wd = if p.decay { cfg.weight_decay } else { 0.0 };
+                p.value
+                    .par_chunks_mut(CHUNK)
+                    .zip(p.grad.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .for_each(|(((pc, gc), mc), vc)| {
+                        adamw_update(pc, gc, mc, vc, lr_p, cfg, wd, step)
+                    });
+            });
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 //! host vectors, each op a call to the reference op of the same name.
 
 use super::attention::Dims;
+use super::lm_head::{self, LmHeadSaved};
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeDims, MoeGrads, MoeSaved, MoeWeights};
 use super::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
@@ -39,6 +40,7 @@ impl<F: Float> Backend<F> for Cpu {
     type Param = [F];
     type AttnSaved = MhaSaved<F>;
     type MoeSaved = MoeSaved<F>;
+    type LmHeadSaved = LmHeadSaved<F>;
 
     fn len(&self, x: &Vec<F>) -> usize {
         x.len()
@@ -227,5 +229,28 @@ impl<F: Float> Backend<F> for Cpu {
         let mut dl = vec![F::ZERO; logits.len()];
         xent::bwd(logits, targets, ignore, dloss, &mut dl);
         dl
+    }
+
+    fn lm_head_xent_fwd(
+        &self,
+        h: &Vec<F>,
+        table: &[F],
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (F, LmHeadSaved<F>) {
+        lm_head::fwd(h, table, d, targets, ignore)
+    }
+    fn lm_head_xent_bwd(
+        &self,
+        h: &Vec<F>,
+        table: &[F],
+        d: usize,
+        targets: &[u32],
+        saved: &LmHeadSaved<F>,
+        dloss: F,
+        dtable: &mut [F],
+    ) -> Vec<F> {
+        lm_head::bwd(h, table, d, targets, saved, dloss, dtable)
     }
 }

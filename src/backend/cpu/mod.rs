@@ -9,10 +9,12 @@
 
 pub mod act;
 pub mod adamw;
+pub mod alloc;
 pub mod attention;
 pub mod backend;
 pub mod embedding;
 pub mod float;
+pub mod lm_head;
 pub mod matmul;
 pub mod mha;
 pub mod moe;
