@@ -405,8 +405,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             } => {
                 let dx = match b {
                     Some(b) => {
-                        let [gw, gb] = pg.get_disjoint_mut([w, b]).expect("distinct params");
-                        be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, gw, Some(&mut **gb))
+                        let [gw, gb] = grads_of(pg, [w, b]);
+                        be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, gw, Some(gb))
                     }
                     None => be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, pg[w], None),
                 };
@@ -445,16 +445,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 aux_weight,
                 saved,
             } => {
-                let g = pg.get_disjoint_mut(p.ids()).expect("distinct params");
-                let dz = be.moe_bwd(
-                    &v[z],
-                    p.weights(pv),
-                    &saved,
-                    &dout,
-                    aux_weight,
-                    &dims,
-                    g.map(|g| &mut **g),
-                );
+                let g = grads_of(pg, p.ids());
+                let dz = be.moe_bwd(&v[z], p.weights(pv), &saved, &dout, aux_weight, &dims, g);
                 acc(grads, z, dz);
                 acc(grads, resid, dout);
             }
@@ -484,4 +476,19 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             }
         }
     }
+}
+
+/// Several parameters' gradients at once (ids must be distinct), for ops
+/// with more than one weight.
+fn grads_of<'a, P: ?Sized, const N: usize>(
+    pg: &'a mut [&mut P],
+    ids: [usize; N],
+) -> [&'a mut P; N] {
+    let mut out: [Option<&'a mut P>; N] = [const { None }; N];
+    for (i, g) in pg.iter_mut().enumerate() {
+        if let Some(j) = ids.iter().position(|&id| id == i) {
+            out[j] = Some(&mut **g);
+        }
+    }
+    out.map(|g| g.expect("distinct parameter ids"))
 }
