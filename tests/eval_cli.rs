@@ -156,6 +156,7 @@ fn fixture() -> Fixture {
         clip: 1.0,
         seed: 1,
         progress: false,
+        force: false,
     };
     let (train, val) = (
         open_part(&data, "train").unwrap(),

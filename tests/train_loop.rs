@@ -52,6 +52,7 @@ fn popts(out: &std::path::Path, steps: u64, ffn: FfnKind) -> PretrainOpts {
         out: out.to_path_buf(),
         resume: false,
         progress: false,
+        force: false,
     }
 }
 
@@ -84,8 +85,59 @@ fn pretraining_lowers_loss_resumes_and_is_deterministic() {
     assert_eq!(r3.history.len(), 30);
     // The schedule differs for the first 30 steps (total 30 vs 60), so compare only that it keeps learning.
     assert!(r3.history.last().unwrap().1 < first);
-    // Refuses to overwrite without --resume.
-    assert!(pretrain(&popts(&c, 10, FfnKind::Moe), &train, 1).is_err());
+    // Refuses to overwrite without --resume or --force; --force starts afresh.
+    let e = pretrain(&popts(&c, 10, FfnKind::Moe), &train, 1).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    let mut o = popts(&c, 10, FfnKind::Moe);
+    o.force = true;
+    assert_eq!(pretrain(&o, &train, 1).unwrap().history.len(), 10);
+}
+
+fn fopts(out: &std::path::Path, ffn: FfnKind, init: Option<std::path::PathBuf>) -> FinetuneOpts {
+    FinetuneOpts {
+        cfg: cfg(ffn),
+        init,
+        classes: vec!["a".into(), "b".into(), "c".into()],
+        out: out.to_path_buf(),
+        max_epochs: 8,
+        patience: 3,
+        batch: 8,
+        seq_len: 24,
+        lr: 2e-3,
+        llrd: 0.9,
+        aux_weight: 0.02,
+        train_fraction: 1.0,
+        max_per_class: None,
+        clip: 1.0,
+        seed: 1,
+        progress: false,
+        force: false,
+    }
+}
+
+#[test]
+fn finetune_records_seq_len_and_refuses_to_replace_a_classifier() {
+    let dir = tempfile::tempdir().unwrap();
+    let (train, val) = (data(24, 0), data(9, 1));
+    let out = dir.path().join("ft");
+    let mut o = fopts(&out, FfnKind::Dense, None);
+    o.max_epochs = 1;
+    o.seq_len = 20;
+    let r = finetune(&o, &train, &val, 9).unwrap();
+    let (_, _, meta) = load_classifier(&r.checkpoint).unwrap();
+    assert_eq!(meta.extra.get("seq_len").map(String::as_str), Some("20"));
+    let before = std::fs::read(&r.checkpoint).unwrap();
+    o.seed = 2;
+    let e = finetune(&o, &train, &val, 9).unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    assert_eq!(
+        std::fs::read(&r.checkpoint).unwrap(),
+        before,
+        "file untouched"
+    );
+    o.force = true;
+    finetune(&o, &train, &val, 9).unwrap();
+    assert_ne!(std::fs::read(&r.checkpoint).unwrap(), before, "replaced");
 }
 
 #[test]
@@ -103,24 +155,7 @@ fn finetuning_learns_the_classes_from_pretrained_and_scratch() {
         .unwrap();
         for init in [Some(pt.checkpoint.clone()), None] {
             let out = dir.path().join(format!("ft{ffn:?}{}", init.is_some()));
-            let opts = FinetuneOpts {
-                cfg: cfg(ffn),
-                init: init.clone(),
-                classes: vec!["a".into(), "b".into(), "c".into()],
-                out: out.clone(),
-                max_epochs: 8,
-                patience: 3,
-                batch: 8,
-                seq_len: 24,
-                lr: 2e-3,
-                llrd: 0.9,
-                aux_weight: 0.02,
-                train_fraction: 1.0,
-                max_per_class: None,
-                clip: 1.0,
-                seed: 1,
-                progress: false,
-            };
+            let opts = fopts(&out, ffn, init.clone());
             let r = finetune(&opts, &train, &val, 9).unwrap();
             assert!(
                 r.best_val_macro_f1 > 0.9,

@@ -1,5 +1,6 @@
 //! Where parameter values and gradients live, seen by the tape as two
-//! parallel lists indexed by `ParamId`. Training (f32) uses the optimizer's
+//! parallel lists indexed by `ParamId` of the backend's parameter type `T`
+//! (`[f32]` / `[f64]` on the CPU). Training (f32) uses the optimizer's
 //! `Vec<Param>` directly; gradient checks use [`Params<f64>`].
 
 use crate::backend::cpu::Float;
@@ -8,12 +9,12 @@ use crate::train::optim::Param;
 pub type ParamId = usize;
 
 /// Split a parameter store into read-only values and writable gradients.
-pub trait ParamStore<F> {
-    fn values(&self) -> Vec<&[F]>;
-    fn split(&mut self) -> (Vec<&[F]>, Vec<&mut [F]>);
+pub trait ParamStore<T: ?Sized> {
+    fn values(&self) -> Vec<&T>;
+    fn split(&mut self) -> (Vec<&T>, Vec<&mut T>);
 }
 
-impl ParamStore<f32> for [Param] {
+impl ParamStore<[f32]> for [Param] {
     fn values(&self) -> Vec<&[f32]> {
         self.iter().map(|p| &p.value[..]).collect()
     }
@@ -24,7 +25,7 @@ impl ParamStore<f32> for [Param] {
     }
 }
 
-impl ParamStore<f32> for Vec<Param> {
+impl ParamStore<[f32]> for Vec<Param> {
     fn values(&self) -> Vec<&[f32]> {
         self.as_slice().values()
     }
@@ -57,7 +58,7 @@ impl<F: Float> Params<F> {
     }
 }
 
-impl<F: Float> ParamStore<F> for Params<F> {
+impl<F: Float> ParamStore<[F]> for Params<F> {
     fn values(&self) -> Vec<&[F]> {
         self.values.iter().map(|v| &v[..]).collect()
     }

@@ -1,17 +1,17 @@
-//! A small tape: each forward call computes its output at once (on the CPU
-//! reference ops) and records an [`Op`]; `backward` walks the records in
-//! reverse. The records hold only ids, shapes and what the backward needs,
-//! nothing CPU-specific, so another executor can replay the same list.
+//! A small tape: each forward call computes its output at once through a
+//! [`Backend`] (the CPU reference ops by default) and records an [`Op`];
+//! `backward` walks the records in reverse. The records hold only ids, shapes
+//! and the backend's saved state, so the same model code drives any backend.
 
+use super::backend::{Backend, MoeRefs};
 use super::params::{ParamId, ParamStore};
 use crate::backend::cpu::attention::Dims;
-use crate::backend::cpu::mha::{self, MhaSaved};
-use crate::backend::cpu::moe::{self, MoeDims, MoeGrads, MoeSaved, MoeWeights};
-use crate::backend::cpu::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
+use crate::backend::cpu::moe::MoeDims;
+use crate::backend::cpu::{Cpu, Float};
 
 pub type TensorId = usize;
 
-/// Parameters of one MoE layer, in [`MoeWeights`] order.
+/// Parameters of one MoE layer, in [`MoeRefs`] order.
 #[derive(Clone, Copy, Debug)]
 pub struct MoeParams {
     pub router: ParamId,
@@ -37,22 +37,13 @@ impl MoeParams {
             self.e_down,
         ]
     }
-    fn weights<'a, F>(&self, v: &[&'a [F]]) -> MoeWeights<'a, F> {
-        MoeWeights {
-            router: v[self.router],
-            shared_gate: v[self.shared_gate],
-            s_gate: v[self.s_gate],
-            s_up: v[self.s_up],
-            s_down: v[self.s_down],
-            e_gate: v[self.e_gate],
-            e_up: v[self.e_up],
-            e_down: v[self.e_down],
-        }
+    fn weights<'a, P: ?Sized>(&self, v: &[&'a P]) -> MoeRefs<'a, P> {
+        self.ids().map(|i| v[i])
     }
 }
 
 /// One recorded operation: its inputs (tensor and parameter ids) and saved state.
-pub enum Op<F> {
+pub enum Op<F: Float, B: Backend<F>> {
     Embedding {
         ids: Vec<u32>,
         table: ParamId,
@@ -62,7 +53,7 @@ pub enum Op<F> {
         x: TensorId,
         w: ParamId,
         d: usize,
-        rstd: Vec<F>,
+        rstd: B::Tensor,
     },
     Linear {
         x: TensorId,
@@ -87,7 +78,7 @@ pub enum Op<F> {
         qkv: TensorId,
         dims: Dims,
         theta: f64,
-        saved: MhaSaved<F>,
+        saved: B::AttnSaved,
     },
     Moe {
         z: TensorId,
@@ -95,7 +86,7 @@ pub enum Op<F> {
         p: MoeParams,
         dims: MoeDims,
         aux_weight: F,
-        saved: Box<MoeSaved<F>>,
+        saved: Box<B::MoeSaved>,
     },
     MeanPool {
         x: TensorId,
@@ -109,33 +100,64 @@ pub enum Op<F> {
         targets: Vec<u32>,
         ignore: u32,
     },
+    LmHeadXent {
+        h: TensorId,
+        table: ParamId,
+        d: usize,
+        targets: Vec<u32>,
+        saved: B::LmHeadSaved,
+    },
 }
 
-struct Record<F> {
-    op: Op<F>,
+struct Record<F: Float, B: Backend<F>> {
+    op: Op<F, B>,
     out: TensorId,
 }
 
-pub struct Tape<F> {
-    vals: Vec<Vec<F>>,
-    records: Vec<Record<F>>,
+pub struct Tape<F: Float, B: Backend<F> = Cpu> {
+    backend: B,
+    vals: Vec<B::Tensor>,
+    records: Vec<Record<F, B>>,
     /// Sum of `aux_weight * aux` over MoE layers (already part of the loss gradient).
     pub aux_loss: F,
 }
 
-impl<F: Float> Default for Tape<F> {
+impl<F: Float> Default for Tape<F, Cpu> {
     fn default() -> Self {
+        crate::backend::cpu::alloc::keep_freed_memory();
+        Tape::with_backend(Cpu)
+    }
+}
+
+impl<F: Float> Tape<F, Cpu> {
+    /// A tape on the CPU reference ops.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A tensor's values (the CPU tape keeps them on the host).
+    pub fn value(&self, t: TensorId) -> &[F] {
+        &self.vals[t]
+    }
+}
+
+impl<F: Float, B: Backend<F>> Tape<F, B> {
+    pub fn with_backend(backend: B) -> Self {
         Tape {
+            backend,
             vals: Vec::new(),
             records: Vec::new(),
             aux_loss: F::ZERO,
         }
     }
-}
 
-impl<F: Float> Tape<F> {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn backend(&self) -> &B {
+        &self.backend
+    }
+
+    /// A copy of a tensor's values on the host.
+    pub fn to_host(&self, t: TensorId) -> Vec<F> {
+        self.backend.to_host(&self.vals[t])
     }
 
     /// The experts chosen in every MoE layer so far (top-k ids, layer after layer).
@@ -143,27 +165,28 @@ impl<F: Float> Tape<F> {
         self.records
             .iter()
             .filter_map(|r| match &r.op {
-                Op::Moe { saved, .. } => Some(saved.topk_idx.iter().copied()),
+                Op::Moe { saved, .. } => Some(self.backend.moe_routing(saved)),
                 _ => None,
             })
             .flatten()
             .collect()
     }
 
-    pub fn value(&self, t: TensorId) -> &[F] {
-        &self.vals[t]
-    }
-
-    fn push(&mut self, val: Vec<F>, op: Op<F>) -> TensorId {
+    fn push(&mut self, val: B::Tensor, op: Op<F, B>) -> TensorId {
         self.vals.push(val);
         let out = self.vals.len() - 1;
         self.records.push(Record { op, out });
         out
     }
 
-    pub fn embedding(&mut self, p: &[&[F]], table: ParamId, ids: &[u32], d: usize) -> TensorId {
-        let mut y = vec![F::ZERO; ids.len() * d];
-        embedding::fwd(ids, p[table], d, &mut y);
+    pub fn embedding(
+        &mut self,
+        p: &[&B::Param],
+        table: ParamId,
+        ids: &[u32],
+        d: usize,
+    ) -> TensorId {
+        let y = self.backend.embedding_fwd(ids, p[table], d);
         self.push(
             y,
             Op::Embedding {
@@ -174,34 +197,24 @@ impl<F: Float> Tape<F> {
         )
     }
 
-    pub fn rmsnorm(&mut self, p: &[&[F]], x: TensorId, w: ParamId, d: usize) -> TensorId {
-        let n = self.vals[x].len();
-        let mut y = vec![F::ZERO; n];
-        let mut rstd = vec![F::ZERO; n / d];
-        rmsnorm::fwd(&self.vals[x], p[w], d, F::from_f64(1e-6), &mut y, &mut rstd);
+    pub fn rmsnorm(&mut self, p: &[&B::Param], x: TensorId, w: ParamId, d: usize) -> TensorId {
+        let (y, rstd) = self.backend.rmsnorm_fwd(&self.vals[x], p[w], d);
         self.push(y, Op::RmsNorm { x, w, d, rstd })
     }
 
     pub fn linear(
         &mut self,
-        p: &[&[F]],
+        p: &[&B::Param],
         x: TensorId,
         w: ParamId,
         b: Option<ParamId>,
         din: usize,
         dout: usize,
     ) -> TensorId {
-        let rows = self.vals[x].len() / din;
-        let mut y = vec![F::ZERO; rows * dout];
-        linear::fwd(
-            &self.vals[x],
-            p[w],
-            b.map(|b| p[b]),
-            rows,
-            din,
-            dout,
-            &mut y,
-        );
+        let rows = self.backend.len(&self.vals[x]) / din;
+        let y = self
+            .backend
+            .linear_fwd(&self.vals[x], p[w], b.map(|b| p[b]), rows, din, dout);
         self.push(
             y,
             Op::Linear {
@@ -216,30 +229,25 @@ impl<F: Float> Tape<F> {
     }
 
     pub fn add(&mut self, a: TensorId, b: TensorId) -> TensorId {
-        let y = self.vals[a]
-            .iter()
-            .zip(&self.vals[b])
-            .map(|(&x, &y)| x + y)
-            .collect();
+        let y = self.backend.add(&self.vals[a], &self.vals[b]);
         self.push(y, Op::Add { a, b })
     }
 
     pub fn swiglu(&mut self, gate: TensorId, up: TensorId) -> TensorId {
-        let mut y = vec![F::ZERO; self.vals[gate].len()];
-        swiglu::fwd(&self.vals[gate], &self.vals[up], &mut y);
+        let y = self.backend.swiglu_fwd(&self.vals[gate], &self.vals[up]);
         self.push(y, Op::Swiglu { gate, up })
     }
 
     pub fn gelu(&mut self, x: TensorId) -> TensorId {
-        let mut y = vec![F::ZERO; self.vals[x].len()];
-        act::gelu_fwd(&self.vals[x], &mut y);
+        let y = self.backend.gelu_fwd(&self.vals[x]);
         self.push(y, Op::Gelu { x })
     }
 
     /// Causal self-attention with RoPE on the fused projection `qkv [B·S, 3d]`.
     pub fn attention(&mut self, qkv: TensorId, mask: &[u8], dims: Dims, theta: f64) -> TensorId {
-        let mut y = vec![F::ZERO; dims.b * dims.s * dims.h * dims.hd];
-        let saved = mha::fwd(&self.vals[qkv], mask, &dims, theta, &mut y);
+        let (y, saved) = self
+            .backend
+            .attention_fwd(&self.vals[qkv], mask, &dims, theta);
         self.push(
             y,
             Op::Attention {
@@ -254,22 +262,17 @@ impl<F: Float> Tape<F> {
     /// `resid + MoE(z)`; the layer's aux loss, times `aux_weight`, joins the loss.
     pub fn moe(
         &mut self,
-        p: &[&[F]],
+        p: &[&B::Param],
         z: TensorId,
         resid: TensorId,
         mp: MoeParams,
         dims: MoeDims,
         aux_weight: F,
     ) -> (TensorId, F) {
-        let mut y = vec![F::ZERO; dims.t * dims.d];
-        let saved = moe::fwd(
-            &self.vals[z],
-            &self.vals[resid],
-            &mp.weights(p),
-            &dims,
-            &mut y,
-        );
-        let aux = saved.aux;
+        let (y, saved) =
+            self.backend
+                .moe_fwd(&self.vals[z], &self.vals[resid], mp.weights(p), &dims);
+        let aux = self.backend.moe_aux(&saved);
         self.aux_loss += aux_weight * aux;
         let id = self.push(
             y,
@@ -293,8 +296,7 @@ impl<F: Float> Tape<F> {
         s: usize,
         d: usize,
     ) -> TensorId {
-        let mut y = vec![F::ZERO; b * d];
-        pool::mean_fwd(&self.vals[x], mask, b, s, d, &mut y);
+        let y = self.backend.mean_pool_fwd(&self.vals[x], mask, b, s, d);
         self.push(
             y,
             Op::MeanPool {
@@ -307,54 +309,91 @@ impl<F: Float> Tape<F> {
         )
     }
 
-    /// Mean cross entropy over rows whose target is not `ignore`: a scalar tensor.
-    pub fn cross_entropy(&mut self, logits: TensorId, targets: &[u32], ignore: u32) -> TensorId {
-        let mut losses = vec![F::ZERO; targets.len()];
-        let l = xent::fwd(&self.vals[logits], targets, ignore, &mut losses);
-        self.push(
-            vec![l],
+    /// Mean cross entropy over rows whose target is not `ignore`: a scalar
+    /// tensor, returned with its value.
+    pub fn cross_entropy(
+        &mut self,
+        logits: TensorId,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (TensorId, F) {
+        let l = self.backend.xent_fwd(&self.vals[logits], targets, ignore);
+        let y = self.backend.scalar(l);
+        let id = self.push(
+            y,
             Op::CrossEntropy {
                 logits,
                 targets: targets.to_vec(),
                 ignore,
             },
-        )
+        );
+        (id, l)
+    }
+
+    /// Tied LM head + mean cross entropy (rows whose target is `ignore` are
+    /// skipped; no `[T, V]` logits are kept): a scalar tensor and its value.
+    pub fn lm_head_xent(
+        &mut self,
+        p: &[&B::Param],
+        h: TensorId,
+        table: ParamId,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (TensorId, F) {
+        let (l, saved) = self
+            .backend
+            .lm_head_xent_fwd(&self.vals[h], p[table], d, targets, ignore);
+        let y = self.backend.scalar(l);
+        let id = self.push(
+            y,
+            Op::LmHeadXent {
+                h,
+                table,
+                d,
+                targets: targets.to_vec(),
+                saved,
+            },
+        );
+        (id, l)
     }
 
     /// Backpropagates `loss` (a scalar tensor, seeded with 1) plus every MoE
     /// layer's weighted aux loss; parameter grads accumulate into `store`.
-    pub fn backward<S: ParamStore<F> + ?Sized>(&mut self, loss: TensorId, store: &mut S) {
+    pub fn backward<S: ParamStore<B::Param> + ?Sized>(&mut self, loss: TensorId, store: &mut S) {
         let (pv, mut pg) = store.split();
-        let mut grads: Vec<Option<Vec<F>>> = (0..self.vals.len()).map(|_| None).collect();
-        grads[loss] = Some(vec![F::ONE]);
+        let mut grads: Vec<Option<B::Tensor>> = (0..self.vals.len()).map(|_| None).collect();
+        grads[loss] = Some(self.backend.scalar(F::ONE));
         let records = std::mem::take(&mut self.records);
         for rec in records.into_iter().rev() {
             let dout = match (grads[rec.out].take(), &rec.op) {
                 (Some(g), _) => g,
                 // The aux loss reaches MoE layers even if their output gets no gradient.
-                (None, Op::Moe { .. }) => vec![F::ZERO; self.vals[rec.out].len()],
+                (None, Op::Moe { .. }) => self.backend.zeros(self.backend.len(&self.vals[rec.out])),
                 (None, _) => continue,
             };
-            self.backward_op(rec.op, &dout, &pv, &mut pg, &mut grads);
+            self.backward_op(rec.op, dout, &pv, &mut pg, &mut grads);
         }
     }
 
     fn backward_op(
         &self,
-        op: Op<F>,
-        dout: &[F],
-        pv: &[&[F]],
-        pg: &mut [&mut [F]],
-        grads: &mut [Option<Vec<F>>],
+        op: Op<F, B>,
+        dout: B::Tensor,
+        pv: &[&B::Param],
+        pg: &mut [&mut B::Param],
+        grads: &mut [Option<B::Tensor>],
     ) {
-        let v = &self.vals;
-        let zeros = |t: TensorId| vec![F::ZERO; v[t].len()];
+        let (be, v) = (&self.backend, &self.vals);
+        let acc = |grads: &mut [Option<B::Tensor>], t: TensorId, g: B::Tensor| match &mut grads[t] {
+            Some(a) => be.add_assign(a, &g),
+            slot @ None => *slot = Some(g),
+        };
         match op {
-            Op::Embedding { ids, table, d } => embedding::bwd(&ids, dout, d, pg[table]),
+            Op::Embedding { ids, table, d } => be.embedding_bwd(&ids, &dout, d, pg[table]),
             Op::RmsNorm { x, w, d, rstd } => {
-                let mut dx = zeros(x);
-                rmsnorm::bwd(&v[x], pv[w], &rstd, dout, d, &mut dx, pg[w]);
-                accumulate(grads, x, dx);
+                let dx = be.rmsnorm_bwd(&v[x], pv[w], &rstd, &dout, d, pg[w]);
+                acc(grads, x, dx);
             }
             Op::Linear {
                 x,
@@ -364,43 +403,30 @@ impl<F: Float> Tape<F> {
                 din,
                 dout: n,
             } => {
-                let mut dx = zeros(x);
-                match b {
+                let dx = match b {
                     Some(b) => {
-                        let [gw, gb] = take_grads(pg, [w, b]);
-                        linear::bwd(
-                            &v[x],
-                            pv[w],
-                            dout,
-                            rows,
-                            din,
-                            n,
-                            Some(&mut dx),
-                            &mut *gw,
-                            Some(&mut *gb),
-                        );
-                        restore_grads(pg, [w, b], [gw, gb]);
+                        let [gw, gb] = grads_of(pg, [w, b]);
+                        be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, gw, Some(gb))
                     }
-                    None => {
-                        linear::bwd(&v[x], pv[w], dout, rows, din, n, Some(&mut dx), pg[w], None)
-                    }
-                }
-                accumulate(grads, x, dx);
+                    None => be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, pg[w], None),
+                };
+                acc(grads, x, dx);
             }
             Op::Add { a, b } => {
-                accumulate(grads, a, dout.to_vec());
-                accumulate(grads, b, dout.to_vec());
+                // The second consumer gets a copy; the first takes `dout` itself.
+                let mut copy = be.zeros(be.len(&dout));
+                be.add_assign(&mut copy, &dout);
+                acc(grads, a, dout);
+                acc(grads, b, copy);
             }
             Op::Swiglu { gate, up } => {
-                let (mut dg, mut du) = (zeros(gate), zeros(up));
-                swiglu::bwd(&v[gate], &v[up], dout, &mut dg, &mut du);
-                accumulate(grads, gate, dg);
-                accumulate(grads, up, du);
+                let (dg, du) = be.swiglu_bwd(&v[gate], &v[up], &dout);
+                acc(grads, gate, dg);
+                acc(grads, up, du);
             }
             Op::Gelu { x } => {
-                let mut dx = zeros(x);
-                act::gelu_bwd(&v[x], dout, &mut dx);
-                accumulate(grads, x, dx);
+                let dx = be.gelu_bwd(&v[x], &dout);
+                acc(grads, x, dx);
             }
             Op::Attention {
                 qkv,
@@ -408,9 +434,8 @@ impl<F: Float> Tape<F> {
                 theta,
                 saved,
             } => {
-                let mut dq = zeros(qkv);
-                mha::bwd(&saved, dout, &dims, theta, &mut dq);
-                accumulate(grads, qkv, dq);
+                let dq = be.attention_bwd(&saved, &dout, &dims, theta);
+                acc(grads, qkv, dq);
             }
             Op::Moe {
                 z,
@@ -420,71 +445,50 @@ impl<F: Float> Tape<F> {
                 aux_weight,
                 saved,
             } => {
-                let mut dz = zeros(z);
-                let mut g = take_grads(pg, p.ids());
-                let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut g;
-                let gr = MoeGrads {
-                    router: g0,
-                    shared_gate: g1,
-                    s_gate: g2,
-                    s_up: g3,
-                    s_down: g4,
-                    e_gate: g5,
-                    e_up: g6,
-                    e_down: g7,
-                };
-                moe::bwd(
-                    &v[z],
-                    &p.weights(pv),
-                    &saved,
-                    dout,
-                    aux_weight,
-                    &dims,
-                    &mut dz,
-                    gr,
-                );
-                restore_grads(pg, p.ids(), g);
-                accumulate(grads, z, dz);
-                accumulate(grads, resid, dout.to_vec());
+                let g = grads_of(pg, p.ids());
+                let dz = be.moe_bwd(&v[z], p.weights(pv), &saved, &dout, aux_weight, &dims, g);
+                acc(grads, z, dz);
+                acc(grads, resid, dout);
             }
             Op::MeanPool { x, mask, b, s, d } => {
-                let mut dx = zeros(x);
-                pool::mean_bwd(dout, &mask, b, s, d, &mut dx);
-                accumulate(grads, x, dx);
+                let dx = be.mean_pool_bwd(&dout, &mask, b, s, d);
+                acc(grads, x, dx);
             }
             Op::CrossEntropy {
                 logits,
                 targets,
                 ignore,
             } => {
-                let mut dl = zeros(logits);
-                xent::bwd(&v[logits], &targets, ignore, dout[0], &mut dl);
-                accumulate(grads, logits, dl);
+                let dl = be.xent_bwd(&v[logits], &targets, ignore, be.to_host(&dout)[0]);
+                acc(grads, logits, dl);
+            }
+            Op::LmHeadXent {
+                h,
+                table,
+                d,
+                targets,
+                saved,
+            } => {
+                let dloss = be.to_host(&dout)[0];
+                let dh =
+                    be.lm_head_xent_bwd(&v[h], pv[table], d, &targets, &saved, dloss, pg[table]);
+                acc(grads, h, dh);
             }
         }
     }
 }
 
-/// Several parameters' gradient slices at once (ids must be distinct): moved
-/// out of the list for the op's backward, then put back with [`restore_grads`].
-fn take_grads<'a, F, const N: usize>(pg: &mut [&'a mut [F]], ids: [usize; N]) -> [&'a mut [F]; N] {
-    ids.map(|i| std::mem::take(&mut pg[i]))
-}
-
-fn restore_grads<'a, F, const N: usize>(
-    pg: &mut [&'a mut [F]],
+/// Several parameters' gradients at once (ids must be distinct), for ops
+/// with more than one weight.
+fn grads_of<'a, P: ?Sized, const N: usize>(
+    pg: &'a mut [&mut P],
     ids: [usize; N],
-    g: [&'a mut [F]; N],
-) {
-    for (i, g) in ids.into_iter().zip(g) {
-        pg[i] = g;
+) -> [&'a mut P; N] {
+    let mut out: [Option<&'a mut P>; N] = [const { None }; N];
+    for (i, g) in pg.iter_mut().enumerate() {
+        if let Some(j) = ids.iter().position(|&id| id == i) {
+            out[j] = Some(&mut **g);
+        }
     }
-}
-
-/// Activation grads from several consumers add up.
-fn accumulate<F: Float>(grads: &mut [Option<Vec<F>>], t: TensorId, g: Vec<F>) {
-    match &mut grads[t] {
-        Some(acc) => acc.iter_mut().zip(&g).for_each(|(a, &b)| *a += b),
-        slot @ None => *slot = Some(g),
-    }
+    out.map(|g| g.expect("distinct parameter ids"))
 }

@@ -44,6 +44,9 @@ pub struct Args {
     pub seed: u64,
     #[arg(long)]
     pub quiet: bool,
+    /// Reuse a non-empty --out, replacing what an earlier demo left there.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
@@ -93,6 +96,12 @@ fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    let used = std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some());
+    anyhow::ensure!(
+        a.force || !used,
+        "{} is not empty: choose another --out or pass --force to replace an earlier demo's files",
+        a.out.display()
+    );
     std::fs::create_dir_all(&a.out)?;
     let data = dataset(&a)?;
     let info = load_dataset_info(&data)?;
@@ -139,6 +148,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             out: pt_dir,
             resume: false,
             progress: !a.quiet,
+            force: a.force,
         },
         &train,
         info.vocab_hash,
@@ -173,6 +183,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             clip: 1.0,
             seed: a.seed,
             progress: !a.quiet,
+            force: a.force,
         },
         &train,
         &val,

@@ -60,6 +60,9 @@ pub struct Args {
     pub seed: u64,
     #[arg(long)]
     pub quiet: bool,
+    /// Replace a classifier already in --out.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -109,6 +112,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         clip: 1.0,
         seed: a.seed,
         progress: !a.quiet,
+        force: a.force,
     };
     let r = finetune(&opts, &train, &val, info.vocab_hash)?;
     let (model, params, _) = load_classifier(&r.checkpoint)?;

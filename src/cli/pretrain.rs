@@ -54,8 +54,11 @@ pub struct Args {
     #[arg(long, default_value_t = 200)]
     pub save_every: u64,
     /// Continue the run in --out from its last checkpoint.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "force")]
     pub resume: bool,
+    /// Start afresh even if --out already holds a checkpoint (replaces it).
+    #[arg(long)]
+    pub force: bool,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -79,6 +82,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         out: a.out,
         resume: a.resume,
         progress: !a.quiet,
+        force: a.force,
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
     let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()

@@ -11,7 +11,7 @@
 
 use super::config::{FfnKind, ModelConfig};
 use super::init::Init;
-use crate::autograd::{MoeParams, ParamId, Tape, TensorId};
+use crate::autograd::{Backend, MoeParams, ParamId, Tape, TensorId};
 use crate::backend::cpu::Float;
 use crate::backend::cpu::attention::Dims;
 use crate::backend::cpu::moe::MoeDims;
@@ -73,7 +73,8 @@ pub struct Forward<F> {
     pub task_loss: F,
     /// Mean load-balancing loss over layers (0 for the dense twin).
     pub aux: F,
-    /// Logits of the task head (`[B·S, V]` or `[B, C]`).
+    /// Classifier logits `[B, C]`; for the LM, the final hidden states
+    /// `[B·S, d]` (vocabulary logits are never formed whole).
     pub logits: TensorId,
 }
 
@@ -169,10 +170,10 @@ impl Model {
     }
 
     /// Embedding -> blocks -> final norm: `[B·S, d]`, and the mean aux loss.
-    pub fn backbone<F: Float>(
+    pub fn backbone<F: Float, B: Backend<F>>(
         &self,
-        tape: &mut Tape<F>,
-        p: &[&[F]],
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
         x: &Inputs,
         aux_weight: F,
     ) -> (TensorId, F) {
@@ -234,31 +235,30 @@ impl Model {
     }
 
     /// Next-token loss (targets: the following real token of the same sequence) + aux.
-    pub fn lm_forward<F: Float>(
+    pub fn lm_forward<F: Float, B: Backend<F>>(
         &self,
-        tape: &mut Tape<F>,
-        p: &[&[F]],
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
         x: &Inputs,
         aux_weight: F,
     ) -> Forward<F> {
         let (h, aux) = self.backbone(tape, p, x, aux_weight);
-        let logits = tape.linear(p, h, self.embed, None, self.cfg.d, self.cfg.vocab);
         let targets = next_token_targets(x);
-        let loss = tape.cross_entropy(logits, &targets, IGNORE);
+        let (loss, task_loss) = tape.lm_head_xent(p, h, self.embed, self.cfg.d, &targets, IGNORE);
         Forward {
             loss,
-            task_loss: tape.value(loss)[0],
+            task_loss,
             aux,
-            logits,
+            logits: h,
         }
     }
 
     /// Classification: masked mean pooling -> MLP head -> cross entropy (+ aux).
     /// Without labels the loss is computed against IGNORE (0) and only logits matter.
-    pub fn cls_forward<F: Float>(
+    pub fn cls_forward<F: Float, B: Backend<F>>(
         &self,
-        tape: &mut Tape<F>,
-        p: &[&[F]],
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
         x: &Inputs,
         labels: Option<&[u32]>,
         aux_weight: F,
@@ -274,10 +274,10 @@ impl Model {
         let z = tape.gelu(z);
         let logits = tape.linear(p, z, head.w2, Some(head.b2), d, self.cfg.n_classes);
         let ignore_all = vec![IGNORE; x.b];
-        let loss = tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE);
+        let (loss, task_loss) = tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE);
         Ok(Forward {
             loss,
-            task_loss: tape.value(loss)[0],
+            task_loss,
             aux,
             logits,
         })

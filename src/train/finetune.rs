@@ -36,6 +36,8 @@ pub struct FinetuneOpts {
     pub clip: f64,
     pub seed: u64,
     pub progress: bool,
+    /// Replace an existing classifier in `out` (otherwise the run refuses to start).
+    pub force: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -162,6 +164,12 @@ pub fn finetune(
         "fine-tuning needs at least 2 classes, got {}",
         cfg.n_classes
     );
+    let ckpt = model_path(&opts.out);
+    anyhow::ensure!(
+        opts.force || !ckpt.exists(),
+        "{} already exists: choose another --out or pass --force to replace it",
+        ckpt.display()
+    );
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let (model, mut params) = Model::new(cfg.clone(), opts.seed)?;
@@ -194,7 +202,6 @@ pub fn finetune(
     let mut opt =
         AdamW::new(AdamWConfig::default(), &params).with_layerwise_decay(cfg.layers, opts.llrd);
     let mut order = Shuffler::new(train_idx.clone(), opts.seed);
-    let ckpt = model_path(&opts.out);
     let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
     let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
     let mut history = Vec::new();
@@ -259,6 +266,9 @@ pub fn finetune(
             );
             m.extra.insert("kind".into(), "finetune".into());
             m.extra.insert("val_macro_f1".into(), format!("{f1}"));
+            // eval/classify tokenise new flows to the length the classifier learnt.
+            m.extra.insert("seq_len".into(), opts.seq_len.to_string());
+            // Replaces this run's earlier best; a previous run's file was refused above.
             checkpoint::save(&ckpt, &m, &params, true)?;
         } else {
             bad += 1;

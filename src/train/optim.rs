@@ -8,6 +8,7 @@
 //! regularising a projection. `Param::decay` holds the choice so a caller can
 //! override it per tensor.
 
+use rayon::prelude::*;
 use thiserror::Error;
 
 /// One named tensor of a model with its gradient (llm.c convention: grads `+=`).
@@ -78,8 +79,12 @@ pub fn default_decay(name: &str, shape: &[usize]) -> bool {
 }
 
 pub fn zero_grads(params: &mut [Param]) {
-    params.iter_mut().for_each(Param::zero_grad);
+    params.par_iter_mut().for_each(Param::zero_grad);
 }
+
+/// Elements per parallel task in the optimizer's elementwise passes; fixed, so
+/// sums run in the same order on any number of threads (deterministic).
+const CHUNK: usize = 1 << 16;
 
 /// Learning-rate multiplier of each group for layer-wise lr decay over `n_layers`
 /// layers: group l in 0..=L gets `xi^(L-l)` (so embeddings, group 0, the lowest,
@@ -93,12 +98,12 @@ pub fn llrd_multipliers(n_layers: usize, xi: f32) -> Vec<f32> {
 
 /// Global L2 norm of all gradients, accumulated in f64.
 pub fn global_grad_norm(params: &[Param]) -> f64 {
-    params
-        .iter()
-        .flat_map(|p| p.grad.iter())
-        .map(|&g| (g as f64) * (g as f64))
-        .sum::<f64>()
-        .sqrt()
+    let partial: Vec<f64> = params
+        .par_iter()
+        .flat_map(|p| p.grad.par_chunks(CHUNK))
+        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .collect();
+    partial.iter().sum::<f64>().sqrt()
 }
 
 /// Scales all gradients so their global norm is at most `max_norm`; returns the
@@ -109,9 +114,10 @@ pub fn clip_grad_norm(params: &mut [Param], max_norm: f64) -> f64 {
     if norm.is_finite() && norm > max_norm {
         // Same small epsilon as torch.nn.utils.clip_grad_norm_.
         let scale = (max_norm / (norm + 1e-6)) as f32;
-        for p in params.iter_mut() {
-            p.grad.iter_mut().for_each(|g| *g *= scale);
-        }
+        params
+            .par_iter_mut()
+            .flat_map(|p| p.grad.par_chunks_mut(CHUNK))
+            .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
     }
     norm
 }
@@ -135,8 +141,10 @@ impl Default for AdamWConfig {
     }
 }
 
-/// One AdamW update of one tensor (PyTorch's AdamW): decoupled decay
-/// `p -= lr*wd*p`, then the bias-corrected Adam step. `step` is 1-based.
+/// One AdamW update of one tensor (PyTorch's AdamW: decoupled decay, then the
+/// bias-corrected Adam step; `step` is 1-based). The arithmetic is the CPU
+/// reference op [`crate::backend::cpu::adamw::step`], the definition the CUDA
+/// kernel is tested against, so training on either side updates alike.
 #[allow(clippy::too_many_arguments)]
 pub fn adamw_update(
     p: &mut [f32],
@@ -148,18 +156,18 @@ pub fn adamw_update(
     weight_decay: f32,
     step: u32,
 ) {
-    let bc1 = 1.0 - (cfg.beta1 as f64).powi(step as i32);
-    let bc2 = 1.0 - (cfg.beta2 as f64).powi(step as i32);
-    let step_size = (lr as f64 / bc1) as f32;
-    let bc2_sqrt = bc2.sqrt() as f32;
-    let decay = 1.0 - lr * weight_decay;
-    for i in 0..p.len() {
-        let gi = g[i];
-        m[i] = cfg.beta1 * m[i] + (1.0 - cfg.beta1) * gi;
-        v[i] = cfg.beta2 * v[i] + (1.0 - cfg.beta2) * gi * gi;
-        let denom = v[i].sqrt() / bc2_sqrt + cfg.eps;
-        p[i] = p[i] * decay - step_size * m[i] / denom;
-    }
+    crate::backend::cpu::adamw::step(
+        p,
+        g,
+        m,
+        v,
+        lr,
+        cfg.beta1,
+        cfg.beta2,
+        cfg.eps,
+        weight_decay,
+        step,
+    );
 }
 
 #[derive(Debug, Error)]
@@ -216,20 +224,23 @@ impl AdamW {
     pub fn step(&mut self, params: &mut [Param], lr: f32) -> Result<(), OptimError> {
         self.check(params)?;
         self.step += 1;
-        for (i, p) in params.iter_mut().enumerate() {
-            let lr_p = lr * self.group_lr[p.group];
-            let wd = if p.decay { self.cfg.weight_decay } else { 0.0 };
-            adamw_update(
-                &mut p.value,
-                &p.grad,
-                &mut self.m[i],
-                &mut self.v[i],
-                lr_p,
-                &self.cfg,
-                wd,
-                self.step,
-            );
-        }
+        let (cfg, step, group_lr) = (&self.cfg, self.step, &self.group_lr);
+        params
+            .par_iter_mut()
+            .zip(self.m.par_iter_mut())
+            .zip(self.v.par_iter_mut())
+            .for_each(|((p, m), v)| {
+                let lr_p = lr * group_lr[p.group];
+                let wd = if p.decay { cfg.weight_decay } else { 0.0 };
+                p.value
+                    .par_chunks_mut(CHUNK)
+                    .zip(p.grad.par_chunks(CHUNK))
+                    .zip(m.par_chunks_mut(CHUNK))
+                    .zip(v.par_chunks_mut(CHUNK))
+                    .for_each(|(((pc, gc), mc), vc)| {
+                        adamw_update(pc, gc, mc, vc, lr_p, cfg, wd, step)
+                    });
+            });
         Ok(())
     }
 
@@ -271,6 +282,34 @@ mod tests {
     fn new_rejects_wrong_size() {
         let e = Param::new("w", vec![2, 3], vec![0.0; 5], 1).unwrap_err();
         assert!(e.to_string().contains("`w`"), "{e}");
+    }
+
+    /// PyTorch's AdamW in f64, as the optimizer's ground truth.
+    #[test]
+    fn step_matches_pytorch_adamw() {
+        let cfg = AdamWConfig::default();
+        let mut params = vec![Param::new("w", vec![2, 2], vec![0.5, -1.0, 2.0, 0.1], 0).unwrap()];
+        let mut opt = AdamW::new(cfg, &params);
+        let mut want: Vec<f64> = params[0].value.iter().map(|&x| x as f64).collect();
+        let (mut m, mut v) = (vec![0f64; 4], vec![0f64; 4]);
+        let (b1, b2, lr, wd) = (0.9f64, 0.999f64, 0.01f64, 0.01f64);
+        for t in 1..=3 {
+            let g = [0.3f32 * t as f32, -0.2, 0.05, 1.0];
+            params[0].grad.copy_from_slice(&g);
+            opt.step(&mut params, lr as f32).unwrap();
+            for i in 0..4 {
+                let gi = g[i] as f64;
+                want[i] *= 1.0 - lr * wd;
+                m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                let mh = m[i] / (1.0 - b1.powi(t));
+                let vh = v[i] / (1.0 - b2.powi(t));
+                want[i] -= lr * mh / (vh.sqrt() + 1e-8);
+            }
+        }
+        for (got, want) in params[0].value.iter().zip(&want) {
+            assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ pub struct PretrainOpts {
     pub out: PathBuf,
     pub resume: bool,
     pub progress: bool,
+    /// Start afresh over an existing run in `out` (otherwise the run refuses to start).
+    pub force: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -81,8 +83,8 @@ pub fn pretrain(
         eprintln!("resumed {} at step {start}", ckpt.display());
     } else {
         anyhow::ensure!(
-            !ckpt.exists(),
-            "{} already exists: pass --resume to continue it or choose another --out",
+            opts.force || !ckpt.exists(),
+            "{} already exists: pass --resume to continue it, --force to replace it, or choose another --out",
             ckpt.display()
         );
     }
@@ -97,9 +99,12 @@ pub fn pretrain(
     for _ in 0..start {
         order.next_batch(opts.batch);
     }
+    // A resumed run appends to its log; a fresh (or forced) one starts it anew.
     let mut log = std::fs::OpenOptions::new()
         .create(true)
-        .append(true)
+        .write(true)
+        .append(opts.resume)
+        .truncate(!opts.resume)
         .open(opts.out.join("pretrain_log.jsonl"))?;
     let pb = progress_bar(opts.steps, "pretrain", opts.progress);
     pb.set_position(start);

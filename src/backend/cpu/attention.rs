@@ -3,7 +3,7 @@
 //! `att [B, H, S, S]` for the backward. Query i sees key j when `j <= i` and
 //! `mask[b, j] != 0`; a query that sees no key outputs zeros.
 
-use super::float::Float;
+use super::float::{Float, max_lanes, sum_lanes};
 use super::matmul::gemm;
 use rayon::prelude::*;
 
@@ -41,26 +41,27 @@ pub fn fwd<F: Float>(
             gemm(s, s, hd, qb, false, kb, true, a, false);
             for i in 0..s {
                 let row = &mut a[i * s..(i + 1) * s];
-                let mut mx = F::neg_infinity();
-                for j in 0..=i {
-                    if m[j] != 0 {
-                        row[j] *= scale;
-                        mx = mx.max(row[j]);
-                    }
-                }
-                let mut sum = F::ZERO;
-                for j in 0..s {
-                    if j <= i && m[j] != 0 {
-                        row[j] = (row[j] - mx).exp();
-                        sum += row[j];
+                // Hidden keys become -inf, whose exp is 0: no branch in the
+                // exp loop, so these passes vectorise.
+                let (vis, hidden) = row.split_at_mut(i + 1);
+                hidden.iter_mut().for_each(|x| *x = F::ZERO);
+                for (x, &mj) in vis.iter_mut().zip(m) {
+                    *x = if mj != 0 {
+                        *x * scale
                     } else {
-                        row[j] = F::ZERO;
-                    }
+                        F::neg_infinity()
+                    };
                 }
-                if sum > F::ZERO {
-                    let inv = F::ONE / sum;
-                    row[..=i].iter_mut().for_each(|x| *x *= inv);
+                let mx = max_lanes(vis);
+                if mx == F::neg_infinity() {
+                    vis.iter_mut().for_each(|x| *x = F::ZERO);
+                    continue;
                 }
+                for x in vis.iter_mut() {
+                    *x = (*x - mx).exp();
+                }
+                let inv = F::ONE / sum_lanes(vis);
+                vis.iter_mut().for_each(|x| *x *= inv);
             }
             gemm(s, hd, s, a, false, vb, false, o, false);
         });

@@ -9,9 +9,12 @@
 
 pub mod act;
 pub mod adamw;
+pub mod alloc;
 pub mod attention;
+pub mod backend;
 pub mod embedding;
 pub mod float;
+pub mod lm_head;
 pub mod matmul;
 pub mod mha;
 pub mod moe;
@@ -27,6 +30,7 @@ pub mod xent;
 pub(crate) mod testutil;
 
 pub use adamw::grad_norm;
+pub use backend::Cpu;
 pub use float::Float;
 /// The linear layer (`y = x·wᵀ + b`) lives with the matrix products.
 pub use matmul as linear;

@@ -16,17 +16,25 @@ fn rotate<F: Float>(
 ) {
     let half = hd / 2;
     let row = heads * hd;
-    // Angles depend only on (pos, i): precompute cos/sin per position.
+    // Angles depend only on (pos, i): one cos/sin table per call, shared by
+    // every batch row and head.
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-2.0 * i as f64 / hd as f64))
+        .collect();
+    let table: Vec<(F, F)> = (0..seq * half)
+        .map(|k| {
+            let ang = sign * (k / half) as f64 * inv_freq[k % half];
+            (F::from_f64(ang.cos()), F::from_f64(ang.sin()))
+        })
+        .collect();
     out.par_chunks_mut(row)
         .zip(x.par_chunks(row))
         .enumerate()
         .for_each(|(bs, (o, xi))| {
-            let pos = (bs % seq) as f64;
-            for i in 0..half {
-                let ang = sign * pos * theta.powf(-2.0 * i as f64 / hd as f64);
-                let (s, c) = (F::from_f64(ang.sin()), F::from_f64(ang.cos()));
-                for h in 0..heads {
-                    let base = h * hd;
+            let cs = &table[(bs % seq) * half..][..half];
+            for h in 0..heads {
+                let base = h * hd;
+                for (i, &(c, s)) in cs.iter().enumerate() {
                     let a = xi[base + i];
                     let b = xi[base + i + half];
                     o[base + i] = a * c - b * s;

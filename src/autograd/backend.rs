@@ -1,0 +1,204 @@
+//! The op interface the tape dispatches through: where tensors live and the
+//! whole-layer ops the model uses, forward and backward. The tape only keeps
+//! ids, shapes and each op's saved state; a [`Backend`] owns the storage and
+//! the arithmetic.
+//!
+//! - The CPU implementation is [`crate::backend::cpu::Cpu`]: `Tensor` is a
+//!   host `Vec<F>`, parameters are `[F]` slices, and every op delegates to the
+//!   reference ops in `backend::cpu` (f32 for training, f64 for gradient checks).
+//! - A GPU implementation plugs in the same way (not written yet): `Tensor`
+//!   a device buffer (`backend::gpu::buffer`), `Param` a view into the
+//!   parameter arena, and each method a call to the launch wrapper of the
+//!   matching kernel in `backend::gpu::ops` (kernels in `cuda/`, same names:
+//!   `rmsnorm`, `rope`, `swiglu`, `moe_route`/`moe_permute`/`moe_combine`,
+//!   `xent`, `pool`, `embed`, plus a GEMM). It runs on an executor (cudarc on a
+//!   GPU, the SIMT simulator on a CPU), which the implementing struct holds.
+//!   `to_host` is the only place a GPU backend synchronises.
+//!
+//! Conventions (llm.c): activation grads are returned fresh, parameter grads
+//! accumulate (`+=`) into the `&mut Self::Param` they are given.
+
+use crate::backend::cpu::Float;
+use crate::backend::cpu::attention::Dims;
+use crate::backend::cpu::moe::MoeDims;
+
+/// An MoE layer's eight parameters in `MoeParams` order: router, shared gate,
+/// shared gate/up/down, routed gate/up/down.
+pub type MoeRefs<'a, P> = [&'a P; 8];
+pub type MoeGradRefs<'a, P> = [&'a mut P; 8];
+
+pub trait Backend<F: Float> {
+    /// One tensor's storage (row-major, `len` elements).
+    type Tensor;
+    /// A parameter as the ops read and update it.
+    type Param: ?Sized;
+    /// What attention keeps for its backward.
+    type AttnSaved;
+    /// What an MoE layer keeps for its backward (routing included).
+    type MoeSaved;
+    /// What the fused LM head + cross entropy keeps (per-row logsumexp).
+    type LmHeadSaved;
+
+    fn len(&self, x: &Self::Tensor) -> usize;
+    /// A copy on the host (loss values, logits for predictions).
+    fn to_host(&self, x: &Self::Tensor) -> Vec<F>;
+    fn zeros(&self, n: usize) -> Self::Tensor;
+    fn scalar(&self, v: F) -> Self::Tensor;
+    /// `acc += x`: activation grads from several consumers add up.
+    fn add_assign(&self, acc: &mut Self::Tensor, x: &Self::Tensor);
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+
+    fn embedding_fwd(&self, ids: &[u32], table: &Self::Param, d: usize) -> Self::Tensor;
+    fn embedding_bwd(&self, ids: &[u32], dy: &Self::Tensor, d: usize, dtable: &mut Self::Param);
+
+    /// `(y, rstd)`.
+    fn rmsnorm_fwd(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Param,
+        d: usize,
+    ) -> (Self::Tensor, Self::Tensor);
+    /// Returns `dx`.
+    #[allow(clippy::too_many_arguments)]
+    fn rmsnorm_bwd(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Param,
+        rstd: &Self::Tensor,
+        dy: &Self::Tensor,
+        d: usize,
+        dw: &mut Self::Param,
+    ) -> Self::Tensor;
+
+    /// `y[rows, dout] = x·wᵀ + b`, `w` is `[dout, din]`.
+    fn linear_fwd(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Param,
+        b: Option<&Self::Param>,
+        rows: usize,
+        din: usize,
+        dout: usize,
+    ) -> Self::Tensor;
+    /// Returns `dx`; `dw` (and `db`) accumulate.
+    #[allow(clippy::too_many_arguments)]
+    fn linear_bwd(
+        &self,
+        x: &Self::Tensor,
+        w: &Self::Param,
+        dy: &Self::Tensor,
+        rows: usize,
+        din: usize,
+        dout: usize,
+        dw: &mut Self::Param,
+        db: Option<&mut Self::Param>,
+    ) -> Self::Tensor;
+
+    fn swiglu_fwd(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    /// `(dgate, dup)`.
+    fn swiglu_bwd(
+        &self,
+        gate: &Self::Tensor,
+        up: &Self::Tensor,
+        dy: &Self::Tensor,
+    ) -> (Self::Tensor, Self::Tensor);
+
+    fn gelu_fwd(&self, x: &Self::Tensor) -> Self::Tensor;
+    fn gelu_bwd(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
+
+    /// Causal attention with RoPE on the fused projection `qkv [B·S, 3·H·hd]`.
+    fn attention_fwd(
+        &self,
+        qkv: &Self::Tensor,
+        mask: &[u8],
+        dims: &Dims,
+        theta: f64,
+    ) -> (Self::Tensor, Self::AttnSaved);
+    /// Returns `dqkv`.
+    fn attention_bwd(
+        &self,
+        saved: &Self::AttnSaved,
+        dy: &Self::Tensor,
+        dims: &Dims,
+        theta: f64,
+    ) -> Self::Tensor;
+
+    /// `resid + MoE(z)`.
+    fn moe_fwd(
+        &self,
+        z: &Self::Tensor,
+        resid: &Self::Tensor,
+        w: MoeRefs<Self::Param>,
+        dims: &MoeDims,
+    ) -> (Self::Tensor, Self::MoeSaved);
+    /// The layer's load-balancing loss.
+    fn moe_aux(&self, saved: &Self::MoeSaved) -> F;
+    /// Chosen experts, `[T, k]`.
+    fn moe_routing(&self, saved: &Self::MoeSaved) -> Vec<u32>;
+    /// Returns `dz` (the residual's grad is `dy` itself); `aux_weight` is
+    /// d(loss)/d(aux).
+    #[allow(clippy::too_many_arguments)]
+    fn moe_bwd(
+        &self,
+        z: &Self::Tensor,
+        w: MoeRefs<Self::Param>,
+        saved: &Self::MoeSaved,
+        dy: &Self::Tensor,
+        aux_weight: F,
+        dims: &MoeDims,
+        grads: MoeGradRefs<Self::Param>,
+    ) -> Self::Tensor;
+
+    /// Masked mean over the sequence: `[B, S, d] -> [B, d]`.
+    fn mean_pool_fwd(
+        &self,
+        x: &Self::Tensor,
+        mask: &[u8],
+        b: usize,
+        s: usize,
+        d: usize,
+    ) -> Self::Tensor;
+    fn mean_pool_bwd(
+        &self,
+        dy: &Self::Tensor,
+        mask: &[u8],
+        b: usize,
+        s: usize,
+        d: usize,
+    ) -> Self::Tensor;
+
+    /// Mean cross entropy over rows whose target is not `ignore`.
+    fn xent_fwd(&self, logits: &Self::Tensor, targets: &[u32], ignore: u32) -> F;
+    /// Returns `dlogits` for `dloss`.
+    fn xent_bwd(
+        &self,
+        logits: &Self::Tensor,
+        targets: &[u32],
+        ignore: u32,
+        dloss: F,
+    ) -> Self::Tensor;
+
+    /// Tied LM head fused with the mean cross entropy over rows whose target
+    /// is not `ignore`: `h [T, d]`, `table [V, d]`; the `[T, V]` logits are
+    /// never kept. Returns the loss.
+    fn lm_head_xent_fwd(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Param,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (F, Self::LmHeadSaved);
+    /// Returns `dh`; `dtable` accumulates.
+    #[allow(clippy::too_many_arguments)]
+    fn lm_head_xent_bwd(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Param,
+        d: usize,
+        targets: &[u32],
+        saved: &Self::LmHeadSaved,
+        dloss: F,
+        dtable: &mut Self::Param,
+    ) -> Self::Tensor;
+}

@@ -1,0 +1,256 @@
+//! The CPU side of the tape's op interface ([`crate::autograd::Backend`]):
+//! host vectors, each op a call to the reference op of the same name.
+
+use super::attention::Dims;
+use super::lm_head::{self, LmHeadSaved};
+use super::mha::{self, MhaSaved};
+use super::moe::{self, MoeDims, MoeGrads, MoeSaved, MoeWeights};
+use super::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
+use crate::autograd::backend::{Backend, MoeGradRefs, MoeRefs};
+
+/// The CPU backend (stateless: the ops parallelise with rayon themselves).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+fn moe_weights<'a, F>(w: MoeRefs<'a, [F]>) -> MoeWeights<'a, F> {
+    let [
+        router,
+        shared_gate,
+        s_gate,
+        s_up,
+        s_down,
+        e_gate,
+        e_up,
+        e_down,
+    ] = w;
+    MoeWeights {
+        router,
+        shared_gate,
+        s_gate,
+        s_up,
+        s_down,
+        e_gate,
+        e_up,
+        e_down,
+    }
+}
+
+impl<F: Float> Backend<F> for Cpu {
+    type Tensor = Vec<F>;
+    type Param = [F];
+    type AttnSaved = MhaSaved<F>;
+    type MoeSaved = MoeSaved<F>;
+    type LmHeadSaved = LmHeadSaved<F>;
+
+    fn len(&self, x: &Vec<F>) -> usize {
+        x.len()
+    }
+    fn to_host(&self, x: &Vec<F>) -> Vec<F> {
+        x.clone()
+    }
+    fn zeros(&self, n: usize) -> Vec<F> {
+        vec![F::ZERO; n]
+    }
+    fn scalar(&self, v: F) -> Vec<F> {
+        vec![v]
+    }
+    fn add_assign(&self, acc: &mut Vec<F>, x: &Vec<F>) {
+        acc.iter_mut().zip(x).for_each(|(a, &b)| *a += b);
+    }
+    fn add(&self, a: &Vec<F>, b: &Vec<F>) -> Vec<F> {
+        a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+    }
+
+    fn embedding_fwd(&self, ids: &[u32], table: &[F], d: usize) -> Vec<F> {
+        let mut y = vec![F::ZERO; ids.len() * d];
+        embedding::fwd(ids, table, d, &mut y);
+        y
+    }
+    fn embedding_bwd(&self, ids: &[u32], dy: &Vec<F>, d: usize, dtable: &mut [F]) {
+        embedding::bwd(ids, dy, d, dtable);
+    }
+
+    fn rmsnorm_fwd(&self, x: &Vec<F>, w: &[F], d: usize) -> (Vec<F>, Vec<F>) {
+        let mut y = vec![F::ZERO; x.len()];
+        let mut rstd = vec![F::ZERO; x.len() / d];
+        rmsnorm::fwd(x, w, d, F::from_f64(1e-6), &mut y, &mut rstd);
+        (y, rstd)
+    }
+    fn rmsnorm_bwd(
+        &self,
+        x: &Vec<F>,
+        w: &[F],
+        rstd: &Vec<F>,
+        dy: &Vec<F>,
+        d: usize,
+        dw: &mut [F],
+    ) -> Vec<F> {
+        let mut dx = vec![F::ZERO; x.len()];
+        rmsnorm::bwd(x, w, rstd, dy, d, &mut dx, dw);
+        dx
+    }
+
+    fn linear_fwd(
+        &self,
+        x: &Vec<F>,
+        w: &[F],
+        b: Option<&[F]>,
+        rows: usize,
+        din: usize,
+        dout: usize,
+    ) -> Vec<F> {
+        let mut y = vec![F::ZERO; rows * dout];
+        linear::fwd(x, w, b, rows, din, dout, &mut y);
+        y
+    }
+    fn linear_bwd(
+        &self,
+        x: &Vec<F>,
+        w: &[F],
+        dy: &Vec<F>,
+        rows: usize,
+        din: usize,
+        dout: usize,
+        dw: &mut [F],
+        db: Option<&mut [F]>,
+    ) -> Vec<F> {
+        let mut dx = vec![F::ZERO; rows * din];
+        linear::bwd(x, w, dy, rows, din, dout, Some(&mut dx), dw, db);
+        dx
+    }
+
+    fn swiglu_fwd(&self, gate: &Vec<F>, up: &Vec<F>) -> Vec<F> {
+        let mut y = vec![F::ZERO; gate.len()];
+        swiglu::fwd(gate, up, &mut y);
+        y
+    }
+    fn swiglu_bwd(&self, gate: &Vec<F>, up: &Vec<F>, dy: &Vec<F>) -> (Vec<F>, Vec<F>) {
+        let (mut dg, mut du) = (vec![F::ZERO; gate.len()], vec![F::ZERO; up.len()]);
+        swiglu::bwd(gate, up, dy, &mut dg, &mut du);
+        (dg, du)
+    }
+
+    fn gelu_fwd(&self, x: &Vec<F>) -> Vec<F> {
+        let mut y = vec![F::ZERO; x.len()];
+        act::gelu_fwd(x, &mut y);
+        y
+    }
+    fn gelu_bwd(&self, x: &Vec<F>, dy: &Vec<F>) -> Vec<F> {
+        let mut dx = vec![F::ZERO; x.len()];
+        act::gelu_bwd(x, dy, &mut dx);
+        dx
+    }
+
+    fn attention_fwd(
+        &self,
+        qkv: &Vec<F>,
+        mask: &[u8],
+        dims: &Dims,
+        theta: f64,
+    ) -> (Vec<F>, MhaSaved<F>) {
+        let mut y = vec![F::ZERO; dims.b * dims.s * dims.h * dims.hd];
+        let saved = mha::fwd(qkv, mask, dims, theta, &mut y);
+        (y, saved)
+    }
+    fn attention_bwd(&self, saved: &MhaSaved<F>, dy: &Vec<F>, dims: &Dims, theta: f64) -> Vec<F> {
+        let mut dqkv = vec![F::ZERO; dims.b * dims.s * 3 * dims.h * dims.hd];
+        mha::bwd(saved, dy, dims, theta, &mut dqkv);
+        dqkv
+    }
+
+    fn moe_fwd(
+        &self,
+        z: &Vec<F>,
+        resid: &Vec<F>,
+        w: MoeRefs<[F]>,
+        dims: &MoeDims,
+    ) -> (Vec<F>, MoeSaved<F>) {
+        let mut y = vec![F::ZERO; dims.t * dims.d];
+        let saved = moe::fwd(z, resid, &moe_weights(w), dims, &mut y);
+        (y, saved)
+    }
+    fn moe_aux(&self, saved: &MoeSaved<F>) -> F {
+        saved.aux
+    }
+    fn moe_routing(&self, saved: &MoeSaved<F>) -> Vec<u32> {
+        saved.topk_idx.clone()
+    }
+    fn moe_bwd(
+        &self,
+        z: &Vec<F>,
+        w: MoeRefs<[F]>,
+        saved: &MoeSaved<F>,
+        dy: &Vec<F>,
+        aux_weight: F,
+        dims: &MoeDims,
+        grads: MoeGradRefs<[F]>,
+    ) -> Vec<F> {
+        let [
+            router,
+            shared_gate,
+            s_gate,
+            s_up,
+            s_down,
+            e_gate,
+            e_up,
+            e_down,
+        ] = grads;
+        let gr = MoeGrads {
+            router,
+            shared_gate,
+            s_gate,
+            s_up,
+            s_down,
+            e_gate,
+            e_up,
+            e_down,
+        };
+        let mut dz = vec![F::ZERO; z.len()];
+        moe::bwd(z, &moe_weights(w), saved, dy, aux_weight, dims, &mut dz, gr);
+        dz
+    }
+
+    fn mean_pool_fwd(&self, x: &Vec<F>, mask: &[u8], b: usize, s: usize, d: usize) -> Vec<F> {
+        let mut y = vec![F::ZERO; b * d];
+        pool::mean_fwd(x, mask, b, s, d, &mut y);
+        y
+    }
+    fn mean_pool_bwd(&self, dy: &Vec<F>, mask: &[u8], b: usize, s: usize, d: usize) -> Vec<F> {
+        let mut dx = vec![F::ZERO; b * s * d];
+        pool::mean_bwd(dy, mask, b, s, d, &mut dx);
+        dx
+    }
+
+    fn xent_fwd(&self, logits: &Vec<F>, targets: &[u32], ignore: u32) -> F {
+        let mut losses = vec![F::ZERO; targets.len()];
+        xent::fwd(logits, targets, ignore, &mut losses)
+    }
+    fn xent_bwd(&self, logits: &Vec<F>, targets: &[u32], ignore: u32, dloss: F) -> Vec<F> {
+        let mut dl = vec![F::ZERO; logits.len()];
+        xent::bwd(logits, targets, ignore, dloss, &mut dl);
+        dl
+    }
+
+    fn lm_head_xent_fwd(
+        &self,
+        h: &Vec<F>,
+        table: &[F],
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> (F, LmHeadSaved<F>) {
+        lm_head::fwd(h, table, d, targets, ignore)
+    }
+    fn lm_head_xent_bwd(
+        &self,
+        h: &Vec<F>,
+        table: &[F],
+        d: usize,
+        targets: &[u32],
+        saved: &LmHeadSaved<F>,
+        dloss: F,
+        dtable: &mut [F],
+    ) -> Vec<F> {
+        lm_head::bwd(h, table, d, targets, saved, dloss, dtable)
+    }
+}

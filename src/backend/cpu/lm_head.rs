@@ -1,0 +1,214 @@
+//! The tied LM head fused with the cross entropy:
+//! `loss = mean over rows with a target of (logsumexp(h·Eᵀ) - (h·Eᵀ)[target])`.
+//! The `[T, V]` logits are never kept: the forward makes them a few rows at
+//! a time and keeps one logsumexp per row; the backward makes them again, a
+//! slice of the vocabulary at a time, turns them into `dlogits` in place and
+//! feeds both products (`dh`, `dE`). Rows without a target (padding, last
+//! position) are skipped altogether. One extra product in the backward buys
+//! no `T·V` buffers (64 MB for `tiny` at batch 8, 270 MB for `small`).
+
+use super::float::{Float, max_lanes, sum_lanes};
+use super::matmul::gemm;
+use rayon::prelude::*;
+
+/// Rows per forward task (each holds `ROWS_FWD · V` logits). Larger chunks
+/// pack the table fewer times (the product repacks it on every call).
+const ROWS_FWD: usize = 128;
+/// Rows per backward product: the `dE` slice is read and written once per
+/// chunk, so fewer, larger chunks move less memory.
+const ROWS_BWD: usize = 256;
+/// The backward splits the vocabulary into this many slices, whatever the
+/// thread count, so its sums run in a fixed order (deterministic).
+const VOCAB_SLICES: usize = 8;
+
+/// What the backward needs: which rows have a target, and their logsumexp.
+pub struct LmHeadSaved<F> {
+    pub rows: Vec<usize>,
+    pub lse: Vec<F>,
+}
+
+fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
+    (0..targets.len())
+        .filter(|&i| targets[i] != ignore)
+        .collect()
+}
+
+/// The rows of `h` listed in `rows`, packed.
+fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
+    let mut out = Vec::with_capacity(rows.len() * d);
+    for &r in rows {
+        out.extend_from_slice(&h[r * d..(r + 1) * d]);
+    }
+    out
+}
+
+/// Mean loss over rows whose target is not `ignore` (0 if none), and the saved state.
+/// `h` is `[T, d]`, `table` (the embedding) `[V, d]`.
+pub fn fwd<F: Float>(
+    h: &[F],
+    table: &[F],
+    d: usize,
+    targets: &[u32],
+    ignore: u32,
+) -> (F, LmHeadSaved<F>) {
+    let v = table.len() / d;
+    let rows = valid_rows(targets, ignore);
+    let hv = gather(h, &rows, d);
+    let mut lse = vec![F::ZERO; rows.len()];
+    let mut losses = vec![F::ZERO; rows.len()];
+    hv.par_chunks(ROWS_FWD * d)
+        .zip(lse.par_chunks_mut(ROWS_FWD))
+        .zip(losses.par_chunks_mut(ROWS_FWD))
+        .zip(rows.par_chunks(ROWS_FWD))
+        .for_each_init(
+            || vec![F::ZERO; ROWS_FWD * v],
+            |logits, (((hc, lc), oc), rc)| {
+                let m = rc.len();
+                gemm(m, v, d, hc, false, table, true, logits, false);
+                for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
+                    let target = row[targets[rc[i]] as usize];
+                    let l = logsumexp_in_place(row);
+                    lc[i] = l;
+                    oc[i] = l - target;
+                }
+            },
+        );
+    let loss = if rows.is_empty() {
+        F::ZERO
+    } else {
+        let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
+        F::from_f64(total / rows.len() as f64)
+    };
+    (loss, LmHeadSaved { rows, lse })
+}
+
+/// `ln(sum(exp(row)))`; leaves `exp(row - max)` in `row` (vectorised passes).
+fn logsumexp_in_place<F: Float>(row: &mut [F]) -> F {
+    let m = max_lanes(row);
+    for x in row.iter_mut() {
+        *x = (*x - m).exp();
+    }
+    m + sum_lanes(row).ln()
+}
+
+/// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
+/// accumulates. `dloss` is d(total)/d(mean loss).
+pub fn bwd<F: Float>(
+    h: &[F],
+    table: &[F],
+    d: usize,
+    targets: &[u32],
+    saved: &LmHeadSaved<F>,
+    dloss: F,
+    dtable: &mut [F],
+) -> Vec<F> {
+    let v = table.len() / d;
+    let t = targets.len();
+    let rows = &saved.rows;
+    let mut dh = vec![F::ZERO; t * d];
+    if rows.is_empty() {
+        return dh;
+    }
+    let n = rows.len();
+    let scale = dloss / F::from_usize(n);
+    let hv = gather(h, rows, d);
+    let slice = v.div_ceil(VOCAB_SLICES);
+    // Each slice owns its rows of dtable and writes a partial dh.
+    let partial: Vec<Vec<F>> = dtable
+        .par_chunks_mut(slice * d)
+        .zip(table.par_chunks(slice * d))
+        .enumerate()
+        .map(|(si, (dt, tb))| {
+            let (v0, vs) = (si * slice, tb.len() / d);
+            let mut dhp = vec![F::ZERO; n * d];
+            let mut dl = vec![F::ZERO; ROWS_BWD * vs];
+            for (c, (hc, dhc)) in hv
+                .chunks(ROWS_BWD * d)
+                .zip(dhp.chunks_mut(ROWS_BWD * d))
+                .enumerate()
+            {
+                let m = hc.len() / d;
+                let dl = &mut dl[..m * vs];
+                gemm(m, vs, d, hc, false, tb, true, dl, false);
+                for (i, row) in dl.chunks_exact_mut(vs).enumerate() {
+                    let r = c * ROWS_BWD + i;
+                    let l = saved.lse[r];
+                    for x in row.iter_mut() {
+                        *x = scale * (*x - l).exp();
+                    }
+                    let y = targets[rows[r]] as usize;
+                    if (v0..v0 + vs).contains(&y) {
+                        row[y - v0] -= scale;
+                    }
+                }
+                gemm(vs, d, m, dl, true, hc, false, dt, true);
+                gemm(m, d, vs, dl, false, tb, false, dhc, false);
+            }
+            dhp
+        })
+        .collect();
+    for (i, &r) in rows.iter().enumerate() {
+        let out = &mut dh[r * d..(r + 1) * d];
+        for p in &partial {
+            for (o, &g) in out.iter_mut().zip(&p[i * d..(i + 1) * d]) {
+                *o += g;
+            }
+        }
+    }
+    dh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{linear, xent};
+    use super::*;
+
+    /// Same loss and gradients as the unfused linear + cross entropy.
+    #[test]
+    fn matches_linear_then_cross_entropy() {
+        let (t, d, v) = (300, 5, 37); // rows over two backward chunks, uneven slices
+        let h = vals(t * d, 1);
+        let table = vals(v * d, 2);
+        let targets: Vec<u32> = (0..t as u32)
+            .map(|i| if i % 7 == 3 { 99 } else { (i * 5) % v as u32 })
+            .collect();
+        let (loss, saved) = fwd(&h, &table, d, &targets, 99);
+        let mut logits = vec![0.0; t * v];
+        linear::fwd(&h, &table, None, t, d, v, &mut logits);
+        let mut l = vec![0.0; t];
+        let want = xent::fwd(&logits, &targets, 99, &mut l);
+        assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
+
+        let mut dtable = vec![0.5; v * d]; // accumulates
+        let dh = bwd(&h, &table, d, &targets, &saved, 1.5, &mut dtable);
+        let mut dlogits = vec![0.0; t * v];
+        xent::bwd(&logits, &targets, 99, 1.5, &mut dlogits);
+        let mut dh_want = vec![0.0; t * d];
+        let mut dt_want = vec![0.5; v * d];
+        linear::bwd(
+            &h,
+            &table,
+            &dlogits,
+            t,
+            d,
+            v,
+            Some(&mut dh_want),
+            &mut dt_want,
+            None,
+        );
+        for (a, b) in dh.iter().zip(&dh_want).chain(dtable.iter().zip(&dt_want)) {
+            assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+        }
+        // No targets at all: zero loss, zero gradient.
+        let none = vec![99u32; t];
+        let (l0, s0) = fwd(&h, &table, d, &none, 99);
+        assert_eq!(l0, 0.0);
+        let mut dt = vec![0.0; v * d];
+        assert!(
+            bwd(&h, &table, d, &none, &s0, 1.0, &mut dt)
+                .iter()
+                .all(|&x| x == 0.0)
+        );
+    }
+}
