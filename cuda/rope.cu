@@ -10,22 +10,24 @@
 // table read at these sizes). Reference: backend::cpu::rope.
 #include "common.cuh"
 
-template <typename P>
-static __device__ __forceinline__ void rope_apply(const P& p, float sign) {
-    const int half = p.head_dim / 2;
-    const int64_t pairs = (int64_t)p.batch * p.seq * p.heads * half;
+// Idx: 32-bit index arithmetic when the pair count fits (the 64-bit divisions
+// dominated the kernel), 64-bit otherwise.
+template <typename Idx, typename P>
+static __device__ __forceinline__ void rope_apply_idx(const P& p, float sign, Idx pairs) {
+    const Idx half = (Idx)(p.head_dim / 2), heads = (Idx)p.heads, seq = (Idx)p.seq;
     const float log2_theta = log2f(p.theta);
-    for (int64_t idx = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; idx < pairs;
-         idx += (int64_t)gridDim.x * blockDim.x) {
+    for (Idx idx = (Idx)blockIdx.x * blockDim.x + threadIdx.x; idx < pairs;
+         idx += (Idx)gridDim.x * blockDim.x) {
         const int i = (int)(idx % half);
-        const int64_t th = idx / half;
-        const int h = (int)(th % p.heads);
-        const int64_t tok = th / p.heads;
-        const int pos = (int)(tok % p.seq);
+        const Idx th = idx / half;
+        const int h = (int)(th % heads);
+        const int64_t tok = (int64_t)(th / heads);
+        const int pos = (int)((Idx)tok % seq);
         // theta^(-2i/hd) via exp2: exact at i = 0, ~1 ulp elsewhere.
         const float inv_freq = exp2f(-(2.0f * (float)i / (float)p.head_dim) * log2_theta);
         const float ang = sign * (float)pos * inv_freq;
-        const float c = cosf(ang), s = sinf(ang);
+        float s, c;
+        sincosf(ang, &s, &c);
         const bf16* x = p.x + tok * p.x_stride + (int64_t)h * p.head_dim;
         bf16* y = p.out + tok * p.out_stride + (int64_t)h * p.head_dim;
         const float a = bf2f(x[i]);
@@ -33,6 +35,15 @@ static __device__ __forceinline__ void rope_apply(const P& p, float sign) {
         y[i] = f2bf(a * c - b * s);
         y[i + half] = f2bf(b * c + a * s);
     }
+}
+
+template <typename P>
+static __device__ __forceinline__ void rope_apply(const P& p, float sign) {
+    const int64_t pairs = (int64_t)p.batch * p.seq * p.heads * (p.head_dim / 2);
+    if (pairs + (int64_t)gridDim.x * blockDim.x < (int64_t)0xFFFFFFFFu)
+        rope_apply_idx<uint32_t>(p, sign, (uint32_t)pairs);
+    else
+        rope_apply_idx<int64_t>(p, sign, pairs);
 }
 
 extern "C" __global__ void rope_fwd(const RopeFwdParams p) { rope_apply(p, 1.0f); }
