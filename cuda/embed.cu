@@ -1,12 +1,14 @@
 // Token embedding forward and backward.
 //   out[t] = table[ids[t]]                     (fp32 table -> bf16 activations)
 //   dtable[id] += sum of dout[t] over t with ids[t] == id   (deterministic)
-// The backward needs no host plan and no float atomics: rows are cut into
-// tiles of EMBED_TILE; each tile's block sorts its (id, row) keys in shared
-// memory and writes one fp32 partial per distinct id (rows summed in row
-// order); then one block per (tile, id) that is the id's first tile sums that
-// id's partials in tile order. A frequent id ([PAD]) is thus summed by
-// rows/EMBED_TILE blocks in parallel, and the order of every sum is fixed.
+// The backward needs no host plan and no float atomics, and does O(rows) work:
+// rows are cut into tiles of EMBED_TILE; each tile's block sorts its (id, row)
+// keys in shared memory and writes one fp32 partial per distinct id (rows
+// summed in row order), an "entry" e = tile * EMBED_TILE + group. Integer
+// atomics then gather each id's entries into one segment (embed_bwd_alloc,
+// embed_bwd_scatter): their order there varies from run to run, the set does
+// not. embed_bwd_reduce sorts each segment (ascending entry = tile order) and
+// adds the partials in that order, so every sum has a fixed order.
 // Reference: backend/cpu/embedding.rs.
 #include "common.cuh"
 
@@ -80,21 +82,24 @@ extern "C" __global__ void __launch_bounds__(256) embed_bwd_tile(const EmbedBwdT
     const uint32_t g = base + __popc(heads & ((1u << lane) - 1u));
     group_start[g] = (uint32_t)t;
     p.tile_ids[row0 + g] = kt >> EMBED_ROW_BITS;
+    p.entry_slot[row0 + g] = atomicAdd(&p.id_count[kt >> EMBED_ROW_BITS], 1u);
   }
+  if (blockIdx.x == 0 && t == 0) *p.cursor = 0;
   if (t == 0) {
     group_start[n_groups] = n_valid;
     p.n_groups[blockIdx.x] = n_groups;
   }
   __syncthreads();
 
-  // Partial row per group: its rows in row order. 16-byte loads when possible.
+  // Partial row per group: its rows in row order. One warp per group (a tile of
+  // many distinct ids keeps every warp busy); 16-byte loads when possible.
   const bool vec = p.d % 8 == 0 && (reinterpret_cast<uintptr_t>(p.dout) & 15) == 0 &&
                    (reinterpret_cast<uintptr_t>(p.partial) & 15) == 0;
-  for (uint32_t g = 0; g < n_groups; g++) {
+  for (uint32_t g = warp; g < n_groups; g += EMBED_TILE / TMOE_WARP) {
     const uint32_t b = group_start[g], e = group_start[g + 1];
     float* out = p.partial + (size_t)(row0 + g) * p.d;
     if (vec) {
-      for (int j = t * 8; j < p.d; j += EMBED_TILE * 8) {
+      for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
         float acc[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
         for (uint32_t i = b; i < e; i++) {
           float v[8];
@@ -106,7 +111,7 @@ extern "C" __global__ void __launch_bounds__(256) embed_bwd_tile(const EmbedBwdT
         *reinterpret_cast<float4*>(out + j + 4) = make_float4(acc[4], acc[5], acc[6], acc[7]);
       }
     } else {
-      for (int j = t; j < p.d; j += EMBED_TILE) {
+      for (int j = lane; j < p.d; j += TMOE_WARP) {
         float acc = 0.f;
         for (uint32_t i = b; i < e; i++)
           acc += bf2f(p.dout[(size_t)(row0 + (key[i] & (EMBED_TILE - 1))) * p.d + j]);
@@ -116,32 +121,60 @@ extern "C" __global__ void __launch_bounds__(256) embed_bwd_tile(const EmbedBwdT
   }
 }
 
-// Group `id`'s index in tile k (binary search of its ascending ids), or -1.
-static __device__ int embed_find(const EmbedBwdReduceParams& p, int k, uint32_t id) {
-  const uint32_t* ids = p.tile_ids + (size_t)k * EMBED_TILE;
-  int lo = 0, hi = (int)p.n_groups[k];
-  while (lo < hi) {
-    const int mid = (lo + hi) / 2;
-    if (ids[mid] < id) lo = mid + 1; else hi = mid;
-  }
-  return lo < (int)p.n_groups[k] && ids[lo] == id ? lo : -1;
+// Entry e = tile * EMBED_TILE + group; false past the tile's groups.
+static __device__ bool embed_entry_valid(const uint32_t* n_groups, int e) {
+  return (uint32_t)(e % EMBED_TILE) < n_groups[e / EMBED_TILE];
 }
 
-// Grid (n_tiles * EMBED_TILE, column blocks): block x = group g of tile k. Only
-// the id's first tile does the work: it adds the id's partials of later tiles
-// in tile order, then writes the table row once. No barriers: blocks exit early.
+// One thread per entry: the id's slot-0 entry reserves the id's segment.
+extern "C" __global__ void __launch_bounds__(256) embed_bwd_alloc(const EmbedBwdAllocParams p) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= p.n_entries || !embed_entry_valid(p.n_groups, e) || p.entry_slot[e] != 0) return;
+  const uint32_t id = p.tile_ids[e];
+  const uint32_t len = p.id_count[id];
+  p.id_base[id] = atomicAdd(p.cursor, len);
+  p.entry_len[e] = len;
+}
+
+// One thread per entry: its index into the id's segment; the counts go back to 0.
+extern "C" __global__ void __launch_bounds__(256) embed_bwd_scatter(const EmbedBwdScatterParams p) {
+  const int e = blockIdx.x * blockDim.x + threadIdx.x;
+  if (e >= p.n_entries || !embed_entry_valid(p.n_groups, e)) return;
+  const uint32_t id = p.tile_ids[e], slot = p.entry_slot[e];
+  p.segment[p.id_base[id] + slot] = (uint32_t)e;
+  if (slot == 0) p.id_count[id] = 0;
+}
+
+// Grid (n_entries, column blocks): the block of an id's slot-0 entry sorts the
+// id's segment (entries ascending = tile order), then each thread sums its
+// column over the entries in that order and adds once to the table.
 extern "C" __global__ void __launch_bounds__(256) embed_bwd_reduce(const EmbedBwdReduceParams p) {
-  const int k = blockIdx.x / EMBED_TILE, g = blockIdx.x % EMBED_TILE;
-  if (g >= (int)p.n_groups[k]) return;
-  const uint32_t id = p.tile_ids[blockIdx.x];
-  for (int e = 0; e < k; e++)
-    if (embed_find(p, e, id) >= 0) return;  // an earlier tile owns this id
+  TMOE_DYNAMIC_SMEM(uint32_t, order);
+  const int e = blockIdx.x;
+  if (!embed_entry_valid(p.n_groups, e) || p.entry_slot[e] != 0) return;  // whole block
+  const uint32_t id = p.tile_ids[e];
+  const uint32_t len = p.entry_len[e], base = p.id_base[id];
+  uint32_t n = 1;
+  while (n < len) n <<= 1;
+  for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
+    order[i] = i < len ? p.segment[base + i] : 0xFFFFFFFFu;
+  // Bitonic sort, ascending (entries are distinct).
+  for (uint32_t k = 2; k <= n; k <<= 1) {
+    for (uint32_t j = k >> 1; j > 0; j >>= 1) {
+      __syncthreads();
+      for (uint32_t i = threadIdx.x; i < n; i += blockDim.x) {
+        const uint32_t o = i ^ j;
+        if (o > i) {
+          const uint32_t a = order[i], b = order[o];
+          if ((a > b) == ((i & k) == 0)) { order[i] = b; order[o] = a; }
+        }
+      }
+    }
+  }
+  __syncthreads();
   const int j = blockIdx.y * blockDim.x + threadIdx.x;
   if (j >= p.d) return;
-  float acc = p.partial[(size_t)blockIdx.x * p.d + j];
-  for (int e = k + 1; e < p.n_tiles; e++) {
-    const int ge = embed_find(p, e, id);
-    if (ge >= 0) acc += p.partial[((size_t)e * EMBED_TILE + ge) * p.d + j];
-  }
+  float acc = 0.f;
+  for (uint32_t i = 0; i < len; i++) acc += p.partial[(size_t)order[i] * p.d + j];
   p.dtable[(size_t)id * p.d + j] += acc;
 }

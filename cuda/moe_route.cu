@@ -7,7 +7,7 @@
 //              of slots routed to e (integer atomics: order-independent, so
 //              deterministic). One thread per token row (N is small: 8).
 // lb_loss_fwd: L = N * sum_e load_e * prob_e, load_e = count_e / (T k),
-//              prob_e = mean_t probs[t, e]. One block, fixed reduction order.
+//              prob_e = mean_t probs[t, e]. One block, coalesced, fixed order.
 // router_bwd:  dprobs = scatter(dtopk_w) + dL/dprobs (= lb_dloss * N * load_e / T,
 //              load is piecewise constant), then the softmax backward
 //              dlogits = p * (dp - sum_e p_e dp_e). Writes dlogits (=).
@@ -52,24 +52,35 @@ extern "C" __global__ void router_fwd(const RouterFwdParams p) {
             if (s_counts[e]) atomicAdd(&p.counts[e], s_counts[e]);
 }
 
-extern "C" __global__ void lb_loss_fwd(const LbLossFwdParams p) {
-    // Per-warp column sums (lane e and e + 32), then a fixed-order sum over warps.
-    __shared__ float s_part[32][MOE_MAX_EXPERTS];
+// Reads probs as one flat array, coalesced: thread i (< lanes, a multiple of
+// N) sums elements i, i + lanes, ... (all of column i % N) with four
+// accumulators for loads in flight; then column e sums threads e, e + N, ...
+// in thread order. Fixed order throughout; one block (the input is ~1 MB).
+#define LB_MAX_THREADS 1024
+extern "C" __global__ void __launch_bounds__(LB_MAX_THREADS) lb_loss_fwd(const LbLossFwdParams p) {
+    __shared__ float s_acc[LB_MAX_THREADS];
     __shared__ float s_mean[MOE_MAX_EXPERTS];
     const int n = p.n_experts;
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    float a0 = 0.0f, a1 = 0.0f;
-    for (int t = warp; t < p.tokens; t += n_warps) {
-        const float* pr = p.probs + (int64_t)t * n;
-        if (lane < n) a0 += pr[lane];
-        if (lane + 32 < n) a1 += pr[lane + 32];
+    const int lanes = ((int)blockDim.x / n) * n;
+    const int64_t total = (int64_t)p.tokens * n;
+    float acc = 0.0f;
+    if ((int)threadIdx.x < lanes) {
+        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+        int64_t f = threadIdx.x;
+        for (; f + 3 * (int64_t)lanes < total; f += 4 * (int64_t)lanes) {
+            a0 += p.probs[f];
+            a1 += p.probs[f + lanes];
+            a2 += p.probs[f + 2 * (int64_t)lanes];
+            a3 += p.probs[f + 3 * (int64_t)lanes];
+        }
+        for (; f < total; f += lanes) a0 += p.probs[f];
+        acc = (a0 + a1) + (a2 + a3);
     }
-    if (lane < n) s_part[warp][lane] = a0;
-    if (lane + 32 < n) s_part[warp][lane + 32] = a1;
+    s_acc[threadIdx.x] = acc;
     __syncthreads();
     for (int e = threadIdx.x; e < n; e += blockDim.x) {
         float s = 0.0f;
-        for (int w = 0; w < n_warps; w++) s += s_part[w][e];
+        for (int i = e; i < lanes; i += n) s += s_acc[i];
         s_mean[e] = s / (float)p.tokens;
     }
     __syncthreads();

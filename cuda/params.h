@@ -74,10 +74,13 @@ typedef struct EmbedFwdParams {
   int32_t _pad;
 } EmbedFwdParams;
 
-/* Deterministic scatter-add, no host plan (cuda/embed.cu): rows are cut into
- * tiles of EMBED_TILE; embed_bwd_tile groups a tile's rows by id on the device
- * and writes one fp32 partial row per distinct id; embed_bwd_reduce sums each
- * id's partials in tile order and adds once to the table. */
+/* Deterministic scatter-add, no host plan (cuda/embed.cu), O(rows) work:
+ * rows are cut into tiles of EMBED_TILE; embed_bwd_tile groups a tile's rows by
+ * id on the device, writes one fp32 partial row per distinct id ("entry"
+ * e = tile*EMBED_TILE + group) and counts each id's entries; embed_bwd_alloc and
+ * embed_bwd_scatter gather each id's entries into one segment (integer atomics:
+ * the segment's order varies, its content does not); embed_bwd_reduce sorts a
+ * segment (entry index = tile order) and adds the partials in that order. */
 #define EMBED_TILE 256
 typedef struct EmbedBwdTileParams {
   const uint32_t* ids;   /* [rows]; ids >= vocab contribute nothing */
@@ -85,18 +88,50 @@ typedef struct EmbedBwdTileParams {
   float* partial;        /* [n_tiles * EMBED_TILE, d] = (group g of tile k at row k*TILE+g) */
   uint32_t* tile_ids;    /* [n_tiles * EMBED_TILE] = distinct ids of each tile, ascending */
   uint32_t* n_groups;    /* [n_tiles] = distinct ids per tile */
+  uint32_t* id_count;    /* [vocab] += entries per id (all zero on entry) */
+  uint32_t* entry_slot;  /* [n_tiles * EMBED_TILE] = entry's index in its id's segment */
+  uint32_t* cursor;      /* [1] = 0 (segment allocator, reset here) */
   int32_t rows;
   int32_t d;
   int32_t vocab;
   int32_t _pad;
 } EmbedBwdTileParams;
 
+/* One thread per entry; the id's slot-0 entry allocates the id's segment. */
+typedef struct EmbedBwdAllocParams {
+  const uint32_t* tile_ids;
+  const uint32_t* n_groups;
+  const uint32_t* entry_slot;
+  const uint32_t* id_count;
+  uint32_t* id_base;     /* [vocab] = segment start of each present id */
+  uint32_t* entry_len;   /* [n_tiles * EMBED_TILE] = segment length (slot-0 entries only) */
+  uint32_t* cursor;      /* [1] += */
+  int32_t n_entries;     /* n_tiles * EMBED_TILE */
+  int32_t _pad;
+} EmbedBwdAllocParams;
+
+/* One thread per entry: segment[id_base[id] + slot] = entry; resets id_count. */
+typedef struct EmbedBwdScatterParams {
+  const uint32_t* tile_ids;
+  const uint32_t* n_groups;
+  const uint32_t* entry_slot;
+  const uint32_t* id_base;
+  uint32_t* id_count;    /* [vocab] = 0 again for the next call */
+  uint32_t* segment;     /* [n_tiles * EMBED_TILE] = entry indices grouped by id */
+  int32_t n_entries;
+  int32_t _pad;
+} EmbedBwdScatterParams;
+
 typedef struct EmbedBwdReduceParams {
   const float* partial;     /* as written by embed_bwd_tile */
   const uint32_t* tile_ids;
   const uint32_t* n_groups;
+  const uint32_t* entry_slot;
+  const uint32_t* entry_len;
+  const uint32_t* id_base;
+  const uint32_t* segment;
   float* dtable;            /* [vocab, d] += */
-  int32_t n_tiles;
+  int32_t sort_len;         /* power of two >= n_tiles (dynamic smem, u32) */
   int32_t d;
 } EmbedBwdReduceParams;
 

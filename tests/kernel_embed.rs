@@ -55,7 +55,7 @@ fn check(
     let dtable0: Vec<f32> = (0..vocab * d).map(|i| (i % 5) as f32 * 0.01).collect();
     let mut want = f64s(&dtable0);
     embedding::bwd(ids, &doutf, d, &mut want);
-    let scratch = EmbedBwdScratch::alloc(ex, rows, d)?;
+    let scratch = EmbedBwdScratch::alloc(ex, rows, d, vocab)?;
     let db = ex.upload(&dout)?;
     let dt = ex.upload(&dtable0)?;
     embed::bwd(ex, &idb, &db, &dt, &scratch, vocab)?;
@@ -129,7 +129,7 @@ fn out_of_range_ids_are_zeroed_forward_and_skipped_backward() {
 
     let dout = ex.upload(&[bf16::from_f32(0.5); 4]).unwrap();
     let dtable = ex.alloc_zeroed::<f32>(8).unwrap();
-    let scratch = EmbedBwdScratch::alloc(&ex, 2, 2).unwrap();
+    let scratch = EmbedBwdScratch::alloc(&ex, 2, 2, 4).unwrap();
     embed::bwd(&ex, &ids, &dout, &dtable, &scratch, 4).unwrap();
     assert_eq!(
         ex.download(&dtable).unwrap(),
@@ -143,7 +143,7 @@ fn backward_rejects_wrong_sizes() {
     let ids = ex.upload(&[0u32; 3]).unwrap();
     let dout = ex.alloc_zeroed::<bf16>(8).unwrap();
     let dtable = ex.alloc_zeroed::<f32>(8).unwrap();
-    let scratch = EmbedBwdScratch::alloc(&ex, 4, 2).unwrap();
+    let scratch = EmbedBwdScratch::alloc(&ex, 4, 2, 4).unwrap();
     let err = embed::bwd(&ex, &ids, &dout, &dtable, &scratch, 4)
         .unwrap_err()
         .to_string();

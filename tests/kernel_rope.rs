@@ -11,7 +11,9 @@ use traffic_moe::backend::gpu::ops::rope::{self as gpu_rope, RopeShape};
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
 // (batch, seq, heads, head_dim)
-const SHAPES: [(usize, usize, usize, usize); 3] = [(2, 5, 3, 8), (1, 37, 2, 6), (1, 300, 1, 64)];
+// hd 16 and 64 take the 8-pairs-per-thread path, hd 8 and 6 the scalar one.
+const SHAPES: [(usize, usize, usize, usize); 4] =
+    [(2, 5, 3, 8), (1, 37, 2, 6), (1, 300, 1, 64), (3, 7, 5, 16)];
 
 #[test]
 fn rope_fwd_bwd_match_reference() {

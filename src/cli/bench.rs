@@ -146,7 +146,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             embed::fwd(&ex, &idb, &table, &out, rows, d, vocab)
         })?;
         record("embed_fwd", rows_u * 4 + rows_u * d_u * (4 + 2), ms);
-        let scratch = embed::EmbedBwdScratch::alloc(&ex, rows, d)?;
+        let scratch = embed::EmbedBwdScratch::alloc(&ex, rows, d, vocab)?;
         let ms = median_ms(&ex, iters, || {
             embed::bwd(&ex, &idb, &xb, &table, &scratch, vocab)
         })?;

@@ -2,7 +2,10 @@
 
 use half::bf16;
 
-use crate::backend::gpu::params::{EmbedBwdReduceParams, EmbedBwdTileParams, EmbedFwdParams};
+use crate::backend::gpu::params::{
+    EmbedBwdAllocParams, EmbedBwdReduceParams, EmbedBwdScatterParams, EmbedBwdTileParams,
+    EmbedFwdParams,
+};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -53,28 +56,61 @@ pub const BWD_TILE: usize = 256;
 /// Ids share a 32-bit sort key with the row inside the tile (8 bits).
 const MAX_VOCAB: usize = 1 << 24;
 
-/// Device scratch of the backward pass for `rows` rows of width `d`: per tile,
-/// one fp32 partial row per distinct id and the tile's sorted distinct ids.
+/// Largest sort of one id's tiles in `embed_bwd_reduce` (u32 shared memory,
+/// 32 KiB): rows up to 8192 tiles (2M rows) per call.
+const MAX_SORT: usize = 8192;
+
+/// Device scratch of the backward pass for `rows` rows of width `d` over a
+/// table of `vocab` ids: per tile, one fp32 partial row per distinct id and the
+/// tile's sorted distinct ids; per id, its count and segment start.
 /// Built on the device from the ids every call: no host plan, no host sync.
 pub struct EmbedBwdScratch {
     partial: Buf<f32>,
     tile_ids: Buf<u32>,
     n_groups: Buf<u32>,
+    entry_slot: Buf<u32>,
+    entry_len: Buf<u32>,
+    segment: Buf<u32>,
+    /// Zero between calls (`embed_bwd_scatter` resets what the tiles counted).
+    id_count: Buf<u32>,
+    id_base: Buf<u32>,
+    cursor: Buf<u32>,
     rows: usize,
     d: usize,
+    vocab: usize,
 }
 
 impl EmbedBwdScratch {
-    pub fn alloc(ex: &Executor, rows: usize, d: usize) -> Result<Self> {
+    pub fn alloc(ex: &Executor, rows: usize, d: usize, vocab: usize) -> Result<Self> {
         to_i32("rows", rows)?;
         to_i32("d", d)?;
-        let padded = rows.div_ceil(BWD_TILE) * BWD_TILE;
+        to_i32("vocab", vocab)?;
+        if vocab > MAX_VOCAB {
+            return Err(GpuError::Invalid(format!(
+                "embedding: vocab {vocab} above the backward's limit {MAX_VOCAB}"
+            )));
+        }
+        let n_tiles = rows.div_ceil(BWD_TILE);
+        if n_tiles > MAX_SORT {
+            return Err(GpuError::Invalid(format!(
+                "embedding: {rows} rows above the backward's limit {}",
+                MAX_SORT * BWD_TILE
+            )));
+        }
+        let padded = n_tiles * BWD_TILE;
         Ok(EmbedBwdScratch {
             partial: ex.alloc_zeroed(padded * d)?,
             tile_ids: ex.alloc_zeroed(padded)?,
-            n_groups: ex.alloc_zeroed(rows.div_ceil(BWD_TILE))?,
+            n_groups: ex.alloc_zeroed(n_tiles)?,
+            entry_slot: ex.alloc_zeroed(padded)?,
+            entry_len: ex.alloc_zeroed(padded)?,
+            segment: ex.alloc_zeroed(padded)?,
+            id_count: ex.alloc_zeroed(vocab)?,
+            id_base: ex.alloc_zeroed(vocab)?,
+            cursor: ex.alloc_zeroed(1)?,
             rows,
             d,
+            vocab,
         })
     }
 }
@@ -91,21 +127,27 @@ pub fn bwd(
     vocab: usize,
 ) -> Result<()> {
     let (rows, d) = (scratch.rows, scratch.d);
-    if vocab > MAX_VOCAB {
+    if vocab > scratch.vocab {
         return Err(GpuError::Invalid(format!(
-            "embedding: vocab {vocab} above the backward's limit {MAX_VOCAB}"
+            "embedding: vocab {vocab} above the scratch's {}",
+            scratch.vocab
         )));
     }
     ex.check_buf("embedding ids", ids, rows)?;
     ex.check_buf("embedding dout", dout, rows * d)?;
     ex.check_buf("embedding dtable", dtable, vocab * d)?;
     let n_tiles = rows.div_ceil(BWD_TILE);
+    let n_entries = n_tiles * BWD_TILE;
+    let s = scratch;
     let tile = EmbedBwdTileParams {
         ids: ids.cptr(),
         dout: dout.cptr(),
-        partial: scratch.partial.mptr(),
-        tile_ids: scratch.tile_ids.mptr(),
-        n_groups: scratch.n_groups.mptr(),
+        partial: s.partial.mptr(),
+        tile_ids: s.tile_ids.mptr(),
+        n_groups: s.n_groups.mptr(),
+        id_count: s.id_count.mptr(),
+        entry_slot: s.entry_slot.mptr(),
+        cursor: s.cursor.mptr(),
         rows: to_i32("rows", rows)?,
         d: to_i32("d", d)?,
         vocab: to_i32("vocab", vocab)?,
@@ -117,21 +159,56 @@ pub fn bwd(
         BWD_TILE as u32,
         tile,
     ))?;
+    let entry_blocks = n_entries.div_ceil(THREADS as usize) as u32;
+    let alloc = EmbedBwdAllocParams {
+        tile_ids: s.tile_ids.cptr(),
+        n_groups: s.n_groups.cptr(),
+        entry_slot: s.entry_slot.cptr(),
+        id_count: s.id_count.cptr(),
+        id_base: s.id_base.mptr(),
+        entry_len: s.entry_len.mptr(),
+        cursor: s.cursor.mptr(),
+        n_entries: n_entries as i32,
+        _pad: 0,
+    };
+    ex.launch(&Launch::linear(
+        "embed_bwd_alloc",
+        entry_blocks,
+        THREADS,
+        alloc,
+    ))?;
+    let scatter = EmbedBwdScatterParams {
+        tile_ids: s.tile_ids.cptr(),
+        n_groups: s.n_groups.cptr(),
+        entry_slot: s.entry_slot.cptr(),
+        id_base: s.id_base.cptr(),
+        id_count: s.id_count.mptr(),
+        segment: s.segment.mptr(),
+        n_entries: n_entries as i32,
+        _pad: 0,
+    };
+    ex.launch(&Launch::linear(
+        "embed_bwd_scatter",
+        entry_blocks,
+        THREADS,
+        scatter,
+    ))?;
+    let sort_len = n_tiles.next_power_of_two();
     let reduce = EmbedBwdReduceParams {
-        partial: scratch.partial.cptr(),
-        tile_ids: scratch.tile_ids.cptr(),
-        n_groups: scratch.n_groups.cptr(),
+        partial: s.partial.cptr(),
+        tile_ids: s.tile_ids.cptr(),
+        n_groups: s.n_groups.cptr(),
+        entry_slot: s.entry_slot.cptr(),
+        entry_len: s.entry_len.cptr(),
+        id_base: s.id_base.cptr(),
+        segment: s.segment.cptr(),
         dtable: dtable.mptr(),
-        n_tiles: n_tiles as i32,
+        sort_len: sort_len as i32,
         d: to_i32("d", d)?,
     };
     let threads = THREADS.min((d as u32).div_ceil(32) * 32);
-    let mut launch = Launch::linear(
-        "embed_bwd_reduce",
-        (n_tiles * BWD_TILE) as u32,
-        threads,
-        reduce,
-    );
+    let mut launch = Launch::linear("embed_bwd_reduce", n_entries as u32, threads, reduce)
+        .with_smem((sort_len * 4) as u32);
     launch.grid[1] = (d as u32).div_ceil(threads);
     ex.launch(&launch)
 }

@@ -13,7 +13,8 @@ pub const MAX_K: usize = 8;
 /// Rows per block of the one-thread-per-token kernels.
 const ROW_THREADS: u32 = 128;
 /// Threads of the single-block aux-loss reduction.
-const LB_THREADS: u32 = 256;
+/// `LB_MAX_THREADS` in cuda/moe_route.cu: one block reads all of probs.
+const LB_THREADS: u32 = 1024;
 
 /// Token count, experts, experts per token.
 #[derive(Clone, Copy, Debug)]

@@ -33,8 +33,11 @@ impl RopeShape {
             ))),
         }
     }
+    /// One thread per 8 pairs when the kernel can take 16-byte loads (it
+    /// falls back to a pair per thread, grid-stride, otherwise).
     fn blocks(&self) -> u32 {
-        (self.len() / 2).div_ceil(THREADS as usize) as u32
+        let per_thread = if (self.head_dim / 2) % 8 == 0 { 8 } else { 1 };
+        (self.len() / 2 / per_thread).div_ceil(THREADS as usize) as u32
     }
 }
 
