@@ -7,8 +7,10 @@ use super::checkpoint::{self, CheckpointMeta, Expect};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::schedule::WarmupCosine;
 use super::step::{Task, progress_bar, train_step};
-use crate::autograd::{ParamStore, Tape};
-use crate::model::{Inputs, Model, ModelConfig};
+use crate::eval::confusion::ConfusionMatrix;
+use crate::eval::metrics::Metrics;
+use crate::eval::predict::predict_probs;
+use crate::model::{Model, ModelConfig};
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,7 +60,8 @@ pub struct FinetuneReport {
     pub seconds: f64,
 }
 
-/// Predicted class per sequence (argmax of the head), in batches.
+/// Predicted class per sequence (argmax of the head's probabilities; the
+/// lower class wins a tie), through the same batched inference as `tmoe eval`.
 pub fn predict(
     model: &Model,
     params: &[Param],
@@ -67,60 +70,28 @@ pub fn predict(
     batch: usize,
     seq_len: usize,
 ) -> anyhow::Result<Vec<u32>> {
-    let p = params.values();
-    let mut out = Vec::with_capacity(idx.len());
-    for chunk in idx.chunks(batch.max(1)) {
-        let b = make_batch(data, chunk, seq_len);
-        let x = Inputs {
-            ids: &b.ids,
-            mask: &b.mask,
-            b: b.b,
-            s: b.s,
-        };
-        let mut tape = Tape::<f32>::new();
-        let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
-        let c = model.cfg.n_classes;
-        for row in tape.value(f.logits).chunks_exact(c) {
-            let best = row
-                .iter()
+    let c = model.cfg.n_classes;
+    let probs = predict_probs(model, params, data, idx, batch, seq_len, false)?;
+    Ok(probs
+        .chunks_exact(c)
+        .map(|row| {
+            row.iter()
                 .enumerate()
-                .fold(0, |bi, (i, &v)| if v > row[bi] { i } else { bi });
-            out.push(best as u32);
-        }
-    }
-    Ok(out)
+                .fold(0, |bi, (i, &v)| if v > row[bi] { i } else { bi }) as u32
+        })
+        .collect())
 }
 
-/// (accuracy, macro-F1 over classes present in truth or prediction).
-pub fn accuracy_macro_f1(pred: &[u32], truth: &[u32], n_classes: usize) -> (f64, f64) {
-    let mut tp = vec![0usize; n_classes];
-    let mut fp = vec![0usize; n_classes];
-    let mut fneg = vec![0usize; n_classes];
-    for (&p, &t) in pred.iter().zip(truth) {
-        if p == t {
-            tp[t as usize] += 1;
-        } else {
-            fp[p as usize] += 1;
-            fneg[t as usize] += 1;
-        }
-    }
-    let correct: usize = tp.iter().sum();
-    let mut f1s = Vec::new();
-    for c in 0..n_classes {
-        if tp[c] + fp[c] + fneg[c] == 0 {
-            continue;
-        }
-        f1s.push(2.0 * tp[c] as f64 / (2 * tp[c] + fp[c] + fneg[c]) as f64);
-    }
-    let acc = correct as f64 / truth.len().max(1) as f64;
-    (
-        acc,
-        if f1s.is_empty() {
-            0.0
-        } else {
-            f1s.iter().sum::<f64>() / f1s.len() as f64
-        },
-    )
+/// (accuracy, macro-F1), with the averaging rules of `eval::metrics`
+/// (classes present in truth or prediction).
+pub fn accuracy_macro_f1(
+    pred: &[u32],
+    truth: &[u32],
+    n_classes: usize,
+) -> anyhow::Result<(f64, f64)> {
+    let cm = ConfusionMatrix::from_labels(n_classes, truth, pred)?;
+    let m = Metrics::from_confusion(&cm);
+    Ok((m.accuracy, m.macro_f1))
 }
 
 fn labelled(data: &dyn Sequences, idx: Vec<usize>) -> Vec<usize> {
@@ -143,7 +114,7 @@ pub fn evaluate(
         .iter()
         .map(|&i| data.label(i).expect("labelled"))
         .collect();
-    let (a, f) = accuracy_macro_f1(&pred, &truth, model.cfg.n_classes);
+    let (a, f) = accuracy_macro_f1(&pred, &truth, model.cfg.n_classes)?;
     Ok((a, f, pred, truth))
 }
 
