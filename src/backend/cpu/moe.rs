@@ -425,9 +425,9 @@ mod tests {
         let resid = vals(t * d, 2);
         let dout = vals(t * d, 3);
         let aux_w = 0.7;
-        let weights = |ws: &[Vec<f64>]| -> Vec<Vec<f64>> { ws.to_vec() };
-        let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
-            let w = MoeWeights {
+        // The eight weight tensors, in MoeWeights field order.
+        fn as_weights(ws: &[Vec<f64>]) -> MoeWeights<'_, f64> {
+            MoeWeights {
                 router: &ws[0],
                 shared_gate: &ws[1],
                 s_gate: &ws[2],
@@ -436,21 +436,15 @@ mod tests {
                 e_gate: &ws[5],
                 e_up: &ws[6],
                 e_down: &ws[7],
-            };
+            }
+        }
+        let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
+            let w = as_weights(ws);
             let mut out = vec![0.0; t * d];
             let s = fwd(z, &resid, &w, &dm, &mut out);
             (dot(&out, &dout) + aux_w * s.aux, s.topk_idx)
         };
-        let w = MoeWeights {
-            router: &ws[0],
-            shared_gate: &ws[1],
-            s_gate: &ws[2],
-            s_up: &ws[3],
-            s_down: &ws[4],
-            e_gate: &ws[5],
-            e_up: &ws[6],
-            e_down: &ws[7],
-        };
+        let w = as_weights(&ws);
         let mut out = vec![0.0; t * d];
         let saved = fwd(&z, &resid, &w, &dm, &mut out);
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
@@ -487,7 +481,7 @@ mod tests {
                 &ws[i],
                 &gs[i],
                 |p| {
-                    let mut w2 = weights(&ws);
+                    let mut w2 = ws.clone();
                     w2[i] = p.to_vec();
                     let (l, s) = run(&z, &w2);
                     assert_eq!(s, sel, "selection flipped");
