@@ -15,7 +15,7 @@ cd "$root"
 "$root/tools/install-cuda-toolchain.sh" >/dev/null
 # Every kernel test, plus the simulator self-tests that also run on the GPU (a
 # GPU run confirms the simulator's shuffle and fragment layouts on hardware).
-tests=(sim_block sim_warp sim_tensor)
+tests=(sim_block sim_warp sim_tensor executor_copy)
 for f in tests/kernel_*.rs; do tests+=("$(basename "$f" .rs)"); done
 bundle="$root/target/gpu-bundle"
 rm -rf "$bundle" && mkdir -p "$bundle/tests"

@@ -57,11 +57,15 @@ pub struct KernelResult {
     pub bytes: u64,
     pub gb_per_s: f64,
     pub pct_of_peak: Option<f64>,
+    /// Share of the measured device-to-device copy bandwidth (the practical roof).
+    pub pct_of_copy: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
 struct Report {
     device: DeviceInfo,
+    /// Measured cuMemcpyDtoD bandwidth, bytes/s (read + write), GPU only.
+    copy_bandwidth: Option<f64>,
     note: String,
     results: Vec<KernelResult>,
 }
@@ -95,22 +99,27 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         "simulator: not a GPU; correctness smoke at a small shape, timings are CPU wall-clock and meaningless".into()
     };
     let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    let copy_bandwidth = if ex.is_gpu() {
+        Some(copy_roof(&ex, iters)?)
+    } else {
+        None
+    };
     let mut results = Vec::new();
-    let mut record = |kernel: &str, bytes: u64, ms: f64| {
-        let gbps = bytes as f64 / (ms * 1e-3) / 1e9;
+    let mut record = |kernel: &str, shape: &str, bytes: u64, ms: f64| {
+        let bps = bytes as f64 / (ms * 1e-3);
+        let share = |roof: Option<f64>| roof.filter(|_| ex.is_gpu()).map(|r| 100.0 * bps / r);
         results.push(KernelResult {
             kernel: kernel.into(),
-            shape: format!("rows {rows} d {d} vocab {vocab}"),
+            shape: shape.into(),
             executor: ex.name().into(),
             ms,
             bytes,
-            gb_per_s: gbps,
-            pct_of_peak: device
-                .peak_bandwidth
-                .filter(|_| ex.is_gpu())
-                .map(|p| 100.0 * gbps * 1e9 / p),
+            gb_per_s: bps / 1e9,
+            pct_of_peak: share(device.peak_bandwidth),
+            pct_of_copy: share(copy_bandwidth),
         });
     };
+    let row_shape = format!("rows {rows} d {d}");
 
     let (n, rows_u, d_u) = (rows * d, rows as u64, d as u64);
     let x: Vec<bf16> = (0..n)
@@ -125,7 +134,12 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             rmsnorm::fwd(&ex, &xb, &wb, &yb, &rstd, rows, d, 1e-5)
         })?;
         smoke_rmsnorm(&x, &ex.download(&yb)?, d)?;
-        record("rmsnorm_fwd", rows_u * d_u * 4 + d_u * 4 + rows_u * 4, ms);
+        record(
+            "rmsnorm_fwd",
+            &row_shape,
+            rows_u * d_u * 4 + d_u * 4 + rows_u * 4,
+            ms,
+        );
         let dxb = ex.alloc_zeroed::<bf16>(n)?;
         let dwb = ex.alloc_zeroed::<f32>(d)?;
         let scratch = ex.alloc_zeroed::<f32>(rmsnorm::bwd_scratch_len(rows, d))?;
@@ -133,19 +147,30 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             rmsnorm::bwd(&ex, &xb, &wb, &rstd, &xb, &dxb, &dwb, &scratch, rows, d)
         })?;
         // x, dy read; dx written; rstd, w, dw, partials small.
-        record("rmsnorm_bwd", rows_u * d_u * 6 + rows_u * 4 + d_u * 8, ms);
+        record(
+            "rmsnorm_bwd",
+            &row_shape,
+            rows_u * d_u * 6 + rows_u * 4 + d_u * 8,
+            ms,
+        );
     }
     if want("embed") {
         let ids: Vec<u32> = (0..rows as u32)
             .map(|i| i.wrapping_mul(2_654_435_761) % vocab as u32)
             .collect();
         let idb = ex.upload(&ids)?;
+        let embed_shape = format!("rows {rows} d {d} vocab {vocab}");
         let table = ex.alloc_zeroed::<f32>(vocab * d)?;
         let out = ex.alloc_zeroed::<bf16>(n)?;
         let ms = median_ms(&ex, iters, || {
             embed::fwd(&ex, &idb, &table, &out, rows, d, vocab)
         })?;
-        record("embed_fwd", rows_u * 4 + rows_u * d_u * (4 + 2), ms);
+        record(
+            "embed_fwd",
+            &embed_shape,
+            rows_u * 4 + rows_u * d_u * (4 + 2),
+            ms,
+        );
         let scratch = embed::EmbedBwdScratch::alloc(&ex, rows, d, vocab)?;
         let ms = median_ms(&ex, iters, || {
             embed::bwd(&ex, &idb, &xb, &table, &scratch, vocab)
@@ -154,6 +179,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         // touched table rows read + written (at most one per row).
         record(
             "embed_bwd",
+            &embed_shape,
             rows_u * 4 + rows_u * d_u * 2 + rows_u * d_u * 8 + rows_u * d_u * 8,
             ms,
         );
@@ -163,6 +189,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
 
     let report = Report {
         device,
+        copy_bandwidth,
         note,
         results,
     };
@@ -179,6 +206,15 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// Bandwidth of a 512 MiB device-to-device copy (bytes read + written per
+/// second): what the hardware gives a plain streaming kernel in practice.
+fn copy_roof(ex: &Executor, iters: usize) -> anyhow::Result<f64> {
+    let n = 128 << 20; // f32 elements
+    let (a, b) = (ex.alloc_zeroed::<f32>(n)?, ex.alloc_zeroed::<f32>(n)?);
+    let ms = median_ms(ex, iters, || ex.copy(&a, &b))?;
+    Ok(2.0 * (n * 4) as f64 / (ms * 1e-3))
 }
 
 fn median_ms(
@@ -214,23 +250,28 @@ fn smoke_rmsnorm(x: &[bf16], y: &[bf16], d: usize) -> anyhow::Result<()> {
 }
 
 fn print_table(r: &Report) {
+    let gbps = |b: Option<f64>| b.map_or("n/a".into(), |p| format!("{:.0} GB/s", p / 1e9));
     println!(
-        "device: {}  peak bandwidth: {}",
+        "device: {}  peak bandwidth: {}  device copy: {}",
         r.device.name,
-        r.device
-            .peak_bandwidth
-            .map_or("n/a".into(), |p| format!("{:.0} GB/s", p / 1e9))
+        gbps(r.device.peak_bandwidth),
+        gbps(r.copy_bandwidth)
     );
     println!("{}", r.note);
     println!(
-        "{:<18} {:>10} {:>10} {:>8}  shape",
-        "kernel", "ms", "GB/s", "% peak"
+        "{:<24} {:>9} {:>9} {:>7} {:>7}  shape",
+        "kernel", "ms", "GB/s", "% peak", "% copy"
     );
+    let pct = |p: Option<f64>| p.map_or("-".into(), |p| format!("{p:.1}"));
     for k in &r.results {
-        let pct = k.pct_of_peak.map_or("-".into(), |p| format!("{p:.1}"));
         println!(
-            "{:<18} {:>10.4} {:>10.1} {:>8}  {}",
-            k.kernel, k.ms, k.gb_per_s, pct, k.shape
+            "{:<24} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
+            k.kernel,
+            k.ms,
+            k.gb_per_s,
+            pct(k.pct_of_peak),
+            pct(k.pct_of_copy),
+            k.shape
         );
     }
 }

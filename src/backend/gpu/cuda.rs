@@ -198,6 +198,15 @@ impl CudaExecutor {
         }
     }
 
+    /// Queues a device-to-device copy of `bytes` bytes on the default stream
+    /// (the bandwidth roof `tmoe bench kernels` compares kernels with).
+    pub(crate) fn copy(&self, src: &DeviceMem, dst: &DeviceMem, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: both allocations hold at least `bytes` bytes (checked by the caller).
+        unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, std::ptr::null_mut()) }
+            .map_err(cuda_err("cuMemcpyDtoDAsync"))
+    }
+
     /// (free, total) device memory in bytes.
     pub fn mem_info(&self) -> Result<(usize, usize)> {
         self.inner

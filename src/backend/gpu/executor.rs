@@ -110,6 +110,37 @@ impl Executor {
         Ok(out)
     }
 
+    /// Copies `src` into `dst` on the device (same length; queued like a launch).
+    pub fn copy<T: Pod>(&self, src: &Buf<T>, dst: &Buf<T>) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(GpuError::Invalid(format!(
+                "copy of {} elements into a buffer of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        let bytes = src.bytes();
+        match (&src.mem, &dst.mem) {
+            (Mem::Host(s), Mem::Host(d)) => {
+                // SAFETY: two distinct live allocations of `bytes` bytes each
+                // (dst is borrowed shared, like a kernel output pointer).
+                unsafe { std::ptr::copy(s.ptr.as_ptr(), d.ptr.as_ptr(), bytes) };
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            (Mem::Device(s), Mem::Device(d)) => match self {
+                Executor::Cuda(c) => c.copy(s, d, bytes),
+                Executor::Sim(_) => {
+                    Err(GpuError::Invalid("device buffers on the simulator".into()))
+                }
+            },
+            #[cfg(feature = "cuda")]
+            _ => Err(GpuError::Invalid(
+                "copy between host and device buffers".into(),
+            )),
+        }
+    }
+
     /// Queues a kernel (the simulator runs it at once).
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
         match self {

@@ -26,12 +26,12 @@ struct Shape {
     tile: usize,
 }
 
-/// Runs every selected entry; `record(kernel, bytes moved per call, ms)`.
+/// Runs every selected entry; `record(kernel, shape, bytes moved per call, ms)`.
 pub(super) fn run(
     ex: &Executor,
     iters: usize,
     want: &dyn Fn(&str) -> bool,
-    record: &mut dyn FnMut(&str, u64, f64),
+    record: &mut dyn FnMut(&str, &str, u64, f64),
 ) -> anyhow::Result<()> {
     let s = if ex.is_gpu() {
         Shape {
@@ -81,25 +81,30 @@ pub(super) fn run(
             head_dim: s.head_dim,
             theta: 10000.0,
         };
+        let sh = format!(
+            "batch {} seq {} heads {} head_dim {}",
+            s.batch, s.seq, s.heads, s.head_dim
+        );
         let ms = median_ms(ex, iters, || rope::fwd(ex, &x, &y, &shape))?;
-        record("rope_fwd", tu * du * 4, ms);
+        record("rope_fwd", &sh, tu * du * 4, ms);
         let ms = median_ms(ex, iters, || rope::bwd(ex, &x, &y, &shape))?;
-        record("rope_bwd", tu * du * 4, ms);
+        record("rope_bwd", &sh, tu * du * 4, ms);
     }
     if want("swiglu") {
         let (rows, cols) = (t * s.k, s.ffn);
         let n = (rows * cols) as u64;
+        let sh = format!("rows {rows} cols {cols}");
         let (g, u) = (ex.upload(&act(rows * cols))?, ex.upload(&act(rows * cols))?);
         let (o, o2) = (
             ex.alloc_zeroed::<bf16>(rows * cols)?,
             ex.alloc_zeroed::<bf16>(rows * cols)?,
         );
         let ms = median_ms(ex, iters, || swiglu::fwd(ex, &g, &u, &o, rows, cols))?;
-        record("swiglu_fwd", n * 6, ms);
+        record("swiglu_fwd", &sh, n * 6, ms);
         let ms = median_ms(ex, iters, || {
             swiglu::bwd(ex, &g, &u, &g, &o, &o2, rows, cols)
         })?;
-        record("swiglu_bwd", n * 10, ms);
+        record("swiglu_bwd", &sh, n * 10, ms);
     }
 
     // Routing tensors are shared by the router, permutation and combine entries.
@@ -127,30 +132,40 @@ pub(super) fn run(
         "moe plan: {total} rows for {} slots",
         t * s.k
     );
+    let route_shape = format!("tokens {t} experts {} k {}", s.n_experts, s.k);
     if want("router") || want("lb_loss") {
         let ms = median_ms(ex, iters, || {
             moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)
         })?;
-        record("router_fwd", tu * nu * 8 + tu * ku * 8, ms);
+        record("router_fwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
         let loss = ex.alloc_zeroed::<f32>(1)?;
         let ms = median_ms(ex, iters, || {
             moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &loss, &r)
         })?;
-        record("lb_loss_fwd", tu * nu * 4, ms);
+        record("lb_loss_fwd", &route_shape, tu * nu * 4, ms);
         let dl = ex.alloc_zeroed::<f32>(t * s.n_experts)?;
         let ms = median_ms(ex, iters, || {
             moe_route::router_bwd(ex, &probs, &idx, Some(&w), &plan.counts, 0.01, &dl, &r)
         })?;
-        record("router_bwd", tu * nu * 8 + tu * ku * 8, ms);
+        record("router_bwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
     }
     let rows = plan.max_rows;
     let ru = rows as u64;
+    let rows_shape = format!(
+        "tokens {t} k {} d {d} padded rows {rows} (tile {})",
+        s.k, s.tile
+    );
     if want("moe_permute") || want("moe_gather") {
         let ms = median_ms(ex, iters, || plan.build(ex, &idx))?;
-        record("moe_permute_plan", tu * ku * 12 + ru * 4, ms);
+        record("moe_permute_plan", &route_shape, tu * ku * 12 + ru * 4, ms);
         let xp = ex.alloc_zeroed::<bf16>(rows * d)?;
         let ms = median_ms(ex, iters, || gather(ex, &plan, &x, &xp, d))?;
-        record("moe_gather", tu * ku * du * 2 + ru * du * 2, ms);
+        record(
+            "moe_gather",
+            &rows_shape,
+            tu * ku * du * 2 + ru * du * 2,
+            ms,
+        );
     }
     if want("moe_combine") {
         let yr = ex.upload(&act(rows * d))?;
@@ -163,7 +178,12 @@ pub(super) fn run(
             topk_w: Some(&w),
         };
         let ms = median_ms(ex, iters, || moe_combine::fwd(ex, &plan, &inp, &y, d))?;
-        record("moe_combine_fwd", tu * du * 6 + tu * ku * du * 2, ms);
+        record(
+            "moe_combine_fwd",
+            &rows_shape,
+            tu * du * 6 + tu * ku * du * 2,
+            ms,
+        );
         let (dyr, dw) = (
             ex.alloc_zeroed::<bf16>(rows * d)?,
             ex.alloc_zeroed::<f32>(t * s.k)?,
@@ -171,15 +191,26 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             moe_combine::bwd_rows(ex, &plan, &x, &yr, Some(&w), &dyr, Some(&dw), d)
         })?;
-        record("moe_combine_bwd_rows", tu * ku * du * 4 + ru * du * 2, ms);
+        record(
+            "moe_combine_bwd_rows",
+            &rows_shape,
+            tu * ku * du * 4 + ru * du * 2,
+            ms,
+        );
         let (ds, dg) = (ex.alloc_zeroed::<bf16>(t * d)?, ex.alloc_zeroed::<f32>(t)?);
         let ms = median_ms(ex, iters, || {
             moe_combine::bwd_tokens(ex, &x, &x, Some(&gate), &ds, Some(&dg), t, d)
         })?;
-        record("moe_combine_bwd_tokens", tu * du * 6, ms);
+        record(
+            "moe_combine_bwd_tokens",
+            &format!("tokens {t} d {d}"),
+            tu * du * 6,
+            ms,
+        );
     }
     if want("xent") {
         let (rows, v) = (s.xent_rows, s.vocab);
+        let sh = format!("rows {rows} vocab {v}");
         let lg = ex.upload(&act(rows * v))?;
         let tg = ex.upload(
             &(0..rows as u32)
@@ -190,7 +221,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             xent::fwd_bwd(ex, &lg, &tg, 0, &losses, None, rows, v)
         })?;
-        record("xent_fwd", (rows * v * 2) as u64, ms);
+        record("xent_fwd", &sh, (rows * v * 2) as u64, ms);
         let dl = ex.alloc_zeroed::<bf16>(rows * v)?;
         let ms = median_ms(ex, iters, || {
             xent::fwd_bwd(
@@ -204,7 +235,7 @@ pub(super) fn run(
                 v,
             )
         })?;
-        record("xent_fwd_bwd", (rows * v * 6) as u64, ms);
+        record("xent_fwd_bwd", &sh, (rows * v * 6) as u64, ms);
         let l = ex.download(&losses)?;
         anyhow::ensure!(
             l.iter().all(|x| x.is_finite() && *x > 0.0),
@@ -223,10 +254,11 @@ pub(super) fn run(
                 .collect::<Vec<_>>(),
         )?;
         let out = ex.alloc_zeroed::<bf16>(s.batch * d)?;
+        let sh = format!("batch {} seq {} d {d}", s.batch, s.seq);
         let ms = median_ms(ex, iters, || pool::mean_fwd(ex, &x, &mask, &out, &shape))?;
-        record("pool_mean_fwd", tu * du * 2, ms);
+        record("pool_mean_fwd", &sh, tu * du * 2, ms);
         let ms = median_ms(ex, iters, || pool::mean_bwd(ex, &out, &mask, &y, &shape))?;
-        record("pool_mean_bwd", tu * du * 2, ms);
+        record("pool_mean_bwd", &sh, tu * du * 2, ms);
     }
     if want("adamw") || want("grad_norm") {
         // ~100 tensors of mixed sizes filling n_params.
@@ -249,8 +281,9 @@ pub(super) fn run(
         );
         let pb = ex.alloc_zeroed::<bf16>(n)?;
         let norm = grad_norm::GradNorm::new(ex, n)?;
+        let sh = format!("{n} fp32 params in {} tensors", sizes.len());
         let ms = median_ms(ex, iters, || norm.compute(ex, &g))?;
-        record("grad_norm", n as u64 * 4, ms);
+        record("grad_norm", &sh, n as u64 * 4, ms);
         let arenas = adamw::AdamwArenas {
             param: &p,
             grad: &g,
@@ -269,7 +302,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             adamw::step(ex, &layout, &arenas, &h, Some(&norm.out))
         })?;
-        record("adamw_step", n as u64 * 30, ms);
+        record("adamw_step", &sh, n as u64 * 30, ms);
     }
     Ok(())
 }
