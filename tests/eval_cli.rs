@@ -7,8 +7,10 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+mod tiny_train;
+use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::cli::{classify, eval};
-use traffic_moe::model::{FfnKind, ModelConfig};
+use traffic_moe::model::FfnKind;
 use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
@@ -123,40 +125,16 @@ fn fixture() -> Fixture {
     build_dataset(&cfg, &data, false).unwrap();
     let info = load_dataset_info(&data).unwrap();
     assert_eq!(info.classes, vec!["dns".to_string(), "web".to_string()]);
-    let model = ModelConfig {
-        name: "test".into(),
-        ffn: FfnKind::Moe,
-        d: 32,
-        layers: 2,
-        heads: 2,
-        n_experts: 4,
-        top_k: 2,
-        shared_ff: 32,
-        vocab: info.vocab_size,
-        max_seq: 64,
-        rope_theta: 10000.0,
-        aux_weight: 0.02,
-        n_classes: 0,
-    };
     let run = root.join("run");
     let opts = FinetuneOpts {
-        cfg: model,
-        init: None,
-        classes: info.classes.clone(),
-        out: run.clone(),
         max_epochs: 3,
-        patience: 3,
         batch: 16,
-        seq_len: 64,
         lr: 3e-3,
-        llrd: 0.9,
-        aux_weight: 0.02,
-        train_fraction: 1.0,
-        max_per_class: None,
-        clip: 1.0,
-        seed: 1,
-        progress: false,
-        force: false,
+        ..tiny_finetune(
+            tiny_model(FfnKind::Moe, info.vocab_size, 64),
+            &info.classes,
+            &run,
+        )
     };
     let (train, val) = (
         open_part(&data, "train").unwrap(),

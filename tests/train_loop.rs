@@ -1,27 +1,15 @@
 //! Training loops on small synthetic sequences: pretraining lowers the LM
 //! loss, resumes, and is deterministic; fine-tuning learns the classes.
 
+mod tiny_train;
+use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::model::{FfnKind, ModelConfig};
 use traffic_moe::train::batch::MemSequences;
 use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
 use traffic_moe::train::pretrain::{PretrainOpts, pretrain};
 
 fn cfg(ffn: FfnKind) -> ModelConfig {
-    ModelConfig {
-        name: "test".into(),
-        ffn,
-        d: 32,
-        layers: 2,
-        heads: 2,
-        n_experts: 4,
-        top_k: 2,
-        shared_ff: 32,
-        vocab: 40,
-        max_seq: 32,
-        rope_theta: 10000.0,
-        aux_weight: 0.02,
-        n_classes: 0,
-    }
+    tiny_model(ffn, 40, 32)
 }
 
 /// Class c: a repeating pattern of tokens starting at 5 + 8c, varying lengths.
@@ -94,24 +82,11 @@ fn pretraining_lowers_loss_resumes_and_is_deterministic() {
 }
 
 fn fopts(out: &std::path::Path, ffn: FfnKind, init: Option<std::path::PathBuf>) -> FinetuneOpts {
+    let classes = ["a", "b", "c"].map(String::from);
     FinetuneOpts {
-        cfg: cfg(ffn),
         init,
-        classes: vec!["a".into(), "b".into(), "c".into()],
-        out: out.to_path_buf(),
-        max_epochs: 8,
-        patience: 3,
-        batch: 8,
         seq_len: 24,
-        lr: 2e-3,
-        llrd: 0.9,
-        aux_weight: 0.02,
-        train_fraction: 1.0,
-        max_per_class: None,
-        clip: 1.0,
-        seed: 1,
-        progress: false,
-        force: false,
+        ..tiny_finetune(cfg(ffn), &classes, out)
     }
 }
 
