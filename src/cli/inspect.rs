@@ -1,9 +1,10 @@
 //! `tmoe inspect`: a capture's flows, and one flow's packets (attributes),
 //! bytes and tokens side by side.
 
+use super::flow_parts::FlowPartsArgs;
 use crate::traffic::bigram::{bigram_word, bigrams};
 use crate::traffic::dataset::read_sorted_flows;
-use crate::traffic::features::{ATTR_BYTES, View, flow_features, packet_attributes};
+use crate::traffic::features::{ATTR_BYTES, flow_features, packet_attributes};
 use crate::traffic::reader::ReadConfig;
 use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::types::Flow;
@@ -27,12 +28,8 @@ pub struct Args {
     /// Use a dataset directory's vocabulary and tokenizer settings.
     #[arg(long)]
     pub dataset: Option<PathBuf>,
-    #[arg(long, default_value_t = 10)]
-    pub packets: usize,
-    #[arg(long, default_value_t = 40)]
-    pub payload_bytes: usize,
-    #[arg(long, value_enum, default_value_t = View::Full)]
-    pub view: View,
+    #[command(flatten)]
+    pub parts: FlowPartsArgs,
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -131,26 +128,13 @@ pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerCo
 pub fn run(args: Args) -> anyhow::Result<()> {
     let tok = match (&args.vocab, &args.dataset) {
         (_, Some(d)) => Some(FlowTokenizer::from_dataset_dir(d)?),
-        (Some(v), None) => Some(FlowTokenizer::new(
-            Vocab::load(v)?,
-            TokenizerConfig {
-                packets: args.packets,
-                payload_bytes: args.payload_bytes,
-                view: args.view,
-                ..TokenizerConfig::default()
-            },
-        )?),
+        (Some(v), None) => Some(FlowTokenizer::new(Vocab::load(v)?, args.parts.tokenizer())?),
         (None, None) => None,
     };
     let cfg = tok
         .as_ref()
         .map(|t| t.config().clone())
-        .unwrap_or(TokenizerConfig {
-            packets: args.packets,
-            payload_bytes: args.payload_bytes,
-            view: args.view,
-            ..TokenizerConfig::default()
-        });
+        .unwrap_or_else(|| args.parts.tokenizer());
     anyhow::ensure!(
         args.capture.is_file(),
         "{} is not a file",

@@ -5,6 +5,7 @@ pub mod classify;
 pub mod demo;
 pub mod eval;
 pub mod finetune;
+pub mod flow_parts;
 pub mod inspect;
 pub mod model_info;
 pub mod pretrain;

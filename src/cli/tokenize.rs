@@ -1,7 +1,7 @@
 //! `tmoe tokenize`: captures -> flows -> tokens -> dataset shards.
 
+use super::flow_parts::FlowPartsArgs;
 use crate::traffic::dataset::{DatasetConfig, build_dataset_with};
-use crate::traffic::features::View;
 use crate::traffic::labels::LabelSource;
 use crate::traffic::split::SplitBy;
 use crate::traffic::tokenize::TokenizerConfig;
@@ -29,15 +29,8 @@ pub struct Args {
     /// Tokens per flow, [END] included.
     #[arg(long, default_value_t = 512)]
     pub seq_len: usize,
-    /// Packets per flow (K).
-    #[arg(long, default_value_t = 10)]
-    pub packets: usize,
-    /// Payload bytes per packet.
-    #[arg(long, default_value_t = 40)]
-    pub payload_bytes: usize,
-    /// Which packet parts enter the tokens.
-    #[arg(long, value_enum, default_value_t = View::Full)]
-    pub view: View,
+    #[command(flatten)]
+    pub parts: FlowPartsArgs,
     /// Drop flows with fewer packets ...
     #[arg(long, default_value_t = 3)]
     pub min_packets: usize,
@@ -75,9 +68,7 @@ impl Args {
             vocab_size: self.vocab_size,
             tokenizer: TokenizerConfig {
                 seq_len: self.seq_len,
-                packets: self.packets,
-                payload_bytes: self.payload_bytes,
-                view: self.view,
+                ..self.parts.tokenizer()
             },
             min_packets: self.min_packets,
             keep_rare: self.keep_rare,

@@ -1,9 +1,7 @@
 //! `tmoe vocab`: train a WordPiece vocabulary on the bigram corpus of captures.
 
+use super::flow_parts::FlowPartsArgs;
 use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
-use crate::traffic::features::View;
-use crate::traffic::reader::ReadConfig;
-use crate::traffic::tokenize::TokenizerConfig;
 use crate::traffic::vocab::{DEFAULT_LEARNED, Vocab};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,12 +17,8 @@ pub struct Args {
     /// Learned entries (5 specials come on top).
     #[arg(long, default_value_t = DEFAULT_LEARNED)]
     pub size: usize,
-    #[arg(long, default_value_t = 10)]
-    pub packets: usize,
-    #[arg(long, default_value_t = 40)]
-    pub payload_bytes: usize,
-    #[arg(long, value_enum, default_value_t = View::Full)]
-    pub view: View,
+    #[command(flatten)]
+    pub parts: FlowPartsArgs,
     /// Only flows with at least this many packets feed the corpus.
     #[arg(long, default_value_t = 3)]
     pub min_packets: usize,
@@ -49,20 +43,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "no capture files found under {:?}",
         args.inputs
     );
-    let rc = ReadConfig {
-        max_packets: args.packets,
-        payload_bytes: args.payload_bytes,
-        ..ReadConfig::default()
-    };
+    let rc = args.parts.reader();
     let (mut flows, stats) = read_sorted_flows(&paths, &rc, !args.quiet);
     let before = flows.len();
     flows.retain(|f| f.total_packets >= args.min_packets as u64);
-    let tcfg = TokenizerConfig {
-        packets: args.packets,
-        payload_bytes: args.payload_bytes,
-        view: args.view,
-        ..TokenizerConfig::default()
-    };
+    let tcfg = args.parts.tokenizer();
     let counts = corpus_counts(&flows, &tcfg);
     let t = Instant::now();
     let vocab = Vocab::train(&counts, args.size)?;

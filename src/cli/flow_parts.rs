@@ -1,0 +1,40 @@
+//! The flags that choose which part of each flow becomes tokens, shared by
+//! `tmoe tokenize`, `tmoe vocab` and `tmoe inspect` (same names, same defaults).
+
+use crate::traffic::features::View;
+use crate::traffic::reader::ReadConfig;
+use crate::traffic::tokenize::TokenizerConfig;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct FlowPartsArgs {
+    /// Packets per flow (K).
+    #[arg(long, default_value_t = 10)]
+    pub packets: usize,
+    /// Payload bytes per packet.
+    #[arg(long, default_value_t = 40)]
+    pub payload_bytes: usize,
+    /// Which packet parts enter the tokens.
+    #[arg(long, value_enum, default_value_t = View::Full)]
+    pub view: View,
+}
+
+impl FlowPartsArgs {
+    /// Tokenizer settings with the default sequence length.
+    pub fn tokenizer(&self) -> TokenizerConfig {
+        TokenizerConfig {
+            packets: self.packets,
+            payload_bytes: self.payload_bytes,
+            view: self.view,
+            ..TokenizerConfig::default()
+        }
+    }
+
+    /// Reader settings that keep exactly what the tokenizer will use.
+    pub fn reader(&self) -> ReadConfig {
+        ReadConfig {
+            max_packets: self.packets,
+            payload_bytes: self.payload_bytes,
+            ..ReadConfig::default()
+        }
+    }
+}
