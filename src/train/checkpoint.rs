@@ -317,18 +317,23 @@ pub fn save(path: &Path, meta: &CheckpointMeta, params: &[Param], force: bool) -
     write_tensors(path, meta.to_map(), &tensors, force)
 }
 
+/// Maps a checkpoint read-only. Safety of the map: checkpoints are written
+/// whole to a temporary name and renamed, so a file is not expected to change
+/// while it is read.
+fn map_file(path: &Path) -> Result<memmap2::Mmap> {
+    let io = |source| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = File::open(path).map_err(io)?;
+    // SAFETY: read-only map of a file not modified in place (see above).
+    unsafe { memmap2::Mmap::map(&file) }.map_err(io)
+}
+
 /// Reads every tensor and the raw metadata; checks only that it is a
 /// safetensors file of f32 tensors.
 pub fn read_tensors(path: &Path) -> Result<(HashMap<String, String>, BTreeMap<String, Tensor>)> {
-    let file = File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // SAFETY: read-only map; the file is not expected to change while we copy out of it.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let map = map_file(path)?;
     let parse = |detail: String| CheckpointError::Parse {
         path: path.to_path_buf(),
         detail,
@@ -402,15 +407,7 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
 /// Reads only the metadata (fast: the tensors are not copied), e.g. to build
 /// the model from its config before [`load_into`].
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
-    let file = File::open(path).map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    // SAFETY: read-only map, header parsed and dropped at once.
-    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|source| CheckpointError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let map = map_file(path)?;
     let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Parse {
         path: path.to_path_buf(),
         detail: e.to_string(),
