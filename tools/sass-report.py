@@ -8,10 +8,11 @@ memory traffic and cp.async. A memory-bound kernel that should stream 16-byte
 vectors but shows only 16- or 32-bit LDG/STG has lost its vector path; this is
 the offline check behind the bandwidth figures of `tmoe bench kernels`.
 
-  tools/sass-report.py [--arch sm_90a] [--fatbins DIR] [--kernel SUBSTR] [--out FILE]
+  tools/sass-report.py [--arch sm_90a] [--fatbins DIR] [--kernel SUBSTR] [--out FILE] [--json]
 """
 import argparse
 import glob
+import json
 import os
 import re
 import subprocess
@@ -87,9 +88,24 @@ def main():
     ap.add_argument("--fatbins", help="directory of *.fatbin (default: newest build)")
     ap.add_argument("--kernel", help="only kernels whose name contains this")
     ap.add_argument("--out", help="also write the table to this file")
+    ap.add_argument("--json", action="store_true", help="print JSON: kernel -> {LDG,STG: {bits: count}, atomics, shared}")
     a = ap.parse_args()
     d = a.fatbins or newest_fatbin_dir()
     tool = cuobjdump()
+    if a.json:
+        found = {}
+        for fb in sorted(glob.glob(os.path.join(d, "*.fatbin"))):
+            for k, s in kernels_in(fb, a.arch, tool).items():
+                if not a.kernel or a.kernel in k:
+                    found[k] = {
+                        "file": os.path.basename(fb)[: -len(".fatbin")],
+                        "LDG": {str(b): n for b, n in s["LDG"].items()},
+                        "STG": {str(b): n for b, n in s["STG"].items()},
+                        "atomics": sum(s["atomic"].values()),
+                        "shared": sum(s["shared"].values()),
+                    }
+        json.dump(found, sys.stdout, indent=1, sort_keys=True)
+        return
     lines = [
         f"SASS global memory instructions per kernel ({a.arch}; static counts, not executed counts)",
         f"fatbins: {os.path.relpath(d, ROOT) if d.startswith(ROOT) else d}",

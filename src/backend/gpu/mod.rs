@@ -29,4 +29,8 @@ pub use launch::{KernelParams, Launch};
 /// struct) and `SIM_ASAN` (simulator built with AddressSanitizer).
 pub mod registry {
     include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
+
+    /// Where build.rs left this build's fatbins (absent when nvcc was not
+    /// found): read by `tools/sass-report.py` and the SASS test.
+    pub const FATBIN_DIR: &str = concat!(env!("OUT_DIR"), "/fatbin");
 }
