@@ -8,15 +8,22 @@
 #define POOL_TILE 64       // fwd: columns per block
 #define POOL_UNROLL 4      // fwd: rows loaded per thread before they are added
 #define POOL_BWD_ROWS 32   // bwd: sequence positions per block
+#define POOL_BWD_UNROLL 4  // bwd: items loaded (dout) per thread before they are stored
+#define POOL_SMEM_SEQ 4096 // fwd: masks of up to this many positions are staged in shared memory
 
 static __device__ __forceinline__ bool aligned16(const void* ptr) {
   return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
 }
 
-// n_b, computed by the whole block (cheap next to the d-wide work).
-static __device__ float count_valid(const uint8_t* mask, int seq, float* s_red) {
+// n_b, computed by the whole block (cheap next to the d-wide work). With
+// `stage`, also copies the mask row there (the block_sum's barriers publish it).
+static __device__ float count_valid(const uint8_t* mask, int seq, float* s_red, uint8_t* stage) {
   float c = 0.0f;
-  for (int s = threadIdx.x; s < seq; s += blockDim.x) c += mask[s] ? 1.0f : 0.0f;
+  for (int s = threadIdx.x; s < seq; s += blockDim.x) {
+    const uint8_t m = mask[s];
+    if (stage) stage[s] = m;
+    c += m ? 1.0f : 0.0f;
+  }
   return block_sum(c, s_red);
 }
 
@@ -25,15 +32,18 @@ static __device__ float count_valid(const uint8_t* mask, int seq, float* s_red) 
 // group; when d % 8 == 0 and x is aligned) or 64 lanes x 1 column (scalar),
 // so the block has 32 (or 4) "slots" that walk the sequence interleaved
 // (slot q: s = q, q + slots, ...), skipping masked positions and keeping
-// POOL_UNROLL rows in flight. Slots add in ascending s, then the block adds
+// POOL_UNROLL rows in flight (the mask row is staged in shared memory first, so
+// that the x loads do not wait on mask loads). Slots add in ascending s, then the block adds
 // the slots in slot order (shared memory): deterministic. Bytes: 2 per valid
 // element of x; 12 x batch blocks of short work, one wave.
 extern "C" __global__ void __launch_bounds__(256) pool_mean_fwd(const PoolMeanFwdParams p) {
   __shared__ float s_red[32];
   __shared__ float part[256 * 8];  // slots * POOL_TILE = blockDim * width
+  __shared__ uint8_t s_mask[POOL_SMEM_SEQ];
   const int b = blockIdx.y;
-  const uint8_t* mask = p.mask + (int64_t)b * p.seq;
-  const float n = count_valid(mask, p.seq, s_red);
+  const bool staged = p.seq <= POOL_SMEM_SEQ;
+  const float n = count_valid(p.mask + (int64_t)b * p.seq, p.seq, s_red, staged ? s_mask : nullptr);
+  const uint8_t* mask = staged ? s_mask : p.mask + (int64_t)b * p.seq;
   const float inv = n > 0.0f ? 1.0f / n : 0.0f;
 
   const bool vec = p.d % 8 == 0 && aligned16(p.x);
@@ -80,7 +90,13 @@ extern "C" __global__ void __launch_bounds__(256) pool_mean_fwd(const PoolMeanFw
       }
     }
   }
-  for (int e = 0; e < width; e++) part[slot * POOL_TILE + lane * width + e] = acc[e];
+  float* mine = part + slot * POOL_TILE + lane * width;
+  if (vec) {
+#pragma unroll
+    for (int e = 0; e < 8; e++) mine[e] = acc[e];
+  } else {
+    mine[0] = acc[0];
+  }
   __syncthreads();
   const int col = blockIdx.x * POOL_TILE + threadIdx.x;
   if (threadIdx.x < POOL_TILE && col < p.d) {
@@ -90,36 +106,54 @@ extern "C" __global__ void __launch_bounds__(256) pool_mean_fwd(const PoolMeanFw
   }
 }
 
-// grid (ceil(seq / 32), batch), 256 threads: the block counts n_b once, then
-// writes its 32 positions x d of dx as one flat walk over 16-byte items (8
-// columns; dout's row is an L1 hit) or single elements (d % 8 != 0 or a
-// misaligned pointer). Bytes: 2 per element of dx (written), dout is tiny.
+// grid (ceil(seq / 32), batch), 256 threads: the block counts n_b once (and
+// keeps its 32 mask bytes in shared memory), then writes its 32 positions x d
+// of dx as one flat walk over 16-byte items (8 columns; dout's row is an L1
+// hit) or single elements (d % 8 != 0 or a misaligned pointer), loading
+// POOL_BWD_UNROLL items before storing them. Bytes: 2 per element of dx
+// (written); dout is tiny.
 extern "C" __global__ void __launch_bounds__(256) pool_mean_bwd(const PoolMeanBwdParams p) {
   __shared__ float s_red[32];
+  __shared__ uint8_t s_on[POOL_BWD_ROWS];
   const int b = blockIdx.y;
   const uint8_t* mask = p.mask + (int64_t)b * p.seq;
-  const float n = count_valid(mask, p.seq, s_red);
-  const float inv = n > 0.0f ? 1.0f / n : 0.0f;
-
   const int s0 = blockIdx.x * POOL_BWD_ROWS;
   const int n_rows = min(POOL_BWD_ROWS, p.seq - s0);
+  if (threadIdx.x < n_rows) s_on[threadIdx.x] = mask[s0 + threadIdx.x];
+  const float n = count_valid(mask, p.seq, s_red, nullptr);  // its barriers publish s_on
+  const float inv = n > 0.0f ? 1.0f / n : 0.0f;
+
   const bf16* dout = p.dout + (int64_t)b * p.d;
   bf16* dx = p.dx + ((int64_t)b * p.seq + s0) * p.d;
+  const int step = blockDim.x * POOL_BWD_UNROLL;
   if (p.d % 8 == 0 && aligned16(p.dout) && aligned16(p.dx)) {
-    const int per_row = p.d / 8;
-    for (int i = threadIdx.x; i < n_rows * per_row; i += blockDim.x) {
-      const int r = i / per_row, c = (i - r * per_row) * 8;
-      const bool on = mask[s0 + r] != 0;
-      float v[8];
-      load_bf16x8(dout + c, v);
+    const int per_row = p.d / 8, items = n_rows * per_row;
+    for (int i0 = threadIdx.x; i0 < items; i0 += step) {
+      float v[POOL_BWD_UNROLL][8];
 #pragma unroll
-      for (int e = 0; e < 8; e++) v[e] = on ? v[e] * inv : 0.0f;
-      store_bf16x8(dx + (int64_t)r * p.d + c, v);
+      for (int k = 0; k < POOL_BWD_UNROLL; k++) {
+        const int i = i0 + k * blockDim.x;
+        if (i < items) {
+          const int r = i / per_row;
+          load_bf16x8(dout + (i - r * per_row) * 8, v[k]);
+          const bool on = s_on[r] != 0;
+#pragma unroll
+          for (int e = 0; e < 8; e++) v[k][e] = on ? v[k][e] * inv : 0.0f;
+        }
+      }
+#pragma unroll
+      for (int k = 0; k < POOL_BWD_UNROLL; k++) {
+        const int i = i0 + k * blockDim.x;
+        if (i < items) {
+          const int r = i / per_row;
+          store_bf16x8(dx + (int64_t)r * p.d + (i - r * per_row) * 8, v[k]);
+        }
+      }
     }
   } else {
     for (int i = threadIdx.x; i < n_rows * p.d; i += blockDim.x) {
       const int r = i / p.d, c = i - r * p.d;
-      dx[(int64_t)r * p.d + c] = f2bf(mask[s0 + r] ? bf2f(dout[c]) * inv : 0.0f);
+      dx[(int64_t)r * p.d + c] = f2bf(s_on[r] ? bf2f(dout[c]) * inv : 0.0f);
     }
   }
 }

@@ -188,9 +188,8 @@ extern "C" __global__ void __launch_bounds__(256, 4) rmsnorm_bwd(const RmsNormBw
                    aligned16(p.w);
   // Each lane zeroes exactly the columns it will accumulate (no barrier needed).
   if (vec) {
-    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8)
-#pragma unroll
-      for (int k = 0; k < 8; k++) acc[j + k] = 0.f;
+    const float zero[8] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) store_f32x8(acc + j, zero);
   } else {
     for (int j = lane; j < p.d; j += TMOE_WARP) acc[j] = 0.f;
   }

@@ -12,14 +12,16 @@ use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
 // Scalar path: d = 45, 300 (not multiples of 8). 16-byte path: d = 8 (one
 // partial column tile), 768 (three full tiles), 200 (a partial last tile);
-// seq 100 and 70 leave a partial backward block of positions.
-const SHAPES: [(usize, usize, usize); 6] = [
+// seq 100 and 70 leave a partial backward block of positions; seq 4100 is
+// longer than the forward's shared-memory copy of the mask.
+const SHAPES: [(usize, usize, usize); 7] = [
     (3, 37, 45),
     (2, 5, 300),
     (4, 64, 8),
     (3, 100, 768),
     (2, 70, 200),
     (2, 1, 16),
+    (3, 4100, 16),
 ];
 
 #[test]
