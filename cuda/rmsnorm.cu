@@ -5,50 +5,6 @@
 // bf16 activations, fp32 weight and accumulation. Reference: backend/cpu/rmsnorm.rs.
 #include "common.cuh"
 
-// One warp per row (rows are many, d is a few hundred): no block barrier, so
-// warps past the last row may return early. 16-byte accesses when d % 8 == 0.
-extern "C" __global__ void __launch_bounds__(256) rmsnorm_fwd(const RmsNormFwdParams p) {
-  const int lane = threadIdx.x % TMOE_WARP;
-  const int row = blockIdx.x * (blockDim.x / TMOE_WARP) + threadIdx.x / TMOE_WARP;
-  if (row >= p.rows) return;
-  const bf16* x = p.x + (size_t)row * p.d;
-  bf16* y = p.y + (size_t)row * p.d;
-  const bool vec = p.d % 8 == 0;
-
-  float ss = 0.f;
-  if (vec) {
-    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
-      float v[8];
-      load_bf16x8(x + j, v);
-#pragma unroll
-      for (int k = 0; k < 8; k++) ss += v[k] * v[k];
-    }
-  } else {
-    for (int j = lane; j < p.d; j += TMOE_WARP) {
-      const float v = bf2f(x[j]);
-      ss += v * v;
-    }
-  }
-  const float rstd = rsqrtf(warp_sum(ss) / p.d + p.eps);
-  if (lane == 0) p.rstd[row] = rstd;
-
-  // Second pass re-reads x (an L1/L2 hit) rather than holding d/32 values per lane.
-  if (vec) {
-    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
-      float v[8], o[8];
-      load_bf16x8(x + j, v);
-      const float4 w0 = *reinterpret_cast<const float4*>(p.w + j);
-      const float4 w1 = *reinterpret_cast<const float4*>(p.w + j + 4);
-      const float w[8] = {w0.x, w0.y, w0.z, w0.w, w1.x, w1.y, w1.z, w1.w};
-#pragma unroll
-      for (int k = 0; k < 8; k++) o[k] = v[k] * rstd * w[k];
-      store_bf16x8(y + j, o);
-    }
-  } else {
-    for (int j = lane; j < p.d; j += TMOE_WARP) y[j] = f2bf(bf2f(x[j]) * rstd * p.w[j]);
-  }
-}
-
 static __device__ __forceinline__ bool aligned16(const void* ptr) {
   return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
 }
@@ -72,6 +28,93 @@ static __device__ __forceinline__ void store_f32x8(float* ptr, const float in[8]
   *reinterpret_cast<float4*>(ptr + 4) = make_float4(in[4], in[5], in[6], in[7]);
 }
 
+// Rows of d <= RMS_CACHED_D on the 16-byte path keep the lane's share in
+// registers: RMS_GROUPS groups of 8 columns, j = (g*32 + lane)*8 (d = 768: all
+// 32 lanes x 3 groups busy). More groups cost registers (occupancy) for no gain
+// at the model's d; wider rows loop (nvcc unrolls those loops by 4).
+#define RMS_GROUPS 3
+#define RMS_CACHED_D (RMS_GROUPS * TMOE_WARP * 8)
+// One warp per row (rows are many, d is a few hundred): no block barrier, so
+// warps past the last row may return early. 16-byte accesses when d % 8 == 0
+// and x, y, w are aligned; for d <= RMS_CACHED_D the lane's x is loaded at once
+// and kept in registers for the second pass (a loop over d would issue one load
+// per trip: d = 768 is 3 trips, below nvcc's unroll of 4, and each waited for
+// its DRAM latency in turn).
+extern "C" __global__ void __launch_bounds__(256) rmsnorm_fwd(const RmsNormFwdParams p) {
+  const int lane = threadIdx.x % TMOE_WARP;
+  const int row = blockIdx.x * (blockDim.x / TMOE_WARP) + threadIdx.x / TMOE_WARP;
+  if (row >= p.rows) return;
+  const bf16* x = p.x + (size_t)row * p.d;
+  bf16* y = p.y + (size_t)row * p.d;
+  const bool vec = p.d % 8 == 0 && aligned16(p.x) && aligned16(p.y) && aligned16(p.w);
+
+  if (vec && p.d <= RMS_CACHED_D) {
+    uint4 xr[RMS_GROUPS];
+#pragma unroll
+    for (int g = 0; g < RMS_GROUPS; g++) {
+      const int j = (g * TMOE_WARP + lane) * 8;
+      if (j < p.d) xr[g] = *reinterpret_cast<const uint4*>(x + j);
+    }
+    float ss = 0.f;
+#pragma unroll
+    for (int g = 0; g < RMS_GROUPS; g++) {
+      const int j = (g * TMOE_WARP + lane) * 8;
+      if (j < p.d) {
+        float v[8];
+        unpack_bf16x8(xr[g], v);
+#pragma unroll
+        for (int k = 0; k < 8; k++) ss += v[k] * v[k];
+      }
+    }
+    const float rstd = rsqrtf(warp_sum(ss) / p.d + p.eps);
+    if (lane == 0) p.rstd[row] = rstd;
+#pragma unroll
+    for (int g = 0; g < RMS_GROUPS; g++) {
+      const int j = (g * TMOE_WARP + lane) * 8;
+      if (j < p.d) {
+        float v[8], w[8], o[8];
+        unpack_bf16x8(xr[g], v);
+        load_f32x8(p.w + j, w);
+#pragma unroll
+        for (int k = 0; k < 8; k++) o[k] = v[k] * rstd * w[k];
+        store_bf16x8(y + j, o);
+      }
+    }
+    return;
+  }
+
+  float ss = 0.f;
+  if (vec) {
+    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
+      float v[8];
+      load_bf16x8(x + j, v);
+#pragma unroll
+      for (int k = 0; k < 8; k++) ss += v[k] * v[k];
+    }
+  } else {
+    for (int j = lane; j < p.d; j += TMOE_WARP) {
+      const float v = bf2f(x[j]);
+      ss += v * v;
+    }
+  }
+  const float rstd = rsqrtf(warp_sum(ss) / p.d + p.eps);
+  if (lane == 0) p.rstd[row] = rstd;
+
+  // Wider rows: the second pass re-reads x (an L1/L2 hit) rather than holding d/32 values per lane.
+  if (vec) {
+    for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
+      float v[8], w[8], o[8];
+      load_bf16x8(x + j, v);
+      load_f32x8(p.w + j, w);
+#pragma unroll
+      for (int k = 0; k < 8; k++) o[k] = v[k] * rstd * w[k];
+      store_bf16x8(y + j, o);
+    }
+  } else {
+    for (int j = lane; j < p.d; j += TMOE_WARP) y[j] = f2bf(bf2f(x[j]) * rstd * p.w[j]);
+  }
+}
+
 // dx for 8 columns and the lane's dw sums (acc, shared memory) for them.
 static __device__ __forceinline__ void bwd_cols8(const float xv[8], const float dyv[8], const float* w,
                                                  float rstd, float c, float* acc, bf16* dx) {
@@ -87,17 +130,14 @@ static __device__ __forceinline__ void bwd_cols8(const float xv[8], const float 
   store_bf16x8(dx, o);
 }
 
-// Rows of d <= RMS_BWD_CACHED_D on the 16-byte path: the lane's x and dy
-// (RMS_BWD_GROUPS groups of 8 columns, j = (g*32 + lane)*8) stay in registers
-// between the two passes; all their loads are issued before any use.
-#define RMS_BWD_GROUPS 3
-#define RMS_BWD_CACHED_D (RMS_BWD_GROUPS * TMOE_WARP * 8)
+// Rows of d <= RMS_CACHED_D on the 16-byte path: the lane's x and dy stay in
+// registers between the two passes; all their loads are issued before any use.
 static __device__ __forceinline__ void bwd_row_cached(const RmsNormBwdParams& p, int row, int lane,
                                                       float* acc) {
   const size_t base = (size_t)row * p.d;
-  uint4 xr[RMS_BWD_GROUPS], dyr[RMS_BWD_GROUPS];
+  uint4 xr[RMS_GROUPS], dyr[RMS_GROUPS];
 #pragma unroll
-  for (int g = 0; g < RMS_BWD_GROUPS; g++) {
+  for (int g = 0; g < RMS_GROUPS; g++) {
     const int j = (g * TMOE_WARP + lane) * 8;
     if (j < p.d) {
       xr[g] = *reinterpret_cast<const uint4*>(p.x + base + j);
@@ -107,7 +147,7 @@ static __device__ __forceinline__ void bwd_row_cached(const RmsNormBwdParams& p,
   const float rstd = p.rstd[row];
   float dot = 0.f;
 #pragma unroll
-  for (int g = 0; g < RMS_BWD_GROUPS; g++) {
+  for (int g = 0; g < RMS_GROUPS; g++) {
     const int j = (g * TMOE_WARP + lane) * 8;
     if (j < p.d) {
       float xv[8], dyv[8], wv[8];
@@ -120,7 +160,7 @@ static __device__ __forceinline__ void bwd_row_cached(const RmsNormBwdParams& p,
   }
   const float c = warp_sum(dot) * rstd * rstd / p.d;
 #pragma unroll
-  for (int g = 0; g < RMS_BWD_GROUPS; g++) {
+  for (int g = 0; g < RMS_GROUPS; g++) {
     const int j = (g * TMOE_WARP + lane) * 8;
     if (j < p.d) {
       float xv[8], dyv[8];
@@ -177,8 +217,10 @@ static __device__ void bwd_row_scalar(const RmsNormBwdParams& p, int row, int la
 // shared memory (W*d floats; a lane only touches its own columns: no barrier,
 // no conflicts); at the end the block sums its W slices in warp order into its
 // dw_partial row, which rmsnorm_dw_reduce adds up in block order (deterministic
-// for a given grid, chosen from rows and d by the launch wrapper). Per row:
-// 4d bytes read (x, dy), 2d written (dx); w and the slices are L1 / shared.
+// for a given grid, chosen from rows and d by the launch wrapper: at most 4
+// blocks per SM of an H200, one wave, which __launch_bounds__(256, 4) keeps
+// resident). Per row: 4d bytes read (x, dy), 2d written (dx); w and the slices
+// are L1 / shared.
 extern "C" __global__ void __launch_bounds__(256, 4) rmsnorm_bwd(const RmsNormBwdParams p) {
   TMOE_DYNAMIC_SMEM(float, dw_acc);
   const int lane = threadIdx.x % TMOE_WARP, warp = threadIdx.x / TMOE_WARP;
@@ -195,7 +237,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) rmsnorm_bwd(const RmsNormBw
   }
 
   const int row0 = blockIdx.x * n_warps + warp, stride = gridDim.x * n_warps;
-  if (vec && p.d <= RMS_BWD_CACHED_D) {
+  if (vec && p.d <= RMS_CACHED_D) {
     for (int row = row0; row < p.rows; row += stride) bwd_row_cached(p, row, lane, acc);
   } else if (vec) {
     for (int row = row0; row < p.rows; row += stride) bwd_row_vec(p, row, lane, acc);

@@ -10,11 +10,11 @@ use traffic_moe::backend::cpu::rmsnorm as cpu_rmsnorm;
 use traffic_moe::backend::gpu::ops::rmsnorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
-// Scalar path: d = 300, 77 (odd). Vector path with x, dy in registers
-// (d <= 1024): 264 (lanes with 2 and 1 column groups), 1000 (4 groups, partly
-// predicated), 8, 768 (the model's d), 64 with more rows than the backward's
-// warps (several rows per warp); the re-reading vector path: 2056 (a block of
-// 5 warps to fit the shared-memory dw slices).
+// Scalar path: d = 300, 77 (odd). Vector path with the lane's share in
+// registers (d <= 768): 264 (lanes with 2 and 1 column groups), 8, 768 (the
+// model's d), 64 with more rows than the backward's warps (several rows per
+// warp); the looping vector path: 1000, 2056 (a backward block of 5 warps, to
+// fit the shared-memory dw slices).
 const SHAPES: [(usize, usize); 8] = [
     (37, 300),
     (23, 77),
