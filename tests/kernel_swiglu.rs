@@ -63,7 +63,11 @@ fn swiglu_fwd_bwd_match_reference() {
 
             let (dgb, dub) = (ex.alloc_zeroed::<bf16>(n)?, ex.alloc_zeroed::<bf16>(n)?);
             gpu_swiglu::bwd(ex, &gb, &ub, &db, &dgb, &dub, rows, cols)?;
-            check(&format!("swiglu dgate ({what})"), &ex.download(&dgb)?, &r.dg)?;
+            check(
+                &format!("swiglu dgate ({what})"),
+                &ex.download(&dgb)?,
+                &r.dg,
+            )?;
             check(&format!("swiglu dup ({what})"), &ex.download(&dub)?, &r.du)?;
 
             // In place (the backward overwrites gate and up): same result.
@@ -126,7 +130,9 @@ fn strided_case(
         &r.out,
     )?;
     anyhow::ensure!(
-        extract(&out, rows, cols, og, ld).iter().all(|x| *x == bf16::ZERO),
+        extract(&out, rows, cols, og, ld)
+            .iter()
+            .all(|x| *x == bf16::ZERO),
         "swiglu fwd wrote outside its view ({what})"
     );
     gpu_swiglu::bwd_strided(

@@ -66,7 +66,11 @@ fn view<T>(ex: &Executor, what: &str, m: &Rows, rows: usize, cols: usize) -> Res
 /// One trip per thread: many short blocks balance best (the tail is one small block).
 fn blocks(rows: usize, cols: usize, unroll: usize) -> u32 {
     // Items of the 16-byte path when cols allows it; the scalar path loops more.
-    let items = if cols % 8 == 0 { rows * cols / 8 } else { rows * cols };
+    let items = if cols % 8 == 0 {
+        rows * cols / 8
+    } else {
+        rows * cols
+    };
     items
         .div_ceil(THREADS as usize * unroll)
         .clamp(1, MAX_BLOCKS) as u32
