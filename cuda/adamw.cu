@@ -57,13 +57,14 @@ static __device__ __forceinline__ void adamw_one(const AdamwStepParams& p, const
 
 #define ADAMW_UNROLL 2  // float4 groups per thread and trip, all loaded before use
 
-// One block per chunk of one tensor (256 threads, chunk_elems = 4096 = 16 per
-// thread). Memory-bound: 30 bytes per element (param, m, v read + written, grad
-// read, bf16 copy written). Tensor offsets in the arena need not be multiples of
-// 4, so a chunk is a scalar head up to the first index that is a multiple of 4,
-// a float4 body (16-byte accesses on all four arenas, 8-byte bf16 stores), and a
-// scalar tail; arenas whose base is not 16-byte aligned (8 for the bf16 copy)
-// take the scalar path throughout.
+// One block per chunk of one tensor (256 threads; chunk_elems = 8192 from the
+// wrapper: 8 float4 per thread, in trips of ADAMW_UNROLL whose loads are all
+// issued first). Memory-bound: 30 bytes per element (param, m, v read and
+// written, grad read, bf16 copy written). Tensor offsets in the arena need not
+// be multiples of 4, so a chunk is a scalar head up to the first index that is
+// a multiple of 4, a float4 body (16-byte accesses on all four arenas, 8-byte
+// bf16 stores), and a scalar tail; arenas whose base is not 16-byte aligned
+// (8 for the bf16 copy) take the scalar path throughout.
 extern "C" __global__ void __launch_bounds__(256) adamw_step(const AdamwStepParams p) {
   const uint32_t b = blockIdx.x;
   const int ti = tensor_of_chunk(p.chunk_start, p.n_tensors, b);
