@@ -14,9 +14,11 @@ use traffic_moe::backend::gpu::ops::adamw::{
 use traffic_moe::backend::gpu::ops::grad_norm::GradNorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
-const SIZES: [usize; 5] = [1000, 17, 0, 9000, 4096];
-const LR: [f32; 5] = [1e-3, 2e-3, 1e-3, 5e-4, 3e-3];
-const WD: [f32; 5] = [0.1, 0.0, 0.1, 0.01, 0.0];
+// Offsets 0, 1000, 1017 (not a multiple of 4: scalar heads of up to 3
+// elements, then float4 bodies), a tensor of 2 inside one head, tails of 1-3.
+const SIZES: [usize; 7] = [1000, 17, 0, 9000, 4096, 2, 4103];
+const LR: [f32; 7] = [1e-3, 2e-3, 1e-3, 5e-4, 3e-3, 1e-3, 2e-3];
+const WD: [f32; 7] = [0.1, 0.0, 0.1, 0.01, 0.0, 0.1, 0.05];
 
 #[test]
 fn adamw_matches_reference_over_steps() {

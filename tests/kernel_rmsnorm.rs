@@ -10,15 +10,20 @@ use traffic_moe::backend::cpu::rmsnorm as cpu_rmsnorm;
 use traffic_moe::backend::gpu::ops::rmsnorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
-// Scalar path: d = 300, 77 (odd). Vector path: 264, 1000, 8, and 2056 (two
-// 8-column groups for some threads of a 256-thread block).
-const SHAPES: [(usize, usize); 6] = [
+// Scalar path: d = 300, 77 (odd). Vector path with the lane's share in
+// registers (d <= 768): 264 (lanes with 2 and 1 column groups), 8, 768 (the
+// model's d), 64 with more rows than the backward's warps (several rows per
+// warp); the looping vector path: 1000, 2056 (a backward block of 5 warps, to
+// fit the shared-memory dw slices).
+const SHAPES: [(usize, usize); 8] = [
     (37, 300),
     (23, 77),
     (19, 264),
     (5, 1000),
     (300, 8),
     (4, 2056),
+    (70, 768),
+    (4500, 64),
 ];
 
 struct Reference {

@@ -9,8 +9,9 @@ use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 type Result<T> = std::result::Result<T, GpuError>;
 
 const THREADS: u32 = 256;
-/// Elements per block: 16 per thread.
-pub const CHUNK: usize = 4096;
+/// Elements per block: 32 per thread (8 float4), so that the block's set-up (the
+/// chunk -> tensor binary search, bias corrections) is a small part of its life.
+pub const CHUNK: usize = 8192;
 
 /// Where each tensor lives in the arenas and how it is optimised; uploaded once.
 pub struct ArenaLayout {

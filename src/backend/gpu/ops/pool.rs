@@ -7,7 +7,11 @@ use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
 
-const THREADS: usize = 256;
+const THREADS: u32 = 256;
+/// Columns per forward block (POOL_TILE in pool.cu).
+const FWD_TILE: usize = 64;
+/// Sequence positions per backward block (POOL_BWD_ROWS in pool.cu).
+const BWD_ROWS: usize = 32;
 
 #[derive(Clone, Copy, Debug)]
 pub struct PoolShape {
@@ -22,9 +26,6 @@ impl PoolShape {
             [Some(b), Some(s), Some(d)] if self.batch <= 65535 => Ok([b, s, d]),
             _ => Err(GpuError::Invalid(format!("pool: bad shape {self:?}"))),
         }
-    }
-    fn threads(&self) -> u32 {
-        (self.d.div_ceil(32) * 32).min(THREADS) as u32
     }
 }
 
@@ -49,12 +50,10 @@ pub fn mean_fwd(
         d,
         _pad: 0,
     };
-    let threads = s.threads();
-    let col_blocks = s.d.div_ceil(threads as usize) as u32;
     ex.launch(&Launch {
         kernel: "pool_mean_fwd",
-        grid: [col_blocks, s.batch as u32, 1],
-        block: [threads, 1, 1],
+        grid: [s.d.div_ceil(FWD_TILE) as u32, s.batch as u32, 1],
+        block: [THREADS, 1, 1],
         smem: 0,
         params,
     })
@@ -81,10 +80,11 @@ pub fn mean_bwd(
         d,
         _pad: 0,
     };
-    ex.launch(&Launch::linear(
-        "pool_mean_bwd",
-        (s.batch * s.seq) as u32,
-        s.threads(),
+    ex.launch(&Launch {
+        kernel: "pool_mean_bwd",
+        grid: [s.seq.div_ceil(BWD_ROWS) as u32, s.batch as u32, 1],
+        block: [THREADS, 1, 1],
+        smem: 0,
         params,
-    ))
+    })
 }

@@ -8,8 +8,18 @@ use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 type Result<T> = std::result::Result<T, GpuError>;
 
 const THREADS: u32 = 256;
-/// Row chunks of the backward pass (= rows of the dw partial buffer).
-const MAX_BWD_BLOCKS: usize = 264;
+/// Backward blocks at most: 4 per SM of an H200 (132 SMs), one wave at full
+/// occupancy; also the rows of the dw partial buffer (the reduce's work).
+const MAX_BWD_BLOCKS: usize = 4 * 132;
+/// Dynamic shared memory of the backward (one d-float slice per warp) stays
+/// within the 48 KiB available without an opt-in.
+const BWD_SMEM_FLOATS: usize = 12 * 1024;
+
+/// Backward launch shape: (warps per block, blocks). Every warp handles whole rows.
+fn bwd_shape(rows: usize, d: usize) -> (usize, usize) {
+    let warps = (BWD_SMEM_FLOATS / d.max(1)).clamp(1, (THREADS / 32) as usize);
+    (warps, rows.div_ceil(warps).clamp(1, MAX_BWD_BLOCKS))
+}
 
 fn dims(rows: usize, d: usize) -> Result<(i32, i32)> {
     match (i32::try_from(rows), i32::try_from(d)) {
@@ -57,7 +67,7 @@ pub fn fwd(
 
 /// Length of the scratch buffer `bwd` needs.
 pub fn bwd_scratch_len(rows: usize, d: usize) -> usize {
-    rows.min(MAX_BWD_BLOCKS) * d
+    bwd_shape(rows, d).1 * d
 }
 
 /// dx = (input gradient, overwritten); dw += (parameter gradient). `scratch`
@@ -83,9 +93,13 @@ pub fn bwd(
     ex.check_buf("rmsnorm bwd dw", dw, d)?;
     ex.check_buf("rmsnorm bwd rstd", rstd, rows)?;
     ex.check_buf("rmsnorm bwd scratch", scratch, bwd_scratch_len(rows, d))?;
-    let blocks = rows.min(MAX_BWD_BLOCKS);
-    let smem = u32::try_from(d * 4)
-        .map_err(|_| GpuError::Invalid(format!("rmsnorm bwd: d {d} too large")))?;
+    if d > BWD_SMEM_FLOATS {
+        return Err(GpuError::Invalid(format!(
+            "rmsnorm bwd: d {d} > {BWD_SMEM_FLOATS} (shared-memory dw slices)"
+        )));
+    }
+    let (warps, blocks) = bwd_shape(rows, d);
+    let smem = (warps * d * 4) as u32;
     let params = RmsNormBwdParams {
         x: x.cptr(),
         w: w.cptr(),
@@ -96,17 +110,20 @@ pub fn bwd(
         rows: r,
         d: c,
     };
-    ex.launch(&Launch::linear("rmsnorm_bwd", blocks as u32, THREADS, params).with_smem(smem))?;
+    ex.launch(
+        &Launch::linear("rmsnorm_bwd", blocks as u32, (warps * 32) as u32, params).with_smem(smem),
+    )?;
     let reduce = RmsNormDwReduceParams {
         dw_partial: scratch.cptr(),
         dw: dw.mptr(),
         n_partials: blocks as i32,
         d: c,
     };
+    // 32 columns per block, 32 warps splitting the partial rows.
     ex.launch(&Launch::linear(
         "rmsnorm_dw_reduce",
-        d.div_ceil(THREADS as usize) as u32,
-        THREADS,
+        d.div_ceil(32) as u32,
+        1024,
         reduce,
     ))
 }
