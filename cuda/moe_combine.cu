@@ -18,16 +18,15 @@
 // grid-stride over rows. Pure streaming, memory bound (fwd: (3 + k) * 2 bytes
 // per element; bwd_rows: 6; bwd_tokens: 6). Lane l owns the 8-element vectors
 // l, l + 32, ... of its row (16-byte loads and stores; d = 768 is 96 vectors:
-// 3 per lane, no idle lane), and issues the loads of ROW_UNROLL (fwd:
-// FWD_UNROLL) of them before using any, so a warp has several KB in flight without a barrier per row.
+// 3 per lane, no idle lane), and issues the loads of ROW_UNROLL of them
+// (per input) before using any, so a warp has several KB in flight without a barrier per row.
 // Dot products: per-lane fp32 partials in vector order, then a warp_sum (a
 // fixed tree): deterministic. Scalar path (lane-strided elements, same
 // structure) when d % 8 != 0 or a pointer is not 16-byte aligned.
 #include "common.cuh"
 
 #define MOE_NONE 0xFFFFFFFFu
-#define ROW_UNROLL 4
-#define FWD_UNROLL 3  // 24 fp32 accumulators per lane; 4 spills on sm_90a
+#define ROW_UNROLL 3  // d = 768: 96 vectors, one pass of 3 per lane
 
 static __device__ __forceinline__ bool aligned16(const void* ptr) {
   return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
@@ -40,6 +39,12 @@ static __device__ __forceinline__ void unpack_bf16x8(const uint4 raw, float out[
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
+}
+// 8 floats -> 8 bf16 (RNE) in one 16-byte store, built as a uint4 of packed
+// pairs (through a bf16 array, nvcc sometimes splits the store into 4 x 32 bits).
+static __device__ __forceinline__ void store8(bf16* row, int v, const float in[8]) {
+  reinterpret_cast<uint4*>(row)[v] = make_uint4(pack_bf16x2(in[0], in[1]), pack_bf16x2(in[2], in[3]),
+                                                pack_bf16x2(in[4], in[5]), pack_bf16x2(in[6], in[7]));
 }
 static __device__ __forceinline__ uint4 ldg16(const bf16* row, int v) {
   return reinterpret_cast<const uint4*>(row)[v];
@@ -64,22 +69,22 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_fwd(const MoeCombi
     bf16* out = p.out + t * d;
     if (vec) {
       const int nv = d / 8;
-      for (int v0 = lane; v0 - lane < nv; v0 += 32 * FWD_UNROLL) {  // same trip count on every lane
+      for (int v0 = lane; v0 - lane < nv; v0 += 32 * ROW_UNROLL) {  // same trip count on every lane
         // resid, S and the first expert row are loaded together (k >= 1).
         const bf16* y0 = p.y_rows + (int64_t)__shfl_sync(TMOE_FULL_MASK, my_pos, 0) * d;
         const float w0 = __shfl_sync(TMOE_FULL_MASK, my_w, 0);
-        uint4 ra[FWD_UNROLL], sa[FWD_UNROLL], ya[FWD_UNROLL];
+        uint4 ra[ROW_UNROLL], sa[ROW_UNROLL], ya[ROW_UNROLL];
 #pragma unroll
-        for (int u = 0; u < FWD_UNROLL; u++) {
+        for (int u = 0; u < ROW_UNROLL; u++) {
           const int c = v0 + 32 * u;
           ra[u] = sa[u] = ya[u] = make_uint4(0u, 0u, 0u, 0u);
           if (c < nv && resid) ra[u] = ldg16(resid, c);
           if (c < nv && sh) sa[u] = ldg16(sh, c);
           if (c < nv) ya[u] = ldg16(y0, c);
         }
-        float acc[FWD_UNROLL][8];
+        float acc[ROW_UNROLL][8];
 #pragma unroll
-        for (int u = 0; u < FWD_UNROLL; u++) {
+        for (int u = 0; u < ROW_UNROLL; u++) {
           float a[8], b[8], y[8];
           unpack_bf16x8(ra[u], a);
           unpack_bf16x8(sa[u], b);
@@ -94,10 +99,10 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_fwd(const MoeCombi
           const bf16* y = p.y_rows + (int64_t)__shfl_sync(TMOE_FULL_MASK, my_pos, j) * d;
           const float wj = __shfl_sync(TMOE_FULL_MASK, my_w, j);
 #pragma unroll
-          for (int u = 0; u < FWD_UNROLL; u++)
+          for (int u = 0; u < ROW_UNROLL; u++)
             ya[u] = v0 + 32 * u < nv ? ldg16(y, v0 + 32 * u) : make_uint4(0u, 0u, 0u, 0u);
 #pragma unroll
-          for (int u = 0; u < FWD_UNROLL; u++) {
+          for (int u = 0; u < ROW_UNROLL; u++) {
             float b[8];
             unpack_bf16x8(ya[u], b);
 #pragma unroll
@@ -105,8 +110,8 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_fwd(const MoeCombi
           }
         }
 #pragma unroll
-        for (int u = 0; u < FWD_UNROLL; u++)
-          if (v0 + 32 * u < nv) store_bf16x8(out + 8 * (v0 + 32 * u), acc[u]);
+        for (int u = 0; u < ROW_UNROLL; u++)
+          if (v0 + 32 * u < nv) store8(out, v0 + 32 * u, acc[u]);
       }
     } else {
       for (int c0 = 0; c0 < d; c0 += 32) {  // uniform trip count: the shuffles need every lane
@@ -133,7 +138,9 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_bwd_rows(const Moe
     const bool pad = slot == MOE_NONE;
     const bf16* dout = pad ? nullptr : p.dout + (int64_t)(slot / p.k) * d;
     const bf16* y = p.y_rows + r * d;
-    const bool want_dot = !pad && p.dtopk_w;
+    // Y is read whether or not the row is padding (it is allocated for all
+    // max_rows): its loads then need not wait for sorted_slot.
+    const bool want_dot = p.dtopk_w != nullptr;
     const float w = pad ? 0.0f : p.topk_w ? p.topk_w[slot] : 1.0f;
     float dot = 0.0f;
     if (vec) {
@@ -158,7 +165,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_bwd_rows(const Moe
             dot += go[i] * yv[i];
             go[i] *= w;
           }
-          if (v0 + 32 * u < nv) store_bf16x8(dy + 8 * (v0 + 32 * u), go);
+          if (v0 + 32 * u < nv) store8(dy, v0 + 32 * u, go);
         }
       }
     } else {
@@ -170,7 +177,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_bwd_rows(const Moe
     }
     if (want_dot) {  // uniform across the warp
       dot = warp_sum(dot);
-      if (lane == 0) p.dtopk_w[slot] = dot;
+      if (lane == 0 && !pad) p.dtopk_w[slot] = dot;
     }
   }
 }
@@ -206,7 +213,7 @@ extern "C" __global__ void __launch_bounds__(256) moe_combine_bwd_tokens(const M
             dot += go[i] * sv[i];
             go[i] *= g;
           }
-          if (v0 + 32 * u < nv) store_bf16x8(ds + 8 * (v0 + 32 * u), go);
+          if (v0 + 32 * u < nv) store8(ds, v0 + 32 * u, go);
         }
       }
     } else {

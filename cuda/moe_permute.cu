@@ -32,7 +32,7 @@
 
 #define MOE_NONE 0xFFFFFFFFu
 #define PLAN_MAX_WARPS 32
-#define ROW_UNROLL 4
+#define ROW_UNROLL 3  // d = 768: 96 vectors, one pass of 3 per lane
 
 static __device__ __forceinline__ bool aligned16(const void* ptr) {
   return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
