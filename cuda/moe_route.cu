@@ -6,8 +6,10 @@
 //              topk_w = the kept probs (not renormalised); counts[e] += number
 //              of slots routed to e (integer atomics: order-independent, so
 //              deterministic). One thread per token row (N is small: 8).
-// lb_loss_fwd: L = N * sum_e load_e * prob_e, load_e = count_e / (T k),
-//              prob_e = mean_t probs[t, e]. One block, coalesced, fixed order.
+// lb_loss_partial + lb_loss_fwd: L = N * sum_e load_e * prob_e, load_e =
+//              count_e / (T k), prob_e = mean_t probs[t, e]. Two passes (a
+//              multi-block weighted sum, then one block over the partials),
+//              fixed partition and order.
 // router_bwd:  dprobs = scatter(dtopk_w) + dL/dprobs (= lb_dloss * N * load_e / T,
 //              load is piecewise constant), then the softmax backward
 //              dlogits = p * (dp - sum_e p_e dp_e). Writes dlogits (=).
@@ -52,44 +54,69 @@ extern "C" __global__ void router_fwd(const RouterFwdParams p) {
             if (s_counts[e]) atomicAdd(&p.counts[e], s_counts[e]);
 }
 
-// Reads probs as one flat array, coalesced: thread i (< lanes, a multiple of
-// N) sums elements i, i + lanes, ... (all of column i % N) with four
-// accumulators for loads in flight; then column e sums threads e, e + N, ...
-// in thread order. Fixed order throughout; one block (the input is ~1 MB).
-#define LB_MAX_THREADS 1024
-extern "C" __global__ void __launch_bounds__(LB_MAX_THREADS) lb_loss_fwd(const LbLossFwdParams p) {
-    __shared__ float s_acc[LB_MAX_THREADS];
-    __shared__ float s_mean[MOE_MAX_EXPERTS];
-    const int n = p.n_experts;
-    const int lanes = ((int)blockDim.x / n) * n;
-    const int64_t total = (int64_t)p.tokens * n;
-    float acc = 0.0f;
-    if ((int)threadIdx.x < lanes) {
-        float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
-        int64_t f = threadIdx.x;
-        for (; f + 3 * (int64_t)lanes < total; f += 4 * (int64_t)lanes) {
-            a0 += p.probs[f];
-            a1 += p.probs[f + lanes];
-            a2 += p.probs[f + 2 * (int64_t)lanes];
-            a3 += p.probs[f + 3 * (int64_t)lanes];
-        }
-        for (; f < total; f += lanes) a0 += p.probs[f];
-        acc = (a0 + a1) + (a2 + a3);
-    }
-    s_acc[threadIdx.x] = acc;
-    __syncthreads();
-    for (int e = threadIdx.x; e < n; e += blockDim.x) {
-        float s = 0.0f;
-        for (int i = e; i < lanes; i += n) s += s_acc[i];
-        s_mean[e] = s / (float)p.tokens;
-    }
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        const float slots = (float)p.tokens * (float)p.k;
-        float l = 0.0f;
-        for (int e = 0; e < n; e++) l += ((float)p.counts[e] / slots) * s_mean[e];
-        p.loss[0] = (float)n * l;
-    }
+// lb_loss_partial: L = N / (T k T) * sum_{t,e} count_e * probs[t, e], so one
+// weighted sum over the flat [T, N] array. Grid-stride over float4s (4 loads
+// in flight per thread, 16-byte accesses when probs is aligned; scalar
+// otherwise and for the < 4 trailing elements), block_sum, one partial per
+// block: partials[blockIdx.x]. The grid is fixed by the shape (the wrapper's
+// lb_loss_partials), so the partition and the order are too.
+// lb_loss_fwd: one block sums the partials in index order (per thread, then
+// block_sum's fixed tree) and scales. Deterministic; 4 bytes per probability.
+#define LB_THREADS 256
+static __device__ __forceinline__ float weighted4(const float4 v, const float* w, int e, int n) {
+  // columns e, e+1, e+2, e+3 (mod n) of the flat array
+  float s = w[e] * v.x;
+  e = e + 1 == n ? 0 : e + 1;
+  s += w[e] * v.y;
+  e = e + 1 == n ? 0 : e + 1;
+  s += w[e] * v.z;
+  e = e + 1 == n ? 0 : e + 1;
+  return s + w[e] * v.w;
+}
+
+extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_partial(const LbLossPartialParams p) {
+  __shared__ float s_w[MOE_MAX_EXPERTS];
+  __shared__ float s_red[32];
+  const int n = p.n_experts;
+  for (int e = threadIdx.x; e < n; e += blockDim.x) s_w[e] = (float)p.counts[e];
+  __syncthreads();
+  const int64_t total = (int64_t)p.tokens * n;
+  const int64_t gid = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  const int64_t gs = (int64_t)gridDim.x * blockDim.x;
+  const int64_t nv = (reinterpret_cast<uintptr_t>(p.probs) & 15) == 0 ? total / 4 : 0;
+  const float4* p4 = reinterpret_cast<const float4*>(p.probs);
+  // Column of float4 v is (4 v) mod n; it advances by (4 gs) mod n per step.
+  const int step = (int)((4 * gs) % n);
+  int e = (int)((4 * gid) % n);
+  float a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+  int64_t v = gid;
+  for (; v + 3 * gs < nv; v += 4 * gs) {
+    const float4 x0 = p4[v], x1 = p4[v + gs], x2 = p4[v + 2 * gs], x3 = p4[v + 3 * gs];
+    const int e1 = (e + step) % n, e2 = (e + 2 * step) % n, e3 = (e + 3 * step) % n;
+    a0 += weighted4(x0, s_w, e, n);
+    a1 += weighted4(x1, s_w, e1, n);
+    a2 += weighted4(x2, s_w, e2, n);
+    a3 += weighted4(x3, s_w, e3, n);
+    e = (e + 4 * step) % n;
+  }
+  for (; v < nv; v += gs) {
+    a0 += weighted4(p4[v], s_w, e, n);
+    e = (e + step) % n;
+  }
+  for (int64_t f = 4 * nv + gid; f < total; f += gs) a1 += s_w[f % n] * p.probs[f];
+  const float sum = block_sum((a0 + a1) + (a2 + a3), s_red);
+  if (threadIdx.x == 0) p.partials[blockIdx.x] = sum;
+}
+
+extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_fwd(const LbLossFwdParams p) {
+  __shared__ float s_red[32];
+  float acc = 0.0f;
+  for (int i = threadIdx.x; i < p.n_partials; i += blockDim.x) acc += p.partials[i];
+  const float sum = block_sum(acc, s_red);
+  if (threadIdx.x == 0) {
+    const float slots = (float)p.tokens * (float)p.k;
+    p.loss[0] = (float)p.n_experts / slots * (sum / (float)p.tokens);
+  }
 }
 
 extern "C" __global__ void router_bwd(const RouterBwdParams p) {

@@ -228,15 +228,25 @@ typedef struct RouterFwdParams {
   int32_t _pad;
 } RouterFwdParams;
 
-/* loss = N * sum_e count_e/(T k) * mean_t probs[t, e]; one block. */
-typedef struct LbLossFwdParams {
+/* Pass 1 of the aux loss: partials[block] = sum over the block's share of the
+ * flat [T, N] array of count_e * probs[t, e] (grid fixed by the shape). */
+typedef struct LbLossPartialParams {
   const float* probs;     /* [T, N] */
   const uint32_t* counts; /* [N] */
+  float* partials;        /* [gridDim.x] = */
+  int32_t tokens;
+  int32_t n_experts;
+} LbLossPartialParams;
+
+/* Pass 2, one block: loss = N / (T k) * (sum of partials) / T
+ *   = N * sum_e count_e/(T k) * mean_t probs[t, e]. */
+typedef struct LbLossFwdParams {
+  const float* partials;  /* [n_partials] from lb_loss_partial */
   float* loss;            /* [1] = */
+  int32_t n_partials;
   int32_t tokens;
   int32_t n_experts;
   int32_t k;
-  int32_t _pad;
 } LbLossFwdParams;
 
 /* dlogits = softmax_bwd(probs, scatter(dtopk_w) + lb_dloss * dLb/dprobs). */
@@ -254,22 +264,38 @@ typedef struct RouterBwdParams {
 
 /* ---- MoE permutation (cuda/moe_permute.cu) ---- */
 
-/* Stable counting sort of the T*k slots by expert, segments padded to `tile`;
- * one block. 0xFFFFFFFF marks padding rows / tiles past the end. */
-typedef struct MoePermutePlanParams {
+/* Slots per thread of the plan kernels: a block sorts a chunk of
+ * blockDim.x * MOE_PLAN_ROUNDS slots (whole warps, at most 32 of them). */
+#define MOE_PLAN_ROUNDS 4
+
+/* Pass 1 of the plan: per-chunk expert histogram (ids >= N are not counted). */
+typedef struct MoePermuteCountParams {
   const uint32_t* topk_idx;  /* [T, k] */
-  uint32_t* counts;          /* [N] = */
-  uint32_t* expert_offset;   /* [N + 1] = padded offsets */
-  uint32_t* total_rows;      /* [1] = expert_offset[N] */
-  uint32_t* sorted_slot;     /* [max_rows] = slot t*k+j per padded row */
-  uint32_t* tile_expert;     /* [max_rows / tile] = */
-  uint32_t* slot_pos;        /* [T*k] = padded row of each slot */
+  uint32_t* block_hist;      /* [chunks, N] = */
   int32_t tokens;
   int32_t n_experts;         /* <= MOE_MAX_EXPERTS */
   int32_t k;
-  int32_t tile;
-  int32_t max_rows;          /* >= worst case, a multiple of tile (moe_max_rows) */
   int32_t _pad;
+} MoePermuteCountParams;
+
+/* Pass 2: stable counting sort of the T*k slots by expert, segments padded to
+ * `tile`; one chunk per block, same block size as pass 1. 0xFFFFFFFF marks
+ * padding rows / tiles past the end. */
+typedef struct MoePermutePlanParams {
+  const uint32_t* topk_idx;   /* [T, k] */
+  const uint32_t* block_hist; /* [chunks, N] from moe_permute_count */
+  uint32_t* counts;           /* [N] = */
+  uint32_t* expert_offset;    /* [N + 1] = padded offsets */
+  uint32_t* total_rows;       /* [1] = expert_offset[N] */
+  uint32_t* sorted_slot;      /* [max_rows] = slot t*k+j per padded row */
+  uint32_t* tile_expert;      /* [max_rows / tile] = */
+  uint32_t* slot_pos;         /* [T*k] = padded row of each slot */
+  int32_t tokens;
+  int32_t n_experts;          /* <= MOE_MAX_EXPERTS */
+  int32_t k;
+  int32_t tile;
+  int32_t max_rows;           /* >= worst case, a multiple of tile (moe_max_rows) */
+  int32_t n_chunks;           /* = gridDim.x = ceil(T*k / (blockDim.x * MOE_PLAN_ROUNDS)) */
 } MoePermutePlanParams;
 
 /* xp[r] = x[sorted_slot[r] / k], zero rows for padding. */

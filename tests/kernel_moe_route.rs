@@ -6,12 +6,20 @@ mod kernel_util;
 
 use kernel_util::*;
 use traffic_moe::backend::cpu::router;
-use traffic_moe::backend::gpu::Executor;
 use traffic_moe::backend::gpu::ops::moe_route::{self, Routing};
+use traffic_moe::backend::gpu::params::{LbLossFwdParams, LbLossPartialParams};
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
+use traffic_moe::backend::gpu::{Buf, Executor, Launch};
 
-// (tokens, experts, k)
-const SHAPES: [(usize, usize, usize); 3] = [(37, 8, 2), (300, 5, 3), (130, 64, 8)];
+// (tokens, experts, k): the last two give the aux loss several partial blocks,
+// and 4099 * 5 probabilities end in a partial float4 (scalar tail).
+const SHAPES: [(usize, usize, usize); 5] = [
+    (37, 8, 2),
+    (300, 5, 3),
+    (130, 64, 8),
+    (5000, 8, 2),
+    (4099, 5, 2),
+];
 
 struct Routed {
     probs: Vec<f32>,
@@ -36,6 +44,40 @@ fn route(ex: &Executor, logits: &[f32], r: &Routing) -> anyhow::Result<Routed> {
         w: ex.download(&wb)?,
         counts: ex.download(&cb)?,
     })
+}
+
+/// `lb_loss_fwd` with probs at an arbitrary address (the wrapper only takes
+/// whole buffers, which are 256-byte aligned).
+fn lb_loss_raw(
+    ex: &Executor,
+    probs_addr: u64,
+    counts: &Buf<u32>,
+    partials: &Buf<f32>,
+    loss: &Buf<f32>,
+    r: &Routing,
+) -> anyhow::Result<()> {
+    let p1 = LbLossPartialParams {
+        probs: probs_addr as *const f32,
+        counts: counts.cptr(),
+        partials: partials.mptr(),
+        tokens: r.tokens as i32,
+        n_experts: r.n_experts as i32,
+    };
+    ex.launch(&Launch::linear(
+        "lb_loss_partial",
+        partials.len() as u32,
+        256,
+        p1,
+    ))?;
+    let p2 = LbLossFwdParams {
+        partials: partials.cptr(),
+        loss: loss.mptr(),
+        n_partials: partials.len() as i32,
+        tokens: r.tokens as i32,
+        n_experts: r.n_experts as i32,
+        k: r.k as i32,
+    };
+    Ok(ex.launch(&Launch::linear("lb_loss_fwd", 1, 256, p2))?)
 }
 
 #[test]
@@ -88,15 +130,35 @@ fn router_fwd_and_lb_loss_match_reference() {
                 1e-5,
             )?;
 
-            let (pb, cb, lossb) = (
+            let (pb, cb, partb, lossb) = (
                 ex.upload(&got.probs)?,
                 ex.upload(&got.counts)?,
+                ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?,
                 ex.alloc_zeroed::<f32>(1)?,
             );
-            moe_route::lb_loss_fwd(ex, &pb, &cb, &lossb, &r)?;
+            moe_route::lb_loss_fwd(ex, &pb, &cb, &partb, &lossb, &r)?;
             let want = router::lb_loss(&f64s(&got.probs), &got.idx, t, n, k);
+            let loss = ex.download(&lossb)?;
             assert_close(
                 &format!("lb loss ({what})"),
+                &f64s(&loss),
+                &[want],
+                0.0,
+                1e-5,
+            )?;
+            // Fixed partition and order: a second run is bit for bit the same.
+            moe_route::lb_loss_fwd(ex, &pb, &cb, &partb, &lossb, &r)?;
+            anyhow::ensure!(
+                ex.download(&lossb)?[0].to_bits() == loss[0].to_bits(),
+                "lb loss not reproducible ({what})"
+            );
+            // probs one float past a 16-byte boundary: the scalar path.
+            let mut shifted = vec![0.0f32];
+            shifted.extend(&got.probs);
+            let sb = ex.upload(&shifted)?;
+            lb_loss_raw(ex, sb.addr() + 4, &cb, &partb, &lossb, &r)?;
+            assert_close(
+                &format!("lb loss, misaligned probs ({what})"),
                 &f64s(&ex.download(&lossb)?),
                 &[want],
                 0.0,

@@ -139,8 +139,9 @@ pub(super) fn run(
         })?;
         record("router_fwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
         let loss = ex.alloc_zeroed::<f32>(1)?;
+        let partials = ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?;
         let ms = median_ms(ex, iters, || {
-            moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &loss, &r)
+            moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &partials, &loss, &r)
         })?;
         record("lb_loss_fwd", &route_shape, tu * nu * 4, ms);
         let dl = ex.alloc_zeroed::<f32>(t * s.n_experts)?;

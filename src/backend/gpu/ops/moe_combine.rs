@@ -3,7 +3,7 @@
 
 use half::bf16;
 
-use super::moe_permute::{MoePlan, row_threads};
+use super::moe_permute::{MoePlan, ROW_THREADS, row_blocks};
 use crate::backend::gpu::params::{
     MoeCombineBwdRowsParams, MoeCombineBwdTokensParams, MoeCombineFwdParams,
 };
@@ -72,8 +72,8 @@ pub fn fwd(
     };
     ex.launch(&Launch::linear(
         "moe_combine_fwd",
-        t as u32,
-        row_threads(d),
+        row_blocks(t),
+        ROW_THREADS,
         params,
     ))
 }
@@ -116,8 +116,8 @@ pub fn bwd_rows(
     };
     ex.launch(&Launch::linear(
         "moe_combine_bwd_rows",
-        plan.max_rows as u32,
-        row_threads(d),
+        row_blocks(plan.max_rows),
+        ROW_THREADS,
         params,
     ))
 }
@@ -163,8 +163,8 @@ pub fn bwd_tokens(
     };
     ex.launch(&Launch::linear(
         "moe_combine_bwd_tokens",
-        tokens as u32,
-        row_threads(d),
+        row_blocks(tokens),
+        ROW_THREADS,
         params,
     ))
 }

@@ -5,7 +5,7 @@
 use half::bf16;
 
 use super::moe_route::Routing;
-use crate::backend::gpu::params::{MoeGatherParams, MoePermutePlanParams};
+use crate::backend::gpu::params::{MoeGatherParams, MoePermuteCountParams, MoePermutePlanParams};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -13,9 +13,15 @@ type Result<T> = std::result::Result<T, GpuError>;
 /// Marks padding rows in `sorted_slot` and tiles past the end in `tile_expert`.
 pub const NONE: u32 = u32::MAX;
 
-/// Threads of the single plan block (GPU); whole warps, at most 1024.
-const PLAN_THREADS: u32 = 1024;
-const ROW_THREADS: usize = 256;
+/// Threads per block of both plan kernels (whole warps, at most 32 of them);
+/// a block sorts `PLAN_THREADS * PLAN_ROUNDS` slots.
+const PLAN_THREADS: u32 = 256;
+/// `MOE_PLAN_ROUNDS` in cuda/params.h (slots per thread).
+const PLAN_ROUNDS: usize = 4;
+const PLAN_CHUNK: usize = PLAN_THREADS as usize * PLAN_ROUNDS;
+/// Row kernels (gather, combine): one warp per row, 8 rows per block.
+pub(crate) const ROW_THREADS: u32 = 256;
+const ROWS_PER_BLOCK: usize = ROW_THREADS as usize / 32;
 
 /// Worst-case padded row count: every expert may waste up to `tile - 1` rows.
 /// A multiple of `tile`; buffers sized with it never need the counts on the host.
@@ -34,6 +40,8 @@ pub struct MoePlan {
     pub sorted_slot: Buf<u32>,
     pub tile_expert: Buf<u32>,
     pub slot_pos: Buf<u32>,
+    /// [chunks, N] per-chunk expert histogram (scratch between the two launches).
+    block_hist: Buf<u32>,
 }
 
 impl MoePlan {
@@ -60,11 +68,13 @@ impl MoePlan {
             sorted_slot: ex.alloc_zeroed(max_rows)?,
             tile_expert: ex.alloc_zeroed(max_rows / tile)?,
             slot_pos: ex.alloc_zeroed(routing.tokens * routing.k)?,
+            block_hist: ex.alloc_zeroed(plan_chunks(&routing) * routing.n_experts)?,
         })
     }
 
     /// Builds the plan from topk_idx [T, k] (expert ids; ids >= N are dropped:
-    /// their slot_pos is NONE). One block; no host synchronisation.
+    /// their slot_pos is NONE). Two launches (per-chunk histograms, then the
+    /// sort and the tables), no host synchronisation.
     pub fn build(&self, ex: &Executor, topk_idx: &Buf<u32>) -> Result<()> {
         let (tokens, n_experts, k) = self.routing.check()?;
         ex.check_buf(
@@ -72,8 +82,24 @@ impl MoePlan {
             topk_idx,
             self.routing.tokens * self.routing.k,
         )?;
+        let chunks = plan_chunks(&self.routing);
+        let count = MoePermuteCountParams {
+            topk_idx: topk_idx.cptr(),
+            block_hist: self.block_hist.mptr(),
+            tokens,
+            n_experts,
+            k,
+            _pad: 0,
+        };
+        ex.launch(&Launch::linear(
+            "moe_permute_count",
+            chunks as u32,
+            PLAN_THREADS,
+            count,
+        ))?;
         let params = MoePermutePlanParams {
             topk_idx: topk_idx.cptr(),
+            block_hist: self.block_hist.cptr(),
             counts: self.counts.mptr(),
             expert_offset: self.expert_offset.mptr(),
             total_rows: self.total_rows.mptr(),
@@ -85,15 +111,25 @@ impl MoePlan {
             k,
             tile: self.tile as i32,
             max_rows: self.max_rows as i32,
-            _pad: 0,
+            n_chunks: chunks as i32,
         };
-        ex.launch(&Launch::linear("moe_permute_plan", 1, PLAN_THREADS, params))
+        ex.launch(&Launch::linear(
+            "moe_permute_plan",
+            chunks as u32,
+            PLAN_THREADS,
+            params,
+        ))
     }
 }
 
-/// Threads for a row of `d` elements: whole warps, at most 256.
-pub(crate) fn row_threads(d: usize) -> u32 {
-    (d.div_ceil(32) * 32).min(ROW_THREADS) as u32
+/// Blocks of the plan kernels: one per chunk of `PLAN_CHUNK` slots.
+fn plan_chunks(r: &Routing) -> usize {
+    (r.tokens * r.k).div_ceil(PLAN_CHUNK)
+}
+
+/// Blocks for `rows` rows at one warp per row.
+pub(crate) fn row_blocks(rows: usize) -> u32 {
+    rows.div_ceil(ROWS_PER_BLOCK) as u32
 }
 
 /// xp [max_rows, d] = x [T, d] rows in plan order, zero rows for padding.
@@ -121,8 +157,8 @@ pub fn gather(
     };
     ex.launch(&Launch::linear(
         "moe_gather",
-        plan.max_rows as u32,
-        row_threads(d),
+        row_blocks(plan.max_rows),
+        ROW_THREADS,
         params,
     ))
 }

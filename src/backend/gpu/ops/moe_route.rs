@@ -1,7 +1,9 @@
 //! Launch wrappers for cuda/moe_route.cu: router softmax + top-k, the
 //! load-balancing loss, and the router backward. All fp32.
 
-use crate::backend::gpu::params::{LbLossFwdParams, RouterBwdParams, RouterFwdParams};
+use crate::backend::gpu::params::{
+    LbLossFwdParams, LbLossPartialParams, RouterBwdParams, RouterFwdParams,
+};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -12,9 +14,20 @@ pub const MAX_K: usize = 8;
 
 /// Rows per block of the one-thread-per-token kernels.
 const ROW_THREADS: u32 = 128;
-/// Threads of the single-block aux-loss reduction.
-/// `LB_MAX_THREADS` in cuda/moe_route.cu: one block reads all of probs.
-const LB_THREADS: u32 = 1024;
+/// Threads of both aux-loss passes (`LB_THREADS` in cuda/moe_route.cu).
+const LB_THREADS: u32 = 256;
+/// Aux-loss pass 1: at least this many probabilities per block (16 per
+/// thread: four float4 loads in flight), at most `LB_MAX_PARTIALS` blocks.
+const LB_PER_BLOCK: usize = LB_THREADS as usize * 16;
+const LB_MAX_PARTIALS: usize = 1024;
+
+/// Length of the `partials` scratch buffer of [`lb_loss_fwd`] (the number of
+/// blocks of its first pass; fixed by the shape, so the sum order is too).
+pub fn lb_loss_partials(r: &Routing) -> usize {
+    (r.tokens * r.n_experts)
+        .div_ceil(LB_PER_BLOCK)
+        .clamp(1, LB_MAX_PARTIALS)
+}
 
 /// Token count, experts, experts per token.
 #[derive(Clone, Copy, Debug)]
@@ -83,28 +96,45 @@ pub fn router_fwd(
     ))
 }
 
-/// loss [1] = N * sum_e count_e/(T k) * mean_t probs[t, e].
+/// loss [1] = N * sum_e count_e/(T k) * mean_t probs[t, e]. Two launches:
+/// block partial sums into `partials` (scratch, `lb_loss_partials(r)` long),
+/// then one block sums them in a fixed order (deterministic).
 pub fn lb_loss_fwd(
     ex: &Executor,
     probs: &Buf<f32>,
     counts: &Buf<u32>,
+    partials: &Buf<f32>,
     loss: &Buf<f32>,
     r: &Routing,
 ) -> Result<()> {
     let (tokens, n_experts, k) = r.check()?;
     ex.check_buf("lb_loss probs", probs, r.tokens * r.n_experts)?;
     ex.check_buf("lb_loss counts", counts, r.n_experts)?;
+    let n_partials = lb_loss_partials(r);
+    ex.check_buf("lb_loss partials", partials, n_partials)?;
     ex.check_buf("lb_loss loss", loss, 1)?;
-    let params = LbLossFwdParams {
+    let p1 = LbLossPartialParams {
         probs: probs.cptr(),
         counts: counts.cptr(),
+        partials: partials.mptr(),
+        tokens,
+        n_experts,
+    };
+    ex.launch(&Launch::linear(
+        "lb_loss_partial",
+        n_partials as u32,
+        LB_THREADS,
+        p1,
+    ))?;
+    let p2 = LbLossFwdParams {
+        partials: partials.cptr(),
         loss: loss.mptr(),
+        n_partials: n_partials as i32,
         tokens,
         n_experts,
         k,
-        _pad: 0,
     };
-    ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, params))
+    ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, p2))
 }
 
 /// dlogits [T,N] = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs).
