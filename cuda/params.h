@@ -155,10 +155,10 @@ typedef struct SimTestParams {
 
 /* ---- rope (cuda/rope.cu): kernels rope_fwd and rope_bwd share these params ---- */
 
-/* Half-split RoPE on [B, S, H, hd]; bwd rotates by -angle. In place allowed. */
-typedef struct RopeFwdParams {
-  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
-  bf16* out;          /* [B*S tokens, out_stride] = */
+/* Half-split RoPE on [B, S, H, hd]; rope_bwd rotates by -angle. In place allowed. */
+typedef struct RopeParams {
+  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token); dy for rope_bwd */
+  bf16* out;          /* [B*S tokens, out_stride] =; dx for rope_bwd */
   int32_t batch;
   int32_t seq;
   int32_t heads;
@@ -167,20 +167,7 @@ typedef struct RopeFwdParams {
   int64_t out_stride;
   float theta;        /* 10000 */
   int32_t _pad;
-} RopeFwdParams;
-
-typedef struct RopeBwdParams {
-  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
-  bf16* out;          /* [B*S tokens, out_stride] = */
-  int32_t batch;
-  int32_t seq;
-  int32_t heads;
-  int32_t head_dim;   /* even */
-  int64_t x_stride;   /* elements between consecutive tokens (>= H*hd) */
-  int64_t out_stride;
-  float theta;        /* 10000 */
-  int32_t _pad;
-} RopeBwdParams;
+} RopeParams;
 
 /* ---- swiglu (cuda/swiglu.cu) ---- */
 
