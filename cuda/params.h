@@ -76,17 +76,19 @@ typedef struct EmbedFwdParams {
 
 /* Deterministic scatter-add, no host plan (cuda/embed.cu), O(rows) work:
  * rows are cut into tiles of EMBED_TILE; embed_bwd_tile groups a tile's rows by
- * id on the device, writes one fp32 partial row per distinct id ("entry"
- * e = tile*EMBED_TILE + group) and counts each id's entries; embed_bwd_alloc and
+ * id on the device; each distinct id of a tile is an "entry" e = tile*EMBED_TILE
+ * + group: a single dout row (entry_row) or, for an id repeated in the tile, one
+ * fp32 partial row; it counts each id's entries. embed_bwd_alloc and
  * embed_bwd_scatter gather each id's entries into one segment (integer atomics:
  * the segment's order varies, its content does not); embed_bwd_reduce sorts a
- * segment (entry index = tile order) and adds the partials in that order. */
+ * segment (entry index = tile order) and adds the entries in that order. */
 #define EMBED_TILE 256
 typedef struct EmbedBwdTileParams {
   const uint32_t* ids;   /* [rows]; ids >= vocab contribute nothing */
   const bf16* dout;      /* [rows, d] */
-  float* partial;        /* [n_tiles * EMBED_TILE, d] = (group g of tile k at row k*TILE+g) */
+  float* partial;        /* [n_tiles * EMBED_TILE, d] = (group g of tile k at row k*TILE+g; repeated ids only) */
   uint32_t* tile_ids;    /* [n_tiles * EMBED_TILE] = distinct ids of each tile, ascending */
+  uint32_t* entry_row;   /* [n_tiles * EMBED_TILE] = the entry's dout row, 0xFFFFFFFF: its partial row */
   uint32_t* n_groups;    /* [n_tiles] = distinct ids per tile */
   uint32_t* id_count;    /* [vocab] += entries per id (all zero on entry) */
   uint32_t* entry_slot;  /* [n_tiles * EMBED_TILE] = entry's index in its id's segment */
@@ -123,7 +125,9 @@ typedef struct EmbedBwdScatterParams {
 } EmbedBwdScatterParams;
 
 typedef struct EmbedBwdReduceParams {
-  const float* partial;     /* as written by embed_bwd_tile */
+  const bf16* dout;         /* [rows, d] (entries of one row) */
+  const float* partial;     /* as written by embed_bwd_tile (entries of several rows) */
+  const uint32_t* entry_row;
   const uint32_t* tile_ids;
   const uint32_t* n_groups;
   const uint32_t* entry_slot;
@@ -155,10 +159,10 @@ typedef struct SimTestParams {
 
 /* ---- rope (cuda/rope.cu): kernels rope_fwd and rope_bwd share these params ---- */
 
-/* Half-split RoPE on [B, S, H, hd]; bwd rotates by -angle. In place allowed. */
-typedef struct RopeFwdParams {
-  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
-  bf16* out;          /* [B*S tokens, out_stride] = */
+/* Half-split RoPE on [B, S, H, hd]; rope_bwd rotates by -angle. In place allowed. */
+typedef struct RopeParams {
+  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token); dy for rope_bwd */
+  bf16* out;          /* [B*S tokens, out_stride] =; dx for rope_bwd */
   int32_t batch;
   int32_t seq;
   int32_t heads;
@@ -167,20 +171,7 @@ typedef struct RopeFwdParams {
   int64_t out_stride;
   float theta;        /* 10000 */
   int32_t _pad;
-} RopeFwdParams;
-
-typedef struct RopeBwdParams {
-  const bf16* x;      /* [B*S tokens, x_stride] (H*hd used per token) */
-  bf16* out;          /* [B*S tokens, out_stride] = */
-  int32_t batch;
-  int32_t seq;
-  int32_t heads;
-  int32_t head_dim;   /* even */
-  int64_t x_stride;   /* elements between consecutive tokens (>= H*hd) */
-  int64_t out_stride;
-  float theta;        /* 10000 */
-  int32_t _pad;
-} RopeBwdParams;
+} RopeParams;
 
 /* ---- swiglu (cuda/swiglu.cu) ---- */
 

@@ -1,6 +1,7 @@
 //! cuda/rope.cu against backend::cpu::rope (f64, same bf16 inputs), on every
 //! available executor. Odd head counts / lengths leave partial blocks; the long
-//! sequence checks the angle accuracy at large positions.
+//! sequences check the angle accuracy at large positions (2048: angles up
+//! to 2047 rad, reduced to [-pi, pi] before the hardware sin/cos on the GPU).
 
 mod kernel_util;
 
@@ -12,8 +13,14 @@ use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
 
 // (batch, seq, heads, head_dim)
 // hd 16 and 64 take the 8-pairs-per-thread path, hd 8 and 6 the scalar one.
-const SHAPES: [(usize, usize, usize, usize); 4] =
-    [(2, 5, 3, 8), (1, 37, 2, 6), (1, 300, 1, 64), (3, 7, 5, 16)];
+// fwd and bwd are one kernel body (RopeParams) with the angle's sign flipped.
+const SHAPES: [(usize, usize, usize, usize); 5] = [
+    (2, 5, 3, 8),
+    (1, 37, 2, 6),
+    (1, 300, 1, 64),
+    (3, 7, 5, 16),
+    (1, 2048, 2, 16),
+];
 
 #[test]
 fn rope_fwd_bwd_match_reference() {

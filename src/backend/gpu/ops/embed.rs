@@ -61,12 +61,14 @@ const MAX_VOCAB: usize = 1 << 24;
 const MAX_SORT: usize = 8192;
 
 /// Device scratch of the backward pass for `rows` rows of width `d` over a
-/// table of `vocab` ids: per tile, one fp32 partial row per distinct id and the
-/// tile's sorted distinct ids; per id, its count and segment start.
+/// table of `vocab` ids: per tile, the sorted distinct ids, each one's dout row
+/// or (ids repeated in the tile) an fp32 partial row; per id, its count and
+/// segment start.
 /// Built on the device from the ids every call: no host plan, no host sync.
 pub struct EmbedBwdScratch {
     partial: Buf<f32>,
     tile_ids: Buf<u32>,
+    entry_row: Buf<u32>,
     n_groups: Buf<u32>,
     entry_slot: Buf<u32>,
     entry_len: Buf<u32>,
@@ -101,6 +103,7 @@ impl EmbedBwdScratch {
         Ok(EmbedBwdScratch {
             partial: ex.alloc_zeroed(padded * d)?,
             tile_ids: ex.alloc_zeroed(padded)?,
+            entry_row: ex.alloc_zeroed(padded)?,
             n_groups: ex.alloc_zeroed(n_tiles)?,
             entry_slot: ex.alloc_zeroed(padded)?,
             entry_len: ex.alloc_zeroed(padded)?,
@@ -144,6 +147,7 @@ pub fn bwd(
         dout: dout.cptr(),
         partial: s.partial.mptr(),
         tile_ids: s.tile_ids.mptr(),
+        entry_row: s.entry_row.mptr(),
         n_groups: s.n_groups.mptr(),
         id_count: s.id_count.mptr(),
         entry_slot: s.entry_slot.mptr(),
@@ -195,7 +199,9 @@ pub fn bwd(
     ))?;
     let sort_len = n_tiles.next_power_of_two();
     let reduce = EmbedBwdReduceParams {
+        dout: dout.cptr(),
         partial: s.partial.cptr(),
+        entry_row: s.entry_row.cptr(),
         tile_ids: s.tile_ids.cptr(),
         n_groups: s.n_groups.cptr(),
         entry_slot: s.entry_slot.cptr(),
@@ -206,9 +212,11 @@ pub fn bwd(
         sort_len: sort_len as i32,
         d: to_i32("d", d)?,
     };
-    let threads = THREADS.min((d as u32).div_ceil(32) * 32);
-    let mut launch = Launch::linear("embed_bwd_reduce", n_entries as u32, threads, reduce)
-        .with_smem((sort_len * 4) as u32);
-    launch.grid[1] = (d as u32).div_ceil(threads);
-    ex.launch(&launch)
+    // One block per entry (non-slot-0 ones exit at once), 8 columns per thread.
+    let cols_per_thread = if d % 8 == 0 { 8 } else { 1 };
+    let threads = THREADS.min((d / cols_per_thread).div_ceil(32) as u32 * 32);
+    ex.launch(
+        &Launch::linear("embed_bwd_reduce", n_entries as u32, threads, reduce)
+            .with_smem((sort_len * 4) as u32),
+    )
 }

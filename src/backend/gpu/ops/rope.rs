@@ -2,7 +2,7 @@
 
 use half::bf16;
 
-use crate::backend::gpu::params::{RopeBwdParams, RopeFwdParams};
+use crate::backend::gpu::params::RopeParams;
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -41,13 +41,21 @@ impl RopeShape {
     }
 }
 
-/// out = rotate(x, +angle). `out` may be `x` (in place).
-pub fn fwd(ex: &Executor, x: &Buf<bf16>, out: &Buf<bf16>, s: &RopeShape) -> Result<()> {
+/// `kernel` (rope_fwd or rope_bwd) from `x` into `out` (may be `x`);
+/// `names` label the two buffers in size errors.
+fn launch(
+    ex: &Executor,
+    kernel: &'static str,
+    x: &Buf<bf16>,
+    out: &Buf<bf16>,
+    s: &RopeShape,
+    names: [&str; 2],
+) -> Result<()> {
     let [batch, seq, heads, head_dim] = s.check()?;
-    ex.check_buf("rope x", x, s.len())?;
-    ex.check_buf("rope out", out, s.len())?;
+    ex.check_buf(names[0], x, s.len())?;
+    ex.check_buf(names[1], out, s.len())?;
     let row = (s.heads * s.head_dim) as i64;
-    let params = RopeFwdParams {
+    let params = RopeParams {
         x: x.cptr(),
         out: out.mptr(),
         batch,
@@ -59,26 +67,15 @@ pub fn fwd(ex: &Executor, x: &Buf<bf16>, out: &Buf<bf16>, s: &RopeShape) -> Resu
         theta: s.theta,
         _pad: 0,
     };
-    ex.launch(&Launch::linear("rope_fwd", s.blocks(), THREADS, params))
+    ex.launch(&Launch::linear(kernel, s.blocks(), THREADS, params))
+}
+
+/// out = rotate(x, +angle). `out` may be `x` (in place).
+pub fn fwd(ex: &Executor, x: &Buf<bf16>, out: &Buf<bf16>, s: &RopeShape) -> Result<()> {
+    launch(ex, "rope_fwd", x, out, s, ["rope x", "rope out"])
 }
 
 /// dx = rotate(dy, -angle) (=). `dx` may be `dy`.
 pub fn bwd(ex: &Executor, dy: &Buf<bf16>, dx: &Buf<bf16>, s: &RopeShape) -> Result<()> {
-    let [batch, seq, heads, head_dim] = s.check()?;
-    ex.check_buf("rope dy", dy, s.len())?;
-    ex.check_buf("rope dx", dx, s.len())?;
-    let row = (s.heads * s.head_dim) as i64;
-    let params = RopeBwdParams {
-        x: dy.cptr(),
-        out: dx.mptr(),
-        batch,
-        seq,
-        heads,
-        head_dim,
-        x_stride: row,
-        out_stride: row,
-        theta: s.theta,
-        _pad: 0,
-    };
-    ex.launch(&Launch::linear("rope_bwd", s.blocks(), THREADS, params))
+    launch(ex, "rope_bwd", dy, dx, s, ["rope dy", "rope dx"])
 }

@@ -17,20 +17,16 @@ fn dims(tokens: usize, vocab: usize) -> Result<(i32, i32)> {
     }
 }
 
-/// Block size: a large vocabulary wants more threads per row.
+/// Block size (one block per row): about 64 logits per thread (two unrolled
+/// rounds of four 16-byte loads), whole warps, 64..=512 (`XENT_MAX_THREADS`).
 fn threads(vocab: usize) -> u32 {
-    if vocab >= 16384 {
-        1024
-    } else if vocab >= 2048 {
-        512
-    } else {
-        128
-    }
+    (vocab.div_ceil(64).div_ceil(32) * 32).clamp(64, 512) as u32
 }
 
 /// losses [T] = per-row loss (0 for `ignore`); when `grad` is given,
 /// `(dlogits, grad_scale)`: dlogits [T, V] = grad_scale * (softmax - onehot),
-/// zero rows for ignored targets. `dlogits` may be `logits` (in place).
+/// zero rows for ignored targets. `dlogits` may be `logits` (in place), and
+/// must otherwise share its address modulo 16 bytes (any two buffers do).
 /// For the mean loss's gradient, grad_scale = dloss / (number of non-ignored targets).
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_bwd(
@@ -49,6 +45,12 @@ pub fn fwd_bwd(
     ex.check_buf("xent losses", losses, tokens)?;
     if let Some((d, _)) = grad {
         ex.check_buf("xent dlogits", d, tokens * vocab)?;
+        // The kernel splits both rows at the same 16-byte boundaries.
+        if (d.addr() ^ logits.addr()) % 16 != 0 {
+            return Err(GpuError::Invalid(
+                "xent: dlogits and logits must have the same 16-byte alignment".into(),
+            ));
+        }
     }
     let params = XentFwdBwdParams {
         logits: logits.cptr(),
