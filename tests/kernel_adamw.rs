@@ -120,8 +120,9 @@ fn adamw_matches_reference_over_steps() {
 fn grad_norm_matches_reference_and_is_deterministic() {
     run_on_executors("grad_norm", |ex| {
         let mut rng = rng(72);
-        // One partial block, several, and the capped count (partials of > 8192 elements).
-        for n in [1usize, 5000, 100_003, 20_000_001] {
+        // One partial block, several (float4 slices with scalar tails of 1-3), and
+        // the capped count (partials of > 8192 elements).
+        for n in [1usize, 3, 5000, 8194, 16_387, 100_003, 20_000_001] {
             if n > 1_000_000 && !ex.is_gpu() {
                 continue; // too slow for the simulator; the GPU run covers the cap
             }

@@ -32,6 +32,7 @@ const VECTOR_KERNELS: &[(&str, bool)] = &[
     ("pool_mean_fwd", false),
     ("pool_mean_bwd", true),
     ("adamw_step", true),
+    ("grad_norm_partial", false),
 ];
 
 #[derive(serde::Deserialize)]

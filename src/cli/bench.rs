@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::backend::gpu::ops::{embed, rmsnorm};
 use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
+/// The results as a bar chart (`bench chart`, and next to `--out` JSON).
+mod chart;
 /// Entries of the training / MoE kernels (`kernels` helper).
 mod train_kernels;
 
@@ -25,6 +27,20 @@ pub struct Args {
 pub enum What {
     /// Time every kernel family (GB/s and % of peak bandwidth on a GPU).
     Kernels(KernelArgs),
+    /// Draw a `bench kernels --out` JSON as a bar chart (% of the copy roof).
+    Chart(ChartArgs),
+}
+
+#[derive(clap::Args, Debug)]
+pub struct ChartArgs {
+    /// A JSON report written by `tmoe bench kernels --out`.
+    pub json: PathBuf,
+    /// Image to write (`.png` or `.svg`; default: the JSON's path with `.png`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing image.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(clap::Args, Debug)]
@@ -41,7 +57,8 @@ pub struct KernelArgs {
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
-    /// Also write the JSON results to this file.
+    /// Also write the JSON results to this file (and, on a GPU, a bar chart
+    /// beside it with the extension `.png`).
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -73,6 +90,7 @@ struct Report {
 pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
+        What::Chart(c) => chart_cmd(c),
     }
 }
 
@@ -198,8 +216,13 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
         }
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        let json = serde_json::to_string_pretty(&report)?;
+        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        if ex.is_gpu() {
+            let png = path.with_extension("png");
+            draw_report(&serde_json::from_str(&json)?, &png)?;
+            eprintln!("chart: {}", png.display());
+        }
     }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -207,6 +230,63 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+fn chart_cmd(a: ChartArgs) -> anyhow::Result<()> {
+    let out = a
+        .out
+        .clone()
+        .unwrap_or_else(|| a.json.with_extension("png"));
+    anyhow::ensure!(
+        a.force || !out.exists(),
+        "{} exists (use --force to replace it)",
+        out.display()
+    );
+    let text = std::fs::read_to_string(&a.json)
+        .with_context(|| format!("reading {}", a.json.display()))?;
+    let report: serde_json::Value = serde_json::from_str(&text)
+        .with_context(|| format!("{}: not a JSON report", a.json.display()))?;
+    draw_report(&report, &out).with_context(|| format!("drawing {}", a.json.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// Bars from a report (older reports have no copy roof: % of peak then).
+fn draw_report(report: &serde_json::Value, out: &std::path::Path) -> anyhow::Result<()> {
+    let results = report["results"]
+        .as_array()
+        .context("no `results` array (is this a `bench kernels` report?)")?;
+    let copy = report["copy_bandwidth"].as_f64();
+    let field = if copy.is_some() {
+        "pct_of_copy"
+    } else {
+        "pct_of_peak"
+    };
+    let bars: Vec<chart::Bar> = results
+        .iter()
+        .filter_map(|r| {
+            Some(chart::Bar {
+                kernel: r["kernel"].as_str()?.to_string(),
+                pct: r[field].as_f64()?,
+            })
+        })
+        .collect();
+    anyhow::ensure!(
+        !bars.is_empty(),
+        "no GPU results in the report (simulator runs have no bandwidth figures)"
+    );
+    let device = report["device"]["name"].as_str().unwrap_or("GPU");
+    let roof = match copy {
+        Some(c) => format!("device copy ({:.0} GB/s)", c / 1e9),
+        None => format!(
+            "spec peak ({:.0} GB/s)",
+            report["device"]["peak_bandwidth"]
+                .as_f64()
+                .unwrap_or(f64::NAN)
+                / 1e9
+        ),
+    };
+    chart::save_bars(out, &format!("{device}: kernel bandwidth"), &roof, &bars)
 }
 
 /// Bandwidth of a 512 MiB device-to-device copy (bytes read + written per

@@ -1,0 +1,132 @@
+//! The kernel benchmark as a picture: one horizontal bar per kernel, its share
+//! of the bandwidth roof (the measured device copy when the report has it, else
+//! the spec peak), with the 70 % goal marked.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, anyhow};
+use plotters::prelude::*;
+
+use crate::eval::plot::register_fonts;
+
+/// One bar: kernel name and its percentage of the roof.
+pub struct Bar {
+    pub kernel: String,
+    pub pct: f64,
+}
+
+const GOAL_PCT: f64 = 70.0;
+
+/// Writes the bars to `path` (`.svg` -> SVG, otherwise PNG). `roof` names what
+/// 100 % means (e.g. "device copy 4310 GB/s").
+pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<()> {
+    anyhow::ensure!(!bars.is_empty(), "no GPU results to draw");
+    register_fonts();
+    let size = (900, 120 + 26 * bars.len() as u32);
+    let x_max = bars.iter().map(|b| b.pct).fold(100.0f64, f64::max) * 1.05;
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        title: &str,
+        roof: &str,
+        bars: &[Bar],
+        x_max: f64,
+    ) -> Result<()>
+    where
+        DB::ErrorType: 'static,
+    {
+        let err = |e| anyhow!("drawing failed: {e:?}");
+        root.fill(&WHITE).map_err(err)?;
+        let n = bars.len();
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(190)
+            .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
+            .map_err(err)?;
+        let label = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => bars
+                .get(n - 1 - *i)
+                .map_or(String::new(), |b| b.kernel.clone()),
+            SegmentValue::Last => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .x_labels(11)
+            .light_line_style(RGBColor(235, 235, 235))
+            .y_labels(n)
+            .y_label_formatter(&label)
+            .x_desc(format!("% of {roof}"))
+            .label_style(("sans-serif", 13))
+            .draw()
+            .map_err(err)?;
+        // First kernel at the top.
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+                let row = n - 1 - i;
+                let color = if b.pct >= GOAL_PCT {
+                    RGBColor(46, 139, 87)
+                } else {
+                    RGBColor(70, 110, 180)
+                };
+                let mut r = Rectangle::new(
+                    [
+                        (0.0, SegmentValue::Exact(row)),
+                        (b.pct, SegmentValue::Exact(row + 1)),
+                    ],
+                    color.filled(),
+                );
+                r.set_margin(3, 3, 0, 0);
+                r
+            }))
+            .map_err(err)?;
+        chart
+            .draw_series(bars.iter().enumerate().map(|(i, b)| {
+                Text::new(
+                    format!("{:.1}", b.pct),
+                    (b.pct + x_max * 0.005, SegmentValue::CenterOf(n - 1 - i)),
+                    ("sans-serif", 12),
+                )
+            }))
+            .map_err(err)?;
+        chart
+            .draw_series(LineSeries::new(
+                [
+                    (GOAL_PCT, SegmentValue::Exact(0)),
+                    (GOAL_PCT, SegmentValue::Last),
+                ],
+                RED.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("goal {GOAL_PCT:.0} %"))
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .label_font(("sans-serif", 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .position(SeriesLabelPosition::LowerRight)
+            .draw()
+            .map_err(err)?;
+        root.present().map_err(err)
+    }
+    if path.extension().is_some_and(|e| e == "svg") {
+        draw(
+            SVGBackend::new(path, size).into_drawing_area(),
+            title,
+            roof,
+            bars,
+            x_max,
+        )
+    } else {
+        draw(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            title,
+            roof,
+            bars,
+            x_max,
+        )
+    }
+    .with_context(|| format!("writing {}", path.display()))
+}

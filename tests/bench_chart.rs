@@ -1,0 +1,63 @@
+//! `tmoe bench chart`: draws a `bench kernels --out` report, refuses to replace
+//! an image without --force, and says so when a report has no GPU figures.
+
+use std::path::Path;
+
+use traffic_moe::cli::bench::{Args, ChartArgs, What};
+
+fn report(path: &Path, gpu: bool) {
+    let pct = |p: f64| {
+        if gpu {
+            serde_json::json!(p)
+        } else {
+            serde_json::Value::Null
+        }
+    };
+    let r = serde_json::json!({
+        "device": {"name": "Test GPU", "peak_bandwidth": 4.8e12, "mem_total": null},
+        "copy_bandwidth": if gpu { serde_json::json!(4.3e12) } else { serde_json::Value::Null },
+        "note": "",
+        "results": [
+            {"kernel": "rmsnorm_fwd", "shape": "rows 8 d 8", "executor": "cuda", "ms": 0.03,
+             "bytes": 1, "gb_per_s": 3000.0, "pct_of_peak": pct(62.5), "pct_of_copy": pct(69.8)},
+            {"kernel": "embed_fwd", "shape": "rows 8 d 8", "executor": "cuda", "ms": 0.04,
+             "bytes": 1, "gb_per_s": 3500.0, "pct_of_peak": pct(72.9), "pct_of_copy": pct(81.4)}
+        ]
+    });
+    std::fs::write(path, serde_json::to_string(&r).unwrap()).unwrap();
+}
+
+fn chart(json: &Path, force: bool) -> anyhow::Result<()> {
+    traffic_moe::cli::bench::run(Args {
+        what: What::Chart(ChartArgs {
+            json: json.to_path_buf(),
+            out: None,
+            force,
+        }),
+    })
+}
+
+#[test]
+fn chart_draws_refuses_to_overwrite_and_needs_gpu_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    report(&json, true);
+    chart(&json, false).unwrap();
+    let png = dir.path().join("bench.png");
+    let bytes = std::fs::read(&png).unwrap();
+    assert!(bytes.starts_with(b"\x89PNG"), "not a PNG");
+    assert!(
+        bytes.len() > 5_000,
+        "suspiciously small image: {} bytes",
+        bytes.len()
+    );
+
+    let e = chart(&json, false).unwrap_err();
+    assert!(e.to_string().contains("--force"), "{e}");
+    chart(&json, true).unwrap();
+
+    let sim = dir.path().join("sim.json");
+    report(&sim, false);
+    let e = chart(&sim, false).unwrap_err();
+    assert!(format!("{e:#}").contains("no GPU results"), "{e:#}");
+}
