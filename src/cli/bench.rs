@@ -14,8 +14,13 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
+/// Results and their shares of the hardware limits.
+mod recorder;
 /// Entries of the training / MoE kernels (`kernels` helper).
 mod train_kernels;
+
+pub use recorder::KernelResult;
+use recorder::Recorder;
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -63,21 +68,6 @@ pub struct KernelArgs {
     pub out: Option<PathBuf>,
 }
 
-/// One benchmark result.
-#[derive(Debug, Serialize)]
-pub struct KernelResult {
-    pub kernel: String,
-    pub shape: String,
-    pub executor: String,
-    pub ms: f64,
-    /// Bytes read + written per call (compulsory traffic).
-    pub bytes: u64,
-    pub gb_per_s: f64,
-    pub pct_of_peak: Option<f64>,
-    /// Share of the measured device-to-device copy bandwidth (the practical roof).
-    pub pct_of_copy: Option<f64>,
-}
-
 #[derive(Debug, Serialize)]
 struct Report {
     device: DeviceInfo,
@@ -122,21 +112,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let mut results = Vec::new();
-    let mut record = |kernel: &str, shape: &str, bytes: u64, ms: f64| {
-        let bps = bytes as f64 / (ms * 1e-3);
-        let share = |roof: Option<f64>| roof.filter(|_| ex.is_gpu()).map(|r| 100.0 * bps / r);
-        results.push(KernelResult {
-            kernel: kernel.into(),
-            shape: shape.into(),
-            executor: ex.name().into(),
-            ms,
-            bytes,
-            gb_per_s: bps / 1e9,
-            pct_of_peak: share(device.peak_bandwidth),
-            pct_of_copy: share(copy_bandwidth),
-        });
-    };
+    let mut rec = Recorder::new(&ex, device.clone(), copy_bandwidth);
     let row_shape = format!("rows {rows} d {d}");
 
     let (n, rows_u, d_u) = (rows * d, rows as u64, d as u64);
@@ -152,7 +128,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             rmsnorm::fwd(&ex, &xb, &wb, &yb, &rstd, rows, d, 1e-5)
         })?;
         smoke_rmsnorm(&x, &ex.download(&yb)?, d)?;
-        record(
+        rec.mem(
             "rmsnorm_fwd",
             &row_shape,
             rows_u * d_u * 4 + d_u * 4 + rows_u * 4,
@@ -165,7 +141,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             rmsnorm::bwd(&ex, &xb, &wb, &rstd, &xb, &dxb, &dwb, &scratch, rows, d)
         })?;
         // x, dy read; dx written; rstd, w, dw, partials small.
-        record(
+        rec.mem(
             "rmsnorm_bwd",
             &row_shape,
             rows_u * d_u * 6 + rows_u * 4 + d_u * 8,
@@ -183,7 +159,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         let ms = median_ms(&ex, iters, || {
             embed::fwd(&ex, &idb, &table, &out, rows, d, vocab)
         })?;
-        record(
+        rec.mem(
             "embed_fwd",
             &embed_shape,
             rows_u * 4 + rows_u * d_u * (4 + 2),
@@ -196,7 +172,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         // ids + dout read, touched table rows read + written (these ids are
         // distinct: one per row). fp32 partials exist only for ids repeated
         // inside a tile of 256 rows, none here.
-        record(
+        rec.mem(
             "embed_bwd",
             &embed_shape,
             rows_u * 4 + rows_u * d_u * 2 + rows_u * d_u * 8,
@@ -204,13 +180,13 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         );
     }
 
-    train_kernels::run(&ex, iters, &want, &mut record)?;
+    train_kernels::run(&ex, iters, &want, &mut rec)?;
 
     let report = Report {
         device,
         copy_bandwidth,
         note,
-        results,
+        results: rec.results,
     };
     if let Some(path) = &args.out {
         if let Some(dir) = path.parent() {
@@ -333,26 +309,49 @@ fn smoke_rmsnorm(x: &[bf16], y: &[bf16], d: usize) -> anyhow::Result<()> {
 fn print_table(r: &Report) {
     let gbps = |b: Option<f64>| b.map_or("n/a".into(), |p| format!("{:.0} GB/s", p / 1e9));
     println!(
-        "device: {}  peak bandwidth: {}  device copy: {}",
+        "device: {}  peak bandwidth: {}  device copy: {}  bf16 tensor peak: {}",
         r.device.name,
         gbps(r.device.peak_bandwidth),
-        gbps(r.copy_bandwidth)
+        gbps(r.copy_bandwidth),
+        r.device
+            .peak_bf16_flops
+            .map_or("n/a".into(), |f| format!("{:.0} TFLOP/s", f / 1e12))
     );
     println!("{}", r.note);
-    println!(
-        "{:<24} {:>9} {:>9} {:>7} {:>7}  shape",
-        "kernel", "ms", "GB/s", "% peak", "% copy"
-    );
     let pct = |p: Option<f64>| p.map_or("-".into(), |p| format!("{p:.1}"));
-    for k in &r.results {
+    let (mem, compute): (Vec<_>, Vec<_>) = r.results.iter().partition(|k| k.tflops.is_none());
+    if !mem.is_empty() {
         println!(
-            "{:<24} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
-            k.kernel,
-            k.ms,
-            k.gb_per_s,
-            pct(k.pct_of_peak),
-            pct(k.pct_of_copy),
-            k.shape
+            "{:<24} {:>9} {:>9} {:>7} {:>7}  shape",
+            "kernel", "ms", "GB/s", "% peak", "% copy"
         );
+        for k in mem {
+            println!(
+                "{:<24} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
+                k.kernel,
+                k.ms,
+                k.gb_per_s,
+                pct(k.pct_of_peak),
+                pct(k.pct_of_copy),
+                k.shape
+            );
+        }
+    }
+    if !compute.is_empty() {
+        println!(
+            "{:<24} {:>9} {:>9} {:>7} {:>9}  shape",
+            "kernel (compute)", "ms", "TFLOP/s", "% peak", "GB/s"
+        );
+        for k in compute {
+            println!(
+                "{:<24} {:>9.4} {:>9.1} {:>7} {:>9.1}  {}",
+                k.kernel,
+                k.ms,
+                k.tflops.unwrap_or(0.0),
+                pct(k.pct_of_tensor_peak),
+                k.gb_per_s,
+                k.shape
+            );
+        }
     }
 }

@@ -23,6 +23,9 @@ pub struct DeviceInfo {
     pub name: String,
     /// Peak DRAM bandwidth in bytes/s (queried, or a documented fallback).
     pub peak_bandwidth: Option<f64>,
+    /// Dense bf16 tensor-core peak in FLOP/s (from the device name; None when
+    /// the device is not in the table of `cuda::bf16_tensor_peak`).
+    pub peak_bf16_flops: Option<f64>,
     pub mem_total: Option<usize>,
 }
 
@@ -177,6 +180,7 @@ impl Executor {
             Executor::Sim(_) => DeviceInfo {
                 name: "SIMT simulator (CPU, not a GPU)".into(),
                 peak_bandwidth: None,
+                peak_bf16_flops: None,
                 mem_total: None,
             },
             #[cfg(feature = "cuda")]

@@ -5,7 +5,7 @@
 
 use half::bf16;
 
-use super::median_ms;
+use super::{Recorder, median_ms};
 use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use crate::backend::gpu::ops::moe_permute::{MoePlan, gather};
@@ -26,12 +26,12 @@ struct Shape {
     tile: usize,
 }
 
-/// Runs every selected entry; `record(kernel, shape, bytes moved per call, ms)`.
+/// Runs every selected entry, recording each into `rec`.
 pub(super) fn run(
     ex: &Executor,
     iters: usize,
     want: &dyn Fn(&str) -> bool,
-    record: &mut dyn FnMut(&str, &str, u64, f64),
+    rec: &mut Recorder,
 ) -> anyhow::Result<()> {
     let s = if ex.is_gpu() {
         Shape {
@@ -86,9 +86,9 @@ pub(super) fn run(
             s.batch, s.seq, s.heads, s.head_dim
         );
         let ms = median_ms(ex, iters, || rope::fwd(ex, &x, &y, &shape))?;
-        record("rope_fwd", &sh, tu * du * 4, ms);
+        rec.mem("rope_fwd", &sh, tu * du * 4, ms);
         let ms = median_ms(ex, iters, || rope::bwd(ex, &x, &y, &shape))?;
-        record("rope_bwd", &sh, tu * du * 4, ms);
+        rec.mem("rope_bwd", &sh, tu * du * 4, ms);
     }
     if want("swiglu") {
         let (rows, cols) = (t * s.k, s.ffn);
@@ -100,11 +100,11 @@ pub(super) fn run(
             ex.alloc_zeroed::<bf16>(rows * cols)?,
         );
         let ms = median_ms(ex, iters, || swiglu::fwd(ex, &g, &u, &o, rows, cols))?;
-        record("swiglu_fwd", &sh, n * 6, ms);
+        rec.mem("swiglu_fwd", &sh, n * 6, ms);
         let ms = median_ms(ex, iters, || {
             swiglu::bwd(ex, &g, &u, &g, &o, &o2, rows, cols)
         })?;
-        record("swiglu_bwd", &sh, n * 10, ms);
+        rec.mem("swiglu_bwd", &sh, n * 10, ms);
     }
 
     // Routing tensors are shared by the router, permutation and combine entries.
@@ -137,18 +137,18 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)
         })?;
-        record("router_fwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
+        rec.mem("router_fwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
         let loss = ex.alloc_zeroed::<f32>(1)?;
         let partials = ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?;
         let ms = median_ms(ex, iters, || {
             moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &partials, &loss, &r)
         })?;
-        record("lb_loss_fwd", &route_shape, tu * nu * 4, ms);
+        rec.mem("lb_loss_fwd", &route_shape, tu * nu * 4, ms);
         let dl = ex.alloc_zeroed::<f32>(t * s.n_experts)?;
         let ms = median_ms(ex, iters, || {
             moe_route::router_bwd(ex, &probs, &idx, Some(&w), &plan.counts, 0.01, &dl, &r)
         })?;
-        record("router_bwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
+        rec.mem("router_bwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
     }
     let rows = plan.max_rows;
     let ru = rows as u64;
@@ -158,10 +158,10 @@ pub(super) fn run(
     );
     if want("moe_permute") || want("moe_gather") {
         let ms = median_ms(ex, iters, || plan.build(ex, &idx))?;
-        record("moe_permute_plan", &route_shape, tu * ku * 12 + ru * 4, ms);
+        rec.mem("moe_permute_plan", &route_shape, tu * ku * 12 + ru * 4, ms);
         let xp = ex.alloc_zeroed::<bf16>(rows * d)?;
         let ms = median_ms(ex, iters, || gather(ex, &plan, &x, &xp, d))?;
-        record(
+        rec.mem(
             "moe_gather",
             &rows_shape,
             tu * ku * du * 2 + ru * du * 2,
@@ -179,7 +179,7 @@ pub(super) fn run(
             topk_w: Some(&w),
         };
         let ms = median_ms(ex, iters, || moe_combine::fwd(ex, &plan, &inp, &y, d))?;
-        record(
+        rec.mem(
             "moe_combine_fwd",
             &rows_shape,
             tu * du * 6 + tu * ku * du * 2,
@@ -192,7 +192,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             moe_combine::bwd_rows(ex, &plan, &x, &yr, Some(&w), &dyr, Some(&dw), d)
         })?;
-        record(
+        rec.mem(
             "moe_combine_bwd_rows",
             &rows_shape,
             tu * ku * du * 4 + ru * du * 2,
@@ -202,7 +202,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             moe_combine::bwd_tokens(ex, &x, &x, Some(&gate), &ds, Some(&dg), t, d)
         })?;
-        record(
+        rec.mem(
             "moe_combine_bwd_tokens",
             &format!("tokens {t} d {d}"),
             tu * du * 6,
@@ -222,7 +222,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             xent::fwd_bwd(ex, &lg, &tg, 0, &losses, None, rows, v)
         })?;
-        record("xent_fwd", &sh, (rows * v * 2) as u64, ms);
+        rec.mem("xent_fwd", &sh, (rows * v * 2) as u64, ms);
         let dl = ex.alloc_zeroed::<bf16>(rows * v)?;
         let ms = median_ms(ex, iters, || {
             xent::fwd_bwd(
@@ -236,7 +236,7 @@ pub(super) fn run(
                 v,
             )
         })?;
-        record("xent_fwd_bwd", &sh, (rows * v * 6) as u64, ms);
+        rec.mem("xent_fwd_bwd", &sh, (rows * v * 6) as u64, ms);
         let l = ex.download(&losses)?;
         anyhow::ensure!(
             l.iter().all(|x| x.is_finite() && *x > 0.0),
@@ -258,9 +258,9 @@ pub(super) fn run(
         let out = ex.alloc_zeroed::<bf16>(s.batch * d)?;
         let sh = format!("batch {} seq {} d {d}", s.batch, s.seq);
         let ms = median_ms(ex, iters, || pool::mean_fwd(ex, &x, &mask, &out, &shape))?;
-        record("pool_mean_fwd", &sh, valid * du * 2 + tu, ms);
+        rec.mem("pool_mean_fwd", &sh, valid * du * 2 + tu, ms);
         let ms = median_ms(ex, iters, || pool::mean_bwd(ex, &out, &mask, &y, &shape))?;
-        record("pool_mean_bwd", &sh, tu * du * 2, ms);
+        rec.mem("pool_mean_bwd", &sh, tu * du * 2, ms);
     }
     if want("adamw") || want("grad_norm") {
         // ~100 tensors of mixed sizes filling n_params.
@@ -285,7 +285,7 @@ pub(super) fn run(
         let norm = grad_norm::GradNorm::new(ex, n)?;
         let sh = format!("{n} fp32 params in {} tensors", sizes.len());
         let ms = median_ms(ex, iters, || norm.compute(ex, &g))?;
-        record("grad_norm", &sh, n as u64 * 4, ms);
+        rec.mem("grad_norm", &sh, n as u64 * 4, ms);
         let arenas = adamw::AdamwArenas {
             param: &p,
             grad: &g,
@@ -304,7 +304,7 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             adamw::step(ex, &layout, &arenas, &h, Some(&norm.out))
         })?;
-        record("adamw_step", &sh, n as u64 * 30, ms);
+        rec.mem("adamw_step", &sh, n as u64 * 30, ms);
     }
     Ok(())
 }
