@@ -3,12 +3,15 @@
 //!
 //! Data flows one way through the modules:
 //! `traffic` (capture -> flows -> tokens -> shards) -> `model` (built on
-//! `autograd` and the `backend` ops) -> `train` -> `eval`.
+//! `autograd` and the `backend` ops) -> `train` -> `eval`; `infer` classifies
+//! flows outside training (the `tmoe classify` command and the C API, `capi`).
 
 pub mod autograd;
 pub mod backend;
+pub mod capi;
 pub mod cli;
 pub mod eval;
+pub mod infer;
 pub mod model;
 pub mod traffic;
 pub mod train;

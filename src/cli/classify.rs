@@ -10,13 +10,9 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::eval::confusion::csv_field;
-use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
-use crate::traffic::dataset::load_dataset_info;
-use crate::traffic::reader::{ReadConfig, find_captures, read_capture};
-use crate::traffic::tokenize::FlowTokenizer;
+use crate::infer::classifier::{Classifier, VocabSource};
+use crate::traffic::reader::{find_captures, read_capture};
 use crate::traffic::types::{Flow, PROTO_TCP, PROTO_UDP};
-use crate::train::batch::MemSequences;
-use crate::train::finetune::load_classifier;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -194,42 +190,18 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
 /// Classifies every flow of the captures and writes one row per flow to `out`.
 pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let t0 = Instant::now();
-    let (model, params, meta) = load_classifier(&a.checkpoint)?;
-    anyhow::ensure!(
-        !meta.classes.is_empty() && model.cfg.n_classes == meta.classes.len(),
-        "{}: not a classifier checkpoint (no class list)",
-        a.checkpoint.display()
-    );
-    let (tokenizer, source, dataset_min, idle_s) = match (&a.data, &a.vocab) {
-        (Some(dir), _) => {
-            let info = load_dataset_info(dir)?;
-            (
-                FlowTokenizer::from_dataset_dir(dir)?,
-                dir.join("vocab.txt"),
-                Some(info.config.min_packets),
-                info.config.idle_timeout_s,
-            )
-        }
-        (None, Some(v)) => (FlowTokenizer::from_vocab_file(v)?, v.clone(), None, 120.0),
+    let vocab = match (&a.data, &a.vocab) {
+        (Some(dir), _) => VocabSource::Dataset(dir),
+        (None, Some(v)) => VocabSource::VocabFile(v),
         (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
     };
-    anyhow::ensure!(
-        tokenizer.hash() == meta.vocab_hash,
-        "{}: vocabulary hash {:016x} differs from the checkpoint's {:016x} ({}): classify with the vocabulary the model was trained on",
-        source.display(),
-        tokenizer.hash(),
-        meta.vocab_hash,
-        a.checkpoint.display()
-    );
-    let (seq_len, _) = resolve_seq_len(a.seq_len, &meta, tokenizer.seq_len());
-    let min_packets = a.min_packets.or(dataset_min).unwrap_or(3).max(1);
-    let tc = tokenizer.config();
-    let read_cfg = ReadConfig {
-        max_packets: tc.packets,
-        payload_bytes: tc.payload_bytes,
-        idle_timeout_ns: (idle_s * 1e9) as u64,
-        ..ReadConfig::default()
-    };
+    let clf = Classifier::open(&a.checkpoint, vocab, a.seq_len)?;
+    let min_packets = a
+        .min_packets
+        .or(clf.dataset_min_packets)
+        .unwrap_or(3)
+        .max(1);
+    let read_cfg = clf.read_config();
 
     let mut summary = ClassifySummary::default();
     let files = capture_files(&a.captures, &mut summary.files_skipped);
@@ -238,7 +210,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     let pb = progress(total_bytes, !a.quiet);
-    let mut per_class = vec![0usize; meta.classes.len()];
+    let mut per_class = vec![0usize; clf.classes.len()];
     if a.format == Format::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
@@ -259,25 +231,10 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         flows.retain(|f| f.total_packets as usize >= min_packets);
         summary.flows_too_short += before - flows.len();
         flows.sort_by_key(|f| (f.first_ts_ns, f.key));
-        let mut seqs = MemSequences::new(tokenizer.seq_len());
-        for f in &flows {
-            seqs.push(&tokenizer.encode(f), None);
-        }
-        let idx: Vec<usize> = (0..flows.len()).collect();
-        let probs = predict_probs(&model, &params, &seqs, &idx, a.batch, seq_len, false)?;
-        let c = meta.classes.len();
-        for (flow, row) in flows.iter().zip(probs.chunks_exact(c)) {
-            let (class, prob) = argmax(row);
+        for (flow, (class, prob)) in flows.iter().zip(clf.classify(&flows, a.batch)?) {
             per_class[class as usize] += 1;
-            write_row(
-                out,
-                a.format,
-                path,
-                flow,
-                &meta.classes[class as usize],
-                prob,
-            )
-            .context("writing the results")?;
+            let name = &clf.classes[class as usize];
+            write_row(out, a.format, path, flow, name, prob).context("writing the results")?;
         }
         summary.flows_classified += flows.len();
         pb.set_message(format!(
@@ -287,7 +244,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         ));
     }
     pb.finish_and_clear();
-    summary.per_class = meta.classes.iter().cloned().zip(per_class).collect();
+    summary.per_class = clf.classes.iter().cloned().zip(per_class).collect();
     summary.seconds = t0.elapsed().as_secs_f64();
     Ok(summary)
 }

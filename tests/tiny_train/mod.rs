@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+pub mod classifier;
+
 use traffic_moe::model::{FfnKind, ModelConfig};
 use traffic_moe::train::finetune::FinetuneOpts;
 

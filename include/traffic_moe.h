@@ -1,0 +1,108 @@
+/* traffic_moe.h: classify network flows inside your own monitor.
+ *
+ * Link the static library built by `cargo build --release`
+ * (target/release/libtraffic_moe.a) and the system libraries it needs:
+ *   cc app.c -Iinclude target/release/libtraffic_moe.a \
+ *      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ * (see examples/c/classify_pcap.c).
+ *
+ * Use: tmoe_open() a classifier fine-tuned by `tmoe finetune`, tmoe_feed()
+ * every frame you capture (any order of flows, timestamps non-decreasing),
+ * and tmoe_poll() the flows that have ended (FIN both ways or RST, idle
+ * timeout, or tmoe_flush() at the end). A flow gets the same class as
+ * `tmoe classify` gives it in a capture file. Flows with fewer packets than
+ * the training dataset's minimum are counted, not classified.
+ *
+ * Errors: functions returning a pointer give NULL, those returning a number
+ * give -1; tmoe_last_error() says why (per thread). No function aborts the
+ * process. A handle must not be used from two threads at the same time.
+ */
+#ifndef TRAFFIC_MOE_H
+#define TRAFFIC_MOE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tmoe_classifier tmoe_classifier;
+
+/* One classified flow. */
+typedef struct tmoe_verdict {
+  uint8_t proto;        /* 6 = TCP, 17 = UDP */
+  uint8_t ip_version;   /* 4 or 6; IPv4 addresses fill the first 4 bytes */
+  uint16_t src_port;    /* the initiator: sender of the flow's first packet */
+  uint16_t dst_port;
+  uint8_t pad[2];
+  uint8_t src_ip[16];   /* network byte order */
+  uint8_t dst_ip[16];
+  uint64_t first_ts_ns; /* timestamps as fed to tmoe_feed */
+  uint64_t last_ts_ns;
+  uint64_t packets;     /* every packet of the flow, not only those the model reads */
+  uint32_t class_id;    /* tmoe_class_name(h, class_id) */
+  float probability;    /* the model's probability for class_id */
+} tmoe_verdict;
+
+/* Counters since tmoe_open. */
+typedef struct tmoe_stats {
+  uint64_t frames;
+  uint64_t packets;          /* frames that were TCP/UDP over IP */
+  uint64_t skipped_frames;   /* the others (ARP, ICMP, malformed, ...) */
+  uint64_t flows_finished;   /* ended with at least the packet minimum */
+  uint64_t flows_too_short;  /* ended with fewer packets: not classified */
+  uint64_t flows_classified;
+} tmoe_stats;
+
+#if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+_Static_assert(sizeof(tmoe_verdict) == 72, "tmoe_verdict layout");
+_Static_assert(sizeof(tmoe_stats) == 48, "tmoe_stats layout");
+#endif
+
+/* Library version, e.g. "0.1.0". */
+const char* tmoe_version(void);
+
+/* Why the last failing call on this thread failed ("" if none). */
+const char* tmoe_last_error(void);
+
+/* Opens a classifier: `checkpoint` is the classifier.safetensors written by
+ * `tmoe finetune`; give `dataset_dir` (the dataset it was trained on: the
+ * vocabulary, packet minimum and flow idle timeout come from it) or else
+ * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
+ * `min_packets` > 0 overrides the packet minimum. A vocabulary other than the
+ * checkpoint's is refused. NULL on failure. */
+tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
+                           const char* vocab_file, int32_t min_packets);
+
+/* Frees the classifier (NULL is fine); flows not yet polled are dropped. */
+void tmoe_close(tmoe_classifier* h);
+
+uint32_t tmoe_class_count(const tmoe_classifier* h);
+/* Class name for an id, valid while the handle lives; NULL if out of range. */
+const char* tmoe_class_name(const tmoe_classifier* h, uint32_t class_id);
+
+/* Feeds one frame captured at ts_ns (nanoseconds, any epoch) with pcap link
+ * type `link_type` (1 Ethernet, 101 raw IP, 113/276 Linux cooked, 0 BSD
+ * loopback, ...): `caplen` bytes at `frame`, `wirelen` on the wire.
+ * 1: a TCP/UDP packet, added to its flow; 0: skipped (counted); -1: error. */
+int32_t tmoe_feed(tmoe_classifier* h, uint64_t ts_ns, uint32_t link_type,
+                  const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
+
+/* Ends every open flow (end of input). 0, or -1 on error. */
+int32_t tmoe_flush(tmoe_classifier* h);
+
+/* Ended flows waiting for tmoe_poll. */
+uint64_t tmoe_pending(const tmoe_classifier* h);
+
+/* Classifies up to `max` ended flows, oldest first, into `out`. Returns the
+ * number written (0 when none are pending), or -1 on error. */
+int64_t tmoe_poll(tmoe_classifier* h, tmoe_verdict* out, uint64_t max);
+
+/* Copies the counters. 0, or -1 on error. */
+int32_t tmoe_get_stats(const tmoe_classifier* h, tmoe_stats* out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TRAFFIC_MOE_H */

@@ -1,0 +1,328 @@
+//! The C API (`include/traffic_moe.h`): a network monitor links the static
+//! library, opens a fine-tuned classifier, feeds it frames as it sees them and
+//! polls classified flows. A thin layer over [`crate::infer::stream`]: every
+//! entry point checks its pointers, catches panics, and reports failures
+//! through `tmoe_last_error()` (per thread) instead of unwinding into C.
+
+use std::cell::RefCell;
+use std::ffi::{CStr, CString, c_char};
+use std::net::IpAddr;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
+
+use crate::infer::classifier::{Classifier, VocabSource};
+use crate::infer::stream::{FlowStream, Verdict};
+
+/// The opaque handle C holds (`tmoe_classifier*`).
+pub struct TmoeClassifier {
+    stream: FlowStream,
+    class_names: Vec<CString>,
+}
+
+/// One classified flow; layout fixed by the header (72 bytes).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TmoeVerdict {
+    pub proto: u8,
+    /// 4 or 6; IPv4 addresses use the first 4 bytes of the address arrays.
+    pub ip_version: u8,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub pad: [u8; 2],
+    pub src_ip: [u8; 16],
+    pub dst_ip: [u8; 16],
+    pub first_ts_ns: u64,
+    pub last_ts_ns: u64,
+    pub packets: u64,
+    pub class_id: u32,
+    pub probability: f32,
+}
+
+/// Counters since `tmoe_open` (header: `tmoe_stats`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TmoeStats {
+    pub frames: u64,
+    pub packets: u64,
+    pub skipped_frames: u64,
+    pub flows_finished: u64,
+    pub flows_too_short: u64,
+    pub flows_classified: u64,
+}
+
+thread_local! {
+    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+}
+
+fn set_error(msg: &str) {
+    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+}
+
+/// Runs `f`, turning an error or a panic into `fail` plus the last error.
+fn guarded<T>(fail: T, f: impl FnOnce() -> anyhow::Result<T>) -> T {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => v,
+        Ok(Err(e)) => {
+            set_error(&format!("{e:#}"));
+            fail
+        }
+        Err(p) => {
+            let what = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown".into());
+            set_error(&format!("internal error (panic): {what}"));
+            fail
+        }
+    }
+}
+
+/// An optional path argument: NULL -> None.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn opt_path(p: *const c_char, what: &str) -> anyhow::Result<Option<PathBuf>> {
+    if p.is_null() {
+        return Ok(None);
+    }
+    // SAFETY: the caller promises a NUL-terminated string.
+    let s = unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .map_err(|_| anyhow::anyhow!("{what} is not valid UTF-8"))?;
+    Ok(Some(PathBuf::from(s)))
+}
+
+fn handle<'a>(h: *const TmoeClassifier) -> anyhow::Result<&'a TmoeClassifier> {
+    // SAFETY: a non-NULL handle came from tmoe_open and was not closed (header contract).
+    unsafe { h.as_ref() }.ok_or_else(|| anyhow::anyhow!("NULL classifier handle"))
+}
+
+fn handle_mut<'a>(h: *mut TmoeClassifier) -> anyhow::Result<&'a mut TmoeClassifier> {
+    // SAFETY: as above, and C does not use the handle from two threads at once.
+    unsafe { h.as_mut() }.ok_or_else(|| anyhow::anyhow!("NULL classifier handle"))
+}
+
+fn ip_bytes(ip: IpAddr) -> (u8, [u8; 16]) {
+    let mut out = [0u8; 16];
+    match ip {
+        IpAddr::V4(a) => {
+            out[..4].copy_from_slice(&a.octets());
+            (4, out)
+        }
+        IpAddr::V6(a) => (6, a.octets()),
+    }
+}
+
+fn to_c(v: &Verdict) -> TmoeVerdict {
+    let (ip_version, src_ip) = ip_bytes(v.initiator.ip);
+    let (_, dst_ip) = ip_bytes(v.responder.ip);
+    TmoeVerdict {
+        proto: v.proto,
+        ip_version,
+        src_port: v.initiator.port,
+        dst_port: v.responder.port,
+        pad: [0; 2],
+        src_ip,
+        dst_ip,
+        first_ts_ns: v.first_ts_ns,
+        last_ts_ns: v.last_ts_ns,
+        packets: v.packets,
+        class_id: v.class_id,
+        probability: v.probability,
+    }
+}
+
+/// The library version ("0.1.0"), static.
+#[unsafe(no_mangle)]
+pub extern "C" fn tmoe_version() -> *const c_char {
+    concat!(env!("CARGO_PKG_VERSION"), "\0").as_ptr().cast()
+}
+
+/// The last error on this thread ("" if none); valid until the next failing call.
+#[unsafe(no_mangle)]
+pub extern "C" fn tmoe_last_error() -> *const c_char {
+    LAST_ERROR.with(|e| e.borrow().as_ptr())
+}
+
+/// Opens a classifier: `checkpoint` (safetensors from `tmoe finetune`) and
+/// either `dataset_dir` (the training dataset: vocabulary, packet minimum,
+/// idle timeout) or `vocab_file`. `min_packets` <= 0 keeps the default.
+/// Returns NULL on failure (see `tmoe_last_error`).
+///
+/// # Safety
+/// Each string is NULL or NUL-terminated.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_open(
+    checkpoint: *const c_char,
+    dataset_dir: *const c_char,
+    vocab_file: *const c_char,
+    min_packets: i32,
+) -> *mut TmoeClassifier {
+    guarded(std::ptr::null_mut(), || {
+        // SAFETY: forwarded caller contract.
+        let (ckpt, data, vocab) = unsafe {
+            (
+                opt_path(checkpoint, "checkpoint")?,
+                opt_path(dataset_dir, "dataset_dir")?,
+                opt_path(vocab_file, "vocab_file")?,
+            )
+        };
+        let ckpt = ckpt.ok_or_else(|| anyhow::anyhow!("checkpoint is NULL"))?;
+        let source = match (&data, &vocab) {
+            (Some(d), _) => VocabSource::Dataset(d),
+            (None, Some(v)) => VocabSource::VocabFile(v),
+            (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
+        };
+        let clf = Classifier::open(&ckpt, source, None)?;
+        let class_names = clf
+            .classes
+            .iter()
+            .map(|c| CString::new(c.replace('\0', " ")).unwrap_or_default())
+            .collect();
+        let min = (min_packets > 0).then_some(min_packets as usize);
+        Ok(Box::into_raw(Box::new(TmoeClassifier {
+            stream: FlowStream::new(clf, min),
+            class_names,
+        })))
+    })
+}
+
+/// Frees a classifier (NULL is ignored). Unpolled flows are dropped.
+///
+/// # Safety
+/// `h` is NULL or a handle from `tmoe_open` not closed before.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_close(h: *mut TmoeClassifier) {
+    if !h.is_null() {
+        // SAFETY: the handle was made by Box::into_raw in tmoe_open.
+        drop(unsafe { Box::from_raw(h) });
+    }
+}
+
+/// Number of classes (0 on a NULL handle).
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open` (true of every call below).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_class_count(h: *const TmoeClassifier) -> u32 {
+    guarded(0, || Ok(handle(h)?.class_names.len() as u32))
+}
+
+/// Name of class `id` (NULL when out of range); valid while the handle lives.
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_class_name(h: *const TmoeClassifier, id: u32) -> *const c_char {
+    guarded(std::ptr::null(), || {
+        let names = &handle(h)?.class_names;
+        let name = names.get(id as usize).ok_or_else(|| {
+            anyhow::anyhow!("class id {id} out of range ({} classes)", names.len())
+        })?;
+        Ok(name.as_ptr())
+    })
+}
+
+/// Feeds one frame: `link_type` is the pcap LINKTYPE_* of the frame (1 =
+/// Ethernet, 101 = raw IP, 113/276 = Linux cooked, ...), `caplen` the bytes at
+/// `frame`, `wirelen` its length on the wire. Returns 1 when the frame is a
+/// TCP/UDP packet (added to its flow), 0 when it is skipped (not TCP/UDP over
+/// IP, or malformed; counted in the stats), -1 on a bad argument.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `frame` points to `caplen` readable bytes (may be NULL when `caplen` is 0).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_feed(
+    h: *mut TmoeClassifier,
+    ts_ns: u64,
+    link_type: u32,
+    frame: *const u8,
+    caplen: u32,
+    wirelen: u32,
+) -> i32 {
+    guarded(-1, || {
+        let c = handle_mut(h)?;
+        anyhow::ensure!(!frame.is_null() || caplen == 0, "frame is NULL");
+        let data = if caplen == 0 {
+            &[][..]
+        } else {
+            // SAFETY: the caller promises caplen readable bytes at frame.
+            unsafe { std::slice::from_raw_parts(frame, caplen as usize) }
+        };
+        Ok(
+            match c.stream.feed(ts_ns, link_type, data, wirelen.max(caplen)) {
+                Ok(()) => 1,
+                Err(_) => 0,
+            },
+        )
+    })
+}
+
+/// Ends every open flow (end of input): they become pending verdicts.
+/// Returns 0, or -1 on a NULL handle.
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_flush(h: *mut TmoeClassifier) -> i32 {
+    guarded(-1, || {
+        handle_mut(h)?.stream.flush();
+        Ok(0)
+    })
+}
+
+/// Finished flows waiting to be classified by `tmoe_poll`.
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_pending(h: *const TmoeClassifier) -> u64 {
+    guarded(0, || Ok(handle(h)?.stream.pending() as u64))
+}
+
+/// Classifies up to `max` finished flows (oldest first) into `out`; returns
+/// how many were written, or -1 on failure (see `tmoe_last_error`).
+///
+/// # Safety
+/// `h` is NULL or a live handle; `out` points to room for `max` verdicts.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_poll(h: *mut TmoeClassifier, out: *mut TmoeVerdict, max: u64) -> i64 {
+    guarded(-1, || {
+        let c = handle_mut(h)?;
+        if max == 0 {
+            return Ok(0);
+        }
+        anyhow::ensure!(!out.is_null(), "out is NULL");
+        let verdicts = c.stream.classify_pending(max as usize)?;
+        // SAFETY: the caller promises room for max >= verdicts.len() entries.
+        let dst = unsafe { std::slice::from_raw_parts_mut(out, verdicts.len()) };
+        for (d, v) in dst.iter_mut().zip(&verdicts) {
+            *d = to_c(v);
+        }
+        Ok(verdicts.len() as i64)
+    })
+}
+
+/// Copies the counters into `out`; returns 0, or -1 on a NULL argument.
+///
+/// # Safety
+/// `h` is NULL or a live handle; `out` is NULL or points to a writable `tmoe_stats`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_get_stats(h: *const TmoeClassifier, out: *mut TmoeStats) -> i32 {
+    guarded(-1, || {
+        let s = handle(h)?.stream.stats();
+        // SAFETY: the caller promises a writable struct when non-NULL.
+        let out = unsafe { out.as_mut() }.ok_or_else(|| anyhow::anyhow!("out is NULL"))?;
+        *out = TmoeStats {
+            frames: s.frames,
+            packets: s.packets,
+            skipped_frames: s.skipped_frames,
+            flows_finished: s.flows_finished,
+            flows_too_short: s.flows_too_short,
+            flows_classified: s.flows_classified,
+        };
+        Ok(0)
+    })
+}

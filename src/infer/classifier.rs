@@ -1,0 +1,118 @@
+//! A fine-tuned classifier with the tokenizer it was trained with: checks that
+//! the two belong together, then classifies flows in batches.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+
+use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
+use crate::model::Model;
+use crate::traffic::dataset::load_dataset_info;
+use crate::traffic::reader::ReadConfig;
+use crate::traffic::tokenize::FlowTokenizer;
+use crate::traffic::types::Flow;
+use crate::train::batch::MemSequences;
+use crate::train::finetune::load_classifier;
+use crate::train::optim::Param;
+
+/// Where the vocabulary comes from: the training dataset's folder (which also
+/// gives its packet minimum and idle timeout) or a bare `vocab.txt`.
+#[derive(Clone, Copy, Debug)]
+pub enum VocabSource<'a> {
+    Dataset(&'a Path),
+    VocabFile(&'a Path),
+}
+
+pub struct Classifier {
+    pub model: Model,
+    pub params: Vec<Param>,
+    pub classes: Vec<String>,
+    pub tokenizer: FlowTokenizer,
+    /// Tokens per flow fed to the model (the fine-tuning length by default).
+    pub seq_len: usize,
+    /// The dataset's packet minimum, when the vocabulary came from a dataset.
+    pub dataset_min_packets: Option<usize>,
+    /// Flow idle timeout in seconds (the dataset's, else 120).
+    pub idle_timeout_s: f64,
+}
+
+impl Classifier {
+    /// Loads `checkpoint` and the vocabulary; refuses a checkpoint without a
+    /// class list and a vocabulary other than the one it was trained on.
+    /// `seq_len` overrides the fine-tuning length recorded in the checkpoint.
+    pub fn open(checkpoint: &Path, vocab: VocabSource, seq_len: Option<usize>) -> Result<Self> {
+        let (model, params, meta) = load_classifier(checkpoint)?;
+        anyhow::ensure!(
+            !meta.classes.is_empty() && model.cfg.n_classes == meta.classes.len(),
+            "{}: not a classifier checkpoint (no class list)",
+            checkpoint.display()
+        );
+        let (tokenizer, source, dataset_min_packets, idle_timeout_s) = match vocab {
+            VocabSource::Dataset(dir) => {
+                let info = load_dataset_info(dir)?;
+                (
+                    FlowTokenizer::from_dataset_dir(dir)?,
+                    dir.join("vocab.txt"),
+                    Some(info.config.min_packets),
+                    info.config.idle_timeout_s,
+                )
+            }
+            VocabSource::VocabFile(v) => (
+                FlowTokenizer::from_vocab_file(v)?,
+                v.to_path_buf(),
+                None,
+                120.0,
+            ),
+        };
+        anyhow::ensure!(
+            tokenizer.hash() == meta.vocab_hash,
+            "{}: vocabulary hash {:016x} differs from the checkpoint's {:016x} ({}): classify with the vocabulary the model was trained on",
+            source.display(),
+            tokenizer.hash(),
+            meta.vocab_hash,
+            checkpoint.display()
+        );
+        let (seq_len, _) = resolve_seq_len(seq_len, &meta, tokenizer.seq_len());
+        Ok(Classifier {
+            model,
+            params,
+            classes: meta.classes,
+            tokenizer,
+            seq_len,
+            dataset_min_packets,
+            idle_timeout_s,
+        })
+    }
+
+    /// Reader settings that keep what the tokenizer uses, with the dataset's
+    /// idle timeout.
+    pub fn read_config(&self) -> ReadConfig {
+        let tc = self.tokenizer.config();
+        ReadConfig {
+            max_packets: tc.packets,
+            payload_bytes: tc.payload_bytes,
+            idle_timeout_ns: (self.idle_timeout_s * 1e9) as u64,
+            ..ReadConfig::default()
+        }
+    }
+
+    /// (class id, probability of that class) per flow, in order.
+    pub fn classify(&self, flows: &[Flow], batch: usize) -> Result<Vec<(u32, f32)>> {
+        let mut seqs = MemSequences::new(self.tokenizer.seq_len());
+        for f in flows {
+            seqs.push(&self.tokenizer.encode(f), None);
+        }
+        let idx: Vec<usize> = (0..flows.len()).collect();
+        let probs = predict_probs(
+            &self.model,
+            &self.params,
+            &seqs,
+            &idx,
+            batch,
+            self.seq_len,
+            false,
+        )
+        .context("classifying flows")?;
+        Ok(probs.chunks_exact(self.classes.len()).map(argmax).collect())
+    }
+}

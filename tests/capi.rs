@@ -1,0 +1,223 @@
+//! The C API: `examples/c/classify_pcap.c`, compiled with the system C
+//! compiler against `include/traffic_moe.h` and this build's static library,
+//! feeds captures frame by frame and must give every flow the class and
+//! probability `tmoe classify` gives it. Also the API's refusals: bad paths,
+//! NULL handles and arguments, out-of-range class ids.
+
+mod tiny_train;
+
+use std::collections::BTreeSet;
+use std::ffi::{CStr, CString};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tiny_train::classifier::fixture;
+use traffic_moe::capi::*;
+use traffic_moe::cli::classify;
+
+/// The static library cargo built for this test run (newest one beside the
+/// test executable, in target/<profile>/deps).
+fn static_lib() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let deps = exe.parent().unwrap();
+    std::fs::read_dir(deps)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.starts_with("libtraffic_moe") && name.ends_with(".a")
+        })
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).unwrap())
+        .expect("cargo builds libtraffic_moe.a (crate-type staticlib) for the tests")
+}
+
+fn build_example(out: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let st = Command::new(&cc)
+        .args([
+            "-std=c11",
+            "-D_DEFAULT_SOURCE",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-O1",
+        ])
+        .arg(root.join("examples/c/classify_pcap.c"))
+        .arg("-I")
+        .arg(root.join("include"))
+        .arg(static_lib())
+        .args([
+            "-lstdc++",
+            "-lgcc_s",
+            "-lutil",
+            "-lrt",
+            "-lpthread",
+            "-lm",
+            "-ldl",
+            "-lc",
+        ])
+        .arg("-o")
+        .arg(out)
+        .status()
+        .unwrap_or_else(|e| panic!("running {cc}: {e}"));
+    assert!(st.success(), "compiling examples/c/classify_pcap.c failed");
+}
+
+fn rows(csv: &str) -> BTreeSet<String> {
+    csv.lines().skip(1).map(str::to_string).collect()
+}
+
+#[test]
+fn c_example_classifies_like_the_cli() {
+    let f = fixture();
+    let exe = f.root.join("classify_pcap");
+    build_example(&exe);
+    let mut captures: Vec<PathBuf> = ["dns", "web"]
+        .iter()
+        .flat_map(|c| std::fs::read_dir(f.caps.join(c)).unwrap().flatten())
+        .map(|e| e.path())
+        .collect();
+    captures.sort();
+    let mut classified = 0;
+    for cap in &captures {
+        let out = Command::new(&exe)
+            .arg(&f.ckpt)
+            .arg(&f.data)
+            .arg(cap)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "classify_pcap failed on {}: {}",
+            cap.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let from_c = rows(&String::from_utf8(out.stdout).unwrap());
+        let args = classify::Args {
+            checkpoint: f.ckpt.clone(),
+            captures: vec![cap.clone()],
+            data: Some(f.data.clone()),
+            vocab: None,
+            format: classify::Format::Csv,
+            out: None,
+            min_packets: None,
+            batch: 16,
+            seq_len: None,
+            quiet: true,
+        };
+        let mut cli = Vec::new();
+        let summary = classify::classify(&args, &mut cli).unwrap();
+        let from_cli = rows(&String::from_utf8(cli).unwrap());
+        assert!(!from_cli.is_empty(), "{}: no flows", cap.display());
+        assert_eq!(from_c, from_cli, "{}: C API and CLI differ", cap.display());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("{} flows classified", summary.flows_classified)),
+            "{stderr}"
+        );
+        classified += from_c.len();
+    }
+    assert!(classified >= 100, "only {classified} flows");
+}
+
+fn last_error() -> String {
+    // SAFETY: tmoe_last_error returns a valid NUL-terminated string.
+    unsafe { CStr::from_ptr(tmoe_last_error()) }
+        .to_string_lossy()
+        .into_owned()
+}
+
+#[test]
+fn c_api_refuses_bad_arguments_without_crashing() {
+    let missing = CString::new("/nonexistent/classifier.safetensors").unwrap();
+    let vocab = CString::new("/nonexistent/vocab.txt").unwrap();
+    // SAFETY: valid C strings and NULLs, as the header allows.
+    unsafe {
+        assert!(tmoe_open(missing.as_ptr(), std::ptr::null(), vocab.as_ptr(), 0).is_null());
+        assert!(
+            last_error().contains("/nonexistent/classifier.safetensors"),
+            "{}",
+            last_error()
+        );
+        assert!(tmoe_open(std::ptr::null(), std::ptr::null(), std::ptr::null(), 0).is_null());
+        assert!(
+            last_error().contains("checkpoint is NULL"),
+            "{}",
+            last_error()
+        );
+
+        let null = std::ptr::null_mut();
+        assert_eq!(tmoe_feed(null, 0, 1, std::ptr::null(), 0, 0), -1);
+        assert!(last_error().contains("NULL classifier handle"));
+        assert_eq!(tmoe_flush(null), -1);
+        assert_eq!(tmoe_poll(null, std::ptr::null_mut(), 4), -1);
+        assert_eq!(tmoe_class_count(null), 0);
+        assert!(tmoe_class_name(null, 0).is_null());
+        let mut stats = TmoeStats::default();
+        assert_eq!(tmoe_get_stats(null, &mut stats), -1);
+        tmoe_close(null); // a no-op
+    }
+    assert_eq!(size_of::<TmoeVerdict>(), 72, "header's tmoe_verdict layout");
+    assert_eq!(size_of::<TmoeStats>(), 48, "header's tmoe_stats layout");
+}
+
+#[test]
+fn c_api_counts_skipped_frames_and_short_flows() {
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    // SAFETY: valid strings; the handle is used on this thread only and closed once.
+    unsafe {
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0);
+        assert!(!h.is_null(), "{}", last_error());
+        assert_eq!(tmoe_class_count(h), 2);
+        let name = |i| {
+            CStr::from_ptr(tmoe_class_name(h, i))
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!((name(0), name(1)), ("dns".to_string(), "web".to_string()));
+        assert!(tmoe_class_name(h, 2).is_null());
+        assert!(last_error().contains("out of range"));
+
+        // An ARP frame is skipped; a lone UDP packet makes a 1-packet flow,
+        // under the dataset's minimum of 3: counted, not classified.
+        let arp = [0xffu8; 12]
+            .iter()
+            .copied()
+            .chain([0x08, 0x06])
+            .chain([0u8; 28])
+            .collect::<Vec<u8>>();
+        assert_eq!(tmoe_feed(h, 1, 1, arp.as_ptr(), arp.len() as u32, 60), 0);
+        let udp = traffic_moe::traffic::pcap_writer::eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &traffic_moe::traffic::pcap_writer::udp(1000, 53, b"hello"),
+        );
+        assert_eq!(
+            tmoe_feed(h, 2, 1, udp.as_ptr(), udp.len() as u32, udp.len() as u32),
+            1
+        );
+        assert_eq!(tmoe_flush(h), 0);
+        assert_eq!(tmoe_pending(h), 0);
+        let mut v = [TmoeVerdict::default(); 4];
+        assert_eq!(tmoe_poll(h, v.as_mut_ptr(), 4), 0);
+        let mut s = TmoeStats::default();
+        assert_eq!(tmoe_get_stats(h, &mut s), 0);
+        assert_eq!(
+            (
+                s.frames,
+                s.packets,
+                s.skipped_frames,
+                s.flows_too_short,
+                s.flows_classified
+            ),
+            (2, 1, 1, 1, 0)
+        );
+        tmoe_close(h);
+    }
+}
