@@ -9,7 +9,8 @@
  * Use: tmoe_open() a classifier fine-tuned by `tmoe finetune`, tmoe_feed()
  * every frame you capture (any order of flows, timestamps non-decreasing),
  * and tmoe_poll() the flows that have ended (FIN both ways or RST, idle
- * timeout, or tmoe_flush() at the end). A flow gets the same class as
+ * timeout, or tmoe_flush() at the end; or, with TMOE_EARLY_VERDICTS, those
+ * that hold the first K packets the model reads). A flow gets the same class as
  * `tmoe classify` gives it in a capture file. Flows with fewer packets than
  * the training dataset's minimum are counted, not classified.
  *
@@ -70,10 +71,15 @@ const char* tmoe_last_error(void);
  * `tmoe finetune`; give `dataset_dir` (the dataset it was trained on: the
  * vocabulary, packet minimum and flow idle timeout come from it) or else
  * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
- * `min_packets` > 0 overrides the packet minimum. A vocabulary other than the
- * checkpoint's is refused. NULL on failure. */
+ * `min_packets` > 0 overrides the packet minimum. `flags`: 0, or
+ * TMOE_EARLY_VERDICTS to classify a flow as soon as it holds the first K
+ * packets the model reads (same class and probability as at its end, but
+ * without waiting for FIN/RST or the idle timeout; `packets` and
+ * `last_ts_ns` of such a verdict are those seen so far). A vocabulary other
+ * than the checkpoint's is refused. NULL on failure. */
+#define TMOE_EARLY_VERDICTS 1u
 tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
-                           const char* vocab_file, int32_t min_packets);
+                           const char* vocab_file, int32_t min_packets, uint32_t flags);
 
 /* Frees the classifier (NULL is fine); flows not yet polled are dropped. */
 void tmoe_close(tmoe_classifier* h);

@@ -146,10 +146,15 @@ pub extern "C" fn tmoe_last_error() -> *const c_char {
     LAST_ERROR.with(|e| e.borrow().as_ptr())
 }
 
+/// `tmoe_open` flag: classify a flow as soon as it holds the K packets the
+/// model reads, instead of when it ends.
+pub const TMOE_EARLY_VERDICTS: u32 = 1;
+
 /// Opens a classifier: `checkpoint` (safetensors from `tmoe finetune`) and
 /// either `dataset_dir` (the training dataset: vocabulary, packet minimum,
-/// idle timeout) or `vocab_file`. `min_packets` <= 0 keeps the default.
-/// Returns NULL on failure (see `tmoe_last_error`).
+/// idle timeout) or `vocab_file`. `min_packets` <= 0 keeps the default;
+/// `flags`: 0 or `TMOE_EARLY_VERDICTS`. Returns NULL on failure (see
+/// `tmoe_last_error`).
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated.
@@ -159,6 +164,7 @@ pub unsafe extern "C" fn tmoe_open(
     dataset_dir: *const c_char,
     vocab_file: *const c_char,
     min_packets: i32,
+    flags: u32,
 ) -> *mut TmoeClassifier {
     guarded(std::ptr::null_mut(), || {
         // SAFETY: forwarded caller contract.
@@ -181,9 +187,14 @@ pub unsafe extern "C" fn tmoe_open(
             .iter()
             .map(|c| CString::new(c.replace('\0', " ")).unwrap_or_default())
             .collect();
+        anyhow::ensure!(
+            flags & !TMOE_EARLY_VERDICTS == 0,
+            "unknown flags {flags:#x} (known: TMOE_EARLY_VERDICTS = 1)"
+        );
         let min = (min_packets > 0).then_some(min_packets as usize);
+        let early = flags & TMOE_EARLY_VERDICTS != 0;
         Ok(Box::into_raw(Box::new(TmoeClassifier {
-            stream: FlowStream::new(clf, min),
+            stream: FlowStream::new(clf, min, early),
             class_names,
         })))
     })

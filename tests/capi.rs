@@ -95,6 +95,17 @@ fn c_example_classifies_like_the_cli() {
             String::from_utf8_lossy(&out.stderr)
         );
         let from_c = rows(&String::from_utf8(out.stdout).unwrap());
+        // Early verdicts: the fixture's flows have at most K = 5 packets, so
+        // every row (packet count included) is the same as at the flow's end.
+        let early = Command::new(&exe)
+            .arg(&f.ckpt)
+            .arg(&f.data)
+            .arg(cap)
+            .arg("--early")
+            .output()
+            .unwrap();
+        assert!(early.status.success());
+        assert_eq!(rows(&String::from_utf8(early.stdout).unwrap()), from_c);
         let args = classify::Args {
             checkpoint: f.ckpt.clone(),
             captures: vec![cap.clone()],
@@ -135,13 +146,13 @@ fn c_api_refuses_bad_arguments_without_crashing() {
     let vocab = CString::new("/nonexistent/vocab.txt").unwrap();
     // SAFETY: valid C strings and NULLs, as the header allows.
     unsafe {
-        assert!(tmoe_open(missing.as_ptr(), std::ptr::null(), vocab.as_ptr(), 0).is_null());
+        assert!(tmoe_open(missing.as_ptr(), std::ptr::null(), vocab.as_ptr(), 0, 0).is_null());
         assert!(
             last_error().contains("/nonexistent/classifier.safetensors"),
             "{}",
             last_error()
         );
-        assert!(tmoe_open(std::ptr::null(), std::ptr::null(), std::ptr::null(), 0).is_null());
+        assert!(tmoe_open(std::ptr::null(), std::ptr::null(), std::ptr::null(), 0, 0).is_null());
         assert!(
             last_error().contains("checkpoint is NULL"),
             "{}",
@@ -170,7 +181,13 @@ fn c_api_counts_skipped_frames_and_short_flows() {
     let data = CString::new(f.data.to_str().unwrap()).unwrap();
     // SAFETY: valid strings; the handle is used on this thread only and closed once.
     unsafe {
-        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0);
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0, 4);
+        assert!(
+            h.is_null() && last_error().contains("unknown flags"),
+            "{}",
+            last_error()
+        );
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0, 0);
         assert!(!h.is_null(), "{}", last_error());
         assert_eq!(tmoe_class_count(h), 2);
         let name = |i| {
@@ -217,6 +234,67 @@ fn c_api_counts_skipped_frames_and_short_flows() {
                 s.flows_classified
             ),
             (2, 1, 1, 1, 0)
+        );
+        tmoe_close(h);
+    }
+}
+
+#[test]
+fn early_verdicts_come_at_the_kth_packet_once() {
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    let frame = |i: u64| {
+        traffic_moe::traffic::pcap_writer::eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &traffic_moe::traffic::pcap_writer::udp(1000, 53, format!("q{i}").as_bytes()),
+        )
+    };
+    // SAFETY: valid strings; one thread; closed once.
+    unsafe {
+        let h = tmoe_open(
+            ckpt.as_ptr(),
+            data.as_ptr(),
+            std::ptr::null(),
+            0,
+            TMOE_EARLY_VERDICTS,
+        );
+        assert!(!h.is_null(), "{}", last_error());
+        // The fixture's tokenizer reads K = 5 packets per flow.
+        for i in 1..=8u64 {
+            let fr = frame(i);
+            assert_eq!(
+                tmoe_feed(
+                    h,
+                    i * 1000,
+                    1,
+                    fr.as_ptr(),
+                    fr.len() as u32,
+                    fr.len() as u32
+                ),
+                1
+            );
+            assert_eq!(tmoe_pending(h), u64::from(i == 5), "after packet {i}");
+            if i == 5 {
+                let mut v = [TmoeVerdict::default(); 2];
+                assert_eq!(tmoe_poll(h, v.as_mut_ptr(), 2), 1);
+                assert_eq!(
+                    (v[0].packets, v[0].last_ts_ns, v[0].src_port),
+                    (5, 5000, 1000)
+                );
+                assert!(v[0].class_id < 2 && v[0].probability >= 0.5);
+            }
+        }
+        // The flow's end gives no second verdict.
+        assert_eq!(tmoe_flush(h), 0);
+        assert_eq!(tmoe_pending(h), 0);
+        let mut s = TmoeStats::default();
+        tmoe_get_stats(h, &mut s);
+        assert_eq!(
+            (s.flows_finished, s.flows_classified, s.flows_too_short),
+            (1, 1, 0)
         );
         tmoe_close(h);
     }

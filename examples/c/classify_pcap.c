@@ -6,7 +6,8 @@
  *   cargo build --release
  *   cc -O2 examples/c/classify_pcap.c -Iinclude target/release/libtraffic_moe.a \
  *      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o classify_pcap
- *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap
+ *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap [--early]
+ * --early: a verdict as soon as a flow holds the packets the model reads.
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -42,11 +43,12 @@ static void print_verdicts(tmoe_classifier* h, const char* file) {
 }
 
 int main(int argc, char** argv) {
-  if (argc != 4) {
-    fprintf(stderr, "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap\n", argv[0]);
+  int early = argc == 5 && strcmp(argv[4], "--early") == 0;
+  if (argc != 4 && !early) {
+    fprintf(stderr, "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early]\n", argv[0]);
     return 2;
   }
-  tmoe_classifier* h = tmoe_open(argv[1], argv[2], NULL, 0);
+  tmoe_classifier* h = tmoe_open(argv[1], argv[2], NULL, 0, early ? TMOE_EARLY_VERDICTS : 0);
   if (!h) {
     fprintf(stderr, "tmoe_open: %s\n", tmoe_last_error());
     return 1;

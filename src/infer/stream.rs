@@ -2,15 +2,19 @@
 //! monitor. Frames go through the same decoder and flow table as capture
 //! files (`traffic::decode`, `traffic::flows`), so a flow gets the same class
 //! whether it is read from a pcap or fed frame by frame. A flow is classified
-//! once it ends (FIN from both sides or RST, idle timeout, or `flush`); flows
+//! once it ends (FIN from both sides or RST, idle timeout, or `flush`), or,
+//! with early verdicts on, as soon as it holds the K packets the model reads
+//! (same class and probability, known minutes earlier for long flows); flows
 //! under the packet minimum are counted and dropped.
+
+use std::collections::HashSet;
 
 use anyhow::Result;
 
 use super::classifier::Classifier;
 use crate::traffic::decode::{SkipReason, decode_frame};
 use crate::traffic::flows::FlowTable;
-use crate::traffic::types::{Endpoint, Flow};
+use crate::traffic::types::{Endpoint, Flow, FlowKey};
 
 /// Flows classified per model call.
 const BATCH: usize = 64;
@@ -50,12 +54,21 @@ pub struct FlowStream {
     finished: Vec<Flow>,
     min_packets: usize,
     stats: StreamStats,
+    /// Early verdicts: flows classified at their K-th packet and still open
+    /// (key, first timestamp), so that their end is not classified again.
+    early: Option<HashSet<(FlowKey, u64)>>,
 }
 
 impl FlowStream {
     /// `min_packets`: flows with fewer packets are not classified (default:
-    /// the dataset's minimum, else 3).
-    pub fn new(classifier: Classifier, min_packets: Option<usize>) -> FlowStream {
+    /// the dataset's minimum, else 3). `early_verdicts`: classify a flow at its
+    /// K-th packet instead of at its end (its verdict then reports the packets
+    /// and last timestamp seen so far).
+    pub fn new(
+        classifier: Classifier,
+        min_packets: Option<usize>,
+        early_verdicts: bool,
+    ) -> FlowStream {
         let min_packets = min_packets
             .or(classifier.dataset_min_packets)
             .unwrap_or(3)
@@ -66,6 +79,7 @@ impl FlowStream {
             finished: Vec::new(),
             min_packets,
             stats: StreamStats::default(),
+            early: early_verdicts.then(HashSet::new),
         }
     }
 
@@ -85,15 +99,26 @@ impl FlowStream {
         })?;
         self.stats.packets += 1;
         let (min, finished, stats) = (self.min_packets, &mut self.finished, &mut self.stats);
-        self.table
-            .push(ts_ns, &pkt, &mut |f| keep(f, min, finished, stats));
+        let early = &mut self.early;
+        let full = self.table.push(ts_ns, &pkt, &mut |f| {
+            ended(f, min, finished, stats, early.as_mut())
+        });
+        // K packets are in: everything the model reads.
+        if let (Some(done), Some(full)) = (self.early.as_mut(), full) {
+            if full.total_packets >= min as u64 {
+                done.insert((full.key, full.first_ts_ns));
+                keep(full.clone(), min, &mut self.finished, &mut self.stats);
+            }
+        }
         Ok(())
     }
 
     /// Ends every open flow (end of input, or before shutting down).
     pub fn flush(&mut self) {
         let (min, finished, stats) = (self.min_packets, &mut self.finished, &mut self.stats);
-        self.table.flush(&mut |f| keep(f, min, finished, stats));
+        let early = &mut self.early;
+        self.table
+            .flush(&mut |f| ended(f, min, finished, stats, early.as_mut()));
     }
 
     /// Finished flows waiting to be classified.
@@ -128,6 +153,21 @@ impl FlowStream {
     }
 }
 
+/// A flow ended: queue it, unless it already got its early verdict.
+fn ended(
+    f: Flow,
+    min_packets: usize,
+    finished: &mut Vec<Flow>,
+    stats: &mut StreamStats,
+    early: Option<&mut HashSet<(FlowKey, u64)>>,
+) {
+    if early.is_some_and(|done| done.remove(&(f.key, f.first_ts_ns))) {
+        return;
+    }
+    keep(f, min_packets, finished, stats);
+}
+
+/// Queues a flow for classification if it has the packet minimum.
 fn keep(f: Flow, min_packets: usize, finished: &mut Vec<Flow>, stats: &mut StreamStats) {
     if f.total_packets >= min_packets as u64 {
         stats.flows_finished += 1;

@@ -101,8 +101,15 @@ impl FlowTable {
         self.emitted
     }
 
-    /// Adds one packet; may emit finished flows through `on_flow`.
-    pub fn push(&mut self, ts_ns: u64, pkt: &DecodedPacket<'_>, on_flow: &mut dyn FnMut(Flow)) {
+    /// Adds one packet; may emit finished flows through `on_flow`. Returns the
+    /// packet's flow when this packet is its K-th (the flow now holds every
+    /// packet the tokenizer reads, so it can be classified before it ends).
+    pub fn push(
+        &mut self,
+        ts_ns: u64,
+        pkt: &DecodedPacket<'_>,
+        on_flow: &mut dyn FnMut(Flow),
+    ) -> Option<&Flow> {
         if ts_ns >= self.next_sweep_ns {
             self.sweep(ts_ns, on_flow);
             self.next_sweep_ns = ts_ns.saturating_add(self.sweep_interval_ns);
@@ -152,7 +159,8 @@ impl FlowTable {
         let flow = &mut state.flow;
         flow.total_packets += 1;
         flow.last_ts_ns = flow.last_ts_ns.max(ts_ns);
-        if flow.packets.len() < max_packets {
+        let was_short = flow.packets.len() < max_packets;
+        if was_short {
             let kept = pkt.payload.len().min(payload_bytes);
             flow.packets.push(PacketRecord {
                 ts_ns,
@@ -178,6 +186,7 @@ impl FlowTable {
                 state.closed = true;
             }
         }
+        (was_short && state.flow.packets.len() == max_packets).then_some(&state.flow)
     }
 
     /// Emits every flow idle for longer than the timeout, and closed flows
