@@ -16,6 +16,8 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 mod chart;
 /// Results and their shares of the hardware limits.
 mod recorder;
+/// Entries of the tensor-core GEMMs (TFLOP/s).
+mod gemm_kernels;
 /// Entries of the training / MoE kernels (`kernels` helper).
 mod train_kernels;
 
@@ -181,6 +183,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     }
 
     train_kernels::run(&ex, iters, &want, &mut rec)?;
+    gemm_kernels::run(&ex, iters, &want, &mut rec)?;
 
     let report = Report {
         device,
