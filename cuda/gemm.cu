@@ -20,16 +20,16 @@
 // 2t, 2t+1), bf16x2 / float2 stores when the output allows, scalar at the edge.
 //
 // Grouped (MoE) products reuse gemm_nt / gemm_nn: with p.tile_expert set, M tile
-// y uses expert e = tile_expert[y] (B at b + e * b_expert_stride; GEMM_NONE:
+// y uses expert e = tile_expert[y * BM / plan_tile] (B at b + e * b_expert_stride; GEMM_NONE:
 // the block exits), and with p.gather set, A row r is row gather[r] / gather_div
 // of a (the routed token: the permutation gather fused into the A load; padding
-// rows GEMM_NONE read as zeros). BM must equal the plan's tile height.
+// rows GEMM_NONE read as zeros). The plan's tile height is a multiple of BM.
 //
 // Determinism: a fixed k order per output (one block owns a tile's whole K, or
 // its split's part, reduced by gemm_splitk_reduce in split order); no atomics.
 #include "gemm_tile.cuh"
 
-typedef GemmCfg<128, 128, 2, 4> GemmBig;
+typedef GemmCfg<128, 128, 2, 2> GemmBig;
 typedef GemmCfg<64, 64, 2, 2> GemmSmall;
 
 #define GEMM_NT 0
@@ -47,7 +47,7 @@ static __device__ __forceinline__ void gemm_run(const GemmParams& p, bf16* smem)
   const int m0 = blockIdx.y * Cfg::BM, n0 = blockIdx.x * Cfg::BN;
   const bf16* b = p.b;
   if (OP != GEMM_TN && p.tile_expert != nullptr) {
-    const uint32_t e = p.tile_expert[blockIdx.y];
+    const uint32_t e = p.tile_expert[(blockIdx.y * Cfg::BM) / p.plan_tile];
     if (e == GEMM_NONE) return;  // the whole block, before any barrier
     b += (int64_t)e * p.b_expert_stride;
   }
@@ -139,20 +139,28 @@ static __device__ __forceinline__ void gemm_run(const GemmParams& p, bf16* smem)
   }
 }
 
-// Entry points (one line each: build.rs scans them). The vec switch is uniform
-// over the launch.
+// Entry points (one line each: build.rs scans them). The big tile (128 fp32
+// accumulators per thread, ~250 registers) has the 16-byte path only, so the
+// scalar path costs it no registers; the small tile has both (p.vec is uniform
+// over the launch) and serves every product that cannot take the 16-byte path.
 template <class Cfg, int OP>
-static __device__ __forceinline__ void gemm_entry(const GemmParams& p) {
+static __device__ __forceinline__ void gemm_entry_any(const GemmParams& p) {
   TMOE_DYNAMIC_SMEM(bf16, smem);
   if (p.vec) gemm_run<Cfg, OP, true>(p, smem);
   else gemm_run<Cfg, OP, false>(p, smem);
 }
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_nt(const GemmParams p) { gemm_entry<GemmBig, GEMM_NT>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_nn(const GemmParams p) { gemm_entry<GemmBig, GEMM_NN>(p); }
-extern "C" __global__ void __launch_bounds__(256, 2) gemm_tn(const GemmParams p) { gemm_entry<GemmBig, GEMM_TN>(p); }
-extern "C" __global__ void __launch_bounds__(128) gemm_nt_small(const GemmParams p) { gemm_entry<GemmSmall, GEMM_NT>(p); }
-extern "C" __global__ void __launch_bounds__(128) gemm_nn_small(const GemmParams p) { gemm_entry<GemmSmall, GEMM_NN>(p); }
-extern "C" __global__ void __launch_bounds__(128) gemm_tn_small(const GemmParams p) { gemm_entry<GemmSmall, GEMM_TN>(p); }
+template <class Cfg, int OP>
+static __device__ __forceinline__ void gemm_entry_vec(const GemmParams& p) {
+  TMOE_DYNAMIC_SMEM(bf16, smem);
+  if (!p.vec) __trap();  // the host never launches it so
+  gemm_run<Cfg, OP, true>(p, smem);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_nt(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_NT>(p); }
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_nn(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_NN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_tn(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_TN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_nt_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_NT>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_nn_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_NN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_tn_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_TN>(p); }
 
 // C[r, c] (+)= sum_s workspace[s][r, c], s ascending. Grid-stride, one element
 // per thread and trip (memory-bound, small next to the GEMM it finishes).

@@ -166,40 +166,65 @@ struct GemmMNMajorLoader {
   }
 };
 
-// One BK slice from shared memory: 2 k16 steps of MI x NJ mma per warp.
-// A_K / B_K: the operand is K-major in shared memory (else MN-major, .trans).
+// Per-lane ldmatrix offsets (elements, stage 0), computed once per block. The
+// swizzles leave some steps additive: K-major tiles shift by 16 rows (+16*BK)
+// per m16 / n16 step, so one offset per k16 step suffices; MN-major tiles shift
+// by 16 k-rows (+16*COLS) per k16 step, so one offset per m16 / n16 step.
+template <class Cfg, bool A_K, bool B_K>
+struct GemmFragOffsets {
+  static constexpr int KSTEPS = Cfg::BK / 16;
+  static constexpr int NA = A_K ? KSTEPS : Cfg::MI;
+  static constexpr int NB = B_K ? KSTEPS : Cfg::NJ / 2;
+  int a[NA], b[NB];
+
+  __device__ __forceinline__ void init(int wm0, int wn0, int lane) {
+    // A x4 matrices: (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
+#pragma unroll
+    for (int x = 0; x < NA; x++) {
+      if (A_K) {
+        a[x] = gemm_kmaj_off(wm0 + (lane & 15), x * 2 + (lane >> 4));
+      } else {
+        const int kr = ((lane >> 4) << 3) + (lane & 7);
+        a[x] = gemm_mnmaj_off<Cfg::BM / 8>(kr, (wm0 + x * 16) / 8 + ((lane >> 3) & 1));
+      }
+    }
+    // B x4 matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
+#pragma unroll
+    for (int x = 0; x < NB; x++) {
+      if (B_K) {
+        b[x] = gemm_kmaj_off(wn0 + (lane & 7) + ((lane >> 4) << 3), x * 2 + ((lane >> 3) & 1));
+      } else {
+        const int kr = (((lane >> 3) & 1) << 3) + (lane & 7);
+        b[x] = gemm_mnmaj_off<Cfg::BN / 8>(kr, (wn0 + x * 16) / 8 + (lane >> 4));
+      }
+    }
+  }
+  __device__ __forceinline__ int a_at(int kk, int i) const {
+    return A_K ? a[kk] + i * 16 * Cfg::BK : a[i] + kk * 16 * Cfg::BM;
+  }
+  __device__ __forceinline__ int b_at(int kk, int jj) const {
+    return B_K ? b[kk] + jj * 16 * Cfg::BK : b[jj] + kk * 16 * Cfg::BN;
+  }
+};
+
+// One BK slice from shared memory: BK/16 k16 steps of MI x NJ mma per warp.
 template <class Cfg, bool A_K, bool B_K>
 static __device__ __forceinline__ void gemm_compute_slice(const bf16* As, const bf16* Bs,
-                                                          float acc[Cfg::MI][Cfg::NJ][4], int wm0,
-                                                          int wn0, int lane) {
+                                                          const GemmFragOffsets<Cfg, A_K, B_K>& off,
+                                                          float acc[Cfg::MI][Cfg::NJ][4]) {
 #pragma unroll
   for (int kk = 0; kk < Cfg::BK / 16; kk++) {
     uint32_t af[Cfg::MI][4], bfr[Cfg::NJ][2];
 #pragma unroll
     for (int i = 0; i < Cfg::MI; i++) {
-      // x4 matrices: (m 0-7, k 0-7), (m 8-15, k 0-7), (m 0-7, k 8-15), (m 8-15, k 8-15)
-      if (A_K) {
-        const int r = wm0 + i * 16 + (lane & 15), c = kk * 2 + (lane >> 4);
-        ldmatrix_x4(af[i], As + gemm_kmaj_off(r, c));
-      } else {
-        const int kr = kk * 16 + ((lane >> 4) << 3) + (lane & 7);
-        const int c = (wm0 + i * 16) / 8 + ((lane >> 3) & 1);
-        ldmatrix_x4_trans(af[i], As + gemm_mnmaj_off<Cfg::BM / 8>(kr, c));
-      }
+      if (A_K) ldmatrix_x4(af[i], As + off.a_at(kk, i));
+      else ldmatrix_x4_trans(af[i], As + off.a_at(kk, i));
     }
 #pragma unroll
     for (int jj = 0; jj < Cfg::NJ / 2; jj++) {
-      // x4 matrices: (n 0-7, k 0-7), (n 0-7, k 8-15), (n 8-15, k 0-7), (n 8-15, k 8-15)
       uint32_t t[4];
-      if (B_K) {
-        const int r = wn0 + jj * 16 + (lane & 7) + ((lane >> 4) << 3);
-        const int c = kk * 2 + ((lane >> 3) & 1);
-        ldmatrix_x4(t, Bs + gemm_kmaj_off(r, c));
-      } else {
-        const int kr = kk * 16 + (((lane >> 3) & 1) << 3) + (lane & 7);
-        const int c = (wn0 + jj * 16) / 8 + (lane >> 4);
-        ldmatrix_x4_trans(t, Bs + gemm_mnmaj_off<Cfg::BN / 8>(kr, c));
-      }
+      if (B_K) ldmatrix_x4(t, Bs + off.b_at(kk, jj));
+      else ldmatrix_x4_trans(t, Bs + off.b_at(kk, jj));
       bfr[2 * jj][0] = t[0];
       bfr[2 * jj][1] = t[1];
       bfr[2 * jj + 1][0] = t[2];
@@ -234,21 +259,24 @@ static __device__ __forceinline__ void gemm_mainloop(const ALoad& la, const BLoa
     la.load(As + stage * Cfg::A_ELEMS, fallback, k0, k_end);
     lb.load(Bs + stage * Cfg::B_ELEMS, fallback, k0, k_end);
   };
+  GemmFragOffsets<Cfg, A_K, B_K> off;
+  off.init(wm0, wn0, lane);
   const int tiles = k_end > k_begin ? ceil_div(k_end - k_begin, Cfg::BK) : 0;
 #pragma unroll
   for (int s = 0; s < Cfg::STAGES - 1; s++) {
     if (s < tiles) load(s, k_begin + s * Cfg::BK);
     cp_async_commit();
   }
+  int st = 0, st_next = Cfg::STAGES - 1;  // stage read at t, stage written at t
   for (int t = 0; t < tiles; t++) {
     cp_async_wait<Cfg::STAGES - 2>();  // slice t has landed (this thread's copies)
     __syncthreads();                   // ... everyone's; slice t-1 fully consumed
     const int next = t + Cfg::STAGES - 1;
-    if (next < tiles) load(next % Cfg::STAGES, k_begin + next * Cfg::BK);
+    if (next < tiles) load(st_next, k_begin + next * Cfg::BK);
     cp_async_commit();
-    const int st = t % Cfg::STAGES;
-    gemm_compute_slice<Cfg, A_K, B_K>(As + st * Cfg::A_ELEMS, Bs + st * Cfg::B_ELEMS, acc, wm0,
-                                      wn0, lane);
+    gemm_compute_slice<Cfg, A_K, B_K>(As + st * Cfg::A_ELEMS, Bs + st * Cfg::B_ELEMS, off, acc);
+    st = st + 1 == Cfg::STAGES ? 0 : st + 1;
+    st_next = st_next + 1 == Cfg::STAGES ? 0 : st_next + 1;
   }
   cp_async_wait_all();
 }

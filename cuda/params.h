@@ -451,7 +451,7 @@ typedef struct GemmParams {
   float* c_f32;                /* tn: [M, N] = or += (accumulate) */
   const float* bias;           /* nt/nn: [N] added in the epilogue; nullable */
   float* workspace;            /* tn with gridDim.z > 1: [gridDim.z, M, N] = per-split partials */
-  const uint32_t* tile_expert; /* grouped nt/nn: [M / BM] expert of each M tile, 0xFFFFFFFF = skip; NULL = dense */
+  const uint32_t* tile_expert; /* grouped nt/nn: [M / plan_tile] expert of each plan tile, 0xFFFFFFFF = skip; NULL = dense */
   const uint32_t* gather;      /* nt/nn: A row r = a row gather[r] / gather_div, 0xFFFFFFFF = zero row; NULL = row r */
   int64_t b_expert_stride;     /* elements between consecutive experts' B */
   int32_t m;
@@ -464,6 +464,8 @@ typedef struct GemmParams {
   int32_t gather_div;
   int32_t accumulate;          /* tn without split: 1 = C += */
   int32_t vec;
+  int32_t plan_tile;           /* grouped: rows per tile_expert entry, a multiple of BM */
+  int32_t _pad;
 } GemmParams;
 
 /* Fixed-order split-K sum: C[M,N] (+)= sum over s ascending of workspace[s]. */

@@ -375,8 +375,13 @@ fn linear_layer_on_strided_views() {
 fn grouped_expert_products_match_per_expert_reference() {
     run_on_executors("gemm_grouped", |ex| {
         let mut rng = rng(45);
-        // (tokens, experts, k, tile, n, d): 64-row tiles (small blocks) and 128.
-        for (t, e, topk, tile, n, d) in [(100, 4, 2, 64, 72, 40), (60, 3, 2, 128, 48, 45)] {
+        // (tokens, experts, k, plan tile, n, d): 64-row tiles (small blocks), 128-row
+        // tiles on the scalar path (small blocks, two per plan tile), 128 (big).
+        for (t, e, topk, tile, n, d) in [
+            (100, 4, 2, 64, 72, 40),
+            (60, 3, 2, 128, 48, 45),
+            (70, 3, 2, 128, 64, 48),
+        ] {
             let what = format!("T {t} E {e} k {topk} tile {tile} n {n} d {d}");
             let mut idx = Vec::with_capacity(t * topk);
             for i in 0..t {

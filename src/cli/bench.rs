@@ -14,10 +14,10 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
-/// Results and their shares of the hardware limits.
-mod recorder;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
+/// Results and their shares of the hardware limits.
+mod recorder;
 /// Entries of the training / MoE kernels (`kernels` helper).
 mod train_kernels;
 

@@ -54,7 +54,13 @@ pub(super) fn run(
             )
         })?;
         let bytes = 2 * (tu * du + qu * du + tu * qu);
-        rec.compute("gemm_fwd_qkv", &shape(t, qkv, d), flops(t, qkv, d), bytes, ms);
+        rec.compute(
+            "gemm_fwd_qkv",
+            &shape(t, qkv, d),
+            flops(t, qkv, d),
+            bytes,
+            ms,
+        );
         let ms = median_ms(ex, iters, || {
             gemm::fwd(
                 ex,
@@ -84,7 +90,13 @@ pub(super) fn run(
             )
         })?;
         let bytes = 2 * (tu * qu + qu * du + tu * du);
-        rec.compute("gemm_dx_qkv", &shape(t, d, qkv), flops(t, d, qkv), bytes, ms);
+        rec.compute(
+            "gemm_dx_qkv",
+            &shape(t, d, qkv),
+            flops(t, d, qkv),
+            bytes,
+            ms,
+        );
     }
     if want("gemm_dw") {
         // dW[out, d] += dY^T . X over t rows: M out, N d, K t.

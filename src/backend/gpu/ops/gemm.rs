@@ -75,25 +75,23 @@ impl<'a, T: Pod> Mat<'a, T> {
 /// Block tile of the dense and grouped kernels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Tile {
-    /// 128 x 128, 256 threads (`gemm_<op>`).
+    /// 128 x 128, 128 threads (`gemm_<op>`).
     Big,
     /// 64 x 64, 128 threads (`gemm_<op>_small`).
     Small,
 }
 
 impl Tile {
-    /// Block tile height and width (also the MoE plan's tile height).
+    /// Block tile height and width (the MoE plan's tile must be a multiple).
     pub fn size(self) -> usize {
         match self {
             Tile::Big => 128,
             Tile::Small => 64,
         }
     }
+    /// Both tiles run 4 warps (2 x 2): 64 x 64 (big) or 32 x 32 (small) each.
     fn threads(self) -> u32 {
-        match self {
-            Tile::Big => 256,
-            Tile::Small => 128,
-        }
+        128
     }
     fn smem(self) -> u32 {
         (STAGES * 2 * self.size() * BK * 2) as u32
@@ -104,15 +102,6 @@ impl Tile {
             Tile::Big
         } else {
             Tile::Small
-        }
-    }
-    fn from_plan(tile: usize) -> Result<Tile> {
-        match tile {
-            128 => Ok(Tile::Big),
-            64 => Ok(Tile::Small),
-            _ => Err(GpuError::Invalid(format!(
-                "grouped gemm: plan tile {tile} must be 128 or 64 (the GEMM block height)"
-            ))),
         }
     }
 }
@@ -161,7 +150,8 @@ pub struct Gemm<'a> {
     pub out: Out<'a>,
     /// `[N]`, added in the epilogue (`Nt`/`Nn`).
     pub bias: Option<&'a Buf<f32>>,
-    /// `None`: [`Tile::for_shape`] (grouped: the plan's tile).
+    /// `None`: [`Tile::for_shape`] (grouped: big when the plan's tile allows).
+    /// Products off the 16-byte path always run the small tile (scalar loads).
     pub tile: Option<Tile>,
     /// `Tn`: reduction splits; `None`: [`dw_splits`]. More than one needs `workspace`.
     pub splits: Option<usize>,
@@ -300,33 +290,50 @@ impl Gemm<'_> {
             && self.a.vec_ok()
             && self.b.vec_ok();
 
-        let (tile, grid_y, tile_expert, gather, gather_div) = match self.group {
+        // The big tile has the 16-byte path only: other products take the small one.
+        let fit = |t: Tile| if vec { t } else { Tile::Small };
+        let (tile, tile_expert, gather, gather_div, plan_tile) = match self.group {
             Some(g) => {
                 if self.op == Op::Tn {
                     return Err(bad(format!("{name}: grouped Tn is not implemented")));
                 }
                 let plan = g.plan;
-                let tile = Tile::from_plan(plan.tile)?;
                 if m != plan.max_rows {
                     return Err(bad(format!(
                         "{name}: grouped M must be the plan's {} rows",
                         plan.max_rows
                     )));
                 }
+                let tile = fit(self.tile.unwrap_or(Tile::Big));
+                let tile = if plan.tile % tile.size() == 0 {
+                    tile
+                } else {
+                    Tile::Small
+                };
+                if plan.tile % tile.size() != 0 {
+                    return Err(bad(format!(
+                        "{name}: plan tile {} is not a multiple of the GEMM block height 64",
+                        plan.tile
+                    )));
+                }
                 let gather = if g.gather { plan.sorted_slot.addr() } else { 0 };
                 (
                     tile,
-                    plan.max_rows / plan.tile,
                     plan.tile_expert.addr(),
                     gather,
                     plan.routing.k as i32,
+                    plan.tile as i32,
                 )
             }
-            None => {
-                let tile = self.tile.unwrap_or_else(|| Tile::for_shape(m, n));
-                (tile, m.div_ceil(tile.size()), 0, 0, 1)
-            }
+            None => (
+                fit(self.tile.unwrap_or_else(|| Tile::for_shape(m, n))),
+                0,
+                0,
+                1,
+                0,
+            ),
         };
+        let grid_y = m.div_ceil(tile.size());
         let (k_split, splits) = if self.op == Op::Tn {
             split_rows(k, self.splits.unwrap_or_else(|| dw_splits(m, n, k)))
         } else {
@@ -372,6 +379,8 @@ impl Gemm<'_> {
             gather_div,
             accumulate: accumulate as i32,
             vec: vec as i32,
+            plan_tile,
+            _pad: 0,
         };
         let kernel = match (self.op, tile) {
             (Op::Nt, Tile::Big) => "gemm_nt",
