@@ -6,12 +6,15 @@
 //   gemm_splitk_reduce: C (+)= sum_s workspace[s], s ascending (deterministic split-K)
 // Reference: backend/cpu/matmul.rs (fwd, bwd); tests: tests/kernel_gemm.rs.
 //
-// Tiling (cuda/gemm_tile.cuh): `gemm_<op>` 128 x 128 x 32 blocks of 256 threads
-// (8 warps as 2 x 4, warp tile 64 x 32 = 4 x 4 mma m16n8k16), 3-stage cp.async
-// pipeline, 48 KiB dynamic shared memory; `gemm_<op>_small` 64 x 64 x 32, 128
-// threads (2 x 2 warps of 32 x 32), 24 KiB, for products with few 128-tiles.
-// Launch: grid (ceil(N/BN), ceil(M/BM), splits), block Cfg::THREADS, smem
-// Cfg::SMEM_BYTES. blockIdx.x walks N so concurrent blocks share the A panel.
+// Tiling (cuda/gemm_tile.cuh): `gemm_<op>` 128 x 128 x 32 blocks of 128 threads
+// (4 warps as 2 x 2, warp tile 64 x 64 = 4 x 8 mma m16n8k16: 8 ldmatrix.x4 per
+// 32 mma, the ratio that keeps shared-memory bandwidth off the critical path on
+// sm_90), 3-stage cp.async pipeline, 48 KiB dynamic shared memory, 218-232
+// registers (2 blocks per SM); 16-byte path only. `gemm_<op>_small` 64 x 64 x 32,
+// 128 threads (2 x 2 warps of 32 x 32), 24 KiB, ~100 registers: products with few
+// 128-tiles, and every product off the 16-byte path (scalar loads).
+// Launch: grid (ceil(N/BN), ceil(M/BM), splits), block 128, smem Cfg::SMEM_BYTES.
+// blockIdx.x walks N so concurrent blocks share the A panel in L2.
 //
 // p.vec = 1 takes the 16-byte cp.async path (zero fill past M, N, K); the host
 // enables it when every contiguous extent, row stride and base pointer is a

@@ -18,10 +18,11 @@
 //     chunk column hit 8 distinct 16-byte bank groups.
 //   MN-major (A stored [K,M], B stored [K,N]): BK rows of COLS/8 chunks; chunk c
 //     of k-row kr at kr*(COLS/8) + (c ^ (kr&7)).
-// Loads: each thread moves ROWS*BK/8/THREADS (= 2 here) 16-byte chunks per slice
-// and operand. VEC: cp.async with zero fill for rows/columns/k past the end
-// (needs the contiguous extent, stride and base 16-byte granular); !VEC: scalar
-// bounds-checked loads packed into one 16-byte shared store (any shape).
+// Loads: each thread moves ROWS*BK/8/THREADS 16-byte chunks per slice and
+// operand (4 for the big tile, 2 for the small). VEC: cp.async with zero fill
+// for rows/columns/k past the end (needs the contiguous extent, stride and base
+// 16-byte granular); !VEC: scalar bounds-checked loads packed into one 16-byte
+// shared store (any shape).
 #pragma once
 #include "common.cuh"
 
