@@ -429,3 +429,53 @@ typedef struct GradNormFinalParams {
   int32_t n_partials;
   int32_t _pad;
 } GradNormFinalParams;
+
+/* ---- GEMM (cuda/gemm.cu, tile core cuda/gemm_tile.cuh) ---- */
+
+/* Reduction step of every GEMM kernel and pipeline depth (shared memory per
+ * block = GEMM_STAGES * (BM + BN) * GEMM_BK * 2 bytes). */
+#define GEMM_BK 32
+#define GEMM_STAGES 3
+
+/* One struct for the three products (kernel gemm_<op>[_small]):
+ *   nt: C[M,N] = A[M,K] . B[N,K]^T (+ bias)   bf16 out  (linear forward, W[out,in])
+ *   nn: C[M,N] = A[M,K] . B[K,N]              bf16 out  (linear dX = dY . W)
+ *   tn: C[M,N] (+)= A[K,M]^T . B[K,N]         fp32 out  (linear dW += dY^T . X)
+ * Row strides lda/ldb/ldc in elements (views of fused tensors). vec = 1: the
+ * 16-byte cp.async path (host checked: contiguous extents, strides and pointers
+ * multiples of 8 elements / 16 bytes); vec = 0: scalar loads, any shape. */
+typedef struct GemmParams {
+  const bf16* a;               /* nt/nn: [M, K]; tn: [K, M] */
+  const bf16* b;               /* nt: [N, K]; nn/tn: [K, N]; expert e at b + e * b_expert_stride */
+  bf16* c_bf16;                /* nt/nn: [M, N] = */
+  float* c_f32;                /* tn: [M, N] = or += (accumulate) */
+  const float* bias;           /* nt/nn: [N] added in the epilogue; nullable */
+  float* workspace;            /* tn with gridDim.z > 1: [gridDim.z, M, N] = per-split partials */
+  const uint32_t* tile_expert; /* grouped nt/nn: [M / plan_tile] expert of each plan tile, 0xFFFFFFFF = skip; NULL = dense */
+  const uint32_t* gather;      /* nt/nn: A row r = a row gather[r] / gather_div, 0xFFFFFFFF = zero row; NULL = row r */
+  int64_t b_expert_stride;     /* elements between consecutive experts' B */
+  int32_t m;
+  int32_t n;
+  int32_t k;
+  int32_t lda;
+  int32_t ldb;
+  int32_t ldc;
+  int32_t k_split;             /* tn: reduction rows per blockIdx.z (multiple of GEMM_BK) */
+  int32_t gather_div;
+  int32_t accumulate;          /* tn without split: 1 = C += */
+  int32_t vec;
+  int32_t plan_tile;           /* grouped: rows per tile_expert entry, a multiple of BM */
+  int32_t _pad;
+} GemmParams;
+
+/* Fixed-order split-K sum: C[M,N] (+)= sum over s ascending of workspace[s]. */
+typedef struct GemmSplitkReduceParams {
+  const float* workspace; /* [splits, M, N] */
+  float* c;               /* [M, N] row stride ldc, = or += (accumulate) */
+  int32_t m;
+  int32_t n;
+  int32_t ldc;
+  int32_t splits;
+  int32_t accumulate;
+  int32_t _pad;
+} GemmSplitkReduceParams;

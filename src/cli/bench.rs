@@ -14,6 +14,8 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
+/// Entries of the tensor-core GEMMs (TFLOP/s).
+mod gemm_kernels;
 /// Results and their shares of the hardware limits.
 mod recorder;
 /// Entries of the training / MoE kernels (`kernels` helper).
@@ -181,6 +183,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     }
 
     train_kernels::run(&ex, iters, &want, &mut rec)?;
+    gemm_kernels::run(&ex, iters, &want, &mut rec)?;
 
     let report = Report {
         device,

@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod embed;
+pub mod gemm;
 pub mod grad_norm;
 pub mod moe_combine;
 pub mod moe_permute;

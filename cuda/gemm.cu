@@ -1,0 +1,180 @@
+// bf16 tensor-core GEMMs for the linear layers (weights W[out, in], PyTorch
+// layout) and the grouped expert GEMMs of the MoE layer. fp32 accumulation.
+//   gemm_nt: C[M,N] = A[M,K] . B[N,K]^T (+ bias[N])  bf16 out   forward Y = X W^T
+//   gemm_nn: C[M,N] = A[M,K] . B[K,N]   (+ bias[N])  bf16 out   dX = dY W
+//   gemm_tn: C[M,N] (+)= A[K,M]^T . B[K,N]           fp32 out   dW += dY^T X
+//   gemm_splitk_reduce: C (+)= sum_s workspace[s], s ascending (deterministic split-K)
+// Reference: backend/cpu/matmul.rs (fwd, bwd); tests: tests/kernel_gemm.rs.
+//
+// Tiling (cuda/gemm_tile.cuh): `gemm_<op>` 128 x 128 x 32 blocks of 128 threads
+// (4 warps as 2 x 2, warp tile 64 x 64 = 4 x 8 mma m16n8k16: 8 ldmatrix.x4 per
+// 32 mma, the ratio that keeps shared-memory bandwidth off the critical path on
+// sm_90), 3-stage cp.async pipeline, 48 KiB dynamic shared memory, 218-232
+// registers (2 blocks per SM); 16-byte path only. `gemm_<op>_small` 64 x 64 x 32,
+// 128 threads (2 x 2 warps of 32 x 32), 24 KiB, ~100 registers: products with few
+// 128-tiles, and every product off the 16-byte path (scalar loads).
+// Launch: grid (ceil(N/BN), ceil(M/BM), splits), block 128, smem Cfg::SMEM_BYTES.
+// blockIdx.x walks N so concurrent blocks share the A panel in L2.
+//
+// p.vec = 1 takes the 16-byte cp.async path (zero fill past M, N, K); the host
+// enables it when every contiguous extent, row stride and base pointer is a
+// multiple of 8 elements (16 bytes), else p.vec = 0: scalar loads, any shape.
+// Epilogue: straight from the mma accumulators (PTX C layout: rows g, g+8, columns
+// 2t, 2t+1), bf16x2 / float2 stores when the output allows, scalar at the edge.
+//
+// Grouped (MoE) products reuse gemm_nt / gemm_nn: with p.tile_expert set, M tile
+// y uses expert e = tile_expert[y * BM / plan_tile] (B at b + e * b_expert_stride; GEMM_NONE:
+// the block exits), and with p.gather set, A row r is row gather[r] / gather_div
+// of a (the routed token: the permutation gather fused into the A load; padding
+// rows GEMM_NONE read as zeros). The plan's tile height is a multiple of BM.
+//
+// Determinism: a fixed k order per output (one block owns a tile's whole K, or
+// its split's part, reduced by gemm_splitk_reduce in split order); no atomics.
+#include "gemm_tile.cuh"
+
+typedef GemmCfg<128, 128, 2, 2> GemmBig;
+typedef GemmCfg<64, 64, 2, 2> GemmSmall;
+
+#define GEMM_NT 0
+#define GEMM_NN 1
+#define GEMM_TN 2
+
+static __device__ __forceinline__ bool gemm_aligned(const void* ptr, uintptr_t bytes) {
+  return (reinterpret_cast<uintptr_t>(ptr) & (bytes - 1)) == 0;
+}
+
+template <class Cfg, int OP, bool VEC>
+static __device__ __forceinline__ void gemm_run(const GemmParams& p, bf16* smem) {
+  constexpr bool A_K = OP != GEMM_TN;  // A stored [M, K]
+  constexpr bool B_K = OP == GEMM_NT;  // B stored [N, K]
+  const int m0 = blockIdx.y * Cfg::BM, n0 = blockIdx.x * Cfg::BN;
+  const bf16* b = p.b;
+  if (OP != GEMM_TN && p.tile_expert != nullptr) {
+    const uint32_t e = p.tile_expert[(blockIdx.y * Cfg::BM) / p.plan_tile];
+    if (e == GEMM_NONE) return;  // the whole block, before any barrier
+    b += (int64_t)e * p.b_expert_stride;
+  }
+  int k_begin = 0, k_end = p.k;
+  if (OP == GEMM_TN) {
+    k_begin = blockIdx.z * p.k_split;
+    k_end = min(p.k, k_begin + p.k_split);
+  }
+
+  typename GemmIf<A_K, GemmKMajorLoader<Cfg::BM, Cfg::THREADS, VEC>,
+                  GemmMNMajorLoader<Cfg::BM, Cfg::THREADS, VEC>>::type la;
+  typename GemmIf<B_K, GemmKMajorLoader<Cfg::BN, Cfg::THREADS, VEC>,
+                  GemmMNMajorLoader<Cfg::BN, Cfg::THREADS, VEC>>::type lb;
+  la.init(p.a, p.lda, m0, p.m, OP == GEMM_TN ? nullptr : p.gather, p.gather_div);
+  lb.init(b, p.ldb, n0, p.n, nullptr, 1);
+
+  float acc[Cfg::MI][Cfg::NJ][4];
+  gemm_mainloop<Cfg, A_K, B_K>(la, lb, p.a, k_begin, k_end, smem, acc);
+
+  const int warp = threadIdx.x / TMOE_WARP, lane = threadIdx.x % TMOE_WARP;
+  const int g = lane >> 2, t = lane & 3;
+  const int rbase = m0 + (warp / Cfg::WARPS_N) * Cfg::WM + g;
+  const int cbase = n0 + (warp % Cfg::WARPS_N) * Cfg::WN + 2 * t;
+  if (OP != GEMM_TN) {
+    const bool pair = gemm_aligned(p.c_bf16, 4) && p.ldc % 2 == 0;
+#pragma unroll
+    for (int j = 0; j < Cfg::NJ; j++) {
+      const int c = cbase + j * 8;
+      if (c >= p.n) continue;
+      const bool two = c + 1 < p.n;
+      float b0 = 0.f, b1 = 0.f;
+      if (p.bias != nullptr) {
+        b0 = p.bias[c];
+        b1 = two ? p.bias[c + 1] : 0.f;
+      }
+#pragma unroll
+      for (int i = 0; i < Cfg::MI; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int r = rbase + i * 16 + h * 8;
+          if (r >= p.m) continue;
+          const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
+          bf16* dst = p.c_bf16 + (int64_t)r * p.ldc + c;
+          if (pair && two) {
+            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
+          } else {
+            dst[0] = f2bf(v0);
+            if (two) dst[1] = f2bf(v1);
+          }
+        }
+    }
+  } else {
+    float* out = p.c_f32;
+    int64_t ld = p.ldc;
+    bool accumulate = p.accumulate != 0;
+    if (gridDim.z > 1) {
+      out = p.workspace + blockIdx.z * (int64_t)p.m * p.n;
+      ld = p.n;
+      accumulate = false;
+    }
+    const bool pair = gemm_aligned(out, 8) && ld % 2 == 0;
+#pragma unroll
+    for (int j = 0; j < Cfg::NJ; j++) {
+      const int c = cbase + j * 8;
+      if (c >= p.n) continue;
+      const bool two = c + 1 < p.n;
+#pragma unroll
+      for (int i = 0; i < Cfg::MI; i++)
+#pragma unroll
+        for (int h = 0; h < 2; h++) {
+          const int r = rbase + i * 16 + h * 8;
+          if (r >= p.m) continue;
+          float v0 = acc[i][j][2 * h], v1 = acc[i][j][2 * h + 1];
+          float* dst = out + (int64_t)r * ld + c;
+          if (pair && two) {
+            float2 v = make_float2(v0, v1);
+            if (accumulate) {
+              const float2 o = *reinterpret_cast<const float2*>(dst);
+              v.x = o.x + v0;
+              v.y = o.y + v1;
+            }
+            *reinterpret_cast<float2*>(dst) = v;
+          } else {
+            dst[0] = accumulate ? dst[0] + v0 : v0;
+            if (two) dst[1] = accumulate ? dst[1] + v1 : v1;
+          }
+        }
+    }
+  }
+}
+
+// Entry points (one line each: build.rs scans them). The big tile (128 fp32
+// accumulators per thread, ~250 registers) has the 16-byte path only, so the
+// scalar path costs it no registers; the small tile has both (p.vec is uniform
+// over the launch) and serves every product that cannot take the 16-byte path.
+template <class Cfg, int OP>
+static __device__ __forceinline__ void gemm_entry_any(const GemmParams& p) {
+  TMOE_DYNAMIC_SMEM(bf16, smem);
+  if (p.vec) gemm_run<Cfg, OP, true>(p, smem);
+  else gemm_run<Cfg, OP, false>(p, smem);
+}
+template <class Cfg, int OP>
+static __device__ __forceinline__ void gemm_entry_vec(const GemmParams& p) {
+  TMOE_DYNAMIC_SMEM(bf16, smem);
+  if (!p.vec) __trap();  // the host never launches it so
+  gemm_run<Cfg, OP, true>(p, smem);
+}
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_nt(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_NT>(p); }
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_nn(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_NN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 2) gemm_tn(const GemmParams p) { gemm_entry_vec<GemmBig, GEMM_TN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_nt_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_NT>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_nn_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_NN>(p); }
+extern "C" __global__ void __launch_bounds__(128, 4) gemm_tn_small(const GemmParams p) { gemm_entry_any<GemmSmall, GEMM_TN>(p); }
+
+// C[r, c] (+)= sum_s workspace[s][r, c], s ascending. Grid-stride, one element
+// per thread and trip (memory-bound, small next to the GEMM it finishes).
+extern "C" __global__ void __launch_bounds__(256) gemm_splitk_reduce(const GemmSplitkReduceParams p) {
+  const int64_t total = (int64_t)p.m * p.n;
+  const int64_t step = (int64_t)gridDim.x * blockDim.x;
+  for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < total; i += step) {
+    const int64_t r = i / p.n, c = i % p.n;
+    float* dst = p.c + r * p.ldc + c;
+    float s = p.accumulate ? *dst : 0.f;
+    for (int z = 0; z < p.splits; z++) s += p.workspace[z * total + i];
+    *dst = s;
+  }
+}

@@ -1,0 +1,525 @@
+//! Launch wrappers for cuda/gemm.cu: the bf16 tensor-core products of the
+//! linear layers (weights `W[out, in]`, as `backend::cpu::matmul::{fwd, bwd}`)
+//! and the grouped expert products over a [`MoePlan`].
+//!
+//! - [`fwd`]: `Y[t, out] = X[t, in] · Wᵀ (+ b)` (bf16 out, `gemm_nt`)
+//! - [`bwd_dx`]: `dX[t, in] = dY[t, out] · W` (bf16 out, `gemm_nn`)
+//! - [`bwd_dw`]: `dW[out, in] (+)= dYᵀ · X` (fp32, `gemm_tn`; deterministic
+//!   split-K over tokens when the output has few tiles, see [`dw_splits`])
+//! - [`grouped_fwd`], [`grouped_dx`]: per-expert products over the plan's
+//!   tile-padded rows, the row gather optionally fused into the A load.
+//!
+//! Every operand is a row-strided view ([`Mat`]), so slices of fused tensors
+//! (the Q, K, V columns of one QKV output) work. The 16-byte cp.async path needs
+//! each operand's contiguous extent, row stride and offset to be multiples of 8
+//! elements; otherwise the kernels take their scalar-load path (any shape, same
+//! results, slower).
+
+use half::bf16;
+
+use super::moe_permute::MoePlan;
+use crate::backend::gpu::params::{GemmParams, GemmSplitkReduceParams};
+use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
+use bytemuck::Pod;
+
+type Result<T> = std::result::Result<T, GpuError>;
+
+/// `GEMM_BK` in cuda/params.h: the reduction slice; split-K ranges are multiples.
+const BK: usize = 32;
+/// `GEMM_STAGES` in cuda/params.h.
+const STAGES: usize = 3;
+/// Blocks that fill the H200 twice (132 SMs, 2 big blocks each): below this the
+/// big tile leaves SMs idle, so dense products take the small tile and dW splits K.
+/// A constant, not the device's count: results must not depend on the machine.
+const TARGET_BLOCKS: usize = 264;
+/// Minimum reduction rows per split of dW (32 slices of BK).
+const MIN_SPLIT_ROWS: usize = 1024;
+
+/// A row-major `[rows, cols]` matrix inside `buf`: element `(r, c)` at
+/// `offset + r * ld + c`.
+pub struct Mat<'a, T: Pod> {
+    pub buf: &'a Buf<T>,
+    pub offset: usize,
+    pub ld: usize,
+}
+
+impl<T: Pod> Clone for Mat<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T: Pod> Copy for Mat<'_, T> {}
+
+impl<'a, T: Pod> Mat<'a, T> {
+    /// The whole buffer as a dense matrix of `cols` columns.
+    pub fn dense(buf: &'a Buf<T>, cols: usize) -> Self {
+        Mat {
+            buf,
+            offset: 0,
+            ld: cols,
+        }
+    }
+    /// Columns from `offset` on, rows `ld` apart.
+    pub fn view(buf: &'a Buf<T>, offset: usize, ld: usize) -> Self {
+        Mat { buf, offset, ld }
+    }
+    fn addr(&self) -> u64 {
+        self.buf.addr() + (self.offset * size_of::<T>()) as u64
+    }
+    /// 16-byte path: stride and start multiples of 16 bytes.
+    fn vec_ok(&self) -> bool {
+        (self.ld * size_of::<T>()) % 16 == 0 && self.addr() % 16 == 0
+    }
+}
+
+/// Block tile of the dense and grouped kernels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tile {
+    /// 128 x 128, 128 threads (`gemm_<op>`).
+    Big,
+    /// 64 x 64, 128 threads (`gemm_<op>_small`).
+    Small,
+}
+
+impl Tile {
+    /// Block tile height and width (the MoE plan's tile must be a multiple).
+    pub fn size(self) -> usize {
+        match self {
+            Tile::Big => 128,
+            Tile::Small => 64,
+        }
+    }
+    /// Both tiles run 4 warps (2 x 2): 64 x 64 (big) or 32 x 32 (small) each.
+    fn threads(self) -> u32 {
+        128
+    }
+    fn smem(self) -> u32 {
+        (STAGES * 2 * self.size() * BK * 2) as u32
+    }
+    /// The tile of a dense product: big unless it gives too few blocks.
+    pub fn for_shape(m: usize, n: usize) -> Tile {
+        if m.div_ceil(128) * n.div_ceil(128) >= TARGET_BLOCKS / 2 {
+            Tile::Big
+        } else {
+            Tile::Small
+        }
+    }
+}
+
+/// Which product (see cuda/gemm.cu).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `C[M,N] = A[M,K] · B[N,K]ᵀ`, bf16 out.
+    Nt,
+    /// `C[M,N] = A[M,K] · B[K,N]`, bf16 out.
+    Nn,
+    /// `C[M,N] (+)= A[K,M]ᵀ · B[K,N]`, fp32 out.
+    Tn,
+}
+
+/// The output of a product.
+#[derive(Clone, Copy)]
+pub enum Out<'a> {
+    /// `Nt` / `Nn`: `[M, N]` bf16, overwritten.
+    Bf16(Mat<'a, bf16>),
+    /// `Tn`: `[M, N]` fp32, overwritten or accumulated.
+    F32 { c: Mat<'a, f32>, accumulate: bool },
+}
+
+/// Per-expert products over a plan (`Nt` / `Nn` only).
+#[derive(Clone, Copy)]
+pub struct Group<'a> {
+    pub plan: &'a MoePlan,
+    /// A row r is `a` row `sorted_slot[r] / k` (the routed token); else row r.
+    pub gather: bool,
+}
+
+/// One product, every knob explicit. [`fwd`], [`bwd_dx`], [`bwd_dw`] and the
+/// grouped wrappers fill it; tests use it to force tiles, splits and paths.
+#[derive(Clone, Copy)]
+pub struct Gemm<'a> {
+    pub op: Op,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// `Nt`/`Nn`: `[M, K]`; `Tn`: `[K, M]`. Gathered: the token rows.
+    pub a: Mat<'a, bf16>,
+    /// `Nt`: `[N, K]`; `Nn`/`Tn`: `[K, N]`. Grouped: expert e's matrix starts
+    /// `e * N * K` elements after the view's start (contiguous experts).
+    pub b: Mat<'a, bf16>,
+    pub out: Out<'a>,
+    /// `[N]`, added in the epilogue (`Nt`/`Nn`).
+    pub bias: Option<&'a Buf<f32>>,
+    /// `None`: [`Tile::for_shape`] (grouped: big when the plan's tile allows).
+    /// Products off the 16-byte path always run the small tile (scalar loads).
+    pub tile: Option<Tile>,
+    /// `Tn`: reduction splits; `None`: [`dw_splits`]. More than one needs `workspace`.
+    pub splits: Option<usize>,
+    /// `Tn` split-K partials, at least [`dw_workspace_len`] elements.
+    pub workspace: Option<&'a Buf<f32>>,
+    pub group: Option<Group<'a>>,
+    /// Forces the scalar-load path (tests).
+    pub scalar: bool,
+}
+
+/// Reduction splits of dW for a product with `m x n` outputs over `k` rows:
+/// enough blocks to fill the GPU, each split at least [`MIN_SPLIT_ROWS`] rows.
+pub fn dw_splits(m: usize, n: usize, k: usize) -> usize {
+    let tiles = m.div_ceil(128) * n.div_ceil(128);
+    TARGET_BLOCKS.div_ceil(tiles).min(k / MIN_SPLIT_ROWS).max(1)
+}
+
+/// Rows per split (a multiple of BK) and the number of non-empty splits.
+fn split_rows(k: usize, splits: usize) -> (usize, usize) {
+    let rows = k.div_ceil(splits.max(1)).div_ceil(BK).max(1) * BK;
+    (rows, k.div_ceil(rows).max(1))
+}
+
+/// Workspace elements `bwd_dw` needs for `dW[m, n]` over `k` rows with `splits`
+/// (0 when it does not split).
+pub fn dw_workspace_len(m: usize, n: usize, k: usize, splits: usize) -> usize {
+    let (_, s) = split_rows(k, splits);
+    if s > 1 { s * m * n } else { 0 }
+}
+
+fn bad(msg: String) -> GpuError {
+    GpuError::Invalid(msg)
+}
+
+fn dim(what: &str, v: usize) -> Result<i32> {
+    i32::try_from(v)
+        .ok()
+        .filter(|&x| x > 0)
+        .ok_or_else(|| bad(format!("gemm: bad {what} {v}")))
+}
+
+/// Checks that `m` holds `rows x cols` (cols <= ld) inside its buffer.
+fn check_view<T: Pod>(
+    ex: &Executor,
+    what: &str,
+    m: &Mat<T>,
+    rows: usize,
+    cols: usize,
+) -> Result<i32> {
+    ex.check_buf(what, m.buf, m.buf.len())?;
+    let end = m.offset + (rows - 1) * m.ld + cols;
+    match i32::try_from(m.ld) {
+        Ok(ld) if m.ld >= cols && end <= m.buf.len() => Ok(ld),
+        _ => Err(bad(format!(
+            "{what}: {rows} x {cols} with ld {} at offset {} does not fit its {} elements",
+            m.ld,
+            m.offset,
+            m.buf.len()
+        ))),
+    }
+}
+
+impl Gemm<'_> {
+    /// A product with defaults: no bias, tile and splits by shape, dense.
+    pub fn new<'a>(
+        op: Op,
+        m: usize,
+        n: usize,
+        k: usize,
+        a: Mat<'a, bf16>,
+        b: Mat<'a, bf16>,
+        out: Out<'a>,
+    ) -> Gemm<'a> {
+        Gemm {
+            op,
+            m,
+            n,
+            k,
+            a,
+            b,
+            out,
+            bias: None,
+            tile: None,
+            splits: None,
+            workspace: None,
+            group: None,
+            scalar: false,
+        }
+    }
+
+    pub fn run(&self, ex: &Executor) -> Result<()> {
+        let (m, n, k) = (self.m, self.n, self.k);
+        let (mi, ni, ki) = (dim("M", m)?, dim("N", n)?, dim("K", k)?);
+        let name = format!("gemm {:?} {m}x{n}x{k}", self.op);
+        // A: rows x cols in storage, and its contiguous extent.
+        let (a_rows, a_cols) = match (self.op, self.group) {
+            (Op::Tn, _) => (k, m),
+            (_, Some(Group { plan, gather: true })) => (plan.routing.tokens, k),
+            _ => (m, k),
+        };
+        let experts = self.group.map_or(1, |g| g.plan.routing.n_experts);
+        let (b_rows, b_cols) = match self.op {
+            Op::Nt => (n * experts, k),
+            _ => (k * experts, n),
+        };
+        let lda = check_view(ex, &format!("{name} A"), &self.a, a_rows, a_cols)?;
+        let ldb = check_view(ex, &format!("{name} B"), &self.b, b_rows, b_cols)?;
+        if experts > 1 && self.b.ld != b_cols {
+            return Err(bad(format!(
+                "{name}: grouped B must be dense experts (ld {} != {b_cols})",
+                self.b.ld
+            )));
+        }
+        let (c_bf16, c_f32, ldc, accumulate) = match (self.op, self.out) {
+            (Op::Nt | Op::Nn, Out::Bf16(c)) => {
+                let ld = check_view(ex, &format!("{name} C"), &c, m, n)?;
+                (c.addr(), 0, ld, false)
+            }
+            (Op::Tn, Out::F32 { c, accumulate }) => {
+                let ld = check_view(ex, &format!("{name} C"), &c, m, n)?;
+                (0, c.addr(), ld, accumulate)
+            }
+            _ => {
+                return Err(bad(format!("{name}: Nt/Nn write bf16, Tn writes fp32")));
+            }
+        };
+        if let Some(bias) = self.bias {
+            if self.op == Op::Tn {
+                return Err(bad(format!("{name}: no bias on Tn")));
+            }
+            ex.check_buf(&format!("{name} bias"), bias, n)?;
+        }
+        let vec = !self.scalar
+            && a_cols % 8 == 0
+            && b_cols % 8 == 0
+            && self.a.vec_ok()
+            && self.b.vec_ok();
+
+        // The big tile has the 16-byte path only: other products take the small one.
+        let fit = |t: Tile| if vec { t } else { Tile::Small };
+        let (tile, tile_expert, gather, gather_div, plan_tile) = match self.group {
+            Some(g) => {
+                if self.op == Op::Tn {
+                    return Err(bad(format!("{name}: grouped Tn is not implemented")));
+                }
+                let plan = g.plan;
+                if m != plan.max_rows {
+                    return Err(bad(format!(
+                        "{name}: grouped M must be the plan's {} rows",
+                        plan.max_rows
+                    )));
+                }
+                let tile = fit(self.tile.unwrap_or(Tile::Big));
+                let tile = if plan.tile % tile.size() == 0 {
+                    tile
+                } else {
+                    Tile::Small
+                };
+                if plan.tile % tile.size() != 0 {
+                    return Err(bad(format!(
+                        "{name}: plan tile {} is not a multiple of the GEMM block height 64",
+                        plan.tile
+                    )));
+                }
+                let gather = if g.gather { plan.sorted_slot.addr() } else { 0 };
+                (
+                    tile,
+                    plan.tile_expert.addr(),
+                    gather,
+                    plan.routing.k as i32,
+                    plan.tile as i32,
+                )
+            }
+            None => (
+                fit(self.tile.unwrap_or_else(|| Tile::for_shape(m, n))),
+                0,
+                0,
+                1,
+                0,
+            ),
+        };
+        let grid_y = m.div_ceil(tile.size());
+        let (k_split, splits) = if self.op == Op::Tn {
+            split_rows(k, self.splits.unwrap_or_else(|| dw_splits(m, n, k)))
+        } else {
+            (k, 1)
+        };
+        let workspace = if splits > 1 {
+            let ws = self
+                .workspace
+                .ok_or_else(|| bad(format!("{name}: {splits} splits need a workspace")))?;
+            ex.check_buf(&format!("{name} workspace"), ws, ws.len())?;
+            if ws.len() < splits * m * n {
+                return Err(bad(format!(
+                    "{name}: workspace of {} < {} elements",
+                    ws.len(),
+                    splits * m * n
+                )));
+            }
+            ws.addr()
+        } else {
+            0
+        };
+        let grid_x = n.div_ceil(tile.size());
+        if grid_y > 65_535 || splits > 65_535 {
+            return Err(bad(format!("{name}: grid too large")));
+        }
+        let params = GemmParams {
+            a: self.a.addr() as *const _,
+            b: self.b.addr() as *const _,
+            c_bf16: c_bf16 as *mut _,
+            c_f32: c_f32 as *mut _,
+            bias: self.bias.map_or(std::ptr::null(), |b| b.cptr()),
+            workspace: workspace as *mut _,
+            tile_expert: tile_expert as *const _,
+            gather: gather as *const _,
+            b_expert_stride: (n * k) as i64,
+            m: mi,
+            n: ni,
+            k: ki,
+            lda,
+            ldb,
+            ldc,
+            k_split: k_split as i32,
+            gather_div,
+            accumulate: accumulate as i32,
+            vec: vec as i32,
+            plan_tile,
+            _pad: 0,
+        };
+        let kernel = match (self.op, tile) {
+            (Op::Nt, Tile::Big) => "gemm_nt",
+            (Op::Nn, Tile::Big) => "gemm_nn",
+            (Op::Tn, Tile::Big) => "gemm_tn",
+            (Op::Nt, Tile::Small) => "gemm_nt_small",
+            (Op::Nn, Tile::Small) => "gemm_nn_small",
+            (Op::Tn, Tile::Small) => "gemm_tn_small",
+        };
+        ex.launch(&Launch {
+            kernel,
+            grid: [grid_x as u32, grid_y as u32, splits as u32],
+            block: [tile.threads(), 1, 1],
+            smem: tile.smem(),
+            params,
+        })?;
+        if splits > 1 {
+            let Out::F32 { c, .. } = self.out else {
+                unreachable!()
+            };
+            let p = GemmSplitkReduceParams {
+                workspace: workspace as *const _,
+                c: c.addr() as *mut _,
+                m: mi,
+                n: ni,
+                ldc,
+                splits: splits as i32,
+                accumulate: accumulate as i32,
+                _pad: 0,
+            };
+            let blocks = (m * n).div_ceil(256).min(1 << 16) as u32;
+            ex.launch(&Launch::linear("gemm_splitk_reduce", blocks, 256, p))?;
+        }
+        Ok(())
+    }
+}
+
+/// Linear forward `y[t, dout] = x[t, din] · wᵀ (+ bias)`, w `[dout, din]`.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd(
+    ex: &Executor,
+    x: Mat<bf16>,
+    w: Mat<bf16>,
+    bias: Option<&Buf<f32>>,
+    y: Mat<bf16>,
+    t: usize,
+    din: usize,
+    dout: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(Op::Nt, t, dout, din, x, w, Out::Bf16(y));
+    g.bias = bias;
+    g.run(ex)
+}
+
+/// Linear input gradient `dx[t, din] = dy[t, dout] · w` (=).
+#[allow(clippy::too_many_arguments)]
+pub fn bwd_dx(
+    ex: &Executor,
+    dy: Mat<bf16>,
+    w: Mat<bf16>,
+    dx: Mat<bf16>,
+    t: usize,
+    din: usize,
+    dout: usize,
+) -> Result<()> {
+    Gemm::new(Op::Nn, t, din, dout, dy, w, Out::Bf16(dx)).run(ex)
+}
+
+/// Linear weight gradient `dw[dout, din] (+)= dyᵀ · x` over `t` rows, fp32.
+/// Splits the rows by [`dw_splits`]`(dout, din, t)`; then `workspace` must hold
+/// [`dw_workspace_len`] elements.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd_dw(
+    ex: &Executor,
+    dy: Mat<bf16>,
+    x: Mat<bf16>,
+    dw: Mat<f32>,
+    accumulate: bool,
+    workspace: Option<&Buf<f32>>,
+    t: usize,
+    din: usize,
+    dout: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(Op::Tn, dout, din, t, dy, x, Out::F32 { c: dw, accumulate });
+    g.workspace = workspace;
+    g.run(ex)
+}
+
+/// Grouped expert forward over the plan's `max_rows` rows:
+/// `y[r, n] = A[r, :] · w[e]ᵀ` with e the expert of row r's tile, w `[E, n, k]`.
+/// `gather`: A row r is x row `sorted_slot[r] / topk` (x `[tokens, k]`, padding
+/// rows zero); else x is the gathered `[max_rows, k]`.
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_fwd(
+    ex: &Executor,
+    plan: &MoePlan,
+    x: Mat<bf16>,
+    gather: bool,
+    w: &Buf<bf16>,
+    y: Mat<bf16>,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(
+        Op::Nt,
+        plan.max_rows,
+        n,
+        k,
+        x,
+        Mat::dense(w, k),
+        Out::Bf16(y),
+    );
+    g.group = Some(Group { plan, gather });
+    g.run(ex)
+}
+
+/// Grouped expert input gradient: `dx[r, k] = dy[r, :] · w[e]`, w `[E, n, k]`,
+/// dy `[max_rows, n]` in plan order.
+pub fn grouped_dx(
+    ex: &Executor,
+    plan: &MoePlan,
+    dy: Mat<bf16>,
+    w: &Buf<bf16>,
+    dx: Mat<bf16>,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(
+        Op::Nn,
+        plan.max_rows,
+        k,
+        n,
+        dy,
+        Mat::dense(w, k),
+        Out::Bf16(dx),
+    );
+    g.group = Some(Group {
+        plan,
+        gather: false,
+    });
+    g.run(ex)
+}
