@@ -43,9 +43,12 @@
 // 35 KiB, dkdv 55 / 31 KiB.
 //
 // Limits: one CTA per (query block, b*h) or (key block, b*h). Registers
-// (ptxas, sm_90a, hd 64 / 32): fwd 123 / 81, dq 137 / 104, dkdv 163 / 123, no
-// spills; the backward keeps 4 warps per CTA (dQ, or dK + dV, accumulators plus
-// two score tiles per warp). Key blocks that are fully masked or past the
+// (ptxas, sm_90a, hd 64 / 32): fwd 126 / 77 (launch bound: 2 CTAs of 256
+// threads per SM; Q fragments are re-read from smem per key block, keeping them
+// in registers spilled), dq 143 / 113, dkdv 165 / 122, no spills; the backward
+// keeps 4 warps per CTA (dQ, or dK + dV, accumulators plus two score tiles per
+// warp). Blocks wholly below the diagonal with every key visible skip the
+// per-element mask (`full`). Key blocks that are fully masked or past the
 // causal limit are skipped per warp (no MMA) but still loaded; the query blocks
 // of a fully masked key block are not visited at all.
 #include "common.cuh"
@@ -97,6 +100,25 @@ template <int LDS>
 static __device__ __forceinline__ void att_frag_b_kn(uint32_t b[4], const bf16* s, int k0, int n0) {
   const int l = threadIdx.x % 32, mi = l / 8;
   ldmatrix_x4_trans(b, s + (k0 + l % 8 + (mi % 2) * 8) * LDS + n0 + (mi / 2) * 8);
+}
+
+// acc[NT][4] += A * B^T, A = rows r0..r0+15 of the smem tile sa (ldmatrix per
+// k-step), B = [NT*8 rows][HD] in smem.
+template <int HD, int NT>
+static __device__ __forceinline__ void att_mma_abt_s(float acc[][4], const bf16* sa, int r0,
+                                                     const bf16* sb) {
+#pragma unroll
+  for (int ks = 0; ks < AttDims<HD>::KS; ks++) {
+    uint32_t a[4];
+    att_frag_a<AttDims<HD>::LDS>(a, sa, r0, ks * 16);
+#pragma unroll
+    for (int np = 0; np < NT / 2; np++) {
+      uint32_t b[4];
+      att_frag_b_nk<AttDims<HD>::LDS>(b, sb, np * 16, ks * 16);
+      mma_bf16_16816(acc[2 * np], a, b, acc[2 * np]);
+      mma_bf16_16816(acc[2 * np + 1], a, b + 2, acc[2 * np + 1]);
+    }
+  }
 }
 
 // acc[NT][4] += A (16 x HD, fragments af) * B^T where B is [NT*8 rows][HD] in smem.
@@ -172,6 +194,12 @@ static __device__ __forceinline__ bool att_any_key(const uint8_t* kv) {
   return __any_sync(TMOE_FULL_MASK, (kv[lane] | kv[lane + 32]) != 0);
 }
 
+// Are all 64 keys of `kv` visible? (warp-collective)
+static __device__ __forceinline__ bool att_all_keys(const uint8_t* kv) {
+  const int lane = threadIdx.x % 32;
+  return __all_sync(TMOE_FULL_MASK, (kv[lane] & kv[lane + 32]) != 0);
+}
+
 static __device__ __forceinline__ float quad_sum(float v) {
   v += __shfl_xor_sync(TMOE_FULL_MASK, v, 1);
   return v + __shfl_xor_sync(TMOE_FULL_MASK, v, 2);
@@ -213,7 +241,6 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
   att_load_kvalid(kvalid[0], mask, 0, seq);
   cp_async_commit();
 
-  uint32_t qf[D::KS][4];
   float o[D::HT][4];
 #pragma unroll
   for (int i = 0; i < D::HT; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
@@ -229,9 +256,6 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
       att_load_kvalid(kvalid[nb], mask, (kb + 1) * BN, seq);
     }
     cp_async_commit();
-    if (kb == 0)
-#pragma unroll
-      for (int ks = 0; ks < D::KS; ks++) att_frag_a<LDS>(qf[ks], sQ, warp * 16, ks * 16);
 
     const int k0 = kb * BN;
     const uint8_t* kv = kvalid[kb & 1];
@@ -240,22 +264,32 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
     const bf16* cK = sK + (kb & 1) * BN * LDS;
     const bf16* cV = sV + (kb & 1) * BN * LDS;
 
+    // Every key of the block visible to every row of the warp: no masking.
+    const bool full = k0 + BN - 1 <= wq0 && att_all_keys(kv);
+
     float s[NT][4];
 #pragma unroll
     for (int i = 0; i < NT; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-    att_mma_abt<HD, NT>(s, qf, cK);
+    att_mma_abt_s<HD, NT>(s, sQ, warp * 16, cK);
 
     // Scale into the log2 domain, mask, running max.
     float mx[2] = {m[0], m[1]};
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int jl = nt * 8 + 2 * t + (e & 1), i = wq0 + g + 8 * (e >> 1);
-        const bool vis = kv[jl] && k0 + jl <= i;
-        s[nt][e] = vis ? s[nt][e] * sl2 : -INFINITY;
-        mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
-      }
+      for (int e = 0; e < 4; e++) s[nt][e] *= sl2;
+    if (!full)
+#pragma unroll
+      for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const int jl = nt * 8 + 2 * t + (e & 1), i = wq0 + g + 8 * (e >> 1);
+          if (!(kv[jl] && k0 + jl <= i)) s[nt][e] = -INFINITY;
+        }
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++)
+#pragma unroll
+      for (int e = 0; e < 4; e++) mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
     float mref[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
@@ -298,7 +332,7 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
     }
 }
 
-extern "C" __global__ void __launch_bounds__(256) attn_fwd_hd64(const AttnFwdParams p) { attn_fwd_body<64>(p); }
+extern "C" __global__ void __launch_bounds__(256, 2) attn_fwd_hd64(const AttnFwdParams p) { attn_fwd_body<64>(p); }
 extern "C" __global__ void __launch_bounds__(256) attn_fwd_hd32(const AttnFwdParams p) { attn_fwd_body<32>(p); }
 
 // ---------------------------------------------------------------- backward: delta and dQ
@@ -377,6 +411,7 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
     const int k0 = kb * BN;
     const uint8_t* kv = kvalid[kb & 1];
     if (k0 > wq0 + 15 || !att_any_key(kv)) continue;
+    const bool full = k0 + BN - 1 <= wq0 && att_all_keys(kv);
     const bf16* cK = sK + (kb & 1) * BN * LDS;
     const bf16* cV = sV + (kb & 1) * BN * LDS;
 
@@ -393,8 +428,8 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int jl = nt * 8 + 2 * t + (e & 1), r = e >> 1, i = wq0 + g + 8 * r;
-        const bool vis = kv[jl] && k0 + jl <= i;
-        const float pr = vis ? exp2f(fmaf(s[nt][e], sl2, -lse2[r])) : 0.f;
+        float pr = exp2f(fmaf(s[nt][e], sl2, -lse2[r]));
+        if (!full && !(kv[jl] && k0 + jl <= i)) pr = 0.f;  // (also the inf of lse = -inf)
         s[nt][e] = pr * (dp[nt][e] - delta[r]);
       }
     att_mma_pb<HD, NT>(dq, s, cK);
@@ -450,6 +485,7 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
   const int qend = any ? nqb : qbeg;
   // The warp's own 16 keys: all masked -> nothing to do (it still joins the barriers).
   const bool warp_any = __any_sync(TMOE_FULL_MASK, lane < 16 && kvalid[wk + lane % 16]);
+  const bool warp_all = __all_sync(TMOE_FULL_MASK, lane >= 16 || kvalid[wk + lane % 16]);
 
   float dk[D::HT][4], dv[D::HT][4];
 #pragma unroll
@@ -470,6 +506,8 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
 #pragma unroll 1
     for (int qc = 0; qc < BM; qc += QC) {
       if (k0 + wk > q0 + qc + QC - 1) continue;  // causal: the chunk sees none of these keys
+      // Every query of the chunk (all < seq) sees every key of the warp: no masking.
+      const bool full = warp_all && k0 + wk + 15 <= q0 + qc && q0 + qc + QC <= seq;
       const bf16* cQ = sQ + cb * BM * LDS + qc * LDS;
       const bf16* cdO = sdO + cb * BM * LDS + qc * LDS;
       // S^T (16 keys x QC queries) = K_w Q^T and dP^T = V_w dO^T.
@@ -501,8 +539,8 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
         for (int e = 0; e < 4; e++) {
           const int jl = wk + g + 8 * (e >> 1), ql = qc + nt * 8 + 2 * t + (e & 1);
           const int q = q0 + ql;
-          const bool vis = kvalid[jl] && k0 + jl <= q && q < seq;
-          const float pr = vis ? exp2f(fmaf(st[nt][e], sl2, -s_lse2[cb][ql])) : 0.f;
+          float pr = exp2f(fmaf(st[nt][e], sl2, -s_lse2[cb][ql]));
+          if (!full && !(kvalid[jl] && k0 + jl <= q && q < seq)) pr = 0.f;
           st[nt][e] = pr;
           dpt[nt][e] = pr * (dpt[nt][e] - s_delta[cb][ql]);
         }

@@ -50,7 +50,6 @@ impl<'a> Recorder<'a> {
 
     /// A compute-bound kernel: `flops` useful operations (2 per multiply-add)
     /// and `bytes` compulsory traffic per call in `ms`.
-    #[allow(dead_code)] // for the GEMM and attention entries, being written
     pub fn compute(&mut self, kernel: &str, shape: &str, flops: f64, bytes: u64, ms: f64) {
         self.push(kernel, shape, bytes, Some(flops), ms);
     }
