@@ -226,7 +226,9 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
-  const int q0 = blockIdx.x * BM, wq0 = q0 + warp * 16;
+  // Last query block first: causal work grows with the block index, so the
+  // longest CTAs start in the first wave and the short ones fill the tail.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BM, wq0 = q0 + warp * 16;
   const int64_t tok0 = (int64_t)b * seq;
   const bf16* gq = p.q + tok0 * p.ld_q + h * HD;
   const bf16* gk = p.k + tok0 * p.ld_k + h * HD;
@@ -353,7 +355,9 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
-  const int q0 = blockIdx.x * BM, wq0 = q0 + warp * 16;
+  // Last query block first: causal work grows with the block index, so the
+  // longest CTAs start in the first wave and the short ones fill the tail.
+  const int q0 = (gridDim.x - 1 - blockIdx.x) * BM, wq0 = q0 + warp * 16;
   const int64_t tok0 = (int64_t)b * seq;
   const bf16* gk = p.k + tok0 * p.ld_k + h * HD;
   const bf16* gv = p.v + tok0 * p.ld_v + h * HD;
@@ -455,6 +459,7 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
+  // Key block 0 (the most query blocks) first: the longest CTAs start early.
   const int k0 = blockIdx.x * BN, wk = warp * 16;  // block's first key; warp's first key (local)
   const int64_t tok0 = (int64_t)b * seq;
   const bf16* gq = p.q + tok0 * p.ld_q + h * HD;
