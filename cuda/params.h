@@ -479,3 +479,56 @@ typedef struct GemmSplitkReduceParams {
   int32_t accumulate;
   int32_t _pad;
 } GemmSplitkReduceParams;
+
+/* ---- attention (cuda/attention.cu) ---- */
+
+/* Causal attention with a key padding mask. Token-row layout: element
+   (b, s, h, d) of X at X[(b*seq + s)*ld_x + h*head_dim + d] (Q, K, V may be the
+   column blocks of the fused QKV projection). ld % 8 == 0, 16-byte aligned. */
+typedef struct AttnFwdParams {
+  const bf16* q;
+  const bf16* k;
+  const bf16* v;
+  const uint8_t* mask; /* [B, S] nonzero = key visible */
+  bf16* o;             /* token rows, = */
+  float* lse;          /* [B, H, S] = logsumexp of the visible scaled scores; -inf: no key */
+  int32_t ld_q;
+  int32_t ld_k;
+  int32_t ld_v;
+  int32_t ld_o;
+  int32_t batch;
+  int32_t seq;
+  int32_t heads;
+  int32_t head_dim;
+  float scale;         /* 1/sqrt(head_dim) */
+  int32_t _pad;
+} AttnFwdParams;
+
+/* Backward: attn_bwd_dq (writes delta, dq) then attn_bwd_dkdv (reads delta). */
+typedef struct AttnBwdParams {
+  const bf16* q;
+  const bf16* k;
+  const bf16* v;
+  const bf16* o;       /* forward output */
+  const bf16* dout;
+  const uint8_t* mask; /* [B, S] */
+  const float* lse;    /* [B, H, S] from attn_fwd */
+  float* delta;        /* [B, H, S] = rowsum(dO*O) (scratch, attn_bwd_dq -> attn_bwd_dkdv) */
+  bf16* dq;            /* token rows, = */
+  bf16* dk;            /* token rows, = */
+  bf16* dv;            /* token rows, = */
+  int32_t ld_q;
+  int32_t ld_k;
+  int32_t ld_v;
+  int32_t ld_o;
+  int32_t ld_do;
+  int32_t ld_dq;
+  int32_t ld_dk;
+  int32_t ld_dv;
+  int32_t batch;
+  int32_t seq;
+  int32_t heads;
+  int32_t head_dim;
+  float scale;
+  int32_t _pad;
+} AttnBwdParams;

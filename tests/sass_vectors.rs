@@ -1,5 +1,5 @@
 //! The streaming kernels keep their 16-byte vector paths in the compiled SASS
-//! (sm_90a). A vector path can vanish without any test failing (the compiler
+//! (sm_90a), and the tensor-core kernels their 16-byte cp.async tile loads. A vector path can vanish without any test failing (the compiler
 //! splits a 16-byte access it cannot prove aligned, or an edit sends every
 //! launch down the scalar fallback) and the only symptom would be a GPU
 //! benchmark at a fraction of the bandwidth; this catches it with no GPU.
@@ -41,7 +41,26 @@ struct KernelSass {
     ldg: HashMap<String, u32>,
     #[serde(rename = "STG")]
     stg: HashMap<String, u32>,
+    #[serde(rename = "cp.async")]
+    cp_async: HashMap<String, u32>,
 }
+
+/// Tensor-core kernels (GEMMs, attention) whose operand tiles arrive by
+/// 16-byte cp.async.
+const CP_ASYNC_KERNELS: &[&str] = &[
+    "gemm_nt",
+    "gemm_nn",
+    "gemm_tn",
+    "gemm_nt_small",
+    "gemm_nn_small",
+    "gemm_tn_small",
+    "attn_fwd_hd32",
+    "attn_fwd_hd64",
+    "attn_bwd_dq_hd32",
+    "attn_bwd_dq_hd64",
+    "attn_bwd_dkdv_hd32",
+    "attn_bwd_dkdv_hd64",
+];
 
 fn skip_or_fail(why: &str) {
     if std::env::var_os("CI").is_some() {
@@ -88,6 +107,15 @@ fn streaming_kernels_issue_16_byte_accesses() {
         }
         if stores && k.stg.get("128").copied().unwrap_or(0) == 0 {
             problems.push(format!("{kernel}: no 16-byte global store ({:?})", k.stg));
+        }
+    }
+    for &kernel in CP_ASYNC_KERNELS {
+        match report.get(kernel) {
+            None => problems.push(format!("{kernel}: not in the fatbins")),
+            Some(k) if k.cp_async.get("128").copied().unwrap_or(0) == 0 => {
+                problems.push(format!("{kernel}: no 16-byte cp.async ({:?})", k.cp_async))
+            }
+            Some(_) => {}
         }
     }
     assert!(problems.is_empty(), "{}", problems.join("\n"));

@@ -101,6 +101,7 @@ def main():
                         "file": os.path.basename(fb)[: -len(".fatbin")],
                         "LDG": {str(b): n for b, n in s["LDG"].items()},
                         "STG": {str(b): n for b, n in s["STG"].items()},
+                        "cp.async": {str(b): n for b, n in s["cp.async"].items()},
                         "atomics": sum(s["atomic"].values()),
                         "shared": sum(s["shared"].values()),
                     }

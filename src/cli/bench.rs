@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::backend::gpu::ops::{embed, rmsnorm};
 use crate::backend::gpu::{Executor, executor::DeviceInfo};
 
+/// Entries of the attention kernels (FlashAttention-2 forward and backward).
+mod attention_kernels;
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
@@ -184,6 +186,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
 
     train_kernels::run(&ex, iters, &want, &mut rec)?;
     gemm_kernels::run(&ex, iters, &want, &mut rec)?;
+    attention_kernels::run(&ex, iters, &want, &mut rec)?;
 
     let report = Report {
         device,

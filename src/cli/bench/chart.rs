@@ -45,8 +45,10 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<usize>| match v {
-            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => bars
-                .get(n - 1 - *i)
+            // The mesh also asks for the segment past the last bar.
+            SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => n
+                .checked_sub(1 + *i)
+                .and_then(|j| bars.get(j))
                 .map_or(String::new(), |b| b.kernel.clone()),
             SegmentValue::Last => String::new(),
         };

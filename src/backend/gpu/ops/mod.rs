@@ -1,6 +1,7 @@
 //! Typed launch wrappers, one file per kernel family in cuda/ (same names).
 
 pub mod adamw;
+pub mod attention;
 pub mod embed;
 pub mod gemm;
 pub mod grad_norm;
