@@ -46,16 +46,26 @@ __device__ __forceinline__ uint32_t pack_bf16x2(float lo, float hi) {
   return r;
 }
 
-// 8 consecutive bf16 (16 bytes, 16-byte aligned) <-> 8 floats.
-__device__ __forceinline__ void load_bf16x8(const bf16* p, float out[8]) {
-  uint4 raw = *reinterpret_cast<const uint4*>(p);
+// Vector paths: may `ptr` be read or written 16 bytes at a time?
+__device__ __forceinline__ bool aligned16(const void* ptr) {
+  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
+}
+
+// 8 bf16 held in a uint4 (one 16-byte load, kept raw so that several loads can
+// be in flight before any is converted) -> 8 floats.
+__device__ __forceinline__ void unpack_bf16x8(const uint4 raw, float out[8]) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    float2 f = __bfloat1622float2(h[i]);
+    const float2 f = __bfloat1622float2(h[i]);
     out[2 * i] = f.x;
     out[2 * i + 1] = f.y;
   }
+}
+
+// 8 consecutive bf16 (16 bytes, 16-byte aligned) <-> 8 floats.
+__device__ __forceinline__ void load_bf16x8(const bf16* p, float out[8]) {
+  unpack_bf16x8(*reinterpret_cast<const uint4*>(p), out);
 }
 __device__ __forceinline__ void store_bf16x8(bf16* p, const float in[8]) {
   uint4 raw;

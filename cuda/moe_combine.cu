@@ -28,18 +28,6 @@
 #define MOE_NONE 0xFFFFFFFFu
 #define ROW_UNROLL 3  // d = 768: 96 vectors, one pass of 3 per lane
 
-static __device__ __forceinline__ bool aligned16(const void* ptr) {
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
-}
-static __device__ __forceinline__ void unpack_bf16x8(const uint4 raw, float out[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
 // 8 floats -> 8 bf16 (RNE) in one 16-byte store, built as a uint4 of packed
 // pairs (through a bf16 array, nvcc sometimes splits the store into 4 x 32 bits).
 static __device__ __forceinline__ void store8(bf16* row, int v, const float in[8]) {

@@ -34,9 +34,6 @@
 #define PLAN_MAX_WARPS 32
 #define ROW_UNROLL 3  // d = 768: 96 vectors, one pass of 3 per lane
 
-static __device__ __forceinline__ bool aligned16(const void* ptr) {
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
-}
 
 extern "C" __global__ void __launch_bounds__(256) moe_permute_count(const MoePermuteCountParams p) {
   __shared__ uint32_t s_hist[MOE_MAX_EXPERTS];

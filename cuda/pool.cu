@@ -11,9 +11,6 @@
 #define POOL_BWD_UNROLL 4  // bwd: items loaded (dout) per thread before they are stored
 #define POOL_SMEM_SEQ 4096 // fwd: masks of up to this many positions are staged in shared memory
 
-static __device__ __forceinline__ bool aligned16(const void* ptr) {
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
-}
 
 // n_b, computed by the whole block (cheap next to the d-wide work). With
 // `stage`, also copies the mask row there (the block_sum's barriers publish it).

@@ -5,18 +5,6 @@
 // bf16 activations, fp32 weight and accumulation. Reference: backend/cpu/rmsnorm.rs.
 #include "common.cuh"
 
-static __device__ __forceinline__ bool aligned16(const void* ptr) {
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
-}
-static __device__ __forceinline__ void unpack_bf16x8(const uint4 raw, float out[8]) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const float2 f = __bfloat1622float2(h[i]);
-    out[2 * i] = f.x;
-    out[2 * i + 1] = f.y;
-  }
-}
 static __device__ __forceinline__ void load_f32x8(const float* ptr, float out[8]) {
   const float4 a = *reinterpret_cast<const float4*>(ptr);
   const float4 b = *reinterpret_cast<const float4*>(ptr + 4);

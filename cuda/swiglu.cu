@@ -19,9 +19,6 @@
 
 static __device__ __forceinline__ float sigmoidf_(float x) { return 1.0f / (1.0f + expf(-x)); }
 
-static __device__ __forceinline__ bool aligned16(const void* ptr) {
-  return (reinterpret_cast<uintptr_t>(ptr) & 15) == 0;
-}
 // A matrix may use the 16-byte path when its start and its row stride are 16-byte aligned.
 static __device__ __forceinline__ bool vec_ok(const void* ptr, int ld) {
   return aligned16(ptr) && ld % 8 == 0;
@@ -42,15 +39,7 @@ template <>
 struct Pack<8> {
   uint4 raw;
   __device__ __forceinline__ void load(const bf16* ptr) { raw = *reinterpret_cast<const uint4*>(ptr); }
-  __device__ __forceinline__ void unpack(float out[8]) const {
-    const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
-#pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const float2 f = __bfloat1622float2(h[i]);
-      out[2 * i] = f.x;
-      out[2 * i + 1] = f.y;
-    }
-  }
+  __device__ __forceinline__ void unpack(float out[8]) const { unpack_bf16x8(raw, out); }
   static __device__ __forceinline__ void store(bf16* ptr, const float in[8]) { store_bf16x8(ptr, in); }
 };
 template <>
