@@ -5,8 +5,10 @@
 #       --features cuda: the kernel and simulator test binaries and `tmoe`,
 #       strips them and bundles them with run.sh into target/gpu-bundle/.
 #
-#   On the GPU machine (device `run` tool, carry ["target/gpu-bundle"]):
-#       target/gpu-bundle/run.sh
+#   On the GPU machine (device `run` tool, carry ["target/gpu-bundle.tar.xz"]):
+#       tar -xJf target/gpu-bundle.tar.xz -C target && target/gpu-bundle/run.sh
+#   (every binary embeds the same fatbins, so xz shrinks ~67 MB to ~5 MB, well
+#   under the 64 MiB a device call may carry)
 #   runs every GPU test with TMOE_REQUIRE_GPU=1 (a skip is a failure) and
 #   `tmoe bench kernels --json`, writing results to $OUT (or bench/results/).
 set -euo pipefail
@@ -60,4 +62,6 @@ exit $status
 RUN
 chmod +x "$bundle/run.sh"
 du -sh "$bundle"
-echo "bundle: $bundle  (run there: target/gpu-bundle/run.sh)"
+tar -cJf "$bundle.tar.xz" -C "$root/target" gpu-bundle
+du -sh "$bundle.tar.xz"
+echo "bundle: $bundle.tar.xz  (there: tar -xJf target/gpu-bundle.tar.xz -C target && target/gpu-bundle/run.sh)"
