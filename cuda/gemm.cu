@@ -28,6 +28,27 @@
 // of a (the routed token: the permutation gather fused into the A load; padding
 // rows GEMM_NONE read as zeros). The plan's tile height is a multiple of BM.
 //
+// Grouped dW (gemm_tn_grouped[_small]): dW_e (+)= dY_e^T . X_e over expert e's
+// plan rows. Grid (ceil(N/BN), ceil(M/BM), E * S): blockIdx.z = e * S + s takes
+// split s of the segment [seg_offset[e], seg_offset[e+1]) read on the device
+// (chunks of ceil(len/S) rows rounded up to BK, gemm_group_chunk); empty splits
+// exit (an empty expert with S = 1 and overwrite writes zeros). B (X) rows go
+// through the gather (sorted_slot / k, GEMM_NONE = zero row) in an MN-major
+// loader that fetches the next slice's indices one slice ahead. S > 1: partials
+// in workspace [E, S, M, N], summed by gemm_splitk_reduce in split order,
+// skipping the same empty splits. The host picks S for the balanced share of
+// rows per expert (segment lengths stay on the device): with skewed routing the
+// busiest expert's blocks set the time.
+//
+// SwiGLU (gemm_nt_swiglu[_small]): B = [gate rows; up rows] of F rows each, C =
+// H[M, F] = silu(gate) * up. The B loader maps block tile row r to gate row h
+// (8-row group r/8 even) or up row F + h (odd), h = x*BN/2 + (r/16)*8 + r%8, so
+// a warp's n8 tiles 2q and 2q+1 are the gate and the up of the same 8 H columns:
+// the epilogue pairs them in registers (no shared-memory exchange). gate and up
+// are rounded to bf16 first (the unfused GEMM's output; optional c_pre gets
+// them, natural [gate | up] layout for swiglu_bwd, which recomputes the
+// activation), so H has the bits of swiglu_fwd on the unfused output.
+//
 // Determinism: a fixed k order per output (one block owns a tile's whole K, or
 // its split's part, reduced by gemm_splitk_reduce in split order); no atomics.
 #include "gemm_tile.cuh"
