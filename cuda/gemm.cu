@@ -19,8 +19,11 @@
 // p.vec = 1 takes the 16-byte cp.async path (zero fill past M, N, K); the host
 // enables it when every contiguous extent, row stride and base pointer is a
 // multiple of 8 elements (16 bytes), else p.vec = 0: scalar loads, any shape.
-// Epilogue: straight from the mma accumulators (PTX C layout: rows g, g+8, columns
-// 2t, 2t+1), bf16x2 / float2 stores when the output allows, scalar at the edge.
+// Epilogue (PTX C layout: rows g, g+8, columns 2t, 2t+1): bf16 outputs go
+// through a shared staging tile over the drained pipeline buffers (GemmStage)
+// and leave as coalesced 16-byte row chunks; fp32 dW (a 64 KiB tile, more than
+// the pipeline's 48 KiB) straight from the accumulators as float2 (+=) stores.
+// Scalar at the edges and when the output is not 16-byte (8-byte) granular.
 //
 // Grouped (MoE) products reuse gemm_nt / gemm_nn: with p.tile_expert set, M tile
 // y uses expert e = tile_expert[y * BM / plan_tile] (B at b + e * b_expert_stride; GEMM_NONE:
@@ -81,15 +84,51 @@ static __device__ __forceinline__ float gemm_silu_mul(float g, float u) {
   return g * (1.0f / (1.0f + expf(-g))) * u;  // as swiglu_fwd (cuda/swiglu.cu)
 }
 
+// bf16 epilogue through shared memory: the warps write their fragments (bf16x2
+// at row g / g+8, columns 2t, 2t+1 of each m16n8 tile) into a [BM][COLS + 8]
+// staging tile over the drained pipeline buffers (the row stride of COLS + 8
+// elements = 4 banks mod 32 puts the 8 rows x 4 lanes of a fragment store in 32
+// distinct banks), then every thread copies 16-byte chunks of 8 columns to
+// global memory, coalesced along rows (scalar at the right edge or when the
+// output's start / stride are not 16-byte granular).
+template <int COLS>
+struct GemmStage {
+  static constexpr int LD = COLS + 8;
+  static __device__ __forceinline__ void put(bf16* st, int r, int c, float v0, float v1) {
+    *reinterpret_cast<__nv_bfloat162*>(st + r * LD + c) = __floats2bfloat162_rn(v0, v1);
+  }
+  // Rows [r0, r0 + ROWS) and columns [c0, c0 + COLS) of out (row stride ld);
+  // only rows < m and columns < n are written.
+  template <int ROWS, int THREADS>
+  static __device__ __forceinline__ void store(const bf16* st, bf16* out, int64_t ld, int r0, int c0,
+                                               int m, int n) {
+    constexpr int CPR = COLS / 8;
+    const bool vec = gemm_aligned(out, 16) && ld % 8 == 0;
+    for (int i = threadIdx.x; i < ROWS * CPR; i += THREADS) {
+      const int r = i / CPR, c = (i % CPR) * 8;
+      const int gr = r0 + r, gc = c0 + c;
+      if (gr >= m || gc >= n) continue;
+      const bf16* src = st + r * LD + c;
+      bf16* dst = out + (int64_t)gr * ld + gc;
+      if (vec && gc + 8 <= n) {
+        *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+      } else {
+        for (int e = 0; e < 8 && gc + e < n; e++) dst[e] = src[e];
+      }
+    }
+  }
+};
+
 // SwiGLU epilogue: the warp's n8 tiles 2q (gate) and 2q+1 (up) hold the same 8
 // H columns (the B row map of GemmKMajorLoader::init_swiglu). gate and up are
 // rounded to bf16 first (what the unfused GEMM writes), so H has the bits of
 // swiglu_fwd applied to the unfused output; c_pre gets those bf16 values.
+// H goes through the staging tile (GemmStage<BN/2>, rows rbase - m0 ...,
+// columns hbase - h0 ...); c_pre straight from registers (bf16x2).
 template <class Cfg>
-static __device__ __forceinline__ void gemm_swiglu_epilogue(const GemmParams& p, int rbase, int hbase,
-                                                            float acc[Cfg::MI][Cfg::NJ][4]) {
+static __device__ __forceinline__ void gemm_swiglu_epilogue(const GemmParams& p, bf16* st, int rbase, int hbase,
+                                                            int m0, int h0, float acc[Cfg::MI][Cfg::NJ][4]) {
   const int f = p.n / 2;
-  const bool pair = gemm_aligned(p.c_bf16, 4) && p.ldc % 2 == 0;
   const bool pair_pre = p.c_pre != nullptr && gemm_aligned(p.c_pre, 4) && p.ld_pre % 2 == 0 && f % 2 == 0;
 #pragma unroll
   for (int q = 0; q < Cfg::NJ / 2; q++) {
@@ -113,14 +152,8 @@ static __device__ __forceinline__ void gemm_swiglu_epilogue(const GemmParams& p,
         if (r >= p.m) continue;
         const bf16 g0 = f2bf(acc[i][2 * q][2 * h] + bg0), g1 = f2bf(acc[i][2 * q][2 * h + 1] + bg1);
         const bf16 u0 = f2bf(acc[i][2 * q + 1][2 * h] + bu0), u1 = f2bf(acc[i][2 * q + 1][2 * h + 1] + bu1);
-        const float h0 = gemm_silu_mul(bf2f(g0), bf2f(u0)), h1 = gemm_silu_mul(bf2f(g1), bf2f(u1));
-        bf16* dst = p.c_bf16 + (int64_t)r * p.ldc + c;
-        if (pair && two) {
-          *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(h0, h1);
-        } else {
-          dst[0] = f2bf(h0);
-          if (two) dst[1] = f2bf(h1);
-        }
+        GemmStage<Cfg::BN / 2>::put(st, r - m0, c - h0, gemm_silu_mul(bf2f(g0), bf2f(u0)),
+                                    gemm_silu_mul(bf2f(g1), bf2f(u1)));
         if (p.c_pre != nullptr) {
           bf16* pg = p.c_pre + (int64_t)r * p.ld_pre + c;
           if (pair_pre && two) {
@@ -204,36 +237,33 @@ static __device__ __forceinline__ void gemm_run(const GemmParams& p, bf16* smem)
   const int rbase = m0 + (warp / Cfg::WARPS_N) * Cfg::WM + g;
   const int cbase = n0 + (warp % Cfg::WARPS_N) * Cfg::WN + 2 * t;
   if (MODE == GEMM_SWIGLU) {
-    gemm_swiglu_epilogue<Cfg>(p, rbase, blockIdx.x * (Cfg::BN / 2) + (warp % Cfg::WARPS_N) * (Cfg::WN / 2) + 2 * t,
-                              acc);
+    constexpr int HC = Cfg::BN / 2;  // H columns per block
+    static_assert(Cfg::BM * GemmStage<HC>::LD * 2 <= Cfg::SMEM_BYTES, "staging fits");
+    const int h0 = blockIdx.x * HC;
+    __syncthreads();  // every warp is done with the pipeline buffers
+    gemm_swiglu_epilogue<Cfg>(p, smem, rbase, h0 + (warp % Cfg::WARPS_N) * (Cfg::WN / 2) + 2 * t, m0, h0, acc);
+    __syncthreads();
+    GemmStage<HC>::template store<Cfg::BM, Cfg::THREADS>(smem, p.c_bf16, p.ldc, m0, h0, p.m, p.n / 2);
   } else if (OP != GEMM_TN) {
-    const bool pair = gemm_aligned(p.c_bf16, 4) && p.ldc % 2 == 0;
+    static_assert(Cfg::BM * GemmStage<Cfg::BN>::LD * 2 <= Cfg::SMEM_BYTES, "staging fits");
+    __syncthreads();  // every warp is done with the pipeline buffers
 #pragma unroll
     for (int j = 0; j < Cfg::NJ; j++) {
       const int c = cbase + j * 8;
-      if (c >= p.n) continue;
-      const bool two = c + 1 < p.n;
       float b0 = 0.f, b1 = 0.f;
-      if (p.bias != nullptr) {
+      if (p.bias != nullptr && c < p.n) {
         b0 = p.bias[c];
-        b1 = two ? p.bias[c + 1] : 0.f;
+        b1 = c + 1 < p.n ? p.bias[c + 1] : 0.f;
       }
 #pragma unroll
       for (int i = 0; i < Cfg::MI; i++)
 #pragma unroll
-        for (int h = 0; h < 2; h++) {
-          const int r = rbase + i * 16 + h * 8;
-          if (r >= p.m) continue;
-          const float v0 = acc[i][j][2 * h] + b0, v1 = acc[i][j][2 * h + 1] + b1;
-          bf16* dst = p.c_bf16 + (int64_t)r * p.ldc + c;
-          if (pair && two) {
-            *reinterpret_cast<__nv_bfloat162*>(dst) = __floats2bfloat162_rn(v0, v1);
-          } else {
-            dst[0] = f2bf(v0);
-            if (two) dst[1] = f2bf(v1);
-          }
-        }
+        for (int h = 0; h < 2; h++)
+          GemmStage<Cfg::BN>::put(smem, rbase - m0 + i * 16 + h * 8, c - n0, acc[i][j][2 * h] + b0,
+                                  acc[i][j][2 * h + 1] + b1);
     }
+    __syncthreads();
+    GemmStage<Cfg::BN>::template store<Cfg::BM, Cfg::THREADS>(smem, p.c_bf16, p.ldc, m0, n0, p.m, p.n);
   } else {
     const bool pair = gemm_aligned(out, 8) && ld % 2 == 0;
 #pragma unroll
