@@ -103,40 +103,41 @@ fn grouped_dw_matches_per_expert_reference() {
             let xp = ex.alloc_zeroed::<bf16>(rows * d)?;
             moe_permute::gather(ex, &plan, &xb, &xp, d)?;
 
-            let run = |gather: bool, tile: Tile, splits: usize, acc: bool| -> anyhow::Result<Vec<f64>> {
-                let out: Buf<f32> = if acc {
-                    ex.upload(&c0)?
-                } else {
-                    ex.upload(&vec![f32::NAN; 4 * n * d])?
+            let run =
+                |gather: bool, tile: Tile, splits: usize, acc: bool| -> anyhow::Result<Vec<f64>> {
+                    let out: Buf<f32> = if acc {
+                        ex.upload(&c0)?
+                    } else {
+                        ex.upload(&vec![f32::NAN; 4 * n * d])?
+                    };
+                    let ws = ex.alloc_zeroed::<f32>(
+                        gemm::grouped_dw_workspace_len(&plan, n, d, splits).max(1),
+                    )?;
+                    let x = if gather {
+                        Mat::dense(&xb, d)
+                    } else {
+                        Mat::dense(&xp, d)
+                    };
+                    let mut g = Gemm::new(
+                        Op::Tn,
+                        n,
+                        d,
+                        rows,
+                        Mat::dense(&dyb, n),
+                        x,
+                        Out::F32 {
+                            c: Mat::dense(&out, d),
+                            accumulate: acc,
+                        },
+                    );
+                    g.group = Some(Group {
+                        plan: &plan,
+                        gather,
+                    });
+                    (g.tile, g.splits, g.workspace) = (Some(tile), Some(splits), Some(&ws));
+                    g.run(ex)?;
+                    Ok(f64s(&ex.download(&out)?))
                 };
-                let ws = ex.alloc_zeroed::<f32>(
-                    gemm::grouped_dw_workspace_len(&plan, n, d, splits).max(1),
-                )?;
-                let x = if gather {
-                    Mat::dense(&xb, d)
-                } else {
-                    Mat::dense(&xp, d)
-                };
-                let mut g = Gemm::new(
-                    Op::Tn,
-                    n,
-                    d,
-                    rows,
-                    Mat::dense(&dyb, n),
-                    x,
-                    Out::F32 {
-                        c: Mat::dense(&out, d),
-                        accumulate: acc,
-                    },
-                );
-                g.group = Some(Group {
-                    plan: &plan,
-                    gather,
-                });
-                (g.tile, g.splits, g.workspace) = (Some(tile), Some(splits), Some(&ws));
-                g.run(ex)?;
-                Ok(f64s(&ex.download(&out)?))
-            };
             for tile in [Tile::Big, Tile::Small] {
                 for splits in [1, 3] {
                     let what = format!("T {t} n {n} d {d} {tile:?} splits {splits}");
@@ -267,7 +268,10 @@ fn swiglu_epilogue_matches_unfused_product() {
             let (h, pre) = (ex.download(&hb)?, ex.download(&pb)?);
             // Same accumulators, same rounding: the pre-activations are the
             // unfused output bit for bit (dead tiles untouched in both).
-            anyhow::ensure!(pre == z, "{what}: pre-activations differ from the unfused GEMM");
+            anyhow::ensure!(
+                pre == z,
+                "{what}: pre-activations differ from the unfused GEMM"
+            );
             let keep = |v: &[f64], cols: usize| -> Vec<f64> {
                 (0..rows)
                     .filter(|&r| live[r])
@@ -361,7 +365,9 @@ fn swiglu_epilogue_matches_unfused_product() {
             anyhow::ensure!(
                 h.iter()
                     .enumerate()
-                    .all(|(i, &v)| (i >= 8 && (i - 8) % ld < f && (i - 8) / ld < t) || v == sentinel),
+                    .all(
+                        |(i, &v)| (i >= 8 && (i - 8) % ld < f && (i - 8) / ld < t) || v == sentinel
+                    ),
                 "{what}: wrote outside the H view"
             );
         }

@@ -236,8 +236,24 @@ pub(super) fn run(
         // Grouped dW (+=, fp32): gate|up dW_e[2 ffn, d] = dH_e^T . X_e with the
         // token gather fused; down dW_e[d, ffn] = dY_e^T . H_e on plan rows.
         for (name, dy, dy_cols, xm, gather, dout, din) in [
-            ("gemm_moe_gate_up_dw", &h, gu, Mat::dense(&x, d), true, gu, d),
-            ("gemm_moe_down_dw", &xp, d, Mat::dense(&hs, ffn), false, d, ffn),
+            (
+                "gemm_moe_gate_up_dw",
+                &h,
+                gu,
+                Mat::dense(&x, d),
+                true,
+                gu,
+                d,
+            ),
+            (
+                "gemm_moe_down_dw",
+                &xp,
+                d,
+                Mat::dense(&hs, ffn),
+                false,
+                d,
+                ffn,
+            ),
         ] {
             let splits = gemm::grouped_dw_splits(&plan, dout, din);
             let ws_len = gemm::grouped_dw_workspace_len(&plan, dout, din, splits);
