@@ -94,8 +94,23 @@ struct GemmKMajorLoader {
       }
     }
   }
+  // SwiGLU B operand (gemm_nt_swiglu): the fused [gate rows; up rows] weight of
+  // F rows each; tile row r holds gate row h (8-row group r/8 even) or up row
+  // F + h (odd), h = h0 + (r/16)*8 + r%8. A warp's n8 tiles 2q, 2q+1 are then
+  // the gate and up of the same 8 H columns: the epilogue pairs them in registers.
+  __device__ __forceinline__ void init_swiglu(const bf16* base, int64_t ld, int h0, int f) {
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+      const int i = threadIdx.x + j * THREADS, r = i >> 2, c = i & 3;
+      soff[j] = gemm_kmaj_off(r, c);
+      kc[j] = c * 8;
+      const int h = h0 + (r >> 4) * 8 + (r & 7);
+      row[j] = h < f ? base + (int64_t)(((r >> 3) & 1) ? f + h : h) * ld : nullptr;
+    }
+  }
+  __device__ __forceinline__ void begin(int, int) {}
   // Slice [k0, k0+BK) of the reduction, k < k_end.
-  __device__ __forceinline__ void load(bf16* s, const bf16* fallback, int k0, int k_end) const {
+  __device__ __forceinline__ void load(bf16* s, const bf16* fallback, int k0, int k_end) {
 #pragma unroll
     for (int j = 0; j < CH; j++) {
       const int k = k0 + kc[j];
@@ -144,7 +159,8 @@ struct GemmMNMajorLoader {
       soff[j] = gemm_mnmaj_off<CPR>(kr[j], i % CPR);
     }
   }
-  __device__ __forceinline__ void load(bf16* s, const bf16* /*fallback*/, int k0, int k_end) const {
+  __device__ __forceinline__ void begin(int, int) {}
+  __device__ __forceinline__ void load(bf16* s, const bf16* /*fallback*/, int k0, int k_end) {
 #pragma unroll
     for (int j = 0; j < CH; j++) {
       const int k = k0 + kr[j];
@@ -156,6 +172,80 @@ struct GemmMNMajorLoader {
         bf16 v[8];
 #pragma unroll
         for (int e = 0; e < 8; e++) v[e] = (k < k_end && cc[j] + e < cols_left) ? src[e] : f2bf(0.f);
+        uint4 w;
+        w.x = gemm_pack2(v[0], v[1]);
+        w.y = gemm_pack2(v[2], v[3]);
+        w.z = gemm_pack2(v[4], v[5]);
+        w.w = gemm_pack2(v[6], v[7]);
+        *reinterpret_cast<uint4*>(s + soff[j]) = w;
+      }
+    }
+  }
+};
+
+// MN-major operand loader whose reduction rows are gathered (grouped dW's X):
+// k-row r of the reduction is row gather[r] / gather_div of a [rows, cols]
+// matrix (GEMM_NONE: a zero row); gather == nullptr: row r itself. Slices are
+// loaded in order, so each load() also fetches the gather entries of the next
+// slice into registers (one slice ahead: the index load's latency is not on
+// the cp.async's path).
+template <int COLS, int THREADS, bool VEC>
+struct GemmMNMajorGatherLoader {
+  static constexpr int CPR = COLS / 8;
+  static constexpr int CH = COLS * GEMM_BK / 8 / THREADS;
+  static_assert(CH * THREADS * 8 == COLS * GEMM_BK, "whole chunks per thread");
+  const bf16* base;  // column col0 of row 0
+  int64_t ld;
+  const uint32_t* gather;
+  uint32_t div;
+  int soff[CH], kr[CH], cc[CH];
+  int cols_left;
+  int k_end;
+  uint32_t next[CH];  // gather entries of the next slice's rows (GEMM_NONE past k_end)
+
+  __device__ __forceinline__ void init(const bf16* b, int64_t ld_, int col0, int cols,
+                                       const uint32_t* gather_, int gather_div) {
+    base = b + col0;
+    ld = ld_;
+    gather = gather_;
+    div = (uint32_t)gather_div;
+    cols_left = cols - col0;
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+      const int i = threadIdx.x + j * THREADS;
+      kr[j] = i / CPR;
+      cc[j] = (i % CPR) * 8;
+      soff[j] = gemm_mnmaj_off<CPR>(kr[j], i % CPR);
+    }
+  }
+  __device__ __forceinline__ void fetch(int k0) {
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+      const int k = k0 + kr[j];
+      next[j] = k >= k_end ? GEMM_NONE : gather != nullptr ? gather[k] : (uint32_t)k;
+    }
+  }
+  __device__ __forceinline__ void begin(int k_begin, int k_end_) {
+    k_end = k_end_;
+    fetch(k_begin);
+  }
+  __device__ __forceinline__ void load(bf16* s, const bf16* /*fallback*/, int k0, int /*k_end*/) {
+    uint32_t cur[CH];
+#pragma unroll
+    for (int j = 0; j < CH; j++) cur[j] = next[j];
+    fetch(k0 + GEMM_BK);
+#pragma unroll
+    for (int j = 0; j < CH; j++) {
+      const bool live = cur[j] != GEMM_NONE;
+      const int64_t r = live ? (int64_t)(gather != nullptr ? cur[j] / div : cur[j]) : 0;
+      const bf16* src = base + r * ld + cc[j];
+      if (VEC) {
+        const bool ok = live && cc[j] < cols_left;
+        cp_async_16_zfill(s + soff[j], ok ? src : base, ok);
+      } else {
+        bf16 v[8];
+#pragma unroll
+        for (int e = 0; e < 8; e++) v[e] = (live && cc[j] + e < cols_left) ? src[e] : f2bf(0.f);
         uint4 w;
         w.x = gemm_pack2(v[0], v[1]);
         w.y = gemm_pack2(v[2], v[3]);
@@ -240,9 +330,10 @@ static __device__ __forceinline__ void gemm_compute_slice(const bf16* As, const 
 
 // The pipelined main loop over the reduction range [k_begin, k_end): loads slice
 // t + STAGES-1 while computing slice t. ALoad / BLoad are the loaders above
-// (`fallback`: a valid source address for zero-filled chunks).
+// (`fallback`: a valid source address for zero-filled chunks; begin() is
+// called once with the range, then load() once per slice in order).
 template <class Cfg, bool A_K, bool B_K, class ALoad, class BLoad>
-static __device__ __forceinline__ void gemm_mainloop(const ALoad& la, const BLoad& lb,
+static __device__ __forceinline__ void gemm_mainloop(ALoad& la, BLoad& lb,
                                                      const bf16* fallback, int k_begin, int k_end,
                                                      bf16* smem, float acc[Cfg::MI][Cfg::NJ][4]) {
   const int warp = threadIdx.x / TMOE_WARP, lane = threadIdx.x % TMOE_WARP;
@@ -262,6 +353,8 @@ static __device__ __forceinline__ void gemm_mainloop(const ALoad& la, const BLoa
   };
   GemmFragOffsets<Cfg, A_K, B_K> off;
   off.init(wm0, wn0, lane);
+  la.begin(k_begin, k_end);
+  lb.begin(k_begin, k_end);
   const int tiles = k_end > k_begin ? ceil_div(k_end - k_begin, Cfg::BK) : 0;
 #pragma unroll
   for (int s = 0; s < Cfg::STAGES - 1; s++) {

@@ -443,17 +443,26 @@ typedef struct GradNormFinalParams {
  *   tn: C[M,N] (+)= A[K,M]^T . B[K,N]         fp32 out  (linear dW += dY^T . X)
  * Row strides lda/ldb/ldc in elements (views of fused tensors). vec = 1: the
  * 16-byte cp.async path (host checked: contiguous extents, strides and pointers
- * multiples of 8 elements / 16 bytes); vec = 0: scalar loads, any shape. */
+ * multiples of 8 elements / 16 bytes); vec = 0: scalar loads, any shape.
+ * Variants:
+ *   gemm_nt_swiglu[_small]: B = [gate rows; up rows] (N = 2F rows), C = H[M, F] =
+ *     silu(gate) * up (bf16), optionally the pre-activations c_pre[M, 2F] too.
+ *   gemm_tn_grouped[_small]: per expert e = blockIdx.z / group_splits, the
+ *     reduction rows [seg_offset[e], seg_offset[e+1]) (split group_splits ways),
+ *     C at c_f32 + e * c_expert_stride; B row r = b row gather[r] / gather_div. */
 typedef struct GemmParams {
   const bf16* a;               /* nt/nn: [M, K]; tn: [K, M] */
   const bf16* b;               /* nt: [N, K]; nn/tn: [K, N]; expert e at b + e * b_expert_stride */
-  bf16* c_bf16;                /* nt/nn: [M, N] = */
+  bf16* c_bf16;                /* nt/nn: [M, N] = (swiglu: H [M, N/2] =) */
   float* c_f32;                /* tn: [M, N] = or += (accumulate) */
   const float* bias;           /* nt/nn: [N] added in the epilogue; nullable */
   float* workspace;            /* tn with gridDim.z > 1: [gridDim.z, M, N] = per-split partials */
   const uint32_t* tile_expert; /* grouped nt/nn: [M / plan_tile] expert of each plan tile, 0xFFFFFFFF = skip; NULL = dense */
-  const uint32_t* gather;      /* nt/nn: A row r = a row gather[r] / gather_div, 0xFFFFFFFF = zero row; NULL = row r */
+  const uint32_t* gather;      /* nt/nn: A row r = a row gather[r] / gather_div; tn grouped: B row r likewise; 0xFFFFFFFF = zero row; NULL = row r */
+  const uint32_t* seg_offset;  /* tn grouped: [experts + 1] row offsets of the expert segments (the plan's expert_offset) */
+  bf16* c_pre;                 /* nt swiglu: [M, N] = gate|up pre-activations (bf16, the values H is computed from); nullable */
   int64_t b_expert_stride;     /* elements between consecutive experts' B */
+  int64_t c_expert_stride;     /* tn grouped: elements between consecutive experts' C */
   int32_t m;
   int32_t n;
   int32_t k;
@@ -465,19 +474,26 @@ typedef struct GemmParams {
   int32_t accumulate;          /* tn without split: 1 = C += */
   int32_t vec;
   int32_t plan_tile;           /* grouped: rows per tile_expert entry, a multiple of BM */
+  int32_t group_splits;        /* tn grouped: splits per expert (blockIdx.z = e * group_splits + s) */
+  int32_t ld_pre;              /* nt swiglu: row stride of c_pre */
   int32_t _pad;
 } GemmParams;
 
-/* Fixed-order split-K sum: C[M,N] (+)= sum over s ascending of workspace[s]. */
+/* Fixed-order split-K sum: C[M,N] (+)= sum over s ascending of workspace[s].
+ * Grouped (seg_offset set): for each of `experts` experts, C_e (at c + e *
+ * c_expert_stride) (+)= the partials of its non-empty splits (the rule of
+ * gemm_tn_grouped); an expert with no rows gets 0 (or keeps C, accumulating). */
 typedef struct GemmSplitkReduceParams {
-  const float* workspace; /* [splits, M, N] */
-  float* c;               /* [M, N] row stride ldc, = or += (accumulate) */
+  const float* workspace;     /* [experts, splits, M, N] */
+  float* c;                   /* [M, N] row stride ldc, = or += (accumulate) */
+  const uint32_t* seg_offset; /* grouped: [experts + 1]; NULL = dense (every split non-empty) */
+  int64_t c_expert_stride;
   int32_t m;
   int32_t n;
   int32_t ldc;
   int32_t splits;
   int32_t accumulate;
-  int32_t _pad;
+  int32_t experts;
 } GemmSplitkReduceParams;
 
 /* ---- attention (cuda/attention.cu) ---- */

@@ -2,7 +2,8 @@
 //! TFLOP/s and % of the bf16 tensor peak (flops = 2*M*N*K, useful rows only).
 //! GPU: model `base` (d 768, QKV 2304, N 8 experts, top-2, expert ffn 1024 with
 //! gate|up fused to 2048) at 64 x 512 tokens; the simulator runs a tiny shape
-//! once as a smoke test.
+//! once as a smoke test. MoE entries: grouped gate|up forward (plain and with
+//! SwiGLU fused), down forward, gate|up dX, gate|up and down dW.
 
 use half::bf16;
 
@@ -167,6 +168,30 @@ pub(super) fn run(
             bytes,
             ms,
         );
+        // The same with SwiGLU fused: H [rows, ffn] straight from the epilogue,
+        // without and with the bf16 pre-activations (for swiglu_bwd).
+        let hs = ex.alloc_zeroed::<bf16>(rows * ffn)?;
+        for (name, pre) in [
+            ("gemm_moe_gate_up_swiglu_fwd", None),
+            ("gemm_moe_gate_up_swiglu_pre_fwd", Some(Mat::dense(&h, gu))),
+        ] {
+            let ms = median_ms(ex, iters, || {
+                gemm::grouped_fwd_swiglu(
+                    ex,
+                    &plan,
+                    Mat::dense(&x, d),
+                    true,
+                    &w_gu,
+                    Mat::dense(&hs, ffn),
+                    pre,
+                    ffn,
+                    d,
+                )
+            })?;
+            let out = ru * fu + if pre.is_some() { ru * gu64 } else { 0 };
+            let bytes = 2 * (ru * du + eu * gu64 * du + out);
+            rec.compute(name, &sh(gu, d), flops(routed, gu, d), bytes, ms);
+        }
         // Down projection on the SwiGLU output (the first half of h as a view).
         let ms = median_ms(ex, iters, || {
             gemm::grouped_fwd(
@@ -208,6 +233,53 @@ pub(super) fn run(
             bytes,
             ms,
         );
+        // Grouped dW (+=, fp32): gate|up dW_e[2 ffn, d] = dH_e^T . X_e with the
+        // token gather fused; down dW_e[d, ffn] = dY_e^T . H_e on plan rows.
+        for (name, dy, dy_cols, xm, gather, dout, din) in [
+            (
+                "gemm_moe_gate_up_dw",
+                &h,
+                gu,
+                Mat::dense(&x, d),
+                true,
+                gu,
+                d,
+            ),
+            (
+                "gemm_moe_down_dw",
+                &xp,
+                d,
+                Mat::dense(&hs, ffn),
+                false,
+                d,
+                ffn,
+            ),
+        ] {
+            let splits = gemm::grouped_dw_splits(&plan, dout, din);
+            let ws_len = gemm::grouped_dw_workspace_len(&plan, dout, din, splits);
+            let ws = ex.alloc_zeroed::<f32>(ws_len.max(1))?;
+            let dw = ex.alloc_zeroed::<f32>(n_experts * dout * din)?;
+            let ms = median_ms(ex, iters, || {
+                gemm::grouped_dw(
+                    ex,
+                    &plan,
+                    Mat::dense(dy, dy_cols),
+                    xm,
+                    gather,
+                    Mat::dense(&dw, din),
+                    true,
+                    Some(&ws),
+                    dout,
+                    din,
+                )
+            })?;
+            let (ou, iu) = (dout as u64, din as u64);
+            let bytes = 2 * (ru * ou + ru * iu) + 8 * eu * ou * iu;
+            let shp = format!(
+                "E {n_experts} M {dout} N {din} K rows {routed} (padded {rows}) splits {splits}"
+            );
+            rec.compute(name, &shp, flops(routed, dout, din), bytes, ms);
+        }
     }
     Ok(())
 }

@@ -126,12 +126,25 @@ pub enum Out<'a> {
     F32 { c: Mat<'a, f32>, accumulate: bool },
 }
 
-/// Per-expert products over a plan (`Nt` / `Nn` only).
+/// Per-expert products over a plan. `Nt` / `Nn`: M is the plan's rows, B holds
+/// one matrix per expert. `Tn` (grouped dW): K is the plan's rows, expert e
+/// reduces over its segment `expert_offset[e]..expert_offset[e+1]` (read on the
+/// device) into the output's expert block `e` (`[E * M, N]`).
 #[derive(Clone, Copy)]
 pub struct Group<'a> {
     pub plan: &'a MoePlan,
-    /// A row r is `a` row `sorted_slot[r] / k` (the routed token); else row r.
+    /// `Nt`/`Nn`: A row r is `a` row `sorted_slot[r] / k` (the routed token);
+    /// `Tn`: B row r likewise. Else row r; padding rows read as zeros.
     pub gather: bool,
+}
+
+/// `Nt` with the SwiGLU epilogue: B is `[gate rows; up rows]` (N = 2F), the
+/// output is `H[M, F] = silu(gate) * up` (gate and up rounded to bf16 first).
+#[derive(Clone, Copy)]
+pub struct Swiglu<'a> {
+    /// Also writes the bf16 pre-activations `[M, 2F]` (gate columns, then up),
+    /// the input of `swiglu_bwd`; `None`: the backward recomputes them.
+    pub pre: Option<Mat<'a, bf16>>,
 }
 
 /// One product, every knob explicit. [`fwd`], [`bwd_dx`], [`bwd_dw`] and the
@@ -158,6 +171,8 @@ pub struct Gemm<'a> {
     /// `Tn` split-K partials, at least [`dw_workspace_len`] elements.
     pub workspace: Option<&'a Buf<f32>>,
     pub group: Option<Group<'a>>,
+    /// `Nt` only: the fused SwiGLU epilogue (`out` is `H[M, N/2]`).
+    pub swiglu: Option<Swiglu<'a>>,
     /// Forces the scalar-load path (tests).
     pub scalar: bool,
 }
@@ -167,6 +182,28 @@ pub struct Gemm<'a> {
 pub fn dw_splits(m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(128) * n.div_ceil(128);
     TARGET_BLOCKS.div_ceil(tiles).min(k / MIN_SPLIT_ROWS).max(1)
+}
+
+/// Splits per expert of grouped dW (`[E, m, n]` over the plan's rows): as
+/// [`dw_splits`] with the balanced share of routed rows per expert (the
+/// segments' lengths stay on the device).
+pub fn grouped_dw_splits(plan: &MoePlan, m: usize, n: usize) -> usize {
+    let r = &plan.routing;
+    let tiles = m.div_ceil(128) * n.div_ceil(128) * r.n_experts;
+    let rows = r.tokens * r.k / r.n_experts.max(1);
+    TARGET_BLOCKS
+        .div_ceil(tiles)
+        .min(rows / MIN_SPLIT_ROWS)
+        .max(1)
+}
+
+/// Workspace elements of grouped dW with `splits` per expert (0 for one).
+pub fn grouped_dw_workspace_len(plan: &MoePlan, m: usize, n: usize, splits: usize) -> usize {
+    if splits > 1 {
+        plan.routing.n_experts * splits * m * n
+    } else {
+        0
+    }
 }
 
 /// Rows per split (a multiple of BK) and the number of non-empty splits.
@@ -238,6 +275,7 @@ impl Gemm<'_> {
             splits: None,
             workspace: None,
             group: None,
+            swiglu: None,
             scalar: false,
         }
     }
@@ -246,36 +284,67 @@ impl Gemm<'_> {
         let (m, n, k) = (self.m, self.n, self.k);
         let (mi, ni, ki) = (dim("M", m)?, dim("N", n)?, dim("K", k)?);
         let name = format!("gemm {:?} {m}x{n}x{k}", self.op);
-        // A: rows x cols in storage, and its contiguous extent.
-        let (a_rows, a_cols) = match (self.op, self.group) {
-            (Op::Tn, _) => (k, m),
-            (_, Some(Group { plan, gather: true })) => (plan.routing.tokens, k),
+        let experts = self.group.map_or(1, |g| g.plan.routing.n_experts);
+        let gathered = self.group.is_some_and(|g| g.gather);
+        if let Some(g) = self.group {
+            let rows = if self.op == Op::Tn { k } else { m };
+            if rows != g.plan.max_rows {
+                return Err(bad(format!(
+                    "{name}: grouped {} must be the plan's {} rows",
+                    if self.op == Op::Tn { "K" } else { "M" },
+                    g.plan.max_rows
+                )));
+            }
+        }
+        // A and B: rows x cols in storage (cols = the contiguous extent).
+        let (a_rows, a_cols) = match self.op {
+            Op::Tn => (k, m),
+            _ if gathered => (self.group.unwrap().plan.routing.tokens, k),
             _ => (m, k),
         };
-        let experts = self.group.map_or(1, |g| g.plan.routing.n_experts);
         let (b_rows, b_cols) = match self.op {
             Op::Nt => (n * experts, k),
-            _ => (k * experts, n),
+            Op::Nn => (k * experts, n),
+            Op::Tn if gathered => (self.group.unwrap().plan.routing.tokens, n),
+            Op::Tn => (k, n),
         };
         let lda = check_view(ex, &format!("{name} A"), &self.a, a_rows, a_cols)?;
         let ldb = check_view(ex, &format!("{name} B"), &self.b, b_rows, b_cols)?;
-        if experts > 1 && self.b.ld != b_cols {
+        if experts > 1 && self.op != Op::Tn && self.b.ld != b_cols {
             return Err(bad(format!(
                 "{name}: grouped B must be dense experts (ld {} != {b_cols})",
                 self.b.ld
             )));
         }
+        // Outputs: grouped Tn writes E blocks of [M, N]; swiglu writes [M, N/2].
+        let c_rows = if self.op == Op::Tn { m * experts } else { m };
+        let c_cols = if self.swiglu.is_some() { n / 2 } else { n };
         let (c_bf16, c_f32, ldc, accumulate) = match (self.op, self.out) {
             (Op::Nt | Op::Nn, Out::Bf16(c)) => {
-                let ld = check_view(ex, &format!("{name} C"), &c, m, n)?;
+                let ld = check_view(ex, &format!("{name} C"), &c, c_rows, c_cols)?;
                 (c.addr(), 0, ld, false)
             }
             (Op::Tn, Out::F32 { c, accumulate }) => {
-                let ld = check_view(ex, &format!("{name} C"), &c, m, n)?;
+                let ld = check_view(ex, &format!("{name} C"), &c, c_rows, c_cols)?;
                 (0, c.addr(), ld, accumulate)
             }
             _ => {
                 return Err(bad(format!("{name}: Nt/Nn write bf16, Tn writes fp32")));
+            }
+        };
+        let (c_pre, ld_pre) = match self.swiglu {
+            None => (0, 0),
+            Some(sw) => {
+                if self.op != Op::Nt || n % 2 != 0 {
+                    return Err(bad(format!("{name}: SwiGLU needs Nt with an even N")));
+                }
+                match sw.pre {
+                    Some(pre) => {
+                        let ld = check_view(ex, &format!("{name} pre"), &pre, m, n)?;
+                        (pre.addr(), ld)
+                    }
+                    None => (0, 0),
+                }
             }
         };
         if let Some(bias) = self.bias {
@@ -292,18 +361,25 @@ impl Gemm<'_> {
 
         // The big tile has the 16-byte path only: other products take the small one.
         let fit = |t: Tile| if vec { t } else { Tile::Small };
+        let mut group_splits = 1;
         let (tile, tile_expert, gather, gather_div, plan_tile) = match self.group {
-            Some(g) => {
-                if self.op == Op::Tn {
-                    return Err(bad(format!("{name}: grouped Tn is not implemented")));
-                }
+            Some(g) if self.op == Op::Tn => {
                 let plan = g.plan;
-                if m != plan.max_rows {
-                    return Err(bad(format!(
-                        "{name}: grouped M must be the plan's {} rows",
-                        plan.max_rows
-                    )));
-                }
+                group_splits = self
+                    .splits
+                    .unwrap_or_else(|| grouped_dw_splits(plan, m, n))
+                    .max(1);
+                let blocks = m.div_ceil(128) * n.div_ceil(128) * experts * group_splits;
+                let tile = fit(self.tile.unwrap_or(if blocks >= TARGET_BLOCKS / 2 {
+                    Tile::Big
+                } else {
+                    Tile::Small
+                }));
+                let gather = if g.gather { plan.sorted_slot.addr() } else { 0 };
+                (tile, 0, gather, plan.routing.k as i32, 0)
+            }
+            Some(g) => {
+                let plan = g.plan;
                 let tile = fit(self.tile.unwrap_or(Tile::Big));
                 let tile = if plan.tile % tile.size() == 0 {
                     tile
@@ -333,32 +409,47 @@ impl Gemm<'_> {
                 0,
             ),
         };
+        let grouped_tn = self.op == Op::Tn && self.group.is_some();
         let grid_y = m.div_ceil(tile.size());
-        let (k_split, splits) = if self.op == Op::Tn {
+        let (k_split, splits) = if grouped_tn {
+            (0, group_splits)
+        } else if self.op == Op::Tn {
             split_rows(k, self.splits.unwrap_or_else(|| dw_splits(m, n, k)))
         } else {
             (k, 1)
         };
+        let ws_len = experts * splits * m * n;
         let workspace = if splits > 1 {
             let ws = self
                 .workspace
                 .ok_or_else(|| bad(format!("{name}: {splits} splits need a workspace")))?;
             ex.check_buf(&format!("{name} workspace"), ws, ws.len())?;
-            if ws.len() < splits * m * n {
+            if ws.len() < ws_len {
                 return Err(bad(format!(
-                    "{name}: workspace of {} < {} elements",
+                    "{name}: workspace of {} < {ws_len} elements",
                     ws.len(),
-                    splits * m * n
                 )));
             }
             ws.addr()
         } else {
             0
         };
-        let grid_x = n.div_ceil(tile.size());
-        if grid_y > 65_535 || splits > 65_535 {
+        let grid_z = if grouped_tn { experts * splits } else { splits };
+        // Swiglu: a block covers BN/2 columns of H.
+        let grid_x = if self.swiglu.is_some() {
+            (n / 2).div_ceil(tile.size() / 2)
+        } else {
+            n.div_ceil(tile.size())
+        };
+        if grid_y > 65_535 || grid_z > 65_535 {
             return Err(bad(format!("{name}: grid too large")));
         }
+        let c_expert_stride = (m * ldc as usize) as i64;
+        let seg_offset = if grouped_tn {
+            self.group.unwrap().plan.expert_offset.addr()
+        } else {
+            0
+        };
         let params = GemmParams {
             a: self.a.addr() as *const _,
             b: self.b.addr() as *const _,
@@ -368,7 +459,10 @@ impl Gemm<'_> {
             workspace: workspace as *mut _,
             tile_expert: tile_expert as *const _,
             gather: gather as *const _,
+            seg_offset: seg_offset as *const _,
+            c_pre: c_pre as *mut _,
             b_expert_stride: (n * k) as i64,
+            c_expert_stride,
             m: mi,
             n: ni,
             k: ki,
@@ -380,19 +474,25 @@ impl Gemm<'_> {
             accumulate: accumulate as i32,
             vec: vec as i32,
             plan_tile,
+            group_splits: splits as i32,
+            ld_pre,
             _pad: 0,
         };
-        let kernel = match (self.op, tile) {
-            (Op::Nt, Tile::Big) => "gemm_nt",
-            (Op::Nn, Tile::Big) => "gemm_nn",
-            (Op::Tn, Tile::Big) => "gemm_tn",
-            (Op::Nt, Tile::Small) => "gemm_nt_small",
-            (Op::Nn, Tile::Small) => "gemm_nn_small",
-            (Op::Tn, Tile::Small) => "gemm_tn_small",
+        let kernel = match (self.op, tile, grouped_tn, self.swiglu.is_some()) {
+            (Op::Nt, Tile::Big, _, true) => "gemm_nt_swiglu",
+            (Op::Nt, Tile::Small, _, true) => "gemm_nt_swiglu_small",
+            (Op::Tn, Tile::Big, true, _) => "gemm_tn_grouped",
+            (Op::Tn, Tile::Small, true, _) => "gemm_tn_grouped_small",
+            (Op::Nt, Tile::Big, ..) => "gemm_nt",
+            (Op::Nn, Tile::Big, ..) => "gemm_nn",
+            (Op::Tn, Tile::Big, ..) => "gemm_tn",
+            (Op::Nt, Tile::Small, ..) => "gemm_nt_small",
+            (Op::Nn, Tile::Small, ..) => "gemm_nn_small",
+            (Op::Tn, Tile::Small, ..) => "gemm_tn_small",
         };
         ex.launch(&Launch {
             kernel,
-            grid: [grid_x as u32, grid_y as u32, splits as u32],
+            grid: [grid_x as u32, grid_y as u32, grid_z as u32],
             block: [tile.threads(), 1, 1],
             smem: tile.smem(),
             params,
@@ -404,14 +504,16 @@ impl Gemm<'_> {
             let p = GemmSplitkReduceParams {
                 workspace: workspace as *const _,
                 c: c.addr() as *mut _,
+                seg_offset: seg_offset as *const _,
+                c_expert_stride,
                 m: mi,
                 n: ni,
                 ldc,
                 splits: splits as i32,
                 accumulate: accumulate as i32,
-                _pad: 0,
+                experts: experts as i32,
             };
-            let blocks = (m * n).div_ceil(256).min(1 << 16) as u32;
+            let blocks = (experts * m * n).div_ceil(256).min(1 << 16) as u32;
             ex.launch(&Launch::linear("gemm_splitk_reduce", blocks, 256, p))?;
         }
         Ok(())
@@ -521,5 +623,90 @@ pub fn grouped_dx(
         plan,
         gather: false,
     });
+    g.run(ex)
+}
+
+/// Grouped expert weight gradient: `dw[e] (+)= dy_eᵀ · x_e` (fp32, dw
+/// `[E, n, k]` dense experts or a view with rows `E * n`), over expert e's
+/// plan rows (its segment, read on the device; an expert without rows gets
+/// `dw[e] = 0` when overwriting). dy `[max_rows, n]` in plan order (padding
+/// rows zero); `gather`: x row r is x `[tokens, k]` row `sorted_slot[r] / topk`,
+/// else x is the gathered `[max_rows, k]`. Splits each segment by
+/// [`grouped_dw_splits`]; then `workspace` must hold [`grouped_dw_workspace_len`].
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_dw(
+    ex: &Executor,
+    plan: &MoePlan,
+    dy: Mat<bf16>,
+    x: Mat<bf16>,
+    gather: bool,
+    dw: Mat<f32>,
+    accumulate: bool,
+    workspace: Option<&Buf<f32>>,
+    n: usize,
+    k: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(
+        Op::Tn,
+        n,
+        k,
+        plan.max_rows,
+        dy,
+        x,
+        Out::F32 { c: dw, accumulate },
+    );
+    g.group = Some(Group { plan, gather });
+    g.workspace = workspace;
+    g.run(ex)
+}
+
+/// Grouped gate|up forward with SwiGLU fused: `h[r, :f] = silu(g) * u` where
+/// `[g | u] = A[r, :] · w[e]ᵀ`, w `[E, 2f, k]` (each expert's gate rows, then
+/// its up rows). `pre`: also the bf16 pre-activations `[max_rows, 2f]` (gate
+/// columns then up) for `swiglu_bwd`; `None`: the backward recomputes them.
+/// `gather` as in [`grouped_fwd`].
+#[allow(clippy::too_many_arguments)]
+pub fn grouped_fwd_swiglu(
+    ex: &Executor,
+    plan: &MoePlan,
+    x: Mat<bf16>,
+    gather: bool,
+    w: &Buf<bf16>,
+    h: Mat<bf16>,
+    pre: Option<Mat<bf16>>,
+    f: usize,
+    k: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(
+        Op::Nt,
+        plan.max_rows,
+        2 * f,
+        k,
+        x,
+        Mat::dense(w, k),
+        Out::Bf16(h),
+    );
+    g.group = Some(Group { plan, gather });
+    g.swiglu = Some(Swiglu { pre });
+    g.run(ex)
+}
+
+/// Dense gate|up forward with SwiGLU fused (the shared expert):
+/// `h[t, f] = silu(g) * u`, `[g | u] = x[t, :] · wᵀ (+ bias)`, w `[2f, din]`.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd_swiglu(
+    ex: &Executor,
+    x: Mat<bf16>,
+    w: Mat<bf16>,
+    bias: Option<&Buf<f32>>,
+    h: Mat<bf16>,
+    pre: Option<Mat<bf16>>,
+    t: usize,
+    din: usize,
+    f: usize,
+) -> Result<()> {
+    let mut g = Gemm::new(Op::Nt, t, 2 * f, din, x, w, Out::Bf16(h));
+    g.bias = bias;
+    g.swiglu = Some(Swiglu { pre });
     g.run(ex)
 }
