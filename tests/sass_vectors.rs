@@ -35,6 +35,16 @@ const VECTOR_KERNELS: &[(&str, bool)] = &[
     ("grad_norm_partial", false),
 ];
 
+/// bf16-output GEMMs whose epilogue leaves through shared memory as 16-byte stores.
+const STAGED_EPILOGUES: &[&str] = &[
+    "gemm_nt",
+    "gemm_nn",
+    "gemm_nt_swiglu",
+    "gemm_nt_small",
+    "gemm_nn_small",
+    "gemm_nt_swiglu_small",
+];
+
 #[derive(serde::Deserialize)]
 struct KernelSass {
     #[serde(rename = "LDG")]
@@ -54,6 +64,10 @@ const CP_ASYNC_KERNELS: &[&str] = &[
     "gemm_nt_small",
     "gemm_nn_small",
     "gemm_tn_small",
+    "gemm_nt_swiglu",
+    "gemm_nt_swiglu_small",
+    "gemm_tn_grouped",
+    "gemm_tn_grouped_small",
     "attn_fwd_hd32",
     "attn_fwd_hd64",
     "attn_bwd_dq_hd32",
@@ -107,6 +121,14 @@ fn streaming_kernels_issue_16_byte_accesses() {
         }
         if stores && k.stg.get("128").copied().unwrap_or(0) == 0 {
             problems.push(format!("{kernel}: no 16-byte global store ({:?})", k.stg));
+        }
+    }
+    for &kernel in STAGED_EPILOGUES {
+        if report
+            .get(kernel)
+            .is_none_or(|k| k.stg.get("128").copied().unwrap_or(0) == 0)
+        {
+            problems.push(format!("{kernel}: no 16-byte epilogue store"));
         }
     }
     for &kernel in CP_ASYNC_KERNELS {
