@@ -199,6 +199,10 @@ struct Runner {
   size_t smem_bytes = 0;
   Fiber* cur = nullptr;
   unsigned bar_waiting = 0, done = 0;
+  // Schedule threads from the highest index down: a read of shared memory
+  // that some other thread writes without a barrier in between sees the old
+  // value in one of the two orders, so running both exposes the race.
+  bool reverse = false;
   bool failed = false;
   std::string error;
 #ifdef TMOE_SIM_USE_UCONTEXT
@@ -212,8 +216,9 @@ struct Runner {
   size_t sched_size = 0;
 #endif
 
-  Runner(const char* k, Trampoline f, const void* p, uint3 block, uint3 grid, size_t smem_size)
-      : kernel(k), fn(f), params(p) {
+  Runner(const char* k, Trampoline f, const void* p, uint3 block, uint3 grid, size_t smem_size,
+         bool rev)
+      : kernel(k), fn(f), params(p), reverse(rev) {
     bs.block_dim = block;
     bs.grid_dim = grid;
     n = block.x * block.y * block.z;
@@ -427,9 +432,14 @@ struct Runner {
       warps[w].pending.clear();
     }
     for (unsigned i = 0; i < n; i++) init_fiber(fibers[i], i);
+    // Dynamic shared memory starts as all-ones bytes (NaN as float and bf16,
+    // 0xFFFFFFFF as an index): a kernel that reads what no thread of this block
+    // wrote sees poison, not the previous block's values.
+    memset(smem, 0xFF, smem_bytes);
     while (done < n) {
       bool progressed = false;
-      for (unsigned i = 0; i < n && !failed; i++) {
+      for (unsigned j = 0; j < n && !failed; j++) {
+        const unsigned i = reverse ? n - 1 - j : j;
         if (fibers[i].state == State::Runnable) {
           resume(fibers[i]);
           progressed = true;
@@ -654,8 +664,8 @@ static void write_err(char* err, size_t len, const std::string& msg) {
 }
 
 extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const uint32_t block[3],
-                               size_t smem, const void* params, size_t params_size, char* err,
-                               size_t err_len) {
+                               size_t smem, const void* params, size_t params_size, int reverse,
+                               char* err, size_t err_len) {
   using namespace tmoe_sim;
   const KernelEntry* k = nullptr;
   for (const KernelEntry* e = tmoe_sim_kernels; e->name; e++)
@@ -688,7 +698,7 @@ extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const u
   std::mutex err_mutex;
   std::string first_error;
   auto work = [&] {
-    Runner r(name, k->fn, params, bdim, gdim, smem);
+    Runner r(name, k->fn, params, bdim, gdim, smem, reverse != 0);
     for (;;) {
       if (stop.load()) break;
       const uint64_t b = next.fetch_add(1);

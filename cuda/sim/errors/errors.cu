@@ -27,3 +27,22 @@ extern "C" __global__ void simt_err_trap(const SimTestParams p) {
   if (threadIdx.x == 5) __trap();
   p.out_f[threadIdx.x] = 1.f;
 }
+
+// Each thread writes its slot of shared memory and reads its neighbour's;
+// mode 0 omits the __syncthreads in between (a race), mode 1 has it. The
+// race gives a stale read in the ascending thread schedule (the neighbour has
+// not run yet) or in the reversed one, never in both: running kernels under
+// both schedules exposes such a missing barrier.
+extern "C" __global__ void simt_err_missing_barrier(const SimTestParams p) {
+  __shared__ float slot[1024];
+  const unsigned t = threadIdx.x;
+  slot[t] = (float)(t + 1);
+  if (p.mode == 1) __syncthreads();
+  p.out_f[t] = slot[(t + 1) % blockDim.x];
+}
+
+// Reads dynamic shared memory that no thread wrote: the simulator's poison.
+extern "C" __global__ void simt_err_uninit_smem(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  p.out_f[threadIdx.x] = buf[threadIdx.x];
+}

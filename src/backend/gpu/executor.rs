@@ -31,7 +31,13 @@ pub struct DeviceInfo {
 
 impl Executor {
     pub fn sim() -> Executor {
-        Executor::Sim(SimExecutor)
+        Executor::Sim(SimExecutor { reverse: false })
+    }
+
+    /// The simulator with each block's threads scheduled from the highest
+    /// index down (see [`SimExecutor`]).
+    pub fn sim_reversed() -> Executor {
+        Executor::Sim(SimExecutor { reverse: true })
     }
 
     /// The GPU executor (device 0): fails cleanly when built without the `cuda`
@@ -51,6 +57,7 @@ impl Executor {
 
     pub fn name(&self) -> &'static str {
         match self {
+            Executor::Sim(s) if s.reverse => "sim-reversed",
             Executor::Sim(_) => "sim",
             #[cfg(feature = "cuda")]
             Executor::Cuda(_) => "cuda",

@@ -14,14 +14,20 @@ unsafe extern "C" {
         smem: usize,
         params: *const c_void,
         params_size: usize,
+        reverse: c_int,
         err: *mut c_char,
         err_len: usize,
     ) -> c_int;
 }
 
 /// Runs kernels on the CPU; buffers are host memory. Launches are synchronous.
+/// Between barriers, a block's threads run one after another in index order,
+/// or from the highest index down when `reverse` (the tests run both: a
+/// missing `__syncthreads` / `__syncwarp` gives a stale read in one of them).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct SimExecutor;
+pub struct SimExecutor {
+    pub reverse: bool,
+}
 
 impl SimExecutor {
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
@@ -39,6 +45,7 @@ impl SimExecutor {
                 l.smem as usize,
                 bytes.as_ptr().cast(),
                 bytes.len(),
+                c_int::from(self.reverse),
                 err.as_mut_ptr().cast(),
                 err.len(),
             )

@@ -3,11 +3,13 @@
 
 use super::executor::Executor;
 
-/// The executors a kernel test runs on: the simulator always, the GPU when this
-/// build has `--features cuda` and a device is present. Otherwise prints SKIP,
+/// The executors a kernel test runs on: the simulator always (threads scheduled
+/// in index order, then reversed, so that a missing barrier shows up as a
+/// stale read in one of the two), the GPU when this build has `--features
+/// cuda` and a device is present. Otherwise prints SKIP,
 /// or panics when `TMOE_REQUIRE_GPU=1` (set on GPU machines so skips fail).
 pub fn executors(test: &str) -> Vec<Executor> {
-    let mut v = vec![Executor::sim()];
+    let mut v = vec![Executor::sim(), Executor::sim_reversed()];
     match Executor::cuda() {
         Ok(e) => v.push(e),
         Err(e) => {
