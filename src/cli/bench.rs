@@ -328,12 +328,12 @@ fn print_table(r: &Report) {
     let (mem, compute): (Vec<_>, Vec<_>) = r.results.iter().partition(|k| k.tflops.is_none());
     if !mem.is_empty() {
         println!(
-            "{:<24} {:>9} {:>9} {:>7} {:>7}  shape",
+            "{:<32} {:>9} {:>9} {:>7} {:>7}  shape",
             "kernel", "ms", "GB/s", "% peak", "% copy"
         );
         for k in mem {
             println!(
-                "{:<24} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
+                "{:<32} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
                 k.kernel,
                 k.ms,
                 k.gb_per_s,
@@ -345,12 +345,12 @@ fn print_table(r: &Report) {
     }
     if !compute.is_empty() {
         println!(
-            "{:<24} {:>9} {:>9} {:>7} {:>9}  shape",
+            "{:<32} {:>9} {:>9} {:>7} {:>9}  shape",
             "kernel (compute)", "ms", "TFLOP/s", "% peak", "GB/s"
         );
         for k in compute {
             println!(
-                "{:<24} {:>9.4} {:>9.1} {:>7} {:>9.1}  {}",
+                "{:<32} {:>9.4} {:>9.1} {:>7} {:>9.1}  {}",
                 k.kernel,
                 k.ms,
                 k.tflops.unwrap_or(0.0),
