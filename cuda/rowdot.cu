@@ -13,11 +13,13 @@
 //
 // Layouts and launch shapes (16-byte path W = 8 columns per access when d % 8
 // == 0 and z / w / dz are 16-byte aligned; single columns otherwise):
-// - fwd: a warp per row (8 rows per 256-thread block), lanes over the columns
-//   (lane takes c = (lane + 32 i) * W), RD_JC outputs at a time: each lane keeps
-//   RD_JC fp32 sums over its columns in ascending order, then warp_sum (xor
-//   butterfly); lane jj writes output j0 + jj. J > RD_JC re-reads the row (L1).
-//   Reads 2d bytes of z per row (w: J*d*4 bytes, L1/L2 resident).
+// - fwd: a warp per RD_FWD_ROWS rows (32 rows per 256-thread block), lanes over
+//   the columns (lane takes c = (lane + 32 i) * W), RD_JC outputs at a time:
+//   each lane keeps RD_FWD_ROWS x RD_JC fp32 sums over its columns in ascending
+//   order (each w load, an L1 hit, serves the warp's 4 rows), then warp_sum
+//   (xor butterfly); lane r * RD_JC + jj writes (row0 + r, j0 + jj). J > RD_JC
+//   re-reads the rows (L1). Reads 2d bytes of z per row from DRAM; w (J*d*4
+//   bytes) stays in L1/L2.
 // - bwd_dz: a flat grid-stride walk over items of (RD_DZ_ROWS rows x W
 //   columns); the thread sums j ascending (each w load serves RD_DZ_ROWS rows),
 //   then adds the old dz (accumulate) and rounds once. 2-4 bytes per element.
@@ -30,6 +32,7 @@
 
 #define RD_JC 8
 #define RD_DZ_ROWS 4
+#define RD_FWD_ROWS 4 /* RD_FWD_ROWS * RD_JC <= 32: one lane per output */
 #define RD_DW_WARPS 8
 
 // Matches backend::cpu::float::sigmoid (finite in both tails).
@@ -64,47 +67,66 @@ static __device__ __forceinline__ float rd_dlogit(const float* dout, const float
   return d * g * (1.0f - g);
 }
 
+// RD_FWD_ROWS rows from row0 (nr of them exist): each w load serves all of them.
 template <int W>
-static __device__ __forceinline__ void fwd_row(const RowdotFwdParams& p, int row, int lane) {
-  const bf16* z = p.z + (size_t)row * p.d;
+static __device__ __forceinline__ void fwd_rows(const RowdotFwdParams& p, int row0, int lane) {
+  const int nr = min(RD_FWD_ROWS, p.rows - row0);
   for (int j0 = 0; j0 < p.j; j0 += RD_JC) {
     const int jn = min(RD_JC, p.j - j0);
-    float acc[RD_JC];
+    float acc[RD_FWD_ROWS][RD_JC];
 #pragma unroll
-    for (int jj = 0; jj < RD_JC; jj++) acc[jj] = 0.f;
+    for (int r = 0; r < RD_FWD_ROWS; r++) {
+#pragma unroll
+      for (int jj = 0; jj < RD_JC; jj++) acc[r][jj] = 0.f;
+    }
     for (int c = lane * W; c < p.d; c += TMOE_WARP * W) {
-      float zv[W];
-      rd_load_z<W>(z + c, zv);
+      float zv[RD_FWD_ROWS][W];
+#pragma unroll
+      for (int r = 0; r < RD_FWD_ROWS; r++) {
+        if (r < nr) rd_load_z<W>(p.z + (size_t)(row0 + r) * p.d + c, zv[r]);
+        else {
+#pragma unroll
+          for (int e = 0; e < W; e++) zv[r][e] = 0.f;
+        }
+      }
 #pragma unroll
       for (int jj = 0; jj < RD_JC; jj++) {
         if (jj < jn) {
           float wv[W];
           rd_load_w<W>(p.w + (size_t)(j0 + jj) * p.d + c, wv);
 #pragma unroll
-          for (int e = 0; e < W; e++) acc[jj] += zv[e] * wv[e];
+          for (int r = 0; r < RD_FWD_ROWS; r++) {
+#pragma unroll
+            for (int e = 0; e < W; e++) acc[r][jj] += zv[r][e] * wv[e];
+          }
         }
       }
     }
+    // Lane r * RD_JC + jj keeps the sum of (row0 + r, j0 + jj).
     float mine = 0.f;
 #pragma unroll
-    for (int jj = 0; jj < RD_JC; jj++) {
-      if (jj < jn) {  // warp-uniform
-        const float s = warp_sum(acc[jj]);
-        if (lane == jj) mine = s;
+    for (int r = 0; r < RD_FWD_ROWS; r++) {
+#pragma unroll
+      for (int jj = 0; jj < RD_JC; jj++) {
+        if (r < nr && jj < jn) {  // warp-uniform
+          const float s = warp_sum(acc[r][jj]);
+          if (lane == r * RD_JC + jj) mine = s;
+        }
       }
     }
-    if (lane < jn) p.out[(size_t)row * p.j + j0 + lane] = p.sigmoid ? rd_sigmoid(mine) : mine;
+    const int r = lane / RD_JC, jj = lane % RD_JC;
+    if (r < nr && jj < jn) p.out[(size_t)(row0 + r) * p.j + j0 + jj] = p.sigmoid ? rd_sigmoid(mine) : mine;
   }
 }
 
-// Warp per row, no block barrier: warps past the last row return.
+// A warp per RD_FWD_ROWS rows, no block barrier: warps past the last row return.
 extern "C" __global__ void __launch_bounds__(256) rowdot_fwd(const RowdotFwdParams p) {
   const int lane = threadIdx.x % TMOE_WARP;
-  const int row = blockIdx.x * (blockDim.x / TMOE_WARP) + threadIdx.x / TMOE_WARP;
-  if (row >= p.rows) return;
+  const int row0 = (blockIdx.x * (blockDim.x / TMOE_WARP) + threadIdx.x / TMOE_WARP) * RD_FWD_ROWS;
+  if (row0 >= p.rows) return;
   const bool vec = p.d % 8 == 0 && aligned16(p.z) && aligned16(p.w);
-  if (vec) fwd_row<8>(p, row, lane);
-  else fwd_row<1>(p, row, lane);
+  if (vec) fwd_rows<8>(p, row0, lane);
+  else fwd_rows<1>(p, row0, lane);
 }
 
 template <int W>

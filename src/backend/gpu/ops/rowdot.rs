@@ -18,8 +18,10 @@ type Result<T> = std::result::Result<T, GpuError>;
 /// Widest output the kernels are meant for (a GEMM is the tool beyond it).
 pub const MAX_J: usize = 64;
 const THREADS: u32 = 256;
-/// Rows per item of `rowdot_bwd_dz` (RD_DZ_ROWS) and outputs per chunk (RD_JC).
+/// Rows per item of `rowdot_bwd_dz` (RD_DZ_ROWS), rows per warp of
+/// `rowdot_fwd` (RD_FWD_ROWS) and outputs per chunk (RD_JC).
 const DZ_ROWS: usize = 4;
+const FWD_ROWS: usize = 4;
 const JC: usize = 8;
 /// Grid cap of the grid-stride `rowdot_bwd_dz`.
 const MAX_BLOCKS: usize = 1 << 20;
@@ -67,7 +69,8 @@ pub fn fwd(
         j: jj,
         sigmoid: sigmoid as i32,
     };
-    let rows_per_block = (THREADS / 32) as usize;
+    // 8 warps of FWD_ROWS rows each.
+    let rows_per_block = (THREADS / 32) as usize * FWD_ROWS;
     ex.launch(&Launch::linear(
         "rowdot_fwd",
         rows.div_ceil(rows_per_block) as u32,
