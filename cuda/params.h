@@ -548,3 +548,75 @@ typedef struct AttnBwdParams {
   float scale;
   int32_t _pad;
 } AttnBwdParams;
+
+/* ---- elementwise (cuda/elementwise.cu) ---- */
+
+/* Residual add: out = a + b (fp32 math, one rounding); out may be a or b. */
+typedef struct AddFwdParams {
+  const bf16* a;      /* [n] */
+  const bf16* b;      /* [n] */
+  bf16* out;          /* [n] = */
+  int32_t n;
+  int32_t _pad;
+} AddFwdParams;
+
+/* GELU, tanh approximation (backend::cpu::act::gelu_fwd); y may be x. */
+typedef struct GeluFwdParams {
+  const bf16* x;      /* [n] */
+  bf16* y;            /* [n] = */
+  int32_t n;
+  int32_t _pad;
+} GeluFwdParams;
+
+/* dx = dy * gelu'(x) (backend::cpu::act::gelu_bwd); dx may be x or dy. */
+typedef struct GeluBwdParams {
+  const bf16* x;      /* [n] forward input */
+  const bf16* dy;     /* [n] */
+  bf16* dx;           /* [n] = */
+  int32_t n;
+  int32_t _pad;
+} GeluBwdParams;
+
+/* ---- rowdot (cuda/rowdot.cu) ---- */
+
+/* out[t, j] = sum_c z[t, c] * w[j, c], optionally sigmoid(.) (router logits,
+   shared-expert gate). J = cols of out (<= 64 by the wrapper's check). */
+typedef struct RowdotFwdParams {
+  const bf16* z;      /* [rows, d] */
+  const float* w;     /* [J, d] */
+  float* out;         /* [rows, J] = */
+  int32_t rows;
+  int32_t d;
+  int32_t j;
+  int32_t sigmoid;    /* nonzero: out = sigmoid(dot) */
+} RowdotFwdParams;
+
+/* dz[t, c] (= or +=) sum_j dl[t, j] * w[j, c]; bf16 out, one rounding
+   (accumulate: old dz + the fp32 sum). dl[t, j] = dout[t, j] when y is NULL
+   (dout: gradient of the logits), dout * y * (1 - y) when y is the forward's
+   sigmoid output (dout: gradient of that output): the kernel applies it. */
+typedef struct RowdotBwdDzParams {
+  const float* dout;  /* [rows, J] */
+  const float* y;     /* [rows, J] sigmoid output, or NULL */
+  const float* w;     /* [J, d] */
+  bf16* dz;           /* [rows, d] = or += */
+  int32_t rows;
+  int32_t d;
+  int32_t j;
+  int32_t accumulate;
+} RowdotBwdDzParams;
+
+/* Per-block partials of dw[j, c] = sum_t dout[t, j] * z[t, c]; block (x, y, z)
+   = (column slab, row range y, j chunk z) writes dw_partial[y][j][c]; then
+   rmsnorm_dw_reduce over the flat [J*d] rows adds them in block order.
+   dout / y as in RowdotBwdDzParams. */
+typedef struct RowdotBwdDwParams {
+  const float* dout;  /* [rows, J] */
+  const float* y;     /* [rows, J] sigmoid output, or NULL */
+  const bf16* z;      /* [rows, d] */
+  float* dw_partial;  /* [gridDim.y, J, d] = */
+  int32_t rows;
+  int32_t d;
+  int32_t j;
+  int32_t rows_per_block;
+} RowdotBwdDwParams;

@@ -1,5 +1,6 @@
 //! `tmoe bench kernels` entries for the training / MoE kernels (rope, swiglu,
-//! router, permutation, combine, cross-entropy, pooling, AdamW, grad norm).
+//! router, permutation, combine, cross-entropy, pooling, AdamW, grad norm,
+//! residual add / GELU, rowdot).
 //! GPU: model `base` (d 768, 12 heads, N 8, k 2, d' 2048 -> 1024 per expert),
 //! 64 x 512 tokens; the simulator runs a small shape as a smoke test.
 
@@ -10,7 +11,7 @@ use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use crate::backend::gpu::ops::moe_permute::{MoePlan, gather};
 use crate::backend::gpu::ops::moe_route::{self, Routing};
-use crate::backend::gpu::ops::{adamw, grad_norm, pool, rope, swiglu, xent};
+use crate::backend::gpu::ops::{adamw, elementwise, grad_norm, pool, rope, rowdot, swiglu, xent};
 
 struct Shape {
     batch: usize,
@@ -305,6 +306,48 @@ pub(super) fn run(
             adamw::step(ex, &layout, &arenas, &h, Some(&norm.out))
         })?;
         rec.mem("adamw_step", &sh, n as u64 * 30, ms);
+    }
+    if ["add_fwd", "gelu_fwd", "gelu_bwd"].iter().any(|k| want(k)) {
+        let n = t * d;
+        let sh = format!("{n} bf16 (tokens {t} x d {d})");
+        let nu = n as u64;
+        let ms = median_ms(ex, iters, || elementwise::add_fwd(ex, &x, &y, &y, n))?;
+        rec.mem("add_fwd", &sh, nu * 6, ms);
+        let ms = median_ms(ex, iters, || elementwise::gelu_fwd(ex, &x, &y, n))?;
+        rec.mem("gelu_fwd", &sh, nu * 4, ms);
+        let ms = median_ms(ex, iters, || elementwise::gelu_bwd(ex, &x, &x, &y, n))?;
+        rec.mem("gelu_bwd", &sh, nu * 6, ms);
+    }
+    if ["rowdot_fwd", "rowdot_bwd_dz", "rowdot_bwd_dw"]
+        .iter()
+        .any(|k| want(k))
+    {
+        // Router logits (J = N) and the shared-expert gate (J = 1, sigmoid).
+        for (j, sig) in [(s.n_experts, false), (1, true)] {
+            let ju = j as u64;
+            let sh = format!("tokens {t} d {d} j {j}");
+            let w = ex.upload(&vec![0.01f32; j * d])?;
+            let out = ex.alloc_zeroed::<f32>(t * j)?;
+            let ms = median_ms(ex, iters, || rowdot::fwd(ex, &x, &w, &out, t, d, j, sig))?;
+            rec.mem("rowdot_fwd", &sh, tu * du * 2 + tu * ju * 4, ms);
+            let y_sig = if sig { Some(&out) } else { None };
+            let ms = median_ms(ex, iters, || {
+                rowdot::bwd_dz(ex, &out, y_sig, &w, &y, t, d, j, true)
+            })?;
+            rec.mem("rowdot_bwd_dz", &sh, tu * du * 4 + tu * ju * 4, ms);
+            let dw = ex.alloc_zeroed::<f32>(j * d)?;
+            let scratch = ex.alloc_zeroed::<f32>(rowdot::dw_scratch_len(t, d, j))?;
+            let ms = median_ms(ex, iters, || {
+                rowdot::bwd_dw(ex, &out, y_sig, &x, &dw, &scratch, t, d, j)
+            })?;
+            let partial = scratch.len() as u64 * 8;
+            rec.mem(
+                "rowdot_bwd_dw",
+                &sh,
+                tu * du * 2 + tu * ju * 4 + partial,
+                ms,
+            );
+        }
     }
     Ok(())
 }

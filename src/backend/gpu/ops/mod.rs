@@ -2,6 +2,7 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod elementwise;
 pub mod embed;
 pub mod gemm;
 pub mod grad_norm;
@@ -11,5 +12,6 @@ pub mod moe_route;
 pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
+pub mod rowdot;
 pub mod swiglu;
 pub mod xent;
