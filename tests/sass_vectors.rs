@@ -33,6 +33,12 @@ const VECTOR_KERNELS: &[(&str, bool)] = &[
     ("pool_mean_bwd", true),
     ("adamw_step", true),
     ("grad_norm_partial", false),
+    ("add_fwd", true),
+    ("gelu_fwd", true),
+    ("gelu_bwd", true),
+    ("rowdot_fwd", false),
+    ("rowdot_bwd_dz", true),
+    ("rowdot_bwd_dw", false),
 ];
 
 /// bf16-output GEMMs whose epilogue leaves through shared memory as 16-byte stores.
