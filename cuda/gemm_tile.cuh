@@ -64,6 +64,21 @@ static __device__ __forceinline__ uint32_t gemm_pack2(bf16 lo, bf16 hi) {
   return (uint32_t)__bfloat16_as_ushort(lo) | ((uint32_t)__bfloat16_as_ushort(hi) << 16);
 }
 
+// The scalar-load twin of cp_async_16_zfill: the 16-byte shared-memory chunk
+// dst gets the first `valid` of 8 consecutive bf16 at src (src is read only
+// there; valid <= 0 reads nothing) and zeros after them.
+static __device__ __forceinline__ void gemm_copy8_scalar(bf16* dst, const bf16* src, int valid) {
+  bf16 v[8];
+#pragma unroll
+  for (int e = 0; e < 8; e++) v[e] = e < valid ? src[e] : f2bf(0.f);
+  uint4 w;
+  w.x = gemm_pack2(v[0], v[1]);
+  w.y = gemm_pack2(v[2], v[3]);
+  w.z = gemm_pack2(v[4], v[5]);
+  w.w = gemm_pack2(v[6], v[7]);
+  *reinterpret_cast<uint4*>(dst) = w;
+}
+
 // K-major operand loader: tile rows [row0, row0+ROWS) of a [rows, k] matrix with
 // row stride ld; the row of tile row r is gather[row0+r] / gather_div when
 // gather is set (GEMM_NONE: zeros). Row pointers are fixed per block.
@@ -117,17 +132,10 @@ struct GemmKMajorLoader {
       if (VEC) {
         const bool ok = row[j] != nullptr && k < k_end;
         cp_async_16_zfill(s + soff[j], ok ? row[j] + k : fallback, ok);
+      } else if (row[j] != nullptr) {
+        gemm_copy8_scalar(s + soff[j], row[j] + k, k_end - k);
       } else {
-        bf16 v[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++)
-          v[e] = (row[j] != nullptr && k + e < k_end) ? row[j][k + e] : f2bf(0.f);
-        uint4 w;
-        w.x = gemm_pack2(v[0], v[1]);
-        w.y = gemm_pack2(v[2], v[3]);
-        w.z = gemm_pack2(v[4], v[5]);
-        w.w = gemm_pack2(v[6], v[7]);
-        *reinterpret_cast<uint4*>(s + soff[j]) = w;
+        gemm_copy8_scalar(s + soff[j], nullptr, 0);
       }
     }
   }
@@ -169,15 +177,7 @@ struct GemmMNMajorLoader {
         const bool ok = k < k_end && cc[j] < cols_left;
         cp_async_16_zfill(s + soff[j], ok ? src : base, ok);
       } else {
-        bf16 v[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = (k < k_end && cc[j] + e < cols_left) ? src[e] : f2bf(0.f);
-        uint4 w;
-        w.x = gemm_pack2(v[0], v[1]);
-        w.y = gemm_pack2(v[2], v[3]);
-        w.z = gemm_pack2(v[4], v[5]);
-        w.w = gemm_pack2(v[6], v[7]);
-        *reinterpret_cast<uint4*>(s + soff[j]) = w;
+        gemm_copy8_scalar(s + soff[j], src, k < k_end ? cols_left - cc[j] : 0);
       }
     }
   }
@@ -243,15 +243,7 @@ struct GemmMNMajorGatherLoader {
         const bool ok = live && cc[j] < cols_left;
         cp_async_16_zfill(s + soff[j], ok ? src : base, ok);
       } else {
-        bf16 v[8];
-#pragma unroll
-        for (int e = 0; e < 8; e++) v[e] = (live && cc[j] + e < cols_left) ? src[e] : f2bf(0.f);
-        uint4 w;
-        w.x = gemm_pack2(v[0], v[1]);
-        w.y = gemm_pack2(v[2], v[3]);
-        w.z = gemm_pack2(v[4], v[5]);
-        w.w = gemm_pack2(v[6], v[7]);
-        *reinterpret_cast<uint4*>(s + soff[j]) = w;
+        gemm_copy8_scalar(s + soff[j], src, live ? cols_left - cc[j] : 0);
       }
     }
   }
