@@ -12,9 +12,6 @@ type Result<T> = std::result::Result<T, GpuError>;
 const THREADS: u32 = 256;
 /// Items per thread and trip (EW_UNROLL in elementwise.cu).
 const UNROLL: usize = 4;
-/// Grid cap: the kernels grid-stride; their 32-bit item indices stay below
-/// n + gridDim * blockDim * unroll < 2^32.
-const MAX_BLOCKS: usize = 1 << 20;
 
 fn len(what: &str, n: usize) -> Result<i32> {
     match i32::try_from(n) {
@@ -25,10 +22,7 @@ fn len(what: &str, n: usize) -> Result<i32> {
 
 /// One trip per thread (items of 8 on the 16-byte path when n % 8 == 0).
 fn blocks(n: usize) -> u32 {
-    let items = if n % 8 == 0 { n / 8 } else { n };
-    items
-        .div_ceil(THREADS as usize * UNROLL)
-        .clamp(1, MAX_BLOCKS) as u32
+    super::item_walk_blocks(n, n % 8 == 0, THREADS, UNROLL)
 }
 
 /// out = a + b (=); `out` may be `a` or `b` (in place).

@@ -23,8 +23,6 @@ const THREADS: u32 = 256;
 const DZ_ROWS: usize = 4;
 const FWD_ROWS: usize = 4;
 const JC: usize = 8;
-/// Grid cap of the grid-stride `rowdot_bwd_dz`.
-const MAX_BLOCKS: usize = 1 << 20;
 /// `rowdot_bwd_dw`: at most this many row ranges (partial rows), each at least
 /// MIN_DW_ROWS rows (8 warps x a few rows).
 const MAX_DW_RANGES: usize = 256;
@@ -118,9 +116,8 @@ pub fn bwd_dz(
         j: jj,
         accumulate: accumulate as i32,
     };
-    let per_row = if d % 8 == 0 { d / 8 } else { d };
-    let items = rows.div_ceil(DZ_ROWS) * per_row;
-    let blocks = items.div_ceil(THREADS as usize).clamp(1, MAX_BLOCKS) as u32;
+    // Items: groups of DZ_ROWS rows x (8 columns, or 1 off the 16-byte path).
+    let blocks = super::item_walk_blocks(rows.div_ceil(DZ_ROWS) * d, d % 8 == 0, THREADS, 1);
     ex.launch(&Launch::linear("rowdot_bwd_dz", blocks, THREADS, params))
 }
 

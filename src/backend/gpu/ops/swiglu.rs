@@ -10,9 +10,6 @@ use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 type Result<T> = std::result::Result<T, GpuError>;
 
 const THREADS: u32 = 256;
-/// Grid cap: the kernels grid-stride, and their 32-bit item indices stay below
-/// n + gridDim * blockDim * unroll < 2^32.
-const MAX_BLOCKS: usize = 1 << 20;
 /// Items per thread and trip (must match SWIGLU_{FWD,BWD}_UNROLL in swiglu.cu).
 const FWD_UNROLL: usize = 4;
 const BWD_UNROLL: usize = 2;
@@ -63,17 +60,10 @@ fn view<T>(ex: &Executor, what: &str, m: &Rows, rows: usize, cols: usize) -> Res
     }
 }
 
-/// One trip per thread: many short blocks balance best (the tail is one small block).
+/// One trip per thread: many short blocks balance best (the tail is one small
+/// block). Items of the 16-byte path when cols allows it.
 fn blocks(rows: usize, cols: usize, unroll: usize) -> u32 {
-    // Items of the 16-byte path when cols allows it; the scalar path loops more.
-    let items = if cols % 8 == 0 {
-        rows * cols / 8
-    } else {
-        rows * cols
-    };
-    items
-        .div_ceil(THREADS as usize * unroll)
-        .clamp(1, MAX_BLOCKS) as u32
+    super::item_walk_blocks(rows * cols, cols % 8 == 0, THREADS, unroll)
 }
 
 /// gate, up, out: [rows, cols] bf16 (contiguous).
