@@ -11,7 +11,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use crate::infer::classifier::{Classifier, VocabSource};
-use crate::infer::stream::{FlowStream, Verdict};
+use crate::infer::stream::{FlowStream, StreamStats, Verdict};
 
 /// The opaque handle C holds (`tmoe_classifier*`).
 pub struct TmoeClassifier {
@@ -39,16 +39,7 @@ pub struct TmoeVerdict {
 }
 
 /// Counters since `tmoe_open` (header: `tmoe_stats`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
-pub struct TmoeStats {
-    pub frames: u64,
-    pub packets: u64,
-    pub skipped_frames: u64,
-    pub flows_finished: u64,
-    pub flows_too_short: u64,
-    pub flows_classified: u64,
-}
+pub type TmoeStats = StreamStats;
 
 thread_local! {
     static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
@@ -326,14 +317,7 @@ pub unsafe extern "C" fn tmoe_get_stats(h: *const TmoeClassifier, out: *mut Tmoe
         let s = handle(h)?.stream.stats();
         // SAFETY: the caller promises a writable struct when non-NULL.
         let out = unsafe { out.as_mut() }.ok_or_else(|| anyhow::anyhow!("out is NULL"))?;
-        *out = TmoeStats {
-            frames: s.frames,
-            packets: s.packets,
-            skipped_frames: s.skipped_frames,
-            flows_finished: s.flows_finished,
-            flows_too_short: s.flows_too_short,
-            flows_classified: s.flows_classified,
-        };
+        *out = s;
         Ok(0)
     })
 }

@@ -19,7 +19,9 @@ use crate::traffic::types::{Endpoint, Flow, FlowKey};
 /// Flows classified per model call.
 const BATCH: usize = 64;
 
-/// Counters since the stream was opened.
+/// Counters since the stream was opened. `repr(C)`: the C API hands it out
+/// as `tmoe_stats` (include/traffic_moe.h), field for field.
+#[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StreamStats {
     pub frames: u64,
