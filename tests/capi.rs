@@ -11,7 +11,7 @@ use std::ffi::{CStr, CString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tiny_train::classifier::fixture;
+use tiny_train::classifier::{classify_args, fixture};
 use traffic_moe::capi::*;
 use traffic_moe::cli::classify;
 
@@ -106,18 +106,7 @@ fn c_example_classifies_like_the_cli() {
             .unwrap();
         assert!(early.status.success());
         assert_eq!(rows(&String::from_utf8(early.stdout).unwrap()), from_c);
-        let args = classify::Args {
-            checkpoint: f.ckpt.clone(),
-            captures: vec![cap.clone()],
-            data: Some(f.data.clone()),
-            vocab: None,
-            format: classify::Format::Csv,
-            out: None,
-            min_packets: None,
-            batch: 16,
-            seq_len: None,
-            quiet: true,
-        };
+        let args = classify_args(&f, vec![cap.clone()], classify::Format::Csv);
         let mut cli = Vec::new();
         let summary = classify::classify(&args, &mut cli).unwrap();
         let from_cli = rows(&String::from_utf8(cli).unwrap());

@@ -4,10 +4,10 @@
 //! refusals (foreign vocabulary, broken captures).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 mod tiny_train;
-use tiny_train::classifier::{Fixture, SEC, fixture};
+use tiny_train::classifier::{Fixture, SEC, classify_args, fixture};
 use traffic_moe::cli::{classify, eval};
 use traffic_moe::train::batch::open_part;
 use traffic_moe::train::finetune::{evaluate, load_classifier};
@@ -19,21 +19,6 @@ fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
         split: "test".into(),
         out: out.to_path_buf(),
         batch: 7,
-        seq_len: None,
-        quiet: true,
-    }
-}
-
-fn classify_args(f: &Fixture, captures: Vec<PathBuf>, format: classify::Format) -> classify::Args {
-    classify::Args {
-        checkpoint: f.ckpt.clone(),
-        captures,
-        data: Some(f.data.clone()),
-        vocab: None,
-        format,
-        out: None,
-        min_packets: None,
-        batch: 16,
         seq_len: None,
         quiet: true,
     }

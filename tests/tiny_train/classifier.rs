@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use super::{tiny_finetune, tiny_model};
+use traffic_moe::cli::classify;
 use traffic_moe::model::FfnKind;
 use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use traffic_moe::traffic::labels::LabelSource;
@@ -144,5 +145,25 @@ pub fn fixture() -> Fixture {
         caps,
         data,
         ckpt: r.checkpoint,
+    }
+}
+
+/// `tmoe classify` arguments for the fixture's classifier and dataset.
+pub fn classify_args(
+    f: &Fixture,
+    captures: Vec<PathBuf>,
+    format: classify::Format,
+) -> classify::Args {
+    classify::Args {
+        checkpoint: f.ckpt.clone(),
+        captures,
+        data: Some(f.data.clone()),
+        vocab: None,
+        format,
+        out: None,
+        min_packets: None,
+        batch: 16,
+        seq_len: None,
+        quiet: true,
     }
 }
