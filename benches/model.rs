@@ -50,7 +50,10 @@ fn bench(c: &mut Criterion) {
                         b,
                         s,
                     };
-                    model.lm_forward(&mut tape, &p, &inp, 0.02).task_loss
+                    model
+                        .lm_forward(&mut tape, &p, &inp, 0.02)
+                        .unwrap()
+                        .task_loss
                 })
             });
             let mut opt = AdamW::new(AdamWConfig::default(), &params);
@@ -104,7 +107,10 @@ fn timed_steps(steps: usize, filter: &str) {
                             b,
                             s,
                         };
-                        model.lm_forward(&mut tape, &p, &inp, 0.02).task_loss
+                        model
+                            .lm_forward(&mut tape, &p, &inp, 0.02)
+                            .unwrap()
+                            .task_loss
                     } else {
                         train_step(&model, &mut params, &mut opt, &x, Task::Lm, 0.02, 1e-4, 1.0)
                             .unwrap()

@@ -10,6 +10,7 @@ pub mod autograd;
 pub mod backend;
 pub mod capi;
 pub mod cli;
+pub mod engine;
 pub mod eval;
 pub mod infer;
 pub mod model;

@@ -61,13 +61,13 @@ fn run(model: &Model, p: &mut Params<f64>, cls: bool, aux: f64, grads: bool) -> 
             .cls_forward(&mut tape, &values, &x, Some(&LABELS), aux)
             .unwrap()
     } else {
-        model.lm_forward(&mut tape, &values, &x, aux)
+        model.lm_forward(&mut tape, &values, &x, aux).unwrap()
     };
     let total = f.task_loss + tape.aux_loss;
-    let routing = tape.routing();
+    let routing = tape.routing().unwrap();
     if grads {
         p.zero_grads();
-        tape.backward(f.loss, p);
+        tape.backward(f.loss, p).unwrap();
     }
     (total, routing)
 }

@@ -2,10 +2,9 @@
 //! records each op as it runs forward and replays the records backward.
 //! Parameters live outside the tape in a [`params::ParamStore`].
 
-pub mod backend;
 pub mod params;
 pub mod tape;
 
-pub use backend::Backend;
+pub use crate::engine::Backend;
 pub use params::{ParamId, ParamStore, Params};
 pub use tape::{MoeParams, Op, Tape, TensorId};

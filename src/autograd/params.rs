@@ -3,8 +3,7 @@
 //! (`[f32]` / `[f64]` on the CPU). Training (f32) uses the optimizer's
 //! `Vec<Param>` directly; gradient checks use [`Params<f64>`].
 
-use crate::backend::cpu::Float;
-use crate::train::optim::Param;
+use crate::engine::{Float, Param};
 
 pub type ParamId = usize;
 

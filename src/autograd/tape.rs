@@ -2,12 +2,15 @@
 //! [`Backend`] (the CPU reference ops by default) and records an [`Op`];
 //! `backward` walks the records in reverse. The records hold only ids, shapes
 //! and the backend's saved state, so the same model code drives any backend.
+//!
+//! An inference tape ([`Tape::inference`]) records nothing: each op's saved
+//! state is dropped at once, and [`Tape::release`] frees an activation after
+//! its last use, so that memory holds the model and a layer's working set,
+//! not a training tape.
 
-use super::backend::{Backend, MoeRefs};
 use super::params::{ParamId, ParamStore};
-use crate::backend::cpu::attention::Dims;
-use crate::backend::cpu::moe::MoeDims;
-use crate::backend::cpu::{Cpu, Float};
+use crate::backend::cpu::Cpu;
+use crate::engine::{AttnDims as Dims, Backend, Float, MoeDims, MoeRefs, OpError, OpResult};
 
 pub type TensorId = usize;
 
@@ -116,8 +119,13 @@ struct Record<F: Float, B: Backend<F>> {
 
 pub struct Tape<F: Float, B: Backend<F> = Cpu> {
     backend: B,
-    vals: Vec<B::Tensor>,
+    /// Values by id; `None` once released (inference) or consumed (backward).
+    vals: Vec<Option<B::Tensor>>,
     records: Vec<Record<F, B>>,
+    /// Whether ops are recorded for a backward (false: inference).
+    record: bool,
+    /// MoE routing kept for [`Tape::routing`] when nothing is recorded.
+    routing: Vec<u32>,
     /// Sum of `aux_weight * aux` over MoE layers (already part of the loss gradient).
     pub aux_loss: F,
 }
@@ -135,48 +143,95 @@ impl<F: Float> Tape<F, Cpu> {
         Self::default()
     }
 
+    /// An inference tape on the CPU reference ops.
+    pub fn cpu_inference() -> Self {
+        crate::backend::cpu::alloc::keep_freed_memory();
+        Tape::inference(Cpu)
+    }
+
     /// A tensor's values (the CPU tape keeps them on the host).
-    pub fn value(&self, t: TensorId) -> &[F] {
-        &self.vals[t]
+    pub fn value(&self, t: TensorId) -> OpResult<&[F]> {
+        self.val(t).map(|v| &v[..])
     }
 }
 
 impl<F: Float, B: Backend<F>> Tape<F, B> {
+    /// A training tape on `backend`: ops are recorded for [`Tape::backward`].
     pub fn with_backend(backend: B) -> Self {
         Tape {
             backend,
             vals: Vec::new(),
             records: Vec::new(),
+            record: true,
+            routing: Vec::new(),
             aux_loss: F::ZERO,
         }
+    }
+
+    /// An inference tape on `backend`: nothing is recorded (no backward), and
+    /// [`Tape::release`] frees activations.
+    pub fn inference(backend: B) -> Self {
+        Tape {
+            record: false,
+            ..Self::with_backend(backend)
+        }
+    }
+
+    pub fn is_recording(&self) -> bool {
+        self.record
     }
 
     pub fn backend(&self) -> &B {
         &self.backend
     }
 
+    fn val(&self, t: TensorId) -> OpResult<&B::Tensor> {
+        self.vals.get(t).and_then(|v| v.as_ref()).ok_or_else(|| {
+            OpError::msg("tape", format!("tensor {t} was released or never computed"))
+        })
+    }
+
     /// A copy of a tensor's values on the host.
-    pub fn to_host(&self, t: TensorId) -> Vec<F> {
-        self.backend.to_host(&self.vals[t])
+    pub fn to_host(&self, t: TensorId) -> OpResult<Vec<F>> {
+        self.backend.to_host(self.val(t)?)
+    }
+
+    /// Frees activations after their last use. Only an inference tape frees
+    /// (a training tape keeps every value for the backward).
+    pub fn release(&mut self, ids: &[TensorId]) {
+        if !self.record {
+            for &t in ids {
+                if let Some(v) = self.vals.get_mut(t) {
+                    *v = None;
+                }
+            }
+        }
     }
 
     /// The experts chosen in every MoE layer so far (top-k ids, layer after layer).
-    pub fn routing(&self) -> Vec<u32> {
-        self.records
-            .iter()
-            .filter_map(|r| match &r.op {
-                Op::Moe { saved, .. } => Some(self.backend.moe_routing(saved)),
-                _ => None,
-            })
-            .flatten()
-            .collect()
+    pub fn routing(&self) -> OpResult<Vec<u32>> {
+        let mut out = self.routing.clone();
+        for r in &self.records {
+            if let Op::Moe { saved, .. } = &r.op {
+                out.extend(self.backend.moe_routing(saved)?);
+            }
+        }
+        Ok(out)
     }
 
     fn push(&mut self, val: B::Tensor, op: Op<F, B>) -> TensorId {
-        self.vals.push(val);
+        self.vals.push(Some(val));
         let out = self.vals.len() - 1;
-        self.records.push(Record { op, out });
+        if self.record {
+            self.records.push(Record { op, out });
+        }
         out
+    }
+
+    /// Stages the batch's ids and mask on the backend (a device engine
+    /// uploads them once per step).
+    pub fn stage_batch(&mut self, ids: &[u32], mask: &[u8]) -> OpResult<()> {
+        self.backend.stage_batch(ids, mask)
     }
 
     pub fn embedding(
@@ -185,21 +240,27 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         table: ParamId,
         ids: &[u32],
         d: usize,
-    ) -> TensorId {
-        let y = self.backend.embedding_fwd(ids, p[table], d);
-        self.push(
+    ) -> OpResult<TensorId> {
+        let y = self.backend.embedding_fwd(ids, p[table], d)?;
+        Ok(self.push(
             y,
             Op::Embedding {
                 ids: ids.to_vec(),
                 table,
                 d,
             },
-        )
+        ))
     }
 
-    pub fn rmsnorm(&mut self, p: &[&B::Param], x: TensorId, w: ParamId, d: usize) -> TensorId {
-        let (y, rstd) = self.backend.rmsnorm_fwd(&self.vals[x], p[w], d);
-        self.push(y, Op::RmsNorm { x, w, d, rstd })
+    pub fn rmsnorm(
+        &mut self,
+        p: &[&B::Param],
+        x: TensorId,
+        w: ParamId,
+        d: usize,
+    ) -> OpResult<TensorId> {
+        let (y, rstd) = self.backend.rmsnorm_fwd(self.val(x)?, p[w], d)?;
+        Ok(self.push(y, Op::RmsNorm { x, w, d, rstd }))
     }
 
     pub fn linear(
@@ -210,12 +271,13 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         b: Option<ParamId>,
         din: usize,
         dout: usize,
-    ) -> TensorId {
-        let rows = self.backend.len(&self.vals[x]) / din;
+    ) -> OpResult<TensorId> {
+        let xv = self.val(x)?;
+        let rows = self.backend.len(xv) / din;
         let y = self
             .backend
-            .linear_fwd(&self.vals[x], p[w], b.map(|b| p[b]), rows, din, dout);
-        self.push(
+            .linear_fwd(xv, p[w], b.map(|b| p[b]), rows, din, dout)?;
+        Ok(self.push(
             y,
             Op::Linear {
                 x,
@@ -225,30 +287,36 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 din,
                 dout,
             },
-        )
+        ))
     }
 
-    pub fn add(&mut self, a: TensorId, b: TensorId) -> TensorId {
-        let y = self.backend.add(&self.vals[a], &self.vals[b]);
-        self.push(y, Op::Add { a, b })
+    pub fn add(&mut self, a: TensorId, b: TensorId) -> OpResult<TensorId> {
+        let y = self.backend.add(self.val(a)?, self.val(b)?)?;
+        Ok(self.push(y, Op::Add { a, b }))
     }
 
-    pub fn swiglu(&mut self, gate: TensorId, up: TensorId) -> TensorId {
-        let y = self.backend.swiglu_fwd(&self.vals[gate], &self.vals[up]);
-        self.push(y, Op::Swiglu { gate, up })
+    pub fn swiglu(&mut self, gate: TensorId, up: TensorId) -> OpResult<TensorId> {
+        let y = self.backend.swiglu_fwd(self.val(gate)?, self.val(up)?)?;
+        Ok(self.push(y, Op::Swiglu { gate, up }))
     }
 
-    pub fn gelu(&mut self, x: TensorId) -> TensorId {
-        let y = self.backend.gelu_fwd(&self.vals[x]);
-        self.push(y, Op::Gelu { x })
+    pub fn gelu(&mut self, x: TensorId) -> OpResult<TensorId> {
+        let y = self.backend.gelu_fwd(self.val(x)?)?;
+        Ok(self.push(y, Op::Gelu { x }))
     }
 
     /// Causal self-attention with RoPE on the fused projection `qkv [B·S, 3d]`.
-    pub fn attention(&mut self, qkv: TensorId, mask: &[u8], dims: Dims, theta: f64) -> TensorId {
+    pub fn attention(
+        &mut self,
+        qkv: TensorId,
+        mask: &[u8],
+        dims: Dims,
+        theta: f64,
+    ) -> OpResult<TensorId> {
         let (y, saved) = self
             .backend
-            .attention_fwd(&self.vals[qkv], mask, &dims, theta);
-        self.push(
+            .attention_fwd(self.val(qkv)?, mask, &dims, theta)?;
+        Ok(self.push(
             y,
             Op::Attention {
                 qkv,
@@ -256,24 +324,31 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 theta,
                 saved,
             },
-        )
+        ))
     }
 
-    /// `resid + MoE(z)`; the layer's aux loss, times `aux_weight`, joins the loss.
+    /// `resid + MoE(z)`; the layer's aux loss (over the positions where
+    /// `mask` is set), times `aux_weight`, joins the loss.
+    #[allow(clippy::too_many_arguments)]
     pub fn moe(
         &mut self,
         p: &[&B::Param],
         z: TensorId,
         resid: TensorId,
+        mask: &[u8],
         mp: MoeParams,
         dims: MoeDims,
         aux_weight: F,
-    ) -> (TensorId, F) {
+    ) -> OpResult<(TensorId, F)> {
         let (y, saved) =
             self.backend
-                .moe_fwd(&self.vals[z], &self.vals[resid], mp.weights(p), &dims);
-        let aux = self.backend.moe_aux(&saved);
+                .moe_fwd(self.val(z)?, self.val(resid)?, mask, mp.weights(p), &dims)?;
+        let aux = self.backend.moe_aux(&saved)?;
         self.aux_loss += aux_weight * aux;
+        if !self.record {
+            let r = self.backend.moe_routing(&saved)?;
+            self.routing.extend(r);
+        }
         let id = self.push(
             y,
             Op::Moe {
@@ -285,7 +360,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 saved: Box::new(saved),
             },
         );
-        (id, aux)
+        Ok((id, aux))
     }
 
     pub fn mean_pool(
@@ -295,9 +370,9 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         b: usize,
         s: usize,
         d: usize,
-    ) -> TensorId {
-        let y = self.backend.mean_pool_fwd(&self.vals[x], mask, b, s, d);
-        self.push(
+    ) -> OpResult<TensorId> {
+        let y = self.backend.mean_pool_fwd(self.val(x)?, mask, b, s, d)?;
+        Ok(self.push(
             y,
             Op::MeanPool {
                 x,
@@ -306,7 +381,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 s,
                 d,
             },
-        )
+        ))
     }
 
     /// Mean cross entropy over rows whose target is not `ignore`: a scalar
@@ -316,9 +391,9 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         logits: TensorId,
         targets: &[u32],
         ignore: u32,
-    ) -> (TensorId, F) {
-        let l = self.backend.xent_fwd(&self.vals[logits], targets, ignore);
-        let y = self.backend.scalar(l);
+    ) -> OpResult<(TensorId, F)> {
+        let l = self.backend.xent_fwd(self.val(logits)?, targets, ignore)?;
+        let y = self.backend.scalar(l)?;
         let id = self.push(
             y,
             Op::CrossEntropy {
@@ -327,7 +402,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 ignore,
             },
         );
-        (id, l)
+        Ok((id, l))
     }
 
     /// Tied LM head + mean cross entropy (rows whose target is `ignore` are
@@ -340,11 +415,11 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         d: usize,
         targets: &[u32],
         ignore: u32,
-    ) -> (TensorId, F) {
-        let (l, saved) = self
-            .backend
-            .lm_head_xent_fwd(&self.vals[h], p[table], d, targets, ignore);
-        let y = self.backend.scalar(l);
+    ) -> OpResult<(TensorId, F)> {
+        let (l, saved) =
+            self.backend
+                .lm_head_xent_fwd(self.val(h)?, p[table], d, targets, ignore)?;
+        let y = self.backend.scalar(l)?;
         let id = self.push(
             y,
             Op::LmHeadXent {
@@ -355,25 +430,39 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 saved,
             },
         );
-        (id, l)
+        Ok((id, l))
     }
 
     /// Backpropagates `loss` (a scalar tensor, seeded with 1) plus every MoE
     /// layer's weighted aux loss; parameter grads accumulate into `store`.
-    pub fn backward<S: ParamStore<B::Param> + ?Sized>(&mut self, loss: TensorId, store: &mut S) {
+    pub fn backward<S: ParamStore<B::Param> + ?Sized>(
+        &mut self,
+        loss: TensorId,
+        store: &mut S,
+    ) -> OpResult<()> {
+        if !self.record {
+            return Err(OpError::msg(
+                "backward",
+                "an inference tape records nothing to differentiate",
+            ));
+        }
         let (pv, mut pg) = store.split();
         let mut grads: Vec<Option<B::Tensor>> = (0..self.vals.len()).map(|_| None).collect();
-        grads[loss] = Some(self.backend.scalar(F::ONE));
+        grads[loss] = Some(self.backend.scalar(F::ONE)?);
         let records = std::mem::take(&mut self.records);
         for rec in records.into_iter().rev() {
             let dout = match (grads[rec.out].take(), &rec.op) {
                 (Some(g), _) => g,
                 // The aux loss reaches MoE layers even if their output gets no gradient.
-                (None, Op::Moe { .. }) => self.backend.zeros(self.backend.len(&self.vals[rec.out])),
+                (None, Op::Moe { .. }) => {
+                    let n = self.backend.len(self.val(rec.out)?);
+                    self.backend.zeros(n)?
+                }
                 (None, _) => continue,
             };
-            self.backward_op(rec.op, dout, &pv, &mut pg, &mut grads);
+            self.backward_op(rec.op, dout, &pv, &mut pg, &mut grads)?;
         }
+        Ok(())
     }
 
     fn backward_op(
@@ -383,17 +472,23 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         pv: &[&B::Param],
         pg: &mut [&mut B::Param],
         grads: &mut [Option<B::Tensor>],
-    ) {
-        let (be, v) = (&self.backend, &self.vals);
-        let acc = |grads: &mut [Option<B::Tensor>], t: TensorId, g: B::Tensor| match &mut grads[t] {
-            Some(a) => be.add_assign(a, &g),
-            slot @ None => *slot = Some(g),
+    ) -> OpResult<()> {
+        let be = &self.backend;
+        let v = |t: TensorId| self.val(t);
+        let acc = |grads: &mut [Option<B::Tensor>], t: TensorId, g: B::Tensor| -> OpResult<()> {
+            match &mut grads[t] {
+                Some(a) => be.add_assign(a, &g),
+                slot @ None => {
+                    *slot = Some(g);
+                    Ok(())
+                }
+            }
         };
         match op {
-            Op::Embedding { ids, table, d } => be.embedding_bwd(&ids, &dout, d, pg[table]),
+            Op::Embedding { ids, table, d } => be.embedding_bwd(&ids, &dout, d, pg[table])?,
             Op::RmsNorm { x, w, d, rstd } => {
-                let dx = be.rmsnorm_bwd(&v[x], pv[w], &rstd, &dout, d, pg[w]);
-                acc(grads, x, dx);
+                let dx = be.rmsnorm_bwd(v(x)?, pv[w], &rstd, &dout, d, pg[w])?;
+                acc(grads, x, dx)?;
             }
             Op::Linear {
                 x,
@@ -405,28 +500,28 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             } => {
                 let dx = match b {
                     Some(b) => {
-                        let [gw, gb] = grads_of(pg, [w, b]);
-                        be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, gw, Some(gb))
+                        let [gw, gb] = grads_of(pg, [w, b])?;
+                        be.linear_bwd(v(x)?, pv[w], &dout, rows, din, n, gw, Some(gb))?
                     }
-                    None => be.linear_bwd(&v[x], pv[w], &dout, rows, din, n, pg[w], None),
+                    None => be.linear_bwd(v(x)?, pv[w], &dout, rows, din, n, pg[w], None)?,
                 };
-                acc(grads, x, dx);
+                acc(grads, x, dx)?;
             }
             Op::Add { a, b } => {
                 // The second consumer gets a copy; the first takes `dout` itself.
-                let mut copy = be.zeros(be.len(&dout));
-                be.add_assign(&mut copy, &dout);
-                acc(grads, a, dout);
-                acc(grads, b, copy);
+                let mut copy = be.zeros(be.len(&dout))?;
+                be.add_assign(&mut copy, &dout)?;
+                acc(grads, a, dout)?;
+                acc(grads, b, copy)?;
             }
             Op::Swiglu { gate, up } => {
-                let (dg, du) = be.swiglu_bwd(&v[gate], &v[up], &dout);
-                acc(grads, gate, dg);
-                acc(grads, up, du);
+                let (dg, du) = be.swiglu_bwd(v(gate)?, v(up)?, &dout)?;
+                acc(grads, gate, dg)?;
+                acc(grads, up, du)?;
             }
             Op::Gelu { x } => {
-                let dx = be.gelu_bwd(&v[x], &dout);
-                acc(grads, x, dx);
+                let dx = be.gelu_bwd(v(x)?, &dout)?;
+                acc(grads, x, dx)?;
             }
             Op::Attention {
                 qkv,
@@ -434,8 +529,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 theta,
                 saved,
             } => {
-                let dq = be.attention_bwd(&saved, &dout, &dims, theta);
-                acc(grads, qkv, dq);
+                let dq = be.attention_bwd(&saved, &dout, &dims, theta)?;
+                acc(grads, qkv, dq)?;
             }
             Op::Moe {
                 z,
@@ -445,22 +540,23 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 aux_weight,
                 saved,
             } => {
-                let g = grads_of(pg, p.ids());
-                let dz = be.moe_bwd(&v[z], p.weights(pv), &saved, &dout, aux_weight, &dims, g);
-                acc(grads, z, dz);
-                acc(grads, resid, dout);
+                let g = grads_of(pg, p.ids())?;
+                let dz = be.moe_bwd(v(z)?, p.weights(pv), &saved, &dout, aux_weight, &dims, g)?;
+                acc(grads, z, dz)?;
+                acc(grads, resid, dout)?;
             }
             Op::MeanPool { x, mask, b, s, d } => {
-                let dx = be.mean_pool_bwd(&dout, &mask, b, s, d);
-                acc(grads, x, dx);
+                let dx = be.mean_pool_bwd(&dout, &mask, b, s, d)?;
+                acc(grads, x, dx)?;
             }
             Op::CrossEntropy {
                 logits,
                 targets,
                 ignore,
             } => {
-                let dl = be.xent_bwd(&v[logits], &targets, ignore, be.to_host(&dout)[0]);
-                acc(grads, logits, dl);
+                let dloss = scalar_value(be.to_host(&dout)?)?;
+                let dl = be.xent_bwd(v(logits)?, &targets, ignore, dloss)?;
+                acc(grads, logits, dl)?;
             }
             Op::LmHeadXent {
                 h,
@@ -469,12 +565,24 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 targets,
                 saved,
             } => {
-                let dloss = be.to_host(&dout)[0];
+                let dloss = scalar_value(be.to_host(&dout)?)?;
                 let dh =
-                    be.lm_head_xent_bwd(&v[h], pv[table], d, &targets, &saved, dloss, pg[table]);
-                acc(grads, h, dh);
+                    be.lm_head_xent_bwd(v(h)?, pv[table], d, &targets, &saved, dloss, pg[table])?;
+                acc(grads, h, dh)?;
             }
         }
+        Ok(())
+    }
+}
+
+/// The value of a one-element tensor read back to the host.
+fn scalar_value<F: Float>(v: Vec<F>) -> OpResult<F> {
+    match v[..] {
+        [x] => Ok(x),
+        _ => Err(OpError::msg(
+            "backward",
+            format!("the loss gradient has {} values, expected 1", v.len()),
+        )),
     }
 }
 
@@ -483,12 +591,18 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
 fn grads_of<'a, P: ?Sized, const N: usize>(
     pg: &'a mut [&mut P],
     ids: [usize; N],
-) -> [&'a mut P; N] {
+) -> OpResult<[&'a mut P; N]> {
     let mut out: [Option<&'a mut P>; N] = [const { None }; N];
     for (i, g) in pg.iter_mut().enumerate() {
         if let Some(j) = ids.iter().position(|&id| id == i) {
             out[j] = Some(&mut **g);
         }
     }
-    out.map(|g| g.expect("distinct parameter ids"))
+    if out.iter().any(Option::is_none) {
+        return Err(OpError::msg(
+            "backward",
+            format!("parameter ids {ids:?} are not distinct entries of the store"),
+        ));
+    }
+    Ok(out.map(|g| g.expect("checked above")))
 }

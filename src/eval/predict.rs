@@ -3,9 +3,9 @@
 use anyhow::Result;
 
 use crate::autograd::{ParamStore, Tape};
+use crate::engine::Param;
 use crate::model::{Inputs, Model};
 use crate::train::batch::{Sequences, make_batch};
-use crate::train::optim::Param;
 use crate::train::step::progress_bar;
 
 /// Class probabilities of sequences `idx` of `data`, row-major `[idx.len(), C]`
@@ -47,9 +47,9 @@ pub fn predict_probs(
             b: b.b,
             s: b.s,
         };
-        let mut tape = Tape::<f32>::new();
+        let mut tape = Tape::<f32>::cpu_inference();
         let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
-        for (&r, logits) in rows.iter().zip(tape.value(f.logits).chunks_exact(c)) {
+        for (&r, logits) in rows.iter().zip(tape.value(f.logits)?.chunks_exact(c)) {
             softmax_into(logits, &mut probs[r * c..(r + 1) * c]);
         }
         pb.inc(rows.len() as u64);

@@ -11,11 +11,8 @@
 
 use super::config::{FfnKind, ModelConfig};
 use super::init::Init;
-use crate::autograd::{Backend, MoeParams, ParamId, Tape, TensorId};
-use crate::backend::cpu::Float;
-use crate::backend::cpu::attention::Dims;
-use crate::backend::cpu::moe::MoeDims;
-use crate::train::optim::Param;
+use crate::autograd::{MoeParams, ParamId, Tape, TensorId};
+use crate::engine::{AttnDims, Backend, Float, MoeDims, OpResult, Param};
 
 /// Marks a target the loss ignores.
 pub const IGNORE: u32 = u32::MAX;
@@ -170,34 +167,52 @@ impl Model {
     }
 
     /// Embedding -> blocks -> final norm: `[B·S, d]`, and the mean aux loss.
+    /// On an inference tape each activation is released after its last use.
     pub fn backbone<F: Float, B: Backend<F>>(
         &self,
         tape: &mut Tape<F, B>,
         p: &[&B::Param],
         x: &Inputs,
         aux_weight: F,
-    ) -> (TensorId, F) {
+    ) -> OpResult<(TensorId, F)> {
         let c = &self.cfg;
         let d = c.d;
         let t = x.b * x.s;
-        assert_eq!(x.ids.len(), t, "ids must be [B, S]");
+        if x.ids.len() != t || x.mask.len() != t {
+            return Err(crate::engine::OpError::msg(
+                "model",
+                format!(
+                    "a batch of {} x {} needs {t} ids and mask entries, got {} and {}",
+                    x.b,
+                    x.s,
+                    x.ids.len(),
+                    x.mask.len()
+                ),
+            ));
+        }
+        tape.stage_batch(x.ids, x.mask)?;
         let layer_aux_w = aux_weight / F::from_usize(c.layers);
-        let mut h = tape.embedding(p, self.embed, x.ids, d);
+        let mut h = tape.embedding(p, self.embed, x.ids, d)?;
         let mut aux_sum = F::ZERO;
         for blk in &self.blocks {
-            let z = tape.rmsnorm(p, h, blk.attn_norm, d);
-            let qkv = tape.linear(p, z, blk.wqkv, None, d, 3 * d);
-            let dims = Dims {
+            let z = tape.rmsnorm(p, h, blk.attn_norm, d)?;
+            let qkv = tape.linear(p, z, blk.wqkv, None, d, 3 * d)?;
+            tape.release(&[z]);
+            let dims = AttnDims {
                 b: x.b,
                 h: c.heads,
                 s: x.s,
                 hd: c.head_dim(),
             };
-            let a = tape.attention(qkv, x.mask, dims, c.rope_theta);
-            let o = tape.linear(p, a, blk.wo, None, d, d);
-            h = tape.add(h, o);
-            let z = tape.rmsnorm(p, h, blk.ffn_norm, d);
-            h = match &blk.ffn {
+            let a = tape.attention(qkv, x.mask, dims, c.rope_theta)?;
+            tape.release(&[qkv]);
+            let o = tape.linear(p, a, blk.wo, None, d, d)?;
+            tape.release(&[a]);
+            let h1 = tape.add(h, o)?;
+            tape.release(&[h, o]);
+            h = h1;
+            let z = tape.rmsnorm(p, h, blk.ffn_norm, d)?;
+            let h1 = match &blk.ffn {
                 FfnIds::Moe(mp) => {
                     let dims = MoeDims {
                         t,
@@ -207,7 +222,7 @@ impl Model {
                         shared_ff: c.shared_ff,
                         expert_ff: c.expert_ff(),
                     };
-                    let (out, aux) = tape.moe(p, z, h, *mp, dims, layer_aux_w);
+                    let (out, aux) = tape.moe(p, z, h, x.mask, *mp, dims, layer_aux_w)?;
                     aux_sum += aux;
                     out
                 }
@@ -217,21 +232,28 @@ impl Model {
                     w_down,
                 } => {
                     let ff = c.dense_ff();
-                    let g = tape.linear(p, z, *w_gate, None, d, ff);
-                    let u = tape.linear(p, z, *w_up, None, d, ff);
-                    let s = tape.swiglu(g, u);
-                    let y = tape.linear(p, s, *w_down, None, ff, d);
-                    tape.add(h, y)
+                    let g = tape.linear(p, z, *w_gate, None, d, ff)?;
+                    let u = tape.linear(p, z, *w_up, None, d, ff)?;
+                    let s = tape.swiglu(g, u)?;
+                    tape.release(&[g, u]);
+                    let y = tape.linear(p, s, *w_down, None, ff, d)?;
+                    tape.release(&[s]);
+                    let out = tape.add(h, y)?;
+                    tape.release(&[y]);
+                    out
                 }
             };
+            tape.release(&[z, h]);
+            h = h1;
         }
-        let out = tape.rmsnorm(p, h, self.norm_f, d);
+        let out = tape.rmsnorm(p, h, self.norm_f, d)?;
+        tape.release(&[h]);
         let aux = if c.ffn == FfnKind::Moe {
             aux_sum / F::from_usize(c.layers)
         } else {
             F::ZERO
         };
-        (out, aux)
+        Ok((out, aux))
     }
 
     /// Next-token loss (targets: the following real token of the same sequence) + aux.
@@ -241,16 +263,17 @@ impl Model {
         p: &[&B::Param],
         x: &Inputs,
         aux_weight: F,
-    ) -> Forward<F> {
-        let (h, aux) = self.backbone(tape, p, x, aux_weight);
+    ) -> OpResult<Forward<F>> {
+        let (h, aux) = self.backbone(tape, p, x, aux_weight)?;
         let targets = next_token_targets(x);
-        let (loss, task_loss) = tape.lm_head_xent(p, h, self.embed, self.cfg.d, &targets, IGNORE);
-        Forward {
+        let (loss, task_loss) =
+            tape.lm_head_xent(p, h, self.embed, self.cfg.d, &targets, IGNORE)?;
+        Ok(Forward {
             loss,
             task_loss,
             aux,
             logits: h,
-        }
+        })
     }
 
     /// Classification: masked mean pooling -> MLP head -> cross entropy (+ aux).
@@ -268,13 +291,18 @@ impl Model {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("model has no classification head (n_classes = 0)"))?;
         let d = self.cfg.d;
-        let (h, aux) = self.backbone(tape, p, x, aux_weight);
-        let pooled = tape.mean_pool(h, x.mask, x.b, x.s, d);
-        let z = tape.linear(p, pooled, head.w1, Some(head.b1), d, d);
-        let z = tape.gelu(z);
-        let logits = tape.linear(p, z, head.w2, Some(head.b2), d, self.cfg.n_classes);
+        let (h, aux) = self.backbone(tape, p, x, aux_weight)?;
+        let pooled = tape.mean_pool(h, x.mask, x.b, x.s, d)?;
+        tape.release(&[h]);
+        let z = tape.linear(p, pooled, head.w1, Some(head.b1), d, d)?;
+        tape.release(&[pooled]);
+        let g = tape.gelu(z)?;
+        tape.release(&[z]);
+        let logits = tape.linear(p, g, head.w2, Some(head.b2), d, self.cfg.n_classes)?;
+        tape.release(&[g]);
         let ignore_all = vec![IGNORE; x.b];
-        let (loss, task_loss) = tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE);
+        let (loss, task_loss) =
+            tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE)?;
         Ok(Forward {
             loss,
             task_loss,

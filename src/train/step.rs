@@ -42,14 +42,14 @@ pub fn train_step(
     let f = {
         let p = params.values();
         match task {
-            Task::Lm => model.lm_forward(&mut tape, &p, &x, aux_weight),
+            Task::Lm => model.lm_forward(&mut tape, &p, &x, aux_weight)?,
             Task::Classify => {
                 model.cls_forward(&mut tape, &p, &x, Some(&batch.labels), aux_weight)?
             }
         }
     };
     zero_grads(params);
-    tape.backward(f.loss, params);
+    tape.backward(f.loss, params)?;
     drop(tape);
     let grad_norm = clip_grad_norm(params, clip);
     anyhow::ensure!(

@@ -1,6 +1,6 @@
 //! Elementwise activations used by the classifier head and the shared-expert gate.
 
-use super::float::{Float, sigmoid};
+use crate::engine::float::{Float, sigmoid};
 
 /// GELU, tanh approximation.
 pub fn gelu_fwd<F: Float>(x: &[F], y: &mut [F]) {

@@ -3,16 +3,11 @@
 //! `att [B, H, S, S]` for the backward. Query i sees key j when `j <= i` and
 //! `mask[b, j] != 0`; a query that sees no key outputs zeros.
 
-use super::float::{Float, max_lanes, sum_lanes};
 use super::matmul::gemm;
+use crate::engine::float::{Float, max_lanes, sum_lanes};
 use rayon::prelude::*;
 
-pub struct Dims {
-    pub b: usize,
-    pub h: usize,
-    pub s: usize,
-    pub hd: usize,
-}
+pub use crate::engine::AttnDims as Dims;
 
 #[allow(clippy::too_many_arguments)]
 pub fn fwd<F: Float>(

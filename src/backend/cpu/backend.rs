@@ -1,12 +1,11 @@
 //! The CPU side of the tape's op interface ([`crate::autograd::Backend`]):
 //! host vectors, each op a call to the reference op of the same name.
 
-use super::attention::Dims;
 use super::lm_head::{self, LmHeadSaved};
 use super::mha::{self, MhaSaved};
-use super::moe::{self, MoeDims, MoeGrads, MoeSaved, MoeWeights};
+use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
 use super::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
-use crate::autograd::backend::{Backend, MoeGradRefs, MoeRefs};
+use crate::engine::{AttnDims as Dims, Backend, MoeDims, MoeGradRefs, MoeRefs, OpResult};
 
 /// The CPU backend (stateless: the ops parallelise with rayon themselves).
 #[derive(Clone, Copy, Debug, Default)]
@@ -42,39 +41,44 @@ impl<F: Float> Backend<F> for Cpu {
     type MoeSaved = MoeSaved<F>;
     type LmHeadSaved = LmHeadSaved<F>;
 
+    fn name(&self) -> &'static str {
+        "cpu"
+    }
     fn len(&self, x: &Vec<F>) -> usize {
         x.len()
     }
-    fn to_host(&self, x: &Vec<F>) -> Vec<F> {
-        x.clone()
+    fn to_host(&self, x: &Vec<F>) -> OpResult<Vec<F>> {
+        Ok(x.clone())
     }
-    fn zeros(&self, n: usize) -> Vec<F> {
-        vec![F::ZERO; n]
+    fn zeros(&self, n: usize) -> OpResult<Vec<F>> {
+        Ok(vec![F::ZERO; n])
     }
-    fn scalar(&self, v: F) -> Vec<F> {
-        vec![v]
+    fn scalar(&self, v: F) -> OpResult<Vec<F>> {
+        Ok(vec![v])
     }
-    fn add_assign(&self, acc: &mut Vec<F>, x: &Vec<F>) {
+    fn add_assign(&self, acc: &mut Vec<F>, x: &Vec<F>) -> OpResult<()> {
         acc.iter_mut().zip(x).for_each(|(a, &b)| *a += b);
+        Ok(())
     }
-    fn add(&self, a: &Vec<F>, b: &Vec<F>) -> Vec<F> {
-        a.iter().zip(b).map(|(&x, &y)| x + y).collect()
+    fn add(&self, a: &Vec<F>, b: &Vec<F>) -> OpResult<Vec<F>> {
+        Ok(a.iter().zip(b).map(|(&x, &y)| x + y).collect())
     }
 
-    fn embedding_fwd(&self, ids: &[u32], table: &[F], d: usize) -> Vec<F> {
+    fn embedding_fwd(&self, ids: &[u32], table: &[F], d: usize) -> OpResult<Vec<F>> {
         let mut y = vec![F::ZERO; ids.len() * d];
         embedding::fwd(ids, table, d, &mut y);
-        y
+        Ok(y)
     }
-    fn embedding_bwd(&self, ids: &[u32], dy: &Vec<F>, d: usize, dtable: &mut [F]) {
+    fn embedding_bwd(&self, ids: &[u32], dy: &Vec<F>, d: usize, dtable: &mut [F]) -> OpResult<()> {
         embedding::bwd(ids, dy, d, dtable);
+        Ok(())
     }
 
-    fn rmsnorm_fwd(&self, x: &Vec<F>, w: &[F], d: usize) -> (Vec<F>, Vec<F>) {
+    fn rmsnorm_fwd(&self, x: &Vec<F>, w: &[F], d: usize) -> OpResult<(Vec<F>, Vec<F>)> {
         let mut y = vec![F::ZERO; x.len()];
         let mut rstd = vec![F::ZERO; x.len() / d];
         rmsnorm::fwd(x, w, d, F::from_f64(1e-6), &mut y, &mut rstd);
-        (y, rstd)
+        Ok((y, rstd))
     }
     fn rmsnorm_bwd(
         &self,
@@ -84,10 +88,10 @@ impl<F: Float> Backend<F> for Cpu {
         dy: &Vec<F>,
         d: usize,
         dw: &mut [F],
-    ) -> Vec<F> {
+    ) -> OpResult<Vec<F>> {
         let mut dx = vec![F::ZERO; x.len()];
         rmsnorm::bwd(x, w, rstd, dy, d, &mut dx, dw);
-        dx
+        Ok(dx)
     }
 
     fn linear_fwd(
@@ -98,10 +102,10 @@ impl<F: Float> Backend<F> for Cpu {
         rows: usize,
         din: usize,
         dout: usize,
-    ) -> Vec<F> {
+    ) -> OpResult<Vec<F>> {
         let mut y = vec![F::ZERO; rows * dout];
         linear::fwd(x, w, b, rows, din, dout, &mut y);
-        y
+        Ok(y)
     }
     fn linear_bwd(
         &self,
@@ -113,32 +117,32 @@ impl<F: Float> Backend<F> for Cpu {
         dout: usize,
         dw: &mut [F],
         db: Option<&mut [F]>,
-    ) -> Vec<F> {
+    ) -> OpResult<Vec<F>> {
         let mut dx = vec![F::ZERO; rows * din];
         linear::bwd(x, w, dy, rows, din, dout, Some(&mut dx), dw, db);
-        dx
+        Ok(dx)
     }
 
-    fn swiglu_fwd(&self, gate: &Vec<F>, up: &Vec<F>) -> Vec<F> {
+    fn swiglu_fwd(&self, gate: &Vec<F>, up: &Vec<F>) -> OpResult<Vec<F>> {
         let mut y = vec![F::ZERO; gate.len()];
         swiglu::fwd(gate, up, &mut y);
-        y
+        Ok(y)
     }
-    fn swiglu_bwd(&self, gate: &Vec<F>, up: &Vec<F>, dy: &Vec<F>) -> (Vec<F>, Vec<F>) {
+    fn swiglu_bwd(&self, gate: &Vec<F>, up: &Vec<F>, dy: &Vec<F>) -> OpResult<(Vec<F>, Vec<F>)> {
         let (mut dg, mut du) = (vec![F::ZERO; gate.len()], vec![F::ZERO; up.len()]);
         swiglu::bwd(gate, up, dy, &mut dg, &mut du);
-        (dg, du)
+        Ok((dg, du))
     }
 
-    fn gelu_fwd(&self, x: &Vec<F>) -> Vec<F> {
+    fn gelu_fwd(&self, x: &Vec<F>) -> OpResult<Vec<F>> {
         let mut y = vec![F::ZERO; x.len()];
         act::gelu_fwd(x, &mut y);
-        y
+        Ok(y)
     }
-    fn gelu_bwd(&self, x: &Vec<F>, dy: &Vec<F>) -> Vec<F> {
+    fn gelu_bwd(&self, x: &Vec<F>, dy: &Vec<F>) -> OpResult<Vec<F>> {
         let mut dx = vec![F::ZERO; x.len()];
         act::gelu_bwd(x, dy, &mut dx);
-        dx
+        Ok(dx)
     }
 
     fn attention_fwd(
@@ -147,33 +151,40 @@ impl<F: Float> Backend<F> for Cpu {
         mask: &[u8],
         dims: &Dims,
         theta: f64,
-    ) -> (Vec<F>, MhaSaved<F>) {
+    ) -> OpResult<(Vec<F>, MhaSaved<F>)> {
         let mut y = vec![F::ZERO; dims.b * dims.s * dims.h * dims.hd];
         let saved = mha::fwd(qkv, mask, dims, theta, &mut y);
-        (y, saved)
+        Ok((y, saved))
     }
-    fn attention_bwd(&self, saved: &MhaSaved<F>, dy: &Vec<F>, dims: &Dims, theta: f64) -> Vec<F> {
+    fn attention_bwd(
+        &self,
+        saved: &MhaSaved<F>,
+        dy: &Vec<F>,
+        dims: &Dims,
+        theta: f64,
+    ) -> OpResult<Vec<F>> {
         let mut dqkv = vec![F::ZERO; dims.b * dims.s * 3 * dims.h * dims.hd];
         mha::bwd(saved, dy, dims, theta, &mut dqkv);
-        dqkv
+        Ok(dqkv)
     }
 
     fn moe_fwd(
         &self,
         z: &Vec<F>,
         resid: &Vec<F>,
+        _mask: &[u8],
         w: MoeRefs<[F]>,
         dims: &MoeDims,
-    ) -> (Vec<F>, MoeSaved<F>) {
+    ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
         let mut y = vec![F::ZERO; dims.t * dims.d];
         let saved = moe::fwd(z, resid, &moe_weights(w), dims, &mut y);
-        (y, saved)
+        Ok((y, saved))
     }
-    fn moe_aux(&self, saved: &MoeSaved<F>) -> F {
-        saved.aux
+    fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<F> {
+        Ok(saved.aux)
     }
-    fn moe_routing(&self, saved: &MoeSaved<F>) -> Vec<u32> {
-        saved.topk_idx.clone()
+    fn moe_routing(&self, saved: &MoeSaved<F>) -> OpResult<Vec<u32>> {
+        Ok(saved.topk_idx.clone())
     }
     fn moe_bwd(
         &self,
@@ -184,7 +195,7 @@ impl<F: Float> Backend<F> for Cpu {
         aux_weight: F,
         dims: &MoeDims,
         grads: MoeGradRefs<[F]>,
-    ) -> Vec<F> {
+    ) -> OpResult<Vec<F>> {
         let [
             router,
             shared_gate,
@@ -207,28 +218,48 @@ impl<F: Float> Backend<F> for Cpu {
         };
         let mut dz = vec![F::ZERO; z.len()];
         moe::bwd(z, &moe_weights(w), saved, dy, aux_weight, dims, &mut dz, gr);
-        dz
+        Ok(dz)
     }
 
-    fn mean_pool_fwd(&self, x: &Vec<F>, mask: &[u8], b: usize, s: usize, d: usize) -> Vec<F> {
+    fn mean_pool_fwd(
+        &self,
+        x: &Vec<F>,
+        mask: &[u8],
+        b: usize,
+        s: usize,
+        d: usize,
+    ) -> OpResult<Vec<F>> {
         let mut y = vec![F::ZERO; b * d];
         pool::mean_fwd(x, mask, b, s, d, &mut y);
-        y
+        Ok(y)
     }
-    fn mean_pool_bwd(&self, dy: &Vec<F>, mask: &[u8], b: usize, s: usize, d: usize) -> Vec<F> {
+    fn mean_pool_bwd(
+        &self,
+        dy: &Vec<F>,
+        mask: &[u8],
+        b: usize,
+        s: usize,
+        d: usize,
+    ) -> OpResult<Vec<F>> {
         let mut dx = vec![F::ZERO; b * s * d];
         pool::mean_bwd(dy, mask, b, s, d, &mut dx);
-        dx
+        Ok(dx)
     }
 
-    fn xent_fwd(&self, logits: &Vec<F>, targets: &[u32], ignore: u32) -> F {
+    fn xent_fwd(&self, logits: &Vec<F>, targets: &[u32], ignore: u32) -> OpResult<F> {
         let mut losses = vec![F::ZERO; targets.len()];
-        xent::fwd(logits, targets, ignore, &mut losses)
+        Ok(xent::fwd(logits, targets, ignore, &mut losses))
     }
-    fn xent_bwd(&self, logits: &Vec<F>, targets: &[u32], ignore: u32, dloss: F) -> Vec<F> {
+    fn xent_bwd(
+        &self,
+        logits: &Vec<F>,
+        targets: &[u32],
+        ignore: u32,
+        dloss: F,
+    ) -> OpResult<Vec<F>> {
         let mut dl = vec![F::ZERO; logits.len()];
         xent::bwd(logits, targets, ignore, dloss, &mut dl);
-        dl
+        Ok(dl)
     }
 
     fn lm_head_xent_fwd(
@@ -238,8 +269,8 @@ impl<F: Float> Backend<F> for Cpu {
         d: usize,
         targets: &[u32],
         ignore: u32,
-    ) -> (F, LmHeadSaved<F>) {
-        lm_head::fwd(h, table, d, targets, ignore)
+    ) -> OpResult<(F, LmHeadSaved<F>)> {
+        Ok(lm_head::fwd(h, table, d, targets, ignore))
     }
     fn lm_head_xent_bwd(
         &self,
@@ -250,7 +281,7 @@ impl<F: Float> Backend<F> for Cpu {
         saved: &LmHeadSaved<F>,
         dloss: F,
         dtable: &mut [F],
-    ) -> Vec<F> {
-        lm_head::bwd(h, table, d, targets, saved, dloss, dtable)
+    ) -> OpResult<Vec<F>> {
+        Ok(lm_head::bwd(h, table, d, targets, saved, dloss, dtable))
     }
 }

@@ -1,6 +1,6 @@
 //! Token embedding lookup: `out[t] = table[ids[t]]`.
 
-use super::float::Float;
+use crate::engine::float::Float;
 
 pub fn fwd<F: Float>(ids: &[u32], table: &[F], d: usize, out: &mut [F]) {
     for (row, &id) in out.chunks_exact_mut(d).zip(ids) {

@@ -7,8 +7,8 @@
 //! position) are skipped altogether. One extra product in the backward buys
 //! no `T·V` buffers (64 MB for `tiny` at batch 8, 270 MB for `small`).
 
-use super::float::{Float, max_lanes, sum_lanes};
 use super::matmul::gemm;
+use crate::engine::float::{Float, max_lanes, sum_lanes};
 use rayon::prelude::*;
 
 /// Rows per forward task (each holds `ROWS_FWD · V` logits). Larger chunks

@@ -2,7 +2,7 @@
 //! linear layer built on them. Weights use PyTorch's layout: `w` is
 //! `[dout, din]` and `y = x·wᵀ + b`.
 
-use super::float::Float;
+use crate::engine::float::Float;
 use gemm::Parallelism;
 
 /// Row-major strided view of a matrix operand.

@@ -3,8 +3,8 @@
 //! attention head-major, and merge heads back to `[B, S, H·hd]`.
 
 use super::attention::{self, Dims};
-use super::float::Float;
 use super::rope;
+use crate::engine::float::Float;
 
 /// What the backward needs: roped Q, K and V head-major, and the probabilities.
 pub struct MhaSaved<F> {

@@ -13,7 +13,6 @@ pub mod alloc;
 pub mod attention;
 pub mod backend;
 pub mod embedding;
-pub mod float;
 pub mod lm_head;
 pub mod matmul;
 pub mod mha;
@@ -29,8 +28,8 @@ pub mod xent;
 #[cfg(test)]
 pub(crate) mod testutil;
 
+pub use crate::engine::Float;
 pub use adamw::grad_norm;
 pub use backend::Cpu;
-pub use float::Float;
 /// The linear layer (`y = x·wᵀ + b`) lives with the matrix products.
 pub use matmul as linear;

@@ -5,23 +5,11 @@
 //! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
 //! experts run in parallel.
 
-use super::float::Float;
 use super::{act, matmul, moe_permute, router, swiglu};
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
-#[derive(Clone, Copy, Debug)]
-pub struct MoeDims {
-    pub t: usize,
-    pub d: usize,
-    /// Routed experts N.
-    pub n: usize,
-    /// Experts per token k.
-    pub k: usize,
-    /// Shared-expert intermediate size d'.
-    pub shared_ff: usize,
-    /// Routed-expert intermediate size d'/k.
-    pub expert_ff: usize,
-}
+pub use crate::engine::MoeDims;
 
 /// Weights, PyTorch layout (`[out, in]`); routed experts stacked on a leading N axis.
 pub struct MoeWeights<'a, F> {

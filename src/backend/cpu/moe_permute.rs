@@ -2,7 +2,7 @@
 //! (stable counting sort, segments padded to a tile), and the deterministic
 //! combine of expert outputs back into token order.
 
-use super::float::Float;
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

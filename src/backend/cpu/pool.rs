@@ -1,6 +1,6 @@
 //! Masked mean pooling over the sequence: `out[b] = mean of x[b,s] where mask[b,s]`.
 
-use super::float::Float;
+use crate::engine::float::Float;
 
 pub fn mean_fwd<F: Float>(x: &[F], mask: &[u8], b: usize, s: usize, d: usize, out: &mut [F]) {
     for bi in 0..b {

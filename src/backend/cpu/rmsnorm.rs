@@ -1,6 +1,6 @@
 //! RMSNorm: `y = x * rstd * w`, `rstd = 1/sqrt(mean(x²) + eps)` per row.
 
-use super::float::Float;
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut [F]) {

@@ -1,7 +1,7 @@
 //! Rotary position embedding on `[B, S, H, hd]`, half-split convention
 //! (GPT-NeoX / HF LLaMA `rotate_half`): pairs are `(i, i + hd/2)`.
 
-use super::float::Float;
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 /// Rotate each pair by `sign * pos * theta^(-2i/hd)`.

@@ -1,7 +1,7 @@
 //! MoE router: softmax over N experts (fp32 in training), top-k selection
 //! with ties to the lower expert index, and the load-balancing loss.
 
-use super::float::Float;
+use crate::engine::float::Float;
 
 /// Softmax over `n` logits per row, then top-`k` per row ordered by
 /// descending probability (ties: lower index first). Weights are the kept

@@ -1,6 +1,6 @@
 //! SwiGLU activation: `out = silu(gate) * up`.
 
-use super::float::{Float, sigmoid};
+use crate::engine::float::{Float, sigmoid};
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;

@@ -1,6 +1,6 @@
 //! Softmax cross-entropy over rows of logits, with an ignore index.
 
-use super::float::Float;
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 /// Per-row losses (0 for ignored rows); returns the mean over valid rows

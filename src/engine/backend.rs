@@ -3,24 +3,22 @@
 //! ids, shapes and each op's saved state; a [`Backend`] owns the storage and
 //! the arithmetic.
 //!
-//! - The CPU implementation is [`crate::backend::cpu::Cpu`]: `Tensor` is a
-//!   host `Vec<F>`, parameters are `[F]` slices, and every op delegates to the
+//! - The CPU engine is [`crate::backend::cpu::Cpu`]: `Tensor` is a host
+//!   `Vec<F>`, parameters are `[F]` slices, and every op delegates to the
 //!   reference ops in `backend::cpu` (f32 for training, f64 for gradient checks).
-//! - A GPU implementation plugs in the same way (not written yet): `Tensor`
-//!   a device buffer (`backend::gpu::buffer`), `Param` a view into the
-//!   parameter arena, and each method a call to the launch wrapper of the
-//!   matching kernel in `backend::gpu::ops` (kernels in `cuda/`, same names:
-//!   `rmsnorm`, `rope`, `swiglu`, `moe_route`/`moe_permute`/`moe_combine`,
-//!   `xent`, `pool`, `embed`, plus a GEMM). It runs on an executor (cudarc on a
-//!   GPU, the SIMT simulator on a CPU), which the implementing struct holds.
-//!   `to_host` is the only place a GPU backend synchronises.
+//! - The GPU engine is [`crate::backend::gpu::engine::Gpu`]: `Tensor` is a
+//!   device buffer with a dtype (bf16 activations, fp32 statistics), shared
+//!   when saved for the backward; `Param` a tensor of the parameter arena
+//!   (fp32 master + the bf16 copy the GEMMs read); each method launches the
+//!   matching kernels of `cuda/` on an executor (cudarc on a GPU, the SIMT
+//!   simulator on a CPU).
 //!
-//! Conventions (llm.c): activation grads are returned fresh, parameter grads
-//! accumulate (`+=`) into the `&mut Self::Param` they are given.
+//! Every op is fallible ([`OpResult`]): a failed launch or allocation comes
+//! back as an error naming the op. Conventions (llm.c): activation grads are
+//! returned fresh, parameter grads accumulate (`+=`) into the `&mut
+//! Self::Param` they are given.
 
-use crate::backend::cpu::Float;
-use crate::backend::cpu::attention::Dims;
-use crate::backend::cpu::moe::MoeDims;
+use super::{AttnDims as Dims, Float, MoeDims, OpResult};
 
 /// An MoE layer's eight parameters in `MoeParams` order: router, shared gate,
 /// shared gate/up/down, routed gate/up/down.
@@ -39,17 +37,31 @@ pub trait Backend<F: Float> {
     /// What the fused LM head + cross entropy keeps (per-row logsumexp).
     type LmHeadSaved;
 
+    /// A short name for messages and reports (`cpu`, `sim`, `cuda`).
+    fn name(&self) -> &'static str;
     fn len(&self, x: &Self::Tensor) -> usize;
+    /// Stages a batch's token ids and padding mask for the ops of one forward
+    /// (and backward): a device engine uploads them once here, and ops given
+    /// the same host slices use the staged copies.
+    fn stage_batch(&self, _ids: &[u32], _mask: &[u8]) -> OpResult<()> {
+        Ok(())
+    }
     /// A copy on the host (loss values, logits for predictions).
-    fn to_host(&self, x: &Self::Tensor) -> Vec<F>;
-    fn zeros(&self, n: usize) -> Self::Tensor;
-    fn scalar(&self, v: F) -> Self::Tensor;
+    fn to_host(&self, x: &Self::Tensor) -> OpResult<Vec<F>>;
+    fn zeros(&self, n: usize) -> OpResult<Self::Tensor>;
+    fn scalar(&self, v: F) -> OpResult<Self::Tensor>;
     /// `acc += x`: activation grads from several consumers add up.
-    fn add_assign(&self, acc: &mut Self::Tensor, x: &Self::Tensor);
-    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> Self::Tensor;
+    fn add_assign(&self, acc: &mut Self::Tensor, x: &Self::Tensor) -> OpResult<()>;
+    fn add(&self, a: &Self::Tensor, b: &Self::Tensor) -> OpResult<Self::Tensor>;
 
-    fn embedding_fwd(&self, ids: &[u32], table: &Self::Param, d: usize) -> Self::Tensor;
-    fn embedding_bwd(&self, ids: &[u32], dy: &Self::Tensor, d: usize, dtable: &mut Self::Param);
+    fn embedding_fwd(&self, ids: &[u32], table: &Self::Param, d: usize) -> OpResult<Self::Tensor>;
+    fn embedding_bwd(
+        &self,
+        ids: &[u32],
+        dy: &Self::Tensor,
+        d: usize,
+        dtable: &mut Self::Param,
+    ) -> OpResult<()>;
 
     /// `(y, rstd)`.
     fn rmsnorm_fwd(
@@ -57,7 +69,7 @@ pub trait Backend<F: Float> {
         x: &Self::Tensor,
         w: &Self::Param,
         d: usize,
-    ) -> (Self::Tensor, Self::Tensor);
+    ) -> OpResult<(Self::Tensor, Self::Tensor)>;
     /// Returns `dx`.
     #[allow(clippy::too_many_arguments)]
     fn rmsnorm_bwd(
@@ -68,7 +80,7 @@ pub trait Backend<F: Float> {
         dy: &Self::Tensor,
         d: usize,
         dw: &mut Self::Param,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
     /// `y[rows, dout] = x·wᵀ + b`, `w` is `[dout, din]`.
     fn linear_fwd(
@@ -79,7 +91,7 @@ pub trait Backend<F: Float> {
         rows: usize,
         din: usize,
         dout: usize,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
     /// Returns `dx`; `dw` (and `db`) accumulate.
     #[allow(clippy::too_many_arguments)]
     fn linear_bwd(
@@ -92,19 +104,19 @@ pub trait Backend<F: Float> {
         dout: usize,
         dw: &mut Self::Param,
         db: Option<&mut Self::Param>,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
-    fn swiglu_fwd(&self, gate: &Self::Tensor, up: &Self::Tensor) -> Self::Tensor;
+    fn swiglu_fwd(&self, gate: &Self::Tensor, up: &Self::Tensor) -> OpResult<Self::Tensor>;
     /// `(dgate, dup)`.
     fn swiglu_bwd(
         &self,
         gate: &Self::Tensor,
         up: &Self::Tensor,
         dy: &Self::Tensor,
-    ) -> (Self::Tensor, Self::Tensor);
+    ) -> OpResult<(Self::Tensor, Self::Tensor)>;
 
-    fn gelu_fwd(&self, x: &Self::Tensor) -> Self::Tensor;
-    fn gelu_bwd(&self, x: &Self::Tensor, dy: &Self::Tensor) -> Self::Tensor;
+    fn gelu_fwd(&self, x: &Self::Tensor) -> OpResult<Self::Tensor>;
+    fn gelu_bwd(&self, x: &Self::Tensor, dy: &Self::Tensor) -> OpResult<Self::Tensor>;
 
     /// Causal attention with RoPE on the fused projection `qkv [B·S, 3·H·hd]`.
     fn attention_fwd(
@@ -113,7 +125,7 @@ pub trait Backend<F: Float> {
         mask: &[u8],
         dims: &Dims,
         theta: f64,
-    ) -> (Self::Tensor, Self::AttnSaved);
+    ) -> OpResult<(Self::Tensor, Self::AttnSaved)>;
     /// Returns `dqkv`.
     fn attention_bwd(
         &self,
@@ -121,20 +133,22 @@ pub trait Backend<F: Float> {
         dy: &Self::Tensor,
         dims: &Dims,
         theta: f64,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
-    /// `resid + MoE(z)`.
+    /// `resid + MoE(z)`; the load-balancing statistics count only the
+    /// positions where `mask` is non-zero (real tokens, not padding).
     fn moe_fwd(
         &self,
         z: &Self::Tensor,
         resid: &Self::Tensor,
+        mask: &[u8],
         w: MoeRefs<Self::Param>,
         dims: &MoeDims,
-    ) -> (Self::Tensor, Self::MoeSaved);
+    ) -> OpResult<(Self::Tensor, Self::MoeSaved)>;
     /// The layer's load-balancing loss.
-    fn moe_aux(&self, saved: &Self::MoeSaved) -> F;
+    fn moe_aux(&self, saved: &Self::MoeSaved) -> OpResult<F>;
     /// Chosen experts, `[T, k]`.
-    fn moe_routing(&self, saved: &Self::MoeSaved) -> Vec<u32>;
+    fn moe_routing(&self, saved: &Self::MoeSaved) -> OpResult<Vec<u32>>;
     /// Returns `dz` (the residual's grad is `dy` itself); `aux_weight` is
     /// d(loss)/d(aux).
     #[allow(clippy::too_many_arguments)]
@@ -147,7 +161,7 @@ pub trait Backend<F: Float> {
         aux_weight: F,
         dims: &MoeDims,
         grads: MoeGradRefs<Self::Param>,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
     /// Masked mean over the sequence: `[B, S, d] -> [B, d]`.
     fn mean_pool_fwd(
@@ -157,7 +171,7 @@ pub trait Backend<F: Float> {
         b: usize,
         s: usize,
         d: usize,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
     fn mean_pool_bwd(
         &self,
         dy: &Self::Tensor,
@@ -165,10 +179,10 @@ pub trait Backend<F: Float> {
         b: usize,
         s: usize,
         d: usize,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
     /// Mean cross entropy over rows whose target is not `ignore`.
-    fn xent_fwd(&self, logits: &Self::Tensor, targets: &[u32], ignore: u32) -> F;
+    fn xent_fwd(&self, logits: &Self::Tensor, targets: &[u32], ignore: u32) -> OpResult<F>;
     /// Returns `dlogits` for `dloss`.
     fn xent_bwd(
         &self,
@@ -176,7 +190,7 @@ pub trait Backend<F: Float> {
         targets: &[u32],
         ignore: u32,
         dloss: F,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 
     /// Tied LM head fused with the mean cross entropy over rows whose target
     /// is not `ignore`: `h [T, d]`, `table [V, d]`; the `[T, V]` logits are
@@ -188,7 +202,7 @@ pub trait Backend<F: Float> {
         d: usize,
         targets: &[u32],
         ignore: u32,
-    ) -> (F, Self::LmHeadSaved);
+    ) -> OpResult<(F, Self::LmHeadSaved)>;
     /// Returns `dh`; `dtable` accumulates.
     #[allow(clippy::too_many_arguments)]
     fn lm_head_xent_bwd(
@@ -200,5 +214,5 @@ pub trait Backend<F: Float> {
         saved: &Self::LmHeadSaved,
         dloss: F,
         dtable: &mut Self::Param,
-    ) -> Self::Tensor;
+    ) -> OpResult<Self::Tensor>;
 }

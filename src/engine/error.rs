@@ -1,0 +1,39 @@
+//! Ops are fallible: a launch or an allocation can fail on a device, and the
+//! failure reaches the caller as an error naming the op, never a panic.
+
+use std::error::Error as StdError;
+
+/// An op that failed, with the engine's own error as its source.
+#[derive(Debug, thiserror::Error)]
+#[error("{op}: {source}")]
+pub struct OpError {
+    pub op: &'static str,
+    #[source]
+    pub source: Box<dyn StdError + Send + Sync + 'static>,
+}
+
+pub type OpResult<T> = Result<T, OpError>;
+
+impl OpError {
+    /// An error of this crate's own making (bad shapes, a freed tensor).
+    pub fn msg(op: &'static str, msg: impl Into<String>) -> OpError {
+        OpError {
+            op,
+            source: msg.into().into(),
+        }
+    }
+}
+
+/// `result.op("rmsnorm_fwd")?`: names the op on any engine error.
+pub trait OpContext<T> {
+    fn op(self, op: &'static str) -> OpResult<T>;
+}
+
+impl<T, E: StdError + Send + Sync + 'static> OpContext<T> for Result<T, E> {
+    fn op(self, op: &'static str) -> OpResult<T> {
+        self.map_err(|e| OpError {
+            op,
+            source: Box::new(e),
+        })
+    }
+}
