@@ -1,11 +1,16 @@
 //! Device buffers for both executors: host memory for the simulator, device
-//! memory (raw driver allocations) for the GPU.
+//! memory (raw driver allocations) for the GPU; a buffer may also be a window
+//! into another one (a parameter inside the parameter arena) or come from an
+//! executor's caching pool (returned to it, not freed, on drop).
 
 use std::alloc::Layout;
 use std::marker::PhantomData;
 use std::ptr::NonNull;
+use std::sync::Arc;
 
 use bytemuck::Pod;
+
+use super::pool::Pool;
 
 /// A typed buffer of `len` elements owned by one executor. Kernel params take
 /// its address through [`Buf::cptr`] / [`Buf::mptr`] (works on both executors).
@@ -19,6 +24,51 @@ pub(crate) enum Mem {
     Host(HostMem),
     #[cfg(feature = "cuda")]
     Device(super::cuda::DeviceMem),
+    /// Memory of a caching pool: handed back to it on drop.
+    Pooled(PooledMem),
+    /// A window of another buffer's memory: `addr` lies inside the allocation
+    /// that `owner` keeps alive.
+    View {
+        _owner: Arc<dyn Send + Sync>,
+        addr: u64,
+        host: bool,
+    },
+}
+
+impl Mem {
+    pub(crate) fn addr(&self) -> u64 {
+        match self {
+            Mem::Host(h) => h.ptr.as_ptr() as u64,
+            #[cfg(feature = "cuda")]
+            Mem::Device(d) => d.ptr,
+            Mem::Pooled(p) => p.mem.as_ref().map_or(0, |m| m.addr()),
+            Mem::View { addr, .. } => *addr,
+        }
+    }
+    pub(crate) fn is_host(&self) -> bool {
+        match self {
+            Mem::Host(_) => true,
+            #[cfg(feature = "cuda")]
+            Mem::Device(_) => false,
+            Mem::Pooled(p) => p.mem.as_ref().is_none_or(|m| m.is_host()),
+            Mem::View { host, .. } => *host,
+        }
+    }
+}
+
+/// A pool's allocation lent to a buffer.
+pub(crate) struct PooledMem {
+    pub(crate) mem: Option<Box<Mem>>,
+    pub(crate) bytes: usize,
+    pub(crate) pool: Arc<Pool>,
+}
+
+impl Drop for PooledMem {
+    fn drop(&mut self) {
+        if let Some(m) = self.mem.take() {
+            self.pool.give_back(self.bytes, *m);
+        }
+    }
 }
 
 impl<T: Pod> Buf<T> {
@@ -40,11 +90,7 @@ impl<T: Pod> Buf<T> {
     }
     /// The address kernels see (a host address on the simulator).
     pub fn addr(&self) -> u64 {
-        match &self.mem {
-            Mem::Host(h) => h.ptr.as_ptr() as u64,
-            #[cfg(feature = "cuda")]
-            Mem::Device(d) => d.ptr,
-        }
+        self.mem.addr()
     }
     /// For a `const X*` field of a params struct.
     pub fn cptr<U>(&self) -> *const U {
@@ -55,7 +101,26 @@ impl<T: Pod> Buf<T> {
         self.addr() as *mut U
     }
     pub(crate) fn is_host(&self) -> bool {
-        matches!(self.mem, Mem::Host(_))
+        self.mem.is_host()
+    }
+
+    /// Elements `offset..offset + len` of a shared buffer as a buffer of their
+    /// own (kept alive by the view): how parameters sit in the arena.
+    pub fn view(this: &Arc<Buf<T>>, offset: usize, len: usize) -> Option<Buf<T>>
+    where
+        T: Send + Sync,
+    {
+        if offset.checked_add(len)? > this.len {
+            return None;
+        }
+        Some(Buf::new(
+            len,
+            Mem::View {
+                _owner: this.clone(),
+                addr: this.addr() + (offset * size_of::<T>()) as u64,
+                host: this.is_host(),
+            },
+        ))
     }
 }
 
@@ -77,14 +142,6 @@ impl HostMem {
         let p = unsafe { std::alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(p).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         HostMem { ptr, layout }
-    }
-    pub(crate) fn as_slice(&self, bytes: usize) -> &[u8] {
-        // SAFETY: bytes <= allocation size (callers pass Buf::bytes()).
-        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), bytes) }
-    }
-    pub(crate) fn as_mut_slice(&mut self, bytes: usize) -> &mut [u8] {
-        // SAFETY: as above, and &mut self gives exclusive access.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), bytes) }
     }
 }
 

@@ -129,7 +129,6 @@ impl CudaExecutor {
             result::memset_d8_sync(ptr, 0, n).map_err(cuda_err("cuMemsetD8"))?;
             Ok(DeviceMem {
                 ptr,
-                bytes,
                 ctx: self.inner.ctx.clone(),
             })
         }
@@ -216,13 +215,35 @@ impl CudaExecutor {
         }
     }
 
-    /// Queues a device-to-device copy of `bytes` bytes on the default stream
-    /// (the bandwidth roof `tmoe bench kernels` compares kernels with).
-    pub(crate) fn copy(&self, src: &DeviceMem, dst: &DeviceMem, bytes: usize) -> Result<()> {
+    /// Host -> device, synchronous (the legacy default stream orders it after
+    /// queued launches). `addr` must hold `data.len()` bytes.
+    pub(crate) fn write_raw(&self, addr: u64, data: &[u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: both allocations hold at least `bytes` bytes (checked by the caller).
-        unsafe { result::memcpy_dtod_async(dst.ptr, src.ptr, bytes, std::ptr::null_mut()) }
+        // SAFETY: the caller passes a device range of data.len() bytes.
+        unsafe { result::memcpy_htod_sync(addr, data) }.map_err(cuda_err("cuMemcpyHtoD"))
+    }
+
+    /// Device -> host, synchronous (waits for queued work).
+    pub(crate) fn read_raw(&self, addr: u64, out: &mut [u8]) -> Result<()> {
+        self.bind()?;
+        // SAFETY: as above.
+        unsafe { result::memcpy_dtoh_sync(out, addr) }.map_err(cuda_err("cuMemcpyDtoH"))
+    }
+
+    /// Device -> device, queued.
+    pub(crate) fn copy_raw(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller checked both ranges.
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, std::ptr::null_mut()) }
             .map_err(cuda_err("cuMemcpyDtoDAsync"))
+    }
+
+    /// Zero bytes, queued.
+    pub(crate) fn zero_raw(&self, addr: u64, bytes: usize) -> Result<()> {
+        self.bind()?;
+        // SAFETY: the caller checked the range.
+        unsafe { result::memset_d8_async(addr, 0, bytes, std::ptr::null_mut()) }
+            .map_err(cuda_err("cuMemsetD8Async"))
     }
 
     /// (free, total) device memory in bytes.
@@ -237,27 +258,7 @@ impl CudaExecutor {
 /// A raw device allocation (freed on drop).
 pub(crate) struct DeviceMem {
     pub(crate) ptr: sys::CUdeviceptr,
-    bytes: usize,
     ctx: Arc<CudaContext>,
-}
-
-impl DeviceMem {
-    pub(crate) fn write(&mut self, data: &[u8]) -> Result<()> {
-        assert_eq!(data.len(), self.bytes);
-        self.ctx
-            .bind_to_thread()
-            .map_err(cuda_err("binding the context"))?;
-        // SAFETY: ptr holds self.bytes bytes; synchronous copy.
-        unsafe { result::memcpy_htod_sync(self.ptr, data) }.map_err(cuda_err("cuMemcpyHtoD"))
-    }
-    pub(crate) fn read(&self, out: &mut [u8]) -> Result<()> {
-        assert_eq!(out.len(), self.bytes);
-        self.ctx
-            .bind_to_thread()
-            .map_err(cuda_err("binding the context"))?;
-        // SAFETY: as above; the legacy default stream orders this after queued launches.
-        unsafe { result::memcpy_dtoh_sync(out, self.ptr) }.map_err(cuda_err("cuMemcpyDtoH"))
-    }
 }
 
 impl Drop for DeviceMem {

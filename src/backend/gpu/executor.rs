@@ -4,14 +4,24 @@ use std::time::Instant;
 
 use bytemuck::Pod;
 
-use super::buffer::{Buf, HostMem, Mem};
+use std::sync::Arc;
+
+use super::buffer::{Buf, HostMem, Mem, PooledMem};
 use super::error::{GpuError, Result};
 use super::launch::{KernelParams, Launch};
+use super::pool::{Pool, PoolStats};
 use super::sim::SimExecutor;
 
-/// Runs kernels and owns their buffers. Cheap to clone.
+/// Runs kernels and owns their buffers. Cheap to clone (clones share the
+/// device, and the caching pool when there is one).
 #[derive(Clone)]
-pub enum Executor {
+pub struct Executor {
+    kind: Kind,
+    pool: Option<Arc<Pool>>,
+}
+
+#[derive(Clone)]
+enum Kind {
     Sim(SimExecutor),
     #[cfg(feature = "cuda")]
     Cuda(super::cuda::CudaExecutor),
@@ -31,13 +41,47 @@ pub struct DeviceInfo {
 
 impl Executor {
     pub fn sim() -> Executor {
-        Executor::Sim(SimExecutor { reverse: false })
+        Executor {
+            kind: Kind::Sim(SimExecutor { reverse: false }),
+            pool: None,
+        }
     }
 
     /// The simulator with each block's threads scheduled from the highest
     /// index down (see [`SimExecutor`]).
     pub fn sim_reversed() -> Executor {
-        Executor::Sim(SimExecutor { reverse: true })
+        Executor {
+            kind: Kind::Sim(SimExecutor { reverse: true }),
+            pool: None,
+        }
+    }
+
+    /// The same device with a caching allocator of its own (see [`Pool`]):
+    /// every buffer allocated through the result is cached on drop.
+    pub fn with_pool(&self) -> Executor {
+        Executor {
+            kind: self.kind.clone(),
+            pool: Some(Arc::new(Pool::default())),
+        }
+    }
+
+    /// The caching pool's counters (None without a pool).
+    pub fn pool_stats(&self) -> Option<PoolStats> {
+        self.pool.as_ref().map(|p| p.stats())
+    }
+
+    /// The caching pool, if this executor has one.
+    pub fn pool(&self) -> Option<&Arc<Pool>> {
+        self.pool.as_ref()
+    }
+
+    /// (free, total) device memory in bytes, from the driver (GPU only).
+    pub fn mem_info(&self) -> Option<(usize, usize)> {
+        match &self.kind {
+            Kind::Sim(_) => None,
+            #[cfg(feature = "cuda")]
+            Kind::Cuda(c) => c.mem_info().ok(),
+        }
     }
 
     /// The GPU executor (device 0): fails cleanly when built without the `cuda`
@@ -45,7 +89,10 @@ impl Executor {
     pub fn cuda() -> Result<Executor> {
         #[cfg(feature = "cuda")]
         {
-            super::cuda::CudaExecutor::shared().map(Executor::Cuda)
+            super::cuda::CudaExecutor::shared().map(|c| Executor {
+                kind: Kind::Cuda(c),
+                pool: None,
+            })
         }
         #[cfg(not(feature = "cuda"))]
         {
@@ -56,30 +103,52 @@ impl Executor {
     }
 
     pub fn name(&self) -> &'static str {
-        match self {
-            Executor::Sim(s) if s.reverse => "sim-reversed",
-            Executor::Sim(_) => "sim",
+        match &self.kind {
+            Kind::Sim(s) if s.reverse => "sim-reversed",
+            Kind::Sim(_) => "sim",
             #[cfg(feature = "cuda")]
-            Executor::Cuda(_) => "cuda",
+            Kind::Cuda(_) => "cuda",
         }
     }
 
     pub fn is_gpu(&self) -> bool {
-        !matches!(self, Executor::Sim(_))
+        !matches!(self.kind, Kind::Sim(_))
     }
 
     pub fn alloc_zeroed<T: Pod>(&self, len: usize) -> Result<Buf<T>> {
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or_else(|| GpuError::Invalid("buffer size overflows".into()))?;
+        let Some(pool) = &self.pool else {
+            return Ok(Buf::new(len, self.fresh(bytes)?));
+        };
+        let mem = match pool.take(bytes) {
+            Some(m) => {
+                self.zero_raw(m.addr(), m.is_host(), bytes)?;
+                m
+            }
+            None => {
+                let m = self.fresh(bytes)?;
+                pool.note_new(bytes);
+                m
+            }
+        };
         Ok(Buf::new(
             len,
-            match self {
-                Executor::Sim(_) => Mem::Host(HostMem::zeroed(bytes)),
-                #[cfg(feature = "cuda")]
-                Executor::Cuda(c) => Mem::Device(c.alloc_zeroed(bytes)?),
-            },
+            Mem::Pooled(PooledMem {
+                mem: Some(Box::new(mem)),
+                bytes,
+                pool: pool.clone(),
+            }),
         ))
+    }
+
+    fn fresh(&self, bytes: usize) -> Result<Mem> {
+        Ok(match &self.kind {
+            Kind::Sim(_) => Mem::Host(HostMem::zeroed(bytes)),
+            #[cfg(feature = "cuda")]
+            Kind::Cuda(c) => Mem::Device(c.alloc_zeroed(bytes)?),
+        })
     }
 
     pub fn upload<T: Pod>(&self, data: &[T]) -> Result<Buf<T>> {
@@ -96,26 +165,32 @@ impl Executor {
                 buf.len()
             )));
         }
-        let bytes = buf.bytes();
-        match &mut buf.mem {
-            Mem::Host(h) => h
-                .as_mut_slice(bytes)
-                .copy_from_slice(bytemuck::cast_slice(data)),
+        self.check_kind("write", buf.is_host())?;
+        let bytes: &[u8] = bytemuck::cast_slice(data);
+        match &self.kind {
+            // SAFETY: the buffer holds `bytes.len()` bytes at its address and
+            // `&mut` gives exclusive access.
+            Kind::Sim(_) => unsafe {
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buf.addr() as *mut u8, bytes.len())
+            },
             #[cfg(feature = "cuda")]
-            Mem::Device(d) => d.write(bytemuck::cast_slice(data))?,
+            Kind::Cuda(c) => c.write_raw(buf.addr(), bytes)?,
         }
         Ok(())
     }
 
     /// Copies a buffer back to the host (waits for queued work).
     pub fn download<T: Pod>(&self, buf: &Buf<T>) -> Result<Vec<T>> {
+        self.check_kind("download", buf.is_host())?;
         let mut out = vec![T::zeroed(); buf.len()];
-        match &buf.mem {
-            Mem::Host(h) => {
-                bytemuck::cast_slice_mut(&mut out).copy_from_slice(h.as_slice(buf.bytes()))
-            }
+        let dst: &mut [u8] = bytemuck::cast_slice_mut(&mut out);
+        match &self.kind {
+            // SAFETY: the buffer holds `dst.len()` bytes at its address.
+            Kind::Sim(_) => unsafe {
+                std::ptr::copy_nonoverlapping(buf.addr() as *const u8, dst.as_mut_ptr(), dst.len())
+            },
             #[cfg(feature = "cuda")]
-            Mem::Device(d) => d.read(bytemuck::cast_slice_mut(&mut out))?,
+            Kind::Cuda(c) => c.read_raw(buf.addr(), dst)?,
         }
         Ok(out)
     }
@@ -129,69 +204,123 @@ impl Executor {
                 dst.len()
             )));
         }
-        let bytes = src.bytes();
-        match (&src.mem, &dst.mem) {
-            (Mem::Host(s), Mem::Host(d)) => {
-                // SAFETY: two distinct live allocations of `bytes` bytes each
+        self.copy_range(src, 0, dst, 0, src.len())
+    }
+
+    /// Copies `src[src_off..][..n]` to `dst[dst_off..][..n]` on the device
+    /// (queued like a launch; the ranges may not overlap).
+    pub fn copy_range<T: Pod>(
+        &self,
+        src: &Buf<T>,
+        src_off: usize,
+        dst: &Buf<T>,
+        dst_off: usize,
+        n: usize,
+    ) -> Result<()> {
+        let fits = |b: &Buf<T>, off: usize| off.checked_add(n).is_some_and(|e| e <= b.len());
+        if !fits(src, src_off) || !fits(dst, dst_off) {
+            return Err(GpuError::Invalid(format!(
+                "copy of {n} elements from {src_off} of {} to {dst_off} of {}",
+                src.len(),
+                dst.len()
+            )));
+        }
+        self.check_kind("copy source", src.is_host())?;
+        self.check_kind("copy destination", dst.is_host())?;
+        let sz = size_of::<T>();
+        let (s, d, bytes) = (
+            src.addr() + (src_off * sz) as u64,
+            dst.addr() + (dst_off * sz) as u64,
+            n * sz,
+        );
+        match &self.kind {
+            Kind::Sim(_) => {
+                // SAFETY: both ranges were checked to lie inside live buffers
                 // (dst is borrowed shared, like a kernel output pointer).
-                unsafe { std::ptr::copy(s.ptr.as_ptr(), d.ptr.as_ptr(), bytes) };
+                unsafe { std::ptr::copy(s as *const u8, d as *mut u8, bytes) };
                 Ok(())
             }
             #[cfg(feature = "cuda")]
-            (Mem::Device(s), Mem::Device(d)) => match self {
-                Executor::Cuda(c) => c.copy(s, d, bytes),
-                Executor::Sim(_) => {
-                    Err(GpuError::Invalid("device buffers on the simulator".into()))
-                }
-            },
-            #[cfg(feature = "cuda")]
-            _ => Err(GpuError::Invalid(
-                "copy between host and device buffers".into(),
-            )),
+            Kind::Cuda(c) => c.copy_raw(s, d, bytes),
         }
+    }
+
+    /// Sets `buf[off..][..n]` to zero bytes (queued like a launch).
+    pub fn zero_range<T: Pod>(&self, buf: &Buf<T>, off: usize, n: usize) -> Result<()> {
+        if off.checked_add(n).is_none_or(|e| e > buf.len()) {
+            return Err(GpuError::Invalid(format!(
+                "zeroing {n} elements from {off} of a buffer of {}",
+                buf.len()
+            )));
+        }
+        self.check_kind("zero", buf.is_host())?;
+        let sz = size_of::<T>();
+        self.zero_raw(buf.addr() + (off * sz) as u64, buf.is_host(), n * sz)
+    }
+
+    fn zero_raw(&self, addr: u64, host: bool, bytes: usize) -> Result<()> {
+        self.check_kind("zero", host)?;
+        match &self.kind {
+            Kind::Sim(_) => {
+                // SAFETY: callers pass a range inside a live allocation.
+                unsafe { std::ptr::write_bytes(addr as *mut u8, 0, bytes) };
+                Ok(())
+            }
+            #[cfg(feature = "cuda")]
+            Kind::Cuda(c) => c.zero_raw(addr, bytes),
+        }
+    }
+
+    fn check_kind(&self, what: &str, host: bool) -> Result<()> {
+        if host == self.is_gpu() {
+            return Err(GpuError::Invalid(format!(
+                "{what}: buffer belongs to another executor"
+            )));
+        }
+        Ok(())
     }
 
     /// Queues a kernel (the simulator runs it at once).
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
-        match self {
-            Executor::Sim(s) => s.launch(l),
+        match &self.kind {
+            Kind::Sim(s) => s.launch(l),
             #[cfg(feature = "cuda")]
-            Executor::Cuda(c) => c.launch(l),
+            Kind::Cuda(c) => c.launch(l),
         }
     }
 
     pub fn synchronize(&self) -> Result<()> {
-        match self {
-            Executor::Sim(_) => Ok(()),
+        match &self.kind {
+            Kind::Sim(_) => Ok(()),
             #[cfg(feature = "cuda")]
-            Executor::Cuda(c) => c.synchronize(),
+            Kind::Cuda(c) => c.synchronize(),
         }
     }
 
     /// Milliseconds taken by the work `f` queues (CUDA events on the GPU,
     /// wall-clock on the simulator).
     pub fn time_ms(&self, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-        match self {
-            Executor::Sim(_) => {
+        match &self.kind {
+            Kind::Sim(_) => {
                 let t = Instant::now();
                 f()?;
                 Ok(t.elapsed().as_secs_f64() * 1e3)
             }
             #[cfg(feature = "cuda")]
-            Executor::Cuda(c) => c.time_ms(f),
+            Kind::Cuda(c) => c.time_ms(f),
         }
     }
 
     pub fn device_info(&self) -> DeviceInfo {
-        match self {
-            Executor::Sim(_) => DeviceInfo {
+        match &self.kind {
+            Kind::Sim(_) => DeviceInfo {
                 name: "SIMT simulator (CPU, not a GPU)".into(),
                 peak_bandwidth: None,
                 peak_bf16_flops: None,
                 mem_total: None,
             },
             #[cfg(feature = "cuda")]
-            Executor::Cuda(c) => c.device_info(),
+            Kind::Cuda(c) => c.device_info(),
         }
     }
 

@@ -12,11 +12,13 @@
 pub mod buffer;
 #[cfg(feature = "cuda")]
 pub mod cuda;
+pub mod engine;
 pub mod error;
 pub mod executor;
 pub mod launch;
 pub mod ops;
 pub mod params;
+pub mod pool;
 pub mod sim;
 pub mod testing;
 

@@ -2,6 +2,8 @@
 
 use half::bf16;
 
+pub use super::attention::Rows;
+
 use crate::backend::gpu::params::RopeParams;
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
@@ -42,28 +44,39 @@ impl RopeShape {
 }
 
 /// `kernel` (rope_fwd or rope_bwd) from `x` into `out` (may be `x`);
-/// `names` label the two buffers in size errors.
+/// `names` label the two views in size errors.
 fn launch(
     ex: &Executor,
     kernel: &'static str,
-    x: &Buf<bf16>,
-    out: &Buf<bf16>,
+    x: Rows,
+    out: Rows,
     s: &RopeShape,
     names: [&str; 2],
 ) -> Result<()> {
     let [batch, seq, heads, head_dim] = s.check()?;
-    ex.check_buf(names[0], x, s.len())?;
-    ex.check_buf(names[1], out, s.len())?;
-    let row = (s.heads * s.head_dim) as i64;
+    let (tokens, row) = (s.batch * s.seq, s.heads * s.head_dim);
+    for (r, name) in [(&x, names[0]), (&out, names[1])] {
+        ex.check_buf(name, r.buf, r.buf.len())?;
+        let end = r.offset + (tokens - 1) * r.ld + row;
+        if r.ld < row || end > r.buf.len() {
+            return Err(GpuError::Invalid(format!(
+                "{name}: {tokens} rows of {row} at offset {} stride {} overrun {} elements",
+                r.offset,
+                r.ld,
+                r.buf.len()
+            )));
+        }
+    }
+    let at = |r: &Rows| r.buf.addr() + (r.offset * size_of::<bf16>()) as u64;
     let params = RopeParams {
-        x: x.cptr(),
-        out: out.mptr(),
+        x: at(&x) as *const _,
+        out: at(&out) as *mut _,
         batch,
         seq,
         heads,
         head_dim,
-        x_stride: row,
-        out_stride: row,
+        x_stride: x.ld as i64,
+        out_stride: out.ld as i64,
         theta: s.theta,
         _pad: 0,
     };
@@ -72,10 +85,52 @@ fn launch(
 
 /// out = rotate(x, +angle). `out` may be `x` (in place).
 pub fn fwd(ex: &Executor, x: &Buf<bf16>, out: &Buf<bf16>, s: &RopeShape) -> Result<()> {
-    launch(ex, "rope_fwd", x, out, s, ["rope x", "rope out"])
+    let row = s.heads * s.head_dim;
+    ex.check_buf("rope x", x, s.len())?;
+    ex.check_buf("rope out", out, s.len())?;
+    fwd_strided(
+        ex,
+        Rows {
+            buf: x,
+            offset: 0,
+            ld: row,
+        },
+        Rows {
+            buf: out,
+            offset: 0,
+            ld: row,
+        },
+        s,
+    )
 }
 
 /// dx = rotate(dy, -angle) (=). `dx` may be `dy`.
 pub fn bwd(ex: &Executor, dy: &Buf<bf16>, dx: &Buf<bf16>, s: &RopeShape) -> Result<()> {
+    let row = s.heads * s.head_dim;
+    ex.check_buf("rope dy", dy, s.len())?;
+    ex.check_buf("rope dx", dx, s.len())?;
+    bwd_strided(
+        ex,
+        Rows {
+            buf: dy,
+            offset: 0,
+            ld: row,
+        },
+        Rows {
+            buf: dx,
+            offset: 0,
+            ld: row,
+        },
+        s,
+    )
+}
+
+/// [`fwd`] on token rows `ld` apart (Q or K inside the fused QKV rows).
+pub fn fwd_strided(ex: &Executor, x: Rows, out: Rows, s: &RopeShape) -> Result<()> {
+    launch(ex, "rope_fwd", x, out, s, ["rope x", "rope out"])
+}
+
+/// [`bwd`] on strided token rows (dQ or dK into the fused dQKV rows).
+pub fn bwd_strided(ex: &Executor, dy: Rows, dx: Rows, s: &RopeShape) -> Result<()> {
     launch(ex, "rope_bwd", dy, dx, s, ["rope dy", "rope dx"])
 }

@@ -1,0 +1,360 @@
+//! Parameters on the device, in one arena: fp32 master weights, their
+//! gradients, AdamW's m and v, and the bf16 copy the GEMMs read, each one
+//! flat buffer with every tensor at the same offset. One launch updates them
+//! all (`adamw_step`, which also refreshes the bf16 copy), one computes the
+//! global gradient norm.
+//!
+//! The fused SwiGLU GEMM reads an FFN's gate and up projections as one
+//! `[2f, d]` matrix per expert (gate rows, then up rows). The checkpoint
+//! keeps `w_gate` and `w_up` apart (`[N, f, d]` each, PyTorch's layout), so
+//! the arena *packs* each MoE pair on upload (expert e: its gate rows, then
+//! its up rows) and unpacks it on download: checkpoints stay the same files
+//! on every engine, and no format version or loader for old files is needed.
+//! The dense twin's FFN stays unpacked (it runs two plain linear layers).
+
+use std::sync::Arc;
+
+use half::bf16;
+
+use crate::autograd::ParamStore;
+use crate::backend::gpu::ops::adamw::{self, AdamwArenas, AdamwHyper, ArenaLayout};
+use crate::backend::gpu::ops::grad_norm::GradNorm;
+use crate::backend::gpu::{Buf, Executor, GpuError};
+use crate::engine::Param;
+
+type Result<T> = std::result::Result<T, GpuError>;
+
+/// How a parameter sits in the arena.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Its own contiguous region.
+    Own,
+    /// The gate of a packed gate|up pair: the view is the whole pair,
+    /// `[blocks, 2f, d]` (blocks = experts, or 1 for the shared expert).
+    PairGate,
+    /// The up half of a pair: the view is the pair too (ops read it through
+    /// the gate; its gradient arrives with the gate's).
+    PairUp,
+}
+
+/// A parameter (or its gradient) as the ops see it: views into the arena.
+pub struct GpuParam {
+    /// fp32 values or gradient (the whole pair for `PairGate`/`PairUp`).
+    pub w: Buf<f32>,
+    /// The bf16 copy of the values (None for gradients).
+    pub w16: Option<Buf<bf16>>,
+    pub role: Role,
+}
+
+impl GpuParam {
+    /// The bf16 copy, or an error naming `op` (gradients have none).
+    pub fn bf16(&self, op: &'static str) -> crate::engine::OpResult<&Buf<bf16>> {
+        self.w16
+            .as_ref()
+            .ok_or_else(|| crate::engine::OpError::msg(op, "parameter has no bf16 copy"))
+    }
+}
+
+/// One region of the arena: a tensor, or a packed pair of two.
+#[derive(Clone, Debug)]
+struct Region {
+    offset: usize,
+    len: usize,
+    /// Model parameter indices: one, or (gate, up) with `blocks` experts.
+    members: Vec<usize>,
+    blocks: usize,
+    group: usize,
+    decay: bool,
+}
+
+/// Every parameter of a model on one device.
+pub struct GpuParams {
+    ex: Executor,
+    regions: Vec<Region>,
+    /// Host-side description (names, shapes, groups) for downloads.
+    meta: Vec<Param>,
+    w: Arc<Buf<f32>>,
+    g: Arc<Buf<f32>>,
+    w16: Arc<Buf<bf16>>,
+    m: Buf<f32>,
+    v: Buf<f32>,
+    values: Vec<GpuParam>,
+    grads: Vec<GpuParam>,
+    /// AdamW tables per region (built on the first step, for its lrs).
+    layout: Option<(Vec<f32>, ArenaLayout)>,
+    norm: Option<GradNorm>,
+    step: u32,
+}
+
+/// Whether params `i` and `i + 1` are an MoE layer's gate and up projections.
+fn is_moe_pair(params: &[Param], i: usize) -> bool {
+    let (Some(a), Some(b)) = (params.get(i), params.get(i + 1)) else {
+        return false;
+    };
+    a.name.contains(".moe.")
+        && a.name.ends_with("w_gate")
+        && b.name == a.name.replace("w_gate", "w_up")
+        && a.shape == b.shape
+        && a.group == b.group
+        && a.decay == b.decay
+}
+
+/// Packs (`pack = true`) `[blocks, f·d]` gate and up into `[blocks, 2, f·d]`,
+/// or unpacks.
+fn pack_pair(gate: &mut [f32], up: &mut [f32], pair: &mut [f32], blocks: usize, pack: bool) {
+    let per = gate.len() / blocks;
+    for e in 0..blocks {
+        let (pg, pu) = pair[e * 2 * per..(e + 1) * 2 * per].split_at_mut(per);
+        let (g, u) = (
+            &mut gate[e * per..(e + 1) * per],
+            &mut up[e * per..(e + 1) * per],
+        );
+        if pack {
+            pg.copy_from_slice(g);
+            pu.copy_from_slice(u);
+        } else {
+            g.copy_from_slice(pg);
+            u.copy_from_slice(pu);
+        }
+    }
+}
+
+impl GpuParams {
+    /// Uploads the values of `params` (gradients and optimizer state start at zero).
+    pub fn upload(ex: &Executor, params: &[Param]) -> Result<GpuParams> {
+        let mut regions = Vec::new();
+        let mut i = 0;
+        let mut offset = 0;
+        while i < params.len() {
+            let p = &params[i];
+            let (members, blocks, len) = if is_moe_pair(params, i) {
+                let blocks = if p.shape.len() == 3 { p.shape[0] } else { 1 };
+                (vec![i, i + 1], blocks, 2 * p.numel())
+            } else {
+                (vec![i], 1, p.numel())
+            };
+            i += members.len();
+            // Regions start 16-byte aligned in both dtypes (8 elements), so
+            // every view keeps the GEMMs' vector path.
+            regions.push(Region {
+                offset,
+                len,
+                members,
+                blocks,
+                group: p.group,
+                decay: p.decay,
+            });
+            offset += len.div_ceil(8) * 8;
+        }
+        let total = offset.max(8);
+        let mut host = vec![0f32; total];
+        for r in &regions {
+            let dst = &mut host[r.offset..r.offset + r.len];
+            match r.members[..] {
+                [a] => dst.copy_from_slice(&params[a].value),
+                [a, b] => {
+                    let (mut g, mut u) = (params[a].value.clone(), params[b].value.clone());
+                    pack_pair(&mut g, &mut u, dst, r.blocks, true);
+                }
+                _ => unreachable!("regions hold one or two tensors"),
+            }
+        }
+        let host16: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
+        let w = Arc::new(ex.upload(&host)?);
+        let w16 = Arc::new(ex.upload(&host16)?);
+        let g = Arc::new(ex.alloc_zeroed::<f32>(total)?);
+        let (m, v) = (ex.alloc_zeroed(total)?, ex.alloc_zeroed(total)?);
+        let mut values: Vec<Option<GpuParam>> = params.iter().map(|_| None).collect();
+        let mut grads: Vec<Option<GpuParam>> = params.iter().map(|_| None).collect();
+        let view = |b: &Arc<Buf<f32>>, r: &Region| {
+            Buf::view(b, r.offset, r.len).ok_or_else(|| GpuError::Invalid("arena view".into()))
+        };
+        for r in &regions {
+            for (k, &idx) in r.members.iter().enumerate() {
+                let role = match (r.members.len(), k) {
+                    (1, _) => Role::Own,
+                    (_, 0) => Role::PairGate,
+                    _ => Role::PairUp,
+                };
+                values[idx] = Some(GpuParam {
+                    w: view(&w, r)?,
+                    w16: Some(
+                        Buf::view(&w16, r.offset, r.len)
+                            .ok_or_else(|| GpuError::Invalid("arena view".into()))?,
+                    ),
+                    role,
+                });
+                grads[idx] = Some(GpuParam {
+                    w: view(&g, r)?,
+                    w16: None,
+                    role,
+                });
+            }
+        }
+        let meta = params
+            .iter()
+            .map(|p| Param {
+                value: Vec::new(),
+                grad: Vec::new(),
+                ..p.clone()
+            })
+            .collect();
+        Ok(GpuParams {
+            ex: ex.clone(),
+            regions,
+            meta,
+            w,
+            g,
+            w16,
+            m,
+            v,
+            values: values
+                .into_iter()
+                .map(|p| p.expect("every param"))
+                .collect(),
+            grads: grads.into_iter().map(|p| p.expect("every param")).collect(),
+            layout: None,
+            norm: None,
+            step: 0,
+        })
+    }
+
+    /// Elements in the arena (with alignment padding).
+    pub fn arena_len(&self) -> usize {
+        self.w.len()
+    }
+
+    /// Bytes the parameters take on the device: fp32 weights, grads, m, v and the bf16 copy.
+    pub fn device_bytes(&self) -> usize {
+        self.arena_len() * (4 * 4 + 2)
+    }
+
+    /// The values back on the host, as the model's parameter list (unpacked).
+    pub fn download(&self) -> Result<Vec<Param>> {
+        self.unpack(&self.ex.download(&self.w)?, false)
+    }
+
+    /// The gradients on the host (in `Param::grad`; values left empty).
+    pub fn download_grads(&self) -> Result<Vec<Param>> {
+        self.unpack(&self.ex.download(&self.g)?, true)
+    }
+
+    fn unpack(&self, host: &[f32], into_grad: bool) -> Result<Vec<Param>> {
+        let mut out: Vec<Param> = self.meta.clone();
+        for r in &self.regions {
+            let src = &host[r.offset..r.offset + r.len];
+            let mut parts: Vec<Vec<f32>> = match r.members[..] {
+                [_] => vec![src.to_vec()],
+                [_, _] => {
+                    let (mut g, mut u) = (vec![0f32; r.len / 2], vec![0f32; r.len / 2]);
+                    let mut pair = src.to_vec();
+                    pack_pair(&mut g, &mut u, &mut pair, r.blocks, false);
+                    vec![g, u]
+                }
+                _ => unreachable!("regions hold one or two tensors"),
+            };
+            for (&idx, part) in r.members.iter().zip(parts.drain(..)) {
+                let p = &mut out[idx];
+                if into_grad {
+                    p.grad = part;
+                } else {
+                    p.grad = vec![0.0; part.len()];
+                    p.value = part;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Zeroes every gradient (one memset).
+    pub fn zero_grads(&self) -> Result<()> {
+        self.ex.zero_range(&self.g, 0, self.g.len())
+    }
+
+    /// Global L2 norm of the gradients, on the device (`[1]`).
+    pub fn grad_norm(&mut self) -> Result<&Buf<f32>> {
+        if self.norm.is_none() {
+            self.norm = Some(GradNorm::new(&self.ex, self.g.len())?);
+        }
+        let norm = self.norm.as_ref().expect("set above");
+        norm.compute(&self.ex, &self.g)?;
+        Ok(&norm.out)
+    }
+
+    /// One AdamW step over the whole arena: parameter group `g` uses
+    /// `lr * group_lr[g]`, matrices decay by `weight_decay`; gradients are
+    /// clipped to `max_norm` (global norm, computed on the device). Also
+    /// refreshes the bf16 copy. Returns the norm before clipping (one read).
+    pub fn adamw_step(
+        &mut self,
+        cfg: &crate::train::optim::AdamWConfig,
+        group_lr: &[f32],
+        lr: f32,
+        max_norm: f32,
+    ) -> Result<f32> {
+        let rebuild = !matches!(&self.layout, Some((g, _)) if g == group_lr);
+        if rebuild {
+            let sizes: Vec<usize> = self
+                .regions
+                .iter()
+                .enumerate()
+                .map(|(i, r)| {
+                    // Alignment padding belongs to the region before it.
+                    let end = self.regions.get(i + 1).map_or(self.w.len(), |n| n.offset);
+                    end - r.offset
+                })
+                .collect();
+            let lrs: Vec<f32> = self
+                .regions
+                .iter()
+                .map(|r| group_lr.get(r.group).copied().unwrap_or(1.0))
+                .collect();
+            let wds: Vec<f32> = self
+                .regions
+                .iter()
+                .map(|r| if r.decay { cfg.weight_decay } else { 0.0 })
+                .collect();
+            self.layout = Some((
+                group_lr.to_vec(),
+                ArenaLayout::new(&self.ex, &sizes, &lrs, &wds)?,
+            ));
+        }
+        self.grad_norm()?;
+        self.step += 1;
+        let (_, layout) = self.layout.as_ref().expect("built above");
+        let norm = &self.norm.as_ref().expect("computed above").out;
+        adamw::step(
+            &self.ex,
+            layout,
+            &AdamwArenas {
+                param: &self.w,
+                grad: &self.g,
+                m: &self.m,
+                v: &self.v,
+                param_bf16: Some(&self.w16),
+            },
+            &AdamwHyper {
+                lr_scale: lr,
+                beta1: cfg.beta1,
+                beta2: cfg.beta2,
+                eps: cfg.eps,
+                step: self.step,
+                max_grad_norm: max_norm,
+            },
+            Some(norm),
+        )?;
+        Ok(self.ex.download(norm)?[0])
+    }
+}
+
+impl ParamStore<GpuParam> for GpuParams {
+    fn values(&self) -> Vec<&GpuParam> {
+        self.values.iter().collect()
+    }
+    fn split(&mut self) -> (Vec<&GpuParam>, Vec<&mut GpuParam>) {
+        (
+            self.values.iter().collect(),
+            self.grads.iter_mut().collect(),
+        )
+    }
+}
