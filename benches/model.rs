@@ -4,12 +4,14 @@
 //! vocab 8,192) at batch 8 x sequence 256, and `small` (d 384, 6 layers, 6
 //! heads, N 8, top-2, d' 1,024, vocab 65,541) at batch 4 x sequence 256;
 //! Traffic-MoE and its dense twin. Random token ids, no padding. Tokens/s of
+//!
 //! - `classify`: inference as `tmoe classify` runs it (`predict_probs`:
 //!   backbone, mean pooling, classification head with `CLASSES` classes,
 //!   softmax; no LM head);
 //! - `lm_forward`: the pretraining forward with the full-vocabulary LM head
 //!   and its loss (not inference);
 //! - `train_step`: a full pretraining step (forward, backward, AdamW).
+//!
 //! Run: `cargo bench --bench model` (filter e.g. `-- tiny`).
 //! `TMOE_BENCH_STEPS=N cargo bench --bench model [-- tiny]` skips criterion
 //! and times N calls of each case, wall and process CPU time (for `perf`
