@@ -1,7 +1,17 @@
-//! Model throughput on the CPU (DESIGN.md "Benchmark shapes"): tokens/s of
-//! inference (forward) and of a full training step (forward, backward,
-//! AdamW) for `tiny` (batch 8, seq 256) and `small` (batch 4, seq 256),
-//! Traffic-MoE and its dense twin. Random token ids, no padding.
+//! Model throughput on the CPU, at the CPU benchmark shapes of the design
+//! notes (`../shared/DESIGN.md`, "Benchmark shapes", outside this
+//! repository): `tiny` (d 128, 4 layers, 4 heads, N 8 experts, top-2, d' 256,
+//! vocab 8,192) at batch 8 x sequence 256, and `small` (d 384, 6 layers, 6
+//! heads, N 8, top-2, d' 1,024, vocab 65,541) at batch 4 x sequence 256;
+//! Traffic-MoE and its dense twin. Random token ids, no padding. Tokens/s of
+//!
+//! - `classify`: inference as `tmoe classify` runs it (`predict_probs`:
+//!   backbone, mean pooling, classification head with `CLASSES` classes,
+//!   softmax; no LM head);
+//! - `lm_forward`: the pretraining forward with the full-vocabulary LM head
+//!   and its loss (not inference);
+//! - `train_step`: a full pretraining step (forward, backward, AdamW).
+//!
 //! Run: `cargo bench --bench model` (filter e.g. `-- tiny`).
 //! `TMOE_BENCH_STEPS=N cargo bench --bench model [-- tiny]` skips criterion
 //! and times N calls of each case, wall and process CPU time (for `perf`
@@ -10,8 +20,9 @@
 use criterion::{Criterion, Throughput, criterion_group};
 use std::time::Duration;
 use traffic_moe::autograd::{ParamStore, Tape};
+use traffic_moe::eval::predict::predict_probs;
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
-use traffic_moe::train::batch::Batch;
+use traffic_moe::train::batch::{Batch, MemSequences};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::{Task, train_step};
 
@@ -29,6 +40,37 @@ fn batch(vocab: usize, b: usize, s: usize) -> Batch {
     }
 }
 
+/// Classes of the classifier head in the `classify` cases.
+const CLASSES: usize = 16;
+
+/// The classifier twin of `cfg` (same backbone and seed, a `CLASSES`-way
+/// head) and the batch's sequences, for `predict_probs`.
+fn classifier(
+    cfg: &ModelConfig,
+    x: &Batch,
+) -> (Model, Vec<traffic_moe::train::optim::Param>, MemSequences) {
+    let mut cfg = cfg.clone();
+    cfg.n_classes = CLASSES;
+    let (model, params) = Model::new(cfg, 0).unwrap();
+    let mut seqs = MemSequences::new(x.s);
+    for row in x.ids.chunks_exact(x.s) {
+        seqs.push(row, None);
+    }
+    (model, params, seqs)
+}
+
+/// Class probabilities of every sequence, as inference computes them.
+fn classify(
+    model: &Model,
+    params: &[traffic_moe::train::optim::Param],
+    seqs: &MemSequences,
+    b: usize,
+    s: usize,
+) -> f32 {
+    let idx: Vec<usize> = (0..b).collect();
+    predict_probs(model, params, seqs, &idx, b, s, false).unwrap()[0]
+}
+
 fn bench(c: &mut Criterion) {
     for (name, b, s) in [("tiny", 8, 256), ("small", 4, 256)] {
         for ffn in [FfnKind::Moe, FfnKind::Dense] {
@@ -40,7 +82,11 @@ fn bench(c: &mut Criterion) {
             g.sample_size(10)
                 .warm_up_time(Duration::from_millis(500))
                 .measurement_time(Duration::from_secs(3));
-            g.bench_function("forward", |bn| {
+            let (cls_model, cls_params, seqs) = classifier(&cfg, &x);
+            g.bench_function("classify", |bn| {
+                bn.iter(|| classify(&cls_model, &cls_params, &seqs, b, s))
+            });
+            g.bench_function("lm_forward", |bn| {
                 bn.iter(|| {
                     let p = params.values();
                     let mut tape = Tape::<f32>::new();
@@ -96,9 +142,12 @@ fn timed_steps(steps: usize, filter: &str) {
             let (model, mut params) = Model::new(cfg.clone(), 0).unwrap();
             let x = batch(cfg.vocab, b, s);
             let mut opt = AdamW::new(AdamWConfig::default(), &params);
-            for what in ["forward", "train_step"] {
+            let (cls_model, cls_params, seqs) = classifier(&cfg, &x);
+            for what in ["classify", "lm_forward", "train_step"] {
                 let mut run = || {
-                    if what == "forward" {
+                    if what == "classify" {
+                        classify(&cls_model, &cls_params, &seqs, b, s)
+                    } else if what == "lm_forward" {
                         let p = params.values();
                         let mut tape = Tape::<f32>::new();
                         let inp = Inputs {

@@ -241,6 +241,7 @@ fn early_verdicts_come_at_the_kth_packet_once() {
             &traffic_moe::traffic::pcap_writer::udp(1000, 53, format!("q{i}").as_bytes()),
         )
     };
+    let mut early = None;
     // SAFETY: valid strings; one thread; closed once.
     unsafe {
         let h = tmoe_open(
@@ -273,7 +274,7 @@ fn early_verdicts_come_at_the_kth_packet_once() {
                     (v[0].packets, v[0].last_ts_ns, v[0].src_port),
                     (5, 5000, 1000)
                 );
-                assert!(v[0].class_id < 2 && v[0].probability >= 0.5);
+                early = Some(v[0]);
             }
         }
         // The flow's end gives no second verdict.
@@ -287,4 +288,37 @@ fn early_verdicts_come_at_the_kth_packet_once() {
         );
         tmoe_close(h);
     }
+    // The early verdict is what `tmoe classify` says of the flow's first K
+    // packets: the same class and probability (two classes make any argmax
+    // probability >= 0.5, so that alone would check nothing).
+    let v = early.expect("a verdict at packet 5");
+    let cap = f.root.join("early.pcap");
+    let mut w =
+        traffic_moe::traffic::pcap_writer::PcapWriter::new(std::fs::File::create(&cap).unwrap(), 1)
+            .unwrap();
+    for i in 1..=5u64 {
+        w.write_frame(i * 1000, &frame(i)).unwrap();
+    }
+    drop(w);
+    let args = classify_args(&f, vec![cap], classify::Format::Jsonl);
+    let mut cli = Vec::new();
+    classify::classify(&args, &mut cli).unwrap();
+    let cli = String::from_utf8(cli).unwrap();
+    let rows: Vec<serde_json::Value> = cli
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 1, "{cli}");
+    let (_, _, meta) = traffic_moe::train::finetune::load_classifier(&f.ckpt).unwrap();
+    assert_eq!(
+        rows[0]["class"].as_str(),
+        meta.classes.get(v.class_id as usize).map(String::as_str),
+        "class"
+    );
+    let p = rows[0]["probability"].as_f64().unwrap();
+    assert!(
+        (f64::from(v.probability) - p).abs() <= 1e-6,
+        "C API probability {} vs tmoe classify {p}",
+        v.probability
+    );
 }

@@ -1,7 +1,10 @@
 //! `tmoe bench`: benchmarks. `tmoe bench kernels` times each kernel at the GPU
 //! benchmark shape (model `base`: d 768, batch 64 x sequence 512 tokens) and
 //! reports time, achieved bandwidth and its share of the device's peak. On the
-//! simulator (no GPU) it runs a small correctness smoke instead and says so.
+//! simulator (no GPU) it runs a smoke of the launch path instead and says so:
+//! every kernel launches and completes at a small shape, and only a few
+//! outputs are looked at (rmsnorm's first row, attention's finiteness, ...);
+//! it is not a correctness check, which is the `kernel_*` tests' job.
 
 use std::path::PathBuf;
 
@@ -34,7 +37,8 @@ pub struct Args {
 
 #[derive(clap::Subcommand, Debug)]
 pub enum What {
-    /// Time every kernel family (GB/s and % of peak bandwidth on a GPU).
+    /// Time every kernel family (GB/s and % of peak bandwidth on a GPU; on
+    /// the simulator only a smoke of the launch path, not a correctness check).
     Kernels(KernelArgs),
     /// Draw a `bench kernels --out` JSON as a bar chart (% of the copy roof).
     Chart(ChartArgs),
@@ -99,7 +103,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         Some(other) => anyhow::bail!("--exec must be `cuda` or `sim`, not `{other}`"),
     };
     let device = ex.device_info();
-    // The simulator is a correctness tool: a small shape, one iteration, no GB/s claims.
+    // On the simulator: a launch-path smoke at a small shape, one iteration, no GB/s claims.
     let (rows, d, vocab, iters) = if ex.is_gpu() {
         (64 * 512, 768, 65_541, args.iters.max(1))
     } else {
@@ -108,7 +112,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     let note = if ex.is_gpu() {
         format!("median of {iters} runs after a warm-up; bytes = compulsory DRAM traffic")
     } else {
-        "simulator: not a GPU; correctness smoke at a small shape, timings are CPU wall-clock and meaningless".into()
+        "simulator: not a GPU; a smoke of the launch path at a small shape (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
     };
     let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
     let copy_bandwidth = if ex.is_gpu() {
@@ -141,8 +145,10 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         let dxb = ex.alloc_zeroed::<bf16>(n)?;
         let dwb = ex.alloc_zeroed::<f32>(d)?;
         let scratch = ex.alloc_zeroed::<f32>(rmsnorm::bwd_scratch_len(rows, d))?;
+        // dy is its own buffer: with dy = x the hardware would read it once.
+        let dyb = ex.upload(&x)?;
         let ms = median_ms(&ex, iters, || {
-            rmsnorm::bwd(&ex, &xb, &wb, &rstd, &xb, &dxb, &dwb, &scratch, rows, d)
+            rmsnorm::bwd(&ex, &xb, &wb, &rstd, &dyb, &dxb, &dwb, &scratch, rows, d)
         })?;
         // x, dy read; dx written; rstd, w, dw, partials small.
         rec.mem(

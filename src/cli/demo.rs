@@ -150,6 +150,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             resume: false,
             progress: !a.quiet,
             force: a.force,
+            stop_after: None,
         },
         &train,
         info.vocab_hash,

@@ -59,6 +59,10 @@ pub struct Args {
     /// Start afresh even if --out already holds a checkpoint (replaces it).
     #[arg(long)]
     pub force: bool,
+    /// Stop after this step with a checkpoint, as an interrupted run would;
+    /// `--resume` with the same --steps continues it exactly.
+    #[arg(long)]
+    pub stop_after: Option<u64>,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -83,6 +87,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         resume: a.resume,
         progress: !a.quiet,
         force: a.force,
+        stop_after: a.stop_after,
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
     let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()

@@ -1,7 +1,7 @@
 //! `tmoe tokenize`: captures -> flows -> tokens -> dataset shards.
 
 use super::flow_parts::FlowPartsArgs;
-use crate::traffic::dataset::{DatasetConfig, build_dataset_with};
+use crate::traffic::dataset::{DatasetConfig, NoFlows, build_dataset_with};
 use crate::traffic::labels::LabelSource;
 use crate::traffic::split::SplitBy;
 use crate::traffic::tokenize::TokenizerConfig;
@@ -83,7 +83,17 @@ impl Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.to_config()?;
-    let summary = build_dataset_with(&cfg, &args.out, !args.quiet, args.force)?;
+    let summary = match build_dataset_with(&cfg, &args.out, !args.quiet, args.force) {
+        Ok(s) => s,
+        Err(e) => {
+            // Why nothing was left (per-file problems, the read summary),
+            // printed as a run with flows prints it, before the error.
+            if let Some(nf) = e.downcast_ref::<NoFlows>() {
+                println!("{}", nf.read);
+            }
+            return Err(e);
+        }
+    };
     println!("{}", summary.read);
     println!("{summary}");
     println!("wrote {}", args.out.display());

@@ -359,7 +359,18 @@ fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))
 }
 
+/// Nothing to build a dataset from: no input yielded a flow that passes the
+/// filters. Carries the read statistics (the per-file problems included) so
+/// that the caller reports why before the error itself.
+#[derive(Debug, thiserror::Error)]
+#[error("{reason}")]
+pub struct NoFlows {
+    pub read: RunStats,
+    pub reason: String,
+}
+
 /// Builds a dataset directory; `force` allows writing into a non-empty one.
+/// Fails with [`NoFlows`] when no flow is left to tokenize.
 pub fn build_dataset_with(
     cfg: &DatasetConfig,
     out_dir: &Path,
@@ -463,13 +474,27 @@ pub fn build_dataset_with(
         }
     }
     if labelled && !keep.iter().any(|&k| k) {
-        bail!(
+        let reason = format!(
             "no labelled flow kept: {} flows read, {} without a label, {} with fewer than {} packets",
             flows.len(),
             dropped.unlabelled,
             dropped.too_few_packets,
             cfg.min_packets
         );
+        return Err(NoFlows { read, reason }.into());
+    }
+    if cfg.vocab_file.is_none() && !keep.iter().any(|&k| k) {
+        let reason = format!(
+            "cannot train a vocabulary on an empty corpus: {} flows read from {} files \
+             ({} failed, {} with warnings), {} with fewer than {} packets",
+            flows.len(),
+            read.files,
+            read.files_failed,
+            read.files_warned,
+            dropped.too_few_packets,
+            cfg.min_packets
+        );
+        return Err(NoFlows { read, reason }.into());
     }
     let classes = class_table(
         names

@@ -28,6 +28,10 @@ pub struct PretrainOpts {
     pub progress: bool,
     /// Start afresh over an existing run in `out` (otherwise the run refuses to start).
     pub force: bool,
+    /// Stop after this many steps, with a checkpoint there, as a run
+    /// interrupted right after a checkpoint would; `resume` with the same
+    /// `steps` continues it (same schedule, data order and optimizer state).
+    pub stop_after: Option<u64>,
 }
 
 #[derive(Clone, Debug)]
@@ -100,12 +104,18 @@ pub fn pretrain(
         order.next_batch(opts.batch);
     }
     // A resumed run appends to its log; a fresh (or forced) one starts it anew.
+    // Steps an interrupted run logged after its last checkpoint are dropped:
+    // the resumed run computes them again.
+    let log_path = opts.out.join("pretrain_log.jsonl");
+    if opts.resume {
+        trim_log(&log_path, start)?;
+    }
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
         .append(opts.resume)
         .truncate(!opts.resume)
-        .open(opts.out.join("pretrain_log.jsonl"))?;
+        .open(&log_path)?;
     let pb = progress_bar(opts.steps, "pretrain", opts.progress);
     pb.set_position(start);
     let t0 = Instant::now();
@@ -116,7 +126,8 @@ pub fn pretrain(
         checkpoint::save_optimizer(&checkpoint::optimizer_path(&ckpt), opt, params, true)?;
         Ok(())
     };
-    for step in start..opts.steps {
+    let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
+    for step in start..end {
         let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
         let lr = sched.lr_at(step) as f32;
         let st = train_step(
@@ -152,7 +163,7 @@ pub fn pretrain(
         }
     }
     pb.finish();
-    save(&params, &opt, opts.steps)?;
+    save(&params, &opt, end.max(start))?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PretrainReport {
         checkpoint: ckpt,
@@ -160,4 +171,22 @@ pub fn pretrain(
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         seconds,
     })
+}
+
+/// Keeps the lines of a pretraining log up to `step` (the resumed checkpoint).
+fn trim_log(path: &Path, step: u64) -> anyhow::Result<()> {
+    let Ok(text) = std::fs::read_to_string(path) else {
+        return Ok(());
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_some_and(|s| s <= step)
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).with_context(|| format!("rewriting {}", path.display()))
 }

@@ -2,7 +2,7 @@
 //! TFLOP/s and % of the bf16 tensor peak (flops = 2*M*N*K, useful rows only).
 //! GPU: model `base` (d 768, QKV 2304, N 8 experts, top-2, expert ffn 1024 with
 //! gate|up fused to 2048) at 64 x 512 tokens; the simulator runs a tiny shape
-//! once as a smoke test. MoE entries: grouped gate|up forward (plain and with
+//! once as a launch-path smoke (not a correctness check). MoE entries: grouped gate|up forward (plain and with
 //! SwiGLU fused), down forward, gate|up dX, gate|up and down dW.
 
 use half::bf16;

@@ -1,0 +1,57 @@
+//! `tmoe tokenize` run as a binary on a folder where no input yields a flow:
+//! the per-file problems and the read summary come first, as in a run with
+//! flows, then the error.
+
+use std::process::{Command, Stdio};
+
+#[test]
+fn broken_inputs_are_reported_before_the_empty_corpus_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    std::fs::create_dir_all(&caps).unwrap();
+    // Empty, not a capture at all, and a pcap cut inside its file header.
+    std::fs::write(caps.join("empty.pcap"), b"").unwrap();
+    std::fs::write(caps.join("notes.pcap"), b"these are notes, not packets\n").unwrap();
+    std::fs::write(caps.join("cut.pcap"), [0xd4, 0xc3, 0xb2, 0xa1, 2, 0, 4, 0]).unwrap();
+
+    // stdout and stderr into one file, so their order shows.
+    let log = dir.path().join("log.txt");
+    let f = std::fs::File::create(&log).unwrap();
+    let st = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("tokenize")
+        .arg(&caps)
+        .arg("--out")
+        .arg(dir.path().join("out"))
+        .arg("--quiet")
+        .stdout(Stdio::from(f.try_clone().unwrap()))
+        .stderr(Stdio::from(f))
+        .status()
+        .unwrap();
+    let out = std::fs::read_to_string(&log).unwrap();
+    assert!(!st.success(), "{out}");
+    let at = |s: &str| {
+        out.find(s)
+            .unwrap_or_else(|| panic!("`{s}` missing from:\n{out}"))
+    };
+    let summary = at("files: 3 (0 ok, 0 with warnings, 3 failed)");
+    let problems: Vec<usize> = ["empty.pcap", "notes.pcap", "cut.pcap"]
+        .iter()
+        .map(|name| {
+            let p = at(&format!("{}: ", caps.join(name).display()));
+            assert!(
+                out[..p].ends_with("problem: "),
+                "{name}: not a problem line:\n{out}"
+            );
+            p
+        })
+        .collect();
+    let error = at("cannot train a vocabulary on an empty corpus");
+    assert!(
+        summary < error && problems.iter().all(|&p| p < error),
+        "{out}"
+    );
+    assert!(
+        out.contains("0 flows read from 3 files (3 failed, 0 with warnings)"),
+        "{out}"
+    );
+}
