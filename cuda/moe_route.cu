@@ -17,7 +17,7 @@
 #include "common.cuh"
 
 extern "C" __global__ void router_fwd(const RouterFwdParams p) {
-    __shared__ uint32_t s_counts[MOE_MAX_EXPERTS];
+    TMOE_SHARED(uint32_t, s_counts, [MOE_MAX_EXPERTS]);
     const int n = p.n_experts;
     for (int e = threadIdx.x; e < n; e += blockDim.x) s_counts[e] = 0;
     __syncthreads();
@@ -75,8 +75,8 @@ static __device__ __forceinline__ float weighted4(const float4 v, const float* w
 }
 
 extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_partial(const LbLossPartialParams p) {
-  __shared__ float s_w[MOE_MAX_EXPERTS];
-  __shared__ float s_red[32];
+  TMOE_SHARED(float, s_w, [MOE_MAX_EXPERTS]);
+  TMOE_SHARED(float, s_red, [32]);
   const int n = p.n_experts;
   for (int e = threadIdx.x; e < n; e += blockDim.x) s_w[e] = (float)p.counts[e];
   __syncthreads();
@@ -109,7 +109,7 @@ extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_partial(const L
 }
 
 extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_fwd(const LbLossFwdParams p) {
-  __shared__ float s_red[32];
+  TMOE_SHARED(float, s_red, [32]);
   float acc = 0.0f;
   for (int i = threadIdx.x; i < p.n_partials; i += blockDim.x) acc += p.partials[i];
   const float sum = block_sum(acc, s_red);
