@@ -166,7 +166,9 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &MoeDims,
     ) -> (Vec<F>, MoeSaved<F>) {
         let mut y = vec![F::ZERO; dims.t * dims.d];
-        let saved = moe::fwd(z, resid, &moe_weights(w), dims, &mut y);
+        // TODO(batch mask): pass the batch's real-token mask once the tape
+        // carries it; until then the aux loss is over every position.
+        let saved = moe::fwd(z, resid, &moe_weights(w), dims, None, &mut y);
         (y, saved)
     }
     fn moe_aux(&self, saved: &MoeSaved<F>) -> F {
