@@ -222,7 +222,7 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
   bf16* sQ = smem;               // [BM][LDS]; at the end, O staging
   bf16* sK = sQ + BM * LDS;      // [2][BN][LDS]
   bf16* sV = sK + 2 * BN * LDS;  // [2][BN][LDS]
-  __shared__ uint8_t kvalid[2][BN];
+  TMOE_SHARED(uint8_t, kvalid, [2][BN]);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
@@ -351,7 +351,7 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
   bf16* sO = sdO + BM * LDS;     // [BM][LDS]
   bf16* sK = sO + BM * LDS;      // [2][BN][LDS]
   bf16* sV = sK + 2 * BN * LDS;  // [2][BN][LDS]
-  __shared__ uint8_t kvalid[2][BN];
+  TMOE_SHARED(uint8_t, kvalid, [2][BN]);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;
@@ -454,8 +454,9 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
   bf16* sV = sK + BN * LDS;       // [BN][LDS]; at the end, dV staging
   bf16* sQ = sV + BN * LDS;       // [2][BM][LDS]
   bf16* sdO = sQ + 2 * BM * LDS;  // [2][BM][LDS]
-  __shared__ uint8_t kvalid[BN];
-  __shared__ float s_lse2[2][BM], s_delta[2][BM];
+  TMOE_SHARED(uint8_t, kvalid, [BN]);
+  TMOE_SHARED(float, s_lse2, [2][BM]);
+  TMOE_SHARED(float, s_delta, [2][BM]);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const int seq = p.seq, bh = blockIdx.y, b = bh / p.heads, h = bh % p.heads;

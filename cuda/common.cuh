@@ -29,6 +29,17 @@
   T* name = reinterpret_cast<T*>(tmoe_dyn_smem_)
 #endif
 
+// Static shared memory: `TMOE_SHARED(float, s_red, [32]);` for
+// `__shared__ float s_red[32];` (T may carry `__align__(16)`), one declarator per
+// use. The simulator gives each array its own exactly-sized buffer that holds
+// poison (NaN / 0xFF..) at the start of every block, as a GPU holds garbage,
+// and that ASan bounds; a bare `__shared__` does not compile there.
+#ifdef TMOE_SIM
+#define TMOE_SHARED(T, name, dims) TMOE_SIM_SHARED(T, name, dims)
+#else
+#define TMOE_SHARED(T, name, dims) __shared__ T name dims
+#endif
+
 __device__ __forceinline__ int ceil_div(int a, int b) { return (a + b - 1) / b; }
 
 // ---------------------------------------------------------------- bf16

@@ -66,10 +66,10 @@ static __device__ uint32_t embed_block_rank(bool flag, uint32_t* counts, uint32_
 // (group, 8 columns) items spread over the whole block, EMBED_UNROLL first-row
 // loads in flight per thread.
 extern "C" __global__ void __launch_bounds__(256) embed_bwd_tile(const EmbedBwdTileParams p) {
-  __shared__ uint32_t key[EMBED_TILE];
-  __shared__ uint32_t group_start[EMBED_TILE + 1];
-  __shared__ uint32_t multi[EMBED_TILE];  // groups of several rows, ascending
-  __shared__ uint32_t counts[2][EMBED_TILE / TMOE_WARP];
+  TMOE_SHARED(uint32_t, key, [EMBED_TILE]);
+  TMOE_SHARED(uint32_t, group_start, [EMBED_TILE + 1]);
+  TMOE_SHARED(uint32_t, multi, [EMBED_TILE]);  // groups of several rows, ascending
+  TMOE_SHARED(uint32_t, counts, [2][EMBED_TILE / TMOE_WARP]);
   const int t = threadIdx.x;
   const int64_t row0 = (int64_t)blockIdx.x * EMBED_TILE;
   const int64_t row = row0 + t;

@@ -12,7 +12,7 @@
 // the last slice's tail is scalar). Blocks past the end write 0.
 #define GRAD_NORM_UNROLL 4
 extern "C" __global__ void __launch_bounds__(256) grad_norm_partial(const GradNormPartialParams p) {
-    __shared__ float s_red[32];
+    TMOE_SHARED(float, s_red, [32]);
     const int64_t per = ((p.n + p.n_partials - 1) / p.n_partials + 3) / 4 * 4;
     const int64_t begin = min((int64_t)blockIdx.x * per, p.n);
     const int64_t end = begin + per < p.n ? begin + per : p.n;
@@ -40,7 +40,7 @@ extern "C" __global__ void __launch_bounds__(256) grad_norm_partial(const GradNo
 }
 
 extern "C" __global__ void grad_norm_final(const GradNormFinalParams p) {
-    __shared__ double s_d[1024];
+    TMOE_SHARED(double, s_d, [1024]);
     double acc = 0.0;
     for (int i = threadIdx.x; i < p.n_partials; i += blockDim.x) acc += (double)p.partials[i];
     s_d[threadIdx.x] = acc;

@@ -36,7 +36,7 @@
 
 
 extern "C" __global__ void __launch_bounds__(256) moe_permute_count(const MoePermuteCountParams p) {
-  __shared__ uint32_t s_hist[MOE_MAX_EXPERTS];
+  TMOE_SHARED(uint32_t, s_hist, [MOE_MAX_EXPERTS]);
   const int n = p.n_experts;
   for (int e = threadIdx.x; e < n; e += blockDim.x) s_hist[e] = 0;
   __syncthreads();
@@ -56,10 +56,10 @@ extern "C" __global__ void __launch_bounds__(256) moe_permute_count(const MoePer
 }
 
 extern "C" __global__ void __launch_bounds__(256) moe_permute_plan(const MoePermutePlanParams p) {
-  __shared__ uint32_t s_count[MOE_MAX_EXPERTS];
-  __shared__ uint32_t s_before[MOE_MAX_EXPERTS];  // this expert's slots in earlier chunks
-  __shared__ uint32_t s_off[MOE_MAX_EXPERTS + 1];
-  __shared__ uint32_t s_warp[PLAN_MAX_WARPS][MOE_MAX_EXPERTS];
+  TMOE_SHARED(uint32_t, s_count, [MOE_MAX_EXPERTS]);
+  TMOE_SHARED(uint32_t, s_before, [MOE_MAX_EXPERTS]);  // this expert's slots in earlier chunks
+  TMOE_SHARED(uint32_t, s_off, [MOE_MAX_EXPERTS + 1]);
+  TMOE_SHARED(uint32_t, s_warp, [PLAN_MAX_WARPS][MOE_MAX_EXPERTS]);
   const int n = p.n_experts;
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
   const int64_t slots = (int64_t)p.tokens * p.k;

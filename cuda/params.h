@@ -206,38 +206,44 @@ typedef struct SwigluBwdParams {
 
 /* ---- router + load balancing (cuda/moe_route.cu) ---- */
 
+/* The formulas are in cuda/moe_route.cu's header. `valid` ([T], 1 = real
+ * token, 0 = [PAD]; nullable = all real) confines the aux loss's statistics
+ * (counts, Load_e, Prob_e, its gradient) to the real tokens; T there is the
+ * number of real tokens, sum(counts) / k. Padded positions are still routed. */
+
 /* softmax over N, top-k (ties -> lower index, descending), counts += via atomics. */
 typedef struct RouterFwdParams {
   const float* logits;  /* [T, N] */
   float* probs;         /* [T, N] = */
   uint32_t* topk_idx;   /* [T, k] = */
   float* topk_w;        /* [T, k] = kept probs */
-  uint32_t* counts;     /* [N] += (zero it first); nullable */
+  uint32_t* counts;     /* [N] += slots of real tokens (zero it first); nullable */
+  const uint8_t* valid; /* [T]; nullable */
   int32_t tokens;
   int32_t n_experts;    /* <= MOE_MAX_EXPERTS */
   int32_t k;            /* <= MOE_MAX_K, <= n_experts */
   int32_t _pad;
 } RouterFwdParams;
 
-/* Pass 1 of the aux loss: partials[block] = sum over the block's share of the
- * flat [T, N] array of count_e * probs[t, e] (grid fixed by the shape). */
+/* Pass 1 of the aux loss: partials[block] (grid fixed by the shape). */
 typedef struct LbLossPartialParams {
   const float* probs;     /* [T, N] */
-  const uint32_t* counts; /* [N] */
+  const uint32_t* counts; /* [N] router_fwd's, with the same valid */
+  const uint8_t* valid;   /* [T]; nullable */
   float* partials;        /* [gridDim.x] = */
   int32_t tokens;
   int32_t n_experts;
 } LbLossPartialParams;
 
-/* Pass 2, one block: loss = N / (T k) * (sum of partials) / T
- *   = N * sum_e count_e/(T k) * mean_t probs[t, e]. */
+/* Pass 2, one block: loss = the aux loss (T from sum(counts) / k). */
 typedef struct LbLossFwdParams {
   const float* partials;  /* [n_partials] from lb_loss_partial */
+  const uint32_t* counts; /* [N] as in pass 1 */
   float* loss;            /* [1] = */
   int32_t n_partials;
-  int32_t tokens;
   int32_t n_experts;
   int32_t k;
+  int32_t _pad;
 } LbLossFwdParams;
 
 /* dlogits = softmax_bwd(probs, scatter(dtopk_w) + lb_dloss * dLb/dprobs). */
@@ -245,7 +251,8 @@ typedef struct RouterBwdParams {
   const float* probs;       /* [T, N] */
   const uint32_t* topk_idx; /* [T, k] */
   const float* dtopk_w;     /* [T, k]; nullable (aux loss only) */
-  const uint32_t* counts;   /* [N] */
+  const uint32_t* counts;   /* [N] router_fwd's, with the same valid */
+  const uint8_t* valid;     /* [T]; nullable */
   float* dlogits;           /* [T, N] = */
   float lb_dloss;           /* d total / d lb_loss (lambda_aux / layers); 0 to skip */
   int32_t tokens;

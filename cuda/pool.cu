@@ -34,9 +34,9 @@ static __device__ float count_valid(const uint8_t* mask, int seq, float* s_red, 
 // the slots in slot order (shared memory): deterministic. Bytes: 2 per valid
 // element of x; 12 x batch blocks of short work, one wave.
 extern "C" __global__ void __launch_bounds__(256) pool_mean_fwd(const PoolMeanFwdParams p) {
-  __shared__ float s_red[32];
-  __shared__ float part[256 * 8];  // slots * POOL_TILE = blockDim * width
-  __shared__ uint8_t s_mask[POOL_SMEM_SEQ];
+  TMOE_SHARED(float, s_red, [32]);
+  TMOE_SHARED(float, part, [256 * 8]);  // slots * POOL_TILE = blockDim * width
+  TMOE_SHARED(uint8_t, s_mask, [POOL_SMEM_SEQ]);
   const int b = blockIdx.y;
   const bool staged = p.seq <= POOL_SMEM_SEQ;
   const float n = count_valid(p.mask + (int64_t)b * p.seq, p.seq, s_red, staged ? s_mask : nullptr);
@@ -110,8 +110,8 @@ extern "C" __global__ void __launch_bounds__(256) pool_mean_fwd(const PoolMeanFw
 // POOL_BWD_UNROLL items before storing them. Bytes: 2 per element of dx
 // (written); dout is tiny.
 extern "C" __global__ void __launch_bounds__(256) pool_mean_bwd(const PoolMeanBwdParams p) {
-  __shared__ float s_red[32];
-  __shared__ uint8_t s_on[POOL_BWD_ROWS];
+  TMOE_SHARED(float, s_red, [32]);
+  TMOE_SHARED(uint8_t, s_on, [POOL_BWD_ROWS]);
   const int b = blockIdx.y;
   const uint8_t* mask = p.mask + (int64_t)b * p.seq;
   const int s0 = blockIdx.x * POOL_BWD_ROWS;

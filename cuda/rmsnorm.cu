@@ -246,7 +246,7 @@ extern "C" __global__ void __launch_bounds__(256, 4) rmsnorm_bwd(const RmsNormBw
 // warp sums in warp order. Deterministic for a given n_partials. Small (a few
 // hundred partial rows): latency-bound, so every warp keeps several loads in flight.
 extern "C" __global__ void __launch_bounds__(1024) rmsnorm_dw_reduce(const RmsNormDwReduceParams p) {
-  __shared__ float sums[TMOE_WARP][TMOE_WARP + 1];
+  TMOE_SHARED(float, sums, [TMOE_WARP][TMOE_WARP + 1]);
   const int lane = threadIdx.x % TMOE_WARP, warp = threadIdx.x / TMOE_WARP;
   const int n_warps = blockDim.x / TMOE_WARP;
   const int j = blockIdx.x * TMOE_WARP + lane;

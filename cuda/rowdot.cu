@@ -239,7 +239,7 @@ static __device__ __forceinline__ void dw_block(const RowdotBwdDwParams& p, floa
 
 // Block = RD_DW_WARPS warps (the wrapper launches exactly 256 threads).
 extern "C" __global__ void __launch_bounds__(256) rowdot_bwd_dw(const RowdotBwdDwParams p) {
-  __shared__ float red[RD_DW_WARPS][TMOE_WARP * 8];  // one slab row of each warp's sums
+  TMOE_SHARED(float, red, [RD_DW_WARPS][TMOE_WARP * 8]);  // one slab row of each warp's sums
   const bool vec = p.d % 8 == 0 && aligned16(p.z);
   if (vec) dw_block<8>(p, red);
   else dw_block<1>(p, red);

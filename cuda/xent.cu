@@ -56,7 +56,8 @@ static __device__ __forceinline__ float xent_grad(float x, float lse2, float gs,
 }
 
 extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(const XentFwdBwdParams p) {
-  __shared__ float s_m[XENT_MAX_THREADS / 32], s_s[XENT_MAX_THREADS / 32];
+  TMOE_SHARED(float, s_m, [XENT_MAX_THREADS / 32]);
+  TMOE_SHARED(float, s_s, [XENT_MAX_THREADS / 32]);
   const int tid = threadIdx.x, nt = blockDim.x, lane = tid & 31, warp = tid >> 5;
   const int64_t row = blockIdx.x;
   const int V = p.vocab;
@@ -161,7 +162,7 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
 }
 
 extern "C" __global__ void xent_mean(const XentMeanParams p) {
-  __shared__ float s_red[32];
+  TMOE_SHARED(float, s_red, [32]);
   float sum = 0.0f, cnt = 0.0f;
   for (int64_t t = threadIdx.x; t < p.tokens; t += blockDim.x) {
     if (p.targets[t] != p.ignore_index) { sum += p.losses[t]; cnt += 1.0f; }

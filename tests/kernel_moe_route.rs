@@ -1,6 +1,8 @@
 //! cuda/moe_route.cu against backend::cpu::router: softmax probabilities
 //! (fp32), top-k indices and counts (exact), the aux loss, and the router
-//! backward (top-k weight gradient + aux-loss gradient through the softmax).
+//! backward (top-k weight gradient + aux-loss gradient through the softmax),
+//! each without a mask and with a real-token mask that has padding (the aux
+//! loss's statistics are over the real tokens only).
 
 mod kernel_util;
 
@@ -21,6 +23,28 @@ const SHAPES: [(usize, usize, usize); 5] = [
     (4099, 5, 2),
 ];
 
+/// No mask, then a mask of sequences with trailing [PAD] (about a third of
+/// the positions) and a few padded positions inside, then all padding for the
+/// first shape (no real token: aux loss and its gradient 0).
+fn masks(t: usize, first_shape: bool) -> Vec<Option<Vec<u8>>> {
+    let seq = 16;
+    let padded: Vec<u8> = (0..t)
+        .map(|i| (i % seq < seq - 5 && i % 37 != 3) as u8)
+        .collect();
+    let mut v = vec![None, Some(padded)];
+    if first_shape {
+        v.push(Some(vec![0; t]));
+    }
+    v
+}
+
+fn upload_mask(ex: &Executor, valid: &Option<Vec<u8>>) -> anyhow::Result<Option<Buf<u8>>> {
+    Ok(match valid {
+        Some(v) => Some(ex.upload(v)?),
+        None => None,
+    })
+}
+
 struct Routed {
     probs: Vec<f32>,
     idx: Vec<u32>,
@@ -28,7 +52,12 @@ struct Routed {
     counts: Vec<u32>,
 }
 
-fn route(ex: &Executor, logits: &[f32], r: &Routing) -> anyhow::Result<Routed> {
+fn route(
+    ex: &Executor,
+    logits: &[f32],
+    valid: Option<&Buf<u8>>,
+    r: &Routing,
+) -> anyhow::Result<Routed> {
     let (t, n, k) = (r.tokens, r.n_experts, r.k);
     let lb = ex.upload(logits)?;
     let (pb, ib, wb, cb) = (
@@ -37,7 +66,7 @@ fn route(ex: &Executor, logits: &[f32], r: &Routing) -> anyhow::Result<Routed> {
         ex.alloc_zeroed(t * k)?,
         ex.alloc_zeroed(n)?,
     );
-    moe_route::router_fwd(ex, &lb, &pb, &ib, &wb, Some(&cb), r)?;
+    moe_route::router_fwd(ex, &lb, &pb, &ib, &wb, Some(&cb), valid, r)?;
     Ok(Routed {
         probs: ex.download(&pb)?,
         idx: ex.download(&ib)?,
@@ -52,6 +81,7 @@ fn lb_loss_raw(
     ex: &Executor,
     probs_addr: u64,
     counts: &Buf<u32>,
+    valid: Option<&Buf<u8>>,
     partials: &Buf<f32>,
     loss: &Buf<f32>,
     r: &Routing,
@@ -59,6 +89,7 @@ fn lb_loss_raw(
     let p1 = LbLossPartialParams {
         probs: probs_addr as *const f32,
         counts: counts.cptr(),
+        valid: valid.map_or(std::ptr::null(), |v| v.cptr()),
         partials: partials.mptr(),
         tokens: r.tokens as i32,
         n_experts: r.n_experts as i32,
@@ -71,11 +102,12 @@ fn lb_loss_raw(
     ))?;
     let p2 = LbLossFwdParams {
         partials: partials.cptr(),
+        counts: counts.cptr(),
         loss: loss.mptr(),
         n_partials: partials.len() as i32,
-        tokens: r.tokens as i32,
         n_experts: r.n_experts as i32,
         k: r.k as i32,
+        _pad: 0,
     };
     Ok(ex.launch(&Launch::linear("lb_loss_fwd", 1, 256, p2))?)
 }
@@ -84,27 +116,36 @@ fn lb_loss_raw(
 fn router_fwd_and_lb_loss_match_reference() {
     run_on_executors("router_fwd", |ex| {
         let mut rng = rng(21);
-        for (t, n, k) in SHAPES {
+        for ((t, n, k), valid) in SHAPES
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &s)| masks(s.0, i == 0).into_iter().map(move |m| (s, m)))
+        {
             let r = Routing {
                 tokens: t,
                 n_experts: n,
                 k,
             };
-            let what = format!("T {t} N {n} k {k}");
+            let real = valid
+                .as_ref()
+                .map_or(t, |v| v.iter().filter(|&&b| b != 0).count());
+            let what = format!("T {t} ({real} real) N {n} k {k}");
+            let vb = upload_mask(ex, &valid)?;
+            let vm = valid.as_deref();
             let mut logits = uniform(&mut rng, t * n, 3.0);
             // Exact ties in the first rows: equal logits must go to the lower index.
             for e in 0..n {
                 logits[e] = 1.0;
                 logits[n + e] = if e % 2 == 1 { 2.0 } else { 0.0 };
             }
-            let got = route(ex, &logits, &r)?;
+            let got = route(ex, &logits, vb.as_ref(), &r)?;
             let (mut p, mut idx, mut w, mut c) = (
                 vec![0f32; t * n],
                 vec![0u32; t * k],
                 vec![0f32; t * k],
                 vec![0u32; n],
             );
-            router::fwd(&logits, n, k, &mut p, &mut idx, &mut w, &mut c);
+            router::fwd(&logits, n, k, vm, &mut p, &mut idx, &mut w, &mut c);
             anyhow::ensure!(got.idx == idx, "router topk_idx differs ({what})");
             anyhow::ensure!(
                 got.counts == c,
@@ -136,8 +177,8 @@ fn router_fwd_and_lb_loss_match_reference() {
                 ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?,
                 ex.alloc_zeroed::<f32>(1)?,
             );
-            moe_route::lb_loss_fwd(ex, &pb, &cb, &partb, &lossb, &r)?;
-            let want = router::lb_loss(&f64s(&got.probs), &got.idx, t, n, k);
+            moe_route::lb_loss_fwd(ex, &pb, &cb, vb.as_ref(), &partb, &lossb, &r)?;
+            let want = router::lb_loss(&f64s(&got.probs), &got.idx, vm, t, n, k);
             let loss = ex.download(&lossb)?;
             assert_close(
                 &format!("lb loss ({what})"),
@@ -147,7 +188,7 @@ fn router_fwd_and_lb_loss_match_reference() {
                 1e-5,
             )?;
             // Fixed partition and order: a second run is bit for bit the same.
-            moe_route::lb_loss_fwd(ex, &pb, &cb, &partb, &lossb, &r)?;
+            moe_route::lb_loss_fwd(ex, &pb, &cb, vb.as_ref(), &partb, &lossb, &r)?;
             anyhow::ensure!(
                 ex.download(&lossb)?[0].to_bits() == loss[0].to_bits(),
                 "lb loss not reproducible ({what})"
@@ -156,7 +197,7 @@ fn router_fwd_and_lb_loss_match_reference() {
             let mut shifted = vec![0.0f32];
             shifted.extend(&got.probs);
             let sb = ex.upload(&shifted)?;
-            lb_loss_raw(ex, sb.addr() + 4, &cb, &partb, &lossb, &r)?;
+            lb_loss_raw(ex, sb.addr() + 4, &cb, vb.as_ref(), &partb, &lossb, &r)?;
             assert_close(
                 &format!("lb loss, misaligned probs ({what})"),
                 &f64s(&ex.download(&lossb)?),
@@ -173,21 +214,30 @@ fn router_fwd_and_lb_loss_match_reference() {
 fn router_bwd_matches_reference() {
     run_on_executors("router_bwd", |ex| {
         let mut rng = rng(22);
-        for (t, n, k) in SHAPES {
+        for ((t, n, k), valid) in SHAPES
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &s)| masks(s.0, i == 0).into_iter().map(move |m| (s, m)))
+        {
             let r = Routing {
                 tokens: t,
                 n_experts: n,
                 k,
             };
-            let what = format!("T {t} N {n} k {k}");
-            let got = route(ex, &uniform(&mut rng, t * n, 3.0), &r)?;
+            let real = valid
+                .as_ref()
+                .map_or(t, |v| v.iter().filter(|&&b| b != 0).count());
+            let what = format!("T {t} ({real} real) N {n} k {k}");
+            let vb = upload_mask(ex, &valid)?;
+            let vm = valid.as_deref();
+            let got = route(ex, &uniform(&mut rng, t * n, 3.0), vb.as_ref(), &r)?;
             let dw = uniform(&mut rng, t * k, 1.0);
             let lb_dloss = 0.02f32 / 3.0;
             // Reference: dprobs = scatter(dtopk_w) + aux-loss gradient, then the softmax backward.
             let probs = f64s(&got.probs);
             let mut dp = vec![0.0f64; t * n];
             router::topk_bwd(&got.idx, &f64s(&dw), n, k, &mut dp);
-            router::lb_loss_bwd(&got.idx, t, n, k, lb_dloss as f64, &mut dp);
+            router::lb_loss_bwd(&got.idx, vm, t, n, k, lb_dloss as f64, &mut dp);
             let mut want = vec![0.0f64; t * n];
             router::softmax_bwd(&probs, &dp, n, &mut want);
 
@@ -198,7 +248,17 @@ fn router_bwd_matches_reference() {
                 ex.upload(&dw)?,
             );
             let dlb = ex.alloc_zeroed::<f32>(t * n)?;
-            moe_route::router_bwd(ex, &pb, &ib, Some(&dwb), &cb, lb_dloss, &dlb, &r)?;
+            moe_route::router_bwd(
+                ex,
+                &pb,
+                &ib,
+                Some(&dwb),
+                &cb,
+                vb.as_ref(),
+                lb_dloss,
+                &dlb,
+                &r,
+            )?;
             // fp32 cancellation in p*(dp - <p, dp>): tolerance relative to the row's scale.
             assert_close(
                 &format!("router dlogits ({what})"),
@@ -210,9 +270,9 @@ fn router_bwd_matches_reference() {
 
             // Aux loss only (no top-k weight gradient).
             let mut dp = vec![0.0f64; t * n];
-            router::lb_loss_bwd(&got.idx, t, n, k, 1.0, &mut dp);
+            router::lb_loss_bwd(&got.idx, vm, t, n, k, 1.0, &mut dp);
             router::softmax_bwd(&probs, &dp, n, &mut want);
-            moe_route::router_bwd(ex, &pb, &ib, None, &cb, 1.0, &dlb, &r)?;
+            moe_route::router_bwd(ex, &pb, &ib, None, &cb, vb.as_ref(), 1.0, &dlb, &r)?;
             let scale = want.iter().map(|v| v.abs()).fold(0.0, f64::max);
             assert_close(
                 &format!("router dlogits, aux only ({what})"),
@@ -236,7 +296,7 @@ fn router_rejects_k_above_n() {
         n_experts: 4,
         k: 5,
     };
-    let err = moe_route::router_fwd(&ex, &b, &b, &i, &b, None, &r)
+    let err = moe_route::router_fwd(&ex, &b, &b, &i, &b, None, None, &r)
         .unwrap_err()
         .to_string();
     assert!(err.contains("bad shape"), "{err}");

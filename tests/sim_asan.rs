@@ -1,23 +1,39 @@
-//! AddressSanitizer demonstration (tools/sim-asan.sh): with the simulator built
-//! with TMOE_SIM_ASAN=1, a kernel that reads one element past its input must
-//! abort the process with an ASan report. In normal builds the demo kernel is
-//! not compiled and this test only says so.
+//! AddressSanitizer demonstrations (tools/sim-asan.sh): with the simulator built
+//! with TMOE_SIM_ASAN=1, a kernel that reads one element past its global input,
+//! or writes one past the end of a static or dynamic shared array, must abort
+//! the process with an ASan report. TMOE_ASAN_DEMO names the one to run (each
+//! aborts the process); in normal builds the demo kernels are not compiled and
+//! these tests only say so.
 
 mod kernel_util;
 use kernel_util::{Io, launch};
 use traffic_moe::backend::gpu::Executor;
 use traffic_moe::backend::gpu::registry::SIM_ASAN;
 
-#[test]
-fn asan_catches_out_of_bounds_kernel() {
-    if !SIM_ASAN || std::env::var("TMOE_ASAN_DEMO").is_err() {
-        println!("SKIP asan demo: run tools/sim-asan.sh");
+/// Runs `kernel` (1 block of 128 threads, p.n = `n`, `smem` bytes) when
+/// TMOE_ASAN_DEMO is `demo`; expected to die inside with an ASan report.
+fn demo(demo: &str, kernel: &'static str, n: usize, smem: u32) {
+    if !SIM_ASAN || std::env::var("TMOE_ASAN_DEMO").as_deref() != Ok(demo) {
+        println!("SKIP asan demo {demo}: run tools/sim-asan.sh");
         return;
     }
     let ex = Executor::sim();
-    let n = 100usize;
-    let io = Io::new(&ex, &vec![1.0; n], &[0], 1, 1);
-    // Expected to die inside: ASan reports a heap-buffer-overflow in simt_asan_oob.
-    let _ = launch(&ex, "simt_asan_oob", 1, 128, 0, io.params(n as i32, 0));
-    panic!("the out-of-bounds read was not caught");
+    let io = Io::new(&ex, &vec![1.0; n], &[0], n.max(1), 1);
+    let _ = launch(&ex, kernel, 1, 128, smem, io.params(n as i32, 0));
+    panic!("the out-of-bounds access in {kernel} was not caught");
+}
+
+#[test]
+fn asan_catches_out_of_bounds_global_read() {
+    demo("global", "simt_asan_oob", 100, 0);
+}
+
+#[test]
+fn asan_catches_out_of_bounds_static_shared_write() {
+    demo("static_smem", "simt_asan_static_smem_oob", 64, 0);
+}
+
+#[test]
+fn asan_catches_out_of_bounds_dynamic_shared_write() {
+    demo("dyn_smem", "simt_asan_dyn_smem_oob", 64, 64 * 4);
 }

@@ -89,20 +89,13 @@ fn simulator_keeps_working_after_errors() {
 fn missing_barrier_shows_under_one_schedule() {
     let n = 64usize;
     let want: Vec<f32> = (0..n).map(|t| ((t + 1) % n + 1) as f32).collect();
-    // `__shared__` arrays are per OS thread in the simulator and keep their
-    // contents between launches (as on a GPU, nothing clears them): run each
-    // launch on a fresh thread so that a stale read sees zeros, not the values
-    // a previous, correct launch left.
+    // A stale read sees the simulator's poison (NaN), never what a previous,
+    // correct launch left in the array.
     let run = |ex: &Executor, mode: i32| -> Vec<f32> {
-        let ex = ex.clone();
-        std::thread::spawn(move || {
-            let io = Io::new(&ex, &[0.0], &[0], n, 1);
-            let p = io.params(0, mode);
-            launch(&ex, "simt_err_missing_barrier", 1, n as u32, 0, p).unwrap();
-            ex.download(&io.out_f).unwrap()
-        })
-        .join()
-        .unwrap()
+        let io = Io::new(ex, &[0.0], &[0], n, 1);
+        let p = io.params(0, mode);
+        launch(ex, "simt_err_missing_barrier", 1, n as u32, 0, p).unwrap();
+        ex.download(&io.out_f).unwrap()
     };
     let (fwd, rev) = (Executor::sim(), Executor::sim_reversed());
     assert_eq!(run(&fwd, 1), want);
@@ -124,4 +117,32 @@ fn unwritten_dynamic_shared_memory_reads_as_nan() {
     let io = Io::new(&ex, &[0.0], &[0], 32, 1);
     launch(&ex, "simt_err_uninit_smem", 1, 32, 32 * 4, io.params(0, 0)).unwrap();
     assert!(ex.download(&io.out_f).unwrap().iter().all(|v| v.is_nan()));
+}
+
+/// Static shared arrays (TMOE_SHARED) also start poisoned in every block, in
+/// both thread schedules: a read before any write is NaN as a float and
+/// 0xFFFFFFFF as an index, never zero, and never what an earlier block or
+/// launch of the same kernel wrote (each block writes after reading).
+#[test]
+fn unwritten_static_shared_memory_reads_as_poison() {
+    let (grid, block) = (6usize, 64usize);
+    for ex in [Executor::sim(), Executor::sim_reversed()] {
+        for _launch in 0..2 {
+            let io = Io::new(&ex, &[0.0], &[0], grid * block, grid * block);
+            let p = io.params(0, 0);
+            launch(
+                &ex,
+                "simt_err_uninit_static_smem",
+                grid as u32,
+                block as u32,
+                0,
+                p,
+            )
+            .unwrap();
+            let f = ex.download(&io.out_f).unwrap();
+            let u = ex.download(&io.out_u).unwrap();
+            assert!(f.iter().all(|v| v.is_nan()), "float reads: {f:?}");
+            assert!(u.iter().all(|&v| v == u32::MAX), "index reads: {u:?}");
+        }
+    }
 }

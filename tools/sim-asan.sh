@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the simulator and kernel tests with the simulator (runtime + every kernel)
-# compiled with AddressSanitizer, then proves that ASan catches a deliberately
-# out-of-bounds kernel (cuda/sim/asan/oob_demo.cu, compiled only here).
+# compiled with AddressSanitizer, then proves that ASan catches deliberately
+# out-of-bounds kernels (global memory, static and dynamic shared memory;
+# cuda/sim/asan/oob_demo.cu, compiled only here).
 # Rebuilds only this crate (TMOE_SIM_ASAN is a build-script input); the next
 # normal build rebuilds it back.
 set -euo pipefail
@@ -17,15 +18,20 @@ export "CARGO_TARGET_${triple}_RUNNER=env LD_PRELOAD=$asan_rt ASAN_OPTIONS=detec
 echo "== kernel and simulator tests under ASan"
 cargo test --test 'sim_*' --test 'kernel_*'
 
-echo "== demonstration: an out-of-bounds kernel must be caught"
+echo "== demonstrations: each out-of-bounds kernel must be caught"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-if TMOE_ASAN_DEMO=1 cargo test --test sim_asan >"$log" 2>&1; then
-  cat "$log"; echo "FAIL: the out-of-bounds kernel ran without an ASan report" >&2; exit 1
-fi
-if grep -q "ERROR: AddressSanitizer: heap-buffer-overflow" "$log" && grep -q "simt_asan_oob" "$log"; then
-  grep -m1 -A4 "ERROR: AddressSanitizer" "$log"
-  echo "OK: ASan caught the out-of-bounds read in simt_asan_oob"
-else
-  cat "$log"; echo "FAIL: the demo failed without the expected ASan report" >&2; exit 1
-fi
+# TMOE_ASAN_DEMO value, kernel (tests/sim_asan.rs, cuda/sim/asan/oob_demo.cu).
+for demo in global:simt_asan_oob static_smem:simt_asan_static_smem_oob \
+            dyn_smem:simt_asan_dyn_smem_oob; do
+  name="${demo%%:*}" kernel="${demo#*:}"
+  if TMOE_ASAN_DEMO="$name" cargo test --test sim_asan >"$log" 2>&1; then
+    cat "$log"; echo "FAIL: $kernel ran without an ASan report" >&2; exit 1
+  fi
+  if grep -q "ERROR: AddressSanitizer: heap-buffer-overflow" "$log" && grep -q "$kernel" "$log"; then
+    grep -m1 -A4 "ERROR: AddressSanitizer" "$log"
+    echo "OK: ASan caught the out-of-bounds access in $kernel"
+  else
+    cat "$log"; echo "FAIL: the $kernel demo failed without the expected ASan report" >&2; exit 1
+  fi
+done

@@ -197,6 +197,14 @@ struct Runner {
   StackRegion stacks;
   unsigned char* smem = nullptr;
   size_t smem_bytes = 0;
+  // Static shared arrays (TMOE_SHARED), allocated when a block first declares
+  // them; reused by this runner's later blocks, poisoned again before each.
+  struct StaticSmem {
+    const void* site;
+    unsigned char* mem;
+    size_t bytes;
+  };
+  std::vector<StaticSmem> statics;
   Fiber* cur = nullptr;
   unsigned bar_waiting = 0, done = 0;
   // Schedule threads from the highest index down: a read of shared memory
@@ -227,12 +235,33 @@ struct Runner {
     stacks = take_stacks(n);
     smem_bytes = smem_size;
     // Exactly the launch's size (at least 1 byte), so ASan sees overruns.
-    smem = static_cast<unsigned char*>(aligned_alloc(16, ((smem_size ? smem_size : 1) + 15) / 16 * 16));
+    smem = alloc_smem(16, smem_size);
     bs.dynamic_smem = smem;
   }
   ~Runner() {
     give_stacks(stacks);
     free(smem);
+    for (StaticSmem& s : statics) free(s.mem);
+  }
+
+  // `bytes` (at least 1) exactly, not rounded up to the alignment: ASan's
+  // redzone starts at the first byte past the end.
+  static unsigned char* alloc_smem(size_t align, size_t bytes) {
+    void* m = nullptr;
+    if (posix_memalign(&m, align < 16 ? 16 : align, bytes ? bytes : 1) != 0) {
+      fprintf(stderr, "tmoe sim: allocation of %zu bytes of shared memory failed\n", bytes);
+      abort();
+    }
+    return static_cast<unsigned char*>(m);
+  }
+
+  unsigned char* static_smem(const void* site, size_t bytes, size_t align) {
+    for (const StaticSmem& s : statics)
+      if (s.site == site) return s.mem;
+    unsigned char* m = alloc_smem(align, bytes);
+    memset(m, 0xFF, bytes);  // this block's poison (run_block poisons later blocks')
+    statics.push_back(StaticSmem{site, m, bytes});
+    return m;
   }
 
   void init_fiber(Fiber& f, unsigned i) {
@@ -432,10 +461,11 @@ struct Runner {
       warps[w].pending.clear();
     }
     for (unsigned i = 0; i < n; i++) init_fiber(fibers[i], i);
-    // Dynamic shared memory starts as all-ones bytes (NaN as float and bf16,
-    // 0xFFFFFFFF as an index): a kernel that reads what no thread of this block
-    // wrote sees poison, not the previous block's values.
+    // Shared memory, dynamic and static, starts as all-ones bytes (NaN as float
+    // and bf16, 0xFFFFFFFF as an index): a kernel that reads what no thread of
+    // this block wrote sees poison, not zeros or the previous block's values.
     memset(smem, 0xFF, smem_bytes);
+    for (StaticSmem& s : statics) memset(s.mem, 0xFF, s.bytes);
     while (done < n) {
       bool progressed = false;
       for (unsigned j = 0; j < n && !failed; j++) {
@@ -584,6 +614,10 @@ unsigned sim_threads() {
 // ---------------------------------------------------------------- built-ins
 
 void syncthreads() { cur_runner->syncthreads(); }
+
+void* static_smem(const void* site, size_t bytes, size_t align) {
+  return cur_runner->static_smem(site, bytes, align);
+}
 
 uint64_t shfl(unsigned mask, uint64_t bits, int mode, int arg, int width) {
   Runner* r = cur_runner;

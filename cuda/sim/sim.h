@@ -1,7 +1,8 @@
 // The SIMT simulator's view of CUDA: the built-ins a kernel uses, emulated on the
 // CPU so that cuda/*.cu compile with g++ (-DTMOE_SIM) and run in `cargo test`.
 // Threads of a block are cooperative fibers (runtime.cpp); warp intrinsics are
-// exchanges among the warp's 32 lanes; shared memory is per-OS-thread storage.
+// exchanges among the warp's 32 lanes; shared memory (static and dynamic) is one
+// heap allocation per array, poisoned at the start of every block.
 #pragma once
 
 #include <cmath>
@@ -19,9 +20,12 @@
 #define __launch_bounds__(...)
 #define __align__(n) __attribute__((aligned(n)))
 #define __grid_constant__
-// Fibers of one block share an OS thread and run one block at a time, so a
-// thread-local static is exactly "one copy per block".
-#define __shared__ static thread_local
+// Static shared arrays are declared with TMOE_SHARED (common.cuh), which the
+// simulator implements with TMOE_SIM_SHARED below; a bare `__shared__` (a
+// static that would be zero on first use and keep its values across blocks,
+// unlike a GPU's) does not compile.
+#define __shared__ \
+  static_assert(false, "declare static shared arrays with TMOE_SHARED(T, name, [dims]) (cuda/README.md)");
 #define __constant__ static
 
 // ---------------------------------------------------------------- vector types
@@ -60,6 +64,10 @@ extern __thread ThreadState* cur_thread;
 extern __thread BlockState* cur_block;
 
 inline unsigned char* dynamic_smem() { return cur_block->dynamic_smem; }
+// The current block's copy of the static shared array declared at `site` (any
+// address unique to the declaration): a heap allocation of exactly `bytes`
+// (so ASan sees overruns) that every block starts with poisoned (all-ones).
+void* static_smem(const void* site, size_t bytes, size_t align);
 
 void syncthreads();
 // Warp collectives (runtime.cpp). Shuffle modes: 0 idx, 1 up, 2 down, 3 xor.
@@ -72,6 +80,14 @@ void ldmatrix(int n, bool trans, uint32_t* r, const void* row);
 // Ends the launch with an error (used by __trap and failed device asserts).
 [[noreturn]] void fail(const char* what);
 }  // namespace tmoe_sim
+
+// `TMOE_SIM_SHARED(float, buf, [2][32]);` declares `buf` as a reference to this
+// block's float[2][32]: one per block, shared by its threads, as on a GPU.
+#define TMOE_SIM_SHARED(T, name, dims)                                                   \
+  typedef T tmoe_shared_t_##name dims;                                                   \
+  static const char tmoe_shared_site_##name = 0;                                         \
+  tmoe_shared_t_##name& name = *static_cast<tmoe_shared_t_##name*>(::tmoe_sim::static_smem( \
+      &tmoe_shared_site_##name, sizeof(tmoe_shared_t_##name), alignof(tmoe_shared_t_##name)))
 
 #define threadIdx (::tmoe_sim::cur_thread->thread_idx)
 #define blockIdx (::tmoe_sim::cur_block->block_idx)

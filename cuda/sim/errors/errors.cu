@@ -34,7 +34,7 @@ extern "C" __global__ void simt_err_trap(const SimTestParams p) {
 // not run yet) or in the reversed one, never in both: running kernels under
 // both schedules exposes such a missing barrier.
 extern "C" __global__ void simt_err_missing_barrier(const SimTestParams p) {
-  __shared__ float slot[1024];
+  TMOE_SHARED(float, slot, [1024]);
   const unsigned t = threadIdx.x;
   slot[t] = (float)(t + 1);
   if (p.mode == 1) __syncthreads();
@@ -45,4 +45,19 @@ extern "C" __global__ void simt_err_missing_barrier(const SimTestParams p) {
 extern "C" __global__ void simt_err_uninit_smem(const SimTestParams p) {
   TMOE_DYNAMIC_SMEM(float, buf);
   p.out_f[threadIdx.x] = buf[threadIdx.x];
+}
+
+// Reads static shared arrays before any thread of the block writes them, then
+// writes them: every block's read must see the simulator's poison (NaN,
+// 0xFFFFFFFF), never zeros or what an earlier block or launch left there, as
+// a GPU's shared memory holds garbage.
+extern "C" __global__ void simt_err_uninit_static_smem(const SimTestParams p) {
+  TMOE_SHARED(float, vals, [256]);
+  TMOE_SHARED(uint32_t, idx, [256]);
+  const unsigned t = threadIdx.x, o = blockIdx.x * blockDim.x + t;
+  p.out_f[o] = vals[t];
+  p.out_u[o] = idx[t];
+  __syncthreads();
+  vals[t] = 1.f;
+  idx[t] = 0;
 }

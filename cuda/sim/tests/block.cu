@@ -5,7 +5,7 @@
 // Rounds of "write my slot, barrier, read my neighbour's, barrier": any missing
 // or misordered barrier shows up as a wrong sum. out_f[tid] = final value.
 extern "C" __global__ void simt_barrier(const SimTestParams p) {
-  __shared__ float ring[1024];
+  TMOE_SHARED(float, ring, [1024]);
   const int t = threadIdx.x, n = blockDim.x;
   float v = p.in_f[t];
   for (int round = 0; round < p.mode; round++) {
@@ -28,7 +28,7 @@ extern "C" __global__ void simt_dyn_smem(const SimTestParams p) {
 
 // block_sum / block_max from common.cuh, twice with one scratch buffer.
 extern "C" __global__ void simt_block_reduce(const SimTestParams p) {
-  __shared__ float scratch[32];
+  TMOE_SHARED(float, scratch, [32]);
   const float v = p.in_f[blockIdx.x * blockDim.x + threadIdx.x];
   const float s = block_sum(v, scratch);
   const float m = block_max(v, scratch);

@@ -6,7 +6,7 @@
 // offset 64i, row-major). Lane l points at row l%8 of matrix l/8. mode:
 // 1/2/4 = x1/x2/x4, +8 = .trans. out_u[l*4 + i] = register i of lane l.
 extern "C" __global__ void simt_ldmatrix(const SimTestParams p) {
-  __shared__ __align__(16) uint16_t m[256];
+  TMOE_SHARED(__align__(16) uint16_t, m, [256]);
   const int l = threadIdx.x;
   for (int i = l; i < 256; i += 32) m[i] = (uint16_t)p.in_u[i];
   __syncwarp();
@@ -28,8 +28,8 @@ extern "C" __global__ void simt_ldmatrix(const SimTestParams p) {
 // mode 0: fragments gathered by hand from the PTX layout; mode 1: through
 // shared memory with ldmatrix (A: x4, B: x2.trans), the usual GEMM path.
 extern "C" __global__ void simt_mma(const SimTestParams p) {
-  __shared__ __align__(16) bf16 As[16 * 16];
-  __shared__ __align__(16) bf16 Bs[16 * 8];
+  TMOE_SHARED(__align__(16) bf16, As, [16 * 16]);
+  TMOE_SHARED(__align__(16) bf16, Bs, [16 * 8]);
   const int l = threadIdx.x, g = l / 4, t = l % 4;
   const float* A = p.in_f;
   const float* B = p.in_f + 256;
@@ -62,7 +62,7 @@ extern "C" __global__ void simt_mma(const SimTestParams p) {
 // cp.async: copy in_f to out_f through shared memory, 16 bytes per thread,
 // the second half zero-filled. n floats, n % 4 == 0, one block.
 extern "C" __global__ void simt_cp_async(const SimTestParams p) {
-  __shared__ __align__(16) float s[1024];
+  TMOE_SHARED(__align__(16) float, s, [1024]);
   const int i = threadIdx.x * 4;
   if (i < p.n) cp_async_16_zfill(&s[i], &p.in_f[i], i < p.n / 2);
   cp_async_commit();

@@ -172,12 +172,12 @@ impl<F: Float> Backend<F> for Cpu {
         &self,
         z: &Vec<F>,
         resid: &Vec<F>,
-        _mask: &[u8],
+        mask: &[u8],
         w: MoeRefs<[F]>,
         dims: &MoeDims,
     ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
         let mut y = vec![F::ZERO; dims.t * dims.d];
-        let saved = moe::fwd(z, resid, &moe_weights(w), dims, &mut y);
+        let saved = moe::fwd(z, resid, &moe_weights(w), dims, Some(mask), &mut y);
         Ok((y, saved))
     }
     fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<F> {

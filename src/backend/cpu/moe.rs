@@ -39,7 +39,11 @@ pub struct MoeSaved<F> {
     pub probs: Vec<F>,
     pub topk_idx: Vec<u32>,
     pub topk_w: Vec<F>,
+    /// Routed slots per expert among the real tokens (see `valid`).
     pub counts: Vec<u32>,
+    /// `[T]`, 1 = real token, 0 = [PAD] (`None`: all real): the tokens the
+    /// load-balancing loss and its gradient are over (`router` module docs).
+    pub valid: Option<Vec<u8>>,
     pub plan: moe_permute::PermutePlan,
     /// Shared expert: gate/up pre-activations, SwiGLU output, expert output.
     pub s_a: Vec<F>,
@@ -54,7 +58,7 @@ pub struct MoeSaved<F> {
     pub u_rows: Vec<F>,
     pub h_rows: Vec<F>,
     pub y_rows: Vec<F>,
-    /// The layer's load-balancing loss.
+    /// The layer's load-balancing loss (over the real tokens).
     pub aux: F,
 }
 
@@ -121,11 +125,15 @@ fn ffn_bwd<F: Float>(
     dx.iter_mut().zip(&dx2).for_each(|(a, &b)| *a += b);
 }
 
+/// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
+/// selects the tokens of the load-balancing loss; every position is still
+/// routed and computed. It is kept in the returned `MoeSaved` for `bwd`.
 pub fn fwd<F: Float>(
     z: &[F],
     resid: &[F],
     w: &MoeWeights<F>,
     dm: &MoeDims,
+    valid: Option<&[u8]>,
     out: &mut [F],
 ) -> MoeSaved<F> {
     let MoeDims {
@@ -136,6 +144,9 @@ pub fn fwd<F: Float>(
         shared_ff: sf,
         expert_ff: f,
     } = *dm;
+    if let Some(v) = valid {
+        assert_eq!(v.len(), t, "moe: valid mask length");
+    }
     // Router (full-precision softmax over N, top-k, counts).
     let mut logits = vec![F::ZERO; t * n];
     matmul::fwd(z, w.router, None, t, d, n, &mut logits);
@@ -147,12 +158,13 @@ pub fn fwd<F: Float>(
         &logits,
         n,
         k,
+        valid,
         &mut probs,
         &mut topk_idx,
         &mut topk_w,
         &mut counts,
     );
-    let aux = router::lb_loss(&probs, &topk_idx, t, n, k);
+    let aux = router::lb_loss(&probs, &topk_idx, valid, t, n, k);
 
     // Shared expert and its per-token gate.
     let mut gl = vec![F::ZERO; t];
@@ -221,6 +233,7 @@ pub fn fwd<F: Float>(
         topk_idx,
         topk_w,
         counts,
+        valid: valid.map(<[u8]>::to_vec),
         plan,
         s_a,
         s_u,
@@ -237,7 +250,8 @@ pub fn fwd<F: Float>(
 }
 
 /// Backward of `fwd` (except the residual, whose gradient is `dout`).
-/// `aux_weight` is d(total loss)/d(this layer's aux loss). `dz` is overwritten.
+/// `aux_weight` is d(total loss)/d(this layer's aux loss), which is over the
+/// real tokens `fwd` was given (`s.valid`). `dz` is overwritten.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
     z: &[F],
@@ -354,7 +368,15 @@ pub fn bwd<F: Float>(
     // Router: weights are kept probabilities; plus the load-balancing loss.
     let mut dprobs = vec![F::ZERO; t * n];
     router::topk_bwd(&s.topk_idx, &dtopk_w, n, k, &mut dprobs);
-    router::lb_loss_bwd(&s.topk_idx, t, n, k, aux_weight, &mut dprobs);
+    router::lb_loss_bwd(
+        &s.topk_idx,
+        s.valid.as_deref(),
+        t,
+        n,
+        k,
+        aux_weight,
+        &mut dprobs,
+    );
     let mut dlogits = vec![F::ZERO; t * n];
     router::softmax_bwd(&s.probs, &dprobs, n, &mut dlogits);
     matmul::bwd(
@@ -378,6 +400,11 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
+        backward_matches_finite_differences_with(None);
+        backward_matches_finite_differences_with(Some(&[1, 1, 0, 1, 0]));
+    }
+
+    fn backward_matches_finite_differences_with(valid: Option<&[u8]>) {
         let dm = MoeDims {
             t: 5,
             d: 4,
@@ -429,12 +456,12 @@ mod tests {
         let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
             let w = as_weights(ws);
             let mut out = vec![0.0; t * d];
-            let s = fwd(z, &resid, &w, &dm, &mut out);
+            let s = fwd(z, &resid, &w, &dm, valid, &mut out);
             (dot(&out, &dout) + aux_w * s.aux, s.topk_idx)
         };
         let w = as_weights(&ws);
         let mut out = vec![0.0; t * d];
-        let saved = fwd(&z, &resid, &w, &dm, &mut out);
+        let saved = fwd(&z, &resid, &w, &dm, valid, &mut out);
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut dz = vec![0.0; t * d];
         {
@@ -478,5 +505,112 @@ mod tests {
                 &format!("weight {i}"),
             );
         }
+    }
+
+    /// Padded positions (with no output gradient) leave the aux loss, the real
+    /// tokens' outputs and input gradients, and every weight gradient as they
+    /// are without them: the load-balancing statistics are over real tokens.
+    #[test]
+    fn padding_changes_neither_aux_loss_nor_gradients() {
+        let (d, n, sf, f) = (4, 4, 6, 3);
+        let dims = |t| MoeDims {
+            t,
+            d,
+            n,
+            k: 2,
+            shared_ff: sf,
+            expert_ff: f,
+        };
+        let sizes = [
+            n * d,
+            d,
+            sf * d,
+            sf * d,
+            d * sf,
+            n * f * d,
+            n * f * d,
+            n * d * f,
+        ];
+        let ws: Vec<Vec<f64>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, &s)| vals(s, 30 + i as u64))
+            .collect();
+        let w = MoeWeights {
+            router: &ws[0],
+            shared_gate: &ws[1],
+            s_gate: &ws[2],
+            s_up: &ws[3],
+            s_down: &ws[4],
+            e_gate: &ws[5],
+            e_up: &ws[6],
+            e_down: &ws[7],
+        };
+        // (z, resid, dout, valid) -> (out, aux, dz, weight grads)
+        let run = |z: &[f64], resid: &[f64], dout: &[f64], valid: Option<&[u8]>| {
+            let t = z.len() / d;
+            let mut out = vec![0.0; t * d];
+            let s = fwd(z, resid, &w, &dims(t), valid, &mut out);
+            let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
+            let mut dz = vec![0.0; t * d];
+            let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut gs[..] else {
+                unreachable!()
+            };
+            let gr = MoeGrads {
+                router: g0,
+                shared_gate: g1,
+                s_gate: g2,
+                s_up: g3,
+                s_down: g4,
+                e_gate: g5,
+                e_up: g6,
+                e_down: g7,
+            };
+            bwd(z, &w, &s, dout, 0.7, &dims(t), &mut dz, gr);
+            (out, s.aux, dz, gs)
+        };
+        let real = 3;
+        let (z0, r0, dy0) = (vals(real * d, 41), vals(real * d, 42), vals(real * d, 43));
+        let (zp, rp) = (vals(2 * d, 44), vals(2 * d, 45));
+        // real, pad, real, real, pad
+        let order = [Some(0), None, Some(1), Some(2), None];
+        let valid: Vec<u8> = order.iter().map(|o| o.is_some() as u8).collect();
+        let (mut z1, mut r1, mut dy1) = (Vec::new(), Vec::new(), Vec::new());
+        let mut p = 0;
+        for o in order {
+            match o {
+                Some(i) => {
+                    z1.extend_from_slice(&z0[i * d..][..d]);
+                    r1.extend_from_slice(&r0[i * d..][..d]);
+                    dy1.extend_from_slice(&dy0[i * d..][..d]);
+                }
+                None => {
+                    z1.extend_from_slice(&zp[p * d..][..d]);
+                    r1.extend_from_slice(&rp[p * d..][..d]);
+                    dy1.extend(std::iter::repeat_n(0.0, d));
+                    p += 1;
+                }
+            }
+        }
+        let (out0, aux0, dz0, g0) = run(&z0, &r0, &dy0, None);
+        let (out1, aux1, dz1, g1) = run(&z1, &r1, &dy1, Some(&valid));
+        let close = |a: &[f64], b: &[f64], what: &str| {
+            for (x, y) in a.iter().zip(b) {
+                assert!((x - y).abs() < 1e-12, "{what}: {x} vs {y}");
+            }
+        };
+        assert!((aux0 - aux1).abs() < 1e-12, "aux: {aux0} vs {aux1}");
+        for (row, o) in order.iter().enumerate() {
+            if let Some(i) = *o {
+                close(&out1[row * d..][..d], &out0[i * d..][..d], "out");
+                close(&dz1[row * d..][..d], &dz0[i * d..][..d], "dz");
+            }
+        }
+        for (i, (a, b)) in g0.iter().zip(&g1).enumerate() {
+            close(a, b, &format!("weight grad {i}"));
+        }
+        // Without the mask the padding enters the aux loss.
+        let (_, aux_all, _, _) = run(&z1, &r1, &dy1, None);
+        assert!((aux_all - aux0).abs() > 1e-9);
     }
 }

@@ -1,15 +1,24 @@
 //! MoE router: softmax over N experts (fp32 in training), top-k selection
 //! with ties to the lower expert index, and the load-balancing loss.
+//!
+//! `valid` (`[T]`, 1 = real token, 0 = [PAD]; `None` = all real) restricts the
+//! load-balancing statistics to the batch's real tokens: `counts`, `Load_e`
+//! and `Prob_e` are over real tokens only, and T in their denominators is the
+//! number of real tokens. Padded positions are still routed (probs, top-k) and
+//! get the top-k weights' gradient, but no aux-loss gradient.
 
 use crate::engine::float::Float;
 
 /// Softmax over `n` logits per row, then top-`k` per row ordered by
 /// descending probability (ties: lower index first). Weights are the kept
-/// probabilities, not renormalised. `counts[e]` = routed slots of expert e.
+/// probabilities, not renormalised. `counts[e]` = routed slots of expert e
+/// among the real tokens (`valid`, see the module docs).
+#[allow(clippy::too_many_arguments)]
 pub fn fwd<F: Float>(
     logits: &[F],
     n: usize,
     k: usize,
+    valid: Option<&[u8]>,
     probs: &mut [F],
     topk_idx: &mut [u32],
     topk_w: &mut [F],
@@ -43,45 +52,90 @@ pub fn fwd<F: Float>(
             taken |= 1 << best;
             topk_idx[t * k + j] = best as u32;
             topk_w[t * k + j] = pr[best];
-            counts[best] += 1;
+            if is_real(valid, t) {
+                counts[best] += 1;
+            }
         }
     }
 }
 
-/// Load-balancing loss `N * sum_e load_e * prob_e`, `load_e = count_e/(T*k)`,
-/// `prob_e = mean_t probs[t,e]`.
-pub fn lb_loss<F: Float>(probs: &[F], topk_idx: &[u32], t: usize, n: usize, k: usize) -> F {
-    let load = loads(topk_idx, t, n, k);
+fn is_real(valid: Option<&[u8]>, t: usize) -> bool {
+    valid.is_none_or(|v| v[t] != 0)
+}
+
+/// Number of real tokens among the first `t` (`valid`, see the module docs).
+pub fn real_tokens(valid: Option<&[u8]>, t: usize) -> usize {
+    valid.map_or(t, |v| v[..t].iter().filter(|&&b| b != 0).count())
+}
+
+/// Load-balancing loss `N * sum_e load_e * prob_e` over the real tokens:
+/// `load_e = count_e/(T_real*k)`, `prob_e = sum_{real t} probs[t,e] / T_real`;
+/// 0 without a real token.
+pub fn lb_loss<F: Float>(
+    probs: &[F],
+    topk_idx: &[u32],
+    valid: Option<&[u8]>,
+    t: usize,
+    n: usize,
+    k: usize,
+) -> F {
+    let Some((load, real)) = loads(topk_idx, valid, t, n, k) else {
+        return F::ZERO;
+    };
     let mut loss = 0.0;
     for (e, &l) in load.iter().enumerate() {
-        let pe: f64 = (0..t).map(|i| probs[i * n + e].to_f64()).sum::<f64>() / t as f64;
+        let pe: f64 = (0..t)
+            .filter(|&i| is_real(valid, i))
+            .map(|i| probs[i * n + e].to_f64())
+            .sum::<f64>()
+            / real as f64;
         loss += l * pe;
     }
     F::from_f64(n as f64 * loss)
 }
 
-fn loads(topk_idx: &[u32], t: usize, n: usize, k: usize) -> Vec<f64> {
-    let mut load = vec![0.0; n];
-    for &e in &topk_idx[..t * k] {
-        load[e as usize] += 1.0;
+/// `load_e` over the real tokens and their number; `None` without one.
+fn loads(
+    topk_idx: &[u32],
+    valid: Option<&[u8]>,
+    t: usize,
+    n: usize,
+    k: usize,
+) -> Option<(Vec<f64>, usize)> {
+    let real = real_tokens(valid, t);
+    if real == 0 {
+        return None;
     }
-    load.iter_mut().for_each(|l| *l /= (t * k) as f64);
-    load
+    let mut load = vec![0.0; n];
+    for (s, &e) in topk_idx[..t * k].iter().enumerate() {
+        if is_real(valid, s / k) {
+            load[e as usize] += 1.0;
+        }
+    }
+    load.iter_mut().for_each(|l| *l /= (real * k) as f64);
+    Some((load, real))
 }
 
-/// Gradient of `dloss * lb_loss` w.r.t. probs (load is a constant): `+=`.
+/// Gradient of `dloss * lb_loss` w.r.t. probs (load is a constant): `+=`, on
+/// the real tokens' rows only.
 pub fn lb_loss_bwd<F: Float>(
     topk_idx: &[u32],
+    valid: Option<&[u8]>,
     t: usize,
     n: usize,
     k: usize,
     dloss: F,
     dprobs: &mut [F],
 ) {
-    let load = loads(topk_idx, t, n, k);
-    for row in dprobs[..t * n].chunks_exact_mut(n) {
+    let Some((load, real)) = loads(topk_idx, valid, t, n, k) else {
+        return;
+    };
+    for (i, row) in dprobs[..t * n].chunks_exact_mut(n).enumerate() {
+        if !is_real(valid, i) {
+            continue;
+        }
         for (g, &l) in row.iter_mut().zip(&load) {
-            *g += dloss * F::from_f64(n as f64 * l / t as f64);
+            *g += dloss * F::from_f64(n as f64 * l / real as f64);
         }
     }
 }
@@ -120,26 +174,31 @@ mod tests {
         let mut idx = [0u32; 4];
         let mut w = [0.0f32; 4];
         let mut c = [0u32; 4];
-        fwd(&logits, n, k, &mut p, &mut idx, &mut w, &mut c);
+        fwd(&logits, n, k, None, &mut p, &mut idx, &mut w, &mut c);
         assert_eq!(idx, [1, 2, 0, 1]);
         assert_eq!(c, [1, 2, 1, 0]);
         assert_eq!(w[0], p[1]);
         assert!((p[..4].iter().sum::<f32>() - 1.0).abs() < 1e-6);
         // uniform probs -> loss exactly 1 for any balanced routing
         let probs = [0.25f32; 8];
-        let l = lb_loss(&probs, &[0, 1, 2, 3], 2, 4, 2);
+        let l = lb_loss(&probs, &[0, 1, 2, 3], None, 2, 4, 2);
         assert!((l - 1.0).abs() < 1e-6);
     }
 
     #[test]
     fn gradients_match_finite_differences() {
+        gradients_match_finite_differences_with(None);
+        gradients_match_finite_differences_with(Some(&[1, 0, 1, 1, 0]));
+    }
+
+    fn gradients_match_finite_differences_with(valid: Option<&[u8]>) {
         let (t, n, k) = (5, 4, 2);
         let logits = vals(t * n, 7);
         let mut p = vec![0.0; t * n];
         let mut idx = vec![0u32; t * k];
         let mut w = vec![0.0; t * k];
         let mut c = vec![0u32; n];
-        fwd(&logits, n, k, &mut p, &mut idx, &mut w, &mut c);
+        fwd(&logits, n, k, valid, &mut p, &mut idx, &mut w, &mut c);
         let dw = vals(t * k, 8);
         // loss = sum(w * dw) + 0.3 * lb_loss, with the selection held fixed
         let f = |l: &[f64]| {
@@ -147,15 +206,66 @@ mod tests {
             let mut i2 = vec![0u32; t * k];
             let mut w2 = vec![0.0; t * k];
             let mut c2 = vec![0u32; n];
-            fwd(l, n, k, &mut p, &mut i2, &mut w2, &mut c2);
+            fwd(l, n, k, valid, &mut p, &mut i2, &mut w2, &mut c2);
             assert_eq!(i2, idx, "perturbation flipped the selection");
-            dot(&w2, &dw) + 0.3 * lb_loss(&p, &i2, t, n, k)
+            dot(&w2, &dw) + 0.3 * lb_loss(&p, &i2, valid, t, n, k)
         };
         let mut dp = vec![0.0; t * n];
         topk_bwd(&idx, &dw, n, k, &mut dp);
-        lb_loss_bwd(&idx, t, n, k, 0.3, &mut dp);
+        lb_loss_bwd(&idx, valid, t, n, k, 0.3, &mut dp);
         let mut dl = vec![0.0; t * n];
         softmax_bwd(&p, &dp, n, &mut dl);
         check_grad(&logits, &dl, f, "dlogits");
+    }
+
+    /// Padded positions (routed like any token) change neither the counts,
+    /// nor the aux loss, nor its gradient on the real tokens; they get none.
+    #[test]
+    fn padding_does_not_change_the_aux_loss() {
+        let (n, k) = (4, 2);
+        let real = 3;
+        let logits_real = vals(real * n, 21);
+        let pad_logits = vals(2 * n, 22);
+        // Batch with padding: real, pad, real, real, pad.
+        let order = [Some(0), None, Some(1), Some(2), None];
+        let t = order.len();
+        let mut logits = Vec::new();
+        let mut pad = pad_logits.chunks_exact(n);
+        for o in order {
+            match o {
+                Some(i) => logits.extend_from_slice(&logits_real[i * n..(i + 1) * n]),
+                None => logits.extend_from_slice(pad.next().unwrap()),
+            }
+        }
+        let valid: Vec<u8> = order.iter().map(|o| o.is_some() as u8).collect();
+        let route = |l: &[f64], t: usize, v: Option<&[u8]>| {
+            let mut p = vec![0.0; t * n];
+            let mut idx = vec![0u32; t * k];
+            let mut w = vec![0.0; t * k];
+            let mut c = vec![0u32; n];
+            fwd(l, n, k, v, &mut p, &mut idx, &mut w, &mut c);
+            let aux = lb_loss(&p, &idx, v, t, n, k);
+            let mut dp = vec![0.0; t * n];
+            lb_loss_bwd(&idx, v, t, n, k, 0.5, &mut dp);
+            (c, aux, dp)
+        };
+        let (c0, aux0, dp0) = route(&logits_real, real, None);
+        let (c1, aux1, dp1) = route(&logits, t, Some(&valid));
+        assert_eq!(c0, c1);
+        assert!((aux0 - aux1).abs() < 1e-12, "{aux0} vs {aux1}");
+        for (row, o) in dp1.chunks_exact(n).zip(order) {
+            match o {
+                Some(i) => {
+                    for (a, b) in row.iter().zip(&dp0[i * n..(i + 1) * n]) {
+                        assert!((a - b).abs() < 1e-12, "{a} vs {b}");
+                    }
+                }
+                None => assert!(row.iter().all(|&g| g == 0.0)),
+            }
+        }
+        // No real token: no aux loss, no gradient.
+        let (c, aux, dp) = route(&logits, t, Some(&[0; 5]));
+        assert_eq!((c, aux), (vec![0; n], 0.0));
+        assert!(dp.iter().all(|&g| g == 0.0));
     }
 }

@@ -127,7 +127,7 @@ pub(super) fn run(
         ex.alloc_zeroed::<u32>(t * s.k)?,
         ex.alloc_zeroed::<f32>(t * s.k)?,
     );
-    moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)?;
+    moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, None, &r)?;
     let plan = MoePlan::alloc(ex, r, s.tile)?;
     plan.build(ex, &idx)?;
     let total = ex.download(&plan.total_rows)?[0] as usize;
@@ -139,18 +139,28 @@ pub(super) fn run(
     let route_shape = format!("tokens {t} experts {} k {}", s.n_experts, s.k);
     if want("router") || want("lb_loss") {
         let ms = median_ms(ex, iters, || {
-            moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, &r)
+            moe_route::router_fwd(ex, &logits, &probs, &idx, &w, None, None, &r)
         })?;
         rec.mem("router_fwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
         let loss = ex.alloc_zeroed::<f32>(1)?;
         let partials = ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?;
         let ms = median_ms(ex, iters, || {
-            moe_route::lb_loss_fwd(ex, &probs, &plan.counts, &partials, &loss, &r)
+            moe_route::lb_loss_fwd(ex, &probs, &plan.counts, None, &partials, &loss, &r)
         })?;
         rec.mem("lb_loss_fwd", &route_shape, tu * nu * 4, ms);
         let dl = ex.alloc_zeroed::<f32>(t * s.n_experts)?;
         let ms = median_ms(ex, iters, || {
-            moe_route::router_bwd(ex, &probs, &idx, Some(&w), &plan.counts, 0.01, &dl, &r)
+            moe_route::router_bwd(
+                ex,
+                &probs,
+                &idx,
+                Some(&w),
+                &plan.counts,
+                None,
+                0.01,
+                &dl,
+                &r,
+            )
         })?;
         rec.mem("router_bwd", &route_shape, tu * nu * 8 + tu * ku * 8, ms);
     }

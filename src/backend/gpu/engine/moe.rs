@@ -31,6 +31,8 @@ pub struct GpuMoeSaved {
     pub(super) probs: Buf<f32>,
     pub(super) topk_idx: Buf<u32>,
     pub(super) topk_w: Buf<f32>,
+    /// Router counts over real tokens only (the aux loss's Load_e; the plan
+    /// keeps its own counts over every position).
     pub(super) counts: Buf<u32>,
     pub(super) plan: MoePlan,
     /// Routed rows in plan order: gate|up pre-activations, SwiGLU output, expert output.
@@ -104,10 +106,20 @@ pub(super) fn fwd(
     let topk_idx = ex.alloc_zeroed::<u32>(t * k).op(op)?;
     let topk_w = g.alloc_f32(t * k, op)?;
     let counts = ex.alloc_zeroed::<u32>(n).op(op)?;
-    moe_route::router_fwd(ex, &logits, &probs, &topk_idx, &topk_w, Some(&counts), &r).op(op)?;
+    moe_route::router_fwd(
+        ex,
+        &logits,
+        &probs,
+        &topk_idx,
+        &topk_w,
+        Some(&counts),
+        Some(&valid),
+        &r,
+    )
+    .op(op)?;
     let partials = g.alloc_f32(moe_route::lb_loss_partials(&r), op)?;
     let loss = g.alloc_f32(1, op)?;
-    moe_route::lb_loss_fwd(ex, &probs, &counts, &partials, &loss, &r).op(op)?;
+    moe_route::lb_loss_fwd(ex, &probs, &counts, Some(&valid), &partials, &loss, &r).op(op)?;
     // Routed experts over the plan.
     let plan = MoePlan::alloc(ex, r, plan_tile(t, k, n)).op(op)?;
     plan.build(ex, &topk_idx).op(op)?;
@@ -364,6 +376,7 @@ pub(super) fn bwd(
         &s.topk_idx,
         Some(&dtopk_w),
         &s.counts,
+        Some(&s.valid),
         aux_weight,
         &dlogits,
         &r,
@@ -387,7 +400,6 @@ pub(super) fn bwd(
         d,
     )
     .op(op)?;
-    let _ = &s.valid;
     Ok(GpuTensor::from_bf16(dz_all))
 }
 

@@ -1,5 +1,11 @@
 //! Launch wrappers for cuda/moe_route.cu: router softmax + top-k, the
 //! load-balancing loss, and the router backward. All fp32.
+//!
+//! `valid` (`[T]` bytes, 1 = real token, 0 = [PAD]; `None` = all real): the
+//! aux loss's statistics (counts, load, prob, the aux gradient) are over the
+//! real tokens only; padded positions are still routed. Pass the same mask
+//! to all three, with the counts `router_fwd` wrote under it (the plan's
+//! counts are over every position: the same only without a mask).
 
 use crate::backend::gpu::params::{
     LbLossFwdParams, LbLossPartialParams, RouterBwdParams, RouterFwdParams,
@@ -58,8 +64,26 @@ impl Routing {
     }
 }
 
-/// probs [T,N] =, topk_idx [T,k] =, topk_w [T,k] =; counts [N] += (zero it
-/// first; `moe_permute_plan` also writes the counts, so it is optional).
+/// The kernels' nullable `valid` pointer, after checking its length (`[T]`).
+fn check_valid(
+    ex: &Executor,
+    what: &str,
+    valid: Option<&Buf<u8>>,
+    r: &Routing,
+) -> Result<*const u8> {
+    match valid {
+        Some(v) => {
+            ex.check_buf(what, v, r.tokens)?;
+            Ok(v.cptr())
+        }
+        None => Ok(std::ptr::null()),
+    }
+}
+
+/// probs [T,N] =, topk_idx [T,k] =, topk_w [T,k] =; counts [N] += slots of
+/// real tokens (zero it first; optional: without a mask `moe_permute_plan`
+/// writes the same counts).
+#[allow(clippy::too_many_arguments)]
 pub fn router_fwd(
     ex: &Executor,
     logits: &Buf<f32>,
@@ -67,6 +91,7 @@ pub fn router_fwd(
     topk_idx: &Buf<u32>,
     topk_w: &Buf<f32>,
     counts: Option<&Buf<u32>>,
+    valid: Option<&Buf<u8>>,
     r: &Routing,
 ) -> Result<()> {
     let (tokens, n_experts, k) = r.check()?;
@@ -77,12 +102,14 @@ pub fn router_fwd(
     if let Some(c) = counts {
         ex.check_buf("router counts", c, r.n_experts)?;
     }
+    let valid = check_valid(ex, "router valid", valid, r)?;
     let params = RouterFwdParams {
         logits: logits.cptr(),
         probs: probs.mptr(),
         topk_idx: topk_idx.mptr(),
         topk_w: topk_w.mptr(),
         counts: counts.map_or(std::ptr::null_mut(), |c| c.mptr()),
+        valid,
         tokens,
         n_experts,
         k,
@@ -96,13 +123,15 @@ pub fn router_fwd(
     ))
 }
 
-/// loss [1] = N * sum_e count_e/(T k) * mean_t probs[t, e]. Two launches:
-/// block partial sums into `partials` (scratch, `lb_loss_partials(r)` long),
-/// then one block sums them in a fixed order (deterministic).
+/// loss [1] = N * sum_e count_e/(T_r k) * sum_{real t} probs[t, e] / T_r
+/// (T_r real tokens; 0 without one). Two launches: block partial sums into
+/// `partials` (scratch, `lb_loss_partials(r)` long), then one block sums them
+/// in a fixed order (deterministic).
 pub fn lb_loss_fwd(
     ex: &Executor,
     probs: &Buf<f32>,
     counts: &Buf<u32>,
+    valid: Option<&Buf<u8>>,
     partials: &Buf<f32>,
     loss: &Buf<f32>,
     r: &Routing,
@@ -113,9 +142,11 @@ pub fn lb_loss_fwd(
     let n_partials = lb_loss_partials(r);
     ex.check_buf("lb_loss partials", partials, n_partials)?;
     ex.check_buf("lb_loss loss", loss, 1)?;
+    let valid = check_valid(ex, "lb_loss valid", valid, r)?;
     let p1 = LbLossPartialParams {
         probs: probs.cptr(),
         counts: counts.cptr(),
+        valid,
         partials: partials.mptr(),
         tokens,
         n_experts,
@@ -128,16 +159,18 @@ pub fn lb_loss_fwd(
     ))?;
     let p2 = LbLossFwdParams {
         partials: partials.cptr(),
+        counts: counts.cptr(),
         loss: loss.mptr(),
         n_partials: n_partials as i32,
-        tokens,
         n_experts,
         k,
+        _pad: 0,
     };
     ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, p2))
 }
 
-/// dlogits [T,N] = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs).
+/// dlogits [T,N] = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs);
+/// dLb/dprobs is 0 on padded rows.
 #[allow(clippy::too_many_arguments)]
 pub fn router_bwd(
     ex: &Executor,
@@ -145,6 +178,7 @@ pub fn router_bwd(
     topk_idx: &Buf<u32>,
     dtopk_w: Option<&Buf<f32>>,
     counts: &Buf<u32>,
+    valid: Option<&Buf<u8>>,
     lb_dloss: f32,
     dlogits: &Buf<f32>,
     r: &Routing,
@@ -157,11 +191,13 @@ pub fn router_bwd(
     }
     ex.check_buf("router_bwd counts", counts, r.n_experts)?;
     ex.check_buf("router_bwd dlogits", dlogits, r.tokens * r.n_experts)?;
+    let valid = check_valid(ex, "router_bwd valid", valid, r)?;
     let params = RouterBwdParams {
         probs: probs.cptr(),
         topk_idx: topk_idx.cptr(),
         dtopk_w: dtopk_w.map_or(std::ptr::null(), |d| d.cptr()),
         counts: counts.cptr(),
+        valid,
         dlogits: dlogits.mptr(),
         lb_dloss,
         tokens,
