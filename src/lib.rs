@@ -13,5 +13,6 @@ pub mod cli;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod testing;
 pub mod traffic;
 pub mod train;

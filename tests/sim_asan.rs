@@ -11,7 +11,7 @@ use traffic_moe::backend::gpu::registry::SIM_ASAN;
 #[test]
 fn asan_catches_out_of_bounds_kernel() {
     if !SIM_ASAN || std::env::var("TMOE_ASAN_DEMO").is_err() {
-        println!("SKIP asan demo: run tools/sim-asan.sh");
+        traffic_moe::testing::skip("the ASan demo runs only under tools/sim-asan.sh");
         return;
     }
     let ex = Executor::sim();
