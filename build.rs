@@ -1,10 +1,13 @@
 //! Builds the CUDA side of the crate (see cuda/README.md):
-//! 1. bindgen: cuda/params.h -> Rust kernel-parameter structs (always).
-//! 2. Simulator (always): cuda/sim/runtime.cpp + every cuda/*.cu compiled as C++
+//! 1. Simulator (always): cuda/sim/runtime.cpp + every cuda/*.cu compiled as C++
 //!    with -DTMOE_SIM, plus one generated trampoline per kernel, into a static lib.
-//! 3. GPU: when nvcc is found, every cuda/*.cu -> one fatbin per file (sm_90a,
+//! 2. GPU: when nvcc is found, every cuda/*.cu -> one fatbin per file (sm_90a,
 //!    sm_80 cubins + compute_80 PTX), embedded; ptxas -v figures go to a report,
 //!    and a kernel that spills fails the build unless cuda/spill-allow.txt lists it.
+//!
+//! No bindgen here: the Rust side of cuda/params.h is committed
+//! (src/backend/gpu/params_bindings.rs) and tests/params_bindings.rs keeps it
+//! fresh, so a build needs Rust and a C/C++ compiler, no libclang.
 
 use std::collections::BTreeMap;
 use std::env;
@@ -54,7 +57,7 @@ fn main() {
     }
     check_unique(&kernels);
 
-    generate_params(&cuda.join("params.h"), &out);
+    check_params_bindings(&root);
     build_simulator(&cuda, &out, &sim_sources, &kernels, asan);
     write_kernel_table(&out, &kernels, asan);
     build_fatbins(&root, &cuda, &out, &gpu_sources);
@@ -137,39 +140,31 @@ fn check_unique(kernels: &[Kernel]) {
     }
 }
 
-/// bindgen at build time: params.h is the single source of truth and changes
-/// often, so the Rust side can never drift from it.
-fn generate_params(header: &Path, out: &Path) {
-    let bindings = bindgen::Builder::default()
-        .header(header.to_string_lossy())
-        .allowlist_type(".*Params")
-        .derive_default(true)
-        .derive_debug(true)
-        .layout_tests(false)
-        .generate_comments(true)
-        .generate()
-        .unwrap_or_else(|e| {
-            panic!(
-                "bindgen failed on {}: {e}\n(bindgen needs libclang: apt-get install -y libclang-dev)",
-                header.display()
-            )
-        });
-    let mut text = bindings.to_string();
-    // Every *Params struct may be launched; the marker trait says so.
-    let src = fs::read_to_string(header).unwrap();
-    for line in src.lines() {
-        if let Some(rest) = line.trim().strip_prefix("typedef struct ") {
-            let name = rest.split_whitespace().next().unwrap_or("");
-            if name.ends_with("Params") {
-                writeln!(
-                    text,
-                    "unsafe impl crate::backend::gpu::launch::KernelParams for {name} {{}}"
-                )
-                .unwrap();
-            }
-        }
+/// FNV-1a (64-bit) of a file's bytes; tests/params_bindings.rs records the
+/// header's in the generated file.
+fn fnv1a64(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+/// Warns (no libclang needed) when cuda/params.h changed since
+/// src/backend/gpu/params_bindings.rs was generated from it.
+fn check_params_bindings(root: &Path) {
+    let bindings = root.join("src/backend/gpu/params_bindings.rs");
+    println!("cargo:rerun-if-changed={}", bindings.display());
+    let header = fs::read(root.join("cuda/params.h")).unwrap();
+    let want = format!("{:016x}", fnv1a64(&header));
+    let text = fs::read_to_string(&bindings).unwrap_or_default();
+    let recorded = text
+        .lines()
+        .find_map(|l| l.strip_prefix("// cuda/params.h FNV-1a 64: "));
+    if recorded != Some(want.as_str()) {
+        println!(
+            "cargo:warning=src/backend/gpu/params_bindings.rs is stale (cuda/params.h changed). \
+             Refresh it: cargo run --manifest-path tools/regen-params/Cargo.toml"
+        );
     }
-    fs::write(out.join("params.rs"), text).unwrap();
 }
 
 fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kernel], asan: bool) {

@@ -1,6 +1,7 @@
 /* Kernel launch parameters: one POD struct per kernel, the single source of truth
- * shared by the CUDA kernels (nvcc), the CPU simulator (g++) and Rust (bindgen,
- * at build time, into src/backend/gpu/params.rs's `include!`).
+ * shared by the CUDA kernels (nvcc), the CPU simulator (g++) and Rust (bindgen's
+ * output, committed as src/backend/gpu/params_bindings.rs; after editing this
+ * file run `TMOE_REGEN_PARAMS=1 cargo test --test params_bindings`).
  *
  * Conventions (see cuda/README.md):
  *  - The struct for kernel `foo_bar` is `FooBarParams`; the kernel is

@@ -14,5 +14,6 @@ pub mod engine;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod testing;
 pub mod traffic;
 pub mod train;

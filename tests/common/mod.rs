@@ -4,8 +4,9 @@
 use std::path::PathBuf;
 
 /// The real captures of `../shared/data` (relative to the crate root), or
-/// `TMOE_DATA` when set. When absent, tests skip with a printed reason, except
-/// in CI (`CI` set), where the data is promised and its absence is a failure.
+/// `TMOE_DATA` when set. When absent the test skips visibly
+/// (`traffic_moe::testing::skip_or_fail`), except under `TMOE_CI=1` (set by
+/// `.ci/run`), where the data is promised and its absence is a failure.
 pub fn shared_data(sub: &str) -> Option<PathBuf> {
     let root = std::env::var_os("TMOE_DATA")
         .map(PathBuf::from)
@@ -14,15 +15,9 @@ pub fn shared_data(sub: &str) -> Option<PathBuf> {
     if dir.exists() {
         return Some(dir);
     }
-    if std::env::var_os("CI").is_some() {
-        panic!(
-            "{} is missing, and CI promises the shared data",
-            dir.display()
-        );
-    }
-    eprintln!(
-        "SKIP: {} not found (set TMOE_DATA or provide ../shared/data)",
+    traffic_moe::testing::skip_or_fail(format_args!(
+        "{} not found (set TMOE_DATA or provide ../shared/data)",
         dir.display()
-    );
+    ));
     None
 }

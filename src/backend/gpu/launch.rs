@@ -1,7 +1,7 @@
 //! One launch description for both executors.
 
-/// A kernel-parameter struct from cuda/params.h. Implemented by build.rs for every
-/// `*Params` struct; unsafe because the bytes are handed to a kernel as they are.
+/// A kernel-parameter struct from cuda/params.h. Implemented for every `*Params`
+/// struct in the generated params_bindings.rs; unsafe because the bytes are handed to a kernel as they are.
 ///
 /// # Safety
 /// The type must be a `#[repr(C)]` plain-old-data struct matching its C twin.

@@ -6,9 +6,13 @@ use super::executor::Executor;
 /// The executors a kernel test runs on: the simulator always (threads scheduled
 /// in index order, then reversed, so that a missing barrier shows up as a
 /// stale read in one of the two), the GPU when this build has `--features
-/// cuda` and a device is present. Otherwise prints SKIP,
-/// or panics when `TMOE_REQUIRE_GPU=1` (set on GPU machines so skips fail).
+/// cuda` and a device is present. Otherwise the test binary prints one visible
+/// `SKIP` line (the first time, not once per test: every kernel test of a
+/// machine without a GPU would say the same), or panics when
+/// `TMOE_REQUIRE_GPU=1` (set on GPU machines so skips fail). No GPU is not a
+/// missing prerequisite under `TMOE_CI=1`: CI machines have none.
 pub fn executors(test: &str) -> Vec<Executor> {
+    static SKIP_ONCE: std::sync::Once = std::sync::Once::new();
     let mut v = vec![Executor::sim(), Executor::sim_reversed()];
     match Executor::cuda() {
         Ok(e) => v.push(e),
@@ -16,7 +20,12 @@ pub fn executors(test: &str) -> Vec<Executor> {
             if std::env::var("TMOE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: TMOE_REQUIRE_GPU=1 but the cuda executor is unavailable: {e}");
             }
-            println!("SKIP {test} on cuda: {e}");
+            SKIP_ONCE.call_once(|| {
+                crate::testing::skip_line(
+                    "cuda executor",
+                    format_args!("{e} (this binary's kernel tests run on the simulator only)"),
+                )
+            });
         }
     }
     v

@@ -3,8 +3,8 @@
 use half::bf16;
 
 use crate::backend::gpu::params::{
-    EmbedBwdAllocParams, EmbedBwdReduceParams, EmbedBwdScatterParams, EmbedBwdTileParams,
-    EmbedFwdParams,
+    EMBED_TILE, EmbedBwdAllocParams, EmbedBwdReduceParams, EmbedBwdScatterParams,
+    EmbedBwdTileParams, EmbedFwdParams,
 };
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
@@ -52,7 +52,7 @@ pub fn fwd(
 }
 
 /// Rows per tile of the backward pass (`EMBED_TILE` in cuda/params.h).
-pub const BWD_TILE: usize = 256;
+pub const BWD_TILE: usize = EMBED_TILE as usize;
 /// Ids share a 32-bit sort key with the row inside the tile (8 bits).
 const MAX_VOCAB: usize = 1 << 24;
 

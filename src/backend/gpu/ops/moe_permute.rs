@@ -5,7 +5,9 @@
 use half::bf16;
 
 use super::moe_route::Routing;
-use crate::backend::gpu::params::{MoeGatherParams, MoePermuteCountParams, MoePermutePlanParams};
+use crate::backend::gpu::params::{
+    MOE_PLAN_ROUNDS, MoeGatherParams, MoePermuteCountParams, MoePermutePlanParams,
+};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -16,8 +18,8 @@ pub const NONE: u32 = u32::MAX;
 /// Threads per block of both plan kernels (whole warps, at most 32 of them);
 /// a block sorts `PLAN_THREADS * PLAN_ROUNDS` slots.
 const PLAN_THREADS: u32 = 256;
-/// `MOE_PLAN_ROUNDS` in cuda/params.h (slots per thread).
-const PLAN_ROUNDS: usize = 4;
+/// Slots per thread (cuda/params.h).
+const PLAN_ROUNDS: usize = MOE_PLAN_ROUNDS as usize;
 const PLAN_CHUNK: usize = PLAN_THREADS as usize * PLAN_ROUNDS;
 /// Row kernels (gather, combine): one warp per row, 8 rows per block.
 pub(crate) const ROW_THREADS: u32 = 256;

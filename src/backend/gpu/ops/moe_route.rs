@@ -8,15 +8,16 @@
 //! counts are over every position: the same only without a mask).
 
 use crate::backend::gpu::params::{
-    LbLossFwdParams, LbLossPartialParams, RouterBwdParams, RouterFwdParams,
+    LbLossFwdParams, LbLossPartialParams, MOE_MAX_EXPERTS, MOE_MAX_K, RouterBwdParams,
+    RouterFwdParams,
 };
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
 type Result<T> = std::result::Result<T, GpuError>;
 
-/// Kernel limits (MOE_MAX_EXPERTS / MOE_MAX_K in cuda/params.h).
-pub const MAX_EXPERTS: usize = 64;
-pub const MAX_K: usize = 8;
+/// Kernel limits (cuda/params.h): experts of a router, experts per token.
+pub const MAX_EXPERTS: usize = MOE_MAX_EXPERTS as usize;
+pub const MAX_K: usize = MOE_MAX_K as usize;
 
 /// Rows per block of the one-thread-per-token kernels.
 const ROW_THREADS: u32 = 128;

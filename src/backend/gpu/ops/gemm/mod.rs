@@ -18,6 +18,7 @@
 use half::bf16;
 
 use super::moe_permute::MoePlan;
+use crate::backend::gpu::params;
 use crate::backend::gpu::{Buf, Executor, GpuError};
 use bytemuck::Pod;
 
@@ -26,10 +27,10 @@ type Result<T> = std::result::Result<T, GpuError>;
 /// `Gemm::run`: validation, tile / split choice and the launch.
 mod run;
 
-/// `GEMM_BK` in cuda/params.h: the reduction slice; split-K ranges are multiples.
-const BK: usize = 32;
-/// `GEMM_STAGES` in cuda/params.h.
-const STAGES: usize = 3;
+/// The reduction slice (cuda/params.h); split-K ranges are multiples.
+const BK: usize = params::GEMM_BK as usize;
+/// Pipeline depth (cuda/params.h).
+const STAGES: usize = params::GEMM_STAGES as usize;
 /// Blocks that fill the H200 twice (132 SMs, 2 big blocks each): below this the
 /// big tile leaves SMs idle, so dense products take the small tile and dW splits K.
 /// A constant, not the device's count: results must not depend on the machine.
