@@ -9,6 +9,7 @@ use std::path::Path;
 mod tiny_train;
 use tiny_train::classifier::{Fixture, SEC, classify_args, fixture};
 use traffic_moe::cli::{classify, eval};
+use traffic_moe::eval::predict::Weights;
 use traffic_moe::train::batch::open_part;
 use traffic_moe::train::finetune::{evaluate, load_classifier};
 
@@ -21,6 +22,7 @@ fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
         batch: 7,
         seq_len: None,
         quiet: true,
+        device: traffic_moe::engine::Device::Cpu,
     }
 }
 
@@ -33,7 +35,8 @@ fn eval_and_classify_end_to_end() {
     let report = eval::evaluate(&eval_args(&f, &out)).unwrap();
     let test = open_part(&f.data, "test").unwrap();
     let (model, params, _) = load_classifier(&f.ckpt).unwrap();
-    let (acc, macro_f1, pred, truth) = evaluate(&model, &params, &test, 64, 64).unwrap();
+    let (acc, macro_f1, pred, truth) =
+        evaluate(&model, Weights::Cpu(&params), &test, 64, 64).unwrap();
     assert_eq!(report.metrics.samples as usize, truth.len());
     assert!(
         (report.metrics.accuracy - acc).abs() < 1e-12,

@@ -15,7 +15,7 @@
 //! needs none): without it the test skips visibly, and fails under `TMOE_CI=1`.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 #[path = "../tools/regen-params/src/generate.rs"]
 mod generate;

@@ -3,6 +3,7 @@
 
 mod tiny_train;
 use tiny_train::{tiny_finetune, tiny_model};
+use traffic_moe::eval::predict::Weights;
 use traffic_moe::model::{FfnKind, ModelConfig};
 use traffic_moe::train::batch::MemSequences;
 use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
@@ -42,6 +43,7 @@ fn popts(out: &std::path::Path, steps: u64, ffn: FfnKind) -> PretrainOpts {
         progress: false,
         force: false,
         stop_after: None,
+        device: traffic_moe::engine::Device::Cpu,
     }
 }
 
@@ -199,7 +201,7 @@ fn finetuning_learns_the_classes_from_pretrained_and_scratch() {
             );
             let (model, params, meta) = load_classifier(&r.checkpoint).unwrap();
             assert_eq!(meta.classes.len(), 3);
-            let (_, f1, _, _) = evaluate(&model, &params, &test, 16, 24).unwrap();
+            let (_, f1, _, _) = evaluate(&model, Weights::Cpu(&params), &test, 16, 24).unwrap();
             assert!(f1 > 0.9, "test macro-F1 {f1}");
         }
     }

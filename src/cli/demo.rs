@@ -48,6 +48,10 @@ pub struct Args {
     /// Reuse a non-empty --out, replacing what an earlier demo left there.
     #[arg(long)]
     pub force: bool,
+    /// Engine: cpu, cuda (a GPU; needs --features cuda) or sim (the GPU
+    /// engine's kernels in the simulator: slow, for checking a pipeline).
+    #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
+    pub device: crate::engine::Device,
 }
 
 fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
@@ -151,6 +155,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             progress: !a.quiet,
             force: a.force,
             stop_after: None,
+            device: a.device,
         },
         &train,
         info.vocab_hash,
@@ -186,6 +191,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             seed: a.seed,
             progress: !a.quiet,
             force: a.force,
+            device: a.device,
         },
         &train,
         &val,
@@ -201,7 +207,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
 
     let (model, params, _) = load_classifier(&ft.checkpoint)?;
-    let (_, _, pred, truth) = evaluate(&model, &params, &test, 64, seq_len)?;
+    let loaded = crate::eval::predict::Loaded::new(a.device, params)?;
+    let (_, _, pred, truth) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
     let report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
     println!("{}", report.classification_report());
     println!(

@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 
 use crate::eval::plot::{self, History};
-use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
+use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::eval::report::EvalReport;
 use crate::traffic::dataset::load_dataset_info;
 use crate::train::batch::{Sequences, open_part};
@@ -40,6 +40,10 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Engine: cpu, cuda (a GPU; needs --features cuda) or sim (the GPU
+    /// engine's kernels in the simulator: slow, for checking a pipeline).
+    #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
+    pub device: crate::engine::Device,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -102,7 +106,16 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
     }
     let (seq_len, seq_len_from) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
     let t0 = Instant::now();
-    let probs = predict_probs(&model, &params, &shard, &idx, a.batch, seq_len, !a.quiet)?;
+    let loaded = Loaded::new(a.device, params)?;
+    let probs = predict_probs_on(
+        &model,
+        loaded.weights(),
+        &shard,
+        &idx,
+        a.batch,
+        seq_len,
+        !a.quiet,
+    )?;
     let seconds = t0.elapsed().as_secs_f64();
     let c = info.classes.len();
     let pred: Vec<u32> = probs.chunks_exact(c).map(|row| argmax(row).0).collect();

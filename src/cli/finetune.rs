@@ -63,6 +63,10 @@ pub struct Args {
     /// Replace a classifier already in --out.
     #[arg(long)]
     pub force: bool,
+    /// Engine: cpu, cuda (a GPU; needs --features cuda) or sim (the GPU
+    /// engine's kernels in the simulator: slow, for checking a pipeline).
+    #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
+    pub device: crate::engine::Device,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -113,10 +117,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         seed: a.seed,
         progress: !a.quiet,
         force: a.force,
+        device: a.device,
     };
     let r = finetune(&opts, &train, &val, info.vocab_hash)?;
     let (model, params, _) = load_classifier(&r.checkpoint)?;
-    let (acc, f1, _, _) = evaluate(&model, &params, &test, 64, seq_len)?;
+    let loaded = crate::eval::predict::Loaded::new(a.device, params)?;
+    let (acc, f1, _, _) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
     println!(
         "fine-tuned {} epochs in {:.1} s ({:.0} tokens/s); best epoch {} (val macro-F1 {:.4}); test accuracy {acc:.4}, macro-F1 {f1:.4}; checkpoint {}",
         r.history.len(),

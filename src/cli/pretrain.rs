@@ -65,6 +65,10 @@ pub struct Args {
     pub stop_after: Option<u64>,
     #[arg(long)]
     pub quiet: bool,
+    /// Engine: cpu, cuda (a GPU; needs --features cuda) or sim (the GPU
+    /// engine's kernels in the simulator: slow, for checking a pipeline).
+    #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
+    pub device: crate::engine::Device,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -88,6 +92,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         progress: !a.quiet,
         force: a.force,
         stop_after: a.stop_after,
+        device: a.device,
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
     let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()

@@ -6,12 +6,14 @@
 //! the SIMT simulator) both implement [`Backend`].
 
 pub mod backend;
+pub mod device;
 pub mod dims;
 pub mod error;
 pub mod float;
 pub mod param;
 
 pub use backend::{Backend, MoeGradRefs, MoeRefs};
+pub use device::Device;
 pub use dims::{AttnDims, MoeDims};
 pub use error::{OpContext, OpError, OpResult};
 pub use float::Float;

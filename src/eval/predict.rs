@@ -3,6 +3,7 @@
 use anyhow::Result;
 
 use crate::autograd::{ParamStore, Tape};
+use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::Param;
 use crate::model::{Inputs, Model};
 use crate::train::batch::{Sequences, make_batch};
@@ -12,9 +13,63 @@ use crate::train::step::progress_bar;
 /// in the order of `idx`. Sequences are batched by length (less padding; the
 /// result does not depend on batching: attention is causal, pooling masked and
 /// routing per token). Shows a progress bar with a rate when `progress`.
+/// A model's weights on an engine, ready for inference.
+#[derive(Clone, Copy)]
+pub enum Weights<'a> {
+    Cpu(&'a [Param]),
+    Gpu(&'a Gpu, &'a GpuParams),
+}
+
+/// Weights owned on an engine (uploaded once for a GPU engine).
+pub enum Loaded {
+    Cpu(Vec<Param>),
+    Gpu(Gpu, GpuParams),
+}
+
+impl Loaded {
+    pub fn new(device: crate::engine::Device, params: Vec<Param>) -> Result<Loaded> {
+        Ok(match device.gpu()? {
+            None => Loaded::Cpu(params),
+            Some(gpu) => {
+                let store = GpuParams::upload(gpu.executor(), &params)?;
+                Loaded::Gpu(gpu, store)
+            }
+        })
+    }
+
+    pub fn weights(&self) -> Weights<'_> {
+        match self {
+            Loaded::Cpu(p) => Weights::Cpu(p),
+            Loaded::Gpu(g, s) => Weights::Gpu(g, s),
+        }
+    }
+}
+
 pub fn predict_probs(
     model: &Model,
     params: &[Param],
+    data: &dyn Sequences,
+    idx: &[usize],
+    batch: usize,
+    seq_len: usize,
+    progress: bool,
+) -> Result<Vec<f32>> {
+    predict_probs_on(
+        model,
+        Weights::Cpu(params),
+        data,
+        idx,
+        batch,
+        seq_len,
+        progress,
+    )
+}
+
+/// [`predict_probs`] on any engine (an inference tape: no backward state,
+/// activations freed after their last use).
+pub fn predict_probs_on(
+    model: &Model,
+    weights: Weights,
     data: &dyn Sequences,
     idx: &[usize],
     batch: usize,
@@ -28,7 +83,6 @@ pub fn predict_probs(
     );
     let mut order: Vec<usize> = (0..idx.len()).collect();
     order.sort_by_key(|&r| data.n_tokens(idx[r]));
-    let p = params.values();
     let mut probs = vec![0f32; idx.len() * c];
     let pb = progress_bar(idx.len() as u64, "classify", progress);
     pb.set_style(
@@ -47,9 +101,21 @@ pub fn predict_probs(
             b: b.b,
             s: b.s,
         };
-        let mut tape = Tape::<f32>::cpu_inference();
-        let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
-        for (&r, logits) in rows.iter().zip(tape.value(f.logits)?.chunks_exact(c)) {
+        let logits = match weights {
+            Weights::Cpu(params) => {
+                let p = params.values();
+                let mut tape = Tape::<f32>::cpu_inference();
+                let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
+                tape.to_host(f.logits)?
+            }
+            Weights::Gpu(gpu, store) => {
+                let p = store.values();
+                let mut tape = Tape::inference(gpu.clone());
+                let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
+                tape.to_host(f.logits)?
+            }
+        };
+        for (&r, logits) in rows.iter().zip(logits.chunks_exact(c)) {
             softmax_into(logits, &mut probs[r * c..(r + 1) * c]);
         }
         pb.inc(rows.len() as u64);

@@ -6,10 +6,12 @@ use super::batch::{Sequences, Shuffler, cap_per_class, make_batch, subsample};
 use super::checkpoint::{self, CheckpointMeta, Expect};
 use super::optim::{AdamW, AdamWConfig, Param};
 use super::schedule::WarmupCosine;
-use super::step::{Task, progress_bar, train_step};
+use super::step::{Task, progress_bar};
+use super::trainer::Trainer;
+use crate::engine::Device;
 use crate::eval::confusion::ConfusionMatrix;
 use crate::eval::metrics::Metrics;
-use crate::eval::predict::predict_probs;
+use crate::eval::predict::{Weights, predict_probs_on};
 use crate::model::{Model, ModelConfig};
 use anyhow::Context;
 use std::io::Write;
@@ -40,6 +42,8 @@ pub struct FinetuneOpts {
     pub progress: bool,
     /// Replace an existing classifier in `out` (otherwise the run refuses to start).
     pub force: bool,
+    /// The engine that trains (`cpu`, or the GPU engine on `cuda` / `sim`).
+    pub device: Device,
 }
 
 #[derive(Clone, Debug)]
@@ -64,14 +68,14 @@ pub struct FinetuneReport {
 /// lower class wins a tie), through the same batched inference as `tmoe eval`.
 pub fn predict(
     model: &Model,
-    params: &[Param],
+    weights: Weights,
     data: &dyn Sequences,
     idx: &[usize],
     batch: usize,
     seq_len: usize,
 ) -> anyhow::Result<Vec<u32>> {
     let c = model.cfg.n_classes;
-    let probs = predict_probs(model, params, data, idx, batch, seq_len, false)?;
+    let probs = predict_probs_on(model, weights, data, idx, batch, seq_len, false)?;
     Ok(probs
         .chunks_exact(c)
         .map(|row| {
@@ -103,13 +107,13 @@ fn labelled(data: &dyn Sequences, idx: Vec<usize>) -> Vec<usize> {
 /// Evaluate on all labelled sequences of `data`: (accuracy, macro-F1, predictions, truth).
 pub fn evaluate(
     model: &Model,
-    params: &[Param],
+    weights: Weights,
     data: &dyn Sequences,
     batch: usize,
     seq_len: usize,
 ) -> anyhow::Result<(f64, f64, Vec<u32>, Vec<u32>)> {
     let idx = labelled(data, (0..data.count()).collect());
-    let pred = predict(model, params, data, &idx, batch, seq_len)?;
+    let pred = predict(model, weights, data, &idx, batch, seq_len)?;
     let truth: Vec<u32> = idx
         .iter()
         .map(|&i| data.label(i).expect("labelled"))
@@ -170,8 +174,9 @@ pub fn finetune(
         total_steps: total,
         min_lr_ratio: 0.1,
     };
-    let mut opt =
+    let opt =
         AdamW::new(AdamWConfig::default(), &params).with_layerwise_decay(cfg.layers, opts.llrd);
+    let mut tr = Trainer::new(opts.device, params, opt)?;
     let mut order = Shuffler::new(train_idx.clone(), opts.seed);
     let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
     let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
@@ -189,10 +194,8 @@ pub fn finetune(
         for _ in 0..steps_per_epoch {
             let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
             let lr = sched.lr_at(step) as f32;
-            let st = train_step(
+            let st = tr.step(
                 &model,
-                &mut params,
-                &mut opt,
                 &batch,
                 Task::Classify,
                 opts.aux_weight,
@@ -210,7 +213,8 @@ pub fn finetune(
             pb.inc(1);
         }
         pb.finish_and_clear();
-        let (acc, f1, _, _) = evaluate(&model, &params, val, opts.batch.max(32), opts.seq_len)?;
+        let (acc, f1, _, _) =
+            evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
         let train_loss = loss_sum / steps_per_epoch as f32;
         writeln!(
             log,
@@ -240,7 +244,7 @@ pub fn finetune(
             // eval/classify tokenise new flows to the length the classifier learnt.
             m.extra.insert("seq_len".into(), opts.seq_len.to_string());
             // Replaces this run's earlier best; a previous run's file was refused above.
-            checkpoint::save(&ckpt, &m, &params, true)?;
+            checkpoint::save(&ckpt, &m, &tr.params()?, true)?;
         } else {
             bad += 1;
             if bad >= opts.patience {

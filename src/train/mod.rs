@@ -8,3 +8,4 @@ pub mod optim;
 pub mod pretrain;
 pub mod schedule;
 pub mod step;
+pub mod trainer;

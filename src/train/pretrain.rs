@@ -3,9 +3,11 @@
 
 use super::batch::{Sequences, Shuffler, make_batch};
 use super::checkpoint::{self, CheckpointMeta, Expect};
-use super::optim::{AdamW, AdamWConfig, Param};
+use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
-use super::step::{Task, progress_bar, train_step};
+use super::step::{Task, progress_bar};
+use super::trainer::Trainer;
+use crate::engine::Device;
 use crate::model::{Model, ModelConfig};
 use anyhow::Context;
 use std::io::Write;
@@ -32,6 +34,8 @@ pub struct PretrainOpts {
     /// interrupted right after a checkpoint would; `resume` with the same
     /// `steps` continues it (same schedule, data order and optimizer state).
     pub stop_after: Option<u64>,
+    /// The engine that trains (`cpu`, or the GPU engine on `cuda` / `sim`).
+    pub device: Device,
 }
 
 #[derive(Clone, Debug)]
@@ -121,19 +125,19 @@ pub fn pretrain(
     let t0 = Instant::now();
     let mut tokens = 0usize;
     let mut history = Vec::new();
-    let save = |params: &[Param], opt: &AdamW, step: u64| -> anyhow::Result<()> {
-        checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), params, true)?;
-        checkpoint::save_optimizer(&checkpoint::optimizer_path(&ckpt), opt, params, true)?;
+    let mut tr = Trainer::new(opts.device, params, opt)?;
+    let save = |tr: &Trainer, step: u64| -> anyhow::Result<()> {
+        let (params, opt) = (tr.params()?, tr.optimizer()?);
+        checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), &params, true)?;
+        checkpoint::save_optimizer(&checkpoint::optimizer_path(&ckpt), &opt, &params, true)?;
         Ok(())
     };
     let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     for step in start..end {
         let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
         let lr = sched.lr_at(step) as f32;
-        let st = train_step(
+        let st = tr.step(
             &model,
-            &mut params,
-            &mut opt,
             &batch,
             Task::Lm,
             opts.cfg.aux_weight as f32,
@@ -159,11 +163,11 @@ pub fn pretrain(
         ));
         pb.inc(1);
         if opts.save_every > 0 && (step + 1) % opts.save_every == 0 && step + 1 < opts.steps {
-            save(&params, &opt, step + 1)?;
+            save(&tr, step + 1)?;
         }
     }
     pb.finish();
-    save(&params, &opt, end.max(start))?;
+    save(&tr, end.max(start))?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PretrainReport {
         checkpoint: ckpt,

@@ -47,5 +47,6 @@ pub fn tiny_finetune(cfg: ModelConfig, classes: &[String], out: &Path) -> Finetu
         seed: 1,
         progress: false,
         force: false,
+        device: traffic_moe::engine::Device::Cpu,
     }
 }

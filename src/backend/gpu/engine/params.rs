@@ -119,6 +119,43 @@ fn pack_pair(gate: &mut [f32], up: &mut [f32], pair: &mut [f32], blocks: usize, 
     }
 }
 
+/// The arena image of per-parameter host vectors.
+fn pack_vecs(regions: &[Region], total: usize, vals: &[&[f32]]) -> Vec<f32> {
+    let mut host = vec![0f32; total];
+    for r in regions {
+        let dst = &mut host[r.offset..r.offset + r.len];
+        match r.members[..] {
+            [a] => dst.copy_from_slice(vals[a]),
+            [a, b] => {
+                let (mut g, mut u) = (vals[a].to_vec(), vals[b].to_vec());
+                pack_pair(&mut g, &mut u, dst, r.blocks, true);
+            }
+            _ => unreachable!("regions hold one or two tensors"),
+        }
+    }
+    host
+}
+
+/// Per-parameter host vectors from an arena image.
+fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
+    let mut out = vec![Vec::new(); n];
+    for r in regions {
+        let src = &host[r.offset..r.offset + r.len];
+        match r.members[..] {
+            [a] => out[a] = src.to_vec(),
+            [a, b] => {
+                let (mut g, mut u) = (vec![0f32; r.len / 2], vec![0f32; r.len / 2]);
+                let mut pair = src.to_vec();
+                pack_pair(&mut g, &mut u, &mut pair, r.blocks, false);
+                out[a] = g;
+                out[b] = u;
+            }
+            _ => unreachable!("regions hold one or two tensors"),
+        }
+    }
+    out
+}
+
 impl GpuParams {
     /// Uploads the values of `params` (gradients and optimizer state start at zero).
     pub fn upload(ex: &Executor, params: &[Param]) -> Result<GpuParams> {
@@ -147,18 +184,11 @@ impl GpuParams {
             offset += len.div_ceil(8) * 8;
         }
         let total = offset.max(8);
-        let mut host = vec![0f32; total];
-        for r in &regions {
-            let dst = &mut host[r.offset..r.offset + r.len];
-            match r.members[..] {
-                [a] => dst.copy_from_slice(&params[a].value),
-                [a, b] => {
-                    let (mut g, mut u) = (params[a].value.clone(), params[b].value.clone());
-                    pack_pair(&mut g, &mut u, dst, r.blocks, true);
-                }
-                _ => unreachable!("regions hold one or two tensors"),
-            }
-        }
+        let host = pack_vecs(
+            &regions,
+            total,
+            &params.iter().map(|p| &p.value[..]).collect::<Vec<_>>(),
+        );
         let host16: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
         let w = Arc::new(ex.upload(&host)?);
         let w16 = Arc::new(ex.upload(&host16)?);
@@ -241,29 +271,51 @@ impl GpuParams {
 
     fn unpack(&self, host: &[f32], into_grad: bool) -> Result<Vec<Param>> {
         let mut out: Vec<Param> = self.meta.clone();
-        for r in &self.regions {
-            let src = &host[r.offset..r.offset + r.len];
-            let mut parts: Vec<Vec<f32>> = match r.members[..] {
-                [_] => vec![src.to_vec()],
-                [_, _] => {
-                    let (mut g, mut u) = (vec![0f32; r.len / 2], vec![0f32; r.len / 2]);
-                    let mut pair = src.to_vec();
-                    pack_pair(&mut g, &mut u, &mut pair, r.blocks, false);
-                    vec![g, u]
-                }
-                _ => unreachable!("regions hold one or two tensors"),
-            };
-            for (&idx, part) in r.members.iter().zip(parts.drain(..)) {
-                let p = &mut out[idx];
-                if into_grad {
-                    p.grad = part;
-                } else {
-                    p.grad = vec![0.0; part.len()];
-                    p.value = part;
-                }
+        for (p, part) in out
+            .iter_mut()
+            .zip(unpack_vecs(&self.regions, host, self.meta.len()))
+        {
+            if into_grad {
+                p.grad = part;
+            } else {
+                p.grad = vec![0.0; part.len()];
+                p.value = part;
             }
         }
         Ok(out)
+    }
+
+    /// AdamW's moments per parameter (unpacked, the checkpoint's layout) and
+    /// the steps taken.
+    pub fn download_state(&self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>, u32)> {
+        let n = self.meta.len();
+        Ok((
+            unpack_vecs(&self.regions, &self.ex.download(&self.m)?, n),
+            unpack_vecs(&self.regions, &self.ex.download(&self.v)?, n),
+            self.step,
+        ))
+    }
+
+    /// Restores AdamW's moments and step count (a resumed run).
+    pub fn upload_state(&mut self, m: &[Vec<f32>], v: &[Vec<f32>], step: u32) -> Result<()> {
+        let total = self.w.len();
+        for (src, dst) in [(m, &mut self.m), (v, &mut self.v)] {
+            if src.len() != self.meta.len()
+                || src
+                    .iter()
+                    .zip(&self.meta)
+                    .any(|(s, p)| s.len() != p.shape.iter().product::<usize>())
+            {
+                return Err(GpuError::Invalid(
+                    "optimizer state does not match the parameters".into(),
+                ));
+            }
+            let refs: Vec<&[f32]> = src.iter().map(|x| &x[..]).collect();
+            self.ex
+                .write(dst, &pack_vecs(&self.regions, total, &refs))?;
+        }
+        self.step = step;
+        Ok(())
     }
 
     /// Zeroes every gradient (one memset).

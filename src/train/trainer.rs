@@ -1,0 +1,132 @@
+//! The model's weights and optimizer on one engine, stepped the same way on
+//! each: the CPU engine (host parameters, the Rust AdamW) or the GPU engine
+//! (the parameter arena on the device, one `adamw_step` launch). Pretraining
+//! and fine-tuning drive a `Trainer`; checkpoints download from it.
+
+use super::batch::Batch;
+use super::optim::{AdamW, Param, llrd_multipliers};
+use super::step::{StepStats, Task, train_step};
+use crate::autograd::{ParamStore, Tape};
+use crate::backend::gpu::engine::{Gpu, GpuParams};
+use crate::engine::Device;
+use crate::eval::predict::Weights;
+use crate::model::{Inputs, Model};
+
+pub enum Trainer {
+    Cpu {
+        params: Vec<Param>,
+        opt: AdamW,
+    },
+    Gpu {
+        gpu: Gpu,
+        store: GpuParams,
+        /// Hyper-parameters and lr groups (the moments live on the device).
+        opt: AdamW,
+    },
+}
+
+impl Trainer {
+    /// Weights and optimizer state on `device` (uploaded for a GPU engine).
+    pub fn new(device: Device, params: Vec<Param>, opt: AdamW) -> anyhow::Result<Trainer> {
+        Ok(match device.gpu()? {
+            None => Trainer::Cpu { params, opt },
+            Some(gpu) => {
+                let mut store = GpuParams::upload(gpu.executor(), &params)?;
+                store.upload_state(&opt.m, &opt.v, opt.step)?;
+                let opt = AdamW {
+                    m: Vec::new(),
+                    v: Vec::new(),
+                    ..opt
+                };
+                Trainer::Gpu { gpu, store, opt }
+            }
+        })
+    }
+
+    /// One step: forward, backward, global-norm clipping, AdamW.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        model: &Model,
+        batch: &Batch,
+        task: Task,
+        aux_weight: f32,
+        lr: f32,
+        clip: f64,
+    ) -> anyhow::Result<StepStats> {
+        match self {
+            Trainer::Cpu { params, opt } => {
+                train_step(model, params, opt, batch, task, aux_weight, lr, clip)
+            }
+            Trainer::Gpu { gpu, store, opt } => {
+                let x = Inputs {
+                    ids: &batch.ids,
+                    mask: &batch.mask,
+                    b: batch.b,
+                    s: batch.s,
+                };
+                let mut tape = Tape::with_backend(gpu.clone());
+                let f = {
+                    let p = store.values();
+                    match task {
+                        Task::Lm => model.lm_forward(&mut tape, &p, &x, aux_weight)?,
+                        Task::Classify => {
+                            model.cls_forward(&mut tape, &p, &x, Some(&batch.labels), aux_weight)?
+                        }
+                    }
+                };
+                store.zero_grads()?;
+                tape.backward(f.loss, store)?;
+                drop(tape);
+                let group_lr = if opt.group_lr.is_empty() {
+                    llrd_multipliers(model.cfg.layers, 1.0)
+                } else {
+                    opt.group_lr.clone()
+                };
+                let norm = store.adamw_step(&opt.cfg, &group_lr, lr, clip as f32)? as f64;
+                anyhow::ensure!(
+                    norm.is_finite(),
+                    "gradient norm is {norm}: training diverged (try a lower --lr)"
+                );
+                opt.step += 1;
+                Ok(StepStats {
+                    loss: f.task_loss,
+                    aux: f.aux,
+                    grad_norm: norm,
+                })
+            }
+        }
+    }
+
+    /// The weights where they live, for inference (validation during fine-tuning).
+    pub fn weights(&self) -> Weights<'_> {
+        match self {
+            Trainer::Cpu { params, .. } => Weights::Cpu(params),
+            Trainer::Gpu { gpu, store, .. } => Weights::Gpu(gpu, store),
+        }
+    }
+
+    /// The weights on the host (a copy for a GPU engine).
+    pub fn params(&self) -> anyhow::Result<Vec<Param>> {
+        Ok(match self {
+            Trainer::Cpu { params, .. } => params.clone(),
+            Trainer::Gpu { store, .. } => store.download()?,
+        })
+    }
+
+    /// The optimizer with its moments on the host (for a checkpoint).
+    pub fn optimizer(&self) -> anyhow::Result<AdamW> {
+        Ok(match self {
+            Trainer::Cpu { opt, .. } => opt.clone(),
+            Trainer::Gpu { store, opt, .. } => {
+                let (m, v, step) = store.download_state()?;
+                AdamW {
+                    m,
+                    v,
+                    step,
+                    ..opt.clone()
+                }
+            }
+        })
+    }
+}
