@@ -447,6 +447,16 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             ));
         }
         let (pv, mut pg) = store.split();
+        if pg.len() != pv.len() {
+            return Err(OpError::msg(
+                "backward",
+                format!(
+                    "the parameter store has {} gradients for {} values (an inference-only store?)",
+                    pg.len(),
+                    pv.len()
+                ),
+            ));
+        }
         let mut grads: Vec<Option<B::Tensor>> = (0..self.vals.len()).map(|_| None).collect();
         grads[loss] = Some(self.backend.scalar(F::ONE)?);
         let records = std::mem::take(&mut self.records);

@@ -21,6 +21,8 @@ mod attention_kernels;
 mod chart;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
+/// Traffic-MoE against its dense twin on an engine (`bench model`).
+pub mod model;
 /// Results and their shares of the hardware limits.
 mod recorder;
 /// Entries of the training / MoE kernels (`kernels` helper).
@@ -42,6 +44,9 @@ pub enum What {
     Kernels(KernelArgs),
     /// Draw a `bench kernels --out` JSON as a bar chart (% of the copy roof).
     Chart(ChartArgs),
+    /// Traffic-MoE vs its dense twin: throughput, latency, peak memory, expert
+    /// load per batch size, and the MoE/dense ratios beside the paper's.
+    Model(model::ModelArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -89,6 +94,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.what {
         What::Kernels(k) => kernels(k),
         What::Chart(c) => chart_cmd(c),
+        What::Model(m) => model::run(m),
     }
 }
 

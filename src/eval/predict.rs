@@ -31,7 +31,7 @@ impl Loaded {
         Ok(match device.gpu()? {
             None => Loaded::Cpu(params),
             Some(gpu) => {
-                let store = GpuParams::upload(gpu.executor(), &params)?;
+                let store = GpuParams::upload_inference(gpu.executor(), &params)?;
                 Loaded::Gpu(gpu, store)
             }
         })

@@ -157,8 +157,19 @@ fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
 }
 
 impl GpuParams {
-    /// Uploads the values of `params` (gradients and optimizer state start at zero).
+    /// Uploads the values of `params` for training (gradients and optimizer
+    /// state start at zero).
     pub fn upload(ex: &Executor, params: &[Param]) -> Result<GpuParams> {
+        Self::upload_as(ex, params, true)
+    }
+
+    /// Uploads the values only (fp32 and bf16), for inference: no gradient or
+    /// optimizer arenas (a backward through this store is an error).
+    pub fn upload_inference(ex: &Executor, params: &[Param]) -> Result<GpuParams> {
+        Self::upload_as(ex, params, false)
+    }
+
+    fn upload_as(ex: &Executor, params: &[Param], training: bool) -> Result<GpuParams> {
         let mut regions = Vec::new();
         let mut i = 0;
         let mut offset = 0;
@@ -192,8 +203,9 @@ impl GpuParams {
         let host16: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
         let w = Arc::new(ex.upload(&host)?);
         let w16 = Arc::new(ex.upload(&host16)?);
-        let g = Arc::new(ex.alloc_zeroed::<f32>(total)?);
-        let (m, v) = (ex.alloc_zeroed(total)?, ex.alloc_zeroed(total)?);
+        let state = if training { total } else { 0 };
+        let g = Arc::new(ex.alloc_zeroed::<f32>(state)?);
+        let (m, v) = (ex.alloc_zeroed(state)?, ex.alloc_zeroed(state)?);
         let mut values: Vec<Option<GpuParam>> = params.iter().map(|_| None).collect();
         let mut grads: Vec<Option<GpuParam>> = params.iter().map(|_| None).collect();
         let view = |b: &Arc<Buf<f32>>, r: &Region| {
@@ -214,11 +226,13 @@ impl GpuParams {
                     ),
                     role,
                 });
-                grads[idx] = Some(GpuParam {
-                    w: view(&g, r)?,
-                    w16: None,
-                    role,
-                });
+                if training {
+                    grads[idx] = Some(GpuParam {
+                        w: view(&g, r)?,
+                        w16: None,
+                        role,
+                    });
+                }
             }
         }
         let meta = params
@@ -242,7 +256,7 @@ impl GpuParams {
                 .into_iter()
                 .map(|p| p.expect("every param"))
                 .collect(),
-            grads: grads.into_iter().map(|p| p.expect("every param")).collect(),
+            grads: grads.into_iter().flatten().collect(),
             layout: None,
             norm: None,
             step: 0,
@@ -254,9 +268,10 @@ impl GpuParams {
         self.w.len()
     }
 
-    /// Bytes the parameters take on the device: fp32 weights, grads, m, v and the bf16 copy.
+    /// Bytes the parameters take on the device: fp32 weights and the bf16
+    /// copy, plus grads, m and v when training.
     pub fn device_bytes(&self) -> usize {
-        self.arena_len() * (4 * 4 + 2)
+        (self.w.len() + self.g.len() + self.m.len() + self.v.len()) * 4 + self.w16.len() * 2
     }
 
     /// The values back on the host, as the model's parameter list (unpacked).

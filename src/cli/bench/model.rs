@@ -1,0 +1,448 @@
+//! `tmoe bench model`: Traffic-MoE against its dense twin (same parameter
+//! count) on one engine, the paper's efficiency comparison (section 3.7,
+//! Figure 8): per batch size, throughput (flows/s, tokens/s), mean and p99
+//! latency per batch, peak device memory (the caching pool's high-water
+//! mark, weights included as in the paper, and the activation peak above the
+//! weights), and the routed experts' load; then the MoE/dense ratios beside
+//! the paper's. Inference is the classifier forward on an inference tape
+//! (what `tmoe classify` runs); `--train` times a full step instead
+//! (forward, backward, AdamW).
+//!
+//! Weights are uploaded once and inputs staged before timing; each batch size
+//! gets warm-up runs (which also fill the caching pool) before the timed ones.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::autograd::{ParamStore, Tape};
+use crate::backend::gpu::engine::{Gpu, GpuParams};
+use crate::engine::{Device, Param};
+use crate::eval::plot::{Panel, Series, save_curves};
+use crate::model::{FfnKind, Inputs, Model, ModelConfig};
+use crate::train::batch::Batch;
+use crate::train::optim::{AdamW, AdamWConfig};
+use crate::train::step::Task;
+use crate::train::trainer::Trainer;
+
+/// Figure 8 of the paper (journal version), batch 64: MoE relative to dense.
+const PAPER_THROUGHPUT: f64 = 1.3745;
+const PAPER_LATENCY: f64 = 1.0 - 0.2725;
+const PAPER_MEMORY: f64 = 1.0 - 0.2704;
+/// Classes of the benchmark's classifier head (the head is tiny either way).
+const CLASSES: usize = 16;
+
+#[derive(clap::Args, Debug)]
+pub struct ModelArgs {
+    /// Engine: cpu, cuda or sim (the GPU engine in the simulator: slow, small shapes).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Model config: tiny, small or base (default: base on cuda, tiny elsewhere).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Batch sizes, comma-separated (default: 8,16,32,64 on cuda, 8 on cpu, 2 on sim).
+    #[arg(long, value_delimiter = ',')]
+    pub batch: Vec<usize>,
+    /// Tokens per flow (default: 512 on cuda, 64 on cpu, 32 on sim).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Time a training step (fwd + bwd + AdamW) instead of inference.
+    #[arg(long)]
+    pub train: bool,
+    /// Timed runs per batch size (after warm-up).
+    #[arg(long)]
+    pub iters: Option<usize>,
+    /// Only the MoE model, or only the dense twin.
+    #[arg(long, value_enum)]
+    pub only: Option<crate::cli::pretrain::Ffn>,
+    /// Write the JSON report here, and the chart beside it (`.png`).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace existing output files.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Row {
+    ffn: &'static str,
+    batch: usize,
+    seq: usize,
+    iters: usize,
+    flows_per_s: f64,
+    tokens_per_s: f64,
+    mean_latency_ms: f64,
+    p99_latency_ms: f64,
+    /// Pool high-water mark (GPU engines): weights + activations.
+    peak_bytes: Option<usize>,
+    /// Bytes held before the run (weights, optimizer state).
+    weight_bytes: Option<usize>,
+    /// Share of routed (token, slot) pairs per expert, layer after layer.
+    expert_load: Vec<Vec<f64>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratio {
+    batch: usize,
+    throughput: f64,
+    mean_latency: f64,
+    peak_memory: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    device: &'static str,
+    device_name: String,
+    config: String,
+    mode: &'static str,
+    params_moe: usize,
+    params_dense: usize,
+    rows: Vec<Row>,
+    /// MoE / dense (throughput > 1 and latency, memory < 1 favour MoE).
+    ratios: Vec<Ratio>,
+    paper_batch64: Ratio,
+    command: String,
+}
+
+fn random_batch(b: usize, s: usize, vocab: usize, seed: u64) -> Batch {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let ids = (0..b * s)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            5 + (x % (vocab as u64 - 5)) as u32
+        })
+        .collect();
+    Batch {
+        ids,
+        mask: vec![1; b * s],
+        labels: (0..b).map(|i| (i % CLASSES) as u32).collect(),
+        b,
+        s,
+        n_tokens: b * s,
+    }
+}
+
+/// Expert shares per layer from a flat `[layers, T, k]` routing.
+fn load(routing: &[u32], layers: usize, n: usize) -> Vec<Vec<f64>> {
+    if routing.is_empty() || n == 0 {
+        return Vec::new();
+    }
+    routing
+        .chunks(routing.len() / layers)
+        .map(|l| {
+            let mut c = vec![0f64; n];
+            l.iter().for_each(|&e| c[e as usize] += 1.0);
+            c.iter().map(|v| v / l.len() as f64).collect()
+        })
+        .collect()
+}
+
+enum Engine {
+    Cpu(Vec<Param>),
+    Gpu(Gpu, GpuParams),
+    Train(Trainer),
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
+}
+
+/// Times one model at every batch size.
+fn bench_one(
+    a: &ModelArgs,
+    cfg: &ModelConfig,
+    seq: usize,
+    iters: usize,
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<usize> {
+    let (model, params) = Model::new(cfg.clone(), 0)?;
+    let n_params: usize = params.iter().map(Param::numel).sum();
+    let gpu = a.device.gpu()?;
+    let mut engine = if a.train {
+        let opt = AdamW::new(AdamWConfig::default(), &params);
+        Engine::Train(Trainer::new(a.device, params, opt)?)
+    } else if let Some(g) = gpu {
+        let store = GpuParams::upload_inference(g.executor(), &params)?;
+        Engine::Gpu(g, store)
+    } else {
+        Engine::Cpu(params)
+    };
+    let pool = |e: &Engine| match e {
+        Engine::Gpu(g, _) => g.executor().pool().cloned(),
+        Engine::Train(Trainer::Gpu { gpu, .. }) => gpu.executor().pool().cloned(),
+        _ => None,
+    };
+    let ffn = if cfg.ffn == FfnKind::Moe {
+        "moe"
+    } else {
+        "dense"
+    };
+    for &b in &a.batch {
+        let batch = random_batch(b, seq, cfg.vocab, b as u64);
+        let x = Inputs {
+            ids: &batch.ids,
+            mask: &batch.mask,
+            b,
+            s: seq,
+        };
+        let run = |e: &mut Engine| -> anyhow::Result<Vec<u32>> {
+            Ok(match e {
+                Engine::Cpu(p) => {
+                    let v = p.values();
+                    let mut tape = Tape::<f32>::cpu_inference();
+                    let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
+                    tape.to_host(f.logits)?;
+                    tape.routing()?
+                }
+                Engine::Gpu(g, store) => {
+                    let v = store.values();
+                    let mut tape = Tape::inference(g.clone());
+                    let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
+                    // Reading the logits waits for the device.
+                    tape.to_host(f.logits)?;
+                    tape.routing()?
+                }
+                Engine::Train(t) => {
+                    t.step(&model, &batch, Task::Classify, 0.02, 1e-4, 1.0)?;
+                    Vec::new()
+                }
+            })
+        };
+        let routing = run(&mut engine)?;
+        run(&mut engine)?;
+        let held = pool(&engine).map(|p| {
+            p.reset_peak();
+            p.stats().in_use
+        });
+        let mut lat = Vec::with_capacity(iters);
+        for _ in 0..iters {
+            let t = Instant::now();
+            run(&mut engine)?;
+            lat.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+        let peak = pool(&engine).map(|p| p.stats().peak_in_use);
+        let mean = lat.iter().sum::<f64>() / lat.len() as f64;
+        let row = Row {
+            ffn,
+            batch: b,
+            seq,
+            iters,
+            flows_per_s: b as f64 / (mean / 1e3),
+            tokens_per_s: (b * seq) as f64 / (mean / 1e3),
+            mean_latency_ms: mean,
+            p99_latency_ms: percentile(&mut lat, 0.99),
+            peak_bytes: peak,
+            weight_bytes: held,
+            expert_load: load(
+                &routing,
+                cfg.layers,
+                if ffn == "moe" { cfg.n_experts } else { 0 },
+            ),
+        };
+        eprintln!(
+            "{ffn:>5} batch {b:>3}: {:>10.1} flows/s {:>12.0} tokens/s  mean {:>9.3} ms  p99 {:>9.3} ms  peak {}",
+            row.flows_per_s,
+            row.tokens_per_s,
+            row.mean_latency_ms,
+            row.p99_latency_ms,
+            peak.map_or("n/a".into(), |p| format!(
+                "{:.1} MiB",
+                p as f64 / (1 << 20) as f64
+            )),
+        );
+        rows.push(row);
+    }
+    Ok(n_params)
+}
+
+pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
+    let on_gpu = a.device == Device::Cuda;
+    let config = a
+        .config
+        .clone()
+        .unwrap_or_else(|| if on_gpu { "base" } else { "tiny" }.into());
+    if a.batch.is_empty() {
+        a.batch = match a.device {
+            Device::Cuda => vec![8, 16, 32, 64],
+            Device::Cpu => vec![8],
+            Device::Sim => vec![2],
+        };
+    }
+    let seq = a.seq.unwrap_or(match a.device {
+        Device::Cuda => 512,
+        Device::Cpu => 64,
+        Device::Sim => 32,
+    });
+    let iters = a.iters.unwrap_or(if on_gpu { 20 } else { 3 });
+    if let Some(out) = &a.out {
+        anyhow::ensure!(
+            a.force || !out.exists(),
+            "{} exists: pass --force to replace it",
+            out.display()
+        );
+    }
+    let mut cfg = ModelConfig::named(&config)?;
+    cfg.n_classes = CLASSES;
+    cfg.max_seq = cfg.max_seq.max(seq);
+    let device_name = match a.device.gpu()? {
+        Some(g) => g.executor().device_info().name,
+        None => "CPU".into(),
+    };
+    eprintln!(
+        "tmoe bench model: {config} on {} ({device_name}), sequence {seq}, {} ",
+        a.device.name(),
+        if a.train {
+            "training step"
+        } else {
+            "inference (classifier forward)"
+        }
+    );
+    let mut rows = Vec::new();
+    let (mut params_moe, mut params_dense) = (0, 0);
+    let only = a.only;
+    for ffn in [FfnKind::Moe, FfnKind::Dense] {
+        let skip = match only {
+            Some(crate::cli::pretrain::Ffn::Moe) => ffn != FfnKind::Moe,
+            Some(crate::cli::pretrain::Ffn::Dense) => ffn != FfnKind::Dense,
+            None => false,
+        };
+        if skip {
+            continue;
+        }
+        let n = bench_one(&a, &cfg.clone().with_ffn(ffn), seq, iters, &mut rows)?;
+        if ffn == FfnKind::Moe {
+            params_moe = n;
+        } else {
+            params_dense = n;
+        }
+    }
+    let ratios: Vec<Ratio> = a
+        .batch
+        .iter()
+        .filter_map(|&b| {
+            let m = rows.iter().find(|r| r.ffn == "moe" && r.batch == b)?;
+            let d = rows.iter().find(|r| r.ffn == "dense" && r.batch == b)?;
+            Some(Ratio {
+                batch: b,
+                throughput: m.flows_per_s / d.flows_per_s,
+                mean_latency: m.mean_latency_ms / d.mean_latency_ms,
+                peak_memory: m
+                    .peak_bytes
+                    .zip(d.peak_bytes)
+                    .map(|(x, y)| x as f64 / y as f64),
+            })
+        })
+        .collect();
+    for r in &ratios {
+        eprintln!(
+            "MoE/dense at batch {:>3}: throughput x{:.3} (paper x{PAPER_THROUGHPUT:.3}), latency x{:.3} (paper x{PAPER_LATENCY:.3}), peak memory {} (paper x{PAPER_MEMORY:.3})",
+            r.batch,
+            r.throughput,
+            r.mean_latency,
+            r.peak_memory.map_or("n/a".into(), |m| format!("x{m:.3}")),
+        );
+    }
+    let report = Report {
+        date: chrono_like_now(),
+        device: a.device.name(),
+        device_name,
+        config,
+        mode: if a.train { "train" } else { "inference" },
+        params_moe,
+        params_dense,
+        rows,
+        ratios,
+        paper_batch64: Ratio {
+            batch: 64,
+            throughput: PAPER_THROUGHPUT,
+            mean_latency: PAPER_LATENCY,
+            peak_memory: Some(PAPER_MEMORY),
+        },
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+        let png = out.with_extension("png");
+        chart(&report, &png)?;
+        eprintln!("wrote {} and {}", out.display(), png.display());
+    }
+    Ok(())
+}
+
+/// Throughput, latency and peak memory against the batch size, MoE and dense.
+fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
+    let series = |f: &dyn Fn(&Row) -> Option<f64>| -> Vec<Series> {
+        ["moe", "dense"]
+            .iter()
+            .map(|&k| Series {
+                label: if k == "moe" {
+                    "Traffic-MoE"
+                } else {
+                    "dense twin"
+                }
+                .into(),
+                points: r
+                    .rows
+                    .iter()
+                    .filter(|x| x.ffn == k)
+                    .filter_map(|x| Some((x.batch as f64, f(x)?)))
+                    .collect(),
+            })
+            .collect()
+    };
+    let mut panels = vec![
+        Panel {
+            title: format!("Throughput ({}, {})", r.config, r.device),
+            x_label: "batch".into(),
+            y_label: "flows/s".into(),
+            series: series(&|x| Some(x.flows_per_s)),
+        },
+        Panel {
+            title: "Mean latency per batch".into(),
+            x_label: "batch".into(),
+            y_label: "ms".into(),
+            series: series(&|x| Some(x.mean_latency_ms)),
+        },
+    ];
+    if r.rows.iter().any(|x| x.peak_bytes.is_some()) {
+        panels.push(Panel {
+            title: "Peak device memory".into(),
+            x_label: "batch".into(),
+            y_label: "MiB".into(),
+            series: series(&|x| x.peak_bytes.map(|p| p as f64 / (1 << 20) as f64)),
+        });
+    }
+    save_curves(path, &panels)
+}
+
+/// UTC date and time (no date crate: from the system clock).
+fn chrono_like_now() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
