@@ -4,6 +4,7 @@
 //! atomics, fixed reduction orders), and agree with the CPU engine's first
 //! step; checkpoints round-trip through the device.
 
+use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{Device, Param};
 use traffic_moe::model::{FfnKind, Model, ModelConfig};
 use traffic_moe::train::batch::Batch;
@@ -81,16 +82,31 @@ fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, V
     (losses, tr.params().unwrap())
 }
 
+/// `sim`, and `cuda` when this build has a GPU (required with TMOE_REQUIRE_GPU=1).
+fn devices() -> Vec<Device> {
+    let mut v = vec![Device::Sim];
+    if executors("engine_gpu_train").iter().any(|e| e.is_gpu()) {
+        v.push(Device::Cuda);
+    }
+    v
+}
+
 fn check(ffn: FfnKind, task: Task) {
+    for dev in devices() {
+        check_on(dev, ffn, task);
+    }
+}
+
+fn check_on(dev: Device, ffn: FfnKind, task: Task) {
     let steps = 12;
-    let (a, pa) = train(Device::Sim, ffn, task, steps);
+    let (a, pa) = train(dev, ffn, task, steps);
     let first = a[..4].iter().sum::<f32>();
     let last = a[steps - 4..].iter().sum::<f32>();
     assert!(
         last < 0.8 * first,
         "{ffn:?} {task:?}: loss {a:?} did not fall"
     );
-    let (b, pb) = train(Device::Sim, ffn, task, steps);
+    let (b, pb) = train(dev, ffn, task, steps);
     assert_eq!(a, b, "{ffn:?} {task:?}: losses differ between two runs");
     for (x, y) in pa.iter().zip(&pb) {
         assert!(
@@ -106,7 +122,7 @@ fn check(ffn: FfnKind, task: Task) {
     let (c, _) = train(Device::Cpu, ffn, task, 1);
     assert!(
         (a[0] - c[0]).abs() < 0.03 * c[0],
-        "{ffn:?} {task:?}: first loss {} on sim vs {} on cpu",
+        "{ffn:?} {task:?}: first loss {} on {dev:?} vs {} on cpu",
         a[0],
         c[0]
     );

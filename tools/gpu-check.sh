@@ -9,8 +9,12 @@
 #       tar -xJf target/gpu-bundle.tar.xz -C target && target/gpu-bundle/run.sh
 #   (every binary embeds the same fatbins, so xz shrinks ~67 MB to ~5 MB, well
 #   under the 64 MiB a device call may carry)
-#   runs every GPU test with TMOE_REQUIRE_GPU=1 (a skip is a failure) and
-#   `tmoe bench kernels --json`, writing results to $OUT (or bench/results/).
+#   runs, most important first (a run cut short still answers the main
+#   question): `tmoe bench model` at base, batch 64, sequence 512 (MoE vs
+#   dense inference), every GPU test with TMOE_REQUIRE_GPU=1 (a skip is a
+#   failure: kernels, the GPU engine's ops, the whole model, training), the
+#   batch sweep and the training step of `bench model`, and `tmoe bench
+#   kernels`, writing results to $OUT (or bench/results/).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -18,7 +22,7 @@ cd "$root"
 # Every kernel test, plus the simulator self-tests that also run on the GPU (a
 # GPU run confirms the simulator's shuffle and fragment layouts on hardware).
 tests=(sim_block sim_warp sim_tensor executor_copy)
-for f in tests/kernel_*.rs; do tests+=("$(basename "$f" .rs)"); done
+for f in tests/kernel_*.rs tests/engine_gpu_*.rs; do tests+=("$(basename "$f" .rs)"); done
 bundle="$root/target/gpu-bundle"
 rm -rf "$bundle" && mkdir -p "$bundle/tests"
 
@@ -50,11 +54,23 @@ mkdir -p "$out"
 export TMOE_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
 status=0
+bench_model() { # name, then tmoe bench model arguments
+  local name="$1"; shift
+  timeout 150 "$here/tmoe" bench model --device cuda "$@" --out "$out/$name.json" --force \
+    > /dev/null 2> >(tee "$out/$name.txt" >&2)
+  [[ $? -eq 0 ]] || status=1
+}
+echo "== bench model: base, batch 64, sequence 512, inference (the paper's Figure 8 point)"
+bench_model bench-model-base-b64 --config base --batch 64
 for t in "$here"/tests/*; do
   echo "== $(basename "$t")"
   timeout 120 "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" | grep -E "^test |test result|SKIP|panicked" || true
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 done
+echo "== bench model: batch sweep, inference and training step"
+bench_model bench-model-base --config base --batch 8,16,32,64
+bench_model bench-model-base-train --config base --batch 8,16 --train --iters 5
+bench_model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
 timeout 240 "$here/tmoe" bench kernels --exec cuda --out "$out/bench-kernels.json" 2>&1 | tee "$out/bench-kernels.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $out"

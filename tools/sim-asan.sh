@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the simulator and kernel tests with the simulator (runtime + every kernel)
+# Runs the simulator, kernel and GPU-engine tests with the simulator (runtime + every kernel)
 # compiled with AddressSanitizer, then proves that ASan catches deliberately
 # out-of-bounds kernels (global memory, static and dynamic shared memory;
 # cuda/sim/asan/oob_demo.cu, compiled only here).
@@ -16,7 +16,7 @@ triple="$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')"
 export "CARGO_TARGET_${triple}_RUNNER=env LD_PRELOAD=$asan_rt ASAN_OPTIONS=detect_leaks=0"
 
 echo "== kernel and simulator tests under ASan"
-cargo test --test 'sim_*' --test 'kernel_*'
+cargo test --test 'sim_*' --test 'kernel_*' --test 'engine_gpu_*'
 
 echo "== demonstrations: each out-of-bounds kernel must be caught"
 log="$(mktemp)"
