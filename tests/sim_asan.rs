@@ -14,7 +14,7 @@ use traffic_moe::backend::gpu::registry::SIM_ASAN;
 /// TMOE_ASAN_DEMO is `demo`; expected to die inside with an ASan report.
 fn demo(demo: &str, kernel: &'static str, n: usize, smem: u32) {
     if !SIM_ASAN || std::env::var("TMOE_ASAN_DEMO").as_deref() != Ok(demo) {
-        traffic_moe::testing::skip(&format!(
+        traffic_moe::testing::skip(format!(
             "the ASan demo {demo} runs only under tools/sim-asan.sh"
         ));
         return;

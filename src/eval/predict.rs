@@ -23,7 +23,7 @@ pub enum Weights<'a> {
 /// Weights owned on an engine (uploaded once for a GPU engine).
 pub enum Loaded {
     Cpu(Vec<Param>),
-    Gpu(Gpu, GpuParams),
+    Gpu(Gpu, Box<GpuParams>),
 }
 
 impl Loaded {
@@ -32,7 +32,7 @@ impl Loaded {
             None => Loaded::Cpu(params),
             Some(gpu) => {
                 let store = GpuParams::upload_inference(gpu.executor(), &params)?;
-                Loaded::Gpu(gpu, store)
+                Loaded::Gpu(gpu, Box::new(store))
             }
         })
     }

@@ -19,7 +19,7 @@ pub enum Trainer {
     },
     Gpu {
         gpu: Gpu,
-        store: GpuParams,
+        store: Box<GpuParams>,
         /// Hyper-parameters and lr groups (the moments live on the device).
         opt: AdamW,
     },
@@ -38,7 +38,11 @@ impl Trainer {
                     v: Vec::new(),
                     ..opt
                 };
-                Trainer::Gpu { gpu, store, opt }
+                Trainer::Gpu {
+                    gpu,
+                    store: Box::new(store),
+                    opt,
+                }
             }
         })
     }
@@ -76,7 +80,7 @@ impl Trainer {
                     }
                 };
                 store.zero_grads()?;
-                tape.backward(f.loss, store)?;
+                tape.backward(f.loss, store.as_mut())?;
                 drop(tape);
                 let group_lr = if opt.group_lr.is_empty() {
                     llrd_multipliers(model.cfg.layers, 1.0)

@@ -144,8 +144,8 @@ fn load(routing: &[u32], layers: usize, n: usize) -> Vec<Vec<f64>> {
 
 enum Engine {
     Cpu(Vec<Param>),
-    Gpu(Gpu, GpuParams),
-    Train(Trainer),
+    Gpu(Gpu, Box<GpuParams>),
+    Train(Box<Trainer>),
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -166,16 +166,19 @@ fn bench_one(
     let gpu = a.device.gpu()?;
     let mut engine = if a.train {
         let opt = AdamW::new(AdamWConfig::default(), &params);
-        Engine::Train(Trainer::new(a.device, params, opt)?)
+        Engine::Train(Box::new(Trainer::new(a.device, params, opt)?))
     } else if let Some(g) = gpu {
         let store = GpuParams::upload_inference(g.executor(), &params)?;
-        Engine::Gpu(g, store)
+        Engine::Gpu(g, Box::new(store))
     } else {
         Engine::Cpu(params)
     };
     let pool = |e: &Engine| match e {
         Engine::Gpu(g, _) => g.executor().pool().cloned(),
-        Engine::Train(Trainer::Gpu { gpu, .. }) => gpu.executor().pool().cloned(),
+        Engine::Train(t) => match t.as_ref() {
+            Trainer::Gpu { gpu, .. } => gpu.executor().pool().cloned(),
+            Trainer::Cpu { .. } => None,
+        },
         _ => None,
     };
     let ffn = if cfg.ffn == FfnKind::Moe {

@@ -24,6 +24,9 @@ use crate::engine::Param;
 
 type Result<T> = std::result::Result<T, GpuError>;
 
+/// AdamW's first and second moments per parameter, and the steps taken.
+pub type Moments = (Vec<Vec<f32>>, Vec<Vec<f32>>, u32);
+
 /// How a parameter sits in the arena.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role {
@@ -302,7 +305,7 @@ impl GpuParams {
 
     /// AdamW's moments per parameter (unpacked, the checkpoint's layout) and
     /// the steps taken.
-    pub fn download_state(&self) -> Result<(Vec<Vec<f32>>, Vec<Vec<f32>>, u32)> {
+    pub fn download_state(&self) -> Result<Moments> {
         let n = self.meta.len();
         Ok((
             unpack_vecs(&self.regions, &self.ex.download(&self.m)?, n),
