@@ -35,7 +35,7 @@ enum Command {
     Eval(cli::eval::Args),
     /// Classify the flows of captures: CSV or JSON lines.
     Classify(cli::classify::Args),
-    /// The main job: synth -> tokenize -> pretrain -> fine-tune -> evaluate, CPU only.
+    /// The main job: synth -> tokenize -> pretrain -> fine-tune -> evaluate (CPU by default; --device for the GPU engine).
     Demo(cli::demo::Args),
     /// Kernel and model benchmarks.
     Bench(cli::bench::Args),
