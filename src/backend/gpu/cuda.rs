@@ -1,11 +1,11 @@
 //! The GPU executor (feature `cuda`): cudarc 0.19 driver API, the fatbins that
-//! build.rs compiled with nvcc embedded in the binary, one stream (the legacy
-//! default stream, so plain copies are ordered with launches), CUDA events for
+//! build.rs compiled with nvcc embedded in the binary, one stream of its own
+//! (a blocking stream, so plain copies on the legacy stream stay ordered with launches), CUDA events for
 //! timing. Never panics without a driver: `shared()` returns an error instead.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, result, sys};
 use cudarc::nvrtc::Ptx;
@@ -47,7 +47,20 @@ struct Inner {
     ctx: Arc<CudaContext>,
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<&'static str, CudaFunction>,
+    /// The one stream every launch, device copy and timing event goes to.
+    stream: Stream,
+    /// Dynamic shared memory each kernel is allowed so far: the attribute is
+    /// raised once per kernel, not at every launch.
+    smem_limit: Mutex<HashMap<&'static str, u32>>,
 }
+
+/// A stream created with the default flag: not the legacy default stream,
+/// but ordered with it, so that the synchronous host copies (on the legacy
+/// stream) still see every queued launch.
+struct Stream(sys::CUstream);
+// SAFETY: a CUstream handle may be used from any thread of its context.
+unsafe impl Send for Stream {}
+unsafe impl Sync for Stream {}
 
 /// Cheap handle to the process-wide GPU context (device 0).
 #[derive(Clone)]
@@ -104,11 +117,15 @@ impl CudaExecutor {
             }
             modules.push(module);
         }
+        let stream = result::stream::create(result::stream::StreamKind::Default)
+            .map_err(cuda_err("cuStreamCreate"))?;
         Ok(CudaExecutor {
             inner: Arc::new(Inner {
                 ctx,
                 _modules: modules,
                 functions,
+                stream: Stream(stream),
+                smem_limit: Mutex::default(),
             }),
         })
     }
@@ -147,12 +164,21 @@ impl CudaExecutor {
         // struct P (build.rs checked the signature); the pointer outlives the call.
         unsafe {
             if l.smem > 48 * 1024 {
-                result::function::set_function_attribute(
-                    cu_f,
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    l.smem as i32,
-                )
-                .map_err(cuda_err("raising the dynamic shared memory limit"))?;
+                let mut limits = self
+                    .inner
+                    .smem_limit
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                let limit = limits.entry(l.kernel).or_insert(48 * 1024);
+                if l.smem > *limit {
+                    result::function::set_function_attribute(
+                        cu_f,
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        l.smem as i32,
+                    )
+                    .map_err(cuda_err("raising the dynamic shared memory limit"))?;
+                    *limit = l.smem;
+                }
             }
             let mut args = [(&l.params as *const P).cast_mut().cast::<c_void>()];
             result::launch_kernel(
@@ -160,7 +186,7 @@ impl CudaExecutor {
                 (l.grid[0], l.grid[1], l.grid[2]),
                 (l.block[0], l.block[1], l.block[2]),
                 l.smem,
-                std::ptr::null_mut(),
+                self.inner.stream.0,
                 &mut args,
             )
             .map_err(cuda_err(&format!("launching {}", l.kernel)))
@@ -177,16 +203,16 @@ impl CudaExecutor {
 
     pub fn time_ms(&self, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         self.bind()?;
-        // SAFETY: events created, recorded on the default stream, and destroyed here.
+        // SAFETY: events created, recorded on the executor's stream, and destroyed here.
         unsafe {
             let flags = sys::CUevent_flags::CU_EVENT_DEFAULT;
             let start = result::event::create(flags).map_err(cuda_err("cuEventCreate"))?;
             let end = result::event::create(flags).map_err(cuda_err("cuEventCreate"))?;
             let run = (|| {
-                result::event::record(start, std::ptr::null_mut())
+                result::event::record(start, self.inner.stream.0)
                     .map_err(cuda_err("cuEventRecord"))?;
                 f()?;
-                result::event::record(end, std::ptr::null_mut())
+                result::event::record(end, self.inner.stream.0)
                     .map_err(cuda_err("cuEventRecord"))?;
                 result::event::synchronize(end).map_err(cuda_err("cuEventSynchronize"))?;
                 result::event::elapsed(start, end).map_err(cuda_err("cuEventElapsedTime"))
@@ -234,7 +260,7 @@ impl CudaExecutor {
     pub(crate) fn copy_raw(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller checked both ranges.
-        unsafe { result::memcpy_dtod_async(dst, src, bytes, std::ptr::null_mut()) }
+        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.inner.stream.0) }
             .map_err(cuda_err("cuMemcpyDtoDAsync"))
     }
 
@@ -242,7 +268,7 @@ impl CudaExecutor {
     pub(crate) fn zero_raw(&self, addr: u64, bytes: usize) -> Result<()> {
         self.bind()?;
         // SAFETY: the caller checked the range.
-        unsafe { result::memset_d8_async(addr, 0, bytes, std::ptr::null_mut()) }
+        unsafe { result::memset_d8_async(addr, 0, bytes, self.inner.stream.0) }
             .map_err(cuda_err("cuMemsetD8Async"))
     }
 
