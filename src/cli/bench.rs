@@ -29,6 +29,14 @@ mod recorder;
 mod train_kernels;
 
 pub use recorder::KernelResult;
+
+/// The GPU benchmark shape: model `base` (its config, not a restatement) at
+/// batch 64 x sequence 512 tokens, the paper's efficiency setting.
+pub(crate) const GPU_BATCH: usize = 64;
+pub(crate) const GPU_SEQ: usize = 512;
+pub(crate) fn gpu_model() -> crate::model::ModelConfig {
+    crate::model::ModelConfig::named("base").expect("base is a known config")
+}
 use recorder::Recorder;
 
 #[derive(clap::Args, Debug)]
@@ -111,7 +119,8 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     let device = ex.device_info();
     // On the simulator: a launch-path smoke at a small shape, one iteration, no GB/s claims.
     let (rows, d, vocab, iters) = if ex.is_gpu() {
-        (64 * 512, 768, 65_541, args.iters.max(1))
+        let c = gpu_model();
+        (GPU_BATCH * GPU_SEQ, c.d, c.vocab, args.iters.max(1))
     } else {
         (64, 96, 1000, 1)
     };

@@ -40,7 +40,10 @@ pub fn bf16_tensor_peak(device_name: &str) -> Option<f64> {
 }
 
 fn cuda_err(what: &str) -> impl Fn(result::DriverError) -> GpuError + '_ {
-    move |e| GpuError::Cuda(format!("{what}: {e:?}"))
+    move |source| GpuError::Cuda {
+        what: what.to_string(),
+        source,
+    }
 }
 
 struct Inner {

@@ -5,9 +5,14 @@ pub enum GpuError {
     /// The simulator reported a launch error (divergence, deadlock, bad mask, ...).
     #[error("simulator: {0}")]
     Sim(String),
-    /// A CUDA driver call failed.
-    #[error("CUDA: {0}")]
-    Cuda(String),
+    /// A CUDA driver call failed: what we were doing, and the driver's error.
+    #[cfg(feature = "cuda")]
+    #[error("CUDA: {what}: {source}")]
+    Cuda {
+        what: String,
+        #[source]
+        source: cudarc::driver::DriverError,
+    },
     /// No usable GPU (no driver, no device, or built without `--features cuda`).
     #[error("no GPU available: {0}")]
     Unavailable(String),

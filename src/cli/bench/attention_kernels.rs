@@ -26,11 +26,12 @@ pub(super) fn run(
         return Ok(());
     }
     let s = if ex.is_gpu() {
+        let c = super::gpu_model();
         AttnShape {
-            batch: 64,
-            seq: 512,
-            heads: 12,
-            head_dim: 64,
+            batch: super::GPU_BATCH,
+            seq: super::GPU_SEQ,
+            heads: c.heads,
+            head_dim: c.head_dim(),
         }
     } else {
         AttnShape {

@@ -22,7 +22,9 @@ pub(super) fn run(
 ) -> anyhow::Result<()> {
     // (tokens, d, qkv, experts, k, expert ffn, plan tile)
     let (t, d, qkv, n_experts, k, ffn, tile) = if ex.is_gpu() {
-        (64 * 512, 768, 3 * 768, 8, 2, 1024, 128)
+        let c = super::gpu_model();
+        let t = super::GPU_BATCH * super::GPU_SEQ;
+        (t, c.d, 3 * c.d, c.n_experts, c.top_k, c.expert_ff(), 128)
     } else {
         (96, 64, 192, 4, 2, 64, 64)
     };

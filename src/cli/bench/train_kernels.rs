@@ -36,15 +36,16 @@ pub(super) fn run(
     rec: &mut Recorder,
 ) -> anyhow::Result<()> {
     let s = if ex.is_gpu() {
+        let c = super::gpu_model();
         Shape {
-            batch: 64,
-            seq: 512,
-            heads: 12,
-            head_dim: 64,
-            n_experts: 8,
-            k: 2,
-            ffn: 1024,
-            vocab: 65_541,
+            batch: super::GPU_BATCH,
+            seq: super::GPU_SEQ,
+            heads: c.heads,
+            head_dim: c.head_dim(),
+            n_experts: c.n_experts,
+            k: c.top_k,
+            ffn: c.expert_ff(),
+            vocab: c.vocab,
             xent_rows: 8192,
             n_params: 64 << 20,
             tile: 128,
