@@ -92,13 +92,20 @@ impl<T: Pod> Buf<T> {
     pub fn addr(&self) -> u64 {
         self.mem.addr()
     }
-    /// For a `const X*` field of a params struct.
-    pub fn cptr<U>(&self) -> *const U {
-        self.addr() as *const U
+    /// For a `const T*` field of a params struct (the C type of `T`: a
+    /// bf16 buffer gives a bf16 pointer, never a float one).
+    pub fn cptr(&self) -> *const T::C
+    where
+        T: DeviceType,
+    {
+        self.addr() as *const T::C
     }
-    /// For an `X*` (output) field of a params struct.
-    pub fn mptr<U>(&self) -> *mut U {
-        self.addr() as *mut U
+    /// For a `T*` (output) field of a params struct.
+    pub fn mptr(&self) -> *mut T::C
+    where
+        T: DeviceType,
+    {
+        self.addr() as *mut T::C
     }
     pub(crate) fn is_host(&self) -> bool {
         self.mem.is_host()
@@ -122,6 +129,26 @@ impl<T: Pod> Buf<T> {
             },
         ))
     }
+}
+
+/// An element type kernels read, and its type in the bindgen'd params structs.
+pub trait DeviceType: Pod {
+    type C;
+}
+impl DeviceType for f32 {
+    type C = f32;
+}
+impl DeviceType for u32 {
+    type C = u32;
+}
+impl DeviceType for u8 {
+    type C = u8;
+}
+impl DeviceType for i64 {
+    type C = i64;
+}
+impl DeviceType for half::bf16 {
+    type C = super::params::bf16;
 }
 
 /// Zeroed, 256-byte aligned host allocation of exactly the requested size (so

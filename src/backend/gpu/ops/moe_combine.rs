@@ -4,6 +4,7 @@
 use half::bf16;
 
 use super::moe_permute::{MoePlan, ROW_THREADS, row_blocks};
+use crate::backend::gpu::buffer::DeviceType;
 use crate::backend::gpu::params::{
     MoeCombineBwdRowsParams, MoeCombineBwdTokensParams, MoeCombineFwdParams,
 };
@@ -18,7 +19,7 @@ fn dim(d: usize) -> Result<i32> {
         .ok_or_else(|| GpuError::Invalid(format!("moe combine: bad d {d}")))
 }
 
-fn cptr<T: bytemuck::Pod, U>(b: Option<&Buf<T>>) -> *const U {
+fn cptr<T: DeviceType>(b: Option<&Buf<T>>) -> *const T::C {
     b.map_or(std::ptr::null(), |b| b.cptr())
 }
 
