@@ -594,7 +594,7 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
     let vals: Vec<&[f32]> = params.iter().map(|p| &p.value[..]).collect();
     let wc: [&[f32]; 8] = vals.try_into().unwrap();
     let (want_y, saved) = Cpu.moe_fwd(&z, &resid, &m, wc, &dm).unwrap();
-    let want_aux = Cpu.moe_aux(&saved).unwrap();
+    let want_aux = Cpu.moe_aux(&saved).unwrap()[0];
     let want_route = Backend::<f32>::moe_routing(&Cpu, &saved).unwrap();
     let mut want_g = zeros_like(&params);
     let gc: [&mut [f32]; 8] = want_g
@@ -623,7 +623,7 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
             let gr: [&mut GpuParam; 8] = gr.try_into().map_err(|_| anyhow::anyhow!("8 grads"))?;
             let tz = up(g, &z)?;
             let (y, saved) = g.moe_fwd(&tz, &up(g, &resid)?, &m, w, &dm)?;
-            let aux = g.moe_aux(&saved)?;
+            let aux = g.to_host(&g.moe_aux(&saved)?)?[0];
             let route = g.moe_routing(&saved)?;
             let dz = g.moe_bwd(&tz, w, &saved, &up(g, &dy)?, aux_weight, &dm, gr)?;
             Ok((host(g, &y)?, aux, route, host(g, &dz)?))

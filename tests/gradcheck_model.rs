@@ -63,7 +63,7 @@ fn run(model: &Model, p: &mut Params<f64>, cls: bool, aux: f64, grads: bool) -> 
     } else {
         model.lm_forward(&mut tape, &values, &x, aux).unwrap()
     };
-    let total = f.task_loss + tape.aux_loss;
+    let total = f.task_loss + tape.aux_loss().unwrap();
     let routing = tape.routing().unwrap();
     if grads {
         p.zero_grads();

@@ -124,10 +124,13 @@ pub struct Tape<F: Float, B: Backend<F> = Cpu> {
     records: Vec<Record<F, B>>,
     /// Whether ops are recorded for a backward (false: inference).
     record: bool,
-    /// MoE routing kept for [`Tape::routing`] when nothing is recorded.
+    /// MoE routing kept for [`Tape::routing`] when nothing is recorded
+    /// (only when asked: reading it back is a device sync per layer).
     routing: Vec<u32>,
-    /// Sum of `aux_weight * aux` over MoE layers (already part of the loss gradient).
-    pub aux_loss: F,
+    keep_routing: bool,
+    /// Each MoE layer's aux loss (a one-element tensor, read when asked) and
+    /// its weight in the loss (already part of the loss gradient).
+    aux: Vec<(F, B::Tensor)>,
 }
 
 impl<F: Float> Default for Tape<F, Cpu> {
@@ -164,7 +167,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             records: Vec::new(),
             record: true,
             routing: Vec::new(),
-            aux_loss: F::ZERO,
+            keep_routing: false,
+            aux: Vec::new(),
         }
     }
 
@@ -175,6 +179,13 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             record: false,
             ..Self::with_backend(backend)
         }
+    }
+
+    /// An inference tape that also keeps each MoE layer's routing for
+    /// [`Tape::routing`] (a training tape always can).
+    pub fn keep_routing(mut self) -> Self {
+        self.keep_routing = true;
+        self
     }
 
     pub fn is_recording(&self) -> bool {
@@ -206,6 +217,25 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 }
             }
         }
+    }
+
+    /// Every MoE layer's aux loss so far, unweighted, in layer order (read
+    /// back now: on a device engine, once per forward rather than per layer).
+    pub fn aux_losses(&self) -> OpResult<Vec<F>> {
+        self.aux
+            .iter()
+            .map(|(_, t)| scalar_value(self.backend.to_host(t)?))
+            .collect()
+    }
+
+    /// Sum of `aux_weight * aux` over the MoE layers so far.
+    pub fn aux_loss(&self) -> OpResult<F> {
+        let v = self.aux_losses()?;
+        Ok(self
+            .aux
+            .iter()
+            .zip(v)
+            .fold(F::ZERO, |acc, ((w, _), a)| acc + *w * a))
     }
 
     /// The experts chosen in every MoE layer so far (top-k ids, layer after layer).
@@ -339,13 +369,13 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         mp: MoeParams,
         dims: MoeDims,
         aux_weight: F,
-    ) -> OpResult<(TensorId, F)> {
+    ) -> OpResult<TensorId> {
         let (y, saved) =
             self.backend
                 .moe_fwd(self.val(z)?, self.val(resid)?, mask, mp.weights(p), &dims)?;
         let aux = self.backend.moe_aux(&saved)?;
-        self.aux_loss += aux_weight * aux;
-        if !self.record {
+        self.aux.push((aux_weight, aux));
+        if !self.record && self.keep_routing {
             let r = self.backend.moe_routing(&saved)?;
             self.routing.extend(r);
         }
@@ -360,7 +390,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 saved: Box::new(saved),
             },
         );
-        Ok((id, aux))
+        Ok(id)
     }
 
     pub fn mean_pool(

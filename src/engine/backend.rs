@@ -145,8 +145,10 @@ pub trait Backend<F: Float> {
         w: MoeRefs<Self::Param>,
         dims: &MoeDims,
     ) -> OpResult<(Self::Tensor, Self::MoeSaved)>;
-    /// The layer's load-balancing loss.
-    fn moe_aux(&self, saved: &Self::MoeSaved) -> OpResult<F>;
+    /// The layer's load-balancing loss, a one-element tensor (a device
+    /// engine keeps it on the device: the tape reads every layer's at the end
+    /// of the forward, not one sync per layer).
+    fn moe_aux(&self, saved: &Self::MoeSaved) -> OpResult<Self::Tensor>;
     /// Chosen experts, `[T, k]`.
     fn moe_routing(&self, saved: &Self::MoeSaved) -> OpResult<Vec<u32>>;
     /// Returns `dz` (the residual's grad is `dy` itself); `aux_weight` is

@@ -180,8 +180,8 @@ impl<F: Float> Backend<F> for Cpu {
         let saved = moe::fwd(z, resid, &moe_weights(w), dims, Some(mask), &mut y);
         Ok((y, saved))
     }
-    fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<F> {
-        Ok(saved.aux)
+    fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<Vec<F>> {
+        Ok(vec![saved.aux])
     }
     fn moe_routing(&self, saved: &MoeSaved<F>) -> OpResult<Vec<u32>> {
         Ok(saved.topk_idx.clone())

@@ -194,11 +194,15 @@ fn bench_one(
             b,
             s: seq,
         };
-        let run = |e: &mut Engine| -> anyhow::Result<Vec<u32>> {
+        // `keep`: also read the routing back (a sync per layer: warm-up only).
+        let run = |e: &mut Engine, keep: bool| -> anyhow::Result<Vec<u32>> {
             Ok(match e {
                 Engine::Cpu(p) => {
                     let v = p.values();
                     let mut tape = Tape::<f32>::cpu_inference();
+                    if keep {
+                        tape = tape.keep_routing();
+                    }
                     let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
                     tape.to_host(f.logits)?;
                     tape.routing()?
@@ -206,6 +210,9 @@ fn bench_one(
                 Engine::Gpu(g, store) => {
                     let v = store.values();
                     let mut tape = Tape::inference(g.clone());
+                    if keep {
+                        tape = tape.keep_routing();
+                    }
                     let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
                     // Reading the logits waits for the device.
                     tape.to_host(f.logits)?;
@@ -217,8 +224,8 @@ fn bench_one(
                 }
             })
         };
-        let routing = run(&mut engine)?;
-        run(&mut engine)?;
+        let routing = run(&mut engine, true)?;
+        run(&mut engine, false)?;
         let held = pool(&engine).map(|p| {
             p.reset_peak();
             p.stats().in_use
@@ -226,7 +233,7 @@ fn bench_one(
         let mut lat = Vec::with_capacity(iters);
         for _ in 0..iters {
             let t = Instant::now();
-            run(&mut engine)?;
+            run(&mut engine, false)?;
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let peak = pool(&engine).map(|p| p.stats().peak_in_use);

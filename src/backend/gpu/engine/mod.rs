@@ -459,8 +459,8 @@ impl Backend<f32> for Gpu {
         moe::fwd(self, z, resid, mask, w, dims)
     }
 
-    fn moe_aux(&self, saved: &GpuMoeSaved) -> OpResult<f32> {
-        Ok(saved.aux)
+    fn moe_aux(&self, saved: &GpuMoeSaved) -> OpResult<GpuTensor> {
+        Ok(GpuTensor::F32(saved.aux.clone()))
     }
 
     fn moe_routing(&self, saved: &GpuMoeSaved) -> OpResult<Vec<u32>> {

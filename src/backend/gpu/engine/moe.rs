@@ -45,8 +45,8 @@ pub struct GpuMoeSaved {
     pub(super) s_out: Buf<bf16>,
     pub(super) g: Buf<f32>,
     pub(super) valid: std::rc::Rc<Buf<u8>>,
-    /// The layer's load-balancing loss.
-    pub(super) aux: f32,
+    /// The layer's load-balancing loss `[1]` (read with the others at the end).
+    pub(super) aux: std::rc::Rc<Buf<f32>>,
 }
 
 /// The plan's tile: the big GEMM tile when experts get enough rows to fill it.
@@ -195,7 +195,6 @@ pub(super) fn fwd(
         d,
     )
     .op(op)?;
-    let aux = g.read_scalar(&loss, op)?;
     Ok((
         GpuTensor::from_bf16(out),
         GpuMoeSaved {
@@ -212,7 +211,7 @@ pub(super) fn fwd(
             s_out,
             g: gate,
             valid,
-            aux,
+            aux: std::rc::Rc::new(loss),
         },
     ))
 }
