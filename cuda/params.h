@@ -31,7 +31,7 @@ typedef struct bf16 {
 
 /* ---- rmsnorm (cuda/rmsnorm.cu) ---- */
 
-/* y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps); one block per row. */
+/* y = x * rstd * w, rstd = 1/sqrt(mean(x^2) + eps), per row (threads per row: cuda/rmsnorm.cu). */
 typedef struct RmsNormFwdParams {
   const bf16* x;   /* [rows, d] */
   const float* w;  /* [d] */
