@@ -453,7 +453,7 @@ def main():
     c.add_argument("--checkpoint", help="classifier (default: the one named in --logits)")
     c.add_argument("--device", default="cpu")
     # f32 on both sides with different summation orders: observed differences
-    # are ~1e-6 of the logit scale; 1e-4 leaves room for that and for routing
+    # are ~4e-7 of the logit scale; 1e-4 leaves room for that and for routing
     # near-ties, while any modelling mistake (norm eps, RoPE pairing, gate,
     # pooling) moves logits by far more.
     c.add_argument("--rtol", type=float, default=1e-4,
