@@ -8,8 +8,8 @@ use std::path::Path;
 
 mod tiny_train;
 use tiny_train::classifier::{Fixture, SEC, classify_args, fixture};
-use traffic_moe::cli::{classify, eval};
-use traffic_moe::eval::predict::Weights;
+use traffic_moe::cli::{classify, dump_logits, eval};
+use traffic_moe::eval::predict::{Weights, predict_probs, softmax_into};
 use traffic_moe::train::batch::open_part;
 use traffic_moe::train::finetune::{evaluate, load_classifier};
 
@@ -160,4 +160,56 @@ fn eval_and_classify_end_to_end() {
             .to_string()
             .contains("--split")
     );
+}
+
+/// `tmoe dump-logits`: the batch it writes is the split's first flows, and its
+/// logits are those `tmoe eval` turns into probabilities.
+#[test]
+fn dump_logits_matches_eval_probabilities() {
+    let f = fixture();
+    let out = f.root.join("logits.json");
+    let a = dump_logits::Args {
+        checkpoint: f.ckpt.clone(),
+        data: f.data.clone(),
+        split: "test".into(),
+        flows: 5,
+        seq_len: None,
+        out: out.clone(),
+        force: false,
+    };
+    dump_logits::run(a.clone()).unwrap();
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let (b, s) = (
+        doc["b"].as_u64().unwrap() as usize,
+        doc["s"].as_u64().unwrap() as usize,
+    );
+    assert_eq!(b, 5);
+    let test = open_part(&f.data, "test").unwrap();
+    for (r, row) in doc["ids"].as_array().unwrap().iter().enumerate() {
+        let row: Vec<u32> = serde_json::from_value(row.clone()).unwrap();
+        let mask: Vec<u32> = serde_json::from_value(doc["mask"][r].clone()).unwrap();
+        assert_eq!(row.len(), s);
+        let n = mask.iter().filter(|&&m| m == 1).count();
+        assert!(mask[..n].iter().all(|&m| m == 1), "right-padded");
+        assert_eq!(&row[..n], &test.tokens(r)[..n]);
+    }
+    let (model, params, _) = load_classifier(&f.ckpt).unwrap();
+    let idx: Vec<usize> = (0..b).collect();
+    let probs = predict_probs(&model, &params, &test, &idx, 2, s, false).unwrap();
+    let c = model.cfg.n_classes;
+    for (r, row) in doc["logits"].as_array().unwrap().iter().enumerate() {
+        let logits: Vec<f32> = serde_json::from_value(row.clone()).unwrap();
+        let mut p = vec![0f32; c];
+        softmax_into(&logits, &mut p);
+        for (x, y) in p.iter().zip(&probs[r * c..(r + 1) * c]) {
+            assert!(
+                (x - y).abs() < 1e-5,
+                "flow {r}: {p:?} vs eval's {:?}",
+                &probs[r * c..]
+            );
+        }
+    }
+    let err = dump_logits::run(a).unwrap_err().to_string();
+    assert!(err.contains("--force"), "{err}");
 }

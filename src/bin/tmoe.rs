@@ -39,6 +39,10 @@ enum Command {
     Demo(cli::demo::Args),
     /// Kernel and model benchmarks.
     Bench(cli::bench::Args),
+    /// A classifier's logits on one batch of a split, with the batch (JSON),
+    /// for tools/torch_reference.py.
+    #[command(hide = true)]
+    DumpLogits(cli::dump_logits::Args),
 }
 
 fn main() {
@@ -55,6 +59,7 @@ fn main() {
         Command::Classify(a) => cli::classify::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::Bench(a) => cli::bench::run(a),
+        Command::DumpLogits(a) => cli::dump_logits::run(a),
     };
     if let Err(e) = result {
         eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod classify;
 pub mod demo;
+pub mod dump_logits;
 pub mod eval;
 pub mod finetune;
 pub mod flow_parts;

@@ -1,0 +1,112 @@
+//! `tmoe dump-logits` (hidden): a classifier's logits on one batch of a
+//! dataset split, written as JSON together with the batch itself (token ids
+//! and padding mask). Another implementation of the network
+//! (`tools/torch_reference.py`) reads the file and runs the same inputs, so
+//! the comparison does not depend on re-implementing the shard reader or the
+//! batching.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use crate::autograd::{ParamStore, Tape};
+use crate::eval::predict::resolve_seq_len;
+use crate::model::Inputs;
+use crate::traffic::dataset::load_dataset_info;
+use crate::train::batch::{Sequences, make_batch, open_part};
+use crate::train::checkpoint::{self, Expect};
+use crate::train::finetune::load_classifier;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Dataset directory (dataset.json, <split>.tmoe).
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "test")]
+    pub split: String,
+    /// Batch size: the split's first N flows (fewer if the split is smaller).
+    #[arg(long, default_value_t = 32)]
+    pub flows: usize,
+    /// Cut sequences to this many tokens (default: the fine-tuning length
+    /// recorded in the checkpoint, else the shard's length).
+    #[arg(long)]
+    pub seq_len: Option<usize>,
+    /// JSON output file.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Replace an existing --out.
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    anyhow::ensure!(
+        a.force || !a.out.exists(),
+        "{} exists: pass --force to replace it",
+        a.out.display()
+    );
+    let doc = dump(&a)?;
+    std::fs::write(&a.out, serde_json::to_string(&doc)? + "\n")
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!(
+        "{} flows x {} tokens: logits written to {}",
+        doc["b"],
+        doc["s"],
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// The document `run` writes: `flows` (shard indices), `b`, `s`, `ids` and
+/// `mask` (`[b][s]`, right-padded with id 0), `logits` (`[b][C]`, f32 on the
+/// CPU engine) and `classes`.
+pub fn dump(a: &Args) -> Result<Value> {
+    let info = load_dataset_info(&a.data)?;
+    let (model, params, meta) = load_classifier(&a.checkpoint)?;
+    checkpoint::check_meta(
+        &a.checkpoint,
+        &meta,
+        &Expect {
+            vocab_hash: Some(info.vocab_hash),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
+    let shard = open_part(&a.data, &a.split)?;
+    let flows: Vec<usize> = (0..shard.count().min(a.flows)).collect();
+    anyhow::ensure!(
+        !flows.is_empty(),
+        "{}: the {} split has no flows",
+        a.data.display(),
+        a.split
+    );
+    let (seq_len, _) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
+    let b = make_batch(&shard, &flows, seq_len);
+    let x = Inputs {
+        ids: &b.ids,
+        mask: &b.mask,
+        b: b.b,
+        s: b.s,
+    };
+    let mut tape = Tape::<f32>::cpu_inference();
+    let f = model.cls_forward(&mut tape, &params.values(), &x, None, 0.0)?;
+    let logits = tape.to_host(f.logits)?;
+    let rows = |v: &[u32]| -> Vec<Vec<u32>> { v.chunks(b.s).map(<[u32]>::to_vec).collect() };
+    let mask: Vec<u32> = b.mask.iter().map(|&m| u32::from(m)).collect();
+    let c = model.cfg.n_classes;
+    Ok(json!({
+        "checkpoint": a.checkpoint.display().to_string(),
+        "split": a.split,
+        "flows": flows,
+        "b": b.b,
+        "s": b.s,
+        "ids": rows(&b.ids),
+        "mask": rows(&mask),
+        "classes": meta.classes,
+        "logits": logits.chunks(c).map(<[f32]>::to_vec).collect::<Vec<_>>(),
+    }))
+}
