@@ -53,19 +53,27 @@ fn bias_grad_matches_reference() {
                     let plan = bias_grad::plan(rows, n, vec);
                     seen[vec as usize][(plan.splits > 1) as usize] = true;
                     let sl = bias_grad::scratch_len(rows, n);
-                    let scratch = if sl > 0 { Some(ex.alloc_zeroed::<f32>(sl)?) } else { None };
+                    let scratch = if sl > 0 {
+                        Some(ex.alloc_zeroed::<f32>(sl)?)
+                    } else {
+                        None
+                    };
                     for accumulate in [false, true] {
                         let db0 = uniform(&mut rng, n, 0.5);
-                        let want = reference(
-                            &dyf[off..],
-                            ld,
-                            rows,
-                            n,
-                            accumulate.then_some(&db0[..]),
-                        );
+                        let want =
+                            reference(&dyf[off..], ld, rows, n, accumulate.then_some(&db0[..]));
                         let run = || -> anyhow::Result<Vec<f64>> {
                             let db = ex.upload(&db0)?;
-                            bias_grad::run(ex, &view, ld, rows, n, &db, accumulate, scratch.as_ref())?;
+                            bias_grad::run(
+                                ex,
+                                &view,
+                                ld,
+                                rows,
+                                n,
+                                &db,
+                                accumulate,
+                                scratch.as_ref(),
+                            )?;
                             Ok(f64s(&ex.download(&db)?))
                         };
                         let got = run()?;

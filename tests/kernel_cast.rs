@@ -97,7 +97,11 @@ fn cast_f32_bf16_matches_half() {
             input.extend(sp.iter().cycle().skip(shift).take(sp.len()));
         }
         for off in [0, 1] {
-            check(&format!("specials (off {off})"), &input, &cast_on(ex, &input, off)?)?;
+            check(
+                &format!("specials (off {off})"),
+                &input,
+                &cast_on(ex, &input, off)?,
+            )?;
         }
         for n in [1, 7, 8, 9, 1000, 4099, 70_001] {
             // Random magnitudes over the whole exponent range, both signs.
@@ -107,7 +111,11 @@ fn cast_f32_bf16_matches_half() {
                 .map(|(i, &x)| x * 2f32.powi((i % 250) as i32 - 125))
                 .collect();
             for off in [0, 1] {
-                check(&format!("random n {n} off {off}"), &v, &cast_on(ex, &v, off)?)?;
+                check(
+                    &format!("random n {n} off {off}"),
+                    &v,
+                    &cast_on(ex, &v, off)?,
+                )?;
             }
         }
         Ok(())
@@ -141,7 +149,11 @@ fn gpu_params_bf16_copy_matches_host() {
             };
             for (p, g) in params.iter().zip(store.values()) {
                 let got = ex.download(g.w16.as_ref().expect("values have a bf16 copy"))?;
-                check(&format!("param {} (training {training})", p.name), &p.value, &got)?;
+                check(
+                    &format!("param {} (training {training})", p.name),
+                    &p.value,
+                    &got,
+                )?;
             }
             store.refresh_bf16()?;
             let got = ex.download(store.values()[2].w16.as_ref().expect("bf16"))?;

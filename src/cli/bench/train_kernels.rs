@@ -363,7 +363,12 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             bias_grad::run(ex, &x, d, t, d, &db, true, scratch.as_ref())
         })?;
-        rec.mem("bias_grad", &sh, bias_grad::bytes_moved(t, d, vec, true), ms);
+        rec.mem(
+            "bias_grad",
+            &sh,
+            bias_grad::bytes_moved(t, d, vec, true),
+            ms,
+        );
     }
     if want("cast_f32_bf16") {
         // The bf16 copy of a parameter arena (GpuParams::refresh_bf16).

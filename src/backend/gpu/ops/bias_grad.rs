@@ -171,6 +171,10 @@ pub fn run(
 pub fn bytes_moved(rows: usize, n: usize, vec: bool, accumulate: bool) -> u64 {
     let pl = plan(rows, n, vec);
     let db = n * 4 * if accumulate { 2 } else { 1 };
-    let partial = if pl.splits > 1 { 2 * pl.splits * n * 4 } else { 0 };
+    let partial = if pl.splits > 1 {
+        2 * pl.splits * n * 4
+    } else {
+        0
+    };
     (rows * n * 2 + partial + db) as u64
 }
