@@ -628,3 +628,46 @@ typedef struct RowdotBwdDwParams {
   int32_t j;
   int32_t rows_per_block;
 } RowdotBwdDwParams;
+
+/* ---- bias_grad (cuda/bias_grad.cu) ---- */
+
+/* Column sums of dy over one split of its rows. Block (x, y) = (column slab x:
+   block_items items of `width` columns, rows [y * rows_per_split, +rows_per_split))
+   writes out[y, c] for its columns: = (out is the [splits, n] scratch that
+   bias_grad_reduce sums), or, with one split, out is db itself (+)=.
+   width 8: 16-byte loads (n and ld multiples of 8, dy 16-byte aligned);
+   width 1: one element per load. blockDim.x = 256, block_items a power of two <= 32. */
+typedef struct BiasGradPartialParams {
+  const bf16* dy;        /* [rows, ld] (the first n columns of each row) */
+  float* out;            /* [gridDim.y, n] = , or db [n] = / += when gridDim.y == 1 */
+  int32_t rows;
+  int32_t n;
+  int32_t ld;            /* row stride of dy in elements, >= n */
+  int32_t rows_per_split;
+  int32_t width;         /* 8 or 1 */
+  int32_t block_items;
+  int32_t accumulate;    /* nonzero: out += */
+  int32_t _pad;
+} BiasGradPartialParams;
+
+/* db[c] (= or +=) sum_s partial[s, c], s ascending in a fixed tree (deterministic
+   for a given splits). */
+typedef struct BiasGradReduceParams {
+  const float* partial;  /* [splits, n] */
+  float* db;             /* [n] = or += */
+  int32_t splits;
+  int32_t n;
+  int32_t accumulate;
+  int32_t _pad;
+} BiasGradReduceParams;
+
+/* ---- cast (cuda/cast.cu) ---- */
+
+/* out = bf16(in), round to nearest even; NaN keeps its sign and upper payload
+   with the quiet bit set (bit for bit half::bf16::from_f32). */
+typedef struct CastF32Bf16Params {
+  const float* in;       /* [n] */
+  bf16* out;             /* [n] = */
+  int32_t n;
+  int32_t _pad;
+} CastF32Bf16Params;

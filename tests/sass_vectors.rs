@@ -40,6 +40,8 @@ const VECTOR_KERNELS: &[(&str, bool)] = &[
     ("rowdot_fwd", false),
     ("rowdot_bwd_dz", true),
     ("rowdot_bwd_dw", false),
+    ("bias_grad_partial", false),
+    ("cast_f32_bf16", true),
 ];
 
 /// bf16-output GEMMs whose epilogue leaves through shared memory as 16-byte stores.

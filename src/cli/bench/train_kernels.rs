@@ -1,6 +1,6 @@
 //! `tmoe bench kernels` entries for the training / MoE kernels (rope, swiglu,
 //! router, permutation, combine, cross-entropy, pooling, AdamW, grad norm,
-//! residual add / GELU, rowdot).
+//! residual add / GELU, rowdot, bias gradient, fp32 -> bf16 cast).
 //! GPU: model `base` (d 768, 12 heads, N 8, k 2, d' 2048 -> 1024 per expert),
 //! 64 x 512 tokens; the simulator runs a small shape as a launch-path smoke
 //! (a few outputs checked, not a correctness test: see the `kernel_*` tests).
@@ -12,7 +12,9 @@ use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use crate::backend::gpu::ops::moe_permute::{MoePlan, gather};
 use crate::backend::gpu::ops::moe_route::{self, Routing};
-use crate::backend::gpu::ops::{adamw, elementwise, grad_norm, pool, rope, rowdot, swiglu, xent};
+use crate::backend::gpu::ops::{
+    adamw, bias_grad, cast, elementwise, grad_norm, pool, rope, rowdot, swiglu, xent,
+};
 
 struct Shape {
     batch: usize,
@@ -336,6 +338,58 @@ pub(super) fn run(
         let dy = ex.upload(&act(n))?;
         let ms = median_ms(ex, iters, || elementwise::gelu_bwd(ex, &x, &dy, &y, n))?;
         rec.mem("gelu_bwd", &sh, nu * 6, ms);
+    }
+    if want("bias_grad") {
+        // A d-wide linear layer's bias gradient over every token (dy = x),
+        // the 16-byte path: partial column sums per row split, then the reduce.
+        let db = ex.alloc_zeroed::<f32>(d)?;
+        let sl = bias_grad::scratch_len(t, d);
+        let scratch = if sl > 0 {
+            Some(ex.alloc_zeroed::<f32>(sl)?)
+        } else {
+            None
+        };
+        let vec = bias_grad::vec_path(&x, d, d);
+        bias_grad::run(ex, &x, d, t, d, &db, false, scratch.as_ref())?;
+        let want0: f64 = act(t * d).iter().step_by(d).map(|v| v.to_f64()).sum();
+        let got0 = ex.download(&db)?[0] as f64;
+        anyhow::ensure!(
+            (got0 - want0).abs() <= 1e-3 * (1.0 + want0.abs()),
+            "bias_grad smoke: db[0] = {got0}, want {want0}"
+        );
+        let sh = format!(
+            "tokens {t} n {d} ({} row splits)",
+            bias_grad::plan(t, d, vec).splits
+        );
+        let ms = median_ms(ex, iters, || {
+            bias_grad::run(ex, &x, d, t, d, &db, true, scratch.as_ref())
+        })?;
+        rec.mem(
+            "bias_grad",
+            &sh,
+            bias_grad::bytes_moved(t, d, vec, true),
+            ms,
+        );
+    }
+    if want("cast_f32_bf16") {
+        // The bf16 copy of a parameter arena (GpuParams::refresh_bf16).
+        let n = s.n_params;
+        let host: Vec<f32> = (0..n).map(|i| (i % 1000) as f32 / 7.0 - 70.0).collect();
+        let src = ex.upload(&host)?;
+        let dst = ex.alloc_zeroed::<bf16>(n)?;
+        cast::f32_to_bf16(ex, &src, &dst, n)?;
+        let got = ex.download(&dst)?;
+        for i in [0, n / 2, n - 1] {
+            anyhow::ensure!(
+                got[i].to_bits() == bf16::from_f32(host[i]).to_bits(),
+                "cast_f32_bf16 smoke: out[{i}] = {}, want {}",
+                got[i],
+                bf16::from_f32(host[i])
+            );
+        }
+        let sh = format!("{n} fp32 -> bf16");
+        let ms = median_ms(ex, iters, || cast::f32_to_bf16(ex, &src, &dst, n))?;
+        rec.mem("cast_f32_bf16", &sh, n as u64 * 6, ms);
     }
     if ["rowdot_fwd", "rowdot_bwd_dz", "rowdot_bwd_dw"]
         .iter()

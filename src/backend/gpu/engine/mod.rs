@@ -24,8 +24,8 @@ use std::rc::Rc;
 
 use half::bf16;
 
-use crate::backend::gpu::ops::gemm::{self, Gemm, Mat, Op, Out};
-use crate::backend::gpu::ops::{elementwise, embed, pool, rmsnorm, swiglu, xent};
+use crate::backend::gpu::ops::gemm::{self, Mat};
+use crate::backend::gpu::ops::{bias_grad, elementwise, embed, pool, rmsnorm, swiglu, xent};
 use crate::backend::gpu::{Buf, Executor};
 use crate::engine::{
     AttnDims, Backend, MoeDims, MoeGradRefs, MoeRefs, OpContext, OpError, OpResult,
@@ -362,23 +362,24 @@ impl Backend<f32> for Gpu {
             op,
         )?;
         if let Some(db) = db {
-            // db[n] += Σ_t dy[t, n]: the dW product against a column of ones
-            // (deterministic, fp32 accumulation).
-            let ones = self.ex.upload(&vec![bf16::ONE; rows]).op(op)?;
-            let mut g = Gemm::new(
-                Op::Tn,
+            // db[n] += Σ_t dy[t, n]: column sums, fp32, fixed order.
+            let len = bias_grad::scratch_len(rows, dout);
+            let scratch = if len > 0 {
+                Some(self.alloc_f32(len, op)?)
+            } else {
+                None
+            };
+            bias_grad::run(
+                &self.ex,
+                dyb,
                 dout,
-                1,
                 rows,
-                Mat::dense(dyb, dout),
-                Mat::dense(&ones, 1),
-                Out::F32 {
-                    c: Mat::dense(&db.w, 1),
-                    accumulate: true,
-                },
-            );
-            g.splits = Some(1);
-            g.run(&self.ex).op(op)?;
+                dout,
+                &db.w,
+                true,
+                scratch.as_ref(),
+            )
+            .op(op)?;
         }
         Ok(GpuTensor::from_bf16(dx))
     }

@@ -1,7 +1,8 @@
 //! Parameters on the device, in one arena: fp32 master weights, their
 //! gradients, AdamW's m and v, and the bf16 copy the GEMMs read, each one
 //! flat buffer with every tensor at the same offset. One launch updates them
-//! all (`adamw_step`, which also refreshes the bf16 copy), one computes the
+//! all (`adamw_step`, which also refreshes the bf16 copy; on upload
+//! `refresh_bf16` makes it with the `cast_f32_bf16` kernel), one computes the
 //! global gradient norm.
 //!
 //! The fused SwiGLU GEMM reads an FFN's gate and up projections as one
@@ -18,6 +19,7 @@ use half::bf16;
 
 use crate::autograd::ParamStore;
 use crate::backend::gpu::ops::adamw::{self, AdamwArenas, AdamwHyper, ArenaLayout};
+use crate::backend::gpu::ops::cast;
 use crate::backend::gpu::ops::grad_norm::GradNorm;
 use crate::backend::gpu::{Buf, Executor, GpuError};
 use crate::engine::Param;
@@ -203,9 +205,9 @@ impl GpuParams {
             total,
             &params.iter().map(|p| &p.value[..]).collect::<Vec<_>>(),
         );
-        let host16: Vec<bf16> = host.iter().map(|&x| bf16::from_f32(x)).collect();
         let w = Arc::new(ex.upload(&host)?);
-        let w16 = Arc::new(ex.upload(&host16)?);
+        // The bf16 copy is made on the device (`refresh_bf16`, below).
+        let w16 = Arc::new(ex.alloc_zeroed::<bf16>(total)?);
         let state = if training { total } else { 0 };
         let g = Arc::new(ex.alloc_zeroed::<f32>(state)?);
         let (m, v) = (ex.alloc_zeroed(state)?, ex.alloc_zeroed(state)?);
@@ -246,7 +248,7 @@ impl GpuParams {
                 ..p.clone()
             })
             .collect();
-        Ok(GpuParams {
+        let store = GpuParams {
             ex: ex.clone(),
             regions,
             meta,
@@ -263,7 +265,16 @@ impl GpuParams {
             layout: None,
             norm: None,
             step: 0,
-        })
+        };
+        store.refresh_bf16()?;
+        Ok(store)
+    }
+
+    /// Recomputes the bf16 copy from the fp32 master on the device
+    /// (`cast_f32_bf16`: round to nearest even, bit for bit `bf16::from_f32`).
+    /// `adamw_step` refreshes it itself; this is for values written otherwise.
+    pub fn refresh_bf16(&self) -> Result<()> {
+        cast::f32_to_bf16(&self.ex, &self.w, &self.w16, self.w.len())
     }
 
     /// Elements in the arena (with alignment padding).

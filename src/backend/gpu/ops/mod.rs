@@ -2,6 +2,8 @@
 
 pub mod adamw;
 pub mod attention;
+pub mod bias_grad;
+pub mod cast;
 pub mod elementwise;
 pub mod embed;
 pub mod gemm;
