@@ -10,8 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
-use crate::autograd::{ParamStore, Tape};
-use crate::eval::predict::resolve_seq_len;
+use crate::eval::predict::{Weights, class_logits, resolve_seq_len};
 use crate::model::Inputs;
 use crate::traffic::dataset::load_dataset_info;
 use crate::train::batch::{Sequences, make_batch, open_part};
@@ -92,9 +91,7 @@ pub fn dump(a: &Args) -> Result<Value> {
         b: b.b,
         s: b.s,
     };
-    let mut tape = Tape::<f32>::cpu_inference();
-    let f = model.cls_forward(&mut tape, &params.values(), &x, None, 0.0)?;
-    let logits = tape.to_host(f.logits)?;
+    let (logits, _) = class_logits(&model, Weights::Cpu(&params), &x, false)?;
     let rows = |v: &[u32]| -> Vec<Vec<u32>> { v.chunks(b.s).map(<[u32]>::to_vec).collect() };
     let mask: Vec<u32> = b.mask.iter().map(|&m| u32::from(m)).collect();
     let c = model.cfg.n_classes;

@@ -65,6 +65,35 @@ pub fn predict_probs(
     )
 }
 
+/// The classifier's logits `[B, C]` for one batch on an inference tape, and
+/// each MoE layer's routing when `keep_routing` (a device sync per layer).
+pub fn class_logits(
+    model: &Model,
+    weights: Weights,
+    x: &Inputs,
+    keep_routing: bool,
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    Ok(match weights {
+        Weights::Cpu(params) => {
+            let mut tape = Tape::<f32>::cpu_inference();
+            if keep_routing {
+                tape = tape.keep_routing();
+            }
+            let f = model.cls_forward(&mut tape, &params.values(), x, None, 0.0)?;
+            (tape.to_host(f.logits)?, tape.routing()?)
+        }
+        Weights::Gpu(gpu, store) => {
+            let mut tape = Tape::inference(gpu.clone());
+            if keep_routing {
+                tape = tape.keep_routing();
+            }
+            let f = model.cls_forward(&mut tape, &store.values(), x, None, 0.0)?;
+            // Reading the logits waits for the device.
+            (tape.to_host(f.logits)?, tape.routing()?)
+        }
+    })
+}
+
 /// [`predict_probs`] on any engine (an inference tape: no backward state,
 /// activations freed after their last use).
 pub fn predict_probs_on(
@@ -101,20 +130,7 @@ pub fn predict_probs_on(
             b: b.b,
             s: b.s,
         };
-        let logits = match weights {
-            Weights::Cpu(params) => {
-                let p = params.values();
-                let mut tape = Tape::<f32>::cpu_inference();
-                let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
-                tape.to_host(f.logits)?
-            }
-            Weights::Gpu(gpu, store) => {
-                let p = store.values();
-                let mut tape = Tape::inference(gpu.clone());
-                let f = model.cls_forward(&mut tape, &p, &x, None, 0.0)?;
-                tape.to_host(f.logits)?
-            }
-        };
+        let (logits, _) = class_logits(model, weights, &x, false)?;
         for (&r, logits) in rows.iter().zip(logits.chunks_exact(c)) {
             softmax_into(logits, &mut probs[r * c..(r + 1) * c]);
         }

@@ -4,7 +4,7 @@
 //! and fine-tuning drive a `Trainer`; checkpoints download from it.
 
 use super::batch::Batch;
-use super::optim::{AdamW, Param, llrd_multipliers};
+use super::optim::{AdamW, Param};
 use super::step::{StepStats, Task, train_step};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
@@ -82,12 +82,7 @@ impl Trainer {
                 store.zero_grads()?;
                 tape.backward(f.loss, store.as_mut())?;
                 drop(tape);
-                let group_lr = if opt.group_lr.is_empty() {
-                    llrd_multipliers(model.cfg.layers, 1.0)
-                } else {
-                    opt.group_lr.clone()
-                };
-                let norm = store.adamw_step(&opt.cfg, &group_lr, lr, clip as f32)? as f64;
+                let norm = store.adamw_step(&opt.cfg, &opt.group_lr, lr, clip as f32)? as f64;
                 anyhow::ensure!(
                     norm.is_finite(),
                     "gradient norm is {norm}: training diverged (try a lower --lr)"

@@ -17,10 +17,9 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::autograd::{ParamStore, Tape};
-use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Device, Param};
 use crate::eval::plot::{Panel, Series, save_curves};
+use crate::eval::predict::{Loaded, class_logits};
 use crate::model::{FfnKind, Inputs, Model, ModelConfig};
 use crate::train::batch::Batch;
 use crate::train::optim::{AdamW, AdamWConfig};
@@ -143,8 +142,7 @@ fn load(routing: &[u32], layers: usize, n: usize) -> Vec<Vec<f64>> {
 }
 
 enum Engine {
-    Cpu(Vec<Param>),
-    Gpu(Gpu, Box<GpuParams>),
+    Infer(Loaded),
     Train(Box<Trainer>),
 }
 
@@ -163,23 +161,19 @@ fn bench_one(
 ) -> anyhow::Result<usize> {
     let (model, params) = Model::new(cfg.clone(), 0)?;
     let n_params: usize = params.iter().map(Param::numel).sum();
-    let gpu = a.device.gpu()?;
     let mut engine = if a.train {
         let opt = AdamW::new(AdamWConfig::default(), &params);
         Engine::Train(Box::new(Trainer::new(a.device, params, opt)?))
-    } else if let Some(g) = gpu {
-        let store = GpuParams::upload_inference(g.executor(), &params)?;
-        Engine::Gpu(g, Box::new(store))
     } else {
-        Engine::Cpu(params)
+        Engine::Infer(Loaded::new(a.device, params)?)
     };
     let pool = |e: &Engine| match e {
-        Engine::Gpu(g, _) => g.executor().pool().cloned(),
+        Engine::Infer(Loaded::Gpu(g, _)) => g.executor().pool().cloned(),
+        Engine::Infer(Loaded::Cpu(_)) => None,
         Engine::Train(t) => match t.as_ref() {
             Trainer::Gpu { gpu, .. } => gpu.executor().pool().cloned(),
             Trainer::Cpu { .. } => None,
         },
-        _ => None,
     };
     let ffn = if cfg.ffn == FfnKind::Moe {
         "moe"
@@ -197,27 +191,7 @@ fn bench_one(
         // `keep`: also read the routing back (a sync per layer: warm-up only).
         let run = |e: &mut Engine, keep: bool| -> anyhow::Result<Vec<u32>> {
             Ok(match e {
-                Engine::Cpu(p) => {
-                    let v = p.values();
-                    let mut tape = Tape::<f32>::cpu_inference();
-                    if keep {
-                        tape = tape.keep_routing();
-                    }
-                    let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
-                    tape.to_host(f.logits)?;
-                    tape.routing()?
-                }
-                Engine::Gpu(g, store) => {
-                    let v = store.values();
-                    let mut tape = Tape::inference(g.clone());
-                    if keep {
-                        tape = tape.keep_routing();
-                    }
-                    let f = model.cls_forward(&mut tape, &v, &x, None, 0.0)?;
-                    // Reading the logits waits for the device.
-                    tape.to_host(f.logits)?;
-                    tape.routing()?
-                }
+                Engine::Infer(l) => class_logits(&model, l.weights(), &x, keep)?.1,
                 Engine::Train(t) => {
                     t.step(&model, &batch, Task::Classify, 0.02, 1e-4, 1.0)?;
                     Vec::new()

@@ -78,21 +78,11 @@ impl Gpu {
 
     /// The device copy of a batch's ids (the staged one when it matches).
     fn dev_ids(&self, ids: &[u32], op: &'static str) -> OpResult<Rc<Buf<u32>>> {
-        if let Some((host, dev)) = &self.staged.borrow().ids
-            && host[..] == ids[..]
-        {
-            return Ok(dev.clone());
-        }
-        Ok(Rc::new(self.ex.upload(ids).op(op)?))
+        staged_or_upload(&self.ex, &self.staged.borrow().ids, ids, op)
     }
 
     fn dev_mask(&self, mask: &[u8], op: &'static str) -> OpResult<Rc<Buf<u8>>> {
-        if let Some((host, dev)) = &self.staged.borrow().mask
-            && host[..] == mask[..]
-        {
-            return Ok(dev.clone());
-        }
-        Ok(Rc::new(self.ex.upload(mask).op(op)?))
+        staged_or_upload(&self.ex, &self.staged.borrow().mask, mask, op)
     }
 
     /// Reads a one-element fp32 buffer (a loss).
@@ -133,6 +123,19 @@ impl Gpu {
     ) -> OpResult<()> {
         let ws = self.dw_workspace(m_out, n_in, k, op)?;
         gemm::bwd_dw(&self.ex, dy, x, dw, true, ws.as_ref(), k, n_in, m_out).op(op)
+    }
+}
+
+/// The staged device copy when its host copy equals `host`, else a fresh upload.
+fn staged_or_upload<T: crate::backend::gpu::buffer::DeviceType + PartialEq>(
+    ex: &Executor,
+    staged: &Option<(Vec<T>, Rc<Buf<T>>)>,
+    host: &[T],
+    op: &'static str,
+) -> OpResult<Rc<Buf<T>>> {
+    match staged {
+        Some((h, dev)) if h[..] == host[..] => Ok(dev.clone()),
+        _ => Ok(Rc::new(ex.upload(host).op(op)?)),
     }
 }
 
