@@ -13,29 +13,12 @@
 //! comparison meaningless): the inputs are checked to have clear top-k
 //! margins on the CPU, and the chosen experts must be equal.
 
+mod common;
 use traffic_moe::autograd::{ParamStore, Tape};
 use traffic_moe::backend::gpu::engine::{Gpu, GpuParams};
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::Param;
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
-
-fn config(ffn: FfnKind, n_classes: usize) -> ModelConfig {
-    ModelConfig {
-        name: "micro".into(),
-        ffn,
-        d: 64,
-        layers: 2,
-        heads: 2,
-        n_experts: 4,
-        top_k: 2,
-        shared_ff: 128,
-        vocab: 512,
-        max_seq: 32,
-        rope_theta: 10000.0,
-        aux_weight: 0.02,
-        n_classes,
-    }
-}
 
 const B: usize = 4;
 const S: usize = 32;
@@ -185,7 +168,7 @@ fn rel_l2(got: &[f32], want: &[f32]) -> (f64, f64) {
 }
 
 fn check(ffn: FfnKind, cls: bool) {
-    let cfg = config(ffn, if cls { 3 } else { 0 });
+    let cfg = common::micro_config(ffn, if cls { 3 } else { 0 });
     let (model, p) = params(&cfg);
     let want = run_cpu(&model, &p, cls);
     for ex in executors("engine_gpu_model") {

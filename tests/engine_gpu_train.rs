@@ -4,31 +4,14 @@
 //! atomics, fixed reduction orders), and agree with the CPU engine's first
 //! step; checkpoints round-trip through the device.
 
+mod common;
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{Device, Param};
-use traffic_moe::model::{FfnKind, Model, ModelConfig};
+use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::train::batch::Batch;
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
-
-fn config(ffn: FfnKind, n_classes: usize) -> ModelConfig {
-    ModelConfig {
-        name: "micro".into(),
-        ffn,
-        d: 64,
-        layers: 2,
-        heads: 2,
-        n_experts: 4,
-        top_k: 2,
-        shared_ff: 128,
-        vocab: 512,
-        max_seq: 32,
-        rope_theta: 10000.0,
-        aux_weight: 0.02,
-        n_classes,
-    }
-}
 
 /// Four batches of 4 sequences: a repeating pattern (learnable) with the
 /// class in the first token, and some padding.
@@ -67,7 +50,7 @@ fn batches() -> Vec<Batch> {
 }
 
 fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, Vec<Param>) {
-    let cfg = config(ffn, if task == Task::Classify { 3 } else { 0 });
+    let cfg = common::micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
     let mut tr = Trainer::new(device, params, opt).unwrap();
@@ -145,7 +128,7 @@ fn dense_pretraining_on_sim_learns_and_is_deterministic() {
 
 #[test]
 fn optimizer_state_round_trips_through_the_device() {
-    let cfg = config(FfnKind::Moe, 0);
+    let cfg = common::micro_config(FfnKind::Moe, 0);
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
     let mut tr = Trainer::new(Device::Sim, params.clone(), opt).unwrap();
