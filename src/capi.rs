@@ -172,7 +172,7 @@ pub unsafe extern "C" fn tmoe_open(
             (None, Some(v)) => VocabSource::VocabFile(v),
             (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
         };
-        let clf = Classifier::open(&ckpt, source, None)?;
+        let clf = Classifier::open(&ckpt, source, None, crate::engine::Device::Cpu)?;
         let class_names = clf
             .classes
             .iter()

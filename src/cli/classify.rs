@@ -1,6 +1,9 @@
 //! `tmoe classify`: the flows of packet captures -> predicted class and its
-//! probability per flow, as CSV or JSON lines. Captures that cannot be read
-//! are reported on stderr and skipped; the others are still classified.
+//! probability per flow, as CSV or JSON lines. Captures are read in parallel
+//! and their flows batched across files (`infer::pipeline`); rows come out by
+//! capture, then first timestamp, whatever the thread timing. Captures that
+//! cannot be read are reported on stderr and skipped; the others are still
+//! classified.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -9,9 +12,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::engine::Device;
 use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
-use crate::traffic::reader::{find_captures, read_capture};
+use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
+use crate::traffic::reader::find_captures;
 use crate::traffic::types::{Flow, PROTO_TCP, PROTO_UDP};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,14 +42,26 @@ pub struct Args {
     pub vocab: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
-    /// Output file (default: standard output).
+    /// Output file (default: standard output). An existing file is kept
+    /// unless --force.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub force: bool,
     /// Skip flows with fewer packets (default: the dataset's setting, else 3).
     #[arg(long)]
     pub min_packets: Option<usize>,
+    /// Flows per model call (batches are formed across captures).
     #[arg(long, default_value_t = 64)]
     pub batch: usize,
+    /// Engine that runs the model: cpu, cuda (a GPU; needs --features cuda)
+    /// or sim (the GPU engine in the simulator: slow, for checks).
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Threads reading captures (0: one per core).
+    #[arg(long, default_value_t = 0)]
+    pub readers: usize,
     /// Cut flows to this many tokens (default: the fine-tuning length recorded
     /// in the checkpoint, else the tokenizer's length).
     #[arg(long)]
@@ -69,6 +86,11 @@ pub struct ClassifySummary {
 pub fn run(a: Args) -> Result<()> {
     let s = match &a.out {
         Some(p) => {
+            anyhow::ensure!(
+                a.force || !p.exists(),
+                "{} exists; pass --force to replace it",
+                p.display()
+            );
             let f =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             let mut w = BufWriter::new(f);
@@ -195,13 +217,10 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         (None, Some(v)) => VocabSource::VocabFile(v),
         (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
     };
-    let clf = Classifier::open(&a.checkpoint, vocab, a.seq_len)?;
-    let min_packets = a
-        .min_packets
-        .or(clf.dataset_min_packets)
-        .unwrap_or(3)
-        .max(1);
-    let read_cfg = clf.read_config();
+    let clf = Classifier::open(&a.checkpoint, vocab, a.seq_len, a.device)?;
+    let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
+    let mut cfg = PipelineConfig::new(a.batch, min_packets);
+    cfg.readers = a.readers;
 
     let mut summary = ClassifySummary::default();
     let files = capture_files(&a.captures, &mut summary.files_skipped);
@@ -214,35 +233,32 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     if a.format == Format::Csv {
         writeln!(out, "{CSV_HEADER}")?;
     }
-    for (fi, path) in files.iter().enumerate() {
-        let mut flows = Vec::new();
-        let stats = read_capture(path, fi as u32, &read_cfg, &mut |f| flows.push(f));
-        pb.inc(stats.bytes);
-        if let Some(err) = &stats.error {
+    let mut write_file = |r: FileResult| -> Result<()> {
+        if let Some(err) = &r.stats.error {
             pb.suspend(|| eprintln!("skipping {err}"));
             summary.files_skipped += 1;
-            continue;
+            return Ok(());
         }
-        for w in &stats.warnings {
+        for w in &r.stats.warnings {
             pb.suspend(|| eprintln!("warning: {w} (flows before it are kept)"));
         }
         summary.files_read += 1;
-        let before = flows.len();
-        flows.retain(|f| f.total_packets as usize >= min_packets);
-        summary.flows_too_short += before - flows.len();
-        flows.sort_by_key(|f| (f.first_ts_ns, f.key));
-        for (flow, (class, prob)) in flows.iter().zip(clf.classify(&flows, a.batch)?) {
-            per_class[class as usize] += 1;
-            let name = &clf.classes[class as usize];
-            write_row(out, a.format, path, flow, name, prob).context("writing the results")?;
+        summary.flows_too_short += r.too_short;
+        for c in &r.flows {
+            per_class[c.class_id as usize] += 1;
+            let name = &clf.classes[c.class_id as usize];
+            write_row(out, a.format, r.path, &c.flow, name, c.probability)
+                .context("writing the results")?;
         }
-        summary.flows_classified += flows.len();
+        summary.flows_classified += r.flows.len();
         pb.set_message(format!(
             "{} flows, {:.0} flows/s",
             summary.flows_classified,
             summary.flows_classified as f64 / t0.elapsed().as_secs_f64().max(1e-9)
         ));
-    }
+        Ok(())
+    };
+    classify_files(&clf, &files, &cfg, &|n| pb.inc(n), &mut write_file)?;
     pb.finish_and_clear();
     summary.per_class = clf.classes.iter().cloned().zip(per_class).collect();
     summary.seconds = t0.elapsed().as_secs_f64();

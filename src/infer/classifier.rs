@@ -5,7 +5,8 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 
-use crate::eval::predict::{argmax, predict_probs, resolve_seq_len};
+use crate::engine::Device;
+use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::model::Model;
 use crate::traffic::dataset::load_dataset_info;
 use crate::traffic::reader::ReadConfig;
@@ -13,7 +14,6 @@ use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 use crate::train::batch::MemSequences;
 use crate::train::finetune::load_classifier;
-use crate::train::optim::Param;
 
 /// Where the vocabulary comes from: the training dataset's folder (which also
 /// gives its packet minimum and idle timeout) or a bare `vocab.txt`.
@@ -25,7 +25,8 @@ pub enum VocabSource<'a> {
 
 pub struct Classifier {
     pub model: Model,
-    pub params: Vec<Param>,
+    /// The weights on the engine that runs them (uploaded once for a GPU).
+    pub weights: Loaded,
     pub classes: Vec<String>,
     pub tokenizer: FlowTokenizer,
     /// Tokens per flow fed to the model (the fine-tuning length by default).
@@ -40,7 +41,14 @@ impl Classifier {
     /// Loads `checkpoint` and the vocabulary; refuses a checkpoint without a
     /// class list and a vocabulary other than the one it was trained on.
     /// `seq_len` overrides the fine-tuning length recorded in the checkpoint.
-    pub fn open(checkpoint: &Path, vocab: VocabSource, seq_len: Option<usize>) -> Result<Self> {
+    /// `device`: the engine that runs the model (`cuda` without a GPU is an
+    /// error).
+    pub fn open(
+        checkpoint: &Path,
+        vocab: VocabSource,
+        seq_len: Option<usize>,
+        device: Device,
+    ) -> Result<Self> {
         let (model, params, meta) = load_classifier(checkpoint)?;
         anyhow::ensure!(
             !meta.classes.is_empty() && model.cfg.n_classes == meta.classes.len(),
@@ -73,9 +81,11 @@ impl Classifier {
             checkpoint.display()
         );
         let (seq_len, _) = resolve_seq_len(seq_len, &meta, tokenizer.seq_len());
+        let weights = Loaded::new(device, params)
+            .with_context(|| format!("loading {} on {}", checkpoint.display(), device.name()))?;
         Ok(Classifier {
             model,
-            params,
+            weights,
             classes: meta.classes,
             tokenizer,
             seq_len,
@@ -98,15 +108,21 @@ impl Classifier {
 
     /// (class id, probability of that class) per flow, in order.
     pub fn classify(&self, flows: &[Flow], batch: usize) -> Result<Vec<(u32, f32)>> {
-        let mut seqs = MemSequences::new(self.tokenizer.seq_len());
+        let mut seqs = MemSequences::new(self.seq_len);
         for f in flows {
             seqs.push(&self.tokenizer.encode(f), None);
         }
-        let idx: Vec<usize> = (0..flows.len()).collect();
-        let probs = predict_probs(
+        self.classify_tokens(&seqs, batch)
+    }
+
+    /// [`Self::classify`] for flows already tokenized (cut to `self.seq_len`).
+    /// Batches are formed by length inside `seqs`, so give it many flows.
+    pub fn classify_tokens(&self, seqs: &MemSequences, batch: usize) -> Result<Vec<(u32, f32)>> {
+        let idx: Vec<usize> = (0..seqs.lens.len()).collect();
+        let probs = predict_probs_on(
             &self.model,
-            &self.params,
-            &seqs,
+            self.weights.weights(),
+            seqs,
             &idx,
             batch,
             self.seq_len,

@@ -161,8 +161,11 @@ pub fn classify_args(
         vocab: None,
         format,
         out: None,
+        force: false,
         min_packets: None,
         batch: 16,
+        device: traffic_moe::engine::Device::Cpu,
+        readers: 0,
         seq_len: None,
         quiet: true,
     }

@@ -1,0 +1,302 @@
+//! Captures -> verdicts as a pipeline: reader threads read captures in
+//! parallel and tokenize each file's flows as it completes; this thread pools
+//! the flows of many files, sorts them by length and runs the model on full
+//! batches (an inference tape: no backward state), so one-flow captures no
+//! longer make batches of one. Results come back file by file in input order,
+//! and within a file by (first timestamp, key), so the output never depends
+//! on thread timing: a flow's class does not depend on the batch it rode in
+//! (attention is causal, pooling masked, routing per token).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+
+use anyhow::Result;
+
+use super::classifier::Classifier;
+use crate::traffic::reader::read_capture;
+use crate::traffic::stats::FileStats;
+use crate::traffic::tokenize::FlowTokenizer;
+use crate::traffic::types::Flow;
+use crate::train::batch::MemSequences;
+
+/// How the pipeline batches and reads.
+#[derive(Clone, Debug)]
+pub struct PipelineConfig {
+    /// Flows per model call.
+    pub batch: usize,
+    /// Flows with fewer packets are counted and not classified.
+    pub min_packets: usize,
+    /// Reader threads (0: one per core).
+    pub readers: usize,
+    /// Flows pooled before they are sorted by length and cut into batches:
+    /// more means less padding, at the cost of memory and latency.
+    pub window: usize,
+}
+
+impl PipelineConfig {
+    pub fn new(batch: usize, min_packets: usize) -> PipelineConfig {
+        let batch = batch.max(1);
+        PipelineConfig {
+            batch,
+            min_packets: min_packets.max(1),
+            readers: 0,
+            window: batch * 16,
+        }
+    }
+}
+
+/// One flow and its verdict. The flow's packets are dropped once tokenized.
+#[derive(Clone, Debug)]
+pub struct Classified {
+    pub flow: Flow,
+    pub class_id: u32,
+    pub probability: f32,
+}
+
+/// A capture read and classified, handed out in input order.
+pub struct FileResult<'a> {
+    pub index: usize,
+    pub path: &'a Path,
+    /// What reading found (an error means nothing was read; warnings mean the
+    /// flows before the problem are kept).
+    pub stats: FileStats,
+    /// Flows under the packet minimum (not classified).
+    pub too_short: usize,
+    /// Sorted by (first timestamp, key).
+    pub flows: Vec<Classified>,
+}
+
+/// A file read by a reader thread, waiting for its verdicts.
+struct ReadFile {
+    index: usize,
+    stats: FileStats,
+    too_short: usize,
+    flows: Vec<Flow>,
+    tokens: Vec<Vec<u32>>,
+}
+
+/// A file whose flows are (partly) in the model's queue.
+struct Slot {
+    read: ReadFile,
+    verdicts: Vec<(u32, f32)>,
+    remaining: usize,
+}
+
+/// Reads, tokenizes and classifies every file; calls `on_file` for each in
+/// the order of `files`, on this thread. `on_bytes` reports bytes read (for
+/// a progress bar). Stops at the first error from the model or `on_file`;
+/// a capture that cannot be read is not an error (see `FileResult::stats`).
+pub fn classify_files(
+    clf: &Classifier,
+    files: &[PathBuf],
+    cfg: &PipelineConfig,
+    on_bytes: &(dyn Fn(u64) + Sync),
+    on_file: &mut dyn FnMut(FileResult) -> Result<()>,
+) -> Result<()> {
+    let readers = match cfg.readers {
+        0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+        n => n,
+    }
+    .min(files.len())
+    .max(1);
+    // A few files per reader in flight: enough to keep the model fed.
+    let (tx, rx) = sync_channel::<ReadFile>(readers * 4);
+    let next = AtomicUsize::new(0);
+    let stop = AtomicBool::new(false);
+    let read_cfg = clf.read_config();
+    let tokenizer = &clf.tokenizer;
+    let (seq_len, min_packets) = (clf.seq_len, cfg.min_packets);
+    std::thread::scope(|scope| {
+        for _ in 0..readers {
+            let tx = tx.clone();
+            let (next, stop, read_cfg) = (&next, &stop, &read_cfg);
+            scope.spawn(move || {
+                // Files are claimed in order, so they finish roughly in order
+                // and the writer holds few finished files back.
+                while !stop.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(path) = files.get(i) else { break };
+                    let mut flows = Vec::new();
+                    let stats = read_capture(path, i as u32, read_cfg, &mut |f| flows.push(f));
+                    on_bytes(stats.bytes);
+                    let read = tokenize_file(i, stats, flows, tokenizer, seq_len, min_packets);
+                    if tx.send(read).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let result = run_model(clf, files, cfg, &rx, on_file);
+        // On an error, readers stop claiming files; dropping the receiver
+        // unblocks any waiting in `send`.
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        result
+    })
+}
+
+/// Drops short flows, orders the rest and turns them into tokens.
+fn tokenize_file(
+    index: usize,
+    stats: FileStats,
+    mut flows: Vec<Flow>,
+    tokenizer: &FlowTokenizer,
+    seq_len: usize,
+    min_packets: usize,
+) -> ReadFile {
+    let before = flows.len();
+    flows.retain(|f| f.total_packets as usize >= min_packets);
+    let too_short = before - flows.len();
+    flows.sort_by_key(|f| (f.first_ts_ns, f.key));
+    let tokens = flows
+        .iter_mut()
+        .map(|f| {
+            let mut t = tokenizer.encode(f);
+            t.truncate(seq_len);
+            // The tokens are all the model needs; the packets can go.
+            f.packets = Vec::new();
+            t
+        })
+        .collect();
+    ReadFile {
+        index,
+        stats,
+        too_short,
+        flows,
+        tokens,
+    }
+}
+
+/// The model's side: pools flows from the readers, classifies them in
+/// length-sorted batches and hands finished files out in order.
+fn run_model(
+    clf: &Classifier,
+    files: &[PathBuf],
+    cfg: &PipelineConfig,
+    rx: &Receiver<ReadFile>,
+    on_file: &mut dyn FnMut(FileResult) -> Result<()>,
+) -> Result<()> {
+    let mut slots: BTreeMap<usize, Slot> = BTreeMap::new();
+    // (file, row) of every flow waiting for the model.
+    let mut queue: Vec<(usize, usize)> = Vec::new();
+    let mut next_out = 0usize;
+    let mut reading = true;
+    while reading || !queue.is_empty() {
+        if reading && queue.len() < cfg.window {
+            // Wait for one file when there is not a batch to run, then take
+            // whatever else is ready without waiting.
+            let first = if queue.len() >= cfg.batch {
+                None
+            } else {
+                match rx.recv() {
+                    Ok(f) => Some(f),
+                    Err(_) => {
+                        reading = false;
+                        None
+                    }
+                }
+            };
+            if let Some(f) = first {
+                admit(f, &mut slots, &mut queue);
+            }
+            while reading && queue.len() < cfg.window {
+                match rx.try_recv() {
+                    Ok(f) => admit(f, &mut slots, &mut queue),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => reading = false,
+                }
+            }
+        }
+        // Full batches while files keep coming; everything at the end.
+        let take = if reading {
+            queue.len().min(cfg.window) / cfg.batch * cfg.batch
+        } else {
+            queue.len().min(cfg.window)
+        };
+        if take > 0 {
+            classify_queued(clf, cfg.batch, &mut queue, take, &mut slots)?;
+        }
+        while let Some(slot) = slots.get(&next_out) {
+            if slot.remaining > 0 {
+                break;
+            }
+            let slot = slots.remove(&next_out).expect("slot present");
+            on_file(finish(slot, files))?;
+            next_out += 1;
+        }
+    }
+    anyhow::ensure!(
+        next_out == files.len(),
+        "internal error: {} of {} captures came back from the readers",
+        next_out,
+        files.len()
+    );
+    Ok(())
+}
+
+fn admit(f: ReadFile, slots: &mut BTreeMap<usize, Slot>, queue: &mut Vec<(usize, usize)>) {
+    let n = f.flows.len();
+    queue.extend((0..n).map(|r| (f.index, r)));
+    slots.insert(
+        f.index,
+        Slot {
+            verdicts: vec![(0, 0.0); n],
+            remaining: n,
+            read: f,
+        },
+    );
+}
+
+/// Classifies `take` queued flows, shortest first (less padding per batch).
+fn classify_queued(
+    clf: &Classifier,
+    batch: usize,
+    queue: &mut Vec<(usize, usize)>,
+    take: usize,
+    slots: &mut BTreeMap<usize, Slot>,
+) -> Result<()> {
+    let rest = queue.split_off(take);
+    let mut run = std::mem::replace(queue, rest);
+    let len_of = |&(f, r): &(usize, usize)| slots[&f].read.tokens[r].len();
+    run.sort_by_key(|e| (len_of(e), *e));
+    let mut seqs = MemSequences::new(clf.seq_len);
+    for &(f, r) in &run {
+        seqs.push(&slots[&f].read.tokens[r], None);
+    }
+    let verdicts = clf.classify_tokens(&seqs, batch)?;
+    for (&(f, r), v) in run.iter().zip(verdicts) {
+        let slot = slots.get_mut(&f).expect("queued flow has a slot");
+        slot.verdicts[r] = v;
+        slot.remaining -= 1;
+    }
+    Ok(())
+}
+
+fn finish(slot: Slot, files: &[PathBuf]) -> FileResult<'_> {
+    let ReadFile {
+        index,
+        stats,
+        too_short,
+        flows,
+        ..
+    } = slot.read;
+    let flows = flows
+        .into_iter()
+        .zip(slot.verdicts)
+        .map(|(flow, (class_id, probability))| Classified {
+            flow,
+            class_id,
+            probability,
+        })
+        .collect();
+    FileResult {
+        index,
+        path: &files[index],
+        stats,
+        too_short,
+        flows,
+    }
+}

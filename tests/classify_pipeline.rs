@@ -1,0 +1,169 @@
+//! `tmoe classify`'s pipeline (captures read in parallel, flows batched across
+//! files by length) against the serial path it replaced (each capture read,
+//! then its own flows classified in their own batches), flow by flow on the
+//! real IoT Sentinel captures: same rows in the same order, same class,
+//! probability within 1e-5. Also: `--out` keeps an existing file unless
+//! `--force`.
+
+mod tiny_train;
+
+use std::path::{Path, PathBuf};
+
+use tiny_train::{tiny_finetune, tiny_model};
+use traffic_moe::cli::classify;
+use traffic_moe::engine::Device;
+use traffic_moe::infer::classifier::{Classifier, VocabSource};
+use traffic_moe::infer::pipeline::{PipelineConfig, classify_files};
+use traffic_moe::model::FfnKind;
+use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::labels::LabelSource;
+use traffic_moe::traffic::reader::{find_captures, read_capture};
+use traffic_moe::traffic::split::SplitBy;
+use traffic_moe::traffic::tokenize::TokenizerConfig;
+use traffic_moe::train::batch::open_part;
+use traffic_moe::train::finetune::{FinetuneOpts, finetune};
+
+fn iot_sentinel() -> Option<PathBuf> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/iot-sentinel");
+    p.is_dir().then_some(p)
+}
+
+/// A dataset of `captures` and a classifier fine-tuned on it for one short
+/// epoch (the test compares two paths, not accuracy).
+fn classifier_for(captures: &[PathBuf], root: &Path) -> (PathBuf, PathBuf) {
+    let data = root.join("data");
+    let cfg = DatasetConfig {
+        inputs: captures.to_vec(),
+        labels: LabelSource::Folder,
+        vocab_size: 300,
+        tokenizer: TokenizerConfig {
+            seq_len: 64,
+            ..TokenizerConfig::default()
+        },
+        min_packets: 1,
+        split_by: SplitBy::File,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, &data, false).unwrap();
+    let info = load_dataset_info(&data).unwrap();
+    let opts = FinetuneOpts {
+        max_epochs: 1,
+        batch: 32,
+        max_per_class: Some(20),
+        ..tiny_finetune(
+            tiny_model(FfnKind::Moe, info.vocab_size, 64),
+            &info.classes,
+            &root.join("run"),
+        )
+    };
+    let (train, val) = (
+        open_part(&data, "train").unwrap(),
+        open_part(&data, "val").unwrap(),
+    );
+    let ckpt = finetune(&opts, &train, &val, info.vocab_hash)
+        .unwrap()
+        .checkpoint;
+    (data, ckpt)
+}
+
+/// (file, first timestamp, packets, class, probability) per flow, the way
+/// `tmoe classify` did it before the pipeline: file after file, each file's
+/// flows in their own batches.
+fn serial(clf: &Classifier, files: &[PathBuf], batch: usize) -> Vec<(usize, u64, u64, u32, f32)> {
+    let mut rows = Vec::new();
+    for (i, path) in files.iter().enumerate() {
+        let mut flows = Vec::new();
+        let stats = read_capture(path, i as u32, &clf.read_config(), &mut |f| flows.push(f));
+        assert!(
+            stats.error.is_none(),
+            "{}: {:?}",
+            path.display(),
+            stats.error
+        );
+        flows.sort_by_key(|f| (f.first_ts_ns, f.key));
+        for (f, (c, p)) in flows.iter().zip(clf.classify(&flows, batch).unwrap()) {
+            rows.push((i, f.first_ts_ns, f.total_packets, c, p));
+        }
+    }
+    rows
+}
+
+#[test]
+fn pipeline_classifies_real_captures_like_the_serial_path() {
+    let Some(iot) = iot_sentinel() else {
+        return traffic_moe::testing::skip_or_fail("../shared/data/iot-sentinel is missing");
+    };
+    // Every 4th capture: all 31 device types, a quarter of the time.
+    let files: Vec<PathBuf> = find_captures(&iot)
+        .unwrap()
+        .into_iter()
+        .step_by(4)
+        .collect();
+    assert!(files.len() > 100, "{} captures", files.len());
+    let dir = tempfile::tempdir().unwrap();
+    let (data, ckpt) = classifier_for(&files, dir.path());
+    let clf = Classifier::open(&ckpt, VocabSource::Dataset(&data), None, Device::Cpu).unwrap();
+
+    let want = serial(&clf, &files, 16);
+    // Batches of 16 across files from 3 readers: flows from several captures
+    // share batches, and captures finish out of order.
+    let mut cfg = PipelineConfig::new(16, 1);
+    cfg.readers = 3;
+    let mut got = Vec::new();
+    let mut order = Vec::new();
+    classify_files(&clf, &files, &cfg, &|_| {}, &mut |r| {
+        order.push(r.index);
+        assert!(r.stats.error.is_none());
+        for c in r.flows {
+            got.push((
+                r.index,
+                c.flow.first_ts_ns,
+                c.flow.total_packets,
+                c.class_id,
+                c.probability,
+            ));
+        }
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(
+        order,
+        (0..files.len()).collect::<Vec<_>>(),
+        "files in input order"
+    );
+    assert_eq!(got.len(), want.len(), "flows");
+    assert!(want.len() > 2000, "{} flows", want.len());
+    let mut worst = 0f32;
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(
+            (g.0, g.1, g.2, g.3),
+            (w.0, w.1, w.2, w.3),
+            "file, timestamp, packets, class"
+        );
+        worst = worst.max((g.4 - w.4).abs());
+    }
+    assert!(worst < 1e-5, "probabilities differ by up to {worst}");
+    // The classes are not all the same (a degenerate model would hide errors).
+    let mut classes: Vec<u32> = got.iter().map(|g| g.3).collect();
+    classes.sort();
+    classes.dedup();
+    assert!(classes.len() >= 2, "predicted classes {classes:?}");
+}
+
+#[test]
+fn out_keeps_an_existing_file_unless_forced() {
+    let f = tiny_train::classifier::fixture();
+    let out = f.root.join("verdicts.csv");
+    std::fs::write(&out, "mine").unwrap();
+    let mut a =
+        tiny_train::classifier::classify_args(&f, vec![f.caps.join("dns")], classify::Format::Csv);
+    a.out = Some(out.clone());
+    let err = classify::run(a.clone()).unwrap_err().to_string();
+    assert!(err.contains("exists") && err.contains("--force"), "{err}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    a.force = true;
+    classify::run(a).unwrap();
+    let csv = std::fs::read_to_string(&out).unwrap();
+    assert!(csv.starts_with("file,proto,"), "{csv}");
+    assert_eq!(csv.lines().count(), 1 + 3 * 20, "header + 60 dns flows");
+}
