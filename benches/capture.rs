@@ -27,6 +27,7 @@ fn inputs() -> (Vec<PathBuf>, String, Option<tempfile::TempDir>) {
     );
     let tmp = tempfile::tempdir().expect("temp dir");
     synthesize(&SynthConfig {
+        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
         out: tmp.path().to_path_buf(),
         flows_per_class: 500,
         seed: 1,

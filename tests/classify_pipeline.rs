@@ -167,3 +167,50 @@ fn out_keeps_an_existing_file_unless_forced() {
     assert!(csv.starts_with("file,proto,"), "{csv}");
     assert_eq!(csv.lines().count(), 1 + 3 * 20, "header + 60 dns flows");
 }
+
+/// The rows of a CSV without the `file` column, sorted.
+fn rows_without_file(csv: &[u8]) -> Vec<String> {
+    let mut v: Vec<String> = String::from_utf8_lossy(csv)
+        .lines()
+        .skip(1)
+        .map(|l| l.split_once(',').unwrap().1.to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn stream_from_a_reader_gives_the_verdicts_of_classify() {
+    use traffic_moe::cli::classify_stream::classify_stream;
+    let f = tiny_train::classifier::fixture();
+    let cap = f.caps.join("web").join("web1.pcap");
+    let mut a = tiny_train::classifier::classify_args(&f, vec![cap.clone()], classify::Format::Csv);
+    let mut want = Vec::new();
+    classify::classify(&a, &mut want).unwrap();
+    for early in [false, true] {
+        a.captures.clear();
+        a.stream = true;
+        a.early = early;
+        a.batch = 3;
+        let mut got = Vec::new();
+        let input = std::fs::File::open(&cap).unwrap();
+        let s = classify_stream(&a, input, &mut got).unwrap();
+        assert_eq!(
+            rows_without_file(&got),
+            rows_without_file(&want),
+            "early {early}"
+        );
+        assert_eq!(s.stats.flows_classified, 20);
+        assert!(s.input_error.is_none());
+        assert!(s.latency_p99.is_some_and(|p| p >= s.latency_p50.unwrap()));
+    }
+    // Not a capture: a clear error, no panic.
+    a.early = false;
+    let err = classify_stream(
+        &a,
+        std::io::Cursor::new(b"hello, world".to_vec()),
+        &mut Vec::new(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("standard input"), "{err}");
+}

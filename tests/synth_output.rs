@@ -17,6 +17,7 @@ fn synth(
     force: bool,
 ) -> anyhow::Result<traffic_moe::traffic::synth::SynthSummary> {
     synthesize(&SynthConfig {
+        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
         out: out.to_path_buf(),
         flows_per_class: n,
         seed,
@@ -152,4 +153,27 @@ fn every_class_reads_back_as_its_flows() {
     };
     let (w, v) = (hello_sizes("web-tls"), hello_sizes("video-tls"));
     assert!(v.1 < w.0, "ClientHello sizes are disjoint: {w:?} {v:?}");
+}
+
+#[test]
+fn one_flow_per_file_writes_a_capture_per_flow() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = synthesize(&SynthConfig {
+        flows_per_file: 1,
+        out: dir.path().to_path_buf(),
+        flows_per_class: 5,
+        seed: 3,
+        force: false,
+    })
+    .unwrap();
+    assert_eq!((s.files, s.flows), (5 * CLASSES.len(), 5 * CLASSES.len()));
+    let files = find_captures(dir.path()).unwrap();
+    assert_eq!(files.len(), s.files);
+    let per_file = Mutex::new(BTreeMap::<u32, usize>::new());
+    read_captures(&files, &ReadConfig::default(), false, &|f: Flow| {
+        *per_file.lock().unwrap().entry(f.file_index).or_default() += 1;
+    });
+    let per_file = per_file.into_inner().unwrap();
+    assert_eq!(per_file.len(), files.len(), "every file holds a flow");
+    assert!(per_file.values().all(|&n| n == 1), "{per_file:?}");
 }

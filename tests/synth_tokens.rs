@@ -32,6 +32,7 @@ struct Tokenized {
 fn demo_tokens(dir: &Path, flows_per_class: usize, seed: u64) -> Tokenized {
     let captures = dir.join("captures");
     synthesize(&SynthConfig {
+        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
         out: captures.clone(),
         flows_per_class,
         seed,

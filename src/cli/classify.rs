@@ -6,7 +6,7 @@
 //! classified.
 
 use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -17,7 +17,7 @@ use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
 use crate::traffic::reader::find_captures;
-use crate::traffic::types::{Flow, PROTO_TCP, PROTO_UDP};
+use crate::traffic::types::{Endpoint, Flow, PROTO_TCP, PROTO_UDP};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -31,8 +31,17 @@ pub struct Args {
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Capture files or folders (searched recursively).
-    #[arg(required = true)]
+    #[arg(required_unless_present = "stream", conflicts_with = "stream")]
     pub captures: Vec<PathBuf>,
+    /// Read one pcap or pcapng stream from standard input instead (e.g.
+    /// `tcpdump -w - | tmoe classify --stream ...`) and write verdicts as
+    /// flows are classified, not at the end.
+    #[arg(long)]
+    pub stream: bool,
+    /// With --stream: classify a flow as soon as it holds the K packets the
+    /// model reads (same verdict, without waiting for its end).
+    #[arg(long, requires = "stream")]
+    pub early: bool,
     /// Dataset directory the model was trained on: its vocab.txt and
     /// tokenizer settings turn flows into the same tokens.
     #[arg(long, required_unless_present = "vocab", conflicts_with = "vocab")]
@@ -84,29 +93,10 @@ pub struct ClassifySummary {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let s = match &a.out {
-        Some(p) => {
-            anyhow::ensure!(
-                a.force || !p.exists(),
-                "{} exists; pass --force to replace it",
-                p.display()
-            );
-            let f =
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-            let mut w = BufWriter::new(f);
-            let s = classify(&a, &mut w)?;
-            w.flush()
-                .with_context(|| format!("writing {}", p.display()))?;
-            s
-        }
-        None => {
-            let stdout = std::io::stdout();
-            let mut w = BufWriter::new(stdout.lock());
-            let s = classify(&a, &mut w)?;
-            w.flush()?;
-            s
-        }
-    };
+    if a.stream {
+        return super::classify_stream::run(&a);
+    }
+    let s = with_output(&a, |w| classify(&a, w))?;
     let counts: Vec<String> = s
         .per_class
         .iter()
@@ -127,6 +117,44 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// Runs `f` on `--out` (refused if it exists, unless --force) or standard
+/// output, buffered, and flushes.
+pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
+    match &a.out {
+        Some(p) => {
+            anyhow::ensure!(
+                a.force || !p.exists(),
+                "{} exists; pass --force to replace it",
+                p.display()
+            );
+            let file =
+                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let mut w = BufWriter::new(file);
+            let v = f(&mut w)?;
+            w.flush()
+                .with_context(|| format!("writing {}", p.display()))?;
+            Ok(v)
+        }
+        None => {
+            let stdout = std::io::stdout();
+            let mut w = BufWriter::new(stdout.lock());
+            let v = f(&mut w)?;
+            w.flush()?;
+            Ok(v)
+        }
+    }
+}
+
+/// The classifier `--checkpoint` with `--data` or `--vocab`, on `--device`.
+pub(crate) fn open_classifier(a: &Args) -> Result<Classifier> {
+    let vocab = match (&a.data, &a.vocab) {
+        (Some(dir), _) => VocabSource::Dataset(dir),
+        (None, Some(v)) => VocabSource::VocabFile(v),
+        (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
+    };
+    Classifier::open(&a.checkpoint, vocab, a.seq_len, a.device)
+}
+
 fn proto_name(p: u8) -> String {
     match p {
         PROTO_TCP => "tcp".into(),
@@ -143,40 +171,66 @@ fn timestamp(ns: u64) -> String {
 const CSV_HEADER: &str =
     "file,proto,src_ip,src_port,dst_ip,dst_port,first_ts,packets,class,probability";
 
-fn write_row(
-    out: &mut dyn Write,
-    format: Format,
-    file: &Path,
-    flow: &Flow,
-    class: &str,
-    prob: f32,
-) -> std::io::Result<()> {
-    let (src, dst) = (flow.initiator, flow.responder);
+/// One output row: a flow and its verdict.
+pub(crate) struct Row<'a> {
+    pub file: &'a str,
+    pub proto: u8,
+    pub src: Endpoint,
+    pub dst: Endpoint,
+    pub first_ts_ns: u64,
+    pub packets: u64,
+    pub class: &'a str,
+    pub probability: f32,
+}
+
+impl<'a> Row<'a> {
+    fn of_flow(file: &'a str, flow: &Flow, class: &'a str, probability: f32) -> Row<'a> {
+        Row {
+            file,
+            proto: flow.key.proto,
+            src: flow.initiator,
+            dst: flow.responder,
+            first_ts_ns: flow.first_ts_ns,
+            packets: flow.total_packets,
+            class,
+            probability,
+        }
+    }
+}
+
+pub(crate) fn write_header(out: &mut dyn Write, format: Format) -> std::io::Result<()> {
+    match format {
+        Format::Csv => writeln!(out, "{CSV_HEADER}"),
+        Format::Jsonl => Ok(()),
+    }
+}
+
+pub(crate) fn write_row(out: &mut dyn Write, format: Format, r: &Row) -> std::io::Result<()> {
     match format {
         Format::Csv => writeln!(
             out,
             "{},{},{},{},{},{},{},{},{},{:.6}",
-            csv_field(&file.display().to_string()),
-            proto_name(flow.key.proto),
-            src.ip,
-            src.port,
-            dst.ip,
-            dst.port,
-            timestamp(flow.first_ts_ns),
-            flow.total_packets,
-            csv_field(class),
-            prob
+            csv_field(r.file),
+            proto_name(r.proto),
+            r.src.ip,
+            r.src.port,
+            r.dst.ip,
+            r.dst.port,
+            timestamp(r.first_ts_ns),
+            r.packets,
+            csv_field(r.class),
+            r.probability
         ),
         Format::Jsonl => {
             let v = json!({
-                "file": file.display().to_string(),
-                "proto": proto_name(flow.key.proto),
-                "src_ip": src.ip.to_string(), "src_port": src.port,
-                "dst_ip": dst.ip.to_string(), "dst_port": dst.port,
-                "first_ts": timestamp(flow.first_ts_ns),
-                "packets": flow.total_packets,
-                "class": class,
-                "probability": prob,
+                "file": r.file,
+                "proto": proto_name(r.proto),
+                "src_ip": r.src.ip.to_string(), "src_port": r.src.port,
+                "dst_ip": r.dst.ip.to_string(), "dst_port": r.dst.port,
+                "first_ts": timestamp(r.first_ts_ns),
+                "packets": r.packets,
+                "class": r.class,
+                "probability": r.probability,
             });
             writeln!(out, "{v}")
         }
@@ -212,12 +266,7 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
 /// Classifies every flow of the captures and writes one row per flow to `out`.
 pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let t0 = Instant::now();
-    let vocab = match (&a.data, &a.vocab) {
-        (Some(dir), _) => VocabSource::Dataset(dir),
-        (None, Some(v)) => VocabSource::VocabFile(v),
-        (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
-    };
-    let clf = Classifier::open(&a.checkpoint, vocab, a.seq_len, a.device)?;
+    let clf = open_classifier(a)?;
     let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
     let mut cfg = PipelineConfig::new(a.batch, min_packets);
     cfg.readers = a.readers;
@@ -230,9 +279,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         .sum();
     let pb = progress(total_bytes, !a.quiet);
     let mut per_class = vec![0usize; clf.classes.len()];
-    if a.format == Format::Csv {
-        writeln!(out, "{CSV_HEADER}")?;
-    }
+    write_header(out, a.format)?;
     let mut write_file = |r: FileResult| -> Result<()> {
         if let Some(err) = &r.stats.error {
             pb.suspend(|| eprintln!("skipping {err}"));
@@ -244,11 +291,16 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         }
         summary.files_read += 1;
         summary.flows_too_short += r.too_short;
+        let file = r.path.display().to_string();
         for c in &r.flows {
             per_class[c.class_id as usize] += 1;
             let name = &clf.classes[c.class_id as usize];
-            write_row(out, a.format, r.path, &c.flow, name, c.probability)
-                .context("writing the results")?;
+            write_row(
+                out,
+                a.format,
+                &Row::of_flow(&file, &c.flow, name, c.probability),
+            )
+            .context("writing the results")?;
         }
         summary.flows_classified += r.flows.len();
         pb.set_message(format!(

@@ -84,6 +84,7 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
 /// Synthetic labelled pcaps (one folder per class).
 fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     let s = synthesize(&SynthConfig {
+        flows_per_file: crate::traffic::synth::FLOWS_PER_FILE,
         out: dir.to_path_buf(),
         flows_per_class: 150,
         seed,

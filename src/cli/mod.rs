@@ -2,6 +2,7 @@
 
 pub mod bench;
 pub mod classify;
+pub mod classify_stream;
 pub mod demo;
 pub mod dump_logits;
 pub mod eval;

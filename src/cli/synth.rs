@@ -13,6 +13,9 @@ pub struct Args {
     /// Flows written per class.
     #[arg(long, default_value_t = 500)]
     pub flows_per_class: usize,
+    /// At most this many flows per capture file (1: one file per flow).
+    #[arg(long, default_value_t = crate::traffic::synth::FLOWS_PER_FILE)]
+    pub flows_per_file: usize,
     /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
@@ -26,6 +29,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let summary = synthesize(&SynthConfig {
         out: args.out.clone(),
         flows_per_class: args.flows_per_class,
+        flows_per_file: args.flows_per_file,
         seed: args.seed,
         force: args.force,
     })?;

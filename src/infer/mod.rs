@@ -6,5 +6,6 @@
 //! wraps the stream.
 
 pub mod classifier;
+pub mod latency;
 pub mod pipeline;
 pub mod stream;

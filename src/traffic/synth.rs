@@ -37,8 +37,8 @@ use crate::traffic::types::{PROTO_TCP, PROTO_UDP, tcp_flags::*};
 /// The classes `synthesize` writes, sorted by name.
 pub const CLASSES: [&str; 6] = ["bulk", "dns", "mqtt", "video-tls", "voip", "web-tls"];
 
-/// At most this many flows go into one file.
-const FLOWS_PER_FILE: usize = 40;
+/// At most this many flows go into one file, unless configured.
+pub const FLOWS_PER_FILE: usize = 40;
 const MSS: usize = 1448;
 const MS: u64 = 1_000_000;
 /// 2024-01-01T00:00:00Z.
@@ -48,6 +48,9 @@ const EPOCH_NS: u64 = 1_704_067_200 * 1_000_000_000;
 pub struct SynthConfig {
     pub out: PathBuf,
     pub flows_per_class: usize,
+    /// At most this many flows per file (1: a capture per flow, as a sensor
+    /// that rotates files often writes them).
+    pub flows_per_file: usize,
     pub seed: u64,
     /// Write into a non-empty `out` (our class folders are replaced).
     pub force: bool,
@@ -89,7 +92,7 @@ pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let n = cfg.flows_per_class;
-    let n_files = n.div_ceil(FLOWS_PER_FILE).max(2).min(n);
+    let n_files = n.div_ceil(cfg.flows_per_file.max(1)).max(2).min(n);
     let jobs: Vec<(usize, usize)> = (0..CLASSES.len())
         .flat_map(|c| (0..n_files).map(move |f| (c, f)))
         .collect();

@@ -157,6 +157,8 @@ pub fn classify_args(
     classify::Args {
         checkpoint: f.ckpt.clone(),
         captures,
+        stream: false,
+        early: false,
         data: Some(f.data.clone()),
         vocab: None,
         format,
