@@ -19,6 +19,8 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 mod attention_kernels;
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
+/// Classification end to end and under load (`bench classify`).
+pub mod classify;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
 /// Traffic-MoE against its dense twin on an engine (`bench model`).
@@ -55,6 +57,10 @@ pub enum What {
     /// Traffic-MoE vs its dense twin: throughput, latency, peak memory, expert
     /// load per batch size, and the MoE/dense ratios beside the paper's.
     Model(model::ModelArgs),
+    /// Classification end to end (capture files through the pipeline) and
+    /// under load (frames through the stream, unpaced and paced): flows/s,
+    /// packets/s, verdict latency, peak memory, MoE vs dense.
+    Classify(classify::ClassifyArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +109,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Kernels(k) => kernels(k),
         What::Chart(c) => chart_cmd(c),
         What::Model(m) => model::run(m),
+        What::Classify(c) => classify::run(c),
     }
 }
 

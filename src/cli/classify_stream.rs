@@ -1,21 +1,18 @@
 //! `tmoe classify --stream`: one pcap or pcapng stream on standard input
 //! (`tcpdump -w - | tmoe classify --stream ...`) through the same
-//! [`FlowStream`] the C API wraps, verdicts written as they are made. Flows are
-//! classified in batches of `--batch`, or sooner when the oldest waiting flow
-//! has waited [`MAX_WAIT`]: a quiet link still gets its verdicts promptly.
+//! [`FlowStream`] the C API wraps, verdicts written as they are made: in
+//! batches of `--batch` flows, or sooner when the oldest waiting flow has
+//! waited [`crate::infer::runner::MAX_WAIT`] (see [`StreamRunner`]).
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 
 use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
-use crate::infer::latency::VerdictClock;
-use crate::infer::stream::{FlowStream, StreamStats};
+use crate::infer::runner::StreamRunner;
+use crate::infer::stream::{FlowStream, StreamStats, Verdict};
 use crate::traffic::capture::CaptureReader;
-
-/// Longest a ready flow waits for its batch to fill.
-pub const MAX_WAIT: Duration = Duration::from_millis(20);
 
 /// What a stream run did.
 #[derive(Debug, Clone)]
@@ -61,55 +58,10 @@ pub fn classify_stream(
     let clf = open_classifier(a)?;
     let mut reader =
         CaptureReader::from_read(input).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
-    let mut stream = FlowStream::new(clf, a.min_packets, a.early);
-    let mut clock = VerdictClock::default();
-    let batch = a.batch.max(1);
+    let mut runner = StreamRunner::new(FlowStream::new(clf, a.min_packets, a.early), a.batch);
     write_header(out, a.format)?;
-    let mut failed: Option<anyhow::Error> = None;
-    let read = reader.for_each_frame(|f| {
-        if failed.is_some() {
-            return;
-        }
-        let before = stream.pending();
-        // Frames that are not TCP/UDP are counted in the stream's stats.
-        let _ = stream.feed(f.ts_ns, f.link_type, f.data, f.orig_len);
-        clock.queued(before, stream.pending());
-        if let Err(e) = drain(&mut stream, &mut clock, batch, false, a, out) {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    let before = stream.pending();
-    stream.flush();
-    clock.queued(before, stream.pending());
-    drain(&mut stream, &mut clock, batch, true, a, out)?;
-    Ok(StreamSummary {
-        stats: stream.stats(),
-        seconds: t0.elapsed().as_secs_f64(),
-        latency_p50: clock.quantile(0.5),
-        latency_p99: clock.quantile(0.99),
-        input_error: read.err().map(|e| e.to_string()),
-    })
-}
-
-/// Classifies full batches, and everything when `all` or when the oldest
-/// ready flow has waited [`MAX_WAIT`].
-fn drain(
-    stream: &mut FlowStream,
-    clock: &mut VerdictClock,
-    batch: usize,
-    all: bool,
-    a: &Args,
-    out: &mut dyn Write,
-) -> Result<()> {
-    let overdue = clock.oldest_wait().is_some_and(|w| w >= MAX_WAIT);
-    while stream.pending() >= batch || ((all || overdue) && stream.pending() > 0) {
-        let verdicts = stream.classify_pending(batch)?;
-        clock.classified(verdicts.len());
-        for v in &verdicts {
-            let class = &stream.classifier.classes[v.class_id as usize];
+    let mut write = |s: &FlowStream, verdicts: &[Verdict]| -> Result<()> {
+        for v in verdicts {
             let row = Row {
                 file: "-",
                 proto: v.proto,
@@ -117,12 +69,34 @@ fn drain(
                 dst: v.responder,
                 first_ts_ns: v.first_ts_ns,
                 packets: v.packets,
-                class,
+                class: &s.classifier.classes[v.class_id as usize],
                 probability: v.probability,
             };
             write_row(out, a.format, &row).context("writing the results")?;
         }
-        out.flush().context("writing the results")?;
+        out.flush().context("writing the results")
+    };
+    let mut failed: Option<anyhow::Error> = None;
+    let read = reader.for_each_frame(|f| {
+        if failed.is_some() {
+            return;
+        }
+        // Frames that are not TCP/UDP are counted in the stream's stats.
+        let _ = runner.feed(f.ts_ns, f.link_type, f.data, f.orig_len);
+        if let Err(e) = runner.classify_due(false, &mut write) {
+            failed = Some(e);
+        }
+    });
+    if let Some(e) = failed {
+        return Err(e);
     }
-    Ok(())
+    runner.flush();
+    runner.classify_due(true, &mut write)?;
+    Ok(StreamSummary {
+        stats: runner.stream.stats(),
+        seconds: t0.elapsed().as_secs_f64(),
+        latency_p50: runner.clock.quantile(0.5),
+        latency_p99: runner.clock.quantile(0.99),
+        input_error: read.err().map(|e| e.to_string()),
+    })
 }

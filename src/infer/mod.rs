@@ -8,4 +8,5 @@
 pub mod classifier;
 pub mod latency;
 pub mod pipeline;
+pub mod runner;
 pub mod stream;

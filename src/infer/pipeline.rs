@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, TryRecvError, sync_channel};
+use std::time::Instant;
 
 use anyhow::Result;
 
@@ -55,6 +56,21 @@ pub struct Classified {
     pub probability: f32,
 }
 
+/// Where a run's time went (for `tmoe bench classify`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PipelineStats {
+    /// Seconds this thread spent in the model (the readers run beside it).
+    pub model_seconds: f64,
+    /// Seconds it waited for the readers with nothing to classify.
+    pub wait_seconds: f64,
+    pub flows: usize,
+    /// Model calls.
+    pub batches: usize,
+    /// Tokens the model read, and the padding it ran over besides.
+    pub tokens: usize,
+    pub padding: usize,
+}
+
 /// A capture read and classified, handed out in input order.
 pub struct FileResult<'a> {
     pub index: usize,
@@ -94,7 +110,7 @@ pub fn classify_files(
     cfg: &PipelineConfig,
     on_bytes: &(dyn Fn(u64) + Sync),
     on_file: &mut dyn FnMut(FileResult) -> Result<()>,
-) -> Result<()> {
+) -> Result<PipelineStats> {
     let readers = match cfg.readers {
         0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
         n => n,
@@ -178,7 +194,8 @@ fn run_model(
     cfg: &PipelineConfig,
     rx: &Receiver<ReadFile>,
     on_file: &mut dyn FnMut(FileResult) -> Result<()>,
-) -> Result<()> {
+) -> Result<PipelineStats> {
+    let mut st = PipelineStats::default();
     let mut slots: BTreeMap<usize, Slot> = BTreeMap::new();
     // (file, row) of every flow waiting for the model.
     let mut queue: Vec<(usize, usize)> = Vec::new();
@@ -191,7 +208,10 @@ fn run_model(
             let first = if queue.len() >= cfg.batch {
                 None
             } else {
-                match rx.recv() {
+                let t = Instant::now();
+                let got = rx.recv();
+                st.wait_seconds += t.elapsed().as_secs_f64();
+                match got {
                     Ok(f) => Some(f),
                     Err(_) => {
                         reading = false;
@@ -217,7 +237,9 @@ fn run_model(
             queue.len().min(cfg.window)
         };
         if take > 0 {
-            classify_queued(clf, cfg.batch, &mut queue, take, &mut slots)?;
+            let t = Instant::now();
+            classify_queued(clf, cfg.batch, &mut queue, take, &mut slots, &mut st)?;
+            st.model_seconds += t.elapsed().as_secs_f64();
         }
         while let Some(slot) = slots.get(&next_out) {
             if slot.remaining > 0 {
@@ -234,7 +256,7 @@ fn run_model(
         next_out,
         files.len()
     );
-    Ok(())
+    Ok(st)
 }
 
 fn admit(f: ReadFile, slots: &mut BTreeMap<usize, Slot>, queue: &mut Vec<(usize, usize)>) {
@@ -257,6 +279,7 @@ fn classify_queued(
     queue: &mut Vec<(usize, usize)>,
     take: usize,
     slots: &mut BTreeMap<usize, Slot>,
+    st: &mut PipelineStats,
 ) -> Result<()> {
     let rest = queue.split_off(take);
     let mut run = std::mem::replace(queue, rest);
@@ -267,6 +290,14 @@ fn classify_queued(
         seqs.push(&slots[&f].read.tokens[r], None);
     }
     let verdicts = clf.classify_tokens(&seqs, batch)?;
+    // The same batches as classify_tokens forms: sorted by length, cut in order.
+    for rows in seqs.lens.chunks(batch) {
+        let longest = rows.iter().copied().max().unwrap_or(0).max(1);
+        st.tokens += rows.iter().sum::<usize>();
+        st.padding += rows.iter().map(|&n| longest - n).sum::<usize>();
+        st.batches += 1;
+    }
+    st.flows += run.len();
     for (&(f, r), v) in run.iter().zip(verdicts) {
         let slot = slots.get_mut(&f).expect("queued flow has a slot");
         slot.verdicts[r] = v;

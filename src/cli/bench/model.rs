@@ -408,7 +408,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// UTC date and time (no date crate: from the system clock).
-fn chrono_like_now() -> String {
+pub(crate) fn chrono_like_now() -> String {
     let secs = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());

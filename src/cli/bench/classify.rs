@@ -1,0 +1,540 @@
+//! `tmoe bench classify`: classification end to end, under load, for
+//! Traffic-MoE and its dense twin.
+//!
+//! - **pipeline**: capture files -> verdicts through `tmoe classify`'s
+//!   pipeline (parallel readers, batches across files): flows/s end to end,
+//!   and the model-only flows/s of the same run (flows / seconds in the model).
+//! - **stream**: every frame of a set, merged in time order and held in
+//!   memory, fed through the [`FlowStream`] the C API wraps, early verdicts
+//!   on: first as fast as it goes, then paced at fractions of that packet
+//!   rate; flows/s, packets/s, verdict latency p50/p99 (ready -> verdict, wall
+//!   time), peak memory and the stream's counters.
+//!
+//! Inputs: real captures (`--captures`, default IoT Sentinel from
+//! ../shared/data when present) and sets it synthesises (`tmoe synth`): a
+//! capture per flow (`--one-flow-files`), and optionally many flows in 40-flow
+//! files (`--synth-flows`, for a GPU). The vocabulary is learnt on the
+//! one-flow set; weights are random (throughput does not depend on them, and
+//! random routing is near-uniform, so the MoE figure is its balanced case).
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::engine::Device;
+use crate::infer::classifier::{Classifier, VocabSource};
+use crate::infer::pipeline::{PipelineConfig, PipelineStats, classify_files};
+use crate::infer::runner::StreamRunner;
+use crate::infer::stream::FlowStream;
+use crate::model::{FfnKind, Model, ModelConfig};
+use crate::traffic::capture::CaptureReader;
+use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::reader::find_captures;
+use crate::traffic::stats::peak_rss_kib;
+use crate::traffic::synth::{SynthConfig, synthesize};
+use crate::traffic::tokenize::TokenizerConfig;
+use crate::train::checkpoint::{self, CheckpointMeta};
+
+#[derive(clap::Args, Debug)]
+pub struct ClassifyArgs {
+    /// Engine: cpu, cuda or sim.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// Model config: tiny, small or base.
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    /// Tokens per flow (default 64; 32 on sim).
+    #[arg(long)]
+    pub seq: Option<usize>,
+    /// Flows per model call (default 64 on cpu, 1024 on cuda, 8 on sim).
+    #[arg(long)]
+    pub batch: Option<usize>,
+    /// Real capture folders to replay (default: ../shared/data/iot-sentinel
+    /// when it exists, except on sim).
+    #[arg(long)]
+    pub captures: Vec<PathBuf>,
+    /// Synthesised captures of one flow each (default 3000; 100000 on cuda;
+    /// 24 on sim).
+    #[arg(long)]
+    pub one_flow_files: Option<usize>,
+    /// Synthesised flows in 40-flow captures (default 0; 1000000 on cuda).
+    #[arg(long)]
+    pub synth_flows: Option<usize>,
+    /// Paced stream runs at these fractions of the unpaced packet rate.
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.9")]
+    pub rates: Vec<f64>,
+    /// Skip the stream runs (pipeline only).
+    #[arg(long)]
+    pub no_stream: bool,
+    /// Only the MoE model, or only the dense twin.
+    #[arg(long, value_enum)]
+    pub only: Option<crate::cli::pretrain::Ffn>,
+    /// Keep the synthesised captures, dataset and checkpoints here (default:
+    /// a temporary folder, removed).
+    #[arg(long)]
+    pub work: Option<PathBuf>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing --out file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct Row {
+    ffn: &'static str,
+    input: String,
+    /// `pipeline` or `stream`.
+    mode: &'static str,
+    /// Stream pacing: fraction of the unpaced packet rate (None: unpaced).
+    rate_fraction: Option<f64>,
+    files: usize,
+    flows: u64,
+    packets: u64,
+    seconds: f64,
+    flows_per_s: f64,
+    packets_per_s: f64,
+    /// Pipeline: flows / seconds spent in the model.
+    model_flows_per_s: Option<f64>,
+    pipeline: Option<PipelineStats>,
+    latency_p50_ms: Option<f64>,
+    latency_p99_ms: Option<f64>,
+    /// Process peak resident memory during the run (reset before it where
+    /// the kernel allows), MiB.
+    peak_rss_mib: Option<f64>,
+    stream: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize)]
+struct Ratio {
+    input: String,
+    /// MoE / dense flows/s, end to end.
+    end_to_end: f64,
+    /// MoE / dense flows/s in the model alone (same runs).
+    model_only: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    date: String,
+    device: &'static str,
+    device_name: String,
+    cpu: String,
+    cores: usize,
+    config: String,
+    seq: usize,
+    batch: usize,
+    rows: Vec<Row>,
+    ratios: Vec<Ratio>,
+    command: String,
+}
+
+/// Removes the temporary work folder however the run ends.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A set of captures to replay.
+struct Input {
+    name: String,
+    files: Vec<PathBuf>,
+}
+
+pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
+    if let Some(out) = &a.out {
+        anyhow::ensure!(
+            a.force || !out.exists(),
+            "{} exists: pass --force to replace it",
+            out.display()
+        );
+    }
+    let (seq, batch) = (
+        a.seq
+            .unwrap_or(if a.device == Device::Sim { 32 } else { 64 }),
+        a.batch.unwrap_or(match a.device {
+            Device::Cpu => 64,
+            Device::Cuda => 1024,
+            Device::Sim => 8,
+        }),
+    );
+    let one_flow = a.one_flow_files.unwrap_or(match a.device {
+        Device::Cpu => 3000,
+        Device::Cuda => 100_000,
+        Device::Sim => 24,
+    });
+    let many = a.synth_flows.unwrap_or(if a.device == Device::Cuda {
+        1_000_000
+    } else {
+        0
+    });
+    let _cleanup;
+    let work = match &a.work {
+        Some(w) => w.clone(),
+        None => {
+            let w =
+                std::env::temp_dir().join(format!("tmoe-bench-classify-{}", std::process::id()));
+            _cleanup = RemoveOnDrop(w.clone());
+            w
+        }
+    };
+    let inputs = prepare_inputs(&a, &work, one_flow, many)?;
+    let data = work.join("data");
+    build_vocab(&work.join("one-flow"), &data, seq)?;
+
+    let device_name = match a.device.gpu()? {
+        Some(g) => g.executor().device_info().name,
+        None => "CPU".into(),
+    };
+    eprintln!(
+        "tmoe bench classify: {} on {} ({device_name}), sequence {seq}, batch {batch}",
+        a.config,
+        a.device.name()
+    );
+    let mut rows = Vec::new();
+    for ffn in [FfnKind::Moe, FfnKind::Dense] {
+        let skip = match a.only {
+            Some(crate::cli::pretrain::Ffn::Moe) => ffn != FfnKind::Moe,
+            Some(crate::cli::pretrain::Ffn::Dense) => ffn != FfnKind::Dense,
+            None => false,
+        };
+        if skip {
+            continue;
+        }
+        let ckpt = random_classifier(&a.config, ffn, &data, seq, &work)?;
+        let open = || Classifier::open(&ckpt, VocabSource::Dataset(&data), Some(seq), a.device);
+        let name = if ffn == FfnKind::Moe { "moe" } else { "dense" };
+        let mut clf = open()?;
+        for input in &inputs {
+            rows.push(bench_pipeline(&clf, name, input, batch)?);
+            if a.no_stream || input.name.starts_with("synth-flows") {
+                continue;
+            }
+            let frames = load_frames(&input.files)?;
+            let (row, back) = bench_stream(clf, name, input, &frames, batch, None)?;
+            let unpaced_pps = row.packets_per_s;
+            rows.push(row);
+            clf = back;
+            for &f in &a.rates {
+                let (row, back) =
+                    bench_stream(clf, name, input, &frames, batch, Some((f, unpaced_pps)))?;
+                rows.push(row);
+                clf = back;
+            }
+        }
+    }
+    let ratios = ratios(&rows);
+    for r in &ratios {
+        eprintln!(
+            "MoE/dense flows/s on {}: end to end x{:.3}, model only {}",
+            r.input,
+            r.end_to_end,
+            r.model_only.map_or("n/a".into(), |m| format!("x{m:.3}"))
+        );
+    }
+    let report = Report {
+        date: super::model::chrono_like_now(),
+        device: a.device.name(),
+        device_name,
+        cpu: cpu_model(),
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        config: a.config.clone(),
+        seq,
+        batch,
+        rows,
+        ratios,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn prepare_inputs(
+    a: &ClassifyArgs,
+    work: &Path,
+    one_flow: usize,
+    many: usize,
+) -> anyhow::Result<Vec<Input>> {
+    let mut real = a.captures.clone();
+    let iot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/iot-sentinel");
+    if real.is_empty() && a.device != Device::Sim && iot.is_dir() {
+        real.push(iot);
+    }
+    let mut inputs = Vec::new();
+    for dir in real {
+        let files = find_captures(&dir).with_context(|| format!("listing {}", dir.display()))?;
+        anyhow::ensure!(!files.is_empty(), "{}: no captures", dir.display());
+        let name = dir
+            .file_name()
+            .map_or("captures".into(), |n| n.to_string_lossy().into_owned());
+        inputs.push(Input { name, files });
+    }
+    let mut synth = |name: &str, flows: usize, per_file: usize| -> anyhow::Result<()> {
+        let out = work.join(name);
+        let t = Instant::now();
+        let s = synthesize(&SynthConfig {
+            out: out.clone(),
+            flows_per_class: flows.div_ceil(crate::traffic::synth::CLASSES.len()).max(1),
+            flows_per_file: per_file,
+            seed: 7,
+            force: true,
+        })?;
+        eprintln!(
+            "synthesised {} flows in {} files under {} ({:.1} s)",
+            s.flows,
+            s.files,
+            out.display(),
+            t.elapsed().as_secs_f64()
+        );
+        inputs.push(Input {
+            name: format!("{name} ({} flows)", s.flows),
+            files: find_captures(&out)?,
+        });
+        Ok(())
+    };
+    synth("one-flow", one_flow.max(6), 1)?;
+    if many > 0 {
+        synth("synth-flows", many, crate::traffic::synth::FLOWS_PER_FILE)?;
+    }
+    Ok(inputs)
+}
+
+/// A dataset (vocabulary and tokenizer settings) learnt on `captures`.
+fn build_vocab(captures: &Path, data: &Path, seq: usize) -> anyhow::Result<()> {
+    if data.join("dataset.json").exists() {
+        std::fs::remove_dir_all(data).with_context(|| format!("removing {}", data.display()))?;
+    }
+    let cfg = DatasetConfig {
+        inputs: vec![captures.to_path_buf()],
+        vocab_size: 2048,
+        tokenizer: TokenizerConfig {
+            seq_len: seq,
+            ..TokenizerConfig::default()
+        },
+        min_packets: 1,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, data, false)?;
+    Ok(())
+}
+
+/// A randomly initialised classifier of `config` for the dataset's
+/// vocabulary and classes, saved where `Classifier::open` can load it.
+fn random_classifier(
+    config: &str,
+    ffn: FfnKind,
+    data: &Path,
+    seq: usize,
+    work: &Path,
+) -> anyhow::Result<PathBuf> {
+    let info = load_dataset_info(data)?;
+    let mut cfg = ModelConfig::named(config)?.with_ffn(ffn);
+    cfg.vocab = info.vocab_size;
+    cfg.n_classes = info.classes.len();
+    cfg.max_seq = cfg.max_seq.max(seq);
+    let (_, params) = Model::new(cfg.clone(), 1)?;
+    let mut meta = CheckpointMeta::new(
+        serde_json::to_value(&cfg)?,
+        info.vocab_hash,
+        info.classes.clone(),
+        0,
+    );
+    meta.extra.insert("seq_len".into(), seq.to_string());
+    let path = work.join(format!("{config}-{ffn:?}.safetensors").to_lowercase());
+    checkpoint::save(&path, &meta, &params, true)?;
+    Ok(path)
+}
+
+fn bench_pipeline(
+    clf: &Classifier,
+    ffn: &'static str,
+    input: &Input,
+    batch: usize,
+) -> anyhow::Result<Row> {
+    let cfg = PipelineConfig::new(batch, 1);
+    // Warm-up on a few files (page cache, allocator, a GPU's pool).
+    let warm = &input.files[..input.files.len().min(32)];
+    classify_files(clf, warm, &cfg, &|_| {}, &mut |_| Ok(()))?;
+    let peak_reset = reset_peak_rss();
+    let (mut flows, mut packets) = (0u64, 0u64);
+    let t = Instant::now();
+    let st = classify_files(clf, &input.files, &cfg, &|_| {}, &mut |r| {
+        flows += r.flows.len() as u64;
+        packets += r.stats.packets;
+        Ok(())
+    })?;
+    let secs = t.elapsed().as_secs_f64();
+    let row = Row {
+        ffn,
+        input: input.name.clone(),
+        mode: "pipeline",
+        files: input.files.len(),
+        flows,
+        packets,
+        seconds: secs,
+        flows_per_s: flows as f64 / secs,
+        packets_per_s: packets as f64 / secs,
+        model_flows_per_s: Some(st.flows as f64 / st.model_seconds.max(1e-9)),
+        pipeline: Some(st),
+        peak_rss_mib: peak_reset.then(peak_rss_mib).flatten(),
+        ..Row::default()
+    };
+    print_row(&row);
+    Ok(row)
+}
+
+/// A frame held in memory for replay.
+struct Frame {
+    ts_ns: u64,
+    link_type: u32,
+    orig_len: u32,
+    data: Vec<u8>,
+}
+
+/// Every frame of `files`, merged in time order (one link carrying them all).
+fn load_frames(files: &[PathBuf]) -> anyhow::Result<Vec<Frame>> {
+    let mut frames = Vec::new();
+    for f in files {
+        let Ok(mut r) = CaptureReader::open(f) else {
+            continue;
+        };
+        let _ = r.for_each_frame(|fr| {
+            frames.push(Frame {
+                ts_ns: fr.ts_ns,
+                link_type: fr.link_type,
+                orig_len: fr.orig_len,
+                data: fr.data.to_vec(),
+            })
+        });
+    }
+    frames.sort_by_key(|f| f.ts_ns);
+    Ok(frames)
+}
+
+/// One stream run; `pace`: (fraction, unpaced packets/s). Gives the
+/// classifier back for the next run.
+fn bench_stream(
+    clf: Classifier,
+    ffn: &'static str,
+    input: &Input,
+    frames: &[Frame],
+    batch: usize,
+    pace: Option<(f64, f64)>,
+) -> anyhow::Result<(Row, Classifier)> {
+    let mut runner = StreamRunner::new(FlowStream::new(clf, Some(1), true), batch);
+    let peak_reset = reset_peak_rss();
+    let interval = pace.map(|(f, pps)| Duration::from_secs_f64(1.0 / (f * pps).max(1e-9)));
+    let mut none = |_: &FlowStream, _: &[crate::infer::stream::Verdict]| Ok(());
+    let t0 = Instant::now();
+    for (i, f) in frames.iter().enumerate() {
+        if let Some(dt) = interval {
+            let due = dt * i as u32;
+            while t0.elapsed() < due {
+                std::hint::spin_loop();
+            }
+        }
+        let _ = runner.feed(f.ts_ns, f.link_type, &f.data, f.orig_len);
+        runner.classify_due(false, &mut none)?;
+    }
+    runner.flush();
+    runner.classify_due(true, &mut none)?;
+    let secs = t0.elapsed().as_secs_f64();
+    let st = runner.stream.stats();
+    let row = Row {
+        ffn,
+        input: input.name.clone(),
+        mode: "stream",
+        rate_fraction: pace.map(|p| p.0),
+        files: input.files.len(),
+        flows: st.flows_classified,
+        packets: st.packets,
+        seconds: secs,
+        flows_per_s: st.flows_classified as f64 / secs,
+        packets_per_s: st.packets as f64 / secs,
+        latency_p50_ms: runner.clock.quantile(0.5).map(|s| s * 1e3),
+        latency_p99_ms: runner.clock.quantile(0.99).map(|s| s * 1e3),
+        peak_rss_mib: peak_reset.then(peak_rss_mib).flatten(),
+        stream: Some(serde_json::json!({
+            "frames": st.frames,
+            "packets": st.packets,
+            "skipped_frames": st.skipped_frames,
+            "flows_finished": st.flows_finished,
+            "flows_too_short": st.flows_too_short,
+            "flows_classified": st.flows_classified,
+        })),
+        ..Row::default()
+    };
+    print_row(&row);
+    Ok((row, runner.stream.classifier))
+}
+
+fn print_row(r: &Row) {
+    let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
+    eprintln!(
+        "{:>5} {:<8} {:<30} {:>6} {:>9} flows {:>10.0} flows/s {:>11.0} packets/s  model-only {}  latency p50 {} p99 {}  peak {}",
+        r.ffn,
+        r.mode,
+        r.input,
+        r.rate_fraction.map_or("max".into(), |f| format!("x{f}")),
+        r.flows,
+        r.flows_per_s,
+        r.packets_per_s,
+        r.model_flows_per_s
+            .map_or("-".into(), |v| format!("{v:.0} flows/s")),
+        ms(r.latency_p50_ms),
+        ms(r.latency_p99_ms),
+        r.peak_rss_mib.map_or("-".into(), |m| format!("{m:.0} MiB")),
+    );
+}
+
+fn ratios(rows: &[Row]) -> Vec<Ratio> {
+    rows.iter()
+        .filter(|r| r.ffn == "moe" && r.mode == "pipeline")
+        .filter_map(|m| {
+            let d = rows
+                .iter()
+                .find(|d| d.ffn == "dense" && d.mode == "pipeline" && d.input == m.input)?;
+            Some(Ratio {
+                input: m.input.clone(),
+                end_to_end: m.flows_per_s / d.flows_per_s,
+                model_only: m
+                    .model_flows_per_s
+                    .zip(d.model_flows_per_s)
+                    .map(|(a, b)| a / b),
+            })
+        })
+        .collect()
+}
+
+/// Resets the process's peak RSS (Linux: `5` to /proc/self/clear_refs), so
+/// that the next reading is this run's peak.
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    peak_rss_kib().map(|k| k as f64 / 1024.0)
+}
+
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
