@@ -294,7 +294,10 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
     let skip = env::var("TMOE_SKIP_NVCC").is_ok_and(|v| v == "1");
     let nvcc = if skip { None } else { find_nvcc(root) };
     let Some(nvcc) = nvcc else {
-        if feature {
+        // TMOE_SKIP_NVCC=1 with `cuda`: a type check of the GPU code (clippy,
+        // `cargo check`) on a machine without nvcc; such a build opens no
+        // device ("this build embeds no kernels").
+        if feature && !skip {
             panic!(
                 "feature `cuda` needs nvcc, which was not found (NVCC, CUDA_HOME, PATH, .cuda-toolchain/).\n\
                  Install CUDA 13.0's compiler into the project with:\n    tools/install-cuda-toolchain.sh"

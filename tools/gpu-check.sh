@@ -13,8 +13,9 @@
 #   question): `tmoe bench model` at base, batch 64, sequence 512 (MoE vs
 #   dense inference), every GPU test with TMOE_REQUIRE_GPU=1 (a skip is a
 #   failure: kernels, the GPU engine's ops, the whole model, training), the
-#   batch sweep and the training step of `bench model`, and `tmoe bench
-#   kernels`, writing results to $OUT (or bench/results/).
+#   batch sweep and the training step of `bench model`, `tmoe bench classify`
+#   (end to end and the stream under load), and `tmoe bench kernels`, writing
+#   results to $OUT (or bench/results/).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -71,6 +72,15 @@ echo "== bench model: batch sweep, inference and training step"
 bench_model bench-model-base --config base --batch 8,16,32,64
 bench_model bench-model-base-train --config base --batch 8,16 --train --iters 5
 bench_model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
+bench_classify() { # name, then tmoe bench classify arguments
+  local name="$1"; shift
+  timeout 200 "$here/tmoe" bench classify --device cuda "$@" --out "$out/$name.json" --force \
+    > /dev/null 2> >(tee "$out/$name.txt" >&2)
+  [[ $? -eq 0 ]] || status=1
+}
+echo "== bench classify: end to end from synthesised captures (tiny: 100k one-flow files, 1M flows), the stream under load; base end to end"
+bench_classify bench-classify-tiny --config tiny
+bench_classify bench-classify-base --config base --no-stream --one-flow-files 20000 --synth-flows 200000
 timeout 240 "$here/tmoe" bench kernels --exec cuda --out "$out/bench-kernels.json" 2>&1 | tee "$out/bench-kernels.txt"
 [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $out"

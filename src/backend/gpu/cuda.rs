@@ -1,7 +1,7 @@
 //! The GPU executor (feature `cuda`): cudarc 0.19 driver API, the fatbins that
 //! build.rs compiled with nvcc embedded in the binary, one stream of its own
 //! (a blocking stream, so plain copies on the legacy stream stay ordered with launches), CUDA events for
-//! timing. Never panics without a driver: `shared()` returns an error instead.
+//! timing, pinned staging buffers for small uploads. Never panics without a driver: `shared()` returns an error instead.
 
 use std::collections::HashMap;
 use std::ffi::c_void;
@@ -47,6 +47,8 @@ fn cuda_err(what: &str) -> impl Fn(result::DriverError) -> GpuError + '_ {
 }
 
 struct Inner {
+    /// Declared first: dropped (its pinned memory freed) before the context.
+    staging: Mutex<Staging>,
     ctx: Arc<CudaContext>,
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<&'static str, CudaFunction>,
@@ -55,6 +57,65 @@ struct Inner {
     /// Dynamic shared memory each kernel is allowed so far: the attribute is
     /// raised once per kernel, not at every launch.
     smem_limit: Mutex<HashMap<&'static str, u32>>,
+}
+
+/// Pinned (page-locked) host buffers that uploads up to [`STAGING_MAX`]
+/// bytes (a batch's ids and mask) go through, so that the copy is queued on
+/// the executor's stream like a launch: a pageable `cuMemcpyHtoD` on the
+/// legacy stream would stall the host until every queued launch finished.
+/// A ring: a slot is refilled only after the copy out of it, marked by its
+/// event, is done ([`STAGING_SLOTS`] uploads later, normally long done).
+struct Staging {
+    slots: Vec<StagingSlot>,
+    next: usize,
+}
+
+struct StagingSlot {
+    ptr: *mut u8,
+    cap: usize,
+    /// Recorded after the slot's last copy; None until its first use.
+    done: Option<sys::CUevent>,
+}
+
+const STAGING_SLOTS: usize = 8;
+/// Larger uploads (weights, once per run) take the synchronous path.
+const STAGING_MAX: usize = 4 << 20;
+
+// SAFETY: pinned host memory and event handles may be used from any thread
+// of the context; the Mutex around Staging serialises their use.
+unsafe impl Send for Staging {}
+
+impl Staging {
+    fn new() -> Staging {
+        Staging {
+            slots: (0..STAGING_SLOTS)
+                .map(|_| StagingSlot {
+                    ptr: std::ptr::null_mut(),
+                    cap: 0,
+                    done: None,
+                })
+                .collect(),
+            next: 0,
+        }
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        for s in &mut self.slots {
+            // SAFETY: each pointer came from cuMemHostAlloc and each event from
+            // cuEventCreate; both are released once, after their copy is done.
+            unsafe {
+                if let Some(e) = s.done.take() {
+                    let _ = result::event::synchronize(e);
+                    let _ = result::event::destroy(e);
+                }
+                if !s.ptr.is_null() {
+                    let _ = result::free_host(s.ptr.cast());
+                }
+            }
+        }
+    }
 }
 
 /// A stream created with the default flag: not the legacy default stream,
@@ -124,6 +185,7 @@ impl CudaExecutor {
             .map_err(cuda_err("cuStreamCreate"))?;
         Ok(CudaExecutor {
             inner: Arc::new(Inner {
+                staging: Mutex::new(Staging::new()),
                 ctx,
                 _modules: modules,
                 functions,
@@ -244,12 +306,63 @@ impl CudaExecutor {
         }
     }
 
-    /// Host -> device, synchronous (the legacy default stream orders it after
-    /// queued launches). `addr` must hold `data.len()` bytes.
+    /// Host -> device. Up to [`STAGING_MAX`] bytes: copied into a pinned
+    /// staging slot and queued on the executor's stream (ordered with the
+    /// launches around it; `data` may be dropped on return). Larger: a
+    /// synchronous copy (the legacy default stream orders it after queued
+    /// launches). `addr` must hold `data.len()` bytes.
     pub(crate) fn write_raw(&self, addr: u64, data: &[u8]) -> Result<()> {
         self.bind()?;
-        // SAFETY: the caller passes a device range of data.len() bytes.
-        unsafe { result::memcpy_htod_sync(addr, data) }.map_err(cuda_err("cuMemcpyHtoD"))
+        if data.is_empty() {
+            return Ok(());
+        }
+        if data.len() > STAGING_MAX {
+            // SAFETY: the caller passes a device range of data.len() bytes.
+            return unsafe { result::memcpy_htod_sync(addr, data) }
+                .map_err(cuda_err("cuMemcpyHtoD"));
+        }
+        let mut staging = self
+            .inner
+            .staging
+            .lock()
+            .map_err(|_| GpuError::Invalid("the staging buffers' lock is poisoned".into()))?;
+        let i = staging.next;
+        staging.next = (i + 1) % STAGING_SLOTS;
+        let slot = &mut staging.slots[i];
+        let stream = self.inner.stream.0;
+        // SAFETY: the slot's memory is reused only after its last copy's event
+        // completed; the async copy reads `data.len()` bytes of it, which
+        // stay untouched until the event recorded right after the copy fires.
+        unsafe {
+            match slot.done {
+                Some(e) => result::event::synchronize(e).map_err(cuda_err("cuEventSynchronize"))?,
+                None => {
+                    let flags = sys::CUevent_flags::CU_EVENT_DISABLE_TIMING;
+                    slot.done =
+                        Some(result::event::create(flags).map_err(cuda_err("cuEventCreate"))?);
+                }
+            }
+            if slot.cap < data.len() {
+                if !slot.ptr.is_null() {
+                    result::free_host(slot.ptr.cast()).map_err(cuda_err("cuMemFreeHost"))?;
+                    slot.ptr = std::ptr::null_mut();
+                    slot.cap = 0;
+                }
+                let cap = data.len().next_power_of_two().max(64 << 10);
+                slot.ptr = result::malloc_host(cap, 0)
+                    .map_err(cuda_err("cuMemHostAlloc"))?
+                    .cast();
+                slot.cap = cap;
+            }
+            std::ptr::copy_nonoverlapping(data.as_ptr(), slot.ptr, data.len());
+            let pinned = std::slice::from_raw_parts(slot.ptr, data.len());
+            result::memcpy_htod_async(addr, pinned, stream)
+                .map_err(cuda_err("cuMemcpyHtoDAsync"))?;
+            if let Some(e) = slot.done {
+                result::event::record(e, stream).map_err(cuda_err("cuEventRecord"))?;
+            }
+        }
+        Ok(())
     }
 
     /// Device -> host, synchronous (waits for queued work).
