@@ -142,6 +142,41 @@ fn pretrain_finetune_eval_on_sim() {
         sim, cpu,
         "the GPU engine (sim) and the CPU engine classify differently"
     );
+    // `classify` on the GPU engine: the same class per flow as on the CPU.
+    let classes = |device: &str| -> Vec<String> {
+        let out = format!("cls-{device}.csv");
+        tmoe(
+            d,
+            &[
+                "classify",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                "data",
+                "caps/dns",
+                "caps/voip",
+                "--device",
+                device,
+                "--batch",
+                "4",
+                "--out",
+                &out,
+                "--quiet",
+            ],
+        );
+        let csv = std::fs::read_to_string(d.join(&out)).unwrap();
+        csv.lines()
+            .skip(1)
+            .map(|l| {
+                let f: Vec<&str> = l.split(',').collect();
+                // Everything but the probability.
+                f[..f.len() - 1].join(",")
+            })
+            .collect()
+    };
+    let (sim, cpu) = (classes("sim"), classes("cpu"));
+    assert!(sim.len() >= 12, "{sim:?}");
+    assert_eq!(sim, cpu, "classify on sim and on cpu");
 }
 
 #[test]
