@@ -179,3 +179,28 @@ fn unknown_pieces_become_unk() {
         vec!["[PD]".to_string(), "00".to_string()]
     );
 }
+
+#[test]
+fn mask_identifiers_zeroes_the_flows_own_address_before_bigrams() {
+    // A DHCP-like payload carrying the initiator's address (10.0.0.1).
+    let mut f = sample_flow();
+    f.packets[1].payload = vec![0x77, 10, 0, 0, 1, 0x88];
+    let tok = |mask: bool, flow: &Flow| {
+        let cfg = TokenizerConfig {
+            mask_identifiers: mask,
+            ..TokenizerConfig::default()
+        };
+        FlowTokenizer::new(full_vocab(), cfg).unwrap().encode(flow)
+    };
+    let masked = tok(true, &f);
+    let plain = tok(false, &f);
+    assert_ne!(masked, plain, "the address changed the tokens");
+    assert_eq!(masked.len(), plain.len(), "no token added or removed");
+    let mut zeroed = f.clone();
+    zeroed.packets[1].payload = vec![0x77, 0, 0, 0, 0, 0x88];
+    assert_eq!(masked, tok(false, &zeroed));
+    // Payload bytes that are not an identifier are left alone.
+    let mut other = f.clone();
+    other.packets[1].payload = vec![0x77, 10, 0, 0, 9, 0x88];
+    assert_eq!(tok(true, &other), tok(false, &other));
+}

@@ -78,7 +78,7 @@ pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerCo
         s,
         "(addresses and ports are shown here only; they never enter the tokens)"
     );
-    let feats = flow_features(flow, cfg.packets, cfg.payload_bytes, cfg.view);
+    let feats = flow_features(flow, cfg);
     let mut prev = None;
     for (i, (p, f)) in flow.packets.iter().zip(&feats).enumerate() {
         let a = packet_attributes(p, prev);
@@ -102,7 +102,7 @@ pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerCo
                 let _ = writeln!(s, "    attr tokens {}", pieces(t.vocab(), attrs));
             }
         }
-        if let Some(pl) = f.payload {
+        if let Some(pl) = f.payload.as_deref() {
             let _ = writeln!(s, "    payload     {}", hex(pl));
             let _ = writeln!(s, "    pay words   {}", words(pl));
             if let Some(t) = tok {

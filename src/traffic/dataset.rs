@@ -277,11 +277,11 @@ pub fn corpus_counts(flows: &[Flow], cfg: &TokenizerConfig) -> BigramCounts {
     flows
         .par_iter()
         .fold(BigramCounts::default, |mut c, f| {
-            for p in flow_features(f, cfg.packets, cfg.payload_bytes, cfg.view) {
+            for p in flow_features(f, cfg) {
                 if let Some(a) = &p.attrs {
                     c.add_segment(a);
                 }
-                if let Some(pl) = p.payload {
+                if let Some(pl) = &p.payload {
                     c.add_segment(pl);
                 }
             }

@@ -22,6 +22,10 @@
 //! The payload part is the first `payload_bytes` captured L4 payload bytes,
 //! as many as exist (never padded: padding would invent bytes that were not sent).
 
+use std::borrow::Cow;
+
+use crate::traffic::identifiers::Identifiers;
+use crate::traffic::tokenize::TokenizerConfig;
 use crate::traffic::types::{Flow, PacketRecord};
 use serde::{Deserialize, Serialize};
 
@@ -82,28 +86,30 @@ pub fn packet_attributes(p: &PacketRecord, prev_ts_ns: Option<u64>) -> [u8; ATTR
 pub struct PacketBytes<'a> {
     /// Attribute block (absent in the payload-only view).
     pub attrs: Option<[u8; ATTR_BYTES]>,
-    /// Payload prefix (absent in the header-only view).
-    pub payload: Option<&'a [u8]>,
+    /// Payload prefix (absent in the header-only view); with
+    /// `mask_identifiers`, the flow's own addresses and ports zeroed.
+    pub payload: Option<Cow<'a, [u8]>>,
 }
 
-/// Features of the first `max_packets` packets of a flow.
-pub fn flow_features(
-    flow: &Flow,
-    max_packets: usize,
-    payload_bytes: usize,
-    view: View,
-) -> Vec<PacketBytes<'_>> {
+/// Features of the first `cfg.packets` packets of a flow, as the tokenizer
+/// configured by `cfg` sees them.
+pub fn flow_features<'a>(flow: &'a Flow, cfg: &TokenizerConfig) -> Vec<PacketBytes<'a>> {
+    let ids = cfg.mask_identifiers.then(|| Identifiers::of(flow));
     let mut prev = None;
     flow.packets
         .iter()
-        .take(max_packets)
+        .take(cfg.packets)
         .map(|p| {
             let attrs = packet_attributes(p, prev);
             prev = Some(p.ts_ns);
-            let n = p.payload.len().min(payload_bytes);
+            let n = p.payload.len().min(cfg.payload_bytes);
+            let payload = &p.payload[..n];
             PacketBytes {
-                attrs: view.has_header().then_some(attrs),
-                payload: view.has_payload().then_some(&p.payload[..n]),
+                attrs: cfg.view.has_header().then_some(attrs),
+                payload: cfg.view.has_payload().then(|| match &ids {
+                    Some(ids) => ids.mask(payload),
+                    None => Cow::Borrowed(payload),
+                }),
             }
         })
         .collect()

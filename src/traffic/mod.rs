@@ -17,6 +17,7 @@ pub mod augment;
 pub mod bigram;
 pub mod dataset;
 pub mod features;
+pub mod identifiers;
 pub mod labels;
 pub mod shard;
 pub mod split;

@@ -26,6 +26,11 @@ pub struct TokenizerConfig {
     /// Payload bytes used per packet (default 40).
     pub payload_bytes: usize,
     pub view: View,
+    /// Zero payload bytes that spell the flow's own addresses or ports
+    /// (`traffic::identifiers`) before bigrams are formed. Absent in
+    /// datasets written before it existed: off.
+    #[serde(default)]
+    pub mask_identifiers: bool,
 }
 
 impl Default for TokenizerConfig {
@@ -35,6 +40,7 @@ impl Default for TokenizerConfig {
             packets: 10,
             payload_bytes: 40,
             view: View::Full,
+            mask_identifiers: false,
         }
     }
 }
@@ -113,12 +119,7 @@ impl FlowTokenizer {
 
     fn encode_into(&self, flow: &Flow, out: &mut Vec<u32>) {
         let body_cap = self.cfg.seq_len - 1;
-        let packets = flow_features(
-            flow,
-            self.cfg.packets,
-            self.cfg.payload_bytes,
-            self.cfg.view,
-        );
+        let packets = flow_features(flow, &self.cfg);
         'packets: for p in &packets {
             let push = |t: u32, out: &mut Vec<u32>| -> bool {
                 if out.len() < body_cap {
@@ -140,7 +141,7 @@ impl FlowTokenizer {
                     }
                 }
             }
-            if let Some(payload) = p.payload {
+            if let Some(payload) = &p.payload {
                 if !push(PY, out) {
                     break;
                 }

@@ -1,0 +1,134 @@
+//! `tokenize --mask-identifiers`: payload bytes that spell the flow's own
+//! addresses or ports are zeroed before bigrams are formed, so a model cannot
+//! learn *who* a device is (DHCP carries the client's address, SIP and FTP
+//! `PORT` write addresses as text) instead of how it behaves. Zeroing adds no
+//! token and leaves the vocabulary as it is.
+//!
+//! What is matched, for the initiator and the responder: each IP address as
+//! bytes (4 or 16) and as text (`10.0.0.1`; FTP's `10,0,0,1`; IPv6 in its
+//! canonical text), and each port as two big-endian bytes. Ports as decimal
+//! text are not matched: short digit runs occur everywhere.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use crate::traffic::types::{Endpoint, Flow};
+
+/// The byte patterns of one flow's identifiers, longest first (a longer
+/// match wins where two overlap).
+pub struct Identifiers {
+    patterns: Vec<Vec<u8>>,
+}
+
+impl Identifiers {
+    pub fn of(flow: &Flow) -> Identifiers {
+        let mut patterns = Vec::new();
+        for ep in [flow.initiator, flow.responder] {
+            add_endpoint(&mut patterns, ep);
+        }
+        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        patterns.dedup();
+        Identifiers { patterns }
+    }
+
+    /// `payload` with every match zeroed (borrowed when nothing matched).
+    pub fn mask<'a>(&self, payload: &'a [u8]) -> Cow<'a, [u8]> {
+        let mut out: Option<Vec<u8>> = None;
+        for p in &self.patterns {
+            if p.len() > payload.len() {
+                continue;
+            }
+            let mut i = 0;
+            while i + p.len() <= payload.len() {
+                // Match against the original bytes: zeroing one pattern must
+                // not create or break a match of another.
+                if payload[i..i + p.len()] == p[..] {
+                    out.get_or_insert_with(|| payload.to_vec())[i..i + p.len()].fill(0);
+                    i += p.len();
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        match out {
+            Some(v) => Cow::Owned(v),
+            None => Cow::Borrowed(payload),
+        }
+    }
+}
+
+fn add_endpoint(patterns: &mut Vec<Vec<u8>>, ep: Endpoint) {
+    match ep.ip {
+        IpAddr::V4(a) => {
+            let o = a.octets();
+            patterns.push(o.to_vec());
+            patterns.push(a.to_string().into_bytes());
+            patterns.push(format!("{},{},{},{}", o[0], o[1], o[2], o[3]).into_bytes());
+        }
+        IpAddr::V6(a) => {
+            patterns.push(a.octets().to_vec());
+            patterns.push(a.to_string().into_bytes());
+        }
+    }
+    // Port 0 (no port) would match any two zero bytes: nothing to hide.
+    if ep.port != 0 {
+        patterns.push(ep.port.to_be_bytes().to_vec());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::traffic::types::FlowKey;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn flow(a: IpAddr, ap: u16, b: IpAddr, bp: u16) -> Flow {
+        let (a, b) = (Endpoint { ip: a, port: ap }, Endpoint { ip: b, port: bp });
+        Flow {
+            key: FlowKey::new(17, a, b),
+            initiator: a,
+            responder: b,
+            first_ts_ns: 0,
+            last_ts_ns: 0,
+            total_packets: 0,
+            packets: Vec::new(),
+            file_index: 0,
+        }
+    }
+
+    #[test]
+    fn masks_binary_and_text_addresses_and_ports() {
+        let cli = IpAddr::V4(Ipv4Addr::new(192, 168, 1, 20));
+        let srv = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
+        let ids = Identifiers::of(&flow(cli, 5060, srv, 0x1234));
+        // DHCP-style binary address, then SIP text, then FTP PORT text.
+        let mut p = vec![0xaa, 192, 168, 1, 20, 0xbb];
+        p.extend_from_slice(b"INVITE sip:bob@10.0.0.1;x PORT 192,168,1,20,7,9 ");
+        p.extend_from_slice(&[0x12, 0x34, 0xcc]);
+        let m = ids.mask(&p);
+        assert_eq!(&m[..6], &[0xaa, 0, 0, 0, 0, 0xbb]);
+        let text = String::from_utf8_lossy(&m[6..m.len() - 3]).replace('\0', "_");
+        assert_eq!(text, "INVITE sip:bob@________;x PORT ____________,7,9 ");
+        assert_eq!(&m[m.len() - 3..], &[0, 0, 0xcc], "the responder's port");
+        assert_eq!(m.len(), p.len(), "no byte added or removed");
+    }
+
+    #[test]
+    fn leaves_other_bytes_alone_and_borrows_when_clean() {
+        let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let b = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2));
+        let ids = Identifiers::of(&flow(a, 0, b, 0));
+        let clean = b"hello 2001:db8::3 world";
+        assert!(matches!(ids.mask(clean), Cow::Borrowed(_)));
+        let text = b"to 2001:db8::2!";
+        assert_eq!(&ids.mask(text)[..], b"to \0\0\0\0\0\0\0\0\0\0\0!");
+        let mut bin = vec![1u8];
+        bin.extend_from_slice(&match a {
+            IpAddr::V6(x) => x.octets(),
+            _ => unreachable!(),
+        });
+        let m = ids.mask(&bin);
+        assert_eq!(m[0], 1);
+        assert!(m[1..].iter().all(|&x| x == 0));
+    }
+}
