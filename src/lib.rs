@@ -4,10 +4,12 @@
 //! Data flows one way through the modules:
 //! `traffic` (capture -> flows -> tokens -> shards) -> `model` (built on
 //! `autograd` and the `backend` ops) -> `train` -> `eval`; `infer` classifies
-//! flows outside training (the `tmoe classify` command and the C API, `capi`).
+//! flows outside training (the `tmoe classify` command and the C API, `capi`);
+//! `baseline` holds the classic classifiers the model is compared with.
 
 pub mod autograd;
 pub mod backend;
+pub mod baseline;
 pub mod capi;
 pub mod cli;
 pub mod engine;

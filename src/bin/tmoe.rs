@@ -35,6 +35,9 @@ enum Command {
     Eval(cli::eval::Args),
     /// Classify the flows of captures: CSV or JSON lines.
     Classify(cli::classify::Args),
+    /// A classic baseline (AppScanner's random forest, k-NN on the first
+    /// packets) on a dataset's own splits, reported like eval.
+    Baseline(cli::baseline::Args),
     /// The main job: synth -> tokenize -> pretrain -> fine-tune -> evaluate (CPU by default; --device for the GPU engine).
     Demo(cli::demo::Args),
     /// Kernel and model benchmarks.
@@ -57,6 +60,7 @@ fn main() {
         Command::Finetune(a) => cli::finetune::run(a),
         Command::Eval(a) => cli::eval::run(a),
         Command::Classify(a) => cli::classify::run(a),
+        Command::Baseline(a) => cli::baseline::run(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::DumpLogits(a) => cli::dump_logits::run(a),

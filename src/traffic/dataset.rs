@@ -15,6 +15,7 @@
 use crate::traffic::augment::time_slices;
 use crate::traffic::features::flow_features;
 use crate::traffic::labels::{FlowLabels, LabelSource, class_table, folder_label, prefix_label};
+use crate::traffic::packet_meta::{self, PacketSlot, slots_of};
 use crate::traffic::reader::{ReadConfig, find_captures, read_captures};
 use crate::traffic::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
 use crate::traffic::split::{Part, SplitBy, dedup_indices, split_by_file, split_by_flow};
@@ -577,6 +578,8 @@ pub fn build_dataset_with(
     };
 
     let mut out_rows: BTreeMap<Part, (Vec<Vec<u32>>, Vec<FlowMeta>)> = BTreeMap::new();
+    // Packet sizes, directions and times beside each row, for the baselines.
+    let mut out_pkts: BTreeMap<Part, Vec<Vec<PacketSlot>>> = BTreeMap::new();
     let mut class_counts: BTreeMap<String, PartCounts> = classes
         .iter()
         .map(|c| (c.clone(), PartCounts::default()))
@@ -585,6 +588,10 @@ pub fn build_dataset_with(
         let e = out_rows.entry(p).or_default();
         e.0.push(rows[i].clone());
         e.1.push(meta_of(&kept_flows[i], labels[i], 0));
+        out_pkts
+            .entry(p)
+            .or_default()
+            .push(slots_of(&kept_flows[i], k));
         if let Some(l) = labels[i] {
             class_counts
                 .get_mut(&classes[l as usize])
@@ -614,6 +621,10 @@ pub fn build_dataset_with(
                     labels[i],
                     u16::try_from(w + 1).unwrap_or(u16::MAX),
                 ));
+                out_pkts
+                    .entry(Part::Train)
+                    .or_default()
+                    .push(slots_of(&sub, k));
                 if let Some(l) = labels[i] {
                     let c = class_counts.get_mut(&classes[l as usize]).expect("class");
                     c.train += 1;
@@ -632,6 +643,11 @@ pub fn build_dataset_with(
     let written_parts: &[Part] = if labelled { &Part::ALL } else { &[Part::Train] };
     for &p in written_parts {
         let (r, m) = out_rows.remove(&p).unwrap_or_default();
+        packet_meta::write(
+            &out_dir.join(format!("{}.pkts", p.name())),
+            k,
+            &out_pkts.remove(&p).unwrap_or_default(),
+        )?;
         let name = format!("{}.tmoe", p.name());
         write_shard(
             &out_dir.join(&name),

@@ -19,6 +19,7 @@ pub mod dataset;
 pub mod features;
 pub mod identifiers;
 pub mod labels;
+pub mod packet_meta;
 pub mod shard;
 pub mod split;
 pub mod tokenize;

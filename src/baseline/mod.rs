@@ -1,0 +1,166 @@
+//! Classic baselines on exactly the flows and splits the model sees: the
+//! token shards' labels and the packet metadata written beside them
+//! (`<part>.pkts`). Fitted on `train`, scored on `test` (or another part)
+//! with the same report as `tmoe eval`.
+//!
+//! - **AppScanner** (Taylor et al., EuroS&P 2016): 54 statistics of packet
+//!   sizes per direction, random forest (smartcore, 100 trees).
+//! - **k-NN** on the first K packets' sizes, directions and inter-arrival
+//!   times (smartcore, Euclidean distance): re-evaluations of traffic
+//!   classifiers (e.g. "When Simple Model Just Works", 2025) find that it
+//!   often matches deep models, and with one neighbour it tells how often a
+//!   test flow's nearest training flow has its label (a shortcut check).
+
+pub mod features;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use smartcore::ensemble::random_forest_classifier::{
+    RandomForestClassifier, RandomForestClassifierParameters,
+};
+use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::neighbors::knn_classifier::{KNNClassifier, KNNClassifierParameters};
+
+use crate::eval::report::EvalReport;
+use crate::traffic::dataset::load_dataset_info;
+use crate::traffic::packet_meta;
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Appscanner,
+    Knn,
+}
+
+#[derive(Clone, Debug)]
+pub struct BaselineOpts {
+    pub method: Method,
+    /// Part to score (`test`, `val`, `train`).
+    pub split: String,
+    /// Random forest trees (AppScanner).
+    pub trees: u16,
+    /// Neighbours (k-NN).
+    pub neighbours: usize,
+    pub seed: u64,
+}
+
+impl Default for BaselineOpts {
+    fn default() -> Self {
+        BaselineOpts {
+            method: Method::Appscanner,
+            split: "test".into(),
+            trees: 100,
+            neighbours: 1,
+            seed: 1,
+        }
+    }
+}
+
+/// A fitted and scored baseline.
+pub struct BaselineResult {
+    pub report: EvalReport,
+    pub train_flows: usize,
+    pub fit_seconds: f64,
+    pub predict_seconds: f64,
+    pub y_pred: Vec<u32>,
+}
+
+/// Feature rows and labels of one part.
+struct Part {
+    x: Vec<Vec<f64>>,
+    y: Vec<u32>,
+}
+
+fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> {
+    let shard = crate::train::batch::open_part(data, part)?;
+    let pkts = packet_meta::read(&data.join(format!("{part}.pkts")))?;
+    anyhow::ensure!(
+        pkts.len() == shard.len(),
+        "{}: {} flows of packet metadata for {} token rows",
+        data.join(format!("{part}.pkts")).display(),
+        pkts.len(),
+        shard.len()
+    );
+    let mut y = Vec::with_capacity(pkts.len());
+    for i in 0..shard.len() {
+        y.push(
+            shard
+                .label(i)
+                .with_context(|| format!("{}: flow {i} has no label", shard.path().display()))?,
+        );
+    }
+    let x = pkts
+        .iter()
+        .map(|p| match method {
+            Method::Appscanner => features::appscanner(p),
+            Method::Knn => features::first_packets(p, k),
+        })
+        .collect();
+    Ok(Part { x, y })
+}
+
+fn matrix(x: &[Vec<f64>], what: &str) -> Result<DenseMatrix<f64>> {
+    DenseMatrix::from_2d_vec(&x.to_vec()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
+}
+
+/// Fits `opts.method` on the dataset's `train` part and scores `opts.split`.
+pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
+    let info = load_dataset_info(data)?;
+    anyhow::ensure!(
+        info.labelled && !info.classes.is_empty(),
+        "{}: an unlabelled dataset (a pretraining corpus) has nothing to classify",
+        data.display()
+    );
+    let k = info.config.tokenizer.packets;
+    let train = load_part(data, "train", opts.method, k)?;
+    let test = load_part(data, &opts.split, opts.method, k)?;
+    anyhow::ensure!(
+        !train.y.is_empty(),
+        "{}: the train part is empty",
+        data.display()
+    );
+    anyhow::ensure!(
+        !test.y.is_empty(),
+        "{}: the {} part is empty",
+        data.display(),
+        opts.split
+    );
+    let (xtr, xte) = (matrix(&train.x, "train")?, matrix(&test.x, &opts.split)?);
+    let t = Instant::now();
+    let (y_pred, fit_seconds, predict_seconds) = match opts.method {
+        Method::Appscanner => {
+            let params = RandomForestClassifierParameters::default()
+                .with_n_trees(opts.trees)
+                .with_seed(opts.seed);
+            let rf = RandomForestClassifier::fit(&xtr, &train.y, params)
+                .map_err(|e| anyhow::anyhow!("fitting the random forest: {e}"))?;
+            let fit = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let p: Vec<u32> = rf
+                .predict(&xte)
+                .map_err(|e| anyhow::anyhow!("random forest prediction: {e}"))?;
+            (p, fit, t.elapsed().as_secs_f64())
+        }
+        Method::Knn => {
+            let params = KNNClassifierParameters::default().with_k(opts.neighbours.max(1));
+            let knn = KNNClassifier::fit(&xtr, &train.y, params)
+                .map_err(|e| anyhow::anyhow!("fitting the k-NN: {e}"))?;
+            let fit = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            let p: Vec<u32> = knn
+                .predict(&xte)
+                .map_err(|e| anyhow::anyhow!("k-NN prediction: {e}"))?;
+            (p, fit, t.elapsed().as_secs_f64())
+        }
+    };
+    let report = EvalReport::from_labels(info.classes.clone(), &test.y, &y_pred)?;
+    Ok(BaselineResult {
+        report,
+        train_flows: train.y.len(),
+        fit_seconds,
+        predict_seconds,
+        y_pred,
+    })
+}

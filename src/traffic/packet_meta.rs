@@ -1,0 +1,167 @@
+//! Packet metadata beside each token shard (`<part>.pkts`): per flow, the
+//! size, direction and time offset of its first packets, in the shard's row
+//! order, so that the classic baselines (`crate::baseline`) read exactly the
+//! flows and splits the model sees. The tokens alone cannot give them back.
+//!
+//! Layout (little-endian):
+//! ```text
+//! header   32 bytes: magic "TMOEPKTS", version u32, cap u32, n_flows u64, reserved u64
+//! rows     n_flows x (n u32, then cap x PacketSlot (8 bytes))   slots past n are zero
+//! ```
+//! `cap` is the reader's K (`--packets`): the packets a flow keeps.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use bytemuck::{Pod, Zeroable};
+
+use crate::traffic::types::Flow;
+
+pub const MAGIC: [u8; 8] = *b"TMOEPKTS";
+pub const VERSION: u32 = 1;
+
+/// One packet as the baselines see it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+pub struct PacketSlot {
+    /// IP length on the wire, saturated at 65,535.
+    pub size: u16,
+    /// 0: sent by the flow's initiator; 1: by the responder.
+    pub from_responder: u8,
+    pub reserved: u8,
+    /// Microseconds since the flow's first packet (saturated).
+    pub offset_us: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Pod, Zeroable)]
+struct Header {
+    magic: [u8; 8],
+    version: u32,
+    cap: u32,
+    n_flows: u64,
+    reserved: u64,
+}
+
+const _: () = assert!(std::mem::size_of::<Header>() == 32);
+
+/// A flow's first `cap` packets as slots.
+pub fn slots_of(flow: &Flow, cap: usize) -> Vec<PacketSlot> {
+    let t0 = flow.packets.first().map_or(0, |p| p.ts_ns);
+    flow.packets
+        .iter()
+        .take(cap)
+        .map(|p| PacketSlot {
+            size: p.ip_len.min(u32::from(u16::MAX)) as u16,
+            from_responder: u8::from(!p.from_initiator),
+            reserved: 0,
+            offset_us: (p.ts_ns.saturating_sub(t0) / 1000).min(u64::from(u32::MAX)) as u32,
+        })
+        .collect()
+}
+
+/// Writes `rows` (each at most `cap` slots) to `path`.
+pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Result<()> {
+    let header = Header {
+        magic: MAGIC,
+        version: VERSION,
+        cap: cap as u32,
+        n_flows: rows.len() as u64,
+        reserved: 0,
+    };
+    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+    let mut w = std::io::BufWriter::new(f);
+    let werr = |e| anyhow::Error::new(e).context(format!("writing {}", path.display()));
+    w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
+    let mut row = vec![PacketSlot::default(); cap];
+    for r in rows {
+        anyhow::ensure!(r.len() <= cap, "a flow has more than {cap} packet slots");
+        row.fill(PacketSlot::default());
+        row[..r.len()].copy_from_slice(r);
+        w.write_all(&(r.len() as u32).to_le_bytes()).map_err(werr)?;
+        w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
+    }
+    w.flush().map_err(werr)
+}
+
+/// Reads a `.pkts` file: one slot list per flow, in shard row order.
+pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<PacketSlot>>> {
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "reading {} (datasets written before packet metadata existed have none: run `tmoe tokenize` again)",
+            path.display()
+        )
+    })?;
+    let hs = std::mem::size_of::<Header>();
+    if bytes.len() < hs {
+        bail!("{}: too short for a header", path.display());
+    }
+    let h: Header = bytemuck::pod_read_unaligned(&bytes[..hs]);
+    if h.magic != MAGIC {
+        bail!("{}: not a packet metadata file", path.display());
+    }
+    if h.version != VERSION {
+        bail!(
+            "{}: version {} (this build reads {VERSION})",
+            path.display(),
+            h.version
+        );
+    }
+    let cap = h.cap as usize;
+    let row_bytes = 4 + cap * std::mem::size_of::<PacketSlot>();
+    let want = (h.n_flows as usize)
+        .checked_mul(row_bytes)
+        .and_then(|n| n.checked_add(hs));
+    if want != Some(bytes.len()) {
+        bail!(
+            "{}: {} bytes, but the header says {} flows of {} slots",
+            path.display(),
+            bytes.len(),
+            h.n_flows,
+            cap
+        );
+    }
+    Ok(bytes[hs..]
+        .chunks_exact(row_bytes)
+        .map(|r| {
+            let n = (u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize).min(cap);
+            r[4..]
+                .chunks_exact(8)
+                .take(n)
+                .map(bytemuck::pod_read_unaligned)
+                .collect()
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_and_refuses_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.pkts");
+        let s = |size, from_responder, offset_us| PacketSlot {
+            size,
+            from_responder,
+            reserved: 0,
+            offset_us,
+        };
+        let rows = vec![
+            vec![s(60, 0, 0), s(1500, 1, 250)],
+            vec![],
+            vec![s(40, 1, 7)],
+        ];
+        write(&p, 3, &rows).unwrap();
+        assert_eq!(read(&p).unwrap(), rows);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes.pop();
+        std::fs::write(&p, &bytes).unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("header says"));
+        std::fs::write(&p, b"TMOESHRDxxxxxxxxxxxxxxxxxxxxxxxxxxxx").unwrap();
+        assert!(read(&p).unwrap_err().to_string().contains("not a packet"));
+        assert!(write(&p, 1, &rows).is_err(), "a row longer than the cap");
+    }
+}
