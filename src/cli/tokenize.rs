@@ -37,7 +37,9 @@ pub struct Args {
     /// ... unless their class has fewer than N flows that pass (0 = no exemption).
     #[arg(long, default_value_t = 0)]
     pub keep_rare: usize,
-    /// Keep all flows of a capture in one split (`file`) or split flows freely.
+    /// Split flows freely (`flow`), keep all flows of a capture in one part
+    /// (`file`), or split each capture by time: earliest flows train, latest
+    /// test (`time`).
     #[arg(long, value_enum, default_value_t = SplitBy::Flow)]
     pub split_by: SplitBy,
     #[arg(long, default_value_t = 42)]

@@ -18,7 +18,9 @@ use crate::traffic::labels::{FlowLabels, LabelSource, class_table, folder_label,
 use crate::traffic::packet_meta::{self, PacketSlot, slots_of};
 use crate::traffic::reader::{ReadConfig, find_captures, read_captures};
 use crate::traffic::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
-use crate::traffic::split::{Part, SplitBy, dedup_indices, split_by_file, split_by_flow};
+use crate::traffic::split::{
+    Part, SplitBy, dedup_indices, split_by_file, split_by_flow, split_by_time,
+};
 use crate::traffic::stats::RunStats;
 use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::types::Flow;
@@ -571,6 +573,11 @@ pub fn build_dataset_with(
             SplitBy::File => {
                 let fs: Vec<u32> = uniq.iter().map(|&i| kept_flows[i].file_index).collect();
                 split_by_file(&ls, &fs, cfg.seed)
+            }
+            SplitBy::Time => {
+                let fs: Vec<u32> = uniq.iter().map(|&i| kept_flows[i].file_index).collect();
+                let ts: Vec<u64> = uniq.iter().map(|&i| kept_flows[i].first_ts_ns).collect();
+                split_by_time(&fs, &ts)
             }
         }
     } else {

@@ -8,6 +8,8 @@
 //!   first) go one by one to the part furthest below its 80/10/10 share of
 //!   that class's flows; a class with at least 3 captures gets at least one
 //!   capture in each part.
+//! - By time: each capture's flows in time order, the earliest 80 % train, the
+//!   next 10 % validation and the latest 10 % test.
 //!
 //! The shuffle is our own SplitMix64, so splits stay identical across platforms
 //! and crate versions.
@@ -21,6 +23,9 @@ pub enum SplitBy {
     #[default]
     Flow,
     File,
+    /// Within each capture, by time: its earliest flows train, the latest
+    /// test (the paper's time-shift setting: a model meets later traffic).
+    Time,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -170,9 +175,44 @@ pub fn split_by_file(labels: &[u32], files: &[u32], seed: u64) -> Vec<Part> {
     files.iter().map(|f| file_part[f]).collect()
 }
 
+/// Each capture's flows in time order: the first 80 % train, the next 10 %
+/// validation, the last 10 % test ([`targets`] per capture; a capture with
+/// fewer than 3 flows trains). `files[i]` and `first_ts[i]` describe flow i.
+pub fn split_by_time(files: &[u32], first_ts: &[u64]) -> Vec<Part> {
+    let mut by_file: BTreeMap<u32, Vec<usize>> = BTreeMap::new();
+    for (i, &f) in files.iter().enumerate() {
+        by_file.entry(f).or_default().push(i);
+    }
+    let mut out = vec![Part::Train; files.len()];
+    for idx in by_file.values_mut() {
+        // Ties by index: the order the reader emitted them.
+        idx.sort_by_key(|&i| (first_ts[i], i));
+        let (ntr, nv, _) = targets(idx.len());
+        for &i in &idx[ntr..ntr + nv] {
+            out[i] = Part::Val;
+        }
+        for &i in &idx[ntr + nv..] {
+            out[i] = Part::Test;
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn split_by_time_keeps_each_captures_latest_flows_for_test() {
+        // Capture 7: ten flows, given out of time order; capture 9: two flows.
+        let files = [7, 7, 7, 7, 7, 7, 7, 7, 7, 7, 9, 9];
+        let ts = [90, 10, 20, 30, 40, 50, 60, 70, 80, 100, 5, 1];
+        let p = split_by_time(&files, &ts);
+        assert_eq!(p[9], Part::Test, "the latest flow of capture 7");
+        assert_eq!(p[0], Part::Val, "the second latest");
+        assert!(p[1..9].iter().all(|&x| x == Part::Train));
+        assert_eq!(&p[10..], &[Part::Train, Part::Train], "too few to split");
+    }
 
     #[test]
     fn targets_small_and_large() {
