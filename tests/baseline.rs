@@ -56,6 +56,9 @@ fn appscanner_and_knn_separate_the_synthetic_classes() {
         );
         assert_eq!(r.y_pred.len() as u64, m.samples);
         assert!(r.train_flows > 200, "{}", r.train_flows);
+        let vote = &r.report.info["per_capture"];
+        assert!(vote["captures"].as_u64().unwrap() >= 6, "{vote}");
+        assert!(vote["accuracy"].as_f64().unwrap() > 0.8, "{vote}");
     }
     // A dataset written before packet metadata existed.
     std::fs::remove_file(data.join("train.pkts")).unwrap();

@@ -23,6 +23,7 @@ use smartcore::ensemble::random_forest_classifier::{
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::neighbors::knn_classifier::{KNNClassifier, KNNClassifierParameters};
 
+use crate::eval::captures::capture_vote;
 use crate::eval::report::EvalReport;
 use crate::traffic::dataset::load_dataset_info;
 use crate::traffic::packet_meta;
@@ -71,6 +72,8 @@ pub struct BaselineResult {
 struct Part {
     x: Vec<Vec<f64>>,
     y: Vec<u32>,
+    /// Each flow's capture (dataset.json's `files`).
+    files: Vec<u32>,
 }
 
 fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> {
@@ -84,6 +87,7 @@ fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> 
         shard.len()
     );
     let mut y = Vec::with_capacity(pkts.len());
+    let files = (0..shard.len()).map(|i| shard.meta(i).file_id).collect();
     for i in 0..shard.len() {
         y.push(
             shard
@@ -98,7 +102,7 @@ fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> 
             Method::Knn => features::first_packets(p, k),
         })
         .collect();
-    Ok(Part { x, y })
+    Ok(Part { x, y, files })
 }
 
 fn matrix(x: &[Vec<f64>], what: &str) -> Result<DenseMatrix<f64>> {
@@ -155,7 +159,17 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
             (p, fit, t.elapsed().as_secs_f64())
         }
     };
-    let report = EvalReport::from_labels(info.classes.clone(), &test.y, &y_pred)?;
+    let mut report = EvalReport::from_labels(info.classes.clone(), &test.y, &y_pred)?;
+    report.info.insert(
+        "per_capture".into(),
+        serde_json::json!(capture_vote(&test.files, &test.y, &y_pred)),
+    );
+    report
+        .info
+        .insert("baseline".into(), serde_json::json!(opts.method));
+    report
+        .info
+        .insert("split".into(), serde_json::json!(opts.split));
     Ok(BaselineResult {
         report,
         train_flows: train.y.len(),

@@ -60,7 +60,8 @@ pub fn run(a: Args) -> Result<()> {
         "{name}: fitted on {} flows in {:.2} s, scored {} in {:.2} s",
         r.train_flows, r.fit_seconds, a.split, r.predict_seconds
     );
-    println!("{}\n", r.report.summary());
+    println!("{}", r.report.summary());
+    super::eval::print_capture_vote(&r.report);
     println!("{}", r.report.classification_report());
     println!("report written to {}", a.out.display());
     Ok(())

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::eval::captures::capture_vote;
 use crate::eval::plot::{self, History};
 use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::eval::report::EvalReport;
@@ -48,11 +49,24 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<()> {
     let report = evaluate(&a)?;
-    println!("{}\n", report.summary());
+    println!("{}", report.summary());
+    print_capture_vote(&report);
     println!("{}", report.classification_report());
     println!("{}", report.confusion.to_text(&report.classes));
     println!("reports written to {}", a.out.display());
     Ok(())
+}
+
+/// The per-capture majority vote line, when the report has one.
+pub fn print_capture_vote(report: &EvalReport) {
+    if let Some(v) = report.info.get("per_capture") {
+        println!(
+            "per capture (majority vote of its flows): {} of {} captures, accuracy {:.4}\n",
+            v["correct"],
+            v["captures"],
+            v["accuracy"].as_f64().unwrap_or(0.0)
+        );
+    }
 }
 
 /// Runs the evaluation and writes every output file; returns the report.
@@ -125,6 +139,11 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         .collect();
 
     let mut report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
+    let files: Vec<u32> = idx.iter().map(|&i| shard.meta(i).file_id).collect();
+    report.info.insert(
+        "per_capture".into(),
+        json!(capture_vote(&files, &truth, &pred)),
+    );
     report.info.insert(
         "checkpoint".into(),
         json!(a.checkpoint.display().to_string()),

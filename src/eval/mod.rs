@@ -1,6 +1,7 @@
 //! Evaluation: confusion matrices, metrics, reports, figures, and batched
 //! classifier inference.
 
+pub mod captures;
 pub mod confusion;
 pub mod metrics;
 pub mod plot;
