@@ -13,15 +13,19 @@ pub struct CaptureVote {
     pub accuracy: f64,
 }
 
+/// Flows per class id.
+type Counts = BTreeMap<u32, usize>;
+
 /// Majority vote per capture; `files[i]` is flow i's capture.
 pub fn capture_vote(files: &[u32], y_true: &[u32], y_pred: &[u32]) -> CaptureVote {
-    let mut by_file: BTreeMap<u32, (BTreeMap<u32, usize>, BTreeMap<u32, usize>)> = BTreeMap::new();
+    // Per capture: (true labels, predictions).
+    let mut by_file: BTreeMap<u32, (Counts, Counts)> = BTreeMap::new();
     for ((&f, &t), &p) in files.iter().zip(y_true).zip(y_pred) {
         let e = by_file.entry(f).or_default();
         *e.0.entry(t).or_default() += 1;
         *e.1.entry(p).or_default() += 1;
     }
-    let majority = |m: &BTreeMap<u32, usize>| {
+    let majority = |m: &Counts| {
         // BTreeMap iterates ids upwards; max_by keeps the last maximum, so
         // compare on (count, Reverse(id)) to let the lower id win ties.
         m.iter()
