@@ -23,6 +23,7 @@ fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
         seq_len: None,
         quiet: true,
         device: traffic_moe::engine::Device::Cpu,
+        routing: true,
     }
 }
 
@@ -57,6 +58,9 @@ fn eval_and_classify_end_to_end() {
         "confusion.svg",
         "curves.png",
         "curves.svg",
+        "routing.json",
+        "routing.png",
+        "routing-per-class.png",
     ] {
         let p = out.join(name);
         assert!(
@@ -69,6 +73,26 @@ fn eval_and_classify_end_to_end() {
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(j["info"]["split"], "test");
     assert_eq!(j["samples"].as_u64().unwrap() as usize, truth.len());
+    // Routing: every real token of the split, k experts in each MoE layer.
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("routing.json")).unwrap()).unwrap();
+    let tokens: usize = (0..test.len()).map(|i| test.n_tokens(i).min(64)).sum();
+    let routed: u64 = r["per_class"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["routed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(routed as usize, tokens * model.cfg.top_k * model.cfg.layers);
+    for layer in r["overall"].as_array().unwrap() {
+        let sum: f64 = layer["shares"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .sum();
+        assert!((sum - 1.0).abs() < 1e-9, "{layer}");
+    }
 
     // --- classify the test captures' flows again from the pcaps: each flow of
     // the test split gets the same prediction as in eval (same tokens).

@@ -13,6 +13,7 @@ use crate::eval::captures::capture_vote;
 use crate::eval::plot::{self, History};
 use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::eval::report::EvalReport;
+use crate::eval::routing::{collect_routing, write_routing};
 use crate::traffic::dataset::load_dataset_info;
 use crate::train::batch::{Sequences, open_part};
 use crate::train::checkpoint::{self, Expect};
@@ -45,6 +46,11 @@ pub struct Args {
     /// engine's kernels in the simulator: slow, for checking a pipeline).
     #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
     pub device: crate::engine::Device,
+    /// Also count where the MoE layers route the split's tokens: per layer
+    /// and expert, overall and per class (routing.json, routing.png,
+    /// routing-per-class.png; a second pass over the split).
+    #[arg(long)]
+    pub routing: bool,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -172,6 +178,20 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         a.split, report.metrics.accuracy, report.metrics.macro_f1
     );
     report.write_all(&a.out, &title)?;
+    if a.routing {
+        match collect_routing(
+            &model,
+            loaded.weights(),
+            &shard,
+            &idx,
+            a.batch,
+            seq_len,
+            info.classes.len(),
+        )? {
+            Some(counts) => write_routing(&a.out, &counts, &info.classes)?,
+            None => eprintln!("--routing: a dense model has no routing to count"),
+        }
+    }
     if let Some(history) = training_history(&a.checkpoint)? {
         for ext in ["png", "svg"] {
             plot::save_curves(&a.out.join(format!("curves.{ext}")), &history.panels())?;

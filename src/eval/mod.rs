@@ -5,5 +5,7 @@ pub mod captures;
 pub mod confusion;
 pub mod metrics;
 pub mod plot;
+pub mod plot_routing;
 pub mod predict;
 pub mod report;
+pub mod routing;
