@@ -3,4 +3,5 @@
 //! and the SIMT simulator.
 
 pub mod cpu;
+pub mod cpu_bf16;
 pub mod gpu;
