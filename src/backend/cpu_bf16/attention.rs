@@ -67,22 +67,34 @@ pub fn fwd(
     Ok(out)
 }
 
+/// Lanes of one f32 vector on AVX-512: every inner loop runs whole chunks
+/// of 16, so each is one vector operation (a loop of runtime length under 64
+/// would mostly run in the compiler's scalar remainder).
+const L: usize = 16;
+
+/// Per-sequence scratch, padded to whole chunks with zeros: Q and V
+/// `[S][hp]`, Kᵀ `[hd][sp]`.
 struct Scratch {
     q: Vec<f32>,
     kt: Vec<f32>,
     v: Vec<f32>,
     p: Vec<f32>,
     acc: Vec<f32>,
+    hp: usize,
+    sp: usize,
 }
 
 impl Scratch {
     fn new(s: usize, hd: usize) -> Scratch {
+        let (hp, sp) = (hd.next_multiple_of(L), s.next_multiple_of(L));
         Scratch {
-            q: vec![0.0; s * hd],
-            kt: vec![0.0; hd * s],
-            v: vec![0.0; s * hd],
-            p: vec![0.0; s],
-            acc: vec![0.0; hd],
+            q: vec![0.0; s * hp],
+            kt: vec![0.0; hd * sp],
+            v: vec![0.0; s * hp],
+            p: vec![0.0; sp],
+            acc: vec![0.0; hp],
+            hp,
+            sp,
         }
     }
 }
@@ -104,7 +116,7 @@ fn sequence(
         return unsafe { head_avx512(x, m, d, head, table, scr, o) };
     }
     let _ = kernel;
-    head_attention(x, m, d, head, table, scr, o)
+    head_attention::<false>(x, m, d, head, table, scr, o)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -118,12 +130,103 @@ unsafe fn head_avx512(
     scr: &mut Scratch,
     o: &mut [MaybeUninit<f32>],
 ) {
-    head_attention(x, m, d, head, table, scr, o)
+    head_attention::<true>(x, m, d, head, table, scr, o)
+}
+
+/// `out[..n] = sum over c < rows of a[c] · x[c·stride ..][..n]`, n a
+/// multiple of L: the scores of a query (x = Kᵀ) and its output (x = V).
+/// `AVX`: AVX-512 with the sums in registers (the compiler kept the
+/// portable loop scalar, and summing in memory chains stores to loads).
+#[inline(always)]
+fn combine_rows<const AVX: bool>(out: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if AVX {
+        // SAFETY: `AVX` is only set by `head_avx512`, whose CPU has AVX-512F.
+        return unsafe { combine_rows_avx512(out, a, x, stride) };
+    }
+    out.fill(0.0);
+    let n = out.len();
+    for (c, &ac) in a.iter().enumerate() {
+        for (o, &xv) in out.iter_mut().zip(&x[c * stride..][..n]) {
+            *o += ac * xv;
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn combine_rows_avx512(out: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
+    let n = out.len();
+    assert!(n % L == 0 && (a.is_empty() || x.len() >= (a.len() - 1) * stride + n));
+    let mut col = 0;
+    while col < n {
+        let nv = (n - col) / L;
+        // SAFETY (all four): columns col .. col + NV·L lie within `out` and
+        // within each row of `x` read (asserted above).
+        unsafe {
+            match nv {
+                1 => columns_avx512::<1>(out, a, x, stride, col),
+                2 => columns_avx512::<2>(out, a, x, stride, col),
+                3 => columns_avx512::<3>(out, a, x, stride, col),
+                _ => columns_avx512::<4>(out, a, x, stride, col),
+            }
+        }
+        col += nv.min(4) * L;
+    }
+}
+
+/// NV vectors of columns from `col`, in registers: two partial sums (even
+/// and odd c) so consecutive FMAs do not wait on each other.
+///
+/// # Safety
+/// AVX-512F; `col + NV·L <= out.len()`, and rows `c < a.len()` of `x` hold
+/// those columns.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn columns_avx512<const NV: usize>(
+    out: &mut [f32],
+    a: &[f32],
+    x: &[f32],
+    stride: usize,
+    col: usize,
+) {
+    use std::arch::x86_64::*;
+    let xp = x.as_ptr();
+    let mut even = [_mm512_setzero_ps(); NV];
+    let mut odd = [_mm512_setzero_ps(); NV];
+    let mut c = 0;
+    // SAFETY: as the function's contract.
+    unsafe {
+        while c + 1 < a.len() {
+            let (a0, a1) = (_mm512_set1_ps(a[c]), _mm512_set1_ps(a[c + 1]));
+            let (r0, r1) = (xp.add(c * stride + col), xp.add((c + 1) * stride + col));
+            for v in 0..NV {
+                even[v] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), even[v]);
+                odd[v] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r1.add(v * L)), odd[v]);
+            }
+            c += 2;
+        }
+        if c < a.len() {
+            let a0 = _mm512_set1_ps(a[c]);
+            let r0 = xp.add(c * stride + col);
+            for v in 0..NV {
+                even[v] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), even[v]);
+            }
+        }
+        for v in 0..NV {
+            _mm512_storeu_ps(
+                out.as_mut_ptr().add(col + v * L),
+                _mm512_add_ps(even[v], odd[v]),
+            );
+        }
+    }
 }
 
 /// One head of one sequence: `x` is the sequence's `[S, 3·H·hd]`, `o` its `[S, H·hd]`.
 #[inline(always)]
-fn head_attention(
+fn head_attention<const AVX: bool>(
     x: &[f32],
     m: &[u8],
     d: &AttnDims,
@@ -134,7 +237,16 @@ fn head_attention(
 ) {
     let (s, hd, w) = (d.s, d.hd, d.h * d.hd);
     let half = hd / 2;
-    let Scratch { q, kt, v, p, acc } = scr;
+    let Scratch {
+        q,
+        kt,
+        v,
+        p,
+        acc,
+        hp,
+        sp,
+    } = scr;
+    let (hp, sp) = (*hp, *sp);
     for i in 0..s {
         let row = &x[i * 3 * w..][..3 * w];
         let (qs, ks, vs) = (
@@ -143,28 +255,26 @@ fn head_attention(
             &row[2 * w + head * hd..][..hd],
         );
         let cs = &table[i * half..][..half];
-        let qi = &mut q[i * hd..][..hd];
+        let qi = &mut q[i * hp..][..hd];
         for (j, &(c, sn)) in cs.iter().enumerate() {
             let (a, bb) = (qs[j], qs[j + half]);
             qi[j] = a * c - bb * sn;
             qi[j + half] = bb * c + a * sn;
             let (a, bb) = (ks[j], ks[j + half]);
-            kt[j * s + i] = a * c - bb * sn;
-            kt[(j + half) * s + i] = bb * c + a * sn;
+            kt[j * sp + i] = a * c - bb * sn;
+            kt[(j + half) * sp + i] = bb * c + a * sn;
         }
-        v[i * hd..][..hd].copy_from_slice(vs);
+        v[i * hp..][..hd].copy_from_slice(vs);
     }
     let scale = 1.0 / (hd as f32).sqrt();
     for i in 0..s {
         let out = &mut o[i * w + head * hd..][..hd];
-        // Scores of the keys this query sees (j <= i): sum over c of q[i,c]·kᵀ[c, j].
-        let sc = &mut p[..=i];
-        sc.fill(0.0);
-        for (c, &qc) in q[i * hd..][..hd].iter().enumerate() {
-            for (a, &kv) in sc.iter_mut().zip(&kt[c * s..][..=i]) {
-                *a += qc * kv;
-            }
-        }
+        // Scores of keys 0..=i (and of the rest of their last chunk, unused):
+        // sum over c of q[i,c]·kᵀ[c, j].
+        let n = (i + 1).next_multiple_of(L);
+        let sc = &mut p[..n];
+        combine_rows::<AVX>(sc, &q[i * hp..][..hd], kt, sp);
+        let sc = &mut sc[..=i];
         for (a, &mj) in sc.iter_mut().zip(m) {
             *a = if mj != 0 {
                 *a * scale
@@ -182,12 +292,7 @@ fn head_attention(
             *a = exp_f32(*a - mx);
         }
         let inv = 1.0 / sum_lanes(sc);
-        acc.fill(0.0);
-        for (j, &pj) in sc.iter().enumerate() {
-            for (a, &vv) in acc.iter_mut().zip(&v[j * hd..][..hd]) {
-                *a += pj * vv;
-            }
-        }
+        combine_rows::<AVX>(acc, sc, v, hp);
         for (dst, &a) in out.iter_mut().zip(acc.iter()) {
             *dst = MaybeUninit::new(a * inv);
         }
