@@ -19,6 +19,8 @@ use crate::backend::gpu::{Executor, executor::DeviceInfo};
 mod attention_kernels;
 /// The results as a bar chart (`bench chart`, and next to `--out` JSON).
 mod chart;
+/// The bf16 CPU engine's GEMM: GFLOP/s and share of the bf16 peak (`bench cpu-gemm`).
+pub mod cpu_gemm;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
 /// Traffic-MoE against its dense twin on an engine (`bench model`).
@@ -55,6 +57,9 @@ pub enum What {
     /// Traffic-MoE vs its dense twin: throughput, latency, peak memory, expert
     /// load per batch size, and the MoE/dense ratios beside the paper's.
     Model(model::ModelArgs),
+    /// The bf16 CPU engine's GEMM at the tiny model's shapes: GFLOP/s and
+    /// share of the measured bf16 peak, beside the f32 GEMM.
+    CpuGemm(cpu_gemm::CpuGemmArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -103,6 +108,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Kernels(k) => kernels(k),
         What::Chart(c) => chart_cmd(c),
         What::Model(m) => model::run(m),
+        What::CpuGemm(g) => cpu_gemm::run(g),
     }
 }
 

@@ -113,3 +113,26 @@ pub(super) unsafe fn tile(t: &Tile) {
         unsafe { store(&spill, t) }
     }
 }
+
+/// The instruction's own ceiling on one core: `iters` rounds of 12
+/// independent `vdpbf16ps` (more than latency x throughput, so none waits).
+/// Returns the FLOPs done (2 per bf16 pair: 64 per instruction).
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn peak_flops_loop(iters: u64) -> f64 {
+    let one: __m512bh = unsafe { transmute(_mm512_set1_epi32(0x3F80_3F80)) };
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbf16_ps(*a, one, one);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    std::hint::black_box(sum);
+    iters as f64 * 12.0 * 64.0
+}

@@ -17,7 +17,7 @@
 
 mod attention;
 #[cfg(target_arch = "x86_64")]
-mod avx512;
+pub mod avx512;
 pub mod backend;
 pub mod gemm;
 pub mod kernel;
