@@ -158,7 +158,7 @@ fn combine_rows<const AVX: bool>(out: &mut [f32], a: &[f32], x: &[f32], stride: 
 #[inline]
 unsafe fn combine_rows_avx512(out: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
     let n = out.len();
-    assert!(n % L == 0 && (a.is_empty() || x.len() >= (a.len() - 1) * stride + n));
+    assert!(n.is_multiple_of(L) && (a.is_empty() || x.len() >= (a.len() - 1) * stride + n));
     let mut col = 0;
     while col < n {
         let nv = (n - col) / L;
@@ -202,17 +202,17 @@ unsafe fn columns_avx512<const NV: usize>(
         while c + 1 < a.len() {
             let (a0, a1) = (_mm512_set1_ps(a[c]), _mm512_set1_ps(a[c + 1]));
             let (r0, r1) = (xp.add(c * stride + col), xp.add((c + 1) * stride + col));
-            for v in 0..NV {
-                even[v] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), even[v]);
-                odd[v] = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r1.add(v * L)), odd[v]);
+            for (v, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
+                *e = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), *e);
+                *o = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r1.add(v * L)), *o);
             }
             c += 2;
         }
         if c < a.len() {
             let a0 = _mm512_set1_ps(a[c]);
             let r0 = xp.add(c * stride + col);
-            for v in 0..NV {
-                even[v] = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), even[v]);
+            for (v, e) in even.iter_mut().enumerate() {
+                *e = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), *e);
             }
         }
         for v in 0..NV {

@@ -123,7 +123,7 @@ impl Backend<f32> for CpuBf16 {
 
     fn rmsnorm_fwd(&self, x: &Vec<f32>, w: &Bf16Param, d: usize) -> OpResult<(Vec<f32>, Vec<f32>)> {
         let w = w.f32("rmsnorm_fwd")?;
-        if w.len() != d || x.len() % d.max(1) != 0 {
+        if w.len() != d || !x.len().is_multiple_of(d.max(1)) {
             return Err(OpError::msg(
                 "rmsnorm_fwd",
                 "gain or input of the wrong size",
