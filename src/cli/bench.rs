@@ -21,6 +21,8 @@ mod attention_kernels;
 mod chart;
 /// Classification end to end and under load (`bench classify`).
 pub mod classify;
+/// The bf16 CPU engine's GEMM: GFLOP/s and share of the bf16 peak (`bench cpu-gemm`).
+pub mod cpu_gemm;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
 /// Traffic-MoE against its dense twin on an engine (`bench model`).
@@ -61,6 +63,9 @@ pub enum What {
     /// under load (frames through the stream, unpaced and paced): flows/s,
     /// packets/s, verdict latency, peak memory, MoE vs dense.
     Classify(classify::ClassifyArgs),
+    /// The bf16 CPU engine's GEMM at the tiny model's shapes: GFLOP/s and
+    /// share of the measured bf16 peak, beside the f32 GEMM.
+    CpuGemm(cpu_gemm::CpuGemmArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -110,6 +115,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Chart(c) => chart_cmd(c),
         What::Model(m) => model::run(m),
         What::Classify(c) => classify::run(c),
+        What::CpuGemm(g) => cpu_gemm::run(g),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod dims;
 pub mod error;
 pub mod float;
 pub mod param;
+pub mod precision;
 
 pub use backend::{Backend, MoeGradRefs, MoeRefs};
 pub use device::Device;
@@ -18,3 +19,4 @@ pub use dims::{AttnDims, MoeDims};
 pub use error::{OpContext, OpError, OpResult};
 pub use float::Float;
 pub use param::Param;
+pub use precision::Precision;

@@ -3,8 +3,9 @@
 use anyhow::Result;
 
 use crate::autograd::{ParamStore, Tape};
+use crate::backend::cpu_bf16::{Bf16Params, CpuBf16};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
-use crate::engine::Param;
+use crate::engine::{Device, Param, Precision};
 use crate::model::{Inputs, Model};
 use crate::train::batch::{Sequences, make_batch};
 use crate::train::step::progress_bar;
@@ -17,17 +18,41 @@ use crate::train::step::progress_bar;
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
     Cpu(&'a [Param]),
+    /// The bf16 CPU inference engine and its packed weights.
+    CpuBf16(&'a CpuBf16, &'a Bf16Params),
     Gpu(&'a Gpu, &'a GpuParams),
 }
 
 /// Weights owned on an engine (uploaded once for a GPU engine).
 pub enum Loaded {
     Cpu(Vec<Param>),
+    CpuBf16(CpuBf16, Box<Bf16Params>),
     Gpu(Gpu, Box<GpuParams>),
 }
 
 impl Loaded {
-    pub fn new(device: crate::engine::Device, params: Vec<Param>) -> Result<Loaded> {
+    /// On `device` at the engine's own precision (f32 on the CPU).
+    pub fn new(device: Device, params: Vec<Param>) -> Result<Loaded> {
+        Loaded::with_precision(device, params, Precision::F32)
+    }
+
+    /// On `device` at `precision`: `Bf16` on the CPU is the bf16 inference
+    /// engine (weights packed here, once); on `cuda`/`sim` only `F32` is
+    /// accepted, as the GPU engine already computes in bf16.
+    pub fn with_precision(
+        device: Device,
+        params: Vec<Param>,
+        precision: Precision,
+    ) -> Result<Loaded> {
+        if precision == Precision::Bf16 {
+            anyhow::ensure!(
+                device == Device::Cpu,
+                "--precision bf16 is for --device cpu: the GPU engine ({}) already computes in bf16",
+                device.name()
+            );
+            let store = Bf16Params::pack(&params);
+            return Ok(Loaded::CpuBf16(CpuBf16::new(), Box::new(store)));
+        }
         Ok(match device.gpu()? {
             None => Loaded::Cpu(params),
             Some(gpu) => {
@@ -40,6 +65,7 @@ impl Loaded {
     pub fn weights(&self) -> Weights<'_> {
         match self {
             Loaded::Cpu(p) => Weights::Cpu(p),
+            Loaded::CpuBf16(e, p) => Weights::CpuBf16(e, p),
             Loaded::Gpu(g, s) => Weights::Gpu(g, s),
         }
     }
@@ -80,6 +106,14 @@ pub fn class_logits(
                 tape = tape.keep_routing();
             }
             let f = model.cls_forward(&mut tape, &params.values(), x, None, 0.0)?;
+            (tape.to_host(f.logits)?, tape.routing()?)
+        }
+        Weights::CpuBf16(engine, store) => {
+            let mut tape = Tape::inference(*engine);
+            if keep_routing {
+                tape = tape.keep_routing();
+            }
+            let f = model.cls_forward(&mut tape, &store.values(), x, None, 0.0)?;
             (tape.to_host(f.logits)?, tape.routing()?)
         }
         Weights::Gpu(gpu, store) => {

@@ -17,7 +17,7 @@ use std::time::Instant;
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::engine::{Device, Param};
+use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
 use crate::model::{FfnKind, Inputs, Model, ModelConfig};
@@ -38,6 +38,10 @@ pub struct ModelArgs {
     /// Engine: cpu, cuda or sim (the GPU engine in the simulator: slow, small shapes).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// Inference precision on the CPU: f32 (the reference engine) or bf16
+    /// (bf16 weights, f32 accumulation; the GPU engine is always bf16).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Model config: tiny, small or base (default: base on cuda, tiny elsewhere).
     #[arg(long)]
     pub config: Option<String>,
@@ -95,6 +99,8 @@ struct Report {
     date: String,
     device: &'static str,
     device_name: String,
+    /// Inference precision (`--precision`); the GPU engine computes in bf16.
+    precision: &'static str,
     config: String,
     mode: &'static str,
     params_moe: usize,
@@ -165,11 +171,11 @@ fn bench_one(
         let opt = AdamW::new(AdamWConfig::default(), &params);
         Engine::Train(Box::new(Trainer::new(a.device, params, opt)?))
     } else {
-        Engine::Infer(Loaded::new(a.device, params)?)
+        Engine::Infer(Loaded::with_precision(a.device, params, a.precision)?)
     };
     let pool = |e: &Engine| match e {
         Engine::Infer(Loaded::Gpu(g, _)) => g.executor().pool().cloned(),
-        Engine::Infer(Loaded::Cpu(_)) => None,
+        Engine::Infer(Loaded::Cpu(_) | Loaded::CpuBf16(..)) => None,
         Engine::Train(t) => match t.as_ref() {
             Trainer::Gpu { gpu, .. } => gpu.executor().pool().cloned(),
             Trainer::Cpu { .. } => None,
@@ -274,9 +280,17 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
     let mut cfg = ModelConfig::named(&config)?;
     cfg.n_classes = CLASSES;
     cfg.max_seq = cfg.max_seq.max(seq);
-    let device_name = match a.device.gpu()? {
-        Some(g) => g.executor().device_info().name,
-        None => "CPU".into(),
+    anyhow::ensure!(
+        !(a.train && a.precision == Precision::Bf16),
+        "--precision bf16 is an inference engine: --train needs f32"
+    );
+    let device_name = match (a.device.gpu()?, a.precision) {
+        (Some(g), _) => g.executor().device_info().name,
+        (None, Precision::F32) => "CPU".into(),
+        (None, Precision::Bf16) => format!(
+            "CPU, bf16 kernel {}",
+            crate::backend::cpu_bf16::Kernel::detect().name()
+        ),
     };
     eprintln!(
         "tmoe bench model: {config} on {} ({device_name}), sequence {seq}, {} ",
@@ -336,6 +350,7 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         date: chrono_like_now(),
         device: a.device.name(),
         device_name,
+        precision: a.precision.name(),
         config,
         mode: if a.train { "train" } else { "inference" },
         params_moe,

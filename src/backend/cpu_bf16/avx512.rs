@@ -1,0 +1,138 @@
+//! The AVX-512 BF16 micro-kernel: an MR x NR tile held in 24 zmm
+//! accumulators (MR rows x 4 vectors of 16 f32). Per k-pair it loads the
+//! panel's 4 weight vectors once and, for each row, broadcasts that row's
+//! bf16 pair to every lane and issues 4 `vdpbf16ps` (32 bf16 products each,
+//! summed in pairs into f32). Activations are converted 32 at a time by
+//! `vcvtne2ps2bf16` (round to nearest even).
+//!
+//! Only called through [`super::kernel::Kernel`] after the CPU was checked.
+
+use std::arch::x86_64::*;
+use std::mem::transmute;
+
+use super::kernel::{Tile, store};
+use super::pack::{Layout, MR, NR};
+
+const NV: usize = NR / 16;
+
+/// Lanes `0..n` (n <= 16).
+#[inline(always)]
+fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 { 0xFFFF } else { (1u16 << n) - 1 }
+}
+
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16; `rows` index rows of `x` (width
+/// `k`); `tile` holds `MR · ceil(k/2)` pairs.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn pack_tile(x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    for (i, dst) in tile.chunks_exact_mut(kp).take(MR).enumerate() {
+        let Some(&r) = rows.get(i) else {
+            dst.fill(0);
+            continue;
+        };
+        let src = &x[r * k..][..k];
+        let mut c = 0;
+        while c < k {
+            let nf = (k - c).min(32);
+            // SAFETY: masked loads read only src[c..c + nf]; the masked store
+            // writes only dst[c/2..c/2 + ceil(nf/2)], inside `dst` (len kp).
+            unsafe {
+                let lo = _mm512_maskz_loadu_ps(lanes(nf), src.as_ptr().add(c));
+                let hi = _mm512_maskz_loadu_ps(
+                    lanes(nf.saturating_sub(16)),
+                    src.as_ptr().add(c + 16.min(nf)),
+                );
+                let bh: __m512i = transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_mask_storeu_epi32(
+                    dst.as_mut_ptr().add(c / 2) as *mut i32,
+                    lanes(nf.div_ceil(2)),
+                    bh,
+                );
+            }
+            c += 32;
+        }
+    }
+}
+
+/// # Safety
+/// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F and BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn tile(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (a, b, kp) = (t.a.as_ptr(), t.b.as_ptr(), t.kp);
+    debug_assert!(t.a.len() >= MR * kp && t.b.len() >= kp * NR);
+    for q in 0..kp {
+        // SAFETY: q < kp; the tile holds MR·kp pairs and the panel kp·NR.
+        unsafe {
+            let bq = b.add(q * NR) as *const i32;
+            let mut bv = [transmute::<__m512i, __m512bh>(_mm512_setzero_si512()); NV];
+            for (v, w) in bv.iter_mut().enumerate() {
+                *w = transmute::<__m512i, __m512bh>(_mm512_loadu_epi32(bq.add(v * 16)));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av: __m512bh = transmute(_mm512_set1_epi32(*a.add(i * kp + q) as i32));
+                for (r, &w) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_dpbf16_ps(*r, av, w);
+                }
+            }
+        }
+    }
+    if t.layout == Layout::Plain {
+        for (i, row) in acc.iter().enumerate().take(t.mr) {
+            for (v, &r) in row.iter().enumerate() {
+                let col = v * 16;
+                if col >= t.nout {
+                    break;
+                }
+                let m = lanes(t.nout - col);
+                // SAFETY: lanes below `nout` of row i < mr, which the caller
+                // guarantees writable; the bias holds `nout` values.
+                unsafe {
+                    let val = match t.bias {
+                        Some(bias) => {
+                            _mm512_add_ps(r, _mm512_maskz_loadu_ps(m, bias.as_ptr().add(col)))
+                        }
+                        None => r,
+                    };
+                    _mm512_mask_storeu_ps(t.c.add(i * t.ldc + col), m, val);
+                }
+            }
+        }
+    } else {
+        // SwiGLU needs e^x: spill and let the shared epilogue (vectorised
+        // here under AVX-512) compute it.
+        let mut spill = [[0f32; NR]; MR];
+        for (s, row) in spill.iter_mut().zip(&acc) {
+            for (v, &r) in row.iter().enumerate() {
+                // SAFETY: 16 floats at v·16 < NR.
+                unsafe { _mm512_storeu_ps(s.as_mut_ptr().add(v * 16), r) };
+            }
+        }
+        unsafe { store(&spill, t) }
+    }
+}
+
+/// The instruction's own ceiling on one core: `iters` rounds of 12
+/// independent `vdpbf16ps` (more than latency x throughput, so none waits).
+/// Returns the FLOPs done (2 per bf16 pair: 64 per instruction).
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub unsafe fn peak_flops_loop(iters: u64) -> f64 {
+    let one: __m512bh = unsafe { transmute(_mm512_set1_epi32(0x3F80_3F80)) };
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_dpbf16_ps(*a, one, one);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    std::hint::black_box(sum);
+    iters as f64 * 12.0 * 64.0
+}

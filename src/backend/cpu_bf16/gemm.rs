@@ -1,0 +1,192 @@
+//! `y[m, n] = x[m, k] · Wᵀ (+ bias)`: f32 activations converted to bf16 one
+//! row block at a time, bf16 weights packed at load ([`PackedMat`]), f32
+//! accumulation. Row blocks run in parallel (rayon) when the product is big
+//! enough and we are not already inside a rayon worker (the MoE layer runs
+//! its experts in parallel and their products serially).
+//!
+//! Within a block: pack its rows once, then for each weight panel (kept in
+//! L1: kp · NR pairs, 32 KiB at k = 256) sweep the block's row tiles.
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::kernel::{Kernel, Tile};
+use super::pack::{MR, PackedMat};
+use crate::engine::{OpError, OpResult};
+
+/// Rows per parallel block at most (16 tiles: the panel is reused 16 times).
+const MAX_BLOCK: usize = 16 * MR;
+/// Products below this many multiply-adds run on the calling thread.
+const PARALLEL_MIN: usize = 1 << 18;
+
+/// A raw output pointer shared by the blocks, each writing its own rows.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: blocks write disjoint row ranges.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+impl OutPtr {
+    fn at(self, offset: usize) -> *mut f32 {
+        // SAFETY: callers pass offsets inside the m·n output.
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// `x · Wᵀ + bias` for `m` rows. `rows`: row `i` of the product is row
+/// `rows[i]` of `x` (a gather, e.g. an expert's tokens); `None`: row `i`.
+/// `x` has `w.k` columns. The output is `[m, w.n]`, every element written
+/// once (no zero fill).
+pub fn matmul(
+    kernel: Kernel,
+    x: &[f32],
+    rows: Option<&[u32]>,
+    m: usize,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+) -> OpResult<Vec<f32>> {
+    let mut y = Vec::<f32>::with_capacity(m * w.n);
+    matmul_into(
+        kernel,
+        x,
+        rows,
+        m,
+        w,
+        bias,
+        &mut y.spare_capacity_mut()[..m * w.n],
+    )?;
+    // SAFETY: `matmul_into` returned Ok, so it wrote all m·n elements.
+    unsafe { y.set_len(m * w.n) };
+    Ok(y)
+}
+
+/// [`matmul`] into `out` (its first `m · w.n` elements, all written on Ok).
+pub fn matmul_into(
+    kernel: Kernel,
+    x: &[f32],
+    rows: Option<&[u32]>,
+    m: usize,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+) -> OpResult<()> {
+    check(kernel, x, rows, m, w, bias)?;
+    let n = w.n;
+    if out.len() < m * n {
+        return Err(OpError::msg(
+            "bf16 matmul",
+            format!("output of {} for {m} x {n}", out.len()),
+        ));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let big = m * n * w.k >= PARALLEL_MIN;
+    let parallel = big && m > MR && rayon::current_thread_index().is_none();
+    let block = if parallel {
+        // About four blocks per thread for balance, whole tiles, at most MAX_BLOCK rows.
+        let per = m.div_ceil(4 * rayon::current_num_threads());
+        per.div_ceil(MR).clamp(1, MAX_BLOCK / MR) * MR
+    } else {
+        MAX_BLOCK
+    };
+    let out = OutPtr(out.as_mut_ptr().cast::<f32>());
+    let run = |blk: usize| {
+        let r0 = blk * block;
+        run_block(
+            kernel,
+            x,
+            rows,
+            r0,
+            block.min(m - r0),
+            w,
+            bias,
+            out.at(r0 * n),
+        );
+    };
+    let blocks = m.div_ceil(block);
+    if parallel {
+        (0..blocks).into_par_iter().for_each(run);
+    } else {
+        (0..blocks).for_each(run);
+    }
+    Ok(())
+}
+
+fn check(
+    kernel: Kernel,
+    x: &[f32],
+    rows: Option<&[u32]>,
+    m: usize,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+) -> OpResult<()> {
+    let fail = |msg: String| Err(OpError::msg("bf16 matmul", msg));
+    if !kernel.available() {
+        return fail(format!("this CPU cannot run the {} kernel", kernel.name()));
+    }
+    let k = w.k.max(1);
+    let x_rows = x.len() / k;
+    match rows {
+        None if x_rows < m => return fail(format!("x holds {x_rows} rows of {k}, need {m}")),
+        Some(r) if r.len() < m => return fail(format!("{} row indices for {m} rows", r.len())),
+        Some(r) if r[..m].iter().any(|&i| i as usize >= x_rows) => {
+            return fail(format!("a row index is past x's {x_rows} rows"));
+        }
+        _ => {}
+    }
+    if let Some(b) = bias
+        && b.len() < w.n
+    {
+        return fail(format!("bias of {} for {} outputs", b.len(), w.n));
+    }
+    Ok(())
+}
+
+/// Rows `r0 .. r0 + mb` of the product into `c` (their first output).
+#[allow(clippy::too_many_arguments)]
+fn run_block(
+    kernel: Kernel,
+    x: &[f32],
+    rows: Option<&[u32]>,
+    r0: usize,
+    mb: usize,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+    c: *mut f32,
+) {
+    let (kp, n) = (w.kp, w.n);
+    let tiles = mb.div_ceil(MR);
+    let mut a = vec![0u32; tiles * MR * kp];
+    for (t, tile) in a.chunks_exact_mut(MR * kp).enumerate() {
+        let mut src = [0usize; MR];
+        let mr = MR.min(mb - t * MR);
+        for (i, s) in src.iter_mut().enumerate().take(mr) {
+            let r = r0 + t * MR + i;
+            *s = rows.map_or(r, |idx| idx[r] as usize);
+        }
+        kernel.pack_tile(x, w.k, &src[..mr], tile);
+    }
+    let per = w.outputs_per_panel();
+    for p in 0..w.panels() {
+        let col = p * per;
+        let nout = per.min(n - col);
+        for (t, tile) in a.chunks_exact(MR * kp).enumerate() {
+            let tile = Tile {
+                a: tile,
+                b: w.panel(p),
+                kp,
+                // SAFETY: row t·MR and column col of this block, inside the output.
+                c: unsafe { c.add(t * MR * n + col) },
+                ldc: n,
+                mr: MR.min(mb - t * MR),
+                nout,
+                bias: bias.map(|b| &b[col..col + nout]),
+                layout: w.layout,
+            };
+            // SAFETY: `check` confirmed the kernel; the tile's rows and
+            // columns lie inside this block's part of the output.
+            unsafe { kernel.tile(&tile) };
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The micro-kernel choice, made at run time, and the portable kernel: plain
+//! Rust that widens each bf16 to f32 and accumulates in f32, in the same
+//! order `vdpbf16ps` documents (odd k of a pair, then even), so it works
+//! and is tested on any CPU.
+
+use super::pack::{Layout, MR, NR, hi_f32, lo_f32, pack_tile_portable};
+use crate::engine::float::sigmoid;
+
+/// Which micro-kernel a product runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// `vdpbf16ps` on 512-bit vectors (AVX-512 BF16: AMD Zen 4+, Intel Cooper Lake, Sapphire Rapids+).
+    Avx512Bf16,
+    /// Any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Kernel {
+        if Kernel::Avx512Bf16.available() {
+            Kernel::Avx512Bf16
+        } else {
+            Kernel::Portable
+        }
+    }
+
+    /// Whether this CPU can run it (checked before every product: a cached flag).
+    pub fn available(self) -> bool {
+        match self {
+            Kernel::Portable => true,
+            Kernel::Avx512Bf16 => avx512_bf16_detected(),
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kernel::Avx512Bf16 => "avx512-bf16",
+            Kernel::Portable => "portable",
+        }
+    }
+
+    /// Packs up to MR rows of `x` (width `k`), picked by `rows`, into `tile`.
+    pub(super) fn pack_tile(self, x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `matmul` only runs a kernel that `available()` confirmed.
+            Kernel::Avx512Bf16 => unsafe { super::avx512::pack_tile(x, k, rows, tile) },
+            _ => pack_tile_portable(x, k, rows, tile),
+        }
+    }
+
+    /// One MR x NR tile of the product.
+    ///
+    /// # Safety
+    /// `t.c` must be valid for writes of `t.mr` rows of stride `t.ldc` and
+    /// `t.nout` columns; the kernel must be `available()`.
+    pub(super) unsafe fn tile(self, t: &Tile) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx512Bf16 => unsafe { super::avx512::tile(t) },
+            _ => unsafe { tile_portable(t) },
+        }
+    }
+}
+
+fn avx512_bf16_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// One micro-kernel call: an A tile times a B panel into a C tile.
+pub(super) struct Tile<'a> {
+    /// `[MR][kp]` activation pairs (rows past `mr` are zero).
+    pub a: &'a [u32],
+    /// `[kp][NR]` weight pairs.
+    pub b: &'a [u32],
+    pub kp: usize,
+    /// The tile's first output element and the row stride of `C`.
+    pub c: *mut f32,
+    pub ldc: usize,
+    /// Valid rows (<= MR) and outputs (<= the panel's) of this tile.
+    pub mr: usize,
+    pub nout: usize,
+    /// Added to every row (`Plain` only): this panel's outputs.
+    pub bias: Option<&'a [f32]>,
+    pub layout: Layout,
+}
+
+unsafe fn tile_portable(t: &Tile) {
+    let mut acc = [[0f32; NR]; MR];
+    let (mut be, mut bo) = ([0f32; NR], [0f32; NR]);
+    for q in 0..t.kp {
+        let bq = &t.b[q * NR..][..NR];
+        for j in 0..NR {
+            be[j] = lo_f32(bq[j]);
+            bo[j] = hi_f32(bq[j]);
+        }
+        for (i, row) in acc.iter_mut().enumerate() {
+            let ai = t.a[i * t.kp + q];
+            let (ae, ao) = (lo_f32(ai), hi_f32(ai));
+            for j in 0..NR {
+                row[j] = row[j] + ao * bo[j] + ae * be[j];
+            }
+        }
+    }
+    unsafe { store(&acc, t) }
+}
+
+/// Writes an accumulator tile: `+ bias` (Plain) or `silu(gate)·up` (Swiglu).
+///
+/// # Safety
+/// As [`Kernel::tile`].
+#[inline(always)]
+pub(super) unsafe fn store(acc: &[[f32; NR]; MR], t: &Tile) {
+    for (i, row) in acc.iter().enumerate().take(t.mr) {
+        // SAFETY: the caller guarantees `mr` rows of `nout` writable columns.
+        let out = unsafe { std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.nout) };
+        match (t.layout, t.bias) {
+            (Layout::Plain, None) => out.copy_from_slice(&row[..t.nout]),
+            (Layout::Plain, Some(b)) => {
+                for ((o, &v), &bb) in out.iter_mut().zip(row).zip(b) {
+                    *o = v + bb;
+                }
+            }
+            (Layout::Swiglu, _) => {
+                let (g, u) = row.split_at(NR / 2);
+                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                    *o = g * sigmoid(g) * u;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,32 @@
+//! The bf16 CPU inference engine: weights stored as bf16 (packed once, in
+//! the micro-kernel's layout), activations f32, products accumulated in f32.
+//! Forward ops only; every backward op is an error.
+//!
+//! - `pack`: the layout. A weight `W [n, k]` becomes column panels of NR = 64
+//!   outputs; within a panel, one `u32` per (k-pair, output) holds two bf16.
+//!   A SwiGLU gate/up pair packs into one matrix whose panels hold 32 gate
+//!   and the matching 32 up outputs, so the kernel can write `silu(g)·u`.
+//! - `kernel` / `avx512`: the micro-kernel, an MR = 6 x NR = 64 tile, picked
+//!   at run time: `vdpbf16ps` when the CPU has AVX-512 BF16, else portable
+//!   Rust (bf16 widened to f32, f32 multiply-add).
+//! - `gemm`: the blocked product, parallel over row blocks.
+//! - `params`: which weights become bf16 and which stay f32, and why.
+//! - `backend`, `moe`, `attention`: the engine ([`CpuBf16`]) behind the tape;
+//!   products on the bf16 GEMM, the rest f32 (the reference ops, and a
+//!   leaner attention without the training copies).
+
+mod attention;
+#[cfg(target_arch = "x86_64")]
+pub mod avx512;
+pub mod backend;
+pub mod gemm;
+pub mod kernel;
+mod moe;
+pub mod pack;
+pub mod params;
+
+pub use backend::CpuBf16;
+pub use gemm::{matmul, matmul_into};
+pub use kernel::Kernel;
+pub use pack::PackedMat;
+pub use params::{Bf16Param, Bf16Params};

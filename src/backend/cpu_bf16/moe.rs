@@ -1,0 +1,127 @@
+//! The MoE layer's forward on the bf16 engine: the reference layer
+//! (`backend::cpu::moe`) with its expert products on the bf16 GEMM. Each
+//! SwiGLU expert is two products (gate|up packed as one, with `silu(g)·u` in
+//! the kernel's epilogue; then down); a routed expert reads its tokens' rows
+//! of `z` by index (no gathered copy). The router, top-k and load-balancing
+//! statistics are the reference ops in f32 (see `params` for why f32).
+
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::kernel::Kernel;
+use super::pack::Layout;
+use super::params::Bf16Param;
+use super::{matmul, matmul_into};
+use crate::backend::cpu::{act, linear, moe_permute, router};
+use crate::engine::{MoeDims, MoeRefs, OpError, OpResult};
+
+/// What inference keeps of a layer: its routing and load-balancing loss.
+pub struct MoeRouting {
+    pub topk_idx: Vec<u32>,
+    pub aux: f32,
+}
+
+/// `resid + MoE(z)`; `mask` selects the tokens of the load-balancing loss.
+pub fn fwd(
+    kernel: Kernel,
+    z: &[f32],
+    resid: &[f32],
+    mask: &[u8],
+    w: MoeRefs<Bf16Param>,
+    dm: &MoeDims,
+) -> OpResult<(Vec<f32>, MoeRouting)> {
+    let MoeDims {
+        t,
+        d,
+        n,
+        k,
+        shared_ff: sf,
+        expert_ff: _,
+    } = *dm;
+    const OP: &str = "moe_fwd (bf16)";
+    if z.len() != t * d || resid.len() != t * d || mask.len() != t || k > n {
+        return Err(OpError::msg(OP, format!("shapes do not match {dm:?}")));
+    }
+    let [router_w, gate_w, s_pair, _, s_down, e_pair, _, e_down] = w;
+    let (router_w, gate_w) = (router_w.f32(OP)?, gate_w.f32(OP)?);
+    if router_w.len() != n * d || gate_w.len() != d {
+        return Err(OpError::msg(OP, "router or shared gate of the wrong size"));
+    }
+    let s_pair = &s_pair.packed(OP, 1, Layout::Swiglu)?[0];
+    let s_down = &s_down.packed(OP, 1, Layout::Plain)?[0];
+    let e_pair = e_pair.packed(OP, n, Layout::Swiglu)?;
+    let e_down = e_down.packed(OP, n, Layout::Plain)?;
+
+    // Router in f32, as the reference layer.
+    let mut logits = vec![0f32; t * n];
+    linear::fwd(z, router_w, None, t, d, n, &mut logits);
+    let mut probs = vec![0f32; t * n];
+    let mut topk_idx = vec![0u32; t * k];
+    let mut topk_w = vec![0f32; t * k];
+    let mut counts = vec![0u32; n];
+    let valid = Some(mask);
+    router::fwd(
+        &logits,
+        n,
+        k,
+        valid,
+        &mut probs,
+        &mut topk_idx,
+        &mut topk_w,
+        &mut counts,
+    );
+    let aux = router::lb_loss(&probs, &topk_idx, valid, t, n, k);
+
+    // Shared expert and its per-token gate.
+    let mut gl = vec![0f32; t];
+    linear::fwd(z, gate_w, None, t, d, 1, &mut gl);
+    let mut g = vec![0f32; t];
+    act::sigmoid_fwd(&gl, &mut g);
+    let h = matmul(kernel, z, None, t, s_pair, None)?;
+    debug_assert_eq!(h.len(), t * sf);
+    let mut out = matmul(kernel, &h, None, t, s_down, None)?;
+    drop(h);
+
+    // Routed experts on their tokens' rows, in parallel.
+    let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
+    let tokens: Vec<u32> = plan.sorted_slot.iter().map(|&s| s / k as u32).collect();
+    let off = &plan.expert_offset;
+    let mut y_rows = Vec::<f32>::with_capacity(t * k * d);
+    let mut segments: Vec<&mut [MaybeUninit<f32>]> = Vec::with_capacity(n);
+    let mut rest = &mut y_rows.spare_capacity_mut()[..t * k * d];
+    for e in 0..n {
+        let (seg, tail) = rest.split_at_mut((off[e + 1] - off[e]) as usize * d);
+        segments.push(seg);
+        rest = tail;
+    }
+    segments
+        .into_par_iter()
+        .enumerate()
+        .try_for_each(|(e, y)| -> OpResult<()> {
+            let (r0, m) = (off[e] as usize, (off[e + 1] - off[e]) as usize);
+            if m == 0 {
+                return Ok(());
+            }
+            let h = matmul(kernel, z, Some(&tokens[r0..r0 + m]), m, &e_pair[e], None)?;
+            matmul_into(kernel, &h, None, m, &e_down[e], None, y)
+        })?;
+    // SAFETY: the segments cover t·k·d elements, each written in full (Ok above).
+    unsafe { y_rows.set_len(t * k * d) };
+
+    // out = resid + g·shared + sum_j w_j·y_j, in place over the shared output.
+    out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
+        let gi = g[i];
+        for (v, &r) in o.iter_mut().zip(&resid[i * d..(i + 1) * d]) {
+            *v = r + gi * *v;
+        }
+        for j in 0..k {
+            let wj = topk_w[i * k + j];
+            let r = plan.slot_pos[i * k + j] as usize;
+            for (v, &y) in o.iter_mut().zip(&y_rows[r * d..(r + 1) * d]) {
+                *v += wj * y;
+            }
+        }
+    });
+    Ok((out, MoeRouting { topk_idx, aux }))
+}

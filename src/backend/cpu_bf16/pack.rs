@@ -1,0 +1,185 @@
+//! bf16 operands in the layout the micro-kernels read (the tile design is in
+//! the module docs of `cpu_bf16`): weights packed once at load into column
+//! panels of [`NR`] outputs, activations packed per tile of [`MR`] rows.
+//!
+//! A k-pair is one `u32`: the bf16 of an even k in the low half, the next k
+//! in the high half (what `vdpbf16ps` multiplies lane by lane). An odd `k` is
+//! padded with a zero; a panel short of outputs with zero weights.
+
+use half::bf16;
+
+/// Output columns per micro tile (four 16-lane f32 vectors).
+pub const NR: usize = 64;
+/// Rows per micro tile: MR x 4 accumulators = 24 of the 32 zmm registers.
+pub const MR: usize = 6;
+
+/// bf16 bits of `x`, rounded to nearest even (as `vcvtne2ps2bf16` does).
+#[inline]
+pub fn bf16_bits(x: f32) -> u32 {
+    u32::from(bf16::from_f32(x).to_bits())
+}
+
+/// The f32 value of the bf16 in the low half of `bits`.
+#[inline(always)]
+pub fn lo_f32(bits: u32) -> f32 {
+    f32::from_bits(bits << 16)
+}
+
+/// The f32 value of the bf16 in the high half of `bits`.
+#[inline(always)]
+pub fn hi_f32(bits: u32) -> f32 {
+    f32::from_bits(bits & 0xFFFF_0000)
+}
+
+/// How a panel's columns map to outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Column j of panel p is output `p·NR + j`.
+    Plain,
+    /// A SwiGLU pair: columns `0..NR/2` of panel p are gate rows
+    /// `p·NR/2 + j`, columns `NR/2..NR` the up rows of the same outputs; the
+    /// kernel writes `silu(gate)·up`, NR/2 outputs per panel.
+    Swiglu,
+}
+
+/// A weight `W [n, k]` (PyTorch `[out, in]`) as bf16 column panels:
+/// `data[panel][pair][NR]`.
+#[derive(Clone, Debug)]
+pub struct PackedMat {
+    /// Outputs (columns of `y`).
+    pub n: usize,
+    /// Inputs.
+    pub k: usize,
+    /// k-pairs (`ceil(k / 2)`).
+    pub kp: usize,
+    pub layout: Layout,
+    pub data: Vec<u32>,
+}
+
+impl PackedMat {
+    /// Packs `w [n, k]` row-major.
+    pub fn new(w: &[f32], n: usize, k: usize) -> PackedMat {
+        debug_assert_eq!(w.len(), n * k);
+        let kp = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u32; panels * kp * NR];
+        for p in 0..panels {
+            for j in 0..NR.min(n - p * NR) {
+                pack_column(
+                    &w[(p * NR + j) * k..][..k],
+                    &mut data[p * kp * NR + j..],
+                    kp,
+                );
+            }
+        }
+        PackedMat {
+            n,
+            k,
+            kp,
+            layout: Layout::Plain,
+            data,
+        }
+    }
+
+    /// Packs a SwiGLU pair `gate [f, k]`, `up [f, k]` into one matrix whose
+    /// product is `silu(x·gateᵀ)·(x·upᵀ)` `[m, f]` (see [`Layout::Swiglu`]).
+    pub fn swiglu(gate: &[f32], up: &[f32], f: usize, k: usize) -> PackedMat {
+        debug_assert_eq!(gate.len(), f * k);
+        debug_assert_eq!(up.len(), f * k);
+        let kp = k.div_ceil(2);
+        let half = NR / 2;
+        let panels = f.div_ceil(half);
+        let mut data = vec![0u32; panels * kp * NR];
+        for p in 0..panels {
+            for j in 0..half.min(f - p * half) {
+                let row = p * half + j;
+                let base = p * kp * NR;
+                pack_column(&gate[row * k..][..k], &mut data[base + j..], kp);
+                pack_column(&up[row * k..][..k], &mut data[base + half + j..], kp);
+            }
+        }
+        PackedMat {
+            n: f,
+            k,
+            kp,
+            layout: Layout::Swiglu,
+            data,
+        }
+    }
+
+    /// Outputs one panel produces.
+    pub fn outputs_per_panel(&self) -> usize {
+        match self.layout {
+            Layout::Plain => NR,
+            Layout::Swiglu => NR / 2,
+        }
+    }
+
+    pub fn panels(&self) -> usize {
+        self.n.div_ceil(self.outputs_per_panel())
+    }
+
+    /// Panel `p`: `kp · NR` pairs.
+    pub fn panel(&self, p: usize) -> &[u32] {
+        &self.data[p * self.kp * NR..][..self.kp * NR]
+    }
+}
+
+/// One weight row (an output column) into a panel column, stride NR.
+fn pack_column(row: &[f32], dst: &mut [u32], kp: usize) {
+    for q in 0..kp {
+        let lo = bf16_bits(row[2 * q]);
+        let hi = row.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
+        dst[q * NR] = lo | hi << 16;
+    }
+}
+
+/// Packs rows of `x` (width `k`) into one tile `[MR][kp]`: `rows` gives the
+/// source row of each tile row (fewer than MR: the rest are zero).
+pub fn pack_tile_portable(x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
+    let kp = k.div_ceil(2);
+    for (i, dst) in tile.chunks_exact_mut(kp).take(MR).enumerate() {
+        match rows.get(i) {
+            Some(&r) => {
+                let src = &x[r * k..][..k];
+                for (q, d) in dst.iter_mut().enumerate() {
+                    let lo = bf16_bits(src[2 * q]);
+                    let hi = src.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
+                    *d = lo | hi << 16;
+                }
+            }
+            None => dst.fill(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pairs_hold_even_k_low_and_odd_k_high_with_zero_padding() {
+        // w [2, 3]: k odd, one panel with 2 of NR columns used.
+        let w = [1.0f32, 2.0, 3.0, -1.0, -2.0, -3.0];
+        let p = PackedMat::new(&w, 2, 3);
+        assert_eq!((p.kp, p.panels()), (2, 1));
+        let at = |q: usize, j: usize| p.panel(0)[q * NR + j];
+        assert_eq!((lo_f32(at(0, 0)), hi_f32(at(0, 0))), (1.0, 2.0));
+        assert_eq!((lo_f32(at(1, 0)), hi_f32(at(1, 0))), (3.0, 0.0));
+        assert_eq!((lo_f32(at(1, 1)), hi_f32(at(1, 1))), (-3.0, 0.0));
+        assert_eq!(at(0, 2), 0, "unused columns are zero");
+    }
+
+    #[test]
+    fn swiglu_panels_put_gate_then_up_of_the_same_outputs() {
+        let (f, k) = (NR / 2 + 1, 2);
+        let gate: Vec<f32> = (0..f * k).map(|i| i as f32).collect();
+        let up: Vec<f32> = gate.iter().map(|v| -v).collect();
+        let p = PackedMat::swiglu(&gate, &up, f, k);
+        assert_eq!(p.panels(), 2);
+        // Output NR/2 (first of panel 1): gate row NR/2 at column 0, up at NR/2.
+        let pan = p.panel(1);
+        assert_eq!(lo_f32(pan[0]), gate[(NR / 2) * k]);
+        assert_eq!(lo_f32(pan[NR / 2]), up[(NR / 2) * k]);
+    }
+}

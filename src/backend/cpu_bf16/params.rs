@@ -1,0 +1,141 @@
+//! A model's parameters for the bf16 engine, converted once at load.
+//!
+//! Matrices the products read become bf16 [`PackedMat`]s (one per expert for
+//! stacked `[N, out, in]` tensors), and an MoE layer's gate/up pair is packed
+//! as one SwiGLU matrix in the gate's slot. These stay f32:
+//! - vectors (norm gains, biases): no product reads them, and they are tiny;
+//! - the token embedding: a row gather, not a product;
+//! - the MoE router and the shared-expert gate: the router's logits pick the
+//!   top-k experts, and a bf16 rounding (about 0.4 % of a logit) can flip a
+//!   near tie and send a token to another expert, a large change rather than
+//!   a small error; with the gate they are 9 of about 1,000 outputs per token,
+//!   so f32 costs nothing measurable.
+
+use super::pack::{Layout, PackedMat};
+use crate::engine::{OpError, OpResult, Param};
+
+/// One parameter as the engine's ops read it.
+#[derive(Clone, Debug)]
+pub enum Bf16Param {
+    F32(Vec<f32>),
+    /// One matrix per block: 1, or N for stacked experts.
+    Packed(Vec<PackedMat>),
+    /// The up projection of a SwiGLU pair, packed with its gate.
+    InGate,
+}
+
+impl Bf16Param {
+    pub fn f32(&self, op: &'static str) -> OpResult<&[f32]> {
+        match self {
+            Bf16Param::F32(v) => Ok(v),
+            _ => Err(OpError::msg(
+                op,
+                "expected an f32 parameter, got a packed bf16 matrix",
+            )),
+        }
+    }
+
+    /// The packed matrices, checked to be `blocks` of `layout`.
+    pub fn packed(
+        &self,
+        op: &'static str,
+        blocks: usize,
+        layout: Layout,
+    ) -> OpResult<&[PackedMat]> {
+        match self {
+            Bf16Param::Packed(m) if m.len() == blocks && m.iter().all(|p| p.layout == layout) => {
+                Ok(m)
+            }
+            _ => Err(OpError::msg(
+                op,
+                format!("expected {blocks} packed {layout:?} bf16 matrices"),
+            )),
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Bf16Param::F32(v) => 4 * v.len(),
+            Bf16Param::Packed(m) => m.iter().map(|p| 4 * p.data.len()).sum(),
+            Bf16Param::InGate => 0,
+        }
+    }
+}
+
+/// Every parameter of a model, in the model's order (`ParamId`s hold).
+#[derive(Clone, Debug)]
+pub struct Bf16Params {
+    params: Vec<Bf16Param>,
+}
+
+/// Whether `name` is kept in f32 although it is a matrix (module docs).
+fn kept_f32(p: &Param) -> bool {
+    p.shape.len() < 2
+        || p.name.contains("embed")
+        || p.name.ends_with("moe.router")
+        || p.name.ends_with("moe.shared_gate")
+}
+
+/// Whether params `i` and `i + 1` are an MoE layer's gate and up projections.
+fn is_moe_pair(params: &[Param], i: usize) -> bool {
+    let (Some(a), Some(b)) = (params.get(i), params.get(i + 1)) else {
+        return false;
+    };
+    a.name.contains(".moe.")
+        && a.name.ends_with("w_gate")
+        && b.name == a.name.replace("w_gate", "w_up")
+        && a.shape == b.shape
+}
+
+/// `[out, in]` per block, and the number of blocks, of a matrix's shape.
+fn blocks(shape: &[usize]) -> (usize, usize, usize) {
+    let k = shape[shape.len() - 1];
+    let n = shape[shape.len() - 2];
+    (shape[..shape.len() - 2].iter().product(), n, k)
+}
+
+impl Bf16Params {
+    /// Converts a model's f32 parameters (the optimizer's, a checkpoint's).
+    pub fn pack(params: &[Param]) -> Bf16Params {
+        let mut out = Vec::with_capacity(params.len());
+        let mut i = 0;
+        while i < params.len() {
+            let p = &params[i];
+            if kept_f32(p) {
+                out.push(Bf16Param::F32(p.value.clone()));
+            } else if is_moe_pair(params, i) {
+                let (nb, f, k) = blocks(&p.shape);
+                let up = &params[i + 1].value;
+                let pairs = (0..nb)
+                    .map(|e| {
+                        let r = e * f * k..(e + 1) * f * k;
+                        PackedMat::swiglu(&p.value[r.clone()], &up[r], f, k)
+                    })
+                    .collect();
+                out.push(Bf16Param::Packed(pairs));
+                out.push(Bf16Param::InGate);
+                i += 2;
+                continue;
+            } else {
+                let (nb, n, k) = blocks(&p.shape);
+                let mats = (0..nb)
+                    .map(|e| PackedMat::new(&p.value[e * n * k..(e + 1) * n * k], n, k))
+                    .collect();
+                out.push(Bf16Param::Packed(mats));
+            }
+            i += 1;
+        }
+        Bf16Params { params: out }
+    }
+
+    /// The parameters as the tape takes them (indexed by `ParamId`).
+    pub fn values(&self) -> Vec<&Bf16Param> {
+        self.params.iter().collect()
+    }
+
+    /// Bytes held by the weights.
+    pub fn bytes(&self) -> usize {
+        self.params.iter().map(Bf16Param::bytes).sum()
+    }
+}

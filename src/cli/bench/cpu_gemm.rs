@@ -1,0 +1,195 @@
+//! `tmoe bench cpu-gemm`: the bf16 CPU engine's GEMM (`backend::cpu_bf16`)
+//! at the tiny model's product shapes (batch 64 x sequence 64 = 4,096 token
+//! rows) and a 512³ square, each kernel this CPU runs, beside the f32 `gemm`
+//! crate the f32 engine uses: GFLOP/s (2·m·n·k, useful outputs only; a SwiGLU
+//! pair counts both its gate and up products) and the share of the bf16 peak.
+//!
+//! The peak is measured, not assumed: one core's rate on a loop of
+//! independent `vdpbf16ps` (64 FLOP each), times the cores rayon uses; the
+//! clock `/proc/cpuinfo` reports is printed beside it, with the FLOP per
+//! cycle that implies.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use crate::backend::cpu::linear;
+use crate::backend::cpu_bf16::{Kernel, PackedMat, matmul};
+
+#[derive(clap::Args, Debug)]
+pub struct CpuGemmArgs {
+    /// Timed repetitions per shape (median reported).
+    #[arg(long, default_value_t = 20)]
+    pub iters: usize,
+    /// Write the JSON report here.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing report.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct Entry {
+    name: String,
+    kernel: &'static str,
+    m: usize,
+    n: usize,
+    k: usize,
+    median_ms: f64,
+    gflops: f64,
+    /// Of the measured bf16 peak (null for the f32 entries).
+    peak_share: Option<f64>,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    threads: usize,
+    cpu_mhz: Option<f64>,
+    /// One core's `vdpbf16ps` rate (null without AVX-512 BF16).
+    peak_gflops_one_core: Option<f64>,
+    peak_gflops: Option<f64>,
+    peak_flop_per_cycle_one_core: Option<f64>,
+    entries: Vec<Entry>,
+    command: String,
+}
+
+fn median_ms(iters: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    let mut t: Vec<f64> = (0..iters.max(1))
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn values(n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i * 7919 % 1001) as f32 - 500.0) / 1000.0)
+        .collect()
+}
+
+fn cpu_mhz() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    s.lines()
+        .find(|l| l.starts_with("cpu MHz"))?
+        .split(':')
+        .nth(1)?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// One core's measured `vdpbf16ps` GFLOP/s.
+fn peak_one_core() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::Avx512Bf16.available() {
+        let iters = 20_000_000;
+        // SAFETY: the CPU has AVX-512 BF16 (checked above).
+        unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop(iters / 10) };
+        let t = Instant::now();
+        let flops = unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop(iters) };
+        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    None
+}
+
+pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
+    if let Some(out) = &a.out {
+        anyhow::ensure!(
+            a.force || !out.exists(),
+            "{} exists: pass --force to replace it",
+            out.display()
+        );
+    }
+    let threads = rayon::current_num_threads();
+    let one = peak_one_core();
+    let peak = one.map(|p| p * threads as f64);
+    let mhz = cpu_mhz();
+    eprintln!(
+        "bf16 peak: {} GFLOP/s on one core ({} FLOP/cycle at {} MHz), x {threads} threads = {} GFLOP/s",
+        one.map_or("n/a".into(), |p| format!("{p:.1}")),
+        one.zip(mhz)
+            .map_or("n/a".into(), |(p, m)| format!("{:.1}", p * 1e3 / m)),
+        mhz.map_or("n/a".into(), |m| format!("{m:.0}")),
+        peak.map_or("n/a".into(), |p| format!("{p:.1}")),
+    );
+    // (name, m, n, k, swiglu): tiny at 64 x 64 tokens, and a square.
+    let c = crate::model::ModelConfig::named("tiny")?;
+    let t = 64 * 64;
+    let shapes = [
+        ("qkv", t, 3 * c.d, c.d, false),
+        ("attn_out", t, c.d, c.d, false),
+        ("shared_gate_up_swiglu", t, c.shared_ff, c.d, true),
+        ("shared_down", t, c.d, c.shared_ff, false),
+        ("square_512", 512, 512, 512, false),
+    ];
+    let mut kernels = vec![Kernel::Portable];
+    if Kernel::Avx512Bf16.available() {
+        kernels.insert(0, Kernel::Avx512Bf16);
+    }
+    let mut entries = Vec::new();
+    for &(name, m, n, k, swiglu) in &shapes {
+        let x = values(m * k);
+        // A SwiGLU pair computes 2n outputs (gate and up) and writes n.
+        let cols = if swiglu { 2 * n } else { n };
+        let w = values(cols * k);
+        let flops = 2.0 * (m * cols * k) as f64;
+        let packed = if swiglu {
+            PackedMat::swiglu(&w[..n * k], &w[n * k..], n, k)
+        } else {
+            PackedMat::new(&w, n, k)
+        };
+        let mut record = |kernel: &'static str, ms: f64, bf16: bool| {
+            let gflops = flops / ms / 1e6;
+            let share = if bf16 { peak.map(|p| gflops / p) } else { None };
+            eprintln!(
+                "{name:>22} m {m:>5} n {cols:>4} k {k:>4} {kernel:>12}: {ms:>8.3} ms {gflops:>7.1} GFLOP/s{}",
+                share.map_or(String::new(), |s| format!("  {:.0} % of peak", s * 100.0))
+            );
+            entries.push(Entry {
+                name: name.into(),
+                kernel,
+                m,
+                n: cols,
+                k,
+                median_ms: ms,
+                gflops,
+                peak_share: share,
+            });
+        };
+        for &kernel in &kernels {
+            let ms = median_ms(a.iters, || {
+                std::hint::black_box(
+                    matmul(kernel, &x, None, m, &packed, None).expect("valid shapes"),
+                );
+            });
+            record(kernel.name(), ms, true);
+        }
+        let mut y = vec![0f32; m * cols];
+        let ms = median_ms(a.iters, || linear::fwd(&x, &w, None, m, k, cols, &mut y));
+        record("f32-gemm", ms, false);
+    }
+    let report = Report {
+        threads,
+        cpu_mhz: mhz,
+        peak_gflops_one_core: one,
+        peak_gflops: peak,
+        peak_flop_per_cycle_one_core: one.zip(mhz).map(|(p, m)| p * 1e3 / m),
+        entries,
+        command: std::env::args().collect::<Vec<_>>().join(" "),
+    };
+    let json = serde_json::to_string_pretty(&report)?;
+    println!("{json}");
+    if let Some(out) = &a.out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+        eprintln!("wrote {}", out.display());
+    }
+    Ok(())
+}

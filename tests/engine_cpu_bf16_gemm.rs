@@ -1,0 +1,202 @@
+//! The bf16 GEMM of the CPU inference engine (`backend::cpu_bf16`), both
+//! micro-kernels (AVX-512 BF16 when this CPU has it, and the portable one
+//! always), against an f64 reference computed on the bf16-rounded inputs.
+//!
+//! Tolerance, derived: a bf16 x bf16 product has at most 16 significant bits,
+//! so it is exact in f32; the only error is the f32 rounding of the k (+1 for
+//! the bias) additions, each at most 2^-24 relative to the running sum, so
+//! |y - ref| <= (k + 2) · 2^-24 · sum_i |x_i w_i| (the recursive-summation
+//! bound, one spare term). The SwiGLU epilogue adds the propagation of those
+//! errors through silu(g)·u and a few f32 roundings of its own.
+//!
+//! Shapes include m, n, k off the tile sizes (MR 6, NR 64, k-pairs), k = 1,
+//! m = 1, a gather of rows, a bias, and products big enough to run in
+//! parallel as well as the same products inside a rayon worker (serial).
+
+use half::bf16;
+use traffic_moe::backend::cpu_bf16::{Kernel, PackedMat, matmul};
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn round(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| bf16::from_f32(x).to_f64()).collect()
+}
+
+/// The f64 product on bf16-rounded inputs and, per element, sum |x_i w_i|.
+fn reference(x: &[f64], w: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
+    let (mut y, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
+    for i in 0..m {
+        for j in 0..n {
+            for p in 0..k {
+                let t = x[i * k + p] * w[j * k + p];
+                y[i * n + j] += t;
+                mag[i * n + j] += t.abs();
+            }
+        }
+    }
+    (y, mag)
+}
+
+fn kernels() -> Vec<Kernel> {
+    let mut ks = vec![Kernel::Portable];
+    if Kernel::Avx512Bf16.available() {
+        ks.push(Kernel::Avx512Bf16);
+    } else {
+        eprintln!("this CPU has no AVX-512 BF16: only the portable kernel is tested");
+    }
+    ks
+}
+
+const SHAPES: [(usize, usize, usize); 9] = [
+    (1, 1, 1),
+    (1, 64, 128),
+    (7, 65, 1),
+    (6, 64, 2),
+    (13, 100, 37),
+    (5, 3, 300),
+    (50, 130, 257),
+    (97, 200, 128),
+    (300, 129, 129),
+];
+
+fn check_plain(kernel: Kernel, m: usize, n: usize, k: usize, with_bias: bool) {
+    let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let packed = PackedMat::new(&w, n, k);
+    let bias = with_bias.then_some(&b[..]);
+    let got = matmul(kernel, &x, None, m, &packed, bias).unwrap();
+    assert_eq!(got.len(), m * n);
+    let (want, mag) = reference(&round(&x), &round(&w), m, n, k);
+    let eps = (-24f64).exp2();
+    for (e, (&g, (&r, &a))) in got.iter().zip(want.iter().zip(&mag)).enumerate() {
+        let r = r + if with_bias { b[e % n] as f64 } else { 0.0 };
+        let a = a + if with_bias {
+            (b[e % n] as f64).abs()
+        } else {
+            0.0
+        };
+        let tol = (k + 2) as f64 * eps * a + 1e-30;
+        assert!(
+            (g as f64 - r).abs() <= tol,
+            "{kernel:?} m {m} n {n} k {k} bias {with_bias}: element {e}: {g} vs {r} (tol {tol:e})"
+        );
+    }
+}
+
+#[test]
+fn plain_products_match_the_f64_reference_within_the_summation_bound() {
+    for kernel in kernels() {
+        for &(m, n, k) in &SHAPES {
+            check_plain(kernel, m, n, k, false);
+            check_plain(kernel, m, n, k, true);
+        }
+    }
+}
+
+#[test]
+fn products_inside_a_rayon_worker_run_serially_with_the_same_result() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .unwrap();
+    for kernel in kernels() {
+        let (m, n, k) = (300, 129, 129);
+        let (x, w) = (values(m * k, 4), values(n * k, 5));
+        let packed = PackedMat::new(&w, n, k);
+        let outside = matmul(kernel, &x, None, m, &packed, None).unwrap();
+        let inside = pool.install(|| matmul(kernel, &x, None, m, &packed, None).unwrap());
+        // Each element is one tile's dot product either way: bit-identical.
+        assert_eq!(outside, inside, "{kernel:?}");
+    }
+}
+
+#[test]
+fn gathered_rows_equal_the_product_of_the_gathered_matrix() {
+    for kernel in kernels() {
+        let (rows_x, n, k) = (40, 70, 33);
+        let x = values(rows_x * k, 6);
+        let w = values(n * k, 7);
+        let idx: Vec<u32> = (0..23).map(|i| (i * 7 % rows_x) as u32).collect();
+        let gathered: Vec<f32> = idx
+            .iter()
+            .flat_map(|&r| x[r as usize * k..][..k].to_vec())
+            .collect();
+        let packed = PackedMat::new(&w, n, k);
+        let a = matmul(kernel, &x, Some(&idx), idx.len(), &packed, None).unwrap();
+        let b = matmul(kernel, &gathered, None, idx.len(), &packed, None).unwrap();
+        assert_eq!(a, b, "{kernel:?}");
+    }
+}
+
+#[test]
+fn swiglu_pairs_give_silu_of_gate_times_up() {
+    for kernel in kernels() {
+        for &(m, f, k) in &[(1, 1, 1), (7, 33, 19), (20, 100, 128), (64, 256, 129)] {
+            let (x, g, u) = (values(m * k, 8), values(f * k, 9), values(f * k, 10));
+            let packed = PackedMat::swiglu(&g, &u, f, k);
+            let got = matmul(kernel, &x, None, m, &packed, None).unwrap();
+            let xr = round(&x);
+            let (gr, gmag) = reference(&xr, &round(&g), m, f, k);
+            let (ur, umag) = reference(&xr, &round(&u), m, f, k);
+            let eps = (-24f64).exp2();
+            for e in 0..m * f {
+                let (a, b) = (gr[e], ur[e]);
+                let sig = 1.0 / (1.0 + (-a).exp());
+                let want = a * sig * b;
+                let (ea, eb) = (
+                    (k + 2) as f64 * eps * gmag[e],
+                    (k + 2) as f64 * eps * umag[e],
+                );
+                // |d silu/dg| <= 1.1; 8 roundings of f32 epilogue arithmetic and e^x (1e-7).
+                let tol =
+                    1.1 * b.abs() * ea + (a * sig).abs() * eb + 8.0 * eps * want.abs() + 1e-30;
+                let got = got[e] as f64;
+                assert!(
+                    (got - want).abs() <= tol,
+                    "{kernel:?} m {m} f {f} k {k}: element {e}: {got} vs {want} (tol {tol:e})"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn bad_operands_are_errors_not_panics() {
+    let w = PackedMat::new(&values(8 * 4, 1), 8, 4);
+    let x = values(3 * 4, 2);
+    assert!(
+        matmul(Kernel::Portable, &x, None, 4, &w, None).is_err(),
+        "too few rows"
+    );
+    assert!(
+        matmul(Kernel::Portable, &x, Some(&[0, 3]), 2, &w, None).is_err(),
+        "index past x"
+    );
+    assert!(
+        matmul(Kernel::Portable, &x, Some(&[0]), 2, &w, None).is_err(),
+        "too few indices"
+    );
+    assert!(
+        matmul(Kernel::Portable, &x, None, 3, &w, Some(&[0.0; 7])).is_err(),
+        "short bias"
+    );
+    if !Kernel::Avx512Bf16.available() {
+        assert!(
+            matmul(Kernel::Avx512Bf16, &x, None, 3, &w, None).is_err(),
+            "no AVX-512 BF16"
+        );
+    }
+    assert_eq!(
+        matmul(Kernel::Portable, &x, None, 0, &w, None).unwrap(),
+        Vec::<f32>::new()
+    );
+}
