@@ -164,10 +164,7 @@ fn read_capture_counts_evictions_in_its_stats() {
     let mut run = RunStats::default();
     run.add_file(&st);
     assert_eq!(run.flows_evicted, 40);
-    assert!(
-        run.to_string().contains("40 flows ended early"),
-        "{run}"
-    );
+    assert!(run.to_string().contains("40 flows ended early"), "{run}");
     // Under the default cap nothing is evicted.
     let st = read_capture(&path, 0, &ReadConfig::default(), &mut |_| {});
     assert_eq!((st.flows, st.flows_evicted), (50, 0));

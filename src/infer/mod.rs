@@ -6,5 +6,6 @@
 //! wraps the stream.
 
 pub mod classifier;
+pub mod flow_feed;
 pub mod pipeline;
 pub mod stream;

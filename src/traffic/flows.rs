@@ -9,8 +9,8 @@ use std::hash::BuildHasher;
 
 use crate::traffic::decode::DecodedPacket;
 pub use crate::traffic::flow_hash::{FastHasher, FastState, KeyedState};
-use crate::traffic::recency::RecencyList;
 use crate::traffic::reader::ReadConfig;
+use crate::traffic::recency::RecencyList;
 use crate::traffic::types::{Endpoint, Flow, FlowKey, PROTO_TCP, PacketRecord, tcp_flags};
 
 /// How long a closed TCP flow (FIN both ways / RST) stays in the table to
