@@ -61,7 +61,8 @@ pub struct StreamStats {
     pub flows_classified: u64,
     /// Flows ended early because `max_flows` flows were open.
     pub flows_evicted: u64,
-    /// Of `flows_finished`: not classified, the queue held `max_pending`.
+    /// Of `flows_finished`: not classified, because the queue held
+    /// `max_pending` (or the model call that took them failed).
     pub flows_dropped: u64,
     /// Flows open now (a level, not a counter); with early verdicts some of
     /// them are already counted in `flows_finished`.
@@ -97,7 +98,7 @@ impl FlowFeed {
         };
         FlowFeed {
             // Keys come from the network: a keyed hash (traffic::flow_hash).
-            table: FlowTable::keyed(&read, 0),
+            table: FlowTable::new(&read, 0),
             read,
             finished: VecDeque::new(),
             max_pending: limits.max_pending.max(1),
@@ -115,7 +116,7 @@ impl FlowFeed {
             "limits can only be set before the first frame"
         );
         self.read.max_flows = limits.max_flows;
-        self.table = FlowTable::keyed(&self.read, 0);
+        self.table = FlowTable::new(&self.read, 0);
         self.max_pending = limits.max_pending.max(1);
         Ok(())
     }
@@ -190,6 +191,11 @@ impl FlowFeed {
     /// `flows_classified` is counted by whoever classifies what `take` gives.
     pub fn count_classified(&mut self, n: usize) {
         self.stats.flows_classified += n as u64;
+    }
+
+    /// Flows taken but not classified (the model call failed): dropped.
+    pub fn count_dropped(&mut self, n: usize) {
+        self.stats.flows_dropped += n as u64;
     }
 
     fn sync_table_stats(&mut self) {

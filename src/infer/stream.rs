@@ -107,7 +107,10 @@ impl FlowStream {
     /// Classifies up to `max` finished flows, oldest first.
     pub fn classify_pending(&mut self, max: usize) -> Result<Vec<Verdict>> {
         let flows = self.flows.take(max);
-        let classes = self.classifier.classify(&flows, BATCH)?;
+        let classes = self
+            .classifier
+            .classify(&flows, BATCH)
+            .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
         self.flows.count_classified(flows.len());
         Ok(flows
             .iter()

@@ -1,13 +1,15 @@
-//! The two hashers of the flow table, and why there are two.
+//! The flow table's hashers, and why it uses the keyed one everywhere.
 //!
-//! A flow key (5-tuple) is chosen by whoever sends the packets. Where that is
-//! an adversary (a live monitor, the C API), an unkeyed hash lets them craft
-//! keys that all land in one bucket chain and make every insert scan it
-//! (`cargo bench --bench flow_table` shows the cliff). So the stream hashes
-//! with [`KeyedState`] (ahash with a per-process random seed). Offline readers
-//! (`read_capture`) use [`FastState`], measured faster on real captures
-//! (bench/results/cpu/flow-table-hashers.txt): a crafted capture there costs
-//! its author's own CPU time, and the table's cap bounds its memory either way.
+//! A flow key (5-tuple) is chosen by whoever sends the packets: a live
+//! monitor's (the C API's) senders, but also whoever made a capture handed
+//! to `tmoe tokenize`. With an unkeyed hash they can craft keys that share
+//! the bits the map's probe starts from and turn every insert into a scan
+//! (`cargo bench --bench flow_table`: 30-50x fewer inserts/s at 100k-200k
+//! flows). So every table hashes with [`KeyedState`] (ahash with a random
+//! per-process seed). The unkeyed [`FastState`] measured at most a few per
+//! cent faster on real captures (bench/results/cpu/flow-table-hashers.txt),
+//! which does not pay for that; it stays as the benchmark's baseline and for
+//! `read_capture_with` callers who trust their captures.
 
 use std::hash::{BuildHasherDefault, Hasher};
 

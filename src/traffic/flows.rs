@@ -27,9 +27,10 @@ struct FlowState {
 
 /// The flow table of one capture file, or of one live stream.
 ///
-/// Generic over the hasher rather than an enum of two maps: the choice is
-/// made once per table (offline [`FastState`], live [`KeyedState`]; see
-/// `traffic::flow_hash`), and a type parameter costs no branch per packet.
+/// Generic over the hasher rather than an enum of two maps: the hasher is
+/// chosen once per table, and a type parameter costs no branch per packet.
+/// Every reader uses the keyed [`KeyedState`] (`traffic::flow_hash` says
+/// why); the unkeyed [`FastState`] is the baseline the benchmark measures.
 ///
 /// At most `max_flows` flows are held: a new flow beyond that first evicts
 /// the least recently active one, the flow whose latest packet was pushed
@@ -38,7 +39,7 @@ struct FlowState {
 /// timed out and counted in [`FlowTable::evicted`]. Recency is a linked list
 /// in push order (`traffic::recency`), never the map's hash order, so the
 /// same packets give the same flows in the same order on every run.
-pub struct FlowTable<S = FastState> {
+pub struct FlowTable<S = KeyedState> {
     max_packets: usize,
     payload_bytes: usize,
     idle_timeout_ns: u64,
@@ -54,16 +55,9 @@ pub struct FlowTable<S = FastState> {
     evicted: u64,
 }
 
-impl FlowTable<FastState> {
-    /// A table with the unkeyed hasher (offline captures).
-    pub fn new(cfg: &ReadConfig, file_index: u32) -> Self {
-        FlowTable::with_hasher(cfg, file_index, FastState::default())
-    }
-}
-
 impl FlowTable<KeyedState> {
-    /// A table with a randomly keyed hasher (keys from the network).
-    pub fn keyed(cfg: &ReadConfig, file_index: u32) -> Self {
+    /// A table hashing with a fresh random key.
+    pub fn new(cfg: &ReadConfig, file_index: u32) -> Self {
         FlowTable::with_hasher(cfg, file_index, KeyedState::new())
     }
 }

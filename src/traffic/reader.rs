@@ -12,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::traffic::capture::CaptureReader;
 use crate::traffic::decode::decode_frame;
-use crate::traffic::flows::{FastState, FlowTable};
+use crate::traffic::flows::{FlowTable, KeyedState};
 use crate::traffic::stats::{FileError, FileStats, RunStats, peak_rss_kib};
 use crate::traffic::types::Flow;
 
@@ -59,11 +59,11 @@ pub fn read_capture(
     cfg: &ReadConfig,
     on_flow: &mut dyn FnMut(Flow),
 ) -> FileStats {
-    read_capture_with(path, file_index, cfg, FastState::default(), on_flow)
+    read_capture_with(path, file_index, cfg, KeyedState::new(), on_flow)
 }
 
 /// [`read_capture`] with the flow table hashing through `hasher` (the
-/// offline default is the unkeyed `FastState`; benches compare the two).
+/// default is the keyed `KeyedState`; benches compare it with `FastState`).
 pub fn read_capture_with<S: BuildHasher>(
     path: &Path,
     file_index: u32,
