@@ -139,7 +139,7 @@ fn insert_secs<S: BuildHasher>(keys: &[FlowKey], hasher: S) -> f64 {
 }
 
 fn collisions() {
-    println!("== collisions: inserts/s of N new flows (one packet each) ==");
+    println!("== collisions: inserts/s of N new flows (one packet each), best of 3 ==");
     for bits in [16, 20] {
         let keys = colliding_keys(1000, bits);
         println!(
@@ -156,7 +156,8 @@ fn collisions() {
         "{:>8} {:<12} {:>14} {:>14} {:>9}",
         "N", "keys", "unkeyed/s", "keyed/s", "ratio"
     );
-    // An unkeyed run on crafted keys grows as N^2: stop before it takes minutes.
+    // An unkeyed run on crafted keys grows as N^2: stop before it takes minutes
+    // (3 runs at twice N: 12 times the last one).
     let budget = Duration::from_secs(120);
     let mut too_slow = [false; 2];
     for n in [10_000, 50_000, 100_000, 200_000] {
@@ -167,11 +168,13 @@ fn collisions() {
         ];
         for (i, (name, keys)) in sets.into_iter().enumerate() {
             let Some(keys) = keys else {
-                println!("{n:>8} {name:<12} skipped (the smaller N took over {budget:?})");
+                println!("{n:>8} {name:<12} skipped (3 runs would take over {budget:?})");
                 continue;
             };
-            let unkeyed = insert_secs(&keys, FastState::default());
-            let keyed = insert_secs(&keys, KeyedState::new());
+            // Best of 3: the machine may be shared.
+            let best = |f: &dyn Fn() -> f64| (0..3).map(|_| f()).fold(f64::MAX, f64::min);
+            let unkeyed = best(&|| insert_secs(&keys, FastState::default()));
+            let keyed = best(&|| insert_secs(&keys, KeyedState::new()));
             let rate = |s: f64| n as f64 / s;
             println!(
                 "{n:>8} {name:<12} {:>14.0} {:>14.0} {:>8.1}x",
@@ -179,7 +182,7 @@ fn collisions() {
                 rate(keyed),
                 unkeyed / keyed
             );
-            if i > 0 && unkeyed * 4.0 > budget.as_secs_f64() {
+            if i > 0 && unkeyed * 12.0 > budget.as_secs_f64() {
                 too_slow[i - 1] = true;
             }
         }

@@ -20,8 +20,8 @@ use traffic_moe::traffic::types::{PROTO_TCP, tcp_flags};
 const FLOWS: u32 = 1_000_000;
 /// 10 s of capture time for the whole flood.
 const SPACING_NS: u64 = 10_000_000_000 / FLOWS as u64;
-/// Held flows and queued ended flows are about 1.2 KB each at K = 10 (see
-/// `ReadConfig::max_flows`); the bound allows 2 KB each plus 16 MiB.
+/// The bound: 2 KB per held flow (open or queued; a one-packet flow at K = 10
+/// holds room for 10 packet records, about 0.5-0.8 KB in all) plus 16 MiB.
 const BYTES_PER_FLOW_BOUND: u64 = 2048;
 
 fn main() {
@@ -44,7 +44,7 @@ fn main() {
     let mut feed = FlowFeed::new(&ReadConfig::default(), min_packets, false, limits);
     let server = Ipv4Addr::new(192, 168, 0, 1);
     let start = Instant::now();
-    let mut peak_open = 0;
+    let (mut peak_open, mut peak_pending) = (0, 0);
     for i in 0..FLOWS {
         // Spoofed sources: 10.0.0.0/8, one SYN each, to port 80.
         let src = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i);
@@ -52,12 +52,14 @@ fn main() {
         let frame = eth_ipv4(src, server, PROTO_TCP, &syn);
         let _ = feed.feed(u64::from(i) * SPACING_NS, 1, &frame, frame.len() as u32);
         peak_open = peak_open.max(feed.stats().flows_open);
+        peak_pending = peak_pending.max(feed.pending() as u64);
     }
     let secs = start.elapsed().as_secs_f64();
     let after = peak_rss_kib().unwrap_or(0);
     let st = feed.stats();
     let growth_mib = (after.saturating_sub(before)) as f64 / 1024.0;
-    let held = peak_open.min(u64::from(FLOWS)) + DEFAULT_MAX_PENDING.min(FLOWS as usize) as u64;
+    // Flows held at the peak: open in the table plus ended in the queue.
+    let held = (peak_open + peak_pending).max(1);
     let bound_mib = (held * BYTES_PER_FLOW_BOUND) as f64 / 1048576.0 + 16.0;
     println!(
         "flood: {FLOWS} one-packet SYN flows in 10 s, max_flows {}, max_pending {DEFAULT_MAX_PENDING}, min_packets {min_packets}",
