@@ -73,7 +73,8 @@ typedef struct tmoe_stats {
   uint64_t flows_too_short;  /* ended with fewer packets: not classified */
   uint64_t flows_classified;
   uint64_t flows_evicted;    /* ended early: max_flows flows were open */
-  uint64_t flows_dropped;    /* finished, not classified: max_pending were waiting */
+  uint64_t flows_dropped;    /* finished, not classified: max_pending were
+                                waiting, or the tmoe_poll that took it failed */
   uint64_t flows_open;       /* open now (a level, not a counter) */
 } tmoe_stats;
 
@@ -109,8 +110,8 @@ tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
                            int32_t min_packets, uint32_t flags);
 
 /* Caps memory; call before the first tmoe_feed (later: -1). 0 keeps a limit
- * as it is. `max_flows`: open flows (default 1,000,000; about 1.2 KB each at
- * K = 10); `max_pending`: ended flows awaiting tmoe_poll (default 65,536).
+ * as it is. `max_flows`: open flows (default 1,000,000; 0.75 to 1.2 KB each
+ * at K = 10); `max_pending`: ended flows awaiting tmoe_poll (default 65,536).
  * 0, or -1 on error. */
 int32_t tmoe_set_limits(tmoe_classifier* h, uint64_t max_flows, uint64_t max_pending);
 

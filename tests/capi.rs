@@ -472,15 +472,22 @@ fn c_api_opens_the_engine_it_is_asked_for() {
             }
             tmoe_flush(h);
             let mut v = [TmoeVerdict::default(); 2];
-            polled.push((tmoe_poll(h, v.as_mut_ptr(), 2), last_error()));
+            let n = tmoe_poll(h, v.as_mut_ptr(), 2);
+            let error = last_error();
+            let mut s = TmoeStats::default();
+            tmoe_get_stats(h, &mut s);
+            polled.push((n, error, s.flows_classified, s.flows_dropped));
             tmoe_close(h);
         }
         assert_eq!(polled[0].0, 1, "cpu: {}", polled[0].1);
+        assert_eq!((polled[0].2, polled[0].3), (1, 0));
         assert_eq!(polled[1].0, -1);
         assert!(
             polled[1].1.contains("attention_fwd"),
             "sim: {}",
             polled[1].1
         );
+        // The flow the failed model call took is counted, not lost.
+        assert_eq!((polled[1].2, polled[1].3), (0, 1));
     }
 }

@@ -10,8 +10,8 @@ use crate::traffic::flows::{FlowTable, KeyedState};
 use crate::traffic::reader::{DEFAULT_MAX_FLOWS, ReadConfig};
 use crate::traffic::types::{Flow, FlowKey};
 
-/// Ended flows waiting for the classifier, unless set otherwise (about
-/// 1.2 KB each at K = 10: some 80 MB).
+/// Ended flows waiting for the classifier, unless set otherwise (0.75 to
+/// 1.2 KB each at K = 10: at most some 80 MB).
 pub const DEFAULT_MAX_PENDING: usize = 65_536;
 
 /// How much a stream may hold.

@@ -28,10 +28,12 @@ pub struct ReadConfig {
     /// A TCP flow ends after FIN from both sides, or RST.
     pub split_on_fin_rst: bool,
     /// Flows held at once (per file); a new flow beyond it ends the least
-    /// recently active one early (counted as evicted). Memory is about
-    /// 1.2 KB per held flow at K = 10, so the default bounds a file's table
-    /// near 1.2 GB, far above any real capture's concurrency (7.6 MiB peak
-    /// over ../shared/data) but not a crafted SYN flood's.
+    /// recently active one early (counted as evicted). A held flow costs
+    /// about 0.75 KB with one packet (room for K = 10 is reserved) and some
+    /// 1.2 KB when full (bench/results/cpu/stream-flood.txt), so the default
+    /// bounds one table near 0.75-1.2 GB: far above any real capture's
+    /// concurrency (7.6 MiB peak over ../shared/data), but a bound on a
+    /// crafted SYN flood's.
     pub max_flows: usize,
 }
 
