@@ -4,8 +4,9 @@
 //! monitor's (the C API's) senders, but also whoever made a capture handed
 //! to `tmoe tokenize`. With an unkeyed hash they can craft keys that share
 //! the bits the map's probe starts from and turn every insert into a scan
-//! (`cargo bench --bench flow_table`: 30-50x fewer inserts/s at 100k-200k
-//! flows). So every table hashes with [`KeyedState`] (ahash with a random
+//! (`cargo bench --bench flow_table`: 25-80x fewer inserts/s at 100k-200k
+//! flows, bench/results/cpu/flow-table-collisions.txt). So every table
+//! hashes with [`KeyedState`] (ahash: a key per table, drawn from a random
 //! per-process seed). The unkeyed [`FastState`] measured at most a few per
 //! cent faster on real captures (bench/results/cpu/flow-table-hashers.txt),
 //! which does not pay for that; it stays as the benchmark's baseline and for
