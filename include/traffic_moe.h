@@ -14,9 +14,20 @@
  * `tmoe classify` gives it in a capture file. Flows with fewer packets than
  * the training dataset's minimum are counted, not classified.
  *
+ * Memory is bounded (tmoe_set_limits): at most max_flows open flows (a new
+ * flow beyond it ends the least recently active one early: flows_evicted)
+ * and max_pending ended flows awaiting tmoe_poll (beyond it the newest ended
+ * flow is dropped: flows_dropped). Flow keys are hashed with a per-process
+ * random key, so senders cannot craft colliding flows.
+ *
  * Errors: functions returning a pointer give NULL, those returning a number
  * give -1; tmoe_last_error() says why (per thread). No function aborts the
  * process. A handle must not be used from two threads at the same time.
+ *
+ * Versions: TMOE_API_VERSION changes with any signature or struct layout
+ * here; check tmoe_api_version() == TMOE_API_VERSION at start-up.
+ * 2: tmoe_open takes `device`; tmoe_stats gained flows_evicted,
+ *    flows_dropped and flows_open (48 -> 72 bytes); tmoe_set_limits.
  */
 #ifndef TRAFFIC_MOE_H
 #define TRAFFIC_MOE_H
@@ -27,6 +38,8 @@
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#define TMOE_API_VERSION 2
 
 typedef struct tmoe_classifier tmoe_classifier;
 
@@ -46,20 +59,32 @@ typedef struct tmoe_verdict {
   float probability;    /* the model's probability for class_id */
 } tmoe_verdict;
 
-/* Counters since tmoe_open. */
+/* Counters since tmoe_open. Every flow is counted once, when it ends (or,
+ * with TMOE_EARLY_VERDICTS, at its K-th packet), in flows_finished or
+ * flows_too_short. At any time
+ *   flows_finished = flows_classified + flows_dropped + tmoe_pending(h),
+ * flows_evicted is an end reason within finished + too_short, and after
+ * tmoe_flush flows_open is 0 and finished + too_short is every flow seen. */
 typedef struct tmoe_stats {
   uint64_t frames;
   uint64_t packets;          /* frames that were TCP/UDP over IP */
   uint64_t skipped_frames;   /* the others (ARP, ICMP, malformed, ...) */
-  uint64_t flows_finished;   /* ended with at least the packet minimum */
+  uint64_t flows_finished;   /* reached the packet minimum */
   uint64_t flows_too_short;  /* ended with fewer packets: not classified */
   uint64_t flows_classified;
+  uint64_t flows_evicted;    /* ended early: max_flows flows were open */
+  uint64_t flows_dropped;    /* finished, not classified: max_pending were
+                                waiting, or the tmoe_poll that took it failed */
+  uint64_t flows_open;       /* open now (a level, not a counter) */
 } tmoe_stats;
 
 #if defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
 _Static_assert(sizeof(tmoe_verdict) == 72, "tmoe_verdict layout");
-_Static_assert(sizeof(tmoe_stats) == 48, "tmoe_stats layout");
+_Static_assert(sizeof(tmoe_stats) == 72, "tmoe_stats layout");
 #endif
+
+/* The API version the library implements (TMOE_API_VERSION of its header). */
+uint32_t tmoe_api_version(void);
 
 /* Library version, e.g. "0.1.0". */
 const char* tmoe_version(void);
@@ -71,7 +96,9 @@ const char* tmoe_last_error(void);
  * `tmoe finetune`; give `dataset_dir` (the dataset it was trained on: the
  * vocabulary, packet minimum and flow idle timeout come from it) or else
  * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
- * `min_packets` > 0 overrides the packet minimum. `flags`: 0, or
+ * `device` is the engine: "cpu" (or NULL), "cuda" (a library built with
+ * --features cuda, on a machine with an NVIDIA GPU) or "sim" (the GPU
+ * engine on the CPU simulator: slow, for checks). `min_packets` > 0 overrides the packet minimum. `flags`: 0, or
  * TMOE_EARLY_VERDICTS to classify a flow as soon as it holds the first K
  * packets the model reads (same class and probability as at its end, but
  * without waiting for FIN/RST or the idle timeout; `packets` and
@@ -79,7 +106,14 @@ const char* tmoe_last_error(void);
  * than the checkpoint's is refused. NULL on failure. */
 #define TMOE_EARLY_VERDICTS 1u
 tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
-                           const char* vocab_file, int32_t min_packets, uint32_t flags);
+                           const char* vocab_file, const char* device,
+                           int32_t min_packets, uint32_t flags);
+
+/* Caps memory; call before the first tmoe_feed (later: -1). 0 keeps a limit
+ * as it is. `max_flows`: open flows (default 1,000,000; 0.75 to 1.2 KB each
+ * at K = 10); `max_pending`: ended flows awaiting tmoe_poll (default 65,536).
+ * 0, or -1 on error. */
+int32_t tmoe_set_limits(tmoe_classifier* h, uint64_t max_flows, uint64_t max_pending);
 
 /* Frees the classifier (NULL is fine); flows not yet polled are dropped. */
 void tmoe_close(tmoe_classifier* h);

@@ -10,12 +10,15 @@ use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
+use crate::engine::Device;
 use crate::infer::classifier::{Classifier, VocabSource};
-use crate::infer::stream::{FlowStream, StreamStats, Verdict};
+use crate::infer::stream::{FlowStream, StreamLimits, StreamStats, Verdict};
 
 /// The opaque handle C holds (`tmoe_classifier*`).
 pub struct TmoeClassifier {
     stream: FlowStream,
+    /// What `tmoe_set_limits` last set (its 0 keeps a value).
+    limits: StreamLimits,
     class_names: Vec<CString>,
 }
 
@@ -70,11 +73,11 @@ fn guarded<T>(fail: T, f: impl FnOnce() -> anyhow::Result<T>) -> T {
     }
 }
 
-/// An optional path argument: NULL -> None.
+/// An optional string argument: NULL -> None.
 ///
 /// # Safety
-/// `p` is NULL or a NUL-terminated string.
-unsafe fn opt_path(p: *const c_char, what: &str) -> anyhow::Result<Option<PathBuf>> {
+/// `p` is NULL or a NUL-terminated string that outlives `'a`.
+unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> anyhow::Result<Option<&'a str>> {
     if p.is_null() {
         return Ok(None);
     }
@@ -82,7 +85,16 @@ unsafe fn opt_path(p: *const c_char, what: &str) -> anyhow::Result<Option<PathBu
     let s = unsafe { CStr::from_ptr(p) }
         .to_str()
         .map_err(|_| anyhow::anyhow!("{what} is not valid UTF-8"))?;
-    Ok(Some(PathBuf::from(s)))
+    Ok(Some(s))
+}
+
+/// An optional path argument: NULL -> None.
+///
+/// # Safety
+/// `p` is NULL or a NUL-terminated string.
+unsafe fn opt_path(p: *const c_char, what: &str) -> anyhow::Result<Option<PathBuf>> {
+    // SAFETY: forwarded caller contract.
+    Ok(unsafe { opt_str(p, what) }?.map(PathBuf::from))
 }
 
 fn handle<'a>(h: *const TmoeClassifier) -> anyhow::Result<&'a TmoeClassifier> {
@@ -125,6 +137,18 @@ fn to_c(v: &Verdict) -> TmoeVerdict {
     }
 }
 
+/// The header's `TMOE_API_VERSION`: bumped whenever a signature or a struct
+/// layout of include/traffic_moe.h changes. 2: `tmoe_open` takes a device,
+/// `tmoe_stats` gained the eviction/drop counters, `tmoe_set_limits`.
+pub const TMOE_API_VERSION: u32 = 2;
+
+/// The API version this library implements (a program compiled against
+/// another header compares it with its `TMOE_API_VERSION`).
+#[unsafe(no_mangle)]
+pub extern "C" fn tmoe_api_version() -> u32 {
+    TMOE_API_VERSION
+}
+
 /// The library version ("0.1.0"), static.
 #[unsafe(no_mangle)]
 pub extern "C" fn tmoe_version() -> *const c_char {
@@ -141,11 +165,23 @@ pub extern "C" fn tmoe_last_error() -> *const c_char {
 /// model reads, instead of when it ends.
 pub const TMOE_EARLY_VERDICTS: u32 = 1;
 
+/// The engine named by `tmoe_open`'s `device` (NULL: the CPU).
+fn device_named(name: Option<&str>) -> anyhow::Result<Device> {
+    Ok(match name {
+        None | Some("cpu") => Device::Cpu,
+        Some("cuda") => Device::Cuda,
+        Some("sim") => Device::Sim,
+        Some(other) => {
+            anyhow::bail!("device must be \"cpu\", \"cuda\" or \"sim\", not \"{other}\"")
+        }
+    })
+}
+
 /// Opens a classifier: `checkpoint` (safetensors from `tmoe finetune`) and
 /// either `dataset_dir` (the training dataset: vocabulary, packet minimum,
-/// idle timeout) or `vocab_file`. `min_packets` <= 0 keeps the default;
-/// `flags`: 0 or `TMOE_EARLY_VERDICTS`. Returns NULL on failure (see
-/// `tmoe_last_error`).
+/// idle timeout) or `vocab_file`; `device` "cpu" (or NULL), "cuda" or "sim".
+/// `min_packets` <= 0 keeps the default; `flags`: 0 or `TMOE_EARLY_VERDICTS`.
+/// Returns NULL on failure (see `tmoe_last_error`).
 ///
 /// # Safety
 /// Each string is NULL or NUL-terminated.
@@ -154,25 +190,28 @@ pub unsafe extern "C" fn tmoe_open(
     checkpoint: *const c_char,
     dataset_dir: *const c_char,
     vocab_file: *const c_char,
+    device: *const c_char,
     min_packets: i32,
     flags: u32,
 ) -> *mut TmoeClassifier {
     guarded(std::ptr::null_mut(), || {
         // SAFETY: forwarded caller contract.
-        let (ckpt, data, vocab) = unsafe {
+        let (ckpt, data, vocab, device) = unsafe {
             (
                 opt_path(checkpoint, "checkpoint")?,
                 opt_path(dataset_dir, "dataset_dir")?,
                 opt_path(vocab_file, "vocab_file")?,
+                opt_str(device, "device")?,
             )
         };
+        let device = device_named(device)?;
         let ckpt = ckpt.ok_or_else(|| anyhow::anyhow!("checkpoint is NULL"))?;
         let source = match (&data, &vocab) {
             (Some(d), _) => VocabSource::Dataset(d),
             (None, Some(v)) => VocabSource::VocabFile(v),
             (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
         };
-        let clf = Classifier::open(&ckpt, source, None, crate::engine::Device::Cpu)?;
+        let clf = Classifier::open(&ckpt, source, None, device)?;
         let class_names = clf
             .classes
             .iter()
@@ -186,8 +225,40 @@ pub unsafe extern "C" fn tmoe_open(
         let early = flags & TMOE_EARLY_VERDICTS != 0;
         Ok(Box::into_raw(Box::new(TmoeClassifier {
             stream: FlowStream::new(clf, min, early),
+            limits: StreamLimits::default(),
             class_names,
         })))
+    })
+}
+
+/// Caps what the stream holds (0 keeps a limit as it is): `max_flows` open
+/// flows (beyond it the least recently active flow ends early; `flows_evicted`)
+/// and `max_pending` ended flows waiting for `tmoe_poll` (beyond it the newest
+/// is dropped; `flows_dropped`). Before the first `tmoe_feed` only. Returns 0,
+/// or -1 (see `tmoe_last_error`).
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_set_limits(
+    h: *mut TmoeClassifier,
+    max_flows: u64,
+    max_pending: u64,
+) -> i32 {
+    guarded(-1, || {
+        let c = handle_mut(h)?;
+        let now = c.limits;
+        let pick = |asked: u64, kept: usize| match asked {
+            0 => kept,
+            n => usize::try_from(n).unwrap_or(usize::MAX),
+        };
+        let limits = StreamLimits {
+            max_flows: pick(max_flows, now.max_flows),
+            max_pending: pick(max_pending, now.max_pending),
+        };
+        c.stream.set_limits(limits)?;
+        c.limits = limits;
+        Ok(0)
     })
 }
 

@@ -122,6 +122,10 @@ fn c_example_classifies_like_the_cli() {
     assert!(classified >= 100, "only {classified} flows");
 }
 
+fn null_str() -> *const std::ffi::c_char {
+    std::ptr::null()
+}
+
 fn last_error() -> String {
     // SAFETY: tmoe_last_error returns a valid NUL-terminated string.
     unsafe { CStr::from_ptr(tmoe_last_error()) }
@@ -135,13 +139,23 @@ fn c_api_refuses_bad_arguments_without_crashing() {
     let vocab = CString::new("/nonexistent/vocab.txt").unwrap();
     // SAFETY: valid C strings and NULLs, as the header allows.
     unsafe {
-        assert!(tmoe_open(missing.as_ptr(), std::ptr::null(), vocab.as_ptr(), 0, 0).is_null());
+        assert!(
+            tmoe_open(
+                missing.as_ptr(),
+                null_str(),
+                vocab.as_ptr(),
+                null_str(),
+                0,
+                0
+            )
+            .is_null()
+        );
         assert!(
             last_error().contains("/nonexistent/classifier.safetensors"),
             "{}",
             last_error()
         );
-        assert!(tmoe_open(std::ptr::null(), std::ptr::null(), std::ptr::null(), 0, 0).is_null());
+        assert!(tmoe_open(null_str(), null_str(), null_str(), null_str(), 0, 0).is_null());
         assert!(
             last_error().contains("checkpoint is NULL"),
             "{}",
@@ -160,7 +174,7 @@ fn c_api_refuses_bad_arguments_without_crashing() {
         tmoe_close(null); // a no-op
     }
     assert_eq!(size_of::<TmoeVerdict>(), 72, "header's tmoe_verdict layout");
-    assert_eq!(size_of::<TmoeStats>(), 48, "header's tmoe_stats layout");
+    assert_eq!(size_of::<TmoeStats>(), 72, "header's tmoe_stats layout");
 }
 
 #[test]
@@ -170,13 +184,13 @@ fn c_api_counts_skipped_frames_and_short_flows() {
     let data = CString::new(f.data.to_str().unwrap()).unwrap();
     // SAFETY: valid strings; the handle is used on this thread only and closed once.
     unsafe {
-        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0, 4);
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), null_str(), null_str(), 0, 4);
         assert!(
             h.is_null() && last_error().contains("unknown flags"),
             "{}",
             last_error()
         );
-        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), std::ptr::null(), 0, 0);
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), null_str(), null_str(), 0, 0);
         assert!(!h.is_null(), "{}", last_error());
         assert_eq!(tmoe_class_count(h), 2);
         let name = |i| {
@@ -247,7 +261,8 @@ fn early_verdicts_come_at_the_kth_packet_once() {
         let h = tmoe_open(
             ckpt.as_ptr(),
             data.as_ptr(),
-            std::ptr::null(),
+            null_str(),
+            null_str(),
             0,
             TMOE_EARLY_VERDICTS,
         );
@@ -321,4 +336,158 @@ fn early_verdicts_come_at_the_kth_packet_once() {
         "C API probability {} vs tmoe classify {p}",
         v.probability
     );
+}
+
+/// A 3-packet UDP flow's `k`-th query (the client port names the flow).
+fn udp_frame(port: u16, k: u64) -> Vec<u8> {
+    traffic_moe::traffic::pcap_writer::eth_ipv4(
+        [10, 0, 0, 1].into(),
+        [10, 0, 0, 2].into(),
+        traffic_moe::traffic::types::PROTO_UDP,
+        &traffic_moe::traffic::pcap_writer::udp(port, 53, format!("q{port}.{k}").as_bytes()),
+    )
+}
+
+/// # Safety
+/// `h` is a live handle.
+unsafe fn feed_udp(h: *mut TmoeClassifier, ts: u64, port: u16, k: u64) {
+    let fr = udp_frame(port, k);
+    // SAFETY: a live handle and a frame of the given length.
+    let fed = unsafe { tmoe_feed(h, ts, 1, fr.as_ptr(), fr.len() as u32, fr.len() as u32) };
+    assert_eq!(fed, 1);
+}
+
+#[test]
+fn c_api_v2_caps_memory_and_accounts_for_every_flow() {
+    assert_eq!(tmoe_api_version(), 2);
+    let header = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("include/traffic_moe.h"),
+    )
+    .unwrap();
+    assert!(header.contains("#define TMOE_API_VERSION 2"));
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    // SAFETY: valid strings; one thread; closed once.
+    unsafe {
+        assert_eq!(tmoe_set_limits(std::ptr::null_mut(), 1, 1), -1);
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), null_str(), null_str(), 0, 0);
+        assert!(!h.is_null(), "{}", last_error());
+        // At most 3 open flows and 2 ended ones awaiting a poll.
+        assert_eq!(tmoe_set_limits(h, 3, 2), 0);
+        // Six 3-packet flows one after another (the dataset's minimum is 3),
+        // then a 1-packet flow: each new flow past the third ends the oldest.
+        let mut ts = 1_000;
+        for port in 1000..1006u16 {
+            for k in 0..3 {
+                feed_udp(h, ts, port, k);
+                ts += 1_000;
+            }
+        }
+        feed_udp(h, ts, 2000, 0);
+        assert_eq!(tmoe_set_limits(h, 10, 10), -1, "after the first frame");
+        assert!(
+            last_error().contains("before the first frame"),
+            "{}",
+            last_error()
+        );
+        let mut s = TmoeStats::default();
+        assert_eq!(tmoe_get_stats(h, &mut s), 0);
+        // Flows 1000..=1003 were evicted: two queued, two dropped.
+        assert_eq!(
+            (
+                s.flows_evicted,
+                s.flows_finished,
+                s.flows_dropped,
+                s.flows_open
+            ),
+            (4, 4, 2, 3)
+        );
+        assert_eq!(tmoe_pending(h), 2);
+        assert_eq!(tmoe_flush(h), 0);
+        let mut v = [TmoeVerdict::default(); 8];
+        assert_eq!(tmoe_poll(h, v.as_mut_ptr(), 8), 2);
+        assert_eq!((v[0].src_port, v[1].src_port), (1000, 1001), "oldest kept");
+        assert_eq!((v[0].packets, v[1].packets), (3, 3));
+        tmoe_get_stats(h, &mut s);
+        // Every flow: 6 finished (2 classified, 4 dropped) and 1 too short.
+        assert_eq!(
+            (
+                s.flows_finished,
+                s.flows_too_short,
+                s.flows_classified,
+                s.flows_dropped,
+                s.flows_evicted,
+                s.flows_open
+            ),
+            (6, 1, 2, 4, 4, 0)
+        );
+        assert_eq!(
+            s.flows_finished,
+            s.flows_classified + s.flows_dropped + tmoe_pending(h)
+        );
+        tmoe_close(h);
+    }
+}
+
+#[test]
+fn c_api_opens_the_engine_it_is_asked_for() {
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    let name = |s: &str| CString::new(s).unwrap();
+    let (gpu, cuda, sim, cpu) = (name("gpu"), name("cuda"), name("sim"), name("cpu"));
+    // SAFETY: valid strings; one thread; each handle closed once.
+    unsafe {
+        let open = |device: &CString| {
+            tmoe_open(
+                ckpt.as_ptr(),
+                data.as_ptr(),
+                null_str(),
+                device.as_ptr(),
+                0,
+                0,
+            )
+        };
+        assert!(open(&gpu).is_null());
+        assert!(
+            last_error().contains("\"cpu\", \"cuda\" or \"sim\""),
+            "{}",
+            last_error()
+        );
+        if !cfg!(feature = "cuda") {
+            assert!(open(&cuda).is_null(), "cuda without --features cuda");
+            assert!(last_error().contains("cuda"), "{}", last_error());
+        }
+        // The same flow on the CPU engine and on the GPU engine (simulated).
+        // The fixture's micro model has head_dim 16, which the GPU engine's
+        // attention kernels refuse (they take 32 or 64): that refusal, where
+        // the CPU engine classifies, shows the flow went to the engine asked for.
+        let mut polled = Vec::new();
+        for device in [&cpu, &sim] {
+            let h = open(device);
+            assert!(!h.is_null(), "{}", last_error());
+            for k in 0..3 {
+                feed_udp(h, 1_000 + k * 1_000, 4242, k);
+            }
+            tmoe_flush(h);
+            let mut v = [TmoeVerdict::default(); 2];
+            let n = tmoe_poll(h, v.as_mut_ptr(), 2);
+            let error = last_error();
+            let mut s = TmoeStats::default();
+            tmoe_get_stats(h, &mut s);
+            polled.push((n, error, s.flows_classified, s.flows_dropped));
+            tmoe_close(h);
+        }
+        assert_eq!(polled[0].0, 1, "cpu: {}", polled[0].1);
+        assert_eq!((polled[0].2, polled[0].3), (1, 0));
+        assert_eq!(polled[1].0, -1);
+        assert!(
+            polled[1].1.contains("attention_fwd"),
+            "sim: {}",
+            polled[1].1
+        );
+        // The flow the failed model call took is counted, not lost.
+        assert_eq!((polled[1].2, polled[1].3), (0, 1));
+    }
 }

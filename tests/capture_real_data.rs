@@ -40,6 +40,8 @@ fn counting_config() -> ReadConfig {
         payload_bytes: 0,
         idle_timeout_ns: u64::MAX,
         split_on_fin_rst: false,
+        // dpkt holds every flow: no early ends.
+        max_flows: usize::MAX,
     }
 }
 

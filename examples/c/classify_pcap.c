@@ -7,7 +7,9 @@
  *   cc -O2 examples/c/classify_pcap.c -Iinclude target/release/libtraffic_moe.a \
  *      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o classify_pcap
  *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap [--early]
+ *                   [--device cpu|cuda|sim] [--max-flows N] [--max-pending N]
  * --early: a verdict as soon as a flow holds the packets the model reads.
+ * --max-flows / --max-pending: tmoe_set_limits (flows open / awaiting a poll).
  */
 #include <arpa/inet.h>
 #include <stdio.h>
@@ -42,15 +44,44 @@ static void print_verdicts(tmoe_classifier* h, const char* file) {
   if (n < 0) fprintf(stderr, "tmoe_poll: %s\n", tmoe_last_error());
 }
 
+static int usage(const char* exe) {
+  fprintf(stderr,
+          "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--device cpu|cuda|sim]\n"
+          "          [--max-flows N] [--max-pending N]\n",
+          exe);
+  return 2;
+}
+
 int main(int argc, char** argv) {
-  int early = argc == 5 && strcmp(argv[4], "--early") == 0;
-  if (argc != 4 && !early) {
-    fprintf(stderr, "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early]\n", argv[0]);
-    return 2;
+  if (argc < 4) return usage(argv[0]);
+  int early = 0;
+  const char* device = NULL;
+  uint64_t max_flows = 0, max_pending = 0; /* 0: the library's defaults */
+  for (int i = 4; i < argc; i++) {
+    if (strcmp(argv[i], "--early") == 0) {
+      early = 1;
+    } else if (i + 1 < argc && strcmp(argv[i], "--device") == 0) {
+      device = argv[++i];
+    } else if (i + 1 < argc && strcmp(argv[i], "--max-flows") == 0) {
+      max_flows = strtoull(argv[++i], NULL, 10);
+    } else if (i + 1 < argc && strcmp(argv[i], "--max-pending") == 0) {
+      max_pending = strtoull(argv[++i], NULL, 10);
+    } else {
+      return usage(argv[0]);
+    }
   }
-  tmoe_classifier* h = tmoe_open(argv[1], argv[2], NULL, 0, early ? TMOE_EARLY_VERDICTS : 0);
+  if (tmoe_api_version() != TMOE_API_VERSION) {
+    fprintf(stderr, "library API %u, header %u\n", tmoe_api_version(), TMOE_API_VERSION);
+    return 1;
+  }
+  tmoe_classifier* h =
+      tmoe_open(argv[1], argv[2], NULL, device, 0, early ? TMOE_EARLY_VERDICTS : 0);
   if (!h) {
     fprintf(stderr, "tmoe_open: %s\n", tmoe_last_error());
+    return 1;
+  }
+  if (tmoe_set_limits(h, max_flows, max_pending) != 0) {
+    fprintf(stderr, "tmoe_set_limits: %s\n", tmoe_last_error());
     return 1;
   }
   FILE* f = fopen(argv[3], "rb");
@@ -86,9 +117,12 @@ int main(int argc, char** argv) {
   print_verdicts(h, argv[3]);
   tmoe_stats s;
   tmoe_get_stats(h, &s);
-  fprintf(stderr, "%llu frames, %llu skipped, %llu flows classified, %llu too short\n",
+  fprintf(stderr,
+          "%llu frames, %llu skipped, %llu flows classified, %llu too short, "
+          "%llu evicted, %llu dropped\n",
           (unsigned long long)s.frames, (unsigned long long)s.skipped_frames,
-          (unsigned long long)s.flows_classified, (unsigned long long)s.flows_too_short);
+          (unsigned long long)s.flows_classified, (unsigned long long)s.flows_too_short,
+          (unsigned long long)s.flows_evicted, (unsigned long long)s.flows_dropped);
   free(buf);
   fclose(f);
   tmoe_close(h);

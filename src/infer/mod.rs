@@ -6,6 +6,7 @@
 //! wraps the stream.
 
 pub mod classifier;
+pub mod flow_feed;
 pub mod latency;
 pub mod pipeline;
 pub mod runner;

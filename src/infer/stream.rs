@@ -5,34 +5,18 @@
 //! once it ends (FIN from both sides or RST, idle timeout, or `flush`), or,
 //! with early verdicts on, as soon as it holds the K packets the model reads
 //! (same class and probability, known minutes earlier for long flows); flows
-//! under the packet minimum are counted and dropped.
-
-use std::collections::HashSet;
+//! under the packet minimum are counted and dropped. The flow side (table,
+//! queue, counters, limits) is [`FlowFeed`]; this adds the model.
 
 use anyhow::Result;
 
 use super::classifier::Classifier;
-use crate::traffic::decode::{SkipReason, decode_frame};
-use crate::traffic::flows::FlowTable;
-use crate::traffic::types::{Endpoint, Flow, FlowKey};
+pub use super::flow_feed::{DEFAULT_MAX_PENDING, FlowFeed, StreamLimits, StreamStats};
+use crate::traffic::decode::SkipReason;
+use crate::traffic::types::Endpoint;
 
 /// Flows classified per model call.
 const BATCH: usize = 64;
-
-/// Counters since the stream was opened. `repr(C)`: the C API hands it out
-/// as `tmoe_stats` (include/traffic_moe.h), field for field.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StreamStats {
-    pub frames: u64,
-    /// Frames decoded as TCP or UDP packets (the rest are skipped).
-    pub packets: u64,
-    pub skipped_frames: u64,
-    /// Flows that ended with at least the packet minimum.
-    pub flows_finished: u64,
-    pub flows_too_short: u64,
-    pub flows_classified: u64,
-}
 
 /// One classified flow.
 #[derive(Clone, Debug, PartialEq)]
@@ -52,37 +36,49 @@ pub struct Verdict {
 
 pub struct FlowStream {
     pub classifier: Classifier,
-    table: FlowTable,
-    finished: Vec<Flow>,
-    min_packets: usize,
-    stats: StreamStats,
-    /// Early verdicts: flows classified at their K-th packet and still open
-    /// (key, first timestamp), so that their end is not classified again.
-    early: Option<HashSet<(FlowKey, u64)>>,
+    flows: FlowFeed,
 }
 
 impl FlowStream {
     /// `min_packets`: flows with fewer packets are not classified (default:
     /// the dataset's minimum, else 3). `early_verdicts`: classify a flow at its
     /// K-th packet instead of at its end (its verdict then reports the packets
-    /// and last timestamp seen so far).
+    /// and last timestamp seen so far). Default [`StreamLimits`].
     pub fn new(
         classifier: Classifier,
         min_packets: Option<usize>,
         early_verdicts: bool,
     ) -> FlowStream {
-        let min_packets = min_packets
-            .or(classifier.dataset_min_packets)
-            .unwrap_or(3)
-            .max(1);
-        FlowStream {
-            table: FlowTable::new(&classifier.read_config(), 0),
+        FlowStream::with_limits(
             classifier,
-            finished: Vec::new(),
             min_packets,
-            stats: StreamStats::default(),
-            early: early_verdicts.then(HashSet::new),
+            early_verdicts,
+            StreamLimits::default(),
+        )
+    }
+
+    /// [`FlowStream::new`] holding at most `limits` open and ended flows.
+    pub fn with_limits(
+        classifier: Classifier,
+        min_packets: Option<usize>,
+        early_verdicts: bool,
+        limits: StreamLimits,
+    ) -> FlowStream {
+        let min_packets = min_packets.or(classifier.dataset_min_packets).unwrap_or(3);
+        FlowStream {
+            flows: FlowFeed::new(
+                &classifier.read_config(),
+                min_packets,
+                early_verdicts,
+                limits,
+            ),
+            classifier,
         }
+    }
+
+    /// See [`FlowFeed::set_limits`]: before the first frame only.
+    pub fn set_limits(&mut self, limits: StreamLimits) -> Result<()> {
+        self.flows.set_limits(limits)
     }
 
     /// Adds one frame of link type `link_type` (pcap LINKTYPE_*) captured at
@@ -95,45 +91,27 @@ impl FlowStream {
         frame: &[u8],
         orig_len: u32,
     ) -> Result<(), SkipReason> {
-        self.stats.frames += 1;
-        let pkt = decode_frame(link_type, frame, orig_len).inspect_err(|_| {
-            self.stats.skipped_frames += 1;
-        })?;
-        self.stats.packets += 1;
-        let (min, finished, stats) = (self.min_packets, &mut self.finished, &mut self.stats);
-        let early = &mut self.early;
-        let full = self.table.push(ts_ns, &pkt, &mut |f| {
-            ended(f, min, finished, stats, early.as_mut())
-        });
-        // K packets are in: everything the model reads.
-        if let (Some(done), Some(full)) = (self.early.as_mut(), full) {
-            if full.total_packets >= min as u64 {
-                done.insert((full.key, full.first_ts_ns));
-                keep(full.clone(), min, &mut self.finished, &mut self.stats);
-            }
-        }
-        Ok(())
+        self.flows.feed(ts_ns, link_type, frame, orig_len)
     }
 
     /// Ends every open flow (end of input, or before shutting down).
     pub fn flush(&mut self) {
-        let (min, finished, stats) = (self.min_packets, &mut self.finished, &mut self.stats);
-        let early = &mut self.early;
-        self.table
-            .flush(&mut |f| ended(f, min, finished, stats, early.as_mut()));
+        self.flows.flush();
     }
 
     /// Finished flows waiting to be classified.
     pub fn pending(&self) -> usize {
-        self.finished.len()
+        self.flows.pending()
     }
 
     /// Classifies up to `max` finished flows, oldest first.
     pub fn classify_pending(&mut self, max: usize) -> Result<Vec<Verdict>> {
-        let n = max.min(self.finished.len());
-        let flows: Vec<Flow> = self.finished.drain(..n).collect();
-        let classes = self.classifier.classify(&flows, BATCH)?;
-        self.stats.flows_classified += n as u64;
+        let flows = self.flows.take(max);
+        let classes = self
+            .classifier
+            .classify(&flows, BATCH)
+            .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
+        self.flows.count_classified(flows.len());
         Ok(flows
             .iter()
             .zip(classes)
@@ -151,30 +129,6 @@ impl FlowStream {
     }
 
     pub fn stats(&self) -> StreamStats {
-        self.stats
-    }
-}
-
-/// A flow ended: queue it, unless it already got its early verdict.
-fn ended(
-    f: Flow,
-    min_packets: usize,
-    finished: &mut Vec<Flow>,
-    stats: &mut StreamStats,
-    early: Option<&mut HashSet<(FlowKey, u64)>>,
-) {
-    if early.is_some_and(|done| done.remove(&(f.key, f.first_ts_ns))) {
-        return;
-    }
-    keep(f, min_packets, finished, stats);
-}
-
-/// Queues a flow for classification if it has the packet minimum.
-fn keep(f: Flow, min_packets: usize, finished: &mut Vec<Flow>, stats: &mut StreamStats) {
-    if f.total_packets >= min_packets as u64 {
-        stats.flows_finished += 1;
-        finished.push(f);
-    } else {
-        stats.flows_too_short += 1;
+        self.flows.stats()
     }
 }

@@ -1,53 +1,21 @@
 //! Bidirectional flow table: groups decoded packets by 5-tuple, keeps the
 //! first K packets of each flow, and emits flows as they finish (idle
-//! timeout, TCP FIN from both sides or RST, end of file) so memory stays
-//! bounded by the number of concurrently active flows.
+//! timeout, TCP FIN from both sides or RST, end of file, or eviction when
+//! the table holds `ReadConfig::max_flows`), so memory stays bounded by the
+//! cap however many flows a capture or a sender opens at once.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasher;
 
 use crate::traffic::decode::DecodedPacket;
+pub use crate::traffic::flow_hash::{FastHasher, FastState, KeyedState};
 use crate::traffic::reader::ReadConfig;
+use crate::traffic::recency::RecencyList;
 use crate::traffic::types::{Endpoint, Flow, FlowKey, PROTO_TCP, PacketRecord, tcp_flags};
 
 /// How long a closed TCP flow (FIN both ways / RST) stays in the table to
 /// collect its trailing ACKs before it is emitted.
 pub const CLOSE_LINGER_NS: u64 = 2_000_000_000;
-
-/// FxHash-style hasher: flow keys are not attacker-chosen in an offline
-/// reader, and SipHash costs a noticeable share of the per-packet time.
-#[derive(Default, Clone, Copy)]
-pub struct FastHasher(u64);
-
-impl Hasher for FastHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(b));
-        }
-    }
-    fn write_u8(&mut self, i: u8) {
-        self.write_u64(u64::from(i));
-    }
-    fn write_u16(&mut self, i: u16) {
-        self.write_u64(u64::from(i));
-    }
-    fn write_u32(&mut self, i: u32) {
-        self.write_u64(u64::from(i));
-    }
-    fn write_usize(&mut self, i: usize) {
-        self.write_u64(i as u64);
-    }
-    fn write_u64(&mut self, i: u64) {
-        self.0 = (self.0.rotate_left(5) ^ i).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 struct FlowState {
     flow: Flow,
@@ -57,21 +25,45 @@ struct FlowState {
     closed: bool,
 }
 
-/// The flow table of one capture file.
-pub struct FlowTable {
+/// The flow table of one capture file, or of one live stream.
+///
+/// Generic over the hasher rather than an enum of two maps: the hasher is
+/// chosen once per table, and a type parameter costs no branch per packet.
+/// Every reader uses the keyed [`KeyedState`] (`traffic::flow_hash` says
+/// why); the unkeyed [`FastState`] is the baseline the benchmark measures.
+///
+/// At most `max_flows` flows are held: a new flow beyond that first evicts
+/// the least recently active one, the flow whose latest packet was pushed
+/// longest ago (with non-decreasing timestamps: the oldest last packet, ties
+/// to the one whose last packet came first). It is emitted like a flow that
+/// timed out and counted in [`FlowTable::evicted`]. Recency is a linked list
+/// in push order (`traffic::recency`), never the map's hash order, so the
+/// same packets give the same flows in the same order on every run.
+pub struct FlowTable<S = KeyedState> {
     max_packets: usize,
     payload_bytes: usize,
     idle_timeout_ns: u64,
     split_on_fin_rst: bool,
+    max_flows: usize,
     file_index: u32,
-    flows: FastMap<FlowKey, FlowState>,
+    /// Key -> slot in `flows`.
+    index: HashMap<FlowKey, usize, S>,
+    flows: RecencyList<FlowState>,
     next_sweep_ns: u64,
     sweep_interval_ns: u64,
     emitted: u64,
+    evicted: u64,
 }
 
-impl FlowTable {
-    pub fn new(cfg: &ReadConfig, file_index: u32) -> FlowTable {
+impl FlowTable<KeyedState> {
+    /// A table hashing with a fresh random key.
+    pub fn new(cfg: &ReadConfig, file_index: u32) -> Self {
+        FlowTable::with_hasher(cfg, file_index, KeyedState::new())
+    }
+}
+
+impl<S: BuildHasher> FlowTable<S> {
+    pub fn with_hasher(cfg: &ReadConfig, file_index: u32, hasher: S) -> Self {
         let idle = cfg.idle_timeout_ns.max(1);
         let shortest = if cfg.split_on_fin_rst {
             idle.min(CLOSE_LINGER_NS)
@@ -83,11 +75,14 @@ impl FlowTable {
             payload_bytes: cfg.payload_bytes,
             idle_timeout_ns: idle,
             split_on_fin_rst: cfg.split_on_fin_rst,
+            max_flows: cfg.max_flows.max(1),
             file_index,
-            flows: FastMap::default(),
+            index: HashMap::with_hasher(hasher),
+            flows: RecencyList::default(),
             next_sweep_ns: 0,
             sweep_interval_ns: (shortest / 2).max(1),
             emitted: 0,
+            evicted: 0,
         }
     }
 
@@ -96,9 +91,14 @@ impl FlowTable {
         self.flows.len()
     }
 
-    /// Flows emitted so far.
+    /// Flows emitted so far (evicted ones included).
     pub fn emitted(&self) -> u64 {
         self.emitted
+    }
+
+    /// Flows emitted early because the table was full.
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// Adds one packet; may emit finished flows through `on_flow`. Returns the
@@ -127,41 +127,32 @@ impl FlowTable {
         let syn_only =
             is_tcp && pkt.tcp_flags & (tcp_flags::SYN | tcp_flags::ACK) == tcp_flags::SYN;
 
-        if let Some(state) = self.flows.get(&key) {
+        let mut slot = self.index.get(&key).copied();
+        if let Some(state) = slot.and_then(|i| self.flows.get(i)) {
             let idle = ts_ns.saturating_sub(state.flow.last_ts_ns);
             let restart = idle > self.idle_timeout_ns
                 || (state.closed && (syn_only || idle > CLOSE_LINGER_NS));
             if restart {
-                if let Some(old) = self.flows.remove(&key) {
-                    self.emit(old.flow, on_flow);
-                }
+                self.emit_key(&key, on_flow);
+                slot = None;
             }
         }
-
-        let (max_packets, payload_bytes, file_index) =
-            (self.max_packets, self.payload_bytes, self.file_index);
-        let state = self.flows.entry(key).or_insert_with(|| FlowState {
-            flow: Flow {
-                key,
-                initiator: src,
-                responder: dst,
-                first_ts_ns: ts_ns,
-                last_ts_ns: ts_ns,
-                total_packets: 0,
-                packets: Vec::with_capacity(max_packets.min(16)),
-                file_index,
-            },
-            fin_from_initiator: false,
-            fin_from_responder: false,
-            closed: false,
-        });
+        let slot = match slot {
+            Some(i) => {
+                self.flows.touch(i);
+                i
+            }
+            None => self.insert(key, src, dst, ts_ns, on_flow),
+        };
+        let max_packets = self.max_packets;
+        let state = self.flows.get_mut(slot)?;
         let from_initiator = src == state.flow.initiator;
         let flow = &mut state.flow;
         flow.total_packets += 1;
         flow.last_ts_ns = flow.last_ts_ns.max(ts_ns);
         let was_short = flow.packets.len() < max_packets;
         if was_short {
-            let kept = pkt.payload.len().min(payload_bytes);
+            let kept = pkt.payload.len().min(self.payload_bytes);
             flow.packets.push(PacketRecord {
                 ts_ns,
                 ip_len: pkt.ip_len,
@@ -189,6 +180,42 @@ impl FlowTable {
         (was_short && state.flow.packets.len() == max_packets).then_some(&state.flow)
     }
 
+    /// Starts a flow for `key` (evicting the least recently active one if the
+    /// table is full); returns its slot.
+    fn insert(
+        &mut self,
+        key: FlowKey,
+        initiator: Endpoint,
+        responder: Endpoint,
+        ts_ns: u64,
+        on_flow: &mut dyn FnMut(Flow),
+    ) -> usize {
+        if self.flows.len() >= self.max_flows {
+            if let Some(oldest) = self.flows.front().and_then(|i| self.flows.remove(i)) {
+                self.index.remove(&oldest.flow.key);
+                self.evicted += 1;
+                self.emit(oldest.flow, on_flow);
+            }
+        }
+        let slot = self.flows.push_back(FlowState {
+            flow: Flow {
+                key,
+                initiator,
+                responder,
+                first_ts_ns: ts_ns,
+                last_ts_ns: ts_ns,
+                total_packets: 0,
+                packets: Vec::with_capacity(self.max_packets.min(16)),
+                file_index: self.file_index,
+            },
+            fin_from_initiator: false,
+            fin_from_responder: false,
+            closed: false,
+        });
+        self.index.insert(key, slot);
+        slot
+    }
+
     /// Emits every flow idle for longer than the timeout, and closed flows
     /// past their linger time, oldest first.
     pub fn sweep(&mut self, now_ns: u64, on_flow: &mut dyn FnMut(Flow)) {
@@ -196,24 +223,35 @@ impl FlowTable {
         let mut done: Vec<FlowKey> = self
             .flows
             .iter()
-            .filter(|(_, s)| {
+            .filter(|s| {
                 let quiet = now_ns.saturating_sub(s.flow.last_ts_ns);
                 quiet > idle || (s.closed && quiet > CLOSE_LINGER_NS)
             })
-            .map(|(k, _)| *k)
+            .map(|s| s.flow.key)
             .collect();
         self.emit_keys(&mut done, on_flow);
     }
 
     /// Emits every remaining flow (end of file), oldest first.
     pub fn flush(&mut self, on_flow: &mut dyn FnMut(Flow)) {
-        let mut all: Vec<FlowKey> = self.flows.keys().copied().collect();
+        let mut all: Vec<FlowKey> = self.index.keys().copied().collect();
         self.emit_keys(&mut all, on_flow);
     }
 
+    fn take(&mut self, key: &FlowKey) -> Option<FlowState> {
+        let slot = self.index.remove(key)?;
+        self.flows.remove(slot)
+    }
+
+    fn emit_key(&mut self, key: &FlowKey, on_flow: &mut dyn FnMut(Flow)) {
+        if let Some(old) = self.take(key) {
+            self.emit(old.flow, on_flow);
+        }
+    }
+
     fn emit_keys(&mut self, keys: &mut [FlowKey], on_flow: &mut dyn FnMut(Flow)) {
-        let mut states: Vec<FlowState> = keys.iter().filter_map(|k| self.flows.remove(k)).collect();
-        // HashMap order is arbitrary: sort so output is deterministic.
+        let mut states: Vec<FlowState> = keys.iter().filter_map(|k| self.take(k)).collect();
+        // Slot and hash order are arbitrary: sort so output is deterministic.
         states.sort_by(|a, b| {
             (a.flow.first_ts_ns, a.flow.key).cmp(&(b.flow.first_ts_ns, b.flow.key))
         });

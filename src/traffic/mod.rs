@@ -6,9 +6,11 @@ pub mod types;
 // Capture side: containers, packet decoding, the flow table, the run driver.
 pub mod capture;
 pub mod decode;
+pub mod flow_hash;
 pub mod flows;
 pub mod pcap_writer;
 pub mod reader;
+pub mod recency;
 pub mod stats;
 pub mod synth;
 

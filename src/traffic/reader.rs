@@ -2,6 +2,7 @@
 //! Container reading (capture.rs) -> decoding (decode.rs) -> flow table
 //! (flows.rs), one file per rayon task.
 
+use std::hash::BuildHasher;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -11,7 +12,7 @@ use rayon::prelude::*;
 
 use crate::traffic::capture::CaptureReader;
 use crate::traffic::decode::decode_frame;
-use crate::traffic::flows::FlowTable;
+use crate::traffic::flows::{FlowTable, KeyedState};
 use crate::traffic::stats::{FileError, FileStats, RunStats, peak_rss_kib};
 use crate::traffic::types::Flow;
 
@@ -26,7 +27,18 @@ pub struct ReadConfig {
     pub idle_timeout_ns: u64,
     /// A TCP flow ends after FIN from both sides, or RST.
     pub split_on_fin_rst: bool,
+    /// Flows held at once (per file); a new flow beyond it ends the least
+    /// recently active one early (counted as evicted). A held flow costs
+    /// about 0.75 KB with one packet (room for K = 10 is reserved) and some
+    /// 1.2 KB when full (bench/results/cpu/stream-flood.txt), so the default
+    /// bounds one table near 0.75-1.2 GB: far above any real capture's
+    /// concurrency (7.6 MiB peak over ../shared/data), but a bound on a
+    /// crafted SYN flood's.
+    pub max_flows: usize,
 }
+
+/// `ReadConfig::max_flows` unless set otherwise.
+pub const DEFAULT_MAX_FLOWS: usize = 1_000_000;
 
 impl Default for ReadConfig {
     fn default() -> Self {
@@ -35,6 +47,7 @@ impl Default for ReadConfig {
             payload_bytes: 40,
             idle_timeout_ns: 120_000_000_000,
             split_on_fin_rst: true,
+            max_flows: DEFAULT_MAX_FLOWS,
         }
     }
 }
@@ -46,6 +59,18 @@ pub fn read_capture(
     path: &Path,
     file_index: u32,
     cfg: &ReadConfig,
+    on_flow: &mut dyn FnMut(Flow),
+) -> FileStats {
+    read_capture_with(path, file_index, cfg, KeyedState::new(), on_flow)
+}
+
+/// [`read_capture`] with the flow table hashing through `hasher` (the
+/// default is the keyed `KeyedState`; benches compare it with `FastState`).
+pub fn read_capture_with<S: BuildHasher>(
+    path: &Path,
+    file_index: u32,
+    cfg: &ReadConfig,
+    hasher: S,
     on_flow: &mut dyn FnMut(Flow),
 ) -> FileStats {
     let start = Instant::now();
@@ -70,7 +95,7 @@ pub fn read_capture(
         }
     };
     st.format = Some(reader.format());
-    let mut table = FlowTable::new(cfg, file_index);
+    let mut table = FlowTable::with_hasher(cfg, file_index, hasher);
     // Link types change rarely: count runs, not a map lookup per frame.
     let (mut run_lt, mut run_len) = (u32::MAX, 0u64);
     let result = reader.for_each_frame(|frame| {
@@ -103,6 +128,7 @@ pub fn read_capture(
     st.frames += reader.unknown_interface_frames;
     table.flush(on_flow);
     st.flows = table.emitted();
+    st.flows_evicted = table.evicted();
     st.elapsed = start.elapsed();
     st
 }

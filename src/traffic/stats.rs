@@ -89,6 +89,9 @@ pub struct FileStats {
     pub link_types: BTreeMap<u32, u64>,
     /// Flows emitted.
     pub flows: u64,
+    /// Of `flows`: ended early because the flow table was full
+    /// (`ReadConfig::max_flows`).
+    pub flows_evicted: u64,
     /// The file could not be read at all.
     pub error: Option<FileError>,
     /// The read stopped early, or produced nothing usable.
@@ -124,6 +127,8 @@ pub struct RunStats {
     pub unknown_interface_frames: u64,
     pub link_types: BTreeMap<u32, u64>,
     pub flows: u64,
+    /// Of `flows`: ended early because a file's flow table was full.
+    pub flows_evicted: u64,
     /// Every failure and warning, in file order.
     pub problems: Vec<FileError>,
     /// Wall-clock time of the run.
@@ -151,6 +156,7 @@ impl RunStats {
             *self.link_types.entry(*lt).or_default() += n;
         }
         self.flows += f.flows;
+        self.flows_evicted += f.flows_evicted;
         self.problems.extend(f.error.iter().cloned());
         self.problems.extend(f.warnings.iter().cloned());
     }
@@ -172,6 +178,7 @@ impl RunStats {
             *self.link_types.entry(lt).or_default() += n;
         }
         self.flows += o.flows;
+        self.flows_evicted += o.flows_evicted;
         self.problems.extend(o.problems);
     }
 
@@ -221,6 +228,13 @@ impl fmt::Display for RunStats {
             self.flows_per_sec(),
             self.packets_per_sec()
         )?;
+        if self.flows_evicted > 0 {
+            writeln!(
+                f,
+                "{} flows ended early: the flow table was full (max_flows)",
+                self.flows_evicted
+            )?;
+        }
         if self.truncated_packets + self.first_fragments > 0 {
             writeln!(
                 f,
