@@ -24,6 +24,7 @@ fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
         quiet: true,
         device: traffic_moe::engine::Device::Cpu,
         routing: true,
+        precision: traffic_moe::engine::Precision::F32,
     }
 }
 

@@ -30,7 +30,7 @@ pub fn run(a: &Args) -> Result<()> {
     let s = with_output(a, |w| classify_stream(a, std::io::stdin(), w))?;
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2} ms", s * 1e3));
     eprintln!(
-        "classified {} flows from {} packets in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} frames skipped, {} flows under the packet minimum; verdict latency p50 {}, p99 {}",
+        "classified {} flows from {} packets in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} frames skipped, {} flows under the packet minimum, {} evicted by the flow-table cap, {} dropped (queue full); verdict latency p50 {}, p99 {}",
         s.stats.flows_classified,
         s.stats.packets,
         s.seconds,
@@ -38,6 +38,8 @@ pub fn run(a: &Args) -> Result<()> {
         s.stats.packets as f64 / s.seconds.max(1e-9),
         s.stats.skipped_frames,
         s.stats.flows_too_short,
+        s.stats.flows_evicted,
+        s.stats.flows_dropped,
         ms(s.latency_p50),
         ms(s.latency_p99),
     );

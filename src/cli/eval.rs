@@ -51,6 +51,9 @@ pub struct Args {
     /// routing-per-class.png; a second pass over the split).
     #[arg(long)]
     pub routing: bool,
+    /// CPU engine precision: f32, or bf16 weights with f32 accumulation.
+    #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
+    pub precision: crate::engine::Precision,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -126,7 +129,7 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
     }
     let (seq_len, seq_len_from) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
     let t0 = Instant::now();
-    let loaded = Loaded::new(a.device, params)?;
+    let loaded = Loaded::with_precision(a.device, params, a.precision)?;
     let probs = predict_probs_on(
         &model,
         loaded.weights(),

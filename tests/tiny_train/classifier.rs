@@ -167,6 +167,7 @@ pub fn classify_args(
         min_packets: None,
         batch: 16,
         device: traffic_moe::engine::Device::Cpu,
+        precision: traffic_moe::engine::Precision::F32,
         readers: 0,
         seq_len: None,
         quiet: true,

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
-use crate::engine::Device;
+use crate::engine::{Device, Precision};
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{PipelineConfig, PipelineStats, classify_files};
 use crate::infer::runner::StreamRunner;
@@ -45,6 +45,9 @@ pub struct ClassifyArgs {
     /// Model config: tiny, small or base.
     #[arg(long, default_value = "tiny")]
     pub config: String,
+    /// CPU engine precision (bf16: bf16 weights, f32 accumulation).
+    #[arg(long, value_enum, default_value_t = Precision::F32)]
+    pub precision: Precision,
     /// Tokens per flow (default 64; 32 on sim).
     #[arg(long)]
     pub seq: Option<usize>,
@@ -121,6 +124,7 @@ struct Ratio {
 struct Report {
     date: String,
     device: &'static str,
+    precision: &'static str,
     device_name: String,
     cpu: String,
     cores: usize,
@@ -193,9 +197,10 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         None => "CPU".into(),
     };
     eprintln!(
-        "tmoe bench classify: {} on {} ({device_name}), sequence {seq}, batch {batch}",
+        "tmoe bench classify: {} on {} ({device_name}, {}), sequence {seq}, batch {batch}",
         a.config,
-        a.device.name()
+        a.device.name(),
+        a.precision.name()
     );
     let mut rows = Vec::new();
     for ffn in [FfnKind::Moe, FfnKind::Dense] {
@@ -208,7 +213,15 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
             continue;
         }
         let ckpt = random_classifier(&a.config, ffn, &data, seq, &work)?;
-        let open = || Classifier::open(&ckpt, VocabSource::Dataset(&data), Some(seq), a.device);
+        let open = || {
+            Classifier::open_with_precision(
+                &ckpt,
+                VocabSource::Dataset(&data),
+                Some(seq),
+                a.device,
+                a.precision,
+            )
+        };
         let name = if ffn == FfnKind::Moe { "moe" } else { "dense" };
         let mut clf = open()?;
         for input in &inputs {
@@ -241,6 +254,7 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let report = Report {
         date: super::model::chrono_like_now(),
         device: a.device.name(),
+        precision: a.precision.name(),
         device_name,
         cpu: cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -472,6 +486,8 @@ fn bench_stream(
             "flows_finished": st.flows_finished,
             "flows_too_short": st.flows_too_short,
             "flows_classified": st.flows_classified,
+            "flows_evicted": st.flows_evicted,
+            "flows_dropped": st.flows_dropped,
         })),
         ..Row::default()
     };
