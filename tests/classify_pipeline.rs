@@ -191,7 +191,7 @@ fn stream_from_a_reader_gives_the_verdicts_of_classify() {
         a.captures.clear();
         a.stream = true;
         a.early = early;
-        a.batch = 3;
+        a.batch = Some(3);
         let mut got = Vec::new();
         let input = std::fs::File::open(&cap).unwrap();
         let s = classify_stream(&a, input, &mut got).unwrap();

@@ -61,9 +61,10 @@ pub struct Args {
     /// Skip flows with fewer packets (default: the dataset's setting, else 3).
     #[arg(long)]
     pub min_packets: Option<usize>,
-    /// Flows per model call (batches are formed across captures).
-    #[arg(long, default_value_t = 64)]
-    pub batch: usize,
+    /// Flows per model call, batched across captures (default: 64 on the
+    /// CPU, 1024 on a GPU, where small batches leave it idle).
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Engine that runs the model: cpu, cuda (a GPU; needs --features cuda)
     /// or sim (the GPU engine in the simulator: slow, for checks).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
@@ -83,6 +84,16 @@ pub struct Args {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+}
+
+impl Args {
+    /// `--batch`, or the engine's default.
+    pub fn batch(&self) -> usize {
+        self.batch.unwrap_or(match self.device {
+            Device::Cuda => 1024,
+            Device::Cpu | Device::Sim => 64,
+        })
+    }
 }
 
 /// What a run did, for the summary line and tests.
@@ -276,7 +287,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let t0 = Instant::now();
     let clf = open_classifier(a)?;
     let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
-    let mut cfg = PipelineConfig::new(a.batch, min_packets);
+    let mut cfg = PipelineConfig::new(a.batch(), min_packets);
     cfg.readers = a.readers;
 
     let mut summary = ClassifySummary::default();

@@ -60,7 +60,7 @@ pub fn classify_stream(
     let clf = open_classifier(a)?;
     let mut reader =
         CaptureReader::from_read(input).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
-    let mut runner = StreamRunner::new(FlowStream::new(clf, a.min_packets, a.early), a.batch);
+    let mut runner = StreamRunner::new(FlowStream::new(clf, a.min_packets, a.early), a.batch());
     write_header(out, a.format)?;
     let mut write = |s: &FlowStream, verdicts: &[Verdict]| -> Result<()> {
         for v in verdicts {

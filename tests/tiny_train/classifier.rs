@@ -165,7 +165,7 @@ pub fn classify_args(
         out: None,
         force: false,
         min_packets: None,
-        batch: 16,
+        batch: Some(16),
         device: traffic_moe::engine::Device::Cpu,
         precision: traffic_moe::engine::Precision::F32,
         readers: 0,

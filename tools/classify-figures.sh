@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Measures issue 11's and issue 8's CPU figures on this machine and keeps each
+# raw output (date, machine, load, command) under bench/results/cpu/:
+#   bench-classify-tiny-{f32,bf16}.{txt,json}  tmoe bench classify (end to end
+#       from IoT Sentinel and 3,000 one-flow captures; the stream unpaced and
+#       at 0.5x / 0.9x of its top packet rate), MoE and dense
+#   same-run-{tmoe,torch}-tiny.{txt,json}      tmoe bench model (f32, bf16) and
+#       PyTorch eager / torch.compile (tools/torch_reference.py) at the same
+#       shapes and thread count, one after the other in this run
+# PYTHON: an interpreter with torch (default python3). Run it on an otherwise
+# idle machine (it prints the load average first).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+out="$root/bench/results/cpu"
+py="${PYTHON:-python3}"
+mkdir -p "$out"
+cargo build --release --quiet --bin tmoe
+tmoe="$root/target/release/tmoe"
+threads="$(nproc)"
+
+header() { # command line
+  echo "# date: $(date -u +%FT%TZ)"
+  echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "# command: $*"
+}
+timed() { # file, command...
+  local file="$1"; shift
+  { header "$@"; /usr/bin/env time -f "# wall %e s, max RSS %M KiB" "$@" 2>&1; } > "$file" 2>&1
+  grep -v '^ \|^{\|^}\|^\]' "$file" | tail -n 20
+}
+
+for p in f32 bf16; do
+  echo "== bench classify, tiny, $p"
+  timed "$out/bench-classify-tiny-$p.txt" "$tmoe" bench classify --device cpu --config tiny \
+    --precision "$p" --out "$out/bench-classify-tiny-$p.json" --force
+done
+echo "== same run: tmoe bench model (f32, bf16) and PyTorch, tiny, sequence 64, $threads threads"
+for p in f32 bf16; do
+  timed "$out/same-run-tmoe-tiny-$p.txt" "$tmoe" bench model --device cpu --config tiny \
+    --precision "$p" --batch 8,64 --seq 64 --iters 10 --out "$out/same-run-tmoe-tiny-$p.json" --force
+done
+if "$py" -c 'import torch' 2>/dev/null; then
+  timed "$out/same-run-torch-tiny.txt" "$py" tools/torch_reference.py bench --config tiny \
+    --batch 8,64 --seq 64 --iters 10 --threads "$threads" --out "$out/same-run-torch-tiny.json" --force
+else
+  echo "no torch for $py: the PyTorch side is skipped (PYTHON=/path/to/python with torch)"
+fi
