@@ -214,3 +214,23 @@ fn stream_from_a_reader_gives_the_verdicts_of_classify() {
     .unwrap_err();
     assert!(err.to_string().contains("standard input"), "{err}");
 }
+
+#[test]
+fn a_flow_table_cap_ends_flows_early_and_counts_them() {
+    let f = tiny_train::classifier::fixture();
+    let caps = vec![f.caps.join("dns")];
+    let a = tiny_train::classifier::classify_args(&f, caps, classify::Format::Csv);
+    let mut want = Vec::new();
+    let free = classify::classify(&a, &mut want).unwrap();
+    assert_eq!(free.flows_evicted, 0);
+    // The fixture's flows follow one another: with room for one open flow,
+    // each new flow ends the previous one, which had all its packets.
+    let capped_args = classify::Args {
+        max_flows: Some(1),
+        ..a
+    };
+    let mut got = Vec::new();
+    let capped = classify::classify(&capped_args, &mut got).unwrap();
+    assert_eq!(capped.flows_evicted, 3 * (20 - 1), "3 captures of 20 flows");
+    assert_eq!(rows_without_file(&got), rows_without_file(&want));
+}

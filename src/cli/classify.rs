@@ -74,6 +74,10 @@ pub struct Args {
     /// differ in the third digit).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
+    /// Flows open at once per capture (and in the stream); beyond it the least
+    /// recently active flow ends early and is counted (default 1,000,000).
+    #[arg(long)]
+    pub max_flows: Option<usize>,
     /// Threads reading captures (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub readers: usize,
@@ -289,6 +293,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
     let mut cfg = PipelineConfig::new(a.batch(), min_packets);
     cfg.readers = a.readers;
+    cfg.max_flows = a.max_flows;
 
     let mut summary = ClassifySummary::default();
     let files = capture_files(&a.captures, &mut summary.files_skipped);

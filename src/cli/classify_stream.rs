@@ -10,6 +10,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
+use crate::infer::flow_feed::StreamLimits;
 use crate::infer::runner::StreamRunner;
 use crate::infer::stream::{FlowStream, StreamStats, Verdict};
 use crate::traffic::capture::CaptureReader;
@@ -60,7 +61,14 @@ pub fn classify_stream(
     let clf = open_classifier(a)?;
     let mut reader =
         CaptureReader::from_read(input).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
-    let mut runner = StreamRunner::new(FlowStream::new(clf, a.min_packets, a.early), a.batch());
+    let mut stream = FlowStream::new(clf, a.min_packets, a.early);
+    if let Some(m) = a.max_flows {
+        stream.set_limits(StreamLimits {
+            max_flows: m.max(1),
+            ..StreamLimits::default()
+        })?;
+    }
+    let mut runner = StreamRunner::new(stream, a.batch());
     write_header(out, a.format)?;
     let mut write = |s: &FlowStream, verdicts: &[Verdict]| -> Result<()> {
         for v in verdicts {

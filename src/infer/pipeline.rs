@@ -34,6 +34,8 @@ pub struct PipelineConfig {
     /// Flows pooled before they are sorted by length and cut into batches:
     /// more means less padding, at the cost of memory and latency.
     pub window: usize,
+    /// Flow-table cap per capture (None: the reader's default).
+    pub max_flows: Option<usize>,
 }
 
 impl PipelineConfig {
@@ -44,6 +46,7 @@ impl PipelineConfig {
             min_packets: min_packets.max(1),
             readers: 0,
             window: batch * 16,
+            max_flows: None,
         }
     }
 }
@@ -121,7 +124,10 @@ pub fn classify_files(
     let (tx, rx) = sync_channel::<ReadFile>(readers * 4);
     let next = AtomicUsize::new(0);
     let stop = AtomicBool::new(false);
-    let read_cfg = clf.read_config();
+    let mut read_cfg = clf.read_config();
+    if let Some(m) = cfg.max_flows {
+        read_cfg.max_flows = m.max(1);
+    }
     let tokenizer = &clf.tokenizer;
     let (seq_len, min_packets) = (clf.seq_len, cfg.min_packets);
     std::thread::scope(|scope| {

@@ -169,6 +169,7 @@ pub fn classify_args(
         device: traffic_moe::engine::Device::Cpu,
         precision: traffic_moe::engine::Precision::F32,
         readers: 0,
+        max_flows: None,
         seq_len: None,
         quiet: true,
     }
