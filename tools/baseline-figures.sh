@@ -22,7 +22,7 @@ run() { echo "\$ $*"; "$@"; }
   run "$tmoe" vocab "$data/corpus" "$data/ndpi" --out "$work/vocab.txt" --size 2048 --force --quiet
   run "$tmoe" tokenize "$data/iot-sentinel" --out "$work/iot" --labels folder --split-by file \
     --keep-rare 50 --vocab "$work/vocab.txt" --view full --seq-len 64 --force --quiet | tail -n 3
-  run "$tmoe" baseline appscanner --data "$work/iot" --out "$work/appscanner" | head -n 4
-  run "$tmoe" baseline knn --data "$work/iot" --out "$work/knn" | head -n 4
-  run "$tmoe" baseline knn --neighbours 5 --data "$work/iot" --out "$work/knn5" | head -n 4
+  run "$tmoe" baseline appscanner --data "$work/iot" --out "$work/appscanner" | sed -n 1,4p
+  run "$tmoe" baseline knn --data "$work/iot" --out "$work/knn" | sed -n 1,4p
+  run "$tmoe" baseline knn --neighbours 5 --data "$work/iot" --out "$work/knn5" | sed -n 1,4p
 } 2>&1 | tee "$out/baselines.txt"
