@@ -10,7 +10,7 @@ use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
-use crate::engine::Device;
+use crate::engine::{Device, Precision};
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::stream::{FlowStream, StreamLimits, StreamStats, Verdict};
 
@@ -165,21 +165,24 @@ pub extern "C" fn tmoe_last_error() -> *const c_char {
 /// model reads, instead of when it ends.
 pub const TMOE_EARLY_VERDICTS: u32 = 1;
 
-/// The engine named by `tmoe_open`'s `device` (NULL: the CPU).
-fn device_named(name: Option<&str>) -> anyhow::Result<Device> {
+/// The engine named by `tmoe_open`'s `device` (NULL: the CPU in f32;
+/// "cpu-bf16": the bf16 CPU engine).
+fn device_named(name: Option<&str>) -> anyhow::Result<(Device, Precision)> {
     Ok(match name {
-        None | Some("cpu") => Device::Cpu,
-        Some("cuda") => Device::Cuda,
-        Some("sim") => Device::Sim,
-        Some(other) => {
-            anyhow::bail!("device must be \"cpu\", \"cuda\" or \"sim\", not \"{other}\"")
-        }
+        None | Some("cpu") => (Device::Cpu, Precision::F32),
+        Some("cpu-bf16") => (Device::Cpu, Precision::Bf16),
+        Some("cuda") => (Device::Cuda, Precision::F32),
+        Some("sim") => (Device::Sim, Precision::F32),
+        Some(other) => anyhow::bail!(
+            "device must be \"cpu\", \"cpu-bf16\", \"cuda\" or \"sim\", not \"{other}\""
+        ),
     })
 }
 
 /// Opens a classifier: `checkpoint` (safetensors from `tmoe finetune`) and
 /// either `dataset_dir` (the training dataset: vocabulary, packet minimum,
-/// idle timeout) or `vocab_file`; `device` "cpu" (or NULL), "cuda" or "sim".
+/// idle timeout) or `vocab_file`; `device` "cpu" (or NULL), "cpu-bf16",
+/// "cuda" or "sim".
 /// `min_packets` <= 0 keeps the default; `flags`: 0 or `TMOE_EARLY_VERDICTS`.
 /// Returns NULL on failure (see `tmoe_last_error`).
 ///
@@ -204,14 +207,14 @@ pub unsafe extern "C" fn tmoe_open(
                 opt_str(device, "device")?,
             )
         };
-        let device = device_named(device)?;
+        let (device, precision) = device_named(device)?;
         let ckpt = ckpt.ok_or_else(|| anyhow::anyhow!("checkpoint is NULL"))?;
         let source = match (&data, &vocab) {
             (Some(d), _) => VocabSource::Dataset(d),
             (None, Some(v)) => VocabSource::VocabFile(v),
             (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
         };
-        let clf = Classifier::open(&ckpt, source, None, device)?;
+        let clf = Classifier::open_with_precision(&ckpt, source, None, device, precision)?;
         let class_names = clf
             .classes
             .iter()

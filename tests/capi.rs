@@ -437,6 +437,7 @@ fn c_api_opens_the_engine_it_is_asked_for() {
     let data = CString::new(f.data.to_str().unwrap()).unwrap();
     let name = |s: &str| CString::new(s).unwrap();
     let (gpu, cuda, sim, cpu) = (name("gpu"), name("cuda"), name("sim"), name("cpu"));
+    let bf16 = name("cpu-bf16");
     // SAFETY: valid strings; one thread; each handle closed once.
     unsafe {
         let open = |device: &CString| {
@@ -451,7 +452,7 @@ fn c_api_opens_the_engine_it_is_asked_for() {
         };
         assert!(open(&gpu).is_null());
         assert!(
-            last_error().contains("\"cpu\", \"cuda\" or \"sim\""),
+            last_error().contains("\"cpu\", \"cpu-bf16\", \"cuda\" or \"sim\""),
             "{}",
             last_error()
         );
@@ -464,7 +465,7 @@ fn c_api_opens_the_engine_it_is_asked_for() {
         // attention kernels refuse (they take 32 or 64): that refusal, where
         // the CPU engine classifies, shows the flow went to the engine asked for.
         let mut polled = Vec::new();
-        for device in [&cpu, &sim] {
+        for device in [&cpu, &sim, &bf16] {
             let h = open(device);
             assert!(!h.is_null(), "{}", last_error());
             for k in 0..3 {
@@ -476,7 +477,7 @@ fn c_api_opens_the_engine_it_is_asked_for() {
             let error = last_error();
             let mut s = TmoeStats::default();
             tmoe_get_stats(h, &mut s);
-            polled.push((n, error, s.flows_classified, s.flows_dropped));
+            polled.push((n, error, s.flows_classified, s.flows_dropped, v[0].class_id));
             tmoe_close(h);
         }
         assert_eq!(polled[0].0, 1, "cpu: {}", polled[0].1);
@@ -489,5 +490,11 @@ fn c_api_opens_the_engine_it_is_asked_for() {
         );
         // The flow the failed model call took is counted, not lost.
         assert_eq!((polled[1].2, polled[1].3), (0, 1));
+        // The bf16 CPU engine classifies it, as the f32 one does.
+        assert_eq!(polled[2].0, 1, "cpu-bf16: {}", polled[2].1);
+        assert_eq!(
+            polled[2].4, polled[0].4,
+            "the same class on cpu and cpu-bf16"
+        );
     }
 }

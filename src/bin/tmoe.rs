@@ -48,7 +48,24 @@ enum Command {
     DumpLogits(cli::dump_logits::Args),
 }
 
+/// `tmoe ... | head` closes the pipe early: end quietly, as Unix tools do,
+/// instead of panicking in `println!` (Rust starts with SIGPIPE ignored).
+#[cfg(unix)]
+fn default_sigpipe() {
+    unsafe extern "C" {
+        fn signal(signum: i32, handler: usize) -> usize;
+    }
+    const SIGPIPE: i32 = 13;
+    const SIG_DFL: usize = 0;
+    // SAFETY: libc's signal(2), called once before any thread starts.
+    unsafe {
+        signal(SIGPIPE, SIG_DFL);
+    }
+}
+
 fn main() {
+    #[cfg(unix)]
+    default_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Synth(a) => cli::synth::run(a),
