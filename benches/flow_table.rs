@@ -119,6 +119,7 @@ fn packet(k: &FlowKey) -> DecodedPacket<'static> {
         payload: &[],
         truncated: false,
         first_fragment: false,
+        macs: None,
     }
 }
 
@@ -251,6 +252,7 @@ fn table_secs<S: BuildHasher>(files: &[Vec<Owned>], hasher: impl Fn() -> S) -> (
                 payload: &p.payload,
                 truncated: false,
                 first_fragment: false,
+                macs: None,
             };
             table.push(p.ts_ns, &d, &mut |_| flows += 1);
         }

@@ -53,6 +53,7 @@ fn flows(n: usize) -> Vec<Flow> {
                 total_packets: 10,
                 packets,
                 file_index: 0,
+                macs: None,
             }
         })
         .collect()

@@ -363,3 +363,20 @@ fn never_panics_on_prefixes_or_noise() {
         }
     }
 }
+
+#[test]
+fn ethernet_addresses_are_kept_for_masking_and_absent_without_ethernet() {
+    let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let seg = traffic_moe::traffic::pcap_writer::udp(1000, 53, b"q");
+    let frame = traffic_moe::traffic::pcap_writer::eth_ipv4(a, b, PROTO_UDP, &seg);
+    let p = decode(link::ETHERNET, &frame).unwrap();
+    use traffic_moe::traffic::pcap_writer::mac_for;
+    assert_eq!(
+        p.macs,
+        Some((mac_for(a), mac_for(b))),
+        "(source, destination)"
+    );
+    // Raw IP: no link header, no addresses.
+    let p = decode(link::RAW, &frame[14..]).unwrap();
+    assert_eq!(p.macs, None);
+}

@@ -31,6 +31,7 @@ fn tcp_pkt(up: bool, cport: u16, flags: u8, payload: &[u8]) -> DecodedPacket<'_>
         payload,
         truncated: false,
         first_fragment: false,
+        macs: None,
     }
 }
 

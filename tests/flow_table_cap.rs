@@ -30,6 +30,7 @@ fn pkt(port: u16) -> DecodedPacket<'static> {
         payload: b"q",
         truncated: false,
         first_fragment: false,
+        macs: None,
     }
 }
 

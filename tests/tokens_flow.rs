@@ -32,6 +32,7 @@ fn flow_between(a: Endpoint, b: Endpoint) -> Flow {
             pkt(1_000_003_000, 0x37, false, 0x18, &[0xde, 0xad, 0xbe]),
         ],
         file_index: 0,
+        macs: None,
     }
 }
 

@@ -16,8 +16,8 @@ pub struct FlowPartsArgs {
     /// Which packet parts enter the tokens.
     #[arg(long, value_enum, default_value_t = View::Full)]
     pub view: View,
-    /// Zero payload bytes that spell the flow's own IP addresses (as bytes or
-    /// text) or ports before tokenizing, so a model cannot read who a device
+    /// Zero payload bytes that spell the flow's own IP or MAC addresses (as
+    /// bytes or text) or ports before tokenizing, so a model cannot read who a device
     /// is (recorded in dataset.json; no new token, same vocabulary).
     #[arg(long)]
     pub mask_identifiers: bool,

@@ -56,6 +56,7 @@ pub fn time_slices(
                     total_packets: members.len() as u64,
                     packets: kept,
                     file_index: flow.file_index,
+                    macs: flow.macs,
                 },
             ));
         }

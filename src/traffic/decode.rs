@@ -111,6 +111,9 @@ pub struct DecodedPacket<'a> {
     pub truncated: bool,
     /// First fragment of a fragmented IP packet.
     pub first_fragment: bool,
+    /// Ethernet (source, destination) addresses, when the frame has them
+    /// (for `--mask-identifiers`; they never enter the tokens).
+    pub macs: Option<([u8; 6], [u8; 6])>,
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
@@ -213,11 +216,15 @@ fn ppp_protocol(data: &[u8]) -> Result<(NetProto, usize), SkipReason> {
 
 fn decode_ethernet(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReason> {
     let et = be16(data, 12).ok_or(SkipReason::TruncatedHeader)?;
-    decode_ether_type(
+    let mut pkt = decode_ether_type(
         et,
         data.get(14..).unwrap_or_default(),
         orig_len.saturating_sub(14),
-    )
+    )?;
+    let mac = |at: usize| -> [u8; 6] { data[at..at + 6].try_into().expect("6 bytes") };
+    // be16 at 12 succeeded, so the 12 address bytes are there.
+    pkt.macs = Some((mac(6), mac(0)));
+    Ok(pkt)
 }
 
 /// Decodes what follows an EtherType: VLAN tags (any depth), PPPoE, MPLS, IP.
@@ -427,5 +434,6 @@ fn decode_transport(ip: IpPayload<'_>) -> Result<DecodedPacket<'_>, SkipReason> 
         payload,
         truncated: (payload.len() as u32) < payload_len || d.len() < hdr_len,
         first_fragment: ip.first_fragment,
+        macs: None,
     })
 }

@@ -142,7 +142,7 @@ impl<S: BuildHasher> FlowTable<S> {
                 self.flows.touch(i);
                 i
             }
-            None => self.insert(key, src, dst, ts_ns, on_flow),
+            None => self.insert(key, (src, dst), pkt.macs, ts_ns, on_flow),
         };
         let max_packets = self.max_packets;
         let state = self.flows.get_mut(slot)?;
@@ -185,8 +185,8 @@ impl<S: BuildHasher> FlowTable<S> {
     fn insert(
         &mut self,
         key: FlowKey,
-        initiator: Endpoint,
-        responder: Endpoint,
+        (initiator, responder): (Endpoint, Endpoint),
+        macs: Option<([u8; 6], [u8; 6])>,
         ts_ns: u64,
         on_flow: &mut dyn FnMut(Flow),
     ) -> usize {
@@ -207,6 +207,8 @@ impl<S: BuildHasher> FlowTable<S> {
                 total_packets: 0,
                 packets: Vec::with_capacity(self.max_packets.min(16)),
                 file_index: self.file_index,
+                // The first packet is the initiator's: its source is theirs.
+                macs,
             },
             fin_from_initiator: false,
             fin_from_responder: false,

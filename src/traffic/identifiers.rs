@@ -6,8 +6,10 @@
 //!
 //! What is matched, for the initiator and the responder: each IP address as
 //! bytes (4 or 16) and as text (`10.0.0.1`; FTP's `10,0,0,1`; IPv6 in its
-//! canonical text), and each port as two big-endian bytes. Ports as decimal
-//! text are not matched: short digit runs occur everywhere.
+//! canonical text), each port as two big-endian bytes, and, when the capture
+//! has Ethernet headers, each MAC address as bytes and as text (`aa:bb:..`,
+//! `AA-BB-..`). Ports as decimal text are not matched: short digit runs occur
+//! everywhere.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -25,6 +27,11 @@ impl Identifiers {
         let mut patterns = Vec::new();
         for ep in [flow.initiator, flow.responder] {
             add_endpoint(&mut patterns, ep);
+        }
+        if let Some((a, b)) = flow.macs {
+            for mac in [a, b] {
+                add_mac(&mut patterns, mac);
+            }
         }
         patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
@@ -54,6 +61,22 @@ impl Identifiers {
             Some(v) => Cow::Owned(v),
             None => Cow::Borrowed(payload),
         }
+    }
+}
+
+/// A MAC address as 6 bytes (DHCP's client hardware address) and as text
+/// with colons or dashes, lower and upper case.
+fn add_mac(patterns: &mut Vec<Vec<u8>>, mac: [u8; 6]) {
+    // All-zero and broadcast addresses identify no one.
+    if mac == [0; 6] || mac == [0xff; 6] {
+        return;
+    }
+    patterns.push(mac.to_vec());
+    for sep in [":", "-"] {
+        let text: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+        let lower = text.join(sep);
+        patterns.push(lower.to_uppercase().into_bytes());
+        patterns.push(lower.into_bytes());
     }
 }
 
@@ -93,6 +116,7 @@ mod tests {
             total_packets: 0,
             packets: Vec::new(),
             file_index: 0,
+            macs: None,
         }
     }
 
@@ -111,6 +135,27 @@ mod tests {
         assert_eq!(text, "INVITE sip:bob@________;x PORT ____________,7,9 ");
         assert_eq!(&m[m.len() - 3..], &[0, 0, 0xcc], "the responder's port");
         assert_eq!(m.len(), p.len(), "no byte added or removed");
+    }
+
+    #[test]
+    fn masks_the_flows_mac_addresses() {
+        let ip = |x| IpAddr::V4(Ipv4Addr::new(10, 0, 0, x));
+        let mut f = flow(ip(1), 68, ip(2), 67);
+        let client = [0x00, 0x1b, 0x21, 0xaa, 0x0b, 0xcd];
+        f.macs = Some((client, [0x02, 0, 0, 0, 0, 9]));
+        let ids = Identifiers::of(&f);
+        // DHCP's chaddr, then the same address as text.
+        let mut p = vec![1, 1, 6, 0];
+        p.extend_from_slice(&client);
+        p.extend_from_slice(b" 00:1B:21:AA:0B:CD 00-1b-21-aa-0b-cd 00:1b:21:aa:0b:ce");
+        let m = ids.mask(&p);
+        assert_eq!(&m[..4], &[1, 1, 6, 0]);
+        assert!(m[4..10].iter().all(|&b| b == 0));
+        let text = String::from_utf8_lossy(&m[10..]).replace('\0', "_");
+        assert_eq!(
+            text, " _________________ _________________ 00:1b:21:aa:0b:ce",
+            "another device's address stays"
+        );
     }
 
     #[test]

@@ -91,4 +91,7 @@ pub struct Flow {
     pub packets: Vec<PacketRecord>,
     /// Index of the source capture in the run's file list.
     pub file_index: u32,
+    /// Ethernet addresses of the initiator and the responder, from the
+    /// flow's first packet when it had them (for `--mask-identifiers`).
+    pub macs: Option<([u8; 6], [u8; 6])>,
 }
