@@ -5,7 +5,8 @@
 //! `traffic` (capture -> flows -> tokens -> shards) -> `model` (built on
 //! `autograd` and the `backend` ops) -> `train` -> `eval`; `infer` classifies
 //! flows outside training (the `tmoe classify` command and the C API, `capi`);
-//! `baseline` holds the classic classifiers the model is compared with.
+//! `baseline` holds the classic classifiers the model is compared with, and
+//! `study` runs the comparison grid.
 
 pub mod autograd;
 pub mod backend;
@@ -16,6 +17,7 @@ pub mod engine;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod study;
 pub mod testing;
 pub mod traffic;
 pub mod train;

@@ -38,6 +38,10 @@ enum Command {
     /// A classic baseline (AppScanner's random forest, k-NN on the first
     /// packets) on a dataset's own splits, reported like eval.
     Baseline(cli::baseline::Args),
+    /// The comparison rows (pretrained, scratch, dense, no aux loss, header,
+    /// payload, AppScanner, k-NN) over seeds, resumable, one report with
+    /// shortcut checks.
+    Study(cli::study::Args),
     /// The main job: synth -> tokenize -> pretrain -> fine-tune -> evaluate (CPU by default; --device for the GPU engine).
     Demo(cli::demo::Args),
     /// Kernel and model benchmarks.
@@ -78,6 +82,7 @@ fn main() {
         Command::Eval(a) => cli::eval::run(a),
         Command::Classify(a) => cli::classify::run(a),
         Command::Baseline(a) => cli::baseline::run(a),
+        Command::Study(a) => cli::study::run_cli(a),
         Command::Demo(a) => cli::demo::run(a),
         Command::Bench(a) => cli::bench::run(a),
         Command::DumpLogits(a) => cli::dump_logits::run(a),

@@ -12,6 +12,7 @@ pub mod flow_parts;
 pub mod inspect;
 pub mod model_info;
 pub mod pretrain;
+pub mod study;
 pub mod synth;
 pub mod tokenize;
 pub mod vocab;

@@ -1,0 +1,96 @@
+//! `tmoe study CAPTURES.. --out DIR`: the comparison rows (Traffic-MoE
+//! pretrained and from scratch, the dense twin, without the aux loss, header
+//! only, payload only, AppScanner, k-NN) over seeds, resumable, one report.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+
+use crate::engine::Device;
+use crate::model::ModelConfig;
+use crate::study::{Row, StudyOpts, run};
+use crate::traffic::labels::LabelSource;
+use crate::traffic::split::SplitBy;
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Capture files or folders (one folder per class with --labels folder).
+    #[arg(required = true)]
+    pub captures: Vec<PathBuf>,
+    /// Study folder: datasets, pretrainings, runs/, report.{md,json}, macro-f1.png.
+    /// Runs already in it are kept and skipped.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Labels: folder, prefix or csv:PATH[:app|category] (as tokenize).
+    #[arg(long, default_value = "folder")]
+    pub labels: String,
+    /// Rows to run (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub rows: Vec<Row>,
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub seeds: Vec<u64>,
+    #[arg(long, default_value = "tiny")]
+    pub config: String,
+    #[arg(long, default_value_t = 64)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 2048)]
+    pub vocab_size: usize,
+    #[arg(long, value_enum, default_value_t = SplitBy::File)]
+    pub split_by: SplitBy,
+    #[arg(long)]
+    pub mask_identifiers: bool,
+    #[arg(long, default_value_t = 300)]
+    pub pretrain_steps: u64,
+    #[arg(long, default_value_t = 6)]
+    pub epochs: usize,
+    /// At most this many training flows per class (the 2-core budget).
+    #[arg(long, default_value_t = 40)]
+    pub max_per_class: usize,
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 32)]
+    pub batch: usize,
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+pub fn run_cli(a: Args) -> Result<()> {
+    let opts = StudyOpts {
+        captures: a.captures.clone(),
+        labels: LabelSource::parse(&a.labels)?,
+        out: a.out.clone(),
+        rows: if a.rows.is_empty() {
+            Row::ALL.to_vec()
+        } else {
+            a.rows.clone()
+        },
+        seeds: a.seeds.clone(),
+        cfg: ModelConfig::named(&a.config)?,
+        seq_len: a.seq_len,
+        vocab_size: a.vocab_size,
+        split_by: a.split_by,
+        mask_identifiers: a.mask_identifiers,
+        pretrain_steps: a.pretrain_steps,
+        epochs: a.epochs,
+        max_per_class: Some(a.max_per_class),
+        lr: a.lr,
+        batch: a.batch,
+        device: a.device,
+        progress: !a.quiet,
+    };
+    let s = run(&opts)?;
+    println!(
+        "study: {} runs now, {} found done, {:.0} s; report in {}",
+        s.ran,
+        s.skipped,
+        s.seconds,
+        a.out.join("report.md").display()
+    );
+    print!(
+        "{}",
+        std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default()
+    );
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! `tmoe study`: the paper's comparison rows on one set of captures, over
+//! seeds, in one report. Every run writes its result to `runs/<row>-s<seed>.json`
+//! and is skipped when that file exists, so an interrupted study resumes.
+//!
+//! Rows (Tables 2-3 of the paper): Traffic-MoE pretrained and from scratch,
+//! the dense twin pretrained, Traffic-MoE without the aux loss, header only,
+//! payload only, AppScanner and k-NN. Pretraining reads the training split's
+//! flows only (labels unused), never validation or test.
+//!
+//! Shortcut checks in every report: exact duplicates the dataset dropped
+//! before splitting (so none cross splits), the share of test flows whose
+//! nearest training flow (1-NN on packet sizes, directions, gaps) has their
+//! label, and header-only beside payload-only scores.
+
+pub mod report;
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::baseline::{BaselineOpts, Method};
+use crate::engine::Device;
+use crate::eval::predict::Weights;
+use crate::eval::report::EvalReport;
+use crate::model::{FfnKind, ModelConfig};
+use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::features::View;
+use crate::traffic::labels::LabelSource;
+use crate::traffic::split::SplitBy;
+use crate::traffic::tokenize::TokenizerConfig;
+use crate::train::batch::open_part;
+use crate::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+use crate::train::pretrain::{PretrainOpts, pretrain};
+
+/// One row of the comparison.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Row {
+    MoePretrained,
+    MoeScratch,
+    DensePretrained,
+    MoeNoAux,
+    MoeHeader,
+    MoePayload,
+    Appscanner,
+    Knn,
+}
+
+impl Row {
+    pub const ALL: [Row; 8] = [
+        Row::MoePretrained,
+        Row::MoeScratch,
+        Row::DensePretrained,
+        Row::MoeNoAux,
+        Row::MoeHeader,
+        Row::MoePayload,
+        Row::Appscanner,
+        Row::Knn,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Row::MoePretrained => "moe-pretrained",
+            Row::MoeScratch => "moe-scratch",
+            Row::DensePretrained => "dense-pretrained",
+            Row::MoeNoAux => "moe-no-aux",
+            Row::MoeHeader => "moe-header",
+            Row::MoePayload => "moe-payload",
+            Row::Appscanner => "appscanner",
+            Row::Knn => "knn",
+        }
+    }
+
+    fn view(self) -> View {
+        match self {
+            Row::MoeHeader => View::Header,
+            Row::MoePayload => View::Payload,
+            _ => View::Full,
+        }
+    }
+
+    fn pretrained(self) -> Option<FfnKind> {
+        match self {
+            Row::MoePretrained => Some(FfnKind::Moe),
+            Row::DensePretrained => Some(FfnKind::Dense),
+            _ => None,
+        }
+    }
+}
+
+/// What a study runs.
+#[derive(Clone, Debug)]
+pub struct StudyOpts {
+    pub captures: Vec<PathBuf>,
+    pub labels: LabelSource,
+    pub out: PathBuf,
+    pub rows: Vec<Row>,
+    pub seeds: Vec<u64>,
+    /// The model (its vocabulary size is the dataset's).
+    pub cfg: ModelConfig,
+    pub seq_len: usize,
+    pub vocab_size: usize,
+    pub split_by: SplitBy,
+    pub mask_identifiers: bool,
+    pub pretrain_steps: u64,
+    pub epochs: usize,
+    pub max_per_class: Option<usize>,
+    pub lr: f64,
+    pub batch: usize,
+    pub device: Device,
+    pub progress: bool,
+}
+
+/// One finished run.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunResult {
+    pub row: Row,
+    pub seed: u64,
+    pub accuracy: f64,
+    pub macro_precision: f64,
+    pub macro_recall: f64,
+    pub macro_f1: f64,
+    pub test_flows: u64,
+    pub seconds: f64,
+}
+
+/// What a call did: runs executed now and runs found done.
+#[derive(Clone, Debug, Default)]
+pub struct StudySummary {
+    pub ran: usize,
+    pub skipped: usize,
+    pub results: Vec<RunResult>,
+    pub seconds: f64,
+}
+
+fn dataset_dir(out: &Path, view: View) -> PathBuf {
+    out.join(format!("data-{}", view_name(view)))
+}
+
+fn view_name(view: View) -> &'static str {
+    match view {
+        View::Full => "full",
+        View::Header => "header",
+        View::Payload => "payload",
+    }
+}
+
+/// Builds the dataset of `view` unless it is there.
+fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
+    let dir = dataset_dir(&o.out, view);
+    if dir.join("dataset.json").exists() {
+        return Ok(dir);
+    }
+    let cfg = DatasetConfig {
+        inputs: o.captures.clone(),
+        labels: o.labels.clone(),
+        vocab_size: o.vocab_size,
+        tokenizer: TokenizerConfig {
+            seq_len: o.seq_len,
+            view,
+            mask_identifiers: o.mask_identifiers,
+            ..TokenizerConfig::default()
+        },
+        split_by: o.split_by,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, &dir, true)
+        .with_context(|| format!("building the {} dataset", view_name(view)))?;
+    Ok(dir)
+}
+
+/// The pretrained checkpoint of `ffn` on the full view's training flows.
+fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
+    let data = dataset(o, View::Full)?;
+    let out = o
+        .out
+        .join(format!("pretrain-{ffn:?}-s{seed}").to_lowercase());
+    let ckpt = out.join("model.safetensors");
+    if ckpt.exists() {
+        return Ok(ckpt);
+    }
+    let info = load_dataset_info(&data)?;
+    let train = open_part(&data, "train")?;
+    let mut cfg = o.cfg.clone().with_ffn(ffn);
+    cfg.vocab = info.vocab_size;
+    cfg.max_seq = cfg.max_seq.max(o.seq_len);
+    let opts = PretrainOpts {
+        cfg,
+        steps: o.pretrain_steps,
+        batch: o.batch,
+        seq_len: o.seq_len,
+        lr: 3e-4,
+        warmup: (o.pretrain_steps / 10).max(1),
+        clip: 1.0,
+        seed,
+        save_every: o.pretrain_steps.max(1),
+        out,
+        resume: false,
+        progress: o.progress,
+        force: true,
+        stop_after: None,
+        device: o.device,
+    };
+    Ok(pretrain(&opts, &train, info.vocab_hash)?.checkpoint)
+}
+
+fn run_path(out: &Path, row: Row, seed: u64) -> PathBuf {
+    out.join("runs")
+        .join(format!("{}-s{seed}.json", row.name()))
+}
+
+fn run_one(o: &StudyOpts, row: Row, seed: u64) -> Result<RunResult> {
+    let t = Instant::now();
+    let data = dataset(o, row.view())?;
+    let info = load_dataset_info(&data)?;
+    let report = match row {
+        Row::Appscanner | Row::Knn => {
+            let method = if row == Row::Knn {
+                Method::Knn
+            } else {
+                Method::Appscanner
+            };
+            let opts = BaselineOpts {
+                method,
+                seed,
+                ..BaselineOpts::default()
+            };
+            crate::baseline::run(&data, &opts)?.report
+        }
+        _ => {
+            let init = row
+                .pretrained()
+                .map(|ffn| pretrained(o, ffn, seed))
+                .transpose()?;
+            let ffn = row.pretrained().unwrap_or(FfnKind::Moe);
+            let mut cfg = o.cfg.clone().with_ffn(ffn);
+            cfg.vocab = info.vocab_size;
+            cfg.max_seq = cfg.max_seq.max(o.seq_len);
+            let run_dir = o.out.join("runs").join(format!("{}-s{seed}", row.name()));
+            let opts = FinetuneOpts {
+                cfg,
+                init,
+                classes: info.classes.clone(),
+                out: run_dir,
+                max_epochs: o.epochs,
+                patience: 3,
+                batch: o.batch,
+                seq_len: o.seq_len,
+                lr: o.lr,
+                llrd: 0.9,
+                aux_weight: if row == Row::MoeNoAux { 0.0 } else { 0.02 },
+                train_fraction: 1.0,
+                max_per_class: o.max_per_class,
+                clip: 1.0,
+                seed,
+                progress: o.progress,
+                force: true,
+                device: o.device,
+            };
+            let (train, val, test) = (
+                open_part(&data, "train")?,
+                open_part(&data, "val")?,
+                open_part(&data, "test")?,
+            );
+            let r = finetune(&opts, &train, &val, info.vocab_hash)?;
+            let (model, params, _) = load_classifier(&r.checkpoint)?;
+            let (_, _, pred, truth) =
+                evaluate(&model, Weights::Cpu(&params), &test, o.batch, o.seq_len)?;
+            EvalReport::from_labels(info.classes.clone(), &truth, &pred)?
+        }
+    };
+    let m = &report.metrics;
+    Ok(RunResult {
+        row,
+        seed,
+        accuracy: m.accuracy,
+        macro_precision: m.macro_precision,
+        macro_recall: m.macro_recall,
+        macro_f1: m.macro_f1,
+        test_flows: m.samples,
+        seconds: t.elapsed().as_secs_f64(),
+    })
+}
+
+/// Runs every (row, seed) not yet done, then writes the report.
+pub fn run(o: &StudyOpts) -> Result<StudySummary> {
+    let t = Instant::now();
+    std::fs::create_dir_all(o.out.join("runs"))
+        .with_context(|| format!("creating {}", o.out.display()))?;
+    let mut s = StudySummary::default();
+    for &seed in &o.seeds {
+        for &row in &o.rows {
+            let path = run_path(&o.out, row, seed);
+            let result = match std::fs::read_to_string(&path) {
+                Ok(text) => {
+                    s.skipped += 1;
+                    serde_json::from_str(&text)
+                        .with_context(|| format!("{}: not a study result", path.display()))?
+                }
+                Err(_) => {
+                    if o.progress {
+                        eprintln!("study: {} seed {seed}", row.name());
+                    }
+                    let r = run_one(o, row, seed)
+                        .with_context(|| format!("{} seed {seed}", row.name()))?;
+                    std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")
+                        .with_context(|| format!("writing {}", path.display()))?;
+                    s.ran += 1;
+                    r
+                }
+            };
+            s.results.push(result);
+        }
+    }
+    s.seconds = t.elapsed().as_secs_f64();
+    report::write(o, &s)?;
+    Ok(s)
+}

@@ -1,0 +1,188 @@
+//! The study's report: per row, mean +- std over seeds of accuracy and macro
+//! P/R/F1 (`report.md`, `report.json`, `macro-f1.png`), and the shortcut
+//! checks.
+
+use anyhow::{Context, Result};
+use plotters::prelude::*;
+use serde_json::json;
+
+use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
+use crate::baseline::{BaselineOpts, Method};
+use crate::traffic::dataset::load_dataset_info;
+use crate::traffic::features::View;
+
+/// Mean and (sample) standard deviation.
+fn mean_std(v: &[f64]) -> (f64, f64) {
+    let n = v.len() as f64;
+    let mean = v.iter().sum::<f64>() / n.max(1.0);
+    let var = if v.len() > 1 {
+        v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (n - 1.0)
+    } else {
+        0.0
+    };
+    (mean, var.sqrt())
+}
+
+struct Line {
+    row: Row,
+    seeds: usize,
+    acc: (f64, f64),
+    p: (f64, f64),
+    r: (f64, f64),
+    f1: (f64, f64),
+}
+
+fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
+    rows.iter()
+        .filter_map(|&row| {
+            let rs: Vec<&RunResult> = results.iter().filter(|r| r.row == row).collect();
+            if rs.is_empty() {
+                return None;
+            }
+            let col =
+                |f: fn(&RunResult) -> f64| mean_std(&rs.iter().map(|r| f(r)).collect::<Vec<_>>());
+            Some(Line {
+                row,
+                seeds: rs.len(),
+                acc: col(|r| r.accuracy),
+                p: col(|r| r.macro_precision),
+                r: col(|r| r.macro_recall),
+                f1: col(|r| r.macro_f1),
+            })
+        })
+        .collect()
+}
+
+pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
+    let lines = lines(&s.results, &o.rows);
+    let pm = |(m, sd): (f64, f64)| format!("{m:.3} ± {sd:.3}");
+    let mut md = String::from("# Study\n\n");
+    md += &format!(
+        "Captures: {}; split by {:?}; sequence {}; identifiers masked: {}; seeds {:?}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
+        o.captures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", "),
+        o.split_by,
+        o.seq_len,
+        o.mask_identifiers,
+        o.seeds,
+        o.cfg.name,
+        o.cfg.layers,
+        o.cfg.d,
+        o.pretrain_steps,
+        o.epochs,
+        o.max_per_class.map_or(String::new(), |c| format!(
+            ", at most {c} training flows per class"
+        ))
+    );
+    md += "| row | seeds | accuracy | macro P | macro R | macro F1 |\n|---|---|---|---|---|---|\n";
+    for l in &lines {
+        md += &format!(
+            "| {} | {} | {} | {} | {} | {} |\n",
+            l.row.name(),
+            l.seeds,
+            pm(l.acc),
+            pm(l.p),
+            pm(l.r),
+            pm(l.f1)
+        );
+    }
+    // Shortcut checks.
+    let full = dataset_dir(&o.out, View::Full);
+    let info = load_dataset_info(&full)?;
+    let nn = crate::baseline::run(
+        &full,
+        &BaselineOpts {
+            method: Method::Knn,
+            neighbours: 1,
+            ..BaselineOpts::default()
+        },
+    )?;
+    let f1_of = |row: Row| lines.iter().find(|l| l.row == row).map(|l| l.f1.0);
+    md += "\n## Shortcut checks\n\n";
+    md += &format!(
+        "- Exact duplicate flows (same tokens and label) dropped before the split: {} (so none cross splits).\n",
+        info.dropped.duplicates
+    );
+    md += &format!(
+        "- Test flows whose nearest training flow (1-NN on the first packets' sizes, directions, gaps) has their label: {:.1} % of {}.\n",
+        nn.report.metrics.accuracy * 100.0,
+        nn.report.metrics.samples
+    );
+    let opt = |v: Option<f64>| v.map_or("not run".to_string(), |v| format!("{v:.3}"));
+    md += &format!(
+        "- Macro-F1, header only {} vs payload only {} (full: {}).\n",
+        opt(f1_of(Row::MoeHeader)),
+        opt(f1_of(Row::MoePayload)),
+        opt(f1_of(Row::MoeScratch))
+    );
+    md += &format!(
+        "\nThis call ran {} runs and found {} done, in {:.0} s.\n",
+        s.ran, s.skipped, s.seconds
+    );
+    let put = |name: &str, text: String| -> Result<()> {
+        let p = o.out.join(name);
+        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
+    };
+    put("report.md", md)?;
+    let j = json!({
+        "rows": lines.iter().map(|l| json!({
+            "row": l.row.name(), "seeds": l.seeds,
+            "accuracy": [l.acc.0, l.acc.1], "macro_precision": [l.p.0, l.p.1],
+            "macro_recall": [l.r.0, l.r.1], "macro_f1": [l.f1.0, l.f1.1],
+        })).collect::<Vec<_>>(),
+        "runs": s.results,
+        "shortcuts": {
+            "duplicates_dropped": info.dropped.duplicates,
+            "nearest_neighbour_same_label": nn.report.metrics.accuracy,
+        },
+        "seconds_this_call": s.seconds,
+    });
+    put("report.json", serde_json::to_string_pretty(&j)? + "\n")?;
+    bars(&o.out.join("macro-f1.png"), &lines)
+}
+
+/// Macro-F1 per row, mean with a +-1 std whisker.
+fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
+    crate::eval::plot::register_fonts();
+    let root =
+        BitMapBackend::new(path, (120 + 90 * lines.len().max(1) as u32, 420)).into_drawing_area();
+    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption("test macro-F1 (mean ± std over seeds)", ("sans-serif", 18))
+            .margin(12)
+            .x_label_area_size(60)
+            .y_label_area_size(45)
+            .build_cartesian_2d((0..lines.len().max(1)).into_segmented(), 0f64..1f64)?;
+        let name = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) => {
+                lines.get(*i).map_or(String::new(), |l| l.row.name().into())
+            }
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_labels(lines.len().max(1))
+            .x_label_formatter(&name)
+            .x_label_style(("sans-serif", 11))
+            .draw()?;
+        chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
+            let (a, b) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
+            Rectangle::new([(a, 0.0), (b, l.f1.0)], BLUE.mix(0.5).filled())
+        }))?;
+        chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
+            let x = SegmentValue::CenterOf(i);
+            let (lo, hi) = ((l.f1.0 - l.f1.1).max(0.0), (l.f1.0 + l.f1.1).min(1.0));
+            PathElement::new(vec![(x.clone(), lo), (x, hi)], BLACK.stroke_width(2))
+        }))?;
+        root.present()?;
+        Ok(())
+    };
+    draw()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .with_context(|| format!("writing {}", path.display()))
+}
