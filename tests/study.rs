@@ -31,6 +31,7 @@ fn study_runs_every_row_reports_and_resumes() {
         seeds: vec![1],
         cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
         seq_len: 32,
+        vocab_file: None,
         vocab_size: 200,
         split_by: SplitBy::Flow,
         mask_identifiers: true,

@@ -33,8 +33,13 @@ pub struct Args {
     pub config: String,
     #[arg(long, default_value_t = 64)]
     pub seq_len: usize,
+    /// Learnt vocabulary entries (ignored with --vocab).
     #[arg(long, default_value_t = 2048)]
     pub vocab_size: usize,
+    /// Use this vocab.txt (e.g. `tmoe vocab` on an unlabelled corpus)
+    /// instead of learning one on the studied flows.
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = SplitBy::File)]
     pub split_by: SplitBy,
     #[arg(long)]
@@ -69,6 +74,7 @@ pub fn run_cli(a: Args) -> Result<()> {
         seeds: a.seeds.clone(),
         cfg: ModelConfig::named(&a.config)?,
         seq_len: a.seq_len,
+        vocab_file: a.vocab.clone(),
         vocab_size: a.vocab_size,
         split_by: a.split_by,
         mask_identifiers: a.mask_identifiers,

@@ -101,6 +101,10 @@ pub struct StudyOpts {
     /// The model (its vocabulary size is the dataset's).
     pub cfg: ModelConfig,
     pub seq_len: usize,
+    /// A vocabulary learnt elsewhere (e.g. on an unlabelled corpus), so that
+    /// not even the test flows' bytes shape it; None: learnt on the
+    /// dataset's flows (labels unused).
+    pub vocab_file: Option<PathBuf>,
     pub vocab_size: usize,
     pub split_by: SplitBy,
     pub mask_identifiers: bool,
@@ -156,6 +160,7 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
     let cfg = DatasetConfig {
         inputs: o.captures.clone(),
         labels: o.labels.clone(),
+        vocab_file: o.vocab_file.clone(),
         vocab_size: o.vocab_size,
         tokenizer: TokenizerConfig {
             seq_len: o.seq_len,

@@ -58,12 +58,17 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let pm = |(m, sd): (f64, f64)| format!("{m:.3} ± {sd:.3}");
     let mut md = String::from("# Study\n\n");
     md += &format!(
-        "Captures: {}; split by {:?}; sequence {}; identifiers masked: {}; seeds {:?}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
+        "Captures: {}; vocabulary {}; split by {:?}; sequence {}; identifiers masked: {}; seeds {:?}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
         o.captures
             .iter()
             .map(|p| p.display().to_string())
             .collect::<Vec<_>>()
             .join(", "),
+        o.vocab_file
+            .as_ref()
+            .map_or("learnt on the studied flows".to_string(), |v| v
+                .display()
+                .to_string()),
         o.split_by,
         o.seq_len,
         o.mask_identifiers,
