@@ -24,7 +24,8 @@ pub struct Args {
     /// Labels: folder, prefix or csv:PATH[:app|category] (as tokenize).
     #[arg(long, default_value = "folder")]
     pub labels: String,
-    /// Rows to run (default: all).
+    /// Rows to run (default: the Table 2-3 rows; add moe-top1,moe-top4 for
+    /// Table 4).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub rows: Vec<Row>,
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
@@ -67,7 +68,7 @@ pub fn run_cli(a: Args) -> Result<()> {
         labels: LabelSource::parse(&a.labels)?,
         out: a.out.clone(),
         rows: if a.rows.is_empty() {
-            Row::ALL.to_vec()
+            Row::MAIN.to_vec()
         } else {
             a.rows.clone()
         },

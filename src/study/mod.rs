@@ -46,10 +46,15 @@ pub enum Row {
     MoePayload,
     Appscanner,
     Knn,
+    /// Table 4: top-1 and top-4 routing, from scratch (experts d'/k wide, as
+    /// top-2's d'/2: the same active parameters per token).
+    MoeTop1,
+    MoeTop4,
 }
 
 impl Row {
-    pub const ALL: [Row; 8] = [
+    /// Tables 2-3 (the default).
+    pub const MAIN: [Row; 8] = [
         Row::MoePretrained,
         Row::MoeScratch,
         Row::DensePretrained,
@@ -58,6 +63,19 @@ impl Row {
         Row::MoePayload,
         Row::Appscanner,
         Row::Knn,
+    ];
+    /// Every row.
+    pub const ALL: [Row; 10] = [
+        Row::MoePretrained,
+        Row::MoeScratch,
+        Row::DensePretrained,
+        Row::MoeNoAux,
+        Row::MoeHeader,
+        Row::MoePayload,
+        Row::Appscanner,
+        Row::Knn,
+        Row::MoeTop1,
+        Row::MoeTop4,
     ];
 
     pub fn name(self) -> &'static str {
@@ -70,6 +88,8 @@ impl Row {
             Row::MoePayload => "moe-payload",
             Row::Appscanner => "appscanner",
             Row::Knn => "knn",
+            Row::MoeTop1 => "moe-top1",
+            Row::MoeTop4 => "moe-top4",
         }
     }
 
@@ -243,6 +263,11 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64) -> Result<RunResult> {
             let mut cfg = o.cfg.clone().with_ffn(ffn);
             cfg.vocab = info.vocab_size;
             cfg.max_seq = cfg.max_seq.max(o.seq_len);
+            match row {
+                Row::MoeTop1 => cfg.top_k = 1,
+                Row::MoeTop4 => cfg.top_k = 4.min(cfg.n_experts),
+                _ => {}
+            }
             let run_dir = o.out.join("runs").join(format!("{}-s{seed}", row.name()));
             let opts = FinetuneOpts {
                 cfg,
