@@ -1,6 +1,7 @@
-//! `tmoe study` on synthetic captures: every row runs once per seed, the
-//! report holds each row and the shortcut checks, and a second call resumes
-//! (runs nothing, finds every result).
+//! `tmoe study` on synthetic captures: every row runs once per seed (and the
+//! few-shot runs), the report holds each row, the few-shot table and the
+//! shortcut checks, and a second call resumes (runs nothing, finds every
+//! result).
 
 mod tiny_train;
 
@@ -38,13 +39,18 @@ fn study_runs_every_row_reports_and_resumes() {
         pretrain_steps: 3,
         epochs: 1,
         max_per_class: Some(10),
+        fractions: vec![0.5],
         lr: 2e-3,
         batch: 16,
         device: Device::Cpu,
         progress: false,
     };
+    // Every row, plus the pretrained and scratch models on half the flows.
+    let runs = Row::ALL.len() + 2;
     let first = run(&opts).unwrap();
-    assert_eq!((first.ran, first.skipped), (Row::ALL.len(), 0));
+    assert_eq!((first.ran, first.skipped), (runs, 0));
+    let halves: Vec<_> = first.results.iter().filter(|r| r.fraction == 0.5).collect();
+    assert_eq!(halves.len(), 2, "{halves:?}");
     for r in &first.results {
         assert!(r.test_flows >= 12, "{r:?}");
         assert!((0.0..=1.0).contains(&r.macro_f1), "{r:?}");
@@ -66,14 +72,20 @@ fn study_runs_every_row_reports_and_resumes() {
         md.contains("nearest training flow") && md.contains("header only"),
         "{md}"
     );
-    assert!(opts.out.join("macro-f1.png").metadata().unwrap().len() > 0);
+    assert!(
+        md.contains("## Few-shot") && md.contains("| 50 % |"),
+        "{md}"
+    );
+    for png in ["macro-f1.png", "few-shot.png"] {
+        assert!(opts.out.join(png).metadata().unwrap().len() > 0, "{png}");
+    }
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(opts.out.join("report.json")).unwrap())
             .unwrap();
-    assert_eq!(j["runs"].as_array().unwrap().len(), Row::ALL.len());
+    assert_eq!(j["runs"].as_array().unwrap().len(), runs);
 
     let again = run(&opts).unwrap();
-    assert_eq!((again.ran, again.skipped), (0, Row::ALL.len()));
+    assert_eq!((again.ran, again.skipped), (0, runs));
     let f1 = |s: &traffic_moe::study::StudySummary| -> Vec<f64> {
         s.results.iter().map(|r| r.macro_f1).collect()
     };

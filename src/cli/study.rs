@@ -52,6 +52,10 @@ pub struct Args {
     /// At most this many training flows per class (the 2-core budget).
     #[arg(long, default_value_t = 40)]
     pub max_per_class: usize,
+    /// Few-shot: also fine-tune the pretrained and the from-scratch model on
+    /// these fractions of the training flows (e.g. 0.01,0.05,0.1,0.25).
+    #[arg(long, value_delimiter = ',')]
+    pub fractions: Vec<f64>,
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 32)]
@@ -82,6 +86,7 @@ pub fn run_cli(a: Args) -> Result<()> {
         pretrain_steps: a.pretrain_steps,
         epochs: a.epochs,
         max_per_class: Some(a.max_per_class),
+        fractions: a.fractions.clone(),
         lr: a.lr,
         batch: a.batch,
         device: a.device,

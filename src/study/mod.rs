@@ -131,6 +131,9 @@ pub struct StudyOpts {
     pub pretrain_steps: u64,
     pub epochs: usize,
     pub max_per_class: Option<usize>,
+    /// Few-shot: also fine-tune the pretrained and the from-scratch
+    /// Traffic-MoE on these fractions (< 1) of the training flows.
+    pub fractions: Vec<f64>,
     pub lr: f64,
     pub batch: usize,
     pub device: Device,
@@ -142,6 +145,9 @@ pub struct StudyOpts {
 pub struct RunResult {
     pub row: Row,
     pub seed: u64,
+    /// Share of the training flows fine-tuned on (few-shot runs; 1 otherwise).
+    #[serde(default = "one")]
+    pub fraction: f64,
     pub accuracy: f64,
     pub macro_precision: f64,
     pub macro_recall: f64,
@@ -231,12 +237,21 @@ fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
     Ok(pretrain(&opts, &train, info.vocab_hash)?.checkpoint)
 }
 
-fn run_path(out: &Path, row: Row, seed: u64) -> PathBuf {
-    out.join("runs")
-        .join(format!("{}-s{seed}.json", row.name()))
+fn one() -> f64 {
+    1.0
 }
 
-fn run_one(o: &StudyOpts, row: Row, seed: u64) -> Result<RunResult> {
+fn run_path(out: &Path, row: Row, seed: u64, fraction: f64) -> PathBuf {
+    let few = if fraction < 1.0 {
+        format!("-f{fraction}")
+    } else {
+        String::new()
+    };
+    out.join("runs")
+        .join(format!("{}{few}-s{seed}.json", row.name()))
+}
+
+fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResult> {
     let t = Instant::now();
     let data = dataset(o, row.view())?;
     let info = load_dataset_info(&data)?;
@@ -281,7 +296,7 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64) -> Result<RunResult> {
                 lr: o.lr,
                 llrd: 0.9,
                 aux_weight: if row == Row::MoeNoAux { 0.0 } else { 0.02 },
-                train_fraction: 1.0,
+                train_fraction: fraction,
                 max_per_class: o.max_per_class,
                 clip: 1.0,
                 seed,
@@ -305,6 +320,7 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64) -> Result<RunResult> {
     Ok(RunResult {
         row,
         seed,
+        fraction,
         accuracy: m.accuracy,
         macro_precision: m.macro_precision,
         macro_recall: m.macro_recall,
@@ -320,9 +336,15 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     std::fs::create_dir_all(o.out.join("runs"))
         .with_context(|| format!("creating {}", o.out.display()))?;
     let mut s = StudySummary::default();
+    // (row, fraction) pairs: every row on all flows, then the few-shot runs.
+    let mut grid: Vec<(Row, f64)> = o.rows.iter().map(|&r| (r, 1.0)).collect();
+    for &f in o.fractions.iter().filter(|&&f| f > 0.0 && f < 1.0) {
+        grid.push((Row::MoePretrained, f));
+        grid.push((Row::MoeScratch, f));
+    }
     for &seed in &o.seeds {
-        for &row in &o.rows {
-            let path = run_path(&o.out, row, seed);
+        for &(row, fraction) in &grid {
+            let path = run_path(&o.out, row, seed, fraction);
             let result = match std::fs::read_to_string(&path) {
                 Ok(text) => {
                     s.skipped += 1;
@@ -331,9 +353,9 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
                 }
                 Err(_) => {
                     if o.progress {
-                        eprintln!("study: {} seed {seed}", row.name());
+                        eprintln!("study: {} fraction {fraction} seed {seed}", row.name());
                     }
-                    let r = run_one(o, row, seed)
+                    let r = run_one(o, row, seed, fraction)
                         .with_context(|| format!("{} seed {seed}", row.name()))?;
                     std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")
                         .with_context(|| format!("writing {}", path.display()))?;

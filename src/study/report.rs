@@ -8,6 +8,7 @@ use serde_json::json;
 
 use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
 use crate::baseline::{BaselineOpts, Method};
+use crate::eval::plot::{Panel, Series, save_curves};
 use crate::traffic::dataset::load_dataset_info;
 use crate::traffic::features::View;
 
@@ -35,7 +36,10 @@ struct Line {
 fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
     rows.iter()
         .filter_map(|&row| {
-            let rs: Vec<&RunResult> = results.iter().filter(|r| r.row == row).collect();
+            let rs: Vec<&RunResult> = results
+                .iter()
+                .filter(|r| r.row == row && r.fraction >= 1.0)
+                .collect();
             if rs.is_empty() {
                 return None;
             }
@@ -127,6 +131,8 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         "\nThis call ran {} runs and found {} done, in {:.0} s.\n",
         s.ran, s.skipped, s.seconds
     );
+    let few = few_shot(o, &s.results)?;
+    md += &few;
     let put = |name: &str, text: String| -> Result<()> {
         let p = o.out.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
@@ -147,6 +153,62 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     });
     put("report.json", serde_json::to_string_pretty(&j)? + "\n")?;
     bars(&o.out.join("macro-f1.png"), &lines)
+}
+
+/// The few-shot table (macro-F1 against the share of training flows,
+/// pretrained vs from scratch) and `few-shot.png`; empty without fractions.
+fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
+    let mut fractions: Vec<f64> = results
+        .iter()
+        .filter(|r| r.fraction < 1.0)
+        .map(|r| r.fraction)
+        .collect();
+    if fractions.is_empty() {
+        return Ok(String::new());
+    }
+    fractions.push(1.0);
+    fractions.sort_by(f64::total_cmp);
+    fractions.dedup();
+    let cell = |row: Row, f: f64| -> Option<(f64, f64)> {
+        let v: Vec<f64> = results
+            .iter()
+            .filter(|r| r.row == row && (r.fraction - f).abs() < 1e-12)
+            .map(|r| r.macro_f1)
+            .collect();
+        (!v.is_empty()).then(|| mean_std(&v))
+    };
+    let mut md = String::from(
+        "\n## Few-shot\n\nTest macro-F1 against the share of training flows fine-tuned on:\n\n| fraction | moe-pretrained | moe-scratch |\n|---|---|---|\n",
+    );
+    let show = |c: Option<(f64, f64)>| c.map_or("-".into(), |(m, s)| format!("{m:.3} ± {s:.3}"));
+    let mut series = Vec::new();
+    for row in [Row::MoePretrained, Row::MoeScratch] {
+        series.push(Series {
+            label: row.name().into(),
+            points: fractions
+                .iter()
+                .filter_map(|&f| cell(row, f).map(|(m, _)| (f * 100.0, m)))
+                .collect(),
+        });
+    }
+    for &f in &fractions {
+        md += &format!(
+            "| {} % | {} | {} |\n",
+            f * 100.0,
+            show(cell(Row::MoePretrained, f)),
+            show(cell(Row::MoeScratch, f))
+        );
+    }
+    save_curves(
+        &o.out.join("few-shot.png"),
+        &[Panel {
+            title: "few-shot: test macro-F1".into(),
+            x_label: "% of training flows".into(),
+            y_label: "macro-F1".into(),
+            series,
+        }],
+    )?;
+    Ok(md)
 }
 
 /// Macro-F1 per row, mean with a +-1 std whisker.
