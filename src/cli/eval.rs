@@ -11,9 +11,9 @@ use serde_json::json;
 
 use crate::eval::captures::capture_vote;
 use crate::eval::plot::{self, History};
-use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
+use crate::eval::predict::{Loaded, argmax, predict_probs_routed, resolve_seq_len};
 use crate::eval::report::EvalReport;
-use crate::eval::routing::{collect_routing, write_routing};
+use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::traffic::dataset::load_dataset_info;
 use crate::train::batch::{Sequences, open_part};
 use crate::train::checkpoint::{self, Expect};
@@ -48,7 +48,7 @@ pub struct Args {
     pub device: crate::engine::Device,
     /// Also count where the MoE layers route the split's tokens: per layer
     /// and expert, overall and per class (routing.json, routing.png,
-    /// routing-per-class.png; a second pass over the split).
+    /// routing-per-class.png; counted in the same pass as the predictions).
     #[arg(long)]
     pub routing: bool,
     /// CPU engine precision: f32, or bf16 weights with f32 accumulation.
@@ -130,7 +130,11 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
     let (seq_len, seq_len_from) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
     let t0 = Instant::now();
     let loaded = Loaded::with_precision(a.device, params, a.precision)?;
-    let probs = predict_probs_on(
+    let mut routing = a
+        .routing
+        .then(|| RoutingCounts::for_model(&model.cfg, info.classes.len()))
+        .flatten();
+    let probs = predict_probs_routed(
         &model,
         loaded.weights(),
         &shard,
@@ -138,6 +142,7 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         a.batch,
         seq_len,
         !a.quiet,
+        routing.as_mut(),
     )?;
     let seconds = t0.elapsed().as_secs_f64();
     let c = info.classes.len();
@@ -182,16 +187,8 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
     );
     report.write_all(&a.out, &title)?;
     if a.routing {
-        match collect_routing(
-            &model,
-            loaded.weights(),
-            &shard,
-            &idx,
-            a.batch,
-            seq_len,
-            info.classes.len(),
-        )? {
-            Some(counts) => write_routing(&a.out, &counts, &info.classes)?,
+        match &routing {
+            Some(counts) => write_routing(&a.out, counts, &info.classes)?,
             None => eprintln!("--routing: a dense model has no routing to count"),
         }
     }

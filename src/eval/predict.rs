@@ -6,6 +6,7 @@ use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu_bf16::{Bf16Params, CpuBf16};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Device, Param, Precision};
+use crate::eval::routing::RoutingCounts;
 use crate::model::{Inputs, Model};
 use crate::train::batch::{Sequences, make_batch};
 use crate::train::step::progress_bar;
@@ -139,6 +140,22 @@ pub fn predict_probs_on(
     seq_len: usize,
     progress: bool,
 ) -> Result<Vec<f32>> {
+    predict_probs_routed(model, weights, data, idx, batch, seq_len, progress, None)
+}
+
+/// [`predict_probs_on`] that also counts, in the same pass, where each MoE
+/// layer routes the real tokens (a device sync per layer on a GPU engine).
+#[allow(clippy::too_many_arguments)]
+pub fn predict_probs_routed(
+    model: &Model,
+    weights: Weights,
+    data: &dyn Sequences,
+    idx: &[usize],
+    batch: usize,
+    seq_len: usize,
+    progress: bool,
+    mut routing: Option<&mut RoutingCounts>,
+) -> Result<Vec<f32>> {
     let c = model.cfg.n_classes;
     anyhow::ensure!(
         c > 0,
@@ -164,7 +181,11 @@ pub fn predict_probs_on(
             b: b.b,
             s: b.s,
         };
-        let (logits, _) = class_logits(model, weights, &x, false)?;
+        let (logits, routed) = class_logits(model, weights, &x, routing.is_some())?;
+        if let Some(counts) = routing.as_deref_mut() {
+            let labels: Vec<Option<u32>> = seqs.iter().map(|&i| data.label(i)).collect();
+            counts.add(&routed, &b.mask, b.s, &labels);
+        }
         for (&r, logits) in rows.iter().zip(logits.chunks_exact(c)) {
             softmax_into(logits, &mut probs[r * c..(r + 1) * c]);
         }

@@ -2,16 +2,16 @@
 //! layer and expert, the share of a split's real tokens (padding excluded)
 //! routed there, overall and per true class, with each layer's load balance
 //! (largest share over the uniform 1/N) and routing entropy (in bits, of at
-//! most log2 N). `tmoe eval --routing` writes them as JSON and heatmaps.
+//! most log2 N). `tmoe eval --routing` counts them in its prediction pass
+//! (`eval::predict::predict_probs_routed`) and writes them as JSON and
+//! heatmaps.
 
 use std::path::Path;
 
 use anyhow::Result;
 use serde_json::{Value, json};
 
-use crate::eval::predict::{Weights, class_logits};
-use crate::model::{FfnKind, Inputs, Model};
-use crate::train::batch::{Sequences, make_batch};
+use crate::model::{FfnKind, ModelConfig};
 
 /// Routed (token, slot) pairs per layer x expert.
 #[derive(Clone, Debug, PartialEq)]
@@ -25,6 +25,12 @@ pub struct RoutingCounts {
 }
 
 impl RoutingCounts {
+    /// Empty counts for `cfg`'s MoE layers (None for a dense model: nothing
+    /// is routed).
+    pub fn for_model(cfg: &ModelConfig, classes: usize) -> Option<RoutingCounts> {
+        (cfg.ffn == FfnKind::Moe).then(|| RoutingCounts::new(cfg.layers, cfg.n_experts, classes))
+    }
+
     pub fn new(layers: usize, experts: usize, classes: usize) -> RoutingCounts {
         RoutingCounts {
             layers,
@@ -102,36 +108,6 @@ impl RoutingCounts {
             }).collect::<Vec<_>>(),
         })
     }
-}
-
-/// Counts the routing of sequences `idx` of `data` through `model` (an MoE
-/// model; a dense one has nothing to count and gives None).
-pub fn collect_routing(
-    model: &Model,
-    weights: Weights,
-    data: &dyn Sequences,
-    idx: &[usize],
-    batch: usize,
-    seq_len: usize,
-    n_classes: usize,
-) -> Result<Option<RoutingCounts>> {
-    if model.cfg.ffn != FfnKind::Moe {
-        return Ok(None);
-    }
-    let mut counts = RoutingCounts::new(model.cfg.layers, model.cfg.n_experts, n_classes);
-    for rows in idx.chunks(batch.max(1)) {
-        let b = make_batch(data, rows, seq_len);
-        let x = Inputs {
-            ids: &b.ids,
-            mask: &b.mask,
-            b: b.b,
-            s: b.s,
-        };
-        let (_, routing) = class_logits(model, weights, &x, true)?;
-        let labels: Vec<Option<u32>> = rows.iter().map(|&i| data.label(i)).collect();
-        counts.add(&routing, &b.mask, b.s, &labels);
-    }
-    Ok(Some(counts))
 }
 
 /// Writes `routing.json`, `routing.png` (overall: layer x expert shares) and
