@@ -80,44 +80,9 @@ fn pick<T: Copy>(v: &[T], rows: &[usize]) -> Vec<T> {
         .collect()
 }
 
-/// Weights larger than the 0.02 init so every path carries signal, and
-/// routing with clear margins: each token's embedding carries a permutation
-/// of (1.5, 0.5, -0.5, -1.5) in its first four coordinates, and each router
-/// reads expert e's logit from coordinate e.
+/// The shared margin weights (tests/common), noise amplitude 0.05.
 fn params(cfg: &ModelConfig) -> (Model, Vec<Param>) {
-    let (model, mut p) = Model::new(cfg.clone(), 11).unwrap();
-    let mut s = 77u64;
-    for q in &mut p {
-        for v in &mut q.value {
-            s = s
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            *v += 0.05 * (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0);
-        }
-    }
-    let d = cfg.d;
-    let levels = [1.5f32, 0.5, -0.5, -1.5];
-    for q in &mut p {
-        if q.name == "tok_embed" {
-            for (v, row) in q.value.chunks_mut(d).enumerate() {
-                let mut perm = [0usize, 1, 2, 3];
-                let mut r = v;
-                for i in (1..4).rev() {
-                    perm.swap(i, r % (i + 1));
-                    r /= i + 1;
-                }
-                for (e, &j) in perm.iter().enumerate() {
-                    row[e] = levels[j];
-                }
-            }
-        } else if q.name.ends_with("moe.router") {
-            q.value.fill(0.0);
-            for e in 0..cfg.n_experts {
-                q.value[e * d + e] = 1.0;
-            }
-        }
-    }
-    (model, p)
+    common::margin_params(cfg, 0.05)
 }
 
 fn top2(row: &[f32]) -> (usize, f32) {

@@ -3,7 +3,8 @@
 
 use std::path::PathBuf;
 
-use traffic_moe::model::{FfnKind, ModelConfig};
+use traffic_moe::engine::Param;
+use traffic_moe::model::{FfnKind, Model, ModelConfig};
 
 /// The real captures of `../shared/data` (relative to the crate root), or
 /// `TMOE_DATA` when set. When absent the test skips visibly
@@ -42,4 +43,46 @@ pub fn micro_config(ffn: FfnKind, n_classes: usize) -> ModelConfig {
         aux_weight: 0.02,
         n_classes,
     }
+}
+
+/// A model of `cfg` with weights larger than the 0.02 init (uniform noise of
+/// amplitude `noise` added) so every path carries signal, and routing with
+/// clear margins: each token's embedding carries a permutation of (1.5, 0.5,
+/// -0.5, -1.5) in its first four coordinates, and each router reads expert
+/// e's logit from coordinate e, so the top-2 are decided by gaps of about 1
+/// in the normalised activations, far above bf16 rounding (about 1 %).
+pub fn margin_params(cfg: &ModelConfig, noise: f32) -> (Model, Vec<Param>) {
+    let (model, mut p) = Model::new(cfg.clone(), 11).unwrap();
+    let mut s = 77u64;
+    for q in &mut p {
+        for v in &mut q.value {
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            *v += noise * (((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0);
+        }
+    }
+    let d = cfg.d;
+    let levels = [1.5f32, 0.5, -0.5, -1.5];
+    for q in &mut p {
+        if q.name == "tok_embed" {
+            for (v, row) in q.value.chunks_mut(d).enumerate() {
+                let mut perm = [0usize, 1, 2, 3];
+                let mut r = v;
+                for i in (1..4).rev() {
+                    perm.swap(i, r % (i + 1));
+                    r /= i + 1;
+                }
+                for (e, &j) in perm.iter().enumerate() {
+                    row[e] = levels[j];
+                }
+            }
+        } else if q.name.ends_with("moe.router") {
+            q.value.fill(0.0);
+            for e in 0..cfg.n_experts {
+                q.value[e * d + e] = 1.0;
+            }
+        }
+    }
+    (model, p)
 }
