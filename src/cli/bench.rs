@@ -34,6 +34,31 @@ mod train_kernels;
 
 pub use recorder::KernelResult;
 
+/// `--out` of a benchmark: an existing file is kept unless `force`.
+pub(crate) fn refuse_existing(out: Option<&std::path::Path>, force: bool) -> anyhow::Result<()> {
+    if let Some(out) = out {
+        anyhow::ensure!(
+            force || !out.exists(),
+            "{} exists: pass --force to replace it",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
+/// Prints a benchmark's report as JSON, and writes it to `out` when given.
+pub(crate) fn emit_json(
+    report: &impl Serialize,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report)?;
+    println!("{json}");
+    if let Some(out) = out {
+        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(())
+}
+
 /// The GPU benchmark shape: model `base` (its config, not a restatement) at
 /// batch 64 x sequence 512 tokens, the paper's efficiency setting.
 pub(crate) const GPU_BATCH: usize = 64;

@@ -53,18 +53,7 @@ pub enum Row {
 }
 
 impl Row {
-    /// Tables 2-3 (the default).
-    pub const MAIN: [Row; 8] = [
-        Row::MoePretrained,
-        Row::MoeScratch,
-        Row::DensePretrained,
-        Row::MoeNoAux,
-        Row::MoeHeader,
-        Row::MoePayload,
-        Row::Appscanner,
-        Row::Knn,
-    ];
-    /// Every row.
+    /// Every row: Tables 2-3 (the default, [`Row::main`]), then Table 4.
     pub const ALL: [Row; 10] = [
         Row::MoePretrained,
         Row::MoeScratch,
@@ -77,6 +66,11 @@ impl Row {
         Row::MoeTop1,
         Row::MoeTop4,
     ];
+
+    /// Tables 2-3: the rows a study runs unless told otherwise.
+    pub fn main() -> &'static [Row] {
+        &Row::ALL[..8]
+    }
 
     pub fn name(self) -> &'static str {
         match self {

@@ -152,13 +152,7 @@ struct Input {
 }
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
-    if let Some(out) = &a.out {
-        anyhow::ensure!(
-            a.force || !out.exists(),
-            "{} exists: pass --force to replace it",
-            out.display()
-        );
-    }
+    super::refuse_existing(a.out.as_deref(), a.force)?;
     let (seq, batch) = (
         a.seq
             .unwrap_or(if a.device == Device::Sim { 32 } else { 64 }),
@@ -265,10 +259,8 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         ratios,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
+    super::emit_json(&report, a.out.as_deref())?;
     if let Some(out) = &a.out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())

@@ -12,7 +12,6 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::backend::cpu::linear;
@@ -101,13 +100,7 @@ fn peak_one_core() -> Option<f64> {
 }
 
 pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
-    if let Some(out) = &a.out {
-        anyhow::ensure!(
-            a.force || !out.exists(),
-            "{} exists: pass --force to replace it",
-            out.display()
-        );
-    }
+    super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
     let one = peak_one_core();
     let peak = one.map(|p| p * threads as f64);
@@ -185,10 +178,8 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         entries,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
+    super::emit_json(&report, a.out.as_deref())?;
     if let Some(out) = &a.out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
         eprintln!("wrote {}", out.display());
     }
     Ok(())

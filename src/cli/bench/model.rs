@@ -14,12 +14,12 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
 use serde::Serialize;
 
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
+use crate::infer::latency::quantile;
 use crate::model::{FfnKind, Inputs, Model, ModelConfig};
 use crate::train::batch::Batch;
 use crate::train::optim::{AdamW, AdamWConfig};
@@ -152,11 +152,6 @@ enum Engine {
     Train(Box<Trainer>),
 }
 
-fn percentile(v: &mut [f64], p: f64) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[((v.len() as f64 * p).ceil() as usize).clamp(1, v.len()) - 1]
-}
-
 /// Times one model at every batch size.
 fn bench_one(
     a: &ModelArgs,
@@ -226,7 +221,7 @@ fn bench_one(
             flows_per_s: b as f64 / (mean / 1e3),
             tokens_per_s: (b * seq) as f64 / (mean / 1e3),
             mean_latency_ms: mean,
-            p99_latency_ms: percentile(&mut lat, 0.99),
+            p99_latency_ms: quantile(&lat, 0.99).unwrap_or(f64::NAN),
             peak_bytes: peak,
             weight_bytes: held,
             expert_load: load(
@@ -270,13 +265,7 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         Device::Sim => 32,
     });
     let iters = a.iters.unwrap_or(if on_gpu { 20 } else { 3 });
-    if let Some(out) = &a.out {
-        anyhow::ensure!(
-            a.force || !out.exists(),
-            "{} exists: pass --force to replace it",
-            out.display()
-        );
-    }
+    super::refuse_existing(a.out.as_deref(), a.force)?;
     let mut cfg = ModelConfig::named(&config)?;
     cfg.n_classes = CLASSES;
     cfg.max_seq = cfg.max_seq.max(seq);
@@ -365,10 +354,8 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         },
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };
-    let json = serde_json::to_string_pretty(&report)?;
-    println!("{json}");
+    super::emit_json(&report, a.out.as_deref())?;
     if let Some(out) = &a.out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
         let png = out.with_extension("png");
         chart(&report, &png)?;
         eprintln!("wrote {} and {}", out.display(), png.display());
