@@ -148,10 +148,13 @@ mod tests {
         let mut p = vec![1, 1, 6, 0];
         p.extend_from_slice(&client);
         p.extend_from_slice(b" 00:1B:21:AA:0B:CD 00-1b-21-aa-0b-cd 00:1b:21:aa:0b:ce");
+        // The responder's address too.
+        p.extend_from_slice(&[0x02, 0, 0, 0, 0, 9]);
         let m = ids.mask(&p);
         assert_eq!(&m[..4], &[1, 1, 6, 0]);
         assert!(m[4..10].iter().all(|&b| b == 0));
-        let text = String::from_utf8_lossy(&m[10..]).replace('\0', "_");
+        assert!(m[m.len() - 6..].iter().all(|&b| b == 0), "{m:?}");
+        let text = String::from_utf8_lossy(&m[10..m.len() - 6]).replace('\0', "_");
         assert_eq!(
             text, " _________________ _________________ 00:1b:21:aa:0b:ce",
             "another device's address stays"
