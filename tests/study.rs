@@ -1,16 +1,17 @@
 //! `tmoe study` on synthetic captures: every row runs once per seed (and the
-//! few-shot runs), the report holds each row, the few-shot table and the
-//! shortcut checks, and a second call resumes (runs nothing, finds every
-//! result).
+//! few-shot runs), the report holds each row, the few-shot table, the
+//! shortcut checks and the expert heatmaps (whose counts sum to the routed
+//! tokens), and a second call resumes (runs nothing, finds every result).
 
 mod tiny_train;
 
 use traffic_moe::engine::Device;
 use traffic_moe::model::FfnKind;
-use traffic_moe::study::{Row, StudyOpts, run};
+use traffic_moe::study::{Row, StudyOpts, routing_dir, run};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::split::SplitBy;
 use traffic_moe::traffic::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
+use traffic_moe::train::batch::{Sequences, open_part};
 
 #[test]
 fn study_runs_every_row_reports_and_resumes() {
@@ -54,6 +55,29 @@ fn study_runs_every_row_reports_and_resumes() {
     for r in &first.results {
         assert!(r.test_flows >= 12, "{r:?}");
         assert!((0.0..=1.0).contains(&r.macro_f1), "{r:?}");
+        let cap = r.per_capture.expect("every run votes per capture");
+        assert!((0.0..=1.0).contains(&cap), "{r:?}");
+    }
+    // The heatmaps count every real token of the test flows, k times per
+    // MoE layer, once after pretraining and once after fine-tuning.
+    let test = open_part(&opts.out.join("data-full"), "test").unwrap();
+    let real_tokens: u64 = (0..test.count())
+        .map(|i| test.n_tokens(i).min(opts.seq_len) as u64)
+        .sum();
+    let want = real_tokens * (opts.cfg.layers * opts.cfg.top_k) as u64;
+    for stage in ["pretrained", "finetuned"] {
+        let dir = routing_dir(&opts.out, 1, stage);
+        let j: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("routing.json")).unwrap())
+                .unwrap();
+        let routed: u64 = j["per_class"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["routed"].as_u64().unwrap())
+            .sum();
+        assert_eq!(routed, want, "{stage}: routed (token, slot) pairs");
+        assert!(dir.join("routing.png").metadata().unwrap().len() > 0);
     }
     let apps = first
         .results
@@ -74,6 +98,10 @@ fn study_runs_every_row_reports_and_resumes() {
     );
     assert!(
         md.contains("## Few-shot") && md.contains("| 50 % |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("## Expert routing") && md.contains("### after fine-tuning"),
         "{md}"
     );
     for png in ["macro-f1.png", "few-shot.png"] {

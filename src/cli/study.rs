@@ -72,7 +72,7 @@ pub fn run_cli(a: Args) -> Result<()> {
         labels: LabelSource::parse(&a.labels)?,
         out: a.out.clone(),
         rows: if a.rows.is_empty() {
-            Row::main().to_vec()
+            Row::ALL.to_vec()
         } else {
             a.rows.clone()
         },

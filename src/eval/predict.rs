@@ -5,16 +5,12 @@ use anyhow::Result;
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu_bf16::{Bf16Params, CpuBf16};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
-use crate::engine::{Device, Param, Precision};
+use crate::engine::{Backend, Device, Param, Precision};
 use crate::eval::routing::RoutingCounts;
 use crate::model::{Inputs, Model};
 use crate::train::batch::{Sequences, make_batch};
 use crate::train::step::progress_bar;
 
-/// Class probabilities of sequences `idx` of `data`, row-major `[idx.len(), C]`
-/// in the order of `idx`. Sequences are batched by length (less padding; the
-/// result does not depend on batching: attention is causal, pooling masked and
-/// routing per token). Shows a progress bar with a rate when `progress`.
 /// A model's weights on an engine, ready for inference.
 #[derive(Clone, Copy)]
 pub enum Weights<'a> {
@@ -72,6 +68,9 @@ impl Loaded {
     }
 }
 
+/// Class probabilities of sequences `idx` of `data` on the CPU engine,
+/// row-major `[idx.len(), C]` in the order of `idx`, with a progress bar
+/// (and its rate) when `progress`.
 pub fn predict_probs(
     model: &Model,
     params: &[Param],
@@ -92,6 +91,74 @@ pub fn predict_probs(
     )
 }
 
+/// What an inference pass returns per flow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// The classifier head's logits, `C` per flow.
+    Logits,
+    /// The encoder's mean-pooled final hidden state, `d` per flow (works on
+    /// a pretrained model, which has no head).
+    Pooled,
+}
+
+/// One batch on an inference tape of any engine: the rows `out` asks for,
+/// and each MoE layer's routing when `keep_routing` (a device sync per layer
+/// on a GPU).
+fn forward_batch<B: Backend<f32>>(
+    mut tape: Tape<f32, B>,
+    p: &[&B::Param],
+    model: &Model,
+    x: &Inputs,
+    keep_routing: bool,
+    out: Output,
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    if keep_routing {
+        tape = tape.keep_routing();
+    }
+    let t = match out {
+        Output::Logits => model.cls_forward(&mut tape, p, x, None, 0.0)?.logits,
+        Output::Pooled => model.pooled(&mut tape, p, x, 0.0)?.0,
+    };
+    // Reading the result waits for a device.
+    Ok((tape.to_host(t)?, tape.routing()?))
+}
+
+/// [`forward_batch`] on the engine that holds `weights`.
+pub fn infer_batch(
+    model: &Model,
+    weights: Weights,
+    x: &Inputs,
+    keep_routing: bool,
+    out: Output,
+) -> Result<(Vec<f32>, Vec<u32>)> {
+    match weights {
+        Weights::Cpu(params) => forward_batch(
+            Tape::<f32>::cpu_inference(),
+            &params.values(),
+            model,
+            x,
+            keep_routing,
+            out,
+        ),
+        Weights::CpuBf16(engine, store) => forward_batch(
+            Tape::inference(*engine),
+            &store.values(),
+            model,
+            x,
+            keep_routing,
+            out,
+        ),
+        Weights::Gpu(gpu, store) => forward_batch(
+            Tape::inference(gpu.clone()),
+            &store.values(),
+            model,
+            x,
+            keep_routing,
+            out,
+        ),
+    }
+}
+
 /// The classifier's logits `[B, C]` for one batch on an inference tape, and
 /// each MoE layer's routing when `keep_routing` (a device sync per layer).
 pub fn class_logits(
@@ -100,33 +167,7 @@ pub fn class_logits(
     x: &Inputs,
     keep_routing: bool,
 ) -> Result<(Vec<f32>, Vec<u32>)> {
-    Ok(match weights {
-        Weights::Cpu(params) => {
-            let mut tape = Tape::<f32>::cpu_inference();
-            if keep_routing {
-                tape = tape.keep_routing();
-            }
-            let f = model.cls_forward(&mut tape, &params.values(), x, None, 0.0)?;
-            (tape.to_host(f.logits)?, tape.routing()?)
-        }
-        Weights::CpuBf16(engine, store) => {
-            let mut tape = Tape::inference(*engine);
-            if keep_routing {
-                tape = tape.keep_routing();
-            }
-            let f = model.cls_forward(&mut tape, &store.values(), x, None, 0.0)?;
-            (tape.to_host(f.logits)?, tape.routing()?)
-        }
-        Weights::Gpu(gpu, store) => {
-            let mut tape = Tape::inference(gpu.clone());
-            if keep_routing {
-                tape = tape.keep_routing();
-            }
-            let f = model.cls_forward(&mut tape, &store.values(), x, None, 0.0)?;
-            // Reading the logits waits for the device.
-            (tape.to_host(f.logits)?, tape.routing()?)
-        }
-    })
+    infer_batch(model, weights, x, keep_routing, Output::Logits)
 }
 
 /// [`predict_probs`] on any engine (an inference tape: no backward state,
@@ -154,45 +195,104 @@ pub fn predict_probs_routed(
     batch: usize,
     seq_len: usize,
     progress: bool,
-    mut routing: Option<&mut RoutingCounts>,
+    routing: Option<&mut RoutingCounts>,
 ) -> Result<Vec<f32>> {
     let c = model.cfg.n_classes;
     anyhow::ensure!(
         c > 0,
         "the model has no classification head (n_classes = 0)"
     );
-    let mut order: Vec<usize> = (0..idx.len()).collect();
-    order.sort_by_key(|&r| data.n_tokens(idx[r]));
-    let mut probs = vec![0f32; idx.len() * c];
-    let pb = progress_bar(idx.len() as u64, "classify", progress);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} flows {per_sec} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    for rows in order.chunks(batch.max(1)) {
-        let seqs: Vec<usize> = rows.iter().map(|&r| idx[r]).collect();
-        let b = make_batch(data, &seqs, seq_len);
-        let x = Inputs {
-            ids: &b.ids,
-            mask: &b.mask,
-            b: b.b,
-            s: b.s,
-        };
-        let (logits, routed) = class_logits(model, weights, &x, routing.is_some())?;
-        if let Some(counts) = routing.as_deref_mut() {
-            let labels: Vec<Option<u32>> = seqs.iter().map(|&i| data.label(i)).collect();
-            counts.add(&routed, &b.mask, b.s, &labels);
-        }
-        for (&r, logits) in rows.iter().zip(logits.chunks_exact(c)) {
-            softmax_into(logits, &mut probs[r * c..(r + 1) * c]);
-        }
-        pb.inc(rows.len() as u64);
+    let pass = Pass {
+        batch,
+        seq_len,
+        progress,
+    };
+    let mut probs = pass.run(model, weights, data, idx, routing, Output::Logits)?;
+    for row in probs.chunks_exact_mut(c) {
+        let logits = row.to_vec();
+        softmax_into(&logits, row);
     }
-    pb.finish_and_clear();
     Ok(probs)
+}
+
+/// Mean-pooled encoder features `[idx.len(), d]` of sequences `idx` (in the
+/// order of `idx`), counting the routing in the same pass when asked.
+#[allow(clippy::too_many_arguments)]
+pub fn pooled_features(
+    model: &Model,
+    weights: Weights,
+    data: &dyn Sequences,
+    idx: &[usize],
+    batch: usize,
+    seq_len: usize,
+    progress: bool,
+    routing: Option<&mut RoutingCounts>,
+) -> Result<Vec<f32>> {
+    let pass = Pass {
+        batch,
+        seq_len,
+        progress,
+    };
+    pass.run(model, weights, data, idx, routing, Output::Pooled)
+}
+
+/// How sequences are batched for inference.
+struct Pass {
+    batch: usize,
+    seq_len: usize,
+    progress: bool,
+}
+
+impl Pass {
+    /// Rows of `out` for sequences `idx`, in the order of `idx`. Sequences
+    /// are batched by length (less padding; the result does not depend on
+    /// batching: attention is causal, pooling masked and routing per token).
+    fn run(
+        &self,
+        model: &Model,
+        weights: Weights,
+        data: &dyn Sequences,
+        idx: &[usize],
+        mut routing: Option<&mut RoutingCounts>,
+        out: Output,
+    ) -> Result<Vec<f32>> {
+        let width = match out {
+            Output::Logits => model.cfg.n_classes,
+            Output::Pooled => model.cfg.d,
+        };
+        let mut order: Vec<usize> = (0..idx.len()).collect();
+        order.sort_by_key(|&r| data.n_tokens(idx[r]));
+        let mut rows_out = vec![0f32; idx.len() * width];
+        let pb = progress_bar(idx.len() as u64, "classify", self.progress);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} flows {per_sec} [{elapsed_precise}<{eta_precise}]",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        for rows in order.chunks(self.batch.max(1)) {
+            let seqs: Vec<usize> = rows.iter().map(|&r| idx[r]).collect();
+            let b = make_batch(data, &seqs, self.seq_len);
+            let x = Inputs {
+                ids: &b.ids,
+                mask: &b.mask,
+                b: b.b,
+                s: b.s,
+            };
+            let (y, routed) = infer_batch(model, weights, &x, routing.is_some(), out)?;
+            if let Some(counts) = routing.as_deref_mut() {
+                let labels: Vec<Option<u32>> = seqs.iter().map(|&i| data.label(i)).collect();
+                counts.add(&routed, &b.mask, b.s, &labels);
+            }
+            for (&r, y) in rows.iter().zip(y.chunks_exact(width)) {
+                rows_out[r * width..(r + 1) * width].copy_from_slice(y);
+            }
+            pb.inc(rows.len() as u64);
+        }
+        pb.finish_and_clear();
+        Ok(rows_out)
+    }
 }
 
 /// Sequence length to classify with: `--seq-len` if given, else the length the

@@ -275,6 +275,23 @@ impl Model {
         })
     }
 
+    /// The encoder's flow representation: the final hidden states, mean-pooled
+    /// over real tokens, `[B, d]` (what the classifier head reads; a linear
+    /// probe reads it from a pretrained model, which has no head), and the
+    /// mean aux loss.
+    pub fn pooled<F: Float, B: Backend<F>>(
+        &self,
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
+        x: &Inputs,
+        aux_weight: F,
+    ) -> OpResult<(TensorId, F)> {
+        let (h, aux) = self.backbone(tape, p, x, aux_weight)?;
+        let pooled = tape.mean_pool(h, x.mask, x.b, x.s, self.cfg.d)?;
+        tape.release(&[h]);
+        Ok((pooled, aux))
+    }
+
     /// Classification: masked mean pooling -> MLP head -> cross entropy (+ aux).
     /// Without labels the loss is computed against IGNORE (0) and only logits matter.
     pub fn cls_forward<F: Float, B: Backend<F>>(
@@ -290,9 +307,7 @@ impl Model {
             .as_ref()
             .ok_or_else(|| anyhow::anyhow!("model has no classification head (n_classes = 0)"))?;
         let d = self.cfg.d;
-        let (h, aux) = self.backbone(tape, p, x, aux_weight)?;
-        let pooled = tape.mean_pool(h, x.mask, x.b, x.s, d)?;
-        tape.release(&[h]);
+        let (pooled, aux) = self.pooled(tape, p, x, aux_weight)?;
         let z = tape.linear(p, pooled, head.w1, Some(head.b1), d, d)?;
         tape.release(&[pooled]);
         let g = tape.gelu(z)?;

@@ -4,14 +4,21 @@
 //!
 //! Rows (Tables 2-3 of the paper): Traffic-MoE pretrained and from scratch,
 //! the dense twin pretrained, Traffic-MoE without the aux loss, header only,
-//! payload only, AppScanner and k-NN. Pretraining reads the training split's
-//! flows only (labels unused), never validation or test.
+//! payload only, AppScanner and k-NN, a linear probe on the frozen
+//! pretrained encoder; Table 4: top-1 and top-4 routing. Pretraining reads
+//! the training split's flows only (labels unused), never validation or test.
+//! Every run reports accuracy per flow and per capture (majority vote).
+//!
+//! Expert heatmaps (Figures 9-10): for each seed, where the pretrained
+//! Traffic-MoE routes the test flows' tokens before and after fine-tuning
+//! (`routing/s<seed>/{pretrained,finetuned}/`, as `eval --routing` writes).
 //!
 //! Shortcut checks in every report: exact duplicates the dataset dropped
 //! before splitting (so none cross splits), the share of test flows whose
 //! nearest training flow (1-NN on packet sizes, directions, gaps) has their
 //! label, and header-only beside payload-only scores.
 
+pub mod probe;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -22,16 +29,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineOpts, Method};
 use crate::engine::Device;
-use crate::eval::predict::Weights;
+use crate::eval::captures::capture_vote;
+use crate::eval::predict::{Loaded, argmax, predict_probs_routed};
 use crate::eval::report::EvalReport;
+use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use crate::traffic::features::View;
 use crate::traffic::labels::LabelSource;
+use crate::traffic::shard::Shard;
 use crate::traffic::split::SplitBy;
 use crate::traffic::tokenize::TokenizerConfig;
-use crate::train::batch::open_part;
-use crate::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+use crate::train::batch::{Sequences, open_part};
+use crate::train::finetune::{FinetuneOpts, finetune, load_classifier};
 use crate::train::pretrain::{PretrainOpts, pretrain};
 
 /// One row of the comparison.
@@ -46,6 +56,9 @@ pub enum Row {
     MoePayload,
     Appscanner,
     Knn,
+    /// A logistic regression on the frozen pretrained encoder's mean-pooled
+    /// features (`probe.rs`).
+    MoeProbe,
     /// Table 4: top-1 and top-4 routing, from scratch (experts d'/k wide, as
     /// top-2's d'/2: the same active parameters per token).
     MoeTop1,
@@ -53,8 +66,9 @@ pub enum Row {
 }
 
 impl Row {
-    /// Every row: Tables 2-3 (the default, [`Row::main`]), then Table 4.
-    pub const ALL: [Row; 10] = [
+    /// Every row, in report order: Tables 2-3 and the probe, then Table 4.
+    /// A study runs them all unless `--rows` picks some.
+    pub const ALL: [Row; 11] = [
         Row::MoePretrained,
         Row::MoeScratch,
         Row::DensePretrained,
@@ -63,14 +77,10 @@ impl Row {
         Row::MoePayload,
         Row::Appscanner,
         Row::Knn,
+        Row::MoeProbe,
         Row::MoeTop1,
         Row::MoeTop4,
     ];
-
-    /// Tables 2-3: the rows a study runs unless told otherwise.
-    pub fn main() -> &'static [Row] {
-        &Row::ALL[..8]
-    }
 
     pub fn name(self) -> &'static str {
         match self {
@@ -82,6 +92,7 @@ impl Row {
             Row::MoePayload => "moe-payload",
             Row::Appscanner => "appscanner",
             Row::Knn => "knn",
+            Row::MoeProbe => "moe-probe",
             Row::MoeTop1 => "moe-top1",
             Row::MoeTop4 => "moe-top4",
         }
@@ -97,7 +108,7 @@ impl Row {
 
     fn pretrained(self) -> Option<FfnKind> {
         match self {
-            Row::MoePretrained => Some(FfnKind::Moe),
+            Row::MoePretrained | Row::MoeProbe => Some(FfnKind::Moe),
             Row::DensePretrained => Some(FfnKind::Dense),
             _ => None,
         }
@@ -147,6 +158,10 @@ pub struct RunResult {
     pub macro_recall: f64,
     pub macro_f1: f64,
     pub test_flows: u64,
+    /// Accuracy per capture (majority vote of its test flows); absent in
+    /// results stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_capture: Option<f64>,
     pub seconds: f64,
 }
 
@@ -245,11 +260,40 @@ fn run_path(out: &Path, row: Row, seed: u64, fraction: f64) -> PathBuf {
         .join(format!("{}{few}-s{seed}.json", row.name()))
 }
 
+/// Where the study keeps a seed's routing counts after `stage`
+/// (`pretrained` or `finetuned`).
+pub fn routing_dir(out: &Path, seed: u64, stage: &str) -> PathBuf {
+    out.join("routing").join(format!("s{seed}")).join(stage)
+}
+
+/// The labelled flows of a part, and each one's capture.
+fn labelled_with_files(shard: &Shard) -> (Vec<usize>, Vec<u32>) {
+    let idx: Vec<usize> = (0..shard.count())
+        .filter(|&i| shard.label(i).is_some())
+        .collect();
+    let files = idx.iter().map(|&i| shard.meta(i).file_id).collect();
+    (idx, files)
+}
+
 fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResult> {
     let t = Instant::now();
     let data = dataset(o, row.view())?;
     let info = load_dataset_info(&data)?;
-    let report = match row {
+    let mut cfg = o
+        .cfg
+        .clone()
+        .with_ffn(row.pretrained().unwrap_or(FfnKind::Moe));
+    cfg.vocab = info.vocab_size;
+    cfg.max_seq = cfg.max_seq.max(o.seq_len);
+    let test = open_part(&data, "test")?;
+    let (test_idx, files) = labelled_with_files(&test);
+    let truth: Vec<u32> = test_idx
+        .iter()
+        .map(|&i| test.label(i).expect("labelled"))
+        .collect();
+    // Heatmaps: the pretrained MoE's routing on all its flows.
+    let heatmaps = row == Row::MoePretrained && fraction >= 1.0;
+    let pred: Vec<u32> = match row {
         Row::Appscanner | Row::Knn => {
             let method = if row == Row::Knn {
                 Method::Knn
@@ -261,17 +305,37 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
                 seed,
                 ..BaselineOpts::default()
             };
-            crate::baseline::run(&data, &opts)?.report
+            // The baseline reads the same test part in the same order.
+            crate::baseline::run(&data, &opts)?.y_pred
+        }
+        Row::MoeProbe => {
+            let ckpt = pretrained(o, FfnKind::Moe, seed)?;
+            let enc = probe::Encoder::open(&ckpt, &cfg, info.vocab_hash, o.device)?;
+            let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
+            probe::fit_and_score(
+                &enc,
+                (&train, &val, &test),
+                &test_idx,
+                info.classes.len(),
+                fraction,
+                o.max_per_class,
+                seed,
+                (o.batch, o.seq_len),
+            )?
+            .pred
         }
         _ => {
             let init = row
                 .pretrained()
                 .map(|ffn| pretrained(o, ffn, seed))
                 .transpose()?;
-            let ffn = row.pretrained().unwrap_or(FfnKind::Moe);
-            let mut cfg = o.cfg.clone().with_ffn(ffn);
-            cfg.vocab = info.vocab_size;
-            cfg.max_seq = cfg.max_seq.max(o.seq_len);
+            if let (true, Some(ckpt)) = (heatmaps, &init) {
+                let enc = probe::Encoder::open(ckpt, &cfg, info.vocab_hash, o.device)?;
+                if let Some(mut counts) = enc.routing_counts(info.classes.len()) {
+                    enc.features(&test, &test_idx, o.batch, o.seq_len, Some(&mut counts))?;
+                    write_stage(o, seed, "pretrained", &counts, &info.classes)?;
+                }
+            }
             match row {
                 Row::MoeTop1 => cfg.top_k = 1,
                 Row::MoeTop4 => cfg.top_k = 4.min(cfg.n_experts),
@@ -298,18 +362,40 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
                 force: true,
                 device: o.device,
             };
-            let (train, val, test) = (
-                open_part(&data, "train")?,
-                open_part(&data, "val")?,
-                open_part(&data, "test")?,
-            );
+            let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;
             let (model, params, _) = load_classifier(&r.checkpoint)?;
-            let (_, _, pred, truth) =
-                evaluate(&model, Weights::Cpu(&params), &test, o.batch, o.seq_len)?;
-            EvalReport::from_labels(info.classes.clone(), &truth, &pred)?
+            let loaded = Loaded::new(o.device, params)?;
+            let mut counts = heatmaps
+                .then(|| RoutingCounts::for_model(&model.cfg, info.classes.len()))
+                .flatten();
+            let probs = predict_probs_routed(
+                &model,
+                loaded.weights(),
+                &test,
+                &test_idx,
+                o.batch,
+                o.seq_len,
+                false,
+                counts.as_mut(),
+            )?;
+            if let Some(counts) = &counts {
+                write_stage(o, seed, "finetuned", counts, &info.classes)?;
+            }
+            probs
+                .chunks_exact(info.classes.len())
+                .map(|p| argmax(p).0)
+                .collect()
         }
     };
+    anyhow::ensure!(
+        pred.len() == truth.len(),
+        "{}: {} predictions for {} test flows",
+        row.name(),
+        pred.len(),
+        truth.len()
+    );
+    let report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
     let m = &report.metrics;
     Ok(RunResult {
         row,
@@ -320,8 +406,21 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
         macro_recall: m.macro_recall,
         macro_f1: m.macro_f1,
         test_flows: m.samples,
+        per_capture: Some(capture_vote(&files, &truth, &pred).accuracy),
         seconds: t.elapsed().as_secs_f64(),
     })
+}
+
+fn write_stage(
+    o: &StudyOpts,
+    seed: u64,
+    stage: &str,
+    counts: &RoutingCounts,
+    classes: &[String],
+) -> Result<()> {
+    let dir = routing_dir(&o.out, seed, stage);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_routing(&dir, counts, classes)
 }
 
 /// Runs every (row, seed) not yet done, then writes the report.

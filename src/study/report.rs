@@ -31,6 +31,8 @@ struct Line {
     p: (f64, f64),
     r: (f64, f64),
     f1: (f64, f64),
+    /// Per-capture accuracy over the seeds that recorded it.
+    capture: Option<(f64, f64)>,
 }
 
 fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
@@ -52,6 +54,10 @@ fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
                 p: col(|r| r.macro_precision),
                 r: col(|r| r.macro_recall),
                 f1: col(|r| r.macro_f1),
+                capture: {
+                    let v: Vec<f64> = rs.iter().filter_map(|r| r.per_capture).collect();
+                    (!v.is_empty()).then(|| mean_std(&v))
+                },
             })
         })
         .collect()
@@ -86,18 +92,20 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             ", at most {c} training flows per class"
         ))
     );
-    md += "| row | seeds | accuracy | macro P | macro R | macro F1 |\n|---|---|---|---|---|---|\n";
+    md += "| row | seeds | accuracy | macro P | macro R | macro F1 | per capture |\n|---|---|---|---|---|---|---|\n";
     for l in &lines {
         md += &format!(
-            "| {} | {} | {} | {} | {} | {} |\n",
+            "| {} | {} | {} | {} | {} | {} | {} |\n",
             l.row.name(),
             l.seeds,
             pm(l.acc),
             pm(l.p),
             pm(l.r),
-            pm(l.f1)
+            pm(l.f1),
+            l.capture.map_or("-".into(), pm)
         );
     }
+    md += "\nPer capture: a capture's flows vote (majority) for its class.\n";
     // Shortcut checks.
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
@@ -133,6 +141,8 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     );
     let few = few_shot(o, &s.results)?;
     md += &few;
+    let (heat_md, heat_json) = heatmaps(o)?;
+    md += &heat_md;
     let put = |name: &str, text: String| -> Result<()> {
         let p = o.out.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
@@ -143,7 +153,9 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             "row": l.row.name(), "seeds": l.seeds,
             "accuracy": [l.acc.0, l.acc.1], "macro_precision": [l.p.0, l.p.1],
             "macro_recall": [l.r.0, l.r.1], "macro_f1": [l.f1.0, l.f1.1],
+            "per_capture": l.capture.map(|(m, s)| [m, s]),
         })).collect::<Vec<_>>(),
+        "routing": heat_json,
         "runs": s.results,
         "shortcuts": {
             "duplicates_dropped": info.dropped.duplicates,
@@ -209,6 +221,73 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
         }],
     )?;
     Ok(md)
+}
+
+/// The expert heatmaps section: per stage (after pretraining, after
+/// fine-tuning), each MoE layer's load balance (largest share over 1/N) and
+/// routing entropy, mean over the seeds whose routing was counted, and the
+/// first such seed's images.
+fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
+    let stages = [
+        ("pretrained", "after pretraining"),
+        ("finetuned", "after fine-tuning"),
+    ];
+    let mut md = String::new();
+    let mut out = serde_json::Map::new();
+    for (stage, title) in stages {
+        let mut per_seed = Vec::new();
+        for &seed in &o.seeds {
+            let p = super::routing_dir(&o.out, seed, stage).join("routing.json");
+            if let Ok(text) = std::fs::read_to_string(&p) {
+                let j: serde_json::Value = serde_json::from_str(&text)
+                    .with_context(|| format!("{}: not routing counts", p.display()))?;
+                per_seed.push((seed, j));
+            }
+        }
+        let Some((first, j0)) = per_seed.first() else {
+            continue;
+        };
+        if md.is_empty() {
+            md += "\n## Expert routing (Figures 9-10)\n\nShare of the test flows' real tokens each expert receives, per MoE layer, for the pretrained Traffic-MoE; load balance is the largest share over the uniform 1/N (1 = perfectly even), entropy in bits (at most log2 N = ";
+            md += &format!(
+                "{:.2}). Mean over {} seed(s).\n",
+                j0["max_entropy_bits"].as_f64().unwrap_or(0.0),
+                per_seed.len()
+            );
+        }
+        let layers = j0["layers"].as_u64().unwrap_or(0) as usize;
+        let stat = |l: usize, key: &str| -> Vec<f64> {
+            per_seed
+                .iter()
+                .filter_map(|(_, j)| j["overall"][l][key].as_f64())
+                .collect()
+        };
+        md +=
+            &format!("\n### {title}\n\n| layer | load balance | entropy (bits) |\n|---|---|---|\n");
+        let mut rows = Vec::new();
+        for l in 0..layers {
+            let (lb, en) = (
+                mean_std(&stat(l, "max_over_uniform")),
+                mean_std(&stat(l, "entropy_bits")),
+            );
+            md += &format!(
+                "| {l} | {:.2} ± {:.2} | {:.2} ± {:.2} |\n",
+                lb.0, lb.1, en.0, en.1
+            );
+            rows.push(
+                json!({"layer": l, "load_balance": [lb.0, lb.1], "entropy_bits": [en.0, en.1]}),
+            );
+        }
+        let rel = format!("routing/s{first}/{stage}");
+        md += &format!(
+            "\n![{title}, seed {first}]({rel}/routing.png)\n\nPer class: [{rel}/routing-per-class.png]({rel}/routing-per-class.png), counts in [{rel}/routing.json]({rel}/routing.json).\n"
+        );
+        out.insert(
+            stage.into(),
+            json!({"seeds": per_seed.iter().map(|(s, _)| s).collect::<Vec<_>>(), "layers": rows}),
+        );
+    }
+    Ok((md, serde_json::Value::Object(out)))
 }
 
 /// Macro-F1 per row, mean with a +-1 std whisker.

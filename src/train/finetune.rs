@@ -104,6 +104,22 @@ fn labelled(data: &dyn Sequences, idx: Vec<usize>) -> Vec<usize> {
         .collect()
 }
 
+/// The labelled training flows a run fine-tunes on: a `fraction` of them
+/// (every class kept), then at most `max_per_class` per class, both drawn
+/// with `seed`. The study's linear probe fits on the same flows.
+pub fn training_flows(
+    train: &dyn Sequences,
+    fraction: f64,
+    max_per_class: Option<usize>,
+    seed: u64,
+) -> Vec<usize> {
+    let idx = labelled(train, subsample(train, fraction, seed));
+    match max_per_class {
+        Some(cap) => cap_per_class(train, idx, cap, seed),
+        None => idx,
+    }
+}
+
 /// Evaluate on all labelled sequences of `data`: (accuracy, macro-F1, predictions, truth).
 pub fn evaluate(
     model: &Model,
@@ -161,10 +177,7 @@ pub fn finetune(
         )
         .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
     }
-    let mut train_idx = labelled(train, subsample(train, opts.train_fraction, opts.seed));
-    if let Some(cap) = opts.max_per_class {
-        train_idx = cap_per_class(train, train_idx, cap, opts.seed);
-    }
+    let train_idx = training_flows(train, opts.train_fraction, opts.max_per_class, opts.seed);
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
     let steps_per_epoch = train_idx.len().div_ceil(opts.batch) as u64;
     let total = steps_per_epoch * opts.max_epochs as u64;

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The committed studies (issue 10): `tmoe study` on IoT Sentinel split by
+# capture, without and with identifier masking, and on the nDPI captures
+# (application labels), 3 seeds, every row; few-shot on the first. Each
+# study works in target/study/<name>/ (datasets and checkpoints stay there,
+# so a second call resumes) and its report, images, per-run results and
+# routing counts are copied to bench/results/study/<name>/ with a log (date,
+# machine, load, command, wall time).
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi]...
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+data="${TMOE_DATA:-$root/../shared/data}"
+cargo build --release --quiet --bin tmoe
+tmoe="$root/target/release/tmoe"
+names=("$@")
+[ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi)
+for name in "${names[@]}"; do
+  case "$name" in
+    iot-sentinel) args=("$data/iot-sentinel" --labels folder --fractions 0.01,0.05,0.1,0.25) ;;
+    iot-sentinel-masked) args=("$data/iot-sentinel" --labels folder --mask-identifiers) ;;
+    ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app") ;;
+    *) echo "unknown study $name" >&2; exit 2 ;;
+  esac
+  work="$root/target/study/$name"
+  out="$root/bench/results/study/$name"
+  mkdir -p "$work" "$out"
+  start=$(date +%s)
+  {
+    echo "# date: $(date -u +%FT%TZ)"
+    echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), load at start $(cut -d' ' -f1-3 /proc/loadavg)"
+    echo "\$ tmoe study ${args[*]} --out $work --seeds 1,2,3 --quiet"
+    "$tmoe" study "${args[@]}" --out "$work" --seeds 1,2,3 --quiet
+    echo "# wall time: $(( $(date +%s) - start )) s; load at end $(cut -d' ' -f1-3 /proc/loadavg)"
+  } 2>&1 | tee "$out/log.txt"
+  rm -rf "$out/runs" "$out/routing"
+  cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
+  mkdir -p "$out/runs"
+  cp "$work"/runs/*.json "$out/runs/"
+  cp -r "$work/routing" "$out/" 2>/dev/null || true
+done
