@@ -21,8 +21,8 @@ use criterion::{Criterion, Throughput, criterion_group};
 use std::time::Duration;
 use traffic_moe::autograd::{ParamStore, Tape};
 use traffic_moe::eval::predict::predict_probs;
+use traffic_moe::model::batch::{Batch, MemSequences};
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
-use traffic_moe::train::batch::{Batch, MemSequences};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::{Task, train_step};
 

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod eval;
 pub mod infer;
 pub mod model;
+pub mod progress;
 pub mod study;
 pub mod testing;
 pub mod traffic;

@@ -324,7 +324,7 @@ fn early_verdicts_come_at_the_kth_packet_once() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     assert_eq!(rows.len(), 1, "{cli}");
-    let (_, _, meta) = traffic_moe::train::finetune::load_classifier(&f.ckpt).unwrap();
+    let (_, _, meta) = traffic_moe::model::checkpoint::load_classifier(&f.ckpt).unwrap();
     assert_eq!(
         rows[0]["class"].as_str(),
         meta.classes.get(v.class_id as usize).map(String::as_str),

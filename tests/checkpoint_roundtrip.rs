@@ -2,10 +2,9 @@
 
 use serde_json::json;
 use std::path::Path;
-use traffic_moe::train::checkpoint::{
-    self, CheckpointError, CheckpointMeta, Expect, optimizer_path,
-};
+use traffic_moe::model::checkpoint::{self, CheckpointError, CheckpointMeta, Expect};
 use traffic_moe::train::optim::{AdamW, AdamWConfig, Param};
+use traffic_moe::train::optim_state::{self, optimizer_path};
 
 fn params() -> Vec<Param> {
     vec![
@@ -240,11 +239,11 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     let opath = optimizer_path(&model);
     assert_eq!(opath, dir.path().join("model.optim.safetensors"));
     checkpoint::save(&model, &meta(), &a, false).unwrap();
-    checkpoint::save_optimizer(&opath, &opt, &a, false).unwrap();
+    optim_state::save_optimizer(&opath, &opt, &a, false).unwrap();
 
     let mut b = zeroed();
     checkpoint::load_into(&model, &Expect::default(), &mut b).unwrap();
-    let mut opt_b = checkpoint::load_optimizer(&opath, &b).unwrap();
+    let mut opt_b = optim_state::load_optimizer(&opath, &b).unwrap();
     assert_eq!(opt_b.step, 1);
     assert_eq!(opt_b.m, opt.m);
     assert_eq!(opt_b.v, opt.v);
@@ -258,7 +257,7 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     assert_eq!(a, b);
 
     // a model checkpoint is not optimizer state, and vice versa
-    assert!(checkpoint::load_optimizer(&model, &b).is_err());
+    assert!(optim_state::load_optimizer(&model, &b).is_err());
     assert!(
         checkpoint::read(&opath)
             .unwrap_err()

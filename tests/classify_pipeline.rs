@@ -15,12 +15,12 @@ use traffic_moe::engine::Device;
 use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::infer::pipeline::{PipelineConfig, classify_files};
 use traffic_moe::model::FfnKind;
+use traffic_moe::model::batch::open_part;
 use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::reader::{find_captures, read_capture};
 use traffic_moe::traffic::split::SplitBy;
 use traffic_moe::traffic::tokenize::TokenizerConfig;
-use traffic_moe::train::batch::open_part;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
 
 fn iot_sentinel() -> Option<PathBuf> {

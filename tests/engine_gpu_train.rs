@@ -7,8 +7,8 @@
 mod common;
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{Device, Param};
+use traffic_moe::model::batch::Batch;
 use traffic_moe::model::{FfnKind, Model};
-use traffic_moe::train::batch::Batch;
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;

@@ -10,8 +10,9 @@ mod tiny_train;
 use tiny_train::classifier::{Fixture, SEC, classify_args, fixture};
 use traffic_moe::cli::{classify, dump_logits, eval};
 use traffic_moe::eval::predict::{Weights, predict_probs, softmax_into};
-use traffic_moe::train::batch::open_part;
-use traffic_moe::train::finetune::{evaluate, load_classifier};
+use traffic_moe::model::batch::open_part;
+use traffic_moe::model::checkpoint::load_classifier;
+use traffic_moe::train::finetune::evaluate;
 
 fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
     eval::Args {

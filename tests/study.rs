@@ -7,11 +7,11 @@ mod tiny_train;
 
 use traffic_moe::engine::Device;
 use traffic_moe::model::FfnKind;
+use traffic_moe::model::batch::{Sequences, open_part};
 use traffic_moe::study::{Row, StudyOpts, routing_dir, run};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::split::SplitBy;
 use traffic_moe::traffic::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
-use traffic_moe::train::batch::{Sequences, open_part};
 
 #[test]
 fn study_runs_every_row_reports_and_resumes() {

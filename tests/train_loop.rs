@@ -4,9 +4,10 @@
 mod tiny_train;
 use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::eval::predict::Weights;
+use traffic_moe::model::batch::MemSequences;
+use traffic_moe::model::checkpoint::load_classifier;
 use traffic_moe::model::{FfnKind, ModelConfig};
-use traffic_moe::train::batch::MemSequences;
-use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune};
 use traffic_moe::train::pretrain::{PretrainOpts, pretrain};
 
 fn cfg(ffn: FfnKind) -> ModelConfig {
@@ -104,7 +105,7 @@ fn pretraining_lowers_loss_resumes_and_is_deterministic() {
     o.stop_after = Some(30);
     let r3a = pretrain(&o, &train, 1).unwrap();
     assert_eq!(r3a.history[..], r.history[..30]);
-    let meta = traffic_moe::train::checkpoint::read_meta(&r3a.checkpoint).unwrap();
+    let meta = traffic_moe::model::checkpoint::read_meta(&r3a.checkpoint).unwrap();
     assert_eq!(meta.step, 30);
     // Steps an interrupted run logged after its checkpoint do not survive the
     // resume.

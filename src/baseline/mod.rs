@@ -77,7 +77,7 @@ struct Part {
 }
 
 fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> {
-    let shard = crate::train::batch::open_part(data, part)?;
+    let shard = crate::model::batch::open_part(data, part)?;
     let pkts = packet_meta::read(&data.join(format!("{part}.pkts")))?;
     anyhow::ensure!(
         pkts.len() == shard.len(),

@@ -6,13 +6,14 @@
 
 use crate::eval::report::EvalReport;
 use crate::model::ModelConfig;
+use crate::model::batch::open_part;
+use crate::model::checkpoint::load_classifier;
 use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use crate::traffic::labels::LabelSource;
 use crate::traffic::split::SplitBy;
 use crate::traffic::synth::{SynthConfig, synthesize};
 use crate::traffic::tokenize::TokenizerConfig;
-use crate::train::batch::open_part;
-use crate::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use crate::train::pretrain::{PretrainOpts, pretrain};
 use std::path::{Path, PathBuf};
 use std::time::Instant;

@@ -10,12 +10,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use crate::eval::evaluate::{Checked, open_for_dataset, open_split};
 use crate::eval::predict::{Weights, class_logits, resolve_seq_len};
 use crate::model::Inputs;
-use crate::traffic::dataset::load_dataset_info;
-use crate::train::batch::{Sequences, make_batch, open_part};
-use crate::train::checkpoint::{self, Expect};
-use crate::train::finetune::load_classifier;
+use crate::model::batch::{Sequences, make_batch};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -64,18 +62,13 @@ pub fn run(a: Args) -> Result<()> {
 /// `mask` (`[b][s]`, right-padded with id 0), `logits` (`[b][C]`, f32 on the
 /// CPU engine) and `classes`.
 pub fn dump(a: &Args) -> Result<Value> {
-    let info = load_dataset_info(&a.data)?;
-    let (model, params, meta) = load_classifier(&a.checkpoint)?;
-    checkpoint::check_meta(
-        &a.checkpoint,
-        &meta,
-        &Expect {
-            vocab_hash: Some(info.vocab_hash),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
-    let shard = open_part(&a.data, &a.split)?;
+    let Checked {
+        model,
+        params,
+        meta,
+        info,
+    } = open_for_dataset(&a.checkpoint, &a.data)?;
+    let shard = open_split(&a.data, &a.split, &info)?;
     let flows: Vec<usize> = (0..shard.count().min(a.flows)).collect();
     anyhow::ensure!(
         !flows.is_empty(),

@@ -4,20 +4,13 @@
 //! checkpoint.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
-use serde_json::json;
 
-use crate::eval::captures::capture_vote;
+use crate::eval::evaluate::{EvalOpts, evaluate_split};
 use crate::eval::plot::{self, History};
-use crate::eval::predict::{Loaded, argmax, predict_probs_routed, resolve_seq_len};
 use crate::eval::report::EvalReport;
-use crate::eval::routing::{RoutingCounts, write_routing};
-use crate::traffic::dataset::load_dataset_info;
-use crate::train::batch::{Sequences, open_part};
-use crate::train::checkpoint::{self, Expect};
-use crate::train::finetune::load_classifier;
+use crate::eval::routing::write_routing;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -80,115 +73,25 @@ pub fn print_capture_vote(report: &EvalReport) {
 
 /// Runs the evaluation and writes every output file; returns the report.
 pub fn evaluate(a: &Args) -> Result<EvalReport> {
-    anyhow::ensure!(
-        ["train", "val", "test"].contains(&a.split.as_str()),
-        "--split must be train, val or test (got `{}`)",
-        a.split
-    );
-    let info = load_dataset_info(&a.data)?;
-    anyhow::ensure!(
-        !info.classes.is_empty(),
-        "{}: the dataset has no classes (it was tokenized without labels)",
-        a.data.display()
-    );
-    let (model, params, meta) = load_classifier(&a.checkpoint)?;
-    checkpoint::check_meta(
-        &a.checkpoint,
-        &meta,
-        &Expect {
-            vocab_hash: Some(info.vocab_hash),
-            classes: Some(&info.classes),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
-    let shard = open_part(&a.data, &a.split)?;
-    anyhow::ensure!(
-        shard.vocab_hash() == info.vocab_hash,
-        "{}: shard vocabulary hash {:016x} differs from dataset.json's {:016x}",
-        a.data.join(format!("{}.tmoe", a.split)).display(),
-        shard.vocab_hash(),
-        info.vocab_hash
-    );
-    let idx: Vec<usize> = (0..shard.count())
-        .filter(|&i| shard.label(i).is_some())
-        .collect();
-    anyhow::ensure!(
-        !idx.is_empty(),
-        "{}: the {} split has no labelled flows",
-        a.data.display(),
-        a.split
-    );
-    let n_classes = info.classes.len() as u32;
-    if let Some(&i) = idx.iter().find(|&&i| shard.label(i) >= Some(n_classes)) {
-        anyhow::bail!(
-            "{}: flow {i} has label {:?} but dataset.json lists {n_classes} classes",
-            a.data.display(),
-            shard.label(i)
-        );
-    }
-    let (seq_len, seq_len_from) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
-    let t0 = Instant::now();
-    let loaded = Loaded::with_precision(a.device, params, a.precision)?;
-    let mut routing = a
-        .routing
-        .then(|| RoutingCounts::for_model(&model.cfg, info.classes.len()))
-        .flatten();
-    let probs = predict_probs_routed(
-        &model,
-        loaded.weights(),
-        &shard,
-        &idx,
-        a.batch,
-        seq_len,
-        !a.quiet,
-        routing.as_mut(),
-    )?;
-    let seconds = t0.elapsed().as_secs_f64();
-    let c = info.classes.len();
-    let pred: Vec<u32> = probs.chunks_exact(c).map(|row| argmax(row).0).collect();
-    let truth: Vec<u32> = idx
-        .iter()
-        .map(|&i| shard.label(i).expect("labelled"))
-        .collect();
-
-    let mut report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
-    let files: Vec<u32> = idx.iter().map(|&i| shard.meta(i).file_id).collect();
-    report.info.insert(
-        "per_capture".into(),
-        json!(capture_vote(&files, &truth, &pred)),
-    );
-    report.info.insert(
-        "checkpoint".into(),
-        json!(a.checkpoint.display().to_string()),
-    );
-    report
-        .info
-        .insert("data".into(), json!(a.data.display().to_string()));
-    report.info.insert("split".into(), json!(a.split));
-    report
-        .info
-        .insert("model".into(), meta.model_config.clone());
-    report
-        .info
-        .insert("checkpoint_step".into(), json!(meta.step));
-    report.info.insert("seq_len".into(), json!(seq_len));
-    report
-        .info
-        .insert("seq_len_from".into(), json!(seq_len_from));
-    report.info.insert("seconds".into(), json!(seconds));
-    report.info.insert(
-        "flows_per_s".into(),
-        json!(idx.len() as f64 / seconds.max(1e-9)),
-    );
+    let opts = EvalOpts {
+        split: a.split.clone(),
+        batch: a.batch,
+        seq_len: a.seq_len,
+        device: a.device,
+        precision: a.precision,
+        routing: a.routing,
+        progress: !a.quiet,
+    };
+    let e = evaluate_split(&a.checkpoint, &a.data, &opts)?;
+    let report = e.report;
     let title = format!(
         "{} split: accuracy {:.3}, macro-F1 {:.3}",
         a.split, report.metrics.accuracy, report.metrics.macro_f1
     );
     report.write_all(&a.out, &title)?;
     if a.routing {
-        match &routing {
-            Some(counts) => write_routing(&a.out, counts, &info.classes)?,
+        match &e.routing {
+            Some(counts) => write_routing(&a.out, counts, &e.classes)?,
             None => eprintln!("--routing: a dense model has no routing to count"),
         }
     }

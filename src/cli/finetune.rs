@@ -2,11 +2,12 @@
 //! early stopping on validation macro-F1, then the test-set figures.
 
 use super::pretrain::Ffn;
+use crate::model::batch::open_part;
+use crate::model::checkpoint;
+use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::load_dataset_info;
-use crate::train::batch::open_part;
-use crate::train::checkpoint;
-use crate::train::finetune::{FinetuneOpts, evaluate, finetune, load_classifier};
+use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]

@@ -1,8 +1,8 @@
 //! `tmoe pretrain`: next-token pretraining on a dataset's token shards.
 
+use crate::model::batch::open_part;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::load_dataset_info;
-use crate::train::batch::open_part;
 use crate::train::pretrain::{PretrainOpts, pretrain};
 use std::path::PathBuf;
 

@@ -3,6 +3,7 @@
 
 pub mod captures;
 pub mod confusion;
+pub mod evaluate;
 pub mod metrics;
 pub mod plot;
 pub mod plot_routing;

@@ -7,9 +7,9 @@ use crate::backend::cpu_bf16::{Bf16Params, CpuBf16};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Backend, Device, Param, Precision};
 use crate::eval::routing::RoutingCounts;
+use crate::model::batch::{Sequences, make_batch};
 use crate::model::{Inputs, Model};
-use crate::train::batch::{Sequences, make_batch};
-use crate::train::step::progress_bar;
+use crate::progress::progress_bar;
 
 /// A model's weights on an engine, ready for inference.
 #[derive(Clone, Copy)]
@@ -302,7 +302,7 @@ impl Pass {
 /// measured on IoT Sentinel), so the training length matters.
 pub fn resolve_seq_len(
     arg: Option<usize>,
-    meta: &crate::train::checkpoint::CheckpointMeta,
+    meta: &crate::model::checkpoint::CheckpointMeta,
     fallback: usize,
 ) -> (usize, &'static str) {
     if let Some(s) = arg {

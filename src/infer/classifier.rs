@@ -8,12 +8,12 @@ use anyhow::{Context, Result};
 use crate::engine::{Device, Precision};
 use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::model::Model;
+use crate::model::batch::MemSequences;
+use crate::model::checkpoint::load_classifier;
 use crate::traffic::dataset::load_dataset_info;
 use crate::traffic::reader::ReadConfig;
 use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
-use crate::train::batch::MemSequences;
-use crate::train::finetune::load_classifier;
 
 /// Where the vocabulary comes from: the training dataset's folder (which also
 /// gives its packet minimum and idle timeout) or a bare `vocab.txt`.

@@ -16,11 +16,11 @@ use std::time::Instant;
 use anyhow::Result;
 
 use super::classifier::Classifier;
+use crate::model::batch::MemSequences;
 use crate::traffic::reader::read_capture;
 use crate::traffic::stats::FileStats;
 use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
-use crate::train::batch::MemSequences;
 
 /// How the pipeline batches and reads.
 #[derive(Clone, Debug)]

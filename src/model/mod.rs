@@ -1,5 +1,8 @@
-//! The models: configuration, Traffic-MoE and its dense twin, parameter counts.
+//! The models: configuration, Traffic-MoE and its dense twin, parameter
+//! counts, input batches and checkpoints.
 
+pub mod batch;
+pub mod checkpoint;
 pub mod config;
 pub mod info;
 pub mod init;

@@ -33,6 +33,8 @@ use crate::eval::captures::capture_vote;
 use crate::eval::predict::{Loaded, argmax, predict_probs_routed};
 use crate::eval::report::EvalReport;
 use crate::eval::routing::{RoutingCounts, write_routing};
+use crate::model::batch::{Sequences, open_part};
+use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use crate::traffic::features::View;
@@ -40,8 +42,7 @@ use crate::traffic::labels::LabelSource;
 use crate::traffic::shard::Shard;
 use crate::traffic::split::SplitBy;
 use crate::traffic::tokenize::TokenizerConfig;
-use crate::train::batch::{Sequences, open_part};
-use crate::train::finetune::{FinetuneOpts, finetune, load_classifier};
+use crate::train::finetune::{FinetuneOpts, finetune};
 use crate::train::pretrain::{PretrainOpts, pretrain};
 
 /// One row of the comparison.

@@ -15,9 +15,9 @@ use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegress
 use crate::engine::Device;
 use crate::eval::predict::{Loaded, pooled_features};
 use crate::eval::routing::RoutingCounts;
+use crate::model::batch::Sequences;
+use crate::model::checkpoint::{self, Expect};
 use crate::model::{FfnKind, Model, ModelConfig};
-use crate::train::batch::Sequences;
-use crate::train::checkpoint::{self, Expect};
 use crate::train::finetune::{accuracy_macro_f1, training_flows};
 
 /// L2 strengths tried (smartcore sums the loss over flows, so these are

@@ -2,17 +2,19 @@
 //! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
 //! budget, early stopping on validation macro-F1.
 
-use super::batch::{Sequences, Shuffler, cap_per_class, make_batch, subsample};
-use super::checkpoint::{self, CheckpointMeta, Expect};
-use super::optim::{AdamW, AdamWConfig, Param};
+use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
-use super::step::{Task, progress_bar};
+use super::step::Task;
 use super::trainer::Trainer;
 use crate::engine::Device;
 use crate::eval::confusion::ConfusionMatrix;
 use crate::eval::metrics::Metrics;
 use crate::eval::predict::{Weights, predict_probs_on};
+use crate::model::batch::{Sequences, make_batch};
+use crate::model::checkpoint::{self, CheckpointMeta, Expect};
 use crate::model::{Model, ModelConfig};
+use crate::progress::progress_bar;
+use crate::train::sampling::{Shuffler, cap_per_class, subsample};
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -274,19 +276,4 @@ pub fn finetune(
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         seconds,
     })
-}
-
-/// Loads a fine-tuned classifier (config from its metadata).
-pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, CheckpointMeta)> {
-    let meta = checkpoint::read_meta(path)?;
-    let cfg: ModelConfig =
-        serde_json::from_value(meta.model_config.clone()).with_context(|| {
-            format!(
-                "{}: model_config is not a traffic-moe config",
-                path.display()
-            )
-        })?;
-    let (model, mut params) = Model::new(cfg, 0)?;
-    checkpoint::load_into(path, &Expect::default(), &mut params)?;
-    Ok((model, params, meta))
 }

@@ -1,14 +1,17 @@
 //! Next-token pretraining: LM loss + lambda·L_aux, AdamW, warmup + cosine,
 //! global-norm clipping, periodic checkpoints and `--resume`.
 
-use super::batch::{Sequences, Shuffler, make_batch};
-use super::checkpoint::{self, CheckpointMeta, Expect};
 use super::optim::{AdamW, AdamWConfig};
+use super::optim_state;
 use super::schedule::WarmupCosine;
-use super::step::{Task, progress_bar};
+use super::step::Task;
 use super::trainer::Trainer;
 use crate::engine::Device;
+use crate::model::batch::{Sequences, make_batch};
+use crate::model::checkpoint::{self, CheckpointMeta, Expect};
 use crate::model::{Model, ModelConfig};
+use crate::progress::progress_bar;
+use crate::train::sampling::Shuffler;
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -86,7 +89,7 @@ pub fn pretrain(
             &mut params,
         )
         .with_context(|| format!("resuming from {}", ckpt.display()))?;
-        opt = checkpoint::load_optimizer(&checkpoint::optimizer_path(&ckpt), &params)?;
+        opt = optim_state::load_optimizer(&optim_state::optimizer_path(&ckpt), &params)?;
         start = m.step;
         eprintln!("resumed {} at step {start}", ckpt.display());
     } else {
@@ -129,7 +132,7 @@ pub fn pretrain(
     let save = |tr: &Trainer, step: u64| -> anyhow::Result<()> {
         let (params, opt) = (tr.params()?, tr.optimizer()?);
         checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), &params, true)?;
-        checkpoint::save_optimizer(&checkpoint::optimizer_path(&ckpt), &opt, &params, true)?;
+        optim_state::save_optimizer(&optim_state::optimizer_path(&ckpt), &opt, &params, true)?;
         Ok(())
     };
     let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));

@@ -1,9 +1,9 @@
 //! One optimisation step shared by pretraining and fine-tuning:
 //! forward on the tape, backward, global-norm clipping, AdamW.
 
-use super::batch::Batch;
 use super::optim::{AdamW, Param, clip_grad_norm, zero_grads};
 use crate::autograd::{ParamStore, Tape};
+use crate::model::batch::Batch;
 use crate::model::{Inputs, Model};
 
 #[derive(Clone, Copy, Debug, Default)]
@@ -62,21 +62,4 @@ pub fn train_step(
         aux: f.aux,
         grad_norm,
     })
-}
-
-/// A progress bar with loss and tokens/s in its message (hidden off a terminal).
-pub fn progress_bar(len: u64, what: &str, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
-    }
-    let pb = indicatif::ProgressBar::new(len);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} [{elapsed_precise}<{eta_precise}]",
-        )
-        .expect("valid template")
-        .progress_chars("=> "),
-    );
-    pb.set_prefix(what.to_string());
-    pb
 }

@@ -3,13 +3,13 @@
 //! (the parameter arena on the device, one `adamw_step` launch). Pretraining
 //! and fine-tuning drive a `Trainer`; checkpoints download from it.
 
-use super::batch::Batch;
 use super::optim::{AdamW, Param};
 use super::step::{StepStats, Task, train_step};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::Device;
 use crate::eval::predict::Weights;
+use crate::model::batch::Batch;
 use crate::model::{Inputs, Model};
 
 pub enum Trainer {

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use super::{tiny_finetune, tiny_model};
 use traffic_moe::cli::classify;
 use traffic_moe::model::FfnKind;
+use traffic_moe::model::batch::open_part;
 use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
 use traffic_moe::traffic::tokenize::TokenizerConfig;
 use traffic_moe::traffic::types::{PROTO_TCP, PROTO_UDP};
-use traffic_moe::train::batch::open_part;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
 
 pub const SEC: u64 = 1_000_000_000;

@@ -28,6 +28,7 @@ use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{PipelineConfig, PipelineStats, classify_files};
 use crate::infer::runner::StreamRunner;
 use crate::infer::stream::FlowStream;
+use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::{FfnKind, Model, ModelConfig};
 use crate::traffic::capture::CaptureReader;
 use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
@@ -35,7 +36,6 @@ use crate::traffic::reader::find_captures;
 use crate::traffic::stats::peak_rss_kib;
 use crate::traffic::synth::{SynthConfig, synthesize};
 use crate::traffic::tokenize::TokenizerConfig;
-use crate::train::checkpoint::{self, CheckpointMeta};
 
 #[derive(clap::Args, Debug)]
 pub struct ClassifyArgs {

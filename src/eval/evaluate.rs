@@ -1,0 +1,172 @@
+//! `tmoe eval`'s library side: a fine-tuned classifier checked against a
+//! dataset (the same vocabulary and class list), then scored on one split:
+//! the report (per flow and per capture) and, when asked, the routing counts
+//! of the same pass. The CLI only parses arguments and writes files.
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use serde_json::json;
+
+use crate::engine::{Device, Param, Precision};
+use crate::eval::captures::capture_vote;
+use crate::eval::predict::{Loaded, argmax, predict_probs_routed, resolve_seq_len};
+use crate::eval::report::EvalReport;
+use crate::eval::routing::RoutingCounts;
+use crate::model::Model;
+use crate::model::batch::{Sequences, open_part};
+use crate::model::checkpoint::{self, CheckpointMeta, Expect, load_classifier};
+use crate::traffic::dataset::{DatasetInfo, load_dataset_info};
+use crate::traffic::shard::Shard;
+
+/// A classifier whose vocabulary and classes are the dataset's.
+pub struct Checked {
+    pub model: Model,
+    pub params: Vec<Param>,
+    pub meta: CheckpointMeta,
+    pub info: DatasetInfo,
+}
+
+/// Loads `checkpoint` and refuses it unless it was trained on `data`'s
+/// vocabulary and class list.
+pub fn open_for_dataset(checkpoint: &Path, data: &Path) -> Result<Checked> {
+    let info = load_dataset_info(data)?;
+    anyhow::ensure!(
+        !info.classes.is_empty(),
+        "{}: the dataset has no classes (it was tokenized without labels)",
+        data.display()
+    );
+    let (model, params, meta) = load_classifier(checkpoint)?;
+    checkpoint::check_meta(
+        checkpoint,
+        &meta,
+        &Expect {
+            vocab_hash: Some(info.vocab_hash),
+            classes: Some(&info.classes),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("checkpoint does not fit dataset {}", data.display()))?;
+    Ok(Checked {
+        model,
+        params,
+        meta,
+        info,
+    })
+}
+
+/// Opens `data/<split>.tmoe` and checks it was tokenized with the dataset's
+/// vocabulary.
+pub fn open_split(data: &Path, split: &str, info: &DatasetInfo) -> Result<Shard> {
+    anyhow::ensure!(
+        ["train", "val", "test"].contains(&split),
+        "--split must be train, val or test (got `{split}`)"
+    );
+    let shard = open_part(data, split)?;
+    anyhow::ensure!(
+        shard.vocab_hash() == info.vocab_hash,
+        "{}: shard vocabulary hash {:016x} differs from dataset.json's {:016x}",
+        data.join(format!("{split}.tmoe")).display(),
+        shard.vocab_hash(),
+        info.vocab_hash
+    );
+    Ok(shard)
+}
+
+/// How a split is scored.
+#[derive(Clone, Debug)]
+pub struct EvalOpts {
+    pub split: String,
+    pub batch: usize,
+    /// None: the fine-tuning length recorded in the checkpoint.
+    pub seq_len: Option<usize>,
+    pub device: Device,
+    pub precision: Precision,
+    /// Count the MoE routing in the same pass.
+    pub routing: bool,
+    pub progress: bool,
+}
+
+/// A scored split.
+pub struct Evaluation {
+    pub report: EvalReport,
+    /// None unless asked for, or for a dense model (nothing is routed).
+    pub routing: Option<RoutingCounts>,
+    pub classes: Vec<String>,
+    /// The model's config as the checkpoint records it.
+    pub meta: CheckpointMeta,
+}
+
+/// Scores `checkpoint` on `data`'s split: accuracy, macro P/R/F1 per flow,
+/// per capture (majority vote), and the run's details in `report.info`.
+pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Evaluation> {
+    let c = open_for_dataset(checkpoint, data)?;
+    let shard = open_split(data, &o.split, &c.info)?;
+    let idx: Vec<usize> = (0..shard.count())
+        .filter(|&i| shard.label(i).is_some())
+        .collect();
+    anyhow::ensure!(
+        !idx.is_empty(),
+        "{}: the {} split has no labelled flows",
+        data.display(),
+        o.split
+    );
+    let n_classes = c.info.classes.len() as u32;
+    if let Some(&i) = idx.iter().find(|&&i| shard.label(i) >= Some(n_classes)) {
+        anyhow::bail!(
+            "{}: flow {i} has label {:?} but dataset.json lists {n_classes} classes",
+            data.display(),
+            shard.label(i)
+        );
+    }
+    let (seq_len, seq_len_from) = resolve_seq_len(o.seq_len, &c.meta, shard.seq_len());
+    let t0 = Instant::now();
+    let loaded = Loaded::with_precision(o.device, c.params, o.precision)?;
+    let mut routing = o
+        .routing
+        .then(|| RoutingCounts::for_model(&c.model.cfg, c.info.classes.len()))
+        .flatten();
+    let probs = predict_probs_routed(
+        &c.model,
+        loaded.weights(),
+        &shard,
+        &idx,
+        o.batch,
+        seq_len,
+        o.progress,
+        routing.as_mut(),
+    )?;
+    let seconds = t0.elapsed().as_secs_f64();
+    let pred: Vec<u32> = probs
+        .chunks_exact(c.info.classes.len())
+        .map(|row| argmax(row).0)
+        .collect();
+    let truth: Vec<u32> = idx
+        .iter()
+        .map(|&i| shard.label(i).expect("labelled"))
+        .collect();
+    let mut report = EvalReport::from_labels(c.info.classes.clone(), &truth, &pred)?;
+    let files: Vec<u32> = idx.iter().map(|&i| shard.meta(i).file_id).collect();
+    let info = [
+        ("per_capture", json!(capture_vote(&files, &truth, &pred))),
+        ("checkpoint", json!(checkpoint.display().to_string())),
+        ("data", json!(data.display().to_string())),
+        ("split", json!(o.split)),
+        ("model", c.meta.model_config.clone()),
+        ("checkpoint_step", json!(c.meta.step)),
+        ("seq_len", json!(seq_len)),
+        ("seq_len_from", json!(seq_len_from)),
+        ("seconds", json!(seconds)),
+        ("flows_per_s", json!(idx.len() as f64 / seconds.max(1e-9))),
+    ];
+    for (k, v) in info {
+        report.info.insert(k.into(), v);
+    }
+    Ok(Evaluation {
+        report,
+        routing,
+        classes: c.info.classes,
+        meta: c.meta,
+    })
+}

@@ -1,0 +1,105 @@
+//! Which training flows a step sees: seeded shuffled passes, a seeded
+//! fraction of the flows (every class kept), a cap per class.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use crate::model::batch::Sequences;
+
+/// Endless seeded shuffled passes over a set of indices.
+pub struct Shuffler {
+    items: Vec<usize>,
+    pos: usize,
+    rng: StdRng,
+    pub epoch: usize,
+}
+
+impl Shuffler {
+    pub fn new(items: Vec<usize>, seed: u64) -> Self {
+        let mut s = Shuffler {
+            items,
+            pos: 0,
+            rng: StdRng::seed_from_u64(seed),
+            epoch: 0,
+        };
+        s.items.shuffle(&mut s.rng);
+        s
+    }
+
+    /// The next `n` indices, reshuffling at the end of each pass.
+    pub fn next_batch(&mut self, n: usize) -> Vec<usize> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n && !self.items.is_empty() {
+            if self.pos == self.items.len() {
+                self.items.shuffle(&mut self.rng);
+                self.pos = 0;
+                self.epoch += 1;
+            }
+            out.push(self.items[self.pos]);
+            self.pos += 1;
+        }
+        out
+    }
+}
+
+/// Seeded subset of `fraction` of the indices, at least one per class when
+/// labels exist (keeps rare classes present in small training fractions).
+pub fn subsample(src: &dyn Sequences, fraction: f64, seed: u64) -> Vec<usize> {
+    let mut all: Vec<usize> = (0..src.count()).collect();
+    if fraction >= 1.0 {
+        return all;
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    all.shuffle(&mut rng);
+    let want = ((src.count() as f64 * fraction).round() as usize).max(1);
+    let mut seen = std::collections::HashSet::new();
+    let mut keep: Vec<usize> = all
+        .iter()
+        .copied()
+        .filter(|&i| seen.insert(src.label(i)))
+        .collect();
+    for &i in &all {
+        if keep.len() >= want {
+            break;
+        }
+        if !keep.contains(&i) {
+            keep.push(i);
+        }
+    }
+    keep.sort_unstable();
+    keep
+}
+
+/// Keeps at most `cap` indices per label (seeded choice), in index order:
+/// bounds the cost of an epoch on very imbalanced data.
+pub fn cap_per_class(src: &dyn Sequences, idx: Vec<usize>, cap: usize, seed: u64) -> Vec<usize> {
+    let mut shuffled = idx;
+    shuffled.shuffle(&mut StdRng::seed_from_u64(seed ^ 0x5eed));
+    let mut per: std::collections::HashMap<Option<u32>, usize> = std::collections::HashMap::new();
+    let mut keep: Vec<usize> = shuffled
+        .into_iter()
+        .filter(|&i| {
+            let n = per.entry(src.label(i)).or_default();
+            *n += 1;
+            *n <= cap
+        })
+        .collect();
+    keep.sort_unstable();
+    keep
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shuffler_covers_every_item_each_pass() {
+        let mut s = Shuffler::new((0..5).collect(), 1);
+        let mut first: Vec<usize> = s.next_batch(5);
+        first.sort();
+        assert_eq!(first, vec![0, 1, 2, 3, 4]);
+        assert_eq!(s.next_batch(3).len(), 3);
+        assert_eq!(s.epoch, 1);
+    }
+}
