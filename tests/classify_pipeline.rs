@@ -234,3 +234,121 @@ fn a_flow_table_cap_ends_flows_early_and_counts_them() {
     assert_eq!(capped.flows_evicted, 3 * (20 - 1), "3 captures of 20 flows");
     assert_eq!(rows_without_file(&got), rows_without_file(&want));
 }
+
+/// Every frame of a capture, in order.
+fn frames_of(cap: &Path) -> Vec<(u64, u32, Vec<u8>, u32)> {
+    let mut r = traffic_moe::traffic::capture::CaptureReader::open(cap).unwrap();
+    let mut v = Vec::new();
+    r.for_each_frame(|f| v.push((f.ts_ns, f.link_type, f.data.to_vec(), f.orig_len)))
+        .unwrap();
+    v
+}
+
+#[test]
+fn overlapped_stream_gives_the_serial_runners_verdicts_in_order() {
+    use traffic_moe::infer::flow_feed::StreamLimits;
+    use traffic_moe::infer::overlap::{self, FrameSink};
+    use traffic_moe::infer::runner::StreamRunner;
+    use traffic_moe::infer::stream::{FlowStream, Verdict, flow_feed_for};
+    let f = tiny_train::classifier::fixture();
+    let cap = f.caps.join("web").join("web1.pcap");
+    let frames = frames_of(&cap);
+    let open = || Classifier::open(&f.ckpt, VocabSource::Dataset(&f.data), None, Device::Cpu);
+    for early in [false, true] {
+        let mut runner = StreamRunner::new(FlowStream::new(open().unwrap(), None, early), 3);
+        let mut want: Vec<Verdict> = Vec::new();
+        for (ts, link, data, len) in &frames {
+            let _ = runner.feed(*ts, *link, data, *len);
+            runner
+                .classify_due(false, &mut |_, v| {
+                    want.extend_from_slice(v);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        runner.flush();
+        runner
+            .classify_due(true, &mut |_, v| {
+                want.extend_from_slice(v);
+                Ok(())
+            })
+            .unwrap();
+
+        let clf = open().unwrap();
+        let feed = flow_feed_for(&clf, None, early, StreamLimits::default());
+        let mut got: Vec<Verdict> = Vec::new();
+        let source = |sink: &mut FrameSink| {
+            for (ts, link, data, len) in &frames {
+                sink(*ts, *link, data, *len);
+            }
+            Ok(())
+        };
+        let r = overlap::run(
+            &clf,
+            feed,
+            3,
+            std::time::Duration::from_secs(3600),
+            source,
+            &mut |v| {
+                got.extend_from_slice(v);
+                Ok(())
+            },
+        )
+        .unwrap();
+        assert_eq!(want.len(), 20, "early {early}");
+        // Same flows in the same order, same classes; probabilities to
+        // batching noise (flows batch differently on the two paths).
+        assert_eq!(got.len(), want.len());
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(
+                (g.initiator, g.first_ts_ns, g.packets, g.class_id),
+                (w.initiator, w.first_ts_ns, w.packets, w.class_id)
+            );
+            assert!((g.probability - w.probability).abs() < 1e-5);
+        }
+        assert_eq!(r.stats.flows_classified, 20);
+        assert_eq!(r.latencies.len(), 20);
+        assert_eq!(r.stats, runner.stream.stats(), "early {early}");
+    }
+}
+
+#[test]
+fn overlapped_stream_stops_reading_when_the_model_side_fails() {
+    use traffic_moe::infer::flow_feed::StreamLimits;
+    use traffic_moe::infer::overlap::{self, FrameSink};
+    use traffic_moe::infer::stream::flow_feed_for;
+    let f = tiny_train::classifier::fixture();
+    let frames = frames_of(&f.caps.join("web").join("web1.pcap"));
+    let clf = Classifier::open(&f.ckpt, VocabSource::Dataset(&f.data), None, Device::Cpu).unwrap();
+    let feed = flow_feed_for(&clf, None, false, StreamLimits::default());
+    // A long input: the capture replayed 10,000 times, each copy an hour
+    // later (new flows).
+    let rounds = 10_000u64;
+    let fed = std::sync::atomic::AtomicU64::new(0);
+    let source = |sink: &mut FrameSink| {
+        for round in 0..rounds {
+            for (ts, link, data, len) in &frames {
+                fed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if !sink(ts + round * 3_600_000_000_000, *link, data, *len) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    };
+    let err = overlap::run(
+        &clf,
+        feed,
+        4,
+        std::time::Duration::from_secs(3600),
+        source,
+        &mut |_| anyhow::bail!("disk full"),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("disk full"), "{err}");
+    let fed = fed.into_inner();
+    assert!(
+        fed < rounds * frames.len() as u64 / 10,
+        "the reader stopped soon after the failure: {fed} frames fed"
+    );
+}

@@ -1,8 +1,8 @@
 //! `tmoe classify --stream`: one pcap or pcapng stream on standard input
-//! (`tcpdump -w - | tmoe classify --stream ...`) through the same
-//! [`FlowStream`] the C API wraps, verdicts written as they are made: in
-//! batches of `--batch` flows, or sooner when the oldest waiting flow has
-//! waited [`crate::infer::runner::MAX_WAIT`] (see [`StreamRunner`]).
+//! (`tcpdump -w - | tmoe classify --stream ...`) through the same flow
+//! side the C API wraps, verdicts written as they are made: in batches of
+//! `--batch` flows, or sooner when the oldest waiting flow has waited
+//! [`MAX_WAIT`]; reading overlaps the model ([`overlap`]).
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -11,8 +11,10 @@ use anyhow::{Context, Result};
 
 use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
 use crate::infer::flow_feed::StreamLimits;
-use crate::infer::runner::StreamRunner;
-use crate::infer::stream::{FlowStream, StreamStats, Verdict};
+use crate::infer::latency::quantile;
+use crate::infer::overlap::{self, FrameSink};
+use crate::infer::runner::MAX_WAIT;
+use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
 use crate::traffic::capture::CaptureReader;
 
 /// What a stream run did.
@@ -51,7 +53,9 @@ pub fn run(a: &Args) -> Result<()> {
 }
 
 /// Classifies the capture read from `input`, writing a row per verdict to
-/// `out` (the `file` column is `-`), flushed after each batch.
+/// `out` (the `file` column is `-`), flushed after each batch. Reading,
+/// decoding and tokenizing run on a thread of their own, beside the model
+/// ([`crate::infer::overlap`]).
 pub fn classify_stream(
     a: &Args,
     input: impl Read + Send + 'static,
@@ -61,16 +65,16 @@ pub fn classify_stream(
     let clf = open_classifier(a)?;
     let mut reader =
         CaptureReader::from_read(input).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
-    let mut stream = FlowStream::new(clf, a.min_packets, a.early);
-    if let Some(m) = a.max_flows {
-        stream.set_limits(StreamLimits {
-            max_flows: m.max(1),
-            ..StreamLimits::default()
-        })?;
-    }
-    let mut runner = StreamRunner::new(stream, a.batch());
+    let limits = StreamLimits {
+        max_flows: a
+            .max_flows
+            .map_or(StreamLimits::default().max_flows, |m| m.max(1)),
+        ..StreamLimits::default()
+    };
+    let feed = flow_feed_for(&clf, a.min_packets, a.early, limits);
     write_header(out, a.format)?;
-    let mut write = |s: &FlowStream, verdicts: &[Verdict]| -> Result<()> {
+    let classes = &clf.classes;
+    let mut write = |verdicts: &[Verdict]| -> Result<()> {
         for v in verdicts {
             let row = Row {
                 file: "-",
@@ -79,34 +83,24 @@ pub fn classify_stream(
                 dst: v.responder,
                 first_ts_ns: v.first_ts_ns,
                 packets: v.packets,
-                class: &s.classifier.classes[v.class_id as usize],
+                class: &classes[v.class_id as usize],
                 probability: v.probability,
             };
             write_row(out, a.format, &row).context("writing the results")?;
         }
         out.flush().context("writing the results")
     };
-    let mut failed: Option<anyhow::Error> = None;
-    let read = reader.for_each_frame(|f| {
-        if failed.is_some() {
-            return;
-        }
-        // Frames that are not TCP/UDP are counted in the stream's stats.
-        let _ = runner.feed(f.ts_ns, f.link_type, f.data, f.orig_len);
-        if let Err(e) = runner.classify_due(false, &mut write) {
-            failed = Some(e);
-        }
-    });
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    runner.flush();
-    runner.classify_due(true, &mut write)?;
+    let source = move |sink: &mut FrameSink| {
+        reader
+            .for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len))
+            .map_err(|e| e.to_string())
+    };
+    let r = overlap::run(&clf, feed, a.batch(), MAX_WAIT, source, &mut write)?;
     Ok(StreamSummary {
-        stats: runner.stream.stats(),
+        stats: r.stats,
         seconds: t0.elapsed().as_secs_f64(),
-        latency_p50: runner.clock.quantile(0.5),
-        latency_p99: runner.clock.quantile(0.99),
-        input_error: read.err().map(|e| e.to_string()),
+        latency_p50: quantile(&r.latencies, 0.5),
+        latency_p99: quantile(&r.latencies, 0.99),
+        input_error: r.input_error,
     })
 }

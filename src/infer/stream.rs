@@ -13,7 +13,7 @@ use anyhow::Result;
 use super::classifier::Classifier;
 pub use super::flow_feed::{DEFAULT_MAX_PENDING, FlowFeed, StreamLimits, StreamStats};
 use crate::traffic::decode::SkipReason;
-use crate::traffic::types::Endpoint;
+use crate::traffic::types::{Endpoint, Flow};
 
 /// Flows classified per model call.
 const BATCH: usize = 64;
@@ -34,9 +34,42 @@ pub struct Verdict {
     pub probability: f32,
 }
 
+impl Verdict {
+    /// Flow `f` classified as `class_id` with `probability`.
+    pub fn of(f: &Flow, class_id: u32, probability: f32) -> Verdict {
+        Verdict {
+            proto: f.key.proto,
+            initiator: f.initiator,
+            responder: f.responder,
+            first_ts_ns: f.first_ts_ns,
+            last_ts_ns: f.last_ts_ns,
+            packets: f.total_packets,
+            class_id,
+            probability,
+        }
+    }
+}
+
 pub struct FlowStream {
     pub classifier: Classifier,
     flows: FlowFeed,
+}
+
+/// The flow side of a stream for `classifier` (its reader settings and
+/// packet minimum: `min_packets`, else the dataset's, else 3).
+pub fn flow_feed_for(
+    classifier: &Classifier,
+    min_packets: Option<usize>,
+    early_verdicts: bool,
+    limits: StreamLimits,
+) -> FlowFeed {
+    let min_packets = min_packets.or(classifier.dataset_min_packets).unwrap_or(3);
+    FlowFeed::new(
+        &classifier.read_config(),
+        min_packets,
+        early_verdicts,
+        limits,
+    )
 }
 
 impl FlowStream {
@@ -64,14 +97,8 @@ impl FlowStream {
         early_verdicts: bool,
         limits: StreamLimits,
     ) -> FlowStream {
-        let min_packets = min_packets.or(classifier.dataset_min_packets).unwrap_or(3);
         FlowStream {
-            flows: FlowFeed::new(
-                &classifier.read_config(),
-                min_packets,
-                early_verdicts,
-                limits,
-            ),
+            flows: flow_feed_for(&classifier, min_packets, early_verdicts, limits),
             classifier,
         }
     }
@@ -115,16 +142,7 @@ impl FlowStream {
         Ok(flows
             .iter()
             .zip(classes)
-            .map(|(f, (class_id, probability))| Verdict {
-                proto: f.key.proto,
-                initiator: f.initiator,
-                responder: f.responder,
-                first_ts_ns: f.first_ts_ns,
-                last_ts_ns: f.last_ts_ns,
-                packets: f.total_packets,
-                class_id,
-                probability,
-            })
+            .map(|(f, (class_id, probability))| Verdict::of(f, class_id, probability))
             .collect())
     }
 

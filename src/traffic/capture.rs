@@ -274,7 +274,26 @@ impl CaptureReader {
         &mut self,
         mut on_frame: impl FnMut(&RawFrame<'_>),
     ) -> Result<(), CaptureError> {
-        while !self.done {
+        self.for_each_frame_while(|f| {
+            on_frame(f);
+            true
+        })
+    }
+
+    /// [`Self::for_each_frame`] that also stops (without an error) once
+    /// `on_frame` returns false: a consumer that failed stops reading a live
+    /// pipe instead of draining it.
+    pub fn for_each_frame_while(
+        &mut self,
+        mut keep_going: impl FnMut(&RawFrame<'_>) -> bool,
+    ) -> Result<(), CaptureError> {
+        let go = std::cell::Cell::new(true);
+        let mut on_frame = |f: &RawFrame<'_>| {
+            if go.get() {
+                go.set(keep_going(f));
+            }
+        };
+        while !self.done && go.get() {
             let offset = self.inner.consumed() as u64;
             match self.inner.next() {
                 Ok((len, block)) => {

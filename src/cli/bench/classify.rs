@@ -5,8 +5,9 @@
 //!   pipeline (parallel readers, batches across files): flows/s end to end,
 //!   and the model-only flows/s of the same run (flows / seconds in the model).
 //! - **stream**: every frame of a set, merged in time order and held in
-//!   memory, fed through the [`FlowStream`] the C API wraps, early verdicts
-//!   on: first as fast as it goes, then paced at fractions of that packet
+//!   memory, fed through the stream's flow side on a reader thread with the
+//!   model beside it (`infer::overlap`, as `classify --stream` runs), early
+//!   verdicts on: first as fast as it goes, then paced at fractions of that packet
 //!   rate; flows/s, packets/s, verdict latency p50/p99 (ready -> verdict, wall
 //!   time), peak memory and the stream's counters.
 //!
@@ -25,9 +26,12 @@ use serde::Serialize;
 
 use crate::engine::{Device, Precision};
 use crate::infer::classifier::{Classifier, VocabSource};
+use crate::infer::flow_feed::StreamLimits;
+use crate::infer::latency::quantile;
+use crate::infer::overlap::{self, FrameSink};
 use crate::infer::pipeline::{PipelineConfig, PipelineStats, classify_files};
-use crate::infer::runner::StreamRunner;
-use crate::infer::stream::FlowStream;
+use crate::infer::runner::MAX_WAIT;
+use crate::infer::stream::flow_feed_for;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::{FfnKind, Model, ModelConfig};
 use crate::traffic::capture::CaptureReader;
@@ -438,25 +442,28 @@ fn bench_stream(
     batch: usize,
     pace: Option<(f64, f64)>,
 ) -> anyhow::Result<(Row, Classifier)> {
-    let mut runner = StreamRunner::new(FlowStream::new(clf, Some(1), true), batch);
+    let feed = flow_feed_for(&clf, Some(1), true, StreamLimits::default());
     let peak_reset = reset_peak_rss();
     let interval = pace.map(|(f, pps)| Duration::from_secs_f64(1.0 / (f * pps).max(1e-9)));
-    let mut none = |_: &FlowStream, _: &[crate::infer::stream::Verdict]| Ok(());
     let t0 = Instant::now();
-    for (i, f) in frames.iter().enumerate() {
-        if let Some(dt) = interval {
-            let due = dt * i as u32;
-            while t0.elapsed() < due {
-                std::hint::spin_loop();
+    // The replay runs on the stream's reader thread, as a capture would.
+    let source = |sink: &mut FrameSink| {
+        for (i, f) in frames.iter().enumerate() {
+            if let Some(dt) = interval {
+                let due = dt * i as u32;
+                while t0.elapsed() < due {
+                    std::hint::spin_loop();
+                }
+            }
+            if !sink(f.ts_ns, f.link_type, &f.data, f.orig_len) {
+                break;
             }
         }
-        let _ = runner.feed(f.ts_ns, f.link_type, &f.data, f.orig_len);
-        runner.classify_due(false, &mut none)?;
-    }
-    runner.flush();
-    runner.classify_due(true, &mut none)?;
+        Ok(())
+    };
+    let r = overlap::run(&clf, feed, batch, MAX_WAIT, source, &mut |_| Ok(()))?;
     let secs = t0.elapsed().as_secs_f64();
-    let st = runner.stream.stats();
+    let st = r.stats;
     let row = Row {
         ffn,
         input: input.name.clone(),
@@ -468,8 +475,8 @@ fn bench_stream(
         seconds: secs,
         flows_per_s: st.flows_classified as f64 / secs,
         packets_per_s: st.packets as f64 / secs,
-        latency_p50_ms: runner.clock.quantile(0.5).map(|s| s * 1e3),
-        latency_p99_ms: runner.clock.quantile(0.99).map(|s| s * 1e3),
+        latency_p50_ms: quantile(&r.latencies, 0.5).map(|s| s * 1e3),
+        latency_p99_ms: quantile(&r.latencies, 0.99).map(|s| s * 1e3),
         peak_rss_mib: peak_reset.then(peak_rss_mib).flatten(),
         stream: Some(serde_json::json!({
             "frames": st.frames,
@@ -484,7 +491,7 @@ fn bench_stream(
         ..Row::default()
     };
     print_row(&row);
-    Ok((row, runner.stream.classifier))
+    Ok((row, clf))
 }
 
 fn print_row(r: &Row) {
