@@ -186,3 +186,50 @@ fn each_keyed_hasher_has_its_own_key() {
         KeyedState::new().hash_one(key)
     );
 }
+
+#[test]
+fn tokenize_applies_max_flows_and_records_it() {
+    use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset_with, load_dataset_info};
+    use traffic_moe::traffic::labels::LabelSource;
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps").join("dns");
+    std::fs::create_dir_all(&caps).unwrap();
+    // 30 UDP flows of 3 packets each, interleaved (every flow open at once).
+    let mut w = PcapWriter::new(std::fs::File::create(caps.join("a.pcap")).unwrap(), 1).unwrap();
+    let (cli, srv) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
+    let mut ts = 1_000_000_000u64;
+    for _ in 0..3 {
+        for i in 0..30u16 {
+            ts += 1000;
+            let frame = eth_ipv4(cli, srv, PROTO_UDP, &udp(2000 + i, 53, b"query"));
+            w.write_frame(ts, &frame).unwrap();
+        }
+    }
+    drop(w);
+    let build = |max_flows: usize, out: &str| {
+        let cfg = DatasetConfig {
+            inputs: vec![dir.path().join("caps")],
+            labels: LabelSource::None,
+            vocab_size: 50,
+            min_packets: 1,
+            max_flows,
+            ..DatasetConfig::default()
+        };
+        build_dataset_with(&cfg, &dir.path().join(out), false, false).unwrap()
+    };
+    let free = build(1_000_000, "free");
+    assert_eq!(free.read.flows_evicted, 0);
+    assert_eq!(free.read.flows, 30);
+    // Room for 10: each new flow ends the least recently active one, so
+    // every flow is cut into one-packet pieces.
+    let capped = build(10, "capped");
+    assert_eq!(capped.read.flows_evicted, 30 * 3 - 10);
+    assert_eq!(capped.read.flows, 30 * 3);
+    assert_eq!(
+        load_dataset_info(&dir.path().join("capped"))
+            .unwrap()
+            .config
+            .max_flows,
+        10
+    );
+}

@@ -53,6 +53,10 @@ pub struct Args {
     /// Flow idle timeout in seconds.
     #[arg(long, default_value_t = 120.0)]
     pub idle_timeout: f64,
+    /// Flows open at once per capture; beyond it the least recently active
+    /// flow ends early and is counted (bounds memory on floods and scans).
+    #[arg(long, default_value_t = crate::traffic::reader::DEFAULT_MAX_FLOWS)]
+    pub max_flows: usize,
     /// Write into an existing, non-empty output directory.
     #[arg(long)]
     pub force: bool,
@@ -79,6 +83,7 @@ impl Args {
             slice_seconds: self.slice_seconds,
             slice_packets: self.slice_packets,
             idle_timeout_s: self.idle_timeout,
+            max_flows: self.max_flows,
         })
     }
 }

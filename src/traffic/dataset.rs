@@ -59,6 +59,15 @@ pub struct DatasetConfig {
     pub slice_packets: usize,
     /// Flow idle timeout of the reader.
     pub idle_timeout_s: f64,
+    /// Flows open at once per capture; beyond it the least recently active
+    /// one ends early (counted in the summary). Absent in older dataset.json
+    /// files, which were read with the default.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+}
+
+fn default_max_flows() -> usize {
+    crate::traffic::reader::DEFAULT_MAX_FLOWS
 }
 
 impl Default for DatasetConfig {
@@ -76,6 +85,7 @@ impl Default for DatasetConfig {
             slice_seconds: None,
             slice_packets: 100,
             idle_timeout_s: 120.0,
+            max_flows: default_max_flows(),
         }
     }
 }
@@ -404,6 +414,7 @@ pub fn build_dataset_with(
         },
         payload_bytes: tcfg.payload_bytes,
         idle_timeout_ns: (cfg.idle_timeout_s * 1e9) as u64,
+        max_flows: cfg.max_flows.max(1),
         ..ReadConfig::default()
     };
 
