@@ -6,7 +6,10 @@
 #       at 0.5x / 0.9x of its top packet rate), MoE and dense
 #   same-run-{tmoe,torch}-tiny.{txt,json}      tmoe bench model (f32, bf16) and
 #       PyTorch eager / torch.compile (tools/torch_reference.py) at the same
-#       shapes and thread count, one after the other in this run
+#       shapes and thread count, one after the other in this run; PyTorch in
+#       f32 and in bf16 (same-run-torch-tiny-bf16.*)
+#   same-run-{tmoe,torch}-tiny-train.{txt,json}  a training step (f32) on both
+# `tools/classify-figures.sh torch` runs only the same-run comparisons.
 # PYTHON: an interpreter with torch (default python3). Run it on an otherwise
 # idle machine (it prints the load average first).
 set -euo pipefail
@@ -31,7 +34,8 @@ timed() { # file, command...
   grep -v '^ \|^{\|^}\|^\]' "$file" | tail -n 20
 }
 
-for p in f32 bf16; do
+only="${1:-all}"
+[ "$only" = torch ] || for p in f32 bf16; do
   echo "== bench classify, tiny, $p"
   timed "$out/bench-classify-tiny-$p.txt" "$tmoe" bench classify --device cpu --config tiny \
     --precision "$p" --out "$out/bench-classify-tiny-$p.json" --force
@@ -44,6 +48,17 @@ done
 if "$py" -c 'import torch' 2>/dev/null; then
   timed "$out/same-run-torch-tiny.txt" "$py" tools/torch_reference.py bench --config tiny \
     --batch 8,64 --seq 64 --iters 10 --threads "$threads" --out "$out/same-run-torch-tiny.json" --force
+  timed "$out/same-run-torch-tiny-bf16.txt" "$py" tools/torch_reference.py bench --config tiny \
+    --dtype bf16 --batch 8,64 --seq 64 --iters 10 --threads "$threads" \
+    --out "$out/same-run-torch-tiny-bf16.json" --force
+fi
+echo "== same run: a training step (f32), tiny, batch 8 and 32, sequence 64, $threads threads"
+timed "$out/same-run-tmoe-tiny-train.txt" "$tmoe" bench model --device cpu --config tiny --train \
+  --batch 8,32 --seq 64 --iters 5 --out "$out/same-run-tmoe-tiny-train.json" --force
+if "$py" -c 'import torch' 2>/dev/null; then
+  timed "$out/same-run-torch-tiny-train.txt" "$py" tools/torch_reference.py bench --config tiny \
+    --train --batch 8,32 --seq 64 --iters 5 --threads "$threads" \
+    --out "$out/same-run-torch-tiny-train.json" --force
 else
   echo "no torch for $py: the PyTorch side is skipped (PYTHON=/path/to/python with torch)"
 fi

@@ -6,9 +6,11 @@ Two jobs:
   check  loads a classifier checkpoint (safetensors, written by `tmoe`),
          runs the batch that `tmoe dump-logits` wrote beside its logits, and
          exits non-zero when the two disagree beyond the tolerance.
-  bench  times the classifier forward, eager and torch.compile, at the
-         shapes of `tmoe bench model` and writes a JSON report with the same
-         row fields, so the two reports can be read side by side.
+  bench  times the classifier forward (or, with --train, a training step:
+         cross entropy + 0.02 x aux loss, backward, clipping, AdamW), eager
+         and torch.compile, in f32 or bf16 (--dtype), at the shapes of `tmoe
+         bench model`, and writes a JSON report with the same row fields, so
+         the two reports can be read side by side.
 
 The network follows src/model/net.rs and the CPU reference ops in
 src/backend/cpu/ (rmsnorm, mha, rope, attention, moe, router, swiglu, pool,
@@ -106,7 +108,7 @@ class Moe(nn.Module):
         self.shared = SwiGLU(d, sf)
         self.experts = Experts(n, d, sf // self.k)
 
-    def forward(self, z, routing=None):
+    def forward(self, z, routing=None, aux=None, real=None):
         shape = z.shape
         z = z.reshape(-1, shape[-1])
         n, k = self.router.shape[0], self.k
@@ -117,6 +119,14 @@ class Moe(nn.Module):
         w, idx = w[:, :k].to(z.dtype), idx[:, :k]
         if routing is not None:
             routing.append(idx.flatten())
+        if aux is not None:
+            # N * sum_e load_e * prob_e over the real tokens
+            # (src/backend/cpu/router.rs lb_loss); load is a constant.
+            r = real.reshape(-1).float()
+            n_real = r.sum().clamp(min=1.0)
+            load = (F.one_hot(idx, n).float() * r[:, None, None]).sum((0, 1)) / (n_real * k)
+            prob = (probs * r[:, None]).sum(0) / n_real
+            aux.append(n * (load.detach() * prob).sum())
         out = torch.sigmoid(z @ self.shared_gate.T) * self.shared(z)
         # Group the (token, slot) pairs by expert so each expert runs two
         # dense products on its own rows (src/backend/cpu/moe_permute.rs).
@@ -186,12 +196,13 @@ class Classifier(nn.Module):
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos().float(), ang.sin().float()
 
-    def forward(self, ids, mask, routing=None):
-        """Logits [B, C] of right- or otherwise padded ids [B, S] (mask: 1 = real)."""
+    def forward(self, ids, mask, routing=None, aux=None):
+        """Logits [B, C] of right- or otherwise padded ids [B, S] (mask: 1 = real);
+        each MoE layer's aux loss is appended to `aux` when given."""
         b, s = ids.shape
         d, nh = self.cfg["d"], self.cfg["heads"]
         hd = d // nh
-        cos, sin = self.rope_tables(s, ids.device)
+        cos, sin = (t.to(self.norm_f.dtype) for t in self.rope_tables(s, ids.device))
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
         real = mask.bool()
         # Query i sees key j when j <= i and j is a real token.
@@ -213,7 +224,7 @@ class Classifier(nn.Module):
             a = torch.where(sees_any, a, 0.0).transpose(1, 2).reshape(b, s, d)
             h = h + a @ blk.attn.wo.T
             z = rmsnorm(h, blk.ffn_norm)
-            h = h + (blk.moe(z, routing) if hasattr(blk, "moe") else blk.ffn(z))
+            h = h + (blk.moe(z, routing, aux, real) if hasattr(blk, "moe") else blk.ffn(z))
         h = rmsnorm(h, self.norm_f)
         m = real.unsqueeze(-1).to(h.dtype)
         # clamp: a flow without real tokens pools to zeros, not NaN.
@@ -314,6 +325,28 @@ def time_runs(fn, warmup, iters, sync):
     return lat
 
 
+def train_step_fn(a, cfg, model, ids, mask):
+    """One training step as `tmoe bench model --train` times it: classifier
+    cross entropy on fixed labels + 0.02 x the mean aux loss over MoE layers,
+    backward, global-norm clipping at 1.0, AdamW (lr 1e-4)."""
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+    g = torch.Generator().manual_seed(1)
+    labels = torch.randint(0, cfg["n_classes"], (ids.shape[0],), generator=g).to(ids.device)
+
+    def step():
+        aux = []
+        logits = model(ids, mask, aux=aux)
+        loss = F.cross_entropy(logits.float(), labels)
+        if aux:
+            loss = loss + cfg["aux_weight"] * torch.stack(aux).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+
+    return step
+
+
 def bench_model(a, cfg, model, dev, rows, errors):
     on_cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
@@ -332,9 +365,12 @@ def bench_model(a, cfg, model, dev, rows, errors):
                 weight_bytes = torch.cuda.memory_allocated()
                 torch.cuda.reset_peak_memory_stats()
 
-            def run():
-                with torch.inference_mode():
-                    m(ids, mask)
+            if a.train:
+                run = train_step_fn(a, cfg, m, ids, mask)
+            else:
+                def run(m=m):
+                    with torch.inference_mode():
+                        m(ids, mask)
 
             t0 = time.perf_counter()
             try:
@@ -351,7 +387,7 @@ def bench_model(a, cfg, model, dev, rows, errors):
             mean = sum(lat) / len(lat)
             row = {
                 "ffn": cfg["ffn"], "engine": engine, "batch": b, "seq": a.seq,
-                "iters": a.iters,
+                "iters": a.iters, "dtype": a.dtype,
                 "flows_per_s": b / (mean / 1e3),
                 "tokens_per_s": b * a.seq / (mean / 1e3),
                 "mean_latency_ms": mean,
@@ -399,9 +435,16 @@ def cmd_bench(a):
             m = Classifier(cfg)
             init_random(m, 0)
             models.append((cfg, m.eval()))
+    dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
+    if a.train and a.dtype != "f32":
+        sys.exit("--train times the f32 step (as tmoe bench model --train does)")
+    models = [(cfg, m.to(dtype)) for cfg, m in models]
+    if a.train:
+        models = [(cfg, m.train()) for cfg, m in models]
+    mode = "training step" if a.train else "inference (classifier forward)"
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     print(f"torch_reference bench: {config} on {a.device} ({device_name}), torch {torch.__version__}, "
-          f"{threads} threads, sequence {a.seq}, inference (classifier forward)", file=sys.stderr)
+          f"{threads} threads, sequence {a.seq}, {a.dtype}, {mode}", file=sys.stderr)
     rows, errors, params = [], [], {}
     for cfg, model in models:
         params[cfg["ffn"]] = sum(p.numel() for p in model.parameters())
@@ -424,7 +467,8 @@ def cmd_bench(a):
         "device": a.device,
         "device_name": device_name,
         "config": config,
-        "mode": "inference",
+        "mode": "train" if a.train else "inference",
+        "dtype": a.dtype,
         "params_moe": params.get("moe", 0),
         "params_dense": params.get("dense", 0),
         "rows": rows,
@@ -467,6 +511,10 @@ def main():
     b.add_argument("--iters", type=int, default=5, help="timed runs per batch size")
     b.add_argument("--warmup", type=int, default=2, help="untimed runs after the first call")
     b.add_argument("--device", default="cpu")
+    b.add_argument("--train", action="store_true",
+                   help="time a training step (fwd + bwd + clipping + AdamW) instead of inference")
+    b.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
+                   help="weights and activations (bf16: the model cast to bfloat16; inference only)")
     b.add_argument("--threads", type=int, help="torch threads (default: the cores this process may use)")
     b.add_argument("--no-compile", action="store_true", help="eager only")
     b.add_argument("--out", help="write the JSON report here (refuses to overwrite without --force)")
