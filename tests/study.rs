@@ -45,6 +45,8 @@ fn study_runs_every_row_reports_and_resumes() {
         batch: 16,
         device: Device::Cpu,
         progress: false,
+        budgets: Vec::new(),
+        pretrain_extra: Vec::new(),
     };
     // Every row, plus the pretrained and scratch models on half the flows.
     let runs = Row::ALL.len() + 2;
@@ -124,4 +126,78 @@ fn study_runs_every_row_reports_and_resumes() {
             "the stored results come back: {a} vs {b}"
         );
     }
+}
+
+#[test]
+fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    let extra = dir.path().join("extra");
+    for (out, seed) in [(&caps, 3), (&extra, 4)] {
+        synthesize(&SynthConfig {
+            out: out.clone(),
+            flows_per_class: 20,
+            flows_per_file: FLOWS_PER_FILE,
+            seed,
+            force: false,
+        })
+        .unwrap();
+    }
+    let opts = StudyOpts {
+        captures: vec![caps],
+        labels: LabelSource::Folder,
+        out: dir.path().join("study"),
+        rows: vec![Row::MoeScratch],
+        seeds: vec![1],
+        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
+        seq_len: 32,
+        vocab_file: None,
+        vocab_size: 200,
+        split_by: SplitBy::Flow,
+        mask_identifiers: false,
+        pretrain_steps: 3,
+        epochs: 1,
+        max_per_class: Some(10),
+        fractions: Vec::new(),
+        lr: 2e-3,
+        batch: 16,
+        device: Device::Cpu,
+        progress: false,
+        budgets: vec![4, 2],
+        pretrain_extra: vec![extra],
+    };
+    let first = run(&opts).unwrap();
+    let b = first.budget.as_ref().expect("a budget curve");
+    assert_eq!(
+        b.points.iter().map(|p| p.steps).collect::<Vec<_>>(),
+        vec![2, 4]
+    );
+    assert!(b.points[1].tokens > b.points[0].tokens, "{:?}", b.points);
+    for p in &b.points {
+        assert!(p.heldout_loss.is_finite() && p.heldout_loss > 0.0, "{p:?}");
+    }
+    // The extra captures are in the corpus: more flows than the training
+    // split alone.
+    let train = open_part(&opts.out.join("data-full"), "train").unwrap();
+    assert!(b.baseline.corpus_flows > train.count(), "{:?}", b.baseline);
+    // Synthetic flows have structure: the bigram table beats the unigram.
+    assert!(b.baseline.bigram < b.baseline.unigram, "{:?}", b.baseline);
+    // 2 budgets x 2 fractions, and scratch at both fractions.
+    assert_eq!(b.pretrained.len(), 4);
+    assert_eq!(b.scratch.len(), 2);
+    for step in [2, 4] {
+        let kept = opts
+            .out
+            .join("pretrain-budget-s1")
+            .join(format!("model-step{step}.safetensors"));
+        assert!(kept.exists(), "{}", kept.display());
+    }
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    assert!(
+        md.contains("## Pretraining budget") && md.contains("bigram table"),
+        "{md}"
+    );
+    assert!(opts.out.join("budget.png").metadata().unwrap().len() > 0);
+    let again = run(&opts).unwrap();
+    assert_eq!(again.ran, 0, "everything resumes");
 }

@@ -158,6 +158,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             force: a.force,
             stop_after: None,
             device: a.device,
+            keep_at: Vec::new(),
         },
         &train,
         info.vocab_hash,

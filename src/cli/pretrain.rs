@@ -93,6 +93,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         force: a.force,
         stop_after: a.stop_after,
         device: a.device,
+        keep_at: Vec::new(),
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
     let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()

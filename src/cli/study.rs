@@ -64,6 +64,15 @@ pub struct Args {
     pub device: Device,
     #[arg(long)]
     pub quiet: bool,
+    /// Pretraining budgets in steps (e.g. 300,1000,2000): one pretraining
+    /// run keeps its weights at each; held-out LM loss against a bigram
+    /// table, and fine-tuning from each budget against from scratch.
+    #[arg(long, value_delimiter = ',')]
+    pub budgets: Vec<u64>,
+    /// Unlabelled captures (files or folders) added to the budget run's
+    /// pretraining corpus, e.g. every other capture at hand.
+    #[arg(long, num_args = 1..)]
+    pub pretrain_extra: Vec<PathBuf>,
 }
 
 pub fn run_cli(a: Args) -> Result<()> {
@@ -91,6 +100,8 @@ pub fn run_cli(a: Args) -> Result<()> {
         batch: a.batch,
         device: a.device,
         progress: !a.quiet,
+        budgets: a.budgets.clone(),
+        pretrain_extra: a.pretrain_extra.clone(),
     };
     let s = run(&opts)?;
     println!(

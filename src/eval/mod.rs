@@ -4,6 +4,7 @@
 pub mod captures;
 pub mod confusion;
 pub mod evaluate;
+pub mod lm;
 pub mod metrics;
 pub mod plot;
 pub mod plot_routing;

@@ -103,6 +103,58 @@ pub fn make_batch(src: &dyn Sequences, idx: &[usize], max_len: usize) -> Batch {
     }
 }
 
+/// Several sources read as one: indices run through each in turn (a
+/// pretraining corpus of a dataset's training flows and other captures).
+pub struct Chain<'a> {
+    parts: Vec<&'a dyn Sequences>,
+    /// Index of each part's first sequence.
+    starts: Vec<usize>,
+    seq_len: usize,
+}
+
+impl<'a> Chain<'a> {
+    pub fn new(parts: Vec<&'a dyn Sequences>) -> Chain<'a> {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut n = 0;
+        for p in &parts {
+            starts.push(n);
+            n += p.count();
+        }
+        let seq_len = parts.iter().map(|p| p.seq_len()).min().unwrap_or(0);
+        Chain {
+            parts,
+            starts,
+            seq_len,
+        }
+    }
+
+    fn locate(&self, i: usize) -> (&'a dyn Sequences, usize) {
+        let p = self.starts.partition_point(|&s| s <= i) - 1;
+        (self.parts[p], i - self.starts[p])
+    }
+}
+
+impl Sequences for Chain<'_> {
+    fn count(&self) -> usize {
+        self.parts.iter().map(|p| p.count()).sum()
+    }
+    fn seq_len(&self) -> usize {
+        self.seq_len
+    }
+    fn tokens(&self, i: usize) -> &[u32] {
+        let (p, j) = self.locate(i);
+        &p.tokens(j)[..self.seq_len]
+    }
+    fn n_tokens(&self, i: usize) -> usize {
+        let (p, j) = self.locate(i);
+        p.n_tokens(j).min(self.seq_len)
+    }
+    fn label(&self, i: usize) -> Option<u32> {
+        let (p, j) = self.locate(i);
+        p.label(j)
+    }
+}
+
 impl Sequences for crate::traffic::shard::Shard {
     fn count(&self) -> usize {
         self.len()
@@ -146,5 +198,28 @@ mod tests {
         assert_eq!(b.labels, vec![1, u32::MAX]);
         let c = make_batch(&m, &[0], 2);
         assert_eq!(c.ids, vec![5, 6]);
+    }
+
+    #[test]
+    fn a_chain_reads_its_parts_in_turn() {
+        let mut a = MemSequences::new(4);
+        a.push(&[1, 2], Some(0));
+        let mut b = MemSequences::new(3);
+        b.push(&[3, 4, 5], None);
+        b.push(&[6], Some(1));
+        let c = Chain::new(vec![&a, &b]);
+        assert_eq!((c.count(), c.seq_len()), (3, 3));
+        assert_eq!(
+            (c.tokens(0), c.n_tokens(0), c.label(0)),
+            (&[1, 2, 0][..], 2, Some(0))
+        );
+        assert_eq!(
+            (c.tokens(1), c.n_tokens(1), c.label(1)),
+            (&[3, 4, 5][..], 3, None)
+        );
+        assert_eq!(
+            (c.tokens(2), c.n_tokens(2), c.label(2)),
+            (&[6, 0, 0][..], 1, Some(1))
+        );
     }
 }

@@ -18,6 +18,7 @@
 //! nearest training flow (1-NN on packet sizes, directions, gaps) has their
 //! label, and header-only beside payload-only scores.
 
+pub mod budget;
 pub mod probe;
 pub mod report;
 
@@ -144,6 +145,12 @@ pub struct StudyOpts {
     pub batch: usize,
     pub device: Device,
     pub progress: bool,
+    /// Pretraining budgets (steps) for the budget curve ([`budget`]); empty:
+    /// none.
+    pub budgets: Vec<u64>,
+    /// Unlabelled captures added to the budget run's pretraining corpus
+    /// (e.g. all other captures at hand), tokenized with the study's vocabulary.
+    pub pretrain_extra: Vec<PathBuf>,
 }
 
 /// One finished run.
@@ -172,6 +179,8 @@ pub struct StudySummary {
     pub ran: usize,
     pub skipped: usize,
     pub results: Vec<RunResult>,
+    /// The pretraining-budget curve, when asked for.
+    pub budget: Option<budget::Budget>,
     pub seconds: f64,
 }
 
@@ -243,6 +252,7 @@ fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
         force: true,
         stop_after: None,
         device: o.device,
+        keep_at: Vec::new(),
     };
     Ok(pretrain(&opts, &train, info.vocab_hash)?.checkpoint)
 }
@@ -277,6 +287,20 @@ fn labelled_with_files(shard: &Shard) -> (Vec<usize>, Vec<u32>) {
 }
 
 fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResult> {
+    run_with(o, row, seed, fraction, None)
+}
+
+/// A pretrained checkpoint from a pretraining-budget run, instead of the
+/// row's own pretraining: (steps, checkpoint).
+type BudgetInit<'a> = Option<(u64, &'a Path)>;
+
+fn run_with(
+    o: &StudyOpts,
+    row: Row,
+    seed: u64,
+    fraction: f64,
+    budget: BudgetInit,
+) -> Result<RunResult> {
     let t = Instant::now();
     let data = dataset(o, row.view())?;
     let info = load_dataset_info(&data)?;
@@ -293,7 +317,7 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
         .map(|&i| test.label(i).expect("labelled"))
         .collect();
     // Heatmaps: the pretrained MoE's routing on all its flows.
-    let heatmaps = row == Row::MoePretrained && fraction >= 1.0;
+    let heatmaps = row == Row::MoePretrained && fraction >= 1.0 && budget.is_none();
     let pred: Vec<u32> = match row {
         Row::Appscanner | Row::Knn => {
             let method = if row == Row::Knn {
@@ -326,10 +350,13 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
             .pred
         }
         _ => {
-            let init = row
-                .pretrained()
-                .map(|ffn| pretrained(o, ffn, seed))
-                .transpose()?;
+            let init = match budget {
+                Some((_, ckpt)) => Some(ckpt.to_path_buf()),
+                None => row
+                    .pretrained()
+                    .map(|ffn| pretrained(o, ffn, seed))
+                    .transpose()?,
+            };
             if let (true, Some(ckpt)) = (heatmaps, &init) {
                 let enc = probe::Encoder::open(ckpt, &cfg, info.vocab_hash, o.device)?;
                 if let Some(mut counts) = enc.routing_counts(info.classes.len()) {
@@ -342,7 +369,11 @@ fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResul
                 Row::MoeTop4 => cfg.top_k = 4.min(cfg.n_experts),
                 _ => {}
             }
-            let run_dir = o.out.join("runs").join(format!("{}-s{seed}", row.name()));
+            let name = match budget {
+                Some((steps, _)) => format!("budget{steps}"),
+                None => row.name().to_string(),
+            };
+            let run_dir = o.out.join("runs").join(format!("{name}-s{seed}"));
             let opts = FinetuneOpts {
                 cfg,
                 init,
@@ -424,6 +455,24 @@ fn write_stage(
     write_routing(&dir, counts, classes)
 }
 
+/// The result stored at `path`, or `compute`d and stored there.
+fn cached<T: Serialize + for<'de> Deserialize<'de>>(
+    path: &Path,
+    s: &mut StudySummary,
+    compute: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    if let Ok(text) = std::fs::read_to_string(path) {
+        s.skipped += 1;
+        return serde_json::from_str(&text)
+            .with_context(|| format!("{}: not a study result", path.display()));
+    }
+    let r = compute()?;
+    std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    s.ran += 1;
+    Ok(r)
+}
+
 /// Runs every (row, seed) not yet done, then writes the report.
 pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     let t = Instant::now();
@@ -439,26 +488,18 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     for &seed in &o.seeds {
         for &(row, fraction) in &grid {
             let path = run_path(&o.out, row, seed, fraction);
-            let result = match std::fs::read_to_string(&path) {
-                Ok(text) => {
-                    s.skipped += 1;
-                    serde_json::from_str(&text)
-                        .with_context(|| format!("{}: not a study result", path.display()))?
+            let result = cached(&path, &mut s, || {
+                if o.progress {
+                    eprintln!("study: {} fraction {fraction} seed {seed}", row.name());
                 }
-                Err(_) => {
-                    if o.progress {
-                        eprintln!("study: {} fraction {fraction} seed {seed}", row.name());
-                    }
-                    let r = run_one(o, row, seed, fraction)
-                        .with_context(|| format!("{} seed {seed}", row.name()))?;
-                    std::fs::write(&path, serde_json::to_string_pretty(&r)? + "\n")
-                        .with_context(|| format!("writing {}", path.display()))?;
-                    s.ran += 1;
-                    r
-                }
-            };
+                run_one(o, row, seed, fraction)
+                    .with_context(|| format!("{} seed {seed}", row.name()))
+            })?;
             s.results.push(result);
         }
+    }
+    if !o.budgets.is_empty() {
+        s.budget = Some(budget::run(o, &mut s).context("the pretraining-budget runs")?);
     }
     s.seconds = t.elapsed().as_secs_f64();
     report::write(o, &s)?;

@@ -143,6 +143,9 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     md += &few;
     let (heat_md, heat_json) = heatmaps(o)?;
     md += &heat_md;
+    if let Some(b) = &s.budget {
+        md += &budget_section(o, b)?;
+    }
     let put = |name: &str, text: String| -> Result<()> {
         let p = o.out.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
@@ -156,6 +159,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             "per_capture": l.capture.map(|(m, s)| [m, s]),
         })).collect::<Vec<_>>(),
         "routing": heat_json,
+        "budget": s.budget,
         "runs": s.results,
         "shortcuts": {
             "duplicates_dropped": info.dropped.duplicates,
@@ -219,6 +223,155 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
             y_label: "macro-F1".into(),
             series,
         }],
+    )?;
+    Ok(md)
+}
+
+/// The pretraining-budget section and `budget.png`.
+fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
+    use super::budget::FRACTIONS;
+    let f1s = |rs: Vec<&RunResult>| mean_std(&rs.iter().map(|r| r.macro_f1).collect::<Vec<_>>());
+    let pre = |steps: u64, f: f64| {
+        f1s(b
+            .pretrained
+            .iter()
+            .filter(|(s, r)| *s == steps && (r.fraction - f).abs() < 1e-12)
+            .map(|(_, r)| r)
+            .collect())
+    };
+    let scratch = |f: f64| {
+        f1s(b
+            .scratch
+            .iter()
+            .filter(|r| (r.fraction - f).abs() < 1e-12)
+            .collect())
+    };
+    let pm = |(m, s): (f64, f64)| format!("{m:.3} ± {s:.3}");
+    let pct = |f: f64| format!("{} %", f * 100.0);
+    let mut md = String::from("\n## Pretraining budget\n\n");
+    md += &format!(
+        "One pretraining run (seed {}, warmup then cosine to {} steps, batch {}, sequence {}) on {} flows: the training split{}; weights kept at each budget. Held-out LM loss on the validation flows (nats per next token; {} targets) beside count models fitted on the same corpus: unigram {:.3}, **bigram table {:.3}**. Fine-tuned from each budget vs from scratch, macro-F1 over seeds {:?}:\n\n",
+        b.pretrain_seed,
+        b.points.last().map_or(0, |p| p.steps),
+        o.batch,
+        o.seq_len,
+        b.baseline.corpus_flows,
+        if b.extra.is_empty() {
+            String::new()
+        } else {
+            format!(
+                " and the unlabelled captures in {}",
+                b.extra
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        },
+        b.baseline.targets,
+        b.baseline.unigram,
+        b.baseline.bigram,
+        o.seeds
+    );
+    md += "| steps | tokens | wall (s) | held-out LM loss |";
+    for f in FRACTIONS {
+        md += &format!(" pretrained, {} |", pct(f));
+    }
+    md += "\n|---|---|---|---|";
+    for _ in FRACTIONS {
+        md += "---|";
+    }
+    md += "\n";
+    for p in &b.points {
+        md += &format!(
+            "| {} | {} | {:.0} | {:.3} |",
+            p.steps, p.tokens, p.seconds, p.heldout_loss
+        );
+        for f in FRACTIONS {
+            md += &format!(" {} |", pm(pre(p.steps, f)));
+        }
+        md += "\n";
+    }
+    md += "| from scratch | 0 | 0 | - |";
+    for f in FRACTIONS {
+        md += &format!(" {} |", pm(scratch(f)));
+    }
+    md += "\n\n";
+    for f in FRACTIONS {
+        let wins: Vec<String> = b
+            .points
+            .iter()
+            .filter(|p| pre(p.steps, f).0 > scratch(f).0)
+            .map(|p| p.steps.to_string())
+            .collect();
+        md += &format!(
+            "- {} of the training flows: the pretrained model's mean macro-F1 is above scratch's at {}.\n",
+            pct(f),
+            if wins.is_empty() {
+                "no budget up to the largest".to_string()
+            } else {
+                format!("{} steps", wins.join(", "))
+            }
+        );
+    }
+    let below: Vec<String> = b
+        .points
+        .iter()
+        .filter(|p| p.heldout_loss < b.baseline.bigram)
+        .map(|p| p.steps.to_string())
+        .collect();
+    md += &format!(
+        "- Held-out LM loss below the bigram table at: {}.\n\n![budget curve](budget.png)\n",
+        if below.is_empty() {
+            "no budget".to_string()
+        } else {
+            format!("{} steps", below.join(", "))
+        }
+    );
+    let steps: Vec<f64> = b.points.iter().map(|p| p.steps as f64).collect();
+    let flat = |label: &str, v: f64| Series {
+        label: label.into(),
+        points: steps.iter().map(|&x| (x, v)).collect(),
+    };
+    let mut f1_series = Vec::new();
+    for f in FRACTIONS {
+        f1_series.push(Series {
+            label: format!("pretrained, {}", pct(f)),
+            points: b
+                .points
+                .iter()
+                .map(|p| (p.steps as f64, pre(p.steps, f).0))
+                .collect(),
+        });
+        f1_series.push(flat(&format!("scratch, {}", pct(f)), scratch(f).0));
+    }
+    save_curves(
+        &o.out.join("budget.png"),
+        &[
+            Panel {
+                title: "held-out next-token loss".into(),
+                x_label: "pretraining steps".into(),
+                y_label: "nats".into(),
+                series: vec![
+                    Series {
+                        label: "Traffic-MoE".into(),
+                        points: b
+                            .points
+                            .iter()
+                            .map(|p| (p.steps as f64, p.heldout_loss))
+                            .collect(),
+                    },
+                    flat("bigram table", b.baseline.bigram),
+                    flat("unigram", b.baseline.unigram),
+                ],
+            },
+            Panel {
+                title: "test macro-F1 after fine-tuning".into(),
+                x_label: "pretraining steps".into(),
+                y_label: "macro-F1".into(),
+                series: f1_series,
+            },
+        ],
     )?;
     Ok(md)
 }

@@ -39,6 +39,14 @@ pub struct PretrainOpts {
     pub stop_after: Option<u64>,
     /// The engine that trains (`cpu`, or the GPU engine on `cuda` / `sim`).
     pub device: Device,
+    /// Also keep the weights at these steps, as `model-step<N>.safetensors`
+    /// (a pretraining-budget curve from one run).
+    pub keep_at: Vec<u64>,
+}
+
+/// Where [`PretrainOpts::keep_at`] keeps the weights of `step`.
+pub fn kept_path(out: &Path, step: u64) -> PathBuf {
+    out.join(format!("model-step{step}.safetensors"))
 }
 
 #[derive(Clone, Debug)]
@@ -167,6 +175,14 @@ pub fn pretrain(
         pb.inc(1);
         if opts.save_every > 0 && (step + 1) % opts.save_every == 0 && step + 1 < opts.steps {
             save(&tr, step + 1)?;
+        }
+        if opts.keep_at.contains(&(step + 1)) {
+            let mut m = meta(&opts.cfg, vocab_hash, step + 1);
+            // This run's cost so far (a resumed run counts from its resume).
+            m.extra.insert("tokens".into(), tokens.to_string());
+            m.extra
+                .insert("seconds".into(), format!("{}", t0.elapsed().as_secs_f64()));
+            checkpoint::save(&kept_path(&opts.out, step + 1), &m, &tr.params()?, true)?;
         }
     }
     pb.finish();
