@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # The committed studies (issue 10): `tmoe study` on IoT Sentinel split by
 # capture, without and with identifier masking, and on the nDPI captures
-# (application labels), 3 seeds, every row; few-shot on the first. Each
+# (application labels), 3 seeds; every row and few-shot on the first, the
+# rows masking can change (and the baselines) on the masked one; and the
+# pretraining-budget curve on IoT Sentinel with every other capture in
+# ../shared/data added to the pretraining corpus. Each
 # study works in target/study/<name>/ (datasets and checkpoints stay there,
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -14,12 +17,15 @@ data="${TMOE_DATA:-$root/../shared/data}"
 cargo build --release --quiet --bin tmoe
 tmoe="$root/target/release/tmoe"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi)
+[ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi iot-sentinel-budget)
 for name in "${names[@]}"; do
   case "$name" in
     iot-sentinel) args=("$data/iot-sentinel" --labels folder --fractions 0.01,0.05,0.1,0.25) ;;
-    iot-sentinel-masked) args=("$data/iot-sentinel" --labels folder --mask-identifiers) ;;
+    iot-sentinel-masked) args=("$data/iot-sentinel" --labels folder --mask-identifiers
+      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,appscanner,knn) ;;
     ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app") ;;
+    iot-sentinel-budget) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
+      --budgets 300,1000 --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
   esac
   work="$root/target/study/$name"
