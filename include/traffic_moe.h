@@ -24,10 +24,16 @@
  * give -1; tmoe_last_error() says why (per thread). No function aborts the
  * process. A handle must not be used from two threads at the same time.
  *
- * Versions: TMOE_API_VERSION changes with any signature or struct layout
- * here; check tmoe_api_version() == TMOE_API_VERSION at start-up.
+ * Threads: by default the model runs inside tmoe_poll, on your thread.
+ * With TMOE_BACKGROUND it runs on a thread of its own: tmoe_feed and
+ * tmoe_poll never wait for it (poll returns the verdicts ready so far),
+ * and reading your capture overlaps the model.
+ *
+ * Versions: TMOE_API_VERSION changes with any signature, struct layout or
+ * flag here; check tmoe_api_version() == TMOE_API_VERSION at start-up.
  * 2: tmoe_open takes `device`; tmoe_stats gained flows_evicted,
  *    flows_dropped and flows_open (48 -> 72 bytes); tmoe_set_limits.
+ * 3: TMOE_BACKGROUND.
  */
 #ifndef TRAFFIC_MOE_H
 #define TRAFFIC_MOE_H
@@ -39,7 +45,7 @@
 extern "C" {
 #endif
 
-#define TMOE_API_VERSION 2
+#define TMOE_API_VERSION 3
 
 typedef struct tmoe_classifier tmoe_classifier;
 
@@ -104,9 +110,13 @@ const char* tmoe_last_error(void);
  * TMOE_EARLY_VERDICTS to classify a flow as soon as it holds the first K
  * packets the model reads (same class and probability as at its end, but
  * without waiting for FIN/RST or the idle timeout; `packets` and
- * `last_ts_ns` of such a verdict are those seen so far). A vocabulary other
- * than the checkpoint's is refused. NULL on failure. */
+ * `last_ts_ns` of such a verdict are those seen so far), and/or
+ * TMOE_BACKGROUND to run the model on a thread of its own (flows go to it
+ * in batches of 64 on the CPU, 1,024 on a GPU, or sooner once the oldest
+ * ready flow has waited 20 ms). A vocabulary other than the checkpoint's is
+ * refused. NULL on failure. */
 #define TMOE_EARLY_VERDICTS 1u
+#define TMOE_BACKGROUND 2u
 tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
                            const char* vocab_file, const char* device,
                            int32_t min_packets, uint32_t flags);
@@ -131,14 +141,18 @@ const char* tmoe_class_name(const tmoe_classifier* h, uint32_t class_id);
 int32_t tmoe_feed(tmoe_classifier* h, uint64_t ts_ns, uint32_t link_type,
                   const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
 
-/* Ends every open flow (end of input). 0, or -1 on error. */
+/* Ends every open flow (end of input); with TMOE_BACKGROUND, also waits
+ * until all of them are classified. 0, or -1 on error. */
 int32_t tmoe_flush(tmoe_classifier* h);
 
-/* Ended flows waiting for tmoe_poll. */
+/* Ended flows not yet classified (with TMOE_BACKGROUND: not yet
+ * classified by the model thread). */
 uint64_t tmoe_pending(const tmoe_classifier* h);
 
-/* Classifies up to `max` ended flows, oldest first, into `out`. Returns the
- * number written (0 when none are pending), or -1 on error. */
+/* Classifies up to `max` ended flows, oldest first, into `out` (with
+ * TMOE_BACKGROUND: copies up to `max` verdicts the model thread has made,
+ * without waiting). Returns the number written (0 when none), or -1 on
+ * error. */
 int64_t tmoe_poll(tmoe_classifier* h, tmoe_verdict* out, uint64_t max);
 
 /* Copies the counters. 0, or -1 on error. */

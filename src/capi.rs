@@ -1,6 +1,7 @@
 //! The C API (`include/traffic_moe.h`): a network monitor links the static
 //! library, opens a fine-tuned classifier, feeds it frames as it sees them and
-//! polls classified flows. A thin layer over [`crate::infer::stream`]: every
+//! polls classified flows. A thin layer over [`crate::infer::stream`] (or,
+//! with `TMOE_BACKGROUND`, [`crate::infer::background`]): every
 //! entry point checks its pointers, catches panics, and reports failures
 //! through `tmoe_last_error()` (per thread) instead of unwinding into C.
 
@@ -11,15 +12,72 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
 
 use crate::engine::{Device, Precision};
+use crate::infer::background::BackgroundStream;
 use crate::infer::classifier::{Classifier, VocabSource};
+use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{FlowStream, StreamLimits, StreamStats, Verdict};
+use crate::traffic::decode::SkipReason;
 
 /// The opaque handle C holds (`tmoe_classifier*`).
 pub struct TmoeClassifier {
-    stream: FlowStream,
+    stream: Stream,
     /// What `tmoe_set_limits` last set (its 0 keeps a value).
     limits: StreamLimits,
     class_names: Vec<CString>,
+}
+
+/// The model on the caller's thread (classified in `tmoe_poll`), or on a
+/// thread of its own (`TMOE_BACKGROUND`).
+enum Stream {
+    Caller(Box<FlowStream>),
+    Background(Box<BackgroundStream>),
+}
+
+impl Stream {
+    fn feed(&mut self, ts: u64, link: u32, data: &[u8], len: u32) -> Result<(), SkipReason> {
+        match self {
+            Stream::Caller(s) => s.feed(ts, link, data, len),
+            Stream::Background(s) => s.feed(ts, link, data, len),
+        }
+    }
+
+    fn set_limits(&mut self, limits: StreamLimits) -> anyhow::Result<()> {
+        match self {
+            Stream::Caller(s) => s.set_limits(limits),
+            Stream::Background(s) => s.set_limits(limits),
+        }
+    }
+
+    fn flush(&mut self) -> anyhow::Result<()> {
+        match self {
+            Stream::Caller(s) => {
+                s.flush();
+                Ok(())
+            }
+            Stream::Background(s) => s.flush(),
+        }
+    }
+
+    fn pending(&self) -> usize {
+        match self {
+            Stream::Caller(s) => s.pending(),
+            Stream::Background(s) => s.pending(),
+        }
+    }
+
+    fn poll(&mut self, max: usize) -> anyhow::Result<Vec<Verdict>> {
+        match self {
+            Stream::Caller(s) => s.classify_pending(max),
+            Stream::Background(s) => s.poll(max),
+        }
+    }
+
+    fn stats(&self) -> StreamStats {
+        match self {
+            Stream::Caller(s) => s.stats(),
+            Stream::Background(s) => s.stats(),
+        }
+    }
 }
 
 /// One classified flow; layout fixed by the header (72 bytes).
@@ -138,9 +196,10 @@ fn to_c(v: &Verdict) -> TmoeVerdict {
 }
 
 /// The header's `TMOE_API_VERSION`: bumped whenever a signature or a struct
-/// layout of include/traffic_moe.h changes. 2: `tmoe_open` takes a device,
-/// `tmoe_stats` gained the eviction/drop counters, `tmoe_set_limits`.
-pub const TMOE_API_VERSION: u32 = 2;
+/// layout of include/traffic_moe.h changes, or a flag is added. 2:
+/// `tmoe_open` takes a device, `tmoe_stats` gained the eviction/drop
+/// counters, `tmoe_set_limits`. 3: `TMOE_BACKGROUND`.
+pub const TMOE_API_VERSION: u32 = 3;
 
 /// The API version this library implements (a program compiled against
 /// another header compares it with its `TMOE_API_VERSION`).
@@ -165,6 +224,27 @@ pub extern "C" fn tmoe_last_error() -> *const c_char {
 /// model reads, instead of when it ends.
 pub const TMOE_EARLY_VERDICTS: u32 = 1;
 
+/// `tmoe_open` flag: run the model on a thread of its own. `tmoe_feed`
+/// and `tmoe_poll` never wait for it; `tmoe_flush` waits for every verdict.
+pub const TMOE_BACKGROUND: u32 = 2;
+
+/// The vocabulary `tmoe_open` was given: the dataset's, else the file.
+fn vocab_source<'a>(
+    data: Option<&'a std::path::Path>,
+    vocab: Option<&'a std::path::Path>,
+) -> anyhow::Result<VocabSource<'a>> {
+    Ok(match (data, vocab) {
+        (Some(d), _) => VocabSource::Dataset(d),
+        (None, Some(v)) => VocabSource::VocabFile(v),
+        (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
+    })
+}
+
+/// Flows per model call in the background (the GPU engine wants more).
+fn background_batch(device: Device) -> usize {
+    if device == Device::Cpu { 64 } else { 1024 }
+}
+
 /// The engine named by `tmoe_open`'s `device` (NULL: the CPU in f32;
 /// "cpu-bf16": the bf16 CPU engine).
 fn device_named(name: Option<&str>) -> anyhow::Result<(Device, Precision)> {
@@ -183,7 +263,8 @@ fn device_named(name: Option<&str>) -> anyhow::Result<(Device, Precision)> {
 /// either `dataset_dir` (the training dataset: vocabulary, packet minimum,
 /// idle timeout) or `vocab_file`; `device` "cpu" (or NULL), "cpu-bf16",
 /// "cuda" or "sim".
-/// `min_packets` <= 0 keeps the default; `flags`: 0 or `TMOE_EARLY_VERDICTS`.
+/// `min_packets` <= 0 keeps the default; `flags`: 0, `TMOE_EARLY_VERDICTS`,
+/// `TMOE_BACKGROUND`, or both.
 /// Returns NULL on failure (see `tmoe_last_error`).
 ///
 /// # Safety
@@ -209,25 +290,46 @@ pub unsafe extern "C" fn tmoe_open(
         };
         let (device, precision) = device_named(device)?;
         let ckpt = ckpt.ok_or_else(|| anyhow::anyhow!("checkpoint is NULL"))?;
-        let source = match (&data, &vocab) {
-            (Some(d), _) => VocabSource::Dataset(d),
-            (None, Some(v)) => VocabSource::VocabFile(v),
-            (None, None) => anyhow::bail!("give dataset_dir or vocab_file"),
-        };
-        let clf = Classifier::open_with_precision(&ckpt, source, None, device, precision)?;
-        let class_names = clf
-            .classes
-            .iter()
-            .map(|c| CString::new(c.replace('\0', " ")).unwrap_or_default())
-            .collect();
         anyhow::ensure!(
-            flags & !TMOE_EARLY_VERDICTS == 0,
-            "unknown flags {flags:#x} (known: TMOE_EARLY_VERDICTS = 1)"
+            flags & !(TMOE_EARLY_VERDICTS | TMOE_BACKGROUND) == 0,
+            "unknown flags {flags:#x} (known: TMOE_EARLY_VERDICTS = 1, TMOE_BACKGROUND = 2)"
         );
         let min = (min_packets > 0).then_some(min_packets as usize);
         let early = flags & TMOE_EARLY_VERDICTS != 0;
+        let names = |classes: &[String]| -> Vec<CString> {
+            classes
+                .iter()
+                .map(|c| CString::new(c.replace('\0', " ")).unwrap_or_default())
+                .collect()
+        };
+        let (stream, class_names) = if flags & TMOE_BACKGROUND != 0 {
+            let (ckpt, data, vocab) = (ckpt.clone(), data.clone(), vocab.clone());
+            let open = move || {
+                let source = vocab_source(data.as_deref(), vocab.as_deref())?;
+                Classifier::open_with_precision(&ckpt, source, None, device, precision)
+            };
+            let limits = StreamLimits::default();
+            let b = BackgroundStream::start(
+                open,
+                min,
+                early,
+                limits,
+                background_batch(device),
+                MAX_WAIT,
+            )?;
+            let names = names(b.classes());
+            (Stream::Background(Box::new(b)), names)
+        } else {
+            let source = vocab_source(data.as_deref(), vocab.as_deref())?;
+            let clf = Classifier::open_with_precision(&ckpt, source, None, device, precision)?;
+            let names = names(&clf.classes);
+            (
+                Stream::Caller(Box::new(FlowStream::new(clf, min, early))),
+                names,
+            )
+        };
         Ok(Box::into_raw(Box::new(TmoeClassifier {
-            stream: FlowStream::new(clf, min, early),
+            stream,
             limits: StreamLimits::default(),
             class_names,
         })))
@@ -344,7 +446,7 @@ pub unsafe extern "C" fn tmoe_feed(
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tmoe_flush(h: *mut TmoeClassifier) -> i32 {
     guarded(-1, || {
-        handle_mut(h)?.stream.flush();
+        handle_mut(h)?.stream.flush()?;
         Ok(0)
     })
 }
@@ -371,7 +473,7 @@ pub unsafe extern "C" fn tmoe_poll(h: *mut TmoeClassifier, out: *mut TmoeVerdict
             return Ok(0);
         }
         anyhow::ensure!(!out.is_null(), "out is NULL");
-        let verdicts = c.stream.classify_pending(max as usize)?;
+        let verdicts = c.stream.poll(max as usize)?;
         // SAFETY: the caller promises room for max >= verdicts.len() entries.
         let dst = unsafe { std::slice::from_raw_parts_mut(out, verdicts.len()) };
         for (d, v) in dst.iter_mut().zip(&verdicts) {

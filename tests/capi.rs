@@ -106,6 +106,20 @@ fn c_example_classifies_like_the_cli() {
             .unwrap();
         assert!(early.status.success());
         assert_eq!(rows(&String::from_utf8(early.stdout).unwrap()), from_c);
+        // The model on its own thread: the same rows.
+        let bg = Command::new(&exe)
+            .arg(&f.ckpt)
+            .arg(&f.data)
+            .arg(cap)
+            .arg("--background")
+            .output()
+            .unwrap();
+        assert!(
+            bg.status.success(),
+            "{}",
+            String::from_utf8_lossy(&bg.stderr)
+        );
+        assert_eq!(rows(&String::from_utf8(bg.stdout).unwrap()), from_c);
         let args = classify_args(&f, vec![cap.clone()], classify::Format::Csv);
         let mut cli = Vec::new();
         let summary = classify::classify(&args, &mut cli).unwrap();
@@ -358,13 +372,14 @@ unsafe fn feed_udp(h: *mut TmoeClassifier, ts: u64, port: u16, k: u64) {
 }
 
 #[test]
-fn c_api_v2_caps_memory_and_accounts_for_every_flow() {
-    assert_eq!(tmoe_api_version(), 2);
+fn c_api_caps_memory_and_accounts_for_every_flow() {
+    assert_eq!(tmoe_api_version(), 3);
     let header = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("include/traffic_moe.h"),
     )
     .unwrap();
-    assert!(header.contains("#define TMOE_API_VERSION 2"));
+    assert!(header.contains("#define TMOE_API_VERSION 3"));
+    assert!(header.contains(&format!("#define TMOE_BACKGROUND {TMOE_BACKGROUND}u")));
     let f = fixture();
     let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
     let data = CString::new(f.data.to_str().unwrap()).unwrap();
@@ -495,6 +510,104 @@ fn c_api_opens_the_engine_it_is_asked_for() {
         assert_eq!(
             polled[2].4, polled[0].4,
             "the same class on cpu and cpu-bf16"
+        );
+    }
+}
+
+#[test]
+fn background_mode_gives_the_callers_verdicts() {
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    // 200 flows of 3 packets each, one after another, fed twice: on the
+    // caller's thread and in the background.
+    let feed_all = |h: *mut TmoeClassifier, polled: &mut Vec<TmoeVerdict>| {
+        let mut v = [TmoeVerdict::default(); 16];
+        let mut ts = 1_000;
+        for port in 1000..1200u16 {
+            for k in 0..3 {
+                // SAFETY: a live handle.
+                unsafe { feed_udp(h, ts, port, k) };
+                ts += 1_000;
+            }
+            // SAFETY: a live handle and room for 16 verdicts.
+            let n = unsafe { tmoe_poll(h, v.as_mut_ptr(), 16) };
+            assert!(n >= 0, "{}", last_error());
+            polled.extend_from_slice(&v[..n as usize]);
+        }
+        // SAFETY: a live handle.
+        assert_eq!(unsafe { tmoe_flush(h) }, 0, "{}", last_error());
+        loop {
+            // SAFETY: as above.
+            let n = unsafe { tmoe_poll(h, v.as_mut_ptr(), 16) };
+            assert!(n >= 0, "{}", last_error());
+            if n == 0 {
+                break;
+            }
+            polled.extend_from_slice(&v[..n as usize]);
+        }
+    };
+    let key = |v: &TmoeVerdict| (v.src_port, v.packets, v.class_id, v.probability.to_bits());
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    // SAFETY: valid strings; one thread; each handle closed once.
+    unsafe {
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), null_str(), null_str(), 0, 0);
+        assert!(!h.is_null(), "{}", last_error());
+        feed_all(h, &mut want);
+        tmoe_close(h);
+        let h = tmoe_open(
+            ckpt.as_ptr(),
+            data.as_ptr(),
+            null_str(),
+            null_str(),
+            0,
+            TMOE_BACKGROUND,
+        );
+        assert!(!h.is_null(), "{}", last_error());
+        feed_all(h, &mut got);
+        let mut s = TmoeStats::default();
+        assert_eq!(tmoe_get_stats(h, &mut s), 0);
+        assert_eq!(tmoe_pending(h), 0, "flush waited for every verdict");
+        assert_eq!(
+            (s.flows_finished, s.flows_classified, s.flows_dropped),
+            (200, 200, 0)
+        );
+        tmoe_close(h);
+        // A bad checkpoint fails in tmoe_open, on the model thread, with
+        // the same message.
+        let bad = CString::new("/nonexistent/classifier.safetensors").unwrap();
+        let h = tmoe_open(
+            bad.as_ptr(),
+            data.as_ptr(),
+            null_str(),
+            null_str(),
+            0,
+            TMOE_BACKGROUND,
+        );
+        assert!(h.is_null());
+        assert!(last_error().contains("/nonexistent"), "{}", last_error());
+        let h = tmoe_open(ckpt.as_ptr(), data.as_ptr(), null_str(), null_str(), 0, 4);
+        assert!(h.is_null());
+        assert!(last_error().contains("unknown flags"), "{}", last_error());
+    }
+    assert_eq!(want.len(), 200);
+    // The same verdicts in the same order (batches differ, so the
+    // probabilities may differ in the last bits: compare classes exactly).
+    assert_eq!(
+        got.iter()
+            .map(|v| (v.src_port, v.class_id))
+            .collect::<Vec<_>>(),
+        want.iter()
+            .map(|v| (v.src_port, v.class_id))
+            .collect::<Vec<_>>()
+    );
+    for (g, w) in got.iter().zip(&want) {
+        assert!(
+            (g.probability - w.probability).abs() < 1e-5,
+            "{:?} {:?}",
+            key(g),
+            key(w)
         );
     }
 }

@@ -6,9 +6,10 @@
  *   cargo build --release
  *   cc -O2 examples/c/classify_pcap.c -Iinclude target/release/libtraffic_moe.a \
  *      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o classify_pcap
- *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap [--early]
+ *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--background]
  *                   [--device cpu|cuda|sim] [--max-flows N] [--max-pending N]
  * --early: a verdict as soon as a flow holds the packets the model reads.
+ * --background: the model on a thread of its own (TMOE_BACKGROUND).
  * --max-flows / --max-pending: tmoe_set_limits (flows open / awaiting a poll).
  */
 #include <arpa/inet.h>
@@ -46,7 +47,8 @@ static void print_verdicts(tmoe_classifier* h, const char* file) {
 
 static int usage(const char* exe) {
   fprintf(stderr,
-          "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--device cpu|cuda|sim]\n"
+          "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--background]\n"
+          "          [--device cpu|cuda|sim]\n"
           "          [--max-flows N] [--max-pending N]\n",
           exe);
   return 2;
@@ -54,12 +56,14 @@ static int usage(const char* exe) {
 
 int main(int argc, char** argv) {
   if (argc < 4) return usage(argv[0]);
-  int early = 0;
+  int early = 0, background = 0;
   const char* device = NULL;
   uint64_t max_flows = 0, max_pending = 0; /* 0: the library's defaults */
   for (int i = 4; i < argc; i++) {
     if (strcmp(argv[i], "--early") == 0) {
       early = 1;
+    } else if (strcmp(argv[i], "--background") == 0) {
+      background = 1;
     } else if (i + 1 < argc && strcmp(argv[i], "--device") == 0) {
       device = argv[++i];
     } else if (i + 1 < argc && strcmp(argv[i], "--max-flows") == 0) {
@@ -74,8 +78,8 @@ int main(int argc, char** argv) {
     fprintf(stderr, "library API %u, header %u\n", tmoe_api_version(), TMOE_API_VERSION);
     return 1;
   }
-  tmoe_classifier* h =
-      tmoe_open(argv[1], argv[2], NULL, device, 0, early ? TMOE_EARLY_VERDICTS : 0);
+  uint32_t flags = (early ? TMOE_EARLY_VERDICTS : 0) | (background ? TMOE_BACKGROUND : 0);
+  tmoe_classifier* h = tmoe_open(argv[1], argv[2], NULL, device, 0, flags);
   if (!h) {
     fprintf(stderr, "tmoe_open: %s\n", tmoe_last_error());
     return 1;
@@ -113,7 +117,7 @@ int main(int argc, char** argv) {
       fprintf(stderr, "tmoe_feed: %s\n", tmoe_last_error());
     print_verdicts(h, argv[3]); /* flows that ended so far */
   }
-  tmoe_flush(h);
+  if (tmoe_flush(h) != 0) fprintf(stderr, "tmoe_flush: %s\n", tmoe_last_error());
   print_verdicts(h, argv[3]);
   tmoe_stats s;
   tmoe_get_stats(h, &s);

@@ -6,6 +6,7 @@
 //! the C API (`crate::capi`, `include/traffic_moe.h`) drives it), or with
 //! reading and the model on two threads ([`overlap`], `classify --stream`).
 
+pub mod background;
 pub mod classifier;
 pub mod flow_feed;
 pub mod latency;
