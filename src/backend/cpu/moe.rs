@@ -148,23 +148,13 @@ pub fn fwd<F: Float>(
         assert_eq!(v.len(), t, "moe: valid mask length");
     }
     // Router (full-precision softmax over N, top-k, counts).
-    let mut logits = vec![F::ZERO; t * n];
-    matmul::fwd(z, w.router, None, t, d, n, &mut logits);
-    let mut probs = vec![F::ZERO; t * n];
-    let mut topk_idx = vec![0u32; t * k];
-    let mut topk_w = vec![F::ZERO; t * k];
-    let mut counts = vec![0u32; n];
-    router::fwd(
-        &logits,
-        n,
-        k,
-        valid,
-        &mut probs,
-        &mut topk_idx,
-        &mut topk_w,
-        &mut counts,
-    );
-    let aux = router::lb_loss(&probs, &topk_idx, valid, t, n, k);
+    let router::Routed {
+        probs,
+        topk_idx,
+        topk_w,
+        counts,
+        aux,
+    } = router::route(z, w.router, (t, d, n, k), valid);
 
     // Shared expert and its per-token gate.
     let mut gl = vec![F::ZERO; t];

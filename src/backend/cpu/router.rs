@@ -9,6 +9,51 @@
 
 use crate::engine::float::Float;
 
+/// A layer's routing of `t` tokens (what [`route`] computes).
+pub struct Routed<F> {
+    /// `[t, n]` softmax probabilities.
+    pub probs: Vec<F>,
+    /// `[t, k]` chosen experts and their weights.
+    pub topk_idx: Vec<u32>,
+    pub topk_w: Vec<F>,
+    /// Routed slots per expert among the real tokens.
+    pub counts: Vec<u32>,
+    /// The load-balancing loss over the real tokens.
+    pub aux: F,
+}
+
+/// The whole router of a layer: logits `z·W_rᵀ` (`router_w` is `[n, d]`),
+/// then [`fwd`] and [`lb_loss`]. The reference layer and the bf16 engine
+/// (which routes in f32) share it.
+pub fn route<F: Float>(
+    z: &[F],
+    router_w: &[F],
+    (t, d, n, k): (usize, usize, usize, usize),
+    valid: Option<&[u8]>,
+) -> Routed<F> {
+    let mut logits = vec![F::ZERO; t * n];
+    super::matmul::fwd(z, router_w, None, t, d, n, &mut logits);
+    let mut r = Routed {
+        probs: vec![F::ZERO; t * n],
+        topk_idx: vec![0u32; t * k],
+        topk_w: vec![F::ZERO; t * k],
+        counts: vec![0u32; n],
+        aux: F::ZERO,
+    };
+    fwd(
+        &logits,
+        n,
+        k,
+        valid,
+        &mut r.probs,
+        &mut r.topk_idx,
+        &mut r.topk_w,
+        &mut r.counts,
+    );
+    r.aux = lb_loss(&r.probs, &r.topk_idx, valid, t, n, k);
+    r
+}
+
 /// Softmax over `n` logits per row, then top-`k` per row ordered by
 /// descending probability (ties: lower index first). Weights are the kept
 /// probabilities, not renormalised. `counts[e]` = routed slots of expert e

@@ -53,25 +53,13 @@ pub fn fwd(
     let e_pair = e_pair.packed(OP, n, Layout::Swiglu)?;
     let e_down = e_down.packed(OP, n, Layout::Plain)?;
 
-    // Router in f32, as the reference layer.
-    let mut logits = vec![0f32; t * n];
-    linear::fwd(z, router_w, None, t, d, n, &mut logits);
-    let mut probs = vec![0f32; t * n];
-    let mut topk_idx = vec![0u32; t * k];
-    let mut topk_w = vec![0f32; t * k];
-    let mut counts = vec![0u32; n];
-    let valid = Some(mask);
-    router::fwd(
-        &logits,
-        n,
-        k,
-        valid,
-        &mut probs,
-        &mut topk_idx,
-        &mut topk_w,
-        &mut counts,
-    );
-    let aux = router::lb_loss(&probs, &topk_idx, valid, t, n, k);
+    // Router in f32: the reference layer's.
+    let router::Routed {
+        topk_idx,
+        topk_w,
+        aux,
+        ..
+    } = router::route(z, router_w, (t, d, n, k), Some(mask));
 
     // Shared expert and its per-token gate.
     let mut gl = vec![0f32; t];
