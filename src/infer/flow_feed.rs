@@ -145,11 +145,11 @@ impl FlowFeed {
             .table
             .push(ts_ns, &pkt, &mut |f| queue.ended(f, early.as_mut()));
         // K packets are in: everything the model reads.
-        if let (Some(done), Some(full)) = (self.early.as_mut(), full) {
-            if full.total_packets >= self.min_packets as u64 {
-                done.insert((full.key, full.first_ts_ns));
-                queue.keep(full.clone());
-            }
+        if let (Some(done), Some(full)) = (self.early.as_mut(), full)
+            && full.total_packets >= self.min_packets as u64
+        {
+            done.insert((full.key, full.first_ts_ns));
+            queue.keep(full.clone());
         }
         self.sync_table_stats();
         Ok(())

@@ -85,13 +85,13 @@ impl ModelConfig {
             "model config: d, layers and heads must be positive"
         );
         anyhow::ensure!(
-            self.d % self.heads == 0,
+            self.d.is_multiple_of(self.heads),
             "model config: d={} is not divisible by heads={}",
             self.d,
             self.heads
         );
         anyhow::ensure!(
-            self.head_dim() % 2 == 0,
+            self.head_dim().is_multiple_of(2),
             "model config: head dim {} must be even for RoPE",
             self.head_dim()
         );
@@ -100,7 +100,7 @@ impl ModelConfig {
             "model config: need 1 <= k <= N <= 64"
         );
         anyhow::ensure!(
-            self.shared_ff % self.top_k == 0,
+            self.shared_ff.is_multiple_of(self.top_k),
             "model config: d'={} not divisible by k={}",
             self.shared_ff,
             self.top_k

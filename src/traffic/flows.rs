@@ -190,12 +190,12 @@ impl<S: BuildHasher> FlowTable<S> {
         ts_ns: u64,
         on_flow: &mut dyn FnMut(Flow),
     ) -> usize {
-        if self.flows.len() >= self.max_flows {
-            if let Some(oldest) = self.flows.front().and_then(|i| self.flows.remove(i)) {
-                self.index.remove(&oldest.flow.key);
-                self.evicted += 1;
-                self.emit(oldest.flow, on_flow);
-            }
+        if self.flows.len() >= self.max_flows
+            && let Some(oldest) = self.flows.front().and_then(|i| self.flows.remove(i))
+        {
+            self.index.remove(&oldest.flow.key);
+            self.evicted += 1;
+            self.emit(oldest.flow, on_flow);
         }
         let slot = self.flows.push_back(FlowState {
             flow: Flow {

@@ -101,7 +101,7 @@ impl<'a> Rows<'a> {
                 s.batch * s.seq
             ));
         }
-        if self.offset % 8 != 0 || self.ld % 8 != 0 {
+        if !self.offset.is_multiple_of(8) || !self.ld.is_multiple_of(8) {
             return bad(format!(
                 "offset {} and ld {} must be multiples of 8 (16-byte rows)",
                 self.offset, self.ld

@@ -55,7 +55,7 @@ pub fn plan(rows: usize, n: usize, vec: bool) -> Plan {
 
 /// Whether `dy` (row stride `ld`, `n` columns) takes the 16-byte path.
 pub fn vec_path(dy: &Buf<bf16>, ld: usize, n: usize) -> bool {
-    n % 8 == 0 && ld % 8 == 0 && dy.addr() % 16 == 0
+    n.is_multiple_of(8) && ld.is_multiple_of(8) && dy.addr().is_multiple_of(16)
 }
 
 /// fp32 scratch `run` needs for `rows x n` (either path; 0: one pass, no scratch).

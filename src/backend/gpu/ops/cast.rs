@@ -21,7 +21,7 @@ pub fn f32_to_bf16(ex: &Executor, input: &Buf<f32>, out: &Buf<bf16>, n: usize) -
         .map_err(|_| GpuError::Invalid(format!("cast_f32_bf16: bad length {n}")))?;
     ex.check_buf("cast_f32_bf16 in", input, n)?;
     ex.check_buf("cast_f32_bf16 out", out, n)?;
-    let vec = input.addr() % 16 == 0 && out.addr() % 16 == 0;
+    let vec = input.addr().is_multiple_of(16) && out.addr().is_multiple_of(16);
     let params = CastF32Bf16Params {
         in_: input.cptr(),
         out: out.mptr(),

@@ -22,7 +22,7 @@ fn len(what: &str, n: usize) -> Result<i32> {
 
 /// One trip per thread (items of 8 on the 16-byte path when n % 8 == 0).
 fn blocks(n: usize) -> u32 {
-    super::item_walk_blocks(n, n % 8 == 0, THREADS, UNROLL)
+    super::item_walk_blocks(n, n.is_multiple_of(8), THREADS, UNROLL)
 }
 
 /// out = a + b (=); `out` may be `a` or `b` (in place).

@@ -27,7 +27,9 @@ impl RopeShape {
     }
     fn check(&self) -> Result<[i32; 4]> {
         let dims = [self.batch, self.seq, self.heads, self.head_dim];
-        let ok = self.head_dim % 2 == 0 && self.theta > 0.0 && i32::try_from(self.len()).is_ok();
+        let ok = self.head_dim.is_multiple_of(2)
+            && self.theta > 0.0
+            && i32::try_from(self.len()).is_ok();
         match dims.map(|v| i32::try_from(v).ok().filter(|&v| v > 0)) {
             [Some(b), Some(s), Some(h), Some(d)] if ok => Ok([b, s, h, d]),
             _ => Err(GpuError::Invalid(format!(
@@ -38,7 +40,11 @@ impl RopeShape {
     /// One thread per 8 pairs when the kernel can take 16-byte loads (it
     /// falls back to a pair per thread, grid-stride, otherwise).
     fn blocks(&self) -> u32 {
-        let per_thread = if (self.head_dim / 2) % 8 == 0 { 8 } else { 1 };
+        let per_thread = if (self.head_dim / 2).is_multiple_of(8) {
+            8
+        } else {
+            1
+        };
         (self.len() / 2 / per_thread).div_ceil(THREADS as usize) as u32
     }
 }

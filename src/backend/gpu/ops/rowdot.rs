@@ -117,7 +117,8 @@ pub fn bwd_dz(
         accumulate: accumulate as i32,
     };
     // Items: groups of DZ_ROWS rows x (8 columns, or 1 off the 16-byte path).
-    let blocks = super::item_walk_blocks(rows.div_ceil(DZ_ROWS) * d, d % 8 == 0, THREADS, 1);
+    let blocks =
+        super::item_walk_blocks(rows.div_ceil(DZ_ROWS) * d, d.is_multiple_of(8), THREADS, 1);
     ex.launch(&Launch::linear("rowdot_bwd_dz", blocks, THREADS, params))
 }
 

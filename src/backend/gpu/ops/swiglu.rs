@@ -63,7 +63,7 @@ fn view<T>(ex: &Executor, what: &str, m: &Rows, rows: usize, cols: usize) -> Res
 /// One trip per thread: many short blocks balance best (the tail is one small
 /// block). Items of the 16-byte path when cols allows it.
 fn blocks(rows: usize, cols: usize, unroll: usize) -> u32 {
-    super::item_walk_blocks(rows * cols, cols % 8 == 0, THREADS, unroll)
+    super::item_walk_blocks(rows * cols, cols.is_multiple_of(8), THREADS, unroll)
 }
 
 /// gate, up, out: [rows, cols] bf16 (contiguous).

@@ -46,7 +46,7 @@ pub fn fwd_bwd(
     if let Some((d, _)) = grad {
         ex.check_buf("xent dlogits", d, tokens * vocab)?;
         // The kernel splits both rows at the same 16-byte boundaries.
-        if (d.addr() ^ logits.addr()) % 16 != 0 {
+        if !(d.addr() ^ logits.addr()).is_multiple_of(16) {
             return Err(GpuError::Invalid(
                 "xent: dlogits and logits must have the same 16-byte alignment".into(),
             ));

@@ -71,7 +71,7 @@ impl<'a, T: Pod> Mat<'a, T> {
     }
     /// 16-byte path: stride and start multiples of 16 bytes.
     fn vec_ok(&self) -> bool {
-        (self.ld * size_of::<T>()) % 16 == 0 && self.addr() % 16 == 0
+        (self.ld * size_of::<T>()).is_multiple_of(16) && self.addr().is_multiple_of(16)
     }
 }
 
