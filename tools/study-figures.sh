@@ -22,7 +22,7 @@ for name in "${names[@]}"; do
   case "$name" in
     iot-sentinel) args=("$data/iot-sentinel" --labels folder --fractions 0.01,0.05,0.1,0.25) ;;
     iot-sentinel-masked) args=("$data/iot-sentinel" --labels folder --mask-identifiers
-      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,appscanner,knn) ;;
+      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,moe-probe,appscanner,knn) ;;
     ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app") ;;
     iot-sentinel-budget) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 300,1000 --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;

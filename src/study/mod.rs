@@ -5,7 +5,8 @@
 //! Rows (Tables 2-3 of the paper): Traffic-MoE pretrained and from scratch,
 //! the dense twin pretrained, Traffic-MoE without the aux loss, header only,
 //! payload only, AppScanner and k-NN, a linear probe on the frozen
-//! pretrained encoder; Table 4: top-1 and top-4 routing. Pretraining reads
+//! pretrained encoder (and, as its control, on an untrained one); Table 4:
+//! top-1 and top-4 routing. Pretraining reads
 //! the training split's flows only (labels unused), never validation or test.
 //! Every run reports accuracy per flow and per capture (majority vote).
 //!
@@ -61,6 +62,9 @@ pub enum Row {
     /// A logistic regression on the frozen pretrained encoder's mean-pooled
     /// features (`probe.rs`).
     MoeProbe,
+    /// The same probe on an encoder that was never trained: what random
+    /// features alone give.
+    MoeProbeRandom,
     /// Table 4: top-1 and top-4 routing, from scratch (experts d'/k wide, as
     /// top-2's d'/2: the same active parameters per token).
     MoeTop1,
@@ -70,7 +74,7 @@ pub enum Row {
 impl Row {
     /// Every row, in report order: Tables 2-3 and the probe, then Table 4.
     /// A study runs them all unless `--rows` picks some.
-    pub const ALL: [Row; 11] = [
+    pub const ALL: [Row; 12] = [
         Row::MoePretrained,
         Row::MoeScratch,
         Row::DensePretrained,
@@ -80,6 +84,7 @@ impl Row {
         Row::Appscanner,
         Row::Knn,
         Row::MoeProbe,
+        Row::MoeProbeRandom,
         Row::MoeTop1,
         Row::MoeTop4,
     ];
@@ -95,6 +100,7 @@ impl Row {
             Row::Appscanner => "appscanner",
             Row::Knn => "knn",
             Row::MoeProbe => "moe-probe",
+            Row::MoeProbeRandom => "moe-probe-random",
             Row::MoeTop1 => "moe-top1",
             Row::MoeTop4 => "moe-top4",
         }
@@ -333,9 +339,13 @@ fn run_with(
             // The baseline reads the same test part in the same order.
             crate::baseline::run(&data, &opts)?.y_pred
         }
-        Row::MoeProbe => {
-            let ckpt = pretrained(o, FfnKind::Moe, seed)?;
-            let enc = probe::Encoder::open(&ckpt, &cfg, info.vocab_hash, o.device)?;
+        Row::MoeProbe | Row::MoeProbeRandom => {
+            let enc = if row == Row::MoeProbe {
+                let ckpt = pretrained(o, FfnKind::Moe, seed)?;
+                probe::Encoder::open(&ckpt, &cfg, info.vocab_hash, o.device)?
+            } else {
+                probe::Encoder::random(&cfg, seed, o.device)?
+            };
             let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             probe::fit_and_score(
                 &enc,

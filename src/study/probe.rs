@@ -52,6 +52,18 @@ impl Encoder {
         })
     }
 
+    /// An encoder that was never trained (the init of `seed`): the probe's
+    /// control, which tells what pretraining adds to random features.
+    pub fn random(cfg: &ModelConfig, seed: u64, device: Device) -> Result<Self> {
+        let mut cfg = cfg.clone();
+        cfg.n_classes = 0;
+        let (model, params) = Model::new(cfg, seed)?;
+        Ok(Encoder {
+            model,
+            loaded: Loaded::new(device, params)?,
+        })
+    }
+
     /// Mean-pooled features `[idx.len(), d]`, counting the routing when asked.
     pub fn features(
         &self,
