@@ -292,7 +292,11 @@ impl Drop for BackgroundStream {
 fn work(clf: &Classifier, batch: usize, rx: &Receiver<Vec<Flow>>, shared: &Shared) {
     for flows in rx.iter() {
         let n = flows.len();
-        let r = clf.classify(&flows, batch);
+        // A panic must not leave `in_flight` up (flush would wait forever).
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            clf.classify(&flows, batch)
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")));
         let mut out = shared.lock();
         match r {
             Ok(classes) => {
