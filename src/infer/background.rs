@@ -2,7 +2,8 @@
 //! frames from their capture loop and cannot wait for the model (the C API's
 //! `TMOE_BACKGROUND`). The caller's thread decodes frames and keeps the flow
 //! table; ready flows go to a worker thread in batches (`batch` of them, or
-//! fewer once the oldest has waited `max_wait`), and its verdicts wait in a
+//! fewer once the oldest has waited `max_wait` and the worker is idle), and
+//! its verdicts wait in a
 //! bounded queue for [`BackgroundStream::poll`], which never blocks. Feeding
 //! never blocks either: while the worker is busy, ready flows stay in the
 //! flow side's bounded queue (beyond it they are dropped and counted).
@@ -26,7 +27,7 @@ use crate::traffic::decode::SkipReason;
 use crate::traffic::types::Flow;
 
 /// Batches queued for the worker beyond the one it is classifying.
-const QUEUED_BATCHES: usize = 2;
+const QUEUED_BATCHES: usize = 1;
 
 /// What the worker shares with the caller.
 #[derive(Default)]
@@ -186,7 +187,10 @@ impl BackgroundStream {
                     .ready
                     .front()
                     .is_some_and(|t| t.elapsed() >= self.max_wait);
-                if pending == 0 || (pending < self.batch && !all && !overdue) {
+                // A partial batch waits while the worker is busy: under
+                // load batches grow rather than queue up small.
+                let idle = self.shared.lock().in_flight == 0;
+                if pending == 0 || (pending < self.batch && !all && !(overdue && idle)) {
                     return Ok(());
                 }
                 let flows = self.feed.take(self.batch);
@@ -293,10 +297,9 @@ fn work(clf: &Classifier, batch: usize, rx: &Receiver<Vec<Flow>>, shared: &Share
     for flows in rx.iter() {
         let n = flows.len();
         // A panic must not leave `in_flight` up (flush would wait forever).
-        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            clf.classify(&flows, batch)
-        }))
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")));
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clf.classify(&flows, batch)))
+                .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")));
         let mut out = shared.lock();
         match r {
             Ok(classes) => {

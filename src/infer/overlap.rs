@@ -5,9 +5,12 @@
 //! runs the model and hands out verdicts in the order the flows became ready.
 //! While the model works on one batch the reader fills the next; when the
 //! model falls behind, the channel is full and the reader waits (the input
-//! backs up, as a capture socket does), so memory stays bounded.
+//! backs up, as a capture socket does), so memory stays bounded. A partial
+//! batch goes out on `max_wait` only while the model is idle, so under load
+//! batches grow instead of queueing small ones.
 //! `tmoe classify --stream` and `tmoe bench classify` run the stream this way.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -20,9 +23,10 @@ use crate::model::batch::MemSequences;
 use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
-/// Batches in flight between the reader and the model: one being filled
-/// while one waits, so neither side stalls on the other's jitter.
-const IN_FLIGHT: usize = 2;
+/// Batches queued for the model beyond the one it is running: the reader
+/// prepares the next batch while the model runs one. More would only add
+/// queueing delay to every verdict once the model is the bottleneck.
+const QUEUED: usize = 1;
 
 /// Flows ready for the model, tokenized, with the moment each became ready.
 struct Ready {
@@ -56,6 +60,8 @@ struct Reader<'a> {
     /// Ready moments of the flows in `feed`'s queue, oldest first.
     ready: std::collections::VecDeque<Instant>,
     tx: SyncSender<Ready>,
+    /// Batches sent and not yet classified (the model side counts down).
+    busy: &'a AtomicUsize,
     /// The model side has gone (it failed): stop sending.
     closed: bool,
 }
@@ -84,12 +90,16 @@ impl Reader<'_> {
             .is_some_and(|t| t.elapsed() >= self.max_wait)
     }
 
-    /// Sends full batches, and a partial one when `all` or when the oldest
-    /// ready flow has waited `max_wait`.
+    /// Sends full batches, and a partial one when `all`, or when the oldest
+    /// ready flow has waited `max_wait` and the model is idle: while it is
+    /// busy, ready flows gather into a fuller batch instead (as a reader
+    /// that waits for the model would), so a loaded model is not slowed
+    /// further by many small batches.
     fn send_due(&mut self, all: bool) {
         while !self.closed
             && (self.feed.pending() >= self.batch
-                || ((all || self.overdue()) && self.feed.pending() > 0))
+                || (self.feed.pending() > 0
+                    && (all || (self.overdue() && self.busy.load(Ordering::Acquire) == 0))))
         {
             let flows = self.feed.take(self.batch);
             let ready: Vec<Instant> = self.ready.drain(..flows.len()).collect();
@@ -98,7 +108,9 @@ impl Reader<'_> {
                 seqs.push(&self.tokenizer.encode(f), None);
             }
             let n = flows.len();
+            self.busy.fetch_add(1, Ordering::AcqRel);
             if self.tx.send(Ready { seqs, flows, ready }).is_err() {
+                self.busy.fetch_sub(1, Ordering::AcqRel);
                 self.feed.count_dropped(n);
                 self.closed = true;
             }
@@ -119,7 +131,9 @@ pub fn run(
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<Overlapped> {
     let batch = batch.max(1);
-    let (tx, rx) = sync_channel::<Ready>(IN_FLIGHT);
+    let (tx, rx) = sync_channel::<Ready>(QUEUED);
+    let busy = AtomicUsize::new(0);
+    let busy = &busy;
     // The reader needs only the tokenizer (a GPU engine's handle stays on
     // this thread).
     let (tokenizer, seq_len) = (&clf.tokenizer, clf.seq_len);
@@ -133,6 +147,7 @@ pub fn run(
                 max_wait,
                 ready: Default::default(),
                 tx,
+                busy,
                 closed: false,
             };
             let input = source(&mut |ts, link, data, len| r.frame(ts, link, data, len));
@@ -142,7 +157,7 @@ pub fn run(
             r.send_due(true);
             (r.feed.stats(), input.err())
         });
-        let model = classify_batches(clf, batch, &rx, on_verdicts);
+        let model = classify_batches(clf, batch, &rx, busy, on_verdicts);
         // Unblock a reader waiting on a full channel before joining it.
         drop(rx);
         let (mut stats, input_error) = reader
@@ -164,6 +179,7 @@ fn classify_batches(
     clf: &Classifier,
     batch: usize,
     rx: &Receiver<Ready>,
+    busy: &AtomicUsize,
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<(u64, Vec<f64>)> {
     let mut classified = 0u64;
@@ -179,7 +195,9 @@ fn classify_batches(
             .map(|(f, (class_id, probability))| Verdict::of(f, class_id, probability))
             .collect();
         classified += verdicts.len() as u64;
-        on_verdicts(&verdicts)?;
+        let written = on_verdicts(&verdicts);
+        busy.fetch_sub(1, Ordering::AcqRel);
+        written?;
     }
     Ok((classified, latencies))
 }
