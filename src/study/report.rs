@@ -297,16 +297,35 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         md += &format!(" {} |", pm(scratch(f)));
     }
     md += "\n\n";
-    for f in FRACTIONS {
-        let wins: Vec<String> = b
-            .points
+    // Paired by seed: pretrained minus scratch on the same seed's split.
+    let diffs = |steps: u64, f: f64| -> Vec<f64> {
+        b.pretrained
             .iter()
-            .filter(|p| pre(p.steps, f).0 > scratch(f).0)
-            .map(|p| p.steps.to_string())
-            .collect();
+            .filter(|(s, r)| *s == steps && (r.fraction - f).abs() < 1e-12)
+            .filter_map(|(_, r)| {
+                b.scratch
+                    .iter()
+                    .find(|x| x.seed == r.seed && (x.fraction - f).abs() < 1e-12)
+                    .map(|x| r.macro_f1 - x.macro_f1)
+            })
+            .collect()
+    };
+    for f in FRACTIONS {
+        let mut cells = Vec::new();
+        let mut wins = Vec::new();
+        for p in &b.points {
+            let d = diffs(p.steps, f);
+            let (m, sd) = mean_std(&d);
+            let se = sd / (d.len().max(1) as f64).sqrt();
+            cells.push(format!("{:+.3} ± {sd:.3} at {}", m, p.steps));
+            if m > 0.0 && m > se {
+                wins.push(p.steps.to_string());
+            }
+        }
         md += &format!(
-            "- {} of the training flows: the pretrained model's mean macro-F1 is above scratch's at {}.\n",
+            "- {} of the training flows, pretrained minus scratch (per seed, mean ± std): {}; above by more than one standard error at {}.\n",
             pct(f),
+            cells.join(", "),
             if wins.is_empty() {
                 "no budget up to the largest".to_string()
             } else {
