@@ -23,7 +23,8 @@ for name in "${names[@]}"; do
     iot-sentinel) args=("$data/iot-sentinel" --labels folder --fractions 0.01,0.05,0.1,0.25) ;;
     iot-sentinel-masked) args=("$data/iot-sentinel" --labels folder --mask-identifiers
       --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,moe-probe,appscanner,knn) ;;
-    ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app") ;;
+    ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app"
+      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,moe-probe,appscanner,knn) ;;
     iot-sentinel-budget) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 300,1000 --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
