@@ -47,6 +47,7 @@ fn study_runs_every_row_reports_and_resumes() {
         progress: false,
         budgets: Vec::new(),
         pretrain_extra: Vec::new(),
+        budget_fractions: Vec::new(),
     };
     // Every row, plus the pretrained and scratch models on half the flows.
     let runs = Row::ALL.len() + 2;
@@ -126,6 +127,28 @@ fn study_runs_every_row_reports_and_resumes() {
             "the stored results come back: {a} vs {b}"
         );
     }
+    // Other settings must not reuse these runs: the call refuses, naming
+    // what changed, and runs nothing.
+    let other = StudyOpts {
+        lr: 1e-3,
+        epochs: 2,
+        ..opts.clone()
+    };
+    let err = format!("{:#}", run(&other).unwrap_err());
+    assert!(
+        err.contains("study.json") && err.contains("lr: 0.002 then, 0.001 now"),
+        "{err}"
+    );
+    assert!(err.contains("epochs: 1 then, 2 now"), "{err}");
+    // More seeds only add runs.
+    let more = StudyOpts {
+        seeds: vec![1, 2],
+        rows: vec![Row::Knn],
+        fractions: Vec::new(),
+        ..opts.clone()
+    };
+    let r = run(&more).unwrap();
+    assert_eq!((r.ran, r.skipped), (1, 1));
 }
 
 #[test]
@@ -165,6 +188,7 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
         progress: false,
         budgets: vec![4, 2],
         pretrain_extra: vec![extra],
+        budget_fractions: vec![0.5, 0.25],
     };
     let first = run(&opts).unwrap();
     let b = first.budget.as_ref().expect("a budget curve");
@@ -182,9 +206,11 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
     assert!(b.baseline.corpus_flows > train.count(), "{:?}", b.baseline);
     // Synthetic flows have structure: the bigram table beats the unigram.
     assert!(b.baseline.bigram < b.baseline.unigram, "{:?}", b.baseline);
-    // 2 budgets x 2 fractions, and scratch at both fractions.
-    assert_eq!(b.pretrained.len(), 4);
-    assert_eq!(b.scratch.len(), 2);
+    // 2 budgets x 3 fractions (all, a half, a quarter), and scratch at
+    // each fraction.
+    assert_eq!(b.fractions, vec![1.0, 0.5, 0.25]);
+    assert_eq!(b.pretrained.len(), 6);
+    assert_eq!(b.scratch.len(), 3);
     for step in [2, 4] {
         let kept = opts
             .out
@@ -198,6 +224,24 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
         "{md}"
     );
     assert!(opts.out.join("budget.png").metadata().unwrap().len() > 0);
+    assert!(
+        md.contains("pretrained, 50 %") && md.contains("pretrained, 25 %"),
+        "{md}"
+    );
     let again = run(&opts).unwrap();
     assert_eq!(again.ran, 0, "everything resumes");
+    // A larger budget changes the schedule of the kept weights: refused.
+    let longer = StudyOpts {
+        budgets: vec![2, 8],
+        ..opts.clone()
+    };
+    let err = format!("{:#}", run(&longer).unwrap_err());
+    assert!(err.contains("budget_max: 4 then, 8 now"), "{err}");
+    // A call without budgets leaves the budget run's settings alone.
+    let plain = StudyOpts {
+        budgets: Vec::new(),
+        pretrain_extra: Vec::new(),
+        ..opts.clone()
+    };
+    assert_eq!(run(&plain).unwrap().ran, 0);
 }

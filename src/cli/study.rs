@@ -73,6 +73,10 @@ pub struct Args {
     /// pretraining corpus, e.g. every other capture at hand.
     #[arg(long, num_args = 1..)]
     pub pretrain_extra: Vec<PathBuf>,
+    /// Few-shot fractions each budget also fine-tunes on (pretrained and
+    /// from scratch), beside all the training flows.
+    #[arg(long, value_delimiter = ',', default_value = "0.25")]
+    pub budget_fractions: Vec<f64>,
 }
 
 pub fn run_cli(a: Args) -> Result<()> {
@@ -102,6 +106,7 @@ pub fn run_cli(a: Args) -> Result<()> {
         progress: !a.quiet,
         budgets: a.budgets.clone(),
         pretrain_extra: a.pretrain_extra.clone(),
+        budget_fractions: a.budget_fractions.clone(),
     };
     let s = run(&opts)?;
     println!(

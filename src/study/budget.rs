@@ -6,7 +6,8 @@
 //!   on), beside a unigram and a bigram table fitted on the same corpus: a
 //!   model below the bigram table has learnt more than byte statistics;
 //! - fine-tuning from those weights, on all training flows (capped per class
-//!   as the other rows) and on a quarter of them, for every seed, against
+//!   as the other rows) and on the fractions of `--budget-fractions` (a
+//!   quarter by default), for every seed, against
 //!   the same model from scratch (the study's `moe-scratch` runs).
 //!
 //! The budgets are points of one schedule (warmup, then cosine to the
@@ -29,8 +30,14 @@ use crate::traffic::labels::LabelSource;
 use crate::traffic::tokenize::TokenizerConfig;
 use crate::train::pretrain::{PretrainOpts, kept_path, pretrain};
 
-/// Shares of the training flows each budget fine-tunes on.
-pub const FRACTIONS: [f64; 2] = [1.0, 0.25];
+/// Shares of the training flows each budget fine-tunes on: all, then the
+/// few-shot fractions asked for.
+pub fn fractions(o: &StudyOpts) -> Vec<f64> {
+    let mut f = vec![1.0];
+    f.extend(o.budget_fractions.iter().filter(|&&x| x > 0.0 && x < 1.0));
+    f.dedup();
+    f
+}
 
 /// The pretrained model at one budget.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +71,8 @@ pub struct Budget {
     pub scratch: Vec<RunResult>,
     pub pretrain_seed: u64,
     pub extra: Vec<PathBuf>,
+    /// The shares of the training flows fine-tuned on.
+    pub fractions: Vec<f64>,
 }
 
 /// The unlabelled extra captures, tokenized with the study's vocabulary.
@@ -200,7 +209,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
     let mut pretrained = Vec::new();
     let mut scratch = Vec::new();
     for &seed in &o.seeds {
-        for f in FRACTIONS {
+        for f in fractions(o) {
             let path = run_path(&o.out, Row::MoeScratch, seed, f);
             scratch.push(cached(&path, s, || {
                 run_with(o, Row::MoeScratch, seed, f, None)
@@ -233,5 +242,6 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
         scratch,
         pretrain_seed: seed,
         extra: o.pretrain_extra.clone(),
+        fractions: fractions(o),
     })
 }

@@ -22,6 +22,7 @@
 pub mod budget;
 pub mod probe;
 pub mod report;
+mod settings;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -157,6 +158,9 @@ pub struct StudyOpts {
     /// Unlabelled captures added to the budget run's pretraining corpus
     /// (e.g. all other captures at hand), tokenized with the study's vocabulary.
     pub pretrain_extra: Vec<PathBuf>,
+    /// Few-shot fractions (< 1) each budget also fine-tunes on, beside all
+    /// the training flows.
+    pub budget_fractions: Vec<f64>,
 }
 
 /// One finished run.
@@ -488,6 +492,7 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     let t = Instant::now();
     std::fs::create_dir_all(o.out.join("runs"))
         .with_context(|| format!("creating {}", o.out.display()))?;
+    settings::check_or_record(o)?;
     let mut s = StudySummary::default();
     // (row, fraction) pairs: every row on all flows, then the few-shot runs.
     let mut grid: Vec<(Row, f64)> = o.rows.iter().map(|&r| (r, 1.0)).collect();

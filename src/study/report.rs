@@ -229,7 +229,6 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
 
 /// The pretraining-budget section and `budget.png`.
 fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
-    use super::budget::FRACTIONS;
     let f1s = |rs: Vec<&RunResult>| mean_std(&rs.iter().map(|r| r.macro_f1).collect::<Vec<_>>());
     let pre = |steps: u64, f: f64| {
         f1s(b
@@ -274,11 +273,11 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         o.seeds
     );
     md += "| steps | tokens | wall (s) | held-out LM loss |";
-    for f in FRACTIONS {
+    for &f in &b.fractions {
         md += &format!(" pretrained, {} |", pct(f));
     }
     md += "\n|---|---|---|---|";
-    for _ in FRACTIONS {
+    for _ in &b.fractions {
         md += "---|";
     }
     md += "\n";
@@ -287,13 +286,13 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             "| {} | {} | {:.0} | {:.3} |",
             p.steps, p.tokens, p.seconds, p.heldout_loss
         );
-        for f in FRACTIONS {
+        for &f in &b.fractions {
             md += &format!(" {} |", pm(pre(p.steps, f)));
         }
         md += "\n";
     }
     md += "| from scratch | 0 | 0 | - |";
-    for f in FRACTIONS {
+    for &f in &b.fractions {
         md += &format!(" {} |", pm(scratch(f)));
     }
     md += "\n\n";
@@ -310,7 +309,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             })
             .collect()
     };
-    for f in FRACTIONS {
+    for &f in &b.fractions {
         let mut cells = Vec::new();
         let mut wins = Vec::new();
         for p in &b.points {
@@ -353,7 +352,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         points: steps.iter().map(|&x| (x, v)).collect(),
     };
     let mut f1_series = Vec::new();
-    for f in FRACTIONS {
+    for &f in &b.fractions {
         f1_series.push(Series {
             label: format!("pretrained, {}", pct(f)),
             points: b

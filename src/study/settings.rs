@@ -1,0 +1,83 @@
+//! What a study folder's runs were made with (`study.json`). Runs are
+//! cached by row, seed and fraction, so a later call with another learning
+//! rate, model or split would otherwise reuse them as if they had been made
+//! with the new settings. Rows, seeds and fractions are not recorded: adding
+//! them only adds runs.
+
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use super::StudyOpts;
+
+/// The settings that change a run's result.
+fn settings(o: &StudyOpts) -> Value {
+    json!({
+        "captures": o.captures,
+        "labels": o.labels,
+        "model": o.cfg,
+        "seq_len": o.seq_len,
+        "vocab_file": o.vocab_file,
+        "vocab_size": o.vocab_size,
+        "split_by": o.split_by,
+        "mask_identifiers": o.mask_identifiers,
+        "pretrain_steps": o.pretrain_steps,
+        "epochs": o.epochs,
+        "max_per_class": o.max_per_class,
+        "lr": o.lr,
+        "batch": o.batch,
+        "device": o.device,
+        // The budget run's schedule is cosine to the largest budget, so
+        // the kept weights depend on it.
+        "budget_max": o.budgets.iter().max(),
+        "pretrain_extra": o.pretrain_extra,
+    })
+}
+
+/// Records the settings in a new folder; in a used one, refuses settings
+/// that differ from those its runs were made with, naming each.
+pub fn check_or_record(o: &StudyOpts) -> Result<()> {
+    let path = o.out.join("study.json");
+    let now = settings(o);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let was: Value = serde_json::from_str(&text)
+                .with_context(|| format!("{}: not a study settings file", path.display()))?;
+            // The budget run's settings bind only once a call has made it,
+            // and only calls that ask for it.
+            let had_budget = was.get("budget_max").is_some_and(|v| !v.is_null());
+            let mut diff = Vec::new();
+            for (key, value) in now.as_object().expect("an object") {
+                let old = was.get(key).unwrap_or(&Value::Null);
+                let budget_key = key == "budget_max" || key == "pretrain_extra";
+                if budget_key && (!had_budget || o.budgets.is_empty()) {
+                    continue;
+                }
+                if old != value {
+                    diff.push(format!("{key}: {old} then, {value} now"));
+                }
+            }
+            if !diff.is_empty() {
+                bail!(
+                    "{}: this study folder's runs were made with other settings ({}); \
+                     use another --out, or the runs already there would be reported \
+                     as if made with the new ones",
+                    path.display(),
+                    diff.join("; ")
+                );
+            }
+            if !had_budget && !o.budgets.is_empty() {
+                write(&path, &now)?;
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&path, &now),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+fn write(path: &Path, v: &Value) -> Result<()> {
+    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))
+}
