@@ -4,11 +4,11 @@
 #   bench-classify-tiny-{f32,bf16}.{txt,json}  tmoe bench classify (end to end
 #       from IoT Sentinel and 3,000 one-flow captures; the stream unpaced and
 #       at 0.5x / 0.9x of its top packet rate), MoE and dense
-#   same-run-{tmoe,torch}-tiny.{txt,json}      tmoe bench model (f32, bf16) and
+#   same-run-{tmoe,torch}-CFG.{txt,json}       tmoe bench model (f32, bf16) and
 #       PyTorch eager / torch.compile (tools/torch_reference.py) at the same
 #       shapes and thread count, one after the other in this run; PyTorch in
-#       f32 and in bf16 (same-run-torch-tiny-bf16.*)
-#   same-run-{tmoe,torch}-tiny-train.{txt,json}  a training step (f32) on both
+#       f32 and in bf16 (same-run-torch-CFG-bf16.*), CFG = tiny and small
+#   same-run-{tmoe,torch}-CFG-train.{txt,json}  a training step (f32) on both
 # `tools/classify-figures.sh torch` runs only the same-run comparisons.
 # PYTHON: an interpreter with torch (default python3). Run it on an otherwise
 # idle machine (it prints the load average first).
@@ -40,25 +40,29 @@ only="${1:-all}"
   timed "$out/bench-classify-tiny-$p.txt" "$tmoe" bench classify --device cpu --config tiny \
     --precision "$p" --out "$out/bench-classify-tiny-$p.json" --force
 done
-echo "== same run: tmoe bench model (f32, bf16) and PyTorch, tiny, sequence 64, $threads threads"
+# CONFIGS: the model configs of the same-run comparison (default tiny and
+# small, the CPU shapes); files are named by config.
+for cfg in ${CONFIGS:-tiny small}; do
+echo "== same run: tmoe bench model (f32, bf16) and PyTorch, $cfg, sequence 64, $threads threads"
 for p in f32 bf16; do
-  timed "$out/same-run-tmoe-tiny-$p.txt" "$tmoe" bench model --device cpu --config tiny \
-    --precision "$p" --batch 8,64 --seq 64 --iters 10 --out "$out/same-run-tmoe-tiny-$p.json" --force
+  timed "$out/same-run-tmoe-$cfg-$p.txt" "$tmoe" bench model --device cpu --config "$cfg" \
+    --precision "$p" --batch 8,64 --seq 64 --iters 10 --out "$out/same-run-tmoe-$cfg-$p.json" --force
 done
 if "$py" -c 'import torch' 2>/dev/null; then
-  timed "$out/same-run-torch-tiny.txt" "$py" tools/torch_reference.py bench --config tiny \
-    --batch 8,64 --seq 64 --iters 10 --threads "$threads" --out "$out/same-run-torch-tiny.json" --force
-  timed "$out/same-run-torch-tiny-bf16.txt" "$py" tools/torch_reference.py bench --config tiny \
+  timed "$out/same-run-torch-$cfg.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
+    --batch 8,64 --seq 64 --iters 10 --threads "$threads" --out "$out/same-run-torch-$cfg.json" --force
+  timed "$out/same-run-torch-$cfg-bf16.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
     --dtype bf16 --batch 8,64 --seq 64 --iters 10 --threads "$threads" \
-    --out "$out/same-run-torch-tiny-bf16.json" --force
+    --out "$out/same-run-torch-$cfg-bf16.json" --force
 fi
-echo "== same run: a training step (f32), tiny, batch 8 and 32, sequence 64, $threads threads"
-timed "$out/same-run-tmoe-tiny-train.txt" "$tmoe" bench model --device cpu --config tiny --train \
-  --batch 8,32 --seq 64 --iters 5 --out "$out/same-run-tmoe-tiny-train.json" --force
+echo "== same run: a training step (f32), $cfg, batch 8 and 32, sequence 64, $threads threads"
+timed "$out/same-run-tmoe-$cfg-train.txt" "$tmoe" bench model --device cpu --config "$cfg" --train \
+  --batch 8,32 --seq 64 --iters 5 --out "$out/same-run-tmoe-$cfg-train.json" --force
 if "$py" -c 'import torch' 2>/dev/null; then
-  timed "$out/same-run-torch-tiny-train.txt" "$py" tools/torch_reference.py bench --config tiny \
+  timed "$out/same-run-torch-$cfg-train.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
     --train --batch 8,32 --seq 64 --iters 5 --threads "$threads" \
-    --out "$out/same-run-torch-tiny-train.json" --force
+    --out "$out/same-run-torch-$cfg-train.json" --force
 else
   echo "no torch for $py: the PyTorch side is skipped (PYTHON=/path/to/python with torch)"
 fi
+done
