@@ -140,8 +140,10 @@ fn study_runs_every_row_reports_and_resumes() {
         "{err}"
     );
     assert!(err.contains("epochs: 1 then, 2 now"), "{err}");
-    // More seeds only add runs.
+    // More seeds only add runs; the same folder spelt otherwise is the
+    // same setting.
     let more = StudyOpts {
+        captures: opts.captures.iter().map(|c| c.join(".")).collect(),
         seeds: vec![1, 2],
         rows: vec![Row::Knn],
         fractions: Vec::new(),

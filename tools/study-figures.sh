@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -17,7 +17,7 @@ data="${TMOE_DATA:-$root/../shared/data}"
 cargo build --release --quiet --bin tmoe
 tmoe="$root/target/release/tmoe"
 names=("$@")
-[ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi iot-sentinel-budget iot-sentinel-budget-long)
+[ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi iot-sentinel-budget iot-sentinel-budget-long iot-sentinel-budget-10k)
 for name in "${names[@]}"; do
   case "$name" in
     iot-sentinel) args=("$data/iot-sentinel" --labels folder --fractions 0.01,0.05,0.1,0.25) ;;
@@ -33,6 +33,9 @@ for name in "${names[@]}"; do
     # A longer schedule, and the few-shot regime at each budget.
     iot-sentinel-budget-long) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 1000,3000 --budget-fractions 0.01,0.05,0.25
+      --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
+    iot-sentinel-budget-10k) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
+      --budgets 3000,10000 --budget-fractions 0.01,0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
   esac

@@ -285,13 +285,19 @@ fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
     }
 }
 
-const PALETTE: [RGBColor; 6] = [
+/// Tableau 10: distinct colours for up to ten series (the budget chart has
+/// eight).
+const PALETTE: [RGBColor; 10] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
     RGBColor(44, 160, 44),
     RGBColor(214, 39, 40),
     RGBColor(148, 103, 189),
     RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(127, 127, 127),
+    RGBColor(188, 189, 34),
+    RGBColor(23, 190, 207),
 ];
 
 fn draw_panel<DB: DrawingBackend>(area: &DrawingArea<DB, Shift>, panel: &Panel) -> Result<()>
@@ -316,7 +322,7 @@ where
         .unwrap_or(0);
     chart
         .configure_mesh()
-        .x_labels(most_points.clamp(2, 10))
+        .x_labels(most_points.clamp(5, 10))
         .x_label_formatter(&|x| trim_number(*x))
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)

@@ -33,8 +33,15 @@ use crate::train::pretrain::{PretrainOpts, kept_path, pretrain};
 /// Shares of the training flows each budget fine-tunes on: all, then the
 /// few-shot fractions asked for.
 pub fn fractions(o: &StudyOpts) -> Vec<f64> {
-    let mut f = vec![1.0];
-    f.extend(o.budget_fractions.iter().filter(|&&x| x > 0.0 && x < 1.0));
+    let mut f: Vec<f64> = o
+        .budget_fractions
+        .iter()
+        .copied()
+        .filter(|&x| x > 0.0 && x < 1.0)
+        .collect();
+    f.push(1.0);
+    // Largest first, as the report's columns read.
+    f.sort_by(|a, b| b.total_cmp(a));
     f.dedup();
     f
 }

@@ -49,7 +49,8 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
             let had_budget = was.get("budget_max").is_some_and(|v| !v.is_null());
             let mut diff = Vec::new();
             for (key, value) in now.as_object().expect("an object") {
-                let old = was.get(key).unwrap_or(&Value::Null);
+                let old = &canonical(key, was.get(key).unwrap_or(&Value::Null));
+                let value = &canonical(key, value);
                 let budget_key = key == "budget_max" || key == "pretrain_extra";
                 if budget_key && (!had_budget || o.budgets.is_empty()) {
                     continue;
@@ -74,6 +75,20 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&path, &now),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// Paths as the file system resolves them, so that `../data` and
+/// `/abs/data` are one setting; paths that do not resolve stay as given.
+fn canonical(key: &str, v: &Value) -> Value {
+    if !matches!(key, "captures" | "vocab_file" | "pretrain_extra") {
+        return v.clone();
+    }
+    match v {
+        Value::String(p) => std::fs::canonicalize(p)
+            .map_or_else(|_| v.clone(), |c| Value::String(c.display().to_string())),
+        Value::Array(items) => Value::Array(items.iter().map(|x| canonical(key, x)).collect()),
+        _ => v.clone(),
     }
 }
 
