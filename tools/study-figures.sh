@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -34,6 +34,9 @@ for name in "${names[@]}"; do
     iot-sentinel-budget-long) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 1000,3000 --budget-fractions 0.01,0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
+    # The default grid alone (every row, no few-shot), to time it on an
+    # idle machine; its results must equal iot-sentinel's.
+    iot-sentinel-default) args=("$data/iot-sentinel" --labels folder) ;;
     iot-sentinel-budget-10k) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 3000,10000 --budget-fractions 0.01,0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
