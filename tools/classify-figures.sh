@@ -42,17 +42,19 @@ only="${1:-all}"
 done
 # CONFIGS: the model configs of the same-run comparison (default tiny and
 # small, the CPU shapes); files are named by config.
+# ITERS: timed calls per batch size in the inference rows (default 20; the
+# shared 2-core machine is noisy, so fewer gives unstable means).
 for cfg in ${CONFIGS:-tiny small}; do
 echo "== same run: tmoe bench model (f32, bf16) and PyTorch, $cfg, sequence 64, $threads threads"
 for p in f32 bf16; do
   timed "$out/same-run-tmoe-$cfg-$p.txt" "$tmoe" bench model --device cpu --config "$cfg" \
-    --precision "$p" --batch 8,64 --seq 64 --iters 10 --out "$out/same-run-tmoe-$cfg-$p.json" --force
+    --precision "$p" --batch 8,64 --seq 64 --iters "${ITERS:-20}" --out "$out/same-run-tmoe-$cfg-$p.json" --force
 done
 if "$py" -c 'import torch' 2>/dev/null; then
   timed "$out/same-run-torch-$cfg.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
-    --batch 8,64 --seq 64 --iters 10 --threads "$threads" --out "$out/same-run-torch-$cfg.json" --force
+    --batch 8,64 --seq 64 --iters "${ITERS:-20}" --threads "$threads" --out "$out/same-run-torch-$cfg.json" --force
   timed "$out/same-run-torch-$cfg-bf16.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
-    --dtype bf16 --batch 8,64 --seq 64 --iters 10 --threads "$threads" \
+    --dtype bf16 --batch 8,64 --seq 64 --iters "${ITERS:-20}" --threads "$threads" \
     --out "$out/same-run-torch-$cfg-bf16.json" --force
 fi
 echo "== same run: a training step (f32), $cfg, batch 8 and 32, sequence 64, $threads threads"
