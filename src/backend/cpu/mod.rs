@@ -22,6 +22,7 @@ pub mod pool;
 pub mod rmsnorm;
 pub mod rope;
 pub mod router;
+pub mod simd;
 pub mod swiglu;
 pub mod xent;
 

@@ -1,5 +1,6 @@
 //! SwiGLU activation: `out = silu(gate) * up`.
 
+use super::simd;
 use crate::engine::float::{Float, sigmoid};
 use rayon::prelude::*;
 
@@ -8,10 +9,11 @@ const CHUNK: usize = 4096;
 pub fn fwd<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
     out.par_chunks_mut(CHUNK)
         .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| {
-            for ((o, &g), &u) in o.iter_mut().zip(g).zip(u) {
-                *o = g * sigmoid(g) * u;
+        .for_each(|(o, (g, u))| match (simd::as_f32(g), simd::as_f32(u)) {
+            (Some(g), Some(u)) => {
+                simd::swiglu_f32(g, u, simd::as_f32_mut(o).expect("out is f32 like gate"))
             }
+            _ => simd::swiglu_plain(g, u, o),
         });
 }
 

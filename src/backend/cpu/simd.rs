@@ -1,0 +1,93 @@
+//! Run-time AVX-512 dispatch for the f32 elementwise loops. The crate is
+//! built for baseline x86-64 (SSE2), so a loop the compiler could run 16
+//! lanes wide runs 4 wide unless it is compiled again under
+//! `#[target_feature]` and chosen at run time, as here. The loops have no
+//! reductions, so both versions give the same bits.
+
+use std::any::TypeId;
+
+use crate::engine::float::{Float, sigmoid};
+
+/// `s` as f32 when `F` is f32 (the training and inference type; f64 is the
+/// gradient checks' and keeps the plain loops).
+pub fn as_f32<F: Float>(s: &[F]) -> Option<&[f32]> {
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        // SAFETY: F is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts(s.as_ptr().cast::<f32>(), s.len()) })
+}
+
+/// [`as_f32`] for a mutable slice.
+pub fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        // SAFETY: F is f32, so the slice is one of f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// Whether this CPU runs AVX-512F (std caches the answer).
+pub fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// `out = silu(gate) · up`, element by element.
+pub fn swiglu_f32(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { swiglu_avx512(gate, up, out) };
+        return;
+    }
+    swiglu_loop(gate, up, out);
+}
+
+#[inline(always)]
+fn swiglu_loop<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+    for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
+        *o = g * sigmoid(g) * u;
+    }
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+    swiglu_loop(gate, up, out);
+}
+
+/// The plain loop on any `F`: what the dispatch falls back to.
+pub fn swiglu_plain<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+    swiglu_loop(gate, up, out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Both versions, over the range silu sees and past exp's clamps.
+    #[test]
+    fn dispatched_swiglu_matches_the_plain_loop_bit_for_bit() {
+        let n = 4099; // not a multiple of 16: the tail too
+        let gate: Vec<f32> = (0..n).map(|i| (i as f32 - 2050.0) * 0.05).collect();
+        let up: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32 * 0.3).collect();
+        let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
+        swiglu_f32(&gate, &up, &mut fast);
+        swiglu_plain(&gate, &up, &mut plain);
+        for (i, (a, b)) in fast.iter().zip(&plain).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "element {i}: gate {}", gate[i]);
+        }
+        // silu(g)·u against f64 where it is easy to state.
+        let want = |g: f64, u: f64| g / (1.0 + (-g).exp()) * u;
+        for i in [0, 1000, 2050, 3000, n - 1] {
+            let w = want(gate[i] as f64, up[i] as f64);
+            assert!((fast[i] as f64 - w).abs() <= 1e-5 * (1.0 + w.abs()), "{i}");
+        }
+        assert!(as_f32::<f64>(&[1.0]).is_none());
+    }
+}
