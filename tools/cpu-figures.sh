@@ -4,6 +4,7 @@
 #   demo.txt                    cargo run --release -- demo (wall time, test macro-F1)
 #   bench-model-inference.*     tmoe bench model --device cpu (MoE vs dense, classifier forward)
 #   bench-model-train.*         the same, a full training step
+#   bench-cpu-gemm.{txt,json}   tmoe bench cpu-gemm (packed bf16 / f32 GEMM, gemm crate, peaks)
 #   capture.txt                 cargo run --release --example capture_throughput (all of ../shared/data)
 #   tokenize.txt                tmoe tokenize over ../shared/data with a fixed vocabulary
 # Run it on an otherwise idle machine (it prints the load average first).
@@ -34,9 +35,11 @@ echo "== demo"
 timed "$out/demo.txt" "$tmoe" demo --out "$scratch/demo" --quiet
 echo "== bench model (inference, training step)"
 timed "$out/bench-model-inference.txt" "$tmoe" bench model --device cpu --config tiny \
-  --batch 8,32 --seq 64 --iters 5 --out "$out/bench-model-inference.json" --force
+  --batch 8,32 --seq 64 --iters 20 --out "$out/bench-model-inference.json" --force
 timed "$out/bench-model-train.txt" "$tmoe" bench model --device cpu --config tiny \
   --batch 8 --seq 64 --iters 3 --train --out "$out/bench-model-train.json" --force
+echo "== bench cpu-gemm"
+timed "$out/bench-cpu-gemm.txt" "$tmoe" bench cpu-gemm --out "$out/bench-cpu-gemm.json" --force
 if [[ -d "$data" ]]; then
   echo "== capture reading over $data"
   timed "$out/capture.txt" "$root/target/release/examples/capture_throughput" "$data"

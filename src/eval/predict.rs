@@ -4,7 +4,8 @@ use anyhow::Result;
 use rayon::prelude::*;
 
 use crate::autograd::{ParamStore, Tape};
-use crate::backend::cpu_bf16::{Bf16Params, CpuBf16};
+use crate::backend::cpu_bf16::pack::Elem;
+use crate::backend::cpu_bf16::{Bf16Params, CpuBf16, Kernel};
 use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Backend, Device, Param, Precision};
 use crate::eval::routing::RoutingCounts;
@@ -34,9 +35,11 @@ impl Loaded {
         Loaded::with_precision(device, params, Precision::F32)
     }
 
-    /// On `device` at `precision`: `Bf16` on the CPU is the bf16 inference
-    /// engine (weights packed here, once); on `cuda`/`sim` only `F32` is
-    /// accepted, as the GPU engine already computes in bf16.
+    /// On `device` at `precision`: on the CPU, the packed-weight inference
+    /// engine (`backend::cpu_bf16`, weights packed here, once) with bf16
+    /// weights for `Bf16`, and with f32 weights for `F32` where the CPU has
+    /// AVX-512F (elsewhere the f32 reference engine); on `cuda`/`sim` only
+    /// `F32` is accepted, as the GPU engine already computes in bf16.
     pub fn with_precision(
         device: Device,
         params: Vec<Param>,
@@ -52,7 +55,15 @@ impl Loaded {
             return Ok(Loaded::CpuBf16(CpuBf16::new(), Box::new(store)));
         }
         Ok(match device.gpu()? {
-            None => Loaded::Cpu(params),
+            // f32 weights in the kernels' panels where the CPU has AVX-512F
+            // (packed once here, not per product as the gemm crate does).
+            None => match Kernel::detect_f32() {
+                Some(kernel) => {
+                    let store = Bf16Params::pack_as(Elem::F32, &params);
+                    Loaded::CpuBf16(CpuBf16::with_kernel(kernel)?, Box::new(store))
+                }
+                None => Loaded::Cpu(params),
+            },
             Some(gpu) => {
                 let store = GpuParams::upload_inference(gpu.executor(), &params)?;
                 Loaded::Gpu(gpu, Box::new(store))

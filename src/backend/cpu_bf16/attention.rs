@@ -111,7 +111,7 @@ fn sequence(
     o: &mut [MaybeUninit<f32>],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if kernel == Kernel::Avx512Bf16 {
+    if kernel.has_avx512f() {
         // SAFETY: the engine only runs this kernel where the CPU has AVX-512F.
         return unsafe { head_avx512(x, m, d, head, table, scr, o) };
     }

@@ -79,6 +79,49 @@ pub(super) unsafe fn tile(t: &Tile) {
             }
         }
     }
+    // SAFETY: as this function's. By value: with a reference, LLVM kept a
+    // copy of the accumulators on the stack, stored on every k step.
+    unsafe { write_tile(acc, t) }
+}
+
+/// The f32 twin of [`tile`]: per slot, the panel's 4 weight vectors times
+/// each row's value broadcast, by `vfmadd231ps`.
+///
+/// # Safety
+/// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub(super) unsafe fn tile_f32(t: &Tile) {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    let (a, b, kp) = (t.a.as_ptr(), t.b.as_ptr(), t.kp);
+    debug_assert!(t.a.len() >= MR * kp && t.b.len() >= kp * NR);
+    for q in 0..kp {
+        // SAFETY: q < kp; the tile holds MR·kp slots and the panel kp·NR.
+        unsafe {
+            let bq = b.add(q * NR) as *const f32;
+            let mut bv = [_mm512_setzero_ps(); NV];
+            for (v, w) in bv.iter_mut().enumerate() {
+                *w = _mm512_loadu_ps(bq.add(v * 16));
+            }
+            for (i, row) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(f32::from_bits(*a.add(i * kp + q)));
+                for (r, &w) in row.iter_mut().zip(&bv) {
+                    *r = _mm512_fmadd_ps(av, w, *r);
+                }
+            }
+        }
+    }
+    // SAFETY: as this function's. By value: with a reference, LLVM kept a
+    // copy of the accumulators on the stack, stored on every k step.
+    unsafe { write_tile(acc, t) }
+}
+
+/// Writes an accumulator tile to `C`: `+ bias` (Plain) or `silu(g)·u` (Swiglu).
+///
+/// # Safety
+/// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn write_tile(acc: [[__m512; NV]; MR], t: &Tile) {
     if t.layout == Layout::Plain {
         for (i, row) in acc.iter().enumerate().take(t.mr) {
             for (v, &r) in row.iter().enumerate() {
@@ -135,4 +178,26 @@ pub unsafe fn peak_flops_loop(iters: u64) -> f64 {
     }
     std::hint::black_box(sum);
     iters as f64 * 12.0 * 64.0
+}
+
+/// [`peak_flops_loop`] for `vfmadd231ps` (32 FLOP each): the f32 panels'
+/// ceiling.
+///
+/// # Safety
+/// The CPU has AVX-512F.
+#[target_feature(enable = "avx512f")]
+pub unsafe fn peak_flops_loop_f32(iters: u64) -> f64 {
+    let (x, y) = (_mm512_set1_ps(1.0), _mm512_set1_ps(1e-9));
+    let mut acc = [_mm512_setzero_ps(); 12];
+    for _ in 0..iters {
+        for a in acc.iter_mut() {
+            *a = _mm512_fmadd_ps(x, y, *a);
+        }
+    }
+    let mut sum = _mm512_setzero_ps();
+    for a in acc {
+        sum = _mm512_add_ps(sum, a);
+    }
+    std::hint::black_box(sum);
+    iters as f64 * 12.0 * 32.0
 }

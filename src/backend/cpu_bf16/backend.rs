@@ -1,5 +1,6 @@
-//! The bf16 engine behind the tape's op interface: forward ops on f32 host
-//! vectors with bf16 weights ([`Bf16Param`]); the products on the bf16 GEMM,
+//! The packed engine behind the tape's op interface: forward ops on f32 host
+//! vectors with packed bf16 or f32 weights ([`Bf16Param`]); the products on
+//! the packed GEMM,
 //! everything else (norms, attention core, routing, activations, pooling)
 //! the f32 reference ops of `backend::cpu`. Backward ops are errors: this is
 //! an inference engine.

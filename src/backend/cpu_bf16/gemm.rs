@@ -1,6 +1,6 @@
-//! `y[m, n] = x[m, k] · Wᵀ (+ bias)`: f32 activations converted to bf16 one
-//! row block at a time, bf16 weights packed at load ([`PackedMat`]), f32
-//! accumulation. Row blocks run in parallel (rayon) when the product is big
+//! `y[m, n] = x[m, k] · Wᵀ (+ bias)`: f32 activations converted to the
+//! weights' slots (bf16 pairs, or f32) one row block at a time, weights
+//! packed at load ([`PackedMat`]), f32 accumulation. Row blocks run in parallel (rayon) when the product is big
 //! enough and we are not already inside a rayon worker (the MoE layer runs
 //! its experts in parallel and their products serially).
 //!
@@ -165,7 +165,7 @@ fn run_block(
             let r = r0 + t * MR + i;
             *s = rows.map_or(r, |idx| idx[r] as usize);
         }
-        kernel.pack_tile(x, w.k, &src[..mr], tile);
+        kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
     }
     let per = w.outputs_per_panel();
     for p in 0..w.panels() {
@@ -183,6 +183,7 @@ fn run_block(
                 nout,
                 bias: bias.map(|b| &b[col..col + nout]),
                 layout: w.layout,
+                elem: w.elem,
             };
             // SAFETY: `check` confirmed the kernel; the tile's rows and
             // columns lie inside this block's part of the output.

@@ -1,16 +1,20 @@
-//! The micro-kernel choice, made at run time, and the portable kernel: plain
-//! Rust that widens each bf16 to f32 and accumulates in f32, in the same
-//! order `vdpbf16ps` documents (odd k of a pair, then even), so it works
-//! and is tested on any CPU.
+//! The micro-kernel choice, made at run time, and the portable kernels:
+//! plain Rust that widens each bf16 to f32 and accumulates in f32, in the
+//! same order `vdpbf16ps` documents (odd k of a pair, then even), so it
+//! works and is tested on any CPU; and its f32 twin for f32 panels.
 
-use super::pack::{Layout, MR, NR, hi_f32, lo_f32, pack_tile_portable};
+use super::pack::{Elem, Layout, MR, NR, hi_f32, lo_f32, pack_tile_f32, pack_tile_portable};
 use crate::engine::float::sigmoid;
 
 /// Which micro-kernel a product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// `vdpbf16ps` on 512-bit vectors (AVX-512 BF16: AMD Zen 4+, Intel Cooper Lake, Sapphire Rapids+).
+    /// `vdpbf16ps` on 512-bit vectors (AVX-512 BF16: AMD Zen 4+, Intel
+    /// Cooper Lake, Sapphire Rapids+); f32 panels with `vfmadd231ps`.
     Avx512Bf16,
+    /// AVX-512F without BF16 (Intel Skylake-X to Ice Lake): f32 panels
+    /// with `vfmadd231ps`, bf16 panels on the portable kernel.
+    Avx512F,
     /// Any CPU.
     Portable,
 }
@@ -25,27 +29,56 @@ impl Kernel {
         }
     }
 
+    /// The fastest kernel for f32 panels on this CPU (`None`: no AVX-512,
+    /// where the f32 reference engine, on the `gemm` crate, is faster than
+    /// the portable kernel).
+    pub fn detect_f32() -> Option<Kernel> {
+        match Kernel::detect() {
+            Kernel::Avx512Bf16 => Some(Kernel::Avx512Bf16),
+            _ if avx512f_detected() => Some(Kernel::Avx512F),
+            _ => None,
+        }
+    }
+
     /// Whether this CPU can run it (checked before every product: a cached flag).
     pub fn available(self) -> bool {
         match self {
             Kernel::Portable => true,
             Kernel::Avx512Bf16 => avx512_bf16_detected(),
+            Kernel::Avx512F => avx512f_detected(),
         }
+    }
+
+    /// Whether its vector code (attention, f32 panels) may use AVX-512F.
+    pub fn has_avx512f(self) -> bool {
+        matches!(self, Kernel::Avx512Bf16 | Kernel::Avx512F)
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::Avx512Bf16 => "avx512-bf16",
+            Kernel::Avx512F => "avx512f",
             Kernel::Portable => "portable",
         }
     }
 
-    /// Packs up to MR rows of `x` (width `k`), picked by `rows`, into `tile`.
-    pub(super) fn pack_tile(self, x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
-        match self {
+    /// Packs up to MR rows of `x` (width `k`), picked by `rows`, into `tile`
+    /// as `elem` slots.
+    pub(super) fn pack_tile(
+        self,
+        elem: Elem,
+        x: &[f32],
+        k: usize,
+        rows: &[usize],
+        tile: &mut [u32],
+    ) {
+        match (self, elem) {
+            (_, Elem::F32) => pack_tile_f32(x, k, rows, tile),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul` only runs a kernel that `available()` confirmed.
-            Kernel::Avx512Bf16 => unsafe { super::avx512::pack_tile(x, k, rows, tile) },
+            (Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
+                super::avx512::pack_tile(x, k, rows, tile)
+            },
             _ => pack_tile_portable(x, k, rows, tile),
         }
     }
@@ -56,11 +89,27 @@ impl Kernel {
     /// `t.c` must be valid for writes of `t.mr` rows of stride `t.ldc` and
     /// `t.nout` columns; the kernel must be `available()`.
     pub(super) unsafe fn tile(self, t: &Tile) {
-        match self {
+        match (self, t.elem) {
             #[cfg(target_arch = "x86_64")]
-            Kernel::Avx512Bf16 => unsafe { super::avx512::tile(t) },
+            (Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe { super::avx512::tile(t) },
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::Avx512Bf16 | Kernel::Avx512F, Elem::F32) => unsafe {
+                super::avx512::tile_f32(t)
+            },
+            (_, Elem::F32) => unsafe { tile_portable_f32(t) },
             _ => unsafe { tile_portable(t) },
         }
+    }
+}
+
+fn avx512f_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
     }
 }
 
@@ -77,9 +126,9 @@ fn avx512_bf16_detected() -> bool {
 
 /// One micro-kernel call: an A tile times a B panel into a C tile.
 pub(super) struct Tile<'a> {
-    /// `[MR][kp]` activation pairs (rows past `mr` are zero).
+    /// `[MR][kp]` activation slots (rows past `mr` are zero).
     pub a: &'a [u32],
-    /// `[kp][NR]` weight pairs.
+    /// `[kp][NR]` weight slots.
     pub b: &'a [u32],
     pub kp: usize,
     /// The tile's first output element and the row stride of `C`.
@@ -91,6 +140,8 @@ pub(super) struct Tile<'a> {
     /// Added to every row (`Plain` only): this panel's outputs.
     pub bias: Option<&'a [f32]>,
     pub layout: Layout,
+    /// What a slot of `a` and `b` holds.
+    pub elem: Elem,
 }
 
 unsafe fn tile_portable(t: &Tile) {
@@ -107,6 +158,21 @@ unsafe fn tile_portable(t: &Tile) {
             let (ae, ao) = (lo_f32(ai), hi_f32(ai));
             for j in 0..NR {
                 row[j] = row[j] + ao * bo[j] + ae * be[j];
+            }
+        }
+    }
+    unsafe { store(&acc, t) }
+}
+
+/// The f32 twin of [`tile_portable`]: one multiply-add per slot.
+unsafe fn tile_portable_f32(t: &Tile) {
+    let mut acc = [[0f32; NR]; MR];
+    for q in 0..t.kp {
+        let bq = &t.b[q * NR..][..NR];
+        for (i, row) in acc.iter_mut().enumerate() {
+            let a = f32::from_bits(t.a[i * t.kp + q]);
+            for (r, &b) in row.iter_mut().zip(bq) {
+                *r += a * f32::from_bits(b);
             }
         }
     }

@@ -1,14 +1,18 @@
-//! The bf16 CPU inference engine: weights stored as bf16 (packed once, in
-//! the micro-kernel's layout), activations f32, products accumulated in f32.
-//! Forward ops only; every backward op is an error.
+//! The packed-weight CPU inference engine: weights packed once, in the
+//! micro-kernel's layout, as bf16 (`--precision bf16`) or as f32 (the f32
+//! inference engine where the CPU has AVX-512F); activations f32, products
+//! accumulated in f32. Forward ops only; every backward op is an error.
+//! (The name is the bf16 engine's, which came first.)
 //!
 //! - `pack`: the layout. A weight `W [n, k]` becomes column panels of NR = 64
-//!   outputs; within a panel, one `u32` per (k-pair, output) holds two bf16.
+//!   outputs; within a panel, one `u32` per (k-pair, output) holds two bf16
+//!   (or, for f32 weights, one `u32` per (k, output) holds an f32's bits).
 //!   A SwiGLU gate/up pair packs into one matrix whose panels hold 32 gate
 //!   and the matching 32 up outputs, so the kernel can write `silu(g)·u`.
 //! - `kernel` / `avx512`: the micro-kernel, an MR = 6 x NR = 64 tile, picked
 //!   at run time: `vdpbf16ps` when the CPU has AVX-512 BF16, else portable
-//!   Rust (bf16 widened to f32, f32 multiply-add).
+//!   Rust (bf16 widened to f32, f32 multiply-add); f32 panels on
+//!   `vfmadd231ps` (AVX-512F).
 //! - `gemm`: the blocked product, parallel over row blocks.
 //! - `params`: which weights become bf16 and which stay f32, and why.
 //! - `backend`, `moe`, `attention`: the engine ([`CpuBf16`]) behind the tape;

@@ -31,6 +31,25 @@ pub fn hi_f32(bits: u32) -> f32 {
     f32::from_bits(bits & 0xFFFF_0000)
 }
 
+/// What one `u32` of a packed operand holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Elem {
+    /// Two bf16: the pair of k (even low, odd high) `vdpbf16ps` multiplies.
+    Bf16Pair,
+    /// One f32 (its bits): one k per slot, for the f32 engine.
+    F32,
+}
+
+impl Elem {
+    /// Slots a row of `k` values takes.
+    pub fn slots(self, k: usize) -> usize {
+        match self {
+            Elem::Bf16Pair => k.div_ceil(2),
+            Elem::F32 => k,
+        }
+    }
+}
+
 /// How a panel's columns map to outputs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Layout {
@@ -42,30 +61,37 @@ pub enum Layout {
     Swiglu,
 }
 
-/// A weight `W [n, k]` (PyTorch `[out, in]`) as bf16 column panels:
-/// `data[panel][pair][NR]`.
+/// A weight `W [n, k]` (PyTorch `[out, in]`) as column panels:
+/// `data[panel][slot][NR]`, a slot a bf16 pair or one f32 ([`Elem`]).
 #[derive(Clone, Debug)]
 pub struct PackedMat {
     /// Outputs (columns of `y`).
     pub n: usize,
     /// Inputs.
     pub k: usize,
-    /// k-pairs (`ceil(k / 2)`).
+    /// Slots per row: k-pairs (`ceil(k / 2)`) for bf16, `k` for f32.
     pub kp: usize,
     pub layout: Layout,
+    pub elem: Elem,
     pub data: Vec<u32>,
 }
 
 impl PackedMat {
-    /// Packs `w [n, k]` row-major.
+    /// Packs `w [n, k]` row-major as bf16.
     pub fn new(w: &[f32], n: usize, k: usize) -> PackedMat {
+        PackedMat::new_as(Elem::Bf16Pair, w, n, k)
+    }
+
+    /// Packs `w [n, k]` row-major as `elem`.
+    pub fn new_as(elem: Elem, w: &[f32], n: usize, k: usize) -> PackedMat {
         debug_assert_eq!(w.len(), n * k);
-        let kp = k.div_ceil(2);
+        let kp = elem.slots(k);
         let panels = n.div_ceil(NR);
         let mut data = vec![0u32; panels * kp * NR];
         for p in 0..panels {
             for j in 0..NR.min(n - p * NR) {
                 pack_column(
+                    elem,
                     &w[(p * NR + j) * k..][..k],
                     &mut data[p * kp * NR + j..],
                     kp,
@@ -77,6 +103,7 @@ impl PackedMat {
             k,
             kp,
             layout: Layout::Plain,
+            elem,
             data,
         }
     }
@@ -84,9 +111,14 @@ impl PackedMat {
     /// Packs a SwiGLU pair `gate [f, k]`, `up [f, k]` into one matrix whose
     /// product is `silu(x·gateᵀ)·(x·upᵀ)` `[m, f]` (see [`Layout::Swiglu`]).
     pub fn swiglu(gate: &[f32], up: &[f32], f: usize, k: usize) -> PackedMat {
+        PackedMat::swiglu_as(Elem::Bf16Pair, gate, up, f, k)
+    }
+
+    /// [`PackedMat::swiglu`] as `elem`.
+    pub fn swiglu_as(elem: Elem, gate: &[f32], up: &[f32], f: usize, k: usize) -> PackedMat {
         debug_assert_eq!(gate.len(), f * k);
         debug_assert_eq!(up.len(), f * k);
-        let kp = k.div_ceil(2);
+        let kp = elem.slots(k);
         let half = NR / 2;
         let panels = f.div_ceil(half);
         let mut data = vec![0u32; panels * kp * NR];
@@ -94,8 +126,8 @@ impl PackedMat {
             for j in 0..half.min(f - p * half) {
                 let row = p * half + j;
                 let base = p * kp * NR;
-                pack_column(&gate[row * k..][..k], &mut data[base + j..], kp);
-                pack_column(&up[row * k..][..k], &mut data[base + half + j..], kp);
+                pack_column(elem, &gate[row * k..][..k], &mut data[base + j..], kp);
+                pack_column(elem, &up[row * k..][..k], &mut data[base + half + j..], kp);
             }
         }
         PackedMat {
@@ -103,6 +135,7 @@ impl PackedMat {
             k,
             kp,
             layout: Layout::Swiglu,
+            elem,
             data,
         }
     }
@@ -119,18 +152,38 @@ impl PackedMat {
         self.n.div_ceil(self.outputs_per_panel())
     }
 
-    /// Panel `p`: `kp · NR` pairs.
+    /// Panel `p`: `kp · NR` slots.
     pub fn panel(&self, p: usize) -> &[u32] {
         &self.data[p * self.kp * NR..][..self.kp * NR]
     }
 }
 
 /// One weight row (an output column) into a panel column, stride NR.
-fn pack_column(row: &[f32], dst: &mut [u32], kp: usize) {
+fn pack_column(elem: Elem, row: &[f32], dst: &mut [u32], kp: usize) {
+    if elem == Elem::F32 {
+        for (q, &v) in row.iter().enumerate() {
+            dst[q * NR] = v.to_bits();
+        }
+        return;
+    }
     for q in 0..kp {
         let lo = bf16_bits(row[2 * q]);
         let hi = row.get(2 * q + 1).map_or(0, |&v| bf16_bits(v));
         dst[q * NR] = lo | hi << 16;
+    }
+}
+
+/// [`pack_tile_portable`] for f32 slots: the rows' bits, `[MR][k]`.
+pub fn pack_tile_f32(x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
+    for (i, dst) in tile.chunks_exact_mut(k.max(1)).take(MR).enumerate() {
+        match rows.get(i) {
+            Some(&r) => {
+                for (d, &v) in dst.iter_mut().zip(&x[r * k..][..k]) {
+                    *d = v.to_bits();
+                }
+            }
+            None => dst.fill(0),
+        }
     }
 }
 

@@ -11,7 +11,7 @@
 //!   a small error; with the gate they are 9 of about 1,000 outputs per token,
 //!   so f32 costs nothing measurable.
 
-use super::pack::{Layout, PackedMat};
+use super::pack::{Elem, Layout, PackedMat};
 use crate::engine::{OpError, OpResult, Param};
 
 /// One parameter as the engine's ops read it.
@@ -98,6 +98,13 @@ fn blocks(shape: &[usize]) -> (usize, usize, usize) {
 impl Bf16Params {
     /// Converts a model's f32 parameters (the optimizer's, a checkpoint's).
     pub fn pack(params: &[Param]) -> Bf16Params {
+        Bf16Params::pack_as(Elem::Bf16Pair, params)
+    }
+
+    /// Packs the same matrices as [`Bf16Params::pack`], their slots `elem`:
+    /// `Elem::F32` keeps f32 weights in the kernels' layout (the f32
+    /// inference engine: no re-packing of constant weights per product).
+    pub fn pack_as(elem: Elem, params: &[Param]) -> Bf16Params {
         let mut out = Vec::with_capacity(params.len());
         let mut i = 0;
         while i < params.len() {
@@ -110,7 +117,7 @@ impl Bf16Params {
                 let pairs = (0..nb)
                     .map(|e| {
                         let r = e * f * k..(e + 1) * f * k;
-                        PackedMat::swiglu(&p.value[r.clone()], &up[r], f, k)
+                        PackedMat::swiglu_as(elem, &p.value[r.clone()], &up[r], f, k)
                     })
                     .collect();
                 out.push(Bf16Param::Packed(pairs));
@@ -120,7 +127,7 @@ impl Bf16Params {
             } else {
                 let (nb, n, k) = blocks(&p.shape);
                 let mats = (0..nb)
-                    .map(|e| PackedMat::new(&p.value[e * n * k..(e + 1) * n * k], n, k))
+                    .map(|e| PackedMat::new_as(elem, &p.value[e * n * k..(e + 1) * n * k], n, k))
                     .collect();
                 out.push(Bf16Param::Packed(mats));
             }

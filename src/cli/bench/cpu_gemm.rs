@@ -1,13 +1,15 @@
-//! `tmoe bench cpu-gemm`: the bf16 CPU engine's GEMM (`backend::cpu_bf16`)
+//! `tmoe bench cpu-gemm`: the packed CPU engine's GEMM (`backend::cpu_bf16`)
 //! at the tiny model's product shapes (batch 64 x sequence 64 = 4,096 token
-//! rows) and a 512³ square, each kernel this CPU runs, beside the f32 `gemm`
-//! crate the f32 engine uses: GFLOP/s (2·m·n·k, useful outputs only; a SwiGLU
-//! pair counts both its gate and up products) and the share of the bf16 peak.
+//! rows) and a 512³ square, each bf16 kernel this CPU runs, its f32 panels
+//! (the f32 inference engine) where the CPU has AVX-512F, and the f32 `gemm`
+//! crate the training engine uses: GFLOP/s (2·m·n·k, useful outputs only; a
+//! SwiGLU pair counts both its gate and up products) and the share of the
+//! peak of the instruction each runs on.
 //!
-//! The peak is measured, not assumed: one core's rate on a loop of
-//! independent `vdpbf16ps` (64 FLOP each), times the cores rayon uses; the
-//! clock `/proc/cpuinfo` reports is printed beside it, with the FLOP per
-//! cycle that implies.
+//! The peaks are measured, not assumed: one core's rate on a loop of
+//! independent `vdpbf16ps` (64 FLOP each) or `vfmadd231ps` (32), times the
+//! cores rayon uses; the clock `/proc/cpuinfo` reports is printed beside
+//! them, with the FLOP per cycle that implies.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::backend::cpu::linear;
+use crate::backend::cpu_bf16::pack::Elem;
 use crate::backend::cpu_bf16::{Kernel, PackedMat, matmul};
 
 #[derive(clap::Args, Debug)]
@@ -39,7 +42,8 @@ struct Entry {
     k: usize,
     median_ms: f64,
     gflops: f64,
-    /// Of the measured bf16 peak (null for the f32 entries).
+    /// Of the measured peak of its instruction (`vdpbf16ps` for bf16,
+    /// `vfmadd231ps` for f32 panels; null for the `gemm` crate's entries).
     peak_share: Option<f64>,
 }
 
@@ -51,6 +55,9 @@ struct Report {
     peak_gflops_one_core: Option<f64>,
     peak_gflops: Option<f64>,
     peak_flop_per_cycle_one_core: Option<f64>,
+    /// One core's `vfmadd231ps` rate (null without AVX-512F).
+    f32_peak_gflops_one_core: Option<f64>,
+    f32_peak_gflops: Option<f64>,
     entries: Vec<Entry>,
     command: String,
 }
@@ -99,12 +106,33 @@ fn peak_one_core() -> Option<f64> {
     None
 }
 
+/// One core's measured `vfmadd231ps` GFLOP/s.
+fn f32_peak_one_core() -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::detect_f32().is_some() {
+        let iters = 20_000_000;
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop_f32(iters / 10) };
+        let t = Instant::now();
+        let flops = unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop_f32(iters) };
+        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    None
+}
+
 pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
     let one = peak_one_core();
     let peak = one.map(|p| p * threads as f64);
     let mhz = cpu_mhz();
+    let f32_one = f32_peak_one_core();
+    let f32_peak = f32_one.map(|p| p * threads as f64);
+    eprintln!(
+        "f32 FMA peak: {} GFLOP/s on one core, x {threads} threads = {} GFLOP/s",
+        f32_one.map_or("n/a".into(), |p| format!("{p:.1}")),
+        f32_peak.map_or("n/a".into(), |p| format!("{p:.1}")),
+    );
     eprintln!(
         "bf16 peak: {} GFLOP/s on one core ({} FLOP/cycle at {} MHz), x {threads} threads = {} GFLOP/s",
         one.map_or("n/a".into(), |p| format!("{p:.1}")),
@@ -139,9 +167,14 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         } else {
             PackedMat::new(&w, n, k)
         };
-        let mut record = |kernel: &'static str, ms: f64, bf16: bool| {
+        let packed_f32 = if swiglu {
+            PackedMat::swiglu_as(Elem::F32, &w[..n * k], &w[n * k..], n, k)
+        } else {
+            PackedMat::new_as(Elem::F32, &w, n, k)
+        };
+        let mut record = |kernel: &'static str, ms: f64, ceiling: Option<f64>| {
             let gflops = flops / ms / 1e6;
-            let share = if bf16 { peak.map(|p| gflops / p) } else { None };
+            let share = ceiling.map(|p| gflops / p);
             eprintln!(
                 "{name:>22} m {m:>5} n {cols:>4} k {k:>4} {kernel:>12}: {ms:>8.3} ms {gflops:>7.1} GFLOP/s{}",
                 share.map_or(String::new(), |s| format!("  {:.0} % of peak", s * 100.0))
@@ -163,11 +196,19 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
                     matmul(kernel, &x, None, m, &packed, None).expect("valid shapes"),
                 );
             });
-            record(kernel.name(), ms, true);
+            record(kernel.name(), ms, peak);
+        }
+        if let Some(kernel) = Kernel::detect_f32() {
+            let ms = median_ms(a.iters, || {
+                std::hint::black_box(
+                    matmul(kernel, &x, None, m, &packed_f32, None).expect("valid shapes"),
+                );
+            });
+            record("f32-packed", ms, f32_peak);
         }
         let mut y = vec![0f32; m * cols];
         let ms = median_ms(a.iters, || linear::fwd(&x, &w, None, m, k, cols, &mut y));
-        record("f32-gemm", ms, false);
+        record("f32-gemm", ms, None);
     }
     let report = Report {
         threads,
@@ -175,6 +216,8 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         peak_gflops_one_core: one,
         peak_gflops: peak,
         peak_flop_per_cycle_one_core: one.zip(mhz).map(|(p, m)| p * 1e3 / m),
+        f32_peak_gflops_one_core: f32_one,
+        f32_peak_gflops: f32_peak,
         entries,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };

@@ -38,7 +38,8 @@ pub struct ModelArgs {
     /// Engine: cpu, cuda or sim (the GPU engine in the simulator: slow, small shapes).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// Inference precision on the CPU: f32 (the reference engine) or bf16
+    /// Inference precision on the CPU: f32 (f32 weights packed for the
+    /// AVX-512F kernel, or the reference engine on a CPU without it) or bf16
     /// (bf16 weights, f32 accumulation; the GPU engine is always bf16).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
@@ -275,7 +276,11 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
     );
     let device_name = match (a.device.gpu()?, a.precision) {
         (Some(g), _) => g.executor().device_info().name,
-        (None, Precision::F32) => "CPU".into(),
+        (None, Precision::F32) if a.train => "CPU".into(),
+        (None, Precision::F32) => match crate::backend::cpu_bf16::Kernel::detect_f32() {
+            Some(k) => format!("CPU, f32 packed kernel {}", k.name()),
+            None => "CPU, f32 reference engine".into(),
+        },
         (None, Precision::Bf16) => format!(
             "CPU, bf16 kernel {}",
             crate::backend::cpu_bf16::Kernel::detect().name()
