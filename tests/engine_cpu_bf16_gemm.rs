@@ -9,7 +9,8 @@
 //! bound, one spare term). The SwiGLU epilogue adds the propagation of those
 //! errors through silu(g)·u and a few f32 roundings of its own.
 //!
-//! Shapes include m, n, k off the tile sizes (MR 6, NR 64, k-pairs), k = 1,
+//! Shapes include m, n, k off the tile sizes (MR 6, NR 64, k-pairs), k long
+//! enough for several blocks of k, k = 1,
 //! m = 1, a gather of rows, a bias, and products big enough to run in
 //! parallel as well as the same products inside a rayon worker (serial).
 
@@ -57,7 +58,9 @@ fn kernels() -> Vec<Kernel> {
     ks
 }
 
-const SHAPES: [(usize, usize, usize); 9] = [
+/// The last two run in several blocks of k (128 pairs each; 550 and 129
+/// pairs), with C accumulated across blocks and the bias added once.
+const SHAPES: [(usize, usize, usize); 11] = [
     (1, 1, 1),
     (1, 64, 128),
     (7, 65, 1),
@@ -67,6 +70,8 @@ const SHAPES: [(usize, usize, usize); 9] = [
     (50, 130, 257),
     (97, 200, 128),
     (300, 129, 129),
+    (13, 70, 1100),
+    (7, 65, 257),
 ];
 
 fn check_plain(kernel: Kernel, m: usize, n: usize, k: usize, with_bias: bool) {

@@ -68,6 +68,9 @@ fn f32_panels_match_the_f64_reference_within_the_summation_bound() {
         (5, 3, 300),
         (50, 130, 257),
         (300, 129, 129),
+        // Several blocks of k (128 slots each), C accumulated, bias once.
+        (11, 70, 600),
+        (3, 5, 129),
     ];
     for kernel in kernels() {
         for &(m, n, k) in &shapes {

@@ -60,9 +60,10 @@ pub(super) unsafe fn pack_tile(x: &[f32], k: usize, rows: &[usize], tile: &mut [
 /// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F and BF16.
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn tile(t: &Tile) {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (a, b, kp) = (t.a.as_ptr(), t.b.as_ptr(), t.kp);
-    debug_assert!(t.a.len() >= MR * kp && t.b.len() >= kp * NR);
+    // SAFETY: as this function's.
+    let mut acc = unsafe { initial(t) };
+    let (a, b, kp, lda) = (t.a.as_ptr(), t.b.as_ptr(), t.kp, t.lda);
+    debug_assert!(t.a.len() >= (MR - 1) * lda + kp && t.b.len() >= kp * NR);
     for q in 0..kp {
         // SAFETY: q < kp; the tile holds MR·kp pairs and the panel kp·NR.
         unsafe {
@@ -72,7 +73,7 @@ pub(super) unsafe fn tile(t: &Tile) {
                 *w = transmute::<__m512i, __m512bh>(_mm512_loadu_epi32(bq.add(v * 16)));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av: __m512bh = transmute(_mm512_set1_epi32(*a.add(i * kp + q) as i32));
+                let av: __m512bh = transmute(_mm512_set1_epi32(*a.add(i * lda + q) as i32));
                 for (r, &w) in row.iter_mut().zip(&bv) {
                     *r = _mm512_dpbf16_ps(*r, av, w);
                 }
@@ -91,9 +92,10 @@ pub(super) unsafe fn tile(t: &Tile) {
 /// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F.
 #[target_feature(enable = "avx512f")]
 pub(super) unsafe fn tile_f32(t: &Tile) {
-    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
-    let (a, b, kp) = (t.a.as_ptr(), t.b.as_ptr(), t.kp);
-    debug_assert!(t.a.len() >= MR * kp && t.b.len() >= kp * NR);
+    // SAFETY: as this function's.
+    let mut acc = unsafe { initial(t) };
+    let (a, b, kp, lda) = (t.a.as_ptr(), t.b.as_ptr(), t.kp, t.lda);
+    debug_assert!(t.a.len() >= (MR - 1) * lda + kp && t.b.len() >= kp * NR);
     for q in 0..kp {
         // SAFETY: q < kp; the tile holds MR·kp slots and the panel kp·NR.
         unsafe {
@@ -103,7 +105,7 @@ pub(super) unsafe fn tile_f32(t: &Tile) {
                 *w = _mm512_loadu_ps(bq.add(v * 16));
             }
             for (i, row) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(f32::from_bits(*a.add(i * kp + q)));
+                let av = _mm512_set1_ps(f32::from_bits(*a.add(i * lda + q)));
                 for (r, &w) in row.iter_mut().zip(&bv) {
                     *r = _mm512_fmadd_ps(av, w, *r);
                 }
@@ -113,6 +115,31 @@ pub(super) unsafe fn tile_f32(t: &Tile) {
     // SAFETY: as this function's. By value: with a reference, LLVM kept a
     // copy of the accumulators on the stack, stored on every k step.
     unsafe { write_tile(acc, t) }
+}
+
+/// The accumulators a tile starts from: zero, or (a later block of k) what
+/// `C` holds in the tile's rows and columns.
+///
+/// # Safety
+/// As [`super::kernel::Kernel::tile`], on a CPU with AVX-512F.
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn initial(t: &Tile) -> [[__m512; NV]; MR] {
+    let mut acc = [[_mm512_setzero_ps(); NV]; MR];
+    if t.accumulate {
+        for (i, row) in acc.iter_mut().enumerate().take(t.mr) {
+            for (v, r) in row.iter_mut().enumerate() {
+                let col = v * 16;
+                if col >= t.nout {
+                    break;
+                }
+                // SAFETY: lanes below `nout` of row i < mr are C's.
+                *r =
+                    unsafe { _mm512_maskz_loadu_ps(lanes(t.nout - col), t.c.add(i * t.ldc + col)) };
+            }
+        }
+    }
+    acc
 }
 
 /// Writes an accumulator tile to `C`: `+ bias` (Plain) or `silu(g)·u` (Swiglu).

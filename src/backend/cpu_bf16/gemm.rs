@@ -12,11 +12,13 @@ use std::mem::MaybeUninit;
 use rayon::prelude::*;
 
 use super::kernel::{Kernel, Tile};
-use super::pack::{MR, PackedMat};
+use super::pack::{Layout, MR, NR, PackedMat};
 use crate::engine::{OpError, OpResult};
 
 /// Rows per parallel block at most (16 tiles: the panel is reused 16 times).
 const MAX_BLOCK: usize = 16 * MR;
+/// Slots of k per block of a plain product (see `run_block`).
+const KC: usize = 128;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -125,7 +127,10 @@ fn check(
     if !kernel.available() {
         return fail(format!("this CPU cannot run the {} kernel", kernel.name()));
     }
-    let k = w.k.max(1);
+    if w.k == 0 {
+        return fail("k = 0: an empty product".into());
+    }
+    let k = w.k;
     let x_rows = x.len() / k;
     match rows {
         None if x_rows < m => return fail(format!("x holds {x_rows} rows of {k}, need {m}")),
@@ -168,26 +173,43 @@ fn run_block(
         kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
     }
     let per = w.outputs_per_panel();
+    // Blocks of k for a plain product with long rows, so the panel's block
+    // (KC · NR slots, 32 KiB) stays in L1 across the block's tiles instead of
+    // streaming the whole panel from L2 or L3 once per tile (the dense twin's
+    // down projection at small: k 5,120, a 640 KiB panel). A SwiGLU pair needs its full sums for
+    // the epilogue, and its k (the model width) is short: one block.
+    let kc = if w.layout == Layout::Plain { KC } else { kp };
     for p in 0..w.panels() {
         let col = p * per;
         let nout = per.min(n - col);
-        for (t, tile) in a.chunks_exact(MR * kp).enumerate() {
-            let tile = Tile {
-                a: tile,
-                b: w.panel(p),
-                kp,
-                // SAFETY: row t·MR and column col of this block, inside the output.
-                c: unsafe { c.add(t * MR * n + col) },
-                ldc: n,
-                mr: MR.min(mb - t * MR),
-                nout,
-                bias: bias.map(|b| &b[col..col + nout]),
-                layout: w.layout,
-                elem: w.elem,
-            };
-            // SAFETY: `check` confirmed the kernel; the tile's rows and
-            // columns lie inside this block's part of the output.
-            unsafe { kernel.tile(&tile) };
+        let panel = w.panel(p);
+        for k0 in (0..kp).step_by(kc) {
+            let klen = kc.min(kp - k0);
+            let last = k0 + kc >= kp;
+            for (t, tile) in a.chunks_exact(MR * kp).enumerate() {
+                let tile = Tile {
+                    a: &tile[k0..],
+                    lda: kp,
+                    b: &panel[k0 * NR..],
+                    kp: klen,
+                    accumulate: k0 > 0,
+                    // SAFETY: row t·MR and column col of this block, inside the output.
+                    c: unsafe { c.add(t * MR * n + col) },
+                    ldc: n,
+                    mr: MR.min(mb - t * MR),
+                    nout,
+                    bias: if last {
+                        bias.map(|b| &b[col..col + nout])
+                    } else {
+                        None
+                    },
+                    layout: w.layout,
+                    elem: w.elem,
+                };
+                // SAFETY: `check` confirmed the kernel; the tile's rows and
+                // columns lie inside this block's part of the output.
+                unsafe { kernel.tile(&tile) };
+            }
         }
     }
 }

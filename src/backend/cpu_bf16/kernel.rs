@@ -126,11 +126,16 @@ fn avx512_bf16_detected() -> bool {
 
 /// One micro-kernel call: an A tile times a B panel into a C tile.
 pub(super) struct Tile<'a> {
-    /// `[MR][kp]` activation slots (rows past `mr` are zero).
+    /// `MR` rows of activation slots, row stride `lda` (rows past `mr` are
+    /// zero); the product runs over the first `kp` of each row.
     pub a: &'a [u32],
+    pub lda: usize,
     /// `[kp][NR]` weight slots.
     pub b: &'a [u32],
     pub kp: usize,
+    /// Add to what `C` holds (a later block of k; `Plain` only) instead of
+    /// overwriting it.
+    pub accumulate: bool,
     /// The tile's first output element and the row stride of `C`.
     pub c: *mut f32,
     pub ldc: usize,
@@ -144,8 +149,24 @@ pub(super) struct Tile<'a> {
     pub elem: Elem,
 }
 
-unsafe fn tile_portable(t: &Tile) {
+/// The accumulators a tile starts from: zero, or what `C` holds.
+///
+/// # Safety
+/// As [`Kernel::tile`].
+unsafe fn initial(t: &Tile) -> [[f32; NR]; MR] {
     let mut acc = [[0f32; NR]; MR];
+    if t.accumulate {
+        for (i, row) in acc.iter_mut().enumerate().take(t.mr) {
+            // SAFETY: the caller guarantees `mr` rows of `nout` columns.
+            let c = unsafe { std::slice::from_raw_parts(t.c.add(i * t.ldc), t.nout) };
+            row[..t.nout].copy_from_slice(c);
+        }
+    }
+    acc
+}
+
+unsafe fn tile_portable(t: &Tile) {
+    let mut acc = unsafe { initial(t) };
     let (mut be, mut bo) = ([0f32; NR], [0f32; NR]);
     for q in 0..t.kp {
         let bq = &t.b[q * NR..][..NR];
@@ -154,7 +175,7 @@ unsafe fn tile_portable(t: &Tile) {
             bo[j] = hi_f32(bq[j]);
         }
         for (i, row) in acc.iter_mut().enumerate() {
-            let ai = t.a[i * t.kp + q];
+            let ai = t.a[i * t.lda + q];
             let (ae, ao) = (lo_f32(ai), hi_f32(ai));
             for j in 0..NR {
                 row[j] = row[j] + ao * bo[j] + ae * be[j];
@@ -166,11 +187,11 @@ unsafe fn tile_portable(t: &Tile) {
 
 /// The f32 twin of [`tile_portable`]: one multiply-add per slot.
 unsafe fn tile_portable_f32(t: &Tile) {
-    let mut acc = [[0f32; NR]; MR];
+    let mut acc = unsafe { initial(t) };
     for q in 0..t.kp {
         let bq = &t.b[q * NR..][..NR];
         for (i, row) in acc.iter_mut().enumerate() {
-            let a = f32::from_bits(t.a[i * t.kp + q]);
+            let a = f32::from_bits(t.a[i * t.lda + q]);
             for (r, &b) in row.iter_mut().zip(bq) {
                 *r += a * f32::from_bits(b);
             }
