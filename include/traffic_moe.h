@@ -24,6 +24,12 @@
  * give -1; tmoe_last_error() says why (per thread). No function aborts the
  * process. A handle must not be used from two threads at the same time.
  *
+ * Memory of the process: on glibc, opening a CPU classifier tunes malloc
+ * once for the whole process (mallopt: no mmap for large blocks, trim
+ * threshold 1 GiB), so the model's activation buffers are reused between
+ * batches instead of mapped and faulted in again each time; freed memory
+ * stays with the process rather than going back to the system.
+ *
  * Threads: by default the model runs inside tmoe_poll, on your thread.
  * With TMOE_BACKGROUND it runs on a thread of its own: tmoe_feed and
  * tmoe_poll never wait for it (poll returns the verdicts ready so far),
