@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -39,6 +39,11 @@ for name in "${names[@]}"; do
     iot-sentinel-default) args=("$data/iot-sentinel" --labels folder) ;;
     iot-sentinel-budget-10k) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 3000,10000 --budget-fractions 0.01,0.05,0.25
+      --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
+    # The fine-tuning lr around the default 1e-3, at the 3,000-step budget.
+    iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3)
+      args=("$data/iot-sentinel" --labels folder --rows moe-scratch --lr "${name##*-lr}"
+      --budgets 3000 --budget-fractions 0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
   esac

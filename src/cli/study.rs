@@ -56,6 +56,8 @@ pub struct Args {
     /// these fractions of the training flows (e.g. 0.01,0.05,0.1,0.25).
     #[arg(long, value_delimiter = ',')]
     pub fractions: Vec<f64>,
+    /// Fine-tuning learning rate (the top layer's, LLRD 0.9 below it);
+    /// pretraining keeps its own 3e-4.
     #[arg(long, default_value_t = 1e-3)]
     pub lr: f64,
     #[arg(long, default_value_t = 32)]
