@@ -554,8 +554,11 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
       att_mma_pb<HD, NT>(dk, dpt, cQ);  // dK += dS^T Q
     }
   }
+  // Every thread's copies have landed before any warp stages dK/dV over sK/sV:
+  // with a fully masked key block the loop above never ran, and another warp's
+  // prologue copies into these rows could still be in flight.
   cp_async_wait_all();
-  __syncwarp();
+  __syncthreads();
   const int64_t off = tok0;
   att_store_rows<HD>(dk, p.scale, p.scale, sK + wk * LDS, p.dk + off * p.ld_dk + h * HD, p.ld_dk,
                      k0 + wk, seq);

@@ -182,12 +182,15 @@ TMOE_LDMATRIX(2, true, _trans, ".trans")
 TMOE_LDMATRIX(4, true, _trans, ".trans")
 
 // ---------------------------------------------------------------- cp.async
-// 16-byte global->shared copies that bypass registers (sm_80+). The simulator
-// copies at once, so its waits are no-ops; on the GPU, wait before reading.
+// 16-byte global->shared copies that bypass registers (sm_80+). Both addresses
+// must be 16-byte aligned. Asynchronous in the simulator too (sim.h): wait,
+// then __syncthreads, before any thread reads or overwrites the destination.
+// The commit and the waits clobber "memory" so that the compiler never moves
+// a shared-memory access across them.
 
 __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
 #ifdef TMOE_SIM
-  memcpy(smem, gmem, 16);
+  ::tmoe_sim::cp_async(smem, gmem, true);
 #else
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(smem_addr(smem)), "l"(gmem));
 #endif
@@ -195,8 +198,7 @@ __device__ __forceinline__ void cp_async_16(void* smem, const void* gmem) {
 // Copies 16 bytes when `valid`, else writes 16 zero bytes (gmem is not read).
 __device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, bool valid) {
 #ifdef TMOE_SIM
-  if (valid) memcpy(smem, gmem, 16);
-  else memset(smem, 0, 16);
+  ::tmoe_sim::cp_async(smem, gmem, valid);
 #else
   const int src_size = valid ? 16 : 0;
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(smem)), "l"(gmem),
@@ -204,19 +206,25 @@ __device__ __forceinline__ void cp_async_16_zfill(void* smem, const void* gmem, 
 #endif
 }
 __device__ __forceinline__ void cp_async_commit() {
-#ifndef TMOE_SIM
-  asm volatile("cp.async.commit_group;\n" ::);
+#ifdef TMOE_SIM
+  ::tmoe_sim::cp_async_commit();
+#else
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
 #endif
 }
 // Waits until at most N committed groups are still in flight.
 template <int N>
 __device__ __forceinline__ void cp_async_wait() {
-#ifndef TMOE_SIM
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+#ifdef TMOE_SIM
+  ::tmoe_sim::cp_async_wait(N);
+#else
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 #endif
 }
 __device__ __forceinline__ void cp_async_wait_all() {
-#ifndef TMOE_SIM
-  asm volatile("cp.async.wait_all;\n" ::);
+#ifdef TMOE_SIM
+  ::tmoe_sim::cp_async_wait(-1);
+#else
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
 #endif
 }

@@ -56,7 +56,10 @@ fn unknown_kernel_and_wrong_params_are_reported() {
         .launch(&Launch::linear("simt_barrier", 1, 32, p))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("params struct"), "{e}");
+    assert!(
+        e.contains("params struct is SimTestParams"),
+        "the launcher names the struct the kernel takes: {e}"
+    );
     let io = Io::new(&ex, &[0.0], &[0], 1, 1);
     let e = ex
         .launch(&Launch::linear("simt_barrier", 1, 2048, io.params(0, 0)))
@@ -144,5 +147,121 @@ fn unwritten_static_shared_memory_reads_as_poison() {
             assert!(f.iter().all(|v| v.is_nan()), "float reads: {f:?}");
             assert!(u.iter().all(|&v| v == u32::MAX), "index reads: {u:?}");
         }
+    }
+}
+
+/// cp.async needs 16-byte aligned addresses on a GPU (a misaligned-address
+/// fault otherwise); the simulator refuses them the same way.
+#[test]
+fn misaligned_cp_async_is_reported() {
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[1.0; 8], &[0], 1, 1);
+    let err = launch(
+        &ex,
+        "simt_err_cp_async_misaligned",
+        1,
+        32,
+        64,
+        io.params(0, 0),
+    )
+    .expect_err("misaligned cp.async")
+    .to_string();
+    assert!(err.contains("16-byte aligned"), "{err}");
+}
+
+/// Four distinct floats per thread slot: what a landed copy must show.
+fn slots(n: usize) -> Vec<f32> {
+    (0..4 * n).map(|i| i as f32 + 1.0).collect()
+}
+
+/// cp.async is asynchronous in the simulator as on a GPU: a thread that reads
+/// its destination before waiting sees the old bytes (the poison), in both
+/// schedules; after cp_async_wait_all it sees the copy.
+#[test]
+fn cp_async_lands_only_when_waited_for() {
+    let n = 64usize;
+    let src = slots(n);
+    for ex in [Executor::sim(), Executor::sim_reversed()] {
+        let run = |mode: i32| -> Vec<f32> {
+            let io = Io::new(&ex, &src, &[0], 4 * n, 1);
+            let p = io.params(0, mode);
+            launch(
+                &ex,
+                "simt_err_cp_async_read_early",
+                1,
+                n as u32,
+                16 * n as u32,
+                p,
+            )
+            .unwrap();
+            ex.download(&io.out_f).unwrap()
+        };
+        assert!(run(0).iter().all(|v| v.is_nan()), "read before the wait");
+        assert_eq!(run(1), src, "read after the wait");
+    }
+}
+
+/// wait_group<1> with two groups in flight lands the older group only, as the
+/// GEMM's double-buffered pipeline relies on.
+#[test]
+fn cp_async_wait_group_keeps_the_newest_groups_in_flight() {
+    let n = 32usize;
+    let src = slots(n);
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &src, &[0], 2 * n, 1);
+    let p = io.params(0, 0);
+    launch(
+        &ex,
+        "simt_err_cp_async_groups",
+        1,
+        n as u32,
+        32 * n as u32,
+        p,
+    )
+    .unwrap();
+    let out = ex.download(&io.out_f).unwrap();
+    for t in 0..n {
+        assert_eq!(out[2 * t], src[4 * t], "thread {t}: the older group landed");
+        assert!(
+            out[2 * t + 1].is_nan(),
+            "thread {t}: the newer group is in flight"
+        );
+    }
+}
+
+/// A thread writing shared memory that another thread's cp.async is still
+/// filling is a race on a GPU (the copy may land before or after the write);
+/// the simulator reports it in either schedule. With the wait before the
+/// barrier, the writes win and the launch succeeds.
+#[test]
+fn write_into_a_cp_async_in_flight_is_reported() {
+    let n = 64usize;
+    let src = slots(n);
+    for ex in [Executor::sim(), Executor::sim_reversed()] {
+        let io = Io::new(&ex, &src, &[0], 4 * n, 1);
+        let err = launch(
+            &ex,
+            "simt_err_cp_async_race",
+            1,
+            n as u32,
+            16 * n as u32,
+            io.params(0, 0),
+        )
+        .expect_err("racing write")
+        .to_string();
+        assert!(
+            err.contains("while a cp.async into it was in flight"),
+            "{err}"
+        );
+        launch(
+            &ex,
+            "simt_err_cp_async_race",
+            1,
+            n as u32,
+            16 * n as u32,
+            io.params(0, 1),
+        )
+        .unwrap();
+        assert!(ex.download(&io.out_f).unwrap().iter().all(|&v| v == 0.0));
     }
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <climits>
 #include <atomic>
 #include <cstdarg>
 #include <cstdlib>
@@ -104,6 +105,16 @@ struct Fiber {
   // Warp-collective payload: pointers into this fiber's stack, valid while it waits.
   const void* in;
   void* out;
+  // cp.async copies issued and not yet landed; `committed` counts commit_group
+  // calls, and a copy's group is the count when it was issued.
+  struct Copy {
+    unsigned char* dst;
+    unsigned group;
+    unsigned char data[16];    // the source, read at issue
+    unsigned char before[16];  // the destination at issue: a change means a racing write
+  };
+  std::vector<Copy> copies;
+  unsigned committed;
 };
 
 typedef void (*CollectiveFn)(Fiber* const* lanes, unsigned mask);
@@ -277,6 +288,8 @@ struct Runner {
     f.stack_size = stacks.each - page;
     f.in = nullptr;
     f.out = nullptr;
+    f.copies.clear();
+    f.committed = 0;
 #ifdef TMOE_SIM_ASAN
     f.fake_stack = nullptr;
     // A fiber abandoned after an error may have left poisoned frames behind.
@@ -364,8 +377,42 @@ struct Runner {
     __builtin_unreachable();
   }
 
+  // Lands the fiber's copies of groups below `below` (all with UINT_MAX);
+  // false (with the error set) when one's destination changed in flight.
+  bool land_copies(Fiber& f, unsigned below) {
+    size_t kept = 0;
+    bool ok = true;
+    for (size_t i = 0; i < f.copies.size(); i++) {
+      Fiber::Copy& c = f.copies[i];
+      if (c.group >= below) {
+        f.copies[kept++] = c;
+        continue;
+      }
+      if (ok && memcmp(c.dst, c.before, 16) != 0) {
+        set_error("a write reached shared memory at %s+%td while a cp.async into it was in "
+                  "flight (wait for the copy, then __syncthreads, before anyone writes there)",
+                  where_smem(c.dst), c.dst - smem_base(c.dst));
+        ok = false;
+      }
+      memcpy(c.dst, c.data, 16);
+    }
+    f.copies.resize(kept);
+    return ok;
+  }
+  // Which shared array holds `p`, for messages.
+  const char* where_smem(const unsigned char* p) const {
+    return p >= smem && p < smem + smem_bytes ? "dynamic shared memory" : "a static shared array";
+  }
+  const unsigned char* smem_base(const unsigned char* p) const {
+    if (p >= smem && p < smem + smem_bytes) return smem;
+    for (const StaticSmem& s : statics)
+      if (p >= s.mem && p < s.mem + s.bytes) return s.mem;
+    return p;
+  }
+
   void thread_exited() {
     Fiber& f = *cur;
+    land_copies(f, UINT_MAX);  // copies still in flight land after the thread exits
     f.state = State::Done;
     done++;
     Warp& w = warps[f.warp];
@@ -681,6 +728,36 @@ void ldmatrix(int n, bool trans, uint32_t* r, const void* row) {
   uint32_t out[4];
   run->collective(0xffffffffu, 7 + n * 2 + trans, &row, out, fn);
   memcpy(r, out, sizeof(uint32_t) * n);
+}
+
+void cp_async(void* smem, const void* gmem, bool valid) {
+  Runner* run = cur_runner;
+  if (reinterpret_cast<uintptr_t>(smem) % 16 || (valid && reinterpret_cast<uintptr_t>(gmem) % 16)) {
+    run->set_error("cp.async of 16 bytes from %p to %p: both addresses must be 16-byte aligned",
+                   gmem, smem);
+    run->fail_in_fiber();
+  }
+  Fiber& f = *run->cur;
+  Fiber::Copy c;
+  c.dst = static_cast<unsigned char*>(smem);
+  c.group = f.committed;
+  if (valid) memcpy(c.data, gmem, 16);
+  else memset(c.data, 0, 16);
+  memcpy(c.before, c.dst, 16);
+  f.copies.push_back(c);
+}
+
+void cp_async_commit() { cur_runner->cur->committed++; }
+
+void cp_async_wait(int groups_left) {
+  Runner* run = cur_runner;
+  Fiber& f = *run->cur;
+  if (groups_left < 0) {
+    f.committed++;  // wait_all commits the open group, then waits for every group
+    groups_left = 0;
+  }
+  const unsigned left = static_cast<unsigned>(groups_left);
+  if (f.committed > left && !run->land_copies(f, f.committed - left)) run->fail_in_fiber();
 }
 
 void fail(const char* what) {

@@ -77,6 +77,13 @@ void syncwarp(unsigned mask);
 unsigned activemask();
 void mma_bf16_16816(float d[4], const uint32_t a[4], const uint32_t b[2], const float c[4]);
 void ldmatrix(int n, bool trans, uint32_t* r, const void* row);
+// cp.async, asynchronous as on a GPU: the source is read at issue, the 16
+// bytes land in shared memory only when the issuing thread's wait covers
+// their group (or it exits). A read before that sees the old bytes; a write
+// by anyone to those bytes while the copy is in flight is reported as a race.
+void cp_async(void* smem, const void* gmem, bool valid);
+void cp_async_commit();
+void cp_async_wait(int groups_left);  // < 0: wait_all (commits the open group too)
 // Ends the launch with an error (used by __trap and failed device asserts).
 [[noreturn]] void fail(const char* what);
 }  // namespace tmoe_sim

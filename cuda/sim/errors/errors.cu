@@ -61,3 +61,57 @@ extern "C" __global__ void simt_err_uninit_static_smem(const SimTestParams p) {
   vals[t] = 1.f;
   idx[t] = 0;
 }
+
+// cp.async from global to a shared address 8 bytes off 16: a misaligned-address
+// fault on a GPU, an error in the simulator.
+extern "C" __global__ void simt_err_cp_async_misaligned(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  cp_async_16(buf + 2, p.in_f);
+  cp_async_wait_all();
+}
+
+// Each thread copies 4 floats of in_f into its 16-byte slot, then reads its own
+// slot (mode 0: before waiting, so it sees the old bytes, the poison; mode 1:
+// after cp_async_wait_all, so it sees the copy) into out_f.
+extern "C" __global__ void simt_err_cp_async_read_early(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  const unsigned t = threadIdx.x;
+  cp_async_16(buf + 4 * t, p.in_f + 4 * t);
+  cp_async_commit();
+  if (p.mode == 1) cp_async_wait_all();
+  for (int i = 0; i < 4; i++) p.out_f[4 * t + i] = buf[4 * t + i];
+  cp_async_wait_all();
+}
+
+// Each thread copies into its slot, meets the others at a barrier, then zeroes
+// its neighbour's slot: mode 0 waits for its copy only after that (the
+// neighbour's copy may still be in flight and land after the zeros or before:
+// a race), mode 1 waits before the barrier (the zeros win).
+extern "C" __global__ void simt_err_cp_async_race(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  const unsigned t = threadIdx.x, nb = (t + 1) % blockDim.x;
+  cp_async_16(buf + 4 * t, p.in_f + 4 * t);
+  cp_async_commit();
+  if (p.mode == 1) cp_async_wait_all();
+  __syncthreads();
+  for (int i = 0; i < 4; i++) buf[4 * nb + i] = 0.f;
+  cp_async_wait_all();
+  __syncthreads();
+  for (int i = 0; i < 4; i++) p.out_f[4 * t + i] = buf[4 * t + i];
+}
+
+// The GEMM's pipeline pattern: two groups in flight, wait_group<1> lands the
+// older only. Thread t copies slot A (group 0) and slot B (group 1), waits
+// with wait_group<1> and reads both: A holds the copy, B still the poison.
+extern "C" __global__ void simt_err_cp_async_groups(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  const unsigned t = threadIdx.x, n = blockDim.x;
+  cp_async_16(buf + 4 * t, p.in_f + 4 * t);
+  cp_async_commit();
+  cp_async_16(buf + 4 * (n + t), p.in_f + 4 * t);
+  cp_async_commit();
+  cp_async_wait<1>();
+  p.out_f[2 * t] = buf[4 * t];
+  p.out_f[2 * t + 1] = buf[4 * (n + t)];
+  cp_async_wait<0>();
+}
