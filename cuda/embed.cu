@@ -28,7 +28,8 @@ extern "C" __global__ void __launch_bounds__(256) embed_fwd(const EmbedFwdParams
     return;
   }
   const float* src = p.table + (size_t)id * p.d;
-  if (p.d % 8 == 0) {
+  // 16-byte loads and stores: every row start is aligned when the bases are and d % 8 == 0.
+  if (p.d % 8 == 0 && aligned16(p.table) && aligned16(p.out)) {
     for (int j = lane * 8; j < p.d; j += TMOE_WARP * 8) {
       const float4 a = *reinterpret_cast<const float4*>(src + j);
       const float4 b = *reinterpret_cast<const float4*>(src + j + 4);
@@ -74,7 +75,7 @@ extern "C" __global__ void __launch_bounds__(256) embed_bwd_tile(const EmbedBwdT
   const int64_t row0 = (int64_t)blockIdx.x * EMBED_TILE;
   const int64_t row = row0 + t;
   const uint32_t id = row < p.rows ? p.ids[row] : EMBED_NONE;
-  // vocab < 2^24 (checked by the wrapper), so valid keys never equal EMBED_NONE.
+  // vocab <= 2^24 - 1 (checked by the wrapper), so valid keys never equal EMBED_NONE.
   key[t] = id < (uint32_t)p.vocab ? (id << EMBED_ROW_BITS) | (uint32_t)t : EMBED_NONE;
 
   // Bitonic sort, ascending: (id, row) order, invalid rows last.

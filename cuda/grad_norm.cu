@@ -39,7 +39,7 @@ extern "C" __global__ void __launch_bounds__(256) grad_norm_partial(const GradNo
     if (threadIdx.x == 0) p.partials[blockIdx.x] = acc;
 }
 
-extern "C" __global__ void grad_norm_final(const GradNormFinalParams p) {
+extern "C" __global__ void __launch_bounds__(1024) grad_norm_final(const GradNormFinalParams p) {
     TMOE_SHARED(double, s_d, [1024]);
     double acc = 0.0;
     for (int i = threadIdx.x; i < p.n_partials; i += blockDim.x) acc += (double)p.partials[i];

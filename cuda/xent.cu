@@ -161,7 +161,7 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
   }
 }
 
-extern "C" __global__ void xent_mean(const XentMeanParams p) {
+extern "C" __global__ void __launch_bounds__(1024) xent_mean(const XentMeanParams p) {
   TMOE_SHARED(float, s_red, [32]);
   float sum = 0.0f, cnt = 0.0f;
   for (int64_t t = threadIdx.x; t < p.tokens; t += blockDim.x) {

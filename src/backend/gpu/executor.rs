@@ -282,6 +282,7 @@ impl Executor {
 
     /// Queues a kernel (the simulator runs it at once).
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
+        check_params_type::<P>(l.kernel)?;
         match &self.kind {
             Kind::Sim(s) => s.launch(l),
             #[cfg(feature = "cuda")]
@@ -339,4 +340,23 @@ impl Executor {
         }
         Ok(())
     }
+}
+
+/// A kernel gets the params struct its signature names (build.rs's table):
+/// the simulator only compares sizes, and the driver copies the kernel's
+/// declared size from whatever pointer it is given.
+fn check_params_type<P>(kernel: &str) -> Result<()> {
+    let Some((_, _, want)) = super::registry::KERNELS
+        .iter()
+        .find(|(k, _, _)| *k == kernel)
+    else {
+        return Ok(()); // unknown kernels are each executor's error
+    };
+    let got = std::any::type_name::<P>();
+    if got.rsplit("::").next() == Some(*want) {
+        return Ok(());
+    }
+    Err(GpuError::Invalid(format!(
+        "launching {kernel} with {got}, but its params struct is {want}"
+    )))
 }

@@ -107,8 +107,13 @@ impl<'a> Rows<'a> {
                 self.offset, self.ld
             ));
         }
+        let addr = self.buf.addr() + 2 * self.offset as u64;
+        // cp.async reads 16 bytes at a time: a GPU faults on a misaligned base.
+        if !addr.is_multiple_of(16) {
+            return bad(format!("address {addr:#x} is not 16-byte aligned"));
+        }
         let ld = i32::try_from(self.ld).map_err(|_| GpuError::Invalid("ld too large".into()))?;
-        Ok((self.buf.addr() + 2 * self.offset as u64, ld))
+        Ok((addr, ld))
     }
 }
 

@@ -53,8 +53,10 @@ pub fn fwd(
 
 /// Rows per tile of the backward pass (`EMBED_TILE` in cuda/params.h).
 pub const BWD_TILE: usize = EMBED_TILE as usize;
-/// Ids share a 32-bit sort key with the row inside the tile (8 bits).
-const MAX_VOCAB: usize = 1 << 24;
+/// Ids share a 32-bit sort key with the row inside the tile (8 bits), and the
+/// key 0xFFFFFFFF (id 2^24 - 1, row 255) marks an empty slot: ids stay below
+/// 2^24 - 1.
+const MAX_VOCAB: usize = (1 << 24) - 1;
 
 /// Largest sort of one id's tiles in `embed_bwd_reduce` (u32 shared memory,
 /// 32 KiB): rows up to 8192 tiles (2M rows) per call.
@@ -89,7 +91,7 @@ impl EmbedBwdScratch {
         to_i32("vocab", vocab)?;
         if vocab > MAX_VOCAB {
             return Err(GpuError::Invalid(format!(
-                "embedding: vocab {vocab} above the backward's limit {MAX_VOCAB}"
+                "embedding: vocab {vocab} above the backward's limit of {MAX_VOCAB} ids"
             )));
         }
         let n_tiles = rows.div_ceil(BWD_TILE);
