@@ -265,3 +265,16 @@ fn write_into_a_cp_async_in_flight_is_reported() {
         assert!(ex.download(&io.out_f).unwrap().iter().all(|&v| v == 0.0));
     }
 }
+
+/// A block bigger than the kernel's `__launch_bounds__` is refused, as a GPU
+/// refuses it; at the bound it runs.
+#[test]
+fn block_above_launch_bounds_is_reported() {
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[0.0], &[0], 128, 1);
+    launch(&ex, "simt_err_launch_bounds", 1, 64, 0, io.params(0, 0)).unwrap();
+    let err = launch(&ex, "simt_err_launch_bounds", 1, 128, 0, io.params(0, 0))
+        .expect_err("128 threads above __launch_bounds__(64)")
+        .to_string();
+    assert!(err.contains("above its __launch_bounds__(64)"), "{err}");
+}

@@ -39,6 +39,7 @@ struct KernelEntry {
   const char* name;
   Trampoline fn;
   size_t params_size;
+  const unsigned* max_threads;  // __launch_bounds__'s first argument (1024 without one)
 };
 
 }  // namespace tmoe_sim
@@ -800,6 +801,13 @@ extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const u
     char b[256];
     snprintf(b, sizeof b, "kernel %s: invalid launch grid (%u,%u,%u) block (%u,%u,%u) smem %zu",
              name, grid[0], grid[1], grid[2], block[0], block[1], block[2], smem);
+    write_err(err, err_len, b);
+    return 1;
+  }
+  if (threads > *k->max_threads) {
+    char b[256];
+    snprintf(b, sizeof b, "kernel %s: block of %llu threads above its __launch_bounds__(%u) (a GPU "
+             "refuses the launch)", name, (unsigned long long)threads, *k->max_threads);
     write_err(err, err_len, b);
     return 1;
   }

@@ -115,3 +115,8 @@ extern "C" __global__ void simt_err_cp_async_groups(const SimTestParams p) {
   p.out_f[2 * t + 1] = buf[4 * (n + t)];
   cp_async_wait<0>();
 }
+
+// Declares at most 64 threads a block; a launch of more must fail as on a GPU.
+extern "C" __global__ void __launch_bounds__(64) simt_err_launch_bounds(const SimTestParams p) {
+  p.out_f[threadIdx.x] = 1.f;
+}
