@@ -9,6 +9,7 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
+use rayon::prelude::*;
 use smartcore::linalg::basic::matrix::DenseMatrix;
 use smartcore::linear::logistic_regression::{LogisticRegression, LogisticRegressionParameters};
 
@@ -183,15 +184,26 @@ pub fn fit_and_score(
         scaler.matrix(&xte, d)?,
     );
     let (ytr, yva) = (labels(train, &train_idx), labels(val, &val_idx));
+    // The strengths are independent fits (smartcore's is single-threaded and
+    // slow with hundreds of classes): one per core, then chosen in order.
+    let fits = ALPHAS
+        .par_iter()
+        .map(
+            |&alpha| -> Result<(f64, f64, LogisticRegression<f64, u32, _, _>)> {
+                let params = LogisticRegressionParameters::default().with_alpha(alpha);
+                let lr = LogisticRegression::fit(&mtr, &ytr, params).map_err(|e| {
+                    anyhow::anyhow!("fitting the linear probe (alpha {alpha}): {e}")
+                })?;
+                let pva: Vec<u32> = lr
+                    .predict(&mva)
+                    .map_err(|e| anyhow::anyhow!("linear probe prediction: {e}"))?;
+                let (_, f1) = accuracy_macro_f1(&pva, &yva, n_classes)?;
+                Ok((alpha, f1, lr))
+            },
+        )
+        .collect::<Result<Vec<_>>>()?;
     let mut best: Option<(f64, f64, LogisticRegression<f64, u32, _, _>)> = None;
-    for alpha in ALPHAS {
-        let params = LogisticRegressionParameters::default().with_alpha(alpha);
-        let lr = LogisticRegression::fit(&mtr, &ytr, params)
-            .map_err(|e| anyhow::anyhow!("fitting the linear probe (alpha {alpha}): {e}"))?;
-        let pva: Vec<u32> = lr
-            .predict(&mva)
-            .map_err(|e| anyhow::anyhow!("linear probe prediction: {e}"))?;
-        let (_, f1) = accuracy_macro_f1(&pva, &yva, n_classes)?;
+    for (alpha, f1, lr) in fits {
         // The first (weakest) alpha wins a tie.
         if best.as_ref().is_none_or(|(_, b, _)| f1 > *b) {
             best = Some((alpha, f1, lr));
