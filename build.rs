@@ -203,9 +203,10 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
     // One wrapper per .cu, so that g++ sees C++ and file-local names stay
     // local; it also evaluates each kernel's launch bound where its macros live.
     for src in sources {
-        let wrapper = sim_dir.join(format!("{}.cpp", key(src)));
+        let file = key(src);
+        let wrapper = sim_dir.join(format!("{file}.cpp"));
         let mut text = format!("#include \"{}\"\n", src.display());
-        for k in kernels.iter().filter(|k| k.file == key(src)) {
+        for k in kernels.iter().filter(|k| k.file == file) {
             let bound = k.max_threads.as_deref().unwrap_or("1024");
             writeln!(
                 text,
@@ -250,9 +251,11 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
 
 fn write_kernel_table(out: &Path, kernels: &[Kernel], asan: bool) {
     let mut t = String::from(
-        "/// Every kernel in cuda/: (name, source file stem, params struct).\npub const KERNELS: &[(&str, &str, &str)] = &[\n",
+        "/// Every kernel in cuda/: (name, source file stem, params struct), sorted by\n/// name (looked up by binary search on every launch).\npub const KERNELS: &[(&str, &str, &str)] = &[\n",
     );
-    for k in kernels {
+    let mut sorted: Vec<&Kernel> = kernels.iter().collect();
+    sorted.sort_by(|a, b| a.name.cmp(&b.name));
+    for k in sorted {
         writeln!(t, "    ({:?}, {:?}, {:?}),", k.name, k.file, k.params).unwrap();
     }
     t.push_str("];\n");

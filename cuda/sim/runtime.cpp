@@ -390,9 +390,11 @@ struct Runner {
         continue;
       }
       if (ok && memcmp(c.dst, c.before, 16) != 0) {
+        const char* array = "dynamic shared memory";
+        const unsigned char* base = smem_base(c.dst, &array);
         set_error("a write reached shared memory at %s+%td while a cp.async into it was in "
                   "flight (wait for the copy, then __syncthreads, before anyone writes there)",
-                  where_smem(c.dst), c.dst - smem_base(c.dst));
+                  array, c.dst - base);
         ok = false;
       }
       memcpy(c.dst, c.data, 16);
@@ -400,12 +402,11 @@ struct Runner {
     f.copies.resize(kept);
     return ok;
   }
-  // Which shared array holds `p`, for messages.
-  const char* where_smem(const unsigned char* p) const {
-    return p >= smem && p < smem + smem_bytes ? "dynamic shared memory" : "a static shared array";
-  }
-  const unsigned char* smem_base(const unsigned char* p) const {
+  // The start of the shared array that holds `p`, for messages; `*array`
+  // becomes its kind when it is a static one.
+  const unsigned char* smem_base(const unsigned char* p, const char** array) const {
     if (p >= smem && p < smem + smem_bytes) return smem;
+    *array = "a static shared array";
     for (const StaticSmem& s : statics)
       if (p >= s.mem && p < s.mem + s.bytes) return s.mem;
     return p;
