@@ -65,6 +65,33 @@ fn main() {
     build_simulator(&cuda, &out, &sim_sources, &kernels, asan);
     write_kernel_table(&out, &kernels, asan);
     build_fatbins(&root, &cuda, &out, &gpu_sources);
+    if env::var_os("CARGO_FEATURE_CUDA").is_some() {
+        build_fake_driver(&cuda, &out);
+    }
+}
+
+/// The fake CUDA driver (cuda/sim/fake_driver.cpp): a libcuda.so whose
+/// kernels run in the simulator, so that the GPU executor's host code runs in
+/// tests without a GPU. Its path reaches the crate as TMOE_FAKE_DRIVER.
+fn build_fake_driver(cuda: &Path, out: &Path) {
+    let src = cuda.join("sim/fake_driver.cpp");
+    let dir = out.join("fake-driver");
+    fs::create_dir_all(&dir).unwrap();
+    let lib = dir.join("libcuda.so");
+    let compiler = cc::Build::new().cpp(true).get_compiler();
+    let status = compiler
+        .to_command()
+        .args(["-std=c++17", "-O2", "-fPIC", "-shared", "-Wall", "-Wextra"])
+        // The soname cudarc's dlopen("libcuda.so") matches once this is loaded.
+        .arg("-Wl,-soname,libcuda.so")
+        .arg("-o")
+        .arg(&lib)
+        .arg(&src)
+        .arg("-lpthread")
+        .status()
+        .unwrap_or_else(|e| panic!("running the C++ compiler on {}: {e}", src.display()));
+    assert!(status.success(), "compiling {} failed", src.display());
+    println!("cargo:rustc-env=TMOE_FAKE_DRIVER={}", lib.display());
 }
 
 fn list_cu(dir: &Path) -> Vec<PathBuf> {

@@ -64,9 +64,7 @@ fn run_cpu(model: &Model, p: &[Param], cls: bool) -> Outcome {
     let f = {
         let v = params.values();
         if cls {
-            model
-                .cls_forward(&mut tape, &v, &x, Some(&labels), 0.5)
-                .unwrap()
+            model.cls_forward(&mut tape, &v, &x, &labels, 0.5).unwrap()
         } else {
             model.lm_forward(&mut tape, &v, &x, 0.5).unwrap()
         }
@@ -97,7 +95,7 @@ fn run_gpu(gpu: &Gpu, model: &Model, p: &[Param], cls: bool) -> anyhow::Result<O
     let f = {
         let v = store.values();
         if cls {
-            model.cls_forward(&mut tape, &v, &x, Some(&labels), 0.5)?
+            model.cls_forward(&mut tape, &v, &x, &labels, 0.5)?
         } else {
             model.lm_forward(&mut tape, &v, &x, 0.5)?
         }

@@ -7,54 +7,17 @@
 mod common;
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{Device, Param};
-use traffic_moe::model::batch::Batch;
 use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
-
-/// Four batches of 4 sequences: a repeating pattern (learnable) with the
-/// class in the first token, and some padding.
-fn batches() -> Vec<Batch> {
-    (0..4)
-        .map(|k| {
-            let (b, s) = (4, 32);
-            let mut ids = Vec::new();
-            let mut mask = Vec::new();
-            let mut labels = Vec::new();
-            for r in 0..b {
-                let class = ((k + r) % 3) as u32;
-                let len = s - 3 * r;
-                for i in 0..s {
-                    let id = if i == 0 {
-                        class + 5
-                    } else {
-                        (10 + class * 40 + (i as u32 % 7) * 3) % 512
-                    };
-                    ids.push(if i < len { id } else { 0 });
-                    mask.push(u8::from(i < len));
-                }
-                labels.push(class);
-            }
-            let n_tokens = mask.iter().filter(|&&m| m != 0).count();
-            Batch {
-                ids,
-                mask,
-                labels,
-                b,
-                s,
-                n_tokens,
-            }
-        })
-        .collect()
-}
 
 fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, Vec<Param>) {
     let cfg = common::micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
     let mut tr = Trainer::new(device, params, opt).unwrap();
-    let data = batches();
+    let data = common::micro_batches();
     let losses = (0..steps)
         .map(|i| {
             tr.step(&model, &data[i % data.len()], task, 0.02, 3e-3, 1.0)
@@ -132,8 +95,15 @@ fn optimizer_state_round_trips_through_the_device() {
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
     let mut tr = Trainer::new(Device::Sim, params.clone(), opt).unwrap();
-    tr.step(&model, &batches()[0], Task::Lm, 0.02, 1e-3, 1.0)
-        .unwrap();
+    tr.step(
+        &model,
+        &common::micro_batches()[0],
+        Task::Lm,
+        0.02,
+        1e-3,
+        1.0,
+    )
+    .unwrap();
     let (p1, o1) = (tr.params().unwrap(), tr.optimizer().unwrap());
     assert_eq!(o1.step, 1);
     assert!(

@@ -58,7 +58,7 @@ fn run(model: &Model, p: &mut Params<f64>, cls: bool, aux: f64, grads: bool) -> 
     let values: Vec<&[f64]> = p.values.iter().map(|v| &v[..]).collect();
     let f = if cls {
         model
-            .cls_forward(&mut tape, &values, &x, Some(&LABELS), aux)
+            .cls_forward(&mut tape, &values, &x, &LABELS, aux)
             .unwrap()
     } else {
         model.lm_forward(&mut tape, &values, &x, aux).unwrap()

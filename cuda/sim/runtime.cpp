@@ -844,3 +844,17 @@ extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const u
   }
   return 0;
 }
+
+// A kernel's params struct size and __launch_bounds__ (for the fake CUDA
+// driver, cuda/sim/fake_driver.cpp, at module load); 0 when there is no such
+// kernel.
+extern "C" int tmoe_sim_kernel_info(const char* name, size_t* params_size,
+                                    unsigned* max_threads) {
+  for (const tmoe_sim::KernelEntry* e = tmoe_sim_kernels; e->name; e++)
+    if (!strcmp(e->name, name)) {
+      *params_size = e->params_size;
+      *max_threads = *e->max_threads;
+      return 1;
+    }
+  return 0;
+}

@@ -128,7 +128,7 @@ fn forward_batch<B: Backend<f32>>(
         tape = tape.keep_routing();
     }
     let t = match out {
-        Output::Logits => model.cls_forward(&mut tape, p, x, None, 0.0)?.logits,
+        Output::Logits => model.cls_logits(&mut tape, p, x, 0.0)?.0,
         Output::Pooled => model.pooled(&mut tape, p, x, 0.0)?.0,
     };
     // Reading the result waits for a device.

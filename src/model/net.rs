@@ -68,7 +68,8 @@ pub struct Forward<F> {
     pub loss: TensorId,
     /// Task loss alone (cross entropy).
     pub task_loss: F,
-    /// Mean load-balancing loss over layers (0 for the dense twin).
+    /// Mean load-balancing loss over layers (0 for the dense twin, and on an
+    /// inference tape, which does not read it back).
     pub aux: F,
     /// Classifier logits `[B, C]`; for the LM, the final hidden states
     /// `[B·S, d]` (vocabulary logits are never formed whole).
@@ -166,7 +167,8 @@ impl Model {
         ))
     }
 
-    /// Embedding -> blocks -> final norm: `[B·S, d]`, and the mean aux loss.
+    /// Embedding -> blocks -> final norm: `[B·S, d]`, and the mean aux loss
+    /// (0 on an inference tape).
     /// On an inference tape each activation is released after its last use.
     pub fn backbone<F: Float, B: Backend<F>>(
         &self,
@@ -245,8 +247,9 @@ impl Model {
         }
         let out = tape.rmsnorm(p, h, self.norm_f, d)?;
         tape.release(&[h]);
-        // Every layer's aux loss is read once, at the end of the forward.
-        let aux = if c.ffn == FfnKind::Moe {
+        // Every layer's aux loss is read once, at the end of the forward; an
+        // inference tape does not read it (a device sync a layer for nothing).
+        let aux = if c.ffn == FfnKind::Moe && tape.is_recording() {
             let v = tape.aux_losses()?;
             v.iter().fold(F::ZERO, |a, &x| a + x) / F::from_usize(v.len().max(1))
         } else {
@@ -292,16 +295,15 @@ impl Model {
         Ok((pooled, aux))
     }
 
-    /// Classification: masked mean pooling -> MLP head -> cross entropy (+ aux).
-    /// Without labels the loss is computed against IGNORE (0) and only logits matter.
-    pub fn cls_forward<F: Float, B: Backend<F>>(
+    /// The classifier's logits `[B, n_classes]`: masked mean pooling -> MLP
+    /// head, and the backbone's aux loss (0 on an inference tape).
+    pub fn cls_logits<F: Float, B: Backend<F>>(
         &self,
         tape: &mut Tape<F, B>,
         p: &[&B::Param],
         x: &Inputs,
-        labels: Option<&[u32]>,
         aux_weight: F,
-    ) -> anyhow::Result<Forward<F>> {
+    ) -> anyhow::Result<(TensorId, F)> {
         let head = self
             .head
             .as_ref()
@@ -314,9 +316,21 @@ impl Model {
         tape.release(&[z]);
         let logits = tape.linear(p, g, head.w2, Some(head.b2), d, self.cfg.n_classes)?;
         tape.release(&[g]);
-        let ignore_all = vec![IGNORE; x.b];
-        let (loss, task_loss) =
-            tape.cross_entropy(logits, labels.unwrap_or(&ignore_all), IGNORE)?;
+        Ok((logits, aux))
+    }
+
+    /// Classification: [`Self::cls_logits`] -> cross entropy against
+    /// `labels` (+ aux).
+    pub fn cls_forward<F: Float, B: Backend<F>>(
+        &self,
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
+        x: &Inputs,
+        labels: &[u32],
+        aux_weight: F,
+    ) -> anyhow::Result<Forward<F>> {
+        let (logits, aux) = self.cls_logits(tape, p, x, aux_weight)?;
+        let (loss, task_loss) = tape.cross_entropy(logits, labels, IGNORE)?;
         Ok(Forward {
             loss,
             task_loss,

@@ -43,9 +43,7 @@ pub fn train_step(
         let p = params.values();
         match task {
             Task::Lm => model.lm_forward(&mut tape, &p, &x, aux_weight)?,
-            Task::Classify => {
-                model.cls_forward(&mut tape, &p, &x, Some(&batch.labels), aux_weight)?
-            }
+            Task::Classify => model.cls_forward(&mut tape, &p, &x, &batch.labels, aux_weight)?,
         }
     };
     zero_grads(params);

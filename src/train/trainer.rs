@@ -75,7 +75,7 @@ impl Trainer {
                     match task {
                         Task::Lm => model.lm_forward(&mut tape, &p, &x, aux_weight)?,
                         Task::Classify => {
-                            model.cls_forward(&mut tape, &p, &x, Some(&batch.labels), aux_weight)?
+                            model.cls_forward(&mut tape, &p, &x, &batch.labels, aux_weight)?
                         }
                     }
                 };

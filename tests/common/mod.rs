@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use traffic_moe::engine::Param;
+use traffic_moe::model::batch::Batch;
 use traffic_moe::model::{FfnKind, Model, ModelConfig};
 
 /// The real captures of `../shared/data` (relative to the crate root), or
@@ -85,4 +86,40 @@ pub fn margin_params(cfg: &ModelConfig, noise: f32) -> (Model, Vec<Param>) {
         }
     }
     (model, p)
+}
+
+/// Four batches of 4 sequences: a repeating pattern (learnable) with the
+/// class in the first token, and some padding.
+pub fn micro_batches() -> Vec<Batch> {
+    (0..4)
+        .map(|k| {
+            let (b, s) = (4, 32);
+            let mut ids = Vec::new();
+            let mut mask = Vec::new();
+            let mut labels = Vec::new();
+            for r in 0..b {
+                let class = ((k + r) % 3) as u32;
+                let len = s - 3 * r;
+                for i in 0..s {
+                    let id = if i == 0 {
+                        class + 5
+                    } else {
+                        (10 + class * 40 + (i as u32 % 7) * 3) % 512
+                    };
+                    ids.push(if i < len { id } else { 0 });
+                    mask.push(u8::from(i < len));
+                }
+                labels.push(class);
+            }
+            let n_tokens = mask.iter().filter(|&&m| m != 0).count();
+            Batch {
+                ids,
+                mask,
+                labels,
+                b,
+                s,
+                n_tokens,
+            }
+        })
+        .collect()
 }

@@ -149,6 +149,10 @@ impl CudaExecutor {
     }
 
     fn open() -> Result<CudaExecutor> {
+        // TMOE_FAKE_CUDA: the fake driver (kernels in the simulator) instead of libcuda.
+        if let Some(fake) = super::fake_driver::from_env() {
+            fake.map_err(GpuError::Unavailable)?;
+        }
         // SAFETY: only probes for the driver library with dlopen.
         if !unsafe { sys::is_culib_present() } {
             return Err(GpuError::Unavailable(

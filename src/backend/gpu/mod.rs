@@ -16,6 +16,8 @@ pub mod cuda;
 pub mod engine;
 pub mod error;
 pub mod executor;
+#[cfg(feature = "cuda")]
+pub mod fake_driver;
 pub mod launch;
 pub mod ops;
 pub mod params;

@@ -1,0 +1,423 @@
+//! The GPU executor's host code (src/backend/gpu/cuda.rs: cudarc, the stream,
+//! pinned staging, events, shared-memory attributes) without a GPU: the fake
+//! CUDA driver (cuda/sim/fake_driver.cpp) runs its kernels in the simulator
+//! and queued work only when the host waits for it, so a host that reuses a
+//! buffer too early or reads too soon sees stale bytes here as on a GPU.
+//! `--features cuda` only (`.ci/run` runs it): `cargo test --features cuda
+//! --test cuda_fake_driver`.
+#![cfg(feature = "cuda")]
+
+mod common;
+
+use std::sync::Mutex;
+
+use traffic_moe::backend::gpu::Executor;
+use traffic_moe::backend::gpu::Launch;
+use traffic_moe::backend::gpu::fake_driver::{self, FakeDriver};
+use traffic_moe::backend::gpu::ops::cast;
+use traffic_moe::backend::gpu::params::CastF32Bf16Params;
+use traffic_moe::engine::{Device, Param};
+use traffic_moe::eval::predict::{Loaded, class_logits};
+use traffic_moe::model::net::Inputs;
+use traffic_moe::model::{FfnKind, Model};
+use traffic_moe::train::optim::{AdamW, AdamWConfig};
+use traffic_moe::train::step::Task;
+use traffic_moe::train::trainer::Trainer;
+
+/// The driver, loaded before anything opens the CUDA executor, and a lock:
+/// the counters are process-wide, so tests that read them run one at a time.
+fn fake() -> Option<(&'static FakeDriver, std::sync::MutexGuard<'static, ()>)> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let d = fake_driver::install(std::path::Path::new(fake_driver::BUILT))
+        .unwrap_or_else(|e| panic!("{e}"));
+    if let Err(e) = Executor::cuda() {
+        // Without nvcc there are no fatbins to load (TMOE_SKIP_NVCC=1 builds).
+        traffic_moe::testing::skip_or_fail(format_args!("the fake driver cannot open: {e}"));
+        return None;
+    }
+    Some((d, guard))
+}
+
+#[test]
+fn uploads_through_the_staging_ring_arrive_intact() {
+    let Some((d, _g)) = fake() else { return };
+    let ex = Executor::cuda().unwrap();
+    let before = d.counters();
+    // More small uploads than the ring has slots, none waited for: a slot
+    // refilled before its copy ran would hand a later buffer's bytes to an
+    // earlier one.
+    let data: Vec<Vec<u32>> = (0..20u32)
+        .map(|k| (0..1000 + 37 * k).map(|i| i ^ (k << 20)).collect())
+        .collect();
+    let bufs: Vec<_> = data.iter().map(|v| ex.upload(v).unwrap()).collect();
+    // And one above the staging limit (the synchronous path).
+    let big: Vec<u32> = (0..(5u32 << 20) / 4).map(|i| i.wrapping_mul(7)).collect();
+    let big_buf = ex.upload(&big).unwrap();
+    for (b, want) in bufs.iter().zip(&data) {
+        assert_eq!(&ex.download(b).unwrap(), want);
+    }
+    assert_eq!(ex.download(&big_buf).unwrap(), big);
+    let c = d.counters().since(&before);
+    eprintln!("{c:?}");
+    assert_eq!(c.htod_async, 20, "small uploads go through pinned staging");
+    assert_eq!(c.htod_sync, 1, "the large upload is synchronous");
+    assert!(d.error().is_none(), "{:?}", d.error());
+}
+
+fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, Vec<Param>) {
+    let cfg = common::micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
+    let (model, params) = Model::new(cfg, 5).unwrap();
+    let opt = AdamW::new(AdamWConfig::default(), &params);
+    let mut tr = Trainer::new(device, params, opt).unwrap();
+    let data = common::micro_batches();
+    let losses = (0..steps)
+        .map(|i| {
+            tr.step(&model, &data[i % data.len()], task, 0.02, 3e-3, 1.0)
+                .unwrap()
+                .loss
+        })
+        .collect();
+    (losses, tr.params().unwrap())
+}
+
+/// Training through the driver gives the simulator's results bit for bit
+/// (the same kernels in the same order: the host path changes nothing).
+fn same_as_sim(ffn: FfnKind, task: Task) {
+    let Some((d, _g)) = fake() else { return };
+    let before = d.counters();
+    let (a, pa) = train(Device::Cuda, ffn, task, 3);
+    let c = d.counters().since(&before);
+    eprintln!("{ffn:?} {task:?}: {c:?}");
+    assert!(d.error().is_none(), "{:?}", d.error());
+    let (b, pb) = train(Device::Sim, ffn, task, 3);
+    assert_eq!(a, b, "{ffn:?} {task:?}: losses on the fake driver vs sim");
+    for (x, y) in pa.iter().zip(&pb) {
+        assert!(
+            x.value
+                .iter()
+                .zip(&y.value)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{ffn:?} {task:?}: {} differs between the fake driver and sim",
+            x.name
+        );
+    }
+}
+
+#[test]
+fn moe_pretraining_through_the_driver_equals_sim() {
+    same_as_sim(FfnKind::Moe, Task::Lm);
+}
+
+#[test]
+fn dense_finetuning_through_the_driver_equals_sim() {
+    same_as_sim(FfnKind::Dense, Task::Classify);
+}
+
+/// What one training step asks of the driver once warm: no allocation (the
+/// caching pool), the batch uploaded in a few copies, one read.
+#[test]
+fn a_warm_training_step_allocates_nothing() {
+    let Some((d, _g)) = fake() else { return };
+    let cfg = common::micro_config(FfnKind::Moe, 0);
+    let (model, params) = Model::new(cfg, 5).unwrap();
+    let opt = AdamW::new(AdamWConfig::default(), &params);
+    let mut tr = Trainer::new(Device::Cuda, params, opt).unwrap();
+    let data = common::micro_batches();
+    for b in &data[..2] {
+        tr.step(&model, b, Task::Lm, 0.02, 1e-3, 1.0).unwrap();
+    }
+    let before = d.counters();
+    tr.step(&model, &data[2], Task::Lm, 0.02, 1e-3, 1.0)
+        .unwrap();
+    let c = d.counters().since(&before);
+    eprintln!("warm step: {c:?}");
+    assert_eq!(c.mem_alloc, 0, "a warm step allocates device memory: {c:?}");
+    assert_eq!(c.mem_free, 0, "a warm step frees device memory: {c:?}");
+}
+
+/// Inference through the driver: the simulator's logits bit for bit, in
+/// one read per batch (no tape, no per-layer sync), and a warm batch
+/// allocates nothing.
+#[test]
+fn inference_reads_once_per_batch_and_equals_sim() {
+    let Some((d, _g)) = fake() else { return };
+    let cfg = common::micro_config(FfnKind::Moe, 3);
+    let (model, params) = Model::new(cfg, 7).unwrap();
+    let data = common::micro_batches();
+    // Two passes over the batches: the second finds every buffer in the pool.
+    let logits = |dev: Device| {
+        let w = Loaded::new(dev, params.clone()).unwrap();
+        let mut out = Vec::new();
+        let mut per_batch = Vec::new();
+        for b in data.iter().chain(&data) {
+            let x = Inputs {
+                ids: &b.ids,
+                mask: &b.mask,
+                b: b.b,
+                s: b.s,
+            };
+            let before = d.counters();
+            out.push(class_logits(&model, w.weights(), &x, false).unwrap().0);
+            per_batch.push(d.counters().since(&before));
+        }
+        (out, per_batch)
+    };
+    let (gpu, per_batch) = logits(Device::Cuda);
+    let (sim, _) = logits(Device::Sim);
+    assert_eq!(gpu, sim, "logits through the fake driver vs sim");
+    assert!(d.error().is_none(), "{:?}", d.error());
+    for (i, c) in per_batch.iter().enumerate() {
+        assert_eq!(c.dtoh_sync, 1, "batch {i}: one read, the logits: {c:?}");
+        assert_eq!(c.htod_sync, 0, "batch {i}: {c:?}");
+        assert_eq!(c.ctx_syncs + c.stream_syncs, 0, "batch {i}: {c:?}");
+        if i >= data.len() {
+            assert_eq!(c.mem_alloc, 0, "warm batch {i} allocates: {c:?}");
+        }
+    }
+}
+
+#[test]
+fn a_refused_launch_is_an_error_naming_the_kernel() {
+    let Some((d, _g)) = fake() else { return };
+    let ex = Executor::cuda().unwrap();
+    let n = 1000;
+    let src: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let a = ex.upload(&src).unwrap();
+    let dst = ex.alloc_zeroed::<half::bf16>(n).unwrap();
+    cast::f32_to_bf16(&ex, &a, &dst, n).unwrap();
+    let err = ex
+        .launch(&Launch {
+            kernel: "cast_f32_bf16",
+            grid: [1, 1, 1],
+            block: [512, 1, 1],
+            smem: 0,
+            params: CastF32Bf16Params {
+                in_: a.cptr(),
+                out: dst.mptr(),
+                n: n as i32,
+                _pad: 0,
+            },
+        })
+        .expect_err("a GPU refuses a block above the launch bound");
+    let msg = format!("{err:#}");
+    assert!(
+        msg.contains("cast_f32_bf16") && msg.contains("OUT_OF_RESOURCES"),
+        "unclear error: {msg}"
+    );
+    let got = ex.download(&dst).unwrap();
+    for (i, (&g, &x)) in got.iter().zip(&src).enumerate() {
+        assert_eq!(g, half::bf16::from_f32(x), "element {i}");
+    }
+    assert!(d.error().is_none(), "{:?}", d.error());
+}
+
+fn tmoe(dir: &std::path::Path, fake: bool, args: &[&str]) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"));
+    cmd.current_dir(dir).args(args);
+    if fake {
+        cmd.env(fake_driver::ENV, "1");
+    } else {
+        cmd.env_remove(fake_driver::ENV);
+    }
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tmoe {args:?} failed:\n{text}");
+    text
+}
+
+/// `tmoe ... --device cuda` with `TMOE_FAKE_CUDA=1`: pretraining writes the
+/// same weights as `--device sim`, bit for bit; `classify` (batched across
+/// captures, and the overlapped stream) gives the same verdicts; and `bench
+/// model` runs its GPU path (events, the driver's memory info) to the end.
+#[test]
+fn the_command_line_on_the_fake_driver() {
+    if fake().is_none() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    tmoe(
+        d,
+        false,
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "4",
+            "--seed",
+            "3",
+        ],
+    );
+    tmoe(
+        d,
+        false,
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "data",
+            "--labels",
+            "folder",
+            "--seq-len",
+            "32",
+            "--vocab-size",
+            "600",
+            "--quiet",
+        ],
+    );
+    let pretrain = |device: &str| {
+        let out = format!("pt-{device}");
+        let text = tmoe(
+            d,
+            device == "cuda",
+            &[
+                "pretrain",
+                "--data",
+                "data",
+                "--config",
+                "tiny",
+                "--out",
+                &out,
+                "--steps",
+                "2",
+                "--batch",
+                "4",
+                "--seq-len",
+                "32",
+                "--device",
+                device,
+                "--quiet",
+            ],
+        );
+        assert!(text.contains("pretrained 2 steps"), "{text}");
+        let bytes = std::fs::read(d.join(&out).join("model.safetensors")).unwrap();
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut tensors: Vec<(String, Vec<u8>)> = st
+            .tensors()
+            .into_iter()
+            .map(|(name, t)| (name, t.data().to_vec()))
+            .collect();
+        tensors.sort();
+        tensors
+    };
+    let (cuda, sim) = (pretrain("cuda"), pretrain("sim"));
+    assert!(!cuda.is_empty());
+    for ((n, a), (_, b)) in cuda.iter().zip(&sim) {
+        assert!(
+            a == b,
+            "{n} differs between --device cuda (fake driver) and sim"
+        );
+    }
+    // A classifier (fine-tuned on sim), then `classify` through the fake
+    // driver: batched across captures, and the stream from standard input
+    // (reader thread + model overlapped), each as on sim.
+    tmoe(
+        d,
+        false,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--init",
+            "pt-sim/model.safetensors",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--seq-len",
+            "32",
+            "--device",
+            "sim",
+            "--quiet",
+        ],
+    );
+    let classify = |device: &str, stream: bool| -> Vec<(String, f64)> {
+        let out = format!("cls-{device}-{stream}.csv");
+        let mut args = vec![
+            "classify",
+            "--checkpoint",
+            "ft/classifier.safetensors",
+            "--data",
+            "data",
+            "--device",
+            device,
+            "--batch",
+            "4",
+            "--out",
+            &out,
+            "--quiet",
+        ];
+        if stream {
+            args.extend(["--stream", "--early"]);
+        } else {
+            args.push("caps");
+        }
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"));
+        cmd.current_dir(d).args(&args);
+        if device == "cuda" {
+            cmd.env(fake_driver::ENV, "1");
+        }
+        if stream {
+            let pcap = std::fs::File::open(d.join("caps/dns/dns-000.pcap")).unwrap();
+            cmd.stdin(pcap);
+        }
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "classify {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let csv = std::fs::read_to_string(d.join(&out)).unwrap();
+        let mut rows: Vec<(String, f64)> = csv
+            .lines()
+            .skip(1)
+            .map(|l| {
+                let (rest, p) = l.rsplit_once(',').unwrap();
+                (rest.to_string(), p.parse().unwrap())
+            })
+            .collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    };
+    for stream in [false, true] {
+        let (cuda, sim) = (classify("cuda", stream), classify("sim", stream));
+        assert!(!cuda.is_empty(), "stream {stream}: no verdicts");
+        assert_eq!(cuda.len(), sim.len(), "stream {stream}");
+        for ((a, pa), (b, pb)) in cuda.iter().zip(&sim) {
+            assert_eq!(a, b, "stream {stream}: a verdict differs");
+            assert!((pa - pb).abs() < 1e-5, "stream {stream}: {a}: {pa} vs {pb}");
+        }
+    }
+    let bench = tmoe(
+        d,
+        true,
+        &[
+            "bench",
+            "model",
+            "--device",
+            "cuda",
+            "--config",
+            "tiny",
+            "--batch",
+            "2",
+            "--seq",
+            "32",
+            "--iters",
+            "1",
+            "--out",
+            "bench.json",
+        ],
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("bench.json")).unwrap()).unwrap();
+    let text = report.to_string();
+    assert!(text.contains("fake CUDA driver"), "{bench}\n{text}");
+}
