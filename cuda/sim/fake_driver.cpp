@@ -111,6 +111,7 @@ struct Counters {
   uint64_t htod_sync, htod_async, dtoh_sync, dtod_async, memset_sync, memset_async;
   uint64_t launches, ctx_syncs, event_syncs, stream_syncs, attr_sets, modules;
   uint64_t bytes_allocated, peak_bytes_allocated, max_queued;
+  uint64_t memset_bytes;  // zeroed by cuMemsetD8 and cuMemsetD8Async
 };
 
 struct State {
@@ -676,6 +677,7 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t bytes) {
   ENTER();
   if (!device_range(S, dst, bytes)) return CUDA_ERROR_INVALID_VALUE;
   S.counters.memset_sync++;
+  S.counters.memset_bytes += bytes;
   drain_legacy(S);
   if (!S.error.empty()) return CUDA_ERROR_LAUNCH_FAILED;
   memset(reinterpret_cast<void*>(dst), value, bytes);
@@ -686,6 +688,7 @@ CUresult cuMemsetD8Async(CUdeviceptr dst, unsigned char value, size_t bytes, voi
   ENTER();
   if (!device_range(S, dst, bytes)) return CUDA_ERROR_INVALID_VALUE;
   S.counters.memset_async++;
+  S.counters.memset_bytes += bytes;
   Op op{};
   op.kind = Op::Set;
   op.stream = as_stream(stream);

@@ -206,17 +206,22 @@ impl CudaExecutor {
             .map_err(cuda_err("binding the context"))
     }
 
-    pub(crate) fn alloc_zeroed(&self, bytes: usize) -> Result<DeviceMem> {
+    /// `bytes` of device memory, zeroed when `zero` (else as the driver
+    /// leaves it).
+    pub(crate) fn alloc(&self, bytes: usize, zero: bool) -> Result<DeviceMem> {
         self.bind()?;
         let n = bytes.max(1);
-        // SAFETY: a fresh allocation of n bytes, zeroed before use.
+        // SAFETY: a fresh allocation of n bytes; zeroed before use when asked.
         unsafe {
             let ptr = result::malloc_sync(n).map_err(cuda_err("cuMemAlloc"))?;
-            result::memset_d8_sync(ptr, 0, n).map_err(cuda_err("cuMemsetD8"))?;
-            Ok(DeviceMem {
+            let mem = DeviceMem {
                 ptr,
                 ctx: self.inner.ctx.clone(),
-            })
+            };
+            if zero {
+                result::memset_d8_sync(ptr, 0, n).map_err(cuda_err("cuMemsetD8"))?;
+            }
+            Ok(mem)
         }
     }
 

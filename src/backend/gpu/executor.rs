@@ -115,20 +115,38 @@ impl Executor {
         !matches!(self.kind, Kind::Sim(_))
     }
 
+    /// A buffer of `len` zeroed elements.
     pub fn alloc_zeroed<T: Pod>(&self, len: usize) -> Result<Buf<T>> {
+        self.alloc(len, true)
+    }
+
+    /// A buffer whose contents are unspecified until written, for an output
+    /// its kernel writes in full: no memset on a GPU (zeroing an activation
+    /// costs as much DRAM traffic as writing it). On the simulator every
+    /// byte is 0xFF (NaN as f32 and bf16, an out-of-range index as u32), so
+    /// an op that reads what its kernel did not write shows up in the tests.
+    pub fn alloc_uninit<T: Pod>(&self, len: usize) -> Result<Buf<T>> {
+        self.alloc(len, false)
+    }
+
+    fn alloc<T: Pod>(&self, len: usize, zero: bool) -> Result<Buf<T>> {
         let bytes = len
             .checked_mul(size_of::<T>())
             .ok_or_else(|| GpuError::Invalid("buffer size overflows".into()))?;
         let Some(pool) = &self.pool else {
-            return Ok(Buf::new(len, self.fresh(bytes)?));
+            return Ok(Buf::new(len, self.fresh(bytes, zero)?));
         };
         let mem = match pool.take(bytes) {
             Some(m) => {
-                self.zero_raw(m.addr(), m.is_host(), bytes)?;
+                if zero {
+                    self.zero_raw(m.addr(), m.is_host(), bytes)?;
+                } else if m.is_host() {
+                    poison(m.addr(), bytes);
+                }
                 m
             }
             None => {
-                let m = self.fresh(bytes)?;
+                let m = self.fresh(bytes, zero)?;
                 pool.note_new(bytes);
                 m
             }
@@ -143,16 +161,22 @@ impl Executor {
         ))
     }
 
-    fn fresh(&self, bytes: usize) -> Result<Mem> {
+    fn fresh(&self, bytes: usize, zero: bool) -> Result<Mem> {
         Ok(match &self.kind {
-            Kind::Sim(_) => Mem::Host(HostMem::zeroed(bytes)),
+            Kind::Sim(_) => {
+                let m = HostMem::zeroed(bytes);
+                if !zero {
+                    poison(m.ptr.as_ptr() as u64, bytes);
+                }
+                Mem::Host(m)
+            }
             #[cfg(feature = "cuda")]
-            Kind::Cuda(c) => Mem::Device(c.alloc_zeroed(bytes)?),
+            Kind::Cuda(c) => Mem::Device(c.alloc(bytes, zero)?),
         })
     }
 
     pub fn upload<T: Pod>(&self, data: &[T]) -> Result<Buf<T>> {
-        let mut b = self.alloc_zeroed::<T>(data.len())?;
+        let mut b = self.alloc_uninit::<T>(data.len())?;
         self.write(&mut b, data)?;
         Ok(b)
     }
@@ -358,4 +382,11 @@ fn check_params_type<P>(kernel: &str) -> Result<()> {
     Err(GpuError::Invalid(format!(
         "launching {kernel} with {got}, but its params struct is {want}"
     )))
+}
+
+/// Fills simulator memory with 0xFF (see [`Executor::alloc_uninit`]).
+fn poison(addr: u64, bytes: usize) {
+    // SAFETY: called on a host allocation of at least `bytes` bytes that no
+    // one else uses yet (fresh, or just taken from the pool).
+    unsafe { std::ptr::write_bytes(addr as *mut u8, 0xFF, bytes) }
 }

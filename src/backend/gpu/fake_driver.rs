@@ -77,6 +77,8 @@ pub struct FakeCounters {
     pub peak_bytes_allocated: u64,
     /// The most operations ever queued and not yet run.
     pub max_queued: u64,
+    /// Bytes set by cuMemsetD8 and cuMemsetD8Async.
+    pub memset_bytes: u64,
 }
 
 impl FakeCounters {
@@ -102,6 +104,7 @@ impl FakeCounters {
             bytes_allocated: self.bytes_allocated,
             peak_bytes_allocated: self.peak_bytes_allocated,
             max_queued: self.max_queued,
+            memset_bytes: self.memset_bytes - earlier.memset_bytes,
         }
     }
 }

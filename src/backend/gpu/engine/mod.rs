@@ -68,12 +68,14 @@ impl Gpu {
         &self.ex
     }
 
+    /// An output its kernel writes in full (not zeroed: see
+    /// [`Executor::alloc_uninit`]).
     fn alloc_bf16(&self, n: usize, op: &'static str) -> OpResult<Buf<bf16>> {
-        self.ex.alloc_zeroed(n).op(op)
+        self.ex.alloc_uninit(n).op(op)
     }
 
     fn alloc_f32(&self, n: usize, op: &'static str) -> OpResult<Buf<f32>> {
-        self.ex.alloc_zeroed(n).op(op)
+        self.ex.alloc_uninit(n).op(op)
     }
 
     /// The device copy of a batch's ids (the staged one when it matches).
@@ -187,7 +189,7 @@ impl Backend<f32> for Gpu {
     }
 
     fn zeros(&self, n: usize) -> OpResult<GpuTensor> {
-        Ok(GpuTensor::from_bf16(self.alloc_bf16(n, "zeros")?))
+        Ok(GpuTensor::from_bf16(self.ex.alloc_zeroed(n).op("zeros")?))
     }
 
     fn scalar(&self, v: f32) -> OpResult<GpuTensor> {
