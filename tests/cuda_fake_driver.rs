@@ -9,6 +9,7 @@
 
 mod common;
 
+use std::ffi::CString;
 use std::sync::Mutex;
 
 use traffic_moe::backend::gpu::Executor;
@@ -16,10 +17,12 @@ use traffic_moe::backend::gpu::Launch;
 use traffic_moe::backend::gpu::fake_driver::{self, FakeDriver};
 use traffic_moe::backend::gpu::ops::cast;
 use traffic_moe::backend::gpu::params::CastF32Bf16Params;
+use traffic_moe::capi;
 use traffic_moe::engine::{Device, Param};
 use traffic_moe::eval::predict::{Loaded, class_logits};
 use traffic_moe::model::net::Inputs;
 use traffic_moe::model::{FfnKind, Model};
+use traffic_moe::traffic::capture::CaptureReader;
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
@@ -241,12 +244,12 @@ fn tmoe(dir: &std::path::Path, fake: bool, args: &[&str]) -> String {
 /// `tmoe ... --device cuda` with `TMOE_FAKE_CUDA=1`: pretraining writes the
 /// same weights as `--device sim`, bit for bit; `classify` (batched across
 /// captures, and the overlapped stream) gives the same verdicts; and `bench
-/// model` runs its GPU path (events, the driver's memory info) to the end.
+/// model` runs its GPU path (events, the driver's memory info) to the end;
+/// the C API on `cuda` gives the same verdicts on the caller's thread and in
+/// the background.
 #[test]
 fn the_command_line_on_the_fake_driver() {
-    if fake().is_none() {
-        return;
-    }
+    let Some((fake, _g)) = fake() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
     tmoe(
@@ -404,6 +407,67 @@ fn the_command_line_on_the_fake_driver() {
             assert!((pa - pb).abs() < 1e-5, "stream {stream}: {a}: {pa} vs {pb}");
         }
     }
+    // The C API on "cuda", in this process (the driver is installed here):
+    // on the caller's thread, and with the model on a thread of its own,
+    // which opens the classifier (and binds the GPU context) there.
+    let via_capi = |flags: u32| -> Vec<(u16, u32, u32)> {
+        let ckpt = CString::new(d.join("ft/classifier.safetensors").to_str().unwrap()).unwrap();
+        let data = CString::new(d.join("data").to_str().unwrap()).unwrap();
+        let engine = CString::new("cuda").unwrap();
+        let mut verdicts = Vec::new();
+        // SAFETY: valid strings and buffers; the handle is closed once.
+        unsafe {
+            let h = capi::tmoe_open(
+                ckpt.as_ptr(),
+                data.as_ptr(),
+                std::ptr::null(),
+                engine.as_ptr(),
+                0,
+                flags,
+            );
+            assert!(!h.is_null(), "tmoe_open(cuda, flags {flags}) failed");
+            for cap in ["caps/dns/dns-000.pcap", "caps/voip/voip-000.pcap"] {
+                let mut r = CaptureReader::open(&d.join(cap)).unwrap();
+                r.for_each_frame(|f| {
+                    let rc = capi::tmoe_feed(
+                        h,
+                        f.ts_ns,
+                        f.link_type,
+                        f.data.as_ptr(),
+                        f.caplen,
+                        f.orig_len,
+                    );
+                    assert!(rc >= 0, "tmoe_feed");
+                })
+                .unwrap();
+            }
+            assert_eq!(capi::tmoe_flush(h), 0);
+            let mut v = [capi::TmoeVerdict::default(); 64];
+            loop {
+                let n = capi::tmoe_poll(h, v.as_mut_ptr(), 64);
+                assert!(n >= 0);
+                if n == 0 {
+                    break;
+                }
+                verdicts.extend(
+                    v[..n as usize]
+                        .iter()
+                        .map(|x| (x.src_port, x.class_id, (x.probability * 1e4).round() as u32)),
+                );
+            }
+            capi::tmoe_close(h);
+        }
+        verdicts.sort();
+        verdicts
+    };
+    let caller = via_capi(0);
+    assert!(!caller.is_empty(), "the C API classified nothing");
+    assert_eq!(
+        caller,
+        via_capi(capi::TMOE_BACKGROUND),
+        "background vs caller's thread"
+    );
+    assert!(fake.error().is_none(), "{:?}", fake.error());
     let bench = tmoe(
         d,
         true,
