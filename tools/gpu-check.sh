@@ -15,7 +15,9 @@
 #   failure: kernels, the GPU engine's ops, the whole model, training), the
 #   batch sweep and the training step of `bench model`, `tmoe bench classify`
 #   (end to end and the stream under load), and `tmoe bench kernels`, writing
-#   results to $OUT (or bench/results/).
+#   results to $OUT (or bench/results/). The whole run keeps to
+#   TMOE_GPU_BUDGET_S seconds (default 540, under the device call's 600):
+#   steps that no longer fit are skipped and listed in skipped.txt.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -55,9 +57,20 @@ mkdir -p "$out"
 export TMOE_REQUIRE_GPU=1
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
 status=0
+# One budget for the whole run (the device call's limit, less a margin to
+# write the summary): each step gets at most what is left, and a step with
+# under 20 s left is skipped, named, rather than cut off without a trace.
+deadline=$(( SECONDS + ${TMOE_GPU_BUDGET_S:-540} ))
+limit() { # the step's own limit in s -> the limit it gets, or 0 to skip
+  local left=$(( deadline - SECONDS ))
+  if (( left < 20 )); then echo 0; elif (( left < $1 )); then echo "$left"; else echo "$1"; fi
+}
+skipped() { echo "SKIPPED (run budget spent): $*" | tee -a "$out/skipped.txt"; status=1; }
 bench_model() { # name, then tmoe bench model arguments
   local name="$1"; shift
-  timeout 150 "$here/tmoe" bench model --device cuda "$@" --out "$out/$name.json" --force \
+  local t; t=$(limit 150)
+  (( t > 0 )) || { skipped "bench model $name"; return; }
+  timeout "$t" "$here/tmoe" bench model --device cuda "$@" --out "$out/$name.json" --force \
     > /dev/null 2> >(tee "$out/$name.txt" >&2)
   [[ $? -eq 0 ]] || status=1
 }
@@ -65,7 +78,9 @@ echo "== bench model: base, batch 64, sequence 512, inference (the paper's Figur
 bench_model bench-model-base-b64 --config base --batch 64
 for t in "$here"/tests/*; do
   echo "== $(basename "$t")"
-  timeout 120 "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" | grep -E "^test |test result|SKIP|panicked" || true
+  lim=$(limit 120)
+  (( lim > 0 )) || { skipped "test $(basename "$t")"; continue; }
+  timeout "$lim" "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" | grep -E "^test |test result|SKIP|panicked" || true
   [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
 done
 echo "== bench model: batch sweep, inference and training step"
@@ -74,15 +89,22 @@ bench_model bench-model-base-train --config base --batch 8,16 --train --iters 5
 bench_model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
 bench_classify() { # name, then tmoe bench classify arguments
   local name="$1"; shift
-  timeout 200 "$here/tmoe" bench classify --device cuda "$@" --out "$out/$name.json" --force \
+  local t; t=$(limit 200)
+  (( t > 0 )) || { skipped "bench classify $name"; return; }
+  timeout "$t" "$here/tmoe" bench classify --device cuda "$@" --out "$out/$name.json" --force \
     > /dev/null 2> >(tee "$out/$name.txt" >&2)
   [[ $? -eq 0 ]] || status=1
 }
 echo "== bench classify: end to end from synthesised captures (tiny: 100k one-flow files, 1M flows), the stream under load; base end to end"
 bench_classify bench-classify-tiny --config tiny
 bench_classify bench-classify-base --config base --no-stream --one-flow-files 20000 --synth-flows 200000
-timeout 240 "$here/tmoe" bench kernels --exec cuda --out "$out/bench-kernels.json" 2>&1 | tee "$out/bench-kernels.txt"
-[[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+lim=$(limit 240)
+if (( lim > 0 )); then
+  timeout "$lim" "$here/tmoe" bench kernels --exec cuda --out "$out/bench-kernels.json" 2>&1 | tee "$out/bench-kernels.txt"
+  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
+else
+  skipped "bench kernels"
+fi
 echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $out"
 exit $status
 RUN
