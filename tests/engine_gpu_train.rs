@@ -5,6 +5,8 @@
 //! step; checkpoints round-trip through the device.
 
 mod common;
+use traffic_moe::backend::gpu::Executor;
+use traffic_moe::backend::gpu::engine::params::GpuParams;
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{Device, Param};
 use traffic_moe::model::{FfnKind, Model};
@@ -125,6 +127,36 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     let err = Device::Cuda.gpu().err().expect("no GPU here");
     assert!(
         err.to_string().contains("--device cuda"),
+        "unclear error: {err}"
+    );
+}
+
+#[test]
+fn weights_loaded_for_inference_keep_bf16_and_little_fp32() {
+    let cfg = common::micro_config(FfnKind::Moe, 3);
+    let (_, params) = Model::new(cfg, 5).unwrap();
+    let ex = Executor::sim();
+    let n: usize = params.iter().map(|p| p.value.len()).sum();
+    let store = GpuParams::upload_inference(&ex, &params).unwrap();
+    // bf16 for every tensor (2 bytes each) and fp32 for the embedding, the
+    // norms, biases, router and shared gate only: under 4 bytes a parameter,
+    // where fp32 + bf16 for all would be 6.
+    let f32_params: usize = params
+        .iter()
+        .filter(|p| {
+            !p.name.contains("w_") && !p.name.contains("attn.w") && !p.name.contains("head.w")
+        })
+        .map(|p| p.value.len())
+        .sum();
+    let bytes = store.device_bytes();
+    assert!(
+        bytes >= 2 * n + 4 * f32_params,
+        "{bytes} bytes for {n} params"
+    );
+    assert!(bytes < 4 * n, "{bytes} bytes for {n} params");
+    let err = store.download().expect_err("no fp32 masters to download");
+    assert!(
+        err.to_string().contains("inference"),
         "unclear error: {err}"
     );
 }
