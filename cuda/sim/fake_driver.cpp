@@ -14,6 +14,12 @@
 // garbage (0xA5), never zeroed; a kernel error (a race, an out-of-bounds
 // access the simulator caught) is sticky, as a GPU fault is.
 //
+// Dry mode (TMOE_FAKE_CUDA_DRY=1): nothing is executed or copied, device
+// memory is reserved but never touched (it reads as zeros), and the device
+// has an H200's 143,771 MiB: a run at the real shapes (`tmoe bench model
+// --device cuda --config base --batch 64`) checks every launch against the
+// limits above, and the memory the run needs, in seconds on a laptop.
+//
 // Loaded by the process before cudarc looks for libcuda (its soname is
 // libcuda.so, so cudarc's dlopen finds this one), which then hands it the
 // simulator's entry points with tmoe_fake_driver_install. Counters of every
@@ -31,6 +37,7 @@
 #include <mutex>
 #include <set>
 #include <string>
+#include <sys/mman.h>
 #include <vector>
 
 namespace {
@@ -122,6 +129,7 @@ struct State {
   Ctx primary{0};
   int primary_refs = 0;
   size_t total_mem = size_t(16) << 30;
+  bool dry = false;  // TMOE_FAKE_CUDA_DRY=1: check launches and memory only
   std::map<uintptr_t, size_t> device;  // start -> size
   std::map<uintptr_t, size_t> pinned;
   std::deque<Op> queue;
@@ -165,6 +173,7 @@ void fail(State& S, const std::string& what) {
 }
 
 void execute(State& S, Op& op) {
+  if (S.dry && op.kind != Op::Record) return;
   switch (op.kind) {
     case Op::Launch: {
       char err[1024] = {0};
@@ -279,6 +288,11 @@ CUresult cuInit(unsigned flags) {
   if (!S.launch || !S.kernel_info) {
     fprintf(stderr, "fake CUDA driver: loaded without tmoe_fake_driver_install\n");
     return CUDA_ERROR_NOT_INITIALIZED;
+  }
+  const char* dry = getenv("TMOE_FAKE_CUDA_DRY");
+  if (dry && !strcmp(dry, "1") && !S.initialised) {
+    S.dry = true;
+    S.total_mem = size_t(143771) << 20;  // an H200's, as nvidia-smi reports it
   }
   S.initialised = true;
   return CUDA_SUCCESS;
@@ -570,9 +584,17 @@ CUresult cuMemAlloc_v2(CUdeviceptr* p, size_t bytes) {
   if (bytes == 0) return CUDA_ERROR_INVALID_VALUE;
   const size_t rounded = (bytes + ALIGN - 1) / ALIGN * ALIGN;
   if (S.counters.bytes_allocated + rounded > S.total_mem) return CUDA_ERROR_OUT_OF_MEMORY;
-  void* m = aligned_alloc(ALIGN, rounded);
-  if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
-  memset(m, 0xA5, rounded);  // a GPU's fresh memory is not zeroed either
+  void* m;
+  if (S.dry) {
+    // Reserved, never written: zero pages that cost no memory until touched.
+    m = mmap(nullptr, rounded, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+             -1, 0);
+    if (m == MAP_FAILED) return CUDA_ERROR_OUT_OF_MEMORY;
+  } else {
+    m = aligned_alloc(ALIGN, rounded);
+    if (!m) return CUDA_ERROR_OUT_OF_MEMORY;
+    memset(m, 0xA5, rounded);  // a GPU's fresh memory is not zeroed either
+  }
   S.device[reinterpret_cast<uintptr_t>(m)] = bytes;
   S.counters.mem_alloc++;
   S.counters.bytes_allocated += rounded;
@@ -587,9 +609,13 @@ CUresult cuMemFree_v2(CUdeviceptr p) {
   auto it = S.device.find(uintptr_t(p));
   if (it == S.device.end()) return CUDA_ERROR_INVALID_VALUE;
   drain(S, true, nullptr, UINT64_MAX);  // cuMemFree waits for the device
-  S.counters.bytes_allocated -= (it->second + ALIGN - 1) / ALIGN * ALIGN;
+  const size_t rounded = (it->second + ALIGN - 1) / ALIGN * ALIGN;
+  S.counters.bytes_allocated -= rounded;
   S.counters.mem_free++;
-  free(reinterpret_cast<void*>(p));
+  if (S.dry)
+    munmap(reinterpret_cast<void*>(p), rounded);
+  else
+    free(reinterpret_cast<void*>(p));
   S.device.erase(it);
   return sync_result(S);
 }
@@ -624,7 +650,7 @@ CUresult cuMemcpyHtoD_v2(CUdeviceptr dst, const void* src, size_t bytes) {
   S.counters.htod_sync++;
   drain_legacy(S);
   if (!S.error.empty()) return CUDA_ERROR_LAUNCH_FAILED;
-  memcpy(reinterpret_cast<void*>(dst), src, bytes);
+  if (!S.dry) memcpy(reinterpret_cast<void*>(dst), src, bytes);
   return CUDA_SUCCESS;
 }
 
@@ -680,7 +706,7 @@ CUresult cuMemsetD8_v2(CUdeviceptr dst, unsigned char value, size_t bytes) {
   S.counters.memset_bytes += bytes;
   drain_legacy(S);
   if (!S.error.empty()) return CUDA_ERROR_LAUNCH_FAILED;
-  memset(reinterpret_cast<void*>(dst), value, bytes);
+  if (!S.dry) memset(reinterpret_cast<void*>(dst), value, bytes);
   return CUDA_SUCCESS;
 }
 
