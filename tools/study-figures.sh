@@ -25,9 +25,10 @@ for name in "${names[@]}"; do
       --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,moe-probe,appscanner,knn) ;;
     # Split by flow: each nDPI capture is one protocol's sample, so split by
     # file would put most applications in one part only. The probe (slow at
-    # 344 classes: smartcore's fits, one L2 strength per core) came later.
+    # 344 classes: smartcore's fits, one L2 strength per core) and its
+    # untrained-encoder control came later.
     ndpi) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app" --split-by flow
-      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,appscanner,knn,moe-probe) ;;
+      --rows moe-pretrained,moe-scratch,dense-pretrained,moe-header,moe-payload,appscanner,knn,moe-probe,moe-probe-random) ;;
     iot-sentinel-budget) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 300,1000 --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     # A longer schedule, and the few-shot regime at each budget.
