@@ -197,37 +197,35 @@ void execute(State& S, Op& op) {
   }
 }
 
-// Runs queued work in order: every op of `stream` (all streams when `all`)
-// up to and including sequence number `upto`. Ops of other streams may stay
-// queued: streams are unordered with each other.
-void drain(State& S, bool all, Stream* stream, uint64_t upto) {
-  for (auto it = S.queue.begin(); it != S.queue.end() && S.error.empty();) {
+// Runs queued work in order, up to and including sequence number `upto`:
+// the ops `take` accepts. The others stay queued (streams are unordered with
+// each other).
+template <class Take>
+void run_queued(State& S, uint64_t upto, Take take) {
+  // The error is tested first: a failing op clears the queue, which
+  // invalidates `it`.
+  for (auto it = S.queue.begin(); S.error.empty() && it != S.queue.end();) {
     if (it->seq > upto) break;
-    if (all || it->stream == stream) {
+    if (take(*it)) {
       Op op = std::move(*it);
       it = S.queue.erase(it);
       execute(S, op);
-      // execute() may have cleared the queue on a failure.
-      if (!S.error.empty()) return;
     } else {
       ++it;
     }
   }
 }
 
+// Every op of `stream` (all streams when `all`) up to `upto`.
+void drain(State& S, bool all, Stream* stream, uint64_t upto) {
+  run_queued(S, upto, [&](const Op& op) { return all || op.stream == stream; });
+}
+
 // What a synchronous call on the legacy stream waits for: the legacy stream
 // and every blocking stream (a CU_STREAM_NON_BLOCKING stream is not waited).
 void drain_legacy(State& S) {
-  for (auto it = S.queue.begin(); it != S.queue.end() && S.error.empty();) {
-    if (it->stream == nullptr || !it->stream->non_blocking) {
-      Op op = std::move(*it);
-      it = S.queue.erase(it);
-      execute(S, op);
-      if (!S.error.empty()) return;
-    } else {
-      ++it;
-    }
-  }
+  run_queued(S, UINT64_MAX,
+             [](const Op& op) { return op.stream == nullptr || !op.stream->non_blocking; });
 }
 
 Stream* as_stream(void* h) {

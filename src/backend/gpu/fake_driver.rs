@@ -13,31 +13,14 @@ use std::ffi::{c_char, c_int, c_void};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
+use super::sim::{tmoe_sim_kernel_info, tmoe_sim_launch};
+
 /// The fake driver this build compiled (build.rs).
 pub const BUILT: &str = env!("TMOE_FAKE_DRIVER");
 
 /// The environment variable that selects the fake driver: `1` for [`BUILT`],
 /// or the path of a `libcuda.so` built from cuda/sim/fake_driver.cpp.
 pub const ENV: &str = "TMOE_FAKE_CUDA";
-
-unsafe extern "C" {
-    fn tmoe_sim_launch(
-        name: *const c_char,
-        grid: *const u32,
-        block: *const u32,
-        smem: usize,
-        params: *const c_void,
-        params_size: usize,
-        reverse: c_int,
-        err: *mut c_char,
-        err_len: usize,
-    ) -> c_int;
-    fn tmoe_sim_kernel_info(
-        name: *const c_char,
-        params_size: *mut usize,
-        max_threads: *mut u32,
-    ) -> c_int;
-}
 
 type LaunchFn = unsafe extern "C" fn(
     *const c_char,

@@ -6,8 +6,9 @@ use std::ffi::{CString, c_char, c_int, c_void};
 use super::error::{GpuError, Result};
 use super::launch::{KernelParams, Launch};
 
+// cuda/sim/runtime.cpp's entry points (also handed to the fake CUDA driver).
 unsafe extern "C" {
-    fn tmoe_sim_launch(
+    pub(crate) fn tmoe_sim_launch(
         name: *const c_char,
         grid: *const u32,
         block: *const u32,
@@ -17,6 +18,13 @@ unsafe extern "C" {
         reverse: c_int,
         err: *mut c_char,
         err_len: usize,
+    ) -> c_int;
+    /// A kernel's params size and launch bound; 0 when there is no such kernel.
+    #[cfg(feature = "cuda")]
+    pub(crate) fn tmoe_sim_kernel_info(
+        name: *const c_char,
+        params_size: *mut usize,
+        max_threads: *mut u32,
     ) -> c_int;
 }
 
