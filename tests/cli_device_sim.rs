@@ -7,20 +7,8 @@
 use std::path::Path;
 use std::process::Command;
 
-fn tmoe(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tmoe {args:?} failed:\n{text}");
-    text
-}
+mod common;
+use common::tmoe;
 
 fn confusion(path: &Path) -> serde_json::Value {
     let v: serde_json::Value =

@@ -19,7 +19,7 @@ use traffic_moe::backend::gpu::ops::attention::{self as gattn, AttnSaved, AttnSh
 use traffic_moe::backend::gpu::ops::cast;
 use traffic_moe::backend::gpu::params::CastF32Bf16Params;
 use traffic_moe::capi;
-use traffic_moe::engine::{Device, Param};
+use traffic_moe::engine::Device;
 use traffic_moe::eval::predict::{Loaded, class_logits};
 use traffic_moe::model::net::Inputs;
 use traffic_moe::model::{FfnKind, Model};
@@ -76,29 +76,13 @@ fn uploads_through_the_staging_ring_arrive_intact() {
     assert!(d.error().is_none(), "{:?}", d.error());
 }
 
-fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, Vec<Param>) {
-    let cfg = common::micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
-    let (model, params) = Model::new(cfg, 5).unwrap();
-    let opt = AdamW::new(AdamWConfig::default(), &params);
-    let mut tr = Trainer::new(device, params, opt).unwrap();
-    let data = common::micro_batches();
-    let losses = (0..steps)
-        .map(|i| {
-            tr.step(&model, &data[i % data.len()], task, 0.02, 3e-3, 1.0)
-                .unwrap()
-                .loss
-        })
-        .collect();
-    (losses, tr.params().unwrap())
-}
-
 /// Training through the driver gives the simulator's results bit for bit
 /// (the same kernels in the same order: the host path changes nothing).
 fn same_as_sim(ffn: FfnKind, task: Task) {
     let Some((d, _g)) = fake() else { return };
-    let (a, pa) = train(Device::Cuda, ffn, task, 3);
+    let (a, pa) = common::micro_train(Device::Cuda, ffn, task, 3);
     assert!(d.error().is_none(), "{:?}", d.error());
-    let (b, pb) = train(Device::Sim, ffn, task, 3);
+    let (b, pb) = common::micro_train(Device::Sim, ffn, task, 3);
     assert_eq!(a, b, "{ffn:?} {task:?}: losses on the fake driver vs sim");
     for (x, y) in pa.iter().zip(&pb) {
         assert!(
@@ -227,22 +211,15 @@ fn a_refused_launch_is_an_error_naming_the_kernel() {
     assert!(d.error().is_none(), "{:?}", d.error());
 }
 
+/// `tmoe args` in `dir`, on the fake driver when `fake`.
 fn tmoe(dir: &std::path::Path, fake: bool, args: &[&str]) -> String {
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"));
-    cmd.current_dir(dir).args(args);
-    if fake {
-        cmd.env(fake_driver::ENV, "1");
-    } else {
-        cmd.env_remove(fake_driver::ENV);
-    }
-    let out = cmd.output().unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "tmoe {args:?} failed:\n{text}");
-    text
+    common::tmoe_with(dir, args, |cmd| {
+        if fake {
+            cmd.env(fake_driver::ENV, "1");
+        } else {
+            cmd.env_remove(fake_driver::ENV);
+        }
+    })
 }
 
 /// `tmoe ... --device cuda` with `TMOE_FAKE_CUDA=1`: pretraining writes the

@@ -8,27 +8,11 @@ mod common;
 use traffic_moe::backend::gpu::Executor;
 use traffic_moe::backend::gpu::engine::params::GpuParams;
 use traffic_moe::backend::gpu::testing::executors;
-use traffic_moe::engine::{Device, Param};
+use traffic_moe::engine::Device;
 use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
-
-fn train(device: Device, ffn: FfnKind, task: Task, steps: usize) -> (Vec<f32>, Vec<Param>) {
-    let cfg = common::micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
-    let (model, params) = Model::new(cfg, 5).unwrap();
-    let opt = AdamW::new(AdamWConfig::default(), &params);
-    let mut tr = Trainer::new(device, params, opt).unwrap();
-    let data = common::micro_batches();
-    let losses = (0..steps)
-        .map(|i| {
-            tr.step(&model, &data[i % data.len()], task, 0.02, 3e-3, 1.0)
-                .unwrap()
-                .loss
-        })
-        .collect();
-    (losses, tr.params().unwrap())
-}
 
 /// `sim`, and `cuda` when this build has a GPU (required with TMOE_REQUIRE_GPU=1).
 fn devices() -> Vec<Device> {
@@ -47,14 +31,14 @@ fn check(ffn: FfnKind, task: Task) {
 
 fn check_on(dev: Device, ffn: FfnKind, task: Task) {
     let steps = 12;
-    let (a, pa) = train(dev, ffn, task, steps);
+    let (a, pa) = common::micro_train(dev, ffn, task, steps);
     let first = a[..4].iter().sum::<f32>();
     let last = a[steps - 4..].iter().sum::<f32>();
     assert!(
         last < 0.8 * first,
         "{ffn:?} {task:?}: loss {a:?} did not fall"
     );
-    let (b, pb) = train(dev, ffn, task, steps);
+    let (b, pb) = common::micro_train(dev, ffn, task, steps);
     assert_eq!(a, b, "{ffn:?} {task:?}: losses differ between two runs");
     for (x, y) in pa.iter().zip(&pb) {
         assert!(
@@ -67,7 +51,7 @@ fn check_on(dev: Device, ffn: FfnKind, task: Task) {
         );
     }
     // The first step's loss is the same forward as the CPU engine's (bf16 activations).
-    let (c, _) = train(Device::Cpu, ffn, task, 1);
+    let (c, _) = common::micro_train(Device::Cpu, ffn, task, 1);
     assert!(
         (a[0] - c[0]).abs() < 0.03 * c[0],
         "{ffn:?} {task:?}: first loss {} on {dev:?} vs {} on cpu",

@@ -3,9 +3,13 @@
 
 use std::path::PathBuf;
 
+use traffic_moe::engine::Device;
 use traffic_moe::engine::Param;
 use traffic_moe::model::batch::Batch;
 use traffic_moe::model::{FfnKind, Model, ModelConfig};
+use traffic_moe::train::optim::{AdamW, AdamWConfig};
+use traffic_moe::train::step::Task;
+use traffic_moe::train::trainer::Trainer;
 
 /// The real captures of `../shared/data` (relative to the crate root), or
 /// `TMOE_DATA` when set. When absent the test skips visibly
@@ -122,4 +126,53 @@ pub fn micro_batches() -> Vec<Batch> {
             }
         })
         .collect()
+}
+
+/// `steps` training steps of the micro model (seed 5, AdamW at lr 3e-3)
+/// over [`micro_batches`] on `device`: each step's loss, and the weights.
+pub fn micro_train(
+    device: Device,
+    ffn: FfnKind,
+    task: Task,
+    steps: usize,
+) -> (Vec<f32>, Vec<Param>) {
+    let cfg = micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
+    let (model, params) = Model::new(cfg, 5).unwrap();
+    let opt = AdamW::new(AdamWConfig::default(), &params);
+    let mut tr = Trainer::new(device, params, opt).unwrap();
+    let data = micro_batches();
+    let losses = (0..steps)
+        .map(|i| {
+            tr.step(&model, &data[i % data.len()], task, 0.02, 3e-3, 1.0)
+                .unwrap()
+                .loss
+        })
+        .collect();
+    (losses, tr.params().unwrap())
+}
+
+/// Runs `tmoe args` in `dir` (after `setup` on the command, e.g. its
+/// environment); panics with its output unless it succeeds, else returns
+/// stdout and stderr together.
+pub fn tmoe_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> String {
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"));
+    cmd.current_dir(dir).args(args);
+    setup(&mut cmd);
+    let out = cmd.output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "tmoe {args:?} failed:\n{text}");
+    text
+}
+
+/// [`tmoe_with`] as it is.
+pub fn tmoe(dir: &std::path::Path, args: &[&str]) -> String {
+    tmoe_with(dir, args, |_| {})
 }
