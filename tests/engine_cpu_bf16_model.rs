@@ -210,7 +210,7 @@ fn backward_ops_are_errors_not_panics() {
         "experts.w_down",
     ];
     let moe_w = names.map(|n| at(&format!("layers.0.moe.{n}")));
-    let (_, routing) = e.moe_fwd(&x, &x, &mask, moe_w, &moe_dims).unwrap();
+    let (_, routing) = e.moe_fwd(&x, &x, &mask, moe_w, &moe_dims, false).unwrap();
     // Any parameter will do as a gradient: the ops must refuse before writing.
     let mut g: Vec<Bf16Param> = (0..8)
         .map(|_| Bf16Param::F32(vec![0.0; 3 * d * d]))

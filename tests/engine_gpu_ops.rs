@@ -48,7 +48,7 @@ use traffic_moe::backend::cpu::Cpu;
 use traffic_moe::backend::gpu::engine::{Gpu, GpuParam, GpuParams, GpuTensor};
 use traffic_moe::backend::gpu::ops::gemm;
 use traffic_moe::backend::gpu::testing::executors;
-use traffic_moe::engine::{AttnDims, MoeDims, Param};
+use traffic_moe::engine::{AttnDims, FfnDims, MoeDims, Param};
 
 const U: f64 = 1.0 / 256.0;
 const EXACT: f64 = 0.0;
@@ -593,7 +593,7 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
 
     let vals: Vec<&[f32]> = params.iter().map(|p| &p.value[..]).collect();
     let wc: [&[f32]; 8] = vals.try_into().unwrap();
-    let (want_y, saved) = Cpu.moe_fwd(&z, &resid, &m, wc, &dm).unwrap();
+    let (want_y, saved) = Cpu.moe_fwd(&z, &resid, &m, wc, &dm, true).unwrap();
     let want_aux = Cpu.moe_aux(&saved).unwrap()[0];
     let want_route = Backend::<f32>::moe_routing(&Cpu, &saved).unwrap();
     let mut want_g = zeros_like(&params);
@@ -618,16 +618,37 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
     }
 
     on_gpus(&format!("moe t={} balanced={balanced}", dm.t), |g| {
-        let ((y, aux, route, dz), grads) = with_store(g, &params, |v, gr| {
+        let ((y, aux, route, dz, y_infer), grads) = with_store(g, &params, |v, gr| {
             let w: [&GpuParam; 8] = v.try_into().map_err(|_| anyhow::anyhow!("8 params"))?;
-            let gr: [&mut GpuParam; 8] = gr.try_into().map_err(|_| anyhow::anyhow!("8 grads"))?;
-            let tz = up(g, &z)?;
-            let (y, saved) = g.moe_fwd(&tz, &up(g, &resid)?, &m, w, &dm)?;
+            let mut gr: [&mut GpuParam; 8] =
+                gr.try_into().map_err(|_| anyhow::anyhow!("8 grads"))?;
+            let (tz, tr) = (up(g, &z)?, up(g, &resid)?);
+            // Inference first: it writes no pre-activations, and a backward
+            // through it is an error that names the op (and adds no gradient).
+            let (y_infer, saved) = g.moe_fwd(&tz, &tr, &m, w, &dm, false)?;
+            let err = g
+                .moe_bwd(
+                    &tz,
+                    w,
+                    &saved,
+                    &up(g, &dy)?,
+                    aux_weight,
+                    &dm,
+                    gr.each_mut().map(|p| &mut **p),
+                )
+                .err()
+                .context("moe_bwd after an inference forward succeeded")?;
+            ensure!(err.to_string().starts_with("moe_bwd:"), "{err}");
+            let (y, saved) = g.moe_fwd(&tz, &tr, &m, w, &dm, true)?;
             let aux = g.to_host(&g.moe_aux(&saved)?)?[0];
             let route = g.moe_routing(&saved)?;
             let dz = g.moe_bwd(&tz, w, &saved, &up(g, &dy)?, aux_weight, &dm, gr)?;
-            Ok((host(g, &y)?, aux, route, host(g, &dz)?))
+            Ok((host(g, &y)?, aux, route, host(g, &dz)?, host(g, &y_infer)?))
         })?;
+        ensure!(
+            y_infer == y,
+            "the inference forward's output differs from the training forward's"
+        );
         ensure!(
             route == want_route,
             "routing differs: {route:?} vs {want_route:?}"
@@ -679,6 +700,89 @@ fn moe_packed_pairs() {
 fn moe_idle_experts_odd_tokens() {
     // 37 tokens, experts 2 and 3 idle.
     moe(37, &[30], false, 20);
+}
+
+/// The dense twin's FFN (`resid + down(silu(gate z) * up z)`): the fused
+/// gate|up GEMM with SwiGLU in its epilogue against the CPU's two linear
+/// layers, SwiGLU and down; CHAIN, as the experts (pre-activations, SwiGLU
+/// output and y are each rounded to bf16). Inference gives the same output
+/// bit for bit, without the pre-activations, and no backward.
+fn ffn(t: usize, seed: u64) {
+    let dm = FfnDims { t, d: 64, ff: 96 };
+    let (d, ff) = (dm.d, dm.ff);
+    let mut r = Rng::new(seed);
+    let sd = 1.0 / (d as f32).sqrt();
+    let p = |name: &str, shape, value| param(&format!("layers.0.ffn.{name}"), shape, value);
+    let params = vec![
+        p("w_gate", vec![ff, d], r.vec(ff * d, 2.0 * sd)),
+        p("w_up", vec![ff, d], r.vec(ff * d, 2.0 * sd)),
+        p(
+            "w_down",
+            vec![d, ff],
+            r.vec(d * ff, 2.0 / (ff as f32).sqrt()),
+        ),
+    ];
+    let z = r.vec(t * d, 1.0);
+    let resid = r.vec(t * d, 0.1);
+    let dy = r.vec(t * d, 1.0);
+    let vals: Vec<&[f32]> = params.iter().map(|p| &p.value[..]).collect();
+    let wc: [&[f32]; 3] = vals.try_into().unwrap();
+    let (want_y, saved) = Cpu.ffn_fwd(&z, &resid, wc, &dm, true).unwrap();
+    let mut want_g = zeros_like(&params);
+    let gc: [&mut [f32]; 3] = want_g
+        .iter_mut()
+        .map(|g| &mut g[..])
+        .collect::<Vec<_>>()
+        .try_into()
+        .unwrap();
+    let want_dz = Cpu.ffn_bwd(&z, wc, &saved, &dy, &dm, gc).unwrap();
+    on_gpus(&format!("ffn t={t}"), |g| {
+        let ((y, dz, y_infer), grads) = with_store(g, &params, |v, gr| {
+            let w: [&GpuParam; 3] = v.try_into().map_err(|_| anyhow::anyhow!("3 params"))?;
+            let mut gr: [&mut GpuParam; 3] =
+                gr.try_into().map_err(|_| anyhow::anyhow!("3 grads"))?;
+            let (tz, tr) = (up(g, &z)?, up(g, &resid)?);
+            let (y_infer, saved) = g.ffn_fwd(&tz, &tr, w, &dm, false)?;
+            ensure!(saved.is_none(), "an inference forward kept backward state");
+            let err = g
+                .ffn_bwd(
+                    &tz,
+                    w,
+                    &saved,
+                    &up(g, &dy)?,
+                    &dm,
+                    gr.each_mut().map(|p| &mut **p),
+                )
+                .err()
+                .context("ffn_bwd after an inference forward succeeded")?;
+            ensure!(err.to_string().starts_with("ffn_bwd:"), "{err}");
+            let (y, saved) = g.ffn_fwd(&tz, &tr, w, &dm, true)?;
+            let dz = g.ffn_bwd(&tz, w, &saved, &up(g, &dy)?, &dm, gr)?;
+            Ok((host(g, &y)?, host(g, &dz)?, host(g, &y_infer)?))
+        })?;
+        ensure!(
+            y_infer == y,
+            "the inference forward's output differs from the training forward's"
+        );
+        let delta = |y: &[f32]| -> Vec<f32> { y.iter().zip(&resid).map(|(a, b)| a - b).collect() };
+        check(g, "ffn_fwd (y - resid)", &delta(&y), &delta(&want_y), CHAIN)?;
+        check(g, "ffn_bwd dz", &dz, &want_dz, CHAIN)?;
+        for (p, want) in grads.iter().zip(&want_g) {
+            check(
+                g,
+                &format!("ffn_bwd d{}", p.name.trim_start_matches("layers.0.ffn.")),
+                &p.grad,
+                want,
+                CHAIN,
+            )?;
+        }
+        Ok(())
+    });
+}
+
+#[test]
+fn ffn_fused_pair() {
+    ffn(45, 21);
 }
 
 #[test]

@@ -7,4 +7,4 @@ pub mod tape;
 
 pub use crate::engine::Backend;
 pub use params::{ParamId, ParamStore, Params};
-pub use tape::{MoeParams, Op, Tape, TensorId};
+pub use tape::{FfnParams, MoeParams, Op, Tape, TensorId};

@@ -10,7 +10,9 @@
 
 use super::params::{ParamId, ParamStore};
 use crate::backend::cpu::Cpu;
-use crate::engine::{AttnDims as Dims, Backend, Float, MoeDims, MoeRefs, OpError, OpResult};
+use crate::engine::{
+    AttnDims as Dims, Backend, FfnDims, FfnRefs, Float, MoeDims, MoeRefs, OpError, OpResult,
+};
 
 pub type TensorId = usize;
 
@@ -41,6 +43,23 @@ impl MoeParams {
         ]
     }
     fn weights<'a, P: ?Sized>(&self, v: &[&'a P]) -> MoeRefs<'a, P> {
+        self.ids().map(|i| v[i])
+    }
+}
+
+/// The dense twin's SwiGLU FFN parameters, in [`FfnRefs`] order.
+#[derive(Clone, Copy, Debug)]
+pub struct FfnParams {
+    pub w_gate: ParamId,
+    pub w_up: ParamId,
+    pub w_down: ParamId,
+}
+
+impl FfnParams {
+    fn ids(&self) -> [ParamId; 3] {
+        [self.w_gate, self.w_up, self.w_down]
+    }
+    fn weights<'a, P: ?Sized>(&self, v: &[&'a P]) -> FfnRefs<'a, P> {
         self.ids().map(|i| v[i])
     }
 }
@@ -90,6 +109,13 @@ pub enum Op<F: Float, B: Backend<F>> {
         dims: MoeDims,
         aux_weight: F,
         saved: Box<B::MoeSaved>,
+    },
+    Ffn {
+        z: TensorId,
+        resid: TensorId,
+        p: FfnParams,
+        dims: FfnDims,
+        saved: B::FfnSaved,
     },
     MeanPool {
         x: TensorId,
@@ -370,9 +396,14 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         dims: MoeDims,
         aux_weight: F,
     ) -> OpResult<TensorId> {
-        let (y, saved) =
-            self.backend
-                .moe_fwd(self.val(z)?, self.val(resid)?, mask, mp.weights(p), &dims)?;
+        let (y, saved) = self.backend.moe_fwd(
+            self.val(z)?,
+            self.val(resid)?,
+            mask,
+            mp.weights(p),
+            &dims,
+            self.record,
+        )?;
         let aux = self.backend.moe_aux(&saved)?;
         self.aux.push((aux_weight, aux));
         if !self.record && self.keep_routing {
@@ -391,6 +422,35 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             },
         );
         Ok(id)
+    }
+
+    /// `resid + FFN(z)`, the dense twin's SwiGLU FFN as one op (an engine
+    /// may fuse it; on an inference tape it keeps nothing for a backward).
+    pub fn ffn(
+        &mut self,
+        p: &[&B::Param],
+        z: TensorId,
+        resid: TensorId,
+        fp: FfnParams,
+        dims: FfnDims,
+    ) -> OpResult<TensorId> {
+        let (y, saved) = self.backend.ffn_fwd(
+            self.val(z)?,
+            self.val(resid)?,
+            fp.weights(p),
+            &dims,
+            self.record,
+        )?;
+        Ok(self.push(
+            y,
+            Op::Ffn {
+                z,
+                resid,
+                p: fp,
+                dims,
+                saved,
+            },
+        ))
     }
 
     pub fn mean_pool(
@@ -582,6 +642,18 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             } => {
                 let g = grads_of(pg, p.ids())?;
                 let dz = be.moe_bwd(v(z)?, p.weights(pv), &saved, &dout, aux_weight, &dims, g)?;
+                acc(grads, z, dz)?;
+                acc(grads, resid, dout)?;
+            }
+            Op::Ffn {
+                z,
+                resid,
+                p,
+                dims,
+                saved,
+            } => {
+                let g = grads_of(pg, p.ids())?;
+                let dz = be.ffn_bwd(v(z)?, p.weights(pv), &saved, &dout, &dims, g)?;
                 acc(grads, z, dz)?;
                 acc(grads, resid, dout)?;
             }

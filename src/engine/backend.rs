@@ -18,12 +18,15 @@
 //! returned fresh, parameter grads accumulate (`+=`) into the `&mut
 //! Self::Param` they are given.
 
-use super::{AttnDims as Dims, Float, MoeDims, OpResult};
+use super::{AttnDims as Dims, FfnDims, Float, MoeDims, OpResult};
 
 /// An MoE layer's eight parameters in `MoeParams` order: router, shared gate,
 /// shared gate/up/down, routed gate/up/down.
 pub type MoeRefs<'a, P> = [&'a P; 8];
 pub type MoeGradRefs<'a, P> = [&'a mut P; 8];
+/// A dense SwiGLU FFN's three parameters: gate, up, down.
+pub type FfnRefs<'a, P> = [&'a P; 3];
+pub type FfnGradRefs<'a, P> = [&'a mut P; 3];
 
 pub trait Backend<F: Float> {
     /// One tensor's storage (row-major, `len` elements).
@@ -34,6 +37,8 @@ pub trait Backend<F: Float> {
     type AttnSaved;
     /// What an MoE layer keeps for its backward (routing included).
     type MoeSaved;
+    /// What a dense SwiGLU FFN keeps for its backward.
+    type FfnSaved;
     /// What the fused LM head + cross entropy keeps (per-row logsumexp).
     type LmHeadSaved;
 
@@ -137,6 +142,9 @@ pub trait Backend<F: Float> {
 
     /// `resid + MoE(z)`; the load-balancing statistics count only the
     /// positions where `mask` is non-zero (real tokens, not padding).
+    /// `train: false` (inference) may skip what only the backward reads (a
+    /// device engine then writes no pre-activations); a backward of such a
+    /// forward is an error.
     fn moe_fwd(
         &self,
         z: &Self::Tensor,
@@ -144,6 +152,7 @@ pub trait Backend<F: Float> {
         mask: &[u8],
         w: MoeRefs<Self::Param>,
         dims: &MoeDims,
+        train: bool,
     ) -> OpResult<(Self::Tensor, Self::MoeSaved)>;
     /// The layer's load-balancing loss, a one-element tensor (a device
     /// engine keeps it on the device: the tape reads every layer's at the end
@@ -163,6 +172,29 @@ pub trait Backend<F: Float> {
         aux_weight: F,
         dims: &MoeDims,
         grads: MoeGradRefs<Self::Param>,
+    ) -> OpResult<Self::Tensor>;
+
+    /// The dense twin's FFN, `resid + w_down·(silu(w_gate·z) ⊙ (w_up·z))`,
+    /// as one op so that an engine can fuse it as it fuses an expert (gate
+    /// and up in one product with SwiGLU in its epilogue). `train` as in
+    /// [`Backend::moe_fwd`].
+    fn ffn_fwd(
+        &self,
+        z: &Self::Tensor,
+        resid: &Self::Tensor,
+        w: FfnRefs<Self::Param>,
+        dims: &FfnDims,
+        train: bool,
+    ) -> OpResult<(Self::Tensor, Self::FfnSaved)>;
+    /// Returns `dz` (the residual's grad is `dy` itself).
+    fn ffn_bwd(
+        &self,
+        z: &Self::Tensor,
+        w: FfnRefs<Self::Param>,
+        saved: &Self::FfnSaved,
+        dy: &Self::Tensor,
+        dims: &FfnDims,
+        grads: FfnGradRefs<Self::Param>,
     ) -> OpResult<Self::Tensor>;
 
     /// Masked mean over the sequence: `[B, S, d] -> [B, d]`.

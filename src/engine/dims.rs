@@ -23,3 +23,11 @@ pub struct MoeDims {
     /// Routed-expert intermediate size d'/k.
     pub expert_ff: usize,
 }
+
+/// A dense SwiGLU FFN over `t` token rows of width `d`, intermediate size `ff`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FfnDims {
+    pub t: usize,
+    pub d: usize,
+    pub ff: usize,
+}

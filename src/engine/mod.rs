@@ -9,13 +9,14 @@ pub mod backend;
 pub mod device;
 pub mod dims;
 pub mod error;
+pub mod ffn;
 pub mod float;
 pub mod param;
 pub mod precision;
 
-pub use backend::{Backend, MoeGradRefs, MoeRefs};
+pub use backend::{Backend, FfnGradRefs, FfnRefs, MoeGradRefs, MoeRefs};
 pub use device::Device;
-pub use dims::{AttnDims, MoeDims};
+pub use dims::{AttnDims, FfnDims, MoeDims};
 pub use error::{OpContext, OpError, OpResult};
 pub use float::Float;
 pub use param::Param;

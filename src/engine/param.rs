@@ -75,3 +75,19 @@ impl Param {
 pub fn default_decay(name: &str, shape: &[usize]) -> bool {
     shape.len() >= 2 && !name.contains("embed")
 }
+
+/// Whether `params[i]` and `params[i + 1]` are a SwiGLU FFN's gate and up
+/// projections (an MoE layer's experts or shared expert, or the dense twin's
+/// FFN), which an engine may pack into one `[2f, d]` matrix per block: the
+/// gate named `…w_gate`, the up `…w_up` beside it, alike in shape, group and decay.
+pub fn is_gate_up_pair(params: &[Param], i: usize) -> bool {
+    let (Some(a), Some(b)) = (params.get(i), params.get(i + 1)) else {
+        return false;
+    };
+    (a.name.contains(".moe.") || a.name.contains(".ffn."))
+        && a.name.ends_with("w_gate")
+        && b.name == a.name.replace("w_gate", "w_up")
+        && a.shape == b.shape
+        && a.group == b.group
+        && a.decay == b.decay
+}

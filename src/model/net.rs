@@ -11,8 +11,8 @@
 
 use super::config::{FfnKind, ModelConfig};
 use super::init::Init;
-use crate::autograd::{MoeParams, ParamId, Tape, TensorId};
-use crate::engine::{AttnDims, Backend, Float, MoeDims, OpResult, Param};
+use crate::autograd::{FfnParams, MoeParams, ParamId, Tape, TensorId};
+use crate::engine::{AttnDims, Backend, FfnDims, Float, MoeDims, OpResult, Param};
 
 /// Marks a target the loss ignores.
 pub const IGNORE: u32 = u32::MAX;
@@ -20,11 +20,7 @@ pub const IGNORE: u32 = u32::MAX;
 #[derive(Clone, Debug)]
 enum FfnIds {
     Moe(MoeParams),
-    Dense {
-        w_gate: ParamId,
-        w_up: ParamId,
-        w_down: ParamId,
-    },
+    Dense(FfnParams),
 }
 
 #[derive(Clone, Debug)]
@@ -132,11 +128,11 @@ impl Model {
                 }
                 FfnKind::Dense => {
                     let ff = cfg.dense_ff();
-                    FfnIds::Dense {
+                    FfnIds::Dense(FfnParams {
                         w_gate: b.add(p("ffn.w_gate"), vec![ff, d], g, Some(std)),
                         w_up: b.add(p("ffn.w_up"), vec![ff, d], g, Some(std)),
                         w_down: b.add(p("ffn.w_down"), vec![d, ff], g, Some(out_std)),
-                    }
+                    })
                 }
             };
             blocks.push(BlockIds {
@@ -225,21 +221,13 @@ impl Model {
                     };
                     tape.moe(p, z, h, x.mask, *mp, dims, layer_aux_w)?
                 }
-                FfnIds::Dense {
-                    w_gate,
-                    w_up,
-                    w_down,
-                } => {
-                    let ff = c.dense_ff();
-                    let g = tape.linear(p, z, *w_gate, None, d, ff)?;
-                    let u = tape.linear(p, z, *w_up, None, d, ff)?;
-                    let s = tape.swiglu(g, u)?;
-                    tape.release(&[g, u]);
-                    let y = tape.linear(p, s, *w_down, None, ff, d)?;
-                    tape.release(&[s]);
-                    let out = tape.add(h, y)?;
-                    tape.release(&[y]);
-                    out
+                FfnIds::Dense(fp) => {
+                    let dims = FfnDims {
+                        t,
+                        d,
+                        ff: c.dense_ff(),
+                    };
+                    tape.ffn(p, z, h, *fp, dims)?
                 }
             };
             tape.release(&[z, h]);

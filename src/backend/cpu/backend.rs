@@ -5,7 +5,11 @@ use super::lm_head::{self, LmHeadSaved};
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
 use super::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
-use crate::engine::{AttnDims as Dims, Backend, MoeDims, MoeGradRefs, MoeRefs, OpResult};
+use crate::engine::ffn;
+use crate::engine::{
+    AttnDims as Dims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs,
+    OpResult,
+};
 
 /// The CPU backend (stateless: the ops parallelise with rayon themselves).
 #[derive(Clone, Copy, Debug, Default)]
@@ -39,6 +43,7 @@ impl<F: Float> Backend<F> for Cpu {
     type Param = [F];
     type AttnSaved = MhaSaved<F>;
     type MoeSaved = MoeSaved<F>;
+    type FfnSaved = ffn::Saved<Vec<F>>;
     type LmHeadSaved = LmHeadSaved<F>;
 
     fn name(&self) -> &'static str {
@@ -175,6 +180,7 @@ impl<F: Float> Backend<F> for Cpu {
         mask: &[u8],
         w: MoeRefs<[F]>,
         dims: &MoeDims,
+        _train: bool,
     ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
         let mut y = vec![F::ZERO; dims.t * dims.d];
         let saved = moe::fwd(z, resid, &moe_weights(w), dims, Some(mask), &mut y);
@@ -219,6 +225,28 @@ impl<F: Float> Backend<F> for Cpu {
         let mut dz = vec![F::ZERO; z.len()];
         moe::bwd(z, &moe_weights(w), saved, dy, aux_weight, dims, &mut dz, gr);
         Ok(dz)
+    }
+
+    fn ffn_fwd(
+        &self,
+        z: &Vec<F>,
+        resid: &Vec<F>,
+        w: FfnRefs<[F]>,
+        dims: &FfnDims,
+        train: bool,
+    ) -> OpResult<(Vec<F>, Self::FfnSaved)> {
+        ffn::fwd(self, z, resid, w, dims, train)
+    }
+    fn ffn_bwd(
+        &self,
+        z: &Vec<F>,
+        w: FfnRefs<[F]>,
+        saved: &Self::FfnSaved,
+        dy: &Vec<F>,
+        dims: &FfnDims,
+        grads: FfnGradRefs<[F]>,
+    ) -> OpResult<Vec<F>> {
+        ffn::bwd(self, z, w, saved, dy, dims, grads)
     }
 
     fn mean_pool_fwd(

@@ -5,13 +5,18 @@
 //! the f32 reference ops of `backend::cpu`. Backward ops are errors: this is
 //! an inference engine.
 
+use rayon::prelude::*;
+
 use super::kernel::Kernel;
 use super::moe::{self, MoeRouting};
 use super::pack::Layout;
 use super::params::Bf16Param;
 use super::{attention, matmul};
 use crate::backend::cpu::{act, lm_head, pool, rmsnorm, swiglu, xent};
-use crate::engine::{AttnDims, Backend, MoeDims, MoeGradRefs, MoeRefs, OpError, OpResult};
+use crate::engine::{
+    AttnDims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs, OpError,
+    OpResult,
+};
 
 /// The bf16 CPU inference engine: the micro-kernel it runs.
 #[derive(Clone, Copy, Debug)]
@@ -72,6 +77,7 @@ impl Backend<f32> for CpuBf16 {
     type Param = Bf16Param;
     type AttnSaved = ();
     type MoeSaved = MoeRouting;
+    type FfnSaved = ();
     type LmHeadSaved = ();
 
     fn name(&self) -> &'static str {
@@ -228,6 +234,7 @@ impl Backend<f32> for CpuBf16 {
         mask: &[u8],
         w: MoeRefs<Bf16Param>,
         dims: &MoeDims,
+        _train: bool,
     ) -> OpResult<(Vec<f32>, MoeRouting)> {
         moe::fwd(self.kernel, z, resid, mask, w, dims)
     }
@@ -248,6 +255,48 @@ impl Backend<f32> for CpuBf16 {
         _: MoeGradRefs<Bf16Param>,
     ) -> OpResult<Vec<f32>> {
         inference_only("moe_bwd")
+    }
+
+    /// Gate|up as one packed product with SwiGLU in its epilogue (as an
+    /// expert), then down, then the residual.
+    fn ffn_fwd(
+        &self,
+        z: &Vec<f32>,
+        resid: &Vec<f32>,
+        w: FfnRefs<Bf16Param>,
+        dims: &FfnDims,
+        _train: bool,
+    ) -> OpResult<(Vec<f32>, ())> {
+        const OP: &str = "ffn_fwd (bf16)";
+        let FfnDims { t, d, ff } = *dims;
+        let [pair, _, down] = w;
+        let pair = &pair.packed(OP, 1, Layout::Swiglu)?[0];
+        let down = &down.packed(OP, 1, Layout::Plain)?[0];
+        if (pair.n, pair.k) != (ff, d)
+            || (down.n, down.k) != (d, ff)
+            || z.len() != t * d
+            || resid.len() != t * d
+        {
+            return Err(OpError::msg(OP, format!("shapes do not match {dims:?}")));
+        }
+        let h = matmul(self.kernel, z, None, t, pair, None)?;
+        let mut out = matmul(self.kernel, &h, None, t, down, None)?;
+        drop(h);
+        out.par_chunks_mut(d)
+            .zip(resid.par_chunks(d))
+            .for_each(|(o, r)| o.iter_mut().zip(r).for_each(|(y, &r)| *y += r));
+        Ok((out, ()))
+    }
+    fn ffn_bwd(
+        &self,
+        _: &Vec<f32>,
+        _: FfnRefs<Bf16Param>,
+        _: &(),
+        _: &Vec<f32>,
+        _: &FfnDims,
+        _: FfnGradRefs<Bf16Param>,
+    ) -> OpResult<Vec<f32>> {
+        inference_only("ffn_bwd")
     }
 
     fn mean_pool_fwd(

@@ -1,8 +1,9 @@
 //! A model's parameters for the bf16 engine, converted once at load.
 //!
 //! Matrices the products read become bf16 [`PackedMat`]s (one per expert for
-//! stacked `[N, out, in]` tensors), and an MoE layer's gate/up pair is packed
-//! as one SwiGLU matrix in the gate's slot. These stay f32:
+//! stacked `[N, out, in]` tensors), and each SwiGLU gate/up pair (experts,
+//! shared expert, the dense twin's FFN) is packed as one SwiGLU matrix in
+//! the gate's slot. These stay f32:
 //! - vectors (norm gains, biases): no product reads them, and they are tiny;
 //! - the token embedding: a row gather, not a product;
 //! - the MoE router and the shared-expert gate: the router's logits pick the
@@ -12,6 +13,7 @@
 //!   so f32 costs nothing measurable.
 
 use super::pack::{Elem, Layout, PackedMat};
+use crate::engine::param::is_gate_up_pair;
 use crate::engine::{OpError, OpResult, Param};
 
 /// One parameter as the engine's ops read it.
@@ -77,17 +79,6 @@ fn kept_f32(p: &Param) -> bool {
         || p.name.ends_with("moe.shared_gate")
 }
 
-/// Whether params `i` and `i + 1` are an MoE layer's gate and up projections.
-fn is_moe_pair(params: &[Param], i: usize) -> bool {
-    let (Some(a), Some(b)) = (params.get(i), params.get(i + 1)) else {
-        return false;
-    };
-    a.name.contains(".moe.")
-        && a.name.ends_with("w_gate")
-        && b.name == a.name.replace("w_gate", "w_up")
-        && a.shape == b.shape
-}
-
 /// `[out, in]` per block, and the number of blocks, of a matrix's shape.
 fn blocks(shape: &[usize]) -> (usize, usize, usize) {
     let k = shape[shape.len() - 1];
@@ -111,7 +102,7 @@ impl Bf16Params {
             let p = &params[i];
             if kept_f32(p) {
                 out.push(Bf16Param::F32(p.value.clone()));
-            } else if is_moe_pair(params, i) {
+            } else if is_gate_up_pair(params, i) {
                 let (nb, f, k) = blocks(&p.shape);
                 let up = &params[i + 1].value;
                 let pairs = (0..nb)

@@ -14,6 +14,7 @@
 //!   back as scalars.
 
 mod attn;
+mod ffn;
 mod lm_head;
 mod moe;
 pub mod params;
@@ -27,11 +28,14 @@ use half::bf16;
 use crate::backend::gpu::ops::gemm::{self, Mat};
 use crate::backend::gpu::ops::{bias_grad, elementwise, embed, pool, rmsnorm, swiglu, xent};
 use crate::backend::gpu::{Buf, Executor};
+use crate::engine::ffn::inference_forward;
 use crate::engine::{
-    AttnDims, Backend, MoeDims, MoeGradRefs, MoeRefs, OpContext, OpError, OpResult,
+    AttnDims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs, OpContext,
+    OpError, OpResult,
 };
 
 pub use attn::GpuAttnSaved;
+pub use ffn::SwigluSaved;
 pub use lm_head::GpuLmHeadSaved;
 pub use moe::GpuMoeSaved;
 pub use params::{GpuParam, GpuParams, Role};
@@ -157,6 +161,8 @@ impl Backend<f32> for Gpu {
     type Param = GpuParam;
     type AttnSaved = GpuAttnSaved;
     type MoeSaved = GpuMoeSaved;
+    /// None after an inference forward.
+    type FfnSaved = Option<SwigluSaved>;
     type LmHeadSaved = GpuLmHeadSaved;
 
     fn name(&self) -> &'static str {
@@ -461,8 +467,9 @@ impl Backend<f32> for Gpu {
         mask: &[u8],
         w: MoeRefs<GpuParam>,
         dims: &MoeDims,
+        train: bool,
     ) -> OpResult<(GpuTensor, GpuMoeSaved)> {
-        moe::fwd(self, z, resid, mask, w, dims)
+        moe::fwd(self, z, resid, mask, w, dims, train)
     }
 
     fn moe_aux(&self, saved: &GpuMoeSaved) -> OpResult<GpuTensor> {
@@ -484,6 +491,54 @@ impl Backend<f32> for Gpu {
         grads: MoeGradRefs<GpuParam>,
     ) -> OpResult<GpuTensor> {
         moe::bwd(self, z, w, saved, dy, aux_weight, dims, grads)
+    }
+
+    /// The fused block of the MoE's shared expert, then the residual added
+    /// in place over the down GEMM's output.
+    fn ffn_fwd(
+        &self,
+        z: &GpuTensor,
+        resid: &GpuTensor,
+        w: FfnRefs<GpuParam>,
+        dims: &FfnDims,
+        train: bool,
+    ) -> OpResult<(GpuTensor, Option<SwigluSaved>)> {
+        let op = "ffn_fwd";
+        let FfnDims { t, d, ff } = *dims;
+        let [gate_up, _, down] = w;
+        let gate_up = ffn::pair(gate_up, "ffn.w_gate", op)?;
+        let block = ffn::Block { t, d, f: ff };
+        let (y, saved) = ffn::fwd(self, z.bf16(op)?, gate_up, down, block, train, op)?;
+        elementwise::add_fwd(&self.ex, resid.bf16(op)?, &y, &y, t * d).op(op)?;
+        Ok((GpuTensor::from_bf16(y), saved))
+    }
+
+    fn ffn_bwd(
+        &self,
+        z: &GpuTensor,
+        w: FfnRefs<GpuParam>,
+        saved: &Option<SwigluSaved>,
+        dy: &GpuTensor,
+        dims: &FfnDims,
+        grads: FfnGradRefs<GpuParam>,
+    ) -> OpResult<GpuTensor> {
+        let op = "ffn_bwd";
+        let FfnDims { t, d, ff } = *dims;
+        let s = saved.as_ref().ok_or_else(|| inference_forward(op))?;
+        let [gate_up, _, down] = w;
+        let [gr_gate_up, _, gr_down] = grads;
+        let dz = ffn::bwd(
+            self,
+            z.bf16(op)?,
+            ffn::pair(gate_up, "ffn.w_gate", op)?,
+            down,
+            s,
+            dy.bf16(op)?,
+            ffn::Block { t, d, f: ff },
+            [gr_gate_up, gr_down],
+            op,
+        )?;
+        Ok(GpuTensor::from_bf16(dz))
     }
 
     fn mean_pool_fwd(

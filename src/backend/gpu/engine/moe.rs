@@ -16,15 +16,16 @@
 
 use half::bf16;
 
-use super::{Gpu, GpuParam, GpuTensor, Role};
+use super::ffn::{self, Block, SwigluSaved, pair, swiglu_bwd};
+use super::{Gpu, GpuParam, GpuTensor};
 use crate::backend::gpu::Buf;
 use crate::backend::gpu::ops::gemm::{self, Mat};
 use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use crate::backend::gpu::ops::moe_permute::MoePlan;
 use crate::backend::gpu::ops::moe_route::{self, Routing};
 use crate::backend::gpu::ops::rowdot;
-use crate::backend::gpu::ops::swiglu::{self, Rows};
-use crate::engine::{MoeDims, MoeGradRefs, MoeRefs, OpContext, OpError, OpResult};
+use crate::engine::ffn::inference_forward;
+use crate::engine::{MoeDims, MoeGradRefs, MoeRefs, OpContext, OpResult};
 
 /// Everything the backward reads (z and the weights come from the tape).
 pub struct GpuMoeSaved {
@@ -35,33 +36,29 @@ pub struct GpuMoeSaved {
     /// keeps its own counts over every position).
     pub(super) counts: Buf<u32>,
     pub(super) plan: MoePlan,
-    /// Routed rows in plan order: gate|up pre-activations, SwiGLU output, expert output.
-    pub(super) pre_e: Buf<bf16>,
-    pub(super) h_e: Buf<bf16>,
+    /// Routed rows in plan order: the experts' outputs.
     pub(super) y_rows: Buf<bf16>,
-    /// Shared expert: pre-activations, SwiGLU output, output; its gate (after the sigmoid).
-    pub(super) pre_s: Buf<bf16>,
-    pub(super) h_s: Buf<bf16>,
+    /// The shared expert's output and its gate (after the sigmoid).
     pub(super) s_out: Buf<bf16>,
     pub(super) g: Buf<f32>,
     pub(super) valid: std::rc::Rc<Buf<u8>>,
     /// The layer's load-balancing loss `[1]` (read with the others at the end).
     pub(super) aux: std::rc::Rc<Buf<f32>>,
+    /// What only the backward reads; None after an inference forward.
+    pub(super) train: Option<MoeTrainState>,
+}
+
+/// The experts' SwiGLU state: routed rows in plan order (gate|up
+/// pre-activations, SwiGLU output) and the shared expert's.
+pub struct MoeTrainState {
+    pre_e: Buf<bf16>,
+    h_e: Buf<bf16>,
+    shared: SwigluSaved,
 }
 
 /// The plan's tile: the big GEMM tile when experts get enough rows to fill it.
 fn plan_tile(t: usize, k: usize, n: usize) -> usize {
     if t * k / n.max(1) >= 512 { 128 } else { 64 }
-}
-
-fn pair<'a>(p: &'a GpuParam, what: &str, op: &'static str) -> OpResult<&'a GpuParam> {
-    if p.role != Role::PairGate {
-        return Err(OpError::msg(
-            op,
-            format!("{what}: expected the packed gate|up pair of the parameter arena"),
-        ));
-    }
-    Ok(p)
 }
 
 pub(super) fn fwd(
@@ -71,6 +68,7 @@ pub(super) fn fwd(
     mask: &[u8],
     w: MoeRefs<GpuParam>,
     dm: &MoeDims,
+    train: bool,
 ) -> OpResult<(GpuTensor, GpuMoeSaved)> {
     let op = "moe_fwd";
     let [
@@ -124,7 +122,11 @@ pub(super) fn fwd(
     let plan = MoePlan::alloc(ex, r, plan_tile(t, k, n)).op(op)?;
     plan.build(ex, &topk_idx).op(op)?;
     let rows = plan.max_rows;
-    let pre_e = g.alloc_bf16(rows * 2 * f, op)?;
+    let pre_e = if train {
+        Some(g.alloc_bf16(rows * 2 * f, op)?)
+    } else {
+        None
+    };
     let h_e = g.alloc_bf16(rows * f, op)?;
     gemm::grouped_fwd_swiglu(
         ex,
@@ -133,7 +135,7 @@ pub(super) fn fwd(
         true,
         pair(e_gate, "experts.w_gate", op)?.bf16(op)?,
         Mat::dense(&h_e, f),
-        Some(Mat::dense(&pre_e, 2 * f)),
+        pre_e.as_ref().map(|p| Mat::dense(p, 2 * f)),
         f,
         d,
     )
@@ -150,33 +152,11 @@ pub(super) fn fwd(
         f,
     )
     .op(op)?;
+    // At inference `h_e` goes back to the pool before the shared expert runs.
+    let routed = pre_e.map(|pre_e| (pre_e, h_e));
     // Shared expert and its gate.
-    let pre_s = g.alloc_bf16(t * 2 * sf, op)?;
-    let h_s = g.alloc_bf16(t * sf, op)?;
-    gemm::fwd_swiglu(
-        ex,
-        Mat::dense(zb, d),
-        Mat::dense(pair(s_gate, "shared.w_gate", op)?.bf16(op)?, d),
-        None,
-        Mat::dense(&h_s, sf),
-        Some(Mat::dense(&pre_s, 2 * sf)),
-        t,
-        d,
-        sf,
-    )
-    .op(op)?;
-    let s_out = g.alloc_bf16(t * d, op)?;
-    gemm::fwd(
-        ex,
-        Mat::dense(&h_s, sf),
-        Mat::dense(s_down.bf16(op)?, sf),
-        None,
-        Mat::dense(&s_out, d),
-        t,
-        sf,
-        d,
-    )
-    .op(op)?;
+    let s_gate = pair(s_gate, "shared.w_gate", op)?;
+    let (s_out, shared) = ffn::fwd(g, zb, s_gate, s_down, Block { t, d, f: sf }, train, op)?;
     let gate = g.alloc_f32(t, op)?;
     rowdot::fwd(ex, zb, &shared_gate.w, &gate, t, d, 1, true).op(op)?;
     // out = resid + g * shared + Σ w_j y_j.
@@ -203,15 +183,14 @@ pub(super) fn fwd(
             topk_w,
             counts,
             plan,
-            pre_e,
-            h_e,
             y_rows,
-            pre_s,
-            h_s,
             s_out,
             g: gate,
             valid,
             aux: std::rc::Rc::new(loss),
+            train: routed
+                .zip(shared)
+                .map(|((pre_e, h_e), shared)| MoeTrainState { pre_e, h_e, shared }),
         },
     ))
 }
@@ -258,6 +237,7 @@ pub(super) fn bwd(
     } = *dm;
     let ex = &g.ex;
     let (zb, dyb) = (z.bf16(op)?, dy.bf16(op)?);
+    let ts = s.train.as_ref().ok_or_else(|| inference_forward(op))?;
     let plan = &s.plan;
     let rows = plan.max_rows;
     // The combine's backward: routed rows, top-k weights, shared output and gate.
@@ -289,9 +269,9 @@ pub(super) fn bwd(
         f,
     )
     .op(op)?;
-    grouped_dw(g, plan, &dy_rows, &s.h_e, false, &gr_e_down.w, d, f, op)?;
+    grouped_dw(g, plan, &dy_rows, &ts.h_e, false, &gr_e_down.w, d, f, op)?;
     let dpre_e = g.alloc_bf16(rows * 2 * f, op)?;
-    swiglu_bwd(g, &s.pre_e, &dh_e, &dpre_e, rows, f, op)?;
+    swiglu_bwd(g, &ts.pre_e, &dh_e, &dpre_e, rows, f, op)?;
     let dx_rows = g.alloc_bf16(rows * d, op)?;
     gemm::grouped_dx(
         ex,
@@ -305,46 +285,15 @@ pub(super) fn bwd(
     .op(op)?;
     grouped_dw(g, plan, &dpre_e, zb, true, &gr_e_gate.w, 2 * f, d, op)?;
     // Shared expert.
-    let dh_s = g.alloc_bf16(t * sf, op)?;
-    gemm::bwd_dx(
-        ex,
-        Mat::dense(&ds_out, d),
-        Mat::dense(s_down.bf16(op)?, sf),
-        Mat::dense(&dh_s, sf),
-        t,
-        sf,
-        d,
-    )
-    .op(op)?;
-    g.dw(
-        Mat::dense(&ds_out, d),
-        Mat::dense(&s.h_s, sf),
-        Mat::dense(&gr_s_down.w, sf),
-        t,
-        sf,
-        d,
-        op,
-    )?;
-    let dpre_s = g.alloc_bf16(t * 2 * sf, op)?;
-    swiglu_bwd(g, &s.pre_s, &dh_s, &dpre_s, t, sf, op)?;
-    let dz = g.alloc_bf16(t * d, op)?;
-    gemm::bwd_dx(
-        ex,
-        Mat::dense(&dpre_s, 2 * sf),
-        Mat::dense(pair(s_gate, "shared.w_gate", op)?.bf16(op)?, d),
-        Mat::dense(&dz, d),
-        t,
-        d,
-        2 * sf,
-    )
-    .op(op)?;
-    g.dw(
-        Mat::dense(&dpre_s, 2 * sf),
-        Mat::dense(zb, d),
-        Mat::dense(&gr_s_gate.w, d),
-        t,
-        d,
-        2 * sf,
+    let dz = ffn::bwd(
+        g,
+        zb,
+        pair(s_gate, "shared.w_gate", op)?,
+        s_down,
+        &ts.shared,
+        &ds_out,
+        Block { t, d, f: sf },
+        [gr_s_gate, gr_s_down],
         op,
     )?;
     // The shared gate's sigmoid and the router: fp32 row products.
@@ -400,30 +349,6 @@ pub(super) fn bwd(
     )
     .op(op)?;
     Ok(GpuTensor::from_bf16(dz_all))
-}
-
-/// SwiGLU backward on packed `[rows, 2f]` pre-activations (gate columns, then up).
-fn swiglu_bwd(
-    g: &Gpu,
-    pre: &Buf<bf16>,
-    dh: &Buf<bf16>,
-    dpre: &Buf<bf16>,
-    rows: usize,
-    f: usize,
-    op: &'static str,
-) -> OpResult<()> {
-    let at = |buf, offset, ld| Rows { buf, offset, ld };
-    swiglu::bwd_strided(
-        &g.ex,
-        at(pre, 0, 2 * f),
-        at(pre, f, 2 * f),
-        at(dh, 0, f),
-        at(dpre, 0, 2 * f),
-        at(dpre, f, 2 * f),
-        rows,
-        f,
-    )
-    .op(op)
 }
 
 /// Grouped `dW[e] += dy_eᵀ · x_e` with its split-K workspace.

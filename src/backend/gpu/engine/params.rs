@@ -10,10 +10,10 @@
 //! The fused SwiGLU GEMM reads an FFN's gate and up projections as one
 //! `[2f, d]` matrix per expert (gate rows, then up rows). The checkpoint
 //! keeps `w_gate` and `w_up` apart (`[N, f, d]` each, PyTorch's layout), so
-//! the arena *packs* each MoE pair on upload (expert e: its gate rows, then
-//! its up rows) and unpacks it on download: checkpoints stay the same files
-//! on every engine, and no format version or loader for old files is needed.
-//! The dense twin's FFN stays unpacked (it runs two plain linear layers).
+//! the arena *packs* each pair on upload (expert e: its gate rows, then its
+//! up rows; the shared expert and the dense twin's FFN are one block) and
+//! unpacks it on download: checkpoints stay the same files on every engine,
+//! and no format version or loader for old files is needed.
 
 use std::sync::Arc;
 
@@ -25,6 +25,7 @@ use crate::backend::gpu::ops::cast;
 use crate::backend::gpu::ops::grad_norm::GradNorm;
 use crate::backend::gpu::{Buf, Executor, GpuError};
 use crate::engine::Param;
+use crate::engine::param::is_gate_up_pair;
 
 type Result<T> = std::result::Result<T, GpuError>;
 
@@ -94,19 +95,6 @@ pub struct GpuParams {
     layout: Option<(Vec<f32>, ArenaLayout)>,
     norm: Option<GradNorm>,
     step: u32,
-}
-
-/// Whether params `i` and `i + 1` are an MoE layer's gate and up projections.
-fn is_moe_pair(params: &[Param], i: usize) -> bool {
-    let (Some(a), Some(b)) = (params.get(i), params.get(i + 1)) else {
-        return false;
-    };
-    a.name.contains(".moe.")
-        && a.name.ends_with("w_gate")
-        && b.name == a.name.replace("w_gate", "w_up")
-        && a.shape == b.shape
-        && a.group == b.group
-        && a.decay == b.decay
 }
 
 /// Packs (`pack = true`) `[blocks, f·d]` gate and up into `[blocks, 2, f·d]`,
@@ -235,7 +223,7 @@ impl GpuParams {
         let mut offset = 0;
         while i < params.len() {
             let p = &params[i];
-            let (members, blocks, len) = if is_moe_pair(params, i) {
+            let (members, blocks, len) = if is_gate_up_pair(params, i) {
                 let blocks = if p.shape.len() == 3 { p.shape[0] } else { 1 };
                 (vec![i, i + 1], blocks, 2 * p.numel())
             } else {
