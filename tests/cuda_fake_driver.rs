@@ -475,6 +475,56 @@ fn the_command_line_on_the_fake_driver() {
     assert!(text.contains("fake CUDA driver"), "{bench}\n{text}");
 }
 
+/// A device fault mid-run (injected: `TMOE_FAKE_CUDA_FAIL`, since no correct
+/// kernel faults) is sticky, as on a GPU: every later driver call fails. The
+/// command must end with an error, not a panic (no `unwrap` on a failed free
+/// in a drop), a hang or a result file, and say the driver's error once.
+#[test]
+fn a_device_fault_ends_the_command_with_an_error() {
+    let Some((_fake, _g)) = fake() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(tmp.path())
+        .env(fake_driver::ENV, "1")
+        .env("TMOE_FAKE_CUDA_FAIL", "rmsnorm_fwd")
+        .args([
+            "bench",
+            "model",
+            "--device",
+            "cuda",
+            "--config",
+            "tiny",
+            "--batch",
+            "2",
+            "--seq",
+            "32",
+            "--iters",
+            "1",
+            "--out",
+            "bench.json",
+        ])
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("kernel rmsnorm_fwd failed: injected fault"),
+        "{text}"
+    );
+    // Once: each error in the chain says its cause in its message only.
+    assert_eq!(
+        text.matches("CUDA_ERROR_LAUNCH_FAILED").count(),
+        1,
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!tmp.path().join("bench.json").exists(), "{text}");
+}
+
 /// Attention at head_dim 64 (the base model's): its kernels ask for more
 /// than 48 KiB of dynamic shared memory, which a GPU refuses unless the
 /// kernel's attribute was raised first. Through the driver: the attribute

@@ -13,6 +13,9 @@
 // inside one allocation; calls need a current context; new device memory is
 // garbage (0xA5), never zeroed; a kernel error (a race, an out-of-bounds
 // access the simulator caught) is sticky, as a GPU fault is.
+// TMOE_FAKE_CUDA_FAIL=<kernel> makes that kernel fail when it runs (an
+// injected fault), so that tests can check what the host does after a fault
+// no correct kernel would cause: every later call fails, as on a GPU.
 //
 // Dry mode (TMOE_FAKE_CUDA_DRY=1): nothing is executed or copied, device
 // memory is reserved but never touched (it reads as zeros), and the device
@@ -130,6 +133,7 @@ struct State {
   int primary_refs = 0;
   size_t total_mem = size_t(16) << 30;
   bool dry = false;  // TMOE_FAKE_CUDA_DRY=1: check launches and memory only
+  std::string fail_kernel;  // TMOE_FAKE_CUDA_FAIL: this kernel faults when it runs
   std::map<uintptr_t, size_t> device;  // start -> size
   std::map<uintptr_t, size_t> pinned;
   std::deque<Op> queue;
@@ -176,6 +180,10 @@ void execute(State& S, Op& op) {
   if (S.dry && op.kind != Op::Record) return;
   switch (op.kind) {
     case Op::Launch: {
+      if (op.name == S.fail_kernel) {
+        fail(S, "kernel " + op.name + " failed: injected fault (TMOE_FAKE_CUDA_FAIL)");
+        break;
+      }
       char err[1024] = {0};
       if (S.launch(op.name.c_str(), op.grid, op.block, op.smem, op.params.data(),
                    op.params.size(), 0, err, sizeof err) != 0)
@@ -292,6 +300,8 @@ CUresult cuInit(unsigned flags) {
     S.dry = true;
     S.total_mem = size_t(143771) << 20;  // an H200's, as nvidia-smi reports it
   }
+  const char* fail_kernel = getenv("TMOE_FAKE_CUDA_FAIL");
+  if (fail_kernel && !S.initialised) S.fail_kernel = fail_kernel;
   S.initialised = true;
   return CUDA_SUCCESS;
 }

@@ -3,13 +3,14 @@
 
 use std::error::Error as StdError;
 
-/// An op that failed, with the engine's own error as its source.
+/// An op that failed, with the engine's own error.
 #[derive(Debug, thiserror::Error)]
-#[error("{op}: {source}")]
+#[error("{op}: {cause}")]
 pub struct OpError {
     pub op: &'static str,
-    #[source]
-    pub source: Box<dyn StdError + Send + Sync + 'static>,
+    /// The engine's error, in the message rather than `source()`, so that an
+    /// error chain (`{:#}`) prints it once.
+    pub cause: Box<dyn StdError + Send + Sync + 'static>,
 }
 
 pub type OpResult<T> = Result<T, OpError>;
@@ -19,7 +20,7 @@ impl OpError {
     pub fn msg(op: &'static str, msg: impl Into<String>) -> OpError {
         OpError {
             op,
-            source: msg.into().into(),
+            cause: msg.into().into(),
         }
     }
 }
@@ -33,7 +34,7 @@ impl<T, E: StdError + Send + Sync + 'static> OpContext<T> for Result<T, E> {
     fn op(self, op: &'static str) -> OpResult<T> {
         self.map_err(|e| OpError {
             op,
-            source: Box::new(e),
+            cause: Box::new(e),
         })
     }
 }

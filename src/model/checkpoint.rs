@@ -27,10 +27,11 @@ pub const FORMAT_VERSION: u32 = 1;
 
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// In the message, not `source()`: printed once in an error chain.
+        cause: std::io::Error,
     },
     #[error("{path}: could not write: {detail}")]
     Write { path: PathBuf, detail: String },
@@ -248,9 +249,9 @@ pub fn write_tensors(
     tensors: &[(&str, &[usize], &[f32])],
     force: bool,
 ) -> Result<()> {
-    let io = |source| CheckpointError::Io {
+    let io = |cause| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     if !force && path.exists() {
         return Err(CheckpointError::Exists {
@@ -322,9 +323,9 @@ pub fn save(path: &Path, meta: &CheckpointMeta, params: &[Param], force: bool) -
 /// whole to a temporary name and renamed, so a file is not expected to change
 /// while it is read.
 fn map_file(path: &Path) -> Result<memmap2::Mmap> {
-    let io = |source| CheckpointError::Io {
+    let io = |cause| CheckpointError::Io {
         path: path.to_path_buf(),
-        source,
+        cause,
     };
     let file = File::open(path).map_err(io)?;
     // SAFETY: read-only map of a file not modified in place (see above).

@@ -94,10 +94,11 @@ fn to_ip(b: [u8; 16], version: u8) -> IpAddr {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShardError {
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        /// In the message, not `source()`: printed once in an error chain.
+        cause: std::io::Error,
     },
     #[error("{path}: not a token shard (bad magic)")]
     BadMagic { path: PathBuf },
@@ -145,9 +146,9 @@ impl std::fmt::Debug for Shard {
 
 impl Shard {
     pub fn open(path: &Path) -> Result<Shard, ShardError> {
-        let io = |source| ShardError::Io {
+        let io = |cause| ShardError::Io {
             path: path.to_path_buf(),
-            source,
+            cause,
         };
         let file = std::fs::File::open(path).map_err(io)?;
         let actual = file.metadata().map_err(io)?.len();

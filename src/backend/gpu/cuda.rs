@@ -40,9 +40,9 @@ pub fn bf16_tensor_peak(device_name: &str) -> Option<f64> {
 }
 
 fn cuda_err(what: &str) -> impl Fn(result::DriverError) -> GpuError + '_ {
-    move |source| GpuError::Cuda {
+    move |cause| GpuError::Cuda {
         what: what.to_string(),
-        source,
+        cause,
     }
 }
 

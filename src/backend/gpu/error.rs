@@ -7,11 +7,11 @@ pub enum GpuError {
     Sim(String),
     /// A CUDA driver call failed: what we were doing, and the driver's error.
     #[cfg(feature = "cuda")]
-    #[error("CUDA: {what}: {source}")]
+    #[error("CUDA: {what}: {cause}")]
     Cuda {
         what: String,
-        #[source]
-        source: cudarc::driver::DriverError,
+        /// In the message, not `source()`: printed once in an error chain.
+        cause: cudarc::driver::DriverError,
     },
     /// No usable GPU (no driver, no device, or built without `--features cuda`).
     #[error("no GPU available: {0}")]
