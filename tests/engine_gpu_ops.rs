@@ -623,9 +623,18 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
             let mut gr: [&mut GpuParam; 8] =
                 gr.try_into().map_err(|_| anyhow::anyhow!("8 grads"))?;
             let (tz, tr) = (up(g, &z)?, up(g, &resid)?);
-            // Inference first: it writes no pre-activations, and a backward
-            // through it is an error that names the op (and adds no gradient).
+            // Inference first: it writes no pre-activations and computes no
+            // aux loss, and a backward through it is an error that names the
+            // op (and adds no gradient).
             let (y_infer, saved) = g.moe_fwd(&tz, &tr, &m, w, &dm, false)?;
+            ensure!(
+                g.moe_aux(&saved).is_err(),
+                "an inference forward computed the aux loss"
+            );
+            ensure!(
+                g.moe_routing(&saved)? == want_route,
+                "inference routing differs"
+            );
             let err = g
                 .moe_bwd(
                     &tz,

@@ -246,7 +246,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
     }
 
     /// Every MoE layer's aux loss so far, unweighted, in layer order (read
-    /// back now: on a device engine, once per forward rather than per layer).
+    /// back now: on a device engine, once per forward rather than per layer);
+    /// empty on an inference tape, which does not compute them.
     pub fn aux_losses(&self) -> OpResult<Vec<F>> {
         self.aux
             .iter()
@@ -404,8 +405,11 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             &dims,
             self.record,
         )?;
-        let aux = self.backend.moe_aux(&saved)?;
-        self.aux.push((aux_weight, aux));
+        // Only training reads the aux loss (an engine may skip it at inference).
+        if self.record {
+            let aux = self.backend.moe_aux(&saved)?;
+            self.aux.push((aux_weight, aux));
+        }
         if !self.record && self.keep_routing {
             let r = self.backend.moe_routing(&saved)?;
             self.routing.extend(r);

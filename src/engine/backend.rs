@@ -142,9 +142,10 @@ pub trait Backend<F: Float> {
 
     /// `resid + MoE(z)`; the load-balancing statistics count only the
     /// positions where `mask` is non-zero (real tokens, not padding).
-    /// `train: false` (inference) may skip what only the backward reads (a
-    /// device engine then writes no pre-activations); a backward of such a
-    /// forward is an error.
+    /// `train: false` (inference) may skip what only training reads (a
+    /// device engine then writes no pre-activations and computes no
+    /// load-balancing loss); a backward or `moe_aux` of such a forward is
+    /// an error.
     fn moe_fwd(
         &self,
         z: &Self::Tensor,

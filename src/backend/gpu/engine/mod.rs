@@ -473,7 +473,14 @@ impl Backend<f32> for Gpu {
     }
 
     fn moe_aux(&self, saved: &GpuMoeSaved) -> OpResult<GpuTensor> {
-        Ok(GpuTensor::F32(saved.aux.clone()))
+        let op = "moe_aux";
+        let ts = saved.train.as_ref().ok_or_else(|| {
+            OpError::msg(
+                op,
+                "an inference forward (train: false) computes no load-balancing loss",
+            )
+        })?;
+        Ok(GpuTensor::F32(ts.aux.clone()))
     }
 
     fn moe_routing(&self, saved: &GpuMoeSaved) -> OpResult<Vec<u32>> {

@@ -32,9 +32,6 @@ pub struct GpuMoeSaved {
     pub(super) probs: Buf<f32>,
     pub(super) topk_idx: Buf<u32>,
     pub(super) topk_w: Buf<f32>,
-    /// Router counts over real tokens only (the aux loss's Load_e; the plan
-    /// keeps its own counts over every position).
-    pub(super) counts: Buf<u32>,
     pub(super) plan: MoePlan,
     /// Routed rows in plan order: the experts' outputs.
     pub(super) y_rows: Buf<bf16>,
@@ -42,15 +39,20 @@ pub struct GpuMoeSaved {
     pub(super) s_out: Buf<bf16>,
     pub(super) g: Buf<f32>,
     pub(super) valid: std::rc::Rc<Buf<u8>>,
-    /// The layer's load-balancing loss `[1]` (read with the others at the end).
-    pub(super) aux: std::rc::Rc<Buf<f32>>,
-    /// What only the backward reads; None after an inference forward.
+    /// What only training reads (the aux loss, the backward's state); None
+    /// after an inference forward.
     pub(super) train: Option<MoeTrainState>,
 }
 
-/// The experts' SwiGLU state: routed rows in plan order (gate|up
-/// pre-activations, SwiGLU output) and the shared expert's.
+/// The load-balancing loss and the experts' SwiGLU state: routed rows in
+/// plan order (gate|up pre-activations, SwiGLU output) and the shared
+/// expert's.
 pub struct MoeTrainState {
+    /// Router counts over real tokens only (the aux loss's Load_e; the plan
+    /// keeps its own counts over every position).
+    pub(super) counts: Buf<u32>,
+    /// The layer's load-balancing loss `[1]` (read with the others at the end).
+    pub(super) aux: std::rc::Rc<Buf<f32>>,
     pre_e: Buf<bf16>,
     h_e: Buf<bf16>,
     shared: SwigluSaved,
@@ -97,27 +99,39 @@ pub(super) fn fwd(
         k,
     };
     let valid = g.dev_mask(mask, op)?;
-    // Router and aux loss (fp32).
+    // Router (fp32), and at training the aux loss: inference skips its
+    // counts, its two launches and its memset.
     let logits = g.alloc_f32(t * n, op)?;
     rowdot::fwd(ex, zb, &router.w, &logits, t, d, n, false).op(op)?;
     let probs = g.alloc_f32(t * n, op)?;
     let topk_idx = ex.alloc_zeroed::<u32>(t * k).op(op)?;
     let topk_w = g.alloc_f32(t * k, op)?;
-    let counts = ex.alloc_zeroed::<u32>(n).op(op)?;
+    let counts = if train {
+        Some(ex.alloc_zeroed::<u32>(n).op(op)?)
+    } else {
+        None
+    };
     moe_route::router_fwd(
         ex,
         &logits,
         &probs,
         &topk_idx,
         &topk_w,
-        Some(&counts),
+        counts.as_ref(),
         Some(&valid),
         &r,
     )
     .op(op)?;
-    let partials = g.alloc_f32(moe_route::lb_loss_partials(&r), op)?;
-    let loss = g.alloc_f32(1, op)?;
-    moe_route::lb_loss_fwd(ex, &probs, &counts, Some(&valid), &partials, &loss, &r).op(op)?;
+    let aux = match &counts {
+        Some(counts) => {
+            let partials = g.alloc_f32(moe_route::lb_loss_partials(&r), op)?;
+            let loss = g.alloc_f32(1, op)?;
+            moe_route::lb_loss_fwd(ex, &probs, counts, Some(&valid), &partials, &loss, &r)
+                .op(op)?;
+            Some(std::rc::Rc::new(loss))
+        }
+        None => None,
+    };
     // Routed experts over the plan.
     let plan = MoePlan::alloc(ex, r, plan_tile(t, k, n)).op(op)?;
     plan.build(ex, &topk_idx).op(op)?;
@@ -175,22 +189,28 @@ pub(super) fn fwd(
         d,
     )
     .op(op)?;
+    let train_state = match (counts, aux, routed, shared) {
+        (Some(counts), Some(aux), Some((pre_e, h_e)), Some(shared)) => Some(MoeTrainState {
+            counts,
+            aux,
+            pre_e,
+            h_e,
+            shared,
+        }),
+        _ => None,
+    };
     Ok((
         GpuTensor::from_bf16(out),
         GpuMoeSaved {
             probs,
             topk_idx,
             topk_w,
-            counts,
             plan,
             y_rows,
             s_out,
             g: gate,
             valid,
-            aux: std::rc::Rc::new(loss),
-            train: routed
-                .zip(shared)
-                .map(|((pre_e, h_e), shared)| MoeTrainState { pre_e, h_e, shared }),
+            train: train_state,
         },
     ))
 }
@@ -323,7 +343,7 @@ pub(super) fn bwd(
         &s.probs,
         &s.topk_idx,
         Some(&dtopk_w),
-        &s.counts,
+        &ts.counts,
         Some(&s.valid),
         aux_weight,
         &dlogits,
