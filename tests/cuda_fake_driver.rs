@@ -211,6 +211,24 @@ fn a_refused_launch_is_an_error_naming_the_kernel() {
     assert!(d.error().is_none(), "{:?}", d.error());
 }
 
+/// `tmoe bench model` on `cuda`, as small as it goes (writes `bench.json`).
+const BENCH_TINY: [&str; 14] = [
+    "bench",
+    "model",
+    "--device",
+    "cuda",
+    "--config",
+    "tiny",
+    "--batch",
+    "2",
+    "--seq",
+    "32",
+    "--iters",
+    "1",
+    "--out",
+    "bench.json",
+];
+
 /// `tmoe args` in `dir`, on the fake driver when `fake`.
 fn tmoe(dir: &std::path::Path, fake: bool, args: &[&str]) -> String {
     common::tmoe_with(dir, args, |cmd| {
@@ -449,26 +467,7 @@ fn the_command_line_on_the_fake_driver() {
         "background vs caller's thread"
     );
     assert!(fake.error().is_none(), "{:?}", fake.error());
-    let bench = tmoe(
-        d,
-        true,
-        &[
-            "bench",
-            "model",
-            "--device",
-            "cuda",
-            "--config",
-            "tiny",
-            "--batch",
-            "2",
-            "--seq",
-            "32",
-            "--iters",
-            "1",
-            "--out",
-            "bench.json",
-        ],
-    );
+    let bench = tmoe(d, true, &BENCH_TINY);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(d.join("bench.json")).unwrap()).unwrap();
     let text = report.to_string();
@@ -487,22 +486,7 @@ fn a_device_fault_ends_the_command_with_an_error() {
         .current_dir(tmp.path())
         .env(fake_driver::ENV, "1")
         .env("TMOE_FAKE_CUDA_FAIL", "rmsnorm_fwd")
-        .args([
-            "bench",
-            "model",
-            "--device",
-            "cuda",
-            "--config",
-            "tiny",
-            "--batch",
-            "2",
-            "--seq",
-            "32",
-            "--iters",
-            "1",
-            "--out",
-            "bench.json",
-        ])
+        .args(BENCH_TINY)
         .output()
         .unwrap();
     let text = format!(

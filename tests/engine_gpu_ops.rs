@@ -167,6 +167,16 @@ fn check(g: &Gpu, what: &str, got: &[f32], want: &[f32], tol: f64) -> Result<()>
 
 /// Element by element: one bf16 rounding of the CPU's value, `|err| <= u
 /// |want|` plus an fp32 floor relative to the largest value.
+/// Every parameter gradient of a composite op at CHAIN (named `op dNAME`,
+/// NAME without `prefix`).
+fn check_grads(g: &Gpu, op: &str, prefix: &str, got: &[Param], want: &[Vec<f32>]) -> Result<()> {
+    for (p, want) in got.iter().zip(want) {
+        let what = format!("{op} d{}", p.name.trim_start_matches(prefix));
+        check(g, &what, &p.grad, want, CHAIN)?;
+    }
+    Ok(())
+}
+
 fn check_elems(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
     let scale = want.iter().fold(0f64, |m, &w| m.max((w as f64).abs()));
     for (i, (&a, &b)) in got.iter().zip(want).enumerate() {
@@ -687,16 +697,7 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
                 );
             }
         }
-        for (p, want) in grads.iter().zip(&want_g) {
-            check(
-                g,
-                &format!("moe_bwd d{}", p.name.trim_start_matches("layers.0.moe.")),
-                &p.grad,
-                want,
-                CHAIN,
-            )?;
-        }
-        Ok(())
+        check_grads(g, "moe_bwd", "layers.0.moe.", &grads, &want_g)
     });
 }
 
@@ -776,16 +777,7 @@ fn ffn(t: usize, seed: u64) {
         let delta = |y: &[f32]| -> Vec<f32> { y.iter().zip(&resid).map(|(a, b)| a - b).collect() };
         check(g, "ffn_fwd (y - resid)", &delta(&y), &delta(&want_y), CHAIN)?;
         check(g, "ffn_bwd dz", &dz, &want_dz, CHAIN)?;
-        for (p, want) in grads.iter().zip(&want_g) {
-            check(
-                g,
-                &format!("ffn_bwd d{}", p.name.trim_start_matches("layers.0.ffn.")),
-                &p.grad,
-                want,
-                CHAIN,
-            )?;
-        }
-        Ok(())
+        check_grads(g, "ffn_bwd", "layers.0.ffn.", &grads, &want_g)
     });
 }
 
