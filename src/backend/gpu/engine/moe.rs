@@ -12,7 +12,9 @@
 //! - the deterministic combine (`moe_combine_fwd`).
 //!
 //! The backward mirrors it; the routed rows' input gradients return to their
-//! tokens through the combine kernel itself (the un-permute sum).
+//! tokens through the combine kernel itself (the un-permute sum). An
+//! inference forward (`train: false`) skips the load-balancing loss and the
+//! pre-activations, and frees each expert intermediate once it is read.
 
 use half::bf16;
 
