@@ -46,7 +46,7 @@ use half::bf16;
 use traffic_moe::autograd::{Backend, ParamStore};
 use traffic_moe::backend::cpu::Cpu;
 use traffic_moe::backend::gpu::engine::{Gpu, GpuParam, GpuParams, GpuTensor};
-use traffic_moe::backend::gpu::ops::gemm;
+use traffic_moe::backend::gpu::ops::{gemm, moe_permute};
 use traffic_moe::backend::gpu::testing::executors;
 use traffic_moe::engine::{AttnDims, FfnDims, MoeDims, Param};
 
@@ -175,6 +175,16 @@ fn check_grads(g: &Gpu, op: &str, prefix: &str, got: &[Param], want: &[Vec<f32>]
         check(g, &what, &p.grad, want, CHAIN)?;
     }
     Ok(())
+}
+
+/// `f`'s result and the most pool bytes in use during it, above those in
+/// use before.
+fn peak_bytes<T>(g: &Gpu, f: impl FnOnce() -> Result<T>) -> Result<(usize, T)> {
+    let pool = g.executor().pool().context("the engine's caching pool")?;
+    let before = pool.stats().in_use;
+    pool.reset_peak();
+    let out = f()?;
+    Ok((pool.stats().peak_in_use - before, out))
 }
 
 fn check_elems(what: &str, got: &[f32], want: &[f32]) -> Result<()> {
@@ -636,7 +646,8 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
             // Inference first: it writes no pre-activations and computes no
             // aux loss, and a backward through it is an error that names the
             // op (and adds no gradient).
-            let (y_infer, saved) = g.moe_fwd(&tz, &tr, &m, w, &dm, false)?;
+            let (infer_bytes, (y_infer, saved)) =
+                peak_bytes(g, || Ok(g.moe_fwd(&tz, &tr, &m, w, &dm, false)?))?;
             ensure!(
                 g.moe_aux(&saved).is_err(),
                 "an inference forward computed the aux loss"
@@ -658,7 +669,18 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
                 .err()
                 .context("moe_bwd after an inference forward succeeded")?;
             ensure!(err.to_string().starts_with("moe_bwd:"), "{err}");
-            let (y, saved) = g.moe_fwd(&tz, &tr, &m, w, &dm, true)?;
+            let (train_bytes, (y, saved)) =
+                peak_bytes(g, || Ok(g.moe_fwd(&tz, &tr, &m, w, &dm, true)?))?;
+            // Inference keeps neither the routed rows' bf16 pre-activations
+            // (the plan's rows, tile 64 at these sizes) nor the shared
+            // expert's: whatever it holds at its peak, training holds at its
+            // end, and these besides.
+            let rows = moe_permute::max_rows(dm.t, dm.k, dm.n, 64);
+            let pre = (rows * 2 * dm.expert_ff + dm.t * 2 * dm.shared_ff) * 2;
+            ensure!(
+                train_bytes >= infer_bytes + pre,
+                "inference peaks at {infer_bytes} B, training at {train_bytes} B"
+            );
             let aux = g.to_host(&g.moe_aux(&saved)?)?[0];
             let route = g.moe_routing(&saved)?;
             let dz = g.moe_bwd(&tz, w, &saved, &up(g, &dy)?, aux_weight, &dm, gr)?;
@@ -752,7 +774,8 @@ fn ffn(t: usize, seed: u64) {
             let mut gr: [&mut GpuParam; 3] =
                 gr.try_into().map_err(|_| anyhow::anyhow!("3 grads"))?;
             let (tz, tr) = (up(g, &z)?, up(g, &resid)?);
-            let (y_infer, saved) = g.ffn_fwd(&tz, &tr, w, &dm, false)?;
+            let (infer_bytes, (y_infer, saved)) =
+                peak_bytes(g, || Ok(g.ffn_fwd(&tz, &tr, w, &dm, false)?))?;
             ensure!(saved.is_none(), "an inference forward kept backward state");
             let err = g
                 .ffn_bwd(
@@ -766,7 +789,14 @@ fn ffn(t: usize, seed: u64) {
                 .err()
                 .context("ffn_bwd after an inference forward succeeded")?;
             ensure!(err.to_string().starts_with("ffn_bwd:"), "{err}");
-            let (y, saved) = g.ffn_fwd(&tz, &tr, w, &dm, true)?;
+            let (train_bytes, (y, saved)) =
+                peak_bytes(g, || Ok(g.ffn_fwd(&tz, &tr, w, &dm, true)?))?;
+            // The bf16 pre-activations `[t, 2ff]` are written only to train.
+            let pre = t * 2 * ff * 2;
+            ensure!(
+                train_bytes >= infer_bytes + pre,
+                "inference peaks at {infer_bytes} B, training at {train_bytes} B"
+            );
             let dz = g.ffn_bwd(&tz, w, &saved, &up(g, &dy)?, &dm, gr)?;
             Ok((host(g, &y)?, host(g, &dz)?, host(g, &y_infer)?))
         })?;
