@@ -20,34 +20,7 @@ fn confusion(path: &Path) -> serde_json::Value {
 fn pretrain_finetune_eval_on_sim() {
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    tmoe(
-        d,
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "6",
-            "--seed",
-            "1",
-        ],
-    );
-    tmoe(
-        d,
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "data",
-            "--labels",
-            "folder",
-            "--seq-len",
-            "32",
-            "--vocab-size",
-            "600",
-            "--quiet",
-        ],
-    );
+    common::synth_dataset(d, "6", "1");
     let pt = tmoe(
         d,
         &[
@@ -70,27 +43,7 @@ fn pretrain_finetune_eval_on_sim() {
         ],
     );
     assert!(pt.contains("pretrained 2 steps"), "{pt}");
-    let ft = tmoe(
-        d,
-        &[
-            "finetune",
-            "--data",
-            "data",
-            "--init",
-            "pt/model.safetensors",
-            "--out",
-            "ft",
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "--seq-len",
-            "32",
-            "--device",
-            "sim",
-            "--quiet",
-        ],
-    );
+    let ft = common::finetune_sim(d, "pt/model.safetensors");
     assert!(ft.contains("fine-tuned 1 epochs"), "{ft}");
     let ckpt = "ft/classifier.safetensors";
     tmoe(

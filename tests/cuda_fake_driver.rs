@@ -84,16 +84,11 @@ fn same_as_sim(ffn: FfnKind, task: Task) {
     assert!(d.error().is_none(), "{:?}", d.error());
     let (b, pb) = common::micro_train(Device::Sim, ffn, task, 3);
     assert_eq!(a, b, "{ffn:?} {task:?}: losses on the fake driver vs sim");
-    for (x, y) in pa.iter().zip(&pb) {
-        assert!(
-            x.value
-                .iter()
-                .zip(&y.value)
-                .all(|(p, q)| p.to_bits() == q.to_bits()),
-            "{ffn:?} {task:?}: {} differs between the fake driver and sim",
-            x.name
-        );
-    }
+    common::assert_same_bits(
+        &pa,
+        &pb,
+        &format!("between the fake driver and sim ({ffn:?} {task:?})"),
+    );
 }
 
 #[test]
@@ -251,36 +246,7 @@ fn the_command_line_on_the_fake_driver() {
     let Some((fake, _g)) = fake() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let d = tmp.path();
-    tmoe(
-        d,
-        false,
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "4",
-            "--seed",
-            "3",
-        ],
-    );
-    tmoe(
-        d,
-        false,
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "data",
-            "--labels",
-            "folder",
-            "--seq-len",
-            "32",
-            "--vocab-size",
-            "600",
-            "--quiet",
-        ],
-    );
+    common::synth_dataset(d, "4", "3");
     let pretrain = |device: &str| {
         let out = format!("pt-{device}");
         let text = tmoe(
@@ -327,28 +293,7 @@ fn the_command_line_on_the_fake_driver() {
     // A classifier (fine-tuned on sim), then `classify` through the fake
     // driver: batched across captures, and the stream from standard input
     // (reader thread + model overlapped), each as on sim.
-    tmoe(
-        d,
-        false,
-        &[
-            "finetune",
-            "--data",
-            "data",
-            "--init",
-            "pt-sim/model.safetensors",
-            "--out",
-            "ft",
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "--seq-len",
-            "32",
-            "--device",
-            "sim",
-            "--quiet",
-        ],
-    );
+    common::finetune_sim(d, "pt-sim/model.safetensors");
     let classify = |device: &str, stream: bool| -> Vec<(String, f64)> {
         let out = format!("cls-{device}-{stream}.csv");
         let mut args = vec![

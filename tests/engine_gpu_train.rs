@@ -40,16 +40,7 @@ fn check_on(dev: Device, ffn: FfnKind, task: Task) {
     );
     let (b, pb) = common::micro_train(dev, ffn, task, steps);
     assert_eq!(a, b, "{ffn:?} {task:?}: losses differ between two runs");
-    for (x, y) in pa.iter().zip(&pb) {
-        assert!(
-            x.value
-                .iter()
-                .zip(&y.value)
-                .all(|(p, q)| p.to_bits() == q.to_bits()),
-            "{ffn:?} {task:?}: {} differs between two runs",
-            x.name
-        );
-    }
+    common::assert_same_bits(&pa, &pb, &format!("between two runs ({ffn:?} {task:?})"));
     // The first step's loss is the same forward as the CPU engine's (bf16 activations).
     let (c, _) = common::micro_train(Device::Cpu, ffn, task, 1);
     assert!(

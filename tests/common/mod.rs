@@ -176,3 +176,79 @@ pub fn tmoe_with(
 pub fn tmoe(dir: &std::path::Path, args: &[&str]) -> String {
     tmoe_with(dir, args, |_| {})
 }
+
+/// `tmoe synth` into `dir/caps` (`flows_per_class` flows of each synthetic
+/// class, `seed`), then `tmoe tokenize` into `dir/data` (sequences of 32,
+/// a 600-entry vocabulary): a labelled dataset in seconds.
+pub fn synth_dataset(dir: &std::path::Path, flows_per_class: &str, seed: &str) {
+    tmoe(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            flows_per_class,
+            "--seed",
+            seed,
+        ],
+    );
+    tmoe(
+        dir,
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "data",
+            "--labels",
+            "folder",
+            "--seq-len",
+            "32",
+            "--vocab-size",
+            "600",
+            "--quiet",
+        ],
+    );
+}
+
+/// One fine-tuning epoch on `sim` over [`synth_dataset`]'s `data` from the
+/// checkpoint `init`, into `dir/ft`; returns the command's output.
+pub fn finetune_sim(dir: &std::path::Path, init: &str) -> String {
+    tmoe(
+        dir,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--init",
+            init,
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--seq-len",
+            "32",
+            "--device",
+            "sim",
+            "--quiet",
+        ],
+    )
+}
+
+/// Every parameter of `a` equals `b`'s bit for bit; `what` says what differs
+/// (e.g. "between two runs").
+pub fn assert_same_bits(a: &[Param], b: &[Param], what: &str) {
+    assert_eq!(a.len(), b.len(), "parameter counts differ {what}");
+    for (x, y) in a.iter().zip(b) {
+        assert!(
+            x.value
+                .iter()
+                .zip(&y.value)
+                .all(|(p, q)| p.to_bits() == q.to_bits()),
+            "{} differs {what}",
+            x.name
+        );
+    }
+}
