@@ -235,14 +235,10 @@ impl Model {
         }
         let out = tape.rmsnorm(p, h, self.norm_f, d)?;
         tape.release(&[h]);
-        // Every layer's aux loss is read once, at the end of the forward; an
-        // inference tape does not read it (a device sync a layer for nothing).
-        let aux = if c.ffn == FfnKind::Moe && tape.is_recording() {
-            let v = tape.aux_losses()?;
-            v.iter().fold(F::ZERO, |a, &x| a + x) / F::from_usize(v.len().max(1))
-        } else {
-            F::ZERO
-        };
+        // Every layer's aux loss is read once, at the end of the forward (an
+        // inference tape and the dense twin have none: nothing is read).
+        let v = tape.aux_losses()?;
+        let aux = v.iter().fold(F::ZERO, |a, &x| a + x) / F::from_usize(v.len().max(1));
         Ok((out, aux))
     }
 
