@@ -388,6 +388,50 @@ mod tests {
     use super::super::testutil::*;
     use super::*;
 
+    /// The eight weight tensors' sizes, in `MoeWeights` field order.
+    fn weight_sizes(dm: &MoeDims) -> [usize; 8] {
+        let (n, d, sf, f) = (dm.n, dm.d, dm.shared_ff, dm.expert_ff);
+        [
+            n * d,
+            d,
+            sf * d,
+            sf * d,
+            d * sf,
+            n * f * d,
+            n * f * d,
+            n * d * f,
+        ]
+    }
+
+    fn as_weights(ws: &[Vec<f64>]) -> MoeWeights<'_, f64> {
+        MoeWeights {
+            router: &ws[0],
+            shared_gate: &ws[1],
+            s_gate: &ws[2],
+            s_up: &ws[3],
+            s_down: &ws[4],
+            e_gate: &ws[5],
+            e_up: &ws[6],
+            e_down: &ws[7],
+        }
+    }
+
+    fn as_grads(gs: &mut [Vec<f64>]) -> MoeGrads<'_, f64> {
+        let [g0, g1, g2, g3, g4, g5, g6, g7] = gs else {
+            panic!("eight gradient tensors, got {}", gs.len())
+        };
+        MoeGrads {
+            router: g0,
+            shared_gate: g1,
+            s_gate: g2,
+            s_up: g3,
+            s_down: g4,
+            e_gate: g5,
+            e_up: g6,
+            e_down: g7,
+        }
+    }
+
     #[test]
     fn backward_matches_finite_differences() {
         backward_matches_finite_differences_with(None);
@@ -403,24 +447,8 @@ mod tests {
             shared_ff: 6,
             expert_ff: 3,
         };
-        let MoeDims {
-            t,
-            d,
-            n,
-            k: _,
-            shared_ff: sf,
-            expert_ff: f,
-        } = dm;
-        let sizes = [
-            n * d,
-            d,
-            sf * d,
-            sf * d,
-            d * sf,
-            n * f * d,
-            n * f * d,
-            n * d * f,
-        ];
+        let (t, d) = (dm.t, dm.d);
+        let sizes = weight_sizes(&dm);
         let ws: Vec<Vec<f64>> = sizes
             .iter()
             .enumerate()
@@ -430,19 +458,6 @@ mod tests {
         let resid = vals(t * d, 2);
         let dout = vals(t * d, 3);
         let aux_w = 0.7;
-        // The eight weight tensors, in MoeWeights field order.
-        fn as_weights(ws: &[Vec<f64>]) -> MoeWeights<'_, f64> {
-            MoeWeights {
-                router: &ws[0],
-                shared_gate: &ws[1],
-                s_gate: &ws[2],
-                s_up: &ws[3],
-                s_down: &ws[4],
-                e_gate: &ws[5],
-                e_up: &ws[6],
-                e_down: &ws[7],
-            }
-        }
         let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
             let w = as_weights(ws);
             let mut out = vec![0.0; t * d];
@@ -454,22 +469,7 @@ mod tests {
         let saved = fwd(&z, &resid, &w, &dm, valid, &mut out);
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut dz = vec![0.0; t * d];
-        {
-            let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut gs[..] else {
-                unreachable!()
-            };
-            let gr = MoeGrads {
-                router: g0,
-                shared_gate: g1,
-                s_gate: g2,
-                s_up: g3,
-                s_down: g4,
-                e_gate: g5,
-                e_up: g6,
-                e_down: g7,
-            };
-            bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, gr);
-        }
+        bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, as_grads(&mut gs));
         let sel = saved.topk_idx.clone();
         check_grad(
             &z,
@@ -511,31 +511,13 @@ mod tests {
             shared_ff: sf,
             expert_ff: f,
         };
-        let sizes = [
-            n * d,
-            d,
-            sf * d,
-            sf * d,
-            d * sf,
-            n * f * d,
-            n * f * d,
-            n * d * f,
-        ];
+        let sizes = weight_sizes(&dims(0));
         let ws: Vec<Vec<f64>> = sizes
             .iter()
             .enumerate()
             .map(|(i, &s)| vals(s, 30 + i as u64))
             .collect();
-        let w = MoeWeights {
-            router: &ws[0],
-            shared_gate: &ws[1],
-            s_gate: &ws[2],
-            s_up: &ws[3],
-            s_down: &ws[4],
-            e_gate: &ws[5],
-            e_up: &ws[6],
-            e_down: &ws[7],
-        };
+        let w = as_weights(&ws);
         // (z, resid, dout, valid) -> (out, aux, dz, weight grads)
         let run = |z: &[f64], resid: &[f64], dout: &[f64], valid: Option<&[u8]>| {
             let t = z.len() / d;
@@ -543,20 +525,7 @@ mod tests {
             let s = fwd(z, resid, &w, &dims(t), valid, &mut out);
             let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
             let mut dz = vec![0.0; t * d];
-            let [g0, g1, g2, g3, g4, g5, g6, g7] = &mut gs[..] else {
-                unreachable!()
-            };
-            let gr = MoeGrads {
-                router: g0,
-                shared_gate: g1,
-                s_gate: g2,
-                s_up: g3,
-                s_down: g4,
-                e_gate: g5,
-                e_up: g6,
-                e_down: g7,
-            };
-            bwd(z, &w, &s, dout, 0.7, &dims(t), &mut dz, gr);
+            bwd(z, &w, &s, dout, 0.7, &dims(t), &mut dz, as_grads(&mut gs));
             (out, s.aux, dz, gs)
         };
         let real = 3;
