@@ -38,6 +38,23 @@ fn masks(t: usize, first_shape: bool) -> Vec<Option<Vec<u8>>> {
     v
 }
 
+/// Every shape with each of its masks, and a label naming both.
+fn cases() -> impl Iterator<Item = (Routing, Option<Vec<u8>>, String)> {
+    SHAPES.iter().enumerate().flat_map(|(i, &(t, n, k))| {
+        masks(t, i == 0).into_iter().map(move |valid| {
+            let real = valid
+                .as_ref()
+                .map_or(t, |v| v.iter().filter(|&&b| b != 0).count());
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
+            (r, valid, format!("T {t} ({real} real) N {n} k {k}"))
+        })
+    })
+}
+
 fn upload_mask(ex: &Executor, valid: &Option<Vec<u8>>) -> anyhow::Result<Option<Buf<u8>>> {
     Ok(match valid {
         Some(v) => Some(ex.upload(v)?),
@@ -116,20 +133,8 @@ fn lb_loss_raw(
 fn router_fwd_and_lb_loss_match_reference() {
     run_on_executors("router_fwd", |ex| {
         let mut rng = rng(21);
-        for ((t, n, k), valid) in SHAPES
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &s)| masks(s.0, i == 0).into_iter().map(move |m| (s, m)))
-        {
-            let r = Routing {
-                tokens: t,
-                n_experts: n,
-                k,
-            };
-            let real = valid
-                .as_ref()
-                .map_or(t, |v| v.iter().filter(|&&b| b != 0).count());
-            let what = format!("T {t} ({real} real) N {n} k {k}");
+        for (r, valid, what) in cases() {
+            let (t, n, k) = (r.tokens, r.n_experts, r.k);
             let vb = upload_mask(ex, &valid)?;
             let vm = valid.as_deref();
             let mut logits = uniform(&mut rng, t * n, 3.0);
@@ -214,20 +219,8 @@ fn router_fwd_and_lb_loss_match_reference() {
 fn router_bwd_matches_reference() {
     run_on_executors("router_bwd", |ex| {
         let mut rng = rng(22);
-        for ((t, n, k), valid) in SHAPES
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &s)| masks(s.0, i == 0).into_iter().map(move |m| (s, m)))
-        {
-            let r = Routing {
-                tokens: t,
-                n_experts: n,
-                k,
-            };
-            let real = valid
-                .as_ref()
-                .map_or(t, |v| v.iter().filter(|&&b| b != 0).count());
-            let what = format!("T {t} ({real} real) N {n} k {k}");
+        for (r, valid, what) in cases() {
+            let (t, n, k) = (r.tokens, r.n_experts, r.k);
             let vb = upload_mask(ex, &valid)?;
             let vm = valid.as_deref();
             let got = route(ex, &uniform(&mut rng, t * n, 3.0), vb.as_ref(), &r)?;

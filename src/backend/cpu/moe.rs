@@ -469,7 +469,8 @@ mod tests {
         let saved = fwd(&z, &resid, &w, &dm, valid, &mut out);
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut dz = vec![0.0; t * d];
-        bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, as_grads(&mut gs));
+        let gr = as_grads(&mut gs);
+        bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, gr);
         let sel = saved.topk_idx.clone();
         check_grad(
             &z,
