@@ -60,6 +60,7 @@ fn main() {
         kernels.extend(scan_kernels(src));
     }
     check_unique(&kernels);
+    check_launch_bounds(&list_cu(&cuda));
 
     check_params_bindings(&root);
     build_simulator(&cuda, &out, &sim_sources, &kernels, asan);
@@ -161,6 +162,24 @@ fn scan_kernels(src: &Path) -> Vec<Kernel> {
         });
     }
     found
+}
+
+/// Every product kernel declares `__launch_bounds__`: without it nvcc may use
+/// up to 255 registers a thread, and a GPU refuses a block whose registers do
+/// not fit (a 512-thread block at 129 or more), which neither the simulator
+/// nor the fake driver would notice; with it, both refuse a bigger block.
+fn check_launch_bounds(product_sources: &[PathBuf]) {
+    for src in product_sources {
+        for k in scan_kernels(src) {
+            if k.max_threads.is_none() {
+                panic!(
+                    "{}: kernel `{}` has no __launch_bounds__(THREADS) (see cuda/README.md)",
+                    src.display(),
+                    k.name
+                );
+            }
+        }
+    }
 }
 
 fn check_unique(kernels: &[Kernel]) {

@@ -23,7 +23,11 @@
 // References: backend::cpu::router::{fwd, lb_loss, lb_loss_bwd}.
 #include "common.cuh"
 
-extern "C" __global__ void router_fwd(const RouterFwdParams p) {
+// One thread per token (ROW_THREADS in src/backend/gpu/ops/moe_route.rs): the
+// bound caps registers for that block and lets a launcher refuse a bigger one.
+#define ROW_THREADS 128
+
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) router_fwd(const RouterFwdParams p) {
     TMOE_SHARED(uint32_t, s_counts, [MOE_MAX_EXPERTS]);
     const int n = p.n_experts;
     for (int e = threadIdx.x; e < n; e += blockDim.x) s_counts[e] = 0;
@@ -144,7 +148,7 @@ extern "C" __global__ void __launch_bounds__(LB_THREADS) lb_loss_fwd(const LbLos
   }
 }
 
-extern "C" __global__ void router_bwd(const RouterBwdParams p) {
+extern "C" __global__ void __launch_bounds__(ROW_THREADS) router_bwd(const RouterBwdParams p) {
     const int t = blockIdx.x * blockDim.x + threadIdx.x;
     if (t >= p.tokens) return;
     const int n = p.n_experts, k = p.k;

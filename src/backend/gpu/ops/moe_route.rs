@@ -19,7 +19,8 @@ type Result<T> = std::result::Result<T, GpuError>;
 pub const MAX_EXPERTS: usize = MOE_MAX_EXPERTS as usize;
 pub const MAX_K: usize = MOE_MAX_K as usize;
 
-/// Rows per block of the one-thread-per-token kernels.
+/// Rows per block of the one-thread-per-token kernels (`ROW_THREADS` in
+/// cuda/moe_route.cu, their `__launch_bounds__`).
 const ROW_THREADS: u32 = 128;
 /// Threads of both aux-loss passes (`LB_THREADS` in cuda/moe_route.cu).
 const LB_THREADS: u32 = 256;
