@@ -240,8 +240,14 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
         b.opt_level(1)
             .debug(true)
             .flag("-fsanitize=address")
-            .flag("-fno-omit-frame-pointer");
+            .flag("-fno-omit-frame-pointer")
+            // A GPU faults on a vector access off its size's alignment
+            // (uint4: 16 bytes); sim.h gives each type its CUDA alignment, and
+            // buffers are 256-byte aligned as cudaMalloc's.
+            .flag("-fsanitize=alignment")
+            .flag("-fno-sanitize-recover=alignment");
         println!("cargo:rustc-link-lib=dylib=asan");
+        println!("cargo:rustc-link-lib=dylib=ubsan");
     } else {
         // Kernels are hot loops: optimise even in debug builds.
         b.opt_level(2);

@@ -1,7 +1,8 @@
 //! AddressSanitizer demonstrations (tools/sim-asan.sh): with the simulator built
 //! with TMOE_SIM_ASAN=1, a kernel that reads one element past its global input,
 //! or writes one past the end of a static or dynamic shared array, must abort
-//! the process with an ASan report. TMOE_ASAN_DEMO names the one to run (each
+//! the process with an ASan report, and a 16-byte load off a 16-byte boundary
+//! with UBSan's (a GPU faults on it). TMOE_ASAN_DEMO names the one to run (each
 //! aborts the process); in normal builds the demo kernels are not compiled and
 //! these tests only say so.
 
@@ -38,4 +39,9 @@ fn asan_catches_out_of_bounds_static_shared_write() {
 #[test]
 fn asan_catches_out_of_bounds_dynamic_shared_write() {
     demo("dyn_smem", "simt_asan_dyn_smem_oob", 64, 64 * 4);
+}
+
+#[test]
+fn ubsan_catches_a_misaligned_vector_load() {
+    demo("misaligned", "simt_asan_misaligned", 64, 0);
 }
