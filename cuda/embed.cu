@@ -1,5 +1,6 @@
 // Token embedding forward and backward.
 //   out[t] = table[ids[t]]                     (fp32 table -> bf16 activations)
+//   embed_fwd_bf16: the same from the table's bf16 copy (inference weights)
 //   dtable[id] += sum of dout[t] over t with ids[t] == id   (deterministic)
 // The backward needs no host plan and no float atomics, and does O(rows) work:
 // rows are cut into tiles of EMBED_TILE; each tile's block sorts its (id, row)
@@ -38,6 +39,23 @@ extern "C" __global__ void __launch_bounds__(256) embed_fwd(const EmbedFwdParams
     }
   } else {
     for (int j = lane; j < p.d; j += TMOE_WARP) out[j] = f2bf(src[j]);
+  }
+}
+
+// embed_fwd from the bf16 copy: a row copy, 16 bytes (8 elements) per lane.
+extern "C" __global__ void __launch_bounds__(256) embed_fwd_bf16(const EmbedFwdBf16Params p) {
+  const int lane = threadIdx.x % TMOE_WARP;
+  const int row = blockIdx.x * (blockDim.x / TMOE_WARP) + threadIdx.x / TMOE_WARP;
+  if (row >= p.rows) return;
+  const uint32_t id = p.ids[row];
+  bf16* out = p.out + (size_t)row * p.d;
+  const bf16* src = id < (uint32_t)p.vocab ? p.table + (size_t)id * p.d : nullptr;
+  if (p.d % 8 == 0 && aligned16(p.table) && aligned16(p.out)) {
+    uint4* o4 = reinterpret_cast<uint4*>(out);
+    const uint4* s4 = reinterpret_cast<const uint4*>(src);
+    for (int j = lane; j < p.d / 8; j += TMOE_WARP) o4[j] = src ? s4[j] : make_uint4(0u, 0u, 0u, 0u);
+  } else {
+    for (int j = lane; j < p.d; j += TMOE_WARP) out[j] = src ? src[j] : f2bf(0.f);
   }
 }
 

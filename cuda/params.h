@@ -75,6 +75,19 @@ typedef struct EmbedFwdParams {
   int32_t _pad;
 } EmbedFwdParams;
 
+/* embed_fwd_bf16: out[t] = table16[ids[t]], the same gather from the bf16 copy
+ * of the table (weights loaded for inference keep no fp32 table). Bit for bit
+ * embed_fwd's output when table16 is table rounded to nearest even. */
+typedef struct EmbedFwdBf16Params {
+  const uint32_t* ids; /* [rows] */
+  const bf16* table;   /* [vocab, d] */
+  bf16* out;           /* [rows, d] = */
+  int32_t rows;
+  int32_t d;
+  int32_t vocab;
+  int32_t _pad;
+} EmbedFwdBf16Params;
+
 /* Deterministic scatter-add, no host plan (cuda/embed.cu), O(rows) work:
  * rows are cut into tiles of EMBED_TILE; embed_bwd_tile groups a tile's rows by
  * id on the device; each distinct id of a tile is an "entry" e = tile*EMBED_TILE

@@ -1,5 +1,5 @@
 //! cuda/embed.cu against backend::cpu::embedding (f64, same bf16/f32 inputs),
-//! on every available executor.
+//! on every available executor; `embed_fwd_bf16` against `embed_fwd` bit for bit.
 
 mod kernel_util;
 
@@ -50,6 +50,19 @@ fn check(
         0.0,
         1.0 / 256.0,
     )?;
+    // From the table's bf16 copy (inference weights): the same bits. The
+    // output starts as garbage, so a row the kernel skips shows.
+    let t16: Vec<bf16> = table.iter().map(|&x| bf16::from_f32(x)).collect();
+    let out16 = ex.alloc_uninit::<bf16>(rows * d)?;
+    embed::fwd_bf16(ex, &idb, &ex.upload(&t16)?, &out16, rows, d, vocab)?;
+    let (a, b) = (ex.download(&out)?, ex.download(&out16)?);
+    if let Some(i) = (0..a.len()).find(|&i| a[i].to_bits() != b[i].to_bits()) {
+        anyhow::bail!(
+            "embed_fwd_bf16 ({shape}): element {i} is {} where embed_fwd gives {}",
+            b[i],
+            a[i]
+        );
+    }
 
     let (dout, doutf) = bf16_input(rng, rows * d, 0.5);
     let dtable0: Vec<f32> = (0..vocab * d).map(|i| (i % 5) as f32 * 0.01).collect();
@@ -133,6 +146,16 @@ fn out_of_range_ids_are_zeroed_forward_and_skipped_backward() {
         .map(|v| v.to_f32())
         .collect();
     assert_eq!(got, vec![1.0, 1.0, 0.0, 0.0]);
+    let t16 = ex.upload(&[bf16::from_f32(1.0); 8]).unwrap();
+    let out16 = ex.alloc_uninit::<bf16>(4).unwrap();
+    embed::fwd_bf16(&ex, &ids, &t16, &out16, 2, 2, 4).unwrap();
+    let got16: Vec<f32> = ex
+        .download(&out16)
+        .unwrap()
+        .iter()
+        .map(|v| v.to_f32())
+        .collect();
+    assert_eq!(got16, got, "embed_fwd_bf16");
 
     let dout = ex.upload(&[bf16::from_f32(0.5); 4]).unwrap();
     let dtable = ex.alloc_zeroed::<f32>(8).unwrap();

@@ -18,6 +18,7 @@ const VECTOR_KERNELS: &[(&str, bool)] = &[
     ("rmsnorm_fwd", true),
     ("rmsnorm_bwd", true),
     ("embed_fwd", true),
+    ("embed_fwd_bf16", true),
     ("embed_bwd_tile", true),
     ("embed_bwd_reduce", true),
     ("rope_fwd", true),

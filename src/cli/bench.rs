@@ -228,6 +228,16 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             rows_u * 4 + rows_u * d_u * (4 + 2),
             ms,
         );
+        let table16 = ex.alloc_zeroed::<bf16>(vocab * d)?;
+        let ms = median_ms(&ex, iters, || {
+            embed::fwd_bf16(&ex, &idb, &table16, &out, rows, d, vocab)
+        })?;
+        rec.mem(
+            "embed_fwd_bf16",
+            &embed_shape,
+            rows_u * 4 + rows_u * d_u * (2 + 2),
+            ms,
+        );
         let scratch = embed::EmbedBwdScratch::alloc(&ex, rows, d, vocab)?;
         let ms = median_ms(&ex, iters, || {
             embed::bwd(&ex, &idb, &xb, &table, &scratch, vocab)

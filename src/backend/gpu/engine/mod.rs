@@ -234,15 +234,22 @@ impl Backend<f32> for Gpu {
         let table = own(table, op)?;
         let dev = self.dev_ids(ids, op)?;
         let out = self.alloc_bf16(ids.len() * d, op)?;
-        embed::fwd(
-            &self.ex,
-            &dev,
-            &table.w,
-            &out,
-            ids.len(),
-            d,
-            table.w.len() / d,
-        )
+        // Weights loaded for inference keep only the bf16 copy of the table:
+        // the same rows, since the gather rounds fp32 to bf16 as the copy did.
+        if table.w.is_empty() {
+            let t16 = table.bf16(op)?;
+            embed::fwd_bf16(&self.ex, &dev, t16, &out, ids.len(), d, t16.len() / d)
+        } else {
+            embed::fwd(
+                &self.ex,
+                &dev,
+                &table.w,
+                &out,
+                ids.len(),
+                d,
+                table.w.len() / d,
+            )
+        }
         .op(op)?;
         Ok(GpuTensor::from_bf16(out))
     }

@@ -4,8 +4,9 @@
 //! all (`adamw_step`, which also refreshes the bf16 copy; on upload
 //! `refresh_bf16` makes it with the `cast_f32_bf16` kernel), one computes the
 //! global gradient norm. Loaded for inference, it keeps the bf16 copy and
-//! fp32 only for the small tensors the forward reads in fp32 (plus the
-//! embedding table): the GEMM weights' fp32 masters are training state.
+//! fp32 only for the small tensors the forward reads in fp32 (norms, router,
+//! biases): the GEMM weights' and the embedding table's fp32 masters are
+//! training state.
 //!
 //! The fused SwiGLU GEMM reads an FFN's gate and up projections as one
 //! `[2f, d]` matrix per expert (gate rows, then up rows). The checkpoint
@@ -154,11 +155,15 @@ fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
     out
 }
 
-/// Whether the forward reads a parameter in fp32 (else only its bf16 copy,
-/// as a GEMM's weight). A tensor read in fp32 without its fp32 copy fails
+/// Whether an inference forward reads a parameter in fp32 (else only its
+/// bf16 copy, as a GEMM's weight or the embedding gather's table). A tensor read in fp32 without its fp32 copy fails
 /// with an error naming the op (the GPU-engine tests would show it).
 fn forward_reads_f32(name: &str) -> bool {
-    const GEMM_ONLY: [&str; 7] = [
+    const BF16_ONLY: [&str; 8] = [
+        // Gathered from the bf16 copy at inference (embed_fwd_bf16) and the
+        // tied LM head's GEMM weight: the largest tensor (vocab x d) needs
+        // no fp32 copy there.
+        "tok_embed",
         "attn.wqkv",
         "attn.wo",
         ".w_gate",
@@ -167,7 +172,7 @@ fn forward_reads_f32(name: &str) -> bool {
         "head.w1",
         "head.w2",
     ];
-    !GEMM_ONLY.iter().any(|s| name.ends_with(s))
+    !BF16_ONLY.iter().any(|s| name.ends_with(s))
 }
 
 /// The inference arenas: bf16 for every tensor (rounded on the host, bit

@@ -4,7 +4,7 @@ use half::bf16;
 
 use crate::backend::gpu::params::{
     EMBED_TILE, EmbedBwdAllocParams, EmbedBwdReduceParams, EmbedBwdScatterParams,
-    EmbedBwdTileParams, EmbedFwdParams,
+    EmbedBwdTileParams, EmbedFwdBf16Params, EmbedFwdParams,
 };
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
 
@@ -45,6 +45,39 @@ pub fn fwd(
     let rows_per_block = (THREADS / 32) as usize;
     ex.launch(&Launch::linear(
         "embed_fwd",
+        rows.div_ceil(rows_per_block) as u32,
+        THREADS,
+        params,
+    ))
+}
+
+/// [`fwd`] from the table's bf16 copy (weights loaded for inference keep no
+/// fp32 table): bit for bit [`fwd`] when `table` is its table rounded to
+/// nearest even, at 4 bytes a row element instead of 6.
+pub fn fwd_bf16(
+    ex: &Executor,
+    ids: &Buf<u32>,
+    table: &Buf<bf16>,
+    out: &Buf<bf16>,
+    rows: usize,
+    d: usize,
+    vocab: usize,
+) -> Result<()> {
+    ex.check_buf("embedding ids", ids, rows)?;
+    ex.check_buf("embedding table", table, vocab * d)?;
+    ex.check_buf("embedding out", out, rows * d)?;
+    let params = EmbedFwdBf16Params {
+        ids: ids.cptr(),
+        table: table.cptr(),
+        out: out.mptr(),
+        rows: to_i32("rows", rows)?,
+        d: to_i32("d", d)?,
+        vocab: to_i32("vocab", vocab)?,
+        _pad: 0,
+    };
+    let rows_per_block = (THREADS / 32) as usize;
+    ex.launch(&Launch::linear(
+        "embed_fwd_bf16",
         rows.div_ceil(rows_per_block) as u32,
         THREADS,
         params,
