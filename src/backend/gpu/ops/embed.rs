@@ -19,6 +19,36 @@ fn to_i32(what: &str, v: usize) -> Result<i32> {
         .ok_or_else(|| GpuError::Invalid(format!("embedding: bad {what} {v}")))
 }
 
+/// A gather's sizes as its kernel takes them, once its buffers are checked.
+struct Gather {
+    rows: i32,
+    d: i32,
+    vocab: i32,
+    blocks: u32,
+}
+
+impl Gather {
+    fn check<T: bytemuck::Pod>(
+        ex: &Executor,
+        ids: &Buf<u32>,
+        table: &Buf<T>,
+        out: &Buf<bf16>,
+        (rows, d, vocab): (usize, usize, usize),
+    ) -> Result<Gather> {
+        ex.check_buf("embedding ids", ids, rows)?;
+        ex.check_buf("embedding table", table, vocab * d)?;
+        ex.check_buf("embedding out", out, rows * d)?;
+        // One warp per row.
+        let rows_per_block = (THREADS / 32) as usize;
+        Ok(Gather {
+            rows: to_i32("rows", rows)?,
+            d: to_i32("d", d)?,
+            vocab: to_i32("vocab", vocab)?,
+            blocks: rows.div_ceil(rows_per_block) as u32,
+        })
+    }
+}
+
 /// out[t] = table[ids[t]]; ids: [rows], table: [vocab, d] f32, out: [rows, d] bf16.
 /// Ids outside the table give zero rows.
 pub fn fwd(
@@ -30,25 +60,17 @@ pub fn fwd(
     d: usize,
     vocab: usize,
 ) -> Result<()> {
-    ex.check_buf("embedding ids", ids, rows)?;
-    ex.check_buf("embedding table", table, vocab * d)?;
-    ex.check_buf("embedding out", out, rows * d)?;
+    let g = Gather::check(ex, ids, table, out, (rows, d, vocab))?;
     let params = EmbedFwdParams {
         ids: ids.cptr(),
         table: table.cptr(),
         out: out.mptr(),
-        rows: to_i32("rows", rows)?,
-        d: to_i32("d", d)?,
-        vocab: to_i32("vocab", vocab)?,
+        rows: g.rows,
+        d: g.d,
+        vocab: g.vocab,
         _pad: 0,
     };
-    let rows_per_block = (THREADS / 32) as usize;
-    ex.launch(&Launch::linear(
-        "embed_fwd",
-        rows.div_ceil(rows_per_block) as u32,
-        THREADS,
-        params,
-    ))
+    ex.launch(&Launch::linear("embed_fwd", g.blocks, THREADS, params))
 }
 
 /// [`fwd`] from the table's bf16 copy (weights loaded for inference keep no
@@ -63,25 +85,17 @@ pub fn fwd_bf16(
     d: usize,
     vocab: usize,
 ) -> Result<()> {
-    ex.check_buf("embedding ids", ids, rows)?;
-    ex.check_buf("embedding table", table, vocab * d)?;
-    ex.check_buf("embedding out", out, rows * d)?;
+    let g = Gather::check(ex, ids, table, out, (rows, d, vocab))?;
     let params = EmbedFwdBf16Params {
         ids: ids.cptr(),
         table: table.cptr(),
         out: out.mptr(),
-        rows: to_i32("rows", rows)?,
-        d: to_i32("d", d)?,
-        vocab: to_i32("vocab", vocab)?,
+        rows: g.rows,
+        d: g.d,
+        vocab: g.vocab,
         _pad: 0,
     };
-    let rows_per_block = (THREADS / 32) as usize;
-    ex.launch(&Launch::linear(
-        "embed_fwd_bf16",
-        rows.div_ceil(rows_per_block) as u32,
-        THREADS,
-        params,
-    ))
+    ex.launch(&Launch::linear("embed_fwd_bf16", g.blocks, THREADS, params))
 }
 
 /// Rows per tile of the backward pass (`EMBED_TILE` in cuda/params.h).
