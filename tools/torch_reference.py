@@ -122,7 +122,8 @@ class Moe(nn.Module):
         if aux is not None:
             # N * sum_e load_e * prob_e over the real tokens
             # (src/backend/cpu/router.rs lb_loss); load is a constant.
-            r = real.reshape(-1).float()
+            r = (torch.ones(z.shape[0], device=z.device) if real is None
+                 else real.reshape(-1).float())
             n_real = r.sum().clamp(min=1.0)
             load = (F.one_hot(idx, n).float() * r[:, None, None]).sum((0, 1)) / (n_real * k)
             prob = (probs * r[:, None]).sum(0) / n_real
@@ -140,8 +141,9 @@ class Moe(nn.Module):
             if counts[e]:
                 h = F.silu(rows @ ex.w_gate[e].T) * (rows @ ex.w_up[e].T)
                 ys.append(h @ ex.w_down[e].T)
-        y = torch.empty_like(x_rows)
-        y[order] = torch.cat(ys)
+        ys = torch.cat(ys)  # under autocast bf16, whatever x_rows is
+        y = torch.empty_like(ys)
+        y[order] = ys
         out = out + (y.view(-1, k, z.shape[-1]) * w.unsqueeze(-1)).sum(1)
         return out.reshape(shape)
 
@@ -196,20 +198,24 @@ class Classifier(nn.Module):
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos().float(), ang.sin().float()
 
-    def forward(self, ids, mask, routing=None, aux=None):
+    def forward(self, ids, mask=None, routing=None, aux=None):
         """Logits [B, C] of right- or otherwise padded ids [B, S] (mask: 1 = real);
-        each MoE layer's aux loss is appended to `aux` when given."""
+        each MoE layer's aux loss is appended to `aux` when given. mask None:
+        every token is real, and attention is causal alone, so SDPA may take
+        its fastest kernel (flash attention on a GPU); a boolean mask rules
+        that out."""
         b, s = ids.shape
         d, nh = self.cfg["d"], self.cfg["heads"]
         hd = d // nh
         cos, sin = (t.to(self.norm_f.dtype) for t in self.rope_tables(s, ids.device))
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
-        real = mask.bool()
-        # Query i sees key j when j <= i and j is a real token.
-        causal = torch.ones(s, s, dtype=torch.bool, device=ids.device).tril()
-        visible = causal[None, None] & real[:, None, None, :]
-        # A query that sees no key outputs zeros (SDPA would give NaN there).
-        sees_any = visible.any(-1, keepdim=True)
+        real = None if mask is None else mask.bool()
+        if real is not None:
+            # Query i sees key j when j <= i and j is a real token.
+            causal = torch.ones(s, s, dtype=torch.bool, device=ids.device).tril()
+            visible = causal[None, None] & real[:, None, None, :]
+            # A query that sees no key outputs zeros (SDPA would give NaN there).
+            sees_any = visible.any(-1, keepdim=True)
 
         def rope(x):
             x1, x2 = x.chunk(2, dim=-1)
@@ -220,15 +226,22 @@ class Classifier(nn.Module):
             z = rmsnorm(h, blk.attn_norm)
             q, k, v = (z @ blk.attn.wqkv.T).view(b, s, 3, nh, hd).unbind(2)
             q, k, v = (t.transpose(1, 2) for t in (rope(q), rope(k), v))
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
-            a = torch.where(sees_any, a, 0.0).transpose(1, 2).reshape(b, s, d)
+            if real is None:
+                a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:
+                a = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+                a = torch.where(sees_any, a, 0.0)
+            a = a.transpose(1, 2).reshape(b, s, d)
             h = h + a @ blk.attn.wo.T
             z = rmsnorm(h, blk.ffn_norm)
             h = h + (blk.moe(z, routing, aux, real) if hasattr(blk, "moe") else blk.ffn(z))
         h = rmsnorm(h, self.norm_f)
-        m = real.unsqueeze(-1).to(h.dtype)
-        # clamp: a flow without real tokens pools to zeros, not NaN.
-        pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
+        if real is None:
+            pooled = h.mean(1)
+        else:
+            m = real.unsqueeze(-1).to(h.dtype)
+            # clamp: a flow without real tokens pools to zeros, not NaN.
+            pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)
         head = self.head
         g = F.gelu(pooled @ head.w1.T + head.b1, approximate="tanh")
         return g @ head.w2.T + head.b2
@@ -275,6 +288,9 @@ def cmd_check(a):
     ours = torch.tensor(dump["logits"], dtype=torch.float32)
     with torch.inference_mode():
         theirs = model(ids, mask).float().cpu()
+        # Without padding, the bench's path (no mask: causal-only attention,
+        # plain mean pooling) must give the same logits too.
+        fast = model(ids).float().cpu() if bool(mask.all()) else None
     diff = (theirs - ours).abs()
     scale = ours.abs().max().item()
     p_diff = (theirs.softmax(-1) - ours.softmax(-1)).abs().max().item()
@@ -290,6 +306,11 @@ def cmd_check(a):
     print(f"max |probability diff| {p_diff:.3e}")
     print(f"argmax agreement {agree}/{b}")
     ok = diff.max().item() <= tol and agree == b
+    if fast is not None:
+        fast_diff = (fast - ours).abs().max().item()
+        print(f"no padding: the unmasked path (causal-only attention) gives max |logit diff| "
+              f"{fast_diff:.3e}, argmax agreement {(fast.argmax(-1) == ours.argmax(-1)).sum().item()}/{b}")
+        ok = ok and fast_diff <= tol and bool((fast.argmax(-1) == ours.argmax(-1)).all())
     print(f"{'PASS' if ok else 'FAIL'}: tolerance {tol:.3e} = {a.rtol:g} x max(1, max |logit|)")
     return 0 if ok else 1
 
@@ -306,10 +327,10 @@ def expert_load(routing, n):
 
 
 def random_batch(b, s, vocab, seed, device):
-    """Uniform ids over the non-special tokens, no padding (like tmoe bench model)."""
+    """Uniform ids over the non-special tokens, no padding (like tmoe bench
+    model), so no mask: the model takes its causal-only attention path."""
     g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(5, vocab, (b, s), generator=g)
-    return ids.to(device), torch.ones(b, s, dtype=torch.long, device=device)
+    return torch.randint(5, vocab, (b, s), generator=g).to(device)
 
 
 def time_runs(fn, warmup, iters, sync):
@@ -325,17 +346,21 @@ def time_runs(fn, warmup, iters, sync):
     return lat
 
 
-def train_step_fn(a, cfg, model, ids, mask):
+def train_step_fn(a, cfg, model, ids):
     """One training step as `tmoe bench model --train` times it: classifier
     cross entropy on fixed labels + 0.02 x the mean aux loss over MoE layers,
-    backward, global-norm clipping at 1.0, AdamW (lr 1e-4)."""
+    backward, global-norm clipping at 1.0, AdamW (lr 1e-4). With --dtype bf16
+    the forward runs under autocast (fp32 weights and optimizer state, bf16
+    products), PyTorch's own mixed precision, as the GPU engine trains."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
     labels = torch.randint(0, cfg["n_classes"], (ids.shape[0],), generator=g).to(ids.device)
+    amp = torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
 
     def step():
         aux = []
-        logits = model(ids, mask, aux=aux)
+        with amp:
+            logits = model(ids, aux=aux)
         loss = F.cross_entropy(logits.float(), labels)
         if aux:
             loss = loss + cfg["aux_weight"] * torch.stack(aux).mean()
@@ -354,10 +379,10 @@ def bench_model(a, cfg, model, dev, rows, errors):
     if not a.no_compile:
         engines.append(("compile", torch.compile(model)))
     for b in a.batch:
-        ids, mask = random_batch(b, a.seq, cfg["vocab"], b, dev)
+        ids = random_batch(b, a.seq, cfg["vocab"], b, dev)
         routing = []
         with torch.inference_mode():
-            model(ids, mask, routing)
+            model(ids, routing=routing)
         load = expert_load(routing, cfg["n_experts"]) if cfg["ffn"] == "moe" else []
         for engine, m in engines:
             if on_cuda:
@@ -366,11 +391,11 @@ def bench_model(a, cfg, model, dev, rows, errors):
                 torch.cuda.reset_peak_memory_stats()
 
             if a.train:
-                run = train_step_fn(a, cfg, m, ids, mask)
+                run = train_step_fn(a, cfg, m, ids)
             else:
                 def run(m=m):
                     with torch.inference_mode():
-                        m(ids, mask)
+                        m(ids)
 
             t0 = time.perf_counter()
             try:
@@ -436,12 +461,14 @@ def cmd_bench(a):
             init_random(m, 0)
             models.append((cfg, m.eval()))
     dtype = {"f32": torch.float32, "bf16": torch.bfloat16}[a.dtype]
-    if a.train and a.dtype != "f32":
-        sys.exit("--train times the f32 step (as tmoe bench model --train does)")
-    models = [(cfg, m.to(dtype)) for cfg, m in models]
     if a.train:
+        # Training keeps fp32 weights; bf16 means autocast (train_step_fn).
         models = [(cfg, m.train()) for cfg, m in models]
+    else:
+        models = [(cfg, m.to(dtype)) for cfg, m in models]
     mode = "training step" if a.train else "inference (classifier forward)"
+    if a.train and a.dtype == "bf16":
+        mode += ", autocast bf16 over fp32 weights"
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
     print(f"torch_reference bench: {config} on {a.device} ({device_name}), torch {torch.__version__}, "
           f"{threads} threads, sequence {a.seq}, {a.dtype}, {mode}", file=sys.stderr)
@@ -469,6 +496,7 @@ def cmd_bench(a):
         "config": config,
         "mode": "train" if a.train else "inference",
         "dtype": a.dtype,
+        "autocast": a.train and a.dtype == "bf16",
         "params_moe": params.get("moe", 0),
         "params_dense": params.get("dense", 0),
         "rows": rows,
@@ -514,7 +542,8 @@ def main():
     b.add_argument("--train", action="store_true",
                    help="time a training step (fwd + bwd + clipping + AdamW) instead of inference")
     b.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
-                   help="weights and activations (bf16: the model cast to bfloat16; inference only)")
+                   help="inference: weights and activations (bf16: the model cast to bfloat16); "
+                        "--train: bf16 runs the forward under autocast over fp32 weights")
     b.add_argument("--threads", type=int, help="torch threads (default: the cores this process may use)")
     b.add_argument("--no-compile", action="store_true", help="eager only")
     b.add_argument("--out", help="write the JSON report here (refuses to overwrite without --force)")
