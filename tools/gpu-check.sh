@@ -7,17 +7,21 @@
 #
 #   On the GPU machine (device `run` tool, carry ["target/gpu-bundle.tar.xz"]):
 #       tar -xJf target/gpu-bundle.tar.xz -C target && target/gpu-bundle/run.sh
-#   (every binary embeds the same fatbins, so xz shrinks ~67 MB to ~5 MB, well
+#   (every binary embeds the same fatbins, so xz shrinks ~67 MB to ~8 MB, well
 #   under the 64 MiB a device call may carry)
 #   runs, most important first (a run cut short still answers the main
 #   question): `tmoe bench model` at base, batch 64, sequence 512 (MoE vs
-#   dense inference), every GPU test with TMOE_REQUIRE_GPU=1 (a skip is a
-#   failure: kernels, the GPU engine's ops, the whole model, training), the
-#   batch sweep and the training step of `bench model`, `tmoe bench classify`
-#   (end to end and the stream under load), and `tmoe bench kernels`, writing
-#   results to $OUT (or bench/results/). The whole run keeps to
-#   TMOE_GPU_BUDGET_S seconds (default 540, under the device call's 600):
-#   steps that no longer fit are skipped and listed in skipped.txt.
+#   dense inference) and PyTorch eager at the same point
+#   (tools/torch_reference.py, bf16, the machine's own torch), every GPU test
+#   with TMOE_REQUIRE_GPU=1 (a skip is a failure: kernels, the GPU engine's
+#   ops, the whole model, training), the batch sweep and the training step of
+#   `bench model` beside PyTorch's (autocast bf16), `tmoe bench classify` (end
+#   to end and the stream under load), torch.compile, and `tmoe bench
+#   kernels`. The whole run keeps to TMOE_GPU_BUDGET_S seconds (default 450,
+#   under the issue's 8 minutes): steps that no longer fit are skipped and
+#   listed in skipped.txt. Results: target/gpu-bundle/results/ there, and
+#   $OUT/gpu-results.tar.xz, repacked after every step (the device tool returns
+#   at most 8 files); unpack it into bench/results/gpu/.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -44,69 +48,122 @@ for line in sys.stdin:
 ' | while read -r name exe; do cp "$exe" "$bundle/tests/$name"; done
 target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
 cp "$target_dir/release/tmoe" "$bundle/tmoe"
+# PyTorch at the same shapes runs under the GPU machine's own python3 and torch.
+cp tools/torch_reference.py "$bundle/"
 strip "$bundle/tmoe" "$bundle"/tests/*
 
 cat > "$bundle/run.sh" <<'RUN'
 #!/usr/bin/env bash
 # Runs on the GPU machine: every GPU test must run on the device (no skips),
-# then the kernel benchmark. Results go to $OUT (device tool) or bench/results/.
+# the model and classification benchmarks, PyTorch at the same shapes, then
+# the kernel benchmark. Results go to results/ beside this script; under the
+# device tool (OUT set) they are also packed into $OUT/gpu-results.tar.xz after
+# every step, since the tool brings back at most 8 files and a run cut short
+# must still return what it finished. Unpack it into bench/results/gpu/.
 set -uo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-out="${OUT:-$here/../../bench/results}"
-mkdir -p "$out"
-export TMOE_REQUIRE_GPU=1
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt" || true
+res="$here/results"
+rm -rf "$res" && mkdir -p "$res"
+export TMOE_REQUIRE_GPU=1 PYTHONUNBUFFERED=1
+pack() { [[ -z "${OUT:-}" ]] || tar -cJf "$OUT/gpu-results.tar.xz" -C "$res" . || true; }
+# One budget for the whole run (the issue asks for under 8 minutes; the
+# device call's own limit is 10): each step gets at most what is left, and a
+# step with under 20 s left is skipped, named, rather than cut off unseen.
+deadline=$(( SECONDS + ${TMOE_GPU_BUDGET_S:-450} ))
 status=0
-# One budget for the whole run (the device call's limit, less a margin to
-# write the summary): each step gets at most what is left, and a step with
-# under 20 s left is skipped, named, rather than cut off without a trace.
-deadline=$(( SECONDS + ${TMOE_GPU_BUDGET_S:-540} ))
-limit() { # the step's own limit in s -> the limit it gets, or 0 to skip
-  local left=$(( deadline - SECONDS ))
-  if (( left < 20 )); then echo 0; elif (( left < $1 )); then echo "$left"; else echo "$1"; fi
+# step NAME LIMIT_S COMMAND...: runs COMMAND with at most LIMIT_S (or what is
+# left of the budget) in $STEP_LIMIT, records its exit status and time.
+step() {
+  local name="$1" want="$2" left=$(( deadline - SECONDS )); shift 2
+  if (( left < 20 )); then
+    echo "SKIPPED (run budget spent): $name" | tee -a "$res/skipped.txt"; status=1; return
+  fi
+  STEP_LIMIT=$(( left < want ? left : want ))
+  echo "== $name (at most $STEP_LIMIT s)"
+  local t0=$SECONDS
+  "$@"; local rc=$?
+  echo "$name: rc $rc, $(( SECONDS - t0 )) s" | tee -a "$res/steps.txt"
+  (( rc == 0 )) || status=1
+  pack
 }
-skipped() { echo "SKIPPED (run budget spent): $*" | tee -a "$out/skipped.txt"; status=1; }
-bench_model() { # name, then tmoe bench model arguments
+# tmoe bench model|classify NAME ARGS...: JSON (and chart) to results/NAME.*,
+# the human table to results/NAME.txt, printed when done (or cut off).
+tmoe_bench() {
+  local what="$1" name="$2"; shift 2
+  timeout "$STEP_LIMIT" "$here/tmoe" bench "$what" --device cuda "$@" \
+    --out "$res/$name.json" --force > /dev/null 2> "$res/$name.txt"
+  local rc=$?; cat "$res/$name.txt"; return $rc
+}
+# PyTorch (the machine's own python3 and torch) at the same shapes, bf16.
+torch_bench() {
   local name="$1"; shift
-  local t; t=$(limit 150)
-  (( t > 0 )) || { skipped "bench model $name"; return; }
-  timeout "$t" "$here/tmoe" bench model --device cuda "$@" --out "$out/$name.json" --force \
-    > /dev/null 2> >(tee "$out/$name.txt" >&2)
-  [[ $? -eq 0 ]] || status=1
+  timeout "$STEP_LIMIT" python3 "$here/torch_reference.py" bench --device cuda --dtype bf16 "$@" \
+    --out "$res/$name.json" --force > /dev/null 2> "$res/$name.txt"
+  local rc=$?; cat "$res/$name.txt"; return $rc
 }
-echo "== bench model: base, batch 64, sequence 512, inference (the paper's Figure 8 point)"
-bench_model bench-model-base-b64 --config base --batch 64
-for t in "$here"/tests/*; do
-  echo "== $(basename "$t")"
-  lim=$(limit 120)
-  (( lim > 0 )) || { skipped "test $(basename "$t")"; continue; }
-  timeout "$lim" "$t" --test-threads=1 2>&1 | tee -a "$out/gpu-tests.log" | grep -E "^test |test result|SKIP|panicked" || true
-  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-done
-echo "== bench model: batch sweep, inference and training step"
-bench_model bench-model-base --config base --batch 8,16,32,64
-bench_model bench-model-base-train --config base --batch 8,16 --train --iters 5
-bench_model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
-bench_classify() { # name, then tmoe bench classify arguments
-  local name="$1"; shift
-  local t; t=$(limit 200)
-  (( t > 0 )) || { skipped "bench classify $name"; return; }
-  timeout "$t" "$here/tmoe" bench classify --device cuda "$@" --out "$out/$name.json" --force \
-    > /dev/null 2> >(tee "$out/$name.txt" >&2)
-  [[ $? -eq 0 ]] || status=1
+run_test() {
+  timeout "$STEP_LIMIT" "$1" --test-threads=1 2>&1 | tee -a "$res/gpu-tests.log" |
+    grep -E "^test |test result|SKIP|panicked"
+  return "${PIPESTATUS[0]}"
 }
-echo "== bench classify: end to end from synthesised captures (tiny: 100k one-flow files, 1M flows), the stream under load; base end to end"
-bench_classify bench-classify-tiny --config tiny
-bench_classify bench-classify-base --config base --no-stream --one-flow-files 20000 --synth-flows 200000
-lim=$(limit 240)
-if (( lim > 0 )); then
-  timeout "$lim" "$here/tmoe" bench kernels --exec cuda --out "$out/bench-kernels.json" 2>&1 | tee "$out/bench-kernels.txt"
-  [[ ${PIPESTATUS[0]} -eq 0 ]] || status=1
-else
-  skipped "bench kernels"
-fi
-echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $out"
-exit $status
+kernels() {
+  timeout "$STEP_LIMIT" "$here/tmoe" bench kernels --exec cuda --out "$res/bench-kernels.json" 2>&1 |
+    tee "$res/bench-kernels.txt"
+  return "${PIPESTATUS[0]}"
+}
+# What a cut-short or lost archive should still show: the ratios, at the end
+# of the output the device tool returns.
+summary() {
+  echo "== summary"
+  cat "$res/steps.txt" "$res/skipped.txt" 2>/dev/null
+  grep -h "MoE/dense" "$res"/bench-model-*.txt "$res"/torch-*.txt 2>/dev/null
+  python3 - "$res" <<'PY' || true
+import json, os, sys
+res = sys.argv[1]
+def rows(name):
+    try:
+        return json.load(open(os.path.join(res, name + ".json")))["rows"]
+    except (OSError, ValueError, KeyError):
+        return []
+for ours, theirs in (("bench-model-base-b64", "torch-base-b64"), ("bench-model-base", "torch-base"),
+                     ("bench-model-base-train", "torch-base-train")):
+    t = {(r["ffn"], r["batch"], r.get("engine")): r["flows_per_s"] for r in rows(theirs)}
+    for r in rows(ours):
+        for engine in ("eager", "compile"):
+            v = t.get((r["ffn"], r["batch"], engine))
+            if v:
+                print(f"ours / PyTorch {engine} ({ours}): {r['ffn']} batch {r['batch']}: "
+                      f"{r['flows_per_s']:.0f} / {v:.0f} flows/s = x{r['flows_per_s'] / v:.2f}")
+PY
+}
+main() {
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$res/gpu.txt"
+  python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' | tee -a "$res/gpu.txt"
+  # Most important first: the paper's Figure 8 point, ours and PyTorch's.
+  step "bench model base b64" 150 tmoe_bench model bench-model-base-b64 --config base --batch 64
+  step "torch base b64 eager" 90 torch_bench torch-base-b64 --config base --batch 64 --seq 512 \
+    --iters 20 --warmup 3 --no-compile
+  for t in "$here"/tests/*; do step "test $(basename "$t")" 120 run_test "$t"; done
+  step "bench model base sweep" 150 tmoe_bench model bench-model-base --config base --batch 8,16,32,64
+  step "bench model base train" 150 tmoe_bench model bench-model-base-train --config base \
+    --batch 8,16 --train --iters 5
+  step "torch base train eager" 120 torch_bench torch-base-train --config base --batch 8,16 \
+    --seq 512 --train --iters 5 --no-compile
+  step "bench classify tiny" 200 tmoe_bench classify bench-classify-tiny --config tiny
+  step "bench model tiny" 120 tmoe_bench model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
+  step "torch base sweep, eager and compile" 240 torch_bench torch-base --config base \
+    --batch 8,16,32,64 --seq 512 --iters 10
+  step "bench classify base" 200 tmoe_bench classify bench-classify-base --config base --no-stream \
+    --one-flow-files 20000 --synth-flows 200000
+  step "bench kernels" 240 kernels
+  summary
+  echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $res"
+  return $status
+}
+main 2>&1 | tee "$res/run.log"
+rc=${PIPESTATUS[0]}
+pack
+exit "$rc"
 RUN
 chmod +x "$bundle/run.sh"
 du -sh "$bundle"
