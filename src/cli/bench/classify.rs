@@ -176,6 +176,12 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     } else {
         0
     });
+    // The device first: a missing GPU fails in a second, not after
+    // synthesising a million flows.
+    let device_name = match a.device.gpu()? {
+        Some(g) => g.executor().device_info().name,
+        None => "CPU".into(),
+    };
     let _cleanup;
     let work = match &a.work {
         Some(w) => w.clone(),
@@ -190,10 +196,6 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let data = work.join("data");
     build_vocab(&work.join("one-flow"), &data, seq)?;
 
-    let device_name = match a.device.gpu()? {
-        Some(g) => g.executor().device_info().name,
-        None => "CPU".into(),
-    };
     eprintln!(
         "tmoe bench classify: {} on {} ({device_name}, {}), sequence {seq}, batch {batch}",
         a.config,
