@@ -55,5 +55,9 @@ CU
   "$prefix/bin/nvcc" -fatbin -gencode arch=compute_90a,code=sm_90a \
       -gencode arch=compute_80,code=compute_80 -o "$t/probe.fatbin" "$t/probe.cu"
   echo "$want" > "$stamp"
+  # A crate built before this install has a simulator-only build script
+  # output, and nothing cargo watches changed: build.rs's mtime is (its
+  # rerun-if-changed), so the next build compiles the kernels with nvcc.
+  [[ "$prefix" != "$root/.cuda-toolchain" ]] || touch "$root/build.rs"
 fi
 echo "$prefix/bin/nvcc"
