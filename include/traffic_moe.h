@@ -109,8 +109,9 @@ const char* tmoe_last_error(void);
  * vocabulary, packet minimum and flow idle timeout come from it) or else
  * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
  * `device` is the engine: "cpu" (or NULL; f32), "cpu-bf16" (bf16 weights,
- * f32 accumulation: about 2.5x faster on CPUs with AVX-512 BF16, with
- * probabilities that differ in the third digit), "cuda" (a library built with
+ * f32 accumulation: about 1.6x faster where `vdpbf16ps` runs at full rate,
+ * as on AMD Zen 4, slower on Intel Xeons where it runs at half the f32 rate;
+ * probabilities differ in the third digit), "cuda" (a library built with
  * --features cuda, on a machine with an NVIDIA GPU) or "sim" (the GPU
  * engine on the CPU simulator: slow, for checks). `min_packets` > 0 overrides the packet minimum. `flags`: 0, or
  * TMOE_EARLY_VERDICTS to classify a flow as soon as it holds the first K

@@ -70,8 +70,9 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
     /// CPU engine precision: f32 (as trained) or bf16 (bf16 weights, f32
-    /// accumulation: about 2.5x faster with AVX-512 BF16; probabilities
-    /// differ in the third digit).
+    /// accumulation: faster where `vdpbf16ps` runs at full rate, e.g. 1.6x on
+    /// AMD Zen 4, slower where it does not, e.g. Intel Xeon; `tmoe bench
+    /// cpu-gemm` tells; probabilities differ in the third digit).
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Flows open at once per capture (and in the stream); beyond it the least

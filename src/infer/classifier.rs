@@ -53,8 +53,9 @@ impl Classifier {
     }
 
     /// [`Self::open`] with the CPU engine's precision: `Bf16` packs the
-    /// weights as bf16 for the bf16 CPU engine (f32 accumulation; about 2.5x
-    /// faster on CPUs with AVX-512 BF16), `F32` keeps them as trained.
+    /// weights as bf16 for the bf16 CPU engine (f32 accumulation; faster
+    /// where `vdpbf16ps` runs at full rate, as on AMD Zen 4, not on every CPU
+    /// with AVX-512 BF16), `F32` keeps them as trained.
     pub fn open_with_precision(
         checkpoint: &Path,
         vocab: VocabSource,
