@@ -149,12 +149,14 @@ main() {
     --batch 8,16 --train --iters 5
   step "torch base train eager" 120 torch_bench torch-base-train --config base --batch 8,16 \
     --seq 512 --train --iters 5 --no-compile
-  step "bench classify tiny" 200 tmoe_bench classify bench-classify-tiny --config tiny
+  # --work: kept, not deleted (removing ~125k synthesised files took 50 s here).
+  step "bench classify tiny" 200 tmoe_bench classify bench-classify-tiny --config tiny \
+    --work "$here/work-classify-tiny"
   step "bench model tiny" 120 tmoe_bench model bench-model-tiny --config tiny --batch 64,256,1024 --seq 64
   step "torch base sweep, eager and compile" 240 torch_bench torch-base --config base \
     --batch 8,16,32,64 --seq 512 --iters 10
   step "bench classify base" 200 tmoe_bench classify bench-classify-base --config base --no-stream \
-    --one-flow-files 20000 --synth-flows 200000
+    --one-flow-files 20000 --synth-flows 200000 --work "$here/work-classify-base"
   step "bench kernels" 240 kernels
   summary
   echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $res"
