@@ -15,6 +15,8 @@
 //!   `vfmadd231ps` (AVX-512F).
 //! - `gemm`: the blocked product, parallel over row blocks.
 //! - `params`: which weights become bf16 and which stay f32, and why.
+//! - `peak`: this CPU's measured bf16 and f32 multiply-add rates (whether
+//!   bf16 pays here).
 //! - `backend`, `moe`, `attention`: the engine ([`CpuBf16`]) behind the tape;
 //!   products on the bf16 GEMM, the rest f32 (the reference ops, and a
 //!   leaner attention without the training copies).
@@ -28,6 +30,7 @@ pub mod kernel;
 mod moe;
 pub mod pack;
 pub mod params;
+pub mod peak;
 
 pub use backend::CpuBf16;
 pub use gemm::{matmul, matmul_into};

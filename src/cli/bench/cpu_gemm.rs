@@ -94,30 +94,12 @@ fn cpu_mhz() -> Option<f64> {
 
 /// One core's measured `vdpbf16ps` GFLOP/s.
 fn peak_one_core() -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if Kernel::Avx512Bf16.available() {
-        let iters = 20_000_000;
-        // SAFETY: the CPU has AVX-512 BF16 (checked above).
-        unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop(iters / 10) };
-        let t = Instant::now();
-        let flops = unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop(iters) };
-        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
-    }
-    None
+    crate::backend::cpu_bf16::peak::bf16_gflops(20_000_000)
 }
 
 /// One core's measured `vfmadd231ps` GFLOP/s.
 fn f32_peak_one_core() -> Option<f64> {
-    #[cfg(target_arch = "x86_64")]
-    if Kernel::detect_f32().is_some() {
-        let iters = 20_000_000;
-        // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop_f32(iters / 10) };
-        let t = Instant::now();
-        let flops = unsafe { crate::backend::cpu_bf16::avx512::peak_flops_loop_f32(iters) };
-        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
-    }
-    None
+    crate::backend::cpu_bf16::peak::f32_gflops(20_000_000)
 }
 
 pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {

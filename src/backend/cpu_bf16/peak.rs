@@ -1,0 +1,103 @@
+//! This CPU's measured multiply-add rates, one core: `vdpbf16ps` (what bf16
+//! panels run on) and `vfmadd231ps` (f32 panels). Whether bf16 pays depends on
+//! their ratio, which differs by CPU: on AMD Zen 4 `vdpbf16ps` gave 2.3x the
+//! f32 rate, on an Intel Xeon (family 6, model 207) half of it.
+
+use std::time::Instant;
+
+use super::kernel::Kernel;
+
+/// One core's `vdpbf16ps` GFLOP/s over `iters` rounds of 12 independent
+/// instructions (after a tenth as warm-up); None without AVX-512 BF16.
+pub fn bf16_gflops(iters: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::Avx512Bf16.available() {
+        // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked above).
+        unsafe { super::avx512::peak_flops_loop(iters / 10) };
+        let t = Instant::now();
+        let flops = unsafe { super::avx512::peak_flops_loop(iters) };
+        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    let _ = iters;
+    None
+}
+
+/// One core's `vfmadd231ps` GFLOP/s, as [`bf16_gflops`]; None without AVX-512F.
+pub fn f32_gflops(iters: u64) -> Option<f64> {
+    #[cfg(target_arch = "x86_64")]
+    if Kernel::detect_f32().is_some() {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { super::avx512::peak_flops_loop_f32(iters / 10) };
+        let t = Instant::now();
+        let flops = unsafe { super::avx512::peak_flops_loop_f32(iters) };
+        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    let _ = iters;
+    None
+}
+
+/// Why `--precision bf16` is likely slower than f32 on a CPU with these
+/// one-core rates (None: bf16 should pay). Below 1.2x the f32 rate the bf16
+/// path's extra work (rounding activations to bf16) outweighs its products.
+pub fn bf16_slower_reason(bf16: Option<f64>, f32: Option<f64>) -> Option<String> {
+    match (bf16, f32) {
+        (None, _) => Some(
+            "this CPU has no AVX-512 BF16, so bf16 runs on the portable kernel, slower than f32"
+                .into(),
+        ),
+        (Some(b), Some(f)) if b < 1.2 * f => Some(format!(
+            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for f32 FMA, \
+             so bf16 is likely slower than f32 here (measured on an Intel Xeon: 9-26 % slower)"
+        )),
+        _ => None,
+    }
+}
+
+/// [`bf16_slower_reason`] for this CPU, measured in about 40 ms: the best of
+/// five short runs of each, interleaved, since one run on a shared machine
+/// can lose half its time to another process.
+pub fn bf16_slower_here() -> Option<String> {
+    let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(x), Some(y)) => Some(x.max(y)),
+        (x, y) => x.or(y),
+    };
+    let (mut b, mut f) = (None, None);
+    for _ in 0..5 {
+        b = best(b, bf16_gflops(500_000));
+        f = best(f, f32_gflops(500_000));
+    }
+    bf16_slower_reason(b, f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_is_flagged_only_where_it_cannot_pay() {
+        // Zen 4's ratio (940 vs 415 GFLOP/s for 2 cores): no warning.
+        assert_eq!(bf16_slower_reason(Some(470.0), Some(207.0)), None);
+        // The Intel Xeon's (82 vs 168 a core): a warning naming both rates.
+        let why = bf16_slower_reason(Some(82.1), Some(168.5)).unwrap();
+        assert!(why.contains("82 GFLOP/s") && why.contains("168"), "{why}");
+        // Equal rates: bf16 only adds rounding work.
+        assert!(bf16_slower_reason(Some(100.0), Some(100.0)).is_some());
+        // No AVX-512 BF16 at all: the portable kernel.
+        assert!(
+            bf16_slower_reason(None, Some(100.0))
+                .unwrap()
+                .contains("portable")
+        );
+        assert!(bf16_slower_reason(None, None).is_some());
+    }
+
+    #[test]
+    fn measured_rates_are_positive_where_the_cpu_has_the_instruction() {
+        if let Some(f) = f32_gflops(100_000) {
+            assert!(f > 1.0, "{f}");
+        }
+        if let Some(b) = bf16_gflops(100_000) {
+            assert!(b > 1.0, "{b}");
+        }
+    }
+}
