@@ -86,20 +86,22 @@ step() {
   (( rc == 0 )) || status=1
   pack
 }
-# tmoe bench model|classify NAME ARGS...: JSON (and chart) to results/NAME.*,
-# the human table to results/NAME.txt, printed when done (or cut off).
+# bench_to NAME COMMAND...: COMMAND --out results/NAME.json (and its chart),
+# its human table (stderr) to results/NAME.txt, printed when done (or cut off).
+bench_to() {
+  local name="$1"; shift
+  timeout "$STEP_LIMIT" "$@" --out "$res/$name.json" --force > /dev/null 2> "$res/$name.txt"
+  local rc=$?; cat "$res/$name.txt"; return $rc
+}
+# tmoe bench model|classify NAME ARGS...
 tmoe_bench() {
   local what="$1" name="$2"; shift 2
-  timeout "$STEP_LIMIT" "$here/tmoe" bench "$what" --device cuda "$@" \
-    --out "$res/$name.json" --force > /dev/null 2> "$res/$name.txt"
-  local rc=$?; cat "$res/$name.txt"; return $rc
+  bench_to "$name" "$here/tmoe" bench "$what" --device cuda "$@"
 }
 # PyTorch (the machine's own python3 and torch) at the same shapes, bf16.
 torch_bench() {
   local name="$1"; shift
-  timeout "$STEP_LIMIT" python3 "$here/torch_reference.py" bench --device cuda --dtype bf16 "$@" \
-    --out "$res/$name.json" --force > /dev/null 2> "$res/$name.txt"
-  local rc=$?; cat "$res/$name.txt"; return $rc
+  bench_to "$name" python3 "$here/torch_reference.py" bench --device cuda --dtype bf16 "$@"
 }
 run_test() {
   timeout "$STEP_LIMIT" "$1" --test-threads=1 2>&1 | tee -a "$res/gpu-tests.log" |

@@ -19,7 +19,7 @@ pub mod vocab;
 
 /// Warns on stderr when `--precision bf16` on the CPU is likely slower than
 /// the default f32 on this machine (its `vdpbf16ps` rate, measured in about
-/// 30 ms, is not well above its f32 FMA rate). Advice only: bf16 still runs.
+/// 40 ms, is not well above its f32 FMA rate). Advice only: bf16 still runs.
 pub(crate) fn warn_if_bf16_slower(
     device: crate::engine::Device,
     precision: crate::engine::Precision,

@@ -13,10 +13,7 @@ pub fn bf16_gflops(iters: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if Kernel::Avx512Bf16.available() {
         // SAFETY: the CPU has AVX-512F and AVX-512 BF16 (checked above).
-        unsafe { super::avx512::peak_flops_loop(iters / 10) };
-        let t = Instant::now();
-        let flops = unsafe { super::avx512::peak_flops_loop(iters) };
-        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+        return Some(unsafe { gflops(super::avx512::peak_flops_loop, iters) });
     }
     let _ = iters;
     None
@@ -27,13 +24,23 @@ pub fn f32_gflops(iters: u64) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
     if Kernel::detect_f32().is_some() {
         // SAFETY: the CPU has AVX-512F (checked above).
-        unsafe { super::avx512::peak_flops_loop_f32(iters / 10) };
-        let t = Instant::now();
-        let flops = unsafe { super::avx512::peak_flops_loop_f32(iters) };
-        return Some(flops / t.elapsed().as_secs_f64() / 1e9);
+        return Some(unsafe { gflops(super::avx512::peak_flops_loop_f32, iters) });
     }
     let _ = iters;
     None
+}
+
+/// Times `run(iters)` (returning the FLOPs it did) after `run(iters / 10)`.
+///
+/// # Safety
+/// This CPU has the instructions `run` uses.
+#[cfg(target_arch = "x86_64")]
+unsafe fn gflops(run: unsafe fn(u64) -> f64, iters: u64) -> f64 {
+    // SAFETY: as this function's.
+    unsafe { run(iters / 10) };
+    let t = Instant::now();
+    let flops = unsafe { run(iters) };
+    flops / t.elapsed().as_secs_f64() / 1e9
 }
 
 /// Why `--precision bf16` is likely slower than f32 on a CPU with these

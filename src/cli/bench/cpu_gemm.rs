@@ -92,23 +92,13 @@ fn cpu_mhz() -> Option<f64> {
         .ok()
 }
 
-/// One core's measured `vdpbf16ps` GFLOP/s.
-fn peak_one_core() -> Option<f64> {
-    crate::backend::cpu_bf16::peak::bf16_gflops(20_000_000)
-}
-
-/// One core's measured `vfmadd231ps` GFLOP/s.
-fn f32_peak_one_core() -> Option<f64> {
-    crate::backend::cpu_bf16::peak::f32_gflops(20_000_000)
-}
-
 pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
-    let one = peak_one_core();
+    let one = crate::backend::cpu_bf16::peak::bf16_gflops(20_000_000);
     let peak = one.map(|p| p * threads as f64);
     let mhz = cpu_mhz();
-    let f32_one = f32_peak_one_core();
+    let f32_one = crate::backend::cpu_bf16::peak::f32_gflops(20_000_000);
     let f32_peak = f32_one.map(|p| p * threads as f64);
     eprintln!(
         "f32 FMA peak: {} GFLOP/s on one core, x {threads} threads = {} GFLOP/s",
