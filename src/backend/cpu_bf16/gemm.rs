@@ -4,15 +4,16 @@
 //! enough and we are not already inside a rayon worker (the MoE layer runs
 //! its experts in parallel and their products serially).
 //!
-//! Within a block: pack its rows once, then for each weight panel (kept in
-//! L1: kp · NR pairs, 32 KiB at k = 256) sweep the block's row tiles.
+//! Within a block: pack its rows once (f32 weights with contiguous rows:
+//! read x in place, no copy), then for each weight panel (kept in L1:
+//! kp · NR pairs, 32 KiB at k = 256) sweep the block's row tiles.
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
 use super::kernel::{Kernel, Tile};
-use super::pack::{Layout, MR, NR, PackedMat};
+use super::pack::{Elem, Layout, MR, NR, PackedMat};
 use crate::engine::{OpError, OpResult};
 
 /// Rows per parallel block at most (16 tiles: the panel is reused 16 times).
@@ -160,18 +161,59 @@ fn run_block(
     bias: Option<&[f32]>,
     c: *mut f32,
 ) {
-    let (kp, n) = (w.kp, w.n);
+    let kp = w.kp;
     let tiles = mb.div_ceil(MR);
-    let mut a = vec![0u32; tiles * MR * kp];
-    for (t, tile) in a.chunks_exact_mut(MR * kp).enumerate() {
-        let mut src = [0usize; MR];
-        let mr = MR.min(mb - t * MR);
-        for (i, s) in src.iter_mut().enumerate().take(mr) {
-            let r = r0 + t * MR + i;
-            *s = rows.map_or(r, |idx| idx[r] as usize);
+    // f32 slots of contiguous rows are x's own bits: whole tiles read x in
+    // place (row stride k) instead of a packed copy; only a last tile short
+    // of MR rows, which the kernel would read past x's end, is packed.
+    let direct = w.elem == Elem::F32 && rows.is_none();
+    let packed = if direct { usize::from(mb % MR != 0) } else { tiles };
+    A_TILES.with_borrow_mut(|a| {
+        // Reused per thread, grown as needed: `pack_tile` writes every slot
+        // of a tile (zeros past its rows), so no fill.
+        if a.len() < packed * MR * kp {
+            a.resize(packed * MR * kp, 0);
         }
-        kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
-    }
+        let first = tiles - packed;
+        for (j, tile) in a.chunks_exact_mut(MR * kp).take(packed).enumerate() {
+            let t = first + j;
+            let mut src = [0usize; MR];
+            let mr = MR.min(mb - t * MR);
+            for (i, s) in src.iter_mut().enumerate().take(mr) {
+                let r = r0 + t * MR + i;
+                *s = rows.map_or(r, |idx| idx[r] as usize);
+            }
+            kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
+        }
+        let x_bits: &[u32] = bytemuck::cast_slice(x);
+        let a_tile = |t: usize| -> (&[u32], usize) {
+            if t < first {
+                (&x_bits[(r0 + t * MR) * kp..], kp)
+            } else {
+                (&a[(t - first) * MR * kp..][..MR * kp], kp)
+            }
+        };
+        run_tiles(kernel, tiles, mb, a_tile, w, bias, c);
+    });
+}
+
+thread_local! {
+    /// A block's packed activation tiles, kept between products.
+    static A_TILES: std::cell::RefCell<Vec<u32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Every tile of a block against every panel: `a_tile(t)` is tile t's
+/// first slot and row stride.
+fn run_tiles<'a>(
+    kernel: Kernel,
+    tiles: usize,
+    mb: usize,
+    a_tile: impl Fn(usize) -> (&'a [u32], usize),
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+    c: *mut f32,
+) {
+    let (kp, n) = (w.kp, w.n);
     let per = w.outputs_per_panel();
     // Blocks of k for a plain product with long rows, so the panel's block
     // (KC · NR slots, 32 KiB) stays in L1 across the block's tiles instead of
@@ -186,10 +228,11 @@ fn run_block(
         for k0 in (0..kp).step_by(kc) {
             let klen = kc.min(kp - k0);
             let last = k0 + kc >= kp;
-            for (t, tile) in a.chunks_exact(MR * kp).enumerate() {
+            for t in 0..tiles {
+                let (a, lda) = a_tile(t);
                 let tile = Tile {
-                    a: &tile[k0..],
-                    lda: kp,
+                    a: &a[k0..],
+                    lda,
                     b: &panel[k0 * NR..],
                     kp: klen,
                     accumulate: k0 > 0,
