@@ -1,8 +1,9 @@
 //! Causal attention with RoPE for inference, straight from the fused QKV
 //! projection `[B·S, 3·H·hd]` to `[B·S, H·hd]`: one task per sequence, and
 //! per head the roped Q, the roped K transposed, and V copied into a small
-//! scratch (S·hd each), so scores and outputs are contiguous multiply-adds
-//! the compiler vectorises. Same arithmetic as the reference
+//! scratch (S·hd each), so scores and outputs are contiguous multiply-adds,
+//! done for R = 4 queries at once (each key or value vector loaded serves
+//! four rows), and the softmax runs over whole 16-lane chunks. Same arithmetic as the reference
 //! (`backend::cpu::mha`: rope, scale, masked softmax, P·V) in f32, without
 //! its full-size copies (split, rope, head-major transposes) or the kept
 //! probabilities `[B, H, S, S]` a backward would need.
@@ -18,18 +19,23 @@ use super::kernel::Kernel;
 use crate::engine::float::{exp_f32, max_lanes, sum_lanes};
 use crate::engine::{AttnDims, OpError, OpResult};
 
-/// The per-call RoPE table: `(cos, sin)` per (position, pair), as `rope.rs`.
-fn rope_table(s: usize, hd: usize, theta: f64) -> Vec<(f32, f32)> {
+/// The per-call RoPE table, as `rope.rs`: cos and sin per (position,
+/// pair), in two arrays so the rotation is plain vector arithmetic.
+struct RopeTable {
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+fn rope_table(s: usize, hd: usize, theta: f64) -> RopeTable {
     let half = hd / 2;
     let inv: Vec<f64> = (0..half)
         .map(|i| theta.powf(-2.0 * i as f64 / hd as f64))
         .collect();
-    (0..s * half)
-        .map(|k| {
-            let ang = (k / half) as f64 * inv[k % half];
-            (ang.cos() as f32, ang.sin() as f32)
-        })
-        .collect()
+    let ang = |k: usize| (k / half) as f64 * inv[k % half];
+    RopeTable {
+        cos: (0..s * half).map(|k| ang(k).cos() as f32).collect(),
+        sin: (0..s * half).map(|k| ang(k).sin() as f32).collect(),
+    }
 }
 
 pub fn fwd(
@@ -72,12 +78,22 @@ pub fn fwd(
 /// would mostly run in the compiler's scalar remainder).
 const L: usize = 16;
 
+/// Query rows computed together: each key (or value) vector loaded is used
+/// by R rows' multiply-adds instead of one (one row at a time, the loads
+/// matched the multiply-adds one for one).
+const R: usize = 4;
+const _: () = assert!(L % R == 0);
+
 /// Per-sequence scratch, padded to whole chunks with zeros: Q and V
-/// `[S][hp]`, Kᵀ `[hd][sp]`.
+/// `[S][hp]`, Kᵀ `[hd][sp]`; a block's scores `[R][sp]` and outputs `[R][hp]`.
 struct Scratch {
     q: Vec<f32>,
     kt: Vec<f32>,
     v: Vec<f32>,
+    /// One roped key row, before its transposed store.
+    k: Vec<f32>,
+    /// The mask as 0 or -inf per key, -inf past S.
+    bias: Vec<f32>,
     p: Vec<f32>,
     acc: Vec<f32>,
     hp: usize,
@@ -91,8 +107,10 @@ impl Scratch {
             q: vec![0.0; s * hp],
             kt: vec![0.0; hd * sp],
             v: vec![0.0; s * hp],
-            p: vec![0.0; sp],
-            acc: vec![0.0; hp],
+            k: vec![0.0; hd],
+            bias: vec![f32::NEG_INFINITY; sp],
+            p: vec![0.0; R * sp],
+            acc: vec![0.0; R * hp],
             hp,
             sp,
         }
@@ -106,7 +124,7 @@ fn sequence(
     m: &[u8],
     d: &AttnDims,
     head: usize,
-    table: &[(f32, f32)],
+    table: &RopeTable,
     scr: &mut Scratch,
     o: &mut [MaybeUninit<f32>],
 ) {
@@ -126,101 +144,156 @@ unsafe fn head_avx512(
     m: &[u8],
     d: &AttnDims,
     head: usize,
-    table: &[(f32, f32)],
+    table: &RopeTable,
     scr: &mut Scratch,
     o: &mut [MaybeUninit<f32>],
 ) {
     head_attention::<true>(x, m, d, head, table, scr, o)
 }
 
-/// `out[..n] = sum over c < rows of a[c] · x[c·stride ..][..n]`, n a
-/// multiple of L: the scores of a query (x = Kᵀ) and its output (x = V).
-/// `AVX`: AVX-512 with the sums in registers (the compiler kept the
-/// portable loop scalar, and summing in memory chains stores to loads).
+/// For each of `r` rows j: `out[j·os ..][..n] = sum over c < count of
+/// a[j·as_ + c] · x[c·xs ..][..n]`, n a multiple of L: a block's scores
+/// (a = its queries, x = Kᵀ) and outputs (a = its probabilities, x = V).
+/// `AVX`: AVX-512 with the sums in registers.
+#[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn combine_rows<const AVX: bool>(out: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
+fn combine_block<const AVX: bool>(
+    out: &mut [f32],
+    os: usize,
+    r: usize,
+    n: usize,
+    a: &[f32],
+    as_: usize,
+    count: usize,
+    x: &[f32],
+    xs: usize,
+) {
+    assert!(
+        r <= R
+            && n.is_multiple_of(L)
+            && (r == 0 || (out.len() >= (r - 1) * os + n && a.len() >= (r - 1) * as_ + count))
+            && (count == 0 || x.len() >= (count - 1) * xs + n)
+    );
     #[cfg(target_arch = "x86_64")]
     if AVX {
-        // SAFETY: `AVX` is only set by `head_avx512`, whose CPU has AVX-512F.
-        return unsafe { combine_rows_avx512(out, a, x, stride) };
+        // SAFETY: `AVX` is only set by `head_avx512`, whose CPU has AVX-512F;
+        // the bounds were asserted above.
+        return unsafe { combine_block_avx512(out, os, r, n, a, as_, count, x, xs) };
     }
-    out.fill(0.0);
-    let n = out.len();
-    for (c, &ac) in a.iter().enumerate() {
-        for (o, &xv) in out.iter_mut().zip(&x[c * stride..][..n]) {
-            *o += ac * xv;
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[inline]
-unsafe fn combine_rows_avx512(out: &mut [f32], a: &[f32], x: &[f32], stride: usize) {
-    let n = out.len();
-    assert!(n.is_multiple_of(L) && (a.is_empty() || x.len() >= (a.len() - 1) * stride + n));
-    let mut col = 0;
-    while col < n {
-        let nv = (n - col) / L;
-        // SAFETY (all four): columns col .. col + NV·L lie within `out` and
-        // within each row of `x` read (asserted above).
-        unsafe {
-            match nv {
-                1 => columns_avx512::<1>(out, a, x, stride, col),
-                2 => columns_avx512::<2>(out, a, x, stride, col),
-                3 => columns_avx512::<3>(out, a, x, stride, col),
-                _ => columns_avx512::<4>(out, a, x, stride, col),
+    for j in 0..r {
+        let o = &mut out[j * os..][..n];
+        o.fill(0.0);
+        for (c, &ac) in a[j * as_..][..count].iter().enumerate() {
+            for (o, &xv) in o.iter_mut().zip(&x[c * xs..][..n]) {
+                *o += ac * xv;
             }
         }
-        col += nv.min(4) * L;
     }
 }
 
-/// NV vectors of columns from `col`, in registers: two partial sums (even
-/// and odd c) so consecutive FMAs do not wait on each other.
-///
 /// # Safety
-/// AVX-512F; `col + NV·L <= out.len()`, and rows `c < a.len()` of `x` hold
-/// those columns.
+/// AVX-512F, and the bounds [`combine_block`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn columns_avx512<const NV: usize>(
+unsafe fn combine_block_avx512(
     out: &mut [f32],
+    os: usize,
+    r: usize,
+    n: usize,
     a: &[f32],
+    as_: usize,
+    count: usize,
     x: &[f32],
-    stride: usize,
+    xs: usize,
+) {
+    let mut col = 0;
+    while col < n {
+        let nv = ((n - col) / L).min(4);
+        macro_rules! go {
+            ($rr:literal, $nv:literal) => {
+                // SAFETY: as this function's contract.
+                unsafe { columns_avx512::<$rr, $nv>(out, os, a, as_, count, x, xs, col) }
+            };
+        }
+        match (r, nv) {
+            (1, 1) => go!(1, 1),
+            (1, 2) => go!(1, 2),
+            (1, 3) => go!(1, 3),
+            (1, _) => go!(1, 4),
+            (2, 1) => go!(2, 1),
+            (2, 2) => go!(2, 2),
+            (2, 3) => go!(2, 3),
+            (2, _) => go!(2, 4),
+            (3, 1) => go!(3, 1),
+            (3, 2) => go!(3, 2),
+            (3, 3) => go!(3, 3),
+            (3, _) => go!(3, 4),
+            (_, 1) => go!(4, 1),
+            (_, 2) => go!(4, 2),
+            (_, 3) => go!(4, 3),
+            (_, _) => go!(4, 4),
+        }
+        col += nv * L;
+    }
+}
+
+/// RR rows x NV vectors of columns from `col`, in registers: per c, NV
+/// loads of x serve RR·NV multiply-adds.
+///
+/// # Safety
+/// AVX-512F; the bounds [`combine_block`] asserts, with RR <= its `r` and
+/// `col + NV·L <= n`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+#[inline]
+unsafe fn columns_avx512<const RR: usize, const NV: usize>(
+    out: &mut [f32],
+    os: usize,
+    a: &[f32],
+    as_: usize,
+    count: usize,
+    x: &[f32],
+    xs: usize,
     col: usize,
 ) {
     use std::arch::x86_64::*;
-    let xp = x.as_ptr();
-    let mut even = [_mm512_setzero_ps(); NV];
-    let mut odd = [_mm512_setzero_ps(); NV];
-    let mut c = 0;
+    let (xp, ap) = (x.as_ptr(), a.as_ptr());
+    let mut acc = [[_mm512_setzero_ps(); NV]; RR];
     // SAFETY: as the function's contract.
     unsafe {
-        while c + 1 < a.len() {
-            let (a0, a1) = (_mm512_set1_ps(a[c]), _mm512_set1_ps(a[c + 1]));
-            let (r0, r1) = (xp.add(c * stride + col), xp.add((c + 1) * stride + col));
-            for (v, (e, o)) in even.iter_mut().zip(odd.iter_mut()).enumerate() {
-                *e = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), *e);
-                *o = _mm512_fmadd_ps(a1, _mm512_loadu_ps(r1.add(v * L)), *o);
+        for c in 0..count {
+            let row = xp.add(c * xs + col);
+            let mut xv = [_mm512_setzero_ps(); NV];
+            for (v, w) in xv.iter_mut().enumerate() {
+                *w = _mm512_loadu_ps(row.add(v * L));
             }
-            c += 2;
-        }
-        if c < a.len() {
-            let a0 = _mm512_set1_ps(a[c]);
-            let r0 = xp.add(c * stride + col);
-            for (v, e) in even.iter_mut().enumerate() {
-                *e = _mm512_fmadd_ps(a0, _mm512_loadu_ps(r0.add(v * L)), *e);
+            for (j, accj) in acc.iter_mut().enumerate() {
+                let aj = _mm512_set1_ps(*ap.add(j * as_ + c));
+                for (s, &w) in accj.iter_mut().zip(&xv) {
+                    *s = _mm512_fmadd_ps(aj, w, *s);
+                }
             }
         }
-        for v in 0..NV {
-            _mm512_storeu_ps(
-                out.as_mut_ptr().add(col + v * L),
-                _mm512_add_ps(even[v], odd[v]),
-            );
+        for (j, accj) in acc.iter().enumerate() {
+            for (v, &s) in accj.iter().enumerate() {
+                _mm512_storeu_ps(out.as_mut_ptr().add(j * os + col + v * L), s);
+            }
         }
+    }
+}
+
+/// RoPE: `out = x` rotated pair-wise (first half with second half).
+#[inline(always)]
+fn rotate(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
+    let half = cos.len();
+    let (o1, o2) = out.split_at_mut(half);
+    let (x1, x2) = x.split_at(half);
+    for j in 0..half {
+        o1[j] = x1[j] * cos[j] - x2[j] * sin[j];
+        o2[j] = x2[j] * cos[j] + x1[j] * sin[j];
     }
 }
 
@@ -231,7 +304,7 @@ fn head_attention<const AVX: bool>(
     m: &[u8],
     d: &AttnDims,
     head: usize,
-    table: &[(f32, f32)],
+    table: &RopeTable,
     scr: &mut Scratch,
     o: &mut [MaybeUninit<f32>],
 ) {
@@ -241,6 +314,8 @@ fn head_attention<const AVX: bool>(
         q,
         kt,
         v,
+        k,
+        bias,
         p,
         acc,
         hp,
@@ -254,48 +329,60 @@ fn head_attention<const AVX: bool>(
             &row[w + head * hd..][..hd],
             &row[2 * w + head * hd..][..hd],
         );
-        let cs = &table[i * half..][..half];
-        let qi = &mut q[i * hp..][..hd];
-        for (j, &(c, sn)) in cs.iter().enumerate() {
-            let (a, bb) = (qs[j], qs[j + half]);
-            qi[j] = a * c - bb * sn;
-            qi[j + half] = bb * c + a * sn;
-            let (a, bb) = (ks[j], ks[j + half]);
-            kt[j * sp + i] = a * c - bb * sn;
-            kt[(j + half) * sp + i] = bb * c + a * sn;
+        let (cos, sin) = (&table.cos[i * half..][..half], &table.sin[i * half..][..half]);
+        rotate(&mut q[i * hp..][..hd], qs, cos, sin);
+        rotate(k, ks, cos, sin);
+        for (c, &kc) in k.iter().enumerate() {
+            kt[c * sp + i] = kc;
         }
         v[i * hp..][..hd].copy_from_slice(vs);
     }
+    for (b, &mj) in bias.iter_mut().zip(m) {
+        *b = if mj != 0 { 0.0 } else { f32::NEG_INFINITY };
+    }
     let scale = 1.0 / (hd as f32).sqrt();
-    for i in 0..s {
-        let out = &mut o[i * w + head * hd..][..hd];
-        // Scores of keys 0..=i (and of the rest of their last chunk, unused):
+    let mut i0 = 0;
+    while i0 < s {
+        // Queries i0 .. i0 + r see keys 0 .. i0 + r at most (causal).
+        let r = R.min(s - i0);
+        let keys = i0 + r;
+        // Scores of those keys (and of the rest of their last chunk, unused):
         // sum over c of q[i,c]·kᵀ[c, j].
-        let n = (i + 1).next_multiple_of(L);
-        let sc = &mut p[..n];
-        combine_rows::<AVX>(sc, &q[i * hp..][..hd], kt, sp);
-        let sc = &mut sc[..=i];
-        for (a, &mj) in sc.iter_mut().zip(m) {
-            *a = if mj != 0 {
-                *a * scale
-            } else {
-                f32::NEG_INFINITY
-            };
+        let n = keys.next_multiple_of(L);
+        combine_block::<AVX>(p, sp, r, n, &q[i0 * hp..], hp, hd, kt, sp);
+        let mut inv = [0f32; R];
+        for (j, inv) in inv.iter_mut().enumerate().take(r) {
+            let i = i0 + j;
+            // Whole chunks of L (vector loops without a scalar remainder):
+            // keys after i and masked keys get -inf, whose e^x is 0.
+            // The block's P·V reads `keys` of each row: all inside its
+            // chunks, as blocks start at multiples of R, which divides L.
+            let ni = (i + 1).next_multiple_of(L);
+            debug_assert!(keys <= ni);
+            let sc = &mut p[j * sp..][..ni];
+            for (c, (a, &b)) in sc.iter_mut().zip(bias.iter()).enumerate() {
+                *a = if c <= i { *a * scale + b } else { f32::NEG_INFINITY };
+            }
+            let mx = max_lanes(sc);
+            if mx == f32::NEG_INFINITY {
+                // A query that sees no key outputs zeros (as the reference).
+                sc.fill(0.0);
+                continue;
+            }
+            for a in sc.iter_mut() {
+                *a = exp_f32(*a - mx);
+            }
+            *inv = 1.0 / sum_lanes(sc);
         }
-        let mx = max_lanes(sc);
-        if mx == f32::NEG_INFINITY {
-            // A query that sees no key outputs zeros (as the reference).
-            out.iter_mut().for_each(|v| *v = MaybeUninit::new(0.0));
-            continue;
+        combine_block::<AVX>(acc, hp, r, hp, p, sp, keys, v, hp);
+        for (j, &inv) in inv.iter().enumerate().take(r) {
+            let i = i0 + j;
+            let out = &mut o[i * w + head * hd..][..hd];
+            for (dst, &a) in out.iter_mut().zip(&acc[j * hp..][..hd]) {
+                *dst = MaybeUninit::new(a * inv);
+            }
         }
-        for a in sc.iter_mut() {
-            *a = exp_f32(*a - mx);
-        }
-        let inv = 1.0 / sum_lanes(sc);
-        combine_rows::<AVX>(acc, sc, v, hp);
-        for (dst, &a) in out.iter_mut().zip(acc.iter()) {
-            *dst = MaybeUninit::new(a * inv);
-        }
+        i0 += r;
     }
 }
 
