@@ -82,7 +82,7 @@ const L: usize = 16;
 /// by R rows' multiply-adds instead of one (one row at a time, the loads
 /// matched the multiply-adds one for one).
 const R: usize = 4;
-const _: () = assert!(L % R == 0);
+const _: () = assert!(L.is_multiple_of(R));
 
 /// Per-sequence scratch, padded to whole chunks with zeros: Q and V
 /// `[S][hp]`, Kᵀ `[hd][sp]`; a block's scores `[R][sp]` and outputs `[R][hp]`.
@@ -329,7 +329,10 @@ fn head_attention<const AVX: bool>(
             &row[w + head * hd..][..hd],
             &row[2 * w + head * hd..][..hd],
         );
-        let (cos, sin) = (&table.cos[i * half..][..half], &table.sin[i * half..][..half]);
+        let (cos, sin) = (
+            &table.cos[i * half..][..half],
+            &table.sin[i * half..][..half],
+        );
         rotate(&mut q[i * hp..][..hd], qs, cos, sin);
         rotate(k, ks, cos, sin);
         for (c, &kc) in k.iter().enumerate() {
@@ -361,7 +364,11 @@ fn head_attention<const AVX: bool>(
             debug_assert!(keys <= ni);
             let sc = &mut p[j * sp..][..ni];
             for (c, (a, &b)) in sc.iter_mut().zip(bias.iter()).enumerate() {
-                *a = if c <= i { *a * scale + b } else { f32::NEG_INFINITY };
+                *a = if c <= i {
+                    *a * scale + b
+                } else {
+                    f32::NEG_INFINITY
+                };
             }
             let mx = max_lanes(sc);
             if mx == f32::NEG_INFINITY {

@@ -167,7 +167,11 @@ fn run_block(
     // place (row stride k) instead of a packed copy; only a last tile short
     // of MR rows, which the kernel would read past x's end, is packed.
     let direct = w.elem == Elem::F32 && rows.is_none();
-    let packed = if direct { usize::from(mb % MR != 0) } else { tiles };
+    let packed = if direct {
+        usize::from(!mb.is_multiple_of(MR))
+    } else {
+        tiles
+    };
     A_TILES.with_borrow_mut(|a| {
         // Reused per thread, grown as needed: `pack_tile` writes every slot
         // of a tile (zeros past its rows), so no fill.
