@@ -10,12 +10,13 @@
 #       f32 and in bf16 (same-run-torch-CFG-bf16.*), CFG = tiny and small
 #   same-run-{tmoe,torch}-CFG-train.{txt,json}  a training step (f32) on both
 # `tools/classify-figures.sh torch` runs only the same-run comparisons.
-# PYTHON: an interpreter with torch (default python3). Run it on an otherwise
-# idle machine (it prints the load average first).
+# PYTHON: an interpreter with torch (default python3). RESULTS: write there
+# instead of bench/results/cpu (e.g. a folder per machine). Run it on an
+# otherwise idle machine (it prints the load average first).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
-out="$root/bench/results/cpu"
+out="${RESULTS:-$root/bench/results/cpu}"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
 cargo build --release --quiet --bin tmoe
