@@ -190,11 +190,11 @@ fn run_block(
             kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
         }
         let x_bits: &[u32] = bytemuck::cast_slice(x);
-        let a_tile = |t: usize| -> (&[u32], usize) {
+        let a_tile = |t: usize| -> &[u32] {
             if t < first {
-                (&x_bits[(r0 + t * MR) * kp..], kp)
+                &x_bits[(r0 + t * MR) * kp..]
             } else {
-                (&a[(t - first) * MR * kp..][..MR * kp], kp)
+                &a[(t - first) * MR * kp..][..MR * kp]
             }
         };
         run_tiles(kernel, tiles, mb, a_tile, w, bias, c);
@@ -209,12 +209,12 @@ thread_local! {
 }
 
 /// Every tile of a block against every panel: `a_tile(t)` is tile t's
-/// first slot and row stride.
+/// first slot (row stride kp, packed or in place).
 fn run_tiles<'a>(
     kernel: Kernel,
     tiles: usize,
     mb: usize,
-    a_tile: impl Fn(usize) -> (&'a [u32], usize),
+    a_tile: impl Fn(usize) -> &'a [u32],
     w: &PackedMat,
     bias: Option<&[f32]>,
     c: *mut f32,
@@ -235,10 +235,9 @@ fn run_tiles<'a>(
             let klen = kc.min(kp - k0);
             let last = k0 + kc >= kp;
             for t in 0..tiles {
-                let (a, lda) = a_tile(t);
                 let tile = Tile {
-                    a: &a[k0..],
-                    lda,
+                    a: &a_tile(t)[k0..],
+                    lda: kp,
                     b: &panel[k0 * NR..],
                     kp: klen,
                     accumulate: k0 > 0,
