@@ -154,37 +154,48 @@ unsafe fn head_avx512(
 /// For each of `r` rows j: `out[j·os ..][..n] = sum over c < count of
 /// a[j·as_ + c] · x[c·xs ..][..n]`, n a multiple of L: a block's scores
 /// (a = its queries, x = Kᵀ) and outputs (a = its probabilities, x = V).
-/// `AVX`: AVX-512 with the sums in registers.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-fn combine_block<const AVX: bool>(
-    out: &mut [f32],
+struct Combine<'a> {
+    out: &'a mut [f32],
     os: usize,
     r: usize,
     n: usize,
-    a: &[f32],
+    a: &'a [f32],
     as_: usize,
     count: usize,
-    x: &[f32],
+    x: &'a [f32],
     xs: usize,
-) {
+}
+
+/// [`Combine`]'s sums; `AVX`: AVX-512 with the sums in registers.
+#[inline(always)]
+fn combine_block<const AVX: bool>(op: Combine) {
+    let Combine {
+        r,
+        n,
+        os,
+        as_,
+        count,
+        xs,
+        ..
+    } = op;
     assert!(
         r <= R
             && n.is_multiple_of(L)
-            && (r == 0 || (out.len() >= (r - 1) * os + n && a.len() >= (r - 1) * as_ + count))
-            && (count == 0 || x.len() >= (count - 1) * xs + n)
+            && (r == 0
+                || (op.out.len() >= (r - 1) * os + n && op.a.len() >= (r - 1) * as_ + count))
+            && (count == 0 || op.x.len() >= (count - 1) * xs + n)
     );
     #[cfg(target_arch = "x86_64")]
     if AVX {
         // SAFETY: `AVX` is only set by `head_avx512`, whose CPU has AVX-512F;
         // the bounds were asserted above.
-        return unsafe { combine_block_avx512(out, os, r, n, a, as_, count, x, xs) };
+        return unsafe { combine_block_avx512(op) };
     }
     for j in 0..r {
-        let o = &mut out[j * os..][..n];
+        let o = &mut op.out[j * os..][..n];
         o.fill(0.0);
-        for (c, &ac) in a[j * as_..][..count].iter().enumerate() {
-            for (o, &xv) in o.iter_mut().zip(&x[c * xs..][..n]) {
+        for (c, &ac) in op.a[j * as_..][..count].iter().enumerate() {
+            for (o, &xv) in o.iter_mut().zip(&op.x[c * xs..][..n]) {
                 *o += ac * xv;
             }
         }
@@ -195,47 +206,41 @@ fn combine_block<const AVX: bool>(
 /// AVX-512F, and the bounds [`combine_block`] asserts.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn combine_block_avx512(
-    out: &mut [f32],
-    os: usize,
-    r: usize,
-    n: usize,
-    a: &[f32],
-    as_: usize,
-    count: usize,
-    x: &[f32],
-    xs: usize,
-) {
+unsafe fn combine_block_avx512(mut op: Combine) {
     let mut col = 0;
-    while col < n {
-        let nv = ((n - col) / L).min(4);
-        macro_rules! go {
-            ($rr:literal, $nv:literal) => {
-                // SAFETY: as this function's contract.
-                unsafe { columns_avx512::<$rr, $nv>(out, os, a, as_, count, x, xs, col) }
-            };
-        }
-        match (r, nv) {
-            (1, 1) => go!(1, 1),
-            (1, 2) => go!(1, 2),
-            (1, 3) => go!(1, 3),
-            (1, _) => go!(1, 4),
-            (2, 1) => go!(2, 1),
-            (2, 2) => go!(2, 2),
-            (2, 3) => go!(2, 3),
-            (2, _) => go!(2, 4),
-            (3, 1) => go!(3, 1),
-            (3, 2) => go!(3, 2),
-            (3, 3) => go!(3, 3),
-            (3, _) => go!(3, 4),
-            (_, 1) => go!(4, 1),
-            (_, 2) => go!(4, 2),
-            (_, 3) => go!(4, 3),
-            (_, _) => go!(4, 4),
+    while col < op.n {
+        let nv = ((op.n - col) / L).min(4);
+        // SAFETY (all four): as this function's contract; nv vectors from
+        // col lie within n.
+        unsafe {
+            match op.r {
+                1 => columns_of_rows::<1>(&mut op, col, nv),
+                2 => columns_of_rows::<2>(&mut op, col, nv),
+                3 => columns_of_rows::<3>(&mut op, col, nv),
+                _ => columns_of_rows::<4>(&mut op, col, nv),
+            }
         }
         col += nv * L;
+    }
+}
+
+/// [`columns_avx512`] with `nv` (1 to 4) vectors of columns.
+///
+/// # Safety
+/// As [`columns_avx512`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[inline]
+unsafe fn columns_of_rows<const RR: usize>(op: &mut Combine, col: usize, nv: usize) {
+    // SAFETY (all four): as this function's contract.
+    unsafe {
+        match nv {
+            1 => columns_avx512::<RR, 1>(op, col),
+            2 => columns_avx512::<RR, 2>(op, col),
+            3 => columns_avx512::<RR, 3>(op, col),
+            _ => columns_avx512::<RR, 4>(op, col),
+        }
     }
 }
 
@@ -247,24 +252,15 @@ unsafe fn combine_block_avx512(
 /// `col + NV·L <= n`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
 #[inline]
-unsafe fn columns_avx512<const RR: usize, const NV: usize>(
-    out: &mut [f32],
-    os: usize,
-    a: &[f32],
-    as_: usize,
-    count: usize,
-    x: &[f32],
-    xs: usize,
-    col: usize,
-) {
+unsafe fn columns_avx512<const RR: usize, const NV: usize>(op: &mut Combine, col: usize) {
     use std::arch::x86_64::*;
-    let (xp, ap) = (x.as_ptr(), a.as_ptr());
+    let (xp, ap, op_out) = (op.x.as_ptr(), op.a.as_ptr(), op.out.as_mut_ptr());
+    let (os, as_, xs) = (op.os, op.as_, op.xs);
     let mut acc = [[_mm512_setzero_ps(); NV]; RR];
     // SAFETY: as the function's contract.
     unsafe {
-        for c in 0..count {
+        for c in 0..op.count {
             let row = xp.add(c * xs + col);
             let mut xv = [_mm512_setzero_ps(); NV];
             for (v, w) in xv.iter_mut().enumerate() {
@@ -279,7 +275,7 @@ unsafe fn columns_avx512<const RR: usize, const NV: usize>(
         }
         for (j, accj) in acc.iter().enumerate() {
             for (v, &s) in accj.iter().enumerate() {
-                _mm512_storeu_ps(out.as_mut_ptr().add(j * os + col + v * L), s);
+                _mm512_storeu_ps(op_out.add(j * os + col + v * L), s);
             }
         }
     }
@@ -352,7 +348,17 @@ fn head_attention<const AVX: bool>(
         // Scores of those keys (and of the rest of their last chunk, unused):
         // sum over c of q[i,c]·kᵀ[c, j].
         let n = keys.next_multiple_of(L);
-        combine_block::<AVX>(p, sp, r, n, &q[i0 * hp..], hp, hd, kt, sp);
+        combine_block::<AVX>(Combine {
+            out: &mut p[..],
+            os: sp,
+            r,
+            n,
+            a: &q[i0 * hp..],
+            as_: hp,
+            count: hd,
+            x: kt,
+            xs: sp,
+        });
         let mut inv = [0f32; R];
         for (j, inv) in inv.iter_mut().enumerate().take(r) {
             let i = i0 + j;
@@ -381,7 +387,17 @@ fn head_attention<const AVX: bool>(
             }
             *inv = 1.0 / sum_lanes(sc);
         }
-        combine_block::<AVX>(acc, hp, r, hp, p, sp, keys, v, hp);
+        combine_block::<AVX>(Combine {
+            out: &mut acc[..],
+            os: hp,
+            r,
+            n: hp,
+            a: p,
+            as_: sp,
+            count: keys,
+            x: v,
+            xs: hp,
+        });
         for (j, &inv) in inv.iter().enumerate().take(r) {
             let i = i0 + j;
             let out = &mut o[i * w + head * hd..][..hd];
