@@ -155,6 +155,29 @@ pub fn sum_lanes<F: Float>(x: &[F]) -> F {
     s
 }
 
+/// `Σ a[i]·b[i]` in eight interleaved partial sums, like [`sum_lanes`]
+/// (the same bits on every CPU; a plain fold is one dependent add per element).
+#[inline]
+pub fn dot_lanes<F: Float>(a: &[F], b: &[F]) -> F {
+    debug_assert_eq!(a.len(), b.len());
+    let mut acc = [F::ZERO; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = ca.remainder().iter().zip(cb.remainder());
+    for (x, y) in ca.zip(cb) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    let mut s = F::ZERO;
+    for a in acc {
+        s += a;
+    }
+    for (&x, &y) in tail {
+        s += x * y;
+    }
+    s
+}
+
 /// Largest element (-inf for none), in eight lanes like [`sum_lanes`].
 #[inline]
 pub fn max_lanes<F: Float>(x: &[F]) -> F {
@@ -216,6 +239,11 @@ mod tests {
         assert_eq!(sum_lanes(&x), x.iter().sum::<f64>());
         assert_eq!(max_lanes(&x), 50.0);
         assert_eq!(max_lanes::<f32>(&[]), f32::NEG_INFINITY);
+        // Integers in f64: exact whatever the order, tail (37 = 4·8 + 5) included.
+        let y: Vec<f64> = (0..37).map(|i| (i % 5) as f64 - 2.0).collect();
+        let want: f64 = x.iter().zip(&y).map(|(a, b)| a * b).sum();
+        assert_eq!(dot_lanes(&x, &y), want);
+        assert_eq!(dot_lanes::<f32>(&[], &[]), 0.0);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! RMSNorm: `y = x * rstd * w`, `rstd = 1/sqrt(mean(x²) + eps)` per row.
 
-use crate::engine::float::Float;
+use crate::engine::float::{Float, dot_lanes};
 use rayon::prelude::*;
 
 pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut [F]) {
@@ -8,7 +8,9 @@ pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut
         .zip(x.par_chunks(d))
         .zip(rstd.par_iter_mut())
         .for_each(|((yr, xr), r)| {
-            let ms = xr.iter().map(|&v| v * v).sum::<F>() / F::from_usize(d);
+            // Eight partial sums: a sequential sum was 4 % of the f32
+            // inference engine's forward at tiny, one dependent add per value.
+            let ms = dot_lanes(xr, xr) / F::from_usize(d);
             let rs = F::ONE / (ms + eps).sqrt();
             *r = rs;
             for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
@@ -25,12 +27,7 @@ pub fn bwd<F: Float>(x: &[F], w: &[F], rstd: &[F], dy: &[F], d: usize, dx: &mut 
         .zip(rstd.par_iter())
         .for_each(|(((dxr, xr), dyr), &rs)| {
             // y_i = x_i*r*w_i; dx_i = r*w_i*dy_i - x_i*r³/d * sum_j dy_j*w_j*x_j
-            let dot: F = xr
-                .iter()
-                .zip(dyr)
-                .zip(w)
-                .map(|((&a, &b), &c)| a * b * c)
-                .sum();
+            let dot = dot3_lanes(xr, dyr, w);
             let c = dot * rs * rs * rs / F::from_usize(d);
             for (((o, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
                 *o = rs * wv * g - xv * c;
@@ -43,6 +40,29 @@ pub fn bwd<F: Float>(x: &[F], w: &[F], rstd: &[F], dy: &[F], d: usize, dx: &mut 
     }
 }
 
+/// `Σ a[i]·b[i]·c[i]` in eight interleaved partial sums (see `dot_lanes`).
+fn dot3_lanes<F: Float>(a: &[F], b: &[F], c: &[F]) -> F {
+    let mut acc = [F::ZERO; 8];
+    let n = a.len() / 8 * 8;
+    for ((x, y), z) in a[..n]
+        .chunks_exact(8)
+        .zip(b[..n].chunks_exact(8))
+        .zip(c[..n].chunks_exact(8))
+    {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k] * z[k];
+        }
+    }
+    let mut s = F::ZERO;
+    for v in acc {
+        s += v;
+    }
+    for i in n..a.len() {
+        s += a[i] * b[i] * c[i];
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
@@ -50,7 +70,7 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        let (t, d) = (3, 5);
+        let (t, d) = (3, 13); // one 8-lane chunk and a tail
         let x = vals(t * d, 1);
         let w = vals(d, 2);
         let dy = vals(t * d, 3);

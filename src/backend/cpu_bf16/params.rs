@@ -59,7 +59,7 @@ impl Bf16Param {
     pub fn bytes(&self) -> usize {
         match self {
             Bf16Param::F32(v) => 4 * v.len(),
-            Bf16Param::Packed(m) => m.iter().map(|p| 4 * p.data.len()).sum(),
+            Bf16Param::Packed(m) => m.iter().map(|p| 4 * p.slots().len()).sum(),
             Bf16Param::InGate => 0,
         }
     }
