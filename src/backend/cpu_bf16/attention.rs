@@ -287,9 +287,18 @@ fn rotate(out: &mut [f32], x: &[f32], cos: &[f32], sin: &[f32]) {
     let half = cos.len();
     let (o1, o2) = out.split_at_mut(half);
     let (x1, x2) = x.split_at(half);
-    for j in 0..half {
-        o1[j] = x1[j] * cos[j] - x2[j] * sin[j];
-        o2[j] = x2[j] * cos[j] + x1[j] * sin[j];
+    // Zipped slices of one length: no bounds checks, so the loop
+    // vectorises (indexed, it ran scalar: a quarter of the attention's time).
+    let sin = &sin[..half];
+    for ((((a, b), (&p, &q)), &c), &s) in o1
+        .iter_mut()
+        .zip(&mut o2[..half])
+        .zip(x1.iter().zip(&x2[..half]))
+        .zip(cos)
+        .zip(sin)
+    {
+        *a = p * c - q * s;
+        *b = q * c + p * s;
     }
 }
 
