@@ -108,9 +108,7 @@ impl<F: Float> Backend<F> for Cpu {
         din: usize,
         dout: usize,
     ) -> OpResult<Vec<F>> {
-        let mut y = vec![F::ZERO; rows * dout];
-        linear::fwd(x, w, b, rows, din, dout, &mut y);
-        Ok(y)
+        Ok(linear::fwd_new(x, w, b, rows, din, dout))
     }
     fn linear_bwd(
         &self,
@@ -123,20 +121,17 @@ impl<F: Float> Backend<F> for Cpu {
         dw: &mut [F],
         db: Option<&mut [F]>,
     ) -> OpResult<Vec<F>> {
-        let mut dx = vec![F::ZERO; rows * din];
-        linear::bwd(x, w, dy, rows, din, dout, Some(&mut dx), dw, db);
+        // dx = dy·w, a new matrix; then dw and the bias gradient.
+        let dx = linear::product(rows, din, dout, dy, false, w, false);
+        linear::bwd(x, w, dy, rows, din, dout, None, dw, db);
         Ok(dx)
     }
 
     fn swiglu_fwd(&self, gate: &Vec<F>, up: &Vec<F>) -> OpResult<Vec<F>> {
-        let mut y = vec![F::ZERO; gate.len()];
-        swiglu::fwd(gate, up, &mut y);
-        Ok(y)
+        Ok(swiglu::fwd_new(gate, up))
     }
     fn swiglu_bwd(&self, gate: &Vec<F>, up: &Vec<F>, dy: &Vec<F>) -> OpResult<(Vec<F>, Vec<F>)> {
-        let (mut dg, mut du) = (vec![F::ZERO; gate.len()], vec![F::ZERO; up.len()]);
-        swiglu::bwd(gate, up, dy, &mut dg, &mut du);
-        Ok((dg, du))
+        Ok(swiglu::bwd_new(gate, up, dy))
     }
 
     fn gelu_fwd(&self, x: &Vec<F>) -> OpResult<Vec<F>> {

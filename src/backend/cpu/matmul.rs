@@ -131,6 +131,60 @@ pub fn gemm<F: Float>(
     unsafe { gemm_raw(m, n, k, av, bv, c.as_mut_ptr(), n as isize, accumulate) }
 }
 
+/// A new `[m, n]` matrix `op(a)·op(b)` (as [`gemm`]), never zero-filled.
+#[allow(clippy::too_many_arguments)]
+pub fn product<F: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+) -> Vec<F> {
+    assert!(
+        a.len() >= m * k && b.len() >= k * n,
+        "gemm: operand too short"
+    );
+    let av = if ta {
+        View::trans(a, m)
+    } else {
+        View::rows(a, k)
+    };
+    let bv = if tb {
+        View::trans(b, k)
+    } else {
+        View::rows(b, n)
+    };
+    // SAFETY: without `accumulate`, gemm_raw writes all m·n outputs (zeros
+    // when k = 0) and reads none of them; the operands were checked above.
+    unsafe { super::alloc::written_by(m * n, |c| gemm_raw(m, n, k, av, bv, c, n as isize, false)) }
+}
+
+/// [`fwd`] into a new vector (no zero fill).
+pub fn fwd_new<F: Float>(
+    x: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+    t: usize,
+    din: usize,
+    dout: usize,
+) -> Vec<F> {
+    let mut y = product(t, dout, din, x, false, w, true);
+    if let Some(b) = bias {
+        add_bias(&mut y, b, dout);
+    }
+    y
+}
+
+fn add_bias<F: Float>(y: &mut [F], b: &[F], dout: usize) {
+    for row in y.chunks_exact_mut(dout) {
+        for (v, &bb) in row.iter_mut().zip(b) {
+            *v += bb;
+        }
+    }
+}
+
 /// Linear forward: `y[t,dout] = x[t,din]·wᵀ + b`.
 pub fn fwd<F: Float>(
     x: &[F],
@@ -143,11 +197,7 @@ pub fn fwd<F: Float>(
 ) {
     gemm(t, dout, din, x, false, w, true, y, false);
     if let Some(b) = bias {
-        for row in y[..t * dout].chunks_exact_mut(dout) {
-            for (v, &bb) in row.iter_mut().zip(b) {
-                *v += bb;
-            }
-        }
+        add_bias(&mut y[..t * dout], b, dout);
     }
 }
 
@@ -211,6 +261,23 @@ mod tests {
             for (x, y) in c.iter().zip(&want) {
                 assert!((x - y).abs() < 1e-12, "ta={ta} tb={tb}");
             }
+        }
+    }
+
+    #[test]
+    fn new_matrix_forms_equal_the_in_place_ones() {
+        // `product` (no zero fill) against `gemm` into zeros, with k = 0 too
+        // (all outputs must still be written), and `fwd_new` against `fwd`.
+        for (m, n, k) in [(7, 5, 9), (3, 4, 0)] {
+            let a = seq(m * k, 0.7);
+            let b = seq(n * k, 1.3);
+            let mut c = vec![0.0; m * n];
+            gemm(m, n, k, &a, false, &b, true, &mut c, false);
+            assert_eq!(product(m, n, k, &a, false, &b, true), c);
+            let bias = seq(n, 2.1);
+            let mut y = vec![0.0; m * n];
+            fwd(&a, &b, Some(&bias), m, k, n, &mut y);
+            assert_eq!(fwd_new(&a, &b, Some(&bias), m, k, n), y);
         }
     }
 
