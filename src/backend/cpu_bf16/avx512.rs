@@ -190,6 +190,57 @@ unsafe fn write_tile(acc: [[__m512; NV]; MR], t: &Tile) {
     }
 }
 
+/// [`crate::engine::float::exp_f32`] on 16 lanes, operation for operation
+/// (separate multiplies and adds, no FMA: the same bits per lane).
+///
+/// # Safety
+/// The CPU has AVX-512F; only called from functions that enable it.
+#[inline(always)]
+#[allow(clippy::excessive_precision)] // the scalar version's constants
+pub(super) unsafe fn exp(x: __m512) -> __m512 {
+    const LO: f32 = -87.33654;
+    const HI: f32 = 88.3762626647949;
+    const SHIFTER: f32 = 12582912.0;
+    // SAFETY: AVX-512F (this function's contract).
+    unsafe {
+        let set = _mm512_set1_ps;
+        let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
+        // min/max return their second operand when either is NaN: x last
+        // keeps a NaN, as `clamp` does.
+        let xc = _mm512_max_ps(set(LO), _mm512_min_ps(set(HI), x));
+        let t = add(mul(xc, set(std::f32::consts::LOG2_E)), set(SHIFTER));
+        let n = sub(t, set(SHIFTER));
+        let r = sub(
+            sub(xc, mul(n, set(0.693359375))),
+            mul(n, set(-2.12194440e-4)),
+        );
+        let mut p = set(1.9875691500e-4);
+        for c in [
+            1.3981999507e-3,
+            8.3334519073e-3,
+            4.1665795894e-2,
+            1.6666665459e-1,
+            5.0000001201e-1,
+        ] {
+            p = add(mul(p, r), set(c));
+        }
+        let er = add(add(mul(mul(p, r), r), r), set(1.0));
+        let bits = _mm512_sub_epi32(
+            _mm512_castps_si512(t),
+            _mm512_set1_epi32(SHIFTER.to_bits() as i32),
+        );
+        let pow2n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            bits,
+            _mm512_set1_epi32(127),
+        )));
+        let y = mul(er, pow2n);
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(LO));
+        let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(HI));
+        let y = _mm512_mask_blend_ps(below, y, _mm512_setzero_ps());
+        _mm512_mask_blend_ps(above, y, set(f32::INFINITY))
+    }
+}
+
 /// The instruction's own ceiling on one core: `iters` rounds of 12
 /// independent `vdpbf16ps` (more than latency x throughput, so none waits).
 /// Returns the FLOPs done (2 per bf16 pair: 64 per instruction).
@@ -233,4 +284,54 @@ pub unsafe fn peak_flops_loop_f32(iters: u64) -> f64 {
     }
     std::hint::black_box(sum);
     iters as f64 * 12.0 * 32.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::float::exp_f32;
+
+    /// [`exp`] against the scalar `exp_f32` it mirrors: the same bits over
+    /// both tails, the clamp limits, ±0, infinities and NaN.
+    #[test]
+    #[allow(clippy::excessive_precision)] // exp_f32's clamp limit, verbatim
+    fn vector_exp_has_the_scalar_bits() {
+        if !is_x86_feature_detected!("avx512f") {
+            eprintln!("SKIP vector_exp_has_the_scalar_bits: this CPU has no AVX-512F");
+            return;
+        }
+        #[target_feature(enable = "avx512f")]
+        unsafe fn exp16(x: &[f32; 16]) -> [f32; 16] {
+            let mut out = [0f32; 16];
+            // SAFETY: AVX-512F (checked by the caller); 16 floats each.
+            unsafe { _mm512_storeu_ps(out.as_mut_ptr(), exp(_mm512_loadu_ps(x.as_ptr()))) };
+            out
+        }
+        let mut xs = vec![
+            0.0f32,
+            -0.0,
+            -87.33654,
+            -87.34,
+            88.3762626647949,
+            88.4,
+            -1e-30,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+        ];
+        xs.extend((0..4000).map(|i| (i as f32 - 3000.0) * 0.0311));
+        xs.resize(xs.len().next_multiple_of(16), 1.0);
+        for chunk in xs.chunks_exact(16) {
+            let x: [f32; 16] = chunk.try_into().unwrap();
+            // SAFETY: AVX-512F checked above.
+            let got = unsafe { exp16(&x) };
+            for (g, &x) in got.iter().zip(&x) {
+                let want = exp_f32(x);
+                assert!(
+                    g.to_bits() == want.to_bits() || (g.is_nan() && want.is_nan()),
+                    "e^{x}: {g} vs {want}"
+                );
+            }
+        }
+    }
 }
