@@ -44,42 +44,42 @@ pub fn keep_freed_memory() {
 /// memory is a `memset`: 8 % of a training step's samples at tiny, on the
 /// main thread while the workers waited). `f(i, piece)` gets piece `i`.
 pub fn par_written<F: Float>(n: usize, chunk: usize, f: impl Fn(usize, &mut [F]) + Sync) -> Vec<F> {
-    par_written2(n, chunk, |i, a, _| f(i, a), 0).0
+    let mut v = Vec::with_capacity(n);
+    v.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each(|(i, piece)| f(i, zeroed(piece)));
+    // SAFETY: the pieces cover `..n`, each initialised by `zeroed`.
+    unsafe { v.set_len(n) };
+    v
 }
 
-/// [`par_written`] for two vectors written in one pass, `n` and `n2`
-/// elements (`n2` 0 or `n`): `f(i, piece_a, piece_b)`.
+/// [`par_written`] for two vectors of `n` elements written in one pass:
+/// `f(i, piece_a, piece_b)`.
 pub fn par_written2<F: Float>(
     n: usize,
     chunk: usize,
     f: impl Fn(usize, &mut [F], &mut [F]) + Sync,
-    n2: usize,
 ) -> (Vec<F>, Vec<F>) {
-    assert!(n2 == 0 || n2 == n, "par_written2: {n2} elements beside {n}");
-    let chunk = chunk.max(1);
-    let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n2));
-    let init = |piece: &mut [MaybeUninit<F>]| -> &mut [F] {
-        piece.fill(MaybeUninit::new(F::ZERO));
-        // SAFETY: every element of `piece` was initialised just above.
-        unsafe { &mut *(piece as *mut [MaybeUninit<F>] as *mut [F]) }
-    };
-    let pieces_a = a.spare_capacity_mut()[..n].par_chunks_mut(chunk);
-    if n2 == 0 {
-        pieces_a
-            .enumerate()
-            .for_each(|(i, pa)| f(i, init(pa), &mut []));
-    } else {
-        pieces_a
-            .zip(b.spare_capacity_mut()[..n].par_chunks_mut(chunk))
-            .enumerate()
-            .for_each(|(i, (pa, pb))| f(i, init(pa), init(pb)));
-    }
-    // SAFETY: the pieces cover `..n` (and `..n2`), all initialised.
+    let (mut a, mut b) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    a.spare_capacity_mut()[..n]
+        .par_chunks_mut(chunk.max(1))
+        .zip(b.spare_capacity_mut()[..n].par_chunks_mut(chunk.max(1)))
+        .enumerate()
+        .for_each(|(i, (pa, pb))| f(i, zeroed(pa), zeroed(pb)));
+    // SAFETY: the pieces cover `..n` of both, each initialised by `zeroed`.
     unsafe {
         a.set_len(n);
-        b.set_len(n2);
+        b.set_len(n);
     }
     (a, b)
+}
+
+/// `piece` filled with zeros, as initialised elements.
+fn zeroed<F: Float>(piece: &mut [MaybeUninit<F>]) -> &mut [F] {
+    piece.fill(MaybeUninit::new(F::ZERO));
+    // SAFETY: every element of `piece` was initialised just above.
+    unsafe { &mut *(piece as *mut [MaybeUninit<F>] as *mut [F]) }
 }
 
 /// A new vector of `n` elements written through a raw pointer by `f` (a

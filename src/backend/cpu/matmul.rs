@@ -114,26 +114,15 @@ pub fn gemm<F: Float>(
     c: &mut [F],
     accumulate: bool,
 ) {
-    assert!(
-        a.len() >= m * k && b.len() >= k * n && c.len() >= m * n,
-        "gemm: operand too short"
-    );
-    let av = if ta {
-        View::trans(a, m)
-    } else {
-        View::rows(a, k)
-    };
-    let bv = if tb {
-        View::trans(b, k)
-    } else {
-        View::rows(b, n)
-    };
+    assert!(c.len() >= m * n, "gemm: operand too short");
+    let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
     unsafe { gemm_raw(m, n, k, av, bv, c.as_mut_ptr(), n as isize, accumulate) }
 }
 
-/// A new `[m, n]` matrix `op(a)·op(b)` (as [`gemm`]), never zero-filled.
+/// The views of `op(a)` `[m, k]` and `op(b)` `[k, n]` (see [`gemm`]), after
+/// checking both operands are long enough.
 #[allow(clippy::too_many_arguments)]
-pub fn product<F: Float>(
+fn operand_views<F: Float>(
     m: usize,
     n: usize,
     k: usize,
@@ -141,7 +130,7 @@ pub fn product<F: Float>(
     ta: bool,
     b: &[F],
     tb: bool,
-) -> Vec<F> {
+) -> (View<F>, View<F>) {
     assert!(
         a.len() >= m * k && b.len() >= k * n,
         "gemm: operand too short"
@@ -156,6 +145,21 @@ pub fn product<F: Float>(
     } else {
         View::rows(b, n)
     };
+    (av, bv)
+}
+
+/// A new `[m, n]` matrix `op(a)·op(b)` (as [`gemm`]), never zero-filled.
+#[allow(clippy::too_many_arguments)]
+pub fn product<F: Float>(
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+) -> Vec<F> {
+    let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
     // SAFETY: without `accumulate`, gemm_raw writes all m·n outputs (zeros
     // when k = 0) and reads none of them; the operands were checked above.
     unsafe { super::alloc::written_by(m * n, |c| gemm_raw(m, n, k, av, bv, c, n as isize, false)) }

@@ -42,7 +42,7 @@ pub fn bwd_new<F: Float>(gate: &[F], up: &[F], dout: &[F]) -> (Vec<F>, Vec<F>) {
         let r = i * CHUNK..i * CHUNK + dg.len();
         bwd_piece(&gate[r.clone()], &up[r.clone()], &dout[r], dg, du);
     };
-    super::alloc::par_written2(n, CHUNK, piece, n)
+    super::alloc::par_written2(n, CHUNK, piece)
 }
 
 fn bwd_piece<F: Float>(g: &[F], u: &[F], d: &[F], dg: &mut [F], du: &mut [F]) {
