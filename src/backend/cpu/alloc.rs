@@ -37,6 +37,13 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// `n` zeros, filled in parallel pieces: a large `vec![0; n]` on reused
+/// heap memory is one serial `memset` on the calling thread while the other
+/// workers wait. For buffers that are accumulated into, or written sparsely.
+pub fn zeros<F: Float>(n: usize) -> Vec<F> {
+    par_written(n, 1 << 14, |_, _| ())
+}
+
 /// A new vector of `n` elements that `f` writes, in parallel pieces of
 /// `chunk`: each piece is zeroed just before `f` overwrites it, in cache and
 /// on the worker that writes it, instead of one serial zero fill of the
@@ -73,6 +80,41 @@ pub fn par_written2<F: Float>(
         b.set_len(n);
     }
     (a, b)
+}
+
+/// `K` new vectors written together in `count` parallel pieces: piece `i`
+/// of vector `j` is the `sizes[j]` elements from `i * sizes[j]`, zeroed on
+/// the worker just before `f(i, pieces)` writes it (as [`par_written`]).
+/// For ops whose outputs are all blocked the same way, e.g. attention's
+/// Q, K, V, probabilities and output, one block per (batch row, head).
+pub fn par_pieces<F: Float, const K: usize>(
+    count: usize,
+    sizes: [usize; K],
+    f: impl Fn(usize, [&mut [F]; K]) + Sync,
+) -> [Vec<F>; K] {
+    /// A base pointer shared by the workers, each of which forms a slice
+    /// over its own piece only.
+    struct Base<F>(*mut MaybeUninit<F>);
+    // SAFETY: workers only touch disjoint pieces through it.
+    unsafe impl<F> Sync for Base<F> {}
+    let mut vs: [Vec<F>; K] = std::array::from_fn(|j| Vec::with_capacity(count * sizes[j]));
+    let bases: [Base<F>; K] =
+        std::array::from_fn(|j| Base(vs[j].spare_capacity_mut().as_mut_ptr()));
+    (0..count).into_par_iter().for_each(|i| {
+        let pieces = std::array::from_fn(|j| {
+            // SAFETY: piece i of vector j lies within its capacity
+            // (`count * sizes[j]`), and no other worker forms a slice over it.
+            let p =
+                unsafe { std::slice::from_raw_parts_mut(bases[j].0.add(i * sizes[j]), sizes[j]) };
+            zeroed(p)
+        });
+        f(i, pieces);
+    });
+    for (v, &size) in vs.iter_mut().zip(&sizes) {
+        // SAFETY: the `count` pieces cover `..count * size`, each initialised by `zeroed`.
+        unsafe { v.set_len(count * size) };
+    }
+    vs
 }
 
 /// `piece` filled with zeros, as initialised elements.

@@ -20,7 +20,6 @@ pub fn fwd<F: Float>(
     att: &mut [F],
 ) {
     let Dims { h, s, hd, .. } = *dims;
-    let scale = F::ONE / F::from_usize(hd).sqrt();
     let blk = s * hd;
     out.par_chunks_mut(blk)
         .zip(att.par_chunks_mut(s * s))
@@ -32,34 +31,50 @@ pub fn fwd<F: Float>(
                 &k[bh * blk..][..blk],
                 &v[bh * blk..][..blk],
             );
-            let m = &mask[b * s..(b + 1) * s];
-            gemm(s, s, hd, qb, false, kb, true, a, false);
-            for i in 0..s {
-                let row = &mut a[i * s..(i + 1) * s];
-                // Hidden keys become -inf, whose exp is 0: no branch in the
-                // exp loop, so these passes vectorise.
-                let (vis, hidden) = row.split_at_mut(i + 1);
-                hidden.iter_mut().for_each(|x| *x = F::ZERO);
-                for (x, &mj) in vis.iter_mut().zip(m) {
-                    *x = if mj != 0 {
-                        *x * scale
-                    } else {
-                        F::neg_infinity()
-                    };
-                }
-                let mx = max_lanes(vis);
-                if mx == F::neg_infinity() {
-                    vis.iter_mut().for_each(|x| *x = F::ZERO);
-                    continue;
-                }
-                for x in vis.iter_mut() {
-                    *x = (*x - mx).exp();
-                }
-                let inv = F::ONE / sum_lanes(vis);
-                vis.iter_mut().for_each(|x| *x *= inv);
-            }
-            gemm(s, hd, s, a, false, vb, false, o, false);
+            fwd_block(qb, kb, vb, &mask[b * s..(b + 1) * s], hd, o, a);
         });
+}
+
+/// One (batch row, head): `q`, `k`, `v` and `o` are `[S, hd]`, `a` the
+/// probabilities `[S, S]`, `m` the row's key mask `[S]`. `o` and `a` are
+/// overwritten.
+pub(super) fn fwd_block<F: Float>(
+    qb: &[F],
+    kb: &[F],
+    vb: &[F],
+    m: &[u8],
+    hd: usize,
+    o: &mut [F],
+    a: &mut [F],
+) {
+    let s = m.len();
+    let scale = F::ONE / F::from_usize(hd).sqrt();
+    gemm(s, s, hd, qb, false, kb, true, a, false);
+    for i in 0..s {
+        let row = &mut a[i * s..(i + 1) * s];
+        // Hidden keys become -inf, whose exp is 0: no branch in the
+        // exp loop, so these passes vectorise.
+        let (vis, hidden) = row.split_at_mut(i + 1);
+        hidden.iter_mut().for_each(|x| *x = F::ZERO);
+        for (x, &mj) in vis.iter_mut().zip(m) {
+            *x = if mj != 0 {
+                *x * scale
+            } else {
+                F::neg_infinity()
+            };
+        }
+        let mx = max_lanes(vis);
+        if mx == F::neg_infinity() {
+            vis.iter_mut().for_each(|x| *x = F::ZERO);
+            continue;
+        }
+        for x in vis.iter_mut() {
+            *x = (*x - mx).exp();
+        }
+        let inv = F::ONE / sum_lanes(vis);
+        vis.iter_mut().for_each(|x| *x *= inv);
+    }
+    gemm(s, hd, s, a, false, vb, false, o, false);
 }
 
 /// All of `dq`, `dk`, `dv` are overwritten.
@@ -76,7 +91,6 @@ pub fn bwd<F: Float>(
     dv: &mut [F],
 ) {
     let Dims { s, hd, .. } = *dims;
-    let scale = F::ONE / F::from_usize(hd).sqrt();
     let blk = s * hd;
     dq.par_chunks_mut(blk)
         .zip(dk.par_chunks_mut(blk))
@@ -92,26 +106,46 @@ pub fn bwd<F: Float>(
                 );
                 let a = &att[bh * s * s..][..s * s];
                 let dob = &dout[bh * blk..][..blk];
-                // dV = Pᵀ dO ; dP = dO Vᵀ
-                gemm(s, hd, s, a, true, dob, false, dvb, false);
-                gemm(s, s, hd, dob, false, vb, true, ds, false);
-                // dS = P * (dP - rowsum(dP * P)) * scale
-                for i in 0..s {
-                    let pr = &a[i * s..(i + 1) * s];
-                    let dr = &mut ds[i * s..(i + 1) * s];
-                    let dot: F = pr[..=i].iter().zip(&dr[..=i]).map(|(&p, &g)| p * g).sum();
-                    for j in 0..s {
-                        dr[j] = if j <= i {
-                            pr[j] * (dr[j] - dot) * scale
-                        } else {
-                            F::ZERO
-                        };
-                    }
-                }
-                gemm(s, hd, s, ds, false, kb, false, dqb, false);
-                gemm(s, hd, s, ds, true, qb, false, dkb, false);
+                bwd_block(qb, kb, vb, a, dob, hd, ds, dqb, dkb, dvb);
             },
         );
+}
+
+/// One (batch row, head) of [`bwd`]: `a` is the block's probabilities
+/// `[S, S]`, `ds` scratch of `S·S`; `dqb`, `dkb`, `dvb` are overwritten.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bwd_block<F: Float>(
+    qb: &[F],
+    kb: &[F],
+    vb: &[F],
+    a: &[F],
+    dob: &[F],
+    hd: usize,
+    ds: &mut [F],
+    dqb: &mut [F],
+    dkb: &mut [F],
+    dvb: &mut [F],
+) {
+    let s = qb.len() / hd;
+    let scale = F::ONE / F::from_usize(hd).sqrt();
+    // dV = Pᵀ dO ; dP = dO Vᵀ
+    gemm(s, hd, s, a, true, dob, false, dvb, false);
+    gemm(s, s, hd, dob, false, vb, true, ds, false);
+    // dS = P * (dP - rowsum(dP * P)) * scale
+    for i in 0..s {
+        let pr = &a[i * s..(i + 1) * s];
+        let dr = &mut ds[i * s..(i + 1) * s];
+        let dot: F = pr[..=i].iter().zip(&dr[..=i]).map(|(&p, &g)| p * g).sum();
+        for j in 0..s {
+            dr[j] = if j <= i {
+                pr[j] * (dr[j] - dot) * scale
+            } else {
+                F::ZERO
+            };
+        }
+    }
+    gemm(s, hd, s, ds, false, kb, false, dqb, false);
+    gemm(s, hd, s, ds, true, qb, false, dkb, false);
 }
 
 #[cfg(test)]

@@ -4,12 +4,13 @@
 use super::lm_head::{self, LmHeadSaved};
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
-use super::{Float, act, embedding, linear, pool, rmsnorm, swiglu, xent};
+use super::{Float, act, alloc, embedding, linear, pool, rmsnorm, swiglu, xent};
 use crate::engine::ffn;
 use crate::engine::{
     AttnDims as Dims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs,
     OpResult,
 };
+use rayon::prelude::*;
 
 /// The CPU backend (stateless: the ops parallelise with rayon themselves).
 #[derive(Clone, Copy, Debug, Default)]
@@ -56,21 +57,29 @@ impl<F: Float> Backend<F> for Cpu {
         Ok(x.clone())
     }
     fn zeros(&self, n: usize) -> OpResult<Vec<F>> {
-        Ok(vec![F::ZERO; n])
+        Ok(alloc::zeros(n))
     }
     fn scalar(&self, v: F) -> OpResult<Vec<F>> {
         Ok(vec![v])
     }
     fn add_assign(&self, acc: &mut Vec<F>, x: &Vec<F>) -> OpResult<()> {
-        acc.iter_mut().zip(x).for_each(|(a, &b)| *a += b);
+        acc.par_chunks_mut(1 << 14)
+            .zip(x.par_chunks(1 << 14))
+            .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
         Ok(())
     }
     fn add(&self, a: &Vec<F>, b: &Vec<F>) -> OpResult<Vec<F>> {
-        Ok(a.iter().zip(b).map(|(&x, &y)| x + y).collect())
+        Ok(alloc::par_written(a.len().min(b.len()), 1 << 14, |i, o| {
+            let at = i << 14;
+            o.iter_mut()
+                .zip(&a[at..])
+                .zip(&b[at..])
+                .for_each(|((o, &x), &y)| *o = x + y);
+        }))
     }
 
     fn embedding_fwd(&self, ids: &[u32], table: &[F], d: usize) -> OpResult<Vec<F>> {
-        let mut y = vec![F::ZERO; ids.len() * d];
+        let mut y = alloc::zeros(ids.len() * d);
         embedding::fwd(ids, table, d, &mut y);
         Ok(y)
     }
@@ -80,8 +89,8 @@ impl<F: Float> Backend<F> for Cpu {
     }
 
     fn rmsnorm_fwd(&self, x: &Vec<F>, w: &[F], d: usize) -> OpResult<(Vec<F>, Vec<F>)> {
-        let mut y = vec![F::ZERO; x.len()];
-        let mut rstd = vec![F::ZERO; x.len() / d];
+        let mut y = alloc::zeros(x.len());
+        let mut rstd = alloc::zeros(x.len() / d);
         rmsnorm::fwd(x, w, d, F::from_f64(1e-6), &mut y, &mut rstd);
         Ok((y, rstd))
     }
@@ -94,7 +103,7 @@ impl<F: Float> Backend<F> for Cpu {
         d: usize,
         dw: &mut [F],
     ) -> OpResult<Vec<F>> {
-        let mut dx = vec![F::ZERO; x.len()];
+        let mut dx = alloc::zeros(x.len());
         rmsnorm::bwd(x, w, rstd, dy, d, &mut dx, dw);
         Ok(dx)
     }
@@ -135,12 +144,12 @@ impl<F: Float> Backend<F> for Cpu {
     }
 
     fn gelu_fwd(&self, x: &Vec<F>) -> OpResult<Vec<F>> {
-        let mut y = vec![F::ZERO; x.len()];
+        let mut y = alloc::zeros(x.len());
         act::gelu_fwd(x, &mut y);
         Ok(y)
     }
     fn gelu_bwd(&self, x: &Vec<F>, dy: &Vec<F>) -> OpResult<Vec<F>> {
-        let mut dx = vec![F::ZERO; x.len()];
+        let mut dx = alloc::zeros(x.len());
         act::gelu_bwd(x, dy, &mut dx);
         Ok(dx)
     }
@@ -152,9 +161,7 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &Dims,
         theta: f64,
     ) -> OpResult<(Vec<F>, MhaSaved<F>)> {
-        let mut y = vec![F::ZERO; dims.b * dims.s * dims.h * dims.hd];
-        let saved = mha::fwd(qkv, mask, dims, theta, &mut y);
-        Ok((y, saved))
+        Ok(mha::fwd(qkv, mask, dims, theta))
     }
     fn attention_bwd(
         &self,
@@ -163,9 +170,7 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &Dims,
         theta: f64,
     ) -> OpResult<Vec<F>> {
-        let mut dqkv = vec![F::ZERO; dims.b * dims.s * 3 * dims.h * dims.hd];
-        mha::bwd(saved, dy, dims, theta, &mut dqkv);
-        Ok(dqkv)
+        Ok(mha::bwd(saved, dy, dims, theta))
     }
 
     fn moe_fwd(
@@ -177,7 +182,7 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &MoeDims,
         _train: bool,
     ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
-        let mut y = vec![F::ZERO; dims.t * dims.d];
+        let mut y = alloc::zeros(dims.t * dims.d);
         let saved = moe::fwd(z, resid, &moe_weights(w), dims, Some(mask), &mut y);
         Ok((y, saved))
     }
@@ -217,7 +222,7 @@ impl<F: Float> Backend<F> for Cpu {
             e_up,
             e_down,
         };
-        let mut dz = vec![F::ZERO; z.len()];
+        let mut dz = alloc::zeros(z.len());
         moe::bwd(z, &moe_weights(w), saved, dy, aux_weight, dims, &mut dz, gr);
         Ok(dz)
     }
@@ -264,7 +269,7 @@ impl<F: Float> Backend<F> for Cpu {
         s: usize,
         d: usize,
     ) -> OpResult<Vec<F>> {
-        let mut dx = vec![F::ZERO; b * s * d];
+        let mut dx = alloc::zeros(b * s * d);
         pool::mean_bwd(dy, mask, b, s, d, &mut dx);
         Ok(dx)
     }
@@ -280,7 +285,7 @@ impl<F: Float> Backend<F> for Cpu {
         ignore: u32,
         dloss: F,
     ) -> OpResult<Vec<F>> {
-        let mut dl = vec![F::ZERO; logits.len()];
+        let mut dl = alloc::zeros(logits.len());
         xent::bwd(logits, targets, ignore, dloss, &mut dl);
         Ok(dl)
     }

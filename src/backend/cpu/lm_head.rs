@@ -7,6 +7,7 @@
 //! position) are skipped altogether. One extra product in the backward buys
 //! no `T·V` buffers (64 MB for `tiny` at batch 8, 270 MB for `small`).
 
+use super::alloc;
 use super::matmul::gemm;
 use crate::engine::float::{Float, max_lanes, sum_lanes};
 use rayon::prelude::*;
@@ -105,7 +106,7 @@ pub fn bwd<F: Float>(
     let v = table.len() / d;
     let t = targets.len();
     let rows = &saved.rows;
-    let mut dh = vec![F::ZERO; t * d];
+    let mut dh = alloc::zeros(t * d);
     if rows.is_empty() {
         return dh;
     }

@@ -5,7 +5,7 @@
 //! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
 //! experts run in parallel.
 
-use super::{act, matmul, moe_permute, router, swiglu};
+use super::{act, alloc, matmul, moe_permute, router, swiglu};
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
@@ -114,15 +114,22 @@ fn ffn_bwd<F: Float>(
     dwu: &mut [F],
     dwd: &mut [F],
 ) {
-    let mut dh = vec![F::ZERO; rows * f];
+    let mut dh = alloc::zeros(rows * f);
     matmul::bwd(h, wd, dy, rows, f, d, Some(&mut dh), dwd, None);
-    let mut da = vec![F::ZERO; rows * f];
-    let mut du = vec![F::ZERO; rows * f];
+    let mut da = alloc::zeros(rows * f);
+    let mut du = alloc::zeros(rows * f);
     swiglu::bwd(a, u, &dh, &mut da, &mut du);
     matmul::bwd(x, wg, &da, rows, d, f, Some(dx), dwg, None);
-    let mut dx2 = vec![F::ZERO; rows * d];
+    let mut dx2 = alloc::zeros(rows * d);
     matmul::bwd(x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
-    dx.iter_mut().zip(&dx2).for_each(|(a, &b)| *a += b);
+    add_into(dx, &dx2);
+}
+
+/// `acc += x`, element by element, in parallel pieces.
+fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
+    acc.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
 }
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
@@ -162,10 +169,10 @@ pub fn fwd<F: Float>(
     let mut g = vec![F::ZERO; t];
     act::sigmoid_fwd(&gl, &mut g);
     let (mut s_a, mut s_u, mut s_h, mut s_out) = (
-        vec![F::ZERO; t * sf],
-        vec![F::ZERO; t * sf],
-        vec![F::ZERO; t * sf],
-        vec![F::ZERO; t * d],
+        alloc::zeros(t * sf),
+        alloc::zeros(t * sf),
+        alloc::zeros(t * sf),
+        alloc::zeros(t * d),
     );
     ffn_fwd(
         z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
@@ -174,16 +181,15 @@ pub fn fwd<F: Float>(
     // Routed experts on their grouped rows.
     let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
     let rows = t * k;
-    let mut x_rows = vec![F::ZERO; rows * d];
-    for (r, &slot) in plan.sorted_slot.iter().enumerate() {
-        let tok = slot as usize / k;
-        x_rows[r * d..(r + 1) * d].copy_from_slice(&z[tok * d..(tok + 1) * d]);
-    }
+    let x_rows = alloc::par_written(rows * d, d, |r, row| {
+        let tok = plan.sorted_slot[r] as usize / k;
+        row.copy_from_slice(&z[tok * d..(tok + 1) * d]);
+    });
     let (mut a_rows, mut u_rows, mut h_rows, mut y_rows) = (
-        vec![F::ZERO; rows * f],
-        vec![F::ZERO; rows * f],
-        vec![F::ZERO; rows * f],
-        vec![F::ZERO; rows * d],
+        alloc::zeros(rows * f),
+        alloc::zeros(rows * f),
+        alloc::zeros(rows * f),
+        alloc::zeros(rows * d),
     );
     let off = &plan.expert_offset;
     segments(&mut a_rows, off, f)
@@ -263,10 +269,10 @@ pub fn bwd<F: Float>(
     } = *dm;
     let rows = t * k;
     let (mut ds_out, mut dg, mut dy_rows, mut dtopk_w) = (
-        vec![F::ZERO; t * d],
+        alloc::zeros(t * d),
         vec![F::ZERO; t],
-        vec![F::ZERO; rows * d],
-        vec![F::ZERO; t * k],
+        alloc::zeros(rows * d),
+        alloc::zeros(t * k),
     );
     moe_permute::combine_bwd(
         dout,
@@ -292,7 +298,7 @@ pub fn bwd<F: Float>(
     // Shared gate: g = sigmoid(z·w_D).
     let mut dgl = vec![F::ZERO; t];
     act::sigmoid_bwd(&s.g, &dg, &mut dgl);
-    let mut dz2 = vec![F::ZERO; t * d];
+    let mut dz2 = alloc::zeros(t * d);
     matmul::bwd(
         z,
         w.shared_gate,
@@ -304,11 +310,11 @@ pub fn bwd<F: Float>(
         gr.shared_gate,
         None,
     );
-    dz.iter_mut().zip(&dz2).for_each(|(a, &b)| *a += b);
+    add_into(dz, &dz2);
 
     // Routed experts, in parallel; each owns its slice of the stacked grads.
     let off = &s.plan.expert_offset;
-    let mut dx_rows = vec![F::ZERO; rows * d];
+    let mut dx_rows = alloc::zeros(rows * d);
     segments(&mut dx_rows, off, d)
         .into_par_iter()
         .zip(gr.e_gate.par_chunks_mut(f * d))
@@ -344,19 +350,28 @@ pub fn bwd<F: Float>(
                 dwd,
             );
         });
-    // Un-permute: add each routed row's input grad to its token, in row order (deterministic).
-    for (r, &slot) in s.plan.sorted_slot.iter().enumerate() {
-        let tok = slot as usize / k;
-        for (a, &b) in dz[tok * d..(tok + 1) * d]
-            .iter_mut()
-            .zip(&dx_rows[r * d..(r + 1) * d])
-        {
-            *a += b;
+    // Un-permute: add each routed row's input grad to its token, a token's
+    // rows in ascending row order (the order of a serial pass over the rows,
+    // so the sums do not depend on the threads).
+    let slot_pos = &s.plan.slot_pos;
+    dz.par_chunks_mut(d).enumerate().for_each(|(tok, acc)| {
+        let mut last = None;
+        for _ in 0..k {
+            let r = slot_pos[tok * k..(tok + 1) * k]
+                .iter()
+                .map(|&r| r as usize)
+                .filter(|&r| last.is_none_or(|l| r > l))
+                .min()
+                .expect("a token's k slots are on distinct rows");
+            acc.iter_mut()
+                .zip(&dx_rows[r * d..(r + 1) * d])
+                .for_each(|(a, &b)| *a += b);
+            last = Some(r);
         }
-    }
+    });
 
     // Router: weights are kept probabilities; plus the load-balancing loss.
-    let mut dprobs = vec![F::ZERO; t * n];
+    let mut dprobs = alloc::zeros(t * n);
     router::topk_bwd(&s.topk_idx, &dtopk_w, n, k, &mut dprobs);
     router::lb_loss_bwd(
         &s.topk_idx,
@@ -367,7 +382,7 @@ pub fn bwd<F: Float>(
         aux_weight,
         &mut dprobs,
     );
-    let mut dlogits = vec![F::ZERO; t * n];
+    let mut dlogits = alloc::zeros(t * n);
     router::softmax_bwd(&s.probs, &dprobs, n, &mut dlogits);
     matmul::bwd(
         z,
@@ -380,7 +395,7 @@ pub fn bwd<F: Float>(
         gr.router,
         None,
     );
-    dz.iter_mut().zip(&dz2).for_each(|(a, &b)| *a += b);
+    add_into(dz, &dz2);
 }
 
 #[cfg(test)]

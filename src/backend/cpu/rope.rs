@@ -4,6 +4,35 @@
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
+/// `(cos, sin)` of `sign * pos * theta^(-2i/hd)` for every position
+/// `pos < seq` and pair `i < hd/2`, row by position. Angles depend only on
+/// `(pos, i)`: one table per call, shared by every batch row and head.
+pub(super) fn table<F: Float>(seq: usize, hd: usize, theta: f64, sign: f64) -> Vec<(F, F)> {
+    let half = hd / 2;
+    let inv_freq: Vec<f64> = (0..half)
+        .map(|i| theta.powf(-2.0 * i as f64 / hd as f64))
+        .collect();
+    (0..seq * half)
+        .map(|k| {
+            let ang = sign * (k / half) as f64 * inv_freq[k % half];
+            (F::from_f64(ang.cos()), F::from_f64(ang.sin()))
+        })
+        .collect()
+}
+
+/// One head's vector `x` (`hd` long) rotated by one position's table row
+/// `cs` (`hd/2` pairs) into `o`.
+#[inline]
+pub(super) fn rotate_row<F: Float>(x: &[F], cs: &[(F, F)], o: &mut [F]) {
+    let half = cs.len();
+    let (xa, xb) = x[..2 * half].split_at(half);
+    let (oa, ob) = o[..2 * half].split_at_mut(half);
+    for ((((oa, ob), &a), &b), &(c, s)) in oa.iter_mut().zip(ob).zip(xa).zip(xb).zip(cs) {
+        *oa = a * c - b * s;
+        *ob = b * c + a * s;
+    }
+}
+
 /// Rotate each pair by `sign * pos * theta^(-2i/hd)`.
 fn rotate<F: Float>(
     x: &[F],
@@ -16,30 +45,14 @@ fn rotate<F: Float>(
 ) {
     let half = hd / 2;
     let row = heads * hd;
-    // Angles depend only on (pos, i): one cos/sin table per call, shared by
-    // every batch row and head.
-    let inv_freq: Vec<f64> = (0..half)
-        .map(|i| theta.powf(-2.0 * i as f64 / hd as f64))
-        .collect();
-    let table: Vec<(F, F)> = (0..seq * half)
-        .map(|k| {
-            let ang = sign * (k / half) as f64 * inv_freq[k % half];
-            (F::from_f64(ang.cos()), F::from_f64(ang.sin()))
-        })
-        .collect();
+    let table = table::<F>(seq, hd, theta, sign);
     out.par_chunks_mut(row)
         .zip(x.par_chunks(row))
         .enumerate()
         .for_each(|(bs, (o, xi))| {
             let cs = &table[(bs % seq) * half..][..half];
-            for h in 0..heads {
-                let base = h * hd;
-                for (i, &(c, s)) in cs.iter().enumerate() {
-                    let a = xi[base + i];
-                    let b = xi[base + i + half];
-                    o[base + i] = a * c - b * s;
-                    o[base + i + half] = b * c + a * s;
-                }
+            for (o, xi) in o.chunks_exact_mut(hd).zip(xi.chunks_exact(hd)) {
+                rotate_row(xi, cs, o);
             }
         });
 }

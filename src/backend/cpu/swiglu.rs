@@ -1,7 +1,7 @@
 //! SwiGLU activation: `out = silu(gate) * up`.
 
 use super::simd;
-use crate::engine::float::{Float, sigmoid};
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
@@ -46,12 +46,15 @@ pub fn bwd_new<F: Float>(gate: &[F], up: &[F], dout: &[F]) -> (Vec<F>, Vec<F>) {
 }
 
 fn bwd_piece<F: Float>(g: &[F], u: &[F], d: &[F], dg: &mut [F], du: &mut [F]) {
-    for i in 0..g.len() {
-        let s = sigmoid(g[i]);
-        let silu = g[i] * s;
-        du[i] = d[i] * silu;
-        // d silu/dg = s * (1 + g * (1 - s))
-        dg[i] = d[i] * u[i] * s * (F::ONE + g[i] * (F::ONE - s));
+    match (simd::as_f32(g), simd::as_f32(u), simd::as_f32(d)) {
+        (Some(g), Some(u), Some(d)) => simd::swiglu_bwd_f32(
+            g,
+            u,
+            d,
+            simd::as_f32_mut(dg).expect("dgate is f32 like gate"),
+            simd::as_f32_mut(du).expect("dup is f32 like gate"),
+        ),
+        _ => simd::swiglu_bwd_plain(g, u, d, dg, du),
     }
 }
 
