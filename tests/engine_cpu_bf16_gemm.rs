@@ -15,6 +15,7 @@
 //! parallel as well as the same products inside a rayon worker (serial).
 
 use half::bf16;
+use traffic_moe::backend::cpu_bf16::pack::Elem;
 use traffic_moe::backend::cpu_bf16::{Kernel, PackedMat, matmul};
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -204,4 +205,36 @@ fn bad_operands_are_errors_not_panics() {
         matmul(Kernel::Portable, &x, None, 0, &w, None).unwrap(),
         Vec::<f32>::new()
     );
+}
+
+/// Big enough to run in parallel: plain panels in 22 row blocks with
+/// several blocks of k and a bias; SwiGLU pairs in row blocks of at most
+/// 512 KiB of x, those of bf16 slots also cut into two panel groups; bf16
+/// and f32 slots. Each output is one tile's sum over the k
+/// blocks in order however the product is cut: bit-identical to the serial
+/// product inside a rayon worker.
+#[test]
+fn products_cut_into_row_blocks_and_panel_groups_equal_the_serial_product() {
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let (m, n, k) = (2100, 300, 600);
+    let (x, w, b) = (values(m * k, 11), values(n * k, 12), values(n, 13));
+    for kernel in kernels() {
+        for elem in [Elem::Bf16Pair, Elem::F32] {
+            let plain = PackedMat::new_as(elem, &w, n, k);
+            let swiglu = PackedMat::swiglu_as(elem, &w[..n / 2 * k], &w[n / 2 * k..], n / 2, k);
+            for (packed, bias) in [(&plain, Some(&b[..])), (&swiglu, None)] {
+                let cut = matmul(kernel, &x, None, m, packed, bias).unwrap();
+                let serial = pool.install(|| matmul(kernel, &x, None, m, packed, bias).unwrap());
+                let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&cut) == bits(&serial),
+                    "{kernel:?} {elem:?} {:?}: the cut product differs",
+                    packed.layout
+                );
+            }
+        }
+    }
 }
