@@ -36,7 +36,7 @@ pub fn global_grad_norm(params: &[Param]) -> f64 {
     let partial: Vec<f64> = params
         .par_iter()
         .flat_map(|p| p.grad.par_chunks(CHUNK))
-        .map(|c| c.iter().map(|&g| (g as f64) * (g as f64)).sum::<f64>())
+        .map(crate::backend::cpu::adamw::sum_squares)
         .collect();
     partial.iter().sum::<f64>().sqrt()
 }
