@@ -10,7 +10,6 @@ use crate::engine::{
     AttnDims as Dims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs,
     OpResult,
 };
-use rayon::prelude::*;
 
 /// The CPU backend (stateless: the ops parallelise with rayon themselves).
 #[derive(Clone, Copy, Debug, Default)]
@@ -63,9 +62,7 @@ impl<F: Float> Backend<F> for Cpu {
         Ok(vec![v])
     }
     fn add_assign(&self, acc: &mut Vec<F>, x: &Vec<F>) -> OpResult<()> {
-        acc.par_chunks_mut(1 << 14)
-            .zip(x.par_chunks(1 << 14))
-            .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
+        super::simd::add_into(acc, x);
         Ok(())
     }
     fn add(&self, a: &Vec<F>, b: &Vec<F>) -> OpResult<Vec<F>> {

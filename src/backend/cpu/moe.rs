@@ -5,7 +5,7 @@
 //! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
 //! experts run in parallel.
 
-use super::{act, alloc, matmul, moe_permute, router, swiglu};
+use super::{act, alloc, matmul, moe_permute, router, simd, swiglu};
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
@@ -122,14 +122,7 @@ fn ffn_bwd<F: Float>(
     matmul::bwd(x, wg, &da, rows, d, f, Some(dx), dwg, None);
     let mut dx2 = alloc::zeros(rows * d);
     matmul::bwd(x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
-    add_into(dx, &dx2);
-}
-
-/// `acc += x`, element by element, in parallel pieces.
-fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
-    acc.par_chunks_mut(1 << 14)
-        .zip(x.par_chunks(1 << 14))
-        .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
+    simd::add_into(dx, &dx2);
 }
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
@@ -310,7 +303,7 @@ pub fn bwd<F: Float>(
         gr.shared_gate,
         None,
     );
-    add_into(dz, &dz2);
+    simd::add_into(dz, &dz2);
 
     // Routed experts, in parallel; each owns its slice of the stacked grads.
     let off = &s.plan.expert_offset;
@@ -395,7 +388,7 @@ pub fn bwd<F: Float>(
         gr.router,
         None,
     );
-    add_into(dz, &dz2);
+    simd::add_into(dz, &dz2);
 }
 
 #[cfg(test)]

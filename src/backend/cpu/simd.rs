@@ -35,6 +35,16 @@ pub fn avx512() -> bool {
     }
 }
 
+/// `acc += x`, element by element, in parallel pieces (large activation
+/// gradients: a serial pass on the calling thread leaves the other cores
+/// waiting).
+pub fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
+    use rayon::prelude::*;
+    acc.par_chunks_mut(1 << 14)
+        .zip(x.par_chunks(1 << 14))
+        .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
+}
+
 /// `out = silu(gate) · up`, element by element.
 pub fn swiglu_f32(gate: &[f32], up: &[f32], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
