@@ -56,12 +56,23 @@ fn kernels() -> Vec<Kernel> {
     } else {
         eprintln!("this CPU has no AVX-512 BF16: only the portable kernel is tested");
     }
+    if Kernel::AmxBf16.available() {
+        ks.push(Kernel::AmxBf16);
+    } else {
+        eprintln!("this CPU (or OS) gives no AMX tiles: the AMX kernel is not tested here");
+    }
     ks
 }
 
 /// The last two run in several blocks of k (128 pairs each; 550 and 129
-/// pairs), with C accumulated across blocks and the bias added once.
-const SHAPES: [(usize, usize, usize); 11] = [
+/// pairs), with C accumulated across blocks and the bias added once. With
+/// k a multiple of 32 the AMX kernel runs on tiles (the rest fall back to
+/// AVX-512): one step, rows short of a step, several 256-row blocks.
+const SHAPES: [(usize, usize, usize); 15] = [
+    (1, 10, 32),
+    (33, 64, 64),
+    (70, 130, 512),
+    (600, 200, 256),
     (1, 1, 1),
     (1, 64, 128),
     (7, 65, 1),
@@ -115,38 +126,46 @@ fn products_inside_a_rayon_worker_run_serially_with_the_same_result() {
         .build()
         .unwrap();
     for kernel in kernels() {
-        let (m, n, k) = (300, 129, 129);
-        let (x, w) = (values(m * k, 4), values(n * k, 5));
-        let packed = PackedMat::new(&w, n, k);
-        let outside = matmul(kernel, &x, None, m, &packed, None).unwrap();
-        let inside = pool.install(|| matmul(kernel, &x, None, m, &packed, None).unwrap());
-        // Each element is one tile's dot product either way: bit-identical.
-        assert_eq!(outside, inside, "{kernel:?}");
+        for (m, n, k) in [(300, 129, 129), (300, 129, 256)] {
+            let (x, w) = (values(m * k, 4), values(n * k, 5));
+            let packed = PackedMat::new(&w, n, k);
+            let outside = matmul(kernel, &x, None, m, &packed, None).unwrap();
+            let inside = pool.install(|| matmul(kernel, &x, None, m, &packed, None).unwrap());
+            // Each element is one tile's dot product either way: bit-identical.
+            assert_eq!(outside, inside, "{kernel:?} m {m} n {n} k {k}");
+        }
     }
 }
 
 #[test]
 fn gathered_rows_equal_the_product_of_the_gathered_matrix() {
     for kernel in kernels() {
-        let (rows_x, n, k) = (40, 70, 33);
-        let x = values(rows_x * k, 6);
-        let w = values(n * k, 7);
-        let idx: Vec<u32> = (0..23).map(|i| (i * 7 % rows_x) as u32).collect();
-        let gathered: Vec<f32> = idx
-            .iter()
-            .flat_map(|&r| x[r as usize * k..][..k].to_vec())
-            .collect();
-        let packed = PackedMat::new(&w, n, k);
-        let a = matmul(kernel, &x, Some(&idx), idx.len(), &packed, None).unwrap();
-        let b = matmul(kernel, &gathered, None, idx.len(), &packed, None).unwrap();
-        assert_eq!(a, b, "{kernel:?}");
+        for (rows_x, n, k) in [(40, 70, 33), (40, 70, 64)] {
+            let x = values(rows_x * k, 6);
+            let w = values(n * k, 7);
+            let idx: Vec<u32> = (0..23).map(|i| (i * 7 % rows_x) as u32).collect();
+            let gathered: Vec<f32> = idx
+                .iter()
+                .flat_map(|&r| x[r as usize * k..][..k].to_vec())
+                .collect();
+            let packed = PackedMat::new(&w, n, k);
+            let a = matmul(kernel, &x, Some(&idx), idx.len(), &packed, None).unwrap();
+            let b = matmul(kernel, &gathered, None, idx.len(), &packed, None).unwrap();
+            assert_eq!(a, b, "{kernel:?} k {k}");
+        }
     }
 }
 
 #[test]
 fn swiglu_pairs_give_silu_of_gate_times_up() {
     for kernel in kernels() {
-        for &(m, f, k) in &[(1, 1, 1), (7, 33, 19), (20, 100, 128), (64, 256, 129)] {
+        for &(m, f, k) in &[
+            (1, 1, 1),
+            (7, 33, 19),
+            (20, 100, 128),
+            (64, 256, 129),
+            (45, 96, 256),
+        ] {
             let (x, g, u) = (values(m * k, 8), values(f * k, 9), values(f * k, 10));
             let packed = PackedMat::swiglu(&g, &u, f, k);
             let got = matmul(kernel, &x, None, m, &packed, None).unwrap();

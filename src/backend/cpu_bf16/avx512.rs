@@ -27,17 +27,38 @@ fn lanes(n: usize) -> __mmask16 {
 #[target_feature(enable = "avx512f,avx512bf16")]
 pub(super) unsafe fn pack_tile(x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
     let kp = k.div_ceil(2);
-    for (i, dst) in tile.chunks_exact_mut(kp).take(MR).enumerate() {
+    // SAFETY: as this function's.
+    unsafe { pack_rows(x, k, rows, kp, &mut tile[..MR * kp]) }
+}
+
+/// `rows` of `x` (width `k`) as bf16 pairs into `out`, row stride `stride`
+/// (>= ceil(k/2), the rest of a row zero), every row of `out` written:
+/// zeros past `rows`.
+///
+/// # Safety
+/// The CPU has AVX-512F and AVX-512 BF16; `rows` index rows of `x`.
+#[target_feature(enable = "avx512f,avx512bf16")]
+pub(super) unsafe fn pack_rows(
+    x: &[f32],
+    k: usize,
+    rows: &[usize],
+    stride: usize,
+    out: &mut [u32],
+) {
+    let kp = k.div_ceil(2);
+    debug_assert!(stride >= kp);
+    for (i, dst) in out.chunks_exact_mut(stride).enumerate() {
         let Some(&r) = rows.get(i) else {
             dst.fill(0);
             continue;
         };
+        dst[kp..].fill(0);
         let src = &x[r * k..][..k];
         let mut c = 0;
         while c < k {
             let nf = (k - c).min(32);
             // SAFETY: masked loads read only src[c..c + nf]; the masked store
-            // writes only dst[c/2..c/2 + ceil(nf/2)], inside `dst` (len kp).
+            // writes only dst[c/2..c/2 + ceil(nf/2)], inside `dst` (len >= kp).
             unsafe {
                 let lo = _mm512_maskz_loadu_ps(lanes(nf), src.as_ptr().add(c));
                 let hi = _mm512_maskz_loadu_ps(

@@ -14,6 +14,8 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+#[cfg(target_arch = "x86_64")]
+use super::amx;
 use super::kernel::{Kernel, Tile};
 use super::pack::{Elem, Layout, MR, NR, PackedMat};
 use crate::engine::{OpError, OpResult};
@@ -24,6 +26,11 @@ const MAX_BLOCK: usize = 16 * MR;
 const L2_SLICE: usize = 512 << 10;
 /// Slots of k per block of a plain product (see `run_block`).
 const KC: usize = 128;
+/// Rows per AMX step and k-pairs per AMX tile (`amx::ROWS`, `amx::KT`).
+const AMX_ROWS: usize = 32;
+const AMX_KT: usize = 16;
+/// Rows per block of an AMX product.
+const AMX_BLOCK: usize = 8 * AMX_ROWS;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -91,7 +98,18 @@ pub fn matmul_into(
     let big = m * n * w.k >= PARALLEL_MIN;
     let parallel = big && m > MR && rayon::current_thread_index().is_none();
     let panels = w.panels();
-    let (block, groups) = if parallel {
+    let amx = uses_amx(kernel, w);
+    let (block, groups) = if amx {
+        split_amx(
+            m,
+            w,
+            if parallel {
+                rayon::current_num_threads()
+            } else {
+                1
+            },
+        )
+    } else if parallel {
         split(m, w, rayon::current_num_threads())
     } else {
         (MAX_BLOCK, 1)
@@ -102,13 +120,27 @@ pub fn matmul_into(
         let (blk, g) = (piece / groups, piece % groups);
         let r0 = blk * block;
         let p0 = (g * per_group).min(panels);
+        let range = p0..(p0 + per_group).min(panels);
+        #[cfg(target_arch = "x86_64")]
+        if amx {
+            return run_block_amx(
+                x,
+                rows,
+                r0,
+                block.min(m - r0),
+                range,
+                w,
+                bias,
+                out.at(r0 * n),
+            );
+        }
         run_block(
             kernel,
             x,
             rows,
             r0,
             block.min(m - r0),
-            p0..(p0 + per_group).min(panels),
+            range,
             w,
             bias,
             out.at(r0 * n),
@@ -145,6 +177,59 @@ fn split(m: usize, w: &PackedMat, threads: usize) -> (usize, usize) {
     let block = m.div_ceil(blocks).div_ceil(MR) * MR;
     let groups = (4 * threads).div_ceil(blocks).clamp(1, w.panels().max(1));
     (block, groups)
+}
+
+/// Whether a product runs on AMX tiles: the kernel is AMX, the weights
+/// bf16 and k a whole number of tiles (32); the rest run on the AVX-512
+/// BF16 micro-kernel.
+fn uses_amx(kernel: Kernel, w: &PackedMat) -> bool {
+    cfg!(target_arch = "x86_64")
+        && kernel == Kernel::AmxBf16
+        && w.elem == Elem::Bf16Pair
+        && w.kp.is_multiple_of(AMX_KT)
+}
+
+/// An AMX product's pieces, `(rows per block, panel groups)`: row blocks of
+/// whole 32-row steps, at most [`AMX_BLOCK`] rows, so a panel read into L1
+/// serves many steps; panel groups for about two pieces per thread.
+fn split_amx(m: usize, w: &PackedMat, threads: usize) -> (usize, usize) {
+    let steps = m.div_ceil(AMX_ROWS);
+    let per_block = steps.min(AMX_BLOCK / AMX_ROWS);
+    let blocks = steps.div_ceil(per_block);
+    let groups = (2 * threads).div_ceil(blocks).clamp(1, w.panels().max(1));
+    (per_block * AMX_ROWS, groups)
+}
+
+/// [`run_block`] on AMX tiles: the block's rows rounded to bf16 once, then
+/// every panel of the range.
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+fn run_block_amx(
+    x: &[f32],
+    rows: Option<&[u32]>,
+    r0: usize,
+    mb: usize,
+    panels: std::ops::Range<usize>,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+    c: *mut f32,
+) {
+    let kp = w.kp;
+    let src: Vec<usize> = (r0..r0 + mb)
+        .map(|r| rows.map_or(r, |idx| idx[r] as usize))
+        .collect();
+    A_TILES.with_borrow_mut(|a| {
+        let len = mb.next_multiple_of(AMX_ROWS) * kp;
+        if a.len() < len {
+            a.resize(len, 0);
+        }
+        // SAFETY: `check` confirmed the AMX kernel (so AVX-512 BF16 and the
+        // tile state); `a` holds the padded rows; `uses_amx` checked kp.
+        unsafe {
+            amx::pack_rows(x, w.k, &src, kp, &mut a[..len]);
+            amx::block(&a[..len], kp, mb, panels, w, bias, c, w.n);
+        }
+    });
 }
 
 fn check(

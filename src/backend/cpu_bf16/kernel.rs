@@ -9,6 +9,10 @@ use crate::engine::float::sigmoid;
 /// Which micro-kernel a product runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
+    /// AMX tiles (`tdpbf16ps`, Intel Sapphire Rapids+) for bf16 products
+    /// whose k is a multiple of 32; the AVX-512 BF16 kernel for the rest
+    /// and for f32 panels.
+    AmxBf16,
     /// `vdpbf16ps` on 512-bit vectors (AVX-512 BF16: AMD Zen 4+, Intel
     /// Cooper Lake, Sapphire Rapids+); f32 panels with `vfmadd231ps`.
     Avx512Bf16,
@@ -22,7 +26,9 @@ pub enum Kernel {
 impl Kernel {
     /// The fastest kernel this CPU runs.
     pub fn detect() -> Kernel {
-        if Kernel::Avx512Bf16.available() {
+        if Kernel::AmxBf16.available() {
+            Kernel::AmxBf16
+        } else if Kernel::Avx512Bf16.available() {
             Kernel::Avx512Bf16
         } else {
             Kernel::Portable
@@ -34,7 +40,7 @@ impl Kernel {
     /// the portable kernel).
     pub fn detect_f32() -> Option<Kernel> {
         match Kernel::detect() {
-            Kernel::Avx512Bf16 => Some(Kernel::Avx512Bf16),
+            Kernel::AmxBf16 | Kernel::Avx512Bf16 => Some(Kernel::Avx512Bf16),
             _ if avx512f_detected() => Some(Kernel::Avx512F),
             _ => None,
         }
@@ -44,6 +50,7 @@ impl Kernel {
     pub fn available(self) -> bool {
         match self {
             Kernel::Portable => true,
+            Kernel::AmxBf16 => amx_detected(),
             Kernel::Avx512Bf16 => avx512_bf16_detected(),
             Kernel::Avx512F => avx512f_detected(),
         }
@@ -51,11 +58,12 @@ impl Kernel {
 
     /// Whether its vector code (attention, f32 panels) may use AVX-512F.
     pub fn has_avx512f(self) -> bool {
-        matches!(self, Kernel::Avx512Bf16 | Kernel::Avx512F)
+        matches!(self, Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512F)
     }
 
     pub fn name(self) -> &'static str {
         match self {
+            Kernel::AmxBf16 => "amx-bf16",
             Kernel::Avx512Bf16 => "avx512-bf16",
             Kernel::Avx512F => "avx512f",
             Kernel::Portable => "portable",
@@ -76,7 +84,7 @@ impl Kernel {
             (_, Elem::F32) => pack_tile_f32(x, k, rows, tile),
             #[cfg(target_arch = "x86_64")]
             // SAFETY: `matmul` only runs a kernel that `available()` confirmed.
-            (Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
+            (Kernel::AmxBf16 | Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
                 super::avx512::pack_tile(x, k, rows, tile)
             },
             _ => pack_tile_portable(x, k, rows, tile),
@@ -91,9 +99,11 @@ impl Kernel {
     pub(super) unsafe fn tile(self, t: &Tile) {
         match (self, t.elem) {
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe { super::avx512::tile(t) },
+            (Kernel::AmxBf16 | Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
+                super::avx512::tile(t)
+            },
             #[cfg(target_arch = "x86_64")]
-            (Kernel::Avx512Bf16 | Kernel::Avx512F, Elem::F32) => unsafe {
+            (Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512F, Elem::F32) => unsafe {
                 super::avx512::tile_f32(t)
             },
             (_, Elem::F32) => unsafe { tile_portable_f32(t) },
@@ -106,6 +116,17 @@ fn avx512f_detected() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+fn amx_detected() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        super::amx::detected()
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -209,18 +230,25 @@ pub(super) unsafe fn store(acc: &[[f32; NR]; MR], t: &Tile) {
     for (i, row) in acc.iter().enumerate().take(t.mr) {
         // SAFETY: the caller guarantees `mr` rows of `nout` writable columns.
         let out = unsafe { std::slice::from_raw_parts_mut(t.c.add(i * t.ldc), t.nout) };
-        match (t.layout, t.bias) {
-            (Layout::Plain, None) => out.copy_from_slice(&row[..t.nout]),
-            (Layout::Plain, Some(b)) => {
-                for ((o, &v), &bb) in out.iter_mut().zip(row).zip(b) {
-                    *o = v + bb;
-                }
+        epilogue_row(row, out, t.layout, t.bias);
+    }
+}
+
+/// One row of sums into `out` (the panel's `out.len()` outputs of it):
+/// `+ bias` (Plain) or `silu(gate)·up` (Swiglu).
+#[inline(always)]
+pub(super) fn epilogue_row(row: &[f32; NR], out: &mut [f32], layout: Layout, bias: Option<&[f32]>) {
+    match (layout, bias) {
+        (Layout::Plain, None) => out.copy_from_slice(&row[..out.len()]),
+        (Layout::Plain, Some(b)) => {
+            for ((o, &v), &bb) in out.iter_mut().zip(row).zip(b) {
+                *o = v + bb;
             }
-            (Layout::Swiglu, _) => {
-                let (g, u) = row.split_at(NR / 2);
-                for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
-                    *o = g * sigmoid(g) * u;
-                }
+        }
+        (Layout::Swiglu, _) => {
+            let (g, u) = row.split_at(NR / 2);
+            for ((o, &g), &u) in out.iter_mut().zip(g).zip(u) {
+                *o = g * sigmoid(g) * u;
             }
         }
     }

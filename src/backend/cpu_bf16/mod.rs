@@ -9,8 +9,10 @@
 //!   (or, for f32 weights, one `u32` per (k, output) holds an f32's bits).
 //!   A SwiGLU gate/up pair packs into one matrix whose panels hold 32 gate
 //!   and the matching 32 up outputs, so the kernel can write `silu(g)·u`.
-//! - `kernel` / `avx512`: the micro-kernel, an MR = 6 x NR = 64 tile, picked
-//!   at run time: `vdpbf16ps` when the CPU has AVX-512 BF16, else portable
+//! - `kernel` / `avx512` / `amx`: the micro-kernel, picked at run time: AMX
+//!   tiles (`tdpbf16ps`, 32 x 32 outputs a step) where the CPU and OS have
+//!   them, else an MR = 6 x NR = 64 tile on `vdpbf16ps` when the CPU has
+//!   AVX-512 BF16, else portable
 //!   Rust (bf16 widened to f32, f32 multiply-add); f32 panels on
 //!   `vfmadd231ps` (AVX-512F).
 //! - `gemm`: the blocked product, parallel over row blocks.
@@ -21,6 +23,8 @@
 //!   products on the bf16 GEMM, the rest f32 (the reference ops, and a
 //!   leaner attention without the training copies).
 
+#[cfg(target_arch = "x86_64")]
+pub mod amx;
 mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;

@@ -11,11 +11,18 @@ use super::executor::Executor;
 /// machine without a GPU would say the same), or panics when
 /// `TMOE_REQUIRE_GPU=1` (set on GPU machines so skips fail). No GPU is not a
 /// missing prerequisite under `TMOE_CI=1`: CI machines have none.
+/// `TMOE_GPU_ONLY=1` (tools/gpu-check.sh, with a device present) leaves the
+/// simulator runs out: they are CI's job, and a lent GPU's minutes are few.
 pub fn executors(test: &str) -> Vec<Executor> {
     static SKIP_ONCE: std::sync::Once = std::sync::Once::new();
     let mut v = vec![Executor::sim(), Executor::sim_reversed()];
     match Executor::cuda() {
-        Ok(e) => v.push(e),
+        Ok(e) => {
+            if std::env::var("TMOE_GPU_ONLY").is_ok_and(|v| v == "1") {
+                v.clear();
+            }
+            v.push(e)
+        }
         Err(e) => {
             if std::env::var("TMOE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: TMOE_REQUIRE_GPU=1 but the cuda executor is unavailable: {e}");

@@ -64,6 +64,9 @@ struct Report {
     /// One core's `vfmadd231ps` rate (null without AVX-512F).
     f32_peak_gflops_one_core: Option<f64>,
     f32_peak_gflops: Option<f64>,
+    /// One core's `tdpbf16ps` rate (AMX tiles; null where there are none).
+    amx_peak_gflops_one_core: Option<f64>,
+    amx_peak_gflops: Option<f64>,
     entries: Vec<Entry>,
     command: String,
 }
@@ -109,6 +112,14 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     let mhz = cpu_mhz();
     let f32_one = crate::backend::cpu_bf16::peak::f32_gflops(20_000_000);
     let f32_peak = f32_one.map(|p| p * threads as f64);
+    let amx_one = crate::backend::cpu_bf16::peak::amx_gflops(2_000_000);
+    let amx_peak = amx_one.map(|p| p * threads as f64);
+    if let Some(p) = amx_peak {
+        eprintln!(
+            "AMX tdpbf16ps peak: {:.1} GFLOP/s on one core, x {threads} threads = {p:.1} GFLOP/s",
+            p / threads as f64
+        );
+    }
     eprintln!(
         "f32 FMA peak: {} GFLOP/s on one core, x {threads} threads = {} GFLOP/s",
         f32_one.map_or("n/a".into(), |p| format!("{p:.1}")),
@@ -124,6 +135,7 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     );
     // (name, m, n, k, swiglu): tiny at 64 x 64 tokens, and a square.
     let c = crate::model::ModelConfig::named("tiny")?;
+    let s = crate::model::ModelConfig::named("small")?;
     let t = 64 * 64;
     let shapes = [
         ("qkv", t, 3 * c.d, c.d, false),
@@ -131,10 +143,17 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         ("shared_gate_up_swiglu", t, c.shared_ff, c.d, true),
         ("shared_down", t, c.d, c.shared_ff, false),
         ("square_512", 512, 512, 512, false),
+        ("small_qkv", t, 3 * s.d, s.d, false),
+        ("small_expert_gate_up_swiglu", 1024, s.expert_ff(), s.d, true),
+        ("small_expert_down", 1024, s.d, s.expert_ff(), false),
+        ("small_dense_down", 512, s.d, s.dense_ff(), false),
     ];
     let mut kernels = vec![Kernel::Portable];
     if Kernel::Avx512Bf16.available() {
         kernels.insert(0, Kernel::Avx512Bf16);
+    }
+    if Kernel::AmxBf16.available() {
+        kernels.insert(0, Kernel::AmxBf16);
     }
     let mut entries = Vec::new();
     for &(name, m, n, k, swiglu) in &shapes {
@@ -187,7 +206,12 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
                 matmul_into(kernel, &x, None, m, &packed, None, &mut y).expect("valid shapes");
                 std::hint::black_box(&y);
             });
-            record(kernel.name(), t, peak);
+            let ceiling = if kernel == Kernel::AmxBf16 {
+                amx_peak
+            } else {
+                peak
+            };
+            record(kernel.name(), t, ceiling);
         }
         if let Some(kernel) = Kernel::detect_f32() {
             let t = timings_ms(a.iters, || {
@@ -208,6 +232,8 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         peak_flop_per_cycle_one_core: one.zip(mhz).map(|(p, m)| p * 1e3 / m),
         f32_peak_gflops_one_core: f32_one,
         f32_peak_gflops: f32_peak,
+        amx_peak_gflops_one_core: amx_one,
+        amx_peak_gflops: amx_peak,
         entries,
         command: std::env::args().collect::<Vec<_>>().join(" "),
     };

@@ -1,0 +1,268 @@
+//! The AMX kernel (Intel Advanced Matrix Extensions: Sapphire Rapids and
+//! later Xeons): `tdpbf16ps` multiplies a 16 x 32 bf16 tile of activations
+//! by a 32 x 16 tile of weights into 16 x 16 f32 sums, 16 384 FLOPs in one
+//! instruction (one core measured about 3 TFLOP/s of it on the 2-core Xeon,
+//! against about 80 for `vdpbf16ps`).
+//!
+//! The weights need no other packing: a panel's k-pair rows (one `u32` per
+//! k-pair and output, [`super::pack`]) are exactly the "VNNI" layout of
+//! the B tile: 16 k-pairs x 16 outputs is 16 rows of 64 bytes at the
+//! panel's row stride (NR x 4 = 256 bytes). Activations are rounded to bf16
+//! rows (round to nearest even, as for the other kernels) of `kp16`
+//! k-pairs, zero-padded to a multiple of 16 pairs and of 32 rows.
+//!
+//! One step computes a 32 x 32 block of outputs: tiles 0-3 hold the sums
+//! (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4-5 the two row tiles of
+//! activations and 6-7 the two column tiles of weights: four loads per four
+//! products. The sums leave the tiles once, into a 32 x NR spill, and the
+//! epilogue (bias, or SwiGLU's `silu(gate) · up`) is the other kernels'.
+//!
+//! Within a sum the products of a k-pair are added in the order the
+//! instruction defines (even k, then odd), tile after tile of k: not the
+//! `vdpbf16ps` order, so the bits differ from the AVX-512 kernel's by
+//! rounding, and the tests compare the two with a tolerance.
+//!
+//! Linux gives a process the tile registers only on request
+//! (`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`): [`detected`]
+//! asks once. `TMOE_NO_AMX=1` turns the kernel off (A/B runs).
+
+use std::arch::asm;
+use std::sync::OnceLock;
+
+use super::kernel::epilogue_row;
+use super::pack::{Layout, NR};
+
+/// Rows of a step: two row tiles of 16.
+pub const ROWS: usize = 32;
+/// k-pairs per tile (64 bytes of bf16 pairs).
+pub const KT: usize = 16;
+
+/// Whether this process may run the AMX kernel: the CPU has AMX-TILE,
+/// AMX-BF16 and AVX-512 BF16 (for the activation rounding), the OS saves
+/// the tile state, and Linux granted the tile data to this process.
+pub fn detected() -> bool {
+    static OK: OnceLock<bool> = OnceLock::new();
+    *OK.get_or_init(|| !std::env::var("TMOE_NO_AMX").is_ok_and(|v| v == "1") && probe())
+}
+
+#[cfg(target_os = "linux")]
+fn probe() -> bool {
+    use std::arch::x86_64::__cpuid_count;
+    if !(is_x86_feature_detected!("avx512f")
+        && is_x86_feature_detected!("avx512bf16")
+        && is_x86_feature_detected!("xsave"))
+    {
+        return false;
+    }
+    // CPUID.(7,0).EDX: bit 22 AMX-BF16, bit 24 AMX-TILE.
+    let edx = __cpuid_count(7, 0).edx;
+    if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 {
+        return false;
+    }
+    // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA): the OS manages the state.
+    let (lo, _hi): (u32, u32);
+    // SAFETY: XSAVE (hence OSXSAVE-gated xgetbv) is present: checked above.
+    unsafe {
+        asm!("xgetbv", in("ecx") 0u32, out("eax") lo, out("edx") _hi, options(nomem, nostack))
+    };
+    if lo & (3 << 17) != 3 << 17 {
+        return false;
+    }
+    const ARCH_REQ_XCOMP_PERM: i64 = 0x1023;
+    const XFEATURE_XTILEDATA: i64 = 18;
+    const SYS_ARCH_PRCTL: i64 = 158;
+    let ret: i64;
+    // SAFETY: the arch_prctl system call with two integer arguments; the
+    // kernel clobbers rcx and r11.
+    unsafe {
+        asm!("syscall",
+            inlateout("rax") SYS_ARCH_PRCTL => ret,
+            in("rdi") ARCH_REQ_XCOMP_PERM,
+            in("rsi") XFEATURE_XTILEDATA,
+            lateout("rcx") _, lateout("r11") _,
+            options(nostack));
+    }
+    ret == 0
+}
+
+#[cfg(not(target_os = "linux"))]
+fn probe() -> bool {
+    false
+}
+
+/// Palette 1, all eight tiles 16 rows of 64 bytes.
+#[repr(C, align(64))]
+struct TileConfig([u8; 64]);
+
+const CONFIG: TileConfig = {
+    let mut c = [0u8; 64];
+    c[0] = 1;
+    let mut t = 0;
+    while t < 8 {
+        c[16 + 2 * t] = 64; // bytes per row (u16, little-endian)
+        c[48 + t] = 16; // rows
+        t += 1;
+    }
+    TileConfig(c)
+};
+
+/// Activation rows for [`block`]: `rows` of `x` (width `k`) rounded to bf16
+/// pairs, row stride `kp16`, then zero rows up to a multiple of [`ROWS`].
+///
+/// # Safety
+/// AVX-512F and AVX-512 BF16 ([`detected`]); `out` holds
+/// `rows.len().next_multiple_of(ROWS) · kp16` slots; `kp16 >= ceil(k/2)`.
+pub(super) unsafe fn pack_rows(x: &[f32], k: usize, rows: &[usize], kp16: usize, out: &mut [u32]) {
+    let padded = rows.len().next_multiple_of(ROWS);
+    debug_assert!(out.len() >= padded * kp16);
+    // SAFETY: as this function's.
+    unsafe { super::avx512::pack_rows(x, k, rows, kp16, &mut out[..padded * kp16]) };
+}
+
+/// `mb` rows of the product (activations `a` from [`pack_rows`], row
+/// stride `kp16`) against every panel of `panels`, written through the
+/// epilogue to `c` (the block's first output, row stride `n`).
+///
+/// # Safety
+/// [`detected`]; `w`'s slots are bf16 pairs with `kp` a multiple of [`KT`]
+/// (`kp16 == kp`); `c` is valid for `mb` rows of `n` outputs.
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn block(
+    a: &[u32],
+    kp16: usize,
+    mb: usize,
+    panels: std::ops::Range<usize>,
+    w: &super::pack::PackedMat,
+    bias: Option<&[f32]>,
+    c: *mut f32,
+    n: usize,
+) {
+    debug_assert!(w.kp == kp16 && kp16.is_multiple_of(KT));
+    debug_assert!(a.len() >= mb.next_multiple_of(ROWS) * kp16);
+    let per = w.outputs_per_panel();
+    let mut spill = [[0f32; NR]; ROWS];
+    // SAFETY: the CPU has AMX and this process the tile state ([`detected`]).
+    unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+    for p in panels {
+        let col = p * per;
+        let nout = per.min(n - col);
+        let panel = w.panel(p);
+        for r0 in (0..mb).step_by(ROWS) {
+            for half in 0..2 {
+                // SAFETY: 32 rows of kp16 slots from r0 (padded rows
+                // included); the panel's kp rows of NR slots; the spill
+                // holds 32 rows of NR f32.
+                unsafe {
+                    step(
+                        a.as_ptr().add(r0 * kp16),
+                        kp16 * 4,
+                        panel.as_ptr().add(half * 32),
+                        kp16 / KT,
+                        spill.as_mut_ptr().cast::<f32>().add(half * 32),
+                    )
+                };
+            }
+            for (i, row) in spill.iter().enumerate().take(ROWS.min(mb - r0)) {
+                // SAFETY: row r0 + i < mb, outputs col .. col + nout < n.
+                let out =
+                    unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * n + col), nout) };
+                let b = bias.map(|b| &b[col..col + nout]);
+                // SAFETY: AVX-512F, as for the other kernels' epilogue.
+                unsafe { epilogue(row, out, w.layout, b) };
+            }
+        }
+    }
+    // SAFETY: as ldtilecfg above; frees the tile state for context switches.
+    unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+#[target_feature(enable = "avx512f")]
+unsafe fn epilogue(row: &[f32; NR], out: &mut [f32], layout: Layout, bias: Option<&[f32]>) {
+    epilogue_row(row, out, layout, bias);
+}
+
+/// One 32 x 32 block over `ktiles` tiles of k: `a` (row stride `lda`
+/// bytes), `b` the panel's first column of the block (row stride NR slots),
+/// sums to `c` (row stride NR f32).
+///
+/// # Safety
+/// Tiles configured by [`CONFIG`]; the pointers cover what is read and written.
+#[inline(always)]
+unsafe fn step(a: *const u32, lda: usize, b: *const u32, ktiles: usize, c: *mut f32) {
+    let ldb = NR * 4;
+    let a_next_rows = 16 * lda;
+    // SAFETY: as this function's: each tile load reads 16 rows of 64 bytes.
+    unsafe {
+        asm!(
+            "tilezero tmm0",
+            "tilezero tmm1",
+            "tilezero tmm2",
+            "tilezero tmm3",
+            "2:",
+            "tileloadd tmm4, [{a} + {lda}*1]",
+            "tileloadd tmm6, [{b} + {ldb}*1]",
+            "tileloadd tmm5, [{a2} + {lda}*1]",
+            "tileloadd tmm7, [{b} + {ldb}*1 + 64]",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "add {a}, 64",
+            "add {a2}, 64",
+            "add {b}, {bstep}",
+            "dec {n}",
+            "jnz 2b",
+            "tilestored [{c} + {ldb}*1], tmm0",
+            "tilestored [{c} + {ldb}*1 + 64], tmm1",
+            "tilestored [{c2} + {ldb}*1], tmm2",
+            "tilestored [{c2} + {ldb}*1 + 64], tmm3",
+            a = inout(reg) a => _,
+            a2 = inout(reg) a.cast::<u8>().add(a_next_rows) => _,
+            b = inout(reg) b => _,
+            n = inout(reg) ktiles => _,
+            lda = in(reg) lda,
+            ldb = in(reg) ldb,
+            bstep = in(reg) KT * ldb,
+            c = in(reg) c,
+            c2 = in(reg) c.add(16 * NR),
+            options(nostack),
+        );
+    }
+}
+
+/// One core's `tdpbf16ps` GFLOP/s ceiling: `iters` rounds of four
+/// independent products on tiles of ones. Returns the FLOPs done.
+///
+/// # Safety
+/// [`detected`].
+pub unsafe fn peak_flops_loop(iters: u64) -> f64 {
+    let ones = vec![0x3F80_3F80u32; 16 * 16];
+    // SAFETY: as this function's; each load reads 16 rows of 64 bytes of `ones`.
+    unsafe {
+        asm!(
+            "ldtilecfg [{cfg}]",
+            "tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3",
+            "tileloadd tmm4, [{p} + {s}*1]",
+            "tileloadd tmm5, [{p} + {s}*1]",
+            "tileloadd tmm6, [{p} + {s}*1]",
+            "tileloadd tmm7, [{p} + {s}*1]",
+            "test {n}, {n}",
+            "jz 3f",
+            "2:",
+            "tdpbf16ps tmm0, tmm4, tmm6",
+            "tdpbf16ps tmm1, tmm4, tmm7",
+            "tdpbf16ps tmm2, tmm5, tmm6",
+            "tdpbf16ps tmm3, tmm5, tmm7",
+            "dec {n}",
+            "jnz 2b",
+            "3:",
+            "tilerelease",
+            cfg = in(reg) CONFIG.0.as_ptr(),
+            p = in(reg) ones.as_ptr(),
+            s = in(reg) 64usize,
+            n = inout(reg) iters => _,
+            options(nostack),
+        );
+    }
+    iters as f64 * 4.0 * 16.0 * 16.0 * 32.0 * 2.0
+}
