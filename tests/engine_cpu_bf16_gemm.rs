@@ -214,6 +214,12 @@ fn bad_operands_are_errors_not_panics() {
         matmul(Kernel::Portable, &x, None, 3, &w, Some(&[0.0; 7])).is_err(),
         "short bias"
     );
+    if !Kernel::AmxBf16.available() {
+        assert!(
+            matmul(Kernel::AmxBf16, &x, None, 3, &w, None).is_err(),
+            "the AMX kernel must be refused where the CPU or OS gives no tiles"
+        );
+    }
     if !Kernel::Avx512Bf16.available() {
         assert!(
             matmul(Kernel::Avx512Bf16, &x, None, 3, &w, None).is_err(),

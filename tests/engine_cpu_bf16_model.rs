@@ -108,6 +108,11 @@ fn check(ffn: FfnKind) {
     } else {
         eprintln!("this CPU has no AVX-512 BF16: only the portable kernel is tested");
     }
+    if Kernel::AmxBf16.available() {
+        engines.push(CpuBf16::with_kernel(Kernel::AmxBf16).unwrap());
+    } else {
+        eprintln!("this CPU (or OS) gives no AMX tiles: the AMX kernel is not tested here");
+    }
     let store = Bf16Params::pack(&p);
     for engine in engines {
         let ctx = format!("{ffn:?} on {}", engine.kernel().name());

@@ -140,6 +140,12 @@ pub(super) unsafe fn block(
     debug_assert!(w.kp == kp16 && kp16.is_multiple_of(KT));
     debug_assert!(a.len() >= mb.next_multiple_of(ROWS) * kp16);
     let per = w.outputs_per_panel();
+    // A step of a plain product without bias whose 32 rows and 64 outputs
+    // all exist: its sums are the outputs, stored from the tiles straight
+    // into C. The others go through a 32-row spill and the epilogue.
+    let direct = |r0: usize, nout: usize| {
+        w.layout == Layout::Plain && bias.is_none() && r0 + ROWS <= mb && nout == NR
+    };
     let mut spill = [[0f32; NR]; ROWS];
     // SAFETY: the CPU has AMX and this process the tile state ([`detected`]).
     unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
@@ -147,23 +153,35 @@ pub(super) unsafe fn block(
         let col = p * per;
         let nout = per.min(n - col);
         let panel = w.panel(p);
-        for r0 in (0..mb).step_by(ROWS) {
+        // SAFETY (every `step` below): 32 rows of kp16 slots from r0
+        // (padded rows included); the panel's kp rows of NR slots; the
+        // output holds 32 rows of 32 f32 at its stride.
+        let run = |r0: usize, half: usize, out: *mut f32, ldc: usize| unsafe {
+            step(
+                a.as_ptr().add(r0 * kp16),
+                kp16 * 4,
+                panel.as_ptr().add(half * 32),
+                kp16 / KT,
+                out,
+                ldc,
+            )
+        };
+        // Direct steps half a panel (32 outputs) at a time against every
+        // step of rows: the half's weights stay in L1 while rows stream.
+        for half in 0..2 {
+            for r0 in (0..mb).step_by(ROWS).filter(|&r0| direct(r0, nout)) {
+                // SAFETY: rows r0 .. r0 + 32 <= mb, outputs col .. col + 64 <= n.
+                run(r0, half, unsafe { c.add(r0 * n + col + half * 32) }, n * 4);
+            }
+        }
+        // The rest a step at a time, both halves (SwiGLU's epilogue needs
+        // the gate and the up sums of a row), through the spill.
+        for r0 in (0..mb).step_by(ROWS).filter(|&r0| !direct(r0, nout)) {
             for half in 0..2 {
-                // SAFETY: 32 rows of kp16 slots from r0 (padded rows
-                // included); the panel's kp rows of NR slots; the spill
-                // holds 32 rows of NR f32.
-                unsafe {
-                    step(
-                        a.as_ptr().add(r0 * kp16),
-                        kp16 * 4,
-                        panel.as_ptr().add(half * 32),
-                        kp16 / KT,
-                        spill.as_mut_ptr().cast::<f32>().add(half * 32),
-                    )
-                };
+                run(r0, half, spill[0][half * 32..].as_mut_ptr(), NR * 4);
             }
             for (i, row) in spill.iter().enumerate().take(ROWS.min(mb - r0)) {
-                // SAFETY: row r0 + i < mb, outputs col .. col + nout < n.
+                // SAFETY: row r0 + i < mb, outputs col .. col + nout <= n.
                 let out =
                     unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * n + col), nout) };
                 let b = bias.map(|b| &b[col..col + nout]);
@@ -183,12 +201,12 @@ unsafe fn epilogue(row: &[f32; NR], out: &mut [f32], layout: Layout, bias: Optio
 
 /// One 32 x 32 block over `ktiles` tiles of k: `a` (row stride `lda`
 /// bytes), `b` the panel's first column of the block (row stride NR slots),
-/// sums to `c` (row stride NR f32).
+/// sums to `c` (row stride `ldc` bytes).
 ///
 /// # Safety
 /// Tiles configured by [`CONFIG`]; the pointers cover what is read and written.
 #[inline(always)]
-unsafe fn step(a: *const u32, lda: usize, b: *const u32, ktiles: usize, c: *mut f32) {
+unsafe fn step(a: *const u32, lda: usize, b: *const u32, ktiles: usize, c: *mut f32, ldc: usize) {
     let ldb = NR * 4;
     let a_next_rows = 16 * lda;
     // SAFETY: as this function's: each tile load reads 16 rows of 64 bytes.
@@ -212,10 +230,10 @@ unsafe fn step(a: *const u32, lda: usize, b: *const u32, ktiles: usize, c: *mut 
             "add {b}, {bstep}",
             "dec {n}",
             "jnz 2b",
-            "tilestored [{c} + {ldb}*1], tmm0",
-            "tilestored [{c} + {ldb}*1 + 64], tmm1",
-            "tilestored [{c2} + {ldb}*1], tmm2",
-            "tilestored [{c2} + {ldb}*1 + 64], tmm3",
+            "tilestored [{c} + {ldc}*1], tmm0",
+            "tilestored [{c} + {ldc}*1 + 64], tmm1",
+            "tilestored [{c2} + {ldc}*1], tmm2",
+            "tilestored [{c2} + {ldc}*1 + 64], tmm3",
             a = inout(reg) a => _,
             a2 = inout(reg) a.cast::<u8>().add(a_next_rows) => _,
             b = inout(reg) b => _,
@@ -224,7 +242,8 @@ unsafe fn step(a: *const u32, lda: usize, b: *const u32, ktiles: usize, c: *mut 
             ldb = in(reg) ldb,
             bstep = in(reg) KT * ldb,
             c = in(reg) c,
-            c2 = in(reg) c.add(16 * NR),
+            c2 = in(reg) c.cast::<u8>().add(16 * ldc),
+            ldc = in(reg) ldc,
             options(nostack),
         );
     }

@@ -144,7 +144,13 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         ("shared_down", t, c.d, c.shared_ff, false),
         ("square_512", 512, 512, 512, false),
         ("small_qkv", t, 3 * s.d, s.d, false),
-        ("small_expert_gate_up_swiglu", 1024, s.expert_ff(), s.d, true),
+        (
+            "small_expert_gate_up_swiglu",
+            1024,
+            s.expert_ff(),
+            s.d,
+            true,
+        ),
         ("small_expert_down", 1024, s.d, s.expert_ff(), false),
         ("small_dense_down", 512, s.d, s.dense_ff(), false),
     ];
