@@ -176,7 +176,7 @@ pub(crate) fn open_classifier(a: &Args) -> Result<Classifier> {
         (None, Some(v)) => VocabSource::VocabFile(v),
         (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
     };
-    super::warn_if_bf16_slower(a.device, a.precision);
+    super::advise_cpu_precision(a.device, a.precision);
     Classifier::open_with_precision(&a.checkpoint, vocab, a.seq_len, a.device, a.precision)
 }
 

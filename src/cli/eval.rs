@@ -73,7 +73,7 @@ pub fn print_capture_vote(report: &EvalReport) {
 
 /// Runs the evaluation and writes every output file; returns the report.
 pub fn evaluate(a: &Args) -> Result<EvalReport> {
-    super::warn_if_bf16_slower(a.device, a.precision);
+    super::advise_cpu_precision(a.device, a.precision);
     let opts = EvalOpts {
         split: a.split.clone(),
         batch: a.batch,

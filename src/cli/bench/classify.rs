@@ -157,7 +157,7 @@ struct Input {
 
 pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
-    crate::cli::warn_if_bf16_slower(a.device, a.precision);
+    crate::cli::advise_cpu_precision(a.device, a.precision);
     let (seq, batch) = (
         a.seq
             .unwrap_or(if a.device == Device::Sim { 32 } else { 64 }),

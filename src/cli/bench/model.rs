@@ -274,7 +274,7 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         !(a.train && a.precision == Precision::Bf16),
         "--precision bf16 is an inference engine: --train needs f32"
     );
-    crate::cli::warn_if_bf16_slower(a.device, a.precision);
+    crate::cli::advise_cpu_precision(a.device, a.precision);
     let device_name = match (a.device.gpu()?, a.precision) {
         (Some(g), _) => g.executor().device_info().name,
         (None, Precision::F32) if a.train => "CPU".into(),
