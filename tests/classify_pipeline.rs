@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::cli::classify;
-use traffic_moe::engine::Device;
+use traffic_moe::engine::{Device, Precision};
 use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::infer::pipeline::{PipelineConfig, classify_files};
 use traffic_moe::model::FfnKind;
@@ -148,6 +148,50 @@ fn pipeline_classifies_real_captures_like_the_serial_path() {
     classes.sort();
     classes.dedup();
     assert!(classes.len() >= 2, "predicted classes {classes:?}");
+
+    // bf16 weights on this CPU's fastest packed kernel (AMX tiles, AVX-512
+    // BF16 or portable: named in the message) predict what f32 does: the
+    // issue lets CPU inference use bf16 only where its predictions agree.
+    // This one-epoch model's top classes are often nearly tied, so bf16
+    // rounding may pick the other of two: then the probability it gives
+    // its class must be f32's top probability to within the same small
+    // tolerance (a flip between near-equals, not a different answer).
+    let kernel = traffic_moe::backend::cpu_bf16::Kernel::detect().name();
+    let clf16 = Classifier::open_with_precision(
+        &ckpt,
+        VocabSource::Dataset(&data),
+        None,
+        Device::Cpu,
+        Precision::Bf16,
+    )
+    .unwrap();
+    let bf16 = serial(&clf16, &files, 16);
+    assert_eq!(bf16.len(), want.len(), "flows in bf16 ({kernel})");
+    let (mut same, mut worst) = (0usize, 0f32);
+    for (b, w) in bf16.iter().zip(&want) {
+        assert_eq!(
+            (b.0, b.1, b.2),
+            (w.0, w.1, w.2),
+            "bf16 ({kernel}): the same flows"
+        );
+        same += usize::from(b.3 == w.3);
+        worst = worst.max((b.4 - w.4).abs());
+    }
+    let agree = same as f64 / want.len() as f64;
+    eprintln!(
+        "bf16 on {kernel}: {same} of {} flows in f32's class ({:.2} %), top probabilities within {worst:.2e}",
+        want.len(),
+        100.0 * agree
+    );
+    assert!(
+        worst < 2e-3,
+        "bf16 on {kernel}: top probabilities differ from f32's by up to {worst}"
+    );
+    assert!(
+        agree >= 0.95,
+        "bf16 on {kernel} agrees with f32 on {:.2} % of flows",
+        100.0 * agree
+    );
 }
 
 #[test]
