@@ -31,6 +31,8 @@ const AMX_ROWS: usize = 32;
 const AMX_KT: usize = 16;
 /// Rows per block of an AMX product.
 const AMX_BLOCK: usize = 8 * AMX_ROWS;
+/// Bytes of an AMX block's bf16 rows to keep in L2 (`split_amx`).
+const AMX_L2_ROWS: usize = 1 << 20;
 /// Products below this many multiply-adds run on the calling thread.
 const PARALLEL_MIN: usize = 1 << 18;
 
@@ -191,10 +193,14 @@ fn uses_amx(kernel: Kernel, w: &PackedMat) -> bool {
 
 /// An AMX product's pieces, `(rows per block, panel groups)`: row blocks of
 /// whole 32-row steps, at most [`AMX_BLOCK`] rows, so a panel read into L1
-/// serves many steps; panel groups for about two pieces per thread.
+/// serves many steps, and no more than keep the block's bf16 rows within
+/// [`AMX_L2_ROWS`] bytes (a long k, e.g. the small dense twin's 5,120: the
+/// rows are re-read for every panel); panel groups for about two pieces
+/// per thread.
 fn split_amx(m: usize, w: &PackedMat, threads: usize) -> (usize, usize) {
     let steps = m.div_ceil(AMX_ROWS);
-    let per_block = steps.min(AMX_BLOCK / AMX_ROWS);
+    let fit = (AMX_L2_ROWS / (AMX_ROWS * w.kp.max(1) * 4)).max(1);
+    let per_block = steps.min(AMX_BLOCK / AMX_ROWS).min(fit);
     let blocks = steps.div_ceil(per_block);
     let groups = (2 * threads).div_ceil(blocks).clamp(1, w.panels().max(1));
     (per_block * AMX_ROWS, groups)
