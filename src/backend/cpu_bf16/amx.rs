@@ -177,8 +177,11 @@ pub(super) unsafe fn block(
         // The rest a step at a time, both halves (SwiGLU's epilogue needs
         // the gate and the up sums of a row), through the spill.
         for r0 in (0..mb).step_by(ROWS).filter(|&r0| !direct(r0, nout)) {
+            // From the whole spill: the step writes all 32 of its rows.
+            let rows = spill.as_mut_ptr().cast::<f32>();
             for half in 0..2 {
-                run(r0, half, spill[0][half * 32..].as_mut_ptr(), NR * 4);
+                // SAFETY: half · 32 < NR, inside the spill's first row.
+                run(r0, half, unsafe { rows.add(half * 32) }, NR * 4);
             }
             for (i, row) in spill.iter().enumerate().take(ROWS.min(mb - r0)) {
                 // SAFETY: row r0 + i < mb, outputs col .. col + nout <= n.
