@@ -1,15 +1,17 @@
 //! `tmoe bench cpu-gemm`: the packed CPU engine's GEMM (`backend::cpu_bf16`)
 //! at the tiny model's product shapes (batch 64 x sequence 64 = 4,096 token
-//! rows) and a 512³ square, each bf16 kernel this CPU runs, its f32 panels
-//! (the f32 inference engine) where the CPU has AVX-512F, and the f32 `gemm`
-//! crate the training engine uses: GFLOP/s (2·m·n·k, useful outputs only; a
-//! SwiGLU pair counts both its gate and up products) and the share of the
-//! peak of the instruction each runs on.
+//! rows), a 512³ square and the small model's QKV, expert and dense-twin
+//! products, on each bf16 kernel this CPU runs (AMX tiles, AVX-512 BF16,
+//! portable), its f32 panels (the f32 inference engine) where the CPU has
+//! AVX-512F, and the f32 `gemm` crate the training engine uses: GFLOP/s
+//! (2·m·n·k, useful outputs only; a SwiGLU pair counts both its gate and up
+//! products) and the share of the peak of the instruction each runs on.
 //!
 //! The peaks are measured, not assumed: one core's rate on a loop of
-//! independent `vdpbf16ps` (64 FLOP each) or `vfmadd231ps` (32), times the
-//! cores rayon uses; the clock `/proc/cpuinfo` reports is printed beside
-//! them, with the FLOP per cycle that implies.
+//! independent `tdpbf16ps` (16,384 FLOP each), `vdpbf16ps` (64) or
+//! `vfmadd231ps` (32), times the cores rayon uses; the clock
+//! `/proc/cpuinfo` reports is printed beside them, with the FLOP per cycle
+//! that implies.
 
 use std::mem::MaybeUninit;
 use std::path::PathBuf;
