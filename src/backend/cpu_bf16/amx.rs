@@ -29,13 +29,9 @@
 use std::arch::asm;
 use std::sync::OnceLock;
 
+use super::gemm::{AMX_KT as KT, AMX_ROWS as ROWS};
 use super::kernel::epilogue_row;
 use super::pack::{Layout, NR};
-
-/// Rows of a step: two row tiles of 16.
-pub const ROWS: usize = 32;
-/// k-pairs per tile (64 bytes of bf16 pairs).
-pub const KT: usize = 16;
 
 /// Whether this process may run the AMX kernel: the CPU has AMX-TILE,
 /// AMX-BF16 and AVX-512 BF16 (for the activation rounding), the OS saves
@@ -106,21 +102,8 @@ const CONFIG: TileConfig = {
     TileConfig(c)
 };
 
-/// Activation rows for [`block`]: `rows` of `x` (width `k`) rounded to bf16
-/// pairs, row stride `kp16`, then zero rows up to a multiple of [`ROWS`].
-///
-/// # Safety
-/// AVX-512F and AVX-512 BF16 ([`detected`]); `out` holds
-/// `rows.len().next_multiple_of(ROWS) · kp16` slots; `kp16 >= ceil(k/2)`.
-pub(super) unsafe fn pack_rows(x: &[f32], k: usize, rows: &[usize], kp16: usize, out: &mut [u32]) {
-    let padded = rows.len().next_multiple_of(ROWS);
-    debug_assert!(out.len() >= padded * kp16);
-    // SAFETY: as this function's.
-    unsafe { super::avx512::pack_rows(x, k, rows, kp16, &mut out[..padded * kp16]) };
-}
-
-/// `mb` rows of the product (activations `a` from [`pack_rows`], row
-/// stride `kp16`) against every panel of `panels`, written through the
+/// `mb` rows of the product (activations `a`: bf16 pairs, row stride
+/// `kp16`, zero rows up to a multiple of [`ROWS`]) against every panel of `panels`, written through the
 /// epilogue to `c` (the block's first output, row stride `n`).
 ///
 /// # Safety

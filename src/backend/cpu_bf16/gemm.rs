@@ -26,9 +26,10 @@ const MAX_BLOCK: usize = 16 * MR;
 const L2_SLICE: usize = 512 << 10;
 /// Slots of k per block of a plain product (see `run_block`).
 const KC: usize = 128;
-/// Rows per AMX step and k-pairs per AMX tile (`amx::ROWS`, `amx::KT`).
-const AMX_ROWS: usize = 32;
-const AMX_KT: usize = 16;
+/// Rows per AMX step (two row tiles of 16) and k-pairs per AMX tile (64
+/// bytes of bf16 pairs): shared with `amx`, which exists on x86-64 only.
+pub(super) const AMX_ROWS: usize = 32;
+pub(super) const AMX_KT: usize = 16;
 /// Rows per block of an AMX product.
 const AMX_BLOCK: usize = 8 * AMX_ROWS;
 /// Bytes of an AMX block's bf16 rows to keep in L2 (`split_amx`).
@@ -221,21 +222,25 @@ fn run_block_amx(
     c: *mut f32,
 ) {
     let kp = w.kp;
-    let src: Vec<usize> = (r0..r0 + mb)
-        .map(|r| rows.map_or(r, |idx| idx[r] as usize))
-        .collect();
+    let src: Vec<usize> = (r0..r0 + mb).map(|r| x_row(rows, r)).collect();
     A_TILES.with_borrow_mut(|a| {
         let len = mb.next_multiple_of(AMX_ROWS) * kp;
         if a.len() < len {
             a.resize(len, 0);
         }
         // SAFETY: `check` confirmed the AMX kernel (so AVX-512 BF16 and the
-        // tile state); `a` holds the padded rows; `uses_amx` checked kp.
+        // tile state); `a` holds the rows padded to whole steps, zeros past
+        // `src`; `uses_amx` checked kp.
         unsafe {
-            amx::pack_rows(x, w.k, &src, kp, &mut a[..len]);
+            super::avx512::pack_rows(x, w.k, &src, kp, &mut a[..len]);
             amx::block(&a[..len], kp, mb, panels, w, bias, c, w.n);
         }
     });
+}
+
+/// The row of x that row `r` of the product reads (a gather, or itself).
+fn x_row(rows: Option<&[u32]>, r: usize) -> usize {
+    rows.map_or(r, |idx| idx[r] as usize)
 }
 
 fn check(
@@ -311,7 +316,7 @@ fn run_block(
             let mr = MR.min(mb - t * MR);
             for (i, s) in src.iter_mut().enumerate().take(mr) {
                 let r = r0 + t * MR + i;
-                *s = rows.map_or(r, |idx| idx[r] as usize);
+                *s = x_row(rows, r);
             }
             kernel.pack_tile(w.elem, x, w.k, &src[..mr], tile);
         }

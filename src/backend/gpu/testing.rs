@@ -17,12 +17,8 @@ pub fn executors(test: &str) -> Vec<Executor> {
     static SKIP_ONCE: std::sync::Once = std::sync::Once::new();
     let mut v = vec![Executor::sim(), Executor::sim_reversed()];
     match Executor::cuda() {
-        Ok(e) => {
-            if std::env::var("TMOE_GPU_ONLY").is_ok_and(|v| v == "1") {
-                v.clear();
-            }
-            v.push(e)
-        }
+        Ok(e) if std::env::var("TMOE_GPU_ONLY").is_ok_and(|v| v == "1") => v = vec![e],
+        Ok(e) => v.push(e),
         Err(e) => {
             if std::env::var("TMOE_REQUIRE_GPU").is_ok_and(|v| v == "1") {
                 panic!("{test}: TMOE_REQUIRE_GPU=1 but the cuda executor is unavailable: {e}");
