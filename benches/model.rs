@@ -20,6 +20,8 @@
 use criterion::{Criterion, Throughput, criterion_group};
 use std::time::Duration;
 use traffic_moe::autograd::{ParamStore, Tape};
+use traffic_moe::backend::cpu::Cpu;
+use traffic_moe::backend::cpu::matmul::Products;
 use traffic_moe::eval::predict::predict_probs;
 use traffic_moe::model::batch::{Batch, MemSequences};
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
@@ -105,11 +107,43 @@ fn bench(c: &mut Criterion) {
             let mut opt = AdamW::new(AdamWConfig::default(), &params);
             g.bench_function("train_step", |bn| {
                 bn.iter(|| {
-                    train_step(&model, &mut params, &mut opt, &x, Task::Lm, 0.02, 1e-4, 1.0)
-                        .unwrap()
-                        .loss
+                    train_step(
+                        Cpu::EXACT,
+                        &model,
+                        &mut params,
+                        &mut opt,
+                        &x,
+                        Task::Lm,
+                        0.02,
+                        1e-4,
+                        1.0,
+                    )
+                    .unwrap()
+                    .loss
                 })
             });
+            // Mixed precision (bf16 operands, f32 sums) where this CPU has a
+            // bf16 kernel.
+            if let Some(p) = Products::bf16() {
+                g.bench_function("train_step_bf16", |bn| {
+                    bn.iter(|| {
+                        let cpu = Cpu::with_products(p);
+                        train_step(
+                            cpu,
+                            &model,
+                            &mut params,
+                            &mut opt,
+                            &x,
+                            Task::Lm,
+                            0.02,
+                            1e-4,
+                            1.0,
+                        )
+                        .unwrap()
+                        .loss
+                    })
+                });
+            }
             g.finish();
         }
     }
@@ -161,9 +195,19 @@ fn timed_steps(steps: usize, filter: &str) {
                             .unwrap()
                             .task_loss
                     } else {
-                        train_step(&model, &mut params, &mut opt, &x, Task::Lm, 0.02, 1e-4, 1.0)
-                            .unwrap()
-                            .loss
+                        train_step(
+                            Cpu::EXACT,
+                            &model,
+                            &mut params,
+                            &mut opt,
+                            &x,
+                            Task::Lm,
+                            0.02,
+                            1e-4,
+                            1.0,
+                        )
+                        .unwrap()
+                        .loss
                     }
                 };
                 run(); // warm-up

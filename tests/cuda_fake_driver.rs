@@ -109,7 +109,13 @@ fn a_warm_training_step_allocates_nothing() {
     let cfg = common::micro_config(FfnKind::Moe, 0);
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
-    let mut tr = Trainer::new(Device::Cuda, params, opt).unwrap();
+    let mut tr = Trainer::new(
+        Device::Cuda,
+        traffic_moe::engine::Precision::F32,
+        params,
+        opt,
+    )
+    .unwrap();
     let data = common::micro_batches();
     for b in &data[..2] {
         tr.step(&model, b, Task::Lm, 0.02, 1e-3, 1.0).unwrap();

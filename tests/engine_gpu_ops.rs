@@ -229,12 +229,16 @@ fn tensors_zeros_scalar_to_host() {
         ensure!(host(g, &t)? == x, "to_host is not the uploaded bf16 values");
         let z = g.zeros(45)?;
         let zh = host(g, &z)?;
-        let zc = Backend::<f32>::zeros(&Cpu, 45)?;
+        let zc = Backend::<f32>::zeros(&Cpu::EXACT, 45)?;
         ensure!(zh == zc, "zeros: {zh:?}");
         // Not a bf16 value: the scalar stays fp32.
         let v = 1.234_567_9f32;
         let s = g.scalar(v)?;
-        ensure!(host(g, &s)? == Cpu.scalar(v)?, "scalar: {:?}", host(g, &s)?);
+        ensure!(
+            host(g, &s)? == Cpu::EXACT.scalar(v)?,
+            "scalar: {:?}",
+            host(g, &s)?
+        );
         Ok(())
     });
 }
@@ -244,10 +248,10 @@ fn add_and_add_assign() {
     let n = 37 * 24;
     let mut r = Rng::new(2);
     let (a, b) = (r.vec(n, 2.0), r.vec(n, 1.0));
-    let want = Cpu.add(&a, &b).unwrap();
+    let want = Cpu::EXACT.add(&a, &b).unwrap();
     // The shared path adds to the GPU's bf16 sum: start from it rounded.
     let mut want2: Vec<f32> = want.iter().map(|&v| bf(v)).collect();
-    Cpu.add_assign(&mut want2, &a).unwrap();
+    Cpu::EXACT.add_assign(&mut want2, &a).unwrap();
     on_gpus("add", |g| {
         let (ta, tb) = (up(g, &a)?, up(g, &b)?);
         let sum = g.add(&ta, &tb)?;
@@ -282,10 +286,14 @@ fn embedding_with_repeated_ids() {
     // 37 ids over 13 distinct values: most rows repeat.
     let ids: Vec<u32> = (0..37u32).map(|i| (i * 7) % 13 * 3).collect();
     let dy = r.vec(ids.len() * d, 1.0);
-    let want_y = Cpu.embedding_fwd(&ids, &table.value, d).unwrap();
+    let want_y = Cpu::EXACT.embedding_fwd(&ids, &table.value, d).unwrap();
     let mut want_dt = vec![0.0; vocab * d];
-    Cpu.embedding_bwd(&ids, &dy, d, &mut want_dt).unwrap();
-    Cpu.embedding_bwd(&ids, &dy, d, &mut want_dt).unwrap();
+    Cpu::EXACT
+        .embedding_bwd(&ids, &dy, d, &mut want_dt)
+        .unwrap();
+    Cpu::EXACT
+        .embedding_bwd(&ids, &dy, d, &mut want_dt)
+        .unwrap();
     on_gpus("embedding", |g| {
         let params = [table.clone()];
         let (y, grads) = with_store(g, &params, |v, mut gr| {
@@ -314,9 +322,9 @@ fn rmsnorm() {
     let x = r.vec(rows * d, 2.0);
     let w: Vec<f32> = r.vec(d, 0.5).iter().map(|v| bf(1.0 + v)).collect();
     let dy = r.vec(rows * d, 1.0);
-    let (want_y, want_rstd) = Cpu.rmsnorm_fwd(&x, &w, d).unwrap();
+    let (want_y, want_rstd) = Cpu::EXACT.rmsnorm_fwd(&x, &w, d).unwrap();
     let mut want_dw = vec![0.0; d];
-    let want_dx = Cpu
+    let want_dx = Cpu::EXACT
         .rmsnorm_bwd(&x, &w, &want_rstd, &dy, d, &mut want_dw)
         .unwrap();
     let p = [param("norm.weight", vec![d], w.clone())];
@@ -346,13 +354,13 @@ fn linear(rows: usize, din: usize, dout: usize, bias: bool, seed: u64) {
     if bias {
         params.push(param("lin.bias", vec![dout], b.clone()));
     }
-    let want_y = Cpu
+    let want_y = Cpu::EXACT
         .linear_fwd(&x, &w, bias.then_some(&b[..]), rows, din, dout)
         .unwrap();
     let (mut want_dw, mut want_db) = (vec![0.0; dout * din], vec![0.0; dout]);
     let mut want_dx = Vec::new();
     for _ in 0..2 {
-        want_dx = Cpu
+        want_dx = Cpu::EXACT
             .linear_bwd(
                 &x,
                 &w,
@@ -440,8 +448,8 @@ fn swiglu() {
     let n = 37 * 24;
     let mut r = Rng::new(11);
     let (gate, upv, dy) = (r.vec(n, 4.0), r.vec(n, 2.0), r.vec(n, 1.0));
-    let want_y = Cpu.swiglu_fwd(&gate, &upv).unwrap();
-    let (want_dg, want_du) = Cpu.swiglu_bwd(&gate, &upv, &dy).unwrap();
+    let want_y = Cpu::EXACT.swiglu_fwd(&gate, &upv).unwrap();
+    let (want_dg, want_du) = Cpu::EXACT.swiglu_bwd(&gate, &upv, &dy).unwrap();
     on_gpus("swiglu", |g| {
         let (tg, tu) = (up(g, &gate)?, up(g, &upv)?);
         let y = host(g, &g.swiglu_fwd(&tg, &tu)?)?;
@@ -461,8 +469,8 @@ fn gelu() {
     let n = 37 * 24;
     let mut r = Rng::new(12);
     let (x, dy) = (r.vec(n, 4.0), r.vec(n, 1.0));
-    let want_y = Cpu.gelu_fwd(&x).unwrap();
-    let want_dx = Cpu.gelu_bwd(&x, &dy).unwrap();
+    let want_y = Cpu::EXACT.gelu_fwd(&x).unwrap();
+    let want_dx = Cpu::EXACT.gelu_bwd(&x, &dy).unwrap();
     on_gpus("gelu", |g| {
         let tx = up(g, &x)?;
         let y = host(g, &g.gelu_fwd(&tx)?)?;
@@ -488,8 +496,8 @@ fn attention(s: usize, lens: &[usize], seed: u64) {
     let qkv = r.vec(t * 3 * w, 2.0);
     let dy = r.vec(t * w, 1.0);
     let m = mask(dims.s, lens);
-    let (want_y, saved) = Cpu.attention_fwd(&qkv, &m, &dims, theta).unwrap();
-    let want_dqkv = Cpu.attention_bwd(&saved, &dy, &dims, theta).unwrap();
+    let (want_y, saved) = Cpu::EXACT.attention_fwd(&qkv, &m, &dims, theta).unwrap();
+    let want_dqkv = Cpu::EXACT.attention_bwd(&saved, &dy, &dims, theta).unwrap();
     on_gpus(&format!("attention {lens:?}"), |g| {
         let (y, saved) = g.attention_fwd(&up(g, &qkv)?, &m, &dims, theta)?;
         let dqkv = host(g, &g.attention_bwd(&saved, &up(g, &dy)?, &dims, theta)?)?;
@@ -613,9 +621,9 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
 
     let vals: Vec<&[f32]> = params.iter().map(|p| &p.value[..]).collect();
     let wc: [&[f32]; 8] = vals.try_into().unwrap();
-    let (want_y, saved) = Cpu.moe_fwd(&z, &resid, &m, wc, &dm, true).unwrap();
-    let want_aux = Cpu.moe_aux(&saved).unwrap()[0];
-    let want_route = Backend::<f32>::moe_routing(&Cpu, &saved).unwrap();
+    let (want_y, saved) = Cpu::EXACT.moe_fwd(&z, &resid, &m, wc, &dm, true).unwrap();
+    let want_aux = Cpu::EXACT.moe_aux(&saved).unwrap()[0];
+    let want_route = Backend::<f32>::moe_routing(&Cpu::EXACT, &saved).unwrap();
     let mut want_g = zeros_like(&params);
     let gc: [&mut [f32]; 8] = want_g
         .iter_mut()
@@ -623,7 +631,7 @@ fn moe(s: usize, lens: &[usize], balanced: bool, seed: u64) {
         .collect::<Vec<_>>()
         .try_into()
         .unwrap();
-    let want_dz = Cpu
+    let want_dz = Cpu::EXACT
         .moe_bwd(&z, wc, &saved, &dy, aux_weight, &dm, gc)
         .unwrap();
     // The levels decide the top-2 by logit gaps of 1: the routing is the
@@ -759,7 +767,7 @@ fn ffn(t: usize, seed: u64) {
     let dy = r.vec(t * d, 1.0);
     let vals: Vec<&[f32]> = params.iter().map(|p| &p.value[..]).collect();
     let wc: [&[f32]; 3] = vals.try_into().unwrap();
-    let (want_y, saved) = Cpu.ffn_fwd(&z, &resid, wc, &dm, true).unwrap();
+    let (want_y, saved) = Cpu::EXACT.ffn_fwd(&z, &resid, wc, &dm, true).unwrap();
     let mut want_g = zeros_like(&params);
     let gc: [&mut [f32]; 3] = want_g
         .iter_mut()
@@ -767,7 +775,7 @@ fn ffn(t: usize, seed: u64) {
         .collect::<Vec<_>>()
         .try_into()
         .unwrap();
-    let want_dz = Cpu.ffn_bwd(&z, wc, &saved, &dy, &dm, gc).unwrap();
+    let want_dz = Cpu::EXACT.ffn_bwd(&z, wc, &saved, &dy, &dm, gc).unwrap();
     on_gpus(&format!("ffn t={t}"), |g| {
         let ((y, dz, y_infer), grads) = with_store(g, &params, |v, gr| {
             let w: [&GpuParam; 3] = v.try_into().map_err(|_| anyhow::anyhow!("3 params"))?;
@@ -824,8 +832,8 @@ fn mean_pool_padded() {
     let dy = r.vec(b * d, 1.0);
     // A full, a short, an empty (all padding) and a one-token sequence.
     let m = mask(s, &[17, 5, 0, 1]);
-    let want_y = Cpu.mean_pool_fwd(&x, &m, b, s, d).unwrap();
-    let want_dx = Cpu.mean_pool_bwd(&dy, &m, b, s, d).unwrap();
+    let want_y = Cpu::EXACT.mean_pool_fwd(&x, &m, b, s, d).unwrap();
+    let want_dx = Cpu::EXACT.mean_pool_bwd(&dy, &m, b, s, d).unwrap();
     on_gpus("mean_pool", |g| {
         let y = host(g, &g.mean_pool_fwd(&up(g, &x)?, &m, b, s, d)?)?;
         let dx = host(g, &g.mean_pool_bwd(&up(g, &dy)?, &m, b, s, d)?)?;
@@ -851,8 +859,10 @@ fn xent_with_ignored_targets() {
         })
         .collect();
     let dloss = 0.75;
-    let want_loss: f32 = Cpu.xent_fwd(&logits, &targets, IGNORE).unwrap();
-    let want_dl = Cpu.xent_bwd(&logits, &targets, IGNORE, dloss).unwrap();
+    let want_loss: f32 = Cpu::EXACT.xent_fwd(&logits, &targets, IGNORE).unwrap();
+    let want_dl = Cpu::EXACT
+        .xent_bwd(&logits, &targets, IGNORE, dloss)
+        .unwrap();
     let none = vec![IGNORE; t];
     on_gpus("xent", |g| {
         let tl = up(g, &logits)?;
@@ -872,7 +882,7 @@ fn xent_with_ignored_targets() {
         );
         // Every target ignored: no loss, no gradient (as the CPU engine).
         let loss0 = g.xent_fwd(&tl, &none, IGNORE)?;
-        let want0: f32 = Cpu.xent_fwd(&logits, &none, IGNORE).unwrap();
+        let want0: f32 = Cpu::EXACT.xent_fwd(&logits, &none, IGNORE).unwrap();
         ensure!(loss0 == want0, "all ignored: loss {loss0} vs cpu {want0}");
         let dl0 = host(g, &g.xent_bwd(&tl, &none, IGNORE, dloss)?)?;
         ensure!(dl0.iter().all(|&x| x == 0.0), "all ignored: a gradient");
@@ -896,11 +906,11 @@ fn lm_head_xent_tied_table() {
         })
         .collect();
     let dloss = 0.75;
-    let (want_loss, saved) = Cpu
+    let (want_loss, saved) = Cpu::EXACT
         .lm_head_xent_fwd(&h, &table.value, d, &targets, IGNORE)
         .unwrap();
     let mut want_dt = vec![0.0; vocab * d];
-    let want_dh = Cpu
+    let want_dh = Cpu::EXACT
         .lm_head_xent_bwd(&h, &table.value, d, &targets, &saved, dloss, &mut want_dt)
         .unwrap();
     let params = [table.clone()];

@@ -71,7 +71,13 @@ fn optimizer_state_round_trips_through_the_device() {
     let cfg = common::micro_config(FfnKind::Moe, 0);
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
-    let mut tr = Trainer::new(Device::Sim, params.clone(), opt).unwrap();
+    let mut tr = Trainer::new(
+        Device::Sim,
+        traffic_moe::engine::Precision::F32,
+        params.clone(),
+        opt,
+    )
+    .unwrap();
     tr.step(
         &model,
         &common::micro_batches()[0],
@@ -88,7 +94,13 @@ fn optimizer_state_round_trips_through_the_device() {
         "moments stayed zero"
     );
     // Upload what was downloaded: the same state comes back (packing is exact).
-    let tr2 = Trainer::new(Device::Sim, p1.clone(), o1.clone()).unwrap();
+    let tr2 = Trainer::new(
+        Device::Sim,
+        traffic_moe::engine::Precision::F32,
+        p1.clone(),
+        o1.clone(),
+    )
+    .unwrap();
     let (p2, o2) = (tr2.params().unwrap(), tr2.optimizer().unwrap());
     assert_eq!(p1, p2);
     assert_eq!((o1.m, o1.v, o1.step), (o2.m, o2.v, o2.step));

@@ -45,6 +45,7 @@ fn popts(out: &std::path::Path, steps: u64, ffn: FfnKind) -> PretrainOpts {
         force: false,
         stop_after: None,
         device: traffic_moe::engine::Device::Cpu,
+        precision: traffic_moe::engine::Precision::F32,
         keep_at: Vec::new(),
     }
 }

@@ -9,6 +9,8 @@
 #       shapes and thread count, one after the other in this run; PyTorch in
 #       f32 and in bf16 (same-run-torch-CFG-bf16.*), CFG = tiny and small
 #   same-run-{tmoe,torch}-CFG-train.{txt,json}  a training step (f32) on both
+#   same-run-{tmoe,torch}-CFG-train-bf16.*     a training step in bf16: ours
+#       mixed precision (where the CPU has a bf16 kernel), PyTorch autocast
 # `tools/classify-figures.sh torch` runs only the same-run comparisons.
 # PYTHON: an interpreter with torch (default python3). RESULTS: write there
 # instead of bench/results/cpu (e.g. a folder per machine). Run it on an
@@ -67,5 +69,14 @@ if "$py" -c 'import torch' 2>/dev/null; then
     --out "$out/same-run-torch-$cfg-train.json" --force
 else
   echo "no torch for $py: the PyTorch side is skipped (PYTHON=/path/to/python with torch)"
+fi
+echo "== same run: a training step in bf16 (ours: mixed precision; PyTorch: autocast), $cfg"
+timed "$out/same-run-tmoe-$cfg-train-bf16.txt" "$tmoe" bench model --device cpu --config "$cfg" --train \
+  --precision bf16 --batch 8,32 --seq 64 --iters 5 --out "$out/same-run-tmoe-$cfg-train-bf16.json" --force \
+  || echo "no bf16 kernel on this CPU: bf16 training skipped"
+if "$py" -c 'import torch' 2>/dev/null; then
+  timed "$out/same-run-torch-$cfg-train-bf16.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
+    --train --dtype bf16 --no-compile --batch 8,32 --seq 64 --iters 5 --threads "$threads" \
+    --out "$out/same-run-torch-$cfg-train-bf16.json" --force
 fi
 done

@@ -161,8 +161,7 @@ pub struct Tape<F: Float, B: Backend<F> = Cpu> {
 
 impl<F: Float> Default for Tape<F, Cpu> {
     fn default() -> Self {
-        crate::backend::cpu::alloc::keep_freed_memory();
-        Tape::with_backend(Cpu)
+        Tape::with_cpu(Cpu::EXACT)
     }
 }
 
@@ -172,10 +171,16 @@ impl<F: Float> Tape<F, Cpu> {
         Self::default()
     }
 
+    /// A tape on the CPU ops with `cpu`'s products (see `Products`).
+    pub fn with_cpu(cpu: Cpu) -> Self {
+        crate::backend::cpu::alloc::keep_freed_memory();
+        Tape::with_backend(cpu)
+    }
+
     /// An inference tape on the CPU reference ops.
     pub fn cpu_inference() -> Self {
         crate::backend::cpu::alloc::keep_freed_memory();
-        Tape::inference(Cpu)
+        Tape::inference(Cpu::EXACT)
     }
 
     /// A tensor's values (the CPU tape keeps them on the host).

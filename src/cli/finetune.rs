@@ -68,6 +68,12 @@ pub struct Args {
     /// engine's kernels in the simulator: slow, for checking a pipeline).
     #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
     pub device: crate::engine::Device,
+    /// Training precision on the CPU: f32, or bf16 mixed precision (the
+    /// linear layers', experts' and LM head's products on bf16 operands
+    /// with f32 sums, on AMX tiles where the CPU has them; weights,
+    /// gradients and AdamW state f32). The GPU engine is always bf16.
+    #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
+    pub precision: crate::engine::Precision,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -119,6 +125,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         progress: !a.quiet,
         force: a.force,
         device: a.device,
+        precision: a.precision,
     };
     let r = finetune(&opts, &train, &val, info.vocab_hash)?;
     let (model, params, _) = load_classifier(&r.checkpoint)?;

@@ -69,6 +69,12 @@ pub struct Args {
     /// engine's kernels in the simulator: slow, for checking a pipeline).
     #[arg(long, value_enum, default_value_t = crate::engine::Device::Cpu)]
     pub device: crate::engine::Device,
+    /// Training precision on the CPU: f32, or bf16 mixed precision (the
+    /// linear layers', experts' and LM head's products on bf16 operands
+    /// with f32 sums, on AMX tiles where the CPU has them; weights,
+    /// gradients and AdamW state f32). The GPU engine is always bf16.
+    #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
+    pub precision: crate::engine::Precision,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -93,6 +99,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         force: a.force,
         stop_after: a.stop_after,
         device: a.device,
+        precision: a.precision,
         keep_at: Vec::new(),
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;

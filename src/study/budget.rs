@@ -164,6 +164,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
             force: true,
             stop_after: None,
             device: o.device,
+            precision: crate::engine::Precision::F32,
             keep_at: budgets.clone(),
         };
         pretrain(&opts, &corpus, info.vocab_hash)?;

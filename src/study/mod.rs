@@ -262,6 +262,7 @@ fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
         force: true,
         stop_after: None,
         device: o.device,
+        precision: crate::engine::Precision::F32,
         keep_at: Vec::new(),
     };
     Ok(pretrain(&opts, &train, info.vocab_hash)?.checkpoint)
@@ -407,6 +408,7 @@ fn run_with(
                 progress: o.progress,
                 force: true,
                 device: o.device,
+                precision: crate::engine::Precision::F32,
             };
             let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;

@@ -46,6 +46,9 @@ pub struct FinetuneOpts {
     pub force: bool,
     /// The engine that trains (`cpu`, or the GPU engine on `cuda` / `sim`).
     pub device: Device,
+    /// Training precision on the CPU engine: f32, or bf16 mixed precision
+    /// (products on bf16 operands, f32 sums and state: `Products`).
+    pub precision: crate::engine::Precision,
 }
 
 #[derive(Clone, Debug)]
@@ -191,7 +194,7 @@ pub fn finetune(
     };
     let opt =
         AdamW::new(AdamWConfig::default(), &params).with_layerwise_decay(cfg.layers, opts.llrd);
-    let mut tr = Trainer::new(opts.device, params, opt)?;
+    let mut tr = Trainer::new(opts.device, opts.precision, params, opt)?;
     let mut order = Shuffler::new(train_idx.clone(), opts.seed);
     let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
     let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);

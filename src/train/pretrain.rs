@@ -39,6 +39,9 @@ pub struct PretrainOpts {
     pub stop_after: Option<u64>,
     /// The engine that trains (`cpu`, or the GPU engine on `cuda` / `sim`).
     pub device: Device,
+    /// Training precision on the CPU engine: f32, or bf16 mixed precision
+    /// (products on bf16 operands, f32 sums and state: `Products`).
+    pub precision: crate::engine::Precision,
     /// Also keep the weights at these steps, as `model-step<N>.safetensors`
     /// (a pretraining-budget curve from one run).
     pub keep_at: Vec<u64>,
@@ -136,7 +139,7 @@ pub fn pretrain(
     let t0 = Instant::now();
     let mut tokens = 0usize;
     let mut history = Vec::new();
-    let mut tr = Trainer::new(opts.device, params, opt)?;
+    let mut tr = Trainer::new(opts.device, opts.precision, params, opt)?;
     let save = |tr: &Trainer, step: u64| -> anyhow::Result<()> {
         let (params, opt) = (tr.params()?, tr.optimizer()?);
         checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), &params, true)?;

@@ -3,6 +3,7 @@
 
 use super::optim::{AdamW, Param, clip_grad_norm, zero_grads};
 use crate::autograd::{ParamStore, Tape};
+use crate::backend::cpu::Cpu;
 use crate::model::batch::Batch;
 use crate::model::{Inputs, Model};
 
@@ -23,6 +24,7 @@ pub enum Task {
 
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
+    cpu: Cpu,
     model: &Model,
     params: &mut Vec<Param>,
     opt: &mut AdamW,
@@ -38,7 +40,7 @@ pub fn train_step(
         b: batch.b,
         s: batch.s,
     };
-    let mut tape = Tape::<f32>::new();
+    let mut tape = Tape::<f32, Cpu>::with_cpu(cpu);
     let f = {
         let p = params.values();
         match task {

@@ -6,8 +6,10 @@
 use super::optim::{AdamW, Param};
 use super::step::{StepStats, Task, train_step};
 use crate::autograd::{ParamStore, Tape};
+use crate::backend::cpu::Cpu;
+use crate::backend::cpu::matmul::Products;
 use crate::backend::gpu::engine::{Gpu, GpuParams};
-use crate::engine::Device;
+use crate::engine::{Device, Precision};
 use crate::eval::predict::Weights;
 use crate::model::batch::Batch;
 use crate::model::{Inputs, Model};
@@ -16,6 +18,8 @@ pub enum Trainer {
     Cpu {
         params: Vec<Param>,
         opt: AdamW,
+        /// The engine, with its products' precision.
+        cpu: Cpu,
     },
     Gpu {
         gpu: Gpu,
@@ -27,9 +31,31 @@ pub enum Trainer {
 
 impl Trainer {
     /// Weights and optimizer state on `device` (uploaded for a GPU engine).
-    pub fn new(device: Device, params: Vec<Param>, opt: AdamW) -> anyhow::Result<Trainer> {
+    /// `precision` bf16 on the CPU is mixed precision ([`Products`]); the
+    /// GPU engine always is.
+    pub fn new(
+        device: Device,
+        precision: Precision,
+        params: Vec<Param>,
+        opt: AdamW,
+    ) -> anyhow::Result<Trainer> {
         Ok(match device.gpu()? {
-            None => Trainer::Cpu { params, opt },
+            None => {
+                let products = match precision {
+                    Precision::F32 => Products::F32,
+                    Precision::Bf16 => Products::bf16().ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "--precision bf16: this CPU has neither AMX tiles nor AVX-512 BF16, \
+                             so bf16 training would be slower than f32 here; use f32"
+                        )
+                    })?,
+                };
+                Trainer::Cpu {
+                    params,
+                    opt,
+                    cpu: Cpu::with_products(products),
+                }
+            }
             Some(gpu) => {
                 let mut store = GpuParams::upload(gpu.executor(), &params)?;
                 store.upload_state(&opt.m, &opt.v, opt.step)?;
@@ -59,8 +85,8 @@ impl Trainer {
         clip: f64,
     ) -> anyhow::Result<StepStats> {
         match self {
-            Trainer::Cpu { params, opt } => {
-                train_step(model, params, opt, batch, task, aux_weight, lr, clip)
+            Trainer::Cpu { params, opt, cpu } => {
+                train_step(*cpu, model, params, opt, batch, task, aux_weight, lr, clip)
             }
             Trainer::Gpu { gpu, store, opt } => {
                 let x = Inputs {

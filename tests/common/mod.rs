@@ -136,10 +136,27 @@ pub fn micro_train(
     task: Task,
     steps: usize,
 ) -> (Vec<f32>, Vec<Param>) {
+    micro_train_in(
+        device,
+        traffic_moe::engine::Precision::F32,
+        ffn,
+        task,
+        steps,
+    )
+}
+
+/// [`micro_train`] in `precision` (bf16 on the CPU: mixed precision).
+pub fn micro_train_in(
+    device: Device,
+    precision: traffic_moe::engine::Precision,
+    ffn: FfnKind,
+    task: Task,
+    steps: usize,
+) -> (Vec<f32>, Vec<Param>) {
     let cfg = micro_config(ffn, if task == Task::Classify { 3 } else { 0 });
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
-    let mut tr = Trainer::new(device, params, opt).unwrap();
+    let mut tr = Trainer::new(device, precision, params, opt).unwrap();
     let data = micro_batches();
     let losses = (0..steps)
         .map(|i| {

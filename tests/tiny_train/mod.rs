@@ -48,5 +48,6 @@ pub fn tiny_finetune(cfg: ModelConfig, classes: &[String], out: &Path) -> Finetu
         progress: false,
         force: false,
         device: traffic_moe::engine::Device::Cpu,
+        precision: traffic_moe::engine::Precision::F32,
     }
 }

@@ -2,6 +2,7 @@
 //! host vectors, each op a call to the reference op of the same name.
 
 use super::lm_head::{self, LmHeadSaved};
+use super::matmul::Products;
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
 use super::{Float, act, alloc, embedding, linear, pool, rmsnorm, swiglu, xent};
@@ -11,9 +12,24 @@ use crate::engine::{
     OpResult,
 };
 
-/// The CPU backend (stateless: the ops parallelise with rayon themselves).
+/// The CPU backend: the ops parallelise with rayon themselves; `products`
+/// says how its linear layers', experts' and LM head's products multiply
+/// (exact f32 by default, or mixed precision: [`Products`]).
 #[derive(Clone, Copy, Debug, Default)]
-pub struct Cpu;
+pub struct Cpu {
+    pub products: Products,
+}
+
+impl Cpu {
+    /// Exact f32 (or f64) products: the reference.
+    pub const EXACT: Cpu = Cpu {
+        products: Products::F32,
+    };
+
+    pub fn with_products(products: Products) -> Cpu {
+        Cpu { products }
+    }
+}
 
 fn moe_weights<'a, F>(w: MoeRefs<'a, [F]>) -> MoeWeights<'a, F> {
     let [
@@ -114,7 +130,7 @@ impl<F: Float> Backend<F> for Cpu {
         din: usize,
         dout: usize,
     ) -> OpResult<Vec<F>> {
-        Ok(linear::fwd_new(x, w, b, rows, din, dout))
+        Ok(linear::fwd_new_in(self.products, x, w, b, rows, din, dout))
     }
     fn linear_bwd(
         &self,
@@ -128,8 +144,9 @@ impl<F: Float> Backend<F> for Cpu {
         db: Option<&mut [F]>,
     ) -> OpResult<Vec<F>> {
         // dx = dy·w, a new matrix; then dw and the bias gradient.
-        let dx = linear::product(rows, din, dout, dy, false, w, false);
-        linear::bwd(x, w, dy, rows, din, dout, None, dw, db);
+        let p = self.products;
+        let dx = linear::product_in(p, rows, din, dout, dy, false, w, false);
+        linear::bwd_in(p, x, w, dy, rows, din, dout, None, dw, db);
         Ok(dx)
     }
 
@@ -180,7 +197,15 @@ impl<F: Float> Backend<F> for Cpu {
         _train: bool,
     ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
         let mut y = alloc::zeros(dims.t * dims.d);
-        let saved = moe::fwd(z, resid, &moe_weights(w), dims, Some(mask), &mut y);
+        let saved = moe::fwd(
+            self.products,
+            z,
+            resid,
+            &moe_weights(w),
+            dims,
+            Some(mask),
+            &mut y,
+        );
         Ok((y, saved))
     }
     fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<Vec<F>> {
@@ -220,7 +245,17 @@ impl<F: Float> Backend<F> for Cpu {
             e_down,
         };
         let mut dz = alloc::zeros(z.len());
-        moe::bwd(z, &moe_weights(w), saved, dy, aux_weight, dims, &mut dz, gr);
+        moe::bwd(
+            self.products,
+            z,
+            &moe_weights(w),
+            saved,
+            dy,
+            aux_weight,
+            dims,
+            &mut dz,
+            gr,
+        );
         Ok(dz)
     }
 
@@ -295,7 +330,7 @@ impl<F: Float> Backend<F> for Cpu {
         targets: &[u32],
         ignore: u32,
     ) -> OpResult<(F, LmHeadSaved<F>)> {
-        Ok(lm_head::fwd(h, table, d, targets, ignore))
+        Ok(lm_head::fwd(self.products, h, table, d, targets, ignore))
     }
     fn lm_head_xent_bwd(
         &self,
@@ -307,6 +342,15 @@ impl<F: Float> Backend<F> for Cpu {
         dloss: F,
         dtable: &mut [F],
     ) -> OpResult<Vec<F>> {
-        Ok(lm_head::bwd(h, table, d, targets, saved, dloss, dtable))
+        Ok(lm_head::bwd(
+            self.products,
+            h,
+            table,
+            d,
+            targets,
+            saved,
+            dloss,
+            dtable,
+        ))
     }
 }

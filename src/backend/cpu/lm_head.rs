@@ -8,7 +8,7 @@
 //! no `T·V` buffers (64 MB for `tiny` at batch 8, 270 MB for `small`).
 
 use super::alloc;
-use super::matmul::gemm;
+use super::matmul::{Products, Rhs, gemm_in, gemm_rhs};
 use crate::engine::float::{Float, max_lanes, sum_lanes};
 use rayon::prelude::*;
 
@@ -46,6 +46,7 @@ fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
 /// Mean loss over rows whose target is not `ignore` (0 if none), and the saved state.
 /// `h` is `[T, d]`, `table` (the embedding) `[V, d]`.
 pub fn fwd<F: Float>(
+    products: Products,
     h: &[F],
     table: &[F],
     d: usize,
@@ -55,6 +56,7 @@ pub fn fwd<F: Float>(
     let v = table.len() / d;
     let rows = valid_rows(targets, ignore);
     let hv = gather(h, &rows, d);
+    let table_t = Rhs::new(products, d, v, table, true);
     let mut lse = vec![F::ZERO; rows.len()];
     let mut losses = vec![F::ZERO; rows.len()];
     hv.par_chunks(ROWS_FWD * d)
@@ -65,7 +67,7 @@ pub fn fwd<F: Float>(
             || vec![F::ZERO; ROWS_FWD * v],
             |logits, (((hc, lc), oc), rc)| {
                 let m = rc.len();
-                gemm(m, v, d, hc, false, table, true, logits, false);
+                gemm_rhs(m, hc, false, &table_t, logits, false);
                 for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
                     let target = row[targets[rc[i]] as usize];
                     let l = logsumexp_in_place(row);
@@ -94,7 +96,9 @@ fn logsumexp_in_place<F: Float>(row: &mut [F]) -> F {
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
 /// accumulates. `dloss` is d(total)/d(mean loss).
+#[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
+    products: Products,
     h: &[F],
     table: &[F],
     d: usize,
@@ -123,6 +127,10 @@ pub fn bwd<F: Float>(
             let (v0, vs) = (si * slice, tb.len() / d);
             let mut dhp = vec![F::ZERO; n * d];
             let mut dl = vec![F::ZERO; ROWS_BWD * vs];
+            let (tb_t, tb_n) = (
+                Rhs::new(products, d, vs, tb, true),
+                Rhs::new(products, vs, d, tb, false),
+            );
             for (c, (hc, dhc)) in hv
                 .chunks(ROWS_BWD * d)
                 .zip(dhp.chunks_mut(ROWS_BWD * d))
@@ -130,7 +138,7 @@ pub fn bwd<F: Float>(
             {
                 let m = hc.len() / d;
                 let dl = &mut dl[..m * vs];
-                gemm(m, vs, d, hc, false, tb, true, dl, false);
+                gemm_rhs(m, hc, false, &tb_t, dl, false);
                 for (i, row) in dl.chunks_exact_mut(vs).enumerate() {
                     let r = c * ROWS_BWD + i;
                     let l = saved.lse[r];
@@ -142,8 +150,8 @@ pub fn bwd<F: Float>(
                         row[y - v0] -= scale;
                     }
                 }
-                gemm(vs, d, m, dl, true, hc, false, dt, true);
-                gemm(m, d, vs, dl, false, tb, false, dhc, false);
+                gemm_in(products, vs, d, m, dl, true, hc, false, dt, true);
+                gemm_rhs(m, dl, false, &tb_n, dhc, false);
             }
             dhp
         })
@@ -174,7 +182,7 @@ mod tests {
         let targets: Vec<u32> = (0..t as u32)
             .map(|i| if i % 7 == 3 { 99 } else { (i * 5) % v as u32 })
             .collect();
-        let (loss, saved) = fwd(&h, &table, d, &targets, 99);
+        let (loss, saved) = fwd(Products::F32, &h, &table, d, &targets, 99);
         let mut logits = vec![0.0; t * v];
         linear::fwd(&h, &table, None, t, d, v, &mut logits);
         let mut l = vec![0.0; t];
@@ -182,7 +190,16 @@ mod tests {
         assert!((loss - want).abs() < 1e-12, "{loss} vs {want}");
 
         let mut dtable = vec![0.5; v * d]; // accumulates
-        let dh = bwd(&h, &table, d, &targets, &saved, 1.5, &mut dtable);
+        let dh = bwd(
+            Products::F32,
+            &h,
+            &table,
+            d,
+            &targets,
+            &saved,
+            1.5,
+            &mut dtable,
+        );
         let mut dlogits = vec![0.0; t * v];
         xent::bwd(&logits, &targets, 99, 1.5, &mut dlogits);
         let mut dh_want = vec![0.0; t * d];
@@ -203,11 +220,11 @@ mod tests {
         }
         // No targets at all: zero loss, zero gradient.
         let none = vec![99u32; t];
-        let (l0, s0) = fwd(&h, &table, d, &none, 99);
+        let (l0, s0) = fwd(Products::F32, &h, &table, d, &none, 99);
         assert_eq!(l0, 0.0);
         let mut dt = vec![0.0; v * d];
         assert!(
-            bwd(&h, &table, d, &none, &s0, 1.0, &mut dt)
+            bwd(Products::F32, &h, &table, d, &none, &s0, 1.0, &mut dt)
                 .iter()
                 .all(|&x| x == 0.0)
         );

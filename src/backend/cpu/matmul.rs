@@ -2,6 +2,12 @@
 //! linear layer built on them. Weights use PyTorch's layout: `w` is
 //! `[dout, din]` and `y = x·wᵀ + b`.
 
+use std::any::TypeId;
+
+use crate::backend::cpu_bf16::Kernel;
+use crate::backend::cpu_bf16::pack::{Elem, PackedMat};
+use crate::backend::cpu_bf16::strided::{self, Strided};
+use crate::engine::OpResult;
 use crate::engine::float::Float;
 use gemm::Parallelism;
 
@@ -34,6 +40,56 @@ impl<F> View<F> {
     }
 }
 
+/// How the training engine multiplies f32 operands.
+///
+/// - `F32`: exact f32 products on the `gemm` crate (the reference).
+/// - `Bf16(kernel)`: mixed precision, as PyTorch's CPU autocast does for
+///   `linear`: the operands of the linear layers', experts' and LM head's
+///   products rounded to bf16, sums in f32, on the packed engine's
+///   `kernel` (AMX tiles where the CPU has them). Weights, gradients and
+///   optimizer state stay f32; attention's products, the router's and
+///   every other op stay f32 (small products, and routing decisions).
+///   f64 operands (the gradient checks) are always exact.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Products {
+    #[default]
+    F32,
+    Bf16(Kernel),
+}
+
+impl Products {
+    /// Mixed precision on this CPU's fastest bf16 kernel; `None` where it
+    /// has neither AMX tiles nor AVX-512 BF16 (the portable kernel would
+    /// be far slower than f32).
+    pub fn bf16() -> Option<Products> {
+        match Kernel::detect() {
+            Kernel::Portable | Kernel::Avx512F => None,
+            k => Some(Products::Bf16(k)),
+        }
+    }
+
+    /// Mixed precision on `kernel`, if this CPU runs it (tests pick the
+    /// portable kernel, which runs anywhere).
+    pub fn bf16_on(kernel: Kernel) -> Option<Products> {
+        kernel.available().then_some(Products::Bf16(kernel))
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Products::F32 => "f32",
+            Products::Bf16(_) => "bf16",
+        }
+    }
+
+    /// The kernel f32 operands go through, if not the `gemm` crate.
+    fn kernel_for<F: Float>(self) -> Option<Kernel> {
+        match self {
+            Products::Bf16(k) if TypeId::of::<F>() == TypeId::of::<f32>() => Some(k),
+            _ => None,
+        }
+    }
+}
+
 /// Threads for one product: none inside a rayon worker (the caller already
 /// parallelises) or for small products, all otherwise.
 fn parallelism(m: usize, n: usize, k: usize) -> Parallelism {
@@ -60,8 +116,54 @@ pub unsafe fn gemm_raw<F: Float>(
     c_rs: isize,
     accumulate: bool,
 ) {
+    // SAFETY: the caller's contract; exact products cannot fail.
+    unsafe { gemm_raw_in(Products::F32, m, n, k, a, b, c, c_rs, accumulate) }
+        .expect("exact f32/f64 products do not fail")
+}
+
+/// Products this small stay on the `gemm` crate in mixed precision: the
+/// per-product packing would cost more than the bf16 rate saves
+/// (attention's per-head products, the router's).
+const MIXED_MIN: usize = 1 << 18;
+
+/// [`gemm_raw`] with `products`' precision.
+///
+/// # Safety
+/// As [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_raw_in<F: Float>(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: View<F>,
+    b: View<F>,
+    c: *mut F,
+    c_rs: isize,
+    accumulate: bool,
+) -> OpResult<()> {
     if m == 0 || n == 0 {
-        return;
+        return Ok(());
+    }
+    if let Some(kernel) = products.kernel_for::<F>()
+        && k > 0
+        && m * n * k >= MIXED_MIN
+    {
+        // SAFETY: F is f32 (`kernel_for`); the caller's contract.
+        return unsafe {
+            strided::product(
+                kernel,
+                Elem::Bf16Pair,
+                m,
+                n,
+                k,
+                strided_view(a),
+                strided_view(b),
+                c.cast(),
+                c_rs as usize,
+                accumulate,
+            )
+        };
     }
     if k == 0 {
         if !accumulate {
@@ -71,7 +173,7 @@ pub unsafe fn gemm_raw<F: Float>(
                 }
             }
         }
-        return;
+        return Ok(());
     }
     // gemm: dst = alpha·dst + beta·lhs·rhs (alpha and beta swapped vs BLAS).
     unsafe {
@@ -97,6 +199,7 @@ pub unsafe fn gemm_raw<F: Float>(
             parallelism(m, n, k),
         )
     }
+    Ok(())
 }
 
 /// Safe wrapper: `c[m,n] (+)= op(a)·op(b)` where `ta`/`tb` say whether the
@@ -114,10 +217,132 @@ pub fn gemm<F: Float>(
     c: &mut [F],
     accumulate: bool,
 ) {
+    gemm_in(Products::F32, m, n, k, a, ta, b, tb, c, accumulate)
+}
+
+/// [`gemm`] with `products`' precision.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_in<F: Float>(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+    c: &mut [F],
+    accumulate: bool,
+) {
     assert!(c.len() >= m * n, "gemm: operand too short");
     let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
-    unsafe { gemm_raw(m, n, k, av, bv, c.as_mut_ptr(), n as isize, accumulate) }
+    // SAFETY: the operands were checked above.
+    unsafe {
+        gemm_raw_in(
+            products,
+            m,
+            n,
+            k,
+            av,
+            bv,
+            c.as_mut_ptr(),
+            n as isize,
+            accumulate,
+        )
+    }
+    .expect(MIXED_INFALLIBLE)
 }
+
+/// A right operand `op(b)` `[k, n]` used by several products (the LM head's
+/// table against each chunk of rows): packed once for mixed precision,
+/// kept as the plain slice otherwise.
+pub struct Rhs<'a, F> {
+    products: Products,
+    b: &'a [F],
+    tb: bool,
+    k: usize,
+    n: usize,
+    packed: Option<PackedMat>,
+}
+
+impl<'a, F: Float> Rhs<'a, F> {
+    /// `b` is `[k, n]`, or `[n, k]` if `tb`.
+    pub fn new(products: Products, k: usize, n: usize, b: &'a [F], tb: bool) -> Self {
+        assert!(b.len() >= k * n, "gemm: operand too short");
+        let packed = products
+            .kernel_for::<F>()
+            .filter(|_| k > 0 && n > 0)
+            .map(|kernel| {
+                let v = if tb {
+                    View::trans(b, k)
+                } else {
+                    View::rows(b, n)
+                };
+                // SAFETY: F is f32 (`kernel_for`); b holds k x n, checked above.
+                unsafe { strided::pack_rhs(kernel, Elem::Bf16Pair, k, n, strided_view(v)) }
+            });
+        Rhs {
+            products,
+            b,
+            tb,
+            k,
+            n,
+            packed,
+        }
+    }
+}
+
+impl<F> Drop for Rhs<'_, F> {
+    fn drop(&mut self) {
+        if let Some(w) = self.packed.take() {
+            strided::recycle(w);
+        }
+    }
+}
+
+fn strided_view<F>(v: View<F>) -> Strided {
+    Strided {
+        ptr: v.ptr.cast(),
+        rs: v.rs,
+        cs: v.cs,
+    }
+}
+
+/// [`gemm_in`] against a prepared right operand: `c[m, n] (+)= op(a)·rhs`.
+pub fn gemm_rhs<F: Float>(
+    m: usize,
+    a: &[F],
+    ta: bool,
+    rhs: &Rhs<F>,
+    c: &mut [F],
+    accumulate: bool,
+) {
+    let (n, k) = (rhs.n, rhs.k);
+    let (Some(w), Products::Bf16(kernel)) = (&rhs.packed, rhs.products) else {
+        return gemm_in(rhs.products, m, n, k, a, ta, rhs.b, rhs.tb, c, accumulate);
+    };
+    assert!(c.len() >= m * n, "gemm: operand too short");
+    let (av, _) = operand_views(m, n, k, a, ta, rhs.b, rhs.tb);
+    // SAFETY: F is f32 (the operand was packed); shapes checked above.
+    unsafe {
+        strided::product_packed(
+            kernel,
+            m,
+            k,
+            strided_view(av),
+            w,
+            c.as_mut_ptr().cast(),
+            n,
+            accumulate,
+        )
+    }
+    .expect(MIXED_INFALLIBLE)
+}
+
+/// Why a mixed-precision product cannot fail: `Products::Bf16` is made only
+/// with a kernel this CPU runs ([`Products::bf16`]), and the shapes were
+/// checked by the caller.
+const MIXED_INFALLIBLE: &str = "a product on a checked kernel and checked shapes";
 
 /// The views of `op(a)` `[m, k]` and `op(b)` `[k, n]` (see [`gemm`]), after
 /// checking both operands are long enough.
@@ -159,10 +384,29 @@ pub fn product<F: Float>(
     b: &[F],
     tb: bool,
 ) -> Vec<F> {
+    product_in(Products::F32, m, n, k, a, ta, b, tb)
+}
+
+/// [`product`] with `products`' precision.
+#[allow(clippy::too_many_arguments)]
+pub fn product_in<F: Float>(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+) -> Vec<F> {
     let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
-    // SAFETY: without `accumulate`, gemm_raw writes all m·n outputs (zeros
+    // SAFETY: without `accumulate`, gemm_raw_in writes all m·n outputs (zeros
     // when k = 0) and reads none of them; the operands were checked above.
-    unsafe { super::alloc::written_by(m * n, |c| gemm_raw(m, n, k, av, bv, c, n as isize, false)) }
+    unsafe {
+        super::alloc::written_by(m * n, |c| {
+            gemm_raw_in(products, m, n, k, av, bv, c, n as isize, false).expect(MIXED_INFALLIBLE)
+        })
+    }
 }
 
 /// [`fwd`] into a new vector (no zero fill).
@@ -174,7 +418,20 @@ pub fn fwd_new<F: Float>(
     din: usize,
     dout: usize,
 ) -> Vec<F> {
-    let mut y = product(t, dout, din, x, false, w, true);
+    fwd_new_in(Products::F32, x, w, bias, t, din, dout)
+}
+
+/// [`fwd_new`] with `products`' precision.
+pub fn fwd_new_in<F: Float>(
+    products: Products,
+    x: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+    t: usize,
+    din: usize,
+    dout: usize,
+) -> Vec<F> {
+    let mut y = product_in(products, t, dout, din, x, false, w, true);
     if let Some(b) = bias {
         add_bias(&mut y, b, dout);
     }
@@ -199,7 +456,22 @@ pub fn fwd<F: Float>(
     dout: usize,
     y: &mut [F],
 ) {
-    gemm(t, dout, din, x, false, w, true, y, false);
+    fwd_in(Products::F32, x, w, bias, t, din, dout, y)
+}
+
+/// [`fwd`] with `products`' precision.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd_in<F: Float>(
+    products: Products,
+    x: &[F],
+    w: &[F],
+    bias: Option<&[F]>,
+    t: usize,
+    din: usize,
+    dout: usize,
+    y: &mut [F],
+) {
+    gemm_in(products, t, dout, din, x, false, w, true, y, false);
     if let Some(b) = bias {
         add_bias(&mut y[..t * dout], b, dout);
     }
@@ -218,10 +490,27 @@ pub fn bwd<F: Float>(
     dw: &mut [F],
     dbias: Option<&mut [F]>,
 ) {
+    bwd_in(Products::F32, x, w, dy, t, din, dout, dx, dw, dbias)
+}
+
+/// [`bwd`] with `products`' precision.
+#[allow(clippy::too_many_arguments)]
+pub fn bwd_in<F: Float>(
+    products: Products,
+    x: &[F],
+    w: &[F],
+    dy: &[F],
+    t: usize,
+    din: usize,
+    dout: usize,
+    dx: Option<&mut [F]>,
+    dw: &mut [F],
+    dbias: Option<&mut [F]>,
+) {
     if let Some(dx) = dx {
-        gemm(t, din, dout, dy, false, w, false, dx, false);
+        gemm_in(products, t, din, dout, dy, false, w, false, dx, false);
     }
-    gemm(dout, din, t, dy, true, x, false, dw, true);
+    gemm_in(products, dout, din, t, dy, true, x, false, dw, true);
     if let Some(db) = dbias {
         for row in dy[..t * dout].chunks_exact(dout) {
             for (d, &g) in db.iter_mut().zip(row) {

@@ -5,6 +5,7 @@
 //! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
 //! experts run in parallel.
 
+use super::matmul::Products;
 use super::{act, alloc, matmul, moe_permute, router, simd, swiglu};
 use crate::engine::float::Float;
 use rayon::prelude::*;
@@ -77,6 +78,7 @@ fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&
 /// SwiGLU FFN on rows: `a = x·Wgᵀ, u = x·Wuᵀ, h = silu(a)*u, y = h·Wdᵀ`.
 #[allow(clippy::too_many_arguments)]
 fn ffn_fwd<F: Float>(
+    products: Products,
     x: &[F],
     wg: &[F],
     wu: &[F],
@@ -89,15 +91,16 @@ fn ffn_fwd<F: Float>(
     h: &mut [F],
     y: &mut [F],
 ) {
-    matmul::fwd(x, wg, None, rows, d, f, a);
-    matmul::fwd(x, wu, None, rows, d, f, u);
+    matmul::fwd_in(products, x, wg, None, rows, d, f, a);
+    matmul::fwd_in(products, x, wu, None, rows, d, f, u);
     swiglu::fwd(a, u, h);
-    matmul::fwd(h, wd, None, rows, f, d, y);
+    matmul::fwd_in(products, h, wd, None, rows, f, d, y);
 }
 
 /// Backward of `ffn_fwd`: `dx` overwritten, weight grads accumulated.
 #[allow(clippy::too_many_arguments)]
 fn ffn_bwd<F: Float>(
+    products: Products,
     x: &[F],
     wg: &[F],
     wu: &[F],
@@ -115,13 +118,13 @@ fn ffn_bwd<F: Float>(
     dwd: &mut [F],
 ) {
     let mut dh = alloc::zeros(rows * f);
-    matmul::bwd(h, wd, dy, rows, f, d, Some(&mut dh), dwd, None);
+    matmul::bwd_in(products, h, wd, dy, rows, f, d, Some(&mut dh), dwd, None);
     let mut da = alloc::zeros(rows * f);
     let mut du = alloc::zeros(rows * f);
     swiglu::bwd(a, u, &dh, &mut da, &mut du);
-    matmul::bwd(x, wg, &da, rows, d, f, Some(dx), dwg, None);
+    matmul::bwd_in(products, x, wg, &da, rows, d, f, Some(dx), dwg, None);
     let mut dx2 = alloc::zeros(rows * d);
-    matmul::bwd(x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
+    matmul::bwd_in(products, x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
     simd::add_into(dx, &dx2);
 }
 
@@ -129,6 +132,7 @@ fn ffn_bwd<F: Float>(
 /// selects the tokens of the load-balancing loss; every position is still
 /// routed and computed. It is kept in the returned `MoeSaved` for `bwd`.
 pub fn fwd<F: Float>(
+    products: Products,
     z: &[F],
     resid: &[F],
     w: &MoeWeights<F>,
@@ -168,7 +172,7 @@ pub fn fwd<F: Float>(
         alloc::zeros(t * d),
     );
     ffn_fwd(
-        z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
+        products, z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
     );
 
     // Routed experts on their grouped rows.
@@ -202,7 +206,7 @@ pub fn fwd<F: Float>(
                 &w.e_up[e * f * d..][..f * d],
                 &w.e_down[e * d * f..][..d * f],
             );
-            ffn_fwd(x, wg, wu, wd, m, d, f, a, u, h, y);
+            ffn_fwd(products, x, wg, wu, wd, m, d, f, a, u, h, y);
         });
 
     moe_permute::combine(
@@ -243,6 +247,7 @@ pub fn fwd<F: Float>(
 /// real tokens `fwd` was given (`s.valid`). `dz` is overwritten.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
+    products: Products,
     z: &[F],
     w: &MoeWeights<F>,
     s: &MoeSaved<F>,
@@ -285,8 +290,8 @@ pub fn bwd<F: Float>(
 
     // Shared expert.
     ffn_bwd(
-        z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz, gr.s_gate,
-        gr.s_up, gr.s_down,
+        products, z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz,
+        gr.s_gate, gr.s_up, gr.s_down,
     );
     // Shared gate: g = sigmoid(z·w_D).
     let mut dgl = vec![F::ZERO; t];
@@ -326,6 +331,7 @@ pub fn bwd<F: Float>(
                 &w.e_down[e * d * f..][..d * f],
             );
             ffn_bwd(
+                products,
                 &s.x_rows[r0 * d..][..m * d],
                 wg,
                 wu,
@@ -469,16 +475,26 @@ mod tests {
         let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
             let w = as_weights(ws);
             let mut out = vec![0.0; t * d];
-            let s = fwd(z, &resid, &w, &dm, valid, &mut out);
+            let s = fwd(Products::F32, z, &resid, &w, &dm, valid, &mut out);
             (dot(&out, &dout) + aux_w * s.aux, s.topk_idx)
         };
         let w = as_weights(&ws);
         let mut out = vec![0.0; t * d];
-        let saved = fwd(&z, &resid, &w, &dm, valid, &mut out);
+        let saved = fwd(Products::F32, &z, &resid, &w, &dm, valid, &mut out);
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut dz = vec![0.0; t * d];
         let gr = as_grads(&mut gs);
-        bwd(&z, &w, &saved, &dout, aux_w, &dm, &mut dz, gr);
+        bwd(
+            Products::F32,
+            &z,
+            &w,
+            &saved,
+            &dout,
+            aux_w,
+            &dm,
+            &mut dz,
+            gr,
+        );
         let sel = saved.topk_idx.clone();
         check_grad(
             &z,
@@ -531,10 +547,20 @@ mod tests {
         let run = |z: &[f64], resid: &[f64], dout: &[f64], valid: Option<&[u8]>| {
             let t = z.len() / d;
             let mut out = vec![0.0; t * d];
-            let s = fwd(z, resid, &w, &dims(t), valid, &mut out);
+            let s = fwd(Products::F32, z, resid, &w, &dims(t), valid, &mut out);
             let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
             let mut dz = vec![0.0; t * d];
-            bwd(z, &w, &s, dout, 0.7, &dims(t), &mut dz, as_grads(&mut gs));
+            bwd(
+                Products::F32,
+                z,
+                &w,
+                &s,
+                dout,
+                0.7,
+                &dims(t),
+                &mut dz,
+                as_grads(&mut gs),
+            );
             (out, s.aux, dz, gs)
         };
         let real = 3;

@@ -12,6 +12,7 @@ use super::moe::{self, MoeRouting};
 use super::pack::Layout;
 use super::params::Bf16Param;
 use super::{attention, matmul};
+use crate::backend::cpu::matmul::Products;
 use crate::backend::cpu::{act, lm_head, pool, rmsnorm, swiglu, xent};
 use crate::engine::{
     AttnDims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs, OpError,
@@ -343,7 +344,10 @@ impl Backend<f32> for CpuBf16 {
         ignore: u32,
     ) -> OpResult<(f32, ())> {
         let table = table.f32("lm_head_xent_fwd")?;
-        Ok((lm_head::fwd(h, table, d, targets, ignore).0, ()))
+        Ok((
+            lm_head::fwd(Products::F32, h, table, d, targets, ignore).0,
+            (),
+        ))
     }
     #[allow(clippy::too_many_arguments)]
     fn lm_head_xent_bwd(

@@ -35,6 +35,7 @@ mod moe;
 pub mod pack;
 pub mod params;
 pub mod peak;
+pub mod strided;
 
 pub use backend::CpuBf16;
 pub use gemm::{matmul, matmul_into};

@@ -121,6 +121,35 @@ impl PackedMat {
         }
     }
 
+    /// An all-zero plain `[n, k]` matrix of `elem`, to be filled through
+    /// [`PackedMat::slots_mut`] (the strided products' packing).
+    pub fn zeroed(elem: Elem, n: usize, k: usize) -> PackedMat {
+        PackedMat::zeroed_in(Vec::new(), elem, n, k)
+    }
+
+    /// [`PackedMat::zeroed`] in `storage` (a matrix's, from
+    /// [`PackedMat::into_storage`]): reusing it spares the page faults of
+    /// a fresh allocation, which cost more than the packing of a
+    /// per-product matrix.
+    pub fn zeroed_in(mut storage: Vec<Line>, elem: Elem, n: usize, k: usize) -> PackedMat {
+        let kp = elem.slots(k);
+        storage.clear();
+        storage.resize(n.div_ceil(NR) * kp * NR / 16, Line::default());
+        PackedMat {
+            n,
+            k,
+            kp,
+            layout: Layout::Plain,
+            elem,
+            data: storage,
+        }
+    }
+
+    /// The slots' storage, for [`PackedMat::zeroed_in`].
+    pub fn into_storage(self) -> Vec<Line> {
+        self.data
+    }
+
     /// Packs a SwiGLU pair `gate [f, k]`, `up [f, k]` into one matrix whose
     /// product is `silu(x·gateᵀ)·(x·upᵀ)` `[m, f]` (see [`Layout::Swiglu`]).
     pub fn swiglu(gate: &[f32], up: &[f32], f: usize, k: usize) -> PackedMat {
@@ -169,6 +198,11 @@ impl PackedMat {
     /// Every panel's slots, in order (64-byte aligned).
     pub fn slots(&self) -> &[u32] {
         bytemuck::cast_slice(&self.data)
+    }
+
+    /// Every panel's slots, writable.
+    pub fn slots_mut(&mut self) -> &mut [u32] {
+        bytemuck::cast_slice_mut(&mut self.data)
     }
 
     /// Panel `p`: `kp · NR` slots, starting on a 64-byte boundary.

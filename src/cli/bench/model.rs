@@ -38,9 +38,11 @@ pub struct ModelArgs {
     /// Engine: cpu, cuda or sim (the GPU engine in the simulator: slow, small shapes).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
-    /// Inference precision on the CPU: f32 (f32 weights packed for the
+    /// Precision on the CPU: f32 (inference: f32 weights packed for the
     /// AVX-512F kernel, or the reference engine on a CPU without it) or bf16
-    /// (bf16 weights, f32 accumulation; the GPU engine is always bf16).
+    /// (inference: bf16 weights, f32 accumulation; with --train, mixed
+    /// precision: bf16 operands, f32 sums, weights and AdamW state). The
+    /// GPU engine is always bf16.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Model config: tiny, small or base (default: base on cuda, tiny elsewhere).
@@ -165,7 +167,7 @@ fn bench_one(
     let n_params: usize = params.iter().map(Param::numel).sum();
     let mut engine = if a.train {
         let opt = AdamW::new(AdamWConfig::default(), &params);
-        Engine::Train(Box::new(Trainer::new(a.device, params, opt)?))
+        Engine::Train(Box::new(Trainer::new(a.device, a.precision, params, opt)?))
     } else {
         Engine::Infer(Loaded::with_precision(a.device, params, a.precision)?)
     };
@@ -270,14 +272,14 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
     let mut cfg = ModelConfig::named(&config)?;
     cfg.n_classes = CLASSES;
     cfg.max_seq = cfg.max_seq.max(seq);
-    anyhow::ensure!(
-        !(a.train && a.precision == Precision::Bf16),
-        "--precision bf16 is an inference engine: --train needs f32"
-    );
     crate::cli::advise_cpu_precision(a.device, a.precision);
     let device_name = match (a.device.gpu()?, a.precision) {
         (Some(g), _) => g.executor().device_info().name,
         (None, Precision::F32) if a.train => "CPU".into(),
+        (None, Precision::Bf16) if a.train => format!(
+            "CPU, bf16 mixed-precision training, products on {}",
+            crate::backend::cpu_bf16::Kernel::detect().name()
+        ),
         (None, Precision::F32) => match crate::backend::cpu_bf16::Kernel::detect_f32() {
             Some(k) => format!("CPU, f32 packed kernel {}", k.name()),
             None => "CPU, f32 reference engine".into(),

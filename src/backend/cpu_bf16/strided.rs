@@ -1,0 +1,424 @@
+//! General products `c[m, n] (+)= op(a)[m, k] · op(b)[k, n]` of strided f32
+//! operands on the packed kernels: what the training engine's products
+//! need (the forward, and both backward products, whose operands are
+//! transposed). `b` is packed into panels ([`pack_rhs`]: n·k values
+//! against m·n·k multiply-adds; the LM head packs its table once for all
+//! its row chunks), `a` is read in place when its rows are contiguous and
+//! copied otherwise.
+//!
+//! With [`Elem::Bf16Pair`] this is mixed-precision training's product:
+//! operands rounded to bf16 (to nearest even, as the kernels round
+//! activations), sums in f32, as PyTorch's CPU autocast does for `linear`.
+//! On AMX, k is zero-padded to a whole tile (32).
+
+use std::cell::Cell;
+use std::mem::MaybeUninit;
+
+use rayon::prelude::*;
+
+use super::gemm::matmul_into;
+use super::kernel::Kernel;
+use super::pack::{Elem, Line, NR, PackedMat};
+use crate::engine::{OpError, OpResult};
+
+/// A strided f32 operand: element `(i, j)` at `ptr + i·rs + j·cs`.
+#[derive(Clone, Copy, Debug)]
+pub struct Strided {
+    pub ptr: *const f32,
+    pub rs: isize,
+    pub cs: isize,
+}
+
+// SAFETY: a read-only view; `product`'s callers keep the memory alive and
+// unwritten for the call.
+unsafe impl Send for Strided {}
+unsafe impl Sync for Strided {}
+
+impl Strided {
+    /// # Safety
+    /// `(i, j)` must lie inside the operand's allocation.
+    #[inline(always)]
+    unsafe fn at(self, i: usize, j: usize) -> f32 {
+        unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
+    }
+
+    /// Row `i`'s `len` values when they are contiguous (`cs == 1`).
+    ///
+    /// # Safety
+    /// As [`Strided::at`] for `(i, 0..len)`.
+    #[inline(always)]
+    unsafe fn row<'a>(self, i: usize, len: usize) -> &'a [f32] {
+        unsafe { std::slice::from_raw_parts(self.ptr.offset(i as isize * self.rs), len) }
+    }
+}
+
+/// The k a product is padded to: a whole AMX tile for bf16 on AMX.
+pub fn padded_k(kernel: Kernel, elem: Elem, k: usize) -> usize {
+    if kernel == Kernel::AmxBf16 && elem == Elem::Bf16Pair {
+        k.next_multiple_of(32)
+    } else {
+        k
+    }
+}
+
+/// bf16 bits of `x`, rounded to nearest even (quiet NaN kept): what
+/// `vcvtne2ps2bf16` does, written so the packing loops vectorise.
+#[inline(always)]
+fn bf16_rne(x: f32) -> u32 {
+    let b = x.to_bits();
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16;
+    if x.is_nan() {
+        (b >> 16) | 0x40
+    } else {
+        rounded
+    }
+}
+
+thread_local! {
+    /// Buffers kept between products on this thread (see
+    /// [`PackedMat::zeroed_in`]): a packed right-hand side, a copy of the
+    /// left one, an output to add or transpose.
+    static SPARE_RHS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static SPARE_LHS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+    static SPARE_OUT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
+}
+
+/// `len` zeros in this thread's spare buffer `key` (give it back with `set`).
+fn spare_zeros(key: &'static std::thread::LocalKey<Cell<Vec<f32>>>, len: usize) -> Vec<f32> {
+    let mut v = key.take();
+    v.clear();
+    v.resize(len, 0.0);
+    v
+}
+
+/// Returns a packed matrix's storage to this thread's spare.
+pub fn recycle(w: PackedMat) {
+    SPARE_RHS.set(w.into_storage());
+}
+
+/// Whether a piece of work this big should fan out over rayon (not from
+/// inside a worker: the caller already parallelises).
+fn fan_out(work: usize) -> bool {
+    work >= 1 << 16 && rayon::current_thread_index().is_none()
+}
+
+/// `b [k, n]` as the panels of `W = bᵀ [n, padded_k]` (zeros past k), for
+/// products on `kernel`.
+///
+/// Rows of b contiguous (`cs == 1`: activations, or dy in a weight
+/// gradient): a slot row (one or two rows of b) at a time across every
+/// panel, so b is read once in order. Otherwise (a weight read
+/// transposed): a panel at a time, its 64 columns of b read together.
+///
+/// # Safety
+/// `b` must address `k x n` elements in a live allocation.
+pub unsafe fn pack_rhs(kernel: Kernel, elem: Elem, k: usize, n: usize, b: Strided) -> PackedMat {
+    let kk = padded_k(kernel, elem, k);
+    let mut w = PackedMat::zeroed_in(SPARE_RHS.take(), elem, n, kk);
+    let kp = w.kp;
+    let slots = SlotsPtr(w.slots_mut().as_mut_ptr());
+    // Slot rows holding values of b (the rest is k padding, left zero).
+    let filled = elem.slots(k);
+    let panels = n.div_ceil(NR);
+    // SAFETY (both closures): reads at rows < k and columns < n of b, the
+    // caller's contract; writes inside panel p's slot row q, which no other
+    // call writes.
+    let slot_row = |p: usize, q: usize| unsafe {
+        let nout = NR.min(n - p * NR);
+        std::slice::from_raw_parts_mut(slots.at(p * kp * NR + q * NR), nout)
+    };
+    let by_rows = |q: usize| {
+        for p in 0..panels {
+            fill_slots(elem, k, b, p * NR, q, slot_row(p, q));
+        }
+    };
+    let by_panels = |p: usize| {
+        for q in 0..filled {
+            fill_slots(elem, k, b, p * NR, q, slot_row(p, q));
+        }
+    };
+    match (b.cs == 1, fan_out(n * k)) {
+        (true, true) => (0..filled)
+            .into_par_iter()
+            .with_min_len(4)
+            .for_each(by_rows),
+        (true, false) => (0..filled).for_each(by_rows),
+        (false, true) => (0..panels).into_par_iter().for_each(by_panels),
+        (false, false) => (0..panels).for_each(by_panels),
+    }
+    w
+}
+
+/// The packed matrix's slots, written by several threads at disjoint places.
+#[derive(Clone, Copy)]
+struct SlotsPtr(*mut u32);
+// SAFETY: each (panel, slot row) is written by one call only.
+unsafe impl Send for SlotsPtr {}
+unsafe impl Sync for SlotsPtr {}
+impl SlotsPtr {
+    /// # Safety
+    /// `offset` must lie inside the slots.
+    unsafe fn at(self, offset: usize) -> *mut u32 {
+        unsafe { self.0.add(offset) }
+    }
+}
+
+/// Slot row `q` of the panel whose first output is `j0`: b's row q (f32),
+/// or rows 2q and 2q + 1 as bf16 pairs (a zero past k).
+#[inline(always)]
+fn fill_slots(elem: Elem, k: usize, b: Strided, j0: usize, q: usize, slots: &mut [u32]) {
+    let nout = slots.len();
+    // SAFETY (all reads): rows < k, columns j0 + jj < n: the caller's contract.
+    match elem {
+        Elem::F32 if b.cs == 1 => {
+            let r = unsafe { b.row(q, j0 + nout) };
+            for (s, &v) in slots.iter_mut().zip(&r[j0..]) {
+                *s = v.to_bits();
+            }
+        }
+        Elem::F32 => {
+            for (jj, s) in slots.iter_mut().enumerate() {
+                *s = unsafe { b.at(q, j0 + jj) }.to_bits();
+            }
+        }
+        Elem::Bf16Pair => {
+            let (p0, p1) = (2 * q, 2 * q + 1);
+            if b.cs == 1 {
+                let r0 = unsafe { b.row(p0, j0 + nout) };
+                if p1 < k {
+                    let r1 = unsafe { b.row(p1, j0 + nout) };
+                    for ((s, &lo), &hi) in slots.iter_mut().zip(&r0[j0..]).zip(&r1[j0..]) {
+                        *s = bf16_rne(lo) | bf16_rne(hi) << 16;
+                    }
+                } else {
+                    for (s, &lo) in slots.iter_mut().zip(&r0[j0..]) {
+                        *s = bf16_rne(lo);
+                    }
+                }
+            } else {
+                for (jj, s) in slots.iter_mut().enumerate() {
+                    let lo = unsafe { b.at(p0, j0 + jj) };
+                    let hi = if p1 < k {
+                        unsafe { b.at(p1, j0 + jj) }
+                    } else {
+                        0.0
+                    };
+                    *s = bf16_rne(lo) | bf16_rne(hi) << 16;
+                }
+            }
+        }
+    }
+}
+
+/// `c[m, n] (+)= a[m, k] · W` where `w` came from [`pack_rhs`] for `kernel`
+/// with this k; `c` has row stride `c_rs`.
+///
+/// # Safety
+/// `a` must address `m x k` elements in a live allocation; `c` must hold
+/// `m` rows of stride `c_rs >= w.n`, overlapping neither operand.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product_packed(
+    kernel: Kernel,
+    m: usize,
+    k: usize,
+    a: Strided,
+    w: &PackedMat,
+    c: *mut f32,
+    c_rs: usize,
+    accumulate: bool,
+) -> OpResult<()> {
+    let n = w.n;
+    let kk = w.k;
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if k == 0 || kk != padded_k(kernel, w.elem, k) || c_rs < n {
+        return Err(OpError::msg(
+            "strided product",
+            format!("k {k} against a packed k of {kk}, or row stride {c_rs} < n {n}"),
+        ));
+    }
+    let in_place = a.cs == 1 && a.rs == kk as isize;
+    let mut copy = Vec::new();
+    let x: &[f32] = if in_place {
+        // SAFETY: m contiguous rows of kk = k values: the caller's contract.
+        unsafe { std::slice::from_raw_parts(a.ptr, m * kk) }
+    } else {
+        // SAFETY: the caller's contract on `a`.
+        copy = unsafe { rows_of(m, k, kk, a) };
+        &copy
+    };
+    let done = if !accumulate && c_rs == n {
+        // SAFETY: the caller's m rows of n, all written by matmul_into on Ok.
+        let out = unsafe { std::slice::from_raw_parts_mut(c.cast::<MaybeUninit<f32>>(), m * n) };
+        matmul_into(kernel, x, None, m, w, None, out)
+    } else {
+        let mut y = spare_zeros(&SPARE_OUT, m * n);
+        let done = matmul_into(kernel, x, None, m, w, None, as_uninit(&mut y));
+        if done.is_ok() {
+            // SAFETY: the caller's contract on c.
+            unsafe { add_rows(&y, m, n, c, c_rs, accumulate) };
+        }
+        SPARE_OUT.set(y);
+        done
+    };
+    if !in_place {
+        SPARE_LHS.set(copy);
+    }
+    done
+}
+
+/// A written f32 buffer as the output `matmul_into` takes.
+fn as_uninit(y: &mut [f32]) -> &mut [MaybeUninit<f32>] {
+    // SAFETY: MaybeUninit<f32> has f32's layout, and every f32 is a valid one.
+    unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast(), y.len()) }
+}
+
+/// `c[i, j] (+)= y[i, j]` for `y [m, n]`.
+///
+/// # Safety
+/// `c` must hold `m` rows of stride `c_rs >= n`, not overlapping `y`.
+unsafe fn add_rows(y: &[f32], m: usize, n: usize, c: *mut f32, c_rs: usize, accumulate: bool) {
+    for (i, row) in y[..m * n].chunks_exact(n).enumerate() {
+        // SAFETY: row i of c, n values, not overlapping y.
+        let dst = unsafe { std::slice::from_raw_parts_mut(c.add(i * c_rs), n) };
+        if accumulate {
+            dst.iter_mut().zip(row).for_each(|(d, &v)| *d += v);
+        } else {
+            dst.copy_from_slice(row);
+        }
+    }
+}
+
+/// `c[m, n] (+)= a[m, k] · b[k, n]`: [`pack_rhs`] then [`product_packed`].
+///
+/// # Safety
+/// As both.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product(
+    kernel: Kernel,
+    elem: Elem,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: Strided,
+    b: Strided,
+    c: *mut f32,
+    c_rs: usize,
+    accumulate: bool,
+) -> OpResult<()> {
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    if a.cs != 1 && b.cs == 1 && n < m {
+        // A weight gradient `dyᵀ · x`: a is transposed, b has contiguous
+        // rows. Computing `cᵀ = bᵀ · aᵀ` packs dy (the larger) on the fast
+        // path (two rows into k-pairs) and transposes only x.
+        let at = Strided {
+            ptr: b.ptr,
+            rs: b.cs,
+            cs: b.rs,
+        };
+        let bt = Strided {
+            ptr: a.ptr,
+            rs: a.cs,
+            cs: a.rs,
+        };
+        let mut y = spare_zeros(&SPARE_OUT, n * m);
+        // SAFETY: the same elements, read transposed; y holds n rows of m.
+        unsafe {
+            let t0 = std::time::Instant::now();
+            let w = pack_rhs(kernel, elem, k, m, bt);
+            let t1 = t0.elapsed().as_secs_f64() * 1e3;
+            product_packed(kernel, n, k, at, &w, y.as_mut_ptr(), m, false)?;
+            let t2 = t0.elapsed().as_secs_f64() * 1e3;
+            store_transposed(&y, n, m, c, c_rs, accumulate);
+            recycle(w);
+            let t3 = t0.elapsed().as_secs_f64() * 1e3;
+            if std::env::var("TMOE_GEMM_TRACE").is_ok() {
+                eprintln!(
+                    "SWAP {m} {n} {k} pack {t1:.3} prod {:.3} store {:.3}",
+                    t2 - t1,
+                    t3 - t2
+                );
+            }
+        }
+        SPARE_OUT.set(y);
+        return Ok(());
+    }
+    // SAFETY: the caller's contract.
+    unsafe {
+        let w = pack_rhs(kernel, elem, k, n, b);
+        let done = product_packed(kernel, m, k, a, &w, c, c_rs, accumulate);
+        recycle(w);
+        done
+    }
+}
+
+/// `c[i, j] (+)= y[j, i]` for `y [n, m]`, in 16 x 16 blocks.
+///
+/// # Safety
+/// `c` must hold `m` rows of stride `c_rs >= n`, not overlapping `y`.
+unsafe fn store_transposed(
+    y: &[f32],
+    n: usize,
+    m: usize,
+    c: *mut f32,
+    c_rs: usize,
+    accumulate: bool,
+) {
+    for i0 in (0..m).step_by(TB) {
+        for j0 in (0..n).step_by(TB) {
+            for i in i0..(i0 + TB).min(m) {
+                // SAFETY: row i of c, columns < n.
+                let row = unsafe { std::slice::from_raw_parts_mut(c.add(i * c_rs), n) };
+                for j in j0..(j0 + TB).min(n) {
+                    let v = y[j * m + i];
+                    if accumulate {
+                        row[j] += v;
+                    } else {
+                        row[j] = v;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Rows per block of the transposing copy (a 16 x 16 block of f32 is 16
+/// cache lines read and 16 written).
+const TB: usize = 16;
+
+/// `a` as contiguous rows of `kk` values (zeros past k).
+///
+/// # Safety
+/// `a` must address `m x k` elements.
+unsafe fn rows_of(m: usize, k: usize, kk: usize, a: Strided) -> Vec<f32> {
+    let mut x = spare_zeros(&SPARE_LHS, m * kk);
+    let fill = |(blk, out): (usize, &mut [f32])| {
+        let i0 = blk * TB;
+        let rows = out.len() / kk;
+        if a.cs == 1 {
+            for (i, row) in out.chunks_exact_mut(kk).enumerate() {
+                // SAFETY: row i0 + i of a, k contiguous values.
+                row[..k].copy_from_slice(unsafe { a.row(i0 + i, k) });
+            }
+            return;
+        }
+        // Transposed or strided: 16 x 16 blocks, so reads walk a's rows.
+        for j0 in (0..k).step_by(TB) {
+            for j in j0..(j0 + TB).min(k) {
+                for i in 0..rows {
+                    // SAFETY: (i0 + i, j) inside a: the caller's contract.
+                    out[i * kk + j] = unsafe { a.at(i0 + i, j) };
+                }
+            }
+        }
+    };
+    if fan_out(m * k) {
+        x.par_chunks_mut(TB * kk).enumerate().for_each(fill);
+    } else {
+        x.chunks_mut(TB * kk).enumerate().for_each(fill);
+    }
+    x
+}
