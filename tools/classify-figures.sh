@@ -11,7 +11,8 @@
 #   same-run-{tmoe,torch}-CFG-train.{txt,json}  a training step (f32) on both
 #   same-run-{tmoe,torch}-CFG-train-bf16.*     a training step in bf16: ours
 #       mixed precision (where the CPU has a bf16 kernel), PyTorch autocast
-# `tools/classify-figures.sh torch` runs only the same-run comparisons.
+# `tools/classify-figures.sh torch` runs only the same-run comparisons,
+# `tools/classify-figures.sh train` only their training steps.
 # PYTHON: an interpreter with torch (default python3). RESULTS: write there
 # instead of bench/results/cpu (e.g. a folder per machine). Run it on an
 # otherwise idle machine (it prints the load average first).
@@ -38,7 +39,7 @@ timed() { # file, command...
 }
 
 only="${1:-all}"
-[ "$only" = torch ] || for p in f32 bf16; do
+[ "$only" = torch ] || [ "$only" = train ] || for p in f32 bf16; do
   echo "== bench classify, tiny, $p"
   timed "$out/bench-classify-tiny-$p.txt" "$tmoe" bench classify --device cpu --config tiny \
     --precision "$p" --out "$out/bench-classify-tiny-$p.json" --force
@@ -48,6 +49,7 @@ done
 # ITERS: timed calls per batch size in the inference rows (default 20; the
 # shared 2-core machine is noisy, so fewer gives unstable means).
 for cfg in ${CONFIGS:-tiny small}; do
+if [ "$only" != train ]; then
 echo "== same run: tmoe bench model (f32, bf16) and PyTorch, $cfg, sequence 64, $threads threads"
 for p in f32 bf16; do
   timed "$out/same-run-tmoe-$cfg-$p.txt" "$tmoe" bench model --device cpu --config "$cfg" \
@@ -59,6 +61,7 @@ if "$py" -c 'import torch' 2>/dev/null; then
   timed "$out/same-run-torch-$cfg-bf16.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
     --dtype bf16 --batch 8,64 --seq 64 --iters "${ITERS:-20}" --threads "$threads" \
     --out "$out/same-run-torch-$cfg-bf16.json" --force
+fi
 fi
 echo "== same run: a training step (f32), $cfg, batch 8 and 32, sequence 64, $threads threads"
 timed "$out/same-run-tmoe-$cfg-train.txt" "$tmoe" bench model --device cpu --config "$cfg" --train \

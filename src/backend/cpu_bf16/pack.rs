@@ -145,6 +145,25 @@ impl PackedMat {
         }
     }
 
+    /// [`PackedMat::zeroed_in`] without the zero fill: the slots hold
+    /// whatever `storage` held, and the caller must write every one.
+    pub fn unwritten_in(mut storage: Vec<Line>, elem: Elem, n: usize, k: usize) -> PackedMat {
+        let kp = elem.slots(k);
+        let len = n.div_ceil(NR) * kp * NR / 16;
+        if storage.len() < len {
+            storage.resize(len, Line::default());
+        }
+        storage.truncate(len);
+        PackedMat {
+            n,
+            k,
+            kp,
+            layout: Layout::Plain,
+            elem,
+            data: storage,
+        }
+    }
+
     /// The slots' storage, for [`PackedMat::zeroed_in`].
     pub fn into_storage(self) -> Vec<Line> {
         self.data
