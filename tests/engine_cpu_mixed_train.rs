@@ -321,3 +321,65 @@ fn mixed_precision_training_lowers_the_loss_and_reruns_bit_for_bit() {
         common::assert_same_bits(&p1, &p2, "bf16 training");
     }
 }
+
+/// `tmoe pretrain` and `finetune --precision bf16` from the command line:
+/// mixed precision where the CPU has a bf16 kernel, else a clear refusal.
+#[test]
+fn pretrain_and_finetune_take_precision_bf16() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    common::synth_dataset(d, "6", "1");
+    let args = [
+        "pretrain",
+        "--data",
+        "data",
+        "--config",
+        "tiny",
+        "--out",
+        "pt",
+        "--steps",
+        "3",
+        "--batch",
+        "4",
+        "--seq-len",
+        "32",
+        "--precision",
+        "bf16",
+        "--quiet",
+    ];
+    if Products::bf16().is_none() {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args(args)
+            .current_dir(d)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains("--precision bf16"),
+            "{err}"
+        );
+        return;
+    }
+    let pt = common::tmoe(d, &args);
+    assert!(pt.contains("pretrained 3 steps"), "{pt}");
+    let ft = common::tmoe(
+        d,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--init",
+            "pt/model.safetensors",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--precision",
+            "bf16",
+            "--quiet",
+        ],
+    );
+    assert!(ft.contains("fine-tuned 1 epochs"), "{ft}");
+}

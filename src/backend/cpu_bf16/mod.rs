@@ -1,7 +1,8 @@
 //! The packed-weight CPU inference engine: weights packed once, in the
 //! micro-kernel's layout, as bf16 (`--precision bf16`) or as f32 (the f32
 //! inference engine where the CPU has AVX-512F); activations f32, products
-//! accumulated in f32. Forward ops only; every backward op is an error.
+//! accumulated in f32. Forward ops only; every backward op is an error
+//! (training's bf16 products use the kernels through `strided`).
 //! (The name is the bf16 engine's, which came first.)
 //!
 //! - `pack`: the layout. A weight `W [n, k]` becomes column panels of NR = 64
@@ -16,6 +17,9 @@
 //!   Rust (bf16 widened to f32, f32 multiply-add); f32 panels on
 //!   `vfmadd231ps` (AVX-512F).
 //! - `gemm`: the blocked product, parallel over row blocks.
+//! - `strided`: general products of strided f32 operands (right operand
+//!   packed per product) on these kernels: the training engine's bf16
+//!   mixed-precision products (`backend::cpu::matmul::Products`).
 //! - `params`: which weights become bf16 and which stay f32, and why.
 //! - `peak`: this CPU's measured bf16 and f32 multiply-add rates (whether
 //!   bf16 pays here).
