@@ -102,7 +102,8 @@ struct Report {
     date: String,
     device: &'static str,
     device_name: String,
-    /// Inference precision (`--precision`); the GPU engine computes in bf16.
+    /// `--precision`: of inference, or with `--train` of the training step
+    /// (bf16: mixed precision); the GPU engine computes in bf16.
     precision: &'static str,
     config: String,
     mode: &'static str,
