@@ -74,13 +74,6 @@ impl Products {
         kernel.available().then_some(Products::Bf16(kernel))
     }
 
-    pub fn name(self) -> &'static str {
-        match self {
-            Products::F32 => "f32",
-            Products::Bf16(_) => "bf16",
-        }
-    }
-
     /// The kernel f32 operands go through, if not the `gemm` crate.
     fn kernel_for<F: Float>(self) -> Option<Kernel> {
         match self {
@@ -373,21 +366,7 @@ fn operand_views<F: Float>(
     (av, bv)
 }
 
-/// A new `[m, n]` matrix `op(a)·op(b)` (as [`gemm`]), never zero-filled.
-#[allow(clippy::too_many_arguments)]
-pub fn product<F: Float>(
-    m: usize,
-    n: usize,
-    k: usize,
-    a: &[F],
-    ta: bool,
-    b: &[F],
-    tb: bool,
-) -> Vec<F> {
-    product_in(Products::F32, m, n, k, a, ta, b, tb)
-}
-
-/// [`product`] with `products`' precision.
+/// A new `[m, n]` matrix `op(a)·op(b)` (as [`gemm_in`]), never zero-filled.
 #[allow(clippy::too_many_arguments)]
 pub fn product_in<F: Float>(
     products: Products,
@@ -409,19 +388,7 @@ pub fn product_in<F: Float>(
     }
 }
 
-/// [`fwd`] into a new vector (no zero fill).
-pub fn fwd_new<F: Float>(
-    x: &[F],
-    w: &[F],
-    bias: Option<&[F]>,
-    t: usize,
-    din: usize,
-    dout: usize,
-) -> Vec<F> {
-    fwd_new_in(Products::F32, x, w, bias, t, din, dout)
-}
-
-/// [`fwd_new`] with `products`' precision.
+/// [`fwd_in`] into a new vector (no zero fill).
 pub fn fwd_new_in<F: Float>(
     products: Products,
     x: &[F],
@@ -559,18 +526,18 @@ mod tests {
 
     #[test]
     fn new_matrix_forms_equal_the_in_place_ones() {
-        // `product` (no zero fill) against `gemm` into zeros, with k = 0 too
-        // (all outputs must still be written), and `fwd_new` against `fwd`.
+        // `product_in` (no zero fill) against `gemm` into zeros, with k = 0 too
+        // (all outputs must still be written), and `fwd_new_in` against `fwd`.
         for (m, n, k) in [(7, 5, 9), (3, 4, 0)] {
             let a = seq(m * k, 0.7);
             let b = seq(n * k, 1.3);
             let mut c = vec![0.0; m * n];
             gemm(m, n, k, &a, false, &b, true, &mut c, false);
-            assert_eq!(product(m, n, k, &a, false, &b, true), c);
+            assert_eq!(product_in(Products::F32, m, n, k, &a, false, &b, true), c);
             let bias = seq(n, 2.1);
             let mut y = vec![0.0; m * n];
             fwd(&a, &b, Some(&bias), m, k, n, &mut y);
-            assert_eq!(fwd_new(&a, &b, Some(&bias), m, k, n), y);
+            assert_eq!(fwd_new_in(Products::F32, &a, &b, Some(&bias), m, k, n), y);
         }
     }
 

@@ -121,32 +121,12 @@ impl PackedMat {
         }
     }
 
-    /// An all-zero plain `[n, k]` matrix of `elem`, to be filled through
-    /// [`PackedMat::slots_mut`] (the strided products' packing).
-    pub fn zeroed(elem: Elem, n: usize, k: usize) -> PackedMat {
-        PackedMat::zeroed_in(Vec::new(), elem, n, k)
-    }
-
-    /// [`PackedMat::zeroed`] in `storage` (a matrix's, from
-    /// [`PackedMat::into_storage`]): reusing it spares the page faults of
-    /// a fresh allocation, which cost more than the packing of a
-    /// per-product matrix.
-    pub fn zeroed_in(mut storage: Vec<Line>, elem: Elem, n: usize, k: usize) -> PackedMat {
-        let kp = elem.slots(k);
-        storage.clear();
-        storage.resize(n.div_ceil(NR) * kp * NR / 16, Line::default());
-        PackedMat {
-            n,
-            k,
-            kp,
-            layout: Layout::Plain,
-            elem,
-            data: storage,
-        }
-    }
-
-    /// [`PackedMat::zeroed_in`] without the zero fill: the slots hold
-    /// whatever `storage` held, and the caller must write every one.
+    /// A plain `[n, k]` matrix of `elem` in `storage` (a matrix's, from
+    /// [`PackedMat::into_storage`]), not zero-filled: the slots hold
+    /// whatever `storage` held, and the caller must write every one
+    /// through [`PackedMat::slots_mut`] (the strided products' packing).
+    /// Reusing the storage spares the page faults of a fresh allocation,
+    /// which cost more than the packing of a per-product matrix.
     pub fn unwritten_in(mut storage: Vec<Line>, elem: Elem, n: usize, k: usize) -> PackedMat {
         let kp = elem.slots(k);
         let len = n.div_ceil(NR) * kp * NR / 16;
@@ -164,7 +144,7 @@ impl PackedMat {
         }
     }
 
-    /// The slots' storage, for [`PackedMat::zeroed_in`].
+    /// The slots' storage, for [`PackedMat::unwritten_in`].
     pub fn into_storage(self) -> Vec<Line> {
         self.data
     }

@@ -76,7 +76,7 @@ fn bf16_rne(x: f32) -> u32 {
 
 thread_local! {
     /// Buffers kept between products on this thread (see
-    /// [`PackedMat::zeroed_in`]): a packed right-hand side, a copy of the
+    /// [`PackedMat::unwritten_in`]): a packed right-hand side, a copy of the
     /// left one, an output to add or transpose.
     static SPARE_RHS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
     static SPARE_LHS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
