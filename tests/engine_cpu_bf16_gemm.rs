@@ -14,21 +14,10 @@
 //! m = 1, a gather of rows, a bias, and products big enough to run in
 //! parallel as well as the same products inside a rayon worker (serial).
 
+mod common;
 use half::bf16;
 use traffic_moe::backend::cpu_bf16::pack::Elem;
 use traffic_moe::backend::cpu_bf16::{Kernel, PackedMat, matmul};
-
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 fn round(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| bf16::from_f32(x).to_f64()).collect()
@@ -87,7 +76,11 @@ const SHAPES: [(usize, usize, usize); 15] = [
 ];
 
 fn check_plain(kernel: Kernel, m: usize, n: usize, k: usize, with_bias: bool) {
-    let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+    let (x, w, b) = (
+        common::values(m * k, 1),
+        common::values(n * k, 2),
+        common::values(n, 3),
+    );
     let packed = PackedMat::new(&w, n, k);
     let bias = with_bias.then_some(&b[..]);
     let got = matmul(kernel, &x, None, m, &packed, bias).unwrap();
@@ -127,7 +120,7 @@ fn products_inside_a_rayon_worker_run_serially_with_the_same_result() {
         .unwrap();
     for kernel in kernels() {
         for (m, n, k) in [(300, 129, 129), (300, 129, 256)] {
-            let (x, w) = (values(m * k, 4), values(n * k, 5));
+            let (x, w) = (common::values(m * k, 4), common::values(n * k, 5));
             let packed = PackedMat::new(&w, n, k);
             let outside = matmul(kernel, &x, None, m, &packed, None).unwrap();
             let inside = pool.install(|| matmul(kernel, &x, None, m, &packed, None).unwrap());
@@ -141,8 +134,8 @@ fn products_inside_a_rayon_worker_run_serially_with_the_same_result() {
 fn gathered_rows_equal_the_product_of_the_gathered_matrix() {
     for kernel in kernels() {
         for (rows_x, n, k) in [(40, 70, 33), (40, 70, 64)] {
-            let x = values(rows_x * k, 6);
-            let w = values(n * k, 7);
+            let x = common::values(rows_x * k, 6);
+            let w = common::values(n * k, 7);
             let idx: Vec<u32> = (0..23).map(|i| (i * 7 % rows_x) as u32).collect();
             let gathered: Vec<f32> = idx
                 .iter()
@@ -166,7 +159,11 @@ fn swiglu_pairs_give_silu_of_gate_times_up() {
             (64, 256, 129),
             (45, 96, 256),
         ] {
-            let (x, g, u) = (values(m * k, 8), values(f * k, 9), values(f * k, 10));
+            let (x, g, u) = (
+                common::values(m * k, 8),
+                common::values(f * k, 9),
+                common::values(f * k, 10),
+            );
             let packed = PackedMat::swiglu(&g, &u, f, k);
             let got = matmul(kernel, &x, None, m, &packed, None).unwrap();
             let xr = round(&x);
@@ -196,8 +193,8 @@ fn swiglu_pairs_give_silu_of_gate_times_up() {
 
 #[test]
 fn bad_operands_are_errors_not_panics() {
-    let w = PackedMat::new(&values(8 * 4, 1), 8, 4);
-    let x = values(3 * 4, 2);
+    let w = PackedMat::new(&common::values(8 * 4, 1), 8, 4);
+    let x = common::values(3 * 4, 2);
     assert!(
         matmul(Kernel::Portable, &x, None, 4, &w, None).is_err(),
         "too few rows"
@@ -245,7 +242,11 @@ fn products_cut_into_row_blocks_and_panel_groups_equal_the_serial_product() {
         .build()
         .unwrap();
     let (m, n, k) = (2100, 300, 600);
-    let (x, w, b) = (values(m * k, 11), values(n * k, 12), values(n, 13));
+    let (x, w, b) = (
+        common::values(m * k, 11),
+        common::values(n * k, 12),
+        common::values(n, 13),
+    );
     for kernel in kernels() {
         for elem in [Elem::Bf16Pair, Elem::F32] {
             let plain = PackedMat::new_as(elem, &w, n, k);

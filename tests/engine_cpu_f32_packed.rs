@@ -21,18 +21,6 @@ use traffic_moe::engine::{Device, Precision};
 use traffic_moe::eval::predict::{Loaded, Weights, class_logits};
 use traffic_moe::model::{FfnKind, Inputs};
 
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 /// `y = x·wᵀ` in f64 and, per element, sum |x_i w_i|.
 fn reference(x: &[f32], w: &[f32], m: usize, n: usize, k: usize) -> (Vec<f64>, Vec<f64>) {
     let (mut y, mut mag) = (vec![0.0; m * n], vec![0.0; m * n]);
@@ -74,7 +62,11 @@ fn f32_panels_match_the_f64_reference_within_the_summation_bound() {
     ];
     for kernel in kernels() {
         for &(m, n, k) in &shapes {
-            let (x, w, b) = (values(m * k, 1), values(n * k, 2), values(n, 3));
+            let (x, w, b) = (
+                common::values(m * k, 1),
+                common::values(n * k, 2),
+                common::values(n, 3),
+            );
             let packed = PackedMat::new_as(Elem::F32, &w, n, k);
             assert_eq!(packed.kp, k);
             let got = matmul(kernel, &x, None, m, &packed, Some(&b)).unwrap();
@@ -96,7 +88,11 @@ fn f32_panels_match_the_f64_reference_within_the_summation_bound() {
 fn f32_swiglu_panels_and_gathered_rows() {
     for kernel in kernels() {
         let (m, f, k) = (23, 100, 67);
-        let (x, g, u) = (values(40 * k, 4), values(f * k, 5), values(f * k, 6));
+        let (x, g, u) = (
+            common::values(40 * k, 4),
+            common::values(f * k, 5),
+            common::values(f * k, 6),
+        );
         let idx: Vec<u32> = (0..m).map(|i| (i * 7 % 40) as u32).collect();
         let gathered: Vec<f32> = idx
             .iter()

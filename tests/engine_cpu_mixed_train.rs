@@ -44,18 +44,6 @@ fn kernels() -> Vec<Kernel> {
     k
 }
 
-fn vals(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
-
 fn bf16(x: f32) -> f64 {
     f64::from(half::bf16::from_f32(x).to_f32())
 }
@@ -77,12 +65,12 @@ fn check_product(
         "{} m {m} n {n} k {k} ta {ta} tb {tb} acc {acc} pad {pad}",
         kernel.name()
     );
-    let a = vals(m * k, 1 + m as u64);
-    let b = vals(k * n, 2 + n as u64);
+    let a = common::values(m * k, 1 + m as u64);
+    let b = common::values(k * n, 2 + n as u64);
     let a_at = |i: usize, p: usize| if ta { a[p * m + i] } else { a[i * k + p] };
     let b_at = |p: usize, j: usize| if tb { b[j * k + p] } else { b[p * n + j] };
     let c_rs = n + pad;
-    let c0 = vals(m * c_rs, 3);
+    let c0 = common::values(m * c_rs, 3);
     let mut c = c0.clone();
     let view = |s: &[f32], t: bool, rows: usize, cols: usize| Strided {
         ptr: s.as_ptr(),
@@ -148,8 +136,8 @@ fn strided_products_are_bf16_operands_with_f32_sums() {
 #[test]
 fn a_prepared_operand_gives_the_same_bits_as_per_product_packing() {
     let (m, n, k) = (150, 90, 70);
-    let a = vals(m * k, 5);
-    let b = vals(n * k, 6);
+    let a = common::values(m * k, 5);
+    let b = common::values(n * k, 6);
     for kernel in kernels() {
         let p = Products::bf16_on(kernel).unwrap();
         let rhs = Rhs::new(p, k, n, &b, true);
@@ -176,8 +164,14 @@ fn a_prepared_operand_gives_the_same_bits_as_per_product_packing() {
 #[test]
 fn f64_products_stay_exact_under_mixed_precision() {
     let (m, n, k) = (80, 70, 60); // above the mixed-precision minimum
-    let a: Vec<f64> = vals(m * k, 7).into_iter().map(f64::from).collect();
-    let b: Vec<f64> = vals(k * n, 8).into_iter().map(f64::from).collect();
+    let a: Vec<f64> = common::values(m * k, 7)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    let b: Vec<f64> = common::values(k * n, 8)
+        .into_iter()
+        .map(f64::from)
+        .collect();
     let p = Products::bf16_on(Kernel::Portable).unwrap();
     let (mut got, mut want) = (vec![0f64; m * n], vec![0f64; m * n]);
     matmul::gemm_in(p, m, n, k, &a, false, &b, false, &mut got, false);
@@ -198,8 +192,8 @@ fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
 #[test]
 fn lm_head_in_mixed_precision_tracks_f32() {
     let (t, d, v) = (300, 64, 700); // two backward row chunks, uneven vocab slices
-    let h = vals(t * d, 9);
-    let table = vals(v * d, 10);
+    let h = common::values(t * d, 9);
+    let table = common::values(v * d, 10);
     let targets: Vec<u32> = (0..t as u32)
         .map(|i| if i % 9 == 4 { 9999 } else { (i * 7) % v as u32 })
         .collect();

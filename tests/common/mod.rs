@@ -269,3 +269,17 @@ pub fn assert_same_bits(a: &[Param], b: &[Param], what: &str) {
         );
     }
 }
+
+/// `n` values uniform in [-1, 1) from a seeded xorshift: operands of the
+/// CPU product tests.
+pub fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
