@@ -106,21 +106,7 @@ fn bench(c: &mut Criterion) {
             });
             let mut opt = AdamW::new(AdamWConfig::default(), &params);
             g.bench_function("train_step", |bn| {
-                bn.iter(|| {
-                    train_step(
-                        Cpu::EXACT,
-                        &model,
-                        &mut params,
-                        &mut opt,
-                        &x,
-                        Task::Lm,
-                        0.02,
-                        1e-4,
-                        1.0,
-                    )
-                    .unwrap()
-                    .loss
-                })
+                bn.iter(|| lm_step(Cpu::EXACT, &model, &mut params, &mut opt, &x))
             });
             // Mixed precision (bf16 operands, f32 sums) where this CPU has a
             // bf16 kernel.
@@ -128,25 +114,26 @@ fn bench(c: &mut Criterion) {
                 g.bench_function("train_step_bf16", |bn| {
                     bn.iter(|| {
                         let cpu = Cpu::with_products(p);
-                        train_step(
-                            cpu,
-                            &model,
-                            &mut params,
-                            &mut opt,
-                            &x,
-                            Task::Lm,
-                            0.02,
-                            1e-4,
-                            1.0,
-                        )
-                        .unwrap()
-                        .loss
+                        lm_step(cpu, &model, &mut params, &mut opt, &x)
                     })
                 });
             }
             g.finish();
         }
     }
+}
+
+/// One LM training step with `cpu`'s products (exact or mixed precision); its loss.
+fn lm_step(
+    cpu: Cpu,
+    model: &Model,
+    params: &mut Vec<traffic_moe::train::optim::Param>,
+    opt: &mut AdamW,
+    x: &Batch,
+) -> f32 {
+    train_step(cpu, model, params, opt, x, Task::Lm, 0.02, 1e-4, 1.0)
+        .unwrap()
+        .loss
 }
 
 /// User + system CPU seconds of this process so far (all threads).
@@ -195,19 +182,7 @@ fn timed_steps(steps: usize, filter: &str) {
                             .unwrap()
                             .task_loss
                     } else {
-                        train_step(
-                            Cpu::EXACT,
-                            &model,
-                            &mut params,
-                            &mut opt,
-                            &x,
-                            Task::Lm,
-                            0.02,
-                            1e-4,
-                            1.0,
-                        )
-                        .unwrap()
-                        .loss
+                        lm_step(Cpu::EXACT, &model, &mut params, &mut opt, &x)
                     }
                 };
                 run(); // warm-up
