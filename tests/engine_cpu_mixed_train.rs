@@ -124,7 +124,14 @@ fn check_product(
 #[test]
 fn strided_products_are_bf16_operands_with_f32_sums() {
     for kernel in kernels() {
-        for (m, n, k) in [(37, 70, 45), (96, 64, 64), (130, 33, 100), (5, 130, 7)] {
+        // k 259: a transposed weight's pairs span several 64-slot blocks, odd at the end.
+        for (m, n, k) in [
+            (37, 70, 45),
+            (96, 64, 64),
+            (130, 33, 100),
+            (5, 130, 7),
+            (19, 70, 259),
+        ] {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 check_product(kernel, m, n, k, ta, tb, false, 0);
                 check_product(kernel, m, n, k, ta, tb, true, 3);

@@ -112,46 +112,171 @@ fn fan_out(work: usize) -> bool {
 ///
 /// Rows of b contiguous (`cs == 1`: activations, or dy in a weight
 /// gradient): a slot row (one or two rows of b) at a time across every
-/// panel, so b is read once in order. Otherwise (a weight read
-/// transposed): a panel at a time, its 64 columns of b read together.
+/// panel, so b is read once in order. Columns contiguous (`rs == 1`: a
+/// weight `[n, k]` read transposed, as the forward reads it): a panel at a
+/// time, each column of b (a weight row) rounded to pairs in order and the
+/// block then turned into slot rows. Otherwise: a panel at a time, gathered.
 ///
 /// # Safety
 /// `b` must address `k x n` elements in a live allocation.
 pub unsafe fn pack_rhs(kernel: Kernel, elem: Elem, k: usize, n: usize, b: Strided) -> PackedMat {
     let kk = padded_k(kernel, elem, k);
     let mut w = PackedMat::unwritten_in(SPARE_RHS.take(), elem, n, kk);
-    let kp = w.kp;
-    let slots = SlotsPtr(w.slots_mut().as_mut_ptr());
-    // Slot rows holding values of b (the rest is k padding).
-    let filled = elem.slots(k);
-    let panels = n.div_ceil(NR);
-    // SAFETY: writes inside panel p's slot row q, which no other call
-    // writes; `fill_slots` reads rows < k and columns < n of b, the
-    // caller's contract.
-    let slot_row = |p: usize, q: usize| unsafe {
-        std::slice::from_raw_parts_mut(slots.at(p * kp * NR + q * NR), NR)
+    let fill = Fill {
+        elem,
+        k,
+        n,
+        kp: w.kp,
+        filled: elem.slots(k),
+        b,
+        slots: SlotsPtr(w.slots_mut().as_mut_ptr()),
     };
-    // Every slot is written (the storage is reused unzeroed): values, then
-    // zeros past n in the last panel and past k in every panel.
-    let write = |p: usize, q: usize| {
-        let row = slot_row(p, q);
-        let nout = NR.min(n - p * NR);
-        if q < filled {
-            fill_slots(elem, k, b, p * NR, q, &mut row[..nout]);
+    let panels = n.div_ceil(NR);
+    // SAFETY (each call): the caller's contract on b; each call writes
+    // slots no other call writes.
+    match (b.cs == 1, fan_out(n * k)) {
+        (true, true) => (0..fill.kp)
+            .into_par_iter()
+            .with_min_len(4)
+            .for_each(|q| unsafe { fill.run(true, q) }),
+        (true, false) => (0..fill.kp).for_each(|q| unsafe { fill.run(true, q) }),
+        (false, true) => (0..panels)
+            .into_par_iter()
+            .for_each(|p| unsafe { fill.run(false, p) }),
+        (false, false) => (0..panels).for_each(|p| unsafe { fill.run(false, p) }),
+    }
+    w
+}
+
+/// What [`pack_rhs`] writes and from where: every slot of `kp` slot rows in
+/// each panel (the storage is reused unzeroed): values, then zeros past n
+/// in the last panel and past k in every panel.
+#[derive(Clone, Copy)]
+struct Fill {
+    elem: Elem,
+    k: usize,
+    n: usize,
+    kp: usize,
+    /// Slot rows holding values of b (the rest is k padding).
+    filled: usize,
+    b: Strided,
+    slots: SlotsPtr,
+}
+
+impl Fill {
+    /// Slot row `q` across every panel (`by_rows`), or every slot row of
+    /// panel `i`. Compiled again for AVX-512 and chosen at run time: the
+    /// crate's baseline (SSE2) rounds 4 values at a time.
+    ///
+    /// # Safety
+    /// As [`pack_rhs`]; `i` a slot row or panel, written by this call only.
+    unsafe fn run(self, by_rows: bool, i: usize) {
+        #[cfg(target_arch = "x86_64")]
+        if crate::backend::cpu::simd::avx512() {
+            // SAFETY: the CPU has AVX-512F; the rest is the caller's contract.
+            unsafe { self.run_avx512(by_rows, i) };
+            return;
+        }
+        // SAFETY: the caller's contract.
+        unsafe { self.run_any(by_rows, i) }
+    }
+
+    /// # Safety
+    /// As [`Fill::run`], on a CPU with AVX-512F.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn run_avx512(self, by_rows: bool, i: usize) {
+        // SAFETY: the caller's contract.
+        unsafe { self.run_any(by_rows, i) }
+    }
+
+    /// # Safety
+    /// As [`Fill::run`].
+    #[inline(always)]
+    unsafe fn run_any(self, by_rows: bool, i: usize) {
+        // Plain loops: `for_each` is a `fold` that may be compiled apart,
+        // without the caller's AVX-512.
+        if by_rows {
+            for p in 0..self.n.div_ceil(NR) {
+                unsafe { self.write(p, i) };
+            }
+        } else if self.b.rs == 1 && self.elem == Elem::Bf16Pair {
+            unsafe { self.panel_from_columns(i) };
+        } else {
+            for q in 0..self.kp {
+                unsafe { self.write(i, q) };
+            }
+        }
+    }
+
+    /// Panel p's slot row q, NR slots.
+    ///
+    /// # Safety
+    /// `p` a panel, `q < kp`, written by this call only.
+    #[inline(always)]
+    unsafe fn slot_row<'a>(self, p: usize, q: usize) -> &'a mut [u32] {
+        unsafe { std::slice::from_raw_parts_mut(self.slots.at((p * self.kp + q) * NR), NR) }
+    }
+
+    /// # Safety
+    /// As [`Fill::slot_row`], and the caller's contract on b.
+    #[inline(always)]
+    unsafe fn write(self, p: usize, q: usize) {
+        let row = unsafe { self.slot_row(p, q) };
+        let nout = NR.min(self.n - p * NR);
+        if q < self.filled {
+            fill_slots(self.elem, self.k, self.b, p * NR, q, &mut row[..nout]);
             row[nout..].fill(0);
         } else {
             row.fill(0);
         }
-    };
-    let by_rows = |q: usize| (0..panels).for_each(|p| write(p, q));
-    let by_panels = |p: usize| (0..kp).for_each(|q| write(p, q));
-    match (b.cs == 1, fan_out(n * k)) {
-        (true, true) => (0..kp).into_par_iter().with_min_len(4).for_each(by_rows),
-        (true, false) => (0..kp).for_each(by_rows),
-        (false, true) => (0..panels).into_par_iter().for_each(by_panels),
-        (false, false) => (0..panels).for_each(by_panels),
     }
-    w
+
+    /// Panel p of bf16 pairs from a b with contiguous columns: for a block
+    /// of [`QB`] slot rows, each column's pairs are rounded in order (the
+    /// loop vectorises), then the block is written slot row by slot row.
+    /// Before, each pair was two scalar gathers a weight row apart.
+    ///
+    /// # Safety
+    /// As [`Fill::write`] for every slot row of panel p; `b.rs == 1`.
+    #[inline(always)]
+    unsafe fn panel_from_columns(self, p: usize) {
+        const QB: usize = 64;
+        let (j0, k) = (p * NR, self.k);
+        let nout = NR.min(self.n - j0);
+        let mut block = [[0u32; QB]; NR];
+        for q0 in (0..self.filled).step_by(QB) {
+            let qn = QB.min(self.filled - q0);
+            for (jj, out) in block[..nout].iter_mut().enumerate() {
+                // SAFETY: column j0 + jj < n of b, rows 2·q0.. < k, contiguous (rs == 1).
+                let col = unsafe {
+                    let start = self
+                        .b
+                        .ptr
+                        .offset((j0 + jj) as isize * self.b.cs + 2 * q0 as isize);
+                    std::slice::from_raw_parts(start, (2 * (q0 + qn)).min(k) - 2 * q0)
+                };
+                let pairs = col.chunks_exact(2);
+                let odd = pairs.remainder().first().copied();
+                for (s, pr) in out.iter_mut().zip(pairs) {
+                    *s = bf16_rne(pr[0]) | bf16_rne(pr[1]) << 16;
+                }
+                if let Some(lo) = odd {
+                    out[qn - 1] = bf16_rne(lo);
+                }
+            }
+            for qq in 0..qn {
+                let row = unsafe { self.slot_row(p, q0 + qq) };
+                for (s, col) in row[..nout].iter_mut().zip(&block) {
+                    *s = col[qq];
+                }
+                row[nout..].fill(0);
+            }
+        }
+        for q in self.filled..self.kp {
+            unsafe { self.slot_row(p, q) }.fill(0);
+        }
+    }
 }
 
 /// The packed matrix's slots, written by several threads at disjoint places.
@@ -332,21 +457,10 @@ pub unsafe fn product(
         let mut y = spare(&SPARE_OUT, n * m);
         // SAFETY: the same elements, read transposed; y holds n rows of m.
         unsafe {
-            let t0 = std::time::Instant::now();
             let w = pack_rhs(kernel, elem, k, m, bt);
-            let t1 = t0.elapsed().as_secs_f64() * 1e3;
             product_packed(kernel, n, k, at, &w, y.as_mut_ptr(), m, false)?;
-            let t2 = t0.elapsed().as_secs_f64() * 1e3;
             store_transposed(&y, n, m, c, c_rs, accumulate);
             recycle(w);
-            let t3 = t0.elapsed().as_secs_f64() * 1e3;
-            if std::env::var("TMOE_GEMM_TRACE").is_ok() {
-                eprintln!(
-                    "SWAP {m} {n} {k} pack {t1:.3} prod {:.3} store {:.3}",
-                    t2 - t1,
-                    t3 - t2
-                );
-            }
         }
         SPARE_OUT.set(y);
         return Ok(());
