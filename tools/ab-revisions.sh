@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# Interleaved A/B of two git revisions on one `tmoe` command: builds `tmoe`
+# (release) at each revision in a worktree under target/ab/, then runs the
+# command RUNS times with each binary in turn (A, B, A, B, ...), so that a
+# noisy VM's drift hits both alike. Prints the lines of the bench's summary
+# (`... batch N: ...`) prefixed with the revision, with date, machine, load
+# and both commits first: redirect it into bench/results/.
+#   tools/ab-revisions.sh REV_A REV_B RUNS -- tmoe-args...
+# e.g. tools/ab-revisions.sh HEAD~1 HEAD 4 -- bench model --train \
+#        --precision bf16 --config tiny --batch 8,32 --seq 64 --iters 6
+# REV may also be WORKTREE: the working tree as it is (uncommitted changes).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+[ $# -ge 5 ] && [ "$4" = "--" ] || {
+  echo "usage: $0 REV_A REV_B RUNS -- tmoe-args..." >&2
+  exit 2
+}
+rev_a="$1" rev_b="$2" runs="$3"
+shift 4
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+
+build() { # rev -> prints the path of its tmoe binary
+  local rev="$1"
+  if [ "$rev" = WORKTREE ]; then
+    cargo build --release --quiet --bin tmoe >&2
+    cp "$target_dir/release/tmoe" "$target_dir/ab/tmoe-worktree"
+    echo "$target_dir/ab/tmoe-worktree"
+    return
+  fi
+  local sha dir
+  sha="$(git rev-parse --short "$rev")"
+  dir="$target_dir/ab/src-$sha"
+  [ -d "$dir" ] || git worktree add --detach --quiet "$dir" "$sha" >&2
+  # One target dir for both worktrees: only the crate itself rebuilds.
+  (cd "$dir" && CARGO_TARGET_DIR="$target_dir/ab/target" cargo build --release --quiet --bin tmoe) >&2
+  cp "$target_dir/ab/target/release/tmoe" "$target_dir/ab/tmoe-$sha"
+  echo "$target_dir/ab/tmoe-$sha"
+}
+mkdir -p "$target_dir/ab"
+bin_a="$(build "$rev_a")"
+bin_b="$(build "$rev_b")"
+label() { [ "$1" = WORKTREE ] && echo worktree || git rev-parse --short "$1"; }
+a="$(label "$rev_a")" b="$(label "$rev_b")"
+
+echo "# date: $(date -u +%FT%TZ)"
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# A: $a ($(git log -1 --format=%s "${rev_a/WORKTREE/HEAD}" | cut -c1-100))"
+echo "# B: $b ($(git log -1 --format=%s "${rev_b/WORKTREE/HEAD}" | cut -c1-100))"
+echo "# command: tmoe $*, $runs rounds of A then B"
+for r in $(seq "$runs"); do
+  for side in a b; do
+    if [ "$side" = a ]; then bin="$bin_a" name="$a"; else bin="$bin_b" name="$b"; fi
+    "$bin" "$@" 2>&1 | grep -E 'batch .*:' | sed "s/^/round $r $name /"
+  done
+done
