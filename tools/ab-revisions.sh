@@ -9,6 +9,8 @@
 # e.g. tools/ab-revisions.sh HEAD~1 HEAD 4 -- bench model --train \
 #        --precision bf16 --config tiny --batch 8,32 --seq 64 --iters 6
 # REV may also be WORKTREE: the working tree as it is (uncommitted changes).
+# The worktrees stay for the next A/B (an incremental build); after `cargo
+# clean`, `git worktree prune` forgets them.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
