@@ -3,6 +3,7 @@
 //! Parameters live outside the tape in a [`params::ParamStore`].
 
 pub mod params;
+pub mod profile;
 pub mod tape;
 
 pub use crate::engine::Backend;

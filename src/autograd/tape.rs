@@ -8,7 +8,10 @@
 //! its last use, so that memory holds the model and a layer's working set,
 //! not a training tape.
 
+use std::time::Instant;
+
 use super::params::{ParamId, ParamStore};
+use super::profile::{self, Pass};
 use crate::backend::cpu::Cpu;
 use crate::engine::{
     AttnDims as Dims, Backend, FfnDims, FfnRefs, Float, MoeDims, MoeRefs, OpError, OpResult,
@@ -138,6 +141,26 @@ pub enum Op<F: Float, B: Backend<F>> {
     },
 }
 
+impl<F: Float, B: Backend<F>> Op<F, B> {
+    /// The op's kind, as a profile names it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Embedding { .. } => "embedding",
+            Op::RmsNorm { .. } => "rmsnorm",
+            Op::Linear { .. } => "linear",
+            Op::Add { .. } => "add",
+            Op::Swiglu { .. } => "swiglu",
+            Op::Gelu { .. } => "gelu",
+            Op::Attention { .. } => "attention",
+            Op::Moe { .. } => "moe",
+            Op::Ffn { .. } => "ffn",
+            Op::MeanPool { .. } => "mean_pool",
+            Op::CrossEntropy { .. } => "cross_entropy",
+            Op::LmHeadXent { .. } => "lm_head_xent",
+        }
+    }
+}
+
 struct Record<F: Float, B: Backend<F>> {
     op: Op<F, B>,
     out: TensorId,
@@ -157,6 +180,8 @@ pub struct Tape<F: Float, B: Backend<F> = Cpu> {
     /// Each MoE layer's aux loss (a one-element tensor, read when asked) and
     /// its weight in the loss (already part of the loss gradient).
     aux: Vec<(F, B::Tensor)>,
+    /// When the last op ended, while this thread is profiling ([`profile`]).
+    mark: Option<Instant>,
 }
 
 impl<F: Float> Default for Tape<F, Cpu> {
@@ -200,6 +225,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
             routing: Vec::new(),
             keep_routing: false,
             aux: Vec::new(),
+            mark: profile::on().then(Instant::now),
         }
     }
 
@@ -282,6 +308,11 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
     }
 
     fn push(&mut self, val: B::Tensor, op: Op<F, B>) -> TensorId {
+        if let Some(mark) = self.mark {
+            let now = Instant::now();
+            profile::add(op.name(), Pass::Forward, now - mark);
+            self.mark = Some(now);
+        }
         self.vals.push(Some(val));
         let out = self.vals.len() - 1;
         if self.record {
@@ -560,6 +591,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         grads[loss] = Some(self.backend.scalar(F::ONE)?);
         let records = std::mem::take(&mut self.records);
         for rec in records.into_iter().rev() {
+            let (name, t0) = (rec.op.name(), self.mark.map(|_| Instant::now()));
             let dout = match (grads[rec.out].take(), &rec.op) {
                 (Some(g), _) => g,
                 // The aux loss reaches MoE layers even if their output gets no gradient.
@@ -570,6 +602,9 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 (None, _) => continue,
             };
             self.backward_op(rec.op, dout, &pv, &mut pg, &mut grads)?;
+            if let Some(t0) = t0 {
+                profile::add(name, Pass::Backward, t0.elapsed());
+            }
         }
         Ok(())
     }

@@ -2,6 +2,7 @@
 //! forward on the tape, backward, global-norm clipping, AdamW.
 
 use super::optim::{AdamW, Param, clip_grad_norm, zero_grads};
+use crate::autograd::profile::{Pass, timed};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
 use crate::model::batch::Batch;
@@ -48,15 +49,17 @@ pub fn train_step(
             Task::Classify => model.cls_forward(&mut tape, &p, &x, &batch.labels, aux_weight)?,
         }
     };
-    zero_grads(params);
+    timed("zero_grad", Pass::Optimizer, || zero_grads(params));
     tape.backward(f.loss, params)?;
-    drop(tape);
-    let grad_norm = clip_grad_norm(params, clip);
+    timed("free_tape", Pass::Backward, || drop(tape));
+    let grad_norm = timed("clip_norm", Pass::Optimizer, || {
+        clip_grad_norm(params, clip)
+    });
     anyhow::ensure!(
         grad_norm.is_finite(),
         "gradient norm is {grad_norm}: training diverged (try a lower --lr)"
     );
-    opt.step(params, lr)?;
+    timed("adamw", Pass::Optimizer, || opt.step(params, lr))?;
     Ok(StepStats {
         loss: f.task_loss,
         aux: f.aux,

@@ -5,6 +5,7 @@
 
 use super::optim::{AdamW, Param};
 use super::step::{StepStats, Task, train_step};
+use crate::autograd::profile::{Pass, timed};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
 use crate::backend::cpu::matmul::Products;
@@ -105,10 +106,12 @@ impl Trainer {
                         }
                     }
                 };
-                store.zero_grads()?;
+                timed("zero_grad", Pass::Optimizer, || store.zero_grads())?;
                 tape.backward(f.loss, store.as_mut())?;
-                drop(tape);
-                let norm = store.adamw_step(&opt.cfg, &opt.group_lr, lr, clip as f32)? as f64;
+                timed("free_tape", Pass::Backward, || drop(tape));
+                let norm = timed("adamw", Pass::Optimizer, || {
+                    store.adamw_step(&opt.cfg, &opt.group_lr, lr, clip as f32)
+                })? as f64;
                 anyhow::ensure!(
                     norm.is_finite(),
                     "gradient norm is {norm}: training diverged (try a lower --lr)"

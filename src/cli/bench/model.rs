@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::autograd::profile::{self, Profile};
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
@@ -69,6 +70,13 @@ pub struct ModelArgs {
     /// Replace existing output files.
     #[arg(long)]
     pub force: bool,
+    /// Also time each op kind, forward and backward, and the optimizer:
+    /// a table per batch size (and in the JSON). Host time: on cuda, ops
+    /// only queue kernels, so there it shows launch cost, not kernel time.
+    /// Ops on the calling thread only: a training step, not the CPU
+    /// inference forward (which splits the batch across threads).
+    #[arg(long)]
+    pub profile: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -87,6 +95,9 @@ struct Row {
     weight_bytes: Option<usize>,
     /// Share of routed (token, slot) pairs per expert, layer after layer.
     expert_load: Vec<Vec<f64>>,
+    /// With --profile: host time per op kind and pass over the timed runs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    profile: Option<Profile>,
 }
 
 #[derive(Debug, Serialize)]
@@ -210,11 +221,15 @@ fn bench_one(
             p.stats().in_use
         });
         let mut lat = Vec::with_capacity(iters);
+        if a.profile {
+            profile::start();
+        }
         for _ in 0..iters {
             let t = Instant::now();
             run(&mut engine, false)?;
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
+        let profiled = a.profile.then(profile::stop);
         let peak = pool(&engine).map(|p| p.stats().peak_in_use);
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let row = Row {
@@ -233,6 +248,7 @@ fn bench_one(
                 cfg.layers,
                 if ffn == "moe" { cfg.n_experts } else { 0 },
             ),
+            profile: profiled,
         };
         eprintln!(
             "{ffn:>5} batch {b:>3}: {:>10.1} flows/s {:>12.0} tokens/s  mean {:>9.3} ms  p99 {:>9.3} ms  peak {}",
@@ -245,6 +261,15 @@ fn bench_one(
                 p as f64 / (1 << 20) as f64
             )),
         );
+        match &row.profile {
+            Some(p) if p.entries.is_empty() => eprintln!(
+                "  profile: no op ran on this thread (the CPU inference forward splits \
+                 the batch across worker threads, whose ops are not profiled); \
+                 --train profiles a training step"
+            ),
+            Some(p) => eprintln!("{}", p.per_step(iters, mean / 1e3)),
+            None => {}
+        }
         rows.push(row);
     }
     Ok(n_params)
