@@ -148,8 +148,9 @@ main() {
     --iters 20 --warmup 3 --no-compile
   for t in "$here"/tests/*; do step "test $(basename "$t")" 120 run_test "$t"; done
   step "bench model base sweep" 150 tmoe_bench model bench-model-base --config base --batch 8,16,32,64
+  # --profile: the host's time per op (launches, and where it waits on the device).
   step "bench model base train" 150 tmoe_bench model bench-model-base-train --config base \
-    --batch 8,16 --train --iters 5
+    --batch 8,16 --train --iters 5 --profile
   step "torch base train eager" 120 torch_bench torch-base-train --config base --batch 8,16 \
     --seq 512 --train --iters 5 --no-compile
   # --work: kept, not deleted (removing ~125k synthesised files took 50 s here).
