@@ -1,7 +1,9 @@
 //! The op profile (`tmoe bench model --profile`): a profiled training step
 //! names every op kind the model ran, in both passes and the optimizer,
 //! within the step's wall time; profiling off records nothing and leaves
-//! the step's results bit for bit.
+//! the step's results bit for bit; the CPU inference forward, split across
+//! threads, is profiled too. Profiling is process-wide, so these tests take
+//! turns (`SERIAL`).
 
 mod common;
 
@@ -13,6 +15,12 @@ use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// Two training steps of the micro model: the second's loss and the weights' bits.
 fn two_steps(ffn: FfnKind, profiled: bool) -> (f64, Vec<u32>, Option<profile::Profile>) {
@@ -42,6 +50,7 @@ fn two_steps(ffn: FfnKind, profiled: bool) -> (f64, Vec<u32>, Option<profile::Pr
 
 #[test]
 fn a_profiled_step_names_each_op_in_both_passes_within_its_wall_time() {
+    let _turn = serial();
     for (ffn, layer_op) in [(FfnKind::Moe, "moe"), (FfnKind::Dense, "ffn")] {
         let (wall, _, p) = two_steps(ffn, true);
         let p = p.unwrap();
@@ -69,11 +78,47 @@ fn a_profiled_step_names_each_op_in_both_passes_within_its_wall_time() {
             p.total()
         );
         assert!(!profile::on(), "stop() turns profiling off");
+        assert_eq!(p.threads, 1, "a training step's tape runs on the caller");
     }
 }
 
 #[test]
+fn the_inference_forward_is_profiled_on_every_thread_it_runs_on() {
+    let _turn = serial();
+    let cfg = common::micro_config(FfnKind::Moe, 3);
+    let (model, params) = Model::new(cfg, 5).unwrap();
+    let loaded =
+        traffic_moe::eval::predict::Loaded::with_precision(Device::Cpu, params, Precision::F32)
+            .unwrap();
+    let b = &common::micro_batches()[0];
+    let x = traffic_moe::model::Inputs {
+        ids: &b.ids,
+        mask: &b.mask,
+        b: b.b,
+        s: b.s,
+    };
+    profile::start();
+    traffic_moe::eval::predict::class_logits(&model, loaded.weights(), &x, false).unwrap();
+    let p = profile::stop();
+    let forward = |op: &str| {
+        p.entries
+            .iter()
+            .filter(|e| e.op == op && e.pass == Pass::Forward)
+            .map(|e| e.calls)
+            .sum::<u64>()
+    };
+    // Every piece of the split batch runs both layers' attention and MoE.
+    assert!(
+        forward("attention") >= 2 && forward("attention") % 2 == 0,
+        "{p:?}"
+    );
+    assert_eq!(forward("attention"), forward("moe"), "{p:?}");
+    assert!(p.entries.iter().all(|e| e.pass == Pass::Forward), "{p:?}");
+}
+
+#[test]
 fn profiling_changes_no_result() {
+    let _turn = serial();
     let (_, plain, none) = two_steps(FfnKind::Moe, false);
     let (_, profiled, _) = two_steps(FfnKind::Moe, true);
     assert!(none.is_none());

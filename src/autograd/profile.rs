@@ -1,15 +1,19 @@
 //! Where a step's time goes, op by op: host wall time per op kind, forward
-//! and backward, plus the optimizer, summed while profiling is on for the
-//! calling thread (`tmoe bench model --profile`). A forward op's time runs
-//! from the previous op's end to its own (its compute, and any model code
-//! between the two); a backward op's is its own call.
+//! and backward, plus the optimizer, summed over the tapes of every thread
+//! while profiling is on (`tmoe bench model --profile`). A forward op's
+//! time runs from the previous op's end on its tape to its own (its compute,
+//! and any model code between the two); a backward op's is its own call.
 //!
 //! On the CPU engines an op returns when its work is done, so these are the
 //! ops' times. A GPU engine's ops only queue kernels: there they are launch
 //! (host) times, and the device's work shows up wherever the host waits.
+//! When tapes ran on several threads at once (the CPU inference forward
+//! splits its batch), the sums are thread time, not wall time.
 
-use std::cell::RefCell;
 use std::fmt;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::ThreadId;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -33,46 +37,71 @@ pub struct Entry {
     pub seconds: f64,
 }
 
-thread_local! {
-    static TABLE: RefCell<Option<Vec<Entry>>> = const { RefCell::new(None) };
+/// The sums so far, and the threads they came from.
+struct Table {
+    entries: Vec<Entry>,
+    threads: Vec<ThreadId>,
 }
 
-/// Starts (or restarts, from zero) profiling on this thread.
+static ON: AtomicBool = AtomicBool::new(false);
+static TABLE: Mutex<Table> = Mutex::new(Table {
+    entries: Vec::new(),
+    threads: Vec::new(),
+});
+
+fn table() -> std::sync::MutexGuard<'static, Table> {
+    // A panic while adding leaves plain sums behind: still usable.
+    TABLE.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Starts (or restarts, from zero) profiling, for tapes on every thread.
 pub fn start() {
-    TABLE.with(|t| *t.borrow_mut() = Some(Vec::new()));
+    let mut t = table();
+    t.entries.clear();
+    t.threads.clear();
+    ON.store(true, Ordering::SeqCst);
 }
 
-/// Stops profiling on this thread and returns what it summed, in the order
-/// ops first ran (forward, then backward, then the optimizer's part).
+/// Stops profiling and returns what it summed, forward first, then the
+/// backward, then the optimizer's part (each in the order ops first ran).
 pub fn stop() -> Profile {
-    let mut entries = TABLE.with(|t| t.borrow_mut().take()).unwrap_or_default();
+    ON.store(false, Ordering::SeqCst);
+    let mut t = table();
+    let mut entries = std::mem::take(&mut t.entries);
     entries.sort_by_key(|e| e.pass as u8);
-    Profile { entries }
+    Profile {
+        entries,
+        threads: std::mem::take(&mut t.threads).len(),
+    }
 }
 
-/// Whether this thread is profiling (a thread-local read: cheap enough per op).
+/// Whether profiling is on (one atomic load: cheap enough per op).
 pub fn on() -> bool {
-    TABLE.with(|t| t.borrow().is_some())
+    ON.load(Ordering::Relaxed)
 }
 
 /// Adds one call of `op` in `pass`; a no-op when profiling is off.
 pub fn add(op: &'static str, pass: Pass, took: Duration) {
-    TABLE.with(|t| {
-        if let Some(entries) = t.borrow_mut().as_mut() {
-            match entries.iter_mut().find(|e| e.op == op && e.pass == pass) {
-                Some(e) => {
-                    e.calls += 1;
-                    e.seconds += took.as_secs_f64();
-                }
-                None => entries.push(Entry {
-                    op,
-                    pass,
-                    calls: 1,
-                    seconds: took.as_secs_f64(),
-                }),
-            }
+    if !on() {
+        return;
+    }
+    let mut t = table();
+    let me = std::thread::current().id();
+    if !t.threads.contains(&me) {
+        t.threads.push(me);
+    }
+    match t.entries.iter_mut().find(|e| e.op == op && e.pass == pass) {
+        Some(e) => {
+            e.calls += 1;
+            e.seconds += took.as_secs_f64();
         }
-    });
+        None => t.entries.push(Entry {
+            op,
+            pass,
+            calls: 1,
+            seconds: took.as_secs_f64(),
+        }),
+    }
 }
 
 /// `f()`, its time added to `op` in `pass` when profiling.
@@ -90,6 +119,8 @@ pub fn timed<R>(op: &'static str, pass: Pass, f: impl FnOnce() -> R) -> R {
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct Profile {
     pub entries: Vec<Entry>,
+    /// Threads whose tapes added to it: above 1, the sums are thread time.
+    pub threads: usize,
 }
 
 impl Profile {
@@ -121,7 +152,22 @@ pub struct PerStep<'a> {
 impl fmt::Display for PerStep<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.steps as f64;
-        let share = |s: f64| 100.0 * s / self.step_s.max(f64::MIN_POSITIVE);
+        // Concurrent tapes: their sums are thread time, so shares are of
+        // the attributed total, and no wall-time rest can be named.
+        let parallel = self.profile.threads > 1;
+        let whole = if parallel {
+            self.profile.total() / n
+        } else {
+            self.step_s
+        };
+        let share = |s: f64| 100.0 * s / whole.max(f64::MIN_POSITIVE);
+        if parallel {
+            writeln!(
+                f,
+                "  (tapes on {} threads at once: ms/step is thread time, the share is of all ops)",
+                self.profile.threads
+            )?;
+        }
         writeln!(
             f,
             "  {:<14} {:<9} {:>7} {:>10} {:>7}",
@@ -140,6 +186,9 @@ impl fmt::Display for PerStep<'_> {
                 share(e.seconds / n)
             )?;
         }
+        if parallel {
+            return Ok(());
+        }
         let rest = self.step_s - self.profile.total() / n;
         write!(
             f,
@@ -157,28 +206,60 @@ impl fmt::Display for PerStep<'_> {
 mod tests {
     use super::*;
 
+    /// Profiling is process-wide and other tests' tapes may add while this
+    /// one profiles, so it checks only its own op names.
     #[test]
     fn sums_per_op_and_pass_only_while_on() {
-        add("linear", Pass::Forward, Duration::from_millis(5));
-        assert!(!on());
+        add("unit_op", Pass::Forward, Duration::from_millis(5));
         start();
-        add("linear", Pass::Forward, Duration::from_millis(2));
-        add("linear", Pass::Backward, Duration::from_millis(3));
-        add("linear", Pass::Forward, Duration::from_millis(4));
-        add("optimizer", Pass::Optimizer, Duration::from_millis(1));
+        add("unit_op", Pass::Forward, Duration::from_millis(2));
+        add("unit_op", Pass::Backward, Duration::from_millis(3));
+        add("unit_op", Pass::Forward, Duration::from_millis(4));
+        add("unit_opt", Pass::Optimizer, Duration::from_millis(1));
         let p = stop();
-        assert!(!on());
-        assert_eq!(p.entries.len(), 3);
-        let fwd = &p.entries[0];
-        assert_eq!((fwd.op, fwd.pass, fwd.calls), ("linear", Pass::Forward, 2));
-        assert!((fwd.seconds - 0.006).abs() < 1e-12);
-        assert_eq!(p.entries[1].pass, Pass::Backward);
-        assert_eq!(p.entries[2].pass, Pass::Optimizer);
-        assert!((p.total() - 0.010).abs() < 1e-12);
+        add("unit_op", Pass::Forward, Duration::from_millis(7));
+        let get = |op: &str, pass: Pass| {
+            p.entries
+                .iter()
+                .find(|e| e.op == op && e.pass == pass)
+                .map(|e| (e.calls, e.seconds))
+        };
+        let (calls, secs) = get("unit_op", Pass::Forward).unwrap();
+        assert_eq!(calls, 2, "only the calls while on");
+        assert!((secs - 0.006).abs() < 1e-12);
+        assert_eq!(get("unit_op", Pass::Backward).unwrap().0, 1);
+        assert_eq!(get("unit_opt", Pass::Optimizer).unwrap().0, 1);
+        assert!(p.threads >= 1);
+    }
+
+    fn entry(op: &'static str, pass: Pass, ms: f64) -> Entry {
+        Entry {
+            op,
+            pass,
+            calls: 2,
+            seconds: ms / 1e3,
+        }
+    }
+
+    #[test]
+    fn the_table_gives_per_step_times_and_shares() {
+        let p = Profile {
+            entries: vec![
+                entry("linear", Pass::Forward, 6.0),
+                entry("linear", Pass::Backward, 3.0),
+                entry("adamw", Pass::Optimizer, 1.0),
+            ],
+            threads: 1,
+        };
         // Two steps of 10 ms each: 5 ms a step attributed, 5 unattributed.
         let table = p.per_step(2, 0.010).to_string();
         assert!(table.contains("(unattributed)"), "{table}");
         assert!(table.contains("3.000"), "linear forward, ms/step: {table}");
         assert!(table.contains("50.0%"), "unattributed share: {table}");
+        // On concurrent threads: shares of the attributed total, no rest.
+        let p = Profile { threads: 2, ..p };
+        let table = p.per_step(2, 0.010).to_string();
+        assert!(!table.contains("(unattributed)"), "{table}");
+        assert!(table.contains("60.0%"), "linear forward of 10 ms: {table}");
     }
 }

@@ -73,8 +73,8 @@ pub struct ModelArgs {
     /// Also time each op kind, forward and backward, and the optimizer:
     /// a table per batch size (and in the JSON). Host time: on cuda, ops
     /// only queue kernels, so there it shows launch cost, not kernel time.
-    /// Ops on the calling thread only: a training step, not the CPU
-    /// inference forward (which splits the batch across threads).
+    /// The CPU inference forward splits its batch across threads: there the
+    /// times are thread time, and shares are of all ops.
     #[arg(long)]
     pub profile: bool,
 }
@@ -262,11 +262,9 @@ fn bench_one(
             )),
         );
         match &row.profile {
-            Some(p) if p.entries.is_empty() => eprintln!(
-                "  profile: no op ran on this thread (the CPU inference forward splits \
-                 the batch across worker threads, whose ops are not profiled); \
-                 --train profiles a training step"
-            ),
+            Some(p) if p.entries.is_empty() => {
+                eprintln!("  profile: no op ran on a tape (nothing to attribute)")
+            }
             Some(p) => eprintln!("{}", p.per_step(iters, mean / 1e3)),
             None => {}
         }
