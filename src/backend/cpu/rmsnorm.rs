@@ -19,23 +19,44 @@ pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut
         });
 }
 
-/// `dx` is overwritten; `dw` accumulates (summed over rows in a fixed order).
+/// Rows per block of the backward: each block's `dw` partial sums are
+/// formed on the worker that computes its `dx`, then added in block order.
+const BWD_ROWS: usize = 32;
+
+/// `dx` is overwritten; `dw` accumulates: per block of [`BWD_ROWS`] rows in
+/// parallel, then the blocks' sums in block order (the same bits whatever
+/// the threads). Before, `dw` was one serial pass over every row on the
+/// calling thread after the parallel `dx`.
 pub fn bwd<F: Float>(x: &[F], w: &[F], rstd: &[F], dy: &[F], d: usize, dx: &mut [F], dw: &mut [F]) {
-    dx.par_chunks_mut(d)
-        .zip(x.par_chunks(d))
-        .zip(dy.par_chunks(d))
-        .zip(rstd.par_iter())
-        .for_each(|(((dxr, xr), dyr), &rs)| {
-            // y_i = x_i*r*w_i; dx_i = r*w_i*dy_i - x_i*r³/d * sum_j dy_j*w_j*x_j
-            let dot = dot3_lanes(xr, dyr, w);
-            let c = dot * rs * rs * rs / F::from_usize(d);
-            for (((o, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
-                *o = rs * wv * g - xv * c;
+    let partials: Vec<Vec<F>> = dx
+        .par_chunks_mut(BWD_ROWS * d)
+        .zip(x.par_chunks(BWD_ROWS * d))
+        .zip(dy.par_chunks(BWD_ROWS * d))
+        .zip(rstd.par_chunks(BWD_ROWS))
+        .map(|(((dxb, xb), dyb), rsb)| {
+            let mut part = vec![F::ZERO; d];
+            for (((dxr, xr), dyr), &rs) in dxb
+                .chunks_exact_mut(d)
+                .zip(xb.chunks_exact(d))
+                .zip(dyb.chunks_exact(d))
+                .zip(rsb)
+            {
+                // y_i = x_i*r*w_i; dx_i = r*w_i*dy_i - x_i*r³/d * sum_j dy_j*w_j*x_j
+                let dot = dot3_lanes(xr, dyr, w);
+                let c = dot * rs * rs * rs / F::from_usize(d);
+                for (((o, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
+                    *o = rs * wv * g - xv * c;
+                }
+                for ((p, &xv), &g) in part.iter_mut().zip(xr).zip(dyr) {
+                    *p += xv * rs * g;
+                }
             }
-        });
-    for ((xr, dyr), &rs) in x.chunks_exact(d).zip(dy.chunks_exact(d)).zip(rstd) {
-        for ((g, &xv), &dv) in dw.iter_mut().zip(xr).zip(dyr) {
-            *g += xv * rs * dv;
+            part
+        })
+        .collect();
+    for part in partials {
+        for (g, p) in dw.iter_mut().zip(part) {
+            *g += p;
         }
     }
 }
@@ -70,7 +91,9 @@ mod tests {
 
     #[test]
     fn backward_matches_finite_differences() {
-        let (t, d) = (3, 13); // one 8-lane chunk and a tail
+        // 70 rows: two whole blocks of the backward's dw sums and a part;
+        // d 13: one 8-lane chunk and a tail.
+        let (t, d) = (70, 13);
         let x = vals(t * d, 1);
         let w = vals(d, 2);
         let dy = vals(t * d, 3);
