@@ -24,7 +24,7 @@ use traffic_moe::backend::cpu::Cpu;
 use traffic_moe::backend::cpu::matmul::Products;
 use traffic_moe::eval::predict::predict_probs;
 use traffic_moe::model::batch::{Batch, MemSequences};
-use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
+use traffic_moe::model::{FfnKind, Model, ModelConfig};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::{Task, train_step};
 
@@ -92,12 +92,7 @@ fn bench(c: &mut Criterion) {
                 bn.iter(|| {
                     let p = params.values();
                     let mut tape = Tape::<f32>::new();
-                    let inp = Inputs {
-                        ids: &x.ids,
-                        mask: &x.mask,
-                        b,
-                        s,
-                    };
+                    let inp = x.inputs();
                     model
                         .lm_forward(&mut tape, &p, &inp, 0.02)
                         .unwrap()
@@ -171,12 +166,7 @@ fn timed_steps(steps: usize, filter: &str) {
                     } else if what == "lm_forward" {
                         let p = params.values();
                         let mut tape = Tape::<f32>::new();
-                        let inp = Inputs {
-                            ids: &x.ids,
-                            mask: &x.mask,
-                            b,
-                            s,
-                        };
+                        let inp = x.inputs();
                         model
                             .lm_forward(&mut tape, &p, &inp, 0.02)
                             .unwrap()

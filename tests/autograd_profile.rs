@@ -91,12 +91,7 @@ fn the_inference_forward_is_profiled_on_every_thread_it_runs_on() {
         traffic_moe::eval::predict::Loaded::with_precision(Device::Cpu, params, Precision::F32)
             .unwrap();
     let b = &common::micro_batches()[0];
-    let x = traffic_moe::model::Inputs {
-        ids: &b.ids,
-        mask: &b.mask,
-        b: b.b,
-        s: b.s,
-    };
+    let x = b.inputs();
     profile::start();
     traffic_moe::eval::predict::class_logits(&model, loaded.weights(), &x, false).unwrap();
     let p = profile::stop();

@@ -21,7 +21,6 @@ use traffic_moe::backend::gpu::params::CastF32Bf16Params;
 use traffic_moe::capi;
 use traffic_moe::engine::Device;
 use traffic_moe::eval::predict::{Loaded, class_logits};
-use traffic_moe::model::net::Inputs;
 use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::traffic::capture::CaptureReader;
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
@@ -143,12 +142,7 @@ fn inference_reads_once_per_batch_and_equals_sim() {
         let mut out = Vec::new();
         let mut per_batch = Vec::new();
         for b in data.iter().chain(&data) {
-            let x = Inputs {
-                ids: &b.ids,
-                mask: &b.mask,
-                b: b.b,
-                s: b.s,
-            };
+            let x = b.inputs();
             let before = d.counters();
             out.push(class_logits(&model, w.weights(), &x, false).unwrap().0);
             per_batch.push(d.counters().since(&before));

@@ -26,7 +26,7 @@ use traffic_moe::backend::cpu_bf16::Kernel;
 use traffic_moe::backend::cpu_bf16::pack::Elem;
 use traffic_moe::backend::cpu_bf16::strided::{self, Strided};
 use traffic_moe::engine::{Device, Param, Precision};
-use traffic_moe::model::{FfnKind, Inputs, Model};
+use traffic_moe::model::{FfnKind, Model};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
@@ -244,20 +244,13 @@ fn lm_head_in_mixed_precision_tracks_f32() {
 fn grads(model: &Model, p0: &[Param], cpu: Cpu) -> (f32, Vec<Param>) {
     let mut params = p0.to_vec();
     let batch = &common::micro_batches()[0];
-    let x = Inputs {
-        ids: &batch.ids,
-        mask: &batch.mask,
-        b: batch.b,
-        s: batch.s,
-    };
+    let x = batch.inputs();
     let mut tape = Tape::<f32, Cpu>::with_cpu(cpu);
     let f = {
         let v = params.values();
         model.lm_forward(&mut tape, &v, &x, 0.02).unwrap()
     };
-    for q in &mut params {
-        q.grad.iter_mut().for_each(|g| *g = 0.0);
-    }
+    traffic_moe::train::optim::zero_grads(&mut params);
     tape.backward(f.loss, &mut params).unwrap();
     (f.task_loss, params)
 }

@@ -159,17 +159,12 @@ fn weights_loaded_for_inference_keep_bf16_and_little_fp32() {
 #[test]
 fn inference_weights_give_the_training_weights_logits_bit_for_bit() {
     use traffic_moe::eval::predict::{Weights, class_logits};
-    use traffic_moe::model::Inputs;
+
     for ffn in [FfnKind::Moe, FfnKind::Dense] {
         let (model, params) = Model::new(common::micro_config(ffn, 3), 5).unwrap();
         let gpu = Device::Sim.gpu().unwrap().expect("sim is a GPU engine");
         let batch = &common::micro_batches()[0];
-        let x = Inputs {
-            ids: &batch.ids,
-            mask: &batch.mask,
-            b: batch.b,
-            s: batch.s,
-        };
+        let x = batch.inputs();
         let logits = |store: &GpuParams| {
             let (l, routing) = class_logits(&model, Weights::Gpu(&gpu, store), &x, true).unwrap();
             (l.iter().map(|v| v.to_bits()).collect::<Vec<_>>(), routing)

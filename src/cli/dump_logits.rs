@@ -12,7 +12,6 @@ use serde_json::{Value, json};
 
 use crate::eval::evaluate::{Checked, open_for_dataset, open_split};
 use crate::eval::predict::{Weights, class_logits, resolve_seq_len};
-use crate::model::Inputs;
 use crate::model::batch::{Sequences, make_batch};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -78,12 +77,7 @@ pub fn dump(a: &Args) -> Result<Value> {
     );
     let (seq_len, _) = resolve_seq_len(a.seq_len, &meta, shard.seq_len());
     let b = make_batch(&shard, &flows, seq_len);
-    let x = Inputs {
-        ids: &b.ids,
-        mask: &b.mask,
-        b: b.b,
-        s: b.s,
-    };
+    let x = b.inputs();
     let (logits, _) = class_logits(&model, Weights::Cpu(&params), &x, false)?;
     let rows = |v: &[u32]| -> Vec<Vec<u32>> { v.chunks(b.s).map(<[u32]>::to_vec).collect() };
     let mask: Vec<u32> = b.mask.iter().map(|&m| u32::from(m)).collect();

@@ -13,7 +13,7 @@ use crate::autograd::{ParamStore, Tape};
 use crate::engine::Param;
 use crate::model::batch::{Sequences, make_batch};
 use crate::model::net::next_token_targets;
-use crate::model::{IGNORE, Inputs, Model};
+use crate::model::{IGNORE, Model};
 
 /// (current token, next token) pairs of sequence `i`, cut to `seq_len`.
 fn pairs<'a>(
@@ -38,12 +38,7 @@ pub fn lm_loss(
     let (mut sum, mut count) = (0f64, 0u64);
     for rows in idx.chunks(batch.max(1)) {
         let b = make_batch(data, rows, seq_len);
-        let x = Inputs {
-            ids: &b.ids,
-            mask: &b.mask,
-            b: b.b,
-            s: b.s,
-        };
+        let x = b.inputs();
         let n = next_token_targets(&x)
             .iter()
             .filter(|&&t| t != IGNORE)

@@ -435,12 +435,7 @@ impl Pass {
         for rows in order.chunks(self.batch.max(1)) {
             let seqs: Vec<usize> = rows.iter().map(|&r| idx[r]).collect();
             let b = make_batch(data, &seqs, self.seq_len);
-            let x = Inputs {
-                ids: &b.ids,
-                mask: &b.mask,
-                b: b.b,
-                s: b.s,
-            };
+            let x = b.inputs();
             let (y, routed) = infer_batch(model, weights, &x, routing.is_some(), out)?;
             if let Some(counts) = routing.as_deref_mut() {
                 let labels: Vec<Option<u32>> = seqs.iter().map(|&i| data.label(i)).collect();

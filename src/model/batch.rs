@@ -69,6 +69,18 @@ pub struct Batch {
     pub n_tokens: usize,
 }
 
+impl Batch {
+    /// The batch as the model's forward reads it.
+    pub fn inputs(&self) -> super::Inputs<'_> {
+        super::Inputs {
+            ids: &self.ids,
+            mask: &self.mask,
+            b: self.b,
+            s: self.s,
+        }
+    }
+}
+
 /// Gathers sequences `idx`, cut to at most `max_len` tokens, and trims the
 /// batch to its longest sequence.
 pub fn make_batch(src: &dyn Sequences, idx: &[usize], max_len: usize) -> Batch {

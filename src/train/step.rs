@@ -5,8 +5,8 @@ use super::optim::{AdamW, Param, clip_grad_norm, zero_grads};
 use crate::autograd::profile::{Pass, timed};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
+use crate::model::Model;
 use crate::model::batch::Batch;
-use crate::model::{Inputs, Model};
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StepStats {
@@ -35,12 +35,7 @@ pub fn train_step(
     lr: f32,
     clip: f64,
 ) -> anyhow::Result<StepStats> {
-    let x = Inputs {
-        ids: &batch.ids,
-        mask: &batch.mask,
-        b: batch.b,
-        s: batch.s,
-    };
+    let x = batch.inputs();
     let mut tape = Tape::<f32, Cpu>::with_cpu(cpu);
     let f = {
         let p = params.values();

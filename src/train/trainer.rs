@@ -12,8 +12,8 @@ use crate::backend::cpu::matmul::Products;
 use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Device, Precision};
 use crate::eval::predict::Weights;
+use crate::model::Model;
 use crate::model::batch::Batch;
-use crate::model::{Inputs, Model};
 
 pub enum Trainer {
     Cpu {
@@ -90,12 +90,7 @@ impl Trainer {
                 train_step(*cpu, model, params, opt, batch, task, aux_weight, lr, clip)
             }
             Trainer::Gpu { gpu, store, opt } => {
-                let x = Inputs {
-                    ids: &batch.ids,
-                    mask: &batch.mask,
-                    b: batch.b,
-                    s: batch.s,
-                };
+                let x = batch.inputs();
                 let mut tape = Tape::with_backend(gpu.clone());
                 let f = {
                     let p = store.values();

@@ -22,7 +22,7 @@ use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
 use crate::infer::latency::quantile;
 use crate::model::batch::Batch;
-use crate::model::{FfnKind, Inputs, Model, ModelConfig};
+use crate::model::{FfnKind, Model, ModelConfig};
 use crate::train::optim::{AdamW, AdamWConfig};
 use crate::train::step::Task;
 use crate::train::trainer::Trainer;
@@ -198,12 +198,7 @@ fn bench_one(
     };
     for &b in &a.batch {
         let batch = random_batch(b, seq, cfg.vocab, b as u64);
-        let x = Inputs {
-            ids: &batch.ids,
-            mask: &batch.mask,
-            b,
-            s: seq,
-        };
+        let x = batch.inputs();
         // `keep`: also read the routing back (a sync per layer: warm-up only).
         let run = |e: &mut Engine, keep: bool| -> anyhow::Result<Vec<u32>> {
             Ok(match e {
