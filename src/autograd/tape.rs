@@ -180,7 +180,8 @@ pub struct Tape<F: Float, B: Backend<F> = Cpu> {
     /// Each MoE layer's aux loss (a one-element tensor, read when asked) and
     /// its weight in the loss (already part of the loss gradient).
     aux: Vec<(F, B::Tensor)>,
-    /// When the last op ended, while this thread is profiling ([`profile`]).
+    /// When this tape's last op ended, if profiling was on when it was made
+    /// ([`profile`]).
     mark: Option<Instant>,
 }
 

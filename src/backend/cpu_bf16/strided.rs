@@ -42,6 +42,15 @@ impl Strided {
         unsafe { *self.ptr.offset(i as isize * self.rs + j as isize * self.cs) }
     }
 
+    /// The same elements read transposed.
+    fn t(self) -> Strided {
+        Strided {
+            ptr: self.ptr,
+            rs: self.cs,
+            cs: self.rs,
+        }
+    }
+
     /// Row `i`'s `len` values when they are contiguous (`cs == 1`).
     ///
     /// # Safety
@@ -444,16 +453,7 @@ pub unsafe fn product(
         // A weight gradient `dyᵀ · x`: a is transposed, b has contiguous
         // rows. Computing `cᵀ = bᵀ · aᵀ` packs dy (the larger) on the fast
         // path (two rows into k-pairs) and transposes only x.
-        let at = Strided {
-            ptr: b.ptr,
-            rs: b.cs,
-            cs: b.rs,
-        };
-        let bt = Strided {
-            ptr: a.ptr,
-            rs: a.cs,
-            cs: a.rs,
-        };
+        let (at, bt) = (b.t(), a.t());
         let mut y = spare(&SPARE_OUT, n * m);
         // SAFETY: the same elements, read transposed; y holds n rows of m.
         unsafe {
