@@ -49,11 +49,36 @@ echo "# date: $(date -u +%FT%TZ)"
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
 echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# A: $a ($(git log -1 --format=%s "${rev_a/WORKTREE/HEAD}" | cut -c1-100))"
-echo "# B: $b ($(git log -1 --format=%s "${rev_b/WORKTREE/HEAD}" | cut -c1-100))"
+if [ "$rev_b" = WORKTREE ]; then
+  echo "# B: worktree (uncommitted changes on $(git rev-parse --short HEAD): $(git diff --stat HEAD | tail -1 | xargs))"
+else
+  echo "# B: $b ($(git log -1 --format=%s "$rev_b" | cut -c1-100))"
+fi
 echo "# command: tmoe $*, $runs rounds of A then B"
+rows="$(mktemp)"
+trap 'rm -f "$rows"' EXIT
 for r in $(seq "$runs"); do
   for side in a b; do
     if [ "$side" = a ]; then bin="$bin_a" name="$a"; else bin="$bin_b" name="$b"; fi
-    "$bin" "$@" 2>&1 | grep -E 'batch .*:' | sed "s/^/round $r $name /"
+    "$bin" "$@" 2>&1 | grep -E 'batch .*:' | sed "s/^/round $r $name /" | tee -a "$rows"
   done
 done
+# Per row (model and batch), the median flows/s of each side and B / A.
+echo "# medians over the rounds, flows/s:"
+awk -v a="$a" -v b="$b" '
+  $4 ~ /^(moe|dense)$/ && $8 == "flows/s" {
+    key = $4 " b" ($6 + 0); v[key, $3, ++n[key, $3]] = $7
+    if (!(key in seen)) { seen[key] = 1; order[++keys] = key }
+  }
+  function median(key, side,   i, j, t, c, x) {
+    c = n[key, side]
+    for (i = 1; i <= c; i++) x[i] = v[key, side, i]
+    for (i = 2; i <= c; i++) for (j = i; j > 1 && x[j - 1] > x[j]; j--) { t = x[j]; x[j] = x[j - 1]; x[j - 1] = t }
+    return c % 2 ? x[(c + 1) / 2] : (x[c / 2] + x[c / 2 + 1]) / 2
+  }
+  END {
+    for (k = 1; k <= keys; k++) {
+      ma = median(order[k], a); mb = median(order[k], b)
+      printf "# %-9s %s %.1f, %s %.1f: x%.3f\n", order[k], a, ma, b, mb, mb / ma
+    }
+  }' "$rows"
