@@ -56,8 +56,10 @@ fn kernels() -> Vec<Kernel> {
 /// The last two run in several blocks of k (128 pairs each; 550 and 129
 /// pairs), with C accumulated across blocks and the bias added once. With
 /// k a multiple of 32 the AMX kernel runs on tiles (the rest fall back to
-/// AVX-512): one step, rows short of a step, several 256-row blocks.
-const SHAPES: [(usize, usize, usize); 15] = [
+/// AVX-512): one step, rows short of a step, several 256-row blocks, and
+/// (40 x 2,100 x 256) a short-k product whose 33 panels (1 MiB of weights
+/// for 32) run in two groups of a step of rows against each panel.
+const SHAPES: [(usize, usize, usize); 16] = [
     (1, 10, 32),
     (33, 64, 64),
     (70, 130, 512),
@@ -73,6 +75,7 @@ const SHAPES: [(usize, usize, usize); 15] = [
     (300, 129, 129),
     (13, 70, 1100),
     (7, 65, 257),
+    (40, 2100, 256),
 ];
 
 fn check_plain(kernel: Kernel, m: usize, n: usize, k: usize, with_bias: bool) {
