@@ -87,7 +87,7 @@ fn probe() -> bool {
 }
 
 /// The longest k (in pairs) of a plain product that runs a step of rows
-/// against every panel before the next step ([`block`]).
+/// against a group of panels before the next step ([`block`]).
 const ROW_ORDER_MAX_KP: usize = 192;
 /// Bytes of weights (half of L2) a step of rows sweeps in that order.
 const ROW_ORDER_GROUP: usize = 1 << 20;
@@ -183,10 +183,11 @@ pub(super) unsafe fn block(
         // A plain product of short k: its steps' stores weigh as much as
         // their products, so each step of rows sweeps a group of panels
         // and writes its rows of C in order (which the prefetchers
-        // follow), re-reading the group's weights from L2: x1.1-1.4 at k
-        // 128-384 against the order below, interleaved in one process.
-        // Groups of at most ROW_ORDER_GROUP bytes of weights: x1.28 over
-        // one group of all panels at n 5,120, k 384 (3.9 MB of weights).
+        // follow), re-reading the group's weights from L2: x1.03-1.40 at
+        // k 128-384 against the order below, interleaved in one process
+        // (bench/results/cpu/xeon-amx-2026-12-04-night/amx-step-orders-in-process.txt).
+        // Groups of at most ROW_ORDER_GROUP bytes of weights: x1.2-1.3
+        // over one group of all panels at n 5,120, k 384 (3.9 MB of weights).
         // Not for SwiGLU pairs: all their panels per step measured x0.8 at
         // 512 x 5,120 x 384, grouped no better than the order below.
         let per_group = (ROW_ORDER_GROUP / (kp16 * NR * 4)).max(1);
