@@ -17,7 +17,7 @@
 mod common;
 use half::bf16;
 use traffic_moe::backend::cpu_bf16::pack::Elem;
-use traffic_moe::backend::cpu_bf16::{Kernel, PackedMat, matmul};
+use traffic_moe::backend::cpu_bf16::{Kernel, PackedMat, gemm, matmul};
 
 fn round(v: &[f32]) -> Vec<f64> {
     v.iter().map(|&x| bf16::from_f32(x).to_f64()).collect()
@@ -264,6 +264,38 @@ fn products_cut_into_row_blocks_and_panel_groups_equal_the_serial_product() {
                     packed.layout
                 );
             }
+        }
+    }
+}
+
+/// An FFN's hidden passed between its two AMX products as bf16 rows
+/// (`swiglu_rows`, `matmul_rows`) gives the bits of the f32 hidden that the
+/// down product rounds itself: rows short of a step, several SwiGLU panels.
+#[test]
+fn bf16_rows_between_the_ffn_products_give_the_same_bits() {
+    if !Kernel::AmxBf16.available() {
+        eprintln!("SKIP bf16_rows_between_the_ffn_products_give_the_same_bits: no AMX tiles here");
+        return;
+    }
+    let k = Kernel::AmxBf16;
+    for (m, d, f) in [(70, 64, 96), (33, 128, 64), (300, 64, 160)] {
+        let x = common::values(m * d, 11);
+        let (gate, up) = (common::values(f * d, 12), common::values(f * d, 13));
+        let down_w = common::values(d * f, 14);
+        let pair = PackedMat::swiglu(&gate, &up, f, d);
+        let down = PackedMat::new(&down_w, d, f);
+        assert!(gemm::rows_between(k, &pair, &down), "{m} x {d} x {f}");
+        let h = matmul(k, &x, None, m, &pair, None).unwrap();
+        let want = matmul(k, &h, None, m, &down, None).unwrap();
+        let rows = gemm::swiglu_rows(k, &x, m, &pair, down.kp).unwrap();
+        let got = gemm::matmul_rows(k, &rows, &down).unwrap();
+        assert_eq!(got.len(), want.len());
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "{m} x {d} x {f}: output {i}: {a} vs {b}"
+            );
         }
     }
 }

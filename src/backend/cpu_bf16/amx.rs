@@ -108,13 +108,25 @@ const CONFIG: TileConfig = {
     TileConfig(c)
 };
 
+/// Where [`block`] writes its outputs (from the block's first row).
+#[derive(Clone, Copy)]
+pub(super) enum Out {
+    /// f32, row stride `n` (the product's outputs).
+    F32(*mut f32),
+    /// bf16 pairs of consecutive outputs, row stride `stride` slots: the
+    /// activations of a next product on AMX, rounded as `pack_rows` rounds
+    /// them (to nearest even), so that product reads them as they are. For
+    /// SwiGLU pairs, whose panels hold an even number of outputs.
+    Pairs { c: *mut u32, stride: usize },
+}
+
 /// `mb` rows of the product (activations `a`: bf16 pairs, row stride
-/// `kp16`, zero rows up to a multiple of [`ROWS`]) against every panel of `panels`, written through the
-/// epilogue to `c` (the block's first output, row stride `n`).
+/// `kp16`, zero rows up to a multiple of [`ROWS`]) against every panel of
+/// `panels`, written through the epilogue to `out` (`n` outputs a row).
 ///
 /// # Safety
 /// [`detected`]; `w`'s slots are bf16 pairs with `kp` a multiple of [`KT`]
-/// (`kp16 == kp`); `c` is valid for `mb` rows of `n` outputs.
+/// (`kp16 == kp`); `out` is valid for `mb` rows of `n` outputs.
 #[allow(clippy::too_many_arguments)]
 pub(super) unsafe fn block(
     a: &[u32],
@@ -123,9 +135,10 @@ pub(super) unsafe fn block(
     panels: std::ops::Range<usize>,
     w: &super::pack::PackedMat,
     bias: Option<&[f32]>,
-    c: *mut f32,
+    out: Out,
     n: usize,
 ) {
+    debug_assert!(matches!(out, Out::F32(_)) || (w.layout == Layout::Swiglu && bias.is_none()));
     debug_assert!(w.kp == kp16 && kp16.is_multiple_of(KT));
     debug_assert!(a.len() >= mb.next_multiple_of(ROWS) * kp16);
     let per = w.outputs_per_panel();
@@ -134,6 +147,10 @@ pub(super) unsafe fn block(
     // into C. The others go through a 32-row spill and the epilogue.
     let direct = |r0: usize, nout: usize| {
         w.layout == Layout::Plain && bias.is_none() && r0 + ROWS <= mb && nout == NR
+    };
+    let c = match out {
+        Out::F32(c) => c,
+        Out::Pairs { .. } => std::ptr::null_mut(),
     };
     let mut spill = [[0f32; NR]; ROWS];
     // One step's 32 rows against panel p: straight into C (the `halves`
@@ -170,6 +187,19 @@ pub(super) unsafe fn block(
             run(half, unsafe { rows.add(half * 32) }, NR * 4);
         }
         for (i, row) in spill.iter().enumerate().take(ROWS.min(mb - r0)) {
+            if let Out::Pairs { c, stride } = out {
+                // SAFETY: row r0 + i < mb; pairs col/2 .. of its stride
+                // (col even: panels of NR/2 outputs).
+                let dst = unsafe {
+                    std::slice::from_raw_parts_mut(
+                        c.add((r0 + i) * stride + col / 2),
+                        nout.div_ceil(2),
+                    )
+                };
+                // SAFETY: AVX-512F, as for the other kernels' epilogue.
+                unsafe { epilogue_pairs(row, dst, nout) };
+                continue;
+            }
             // SAFETY: row r0 + i < mb, outputs col .. col + nout <= n.
             let out = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * n + col), nout) };
             let b = bias.map(|b| &b[col..col + nout]);
@@ -220,6 +250,25 @@ pub(super) unsafe fn block(
     }
     // SAFETY: as ldtilecfg above; frees the tile state for context switches.
     unsafe { asm!("tilerelease", options(nostack, nomem)) };
+}
+
+/// SwiGLU's `nout` outputs of a spill row as bf16 pairs (a zero high half
+/// past an odd `nout`), rounded by the instruction `pack_rows` rounds
+/// activations with (`vcvtne2ps2bf16`): the bits it would give.
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn epilogue_pairs(row: &[f32; NR], dst: &mut [u32], nout: usize) {
+    use std::arch::x86_64::{__m512i, _mm512_cvtne2ps_pbh, _mm512_loadu_ps, _mm512_storeu_si512};
+    let mut h = [0f32; NR / 2];
+    epilogue_row(row, &mut h[..nout], Layout::Swiglu, None);
+    let mut pairs = [0u32; NR / 4];
+    // SAFETY: h holds 32 f32, pairs 16 u32.
+    unsafe {
+        let lo = _mm512_loadu_ps(h.as_ptr());
+        let hi = _mm512_loadu_ps(h.as_ptr().add(16));
+        let bh: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+        _mm512_storeu_si512(pairs.as_mut_ptr().cast(), bh);
+    }
+    dst.copy_from_slice(&pairs[..dst.len()]);
 }
 
 #[target_feature(enable = "avx512f")]

@@ -38,14 +38,19 @@ const AMX_L2_ROWS: usize = 1 << 20;
 const PARALLEL_MIN: usize = 1 << 18;
 
 /// A raw output pointer shared by the blocks, each writing its own rows.
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
+struct OutPtr<T>(*mut T);
+impl<T> Clone for OutPtr<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for OutPtr<T> {}
 // SAFETY: blocks write disjoint row ranges.
-unsafe impl Send for OutPtr {}
-unsafe impl Sync for OutPtr {}
-impl OutPtr {
-    fn at(self, offset: usize) -> *mut f32 {
-        // SAFETY: callers pass offsets inside the m·n output.
+unsafe impl<T> Send for OutPtr<T> {}
+unsafe impl<T> Sync for OutPtr<T> {}
+impl<T> OutPtr<T> {
+    fn at(self, offset: usize) -> *mut T {
+        // SAFETY: callers pass offsets inside the output.
         unsafe { self.0.add(offset) }
     }
 }
@@ -98,64 +103,175 @@ pub fn matmul_into(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    let big = m * n * w.k >= PARALLEL_MIN;
+    let out = OutPtr(out.as_mut_ptr().cast::<f32>());
+    for_pieces(kernel, m, w, |r0, mb, range| {
+        #[cfg(target_arch = "x86_64")]
+        if uses_amx(kernel, w) {
+            return run_block_amx(
+                Lhs::F32(x, rows),
+                r0,
+                mb,
+                range,
+                w,
+                bias,
+                amx::Out::F32(out.at(r0 * n)),
+            );
+        }
+        run_block(kernel, x, rows, r0, mb, range, w, bias, out.at(r0 * n));
+    });
+    Ok(())
+}
+
+/// Runs `run(r0, rows, panels)` over a product's pieces (`split_amx`,
+/// `split`): in parallel when the product is big enough and we are not
+/// inside a rayon worker.
+fn for_pieces(
+    kernel: Kernel,
+    m: usize,
+    w: &PackedMat,
+    run: impl Fn(usize, usize, std::ops::Range<usize>) + Sync,
+) {
+    let big = m * w.n * w.k >= PARALLEL_MIN;
     let parallel = big && m > MR && rayon::current_thread_index().is_none();
     let panels = w.panels();
-    let amx = uses_amx(kernel, w);
-    let (block, groups) = if amx {
-        split_amx(
-            m,
-            w,
-            if parallel {
-                rayon::current_num_threads()
-            } else {
-                1
-            },
-        )
+    let threads = if parallel {
+        rayon::current_num_threads()
+    } else {
+        1
+    };
+    let (block, groups) = if uses_amx(kernel, w) {
+        split_amx(m, w, threads)
     } else if parallel {
-        split(m, w, rayon::current_num_threads())
+        split(m, w, threads)
     } else {
         (MAX_BLOCK, 1)
     };
     let per_group = panels.div_ceil(groups);
-    let out = OutPtr(out.as_mut_ptr().cast::<f32>());
-    let run = |piece: usize| {
-        let (blk, g) = (piece / groups, piece % groups);
+    let piece = |i: usize| {
+        let (blk, g) = (i / groups, i % groups);
         let r0 = blk * block;
         let p0 = (g * per_group).min(panels);
-        let range = p0..(p0 + per_group).min(panels);
-        #[cfg(target_arch = "x86_64")]
-        if amx {
-            return run_block_amx(
-                x,
-                rows,
+        run(r0, block.min(m - r0), p0..(p0 + per_group).min(panels));
+    };
+    let count = m.div_ceil(block) * groups;
+    if parallel {
+        (0..count).into_par_iter().for_each(piece);
+    } else {
+        (0..count).for_each(piece);
+    }
+}
+
+/// Activations already rounded to bf16 pairs as the AMX kernel reads
+/// them: `m` rows of `kp` slots (a multiple of 16; zeros past `k` values),
+/// then zero rows up to a multiple of 32. SwiGLU's hidden between an FFN's
+/// two products ([`swiglu_rows`], [`matmul_rows`]): written once as bf16
+/// instead of as f32 that the down product reads again to round and pack.
+pub struct Bf16Rows {
+    pub m: usize,
+    pub k: usize,
+    pub kp: usize,
+    data: Vec<u32>,
+}
+
+/// Whether an FFN's `pair` (SwiGLU) then `down` can pass [`Bf16Rows`]
+/// between them: both on AMX tiles.
+pub fn rows_between(kernel: Kernel, pair: &PackedMat, down: &PackedMat) -> bool {
+    uses_amx(kernel, pair)
+        && uses_amx(kernel, down)
+        && pair.layout == Layout::Swiglu
+        && down.layout == Layout::Plain
+        && down.k == pair.n
+}
+
+/// `silu(x·gateᵀ)·(x·upᵀ)` of a SwiGLU `pair` for `m` rows of `x`, as the
+/// bf16 rows of a next product whose packed k is `kp` slots: the same bits
+/// as [`matmul`] then that product's own rounding of its rows.
+pub fn swiglu_rows(
+    kernel: Kernel,
+    x: &[f32],
+    m: usize,
+    pair: &PackedMat,
+    kp: usize,
+) -> OpResult<Bf16Rows> {
+    check(kernel, x, None, m, pair, None)?;
+    if !uses_amx(kernel, pair) || pair.layout != Layout::Swiglu || kp != pair.n.div_ceil(2) {
+        return Err(OpError::msg(
+            "bf16 swiglu rows",
+            format!(
+                "needs a SwiGLU pair on AMX tiles and kp {}",
+                pair.n.div_ceil(2)
+            ),
+        ));
+    }
+    let rows = m.next_multiple_of(AMX_ROWS);
+    // The product writes every slot of the m rows (kp is n's pairs); the
+    // padding rows are zeros.
+    let mut data = Vec::with_capacity(rows * kp);
+    data.spare_capacity_mut()[m * kp..rows * kp].fill(MaybeUninit::new(0));
+    #[cfg(target_arch = "x86_64")]
+    {
+        let out = OutPtr(data.as_mut_ptr());
+        for_pieces(kernel, m, pair, |r0, mb, range| {
+            run_block_amx(
+                Lhs::F32(x, None),
                 r0,
-                block.min(m - r0),
+                mb,
+                range,
+                pair,
+                None,
+                amx::Out::Pairs {
+                    c: out.at(r0 * kp),
+                    stride: kp,
+                },
+            )
+        });
+    }
+    // SAFETY: rows m.. zeroed above; every slot of rows ..m written by the
+    // pieces (the AMX kernel, checked above: each panel's pairs of each row).
+    unsafe { data.set_len(rows * kp) };
+    Ok(Bf16Rows {
+        m,
+        k: pair.n,
+        kp,
+        data,
+    })
+}
+
+/// [`matmul`] of bf16 rows from [`swiglu_rows`] on AMX tiles.
+pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<f32>> {
+    if !uses_amx(kernel, w) || w.layout != Layout::Plain || w.kp != a.kp || w.k != a.k {
+        return Err(OpError::msg(
+            "bf16 matmul of rows",
+            format!(
+                "rows of k {} ({} slots) against weights of k {} ({} slots) on {}",
+                a.k,
+                a.kp,
+                w.k,
+                w.kp,
+                kernel.name()
+            ),
+        ));
+    }
+    let (m, n) = (a.m, w.n);
+    let mut y = Vec::<f32>::with_capacity(m * n);
+    #[cfg(target_arch = "x86_64")]
+    {
+        let out = OutPtr(y.as_mut_ptr());
+        for_pieces(kernel, m, w, |r0, mb, range| {
+            run_block_amx(
+                Lhs::Rows(a),
+                r0,
+                mb,
                 range,
                 w,
-                bias,
-                out.at(r0 * n),
-            );
-        }
-        run_block(
-            kernel,
-            x,
-            rows,
-            r0,
-            block.min(m - r0),
-            range,
-            w,
-            bias,
-            out.at(r0 * n),
-        );
-    };
-    let pieces = m.div_ceil(block) * groups;
-    if parallel {
-        (0..pieces).into_par_iter().for_each(run);
-    } else {
-        (0..pieces).for_each(run);
+                None,
+                amx::Out::F32(out.at(r0 * n)),
+            )
+        });
     }
-    Ok(())
+    // SAFETY: every piece wrote its rows' n outputs (AMX, checked above).
+    unsafe { y.set_len(m * n) };
+    Ok(y)
 }
 
 /// A parallel product's pieces: `(rows per block, panel groups)`.
@@ -207,24 +323,48 @@ fn split_amx(m: usize, w: &PackedMat, threads: usize) -> (usize, usize) {
     (per_block * AMX_ROWS, groups)
 }
 
-/// [`run_block`] on AMX tiles: the block's rows rounded to bf16 once, then
-/// every panel of the range.
+/// The activations of an AMX product.
+#[derive(Clone, Copy)]
+enum Lhs<'a> {
+    /// f32 rows of x (gathered by the indices), rounded per block.
+    F32(&'a [f32], Option<&'a [u32]>),
+    /// Rows already rounded and laid out.
+    Rows(&'a Bf16Rows),
+}
+
+/// [`run_block`] on AMX tiles: the block's rows rounded to bf16 once (or
+/// read as they are), then every panel of the range.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
 fn run_block_amx(
-    x: &[f32],
-    rows: Option<&[u32]>,
+    lhs: Lhs,
     r0: usize,
     mb: usize,
     panels: std::ops::Range<usize>,
     w: &PackedMat,
     bias: Option<&[f32]>,
-    c: *mut f32,
+    out: amx::Out,
 ) {
     let kp = w.kp;
+    let len = mb.next_multiple_of(AMX_ROWS) * kp;
+    let (x, rows) = match lhs {
+        Lhs::Rows(a) => {
+            // Copied into this thread's block (in L2, as `pack_rows` leaves
+            // it): the block's rows are read again for every panel.
+            return A_TILES.with_borrow_mut(|t| {
+                if t.len() < len {
+                    t.resize(len, 0);
+                }
+                // The rows are padded to whole steps (r0 is one: blocks are
+                // whole steps).
+                t[..len].copy_from_slice(&a.data[r0 * kp..][..len]);
+                // SAFETY: `matmul_rows` checked the kernel and kp.
+                unsafe { amx::block(&t[..len], kp, mb, panels, w, bias, out, w.n) }
+            });
+        }
+        Lhs::F32(x, rows) => (x, rows),
+    };
     let src: Vec<usize> = (r0..r0 + mb).map(|r| x_row(rows, r)).collect();
     A_TILES.with_borrow_mut(|a| {
-        let len = mb.next_multiple_of(AMX_ROWS) * kp;
         if a.len() < len {
             a.resize(len, 0);
         }
@@ -233,7 +373,7 @@ fn run_block_amx(
         // `src`; `uses_amx` checked kp.
         unsafe {
             super::avx512::pack_rows(x, w.k, &src, kp, &mut a[..len]);
-            amx::block(&a[..len], kp, mb, panels, w, bias, c, w.n);
+            amx::block(&a[..len], kp, mb, panels, w, bias, out, w.n);
         }
     });
 }
