@@ -148,10 +148,6 @@ pub(super) unsafe fn block(
     let direct = |r0: usize, nout: usize| {
         w.layout == Layout::Plain && bias.is_none() && r0 + ROWS <= mb && nout == NR
     };
-    let c = match out {
-        Out::F32(c) => c,
-        Out::Pairs { .. } => std::ptr::null_mut(),
-    };
     let mut spill = [[0f32; NR]; ROWS];
     // One step's 32 rows against panel p: straight into C (the `halves`
     // given), or both halves through the spill and the epilogue.
@@ -172,7 +168,7 @@ pub(super) unsafe fn block(
                 ldc,
             )
         };
-        if direct(r0, nout) {
+        if let (true, Out::F32(c)) = (direct(r0, nout), out) {
             for half in halves {
                 // SAFETY: rows r0 .. r0 + 32 <= mb, outputs col .. col + 64 <= n.
                 run(half, unsafe { c.add(r0 * n + col + half * 32) }, n * 4);
@@ -187,24 +183,28 @@ pub(super) unsafe fn block(
             run(half, unsafe { rows.add(half * 32) }, NR * 4);
         }
         for (i, row) in spill.iter().enumerate().take(ROWS.min(mb - r0)) {
-            if let Out::Pairs { c, stride } = out {
-                // SAFETY: row r0 + i < mb; pairs col/2 .. of its stride
-                // (col even: panels of NR/2 outputs).
-                let dst = unsafe {
-                    std::slice::from_raw_parts_mut(
-                        c.add((r0 + i) * stride + col / 2),
-                        nout.div_ceil(2),
-                    )
-                };
-                // SAFETY: AVX-512F, as for the other kernels' epilogue.
-                unsafe { epilogue_pairs(row, dst, nout) };
-                continue;
+            match out {
+                Out::F32(c) => {
+                    // SAFETY: row r0 + i < mb, outputs col .. col + nout <= n.
+                    let y =
+                        unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * n + col), nout) };
+                    let b = bias.map(|b| &b[col..col + nout]);
+                    // SAFETY: AVX-512F, as for the other kernels' epilogue.
+                    unsafe { epilogue(row, y, w.layout, b) };
+                }
+                Out::Pairs { c, stride } => {
+                    // SAFETY: row r0 + i < mb; pairs col/2 .. of its stride
+                    // (col even: panels of NR/2 outputs).
+                    let dst = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            c.add((r0 + i) * stride + col / 2),
+                            nout.div_ceil(2),
+                        )
+                    };
+                    // SAFETY: AVX-512 BF16, which AMX implies ([`detected`]).
+                    unsafe { epilogue_pairs(row, dst, nout) };
+                }
             }
-            // SAFETY: row r0 + i < mb, outputs col .. col + nout <= n.
-            let out = unsafe { std::slice::from_raw_parts_mut(c.add((r0 + i) * n + col), nout) };
-            let b = bias.map(|b| &b[col..col + nout]);
-            // SAFETY: AVX-512F, as for the other kernels' epilogue.
-            unsafe { epilogue(row, out, w.layout, b) };
         }
     };
     // SAFETY: the CPU has AMX and this process the tile state ([`detected`]).

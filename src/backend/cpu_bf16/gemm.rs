@@ -346,35 +346,26 @@ fn run_block_amx(
 ) {
     let kp = w.kp;
     let len = mb.next_multiple_of(AMX_ROWS) * kp;
-    let (x, rows) = match lhs {
-        Lhs::Rows(a) => {
-            // Copied into this thread's block (in L2, as `pack_rows` leaves
-            // it): the block's rows are read again for every panel.
-            return A_TILES.with_borrow_mut(|t| {
-                if t.len() < len {
-                    t.resize(len, 0);
-                }
-                // The rows are padded to whole steps (r0 is one: blocks are
-                // whole steps).
-                t[..len].copy_from_slice(&a.data[r0 * kp..][..len]);
-                // SAFETY: `matmul_rows` checked the kernel and kp.
-                unsafe { amx::block(&t[..len], kp, mb, panels, w, bias, out, w.n) }
-            });
-        }
-        Lhs::F32(x, rows) => (x, rows),
-    };
-    let src: Vec<usize> = (r0..r0 + mb).map(|r| x_row(rows, r)).collect();
+    // The block's rows in this thread's buffer (in L2 for every panel the
+    // block runs against): rounded from f32 here, or copied as they are.
     A_TILES.with_borrow_mut(|a| {
         if a.len() < len {
             a.resize(len, 0);
         }
-        // SAFETY: `check` confirmed the AMX kernel (so AVX-512 BF16 and the
-        // tile state); `a` holds the rows padded to whole steps, zeros past
-        // `src`; `uses_amx` checked kp.
-        unsafe {
-            super::avx512::pack_rows(x, w.k, &src, kp, &mut a[..len]);
-            amx::block(&a[..len], kp, mb, panels, w, bias, out, w.n);
+        match lhs {
+            // SAFETY: `check` confirmed the AMX kernel (so AVX-512 BF16
+            // and the tile state); `a` holds the rows padded to whole
+            // steps, zeros past the block's rows.
+            Lhs::F32(x, rows) => unsafe {
+                let src: Vec<usize> = (r0..r0 + mb).map(|r| x_row(rows, r)).collect();
+                super::avx512::pack_rows(x, w.k, &src, kp, &mut a[..len]);
+            },
+            // Padded to whole steps already (r0 is one: blocks are whole steps).
+            Lhs::Rows(rows) => a[..len].copy_from_slice(&rows.data[r0 * kp..][..len]),
         }
+        // SAFETY: as above (`matmul_rows` checks the same for rows);
+        // `uses_amx` checked kp.
+        unsafe { amx::block(&a[..len], kp, mb, panels, w, bias, out, w.n) };
     });
 }
 
