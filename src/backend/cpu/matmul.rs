@@ -388,6 +388,41 @@ pub fn product_in<F: Float>(
     }
 }
 
+/// [`product_in`] into a buffer not yet written (`m · n` elements, all
+/// written): returns them, written.
+#[allow(clippy::too_many_arguments)]
+pub fn product_into<'c, F: Float>(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+    c: &'c mut [std::mem::MaybeUninit<F>],
+) -> &'c mut [F] {
+    assert_eq!(c.len(), m * n, "gemm: output of the wrong size");
+    let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
+    // SAFETY: without `accumulate`, gemm_raw_in writes all m·n outputs (zeros
+    // when k = 0) and reads none of them; the operands were checked above.
+    unsafe {
+        gemm_raw_in(
+            products,
+            m,
+            n,
+            k,
+            av,
+            bv,
+            c.as_mut_ptr().cast(),
+            n as isize,
+            false,
+        )
+        .expect(MIXED_INFALLIBLE);
+        super::alloc::assume_init_mut(c)
+    }
+}
+
 /// [`fwd_in`] into a new vector (no zero fill).
 pub fn fwd_new_in<F: Float>(
     products: Products,

@@ -5,6 +5,8 @@
 //! (`moe_permute::plan`, tile 1) so each expert runs two dense products;
 //! experts run in parallel.
 
+use std::mem::MaybeUninit;
+
 use super::matmul::Products;
 use super::{act, alloc, matmul, moe_permute, router, simd, swiglu};
 use crate::engine::float::Float;
@@ -75,7 +77,8 @@ fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&
     out
 }
 
-/// SwiGLU FFN on rows: `a = x·Wgᵀ, u = x·Wuᵀ, h = silu(a)*u, y = h·Wdᵀ`.
+/// SwiGLU FFN on rows: `a = x·Wgᵀ, u = x·Wuᵀ, h = silu(a)*u, y = h·Wdᵀ`,
+/// into buffers not yet written (all of each written).
 #[allow(clippy::too_many_arguments)]
 fn ffn_fwd<F: Float>(
     products: Products,
@@ -86,18 +89,20 @@ fn ffn_fwd<F: Float>(
     rows: usize,
     d: usize,
     f: usize,
-    a: &mut [F],
-    u: &mut [F],
-    h: &mut [F],
-    y: &mut [F],
+    a: &mut [MaybeUninit<F>],
+    u: &mut [MaybeUninit<F>],
+    h: &mut [MaybeUninit<F>],
+    y: &mut [MaybeUninit<F>],
 ) {
-    matmul::fwd_in(products, x, wg, None, rows, d, f, a);
-    matmul::fwd_in(products, x, wu, None, rows, d, f, u);
-    swiglu::fwd(a, u, h);
-    matmul::fwd_in(products, h, wd, None, rows, f, d, y);
+    let a = matmul::product_into(products, rows, f, d, x, false, wg, true, a);
+    let u = matmul::product_into(products, rows, f, d, x, false, wu, true, u);
+    swiglu::fwd_into(a, u, h);
+    // SAFETY: `fwd_into` wrote all of h.
+    let h = unsafe { alloc::assume_init_mut(h) };
+    matmul::product_into(products, rows, d, f, h, false, wd, true, y);
 }
 
-/// Backward of `ffn_fwd`: `dx` overwritten, weight grads accumulated.
+/// Backward of `ffn_fwd`: `dx` written (all of it), weight grads accumulated.
 #[allow(clippy::too_many_arguments)]
 fn ffn_bwd<F: Float>(
     products: Products,
@@ -112,20 +117,31 @@ fn ffn_bwd<F: Float>(
     rows: usize,
     d: usize,
     f: usize,
-    dx: &mut [F],
+    dx: &mut [MaybeUninit<F>],
     dwg: &mut [F],
     dwu: &mut [F],
     dwd: &mut [F],
 ) {
-    let mut dh = alloc::zeros(rows * f);
-    matmul::bwd_in(products, h, wd, dy, rows, f, d, Some(&mut dh), dwd, None);
-    let mut da = alloc::zeros(rows * f);
-    let mut du = alloc::zeros(rows * f);
-    swiglu::bwd(a, u, &dh, &mut da, &mut du);
-    matmul::bwd_in(products, x, wg, &da, rows, d, f, Some(dx), dwg, None);
-    let mut dx2 = alloc::zeros(rows * d);
-    matmul::bwd_in(products, x, wu, &du, rows, d, f, Some(&mut dx2), dwu, None);
-    simd::add_into(dx, &dx2);
+    // Each product as `matmul::bwd_in` orders them: the input's gradient,
+    // then the weight's.
+    let mut dh_buf = alloc::uninit(rows * f);
+    let dh = matmul::product_into(products, rows, f, d, dy, false, wd, false, &mut dh_buf);
+    matmul::bwd_in(products, h, wd, dy, rows, f, d, None, dwd, None);
+    let (mut da_buf, mut du_buf) = (alloc::uninit(rows * f), alloc::uninit(rows * f));
+    swiglu::bwd_into(a, u, dh, &mut da_buf, &mut du_buf);
+    // SAFETY: `bwd_into` wrote all of both.
+    let (da, du) = unsafe {
+        (
+            alloc::assume_init_mut(&mut da_buf),
+            alloc::assume_init_mut(&mut du_buf),
+        )
+    };
+    let dx = matmul::product_into(products, rows, d, f, da, false, wg, false, dx);
+    matmul::bwd_in(products, x, wg, da, rows, d, f, None, dwg, None);
+    let mut dx2_buf = alloc::uninit(rows * d);
+    let dx2 = matmul::product_into(products, rows, d, f, du, false, wu, false, &mut dx2_buf);
+    matmul::bwd_in(products, x, wu, du, rows, d, f, None, dwu, None);
+    simd::add_into(dx, dx2);
 }
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
@@ -166,14 +182,23 @@ pub fn fwd<F: Float>(
     let mut g = vec![F::ZERO; t];
     act::sigmoid_fwd(&gl, &mut g);
     let (mut s_a, mut s_u, mut s_h, mut s_out) = (
-        alloc::zeros(t * sf),
-        alloc::zeros(t * sf),
-        alloc::zeros(t * sf),
-        alloc::zeros(t * d),
+        alloc::uninit(t * sf),
+        alloc::uninit(t * sf),
+        alloc::uninit(t * sf),
+        alloc::uninit(t * d),
     );
     ffn_fwd(
         products, z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
     );
+    // SAFETY: `ffn_fwd` wrote all of each.
+    let (s_a, s_u, s_h, s_out) = unsafe {
+        (
+            alloc::assume_init(s_a),
+            alloc::assume_init(s_u),
+            alloc::assume_init(s_h),
+            alloc::assume_init(s_out),
+        )
+    };
 
     // Routed experts on their grouped rows.
     let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
@@ -183,12 +208,18 @@ pub fn fwd<F: Float>(
         row.copy_from_slice(&z[tok * d..(tok + 1) * d]);
     });
     let (mut a_rows, mut u_rows, mut h_rows, mut y_rows) = (
-        alloc::zeros(rows * f),
-        alloc::zeros(rows * f),
-        alloc::zeros(rows * f),
-        alloc::zeros(rows * d),
+        alloc::uninit(rows * f),
+        alloc::uninit(rows * f),
+        alloc::uninit(rows * f),
+        alloc::uninit(rows * d),
     );
     let off = &plan.expert_offset;
+    // The experts' segments cover every routed row, so their FFNs write
+    // all of the buffers.
+    assert_eq!(
+        off[n] as usize, rows,
+        "moe: the plan's segments cover the rows"
+    );
     segments(&mut a_rows, off, f)
         .into_par_iter()
         .zip(segments(&mut u_rows, off, f))
@@ -208,6 +239,15 @@ pub fn fwd<F: Float>(
             );
             ffn_fwd(products, x, wg, wu, wd, m, d, f, a, u, h, y);
         });
+    // SAFETY: every segment written (an empty one has nothing to write).
+    let (a_rows, u_rows, h_rows, y_rows) = unsafe {
+        (
+            alloc::assume_init(a_rows),
+            alloc::assume_init(u_rows),
+            alloc::assume_init(h_rows),
+            alloc::assume_init(y_rows),
+        )
+    };
 
     moe_permute::combine(
         resid,
@@ -290,8 +330,22 @@ pub fn bwd<F: Float>(
 
     // Shared expert.
     ffn_bwd(
-        products, z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz,
-        gr.s_gate, gr.s_up, gr.s_down,
+        products,
+        z,
+        w.s_gate,
+        w.s_up,
+        w.s_down,
+        &s.s_a,
+        &s.s_u,
+        &s.s_h,
+        &ds_out,
+        t,
+        d,
+        sf,
+        alloc::as_uninit(dz),
+        gr.s_gate,
+        gr.s_up,
+        gr.s_down,
     );
     // Shared gate: g = sigmoid(z·w_D).
     let mut dgl = vec![F::ZERO; t];
@@ -312,7 +366,11 @@ pub fn bwd<F: Float>(
 
     // Routed experts, in parallel; each owns its slice of the stacked grads.
     let off = &s.plan.expert_offset;
-    let mut dx_rows = alloc::zeros(rows * d);
+    assert_eq!(
+        off[n] as usize, rows,
+        "moe: the plan's segments cover the rows"
+    );
+    let mut dx_rows = alloc::uninit(rows * d);
     segments(&mut dx_rows, off, d)
         .into_par_iter()
         .zip(gr.e_gate.par_chunks_mut(f * d))
@@ -349,6 +407,8 @@ pub fn bwd<F: Float>(
                 dwd,
             );
         });
+    // SAFETY: every segment written by its expert's `ffn_bwd`.
+    let dx_rows = unsafe { alloc::assume_init(dx_rows) };
     // Un-permute: add each routed row's input grad to its token, a token's
     // rows in ascending row order (the order of a serial pass over the rows,
     // so the sums do not depend on the threads).

@@ -5,6 +5,7 @@
 //! reductions, so both versions give the same bits.
 
 use std::any::TypeId;
+use std::mem::MaybeUninit;
 
 use crate::engine::float::{Float, sigmoid};
 
@@ -21,6 +22,13 @@ pub fn as_f32_mut<F: Float>(s: &mut [F]) -> Option<&mut [f32]> {
     (TypeId::of::<F>() == TypeId::of::<f32>())
         // SAFETY: F is f32, so the slice is one of f32.
         .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast::<f32>(), s.len()) })
+}
+
+/// [`as_f32_mut`] for a slice being written.
+pub fn as_f32_uninit<F: Float>(s: &mut [MaybeUninit<F>]) -> Option<&mut [MaybeUninit<f32>]> {
+    (TypeId::of::<F>() == TypeId::of::<f32>())
+        // SAFETY: F is f32, so the slice is one of (maybe unwritten) f32.
+        .then(|| unsafe { std::slice::from_raw_parts_mut(s.as_mut_ptr().cast(), s.len()) })
 }
 
 /// Whether this CPU runs AVX-512F (std caches the answer).
@@ -45,8 +53,9 @@ pub fn add_into<F: Float>(acc: &mut [F], x: &[F]) {
         .for_each(|(a, x)| a.iter_mut().zip(x).for_each(|(a, &b)| *a += b));
 }
 
-/// `out = silu(gate) · up`, element by element.
-pub fn swiglu_f32(gate: &[f32], up: &[f32], out: &mut [f32]) {
+/// `out = silu(gate) · up`, element by element: every element of `out`
+/// written (the three have one length).
+pub fn swiglu_f32(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>]) {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F.
@@ -57,9 +66,13 @@ pub fn swiglu_f32(gate: &[f32], up: &[f32], out: &mut [f32]) {
 }
 
 #[inline(always)]
-fn swiglu_loop<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+fn swiglu_loop<F: Float>(gate: &[F], up: &[F], out: &mut [MaybeUninit<F>]) {
+    assert!(
+        gate.len() == out.len() && up.len() == out.len(),
+        "swiglu: operands differ in length"
+    );
     for ((o, &g), &u) in out.iter_mut().zip(gate).zip(up) {
-        *o = g * sigmoid(g) * u;
+        o.write(g * sigmoid(g) * u);
     }
 }
 
@@ -67,17 +80,24 @@ fn swiglu_loop<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
 /// The CPU has AVX-512F.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
-unsafe fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [f32]) {
+unsafe fn swiglu_avx512(gate: &[f32], up: &[f32], out: &mut [MaybeUninit<f32>]) {
     swiglu_loop(gate, up, out);
 }
 
 /// The plain loop on any `F`: what the dispatch falls back to.
-pub fn swiglu_plain<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
+pub fn swiglu_plain<F: Float>(gate: &[F], up: &[F], out: &mut [MaybeUninit<F>]) {
     swiglu_loop(gate, up, out);
 }
 
-/// SwiGLU's backward: `dgate` and `dup` from `dout`, element by element.
-pub fn swiglu_bwd_f32(gate: &[f32], up: &[f32], dout: &[f32], dg: &mut [f32], du: &mut [f32]) {
+/// SwiGLU's backward: `dgate` and `dup` from `dout`, element by element,
+/// every element of both written (all five have one length).
+pub fn swiglu_bwd_f32(
+    gate: &[f32],
+    up: &[f32],
+    dout: &[f32],
+    dg: &mut [MaybeUninit<f32>],
+    du: &mut [MaybeUninit<f32>],
+) {
     #[cfg(target_arch = "x86_64")]
     if avx512() {
         // SAFETY: the CPU has AVX-512F.
@@ -88,15 +108,24 @@ pub fn swiglu_bwd_f32(gate: &[f32], up: &[f32], dout: &[f32], dg: &mut [f32], du
 }
 
 #[inline(always)]
-fn swiglu_bwd_loop<F: Float>(gate: &[F], up: &[F], dout: &[F], dg: &mut [F], du: &mut [F]) {
+fn swiglu_bwd_loop<F: Float>(
+    gate: &[F],
+    up: &[F],
+    dout: &[F],
+    dg: &mut [MaybeUninit<F>],
+    du: &mut [MaybeUninit<F>],
+) {
     let n = gate.len();
-    let (up, dout, dg, du) = (&up[..n], &dout[..n], &mut dg[..n], &mut du[..n]);
+    assert!(
+        up.len() == n && dout.len() == n && dg.len() == n && du.len() == n,
+        "swiglu: operands differ in length"
+    );
     for i in 0..n {
         let (g, d) = (gate[i], dout[i]);
         let s = sigmoid(g);
-        du[i] = d * (g * s);
+        du[i].write(d * (g * s));
         // d silu/dg = s * (1 + g * (1 - s))
-        dg[i] = d * up[i] * s * (F::ONE + g * (F::ONE - s));
+        dg[i].write(d * up[i] * s * (F::ONE + g * (F::ONE - s)));
     }
 }
 
@@ -108,19 +137,26 @@ unsafe fn swiglu_bwd_avx512(
     gate: &[f32],
     up: &[f32],
     dout: &[f32],
-    dg: &mut [f32],
-    du: &mut [f32],
+    dg: &mut [MaybeUninit<f32>],
+    du: &mut [MaybeUninit<f32>],
 ) {
     swiglu_bwd_loop(gate, up, dout, dg, du);
 }
 
 /// The plain backward loop on any `F`.
-pub fn swiglu_bwd_plain<F: Float>(gate: &[F], up: &[F], dout: &[F], dg: &mut [F], du: &mut [F]) {
+pub fn swiglu_bwd_plain<F: Float>(
+    gate: &[F],
+    up: &[F],
+    dout: &[F],
+    dg: &mut [MaybeUninit<F>],
+    du: &mut [MaybeUninit<F>],
+) {
     swiglu_bwd_loop(gate, up, dout, dg, du);
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::alloc::as_uninit;
     use super::*;
 
     /// Both versions, over the range silu sees and past exp's clamps.
@@ -130,8 +166,8 @@ mod tests {
         let gate: Vec<f32> = (0..n).map(|i| (i as f32 - 2050.0) * 0.05).collect();
         let up: Vec<f32> = (0..n).map(|i| 1.0 + (i % 7) as f32 * 0.3).collect();
         let (mut fast, mut plain) = (vec![0f32; n], vec![0f32; n]);
-        swiglu_f32(&gate, &up, &mut fast);
-        swiglu_plain(&gate, &up, &mut plain);
+        swiglu_f32(&gate, &up, as_uninit(&mut fast));
+        swiglu_plain(&gate, &up, as_uninit(&mut plain));
         for (i, (a, b)) in fast.iter().zip(&plain).enumerate() {
             assert_eq!(a.to_bits(), b.to_bits(), "element {i}: gate {}", gate[i]);
         }
@@ -153,8 +189,20 @@ mod tests {
         let dout: Vec<f32> = (0..n).map(|i| 0.5 - (i % 11) as f32 * 0.1).collect();
         let mut fast = (vec![0f32; n], vec![0f32; n]);
         let mut plain = (vec![0f32; n], vec![0f32; n]);
-        swiglu_bwd_f32(&gate, &up, &dout, &mut fast.0, &mut fast.1);
-        swiglu_bwd_plain(&gate, &up, &dout, &mut plain.0, &mut plain.1);
+        swiglu_bwd_f32(
+            &gate,
+            &up,
+            &dout,
+            as_uninit(&mut fast.0),
+            as_uninit(&mut fast.1),
+        );
+        swiglu_bwd_plain(
+            &gate,
+            &up,
+            &dout,
+            as_uninit(&mut plain.0),
+            as_uninit(&mut plain.1),
+        );
         for i in 0..n {
             assert_eq!(fast.0[i].to_bits(), plain.0[i].to_bits(), "dgate {i}");
             assert_eq!(fast.1[i].to_bits(), plain.1[i].to_bits(), "dup {i}");

@@ -1,58 +1,73 @@
 //! SwiGLU activation: `out = silu(gate) * up`.
 
-use super::simd;
+use std::mem::MaybeUninit;
+
+use super::{alloc, simd};
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
 const CHUNK: usize = 4096;
 
+/// `out = silu(gate) * up`; `out` overwritten.
 pub fn fwd<F: Float>(gate: &[F], up: &[F], out: &mut [F]) {
-    out.par_chunks_mut(CHUNK)
-        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
-        .for_each(|(o, (g, u))| match (simd::as_f32(g), simd::as_f32(u)) {
-            (Some(g), Some(u)) => {
-                simd::swiglu_f32(g, u, simd::as_f32_mut(o).expect("out is f32 like gate"))
-            }
-            _ => simd::swiglu_plain(g, u, o),
-        });
+    fwd_into(gate, up, alloc::as_uninit(out));
 }
 
-/// [`fwd`] into a new vector (no serial zero fill first).
-pub fn fwd_new<F: Float>(gate: &[F], up: &[F]) -> Vec<F> {
-    assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
-    super::alloc::par_written(gate.len(), CHUNK, |i, o| {
-        let (g, u) = (&gate[i * CHUNK..][..o.len()], &up[i * CHUNK..][..o.len()]);
-        match (simd::as_f32(g), simd::as_f32(u)) {
-            (Some(g), Some(u)) => {
-                simd::swiglu_f32(g, u, simd::as_f32_mut(o).expect("out is f32 like gate"))
-            }
-            _ => simd::swiglu_plain(g, u, o),
-        }
-    })
-}
-
-/// [`bwd`] into new vectors `(dgate, dup)` (no serial zero fill first).
-pub fn bwd_new<F: Float>(gate: &[F], up: &[F], dout: &[F]) -> (Vec<F>, Vec<F>) {
-    let n = gate.len();
+/// [`fwd`] into a buffer not yet written: all of it written.
+pub fn fwd_into<F: Float>(gate: &[F], up: &[F], out: &mut [MaybeUninit<F>]) {
     assert!(
-        up.len() == n && dout.len() == n,
+        gate.len() == out.len() && up.len() == out.len(),
         "swiglu: operands differ in length"
     );
-    let piece = |i: usize, dg: &mut [F], du: &mut [F]| {
-        let r = i * CHUNK..i * CHUNK + dg.len();
-        bwd_piece(&gate[r.clone()], &up[r.clone()], &dout[r], dg, du);
-    };
-    super::alloc::par_written2(n, CHUNK, piece)
+    out.par_chunks_mut(CHUNK)
+        .zip(gate.par_chunks(CHUNK).zip(up.par_chunks(CHUNK)))
+        .for_each(|(o, (g, u))| fwd_piece(g, u, o));
 }
 
-fn bwd_piece<F: Float>(g: &[F], u: &[F], d: &[F], dg: &mut [F], du: &mut [F]) {
+fn fwd_piece<F: Float>(g: &[F], u: &[F], o: &mut [MaybeUninit<F>]) {
+    match (simd::as_f32(g), simd::as_f32(u)) {
+        (Some(g), Some(u)) => {
+            simd::swiglu_f32(g, u, simd::as_f32_uninit(o).expect("out is f32 like gate"))
+        }
+        _ => simd::swiglu_plain(g, u, o),
+    }
+}
+
+/// [`fwd`] into a new vector (no zero fill first).
+pub fn fwd_new<F: Float>(gate: &[F], up: &[F]) -> Vec<F> {
+    assert_eq!(gate.len(), up.len(), "swiglu: gate and up differ in length");
+    // SAFETY: `fwd_piece` writes all of each piece (it asserts the lengths).
+    unsafe {
+        alloc::par_filled(gate.len(), CHUNK, |i, o| {
+            let r = i * CHUNK..i * CHUNK + o.len();
+            fwd_piece(&gate[r.clone()], &up[r], o)
+        })
+    }
+}
+
+/// [`bwd`] into new vectors `(dgate, dup)` (no zero fill first).
+pub fn bwd_new<F: Float>(gate: &[F], up: &[F], dout: &[F]) -> (Vec<F>, Vec<F>) {
+    let n = gate.len();
+    let (mut dg, mut du) = (alloc::uninit(n), alloc::uninit(n));
+    bwd_into(gate, up, dout, &mut dg, &mut du);
+    // SAFETY: `bwd_into` wrote every element of both.
+    unsafe { (alloc::assume_init(dg), alloc::assume_init(du)) }
+}
+
+fn bwd_piece<F: Float>(
+    g: &[F],
+    u: &[F],
+    d: &[F],
+    dg: &mut [MaybeUninit<F>],
+    du: &mut [MaybeUninit<F>],
+) {
     match (simd::as_f32(g), simd::as_f32(u), simd::as_f32(d)) {
         (Some(g), Some(u), Some(d)) => simd::swiglu_bwd_f32(
             g,
             u,
             d,
-            simd::as_f32_mut(dg).expect("dgate is f32 like gate"),
-            simd::as_f32_mut(du).expect("dup is f32 like gate"),
+            simd::as_f32_uninit(dg).expect("dgate is f32 like gate"),
+            simd::as_f32_uninit(du).expect("dup is f32 like gate"),
         ),
         _ => simd::swiglu_bwd_plain(g, u, d, dg, du),
     }
@@ -60,6 +75,28 @@ fn bwd_piece<F: Float>(g: &[F], u: &[F], d: &[F], dg: &mut [F], du: &mut [F]) {
 
 /// `dgate` and `dup` are overwritten.
 pub fn bwd<F: Float>(gate: &[F], up: &[F], dout: &[F], dgate: &mut [F], dup: &mut [F]) {
+    bwd_into(
+        gate,
+        up,
+        dout,
+        alloc::as_uninit(dgate),
+        alloc::as_uninit(dup),
+    );
+}
+
+/// [`bwd`] into buffers not yet written: all of both written.
+pub fn bwd_into<F: Float>(
+    gate: &[F],
+    up: &[F],
+    dout: &[F],
+    dgate: &mut [MaybeUninit<F>],
+    dup: &mut [MaybeUninit<F>],
+) {
+    let n = gate.len();
+    assert!(
+        up.len() == n && dout.len() == n && dgate.len() == n && dup.len() == n,
+        "swiglu: operands differ in length"
+    );
     dgate
         .par_chunks_mut(CHUNK)
         .zip(dup.par_chunks_mut(CHUNK))
