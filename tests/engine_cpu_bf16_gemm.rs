@@ -287,7 +287,7 @@ fn bf16_rows_between_the_ffn_products_give_the_same_bits() {
         assert!(gemm::rows_between(k, &pair, &down), "{m} x {d} x {f}");
         let h = matmul(k, &x, None, m, &pair, None).unwrap();
         let want = matmul(k, &h, None, m, &down, None).unwrap();
-        let rows = gemm::swiglu_rows(k, &x, m, &pair, down.kp).unwrap();
+        let rows = gemm::swiglu_rows(k, &x, None, m, &pair, down.kp).unwrap();
         let got = gemm::matmul_rows(k, &rows, &down).unwrap();
         assert_eq!(got.len(), want.len());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
@@ -297,5 +297,28 @@ fn bf16_rows_between_the_ffn_products_give_the_same_bits() {
                 "{m} x {d} x {f}: output {i}: {a} vs {b}"
             );
         }
+        // A routed expert's: its tokens' rows gathered by index (reversed,
+        // every third), into part of a buffer.
+        let idx: Vec<u32> = (0..m as u32).rev().step_by(3).collect();
+        let g = idx.len();
+        let h = matmul(k, &x, Some(&idx), g, &pair, None).unwrap();
+        let want = matmul(k, &h, None, g, &down, None).unwrap();
+        let rows = gemm::swiglu_rows(k, &x, Some(&idx), g, &pair, down.kp).unwrap();
+        let mut out = vec![std::mem::MaybeUninit::new(f32::NAN); g * d + 5];
+        gemm::matmul_rows_into(k, &rows, &down, &mut out).unwrap();
+        for (i, b) in want.iter().enumerate() {
+            // SAFETY: every element was initialised (NaN, then written).
+            let a = unsafe { out[i].assume_init() };
+            assert_eq!(
+                a.to_bits(),
+                b.to_bits(),
+                "gathered {m} x {d} x {f}: output {i}"
+            );
+        }
+        // SAFETY: as above.
+        assert!(
+            unsafe { out[g * d].assume_init() }.is_nan(),
+            "wrote past its rows"
+        );
     }
 }

@@ -284,7 +284,7 @@ impl Backend<f32> for CpuBf16 {
         let mut out = if rows_between(self.kernel, pair, down) {
             // On AMX the hidden goes to the down product as bf16 rows: half
             // the bytes written, none re-read to round (same bits).
-            let h = swiglu_rows(self.kernel, z, t, pair, down.kp)?;
+            let h = swiglu_rows(self.kernel, z, None, t, pair, down.kp)?;
             matmul_rows(self.kernel, &h, down)?
         } else {
             let h = matmul(self.kernel, z, None, t, pair, None)?;

@@ -183,17 +183,19 @@ pub fn rows_between(kernel: Kernel, pair: &PackedMat, down: &PackedMat) -> bool 
         && down.k == pair.n
 }
 
-/// `silu(x·gateᵀ)·(x·upᵀ)` of a SwiGLU `pair` for `m` rows of `x`, as the
-/// bf16 rows of a next product whose packed k is `kp` slots: the same bits
-/// as [`matmul`] then that product's own rounding of its rows.
+/// `silu(x·gateᵀ)·(x·upᵀ)` of a SwiGLU `pair` for `m` rows of `x` (row
+/// `i` is row `rows[i]` of `x`, as in [`matmul`]), as the bf16 rows of a
+/// next product whose packed k is `kp` slots: the same bits as [`matmul`]
+/// then that product's own rounding of its rows.
 pub fn swiglu_rows(
     kernel: Kernel,
     x: &[f32],
+    rows: Option<&[u32]>,
     m: usize,
     pair: &PackedMat,
     kp: usize,
 ) -> OpResult<Bf16Rows> {
-    check(kernel, x, None, m, pair, None)?;
+    check(kernel, x, rows, m, pair, None)?;
     if !uses_amx(kernel, pair) || pair.layout != Layout::Swiglu || kp != pair.n.div_ceil(2) {
         return Err(OpError::msg(
             "bf16 swiglu rows",
@@ -203,17 +205,17 @@ pub fn swiglu_rows(
             ),
         ));
     }
-    let rows = m.next_multiple_of(AMX_ROWS);
+    let padded = m.next_multiple_of(AMX_ROWS);
     // The product writes every slot of the m rows (kp is n's pairs); the
     // padding rows are zeros.
-    let mut data = Vec::with_capacity(rows * kp);
-    data.spare_capacity_mut()[m * kp..rows * kp].fill(MaybeUninit::new(0));
+    let mut data = Vec::with_capacity(padded * kp);
+    data.spare_capacity_mut()[m * kp..padded * kp].fill(MaybeUninit::new(0));
     #[cfg(target_arch = "x86_64")]
     {
         let out = OutPtr(data.as_mut_ptr());
         for_pieces(kernel, m, pair, |r0, mb, range| {
             run_block_amx(
-                Lhs::F32(x, None),
+                Lhs::F32(x, rows),
                 r0,
                 mb,
                 range,
@@ -228,7 +230,7 @@ pub fn swiglu_rows(
     }
     // SAFETY: rows m.. zeroed above; every slot of rows ..m written by the
     // pieces (the AMX kernel, checked above: each panel's pairs of each row).
-    unsafe { data.set_len(rows * kp) };
+    unsafe { data.set_len(padded * kp) };
     Ok(Bf16Rows {
         m,
         k: pair.n,
@@ -239,6 +241,23 @@ pub fn swiglu_rows(
 
 /// [`matmul`] of bf16 rows from [`swiglu_rows`] on AMX tiles.
 pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<f32>> {
+    let (m, n) = (a.m, w.n);
+    let mut y = Vec::<f32>::with_capacity(m * n);
+    matmul_rows_into(kernel, a, w, &mut y.spare_capacity_mut()[..m * n])?;
+    // SAFETY: `matmul_rows_into` returned Ok, so it wrote all m·n outputs.
+    unsafe { y.set_len(m * n) };
+    Ok(y)
+}
+
+/// [`matmul_rows`] into `out` (its first `a.m · w.n` elements, all written
+/// on Ok).
+pub fn matmul_rows_into(
+    kernel: Kernel,
+    a: &Bf16Rows,
+    w: &PackedMat,
+    out: &mut [MaybeUninit<f32>],
+) -> OpResult<()> {
+    let (m, n) = (a.m, w.n);
     if !uses_amx(kernel, w) || w.layout != Layout::Plain || w.kp != a.kp || w.k != a.k {
         return Err(OpError::msg(
             "bf16 matmul of rows",
@@ -252,11 +271,15 @@ pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<
             ),
         ));
     }
-    let (m, n) = (a.m, w.n);
-    let mut y = Vec::<f32>::with_capacity(m * n);
+    if out.len() < m * n {
+        return Err(OpError::msg(
+            "bf16 matmul of rows",
+            format!("output of {} for {m} x {n}", out.len()),
+        ));
+    }
     #[cfg(target_arch = "x86_64")]
     {
-        let out = OutPtr(y.as_mut_ptr());
+        let out = OutPtr(out.as_mut_ptr().cast::<f32>());
         for_pieces(kernel, m, w, |r0, mb, range| {
             run_block_amx(
                 Lhs::Rows(a),
@@ -269,9 +292,7 @@ pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<
             )
         });
     }
-    // SAFETY: every piece wrote its rows' n outputs (AMX, checked above).
-    unsafe { y.set_len(m * n) };
-    Ok(y)
+    Ok(())
 }
 
 /// A parallel product's pieces: `(rows per block, panel groups)`.

@@ -1,14 +1,15 @@
 //! The MoE layer's forward on the bf16 engine: the reference layer
 //! (`backend::cpu::moe`) with its expert products on the bf16 GEMM. Each
 //! SwiGLU expert is two products (gate|up packed as one, with `silu(g)·u` in
-//! the kernel's epilogue; then down); a routed expert reads its tokens' rows
-//! of `z` by index (no gathered copy). The router, top-k and load-balancing
+//! the kernel's epilogue; then down, on AMX from the hidden's bf16 rows); a
+//! routed expert reads its tokens' rows of `z` by index (no gathered copy). The router, top-k and load-balancing
 //! statistics are the reference ops in f32 (see `params` for why f32).
 
 use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
+use super::gemm::{matmul_rows, matmul_rows_into, rows_between, swiglu_rows};
 use super::kernel::Kernel;
 use super::pack::Layout;
 use super::params::Bf16Param;
@@ -66,10 +67,16 @@ pub fn fwd(
     linear::fwd(z, gate_w, None, t, d, 1, &mut gl);
     let mut g = vec![0f32; t];
     act::sigmoid_fwd(&gl, &mut g);
-    let h = matmul(kernel, z, None, t, s_pair, None)?;
-    debug_assert_eq!(h.len(), t * sf);
-    let mut out = matmul(kernel, &h, None, t, s_down, None)?;
-    drop(h);
+    // On AMX the hidden goes to the down product as bf16 rows (as the
+    // dense FFN's: half the bytes written, none re-read to round; same bits).
+    let mut out = if rows_between(kernel, s_pair, s_down) {
+        let h = swiglu_rows(kernel, z, None, t, s_pair, s_down.kp)?;
+        matmul_rows(kernel, &h, s_down)?
+    } else {
+        let h = matmul(kernel, z, None, t, s_pair, None)?;
+        debug_assert_eq!(h.len(), t * sf);
+        matmul(kernel, &h, None, t, s_down, None)?
+    };
 
     // Routed experts on their tokens' rows, in parallel.
     let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
@@ -91,8 +98,14 @@ pub fn fwd(
             if m == 0 {
                 return Ok(());
             }
-            let h = matmul(kernel, z, Some(&tokens[r0..r0 + m]), m, &e_pair[e], None)?;
-            matmul_into(kernel, &h, None, m, &e_down[e], None, y)
+            let rows = Some(&tokens[r0..r0 + m]);
+            let (pair, down) = (&e_pair[e], &e_down[e]);
+            if rows_between(kernel, pair, down) {
+                let h = swiglu_rows(kernel, z, rows, m, pair, down.kp)?;
+                return matmul_rows_into(kernel, &h, down, y);
+            }
+            let h = matmul(kernel, z, rows, m, pair, None)?;
+            matmul_into(kernel, &h, None, m, down, None, y)
         })?;
     // SAFETY: the segments cover t·k·d elements, each written in full (Ok above).
     unsafe { y_rows.set_len(t * k * d) };
