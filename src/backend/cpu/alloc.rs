@@ -51,14 +51,8 @@ pub fn zeros<F: Float>(n: usize) -> Vec<F> {
 /// memory is a `memset`: 8 % of a training step's samples at tiny, on the
 /// main thread while the workers waited). `f(i, piece)` gets piece `i`.
 pub fn par_written<F: Float>(n: usize, chunk: usize, f: impl Fn(usize, &mut [F]) + Sync) -> Vec<F> {
-    let mut v = Vec::with_capacity(n);
-    v.spare_capacity_mut()[..n]
-        .par_chunks_mut(chunk.max(1))
-        .enumerate()
-        .for_each(|(i, piece)| f(i, zeroed(piece)));
-    // SAFETY: the pieces cover `..n`, each initialised by `zeroed`.
-    unsafe { v.set_len(n) };
-    v
+    // SAFETY: `zeroed` writes all of each piece.
+    unsafe { par_filled(n, chunk, |i, piece| f(i, zeroed(piece))) }
 }
 
 /// `K` new vectors written together in `count` parallel pieces: piece `i`
@@ -100,7 +94,7 @@ pub fn par_pieces<F: Float, const K: usize>(
 fn zeroed<F: Float>(piece: &mut [MaybeUninit<F>]) -> &mut [F] {
     piece.fill(MaybeUninit::new(F::ZERO));
     // SAFETY: every element of `piece` was initialised just above.
-    unsafe { &mut *(piece as *mut [MaybeUninit<F>] as *mut [F]) }
+    unsafe { assume_init_mut(piece) }
 }
 
 /// `n` elements not yet written, for writers that write every one of them
@@ -157,18 +151,4 @@ pub unsafe fn par_filled<F: Send>(
         .for_each(|(i, piece)| f(i, piece));
     // SAFETY: the pieces cover the vector; the caller's contract.
     unsafe { assume_init(v) }
-}
-
-/// A new vector of `n` elements written through a raw pointer by `f` (a
-/// product with `accumulate = false`), never zero-filled.
-///
-/// # Safety
-/// `f` must write all `n` elements through the pointer and read none it has
-/// not written.
-pub unsafe fn written_by<F>(n: usize, f: impl FnOnce(*mut F)) -> Vec<F> {
-    let mut v = Vec::with_capacity(n);
-    f(v.as_mut_ptr());
-    // SAFETY: the caller's contract: all n written.
-    unsafe { v.set_len(n) };
-    v
 }

@@ -378,14 +378,10 @@ pub fn product_in<F: Float>(
     b: &[F],
     tb: bool,
 ) -> Vec<F> {
-    let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
-    // SAFETY: without `accumulate`, gemm_raw_in writes all m·n outputs (zeros
-    // when k = 0) and reads none of them; the operands were checked above.
-    unsafe {
-        super::alloc::written_by(m * n, |c| {
-            gemm_raw_in(products, m, n, k, av, bv, c, n as isize, false).expect(MIXED_INFALLIBLE)
-        })
-    }
+    let mut c = super::alloc::uninit(m * n);
+    product_into(products, m, n, k, a, ta, b, tb, &mut c);
+    // SAFETY: `product_into` wrote all m·n outputs.
+    unsafe { super::alloc::assume_init(c) }
 }
 
 /// [`product_in`] into a buffer not yet written (`m · n` elements, all

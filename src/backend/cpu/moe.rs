@@ -65,8 +65,15 @@ pub struct MoeSaved<F> {
     pub aux: F,
 }
 
-/// Split a `[rows, width]` buffer into one mutable slice per expert segment.
+/// Split a `[rows, width]` buffer into one mutable slice per expert
+/// segment; the segments cover the whole buffer (the buffers are written
+/// through them).
 fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&'a mut [F]> {
+    assert_eq!(
+        *offsets.last().expect("offsets start at 0") as usize * width,
+        buf.len(),
+        "moe: the plan's segments cover the rows"
+    );
     let mut out = Vec::with_capacity(offsets.len() - 1);
     for e in 0..offsets.len() - 1 {
         let n = (offsets[e + 1] - offsets[e]) as usize * width;
@@ -214,12 +221,6 @@ pub fn fwd<F: Float>(
         alloc::uninit(rows * d),
     );
     let off = &plan.expert_offset;
-    // The experts' segments cover every routed row, so their FFNs write
-    // all of the buffers.
-    assert_eq!(
-        off[n] as usize, rows,
-        "moe: the plan's segments cover the rows"
-    );
     segments(&mut a_rows, off, f)
         .into_par_iter()
         .zip(segments(&mut u_rows, off, f))
@@ -239,7 +240,8 @@ pub fn fwd<F: Float>(
             );
             ffn_fwd(products, x, wg, wu, wd, m, d, f, a, u, h, y);
         });
-    // SAFETY: every segment written (an empty one has nothing to write).
+    // SAFETY: the segments cover the buffers (`segments`), each written
+    // (an empty one has nothing to write).
     let (a_rows, u_rows, h_rows, y_rows) = unsafe {
         (
             alloc::assume_init(a_rows),
@@ -366,10 +368,6 @@ pub fn bwd<F: Float>(
 
     // Routed experts, in parallel; each owns its slice of the stacked grads.
     let off = &s.plan.expert_offset;
-    assert_eq!(
-        off[n] as usize, rows,
-        "moe: the plan's segments cover the rows"
-    );
     let mut dx_rows = alloc::uninit(rows * d);
     segments(&mut dx_rows, off, d)
         .into_par_iter()
@@ -407,7 +405,8 @@ pub fn bwd<F: Float>(
                 dwd,
             );
         });
-    // SAFETY: every segment written by its expert's `ffn_bwd`.
+    // SAFETY: the segments cover the buffer (`segments`), each written by
+    // its expert's `ffn_bwd`.
     let dx_rows = unsafe { alloc::assume_init(dx_rows) };
     // Un-permute: add each routed row's input grad to its token, a token's
     // rows in ascending row order (the order of a serial pass over the rows,

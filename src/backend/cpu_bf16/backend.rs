@@ -7,7 +7,7 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul_rows, rows_between, swiglu_rows};
+use super::gemm::swiglu_down;
 use super::kernel::Kernel;
 use super::moe::{self, MoeRouting};
 use super::pack::Layout;
@@ -281,15 +281,7 @@ impl Backend<f32> for CpuBf16 {
         {
             return Err(OpError::msg(OP, format!("shapes do not match {dims:?}")));
         }
-        let mut out = if rows_between(self.kernel, pair, down) {
-            // On AMX the hidden goes to the down product as bf16 rows: half
-            // the bytes written, none re-read to round (same bits).
-            let h = swiglu_rows(self.kernel, z, None, t, pair, down.kp)?;
-            matmul_rows(self.kernel, &h, down)?
-        } else {
-            let h = matmul(self.kernel, z, None, t, pair, None)?;
-            matmul(self.kernel, &h, None, t, down, None)?
-        };
+        let mut out = swiglu_down(self.kernel, z, t, pair, down)?;
         out.par_chunks_mut(d)
             .zip(resid.par_chunks(d))
             .for_each(|(o, r)| o.iter_mut().zip(r).for_each(|(y, &r)| *y += r));

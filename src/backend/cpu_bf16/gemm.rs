@@ -239,6 +239,51 @@ pub fn swiglu_rows(
     })
 }
 
+/// An FFN's two products, `down · silu·up(pair · x)`, for `m` rows of `x`
+/// (gathered by `rows`, as in [`matmul`]), into `out` (its first
+/// `m · down.n` elements, all written on Ok). On AMX the hidden passes
+/// between them as [`Bf16Rows`] (half the bytes written, none re-read to
+/// round; the same bits as the f32 hidden).
+pub fn swiglu_down_into(
+    kernel: Kernel,
+    x: &[f32],
+    rows: Option<&[u32]>,
+    m: usize,
+    pair: &PackedMat,
+    down: &PackedMat,
+    out: &mut [MaybeUninit<f32>],
+) -> OpResult<()> {
+    if rows_between(kernel, pair, down) {
+        let h = swiglu_rows(kernel, x, rows, m, pair, down.kp)?;
+        return matmul_rows_into(kernel, &h, down, out);
+    }
+    let h = matmul(kernel, x, rows, m, pair, None)?;
+    matmul_into(kernel, &h, None, m, down, None, out)
+}
+
+/// [`swiglu_down_into`] into a new vector.
+pub fn swiglu_down(
+    kernel: Kernel,
+    x: &[f32],
+    m: usize,
+    pair: &PackedMat,
+    down: &PackedMat,
+) -> OpResult<Vec<f32>> {
+    let mut y = Vec::<f32>::with_capacity(m * down.n);
+    swiglu_down_into(
+        kernel,
+        x,
+        None,
+        m,
+        pair,
+        down,
+        &mut y.spare_capacity_mut()[..m * down.n],
+    )?;
+    // SAFETY: `swiglu_down_into` returned Ok, so it wrote all m·n outputs.
+    unsafe { y.set_len(m * down.n) };
+    Ok(y)
+}
+
 /// [`matmul`] of bf16 rows from [`swiglu_rows`] on AMX tiles.
 pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<f32>> {
     let (m, n) = (a.m, w.n);

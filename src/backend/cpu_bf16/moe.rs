@@ -9,11 +9,10 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul_rows, matmul_rows_into, rows_between, swiglu_rows};
+use super::gemm::{swiglu_down, swiglu_down_into};
 use super::kernel::Kernel;
 use super::pack::Layout;
 use super::params::Bf16Param;
-use super::{matmul, matmul_into};
 use crate::backend::cpu::{act, linear, moe_permute, router};
 use crate::engine::{MoeDims, MoeRefs, OpError, OpResult};
 
@@ -67,16 +66,8 @@ pub fn fwd(
     linear::fwd(z, gate_w, None, t, d, 1, &mut gl);
     let mut g = vec![0f32; t];
     act::sigmoid_fwd(&gl, &mut g);
-    // On AMX the hidden goes to the down product as bf16 rows (as the
-    // dense FFN's: half the bytes written, none re-read to round; same bits).
-    let mut out = if rows_between(kernel, s_pair, s_down) {
-        let h = swiglu_rows(kernel, z, None, t, s_pair, s_down.kp)?;
-        matmul_rows(kernel, &h, s_down)?
-    } else {
-        let h = matmul(kernel, z, None, t, s_pair, None)?;
-        debug_assert_eq!(h.len(), t * sf);
-        matmul(kernel, &h, None, t, s_down, None)?
-    };
+    debug_assert_eq!(s_pair.n, sf);
+    let mut out = swiglu_down(kernel, z, t, s_pair, s_down)?;
 
     // Routed experts on their tokens' rows, in parallel.
     let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
@@ -99,13 +90,7 @@ pub fn fwd(
                 return Ok(());
             }
             let rows = Some(&tokens[r0..r0 + m]);
-            let (pair, down) = (&e_pair[e], &e_down[e]);
-            if rows_between(kernel, pair, down) {
-                let h = swiglu_rows(kernel, z, rows, m, pair, down.kp)?;
-                return matmul_rows_into(kernel, &h, down, y);
-            }
-            let h = matmul(kernel, z, rows, m, pair, None)?;
-            matmul_into(kernel, &h, None, m, down, None, y)
+            swiglu_down_into(kernel, z, rows, m, &e_pair[e], &e_down[e], y)
         })?;
     // SAFETY: the segments cover t·k·d elements, each written in full (Ok above).
     unsafe { y_rows.set_len(t * k * d) };
