@@ -6,6 +6,7 @@ mod kernel_util;
 use half::bf16;
 use kernel_util::*;
 use rand::Rng;
+use traffic_moe::backend::cpu::alloc::as_uninit;
 use traffic_moe::backend::cpu::moe_permute;
 use traffic_moe::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use traffic_moe::backend::gpu::ops::moe_permute::MoePlan;
@@ -70,7 +71,7 @@ fn combine_fwd_bwd_match_reference() {
                 t,
                 k,
                 d,
-                &mut want,
+                as_uninit(&mut want),
             );
 
             let (rb, sb, gb, yb, wb) = (
@@ -109,7 +110,7 @@ fn combine_fwd_bwd_match_reference() {
                 t,
                 k,
                 d,
-                &mut want,
+                as_uninit(&mut want),
             );
             let inp = CombineInputs {
                 resid: None,
@@ -145,10 +146,10 @@ fn combine_fwd_bwd_match_reference() {
                 t,
                 k,
                 d,
-                &mut wds,
-                &mut wdg,
-                &mut wdy,
-                &mut wdw,
+                as_uninit(&mut wds),
+                as_uninit(&mut wdg),
+                as_uninit(&mut wdy),
+                as_uninit(&mut wdw),
             );
             let db = ex.upload(&dout)?;
             // dy starts as garbage: padding rows must come back zero.

@@ -6,6 +6,7 @@ mod kernel_util;
 
 use half::bf16;
 use kernel_util::*;
+use traffic_moe::backend::cpu::alloc::as_uninit;
 use traffic_moe::backend::cpu::rmsnorm as cpu_rmsnorm;
 use traffic_moe::backend::gpu::ops::rmsnorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
@@ -42,8 +43,8 @@ fn reference(x: &[f64], w: &[f64], dy: &[f64], dw0: &[f64], d: usize, eps: f64) 
         dx: vec![0.0; rows * d],
         dw: dw0.to_vec(),
     };
-    cpu_rmsnorm::fwd(x, w, d, eps, &mut r.y, &mut r.rstd);
-    cpu_rmsnorm::bwd(x, w, &r.rstd, dy, d, &mut r.dx, &mut r.dw);
+    cpu_rmsnorm::fwd(x, w, d, eps, as_uninit(&mut r.y), as_uninit(&mut r.rstd));
+    cpu_rmsnorm::bwd(x, w, &r.rstd, dy, d, as_uninit(&mut r.dx), &mut r.dw);
     r
 }
 

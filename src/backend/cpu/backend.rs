@@ -102,10 +102,10 @@ impl<F: Float> Backend<F> for Cpu {
     }
 
     fn rmsnorm_fwd(&self, x: &Vec<F>, w: &[F], d: usize) -> OpResult<(Vec<F>, Vec<F>)> {
-        let mut y = alloc::zeros(x.len());
-        let mut rstd = alloc::zeros(x.len() / d);
+        let (mut y, mut rstd) = (alloc::uninit(x.len()), alloc::uninit(x.len() / d));
         rmsnorm::fwd(x, w, d, F::from_f64(1e-6), &mut y, &mut rstd);
-        Ok((y, rstd))
+        // SAFETY: `fwd` writes every element of both.
+        Ok(unsafe { (alloc::assume_init(y), alloc::assume_init(rstd)) })
     }
     fn rmsnorm_bwd(
         &self,
@@ -116,9 +116,10 @@ impl<F: Float> Backend<F> for Cpu {
         d: usize,
         dw: &mut [F],
     ) -> OpResult<Vec<F>> {
-        let mut dx = alloc::zeros(x.len());
+        let mut dx = alloc::uninit(x.len());
         rmsnorm::bwd(x, w, rstd, dy, d, &mut dx, dw);
-        Ok(dx)
+        // SAFETY: `bwd` writes every element of dx.
+        Ok(unsafe { alloc::assume_init(dx) })
     }
 
     fn linear_fwd(
@@ -196,7 +197,7 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &MoeDims,
         _train: bool,
     ) -> OpResult<(Vec<F>, MoeSaved<F>)> {
-        let mut y = alloc::zeros(dims.t * dims.d);
+        let mut y = alloc::uninit(dims.t * dims.d);
         let saved = moe::fwd(
             self.products,
             z,
@@ -206,7 +207,8 @@ impl<F: Float> Backend<F> for Cpu {
             Some(mask),
             &mut y,
         );
-        Ok((y, saved))
+        // SAFETY: `moe::fwd` writes every element of its output.
+        Ok((unsafe { alloc::assume_init(y) }, saved))
     }
     fn moe_aux(&self, saved: &MoeSaved<F>) -> OpResult<Vec<F>> {
         Ok(vec![saved.aux])
@@ -244,7 +246,7 @@ impl<F: Float> Backend<F> for Cpu {
             e_up,
             e_down,
         };
-        let mut dz = alloc::zeros(z.len());
+        let mut dz = alloc::uninit(z.len());
         moe::bwd(
             self.products,
             z,
@@ -256,7 +258,8 @@ impl<F: Float> Backend<F> for Cpu {
             &mut dz,
             gr,
         );
-        Ok(dz)
+        // SAFETY: `moe::bwd` writes every element of dz.
+        Ok(unsafe { alloc::assume_init(dz) })
     }
 
     fn ffn_fwd(

@@ -153,7 +153,8 @@ fn ffn_bwd<F: Float>(
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
 /// selects the tokens of the load-balancing loss; every position is still
-/// routed and computed. It is kept in the returned `MoeSaved` for `bwd`.
+/// routed and computed. It is kept in the returned `MoeSaved` for `bwd`. Writes every element
+/// of `out` (`[T, d]`; not read first).
 pub fn fwd<F: Float>(
     products: Products,
     z: &[F],
@@ -161,7 +162,7 @@ pub fn fwd<F: Float>(
     w: &MoeWeights<F>,
     dm: &MoeDims,
     valid: Option<&[u8]>,
-    out: &mut [F],
+    out: &mut [MaybeUninit<F>],
 ) -> MoeSaved<F> {
     let MoeDims {
         t,
@@ -174,6 +175,7 @@ pub fn fwd<F: Float>(
     if let Some(v) = valid {
         assert_eq!(v.len(), t, "moe: valid mask length");
     }
+    assert_eq!(out.len(), t * d, "moe: output length");
     // Router (full-precision softmax over N, top-k, counts).
     let router::Routed {
         probs,
@@ -286,7 +288,7 @@ pub fn fwd<F: Float>(
 
 /// Backward of `fwd` (except the residual, whose gradient is `dout`).
 /// `aux_weight` is d(total loss)/d(this layer's aux loss), which is over the
-/// real tokens `fwd` was given (`s.valid`). `dz` is overwritten.
+/// real tokens `fwd` was given (`s.valid`). `dz` is written (all of it; not read first).
 #[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
     products: Products,
@@ -296,7 +298,7 @@ pub fn bwd<F: Float>(
     dout: &[F],
     aux_weight: F,
     dm: &MoeDims,
-    dz: &mut [F],
+    dz: &mut [MaybeUninit<F>],
     gr: MoeGrads<F>,
 ) {
     let MoeDims {
@@ -307,12 +309,13 @@ pub fn bwd<F: Float>(
         shared_ff: sf,
         expert_ff: f,
     } = *dm;
+    assert_eq!(dz.len(), t * d, "moe: input gradient length");
     let rows = t * k;
     let (mut ds_out, mut dg, mut dy_rows, mut dtopk_w) = (
-        alloc::zeros(t * d),
-        vec![F::ZERO; t],
-        alloc::zeros(rows * d),
-        alloc::zeros(t * k),
+        alloc::uninit(t * d),
+        alloc::uninit(t),
+        alloc::uninit(rows * d),
+        alloc::uninit(t * k),
     );
     moe_permute::combine_bwd(
         dout,
@@ -329,26 +332,23 @@ pub fn bwd<F: Float>(
         &mut dy_rows,
         &mut dtopk_w,
     );
+    // SAFETY: `combine_bwd` writes every element of its outputs.
+    let (ds_out, dg, dy_rows, dtopk_w) = unsafe {
+        (
+            alloc::assume_init(ds_out),
+            alloc::assume_init(dg),
+            alloc::assume_init(dy_rows),
+            alloc::assume_init(dtopk_w),
+        )
+    };
 
     // Shared expert.
     ffn_bwd(
-        products,
-        z,
-        w.s_gate,
-        w.s_up,
-        w.s_down,
-        &s.s_a,
-        &s.s_u,
-        &s.s_h,
-        &ds_out,
-        t,
-        d,
-        sf,
-        alloc::as_uninit(dz),
-        gr.s_gate,
-        gr.s_up,
-        gr.s_down,
+        products, z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz,
+        gr.s_gate, gr.s_up, gr.s_down,
     );
+    // SAFETY: the shared expert's `ffn_bwd` wrote all of dz.
+    let dz = unsafe { alloc::assume_init_mut(dz) };
     // Shared gate: g = sigmoid(z·w_D).
     let mut dgl = vec![F::ZERO; t];
     act::sigmoid_bwd(&s.g, &dg, &mut dgl);
@@ -458,6 +458,7 @@ pub fn bwd<F: Float>(
 
 #[cfg(test)]
 mod tests {
+    use super::super::alloc::as_uninit;
     use super::super::testutil::*;
     use super::*;
 
@@ -534,12 +535,28 @@ mod tests {
         let run = |z: &[f64], ws: &[Vec<f64>]| -> (f64, Vec<u32>) {
             let w = as_weights(ws);
             let mut out = vec![0.0; t * d];
-            let s = fwd(Products::F32, z, &resid, &w, &dm, valid, &mut out);
+            let s = fwd(
+                Products::F32,
+                z,
+                &resid,
+                &w,
+                &dm,
+                valid,
+                as_uninit(&mut out),
+            );
             (dot(&out, &dout) + aux_w * s.aux, s.topk_idx)
         };
         let w = as_weights(&ws);
         let mut out = vec![0.0; t * d];
-        let saved = fwd(Products::F32, &z, &resid, &w, &dm, valid, &mut out);
+        let saved = fwd(
+            Products::F32,
+            &z,
+            &resid,
+            &w,
+            &dm,
+            valid,
+            as_uninit(&mut out),
+        );
         let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
         let mut dz = vec![0.0; t * d];
         let gr = as_grads(&mut gs);
@@ -551,7 +568,7 @@ mod tests {
             &dout,
             aux_w,
             &dm,
-            &mut dz,
+            as_uninit(&mut dz),
             gr,
         );
         let sel = saved.topk_idx.clone();
@@ -606,7 +623,15 @@ mod tests {
         let run = |z: &[f64], resid: &[f64], dout: &[f64], valid: Option<&[u8]>| {
             let t = z.len() / d;
             let mut out = vec![0.0; t * d];
-            let s = fwd(Products::F32, z, resid, &w, &dims(t), valid, &mut out);
+            let s = fwd(
+                Products::F32,
+                z,
+                resid,
+                &w,
+                &dims(t),
+                valid,
+                as_uninit(&mut out),
+            );
             let mut gs: Vec<Vec<f64>> = sizes.iter().map(|&s| vec![0.0; s]).collect();
             let mut dz = vec![0.0; t * d];
             bwd(
@@ -617,7 +642,7 @@ mod tests {
                 dout,
                 0.7,
                 &dims(t),
-                &mut dz,
+                as_uninit(&mut dz),
                 as_grads(&mut gs),
             );
             (out, s.aux, dz, gs)

@@ -1,9 +1,20 @@
 //! RMSNorm: `y = x * rstd * w`, `rstd = 1/sqrt(mean(x²) + eps)` per row.
 
+use std::mem::MaybeUninit;
+
 use crate::engine::float::{Float, dot_lanes};
 use rayon::prelude::*;
 
-pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut [F]) {
+/// Writes every element of `y` and `rstd` (not read: they may be
+/// unwritten, `alloc::uninit`, so the engine skips a zero fill).
+pub fn fwd<F: Float>(
+    x: &[F],
+    w: &[F],
+    d: usize,
+    eps: F,
+    y: &mut [MaybeUninit<F>],
+    rstd: &mut [MaybeUninit<F>],
+) {
     y.par_chunks_mut(d)
         .zip(x.par_chunks(d))
         .zip(rstd.par_iter_mut())
@@ -12,9 +23,9 @@ pub fn fwd<F: Float>(x: &[F], w: &[F], d: usize, eps: F, y: &mut [F], rstd: &mut
             // inference engine's forward at tiny, one dependent add per value.
             let ms = dot_lanes(xr, xr) / F::from_usize(d);
             let rs = F::ONE / (ms + eps).sqrt();
-            *r = rs;
+            r.write(rs);
             for ((o, &v), &g) in yr.iter_mut().zip(xr).zip(w) {
-                *o = v * rs * g;
+                o.write(v * rs * g);
             }
         });
 }
@@ -27,7 +38,16 @@ const BWD_ROWS: usize = 32;
 /// parallel, then the blocks' sums in block order (the same bits whatever
 /// the threads). Before, `dw` was one serial pass over every row on the
 /// calling thread after the parallel `dx`.
-pub fn bwd<F: Float>(x: &[F], w: &[F], rstd: &[F], dy: &[F], d: usize, dx: &mut [F], dw: &mut [F]) {
+/// Writes every element of `dx` (as `fwd` its outputs); adds into `dw`.
+pub fn bwd<F: Float>(
+    x: &[F],
+    w: &[F],
+    rstd: &[F],
+    dy: &[F],
+    d: usize,
+    dx: &mut [MaybeUninit<F>],
+    dw: &mut [F],
+) {
     let partials: Vec<Vec<F>> = dx
         .par_chunks_mut(BWD_ROWS * d)
         .zip(x.par_chunks(BWD_ROWS * d))
@@ -45,7 +65,7 @@ pub fn bwd<F: Float>(x: &[F], w: &[F], rstd: &[F], dy: &[F], d: usize, dx: &mut 
                 let dot = dot3_lanes(xr, dyr, w);
                 let c = dot * rs * rs * rs / F::from_usize(d);
                 for (((o, &xv), &g), &wv) in dxr.iter_mut().zip(xr).zip(dyr).zip(w) {
-                    *o = rs * wv * g - xv * c;
+                    o.write(rs * wv * g - xv * c);
                 }
                 for ((p, &xv), &g) in part.iter_mut().zip(xr).zip(dyr) {
                     *p += xv * rs * g;
@@ -86,6 +106,7 @@ fn dot3_lanes<F: Float>(a: &[F], b: &[F], c: &[F]) -> F {
 
 #[cfg(test)]
 mod tests {
+    use super::super::alloc::as_uninit;
     use super::super::testutil::*;
     use super::*;
 
@@ -101,17 +122,17 @@ mod tests {
         let f = |x: &[f64], w: &[f64]| {
             let mut y = vec![0.0; t * d];
             let mut r = vec![0.0; t];
-            fwd(x, w, d, eps, &mut y, &mut r);
+            fwd(x, w, d, eps, as_uninit(&mut y), as_uninit(&mut r));
             dot(&y, &dy)
         };
         let mut y = vec![0.0; t * d];
         let mut r = vec![0.0; t];
-        fwd(&x, &w, d, eps, &mut y, &mut r);
+        fwd(&x, &w, d, eps, as_uninit(&mut y), as_uninit(&mut r));
         let ms: f64 = x[..d].iter().map(|v| v * v).sum::<f64>() / d as f64;
         assert!((r[0] - 1.0 / (ms + eps).sqrt()).abs() < 1e-12);
         let mut dx = vec![0.0; t * d];
         let mut dw = vec![0.0; d];
-        bwd(&x, &w, &r, &dy, d, &mut dx, &mut dw);
+        bwd(&x, &w, &r, &dy, d, as_uninit(&mut dx), &mut dw);
         check_grad(&x, &dx, |p| f(p, &w), "dx");
         check_grad(&w, &dw, |p| f(&x, p), "dw");
     }

@@ -14,7 +14,7 @@ use super::pack::Layout;
 use super::params::Bf16Param;
 use super::{attention, matmul};
 use crate::backend::cpu::matmul::Products;
-use crate::backend::cpu::{act, lm_head, pool, rmsnorm, swiglu, xent};
+use crate::backend::cpu::{act, alloc, lm_head, pool, rmsnorm, swiglu, xent};
 use crate::engine::{
     AttnDims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs, OpError,
     OpResult,
@@ -138,9 +138,10 @@ impl Backend<f32> for CpuBf16 {
                 "gain or input of the wrong size",
             ));
         }
-        let mut rstd = vec![0f32; x.len() / d];
-        let y = vec_from(x.len(), |y| rmsnorm::fwd(x, w, d, 1e-6, y, &mut rstd));
-        Ok((y, rstd))
+        let (mut y, mut rstd) = (alloc::uninit(x.len()), alloc::uninit(x.len() / d));
+        rmsnorm::fwd(x, w, d, 1e-6, &mut y, &mut rstd);
+        // SAFETY: `fwd` writes every element of both.
+        Ok(unsafe { (alloc::assume_init(y), alloc::assume_init(rstd)) })
     }
     fn rmsnorm_bwd(
         &self,
