@@ -153,8 +153,8 @@ fn ffn_bwd<F: Float>(
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
 /// selects the tokens of the load-balancing loss; every position is still
-/// routed and computed. It is kept in the returned `MoeSaved` for `bwd`. Writes every element
-/// of `out` (`[T, d]`; not read first).
+/// routed and computed. It is kept in the returned `MoeSaved` for `bwd`.
+/// Writes every element of `out` (`[T, d]`; not read first).
 pub fn fwd<F: Float>(
     products: Products,
     z: &[F],
@@ -288,7 +288,8 @@ pub fn fwd<F: Float>(
 
 /// Backward of `fwd` (except the residual, whose gradient is `dout`).
 /// `aux_weight` is d(total loss)/d(this layer's aux loss), which is over the
-/// real tokens `fwd` was given (`s.valid`). `dz` is written (all of it; not read first).
+/// real tokens `fwd` was given (`s.valid`). `dz` is written (all of it;
+/// not read first).
 #[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
     products: Products,
