@@ -228,22 +228,33 @@ pub fn gemm_in<F: Float>(
     accumulate: bool,
 ) {
     assert!(c.len() >= m * n, "gemm: operand too short");
+    // SAFETY: c holds m·n elements (checked above).
+    unsafe { gemm_views(products, m, n, k, a, ta, b, tb, c.as_mut_ptr(), accumulate) }
+}
+
+/// `c (+)= op(a)·op(b)` into `m` rows of `n` at `c`, after checking that
+/// both operands are long enough: what [`gemm_in`] and [`product_into`]
+/// share.
+///
+/// # Safety
+/// `c` must hold `m · n` elements (readable too when `accumulate`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_views<F: Float>(
+    products: Products,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: &[F],
+    ta: bool,
+    b: &[F],
+    tb: bool,
+    c: *mut F,
+    accumulate: bool,
+) {
     let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
-    // SAFETY: the operands were checked above.
-    unsafe {
-        gemm_raw_in(
-            products,
-            m,
-            n,
-            k,
-            av,
-            bv,
-            c.as_mut_ptr(),
-            n as isize,
-            accumulate,
-        )
-    }
-    .expect(MIXED_INFALLIBLE)
+    // SAFETY: the operands were checked by `operand_views`; c the caller's.
+    unsafe { gemm_raw_in(products, m, n, k, av, bv, c, n as isize, accumulate) }
+        .expect(MIXED_INFALLIBLE)
 }
 
 /// A right operand `op(b)` `[k, n]` used by several products (the LM head's
@@ -399,22 +410,21 @@ pub fn product_into<'c, F: Float>(
     c: &'c mut [std::mem::MaybeUninit<F>],
 ) -> &'c mut [F] {
     assert_eq!(c.len(), m * n, "gemm: output of the wrong size");
-    let (av, bv) = operand_views(m, n, k, a, ta, b, tb);
-    // SAFETY: without `accumulate`, gemm_raw_in writes all m·n outputs (zeros
-    // when k = 0) and reads none of them; the operands were checked above.
+    // SAFETY: c holds m·n elements; without `accumulate` all of them are
+    // written (zeros when k = 0) and none read.
     unsafe {
-        gemm_raw_in(
+        gemm_views(
             products,
             m,
             n,
             k,
-            av,
-            bv,
+            a,
+            ta,
+            b,
+            tb,
             c.as_mut_ptr().cast(),
-            n as isize,
             false,
-        )
-        .expect(MIXED_INFALLIBLE);
+        );
         super::alloc::assume_init_mut(c)
     }
 }

@@ -18,6 +18,7 @@ use rayon::prelude::*;
 use super::amx;
 use super::kernel::{Kernel, Tile};
 use super::pack::{Elem, Layout, MR, NR, PackedMat};
+use crate::backend::cpu::alloc;
 use crate::engine::{OpError, OpResult};
 
 /// Rows per block of a serial product (16 tiles: the panel is reused 16 times).
@@ -67,19 +68,10 @@ pub fn matmul(
     w: &PackedMat,
     bias: Option<&[f32]>,
 ) -> OpResult<Vec<f32>> {
-    let mut y = Vec::<f32>::with_capacity(m * w.n);
-    matmul_into(
-        kernel,
-        x,
-        rows,
-        m,
-        w,
-        bias,
-        &mut y.spare_capacity_mut()[..m * w.n],
-    )?;
+    let mut y = alloc::uninit(m * w.n);
+    matmul_into(kernel, x, rows, m, w, bias, &mut y)?;
     // SAFETY: `matmul_into` returned Ok, so it wrote all m·n elements.
-    unsafe { y.set_len(m * w.n) };
-    Ok(y)
+    Ok(unsafe { alloc::assume_init(y) })
 }
 
 /// [`matmul`] into `out` (its first `m · w.n` elements, all written on Ok).
@@ -269,29 +261,18 @@ pub fn swiglu_down(
     pair: &PackedMat,
     down: &PackedMat,
 ) -> OpResult<Vec<f32>> {
-    let mut y = Vec::<f32>::with_capacity(m * down.n);
-    swiglu_down_into(
-        kernel,
-        x,
-        None,
-        m,
-        pair,
-        down,
-        &mut y.spare_capacity_mut()[..m * down.n],
-    )?;
+    let mut y = alloc::uninit(m * down.n);
+    swiglu_down_into(kernel, x, None, m, pair, down, &mut y)?;
     // SAFETY: `swiglu_down_into` returned Ok, so it wrote all m·n outputs.
-    unsafe { y.set_len(m * down.n) };
-    Ok(y)
+    Ok(unsafe { alloc::assume_init(y) })
 }
 
 /// [`matmul`] of bf16 rows from [`swiglu_rows`] on AMX tiles.
 pub fn matmul_rows(kernel: Kernel, a: &Bf16Rows, w: &PackedMat) -> OpResult<Vec<f32>> {
-    let (m, n) = (a.m, w.n);
-    let mut y = Vec::<f32>::with_capacity(m * n);
-    matmul_rows_into(kernel, a, w, &mut y.spare_capacity_mut()[..m * n])?;
+    let mut y = alloc::uninit(a.m * w.n);
+    matmul_rows_into(kernel, a, w, &mut y)?;
     // SAFETY: `matmul_rows_into` returned Ok, so it wrote all m·n outputs.
-    unsafe { y.set_len(m * n) };
-    Ok(y)
+    Ok(unsafe { alloc::assume_init(y) })
 }
 
 /// [`matmul_rows`] into `out` (its first `a.m · w.n` elements, all written
