@@ -186,6 +186,157 @@ fn f64_products_stay_exact_under_mixed_precision() {
     assert_eq!(got, want);
 }
 
+/// SwiGLU's output and gradients are packed a block of rows at a time as
+/// they are computed (`strided::pack_produced`): the slots must be those of
+/// packing the finished matrices, on every shape class (k odd, one row,
+/// n past a panel, big enough to run in parallel) and both slot types.
+#[test]
+fn packing_rows_as_produced_gives_the_slots_of_the_finished_matrix() {
+    for kernel in kernels() {
+        for elem in [Elem::Bf16Pair, Elem::F32] {
+            for (k, n) in [(37, 70), (1, 5), (301, 230), (64, 128), (18, 3)] {
+                let ctx = format!("{} {elem:?} k {k} n {n}", kernel.name());
+                let b = common::values(k * n, 11 + k as u64);
+                let neg: Vec<f32> = b.iter().map(|v| -v * 0.5).collect();
+                let [pb, pn] = strided::pack_produced(kernel, elem, k, n, |r, [x, y]| {
+                    let span = r.start * n..r.end * n;
+                    x.copy_from_slice(&b[span.clone()]);
+                    y.copy_from_slice(&neg[span]);
+                });
+                let view = |s: &[f32]| Strided {
+                    ptr: s.as_ptr(),
+                    rs: n as isize,
+                    cs: 1,
+                };
+                // SAFETY: both are [k, n].
+                let (wb, wn) = unsafe {
+                    (
+                        strided::pack_rhs(kernel, elem, k, n, view(&b)),
+                        strided::pack_rhs(kernel, elem, k, n, view(&neg)),
+                    )
+                };
+                for (got, want) in [(&pb, &wb), (&pn, &wn)] {
+                    assert_eq!((got.n, got.k, got.kp), (want.n, want.k, want.kp), "{ctx}");
+                    assert!(got.slots() == want.slots(), "{ctx}: slots differ");
+                }
+            }
+        }
+    }
+}
+
+/// Rows rounded to bf16 once (`UnwrittenRows`, written in blocks out of
+/// order) and multiplied in place: the bits of the product of the f32 rows.
+#[test]
+fn rounded_rows_multiply_to_the_bits_of_their_f32_rows() {
+    use traffic_moe::backend::cpu_bf16::gemm::UnwrittenRows;
+    for kernel in kernels() {
+        let p = Products::bf16_on(kernel).unwrap();
+        for (m, n, k, tb) in [
+            (70, 90, 45, true),
+            (37, 130, 100, false),
+            (7, 200, 301, true),
+        ] {
+            let ctx = format!("{} m {m} n {n} k {k} tb {tb}", kernel.name());
+            let x = common::values(m * k, 21);
+            let b = common::values(k * n, 22);
+            let mut rows = UnwrittenRows::new(kernel, m, k);
+            let writer = rows.writer();
+            let starts: Vec<usize> = (0..m).step_by(5).collect();
+            for &r0 in starts.iter().rev() {
+                let r1 = (r0 + 5).min(m);
+                // SAFETY: rows r0..r1 < m, written once.
+                unsafe { writer.write(r0, &x[r0 * k..r1 * k]) };
+            }
+            // SAFETY: every row written above.
+            let rows = unsafe { rows.assume_written() };
+            let mut got = vec![std::mem::MaybeUninit::new(0f32); m * n];
+            matmul::product_rows_into(kernel, &rows, n, k, &b, tb, &mut got);
+            let got: Vec<f32> = got.iter().map(|v| unsafe { v.assume_init() }).collect();
+            let mut want = vec![0f32; m * n];
+            matmul::gemm_in(p, m, n, k, &x, false, &b, tb, &mut want, false);
+            assert!(got == want, "{ctx}: bits differ");
+        }
+    }
+}
+
+/// The SwiGLU FFN in mixed precision packs h, da and du as they are
+/// computed and never writes them as f32: its output, input gradient and
+/// weight gradients must be bit for bit those of the same products and
+/// SwiGLU called one by one (what the engine did before), and the fused
+/// path must have been taken.
+#[test]
+fn mixed_precision_ffn_fuses_without_changing_a_bit() {
+    use traffic_moe::backend::cpu::{ffn, swiglu};
+    // (rows, d, f): f > d (both passes fused), an odd row count, f == d
+    // (only the forward's h fused: the gradients pack x instead).
+    for kernel in kernels() {
+        let p = Products::bf16_on(kernel).unwrap();
+        for (rows, d, f) in [(70, 40, 100), (71, 48, 96), (70, 64, 64)] {
+            let ctx = format!("{} rows {rows} d {d} f {f}", kernel.name());
+            let x = common::values(rows * d, 31);
+            let (wg, wu, wd) = (
+                common::values(f * d, 32),
+                common::values(f * d, 33),
+                common::values(d * f, 34),
+            );
+            let dy = common::values(rows * d, 35);
+            let g0 = [
+                common::values(f * d, 36),
+                common::values(f * d, 37),
+                common::values(d * f, 38),
+            ];
+
+            let mut y = vec![std::mem::MaybeUninit::new(0f32); rows * d];
+            let saved = ffn::fwd(p, &x, [&wg, &wu, &wd], rows, d, f, true, &mut y).unwrap();
+            assert!(
+                matches!(saved.h, ffn::Hidden::Packed(_)),
+                "{ctx}: h kept as f32 rows"
+            );
+            let y: Vec<f32> = y.iter().map(|v| unsafe { v.assume_init() }).collect();
+            let mut dx = vec![std::mem::MaybeUninit::new(0f32); rows * d];
+            let mut g = g0.clone();
+            {
+                let [a, b, c] = &mut g;
+                ffn::bwd(
+                    p,
+                    &x,
+                    [&wg, &wu, &wd],
+                    &saved,
+                    &dy,
+                    rows,
+                    d,
+                    f,
+                    &mut dx,
+                    [a, b, c],
+                );
+            }
+            let dx: Vec<f32> = dx.iter().map(|v| unsafe { v.assume_init() }).collect();
+
+            // The same, one op at a time.
+            let a = matmul::product_in(p, rows, f, d, &x, false, &wg, true);
+            let u = matmul::product_in(p, rows, f, d, &x, false, &wu, true);
+            let h = swiglu::fwd_new(&a, &u);
+            let want_y = matmul::product_in(p, rows, d, f, &h, false, &wd, true);
+            let mut wg_ = g0.clone();
+            let dh = matmul::product_in(p, rows, f, d, &dy, false, &wd, false);
+            matmul::bwd_in(p, &h, &wd, &dy, rows, f, d, None, &mut wg_[2], None);
+            let (da, du) = swiglu::bwd_new(&a, &u, &dh);
+            let mut want_dx = matmul::product_in(p, rows, d, f, &da, false, &wg, false);
+            matmul::bwd_in(p, &x, &wg, &da, rows, d, f, None, &mut wg_[0], None);
+            let dx2 = matmul::product_in(p, rows, d, f, &du, false, &wu, false);
+            matmul::bwd_in(p, &x, &wu, &du, rows, d, f, None, &mut wg_[1], None);
+            want_dx.iter_mut().zip(&dx2).for_each(|(a, b)| *a += b);
+
+            assert!(y == want_y, "{ctx}: output");
+            assert!(dx == want_dx, "{ctx}: input gradient");
+            for (i, name) in ["w_gate", "w_up", "w_down"].iter().enumerate() {
+                assert!(g[i] == wg_[i], "{ctx}: {name} gradient");
+                assert!(g[i] != g0[i], "{ctx}: {name} gradient not accumulated");
+            }
+        }
+    }
+}
+
 /// Relative L2 distance of `got` from `want`.
 fn rel_l2(got: &[f32], want: &[f32]) -> f64 {
     let (mut d, mut w) = (0f64, 0f64);

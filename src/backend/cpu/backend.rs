@@ -5,12 +5,13 @@ use super::lm_head::{self, LmHeadSaved};
 use super::matmul::Products;
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
-use super::{Float, act, alloc, embedding, linear, pool, rmsnorm, swiglu, xent};
-use crate::engine::ffn;
+use super::{Float, act, alloc, embedding, ffn, linear, pool, rmsnorm, swiglu, xent};
+use crate::engine::ffn::inference_forward;
 use crate::engine::{
     AttnDims as Dims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs,
-    OpResult,
+    OpError, OpResult,
 };
+use rayon::prelude::*;
 
 /// The CPU backend: the ops parallelise with rayon themselves; `products`
 /// says how its linear layers', experts' and LM head's products multiply
@@ -59,7 +60,7 @@ impl<F: Float> Backend<F> for Cpu {
     type Param = [F];
     type AttnSaved = MhaSaved<F>;
     type MoeSaved = MoeSaved<F>;
-    type FfnSaved = ffn::Saved<Vec<F>>;
+    type FfnSaved = Option<ffn::Saved<F>>;
     type LmHeadSaved = LmHeadSaved<F>;
 
     fn name(&self) -> &'static str {
@@ -262,6 +263,8 @@ impl<F: Float> Backend<F> for Cpu {
         Ok(unsafe { alloc::assume_init(dz) })
     }
 
+    /// The FFN on rows (`ffn`): in mixed precision SwiGLU's output and
+    /// gradients are packed for the weight gradients as they are written.
     fn ffn_fwd(
         &self,
         z: &Vec<F>,
@@ -270,7 +273,20 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &FfnDims,
         train: bool,
     ) -> OpResult<(Vec<F>, Self::FfnSaved)> {
-        ffn::fwd(self, z, resid, w, dims, train)
+        let FfnDims { t, d, ff } = *dims;
+        check_ffn("ffn_fwd", z, w, dims)?;
+        if resid.len() != t * d {
+            return Err(OpError::msg("ffn_fwd", "residual of the wrong size"));
+        }
+        let mut y = alloc::uninit(t * d);
+        let saved = ffn::fwd(self.products, z, w, t, d, ff, train, &mut y);
+        // SAFETY: `ffn::fwd` writes every element of y.
+        let mut y = unsafe { alloc::assume_init(y) };
+        // resid + y, as the model's residual add.
+        y.par_chunks_mut(1 << 14)
+            .zip(resid.par_chunks(1 << 14))
+            .for_each(|(o, r)| o.iter_mut().zip(r).for_each(|(o, &r)| *o = r + *o));
+        Ok((y, saved))
     }
     fn ffn_bwd(
         &self,
@@ -281,7 +297,19 @@ impl<F: Float> Backend<F> for Cpu {
         dims: &FfnDims,
         grads: FfnGradRefs<[F]>,
     ) -> OpResult<Vec<F>> {
-        ffn::bwd(self, z, w, saved, dy, dims, grads)
+        let FfnDims { t, d, ff } = *dims;
+        check_ffn("ffn_bwd", z, w, dims)?;
+        let s = saved.as_ref().ok_or_else(|| inference_forward("ffn_bwd"))?;
+        if dy.len() != t * d || grads.iter().zip(w).any(|(g, w)| g.len() != w.len()) {
+            return Err(OpError::msg(
+                "ffn_bwd",
+                "output gradient or weight gradients of the wrong size",
+            ));
+        }
+        let mut dz = alloc::uninit(t * d);
+        ffn::bwd(self.products, z, w, s, dy, t, d, ff, &mut dz, grads);
+        // SAFETY: `ffn::bwd` writes every element of dz.
+        Ok(unsafe { alloc::assume_init(dz) })
     }
 
     fn mean_pool_fwd(
@@ -356,4 +384,14 @@ impl<F: Float> Backend<F> for Cpu {
             dtable,
         ))
     }
+}
+
+/// The FFN's input and weights against its dims.
+fn check_ffn<F>(op: &'static str, z: &[F], w: FfnRefs<[F]>, dims: &FfnDims) -> OpResult<()> {
+    let FfnDims { t, d, ff } = *dims;
+    let [wg, wu, wd] = w;
+    if z.len() != t * d || wg.len() != ff * d || wu.len() != ff * d || wd.len() != d * ff {
+        return Err(OpError::msg(op, format!("shapes do not match {dims:?}")));
+    }
+    Ok(())
 }

@@ -5,6 +5,7 @@
 use std::any::TypeId;
 
 use crate::backend::cpu_bf16::Kernel;
+use crate::backend::cpu_bf16::gemm::Bf16Rows;
 use crate::backend::cpu_bf16::pack::{Elem, PackedMat};
 use crate::backend::cpu_bf16::strided::{self, Strided};
 use crate::engine::OpResult;
@@ -526,6 +527,134 @@ pub fn bwd_in<F: Float>(
             }
         }
     }
+}
+
+/// [`product_into`]'s `c [m, n] = a·op(b)` in mixed precision on
+/// `kernel` with `a` already rounded (`m` rows of k): the same bits as the
+/// product of the f32 rows it was rounded from. `b` is `[k, n]` (or
+/// `[n, k]` if `tb`).
+pub fn product_rows_into(
+    kernel: Kernel,
+    a: &Bf16Rows,
+    n: usize,
+    k: usize,
+    b: &[f32],
+    tb: bool,
+    c: &mut [std::mem::MaybeUninit<f32>],
+) {
+    assert!(b.len() >= k * n, "gemm: operand too short");
+    assert_eq!(c.len(), a.m * n, "gemm: output of the wrong size");
+    let bv = if tb {
+        View::trans(b, k)
+    } else {
+        View::rows(b, n)
+    };
+    // SAFETY: b holds k x n (checked above).
+    unsafe { strided::product_rows(kernel, a, k, n, strided_view(bv), c) }.expect(MIXED_INFALLIBLE)
+}
+
+/// The operand of a weight gradient `dw [dout, din] += dyᵀ·x` ([`bwd_in`])
+/// that a mixed-precision product packs ([`weight_grad_packs`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradPacks {
+    /// `dy [rows, dout]`, as the panels of `(dyᵀ)ᵀ` (dy wider than x).
+    Dy,
+    /// `x [rows, din]`.
+    X,
+}
+
+/// Which operand [`bwd_in`]'s weight gradient packs on the packed kernels,
+/// and on which kernel: `None` where it packs neither (exact products, or
+/// a product too small). An operand computed just before (SwiGLU's output
+/// and gradients) can be packed as it is written instead
+/// (`strided::pack_produced`, as `pack_rhs` of its `[rows, ·]` rows) and
+/// passed to [`weight_grad_packed`]: the same bits.
+pub fn weight_grad_packs<F: Float>(
+    products: Products,
+    rows: usize,
+    din: usize,
+    dout: usize,
+) -> Option<(Kernel, GradPacks)> {
+    let kernel = products.kernel_for::<F>()?;
+    if rows == 0 || din == 0 || dout == 0 || dout * din * rows < MIXED_MIN {
+        return None;
+    }
+    // The views `gemm_in(dout, din, rows, dy, true, x, false)` takes.
+    let (a, b) = (
+        Strided {
+            ptr: std::ptr::null(),
+            rs: 1,
+            cs: dout as isize,
+        },
+        Strided {
+            ptr: std::ptr::null(),
+            rs: din as isize,
+            cs: 1,
+        },
+    );
+    Some((
+        kernel,
+        if strided::packs_lhs(a, b, dout, din) {
+            GradPacks::Dy
+        } else {
+            GradPacks::X
+        },
+    ))
+}
+
+/// [`bwd_in`]'s `dw += dyᵀ·x` with the operand [`weight_grad_packs`] named
+/// already `packed` on `kernel`; `other` is the other one (x when dy is
+/// packed, dy when x is).
+#[allow(clippy::too_many_arguments)]
+pub fn weight_grad_packed(
+    kernel: Kernel,
+    packs: GradPacks,
+    packed: &PackedMat,
+    other: &[f32],
+    rows: usize,
+    din: usize,
+    dout: usize,
+    dw: &mut [f32],
+) {
+    assert!(dw.len() >= dout * din, "gemm: weight gradient too short");
+    let width = match packs {
+        GradPacks::Dy => din,
+        GradPacks::X => dout,
+    };
+    assert!(other.len() >= rows * width, "gemm: operand too short");
+    assert_eq!(
+        packed.n,
+        din + dout - width,
+        "gemm: the packed operand's width"
+    );
+    let c = dw.as_mut_ptr();
+    // SAFETY: the shapes checked above (the packed operand's by the calls).
+    unsafe {
+        match packs {
+            GradPacks::Dy => strided::product_packed_lhs(
+                kernel,
+                dout,
+                din,
+                rows,
+                packed,
+                strided_view(View::rows(other, din)),
+                c,
+                din,
+                true,
+            ),
+            GradPacks::X => strided::product_packed(
+                kernel,
+                dout,
+                rows,
+                strided_view(View::trans(other, dout)),
+                packed,
+                c,
+                din,
+                true,
+            ),
+        }
+    }
+    .expect(MIXED_INFALLIBLE)
 }
 
 #[cfg(test)]

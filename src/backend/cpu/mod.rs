@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod attention;
 pub mod backend;
 pub mod embedding;
+pub mod ffn;
 pub mod lm_head;
 pub mod matmul;
 pub mod mha;

@@ -8,7 +8,7 @@
 use std::mem::MaybeUninit;
 
 use super::matmul::Products;
-use super::{act, alloc, matmul, moe_permute, router, simd, swiglu};
+use super::{act, alloc, ffn, matmul, moe_permute, router, simd};
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
@@ -48,18 +48,15 @@ pub struct MoeSaved<F> {
     /// load-balancing loss and its gradient are over (`router` module docs).
     pub valid: Option<Vec<u8>>,
     pub plan: moe_permute::PermutePlan,
-    /// Shared expert: gate/up pre-activations, SwiGLU output, expert output.
-    pub s_a: Vec<F>,
-    pub s_u: Vec<F>,
-    pub s_h: Vec<F>,
+    /// Shared expert: what its backward reads, and its output.
+    pub shared: ffn::Saved<F>,
     pub s_out: Vec<F>,
     /// sigmoid(z·w_D) per token.
     pub g: Vec<F>,
-    /// Routed rows in expert order: gathered inputs, pre-activations, SwiGLU output, outputs.
+    /// Routed rows in expert order: gathered inputs and outputs; and what
+    /// each expert's backward reads (None: no rows routed to it).
     pub x_rows: Vec<F>,
-    pub a_rows: Vec<F>,
-    pub u_rows: Vec<F>,
-    pub h_rows: Vec<F>,
+    pub experts: Vec<Option<ffn::Saved<F>>>,
     pub y_rows: Vec<F>,
     /// The layer's load-balancing loss (over the real tokens).
     pub aux: F,
@@ -82,73 +79,6 @@ fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&
         buf = tail;
     }
     out
-}
-
-/// SwiGLU FFN on rows: `a = x·Wgᵀ, u = x·Wuᵀ, h = silu(a)*u, y = h·Wdᵀ`,
-/// into buffers not yet written (all of each written).
-#[allow(clippy::too_many_arguments)]
-fn ffn_fwd<F: Float>(
-    products: Products,
-    x: &[F],
-    wg: &[F],
-    wu: &[F],
-    wd: &[F],
-    rows: usize,
-    d: usize,
-    f: usize,
-    a: &mut [MaybeUninit<F>],
-    u: &mut [MaybeUninit<F>],
-    h: &mut [MaybeUninit<F>],
-    y: &mut [MaybeUninit<F>],
-) {
-    let a = matmul::product_into(products, rows, f, d, x, false, wg, true, a);
-    let u = matmul::product_into(products, rows, f, d, x, false, wu, true, u);
-    swiglu::fwd_into(a, u, h);
-    // SAFETY: `fwd_into` wrote all of h.
-    let h = unsafe { alloc::assume_init_mut(h) };
-    matmul::product_into(products, rows, d, f, h, false, wd, true, y);
-}
-
-/// Backward of `ffn_fwd`: `dx` written (all of it), weight grads accumulated.
-#[allow(clippy::too_many_arguments)]
-fn ffn_bwd<F: Float>(
-    products: Products,
-    x: &[F],
-    wg: &[F],
-    wu: &[F],
-    wd: &[F],
-    a: &[F],
-    u: &[F],
-    h: &[F],
-    dy: &[F],
-    rows: usize,
-    d: usize,
-    f: usize,
-    dx: &mut [MaybeUninit<F>],
-    dwg: &mut [F],
-    dwu: &mut [F],
-    dwd: &mut [F],
-) {
-    // Each product as `matmul::bwd_in` orders them: the input's gradient,
-    // then the weight's.
-    let mut dh_buf = alloc::uninit(rows * f);
-    let dh = matmul::product_into(products, rows, f, d, dy, false, wd, false, &mut dh_buf);
-    matmul::bwd_in(products, h, wd, dy, rows, f, d, None, dwd, None);
-    let (mut da_buf, mut du_buf) = (alloc::uninit(rows * f), alloc::uninit(rows * f));
-    swiglu::bwd_into(a, u, dh, &mut da_buf, &mut du_buf);
-    // SAFETY: `bwd_into` wrote all of both.
-    let (da, du) = unsafe {
-        (
-            alloc::assume_init_mut(&mut da_buf),
-            alloc::assume_init_mut(&mut du_buf),
-        )
-    };
-    let dx = matmul::product_into(products, rows, d, f, da, false, wg, false, dx);
-    matmul::bwd_in(products, x, wg, da, rows, d, f, None, dwg, None);
-    let mut dx2_buf = alloc::uninit(rows * d);
-    let dx2 = matmul::product_into(products, rows, d, f, du, false, wu, false, &mut dx2_buf);
-    matmul::bwd_in(products, x, wu, du, rows, d, f, None, dwu, None);
-    simd::add_into(dx, dx2);
 }
 
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
@@ -190,24 +120,20 @@ pub fn fwd<F: Float>(
     matmul::fwd(z, w.shared_gate, None, t, d, 1, &mut gl);
     let mut g = vec![F::ZERO; t];
     act::sigmoid_fwd(&gl, &mut g);
-    let (mut s_a, mut s_u, mut s_h, mut s_out) = (
-        alloc::uninit(t * sf),
-        alloc::uninit(t * sf),
-        alloc::uninit(t * sf),
-        alloc::uninit(t * d),
-    );
-    ffn_fwd(
-        products, z, w.s_gate, w.s_up, w.s_down, t, d, sf, &mut s_a, &mut s_u, &mut s_h, &mut s_out,
-    );
-    // SAFETY: `ffn_fwd` wrote all of each.
-    let (s_a, s_u, s_h, s_out) = unsafe {
-        (
-            alloc::assume_init(s_a),
-            alloc::assume_init(s_u),
-            alloc::assume_init(s_h),
-            alloc::assume_init(s_out),
-        )
-    };
+    let mut s_out = alloc::uninit(t * d);
+    let shared = ffn::fwd(
+        products,
+        z,
+        [w.s_gate, w.s_up, w.s_down],
+        t,
+        d,
+        sf,
+        true,
+        &mut s_out,
+    )
+    .expect("kept");
+    // SAFETY: `ffn::fwd` wrote all of it.
+    let s_out = unsafe { alloc::assume_init(s_out) };
 
     // Routed experts on their grouped rows.
     let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
@@ -216,42 +142,28 @@ pub fn fwd<F: Float>(
         let tok = plan.sorted_slot[r] as usize / k;
         row.copy_from_slice(&z[tok * d..(tok + 1) * d]);
     });
-    let (mut a_rows, mut u_rows, mut h_rows, mut y_rows) = (
-        alloc::uninit(rows * f),
-        alloc::uninit(rows * f),
-        alloc::uninit(rows * f),
-        alloc::uninit(rows * d),
-    );
+    let mut y_rows = alloc::uninit(rows * d);
     let off = &plan.expert_offset;
-    segments(&mut a_rows, off, f)
+    let experts = segments(&mut y_rows, off, d)
         .into_par_iter()
-        .zip(segments(&mut u_rows, off, f))
-        .zip(segments(&mut h_rows, off, f))
-        .zip(segments(&mut y_rows, off, d))
         .enumerate()
-        .for_each(|(e, (((a, u), h), y))| {
+        .map(|(e, y)| {
             let m = (off[e + 1] - off[e]) as usize;
             if m == 0 {
-                return;
+                return None;
             }
             let x = &x_rows[off[e] as usize * d..][..m * d];
-            let (wg, wu, wd) = (
+            let w = [
                 &w.e_gate[e * f * d..][..f * d],
                 &w.e_up[e * f * d..][..f * d],
                 &w.e_down[e * d * f..][..d * f],
-            );
-            ffn_fwd(products, x, wg, wu, wd, m, d, f, a, u, h, y);
-        });
-    // SAFETY: the segments cover the buffers (`segments`), each written
+            ];
+            ffn::fwd(products, x, w, m, d, f, true, y)
+        })
+        .collect();
+    // SAFETY: the segments cover the buffer (`segments`), each written
     // (an empty one has nothing to write).
-    let (a_rows, u_rows, h_rows, y_rows) = unsafe {
-        (
-            alloc::assume_init(a_rows),
-            alloc::assume_init(u_rows),
-            alloc::assume_init(h_rows),
-            alloc::assume_init(y_rows),
-        )
-    };
+    let y_rows = unsafe { alloc::assume_init(y_rows) };
 
     moe_permute::combine(
         resid,
@@ -272,15 +184,11 @@ pub fn fwd<F: Float>(
         counts,
         valid: valid.map(<[u8]>::to_vec),
         plan,
-        s_a,
-        s_u,
-        s_h,
+        shared,
         s_out,
         g,
         x_rows,
-        a_rows,
-        u_rows,
-        h_rows,
+        experts,
         y_rows,
         aux,
     }
@@ -344,11 +252,19 @@ pub fn bwd<F: Float>(
     };
 
     // Shared expert.
-    ffn_bwd(
-        products, z, w.s_gate, w.s_up, w.s_down, &s.s_a, &s.s_u, &s.s_h, &ds_out, t, d, sf, dz,
-        gr.s_gate, gr.s_up, gr.s_down,
+    ffn::bwd(
+        products,
+        z,
+        [w.s_gate, w.s_up, w.s_down],
+        &s.shared,
+        &ds_out,
+        t,
+        d,
+        sf,
+        dz,
+        [gr.s_gate, gr.s_up, gr.s_down],
     );
-    // SAFETY: the shared expert's `ffn_bwd` wrote all of dz.
+    // SAFETY: the shared expert's `ffn::bwd` wrote all of dz.
     let dz = unsafe { alloc::assume_init_mut(dz) };
     // Shared gate: g = sigmoid(z·w_D).
     let mut dgl = vec![F::ZERO; t];
@@ -377,37 +293,30 @@ pub fn bwd<F: Float>(
         .zip(gr.e_down.par_chunks_mut(d * f))
         .enumerate()
         .for_each(|(e, (((dx, dwg), dwu), dwd))| {
-            let m = (off[e + 1] - off[e]) as usize;
-            if m == 0 {
+            let Some(saved) = &s.experts[e] else {
                 return;
-            }
-            let r0 = off[e] as usize;
-            let (wg, wu, wd) = (
+            };
+            let (r0, m) = (off[e] as usize, (off[e + 1] - off[e]) as usize);
+            let w = [
                 &w.e_gate[e * f * d..][..f * d],
                 &w.e_up[e * f * d..][..f * d],
                 &w.e_down[e * d * f..][..d * f],
-            );
-            ffn_bwd(
+            ];
+            ffn::bwd(
                 products,
                 &s.x_rows[r0 * d..][..m * d],
-                wg,
-                wu,
-                wd,
-                &s.a_rows[r0 * f..][..m * f],
-                &s.u_rows[r0 * f..][..m * f],
-                &s.h_rows[r0 * f..][..m * f],
+                w,
+                saved,
                 &dy_rows[r0 * d..][..m * d],
                 m,
                 d,
                 f,
                 dx,
-                dwg,
-                dwu,
-                dwd,
+                [dwg, dwu, dwd],
             );
         });
     // SAFETY: the segments cover the buffer (`segments`), each written by
-    // its expert's `ffn_bwd`.
+    // its expert's `ffn::bwd`.
     let dx_rows = unsafe { alloc::assume_init(dx_rows) };
     // Un-permute: add each routed row's input grad to its token, a token's
     // rows in ascending row order (the order of a serial pass over the rows,

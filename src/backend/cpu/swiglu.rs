@@ -24,7 +24,8 @@ pub fn fwd_into<F: Float>(gate: &[F], up: &[F], out: &mut [MaybeUninit<F>]) {
         .for_each(|(o, (g, u))| fwd_piece(g, u, o));
 }
 
-fn fwd_piece<F: Float>(g: &[F], u: &[F], o: &mut [MaybeUninit<F>]) {
+/// [`fwd_into`] of one piece, on the calling thread.
+pub(super) fn fwd_piece<F: Float>(g: &[F], u: &[F], o: &mut [MaybeUninit<F>]) {
     match (simd::as_f32(g), simd::as_f32(u)) {
         (Some(g), Some(u)) => {
             simd::swiglu_f32(g, u, simd::as_f32_uninit(o).expect("out is f32 like gate"))
@@ -54,7 +55,8 @@ pub fn bwd_new<F: Float>(gate: &[F], up: &[F], dout: &[F]) -> (Vec<F>, Vec<F>) {
     unsafe { (alloc::assume_init(dg), alloc::assume_init(du)) }
 }
 
-fn bwd_piece<F: Float>(
+/// [`bwd_into`] of one piece, on the calling thread.
+pub(super) fn bwd_piece<F: Float>(
     g: &[F],
     u: &[F],
     d: &[F],

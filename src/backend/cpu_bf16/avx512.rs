@@ -8,7 +8,9 @@
 //! Only called through [`super::kernel::Kernel`] after the CPU was checked.
 
 use std::arch::x86_64::*;
-use std::mem::transmute;
+use std::mem::{MaybeUninit, transmute};
+
+use crate::backend::cpu::alloc::as_uninit;
 
 use super::kernel::{Tile, store};
 use super::pack::{Layout, MR, NR};
@@ -28,11 +30,11 @@ fn lanes(n: usize) -> __mmask16 {
 pub(super) unsafe fn pack_tile(x: &[f32], k: usize, rows: &[usize], tile: &mut [u32]) {
     let kp = k.div_ceil(2);
     // SAFETY: as this function's.
-    unsafe { pack_rows(x, k, rows, kp, &mut tile[..MR * kp]) }
+    unsafe { pack_rows(x, k, rows, kp, as_uninit(&mut tile[..MR * kp])) }
 }
 
 /// `rows` of `x` (width `k`) as bf16 pairs into `out`, row stride `stride`
-/// (>= ceil(k/2), the rest of a row zero), every row of `out` written:
+/// (>= ceil(k/2), the rest of a row zero), every slot of `out` written:
 /// zeros past `rows`.
 ///
 /// # Safety
@@ -43,16 +45,16 @@ pub(super) unsafe fn pack_rows(
     k: usize,
     rows: &[usize],
     stride: usize,
-    out: &mut [u32],
+    out: &mut [MaybeUninit<u32>],
 ) {
     let kp = k.div_ceil(2);
     debug_assert!(stride >= kp);
     for (i, dst) in out.chunks_exact_mut(stride).enumerate() {
         let Some(&r) = rows.get(i) else {
-            dst.fill(0);
+            dst.fill(MaybeUninit::new(0));
             continue;
         };
-        dst[kp..].fill(0);
+        dst[kp..].fill(MaybeUninit::new(0));
         let src = &x[r * k..][..k];
         let mut c = 0;
         while c < k {

@@ -153,16 +153,121 @@ fn for_pieces(
     }
 }
 
-/// Activations already rounded to bf16 pairs as the AMX kernel reads
-/// them: `m` rows of `kp` slots (a multiple of 16; zeros past `k` values),
-/// then zero rows up to a multiple of 32. SwiGLU's hidden between an FFN's
-/// two products ([`swiglu_rows`], [`matmul_rows`]): written once as bf16
-/// instead of as f32 that the down product reads again to round and pack.
+/// Activations already rounded to bf16 pairs as the kernels read them:
+/// `m` rows of `kp` slots (zeros past `k` values; on AMX `kp` a multiple of
+/// 16), then zero rows up to a multiple of 32 and of [`MR`]. Written once
+/// as bf16 instead of as f32 that a product reads again to round and pack:
+/// SwiGLU's hidden between an FFN's two products ([`swiglu_rows`],
+/// [`matmul_rows`]), and in mixed-precision training SwiGLU's output and
+/// gradients ([`UnwrittenRows`]).
 pub struct Bf16Rows {
     pub m: usize,
+    /// The k of the weights it multiplies (padded to a whole AMX tile there).
     pub k: usize,
     pub kp: usize,
     data: Vec<u32>,
+}
+
+/// Rows a [`Bf16Rows`] of `m` rows holds: whole AMX steps and whole tiles.
+fn padded_rows(m: usize) -> usize {
+    m.next_multiple_of(AMX_ROWS).max(m.next_multiple_of(MR))
+}
+
+/// A [`Bf16Rows`] being written a block of rows at a time, from several
+/// threads ([`RowsWriter`]); its padding rows are zeros already.
+pub struct UnwrittenRows {
+    m: usize,
+    k: usize,
+    kp: usize,
+    data: Vec<MaybeUninit<u32>>,
+    kernel: Kernel,
+    /// Values per row (before the padding of k).
+    width: usize,
+}
+
+impl UnwrittenRows {
+    /// `m` rows of `width` values for products on `kernel` against weights
+    /// packed for this width ([`super::strided::pack_rhs`]'s padding of k).
+    pub fn new(kernel: Kernel, m: usize, width: usize) -> UnwrittenRows {
+        let k = super::strided::padded_k(kernel, Elem::Bf16Pair, width);
+        let kp = Elem::Bf16Pair.slots(k);
+        let mut data = alloc::uninit(padded_rows(m) * kp);
+        data[m * kp..].fill(MaybeUninit::new(0));
+        UnwrittenRows {
+            m,
+            k,
+            kp,
+            data,
+            kernel,
+            width,
+        }
+    }
+
+    /// A handle through which the threads write disjoint rows.
+    pub fn writer(&mut self) -> RowsWriter {
+        RowsWriter {
+            ptr: self.data.as_mut_ptr(),
+            m: self.m,
+            kp: self.kp,
+            width: self.width,
+            kernel: self.kernel,
+        }
+    }
+
+    /// The rows, once every row `..m` was written through [`Self::writer`].
+    ///
+    /// # Safety
+    /// Every row `..m` was written.
+    pub unsafe fn assume_written(self) -> Bf16Rows {
+        Bf16Rows {
+            m: self.m,
+            k: self.k,
+            kp: self.kp,
+            // SAFETY: rows ..m written (the caller's contract), the rest zeroed.
+            data: unsafe { alloc::assume_init(self.data) },
+        }
+    }
+}
+
+/// Writes rows of an [`UnwrittenRows`]; copies share it across threads.
+#[derive(Clone, Copy)]
+pub struct RowsWriter {
+    ptr: *mut MaybeUninit<u32>,
+    m: usize,
+    kp: usize,
+    width: usize,
+    kernel: Kernel,
+}
+
+// SAFETY: the writers write disjoint rows (`write`'s contract).
+unsafe impl Send for RowsWriter {}
+unsafe impl Sync for RowsWriter {}
+
+impl RowsWriter {
+    /// Rows `r0..` rounded from `src` (whole rows of the width), as the
+    /// products on the kernel round their f32 rows: the same bits.
+    ///
+    /// # Safety
+    /// The rows lie below `m` and no other thread writes them during the call.
+    pub unsafe fn write(self, r0: usize, src: &[f32]) {
+        let rows = src.len() / self.width.max(1);
+        assert!(
+            r0 + rows <= self.m,
+            "bf16 rows: row {} past {}",
+            r0 + rows,
+            self.m
+        );
+        // SAFETY: rows r0.. r0 + rows, inside the buffer, this caller's only.
+        let out =
+            unsafe { std::slice::from_raw_parts_mut(self.ptr.add(r0 * self.kp), rows * self.kp) };
+        const CHUNK: usize = 16;
+        for (c, dst) in out.chunks_mut(CHUNK * self.kp).enumerate() {
+            let n = dst.len() / self.kp;
+            let idx: [usize; CHUNK] = std::array::from_fn(|i| c * CHUNK + i);
+            self.kernel
+                .round_rows(src, self.width, &idx[..n], self.kp, dst);
+        }
+    }
 }
 
 /// Whether an FFN's `pair` (SwiGLU) then `down` can pass [`Bf16Rows`]
@@ -197,7 +302,7 @@ pub fn swiglu_rows(
             ),
         ));
     }
-    let padded = m.next_multiple_of(AMX_ROWS);
+    let padded = padded_rows(m);
     // The product writes every slot of the m rows (kp is n's pairs); the
     // padding rows are zeros.
     let mut data = Vec::with_capacity(padded * kp);
@@ -284,15 +389,21 @@ pub fn matmul_rows_into(
     out: &mut [MaybeUninit<f32>],
 ) -> OpResult<()> {
     let (m, n) = (a.m, w.n);
-    if !uses_amx(kernel, w) || w.layout != Layout::Plain || w.kp != a.kp || w.k != a.k {
+    if !kernel.available()
+        || w.elem != Elem::Bf16Pair
+        || w.layout != Layout::Plain
+        || w.kp != a.kp
+        || w.k != a.k
+    {
         return Err(OpError::msg(
             "bf16 matmul of rows",
             format!(
-                "rows of k {} ({} slots) against weights of k {} ({} slots) on {}",
+                "rows of k {} ({} slots) against weights of k {} ({} slots, {:?}) on {}",
                 a.k,
                 a.kp,
                 w.k,
                 w.kp,
+                w.elem,
                 kernel.name()
             ),
         ));
@@ -303,11 +414,14 @@ pub fn matmul_rows_into(
             format!("output of {} for {m} x {n}", out.len()),
         ));
     }
-    #[cfg(target_arch = "x86_64")]
-    {
-        let out = OutPtr(out.as_mut_ptr().cast::<f32>());
-        for_pieces(kernel, m, w, |r0, mb, range| {
-            run_block_amx(
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let out = OutPtr(out.as_mut_ptr().cast::<f32>());
+    for_pieces(kernel, m, w, |r0, mb, range| {
+        #[cfg(target_arch = "x86_64")]
+        if uses_amx(kernel, w) {
+            return run_block_amx(
                 Lhs::Rows(a),
                 r0,
                 mb,
@@ -315,9 +429,22 @@ pub fn matmul_rows_into(
                 w,
                 None,
                 amx::Out::F32(out.at(r0 * n)),
-            )
-        });
-    }
+            );
+        }
+        // Whole tiles of the rows read in place (the padding rows are zeros).
+        let kp = w.kp;
+        let a_tile = |t: usize| -> &[u32] { &a.data[(r0 + t * MR) * kp..][..MR * kp] };
+        run_tiles(
+            kernel,
+            mb.div_ceil(MR),
+            mb,
+            a_tile,
+            range,
+            w,
+            None,
+            out.at(r0 * n),
+        );
+    });
     Ok(())
 }
 
@@ -405,7 +532,7 @@ fn run_block_amx(
             // steps, zeros past the block's rows.
             Lhs::F32(x, rows) => unsafe {
                 let src: Vec<usize> = (r0..r0 + mb).map(|r| x_row(rows, r)).collect();
-                super::avx512::pack_rows(x, w.k, &src, kp, &mut a[..len]);
+                super::avx512::pack_rows(x, w.k, &src, kp, alloc::as_uninit(&mut a[..len]));
             },
             // Padded to whole steps already (r0 is one: blocks are whole steps).
             Lhs::Rows(rows) => a[..len].copy_from_slice(&rows.data[r0 * kp..][..len]),

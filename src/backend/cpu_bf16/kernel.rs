@@ -3,7 +3,11 @@
 //! same order `vdpbf16ps` documents (odd k of a pair, then even), so it
 //! works and is tested on any CPU; and its f32 twin for f32 panels.
 
-use super::pack::{Elem, Layout, MR, NR, hi_f32, lo_f32, pack_tile_f32, pack_tile_portable};
+use std::mem::MaybeUninit;
+
+use super::pack::{
+    Elem, Layout, MR, NR, bf16_bits, hi_f32, lo_f32, pack_tile_f32, pack_tile_portable,
+};
 use crate::engine::float::sigmoid;
 
 /// Which micro-kernel a product runs.
@@ -88,6 +92,38 @@ impl Kernel {
                 super::avx512::pack_tile(x, k, rows, tile)
             },
             _ => pack_tile_portable(x, k, rows, tile),
+        }
+    }
+
+    /// Rows `idx` of `x` (width `k`) as bf16 pairs into `out`, row stride
+    /// `stride` (>= the pairs; zeros past them, and rows past `idx`), as
+    /// [`Kernel::pack_tile`] rounds them for this kernel: every slot written.
+    pub(super) fn round_rows(
+        self,
+        x: &[f32],
+        k: usize,
+        idx: &[usize],
+        stride: usize,
+        out: &mut [MaybeUninit<u32>],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `UnwrittenRows` is made for an `available()` kernel.
+            Kernel::AmxBf16 | Kernel::Avx512Bf16 => unsafe {
+                super::avx512::pack_rows(x, k, idx, stride, out)
+            },
+            _ => {
+                for (i, dst) in out.chunks_exact_mut(stride).enumerate() {
+                    let src = idx.get(i).map(|&r| &x[r * k..][..k]);
+                    for (q, d) in dst.iter_mut().enumerate() {
+                        let pair = src.filter(|_| 2 * q < k).map_or(0, |s| {
+                            bf16_bits(s[2 * q])
+                                | s.get(2 * q + 1).map_or(0, |&v| bf16_bits(v)) << 16
+                        });
+                        d.write(pair);
+                    }
+                }
+            }
         }
     }
 

@@ -84,8 +84,13 @@ pub struct PackedMat {
     pub kp: usize,
     pub layout: Layout,
     pub elem: Elem,
-    /// The slots, 64-byte aligned (see [`Line`]); read through [`PackedMat::slots`].
+    /// The slots, 64-byte aligned (see [`Line`]); read through
+    /// [`PackedMat::slots`]. May hold more lines than the matrix uses (a
+    /// reused storage keeps its length: lines once written need no zero
+    /// fill when it grows again).
     data: Vec<Line>,
+    /// Lines the matrix uses.
+    lines: usize,
 }
 
 impl PackedMat {
@@ -117,6 +122,7 @@ impl PackedMat {
             kp,
             layout: Layout::Plain,
             elem,
+            lines: data.len(),
             data,
         }
     }
@@ -129,12 +135,12 @@ impl PackedMat {
     /// which cost more than the packing of a per-product matrix.
     pub fn unwritten_in(mut storage: Vec<Line>, elem: Elem, n: usize, k: usize) -> PackedMat {
         let kp = elem.slots(k);
-        let len = n.div_ceil(NR) * kp * NR / 16;
-        if storage.len() < len {
-            storage.resize(len, Line::default());
+        let lines = n.div_ceil(NR) * kp * NR / 16;
+        if storage.len() < lines {
+            storage.resize(lines, Line::default());
         }
-        storage.truncate(len);
         PackedMat {
+            lines,
             n,
             k,
             kp,
@@ -178,6 +184,7 @@ impl PackedMat {
             kp,
             layout: Layout::Swiglu,
             elem,
+            lines: data.len(),
             data,
         }
     }
@@ -196,12 +203,12 @@ impl PackedMat {
 
     /// Every panel's slots, in order (64-byte aligned).
     pub fn slots(&self) -> &[u32] {
-        bytemuck::cast_slice(&self.data)
+        bytemuck::cast_slice(&self.data[..self.lines])
     }
 
     /// Every panel's slots, writable.
     pub fn slots_mut(&mut self) -> &mut [u32] {
-        bytemuck::cast_slice_mut(&mut self.data)
+        bytemuck::cast_slice_mut(&mut self.data[..self.lines])
     }
 
     /// Panel `p`: `kp · NR` slots, starting on a 64-byte boundary.

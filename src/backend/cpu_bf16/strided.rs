@@ -16,7 +16,7 @@ use std::mem::MaybeUninit;
 
 use rayon::prelude::*;
 
-use super::gemm::matmul_into;
+use super::gemm::{Bf16Rows, matmul_into, matmul_rows_into};
 use super::kernel::Kernel;
 use super::pack::{Elem, Line, NR, PackedMat};
 use crate::engine::{OpError, OpResult};
@@ -87,7 +87,7 @@ thread_local! {
     /// Buffers kept between products on this thread (see
     /// [`PackedMat::unwritten_in`]): a packed right-hand side, a copy of the
     /// left one, an output to add or transpose.
-    static SPARE_RHS: Cell<Vec<Line>> = const { Cell::new(Vec::new()) };
+    static SPARE_RHS: std::cell::RefCell<Vec<Vec<Line>>> = const { std::cell::RefCell::new(Vec::new()) };
     static SPARE_LHS: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
     static SPARE_OUT: Cell<Vec<f32>> = const { Cell::new(Vec::new()) };
 }
@@ -107,7 +107,30 @@ fn spare(key: &'static std::thread::LocalKey<Cell<Vec<f32>>>, len: usize) -> Vec
 
 /// Returns a packed matrix's storage to this thread's spare.
 pub fn recycle(w: PackedMat) {
-    SPARE_RHS.set(w.into_storage());
+    SPARE_RHS.with_borrow_mut(|pool| {
+        pool.push(w.into_storage());
+        if pool.len() > SPARE_RHS_KEPT {
+            // Keep the largest.
+            let smallest = (0..pool.len())
+                .min_by_key(|&i| pool[i].capacity())
+                .unwrap_or(0);
+            pool.swap_remove(smallest);
+        }
+    });
+}
+
+/// Packed matrices' storages kept per thread: SwiGLU's two gradients
+/// (packed together, [`pack_produced`]) and a product's own.
+const SPARE_RHS_KEPT: usize = 3;
+
+/// A packed matrix's storage from this thread's spares (the largest; empty
+/// if none): its pages already touched, so no page faults or zero fill
+/// when `PackedMat::unwritten_in` grows it.
+fn spare_rhs() -> Vec<Line> {
+    SPARE_RHS.with_borrow_mut(|pool| {
+        let largest = (0..pool.len()).max_by_key(|&i| pool[i].capacity());
+        largest.map_or_else(Vec::new, |i| pool.swap_remove(i))
+    })
 }
 
 /// Whether a piece of work this big should fan out over rayon (not from
@@ -130,7 +153,7 @@ fn fan_out(work: usize) -> bool {
 /// `b` must address `k x n` elements in a live allocation.
 pub unsafe fn pack_rhs(kernel: Kernel, elem: Elem, k: usize, n: usize, b: Strided) -> PackedMat {
     let kk = padded_k(kernel, elem, k);
-    let mut w = PackedMat::unwritten_in(SPARE_RHS.take(), elem, n, kk);
+    let mut w = PackedMat::unwritten_in(spare_rhs(), elem, n, kk);
     let fill = Fill {
         elem,
         k,
@@ -449,29 +472,185 @@ pub unsafe fn product(
     if m == 0 || n == 0 {
         return Ok(());
     }
-    if a.cs != 1 && b.cs == 1 && n < m {
+    // SAFETY (both): the caller's contract.
+    if packs_lhs(a, b, m, n) {
         // A weight gradient `dyᵀ · x`: a is transposed, b has contiguous
         // rows. Computing `cᵀ = bᵀ · aᵀ` packs dy (the larger) on the fast
         // path (two rows into k-pairs) and transposes only x.
-        let (at, bt) = (b.t(), a.t());
-        let mut y = spare(&SPARE_OUT, n * m);
-        // SAFETY: the same elements, read transposed; y holds n rows of m.
-        unsafe {
-            let w = pack_rhs(kernel, elem, k, m, bt);
-            product_packed(kernel, n, k, at, &w, y.as_mut_ptr(), m, false)?;
-            store_transposed(&y, n, m, c, c_rs, accumulate);
-            recycle(w);
-        }
-        SPARE_OUT.set(y);
-        return Ok(());
-    }
-    // SAFETY: the caller's contract.
-    unsafe {
-        let w = pack_rhs(kernel, elem, k, n, b);
-        let done = product_packed(kernel, m, k, a, &w, c, c_rs, accumulate);
+        let w = unsafe { pack_rhs(kernel, elem, k, m, a.t()) };
+        let done = unsafe { product_packed_lhs(kernel, m, n, k, &w, b, c, c_rs, accumulate) };
+        recycle(w);
+        done
+    } else {
+        let w = unsafe { pack_rhs(kernel, elem, k, n, b) };
+        let done = unsafe { product_packed(kernel, m, k, a, &w, c, c_rs, accumulate) };
         recycle(w);
         done
     }
+}
+
+/// Whether [`product`] packs `a` (as the panels of `aᵀ`, then computing
+/// `cᵀ = bᵀ · aᵀ`) rather than `b`: for a weight gradient `dyᵀ · x` whose
+/// dy is the wider (`n < m`).
+pub fn packs_lhs(a: Strided, b: Strided, m: usize, n: usize) -> bool {
+    a.cs != 1 && b.cs == 1 && n < m
+}
+
+/// `c[m, n] (+)= a · b` where `a [m, k]` comes packed as the panels of
+/// `aᵀ` (`w`, from [`pack_rhs`] of `aᵀ`, or [`pack_produced`]): computed
+/// as `cᵀ = bᵀ · aᵀ` and stored transposed, as [`product`] does when
+/// [`packs_lhs`].
+///
+/// # Safety
+/// `b` must address `k x n` elements in a live allocation; `c` as in
+/// [`product_packed`].
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn product_packed_lhs(
+    kernel: Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    w: &PackedMat,
+    b: Strided,
+    c: *mut f32,
+    c_rs: usize,
+    accumulate: bool,
+) -> OpResult<()> {
+    if w.n != m || c_rs < n {
+        return Err(OpError::msg(
+            "strided product",
+            format!(
+                "a packed left operand of {} rows for {m}, or row stride {c_rs} < n {n}",
+                w.n
+            ),
+        ));
+    }
+    let mut y = spare(&SPARE_OUT, n * m);
+    // SAFETY: bᵀ is `n x k` (the caller's contract on b); y holds n rows of m.
+    let done = unsafe { product_packed(kernel, n, k, b.t(), w, y.as_mut_ptr(), m, false) };
+    if done.is_ok() {
+        // SAFETY: the caller's contract on c.
+        unsafe { store_transposed(&y, n, m, c, c_rs, accumulate) };
+    }
+    SPARE_OUT.set(y);
+    done
+}
+
+/// Slot rows per block of [`pack_produced`] (2·8 rows of b for bf16
+/// pairs): small enough that a block's rows are still in L1/L2 when packed.
+const PRODUCE_QB: usize = 8;
+
+thread_local! {
+    /// [`pack_produced`]'s blocks of rows, kept between blocks.
+    static PRODUCED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`pack_rhs`] of `N` matrices `[k, n]` computed a block of rows at a
+/// time: `produce(rows, blocks)` must write rows `rows` of each matrix into
+/// its block (`rows.len() · n` values, row-major, all of them). Each block
+/// is packed as soon as it is written, while still in cache, instead of
+/// the whole matrices written and read back: the same packed slots as
+/// [`pack_rhs`] of the finished matrices (SwiGLU's output and gradients in
+/// mixed-precision training, which need no f32 copy in memory at all).
+/// Blocks run in parallel where the matrices are big enough.
+pub fn pack_produced<const N: usize>(
+    kernel: Kernel,
+    elem: Elem,
+    k: usize,
+    n: usize,
+    produce: impl Fn(std::ops::Range<usize>, [&mut [f32]; N]) + Sync,
+) -> [PackedMat; N] {
+    let kk = padded_k(kernel, elem, k);
+    let mut ws: [PackedMat; N] =
+        std::array::from_fn(|_| PackedMat::unwritten_in(spare_rhs(), elem, n, kk));
+    let kp = ws.first().map_or(0, |w| w.kp);
+    let filled = elem.slots(k);
+    let bases: [SlotsPtr; N] = std::array::from_fn(|i| SlotsPtr(ws[i].slots_mut().as_mut_ptr()));
+    let per_slot = match elem {
+        Elem::Bf16Pair => 2,
+        Elem::F32 => 1,
+    };
+    let block = |blk: usize| {
+        let q0 = blk * PRODUCE_QB;
+        let q1 = (q0 + PRODUCE_QB).min(filled);
+        let rows = q0 * per_slot..(q1 * per_slot).min(k);
+        let len = rows.len() * n;
+        PRODUCED.with_borrow_mut(|buf| {
+            if buf.len() < N * len {
+                buf.resize(N * len, 0.0);
+            }
+            let mut chunks = buf.chunks_exact_mut(len.max(1));
+            let blocks: [&mut [f32]; N] =
+                std::array::from_fn(|_| &mut chunks.next().expect("N blocks")[..len]);
+            produce(rows.clone(), blocks);
+            for (i, base) in bases.iter().enumerate() {
+                // The block as a matrix of its own rows whose slot row 0 is
+                // slot row q0 of every panel.
+                let fill = Fill {
+                    elem,
+                    k: rows.len(),
+                    n,
+                    kp,
+                    filled: q1 - q0,
+                    b: Strided {
+                        ptr: buf[i * len..].as_ptr(),
+                        rs: n as isize,
+                        cs: 1,
+                    },
+                    // SAFETY: slot row q0 of panel 0 lies inside the matrix.
+                    slots: SlotsPtr(unsafe { base.at(q0 * NR) }),
+                };
+                for q in 0..q1 - q0 {
+                    // SAFETY: b holds the block's rows (written by
+                    // `produce`); slot rows q0.. of each panel are this
+                    // block's only.
+                    unsafe { fill.run(true, q) };
+                }
+            }
+        });
+    };
+    let blocks = if n == 0 {
+        0
+    } else {
+        filled.div_ceil(PRODUCE_QB)
+    };
+    if fan_out(n * k) {
+        (0..blocks).into_par_iter().for_each(block);
+    } else {
+        (0..blocks).for_each(block);
+    }
+    // The k padding's slot rows: zeros.
+    for base in &bases {
+        for p in 0..n.div_ceil(NR) {
+            for q in filled..kp {
+                // SAFETY: slot row q < kp of panel p, written here only.
+                unsafe { std::slice::from_raw_parts_mut(base.at((p * kp + q) * NR), NR) }.fill(0);
+            }
+        }
+    }
+    ws
+}
+
+/// `c [m, n] = a · b` with `a` rows already rounded ([`Bf16Rows`]) and
+/// `b [k, n]` packed here, as [`product`] packs it: the same bits as
+/// [`product`] of the f32 rows `a` was rounded from.
+///
+/// # Safety
+/// `b` must address `a.k x n` elements (its unpadded k) in a live
+/// allocation.
+pub unsafe fn product_rows(
+    kernel: Kernel,
+    a: &Bf16Rows,
+    k: usize,
+    n: usize,
+    b: Strided,
+    c: &mut [MaybeUninit<f32>],
+) -> OpResult<()> {
+    // SAFETY: the caller's contract.
+    let w = unsafe { pack_rhs(kernel, Elem::Bf16Pair, k, n, b) };
+    let done = matmul_rows_into(kernel, a, &w, c);
+    recycle(w);
+    done
 }
 
 /// `c[i, j] (+)= y[j, i]` for `y [n, m]`, in 16 x 16 blocks.
