@@ -671,19 +671,27 @@ unsafe fn store_transposed(
     // SAFETY: each block writes rows no other block writes.
     unsafe impl Send for Rows {}
     unsafe impl Sync for Rows {}
+    impl Rows {
+        /// Row `i` (a method, so that the closure below takes the whole
+        /// Sync wrapper, not its raw pointer).
+        fn row(self, i: usize, c_rs: usize) -> *mut f32 {
+            self.0.wrapping_add(i * c_rs)
+        }
+    }
     let rows = Rows(c);
     let block = |b: usize| {
-        let rows = rows;
         let i0 = b * TB;
         let mut j_done = 0;
         #[cfg(target_arch = "x86_64")]
         if i0 + TB <= m && crate::backend::cpu::simd::avx512() {
             // SAFETY: AVX-512F; rows i0..i0 + 16 < m of c, this block's.
-            j_done = unsafe { store_transposed_blocks(y, n, m, rows.0, c_rs, i0, accumulate) };
+            j_done = unsafe {
+                store_transposed_blocks(y, n, m, rows.row(0, c_rs), c_rs, i0, accumulate)
+            };
         }
         for i in i0..(i0 + TB).min(m) {
             // SAFETY: row i of c, columns < n; this block's row.
-            let row = unsafe { std::slice::from_raw_parts_mut(rows.0.add(i * c_rs), n) };
+            let row = unsafe { std::slice::from_raw_parts_mut(rows.row(i, c_rs), n) };
             for j in j_done..n {
                 let v = y[j * m + i];
                 if accumulate {
