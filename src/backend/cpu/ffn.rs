@@ -14,7 +14,8 @@ use std::mem::MaybeUninit;
 
 use super::matmul::{self, GradPacks, Products};
 use super::{alloc, simd, swiglu};
-use crate::backend::cpu_bf16::gemm::UnwrittenRows;
+use crate::backend::cpu_bf16::Kernel;
+use crate::backend::cpu_bf16::gemm::{Bf16Rows, UnwrittenRows};
 use crate::backend::cpu_bf16::pack::{Elem, PackedMat};
 use crate::backend::cpu_bf16::strided;
 use crate::engine::float::Float;
@@ -130,63 +131,132 @@ pub fn bwd<F: Float>(
             );
         }
     }
-    if let Some((kernel, GradPacks::Dy)) = matmul::weight_grad_packs::<F>(products, rows, d, f) {
-        // da and du never exist as f32 rows: each block of rows is computed,
-        // rounded into the input gradient's bf16 rows and packed for the
-        // weight's gradient.
-        let (a, u, dh) = (f32s(&s.a), f32s(&s.u), f32s(dh));
-        let (mut da_rows, mut du_rows) = (
-            UnwrittenRows::new(kernel, rows, f),
-            UnwrittenRows::new(kernel, rows, f),
-        );
-        let (wa, wu_) = (da_rows.writer(), du_rows.writer());
-        let [pa, pu] = strided::pack_produced(kernel, Elem::Bf16Pair, rows, f, |r, [da, du]| {
-            let span = r.start * f..r.end * f;
-            swiglu::bwd_piece(
-                &a[span.clone()],
-                &u[span.clone()],
-                &dh[span],
-                alloc::as_uninit(da),
-                alloc::as_uninit(du),
-            );
-            // SAFETY: rows r, inside the buffers, written by this block only.
-            unsafe {
-                wa.write(r.start, da);
-                wu_.write(r.start, du);
-            }
-        });
-        // SAFETY: `pack_produced` ran every block of rows.
-        let (da_rows, du_rows) = unsafe { (da_rows.assume_written(), du_rows.assume_written()) };
-        let (x32, dwg, dwu) = (f32s(x), f32s_mut(dwg), f32s_mut(dwu));
-        let dx = f32s_uninit(dx);
-        matmul::product_rows_into(kernel, &da_rows, d, f, f32s(wg), false, dx);
-        // SAFETY: written in full just above.
-        let dx = unsafe { alloc::assume_init_mut(dx) };
-        matmul::weight_grad_packed(kernel, GradPacks::Dy, &pa, x32, rows, d, f, dwg);
-        let mut dx2 = alloc::uninit(rows * d);
-        matmul::product_rows_into(kernel, &du_rows, d, f, f32s(wu), false, &mut dx2);
-        matmul::weight_grad_packed(kernel, GradPacks::Dy, &pu, x32, rows, d, f, dwu);
-        // SAFETY: written in full just above.
-        simd::add_into(dx, unsafe { alloc::assume_init_mut(&mut dx2) });
-        strided::recycle(pa);
-        strided::recycle(pu);
-        return;
-    }
-    let (mut da_buf, mut du_buf) = (alloc::uninit(rows * f), alloc::uninit(rows * f));
-    swiglu::bwd_into(&s.a, &s.u, dh, &mut da_buf, &mut du_buf);
-    // SAFETY: `bwd_into` wrote all of both.
-    let (da, du) = unsafe {
-        (
-            alloc::assume_init_mut(&mut da_buf),
-            alloc::assume_init_mut(&mut du_buf),
-        )
-    };
-    let dx = matmul::product_into(products, rows, d, f, da, false, wg, false, dx);
-    matmul::bwd_in(products, x, wg, da, rows, d, f, None, dwg, None);
-    let mut dx2_buf = alloc::uninit(rows * d);
-    let dx2 = matmul::product_into(products, rows, d, f, du, false, wu, false, &mut dx2_buf);
-    matmul::bwd_in(products, x, wu, du, rows, d, f, None, dwu, None);
+    let [ga, gu] = swiglu_grads(products, s, dh, rows, d, f);
+    let dx = ga.input_grad(products, wg, rows, d, f, dx);
+    ga.weight_grad(products, x, wg, rows, d, f, dwg);
+    let mut dx2 = alloc::uninit(rows * d);
+    let dx2 = gu.input_grad(products, wu, rows, d, f, &mut dx2);
+    gu.weight_grad(products, x, wu, rows, d, f, dwu);
     simd::add_into(dx, dx2);
+    ga.recycle();
+    gu.recycle();
+}
+
+/// SwiGLU's gradient with respect to the gate or up projection (`da`,
+/// `du`, `[rows, f]`), as the two products that read it take it.
+enum Grad<F> {
+    /// f32 rows.
+    Rows(Vec<F>),
+    /// Mixed precision: bf16 rows for the input gradient, packed for the
+    /// weight's (never f32 rows).
+    Packed {
+        kernel: Kernel,
+        rows: Bf16Rows,
+        packed: PackedMat,
+    },
+}
+
+/// `[da, du]` from `dh`: packed as they are computed where the weight
+/// gradients pack them (`weight_grad_packs`: dy), f32 rows otherwise.
+fn swiglu_grads<F: Float>(
+    products: Products,
+    s: &Saved<F>,
+    dh: &[F],
+    rows: usize,
+    d: usize,
+    f: usize,
+) -> [Grad<F>; 2] {
+    let Some((kernel, GradPacks::Dy)) = matmul::weight_grad_packs::<F>(products, rows, d, f) else {
+        let (mut da, mut du) = (alloc::uninit(rows * f), alloc::uninit(rows * f));
+        swiglu::bwd_into(&s.a, &s.u, dh, &mut da, &mut du);
+        // SAFETY: `bwd_into` wrote all of both.
+        return unsafe { [da, du].map(|g| Grad::Rows(alloc::assume_init(g))) };
+    };
+    // Each block of rows computed, rounded into the input gradient's bf16
+    // rows and packed for the weight's gradient.
+    let (a, u, dh) = (f32s(&s.a), f32s(&s.u), f32s(dh));
+    let mut bf16_rows = [(); 2].map(|_| UnwrittenRows::new(kernel, rows, f));
+    let [wa, wu] = bf16_rows.each_mut().map(|r| r.writer());
+    let packed = strided::pack_produced(kernel, Elem::Bf16Pair, rows, f, |r, [da, du]| {
+        let span = r.start * f..r.end * f;
+        swiglu::bwd_piece(
+            &a[span.clone()],
+            &u[span.clone()],
+            &dh[span],
+            alloc::as_uninit(da),
+            alloc::as_uninit(du),
+        );
+        // SAFETY: rows r, inside the buffers, written by this block only.
+        unsafe {
+            wa.write(r.start, da);
+            wu.write(r.start, du);
+        }
+    });
+    let mut packed = packed.into_iter();
+    // SAFETY: `pack_produced` ran every block of rows.
+    bf16_rows.map(|r| Grad::Packed {
+        kernel,
+        rows: unsafe { r.assume_written() },
+        packed: packed.next().expect("two packed gradients"),
+    })
+}
+
+impl<F: Float> Grad<F> {
+    /// `dx = g · w` (`w [f, d]`) into `dx` (all of it written).
+    fn input_grad<'c>(
+        &self,
+        products: Products,
+        w: &[F],
+        rows: usize,
+        d: usize,
+        f: usize,
+        dx: &'c mut [MaybeUninit<F>],
+    ) -> &'c mut [F] {
+        match self {
+            Grad::Rows(g) => matmul::product_into(products, rows, d, f, g, false, w, false, dx),
+            Grad::Packed {
+                kernel, rows: r, ..
+            } => {
+                matmul::product_rows_into(*kernel, r, d, f, f32s(w), false, f32s_uninit(dx));
+                // SAFETY: written in full just above.
+                unsafe { alloc::assume_init_mut(dx) }
+            }
+        }
+    }
+
+    /// `dw += gᵀ · x`, as `matmul::bwd_in`.
+    #[allow(clippy::too_many_arguments)]
+    fn weight_grad(
+        &self,
+        products: Products,
+        x: &[F],
+        w: &[F],
+        rows: usize,
+        d: usize,
+        f: usize,
+        dw: &mut [F],
+    ) {
+        match self {
+            Grad::Rows(g) => matmul::bwd_in(products, x, w, g, rows, d, f, None, dw, None),
+            Grad::Packed { kernel, packed, .. } => matmul::weight_grad_packed(
+                *kernel,
+                GradPacks::Dy,
+                packed,
+                f32s(x),
+                rows,
+                d,
+                f,
+                f32s_mut(dw),
+            ),
+        }
+    }
+
+    /// Returns a packed gradient's storage to this thread's spares.
+    fn recycle(self) {
+        if let Grad::Packed { packed, .. } = self {
+            strided::recycle(packed);
+        }
+    }
 }
 
 /// `s` as f32: the packed kernels' operands, which only f32 reaches.

@@ -85,10 +85,25 @@ pub fn matmul_into(
     out: &mut [MaybeUninit<f32>],
 ) -> OpResult<()> {
     check(kernel, x, rows, m, w, bias)?;
+    product_of(kernel, Lhs::F32(x, rows), m, w, bias, out, "bf16 matmul")
+}
+
+/// `lhs · Wᵀ + bias` for `m` rows into `out` (its first `m · w.n`
+/// elements, all written on Ok): what [`matmul_into`] and
+/// [`matmul_rows_into`] share once their operands are checked.
+fn product_of(
+    kernel: Kernel,
+    lhs: Lhs,
+    m: usize,
+    w: &PackedMat,
+    bias: Option<&[f32]>,
+    out: &mut [MaybeUninit<f32>],
+    op: &'static str,
+) -> OpResult<()> {
     let n = w.n;
     if out.len() < m * n {
         return Err(OpError::msg(
-            "bf16 matmul",
+            op,
             format!("output of {} for {m} x {n}", out.len()),
         ));
     }
@@ -99,17 +114,19 @@ pub fn matmul_into(
     for_pieces(kernel, m, w, |r0, mb, range| {
         #[cfg(target_arch = "x86_64")]
         if uses_amx(kernel, w) {
-            return run_block_amx(
-                Lhs::F32(x, rows),
-                r0,
-                mb,
-                range,
-                w,
-                bias,
-                amx::Out::F32(out.at(r0 * n)),
-            );
+            return run_block_amx(lhs, r0, mb, range, w, bias, amx::Out::F32(out.at(r0 * n)));
         }
-        run_block(kernel, x, rows, r0, mb, range, w, bias, out.at(r0 * n));
+        match lhs {
+            Lhs::F32(x, rows) => run_block(kernel, x, rows, r0, mb, range, w, bias, out.at(r0 * n)),
+            Lhs::Rows(a) => {
+                // Whole tiles of the rows read in place (the padding rows
+                // are zeros).
+                let kp = w.kp;
+                let a_tile = |t: usize| -> &[u32] { &a.data[(r0 + t * MR) * kp..][..MR * kp] };
+                let tiles = mb.div_ceil(MR);
+                run_tiles(kernel, tiles, mb, a_tile, range, w, bias, out.at(r0 * n));
+            }
+        }
     });
     Ok(())
 }
@@ -388,7 +405,6 @@ pub fn matmul_rows_into(
     w: &PackedMat,
     out: &mut [MaybeUninit<f32>],
 ) -> OpResult<()> {
-    let (m, n) = (a.m, w.n);
     if !kernel.available()
         || w.elem != Elem::Bf16Pair
         || w.layout != Layout::Plain
@@ -408,44 +424,15 @@ pub fn matmul_rows_into(
             ),
         ));
     }
-    if out.len() < m * n {
-        return Err(OpError::msg(
-            "bf16 matmul of rows",
-            format!("output of {} for {m} x {n}", out.len()),
-        ));
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let out = OutPtr(out.as_mut_ptr().cast::<f32>());
-    for_pieces(kernel, m, w, |r0, mb, range| {
-        #[cfg(target_arch = "x86_64")]
-        if uses_amx(kernel, w) {
-            return run_block_amx(
-                Lhs::Rows(a),
-                r0,
-                mb,
-                range,
-                w,
-                None,
-                amx::Out::F32(out.at(r0 * n)),
-            );
-        }
-        // Whole tiles of the rows read in place (the padding rows are zeros).
-        let kp = w.kp;
-        let a_tile = |t: usize| -> &[u32] { &a.data[(r0 + t * MR) * kp..][..MR * kp] };
-        run_tiles(
-            kernel,
-            mb.div_ceil(MR),
-            mb,
-            a_tile,
-            range,
-            w,
-            None,
-            out.at(r0 * n),
-        );
-    });
-    Ok(())
+    product_of(
+        kernel,
+        Lhs::Rows(a),
+        a.m,
+        w,
+        None,
+        out,
+        "bf16 matmul of rows",
+    )
 }
 
 /// A parallel product's pieces: `(rows per block, panel groups)`.
