@@ -76,8 +76,17 @@ struct Report {
 /// Median and fastest of `iters` timed calls (after one untimed), in ms.
 /// Both are kept: on a shared VM the median moves with the neighbours'
 /// load, the fastest call shows what the code does when left alone.
+/// Seconds of untimed calls before each timed series.
+const WARM_UP_S: f64 = 0.3;
+
 fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
-    f();
+    // Warm up for a while, not once: the first shape timed after one
+    // warm-up call ran at half speed for most of its calls (qkv at 35 % of
+    // the peak, 74 % when timed again later in the same run, EPYC VM).
+    let warm = Instant::now();
+    while warm.elapsed().as_secs_f64() < WARM_UP_S {
+        f();
+    }
     let mut t: Vec<f64> = (0..iters.max(1))
         .map(|_| {
             let s = Instant::now();
@@ -144,6 +153,8 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
         ("attn_out", t, c.d, c.d, false),
         ("shared_gate_up_swiglu", t, c.shared_ff, c.d, true),
         ("shared_down", t, c.d, c.shared_ff, false),
+        ("dense_gate_up_swiglu", t, c.dense_ff(), c.d, true),
+        ("dense_down", t, c.d, c.dense_ff(), false),
         ("square_512", 512, 512, 512, false),
         ("small_qkv", t, 3 * s.d, s.d, false),
         (
