@@ -15,7 +15,10 @@
 //! (rows 0-15 / 16-31 x columns 0-15 / 16-31), 4-5 the two row tiles of
 //! activations and 6-7 the two column tiles of weights: four loads per four
 //! products. The sums leave the tiles once, into a 32 x NR spill, and the
-//! epilogue (bias, or SwiGLU's `silu(gate) · up`) is the other kernels'.
+//! epilogue (bias, or SwiGLU's `silu(gate) · up`) is the portable kernels'
+//! (`kernel::epilogue_row`, with a division: overlapped with the next
+//! step's tile products here, it costs nothing, whereas the AVX-512 tile
+//! computes SwiGLU on its registers without one, `avx512::silu_mul`).
 //!
 //! Within a sum the products of a k-pair are added in the order the
 //! instruction defines (even k, then odd), tile after tile of k: not the

@@ -271,7 +271,9 @@ pub(super) unsafe fn store(acc: &[[f32; NR]; MR], t: &Tile) {
 }
 
 /// One row of sums into `out` (the panel's `out.len()` outputs of it):
-/// `+ bias` (Plain) or `silu(gate)·up` (Swiglu).
+/// `+ bias` (Plain) or `silu(gate)·up` (Swiglu). The portable and AMX
+/// kernels' epilogue; the AVX-512 tiles compute SwiGLU on their registers
+/// (`avx512::silu_mul`: no division; both within about 2 ulp of silu).
 #[inline(always)]
 pub(super) fn epilogue_row(row: &[f32; NR], out: &mut [f32], layout: Layout, bias: Option<&[f32]>) {
     match (layout, bias) {
