@@ -232,47 +232,26 @@ unsafe fn write_tile(acc: [[__m512; NV]; MR], t: &Tile) {
 /// # Safety
 /// The CPU has AVX-512F; only called from functions that enable it.
 #[inline(always)]
-#[allow(clippy::excessive_precision)] // exp_f32's constants, verbatim
 pub(super) unsafe fn silu_mul(g: __m512, u: __m512) -> __m512 {
-    const LO: f32 = -87.33654;
-    const SHIFTER: f32 = 12582912.0;
     // SAFETY: AVX-512F (this function's contract).
     unsafe {
         let set = _mm512_set1_ps;
         // max returns its second operand when either is NaN: a NaN g stays NaN.
         let x = _mm512_max_ps(
-            set(LO),
+            set(EXP_LO),
             _mm512_sub_ps(_mm512_setzero_ps(), _mm512_abs_ps(g)),
         );
         let t = _mm512_fmadd_ps(x, set(std::f32::consts::LOG2_E), set(SHIFTER));
         let n = _mm512_sub_ps(t, set(SHIFTER));
-        // r = x - n·ln2, ln2 in two parts (0.693359375 - 2.12194440e-4).
-        let r = _mm512_fmadd_ps(
-            n,
-            set(2.12194440e-4),
-            _mm512_fmadd_ps(n, set(-0.693359375), x),
-        );
-        let mut p = set(1.9875691500e-4);
-        for c in [
-            1.3981999507e-3,
-            8.3334519073e-3,
-            4.1665795894e-2,
-            1.6666665459e-1,
-            5.0000001201e-1,
-        ] {
+        // r = x - n·ln2, ln2 in two parts.
+        let r = _mm512_fnmadd_ps(n, set(LN2_LO), _mm512_fnmadd_ps(n, set(LN2_HI), x));
+        let mut p = set(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = _mm512_fmadd_ps(p, r, set(c));
         }
         let er = _mm512_add_ps(_mm512_fmadd_ps(_mm512_mul_ps(p, r), r, r), set(1.0));
-        let bits = _mm512_sub_epi32(
-            _mm512_castps_si512(t),
-            _mm512_set1_epi32(SHIFTER.to_bits() as i32),
-        );
-        let pow2n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-            bits,
-            _mm512_set1_epi32(127),
-        )));
         // e = e^-|g| in (0, 1], so 1 + e in (1, 2]: no overflow, no zero.
-        let e = _mm512_mul_ps(er, pow2n);
+        let e = _mm512_mul_ps(er, pow2_of(t));
         let d = _mm512_add_ps(set(1.0), e);
         let r0 = _mm512_rcp14_ps(d);
         let inv = _mm512_mul_ps(r0, _mm512_fnmadd_ps(d, r0, set(2.0)));
@@ -283,52 +262,72 @@ pub(super) unsafe fn silu_mul(g: __m512, u: __m512) -> __m512 {
     }
 }
 
+/// `exp_f32`'s constants, verbatim (hence the allowed precision): the
+/// clamp, the shifter that rounds to an integer in the low mantissa bits
+/// (1.5 · 2^23), ln 2 in two parts, and the polynomial's coefficients from
+/// the highest degree down.
+const EXP_LO: f32 = -87.33654;
+#[allow(clippy::excessive_precision)]
+const EXP_HI: f32 = 88.3762626647949;
+const SHIFTER: f32 = 12582912.0;
+#[allow(clippy::excessive_precision)]
+const LN2_HI: f32 = 0.693359375;
+#[allow(clippy::excessive_precision)]
+const LN2_LO: f32 = -2.12194440e-4;
+#[allow(clippy::excessive_precision)]
+const EXP_POLY: [f32; 6] = [
+    1.9875691500e-4,
+    1.3981999507e-3,
+    8.3334519073e-3,
+    4.1665795894e-2,
+    1.6666665459e-1,
+    5.0000001201e-1,
+];
+
+/// 2^n for `t = n + SHIFTER` (n in the low bits): `(n + 127) << 23`.
+///
+/// # Safety
+/// The CPU has AVX-512F; only called from functions that enable it.
+#[inline(always)]
+unsafe fn pow2_of(t: __m512) -> __m512 {
+    // SAFETY: AVX-512F (this function's contract).
+    unsafe {
+        let n = _mm512_sub_epi32(
+            _mm512_castps_si512(t),
+            _mm512_set1_epi32(SHIFTER.to_bits() as i32),
+        );
+        _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
+            n,
+            _mm512_set1_epi32(127),
+        )))
+    }
+}
+
 /// [`crate::engine::float::exp_f32`] on 16 lanes, operation for operation
 /// (separate multiplies and adds, no FMA: the same bits per lane).
 ///
 /// # Safety
 /// The CPU has AVX-512F; only called from functions that enable it.
 #[inline(always)]
-#[allow(clippy::excessive_precision)] // the scalar version's constants
 pub(super) unsafe fn exp(x: __m512) -> __m512 {
-    const LO: f32 = -87.33654;
-    const HI: f32 = 88.3762626647949;
-    const SHIFTER: f32 = 12582912.0;
     // SAFETY: AVX-512F (this function's contract).
     unsafe {
         let set = _mm512_set1_ps;
         let (mul, add, sub) = (_mm512_mul_ps, _mm512_add_ps, _mm512_sub_ps);
         // min/max return their second operand when either is NaN: x last
         // keeps a NaN, as `clamp` does.
-        let xc = _mm512_max_ps(set(LO), _mm512_min_ps(set(HI), x));
+        let xc = _mm512_max_ps(set(EXP_LO), _mm512_min_ps(set(EXP_HI), x));
         let t = add(mul(xc, set(std::f32::consts::LOG2_E)), set(SHIFTER));
         let n = sub(t, set(SHIFTER));
-        let r = sub(
-            sub(xc, mul(n, set(0.693359375))),
-            mul(n, set(-2.12194440e-4)),
-        );
-        let mut p = set(1.9875691500e-4);
-        for c in [
-            1.3981999507e-3,
-            8.3334519073e-3,
-            4.1665795894e-2,
-            1.6666665459e-1,
-            5.0000001201e-1,
-        ] {
+        let r = sub(sub(xc, mul(n, set(LN2_HI))), mul(n, set(LN2_LO)));
+        let mut p = set(EXP_POLY[0]);
+        for &c in &EXP_POLY[1..] {
             p = add(mul(p, r), set(c));
         }
         let er = add(add(mul(mul(p, r), r), r), set(1.0));
-        let bits = _mm512_sub_epi32(
-            _mm512_castps_si512(t),
-            _mm512_set1_epi32(SHIFTER.to_bits() as i32),
-        );
-        let pow2n = _mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(
-            bits,
-            _mm512_set1_epi32(127),
-        )));
-        let y = mul(er, pow2n);
-        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(LO));
-        let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(HI));
+        let y = mul(er, pow2_of(t));
+        let below = _mm512_cmp_ps_mask::<_CMP_LT_OQ>(x, set(EXP_LO));
+        let above = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(x, set(EXP_HI));
         let y = _mm512_mask_blend_ps(below, y, _mm512_setzero_ps());
         _mm512_mask_blend_ps(above, y, set(f32::INFINITY))
     }
