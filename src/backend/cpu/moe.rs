@@ -81,6 +81,36 @@ fn segments<'a, F>(mut buf: &'a mut [F], offsets: &[u32], width: usize) -> Vec<&
     out
 }
 
+/// Multiply-adds of one shared-expert product (`t · d · d'`) up to which
+/// the shared and the routed experts run side by side.
+const SIDE_BY_SIDE_MAX: usize = 1 << 26;
+
+/// Runs the shared expert's part `shared` and the routed experts' part
+/// `routed`: side by side (`rayon::join`) when the shared expert's products
+/// have at most [`SIDE_BY_SIDE_MAX`] multiply-adds (`macs`), else one after
+/// the other with each product split across the threads. Small products
+/// lose more to their own fork, join and tail than a second thread gains
+/// them; side by side, neither part waits on the other's tail. Interleaved
+/// A/B on the 2-core EPYC (`bench/results/cpu/epyc-zen4-2026-12-05-session3/
+/// ab-moe-shared-beside-routed-*.txt`, always side by side): tiny training
+/// (1.7e7-6.7e7 multiply-adds) x1.02 (f32) and x1.03-1.12 (bf16); small at
+/// batch 8 (2.0e8) x1.03 (f32), x0.94-1.00 (bf16, two runs); small at
+/// batch 32 (8.1e8) x0.97-0.98. The bits are the same either way: a
+/// product's sums do not depend on how its rows are split.
+fn shared_and_routed<S, R, SO, RO>(macs: usize, shared: S, routed: R) -> (SO, RO)
+where
+    S: FnOnce() -> SO + Send,
+    R: FnOnce() -> RO + Send,
+    SO: Send,
+    RO: Send,
+{
+    if macs <= SIDE_BY_SIDE_MAX {
+        rayon::join(shared, routed)
+    } else {
+        (shared(), routed())
+    }
+}
+
 /// Forward of the layer. `valid` (`[T]`, 1 = real token; `None`: all real)
 /// selects the tokens of the load-balancing loss; every position is still
 /// routed and computed. It is kept in the returned `MoeSaved` for `bwd`.
@@ -115,55 +145,63 @@ pub fn fwd<F: Float>(
         aux,
     } = router::route(z, w.router, (t, d, n, k), valid);
 
-    // Shared expert and its per-token gate.
-    let mut gl = vec![F::ZERO; t];
-    matmul::fwd(z, w.shared_gate, None, t, d, 1, &mut gl);
-    let mut g = vec![F::ZERO; t];
-    act::sigmoid_fwd(&gl, &mut g);
-    let mut s_out = alloc::uninit(t * d);
-    let shared = ffn::fwd(
-        products,
-        z,
-        [w.s_gate, w.s_up, w.s_down],
-        t,
-        d,
-        sf,
-        true,
-        &mut s_out,
-    )
-    .expect("kept");
-    // SAFETY: `ffn::fwd` wrote all of it.
-    let s_out = unsafe { alloc::assume_init(s_out) };
-
-    // Routed experts on their grouped rows.
-    let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
-    let rows = t * k;
-    let x_rows = alloc::par_written(rows * d, d, |r, row| {
-        let tok = plan.sorted_slot[r] as usize / k;
-        row.copy_from_slice(&z[tok * d..(tok + 1) * d]);
-    });
-    let mut y_rows = alloc::uninit(rows * d);
-    let off = &plan.expert_offset;
-    let experts = segments(&mut y_rows, off, d)
-        .into_par_iter()
-        .enumerate()
-        .map(|(e, y)| {
-            let m = (off[e + 1] - off[e]) as usize;
-            if m == 0 {
-                return None;
-            }
-            let x = &x_rows[off[e] as usize * d..][..m * d];
-            let w = [
-                &w.e_gate[e * f * d..][..f * d],
-                &w.e_up[e * f * d..][..f * d],
-                &w.e_down[e * d * f..][..d * f],
-            ];
-            ffn::fwd(products, x, w, m, d, f, true, y)
-        })
-        .collect();
-    // SAFETY: the segments cover the buffer (`segments`), each written
-    // (an empty one has nothing to write).
-    let y_rows = unsafe { alloc::assume_init(y_rows) };
+    // The shared expert (with its per-token gate) and the routed experts
+    // are independent until the combine (`shared_and_routed`).
+    let ((g, shared, s_out), (plan, x_rows, experts, y_rows)) = shared_and_routed(
+        t * d * sf,
+        || {
+            let mut gl = vec![F::ZERO; t];
+            matmul::fwd(z, w.shared_gate, None, t, d, 1, &mut gl);
+            let mut g = vec![F::ZERO; t];
+            act::sigmoid_fwd(&gl, &mut g);
+            let mut s_out = alloc::uninit(t * d);
+            let shared = ffn::fwd(
+                products,
+                z,
+                [w.s_gate, w.s_up, w.s_down],
+                t,
+                d,
+                sf,
+                true,
+                &mut s_out,
+            )
+            .expect("kept");
+            // SAFETY: `ffn::fwd` wrote all of it.
+            (g, shared, unsafe { alloc::assume_init(s_out) })
+        },
+        || {
+            // Routed experts on their grouped rows.
+            let plan = moe_permute::plan(&topk_idx, t, n, k, 1);
+            let rows = t * k;
+            let x_rows = alloc::par_written(rows * d, d, |r, row| {
+                let tok = plan.sorted_slot[r] as usize / k;
+                row.copy_from_slice(&z[tok * d..(tok + 1) * d]);
+            });
+            let mut y_rows = alloc::uninit(rows * d);
+            let off = &plan.expert_offset;
+            let experts = segments(&mut y_rows, off, d)
+                .into_par_iter()
+                .enumerate()
+                .map(|(e, y)| {
+                    let m = (off[e + 1] - off[e]) as usize;
+                    if m == 0 {
+                        return None;
+                    }
+                    let x = &x_rows[off[e] as usize * d..][..m * d];
+                    let w = [
+                        &w.e_gate[e * f * d..][..f * d],
+                        &w.e_up[e * f * d..][..f * d],
+                        &w.e_down[e * d * f..][..d * f],
+                    ];
+                    ffn::fwd(products, x, w, m, d, f, true, y)
+                })
+                .collect();
+            // SAFETY: the segments cover the buffer (`segments`), each
+            // written (an empty one has nothing to write).
+            let y_rows = unsafe { alloc::assume_init(y_rows) };
+            (plan, x_rows, experts, y_rows)
+        },
+    );
 
     moe_permute::combine(
         resid,
@@ -251,73 +289,92 @@ pub fn bwd<F: Float>(
         )
     };
 
-    // Shared expert.
-    ffn::bwd(
-        products,
-        z,
-        [w.s_gate, w.s_up, w.s_down],
-        &s.shared,
-        &ds_out,
-        t,
-        d,
-        sf,
-        dz,
-        [gr.s_gate, gr.s_up, gr.s_down],
-    );
-    // SAFETY: the shared expert's `ffn::bwd` wrote all of dz.
-    let dz = unsafe { alloc::assume_init_mut(dz) };
-    // Shared gate: g = sigmoid(z·w_D).
-    let mut dgl = vec![F::ZERO; t];
-    act::sigmoid_bwd(&s.g, &dg, &mut dgl);
-    let mut dz2 = alloc::zeros(t * d);
-    matmul::bwd(
-        z,
-        w.shared_gate,
-        &dgl,
-        t,
-        d,
-        1,
-        Some(&mut dz2),
-        gr.shared_gate,
-        None,
-    );
-    simd::add_into(dz, &dz2);
-
-    // Routed experts, in parallel; each owns its slice of the stacked grads.
-    let off = &s.plan.expert_offset;
-    let mut dx_rows = alloc::uninit(rows * d);
-    segments(&mut dx_rows, off, d)
-        .into_par_iter()
-        .zip(gr.e_gate.par_chunks_mut(f * d))
-        .zip(gr.e_up.par_chunks_mut(f * d))
-        .zip(gr.e_down.par_chunks_mut(d * f))
-        .enumerate()
-        .for_each(|(e, (((dx, dwg), dwu), dwd))| {
-            let Some(saved) = &s.experts[e] else {
-                return;
-            };
-            let (r0, m) = (off[e] as usize, (off[e + 1] - off[e]) as usize);
-            let w = [
-                &w.e_gate[e * f * d..][..f * d],
-                &w.e_up[e * f * d..][..f * d],
-                &w.e_down[e * d * f..][..d * f],
-            ];
+    let MoeGrads {
+        router: gr_router,
+        shared_gate: gr_shared_gate,
+        s_gate: gr_s_gate,
+        s_up: gr_s_up,
+        s_down: gr_s_down,
+        e_gate: gr_e_gate,
+        e_up: gr_e_up,
+        e_down: gr_e_down,
+    } = gr;
+    // The shared expert (and its gate) and the routed experts, as in the
+    // forward: they write disjoint gradients.
+    let ((dz, mut dz2), dx_rows) = shared_and_routed(
+        t * d * sf,
+        || {
             ffn::bwd(
                 products,
-                &s.x_rows[r0 * d..][..m * d],
-                w,
-                saved,
-                &dy_rows[r0 * d..][..m * d],
-                m,
+                z,
+                [w.s_gate, w.s_up, w.s_down],
+                &s.shared,
+                &ds_out,
+                t,
                 d,
-                f,
-                dx,
-                [dwg, dwu, dwd],
+                sf,
+                dz,
+                [gr_s_gate, gr_s_up, gr_s_down],
             );
-        });
-    // SAFETY: the segments cover the buffer (`segments`), each written by
-    // its expert's `ffn::bwd`.
-    let dx_rows = unsafe { alloc::assume_init(dx_rows) };
+            // SAFETY: the shared expert's `ffn::bwd` wrote all of dz.
+            let dz = unsafe { alloc::assume_init_mut(dz) };
+            // Shared gate: g = sigmoid(z·w_D).
+            let mut dgl = vec![F::ZERO; t];
+            act::sigmoid_bwd(&s.g, &dg, &mut dgl);
+            let mut dz2 = alloc::zeros(t * d);
+            matmul::bwd(
+                z,
+                w.shared_gate,
+                &dgl,
+                t,
+                d,
+                1,
+                Some(&mut dz2),
+                gr_shared_gate,
+                None,
+            );
+            simd::add_into(dz, &dz2);
+            (dz, dz2)
+        },
+        || {
+            // Routed experts, in parallel; each owns its slice of the
+            // stacked grads.
+            let off = &s.plan.expert_offset;
+            let mut dx_rows = alloc::uninit(rows * d);
+            segments(&mut dx_rows, off, d)
+                .into_par_iter()
+                .zip(gr_e_gate.par_chunks_mut(f * d))
+                .zip(gr_e_up.par_chunks_mut(f * d))
+                .zip(gr_e_down.par_chunks_mut(d * f))
+                .enumerate()
+                .for_each(|(e, (((dx, dwg), dwu), dwd))| {
+                    let Some(saved) = &s.experts[e] else {
+                        return;
+                    };
+                    let (r0, m) = (off[e] as usize, (off[e + 1] - off[e]) as usize);
+                    let w = [
+                        &w.e_gate[e * f * d..][..f * d],
+                        &w.e_up[e * f * d..][..f * d],
+                        &w.e_down[e * d * f..][..d * f],
+                    ];
+                    ffn::bwd(
+                        products,
+                        &s.x_rows[r0 * d..][..m * d],
+                        w,
+                        saved,
+                        &dy_rows[r0 * d..][..m * d],
+                        m,
+                        d,
+                        f,
+                        dx,
+                        [dwg, dwu, dwd],
+                    );
+                });
+            // SAFETY: the segments cover the buffer (`segments`), each
+            // written by its expert's `ffn::bwd`.
+            unsafe { alloc::assume_init(dx_rows) }
+        },
+    );
     // Un-permute: add each routed row's input grad to its token, a token's
     // rows in ascending row order (the order of a serial pass over the rows,
     // so the sums do not depend on the threads).
@@ -360,7 +417,7 @@ pub fn bwd<F: Float>(
         d,
         n,
         Some(&mut dz2),
-        gr.router,
+        gr_router,
         None,
     );
     simd::add_into(dz, &dz2);
@@ -413,6 +470,16 @@ mod tests {
             e_gate: g5,
             e_up: g6,
             e_down: g7,
+        }
+    }
+
+    /// Both ways of running the two parts give each part's result in its
+    /// place (the layer's tests run the side-by-side way: micro sizes).
+    #[test]
+    fn shared_and_routed_runs_both_parts_either_way() {
+        for macs in [1, SIDE_BY_SIDE_MAX, SIDE_BY_SIDE_MAX + 1] {
+            let (a, b) = shared_and_routed(macs, || vec![1u8; 3], || "routed");
+            assert_eq!((a, b), (vec![1u8; 3], "routed"), "macs {macs}");
         }
     }
 
