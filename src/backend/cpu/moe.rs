@@ -26,6 +26,17 @@ pub struct MoeWeights<'a, F> {
     pub e_down: &'a [F],      // [N, d, f]
 }
 
+impl<F> MoeWeights<'_, F> {
+    /// Routed expert `e`'s `[gate, up, down]` (expert width `f`).
+    fn expert(&self, e: usize, d: usize, f: usize) -> [&[F]; 3] {
+        [
+            &self.e_gate[e * f * d..][..f * d],
+            &self.e_up[e * f * d..][..f * d],
+            &self.e_down[e * d * f..][..d * f],
+        ]
+    }
+}
+
 /// Gradients of the same tensors (accumulated, `+=`).
 pub struct MoeGrads<'a, F> {
     pub router: &'a mut [F],
@@ -188,12 +199,7 @@ pub fn fwd<F: Float>(
                         return None;
                     }
                     let x = &x_rows[off[e] as usize * d..][..m * d];
-                    let w = [
-                        &w.e_gate[e * f * d..][..f * d],
-                        &w.e_up[e * f * d..][..f * d],
-                        &w.e_down[e * d * f..][..d * f],
-                    ];
-                    ffn::fwd(products, x, w, m, d, f, true, y)
+                    ffn::fwd(products, x, w.expert(e, d, f), m, d, f, true, y)
                 })
                 .collect();
             // SAFETY: the segments cover the buffer (`segments`), each
@@ -352,15 +358,10 @@ pub fn bwd<F: Float>(
                         return;
                     };
                     let (r0, m) = (off[e] as usize, (off[e + 1] - off[e]) as usize);
-                    let w = [
-                        &w.e_gate[e * f * d..][..f * d],
-                        &w.e_up[e * f * d..][..f * d],
-                        &w.e_down[e * d * f..][..d * f],
-                    ];
                     ffn::bwd(
                         products,
                         &s.x_rows[r0 * d..][..m * d],
-                        w,
+                        w.expert(e, d, f),
                         saved,
                         &dy_rows[r0 * d..][..m * d],
                         m,

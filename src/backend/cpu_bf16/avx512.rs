@@ -225,7 +225,8 @@ unsafe fn write_tile(acc: [[__m512; NV]; MR], t: &Tile) {
 /// division). The division was most of the epilogue's cost on AMD Zen 4:
 /// tiny bf16 inference ran nearly as fast with this silu as with none,
 /// while FMAs alone, the division kept, gained nothing (a one-off
-/// experiment); at the tiny model's k of 128 the epilogue weighs.
+/// experiment). At the tiny model's k of 128 a tile has only 64 k steps
+/// of products to spread the epilogue over.
 ///
 /// Below e^-87.3 (|g| > 87.3) e stays at that floor instead of 0: silu
 /// is then about 1e-36 · g instead of -0, far below any bf16 output.

@@ -73,12 +73,13 @@ struct Report {
     command: String,
 }
 
-/// Median and fastest of `iters` timed calls (after one untimed), in ms.
-/// Both are kept: on a shared VM the median moves with the neighbours'
-/// load, the fastest call shows what the code does when left alone.
 /// Seconds of untimed calls before each timed series.
 const WARM_UP_S: f64 = 0.3;
 
+/// Median and fastest of `iters` timed calls (after [`WARM_UP_S`] of
+/// untimed ones), in ms. Both are kept: on a shared VM the median moves
+/// with the neighbours' load, the fastest call shows what the code does
+/// when left alone.
 fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     // Warm up for a while, not once: the first shape timed after one
     // warm-up call ran at half speed for most of its calls (qkv at 35 % of
