@@ -223,6 +223,54 @@ fn rows_without_file(csv: &[u8]) -> Vec<String> {
     v
 }
 
+/// A flow's probability is the same bits alone and in a batch of any size
+/// (early verdicts classify a flow alone, the end of a capture in
+/// batches), f32 and bf16: the packed engine's products, attention and
+/// pooling are row by row, and so are the router's logits.
+#[test]
+fn a_flows_verdict_does_not_depend_on_its_batch() {
+    let f = tiny_train::classifier::fixture();
+    for precision in [Precision::F32, Precision::Bf16] {
+        if precision == Precision::F32
+            && traffic_moe::backend::cpu_bf16::Kernel::detect_f32().is_none()
+        {
+            println!(
+                "SKIP f32: no AVX-512F here, so f32 inference runs the reference engine, whose gemm-crate products are blocked by the batch's rows"
+            );
+            continue;
+        }
+        let clf = Classifier::open_with_precision(
+            &f.ckpt,
+            VocabSource::Dataset(&f.data),
+            None,
+            Device::Cpu,
+            precision,
+        )
+        .unwrap();
+        let mut flows = vec![];
+        for class in ["dns", "web"] {
+            for cap in find_captures(&f.caps.join(class)).unwrap() {
+                read_capture(&cap, 0, &clf.read_config(), &mut |fl| flows.push(fl));
+            }
+        }
+        assert!(flows.len() >= 100, "{} flows", flows.len());
+        let alone: Vec<_> = flows
+            .iter()
+            .map(|fl| clf.classify(std::slice::from_ref(fl), 1).unwrap()[0])
+            .collect();
+        for batch in [3, 64] {
+            let together = clf.classify(&flows, batch).unwrap();
+            for (i, (a, b)) in alone.iter().zip(&together).enumerate() {
+                assert_eq!(
+                    (a.0, a.1.to_bits()),
+                    (b.0, b.1.to_bits()),
+                    "{precision:?} batch {batch}: flow {i}: {a:?} alone, {b:?} in the batch"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn stream_from_a_reader_gives_the_verdicts_of_classify() {
     use traffic_moe::cli::classify_stream::classify_stream;

@@ -23,8 +23,7 @@ pub struct Routed<F> {
 }
 
 /// The whole router of a layer: logits `z·W_rᵀ` (`router_w` is `[n, d]`),
-/// then [`fwd`] and [`lb_loss`]. The reference layer and the bf16 engine
-/// (which routes in f32) share it.
+/// then [`route_logits`].
 pub fn route<F: Float>(
     z: &[F],
     router_w: &[F],
@@ -33,6 +32,18 @@ pub fn route<F: Float>(
 ) -> Routed<F> {
     let mut logits = vec![F::ZERO; t * n];
     super::matmul::fwd(z, router_w, None, t, d, n, &mut logits);
+    route_logits(&logits, (t, n, k), valid)
+}
+
+/// The router from its logits `[t, n]`: [`fwd`] and [`lb_loss`]. The
+/// reference layer and the bf16 engine (which routes in f32, from logits
+/// it computes row by row) share it.
+pub fn route_logits<F: Float>(
+    logits: &[F],
+    (t, n, k): (usize, usize, usize),
+    valid: Option<&[u8]>,
+) -> Routed<F> {
+    assert_eq!(logits.len(), t * n, "router: logits of the wrong size");
     let mut r = Routed {
         probs: vec![F::ZERO; t * n],
         topk_idx: vec![0u32; t * k],
@@ -41,7 +52,7 @@ pub fn route<F: Float>(
         aux: F::ZERO,
     };
     fwd(
-        &logits,
+        logits,
         n,
         k,
         valid,

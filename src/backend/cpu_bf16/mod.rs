@@ -23,6 +23,8 @@
 //! - `params`: which weights become bf16 and which stay f32, and why.
 //! - `peak`: this CPU's measured bf16 and f32 multiply-add rates (whether
 //!   bf16 pays here).
+//! - `row_dots`: the router's and shared gate's few outputs, one fixed-order
+//!   dot product each, so a token's routing does not depend on its batch.
 //! - `backend`, `moe`, `attention`: the engine ([`CpuBf16`]) behind the tape;
 //!   products on the bf16 GEMM, the rest f32 (the reference ops, and a
 //!   leaner attention without the training copies).
@@ -39,6 +41,7 @@ mod moe;
 pub mod pack;
 pub mod params;
 pub mod peak;
+pub mod row_dots;
 pub mod strided;
 
 pub use backend::CpuBf16;

@@ -3,7 +3,8 @@
 //! SwiGLU expert is two products (gate|up packed as one, with `silu(g)·u` in
 //! the kernel's epilogue; then down, on AMX from the hidden's bf16 rows); a
 //! routed expert reads its tokens' rows of `z` by index (no gathered copy). The router, top-k and load-balancing
-//! statistics are the reference ops in f32 (see `params` for why f32).
+//! statistics are the reference ops in f32 (see `params` for why f32), on
+//! logits computed row by row (`row_dots`).
 
 use std::mem::MaybeUninit;
 
@@ -13,7 +14,8 @@ use super::gemm::{swiglu_down, swiglu_down_into};
 use super::kernel::Kernel;
 use super::pack::Layout;
 use super::params::Bf16Param;
-use crate::backend::cpu::{act, linear, moe_permute, router};
+use super::row_dots::row_dots;
+use crate::backend::cpu::{act, moe_permute, router};
 use crate::engine::{MoeDims, MoeRefs, OpError, OpResult};
 
 /// What inference keeps of a layer: its routing and load-balancing loss.
@@ -53,17 +55,18 @@ pub fn fwd(
     let e_pair = e_pair.packed(OP, n, Layout::Swiglu)?;
     let e_down = e_down.packed(OP, n, Layout::Plain)?;
 
-    // Router in f32: the reference layer's.
+    // Router in f32: the reference layer's, from logits computed row by
+    // row (`row_dots`: a token's routing does not depend on its batch).
+    let logits = row_dots(kernel, z, t, d, router_w, n);
     let router::Routed {
         topk_idx,
         topk_w,
         aux,
         ..
-    } = router::route(z, router_w, (t, d, n, k), Some(mask));
+    } = router::route_logits(&logits, (t, n, k), Some(mask));
 
     // Shared expert and its per-token gate.
-    let mut gl = vec![0f32; t];
-    linear::fwd(z, gate_w, None, t, d, 1, &mut gl);
+    let gl = row_dots(kernel, z, t, d, gate_w, 1);
     let mut g = vec![0f32; t];
     act::sigmoid_fwd(&gl, &mut g);
     debug_assert_eq!(s_pair.n, sf);
