@@ -3,7 +3,9 @@
 //! `att [B, H, S, S]` for the backward. Query i sees key j when `j <= i` and
 //! `mask[b, j] != 0`; a query that sees no key outputs zeros.
 
+use super::attention_f32;
 use super::matmul::gemm;
+use super::simd::{as_f32, as_f32_mut};
 use crate::engine::float::{Float, max_lanes, sum_lanes};
 use rayon::prelude::*;
 
@@ -37,8 +39,29 @@ pub fn fwd<F: Float>(
 
 /// One (batch row, head): `q`, `k`, `v` and `o` are `[S, hd]`, `a` the
 /// probabilities `[S, S]`, `m` the row's key mask `[S]`. `o` and `a` are
-/// overwritten.
+/// overwritten. In f32 on AVX-512F the vector loops of
+/// [`attention_f32`](super::attention_f32), else [`fwd_block_gemm`].
 pub(super) fn fwd_block<F: Float>(
+    qb: &[F],
+    kb: &[F],
+    vb: &[F],
+    m: &[u8],
+    hd: usize,
+    o: &mut [F],
+    a: &mut [F],
+) {
+    if attention_f32::supports(hd)
+        && attention_f32::fast()
+        && let (Some(q), Some(k), Some(v)) = (as_f32(qb), as_f32(kb), as_f32(vb))
+        && let (Some(o), Some(a)) = (as_f32_mut(o), as_f32_mut(a))
+    {
+        return attention_f32::fwd_block(q, k, v, m, hd, o, a);
+    }
+    fwd_block_gemm(qb, kb, vb, m, hd, o, a)
+}
+
+/// [`fwd_block`] on `gemm` products: any float, any head size.
+pub(super) fn fwd_block_gemm<F: Float>(
     qb: &[F],
     kb: &[F],
     vb: &[F],
@@ -96,23 +119,21 @@ pub fn bwd<F: Float>(
         .zip(dk.par_chunks_mut(blk))
         .zip(dv.par_chunks_mut(blk))
         .enumerate()
-        .for_each_init(
-            || vec![F::ZERO; s * s],
-            |ds, (bh, ((dqb, dkb), dvb))| {
-                let (qb, kb, vb) = (
-                    &q[bh * blk..][..blk],
-                    &k[bh * blk..][..blk],
-                    &v[bh * blk..][..blk],
-                );
-                let a = &att[bh * s * s..][..s * s];
-                let dob = &dout[bh * blk..][..blk];
-                bwd_block(qb, kb, vb, a, dob, hd, ds, dqb, dkb, dvb);
-            },
-        );
+        .for_each(|(bh, ((dqb, dkb), dvb))| {
+            let (qb, kb, vb) = (
+                &q[bh * blk..][..blk],
+                &k[bh * blk..][..blk],
+                &v[bh * blk..][..blk],
+            );
+            let a = &att[bh * s * s..][..s * s];
+            let dob = &dout[bh * blk..][..blk];
+            bwd_block(qb, kb, vb, a, dob, hd, dqb, dkb, dvb);
+        });
 }
 
 /// One (batch row, head) of [`bwd`]: `a` is the block's probabilities
-/// `[S, S]`, `ds` scratch of `S·S`; `dqb`, `dkb`, `dvb` are overwritten.
+/// `[S, S]`; `dqb`, `dkb`, `dvb` are overwritten. As [`fwd_block`]: the
+/// vector loops in f32 on AVX-512F, else [`bwd_block_gemm`].
 #[allow(clippy::too_many_arguments)]
 pub(super) fn bwd_block<F: Float>(
     qb: &[F],
@@ -121,16 +142,40 @@ pub(super) fn bwd_block<F: Float>(
     a: &[F],
     dob: &[F],
     hd: usize,
-    ds: &mut [F],
+    dqb: &mut [F],
+    dkb: &mut [F],
+    dvb: &mut [F],
+) {
+    if attention_f32::supports(hd)
+        && attention_f32::fast()
+        && let (Some(q), Some(k), Some(v)) = (as_f32(qb), as_f32(kb), as_f32(vb))
+        && let (Some(a), Some(dob)) = (as_f32(a), as_f32(dob))
+        && let (Some(dq), Some(dk), Some(dv)) = (as_f32_mut(dqb), as_f32_mut(dkb), as_f32_mut(dvb))
+    {
+        return attention_f32::bwd_block(q, k, v, a, dob, hd, dq, dk, dv);
+    }
+    bwd_block_gemm(qb, kb, vb, a, dob, hd, dqb, dkb, dvb)
+}
+
+/// [`bwd_block`] on `gemm` products: any float, any head size.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn bwd_block_gemm<F: Float>(
+    qb: &[F],
+    kb: &[F],
+    vb: &[F],
+    a: &[F],
+    dob: &[F],
+    hd: usize,
     dqb: &mut [F],
     dkb: &mut [F],
     dvb: &mut [F],
 ) {
     let s = qb.len() / hd;
+    let mut ds = vec![F::ZERO; s * s];
     let scale = F::ONE / F::from_usize(hd).sqrt();
     // dV = Pᵀ dO ; dP = dO Vᵀ
     gemm(s, hd, s, a, true, dob, false, dvb, false);
-    gemm(s, s, hd, dob, false, vb, true, ds, false);
+    gemm(s, s, hd, dob, false, vb, true, &mut ds, false);
     // dS = P * (dP - rowsum(dP * P)) * scale
     for i in 0..s {
         let pr = &a[i * s..(i + 1) * s];
@@ -144,8 +189,8 @@ pub(super) fn bwd_block<F: Float>(
             };
         }
     }
-    gemm(s, hd, s, ds, false, kb, false, dqb, false);
-    gemm(s, hd, s, ds, true, qb, false, dkb, false);
+    gemm(s, hd, s, &ds, false, kb, false, dqb, false);
+    gemm(s, hd, s, &ds, true, qb, false, dkb, false);
 }
 
 #[cfg(test)]

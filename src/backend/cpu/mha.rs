@@ -52,7 +52,7 @@ fn merge_heads<F: Float>(heads: &[&[F]], d: &Dims) -> Vec<F> {
 /// `[B·S, H·hd]` and what the backward needs.
 pub fn fwd<F: Float>(qkv: &[F], mask: &[u8], d: &Dims, theta: f64) -> (Vec<F>, MhaSaved<F>) {
     let (hd, blk, half) = (d.hd, d.s * d.hd, d.hd / 2);
-    let tab = rope::table::<F>(d.s, hd, theta, 1.0);
+    let tab = rope::cached_table::<F>(d.s, hd, theta, 1.0);
     let sizes = [blk, blk, blk, d.s * d.s, blk];
     let [q, k, v, att, o] = alloc::par_pieces(d.b * d.h, sizes, |bh, [q, k, v, a, o]| {
         let (b, h) = (bh / d.h, bh % d.h);
@@ -73,18 +73,17 @@ pub fn fwd<F: Float>(qkv: &[F], mask: &[u8], d: &Dims, theta: f64) -> (Vec<F>, M
 pub fn bwd<F: Float>(saved: &MhaSaved<F>, dout: &[F], d: &Dims, theta: f64) -> Vec<F> {
     let (hd, blk, half) = (d.hd, d.s * d.hd, d.hd / 2);
     // The transpose of a rotation is the rotation by the opposite angle.
-    let tab = rope::table::<F>(d.s, hd, theta, -1.0);
+    let tab = rope::cached_table::<F>(d.s, hd, theta, -1.0);
     let [dq, dk, dv] = alloc::par_pieces(d.b * d.h, [blk; 3], |bh, [dq, dk, dv]| {
         let (b, h) = (bh / d.h, bh % d.h);
-        let mut dob = vec![F::ZERO; blk];
+        let mut dob = Vec::with_capacity(blk);
         for s in 0..d.s {
-            dob[s * hd..][..hd].copy_from_slice(&dout[row_at(d, 1, b, s, 0, h)..][..hd]);
+            dob.extend_from_slice(&dout[row_at(d, 1, b, s, 0, h)..][..hd]);
         }
-        let mut ds = vec![F::ZERO; d.s * d.s];
         let a = &saved.att[bh * d.s * d.s..][..d.s * d.s];
         let r = bh * blk..(bh + 1) * blk;
         let (q, k, v) = (&saved.q[r.clone()], &saved.k[r.clone()], &saved.v[r]);
-        attention::bwd_block(q, k, v, a, &dob, hd, &mut ds, dq, dk, dv);
+        attention::bwd_block(q, k, v, a, &dob, hd, dq, dk, dv);
         // Back through RoPE, row by row (dob is free again as scratch).
         let tmp = &mut dob[..hd];
         for g in [dq, dk] {

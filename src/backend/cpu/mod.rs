@@ -11,6 +11,7 @@ pub mod act;
 pub mod adamw;
 pub mod alloc;
 pub mod attention;
+pub mod attention_f32;
 pub mod backend;
 pub mod embedding;
 pub mod ffn;

@@ -1,6 +1,9 @@
 //! Rotary position embedding on `[B, S, H, hd]`, half-split convention
 //! (GPT-NeoX / HF LLaMA `rotate_half`): pairs are `(i, i + hd/2)`.
 
+use std::any::{Any, TypeId};
+use std::sync::{Arc, Mutex};
+
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
@@ -18,6 +21,39 @@ pub(super) fn table<F: Float>(seq: usize, hd: usize, theta: f64, sign: f64) -> V
             (F::from_f64(ang.cos()), F::from_f64(ang.sin()))
         })
         .collect()
+}
+
+/// [`table`], kept: the training engine's attention asks for the same two
+/// tables (forward and backward angles) at every layer of every step, and
+/// their `seq · hd/2` sines and cosines in f64, computed on the calling
+/// thread while the other workers wait, took about as long as a tiny
+/// model's attention blocks at S = 64. The last few tables asked for are
+/// kept, by float type, shape, theta and sign.
+pub(super) fn cached_table<F: Float>(
+    seq: usize,
+    hd: usize,
+    theta: f64,
+    sign: f64,
+) -> Arc<Vec<(F, F)>> {
+    type Key = (TypeId, usize, usize, u64, u64);
+    type Kept = Vec<(Key, Arc<dyn Any + Send + Sync>)>;
+    static KEPT: Mutex<Kept> = Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let key = (TypeId::of::<F>(), seq, hd, theta.to_bits(), sign.to_bits());
+    let mut kept = KEPT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(t) = kept
+        .iter()
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, t)| t.clone().downcast::<Vec<(F, F)>>().ok())
+    {
+        return t;
+    }
+    let t = Arc::new(table::<F>(seq, hd, theta, sign));
+    if kept.len() == KEEP {
+        kept.remove(0);
+    }
+    kept.push((key, t.clone()));
+    t
 }
 
 /// One head's vector `x` (`hd` long) rotated by one position's table row

@@ -76,12 +76,12 @@ pub fn fwd(
 /// Lanes of one f32 vector on AVX-512: every inner loop runs whole chunks
 /// of 16, so each is one vector operation (a loop of runtime length under 64
 /// would mostly run in the compiler's scalar remainder).
-const L: usize = 16;
+pub(crate) const L: usize = 16;
 
 /// Query rows computed together: each key (or value) vector loaded is used
 /// by R rows' multiply-adds instead of one (one row at a time, the loads
 /// matched the multiply-adds one for one).
-const R: usize = 4;
+pub(crate) const R: usize = 4;
 const _: () = assert!(L.is_multiple_of(R));
 
 /// Per-sequence scratch, padded to whole chunks with zeros: Q and V
@@ -156,7 +156,12 @@ unsafe fn head_avx512(
 /// (causal), then `e^(x - max)`. Returns 1 / their sum; a row that sees no
 /// key becomes zeros and returns 0 (the reference's zeros).
 #[inline(always)]
-fn softmax_row<const AVX: bool>(sc: &mut [f32], bias: &[f32], i: usize, scale: f32) -> f32 {
+pub(crate) fn softmax_row<const AVX: bool>(
+    sc: &mut [f32],
+    bias: &[f32],
+    i: usize,
+    scale: f32,
+) -> f32 {
     assert!(sc.len().is_multiple_of(L) && bias.len() == sc.len());
     #[cfg(target_arch = "x86_64")]
     if AVX {
@@ -229,21 +234,21 @@ unsafe fn softmax_row_avx512(sc: &mut [f32], bias: &[f32], i: usize, scale: f32)
 /// For each of `r` rows j: `out[j·os ..][..n] = sum over c < count of
 /// a[j·as_ + c] · x[c·xs ..][..n]`, n a multiple of L: a block's scores
 /// (a = its queries, x = Kᵀ) and outputs (a = its probabilities, x = V).
-struct Combine<'a> {
-    out: &'a mut [f32],
-    os: usize,
-    r: usize,
-    n: usize,
-    a: &'a [f32],
-    as_: usize,
-    count: usize,
-    x: &'a [f32],
-    xs: usize,
+pub(crate) struct Combine<'a> {
+    pub out: &'a mut [f32],
+    pub os: usize,
+    pub r: usize,
+    pub n: usize,
+    pub a: &'a [f32],
+    pub as_: usize,
+    pub count: usize,
+    pub x: &'a [f32],
+    pub xs: usize,
 }
 
 /// [`Combine`]'s sums; `AVX`: AVX-512 with the sums in registers.
 #[inline(always)]
-fn combine_block<const AVX: bool>(op: Combine) {
+pub(crate) fn combine_block<const AVX: bool>(op: Combine) {
     let Combine {
         r,
         n,

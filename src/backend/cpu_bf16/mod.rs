@@ -31,7 +31,7 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod amx;
-mod attention;
+pub(crate) mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx512;
 pub mod backend;
