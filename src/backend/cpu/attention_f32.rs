@@ -76,6 +76,33 @@ fn transpose(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], ld: usize) 
     }
 }
 
+/// `out [r][sp]`'s first `keys` columns (and the rest of their last
+/// 16-lane chunk) = `r` rows of `a` (`[·][hd]`) times a `[hd][sp]`
+/// transposed operand: scores `Q·Kᵀ` forward, `dO·Vᵀ` backward.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn against_transposed<const AVX: bool>(
+    out: &mut [f32],
+    sp: usize,
+    r: usize,
+    keys: usize,
+    a: &[f32],
+    hd: usize,
+    xt: &[f32],
+) {
+    combine_block::<AVX>(Combine {
+        out,
+        os: sp,
+        r,
+        n: keys.next_multiple_of(L),
+        a,
+        as_: hd,
+        count: hd,
+        x: xt,
+        xs: sp,
+    });
+}
+
 /// Forward of one block: `q`, `k`, `v` and `o` are `[S, hd]`, `a` the
 /// probabilities `[S, S]`, `m` the row's key mask `[S]`; `o` and `a`
 /// overwritten. `hd` must be [`supports`]ed.
@@ -115,6 +142,7 @@ unsafe fn fwd_avx512(
     fwd_impl::<true>(q, k, v, m, hd, o, a, scr)
 }
 
+/// Scores four query rows at a time, their softmax into `a`, then `P·V`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 fn fwd_impl<const AVX: bool>(
@@ -154,17 +182,7 @@ fn fwd_impl<const AVX: bool>(
         // Queries i0 .. i0 + r see keys 0 .. i0 + r at most (causal).
         let r = R.min(s - i0);
         let keys = i0 + r;
-        combine_block::<AVX>(Combine {
-            out: p,
-            os: sp,
-            r,
-            n: keys.next_multiple_of(L),
-            a: &q[i0 * hd..],
-            as_: hd,
-            count: hd,
-            x: kt,
-            xs: sp,
-        });
+        against_transposed::<AVX>(p, sp, r, keys, &q[i0 * hd..], hd, kt);
         for j in 0..r {
             let i = i0 + j;
             let ni = (i + 1).next_multiple_of(L);
@@ -270,17 +288,7 @@ fn bwd_impl<const AVX: bool>(
     for i0 in (0..s).step_by(R) {
         let r = R.min(s - i0);
         let keys = i0 + r;
-        combine_block::<AVX>(Combine {
-            out: dp,
-            os: sp,
-            r,
-            n: keys.next_multiple_of(L),
-            a: &dob[i0 * hd..],
-            as_: hd,
-            count: hd,
-            x: vt,
-            xs: sp,
-        });
+        against_transposed::<AVX>(dp, sp, r, keys, &dob[i0 * hd..], hd, vt);
         for j in 0..r {
             let i = i0 + j;
             let (pr, dpr) = (&a[i * s..][..=i], &dp[j * sp..][..=i]);
