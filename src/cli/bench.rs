@@ -22,6 +22,7 @@ mod chart;
 /// Classification end to end and under load (`bench classify`).
 pub mod classify;
 /// The bf16 CPU engine's GEMM: GFLOP/s and share of the bf16 peak (`bench cpu-gemm`).
+pub mod cpu_attention;
 pub mod cpu_gemm;
 /// Entries of the tensor-core GEMMs (TFLOP/s).
 mod gemm_kernels;
@@ -91,6 +92,9 @@ pub enum What {
     /// The bf16 CPU engine's GEMM at the tiny model's shapes: GFLOP/s and
     /// share of the measured bf16 peak, beside the f32 GEMM.
     CpuGemm(cpu_gemm::CpuGemmArgs),
+    /// The CPU training engine's attention blocks, forward and backward: the
+    /// vector loops beside the gemm blocks, GFLOP/s and share of the f32 peak.
+    CpuAttention(cpu_attention::CpuAttentionArgs),
 }
 
 #[derive(clap::Args, Debug)]
@@ -141,6 +145,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         What::Model(m) => model::run(m),
         What::Classify(c) => classify::run(c),
         What::CpuGemm(g) => cpu_gemm::run(g),
+        What::CpuAttention(c) => cpu_attention::run(c),
     }
 }
 

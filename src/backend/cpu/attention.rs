@@ -61,7 +61,7 @@ pub(super) fn fwd_block<F: Float>(
 }
 
 /// [`fwd_block`] on `gemm` products: any float, any head size.
-pub(super) fn fwd_block_gemm<F: Float>(
+pub fn fwd_block_gemm<F: Float>(
     qb: &[F],
     kb: &[F],
     vb: &[F],
@@ -159,7 +159,7 @@ pub(super) fn bwd_block<F: Float>(
 
 /// [`bwd_block`] on `gemm` products: any float, any head size.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn bwd_block_gemm<F: Float>(
+pub fn bwd_block_gemm<F: Float>(
     qb: &[F],
     kb: &[F],
     vb: &[F],

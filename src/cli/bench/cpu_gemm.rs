@@ -80,7 +80,7 @@ const WARM_UP_S: f64 = 0.3;
 /// untimed ones), in ms. Both are kept: on a shared VM the median moves
 /// with the neighbours' load, the fastest call shows what the code does
 /// when left alone.
-fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
+pub(super) fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     // Warm up for a while, not once: the first shape timed after one
     // warm-up call ran at half speed for most of its calls (qkv at 35 % of
     // the peak, 74 % when timed again later in the same run, EPYC VM).
@@ -99,7 +99,7 @@ fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     (t[t.len() / 2], t[0])
 }
 
-fn values(n: usize) -> Vec<f32> {
+pub(super) fn values(n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 7919 % 1001) as f32 - 500.0) / 1000.0)
         .collect()
