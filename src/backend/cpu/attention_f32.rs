@@ -30,7 +30,7 @@ pub fn supports(hd: usize) -> bool {
 /// blocks of `attention.rs` are faster than these loops compiled for the
 /// baseline target).
 pub fn fast() -> bool {
-    std::env::var_os("NOFAST").is_none() && super::simd::avx512()
+    super::simd::avx512()
 }
 
 /// Per-thread buffers, grown as needed and never cleared: every element a
