@@ -6,7 +6,10 @@
 //! and V rows from the fused projection (rotating Q and K on the way), so
 //! nothing is split, rotated or transposed whole on the calling thread (that
 //! serial copying and zero filling was about 5 % of a training step's
-//! samples at tiny, while the other core waited).
+//! samples at tiny, while the other core waited), and writes its output
+//! (forward) or its Q, K and V gradients (backward) straight into their
+//! rows of the merged tensor: one parallel pass per call, not a second one
+//! to merge the heads.
 
 use super::alloc;
 use super::attention::{self, Dims};
@@ -28,24 +31,55 @@ fn row_at(d: &Dims, parts: usize, b: usize, s: usize, p: usize, h: usize) -> usi
     (b * d.s + s) * parts * w + p * w + h * d.hd
 }
 
-/// `[B, H, S, hd]` tensors -> the `parts` blocks of `[B·S, parts·H·hd]` rows,
-/// in parallel over the rows.
-fn merge_heads<F: Float>(heads: &[&[F]], d: &Dims) -> Vec<F> {
-    let parts = heads.len();
-    alloc::par_written(
-        d.b * d.s * parts * d.h * d.hd,
-        parts * d.h * d.hd,
-        |bs, row| {
-            let (b, s) = (bs / d.s, bs % d.s);
-            for (p, x) in heads.iter().enumerate() {
-                for h in 0..d.h {
-                    let dst = row_at(d, parts, 0, 0, p, h);
-                    let src = ((b * d.h + h) * d.s + s) * d.hd;
-                    row[dst..dst + d.hd].copy_from_slice(&x[src..src + d.hd]);
-                }
+/// A `[B·S, parts·H·hd]` tensor not yet written, which the (batch row,
+/// head) blocks fill in parallel: block `(b, h)` writes head `h`'s vectors
+/// of rows `b·S ..` in every part, and no other block touches them. Writing
+/// there straight from each block replaces a merge of head-major tensors
+/// afterwards (a second parallel pass over all of them).
+struct Merged<F> {
+    buf: Vec<std::mem::MaybeUninit<F>>,
+}
+
+/// The merged tensor's base pointer, shared by the blocks.
+struct Rows<F>(*mut std::mem::MaybeUninit<F>);
+// SAFETY: each block writes only its own (rows, head) vectors through it.
+unsafe impl<F> Sync for Rows<F> {}
+
+impl<F: Float> Merged<F> {
+    fn new(d: &Dims, parts: usize) -> Self {
+        Merged {
+            buf: alloc::uninit(d.b * d.s * parts * d.h * d.hd),
+        }
+    }
+
+    fn rows(&mut self) -> Rows<F> {
+        Rows(self.buf.as_mut_ptr())
+    }
+
+    /// # Safety
+    /// Every block wrote all of its vectors ([`write_block`]).
+    unsafe fn assume_written(self) -> Vec<F> {
+        // SAFETY: the caller's contract: every (row, part, head) written.
+        unsafe { alloc::assume_init(self.buf) }
+    }
+}
+
+/// Writes block `(b, h)`'s head-major `[S, hd]` tensors, one per part, into
+/// their rows of the merged tensor at `rows`.
+///
+/// # Safety
+/// `rows` is the base of a live `[B·S, heads.len()·H·hd]` buffer; no other
+/// thread writes block `(b, h)`'s vectors.
+unsafe fn write_block<F: Float>(rows: &Rows<F>, d: &Dims, b: usize, h: usize, heads: &[&[F]]) {
+    for (p, x) in heads.iter().enumerate() {
+        for (s, v) in x.chunks_exact(d.hd).enumerate() {
+            // SAFETY: the caller's contract; the vector lies inside the buffer.
+            unsafe {
+                let dst = rows.0.add(row_at(d, heads.len(), b, s, p, h));
+                std::ptr::copy_nonoverlapping(v.as_ptr(), dst.cast::<F>(), d.hd);
             }
-        },
-    )
+        }
+    }
 }
 
 /// `qkv` is `[B·S, 3·H·hd]` (Q, K, V blocks per row); returns the output
@@ -53,8 +87,10 @@ fn merge_heads<F: Float>(heads: &[&[F]], d: &Dims) -> Vec<F> {
 pub fn fwd<F: Float>(qkv: &[F], mask: &[u8], d: &Dims, theta: f64) -> (Vec<F>, MhaSaved<F>) {
     let (hd, blk, half) = (d.hd, d.s * d.hd, d.hd / 2);
     let tab = rope::cached_table::<F>(d.s, hd, theta, 1.0);
-    let sizes = [blk, blk, blk, d.s * d.s, blk];
-    let [q, k, v, att, o] = alloc::par_pieces(d.b * d.h, sizes, |bh, [q, k, v, a, o]| {
+    let mut out = Merged::new(d, 1);
+    let rows = out.rows();
+    let sizes = [blk, blk, blk, d.s * d.s];
+    let [q, k, v, att] = alloc::par_pieces(d.b * d.h, sizes, |bh, [q, k, v, a]| {
         let (b, h) = (bh / d.h, bh % d.h);
         for s in 0..d.s {
             let cs = &tab[s * half..][..half];
@@ -64,17 +100,24 @@ pub fn fwd<F: Float>(qkv: &[F], mask: &[u8], d: &Dims, theta: f64) -> (Vec<F>, M
             rope::rotate_row(part(1), cs, &mut k[at.clone()]);
             v[at].copy_from_slice(part(2));
         }
-        attention::fwd_block(q, k, v, &mask[b * d.s..(b + 1) * d.s], hd, o, a);
+        let mut o = vec![F::ZERO; blk];
+        attention::fwd_block(q, k, v, &mask[b * d.s..(b + 1) * d.s], hd, &mut o, a);
+        // SAFETY: block (b, h) is this task's alone; `out` outlives the tasks.
+        unsafe { write_block(&rows, d, b, h, &[&o]) };
     });
-    (merge_heads(&[&o], d), MhaSaved { q, k, v, att })
+    // SAFETY: every block wrote its vectors.
+    (unsafe { out.assume_written() }, MhaSaved { q, k, v, att })
 }
 
 /// The gradient of `qkv` (`[B·S, 3·H·hd]`).
 pub fn bwd<F: Float>(saved: &MhaSaved<F>, dout: &[F], d: &Dims, theta: f64) -> Vec<F> {
+    use rayon::prelude::*;
     let (hd, blk, half) = (d.hd, d.s * d.hd, d.hd / 2);
     // The transpose of a rotation is the rotation by the opposite angle.
     let tab = rope::cached_table::<F>(d.s, hd, theta, -1.0);
-    let [dq, dk, dv] = alloc::par_pieces(d.b * d.h, [blk; 3], |bh, [dq, dk, dv]| {
+    let mut dqkv = Merged::new(d, 3);
+    let rows = dqkv.rows();
+    (0..d.b * d.h).into_par_iter().for_each(|bh| {
         let (b, h) = (bh / d.h, bh % d.h);
         let mut dob = Vec::with_capacity(blk);
         for s in 0..d.s {
@@ -83,17 +126,23 @@ pub fn bwd<F: Float>(saved: &MhaSaved<F>, dout: &[F], d: &Dims, theta: f64) -> V
         let a = &saved.att[bh * d.s * d.s..][..d.s * d.s];
         let r = bh * blk..(bh + 1) * blk;
         let (q, k, v) = (&saved.q[r.clone()], &saved.k[r.clone()], &saved.v[r]);
+        let mut g = vec![F::ZERO; 3 * blk];
+        let (dq, rest) = g.split_at_mut(blk);
+        let (dk, dv) = rest.split_at_mut(blk);
         attention::bwd_block(q, k, v, a, &dob, hd, dq, dk, dv);
         // Back through RoPE, row by row (dob is free again as scratch).
         let tmp = &mut dob[..hd];
-        for g in [dq, dk] {
+        for g in [&mut *dq, &mut *dk] {
             for (s, row) in g.chunks_exact_mut(hd).enumerate() {
                 tmp.copy_from_slice(row);
                 rope::rotate_row(tmp, &tab[s * half..][..half], row);
             }
         }
+        // SAFETY: block (b, h) is this task's alone; `dqkv` outlives the tasks.
+        unsafe { write_block(&rows, d, b, h, &[dq, dk, dv]) };
     });
-    merge_heads(&[&dq, &dk, &dv], d)
+    // SAFETY: every block wrote its vectors of all three parts.
+    unsafe { dqkv.assume_written() }
 }
 
 #[cfg(test)]
