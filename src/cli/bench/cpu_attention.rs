@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::cpu_gemm::{timings_ms, values};
+use super::cpu_gemm::{pct, timings_ms, values};
 use crate::backend::cpu::{attention, attention_f32};
 
 #[derive(clap::Args, Debug)]
@@ -170,9 +170,6 @@ pub fn run(a: CpuAttentionArgs) -> anyhow::Result<()> {
                     let (gflops, best_gflops) = (flops / ms / 1e6, flops / best_ms / 1e6);
                     let share = peak.map(|p| gflops / p);
                     let best_share = peak.map(|p| best_gflops / p);
-                    let pct = |x: Option<f64>| {
-                        x.map_or(String::new(), |x| format!(" ({:.0} %)", x * 100.0))
-                    };
                     eprintln!(
                         "{config:>5} b {:>3} h {h} s {s:>3} hd {hd:>3} {blocks:>6} {pass:>8}: median {ms:>8.3} ms {gflops:>6.1} GFLOP/s{}, best {best_gflops:>6.1}{}",
                         a.batch,

@@ -99,6 +99,11 @@ pub(super) fn timings_ms(iters: usize, mut f: impl FnMut()) -> (f64, f64) {
     (t[t.len() / 2], t[0])
 }
 
+/// A share of a peak as ` (NN %)`, nothing where there is no peak.
+pub(super) fn pct(share: Option<f64>) -> String {
+    share.map_or(String::new(), |s| format!(" ({:.0} %)", s * 100.0))
+}
+
 pub(super) fn values(n: usize) -> Vec<f32> {
     (0..n)
         .map(|i| ((i * 7919 % 1001) as f32 - 500.0) / 1000.0)
@@ -196,8 +201,6 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
             let (gflops, best_gflops) = (flops / ms / 1e6, flops / best_ms / 1e6);
             let share = ceiling.map(|p| gflops / p);
             let best_share = ceiling.map(|p| best_gflops / p);
-            let pct =
-                |s: Option<f64>| s.map_or(String::new(), |s| format!(" ({:.0} %)", s * 100.0));
             eprintln!(
                 "{name:>22} m {m:>5} n {cols:>4} k {k:>4} {kernel:>12}: median {ms:>8.3} ms {gflops:>6.1} GFLOP/s{}, best {best_gflops:>6.1}{}",
                 pct(share),
