@@ -46,15 +46,21 @@ pub fn global_grad_norm(params: &[Param]) -> f64 {
 /// caller can see and skip the step).
 pub fn clip_grad_norm(params: &mut [Param], max_norm: f64) -> f64 {
     let norm = global_grad_norm(params);
-    if norm.is_finite() && norm > max_norm {
-        // Same small epsilon as torch.nn.utils.clip_grad_norm_.
-        let scale = (max_norm / (norm + 1e-6)) as f32;
+    if let Some(scale) = clip_scale(norm, max_norm) {
         params
             .par_iter_mut()
             .flat_map(|p| p.grad.par_chunks_mut(CHUNK))
             .for_each(|c| c.iter_mut().for_each(|g| *g *= scale));
     }
     norm
+}
+
+/// The factor that brings gradients of global norm `norm` within
+/// `max_norm`, or `None` when they are within it already (or the norm is not
+/// finite: the caller sees it and skips the step).
+pub fn clip_scale(norm: f64, max_norm: f64) -> Option<f32> {
+    // Same small epsilon as torch.nn.utils.clip_grad_norm_.
+    (norm.is_finite() && norm > max_norm).then(|| (max_norm / (norm + 1e-6)) as f32)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -90,8 +96,9 @@ pub fn adamw_update(
     cfg: &AdamWConfig,
     weight_decay: f32,
     step: u32,
+    grad_scale: f32,
 ) {
-    crate::backend::cpu::adamw::step(
+    crate::backend::cpu::adamw::step_scaled(
         p,
         g,
         m,
@@ -102,6 +109,7 @@ pub fn adamw_update(
         cfg.eps,
         weight_decay,
         step,
+        grad_scale,
     );
 }
 
@@ -162,6 +170,19 @@ impl AdamW {
     /// One update of every parameter with base learning rate `lr` (from the
     /// schedule); each parameter uses `lr * group_lr[group]`.
     pub fn step(&mut self, params: &mut [Param], lr: f32) -> Result<(), OptimError> {
+        self.step_scaled(params, lr, 1.0)
+    }
+
+    /// [`AdamW::step`] on every gradient times `grad_scale` ([`clip_scale`]'s
+    /// factor): the update [`clip_grad_norm`] then [`AdamW::step`] make, bit
+    /// for bit, in one pass over the gradients instead of two (the gradients
+    /// themselves stay unscaled).
+    pub fn step_scaled(
+        &mut self,
+        params: &mut [Param],
+        lr: f32,
+        grad_scale: f32,
+    ) -> Result<(), OptimError> {
         self.check(params)?;
         self.step += 1;
         let (cfg, step, group_lr) = (&self.cfg, self.step, &self.group_lr);
@@ -178,7 +199,7 @@ impl AdamW {
                     .zip(m.par_chunks_mut(CHUNK))
                     .zip(v.par_chunks_mut(CHUNK))
                     .for_each(|(((pc, gc), mc), vc)| {
-                        adamw_update(pc, gc, mc, vc, lr_p, cfg, wd, step)
+                        adamw_update(pc, gc, mc, vc, lr_p, cfg, wd, step, grad_scale)
                     });
             });
         Ok(())
@@ -249,6 +270,51 @@ mod tests {
         }
         for (got, want) in params[0].value.iter().zip(&want) {
             assert!((*got as f64 - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+
+    /// Clipping folded into AdamW's pass updates exactly as clipping the
+    /// gradients first: weights and both moments, bit for bit, over steps
+    /// that clip and a step that does not.
+    #[test]
+    fn step_scaled_equals_clipping_then_stepping() {
+        let mk = || {
+            vec![
+                Param::new(
+                    "a.w",
+                    vec![3, 7],
+                    (0..21).map(|i| i as f32 * 0.1).collect(),
+                    0,
+                )
+                .unwrap(),
+                Param::new("b", vec![5], vec![0.3; 5], 0).unwrap(),
+            ]
+        };
+        let (mut clipped, mut fused) = (mk(), mk());
+        let mut o1 = AdamW::new(AdamWConfig::default(), &clipped);
+        let mut o2 = o1.clone();
+        for (t, max_norm) in [(1, 0.5), (2, 1.0), (3, 1e9)] {
+            for (ps, seed) in [(&mut clipped, t), (&mut fused, t)] {
+                for (j, p) in ps.iter_mut().enumerate() {
+                    for (i, g) in p.grad.iter_mut().enumerate() {
+                        *g = ((i * 7 + j * 3 + seed) % 11) as f32 * 0.37 - 1.7;
+                    }
+                }
+            }
+            let n1 = clip_grad_norm(&mut clipped, max_norm);
+            o1.step(&mut clipped, 0.01).unwrap();
+            let n2 = global_grad_norm(&fused);
+            let scale = clip_scale(n2, max_norm);
+            assert_eq!(scale.is_some(), max_norm < 1e9, "step {t} clips");
+            o2.step_scaled(&mut fused, 0.01, scale.unwrap_or(1.0))
+                .unwrap();
+            assert_eq!(n1, n2);
+            let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            for (i, (a, b)) in clipped.iter().zip(&fused).enumerate() {
+                assert_eq!(bits(&a.value), bits(&b.value), "step {t}: {}", a.name);
+                assert_eq!(bits(&o1.m[i]), bits(&o2.m[i]), "step {t}: m");
+                assert_eq!(bits(&o1.v[i]), bits(&o2.v[i]), "step {t}: v");
+            }
         }
     }
 

@@ -1,7 +1,7 @@
 //! One optimisation step shared by pretraining and fine-tuning:
 //! forward on the tape, backward, global-norm clipping, AdamW.
 
-use super::optim::{AdamW, Param, clip_grad_norm, zero_grads};
+use super::optim::{AdamW, Param, clip_scale, global_grad_norm, zero_grads};
 use crate::autograd::profile::{Pass, timed};
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
@@ -47,14 +47,16 @@ pub fn train_step(
     timed("zero_grad", Pass::Optimizer, || zero_grads(params));
     tape.backward(f.loss, params)?;
     timed("free_tape", Pass::Backward, || drop(tape));
-    let grad_norm = timed("clip_norm", Pass::Optimizer, || {
-        clip_grad_norm(params, clip)
-    });
+    let grad_norm = timed("clip_norm", Pass::Optimizer, || global_grad_norm(params));
     anyhow::ensure!(
         grad_norm.is_finite(),
         "gradient norm is {grad_norm}: training diverged (try a lower --lr)"
     );
-    timed("adamw", Pass::Optimizer, || opt.step(params, lr))?;
+    // Clipping's factor goes into AdamW's pass rather than a pass of its own.
+    let scale = clip_scale(grad_norm, clip).unwrap_or(1.0);
+    timed("adamw", Pass::Optimizer, || {
+        opt.step_scaled(params, lr, scale)
+    })?;
     Ok(StepStats {
         loss: f.task_loss,
         aux: f.aux,

@@ -16,7 +16,28 @@ pub fn step(
     weight_decay: f32,
     step: u32,
 ) {
-    let h = Hyper::new(lr, beta1, beta2, eps, weight_decay, step);
+    step_scaled(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, 1.0)
+}
+
+/// [`step`] on the gradient times `grad_scale` (global-norm clipping's
+/// factor), rounded to f32 as a separate scaling pass would store it: the
+/// same bits as scaling `g` first, without writing and reading it again.
+#[allow(clippy::too_many_arguments)]
+pub fn step_scaled(
+    p: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    step: u32,
+    grad_scale: f32,
+) {
+    let mut h = Hyper::new(lr, beta1, beta2, eps, weight_decay, step);
+    h.grad_scale = grad_scale;
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
         // SAFETY: the CPU has AVX-512F.
@@ -26,9 +47,11 @@ pub fn step(
     step_loop(p, g, m, v, &h);
 }
 
-/// A step's constants (`bc1`, `bc2`: the bias corrections).
+/// A step's constants (`bc1`, `bc2`: the bias corrections; `grad_scale`:
+/// the clipping factor, 1 when the norm is within bounds).
 struct Hyper {
     lr: f32,
+    grad_scale: f32,
     beta1: f32,
     beta2: f32,
     eps: f32,
@@ -41,6 +64,7 @@ impl Hyper {
     fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, step: u32) -> Hyper {
         Hyper {
             lr,
+            grad_scale: 1.0,
             beta1,
             beta2,
             eps,
@@ -58,6 +82,7 @@ fn step_loop(p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32], h: &Hyper) 
         "adamw: parameter, gradient and moments differ in length"
     );
     for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
+        let g = g * h.grad_scale;
         *m = h.beta1 * *m + (1.0 - h.beta1) * g;
         *v = h.beta2 * *v + (1.0 - h.beta2) * g * g;
         let mh = *m / h.bc1;
