@@ -56,8 +56,16 @@ pub fn fwd(
     let e_down = e_down.packed(OP, n, Layout::Plain)?;
 
     // Router in f32: the reference layer's, from logits computed row by
-    // row (`row_dots`: a token's routing does not depend on its batch).
-    let logits = row_dots(kernel, z, t, d, router_w, n);
+    // row (`row_dots`: a token's routing does not depend on its batch),
+    // together with the shared expert's gate logit (one pass over z; each
+    // output's sum is the same alone or beside the others).
+    let stacked: Vec<f32> = router_w.iter().chain(gate_w).copied().collect();
+    let both = row_dots(kernel, z, t, d, &stacked, n + 1);
+    let (mut logits, mut gl) = (Vec::with_capacity(t * n), Vec::with_capacity(t));
+    for row in both.chunks_exact(n + 1) {
+        logits.extend_from_slice(&row[..n]);
+        gl.push(row[n]);
+    }
     let router::Routed {
         topk_idx,
         topk_w,
@@ -66,7 +74,6 @@ pub fn fwd(
     } = router::route_logits(&logits, (t, n, k), Some(mask));
 
     // Shared expert and its per-token gate.
-    let gl = row_dots(kernel, z, t, d, gate_w, 1);
     let mut g = vec![0f32; t];
     act::sigmoid_fwd(&gl, &mut g);
     debug_assert_eq!(s_pair.n, sf);
