@@ -890,9 +890,11 @@ fn xent_with_ignored_targets() {
     });
 }
 
+/// In one block of rows, and in blocks of 64 rows (the last one partial),
+/// as the paper's shapes run (base at batch 64: 16 blocks of 2,048 rows).
 #[test]
 fn lm_head_xent_tied_table() {
-    let (t, d, vocab) = (37, 64, 72);
+    let (t, d, vocab) = (150, 64, 72);
     let mut r = Rng::new(17);
     let h = r.vec(t * d, 1.0);
     let table = param("tok_embed", vec![vocab, d], r.vec(vocab * d, 0.5));
@@ -915,28 +917,44 @@ fn lm_head_xent_tied_table() {
         .unwrap();
     let params = [table.clone()];
     on_gpus("lm_head_xent", |g| {
-        let ((loss, dh), grads) = with_store(g, &params, |v, mut gr| {
-            let th = up(g, &h)?;
-            let (loss, saved) = g.lm_head_xent_fwd(&th, v[0], d, &targets, IGNORE)?;
-            let dh = g.lm_head_xent_bwd(&th, v[0], d, &targets, &saved, dloss, &mut *gr[0])?;
-            Ok((loss, host(g, &dh)?))
-        })?;
-        // The logits are rounded to bf16 before the loss: ONE per logit.
-        check(g, "lm_head_xent_fwd loss", &[loss], &[want_loss], ONE)?;
-        check(g, "lm_head_xent_bwd dh", &dh, &want_dh, CHAIN)?;
-        check(
-            g,
-            "lm_head_xent_bwd dtable",
-            &grads[0].grad,
-            &want_dt,
-            CHAIN,
-        )?;
-        let ignored = dh
-            .chunks(d)
-            .zip(&targets)
-            .filter(|(_, y)| **y == IGNORE)
-            .all(|(row, _)| row.iter().all(|&x| x == 0.0));
-        ensure!(ignored, "ignored rows have a gradient");
+        // The default block holds all 150 rows; 64-row blocks make three.
+        for (what, g) in [
+            ("one block", g.clone()),
+            (
+                "blocks of 64 rows",
+                g.clone().with_lm_head_block(64 * vocab),
+            ),
+        ] {
+            let io = (&h[..], &targets[..], &params[..], dloss);
+            lm_head_against_cpu(&g, io, (want_loss, &want_dh, &want_dt)).context(what)?;
+        }
         Ok(())
     });
+}
+
+/// [`lm_head_xent_tied_table`]'s check on one engine: `h`, `targets`, the
+/// table and `dloss` in, the CPU engine's loss, `dh` and `dtable` expected.
+fn lm_head_against_cpu(
+    g: &Gpu,
+    (h, targets, params, dloss): (&[f32], &[u32], &[Param], f32),
+    (want_loss, want_dh, want_dt): (f32, &[f32], &[f32]),
+) -> Result<()> {
+    let d = params[0].shape[1];
+    let ((loss, dh), grads) = with_store(g, params, |v, mut gr| {
+        let th = up(g, h)?;
+        let (loss, saved) = g.lm_head_xent_fwd(&th, v[0], d, targets, IGNORE)?;
+        let dh = g.lm_head_xent_bwd(&th, v[0], d, targets, &saved, dloss, &mut *gr[0])?;
+        Ok((loss, host(g, &dh)?))
+    })?;
+    // The logits are rounded to bf16 before the loss: ONE per logit.
+    check(g, "lm_head_xent_fwd loss", &[loss], &[want_loss], ONE)?;
+    check(g, "lm_head_xent_bwd dh", &dh, want_dh, CHAIN)?;
+    check(g, "lm_head_xent_bwd dtable", &grads[0].grad, want_dt, CHAIN)?;
+    let ignored = dh
+        .chunks(d)
+        .zip(targets)
+        .filter(|(_, y)| **y == IGNORE)
+        .all(|(row, _)| row.iter().all(|&x| x == 0.0));
+    ensure!(ignored, "ignored rows have a gradient");
+    Ok(())
 }

@@ -12,8 +12,9 @@ use crate::backend::gpu::ops::gemm::{self, Mat};
 use crate::backend::gpu::ops::xent;
 use crate::engine::{OpContext, OpResult};
 
-/// Logits per block: at most this many elements (256 MiB of bf16).
-const BLOCK_ELEMS: usize = 1 << 27;
+/// Logits per block: at most this many elements (256 MiB of bf16), unless
+/// [`Gpu::with_lm_head_block`] says otherwise.
+pub(super) const BLOCK_ELEMS: usize = 1 << 27;
 
 /// What the backward needs besides its inputs: the count of rows with a
 /// target (the mean's denominator).
@@ -22,9 +23,9 @@ pub struct GpuLmHeadSaved {
     ignore: u32,
 }
 
-/// Row blocks `(start, rows)` of at most [`BLOCK_ELEMS`] logits, 64-row multiples.
-fn blocks(t: usize, vocab: usize) -> Vec<(usize, usize)> {
-    let rows = (BLOCK_ELEMS / vocab.max(1) / 64 * 64).max(64);
+/// Row blocks `(start, rows)` of at most `elems` logits, 64-row multiples.
+fn blocks(t: usize, vocab: usize, elems: usize) -> Vec<(usize, usize)> {
+    let rows = (elems / vocab.max(1) / 64 * 64).max(64);
     (0..t).step_by(rows).map(|s| (s, rows.min(t - s))).collect()
 }
 
@@ -65,7 +66,7 @@ pub(super) fn fwd(
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
     let (t, vocab) = (targets.len(), tb.len() / d);
     let losses = g.alloc_f32(t, op)?;
-    for blk in blocks(t, vocab) {
+    for blk in blocks(t, vocab, g.lm_head_block) {
         let (start, rows) = blk;
         let lg = logits(g, hb, tb, d, vocab, blk, op)?;
         let tg = g.ex.upload(&targets[start..start + rows]).op(op)?;
@@ -101,7 +102,7 @@ pub(super) fn bwd(
     };
     let ignore = saved.ignore;
     let dh = g.alloc_bf16(t * d, op)?;
-    for blk in blocks(t, vocab) {
+    for blk in blocks(t, vocab, g.lm_head_block) {
         let (start, rows) = blk;
         let lg = logits(g, hb, tb, d, vocab, blk, op)?;
         let tg = g.ex.upload(&targets[start..start + rows]).op(op)?;

@@ -49,6 +49,8 @@ const EPS: f32 = 1e-6;
 pub struct Gpu {
     ex: Executor,
     staged: Rc<RefCell<Staged>>,
+    /// Most logits the LM head holds at once (a block of rows).
+    lm_head_block: usize,
 }
 
 /// The batch of the current step, on the device, with its host copy (an op
@@ -65,7 +67,18 @@ impl Gpu {
         Gpu {
             ex: ex.with_pool(),
             staged: Rc::default(),
+            lm_head_block: lm_head::BLOCK_ELEMS,
         }
+    }
+
+    /// The LM head computes at most `elems` logits at a time (rounded down
+    /// to whole blocks of 64 rows, at least one; default 2^27, 256 MiB of
+    /// bf16). Only the memory it holds changes, not the values: tests set
+    /// a small one so that a micro batch runs in several blocks, as the
+    /// paper's shapes do (base at batch 64: 16 blocks).
+    pub fn with_lm_head_block(mut self, elems: usize) -> Gpu {
+        self.lm_head_block = elems;
+        self
     }
 
     pub fn executor(&self) -> &Executor {
