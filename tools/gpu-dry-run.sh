@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Pre-flight for a GPU run, without a GPU: `tmoe bench model --device cuda`
-# at the real shapes (base, sequence 512) on the fake CUDA driver in dry mode
+# at the real shapes (base, sequence 512), and the other benchmarks
+# tools/gpu-check.sh runs, on the fake CUDA driver in dry mode
 # (cuda/sim/fake_driver.cpp: nothing executes; every launch is checked
 # against a GPU's limits and device memory is counted against an H200's
 # 143,771 MiB). What it measures is the engine's device memory (the caching
@@ -17,19 +18,29 @@ mkdir -p "$out"
 export PATH="$root/.cuda-toolchain/bin:$PATH"
 cargo build --release --quiet --features cuda --bin tmoe
 export TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1
-run() { # name, then bench model arguments
-  local name="$1"; shift
+run() { # name, model|classify, then its arguments
+  local name="$1" what="$2"; shift 2
   {
     echo "# date: $(date -u +%FT%TZ)"
     echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); fake CUDA driver, dry (no execution): only memory figures mean anything"
-    echo "\$ TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1 tmoe bench model --device cuda $* --out $name.json"
-    "$root/target/release/tmoe" bench model --device cuda "$@" --out "$out/$name.json" --force 2>&1 >/dev/null
+    echo "\$ TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1 tmoe bench $what --device cuda $* --out $name.json"
+    "$root/target/release/tmoe" bench "$what" --device cuda "$@" --out "$out/$name.json" --force 2>&1 >/dev/null
   } | tee "$out/$name.txt"
+  # The charts would show the host's times as if they were the device's.
+  rm -f "$out/$name.png"
 }
-run bench-model-base-dry --config base --seq 512 --batch 8,16,32,64 --iters 1
-run bench-model-base-train-dry --config base --seq 512 --batch 8,16 --train --iters 1
-# The charts would show the host's times as if they were the device's.
-rm -f "$out"/bench-model-base-dry.png "$out"/bench-model-base-train-dry.png
+run bench-model-base-dry model --config base --seq 512 --batch 8,16,32,64 --iters 1
+run bench-model-base-train-dry model --config base --seq 512 --batch 8,16 --train --iters 1
+# The other shapes tools/gpu-check.sh runs on a GPU: their launches are
+# checked here too (tiny at its GPU batch sizes; classification end to end
+# at its GPU batch, 1,024 flows, on small synthesised sets; the classify
+# rows' times and memory are the host's alone).
+run bench-model-tiny-dry model --config tiny --seq 64 --batch 64,256,1024 --iters 1
+run bench-classify-tiny-dry classify --config tiny --one-flow-files 300 --synth-flows 20000 \
+  --work "$out/work-classify"
+run bench-classify-base-dry classify --config base --no-stream --one-flow-files 300 \
+  --synth-flows 20000 --work "$out/work-classify"
+rm -rf "$out/work-classify"
 python3 - "$out" <<'PY' | tee "$out/summary.txt"
 import json, sys
 out = sys.argv[1]
