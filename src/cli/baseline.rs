@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use anyhow::Result;
 
 use crate::baseline::{BaselineOpts, Method, run as run_baseline};
+use crate::cli::args;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
@@ -23,11 +24,11 @@ pub struct Args {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Random forest trees (appscanner).
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = args::count_u16, default_value_t = 100)]
     pub trees: u16,
     /// Neighbours (knn); 1 also answers "does a test flow's nearest training
     /// flow share its label?".
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, value_parser = args::count, default_value_t = 1)]
     pub neighbours: usize,
     #[arg(long, default_value_t = 1)]
     pub seed: u64,

@@ -14,6 +14,7 @@ use serde::Serialize;
 
 use crate::backend::gpu::ops::{embed, rmsnorm};
 use crate::backend::gpu::{Executor, executor::DeviceInfo};
+use crate::cli::args;
 
 /// Entries of the attention kernels (FlashAttention-2 forward and backward).
 mod attention_kernels;
@@ -118,7 +119,7 @@ pub struct KernelArgs {
     #[arg(long)]
     pub filter: Option<String>,
     /// Timed repetitions per kernel (median reported).
-    #[arg(long, default_value_t = 50)]
+    #[arg(long, value_parser = args::count, default_value_t = 50)]
     pub iters: usize,
     /// Print the results as JSON on stdout.
     #[arg(long)]
@@ -163,7 +164,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     // On the simulator: a launch-path smoke at a small shape, one iteration, no GB/s claims.
     let (rows, d, vocab, iters) = if ex.is_gpu() {
         let c = gpu_model();
-        (GPU_BATCH * GPU_SEQ, c.d, c.vocab, args.iters.max(1))
+        (GPU_BATCH * GPU_SEQ, c.d, c.vocab, args.iters)
     } else {
         (64, 96, 1000, 1)
     };

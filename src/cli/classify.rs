@@ -12,6 +12,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use crate::cli::args;
 use crate::engine::{Device, Precision};
 use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
@@ -63,7 +64,7 @@ pub struct Args {
     pub min_packets: Option<usize>,
     /// Flows per model call, batched across captures (default: 64 on the
     /// CPU, 1024 on a GPU, where small batches leave it idle).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub batch: Option<usize>,
     /// Engine that runs the model: cpu, cuda (a GPU; needs --features cuda)
     /// or sim (the GPU engine in the simulator: slow, for checks).
@@ -77,14 +78,14 @@ pub struct Args {
     pub precision: Precision,
     /// Flows open at once per capture (and in the stream); beyond it the least
     /// recently active flow ends early and is counted (default 1,000,000).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub max_flows: Option<usize>,
     /// Threads reading captures (0: one per core).
     #[arg(long, default_value_t = 0)]
     pub readers: usize,
     /// Cut flows to this many tokens (default: the fine-tuning length recorded
     /// in the checkpoint, else the tokenizer's length).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq_len: Option<usize>,
     /// No progress bar.
     #[arg(long)]

@@ -4,6 +4,7 @@
 //! model `tiny` (vocabulary from the data, default 512 + 5 entries), short
 //! sequences, a short pretraining run, a few capped fine-tuning epochs.
 
+use crate::cli::args;
 use crate::eval::report::EvalReport;
 use crate::model::ModelConfig;
 use crate::model::batch::open_part;
@@ -28,19 +29,19 @@ pub struct Args {
     #[arg(long, default_value = "demo-out")]
     pub out: PathBuf,
     /// Pretraining steps (batch 16).
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, value_parser = args::count_u64, default_value_t = 150)]
     pub pretrain_steps: u64,
     /// Fine-tuning epochs at most (early stopping on validation macro-F1,
     /// patience 5 as in the paper). The synthetic TLS classes differ in a
     /// handful of the 64 tokens (the ClientHello's size): 6 epochs leave them
     /// confused, and patience 2 stopped runs while the loss was still falling.
-    #[arg(long, default_value_t = 15)]
+    #[arg(long, value_parser = args::count, default_value_t = 15)]
     pub epochs: usize,
     /// Tokens per flow.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = args::count, default_value_t = 64)]
     pub seq_len: usize,
     /// Training flows per class for fine-tuning.
-    #[arg(long, default_value_t = 60)]
+    #[arg(long, value_parser = args::count, default_value_t = 60)]
     pub max_per_class: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

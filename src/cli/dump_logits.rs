@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 
+use crate::cli::args;
 use crate::eval::evaluate::{Checked, open_for_dataset, open_split};
 use crate::eval::predict::{Weights, class_logits, resolve_seq_len};
 use crate::model::batch::{Sequences, make_batch};
@@ -25,11 +26,11 @@ pub struct Args {
     #[arg(long, default_value = "test")]
     pub split: String,
     /// Batch size: the split's first N flows (fewer if the split is smaller).
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = args::count, default_value_t = 32)]
     pub flows: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length
     /// recorded in the checkpoint, else the shard's length).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq_len: Option<usize>,
     /// JSON output file.
     #[arg(long)]

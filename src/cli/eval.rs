@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
+use crate::cli::args;
 use crate::eval::evaluate::{EvalOpts, evaluate_split};
 use crate::eval::plot::{self, History};
 use crate::eval::report::EvalReport;
@@ -26,11 +27,11 @@ pub struct Args {
     /// Output directory for the report files (created; files in it are replaced).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = args::count, default_value_t = 64)]
     pub batch: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length
     /// recorded in the checkpoint, else the shard's length).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq_len: Option<usize>,
     /// No progress bar.
     #[arg(long)]

@@ -2,6 +2,7 @@
 //! early stopping on validation macro-F1, then the test-set figures.
 
 use super::pretrain::Ffn;
+use crate::cli::args;
 use crate::model::batch::open_part;
 use crate::model::checkpoint;
 use crate::model::checkpoint::load_classifier;
@@ -34,28 +35,28 @@ pub struct Args {
     /// Run directory (classifier.safetensors, finetune_log.jsonl).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, value_parser = args::count, default_value_t = 40)]
     pub epochs: usize,
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = args::count, default_value_t = 32)]
     pub batch: usize,
     /// Base learning rate lr_0 (top layer and head).
-    #[arg(long, default_value_t = 5e-5)]
+    #[arg(long, value_parser = args::positive, default_value_t = 5e-5)]
     pub lr: f64,
     /// Layer-wise decay xi: lr_l = xi^(L-l)·lr_0.
-    #[arg(long, default_value_t = 0.9)]
+    #[arg(long, value_parser = args::fraction_f32, default_value_t = 0.9)]
     pub llrd: f32,
     /// Drop the load-balancing loss (lambda = 0).
     #[arg(long)]
     pub no_aux_loss: bool,
     /// Use this fraction of the training flows.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = args::fraction, default_value_t = 1.0)]
     pub train_fraction: f64,
     /// At most this many training flows per class.
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub max_per_class: Option<usize>,
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq_len: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

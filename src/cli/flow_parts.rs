@@ -1,6 +1,7 @@
 //! The flags that choose which part of each flow becomes tokens, shared by
 //! `tmoe tokenize`, `tmoe vocab` and `tmoe inspect` (same names, same defaults).
 
+use crate::cli::args;
 use crate::traffic::features::View;
 use crate::traffic::reader::ReadConfig;
 use crate::traffic::tokenize::TokenizerConfig;
@@ -8,7 +9,7 @@ use crate::traffic::tokenize::TokenizerConfig;
 #[derive(clap::Args, Debug, Clone)]
 pub struct FlowPartsArgs {
     /// Packets per flow (K).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, value_parser = args::count, default_value_t = 10)]
     pub packets: usize,
     /// Payload bytes per packet.
     #[arg(long, default_value_t = 40)]

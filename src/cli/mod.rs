@@ -1,5 +1,6 @@
 //! One file per `tmoe` subcommand: its clap arguments and its `run`.
 
+pub mod args;
 pub mod baseline;
 pub mod bench;
 pub mod classify;

@@ -1,6 +1,7 @@
 //! `tmoe model-info`: parameters (total / active per token) and forward
 //! FLOPs per token, Traffic-MoE vs its dense twin.
 
+use crate::cli::args;
 use crate::model::info::model_info;
 use crate::model::{FfnKind, ModelConfig};
 
@@ -10,10 +11,10 @@ pub struct Args {
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// Vocabulary size (default: the config's).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub vocab: Option<usize>,
     /// Context length for the attention FLOPs.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, value_parser = args::count, default_value_t = 256)]
     pub seq: usize,
 }
 

@@ -1,5 +1,6 @@
 //! `tmoe pretrain`: next-token pretraining on a dataset's token shards.
 
+use crate::cli::args;
 use crate::model::batch::open_part;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::load_dataset_info;
@@ -35,18 +36,18 @@ pub struct Args {
     /// Run directory (model.safetensors, optimizer state, pretrain_log.jsonl).
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, value_parser = args::count_u64, default_value_t = 1000)]
     pub steps: u64,
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, value_parser = args::count, default_value_t = 16)]
     pub batch: usize,
     /// Tokens per sequence (default: the dataset's).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq_len: Option<usize>,
-    #[arg(long, default_value_t = 3e-4)]
+    #[arg(long, value_parser = args::positive, default_value_t = 3e-4)]
     pub lr: f64,
     #[arg(long, default_value_t = 50)]
     pub warmup: u64,
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, value_parser = args::positive, default_value_t = 1.0)]
     pub clip: f64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -61,7 +62,7 @@ pub struct Args {
     pub force: bool,
     /// Stop after this step with a checkpoint, as an interrupted run would;
     /// `--resume` with the same --steps continues it exactly.
-    #[arg(long)]
+    #[arg(long, value_parser = args::count_u64)]
     pub stop_after: Option<u64>,
     #[arg(long)]
     pub quiet: bool,

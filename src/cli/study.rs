@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 
+use crate::cli::args;
 use crate::engine::Device;
 use crate::model::ModelConfig;
 use crate::study::{Row, StudyOpts, run};
@@ -32,10 +33,10 @@ pub struct Args {
     pub seeds: Vec<u64>,
     #[arg(long, default_value = "tiny")]
     pub config: String,
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, value_parser = args::count, default_value_t = 64)]
     pub seq_len: usize,
     /// Learnt vocabulary entries (ignored with --vocab).
-    #[arg(long, default_value_t = 2048)]
+    #[arg(long, value_parser = args::count, default_value_t = 2048)]
     pub vocab_size: usize,
     /// Use this vocab.txt (e.g. `tmoe vocab` on an unlabelled corpus)
     /// instead of learning one on the studied flows.
@@ -45,22 +46,22 @@ pub struct Args {
     pub split_by: SplitBy,
     #[arg(long)]
     pub mask_identifiers: bool,
-    #[arg(long, default_value_t = 300)]
+    #[arg(long, value_parser = args::count_u64, default_value_t = 300)]
     pub pretrain_steps: u64,
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, value_parser = args::count, default_value_t = 6)]
     pub epochs: usize,
     /// At most this many training flows per class (the 2-core budget).
-    #[arg(long, default_value_t = 40)]
+    #[arg(long, value_parser = args::count, default_value_t = 40)]
     pub max_per_class: usize,
     /// Few-shot: also fine-tune the pretrained and the from-scratch model on
     /// these fractions of the training flows (e.g. 0.01,0.05,0.1,0.25).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_parser = args::fraction, value_delimiter = ',')]
     pub fractions: Vec<f64>,
     /// Fine-tuning learning rate (the top layer's, LLRD 0.9 below it);
     /// pretraining keeps its own 3e-4.
-    #[arg(long, default_value_t = 1e-3)]
+    #[arg(long, value_parser = args::positive, default_value_t = 1e-3)]
     pub lr: f64,
-    #[arg(long, default_value_t = 32)]
+    #[arg(long, value_parser = args::count, default_value_t = 32)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
@@ -69,7 +70,7 @@ pub struct Args {
     /// Pretraining budgets in steps (e.g. 300,1000,2000): one pretraining
     /// run keeps its weights at each; held-out LM loss against a bigram
     /// table, and fine-tuning from each budget against from scratch.
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_parser = args::count_u64, value_delimiter = ',')]
     pub budgets: Vec<u64>,
     /// Unlabelled captures (files or folders) added to the budget run's
     /// pretraining corpus, e.g. every other capture at hand.
@@ -77,7 +78,7 @@ pub struct Args {
     pub pretrain_extra: Vec<PathBuf>,
     /// Few-shot fractions each budget also fine-tunes on (pretrained and
     /// from scratch), beside all the training flows.
-    #[arg(long, value_delimiter = ',', default_value = "0.25")]
+    #[arg(long, value_parser = args::fraction, value_delimiter = ',', default_value = "0.25")]
     pub budget_fractions: Vec<f64>,
 }
 

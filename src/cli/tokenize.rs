@@ -1,6 +1,7 @@
 //! `tmoe tokenize`: captures -> flows -> tokens -> dataset shards.
 
 use super::flow_parts::FlowPartsArgs;
+use crate::cli::args;
 use crate::traffic::dataset::{DatasetConfig, NoFlows, build_dataset_with};
 use crate::traffic::labels::LabelSource;
 use crate::traffic::split::SplitBy;
@@ -24,7 +25,7 @@ pub struct Args {
     #[arg(long, conflicts_with = "vocab_size")]
     pub vocab: Option<PathBuf>,
     /// Learned WordPiece entries (5 specials come on top).
-    #[arg(long, default_value_t = DEFAULT_LEARNED)]
+    #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
     pub vocab_size: usize,
     /// Tokens per flow, [END] included.
     #[arg(long, default_value_t = 512)]
@@ -45,17 +46,17 @@ pub struct Args {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Time-slice augmentation of training flows: slice length in seconds.
-    #[arg(long)]
+    #[arg(long, value_parser = args::positive)]
     pub slice_seconds: Option<f64>,
     /// Packets read per flow when augmenting.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, value_parser = args::count, default_value_t = 100)]
     pub slice_packets: usize,
     /// Flow idle timeout in seconds.
-    #[arg(long, default_value_t = 120.0)]
+    #[arg(long, value_parser = args::positive, default_value_t = 120.0)]
     pub idle_timeout: f64,
     /// Flows open at once per capture; beyond it the least recently active
     /// flow ends early and is counted (bounds memory on floods and scans).
-    #[arg(long, default_value_t = crate::traffic::reader::DEFAULT_MAX_FLOWS)]
+    #[arg(long, value_parser = args::count, default_value_t = crate::traffic::reader::DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,
     /// Write into an existing, non-empty output directory.
     #[arg(long)]

@@ -1,6 +1,7 @@
 //! `tmoe vocab`: train a WordPiece vocabulary on the bigram corpus of captures.
 
 use super::flow_parts::FlowPartsArgs;
+use crate::cli::args;
 use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
 use crate::traffic::vocab::{DEFAULT_LEARNED, Vocab};
 use std::path::PathBuf;
@@ -15,7 +16,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Learned entries (5 specials come on top).
-    #[arg(long, default_value_t = DEFAULT_LEARNED)]
+    #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
     pub size: usize,
     #[command(flatten)]
     pub parts: FlowPartsArgs,

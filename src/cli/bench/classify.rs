@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use serde::Serialize;
 
+use crate::cli::args;
 use crate::engine::{Device, Precision};
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::flow_feed::StreamLimits;
@@ -53,10 +54,10 @@ pub struct ClassifyArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Tokens per flow (default 64; 32 on sim).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq: Option<usize>,
     /// Flows per model call (default 64 on cpu, 1024 on cuda, 8 on sim).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub batch: Option<usize>,
     /// Real capture folders to replay (default: ../shared/data/iot-sentinel
     /// when it exists, except on sim).
@@ -70,7 +71,7 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub synth_flows: Option<usize>,
     /// Paced stream runs at these fractions of the unpaced packet rate.
-    #[arg(long, value_delimiter = ',', default_value = "0.5,0.9")]
+    #[arg(long, value_parser = args::positive, value_delimiter = ',', default_value = "0.5,0.9")]
     pub rates: Vec<f64>,
     /// Skip the stream runs (pipeline only).
     #[arg(long)]

@@ -19,14 +19,15 @@ use serde::Serialize;
 
 use super::cpu_gemm::{pct, timings_ms, values};
 use crate::backend::cpu::{attention, attention_f32};
+use crate::cli::args;
 
 #[derive(clap::Args, Debug)]
 pub struct CpuAttentionArgs {
     /// Batch rows (sequences) per call.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, value_parser = args::count, default_value_t = 8)]
     pub batch: usize,
     /// Timed repetitions per shape (median and fastest reported).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_parser = args::count, default_value_t = 20)]
     pub iters: usize,
     /// Write the JSON report here.
     #[arg(long)]
@@ -139,7 +140,6 @@ impl Buffers {
 
 pub fn run(a: CpuAttentionArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
-    anyhow::ensure!(a.batch > 0, "--batch must be at least 1");
     let threads = rayon::current_num_threads();
     let peak = crate::backend::cpu_bf16::peak::f32_gflops(20_000_000).map(|p| p * threads as f64);
     eprintln!(

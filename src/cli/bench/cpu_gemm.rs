@@ -22,11 +22,12 @@ use serde::Serialize;
 use crate::backend::cpu::linear;
 use crate::backend::cpu_bf16::pack::Elem;
 use crate::backend::cpu_bf16::{Kernel, PackedMat, matmul_into};
+use crate::cli::args;
 
 #[derive(clap::Args, Debug)]
 pub struct CpuGemmArgs {
     /// Timed repetitions per shape (median and fastest reported).
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, value_parser = args::count, default_value_t = 20)]
     pub iters: usize,
     /// Write the JSON report here.
     #[arg(long)]

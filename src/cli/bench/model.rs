@@ -17,6 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::autograd::profile::{self, Profile};
+use crate::cli::args;
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
@@ -50,16 +51,16 @@ pub struct ModelArgs {
     #[arg(long)]
     pub config: Option<String>,
     /// Batch sizes, comma-separated (default: 8,16,32,64 on cuda, 8 on cpu, 2 on sim).
-    #[arg(long, value_delimiter = ',')]
+    #[arg(long, value_parser = args::count, value_delimiter = ',')]
     pub batch: Vec<usize>,
     /// Tokens per flow (default: 512 on cuda, 64 on cpu, 32 on sim).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub seq: Option<usize>,
     /// Time a training step (fwd + bwd + AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
     /// Timed runs per batch size (after warm-up).
-    #[arg(long)]
+    #[arg(long, value_parser = args::count)]
     pub iters: Option<usize>,
     /// Only the MoE model, or only the dense twin.
     #[arg(long, value_enum)]

@@ -1,0 +1,134 @@
+//! Arguments out of their range are refused by the parser, naming the
+//! argument, before any work: no panic (`bench model --seq 0`, `finetune
+//! --batch 0` panicked), no NaN rates (`bench model --iters 0`), no model
+//! trained on nothing (`pretrain --steps 0` wrote one).
+
+use std::process::Command;
+
+/// `tmoe ARGS` must exit with clap's usage error (2) about `flag`'s value.
+fn refused(args: &[&str], flag: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args(args)
+        .output()
+        .expect("running tmoe");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let call = args.join(" ");
+    assert_eq!(out.status.code(), Some(2), "tmoe {call}: {err}");
+    assert!(
+        err.contains("invalid value") && err.contains(flag) && !err.contains("panicked"),
+        "tmoe {call}: {err}"
+    );
+}
+
+#[test]
+fn counts_below_one_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["bench", "model", "--seq", "0"], "--seq"),
+        (&["bench", "model", "--iters", "0"], "--iters"),
+        (&["bench", "model", "--batch", "8,0"], "--batch"),
+        (&["bench", "classify", "--batch", "0"], "--batch"),
+        (&["bench", "cpu-attention", "--batch", "0"], "--batch"),
+        (&["bench", "cpu-gemm", "--iters", "0"], "--iters"),
+        (&["bench", "kernels", "--iters", "0"], "--iters"),
+        (
+            &["pretrain", "--data", "d", "--out", "o", "--steps", "0"],
+            "--steps",
+        ),
+        (
+            &["pretrain", "--data", "d", "--out", "o", "--batch", "0"],
+            "--batch",
+        ),
+        (
+            &["finetune", "--data", "d", "--out", "o", "--batch", "0"],
+            "--batch",
+        ),
+        (
+            &["finetune", "--data", "d", "--out", "o", "--epochs", "0"],
+            "--epochs",
+        ),
+        (
+            &[
+                "eval",
+                "--checkpoint",
+                "c",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--batch",
+                "0",
+            ],
+            "--batch",
+        ),
+        (
+            &["classify", "--checkpoint", "c", "--batch", "0", "x"],
+            "--batch",
+        ),
+        (
+            &["classify", "--checkpoint", "c", "--max-flows", "0", "x"],
+            "--max-flows",
+        ),
+        (
+            &["tokenize", "x", "--out", "o", "--max-flows", "0"],
+            "--max-flows",
+        ),
+        (
+            &["tokenize", "x", "--out", "o", "--packets", "0"],
+            "--packets",
+        ),
+        (&["vocab", "x", "--out", "o", "--size", "0"], "--size"),
+        (
+            &["synth", "--out", "o", "--flows-per-file", "0"],
+            "--flows-per-file",
+        ),
+        (&["demo", "--epochs", "0"], "--epochs"),
+        (&["demo", "--pretrain-steps", "0"], "--pretrain-steps"),
+        (&["study", "--batch", "0"], "--batch"),
+        (&["study", "--budgets", "300,0"], "--budgets"),
+        (&["baseline", "--trees", "0"], "--trees"),
+        (&["model-info", "--seq", "0"], "--seq"),
+        (&["dump-logits", "--flows", "0"], "--flows"),
+    ];
+    for (args, flag) in cases {
+        refused(args, flag);
+    }
+}
+
+#[test]
+fn rates_and_fractions_out_of_range_are_refused() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["pretrain", "--data", "d", "--out", "o", "--lr=0"], "--lr"),
+        (
+            &["pretrain", "--data", "d", "--out", "o", "--clip=-1"],
+            "--clip",
+        ),
+        (
+            &["finetune", "--data", "d", "--out", "o", "--lr=nan"],
+            "--lr",
+        ),
+        (
+            &["finetune", "--data", "d", "--out", "o", "--llrd=1.5"],
+            "--llrd",
+        ),
+        (
+            &[
+                "finetune",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--train-fraction=0",
+            ],
+            "--train-fraction",
+        ),
+        (&["study", "--fractions=0.1,2"], "--fractions"),
+        (
+            &["tokenize", "x", "--out", "o", "--idle-timeout=0"],
+            "--idle-timeout",
+        ),
+        (&["bench", "classify", "--rates=0.5,-1"], "--rates"),
+    ];
+    for (args, flag) in cases {
+        refused(args, flag);
+    }
+}
