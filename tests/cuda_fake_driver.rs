@@ -101,7 +101,7 @@ fn dense_finetuning_through_the_driver_equals_sim() {
 }
 
 /// What one training step asks of the driver once warm: no allocation (the
-/// caching pool), the batch uploaded in a few copies, one read.
+/// caching pool), the batch uploaded once.
 #[test]
 fn a_warm_training_step_allocates_nothing() {
     let Some((d, _g)) = fake() else { return };
@@ -125,6 +125,10 @@ fn a_warm_training_step_allocates_nothing() {
     let c = d.counters().since(&before);
     assert_eq!(c.mem_alloc, 0, "a warm step allocates device memory: {c:?}");
     assert_eq!(c.mem_free, 0, "a warm step frees device memory: {c:?}");
+    // The batch once (ids, mask, the LM head's targets: not once per op or
+    // per row block), and two one-float scalars (the loss as a tensor, the
+    // backward's seed).
+    assert_eq!(c.htod_async + c.htod_sync, 5, "uploads of a warm step: {c:?}");
 }
 
 /// Inference through the driver: the simulator's logits bit for bit, in

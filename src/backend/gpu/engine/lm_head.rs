@@ -4,13 +4,15 @@
 //! Backward: the block's logits again, `xent_fwd_bwd` turns them into
 //! dlogits in place, then `dh` and `dE` from two GEMMs.
 
+use std::sync::Arc;
+
 use half::bf16;
 
 use super::{Gpu, GpuParam, GpuTensor, own};
 use crate::backend::gpu::Buf;
 use crate::backend::gpu::ops::gemm::{self, Mat};
 use crate::backend::gpu::ops::xent;
-use crate::engine::{OpContext, OpResult};
+use crate::engine::{OpContext, OpError, OpResult};
 
 /// Logits per block: at most this many elements (256 MiB of bf16), unless
 /// [`Gpu::with_lm_head_block`] says otherwise.
@@ -27,6 +29,15 @@ pub struct GpuLmHeadSaved {
 fn blocks(t: usize, vocab: usize, elems: usize) -> Vec<(usize, usize)> {
     let rows = (elems / vocab.max(1) / 64 * 64).max(64);
     (0..t).step_by(rows).map(|s| (s, rows.min(t - s))).collect()
+}
+
+/// The targets of rows `start..start + rows`: a view of all of them.
+fn rows_of(
+    tg: &Arc<Buf<u32>>,
+    (start, rows): (usize, usize),
+    op: &'static str,
+) -> OpResult<Buf<u32>> {
+    Buf::view(tg, start, rows).ok_or_else(|| OpError::msg(op, "fewer targets than rows"))
 }
 
 /// Logits of rows `start..start + rows`: `h[rows] · Eᵀ`.
@@ -66,15 +77,15 @@ pub(super) fn fwd(
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
     let (t, vocab) = (targets.len(), tb.len() / d);
     let losses = g.alloc_f32(t, op)?;
+    let tg = g.dev_targets(targets, op)?;
     for blk in blocks(t, vocab, g.lm_head_block) {
         let (start, rows) = blk;
         let lg = logits(g, hb, tb, d, vocab, blk, op)?;
-        let tg = g.ex.upload(&targets[start..start + rows]).op(op)?;
         let part = g.alloc_f32(rows, op)?;
+        let tg = rows_of(&tg, blk, op)?;
         xent::fwd_bwd(&g.ex, &lg, &tg, ignore, &part, None, rows, vocab).op(op)?;
         g.ex.copy_range(&part, 0, &losses, start, rows).op(op)?;
     }
-    let tg = g.ex.upload(targets).op(op)?;
     let loss = g.alloc_f32(1, op)?;
     xent::mean(&g.ex, &losses, &tg, ignore, &loss, t).op(op)?;
     let valid = targets.iter().filter(|&&x| x != ignore).count();
@@ -102,10 +113,11 @@ pub(super) fn bwd(
     };
     let ignore = saved.ignore;
     let dh = g.alloc_bf16(t * d, op)?;
+    let all = g.dev_targets(targets, op)?;
     for blk in blocks(t, vocab, g.lm_head_block) {
         let (start, rows) = blk;
         let lg = logits(g, hb, tb, d, vocab, blk, op)?;
-        let tg = g.ex.upload(&targets[start..start + rows]).op(op)?;
+        let tg = rows_of(&all, blk, op)?;
         let part = g.alloc_f32(rows, op)?;
         // dlogits in place of the logits.
         xent::fwd_bwd(

@@ -22,6 +22,7 @@ pub mod tensor;
 
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use half::bf16;
 
@@ -59,6 +60,10 @@ pub struct Gpu {
 struct Staged {
     ids: Option<(Vec<u32>, Rc<Buf<u32>>)>,
     mask: Option<(Vec<u8>, Rc<Buf<u8>>)>,
+    /// The loss's targets, uploaded by the first op that needs them (the
+    /// forward's) and read again by the backward's; shared (`Arc`) so that
+    /// the LM head's row blocks take views of it.
+    targets: Option<(Vec<u32>, Arc<Buf<u32>>)>,
 }
 
 impl Gpu {
@@ -102,6 +107,21 @@ impl Gpu {
 
     fn dev_mask(&self, mask: &[u8], op: &'static str) -> OpResult<Rc<Buf<u8>>> {
         staged_or_upload(&self.ex, &self.staged.borrow().mask, mask, op)
+    }
+
+    /// The device copy of a loss's targets: uploaded once, then the same
+    /// buffer for every op given the same targets (the forward's and the
+    /// backward's), not one upload per op or per row block.
+    fn dev_targets(&self, targets: &[u32], op: &'static str) -> OpResult<Arc<Buf<u32>>> {
+        let mut s = self.staged.borrow_mut();
+        if let Some((h, dev)) = &s.targets
+            && h[..] == targets[..]
+        {
+            return Ok(dev.clone());
+        }
+        let dev = Arc::new(self.ex.upload(targets).op(op)?);
+        s.targets = Some((targets.to_vec(), dev.clone()));
+        Ok(dev)
     }
 
     /// Reads a one-element fp32 buffer (a loss).
@@ -624,7 +644,7 @@ impl Backend<f32> for Gpu {
         let op = "xent_fwd";
         let t = targets.len();
         let vocab = logits.len() / t.max(1);
-        let tg = self.ex.upload(targets).op(op)?;
+        let tg = self.dev_targets(targets, op)?;
         let losses = self.alloc_f32(t, op)?;
         xent::fwd_bwd(
             &self.ex,
@@ -654,7 +674,7 @@ impl Backend<f32> for Gpu {
         let vocab = logits.len() / t.max(1);
         let valid = targets.iter().filter(|&&x| x != ignore).count();
         let scale = if valid > 0 { dloss / valid as f32 } else { 0.0 };
-        let tg = self.ex.upload(targets).op(op)?;
+        let tg = self.dev_targets(targets, op)?;
         let losses = self.alloc_f32(t, op)?;
         let dl = self.alloc_bf16(logits.len(), op)?;
         xent::fwd_bwd(
