@@ -160,6 +160,7 @@ fn inference_reads_once_per_batch_and_equals_sim() {
     for (i, c) in per_batch.iter().enumerate() {
         assert_eq!(c.dtoh_sync, 1, "batch {i}: one read, the logits: {c:?}");
         assert_eq!(c.htod_sync, 0, "batch {i}: {c:?}");
+        assert_eq!(c.htod_async, 2, "batch {i}: the ids and the mask only: {c:?}");
         assert_eq!(c.ctx_syncs + c.stream_syncs, 0, "batch {i}: {c:?}");
         if i >= data.len() {
             assert_eq!(c.mem_alloc, 0, "warm batch {i} allocates: {c:?}");
