@@ -128,7 +128,11 @@ fn a_warm_training_step_allocates_nothing() {
     // The batch once (ids, mask, the LM head's targets: not once per op or
     // per row block), and two one-float scalars (the loss as a tensor, the
     // backward's seed).
-    assert_eq!(c.htod_async + c.htod_sync, 5, "uploads of a warm step: {c:?}");
+    assert_eq!(
+        c.htod_async + c.htod_sync,
+        5,
+        "uploads of a warm step: {c:?}"
+    );
 }
 
 /// Inference through the driver: the simulator's logits bit for bit, in
@@ -160,7 +164,10 @@ fn inference_reads_once_per_batch_and_equals_sim() {
     for (i, c) in per_batch.iter().enumerate() {
         assert_eq!(c.dtoh_sync, 1, "batch {i}: one read, the logits: {c:?}");
         assert_eq!(c.htod_sync, 0, "batch {i}: {c:?}");
-        assert_eq!(c.htod_async, 2, "batch {i}: the ids and the mask only: {c:?}");
+        assert_eq!(
+            c.htod_async, 2,
+            "batch {i}: the ids and the mask only: {c:?}"
+        );
         assert_eq!(c.ctx_syncs + c.stream_syncs, 0, "batch {i}: {c:?}");
         if i >= data.len() {
             assert_eq!(c.mem_alloc, 0, "warm batch {i} allocates: {c:?}");
