@@ -133,6 +133,10 @@ fn a_warm_training_step_allocates_nothing() {
         5,
         "uploads of a warm step: {c:?}"
     );
+    // Reads: every MoE layer's aux loss in one copy at the end of the
+    // forward (not one per layer), the LM loss, the loss gradient at the
+    // start of the backward, and the gradient norm after AdamW's launch.
+    assert_eq!(c.dtoh_sync, 4, "reads of a warm step: {c:?}");
 }
 
 /// Inference through the driver: the simulator's logits bit for bit, in

@@ -281,10 +281,8 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
     /// back now: on a device engine, once per forward rather than per layer);
     /// empty on an inference tape, which does not compute them.
     pub fn aux_losses(&self) -> OpResult<Vec<F>> {
-        self.aux
-            .iter()
-            .map(|(_, t)| scalar_value(self.backend.to_host(t)?))
-            .collect()
+        let xs: Vec<&B::Tensor> = self.aux.iter().map(|(_, t)| t).collect();
+        self.backend.scalars_to_host(&xs)
     }
 
     /// Sum of `aux_weight * aux` over the MoE layers so far.

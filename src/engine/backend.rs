@@ -18,7 +18,7 @@
 //! returned fresh, parameter grads accumulate (`+=`) into the `&mut
 //! Self::Param` they are given.
 
-use super::{AttnDims as Dims, FfnDims, Float, MoeDims, OpResult};
+use super::{AttnDims as Dims, FfnDims, Float, MoeDims, OpError, OpResult};
 
 /// An MoE layer's eight parameters in `MoeParams` order: router, shared gate,
 /// shared gate/up/down, routed gate/up/down.
@@ -53,6 +53,20 @@ pub trait Backend<F: Float> {
     }
     /// A copy on the host (loss values, logits for predictions).
     fn to_host(&self, x: &Self::Tensor) -> OpResult<Vec<F>>;
+    /// The values of several one-element tensors (the MoE layers' aux
+    /// losses), in order: a device engine reads them in one copy, not one
+    /// synchronising read each.
+    fn scalars_to_host(&self, xs: &[&Self::Tensor]) -> OpResult<Vec<F>> {
+        xs.iter()
+            .map(|x| match self.to_host(x)?[..] {
+                [v] => Ok(v),
+                ref v => Err(OpError::msg(
+                    "scalars_to_host",
+                    format!("a tensor of {} elements is not a scalar", v.len()),
+                )),
+            })
+            .collect()
+    }
     fn zeros(&self, n: usize) -> OpResult<Self::Tensor>;
     fn scalar(&self, v: F) -> OpResult<Self::Tensor>;
     /// `acc += x`: activation grads from several consumers add up.

@@ -227,6 +227,30 @@ impl Backend<f32> for Gpu {
         })
     }
 
+    /// One read for all of them: each value copied into one buffer on the
+    /// device first (queued, no sync), then that buffer downloaded.
+    fn scalars_to_host(&self, xs: &[&GpuTensor]) -> OpResult<Vec<f32>> {
+        let op = "scalars_to_host";
+        if xs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let all = self.alloc_f32(xs.len(), op)?;
+        for (i, x) in xs.iter().enumerate() {
+            match x {
+                GpuTensor::F32(b) if b.len() == 1 => self.ex.copy_range(b, 0, &all, i, 1).op(op)?,
+                _ => {
+                    let what = format!(
+                        "a {} tensor of {} elements is not a scalar",
+                        x.dtype(),
+                        x.len()
+                    );
+                    return Err(OpError::msg(op, what));
+                }
+            }
+        }
+        self.ex.download(&all).op(op)
+    }
+
     fn zeros(&self, n: usize) -> OpResult<GpuTensor> {
         Ok(GpuTensor::from_bf16(self.ex.alloc_zeroed(n).op("zeros")?))
     }
