@@ -591,6 +591,9 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         let records = std::mem::take(&mut self.records);
         for rec in records.into_iter().rev() {
             let (name, t0) = (rec.op.name(), self.mark.map(|_| Instant::now()));
+            // The loss's own gradient is the seed, 1: known here, so a loss
+            // op needs no read of it from the device.
+            let seed = (rec.out == loss).then_some(F::ONE);
             let dout = match (grads[rec.out].take(), &rec.op) {
                 (Some(g), _) => g,
                 // The aux loss reaches MoE layers even if their output gets no gradient.
@@ -600,7 +603,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 }
                 (None, _) => continue,
             };
-            self.backward_op(rec.op, dout, &pv, &mut pg, &mut grads)?;
+            self.backward_op(rec.op, (dout, seed), &pv, &mut pg, &mut grads)?;
             if let Some(t0) = t0 {
                 profile::add(name, Pass::Backward, t0.elapsed());
             }
@@ -608,10 +611,12 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         Ok(())
     }
 
+    /// One record's backward; `dout` with its value when the host knows it
+    /// (a scalar: the loss's seed).
     fn backward_op(
         &self,
         op: Op<F, B>,
-        dout: B::Tensor,
+        (dout, known): (B::Tensor, Option<F>),
         pv: &[&B::Param],
         pg: &mut [&mut B::Param],
         grads: &mut [Option<B::Tensor>],
@@ -709,7 +714,10 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 targets,
                 ignore,
             } => {
-                let dloss = scalar_value(be.to_host(&dout)?)?;
+                let dloss = match known {
+                    Some(v) => v,
+                    None => scalar_value(be.to_host(&dout)?)?,
+                };
                 let dl = be.xent_bwd(v(logits)?, &targets, ignore, dloss)?;
                 acc(grads, logits, dl)?;
             }
@@ -720,7 +728,10 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 targets,
                 saved,
             } => {
-                let dloss = scalar_value(be.to_host(&dout)?)?;
+                let dloss = match known {
+                    Some(v) => v,
+                    None => scalar_value(be.to_host(&dout)?)?,
+                };
                 let dh =
                     be.lm_head_xent_bwd(v(h)?, pv[table], d, &targets, &saved, dloss, pg[table])?;
                 acc(grads, h, dh)?;
