@@ -894,7 +894,7 @@ fn xent_with_ignored_targets() {
 /// as the paper's shapes run (base at batch 64: 16 blocks of 2,048 rows).
 #[test]
 fn lm_head_xent_tied_table() {
-    let (t, d, vocab) = (150, 64, 72);
+    let (t, d, vocab) = (150, 64, 75);
     let mut r = Rng::new(17);
     let h = r.vec(t * d, 1.0);
     let table = param("tok_embed", vec![vocab, d], r.vec(vocab * d, 0.5));
@@ -957,4 +957,34 @@ fn lm_head_against_cpu(
         .all(|(row, _)| row.iter().all(|&x| x == 0.0));
     ensure!(ignored, "ignored rows have a gradient");
     Ok(())
+}
+
+/// The embedding table's vocabulary padded to a multiple of 8 rows in the
+/// arena (the LM head's GEMMs then take the 16-byte path): zero rows on the
+/// device, none in what comes back.
+#[test]
+fn embedding_rows_padded_on_device_only() {
+    let (vocab, d) = (13, 8);
+    let table = param("tok_embed", vec![vocab, d], Rng::new(3).vec(vocab * d, 1.0));
+    let other = param("norm_f", vec![d], vec![1.0; d]);
+    let params = [table.clone(), other];
+    on_gpus("embedding_padding", |g| {
+        let store = GpuParams::upload(g.executor(), &params)?;
+        let t = store.values()[0];
+        ensure!(t.used == vocab * d, "used {}", t.used);
+        ensure!(t.w.len() == 16 * d, "{} elements on the device", t.w.len());
+        let dev = g.executor().download(&t.w)?;
+        ensure!(dev[..vocab * d] == table.value[..], "the table's rows");
+        ensure!(
+            dev[vocab * d..].iter().all(|&x| x == 0.0),
+            "padding rows not zero"
+        );
+        let back = store.download()?;
+        ensure!(back[0].value == table.value, "downloaded table");
+        ensure!(
+            back[0].grad.len() == vocab * d,
+            "downloaded gradient length"
+        );
+        Ok(())
+    });
 }

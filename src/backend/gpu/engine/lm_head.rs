@@ -75,15 +75,18 @@ pub(super) fn fwd(
 ) -> OpResult<(f32, GpuLmHeadSaved)> {
     let op = "lm_head_xent_fwd";
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
-    let (t, vocab) = (targets.len(), tb.len() / d);
+    // The table's rows: the vocabulary, padded to a multiple of 8 with
+    // rows of zeros (`params::padded_rows`); the loss reads the first `vocab`
+    // of each row of `ldv` logits.
+    let (t, vocab, ldv) = (targets.len(), table.used / d, tb.len() / d);
     let losses = g.alloc_f32(t, op)?;
     let tg = g.dev_targets(targets, op)?;
-    for blk in blocks(t, vocab, g.lm_head_block) {
+    for blk in blocks(t, ldv, g.lm_head_block) {
         let (start, rows) = blk;
-        let lg = logits(g, hb, tb, d, vocab, blk, op)?;
+        let lg = logits(g, hb, tb, d, ldv, blk, op)?;
         let part = g.alloc_f32(rows, op)?;
         let tg = rows_of(&tg, blk, op)?;
-        xent::fwd_bwd(&g.ex, &lg, &tg, ignore, &part, None, rows, vocab).op(op)?;
+        xent::fwd_bwd_ld(&g.ex, &lg, &tg, ignore, &part, None, rows, vocab, ldv).op(op)?;
         g.ex.copy_range(&part, 0, &losses, start, rows).op(op)?;
     }
     let loss = g.alloc_f32(1, op)?;
@@ -105,7 +108,10 @@ pub(super) fn bwd(
 ) -> OpResult<GpuTensor> {
     let op = "lm_head_xent_bwd";
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
-    let (t, vocab) = (targets.len(), tb.len() / d);
+    // The table's rows: the vocabulary, padded to a multiple of 8 with
+    // rows of zeros (`params::padded_rows`); the loss reads the first `vocab`
+    // of each row of `ldv` logits.
+    let (t, vocab, ldv) = (targets.len(), table.used / d, tb.len() / d);
     let scale = if saved.valid > 0 {
         dloss / saved.valid as f32
     } else {
@@ -114,13 +120,15 @@ pub(super) fn bwd(
     let ignore = saved.ignore;
     let dh = g.alloc_bf16(t * d, op)?;
     let all = g.dev_targets(targets, op)?;
-    for blk in blocks(t, vocab, g.lm_head_block) {
+    for blk in blocks(t, ldv, g.lm_head_block) {
         let (start, rows) = blk;
-        let lg = logits(g, hb, tb, d, vocab, blk, op)?;
+        let lg = logits(g, hb, tb, d, ldv, blk, op)?;
         let tg = rows_of(&all, blk, op)?;
         let part = g.alloc_f32(rows, op)?;
         // dlogits in place of the logits.
-        xent::fwd_bwd(
+        // The padding columns keep their logits, 0 (rows of zeros), which
+        // is also their gradient: the GEMMs below run over all `ldv`.
+        xent::fwd_bwd_ld(
             &g.ex,
             &lg,
             &tg,
@@ -129,25 +137,26 @@ pub(super) fn bwd(
             Some((&lg, scale)),
             rows,
             vocab,
+            ldv,
         )
         .op(op)?;
         gemm::bwd_dx(
             &g.ex,
-            Mat::dense(&lg, vocab),
+            Mat::dense(&lg, ldv),
             Mat::dense(tb, d),
             Mat::view(&dh, start * d, d),
             rows,
             d,
-            vocab,
+            ldv,
         )
         .op(op)?;
         g.dw(
-            Mat::dense(&lg, vocab),
+            Mat::dense(&lg, ldv),
             Mat::view(hb, start * d, d),
             Mat::dense(&dtable.w, d),
             rows,
             d,
-            vocab,
+            ldv,
             op,
         )?;
     }

@@ -53,6 +53,10 @@ pub struct GpuParam {
     /// The bf16 copy of the values (None for gradients).
     pub w16: Option<Buf<bf16>>,
     pub role: Role,
+    /// Elements of the tensor itself: the views can be longer, by rows of
+    /// zeros ([`padded_rows`]: the embedding table's vocabulary padded to a
+    /// multiple of 8).
+    pub used: usize,
 }
 
 impl GpuParam {
@@ -69,6 +73,8 @@ impl GpuParam {
 struct Region {
     offset: usize,
     len: usize,
+    /// Elements the members hold (`len` less the rows of zeros after them).
+    used: usize,
     /// Model parameter indices: one, or (gate, up) with `blocks` experts.
     members: Vec<usize>,
     blocks: usize,
@@ -124,7 +130,7 @@ fn pack_vecs(regions: &[Region], total: usize, vals: &[&[f32]]) -> Vec<f32> {
     for r in regions {
         let dst = &mut host[r.offset..r.offset + r.len];
         match r.members[..] {
-            [a] => dst.copy_from_slice(vals[a]),
+            [a] => dst[..r.used].copy_from_slice(vals[a]),
             [a, b] => {
                 let (mut g, mut u) = (vals[a].to_vec(), vals[b].to_vec());
                 pack_pair(&mut g, &mut u, dst, r.blocks, true);
@@ -141,7 +147,7 @@ fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
     for r in regions {
         let src = &host[r.offset..r.offset + r.len];
         match r.members[..] {
-            [a] => out[a] = src.to_vec(),
+            [a] => out[a] = src[..r.used].to_vec(),
             [a, b] => {
                 let (mut g, mut u) = (vec![0f32; r.len / 2], vec![0f32; r.len / 2]);
                 let mut pair = src.to_vec();
@@ -153,6 +159,21 @@ fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
         }
     }
     out
+}
+
+/// Rows of zeros the arena keeps after a parameter: the embedding table's
+/// vocabulary is padded to a multiple of 8 rows, so that the tied LM head's
+/// logits rows (`[T, V]`, V = 65,541 at base) start on 16-byte boundaries
+/// and its three GEMMs take the 16-byte path, which an odd V refuses
+/// (scalar loads, the small tile). The rows stay zero: their logits are 0,
+/// the cross entropy skips them (`xent::fwd_bwd_ld`), their gradient is 0,
+/// and AdamW leaves a zero weight with a zero gradient at zero. Checkpoints
+/// never see them (download drops them).
+fn padded_rows(p: &Param, members: usize) -> usize {
+    match p.shape[..] {
+        [v, _] if members == 1 && p.name.ends_with("tok_embed") => v.next_multiple_of(8) - v,
+        _ => 0,
+    }
 }
 
 /// Whether an inference forward reads a parameter in fp32 (else only its
@@ -228,18 +249,20 @@ impl GpuParams {
         let mut offset = 0;
         while i < params.len() {
             let p = &params[i];
-            let (members, blocks, len) = if is_gate_up_pair(params, i) {
+            let (members, blocks, used) = if is_gate_up_pair(params, i) {
                 let blocks = if p.shape.len() == 3 { p.shape[0] } else { 1 };
                 (vec![i, i + 1], blocks, 2 * p.numel())
             } else {
                 (vec![i], 1, p.numel())
             };
+            let len = used + padded_rows(p, members.len()) * p.shape.last().copied().unwrap_or(0);
             i += members.len();
             // Regions start 16-byte aligned in both dtypes (8 elements), so
             // every view keeps the GEMMs' vector path.
             regions.push(Region {
                 offset,
                 len,
+                used,
                 members,
                 blocks,
                 group: p.group,
@@ -291,12 +314,14 @@ impl GpuParams {
                             .ok_or_else(|| GpuError::Invalid("arena view".into()))?,
                     ),
                     role,
+                    used: r.used,
                 });
                 if training {
                     grads[idx] = Some(GpuParam {
                         w: view(&g, r)?,
                         w16: None,
                         role,
+                        used: r.used,
                     });
                 }
             }

@@ -39,12 +39,39 @@ pub fn fwd_bwd(
     tokens: usize,
     vocab: usize,
 ) -> Result<()> {
+    fwd_bwd_ld(
+        ex, logits, targets, ignore, losses, grad, tokens, vocab, vocab,
+    )
+}
+
+/// [`fwd_bwd`] on rows `ld` elements apart, of which the first `vocab` are
+/// the logits (a vocabulary padded to a multiple of 8 keeps the rows, and
+/// the GEMMs around them, on 16-byte boundaries); the padding columns are
+/// neither read nor written.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd_bwd_ld(
+    ex: &Executor,
+    logits: &Buf<bf16>,
+    targets: &Buf<u32>,
+    ignore: u32,
+    losses: &Buf<f32>,
+    grad: Option<(&Buf<bf16>, f32)>,
+    tokens: usize,
+    vocab: usize,
+    ld: usize,
+) -> Result<()> {
     let (t, v) = dims(tokens, vocab)?;
-    ex.check_buf("xent logits", logits, tokens * vocab)?;
+    if ld < vocab {
+        return Err(GpuError::Invalid(format!(
+            "xent: row stride {ld} below the vocabulary {vocab}"
+        )));
+    }
+    let span = tokens * ld;
+    ex.check_buf("xent logits", logits, span)?;
     ex.check_buf("xent targets", targets, tokens)?;
     ex.check_buf("xent losses", losses, tokens)?;
     if let Some((d, _)) = grad {
-        ex.check_buf("xent dlogits", d, tokens * vocab)?;
+        ex.check_buf("xent dlogits", d, span)?;
         // The kernel splits both rows at the same 16-byte boundaries.
         if !(d.addr() ^ logits.addr()).is_multiple_of(16) {
             return Err(GpuError::Invalid(
@@ -57,7 +84,7 @@ pub fn fwd_bwd(
         dlogits: grad.map_or(std::ptr::null_mut(), |(d, _)| d.mptr()),
         targets: targets.cptr(),
         losses: losses.mptr(),
-        ld: vocab as i64,
+        ld: ld as i64,
         tokens: t,
         vocab: v,
         ignore_index: ignore,
