@@ -78,6 +78,7 @@ fn adamw_matches_reference_over_steps() {
                     1e-8,
                     WD[i],
                     step,
+                    1.0,
                 );
                 off += sz;
             }

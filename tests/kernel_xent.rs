@@ -67,7 +67,7 @@ fn check(
         ex.alloc_zeroed::<f32>(t)?,
         ex.alloc_zeroed::<f32>(1)?,
     );
-    gpu_xent::fwd_bwd(ex, &lb, &tb, ignore, &lossb, None, t, v)?;
+    gpu_xent::fwd_bwd(ex, &lb, &tb, ignore, &lossb, None, t, v, v)?;
     anyhow::ensure!(
         ex.download(&lb)? == logits,
         "xent without grad changed the logits ({what})"
@@ -97,7 +97,7 @@ fn check(
     let dref = db.as_ref().unwrap_or(&lb);
     let lossb2 = ex.alloc_zeroed::<f32>(t)?;
     let scale = (dloss / n_valid as f64) as f32;
-    gpu_xent::fwd_bwd(ex, &lb, &tb, ignore, &lossb2, Some((dref, scale)), t, v)?;
+    gpu_xent::fwd_bwd(ex, &lb, &tb, ignore, &lossb2, Some((dref, scale)), t, v, v)?;
     assert_close(
         &format!("xent losses, fused ({what})"),
         &f64s(&ex.download(&lossb2)?),
@@ -198,7 +198,7 @@ fn xent_all_ignored_mean_is_zero() {
         let lb = ex.upload(&vec![bf16::from_f32(1.0); t * v])?;
         let tb = ex.upload(&vec![IGNORE; t])?;
         let (lossb, meanb) = (ex.alloc_zeroed::<f32>(t)?, ex.upload(&[5.0f32])?);
-        gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, None, t, v)?;
+        gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, None, t, v, v)?;
         gpu_xent::mean(ex, &lossb, &tb, IGNORE, &meanb, t)?;
         anyhow::ensure!(
             ex.download(&meanb)? == [0.0],

@@ -623,6 +623,11 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
     ) -> OpResult<()> {
         let be = &self.backend;
         let v = |t: TensorId| self.val(t);
+        // A loss op's upstream gradient as a number: known, or read back.
+        let dloss = || match known {
+            Some(v) => Ok(v),
+            None => scalar_value(be.to_host(&dout)?),
+        };
         let acc = |grads: &mut [Option<B::Tensor>], t: TensorId, g: B::Tensor| -> OpResult<()> {
             match &mut grads[t] {
                 Some(a) => be.add_assign(a, &g),
@@ -714,10 +719,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 targets,
                 ignore,
             } => {
-                let dloss = match known {
-                    Some(v) => v,
-                    None => scalar_value(be.to_host(&dout)?)?,
-                };
+                let dloss = dloss()?;
                 let dl = be.xent_bwd(v(logits)?, &targets, ignore, dloss)?;
                 acc(grads, logits, dl)?;
             }
@@ -728,10 +730,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
                 targets,
                 saved,
             } => {
-                let dloss = match known {
-                    Some(v) => v,
-                    None => scalar_value(be.to_host(&dout)?)?,
-                };
+                let dloss = dloss()?;
                 let dh =
                     be.lm_head_xent_bwd(v(h)?, pv[table], d, &targets, &saved, dloss, pg[table])?;
                 acc(grads, h, dh)?;

@@ -98,7 +98,7 @@ pub fn adamw_update(
     step: u32,
     grad_scale: f32,
 ) {
-    crate::backend::cpu::adamw::step_scaled(
+    crate::backend::cpu::adamw::step(
         p,
         g,
         m,

@@ -1,8 +1,11 @@
 //! AdamW update (decoupled weight decay, bias-corrected moments).
 
-/// One step on a parameter slice; `step` is 1-based. Elementwise, with no
-/// fused multiply-adds: the 16-lane AVX-512 build (chosen at run time) and
-/// the plain one give the same bits.
+/// One step on a parameter slice with the gradient times `grad_scale`
+/// (global-norm clipping's factor, 1 when the norm is within bounds, as
+/// cuda/adamw.cu's `clip`), rounded to f32 as a separate scaling pass would
+/// store it; `step` is 1-based. Elementwise, with no fused multiply-adds:
+/// the 16-lane AVX-512 build (chosen at run time) and the plain one give the
+/// same bits.
 #[allow(clippy::too_many_arguments)]
 pub fn step(
     p: &mut [f32],
@@ -15,29 +18,9 @@ pub fn step(
     eps: f32,
     weight_decay: f32,
     step: u32,
-) {
-    step_scaled(p, g, m, v, lr, beta1, beta2, eps, weight_decay, step, 1.0)
-}
-
-/// [`step`] on the gradient times `grad_scale` (global-norm clipping's
-/// factor), rounded to f32 as a separate scaling pass would store it: the
-/// same bits as scaling `g` first, without writing and reading it again.
-#[allow(clippy::too_many_arguments)]
-pub fn step_scaled(
-    p: &mut [f32],
-    g: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    lr: f32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
-    step: u32,
     grad_scale: f32,
 ) {
-    let mut h = Hyper::new(lr, beta1, beta2, eps, weight_decay, step);
-    h.grad_scale = grad_scale;
+    let h = Hyper::new(lr, beta1, beta2, eps, weight_decay, step, grad_scale);
     #[cfg(target_arch = "x86_64")]
     if super::simd::avx512() {
         // SAFETY: the CPU has AVX-512F.
@@ -61,10 +44,18 @@ struct Hyper {
 }
 
 impl Hyper {
-    fn new(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32, step: u32) -> Hyper {
+    fn new(
+        lr: f32,
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        weight_decay: f32,
+        step: u32,
+        grad_scale: f32,
+    ) -> Hyper {
         Hyper {
             lr,
-            grad_scale: 1.0,
+            grad_scale,
             beta1,
             beta2,
             eps,
@@ -155,7 +146,9 @@ mod tests {
         let mut p = [1.0f32, -2.0];
         let g = [0.5f32, -3.0];
         let (mut m, mut v) = ([0.0f32; 2], [0.0f32; 2]);
-        step(&mut p, &g, &mut m, &mut v, 0.1, 0.9, 0.999, 1e-8, 0.0, 1);
+        step(
+            &mut p, &g, &mut m, &mut v, 0.1, 0.9, 0.999, 1e-8, 0.0, 1, 1.0,
+        );
         // bias-corrected first step is lr * sign(g)
         assert!((p[0] - 0.9).abs() < 1e-5 && (p[1] + 1.9).abs() < 1e-5);
         let mut q = [1.0f32];
@@ -170,6 +163,7 @@ mod tests {
             1e-8,
             0.5,
             1,
+            1.0,
         );
         assert!((q[0] - 0.95).abs() < 1e-6, "decoupled decay");
         assert!((grad_norm(&[&[3.0], &[4.0]]) - 5.0).abs() < 1e-6);
@@ -189,9 +183,11 @@ mod tests {
         // black_box: the same run-time powi on both sides (a constant-folded
         // one may round differently).
         let k = std::hint::black_box(7);
-        step(&mut p, &g, &mut m, &mut v, 1e-3, 0.9, 0.999, 1e-8, 0.01, k);
+        step(
+            &mut p, &g, &mut m, &mut v, 1e-3, 0.9, 0.999, 1e-8, 0.01, k, 1.0,
+        );
         let (mut pw, mut mw, mut vw) = (p0.clone(), m0, v0);
-        let h = Hyper::new(1e-3, 0.9, 0.999, 1e-8, 0.01, k);
+        let h = Hyper::new(1e-3, 0.9, 0.999, 1e-8, 0.01, k, 1.0);
         step_loop(&mut pw, &g, &mut mw, &mut vw, &h);
         let bits = |x: &[f32]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&p), bits(&pw));

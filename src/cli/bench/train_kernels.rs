@@ -241,7 +241,7 @@ pub(super) fn run(
         )?;
         let losses = ex.alloc_zeroed::<f32>(rows)?;
         let ms = median_ms(ex, iters, || {
-            xent::fwd_bwd(ex, &lg, &tg, 0, &losses, None, rows, v)
+            xent::fwd_bwd(ex, &lg, &tg, 0, &losses, None, rows, v, v)
         })?;
         rec.mem("xent_fwd", &sh, (rows * v * 2) as u64, ms);
         let dl = ex.alloc_zeroed::<bf16>(rows * v)?;
@@ -254,6 +254,7 @@ pub(super) fn run(
                 &losses,
                 Some((&dl, 1.0 / rows as f32)),
                 rows,
+                v,
                 v,
             )
         })?;

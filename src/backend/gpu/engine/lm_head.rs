@@ -31,6 +31,13 @@ fn blocks(t: usize, vocab: usize, elems: usize) -> Vec<(usize, usize)> {
     (0..t).step_by(rows).map(|s| (s, rows.min(t - s))).collect()
 }
 
+/// The vocabulary and the table's rows: the vocabulary padded to a multiple
+/// of 8 with rows of zeros (`params::padded_rows`); the loss reads the first
+/// `vocab` of each row of `ldv` logits.
+fn vocab_and_rows(table: &GpuParam, tb: &Buf<bf16>, d: usize) -> (usize, usize) {
+    (table.used / d, tb.len() / d)
+}
+
 /// The targets of rows `start..start + rows`: a view of all of them.
 fn rows_of(
     tg: &Arc<Buf<u32>>,
@@ -40,26 +47,27 @@ fn rows_of(
     Buf::view(tg, start, rows).ok_or_else(|| OpError::msg(op, "fewer targets than rows"))
 }
 
-/// Logits of rows `start..start + rows`: `h[rows] · Eᵀ`.
+/// Logits of rows `start..start + rows`: `h[rows] · Eᵀ`, `ldv` a row (every
+/// row of the table, padding included).
 fn logits(
     g: &Gpu,
     h: &Buf<bf16>,
     table: &Buf<bf16>,
     d: usize,
-    vocab: usize,
+    ldv: usize,
     (start, rows): (usize, usize),
     op: &'static str,
 ) -> OpResult<Buf<bf16>> {
-    let out = g.alloc_bf16(rows * vocab, op)?;
+    let out = g.alloc_bf16(rows * ldv, op)?;
     gemm::fwd(
         &g.ex,
         Mat::view(h, start * d, d),
         Mat::dense(table, d),
         None,
-        Mat::dense(&out, vocab),
+        Mat::dense(&out, ldv),
         rows,
         d,
-        vocab,
+        ldv,
     )
     .op(op)?;
     Ok(out)
@@ -75,22 +83,19 @@ pub(super) fn fwd(
 ) -> OpResult<(f32, GpuLmHeadSaved)> {
     let op = "lm_head_xent_fwd";
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
-    // The table's rows: the vocabulary, padded to a multiple of 8 with
-    // rows of zeros (`params::padded_rows`); the loss reads the first `vocab`
-    // of each row of `ldv` logits.
-    let (t, vocab, ldv) = (targets.len(), table.used / d, tb.len() / d);
+    let (t, (vocab, ldv)) = (targets.len(), vocab_and_rows(table, tb, d));
     let losses = g.alloc_f32(t, op)?;
-    let tg = g.dev_targets(targets, op)?;
+    let all = g.dev_targets(targets, op)?;
     for blk in blocks(t, ldv, g.lm_head_block) {
         let (start, rows) = blk;
         let lg = logits(g, hb, tb, d, ldv, blk, op)?;
         let part = g.alloc_f32(rows, op)?;
-        let tg = rows_of(&tg, blk, op)?;
-        xent::fwd_bwd_ld(&g.ex, &lg, &tg, ignore, &part, None, rows, vocab, ldv).op(op)?;
+        let tg = rows_of(&all, blk, op)?;
+        xent::fwd_bwd(&g.ex, &lg, &tg, ignore, &part, None, rows, vocab, ldv).op(op)?;
         g.ex.copy_range(&part, 0, &losses, start, rows).op(op)?;
     }
     let loss = g.alloc_f32(1, op)?;
-    xent::mean(&g.ex, &losses, &tg, ignore, &loss, t).op(op)?;
+    xent::mean(&g.ex, &losses, &all, ignore, &loss, t).op(op)?;
     let valid = targets.iter().filter(|&&x| x != ignore).count();
     Ok((g.read_scalar(&loss, op)?, GpuLmHeadSaved { valid, ignore }))
 }
@@ -108,10 +113,7 @@ pub(super) fn bwd(
 ) -> OpResult<GpuTensor> {
     let op = "lm_head_xent_bwd";
     let (hb, tb) = (h.bf16(op)?, own(table, op)?.bf16(op)?);
-    // The table's rows: the vocabulary, padded to a multiple of 8 with
-    // rows of zeros (`params::padded_rows`); the loss reads the first `vocab`
-    // of each row of `ldv` logits.
-    let (t, vocab, ldv) = (targets.len(), table.used / d, tb.len() / d);
+    let (t, (vocab, ldv)) = (targets.len(), vocab_and_rows(table, tb, d));
     let scale = if saved.valid > 0 {
         dloss / saved.valid as f32
     } else {
@@ -128,7 +130,7 @@ pub(super) fn bwd(
         // dlogits in place of the logits.
         // The padding columns keep their logits, 0 (rows of zeros), which
         // is also their gradient: the GEMMs below run over all `ldv`.
-        xent::fwd_bwd_ld(
+        xent::fwd_bwd(
             &g.ex,
             &lg,
             &tg,

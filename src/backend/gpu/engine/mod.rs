@@ -679,6 +679,7 @@ impl Backend<f32> for Gpu {
             None,
             t,
             vocab,
+            vocab,
         )
         .op(op)?;
         let loss = self.alloc_f32(1, op)?;
@@ -709,6 +710,7 @@ impl Backend<f32> for Gpu {
             &losses,
             Some((&dl, scale)),
             t,
+            vocab,
             vocab,
         )
         .op(op)?;

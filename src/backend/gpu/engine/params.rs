@@ -166,7 +166,7 @@ fn unpack_vecs(regions: &[Region], host: &[f32], n: usize) -> Vec<Vec<f32>> {
 /// logits rows (`[T, V]`, V = 65,541 at base) start on 16-byte boundaries
 /// and its three GEMMs take the 16-byte path, which an odd V refuses
 /// (scalar loads, the small tile). The rows stay zero: their logits are 0,
-/// the cross entropy skips them (`xent::fwd_bwd_ld`), their gradient is 0,
+/// the cross entropy skips them (`xent::fwd_bwd`), their gradient is 0,
 /// and AdamW leaves a zero weight with a zero gradient at zero. Checkpoints
 /// never see them (download drops them).
 fn padded_rows(p: &Param, members: usize) -> usize {

@@ -28,28 +28,12 @@ fn threads(vocab: usize) -> u32 {
 /// zero rows for ignored targets. `dlogits` may be `logits` (in place), and
 /// must otherwise share its address modulo 16 bytes (any two buffers do).
 /// For the mean loss's gradient, grad_scale = dloss / (number of non-ignored targets).
+/// Rows are `ld` elements apart, the first `vocab` of them the logits (`ld`
+/// = `vocab`, or a vocabulary padded to a multiple of 8, which keeps the
+/// rows and the GEMMs around them on 16-byte boundaries); padding columns
+/// are neither read nor written.
 #[allow(clippy::too_many_arguments)]
 pub fn fwd_bwd(
-    ex: &Executor,
-    logits: &Buf<bf16>,
-    targets: &Buf<u32>,
-    ignore: u32,
-    losses: &Buf<f32>,
-    grad: Option<(&Buf<bf16>, f32)>,
-    tokens: usize,
-    vocab: usize,
-) -> Result<()> {
-    fwd_bwd_ld(
-        ex, logits, targets, ignore, losses, grad, tokens, vocab, vocab,
-    )
-}
-
-/// [`fwd_bwd`] on rows `ld` elements apart, of which the first `vocab` are
-/// the logits (a vocabulary padded to a multiple of 8 keeps the rows, and
-/// the GEMMs around them, on 16-byte boundaries); the padding columns are
-/// neither read nor written.
-#[allow(clippy::too_many_arguments)]
-pub fn fwd_bwd_ld(
     ex: &Executor,
     logits: &Buf<bf16>,
     targets: &Buf<u32>,
