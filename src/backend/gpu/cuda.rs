@@ -12,6 +12,7 @@ use cudarc::nvrtc::Ptx;
 
 use super::error::{GpuError, Result};
 use super::executor::DeviceInfo;
+use super::kernel_profile;
 use super::launch::{KernelParams, Launch};
 use super::registry::KERNELS;
 
@@ -49,6 +50,8 @@ fn cuda_err(what: &str) -> impl Fn(result::DriverError) -> GpuError + '_ {
 struct Inner {
     /// Declared first: dropped (its pinned memory freed) before the context.
     staging: Mutex<Staging>,
+    /// The kernel profile's events (dropped before the context too).
+    timing: Mutex<Timing>,
     ctx: Arc<CudaContext>,
     _modules: Vec<Arc<CudaModule>>,
     functions: HashMap<&'static str, CudaFunction>,
@@ -113,6 +116,32 @@ impl Drop for Staging {
                 if !s.ptr.is_null() {
                     let _ = result::free_host(s.ptr.cast());
                 }
+            }
+        }
+    }
+}
+
+/// Events of the kernel profile (`kernel_profile`): pairs recorded around
+/// queued work and not yet read, and spare events to reuse.
+#[derive(Default)]
+struct Timing {
+    pending: Vec<(&'static str, sys::CUevent, sys::CUevent)>,
+    spare: Vec<sys::CUevent>,
+}
+
+// SAFETY: event handles may be used from any thread of the context; the
+// Mutex around Timing serialises their use.
+unsafe impl Send for Timing {}
+
+impl Drop for Timing {
+    fn drop(&mut self) {
+        let pending = self.pending.drain(..).flat_map(|(_, a, b)| [a, b]);
+        for e in pending.chain(self.spare.drain(..)) {
+            // SAFETY: each event came from cuEventCreate and is destroyed
+            // once, after the work it marks.
+            unsafe {
+                let _ = result::event::synchronize(e);
+                let _ = result::event::destroy(e);
             }
         }
     }
@@ -190,6 +219,7 @@ impl CudaExecutor {
         Ok(CudaExecutor {
             inner: Arc::new(Inner {
                 staging: Mutex::new(Staging::new()),
+                timing: Mutex::default(),
                 ctx,
                 _modules: modules,
                 functions,
@@ -255,16 +285,77 @@ impl CudaExecutor {
                 }
             }
             let mut args = [(&l.params as *const P).cast_mut().cast::<c_void>()];
-            result::launch_kernel(
-                cu_f,
-                (l.grid[0], l.grid[1], l.grid[2]),
-                (l.block[0], l.block[1], l.block[2]),
-                l.smem,
-                self.inner.stream.0,
-                &mut args,
-            )
-            .map_err(cuda_err(&format!("launching {}", l.kernel)))
+            self.timed(l.kernel, || {
+                result::launch_kernel(
+                    cu_f,
+                    (l.grid[0], l.grid[1], l.grid[2]),
+                    (l.block[0], l.block[1], l.block[2]),
+                    l.smem,
+                    self.inner.stream.0,
+                    &mut args,
+                )
+                .map_err(cuda_err(&format!("launching {}", l.kernel)))
+            })
         }
+    }
+
+    /// `queue()`, which queues work on the stream; while the kernel profile
+    /// is on, between two events recorded under `what`.
+    fn timed(&self, what: &'static str, queue: impl FnOnce() -> Result<()>) -> Result<()> {
+        if !kernel_profile::on() {
+            return queue();
+        }
+        let stream = self.inner.stream.0;
+        let mut t = self
+            .inner
+            .timing
+            .lock()
+            .map_err(|_| GpuError::Invalid("the kernel profile's lock is poisoned".into()))?;
+        let mut event = || -> Result<sys::CUevent> {
+            let e = match t.spare.pop() {
+                Some(e) => e,
+                // A new event, destroyed by Timing's drop.
+                None => result::event::create(sys::CUevent_flags::CU_EVENT_DEFAULT)
+                    .map_err(cuda_err("cuEventCreate"))?,
+            };
+            // SAFETY: a live event recorded on the executor's stream.
+            unsafe { result::event::record(e, stream) }.map_err(cuda_err("cuEventRecord"))?;
+            Ok(e)
+        };
+        let start = event()?;
+        let r = queue();
+        let end = event()?;
+        t.pending.push((what, start, end));
+        if t.pending.len() >= kernel_profile::RESOLVE_EVERY {
+            Self::resolve(&mut t)?;
+        }
+        r
+    }
+
+    /// Waits for the kernel profile's pending events and adds their times.
+    pub(crate) fn resolve_timings(&self) -> Result<()> {
+        self.bind()?;
+        let mut t = self
+            .inner
+            .timing
+            .lock()
+            .map_err(|_| GpuError::Invalid("the kernel profile's lock is poisoned".into()))?;
+        Self::resolve(&mut t)
+    }
+
+    fn resolve(t: &mut Timing) -> Result<()> {
+        let Timing { pending, spare } = t;
+        for (what, start, end) in pending.drain(..) {
+            // SAFETY: both events were recorded on the stream; the end one
+            // is waited for before reading the pair.
+            let ms = unsafe {
+                result::event::synchronize(end).map_err(cuda_err("cuEventSynchronize"))?;
+                result::event::elapsed(start, end).map_err(cuda_err("cuEventElapsedTime"))?
+            };
+            kernel_profile::add(what, f64::from(ms) / 1e3);
+            spare.extend([start, end]);
+        }
+        Ok(())
     }
 
     pub fn synchronize(&self) -> Result<()> {
@@ -365,8 +456,10 @@ impl CudaExecutor {
             }
             std::ptr::copy_nonoverlapping(data.as_ptr(), slot.ptr, data.len());
             let pinned = std::slice::from_raw_parts(slot.ptr, data.len());
-            result::memcpy_htod_async(addr, pinned, stream)
-                .map_err(cuda_err("cuMemcpyHtoDAsync"))?;
+            self.timed(kernel_profile::UPLOAD, || {
+                result::memcpy_htod_async(addr, pinned, stream)
+                    .map_err(cuda_err("cuMemcpyHtoDAsync"))
+            })?;
             if let Some(e) = slot.done {
                 result::event::record(e, stream).map_err(cuda_err("cuEventRecord"))?;
             }
@@ -384,17 +477,21 @@ impl CudaExecutor {
     /// Device -> device, queued.
     pub(crate) fn copy_raw(&self, src: u64, dst: u64, bytes: usize) -> Result<()> {
         self.bind()?;
-        // SAFETY: the caller checked both ranges.
-        unsafe { result::memcpy_dtod_async(dst, src, bytes, self.inner.stream.0) }
-            .map_err(cuda_err("cuMemcpyDtoDAsync"))
+        self.timed(kernel_profile::COPY, || {
+            // SAFETY: the caller checked both ranges.
+            unsafe { result::memcpy_dtod_async(dst, src, bytes, self.inner.stream.0) }
+                .map_err(cuda_err("cuMemcpyDtoDAsync"))
+        })
     }
 
     /// Zero bytes, queued.
     pub(crate) fn zero_raw(&self, addr: u64, bytes: usize) -> Result<()> {
         self.bind()?;
-        // SAFETY: the caller checked the range.
-        unsafe { result::memset_d8_async(addr, 0, bytes, self.inner.stream.0) }
-            .map_err(cuda_err("cuMemsetD8Async"))
+        self.timed(kernel_profile::MEMSET, || {
+            // SAFETY: the caller checked the range.
+            unsafe { result::memset_d8_async(addr, 0, bytes, self.inner.stream.0) }
+                .map_err(cuda_err("cuMemsetD8Async"))
+        })
     }
 
     /// (free, total) device memory in bytes.

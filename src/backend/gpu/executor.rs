@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::buffer::{Buf, HostMem, Mem, PooledMem};
 use super::error::{GpuError, Result};
+use super::kernel_profile::{self, KernelTime};
 use super::launch::{KernelParams, Launch};
 use super::pool::{Pool, PoolStats};
 use super::sim::SimExecutor;
@@ -258,12 +259,12 @@ impl Executor {
             n * sz,
         );
         match &self.kind {
-            Kind::Sim(_) => {
+            Kind::Sim(_) => sim_timed(kernel_profile::COPY, || {
                 // SAFETY: both ranges were checked to lie inside live buffers
                 // (dst is borrowed shared, like a kernel output pointer).
                 unsafe { std::ptr::copy(s as *const u8, d as *mut u8, bytes) };
                 Ok(())
-            }
+            }),
             #[cfg(feature = "cuda")]
             Kind::Cuda(c) => c.copy_raw(s, d, bytes),
         }
@@ -285,11 +286,11 @@ impl Executor {
     fn zero_raw(&self, addr: u64, host: bool, bytes: usize) -> Result<()> {
         self.check_kind("zero", host)?;
         match &self.kind {
-            Kind::Sim(_) => {
+            Kind::Sim(_) => sim_timed(kernel_profile::MEMSET, || {
                 // SAFETY: callers pass a range inside a live allocation.
                 unsafe { std::ptr::write_bytes(addr as *mut u8, 0, bytes) };
                 Ok(())
-            }
+            }),
             #[cfg(feature = "cuda")]
             Kind::Cuda(c) => c.zero_raw(addr, bytes),
         }
@@ -308,10 +309,21 @@ impl Executor {
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
         check_params_type::<P>(l.kernel)?;
         match &self.kind {
-            Kind::Sim(s) => s.launch(l),
+            Kind::Sim(s) => sim_timed(l.kernel, || s.launch(l)),
             #[cfg(feature = "cuda")]
             Kind::Cuda(c) => c.launch(l),
         }
+    }
+
+    /// Stops the kernel profile (see [`kernel_profile`]) and returns its
+    /// sums, longest first: on a GPU after waiting for the timed work.
+    pub fn kernel_profile_stop(&self) -> Result<Vec<KernelTime>> {
+        kernel_profile::stop_timing();
+        #[cfg(feature = "cuda")]
+        if let Kind::Cuda(c) = &self.kind {
+            c.resolve_timings()?;
+        }
+        Ok(kernel_profile::take())
     }
 
     pub fn synchronize(&self) -> Result<()> {
@@ -382,6 +394,18 @@ fn check_params_type<P>(kernel: &str) -> Result<()> {
     Err(GpuError::Invalid(format!(
         "launching {kernel} with {got}, but its params struct is {want}"
     )))
+}
+
+/// `f()` on the simulator, which runs work as it is queued: timed on the
+/// host for the kernel profile when it is on.
+fn sim_timed(what: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
+    if !kernel_profile::on() {
+        return f();
+    }
+    let t = Instant::now();
+    let r = f();
+    kernel_profile::add(what, t.elapsed().as_secs_f64());
+    r
 }
 
 /// Fills simulator memory with 0xFF (see [`Executor::alloc_uninit`]).

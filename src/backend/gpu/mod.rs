@@ -7,6 +7,7 @@
 //!   cuda/params.h (committed; tests/params_bindings.rs keeps it fresh).
 //! - [`buffer::Buf`]: device memory (host memory on the simulator).
 //! - [`executor::Executor`]: runs launches, moves data, times work.
+//! - [`kernel_profile`]: device time per kernel while profiling.
 //! - [`ops`]: typed launch wrappers, one file per kernel family.
 //! - [`testing`]: run a test on every available executor, compare to a reference.
 
@@ -18,6 +19,7 @@ pub mod error;
 pub mod executor;
 #[cfg(feature = "cuda")]
 pub mod fake_driver;
+pub mod kernel_profile;
 pub mod launch;
 pub mod ops;
 pub mod params;

@@ -17,6 +17,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use crate::autograd::profile::{self, Profile};
+use crate::backend::gpu::kernel_profile::{self, KernelTime};
 use crate::cli::args;
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
@@ -73,7 +74,10 @@ pub struct ModelArgs {
     pub force: bool,
     /// Also time each op kind, forward and backward, and the optimizer:
     /// a table per batch size (and in the JSON). Host time: on cuda, ops
-    /// only queue kernels, so there it shows launch cost, not kernel time.
+    /// only queue kernels, so there it shows launch cost, not kernel time;
+    /// on cuda and sim a second table gives each kernel's device time
+    /// (CUDA events around every launch and copy; the simulator's host
+    /// time) and how long the device sat idle.
     /// The CPU inference forward splits its batch across threads: there the
     /// times are thread time, and shares are of all ops.
     #[arg(long)]
@@ -99,6 +103,10 @@ struct Row {
     /// With --profile: host time per op kind and pass over the timed runs.
     #[serde(skip_serializing_if = "Option::is_none")]
     profile: Option<Profile>,
+    /// With --profile on a GPU engine: device time per kernel over the
+    /// timed runs, longest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    kernels: Option<Vec<KernelTime>>,
 }
 
 #[derive(Debug, Serialize)]
@@ -184,14 +192,15 @@ fn bench_one(
     } else {
         Engine::Infer(Loaded::with_precision(a.device, params, a.precision)?)
     };
-    let pool = |e: &Engine| match e {
-        Engine::Infer(Loaded::Gpu(g, _)) => g.executor().pool().cloned(),
+    let executor = |e: &Engine| match e {
+        Engine::Infer(Loaded::Gpu(g, _)) => Some(g.executor().clone()),
         Engine::Infer(Loaded::Cpu(_) | Loaded::CpuBf16(..)) => None,
         Engine::Train(t) => match t.as_ref() {
-            Trainer::Gpu { gpu, .. } => gpu.executor().pool().cloned(),
+            Trainer::Gpu { gpu, .. } => Some(gpu.executor().clone()),
             Trainer::Cpu { .. } => None,
         },
     };
+    let pool = |e: &Engine| executor(e).and_then(|x| x.pool().cloned());
     let ffn = if cfg.ffn == FfnKind::Moe {
         "moe"
     } else {
@@ -217,8 +226,12 @@ fn bench_one(
             p.stats().in_use
         });
         let mut lat = Vec::with_capacity(iters);
+        let gpu = executor(&engine).filter(|_| a.profile);
         if a.profile {
             profile::start();
+        }
+        if gpu.is_some() {
+            kernel_profile::start();
         }
         for _ in 0..iters {
             let t = Instant::now();
@@ -226,6 +239,7 @@ fn bench_one(
             lat.push(t.elapsed().as_secs_f64() * 1e3);
         }
         let profiled = a.profile.then(profile::stop);
+        let kernels = gpu.map(|x| x.kernel_profile_stop()).transpose()?;
         let peak = pool(&engine).map(|p| p.stats().peak_in_use);
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let row = Row {
@@ -245,6 +259,7 @@ fn bench_one(
                 if ffn == "moe" { cfg.n_experts } else { 0 },
             ),
             profile: profiled,
+            kernels,
         };
         eprintln!(
             "{ffn:>5} batch {b:>3}: {:>10.1} flows/s {:>12.0} tokens/s  mean {:>9.3} ms  p99 {:>9.3} ms  peak {}",
@@ -263,6 +278,14 @@ fn bench_one(
             }
             Some(p) => eprintln!("{}", p.per_step(iters, mean / 1e3)),
             None => {}
+        }
+        if let Some(kernels) = &row.kernels {
+            let table = kernel_profile::PerStep {
+                kernels,
+                steps: iters,
+                step_s: mean / 1e3,
+            };
+            eprintln!("{table}");
         }
         rows.push(row);
     }
