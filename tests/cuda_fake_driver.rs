@@ -472,6 +472,30 @@ fn a_device_fault_ends_the_command_with_an_error() {
     assert!(!tmp.path().join("bench.json").exists(), "{text}");
 }
 
+/// A driver older than the CUDA 13.0 this build was made for is refused
+/// before anything loads, with both versions named (on a real GPU cudarc
+/// would otherwise panic at the first symbol the old driver lacks).
+#[test]
+fn a_driver_older_than_cuda_13_is_refused_clearly() {
+    let Some((_fake, _g)) = fake() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(tmp.path())
+        .env(fake_driver::ENV, "1")
+        .env("TMOE_FAKE_CUDA_DRIVER_VERSION", "12080")
+        .args(BENCH_TINY)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("supports CUDA 12.8") && text.contains("need CUDA 13.0"),
+        "{text}"
+    );
+    assert!(!text.contains("panicked"), "{text}");
+    assert!(!tmp.path().join("bench.json").exists(), "{text}");
+}
+
 /// Attention at head_dim 64 (the base model's): its kernels ask for more
 /// than 48 KiB of dynamic shared memory, which a GPU refuses unless the
 /// kernel's attribute was raised first. Through the driver: the attribute

@@ -287,6 +287,15 @@ size_t tmoe_fake_driver_error(char* buf, size_t len) {
 
 // ---- initialisation, devices, contexts ---------------------------------------
 
+// CUDA 13.0's driver API, or TMOE_FAKE_CUDA_DRIVER_VERSION (e.g. 12080 for
+// 12.8) to try how an older driver is refused.
+CUresult cuDriverGetVersion(int* version) {
+  if (!version) return CUDA_ERROR_INVALID_VALUE;
+  const char* v = getenv("TMOE_FAKE_CUDA_DRIVER_VERSION");
+  *version = v ? atoi(v) : 13000;
+  return CUDA_SUCCESS;
+}
+
 CUresult cuInit(unsigned flags) {
   State& S = st();
   std::lock_guard<std::recursive_mutex> lock(S.mu);

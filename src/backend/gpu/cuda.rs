@@ -147,6 +147,30 @@ impl Drop for Timing {
     }
 }
 
+/// The CUDA version the bindings (cudarc's `cuda-13000`) and the fatbins
+/// (nvcc 13.0) were made for: an older driver lacks their symbols (cudarc
+/// would panic at the first missing one) and cannot load the kernels.
+const CUDA_BUILT_FOR: i32 = 13000;
+
+/// Refuses a driver older than [`CUDA_BUILT_FOR`], naming both versions.
+fn check_driver_version() -> Result<()> {
+    let mut v = 0;
+    // SAFETY: writes one int; present in every driver since CUDA 2.2.
+    unsafe { sys::cuDriverGetVersion(&mut v) }
+        .result()
+        .map_err(cuda_err("cuDriverGetVersion"))?;
+    if v >= CUDA_BUILT_FOR {
+        return Ok(());
+    }
+    let ver = |v: i32| format!("{}.{}", v / 1000, v % 1000 / 10);
+    Err(GpuError::Unavailable(format!(
+        "the NVIDIA driver supports CUDA {} but this build's kernels and bindings need CUDA {} \
+         (driver 580 or newer): update the driver",
+        ver(v),
+        ver(CUDA_BUILT_FOR)
+    )))
+}
+
 /// A stream created with the default flag: not the legacy default stream,
 /// but ordered with it, so that the synchronous host copies (on the legacy
 /// stream) still see every queued launch.
@@ -188,6 +212,7 @@ impl CudaExecutor {
                 "libcuda (the NVIDIA driver) is not installed".into(),
             ));
         }
+        check_driver_version()?;
         let n = CudaContext::device_count().map_err(cuda_err("cuDeviceGetCount"))?;
         if n < 1 {
             return Err(GpuError::Unavailable(
