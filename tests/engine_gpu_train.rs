@@ -14,10 +14,16 @@ use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
 
-/// `sim`, and `cuda` when this build has a GPU (required with TMOE_REQUIRE_GPU=1).
+/// `sim`, and `cuda` when this build has a GPU (required with
+/// TMOE_REQUIRE_GPU=1); only `cuda` with TMOE_GPU_ONLY=1, as the kernel
+/// tests (a lent GPU's minutes are few).
 fn devices() -> Vec<Device> {
-    let mut v = vec![Device::Sim];
-    if executors("engine_gpu_train").iter().any(|e| e.is_gpu()) {
+    let ex = executors("engine_gpu_train");
+    let mut v = Vec::new();
+    if ex.iter().any(|e| !e.is_gpu()) {
+        v.push(Device::Sim);
+    }
+    if ex.iter().any(|e| e.is_gpu()) {
         v.push(Device::Cuda);
     }
     v

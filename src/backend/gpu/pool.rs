@@ -9,6 +9,13 @@
 //! the simulator's AddressSanitizer build still flags an access one past the
 //! end.
 //!
+//! A buffer dropped while kernels that use it are still queued is handed out
+//! again at once, with no event to wait for: safe only because all device
+//! work goes to one stream (the executor's, ordered with the legacy stream
+//! its synchronous copies use), so the next user's work runs after the old.
+//! A second stream (copies overlapping kernels, say) would need each free
+//! buffer to wait for an event recorded where it was dropped.
+//!
 //! [`Executor::with_pool`]: super::Executor::with_pool
 
 use std::collections::HashMap;
