@@ -383,7 +383,7 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
         );
         fs::write(
             out.join("fatbins.rs"),
-            "pub const FATBINS: &[(&str, &[u8])] = &[];\n",
+            "pub const FATBINS: &[(&str, &[u8])] = &[];\npub const STATIC_SMEM: &[(&str, u32)] = &[];\n",
         )
         .unwrap();
         return;
@@ -428,6 +428,19 @@ fn build_fatbins(root: &Path, cuda: &Path, out: &Path, sources: &[PathBuf]) {
             fat.display().to_string()
         )
         .unwrap();
+    }
+    table.push_str("];\n");
+    // Static shared memory per kernel (the most over its architectures):
+    // the fake driver's answer to cuFuncGetAttribute (a GPU's comes from the
+    // loaded code itself).
+    let mut smem: BTreeMap<&str, u32> = BTreeMap::new();
+    for i in &infos {
+        let e = smem.entry(i.kernel.as_str()).or_default();
+        *e = (*e).max(i.smem);
+    }
+    table.push_str("pub const STATIC_SMEM: &[(&str, u32)] = &[\n");
+    for (k, v) in smem {
+        writeln!(table, "    ({k:?}, {v}),").unwrap();
     }
     table.push_str("];\n");
     fs::write(out.join("fatbins.rs"), table).unwrap();

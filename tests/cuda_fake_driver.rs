@@ -496,6 +496,88 @@ fn a_driver_older_than_cuda_13_is_refused_clearly() {
     assert!(!tmp.path().join("bench.json").exists(), "{text}");
 }
 
+/// A block's 48 KiB without the opt-in attribute include its static shared
+/// memory: the executor asks the driver for each kernel's, and the fake
+/// driver answers with ptxas's figure (build.rs), which must reach it.
+#[test]
+fn each_kernels_static_shared_memory_reaches_the_executor() {
+    use traffic_moe::backend::gpu::cuda::CudaExecutor;
+    use traffic_moe::backend::gpu::registry::KERNELS;
+    let Some((_d, _g)) = fake() else { return };
+    let cuda = CudaExecutor::shared().unwrap();
+    let report = std::fs::read_to_string(
+        std::path::Path::new(traffic_moe::backend::gpu::registry::FATBIN_DIR)
+            .with_file_name("kernel-report.txt"),
+    )
+    .unwrap();
+    // ptxas's figure per kernel, the most over its architectures.
+    let from_report = |kernel: &str| {
+        report
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f.first() == Some(&kernel)).then(|| f[3].parse::<u32>().unwrap())
+            })
+            .max()
+    };
+    for (kernel, _, _) in KERNELS {
+        let got = cuda.static_smem_of(kernel);
+        assert_eq!(got, from_report(kernel), "{kernel}");
+    }
+    assert_eq!(cuda.static_smem_of("attn_bwd_dkdv_hd64"), Some(1088));
+}
+
+/// The fake driver counts static shared memory as a GPU does: by default a
+/// launch may ask for 48 KiB less the kernel's static, and the attribute
+/// cannot take static + dynamic past the opt-in limit (227 KiB on sm_90).
+#[test]
+fn the_fake_driver_counts_static_shared_memory_as_a_gpu_does() {
+    use cudarc::driver::{CudaContext, result, sys};
+    use sys::CUfunction_attribute::{
+        CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES as MAX_DYNAMIC,
+        CU_FUNC_ATTRIBUTE_SHARED_SIZE_BYTES as STATIC,
+    };
+    let Some((_d, _g)) = fake() else { return };
+    let ctx = CudaContext::new(0).unwrap();
+    let dir = std::path::Path::new(traffic_moe::backend::gpu::registry::FATBIN_DIR);
+    let image = std::fs::read(dir.join("attention.fatbin")).unwrap();
+    let module = ctx
+        .load_module(cudarc::nvrtc::Ptx::from_binary(image))
+        .unwrap();
+    let f = module.load_function("attn_bwd_dkdv_hd64").unwrap();
+    let fixed = f.get_attribute(STATIC).unwrap();
+    assert_eq!(fixed, 1088);
+    assert_eq!(f.get_attribute(MAX_DYNAMIC).unwrap(), 48 * 1024 - fixed);
+    // One byte past it, without the attribute: refused at launch.
+    let params = [0u8; 512];
+    let mut args = [params.as_ptr().cast_mut().cast::<std::ffi::c_void>()];
+    // SAFETY: the launch is refused before anything reads the params.
+    let refused = unsafe {
+        result::launch_kernel(
+            f.cu_function(),
+            (1, 1, 1),
+            (128, 1, 1),
+            (48 * 1024 - fixed + 1) as u32,
+            std::ptr::null_mut(),
+            &mut args,
+        )
+    };
+    assert_eq!(
+        refused.unwrap_err().0,
+        sys::cudaError_enum::CUDA_ERROR_INVALID_VALUE
+    );
+    // SAFETY: a loaded function's attribute.
+    let set = |v: i32| unsafe {
+        result::function::set_function_attribute(f.cu_function(), MAX_DYNAMIC, v)
+    };
+    assert!(
+        set(227 * 1024 - fixed + 1).is_err(),
+        "past the opt-in limit"
+    );
+    set(227 * 1024 - fixed).unwrap();
+    assert_eq!(f.get_attribute(MAX_DYNAMIC).unwrap(), 227 * 1024 - fixed);
+}
+
 /// Attention at head_dim 64 (the base model's): its kernels ask for more
 /// than 48 KiB of dynamic shared memory, which a GPU refuses unless the
 /// kernel's attribute was raised first. Through the driver: the attribute

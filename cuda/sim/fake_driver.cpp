@@ -61,6 +61,7 @@ enum : CUresult {
   CUDA_ERROR_NOT_READY = 600,
   CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES = 701,
   CUDA_ERROR_LAUNCH_FAILED = 719,
+  CUDA_ERROR_NOT_SUPPORTED = 801,
 };
 
 const uint32_t FATBIN_MAGIC = 0xBA55ED50u;
@@ -71,7 +72,9 @@ const size_t ALIGN = 256;                  // cuMemAlloc's alignment
 typedef int (*LaunchFn)(const char* name, const uint32_t grid[3], const uint32_t block[3],
                         size_t smem, const void* params, size_t params_size, int reverse,
                         char* err, size_t err_len);
-typedef int (*KernelInfoFn)(const char* name, size_t* params_size, unsigned* max_threads);
+// static_smem: the kernel's static shared memory (ptxas's figure, from build.rs).
+typedef int (*KernelInfoFn)(const char* name, size_t* params_size, unsigned* max_threads,
+                            unsigned* static_smem);
 
 struct Ctx {
   int device;
@@ -84,6 +87,9 @@ struct Function {
   std::string name;
   size_t params_size;
   unsigned max_threads;  // __launch_bounds__
+  size_t static_smem;    // __shared__ variables
+  // Dynamic shared memory a launch may ask for: 48 KiB less the static, as
+  // on a GPU, until cuFuncSetAttribute raises it.
   size_t max_dynamic_smem;
 };
 struct Stream {
@@ -453,10 +459,24 @@ CUresult cuModuleGetFunction(Function** f, Module* m, const char* name) {
   std::string needle = std::string(1, '\0') + name + std::string(1, '\0');
   auto hit = std::search(m->image.begin(), m->image.end(), needle.begin(), needle.end());
   size_t size = 0;
-  unsigned max_threads = 0;
-  if (hit == m->image.end() || !S.kernel_info(name, &size, &max_threads))
+  unsigned max_threads = 0, static_smem = 0;
+  if (hit == m->image.end() || !S.kernel_info(name, &size, &max_threads, &static_smem))
     return CUDA_ERROR_NOT_FOUND;
-  *f = new Function{m, name, size, max_threads, DEFAULT_SMEM};  // lives as long as the process
+  if (static_smem > DEFAULT_SMEM) return CUDA_ERROR_INVALID_IMAGE;
+  // Lives as long as the process.
+  *f = new Function{m, name, size, max_threads, static_smem, DEFAULT_SMEM - static_smem};
+  return CUDA_SUCCESS;
+}
+
+CUresult cuFuncGetAttribute(int* value, int attribute, Function* f) {
+  ENTER();
+  if (!f || !value) return CUDA_ERROR_INVALID_VALUE;
+  switch (attribute) {
+    case 0: *value = int(f->max_threads); break;       // MAX_THREADS_PER_BLOCK
+    case 1: *value = int(f->static_smem); break;       // SHARED_SIZE_BYTES
+    case 8: *value = int(f->max_dynamic_smem); break;  // MAX_DYNAMIC_SHARED_SIZE_BYTES
+    default: return CUDA_ERROR_NOT_SUPPORTED;
+  }
   return CUDA_SUCCESS;
 }
 
@@ -465,7 +485,8 @@ CUresult cuFuncSetAttribute(Function* f, int attribute, int value) {
   if (!f) return CUDA_ERROR_INVALID_HANDLE;
   S.counters.attr_sets++;
   if (attribute != 8) return CUDA_SUCCESS;  // CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
-  if (value < 0 || size_t(value) > MAX_OPTIN_SMEM) return CUDA_ERROR_INVALID_VALUE;
+  // Static and dynamic together within the opt-in limit, as on a GPU.
+  if (value < 0 || size_t(value) + f->static_smem > MAX_OPTIN_SMEM) return CUDA_ERROR_INVALID_VALUE;
   f->max_dynamic_smem = value;
   return CUDA_SUCCESS;
 }

@@ -33,7 +33,24 @@ type LaunchFn = unsafe extern "C" fn(
     *mut c_char,
     usize,
 ) -> c_int;
-type KernelInfoFn = unsafe extern "C" fn(*const c_char, *mut usize, *mut u32) -> c_int;
+type KernelInfoFn = unsafe extern "C" fn(*const c_char, *mut usize, *mut u32, *mut u32) -> c_int;
+
+/// The simulator's kernel facts for the driver, plus the kernel's static
+/// shared memory, which only ptxas knows (build.rs's table).
+unsafe extern "C" fn kernel_info(
+    name: *const c_char,
+    params_size: *mut usize,
+    max_threads: *mut u32,
+    static_smem: *mut u32,
+) -> c_int {
+    // SAFETY: the driver passes a NUL-terminated name and valid out pointers.
+    unsafe {
+        let known = tmoe_sim_kernel_info(name, params_size, max_threads);
+        let name = std::ffi::CStr::from_ptr(name).to_str().unwrap_or("");
+        *static_smem = super::cuda::static_smem(name);
+        known
+    }
+}
 
 /// What the host asked of the driver so far (cuda/sim/fake_driver.cpp's
 /// `Counters`, field for field).
@@ -148,7 +165,7 @@ fn load(path: &Path) -> Result<FakeDriver, String> {
         let lib = libloading::Library::new(path).map_err(fail)?;
         let install: libloading::Symbol<unsafe extern "C" fn(LaunchFn, KernelInfoFn)> =
             lib.get(b"tmoe_fake_driver_install").map_err(fail)?;
-        install(tmoe_sim_launch, tmoe_sim_kernel_info);
+        install(tmoe_sim_launch, kernel_info);
         let d = FakeDriver {
             path: path.to_path_buf(),
             counters: *lib.get(b"tmoe_fake_driver_counters").map_err(fail)?,
