@@ -444,20 +444,7 @@ fn the_command_line_on_the_fake_driver() {
 #[test]
 fn a_device_fault_ends_the_command_with_an_error() {
     let Some((_fake, _g)) = fake() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(tmp.path())
-        .env(fake_driver::ENV, "1")
-        .env("TMOE_FAKE_CUDA_FAIL", "rmsnorm_fwd")
-        .args(BENCH_TINY)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let text = bench_fails_cleanly(("TMOE_FAKE_CUDA_FAIL", "rmsnorm_fwd"));
     assert!(
         text.contains("kernel rmsnorm_fwd failed: injected fault"),
         "{text}"
@@ -468,8 +455,29 @@ fn a_device_fault_ends_the_command_with_an_error() {
         1,
         "{text}"
     );
+}
+
+/// `tmoe bench` on the fake driver with one more environment variable:
+/// it must end with exit status 1 and its error (returned: stdout and
+/// stderr), no panic and no result file.
+fn bench_fails_cleanly((var, value): (&str, &str)) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(tmp.path())
+        .env(fake_driver::ENV, "1")
+        .env(var, value)
+        .args(BENCH_TINY)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
     assert!(!text.contains("panicked"), "{text}");
     assert!(!tmp.path().join("bench.json").exists(), "{text}");
+    text
 }
 
 /// A driver older than the CUDA 13.0 this build was made for is refused
@@ -478,22 +486,11 @@ fn a_device_fault_ends_the_command_with_an_error() {
 #[test]
 fn a_driver_older_than_cuda_13_is_refused_clearly() {
     let Some((_fake, _g)) = fake() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(tmp.path())
-        .env(fake_driver::ENV, "1")
-        .env("TMOE_FAKE_CUDA_DRIVER_VERSION", "12080")
-        .args(BENCH_TINY)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{text}");
+    let text = bench_fails_cleanly(("TMOE_FAKE_CUDA_DRIVER_VERSION", "12080"));
     assert!(
         text.contains("supports CUDA 12.8") && text.contains("need CUDA 13.0"),
         "{text}"
     );
-    assert!(!text.contains("panicked"), "{text}");
-    assert!(!tmp.path().join("bench.json").exists(), "{text}");
 }
 
 /// A block's 48 KiB without the opt-in attribute include its static shared
