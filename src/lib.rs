@@ -15,6 +15,7 @@ pub mod capi;
 pub mod cli;
 pub mod engine;
 pub mod eval;
+pub mod heap;
 pub mod infer;
 pub mod model;
 pub mod progress;

@@ -67,7 +67,12 @@ fn default_sigpipe() {
     }
 }
 
+/// Counts heap bytes for `tmoe bench`'s CPU peak memory (`traffic_moe::heap`).
+#[global_allocator]
+static HEAP: traffic_moe::heap::Counting = traffic_moe::heap::Counting;
+
 fn main() {
+    traffic_moe::heap::mark_installed();
     #[cfg(unix)]
     default_sigpipe();
     let cli = Cli::parse();

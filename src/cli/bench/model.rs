@@ -3,7 +3,8 @@
 //! Figure 8): per batch size, throughput (flows/s, tokens/s), mean and p99
 //! latency per batch, peak device memory (the caching pool's high-water
 //! mark, weights included as in the paper, and the activation peak above the
-//! weights), and the routed experts' load; then the MoE/dense ratios beside
+//! weights; on the CPU the heap's, `crate::heap`), and the routed experts'
+//! load; then the MoE/dense ratios beside
 //! the paper's. Inference is the classifier forward on an inference tape
 //! (what `tmoe classify` runs); `--train` times a full step instead
 //! (forward, backward, AdamW).
@@ -22,6 +23,7 @@ use crate::cli::args;
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
+use crate::heap;
 use crate::infer::latency::quantile;
 use crate::model::batch::Batch;
 use crate::model::{FfnKind, Model, ModelConfig};
@@ -94,7 +96,8 @@ struct Row {
     tokens_per_s: f64,
     mean_latency_ms: f64,
     p99_latency_ms: f64,
-    /// Pool high-water mark (GPU engines): weights + activations.
+    /// High-water mark, weights + activations: the device pool's on a GPU
+    /// engine, the heap's (Rust allocations, `crate::heap`) on the CPU.
     peak_bytes: Option<usize>,
     /// Bytes held before the run (weights, optimizer state).
     weight_bytes: Option<usize>,
@@ -221,10 +224,18 @@ fn bench_one(
         };
         let routing = run(&mut engine, true)?;
         run(&mut engine, false)?;
-        let held = pool(&engine).map(|p| {
-            p.reset_peak();
-            p.stats().in_use
-        });
+        // Device memory from the GPU engine's pool; on the CPU, the heap
+        // meter's count (where `tmoe` installed it).
+        let held = match pool(&engine) {
+            Some(p) => {
+                p.reset_peak();
+                Some(p.stats().in_use)
+            }
+            None => heap::stats().map(|(now, _)| {
+                heap::reset_peak();
+                now
+            }),
+        };
         let mut lat = Vec::with_capacity(iters);
         let gpu = executor(&engine).filter(|_| a.profile);
         if a.profile {
@@ -240,7 +251,10 @@ fn bench_one(
         }
         let profiled = a.profile.then(profile::stop);
         let kernels = gpu.map(|x| x.kernel_profile_stop()).transpose()?;
-        let peak = pool(&engine).map(|p| p.stats().peak_in_use);
+        let peak = match pool(&engine) {
+            Some(p) => Some(p.stats().peak_in_use),
+            None => heap::stats().map(|(_, peak)| peak),
+        };
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let row = Row {
             ffn,
@@ -451,7 +465,12 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
     ];
     if r.rows.iter().any(|x| x.peak_bytes.is_some()) {
         panels.push(Panel {
-            title: "Peak device memory".into(),
+            title: if r.device == "cpu" {
+                "Peak heap memory"
+            } else {
+                "Peak device memory"
+            }
+            .into(),
             x_label: "batch".into(),
             y_label: "MiB".into(),
             series: series(&|x| x.peak_bytes.map(|p| p as f64 / (1 << 20) as f64)),

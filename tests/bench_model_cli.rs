@@ -1,0 +1,47 @@
+//! `tmoe bench model --device cpu` reports peak memory as the GPU engine
+//! does, from the heap meter `tmoe` installs (`traffic_moe::heap`): the
+//! bytes held before the timed runs are the weights (f32: 4 bytes a
+//! parameter, and little else), the peak lies above them, and the dense
+//! twin's activations (its FFN hidden is 1,280 wide at tiny) outgrow the
+//! MoE's as the batch grows.
+
+use std::process::Command;
+
+#[test]
+fn cpu_peak_memory_counts_weights_and_activations() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+        .args(["--batch", "2,8", "--seq", "16", "--iters", "1", "--out"])
+        .arg(&json)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("peak memory x"), "no memory ratio: {err}");
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
+    let mut above = std::collections::HashMap::new();
+    for row in r["rows"].as_array().unwrap() {
+        let ffn = row["ffn"].as_str().unwrap();
+        let params = num(
+            &r,
+            if ffn == "moe" {
+                "params_moe"
+            } else {
+                "params_dense"
+            },
+        );
+        let (held, peak) = (num(row, "weight_bytes"), num(row, "peak_bytes"));
+        assert!(
+            (4.0 * params..4.2 * params).contains(&held),
+            "{ffn}: {held} bytes held for {params} f32 parameters"
+        );
+        assert!(peak > held, "{ffn}: peak {peak} not above {held}");
+        above.insert((ffn.to_string(), num(row, "batch") as usize), peak - held);
+    }
+    let act = |ffn: &str, b: usize| above[&(ffn.to_string(), b)];
+    assert!(act("moe", 8) > act("moe", 2), "{above:?}");
+    assert!(act("dense", 8) > act("moe", 8), "{above:?}");
+}
