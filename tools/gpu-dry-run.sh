@@ -30,7 +30,10 @@ run() { # name, model|classify, then its arguments
   rm -f "$out/$name.png"
 }
 run bench-model-base-dry model --config base --seq 512 --batch 8,16,32,64 --iters 1
-run bench-model-base-train-dry model --config base --seq 512 --batch 8,16 --train --iters 1
+# --profile as tools/gpu-check.sh runs it (the kernel profile's events; its
+# times are the host's here).
+run bench-model-base-b64-profile-dry model --config base --seq 512 --batch 64 --iters 1 --profile
+run bench-model-base-train-dry model --config base --seq 512 --batch 8,16 --train --iters 1 --profile
 # The other shapes tools/gpu-check.sh runs on a GPU: their launches are
 # checked here too (tiny at its GPU batch sizes; classification end to end
 # at its GPU batch, 1,024 flows, on small synthesised sets; the classify
