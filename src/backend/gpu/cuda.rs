@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::ffi::c_void;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, result, sys};
 use cudarc::nvrtc::Ptx;
@@ -29,6 +29,13 @@ pub(crate) fn static_smem(kernel: &str) -> u32 {
         .iter()
         .find(|(k, _)| *k == kernel)
         .map_or(0, |&(_, v)| v)
+}
+
+/// `m` locked; poisoned (a panic while it was held) is an error naming
+/// `whose` lock, not a panic.
+fn lock<'a, T>(m: &'a Mutex<T>, whose: &str) -> Result<MutexGuard<'a, T>> {
+    m.lock()
+        .map_err(|_| GpuError::Invalid(format!("{whose} lock is poisoned")))
 }
 
 /// Shared memory a block may use without the opt-in attribute, static and
@@ -356,11 +363,7 @@ impl CudaExecutor {
             return queue();
         }
         let stream = self.inner.stream.0;
-        let mut t = self
-            .inner
-            .timing
-            .lock()
-            .map_err(|_| GpuError::Invalid("the kernel profile's lock is poisoned".into()))?;
+        let mut t = lock(&self.inner.timing, "the kernel profile's")?;
         let mut event = || -> Result<sys::CUevent> {
             let e = match t.spare.pop() {
                 Some(e) => e,
@@ -385,11 +388,7 @@ impl CudaExecutor {
     /// Waits for the kernel profile's pending events and adds their times.
     pub(crate) fn resolve_timings(&self) -> Result<()> {
         self.bind()?;
-        let mut t = self
-            .inner
-            .timing
-            .lock()
-            .map_err(|_| GpuError::Invalid("the kernel profile's lock is poisoned".into()))?;
+        let mut t = lock(&self.inner.timing, "the kernel profile's")?;
         Self::resolve(&mut t)
     }
 
@@ -476,11 +475,7 @@ impl CudaExecutor {
             return unsafe { result::memcpy_htod_sync(addr, data) }
                 .map_err(cuda_err("cuMemcpyHtoD"));
         }
-        let mut staging = self
-            .inner
-            .staging
-            .lock()
-            .map_err(|_| GpuError::Invalid("the staging buffers' lock is poisoned".into()))?;
+        let mut staging = lock(&self.inner.staging, "the staging buffers'")?;
         let i = staging.next;
         staging.next = (i + 1) % STAGING_SLOTS;
         let slot = &mut staging.slots[i];

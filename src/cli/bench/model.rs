@@ -13,12 +13,15 @@
 //! gets warm-up runs (which also fill the caching pool) before the timed ones.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use serde::Serialize;
 
 use crate::autograd::profile::{self, Profile};
+use crate::backend::gpu::Executor;
 use crate::backend::gpu::kernel_profile::{self, KernelTime};
+use crate::backend::gpu::pool::Pool;
 use crate::cli::args;
 use crate::engine::{Device, Param, Precision};
 use crate::eval::plot::{Panel, Series, save_curves};
@@ -174,6 +177,44 @@ fn load(routing: &[u32], layers: usize, n: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
+/// Where a row's memory figures come from: the GPU engine's caching pool
+/// (device memory), or on the CPU the heap meter (where `tmoe` installed it).
+enum Meter {
+    Pool(Arc<Pool>),
+    Heap,
+}
+
+impl Meter {
+    fn of(gpu: Option<&Executor>) -> Option<Meter> {
+        match gpu {
+            Some(x) => x.pool().cloned().map(Meter::Pool),
+            None => heap::stats().map(|_| Meter::Heap),
+        }
+    }
+
+    /// Starts a new high-water mark; returns the bytes held now.
+    fn start(&self) -> usize {
+        match self {
+            Meter::Pool(p) => {
+                p.reset_peak();
+                p.stats().in_use
+            }
+            Meter::Heap => {
+                heap::reset_peak();
+                heap::stats().map_or(0, |(now, _)| now)
+            }
+        }
+    }
+
+    /// The most bytes held since [`Meter::start`].
+    fn peak(&self) -> usize {
+        match self {
+            Meter::Pool(p) => p.stats().peak_in_use,
+            Meter::Heap => heap::stats().map_or(0, |(_, peak)| peak),
+        }
+    }
+}
+
 enum Engine {
     Infer(Loaded),
     Train(Box<Trainer>),
@@ -203,7 +244,6 @@ fn bench_one(
             Trainer::Cpu { .. } => None,
         },
     };
-    let pool = |e: &Engine| executor(e).and_then(|x| x.pool().cloned());
     let ffn = if cfg.ffn == FfnKind::Moe {
         "moe"
     } else {
@@ -224,20 +264,11 @@ fn bench_one(
         };
         let routing = run(&mut engine, true)?;
         run(&mut engine, false)?;
-        // Device memory from the GPU engine's pool; on the CPU, the heap
-        // meter's count (where `tmoe` installed it).
-        let held = match pool(&engine) {
-            Some(p) => {
-                p.reset_peak();
-                Some(p.stats().in_use)
-            }
-            None => heap::stats().map(|(now, _)| {
-                heap::reset_peak();
-                now
-            }),
-        };
+        let device = executor(&engine);
+        let meter = Meter::of(device.as_ref());
+        let held = meter.as_ref().map(Meter::start);
         let mut lat = Vec::with_capacity(iters);
-        let gpu = executor(&engine).filter(|_| a.profile);
+        let gpu = device.filter(|_| a.profile);
         if a.profile {
             profile::start();
         }
@@ -251,10 +282,7 @@ fn bench_one(
         }
         let profiled = a.profile.then(profile::stop);
         let kernels = gpu.map(|x| x.kernel_profile_stop()).transpose()?;
-        let peak = match pool(&engine) {
-            Some(p) => Some(p.stats().peak_in_use),
-            None => heap::stats().map(|(_, peak)| peak),
-        };
+        let peak = meter.as_ref().map(Meter::peak);
         let mean = lat.iter().sum::<f64>() / lat.len() as f64;
         let row = Row {
             ffn,
