@@ -444,3 +444,50 @@ fn overlapped_stream_stops_reading_when_the_model_side_fails() {
         "the reader stopped soon after the failure: {fed} frames fed"
     );
 }
+
+#[test]
+fn overlapped_stream_sends_a_partial_batch_while_the_input_is_quiet() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use traffic_moe::infer::flow_feed::StreamLimits;
+    use traffic_moe::infer::overlap::{self, FrameSink};
+    use traffic_moe::infer::stream::flow_feed_for;
+    let f = tiny_train::classifier::fixture();
+    let frames = frames_of(&f.caps.join("web").join("web1.pcap"));
+    let clf = Classifier::open(&f.ckpt, VocabSource::Dataset(&f.data), None, Device::Cpu).unwrap();
+    // Early verdicts: flows are ready at their K-th packet, before the end.
+    let feed = flow_feed_for(&clf, None, true, StreamLimits::default());
+    let verdicts = AtomicUsize::new(0);
+    let during_pause = AtomicUsize::new(0);
+    // The capture, then a quiet link: no frame for as long as it takes the
+    // verdicts of the flows already ready to come out (30 s at most).
+    let source = |sink: &mut FrameSink| {
+        for (ts, link, data, len) in &frames {
+            sink(*ts, *link, data, *len);
+        }
+        let t0 = std::time::Instant::now();
+        while verdicts.load(Ordering::Acquire) == 0 && t0.elapsed().as_secs() < 30 {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        during_pause.store(verdicts.load(Ordering::Acquire), Ordering::Release);
+        Ok(())
+    };
+    // A batch larger than the capture's flows: only the wait sends one.
+    let r = overlap::run(
+        &clf,
+        feed,
+        64,
+        std::time::Duration::from_millis(20),
+        source,
+        &mut |v| {
+            verdicts.fetch_add(v.len(), Ordering::AcqRel);
+            Ok(())
+        },
+    )
+    .unwrap();
+    let paused = during_pause.into_inner();
+    assert!(
+        paused > 0,
+        "no verdict came out while the input was quiet (the partial batch waited for a frame)"
+    );
+    assert_eq!(r.stats.flows_classified, 20);
+}

@@ -1,17 +1,18 @@
 //! The stream with reading and the model overlapped: a reader thread decodes
-//! frames, keeps the flow table ([`FlowFeed`]) and tokenizes each ready flow;
-//! batches of ready flows (`batch` of them, or fewer once the oldest has
-//! waited `max_wait`) cross a bounded channel to the calling thread, which
-//! runs the model and hands out verdicts in the order the flows became ready.
-//! While the model works on one batch the reader fills the next; when the
-//! model falls behind, the channel is full and the reader waits (the input
-//! backs up, as a capture socket does), so memory stays bounded. A partial
-//! batch goes out on `max_wait` only while the model is idle, so under load
-//! batches grow instead of queueing small ones.
+//! frames, keeps the flow table ([`FlowFeed`]) and tokenizes each flow as it
+//! becomes ready; ready flows cross a bounded channel to the calling thread,
+//! which gathers them into batches (`batch` flows, or fewer once the oldest
+//! has waited `max_wait`), runs the model and hands out verdicts in the order
+//! the flows became ready. The model side keeps the clock, so a partial
+//! batch goes out on time even when no frame arrives (a quiet link, a paused
+//! pipe). While the model works on one batch the reader fills the channel;
+//! when the model falls behind, the channel is full and the reader waits
+//! (the input backs up, as a capture socket does), so memory stays bounded,
+//! and the next batch is whatever waits there: under load, batches grow
+//! instead of queueing small ones.
 //! `tmoe classify --stream` and `tmoe bench classify` run the stream this way.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -23,16 +24,16 @@ use crate::model::batch::MemSequences;
 use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
-/// Batches queued for the model beyond the one it is running: the reader
-/// prepares the next batch while the model runs one. More would only add
+/// Ready flows the channel holds, in batches: one batch beside the one the
+/// model runs, which the reader fills meanwhile. More would only add
 /// queueing delay to every verdict once the model is the bottleneck.
-const QUEUED: usize = 1;
+const QUEUED_BATCHES: usize = 1;
 
-/// Flows ready for the model, tokenized, with the moment each became ready.
+/// A flow ready for the model, tokenized, with the moment it became ready.
 struct Ready {
-    seqs: MemSequences,
-    flows: Vec<Flow>,
-    ready: Vec<Instant>,
+    tokens: Vec<u32>,
+    flow: Flow,
+    at: Instant,
 }
 
 /// What an overlapped run did.
@@ -50,69 +51,39 @@ pub struct Overlapped {
 /// should stop reading.
 pub type FrameSink<'a> = dyn FnMut(u64, u32, &[u8], u32) -> bool + 'a;
 
-/// The reader side: the flow table and the batch being gathered.
+/// The reader side: the flow table, and the channel to the model.
 struct Reader<'a> {
     feed: FlowFeed,
     tokenizer: &'a FlowTokenizer,
-    seq_len: usize,
-    batch: usize,
-    max_wait: Duration,
-    /// Ready moments of the flows in `feed`'s queue, oldest first.
-    ready: std::collections::VecDeque<Instant>,
     tx: SyncSender<Ready>,
-    /// Batches sent and not yet classified (the model side counts down).
-    busy: &'a AtomicUsize,
     /// The model side has gone (it failed): stop sending.
     closed: bool,
 }
 
 impl Reader<'_> {
     fn frame(&mut self, ts_ns: u64, link_type: u32, data: &[u8], orig_len: u32) -> bool {
-        let before = self.feed.pending();
         // Frames that are not TCP/UDP are counted in the stats.
         let _ = self.feed.feed(ts_ns, link_type, data, orig_len);
-        self.queued(before);
-        self.send_due(false);
+        self.send_ready();
         !self.closed
     }
 
-    fn queued(&mut self, before: usize) {
-        let after = self.feed.pending();
-        if after > before {
-            let now = Instant::now();
-            self.ready.extend(std::iter::repeat_n(now, after - before));
+    /// Tokenizes the flows that became ready and sends them, waiting while
+    /// the channel is full; once the model side has gone they are counted
+    /// as dropped.
+    fn send_ready(&mut self) {
+        let n = self.feed.pending();
+        if n == 0 {
+            return;
         }
-    }
-
-    fn overdue(&self) -> bool {
-        self.ready
-            .front()
-            .is_some_and(|t| t.elapsed() >= self.max_wait)
-    }
-
-    /// Sends full batches, and a partial one when `all`, or when the oldest
-    /// ready flow has waited `max_wait` and the model is idle: while it is
-    /// busy, ready flows gather into a fuller batch instead (as a reader
-    /// that waits for the model would), so a loaded model is not slowed
-    /// further by many small batches.
-    fn send_due(&mut self, all: bool) {
-        while !self.closed
-            && (self.feed.pending() >= self.batch
-                || (self.feed.pending() > 0
-                    && (all || (self.overdue() && self.busy.load(Ordering::Acquire) == 0))))
-        {
-            let flows = self.feed.take(self.batch);
-            let ready: Vec<Instant> = self.ready.drain(..flows.len()).collect();
-            let mut seqs = MemSequences::new(self.seq_len);
-            for f in &flows {
-                seqs.push(&self.tokenizer.encode(f), None);
+        let at = Instant::now();
+        for flow in self.feed.take(n) {
+            if !self.closed {
+                let tokens = self.tokenizer.encode(&flow);
+                self.closed = self.tx.send(Ready { tokens, flow, at }).is_err();
             }
-            let n = flows.len();
-            self.busy.fetch_add(1, Ordering::AcqRel);
-            if self.tx.send(Ready { seqs, flows, ready }).is_err() {
-                self.busy.fetch_sub(1, Ordering::AcqRel);
-                self.feed.count_dropped(n);
-                self.closed = true;
+            if self.closed {
+                self.feed.count_dropped(1);
             }
         }
     }
@@ -131,33 +102,24 @@ pub fn run(
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<Overlapped> {
     let batch = batch.max(1);
-    let (tx, rx) = sync_channel::<Ready>(QUEUED);
-    let busy = AtomicUsize::new(0);
-    let busy = &busy;
+    let (tx, rx) = sync_channel::<Ready>(batch * QUEUED_BATCHES);
     // The reader needs only the tokenizer (a GPU engine's handle stays on
     // this thread).
-    let (tokenizer, seq_len) = (&clf.tokenizer, clf.seq_len);
+    let tokenizer = &clf.tokenizer;
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
             let mut r = Reader {
                 feed,
                 tokenizer,
-                seq_len,
-                batch,
-                max_wait,
-                ready: Default::default(),
                 tx,
-                busy,
                 closed: false,
             };
             let input = source(&mut |ts, link, data, len| r.frame(ts, link, data, len));
-            let before = r.feed.pending();
             r.feed.flush();
-            r.queued(before);
-            r.send_due(true);
+            r.send_ready();
             (r.feed.stats(), input.err())
         });
-        let model = classify_batches(clf, batch, &rx, busy, on_verdicts);
+        let model = classify_batches(clf, batch, max_wait, &rx, on_verdicts);
         // Unblock a reader waiting on a full channel before joining it.
         drop(rx);
         let (mut stats, input_error) = reader
@@ -173,31 +135,65 @@ pub fn run(
     })
 }
 
-/// The model side: classifies every batch the reader sends until it hangs
-/// up; (flows classified, latencies).
+/// The model side: gathers the ready flows into batches and classifies
+/// them until the reader hangs up; (flows classified, latencies).
 fn classify_batches(
     clf: &Classifier,
     batch: usize,
+    max_wait: Duration,
     rx: &Receiver<Ready>,
-    busy: &AtomicUsize,
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<(u64, Vec<f64>)> {
     let mut classified = 0u64;
     let mut latencies = Vec::new();
-    for r in rx.iter() {
-        let classes = clf.classify_tokens(&r.seqs, batch)?;
+    let mut flows: Vec<Ready> = Vec::with_capacity(batch);
+    while let Ok(first) = rx.recv() {
+        let deadline = first.at + max_wait;
+        flows.push(first);
+        let ended = gather(rx, &mut flows, batch, deadline);
+        let mut seqs = MemSequences::new(clf.seq_len);
+        for f in &flows {
+            seqs.push(&f.tokens, None);
+        }
+        let classes = clf.classify_tokens(&seqs, batch)?;
         let now = Instant::now();
-        latencies.extend(r.ready.iter().map(|t| (now - *t).as_secs_f64()));
-        let verdicts: Vec<Verdict> = r
-            .flows
-            .iter()
+        latencies.extend(flows.iter().map(|f| (now - f.at).as_secs_f64()));
+        let verdicts: Vec<Verdict> = flows
+            .drain(..)
             .zip(classes)
-            .map(|(f, (class_id, probability))| Verdict::of(f, class_id, probability))
+            .map(|(f, (class_id, probability))| Verdict::of(&f.flow, class_id, probability))
             .collect();
         classified += verdicts.len() as u64;
-        let written = on_verdicts(&verdicts);
-        busy.fetch_sub(1, Ordering::AcqRel);
-        written?;
+        on_verdicts(&verdicts)?;
+        if ended {
+            break;
+        }
     }
     Ok((classified, latencies))
+}
+
+/// Adds ready flows to `flows` until it holds `batch`, or the channel is
+/// empty at `deadline` (flows already waiting are taken even after it);
+/// true once the reader has hung up and every flow it sent is here.
+fn gather(rx: &Receiver<Ready>, flows: &mut Vec<Ready>, batch: usize, deadline: Instant) -> bool {
+    while flows.len() < batch {
+        match rx.try_recv() {
+            Ok(f) => {
+                flows.push(f);
+                continue;
+            }
+            Err(TryRecvError::Disconnected) => return true,
+            Err(TryRecvError::Empty) => {}
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        match rx.recv_timeout(left) {
+            Ok(f) => flows.push(f),
+            Err(RecvTimeoutError::Timeout) => break,
+            Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
+    false
 }
