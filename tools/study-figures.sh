@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|ndpi-lp-ft|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -46,6 +46,12 @@ for name in "${names[@]}"; do
       args=("$data/iot-sentinel" --labels folder --rows moe-scratch --lr "${name##*-lr}"
       --budgets 3000 --budget-fractions 0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
+    # LP-FT (the head fitted first on the frozen encoder's features) beside
+    # plain fine-tuning, pretrained and from scratch.
+    iot-sentinel-lp-ft) args=("$data/iot-sentinel" --labels folder
+      --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
+    ndpi-lp-ft) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app" --split-by flow
+      --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
   esac
   work="$root/target/study/$name"

@@ -213,6 +213,13 @@ impl<F: Float> Tape<F, Cpu> {
     pub fn value(&self, t: TensorId) -> OpResult<&[F]> {
         self.val(t).map(|v| &v[..])
     }
+
+    /// A leaf tensor of host values (features computed elsewhere, such as
+    /// a frozen encoder's): no op is recorded, so a backward stops there.
+    pub fn input(&mut self, values: Vec<F>) -> TensorId {
+        self.vals.push(Some(values));
+        self.vals.len() - 1
+    }
 }
 
 impl<F: Float, B: Backend<F>> Tape<F, B> {

@@ -198,6 +198,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             force: a.force,
             device: a.device,
             precision: crate::engine::Precision::F32,
+            head_epochs: 0,
+            head_lr: 1e-3,
         },
         &train,
         &val,

@@ -75,6 +75,14 @@ pub struct Args {
     /// gradients and AdamW state f32). The GPU engine is always bf16.
     #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
     pub precision: crate::engine::Precision,
+    /// LP-FT: first train the classifier head alone for this many epochs
+    /// on the initial encoder's mean-pooled features (computed once, so
+    /// epochs are cheap), then fine-tune the whole model; 0: no head fit.
+    #[arg(long, default_value_t = 0)]
+    pub head_epochs: usize,
+    /// Peak learning rate of the head fit (--head-epochs).
+    #[arg(long, value_parser = args::positive, default_value_t = 1e-3)]
+    pub head_lr: f64,
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
@@ -127,6 +135,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         force: a.force,
         device: a.device,
         precision: a.precision,
+        head_epochs: a.head_epochs,
+        head_lr: a.head_lr,
     };
     let r = finetune(&opts, &train, &val, info.vocab_hash)?;
     let (model, params, _) = load_classifier(&r.checkpoint)?;

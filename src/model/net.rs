@@ -288,19 +288,39 @@ impl Model {
         x: &Inputs,
         aux_weight: F,
     ) -> anyhow::Result<(TensorId, F)> {
-        let head = self
-            .head
-            .as_ref()
-            .ok_or_else(|| anyhow::anyhow!("model has no classification head (n_classes = 0)"))?;
-        let d = self.cfg.d;
+        self.head_ids()?;
         let (pooled, aux) = self.pooled(tape, p, x, aux_weight)?;
-        let z = tape.linear(p, pooled, head.w1, Some(head.b1), d, d)?;
+        let logits = self.head_logits(tape, p, pooled)?;
+        Ok((logits, aux))
+    }
+
+    /// The classifier head alone: pooled features `[rows, d]` -> Linear,
+    /// GELU, Linear -> logits `[rows, n_classes]` (`pooled` is released on
+    /// an inference tape).
+    pub fn head_logits<F: Float, B: Backend<F>>(
+        &self,
+        tape: &mut Tape<F, B>,
+        p: &[&B::Param],
+        pooled: TensorId,
+    ) -> anyhow::Result<TensorId> {
+        let [w1, b1, w2, b2] = self.head_ids()?;
+        let d = self.cfg.d;
+        let z = tape.linear(p, pooled, w1, Some(b1), d, d)?;
         tape.release(&[pooled]);
         let g = tape.gelu(z)?;
         tape.release(&[z]);
-        let logits = tape.linear(p, g, head.w2, Some(head.b2), d, self.cfg.n_classes)?;
+        let logits = tape.linear(p, g, w2, Some(b2), d, self.cfg.n_classes)?;
         tape.release(&[g]);
-        Ok((logits, aux))
+        Ok(logits)
+    }
+
+    /// The classifier head's parameters: `w1, b1, w2, b2`.
+    pub fn head_ids(&self) -> anyhow::Result<[ParamId; 4]> {
+        let h = self
+            .head
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("model has no classification head (n_classes = 0)"))?;
+        Ok([h.w1, h.b1, h.w2, h.b2])
     }
 
     /// Classification: [`Self::cls_logits`] -> cross entropy against

@@ -70,14 +70,28 @@ pub enum Row {
     /// top-2's d'/2: the same active parameters per token).
     MoeTop1,
     MoeTop4,
+    /// LP-FT: the pretrained Traffic-MoE with its head fitted first on the
+    /// frozen encoder's features (`train/head_fit.rs`), then fine-tuned as
+    /// `moe-pretrained` is.
+    MoeLpFt,
+    /// The same from scratch: what fitting the head first gives without
+    /// pretraining.
+    MoeScratchLpFt,
 }
 
+/// Epochs of the LP-FT rows' head fit (on features computed once: about
+/// as long as one fine-tuning epoch of the tiny model in all).
+pub const LP_FT_HEAD_EPOCHS: usize = 100;
+
 impl Row {
-    /// Every row, in report order: Tables 2-3 and the probe, then Table 4.
+    /// Every row, in report order: Tables 2-3 (with LP-FT beside full
+    /// fine-tuning) and the probe, then Table 4.
     /// A study runs them all unless `--rows` picks some.
-    pub const ALL: [Row; 12] = [
+    pub const ALL: [Row; 14] = [
         Row::MoePretrained,
         Row::MoeScratch,
+        Row::MoeLpFt,
+        Row::MoeScratchLpFt,
         Row::DensePretrained,
         Row::MoeNoAux,
         Row::MoeHeader,
@@ -104,7 +118,14 @@ impl Row {
             Row::MoeProbeRandom => "moe-probe-random",
             Row::MoeTop1 => "moe-top1",
             Row::MoeTop4 => "moe-top4",
+            Row::MoeLpFt => "moe-lp-ft",
+            Row::MoeScratchLpFt => "moe-scratch-lp-ft",
         }
+    }
+
+    /// Whether the head is fitted alone before fine-tuning (LP-FT).
+    fn fits_head_first(self) -> bool {
+        matches!(self, Row::MoeLpFt | Row::MoeScratchLpFt)
     }
 
     fn view(self) -> View {
@@ -117,7 +138,7 @@ impl Row {
 
     fn pretrained(self) -> Option<FfnKind> {
         match self {
-            Row::MoePretrained | Row::MoeProbe => Some(FfnKind::Moe),
+            Row::MoePretrained | Row::MoeProbe | Row::MoeLpFt => Some(FfnKind::Moe),
             Row::DensePretrained => Some(FfnKind::Dense),
             _ => None,
         }
@@ -409,6 +430,12 @@ fn run_with(
                 force: true,
                 device: o.device,
                 precision: crate::engine::Precision::F32,
+                head_epochs: if row.fits_head_first() {
+                    LP_FT_HEAD_EPOCHS
+                } else {
+                    0
+                },
+                head_lr: 1e-3,
             };
             let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;

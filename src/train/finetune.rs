@@ -2,6 +2,8 @@
 //! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
 //! budget, early stopping on validation macro-F1.
 
+use super::head_fit::{HeadFitOpts, fit_head};
+use super::optim::Param;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
 use super::step::Task;
@@ -9,7 +11,7 @@ use super::trainer::Trainer;
 use crate::engine::Device;
 use crate::eval::confusion::ConfusionMatrix;
 use crate::eval::metrics::Metrics;
-use crate::eval::predict::{Weights, predict_probs_on};
+use crate::eval::predict::{Loaded, Weights, pooled_features, predict_probs_on};
 use crate::model::batch::{Sequences, make_batch};
 use crate::model::checkpoint::{self, CheckpointMeta, Expect};
 use crate::model::{Model, ModelConfig};
@@ -49,6 +51,12 @@ pub struct FinetuneOpts {
     /// Training precision on the CPU engine: f32, or bf16 mixed precision
     /// (products on bf16 operands, f32 sums and state: `Products`).
     pub precision: crate::engine::Precision,
+    /// Epochs of LP-FT's first stage (`head_fit.rs`): the head trained
+    /// alone on the initial encoder's features before fine-tuning; 0: none.
+    pub head_epochs: usize,
+    /// The head fit's peak learning rate (a probe on fixed features takes
+    /// a larger one than fine-tuning's lr_0).
+    pub head_lr: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -147,6 +155,59 @@ pub fn model_path(out: &Path) -> PathBuf {
     out.join("classifier.safetensors")
 }
 
+/// LP-FT's first stage: the initial encoder's (pretrained, or the init's)
+/// features of the training flows, computed once on `opts.device`, then
+/// the head fitted on them alone; its losses go to `head_fit_log.jsonl`.
+/// Returns the last epoch's loss.
+fn fit_head_first(
+    opts: &FinetuneOpts,
+    model: &Model,
+    params: &mut [Param],
+    train: &dyn Sequences,
+    train_idx: &[usize],
+) -> anyhow::Result<f32> {
+    let t0 = Instant::now();
+    let features = {
+        let loaded = Loaded::new(opts.device, params.to_vec())?;
+        pooled_features(
+            model,
+            loaded.weights(),
+            train,
+            train_idx,
+            opts.batch.max(32),
+            opts.seq_len,
+            opts.progress,
+            None,
+        )?
+    };
+    let labels: Vec<u32> = train_idx
+        .iter()
+        .map(|&i| train.label(i).expect("training flows are labelled"))
+        .collect();
+    let fit = HeadFitOpts {
+        epochs: opts.head_epochs,
+        batch: opts.batch,
+        lr: opts.head_lr,
+        seed: opts.seed,
+    };
+    let losses = fit_head(model, params, &features, &labels, &fit)?;
+    let mut log = std::fs::File::create(opts.out.join("head_fit_log.jsonl"))?;
+    for (i, loss) in losses.iter().enumerate() {
+        writeln!(log, "{{\"head_epoch\":{},\"train_loss\":{loss}}}", i + 1)?;
+    }
+    if opts.progress {
+        eprintln!(
+            "head fitted first (LP-FT): {} epochs on {} flows' features, loss {:.4} -> {:.4} ({:.1} s)",
+            losses.len(),
+            labels.len(),
+            losses[0],
+            losses[losses.len() - 1],
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(losses[losses.len() - 1])
+}
+
 pub fn finetune(
     opts: &FinetuneOpts,
     train: &dyn Sequences,
@@ -184,6 +245,17 @@ pub fn finetune(
     }
     let train_idx = training_flows(train, opts.train_fraction, opts.max_per_class, opts.seed);
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
+    // LP-FT: the fitted head is "epoch 0", a candidate like any epoch.
+    let head_loss = match opts.head_epochs {
+        0 => None,
+        _ => Some(fit_head_first(
+            opts,
+            &model,
+            &mut params,
+            train,
+            &train_idx,
+        )?),
+    };
     let steps_per_epoch = train_idx.len().div_ceil(opts.batch) as u64;
     let total = steps_per_epoch * opts.max_epochs as u64;
     let sched = WarmupCosine {
@@ -202,38 +274,45 @@ pub fn finetune(
     let t0 = Instant::now();
     let mut tokens = 0usize;
     let mut step = 0u64;
-    for epoch in 1..=opts.max_epochs {
-        let pb = progress_bar(
-            steps_per_epoch,
-            &format!("finetune epoch {epoch}"),
-            opts.progress,
-        );
-        let mut loss_sum = 0.0;
-        for _ in 0..steps_per_epoch {
-            let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
-            let lr = sched.lr_at(step) as f32;
-            let st = tr.step(
-                &model,
-                &batch,
-                Task::Classify,
-                opts.aux_weight,
-                lr,
-                opts.clip,
-            )?;
-            step += 1;
-            tokens += batch.n_tokens;
-            loss_sum += st.loss;
-            pb.set_message(format!(
-                "loss {:.3} {:.0} tok/s",
-                st.loss,
-                tokens as f64 / t0.elapsed().as_secs_f64()
-            ));
-            pb.inc(1);
-        }
-        pb.finish_and_clear();
+    for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
+        // Epoch 0 is the head fit's (LP-FT): its last loss stands for the
+        // epoch's training loss.
+        let train_loss = match (epoch, head_loss) {
+            (0, Some(loss)) => loss,
+            _ => {
+                let pb = progress_bar(
+                    steps_per_epoch,
+                    &format!("finetune epoch {epoch}"),
+                    opts.progress,
+                );
+                let mut loss_sum = 0.0;
+                for _ in 0..steps_per_epoch {
+                    let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
+                    let lr = sched.lr_at(step) as f32;
+                    let st = tr.step(
+                        &model,
+                        &batch,
+                        Task::Classify,
+                        opts.aux_weight,
+                        lr,
+                        opts.clip,
+                    )?;
+                    step += 1;
+                    tokens += batch.n_tokens;
+                    loss_sum += st.loss;
+                    pb.set_message(format!(
+                        "loss {:.3} {:.0} tok/s",
+                        st.loss,
+                        tokens as f64 / t0.elapsed().as_secs_f64()
+                    ));
+                    pb.inc(1);
+                }
+                pb.finish_and_clear();
+                loss_sum / steps_per_epoch as f32
+            }
+        };
         let (acc, f1, _, _) =
             evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
-        let train_loss = loss_sum / steps_per_epoch as f32;
         writeln!(
             log,
             "{{\"epoch\":{epoch},\"train_loss\":{train_loss},\"val_accuracy\":{acc},\"val_macro_f1\":{f1}}}"

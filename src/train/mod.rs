@@ -3,6 +3,7 @@
 //! saved state, schedules.
 
 pub mod finetune;
+pub mod head_fit;
 pub mod optim;
 pub mod optim_state;
 pub mod pretrain;

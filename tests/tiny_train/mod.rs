@@ -49,5 +49,7 @@ pub fn tiny_finetune(cfg: ModelConfig, classes: &[String], out: &Path) -> Finetu
         force: false,
         device: traffic_moe::engine::Device::Cpu,
         precision: traffic_moe::engine::Precision::F32,
+        head_epochs: 0,
+        head_lr: 1e-3,
     }
 }
