@@ -110,6 +110,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "{} is not empty: choose another --out or pass --force to replace an earlier demo's files",
         a.out.display()
     );
+    // A missing GPU is said before any work is done or written.
+    drop(a.device.gpu()?);
     std::fs::create_dir_all(&a.out)?;
     let data = dataset(&a)?;
     let info = load_dataset_info(&data)?;
@@ -230,9 +232,14 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     let eval_dir = a.out.join("eval");
     report.write_all(&eval_dir, "tmoe demo: test set")?;
+    super::eval::write_curves(&ft.checkpoint, &eval_dir)?;
     println!(
-        "[{:>5.1}s] files: dataset {}, pretrained {}, classifier {} (training logs *_log.jsonl beside them), metrics and confusion matrix (txt, csv, png, svg) in {}",
+        "[{:>5.1}s] files: captures {}, dataset {}, pretrained {}, classifier {} (training logs *_log.jsonl beside them), metrics, confusion matrix (txt, csv, png, svg) and training curves (png, svg) in {}",
         t0.elapsed().as_secs_f64(),
+        match &a.data {
+            Some(_) => "given".into(),
+            None => a.out.join("captures").display().to_string(),
+        },
         data.display(),
         pt.checkpoint.display(),
         ft.checkpoint.display(),

@@ -97,12 +97,19 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
             None => eprintln!("--routing: a dense model has no routing to count"),
         }
     }
-    if let Some(history) = training_history(&a.checkpoint)? {
+    write_curves(&a.checkpoint, &a.out)?;
+    Ok(report)
+}
+
+/// `curves.{png,svg}` in `out` from the fine-tuning log beside
+/// `checkpoint`, when there is one.
+pub fn write_curves(checkpoint: &Path, out: &Path) -> Result<()> {
+    if let Some(history) = training_history(checkpoint)? {
         for ext in ["png", "svg"] {
-            plot::save_curves(&a.out.join(format!("curves.{ext}")), &history.panels())?;
+            plot::save_curves(&out.join(format!("curves.{ext}")), &history.panels())?;
         }
     }
-    Ok(report)
+    Ok(())
 }
 
 /// Reads `finetune_log.jsonl` beside the checkpoint (one JSON object per
@@ -129,6 +136,9 @@ pub fn training_history(checkpoint: &Path) -> Result<Option<History>> {
                 to.push(x);
             }
         };
+        if h.first_epoch.is_none() {
+            h.first_epoch = field("epoch").map(|e| e as usize);
+        }
         push("train_loss", &mut h.train_loss);
         push("val_loss", &mut h.val_loss);
         push("val_macro_f1", &mut h.val_macro_f1);

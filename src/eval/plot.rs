@@ -401,15 +401,19 @@ pub struct History {
     /// Validation accuracy per epoch (may be empty).
     #[serde(default)]
     pub val_accuracy: Vec<f64>,
+    /// The first entry's epoch: 1, or 0 where the head was fitted first
+    /// (`finetune --head-epochs`).
+    #[serde(default)]
+    pub first_epoch: Option<usize>,
 }
 
-fn by_epoch(label: &str, ys: &[f64]) -> Option<Series> {
+fn by_epoch(label: &str, ys: &[f64], first: usize) -> Option<Series> {
     (!ys.is_empty()).then(|| Series {
         label: label.to_string(),
         points: ys
             .iter()
             .enumerate()
-            .map(|(i, &y)| ((i + 1) as f64, y))
+            .map(|(i, &y)| ((i + first) as f64, y))
             .collect(),
     })
 }
@@ -417,6 +421,8 @@ fn by_epoch(label: &str, ys: &[f64]) -> Option<Series> {
 impl History {
     /// Loss panel (train, val) and score panel (val macro-F1, accuracy).
     pub fn panels(&self) -> Vec<Panel> {
+        let first = self.first_epoch.unwrap_or(1);
+        let by_epoch = |label: &str, ys: &[f64]| by_epoch(label, ys, first);
         let loss: Vec<Series> = [
             by_epoch("train loss", &self.train_loss),
             by_epoch("val loss", &self.val_loss),
