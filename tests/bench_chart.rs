@@ -61,3 +61,38 @@ fn chart_draws_refuses_to_overwrite_and_needs_gpu_figures() {
     let e = chart(&sim, false).unwrap_err();
     assert!(format!("{e:#}").contains("no GPU results"), "{e:#}");
 }
+
+fn kernels(out: &Path, filter: &str, force: bool) -> anyhow::Result<()> {
+    traffic_moe::cli::bench::run(Args {
+        what: What::Kernels(traffic_moe::cli::bench::KernelArgs {
+            exec: Some("sim".into()),
+            filter: Some(filter.into()),
+            iters: 1,
+            json: false,
+            out: Some(out.to_path_buf()),
+            force,
+        }),
+    })
+}
+
+#[test]
+fn bench_kernels_keeps_an_existing_report_and_refuses_a_filter_that_matches_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kernels.json");
+    std::fs::write(&out, "mine").unwrap();
+    let e = kernels(&out, "rmsnorm", false).unwrap_err();
+    assert!(e.to_string().contains("--force"), "{e}");
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "mine");
+    kernels(&out, "rmsnorm", true).unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|k| k["kernel"].as_str().unwrap().contains("rmsnorm"))
+    );
+    let e = kernels(&dir.path().join("none.json"), "no_such_kernel", false).unwrap_err();
+    assert!(e.to_string().contains("no_such_kernel"), "{e}");
+}

@@ -296,6 +296,17 @@ fn stream_from_a_reader_gives_the_verdicts_of_classify() {
         assert!(s.input_error.is_none());
         assert!(s.latency_p99.is_some_and(|p| p >= s.latency_p50.unwrap()));
     }
+    // Cut mid-record (tcpdump stopped): the flows before the cut, no error.
+    let bytes = std::fs::read(&cap).unwrap();
+    let cut = bytes.len() - 7;
+    let s = classify_stream(
+        &a,
+        std::io::Cursor::new(bytes[..cut].to_vec()),
+        &mut Vec::new(),
+    )
+    .unwrap();
+    assert!(s.input_error.is_none());
+    assert!(s.stats.flows_classified > 0);
     // Not a capture: a clear error, no panic.
     a.early = false;
     let err = classify_stream(

@@ -87,6 +87,10 @@ fn counts_below_one_are_refused() {
         (&["study", "--budgets", "300,0"], "--budgets"),
         (&["baseline", "--trees", "0"], "--trees"),
         (&["model-info", "--seq", "0"], "--seq"),
+        (
+            &["tokenize", "x", "--out", "o", "--seq-len", "1"],
+            "--seq-len",
+        ),
         (&["dump-logits", "--flows", "0"], "--flows"),
     ];
     for (args, flag) in cases {

@@ -26,6 +26,14 @@ fn eval_args(f: &Fixture, out: &Path) -> eval::Args {
         device: traffic_moe::engine::Device::Cpu,
         routing: true,
         precision: traffic_moe::engine::Precision::F32,
+        force: false,
+    }
+}
+
+fn eval_args_forced(f: &Fixture, out: &Path) -> eval::Args {
+    eval::Args {
+        force: true,
+        ..eval_args(f, out)
     }
 }
 
@@ -71,6 +79,17 @@ fn eval_and_classify_end_to_end() {
             p.display()
         );
     }
+    // A second call keeps the report unless --force.
+    let before = std::fs::read(out.join("metrics.json")).unwrap();
+    let mut again = eval_args(&f, &out);
+    again.split = "val".into();
+    let e = eval::evaluate(&again).unwrap_err();
+    assert!(e.to_string().contains("--force"), "{e}");
+    assert_eq!(std::fs::read(out.join("metrics.json")).unwrap(), before);
+    again.force = true;
+    eval::evaluate(&again).unwrap();
+    assert_ne!(std::fs::read(out.join("metrics.json")).unwrap(), before);
+    eval::evaluate(&eval_args_forced(&f, &out)).unwrap();
     let j: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
     assert_eq!(j["info"]["split"], "test");

@@ -12,6 +12,14 @@ pub fn count(s: &str) -> Result<usize, String> {
     at_least_one(s)
 }
 
+/// A sequence length: at least 2 tokens (one, then `[END]`).
+pub fn seq_len(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>().map_err(|e| e.to_string())? {
+        n if n >= 2 => Ok(n),
+        _ => Err("must be at least 2 (a token and [END])".into()),
+    }
+}
+
 /// A count of at least 1, as `u64` (steps).
 pub fn count_u64(s: &str) -> Result<u64, String> {
     at_least_one(s)

@@ -128,6 +128,9 @@ pub struct KernelArgs {
     /// beside it with the extension `.png`).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Replace an existing --out file (and its chart).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -151,6 +154,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn kernels(args: KernelArgs) -> anyhow::Result<()> {
+    refuse_existing(args.out.as_deref(), args.force)?;
     let ex = match args.exec.as_deref() {
         Some("sim") => Executor::sim(),
         Some("cuda") => Executor::cuda()?,
@@ -263,6 +267,11 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     gemm_kernels::run(&ex, iters, &want, &mut rec)?;
     attention_kernels::run(&ex, iters, &want, &mut rec)?;
 
+    if let (Some(f), true) = (&args.filter, rec.results.is_empty()) {
+        anyhow::bail!(
+            "--filter {f}: no kernel's name contains it (the table without --filter lists them all)"
+        );
+    }
     let report = Report {
         device,
         copy_bandwidth,

@@ -15,7 +15,7 @@ use crate::infer::latency::quantile;
 use crate::infer::overlap::{self, FrameSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
-use crate::traffic::capture::CaptureReader;
+use crate::traffic::capture::{CaptureErrorKind, CaptureReader};
 
 /// What a stream run did.
 #[derive(Debug, Clone)]
@@ -91,9 +91,15 @@ pub fn classify_stream(
         out.flush().context("writing the results")
     };
     let source = move |sink: &mut FrameSink| {
-        reader
-            .for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len))
-            .map_err(|e| e.to_string())
+        match reader.for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len)) {
+            // A stream cut mid-record (tcpdump stopped) ends it, as a
+            // truncated file's last record does: a warning, not a failure.
+            Err(e) if e.kind == CaptureErrorKind::Truncated => {
+                eprintln!("warning: standard input: {e} (the frames before it were classified)");
+                Ok(())
+            }
+            r => r.map_err(|e| e.to_string()),
+        }
     };
     let r = overlap::run(&clf, feed, a.batch(), MAX_WAIT, source, &mut write)?;
     Ok(StreamSummary {

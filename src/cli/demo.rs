@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(long, value_parser = args::count, default_value_t = 15)]
     pub epochs: usize,
     /// Tokens per flow.
-    #[arg(long, value_parser = args::count, default_value_t = 64)]
+    #[arg(long, value_parser = args::seq_len, default_value_t = 64)]
     pub seq_len: usize,
     /// Training flows per class for fine-tuning.
     #[arg(long, value_parser = args::count, default_value_t = 60)]

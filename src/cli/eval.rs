@@ -24,9 +24,13 @@ pub struct Args {
     /// Which part to evaluate: test, val or train.
     #[arg(long, default_value = "test")]
     pub split: String,
-    /// Output directory for the report files (created; files in it are replaced).
+    /// Output directory for the report files (created; an earlier report
+    /// there is kept unless --force).
     #[arg(long)]
     pub out: PathBuf,
+    /// Replace the files of an existing report directory.
+    #[arg(long)]
+    pub force: bool,
     #[arg(long, value_parser = args::count, default_value_t = 64)]
     pub batch: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length
@@ -74,6 +78,11 @@ pub fn print_capture_vote(report: &EvalReport) {
 
 /// Runs the evaluation and writes every output file; returns the report.
 pub fn evaluate(a: &Args) -> Result<EvalReport> {
+    anyhow::ensure!(
+        a.force || !a.out.join("metrics.json").exists(),
+        "{} already holds a report; choose another --out or pass --force to replace it",
+        a.out.display()
+    );
     super::advise_cpu_precision(a.device, a.precision);
     let opts = EvalOpts {
         split: a.split.clone(),

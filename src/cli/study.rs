@@ -33,7 +33,7 @@ pub struct Args {
     pub seeds: Vec<u64>,
     #[arg(long, default_value = "tiny")]
     pub config: String,
-    #[arg(long, value_parser = args::count, default_value_t = 64)]
+    #[arg(long, value_parser = args::seq_len, default_value_t = 64)]
     pub seq_len: usize,
     /// Learnt vocabulary entries (ignored with --vocab).
     #[arg(long, value_parser = args::count, default_value_t = 2048)]

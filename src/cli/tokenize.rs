@@ -28,7 +28,7 @@ pub struct Args {
     #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
     pub vocab_size: usize,
     /// Tokens per flow, [END] included.
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, value_parser = args::seq_len, default_value_t = 512)]
     pub seq_len: usize,
     #[command(flatten)]
     pub parts: FlowPartsArgs,

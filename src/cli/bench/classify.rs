@@ -86,7 +86,8 @@ pub struct ClassifyArgs {
     /// Write the JSON report here.
     #[arg(long)]
     pub out: Option<PathBuf>,
-    /// Replace an existing --out file.
+    /// Replace an existing --out file, and use a --work folder that holds
+    /// other files.
     #[arg(long)]
     pub force: bool,
 }
@@ -186,7 +187,10 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     };
     let _cleanup;
     let work = match &a.work {
-        Some(w) => w.clone(),
+        Some(w) => {
+            claim_work(w, a.force)?;
+            w.clone()
+        }
         None => {
             let w =
                 std::env::temp_dir().join(format!("tmoe-bench-classify-{}", std::process::id()));
@@ -272,6 +276,26 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         eprintln!("wrote {}", out.display());
     }
     Ok(())
+}
+
+/// Marks a --work folder as this command's scratch, which a later run may
+/// replace; refuses a folder with other contents (the user's), unless forced.
+fn claim_work(work: &Path, force: bool) -> anyhow::Result<()> {
+    let mark = work.join(".tmoe-bench-classify");
+    let used = std::fs::read_dir(work).is_ok_and(|mut d| d.next().is_some());
+    anyhow::ensure!(
+        force || !used || mark.exists(),
+        "--work {}: not empty, and not a folder an earlier `bench classify` made (a run \
+         replaces the captures, dataset and checkpoints it keeps there): choose another \
+         --work, or pass --force",
+        work.display()
+    );
+    std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
+    std::fs::write(
+        &mark,
+        "scratch of tmoe bench classify: a later run replaces its contents\n",
+    )
+    .with_context(|| format!("writing {}", mark.display()))
 }
 
 fn prepare_inputs(
@@ -560,4 +584,26 @@ fn cpu_model() -> String {
                 .map(|m| m.trim().to_string())
         })
         .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::claim_work;
+
+    #[test]
+    fn a_work_folder_with_the_users_files_is_refused_unless_forced() {
+        let dir = tempfile::tempdir().unwrap();
+        let fresh = dir.path().join("fresh");
+        claim_work(&fresh, false).unwrap();
+        // Its own scratch, from an earlier run: reused.
+        std::fs::write(fresh.join("data.bin"), "x").unwrap();
+        claim_work(&fresh, false).unwrap();
+        let mine = dir.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), "mine").unwrap();
+        let e = claim_work(&mine, false).unwrap_err();
+        assert!(e.to_string().contains("--force"), "{e}");
+        assert!(!mine.join(".tmoe-bench-classify").exists());
+        claim_work(&mine, true).unwrap();
+    }
 }
