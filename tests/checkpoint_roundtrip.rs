@@ -137,6 +137,14 @@ fn refuses_class_mismatch() {
     };
     let e = checkpoint::load_into(&path, &expect, &mut zeroed()).unwrap_err();
     assert!(matches!(e, CheckpointError::ClassesMismatch { .. }), "{e}");
+    // A pretrained model (no classes) where a classifier is expected: said so.
+    let pretrained = dir.path().join("pt/model.safetensors");
+    let mut m = meta();
+    m.classes.clear();
+    checkpoint::save(&pretrained, &m, &params(), false).unwrap();
+    let e = checkpoint::load_into(&pretrained, &expect, &mut zeroed()).unwrap_err();
+    assert!(matches!(e, CheckpointError::NotClassifier { .. }), "{e}");
+    assert!(e.to_string().contains("not a classifier"), "{e}");
 }
 
 #[test]

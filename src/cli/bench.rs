@@ -90,8 +90,9 @@ pub enum What {
     /// under load (frames through the stream, unpaced and paced): flows/s,
     /// packets/s, verdict latency, peak memory, MoE vs dense.
     Classify(classify::ClassifyArgs),
-    /// The bf16 CPU engine's GEMM at the tiny model's shapes: GFLOP/s and
-    /// share of the measured bf16 peak, beside the f32 GEMM.
+    /// The packed CPU engine's GEMM (AMX, bf16 and f32 panels) beside the
+    /// `gemm` crate at the tiny and small models' shapes: GFLOP/s and share
+    /// of the measured peak of each instruction.
     CpuGemm(cpu_gemm::CpuGemmArgs),
     /// The CPU training engine's attention blocks, forward and backward: the
     /// vector loops beside the gemm blocks, GFLOP/s and share of the f32 peak.

@@ -137,8 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .unwrap_or_else(|| args.parts.tokenizer());
     anyhow::ensure!(
         args.capture.is_file(),
-        "{} is not a file",
-        args.capture.display()
+        "{}: {}",
+        args.capture.display(),
+        if args.capture.exists() {
+            "not a file"
+        } else {
+            "no such file"
+        }
     );
     let rc = ReadConfig {
         max_packets: cfg.packets,

@@ -65,6 +65,10 @@ pub enum CheckpointError {
     },
     #[error("{path}: model config differs from the expected one: {diff}")]
     ConfigMismatch { path: PathBuf, diff: String },
+    #[error(
+        "{path}: not a classifier checkpoint (no class list: a pretrained model? `tmoe finetune --init` makes a classifier of it)"
+    )]
+    NotClassifier { path: PathBuf },
     #[error("{path}: class list {found:?} differs from the expected {expected:?}")]
     ClassesMismatch {
         path: PathBuf,
@@ -438,6 +442,14 @@ pub fn check_meta(path: &Path, meta: &CheckpointMeta, expect: &Expect) -> Result
         return Err(CheckpointError::ConfigMismatch {
             path: path.to_path_buf(),
             diff: diffs.join("; "),
+        });
+    }
+    if let Some(classes) = expect.classes
+        && !classes.is_empty()
+        && meta.classes.is_empty()
+    {
+        return Err(CheckpointError::NotClassifier {
+            path: path.to_path_buf(),
         });
     }
     if let Some(classes) = expect.classes

@@ -233,6 +233,11 @@ impl std::fmt::Display for DatasetSummary {
 /// Reads `dir/dataset.json`.
 pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
     let p = dir.join("dataset.json");
+    anyhow::ensure!(
+        p.exists() || !dir.is_dir(),
+        "{}: not a dataset (no dataset.json; `tmoe tokenize CAPTURES --out DIR` makes one)",
+        dir.display()
+    );
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let info: DatasetInfo =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;
