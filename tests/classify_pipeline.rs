@@ -210,6 +210,15 @@ fn out_keeps_an_existing_file_unless_forced() {
     let csv = std::fs::read_to_string(&out).unwrap();
     assert!(csv.starts_with("file,proto,"), "{csv}");
     assert_eq!(csv.lines().count(), 1 + 3 * 20, "header + 60 dns flows");
+    // A run that fails (no capture could be read) leaves no file behind.
+    let bad = f.root.join("not-captures");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.pcap"), "not a capture").unwrap();
+    let out2 = f.root.join("verdicts2.csv");
+    let mut b = tiny_train::classifier::classify_args(&f, vec![bad], classify::Format::Csv);
+    b.out = Some(out2.clone());
+    let err = classify::run(b).unwrap_err();
+    assert!(!out2.exists(), "{err}: left {}", out2.display());
 }
 
 /// The rows of a CSV without the `file` column, sorted.

@@ -120,7 +120,11 @@ pub fn run(a: Args) -> Result<()> {
     if a.stream {
         return super::classify_stream::run(&a);
     }
-    let s = with_output(&a, |w| classify(&a, w))?;
+    let s = with_output(&a, |w| {
+        let s = classify(&a, w)?;
+        anyhow::ensure!(s.files_read > 0, "none of the given captures could be read");
+        Ok(s)
+    })?;
     let counts: Vec<String> = s
         .per_class
         .iter()
@@ -138,7 +142,6 @@ pub fn run(a: Args) -> Result<()> {
         s.flows_evicted,
         counts.join(", ")
     );
-    anyhow::ensure!(s.files_read > 0, "none of the given captures could be read");
     Ok(())
 }
 
@@ -155,10 +158,18 @@ pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<
             let file =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             let mut w = BufWriter::new(file);
-            let v = f(&mut w)?;
-            w.flush()
-                .with_context(|| format!("writing {}", p.display()))?;
-            Ok(v)
+            let done = f(&mut w).and_then(|v| {
+                w.flush()
+                    .with_context(|| format!("writing {}", p.display()))?;
+                Ok(v)
+            });
+            if done.is_err() {
+                // A failed run leaves no file behind for the next run to
+                // refuse to replace.
+                drop(w);
+                let _ = std::fs::remove_file(p);
+            }
+            done
         }
         None => {
             let stdout = std::io::stdout();
