@@ -86,7 +86,24 @@ fn curves_render_to_png_and_svg() {
         val_loss: vec![1.7, 1.1, 0.9, 0.85, 0.88],
         val_macro_f1: vec![0.31, 0.55, 0.68, 0.72, 0.71],
         val_accuracy: vec![],
+        first_epoch: None,
     };
+    assert_eq!(
+        h.panels()[0].series[0].points[0].0,
+        1.0,
+        "epochs count from 1"
+    );
+    // After a head fit (LP-FT) the log starts at epoch 0.
+    let lp = History {
+        first_epoch: Some(0),
+        ..h.clone()
+    };
+    let xs: Vec<f64> = lp.panels()[1].series[0]
+        .points
+        .iter()
+        .map(|p| p.0)
+        .collect();
+    assert_eq!(xs, [0.0, 1.0, 2.0, 3.0, 4.0]);
     let png = dir.path().join("curves.png");
     plot::save_curves(&png, &h.panels()).unwrap();
     let (w, hgt) = png_size(&std::fs::read(&png).unwrap());
