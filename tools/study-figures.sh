@@ -70,4 +70,6 @@ for name in "${names[@]}"; do
   mkdir -p "$out/runs"
   cp "$work"/runs/*.json "$out/runs/"
   cp -r "$work/routing" "$out/" 2>/dev/null || true
+  # Its heatmaps are moe-pretrained's, the same bits as the ndpi study's (13 MB).
+  [ "$name" = ndpi-lp-ft ] && rm -rf "$out/routing"
 done
