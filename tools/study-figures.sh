@@ -71,5 +71,5 @@ for name in "${names[@]}"; do
   cp "$work"/runs/*.json "$out/runs/"
   cp -r "$work/routing" "$out/" 2>/dev/null || true
   # Its heatmaps are moe-pretrained's, the same bits as the ndpi study's (13 MB).
-  [ "$name" = ndpi-lp-ft ] && rm -rf "$out/routing"
+  if [ "$name" = ndpi-lp-ft ]; then rm -rf "$out/routing"; fi
 done
