@@ -183,9 +183,6 @@ pub fn read_captures(
 
 fn has_capture_extension(path: &Path) -> Option<bool> {
     let name = path.file_name()?.to_str()?.to_ascii_lowercase();
-    if name.ends_with(".gz") {
-        return Some(false);
-    }
     let ext = name.rsplit_once('.').map(|(_, e)| e)?;
     match ext {
         "pcap" | "pcapng" | "cap" => Some(true),
@@ -213,7 +210,7 @@ fn has_capture_magic(path: &Path) -> bool {
 }
 
 /// Recursively lists capture files under `root` (by extension .pcap, .pcapng,
-/// .cap; other files by magic number; .gz excluded), sorted by path.
+/// .cap; other files by magic number; compressed files left out, with a warning), sorted by path.
 pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     if root.is_file() {
@@ -221,12 +218,17 @@ pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
         return Ok(found);
     }
     let mut stack = vec![root.to_path_buf()];
+    let mut compressed = Vec::new();
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
                 stack.push(path);
             } else if path.is_file() {
+                if is_compressed(&path) {
+                    compressed.push(path);
+                    continue;
+                }
                 let keep = match has_capture_extension(&path) {
                     Some(k) => k,
                     None => has_capture_magic(&path),
@@ -238,5 +240,55 @@ pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
         }
     }
     found.sort();
+    if let Some(first) = compressed.iter().min() {
+        eprintln!(
+            "warning: {}: {} compressed file(s) left out (e.g. {}): decompress them (gunzip, unxz, ...) to read them",
+            root.display(),
+            compressed.len(),
+            first.display()
+        );
+    }
     Ok(found)
+}
+
+/// A compressed file (the reader reads plain pcap / pcapng only).
+fn is_compressed(path: &Path) -> bool {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    [".gz", ".xz", ".zst", ".bz2", ".lz4", ".zip", ".7z"]
+        .iter()
+        .any(|e| name.ends_with(e))
+}
+
+#[cfg(test)]
+mod find_tests {
+    use super::find_captures;
+
+    #[test]
+    fn compressed_captures_and_notes_are_left_out_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pcap_magic = [0xd4u8, 0xc3, 0xb2, 0xa1];
+        for name in [
+            "a.pcap",
+            "b.PCAPNG",
+            "c.pcap.gz",
+            "d.pcap.xz",
+            "e.zst",
+            "notes.txt",
+        ] {
+            std::fs::write(dir.path().join(name), pcap_magic).unwrap();
+        }
+        // No extension: kept by its magic number.
+        std::fs::write(dir.path().join("capture"), pcap_magic).unwrap();
+        std::fs::write(dir.path().join("other"), b"hello").unwrap();
+        let names: Vec<String> = find_captures(dir.path())
+            .unwrap()
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.pcap", "b.PCAPNG", "capture"]);
+    }
 }
