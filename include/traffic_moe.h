@@ -101,7 +101,9 @@ uint32_t tmoe_api_version(void);
 /* Library version, e.g. "0.1.0". */
 const char* tmoe_version(void);
 
-/* Why the last failing call on this thread failed ("" if none). */
+/* Why the last failing call on this thread failed ("" if none). The string
+ * belongs to the library and stays valid until this thread's next failing
+ * call: copy it to keep it. */
 const char* tmoe_last_error(void);
 
 /* Opens a classifier: `checkpoint` is the classifier.safetensors written by
