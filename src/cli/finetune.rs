@@ -110,7 +110,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             c
         }
     };
-    let seq_len = a.seq_len.unwrap_or(train.seq_len());
+    let seq_len = super::seq_len_within(a.seq_len, train.seq_len());
     let opts = FinetuneOpts {
         aux_weight: if a.no_aux_loss {
             0.0

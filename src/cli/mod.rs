@@ -49,3 +49,30 @@ pub(crate) fn advise_cpu_precision(
         }
     }
 }
+
+/// The sequence length to train on: `--seq-len` where given, cut to the
+/// dataset's tokens per flow (its shards hold no more), with a warning
+/// where it is cut; else the dataset's.
+pub(crate) fn seq_len_within(asked: Option<usize>, data: usize) -> usize {
+    match asked {
+        Some(s) if s > data => {
+            eprintln!(
+                "warning: --seq-len {s} is longer than the dataset's flows ({data} tokens, as tokenized): using {data}"
+            );
+            data
+        }
+        Some(s) => s,
+        None => data,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_sequence_length_beyond_the_dataset_is_cut_to_it() {
+        use super::seq_len_within;
+        assert_eq!(seq_len_within(Some(100_000), 64), 64);
+        assert_eq!(seq_len_within(Some(32), 64), 32);
+        assert_eq!(seq_len_within(None, 64), 64);
+    }
+}

@@ -88,7 +88,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         cfg,
         steps: a.steps,
         batch: a.batch,
-        seq_len: a.seq_len.unwrap_or(train.seq_len()),
+        seq_len: super::seq_len_within(a.seq_len, train.seq_len()),
         lr: a.lr,
         warmup: a.warmup,
         clip: a.clip,
