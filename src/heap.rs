@@ -24,6 +24,29 @@ impl Counting {
         let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
         PEAK.fetch_max(now, Ordering::Relaxed);
     }
+
+    /// Before Rust aborts on a failed allocation ("memory allocation of N
+    /// bytes failed"), says what it means for a `tmoe` run. Large requests
+    /// only (a batch's tensors), once; writes from a stack buffer, since
+    /// the heap is what failed.
+    fn failed(size: usize) {
+        static SAID: AtomicBool = AtomicBool::new(false);
+        if size < (1 << 20) || SAID.swap(true, Ordering::Relaxed) {
+            return;
+        }
+        use std::io::Write;
+        let mut buf = [0u8; 400];
+        let mut msg = std::io::Cursor::new(&mut buf[..]);
+        let _ = writeln!(
+            msg,
+            "tmoe: out of memory: {} MiB more asked for, {} MiB already held; a smaller --batch \
+             (or --seq, --seq-len) needs less (a training step holds every activation until its backward)",
+            size >> 20,
+            CURRENT.load(Ordering::Relaxed) >> 20
+        );
+        let n = msg.position() as usize;
+        let _ = std::io::stderr().write_all(&buf[..n]);
+    }
 }
 
 // SAFETY: every call is System's; the counters only observe sizes.
@@ -31,7 +54,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
         let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
+        if p.is_null() {
+            Self::failed(layout.size());
+        } else {
             Self::grew(layout.size());
         }
         p
@@ -40,7 +65,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
         let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
+        if p.is_null() {
+            Self::failed(layout.size());
+        } else {
             Self::grew(layout.size());
         }
         p
@@ -55,7 +82,9 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         // SAFETY: as above.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
+        if p.is_null() {
+            Self::failed(new_size);
+        } else {
             if new_size >= layout.size() {
                 Self::grew(new_size - layout.size());
             } else {

@@ -45,3 +45,26 @@ fn cpu_peak_memory_counts_weights_and_activations() {
     assert!(act("moe", 8) > act("moe", 2), "{above:?}");
     assert!(act("dense", 8) > act("moe", 8), "{above:?}");
 }
+
+/// Out of memory (here a 3 GB address-space limit against a batch of
+/// 200,000 flows), `tmoe` says what the failed allocation means for the run
+/// before Rust aborts.
+#[cfg(target_os = "linux")]
+#[test]
+fn out_of_memory_is_explained() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -v 3000000 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+        .args(["--batch", "200000", "--seq", "64", "--iters", "1"])
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains("tmoe: out of memory") && err.contains("smaller --batch"),
+        "{err}"
+    );
+}
