@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|ndpi-lp-ft|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|iot-sentinel-lp-ft-lr3e-4|ndpi-lp-ft|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -49,6 +49,9 @@ for name in "${names[@]}"; do
     # LP-FT (the head fitted first on the frozen encoder's features) beside
     # plain fine-tuning, pretrained and from scratch.
     iot-sentinel-lp-ft) args=("$data/iot-sentinel" --labels folder
+      --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
+    # LP-FT at a lower fine-tuning rate (the fitted head then moves less).
+    iot-sentinel-lp-ft-lr3e-4) args=("$data/iot-sentinel" --labels folder --lr 3e-4
       --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
     ndpi-lp-ft) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app" --split-by flow
       --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
