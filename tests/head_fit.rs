@@ -108,18 +108,8 @@ fn a_head_fit_refuses_features_of_the_wrong_width() {
     assert!(e.to_string().contains("width"), "{e}");
 }
 
-/// Class c: tokens from a range of its own (as `train_loop.rs`'s data).
 fn data(n: usize, seed: u32) -> MemSequences {
-    let mut m = MemSequences::new(24);
-    for i in 0..n {
-        let c = (i as u32 + seed) % 3;
-        let len = 12 + (i * 7 + seed as usize) % 12;
-        let toks: Vec<u32> = (0..len)
-            .map(|j| 5 + 8 * c + ((j as u32 * (c + 1) + i as u32 % 2) % 8))
-            .collect();
-        m.push(&toks, Some(c));
-    }
-    m
+    tiny_train::sequences::three_classes(n, seed)
 }
 
 #[test]

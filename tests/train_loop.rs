@@ -14,18 +14,8 @@ fn cfg(ffn: FfnKind) -> ModelConfig {
     tiny_model(ffn, 40, 32)
 }
 
-/// Class c: a repeating pattern of tokens starting at 5 + 8c, varying lengths.
 fn data(n: usize, seed: u32) -> MemSequences {
-    let mut m = MemSequences::new(24);
-    for i in 0..n {
-        let c = (i as u32 + seed) % 3;
-        let len = 12 + (i * 7 + seed as usize) % 12;
-        let toks: Vec<u32> = (0..len)
-            .map(|j| 5 + 8 * c + ((j as u32 * (c + 1) + i as u32 % 2) % 8))
-            .collect();
-        m.push(&toks, Some(c));
-    }
-    m
+    tiny_train::sequences::three_classes(n, seed)
 }
 
 fn popts(out: &std::path::Path, steps: u64, ffn: FfnKind) -> PretrainOpts {

@@ -4,6 +4,7 @@
 use std::path::Path;
 
 pub mod classifier;
+pub mod sequences;
 
 use traffic_moe::model::{FfnKind, ModelConfig};
 use traffic_moe::train::finetune::FinetuneOpts;
