@@ -9,7 +9,7 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
-#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|iot-sentinel-lp-ft-lr3e-4|ndpi-lp-ft|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
+#   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|iot-sentinel-lp-ft-lr3e-4|iot-sentinel-lp-ft-lr1e-4|ndpi-lp-ft|ndpi-lp-ft-lr3e-4|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
@@ -53,6 +53,10 @@ for name in "${names[@]}"; do
     # LP-FT at a lower fine-tuning rate (the fitted head then moves less).
     iot-sentinel-lp-ft-lr3e-4) args=("$data/iot-sentinel" --labels folder --lr 3e-4
       --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
+    iot-sentinel-lp-ft-lr1e-4) args=("$data/iot-sentinel" --labels folder --lr 1e-4
+      --rows moe-lp-ft,moe-scratch-lp-ft) ;;
+    ndpi-lp-ft-lr3e-4) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app" --split-by flow
+      --lr 3e-4 --rows moe-lp-ft,moe-scratch-lp-ft) ;;
     ndpi-lp-ft) args=("$data/ndpi/pcap" --labels "csv:$data/ndpi/flow_labels.csv:app" --split-by flow
       --rows moe-pretrained,moe-scratch,moe-lp-ft,moe-scratch-lp-ft) ;;
     *) echo "unknown study $name" >&2; exit 2 ;;
@@ -73,6 +77,6 @@ for name in "${names[@]}"; do
   mkdir -p "$out/runs"
   cp "$work"/runs/*.json "$out/runs/"
   cp -r "$work/routing" "$out/" 2>/dev/null || true
-  # Its heatmaps are moe-pretrained's, the same bits as the ndpi study's (13 MB).
-  if [ "$name" = ndpi-lp-ft ]; then rm -rf "$out/routing"; fi
+  # Their heatmaps are moe-pretrained's, the same bits as the ndpi study's (13 MB).
+  case "$name" in ndpi-lp-ft*) rm -rf "$out/routing" ;; esac
 done
