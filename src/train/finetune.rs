@@ -54,8 +54,7 @@ pub struct FinetuneOpts {
     /// Epochs of LP-FT's first stage (`head_fit.rs`): the head trained
     /// alone on the initial encoder's features before fine-tuning; 0: none.
     pub head_epochs: usize,
-    /// The head fit's peak learning rate (a probe on fixed features takes
-    /// a larger one than fine-tuning's lr_0).
+    /// The head fit's peak learning rate (`head_fit::DEFAULT_HEAD_LR`).
     pub head_lr: f64,
 }
 
@@ -153,6 +152,59 @@ pub fn evaluate(
 
 pub fn model_path(out: &Path) -> PathBuf {
     out.join("classifier.safetensors")
+}
+
+/// The fine-tuning steps across epochs: which flows come next, the
+/// schedule, and the counts the report and checkpoints give.
+struct Steps {
+    order: Shuffler,
+    sched: WarmupCosine,
+    per_epoch: u64,
+    step: u64,
+    tokens: usize,
+    t0: Instant,
+}
+
+impl Steps {
+    /// One epoch's steps; their mean training loss.
+    fn epoch(
+        &mut self,
+        tr: &mut Trainer,
+        model: &Model,
+        train: &dyn Sequences,
+        opts: &FinetuneOpts,
+        epoch: usize,
+    ) -> anyhow::Result<f32> {
+        let pb = progress_bar(
+            self.per_epoch,
+            &format!("finetune epoch {epoch}"),
+            opts.progress,
+        );
+        let mut loss_sum = 0.0;
+        for _ in 0..self.per_epoch {
+            let batch = make_batch(train, &self.order.next_batch(opts.batch), opts.seq_len);
+            let lr = self.sched.lr_at(self.step) as f32;
+            let st = tr.step(
+                model,
+                &batch,
+                Task::Classify,
+                opts.aux_weight,
+                lr,
+                opts.clip,
+            )?;
+            self.step += 1;
+            self.tokens += batch.n_tokens;
+            loss_sum += st.loss;
+            pb.set_message(format!(
+                "loss {:.3} {:.0} tok/s",
+                st.loss,
+                self.tokens as f64 / self.t0.elapsed().as_secs_f64()
+            ));
+            pb.inc(1);
+        }
+        pb.finish_and_clear();
+        Ok(loss_sum / self.per_epoch as f32)
+    }
 }
 
 /// LP-FT's first stage: the initial encoder's (pretrained, or the init's)
@@ -267,49 +319,23 @@ pub fn finetune(
     let opt =
         AdamW::new(AdamWConfig::default(), &params).with_layerwise_decay(cfg.layers, opts.llrd);
     let mut tr = Trainer::new(opts.device, opts.precision, params, opt)?;
-    let mut order = Shuffler::new(train_idx.clone(), opts.seed);
+    let mut steps = Steps {
+        order: Shuffler::new(train_idx.clone(), opts.seed),
+        sched,
+        per_epoch: steps_per_epoch,
+        step: 0,
+        tokens: 0,
+        t0: Instant::now(),
+    };
     let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
     let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
     let mut history = Vec::new();
-    let t0 = Instant::now();
-    let mut tokens = 0usize;
-    let mut step = 0u64;
     for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
         // Epoch 0 is the head fit's (LP-FT): its last loss stands for the
         // epoch's training loss.
         let train_loss = match (epoch, head_loss) {
             (0, Some(loss)) => loss,
-            _ => {
-                let pb = progress_bar(
-                    steps_per_epoch,
-                    &format!("finetune epoch {epoch}"),
-                    opts.progress,
-                );
-                let mut loss_sum = 0.0;
-                for _ in 0..steps_per_epoch {
-                    let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
-                    let lr = sched.lr_at(step) as f32;
-                    let st = tr.step(
-                        &model,
-                        &batch,
-                        Task::Classify,
-                        opts.aux_weight,
-                        lr,
-                        opts.clip,
-                    )?;
-                    step += 1;
-                    tokens += batch.n_tokens;
-                    loss_sum += st.loss;
-                    pb.set_message(format!(
-                        "loss {:.3} {:.0} tok/s",
-                        st.loss,
-                        tokens as f64 / t0.elapsed().as_secs_f64()
-                    ));
-                    pb.inc(1);
-                }
-                pb.finish_and_clear();
-                loss_sum / steps_per_epoch as f32
-            }
+            _ => steps.epoch(&mut tr, &model, train, opts, epoch)?,
         };
         let (acc, f1, _, _) =
             evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
@@ -334,7 +360,7 @@ pub fn finetune(
                 serde_json::to_value(&cfg)?,
                 vocab_hash,
                 opts.classes.clone(),
-                step,
+                steps.step,
             );
             m.extra.insert("kind".into(), "finetune".into());
             m.extra.insert("val_macro_f1".into(), format!("{f1}"));
@@ -349,7 +375,7 @@ pub fn finetune(
             }
         }
     }
-    let seconds = t0.elapsed().as_secs_f64();
+    let (tokens, seconds) = (steps.tokens, steps.t0.elapsed().as_secs_f64());
     Ok(FinetuneReport {
         checkpoint: ckpt,
         best_epoch,
