@@ -25,6 +25,16 @@ impl Counting {
         PEAK.fetch_max(now, Ordering::Relaxed);
     }
 
+    /// A fresh allocation of `size` bytes at `p` (null: it failed).
+    fn counted(p: *mut u8, size: usize) -> *mut u8 {
+        if p.is_null() {
+            Self::failed(size);
+        } else {
+            Self::grew(size);
+        }
+        p
+    }
+
     /// Before Rust aborts on a failed allocation ("memory allocation of N
     /// bytes failed"), says what it means for a `tmoe` run. Large requests
     /// only (a batch's tensors), once; writes from a stack buffer, since
@@ -53,24 +63,12 @@ impl Counting {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: the caller's contract, passed on.
-        let p = unsafe { System.alloc(layout) };
-        if p.is_null() {
-            Self::failed(layout.size());
-        } else {
-            Self::grew(layout.size());
-        }
-        p
+        Self::counted(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: as above.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if p.is_null() {
-            Self::failed(layout.size());
-        } else {
-            Self::grew(layout.size());
-        }
-        p
+        Self::counted(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {

@@ -14,10 +14,7 @@ pub fn count(s: &str) -> Result<usize, String> {
 
 /// A sequence length: at least 2 tokens (one, then `[END]`).
 pub fn seq_len(s: &str) -> Result<usize, String> {
-    match s.parse::<usize>().map_err(|e| e.to_string())? {
-        n if n >= 2 => Ok(n),
-        _ => Err("must be at least 2 (a token and [END])".into()),
-    }
+    at_least(s, 2).map_err(|e| format!("{e} (a token and [END])"))
 }
 
 /// A count of at least 1, as `u64` (steps).
@@ -35,11 +32,19 @@ where
     T: FromStr + PartialOrd + From<u8>,
     T::Err: Display,
 {
+    at_least(s, 1)
+}
+
+fn at_least<T>(s: &str, min: u8) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + From<u8>,
+    T::Err: Display,
+{
     let x: T = s.parse().map_err(|e: T::Err| e.to_string())?;
-    if x >= T::from(1) {
+    if x >= T::from(min) {
         Ok(x)
     } else {
-        Err("must be at least 1".into())
+        Err(format!("must be at least {min}"))
     }
 }
 

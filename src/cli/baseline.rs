@@ -38,11 +38,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    anyhow::ensure!(
-        a.force || !a.out.join("metrics.json").exists(),
-        "{} already holds a report; pass --force to replace it",
-        a.out.display()
-    );
+    super::refuse_report_dir(&a.out, a.force)?;
     let opts = BaselineOpts {
         method: a.method,
         split: a.split.clone(),

@@ -201,7 +201,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             device: a.device,
             precision: crate::engine::Precision::F32,
             head_epochs: 0,
-            head_lr: 1e-3,
+            head_lr: crate::train::head_fit::DEFAULT_HEAD_LR,
         },
         &train,
         &val,

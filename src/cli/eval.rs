@@ -78,11 +78,7 @@ pub fn print_capture_vote(report: &EvalReport) {
 
 /// Runs the evaluation and writes every output file; returns the report.
 pub fn evaluate(a: &Args) -> Result<EvalReport> {
-    anyhow::ensure!(
-        a.force || !a.out.join("metrics.json").exists(),
-        "{} already holds a report; choose another --out or pass --force to replace it",
-        a.out.display()
-    );
+    super::refuse_report_dir(&a.out, a.force)?;
     super::advise_cpu_precision(a.device, a.precision);
     let opts = EvalOpts {
         split: a.split.clone(),

@@ -81,7 +81,7 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub head_epochs: usize,
     /// Peak learning rate of the head fit (--head-epochs).
-    #[arg(long, value_parser = args::positive, default_value_t = 1e-3)]
+    #[arg(long, value_parser = args::positive, default_value_t = crate::train::head_fit::DEFAULT_HEAD_LR)]
     pub head_lr: f64,
 }
 

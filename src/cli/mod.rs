@@ -50,6 +50,17 @@ pub(crate) fn advise_cpu_precision(
     }
 }
 
+/// Refuses a report directory that already holds a report (`metrics.json`,
+/// what `EvalReport::write_all` writes first), unless `force`.
+pub(crate) fn refuse_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        force || !out.join("metrics.json").exists(),
+        "{} already holds a report; choose another --out or pass --force to replace it",
+        out.display()
+    );
+    Ok(())
+}
+
 /// The sequence length to train on: `--seq-len` where given, cut to the
 /// dataset's tokens per flow (its shards hold no more), with a warning
 /// where it is cut; else the dataset's.

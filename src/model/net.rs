@@ -288,7 +288,7 @@ impl Model {
         x: &Inputs,
         aux_weight: F,
     ) -> anyhow::Result<(TensorId, F)> {
-        self.head_ids()?;
+        self.head_ids()?; // a model without a head fails before the backbone runs
         let (pooled, aux) = self.pooled(tape, p, x, aux_weight)?;
         let logits = self.head_logits(tape, p, pooled)?;
         Ok((logits, aux))

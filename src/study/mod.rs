@@ -435,7 +435,7 @@ fn run_with(
                 } else {
                     0
                 },
-                head_lr: 1e-3,
+                head_lr: crate::train::head_fit::DEFAULT_HEAD_LR,
             };
             let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;

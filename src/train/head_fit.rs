@@ -20,6 +20,10 @@ use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
 use crate::model::{IGNORE, Model};
 
+/// The head fit's default peak learning rate: a probe on fixed features
+/// takes a larger one than fine-tuning the whole model.
+pub const DEFAULT_HEAD_LR: f64 = 1e-3;
+
 /// How the head is fitted.
 #[derive(Clone, Copy, Debug)]
 pub struct HeadFitOpts {
