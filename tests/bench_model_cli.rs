@@ -68,3 +68,68 @@ fn out_of_memory_is_explained() {
         "{err}"
     );
 }
+
+fn tmoe_bench_train(limit: Option<&str>, batch_seq: [&str; 2]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tmoe"));
+    cmd.args([
+        "bench", "model", "--device", "cpu", "--config", "tiny", "--train",
+    ])
+    .args([
+        "--batch",
+        batch_seq[0],
+        "--seq",
+        batch_seq[1],
+        "--iters",
+        "1",
+    ])
+    .env("RUST_BACKTRACE", "0");
+    match limit {
+        Some(l) => cmd.env("TMOE_MEMORY_LIMIT", l),
+        None => cmd.env_remove("TMOE_MEMORY_LIMIT"),
+    };
+    cmd.output().unwrap()
+}
+
+/// A run that would pass its memory limit ends at once with status 1 and a
+/// message (not the kernel's out-of-memory kill, which says nothing): a
+/// training step at batch 512 needs more than 100 MiB, at batch 2 less.
+#[test]
+fn a_run_past_its_memory_limit_ends_with_a_message() {
+    let out = tmoe_bench_train(Some("100M"), ["512", "64"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("past its limit of 100 MiB (set by TMOE_MEMORY_LIMIT)")
+            && err.contains("smaller --batch"),
+        "{err}"
+    );
+    let out = tmoe_bench_train(Some("100M"), ["2", "64"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Without TMOE_MEMORY_LIMIT the limit is the machine's available memory:
+/// the largest batch of the longest sequences asks for 256 GiB at once and
+/// is stopped before the system allocator is asked.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_default_limit_is_the_memory_the_machine_has() {
+    let out = tmoe_bench_train(None, ["1048576", "65536"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("90 % of the memory available"), "{err}");
+}
+
+#[test]
+fn a_limit_that_is_not_a_size_is_refused() {
+    let out = tmoe_bench_train(Some("12Q"), ["2", "16"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("TMOE_MEMORY_LIMIT: cannot read \"12Q\""),
+        "{err}"
+    );
+}

@@ -136,3 +136,51 @@ fn rates_and_fractions_out_of_range_are_refused() {
         refused(args, flag);
     }
 }
+
+/// Sizes past what any tensor can hold: `bench model --batch 10000000000`
+/// panicked with "capacity overflow" before these bounds.
+#[test]
+fn sizes_past_the_address_space_are_refused() {
+    let big_batch = "10000000000";
+    let cases: &[(&[&str], &str)] = &[
+        (&["bench", "model", "--batch", big_batch], "--batch"),
+        (&["bench", "model", "--seq", "1000000"], "--seq"),
+        (&["bench", "classify", "--batch", "1048577"], "--batch"),
+        (
+            &[
+                "pretrain", "--data", "d", "--out", "o", "--batch", big_batch,
+            ],
+            "--batch",
+        ),
+        (
+            &[
+                "finetune",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--seq-len",
+                "70000",
+            ],
+            "--seq-len",
+        ),
+        (
+            &[
+                "classify",
+                "x.pcap",
+                "--checkpoint",
+                "c",
+                "--batch",
+                big_batch,
+            ],
+            "--batch",
+        ),
+        (
+            &["tokenize", "caps", "--out", "o", "--seq-len", "70000"],
+            "--seq-len",
+        ),
+    ];
+    for (args, flag) in cases {
+        refused(args, flag);
+    }
+}

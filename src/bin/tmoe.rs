@@ -67,12 +67,20 @@ fn default_sigpipe() {
     }
 }
 
-/// Counts heap bytes for `tmoe bench`'s CPU peak memory (`traffic_moe::heap`).
+/// Counts heap bytes for `tmoe bench`'s CPU peak memory and holds a run to
+/// its memory limit (`traffic_moe::heap`).
 #[global_allocator]
 static HEAP: traffic_moe::heap::Counting = traffic_moe::heap::Counting;
 
 fn main() {
     traffic_moe::heap::mark_installed();
+    match traffic_moe::heap::limit::from_environment() {
+        Ok(limit) => traffic_moe::heap::set_limit(limit),
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::exit(1);
+        }
+    }
     #[cfg(unix)]
     default_sigpipe();
     let cli = Cli::parse();

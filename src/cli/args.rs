@@ -12,9 +12,32 @@ pub fn count(s: &str) -> Result<usize, String> {
     at_least_one(s)
 }
 
-/// A sequence length: at least 2 tokens (one, then `[END]`).
+/// The most flows in a batch: far past what fits in memory at any config,
+/// but small enough that no tensor's size overflows (past it, `--batch
+/// 10000000000` panicked in the allocator instead of saying "out of memory").
+pub const MAX_BATCH: usize = 1 << 20;
+/// The longest sequence: 128 times the paper's 512. The model has no
+/// position limit (RoPE); the bound keeps batch x sequence x width well
+/// inside the address space.
+pub const MAX_SEQ: usize = 1 << 16;
+
+/// A sequence length: at least 2 tokens (one, then `[END]`), at most [`MAX_SEQ`].
 pub fn seq_len(s: &str) -> Result<usize, String> {
-    at_least(s, 2).map_err(|e| format!("{e} (a token and [END])"))
+    let n = at_least(s, 2).map_err(|e| format!("{e} (a token and [END])"))?;
+    at_most(n, MAX_SEQ)
+}
+
+/// A batch size: at least 1 flow, at most [`MAX_BATCH`].
+pub fn batch(s: &str) -> Result<usize, String> {
+    at_most(count(s)?, MAX_BATCH)
+}
+
+fn at_most(n: usize, max: usize) -> Result<usize, String> {
+    if n <= max {
+        Ok(n)
+    } else {
+        Err(format!("must be at most {max}"))
+    }
 }
 
 /// A count of at least 1, as `u64` (steps).
@@ -92,5 +115,18 @@ mod tests {
         for bad in ["0", "1.5", "-0.1", "nan"] {
             assert!(fraction(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn sizes_that_would_overflow_a_tensor_are_refused() {
+        assert_eq!(batch("1048576"), Ok(MAX_BATCH));
+        assert_eq!(batch("1048577"), Err("must be at most 1048576".into()));
+        assert!(batch("10000000000000000000000").is_err());
+        assert_eq!(seq_len("65536"), Ok(MAX_SEQ));
+        assert_eq!(seq_len("1000000"), Err("must be at most 65536".into()));
+        assert!(seq_len("1").unwrap_err().contains("at least 2"));
+        // The largest batch of the longest sequences at base width, in
+        // bytes, still fits a usize: the memory limit, not an overflow, stops it.
+        assert!((MAX_BATCH * MAX_SEQ).checked_mul(3 * 768 * 4).is_some());
     }
 }

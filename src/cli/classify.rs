@@ -64,7 +64,7 @@ pub struct Args {
     pub min_packets: Option<usize>,
     /// Flows per model call, batched across captures (default: 64 on the
     /// CPU, 1024 on a GPU, where small batches leave it idle).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::batch)]
     pub batch: Option<usize>,
     /// Engine that runs the model: cpu, cuda (a GPU; needs --features cuda)
     /// or sim (the GPU engine in the simulator: slow, for checks).
@@ -85,7 +85,7 @@ pub struct Args {
     pub readers: usize,
     /// Cut flows to this many tokens (default: the fine-tuning length recorded
     /// in the checkpoint, else the tokenizer's length).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
     /// No progress bar.
     #[arg(long)]

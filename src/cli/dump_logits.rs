@@ -30,7 +30,7 @@ pub struct Args {
     pub flows: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length
     /// recorded in the checkpoint, else the shard's length).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
     /// JSON output file.
     #[arg(long)]

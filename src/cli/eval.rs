@@ -31,11 +31,11 @@ pub struct Args {
     /// Replace the files of an existing report directory.
     #[arg(long)]
     pub force: bool,
-    #[arg(long, value_parser = args::count, default_value_t = 64)]
+    #[arg(long, value_parser = args::batch, default_value_t = 64)]
     pub batch: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length
     /// recorded in the checkpoint, else the shard's length).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
     /// No progress bar.
     #[arg(long)]

@@ -39,7 +39,7 @@ pub struct Args {
     pub epochs: usize,
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
-    #[arg(long, value_parser = args::count, default_value_t = 32)]
+    #[arg(long, value_parser = args::batch, default_value_t = 32)]
     pub batch: usize,
     /// Base learning rate lr_0 (top layer and head).
     #[arg(long, value_parser = args::positive, default_value_t = 5e-5)]
@@ -56,7 +56,7 @@ pub struct Args {
     /// At most this many training flows per class.
     #[arg(long, value_parser = args::count)]
     pub max_per_class: Option<usize>,
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,

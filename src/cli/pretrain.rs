@@ -38,10 +38,10 @@ pub struct Args {
     pub out: PathBuf,
     #[arg(long, value_parser = args::count_u64, default_value_t = 1000)]
     pub steps: u64,
-    #[arg(long, value_parser = args::count, default_value_t = 16)]
+    #[arg(long, value_parser = args::batch, default_value_t = 16)]
     pub batch: usize,
     /// Tokens per sequence (default: the dataset's).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
     #[arg(long, value_parser = args::positive, default_value_t = 3e-4)]
     pub lr: f64,

@@ -61,7 +61,7 @@ pub struct Args {
     /// pretraining keeps its own 3e-4.
     #[arg(long, value_parser = args::positive, default_value_t = 1e-3)]
     pub lr: f64,
-    #[arg(long, value_parser = args::count, default_value_t = 32)]
+    #[arg(long, value_parser = args::batch, default_value_t = 32)]
     pub batch: usize,
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,

@@ -54,10 +54,10 @@ pub struct ClassifyArgs {
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Tokens per flow (default 64; 32 on sim).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq: Option<usize>,
     /// Flows per model call (default 64 on cpu, 1024 on cuda, 8 on sim).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::batch)]
     pub batch: Option<usize>,
     /// Real capture folders to replay (default: ../shared/data/iot-sentinel
     /// when it exists, except on sim).

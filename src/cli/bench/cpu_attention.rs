@@ -24,7 +24,7 @@ use crate::cli::args;
 #[derive(clap::Args, Debug)]
 pub struct CpuAttentionArgs {
     /// Batch rows (sequences) per call.
-    #[arg(long, value_parser = args::count, default_value_t = 8)]
+    #[arg(long, value_parser = args::batch, default_value_t = 8)]
     pub batch: usize,
     /// Timed repetitions per shape (median and fastest reported).
     #[arg(long, value_parser = args::count, default_value_t = 20)]

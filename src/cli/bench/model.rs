@@ -57,10 +57,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub config: Option<String>,
     /// Batch sizes, comma-separated (default: 8,16,32,64 on cuda, 8 on cpu, 2 on sim).
-    #[arg(long, value_parser = args::count, value_delimiter = ',')]
+    #[arg(long, value_parser = args::batch, value_delimiter = ',')]
     pub batch: Vec<usize>,
     /// Tokens per flow (default: 512 on cuda, 64 on cpu, 32 on sim).
-    #[arg(long, value_parser = args::count)]
+    #[arg(long, value_parser = args::seq_len)]
     pub seq: Option<usize>,
     /// Time a training step (fwd + bwd + AdamW) instead of inference.
     #[arg(long)]

@@ -8,6 +8,12 @@
 //! embedders link keep their own allocator. It counts requested bytes, not
 //! pages: not allocator overhead, thread stacks or what glibc keeps after a
 //! free (`backend::cpu::alloc`), so it measures the model, not the process.
+//!
+//! It also keeps a run inside the memory it may use ([`limit`]): an
+//! allocation that would pass the limit ends the run at once with a message
+//! that says what to change, where Linux would let it grow until the
+//! kernel's out-of-memory killer ends it without a word (or the machine
+//! swaps for minutes first).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -15,6 +21,10 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
 static PEAK: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
+/// The most bytes a run may hold ([`set_limit`]); `usize::MAX`: no limit.
+static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+
+pub mod limit;
 
 /// The system allocator, counting the bytes it lends.
 pub struct Counting;
@@ -23,6 +33,40 @@ impl Counting {
     fn grew(by: usize) {
         let now = CURRENT.fetch_add(by, Ordering::Relaxed) + by;
         PEAK.fetch_max(now, Ordering::Relaxed);
+    }
+
+    /// Ends the run, with a message, when `more` bytes would take it past
+    /// the limit: checked before the system allocator is asked, since with
+    /// Linux's overcommit that call succeeds and the kernel kills later.
+    fn admit(more: usize) {
+        let limit = LIMIT.load(Ordering::Relaxed);
+        if limit != usize::MAX && CURRENT.load(Ordering::Relaxed).saturating_add(more) > limit {
+            Self::over_limit(more, limit);
+        }
+    }
+
+    /// Writes from a stack buffer (the heap is what ran out) and exits with
+    /// status 1, as a failed command does; `process::exit` flushes what
+    /// stdout holds.
+    #[cold]
+    fn over_limit(more: usize, limit: usize) -> ! {
+        use std::io::Write;
+        let mut buf = [0u8; 600];
+        let mut msg = std::io::Cursor::new(&mut buf[..]);
+        let _ = writeln!(
+            msg,
+            "tmoe: out of memory: this run holds {} MiB and asked for {} MiB more, past its limit of \
+             {} MiB ({}). A smaller --batch (or --seq, --seq-len) needs less: a training step \
+             holds every activation until its backward. TMOE_MEMORY_LIMIT sets another limit \
+             (e.g. 16G, or off)",
+            CURRENT.load(Ordering::Relaxed) >> 20,
+            more.div_ceil(1 << 20),
+            limit >> 20,
+            limit::source()
+        );
+        let n = msg.position() as usize;
+        let _ = std::io::stderr().write_all(&buf[..n]);
+        std::process::exit(1)
     }
 
     /// A fresh allocation of `size` bytes at `p` (null: it failed).
@@ -62,11 +106,13 @@ impl Counting {
 // SAFETY: every call is System's; the counters only observe sizes.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::admit(layout.size());
         // SAFETY: the caller's contract, passed on.
         Self::counted(unsafe { System.alloc(layout) }, layout.size())
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::admit(layout.size());
         // SAFETY: as above.
         Self::counted(unsafe { System.alloc_zeroed(layout) }, layout.size())
     }
@@ -78,6 +124,7 @@ unsafe impl GlobalAlloc for Counting {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        Self::admit(new_size.saturating_sub(layout.size()));
         // SAFETY: as above.
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if p.is_null() {
@@ -112,4 +159,10 @@ pub fn stats() -> Option<(usize, usize)> {
 /// Starts a new high-water mark from what is held now.
 pub fn reset_peak() {
     PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// Holds the run to at most `bytes` of heap (`None`: no limit). Only
+/// meaningful where [`Counting`] is the global allocator.
+pub fn set_limit(bytes: Option<usize>) {
+    LIMIT.store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
 }
