@@ -189,6 +189,54 @@ fn inference_reads_once_per_batch_and_equals_sim() {
     }
 }
 
+/// Inference over batches of changing shapes on a device too small for the
+/// caching pool to keep every shape's buffers: the pool evicts (size classes
+/// on a GPU, bounded by the most ever in use), and when the driver is out of
+/// memory it frees its cache and asks again, so the run goes on with the
+/// unbounded device's logits bit for bit.
+#[test]
+fn a_small_device_runs_changing_shapes_by_freeing_the_cache() {
+    let Some((d, _g)) = fake() else { return };
+    let cfg = common::micro_config(FfnKind::Moe, 3);
+    let (model, params) = Model::new(cfg, 7).unwrap();
+    let shapes: Vec<(usize, usize)> = [2, 5, 3, 6]
+        .iter()
+        .flat_map(|&b| (6..=32).step_by(13).map(move |s| (b, s)))
+        .collect();
+    let run = || {
+        let w = Loaded::new(Device::Cuda, params.clone()).unwrap();
+        let mut out = Vec::new();
+        for &(b, s) in &shapes {
+            let mut batch = common::micro_batches().remove(0);
+            batch.ids = (0..b * s).map(|i| (i * 7 % 500) as u32 + 5).collect();
+            batch.mask = vec![1; b * s];
+            (batch.b, batch.s, batch.n_tokens) = (b, s, b * s);
+            batch.labels = vec![0; b];
+            let logits = class_logits(&model, w.weights(), &batch.inputs(), false);
+            out.push(logits.map(|l| l.0).map_err(|e| format!("{b} x {s}: {e:#}")));
+        }
+        let Loaded::Gpu(gpu, _) = &w else {
+            unreachable!()
+        };
+        (out, gpu.executor().pool_stats().unwrap())
+    };
+    let (want, roomy) = run();
+    let want: Vec<Vec<f32>> = want.into_iter().map(Result::unwrap).collect();
+    // Room for the weights (held by no one now) and the largest working set
+    // with a little to spare, not for a cache beside it.
+    let live = d.counters().bytes_allocated as usize;
+    d.set_total_mem(live + roomy.peak_in_use * 5 / 4);
+    let (got, tight) = run();
+    d.set_total_mem(16 << 30);
+    let got: Vec<Vec<f32>> = got
+        .into_iter()
+        .map(|r| r.unwrap_or_else(|e| panic!("{e}; pools {roomy:?} then {tight:?}")))
+        .collect();
+    assert!(got == want, "logits changed on the small device");
+    assert!(tight.freed > roomy.freed, "{roomy:?} then {tight:?}");
+    assert!(d.error().is_none(), "{:?}", d.error());
+}
+
 #[test]
 fn a_refused_launch_is_an_error_naming_the_kernel() {
     let Some((d, _g)) = fake() else { return };

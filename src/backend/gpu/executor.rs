@@ -58,12 +58,22 @@ impl Executor {
     }
 
     /// The same device with a caching allocator of its own (see [`Pool`]):
-    /// every buffer allocated through the result is cached on drop.
+    /// every buffer allocated through the result is cached on drop; on a
+    /// GPU at size classes, on the simulator at exact sizes.
     pub fn with_pool(&self) -> Executor {
         Executor {
             kind: self.kind.clone(),
-            pool: Some(Arc::new(Pool::default())),
+            pool: Some(Arc::new(Pool::new(self.is_gpu()))),
         }
+    }
+
+    /// Frees the pool's cache once the work queued so far is done.
+    pub fn trim_cache(&self) -> Result<()> {
+        if let Some(pool) = &self.pool {
+            self.synchronize()?;
+            pool.trim();
+        }
+        Ok(())
     }
 
     /// The caching pool's counters (None without a pool).
@@ -131,23 +141,39 @@ impl Executor {
     }
 
     fn alloc<T: Pod>(&self, len: usize, zero: bool) -> Result<Buf<T>> {
-        let bytes = len
+        let asked = len
             .checked_mul(size_of::<T>())
             .ok_or_else(|| GpuError::Invalid("buffer size overflows".into()))?;
         let Some(pool) = &self.pool else {
-            return Ok(Buf::new(len, self.fresh(bytes, zero)?));
+            return Ok(Buf::new(len, self.fresh(asked, zero)?));
         };
+        let evicted = pool.take_evicted();
+        if !evicted.is_empty() {
+            // Queued kernels may still read them.
+            self.synchronize()?;
+            drop(evicted);
+        }
+        let bytes = pool.size_for(asked);
         let mem = match pool.take(bytes) {
             Some(m) => {
                 if zero {
-                    self.zero_raw(m.addr(), m.is_host(), bytes)?;
+                    self.zero_raw(m.addr(), m.is_host(), asked)?;
                 } else if m.is_host() {
-                    poison(m.addr(), bytes);
+                    poison(m.addr(), asked);
                 }
                 m
             }
             None => {
-                let m = self.fresh(bytes, zero)?;
+                let m = match self.fresh(bytes, zero) {
+                    Ok(m) => m,
+                    // Out of device memory with buffers cached: free them
+                    // and ask once more.
+                    Err(_) if pool.stats().cached > 0 => {
+                        self.trim_cache()?;
+                        self.fresh(bytes, zero)?
+                    }
+                    Err(e) => return Err(e),
+                };
                 pool.note_new(bytes);
                 m
             }

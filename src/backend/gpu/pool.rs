@@ -1,13 +1,25 @@
 //! A caching allocator: buffers of an executor made [`Executor::with_pool`]
-//! go back to a free list on drop and are handed out again (zeroed) for the
-//! next request of the same size, so a training or inference loop, whose
-//! shapes repeat every step, stops calling the driver's allocator after its
-//! first step. It also counts the bytes in use and their high-water mark:
-//! the "peak memory" of `tmoe bench model`.
+//! go back to a free list on drop and are handed out again (zeroed when
+//! asked) for the next request of the same size, so a training or inference
+//! loop, whose shapes repeat every step, stops calling the driver's
+//! allocator after its first step. It also counts the bytes in use and
+//! their high-water mark: the "peak memory" of `tmoe bench model`.
 //!
-//! Sizes are matched exactly: a reused buffer is never larger than asked, so
-//! the simulator's AddressSanitizer build still flags an access one past the
-//! end.
+//! On a GPU, requests are served at size classes ([`size_class`]: four per
+//! power of two), so that batches of nearby shapes share cached buffers:
+//! inference batches by length (each batch as long as its longest flow)
+//! and the stream classifies partial batches, so without classes every new
+//! batch x length pair would cache a working set of its own. On the
+//! simulator sizes stay exact: a reused buffer is never larger than asked,
+//! so its AddressSanitizer build still flags an access one past the end.
+//!
+//! The cache is bounded: it never holds more than the most bytes the run
+//! ever had in use at once (a fixed-shape loop stays under that and frees
+//! nothing); past it, the sizes returned least recently are evicted. An
+//! evicted buffer may still be read by queued kernels, so it is only marked
+//! ([`Pool::take_evicted`]); the executor frees it after synchronizing.
+//! And when the driver is out of memory, the executor frees the whole
+//! cache and asks once more ([`Pool::trim`]).
 //!
 //! A buffer dropped while kernels that use it are still queued is handed out
 //! again at once, with no event to wait for: safe only because all device
@@ -35,20 +47,99 @@ pub struct PoolStats {
     /// Requests served from the cache / by a new allocation.
     pub hits: u64,
     pub misses: u64,
+    /// Bytes cached (free, held for reuse).
+    pub cached: usize,
+    /// Buffers given back to the driver: evicted past the cache's bound,
+    /// or trimmed when the driver was out of memory.
+    pub freed: u64,
 }
 
+/// The caching pool of one executor (see the module's doc).
 #[derive(Default)]
 pub struct Pool {
     inner: Mutex<Inner>,
+    /// Serve requests at [`size_class`]es (a GPU) rather than exactly.
+    classes: bool,
 }
 
 #[derive(Default)]
 struct Inner {
-    free: HashMap<usize, Vec<Mem>>,
+    free: HashMap<usize, FreeList>,
+    /// Evicted buffers and their sizes, waiting for the executor to free
+    /// them after a sync.
+    evicted: Vec<(usize, Mem)>,
     stats: PoolStats,
+    /// The most bytes in use at once over the pool's life (the cache's
+    /// bound; `stats.peak_in_use` restarts with each benchmark row).
+    most_in_use: usize,
+    /// Counts give-backs: a free list's last use, for eviction.
+    clock: u64,
+}
+
+#[derive(Default)]
+struct FreeList {
+    bufs: Vec<Mem>,
+    last_use: u64,
+}
+
+/// The size a request of `bytes` is served at on a GPU: rounded up to one
+/// of four steps per power of two (at most 25 % more), 512-byte steps up
+/// to 4 KiB.
+pub fn size_class(bytes: usize) -> usize {
+    if bytes <= 4096 {
+        return bytes.div_ceil(512).max(1) * 512;
+    }
+    let quarter = 1usize << (usize::BITS - 1 - bytes.leading_zeros() - 2);
+    bytes.div_ceil(quarter).saturating_mul(quarter)
+}
+
+impl Inner {
+    fn lend(&mut self, bytes: usize) {
+        let s = &mut self.stats;
+        s.in_use += bytes;
+        s.peak_in_use = s.peak_in_use.max(s.in_use);
+        self.most_in_use = self.most_in_use.max(s.in_use);
+    }
+
+    /// Moves the least recently used sizes to `evicted` until the cache is
+    /// within its bound.
+    fn evict_over_bound(&mut self) {
+        while self.stats.cached > self.most_in_use {
+            let Some((&bytes, _)) = self
+                .free
+                .iter()
+                .filter(|(_, l)| !l.bufs.is_empty())
+                .min_by_key(|(_, l)| l.last_use)
+            else {
+                return;
+            };
+            let list = self.free.remove(&bytes).unwrap_or_default();
+            self.stats.cached -= bytes * list.bufs.len();
+            self.evicted
+                .extend(list.bufs.into_iter().map(|m| (bytes, m)));
+        }
+    }
 }
 
 impl Pool {
+    /// A pool that serves requests at [`size_class`]es when `classes` (a
+    /// GPU), else at their exact sizes (the simulator).
+    pub fn new(classes: bool) -> Pool {
+        Pool {
+            classes,
+            ..Pool::default()
+        }
+    }
+
+    /// The bytes a request of `bytes` occupies in this pool.
+    pub fn size_for(&self, bytes: usize) -> usize {
+        if self.classes {
+            size_class(bytes)
+        } else {
+            bytes
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding the lock leaves plain counters: still usable.
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
@@ -58,29 +149,43 @@ impl Pool {
     /// as in use).
     pub(crate) fn take(&self, bytes: usize) -> Option<Mem> {
         let mut g = self.lock();
-        let m = g.free.get_mut(&bytes).and_then(Vec::pop);
-        let s = &mut g.stats;
+        let m = g.free.get_mut(&bytes).and_then(|l| l.bufs.pop());
         if m.is_some() {
-            s.hits += 1;
-            s.in_use += bytes;
-            s.peak_in_use = s.peak_in_use.max(s.in_use);
+            g.stats.hits += 1;
+            g.stats.cached -= bytes;
+            g.lend(bytes);
         }
         m
     }
 
     /// Counts a new allocation of `bytes` as reserved and in use.
     pub(crate) fn note_new(&self, bytes: usize) {
-        let s = &mut self.lock().stats;
-        s.misses += 1;
-        s.reserved += bytes;
-        s.in_use += bytes;
-        s.peak_in_use = s.peak_in_use.max(s.in_use);
+        let mut g = self.lock();
+        g.stats.misses += 1;
+        g.stats.reserved += bytes;
+        g.lend(bytes);
     }
 
     pub(crate) fn give_back(&self, bytes: usize, mem: Mem) {
         let mut g = self.lock();
         g.stats.in_use -= bytes;
-        g.free.entry(bytes).or_default().push(mem);
+        g.stats.cached += bytes;
+        g.clock += 1;
+        let now = g.clock;
+        let list = g.free.entry(bytes).or_default();
+        list.bufs.push(mem);
+        list.last_use = now;
+        g.evict_over_bound();
+    }
+
+    /// The buffers evicted from the cache, for the executor to free once
+    /// the work queued before is done (empty: nothing to do).
+    pub(crate) fn take_evicted(&self) -> Vec<Mem> {
+        let mut g = self.lock();
+        let out = std::mem::take(&mut g.evicted);
+        g.stats.reserved -= out.iter().map(|(b, _)| b).sum::<usize>();
+        g.stats.freed += out.len() as u64;
+        out.into_iter().map(|(_, m)| m).collect()
     }
 
     pub fn stats(&self) -> PoolStats {
@@ -93,11 +198,100 @@ impl Pool {
         s.peak_in_use = s.in_use;
     }
 
-    /// Frees every cached allocation (buffers in use are untouched).
-    pub fn trim(&self) {
-        let freed: Vec<(usize, Vec<Mem>)> = self.lock().free.drain().collect();
-        let bytes: usize = freed.iter().map(|(b, v)| b * v.len()).sum();
-        self.lock().stats.reserved -= bytes;
-        drop(freed);
+    /// Frees every cached allocation (buffers in use are untouched). Only
+    /// once the work queued before is done: [`Executor::trim_cache`]
+    /// synchronizes first.
+    ///
+    /// [`Executor::trim_cache`]: super::Executor::trim_cache
+    pub(crate) fn trim(&self) {
+        let mut g = self.lock();
+        let mut freed: Vec<(usize, Mem)> = std::mem::take(&mut g.evicted);
+        for (bytes, list) in g.free.drain() {
+            freed.extend(list.bufs.into_iter().map(|m| (bytes, m)));
+        }
+        let bytes: usize = freed.iter().map(|(b, _)| b).sum();
+        g.stats.reserved -= bytes;
+        g.stats.cached = 0;
+        g.stats.freed += freed.len() as u64;
+        drop(g);
+        drop(freed); // the driver's frees, outside the lock
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::gpu::buffer::HostMem;
+
+    #[test]
+    fn size_classes_waste_at_most_a_quarter() {
+        assert_eq!(size_class(0), 512);
+        assert_eq!(size_class(1), 512);
+        assert_eq!(size_class(4096), 4096);
+        assert_eq!(size_class(4097), 5120);
+        assert_eq!(size_class(48 << 20), 48 << 20);
+        assert_eq!(size_class((48 << 20) + 1), 56 << 20);
+        let mut last = 0;
+        for bytes in (1..1 << 22).step_by(997) {
+            let c = size_class(bytes);
+            assert!(c >= bytes && c >= last, "{bytes} -> {c}");
+            assert!(c <= bytes + bytes / 4 + 512, "{bytes} -> {c}");
+            assert_eq!(size_class(c), c, "{bytes} -> {c} is not a class");
+            last = c;
+        }
+        // Every request from 1 byte to 1 GiB falls in a few dozen classes.
+        let classes: std::collections::HashSet<usize> = (0..30)
+            .flat_map(|p| (0..8).map(move |i| size_class((1 << p) + i * (1 << p) / 8)))
+            .collect();
+        assert!(classes.len() < 140, "{}", classes.len());
+    }
+
+    fn lend(pool: &Pool, bytes: usize) -> Mem {
+        pool.note_new(bytes);
+        Mem::Host(HostMem::zeroed(bytes))
+    }
+
+    #[test]
+    fn the_cache_holds_no_more_than_the_most_ever_in_use() {
+        let pool = Pool::new(false);
+        // Ten batches of new shapes, 1,000 bytes in use at most at once.
+        for shape in 0..10 {
+            let a = lend(&pool, 600 + shape);
+            let b = lend(&pool, 400 - shape);
+            pool.give_back(600 + shape, a);
+            pool.give_back(400 - shape, b);
+            let s = pool.stats();
+            assert!(s.cached <= 1000, "shape {shape}: {s:?}");
+        }
+        let evicted = pool.take_evicted();
+        let s = pool.stats();
+        assert_eq!(evicted.len(), 18, "{s:?}");
+        assert_eq!((s.cached, s.reserved, s.freed), (1000, 1000, 18));
+        // What was returned last stays cached: the last shape is a hit.
+        assert!(pool.take(609).is_some() && pool.take(391).is_some());
+        assert!(pool.take(600).is_none());
+    }
+
+    #[test]
+    fn a_fixed_shape_loop_frees_nothing() {
+        let pool = Pool::new(true);
+        for step in 0..5 {
+            let bufs: Vec<(usize, Mem)> = [3000, 70_000, 70_000, 1 << 20]
+                .iter()
+                .map(|&n| {
+                    let b = pool.size_for(n);
+                    (b, pool.take(b).unwrap_or_else(|| lend(&pool, b)))
+                })
+                .collect();
+            for (b, m) in bufs {
+                pool.give_back(b, m);
+            }
+            let s = pool.stats();
+            assert_eq!(s.misses, 4, "step {step}: {s:?}");
+        }
+        assert!(pool.take_evicted().is_empty());
+        pool.trim();
+        let s = pool.stats();
+        assert_eq!((s.cached, s.reserved, s.freed), (0, 0, 4));
     }
 }
