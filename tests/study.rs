@@ -247,3 +247,63 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
     };
     assert_eq!(run(&plain).unwrap().ran, 0);
 }
+
+/// A call that fails before making anything (here a vocabulary file that
+/// is not there) binds no settings: the corrected call runs instead of
+/// being refused as "other settings".
+#[test]
+fn a_call_that_made_nothing_binds_no_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    synthesize(&SynthConfig {
+        out: caps.clone(),
+        flows_per_class: 12,
+        flows_per_file: FLOWS_PER_FILE,
+        seed: 4,
+        force: false,
+    })
+    .unwrap();
+    let opts = StudyOpts {
+        captures: vec![caps],
+        labels: LabelSource::Folder,
+        out: dir.path().join("study"),
+        rows: vec![Row::Knn],
+        seeds: vec![1],
+        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
+        seq_len: 32,
+        vocab_file: Some(dir.path().join("no-such-vocab.txt")),
+        vocab_size: 200,
+        split_by: SplitBy::Flow,
+        mask_identifiers: true,
+        pretrain_steps: 1,
+        epochs: 1,
+        max_per_class: None,
+        fractions: Vec::new(),
+        lr: 2e-3,
+        batch: 16,
+        device: Device::Cpu,
+        progress: false,
+        budgets: Vec::new(),
+        pretrain_extra: Vec::new(),
+        budget_fractions: Vec::new(),
+    };
+    let err = format!("{:#}", run(&opts).unwrap_err());
+    assert!(err.contains("no-such-vocab.txt"), "{err}");
+    assert!(
+        opts.out.join("study.json").exists(),
+        "the settings are recorded first"
+    );
+    let fixed = StudyOpts {
+        vocab_file: None,
+        ..opts.clone()
+    };
+    let r = run(&fixed).unwrap_or_else(|e| panic!("the corrected call: {e:#}"));
+    assert_eq!((r.ran, r.skipped), (1, 0));
+    // Now a run exists: other settings are refused again.
+    let other = StudyOpts {
+        lr: 1e-3,
+        ..fixed.clone()
+    };
+    let err = format!("{:#}", run(&other).unwrap_err());
+    assert!(err.contains("lr: 0.002 then, 0.001 now"), "{err}");
+}

@@ -37,10 +37,37 @@ fn settings(o: &StudyOpts) -> Value {
 
 /// Records the settings in a new folder; in a used one, refuses settings
 /// that differ from those its runs were made with, naming each.
+/// Whether the study folder holds anything made with its recorded
+/// settings: a run's result (`runs/*.json`) or a tokenized dataset
+/// (`data-*/dataset.json`).
+fn made_anything(out: &Path) -> bool {
+    let entries = |dir: &Path| {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect::<Vec<_>>()
+    };
+    let result = entries(&out.join("runs"))
+        .iter()
+        .any(|p| p.extension().is_some_and(|x| x == "json"));
+    let data = entries(out).iter().any(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("data-"))
+            && p.join("dataset.json").exists()
+    });
+    result || data
+}
+
 pub fn check_or_record(o: &StudyOpts) -> Result<()> {
     let path = o.out.join("study.json");
     let now = settings(o);
     match std::fs::read_to_string(&path) {
+        // A call that failed before making anything (a wrong path, say)
+        // binds nothing: the corrected call records its own settings.
+        Ok(_) if !made_anything(&o.out) => write(&path, &now),
         Ok(text) => {
             let was: Value = serde_json::from_str(&text)
                 .with_context(|| format!("{}: not a study settings file", path.display()))?;
