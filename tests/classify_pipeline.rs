@@ -221,6 +221,30 @@ fn out_keeps_an_existing_file_unless_forced() {
     assert!(!out2.exists(), "{err}: left {}", out2.display());
 }
 
+/// A run that ends at its memory limit (here 1 MiB: the file is created
+/// before the classifier loads) leaves no output file behind either.
+#[test]
+fn a_run_ended_by_the_memory_limit_leaves_no_output() {
+    let f = tiny_train::classifier::fixture();
+    let out = f.root.join("verdicts.csv");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("classify")
+        .arg(f.caps.join("dns"))
+        .arg("--checkpoint")
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        .arg("--out")
+        .arg(&out)
+        .env("TMOE_MEMORY_LIMIT", "1M")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(run.status.code(), Some(1), "{err}");
+    assert!(err.contains("tmoe: out of memory"), "{err}");
+    assert!(!out.exists(), "{err}: left {}", out.display());
+}
+
 /// The rows of a CSV without the `file` column, sorted.
 fn rows_without_file(csv: &[u8]) -> Vec<String> {
     let mut v: Vec<String> = String::from_utf8_lossy(csv)

@@ -157,6 +157,7 @@ pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<
             );
             let file =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let _remove_at_memory_limit = crate::heap::OutputGuard::new(p);
             let mut w = BufWriter::new(file);
             let done = f(&mut w).and_then(|v| {
                 w.flush()

@@ -16,6 +16,8 @@
 //! swaps for minutes first).
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 static CURRENT: AtomicUsize = AtomicUsize::new(0);
@@ -23,6 +25,12 @@ static PEAK: AtomicUsize = AtomicUsize::new(0);
 static INSTALLED: AtomicBool = AtomicBool::new(false);
 /// The most bytes a run may hold ([`set_limit`]); `usize::MAX`: no limit.
 static LIMIT: AtomicUsize = AtomicUsize::new(usize::MAX);
+/// Set once the run is ending at the limit: what the exit path allocates
+/// (removing files) is let through.
+static ENDING: AtomicBool = AtomicBool::new(false);
+/// Output files being written, removed if the run ends at the limit
+/// ([`OutputGuard`]).
+static STARTED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 
 pub mod limit;
 
@@ -40,7 +48,10 @@ impl Counting {
     /// Linux's overcommit that call succeeds and the kernel kills later.
     fn admit(more: usize) {
         let limit = LIMIT.load(Ordering::Relaxed);
-        if limit != usize::MAX && CURRENT.load(Ordering::Relaxed).saturating_add(more) > limit {
+        if limit != usize::MAX
+            && CURRENT.load(Ordering::Relaxed).saturating_add(more) > limit
+            && !ENDING.swap(true, Ordering::Relaxed)
+        {
             Self::over_limit(more, limit);
         }
     }
@@ -66,6 +77,13 @@ impl Counting {
         );
         let n = msg.position() as usize;
         let _ = std::io::stderr().write_all(&buf[..n]);
+        // A half-written output would make the next run refuse to replace
+        // it. (Not if this thread holds the list: it was adding to it.)
+        if let Ok(files) = STARTED.try_lock() {
+            for p in files.iter() {
+                let _ = std::fs::remove_file(p);
+            }
+        }
         std::process::exit(1)
     }
 
@@ -165,4 +183,29 @@ pub fn reset_peak() {
 /// meaningful where [`Counting`] is the global allocator.
 pub fn set_limit(bytes: Option<usize>) {
     LIMIT.store(bytes.unwrap_or(usize::MAX), Ordering::Relaxed);
+}
+
+/// While alive, `path` (an output file the run is writing) is removed if
+/// the run ends at its memory limit, as a failed run's output is.
+pub struct OutputGuard(PathBuf);
+
+impl OutputGuard {
+    pub fn new(path: &Path) -> OutputGuard {
+        let p = path.to_path_buf();
+        lock_started().push(p.clone());
+        OutputGuard(p)
+    }
+}
+
+impl Drop for OutputGuard {
+    fn drop(&mut self) {
+        let mut files = lock_started();
+        if let Some(i) = files.iter().position(|p| *p == self.0) {
+            files.swap_remove(i);
+        }
+    }
+}
+
+fn lock_started() -> std::sync::MutexGuard<'static, Vec<PathBuf>> {
+    STARTED.lock().unwrap_or_else(|e| e.into_inner())
 }
