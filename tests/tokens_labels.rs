@@ -36,7 +36,8 @@ fn ndpi_layout() {
         a.pcap,ICMP,1.1.1.1:0,2.2.2.2:0,ICMP,Network,0,3,300\n\
         sub/c.pcap,TCP,10.0.0.1:1,10.0.0.2:443,TLS.YouTube,Media,1,20,9000\n";
     let l = FlowLabels::parse(csv, None).unwrap();
-    assert_eq!((l.rows, l.skipped_rows), (4, 1));
+    assert_eq!((l.rows, l.other_protocol, l.unreadable), (4, 1, 0));
+    assert!(!l.has_bad_rows(), "{}", l.skipped_note());
     // Bidirectional: the key is the same whichever side is named first.
     let k = FlowKey::new(PROTO_TCP, ep("161.117.13.29:80"), ep("192.168.2.126:45380"));
     assert_eq!(l.get("a.pcap", &k), Some("1kxun"));
@@ -173,4 +174,36 @@ fn label_source_parsing() {
         }
     );
     assert!(LabelSource::parse("bogus").is_err());
+}
+
+/// Rows that cannot be used are counted by reason, with the first
+/// unreadable one's line, and said in one note (what `tokenize` prints).
+#[test]
+fn unusable_rows_are_counted_by_reason() {
+    let csv = "Src IP,Src Port,Dst IP,Dst Port,Protocol,Label\n\
+        1.2.3.4,1,5.6.7.8,2,6,VPN\n\
+        foo,1,5.6.7.8,2,6,VPN\n\
+        1.2.3.4,99999,5.6.7.8,2,6,VPN\n\
+        1.2.3.4,1,5.6.7.8,2,tcp,VPN\n\
+        1.2.3.4,1,5.6.7.8,2,1,Ping\n\
+        1.2.3.4,3,5.6.7.8,4,17,\n";
+    let l = FlowLabels::parse(csv, None).unwrap();
+    assert_eq!(
+        (l.rows, l.unreadable, l.other_protocol, l.empty_label),
+        (1, 3, 1, 1)
+    );
+    assert!(l.has_bad_rows());
+    let note = l.skipped_note();
+    assert!(
+        note.starts_with("1 rows used; 3 unreadable (first: line 3: endpoints \"foo\"")
+            && note.contains("1 with an empty label")
+            && note.contains("1 of a protocol other than TCP and UDP"),
+        "{note}"
+    );
+    let ok = FlowLabels::parse(
+        "Src IP,Src Port,Dst IP,Dst Port,Protocol,Label\n1.2.3.4,1,5.6.7.8,2,6,VPN\n",
+        None,
+    )
+    .unwrap();
+    assert_eq!(ok.skipped_note(), "");
 }

@@ -425,7 +425,15 @@ pub fn build_dataset_with(
 
     // Labels per file (folder/prefix) or per flow (CSV).
     let csv = match &cfg.labels {
-        LabelSource::Csv { path, column } => Some(FlowLabels::load(path, column.as_ref())?),
+        LabelSource::Csv { path, column } => {
+            let l = FlowLabels::load(path, column.as_ref())?;
+            let note = l.skipped_note();
+            if !note.is_empty() {
+                let kind = if l.has_bad_rows() { "warning" } else { "note" };
+                eprintln!("{kind}: label CSV {}: {note}", path.display());
+            }
+            Some(l)
+        }
         _ => None,
     };
     let file_labels: Vec<Option<String>> = captures

@@ -133,8 +133,15 @@ pub struct FlowLabels {
     any_file: HashMap<FlowKey, String>,
     /// Rows read with a usable key.
     pub rows: usize,
-    /// Rows skipped: protocol other than TCP/UDP, or unparsable address.
-    pub skipped_rows: usize,
+    /// Rows skipped for a protocol other than TCP and UDP (ICMP and the
+    /// like: expected in nDPI's CSVs).
+    pub other_protocol: usize,
+    /// Rows skipped because an address, port or protocol number does not
+    /// parse, and the first of them ("line N: ...").
+    pub unreadable: usize,
+    pub first_unreadable: Option<String>,
+    /// Rows skipped for an empty label.
+    pub empty_label: usize,
     /// Keys seen again with a different label (first one kept).
     pub conflicts: usize,
 }
@@ -159,6 +166,46 @@ impl FlowLabels {
             .iter()
             .map(|((f, k), l)| (Some(f.as_str()), k, l.as_str()))
             .chain(self.any_file.iter().map(|(k, l)| (None, k, l.as_str())))
+    }
+
+    /// Rows not used, by reason, in one line ("" when every row was used).
+    pub fn skipped_note(&self) -> String {
+        let mut parts = Vec::new();
+        if self.unreadable > 0 {
+            let first = self.first_unreadable.as_deref().unwrap_or("");
+            parts.push(format!("{} unreadable (first: {first})", self.unreadable));
+        }
+        if self.empty_label > 0 {
+            parts.push(format!("{} with an empty label", self.empty_label));
+        }
+        if self.other_protocol > 0 {
+            parts.push(format!(
+                "{} of a protocol other than TCP and UDP",
+                self.other_protocol
+            ));
+        }
+        if self.conflicts > 0 {
+            parts.push(format!(
+                "{} repeating a flow with another label (the first kept)",
+                self.conflicts
+            ));
+        }
+        if parts.is_empty() {
+            return String::new();
+        }
+        format!("{} rows used; {}", self.rows, parts.join(", "))
+    }
+
+    /// Whether some rows were not used for a reason other than their
+    /// protocol (a mistake in the file, worth a warning).
+    pub fn has_bad_rows(&self) -> bool {
+        self.unreadable + self.empty_label + self.conflicts > 0
+    }
+
+    fn unreadable_row(&mut self, line: usize, what: &str) {
+        self.unreadable += 1;
+        self.first_unreadable
+            .get_or_insert_with(|| format!("line {line}: {what}"));
     }
 
     pub fn load(path: &Path, column: Option<&CsvColumn>) -> anyhow::Result<FlowLabels> {
@@ -233,14 +280,16 @@ impl FlowLabels {
                         "TCP" => PROTO_TCP,
                         "UDP" => PROTO_UDP,
                         _ => {
-                            out.skipped_rows += 1;
+                            out.other_protocol += 1;
                             continue;
                         }
                     };
-                    match (parse_endpoint(cell(*src)?), parse_endpoint(cell(*dst)?)) {
+                    let (src, dst) = (cell(*src)?, cell(*dst)?);
+                    match (parse_endpoint(src), parse_endpoint(dst)) {
                         (Some(a), Some(b)) => FlowKey::new(proto, a, b),
                         _ => {
-                            out.skipped_rows += 1;
+                            let what = format!("endpoints {src:?}, {dst:?} (expected ip:port)");
+                            out.unreadable_row(lineno + 1, &what);
                             continue;
                         }
                     }
@@ -248,8 +297,13 @@ impl FlowLabels {
                 Layout::Cic { si, sp, di, dp, pr } => {
                     let proto: u8 = match cell(*pr)?.parse() {
                         Ok(p @ (PROTO_TCP | PROTO_UDP)) => p,
-                        _ => {
-                            out.skipped_rows += 1;
+                        Ok(_) => {
+                            out.other_protocol += 1;
+                            continue;
+                        }
+                        Err(_) => {
+                            let what = format!("protocol {:?} (expected a number)", cell(*pr)?);
+                            out.unreadable_row(lineno + 1, &what);
                             continue;
                         }
                     };
@@ -259,10 +313,15 @@ impl FlowLabels {
                             port: port.parse().ok()?,
                         })
                     };
-                    match (ep(cell(*si)?, cell(*sp)?), ep(cell(*di)?, cell(*dp)?)) {
-                        (Some(a), Some(b)) => FlowKey::new(proto, a, b),
+                    let (a, b) = ((cell(*si)?, cell(*sp)?), (cell(*di)?, cell(*dp)?));
+                    match (ep(a.0, a.1), ep(b.0, b.1)) {
+                        (Some(x), Some(y)) => FlowKey::new(proto, x, y),
                         _ => {
-                            out.skipped_rows += 1;
+                            let what = format!(
+                                "endpoints {:?} port {:?}, {:?} port {:?}",
+                                a.0, a.1, b.0, b.1
+                            );
+                            out.unreadable_row(lineno + 1, &what);
                             continue;
                         }
                     }
@@ -275,7 +334,7 @@ impl FlowLabels {
                 raw
             };
             if label.is_empty() {
-                out.skipped_rows += 1;
+                out.empty_label += 1;
                 continue;
             }
             out.rows += 1;
