@@ -278,3 +278,45 @@ fn rare_classes_keep_their_short_flows() {
     assert_eq!(info.class_counts["A"].total(), 4 * 6 + 1);
     assert_eq!(info.dropped.too_few_packets, 8);
 }
+
+/// Sets `config.tokenizer.seq_len` (and, with `top`, the top-level copy) in
+/// `dir/dataset.json`.
+fn set_seq_len(dir: &Path, seq_len: u64, top: bool) {
+    let p = dir.join("dataset.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap();
+    v["config"]["tokenizer"]["seq_len"] = seq_len.into();
+    if top {
+        v["seq_len"] = seq_len.into();
+    }
+    std::fs::write(&p, serde_json::to_string(&v).unwrap()).unwrap();
+}
+
+#[test]
+fn a_damaged_sequence_length_is_refused_on_load() {
+    // A damaged dataset.json once made the tokenizer reserve seq_len tokens
+    // per flow: 8 GiB for 2^31, an abort in `tmoe classify --data`.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let out = tmp.path().join("ds");
+    build_dataset(&cfg(&root), &out, false).unwrap();
+    let json = out.join("dataset.json");
+    set_seq_len(&out, 1 << 31, true);
+    let e = format!("{:#}", load_dataset_info(&out).unwrap_err());
+    assert!(
+        e.contains(&json.display().to_string()) && e.contains("seq_len must be 2..=65536"),
+        "{e}"
+    );
+    let e = format!("{:#}", FlowTokenizer::from_dataset_dir(&out).unwrap_err());
+    assert!(e.contains(&json.display().to_string()), "{e}");
+    // The two copies of the length must agree.
+    set_seq_len(&out, 64, false);
+    let e = load_dataset_info(&out).unwrap_err().to_string();
+    assert!(
+        e.contains("seq_len 2147483648 differs from config.tokenizer.seq_len 64"),
+        "{e}"
+    );
+    set_seq_len(&out, 512, true);
+    load_dataset_info(&out).unwrap();
+}

@@ -249,6 +249,20 @@ pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
             DATASET_FORMAT
         );
     }
+    // Readers believe the tokenizer's sizes (a row is allocated per flow):
+    // refuse a damaged one here, where the file can be named.
+    info.config
+        .tokenizer
+        .check()
+        .with_context(|| format!("{}: config.tokenizer is invalid", p.display()))?;
+    if info.seq_len != info.config.tokenizer.seq_len {
+        bail!(
+            "{}: seq_len {} differs from config.tokenizer.seq_len {}",
+            p.display(),
+            info.seq_len,
+            info.config.tokenizer.seq_len
+        );
+    }
     Ok(info)
 }
 

@@ -33,6 +33,24 @@ pub struct TokenizerConfig {
     pub mask_identifiers: bool,
 }
 
+/// The longest sequence a tokenizer makes: far past any model's context
+/// (512 for the named sizes), and small enough that a row (4 bytes a token)
+/// never costs more than a few hundred KB, however a config file reads.
+pub const MAX_SEQ_LEN: usize = 1 << 16;
+
+impl TokenizerConfig {
+    /// Why the config cannot be used, if it cannot.
+    pub fn check(&self) -> anyhow::Result<()> {
+        if !(2..=MAX_SEQ_LEN).contains(&self.seq_len) {
+            bail!(
+                "seq_len must be 2..={MAX_SEQ_LEN} (a token and [END], at most), got {}",
+                self.seq_len
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for TokenizerConfig {
     fn default() -> Self {
         TokenizerConfig {
@@ -54,9 +72,7 @@ pub struct FlowTokenizer {
 
 impl FlowTokenizer {
     pub fn new(vocab: Vocab, cfg: TokenizerConfig) -> anyhow::Result<FlowTokenizer> {
-        if cfg.seq_len < 2 {
-            bail!("seq_len must be at least 2 (got {})", cfg.seq_len);
-        }
+        cfg.check()?;
         Ok(FlowTokenizer { vocab, cfg })
     }
 
