@@ -80,6 +80,31 @@ fn rows_longer_than_seq_len_are_refused() {
 }
 
 #[test]
+fn token_ids_past_the_vocabulary_are_refused() {
+    // One flipped bit in a token row once reached the model's embedding
+    // table, whose error named no file.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("ids.tmoe");
+    let rows = [vec![2, 9, 4], vec![2, 4]];
+    write_shard(&p, 4, 1, 10, &rows, &[meta(0, 0), meta(1, 1)]).unwrap();
+    Shard::open(&p).unwrap();
+    let mut v = std::fs::read(&p).unwrap();
+    v[64 + 4 * (4 + 1)] = 10; // flow 1, position 1: the vocabulary's size
+    std::fs::write(&p, &v).unwrap();
+    let e = Shard::open(&p).unwrap_err();
+    assert!(matches!(e, ShardError::Corrupt { .. }), "{e}");
+    assert!(
+        e.to_string().contains("ids.tmoe")
+            && e.to_string()
+                .contains("flow 1 has token id 10 at position 1, past the vocabulary's 10 entries"),
+        "{e}"
+    );
+    // Nor are such rows written.
+    let e = write_shard(&p, 4, 1, 10, &[vec![2, 10]], &[meta(0, 0)]).unwrap_err();
+    assert!(e.to_string().contains("token id 10"), "{e}");
+}
+
+#[test]
 fn broken_files_give_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let p = write_sample(dir.path(), 7);

@@ -213,6 +213,21 @@ impl Shard {
                 });
             }
         }
+        // The model's embedding table has vocab_size rows: an id past it is
+        // damage, refused here, where the file can be named.
+        let vocab = shard.header.vocab_size;
+        if let Some(at) = shard.all_tokens().iter().position(|&t| t >= vocab) {
+            let s = shard.seq_len();
+            return Err(ShardError::Corrupt {
+                path: path.into(),
+                what: format!(
+                    "flow {} has token id {} at position {}, past the vocabulary's {vocab} entries",
+                    at / s,
+                    shard.all_tokens()[at],
+                    at % s
+                ),
+            });
+        }
         Ok(shard)
     }
 
@@ -304,6 +319,10 @@ pub fn write_shard(
             "row {i} has {} tokens > seq_len {seq_len}",
             r.len()
         );
+        // What Shard::open would refuse is never written.
+        if let Some(t) = r.iter().find(|&&t| t as usize >= vocab_size) {
+            anyhow::bail!("row {i} has token id {t}, past the vocabulary's {vocab_size} entries");
+        }
         row[..r.len()].copy_from_slice(r);
         row[r.len()..].fill(0);
         w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
