@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
+use traffic_moe::model::batch::open_part;
 use traffic_moe::traffic::dataset::{
     DatasetConfig, build_dataset, build_dataset_with, load_dataset_info,
 };
@@ -319,4 +320,36 @@ fn a_damaged_sequence_length_is_refused_on_load() {
     );
     set_seq_len(&out, 512, true);
     load_dataset_info(&out).unwrap();
+}
+
+#[test]
+fn a_shard_label_past_the_class_list_is_refused() {
+    // A damaged label once reached a training step, whose loss indexed the
+    // logits with it: a panic in `tmoe finetune`.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let out = tmp.path().join("ds");
+    build_dataset(&cfg(&root), &out, false).unwrap();
+    let shard = out.join("train.tmoe");
+    let mut v = std::fs::read(&shard).unwrap();
+    let n = Shard::open(&shard).unwrap().len();
+    let first_meta = v.len() - 64 * n; // FlowMeta 0 starts with its label
+    v[first_meta..first_meta + 4].copy_from_slice(&7u32.to_le_bytes());
+    std::fs::write(&shard, &v).unwrap();
+    let e = open_part(&out, "train").unwrap_err().to_string();
+    assert!(
+        e.contains(&shard.display().to_string())
+            && e.contains("flow 0 has label 7, but dataset.json lists 2 classes"),
+        "{e}"
+    );
+    // A shard of another vocabulary is refused too, naming it once.
+    std::fs::copy(out.join("val.tmoe"), &shard).unwrap();
+    open_part(&out, "train").unwrap();
+    v = std::fs::read(&shard).unwrap();
+    v[32] ^= 0x80; // vocab_size, made larger: every id stays below it
+    std::fs::write(&shard, &v).unwrap();
+    let e = open_part(&out, "train").unwrap_err().to_string();
+    assert!(e.contains("differs from dataset.json's"), "{e}");
+    assert_eq!(e.matches("train.tmoe").count(), 1, "{e}");
 }

@@ -185,13 +185,50 @@ impl Sequences for crate::traffic::shard::Shard {
     }
 }
 
-/// Opens `dir/<part>.tmoe`, naming the file in errors.
+/// Opens `dir/<part>.tmoe` and checks it against the dataset's
+/// `dataset.json`: the vocabulary it was tokenized with, and labels within
+/// the class list. A damaged shard is refused here, naming the file, not
+/// met as an index past a table inside the model (a training step's loss
+/// indexes its logits by label).
 pub fn open_part(
     dir: &std::path::Path,
     part: &str,
 ) -> anyhow::Result<crate::traffic::shard::Shard> {
+    let info = crate::traffic::dataset::load_dataset_info(dir)?;
     let p = dir.join(format!("{part}.tmoe"));
-    crate::traffic::shard::Shard::open(&p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+    // ShardError names the file.
+    let shard = crate::traffic::shard::Shard::open(&p)?;
+    check_part(&p, &shard, &info)?;
+    Ok(shard)
+}
+
+/// `shard` (at `p`) belongs to the dataset `info` describes.
+fn check_part(
+    p: &std::path::Path,
+    shard: &crate::traffic::shard::Shard,
+    info: &crate::traffic::dataset::DatasetInfo,
+) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        shard.vocab_hash() == info.vocab_hash && shard.vocab_size() == info.vocab_size,
+        "{}: vocabulary (hash {:016x}, {} entries) differs from dataset.json's ({:016x}, {})",
+        p.display(),
+        shard.vocab_hash(),
+        shard.vocab_size(),
+        info.vocab_hash,
+        info.vocab_size
+    );
+    // Unlabelled datasets (pretraining corpora) have no class list to check.
+    let n = info.classes.len() as u32;
+    if n > 0
+        && let Some(i) = (0..shard.len()).find(|&i| shard.label(i).is_some_and(|l| l >= n))
+    {
+        anyhow::bail!(
+            "{}: flow {i} has label {}, but dataset.json lists {n} classes",
+            p.display(),
+            shard.meta(i).label
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
