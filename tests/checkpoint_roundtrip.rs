@@ -273,3 +273,64 @@ fn optimizer_state_round_trips_and_resumes_identically() {
             .contains("optimizer")
     );
 }
+
+/// A tiny classifier saved with `config` as its metadata's model_config
+/// (its tensors are those of the real config) and `seq_len` recorded.
+fn classifier_with(dir: &Path, config: serde_json::Value, seq_len: &str) -> std::path::PathBuf {
+    use traffic_moe::model::{FfnKind, Model, ModelConfig};
+    let cfg = ModelConfig {
+        name: "t".into(),
+        ffn: FfnKind::Moe,
+        d: 16,
+        layers: 1,
+        heads: 2,
+        n_experts: 2,
+        top_k: 1,
+        shared_ff: 16,
+        vocab: 10,
+        max_seq: 8,
+        rope_theta: 10000.0,
+        aux_weight: 0.02,
+        n_classes: 2,
+    };
+    let (_, p) = Model::new(cfg.clone(), 1).unwrap();
+    let mut real = serde_json::to_value(&cfg).unwrap();
+    for (k, v) in config.as_object().unwrap() {
+        real[k] = v.clone();
+    }
+    let mut m = CheckpointMeta::new(real, 1, vec!["a".into(), "b".into()], 1);
+    m.extra.insert("seq_len".into(), seq_len.into());
+    let path = dir.join("clf.safetensors");
+    checkpoint::save(&path, &m, &p, true).unwrap();
+    path
+}
+
+#[test]
+fn a_damaged_classifier_config_is_refused_before_allocating() {
+    // A model_config with a huge size once made load_classifier build the
+    // model (d = 2^32: 1.8 TB of weights) before looking at the tensors:
+    // an abort instead of an error.
+    let dir = tempfile::tempdir().unwrap();
+    let p = classifier_with(dir.path(), json!({}), "8");
+    checkpoint::load_classifier(&p).unwrap();
+    let err = |config, seq_len| {
+        let p = classifier_with(dir.path(), config, seq_len);
+        let e = format!("{:#}", checkpoint::load_classifier(&p).unwrap_err());
+        assert!(e.contains(&p.display().to_string()), "{e}");
+        e
+    };
+    let e = err(json!({"d": 4_294_967_296u64}), "8");
+    assert!(e.contains("d 4294967296 is above the limit 65536"), "{e}");
+    // Within the limits but not what the tensors hold: refused from the header.
+    let e = err(json!({"d": 64}), "8");
+    assert!(e.contains("tok_embed") && e.contains("[10, 64]"), "{e}");
+    // An invalid config names the file too.
+    let e = err(json!({"heads": 3}), "8");
+    assert!(e.contains("not divisible by heads=3"), "{e}");
+    // Classifying pads a row of the recorded length per flow.
+    let e = err(json!({}), "1099511627776");
+    assert!(
+        e.contains("extra.seq_len") && e.contains("is not a sequence length"),
+        "{e}"
+    );
+}

@@ -410,6 +410,57 @@ pub fn read(path: &Path) -> Result<Checkpoint> {
     })
 }
 
+/// Checks that a model of `cfg` has the parameters the file at `path`
+/// holds (names and shapes, within `expect`'s prefixes) from the header
+/// alone: a config read from a file is believed only once its tensors
+/// bear it out, so a damaged size allocates nothing (a model is as big as
+/// its config says, the file's tensors as big as the file).
+pub fn check_layout(path: &Path, cfg: &ModelConfig, expect: &Expect) -> anyhow::Result<()> {
+    let want = Model::param_shapes(cfg).map_err(|e| CheckpointError::Metadata {
+        path: path.to_path_buf(),
+        key: "model_config".into(),
+        detail: format!("{e:#}"),
+    })?;
+    let map = map_file(path)?;
+    let (_, header) = SafeTensors::read_metadata(&map).map_err(|e| CheckpointError::Parse {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    })?;
+    let found = header.tensors();
+    let missing: Vec<String> = want
+        .iter()
+        .filter(|(name, _)| !found.contains_key(name))
+        .filter(|(name, _)| {
+            !expect
+                .allow_missing_prefixes
+                .iter()
+                .any(|x| name.starts_with(x))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    if !missing.is_empty() {
+        return Err(CheckpointError::MissingTensors {
+            path: path.to_path_buf(),
+            names: missing,
+        }
+        .into());
+    }
+    for (name, shape) in &want {
+        if let Some(t) = found.get(name)
+            && &t.shape != shape
+        {
+            return Err(CheckpointError::Shape {
+                path: path.to_path_buf(),
+                name: name.clone(),
+                found: t.shape.clone(),
+                expected: shape.clone(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
+
 /// Reads only the metadata (fast: the tensors are not copied), e.g. to build
 /// the model from its config before [`load_into`].
 pub fn read_meta(path: &Path) -> Result<CheckpointMeta> {
@@ -557,6 +608,24 @@ pub fn load_into(path: &Path, expect: &Expect, params: &mut [Param]) -> Result<C
     Ok(ckpt.meta)
 }
 
+/// The fine-tuning length the file records (`extra.seq_len`), if any, is
+/// one a tokenizer makes: classifying pads a row of it per flow.
+fn check_seq_len(path: &Path, meta: &CheckpointMeta) -> Result<()> {
+    let max = crate::traffic::tokenize::MAX_SEQ_LEN;
+    match meta.extra.get("seq_len").map(|s| s.parse::<usize>()) {
+        None => Ok(()),
+        Some(Ok(n)) if (2..=max).contains(&n) => Ok(()),
+        Some(_) => Err(CheckpointError::Metadata {
+            path: path.to_path_buf(),
+            key: "extra.seq_len".into(),
+            detail: format!(
+                "{:?} is not a sequence length (2..={max})",
+                meta.extra["seq_len"]
+            ),
+        }),
+    }
+}
+
 /// Loads a fine-tuned classifier (its architecture from the metadata).
 pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, CheckpointMeta)> {
     let meta = read_meta(path)?;
@@ -566,6 +635,8 @@ pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, Checkp
             path.display()
         )
     })?;
+    check_layout(path, &cfg, &Expect::default())?;
+    check_seq_len(path, &meta)?;
     let (model, mut params) = Model::new(cfg, 0)?;
     load_into(path, &Expect::default(), &mut params)?;
     Ok((model, params, meta))

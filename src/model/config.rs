@@ -110,6 +110,32 @@ impl ModelConfig {
             "model config: vocab {} too small",
             self.vocab
         );
+        // Far past any real model, but a config read from a file (a
+        // checkpoint's metadata) can make no shape overflow and no loop
+        // over layers run for ever.
+        for (what, value, max) in [
+            ("d", self.d, 1 << 16),
+            ("layers", self.layers, 1 << 10),
+            ("shared_ff", self.shared_ff, 1 << 20),
+            ("vocab", self.vocab, 1 << 24),
+            ("max_seq", self.max_seq, 1 << 16),
+            ("n_classes", self.n_classes, 1 << 16),
+        ] {
+            anyhow::ensure!(
+                value <= max,
+                "model config: {what} {value} is above the limit {max}"
+            );
+        }
+        anyhow::ensure!(
+            self.rope_theta.is_finite() && self.rope_theta > 0.0,
+            "model config: rope_theta {} must be a positive number",
+            self.rope_theta
+        );
+        anyhow::ensure!(
+            self.aux_weight.is_finite() && self.aux_weight >= 0.0,
+            "model config: aux_weight {} must be a number >= 0",
+            self.aux_weight
+        );
         Ok(())
     }
 }

@@ -72,33 +72,68 @@ pub struct Forward<F> {
     pub logits: TensorId,
 }
 
+/// A parameter before it has values: the shapes are known (and can be
+/// checked against a checkpoint's) before anything is allocated.
+struct Spec {
+    name: String,
+    shape: Vec<usize>,
+    group: usize,
+    /// Normal init with this std; None: ones for norm gains, else zeros.
+    std: Option<f32>,
+}
+
+impl Spec {
+    fn materialize(self, init: &mut Init) -> Param {
+        let n: usize = self.shape.iter().product();
+        let value = match self.std {
+            Some(s) => init.normal(n, s),
+            None if self.name.contains("norm") => vec![1.0; n],
+            None => vec![0.0; n],
+        };
+        Param::new(self.name, self.shape, value, self.group).expect("shape matches value")
+    }
+}
+
 struct Builder {
-    params: Vec<Param>,
-    init: Init,
+    specs: Vec<Spec>,
 }
 
 impl Builder {
     fn add(&mut self, name: String, shape: Vec<usize>, group: usize, std: Option<f32>) -> ParamId {
-        let n: usize = shape.iter().product();
-        let value = match std {
-            Some(s) => self.init.normal(n, s),
-            None if name.contains("norm") => vec![1.0; n],
-            None => vec![0.0; n],
-        };
-        self.params
-            .push(Param::new(name, shape, value, group).expect("shape matches value"));
-        self.params.len() - 1
+        self.specs.push(Spec {
+            name,
+            shape,
+            group,
+            std,
+        });
+        self.specs.len() - 1
     }
 }
 
 impl Model {
     /// The architecture and freshly initialised parameters (seeded).
     pub fn new(cfg: ModelConfig, seed: u64) -> anyhow::Result<(Model, Vec<Param>)> {
+        let (model, specs) = Model::layout(cfg)?;
+        let mut init = Init::new(seed);
+        // In layout order: the seed gives the same values as ever.
+        let params = specs
+            .into_iter()
+            .map(|s| s.materialize(&mut init))
+            .collect();
+        Ok((model, params))
+    }
+
+    /// Each parameter's name and shape for `cfg`, nothing allocated: what a
+    /// checkpoint's tensors must match before a model is built for them.
+    pub fn param_shapes(cfg: &ModelConfig) -> anyhow::Result<Vec<(String, Vec<usize>)>> {
+        let (_, specs) = Model::layout(cfg.clone())?;
+        Ok(specs.into_iter().map(|s| (s.name, s.shape)).collect())
+    }
+
+    /// The architecture and its parameters' specs.
+    fn layout(cfg: ModelConfig) -> anyhow::Result<(Model, Vec<Spec>)> {
         cfg.validate()?;
-        let mut b = Builder {
-            params: Vec::new(),
-            init: Init::new(seed),
-        };
+        let mut b = Builder { specs: Vec::new() };
         let (d, l) = (cfg.d, cfg.layers);
         let std = 0.02f32;
         // Residual-branch outputs shrink with depth (GPT-2).
@@ -159,7 +194,7 @@ impl Model {
                 norm_f,
                 head,
             },
-            b.params,
+            b.specs,
         ))
     }
 

@@ -281,19 +281,21 @@ pub fn finetune(
     );
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    // The pretrained backbone, without its (absent) classifier head.
+    let backbone = Expect {
+        vocab_hash: Some(vocab_hash),
+        allow_missing_prefixes: &["head."],
+        ..Default::default()
+    };
+    if let Some(init) = &opts.init {
+        // Before allocating: the config may come from the file's metadata.
+        checkpoint::check_layout(init, &cfg, &backbone)
+            .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
+    }
     let (model, mut params) = Model::new(cfg.clone(), opts.seed)?;
     if let Some(init) = &opts.init {
-        // The pretrained backbone, without its (absent) classifier head.
-        checkpoint::load_into(
-            init,
-            &Expect {
-                vocab_hash: Some(vocab_hash),
-                allow_missing_prefixes: &["head."],
-                ..Default::default()
-            },
-            &mut params,
-        )
-        .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
+        checkpoint::load_into(init, &backbone, &mut params)
+            .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
     }
     let train_idx = training_flows(train, opts.train_fraction, opts.max_per_class, opts.seed);
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
