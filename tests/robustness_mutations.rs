@@ -37,7 +37,7 @@ use traffic_moe::model::{FfnKind, Model, ModelConfig};
 use traffic_moe::traffic::capture::CaptureReader;
 use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
 use traffic_moe::traffic::decode::{decode_frame, link};
-use traffic_moe::traffic::labels::LabelSource;
+use traffic_moe::traffic::labels::{FlowLabels, LabelSource};
 use traffic_moe::traffic::packet_meta;
 use traffic_moe::traffic::pcap_writer::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, Ipv4Opts, PcapNgBuilder, eth_ipv4, ethernet, ipv4, ipv6,
@@ -73,12 +73,12 @@ struct Slot {
     since: Option<Instant>,
 }
 
-static SLOTS: [Mutex<Slot>; 4] = [const {
+static SLOTS: [Mutex<Slot>; 5] = [const {
     Mutex::new(Slot {
         label: String::new(),
         since: None,
     })
-}; 4];
+}; 5];
 
 /// Bytes held by the whole process: past this, a mutant made something grow
 /// without bound (the fixture and four tests at once hold well under it).
@@ -1320,6 +1320,51 @@ fn check_pkts(bytes: &[u8], data: &Path, split: &str) -> Result<(), String> {
         Ok(_) => Ok(()),
         Err(e) => names(&format!("{e:#}"), &path),
     }
+}
+
+/// Label CSVs in both layouts `tmoe tokenize --labels csv:` reads.
+const LABEL_CSVS: [(&str, &str); 2] = [
+    (
+        "ndpi.csv",
+        "file,l4,src,dst,app,category,encrypted,packets,bytes\n\
+         a.pcap,TCP,192.168.2.126:45380,161.117.13.29:80,HTTP.1kxun,Streaming,0,80,183125\n\
+         a.pcap,UDP,[fe80::1]:546,[ff02::1:2]:547,DHCPV6,Network,0,5,490\n\
+         \"sub/c.pcap\",TCP,10.0.0.1:1,10.0.0.2:443,TLS.YouTube,Media,1,20,9000\n",
+    ),
+    (
+        "cic.csv",
+        "Flow ID, Source IP, Source Port, Destination IP, Destination Port, Protocol, Timestamp, Label\n\
+         x, 192.168.10.5, 50000, 8.8.8.8, 53, 17, t, BENIGN\n\
+         w, fe80::1, 1000, fe80::2, 2000, 6, t, PortScan\n",
+    ),
+];
+
+fn check_label_csv(bytes: &[u8], path: &Path) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| e.to_string())?;
+    match FlowLabels::load(path, None) {
+        Ok(_) => Ok(()),
+        Err(e) => names(&format!("{e:#}"), path),
+    }
+}
+
+#[test]
+fn mutated_label_csvs_load_or_name_the_file() {
+    let dir = scratch("label_csvs");
+    let mut run = Run::new(4, "label_csvs");
+    let mut rng = StdRng::seed_from_u64(SEED ^ 4);
+    for (name, text) in LABEL_CSVS {
+        let t = Target {
+            text: true,
+            ..Target::new(name, text.as_bytes().to_vec())
+        };
+        let path = dir.join(name);
+        check_label_csv(&t.bytes, &path).expect("the CSV loads");
+        for i in 0..150 {
+            let (bytes, label) = mutant(&mut rng, &t, i);
+            run.mutant(&label, &bytes, || check_label_csv(&bytes, &path));
+        }
+    }
+    run.finish();
 }
 
 #[test]
