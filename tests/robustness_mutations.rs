@@ -940,9 +940,12 @@ fn call_ok(what: &str, failed: bool, mark: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// A frame to feed: timestamp, link type, bytes, length on the wire.
+type Frame = (u64, u32, Vec<u8>, u32);
+
 /// The mutated capture as a monitor would see it: the frames a reader finds
 /// in it, then the raw bytes cut into frames of random sizes and link types.
-fn frames_to_feed(rng: &mut StdRng, bytes: &[u8]) -> Vec<(u64, u32, Vec<u8>, u32)> {
+fn frames_to_feed(rng: &mut StdRng, bytes: &[u8]) -> Vec<Frame> {
     let mut out = Vec::new();
     if let Ok(mut r) = CaptureReader::from_read(Cursor::new(bytes.to_vec())) {
         let _ = r.for_each_frame(|f| out.push((f.ts_ns, f.link_type, f.data.to_vec(), f.orig_len)));
@@ -973,11 +976,7 @@ fn frames_to_feed(rng: &mut StdRng, bytes: &[u8]) -> Vec<(u64, u32, Vec<u8>, u32
 }
 
 /// Feeds one mutant's frames with polls, flushes and stats in between.
-fn feed_mutant(
-    rng: &mut StdRng,
-    h: *mut TmoeClassifier,
-    frames: &[(u64, u32, Vec<u8>, u32)],
-) -> Result<(), String> {
+fn feed_mutant(rng: &mut StdRng, h: *mut TmoeClassifier, frames: &[Frame]) -> Result<(), String> {
     let mut out = [TmoeVerdict::default(); 16];
     for (ts, link, data, wire) in frames {
         let mark = mark_error(h);
@@ -1216,8 +1215,8 @@ fn check_manifest(bytes: &[u8], data: &Path) -> Result<(), String> {
 }
 
 /// The fixture's frames of one capture, as read from it.
-fn fixture_frames() -> &'static [(u64, u32, Vec<u8>, u32)] {
-    static FRAMES: OnceLock<Vec<(u64, u32, Vec<u8>, u32)>> = OnceLock::new();
+fn fixture_frames() -> &'static [Frame] {
+    static FRAMES: OnceLock<Vec<Frame>> = OnceLock::new();
     FRAMES.get_or_init(|| {
         let mut out = Vec::new();
         let cap = fixture().caps.join("web/web0.pcap");
