@@ -199,3 +199,31 @@ fn finetuning_learns_the_classes_from_pretrained_and_scratch() {
         }
     }
 }
+
+#[test]
+fn a_damaged_step_is_refused_on_resume() {
+    // A checkpoint's step once set how many batches the resume replays: a
+    // damaged one (2^40) hung `pretrain --resume`.
+    let dir = tempfile::tempdir().unwrap();
+    let train = data(24, 0);
+    let mut o = popts(dir.path(), 4, FfnKind::Moe);
+    o.stop_after = Some(2);
+    let ckpt = pretrain(&o, &train, 1).unwrap().checkpoint;
+    let c = traffic_moe::model::checkpoint::read(&ckpt).unwrap();
+    let mut meta = c.meta.clone();
+    meta.step = 1 << 40;
+    let params: Vec<_> = c
+        .tensors
+        .into_iter()
+        .map(|(name, t)| traffic_moe::engine::Param::new(name, t.shape, t.data, 0).unwrap())
+        .collect();
+    traffic_moe::model::checkpoint::save(&ckpt, &meta, &params, true).unwrap();
+    let mut o = popts(dir.path(), 4, FfnKind::Moe);
+    o.resume = true;
+    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    assert!(
+        e.contains(&ckpt.display().to_string())
+            && e.contains("saved at step 1099511627776, past this run's 4 steps"),
+        "{e}"
+    );
+}

@@ -100,6 +100,15 @@ pub fn pretrain(
             &mut params,
         )
         .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        // The data order is replayed step by step up to it: a damaged step
+        // would replay for ever.
+        anyhow::ensure!(
+            m.step <= opts.steps,
+            "{}: saved at step {}, past this run's {} steps: nothing to resume (a larger --steps continues it)",
+            ckpt.display(),
+            m.step,
+            opts.steps
+        );
         opt = optim_state::load_optimizer(&optim_state::optimizer_path(&ckpt), &params)?;
         start = m.step;
         eprintln!("resumed {} at step {start}", ckpt.display());
