@@ -51,6 +51,7 @@ use traffic_moe::traffic::vocab::Vocab;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::optim_state;
+use traffic_moe::train::pretrain::{PretrainOpts, model_path, pretrain};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;
 
@@ -65,7 +66,7 @@ const SEED: u64 = 0x7e57_ab1e;
 /// input here is a few hundred KB).
 const MAX_ALLOC: usize = 1 << 30;
 /// A mutant running longer than this hangs.
-const MAX_MUTANT: Duration = Duration::from_secs(60);
+const MAX_MUTANT: Duration = Duration::from_secs(30);
 
 /// The mutant a test thread is running (one slot per test).
 struct Slot {
@@ -73,12 +74,12 @@ struct Slot {
     since: Option<Instant>,
 }
 
-static SLOTS: [Mutex<Slot>; 5] = [const {
+static SLOTS: [Mutex<Slot>; 6] = [const {
     Mutex::new(Slot {
         label: String::new(),
         since: None,
     })
-}; 5];
+}; 6];
 
 /// Bytes held by the whole process: past this, a mutant made something grow
 /// without bound (the fixture and four tests at once hold well under it).
@@ -1164,6 +1165,78 @@ fn mutated_checkpoints_load_or_name_the_file() {
         let (json, label) = mutant(&mut rng, &t, i);
         let bytes = with_header(&json, &data);
         run.mutant(&label, &bytes, || check_optimizer(&bytes, &path, &params));
+    }
+    run.finish();
+}
+
+/// Pretraining options for the fixture's dataset: a tiny LM, two steps.
+fn pretrain_opts(out: &Path, resume: bool) -> PretrainOpts {
+    let info = load_dataset_info(&fixture().data).unwrap();
+    PretrainOpts {
+        cfg: tiny_model(FfnKind::Moe, info.vocab_size, 32),
+        steps: 2,
+        batch: 4,
+        seq_len: 32,
+        lr: 1e-3,
+        warmup: 1,
+        clip: 1.0,
+        seed: 1,
+        save_every: 0,
+        out: out.to_path_buf(),
+        resume,
+        progress: false,
+        force: !resume,
+        stop_after: None,
+        device: Device::Cpu,
+        precision: Precision::F32,
+        keep_at: Vec::new(),
+    }
+}
+
+/// `pretrain --resume` from a folder whose `file` is `bytes`: it resumes, or
+/// fails naming the file.
+fn check_resume(bytes: &[u8], out: &Path, file: &Path) -> Result<(), String> {
+    std::fs::write(file, bytes).map_err(|e| e.to_string())?;
+    let data = &fixture().data;
+    let train = open_part(data, "train").map_err(|e| e.to_string())?;
+    let info = load_dataset_info(data).map_err(|e| e.to_string())?;
+    match pretrain(&pretrain_opts(out, true), &train, info.vocab_hash) {
+        Ok(_) => Ok(()),
+        Err(e) => names(&format!("{e:#}"), file),
+    }
+}
+
+#[test]
+fn mutated_pretraining_checkpoints_resume_or_name_the_file() {
+    let f = fixture();
+    let dir = scratch("pretraining");
+    let train = open_part(&f.data, "train").unwrap();
+    let info = load_dataset_info(&f.data).unwrap();
+    let first = dir.join("first");
+    let ckpt = pretrain(&pretrain_opts(&first, false), &train, info.vocab_hash)
+        .unwrap()
+        .checkpoint;
+    let optimizer = optim_state::optimizer_path(&ckpt);
+    let out = dir.join("resumed");
+    std::fs::create_dir_all(&out).unwrap();
+    let mut run = Run::new(5, "pretraining");
+    let mut rng = StdRng::seed_from_u64(SEED ^ 5);
+    for (file, n) in [(&ckpt, 150), (&optimizer, 60)] {
+        let (t, data) = checkpoint_header_target(file);
+        let name = file.file_name().unwrap();
+        let t = Target {
+            name: format!("{} metadata", name.to_string_lossy()),
+            ..t
+        };
+        for i in 0..n {
+            // The run rewrites both files: start each mutant from the originals.
+            std::fs::copy(&ckpt, model_path(&out)).unwrap();
+            std::fs::copy(&optimizer, optim_state::optimizer_path(&model_path(&out))).unwrap();
+            let (json, label) = mutant(&mut rng, &t, i);
+            let bytes = with_header(&json, &data);
+            let target = out.join(name);
+            run.mutant(&label, &bytes, || check_resume(&bytes, &out, &target));
+        }
     }
     run.finish();
 }
