@@ -1206,6 +1206,33 @@ fn check_resume(bytes: &[u8], out: &Path, file: &Path) -> Result<(), String> {
     }
 }
 
+/// `finetune --init` from the (mutated) pretrained model at `init`: it
+/// trains, or fails naming the file.
+fn check_init(bytes: &[u8], init: &Path, out: &Path) -> Result<(), String> {
+    std::fs::write(init, bytes).map_err(|e| e.to_string())?;
+    let data = &fixture().data;
+    let info = load_dataset_info(data).map_err(|e| e.to_string())?;
+    let (train, val) = (
+        open_part(data, "train").map_err(|e| e.to_string())?,
+        open_part(data, "val").map_err(|e| e.to_string())?,
+    );
+    let opts = FinetuneOpts {
+        init: Some(init.to_path_buf()),
+        max_epochs: 1,
+        batch: 16,
+        force: true,
+        ..tiny_finetune(
+            tiny_model(FfnKind::Moe, info.vocab_size, 32),
+            &info.classes,
+            out,
+        )
+    };
+    match finetune(&opts, &train, &val, info.vocab_hash) {
+        Ok(_) => Ok(()),
+        Err(e) => names(&format!("{e:#}"), init),
+    }
+}
+
 #[test]
 fn mutated_pretraining_checkpoints_resume_or_name_the_file() {
     let f = fixture();
@@ -1237,6 +1264,20 @@ fn mutated_pretraining_checkpoints_resume_or_name_the_file() {
             let target = out.join(name);
             run.mutant(&label, &bytes, || check_resume(&bytes, &out, &target));
         }
+    }
+    // The pretrained model as fine-tuning's starting point.
+    let (t, data) = checkpoint_header_target(&ckpt);
+    let t = Target {
+        name: "pretrained model metadata".into(),
+        ..t
+    };
+    let init = dir.join("init.safetensors");
+    for i in 0..60 {
+        let (json, label) = mutant(&mut rng, &t, i);
+        let bytes = with_header(&json, &data);
+        run.mutant(&label, &bytes, || {
+            check_init(&bytes, &init, &dir.join("ft"))
+        });
     }
     run.finish();
 }
