@@ -27,6 +27,7 @@ use rand::{Rng, SeedableRng};
 
 use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::capi::*;
+use traffic_moe::cli::classify;
 use traffic_moe::engine::Param;
 use traffic_moe::engine::{Device, Precision};
 use traffic_moe::eval::evaluate::{EvalOpts, evaluate_split};
@@ -74,12 +75,12 @@ struct Slot {
     since: Option<Instant>,
 }
 
-static SLOTS: [Mutex<Slot>; 6] = [const {
+static SLOTS: [Mutex<Slot>; 7] = [const {
     Mutex::new(Slot {
         label: String::new(),
         since: None,
     })
-}; 6];
+}; 7];
 
 /// Bytes held by the whole process: past this, a mutant made something grow
 /// without bound (the fixture and four tests at once hold well under it).
@@ -905,6 +906,81 @@ fn mutated_captures_give_errors_naming_the_file() {
             });
         }
     }
+    run.finish();
+}
+
+/// Mutants of every capture kind, each in a file of its own under
+/// `dir/<class>/`, and their descriptions (file name: mutations).
+fn mutant_corpus(dir: &Path, rng: &mut StdRng, per_target: usize) -> String {
+    let mut labels = Vec::new();
+    for (k, t) in capture_targets().iter().enumerate() {
+        let class = dir.join(["a", "b"][k % 2]);
+        std::fs::create_dir_all(&class).unwrap();
+        for i in 0..per_target {
+            let (bytes, label) = mutant(rng, t, i);
+            let name = format!("t{k}m{i}.pcap");
+            std::fs::write(class.join(&name), &bytes).unwrap();
+            labels.push(format!("{name}: {label}"));
+        }
+    }
+    labels.join("\n")
+}
+
+/// Whole pipelines over many mutants at once: `tmoe tokenize` (flows, the
+/// vocabulary trained on them, splits and shards) and `tmoe classify`.
+#[test]
+fn pipelines_survive_a_corpus_of_mutated_captures() {
+    let f = fixture();
+    let dir = scratch("corpus");
+    let mut rng = StdRng::seed_from_u64(SEED ^ 6);
+    let caps = dir.join("caps");
+    let labels = mutant_corpus(&caps, &mut rng, 40);
+    let mut run = Run::new(6, "corpus");
+    let cfg = DatasetConfig {
+        inputs: vec![caps.clone()],
+        labels: LabelSource::Folder,
+        vocab_size: 50,
+        min_packets: 1,
+        ..DatasetConfig::default()
+    };
+    let label = format!("tokenize the corpus:\n{labels}");
+    // The corpus holds flows of both classes: the build must succeed.
+    run.mutant(&label, &[], || {
+        build_dataset(&cfg, &dir.join("data"), true)
+            .map(|_| ())
+            .map_err(|e| format!("{e:#}"))
+    });
+    let mut files: Vec<PathBuf> = ["a", "b"]
+        .iter()
+        .flat_map(|c| std::fs::read_dir(caps.join(c)).unwrap().flatten())
+        .map(|e| e.path())
+        .collect();
+    files.sort();
+    let args = classify::Args {
+        checkpoint: f.ckpt.clone(),
+        captures: files,
+        stream: false,
+        early: false,
+        data: Some(f.data.clone()),
+        vocab: None,
+        format: classify::Format::Jsonl,
+        out: None,
+        force: false,
+        min_packets: Some(1),
+        batch: Some(8),
+        device: Device::Cpu,
+        precision: Precision::F32,
+        readers: 2,
+        max_flows: None,
+        seq_len: None,
+        quiet: true,
+    };
+    let label = format!("classify the corpus:\n{labels}");
+    run.mutant(&label, &[], || {
+        let mut out = Vec::new();
+        classify::classify(&args, &mut out).map_err(|e| format!("{e:#}"))?;
+        Ok(())
+    });
     run.finish();
 }
 
