@@ -1,11 +1,18 @@
-//! Seeded mutation robustness: valid inputs the project writes itself
-//! (captures, a classifier checkpoint, a dataset's manifest, vocabulary and
-//! token shards) are mutated (bit flips, byte overwrites, truncation,
-//! duplicated and spliced ranges, length fields and numbers set to huge
-//! values) and read back. The promise under test: bad input gets an error
-//! naming the file and what is wrong, never a panic, a hang or an absurd
-//! allocation. Every mutant runs under `catch_unwind`; a failure names the
-//! seed, the mutant and its mutations, and its bytes are kept under
+//! Seeded mutation robustness: valid inputs the project writes itself are
+//! mutated (bit flips, 0x00/0xFF/random overwrites, truncation, duplicated,
+//! spliced and deleted ranges, length fields and JSON numbers set to huge
+//! values) and read back the ways the project reads them: captures (pcap,
+//! pcapng; frames, flows, a tokenized and a classified corpus), frame
+//! streams through the C API, checkpoints (classifier, pretrained model for
+//! `--resume` and `--init`, optimizer state), and a dataset's dataset.json,
+//! vocab.txt, token shards, `.pkts` files and label CSVs.
+//!
+//! The promise under test: bad input gets an error naming the file and what
+//! is wrong, never a panic, a hang or an absurd allocation. Every mutant
+//! runs under `catch_unwind`, a global allocator refuses (and reports) any
+//! allocation over 1 GiB or 1.5 GiB held, and a watchdog aborts, naming it,
+//! a mutant that runs past 30 s. A failure names the seed, the mutant and
+//! its mutations; its bytes are kept under
 //! `CARGO_TARGET_TMPDIR/robustness_mutations/failed` for replay.
 
 mod tiny_train;
