@@ -114,6 +114,31 @@ fn eval_and_classify_end_to_end() {
             .sum();
         assert!((sum - 1.0).abs() < 1e-9, "{layer}");
     }
+    // report.txt has what the terminal showed, the per-capture vote too.
+    let txt = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    assert!(
+        txt.contains("per capture (majority vote of its flows)"),
+        "{txt}"
+    );
+    // Replacing a report without --routing leaves no routing files of the
+    // old one beside it; a file of the user's in the folder stays.
+    std::fs::write(out.join("notes.md"), "mine").unwrap();
+    eval::evaluate(&eval::Args {
+        routing: false,
+        ..eval_args_forced(&f, &out)
+    })
+    .unwrap();
+    for old in ["routing.json", "routing.png", "routing-per-class.png"] {
+        assert!(
+            !out.join(old).exists(),
+            "{old} of the earlier report is left"
+        );
+    }
+    assert!(out.join("metrics.json").exists() && out.join("curves.png").exists());
+    assert_eq!(
+        std::fs::read_to_string(out.join("notes.md")).unwrap(),
+        "mine"
+    );
 
     // --- classify the test captures' flows again from the pcaps: each flow of
     // the test split gets the same prediction as in eval (same tokens).

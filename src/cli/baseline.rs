@@ -38,7 +38,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    super::refuse_report_dir(&a.out, a.force)?;
+    super::prepare_report_dir(&a.out, a.force)?;
     let opts = BaselineOpts {
         method: a.method,
         split: a.split.clone(),

@@ -66,19 +66,14 @@ pub fn run(a: Args) -> Result<()> {
 
 /// The per-capture majority vote line, when the report has one.
 pub fn print_capture_vote(report: &EvalReport) {
-    if let Some(v) = report.info.get("per_capture") {
-        println!(
-            "per capture (majority vote of its flows): {} of {} captures, accuracy {:.4}\n",
-            v["correct"],
-            v["captures"],
-            v["accuracy"].as_f64().unwrap_or(0.0)
-        );
+    if let Some(v) = report.capture_vote() {
+        println!("{v}\n");
     }
 }
 
 /// Runs the evaluation and writes every output file; returns the report.
 pub fn evaluate(a: &Args) -> Result<EvalReport> {
-    super::refuse_report_dir(&a.out, a.force)?;
+    super::prepare_report_dir(&a.out, a.force)?;
     super::advise_cpu_precision(a.device, a.precision);
     let opts = EvalOpts {
         split: a.split.clone(),

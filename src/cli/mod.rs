@@ -51,13 +51,30 @@ pub(crate) fn advise_cpu_precision(
 }
 
 /// Refuses a report directory that already holds a report (`metrics.json`,
-/// what `EvalReport::write_all` writes first), unless `force`.
-pub(crate) fn refuse_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+/// what `EvalReport::write_all` writes first), unless `force`; with it,
+/// removes the old report's files so that none of them (an earlier run's
+/// routing heatmap, say) sits beside the new report as if it were its own.
+/// Other files in the folder are left alone.
+pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    if !out.join("metrics.json").exists() {
+        return Ok(());
+    }
     anyhow::ensure!(
-        force || !out.join("metrics.json").exists(),
+        force,
         "{} already holds a report; choose another --out or pass --force to replace it",
         out.display()
     );
+    for name in crate::eval::report::EvalReport::FILES {
+        let p = out.join(name);
+        match std::fs::remove_file(&p) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(
+                    anyhow::Error::new(e).context(format!("removing the old {}", p.display()))
+                );
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 

@@ -48,6 +48,17 @@ impl EvalReport {
         )
     }
 
+    /// The per-capture majority vote on one line, when the report has one.
+    pub fn capture_vote(&self) -> Option<String> {
+        let v = self.info.get("per_capture")?;
+        Some(format!(
+            "per capture (majority vote of its flows): {} of {} captures, accuracy {:.4}",
+            v["correct"],
+            v["captures"],
+            v["accuracy"].as_f64().unwrap_or(0.0)
+        ))
+    }
+
     /// Per-class table in scikit-learn's `classification_report` layout.
     pub fn classification_report(&self) -> String {
         let labels = names(&self.classes, self.confusion.n_classes);
@@ -124,6 +135,23 @@ impl EvalReport {
         })
     }
 
+    /// Every file an evaluation report folder can hold (`eval`: these, its
+    /// routing files and training curves; `baseline`: these): what
+    /// replacing a report removes, and nothing else of the folder.
+    pub const FILES: [&str; 11] = [
+        "metrics.json",
+        "report.txt",
+        "confusion.txt",
+        "confusion.csv",
+        "confusion.png",
+        "confusion.svg",
+        "routing.json",
+        "routing.png",
+        "routing-per-class.png",
+        "curves.png",
+        "curves.svg",
+    ];
+
     /// Writes `metrics.json`, `report.txt`, `confusion.txt`, `confusion.csv`,
     /// `confusion.png` and `confusion.svg` into `dir` (created if needed);
     /// returns the paths written.
@@ -140,9 +168,14 @@ impl EvalReport {
             "metrics.json",
             serde_json::to_string_pretty(&self.to_json())? + "\n",
         )?;
+        let vote = self.capture_vote().map_or(String::new(), |v| v + "\n\n");
         put(
             "report.txt",
-            format!("{}\n\n{}", self.summary(), self.classification_report()),
+            format!(
+                "{}\n\n{vote}{}",
+                self.summary(),
+                self.classification_report()
+            ),
         )?;
         put("confusion.txt", self.confusion.to_text(&self.classes))?;
         put("confusion.csv", self.confusion.to_csv(&self.classes))?;
