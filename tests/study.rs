@@ -230,6 +230,12 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
         md.contains("pretrained, 50 %") && md.contains("pretrained, 25 %"),
         "{md}"
     );
+    // One seed: no standard error to compare against, and none claimed.
+    assert!(
+        md.contains("no standard error with one seed")
+            && !md.contains("more than one standard error at"),
+        "{md}"
+    );
     let again = run(&opts).unwrap();
     assert_eq!(again.ran, 0, "everything resumes");
     // A larger budget changes the schedule of the kept weights: refused.

@@ -312,8 +312,10 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
     for &f in &b.fractions {
         let mut cells = Vec::new();
         let mut wins = Vec::new();
+        let mut paired = usize::MAX;
         for p in &b.points {
             let d = diffs(p.steps, f);
+            paired = paired.min(d.len());
             let (m, sd) = mean_std(&d);
             let se = sd / (d.len().max(1) as f64).sqrt();
             cells.push(format!("{:+.3} ± {sd:.3} at {}", m, p.steps));
@@ -321,15 +323,21 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
                 wins.push(p.steps.to_string());
             }
         }
+        // One seed has no spread: a standard error needs two.
+        let verdict = if paired < 2 {
+            "no standard error with one seed (run --seeds with two or more)".to_string()
+        } else if wins.is_empty() {
+            "above by more than one standard error at no budget up to the largest".to_string()
+        } else {
+            format!(
+                "above by more than one standard error at {} steps",
+                wins.join(", ")
+            )
+        };
         md += &format!(
-            "- {} of the training flows, pretrained minus scratch (per seed, mean ± std): {}; above by more than one standard error at {}.\n",
+            "- {} of the training flows, pretrained minus scratch (per seed, mean ± std): {}; {verdict}.\n",
             pct(f),
             cells.join(", "),
-            if wins.is_empty() {
-                "no budget up to the largest".to_string()
-            } else {
-                format!("{} steps", wins.join(", "))
-            }
         );
     }
     let below: Vec<String> = b
