@@ -184,3 +184,22 @@ fn sizes_past_the_address_space_are_refused() {
         refused(args, flag);
     }
 }
+
+/// Options that only mean something beside another are refused without
+/// it, naming what is missing, rather than ignored.
+#[test]
+fn options_without_the_option_they_shape_are_refused() {
+    for extra in [
+        &["--budget-fractions", "0.5"][..],
+        &["--pretrain-extra", "x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args(["study", "caps", "--out", "s"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(err.contains("--budgets"), "{extra:?}: {err}");
+    }
+}

@@ -313,3 +313,55 @@ fn a_call_that_made_nothing_binds_no_settings() {
     let err = format!("{:#}", run(&other).unwrap_err());
     assert!(err.contains("lr: 0.002 then, 0.001 now"), "{err}");
 }
+
+/// Captures of one class give nothing to compare: refused, naming the class.
+#[test]
+fn one_class_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    synthesize(&SynthConfig {
+        out: caps.clone(),
+        flows_per_class: 12,
+        flows_per_file: FLOWS_PER_FILE,
+        seed: 5,
+        force: false,
+    })
+    .unwrap();
+    let mut classes: Vec<_> = std::fs::read_dir(&caps)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir())
+        .collect();
+    classes.sort();
+    let kept = classes.remove(0);
+    for other in classes {
+        std::fs::remove_dir_all(other).unwrap();
+    }
+    let opts = StudyOpts {
+        captures: vec![caps],
+        labels: LabelSource::Folder,
+        out: dir.path().join("study"),
+        rows: vec![Row::Knn],
+        seeds: vec![1],
+        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
+        seq_len: 32,
+        vocab_file: None,
+        vocab_size: 200,
+        split_by: SplitBy::Flow,
+        mask_identifiers: true,
+        pretrain_steps: 1,
+        epochs: 1,
+        max_per_class: None,
+        fractions: Vec::new(),
+        lr: 2e-3,
+        batch: 16,
+        device: Device::Cpu,
+        progress: false,
+        budgets: Vec::new(),
+        pretrain_extra: Vec::new(),
+        budget_fractions: Vec::new(),
+    };
+    let err = format!("{:#}", run(&opts).unwrap_err());
+    let name = kept.file_name().unwrap().to_string_lossy().into_owned();
+    assert!(err.contains("1 class (") && err.contains(&name), "{err}");
+}

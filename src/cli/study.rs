@@ -74,11 +74,11 @@ pub struct Args {
     pub budgets: Vec<u64>,
     /// Unlabelled captures (files or folders) added to the budget run's
     /// pretraining corpus, e.g. every other capture at hand.
-    #[arg(long, num_args = 1..)]
+    #[arg(long, num_args = 1.., requires = "budgets")]
     pub pretrain_extra: Vec<PathBuf>,
     /// Few-shot fractions each budget also fine-tunes on (pretrained and
     /// from scratch), beside all the training flows.
-    #[arg(long, value_parser = args::fraction, value_delimiter = ',', default_value = "0.25")]
+    #[arg(long, value_parser = args::fraction, value_delimiter = ',', default_value = "0.25", requires = "budgets")]
     pub budget_fractions: Vec<f64>,
 }
 

@@ -227,12 +227,26 @@ fn view_name(view: View) -> &'static str {
     }
 }
 
-/// Builds the dataset of `view` unless it is there.
+/// Builds the dataset of `view` unless it is there; refuses one with a
+/// single class (every row would score 1.0: nothing to compare).
 fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
     let dir = dataset_dir(&o.out, view);
-    if dir.join("dataset.json").exists() {
-        return Ok(dir);
+    if !dir.join("dataset.json").exists() {
+        build(o, view, &dir)?;
     }
+    let classes = crate::traffic::dataset::load_dataset_info(&dir)?.classes;
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "{}: the captures give {} class{} ({}): a study compares classifiers, which needs two or more",
+        dir.display(),
+        classes.len(),
+        if classes.len() == 1 { "" } else { "es" },
+        classes.join(", ")
+    );
+    Ok(dir)
+}
+
+fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
     let cfg = DatasetConfig {
         inputs: o.captures.clone(),
         labels: o.labels.clone(),
@@ -247,9 +261,9 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
         split_by: o.split_by,
         ..DatasetConfig::default()
     };
-    build_dataset(&cfg, &dir, true)
+    build_dataset(&cfg, dir, true)
         .with_context(|| format!("building the {} dataset", view_name(view)))?;
-    Ok(dir)
+    Ok(())
 }
 
 /// The pretrained checkpoint of `ffn` on the full view's training flows.
