@@ -60,6 +60,21 @@ fn appscanner_and_knn_separate_the_synthetic_classes() {
         assert!(vote["captures"].as_u64().unwrap() >= 6, "{vote}");
         assert!(vote["accuracy"].as_f64().unwrap() > 0.8, "{vote}");
     }
+    // More neighbours than training flows: refused, naming the option.
+    let Err(err) = run(
+        &data,
+        &BaselineOpts {
+            method: Method::Knn,
+            neighbours: 100_000,
+            ..BaselineOpts::default()
+        },
+    ) else {
+        panic!("100,000 neighbours were accepted");
+    };
+    assert!(
+        format!("{err:#}").contains("--neighbours 100000 is more than"),
+        "{err:#}"
+    );
     // A dataset written before packet metadata existed.
     std::fs::remove_file(data.join("train.pkts")).unwrap();
     let Err(err) = run(&data, &BaselineOpts::default()) else {

@@ -203,3 +203,23 @@ fn options_without_the_option_they_shape_are_refused() {
         assert!(err.contains("--budgets"), "{extra:?}: {err}");
     }
 }
+
+/// `--split` names a part of the dataset; anything else is refused by the
+/// parser with the parts listed.
+#[test]
+fn a_split_that_is_not_a_part_is_refused() {
+    for cmd in [
+        &["baseline", "knn", "--data", "d", "--out", "o"][..],
+        &["eval", "--checkpoint", "c", "--data", "d", "--out", "o"],
+    ] {
+        let mut args = cmd.to_vec();
+        args.extend(["--split", "bogus"]);
+        refused(&args, "--split");
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args(&args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("train, val, test"), "{err}");
+    }
+}

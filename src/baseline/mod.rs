@@ -131,6 +131,13 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         data.display(),
         opts.split
     );
+    anyhow::ensure!(
+        opts.method != Method::Knn || opts.neighbours <= train.y.len(),
+        "--neighbours {} is more than the {} training flows of {}",
+        opts.neighbours,
+        train.y.len(),
+        data.display()
+    );
     let (xtr, xte) = (matrix(&train.x, "train")?, matrix(&test.x, &opts.split)?);
     let t = Instant::now();
     let (y_pred, fit_seconds, predict_seconds) = match opts.method {

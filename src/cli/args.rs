@@ -7,6 +7,9 @@
 use std::fmt::Display;
 use std::str::FromStr;
 
+/// The parts of a dataset a `--split` names.
+pub const SPLITS: [&str; 3] = ["train", "val", "test"];
+
 /// A count of at least 1.
 pub fn count(s: &str) -> Result<usize, String> {
     at_least_one(s)

@@ -21,7 +21,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Part to score.
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = args::SPLITS)]
     pub split: String,
     /// Random forest trees (appscanner).
     #[arg(long, value_parser = args::count_u16, default_value_t = 100)]

@@ -23,7 +23,7 @@ pub struct Args {
     /// Dataset directory (dataset.json, <split>.tmoe).
     #[arg(long)]
     pub data: PathBuf,
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = args::SPLITS)]
     pub split: String,
     /// Batch size: the split's first N flows (fewer if the split is smaller).
     #[arg(long, value_parser = args::count, default_value_t = 32)]

@@ -22,7 +22,7 @@ pub struct Args {
     #[arg(long)]
     pub data: PathBuf,
     /// Which part to evaluate: test, val or train.
-    #[arg(long, default_value = "test")]
+    #[arg(long, default_value = "test", value_parser = args::SPLITS)]
     pub split: String,
     /// Output directory for the report files (created; an earlier report
     /// there is kept unless --force).

@@ -14,7 +14,7 @@ pub struct Args {
     #[arg(long, value_parser = args::count)]
     pub vocab: Option<usize>,
     /// Context length for the attention FLOPs.
-    #[arg(long, value_parser = args::count, default_value_t = 256)]
+    #[arg(long, value_parser = args::seq_len, default_value_t = 256)]
     pub seq: usize,
 }
 
