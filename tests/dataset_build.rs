@@ -186,6 +186,18 @@ fn folder_labels_split_by_file() {
             "deterministic rebuild of {name}"
         );
     }
+    // Rebuilt unlabelled over it: no part or packet file of the labelled
+    // build is left beside the new one.
+    let mut c3 = cfg(&root);
+    c3.labels = LabelSource::None;
+    build_dataset_with(&c3, &out, false, true).unwrap();
+    for stale in ["val.tmoe", "test.tmoe", "val.pkts", "test.pkts"] {
+        assert!(
+            !out.join(stale).exists(),
+            "{stale} left from the labelled build"
+        );
+    }
+    assert!(out.join("train.pkts").exists());
 }
 
 #[test]

@@ -375,10 +375,15 @@ fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
                 out.display()
             );
         }
+        // Every file a build writes (the packet metadata too: an unlabelled
+        // build writes no val/test parts, and stale ones would stay).
         for name in [
             "train.tmoe",
             "val.tmoe",
             "test.tmoe",
+            "train.pkts",
+            "val.pkts",
+            "test.pkts",
             "dataset.json",
             "vocab.txt",
         ] {
