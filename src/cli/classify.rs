@@ -361,7 +361,7 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
     if !show {
         return indicatif::ProgressBar::hidden();
     }
-    let pb = indicatif::ProgressBar::new(bytes);
+    let pb = crate::progress::new_bar(bytes);
     pb.set_style(
         indicatif::ProgressStyle::with_template(
             "classify [{bar:30}] {binary_bytes}/{binary_total_bytes} {binary_bytes_per_sec} {msg} [{elapsed_precise}<{eta_precise}]",

@@ -293,7 +293,7 @@ fn progress_bar(len: u64, what: &str, progress: bool) -> ProgressBar {
     if !progress {
         return ProgressBar::hidden();
     }
-    let bar = ProgressBar::new(len);
+    let bar = crate::progress::new_bar(len);
     bar.set_style(
         ProgressStyle::with_template(&format!(
             "{what:>10} [{{bar:40.cyan/blue}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}}"

@@ -148,7 +148,7 @@ pub fn read_captures(
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     let bar = if progress {
-        let bar = ProgressBar::new(total_bytes);
+        let bar = crate::progress::new_bar(total_bytes);
         bar.set_style(
             ProgressStyle::with_template(
                 "{elapsed_precise} [{bar:40.cyan/blue}] {binary_bytes}/{binary_total_bytes} \
