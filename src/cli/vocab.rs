@@ -3,6 +3,7 @@
 use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
 use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
+use crate::traffic::stats::RunStats;
 use crate::traffic::vocab::{DEFAULT_LEARNED, Vocab};
 use std::path::PathBuf;
 use std::time::Instant;
@@ -50,6 +51,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     flows.retain(|f| f.total_packets >= args.min_packets as u64);
     let tcfg = args.parts.tokenizer();
     let counts = corpus_counts(&flows, &tcfg);
+    if counts.total() == 0 {
+        // Why the corpus is empty (per-file problems) comes before the error.
+        println!("{stats}");
+        let why = empty_corpus(&stats, before, flows.len(), args.min_packets);
+        anyhow::bail!("{why}");
+    }
     let t = Instant::now();
     let vocab = Vocab::train(&counts, args.size)?;
     vocab.save(&args.out)?;
@@ -71,4 +78,23 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.out.display()
     );
     Ok(())
+}
+
+/// Why there is nothing to train on: no capture read at all, or what the
+/// filters left.
+fn empty_corpus(stats: &RunStats, read: usize, kept: usize, min_packets: usize) -> String {
+    if stats.files_failed == stats.files {
+        format!(
+            "no capture could be read ({} files, all failed: problems above); \
+             cannot train a vocabulary on an empty corpus",
+            stats.files
+        )
+    } else {
+        format!(
+            "cannot train a vocabulary on an empty corpus: {read} flows read from {} files \
+             ({} failed, {} with warnings), {kept} with {min_packets} packets or more, \
+             no byte pair in those",
+            stats.files, stats.files_failed, stats.files_warned
+        )
+    }
 }
