@@ -78,6 +78,48 @@ pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::
     Ok(())
 }
 
+/// Refuses an output file before any work: one that exists (unless
+/// `force`), a folder, or one whose folder is missing or not writable (a
+/// probe file is created and removed there), so a long run never fails at
+/// its last write.
+pub(crate) fn check_out_file(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    use anyhow::Context;
+    anyhow::ensure!(
+        !out.is_dir(),
+        "{} is a folder; --out takes a file name",
+        out.display()
+    );
+    anyhow::ensure!(
+        force || !out.exists(),
+        "{} exists; pass --force to overwrite",
+        out.display()
+    );
+    let dir = match out.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    anyhow::ensure!(
+        dir.is_dir(),
+        "cannot write {}: folder {} does not exist",
+        out.display(),
+        dir.display()
+    );
+    let probe = dir.join(format!(".tmoe-write-check-{}", std::process::id()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .with_context(|| {
+            format!(
+                "cannot write {}: folder {} is not writable",
+                out.display(),
+                dir.display()
+            )
+        })?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
+
 /// The sequence length to train on: `--seq-len` where given, cut to the
 /// dataset's tokens per flow (its shards hold no more), with a warning
 /// where it is cut; else the dataset's.

@@ -24,7 +24,8 @@ pub struct Args {
     /// Use this vocabulary (BERT vocab.txt) instead of training one.
     #[arg(long, conflicts_with = "vocab_size")]
     pub vocab: Option<PathBuf>,
-    /// Learned WordPiece entries (5 specials come on top).
+    /// WordPiece entries besides the 5 specials; never fewer than the
+    /// corpus's alphabet, which is always kept (as `tmoe vocab --size`).
     #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
     pub vocab_size: usize,
     /// Tokens per flow, [END] included.

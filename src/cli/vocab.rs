@@ -4,7 +4,7 @@ use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
 use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
 use crate::traffic::stats::RunStats;
-use crate::traffic::vocab::{DEFAULT_LEARNED, Vocab};
+use crate::traffic::vocab::{DEFAULT_LEARNED, SPECIALS, Vocab};
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -16,7 +16,10 @@ pub struct Args {
     /// Where to write the BERT-format vocab.txt.
     #[arg(long)]
     pub out: PathBuf,
-    /// Learned entries (5 specials come on top).
+    /// Entries besides the 5 specials. The corpus's alphabet (each hex digit
+    /// seen, alone and as a `##` piece: at most 32) is always kept, as
+    /// WordPiece needs it to spell any bigram, so a smaller size gives the
+    /// alphabet; merges fill the rest.
     #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
     pub size: usize,
     #[command(flatten)]
@@ -32,9 +35,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
-    if args.out.exists() && !args.force {
-        anyhow::bail!("{} exists; pass --force to overwrite", args.out.display());
-    }
+    // Refused before any reading, so a bad --out costs nothing.
+    super::check_out_file(&args.out, args.force)?;
     let start = Instant::now();
     let paths: Vec<PathBuf> = collect_captures(&args.inputs)?
         .into_iter()
@@ -69,6 +71,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         counts.total(),
         counts.distinct()
     );
+    let base = vocab.len() - SPECIALS.len();
+    if base > args.size {
+        println!(
+            "note: --size {} is below the corpus's alphabet: its {base} characters and ## pieces are always kept",
+            args.size
+        );
+    }
     println!(
         "vocabulary: {} entries, hash {:016x}, trained in {:.1} s (total {:.1} s) -> {}",
         vocab.len(),
