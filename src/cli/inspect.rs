@@ -25,8 +25,10 @@ pub struct Args {
     /// Vocabulary for the token column (BERT vocab.txt).
     #[arg(long, conflicts_with = "dataset")]
     pub vocab: Option<PathBuf>,
-    /// Use a dataset directory's vocabulary and tokenizer settings.
-    #[arg(long)]
+    /// Use a dataset directory's vocabulary and tokenizer settings (its
+    /// view, packets and payload bytes: the flags that set them are refused
+    /// with it, as the dataset's tokens could not be shown otherwise).
+    #[arg(long, conflicts_with_all = ["packets", "payload_bytes", "view", "mask_identifiers"])]
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
     pub parts: FlowPartsArgs,
@@ -151,6 +153,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         ..ReadConfig::default()
     };
     let (flows, stats) = read_sorted_flows(std::slice::from_ref(&args.capture), &rc, false);
+    // One file: not reading it is the command failing, not a skipped input.
+    if let Some(p) = stats.problems.first().filter(|_| stats.files_failed > 0) {
+        anyhow::bail!("cannot inspect {p}");
+    }
     match args.flow {
         Some(n) => {
             let flow = flows.get(n).ok_or_else(|| {

@@ -1,0 +1,58 @@
+//! `tmoe inspect` run as a binary: a file it cannot read is an error naming
+//! the file and why, and `--dataset` refuses the flags whose settings it
+//! brings.
+
+use std::process::{Command, Output};
+
+fn inspect(dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir)
+        .arg("inspect")
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn a_file_that_cannot_be_read_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x.pcap"), b"hello not a capture\n").unwrap();
+    std::fs::write(dir.path().join("empty.pcap"), b"").unwrap();
+    for name in ["x.pcap", "empty.pcap"] {
+        let out = inspect(dir.path(), &[name]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{name}: {stderr}");
+        assert!(
+            stderr.contains(&format!("error: cannot inspect {name}: ")),
+            "{name}: {stderr}"
+        );
+        assert!(stderr.contains("at byte offset 0"), "{name}: {stderr}");
+        assert!(out.stdout.is_empty(), "{name}: no table on a failure");
+    }
+    let out = inspect(dir.path(), &["x.pcap"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a pcap/pcapng capture"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn dataset_refuses_the_flags_it_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    for flag in [
+        &["--view", "header"][..],
+        &["--packets", "10"],
+        &["--payload-bytes", "8"],
+        &["--mask-identifiers"],
+    ] {
+        let mut args = vec!["x.pcap", "--dataset", "d"];
+        args.extend_from_slice(flag);
+        let out = inspect(dir.path(), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{flag:?}");
+        assert!(
+            stderr.contains("cannot be used with") && stderr.contains(flag[0]),
+            "{flag:?}: {stderr}"
+        );
+    }
+}
