@@ -17,7 +17,9 @@ use crate::engine::{Device, Precision};
 use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
+use crate::traffic::dataset::path_list;
 use crate::traffic::reader::find_captures;
+use crate::traffic::stats::{FileStats, SkipCounts, care_line};
 use crate::traffic::types::{Endpoint, Flow, PROTO_TCP, PROTO_UDP};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,9 +116,31 @@ pub struct ClassifySummary {
     /// Flows per predicted class, in class-id order.
     pub per_class: Vec<(String, usize)>,
     pub seconds: f64,
+    /// Frames of the captures read that became no flow packet, per reason.
+    pub skips: SkipCounts,
+    pub unknown_interface_frames: u64,
+    /// Packets classified although captured shorter than their headers say.
+    pub truncated_packets: u64,
+    pub first_fragments: u64,
+}
+
+impl ClassifySummary {
+    /// Counts what reading one capture skipped or kept with care.
+    fn add_read(&mut self, st: &FileStats) {
+        self.skips.merge(&st.skips);
+        self.unknown_interface_frames += st.unknown_interface_frames;
+        self.truncated_packets += st.truncated_packets;
+        self.first_fragments += st.first_fragments;
+    }
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // clap's `requires` counts --stream's default (false) as given.
+    anyhow::ensure!(
+        a.stream || !a.early,
+        "--early needs --stream: it classifies a flow of the live stream at its K-th packet; \
+         capture files are classified once each flow is read"
+    );
     if a.stream {
         return super::classify_stream::run(&a);
     }
@@ -142,6 +166,14 @@ pub fn run(a: Args) -> Result<()> {
         s.flows_evicted,
         counts.join(", ")
     );
+    // Worded as `vocab` and `tokenize` word them.
+    let lines = [
+        care_line(s.truncated_packets, s.first_fragments),
+        s.skips.summary(s.unknown_interface_frames),
+    ];
+    for line in lines.into_iter().flatten() {
+        eprintln!("{line}");
+    }
     Ok(())
 }
 
@@ -275,8 +307,9 @@ pub(crate) fn write_row(out: &mut dyn Write, format: Format, r: &Row) -> std::io
     }
 }
 
-/// Expands files and folders into capture files; unreadable inputs are
-/// reported and counted.
+/// Expands files and folders into capture files, each once however often
+/// it is given (as `tokenize` does); unreadable inputs are reported and
+/// counted.
 fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
     let mut files = Vec::new();
     for p in inputs {
@@ -298,27 +331,33 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
             *skipped += 1;
         }
     }
+    let mut seen = std::collections::HashSet::new();
+    files.retain(|f| seen.insert(f.clone()));
     files
 }
 
 /// Classifies every flow of the captures and writes one row per flow to `out`.
 pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let t0 = Instant::now();
+    let mut summary = ClassifySummary::default();
+    let files = capture_files(&a.captures, &mut summary.files_skipped);
+    anyhow::ensure!(
+        !files.is_empty(),
+        "no capture to classify in {}",
+        path_list(&a.captures)
+    );
     let clf = open_classifier(a)?;
     let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
     let mut cfg = PipelineConfig::new(a.batch(), min_packets);
     cfg.readers = a.readers;
     cfg.max_flows = a.max_flows;
 
-    let mut summary = ClassifySummary::default();
-    let files = capture_files(&a.captures, &mut summary.files_skipped);
     let total_bytes: u64 = files
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
     let pb = progress(total_bytes, !a.quiet);
     let mut per_class = vec![0usize; clf.classes.len()];
-    write_header(out, a.format)?;
     let mut write_file = |r: FileResult| -> Result<()> {
         if let Some(err) = &r.stats.error {
             pb.suspend(|| eprintln!("skipping {err}"));
@@ -328,7 +367,13 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         for w in &r.stats.warnings {
             pb.suspend(|| eprintln!("warning: {w} (flows before it are kept)"));
         }
+        if summary.files_read == 0 {
+            // Written once a capture is read, so a run that reads none
+            // leaves standard output empty.
+            write_header(out, a.format)?;
+        }
         summary.files_read += 1;
+        summary.add_read(&r.stats);
         summary.flows_too_short += r.too_short;
         summary.flows_evicted += r.stats.flows_evicted;
         let file = r.path.display().to_string();

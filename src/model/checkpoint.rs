@@ -33,6 +33,10 @@ pub enum CheckpointError {
         /// In the message, not `source()`: printed once in an error chain.
         cause: std::io::Error,
     },
+    #[error(
+        "{path}: is a folder; expected a checkpoint file (a run folder holds classifier.safetensors after finetune, model.safetensors after pretrain)"
+    )]
+    NotAFile { path: PathBuf },
     #[error("{path}: could not write: {detail}")]
     Write { path: PathBuf, detail: String },
     #[error("refusing to overwrite {path}: it already exists (pass force / --force to replace it)")]
@@ -331,6 +335,12 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
         path: path.to_path_buf(),
         cause,
     };
+    if path.is_dir() {
+        // Mapping a folder fails with "No such device", which names neither.
+        return Err(CheckpointError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let file = File::open(path).map_err(io)?;
     // SAFETY: read-only map of a file not modified in place (see above).
     unsafe { memmap2::Mmap::map(&file) }.map_err(io)

@@ -266,6 +266,13 @@ pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
     Ok(info)
 }
 
+/// Paths for a message, as written: `a.pcap, caps/` rather than Debug's
+/// `["a.pcap", "caps/"]`.
+pub fn path_list(paths: &[PathBuf]) -> String {
+    let shown: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+    shown.join(", ")
+}
+
 /// Capture files of all inputs with the root each was found under, in input
 /// order, each input's files sorted, duplicates removed.
 pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {

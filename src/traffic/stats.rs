@@ -29,6 +29,36 @@ impl SkipCounts {
             *a += b;
         }
     }
+
+    /// `skipped N frames: reason n; ...` (with pcapng frames of an unknown
+    /// interface), or None when nothing was skipped: every command that
+    /// reads captures reports skips in these words.
+    pub fn summary(&self, unknown_interface_frames: u64) -> Option<String> {
+        let skipped = self.total() + unknown_interface_frames;
+        if skipped == 0 {
+            return None;
+        }
+        let mut s = format!("skipped {skipped} frames:");
+        for reason in SkipReason::ALL {
+            let n = self.get(reason);
+            if n > 0 {
+                s += &format!(" {} {n};", reason.as_str());
+            }
+        }
+        if unknown_interface_frames > 0 {
+            s += &format!(" unknown pcapng interface {unknown_interface_frames};");
+        }
+        Some(s)
+    }
+}
+
+/// The packets kept although incomplete, or None when there were none.
+pub fn care_line(truncated_packets: u64, first_fragments: u64) -> Option<String> {
+    (truncated_packets + first_fragments > 0).then(|| {
+        format!(
+            "used with care: {truncated_packets} truncated packets (snaplen), {first_fragments} first IP fragments"
+        )
+    })
 }
 
 /// A problem with one file, located by byte offset.
@@ -235,30 +265,11 @@ impl fmt::Display for RunStats {
                 self.flows_evicted
             )?;
         }
-        if self.truncated_packets + self.first_fragments > 0 {
-            writeln!(
-                f,
-                "used with care: {} truncated packets (snaplen), {} first IP fragments",
-                self.truncated_packets, self.first_fragments
-            )?;
+        if let Some(line) = care_line(self.truncated_packets, self.first_fragments) {
+            writeln!(f, "{line}")?;
         }
-        let skipped = self.skips.total() + self.unknown_interface_frames;
-        if skipped > 0 {
-            write!(f, "skipped {skipped} frames:")?;
-            for reason in SkipReason::ALL {
-                let n = self.skips.get(reason);
-                if n > 0 {
-                    write!(f, " {} {n};", reason.as_str())?;
-                }
-            }
-            if self.unknown_interface_frames > 0 {
-                write!(
-                    f,
-                    " unknown pcapng interface {};",
-                    self.unknown_interface_frames
-                )?;
-            }
-            writeln!(f)?;
+        if let Some(line) = self.skips.summary(self.unknown_interface_frames) {
+            writeln!(f, "{line}")?;
         }
         if !self.link_types.is_empty() {
             let lts: Vec<String> = self

@@ -1,0 +1,150 @@
+//! `tmoe classify` run as a binary on a small trained classifier: the
+//! summary counts skipped frames by reason, a repeated capture is read
+//! once, and wrong arguments get an error that says what is wrong.
+
+mod tiny_train;
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+use std::process::{Command, Output};
+
+use tiny_train::classifier::{Fixture, SEC, fixture};
+use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, ethernet, udp};
+use traffic_moe::traffic::types::PROTO_UDP;
+
+/// `tmoe classify --checkpoint CKPT --data DATA --quiet args`.
+fn classify(f: &Fixture, args: &[&Path], extra: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("classify")
+        .arg("--checkpoint")
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        .arg("--quiet")
+        .args(args)
+        .args(extra)
+        .output()
+        .unwrap()
+}
+
+/// A DNS-like flow of four packets, the last cut by the snaplen, among two
+/// ARP frames.
+fn mixed_capture(path: &Path) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut w = PcapWriter::new(std::io::BufWriter::new(file), 1).unwrap();
+    let (cli, srv) = (Ipv4Addr::new(10, 9, 0, 1), Ipv4Addr::new(192, 168, 1, 53));
+    let t = 1_700_000_000 * SEC;
+    let arp = ethernet([2; 6], [0xff; 6], &[], 0x0806, &[0u8; 28]);
+    w.write_frame(t, &arp).unwrap();
+    for i in 0..4u64 {
+        let (s, d, sp, dp) = if i % 2 == 0 {
+            (cli, srv, 40_000, 53)
+        } else {
+            (srv, cli, 53, 40_000)
+        };
+        let frame = eth_ipv4(
+            s,
+            d,
+            PROTO_UDP,
+            &udp(sp, dp, b"\x12\x34\x01\0\0\x01qx.example.com"),
+        );
+        if i == 3 {
+            w.write_frame_truncated(
+                t + i * 20_000_000,
+                &frame[..frame.len() - 3],
+                frame.len() as u32,
+            )
+            .unwrap();
+        } else {
+            w.write_frame(t + i * 20_000_000, &frame).unwrap();
+        }
+    }
+    w.write_frame(t + 100_000_000, &arp).unwrap();
+}
+
+#[test]
+fn summary_counts_skips_by_reason_and_a_repeated_capture_is_read_once() {
+    let f = fixture();
+    let cap = f.root.join("mixed.pcap");
+    mixed_capture(&cap);
+    let out = classify(&f, &[&cap, &cap], &[]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(
+        stdout.lines().count(),
+        1 + 1,
+        "header + one flow:\n{stdout}"
+    );
+    assert!(
+        stderr.contains("classified 1 flows from 1 captures"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("skipped 2 frames: ARP 2;"), "{stderr}");
+    assert!(
+        stderr.contains("used with care: 1 truncated packets (snaplen), 0 first IP fragments"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wrong_arguments_are_refused_saying_what_is_expected() {
+    let f = fixture();
+    let dns = f.caps.join("dns");
+    // A run folder as --checkpoint.
+    let run_dir = f.ckpt.parent().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("classify")
+        .arg("--checkpoint")
+        .arg(run_dir)
+        .arg("--data")
+        .arg(&f.data)
+        .arg(&dns)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains(&format!(
+            "{}: is a folder; expected a checkpoint file",
+            run_dir.display()
+        )),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("os error"), "{stderr}");
+    // --early without --stream.
+    let out = classify(&f, &[&dns], &["--early"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("--early needs --stream"), "{stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn a_folder_without_captures_writes_nothing_to_stdout() {
+    let f = fixture();
+    let empty = f.root.join("emptyd");
+    std::fs::create_dir_all(&empty).unwrap();
+    let bad = f.root.join("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("x.pcap"), "not a capture").unwrap();
+    for (input, why) in [
+        (
+            &empty,
+            format!("no capture to classify in {}", empty.display()),
+        ),
+        (&bad, "none of the given captures could be read".to_string()),
+    ] {
+        let out = classify(&f, &[input], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(&why), "{stderr}");
+        assert!(
+            out.stdout.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+}
