@@ -155,10 +155,7 @@ fn refuses_missing_and_extra_tensors_unless_allowed() {
     let mut more = zeroed();
     more.push(Param::new("head.w", vec![3, 2], vec![9.0; 6], 2).unwrap());
     let e = checkpoint::load_into(&path, &Expect::default(), &mut more).unwrap_err();
-    assert!(
-        e.to_string().contains("missing tensors [\"head.w\"]"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("missing tensors head.w"), "{e}");
     let allow = Expect {
         allow_missing_prefixes: &["head."],
         ..Default::default()
@@ -171,10 +168,7 @@ fn refuses_missing_and_extra_tensors_unless_allowed() {
     let mut fewer = zeroed();
     fewer.pop();
     let e = checkpoint::load_into(&path, &Expect::default(), &mut fewer).unwrap_err();
-    assert!(
-        e.to_string().contains("unexpected tensors [\"head.b\"]"),
-        "{e}"
-    );
+    assert!(e.to_string().contains("unexpected tensors head.b"), "{e}");
     let ignore = Expect {
         ignore_extra_prefixes: &["head."],
         ..Default::default()

@@ -2,7 +2,7 @@
 
 use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
-use crate::traffic::dataset::{collect_captures, corpus_counts, read_sorted_flows};
+use crate::traffic::dataset::{collect_captures, corpus_counts, path_list, read_sorted_flows};
 use crate::traffic::stats::RunStats;
 use crate::traffic::vocab::{DEFAULT_LEARNED, SPECIALS, Vocab};
 use std::path::PathBuf;
@@ -44,8 +44,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .collect();
     anyhow::ensure!(
         !paths.is_empty(),
-        "no capture files found under {:?}",
-        args.inputs
+        "no capture files found under {}",
+        path_list(&args.inputs)
     );
     let rc = args.parts.reader();
     let (mut flows, stats) = read_sorted_flows(&paths, &rc, !args.quiet);

@@ -115,9 +115,9 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
     let n_classes = c.info.classes.len() as u32;
     if let Some(&i) = idx.iter().find(|&&i| shard.label(i) >= Some(n_classes)) {
         anyhow::bail!(
-            "{}: flow {i} has label {:?} but dataset.json lists {n_classes} classes",
+            "{}: flow {i} has label {} but dataset.json lists {n_classes} classes",
             data.display(),
-            shard.label(i)
+            shard.label(i).unwrap_or_default()
         );
     }
     let (seq_len, seq_len_from) = resolve_seq_len(o.seq_len, &c.meta, shard.seq_len());

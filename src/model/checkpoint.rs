@@ -73,15 +73,22 @@ pub enum CheckpointError {
         "{path}: not a classifier checkpoint (no class list: a pretrained model? `tmoe finetune --init` makes a classifier of it)"
     )]
     NotClassifier { path: PathBuf },
-    #[error("{path}: class list {found:?} differs from the expected {expected:?}")]
+    #[error(
+        "{path}: class list {} differs from the expected {}",
+        .found.join(", "),
+        .expected.join(", ")
+    )]
     ClassesMismatch {
         path: PathBuf,
         found: Vec<String>,
         expected: Vec<String>,
     },
-    #[error("{path}: missing tensors {names:?}")]
+    #[error("{path}: missing tensors {}", .names.join(", "))]
     MissingTensors { path: PathBuf, names: Vec<String> },
-    #[error("{path}: unexpected tensors {names:?} (the model has no such parameters)")]
+    #[error(
+        "{path}: unexpected tensors {} (the model has no such parameters)",
+        .names.join(", ")
+    )]
     ExtraTensors { path: PathBuf, names: Vec<String> },
     #[error("{path}: tensor `{name}` has shape {found:?}, the model expects {expected:?}")]
     Shape {

@@ -63,12 +63,18 @@ fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
         .collect()
 }
 
+/// `1, 2, 3`, not Debug's `[1, 2, 3]`.
+fn seed_list(seeds: &[u64]) -> String {
+    let shown: Vec<String> = seeds.iter().map(u64::to_string).collect();
+    shown.join(", ")
+}
+
 pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let lines = lines(&s.results, &o.rows);
     let pm = |(m, sd): (f64, f64)| format!("{m:.3} ± {sd:.3}");
     let mut md = String::from("# Study\n\n");
     md += &format!(
-        "Captures: {}; vocabulary {}; split by {:?}; sequence {}; identifiers masked: {}; seeds {:?}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
+        "Captures: {}; vocabulary {}; split by {}; sequence {}; identifiers masked: {}; seeds {}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
         o.captures
             .iter()
             .map(|p| p.display().to_string())
@@ -82,7 +88,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         o.split_by,
         o.seq_len,
         o.mask_identifiers,
-        o.seeds,
+        seed_list(&o.seeds),
         o.cfg.name,
         o.cfg.layers,
         o.cfg.d,
@@ -249,7 +255,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
     let pct = |f: f64| format!("{} %", f * 100.0);
     let mut md = String::from("\n## Pretraining budget\n\n");
     md += &format!(
-        "One pretraining run (seed {}, warmup then cosine to {} steps, batch {}, sequence {}) on {} flows: the training split{}; weights kept at each budget. Held-out LM loss on the validation flows (nats per next token; {} targets) beside count models fitted on the same corpus: unigram {:.3}, **bigram table {:.3}**. Fine-tuned from each budget vs from scratch, macro-F1 over seeds {:?}:\n\n",
+        "One pretraining run (seed {}, warmup then cosine to {} steps, batch {}, sequence {}) on {} flows: the training split{}; weights kept at each budget. Held-out LM loss on the validation flows (nats per next token; {} targets) beside count models fitted on the same corpus: unigram {:.3}, **bigram table {:.3}**. Fine-tuned from each budget vs from scratch, macro-F1 over seeds {}:\n\n",
         b.pretrain_seed,
         b.points.last().map_or(0, |p| p.steps),
         o.batch,
@@ -270,7 +276,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         b.baseline.targets,
         b.baseline.unigram,
         b.baseline.bigram,
-        o.seeds
+        seed_list(&o.seeds)
     );
     md += "| steps | tokens | wall (s) | held-out LM loss |";
     for &f in &b.fractions {

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::StudyOpts;
+use crate::traffic::labels::LabelSource;
 
 /// The settings that change a run's result.
 fn settings(o: &StudyOpts) -> Value {
@@ -83,6 +84,7 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
                     continue;
                 }
                 if old != value {
+                    let (old, value) = (shown(key, old), shown(key, value));
                     diff.push(format!("{key}: {old} then, {value} now"));
                 }
             }
@@ -102,6 +104,25 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&path, &now),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// A recorded setting as the command line spells it: `--labels folder`,
+/// not the JSON of its type (`"Folder"`).
+fn shown(key: &str, v: &Value) -> String {
+    if key == "labels"
+        && let Ok(l) = serde_json::from_value::<LabelSource>(v.clone())
+    {
+        return l.to_string();
+    }
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "not set".into(),
+        Value::Array(items) => {
+            let shown: Vec<String> = items.iter().map(|x| shown(key, x)).collect();
+            shown.join(", ")
+        }
+        other => other.to_string(),
     }
 }
 

@@ -123,6 +123,22 @@ struct Interface {
 
 /// Timestamp units per second for a pcapng `if_tsresol` byte: 10^n, or 2^n
 /// when the top bit is set. (pcap-parser's own helper rejects every 2^n value.)
+/// A pcap-parser error in words: its Display shows parser internals
+/// (`Internal parser error Tag, input [..]`) and Debug shows variant names.
+fn pcap_error_words<I>(e: &PcapError<I>) -> String {
+    match e {
+        PcapError::NomError(_, k) | PcapError::OwnedNomError(_, k) => {
+            format!("unparsable data ({})", k.description().to_lowercase())
+        }
+        PcapError::HeaderNotRecognized => "header not recognized as pcap or pcapng".into(),
+        PcapError::BufferTooSmall => "a block larger than the read buffer".into(),
+        PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => {
+            "unexpected end of file".into()
+        }
+        PcapError::ReadError => "read failed".into(),
+    }
+}
+
 fn tsresol_units(tsresol: u8) -> Option<u64> {
     let n = u32::from(tsresol & 0x7f);
     if tsresol & 0x80 == 0 {
@@ -225,7 +241,14 @@ impl CaptureReader {
             return Err(CaptureError {
                 kind: CaptureErrorKind::NotCapture,
                 offset: 0,
-                detail: format!("unknown magic number {:02x?}", &magic[..got]),
+                detail: format!(
+                    "unknown magic number {}",
+                    magic[..got]
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                ),
             });
         };
         let stream = FillRead(std::io::Cursor::new(magic).chain(input));
@@ -238,7 +261,7 @@ impl CaptureReader {
                 PcapError::ReadError => (CaptureErrorKind::Io, "read failed".to_string()),
                 other => (
                     CaptureErrorKind::NotCapture,
-                    format!("bad file header ({other:?})"),
+                    format!("bad file header ({})", pcap_error_words(&other)),
                 ),
             };
             CaptureError {
@@ -367,12 +390,7 @@ impl CaptureReader {
                 }
                 Err(e) => {
                     self.done = true;
-                    let detail = match e {
-                        PcapError::NomError(_, k) | PcapError::OwnedNomError(_, k) => {
-                            format!("unparsable data ({k:?})")
-                        }
-                        other => format!("{other:?}"),
-                    };
+                    let detail = pcap_error_words(&e);
                     return Err(CaptureError {
                         kind: CaptureErrorKind::Corrupt,
                         offset,

@@ -428,7 +428,7 @@ pub fn build_dataset_with(
     prepare_out_dir(out_dir, force)?;
     let captures = collect_captures(&cfg.inputs)?;
     if captures.is_empty() {
-        bail!("no capture files found under {:?}", cfg.inputs);
+        bail!("no capture files found under {}", path_list(&cfg.inputs));
     }
     let paths: Vec<PathBuf> = captures.iter().map(|(p, _)| p.clone()).collect();
     let tcfg = &cfg.tokenizer;

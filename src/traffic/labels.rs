@@ -49,6 +49,26 @@ pub enum LabelSource {
     },
 }
 
+/// As `--labels` spells it, so messages read like the command line.
+impl std::fmt::Display for LabelSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LabelSource::None => f.write_str("none"),
+            LabelSource::Folder => f.write_str("folder"),
+            LabelSource::Prefix { delimiters } => write!(f, "prefix:{delimiters}"),
+            LabelSource::Csv { path, column } => {
+                write!(f, "csv:{}", path.display())?;
+                match column {
+                    None => Ok(()),
+                    Some(CsvColumn::App) => f.write_str(":app"),
+                    Some(CsvColumn::Category) => f.write_str(":category"),
+                    Some(CsvColumn::Named(c)) => write!(f, ":{c}"),
+                }
+            }
+        }
+    }
+}
+
 impl LabelSource {
     /// Parses `none | folder | prefix[:DELIMS] | csv:PATH[:app|category|COLUMN]`.
     pub fn parse(s: &str) -> anyhow::Result<LabelSource> {

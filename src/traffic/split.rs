@@ -28,6 +28,17 @@ pub enum SplitBy {
     Time,
 }
 
+/// As `--split-by` spells it (reports and messages).
+impl std::fmt::Display for SplitBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitBy::Flow => "flow",
+            SplitBy::File => "file",
+            SplitBy::Time => "time",
+        })
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Part {

@@ -141,11 +141,13 @@ impl Vocab {
     pub fn from_tokens(tokens: Vec<String>) -> anyhow::Result<Vocab> {
         for (i, s) in SPECIALS.iter().enumerate() {
             if tokens.get(i).map(String::as_str) != Some(*s) {
+                let found = tokens
+                    .get(i)
+                    .map_or("missing".to_string(), |t| format!("`{t}`"));
                 bail!(
-                    "vocabulary must start with {:?}; line {} is {:?}",
-                    SPECIALS,
-                    i + 1,
-                    tokens.get(i)
+                    "vocabulary must start with the specials {}, one per line; line {} is {found}",
+                    SPECIALS.join(" "),
+                    i + 1
                 );
             }
         }

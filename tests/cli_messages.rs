@@ -1,0 +1,97 @@
+//! What `tmoe` prints reads as plain words: paths, vocabulary lines,
+//! settings and report fields as a user writes them, not Rust's Debug forms
+//! (`["emptyd"]`, `Some("..")`, `"Folder"`, `File`).
+
+use std::process::Command;
+
+/// Runs `tmoe args` in `dir`; returns success and stdout + stderr.
+fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Debug's marks: a quoted list, an Option, a quoted enum variant.
+fn assert_plain(text: &str) {
+    for mark in ["[\"", "Some(", "\"Folder\""] {
+        assert!(!text.contains(mark), "`{mark}` in:\n{text}");
+    }
+}
+
+#[test]
+fn paths_and_vocabulary_lines_read_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("emptyd")).unwrap();
+    for cmd in ["vocab", "tokenize"] {
+        let (ok, out) = run(dir.path(), &[cmd, "emptyd", "--out", "o", "--quiet"]);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains("no capture files found under emptyd\n"),
+            "{out}"
+        );
+        assert_plain(&out);
+    }
+    std::fs::write(dir.path().join("x.pcap"), "hello not a capture\n").unwrap();
+    let (ok, out) = run(dir.path(), &["inspect", "x.pcap"]);
+    assert!(!ok, "{out}");
+    assert!(out.contains("unknown magic number 68 65 6c 6c"), "{out}");
+    std::fs::write(dir.path().join("v.txt"), "hello not a capture\n").unwrap();
+    std::fs::write(dir.path().join("x.pcap"), "").unwrap();
+    let (ok, out) = run(dir.path(), &["inspect", "x.pcap", "--vocab", "v.txt"]);
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains(
+            "vocabulary must start with the specials [PAD] [UNK] [PD] [PY] [END], one per line; \
+             line 1 is `hello not a capture`"
+        ),
+        "{out}"
+    );
+    assert_plain(&out);
+}
+
+#[test]
+fn changed_study_settings_are_named_as_the_command_line_spells_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let study = dir.path().join("s");
+    std::fs::create_dir_all(study.join("runs")).unwrap();
+    // A folder with a run made with `--labels folder --split-by file`.
+    std::fs::write(study.join("runs/r.json"), "{}").unwrap();
+    std::fs::write(
+        study.join("study.json"),
+        r#"{"labels": "Folder", "split_by": "file", "vocab_file": null}"#,
+    )
+    .unwrap();
+    let (ok, out) = run(
+        dir.path(),
+        &[
+            "study",
+            "caps",
+            "--out",
+            "s",
+            "--labels",
+            "prefix",
+            "--split-by",
+            "time",
+            "--vocab",
+            "v.txt",
+            "--quiet",
+        ],
+    );
+    assert!(!ok, "{out}");
+    for change in [
+        "labels: folder then, prefix:-_ now",
+        "split_by: file then, time now",
+        "vocab_file: not set then, v.txt now",
+    ] {
+        assert!(out.contains(change), "`{change}` missing from:\n{out}");
+    }
+    assert_plain(&out);
+}
