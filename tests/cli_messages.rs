@@ -1,6 +1,7 @@
 //! What `tmoe` prints reads as plain words: paths, vocabulary lines,
 //! settings and report fields as a user writes them, not Rust's Debug forms
-//! (`["emptyd"]`, `Some("..")`, `"Folder"`, `File`).
+//! (`["emptyd"]`, `Some("..")`, `"Folder"`, `File`); and every option of
+//! every command has a line of help.
 
 use std::process::Command;
 
@@ -94,4 +95,55 @@ fn changed_study_settings_are_named_as_the_command_line_spells_them() {
         assert!(out.contains(change), "`{change}` missing from:\n{out}");
     }
     assert_plain(&out);
+}
+
+/// Whether an option line of `-h` has help: after the gap on its line
+/// (`--flag <V>  text [default: x]`) or, where clap puts every help below
+/// its option, on the next, deeper line; a `[default: ..]` alone is none.
+fn help_text(line: &str, next: Option<&str>) -> bool {
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let text = match line.trim().split_once("  ") {
+        Some((_, t)) => t.trim(),
+        None => next
+            .filter(|n| indent(n) > indent(line) && !n.trim_start().starts_with('-'))
+            .map_or("", str::trim),
+    };
+    !text.is_empty() && !text.starts_with('[')
+}
+
+#[test]
+fn every_option_has_help() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, top) = run(dir.path(), &["--help"]);
+    let commands: Vec<&str> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .collect();
+    assert!(
+        commands.contains(&"vocab") && commands.contains(&"study"),
+        "{top}"
+    );
+    let mut bare = Vec::new();
+    for cmd in &commands {
+        let (ok, help) = run(dir.path(), &[cmd, "-h"]);
+        assert!(ok, "{help}");
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            if !line.trim_start().starts_with('-') {
+                continue;
+            }
+            if !help_text(line, lines.get(i + 1).copied()) {
+                bare.push(format!("{cmd}: {}", line.trim()));
+            }
+        }
+    }
+    assert!(
+        bare.is_empty(),
+        "options without help:\n{}",
+        bare.join("\n")
+    );
 }

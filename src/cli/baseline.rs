@@ -30,6 +30,7 @@ pub struct Args {
     /// flow share its label?".
     #[arg(long, value_parser = args::count, default_value_t = 1)]
     pub neighbours: usize,
+    /// Seed of the random forest.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
     /// Replace the files of an existing report directory.

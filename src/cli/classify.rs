@@ -52,6 +52,7 @@ pub struct Args {
     /// A vocab.txt instead of --data (default tokenizer settings).
     #[arg(long)]
     pub vocab: Option<PathBuf>,
+    /// Output rows as CSV (with a header) or JSON lines.
     #[arg(long, value_enum, default_value_t = Format::Csv)]
     pub format: Format,
     /// Output file (default: standard output). An existing file is kept

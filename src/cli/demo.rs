@@ -43,8 +43,10 @@ pub struct Args {
     /// Training flows per class for fine-tuning.
     #[arg(long, value_parser = args::count, default_value_t = 60)]
     pub max_per_class: usize,
+    /// Seed of the synthetic traffic, the split and the training.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
     /// Reuse a non-empty --out, replacing what an earlier demo left there.

@@ -31,6 +31,7 @@ pub struct Args {
     /// Replace the files of an existing report directory.
     #[arg(long)]
     pub force: bool,
+    /// Flows per model call.
     #[arg(long, value_parser = args::batch, default_value_t = 64)]
     pub batch: usize,
     /// Cut sequences to this many tokens (default: the fine-tuning length

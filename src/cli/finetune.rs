@@ -35,10 +35,13 @@ pub struct Args {
     /// Run directory (classifier.safetensors, finetune_log.jsonl).
     #[arg(long)]
     pub out: PathBuf,
+    /// Most epochs (early stopping may end sooner).
     #[arg(long, value_parser = args::count, default_value_t = 40)]
     pub epochs: usize,
+    /// Stop after this many epochs without a better validation macro-F1.
     #[arg(long, default_value_t = 5)]
     pub patience: usize,
+    /// Flows per step.
     #[arg(long, value_parser = args::batch, default_value_t = 32)]
     pub batch: usize,
     /// Base learning rate lr_0 (top layer and head).
@@ -56,10 +59,14 @@ pub struct Args {
     /// At most this many training flows per class.
     #[arg(long, value_parser = args::count)]
     pub max_per_class: Option<usize>,
+    /// Tokens per flow (default: the dataset's).
     #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
+    /// Seed of new weights (the head; all with --from-scratch), the
+    /// training subset and the batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
     /// Replace a classifier already in --out.

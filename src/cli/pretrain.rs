@@ -36,19 +36,25 @@ pub struct Args {
     /// Run directory (model.safetensors, optimizer state, pretrain_log.jsonl).
     #[arg(long)]
     pub out: PathBuf,
+    /// Optimizer steps in all (the cosine schedule ends there).
     #[arg(long, value_parser = args::count_u64, default_value_t = 1000)]
     pub steps: u64,
+    /// Sequences per step.
     #[arg(long, value_parser = args::batch, default_value_t = 16)]
     pub batch: usize,
     /// Tokens per sequence (default: the dataset's).
     #[arg(long, value_parser = args::seq_len)]
     pub seq_len: Option<usize>,
+    /// Peak learning rate (after warmup, then cosine decay).
     #[arg(long, value_parser = args::positive, default_value_t = 3e-4)]
     pub lr: f64,
+    /// Steps of linear warmup.
     #[arg(long, default_value_t = 50)]
     pub warmup: u64,
+    /// Global gradient-norm clipping threshold.
     #[arg(long, value_parser = args::positive, default_value_t = 1.0)]
     pub clip: f64,
+    /// Seed of the initial weights and the batch order.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Save a checkpoint every N steps (0: only at the end).
@@ -64,6 +70,7 @@ pub struct Args {
     /// `--resume` with the same --steps continues it exactly.
     #[arg(long, value_parser = args::count_u64)]
     pub stop_after: Option<u64>,
+    /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
     /// Engine: cpu, cuda (a GPU; needs --features cuda) or sim (the GPU

@@ -29,10 +29,13 @@ pub struct Args {
     /// Table 4).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub rows: Vec<Row>,
+    /// Seeds: each row runs once per seed (split, initialisation, order).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u64>,
+    /// Model size: tiny, small or base.
     #[arg(long, default_value = "tiny")]
     pub config: String,
+    /// Tokens per flow, [END] included.
     #[arg(long, value_parser = args::seq_len, default_value_t = 64)]
     pub seq_len: usize,
     /// Learnt vocabulary entries (ignored with --vocab).
@@ -42,12 +45,17 @@ pub struct Args {
     /// instead of learning one on the studied flows.
     #[arg(long)]
     pub vocab: Option<PathBuf>,
+    /// Split flows freely (flow), keep each capture's flows in one part
+    /// (file), or split each capture by time (time), as tokenize.
     #[arg(long, value_enum, default_value_t = SplitBy::File)]
     pub split_by: SplitBy,
+    /// Zero the flow's own addresses and ports in payloads, as tokenize.
     #[arg(long)]
     pub mask_identifiers: bool,
+    /// Pretraining steps of the pretrained rows.
     #[arg(long, value_parser = args::count_u64, default_value_t = 300)]
     pub pretrain_steps: u64,
+    /// Most fine-tuning epochs (early stopping on validation macro-F1).
     #[arg(long, value_parser = args::count, default_value_t = 6)]
     pub epochs: usize,
     /// At most this many training flows per class (the 2-core budget).
@@ -61,10 +69,14 @@ pub struct Args {
     /// pretraining keeps its own 3e-4.
     #[arg(long, value_parser = args::positive, default_value_t = 1e-3)]
     pub lr: f64,
+    /// Flows per training step.
     #[arg(long, value_parser = args::batch, default_value_t = 32)]
     pub batch: usize,
+    /// Engine that trains and evaluates: cpu, cuda (a GPU; needs --features
+    /// cuda) or sim (the GPU engine in the simulator: slow, for checks).
     #[arg(long, value_enum, default_value_t = Device::Cpu)]
     pub device: Device,
+    /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
     /// Pretraining budgets in steps (e.g. 300,1000,2000): one pretraining

@@ -44,6 +44,7 @@ pub struct Args {
     /// test (`time`).
     #[arg(long, value_enum, default_value_t = SplitBy::Flow)]
     pub split_by: SplitBy,
+    /// Seed of the split.
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Time-slice augmentation of training flows: slice length in seconds.

@@ -30,6 +30,7 @@ pub struct Args {
     /// Overwrite an existing file.
     #[arg(long)]
     pub force: bool,
+    /// No progress bars.
     #[arg(long)]
     pub quiet: bool,
 }
