@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, TermLike};
 
+/// Where [`LogLines`] writes (stderr; a buffer in tests).
+pub type Sink = Arc<Mutex<dyn Write + Send>>;
+
 /// How often a log gets a progress line.
 pub const LOG_EVERY: Duration = Duration::from_secs(30);
 
@@ -22,7 +25,7 @@ pub fn draw_target() -> ProgressDrawTarget {
     if std::io::stderr().is_terminal() {
         ProgressDrawTarget::stderr()
     } else {
-        let sink: Arc<Mutex<dyn Write + Send>> = Arc::new(Mutex::new(std::io::stderr()));
+        let sink: Sink = Arc::new(Mutex::new(std::io::stderr()));
         ProgressDrawTarget::term_like(Box::new(LogLines::new(LOG_EVERY, sink)))
     }
 }
@@ -53,11 +56,11 @@ pub struct LogLines {
     start: Instant,
     last: Mutex<Option<Instant>>,
     line: Mutex<String>,
-    sink: Arc<Mutex<dyn Write + Send>>,
+    sink: Sink,
 }
 
 impl LogLines {
-    pub fn new(every: Duration, sink: Arc<Mutex<dyn Write + Send>>) -> LogLines {
+    pub fn new(every: Duration, sink: Sink) -> LogLines {
         LogLines {
             every,
             start: Instant::now(),
@@ -135,7 +138,7 @@ impl TermLike for LogLines {
 mod tests {
     use super::*;
 
-    fn sink() -> (Arc<Mutex<Vec<u8>>>, Arc<Mutex<dyn Write + Send>>) {
+    fn sink() -> (Arc<Mutex<Vec<u8>>>, Sink) {
         let buf = Arc::new(Mutex::new(Vec::new()));
         (buf.clone(), buf)
     }
