@@ -190,8 +190,8 @@ fn inference_reads_once_per_batch_and_equals_sim() {
 }
 
 /// Inference over batches of changing shapes on a device too small for the
-/// caching pool to keep every shape's buffers: the pool evicts (size classes
-/// on a GPU, bounded by the most ever in use), and when the driver is out of
+/// caching pool to keep every shape's buffers: the pool evicts (bounded by
+/// the most ever in use), and when the driver is out of
 /// memory it frees its cache and asks again, so the run goes on with the
 /// unbounded device's logits bit for bit.
 #[test]

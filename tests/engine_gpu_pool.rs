@@ -3,7 +3,7 @@
 //! stream's partial batches): the cache stays within the most bytes the run
 //! ever had in use at once, and evicting never changes a result. On the
 //! simulator (exact sizes: every new shape evicts) and on a GPU when there
-//! is one (size classes); through the fake CUDA driver, with a device too
+//! is one (where a buffer up to an eighth larger serves); through the fake CUDA driver, with a device too
 //! small to keep the cache, in `tests/cuda_fake_driver.rs`.
 
 mod common;

@@ -58,8 +58,9 @@ impl Executor {
     }
 
     /// The same device with a caching allocator of its own (see [`Pool`]):
-    /// every buffer allocated through the result is cached on drop; on a
-    /// GPU at size classes, on the simulator at exact sizes.
+    /// every buffer allocated through the result is cached on drop (on a
+    /// GPU reused for requests up to an eighth smaller, on the simulator
+    /// only for its exact size).
     pub fn with_pool(&self) -> Executor {
         Executor {
             kind: self.kind.clone(),
@@ -153,29 +154,28 @@ impl Executor {
             self.synchronize()?;
             drop(evicted);
         }
-        let bytes = pool.size_for(asked);
-        let mem = match pool.take(bytes) {
-            Some(m) => {
+        let (mem, bytes) = match pool.take(asked) {
+            Some((m, bytes)) => {
                 if zero {
                     self.zero_raw(m.addr(), m.is_host(), asked)?;
                 } else if m.is_host() {
                     poison(m.addr(), asked);
                 }
-                m
+                (m, bytes)
             }
             None => {
-                let m = match self.fresh(bytes, zero) {
+                let m = match self.fresh(asked, zero) {
                     Ok(m) => m,
                     // Out of device memory with buffers cached: free them
                     // and ask once more.
                     Err(_) if pool.stats().cached > 0 => {
                         self.trim_cache()?;
-                        self.fresh(bytes, zero)?
+                        self.fresh(asked, zero)?
                     }
                     Err(e) => return Err(e),
                 };
-                pool.note_new(bytes);
-                m
+                pool.note_new(asked);
+                (m, asked)
             }
         };
         Ok(Buf::new(

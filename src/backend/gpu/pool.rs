@@ -1,17 +1,19 @@
 //! A caching allocator: buffers of an executor made [`Executor::with_pool`]
 //! go back to a free list on drop and are handed out again (zeroed when
-//! asked) for the next request of the same size, so a training or inference
-//! loop, whose shapes repeat every step, stops calling the driver's
-//! allocator after its first step. It also counts the bytes in use and
-//! their high-water mark: the "peak memory" of `tmoe bench model`.
+//! asked) for a later request, so a training or inference loop, whose
+//! shapes repeat every step, stops calling the driver's allocator after its
+//! first step. It also counts the bytes in use and their high-water mark:
+//! the "peak memory" of `tmoe bench model`.
 //!
-//! On a GPU, requests are served at size classes ([`size_class`]: four per
-//! power of two), so that batches of nearby shapes share cached buffers:
-//! inference batches by length (each batch as long as its longest flow)
-//! and the stream classifies partial batches, so without classes every new
-//! batch x length pair would cache a working set of its own. On the
-//! simulator sizes stay exact: a reused buffer is never larger than asked,
-//! so its AddressSanitizer build still flags an access one past the end.
+//! New allocations are exactly the size asked. On a GPU a request is also
+//! served by a cached buffer up to an eighth larger ([`SLACK`]), so that
+//! batches of nearby shapes share buffers: inference batches by length
+//! (each batch as long as its longest flow) and the stream classifies
+//! partial batches, where exact matching would cache a working set per
+//! batch x length pair. A fixed-shape loop still gets its exact buffers
+//! back, so its peak is the same as with exact matching. On the simulator
+//! matching stays exact: a reused buffer is never larger than asked, so its
+//! AddressSanitizer build still flags an access one past the end.
 //!
 //! The cache is bounded: it never holds more than the most bytes the run
 //! ever had in use at once (a fixed-shape loop stays under that and frees
@@ -30,7 +32,7 @@
 //!
 //! [`Executor::with_pool`]: super::Executor::with_pool
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use super::buffer::Mem;
@@ -58,13 +60,18 @@ pub struct PoolStats {
 #[derive(Default)]
 pub struct Pool {
     inner: Mutex<Inner>,
-    /// Serve requests at [`size_class`]es (a GPU) rather than exactly.
-    classes: bool,
+    /// Serve a request from a cached buffer up to [`SLACK`] larger (a
+    /// GPU), not only from one of its exact size (the simulator).
+    slack: bool,
 }
+
+/// How much larger than asked a reused buffer may be, as a fraction.
+pub const SLACK: f64 = 0.125;
 
 #[derive(Default)]
 struct Inner {
-    free: HashMap<usize, FreeList>,
+    /// Free lists by exact size, ordered for the best fit.
+    free: BTreeMap<usize, FreeList>,
     /// Evicted buffers and their sizes, waiting for the executor to free
     /// them after a sync.
     evicted: Vec<(usize, Mem)>,
@@ -80,17 +87,6 @@ struct Inner {
 struct FreeList {
     bufs: Vec<Mem>,
     last_use: u64,
-}
-
-/// The size a request of `bytes` is served at on a GPU: rounded up to one
-/// of four steps per power of two (at most 25 % more), 512-byte steps up
-/// to 4 KiB.
-pub fn size_class(bytes: usize) -> usize {
-    if bytes <= 4096 {
-        return bytes.div_ceil(512).max(1) * 512;
-    }
-    let quarter = 1usize << (usize::BITS - 1 - bytes.leading_zeros() - 2);
-    bytes.div_ceil(quarter).saturating_mul(quarter)
 }
 
 impl Inner {
@@ -122,21 +118,13 @@ impl Inner {
 }
 
 impl Pool {
-    /// A pool that serves requests at [`size_class`]es when `classes` (a
-    /// GPU), else at their exact sizes (the simulator).
-    pub fn new(classes: bool) -> Pool {
+    /// A pool that also reuses buffers up to [`SLACK`] larger than asked
+    /// when `slack` (a GPU), else only buffers of the exact size (the
+    /// simulator).
+    pub fn new(slack: bool) -> Pool {
         Pool {
-            classes,
+            slack,
             ..Pool::default()
-        }
-    }
-
-    /// The bytes a request of `bytes` occupies in this pool.
-    pub fn size_for(&self, bytes: usize) -> usize {
-        if self.classes {
-            size_class(bytes)
-        } else {
-            bytes
         }
     }
 
@@ -145,17 +133,26 @@ impl Pool {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A cached allocation of exactly `bytes` bytes, if there is one (counted
-    /// as in use).
-    pub(crate) fn take(&self, bytes: usize) -> Option<Mem> {
+    /// A cached buffer for a request of `asked` bytes, and its size: one of
+    /// exactly that size, else (with slack) the smallest up to [`SLACK`]
+    /// larger. Counted as in use.
+    pub(crate) fn take(&self, asked: usize) -> Option<(Mem, usize)> {
         let mut g = self.lock();
-        let m = g.free.get_mut(&bytes).and_then(|l| l.bufs.pop());
-        if m.is_some() {
-            g.stats.hits += 1;
-            g.stats.cached -= bytes;
-            g.lend(bytes);
-        }
-        m
+        let most = if self.slack {
+            asked + (asked as f64 * SLACK) as usize
+        } else {
+            asked
+        };
+        let bytes = g
+            .free
+            .range(asked..=most)
+            .find(|(_, l)| !l.bufs.is_empty())
+            .map(|(&b, _)| b)?;
+        let m = g.free.get_mut(&bytes)?.bufs.pop()?;
+        g.stats.hits += 1;
+        g.stats.cached -= bytes;
+        g.lend(bytes);
+        Some((m, bytes))
     }
 
     /// Counts a new allocation of `bytes` as reserved and in use.
@@ -206,7 +203,7 @@ impl Pool {
     pub(crate) fn trim(&self) {
         let mut g = self.lock();
         let mut freed: Vec<(usize, Mem)> = std::mem::take(&mut g.evicted);
-        for (bytes, list) in g.free.drain() {
+        for (bytes, list) in std::mem::take(&mut g.free) {
             freed.extend(list.bufs.into_iter().map(|m| (bytes, m)));
         }
         let bytes: usize = freed.iter().map(|(b, _)| b).sum();
@@ -224,26 +221,19 @@ mod tests {
     use crate::backend::gpu::buffer::HostMem;
 
     #[test]
-    fn size_classes_waste_at_most_a_quarter() {
-        assert_eq!(size_class(0), 512);
-        assert_eq!(size_class(1), 512);
-        assert_eq!(size_class(4096), 4096);
-        assert_eq!(size_class(4097), 5120);
-        assert_eq!(size_class(48 << 20), 48 << 20);
-        assert_eq!(size_class((48 << 20) + 1), 56 << 20);
-        let mut last = 0;
-        for bytes in (1..1 << 22).step_by(997) {
-            let c = size_class(bytes);
-            assert!(c >= bytes && c >= last, "{bytes} -> {c}");
-            assert!(c <= bytes + bytes / 4 + 512, "{bytes} -> {c}");
-            assert_eq!(size_class(c), c, "{bytes} -> {c} is not a class");
-            last = c;
+    fn a_slightly_larger_buffer_serves_a_request_on_a_gpu() {
+        for slack in [false, true] {
+            let pool = Pool::new(slack);
+            let (m, big) = (lend(&pool, 1100), lend(&pool, 5000));
+            pool.give_back(1100, m);
+            pool.give_back(5000, big);
+            // 1,000 bytes: the 1,100-byte buffer is within an eighth.
+            let got = pool.take(1000).map(|(_, b)| b);
+            assert_eq!(got, slack.then_some(1100), "slack {slack}");
+            // 4,000 bytes: 5,000 is too large to lend for it.
+            assert!(pool.take(4000).is_none(), "slack {slack}");
+            assert_eq!(pool.take(5000).map(|(_, b)| b), Some(5000));
         }
-        // Every request from 1 byte to 1 GiB falls in a few dozen classes.
-        let classes: std::collections::HashSet<usize> = (0..30)
-            .flat_map(|p| (0..8).map(move |i| size_class((1 << p) + i * (1 << p) / 8)))
-            .collect();
-        assert!(classes.len() < 140, "{}", classes.len());
     }
 
     fn lend(pool: &Pool, bytes: usize) -> Mem {
@@ -279,8 +269,8 @@ mod tests {
             let bufs: Vec<(usize, Mem)> = [3000, 70_000, 70_000, 1 << 20]
                 .iter()
                 .map(|&n| {
-                    let b = pool.size_for(n);
-                    (b, pool.take(b).unwrap_or_else(|| lend(&pool, b)))
+                    pool.take(n)
+                        .map_or_else(|| (n, lend(&pool, n)), |(m, b)| (b, m))
                 })
                 .collect();
             for (b, m) in bufs {
@@ -288,6 +278,7 @@ mod tests {
             }
             let s = pool.stats();
             assert_eq!(s.misses, 4, "step {step}: {s:?}");
+            assert_eq!(s.peak_in_use, 3000 + 140_000 + (1 << 20), "exact sizes");
         }
         assert!(pool.take_evicted().is_empty());
         pool.trim();
