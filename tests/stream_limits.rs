@@ -145,3 +145,35 @@ fn limits_are_set_before_the_first_frame_only() {
     s.flush();
     assert_eq!((s.pending(), s.stats().flows_dropped), (1, 4));
 }
+
+/// Frames that are not TCP or UDP are counted by reason as well as in
+/// `skipped_frames` (what `classify --stream`'s summary prints).
+#[test]
+fn skipped_frames_are_counted_by_reason() {
+    use traffic_moe::traffic::decode::SkipReason;
+    use traffic_moe::traffic::pcap_writer::ethernet;
+    let mut s = FlowFeed::new(&read(), 1, false, limits(100, 100));
+    let arp = ethernet([2; 6], [0xff; 6], &[], 0x0806, &[0; 28]);
+    let icmp = eth_ipv4(
+        Ipv4Addr::new(10, 0, 0, 1),
+        Ipv4Addr::new(10, 0, 0, 2),
+        1,
+        &[8, 0, 0, 0, 0, 1, 0, 1],
+    );
+    for f in [&arp, &arp, &icmp] {
+        assert!(s.feed(1, ETHERNET, f, f.len() as u32).is_err());
+    }
+    feed(&mut s, 2, 5000);
+    let (st, skips) = (s.stats(), s.skips());
+    assert_eq!(
+        (skips.get(SkipReason::Arp), skips.get(SkipReason::Icmp)),
+        (2, 1)
+    );
+    assert_eq!(st.skipped_frames, skips.total());
+    assert_eq!(st.packets, 1);
+    let line = skips.summary(0).unwrap();
+    assert!(
+        line.starts_with("skipped 3 frames:") && line.contains("ARP 2"),
+        "{line}"
+    );
+}

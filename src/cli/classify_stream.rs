@@ -16,11 +16,14 @@ use crate::infer::overlap::{self, FrameSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
 use crate::traffic::capture::{CaptureErrorKind, CaptureReader};
+use crate::traffic::stats::SkipCounts;
 
 /// What a stream run did.
 #[derive(Debug, Clone)]
 pub struct StreamSummary {
     pub stats: StreamStats,
+    /// `stats.skipped_frames` by reason.
+    pub skips: SkipCounts,
     pub seconds: f64,
     /// Wall time from a flow being ready to its verdict: p50 and p99, seconds.
     pub latency_p50: Option<f64>,
@@ -46,6 +49,9 @@ pub fn run(a: &Args) -> Result<()> {
         ms(s.latency_p50),
         ms(s.latency_p99),
     );
+    if let Some(line) = s.skips.summary(0) {
+        eprintln!("{line}");
+    }
     if let Some(e) = &s.input_error {
         anyhow::bail!("standard input: {e} (the flows before it were classified)");
     }
@@ -104,6 +110,7 @@ pub fn classify_stream(
     let r = overlap::run(&clf, feed, a.batch(), MAX_WAIT, source, &mut write)?;
     Ok(StreamSummary {
         stats: r.stats,
+        skips: r.skips,
         seconds: t0.elapsed().as_secs_f64(),
         latency_p50: quantile(&r.latencies, 0.5),
         latency_p99: quantile(&r.latencies, 0.99),

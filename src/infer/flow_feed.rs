@@ -8,6 +8,7 @@ use std::collections::{HashSet, VecDeque};
 use crate::traffic::decode::{SkipReason, decode_frame};
 use crate::traffic::flows::{FlowTable, KeyedState};
 use crate::traffic::reader::{DEFAULT_MAX_FLOWS, ReadConfig};
+use crate::traffic::stats::SkipCounts;
 use crate::traffic::types::{Flow, FlowKey};
 
 /// Ended flows waiting for the classifier, unless set otherwise (0.75 to
@@ -76,6 +77,9 @@ pub struct FlowFeed {
     max_pending: usize,
     min_packets: usize,
     stats: StreamStats,
+    /// `stats.skipped_frames` by reason (outside the C API's struct, whose
+    /// layout the header fixes).
+    skips: SkipCounts,
     /// Early verdicts: flows queued at their K-th packet and still open (key,
     /// first timestamp), so that their end is not queued again. An entry
     /// leaves when its flow ends (eviction included), so this set is never
@@ -104,6 +108,7 @@ impl FlowFeed {
             max_pending: limits.max_pending.max(1),
             min_packets: min_packets.max(1),
             stats: StreamStats::default(),
+            skips: SkipCounts::default(),
             early: early_verdicts.then(|| HashSet::with_hasher(KeyedState::new())),
         }
     }
@@ -130,8 +135,9 @@ impl FlowFeed {
         orig_len: u32,
     ) -> Result<(), SkipReason> {
         self.stats.frames += 1;
-        let pkt = decode_frame(link_type, frame, orig_len).inspect_err(|_| {
+        let pkt = decode_frame(link_type, frame, orig_len).inspect_err(|&reason| {
             self.stats.skipped_frames += 1;
+            self.skips.add(reason);
         })?;
         self.stats.packets += 1;
         let mut queue = Queue {
@@ -186,6 +192,11 @@ impl FlowFeed {
 
     pub fn stats(&self) -> StreamStats {
         self.stats
+    }
+
+    /// The skipped frames by reason.
+    pub fn skips(&self) -> SkipCounts {
+        self.skips
     }
 
     /// `flows_classified` is counted by whoever classifies what `take` gives.

@@ -21,6 +21,7 @@ use super::classifier::Classifier;
 use super::flow_feed::{FlowFeed, StreamStats};
 use super::stream::Verdict;
 use crate::model::batch::MemSequences;
+use crate::traffic::stats::SkipCounts;
 use crate::traffic::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
@@ -40,6 +41,8 @@ struct Ready {
 #[derive(Debug, Clone, Default)]
 pub struct Overlapped {
     pub stats: StreamStats,
+    /// The skipped frames by reason.
+    pub skips: SkipCounts,
     /// Seconds from a flow being ready to its verdict, one per verdict.
     pub latencies: Vec<f64>,
     /// The input stopped with this error (frames before it were used).
@@ -117,18 +120,19 @@ pub fn run(
             let input = source(&mut |ts, link, data, len| r.frame(ts, link, data, len));
             r.feed.flush();
             r.send_ready();
-            (r.feed.stats(), input.err())
+            (r.feed.stats(), r.feed.skips(), input.err())
         });
         let model = classify_batches(clf, batch, max_wait, &rx, on_verdicts);
         // Unblock a reader waiting on a full channel before joining it.
         drop(rx);
-        let (mut stats, input_error) = reader
+        let (mut stats, skips, input_error) = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the stream's reader thread panicked"))?;
         let (classified, latencies) = model?;
         stats.flows_classified = classified;
         Ok(Overlapped {
             stats,
+            skips,
             latencies,
             input_error,
         })
