@@ -17,6 +17,11 @@ mkdir -p "$out"
 "$root/tools/install-cuda-toolchain.sh" >/dev/null
 export PATH="$root/.cuda-toolchain/bin:$PATH"
 cargo build --release --quiet --features cuda --bin tmoe
+# A copy, so that a build started meanwhile (without the cuda feature)
+# cannot swap the binary under the later runs.
+bin_dir="$(mktemp -d)"
+trap 'rm -rf "$bin_dir"' EXIT
+cp "$root/target/release/tmoe" "$bin_dir/tmoe"
 export TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1
 run() { # name, model|classify, then its arguments
   local name="$1" what="$2"; shift 2
@@ -24,7 +29,7 @@ run() { # name, model|classify, then its arguments
     echo "# date: $(date -u +%FT%TZ)"
     echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); fake CUDA driver, dry (no execution): only memory figures mean anything"
     echo "\$ TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1 tmoe bench $what --device cuda $* --out $name.json"
-    "$root/target/release/tmoe" bench "$what" --device cuda "$@" --out "$out/$name.json" --force 2>&1 >/dev/null
+    "$bin_dir/tmoe" bench "$what" --device cuda "$@" --out "$out/$name.json" --force 2>&1 >/dev/null
   } | tee "$out/$name.txt"
   # The charts would show the host's times as if they were the device's.
   rm -f "$out/$name.png"
