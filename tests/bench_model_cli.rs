@@ -20,6 +20,12 @@ fn cpu_peak_memory_counts_weights_and_activations() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     assert!(err.contains("peak memory x"), "no memory ratio: {err}");
+    // With --out the report goes to the file only (stdout stays free).
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
     let num = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or_else(|| panic!("{k}: {v}"));
     let mut above = std::collections::HashMap::new();

@@ -48,15 +48,18 @@ pub(crate) fn refuse_existing(out: Option<&std::path::Path>, force: bool) -> any
     Ok(())
 }
 
-/// Prints a benchmark's report as JSON, and writes it to `out` when given.
+/// Writes a benchmark's report as JSON to `out`, or prints it on stdout
+/// without one (the table is on stderr either way).
 pub(crate) fn emit_json(
     report: &impl Serialize,
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
-    println!("{json}");
-    if let Some(out) = out {
-        std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?;
+    match out {
+        Some(out) => {
+            std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?
+        }
+        None => println!("{json}"),
     }
     Ok(())
 }
