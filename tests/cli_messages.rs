@@ -3,22 +3,9 @@
 //! (`["emptyd"]`, `Some("..")`, `"Folder"`, `File`); and every option of
 //! every command has a line of help.
 
-use std::process::Command;
+mod common;
 
-/// Runs `tmoe args` in `dir`; returns success and stdout + stderr.
-fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use common::tmoe_outcome as run;
 
 /// Debug's marks: a quoted list, an Option, a quoted enum variant.
 fn assert_plain(text: &str) {

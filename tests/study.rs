@@ -13,23 +13,26 @@ use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::split::SplitBy;
 use traffic_moe::traffic::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
 
-#[test]
-fn study_runs_every_row_reports_and_resumes() {
-    let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
+/// Synthetic captures of every class into `out`.
+fn captures(out: &std::path::Path, flows_per_class: usize, seed: u64) {
     synthesize(&SynthConfig {
-        out: caps.clone(),
-        flows_per_class: 30,
+        out: out.to_path_buf(),
+        flows_per_class,
         flows_per_file: FLOWS_PER_FILE,
-        seed: 3,
+        seed,
         force: false,
     })
     .unwrap();
-    let opts = StudyOpts {
-        captures: vec![caps],
+}
+
+/// A study of `caps` into `out` as these tests run one (the tiny model on
+/// sequences of 32, one seed, the k-NN row); each test sets what it is about.
+fn study_opts(caps: &std::path::Path, out: std::path::PathBuf) -> StudyOpts {
+    StudyOpts {
+        captures: vec![caps.to_path_buf()],
         labels: LabelSource::Folder,
-        out: dir.path().join("study"),
-        rows: Row::ALL.to_vec(),
+        out,
+        rows: vec![Row::Knn],
         seeds: vec![1],
         cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
         seq_len: 32,
@@ -40,7 +43,7 @@ fn study_runs_every_row_reports_and_resumes() {
         pretrain_steps: 3,
         epochs: 1,
         max_per_class: Some(10),
-        fractions: vec![0.5],
+        fractions: Vec::new(),
         lr: 2e-3,
         batch: 16,
         device: Device::Cpu,
@@ -48,6 +51,18 @@ fn study_runs_every_row_reports_and_resumes() {
         budgets: Vec::new(),
         pretrain_extra: Vec::new(),
         budget_fractions: Vec::new(),
+    }
+}
+
+#[test]
+fn study_runs_every_row_reports_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 30, 3);
+    let opts = StudyOpts {
+        rows: Row::ALL.to_vec(),
+        fractions: vec![0.5],
+        ..study_opts(&caps, dir.path().join("study"))
     };
     // Every row, plus the pretrained and scratch models on half the flows.
     let runs = Row::ALL.len() + 2;
@@ -158,39 +173,15 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
     let extra = dir.path().join("extra");
-    for (out, seed) in [(&caps, 3), (&extra, 4)] {
-        synthesize(&SynthConfig {
-            out: out.clone(),
-            flows_per_class: 20,
-            flows_per_file: FLOWS_PER_FILE,
-            seed,
-            force: false,
-        })
-        .unwrap();
-    }
+    captures(&caps, 20, 3);
+    captures(&extra, 20, 4);
     let opts = StudyOpts {
-        captures: vec![caps],
-        labels: LabelSource::Folder,
-        out: dir.path().join("study"),
         rows: vec![Row::MoeScratch],
-        seeds: vec![1],
-        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
-        seq_len: 32,
-        vocab_file: None,
-        vocab_size: 200,
-        split_by: SplitBy::Flow,
         mask_identifiers: false,
-        pretrain_steps: 3,
-        epochs: 1,
-        max_per_class: Some(10),
-        fractions: Vec::new(),
-        lr: 2e-3,
-        batch: 16,
-        device: Device::Cpu,
-        progress: false,
         budgets: vec![4, 2],
         pretrain_extra: vec![extra],
         budget_fractions: vec![0.5, 0.25],
+        ..study_opts(&caps, dir.path().join("study"))
     };
     let first = run(&opts).unwrap();
     let b = first.budget.as_ref().expect("a budget curve");
@@ -261,37 +252,10 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
 fn a_call_that_made_nothing_binds_no_settings() {
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    synthesize(&SynthConfig {
-        out: caps.clone(),
-        flows_per_class: 12,
-        flows_per_file: FLOWS_PER_FILE,
-        seed: 4,
-        force: false,
-    })
-    .unwrap();
+    captures(&caps, 12, 4);
     let opts = StudyOpts {
-        captures: vec![caps],
-        labels: LabelSource::Folder,
-        out: dir.path().join("study"),
-        rows: vec![Row::Knn],
-        seeds: vec![1],
-        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
-        seq_len: 32,
         vocab_file: Some(dir.path().join("no-such-vocab.txt")),
-        vocab_size: 200,
-        split_by: SplitBy::Flow,
-        mask_identifiers: true,
-        pretrain_steps: 1,
-        epochs: 1,
-        max_per_class: None,
-        fractions: Vec::new(),
-        lr: 2e-3,
-        batch: 16,
-        device: Device::Cpu,
-        progress: false,
-        budgets: Vec::new(),
-        pretrain_extra: Vec::new(),
-        budget_fractions: Vec::new(),
+        ..study_opts(&caps, dir.path().join("study"))
     };
     let err = format!("{:#}", run(&opts).unwrap_err());
     assert!(err.contains("no-such-vocab.txt"), "{err}");
@@ -319,14 +283,7 @@ fn a_call_that_made_nothing_binds_no_settings() {
 fn one_class_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
-    synthesize(&SynthConfig {
-        out: caps.clone(),
-        flows_per_class: 12,
-        flows_per_file: FLOWS_PER_FILE,
-        seed: 5,
-        force: false,
-    })
-    .unwrap();
+    captures(&caps, 12, 5);
     let mut classes: Vec<_> = std::fs::read_dir(&caps)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -337,30 +294,7 @@ fn one_class_is_refused() {
     for other in classes {
         std::fs::remove_dir_all(other).unwrap();
     }
-    let opts = StudyOpts {
-        captures: vec![caps],
-        labels: LabelSource::Folder,
-        out: dir.path().join("study"),
-        rows: vec![Row::Knn],
-        seeds: vec![1],
-        cfg: tiny_train::tiny_model(FfnKind::Moe, 0, 32),
-        seq_len: 32,
-        vocab_file: None,
-        vocab_size: 200,
-        split_by: SplitBy::Flow,
-        mask_identifiers: true,
-        pretrain_steps: 1,
-        epochs: 1,
-        max_per_class: None,
-        fractions: Vec::new(),
-        lr: 2e-3,
-        batch: 16,
-        device: Device::Cpu,
-        progress: false,
-        budgets: Vec::new(),
-        pretrain_extra: Vec::new(),
-        budget_fractions: Vec::new(),
-    };
+    let opts = study_opts(&caps, dir.path().join("study"));
     let err = format!("{:#}", run(&opts).unwrap_err());
     let name = kept.file_name().unwrap().to_string_lossy().into_owned();
     assert!(err.contains("1 class (") && err.contains(&name), "{err}");

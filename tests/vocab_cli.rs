@@ -4,22 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-/// Runs `tmoe args` in `dir`; returns success and stdout + stderr.
-fn run(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
-}
+use common::tmoe_outcome as run;
 
 #[test]
 fn every_capture_failing_names_each_file_and_says_none_could_be_read() {

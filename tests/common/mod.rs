@@ -176,6 +176,22 @@ pub fn tmoe_with(
     args: &[&str],
     setup: impl FnOnce(&mut std::process::Command),
 ) -> String {
+    let (ok, text) = tmoe_outcome_with(dir, args, setup);
+    assert!(ok, "tmoe {args:?} failed:\n{text}");
+    text
+}
+
+/// Runs `tmoe args` in `dir` whatever comes of it: whether it succeeded,
+/// and stdout and stderr together.
+pub fn tmoe_outcome(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    tmoe_outcome_with(dir, args, |_| {})
+}
+
+fn tmoe_outcome_with(
+    dir: &std::path::Path,
+    args: &[&str],
+    setup: impl FnOnce(&mut std::process::Command),
+) -> (bool, String) {
     let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"));
     cmd.current_dir(dir).args(args);
     setup(&mut cmd);
@@ -185,8 +201,7 @@ pub fn tmoe_with(
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "tmoe {args:?} failed:\n{text}");
-    text
+    (out.status.success(), text)
 }
 
 /// [`tmoe_with`] as it is.
