@@ -117,14 +117,17 @@ mod tests {
 
     #[test]
     fn measured_rates_are_positive_where_the_cpu_has_the_instruction() {
+        // Positive and finite, not fast: a debug build on a loaded machine
+        // measured 0.86 GFLOP/s (this is not a benchmark).
+        let ok = |r: f64| r.is_finite() && r > 0.0;
         if let Some(f) = f32_gflops(100_000) {
-            assert!(f > 1.0, "{f}");
+            assert!(ok(f), "{f}");
         }
         if let Some(b) = bf16_gflops(100_000) {
-            assert!(b > 1.0, "{b}");
+            assert!(ok(b), "{b}");
         }
         if let Some(a) = amx_gflops(10_000) {
-            assert!(a > 1.0, "{a}");
+            assert!(ok(a), "{a}");
         }
     }
 }
