@@ -134,3 +134,18 @@ fn every_option_has_help() {
         bare.join("\n")
     );
 }
+
+/// `model-info` names the two models as the README does, not by the enum's
+/// variant names.
+#[test]
+fn model_info_names_the_models_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(dir.path(), &["model-info"]);
+    assert!(ok, "{out}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(" M ")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].starts_with("MoE ") && rows[1].starts_with("dense twin "),
+        "{out}"
+    );
+}

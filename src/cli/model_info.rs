@@ -42,14 +42,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         args.seq
     );
     println!(
-        "{:<8} {:>14} {:>14} {:>14} {:>16} {:>14}",
+        "{:<10} {:>14} {:>14} {:>14} {:>16} {:>14}",
         "model", "total params", "active/token", "embedding", "GFLOP/token fwd", "+LM head"
     );
     for ffn in [FfnKind::Moe, FfnKind::Dense] {
         let i = model_info(&cfg.clone().with_ffn(ffn), args.seq)?;
         println!(
-            "{:<8} {:>14} {:>14} {:>14} {:>16.4} {:>14.4}",
-            format!("{ffn:?}"),
+            "{:<10} {:>14} {:>14} {:>14} {:>16.4} {:>14.4}",
+            match ffn {
+                FfnKind::Moe => "MoE",
+                FfnKind::Dense => "dense twin",
+            },
             m(i.total_params as f64),
             m(i.active_params as f64),
             m(i.embedding_params as f64),
