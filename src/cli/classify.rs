@@ -19,7 +19,7 @@ use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
 use crate::traffic::dataset::path_list;
 use crate::traffic::reader::find_captures;
-use crate::traffic::stats::{FileStats, SkipCounts, care_line};
+use crate::traffic::stats::RunStats;
 use crate::traffic::types::{Endpoint, Flow, PROTO_TCP, PROTO_UDP};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -106,7 +106,7 @@ impl Args {
 }
 
 /// What a run did, for the summary line and tests.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default)]
 pub struct ClassifySummary {
     pub files_read: usize,
     pub files_skipped: usize,
@@ -117,22 +117,9 @@ pub struct ClassifySummary {
     /// Flows per predicted class, in class-id order.
     pub per_class: Vec<(String, usize)>,
     pub seconds: f64,
-    /// Frames of the captures read that became no flow packet, per reason.
-    pub skips: SkipCounts,
-    pub unknown_interface_frames: u64,
-    /// Packets classified although captured shorter than their headers say.
-    pub truncated_packets: u64,
-    pub first_fragments: u64,
-}
-
-impl ClassifySummary {
-    /// Counts what reading one capture skipped or kept with care.
-    fn add_read(&mut self, st: &FileStats) {
-        self.skips.merge(&st.skips);
-        self.unknown_interface_frames += st.unknown_interface_frames;
-        self.truncated_packets += st.truncated_packets;
-        self.first_fragments += st.first_fragments;
-    }
+    /// The reading totals of the captures read (skipped frames by reason,
+    /// packets kept with care, ...).
+    pub read: RunStats,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -168,11 +155,7 @@ pub fn run(a: Args) -> Result<()> {
         counts.join(", ")
     );
     // Worded as `vocab` and `tokenize` word them.
-    let lines = [
-        care_line(s.truncated_packets, s.first_fragments),
-        s.skips.summary(s.unknown_interface_frames),
-    ];
-    for line in lines.into_iter().flatten() {
+    for line in s.read.kept_and_skipped() {
         eprintln!("{line}");
     }
     Ok(())
@@ -374,7 +357,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
             write_header(out, a.format)?;
         }
         summary.files_read += 1;
-        summary.add_read(&r.stats);
+        summary.read.add_file(&r.stats);
         summary.flows_too_short += r.too_short;
         summary.flows_evicted += r.stats.flows_evicted;
         let file = r.path.display().to_string();

@@ -66,9 +66,9 @@ pub fn dump(a: &Args) -> Result<Value> {
         model,
         params,
         meta,
-        info,
+        info: _,
     } = open_for_dataset(&a.checkpoint, &a.data)?;
-    let shard = open_split(&a.data, &a.split, &info)?;
+    let shard = open_split(&a.data, &a.split)?;
     let flows: Vec<usize> = (0..shard.count().min(a.flows)).collect();
     anyhow::ensure!(
         !flows.is_empty(),

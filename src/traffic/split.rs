@@ -49,7 +49,9 @@ pub enum Part {
 
 impl Part {
     pub const ALL: [Part; 3] = [Part::Train, Part::Val, Part::Test];
-    pub fn name(self) -> &'static str {
+    /// The parts' names, as files and `--split` spell them.
+    pub const NAMES: [&'static str; 3] = [Part::Train.name(), Part::Val.name(), Part::Test.name()];
+    pub const fn name(self) -> &'static str {
         match self {
             Part::Train => "train",
             Part::Val => "val",

@@ -53,7 +53,7 @@ impl SkipCounts {
 }
 
 /// The packets kept although incomplete, or None when there were none.
-pub fn care_line(truncated_packets: u64, first_fragments: u64) -> Option<String> {
+fn care_line(truncated_packets: u64, first_fragments: u64) -> Option<String> {
     (truncated_packets + first_fragments > 0).then(|| {
         format!(
             "used with care: {truncated_packets} truncated packets (snaplen), {first_fragments} first IP fragments"
@@ -212,6 +212,19 @@ impl RunStats {
         self.problems.extend(o.problems);
     }
 
+    /// The packets kept with care and the frames skipped by reason, a line
+    /// each where there were any (what every command that reads captures
+    /// reports, in these words).
+    pub fn kept_and_skipped(&self) -> Vec<String> {
+        [
+            care_line(self.truncated_packets, self.first_fragments),
+            self.skips.summary(self.unknown_interface_frames),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     fn secs(&self) -> f64 {
         self.elapsed.as_secs_f64().max(1e-9)
     }
@@ -265,10 +278,7 @@ impl fmt::Display for RunStats {
                 self.flows_evicted
             )?;
         }
-        if let Some(line) = care_line(self.truncated_packets, self.first_fragments) {
-            writeln!(f, "{line}")?;
-        }
-        if let Some(line) = self.skips.summary(self.unknown_interface_frames) {
+        for line in self.kept_and_skipped() {
             writeln!(f, "{line}")?;
         }
         if !self.link_types.is_empty() {

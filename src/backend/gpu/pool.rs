@@ -201,17 +201,15 @@ impl Pool {
     ///
     /// [`Executor::trim_cache`]: super::Executor::trim_cache
     pub(crate) fn trim(&self) {
-        let mut g = self.lock();
-        let mut freed: Vec<(usize, Mem)> = std::mem::take(&mut g.evicted);
-        for (bytes, list) in std::mem::take(&mut g.free) {
-            freed.extend(list.bufs.into_iter().map(|m| (bytes, m)));
+        {
+            let mut g = self.lock();
+            for (bytes, list) in std::mem::take(&mut g.free) {
+                g.evicted.extend(list.bufs.into_iter().map(|m| (bytes, m)));
+            }
+            g.stats.cached = 0;
         }
-        let bytes: usize = freed.iter().map(|(b, _)| b).sum();
-        g.stats.reserved -= bytes;
-        g.stats.cached = 0;
-        g.stats.freed += freed.len() as u64;
-        drop(g);
-        drop(freed); // the driver's frees, outside the lock
+        // The driver's frees, outside the lock.
+        drop(self.take_evicted());
     }
 }
 
