@@ -9,19 +9,16 @@ mod tiny_train;
 
 use std::path::{Path, PathBuf};
 
-use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::cli::classify;
 use traffic_moe::engine::{Device, Precision};
 use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::infer::pipeline::{PipelineConfig, classify_files};
-use traffic_moe::model::FfnKind;
-use traffic_moe::model::batch::open_part;
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::reader::{find_captures, read_capture};
 use traffic_moe::traffic::split::SplitBy;
 use traffic_moe::traffic::tokenize::TokenizerConfig;
-use traffic_moe::train::finetune::{FinetuneOpts, finetune};
+use traffic_moe::train::finetune::FinetuneOpts;
 
 fn iot_sentinel() -> Option<PathBuf> {
     let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/iot-sentinel");
@@ -45,24 +42,12 @@ fn classifier_for(captures: &[PathBuf], root: &Path) -> (PathBuf, PathBuf) {
         ..DatasetConfig::default()
     };
     build_dataset(&cfg, &data, false).unwrap();
-    let info = load_dataset_info(&data).unwrap();
-    let opts = FinetuneOpts {
+    let ckpt = tiny_train::classifier::fine_tuned(&data, &root.join("run"), 64, |o| FinetuneOpts {
         max_epochs: 1,
         batch: 32,
         max_per_class: Some(20),
-        ..tiny_finetune(
-            tiny_model(FfnKind::Moe, info.vocab_size, 64),
-            &info.classes,
-            &root.join("run"),
-        )
-    };
-    let (train, val) = (
-        open_part(&data, "train").unwrap(),
-        open_part(&data, "val").unwrap(),
-    );
-    let ckpt = finetune(&opts, &train, &val, info.vocab_hash)
-        .unwrap()
-        .checkpoint;
+        ..o
+    });
     (data, ckpt)
 }
 

@@ -53,7 +53,6 @@ use traffic_moe::traffic::pcap_writer::{
 };
 use traffic_moe::traffic::reader::{ReadConfig, read_capture};
 use traffic_moe::traffic::shard::Shard;
-use traffic_moe::traffic::tokenize::TokenizerConfig;
 use traffic_moe::traffic::types::{Flow, PROTO_TCP, PROTO_UDP};
 use traffic_moe::traffic::vocab::Vocab;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
@@ -819,37 +818,13 @@ fn fixture() -> &'static Fixture {
         let caps = root.join("caps");
         tiny_train::classifier::write_captures(&caps, 12);
         let data = root.join("data");
-        let cfg = DatasetConfig {
-            inputs: vec![caps.clone()],
-            labels: LabelSource::Folder,
-            vocab_size: 100,
-            tokenizer: TokenizerConfig {
-                seq_len: 32,
-                packets: 5,
-                payload_bytes: 16,
-                ..TokenizerConfig::default()
-            },
-            min_packets: 3,
-            ..DatasetConfig::default()
-        };
-        build_dataset(&cfg, &data, false).unwrap();
-        let info = load_dataset_info(&data).unwrap();
-        let opts = FinetuneOpts {
-            max_epochs: 1,
-            batch: 16,
-            ..tiny_finetune(
-                tiny_model(FfnKind::Moe, info.vocab_size, 32),
-                &info.classes,
-                &root.join("run"),
-            )
-        };
-        let (train, val) = (
-            open_part(&data, "train").unwrap(),
-            open_part(&data, "val").unwrap(),
-        );
-        let ckpt = finetune(&opts, &train, &val, info.vocab_hash)
-            .unwrap()
-            .checkpoint;
+        tiny_train::classifier::build_small_dataset(&caps, &data, 100, 32);
+        let ckpt =
+            tiny_train::classifier::fine_tuned(&data, &root.join("run"), 32, |o| FinetuneOpts {
+                max_epochs: 1,
+                batch: 16,
+                ..o
+            });
         Fixture { caps, data, ckpt }
     })
 }

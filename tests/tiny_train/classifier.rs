@@ -10,7 +10,7 @@ use super::{tiny_finetune, tiny_model};
 use traffic_moe::cli::classify;
 use traffic_moe::model::FfnKind;
 use traffic_moe::model::batch::open_part;
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::dataset::{DatasetConfig, DatasetInfo, build_dataset, load_dataset_info};
 use traffic_moe::traffic::labels::LabelSource;
 use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
 use traffic_moe::traffic::tokenize::TokenizerConfig;
@@ -107,12 +107,38 @@ pub fn fixture() -> Fixture {
     let caps = root.join("caps");
     write_captures(&caps, 20);
     let data = root.join("data");
+    let info = build_small_dataset(&caps, &data, 200, 64);
+    assert_eq!(info.classes, vec!["dns".to_string(), "web".to_string()]);
+    let ckpt = fine_tuned(&data, &root.join("run"), 64, |o| FinetuneOpts {
+        max_epochs: 3,
+        batch: 16,
+        lr: 3e-3,
+        ..o
+    });
+    Fixture {
+        _dir: dir,
+        root,
+        caps,
+        data,
+        ckpt,
+    }
+}
+
+/// The fixture's dataset of the captures under `caps` in `data`: folder
+/// labels, a `vocab_size` vocabulary, `seq_len` tokens of 5 packets of 16
+/// payload bytes, flows of 3 packets or more.
+pub fn build_small_dataset(
+    caps: &Path,
+    data: &Path,
+    vocab_size: usize,
+    seq_len: usize,
+) -> DatasetInfo {
     let cfg = DatasetConfig {
-        inputs: vec![caps.clone()],
+        inputs: vec![caps.to_path_buf()],
         labels: LabelSource::Folder,
-        vocab_size: 200,
+        vocab_size,
         tokenizer: TokenizerConfig {
-            seq_len: 64,
+            seq_len,
             packets: 5,
             payload_bytes: 16,
             ..TokenizerConfig::default()
@@ -120,32 +146,32 @@ pub fn fixture() -> Fixture {
         min_packets: 3,
         ..DatasetConfig::default()
     };
-    build_dataset(&cfg, &data, false).unwrap();
-    let info = load_dataset_info(&data).unwrap();
-    assert_eq!(info.classes, vec!["dns".to_string(), "web".to_string()]);
-    let run = root.join("run");
-    let opts = FinetuneOpts {
-        max_epochs: 3,
-        batch: 16,
-        lr: 3e-3,
-        ..tiny_finetune(
-            tiny_model(FfnKind::Moe, info.vocab_size, 64),
-            &info.classes,
-            &run,
-        )
-    };
+    build_dataset(&cfg, data, false).unwrap();
+    load_dataset_info(data).unwrap()
+}
+
+/// A tiny Traffic-MoE classifier of `seq_len` tokens fine-tuned on the
+/// dataset `data` into `run`, with the options `tune` makes of
+/// `tiny_finetune`'s; its checkpoint.
+pub fn fine_tuned(
+    data: &Path,
+    run: &Path,
+    seq_len: usize,
+    tune: impl FnOnce(FinetuneOpts) -> FinetuneOpts,
+) -> PathBuf {
+    let info = load_dataset_info(data).unwrap();
+    let opts = tune(tiny_finetune(
+        tiny_model(FfnKind::Moe, info.vocab_size, seq_len),
+        &info.classes,
+        run,
+    ));
     let (train, val) = (
-        open_part(&data, "train").unwrap(),
-        open_part(&data, "val").unwrap(),
+        open_part(data, "train").unwrap(),
+        open_part(data, "val").unwrap(),
     );
-    let r = finetune(&opts, &train, &val, info.vocab_hash).unwrap();
-    Fixture {
-        _dir: dir,
-        root,
-        caps,
-        data,
-        ckpt: r.checkpoint,
-    }
+    finetune(&opts, &train, &val, info.vocab_hash)
+        .unwrap()
+        .checkpoint
 }
 
 /// `tmoe classify` arguments for the fixture's classifier and dataset.
