@@ -9,8 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_captures};
-use traffic_moe::traffic::synth::{SynthConfig, synthesize};
+use traffic_moe::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
+use traffic_moe::traffic::capture::synth::{SynthConfig, synthesize};
 
 fn inputs() -> (Vec<PathBuf>, String, Option<tempfile::TempDir>) {
     let root = std::env::var_os("TMOE_DATA")
@@ -27,7 +27,7 @@ fn inputs() -> (Vec<PathBuf>, String, Option<tempfile::TempDir>) {
     );
     let tmp = tempfile::tempdir().expect("temp dir");
     synthesize(&SynthConfig {
-        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
+        flows_per_file: traffic_moe::traffic::capture::synth::FLOWS_PER_FILE,
         out: tmp.path().to_path_buf(),
         flows_per_class: 500,
         seed: 1,

@@ -1,4 +1,4 @@
-//! The flow table's hashers (`traffic::flow_hash`), two ways:
+//! The flow table's hashers (`traffic::flows::hash`), two ways:
 //!
 //! - `collisions`: inserts/s of N new flows, with random keys and with keys
 //!   crafted so that their unkeyed `FastHasher` hashes share their low bits
@@ -17,12 +17,12 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use traffic_moe::traffic::capture::CaptureReader;
-use traffic_moe::traffic::decode::{DecodedPacket, decode_frame};
-use traffic_moe::traffic::flow_hash::FAST_HASH_MUL;
-use traffic_moe::traffic::flows::{FastState, FlowTable, KeyedState};
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_capture_with};
-use traffic_moe::traffic::split::Rng;
+use traffic_moe::traffic::capture::container::CaptureReader;
+use traffic_moe::traffic::capture::decode::{DecodedPacket, decode_frame};
+use traffic_moe::traffic::capture::reader::{ReadConfig, find_captures, read_capture_with};
+use traffic_moe::traffic::dataset::split::Rng;
+use traffic_moe::traffic::flows::hash::FAST_HASH_MUL;
+use traffic_moe::traffic::flows::table::{FastState, FlowTable, KeyedState};
 use traffic_moe::traffic::types::{Endpoint, FlowKey, PROTO_UDP};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);

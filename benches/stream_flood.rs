@@ -12,9 +12,9 @@ use std::net::Ipv4Addr;
 use std::time::Instant;
 
 use traffic_moe::infer::flow_feed::{DEFAULT_MAX_PENDING, FlowFeed, StreamLimits};
-use traffic_moe::traffic::pcap_writer::{eth_ipv4, tcp};
-use traffic_moe::traffic::reader::ReadConfig;
-use traffic_moe::traffic::stats::peak_rss_kib;
+use traffic_moe::traffic::capture::pcap_writer::{eth_ipv4, tcp};
+use traffic_moe::traffic::capture::reader::ReadConfig;
+use traffic_moe::traffic::capture::stats::peak_rss_kib;
 use traffic_moe::traffic::types::{PROTO_TCP, tcp_flags};
 
 const FLOWS: u32 = 1_000_000;

@@ -5,11 +5,11 @@
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use traffic_moe::traffic::dataset::corpus_counts;
-use traffic_moe::traffic::split::Rng;
-use traffic_moe::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use traffic_moe::traffic::dataset::build::corpus_counts;
+use traffic_moe::traffic::dataset::split::Rng;
+use traffic_moe::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
+use traffic_moe::traffic::tokens::vocab::Vocab;
 use traffic_moe::traffic::types::{Endpoint, Flow, FlowKey, PacketRecord};
-use traffic_moe::traffic::vocab::Vocab;
 
 fn flows(n: usize) -> Vec<Flow> {
     let mut rng = Rng::new(1);

@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_captures};
+use traffic_moe::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
 
 fn main() -> anyhow::Result<()> {
     let mut roots: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();

@@ -16,7 +16,7 @@ use crate::infer::background::BackgroundStream;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{FlowStream, StreamLimits, StreamStats, Verdict};
-use crate::traffic::decode::SkipReason;
+use crate::traffic::capture::decode::SkipReason;
 
 /// The opaque handle C holds (`tmoe_classifier*`).
 pub struct TmoeClassifier {

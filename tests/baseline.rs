@@ -6,9 +6,9 @@
 use std::path::Path;
 
 use traffic_moe::baseline::{BaselineOpts, Method, run};
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset};
-use traffic_moe::traffic::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
-use traffic_moe::traffic::tokenize::TokenizerConfig;
+use traffic_moe::traffic::capture::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
+use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset};
+use traffic_moe::traffic::tokens::tokenize::TokenizerConfig;
 
 fn dataset(root: &Path) -> std::path::PathBuf {
     synthesize(&SynthConfig {

@@ -226,11 +226,11 @@ fn c_api_counts_skipped_frames_and_short_flows() {
             .chain([0u8; 28])
             .collect::<Vec<u8>>();
         assert_eq!(tmoe_feed(h, 1, 1, arp.as_ptr(), arp.len() as u32, 60), 0);
-        let udp = traffic_moe::traffic::pcap_writer::eth_ipv4(
+        let udp = traffic_moe::traffic::capture::pcap_writer::eth_ipv4(
             [10, 0, 0, 1].into(),
             [10, 0, 0, 2].into(),
             traffic_moe::traffic::types::PROTO_UDP,
-            &traffic_moe::traffic::pcap_writer::udp(1000, 53, b"hello"),
+            &traffic_moe::traffic::capture::pcap_writer::udp(1000, 53, b"hello"),
         );
         assert_eq!(
             tmoe_feed(h, 2, 1, udp.as_ptr(), udp.len() as u32, udp.len() as u32),
@@ -262,11 +262,11 @@ fn early_verdicts_come_at_the_kth_packet_once() {
     let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
     let data = CString::new(f.data.to_str().unwrap()).unwrap();
     let frame = |i: u64| {
-        traffic_moe::traffic::pcap_writer::eth_ipv4(
+        traffic_moe::traffic::capture::pcap_writer::eth_ipv4(
             [10, 0, 0, 1].into(),
             [10, 0, 0, 2].into(),
             traffic_moe::traffic::types::PROTO_UDP,
-            &traffic_moe::traffic::pcap_writer::udp(1000, 53, format!("q{i}").as_bytes()),
+            &traffic_moe::traffic::capture::pcap_writer::udp(1000, 53, format!("q{i}").as_bytes()),
         )
     };
     let mut early = None;
@@ -322,9 +322,11 @@ fn early_verdicts_come_at_the_kth_packet_once() {
     // probability >= 0.5, so that alone would check nothing).
     let v = early.expect("a verdict at packet 5");
     let cap = f.root.join("early.pcap");
-    let mut w =
-        traffic_moe::traffic::pcap_writer::PcapWriter::new(std::fs::File::create(&cap).unwrap(), 1)
-            .unwrap();
+    let mut w = traffic_moe::traffic::capture::pcap_writer::PcapWriter::new(
+        std::fs::File::create(&cap).unwrap(),
+        1,
+    )
+    .unwrap();
     for i in 1..=5u64 {
         w.write_frame(i * 1000, &frame(i)).unwrap();
     }
@@ -354,11 +356,15 @@ fn early_verdicts_come_at_the_kth_packet_once() {
 
 /// A 3-packet UDP flow's `k`-th query (the client port names the flow).
 fn udp_frame(port: u16, k: u64) -> Vec<u8> {
-    traffic_moe::traffic::pcap_writer::eth_ipv4(
+    traffic_moe::traffic::capture::pcap_writer::eth_ipv4(
         [10, 0, 0, 1].into(),
         [10, 0, 0, 2].into(),
         traffic_moe::traffic::types::PROTO_UDP,
-        &traffic_moe::traffic::pcap_writer::udp(port, 53, format!("q{port}.{k}").as_bytes()),
+        &traffic_moe::traffic::capture::pcap_writer::udp(
+            port,
+            53,
+            format!("q{port}.{k}").as_bytes(),
+        ),
     )
 }
 

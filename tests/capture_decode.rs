@@ -3,8 +3,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use traffic_moe::traffic::decode::{DecodedPacket, SkipReason, decode_frame, link};
-use traffic_moe::traffic::pcap_writer::{
+use traffic_moe::traffic::capture::decode::{DecodedPacket, SkipReason, decode_frame, link};
+use traffic_moe::traffic::capture::pcap_writer::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, ETHERTYPE_QINQ, ETHERTYPE_VLAN, Ipv4Opts, ethernet, ipv4, ipv6,
     tcp, udp,
 };
@@ -367,10 +367,10 @@ fn never_panics_on_prefixes_or_noise() {
 #[test]
 fn ethernet_addresses_are_kept_for_masking_and_absent_without_ethernet() {
     let (a, b) = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2));
-    let seg = traffic_moe::traffic::pcap_writer::udp(1000, 53, b"q");
-    let frame = traffic_moe::traffic::pcap_writer::eth_ipv4(a, b, PROTO_UDP, &seg);
+    let seg = traffic_moe::traffic::capture::pcap_writer::udp(1000, 53, b"q");
+    let frame = traffic_moe::traffic::capture::pcap_writer::eth_ipv4(a, b, PROTO_UDP, &seg);
     let p = decode(link::ETHERNET, &frame).unwrap();
-    use traffic_moe::traffic::pcap_writer::mac_for;
+    use traffic_moe::traffic::capture::pcap_writer::mac_for;
     assert_eq!(
         p.macs,
         Some((mac_for(a), mac_for(b))),

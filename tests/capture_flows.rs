@@ -3,9 +3,9 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use traffic_moe::traffic::decode::DecodedPacket;
-use traffic_moe::traffic::flows::{CLOSE_LINGER_NS, FlowTable};
-use traffic_moe::traffic::reader::ReadConfig;
+use traffic_moe::traffic::capture::decode::DecodedPacket;
+use traffic_moe::traffic::capture::reader::ReadConfig;
+use traffic_moe::traffic::flows::table::{CLOSE_LINGER_NS, FlowTable};
 use traffic_moe::traffic::types::{Flow, PROTO_TCP, PROTO_UDP, tcp_flags::*};
 
 const SEC: u64 = 1_000_000_000;

@@ -6,13 +6,13 @@ use std::io::Cursor;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use traffic_moe::traffic::capture::{CaptureErrorKind, CaptureFormat, CaptureReader};
-use traffic_moe::traffic::decode::link;
-use traffic_moe::traffic::pcap_writer::{
+use traffic_moe::traffic::capture::container::{CaptureErrorKind, CaptureFormat, CaptureReader};
+use traffic_moe::traffic::capture::decode::link;
+use traffic_moe::traffic::capture::pcap_writer::{
     Ipv4Opts, PcapNgBuilder, PcapWriter, eth_ipv4, ipv4, pcap_header, pcap_record_header, tcp, udp,
 };
-use traffic_moe::traffic::reader::{ReadConfig, read_capture};
-use traffic_moe::traffic::stats::FileStatus;
+use traffic_moe::traffic::capture::reader::{ReadConfig, read_capture};
+use traffic_moe::traffic::capture::stats::FileStatus;
 use traffic_moe::traffic::types::{Flow, PROTO_TCP, PROTO_UDP, tcp_flags};
 
 const A: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -33,7 +33,7 @@ fn frames_of(
     bytes: Vec<u8>,
 ) -> (
     Vec<Seen>,
-    Result<(), traffic_moe::traffic::capture::CaptureError>,
+    Result<(), traffic_moe::traffic::capture::container::CaptureError>,
     CaptureFormat,
 ) {
     let mut r = CaptureReader::from_read(Cursor::new(bytes)).expect("header parses");
@@ -180,7 +180,7 @@ fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     p
 }
 
-fn read_all(path: &Path) -> (traffic_moe::traffic::stats::FileStats, Vec<Flow>) {
+fn read_all(path: &Path) -> (traffic_moe::traffic::capture::stats::FileStats, Vec<Flow>) {
     let mut flows = Vec::new();
     let st = read_capture(path, 7, &ReadConfig::default(), &mut |f| flows.push(f));
     (st, flows)

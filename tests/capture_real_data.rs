@@ -7,10 +7,12 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use traffic_moe::traffic::capture::CaptureErrorKind;
-use traffic_moe::traffic::decode::SkipReason;
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_capture, read_captures};
-use traffic_moe::traffic::stats::FileStats;
+use traffic_moe::traffic::capture::container::CaptureErrorKind;
+use traffic_moe::traffic::capture::decode::SkipReason;
+use traffic_moe::traffic::capture::reader::{
+    ReadConfig, find_captures, read_capture, read_captures,
+};
+use traffic_moe::traffic::capture::stats::FileStats;
 use traffic_moe::traffic::types::{PROTO_TCP, PROTO_UDP};
 
 /// One row of expected_flow_counts.json (fields we compare).

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use tiny_train::classifier::{Fixture, SEC, fixture};
-use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, ethernet, udp};
+use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, ethernet, udp};
 use traffic_moe::traffic::types::PROTO_UDP;
 
 /// `tmoe classify --checkpoint CKPT --data DATA --quiet args`.

@@ -13,11 +13,11 @@ use traffic_moe::cli::classify;
 use traffic_moe::engine::{Device, Precision};
 use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::infer::pipeline::{PipelineConfig, classify_files};
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset};
-use traffic_moe::traffic::labels::LabelSource;
-use traffic_moe::traffic::reader::{find_captures, read_capture};
-use traffic_moe::traffic::split::SplitBy;
-use traffic_moe::traffic::tokenize::TokenizerConfig;
+use traffic_moe::traffic::capture::reader::{find_captures, read_capture};
+use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset};
+use traffic_moe::traffic::dataset::labels::LabelSource;
+use traffic_moe::traffic::dataset::split::SplitBy;
+use traffic_moe::traffic::tokens::tokenize::TokenizerConfig;
 use traffic_moe::train::finetune::FinetuneOpts;
 
 fn iot_sentinel() -> Option<PathBuf> {
@@ -358,7 +358,7 @@ fn a_flow_table_cap_ends_flows_early_and_counts_them() {
 
 /// Every frame of a capture, in order.
 fn frames_of(cap: &Path) -> Vec<(u64, u32, Vec<u8>, u32)> {
-    let mut r = traffic_moe::traffic::capture::CaptureReader::open(cap).unwrap();
+    let mut r = traffic_moe::traffic::capture::container::CaptureReader::open(cap).unwrap();
     let mut v = Vec::new();
     r.for_each_frame(|f| v.push((f.ts_ns, f.link_type, f.data.to_vec(), f.orig_len)))
         .unwrap();

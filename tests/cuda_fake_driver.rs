@@ -22,7 +22,7 @@ use traffic_moe::capi;
 use traffic_moe::engine::Device;
 use traffic_moe::eval::predict::{Loaded, class_logits};
 use traffic_moe::model::{FfnKind, Model};
-use traffic_moe::traffic::capture::CaptureReader;
+use traffic_moe::traffic::capture::container::CaptureReader;
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::step::Task;
 use traffic_moe::train::trainer::Trainer;

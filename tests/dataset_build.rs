@@ -5,15 +5,15 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 use traffic_moe::model::batch::open_part;
-use traffic_moe::traffic::dataset::{
+use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+use traffic_moe::traffic::dataset::build::{
     DatasetConfig, build_dataset, build_dataset_with, load_dataset_info,
 };
-use traffic_moe::traffic::labels::LabelSource;
-use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, udp};
-use traffic_moe::traffic::shard::Shard;
-use traffic_moe::traffic::split::SplitBy;
-use traffic_moe::traffic::tokenize::FlowTokenizer;
-use traffic_moe::traffic::vocab::{END, PAD};
+use traffic_moe::traffic::dataset::labels::LabelSource;
+use traffic_moe::traffic::dataset::shard::Shard;
+use traffic_moe::traffic::dataset::split::SplitBy;
+use traffic_moe::traffic::tokens::tokenize::FlowTokenizer;
+use traffic_moe::traffic::tokens::vocab::{END, PAD};
 
 struct FlowSpec {
     client: Ipv4Addr,

@@ -5,8 +5,8 @@ mod common;
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use traffic_moe::traffic::labels::{FlowLabels, parse_endpoint, split_csv_line};
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_captures};
+use traffic_moe::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
+use traffic_moe::traffic::dataset::labels::{FlowLabels, parse_endpoint, split_csv_line};
 use traffic_moe::traffic::types::{FlowKey, PROTO_TCP, PROTO_UDP};
 
 #[test]
@@ -109,9 +109,9 @@ fn ndpi_dataset_with_csv_labels() {
     let Some(ndpi) = common::shared_data("ndpi") else {
         return;
     };
-    use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-    use traffic_moe::traffic::labels::{CsvColumn, LabelSource};
-    use traffic_moe::traffic::shard::Shard;
+    use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+    use traffic_moe::traffic::dataset::labels::{CsvColumn, LabelSource};
+    use traffic_moe::traffic::dataset::shard::Shard;
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("ds");
     let cfg = DatasetConfig {

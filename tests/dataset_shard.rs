@@ -1,6 +1,8 @@
 //! Shard write / open round trip and clear errors on broken files.
 
-use traffic_moe::traffic::shard::{FlowMeta, NO_LABEL, Shard, ShardError, ip_bytes, write_shard};
+use traffic_moe::traffic::dataset::shard::{
+    FlowMeta, NO_LABEL, Shard, ShardError, ip_bytes, write_shard,
+};
 
 fn meta(label: u32, file_id: u32) -> FlowMeta {
     let (src_ip, v) = ip_bytes("192.168.1.2".parse().unwrap());

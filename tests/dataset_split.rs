@@ -1,7 +1,7 @@
 //! Deduplication and the stratified, seeded 8:1:1 split.
 
 use std::collections::{HashMap, HashSet};
-use traffic_moe::traffic::split::{Part, dedup_indices, split_by_file, split_by_flow};
+use traffic_moe::traffic::dataset::split::{Part, dedup_indices, split_by_file, split_by_flow};
 
 fn labels(counts: &[usize]) -> Vec<u32> {
     // Interleave classes so order carries no class information.

@@ -6,11 +6,11 @@
 use std::hash::BuildHasher;
 use std::net::{IpAddr, Ipv4Addr};
 
-use traffic_moe::traffic::decode::DecodedPacket;
-use traffic_moe::traffic::flows::{FastState, FlowTable, KeyedState};
-use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, udp};
-use traffic_moe::traffic::reader::{ReadConfig, read_capture};
-use traffic_moe::traffic::stats::RunStats;
+use traffic_moe::traffic::capture::decode::DecodedPacket;
+use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+use traffic_moe::traffic::capture::reader::{ReadConfig, read_capture};
+use traffic_moe::traffic::capture::stats::RunStats;
+use traffic_moe::traffic::flows::table::{FastState, FlowTable, KeyedState};
 use traffic_moe::traffic::types::{Flow, PROTO_UDP};
 
 const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1));
@@ -189,8 +189,10 @@ fn each_keyed_hasher_has_its_own_key() {
 
 #[test]
 fn tokenize_applies_max_flows_and_records_it() {
-    use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset_with, load_dataset_info};
-    use traffic_moe::traffic::labels::LabelSource;
+    use traffic_moe::traffic::dataset::build::{
+        DatasetConfig, build_dataset_with, load_dataset_info,
+    };
+    use traffic_moe::traffic::dataset::labels::LabelSource;
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps").join("dns");
     std::fs::create_dir_all(&caps).unwrap();

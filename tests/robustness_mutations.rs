@@ -42,19 +42,19 @@ use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::model::batch::{Sequences, make_batch, open_part};
 use traffic_moe::model::checkpoint;
 use traffic_moe::model::{FfnKind, Model, ModelConfig};
-use traffic_moe::traffic::capture::CaptureReader;
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use traffic_moe::traffic::decode::{decode_frame, link};
-use traffic_moe::traffic::labels::{FlowLabels, LabelSource};
-use traffic_moe::traffic::packet_meta;
-use traffic_moe::traffic::pcap_writer::{
+use traffic_moe::traffic::capture::container::CaptureReader;
+use traffic_moe::traffic::capture::decode::{decode_frame, link};
+use traffic_moe::traffic::capture::pcap_writer::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, Ipv4Opts, PcapNgBuilder, eth_ipv4, ethernet, ipv4, ipv6,
     mac_for, pcap_header, pcap_record_header, tcp, udp,
 };
-use traffic_moe::traffic::reader::{ReadConfig, read_capture};
-use traffic_moe::traffic::shard::Shard;
+use traffic_moe::traffic::capture::reader::{ReadConfig, read_capture};
+use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::dataset::labels::{FlowLabels, LabelSource};
+use traffic_moe::traffic::dataset::packet_meta;
+use traffic_moe::traffic::dataset::shard::Shard;
+use traffic_moe::traffic::tokens::vocab::Vocab;
 use traffic_moe::traffic::types::{Flow, PROTO_TCP, PROTO_UDP};
-use traffic_moe::traffic::vocab::Vocab;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
 use traffic_moe::train::optim::{AdamW, AdamWConfig};
 use traffic_moe::train::optim_state;

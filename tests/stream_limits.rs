@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 
 use traffic_moe::infer::flow_feed::{FlowFeed, StreamLimits, StreamStats};
-use traffic_moe::traffic::pcap_writer::{eth_ipv4, udp};
-use traffic_moe::traffic::reader::ReadConfig;
+use traffic_moe::traffic::capture::pcap_writer::{eth_ipv4, udp};
+use traffic_moe::traffic::capture::reader::ReadConfig;
 use traffic_moe::traffic::types::PROTO_UDP;
 
 const ETHERNET: u32 = 1;
@@ -150,8 +150,8 @@ fn limits_are_set_before_the_first_frame_only() {
 /// `skipped_frames` (what `classify --stream`'s summary prints).
 #[test]
 fn skipped_frames_are_counted_by_reason() {
-    use traffic_moe::traffic::decode::SkipReason;
-    use traffic_moe::traffic::pcap_writer::ethernet;
+    use traffic_moe::traffic::capture::decode::SkipReason;
+    use traffic_moe::traffic::capture::pcap_writer::ethernet;
     let mut s = FlowFeed::new(&read(), 1, false, limits(100, 100));
     let arp = ethernet([2; 6], [0xff; 6], &[], 0x0806, &[0; 28]);
     let icmp = eth_ipv4(

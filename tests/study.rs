@@ -9,9 +9,9 @@ use traffic_moe::engine::Device;
 use traffic_moe::model::FfnKind;
 use traffic_moe::model::batch::{Sequences, open_part};
 use traffic_moe::study::{Row, StudyOpts, routing_dir, run};
-use traffic_moe::traffic::labels::LabelSource;
-use traffic_moe::traffic::split::SplitBy;
-use traffic_moe::traffic::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
+use traffic_moe::traffic::capture::synth::{FLOWS_PER_FILE, SynthConfig, synthesize};
+use traffic_moe::traffic::dataset::labels::LabelSource;
+use traffic_moe::traffic::dataset::split::SplitBy;
 
 /// Synthetic captures of every class into `out`.
 fn captures(out: &std::path::Path, flows_per_class: usize, seed: u64) {

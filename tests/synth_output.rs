@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
-use traffic_moe::traffic::reader::{ReadConfig, find_captures, read_captures};
-use traffic_moe::traffic::synth::{CLASSES, SynthConfig, synthesize};
+use traffic_moe::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
+use traffic_moe::traffic::capture::synth::{CLASSES, SynthConfig, synthesize};
 use traffic_moe::traffic::types::Flow;
 
 fn synth(
@@ -15,9 +15,9 @@ fn synth(
     n: usize,
     seed: u64,
     force: bool,
-) -> anyhow::Result<traffic_moe::traffic::synth::SynthSummary> {
+) -> anyhow::Result<traffic_moe::traffic::capture::synth::SynthSummary> {
     synthesize(&SynthConfig {
-        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
+        flows_per_file: traffic_moe::traffic::capture::synth::FLOWS_PER_FILE,
         out: out.to_path_buf(),
         flows_per_class: n,
         seed,

@@ -11,13 +11,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use traffic_moe::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use traffic_moe::traffic::labels::LabelSource;
-use traffic_moe::traffic::shard::Shard;
-use traffic_moe::traffic::split::SplitBy;
-use traffic_moe::traffic::synth::{SynthConfig, synthesize};
-use traffic_moe::traffic::tokenize::TokenizerConfig;
-use traffic_moe::traffic::vocab::{END, PAD, PD};
+use traffic_moe::traffic::capture::synth::{SynthConfig, synthesize};
+use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use traffic_moe::traffic::dataset::labels::LabelSource;
+use traffic_moe::traffic::dataset::shard::Shard;
+use traffic_moe::traffic::dataset::split::SplitBy;
+use traffic_moe::traffic::tokens::tokenize::TokenizerConfig;
+use traffic_moe::traffic::tokens::vocab::{END, PAD, PD};
 
 /// The demo's tokenizer settings (src/cli/demo.rs).
 const DEMO_SEQ_LEN: usize = 64;
@@ -32,7 +32,7 @@ struct Tokenized {
 fn demo_tokens(dir: &Path, flows_per_class: usize, seed: u64) -> Tokenized {
     let captures = dir.join("captures");
     synthesize(&SynthConfig {
-        flows_per_file: traffic_moe::traffic::synth::FLOWS_PER_FILE,
+        flows_per_file: traffic_moe::traffic::capture::synth::FLOWS_PER_FILE,
         out: captures.clone(),
         flows_per_class,
         seed,

@@ -2,10 +2,10 @@
 //! (features.rs / tokenize.rs module docs).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use traffic_moe::traffic::features::View;
-use traffic_moe::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use traffic_moe::traffic::tokens::features::View;
+use traffic_moe::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
+use traffic_moe::traffic::tokens::vocab::{END, PAD, PD, PY, SPECIALS, UNK, Vocab};
 use traffic_moe::traffic::types::{Endpoint, Flow, FlowKey, PacketRecord};
-use traffic_moe::traffic::vocab::{END, PAD, PD, PY, SPECIALS, UNK, Vocab};
 
 fn pkt(ts_ns: u64, ip_len: u32, from_initiator: bool, flags: u8, payload: &[u8]) -> PacketRecord {
     PacketRecord {

@@ -1,7 +1,7 @@
 //! Label sources: folder names, file-name prefixes, nDPI and CIC CSVs.
 
 use std::path::Path;
-use traffic_moe::traffic::labels::{
+use traffic_moe::traffic::dataset::labels::{
     CsvColumn, FlowLabels, LabelSource, folder_label, parse_endpoint, prefix_label, split_csv_line,
 };
 use traffic_moe::traffic::types::{Endpoint, FlowKey, PROTO_TCP, PROTO_UDP};

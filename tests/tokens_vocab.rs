@@ -1,6 +1,6 @@
 //! WordPiece training on a bigram corpus, save / load round trip, hash.
 
-use traffic_moe::traffic::vocab::{BigramCounts, SPECIALS, UNK, Vocab, fnv1a64};
+use traffic_moe::traffic::tokens::vocab::{BigramCounts, SPECIALS, UNK, Vocab, fnv1a64};
 
 /// A corpus with strong structure: some words far more frequent than others.
 fn corpus() -> BigramCounts {

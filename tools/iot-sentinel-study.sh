@@ -74,7 +74,7 @@ import sys
 
 
 def shard_file_ids(path):
-    """file_id of every row of a .tmoe shard (layout: src/traffic/shard.rs)."""
+    """file_id of every row of a .tmoe shard (layout: src/traffic/dataset/shard.rs)."""
     with open(path, "rb") as f:
         b = f.read()
     magic, _ver, seq, n = struct.unpack_from("<8sIIQ", b, 0)

@@ -1,8 +1,8 @@
 //! Feature vectors of the classic baselines, from a flow's packet metadata
-//! (`traffic::packet_meta`): sizes, directions and times of its first K
+//! (`traffic::dataset::packet_meta`): sizes, directions and times of its first K
 //! packets.
 
-use crate::traffic::packet_meta::PacketSlot;
+use crate::traffic::dataset::packet_meta::PacketSlot;
 
 /// Statistics per packet-size series in AppScanner (Taylor et al., 2016):
 /// min, max, mean, median absolute deviation, standard deviation, variance,

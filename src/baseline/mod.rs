@@ -25,8 +25,8 @@ use smartcore::neighbors::knn_classifier::{KNNClassifier, KNNClassifierParameter
 
 use crate::eval::captures::capture_vote;
 use crate::eval::report::EvalReport;
-use crate::traffic::dataset::load_dataset_info;
-use crate::traffic::packet_meta;
+use crate::traffic::dataset::build::load_dataset_info;
+use crate::traffic::dataset::packet_meta;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -8,7 +8,7 @@ use std::fmt::Display;
 use std::str::FromStr;
 
 /// The parts of a dataset a `--split` names.
-pub const SPLITS: [&str; 3] = crate::traffic::split::Part::NAMES;
+pub const SPLITS: [&str; 3] = crate::traffic::dataset::split::Part::NAMES;
 
 /// A count of at least 1.
 pub fn count(s: &str) -> Result<usize, String> {
@@ -22,7 +22,7 @@ pub const MAX_BATCH: usize = 1 << 20;
 /// The longest sequence: the tokenizer's own bound (128 times the paper's
 /// 512). The model has no position limit (RoPE); the bound keeps batch x
 /// sequence x width well inside the address space.
-pub const MAX_SEQ: usize = crate::traffic::tokenize::MAX_SEQ_LEN;
+pub const MAX_SEQ: usize = crate::traffic::tokens::tokenize::MAX_SEQ_LEN;
 
 /// A sequence length: at least 2 tokens (one, then `[END]`), at most [`MAX_SEQ`].
 pub fn seq_len(s: &str) -> Result<usize, String> {

@@ -17,9 +17,9 @@ use crate::engine::{Device, Precision};
 use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
-use crate::traffic::dataset::path_list;
-use crate::traffic::reader::find_captures;
-use crate::traffic::stats::RunStats;
+use crate::traffic::capture::reader::find_captures;
+use crate::traffic::capture::stats::RunStats;
+use crate::traffic::dataset::build::path_list;
 use crate::traffic::types::{Endpoint, Flow, PROTO_TCP, PROTO_UDP};
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

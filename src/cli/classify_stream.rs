@@ -15,8 +15,8 @@ use crate::infer::latency::quantile;
 use crate::infer::overlap::{self, FrameSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
-use crate::traffic::capture::{CaptureErrorKind, CaptureReader};
-use crate::traffic::stats::SkipCounts;
+use crate::traffic::capture::container::{CaptureErrorKind, CaptureReader};
+use crate::traffic::capture::stats::SkipCounts;
 
 /// What a stream run did.
 #[derive(Debug, Clone)]

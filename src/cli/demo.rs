@@ -9,11 +9,11 @@ use crate::eval::report::EvalReport;
 use crate::model::ModelConfig;
 use crate::model::batch::open_part;
 use crate::model::checkpoint::load_classifier;
-use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use crate::traffic::labels::LabelSource;
-use crate::traffic::split::SplitBy;
-use crate::traffic::synth::{SynthConfig, synthesize};
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::capture::synth::{SynthConfig, synthesize};
+use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::dataset::split::SplitBy;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use crate::train::pretrain::{PretrainOpts, pretrain};
 use std::path::{Path, PathBuf};
@@ -88,7 +88,7 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
 /// Synthetic labelled pcaps (one folder per class).
 fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     let s = synthesize(&SynthConfig {
-        flows_per_file: crate::traffic::synth::FLOWS_PER_FILE,
+        flows_per_file: crate::traffic::capture::synth::FLOWS_PER_FILE,
         out: dir.to_path_buf(),
         flows_per_class: 150,
         seed,

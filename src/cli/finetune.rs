@@ -7,7 +7,7 @@ use crate::model::batch::open_part;
 use crate::model::checkpoint;
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
-use crate::traffic::dataset::load_dataset_info;
+use crate::traffic::dataset::build::load_dataset_info;
 use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use std::path::PathBuf;
 

@@ -2,9 +2,9 @@
 //! `tmoe tokenize`, `tmoe vocab` and `tmoe inspect` (same names, same defaults).
 
 use crate::cli::args;
-use crate::traffic::features::View;
-use crate::traffic::reader::ReadConfig;
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::capture::reader::ReadConfig;
+use crate::traffic::tokens::features::View;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FlowPartsArgs {

@@ -2,13 +2,13 @@
 //! bytes and tokens side by side.
 
 use super::flow_parts::FlowPartsArgs;
-use crate::traffic::bigram::{bigram_word, bigrams};
-use crate::traffic::dataset::read_sorted_flows;
-use crate::traffic::features::{ATTR_BYTES, flow_features, packet_attributes};
-use crate::traffic::reader::ReadConfig;
-use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::capture::reader::ReadConfig;
+use crate::traffic::dataset::build::read_sorted_flows;
+use crate::traffic::tokens::bigram::{bigram_word, bigrams};
+use crate::traffic::tokens::features::{ATTR_BYTES, flow_features, packet_attributes};
+use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::tokens::vocab::Vocab;
 use crate::traffic::types::Flow;
-use crate::traffic::vocab::Vocab;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 

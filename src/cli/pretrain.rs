@@ -3,7 +3,7 @@
 use crate::cli::args;
 use crate::model::batch::open_part;
 use crate::model::{FfnKind, ModelConfig};
-use crate::traffic::dataset::load_dataset_info;
+use crate::traffic::dataset::build::load_dataset_info;
 use crate::train::pretrain::{PretrainOpts, pretrain};
 use std::path::PathBuf;
 

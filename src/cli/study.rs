@@ -10,8 +10,8 @@ use crate::cli::args;
 use crate::engine::Device;
 use crate::model::ModelConfig;
 use crate::study::{Row, StudyOpts, run};
-use crate::traffic::labels::LabelSource;
-use crate::traffic::split::SplitBy;
+use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::dataset::split::SplitBy;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {

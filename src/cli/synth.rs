@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::args;
-use crate::traffic::synth::{SynthConfig, synthesize};
+use crate::traffic::capture::synth::{SynthConfig, synthesize};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,7 +15,7 @@ pub struct Args {
     #[arg(long, default_value_t = 500)]
     pub flows_per_class: usize,
     /// At most this many flows per capture file (1: one file per flow).
-    #[arg(long, value_parser = args::count, default_value_t = crate::traffic::synth::FLOWS_PER_FILE)]
+    #[arg(long, value_parser = args::count, default_value_t = crate::traffic::capture::synth::FLOWS_PER_FILE)]
     pub flows_per_file: usize,
     /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1)]

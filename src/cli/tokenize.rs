@@ -2,11 +2,11 @@
 
 use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
-use crate::traffic::dataset::{DatasetConfig, NoFlows, build_dataset_with};
-use crate::traffic::labels::LabelSource;
-use crate::traffic::split::SplitBy;
-use crate::traffic::tokenize::TokenizerConfig;
-use crate::traffic::vocab::DEFAULT_LEARNED;
+use crate::traffic::dataset::build::{DatasetConfig, NoFlows, build_dataset_with};
+use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::dataset::split::SplitBy;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
+use crate::traffic::tokens::vocab::DEFAULT_LEARNED;
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -58,7 +58,7 @@ pub struct Args {
     pub idle_timeout: f64,
     /// Flows open at once per capture; beyond it the least recently active
     /// flow ends early and is counted (bounds memory on floods and scans).
-    #[arg(long, value_parser = args::count, default_value_t = crate::traffic::reader::DEFAULT_MAX_FLOWS)]
+    #[arg(long, value_parser = args::count, default_value_t = crate::traffic::capture::reader::DEFAULT_MAX_FLOWS)]
     pub max_flows: usize,
     /// Write into an existing, non-empty output directory.
     #[arg(long)]

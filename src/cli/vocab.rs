@@ -2,9 +2,11 @@
 
 use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
-use crate::traffic::dataset::{collect_captures, corpus_counts, path_list, read_sorted_flows};
-use crate::traffic::stats::RunStats;
-use crate::traffic::vocab::{DEFAULT_LEARNED, SPECIALS, Vocab};
+use crate::traffic::capture::stats::RunStats;
+use crate::traffic::dataset::build::{
+    collect_captures, corpus_counts, path_list, read_sorted_flows,
+};
+use crate::traffic::tokens::vocab::{DEFAULT_LEARNED, SPECIALS, Vocab};
 use std::path::PathBuf;
 use std::time::Instant;
 

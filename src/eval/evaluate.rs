@@ -17,8 +17,8 @@ use crate::eval::routing::RoutingCounts;
 use crate::model::Model;
 use crate::model::batch::{Sequences, open_part};
 use crate::model::checkpoint::{self, CheckpointMeta, Expect, load_classifier};
-use crate::traffic::dataset::{DatasetInfo, load_dataset_info};
-use crate::traffic::shard::Shard;
+use crate::traffic::dataset::build::{DatasetInfo, load_dataset_info};
+use crate::traffic::dataset::shard::Shard;
 
 /// A classifier whose vocabulary and classes are the dataset's.
 pub struct Checked {
@@ -61,7 +61,7 @@ pub fn open_for_dataset(checkpoint: &Path, data: &Path) -> Result<Checked> {
 /// list).
 pub fn open_split(data: &Path, split: &str) -> Result<Shard> {
     anyhow::ensure!(
-        crate::traffic::split::Part::NAMES.contains(&split),
+        crate::traffic::dataset::split::Part::NAMES.contains(&split),
         "--split must be train, val or test (got `{split}`)"
     );
     open_part(data, split)

@@ -23,7 +23,7 @@ use anyhow::Result;
 use super::classifier::Classifier;
 use super::flow_feed::{FlowFeed, StreamLimits, StreamStats};
 use super::stream::{Verdict, flow_feed_for};
-use crate::traffic::decode::SkipReason;
+use crate::traffic::capture::decode::SkipReason;
 use crate::traffic::types::Flow;
 
 /// Batches queued for the worker beyond the one it is classifying.

@@ -10,9 +10,9 @@ use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
 use crate::model::Model;
 use crate::model::batch::MemSequences;
 use crate::model::checkpoint::load_classifier;
-use crate::traffic::dataset::load_dataset_info;
-use crate::traffic::reader::ReadConfig;
-use crate::traffic::tokenize::FlowTokenizer;
+use crate::traffic::capture::reader::ReadConfig;
+use crate::traffic::dataset::build::load_dataset_info;
+use crate::traffic::tokens::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
 /// Where the vocabulary comes from: the training dataset's folder (which also

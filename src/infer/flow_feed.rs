@@ -5,10 +5,10 @@
 
 use std::collections::{HashSet, VecDeque};
 
-use crate::traffic::decode::{SkipReason, decode_frame};
-use crate::traffic::flows::{FlowTable, KeyedState};
-use crate::traffic::reader::{DEFAULT_MAX_FLOWS, ReadConfig};
-use crate::traffic::stats::SkipCounts;
+use crate::traffic::capture::decode::{SkipReason, decode_frame};
+use crate::traffic::capture::reader::{DEFAULT_MAX_FLOWS, ReadConfig};
+use crate::traffic::capture::stats::SkipCounts;
+use crate::traffic::flows::table::{FlowTable, KeyedState};
 use crate::traffic::types::{Flow, FlowKey};
 
 /// Ended flows waiting for the classifier, unless set otherwise (0.75 to
@@ -101,7 +101,7 @@ impl FlowFeed {
             ..read.clone()
         };
         FlowFeed {
-            // Keys come from the network: a keyed hash (traffic::flow_hash).
+            // Keys come from the network: a keyed hash (traffic::flows::hash).
             table: FlowTable::new(&read, 0),
             read,
             finished: VecDeque::new(),

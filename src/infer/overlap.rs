@@ -21,8 +21,8 @@ use super::classifier::Classifier;
 use super::flow_feed::{FlowFeed, StreamStats};
 use super::stream::Verdict;
 use crate::model::batch::MemSequences;
-use crate::traffic::stats::SkipCounts;
-use crate::traffic::tokenize::FlowTokenizer;
+use crate::traffic::capture::stats::SkipCounts;
+use crate::traffic::tokens::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
 /// Ready flows the channel holds, in batches: one batch beside the one the

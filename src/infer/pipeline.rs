@@ -17,9 +17,9 @@ use anyhow::Result;
 
 use super::classifier::Classifier;
 use crate::model::batch::MemSequences;
-use crate::traffic::reader::read_capture;
-use crate::traffic::stats::FileStats;
-use crate::traffic::tokenize::FlowTokenizer;
+use crate::traffic::capture::reader::read_capture;
+use crate::traffic::capture::stats::FileStats;
+use crate::traffic::tokens::tokenize::FlowTokenizer;
 use crate::traffic::types::Flow;
 
 /// How the pipeline batches and reads.

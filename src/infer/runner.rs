@@ -10,7 +10,7 @@ use anyhow::Result;
 
 use super::latency::VerdictClock;
 use super::stream::{FlowStream, Verdict};
-use crate::traffic::decode::SkipReason;
+use crate::traffic::capture::decode::SkipReason;
 
 /// Longest a ready flow waits for its batch to fill, by default.
 pub const MAX_WAIT: Duration = Duration::from_millis(20);

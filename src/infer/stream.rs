@@ -1,6 +1,6 @@
 //! Frames in, classified flows out: the streaming front end for a network
 //! monitor. Frames go through the same decoder and flow table as capture
-//! files (`traffic::decode`, `traffic::flows`), so a flow gets the same class
+//! files (`traffic::capture::decode`, `traffic::flows::table`), so a flow gets the same class
 //! whether it is read from a pcap or fed frame by frame. A flow is classified
 //! once it ends (FIN from both sides or RST, idle timeout, or `flush`), or,
 //! with early verdicts on, as soon as it holds the K packets the model reads
@@ -12,7 +12,7 @@ use anyhow::Result;
 
 use super::classifier::Classifier;
 pub use super::flow_feed::{DEFAULT_MAX_PENDING, FlowFeed, StreamLimits, StreamStats};
-use crate::traffic::decode::SkipReason;
+use crate::traffic::capture::decode::SkipReason;
 use crate::traffic::types::{Endpoint, Flow};
 
 /// Flows classified per model call.

@@ -167,21 +167,21 @@ impl Sequences for Chain<'_> {
     }
 }
 
-impl Sequences for crate::traffic::shard::Shard {
+impl Sequences for crate::traffic::dataset::shard::Shard {
     fn count(&self) -> usize {
         self.len()
     }
     fn seq_len(&self) -> usize {
-        crate::traffic::shard::Shard::seq_len(self)
+        crate::traffic::dataset::shard::Shard::seq_len(self)
     }
     fn tokens(&self, i: usize) -> &[u32] {
-        crate::traffic::shard::Shard::tokens(self, i)
+        crate::traffic::dataset::shard::Shard::tokens(self, i)
     }
     fn n_tokens(&self, i: usize) -> usize {
-        crate::traffic::shard::Shard::n_tokens(self, i)
+        crate::traffic::dataset::shard::Shard::n_tokens(self, i)
     }
     fn label(&self, i: usize) -> Option<u32> {
-        crate::traffic::shard::Shard::label(self, i)
+        crate::traffic::dataset::shard::Shard::label(self, i)
     }
 }
 
@@ -193,11 +193,11 @@ impl Sequences for crate::traffic::shard::Shard {
 pub fn open_part(
     dir: &std::path::Path,
     part: &str,
-) -> anyhow::Result<crate::traffic::shard::Shard> {
-    let info = crate::traffic::dataset::load_dataset_info(dir)?;
+) -> anyhow::Result<crate::traffic::dataset::shard::Shard> {
+    let info = crate::traffic::dataset::build::load_dataset_info(dir)?;
     let p = dir.join(format!("{part}.tmoe"));
     // ShardError names the file.
-    let shard = crate::traffic::shard::Shard::open(&p)?;
+    let shard = crate::traffic::dataset::shard::Shard::open(&p)?;
     check_part(&p, &shard, &info)?;
     Ok(shard)
 }
@@ -205,8 +205,8 @@ pub fn open_part(
 /// `shard` (at `p`) belongs to the dataset `info` describes.
 fn check_part(
     p: &std::path::Path,
-    shard: &crate::traffic::shard::Shard,
-    info: &crate::traffic::dataset::DatasetInfo,
+    shard: &crate::traffic::dataset::shard::Shard,
+    info: &crate::traffic::dataset::build::DatasetInfo,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(
         shard.vocab_hash() == info.vocab_hash && shard.vocab_size() == info.vocab_size,

@@ -628,7 +628,7 @@ pub fn load_into(path: &Path, expect: &Expect, params: &mut [Param]) -> Result<C
 /// The fine-tuning length the file records (`extra.seq_len`), if any, is
 /// one a tokenizer makes: classifying pads a row of it per flow.
 fn check_seq_len(path: &Path, meta: &CheckpointMeta) -> Result<()> {
-    let max = crate::traffic::tokenize::MAX_SEQ_LEN;
+    let max = crate::traffic::tokens::tokenize::MAX_SEQ_LEN;
     match meta.extra.get("seq_len").map(|s| s.parse::<usize>()) {
         None => Ok(()),
         Some(Ok(n)) if (2..=max).contains(&n) => Ok(()),

@@ -24,10 +24,10 @@ use crate::eval::lm::{CountLm, lm_loss};
 use crate::model::batch::{Chain, Sequences, open_part};
 use crate::model::checkpoint::{self, Expect};
 use crate::model::{FfnKind, Model};
-use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use crate::traffic::features::View;
-use crate::traffic::labels::LabelSource;
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::tokens::features::View;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::pretrain::{PretrainOpts, kept_path, pretrain};
 
 /// Shares of the training flows each budget fine-tunes on: all, then the

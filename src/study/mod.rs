@@ -39,12 +39,12 @@ use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::model::batch::{Sequences, open_part};
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
-use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use crate::traffic::features::View;
-use crate::traffic::labels::LabelSource;
-use crate::traffic::shard::Shard;
-use crate::traffic::split::SplitBy;
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::dataset::shard::Shard;
+use crate::traffic::dataset::split::SplitBy;
+use crate::traffic::tokens::features::View;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::finetune::{FinetuneOpts, finetune};
 use crate::train::pretrain::{PretrainOpts, pretrain};
 
@@ -234,7 +234,7 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
     if !dir.join("dataset.json").exists() {
         build(o, view, &dir)?;
     }
-    let classes = crate::traffic::dataset::load_dataset_info(&dir)?.classes;
+    let classes = crate::traffic::dataset::build::load_dataset_info(&dir)?.classes;
     anyhow::ensure!(
         classes.len() >= 2,
         "{}: the captures give {} class{} ({}): a study compares classifiers, which needs two or more",

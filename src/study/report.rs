@@ -9,8 +9,8 @@ use serde_json::json;
 use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
 use crate::baseline::{BaselineOpts, Method};
 use crate::eval::plot::{Panel, Series, save_curves};
-use crate::traffic::dataset::load_dataset_info;
-use crate::traffic::features::View;
+use crate::traffic::dataset::build::load_dataset_info;
+use crate::traffic::tokens::features::View;
 
 /// Mean and (sample) standard deviation.
 fn mean_std(v: &[f64]) -> (f64, f64) {

@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::StudyOpts;
-use crate::traffic::labels::LabelSource;
+use crate::traffic::dataset::labels::LabelSource;
 
 /// The settings that change a run's result.
 fn settings(o: &StudyOpts) -> Value {

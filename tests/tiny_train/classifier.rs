@@ -10,10 +10,12 @@ use super::{tiny_finetune, tiny_model};
 use traffic_moe::cli::classify;
 use traffic_moe::model::FfnKind;
 use traffic_moe::model::batch::open_part;
-use traffic_moe::traffic::dataset::{DatasetConfig, DatasetInfo, build_dataset, load_dataset_info};
-use traffic_moe::traffic::labels::LabelSource;
-use traffic_moe::traffic::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
-use traffic_moe::traffic::tokenize::TokenizerConfig;
+use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, tcp, udp};
+use traffic_moe::traffic::dataset::build::{
+    DatasetConfig, DatasetInfo, build_dataset, load_dataset_info,
+};
+use traffic_moe::traffic::dataset::labels::LabelSource;
+use traffic_moe::traffic::tokens::tokenize::TokenizerConfig;
 use traffic_moe::traffic::types::{PROTO_TCP, PROTO_UDP};
 use traffic_moe::train::finetune::{FinetuneOpts, finetune};
 

@@ -35,12 +35,12 @@ use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::flow_feed_for;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::{FfnKind, Model, ModelConfig};
-use crate::traffic::capture::CaptureReader;
-use crate::traffic::dataset::{DatasetConfig, build_dataset, load_dataset_info};
-use crate::traffic::reader::find_captures;
-use crate::traffic::stats::peak_rss_kib;
-use crate::traffic::synth::{SynthConfig, synthesize};
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::capture::container::CaptureReader;
+use crate::traffic::capture::reader::find_captures;
+use crate::traffic::capture::stats::peak_rss_kib;
+use crate::traffic::capture::synth::{SynthConfig, synthesize};
+use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 
 #[derive(clap::Args, Debug)]
 pub struct ClassifyArgs {
@@ -323,7 +323,9 @@ fn prepare_inputs(
         let t = Instant::now();
         let s = synthesize(&SynthConfig {
             out: out.clone(),
-            flows_per_class: flows.div_ceil(crate::traffic::synth::CLASSES.len()).max(1),
+            flows_per_class: flows
+                .div_ceil(crate::traffic::capture::synth::CLASSES.len())
+                .max(1),
             flows_per_file: per_file,
             seed: 7,
             force: true,
@@ -343,7 +345,11 @@ fn prepare_inputs(
     };
     synth("one-flow", one_flow.max(6), 1)?;
     if many > 0 {
-        synth("synth-flows", many, crate::traffic::synth::FLOWS_PER_FILE)?;
+        synth(
+            "synth-flows",
+            many,
+            crate::traffic::capture::synth::FLOWS_PER_FILE,
+        )?;
     }
     Ok(inputs)
 }

@@ -24,8 +24,8 @@
 
 use std::borrow::Cow;
 
-use crate::traffic::identifiers::Identifiers;
-use crate::traffic::tokenize::TokenizerConfig;
+use crate::traffic::tokens::identifiers::Identifiers;
+use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::traffic::types::{Flow, PacketRecord};
 use serde::{Deserialize, Serialize};
 

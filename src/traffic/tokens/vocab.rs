@@ -46,7 +46,7 @@ impl Default for BigramCounts {
 
 impl BigramCounts {
     pub fn add_segment(&mut self, bytes: &[u8]) {
-        crate::traffic::bigram::count_bigrams(bytes, &mut self.0);
+        crate::traffic::tokens::bigram::count_bigrams(bytes, &mut self.0);
     }
     pub fn merge(mut self, other: &BigramCounts) -> Self {
         for (a, b) in self.0.iter_mut().zip(other.0.iter()) {

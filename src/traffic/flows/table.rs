@@ -7,10 +7,10 @@
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 
-use crate::traffic::decode::DecodedPacket;
-pub use crate::traffic::flow_hash::{FastHasher, FastState, KeyedState};
-use crate::traffic::reader::ReadConfig;
-use crate::traffic::recency::RecencyList;
+use crate::traffic::capture::decode::DecodedPacket;
+use crate::traffic::capture::reader::ReadConfig;
+pub use crate::traffic::flows::hash::{FastHasher, FastState, KeyedState};
+use crate::traffic::flows::recency::RecencyList;
 use crate::traffic::types::{Endpoint, Flow, FlowKey, PROTO_TCP, PacketRecord, tcp_flags};
 
 /// How long a closed TCP flow (FIN both ways / RST) stays in the table to
@@ -29,7 +29,7 @@ struct FlowState {
 ///
 /// Generic over the hasher rather than an enum of two maps: the hasher is
 /// chosen once per table, and a type parameter costs no branch per packet.
-/// Every reader uses the keyed [`KeyedState`] (`traffic::flow_hash` says
+/// Every reader uses the keyed [`KeyedState`] (`traffic::flows::hash` says
 /// why); the unkeyed [`FastState`] is the baseline the benchmark measures.
 ///
 /// At most `max_flows` flows are held: a new flow beyond that first evicts
@@ -37,7 +37,7 @@ struct FlowState {
 /// longest ago (with non-decreasing timestamps: the oldest last packet, ties
 /// to the one whose last packet came first). It is emitted like a flow that
 /// timed out and counted in [`FlowTable::evicted`]. Recency is a linked list
-/// in push order (`traffic::recency`), never the map's hash order, so the
+/// in push order (`traffic::flows::recency`), never the map's hash order, so the
 /// same packets give the same flows in the same order on every run.
 pub struct FlowTable<S = KeyedState> {
     max_packets: usize,

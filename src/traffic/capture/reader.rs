@@ -1,6 +1,6 @@
 //! The capture side's entry points: captures in, finished flows and stats out.
-//! Container reading (capture.rs) -> decoding (decode.rs) -> flow table
-//! (flows.rs), one file per rayon task.
+//! Container reading (container.rs) -> decoding (decode.rs) -> flow table
+//! (`flows::table`), one file per rayon task.
 
 use std::hash::BuildHasher;
 use std::io::Read;
@@ -10,10 +10,10 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use crate::traffic::capture::CaptureReader;
-use crate::traffic::decode::decode_frame;
-use crate::traffic::flows::{FlowTable, KeyedState};
-use crate::traffic::stats::{FileError, FileStats, RunStats, peak_rss_kib};
+use crate::traffic::capture::container::CaptureReader;
+use crate::traffic::capture::decode::decode_frame;
+use crate::traffic::capture::stats::{FileError, FileStats, RunStats, peak_rss_kib};
+use crate::traffic::flows::table::{FlowTable, KeyedState};
 use crate::traffic::types::Flow;
 
 /// How captures become flows.
@@ -80,7 +80,7 @@ pub fn read_capture_with<S: BuildHasher>(
         bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
         ..FileStats::default()
     };
-    let problem = |e: crate::traffic::capture::CaptureError| FileError {
+    let problem = |e: crate::traffic::capture::container::CaptureError| FileError {
         path: path.to_path_buf(),
         kind: e.kind,
         offset: e.offset,

@@ -12,19 +12,21 @@
 //! kept, deduplicated flow goes to `train.tmoe` with no label, and no
 //! `val`/`test` shards are written.
 
-use crate::traffic::augment::time_slices;
-use crate::traffic::features::flow_features;
-use crate::traffic::labels::{FlowLabels, LabelSource, class_table, folder_label, prefix_label};
-use crate::traffic::packet_meta::{self, PacketSlot, slots_of};
-use crate::traffic::reader::{ReadConfig, find_captures, read_captures};
-use crate::traffic::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
-use crate::traffic::split::{
+use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
+use crate::traffic::capture::stats::RunStats;
+use crate::traffic::dataset::augment::time_slices;
+use crate::traffic::dataset::labels::{
+    FlowLabels, LabelSource, class_table, folder_label, prefix_label,
+};
+use crate::traffic::dataset::packet_meta::{self, PacketSlot, slots_of};
+use crate::traffic::dataset::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
+use crate::traffic::dataset::split::{
     Part, SplitBy, dedup_indices, split_by_file, split_by_flow, split_by_time,
 };
-use crate::traffic::stats::RunStats;
-use crate::traffic::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::tokens::features::flow_features;
+use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
+use crate::traffic::tokens::vocab::{BigramCounts, DEFAULT_LEARNED, Vocab};
 use crate::traffic::types::Flow;
-use crate::traffic::vocab::{BigramCounts, DEFAULT_LEARNED, Vocab};
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -55,7 +57,7 @@ pub struct DatasetConfig {
     pub seed: u64,
     /// Time-slice augmentation of training flows (seconds per slice).
     pub slice_seconds: Option<f64>,
-    /// Packets read per flow when augmenting (see augment.rs).
+    /// Packets read per flow when augmenting (see `dataset::augment`).
     pub slice_packets: usize,
     /// Flow idle timeout of the reader.
     pub idle_timeout_s: f64,
@@ -67,7 +69,7 @@ pub struct DatasetConfig {
 }
 
 fn default_max_flows() -> usize {
-    crate::traffic::reader::DEFAULT_MAX_FLOWS
+    crate::traffic::capture::reader::DEFAULT_MAX_FLOWS
 }
 
 impl Default for DatasetConfig {

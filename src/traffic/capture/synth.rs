@@ -28,8 +28,8 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
-use crate::traffic::decode::link;
-use crate::traffic::pcap_writer::{
+use crate::traffic::capture::decode::link;
+use crate::traffic::capture::pcap_writer::{
     ETHERTYPE_IPV4, ETHERTYPE_IPV6, Ipv4Opts, PcapWriter, ethernet, ipv4, ipv6, tcp, udp,
 };
 use crate::traffic::types::{PROTO_TCP, PROTO_UDP, tcp_flags::*};

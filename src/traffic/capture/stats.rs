@@ -7,8 +7,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::traffic::capture::{CaptureErrorKind, CaptureFormat};
-use crate::traffic::decode::SkipReason;
+use crate::traffic::capture::container::{CaptureErrorKind, CaptureFormat};
+use crate::traffic::capture::decode::SkipReason;
 
 /// Frames skipped, per reason (indexed by `SkipReason::index`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -8,10 +8,10 @@
 //! and `[END]` is still appended, so every sequence ends with `[END]` (the model
 //! always sees where the flow's tokens stop). Padding with `[PAD]` fills the rest.
 
-use crate::traffic::bigram::bigrams;
-use crate::traffic::features::{View, flow_features};
+use crate::traffic::tokens::bigram::bigrams;
+use crate::traffic::tokens::features::{View, flow_features};
+use crate::traffic::tokens::vocab::{END, PAD, PD, PY, Vocab};
 use crate::traffic::types::Flow;
-use crate::traffic::vocab::{END, PAD, PD, PY, Vocab};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -27,7 +27,7 @@ pub struct TokenizerConfig {
     pub payload_bytes: usize,
     pub view: View,
     /// Zero payload bytes that spell the flow's own addresses or ports
-    /// (`traffic::identifiers`) before bigrams are formed. Absent in
+    /// (`traffic::tokens::identifiers`) before bigrams are formed. Absent in
     /// datasets written before it existed: off.
     #[serde(default)]
     pub mask_identifiers: bool,
@@ -83,7 +83,7 @@ impl FlowTokenizer {
 
     /// The vocabulary and configuration a dataset directory was built with.
     pub fn from_dataset_dir(dir: &Path) -> anyhow::Result<FlowTokenizer> {
-        let info = crate::traffic::dataset::load_dataset_info(dir)?;
+        let info = crate::traffic::dataset::build::load_dataset_info(dir)?;
         let vocab = Vocab::load(&dir.join("vocab.txt"))?;
         if vocab.hash() != info.vocab_hash {
             bail!(
