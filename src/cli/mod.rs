@@ -1,4 +1,8 @@
 //! One file per `tmoe` subcommand: its clap arguments and its `run`.
+//!
+//! The doc comments on arguments here are clap's `--help` text, written for a
+//! terminal (`[END]`, `<split>.tmoe`), not rustdoc markup.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
 
 pub mod args;
 pub mod baseline;

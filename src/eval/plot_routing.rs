@@ -20,7 +20,7 @@ fn oranges(v: f64) -> RGBColor {
     RGBColor(mix(lo.0, hi.0), mix(lo.1, hi.1), mix(lo.2, hi.2))
 }
 
-/// `panels`: (title, shares[layer][expert]). Colour: the share relative to
+/// `panels`: (title, `shares[layer][expert]`). Colour: the share relative to
 /// twice the uniform share (saturated above), the percentage in each cell.
 pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Result<()> {
     register_fonts();

@@ -135,7 +135,7 @@ fn forward_batch<B: Backend<f32>>(
     Ok((tape.to_host(t)?, tape.routing()?))
 }
 
-/// [`forward_batch`] on the engine that holds `weights`. On the CPU
+/// `forward_batch` on the engine that holds `weights`. On the CPU
 /// engines a batch is split across rayon's threads, each part run on its own
 /// tape with serial ops: at inference flows are independent (causal
 /// attention, masked pooling, routing per token), and a part per thread

@@ -60,7 +60,7 @@ pub(super) fn fwd_block<F: Float>(
     fwd_block_gemm(qb, kb, vb, m, hd, o, a)
 }
 
-/// [`fwd_block`] on `gemm` products: any float, any head size.
+/// `fwd_block` on `gemm` products: any float, any head size.
 pub fn fwd_block_gemm<F: Float>(
     qb: &[F],
     kb: &[F],
@@ -157,7 +157,7 @@ pub(super) fn bwd_block<F: Float>(
     bwd_block_gemm(qb, kb, vb, a, dob, hd, dqb, dkb, dvb)
 }
 
-/// [`bwd_block`] on `gemm` products: any float, any head size.
+/// `bwd_block` on `gemm` products: any float, any head size.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd_block_gemm<F: Float>(
     qb: &[F],

@@ -214,7 +214,7 @@ pub fn gemm<F: Float>(
     gemm_in(Products::F32, m, n, k, a, ta, b, tb, c, accumulate)
 }
 
-/// [`gemm`] with `products`' precision.
+/// [`gemm()`] with `products`' precision.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm_in<F: Float>(
     products: Products,

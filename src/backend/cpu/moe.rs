@@ -55,7 +55,7 @@ pub struct MoeSaved<F> {
     pub topk_w: Vec<F>,
     /// Routed slots per expert among the real tokens (see `valid`).
     pub counts: Vec<u32>,
-    /// `[T]`, 1 = real token, 0 = [PAD] (`None`: all real): the tokens the
+    /// `[T]`, 1 = real token, 0 = `[PAD]` (`None`: all real): the tokens the
     /// load-balancing loss and its gradient are over (`router` module docs).
     pub valid: Option<Vec<u8>>,
     pub plan: moe_permute::PermutePlan,

@@ -34,7 +34,7 @@ pub fn fwd<F: Float>(
 /// formed on the worker that computes its `dx`, then added in block order.
 const BWD_ROWS: usize = 32;
 
-/// `dx` is overwritten; `dw` accumulates: per block of [`BWD_ROWS`] rows in
+/// `dx` is overwritten; `dw` accumulates: per block of `BWD_ROWS` rows in
 /// parallel, then the blocks' sums in block order (the same bits whatever
 /// the threads). Before, `dw` was one serial pass over every row on the
 /// calling thread after the parallel `dx`.

@@ -1,7 +1,7 @@
 //! MoE router: softmax over N experts (fp32 in training), top-k selection
 //! with ties to the lower expert index, and the load-balancing loss.
 //!
-//! `valid` (`[T]`, 1 = real token, 0 = [PAD]; `None` = all real) restricts the
+//! `valid` (`[T]`, 1 = real token, 0 = `[PAD]`; `None` = all real) restricts the
 //! load-balancing statistics to the batch's real tokens: `counts`, `Load_e`
 //! and `Prob_e` are over real tokens only, and T in their denominators is the
 //! number of real tokens. Padded positions are still routed (probs, top-k) and

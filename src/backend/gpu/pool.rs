@@ -19,9 +19,9 @@
 //! ever had in use at once (a fixed-shape loop stays under that and frees
 //! nothing); past it, the sizes returned least recently are evicted. An
 //! evicted buffer may still be read by queued kernels, so it is only marked
-//! ([`Pool::take_evicted`]); the executor frees it after synchronizing.
+//! (`Pool::take_evicted`); the executor frees it after synchronizing.
 //! And when the driver is out of memory, the executor frees the whole
-//! cache and asks once more ([`Pool::trim`]).
+//! cache and asks once more (`Pool::trim`).
 //!
 //! A buffer dropped while kernels that use it are still queued is handed out
 //! again at once, with no event to wait for: safe only because all device

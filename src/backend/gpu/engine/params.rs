@@ -54,7 +54,7 @@ pub struct GpuParam {
     pub w16: Option<Buf<bf16>>,
     pub role: Role,
     /// Elements of the tensor itself: the views can be longer, by rows of
-    /// zeros ([`padded_rows`]: the embedding table's vocabulary padded to a
+    /// zeros (`padded_rows`: the embedding table's vocabulary padded to a
     /// multiple of 8).
     pub used: usize,
 }

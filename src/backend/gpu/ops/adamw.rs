@@ -86,7 +86,7 @@ pub struct AdamwArenas<'a> {
     pub param_bf16: Option<&'a Buf<bf16>>,
 }
 
-/// One AdamW step over every tensor. `grad_norm` ([1], e.g. `GradNorm::out`)
+/// One AdamW step over every tensor. `grad_norm` (`[1]`, e.g. `GradNorm::out`)
 /// enables clipping without a host round trip.
 pub fn step(
     ex: &Executor,

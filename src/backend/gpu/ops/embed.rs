@@ -49,7 +49,7 @@ impl Gather {
     }
 }
 
-/// out[t] = table[ids[t]]; ids: [rows], table: [vocab, d] f32, out: [rows, d] bf16.
+/// `out[t] = table[ids[t]]`; ids: `[rows]`, table: `[vocab, d]` f32, out: `[rows, d]` bf16.
 /// Ids outside the table give zero rows.
 pub fn fwd(
     ex: &Executor,
@@ -167,8 +167,8 @@ impl EmbedBwdScratch {
     }
 }
 
-/// dtable[ids[t]] += dout[t], deterministic (fixed summation order, no float
-/// atomics); ids: [rows] (ids >= vocab contribute nothing, as the forward
+/// `dtable[ids[t]] += dout[t]`, deterministic (fixed summation order, no float
+/// atomics); ids: `[rows]` (ids >= vocab contribute nothing, as the forward
 /// zeroes them), dout: [rows, d], dtable: [vocab, d].
 pub fn bwd(
     ex: &Executor,

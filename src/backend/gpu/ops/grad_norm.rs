@@ -17,7 +17,7 @@ pub struct GradNorm {
     pub n: usize,
     n_partials: usize,
     partials: Buf<f32>,
-    /// [1] the norm after `compute` (feed it to `adamw::step` for clipping).
+    /// `[1]`: the norm after `compute` (feed it to `adamw::step` for clipping).
     pub out: Buf<f32>,
 }
 

@@ -79,8 +79,8 @@ pub fn fwd(
     ))
 }
 
-/// Expert-side backward, per padded row: dy_rows [max_rows, d] = w * dout[t]
-/// (zero rows for padding), dtopk_w [T, k] = <dout[t], Y[row]> when given.
+/// Expert-side backward, per padded row: `dy_rows [max_rows, d] = w * dout[t]`
+/// (zero rows for padding), `dtopk_w [T, k] = <dout[t], Y[row]>` when given.
 /// `dy_rows` may be `y_rows`.
 #[allow(clippy::too_many_arguments)]
 pub fn bwd_rows(
@@ -124,7 +124,7 @@ pub fn bwd_rows(
 }
 
 /// Shared-expert backward, per token: dshared_out [T, d] = g * dout,
-/// dshared_gate [T] = <dout, shared_out> (gradient after the sigmoid).
+/// `dshared_gate [T] = <dout, shared_out>` (gradient after the sigmoid).
 #[allow(clippy::too_many_arguments)]
 pub fn bwd_tokens(
     ex: &Executor,

@@ -1,7 +1,7 @@
 //! Launch wrappers for cuda/moe_route.cu: router softmax + top-k, the
 //! load-balancing loss, and the router backward. All fp32.
 //!
-//! `valid` (`[T]` bytes, 1 = real token, 0 = [PAD]; `None` = all real): the
+//! `valid` (`[T]` bytes, 1 = real token, 0 = `[PAD]`; `None` = all real): the
 //! aux loss's statistics (counts, load, prob, the aux gradient) are over the
 //! real tokens only; padded positions are still routed. Pass the same mask
 //! to all three, with the counts `router_fwd` wrote under it (the plan's
@@ -82,7 +82,7 @@ fn check_valid(
     }
 }
 
-/// probs [T,N] =, topk_idx [T,k] =, topk_w [T,k] =; counts [N] += slots of
+/// `probs [T,N]` =, `topk_idx [T,k]` =, `topk_w [T,k]` =; `counts [N]` += slots of
 /// real tokens (zero it first; optional: without a mask `moe_permute_plan`
 /// writes the same counts).
 #[allow(clippy::too_many_arguments)]
@@ -125,7 +125,7 @@ pub fn router_fwd(
     ))
 }
 
-/// loss [1] = N * sum_e count_e/(T_r k) * sum_{real t} probs[t, e] / T_r
+/// `loss [1] = N * sum_e count_e/(T_r k) * sum_{real t} probs[t, e] / T_r`
 /// (T_r real tokens; 0 without one). Two launches: block partial sums into
 /// `partials` (scratch, `lb_loss_partials(r)` long), then one block sums them
 /// in a fixed order (deterministic).
@@ -171,7 +171,7 @@ pub fn lb_loss_fwd(
     ex.launch(&Launch::linear("lb_loss_fwd", 1, LB_THREADS, p2))
 }
 
-/// dlogits [T,N] = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs);
+/// `dlogits [T,N]` = softmax backward of (scatter(dtopk_w) + lb_dloss * dLb/dprobs);
 /// dLb/dprobs is 0 on padded rows.
 #[allow(clippy::too_many_arguments)]
 pub fn router_bwd(

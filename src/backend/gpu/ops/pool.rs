@@ -59,7 +59,7 @@ pub fn mean_fwd(
     })
 }
 
-/// dx [B, S, d] = mask * dout[b] / n_b (=).
+/// `dx [B, S, d] = mask * dout[b] / n_b` (=).
 pub fn mean_bwd(
     ex: &Executor,
     dout: &Buf<bf16>,

@@ -30,7 +30,7 @@ fn dims(rows: usize, d: usize) -> Result<(i32, i32)> {
     }
 }
 
-/// y = x * rstd * w, rstd = 1/sqrt(mean(x^2)+eps); x, y: [rows, d], w: [d], rstd: [rows].
+/// y = x * rstd * w, rstd = 1/sqrt(mean(x^2)+eps); x, y: `[rows, d]`, w: `[d]`, rstd: `[rows]`.
 #[allow(clippy::too_many_arguments)] // mirrors the kernel's parameters one to one
 pub fn fwd(
     ex: &Executor,

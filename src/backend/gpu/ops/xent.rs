@@ -23,7 +23,7 @@ fn threads(vocab: usize) -> u32 {
     (vocab.div_ceil(64).div_ceil(32) * 32).clamp(64, 512) as u32
 }
 
-/// losses [T] = per-row loss (0 for `ignore`); when `grad` is given,
+/// `losses [T]` = per-row loss (0 for `ignore`); when `grad` is given,
 /// `(dlogits, grad_scale)`: dlogits [T, V] = grad_scale * (softmax - onehot),
 /// zero rows for ignored targets. `dlogits` may be `logits` (in place), and
 /// must otherwise share its address modulo 16 bytes (any two buffers do).
@@ -82,7 +82,7 @@ pub fn fwd_bwd(
     ))
 }
 
-/// loss [1] = mean of losses over rows whose target is not `ignore` (0 if none).
+/// `loss [1]` = mean of losses over rows whose target is not `ignore` (0 if none).
 pub fn mean(
     ex: &Executor,
     losses: &Buf<f32>,

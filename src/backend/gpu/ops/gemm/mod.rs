@@ -181,7 +181,7 @@ pub struct Gemm<'a> {
 }
 
 /// Reduction splits of dW for a product with `m x n` outputs over `k` rows:
-/// enough blocks to fill the GPU, each split at least [`MIN_SPLIT_ROWS`] rows.
+/// enough blocks to fill the GPU, each split at least `MIN_SPLIT_ROWS` rows.
 pub fn dw_splits(m: usize, n: usize, k: usize) -> usize {
     let tiles = m.div_ceil(128) * n.div_ceil(128);
     TARGET_BLOCKS.div_ceil(tiles).min(k / MIN_SPLIT_ROWS).max(1)
