@@ -16,6 +16,7 @@ use crate::traffic::dataset::split::SplitBy;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use crate::train::pretrain::{PretrainOpts, pretrain};
+use anyhow::Context;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -106,6 +107,11 @@ fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
+    anyhow::ensure!(
+        !a.out.exists() || a.out.is_dir(),
+        "{} exists and is not a folder: --out takes a folder (created if missing)",
+        a.out.display()
+    );
     let used = std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some());
     anyhow::ensure!(
         a.force || !used,
@@ -114,7 +120,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
     // A missing GPU is said before any work is done or written.
     drop(a.device.gpu()?);
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let data = dataset(&a)?;
     let info = load_dataset_info(&data)?;
     anyhow::ensure!(
