@@ -6,7 +6,16 @@
 
 mod common;
 
-use common::tmoe_outcome as run;
+use common::{synth_dataset, tmoe_outcome as run};
+
+/// A tiny pretraining run of `steps` on `dir/data` into `dir/out`.
+fn pretrain(dir: &std::path::Path, out: &str, steps: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "pretrain", "--data", "data", "--out", out, "--steps", steps, "--batch", "4", "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args)
+}
 
 #[test]
 fn a_demo_out_that_is_a_file_is_named() {
@@ -23,5 +32,34 @@ fn a_demo_out_that_is_a_file_is_named() {
     assert_eq!(
         std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
         "mine\n"
+    );
+}
+
+#[test]
+fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    let (ok, text) = pretrain(dir.path(), "pt", "2", &[]);
+    assert!(ok, "{text}");
+    let ckpt = dir.path().join("pt/model.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let (ok, text) = pretrain(dir.path(), "pt", "2", &["--resume"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains(
+            "nothing to pretrain: pt/model.safetensors is already at step 2, the last of --steps 2"
+        ),
+        "{text}"
+    );
+    assert!(
+        !text.contains("pretrained 0 steps") && !text.contains("-0.0000"),
+        "{text}"
+    );
+    let (ok, text) = pretrain(dir.path(), "pt", "4", &["--resume", "--stop-after", "2"]);
+    assert!(ok, "{text}");
+    assert!(text.contains("--stop-after 2 is not past it"), "{text}");
+    assert!(
+        std::fs::read(&ckpt).unwrap() == before,
+        "the checkpoint was rewritten"
     );
 }

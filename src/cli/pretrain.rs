@@ -111,6 +111,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         keep_at: Vec::new(),
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
+    if r.history.is_empty() {
+        let step = crate::model::checkpoint::read_meta(&r.checkpoint)?.step;
+        let why = match a.stop_after {
+            Some(s) if s < a.steps => format!("--stop-after {s} is not past it"),
+            _ => format!(
+                "the last of --steps {}: a larger --steps continues the run",
+                a.steps
+            ),
+        };
+        println!(
+            "nothing to pretrain: {} is already at step {step}, {why}",
+            r.checkpoint.display()
+        );
+        return Ok(());
+    }
     let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()
         / r.history.len().clamp(1, 20) as f32;
     println!(

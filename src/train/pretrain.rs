@@ -82,12 +82,13 @@ pub fn pretrain(
     vocab_hash: u64,
 ) -> anyhow::Result<PretrainReport> {
     anyhow::ensure!(train.count() > 0, "pretraining data is empty");
+    let ckpt = model_path(&opts.out);
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
-    let ckpt = model_path(&opts.out);
     let (model, mut params) = Model::new(opts.cfg.clone(), opts.seed)?;
     let mut opt = AdamW::new(AdamWConfig::default(), &params);
     let mut start = 0;
+    let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     if opts.resume {
         let cfg_json = serde_json::to_value(&opts.cfg)?;
         let m = checkpoint::load_into(
@@ -111,6 +112,16 @@ pub fn pretrain(
         );
         opt = optim_state::load_optimizer(&optim_state::optimizer_path(&ckpt), &params)?;
         start = m.step;
+        if start >= end {
+            // A complete run (or --stop-after at or before its step): nothing
+            // to train, and the checkpoint stays as it is.
+            return Ok(PretrainReport {
+                checkpoint: ckpt,
+                history: Vec::new(),
+                tokens_per_s: 0.0,
+                seconds: 0.0,
+            });
+        }
         eprintln!("resumed {} at step {start}", ckpt.display());
     } else {
         anyhow::ensure!(
@@ -155,7 +166,6 @@ pub fn pretrain(
         optim_state::save_optimizer(&optim_state::optimizer_path(&ckpt), &opt, &params, true)?;
         Ok(())
     };
-    let end = opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
     for step in start..end {
         let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
         let lr = sched.lr_at(step) as f32;
