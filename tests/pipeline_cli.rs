@@ -63,3 +63,31 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
         "the checkpoint was rewritten"
     );
 }
+
+#[test]
+fn resuming_a_folder_without_a_pretraining_checkpoint_says_what_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    let (ok, text) = pretrain(dir.path(), "fresh", "2", &["--resume"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("fresh: no model.safetensors to resume")
+            && text.contains("leave out --resume to start one"),
+        "{text}"
+    );
+    assert!(
+        !dir.path().join("fresh").exists(),
+        "a failed resume made its --out"
+    );
+    // A fine-tuning run's folder given to pretrain --resume.
+    std::fs::create_dir_all(dir.path().join("ft")).unwrap();
+    std::fs::write(dir.path().join("ft/classifier.safetensors"), "x").unwrap();
+    let (ok, text) = pretrain(dir.path(), "ft", "2", &["--resume"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "ft: no model.safetensors to resume (it holds classifier.safetensors: a fine-tuning run"
+        ),
+        "{text}"
+    );
+}

@@ -83,6 +83,17 @@ pub fn pretrain(
 ) -> anyhow::Result<PretrainReport> {
     anyhow::ensure!(train.count() > 0, "pretraining data is empty");
     let ckpt = model_path(&opts.out);
+    if opts.resume && !ckpt.exists() {
+        let hint = if super::finetune::model_path(&opts.out).exists() {
+            " (it holds classifier.safetensors: a fine-tuning run, which pretraining does not continue)"
+        } else {
+            ""
+        };
+        anyhow::bail!(
+            "{}: no model.safetensors to resume{hint}; give --out the folder of an earlier pretraining run, or leave out --resume to start one",
+            opts.out.display()
+        );
+    }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     let (model, mut params) = Model::new(opts.cfg.clone(), opts.seed)?;
