@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{synth_dataset, tmoe_outcome as run};
+use common::{synth_dataset, tmoe, tmoe_outcome as run};
 
 /// A tiny pretraining run of `steps` on `dir/data` into `dir/out`.
 fn pretrain(dir: &std::path::Path, out: &str, steps: &str, extra: &[&str]) -> (bool, String) {
@@ -88,6 +88,34 @@ fn resuming_a_folder_without_a_pretraining_checkpoint_says_what_it_holds() {
         text.contains(
             "ft: no model.safetensors to resume (it holds classifier.safetensors: a fine-tuning run"
         ),
+        "{text}"
+    );
+}
+
+#[test]
+fn lp_ft_counts_fine_tuning_epochs_apart_from_the_head_fit() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    let text = tmoe(
+        dir.path(),
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--from-scratch",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--head-epochs",
+            "2",
+            "--batch",
+            "8",
+            "--quiet",
+        ],
+    );
+    assert!(
+        text.contains("fine-tuned 1 epochs after a 2-epoch head fit in"),
         "{text}"
     );
 }

@@ -149,9 +149,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (model, params, _) = load_classifier(&r.checkpoint)?;
     let loaded = crate::eval::predict::Loaded::new(a.device, params)?;
     let (acc, f1, _, _) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
+    // Epoch 0, where LP-FT's head fit is logged, is not a fine-tuning epoch.
+    let head_fit = if a.head_epochs > 0 {
+        format!(" after a {}-epoch head fit", a.head_epochs)
+    } else {
+        String::new()
+    };
     println!(
-        "fine-tuned {} epochs in {:.1} s ({:.0} tokens/s); best epoch {} (val macro-F1 {:.4}); test accuracy {acc:.4}, macro-F1 {f1:.4}; checkpoint {}",
-        r.history.len(),
+        "fine-tuned {} epochs{head_fit} in {:.1} s ({:.0} tokens/s); best epoch {} (val macro-F1 {:.4}); test accuracy {acc:.4}, macro-F1 {f1:.4}; checkpoint {}",
+        r.history.iter().filter(|e| e.epoch > 0).count(),
         r.seconds,
         r.tokens_per_s,
         r.best_epoch,
