@@ -119,3 +119,84 @@ fn lp_ft_counts_fine_tuning_epochs_apart_from_the_head_fit() {
         "{text}"
     );
 }
+
+#[test]
+fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    let text = tmoe(
+        d,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--from-scratch",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--quiet",
+        ],
+    );
+    assert!(text.contains("fine-tuned"), "{text}");
+    // Two of the six classes: with the same vocabulary, then with its own.
+    for class in ["dns", "voip"] {
+        let to = d.join("two").join(class);
+        std::fs::create_dir_all(&to).unwrap();
+        for e in std::fs::read_dir(d.join("caps").join(class)).unwrap() {
+            let e = e.unwrap();
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+    let tokenize = |out: &str, vocab: &[&str]| {
+        let mut args = vec![
+            "tokenize",
+            "two",
+            "--out",
+            out,
+            "--labels",
+            "folder",
+            "--seq-len",
+            "32",
+            "--quiet",
+        ];
+        args.extend_from_slice(vocab);
+        tmoe(d, &args);
+    };
+    tokenize("same-vocab", &["--vocab", "data/vocab.txt"]);
+    tokenize("own-vocab", &["--vocab-size", "300"]);
+    let finetune = |data: &str| {
+        run(
+            d,
+            &[
+                "finetune",
+                "--data",
+                data,
+                "--init",
+                "ft/classifier.safetensors",
+                "--out",
+                "ft2",
+                "--epochs",
+                "1",
+                "--quiet",
+            ],
+        )
+    };
+    let (ok, text) = finetune("same-vocab");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "ft/classifier.safetensors: a classifier of other classes than the dataset's (it has 6, the dataset 2)"
+        ) && text.contains("--init takes a pretrained model"),
+        "{text}"
+    );
+    let (ok, text) = finetune("own-vocab");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("vocabulary hash") && !text.contains("has shape"),
+        "{text}"
+    );
+}

@@ -288,9 +288,20 @@ pub fn finetune(
         ..Default::default()
     };
     if let Some(init) = &opts.init {
+        let context = || format!("loading pretrained weights from {}", init.display());
+        // The vocabulary first: a checkpoint of another dataset would
+        // otherwise be refused for a shape that follows from it.
+        let meta = checkpoint::read_meta(init).with_context(context)?;
+        checkpoint::check_meta(init, &meta, &backbone).with_context(context)?;
+        anyhow::ensure!(
+            meta.classes.is_empty() || meta.classes == opts.classes,
+            "{}: a classifier of other classes than the dataset's (it has {}, the dataset {}): --init takes a pretrained model (model.safetensors from `tmoe pretrain`), or a classifier of the same classes",
+            init.display(),
+            meta.classes.len(),
+            opts.classes.len()
+        );
         // Before allocating: the config may come from the file's metadata.
-        checkpoint::check_layout(init, &cfg, &backbone)
-            .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
+        checkpoint::check_layout(init, &cfg, &backbone).with_context(context)?;
     }
     let (model, mut params) = Model::new(cfg.clone(), opts.seed)?;
     if let Some(init) = &opts.init {
