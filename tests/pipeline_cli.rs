@@ -200,3 +200,15 @@ fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
         "{text}"
     );
 }
+
+#[test]
+fn model_info_refuses_a_vocabulary_before_printing_a_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = run(dir.path(), &["model-info", "--vocab", "3"]);
+    assert!(!ok, "{text}");
+    assert!(
+        !text.contains("total params"),
+        "half a table before the error:\n{text}"
+    );
+    assert!(text.contains("vocab 3 too small (at least 5"), "{text}");
+}

@@ -27,6 +27,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if let Some(v) = args.vocab {
         cfg.vocab = v;
     }
+    // Both models first: a config they refuse prints no half table.
+    let rows = [FfnKind::Moe, FfnKind::Dense]
+        .map(|ffn| model_info(&cfg.clone().with_ffn(ffn), args.seq).map(|i| (ffn, i)));
+    let rows = rows.into_iter().collect::<anyhow::Result<Vec<_>>>()?;
     println!(
         "config {}: d {}, layers {}, heads {}, N {}, k {}, d' {} (routed experts d'/k = {}, dense twin {}), vocab {}, seq {}",
         cfg.name,
@@ -45,8 +49,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "{:<10} {:>14} {:>14} {:>14} {:>16} {:>14}",
         "model", "total params", "active/token", "embedding", "GFLOP/token fwd", "+LM head"
     );
-    for ffn in [FfnKind::Moe, FfnKind::Dense] {
-        let i = model_info(&cfg.clone().with_ffn(ffn), args.seq)?;
+    for (ffn, i) in rows {
         println!(
             "{:<10} {:>14} {:>14} {:>14} {:>16.4} {:>14.4}",
             match ffn {

@@ -107,7 +107,7 @@ impl ModelConfig {
         );
         anyhow::ensure!(
             self.vocab > 4,
-            "model config: vocab {} too small",
+            "model config: vocab {} too small (at least 5: the special tokens)",
             self.vocab
         );
         // Far past any real model, but a config read from a file (a
