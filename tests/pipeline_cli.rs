@@ -212,3 +212,24 @@ fn model_info_refuses_a_vocabulary_before_printing_a_table() {
     );
     assert!(text.contains("vocab 3 too small (at least 5"), "{text}");
 }
+
+/// `tmoe bench model` at a small shape on the CPU, writing to `out`.
+fn bench_model(dir: &std::path::Path, out: &str) -> (bool, String) {
+    run(
+        dir,
+        &[
+            "bench", "model", "--device", "cpu", "--batch", "2", "--seq", "16", "--iters", "1",
+            "--out", out,
+        ],
+    )
+}
+
+#[test]
+fn bench_model_makes_a_missing_out_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = bench_model(dir.path(), "new/report.json");
+    assert!(ok, "{text}");
+    for f in ["new/report.json", "new/report.png"] {
+        assert!(dir.path().join(f).exists(), "{f} missing:\n{text}");
+    }
+}

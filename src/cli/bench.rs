@@ -57,6 +57,11 @@ pub(crate) fn emit_json(
     let json = serde_json::to_string_pretty(report)?;
     match out {
         Some(out) => {
+            // A missing folder is made, as `bench kernels --out` makes it.
+            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+            }
             std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?
         }
         None => println!("{json}"),
