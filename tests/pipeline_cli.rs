@@ -233,3 +233,17 @@ fn bench_model_makes_a_missing_out_folder() {
         assert!(dir.path().join(f).exists(), "{f} missing:\n{text}");
     }
 }
+
+#[test]
+fn bench_model_keeps_an_existing_chart_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mine.png"), "my picture").unwrap();
+    let (ok, text) = bench_model(dir.path(), "mine.json");
+    assert!(!ok, "{text}");
+    assert!(text.contains("mine.png exists: pass --force"), "{text}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mine.png")).unwrap(),
+        "my picture"
+    );
+    assert!(!dir.path().join("mine.json").exists());
+}

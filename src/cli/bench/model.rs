@@ -354,6 +354,9 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
     });
     let iters = a.iters.unwrap_or(if on_gpu { 20 } else { 3 });
     super::refuse_existing(a.out.as_deref(), a.force)?;
+    // The chart written beside the report.
+    let png = a.out.as_ref().map(|o| o.with_extension("png"));
+    super::refuse_existing(png.as_deref(), a.force)?;
     let mut cfg = ModelConfig::named(&config)?;
     cfg.n_classes = CLASSES;
     cfg.max_seq = cfg.max_seq.max(seq);
