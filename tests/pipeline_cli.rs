@@ -247,3 +247,36 @@ fn bench_model_keeps_an_existing_chart_without_force() {
     );
     assert!(!dir.path().join("mine.json").exists());
 }
+
+#[test]
+fn a_short_demo_compares_the_loss_of_distinct_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = tmoe(
+        dir.path(),
+        &[
+            "demo",
+            "--quiet",
+            "--pretrain-steps",
+            "4",
+            "--epochs",
+            "1",
+            "--seq-len",
+            "32",
+            "--max-per-class",
+            "8",
+        ],
+    );
+    // "LM loss A -> B": the mean of the first steps, then of the last ones.
+    let line = text.lines().find(|l| l.contains("LM loss")).unwrap();
+    let losses: Vec<&str> = line
+        .split("LM loss ")
+        .nth(1)
+        .unwrap()
+        .split(" (")
+        .next()
+        .unwrap()
+        .split(" -> ")
+        .collect();
+    assert_eq!(losses.len(), 2, "{line}");
+    assert_ne!(losses[0], losses[1], "the same steps on both sides: {line}");
+}

@@ -177,13 +177,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     )?;
     let h = &pt.history;
     let avg = |s: &[(u64, f32, f32)]| s.iter().map(|x| x.1).sum::<f32>() / s.len().max(1) as f32;
+    // The first and last steps' means, over windows that do not overlap on a short run.
+    let w = (h.len() / 2).clamp(1, 10);
     println!(
         "[{:>5.1}s] pretrained {} steps ({:.0} tokens/s): LM loss {:.3} -> {:.3} (ln V = {:.3})",
         t0.elapsed().as_secs_f64(),
         h.len(),
         pt.tokens_per_s,
-        avg(&h[..h.len().min(10)]),
-        avg(&h[h.len().saturating_sub(10)..]),
+        avg(&h[..h.len().min(w)]),
+        avg(&h[h.len().saturating_sub(w)..]),
         (info.vocab_size as f64).ln()
     );
 
