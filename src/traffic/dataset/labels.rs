@@ -284,10 +284,27 @@ impl FlowLabels {
             (None, Layout::Cic { .. }) => (find(&["label"]).context("no `Label` column")?, false),
         };
         let file_col = find(&["file"]);
+        // The columns a row must reach: a shorter one (a cut or broken
+        // line) is counted as unreadable, as a bad endpoint is.
+        let used = match &layout {
+            Layout::Ndpi { l4, src, dst } => vec![*l4, *src, *dst],
+            Layout::Cic { si, sp, di, dp, pr } => vec![*si, *sp, *di, *dp, *pr],
+        };
+        let width = 1 + used
+            .into_iter()
+            .chain([label_col])
+            .chain(file_col)
+            .max()
+            .unwrap_or(0);
 
         let mut out = FlowLabels::default();
         for (lineno, line) in lines {
             let cells = split_csv_line(line);
+            if cells.len() < width {
+                let what = format!("only {} columns, {width} expected", cells.len());
+                out.unreadable_row(lineno + 1, &what);
+                continue;
+            }
             let cell = |i: usize| -> anyhow::Result<&str> {
                 cells
                     .get(i)
