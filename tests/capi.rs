@@ -134,6 +134,19 @@ fn c_example_classifies_like_the_cli() {
         classified += from_c.len();
     }
     assert!(classified >= 100, "only {classified} flows");
+    // A capture that is not there: its name and the system's reason.
+    let out = Command::new(&exe)
+        .arg(&f.ckpt)
+        .arg(&f.data)
+        .arg(f.root.join("missing.pcap"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("missing.pcap: No such file or directory"),
+        "{stderr}"
+    );
 }
 
 fn null_str() -> *const std::ffi::c_char {

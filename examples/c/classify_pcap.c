@@ -13,6 +13,7 @@
  * --max-flows / --max-pending: tmoe_set_limits (flows open / awaiting a poll).
  */
 #include <arpa/inet.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,7 +91,11 @@ int main(int argc, char** argv) {
   }
   FILE* f = fopen(argv[3], "rb");
   unsigned char gh[24], rh[16];
-  if (!f || fread(gh, 1, 24, f) != 24) {
+  if (!f) {
+    fprintf(stderr, "%s: %s\n", argv[3], strerror(errno));
+    return 1;
+  }
+  if (fread(gh, 1, 24, f) != 24) {
     fprintf(stderr, "%s: cannot read a pcap header\n", argv[3]);
     return 1;
   }
