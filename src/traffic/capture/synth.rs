@@ -286,13 +286,17 @@ impl<'r> Conv<'r> {
     }
 
     /// Records a frame at the current time; a lost TCP frame shows up again
-    /// as a retransmission after a timeout, a lost UDP frame is gone.
+    /// as a retransmission after a timeout, a lost UDP frame is gone. The
+    /// conversation waits for the retransmission (its next step needs the
+    /// lost bytes acknowledged), so no later frame, and never the close,
+    /// comes before it: a retransmission after both FINs would be read as a
+    /// flow of its own.
     fn emit(&mut self, from_client: bool, proto: u8, segment: &[u8]) {
         let f = self.frame(from_client, proto, segment);
         if self.rng.random_bool(self.loss) {
             if proto == PROTO_TCP {
-                let rto = 200 * MS + 2 * self.rtt;
-                self.frames.push((self.t + rto, f));
+                self.t += 200 * MS + 2 * self.rtt;
+                self.frames.push((self.t, f));
             }
         } else {
             self.frames.push((self.t, f));
