@@ -79,7 +79,7 @@ fn summary_counts_skips_by_reason_and_a_repeated_capture_is_read_once() {
         "header + one flow:\n{stdout}"
     );
     assert!(
-        stderr.contains("classified 1 flows from 1 captures"),
+        stderr.contains("classified 1 flow from 1 capture in"),
         "{stderr}"
     );
     assert!(stderr.contains("skipped 2 frames: ARP 2;"), "{stderr}");

@@ -46,6 +46,11 @@ fn counts_below_one_are_refused() {
             &["finetune", "--data", "d", "--out", "o", "--epochs", "0"],
             "--epochs",
         ),
+        // 0 stopped as 1 does: after the first epoch without a better score.
+        (
+            &["finetune", "--data", "d", "--out", "o", "--patience", "0"],
+            "--patience",
+        ),
         (
             &[
                 "eval",

@@ -144,9 +144,9 @@ pub fn run(a: Args) -> Result<()> {
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     eprintln!(
-        "classified {} flows from {} captures in {:.1} s ({:.0} flows/s); {} captures skipped, {} flows under the packet minimum, {} ended early by the flow-table cap; predicted: {}",
-        s.flows_classified,
-        s.files_read,
+        "classified {} from {} in {:.1} s ({:.0} flows/s); {} captures skipped, {} flows under the packet minimum, {} ended early by the flow-table cap; predicted: {}",
+        noun(s.flows_classified as u64, "flow"),
+        noun(s.files_read as u64, "capture"),
         s.seconds,
         s.flows_classified as f64 / s.seconds.max(1e-9),
         s.files_skipped,
@@ -399,4 +399,13 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     pb
+}
+
+/// "1 flow", "2 flows": the summary's headline counts.
+fn noun(n: u64, singular: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {singular}s")
+    }
 }

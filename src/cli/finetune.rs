@@ -38,8 +38,8 @@ pub struct Args {
     /// Most epochs (early stopping may end sooner).
     #[arg(long, value_parser = args::count, default_value_t = 40)]
     pub epochs: usize,
-    /// Stop after this many epochs without a better validation macro-F1.
-    #[arg(long, default_value_t = 5)]
+    /// Stop after this many epochs without a better validation macro-F1 (at least 1).
+    #[arg(long, value_parser = args::count, default_value_t = 5)]
     pub patience: usize,
     /// Flows per step.
     #[arg(long, value_parser = args::batch, default_value_t = 32)]
