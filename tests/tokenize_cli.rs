@@ -2,6 +2,8 @@
 //! the per-file problems and the read summary come first, as in a run with
 //! flows, then the error.
 
+mod common;
+
 use std::process::{Command, Stdio};
 
 #[test]
@@ -54,4 +56,27 @@ fn broken_inputs_are_reported_before_the_empty_corpus_error() {
         out.contains("0 flows read from 3 files (3 failed, 0 with warnings)"),
         "{out}"
     );
+}
+
+/// A missing `--vocab` or label CSV is named, and the failed call leaves no
+/// empty output folder behind (both are read before the folder is made).
+#[test]
+fn missing_inputs_are_named_and_make_no_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "3"],
+    );
+    for (flag, value, named) in [
+        ("--vocab", "missing-vocab.txt", "missing-vocab.txt"),
+        ("--labels", "csv:missing.csv", "missing.csv"),
+    ] {
+        let (ok, out) = common::tmoe_outcome(
+            dir.path(),
+            &["tokenize", "caps", "--out", "data", flag, value, "--quiet"],
+        );
+        assert!(!ok, "{flag}: {out}");
+        assert!(out.contains(named), "{flag}: the file is not named:\n{out}");
+        assert!(!dir.path().join("data").exists(), "{flag}: left a folder");
+    }
 }

@@ -427,7 +427,6 @@ pub fn build_dataset_with(
     if cfg.inputs.is_empty() {
         bail!("no inputs given");
     }
-    prepare_out_dir(out_dir, force)?;
     let captures = collect_captures(&cfg.inputs)?;
     if captures.is_empty() {
         bail!("no capture files found under {}", path_list(&cfg.inputs));
@@ -464,6 +463,12 @@ pub fn build_dataset_with(
         }
         _ => None,
     };
+    // A given vocabulary is read before the captures, so that a bad file is
+    // said at once, not after a long read.
+    let given_vocab = cfg.vocab_file.as_deref().map(Vocab::load).transpose()?;
+    // Inputs checked: only now is the output folder made (a failed call
+    // leaves no empty folder behind).
+    prepare_out_dir(out_dir, force)?;
     let file_labels: Vec<Option<String>> = captures
         .iter()
         .map(|(p, root)| match &cfg.labels {
@@ -588,8 +593,8 @@ pub fn build_dataset_with(
 
     // Vocabulary.
     let t_vocab = Instant::now();
-    let vocab = match &cfg.vocab_file {
-        Some(p) => Vocab::load(p)?,
+    let vocab = match given_vocab {
+        Some(v) => v,
         None => {
             let spinner = progress_bar(1, "vocab", progress);
             spinner.set_message("training WordPiece");
