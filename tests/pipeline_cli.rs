@@ -35,6 +35,19 @@ fn a_demo_out_that_is_a_file_is_named() {
     );
 }
 
+/// A `--data` that is not there is named before `--out` is made.
+#[test]
+fn a_demo_data_that_is_missing_makes_no_out_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, text) = run(
+        dir.path(),
+        &["demo", "--data", "nothere", "--out", "d", "--quiet"],
+    );
+    assert!(!ok, "{text}");
+    assert!(text.contains("--data nothere: not a folder"), "{text}");
+    assert!(!dir.path().join("d").exists(), "{text}");
+}
+
 #[test]
 fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     let dir = tempfile::tempdir().unwrap();

@@ -118,8 +118,15 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         "{} is not empty: choose another --out or pass --force to replace an earlier demo's files",
         a.out.display()
     );
-    // A missing GPU is said before any work is done or written.
+    // A missing GPU or --data is said before any work is done or written.
     drop(a.device.gpu()?);
+    if let Some(d) = &a.data {
+        anyhow::ensure!(
+            d.is_dir(),
+            "--data {}: not a folder (captures in one folder per class, or a tokenized dataset)",
+            d.display()
+        );
+    }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let data = dataset(&a)?;
     let info = load_dataset_info(&data)?;
