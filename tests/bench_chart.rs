@@ -96,3 +96,32 @@ fn bench_kernels_keeps_an_existing_report_and_refuses_a_filter_that_matches_noth
     let e = kernels(&dir.path().join("none.json"), "no_such_kernel", false).unwrap_err();
     assert!(e.to_string().contains("no_such_kernel"), "{e}");
 }
+
+/// The kernels a `bench kernels --exec sim --filter` report lists.
+fn filtered(filter: &str) -> anyhow::Result<Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("kernels.json");
+    kernels(&out, filter, false)?;
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    Ok(r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kernel"].as_str().unwrap().to_string())
+        .collect())
+}
+
+#[test]
+fn bench_kernels_filter_takes_a_name_from_the_table() {
+    // A whole name from the table selects that entry alone, also where its
+    // group runs more (rmsnorm_bwd needs rmsnorm_fwd's rstd).
+    assert_eq!(filtered("rmsnorm_fwd").unwrap(), ["rmsnorm_fwd"]);
+    assert_eq!(filtered("rope_bwd").unwrap(), ["rope_bwd"]);
+    // Part of a name: every entry that contains it, and only those (the
+    // router's group also times lb_loss_fwd).
+    assert_eq!(filtered("router").unwrap(), ["router_fwd", "router_bwd"]);
+    // A name that is no entry's (the file moe_route.cu) says which there are.
+    let e = filtered("moe_route").unwrap_err();
+    assert!(format!("{e:#}").contains("router"), "{e:#}");
+}

@@ -186,7 +186,17 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     } else {
         "simulator: not a GPU; a smoke of the launch path at a small shape (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
     };
-    let want = |name: &str| args.filter.as_deref().is_none_or(|f| name.contains(f));
+    // Entries run in groups (`rmsnorm` times rmsnorm_fwd and rmsnorm_bwd): a
+    // group runs when its name contains the filter or the filter names one of
+    // its entries (`rmsnorm_bwd`); only the entries whose name contains the
+    // filter are reported. The groups asked about name the choices when none is.
+    let groups = std::cell::RefCell::new(Vec::<String>::new());
+    let want = |group: &str| {
+        groups.borrow_mut().push(group.to_string());
+        args.filter
+            .as_deref()
+            .is_none_or(|f| group.contains(f) || f.contains(group))
+    };
     let copy_bandwidth = if ex.is_gpu() {
         Some(copy_roof(&ex, iters)?)
     } else {
@@ -276,10 +286,18 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     gemm_kernels::run(&ex, iters, &want, &mut rec)?;
     attention_kernels::run(&ex, iters, &want, &mut rec)?;
 
-    if let (Some(f), true) = (&args.filter, rec.results.is_empty()) {
-        anyhow::bail!(
-            "--filter {f}: no kernel's name contains it (the table without --filter lists them all)"
-        );
+    if let Some(f) = &args.filter {
+        rec.results.retain(|r| r.kernel.contains(f.as_str()));
+        if rec.results.is_empty() {
+            let mut groups = groups.take();
+            let mut seen = std::collections::HashSet::new();
+            groups.retain(|g| seen.insert(g.clone()));
+            anyhow::bail!(
+                "--filter {f}: no kernel's name contains it; the benchmarks are {} \
+                 (some time several kernels: the table without --filter lists them all)",
+                groups.join(", ")
+            );
+        }
     }
     let report = Report {
         device,
