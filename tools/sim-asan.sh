@@ -6,6 +6,10 @@
 # misaligned 16-byte load (cuda/sim/asan/oob_demo.cu, compiled only here).
 # Rebuilds only this crate (TMOE_SIM_ASAN is a build-script input); the next
 # normal build rebuilds it back.
+#   usage: tools/sim-asan.sh [CARGO TEST ARGS]
+# Arguments replace the default test selection (every sim_*, kernel_* and
+# engine_gpu_* test), e.g. one kernel family: tools/sim-asan.sh --test kernel_rope
+# The demonstrations run either way (they show that the sanitizer is on).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export TMOE_SIM_ASAN=1
@@ -16,8 +20,9 @@ asan_rt="$(gcc -print-file-name=libasan.so)"
 triple="$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z-' 'A-Z_')"
 export "CARGO_TARGET_${triple}_RUNNER=env LD_PRELOAD=$asan_rt ASAN_OPTIONS=detect_leaks=0 UBSAN_OPTIONS=print_stacktrace=1"
 
-echo "== kernel and simulator tests under ASan"
-cargo test --test 'sim_*' --test 'kernel_*' --test 'engine_gpu_*'
+if (($#)); then tests=("$@"); else tests=(--test 'sim_*' --test 'kernel_*' --test 'engine_gpu_*'); fi
+echo "== under ASan: cargo test ${tests[*]}"
+cargo test "${tests[@]}"
 
 echo "== demonstrations: each out-of-bounds or misaligned access must be caught"
 log="$(mktemp)"
