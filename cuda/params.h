@@ -153,7 +153,7 @@ typedef struct EmbedBwdReduceParams {
   int32_t d;
 } EmbedBwdReduceParams;
 
-/* ---- simulator self-tests (cuda/sim/tests/*.cu; compiled for the simulator only) ---- */
+/* ---- simulator self-tests (cuda/sim/tests/; built for the GPU too, so that a GPU run confirms the simulator) ---- */
 
 typedef struct SimTestParams {
   const float* in_f;  /* generic inputs, meaning per test kernel */
