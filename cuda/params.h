@@ -1,7 +1,8 @@
 /* Kernel launch parameters: one POD struct per kernel, the single source of truth
  * shared by the CUDA kernels (nvcc), the CPU simulator (g++) and Rust (bindgen's
  * output, committed as src/backend/gpu/params_bindings.rs; after editing this
- * file run `TMOE_REGEN_PARAMS=1 cargo test --test params_bindings`).
+ * file, and before Rust uses what changed, run
+ * `cargo run --manifest-path tools/regen-params/Cargo.toml`, see cuda/README.md).
  *
  * Conventions (see cuda/README.md):
  *  - The struct for kernel `foo_bar` is `FooBarParams`; the kernel is
