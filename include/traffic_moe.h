@@ -132,7 +132,9 @@ tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
 
 /* Caps memory; call before the first tmoe_feed (later: -1). 0 keeps a limit
  * as it is. `max_flows`: open flows (default 1,000,000; 0.75 to 1.2 KB each
- * at K = 10); `max_pending`: ended flows awaiting tmoe_poll (default 65,536).
+ * at K = 10); `max_pending`: ended flows awaiting tmoe_poll (default 65,536; with
+ * TMOE_BACKGROUND it caps the flows waiting for the model thread and, apart
+ * from them, the verdicts it made that wait for tmoe_poll).
  * 0, or -1 on error. */
 int32_t tmoe_set_limits(tmoe_classifier* h, uint64_t max_flows, uint64_t max_pending);
 

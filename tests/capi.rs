@@ -630,3 +630,47 @@ fn background_mode_gives_the_callers_verdicts() {
         );
     }
 }
+
+#[test]
+fn background_mode_holds_at_most_max_pending_verdicts() {
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    // SAFETY: valid strings; one thread; closed once.
+    unsafe {
+        let h = tmoe_open(
+            ckpt.as_ptr(),
+            data.as_ptr(),
+            null_str(),
+            null_str(),
+            0,
+            TMOE_BACKGROUND,
+        );
+        assert!(!h.is_null(), "{}", last_error());
+        // One open flow (each new one ends the last) and 2 awaiting a poll.
+        assert_eq!(tmoe_set_limits(h, 1, 2), 0);
+        // Ten 3-packet flows, never polled, each long enough apart that the
+        // model thread classifies it (a flow waits at most 20 ms): the
+        // verdicts, not the ended flows, are what piles up.
+        let mut ts = 1_000;
+        for port in 1000..1010u16 {
+            for k in 0..3 {
+                feed_udp(h, ts, port, k);
+                ts += 1_000;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert_eq!(tmoe_flush(h), 0, "{}", last_error());
+        let mut v = [TmoeVerdict::default(); 16];
+        let n = tmoe_poll(h, v.as_mut_ptr(), 16);
+        assert_eq!(n, 2, "verdicts held beyond max_pending = 2");
+        let mut s = TmoeStats::default();
+        assert_eq!(tmoe_get_stats(h, &mut s), 0);
+        assert_eq!(
+            (s.flows_finished, s.flows_classified, s.flows_dropped),
+            (10, 2, 8)
+        );
+        assert_eq!(tmoe_pending(h), 0);
+        tmoe_close(h);
+    }
+}

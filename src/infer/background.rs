@@ -13,6 +13,7 @@
 //! stay on one thread (a GPU context) never crosses threads.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -47,8 +48,8 @@ struct Shared {
     out: Mutex<Out>,
     /// Signalled whenever `in_flight` falls.
     done: Condvar,
-    /// Most verdicts held for `poll`.
-    max_verdicts: usize,
+    /// Most verdicts held for `poll`: the limits' `max_pending`.
+    max_verdicts: AtomicUsize,
 }
 
 impl Shared {
@@ -95,7 +96,7 @@ impl BackgroundStream {
         let shared = Arc::new(Shared {
             out: Mutex::new(Out::default()),
             done: Condvar::new(),
-            max_verdicts: limits.max_pending.max(1),
+            max_verdicts: AtomicUsize::new(limits.max_pending.max(1)),
         });
         let (tx, rx) = sync_channel::<Vec<Flow>>(QUEUED_BATCHES);
         let (opened_tx, opened_rx) = sync_channel::<Result<Opened>>(1);
@@ -148,8 +149,13 @@ impl BackgroundStream {
     }
 
     /// See [`FlowFeed::set_limits`]: before the first frame only.
+    /// `max_pending` also caps the verdicts waiting for `poll`.
     pub fn set_limits(&mut self, limits: StreamLimits) -> Result<()> {
-        self.feed.set_limits(limits)
+        self.feed.set_limits(limits)?;
+        self.shared
+            .max_verdicts
+            .store(limits.max_pending.max(1), Ordering::Relaxed);
+        Ok(())
     }
 
     /// Adds one frame (never blocks on the model).
@@ -300,11 +306,12 @@ fn work(clf: &Classifier, batch: usize, rx: &Receiver<Vec<Flow>>, shared: &Share
         let r =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clf.classify(&flows, batch)))
                 .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")));
+        let max_verdicts = shared.max_verdicts.load(Ordering::Relaxed);
         let mut out = shared.lock();
         match r {
             Ok(classes) => {
                 for (f, (class_id, p)) in flows.iter().zip(classes) {
-                    if out.verdicts.len() >= shared.max_verdicts {
+                    if out.verdicts.len() >= max_verdicts {
                         out.dropped += 1;
                     } else {
                         out.verdicts.push_back(Verdict::of(f, class_id, p));
