@@ -20,9 +20,11 @@
  * flow is dropped: flows_dropped). Flow keys are hashed with a per-process
  * random key, so senders cannot craft colliding flows.
  *
- * Errors: functions returning a pointer give NULL, those returning a number
- * give -1; tmoe_last_error() says why (per thread). No function aborts the
- * process. A handle must not be used from two threads at the same time.
+ * Errors: functions returning a pointer give NULL, those returning a signed
+ * number give -1, and the unsigned tmoe_class_count and tmoe_pending give 0
+ * (a NULL handle); tmoe_last_error() says why (per thread). No function
+ * aborts the process. A handle must not be used from two threads at the same
+ * time.
  *
  * Memory of the process: on glibc, opening a CPU classifier tunes malloc
  * once for the whole process (mallopt: no mmap for large blocks, trim
