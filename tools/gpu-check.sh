@@ -7,7 +7,7 @@
 #
 #   On the GPU machine (device `run` tool, carry ["target/gpu-bundle.tar.xz"]):
 #       tar -xJf target/gpu-bundle.tar.xz -C target && target/gpu-bundle/run.sh
-#   (every binary embeds the same fatbins, so xz shrinks ~67 MB to ~8 MB, well
+#   (every binary embeds the same fatbins, so xz shrinks ~138 MB to ~9 MB, well
 #   under the 64 MiB a device call may carry)
 #   runs, most important first (a run cut short still answers the main
 #   question): `tmoe bench model` at base, batch 64, sequence 512 (MoE vs
