@@ -48,6 +48,27 @@ fn a_demo_data_that_is_missing_makes_no_out_folder() {
     assert!(!dir.path().join("d").exists(), "{text}");
 }
 
+/// Captures of one class are refused before they are read and tokenized.
+#[test]
+fn a_demo_data_of_one_class_is_refused_before_reading() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tmoe(d, &["synth", "--out", "caps", "--flows-per-class", "2"]);
+    std::fs::create_dir_all(d.join("one")).unwrap();
+    std::fs::rename(d.join("caps/dns"), d.join("one/dns")).unwrap();
+    let (ok, text) = run(d, &["demo", "--data", "one", "--out", "o", "--quiet"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "--data one: need at least 2 classes, one folder of captures each (found 1: dns)"
+        ),
+        "{text}"
+    );
+    // Not read: no read summary, and no output folder.
+    assert!(!text.contains("flows read"), "{text}");
+    assert!(!d.join("o").exists(), "{text}");
+}
+
 #[test]
 fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     let dir = tempfile::tempdir().unwrap();

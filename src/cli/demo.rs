@@ -10,8 +10,10 @@ use crate::model::ModelConfig;
 use crate::model::batch::open_part;
 use crate::model::checkpoint::load_classifier;
 use crate::traffic::capture::synth::{SynthConfig, synthesize};
-use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
-use crate::traffic::dataset::labels::LabelSource;
+use crate::traffic::dataset::build::{
+    DatasetConfig, build_dataset, collect_captures, load_dataset_info,
+};
+use crate::traffic::dataset::labels::{LabelSource, folder_label};
 use crate::traffic::dataset::split::SplitBy;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
@@ -86,6 +88,26 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Captures in `dir` fall into at least 2 classes (their folders): said
+/// before anything is read, tokenized or written.
+fn check_classes(dir: &Path) -> anyhow::Result<()> {
+    let classes: std::collections::BTreeSet<String> = collect_captures(&[dir.to_path_buf()])?
+        .iter()
+        .filter_map(|(p, root)| folder_label(root, p))
+        .collect();
+    anyhow::ensure!(
+        classes.len() >= 2,
+        "--data {}: need at least 2 classes, one folder of captures each (found {}{})",
+        dir.display(),
+        classes.len(),
+        classes
+            .first()
+            .map(|c| format!(": {c}"))
+            .unwrap_or_default()
+    );
+    Ok(())
+}
+
 /// Synthetic labelled pcaps (one folder per class).
 fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
     let s = synthesize(&SynthConfig {
@@ -126,6 +148,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             "--data {}: not a folder (captures in one folder per class, or a tokenized dataset)",
             d.display()
         );
+        if !d.join("dataset.json").exists() {
+            check_classes(d)?;
+        }
     }
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let data = dataset(&a)?;
