@@ -56,17 +56,18 @@ pub(crate) fn emit_json(
 ) -> anyhow::Result<()> {
     let json = serde_json::to_string_pretty(report)?;
     match out {
-        Some(out) => {
-            // A missing folder is made, as `bench kernels --out` makes it.
-            if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("creating {}", dir.display()))?;
-            }
-            std::fs::write(out, &json).with_context(|| format!("writing {}", out.display()))?
-        }
+        Some(out) => write_report(out, &json)?,
         None => println!("{json}"),
     }
     Ok(())
+}
+
+/// Writes a report to `out`, making its folder when missing.
+fn write_report(out: &std::path::Path, text: &str) -> anyhow::Result<()> {
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
 }
 
 /// The GPU benchmark shape: model `base` (its config, not a restatement) at
@@ -306,11 +307,8 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         results: rec.results,
     };
     if let Some(path) = &args.out {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        }
         let json = serde_json::to_string_pretty(&report)?;
-        std::fs::write(path, &json).with_context(|| format!("writing {}", path.display()))?;
+        write_report(path, &json)?;
         if ex.is_gpu() {
             let png = path.with_extension("png");
             draw_report(&serde_json::from_str(&json)?, &png)?;
