@@ -112,7 +112,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     };
     let r = pretrain(&opts, &train, info.vocab_hash)?;
     if r.history.is_empty() {
-        let step = crate::model::checkpoint::read_meta(&r.checkpoint)?.step;
         let why = match a.stop_after {
             Some(s) if s < a.steps => format!("--stop-after {s} is not past it"),
             _ => format!(
@@ -121,8 +120,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             ),
         };
         println!(
-            "nothing to pretrain: {} is already at step {step}, {why}",
-            r.checkpoint.display()
+            "nothing to pretrain: {} is already at step {}, {why}",
+            r.checkpoint.display(),
+            r.start_step
         );
         return Ok(());
     }

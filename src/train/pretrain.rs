@@ -55,6 +55,8 @@ pub fn kept_path(out: &Path, step: u64) -> PathBuf {
 #[derive(Clone, Debug)]
 pub struct PretrainReport {
     pub checkpoint: PathBuf,
+    /// The step the run started at: 0, or the resumed checkpoint's.
+    pub start_step: u64,
     /// (step, LM loss, aux loss) per step.
     pub history: Vec<(u64, f32, f32)>,
     pub tokens_per_s: f64,
@@ -128,6 +130,7 @@ pub fn pretrain(
             // to train, and the checkpoint stays as it is.
             return Ok(PretrainReport {
                 checkpoint: ckpt,
+                start_step: start,
                 history: Vec::new(),
                 tokens_per_s: 0.0,
                 seconds: 0.0,
@@ -223,6 +226,7 @@ pub fn pretrain(
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PretrainReport {
         checkpoint: ckpt,
+        start_step: start,
         history,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         seconds,
