@@ -228,3 +228,31 @@ fn a_split_that_is_not_a_part_is_refused() {
         assert!(err.contains("train, val, test"), "{err}");
     }
 }
+
+/// `finetune --init` takes the model's size and FFN from the checkpoint:
+/// `--config` and `--ffn` beside it are refused, naming both, rather than
+/// ignored (a dense `--ffn` fine-tuned the checkpoint's MoE without a word).
+#[test]
+fn finetune_model_options_beside_init_are_refused() {
+    for extra in [&["--ffn", "dense"][..], &["--config", "small"]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args([
+                "finetune",
+                "--data",
+                "d",
+                "--out",
+                "o",
+                "--init",
+                "pt.safetensors",
+            ])
+            .args(extra)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        assert!(
+            err.contains("--init") && err.contains(extra[0]) && err.contains("cannot be used"),
+            "{extra:?}: {err}"
+        );
+    }
+}

@@ -26,12 +26,14 @@ pub struct Args {
     /// Train from random weights ("w/o PT").
     #[arg(long)]
     pub from_scratch: bool,
-    /// Model size when --from-scratch.
-    #[arg(long, default_value = "tiny")]
-    pub config: String,
-    /// FFN kind when --from-scratch.
-    #[arg(long, value_enum, default_value_t = Ffn::Moe)]
-    pub ffn: Ffn,
+    /// Model size when --from-scratch: tiny, small or base [default: tiny].
+    /// With --init the checkpoint's is used, so it is refused there.
+    #[arg(long, conflicts_with = "init")]
+    pub config: Option<String>,
+    /// FFN kind when --from-scratch [default: moe]. With --init the
+    /// checkpoint's is used, so it is refused there.
+    #[arg(long, value_enum, conflicts_with = "init")]
+    pub ffn: Option<Ffn>,
     /// Run directory (classifier.safetensors, finetune_log.jsonl).
     #[arg(long)]
     pub out: PathBuf,
@@ -111,7 +113,8 @@ pub fn run(a: Args) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("{}: model_config: {e}", p.display()))?
         }
         None => {
-            let mut c = ModelConfig::named(&a.config)?.with_ffn(FfnKind::from(a.ffn));
+            let mut c = ModelConfig::named(a.config.as_deref().unwrap_or("tiny"))?
+                .with_ffn(FfnKind::from(a.ffn.unwrap_or(Ffn::Moe)));
             c.vocab = info.vocab_size;
             c.max_seq = train.seq_len();
             c
