@@ -256,3 +256,36 @@ fn finetune_model_options_beside_init_are_refused() {
         );
     }
 }
+
+/// `finetune` without a starting point names both ways to give one (it
+/// asked for `--init` alone, as if `--from-scratch` did not exist).
+#[test]
+fn finetune_without_init_or_from_scratch_names_both() {
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args(["finetune", "--data", "d", "--out", "o"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("required") && err.contains("--init") && err.contains("--from-scratch"),
+        "{err}"
+    );
+    // Both at once is still refused.
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args([
+            "finetune",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--init",
+            "c",
+            "--from-scratch",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("cannot be used"), "{err}");
+}

@@ -12,16 +12,17 @@ use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
+#[command(group(
+    clap::ArgGroup::new("start")
+        .required(true)
+        .args(["init", "from_scratch"])
+))]
 pub struct Args {
     /// Labelled dataset directory (train/val/test.tmoe, dataset.json).
     #[arg(long)]
     pub data: PathBuf,
     /// Pretrained checkpoint (its config is used).
-    #[arg(
-        long,
-        conflicts_with = "from_scratch",
-        required_unless_present = "from_scratch"
-    )]
+    #[arg(long)]
     pub init: Option<PathBuf>,
     /// Train from random weights ("w/o PT").
     #[arg(long)]
