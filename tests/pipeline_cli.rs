@@ -75,6 +75,10 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     synth_dataset(dir.path(), "6", "1");
     let (ok, text) = pretrain(dir.path(), "pt", "2", &[]);
     assert!(ok, "{text}");
+    // The loss is the mean of the steps run, named as such (it said "last
+    // 20 steps" after 2).
+    assert!(text.contains("pretrained 2 steps in "), "{text}");
+    assert!(text.contains("LM loss (last 2 steps) "), "{text}");
     let ckpt = dir.path().join("pt/model.safetensors");
     let before = std::fs::read(&ckpt).unwrap();
     let (ok, text) = pretrain(dir.path(), "pt", "2", &["--resume"]);

@@ -126,13 +126,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    let last = r.history.iter().rev().take(20).map(|h| h.1).sum::<f32>()
-        / r.history.len().clamp(1, 20) as f32;
+    // The mean over this call's last 20 steps, or over all of them when
+    // it ran fewer.
+    let tail = r.history.len().min(20);
+    let last = r.history.iter().rev().take(tail).map(|h| h.1).sum::<f32>() / tail.max(1) as f32;
     println!(
-        "pretrained {} steps in {:.1} s ({:.0} tokens/s); LM loss (last 20 steps) {last:.4}; checkpoint {}",
+        "pretrained {} step{} in {:.1} s ({:.0} tokens/s); LM loss (last {tail} step{}) {last:.4}; checkpoint {}",
         r.history.len(),
+        if r.history.len() == 1 { "" } else { "s" },
         r.seconds,
         r.tokens_per_s,
+        if tail == 1 { "" } else { "s" },
         r.checkpoint.display()
     );
     Ok(())
