@@ -110,6 +110,10 @@ fn study_runs_every_row_reports_and_resumes() {
     for row in Row::ALL {
         assert!(md.contains(&format!("| {} | 1 |", row.name())), "{md}");
     }
+    // One seed has no spread to show: the means alone, not "± 0.000".
+    for line in md.lines().filter(|l| l.starts_with("| ")) {
+        assert!(!line.contains('±'), "one seed: {line}");
+    }
     assert!(
         md.contains("nearest training flow") && md.contains("header only"),
         "{md}"
@@ -166,6 +170,18 @@ fn study_runs_every_row_reports_and_resumes() {
     };
     let r = run(&more).unwrap();
     assert_eq!((r.ran, r.skipped), (1, 1));
+    // Two seeds of k-NN: mean ± std.
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    let row = |name: &str| {
+        md.lines()
+            .find(|l| l.starts_with(&format!("| {name} |")))
+            .unwrap_or_else(|| panic!("{name}: {md}"))
+            .to_string()
+    };
+    assert!(
+        row("knn").starts_with("| knn | 2 |") && row("knn").contains('±'),
+        "{md}"
+    );
 }
 
 #[test]

@@ -24,6 +24,16 @@ fn mean_std(v: &[f64]) -> (f64, f64) {
     (mean, var.sqrt())
 }
 
+/// `mean ± std` to `digits` places over `n` values; the mean alone for one
+/// value, whose spread is unknown (not 0).
+fn mean_pm(n: usize, (m, sd): (f64, f64), digits: usize) -> String {
+    if n > 1 {
+        format!("{m:.digits$} ± {sd:.digits$}")
+    } else {
+        format!("{m:.digits$}")
+    }
+}
+
 struct Line {
     row: Row,
     seeds: usize,
@@ -31,8 +41,9 @@ struct Line {
     p: (f64, f64),
     r: (f64, f64),
     f1: (f64, f64),
-    /// Per-capture accuracy over the seeds that recorded it.
-    capture: Option<(f64, f64)>,
+    /// Per-capture accuracy over the seeds that recorded it, and how many
+    /// did.
+    capture: Option<((f64, f64), usize)>,
 }
 
 fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
@@ -56,7 +67,7 @@ fn lines(results: &[RunResult], rows: &[Row]) -> Vec<Line> {
                 f1: col(|r| r.macro_f1),
                 capture: {
                     let v: Vec<f64> = rs.iter().filter_map(|r| r.per_capture).collect();
-                    (!v.is_empty()).then(|| mean_std(&v))
+                    (!v.is_empty()).then(|| (mean_std(&v), v.len()))
                 },
             })
         })
@@ -71,7 +82,6 @@ fn seed_list(seeds: &[u64]) -> String {
 
 pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let lines = lines(&s.results, &o.rows);
-    let pm = |(m, sd): (f64, f64)| format!("{m:.3} ± {sd:.3}");
     let mut md = String::from("# Study\n\n");
     md += &format!(
         "Captures: {}; vocabulary {}; split by {}; sequence {}; identifiers masked: {}; seeds {}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
@@ -104,14 +114,14 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             "| {} | {} | {} | {} | {} | {} | {} |\n",
             l.row.name(),
             l.seeds,
-            pm(l.acc),
-            pm(l.p),
-            pm(l.r),
-            pm(l.f1),
-            l.capture.map_or("-".into(), pm)
+            mean_pm(l.seeds, l.acc, 3),
+            mean_pm(l.seeds, l.p, 3),
+            mean_pm(l.seeds, l.r, 3),
+            mean_pm(l.seeds, l.f1, 3),
+            l.capture.map_or("-".into(), |(c, n)| mean_pm(n, c, 3))
         );
     }
-    md += "\nPer capture: a capture's flows vote (majority) for its class.\n";
+    md += "\nMean ± standard deviation over the seeds (the mean alone for one seed). Per capture: a capture's flows vote (majority) for its class.\n";
     // Shortcut checks.
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
@@ -162,7 +172,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             "row": l.row.name(), "seeds": l.seeds,
             "accuracy": [l.acc.0, l.acc.1], "macro_precision": [l.p.0, l.p.1],
             "macro_recall": [l.r.0, l.r.1], "macro_f1": [l.f1.0, l.f1.1],
-            "per_capture": l.capture.map(|(m, s)| [m, s]),
+            "per_capture": l.capture.map(|((m, s), _)| [m, s]),
         })).collect::<Vec<_>>(),
         "routing": heat_json,
         "budget": s.budget,
@@ -191,25 +201,25 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
     fractions.push(1.0);
     fractions.sort_by(f64::total_cmp);
     fractions.dedup();
-    let cell = |row: Row, f: f64| -> Option<(f64, f64)> {
+    let cell = |row: Row, f: f64| -> Option<((f64, f64), usize)> {
         let v: Vec<f64> = results
             .iter()
             .filter(|r| r.row == row && (r.fraction - f).abs() < 1e-12)
             .map(|r| r.macro_f1)
             .collect();
-        (!v.is_empty()).then(|| mean_std(&v))
+        (!v.is_empty()).then(|| (mean_std(&v), v.len()))
     };
     let mut md = String::from(
         "\n## Few-shot\n\nTest macro-F1 against the share of training flows fine-tuned on:\n\n| fraction | moe-pretrained | moe-scratch |\n|---|---|---|\n",
     );
-    let show = |c: Option<(f64, f64)>| c.map_or("-".into(), |(m, s)| format!("{m:.3} ± {s:.3}"));
+    let show = |c: Option<((f64, f64), usize)>| c.map_or("-".into(), |(c, n)| mean_pm(n, c, 3));
     let mut series = Vec::new();
     for row in [Row::MoePretrained, Row::MoeScratch] {
         series.push(Series {
             label: row.name().into(),
             points: fractions
                 .iter()
-                .filter_map(|&f| cell(row, f).map(|(m, _)| (f * 100.0, m)))
+                .filter_map(|&f| cell(row, f).map(|((m, _), _)| (f * 100.0, m)))
                 .collect(),
         });
     }
@@ -251,7 +261,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             .filter(|r| (r.fraction - f).abs() < 1e-12)
             .collect())
     };
-    let pm = |(m, s): (f64, f64)| format!("{m:.3} ± {s:.3}");
+    let pm = |c: (f64, f64)| mean_pm(o.seeds.len(), c, 3);
     let pct = |f: f64| format!("{} %", f * 100.0);
     let mut md = String::from("\n## Pretraining budget\n\n");
     md += &format!(
@@ -324,7 +334,11 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             paired = paired.min(d.len());
             let (m, sd) = mean_std(&d);
             let se = sd / (d.len().max(1) as f64).sqrt();
-            cells.push(format!("{:+.3} ± {sd:.3} at {}", m, p.steps));
+            if d.len() > 1 {
+                cells.push(format!("{m:+.3} ± {sd:.3} at {}", p.steps));
+            } else {
+                cells.push(format!("{m:+.3} at {}", p.steps));
+            }
             if m > 0.0 && m > se {
                 wins.push(p.steps.to_string());
             }
@@ -456,8 +470,9 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
                 mean_std(&stat(l, "entropy_bits")),
             );
             md += &format!(
-                "| {l} | {:.2} ± {:.2} | {:.2} ± {:.2} |\n",
-                lb.0, lb.1, en.0, en.1
+                "| {l} | {} | {} |\n",
+                mean_pm(per_seed.len(), lb, 2),
+                mean_pm(per_seed.len(), en, 2)
             );
             rows.push(
                 json!({"layer": l, "load_balance": [lb.0, lb.1], "entropy_bits": [en.0, en.1]}),
