@@ -102,6 +102,41 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     );
 }
 
+/// A resumed run replays the batches and schedule it was started with:
+/// other settings are refused, naming each, and the checkpoint is kept
+/// (a resume with another --seed and --lr went on as a different run).
+#[test]
+fn resuming_with_other_settings_is_refused_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    let (ok, text) = pretrain(dir.path(), "pt", "4", &["--stop-after", "2"]);
+    assert!(ok, "{text}");
+    let ckpt = dir.path().join("pt/model.safetensors");
+    let before = std::fs::read(&ckpt).unwrap();
+    let (ok, text) = pretrain(
+        dir.path(),
+        "pt",
+        "4",
+        &["--resume", "--seed", "1", "--lr", "0.001"],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("pt/model.safetensors: the run was started with other settings (--lr 0.0003 then, 0.001 now; --seed 0 then, 1 now)"),
+        "{text}"
+    );
+    assert!(
+        std::fs::read(&ckpt).unwrap() == before,
+        "the checkpoint was rewritten"
+    );
+    // The same settings (a larger --steps included) continue it.
+    let (ok, text) = pretrain(dir.path(), "pt", "6", &["--resume"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("resumed pt/model.safetensors at step 2"),
+        "{text}"
+    );
+}
+
 #[test]
 fn resuming_a_folder_without_a_pretraining_checkpoint_says_what_it_holds() {
     let dir = tempfile::tempdir().unwrap();

@@ -67,15 +67,56 @@ pub fn model_path(out: &Path) -> PathBuf {
     out.join("model.safetensors")
 }
 
-fn meta(cfg: &ModelConfig, vocab_hash: u64, step: u64) -> CheckpointMeta {
+fn meta(opts: &PretrainOpts, vocab_hash: u64, step: u64) -> CheckpointMeta {
     let mut m = CheckpointMeta::new(
-        serde_json::to_value(cfg).expect("config serialises"),
+        serde_json::to_value(&opts.cfg).expect("config serialises"),
         vocab_hash,
         Vec::new(),
         step,
     );
     m.extra.insert("kind".into(), "pretrain".into());
+    for (flag, value) in run_settings(opts) {
+        m.extra.insert(format!("pretrain{flag}"), value);
+    }
     m
+}
+
+/// The settings a resumed run must share with the run it continues (the
+/// batches it replays, its schedule's shape, its initial weights), by the
+/// flag that sets them. `--steps` may grow (a larger one continues the
+/// run), and the engine may change.
+fn run_settings(opts: &PretrainOpts) -> [(&'static str, String); 6] {
+    [
+        ("--batch", opts.batch.to_string()),
+        ("--seq-len", opts.seq_len.to_string()),
+        ("--lr", opts.lr.to_string()),
+        ("--warmup", opts.warmup.to_string()),
+        ("--clip", opts.clip.to_string()),
+        ("--seed", opts.seed.to_string()),
+    ]
+}
+
+/// Refuses to resume a checkpoint written with other settings than `opts`,
+/// naming each (a checkpoint that did not record them is taken as it is).
+fn check_resume_settings(
+    ckpt: &Path,
+    m: &CheckpointMeta,
+    opts: &PretrainOpts,
+) -> anyhow::Result<()> {
+    let differ: Vec<String> = run_settings(opts)
+        .into_iter()
+        .filter_map(|(flag, now)| {
+            let then = m.extra.get(&format!("pretrain{flag}"))?;
+            (*then != now).then(|| format!("{flag} {then} then, {now} now"))
+        })
+        .collect();
+    anyhow::ensure!(
+        differ.is_empty(),
+        "{}: the run was started with other settings ({}): resume with the same ones, or pass --force to start afresh",
+        ckpt.display(),
+        differ.join("; ")
+    );
+    Ok(())
 }
 
 pub fn pretrain(
@@ -114,6 +155,7 @@ pub fn pretrain(
             &mut params,
         )
         .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        check_resume_settings(&ckpt, &m, opts)?;
         // The data order is replayed step by step up to it: a damaged step
         // would replay for ever.
         anyhow::ensure!(
@@ -176,7 +218,7 @@ pub fn pretrain(
     let mut tr = Trainer::new(opts.device, opts.precision, params, opt)?;
     let save = |tr: &Trainer, step: u64| -> anyhow::Result<()> {
         let (params, opt) = (tr.params()?, tr.optimizer()?);
-        checkpoint::save(&ckpt, &meta(&opts.cfg, vocab_hash, step), &params, true)?;
+        checkpoint::save(&ckpt, &meta(opts, vocab_hash, step), &params, true)?;
         optim_state::save_optimizer(&optim_state::optimizer_path(&ckpt), &opt, &params, true)?;
         Ok(())
     };
@@ -213,7 +255,7 @@ pub fn pretrain(
             save(&tr, step + 1)?;
         }
         if opts.keep_at.contains(&(step + 1)) {
-            let mut m = meta(&opts.cfg, vocab_hash, step + 1);
+            let mut m = meta(opts, vocab_hash, step + 1);
             // This run's cost so far (a resumed run counts from its resume).
             m.extra.insert("tokens".into(), tokens.to_string());
             m.extra
