@@ -79,6 +79,15 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     // 20 steps" after 2).
     assert!(text.contains("pretrained 2 steps in "), "{text}");
     assert!(text.contains("LM loss (last 2 steps) "), "{text}");
+    // 2 steps under the default 50 of warmup: said, with what to do.
+    assert!(
+        text.contains("warning: --warmup 50 is not below --steps 2: the whole run is warmup")
+            && text.contains("a --warmup of about a tenth of --steps (1)"),
+        "{text}"
+    );
+    // A warmup below --steps is no warning.
+    let (ok, text2) = pretrain(dir.path(), "pt2", "6", &["--warmup", "2"]);
+    assert!(ok && !text2.contains("warning: --warmup"), "{text2}");
     let ckpt = dir.path().join("pt/model.safetensors");
     let before = std::fs::read(&ckpt).unwrap();
     let (ok, text) = pretrain(dir.path(), "pt", "2", &["--resume"]);
