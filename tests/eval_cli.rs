@@ -116,6 +116,14 @@ fn eval_and_classify_end_to_end() {
     }
     // report.txt has what the terminal showed, the per-capture vote too.
     let txt = std::fs::read_to_string(out.join("report.txt")).unwrap();
+    // Its first line says what was scored: checkpoint, data and split.
+    let first = txt.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("checkpoint ")
+            && first.contains("; data ")
+            && first.ends_with("; split test"),
+        "{txt}"
+    );
     assert!(
         txt.contains("per capture (majority vote of its flows)"),
         "{txt}"

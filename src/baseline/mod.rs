@@ -176,6 +176,9 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         .insert("baseline".into(), serde_json::json!(opts.method));
     report
         .info
+        .insert("data".into(), serde_json::json!(data.display().to_string()));
+    report
+        .info
         .insert("split".into(), serde_json::json!(opts.split));
     Ok(BaselineResult {
         report,

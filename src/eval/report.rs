@@ -169,10 +169,22 @@ impl EvalReport {
             serde_json::to_string_pretty(&self.to_json())? + "\n",
         )?;
         let vote = self.capture_vote().map_or(String::new(), |v| v + "\n\n");
+        // What was scored, so that the file read alone says it (the test
+        // and val reports of one model were otherwise told apart by their
+        // folder names only).
+        let scored: Vec<String> = ["baseline", "checkpoint", "data", "split"]
+            .iter()
+            .filter_map(|&k| Some(format!("{k} {}", self.info.get(k)?.as_str()?)))
+            .collect();
+        let scored = if scored.is_empty() {
+            String::new()
+        } else {
+            scored.join("; ") + "\n"
+        };
         put(
             "report.txt",
             format!(
-                "{}\n\n{vote}{}",
+                "{scored}{}\n\n{vote}{}",
                 self.summary(),
                 self.classification_report()
             ),
