@@ -115,7 +115,10 @@ fn study_runs_every_row_reports_and_resumes() {
         assert!(!line.contains('±'), "one seed: {line}");
     }
     assert!(
-        md.contains("nearest training flow") && md.contains("header only"),
+        md.contains("nearest training flow")
+            && md.contains("- Macro-F1 from scratch, header only ")
+            && md.contains(" vs payload only ")
+            && md.contains("(full, moe-scratch: "),
         "{md}"
     );
     assert!(
@@ -180,6 +183,14 @@ fn study_runs_every_row_reports_and_resumes() {
     };
     assert!(
         row("knn").starts_with("| knn | 2 |") && row("knn").contains('±'),
+        "{md}"
+    );
+    // Without the header and payload rows, the check says so, not "header
+    // only not run vs payload only not run (full: ...)".
+    assert!(
+        md.contains(
+            "- Header only vs payload only: not run (add moe-header,moe-payload to --rows)."
+        ),
         "{md}"
     );
 }

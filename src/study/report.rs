@@ -144,13 +144,22 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         nn.report.metrics.accuracy * 100.0,
         nn.report.metrics.samples
     );
+    // The header and payload rows train from scratch: `moe-scratch` is
+    // the full view they are compared with.
     let opt = |v: Option<f64>| v.map_or("not run".to_string(), |v| format!("{v:.3}"));
-    md += &format!(
-        "- Macro-F1, header only {} vs payload only {} (full: {}).\n",
-        opt(f1_of(Row::MoeHeader)),
-        opt(f1_of(Row::MoePayload)),
-        opt(f1_of(Row::MoeScratch))
-    );
+    match (f1_of(Row::MoeHeader), f1_of(Row::MoePayload)) {
+        (None, None) => {
+            md += "- Header only vs payload only: not run (add moe-header,moe-payload to --rows).\n"
+        }
+        (h, p) => {
+            md += &format!(
+                "- Macro-F1 from scratch, header only {} vs payload only {} (full, moe-scratch: {}).\n",
+                opt(h),
+                opt(p),
+                opt(f1_of(Row::MoeScratch))
+            )
+        }
+    }
     md += &format!(
         "\nThis call ran {} runs and found {} done, in {:.0} s.\n",
         s.ran, s.skipped, s.seconds
