@@ -311,6 +311,11 @@ fn bench_model_makes_a_missing_out_folder() {
     let dir = tempfile::tempdir().unwrap();
     let (ok, text) = bench_model(dir.path(), "new/report.json");
     assert!(ok, "{text}");
+    // How many runs the figures are over, and what "p99" of so few is.
+    assert!(
+        text.contains("; 1 timed run per batch size after a warm-up (p99: the slowest of them;"),
+        "{text}"
+    );
     for f in ["new/report.json", "new/report.png"] {
         assert!(dir.path().join(f).exists(), "{f} missing:\n{text}");
     }
