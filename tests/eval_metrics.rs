@@ -85,3 +85,22 @@ fn macro_differs_from_micro_on_imbalance() {
     assert!(close(m.accuracy, 0.9));
     assert!(close(m.macro_f1, 9.0 / 19.0));
 }
+
+/// A capture whose flows' predictions tie has no majority: it counts as
+/// wrong whichever class it belongs to. Ties went to the lower class id, so
+/// class 0's captures won every tie and class 1's lost them: the same
+/// 2-2 split scored 1 of 1 for the one and 0 of 1 for the other.
+#[test]
+fn a_tied_capture_vote_favours_no_class() {
+    use traffic_moe::eval::captures::capture_vote;
+    // Capture 0: class 0, predicted 0,0,1,1. Capture 1: class 1, the same.
+    let files = [0, 0, 0, 0, 1, 1, 1, 1];
+    let truth = [0, 0, 0, 0, 1, 1, 1, 1];
+    let pred = [0, 0, 1, 1, 0, 0, 1, 1];
+    let v = capture_vote(&files, &truth, &pred);
+    assert_eq!((v.captures, v.correct), (2, 0), "{v:?}");
+    // A real majority still counts: 3 of 4 for the true class.
+    let pred = [0, 0, 0, 1, 1, 1, 1, 0];
+    let v = capture_vote(&files, &truth, &pred);
+    assert_eq!((v.captures, v.correct), (2, 2), "{v:?}");
+}
