@@ -224,6 +224,40 @@ fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
         ],
     );
     assert!(text.contains("fine-tuned"), "{text}");
+    // eval draws the curves from the log beside the checkpoint; a
+    // checkpoint moved away from its log gets none, and is told why.
+    let eval = |ckpt: &str, out: &str| {
+        tmoe(
+            d,
+            &[
+                "eval",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                "data",
+                "--out",
+                out,
+                "--quiet",
+            ],
+        )
+    };
+    let text = eval("ft/classifier.safetensors", "ev");
+    assert!(
+        d.join("ev/curves.png").exists() && !text.contains("no training curves"),
+        "{text}"
+    );
+    std::fs::create_dir_all(d.join("alone")).unwrap();
+    std::fs::copy(
+        d.join("ft/classifier.safetensors"),
+        d.join("alone/classifier.safetensors"),
+    )
+    .unwrap();
+    let text = eval("alone/classifier.safetensors", "ev2");
+    assert!(!d.join("ev2/curves.png").exists(), "{text}");
+    assert!(
+        text.contains("note: no training curves (curves.png): alone/finetune_log.jsonl is not beside the checkpoint"),
+        "{text}"
+    );
     // Two of the six classes: with the same vocabulary, then with its own.
     for class in ["dns", "voip"] {
         let to = d.join("two").join(class);

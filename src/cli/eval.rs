@@ -105,21 +105,33 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
 /// `curves.{png,svg}` in `out` from the fine-tuning log beside
 /// `checkpoint`, when there is one.
 pub fn write_curves(checkpoint: &Path, out: &Path) -> Result<()> {
-    if let Some(history) = training_history(checkpoint)? {
-        for ext in ["png", "svg"] {
-            plot::save_curves(&out.join(format!("curves.{ext}")), &history.panels())?;
+    match training_history(checkpoint)? {
+        Some(history) => {
+            for ext in ["png", "svg"] {
+                plot::save_curves(&out.join(format!("curves.{ext}")), &history.panels())?;
+            }
         }
+        // Said, so that a missing curves.png is not taken for a failure.
+        None => eprintln!(
+            "note: no training curves (curves.png): {} is not beside the checkpoint",
+            log_path(checkpoint).display()
+        ),
     }
     Ok(())
+}
+
+/// The fine-tuning log `finetune` writes beside its checkpoint.
+fn log_path(checkpoint: &Path) -> std::path::PathBuf {
+    checkpoint
+        .parent()
+        .unwrap_or(Path::new("."))
+        .join("finetune_log.jsonl")
 }
 
 /// Reads `finetune_log.jsonl` beside the checkpoint (one JSON object per
 /// epoch), if there is one.
 pub fn training_history(checkpoint: &Path) -> Result<Option<History>> {
-    let log = checkpoint
-        .parent()
-        .unwrap_or(Path::new("."))
-        .join("finetune_log.jsonl");
+    let log = log_path(checkpoint);
     let Ok(text) = std::fs::read_to_string(&log) else {
         return Ok(None);
     };
