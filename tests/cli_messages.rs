@@ -149,3 +149,21 @@ fn model_info_names_the_models_in_words() {
         "{out}"
     );
 }
+
+/// `vocab` writes a vocab.txt and no dataset.json: its help does not say
+/// that --mask-identifiers is recorded there (the shared text did).
+#[test]
+fn vocab_help_claims_no_dataset_json() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, help) = run(dir.path(), &["vocab", "--help"]);
+    assert!(ok, "{help}");
+    let mask = help
+        .split("--mask-identifiers")
+        .nth(1)
+        .and_then(|t| t.split("\n      --").next())
+        .unwrap_or("");
+    assert!(
+        !mask.contains("recorded in dataset.json") && mask.contains("`tokenize` records it"),
+        "{help}"
+    );
+}

@@ -19,7 +19,8 @@ pub struct FlowPartsArgs {
     pub view: View,
     /// Zero payload bytes that spell the flow's own IP or MAC addresses (as
     /// bytes or text) or ports before tokenizing, so a model cannot read who a device
-    /// is (recorded in dataset.json; no new token, same vocabulary).
+    /// is (no new token, same vocabulary; `tokenize` records it in
+    /// dataset.json, `vocab` and `inspect` write none).
     #[arg(long)]
     pub mask_identifiers: bool,
 }
