@@ -167,3 +167,55 @@ fn vocab_help_claims_no_dataset_json() {
         "{help}"
     );
 }
+
+#[test]
+fn an_existing_out_is_refused_in_the_same_words_by_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("o"), "keep me").unwrap();
+    std::fs::write(dir.path().join("r.json"), "{}").unwrap();
+    // Each is refused before it reads anything else (none of the other
+    // paths exists).
+    let commands: [&[&str]; 6] = [
+        &[
+            "classify",
+            "--checkpoint",
+            "c",
+            "--vocab",
+            "v",
+            "x.pcap",
+            "--out",
+            "o",
+        ],
+        &[
+            "classify",
+            "--checkpoint",
+            "c",
+            "--vocab",
+            "v",
+            "--stream",
+            "--out",
+            "o",
+        ],
+        &[
+            "dump-logits",
+            "--checkpoint",
+            "c",
+            "--data",
+            "d",
+            "--out",
+            "o",
+        ],
+        &["bench", "cpu-gemm", "--out", "o"],
+        &["bench", "chart", "r.json", "--out", "o"],
+        &["vocab", "x.pcap", "--out", "o", "--quiet"],
+    ];
+    for args in commands {
+        let (ok, out) = run(dir.path(), args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains("o exists; pass --force to replace it\n"),
+            "{args:?}: {out}"
+        );
+        assert_eq!(std::fs::read(dir.path().join("o")).unwrap(), b"keep me");
+    }
+}

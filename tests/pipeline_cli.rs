@@ -361,7 +361,10 @@ fn bench_model_keeps_an_existing_chart_without_force() {
     std::fs::write(dir.path().join("mine.png"), "my picture").unwrap();
     let (ok, text) = bench_model(dir.path(), "mine.json");
     assert!(!ok, "{text}");
-    assert!(text.contains("mine.png exists: pass --force"), "{text}");
+    assert!(
+        text.contains("mine.png exists; pass --force to replace it"),
+        "{text}"
+    );
     assert_eq!(
         std::fs::read_to_string(dir.path().join("mine.png")).unwrap(),
         "my picture"

@@ -70,7 +70,10 @@ fn an_unwritable_out_is_refused_before_reading() {
         dir.path(),
         &["vocab", "x.pcap", "--out", "v.txt", "--quiet"],
     );
-    assert!(!ok && out.contains("v.txt exists; pass --force"), "{out}");
+    assert!(
+        !ok && out.contains("v.txt exists; pass --force to replace it"),
+        "{out}"
+    );
     assert!(!out.contains("problem:"), "{out}");
     assert_eq!(std::fs::read(dir.path().join("v.txt")).unwrap(), b"keep me");
 }

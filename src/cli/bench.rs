@@ -38,14 +38,10 @@ pub use recorder::KernelResult;
 
 /// `--out` of a benchmark: an existing file is kept unless `force`.
 pub(crate) fn refuse_existing(out: Option<&std::path::Path>, force: bool) -> anyhow::Result<()> {
-    if let Some(out) = out {
-        anyhow::ensure!(
-            force || !out.exists(),
-            "{} exists: pass --force to replace it",
-            out.display()
-        );
+    match out {
+        Some(out) => super::refuse_existing_out(out, force),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Writes a benchmark's report as JSON to `out`, or prints it on stdout
@@ -328,11 +324,7 @@ fn chart_cmd(a: ChartArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| a.json.with_extension("png"));
-    anyhow::ensure!(
-        a.force || !out.exists(),
-        "{} exists (use --force to replace it)",
-        out.display()
-    );
+    super::refuse_existing_out(&out, a.force)?;
     let text = std::fs::read_to_string(&a.json)
         .with_context(|| format!("reading {}", a.json.display()))?;
     let report: serde_json::Value = serde_json::from_str(&text)

@@ -166,11 +166,7 @@ pub fn run(a: Args) -> Result<()> {
 pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
     match &a.out {
         Some(p) => {
-            anyhow::ensure!(
-                a.force || !p.exists(),
-                "{} exists; pass --force to replace it",
-                p.display()
-            );
+            super::refuse_existing_out(p, a.force)?;
             let file =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
             let _remove_at_memory_limit = crate::heap::OutputGuard::new(p);

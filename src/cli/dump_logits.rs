@@ -41,11 +41,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    anyhow::ensure!(
-        a.force || !a.out.exists(),
-        "{} exists: pass --force to replace it",
-        a.out.display()
-    );
+    super::refuse_existing_out(&a.out, a.force)?;
     let doc = dump(&a)?;
     std::fs::write(&a.out, serde_json::to_string(&doc)? + "\n")
         .with_context(|| format!("writing {}", a.out.display()))?;

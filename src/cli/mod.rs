@@ -82,6 +82,17 @@ pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::
     Ok(())
 }
 
+/// Refuses an existing `--out` unless `force`: the one wording every
+/// command uses for it (classify, dump-logits, bench, vocab, ...).
+pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        force || !out.exists(),
+        "{} exists; pass --force to replace it",
+        out.display()
+    );
+    Ok(())
+}
+
 /// Refuses an output file before any work: one that exists (unless
 /// `force`), a folder, or one whose folder is missing or not writable (a
 /// probe file is created and removed there), so a long run never fails at
@@ -93,11 +104,7 @@ pub(crate) fn check_out_file(out: &std::path::Path, force: bool) -> anyhow::Resu
         "{} is a folder; --out takes a file name",
         out.display()
     );
-    anyhow::ensure!(
-        force || !out.exists(),
-        "{} exists; pass --force to overwrite",
-        out.display()
-    );
+    refuse_existing_out(out, force)?;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => std::path::Path::new("."),
