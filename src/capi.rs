@@ -108,7 +108,13 @@ thread_local! {
 
 fn set_error(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    // `try_with`: a call from a thread-local destructor (the thread is
+    // ending) loses the message instead of panicking outside `guarded`.
+    let _ = LAST_ERROR.try_with(|e| {
+        if let Ok(mut e) = e.try_borrow_mut() {
+            *e = c;
+        }
+    });
 }
 
 /// Runs `f`, turning an error or a panic into `fail` plus the last error.
@@ -217,7 +223,13 @@ pub extern "C" fn tmoe_version() -> *const c_char {
 /// The last error on this thread ("" if none); valid until the next failing call.
 #[unsafe(no_mangle)]
 pub extern "C" fn tmoe_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    // The CString's buffer stays put until the next `set_error` on this
+    // thread; once the thread's locals are gone, "".
+    LAST_ERROR
+        .try_with(|e| e.try_borrow().map(|c| c.as_ptr()).ok())
+        .ok()
+        .flatten()
+        .unwrap_or(c"".as_ptr())
 }
 
 /// `tmoe_open` flag: classify a flow as soon as it holds the K packets the
@@ -373,10 +385,15 @@ pub unsafe extern "C" fn tmoe_set_limits(
 /// `h` is NULL or a handle from `tmoe_open` not closed before.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn tmoe_close(h: *mut TmoeClassifier) {
-    if !h.is_null() {
-        // SAFETY: the handle was made by Box::into_raw in tmoe_open.
-        drop(unsafe { Box::from_raw(h) });
-    }
+    // Dropping runs the engine's and the model thread's teardown: a panic
+    // there must not unwind into C (it would abort the process).
+    guarded((), || {
+        if !h.is_null() {
+            // SAFETY: the handle was made by Box::into_raw in tmoe_open.
+            drop(unsafe { Box::from_raw(h) });
+        }
+        Ok(())
+    })
 }
 
 /// Number of classes (0 on a NULL handle).

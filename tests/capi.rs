@@ -674,3 +674,44 @@ fn background_mode_holds_at_most_max_pending_verdicts() {
         tmoe_close(h);
     }
 }
+
+/// A panic unwinding out of an `extern "C"` function aborts the process
+/// that embeds the library: every entry point of src/capi.rs starts with
+/// `guarded` (which turns a panic into the error return and
+/// `tmoe_last_error`), `tmoe_close` included (dropping a handle runs the
+/// engine's and the model thread's teardown), except the three that only
+/// hand out a constant or this thread's last error.
+#[test]
+fn every_entry_point_catches_panics() {
+    let src =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("src/capi.rs")).unwrap();
+    let exempt = ["tmoe_api_version", "tmoe_version", "tmoe_last_error"];
+    let mut names = Vec::new();
+    for part in src.split("extern \"C\" fn ").skip(1) {
+        let name = part.split('(').next().unwrap().trim().to_string();
+        // The body: from the first line that ends with `{`.
+        let body = part.split_once("{\n").expect("a function body").1;
+        let first = body
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty() && !l.starts_with("//"))
+            .unwrap();
+        if !exempt.contains(&name.as_str()) {
+            assert!(
+                first.starts_with("guarded("),
+                "{name} does not start with guarded(..): `{first}`"
+            );
+        }
+        names.push(name);
+    }
+    for f in [
+        "tmoe_open",
+        "tmoe_close",
+        "tmoe_feed",
+        "tmoe_poll",
+        "tmoe_get_stats",
+    ] {
+        assert!(names.iter().any(|n| n == f), "{f} not found in {names:?}");
+    }
+    assert_eq!(names.len(), 13, "{names:?}");
+}
