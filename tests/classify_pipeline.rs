@@ -5,6 +5,7 @@
 //! probability within 1e-5. Also: `--out` keeps an existing file unless
 //! `--force`.
 
+mod common;
 mod tiny_train;
 
 use std::path::{Path, PathBuf};
@@ -519,4 +520,45 @@ fn overlapped_stream_sends_a_partial_batch_while_the_input_is_quiet() {
         "no verdict came out while the input was quiet (the partial batch waited for a frame)"
     );
     assert_eq!(r.stats.flows_classified, 20);
+}
+
+/// A pcapng packet on an interface the stream never described is skipped:
+/// counted in the summary like every other skipped frame, not lost.
+#[test]
+fn stream_reports_pcapng_packets_of_an_undescribed_interface() {
+    use traffic_moe::traffic::capture::pcap_writer::PcapNgBuilder;
+    let f = tiny_train::classifier::fixture();
+    let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
+    let mut ng = PcapNgBuilder::new(false);
+    ng.interface(1, 9);
+    for (ts, _, data, len) in &frames {
+        ng.enhanced_packet(0, *ts, data, *len);
+    }
+    for (ts, _, data, len) in frames.iter().take(3) {
+        ng.enhanced_packet(4, *ts, data, *len);
+    }
+    let input = f.root.join("in.pcapng");
+    std::fs::write(&input, &ng.bytes).unwrap();
+    let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
+    let out = common::tmoe_with(
+        &f.root,
+        &[
+            "classify",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            data,
+            "--stream",
+            "--quiet",
+        ],
+        |c| {
+            c.stdin(std::fs::File::open(&input).unwrap());
+        },
+    );
+    assert!(out.contains("classified 20 flows"), "{out}");
+    assert!(out.contains("; 3 frames skipped,"), "{out}");
+    assert!(
+        out.contains("skipped 3 frames: unknown pcapng interface 3;"),
+        "{out}"
+    );
 }

@@ -30,6 +30,9 @@ pub struct StreamSummary {
     pub latency_p99: Option<f64>,
     /// The input stopped with this container error (frames before it counted).
     pub input_error: Option<String>,
+    /// pcapng packets on an interface the stream never described (skipped
+    /// before they are frames: not in `stats.frames`).
+    pub unknown_interface_frames: u64,
 }
 
 pub fn run(a: &Args) -> Result<()> {
@@ -42,14 +45,14 @@ pub fn run(a: &Args) -> Result<()> {
         s.seconds,
         s.stats.flows_classified as f64 / s.seconds.max(1e-9),
         s.stats.packets as f64 / s.seconds.max(1e-9),
-        s.stats.skipped_frames,
+        s.stats.skipped_frames + s.unknown_interface_frames,
         s.stats.flows_too_short,
         s.stats.flows_evicted,
         s.stats.flows_dropped,
         ms(s.latency_p50),
         ms(s.latency_p99),
     );
-    if let Some(line) = s.skips.summary(0) {
+    if let Some(line) = s.skips.summary(s.unknown_interface_frames) {
         eprintln!("{line}");
     }
     if let Some(e) = &s.input_error {
@@ -96,8 +99,12 @@ pub fn classify_stream(
         }
         out.flush().context("writing the results")
     };
+    let mut unknown_interface_frames = 0;
+    let unknown = &mut unknown_interface_frames;
     let source = move |sink: &mut FrameSink| {
-        match reader.for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len)) {
+        let r = reader.for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len));
+        *unknown = reader.unknown_interface_frames;
+        match r {
             // A stream cut mid-record (tcpdump stopped) ends it, as a
             // truncated file's last record does: a warning, not a failure.
             Err(e) if e.kind == CaptureErrorKind::Truncated => {
@@ -115,5 +122,6 @@ pub fn classify_stream(
         latency_p50: quantile(&r.latencies, 0.5),
         latency_p99: quantile(&r.latencies, 0.99),
         input_error: r.input_error,
+        unknown_interface_frames,
     })
 }
