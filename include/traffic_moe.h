@@ -112,8 +112,8 @@ const char* tmoe_last_error(void);
  * `tmoe finetune`; give `dataset_dir` (the dataset it was trained on: the
  * vocabulary, packet minimum and flow idle timeout come from it) or else
  * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
- * Paths and `device` are NUL-terminated UTF-8 (a path that is not UTF-8 is
- * refused with an error naming the argument).
+ * Paths and `device` are NUL-terminated UTF-8 (a path that is not UTF-8,
+ * or empty, is refused with an error naming the argument).
  * `device` is the engine: "cpu" (or NULL; f32), "cpu-bf16" (bf16 weights,
  * f32 accumulation: about 1.6x faster where `vdpbf16ps` runs at full rate,
  * as on AMD Zen 4, slower on Intel Xeons where it runs at half the f32 rate;

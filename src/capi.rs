@@ -152,13 +152,19 @@ unsafe fn opt_str<'a>(p: *const c_char, what: &str) -> anyhow::Result<Option<&'a
     Ok(Some(s))
 }
 
-/// An optional path argument: NULL -> None.
+/// An optional path argument: NULL -> None; "" is refused, naming the
+/// argument (the system's "No such file" would name no path at all).
 ///
 /// # Safety
 /// `p` is NULL or a NUL-terminated string.
 unsafe fn opt_path(p: *const c_char, what: &str) -> anyhow::Result<Option<PathBuf>> {
     // SAFETY: forwarded caller contract.
-    Ok(unsafe { opt_str(p, what) }?.map(PathBuf::from))
+    let s = unsafe { opt_str(p, what) }?;
+    anyhow::ensure!(
+        s != Some(""),
+        "{what} is an empty string (give a path, or NULL where the header allows it)"
+    );
+    Ok(s.map(PathBuf::from))
 }
 
 fn handle<'a>(h: *const TmoeClassifier) -> anyhow::Result<&'a TmoeClassifier> {

@@ -182,6 +182,19 @@ fn c_api_refuses_bad_arguments_without_crashing() {
             "{}",
             last_error()
         );
+        // An empty path names the argument, not an empty file name.
+        let empty = CString::new("").unwrap();
+        for (ckpt, data, what) in [
+            (empty.as_ptr(), vocab.as_ptr(), "checkpoint"),
+            (missing.as_ptr(), empty.as_ptr(), "dataset_dir"),
+        ] {
+            assert!(tmoe_open(ckpt, data, null_str(), null_str(), 0, 0).is_null());
+            assert!(
+                last_error().starts_with(&format!("{what} is an empty string")),
+                "{}",
+                last_error()
+            );
+        }
         assert!(tmoe_open(null_str(), null_str(), null_str(), null_str(), 0, 0).is_null());
         assert!(
             last_error().contains("checkpoint is NULL"),
