@@ -562,3 +562,39 @@ fn stream_reports_pcapng_packets_of_an_undescribed_interface() {
         "{out}"
     );
 }
+
+/// The stream's summary counts in words, as the file summary does: "1 flow
+/// from 4 packets", not "1 flows".
+#[test]
+fn stream_summary_says_one_flow_not_one_flows() {
+    use traffic_moe::traffic::capture::pcap_writer::PcapWriter;
+    let f = tiny_train::classifier::fixture();
+    let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
+    let input = f.root.join("one.pcap");
+    let mut w = PcapWriter::new(std::fs::File::create(&input).unwrap(), frames[0].1).unwrap();
+    // The first flow: its 4 packets (query, answer, query, answer).
+    for (ts, _, data, _) in &frames[..4] {
+        w.write_frame(*ts, data).unwrap();
+    }
+    drop(w);
+    let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
+    let out = common::tmoe_with(
+        &f.root,
+        &[
+            "classify",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            data,
+            "--stream",
+            "--quiet",
+        ],
+        |c| {
+            c.stdin(std::fs::File::open(&input).unwrap());
+        },
+    );
+    assert!(
+        out.contains("classified 1 flow from 4 packets in "),
+        "{out}"
+    );
+}

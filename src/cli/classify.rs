@@ -398,7 +398,7 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
 }
 
 /// "1 flow", "2 flows": the summary's headline counts.
-fn noun(n: u64, singular: &str) -> String {
+pub(crate) fn noun(n: u64, singular: &str) -> String {
     if n == 1 {
         format!("1 {singular}")
     } else {
