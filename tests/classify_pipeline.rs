@@ -522,12 +522,32 @@ fn overlapped_stream_sends_a_partial_batch_while_the_input_is_quiet() {
     assert_eq!(r.stats.flows_classified, 20);
 }
 
-/// A pcapng packet on an interface the stream never described is skipped:
-/// counted in the summary like every other skipped frame, not lost.
+/// The stream's summary: a pcapng packet on an interface the stream never
+/// described is skipped and counted like every other skipped frame, not
+/// lost; and the counts are worded as the file summary words them ("1 flow
+/// from 4 packets", not "1 flows"). One fixture for both (it fine-tunes).
 #[test]
-fn stream_reports_pcapng_packets_of_an_undescribed_interface() {
-    use traffic_moe::traffic::capture::pcap_writer::PcapNgBuilder;
+fn stream_summary_counts_every_frame_in_words() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapNgBuilder, PcapWriter};
     let f = tiny_train::classifier::fixture();
+    let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
+    let summary = |input: &Path| {
+        common::tmoe_with(
+            &f.root,
+            &[
+                "classify",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                data,
+                "--stream",
+                "--quiet",
+            ],
+            |c| {
+                c.stdin(std::fs::File::open(input).unwrap());
+            },
+        )
+    };
     let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
     let mut ng = PcapNgBuilder::new(false);
     ng.interface(1, 9);
@@ -539,37 +559,14 @@ fn stream_reports_pcapng_packets_of_an_undescribed_interface() {
     }
     let input = f.root.join("in.pcapng");
     std::fs::write(&input, &ng.bytes).unwrap();
-    let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
-    let out = common::tmoe_with(
-        &f.root,
-        &[
-            "classify",
-            "--checkpoint",
-            ckpt,
-            "--data",
-            data,
-            "--stream",
-            "--quiet",
-        ],
-        |c| {
-            c.stdin(std::fs::File::open(&input).unwrap());
-        },
-    );
+    let out = summary(&input);
     assert!(out.contains("classified 20 flows"), "{out}");
     assert!(out.contains("; 3 frames skipped,"), "{out}");
     assert!(
         out.contains("skipped 3 frames: unknown pcapng interface 3;"),
         "{out}"
     );
-}
 
-/// The stream's summary counts in words, as the file summary does: "1 flow
-/// from 4 packets", not "1 flows".
-#[test]
-fn stream_summary_says_one_flow_not_one_flows() {
-    use traffic_moe::traffic::capture::pcap_writer::PcapWriter;
-    let f = tiny_train::classifier::fixture();
-    let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
     let input = f.root.join("one.pcap");
     let mut w = PcapWriter::new(std::fs::File::create(&input).unwrap(), frames[0].1).unwrap();
     // The first flow: its 4 packets (query, answer, query, answer).
@@ -577,22 +574,7 @@ fn stream_summary_says_one_flow_not_one_flows() {
         w.write_frame(*ts, data).unwrap();
     }
     drop(w);
-    let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
-    let out = common::tmoe_with(
-        &f.root,
-        &[
-            "classify",
-            "--checkpoint",
-            ckpt,
-            "--data",
-            data,
-            "--stream",
-            "--quiet",
-        ],
-        |c| {
-            c.stdin(std::fs::File::open(&input).unwrap());
-        },
-    );
+    let out = summary(&input);
     assert!(
         out.contains("classified 1 flow from 4 packets in "),
         "{out}"
