@@ -442,7 +442,7 @@ def cpu_name():
 
 def cmd_bench(a):
     if a.out and os.path.exists(a.out) and not a.force:
-        sys.exit(f"{a.out} exists: pass --force to replace it")
+        sys.exit(f"{a.out} exists; pass --force to replace it")
     dev = torch.device(a.device)
     threads = a.threads or len(os.sched_getaffinity(0))
     torch.set_num_threads(threads)
