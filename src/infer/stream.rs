@@ -134,10 +134,14 @@ impl FlowStream {
     /// Classifies up to `max` finished flows, oldest first.
     pub fn classify_pending(&mut self, max: usize) -> Result<Vec<Verdict>> {
         let flows = self.flows.take(max);
-        let classes = self
-            .classifier
-            .classify(&flows, BATCH)
-            .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
+        // A panic is an error here too, so that the flows taken are counted
+        // as dropped (the stats' identity holds) as in the background mode.
+        let classifier = &self.classifier;
+        let classes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            classifier.classify(&flows, BATCH)
+        }))
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")))
+        .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
         self.flows.count_classified(flows.len());
         Ok(flows
             .iter()
