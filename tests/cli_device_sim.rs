@@ -44,7 +44,7 @@ fn pretrain_finetune_eval_on_sim() {
     );
     assert!(pt.contains("pretrained 2 steps"), "{pt}");
     let ft = common::finetune_sim(d, "pt/model.safetensors");
-    assert!(ft.contains("fine-tuned 1 epochs"), "{ft}");
+    assert!(ft.contains("fine-tuned 1 epoch "), "{ft}");
     let ckpt = "ft/classifier.safetensors";
     tmoe(
         d,

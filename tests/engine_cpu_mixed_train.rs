@@ -526,5 +526,5 @@ fn pretrain_and_finetune_take_precision_bf16() {
             "--quiet",
         ],
     );
-    assert!(ft.contains("fine-tuned 1 epochs"), "{ft}");
+    assert!(ft.contains("fine-tuned 1 epoch "), "{ft}");
 }

@@ -197,7 +197,7 @@ fn lp_ft_counts_fine_tuning_epochs_apart_from_the_head_fit() {
         ],
     );
     assert!(
-        text.contains("fine-tuned 1 epochs after a 2-epoch head fit in"),
+        text.contains("fine-tuned 1 epoch after a 2-epoch head fit in"),
         "{text}"
     );
 }

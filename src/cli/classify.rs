@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+
+use super::noun;
 use serde_json::json;
 
 use crate::cli::args;
@@ -144,15 +146,19 @@ pub fn run(a: Args) -> Result<()> {
         .map(|(c, n)| format!("{c} {n}"))
         .collect();
     eprintln!(
-        "classified {} from {} in {:.1} s ({:.0} flows/s); {} captures skipped, {} flows under the packet minimum, {} ended early by the flow-table cap; predicted: {}",
+        "classified {} from {} in {:.1} s ({:.0} flows/s); {} skipped, {} under the packet minimum, {} ended early by the flow-table cap; predicted: {}",
         noun(s.flows_classified as u64, "flow"),
         noun(s.files_read as u64, "capture"),
         s.seconds,
         s.flows_classified as f64 / s.seconds.max(1e-9),
-        s.files_skipped,
-        s.flows_too_short,
-        s.flows_evicted,
-        counts.join(", ")
+        noun(s.files_skipped as u64, "capture"),
+        noun(s.flows_too_short as u64, "flow"),
+        noun(s.flows_evicted as u64, "flow"),
+        if counts.is_empty() {
+            "none".to_string()
+        } else {
+            counts.join(", ")
+        }
     );
     // Worded as `vocab` and `tokenize` word them.
     for line in s.read.kept_and_skipped() {
@@ -395,13 +401,4 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
         .progress_chars("=> "),
     );
     pb
-}
-
-/// "1 flow", "2 flows": the summary's headline counts.
-pub(crate) fn noun(n: u64, singular: &str) -> String {
-    if n == 1 {
-        format!("1 {singular}")
-    } else {
-        format!("{n} {singular}s")
-    }
 }

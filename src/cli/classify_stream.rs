@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use super::classify::{Args, Row, noun, open_classifier, with_output, write_header, write_row};
+use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
+use super::noun;
 use crate::infer::flow_feed::StreamLimits;
 use crate::infer::latency::quantile;
 use crate::infer::overlap::{self, FrameSink};
@@ -39,14 +40,14 @@ pub fn run(a: &Args) -> Result<()> {
     let s = with_output(a, |w| classify_stream(a, std::io::stdin(), w))?;
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2} ms", s * 1e3));
     eprintln!(
-        "classified {} from {} in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} frames skipped, {} flows under the packet minimum, {} evicted by the flow-table cap, {} dropped (queue full); verdict latency p50 {}, p99 {}",
+        "classified {} from {} in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} skipped, {} under the packet minimum, {} evicted by the flow-table cap, {} dropped (queue full); verdict latency p50 {}, p99 {}",
         noun(s.stats.flows_classified, "flow"),
         noun(s.stats.packets, "packet"),
         s.seconds,
         s.stats.flows_classified as f64 / s.seconds.max(1e-9),
         s.stats.packets as f64 / s.seconds.max(1e-9),
-        s.stats.skipped_frames + s.unknown_interface_frames,
-        s.stats.flows_too_short,
+        noun(s.stats.skipped_frames + s.unknown_interface_frames, "frame"),
+        noun(s.stats.flows_too_short, "flow"),
         s.stats.flows_evicted,
         s.stats.flows_dropped,
         ms(s.latency_p50),

@@ -250,9 +250,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         info.vocab_hash,
     )?;
     println!(
-        "[{:>5.1}s] fine-tuned {} epochs ({:.0} tokens/s), best epoch {} with val macro-F1 {:.4}",
+        "[{:>5.1}s] fine-tuned {} ({:.0} tokens/s), best epoch {} with val macro-F1 {:.4}",
         t0.elapsed().as_secs_f64(),
-        ft.history.len(),
+        super::noun(ft.history.len() as u64, "epoch"),
         ft.tokens_per_s,
         ft.best_epoch,
         ft.best_val_macro_f1

@@ -160,8 +160,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         String::new()
     };
     println!(
-        "fine-tuned {} epochs{head_fit} in {:.1} s ({:.0} tokens/s); best epoch {} (val macro-F1 {:.4}); test accuracy {acc:.4}, macro-F1 {f1:.4}; checkpoint {}",
-        r.history.iter().filter(|e| e.epoch > 0).count(),
+        "fine-tuned {}{head_fit} in {:.1} s ({:.0} tokens/s); best epoch {} (val macro-F1 {:.4}); test accuracy {acc:.4}, macro-F1 {f1:.4}; checkpoint {}",
+        super::noun(
+            r.history.iter().filter(|e| e.epoch > 0).count() as u64,
+            "epoch"
+        ),
         r.seconds,
         r.tokens_per_s,
         r.best_epoch,

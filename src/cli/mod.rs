@@ -147,6 +147,15 @@ pub(crate) fn seq_len_within(asked: Option<usize>, data: usize) -> usize {
     }
 }
 
+/// "1 flow", "2 flows": the summary's headline counts.
+pub(crate) fn noun(n: u64, singular: &str) -> String {
+    if n == 1 {
+        format!("1 {singular}")
+    } else {
+        format!("{n} {singular}s")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
