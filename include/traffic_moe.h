@@ -111,7 +111,8 @@ const char* tmoe_last_error(void);
 /* Opens a classifier: `checkpoint` is the classifier.safetensors written by
  * `tmoe finetune`; give `dataset_dir` (the dataset it was trained on: the
  * vocabulary, packet minimum and flow idle timeout come from it) or else
- * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s).
+ * `vocab_file` (its vocab.txt; minimum 3 packets, idle timeout 120 s);
+ * given both, the dataset's is used and `vocab_file` is not read.
  * Paths and `device` are NUL-terminated UTF-8 (a path that is not UTF-8,
  * or empty, is refused with an error naming the argument).
  * `device` is the engine: "cpu" (or NULL; f32), "cpu-bf16" (bf16 weights,
