@@ -46,7 +46,8 @@ pub struct DatasetConfig {
     pub labels: LabelSource,
     /// Use this vocabulary instead of training one.
     pub vocab_file: Option<PathBuf>,
-    /// Learned vocabulary entries (the 5 specials come on top).
+    /// Learned vocabulary entries to train (the 5 specials come on top);
+    /// unused with `vocab_file` (`DatasetInfo::vocab_size` is the size used).
     pub vocab_size: usize,
     pub tokenizer: TokenizerConfig,
     /// Flows with fewer packets are dropped ...
