@@ -368,8 +368,10 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
             "CPU, bf16 mixed-precision training, products on {}",
             crate::backend::cpu_bf16::Kernel::detect().name()
         ),
+        // Every f32 packed kernel multiplies in AVX-512F FMAs (the bf16 one
+        // only packs its panels its own way).
         (None, Precision::F32) => match crate::backend::cpu_bf16::Kernel::detect_f32() {
-            Some(k) => format!("CPU, f32 packed kernel {}", k.name()),
+            Some(_) => "CPU, f32 on the packed AVX-512F kernels".into(),
             None => "CPU, f32 reference engine".into(),
         },
         (None, Precision::Bf16) => format!(
