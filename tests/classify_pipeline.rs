@@ -525,14 +525,15 @@ fn overlapped_stream_sends_a_partial_batch_while_the_input_is_quiet() {
 /// The stream's summary: a pcapng packet on an interface the stream never
 /// described is skipped and counted like every other skipped frame, not
 /// lost; and the counts are worded as the file summary words them ("1 flow
-/// from 4 packets", not "1 flows"). One fixture for both (it fine-tunes).
+/// from 4 packets", not "1 flows"); an empty input is named as such. One
+/// fixture for all (it fine-tunes).
 #[test]
 fn stream_summary_counts_every_frame_in_words() {
     use traffic_moe::traffic::capture::pcap_writer::{PcapNgBuilder, PcapWriter};
     let f = tiny_train::classifier::fixture();
     let (ckpt, data) = (f.ckpt.to_str().unwrap(), f.data.to_str().unwrap());
-    let summary = |input: &Path| {
-        common::tmoe_with(
+    let run = |input: &Path| {
+        common::tmoe_outcome_with(
             &f.root,
             &[
                 "classify",
@@ -547,6 +548,11 @@ fn stream_summary_counts_every_frame_in_words() {
                 c.stdin(std::fs::File::open(input).unwrap());
             },
         )
+    };
+    let summary = |input: &Path| {
+        let (ok, out) = run(input);
+        assert!(ok, "{out}");
+        out
     };
     let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
     let mut ng = PcapNgBuilder::new(false);
@@ -577,6 +583,16 @@ fn stream_summary_counts_every_frame_in_words() {
     let out = summary(&input);
     assert!(
         out.contains("classified 1 flow from 4 packets in "),
+        "{out}"
+    );
+
+    // Nothing down the pipe is said as such (it read "empty file").
+    let input = f.root.join("empty");
+    std::fs::write(&input, b"").unwrap();
+    let (ok, out) = run(&input);
+    assert!(
+        !ok && out.contains("standard input: nothing arrived (no capture header)")
+            && !out.contains("file"),
         "{out}"
     );
 }

@@ -73,8 +73,14 @@ pub fn classify_stream(
 ) -> Result<StreamSummary> {
     let t0 = Instant::now();
     let clf = open_classifier(a)?;
-    let mut reader =
-        CaptureReader::from_read(input).map_err(|e| anyhow::anyhow!("standard input: {e}"))?;
+    let mut reader = CaptureReader::from_read(input).map_err(|e| match e.kind {
+        // Not a file: nothing came down the pipe (the capture never started).
+        CaptureErrorKind::Empty => anyhow::anyhow!(
+            "standard input: nothing arrived (no capture header): pipe a pcap or pcapng \
+             stream into it, e.g. `tcpdump -w - | tmoe classify --stream ...`"
+        ),
+        _ => anyhow::anyhow!("standard input: {e}"),
+    })?;
     let limits = StreamLimits {
         max_flows: a
             .max_flows

@@ -187,7 +187,8 @@ pub fn tmoe_outcome(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
     tmoe_outcome_with(dir, args, |_| {})
 }
 
-fn tmoe_outcome_with(
+/// [`tmoe_outcome`] after `setup` on the command.
+pub fn tmoe_outcome_with(
     dir: &std::path::Path,
     args: &[&str],
     setup: impl FnOnce(&mut std::process::Command),
