@@ -219,3 +219,25 @@ fn an_existing_out_is_refused_in_the_same_words_by_every_command() {
         assert_eq!(std::fs::read(dir.path().join("o")).unwrap(), b"keep me");
     }
 }
+
+/// `study --rows`' help says what running without it does: every row
+/// (`Row::ALL`). It used to say "the Table 2-3 rows; add moe-top1,moe-top4
+/// for Table 4" while the default already ran those two.
+#[test]
+fn study_rows_help_names_the_default_it_runs() {
+    use traffic_moe::study::Row;
+    let dir = tempfile::tempdir().unwrap();
+    let (ok, out) = run(dir.path(), &["study", "--help"]);
+    assert!(ok, "{out}");
+    let rows = out.split("--rows").nth(1).unwrap();
+    let rows = &rows[..rows.find("--seeds").unwrap()];
+    assert!(rows.contains("default: every row"), "{rows}");
+    for r in Row::ALL {
+        assert!(!rows.contains(&format!("add {}", r.name())), "{rows}");
+        assert!(
+            rows.contains(&format!("- {}", r.name())),
+            "{} unlisted: {rows}",
+            r.name()
+        );
+    }
+}

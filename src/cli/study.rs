@@ -25,8 +25,8 @@ pub struct Args {
     /// Labels: folder, prefix or csv:PATH[:app|category] (as tokenize).
     #[arg(long, default_value = "folder")]
     pub labels: String,
-    /// Rows to run (default: the Table 2-3 rows; add moe-top1,moe-top4 for
-    /// Table 4).
+    /// Rows to run (default: every row below, Table 4's top-1 and top-4
+    /// and LP-FT's two included).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub rows: Vec<Row>,
     /// Seeds: each row runs once per seed (split, initialisation, order).
