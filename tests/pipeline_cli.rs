@@ -82,7 +82,10 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
     // 2 steps under the default 50 of warmup: said, with what to do.
     assert!(
         text.contains("warning: --warmup 50 is not below --steps 2: the whole run is warmup")
-            && text.contains("a --warmup of about a tenth of --steps (1)"),
+            && text.contains("a --warmup of about a tenth of --steps (1)")
+            // A share of --lr, not a raw float (it said "climbs to
+            // 0.000012000000000000001 of --lr 0.0003").
+            && text.contains("(the rate climbs to 4.0 % of --lr 0.0003 and never decays)"),
         "{text}"
     );
     // A warmup below --steps is no warning.

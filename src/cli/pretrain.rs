@@ -90,10 +90,10 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     if a.warmup >= a.steps {
         // The whole run would be warmup: no peak, no cosine decay.
         eprintln!(
-            "warning: --warmup {} is not below --steps {}: the whole run is warmup (the rate climbs to {} of --lr {} and never decays); a --warmup of about a tenth of --steps ({}) gives warmup then cosine",
+            "warning: --warmup {} is not below --steps {}: the whole run is warmup (the rate climbs to {:.1} % of --lr {} and never decays); a --warmup of about a tenth of --steps ({}) gives warmup then cosine",
             a.warmup,
             a.steps,
-            a.lr * a.steps as f64 / a.warmup.max(1) as f64,
+            100.0 * a.steps as f64 / a.warmup.max(1) as f64,
             a.lr,
             (a.steps / 10).max(1)
         );
