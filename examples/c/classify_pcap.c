@@ -7,7 +7,7 @@
  *   cc -O2 examples/c/classify_pcap.c -Iinclude target/release/libtraffic_moe.a \
  *      -lstdc++ -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc -o classify_pcap
  *   ./classify_pcap CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--background]
- *                   [--device cpu|cuda|sim] [--max-flows N] [--max-pending N]
+ *                   [--device cpu|cpu-bf16|cuda|sim] [--max-flows N] [--max-pending N]
  * --early: a verdict as soon as a flow holds the packets the model reads.
  * --background: the model on a thread of its own (TMOE_BACKGROUND).
  * --max-flows / --max-pending: tmoe_set_limits (flows open / awaiting a poll).
@@ -49,7 +49,7 @@ static void print_verdicts(tmoe_classifier* h, const char* file) {
 static int usage(const char* exe) {
   fprintf(stderr,
           "usage: %s CHECKPOINT DATASET_DIR CAPTURE.pcap [--early] [--background]\n"
-          "          [--device cpu|cuda|sim]\n"
+          "          [--device cpu|cpu-bf16|cuda|sim]\n"
           "          [--max-flows N] [--max-pending N]\n",
           exe);
   return 2;
