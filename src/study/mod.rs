@@ -235,14 +235,23 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
         build(o, view, &dir)?;
     }
     let classes = crate::traffic::dataset::build::load_dataset_info(&dir)?.classes;
-    anyhow::ensure!(
-        classes.len() >= 2,
-        "{}: the captures give {} class{} ({}): a study compares classifiers, which needs two or more",
-        dir.display(),
-        classes.len(),
-        if classes.len() == 1 { "" } else { "es" },
-        classes.join(", ")
-    );
+    if classes.len() < 2 {
+        // Not kept: the same call, once the other classes' captures are
+        // there, must build the dataset anew rather than find this one.
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("removing the one-class dataset {}", dir.display()))?;
+        anyhow::bail!(
+            "{}: the captures give {} class{} ({}): a study compares classifiers, which needs two or more",
+            o.captures
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+            classes.len(),
+            if classes.len() == 1 { "" } else { "es" },
+            classes.join(", ")
+        );
+    }
     Ok(dir)
 }
 
