@@ -303,9 +303,7 @@ fn work(clf: &Classifier, batch: usize, rx: &Receiver<Vec<Flow>>, shared: &Share
     for flows in rx.iter() {
         let n = flows.len();
         // A panic must not leave `in_flight` up (flush would wait forever).
-        let r =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| clf.classify(&flows, batch)))
-                .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")));
+        let r = clf.classify_caught(&flows, batch);
         let max_verdicts = shared.max_verdicts.load(Ordering::Relaxed);
         let mut out = shared.lock();
         match r {

@@ -129,6 +129,14 @@ impl Classifier {
         self.classify_tokens(&seqs, batch)
     }
 
+    /// [`Self::classify`] with a panic turned into an error: the streams
+    /// count a failed batch's flows as dropped (and the background worker
+    /// must not leave them in flight), which an unwind would skip.
+    pub fn classify_caught(&self, flows: &[Flow], batch: usize) -> Result<Vec<(u32, f32)>> {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.classify(flows, batch)))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")))
+    }
+
     /// [`Self::classify`] for flows already tokenized (cut to `self.seq_len`).
     /// Batches are formed by length inside `seqs`, so give it many flows.
     pub fn classify_tokens(&self, seqs: &MemSequences, batch: usize) -> Result<Vec<(u32, f32)>> {

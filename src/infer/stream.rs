@@ -136,12 +136,10 @@ impl FlowStream {
         let flows = self.flows.take(max);
         // A panic is an error here too, so that the flows taken are counted
         // as dropped (the stats' identity holds) as in the background mode.
-        let classifier = &self.classifier;
-        let classes = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            classifier.classify(&flows, BATCH)
-        }))
-        .unwrap_or_else(|_| Err(anyhow::anyhow!("the model panicked")))
-        .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
+        let classes = self
+            .classifier
+            .classify_caught(&flows, BATCH)
+            .inspect_err(|_| self.flows.count_dropped(flows.len()))?;
         self.flows.count_classified(flows.len());
         Ok(flows
             .iter()
