@@ -10,10 +10,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-
-use super::noun;
 use serde_json::json;
 
+use super::noun;
 use crate::cli::args;
 use crate::engine::{Device, Precision};
 use crate::eval::confusion::csv_field;

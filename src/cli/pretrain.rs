@@ -142,12 +142,11 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let tail = r.history.len().min(20);
     let last = r.history.iter().rev().take(tail).map(|h| h.1).sum::<f32>() / tail.max(1) as f32;
     println!(
-        "pretrained {} step{} in {:.1} s ({:.0} tokens/s); LM loss (last {tail} step{}) {last:.4}; checkpoint {}",
-        r.history.len(),
-        if r.history.len() == 1 { "" } else { "s" },
+        "pretrained {} in {:.1} s ({:.0} tokens/s); LM loss (last {}) {last:.4}; checkpoint {}",
+        super::noun(r.history.len() as u64, "step"),
         r.seconds,
         r.tokens_per_s,
-        if tail == 1 { "" } else { "s" },
+        super::noun(tail as u64, "step"),
         r.checkpoint.display()
     );
     Ok(())

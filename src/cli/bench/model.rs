@@ -380,14 +380,14 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         ),
     };
     eprintln!(
-        "tmoe bench model: {config} on {} ({device_name}), sequence {seq}, {}; {iters} timed run{} per batch size after a warm-up{}",
+        "tmoe bench model: {config} on {} ({device_name}), sequence {seq}, {}; {} per batch size after a warm-up{}",
         a.device.name(),
         if a.train {
             "training step"
         } else {
             "inference (classifier forward)"
         },
-        if iters == 1 { "" } else { "s" },
+        crate::cli::noun(iters as u64, "timed run"),
         // The p99 of fewer than 100 runs is their slowest.
         if iters < 100 {
             " (p99: the slowest of them; --iters 100 or more for a percentile)"
