@@ -184,6 +184,18 @@ pub struct StudyOpts {
     pub budget_fractions: Vec<f64>,
 }
 
+impl StudyOpts {
+    /// The capture paths given, as the report and the errors name them.
+    fn captures_shown(&self) -> String {
+        let shown: Vec<String> = self
+            .captures
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect();
+        shown.join(", ")
+    }
+}
+
 /// One finished run.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct RunResult {
@@ -242,11 +254,7 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
             .with_context(|| format!("removing the one-class dataset {}", dir.display()))?;
         anyhow::bail!(
             "{}: the captures give {} class{} ({}): a study compares classifiers, which needs two or more",
-            o.captures
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", "),
+            o.captures_shown(),
             classes.len(),
             if classes.len() == 1 { "" } else { "es" },
             classes.join(", ")

@@ -85,11 +85,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let mut md = String::from("# Study\n\n");
     md += &format!(
         "Captures: {}; vocabulary {}; split by {}; sequence {}; identifiers masked: {}; seeds {}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
-        o.captures
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect::<Vec<_>>()
-            .join(", "),
+        o.captures_shown(),
         o.vocab_file
             .as_ref()
             .map_or("learnt on the studied flows".to_string(), |v| v
