@@ -5,18 +5,24 @@
 
 use std::process::Command;
 
-/// `tmoe ARGS` must exit with clap's usage error (2) about `flag`'s value.
-fn refused(args: &[&str], flag: &str) {
+/// `tmoe ARGS` must exit with clap's usage error (2); its stderr.
+fn usage_error(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
         .args(args)
         .output()
         .expect("running tmoe");
-    let err = String::from_utf8_lossy(&out.stderr);
-    let call = args.join(" ");
-    assert_eq!(out.status.code(), Some(2), "tmoe {call}: {err}");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "tmoe {}: {err}", args.join(" "));
+    err
+}
+
+/// `tmoe ARGS` must exit with clap's usage error (2) about `flag`'s value.
+fn refused(args: &[&str], flag: &str) {
+    let err = usage_error(args);
     assert!(
         err.contains("invalid value") && err.contains(flag) && !err.contains("panicked"),
-        "tmoe {call}: {err}"
+        "tmoe {}: {err}",
+        args.join(" ")
     );
 }
 
@@ -198,13 +204,7 @@ fn options_without_the_option_they_shape_are_refused() {
         &["--budget-fractions", "0.5"][..],
         &["--pretrain-extra", "x"],
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-            .args(["study", "caps", "--out", "s"])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        let err = usage_error(&[&["study", "caps", "--out", "s"], extra].concat());
         assert!(err.contains("--budgets"), "{extra:?}: {err}");
     }
 }
@@ -220,11 +220,7 @@ fn a_split_that_is_not_a_part_is_refused() {
         let mut args = cmd.to_vec();
         args.extend(["--split", "bogus"]);
         refused(&args, "--split");
-        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-            .args(&args)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
+        let err = usage_error(&args);
         assert!(err.contains("train, val, test"), "{err}");
     }
 }
@@ -235,21 +231,16 @@ fn a_split_that_is_not_a_part_is_refused() {
 #[test]
 fn finetune_model_options_beside_init_are_refused() {
     for extra in [&["--ffn", "dense"][..], &["--config", "small"]] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-            .args([
-                "finetune",
-                "--data",
-                "d",
-                "--out",
-                "o",
-                "--init",
-                "pt.safetensors",
-            ])
-            .args(extra)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{extra:?}: {err}");
+        let init = [
+            "finetune",
+            "--data",
+            "d",
+            "--out",
+            "o",
+            "--init",
+            "pt.safetensors",
+        ];
+        let err = usage_error(&[&init[..], extra].concat());
         assert!(
             err.contains("--init") && err.contains(extra[0]) && err.contains("cannot be used"),
             "{extra:?}: {err}"
@@ -261,31 +252,21 @@ fn finetune_model_options_beside_init_are_refused() {
 /// asked for `--init` alone, as if `--from-scratch` did not exist).
 #[test]
 fn finetune_without_init_or_from_scratch_names_both() {
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .args(["finetune", "--data", "d", "--out", "o"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = usage_error(&["finetune", "--data", "d", "--out", "o"]);
     assert!(
         err.contains("required") && err.contains("--init") && err.contains("--from-scratch"),
         "{err}"
     );
     // Both at once is still refused.
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .args([
-            "finetune",
-            "--data",
-            "d",
-            "--out",
-            "o",
-            "--init",
-            "c",
-            "--from-scratch",
-        ])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{err}");
+    let err = usage_error(&[
+        "finetune",
+        "--data",
+        "d",
+        "--out",
+        "o",
+        "--init",
+        "c",
+        "--from-scratch",
+    ]);
     assert!(err.contains("cannot be used"), "{err}");
 }
