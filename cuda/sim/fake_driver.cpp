@@ -8,8 +8,9 @@
 // free), as late as the API allows, so that a host that reuses a pinned
 // buffer, or reads a result, before its copy or kernel ran gets stale bytes;
 // launches are refused as a GPU refuses them (block and grid limits, a block
-// above the kernel's __launch_bounds__, dynamic shared memory above 48 KiB
-// without the function attribute); copies must lie
+// above the kernel's __launch_bounds__, static and dynamic shared memory
+// together above 48 KiB without the function attribute, the static figure
+// being ptxas's from build.rs); copies must lie
 // inside one allocation; calls need a current context; new device memory is
 // garbage (0xA5), never zeroed; a kernel error (a race, an out-of-bounds
 // access the simulator caught) is sticky, as a GPU fault is.
