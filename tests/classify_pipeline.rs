@@ -434,6 +434,47 @@ fn overlapped_stream_gives_the_serial_runners_verdicts_in_order() {
     }
 }
 
+/// The overlapped stream takes every ended flow after each frame, so the
+/// feed's cap on waiting flows must not drop the flows that end together:
+/// here the 20 DNS flows still open at the end of the input, flushed at
+/// once, with a cap of 2 (the CLI's is 65,536, met by as many open flows).
+#[test]
+fn overlapped_stream_drops_no_flow_that_ends_in_a_burst() {
+    use traffic_moe::infer::flow_feed::StreamLimits;
+    use traffic_moe::infer::overlap::{self, FrameSink};
+    use traffic_moe::infer::stream::flow_feed_for;
+    let f = tiny_train::classifier::fixture();
+    let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
+    let clf = Classifier::open(&f.ckpt, VocabSource::Dataset(&f.data), None, Device::Cpu).unwrap();
+    let limits = StreamLimits {
+        max_pending: 2,
+        ..StreamLimits::default()
+    };
+    let feed = flow_feed_for(&clf, None, false, limits);
+    let source = |sink: &mut FrameSink| {
+        for (ts, link, data, len) in &frames {
+            sink(*ts, *link, data, *len);
+        }
+        Ok(())
+    };
+    let mut verdicts = 0;
+    let r = overlap::run(
+        &clf,
+        feed,
+        4,
+        std::time::Duration::from_secs(3600),
+        source,
+        &mut |v| {
+            verdicts += v.len();
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(r.stats.flows_dropped, 0, "{:?}", r.stats);
+    assert_eq!(r.stats.flows_classified, 20, "{:?}", r.stats);
+    assert_eq!(verdicts, 20);
+}
+
 #[test]
 fn overlapped_stream_stops_reading_when_the_model_side_fails() {
     use traffic_moe::infer::flow_feed::StreamLimits;
@@ -568,6 +609,8 @@ fn stream_summary_counts_every_frame_in_words() {
     let out = summary(&input);
     assert!(out.contains("classified 20 flows"), "{out}");
     assert!(out.contains("; 3 frames skipped,"), "{out}");
+    // Nothing is dropped on the stream (the input backs up instead).
+    assert!(!out.contains("dropped"), "{out}");
     assert!(
         out.contains("skipped 3 frames: unknown pcapng interface 3;"),
         "{out}"

@@ -40,7 +40,7 @@ pub fn run(a: &Args) -> Result<()> {
     let s = with_output(a, |w| classify_stream(a, std::io::stdin(), w))?;
     let ms = |v: Option<f64>| v.map_or("-".to_string(), |s| format!("{:.2} ms", s * 1e3));
     eprintln!(
-        "classified {} from {} in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} skipped, {} under the packet minimum, {} evicted by the flow-table cap, {} dropped (queue full); verdict latency p50 {}, p99 {}",
+        "classified {} from {} in {:.1} s ({:.0} flows/s, {:.0} packets/s); {} skipped, {} under the packet minimum, {} evicted by the flow-table cap; verdict latency p50 {}, p99 {}",
         noun(s.stats.flows_classified, "flow"),
         noun(s.stats.packets, "packet"),
         s.seconds,
@@ -49,7 +49,6 @@ pub fn run(a: &Args) -> Result<()> {
         noun(s.stats.skipped_frames + s.unknown_interface_frames, "frame"),
         noun(s.stats.flows_too_short, "flow"),
         s.stats.flows_evicted,
-        s.stats.flows_dropped,
         ms(s.latency_p50),
         ms(s.latency_p99),
     );

@@ -126,6 +126,17 @@ impl FlowFeed {
         Ok(())
     }
 
+    /// Lifts the cap on ended flows waiting to be taken, for a caller that
+    /// takes every ended flow after each frame (the overlapped stream). Its
+    /// queue then holds only what one frame or the final flush ended, flows
+    /// that left the table (itself capped by `max_flows`) to get there: the
+    /// cap would bound no memory, and would drop the flows of a burst (many
+    /// idle flows timing out on one frame, or every open flow at the end of
+    /// the input) that were never waiting on a slow reader.
+    pub fn lift_pending_cap(&mut self) {
+        self.max_pending = usize::MAX;
+    }
+
     /// See `FlowStream::feed`.
     pub fn feed(
         &mut self,

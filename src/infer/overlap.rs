@@ -9,7 +9,8 @@
 //! when the model falls behind, the channel is full and the reader waits
 //! (the input backs up, as a capture socket does), so memory stays bounded,
 //! and the next batch is whatever waits there: under load, batches grow
-//! instead of queueing small ones.
+//! instead of queueing small ones. Nothing is dropped: the feed's cap on
+//! ended flows is lifted, as they leave for the channel after every frame.
 //! `tmoe classify --stream` and `tmoe bench classify` run the stream this way.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TryRecvError, sync_channel};
@@ -105,6 +106,10 @@ pub fn run(
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<Overlapped> {
     let batch = batch.max(1);
+    // The reader sends every ended flow after each frame, waiting while the
+    // channel is full: the input backs up, and nothing is dropped.
+    let mut feed = feed;
+    feed.lift_pending_cap();
     let (tx, rx) = sync_channel::<Ready>(batch * QUEUED_BATCHES);
     // The reader needs only the tokenizer (a GPU engine's handle stays on
     // this thread).
