@@ -203,8 +203,20 @@ fn out_keeps_an_existing_file_unless_forced() {
     let out2 = f.root.join("verdicts2.csv");
     let mut b = tiny_train::classifier::classify_args(&f, vec![bad], classify::Format::Csv);
     b.out = Some(out2.clone());
-    let err = classify::run(b).unwrap_err();
+    let err = classify::run(b.clone()).unwrap_err();
     assert!(!out2.exists(), "{err}: left {}", out2.display());
+    // But what is not a plain file (`--out /dev/null --force`, here a
+    // link to one) outlives a failed run: it was removed, /dev/null too.
+    let link = f.root.join("verdicts-link.csv");
+    std::os::unix::fs::symlink(&out, &link).unwrap();
+    b.out = Some(link.clone());
+    b.force = true;
+    let err = classify::run(b).unwrap_err();
+    assert!(
+        std::fs::symlink_metadata(&link).is_ok(),
+        "{err}: removed {}",
+        link.display()
+    );
 }
 
 /// A run that ends at its memory limit (here 1 MiB: the file is created

@@ -174,16 +174,18 @@ pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<
             super::refuse_existing_out(p, a.force)?;
             let file =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
-            let _remove_at_memory_limit = crate::heap::OutputGuard::new(p);
+            // A failed run leaves no file behind for the next run to refuse
+            // to replace; but only a plain file is removed: `--out /dev/null
+            // --force` (or a link, a pipe) must outlive a failed run.
+            let plain = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
+            let _remove_at_memory_limit = plain.then(|| crate::heap::OutputGuard::new(p));
             let mut w = BufWriter::new(file);
             let done = f(&mut w).and_then(|v| {
                 w.flush()
                     .with_context(|| format!("writing {}", p.display()))?;
                 Ok(v)
             });
-            if done.is_err() {
-                // A failed run leaves no file behind for the next run to
-                // refuse to replace.
+            if done.is_err() && plain {
                 drop(w);
                 let _ = std::fs::remove_file(p);
             }
