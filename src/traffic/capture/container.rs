@@ -12,7 +12,7 @@ use std::path::Path;
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
-use pcap_parser::{PcapBlockOwned, PcapError, create_reader};
+use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 
 /// Initial size of the streaming buffer.
 const BUFFER_BYTES: usize = 64 * 1024;
@@ -90,16 +90,23 @@ impl fmt::Display for CaptureError {
 
 impl std::error::Error for CaptureError {}
 
-/// A `Read` that fills the whole buffer unless the input ends: pcap-parser
-/// reads its header with a single `read` call, which a chained reader would
-/// answer with only the 4 peeked bytes.
-struct FillRead<R>(R);
+/// A `Read` whose first call delivers `first` bytes (the file header)
+/// unless the input ends: pcap-parser parses its header from a single
+/// `read`, which a chained reader would answer with only the 4 peeked
+/// bytes. Later calls return what one read gives, so frames arriving on a
+/// live pipe are parsed as they come rather than once a 64 KiB buffer has
+/// filled (a quiet link's verdicts waited for that).
+struct HeaderRead<R> {
+    inner: R,
+    first: usize,
+}
 
-impl<R: Read> Read for FillRead<R> {
+impl<R: Read> Read for HeaderRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let want = std::mem::take(&mut self.first).clamp(1, buf.len().max(1));
         let mut got = 0;
-        while got < buf.len() {
-            match self.0.read(&mut buf[got..]) {
+        while got < want.min(buf.len()) {
+            match self.inner.read(&mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -110,6 +117,23 @@ impl<R: Read> Read for FillRead<R> {
         Ok(got)
     }
 }
+
+/// Reads until `buf` is full or the input ends; the bytes read.
+fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match input.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+/// Bytes of a pcap file header.
+const PCAP_HEADER_BYTES: usize = 24;
 
 /// pcapng interface as described by its IDB.
 #[derive(Clone, Copy, Debug)]
@@ -193,22 +217,14 @@ impl CaptureReader {
     ) -> Result<CaptureReader, CaptureError> {
         // Peek at the magic ourselves: pcap-parser cannot tell "empty" from
         // "too short" and we want the byte order for reporting.
-        let mut magic = [0u8; 4];
-        let mut got = 0;
-        while got < 4 {
-            match input.read(&mut magic[got..]) {
-                Ok(0) => break,
-                Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    return Err(CaptureError {
-                        kind: CaptureErrorKind::Io,
-                        offset: got as u64,
-                        detail: e.to_string(),
-                    });
-                }
-            }
-        }
+        let io_error = |e: std::io::Error| CaptureError {
+            kind: CaptureErrorKind::Io,
+            offset: 0,
+            detail: e.to_string(),
+        };
+        // 12 bytes for pcapng: its header's length and byte order.
+        let mut magic = [0u8; 12];
+        let got = read_up_to(&mut input, &mut magic[..4]).map_err(io_error)?;
         if got == 0 {
             return Err(CaptureError {
                 kind: CaptureErrorKind::Empty,
@@ -216,7 +232,7 @@ impl CaptureReader {
                 detail: "zero-length file".into(),
             });
         }
-        let format = match u32::from_le_bytes(magic) {
+        let format = match u32::from_le_bytes(magic[..4].try_into().expect("4 bytes")) {
             _ if got < 4 => None,
             0xa1b2_c3d4 | 0xa1b2_cd34 => Some(CaptureFormat::Pcap {
                 big_endian: false,
@@ -251,8 +267,34 @@ impl CaptureReader {
                 ),
             });
         };
-        let stream = FillRead(std::io::Cursor::new(magic).chain(input));
-        let inner = create_reader(BUFFER_BYTES, stream).map_err(|e| {
+        let (peeked, first) = match format {
+            CaptureFormat::Pcap { .. } => (4, PCAP_HEADER_BYTES),
+            CaptureFormat::PcapNg => {
+                // The section header block: type, total length, byte-order
+                // magic; the length's byte order is the magic's.
+                let more = read_up_to(&mut input, &mut magic[4..]).map_err(io_error)?;
+                let length: [u8; 4] = magic[4..8].try_into().expect("4 bytes");
+                let length = match magic[8..12] {
+                    [0x4d, 0x3c, 0x2b, 0x1a] => u32::from_le_bytes(length),
+                    _ => u32::from_be_bytes(length),
+                };
+                (4 + more, (length as usize).max(12))
+            }
+        };
+        let stream = HeaderRead {
+            inner: std::io::Cursor::new(magic[..peeked].to_vec()).chain(input),
+            first,
+        };
+        // The reader of the format found above: pcap-parser's
+        // `create_reader` would read twice before the first frame, and on
+        // a live pipe the second read waits for bytes that may not come.
+        let inner = match format {
+            CaptureFormat::Pcap { .. } => LegacyPcapReader::new(BUFFER_BYTES, stream)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>),
+            CaptureFormat::PcapNg => PcapNGReader::new(BUFFER_BYTES, stream)
+                .map(|r| Box::new(r) as Box<dyn PcapReaderIterator + Send>),
+        }
+        .map_err(|e| {
             let (kind, detail) = match e {
                 PcapError::Incomplete(_) | PcapError::Eof | PcapError::UnexpectedEof => (
                     CaptureErrorKind::Truncated,
