@@ -487,6 +487,61 @@ fn overlapped_stream_drops_no_flow_that_ends_in_a_burst() {
     assert_eq!(verdicts, 20);
 }
 
+/// A stream whose output fails (a full disk: /dev/full behind a link) ends
+/// with that error while its input is still open and quiet, as a live link
+/// is; it used to wait for the next packet. The wait below bounds a hang,
+/// it times nothing.
+#[test]
+fn stream_ends_on_a_failed_output_while_its_input_is_quiet() {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let f = tiny_train::classifier::fixture();
+    let out = f.root.join("full.csv");
+    std::os::unix::fs::symlink("/dev/full", &out).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("classify")
+        .arg("--checkpoint")
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        // Early verdicts: each flow's verdict at its 5th packet, as the
+        // fixture's flows are still open when the input goes quiet.
+        .args(["--stream", "--early", "--quiet", "--force", "--out"])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let capture = std::fs::read(f.caps.join("web").join("web1.pcap")).unwrap();
+    stdin.write_all(&capture).unwrap();
+    stdin.flush().unwrap();
+    let t0 = std::time::Instant::now();
+    let ended = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if t0.elapsed() > std::time::Duration::from_secs(120) {
+            break None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    if ended.is_none() {
+        child.kill().unwrap();
+    }
+    drop(stdin);
+    let err = String::from_utf8_lossy(&child.wait_with_output().unwrap().stderr).into_owned();
+    let status =
+        ended.unwrap_or_else(|| panic!("still running 120 s after its output failed: {err}"));
+    assert!(
+        !status.success() && err.contains("writing the results"),
+        "{err}"
+    );
+    // The link (and /dev/full) outlive the failed run.
+    assert!(std::fs::symlink_metadata(&out).is_ok());
+}
+
 #[test]
 fn overlapped_stream_stops_reading_when_the_model_side_fails() {
     use traffic_moe::infer::flow_feed::StreamLimits;

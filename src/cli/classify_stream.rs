@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 
 use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
 use super::noun;
+use super::stdin_pump;
 use crate::infer::flow_feed::StreamLimits;
 use crate::infer::latency::quantile;
 use crate::infer::overlap::{self, FrameSink};
@@ -72,6 +73,9 @@ pub fn classify_stream(
 ) -> Result<StreamSummary> {
     let t0 = Instant::now();
     let clf = open_classifier(a)?;
+    // Read on a pump thread, so that a failed model side (a full disk) can
+    // end the stream while the link is quiet.
+    let (input, stopper) = stdin_pump::pump(input);
     let mut reader = CaptureReader::from_read(input).map_err(|e| match e.kind {
         // Not a file: nothing came down the pipe (the capture never started).
         CaptureErrorKind::Empty => anyhow::anyhow!(
@@ -120,7 +124,8 @@ pub fn classify_stream(
             r => r.map_err(|e| e.to_string()),
         }
     };
-    let r = overlap::run(&clf, feed, a.batch(), MAX_WAIT, source, &mut write)?;
+    let stop = || stopper.stop();
+    let r = overlap::run_interruptible(&clf, feed, a.batch(), MAX_WAIT, source, &mut write, &stop)?;
     Ok(StreamSummary {
         stats: r.stats,
         skips: r.skips,

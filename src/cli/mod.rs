@@ -17,6 +17,7 @@ pub mod flow_parts;
 pub mod inspect;
 pub mod model_info;
 pub mod pretrain;
+mod stdin_pump;
 pub mod study;
 pub mod synth;
 pub mod tokenize;

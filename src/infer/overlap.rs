@@ -105,6 +105,21 @@ pub fn run(
     source: impl FnOnce(&mut FrameSink) -> Result<(), String> + Send,
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<Overlapped> {
+    run_interruptible(clf, feed, batch, max_wait, source, on_verdicts, &|| {})
+}
+
+/// [`run`], calling `interrupt` when the model side fails, before waiting
+/// for the reader: the source learns of the failure at its next frame, so
+/// one blocked on a quiet input needs waking (`cli::stdin_pump`).
+pub fn run_interruptible(
+    clf: &Classifier,
+    feed: FlowFeed,
+    batch: usize,
+    max_wait: Duration,
+    source: impl FnOnce(&mut FrameSink) -> Result<(), String> + Send,
+    on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
+    interrupt: &dyn Fn(),
+) -> Result<Overlapped> {
     let batch = batch.max(1);
     // The reader sends every ended flow after each frame, waiting while the
     // channel is full: the input backs up, and nothing is dropped.
@@ -130,6 +145,9 @@ pub fn run(
         let model = classify_batches(clf, batch, max_wait, &rx, on_verdicts);
         // Unblock a reader waiting on a full channel before joining it.
         drop(rx);
+        if model.is_err() {
+            interrupt();
+        }
         let (mut stats, skips, input_error) = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the stream's reader thread panicked"))?;
