@@ -38,7 +38,7 @@ pub struct Args {
     #[arg(required_unless_present = "stream", conflicts_with = "stream")]
     pub captures: Vec<PathBuf>,
     /// Read one pcap or pcapng stream from standard input instead (e.g.
-    /// `tcpdump -w - | tmoe classify --stream ...`) and write verdicts as
+    /// `tcpdump -U -w - | tmoe classify --stream ...`) and write verdicts as
     /// flows are classified, not at the end.
     #[arg(long)]
     pub stream: bool,

@@ -1,5 +1,5 @@
 //! `tmoe classify --stream`: one pcap or pcapng stream on standard input
-//! (`tcpdump -w - | tmoe classify --stream ...`) through the same flow
+//! (`tcpdump -U -w - | tmoe classify --stream ...`) through the same flow
 //! side the C API wraps, verdicts written as they are made: in batches of
 //! `--batch` flows, or sooner when the oldest waiting flow has waited
 //! [`MAX_WAIT`]; reading overlaps the model ([`overlap`]).
@@ -80,7 +80,7 @@ pub fn classify_stream(
         // Not a file: nothing came down the pipe (the capture never started).
         CaptureErrorKind::Empty => anyhow::anyhow!(
             "standard input: nothing arrived (no capture header): pipe a pcap or pcapng \
-             stream into it, e.g. `tcpdump -w - | tmoe classify --stream ...`"
+             stream into it, e.g. `tcpdump -U -w - | tmoe classify --stream ...`"
         ),
         _ => anyhow::anyhow!("standard input: {e}"),
     })?;
