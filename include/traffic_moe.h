@@ -9,7 +9,8 @@
  * Use: tmoe_open() a classifier fine-tuned by `tmoe finetune`, tmoe_feed()
  * every frame you capture (any order of flows, timestamps non-decreasing),
  * and tmoe_poll() the flows that have ended (FIN both ways or RST, idle
- * timeout, or tmoe_flush() at the end; or, with TMOE_EARLY_VERDICTS, those
+ * timeout, reached by a later frame or by tmoe_advance() on a quiet link,
+ * or tmoe_flush() at the end; or, with TMOE_EARLY_VERDICTS, those
  * that hold the first K packets the model reads). A flow gets the same class as
  * `tmoe classify` gives it in a capture file. Flows with fewer packets than
  * the training dataset's minimum are counted, not classified.
@@ -42,6 +43,7 @@
  * 2: tmoe_open takes `device`; tmoe_stats gained flows_evicted,
  *    flows_dropped and flows_open (48 -> 72 bytes); tmoe_set_limits.
  * 3: TMOE_BACKGROUND.
+ * 4: tmoe_advance.
  */
 #ifndef TRAFFIC_MOE_H
 #define TRAFFIC_MOE_H
@@ -53,7 +55,7 @@
 extern "C" {
 #endif
 
-#define TMOE_API_VERSION 3
+#define TMOE_API_VERSION 4
 
 typedef struct tmoe_classifier tmoe_classifier;
 
@@ -156,6 +158,12 @@ const char* tmoe_class_name(const tmoe_classifier* h, uint32_t class_id);
  * 1: a TCP/UDP packet, added to its flow; 0: skipped (counted); -1: error. */
 int32_t tmoe_feed(tmoe_classifier* h, uint64_t ts_ns, uint32_t link_type,
                   const uint8_t* frame, uint32_t caplen, uint32_t wirelen);
+
+/* Ends the flows idle at now_ns (the clock of tmoe_feed's ts_ns) as a frame
+ * stamped now_ns would, without feeding one: on a link gone quiet, call it
+ * from a timer so that idle flows still get their verdicts. Frames fed
+ * later must not be stamped earlier. 0, or -1 on error. */
+int32_t tmoe_advance(tmoe_classifier* h, uint64_t now_ns);
 
 /* Ends every open flow (end of input); with TMOE_BACKGROUND, also waits
  * until all of them are classified. 0, or -1 on error. */

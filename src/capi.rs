@@ -58,6 +58,16 @@ impl Stream {
         }
     }
 
+    fn advance(&mut self, now_ns: u64) -> anyhow::Result<()> {
+        match self {
+            Stream::Caller(s) => {
+                s.advance(now_ns);
+                Ok(())
+            }
+            Stream::Background(s) => s.advance(now_ns),
+        }
+    }
+
     fn pending(&self) -> usize {
         match self {
             Stream::Caller(s) => s.pending(),
@@ -211,7 +221,7 @@ fn to_c(v: &Verdict) -> TmoeVerdict {
 /// layout of include/traffic_moe.h changes, or a flag is added. 2:
 /// `tmoe_open` takes a device, `tmoe_stats` gained the eviction/drop
 /// counters, `tmoe_set_limits`. 3: `TMOE_BACKGROUND`.
-pub const TMOE_API_VERSION: u32 = 3;
+pub const TMOE_API_VERSION: u32 = 4;
 
 /// The API version this library implements (a program compiled against
 /// another header compares it with its `TMOE_API_VERSION`).
@@ -470,6 +480,22 @@ pub unsafe extern "C" fn tmoe_feed(
 pub unsafe extern "C" fn tmoe_flush(h: *mut TmoeClassifier) -> i32 {
     guarded(-1, || {
         handle_mut(h)?.stream.flush()?;
+        Ok(0)
+    })
+}
+
+/// Ends the flows idle at `now_ns` (the clock of `tmoe_feed`'s timestamps)
+/// as a frame stamped `now_ns` would, without feeding one: they become
+/// pending verdicts. For a monitor whose link has gone quiet (call it from a
+/// timer); frames fed later must not be stamped earlier. Returns 0, or -1
+/// on a NULL handle.
+///
+/// # Safety
+/// `h` is NULL or a live handle from `tmoe_open`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn tmoe_advance(h: *mut TmoeClassifier, now_ns: u64) -> i32 {
+    guarded(-1, || {
+        handle_mut(h)?.stream.advance(now_ns)?;
         Ok(0)
     })
 }

@@ -405,12 +405,12 @@ unsafe fn feed_udp(h: *mut TmoeClassifier, ts: u64, port: u16, k: u64) {
 
 #[test]
 fn c_api_caps_memory_and_accounts_for_every_flow() {
-    assert_eq!(tmoe_api_version(), 3);
+    assert_eq!(tmoe_api_version(), 4);
     let header = std::fs::read_to_string(
         Path::new(env!("CARGO_MANIFEST_DIR")).join("include/traffic_moe.h"),
     )
     .unwrap();
-    assert!(header.contains("#define TMOE_API_VERSION 3"));
+    assert!(header.contains("#define TMOE_API_VERSION 4"));
     assert!(header.contains(&format!("#define TMOE_BACKGROUND {TMOE_BACKGROUND}u")));
     let f = fixture();
     let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
@@ -543,6 +543,57 @@ fn c_api_opens_the_engine_it_is_asked_for() {
             polled[2].4, polled[0].4,
             "the same class on cpu and cpu-bf16"
         );
+    }
+}
+
+/// On a link gone quiet, `tmoe_advance` ends the flows idle at the time it
+/// is given (the table's clock otherwise stands still until the next
+/// frame), on the caller's thread and in the background alike.
+#[test]
+fn advance_ends_idle_flows_on_a_quiet_link() {
+    const SEC: u64 = 1_000_000_000;
+    let f = fixture();
+    let ckpt = CString::new(f.ckpt.to_str().unwrap()).unwrap();
+    let data = CString::new(f.data.to_str().unwrap()).unwrap();
+    for flags in [0, TMOE_BACKGROUND] {
+        // SAFETY: valid strings; one thread; closed once.
+        unsafe {
+            assert_eq!(tmoe_advance(std::ptr::null_mut(), 1), -1);
+            let h = tmoe_open(
+                ckpt.as_ptr(),
+                data.as_ptr(),
+                null_str(),
+                null_str(),
+                0,
+                flags,
+            );
+            assert!(!h.is_null(), "{}", last_error());
+            // One 3-packet flow (the dataset's minimum), then nothing.
+            for k in 0..3 {
+                feed_udp(h, SEC + k * 1_000, 1000, k);
+            }
+            // The fixture's idle timeout is the default 120 s.
+            assert_eq!(tmoe_advance(h, SEC + 100 * SEC), 0);
+            let mut s = TmoeStats::default();
+            tmoe_get_stats(h, &mut s);
+            assert_eq!((s.flows_open, s.flows_finished), (1, 0), "flags {flags}");
+            assert_eq!(tmoe_advance(h, SEC + 121 * SEC), 0);
+            tmoe_get_stats(h, &mut s);
+            assert_eq!((s.flows_open, s.flows_finished), (0, 1), "flags {flags}");
+            // Its verdict comes without a flush (in the background, once the
+            // worker has run it: the wait bounds a hang, it times nothing).
+            let mut v = [TmoeVerdict::default(); 4];
+            let t0 = std::time::Instant::now();
+            let mut got = 0;
+            while got == 0 && t0.elapsed() < std::time::Duration::from_secs(60) {
+                got = tmoe_poll(h, v.as_mut_ptr(), 4);
+                assert!(got >= 0, "{}", last_error());
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            assert_eq!(got, 1, "flags {flags}");
+            assert_eq!((v[0].src_port, v[0].packets), (1000, 3));
+            tmoe_close(h);
+        }
     }
 }
 
@@ -726,5 +777,5 @@ fn every_entry_point_catches_panics() {
     ] {
         assert!(names.iter().any(|n| n == f), "{f} not found in {names:?}");
     }
-    assert_eq!(names.len(), 13, "{names:?}");
+    assert_eq!(names.len(), 14, "{names:?}");
 }

@@ -251,6 +251,15 @@ impl BackgroundStream {
         Ok(out.verdicts.drain(..n).collect())
     }
 
+    /// Ends the flows idle at `now_ns` ([`FlowFeed::advance`]) and hands
+    /// the worker what is due (never blocks on the model).
+    pub fn advance(&mut self, now_ns: u64) -> Result<()> {
+        let before = self.feed.pending();
+        self.feed.advance(now_ns);
+        self.queued(before);
+        self.dispatch(false, false)
+    }
+
     /// Ends every open flow and waits until the worker has classified all
     /// of them (their verdicts then wait for `poll`).
     pub fn flush(&mut self) -> Result<()> {

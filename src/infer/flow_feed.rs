@@ -172,6 +172,23 @@ impl FlowFeed {
         Ok(())
     }
 
+    /// Ends the flows idle at `now_ns` (the frames' clock), as the sweep a
+    /// frame stamped `now_ns` would run, without one: on a link gone quiet
+    /// the table's clock stands still, so without this an idle flow waits
+    /// for the next frame. Frames fed later must not be stamped earlier.
+    pub fn advance(&mut self, now_ns: u64) {
+        let mut queue = Queue {
+            min_packets: self.min_packets,
+            max_pending: self.max_pending,
+            finished: &mut self.finished,
+            stats: &mut self.stats,
+        };
+        let early = &mut self.early;
+        self.table
+            .sweep(now_ns, &mut |f| queue.ended(f, early.as_mut()));
+        self.sync_table_stats();
+    }
+
     /// Ends every open flow (end of input, or before shutting down).
     pub fn flush(&mut self) {
         let mut queue = Queue {

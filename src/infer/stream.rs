@@ -121,6 +121,11 @@ impl FlowStream {
         self.flows.feed(ts_ns, link_type, frame, orig_len)
     }
 
+    /// See [`FlowFeed::advance`]: ends the flows idle at `now_ns`.
+    pub fn advance(&mut self, now_ns: u64) {
+        self.flows.advance(now_ns);
+    }
+
     /// Ends every open flow (end of input, or before shutting down).
     pub fn flush(&mut self) {
         self.flows.flush();
