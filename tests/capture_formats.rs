@@ -248,6 +248,61 @@ fn frames_on_a_live_pipe_are_read_as_they_come() {
     }
 }
 
+/// Times out once (`ErrorKind::TimedOut`: a quiet input) when `at` bytes
+/// have been read, as `classify --stream`'s standard input does.
+struct QuietOnce {
+    bytes: Cursor<Vec<u8>>,
+    at: u64,
+    done: bool,
+}
+
+impl std::io::Read for QuietOnce {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let left = self.at.saturating_sub(self.bytes.position()) as usize;
+        if left == 0 && !self.done {
+            self.done = true;
+            return Err(std::io::ErrorKind::TimedOut.into());
+        }
+        let n = if self.done {
+            buf.len()
+        } else {
+            buf.len().min(left)
+        };
+        self.bytes.read(&mut buf[..n])
+    }
+}
+
+/// A quiet spell inside the 24-byte header is waited out; after it, it is reported
+/// once (`on_quiet`) and the reading goes on: every frame, in order.
+#[test]
+fn a_quiet_input_is_reported_and_read_on() {
+    let bytes = classic(false, false);
+    let want = frames_of(bytes.clone()).0;
+    for at in [2u64, 10, 24, 30, bytes.len() as u64 - 3] {
+        let input = QuietOnce {
+            bytes: Cursor::new(bytes.clone()),
+            at,
+            done: false,
+        };
+        let mut r = CaptureReader::from_read(input).expect("header parses");
+        let (mut frames, mut quiet) = (Vec::new(), 0);
+        r.for_each_frame_or_quiet(
+            |f| {
+                frames.push(f.data.to_vec());
+                true
+            },
+            || {
+                quiet += 1;
+                true
+            },
+        )
+        .unwrap();
+        let got: Vec<_> = want.iter().map(|f| f.data.clone()).collect();
+        assert_eq!(frames, got, "quiet at byte {at}");
+        assert_eq!(quiet, u32::from(at >= 24), "quiet at byte {at}");
+    }
+}
+
 fn write_temp(dir: &Path, name: &str, bytes: &[u8]) -> std::path::PathBuf {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();

@@ -542,6 +542,59 @@ fn stream_ends_on_a_failed_output_while_its_input_is_quiet() {
     assert!(std::fs::symlink_metadata(&out).is_ok());
 }
 
+/// On a link gone quiet, a flow that ends by its idle timeout gets its
+/// verdict without a later frame: the source reports the quiet spell and
+/// the table's clock moves on by the wall time since the last frame. Here
+/// the idle timeout is 50 ms; the verdict must come before the input ends
+/// (the source waits for it: the bound below is for a hang, it times
+/// nothing).
+#[test]
+fn overlapped_stream_ends_idle_flows_while_the_input_is_quiet() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+    use traffic_moe::infer::flow_feed::StreamLimits;
+    use traffic_moe::infer::overlap::{self, FrameSink, QuietSink};
+    use traffic_moe::infer::stream::flow_feed_for;
+    let f = tiny_train::classifier::fixture();
+    // The first DNS flow: 4 packets within 70 ms.
+    let frames = frames_of(&f.caps.join("dns").join("dns0.pcap"));
+    let mut clf =
+        Classifier::open(&f.ckpt, VocabSource::Dataset(&f.data), None, Device::Cpu).unwrap();
+    clf.idle_timeout_s = 0.05;
+    let feed = flow_feed_for(&clf, None, false, StreamLimits::default());
+    let verdict = AtomicBool::new(false);
+    let mut before_the_end = false;
+    let source = |sink: &mut FrameSink, quiet: &mut QuietSink| {
+        for (ts, link, data, len) in &frames[..4] {
+            sink(*ts, *link, data, *len);
+        }
+        let t0 = std::time::Instant::now();
+        while !verdict.load(Ordering::SeqCst) && t0.elapsed() < Duration::from_secs(60) {
+            std::thread::sleep(Duration::from_millis(20));
+            quiet();
+        }
+        before_the_end = verdict.load(Ordering::SeqCst);
+        Ok(())
+    };
+    let r = overlap::run_live(
+        &clf,
+        feed,
+        4,
+        Duration::from_millis(1),
+        source,
+        &mut |v| {
+            assert_eq!(v.len(), 1);
+            assert_eq!(v[0].packets, 4);
+            verdict.store(true, Ordering::SeqCst);
+            Ok(())
+        },
+        &|| {},
+    )
+    .unwrap();
+    assert!(before_the_end, "no verdict while the input was quiet");
+    assert_eq!(r.stats.flows_classified, 1);
+}
+
 #[test]
 fn overlapped_stream_stops_reading_when_the_model_side_fails() {
     use traffic_moe::infer::flow_feed::StreamLimits;

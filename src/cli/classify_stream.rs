@@ -14,7 +14,7 @@ use super::noun;
 use super::stdin_pump;
 use crate::infer::flow_feed::StreamLimits;
 use crate::infer::latency::quantile;
-use crate::infer::overlap::{self, FrameSink};
+use crate::infer::overlap::{self, FrameSink, QuietSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
 use crate::traffic::capture::container::{CaptureErrorKind, CaptureReader};
@@ -111,8 +111,10 @@ pub fn classify_stream(
     };
     let mut unknown_interface_frames = 0;
     let unknown = &mut unknown_interface_frames;
-    let source = move |sink: &mut FrameSink| {
-        let r = reader.for_each_frame_while(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len));
+    // A quiet link moves the flow table's clock on (stdin_pump::QUIET).
+    let source = move |sink: &mut FrameSink, quiet: &mut QuietSink| {
+        let r = reader
+            .for_each_frame_or_quiet(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len), quiet);
         *unknown = reader.unknown_interface_frames;
         match r {
             // A stream cut mid-record (tcpdump stopped) ends it, as a
@@ -125,7 +127,7 @@ pub fn classify_stream(
         }
     };
     let stop = || stopper.stop();
-    let r = overlap::run_interruptible(&clf, feed, a.batch(), MAX_WAIT, source, &mut write, &stop)?;
+    let r = overlap::run_live(&clf, feed, a.batch(), MAX_WAIT, source, &mut write, &stop)?;
     Ok(StreamSummary {
         stats: r.stats,
         skips: r.skips,

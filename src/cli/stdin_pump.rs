@@ -4,14 +4,20 @@
 //! so the pump thread does the blocking reads and hands their bytes over a
 //! channel that [`Stopper::stop`] can also reach; the stream's reader waits
 //! on that channel instead, and the pump stays blocked in its `read` until
-//! the process exits.
+//! the process exits. A read that waits [`QUIET`] without a byte fails with
+//! `ErrorKind::TimedOut`, so that the capture reader can let the flow table's
+//! clock move on while the link is quiet
+//! (`CaptureReader::for_each_frame_or_quiet`).
 
 use std::io::{self, Read};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::time::Duration;
 
 /// Bytes per read, and chunks the channel holds: up to 256 KiB read ahead.
 const CHUNK: usize = 64 << 10;
 const CHUNKS: usize = 4;
+/// How long a read waits before it reports the input quiet.
+pub const QUIET: Duration = Duration::from_secs(1);
 
 enum Msg {
     Bytes(Vec<u8>),
@@ -81,7 +87,10 @@ impl Read for PumpedRead {
             if self.ended {
                 return Ok(0);
             }
-            match self.rx.recv() {
+            match self.rx.recv_timeout(QUIET) {
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "no input"));
+                }
                 Ok(Msg::Bytes(b)) => (self.chunk, self.at) = (b, 0),
                 Ok(Msg::Failed(e)) => {
                     self.ended = true;
@@ -91,7 +100,7 @@ impl Read for PumpedRead {
                     self.ended = true;
                     return Err(io::Error::other("the stream stopped"));
                 }
-                Ok(Msg::End) | Err(_) => self.ended = true,
+                Ok(Msg::End) | Err(RecvTimeoutError::Disconnected) => self.ended = true,
             }
         }
         let n = out.len().min(self.chunk.len() - self.at);
@@ -122,10 +131,32 @@ mod tests {
         let (mut r, stop) = pump(r);
         let mut b = [0u8; 8];
         assert_eq!(r.read(&mut b).unwrap(), 3);
-        // The next read would wait for bytes that never come.
-        let waiter = std::thread::spawn(move || r.read(&mut b).map_err(|e| e.to_string()));
+        // The next read would wait for bytes that never come (each read
+        // reports the quiet spell after QUIET).
+        let waiter = std::thread::spawn(move || {
+            loop {
+                match r.read(&mut b) {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => continue,
+                    r => break r.map_err(|e| e.to_string()),
+                }
+            }
+        });
         stop.stop();
         let err = waiter.join().unwrap().unwrap_err();
         assert!(err.contains("stopped"), "{err}");
+    }
+
+    #[test]
+    fn a_quiet_input_times_out_and_then_reads_on() {
+        let (r, mut w) = std::io::pipe().unwrap();
+        let (mut r, _stop) = pump(r);
+        let mut b = [0u8; 8];
+        let e = r.read(&mut b).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::TimedOut);
+        std::io::Write::write_all(&mut w, b"xy").unwrap();
+        drop(w);
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).unwrap();
+        assert_eq!(got, b"xy");
     }
 }

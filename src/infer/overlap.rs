@@ -55,6 +55,12 @@ pub struct Overlapped {
 /// should stop reading.
 pub type FrameSink<'a> = dyn FnMut(u64, u32, &[u8], u32) -> bool + 'a;
 
+/// Called by a source whose input has been quiet for a while (no frame):
+/// the flow table's clock moves on by the wall time since the last frame,
+/// so that idle flows end and get their verdicts without waiting for the
+/// next frame. Returns false once the model side has failed.
+pub type QuietSink<'a> = dyn FnMut() -> bool + 'a;
+
 /// The reader side: the flow table, and the channel to the model.
 struct Reader<'a> {
     feed: FlowFeed,
@@ -62,13 +68,27 @@ struct Reader<'a> {
     tx: SyncSender<Ready>,
     /// The model side has gone (it failed): stop sending.
     closed: bool,
+    /// The latest frame timestamp, and when that frame came.
+    last: Option<(u64, Instant)>,
 }
 
 impl Reader<'_> {
     fn frame(&mut self, ts_ns: u64, link_type: u32, data: &[u8], orig_len: u32) -> bool {
         // Frames that are not TCP/UDP are counted in the stats.
         let _ = self.feed.feed(ts_ns, link_type, data, orig_len);
+        let latest = self.last.map_or(ts_ns, |(t, _)| t.max(ts_ns));
+        self.last = Some((latest, Instant::now()));
         self.send_ready();
+        !self.closed
+    }
+
+    /// See [`QuietSink`].
+    fn quiet(&mut self) -> bool {
+        if let Some((ts, at)) = self.last {
+            let waited = u64::try_from(at.elapsed().as_nanos()).unwrap_or(u64::MAX);
+            self.feed.advance(ts.saturating_add(waited));
+            self.send_ready();
+        }
         !self.closed
     }
 
@@ -105,18 +125,21 @@ pub fn run(
     source: impl FnOnce(&mut FrameSink) -> Result<(), String> + Send,
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
 ) -> Result<Overlapped> {
-    run_interruptible(clf, feed, batch, max_wait, source, on_verdicts, &|| {})
+    let source = |frames: &mut FrameSink, _: &mut QuietSink| source(frames);
+    run_live(clf, feed, batch, max_wait, source, on_verdicts, &|| {})
 }
 
-/// [`run`], calling `interrupt` when the model side fails, before waiting
-/// for the reader: the source learns of the failure at its next frame, so
-/// one blocked on a quiet input needs waking (`cli::stdin_pump`).
-pub fn run_interruptible(
+/// [`run`] for a live input: the source also reports quiet spells
+/// ([`QuietSink`]), and `interrupt` is called when the model side fails,
+/// before waiting for the reader: the source learns of the failure at its
+/// next frame or quiet spell, so one blocked on a quiet input needs waking
+/// (`cli::stdin_pump`).
+pub fn run_live(
     clf: &Classifier,
     feed: FlowFeed,
     batch: usize,
     max_wait: Duration,
-    source: impl FnOnce(&mut FrameSink) -> Result<(), String> + Send,
+    source: impl FnOnce(&mut FrameSink, &mut QuietSink) -> Result<(), String> + Send,
     on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
     interrupt: &dyn Fn(),
 ) -> Result<Overlapped> {
@@ -131,13 +154,19 @@ pub fn run_interruptible(
     let tokenizer = &clf.tokenizer;
     std::thread::scope(|scope| {
         let reader = scope.spawn(move || {
-            let mut r = Reader {
+            // Frames and quiet spells never arrive at once: one borrow at a time.
+            let r = std::cell::RefCell::new(Reader {
                 feed,
                 tokenizer,
                 tx,
                 closed: false,
-            };
-            let input = source(&mut |ts, link, data, len| r.frame(ts, link, data, len));
+                last: None,
+            });
+            let input = source(
+                &mut |ts, link, data, len| r.borrow_mut().frame(ts, link, data, len),
+                &mut || r.borrow_mut().quiet(),
+            );
+            let mut r = r.into_inner();
             r.feed.flush();
             r.send_ready();
             (r.feed.stats(), r.feed.skips(), input.err())

@@ -7,8 +7,10 @@
 
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{ErrorKind, Read};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pcap_parser::pcapng::Block;
 use pcap_parser::traits::{PcapNGPacketBlock, PcapReaderIterator};
@@ -95,22 +97,32 @@ impl std::error::Error for CaptureError {}
 /// `read`, which a chained reader would answer with only the 4 peeked
 /// bytes. Later calls return what one read gives, so frames arriving on a
 /// live pipe are parsed as they come rather than once a 64 KiB buffer has
-/// filled (a quiet link's verdicts waited for that).
+/// filled (a quiet link's verdicts waited for that). A read that times out
+/// (`ErrorKind::TimedOut`: the input is quiet) is retried within the
+/// header, and after it raises `quiet` for [`CaptureReader`] to see, as
+/// pcap-parser turns every read error into the same `ReadError`.
 struct HeaderRead<R> {
     inner: R,
     first: usize,
+    quiet: Arc<AtomicBool>,
 }
 
 impl<R: Read> Read for HeaderRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let header = self.first > 0;
         let want = std::mem::take(&mut self.first).clamp(1, buf.len().max(1));
         let mut got = 0;
         while got < want.min(buf.len()) {
             match self.inner.read(&mut buf[got..]) {
                 Ok(0) => break,
                 Ok(n) => got += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if got == 0 => return Err(e),
+                Err(e) if retry(&e) || (header && e.kind() == ErrorKind::TimedOut) => {}
+                Err(e) if got == 0 => {
+                    if e.kind() == ErrorKind::TimedOut {
+                        self.quiet.store(true, Ordering::Relaxed);
+                    }
+                    return Err(e);
+                }
                 Err(_) => break,
             }
         }
@@ -118,14 +130,20 @@ impl<R: Read> Read for HeaderRead<R> {
     }
 }
 
-/// Reads until `buf` is full or the input ends; the bytes read.
+/// A read to try again at once: interrupted by a signal.
+fn retry(e: &std::io::Error) -> bool {
+    e.kind() == ErrorKind::Interrupted
+}
+
+/// Reads until `buf` is full or the input ends (a quiet input's timed-out
+/// reads are retried); the bytes read.
 fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut got = 0;
     while got < buf.len() {
         match input.read(&mut buf[got..]) {
             Ok(0) => break,
             Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if retry(&e) || e.kind() == ErrorKind::TimedOut => {}
             Err(e) => return Err(e),
         }
     }
@@ -198,6 +216,8 @@ pub struct CaptureReader {
     pub unknown_interface_frames: u64,
     buffer_size: usize,
     done: bool,
+    /// The last read timed out (see [`HeaderRead`]).
+    quiet: Arc<AtomicBool>,
 }
 
 impl CaptureReader {
@@ -281,9 +301,11 @@ impl CaptureReader {
                 (4 + more, (length as usize).max(12))
             }
         };
+        let quiet = Arc::new(AtomicBool::new(false));
         let stream = HeaderRead {
             inner: std::io::Cursor::new(magic[..peeked].to_vec()).chain(input),
             first,
+            quiet: quiet.clone(),
         };
         // The reader of the format found above: pcap-parser's
         // `create_reader` would read twice before the first frame, and on
@@ -321,6 +343,7 @@ impl CaptureReader {
             unknown_interface_frames: 0,
             buffer_size: BUFFER_BYTES,
             done: false,
+            quiet,
         })
     }
 
@@ -350,7 +373,20 @@ impl CaptureReader {
     /// pipe instead of draining it.
     pub fn for_each_frame_while(
         &mut self,
+        keep_going: impl FnMut(&RawFrame<'_>) -> bool,
+    ) -> Result<(), CaptureError> {
+        self.for_each_frame_or_quiet(keep_going, || true)
+    }
+
+    /// [`Self::for_each_frame_while`] over an input whose reads time out
+    /// while it is quiet (`ErrorKind::TimedOut`, e.g. `classify --stream`'s
+    /// standard input): `on_quiet` is called at each such timeout, and the
+    /// reading goes on unless it returns false. (Without a timeout, a read
+    /// on a quiet pipe just waits.)
+    pub fn for_each_frame_or_quiet(
+        &mut self,
         mut keep_going: impl FnMut(&RawFrame<'_>) -> bool,
+        mut on_quiet: impl FnMut() -> bool,
     ) -> Result<(), CaptureError> {
         let go = std::cell::Cell::new(true);
         let mut on_frame = |f: &RawFrame<'_>| {
@@ -396,7 +432,11 @@ impl CaptureReader {
                     self.inner.consume(len);
                 }
                 Err(PcapError::Eof) => self.done = true,
-                Err(PcapError::Incomplete(_)) => self.refill(offset)?,
+                Err(PcapError::Incomplete(_)) => {
+                    if self.refill(offset)? {
+                        go.set(on_quiet());
+                    }
+                }
                 Err(PcapError::BufferTooSmall) => {
                     if self.buffer_size >= MAX_BUFFER_BYTES {
                         self.done = true;
@@ -411,7 +451,9 @@ impl CaptureReader {
                     }
                     self.buffer_size *= 2;
                     self.inner.grow(self.buffer_size);
-                    self.refill(offset)?;
+                    if self.refill(offset)? {
+                        go.set(on_quiet());
+                    }
                 }
                 Err(PcapError::UnexpectedEof) => {
                     self.done = true;
@@ -444,15 +486,21 @@ impl CaptureReader {
         Ok(())
     }
 
-    fn refill(&mut self, offset: u64) -> Result<(), CaptureError> {
-        self.inner.refill().map_err(|_| {
-            self.done = true;
-            CaptureError {
-                kind: CaptureErrorKind::Io,
-                offset,
-                detail: "read failed".into(),
+    /// Reads more of the input; true when the read timed out on a quiet
+    /// input (nothing read: the caller tries again).
+    fn refill(&mut self, offset: u64) -> Result<bool, CaptureError> {
+        match self.inner.refill() {
+            Ok(()) => Ok(false),
+            Err(_) if self.quiet.swap(false, Ordering::Relaxed) => Ok(true),
+            Err(_) => {
+                self.done = true;
+                Err(CaptureError {
+                    kind: CaptureErrorKind::Io,
+                    offset,
+                    detail: "read failed".into(),
+                })
             }
-        })
+        }
     }
 }
 
