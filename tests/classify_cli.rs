@@ -148,3 +148,39 @@ fn a_folder_without_captures_writes_nothing_to_stdout() {
         );
     }
 }
+
+#[test]
+fn a_checkpoint_that_is_not_a_plain_file_is_named_and_refused() {
+    let f = fixture();
+    let dns = f.caps.join("dns");
+    // `--checkpoint /dev/null` (here a link to it: only read) said "No such
+    // device"; a pipe was opened and waited on for a writer for ever.
+    let null = f.root.join("null.safetensors");
+    std::os::unix::fs::symlink("/dev/null", &null).unwrap();
+    let pipe = f.root.join("pipe.safetensors");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&pipe)
+            .status()
+            .unwrap()
+            .success()
+    );
+    for ckpt in [&null, &pipe] {
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .arg("classify")
+            .arg("--checkpoint")
+            .arg(ckpt)
+            .arg("--data")
+            .arg(&f.data)
+            .arg(&dns)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(
+            stderr.contains(&format!("{}: not a regular file", ckpt.display())),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("os error"), "{stderr}");
+    }
+}

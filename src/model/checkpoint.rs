@@ -37,6 +37,10 @@ pub enum CheckpointError {
         "{path}: is a folder; expected a checkpoint file (a run folder holds classifier.safetensors after finetune, model.safetensors after pretrain)"
     )]
     NotAFile { path: PathBuf },
+    #[error(
+        "{path}: not a regular file (a device, pipe or socket); expected a checkpoint file (.safetensors)"
+    )]
+    NotRegular { path: PathBuf },
     #[error("{path}: could not write: {detail}")]
     Write { path: PathBuf, detail: String },
     #[error("refusing to overwrite {path}: it already exists (pass force / --force to replace it)")]
@@ -342,11 +346,21 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap> {
         path: path.to_path_buf(),
         cause,
     };
-    if path.is_dir() {
+    match std::fs::metadata(path) {
         // Mapping a folder fails with "No such device", which names neither.
-        return Err(CheckpointError::NotAFile {
-            path: path.to_path_buf(),
-        });
+        Ok(m) if m.is_dir() => {
+            return Err(CheckpointError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // So does mapping /dev/null, and opening a pipe waits for a writer
+        // for ever: only a plain file is opened.
+        Ok(m) if !m.is_file() => {
+            return Err(CheckpointError::NotRegular {
+                path: path.to_path_buf(),
+            });
+        }
+        _ => {}
     }
     let file = File::open(path).map_err(io)?;
     // SAFETY: read-only map of a file not modified in place (see above).
