@@ -184,3 +184,28 @@ fn a_checkpoint_that_is_not_a_plain_file_is_named_and_refused() {
         assert!(!stderr.contains("os error"), "{stderr}");
     }
 }
+
+#[test]
+fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
+    let f = fixture();
+    let cap = f.caps.join("dns").join("dns0.pcap");
+    let before = std::fs::read(&cap).unwrap();
+    // Given by name, and found in a folder under another spelling: --out
+    // was emptied before the captures were read, then (none readable)
+    // removed.
+    let other = f.caps.join("web").join("..").join("dns").join("dns0.pcap");
+    for (input, out) in [(&cap, &cap), (&f.caps, &other)] {
+        let run = classify(
+            &f,
+            &[input.as_path()],
+            &["--out", out.to_str().unwrap(), "--force"],
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(!run.status.success(), "{stderr}");
+        assert!(
+            stderr.contains("is one of the captures to classify"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&cap).unwrap(), before, "{stderr}");
+    }
+}

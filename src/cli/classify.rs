@@ -133,8 +133,24 @@ pub fn run(a: Args) -> Result<()> {
     if a.stream {
         return super::classify_stream::run(&a);
     }
+    let mut skipped = 0;
+    let files = capture_files(&a.captures, &mut skipped);
+    // `--out` is created (emptied) before any capture is read: were it one
+    // of them, it would be read empty and, the run failing, removed.
+    if let Some(out) = &a.out
+        && let Ok(real) = std::fs::canonicalize(out)
+        && let Some(f) = files
+            .iter()
+            .find(|f| std::fs::canonicalize(f).is_ok_and(|c| c == real))
+    {
+        anyhow::bail!(
+            "--out {} is one of the captures to classify ({}); choose another --out",
+            out.display(),
+            f.display()
+        );
+    }
     let s = with_output(&a, |w| {
-        let s = classify(&a, w)?;
+        let s = classify_files_listed(&a, &files, skipped, w)?;
         anyhow::ensure!(s.files_read > 0, "none of the given captures could be read");
         Ok(s)
     })?;
@@ -325,9 +341,24 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
 
 /// Classifies every flow of the captures and writes one row per flow to `out`.
 pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
+    let mut skipped = 0;
+    let files = capture_files(&a.captures, &mut skipped);
+    classify_files_listed(a, &files, skipped, out)
+}
+
+/// [`classify`] of `files` (the captures' expansion, `skipped` inputs
+/// already counted as unreadable).
+fn classify_files_listed(
+    a: &Args,
+    files: &[PathBuf],
+    skipped: usize,
+    out: &mut dyn Write,
+) -> Result<ClassifySummary> {
     let t0 = Instant::now();
-    let mut summary = ClassifySummary::default();
-    let files = capture_files(&a.captures, &mut summary.files_skipped);
+    let mut summary = ClassifySummary {
+        files_skipped: skipped,
+        ..ClassifySummary::default()
+    };
     anyhow::ensure!(
         !files.is_empty(),
         "no capture to classify in {}",
@@ -382,7 +413,7 @@ pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
         ));
         Ok(())
     };
-    classify_files(&clf, &files, &cfg, &|n| pb.inc(n), &mut write_file)?;
+    classify_files(&clf, files, &cfg, &|n| pb.inc(n), &mut write_file)?;
     pb.finish_and_clear();
     summary.per_class = clf.classes.iter().cloned().zip(per_class).collect();
     summary.seconds = t0.elapsed().as_secs_f64();
