@@ -209,3 +209,40 @@ fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
         assert_eq!(std::fs::read(&cap).unwrap(), before, "{stderr}");
     }
 }
+
+#[test]
+fn a_capture_from_a_pipe_is_classified() {
+    let f = fixture();
+    // `tmoe classify <(zcat x.pcap.gz)` names a pipe (/dev/fd/63): it was
+    // skipped as "no such file or folder". Here a FIFO fed by a thread.
+    let cap = f.caps.join("dns").join("dns0.pcap");
+    let fifo = f.root.join("capture fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let bytes = std::fs::read(&cap).unwrap();
+    let writer = {
+        let fifo = fifo.clone();
+        // Opening for writing waits for the reader.
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let from_pipe = classify(&f, &[&fifo], &[]);
+    let stderr = String::from_utf8_lossy(&from_pipe.stderr);
+    assert!(from_pipe.status.success(), "{stderr}");
+    writer.join().unwrap();
+    let from_file = classify(&f, &[&cap], &[]);
+    let rows = |o: &Output| -> Vec<String> {
+        // The rows without their first column, the file name.
+        String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .skip(1)
+            .map(|l| l.split_once(',').unwrap().1.to_string())
+            .collect()
+    };
+    assert!(!rows(&from_file).is_empty());
+    assert_eq!(rows(&from_pipe), rows(&from_file), "{stderr}");
+}

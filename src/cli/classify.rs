@@ -327,7 +327,8 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
                     *skipped += 1;
                 }
             }
-        } else if p.is_file() {
+        } else if p.exists() {
+            // A file, or a pipe (`<(zcat x.pcap.gz)`, a FIFO): read as one.
             files.push(p.clone());
         } else {
             eprintln!("skipping {}: no such file or folder", p.display());
