@@ -415,3 +415,27 @@ fn packet_blocks_of_undeclared_interfaces_are_counted() {
     );
     assert_eq!(flows.len(), 1);
 }
+
+#[test]
+fn a_compressed_capture_is_named_as_one() {
+    // Given by name (`tmoe classify x.pcap.gz`), it was "unknown magic
+    // number 1f 8b 08 00": not a word of compression.
+    let dir = tempfile::tempdir().unwrap();
+    for (name, head, what) in [
+        ("x.pcap.gz", &[0x1f, 0x8b, 0x08, 0x00, 0, 0][..], "gzip"),
+        ("x.pcap.xz", b"\xfd7zXZ\x00", "xz"),
+        ("x.pcap.zst", b"\x28\xb5\x2f\xfd\x00", "zstd"),
+    ] {
+        let p = write_temp(dir.path(), name, head);
+        let (st, flows) = read_all(&p);
+        let e = st.error.unwrap();
+        assert_eq!(e.kind, CaptureErrorKind::NotCapture);
+        let text = e.to_string();
+        assert!(text.contains(name), "{text}");
+        assert!(
+            text.contains(&format!("{what}-compressed")) && text.contains("decompress it"),
+            "{text}"
+        );
+        assert!(flows.is_empty());
+    }
+}

@@ -220,6 +220,23 @@ pub struct CaptureReader {
     quiet: Arc<AtomicBool>,
 }
 
+/// The compression format whose magic number `head` starts with.
+fn compression(head: &[u8]) -> Option<&'static str> {
+    const MAGICS: [(&[u8], &str); 7] = [
+        (&[0x1f, 0x8b], "gzip"),
+        (&[0xfd, b'7', b'z', b'X'], "xz"),
+        (&[0x28, 0xb5, 0x2f, 0xfd], "zstd"),
+        (b"BZh", "bzip2"),
+        (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+        (b"PK\x03\x04", "zip"),
+        (&[b'7', b'z', 0xbc, 0xaf], "7z"),
+    ];
+    MAGICS
+        .iter()
+        .find(|(m, _)| head.starts_with(m))
+        .map(|&(_, name)| name)
+}
+
 impl CaptureReader {
     /// Opens a capture file and reads its header.
     pub fn open(path: &Path) -> Result<CaptureReader, CaptureError> {
@@ -274,17 +291,23 @@ impl CaptureReader {
             _ => None,
         };
         let Some(format) = format else {
+            let hex = magic[..got]
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            // A compressed capture given by name (a folder's are left out
+            // with a warning) is said to be one, not an unknown format.
+            let detail = match compression(&magic[..got]) {
+                Some(c) => format!(
+                    "{c}-compressed (magic number {hex}): decompress it (gunzip, unxz, ...) to read it"
+                ),
+                None => format!("unknown magic number {hex}"),
+            };
             return Err(CaptureError {
                 kind: CaptureErrorKind::NotCapture,
                 offset: 0,
-                detail: format!(
-                    "unknown magic number {}",
-                    magic[..got]
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                ),
+                detail,
             });
         };
         let (peeked, first) = match format {
