@@ -407,3 +407,53 @@ fn a_short_demo_compares_the_loss_of_distinct_steps() {
     assert_eq!(losses.len(), 2, "{line}");
     assert_ne!(losses[0], losses[1], "the same steps on both sides: {line}");
 }
+
+#[test]
+fn a_training_log_that_cannot_be_written_is_named() {
+    // A full disk (here a link in the run folder to /dev/full: only
+    // written to) said "No space left on device", naming no file.
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    for (run_dir, log) in [
+        ("pt", "pretrain_log.jsonl"),
+        ("ft", "finetune_log.jsonl"),
+        ("lp", "head_fit_log.jsonl"),
+    ] {
+        std::fs::create_dir(dir.path().join(run_dir)).unwrap();
+        std::os::unix::fs::symlink("/dev/full", dir.path().join(run_dir).join(log)).unwrap();
+    }
+    let (ok, text) = pretrain(dir.path(), "pt", "2", &["--warmup", "1"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("writing pt/pretrain_log.jsonl: No space left on device"),
+        "{text}"
+    );
+    for (out, log, extra) in [
+        ("ft", "finetune_log.jsonl", "0"),
+        ("lp", "head_fit_log.jsonl", "1"),
+    ] {
+        let (ok, text) = run(
+            dir.path(),
+            &[
+                "finetune",
+                "--data",
+                "data",
+                "--from-scratch",
+                "--out",
+                out,
+                "--epochs",
+                "1",
+                "--head-epochs",
+                extra,
+                "--batch",
+                "8",
+                "--quiet",
+            ],
+        );
+        assert!(!ok, "{text}");
+        assert!(
+            text.contains(&format!("writing {out}/{log}: No space left on device")),
+            "{text}"
+        );
+    }
+}

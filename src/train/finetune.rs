@@ -243,9 +243,13 @@ fn fit_head_first(
         seed: opts.seed,
     };
     let losses = fit_head(model, params, &features, &labels, &fit)?;
-    let mut log = std::fs::File::create(opts.out.join("head_fit_log.jsonl"))?;
+    // Errors name the log: "No space left on device" alone names nothing.
+    let log_path = opts.out.join("head_fit_log.jsonl");
+    let written = || format!("writing {}", log_path.display());
+    let mut log = std::fs::File::create(&log_path).with_context(written)?;
     for (i, loss) in losses.iter().enumerate() {
-        writeln!(log, "{{\"head_epoch\":{},\"train_loss\":{loss}}}", i + 1)?;
+        writeln!(log, "{{\"head_epoch\":{},\"train_loss\":{loss}}}", i + 1)
+            .with_context(written)?;
     }
     if opts.progress {
         eprintln!(
@@ -340,7 +344,9 @@ pub fn finetune(
         tokens: 0,
         t0: Instant::now(),
     };
-    let mut log = std::fs::File::create(opts.out.join("finetune_log.jsonl"))?;
+    let log_path = opts.out.join("finetune_log.jsonl");
+    let written = || format!("writing {}", log_path.display());
+    let mut log = std::fs::File::create(&log_path).with_context(written)?;
     let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
     let mut history = Vec::new();
     for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
@@ -355,7 +361,8 @@ pub fn finetune(
         writeln!(
             log,
             "{{\"epoch\":{epoch},\"train_loss\":{train_loss},\"val_accuracy\":{acc},\"val_macro_f1\":{f1}}}"
-        )?;
+        )
+        .with_context(written)?;
         if opts.progress {
             eprintln!(
                 "epoch {epoch}: train loss {train_loss:.4}, val accuracy {acc:.4}, val macro-F1 {f1:.4}"

@@ -201,6 +201,8 @@ pub fn pretrain(
     // Steps an interrupted run logged after its last checkpoint are dropped:
     // the resumed run computes them again.
     let log_path = opts.out.join("pretrain_log.jsonl");
+    // Errors name the log: "No space left on device" alone names nothing.
+    let written = || format!("writing {}", log_path.display());
     if opts.resume {
         trim_log(&log_path, start)?;
     }
@@ -209,7 +211,8 @@ pub fn pretrain(
         .write(true)
         .append(opts.resume)
         .truncate(!opts.resume)
-        .open(&log_path)?;
+        .open(&log_path)
+        .with_context(written)?;
     let pb = progress_bar(opts.steps, "pretrain", opts.progress);
     pb.set_position(start);
     let t0 = Instant::now();
@@ -245,7 +248,8 @@ pub fn pretrain(
             lr,
             st.grad_norm,
             tps
-        )?;
+        )
+        .with_context(written)?;
         pb.set_message(format!(
             "loss {:.3} aux {:.3} {:.0} tok/s",
             st.loss, st.aux, tps
