@@ -291,3 +291,34 @@ fn dump_logits_matches_eval_probabilities() {
     let err = dump_logits::run(a).unwrap_err().to_string();
     assert!(err.contains("--force"), "{err}");
 }
+
+#[test]
+fn an_out_of_the_wrong_kind_is_refused_before_any_work() {
+    let f = fixture();
+    // A file as eval's report folder: refused after the evaluation, as
+    // "creating FILE: File exists".
+    let notes = f.root.join("notes.txt");
+    std::fs::write(&notes, "mine\n").unwrap();
+    let e = eval::evaluate(&eval_args_forced(&f, &notes)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!(
+            "{} exists and is not a folder: --out takes a folder",
+            notes.display()
+        )),
+        "{e:#}"
+    );
+    assert_eq!(std::fs::read_to_string(&notes).unwrap(), "mine\n");
+    // A folder as classify's output file: "exists; pass --force", then
+    // with --force "Is a directory".
+    let mut a = classify_args(&f, vec![f.caps.clone()], classify::Format::Csv);
+    a.out = Some(f.root.clone());
+    a.force = true;
+    let e = classify::run(a).unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!(
+            "{} is a folder; --out takes a file name",
+            f.root.display()
+        )),
+        "{e:#}"
+    );
+}

@@ -61,6 +61,12 @@ pub(crate) fn advise_cpu_precision(
 /// routing heatmap, say) sits beside the new report as if it were its own.
 /// Other files in the folder are left alone.
 pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    // Said now, not after the evaluation, at the first write.
+    anyhow::ensure!(
+        !out.exists() || out.is_dir(),
+        "{} exists and is not a folder: --out takes a folder (created if missing)",
+        out.display()
+    );
     if !out.join("metrics.json").exists() {
         return Ok(());
     }
@@ -84,8 +90,15 @@ pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::
 }
 
 /// Refuses an existing `--out` unless `force`: the one wording every
-/// command uses for it (classify, dump-logits, bench, vocab, ...).
+/// command uses for it (classify, dump-logits, bench, vocab, ...); and a
+/// folder, which `--force` cannot replace (it was told to try, then failed
+/// at the write: for a benchmark, after the whole run).
 pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !out.is_dir(),
+        "{} is a folder; --out takes a file name",
+        out.display()
+    );
     anyhow::ensure!(
         force || !out.exists(),
         "{} exists; pass --force to replace it",
@@ -100,11 +113,6 @@ pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow:
 /// its last write.
 pub(crate) fn check_out_file(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     use anyhow::Context;
-    anyhow::ensure!(
-        !out.is_dir(),
-        "{} is a folder; --out takes a file name",
-        out.display()
-    );
     refuse_existing_out(out, force)?;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
