@@ -80,3 +80,29 @@ fn missing_inputs_are_named_and_make_no_folder() {
         assert!(!dir.path().join("data").exists(), "{flag}: left a folder");
     }
 }
+
+#[test]
+fn linked_folders_that_lead_back_are_searched_once() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "6"],
+    );
+    // A link back up (followed some 40 levels deep: every capture read as
+    // many times, the other classes' labelled `dns` through it) and a
+    // second way into a class folder.
+    std::os::unix::fs::symlink("..", dir.path().join("caps/dns/up")).unwrap();
+    std::os::unix::fs::symlink("../bulk", dir.path().join("caps/voip/bulk-again")).unwrap();
+    let out = common::tmoe(
+        dir.path(),
+        &[
+            "tokenize", "caps", "--out", "data", "--labels", "folder", "--quiet",
+        ],
+    );
+    assert!(out.contains("files: 12 (12 ok,"), "{out}");
+    assert!(
+        out.contains("caps: 2 linked folder(s) left out (e.g. caps/dns/up)"),
+        "{out}"
+    );
+    assert!(out.contains("0 duplicates"), "{out}");
+}

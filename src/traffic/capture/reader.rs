@@ -219,11 +219,27 @@ pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
     }
     let mut stack = vec![root.to_path_buf()];
     let mut compressed = Vec::new();
+    // Linked folders are followed, but never to `root`'s own folders or
+    // above it, and each real folder is searched once: a link back up
+    // (`up -> ..`) was followed some 40 levels deep, every capture read as
+    // many times and labelled by the folder it was reached through.
+    let real_root = std::fs::canonicalize(root)?;
+    let mut searched = std::collections::HashSet::from([real_root.clone()]);
+    let mut links_left_out = Vec::new();
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
             let path = entry?.path();
             if path.is_dir() {
-                stack.push(path);
+                let link = path.symlink_metadata().is_ok_and(|m| m.is_symlink());
+                let seen = std::fs::canonicalize(&path).is_ok_and(|real| {
+                    (link && (real_root.starts_with(&real) || real.starts_with(&real_root)))
+                        || !searched.insert(real)
+                });
+                if seen {
+                    links_left_out.push(path);
+                } else {
+                    stack.push(path);
+                }
             } else if path.is_file() {
                 if is_compressed(&path) {
                     compressed.push(path);
@@ -240,6 +256,15 @@ pub fn find_captures(root: &Path) -> std::io::Result<Vec<PathBuf>> {
         }
     }
     found.sort();
+    if let Some(first) = links_left_out.iter().min() {
+        eprintln!(
+            "warning: {}: {} linked folder(s) left out (e.g. {}): each leads to a folder searched through another path, or above {}",
+            root.display(),
+            links_left_out.len(),
+            first.display(),
+            root.display()
+        );
+    }
     if let Some(first) = compressed.iter().min() {
         eprintln!(
             "warning: {}: {} compressed file(s) left out (e.g. {}): decompress them (gunzip, unxz, ...) to read them",
