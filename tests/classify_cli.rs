@@ -246,3 +246,35 @@ fn a_capture_from_a_pipe_is_classified() {
     assert!(!rows(&from_file).is_empty());
     assert_eq!(rows(&from_pipe), rows(&from_file), "{stderr}");
 }
+
+#[test]
+fn a_full_disk_is_named_by_the_out_file() {
+    let f = fixture();
+    // --out a link to /dev/full (only written to): "writing the results:
+    // No space left on device" named no file.
+    let full = f.root.join("verdicts.csv");
+    std::os::unix::fs::symlink("/dev/full", &full).unwrap();
+    let extra = ["--out", full.to_str().unwrap(), "--force"];
+    let says = format!("writing {}: No space left on device", full.display());
+    // More rows than the output's buffer holds: the error comes from a row.
+    let out = classify(&f, &[&f.caps], &extra);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&says), "{stderr}");
+    // --stream flushes after each batch.
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("classify")
+        .arg("--checkpoint")
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        .args(["--quiet", "--stream"])
+        .args(extra)
+        .stdin(std::fs::File::open(f.caps.join("dns").join("dns0.pcap")).unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains(&says), "{stderr}");
+    assert!(std::fs::symlink_metadata(&full).is_ok());
+}

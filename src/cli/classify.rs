@@ -97,6 +97,15 @@ pub struct Args {
 }
 
 impl Args {
+    /// What a failed write says: the `--out` file by name ("writing the
+    /// results: No space left on device" named none), or standard output.
+    pub(crate) fn writing(&self) -> String {
+        match &self.out {
+            Some(p) => format!("writing {}", p.display()),
+            None => "writing the results to standard output".into(),
+        }
+    }
+
     /// `--batch`, or the engine's default.
     pub fn batch(&self) -> usize {
         self.batch.unwrap_or(match self.device {
@@ -389,7 +398,7 @@ fn classify_files_listed(
         if summary.files_read == 0 {
             // Written once a capture is read, so a run that reads none
             // leaves standard output empty.
-            write_header(out, a.format)?;
+            write_header(out, a.format).with_context(|| a.writing())?;
         }
         summary.files_read += 1;
         summary.read.add_file(&r.stats);
@@ -404,7 +413,7 @@ fn classify_files_listed(
                 a.format,
                 &Row::of_flow(&file, &c.flow, name, c.probability),
             )
-            .context("writing the results")?;
+            .with_context(|| a.writing())?;
         }
         summary.flows_classified += r.flows.len();
         pb.set_message(format!(

@@ -91,7 +91,7 @@ pub fn classify_stream(
         ..StreamLimits::default()
     };
     let feed = flow_feed_for(&clf, a.min_packets, a.early, limits);
-    write_header(out, a.format)?;
+    write_header(out, a.format).with_context(|| a.writing())?;
     let classes = &clf.classes;
     let mut write = |verdicts: &[Verdict]| -> Result<()> {
         for v in verdicts {
@@ -105,9 +105,9 @@ pub fn classify_stream(
                 class: &classes[v.class_id as usize],
                 probability: v.probability,
             };
-            write_row(out, a.format, &row).context("writing the results")?;
+            write_row(out, a.format, &row).with_context(|| a.writing())?;
         }
-        out.flush().context("writing the results")
+        out.flush().with_context(|| a.writing())
     };
     let mut unknown_interface_frames = 0;
     let unknown = &mut unknown_interface_frames;
