@@ -106,3 +106,33 @@ fn linked_folders_that_lead_back_are_searched_once() {
     );
     assert!(out.contains("0 duplicates"), "{out}");
 }
+
+#[test]
+fn a_shard_cut_short_by_a_full_disk_is_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "6"],
+    );
+    // A file size limit (40 blocks) stands for the full disk (SIGXFSZ
+    // ignored: the write fails with EFBIG); the training shard is larger.
+    // Its partial temporary file stayed, keeping the disk full.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 40; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("writing data/train.tmoe.tmp: File too large"),
+        "{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path().join("data"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
+}

@@ -309,34 +309,43 @@ pub fn write_shard(
         layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
     let tmp = path.with_extension("tmoe.tmp");
     let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
-    let werr = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
-    w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
-    let mut row = vec![0u32; seq_len];
-    for (i, r) in rows.iter().enumerate() {
-        anyhow::ensure!(
-            r.len() <= seq_len,
-            "row {i} has {} tokens > seq_len {seq_len}",
-            r.len()
-        );
-        // What Shard::open would refuse is never written.
-        if let Some(t) = r.iter().find(|&&t| t as usize >= vocab_size) {
-            anyhow::bail!("row {i} has token id {t}, past the vocabulary's {vocab_size} entries");
+    let written = (|| -> anyhow::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+        let werr = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
+        w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
+        let mut row = vec![0u32; seq_len];
+        for (i, r) in rows.iter().enumerate() {
+            anyhow::ensure!(
+                r.len() <= seq_len,
+                "row {i} has {} tokens > seq_len {seq_len}",
+                r.len()
+            );
+            // What Shard::open would refuse is never written.
+            if let Some(t) = r.iter().find(|&&t| t as usize >= vocab_size) {
+                anyhow::bail!(
+                    "row {i} has token id {t}, past the vocabulary's {vocab_size} entries"
+                );
+            }
+            row[..r.len()].copy_from_slice(r);
+            row[r.len()..].fill(0);
+            w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
         }
-        row[..r.len()].copy_from_slice(r);
-        row[r.len()..].fill(0);
-        w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
+        let pad = (meta_off - tok_off - 4 * (seq_len * rows.len()) as u64) as usize;
+        w.write_all(&[0u8; 8][..pad]).map_err(werr)?;
+        for (m, r) in metas.iter().zip(rows) {
+            let mut m = *m;
+            m.n_tokens = r.len() as u32;
+            w.write_all(bytemuck::bytes_of(&m)).map_err(werr)?;
+        }
+        w.flush().map_err(werr)?;
+        drop(w);
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    })();
+    if written.is_err() {
+        // A partial shard (a full disk) is not left behind to fill it.
+        let _ = std::fs::remove_file(&tmp);
     }
-    let pad = (meta_off - tok_off - 4 * (seq_len * rows.len()) as u64) as usize;
-    w.write_all(&[0u8; 8][..pad]).map_err(werr)?;
-    for (m, r) in metas.iter().zip(rows) {
-        let mut m = *m;
-        m.n_tokens = r.len() as u32;
-        w.write_all(bytemuck::bytes_of(&m)).map_err(werr)?;
-    }
-    w.flush().map_err(werr)?;
-    drop(w);
-    std::fs::rename(&tmp, path)
-        .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok(())
+    written
 }
