@@ -67,7 +67,9 @@ fn summary_counts_skips_by_reason_and_a_repeated_capture_is_read_once() {
     let f = fixture();
     let cap = f.root.join("mixed.pcap");
     mixed_capture(&cap);
-    let out = classify(&f, &[&cap, &cap], &[]);
+    // Twice as given, and once more as another spelling of it.
+    let again = f.caps.join("..").join("mixed.pcap");
+    let out = classify(&f, &[&cap, &cap, &again], &[]);
     let (stdout, stderr) = (
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr),

@@ -345,7 +345,8 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
         }
     }
     let mut seen = std::collections::HashSet::new();
-    files.retain(|f| seen.insert(f.clone()));
+    // By the file, not the spelling: `caps/dns` and `./caps/dns` are one.
+    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     files
 }
 

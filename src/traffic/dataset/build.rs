@@ -291,7 +291,8 @@ pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Path
             vec![input.clone()]
         };
         for f in found {
-            if seen.insert(f.clone()) {
+            // By the file, not the spelling: `caps` and `./caps` are one.
+            if seen.insert(std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone())) {
                 out.push((f, input.clone()));
             }
         }
