@@ -204,10 +204,7 @@ fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
         );
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(!run.status.success(), "{stderr}");
-        assert!(
-            stderr.contains("is one of the captures to classify"),
-            "{stderr}"
-        );
+        assert!(stderr.contains("is one of the captures given"), "{stderr}");
         assert_eq!(std::fs::read(&cap).unwrap(), before, "{stderr}");
     }
 }

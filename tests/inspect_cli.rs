@@ -56,3 +56,45 @@ fn dataset_refuses_the_flags_it_sets() {
         );
     }
 }
+
+/// A capture given as a pipe (`tmoe inspect <(zcat x.pcap.gz)`, here a
+/// FIFO fed by a thread) is read, as classify, tokenize and vocab read one
+/// (it was refused as "not a file").
+#[test]
+fn a_capture_from_a_pipe_is_inspected() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for k in 0..3u64 {
+        let frame = eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &udp(4000, 53, format!("query {k}").as_bytes()),
+        );
+        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
+    }
+    let bytes = w.into_inner();
+    let fifo = dir.path().join("fifo");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    // Opening for writing waits for the reader.
+    let writer = std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap());
+    let out = inspect(dir.path(), &["fifo", "--list"]);
+    writer.join().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(stdout.contains("10.0.0.1:4000 -> 10.0.0.2:53"), "{stdout}");
+    // A folder is still refused, by name.
+    let out = inspect(dir.path(), &["."]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(".: a folder; inspect takes one capture file"),
+        "{out:?}"
+    );
+}

@@ -111,3 +111,42 @@ fn a_size_below_the_alphabet_keeps_the_alphabet_as_the_help_says() {
         "{help}"
     );
 }
+
+/// An `--out` that is one of the captures (here under another spelling) is
+/// refused, even with `--force`: the vocabulary replaced the capture.
+#[test]
+fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("caps")).unwrap();
+    // A capture vocab can read: two 3-packet UDP flows.
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for k in 0..6u64 {
+        let frame = eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &udp(4000 + (k % 2) as u16, 53, format!("query {k}").as_bytes()),
+        );
+        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
+    }
+    let mine = w.into_inner();
+    std::fs::write(dir.path().join("caps/x.pcap"), &mine).unwrap();
+    let (ok, out) = run(
+        dir.path(),
+        &[
+            "vocab",
+            "caps",
+            "--out",
+            "./caps/x.pcap",
+            "--force",
+            "--quiet",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("--out ./caps/x.pcap is one of the captures given"),
+        "{out}"
+    );
+    assert_eq!(std::fs::read(dir.path().join("caps/x.pcap")).unwrap(), mine);
+}

@@ -146,17 +146,8 @@ pub fn run(a: Args) -> Result<()> {
     let files = capture_files(&a.captures, &mut skipped);
     // `--out` is created (emptied) before any capture is read: were it one
     // of them, it would be read empty and, the run failing, removed.
-    if let Some(out) = &a.out
-        && let Ok(real) = std::fs::canonicalize(out)
-        && let Some(f) = files
-            .iter()
-            .find(|f| std::fs::canonicalize(f).is_ok_and(|c| c == real))
-    {
-        anyhow::bail!(
-            "--out {} is one of the captures to classify ({}); choose another --out",
-            out.display(),
-            f.display()
-        );
+    if let Some(out) = &a.out {
+        super::refuse_out_among_captures(out, &files)?;
     }
     let s = with_output(&a, |w| {
         let s = classify_files_listed(&a, &files, skipped, w)?;

@@ -137,12 +137,13 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         .as_ref()
         .map(|t| t.config().clone())
         .unwrap_or_else(|| args.parts.tokenizer());
+    // A file, or a pipe (`<(zcat x.pcap.gz)`, a FIFO): read once.
     anyhow::ensure!(
-        args.capture.is_file(),
+        args.capture.exists() && !args.capture.is_dir(),
         "{}: {}",
         args.capture.display(),
         if args.capture.exists() {
-            "not a file"
+            "a folder; inspect takes one capture file"
         } else {
             "no such file"
         }

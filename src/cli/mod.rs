@@ -107,6 +107,28 @@ pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow:
     Ok(())
 }
 
+/// Refuses an `--out` that is one of the captures (under any spelling),
+/// which the run would replace: with `--force`, the capture was lost.
+pub(crate) fn refuse_out_among_captures(
+    out: &std::path::Path,
+    captures: &[std::path::PathBuf],
+) -> anyhow::Result<()> {
+    let Ok(real) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    if let Some(f) = captures
+        .iter()
+        .find(|f| std::fs::canonicalize(f).is_ok_and(|c| c == real))
+    {
+        anyhow::bail!(
+            "--out {} is one of the captures given ({}); choose another --out",
+            out.display(),
+            f.display()
+        );
+    }
+    Ok(())
+}
+
 /// Refuses an output file before any work: one that exists (unless
 /// `force`), a folder, or one whose folder is missing or not writable (a
 /// probe file is created and removed there), so a long run never fails at

@@ -50,6 +50,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         "no capture files found under {}",
         path_list(&args.inputs)
     );
+    // The vocabulary would replace the capture (with --force).
+    super::refuse_out_among_captures(&args.out, &paths)?;
     let rc = args.parts.reader();
     let (mut flows, stats) = read_sorted_flows(&paths, &rc, !args.quiet);
     let before = flows.len();
