@@ -108,6 +108,46 @@ fn linked_folders_that_lead_back_are_searched_once() {
     assert!(out.contains("0 duplicates"), "{out}");
 }
 
+/// Names left in `dir` (none when it is gone).
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_packet_file_cut_short_by_a_full_disk_is_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "30"],
+    );
+    // A file size limit of 10 blocks (a full disk): vocab.txt fits,
+    // train.pkts (about 12 kB) does not. It was written in place and left
+    // truncated under its real name.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 10; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("writing data/train.pkts.tmp: File too large"),
+        "{stderr}"
+    );
+    let left = names_in(&dir.path().join("data"));
+    assert!(
+        !left.iter().any(|n| n.contains(".pkts")),
+        "a partial packet file stayed: {left:?}"
+    );
+}
+
 #[test]
 fn a_shard_cut_short_by_a_full_disk_is_not_left_behind() {
     let dir = tempfile::tempdir().unwrap();

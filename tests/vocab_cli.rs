@@ -150,3 +150,33 @@ fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
     );
     assert_eq!(std::fs::read(dir.path().join("caps/x.pcap")).unwrap(), mine);
 }
+
+#[test]
+fn a_vocabulary_cut_short_by_a_full_disk_is_not_left_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "6"],
+    );
+    // A file size limit of 1 block (a full disk); the vocabulary is larger.
+    // It was written in place and left truncated as v.txt.
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 1; trap '' XFSZ; exec \"$0\" vocab caps --out v.txt --size 300 --quiet")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("writing vocabulary v.txt.tmp") && stderr.contains("File too large"),
+        "{stderr}"
+    );
+    let left: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("v.txt"))
+        .collect();
+    assert!(left.is_empty(), "a partial vocabulary stayed: {left:?}");
+}

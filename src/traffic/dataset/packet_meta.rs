@@ -70,19 +70,33 @@ pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Resul
         n_flows: rows.len() as u64,
         reserved: 0,
     };
-    let f = std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    let mut w = std::io::BufWriter::new(f);
-    let werr = |e| anyhow::Error::new(e).context(format!("writing {}", path.display()));
-    w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
-    let mut row = vec![PacketSlot::default(); cap];
-    for r in rows {
-        anyhow::ensure!(r.len() <= cap, "a flow has more than {cap} packet slots");
-        row.fill(PacketSlot::default());
-        row[..r.len()].copy_from_slice(r);
-        w.write_all(&(r.len() as u32).to_le_bytes()).map_err(werr)?;
-        w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
+    // Written to `PATH.tmp`, then renamed (as shards are): a full disk
+    // leaves no truncated file under the real name, nor a partial temporary one.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = std::path::PathBuf::from(tmp);
+    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let written = (|| -> anyhow::Result<()> {
+        let mut w = std::io::BufWriter::new(f);
+        let werr = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
+        w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
+        let mut row = vec![PacketSlot::default(); cap];
+        for r in rows {
+            anyhow::ensure!(r.len() <= cap, "a flow has more than {cap} packet slots");
+            row.fill(PacketSlot::default());
+            row[..r.len()].copy_from_slice(r);
+            w.write_all(&(r.len() as u32).to_le_bytes()).map_err(werr)?;
+            w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
+        }
+        w.flush().map_err(werr)?;
+        drop(w);
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
     }
-    w.flush().map_err(werr)
+    written
 }
 
 /// Reads a `.pkts` file: one slot list per flow, in shard row order.

@@ -202,8 +202,23 @@ impl Vocab {
 
     /// Writes the canonical `vocab.txt`.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
-        std::fs::write(path, self.to_text())
-            .with_context(|| format!("writing vocabulary {}", path.display()))
+        // Written to `PATH.tmp<pid>` (as a checkpoint is: `--out` may be any
+        // name, and a user's `PATH.tmp` is not ours to replace), then renamed:
+        // a full disk leaves no truncated vocabulary under the real name, nor
+        // a partial temporary one.
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(format!(".tmp{}", std::process::id()));
+        let tmp = std::path::PathBuf::from(tmp);
+        let written = std::fs::write(&tmp, self.to_text())
+            .with_context(|| format!("writing vocabulary {}", tmp.display()))
+            .and_then(|()| {
+                std::fs::rename(&tmp, path)
+                    .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+            });
+        if written.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        written
     }
 
     /// The canonical file text (what `save` writes and `hash` hashes).
