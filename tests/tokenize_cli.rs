@@ -171,9 +171,62 @@ fn a_shard_cut_short_by_a_full_disk_is_not_left_behind() {
         stderr.contains("writing data/train.tmoe.tmp: File too large"),
         "{stderr}"
     );
-    let left: Vec<String> = std::fs::read_dir(dir.path().join("data"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
+    // (The folder itself is gone now: a failed run takes back its files.)
+    let left = names_in(&dir.path().join("data"));
     assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
+}
+
+#[test]
+fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "30"],
+    );
+    // A file size limit of 10 blocks (a full disk) fails train.pkts after
+    // vocab.txt was written: vocab.txt stayed, so the folder looked like a
+    // dataset in the making and the next run refused it without --force.
+    let full_disk = |extra: &str| {
+        Command::new("sh")
+            .arg("-c")
+            .arg(format!("ulimit -f 10; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet {extra}"))
+            .arg(env!("CARGO_BIN_EXE_tmoe"))
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    let out = full_disk("");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    let data = dir.path().join("data");
+    assert!(!data.exists(), "left {:?}", names_in(&data));
+    // The next run (room again) is not refused.
+    common::tmoe(
+        dir.path(),
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "data",
+            "--labels",
+            "folder",
+            "--vocab-size",
+            "300",
+            "--quiet",
+        ],
+    );
+    assert!(data.join("dataset.json").exists());
+
+    // Into a folder of the user's (--force): the user's file stays, and
+    // so does the folder; none of the run's files do.
+    std::fs::remove_dir_all(&data).unwrap();
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("notes.txt"), "mine\n").unwrap();
+    let out = full_disk("--force");
+    assert!(!out.status.success());
+    assert_eq!(names_in(&data), ["notes.txt"]);
+    assert_eq!(
+        std::fs::read_to_string(data.join("notes.txt")).unwrap(),
+        "mine\n"
+    );
 }

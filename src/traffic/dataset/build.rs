@@ -417,13 +417,53 @@ pub struct NoFlows {
     pub reason: String,
 }
 
+/// What a build has written so far: removed again when it fails, so that no
+/// partial dataset (a `vocab.txt` and some shards, no `dataset.json`) is
+/// left to pass for one or to make the next run refuse without `--force`.
+#[derive(Default)]
+struct Written {
+    /// Files of this run (an earlier build's were removed before, so every
+    /// one of them at these paths is this run's).
+    files: Vec<PathBuf>,
+    /// The output folder, when this run created it.
+    made_dir: Option<PathBuf>,
+}
+
+impl Written {
+    fn undo(&self) {
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+        // Only when empty: anything else in it is not ours.
+        if let Some(d) = &self.made_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 /// Builds a dataset directory; `force` allows writing into a non-empty one.
-/// Fails with [`NoFlows`] when no flow is left to tokenize.
+/// Fails with [`NoFlows`] when no flow is left to tokenize; a failed build
+/// leaves none of its files behind (nor the folder, when it made it).
 pub fn build_dataset_with(
     cfg: &DatasetConfig,
     out_dir: &Path,
     progress: bool,
     force: bool,
+) -> anyhow::Result<DatasetSummary> {
+    let mut written = Written::default();
+    let built = build_into(cfg, out_dir, progress, force, &mut written);
+    if built.is_err() {
+        written.undo();
+    }
+    built
+}
+
+fn build_into(
+    cfg: &DatasetConfig,
+    out_dir: &Path,
+    progress: bool,
+    force: bool,
+    written: &mut Written,
 ) -> anyhow::Result<DatasetSummary> {
     let start = Instant::now();
     if cfg.inputs.is_empty() {
@@ -470,7 +510,11 @@ pub fn build_dataset_with(
     let given_vocab = cfg.vocab_file.as_deref().map(Vocab::load).transpose()?;
     // Inputs checked: only now is the output folder made (a failed call
     // leaves no empty folder behind).
+    let made_dir = !out_dir.exists();
     prepare_out_dir(out_dir, force)?;
+    if made_dir {
+        written.made_dir = Some(out_dir.to_path_buf());
+    }
     let file_labels: Vec<Option<String>> = captures
         .iter()
         .map(|(p, root)| match &cfg.labels {
@@ -703,18 +747,18 @@ pub fn build_dataset_with(
 
     // Write.
     let vocab_path = out_dir.join("vocab.txt");
+    written.files.push(vocab_path.clone());
     tok.vocab().save(&vocab_path)?;
     let mut shards = BTreeMap::new();
     let mut split_counts = BTreeMap::new();
     let written_parts: &[Part] = if labelled { &Part::ALL } else { &[Part::Train] };
     for &p in written_parts {
         let (r, m) = out_rows.remove(&p).unwrap_or_default();
-        packet_meta::write(
-            &out_dir.join(format!("{}.pkts", p.name())),
-            k,
-            &out_pkts.remove(&p).unwrap_or_default(),
-        )?;
+        let pkts = out_dir.join(format!("{}.pkts", p.name()));
+        written.files.push(pkts.clone());
+        packet_meta::write(&pkts, k, &out_pkts.remove(&p).unwrap_or_default())?;
         let name = format!("{}.tmoe", p.name());
+        written.files.push(out_dir.join(&name));
         write_shard(
             &out_dir.join(&name),
             tcfg.seq_len,
@@ -759,6 +803,7 @@ pub fn build_dataset_with(
         config: cfg.clone(),
     };
     let json_path = out_dir.join("dataset.json");
+    written.files.push(json_path.clone());
     std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)
         .with_context(|| format!("writing {}", json_path.display()))?;
     Ok(DatasetSummary {
