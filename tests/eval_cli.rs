@@ -322,3 +322,33 @@ fn an_out_of_the_wrong_kind_is_refused_before_any_work() {
         "{e:#}"
     );
 }
+
+#[test]
+fn an_eval_that_fails_part_way_takes_back_its_report() {
+    let f = fixture();
+    // A training log beside the checkpoint that is not JSON fails the run
+    // at the curves, after metrics.json and the confusion files were
+    // written: they stayed, a partial report that looked whole and made the
+    // next run refuse without --force.
+    let log = f.ckpt.parent().unwrap().join("finetune_log.jsonl");
+    std::fs::write(&log, "not json\n").unwrap();
+    let out = f.root.join("report");
+    let e = eval::evaluate(&eval_args(&f, &out)).unwrap_err();
+    assert!(format!("{e:#}").contains("line 1 is not JSON"), "{e:#}");
+    assert!(!out.exists(), "a partial report folder stayed");
+
+    // In a folder of the user's: the user's file and the folder stay.
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("notes.txt"), "mine\n").unwrap();
+    eval::evaluate(&eval_args(&f, &out)).unwrap_err();
+    let left: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left, ["notes.txt"]);
+
+    // The log mended, the next run is not refused.
+    std::fs::remove_file(&log).unwrap();
+    eval::evaluate(&eval_args(&f, &out)).unwrap();
+    assert!(out.join("metrics.json").exists());
+}
