@@ -180,3 +180,33 @@ fn a_vocabulary_cut_short_by_a_full_disk_is_not_left_behind() {
         .collect();
     assert!(left.is_empty(), "a partial vocabulary stayed: {left:?}");
 }
+
+/// An `--out` that is a link (or a device: `--out /dev/stdout --force`) is
+/// written through, not replaced by a rename of the temporary file.
+#[test]
+fn an_out_that_is_a_link_is_written_through() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for k in 0..6u64 {
+        let frame = eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &udp(4000 + (k % 2) as u16, 53, format!("query {k}").as_bytes()),
+        );
+        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
+    }
+    std::fs::write(dir.path().join("x.pcap"), w.into_inner()).unwrap();
+    std::fs::write(dir.path().join("target.txt"), b"old").unwrap();
+    std::os::unix::fs::symlink("target.txt", dir.path().join("link.txt")).unwrap();
+    let (ok, out) = run(
+        dir.path(),
+        &["vocab", "x.pcap", "--out", "link.txt", "--force", "--quiet"],
+    );
+    assert!(ok, "{out}");
+    let link = std::fs::symlink_metadata(dir.path().join("link.txt")).unwrap();
+    assert!(link.is_symlink(), "the link was replaced");
+    let vocab = std::fs::read_to_string(dir.path().join("target.txt")).unwrap();
+    assert!(vocab.starts_with("[PAD]"), "{vocab}");
+}

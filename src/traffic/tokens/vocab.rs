@@ -202,6 +202,12 @@ impl Vocab {
 
     /// Writes the canonical `vocab.txt`.
     pub fn save(&self, path: &Path) -> anyhow::Result<()> {
+        // What is not a plain file (`--out /dev/stdout --force`, a link) is
+        // written through: a rename would replace the device or the link.
+        if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+            return std::fs::write(path, self.to_text())
+                .with_context(|| format!("writing vocabulary {}", path.display()));
+        }
         // Written to `PATH.tmp<pid>` (as a checkpoint is: `--out` may be any
         // name, and a user's `PATH.tmp` is not ours to replace), then renamed:
         // a full disk leaves no truncated vocabulary under the real name, nor
