@@ -2,6 +2,7 @@
 //! summary counts skipped frames by reason, a repeated capture is read
 //! once, and wrong arguments get an error that says what is wrong.
 
+mod common;
 mod tiny_train;
 
 use std::net::Ipv4Addr;
@@ -216,19 +217,7 @@ fn a_capture_from_a_pipe_is_classified() {
     // skipped as "no such file or folder". Here a FIFO fed by a thread.
     let cap = f.caps.join("dns").join("dns0.pcap");
     let fifo = f.root.join("capture fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    let bytes = std::fs::read(&cap).unwrap();
-    let writer = {
-        let fifo = fifo.clone();
-        // Opening for writing waits for the reader.
-        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
-    };
+    let writer = common::fifo_with(&fifo, std::fs::read(&cap).unwrap());
     let from_pipe = classify(&f, &[&fifo], &[]);
     let stderr = String::from_utf8_lossy(&from_pipe.stderr);
     assert!(from_pipe.status.success(), "{stderr}");

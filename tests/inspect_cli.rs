@@ -2,6 +2,8 @@
 //! the file and why, and `--dataset` refuses the flags whose settings it
 //! brings.
 
+mod common;
+
 use std::process::{Command, Output};
 
 fn inspect(dir: &std::path::Path, args: &[&str]) -> Output {
@@ -62,29 +64,8 @@ fn dataset_refuses_the_flags_it_sets() {
 /// (it was refused as "not a file").
 #[test]
 fn a_capture_from_a_pipe_is_inspected() {
-    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
     let dir = tempfile::tempdir().unwrap();
-    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
-    for k in 0..3u64 {
-        let frame = eth_ipv4(
-            [10, 0, 0, 1].into(),
-            [10, 0, 0, 2].into(),
-            traffic_moe::traffic::types::PROTO_UDP,
-            &udp(4000, 53, format!("query {k}").as_bytes()),
-        );
-        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
-    }
-    let bytes = w.into_inner();
-    let fifo = dir.path().join("fifo");
-    assert!(
-        Command::new("mkfifo")
-            .arg(&fifo)
-            .status()
-            .unwrap()
-            .success()
-    );
-    // Opening for writing waits for the reader.
-    let writer = std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap());
+    let writer = common::fifo_with(&dir.path().join("fifo"), common::udp_capture(1));
     let out = inspect(dir.path(), &["fifo", "--list"]);
     writer.join().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -4,6 +4,19 @@
 
 mod common;
 
+/// The full-disk tests' tokenize call: `caps` into `data`.
+const TOKENIZE: &[&str] = &[
+    "tokenize",
+    "caps",
+    "--out",
+    "data",
+    "--labels",
+    "folder",
+    "--vocab-size",
+    "300",
+    "--quiet",
+];
+
 use std::process::{Command, Stdio};
 
 #[test]
@@ -118,62 +131,33 @@ fn names_in(dir: &std::path::Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// A file cut short by a full disk (a file size limit) is not left behind:
+/// the packet file was written in place and stayed truncated under its real
+/// name; the shard's partial temporary file stayed, keeping the disk full.
 #[test]
-fn a_packet_file_cut_short_by_a_full_disk_is_not_left_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    common::tmoe(
-        dir.path(),
-        &["synth", "--out", "caps", "--flows-per-class", "30"],
-    );
-    // A file size limit of 10 blocks (a full disk): vocab.txt fits,
-    // train.pkts (about 12 kB) does not. It was written in place and left
-    // truncated under its real name.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 10; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet")
-        .arg(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("writing data/train.pkts.tmp: File too large"),
-        "{stderr}"
-    );
-    let left = names_in(&dir.path().join("data"));
-    assert!(
-        !left.iter().any(|n| n.contains(".pkts")),
-        "a partial packet file stayed: {left:?}"
-    );
-}
-
-#[test]
-fn a_shard_cut_short_by_a_full_disk_is_not_left_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    common::tmoe(
-        dir.path(),
-        &["synth", "--out", "caps", "--flows-per-class", "6"],
-    );
-    // A file size limit (40 blocks) stands for the full disk (SIGXFSZ
-    // ignored: the write fails with EFBIG); the training shard is larger.
-    // Its partial temporary file stayed, keeping the disk full.
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 40; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet")
-        .arg(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{stderr}");
-    assert!(
-        stderr.contains("writing data/train.tmoe.tmp: File too large"),
-        "{stderr}"
-    );
-    // (The folder itself is gone now: a failed run takes back its files.)
-    let left = names_in(&dir.path().join("data"));
-    assert!(!left.iter().any(|n| n.ends_with(".tmp")), "{left:?}");
+fn a_file_cut_short_by_a_full_disk_is_not_left_behind() {
+    // (flows per class, the limit in blocks, the file the write fails on):
+    // vocab.txt fits under both limits.
+    for (flows, blocks, file) in [("30", 10, "train.pkts"), ("6", 40, "train.tmoe")] {
+        let dir = tempfile::tempdir().unwrap();
+        common::tmoe(
+            dir.path(),
+            &["synth", "--out", "caps", "--flows-per-class", flows],
+        );
+        let out = common::tmoe_on_a_full_disk(dir.path(), blocks, TOKENIZE);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("writing data/{file}.tmp: File too large")),
+            "{stderr}"
+        );
+        // (The folder itself is gone now: a failed run takes back its files.)
+        let left = names_in(&dir.path().join("data"));
+        assert!(
+            !left.iter().any(|n| n.starts_with(file)),
+            "{file}: {left:?}"
+        );
+    }
 }
 
 #[test]
@@ -186,35 +170,13 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
     // A file size limit of 10 blocks (a full disk) fails train.pkts after
     // vocab.txt was written: vocab.txt stayed, so the folder looked like a
     // dataset in the making and the next run refused it without --force.
-    let full_disk = |extra: &str| {
-        Command::new("sh")
-            .arg("-c")
-            .arg(format!("ulimit -f 10; trap '' XFSZ; exec \"$0\" tokenize caps --out data --labels folder --vocab-size 300 --quiet {extra}"))
-            .arg(env!("CARGO_BIN_EXE_tmoe"))
-            .current_dir(dir.path())
-            .output()
-            .unwrap()
-    };
-    let out = full_disk("");
+    let out = common::tmoe_on_a_full_disk(dir.path(), 10, TOKENIZE);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let data = dir.path().join("data");
     assert!(!data.exists(), "left {:?}", names_in(&data));
     // The next run (room again) is not refused.
-    common::tmoe(
-        dir.path(),
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "data",
-            "--labels",
-            "folder",
-            "--vocab-size",
-            "300",
-            "--quiet",
-        ],
-    );
+    common::tmoe(dir.path(), TOKENIZE);
     assert!(data.join("dataset.json").exists());
 
     // Into a folder of the user's (--force): the user's file stays, and
@@ -222,7 +184,7 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
     std::fs::remove_dir_all(&data).unwrap();
     std::fs::create_dir(&data).unwrap();
     std::fs::write(data.join("notes.txt"), "mine\n").unwrap();
-    let out = full_disk("--force");
+    let out = common::tmoe_on_a_full_disk(dir.path(), 10, &[TOKENIZE, &["--force"]].concat());
     assert!(!out.status.success());
     assert_eq!(names_in(&data), ["notes.txt"]);
     assert_eq!(

@@ -116,21 +116,10 @@ fn a_size_below_the_alphabet_keeps_the_alphabet_as_the_help_says() {
 /// refused, even with `--force`: the vocabulary replaced the capture.
 #[test]
 fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
-    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("caps")).unwrap();
     // A capture vocab can read: two 3-packet UDP flows.
-    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
-    for k in 0..6u64 {
-        let frame = eth_ipv4(
-            [10, 0, 0, 1].into(),
-            [10, 0, 0, 2].into(),
-            traffic_moe::traffic::types::PROTO_UDP,
-            &udp(4000 + (k % 2) as u16, 53, format!("query {k}").as_bytes()),
-        );
-        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
-    }
-    let mine = w.into_inner();
+    let mine = common::udp_capture(2);
     std::fs::write(dir.path().join("caps/x.pcap"), &mine).unwrap();
     let (ok, out) = run(
         dir.path(),
@@ -160,13 +149,13 @@ fn a_vocabulary_cut_short_by_a_full_disk_is_not_left_behind() {
     );
     // A file size limit of 1 block (a full disk); the vocabulary is larger.
     // It was written in place and left truncated as v.txt.
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg("ulimit -f 1; trap '' XFSZ; exec \"$0\" vocab caps --out v.txt --size 300 --quiet")
-        .arg(env!("CARGO_BIN_EXE_tmoe"))
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
+    let out = common::tmoe_on_a_full_disk(
+        dir.path(),
+        1,
+        &[
+            "vocab", "caps", "--out", "v.txt", "--size", "300", "--quiet",
+        ],
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     assert!(
@@ -185,19 +174,10 @@ fn a_vocabulary_cut_short_by_a_full_disk_is_not_left_behind() {
 /// written through, not replaced by a rename of the temporary file.
 #[test]
 fn an_out_that_is_a_link_is_written_through() {
-    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
     let dir = tempfile::tempdir().unwrap();
-    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
-    for k in 0..6u64 {
-        let frame = eth_ipv4(
-            [10, 0, 0, 1].into(),
-            [10, 0, 0, 2].into(),
-            traffic_moe::traffic::types::PROTO_UDP,
-            &udp(4000 + (k % 2) as u16, 53, format!("query {k}").as_bytes()),
-        );
-        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
-    }
-    std::fs::write(dir.path().join("x.pcap"), w.into_inner()).unwrap();
+    // A capture vocab can read: two 3-packet UDP flows.
+    let mine = common::udp_capture(2);
+    std::fs::write(dir.path().join("x.pcap"), mine).unwrap();
     std::fs::write(dir.path().join("target.txt"), b"old").unwrap();
     std::os::unix::fs::symlink("target.txt", dir.path().join("link.txt")).unwrap();
     let (ok, out) = run(

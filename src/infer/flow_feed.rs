@@ -177,20 +177,16 @@ impl FlowFeed {
     /// the table's clock stands still, so without this an idle flow waits
     /// for the next frame. Frames fed later must not be stamped earlier.
     pub fn advance(&mut self, now_ns: u64) {
-        let mut queue = Queue {
-            min_packets: self.min_packets,
-            max_pending: self.max_pending,
-            finished: &mut self.finished,
-            stats: &mut self.stats,
-        };
-        let early = &mut self.early;
-        self.table
-            .sweep(now_ns, &mut |f| queue.ended(f, early.as_mut()));
-        self.sync_table_stats();
+        self.end_flows(|table, sink| table.sweep(now_ns, sink));
     }
 
     /// Ends every open flow (end of input, or before shutting down).
     pub fn flush(&mut self) {
+        self.end_flows(|table, sink| table.flush(sink));
+    }
+
+    /// Runs `end` on the table with a sink that queues the flows it ends.
+    fn end_flows(&mut self, end: impl FnOnce(&mut FlowTable<KeyedState>, &mut dyn FnMut(Flow))) {
         let mut queue = Queue {
             min_packets: self.min_packets,
             max_pending: self.max_pending,
@@ -198,7 +194,7 @@ impl FlowFeed {
             stats: &mut self.stats,
         };
         let early = &mut self.early;
-        self.table.flush(&mut |f| queue.ended(f, early.as_mut()));
+        end(&mut self.table, &mut |f| queue.ended(f, early.as_mut()));
         self.sync_table_stats();
     }
 

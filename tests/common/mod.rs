@@ -210,6 +210,61 @@ pub fn tmoe(dir: &std::path::Path, args: &[&str]) -> String {
     tmoe_with(dir, args, |_| {})
 }
 
+/// Runs `tmoe args` in `dir` under a file size limit of `blocks` (`ulimit
+/// -f`; SIGXFSZ ignored, so a write past it fails with "File too large"):
+/// a full disk, without touching a device node.
+pub fn tmoe_on_a_full_disk(
+    dir: &std::path::Path,
+    blocks: u32,
+    args: &[&str],
+) -> std::process::Output {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "ulimit -f {blocks}; trap '' XFSZ; exec \"$0\" \"$@\""
+        ))
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap()
+}
+
+/// A FIFO at `path` that a thread fills with `bytes` once a reader opens it
+/// (a capture given as a pipe, as `<(zcat x.pcap.gz)` gives one); join the
+/// thread after the read.
+pub fn fifo_with(path: &std::path::Path, bytes: Vec<u8>) -> std::thread::JoinHandle<()> {
+    let made = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(made.success(), "mkfifo {}", path.display());
+    let path = path.to_path_buf();
+    // Opening for writing waits for the reader.
+    std::thread::spawn(move || std::fs::write(path, bytes).unwrap())
+}
+
+/// A classic pcap of `flows` UDP flows of 3 packets each (10.0.0.1 port
+/// 4000 + i to 10.0.0.2:53), interleaved: a capture every command reads.
+pub fn udp_capture(flows: u16) -> Vec<u8> {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for k in 0..3 * u64::from(flows) {
+        let frame = eth_ipv4(
+            [10, 0, 0, 1].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &udp(
+                4000 + (k % u64::from(flows)) as u16,
+                53,
+                format!("query {k}").as_bytes(),
+            ),
+        );
+        w.write_frame(1_000_000_000 + k * 1_000, &frame).unwrap();
+    }
+    w.into_inner()
+}
+
 /// `tmoe synth` into `dir/caps` (`flows_per_class` flows of each synthetic
 /// class, `seed`), then `tmoe tokenize` into `dir/data` (sequences of 32,
 /// a 600-entry vocabulary): a labelled dataset in seconds.
