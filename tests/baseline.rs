@@ -3,6 +3,8 @@
 //! packet metadata `tokenize` writes beside the shards, and a dataset without
 //! it is a clear error.
 
+mod common;
+
 use std::path::Path;
 
 use traffic_moe::baseline::{BaselineOpts, Method, run};
@@ -81,4 +83,28 @@ fn appscanner_and_knn_separate_the_synthetic_classes() {
         panic!("a dataset without train.pkts was accepted");
     };
     assert!(format!("{err:#}").contains("tokenize"), "{err:#}");
+}
+
+/// A baseline whose report cannot be written whole (a full disk: a file
+/// size limit that metrics.json fits and the confusion image does not)
+/// takes back what it wrote: the partial report passed for a whole one and
+/// made the next run refuse without --force.
+#[test]
+fn a_report_cut_short_by_a_full_disk_is_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    common::synth_dataset(dir.path(), "20", "3");
+    let args = ["baseline", "knn", "--data", "data", "--out", "rep"];
+    let out = common::tmoe_on_a_full_disk(dir.path(), 16, &args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("File too large"), "{stderr}");
+    let rep = dir.path().join("rep");
+    assert!(
+        !rep.exists(),
+        "left {:?}",
+        std::fs::read_dir(&rep).map(|d| d.count())
+    );
+    // With room again, the next run is not refused.
+    common::tmoe(dir.path(), &args);
+    assert!(rep.join("metrics.json").exists());
 }

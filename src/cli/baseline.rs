@@ -52,8 +52,11 @@ pub fn run(a: Args) -> Result<()> {
         Method::Appscanner => "AppScanner".to_string(),
         Method::Knn => format!("{}-NN", a.neighbours),
     };
-    r.report
-        .write_all(&a.out, &format!("{name} on {}", a.split))?;
+    super::write_report_or_take_back(&a.out, || {
+        r.report
+            .write_all(&a.out, &format!("{name} on {}", a.split))
+            .map(drop)
+    })?;
     println!(
         "{name}: fitted on {} flows in {:.2} s, scored {} in {:.2} s",
         r.train_flows, r.fit_seconds, a.split, r.predict_seconds

@@ -91,16 +91,7 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         "{} split: accuracy {:.3}, macro-F1 {:.3}",
         a.split, report.metrics.accuracy, report.metrics.macro_f1
     );
-    // A write that fails part-way (a full disk, an unreadable training log)
-    // takes back the report files this run made, and the folder if it made
-    // it and it is then empty: a partial report (metrics.json first) would
-    // pass for a whole one and make the next run refuse without --force.
-    let made_dir = !a.out.exists();
-    let had: Vec<bool> = EvalReport::FILES
-        .iter()
-        .map(|n| a.out.join(n).exists())
-        .collect();
-    let written = (|| -> Result<()> {
+    super::write_report_or_take_back(&a.out, || {
         report.write_all(&a.out, &title)?;
         if a.routing {
             match &e.routing {
@@ -109,18 +100,7 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
             }
         }
         write_curves(&a.checkpoint, &a.out)
-    })();
-    if let Err(err) = written {
-        for (name, had) in EvalReport::FILES.iter().zip(had) {
-            if !had {
-                let _ = std::fs::remove_file(a.out.join(name));
-            }
-        }
-        if made_dir {
-            let _ = std::fs::remove_dir(&a.out);
-        }
-        return Err(err);
-    }
+    })?;
     Ok(report)
 }
 

@@ -89,6 +89,35 @@ pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::
     Ok(())
 }
 
+/// Runs `write` (a report's files into `out`); when it fails part-way (a
+/// full disk, an unreadable training log), takes back the report files this
+/// run made, and the folder if it made it and it is then empty: a partial
+/// report (metrics.json first) would pass for a whole one and make the next
+/// run refuse without --force. Other files are left alone.
+pub(crate) fn write_report_or_take_back(
+    out: &std::path::Path,
+    write: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use crate::eval::report::EvalReport;
+    let made_dir = !out.exists();
+    let had: Vec<bool> = EvalReport::FILES
+        .iter()
+        .map(|n| out.join(n).exists())
+        .collect();
+    let written = write();
+    if written.is_err() {
+        for (name, had) in EvalReport::FILES.iter().zip(had) {
+            if !had {
+                let _ = std::fs::remove_file(out.join(name));
+            }
+        }
+        if made_dir {
+            let _ = std::fs::remove_dir(out);
+        }
+    }
+    written
+}
+
 /// Refuses an existing `--out` unless `force`: the one wording every
 /// command uses for it (classify, dump-logits, bench, vocab, ...); and a
 /// folder, which `--force` cannot replace (it was told to try, then failed
