@@ -241,3 +241,40 @@ fn study_rows_help_names_the_default_it_runs() {
         );
     }
 }
+
+/// A file where a command's `--out` folder goes is refused first, in one
+/// wording, and left as it was (pretrain and finetune said "creating afile:
+/// File exists", tokenize "reading afile: Not a directory").
+#[test]
+fn a_file_given_as_an_out_folder_is_refused_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("afile"), "mine\n").unwrap();
+    std::fs::create_dir(dir.path().join("caps")).unwrap();
+    for args in [
+        &["pretrain", "--data", "data", "--out", "afile"][..],
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--from-scratch",
+            "--out",
+            "afile",
+        ],
+        &["tokenize", "caps", "--out", "afile"],
+        &["study", "caps", "--out", "afile"],
+        &["demo", "--out", "afile"],
+    ] {
+        let (ok, out) = run(dir.path(), args);
+        assert!(!ok, "{args:?}: {out}");
+        assert!(
+            out.contains(
+                "afile exists and is not a folder: --out takes a folder (created if missing)"
+            ),
+            "{args:?}: {out}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("afile")).unwrap(),
+            "mine\n"
+        );
+    }
+}

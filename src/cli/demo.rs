@@ -129,11 +129,7 @@ fn synth_captures(dir: &Path, seed: u64) -> anyhow::Result<PathBuf> {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
-    anyhow::ensure!(
-        !a.out.exists() || a.out.is_dir(),
-        "{} exists and is not a folder: --out takes a folder (created if missing)",
-        a.out.display()
-    );
+    super::refuse_file_as_out_folder(&a.out)?;
     let used = std::fs::read_dir(&a.out).is_ok_and(|mut d| d.next().is_some());
     anyhow::ensure!(
         a.force || !used,

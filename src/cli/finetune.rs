@@ -96,6 +96,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    super::refuse_file_as_out_folder(&a.out)?;
     let info = load_dataset_info(&a.data)?;
     anyhow::ensure!(
         !info.classes.is_empty(),

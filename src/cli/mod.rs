@@ -62,11 +62,7 @@ pub(crate) fn advise_cpu_precision(
 /// Other files in the folder are left alone.
 pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     // Said now, not after the evaluation, at the first write.
-    anyhow::ensure!(
-        !out.exists() || out.is_dir(),
-        "{} exists and is not a folder: --out takes a folder (created if missing)",
-        out.display()
-    );
+    refuse_file_as_out_folder(out)?;
     if !out.join("metrics.json").exists() {
         return Ok(());
     }
@@ -86,6 +82,18 @@ pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::
             _ => {}
         }
     }
+    Ok(())
+}
+
+/// Refuses an `--out` folder that exists as something else (a file), before
+/// any work, in one wording for every command that writes a folder ("File
+/// exists" or "Not a directory" named neither the option nor the fix).
+pub(crate) fn refuse_file_as_out_folder(out: &std::path::Path) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !out.exists() || out.is_dir(),
+        "{} exists and is not a folder: --out takes a folder (created if missing)",
+        out.display()
+    );
     Ok(())
 }
 

@@ -86,6 +86,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    super::refuse_file_as_out_folder(&a.out)?;
     let info = load_dataset_info(&a.data)?;
     if a.warmup >= a.steps {
         // The whole run would be warmup: no peak, no cosine decay.

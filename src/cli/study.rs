@@ -95,6 +95,7 @@ pub struct Args {
 }
 
 pub fn run_cli(a: Args) -> Result<()> {
+    super::refuse_file_as_out_folder(&a.out)?;
     let opts = StudyOpts {
         captures: a.captures.clone(),
         labels: LabelSource::parse(&a.labels)?,

@@ -92,6 +92,7 @@ impl Args {
 }
 
 pub fn run(args: Args) -> anyhow::Result<()> {
+    super::refuse_file_as_out_folder(&args.out)?;
     let cfg = args.to_config()?;
     let summary = match build_dataset_with(&cfg, &args.out, !args.quiet, args.force) {
         Ok(s) => s,
