@@ -15,10 +15,15 @@ use traffic_moe::traffic::types::PROTO_UDP;
 
 /// `tmoe classify --checkpoint CKPT --data DATA --quiet args`.
 fn classify(f: &Fixture, args: &[&Path], extra: &[&str]) -> Output {
+    classify_with(f, &f.ckpt, args, extra)
+}
+
+/// [`classify`] with another `--checkpoint`.
+fn classify_with(f: &Fixture, checkpoint: &Path, args: &[&Path], extra: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_tmoe"))
         .arg("classify")
         .arg("--checkpoint")
-        .arg(&f.ckpt)
+        .arg(checkpoint)
         .arg("--data")
         .arg(&f.data)
         .arg("--quiet")
@@ -98,15 +103,7 @@ fn wrong_arguments_are_refused_saying_what_is_expected() {
     let dns = f.caps.join("dns");
     // A run folder as --checkpoint.
     let run_dir = f.ckpt.parent().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .arg("classify")
-        .arg("--checkpoint")
-        .arg(run_dir)
-        .arg("--data")
-        .arg(&f.data)
-        .arg(&dns)
-        .output()
-        .unwrap();
+    let out = classify_with(&f, run_dir, &[&dns], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
@@ -169,15 +166,7 @@ fn a_checkpoint_that_is_not_a_plain_file_is_named_and_refused() {
             .success()
     );
     for ckpt in [&null, &pipe] {
-        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-            .arg("classify")
-            .arg("--checkpoint")
-            .arg(ckpt)
-            .arg("--data")
-            .arg(&f.data)
-            .arg(&dns)
-            .output()
-            .unwrap();
+        let out = classify_with(&f, ckpt, &[&dns], &[]);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success());
         assert!(

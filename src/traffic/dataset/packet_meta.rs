@@ -16,6 +16,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use bytemuck::{Pod, Zeroable};
 
+use super::shard::write_then_rename;
 use crate::traffic::types::Flow;
 
 pub const MAGIC: [u8; 8] = *b"TMOEPKTS";
@@ -70,14 +71,11 @@ pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Resul
         n_flows: rows.len() as u64,
         reserved: 0,
     };
-    // Written to `PATH.tmp`, then renamed (as shards are): a full disk
-    // leaves no truncated file under the real name, nor a partial temporary one.
+    // Written to `PATH.tmp`, then renamed, as shards are.
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = std::path::PathBuf::from(tmp);
-    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let written = (|| -> anyhow::Result<()> {
-        let mut w = std::io::BufWriter::new(f);
+    write_then_rename(path, &tmp, 8 << 10, |w| {
         let werr = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
         w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
         let mut row = vec![PacketSlot::default(); cap];
@@ -88,15 +86,8 @@ pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Resul
             w.write_all(&(r.len() as u32).to_le_bytes()).map_err(werr)?;
             w.write_all(bytemuck::cast_slice(&row)).map_err(werr)?;
         }
-        w.flush().map_err(werr)?;
-        drop(w);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+        Ok(())
+    })
 }
 
 /// Reads a `.pkts` file: one slot list per flow, in shard row order.

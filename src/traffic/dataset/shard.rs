@@ -308,9 +308,7 @@ pub fn write_shard(
     let (tok_off, meta_off, _) =
         layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
     let tmp = path.with_extension("tmoe.tmp");
-    let f = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let written = (|| -> anyhow::Result<()> {
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, f);
+    write_then_rename(path, &tmp, 1 << 20, |w| {
         let werr = |e| anyhow::Error::new(e).context(format!("writing {}", tmp.display()));
         w.write_all(bytemuck::bytes_of(&header)).map_err(werr)?;
         let mut row = vec![0u32; seq_len];
@@ -337,15 +335,34 @@ pub fn write_shard(
             m.n_tokens = r.len() as u32;
             w.write_all(bytemuck::bytes_of(&m)).map_err(werr)?;
         }
-        w.flush().map_err(werr)?;
-        drop(w);
-        std::fs::rename(&tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
         Ok(())
+    })
+}
+
+/// Writes `path` through `tmp` (a `buffer`-byte writer given to `write`,
+/// flushed, then renamed into place): a full disk leaves no file cut short
+/// under the real name, and the partial temporary one is removed rather
+/// than left to fill the disk. The shards and the packet metadata beside
+/// them are written this way.
+pub(crate) fn write_then_rename(
+    path: &Path,
+    tmp: &Path,
+    buffer: usize,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    let written = (|| -> anyhow::Result<()> {
+        let mut w = std::io::BufWriter::with_capacity(buffer, f);
+        write(&mut w)?;
+        w.flush()
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        drop(w);
+        std::fs::rename(tmp, path)
+            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
     })();
     if written.is_err() {
-        // A partial shard (a full disk) is not left behind to fill it.
-        let _ = std::fs::remove_file(&tmp);
+        let _ = std::fs::remove_file(tmp);
     }
     written
 }
