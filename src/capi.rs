@@ -546,3 +546,37 @@ pub unsafe extern "C" fn tmoe_get_stats(h: *const TmoeClassifier, out: *mut Tmoe
         Ok(0)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn last_error() -> String {
+        // SAFETY: tmoe_last_error returns a NUL-terminated string owned by this thread.
+        unsafe { std::ffi::CStr::from_ptr(tmoe_last_error()) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// A panic inside an entry point must not unwind into C (undefined
+    /// behaviour): `guarded` returns the failure value and says why.
+    #[test]
+    fn a_panic_becomes_the_failure_value_and_the_last_error() {
+        let r: i64 = guarded(-1, || panic!("index 7 out of range"));
+        assert_eq!(r, -1);
+        assert_eq!(last_error(), "internal error (panic): index 7 out of range");
+        let r: i64 = guarded(-1, || panic!("{} flows", 3));
+        assert_eq!(r, -1);
+        assert_eq!(last_error(), "internal error (panic): 3 flows");
+    }
+
+    #[test]
+    fn an_error_becomes_the_failure_value_with_its_context() {
+        let r: i32 = guarded(-1, || {
+            Err(anyhow::anyhow!("no such file").context("opening x.safetensors"))
+        });
+        assert_eq!(r, -1);
+        assert_eq!(last_error(), "opening x.safetensors: no such file");
+        assert_eq!(guarded(-1, || Ok(5)), 5);
+    }
+}
