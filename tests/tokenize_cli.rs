@@ -192,3 +192,79 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
         "mine\n"
     );
 }
+
+/// A run killed while writing dataset.json (here by SIGXFSZ: a file size
+/// limit of 1 block, which the shards and vocab.txt of one flow fit under
+/// and the json does not) leaves no dataset.json: it was written in place,
+/// and a truncated one stayed to mark the folder as a dataset (demo and
+/// study reuse such a folder) that no reader could load. The files it
+/// would have named are whole; the next run (--force) replaces what is left.
+#[test]
+fn a_run_killed_while_writing_dataset_json_leaves_none() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "1",
+            "--flows-per-file",
+            "1",
+        ],
+    );
+    let tokenize = [
+        "tokenize",
+        "caps/dns",
+        "--out",
+        "data",
+        "--seq-len",
+        "16",
+        "--packets",
+        "3",
+        "--vocab-size",
+        "1",
+        "--quiet",
+    ];
+    // No `trap '' XFSZ`: the write past the limit kills the process.
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 1; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .args(tokenize)
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.signal(),
+        Some(25), // SIGXFSZ
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let data = dir.path().join("data");
+    let mut left = names_in(&data);
+    left.sort();
+    // Everything before the json was written whole; the json was not.
+    assert_eq!(
+        left,
+        ["dataset.json.tmp", "train.pkts", "train.tmoe", "vocab.txt"],
+        "{left:?}"
+    );
+    traffic_moe::traffic::dataset::shard::Shard::open(&data.join("train.tmoe")).unwrap();
+    let err = traffic_moe::traffic::dataset::build::load_dataset_info(&data).unwrap_err();
+    assert!(format!("{err:#}").contains("not a dataset"), "{err:#}");
+
+    // Without the limit, --force replaces what the killed run left.
+    common::tmoe(dir.path(), &[&tokenize[..], &["--force"]].concat());
+    let mut left = names_in(&data);
+    left.sort();
+    assert_eq!(
+        left,
+        ["dataset.json", "train.pkts", "train.tmoe", "vocab.txt"],
+        "{left:?}"
+    );
+    let info = traffic_moe::traffic::dataset::build::load_dataset_info(&data).unwrap();
+    assert_eq!(info.split_counts["train"], 1);
+}

@@ -19,7 +19,9 @@ use crate::traffic::dataset::labels::{
     FlowLabels, LabelSource, class_table, folder_label, prefix_label,
 };
 use crate::traffic::dataset::packet_meta::{self, PacketSlot, slots_of};
-use crate::traffic::dataset::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
+use crate::traffic::dataset::shard::{
+    FlowMeta, NO_LABEL, ip_bytes, write_shard, write_then_rename,
+};
 use crate::traffic::dataset::split::{
     Part, SplitBy, dedup_indices, split_by_file, split_by_flow, split_by_time,
 };
@@ -397,6 +399,14 @@ fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
             "test.pkts",
             "dataset.json",
             "vocab.txt",
+            // What a killed run left half-written.
+            "train.tmoe.tmp",
+            "val.tmoe.tmp",
+            "test.tmoe.tmp",
+            "train.pkts.tmp",
+            "val.pkts.tmp",
+            "test.pkts.tmp",
+            "dataset.json.tmp",
         ] {
             let p = out.join(name);
             if p.exists() {
@@ -802,10 +812,17 @@ fn build_into(
         csv_rows_unmatched,
         config: cfg.clone(),
     };
+    // Last, and through a temporary file renamed into place: dataset.json
+    // makes the folder a dataset (demo and study reuse a folder that has
+    // one), so a run killed before here leaves none, and one killed while
+    // writing it leaves no truncated one; every file it names is in place.
     let json_path = out_dir.join("dataset.json");
     written.files.push(json_path.clone());
-    std::fs::write(&json_path, serde_json::to_string_pretty(&info)?)
-        .with_context(|| format!("writing {}", json_path.display()))?;
+    let json_tmp = out_dir.join("dataset.json.tmp");
+    write_then_rename(&json_path, &json_tmp, 64 << 10, |w| {
+        serde_json::to_writer_pretty(w, &info)
+            .with_context(|| format!("writing {}", json_tmp.display()))
+    })?;
     Ok(DatasetSummary {
         info,
         read,

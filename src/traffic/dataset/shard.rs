@@ -342,8 +342,8 @@ pub fn write_shard(
 /// Writes `path` through `tmp` (a `buffer`-byte writer given to `write`,
 /// flushed, then renamed into place): a full disk leaves no file cut short
 /// under the real name, and the partial temporary one is removed rather
-/// than left to fill the disk. The shards and the packet metadata beside
-/// them are written this way.
+/// than left to fill the disk. The shards, the packet metadata beside
+/// them and the dataset's `dataset.json` are written this way.
 pub(crate) fn write_then_rename(
     path: &Path,
     tmp: &Path,
