@@ -39,7 +39,7 @@ use crate::traffic::capture::container::CaptureReader;
 use crate::traffic::capture::reader::find_captures;
 use crate::traffic::capture::stats::peak_rss_kib;
 use crate::traffic::capture::synth::{SynthConfig, synthesize};
-use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::build::{DatasetConfig, build_dataset_with, load_dataset_info};
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 
 #[derive(clap::Args, Debug)]
@@ -79,15 +79,17 @@ pub struct ClassifyArgs {
     /// Only the MoE model, or only the dense twin.
     #[arg(long, value_enum)]
     pub only: Option<crate::cli::pretrain::Ffn>,
-    /// Keep the synthesised captures, dataset and checkpoints here (default:
-    /// a temporary folder, removed).
+    /// Keep the synthesised captures (one-flow/, synth-flows/), dataset
+    /// (data/) and checkpoints (CONFIG-moe/dense.safetensors) here; a later
+    /// run replaces them (default: a fresh temporary folder, removed).
     #[arg(long)]
     pub work: Option<PathBuf>,
     /// Write the JSON report here.
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Replace an existing --out file, and use a --work folder that holds
-    /// other files.
+    /// other files (never one where the files this run writes would
+    /// replace some of them).
     #[arg(long)]
     pub force: bool,
 }
@@ -142,7 +144,8 @@ struct Report {
     command: String,
 }
 
-/// Removes the temporary work folder however the run ends.
+/// Removes the temporary work folder however the run ends: one this run
+/// made ([`fresh_temp_work`]), so that nothing in it is anyone else's.
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
@@ -188,12 +191,11 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let _cleanup;
     let work = match &a.work {
         Some(w) => {
-            claim_work(w, a.force)?;
+            claim_work(w, a.force, &work_entries(&a.config))?;
             w.clone()
         }
         None => {
-            let w =
-                std::env::temp_dir().join(format!("tmoe-bench-classify-{}", std::process::id()));
+            let w = fresh_temp_work()?;
             _cleanup = RemoveOnDrop(w.clone());
             w
         }
@@ -278,18 +280,70 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A folder under the system's temporary one that did not exist before
+/// (this run makes it, so it may remove it with all it holds).
+fn fresh_temp_work() -> anyhow::Result<PathBuf> {
+    let base = std::env::temp_dir();
+    for n in 0..1000 {
+        let w = base.join(format!("tmoe-bench-classify-{}-{n}", std::process::id()));
+        match std::fs::create_dir(&w) {
+            Ok(()) => return Ok(w),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("creating {}", w.display())),
+        }
+    }
+    anyhow::bail!(
+        "{}: no free name for a work folder (tmoe-bench-classify-{}-N); pass --work",
+        base.display(),
+        std::process::id()
+    )
+}
+
+/// What a run writes in its work folder besides its mark, and replaces
+/// when it is there: the synthesised captures, the dataset and the
+/// checkpoints of `config`.
+fn work_entries(config: &str) -> Vec<String> {
+    let mut names: Vec<String> = ["one-flow", "synth-flows", "data"].map(String::from).into();
+    for ffn in [FfnKind::Moe, FfnKind::Dense] {
+        names.push(checkpoint_name(config, ffn));
+    }
+    names
+}
+
+fn checkpoint_name(config: &str, ffn: FfnKind) -> String {
+    format!("{config}-{ffn:?}.safetensors").to_lowercase()
+}
+
 /// Marks a --work folder as this command's scratch, which a later run may
-/// replace; refuses a folder with other contents (the user's), unless forced.
-fn claim_work(work: &Path, force: bool) -> anyhow::Result<()> {
+/// replace (its `entries`, the names it writes); refuses a folder with
+/// other contents (the user's) unless forced, and even forced one where an
+/// entry is there already: it is the user's, not an earlier run's.
+fn claim_work(work: &Path, force: bool, entries: &[String]) -> anyhow::Result<()> {
     let mark = work.join(".tmoe-bench-classify");
     let used = std::fs::read_dir(work).is_ok_and(|mut d| d.next().is_some());
+    let ours = mark.exists();
     anyhow::ensure!(
-        force || !used || mark.exists(),
+        force || !used || ours,
         "--work {}: not empty, and not a folder an earlier `bench classify` made (a run \
          replaces the captures, dataset and checkpoints it keeps there): choose another \
          --work, or pass --force",
         work.display()
     );
+    if !ours {
+        let in_the_way: Vec<&str> = entries
+            .iter()
+            .filter(|e| std::fs::symlink_metadata(work.join(e)).is_ok())
+            .map(String::as_str)
+            .collect();
+        anyhow::ensure!(
+            in_the_way.is_empty(),
+            "--work {}: holds {}, which this run would replace (it writes {} there), and it is \
+             not from an earlier `bench classify`: choose another --work",
+            work.display(),
+            in_the_way.join(", "),
+            entries.join(", ")
+        );
+    }
     std::fs::create_dir_all(work).with_context(|| format!("creating {}", work.display()))?;
     std::fs::write(
         &mark,
@@ -354,11 +408,10 @@ fn prepare_inputs(
     Ok(inputs)
 }
 
-/// A dataset (vocabulary and tokenizer settings) learnt on `captures`.
+/// A dataset (vocabulary and tokenizer settings) learnt on `captures`, in
+/// `data` (the work folder's: an earlier run's dataset files there are
+/// replaced, nothing else in it is removed).
 fn build_vocab(captures: &Path, data: &Path, seq: usize) -> anyhow::Result<()> {
-    if data.join("dataset.json").exists() {
-        std::fs::remove_dir_all(data).with_context(|| format!("removing {}", data.display()))?;
-    }
     let cfg = DatasetConfig {
         inputs: vec![captures.to_path_buf()],
         vocab_size: 2048,
@@ -369,7 +422,7 @@ fn build_vocab(captures: &Path, data: &Path, seq: usize) -> anyhow::Result<()> {
         min_packets: 1,
         ..DatasetConfig::default()
     };
-    build_dataset(&cfg, data, false)?;
+    build_dataset_with(&cfg, data, false, true)?;
     Ok(())
 }
 
@@ -395,7 +448,7 @@ fn random_classifier(
         0,
     );
     meta.extra.insert("seq_len".into(), seq.to_string());
-    let path = work.join(format!("{config}-{ffn:?}.safetensors").to_lowercase());
+    let path = work.join(checkpoint_name(config, ffn));
     checkpoint::save(&path, &meta, &params, true)?;
     Ok(path)
 }
@@ -594,22 +647,45 @@ fn cpu_model() -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::claim_work;
+    use super::{claim_work, work_entries};
 
     #[test]
     fn a_work_folder_with_the_users_files_is_refused_unless_forced() {
+        let entries = work_entries("tiny");
         let dir = tempfile::tempdir().unwrap();
         let fresh = dir.path().join("fresh");
-        claim_work(&fresh, false).unwrap();
+        claim_work(&fresh, false, &entries).unwrap();
         // Its own scratch, from an earlier run: reused.
         std::fs::write(fresh.join("data.bin"), "x").unwrap();
-        claim_work(&fresh, false).unwrap();
+        std::fs::create_dir(fresh.join("data")).unwrap();
+        claim_work(&fresh, false, &entries).unwrap();
         let mine = dir.path().join("mine");
         std::fs::create_dir(&mine).unwrap();
         std::fs::write(mine.join("notes.txt"), "mine").unwrap();
-        let e = claim_work(&mine, false).unwrap_err();
+        let e = claim_work(&mine, false, &entries).unwrap_err();
         assert!(e.to_string().contains("--force"), "{e}");
         assert!(!mine.join(".tmoe-bench-classify").exists());
-        claim_work(&mine, true).unwrap();
+        claim_work(&mine, true, &entries).unwrap();
+    }
+
+    /// Forced into a folder of the user's, a run that would replace
+    /// something there (a dataset in data/, a checkpoint of its name) is
+    /// refused, naming it, and marks nothing.
+    #[test]
+    fn a_forced_work_folder_that_holds_what_a_run_writes_is_refused() {
+        let entries = work_entries("tiny");
+        assert!(entries.contains(&"tiny-moe.safetensors".to_string()));
+        for name in ["data", "tiny-moe.safetensors", "one-flow"] {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join(name), "mine").unwrap();
+            let e = claim_work(dir.path(), true, &entries).unwrap_err();
+            let e = e.to_string();
+            assert!(e.contains(&format!("holds {name},")), "{e}");
+            assert!(
+                e.contains("choose another --work") && !e.contains("--force"),
+                "{e}"
+            );
+            assert!(!dir.path().join(".tmoe-bench-classify").exists());
+        }
     }
 }

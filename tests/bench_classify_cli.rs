@@ -1,0 +1,140 @@
+//! `tmoe bench classify` run as a binary on a few flows (`--no-stream`,
+//! six one-flow captures): it removes or replaces only what it wrote. A
+//! --work folder of the user's kept a dataset in data/ that a forced run
+//! removed whole; a run's own data/ went with whatever else it held.
+
+mod common;
+
+/// The bench at its smallest, on `caps/dns` (no default captures), its
+/// report in `report.json`; `extra` after.
+fn bench_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut a = vec![
+        "bench",
+        "classify",
+        "--captures",
+        "caps/dns",
+        "--one-flow-files",
+        "6",
+        "--no-stream",
+        "--only",
+        "moe",
+        "--seq",
+        "16",
+        "--batch",
+        "8",
+        "--out",
+        "report.json",
+        "--force",
+    ];
+    a.extend_from_slice(extra);
+    a
+}
+
+/// Names in `dir`, sorted.
+fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    n.sort();
+    n
+}
+
+/// The report's pipeline rows: one per input (caps/dns, the one-flow set).
+fn report_rows(dir: &std::path::Path) -> usize {
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    r["rows"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_forced_run_in_the_users_folder_leaves_their_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    // The user's project: captures, a dataset in data/ with a note of
+    // theirs beside it.
+    common::synth_dataset(dir.path(), "2", "1");
+    let data = dir.path().join("data");
+    std::fs::write(data.join("notes.txt"), "mine\n").unwrap();
+    let before: Vec<(String, Vec<u8>)> = names_in(&data)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(data.join(&n)).unwrap()))
+        .collect();
+
+    // --force (for the report, and a folder with other files) does not
+    // make the user's data/ the run's to replace.
+    let (ok, text) = common::tmoe_outcome(dir.path(), &bench_args(&["--work", "."]));
+    assert!(!ok, "{text}");
+    assert!(text.contains("holds data,"), "{text}");
+    assert!(text.contains("choose another --work"), "{text}");
+    let after: Vec<(String, Vec<u8>)> = names_in(&data)
+        .into_iter()
+        .map(|n| (n.clone(), std::fs::read(data.join(&n)).unwrap()))
+        .collect();
+    assert_eq!(before, after);
+    // Nothing written before the refusal.
+    assert_eq!(names_in(dir.path()), ["caps", "data"]);
+}
+
+#[test]
+fn a_run_replaces_only_what_an_earlier_run_wrote() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "1",
+            "--flows-per-file",
+            "1",
+        ],
+    );
+    // A --work that is not there yet: made, and kept.
+    common::tmoe(dir.path(), &bench_args(&["--work", "w"]));
+    assert_eq!(report_rows(dir.path()), 2);
+    let w = dir.path().join("w");
+    assert!(w.join("data/dataset.json").is_file());
+    assert!(w.join("tiny-moe.safetensors").is_file());
+    // A file the run did not write, in its data/: the next run rebuilds the
+    // dataset beside it (it removed data/ whole).
+    std::fs::write(w.join("data/notes.txt"), "mine\n").unwrap();
+    std::fs::remove_file(dir.path().join("report.json")).unwrap();
+    common::tmoe(dir.path(), &bench_args(&["--work", "w"]));
+    assert_eq!(report_rows(dir.path()), 2);
+    assert_eq!(
+        std::fs::read_to_string(w.join("data/notes.txt")).unwrap(),
+        "mine\n"
+    );
+    assert!(w.join("data/dataset.json").is_file());
+}
+
+#[test]
+fn the_default_work_folder_is_a_fresh_one_and_goes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "1",
+            "--flows-per-file",
+            "1",
+        ],
+    );
+    // The temporary folder, holding what others left there.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir_all(tmp.join("tmoe-bench-classify-other")).unwrap();
+    std::fs::write(tmp.join("tmoe-bench-classify-other/keep.txt"), "x").unwrap();
+    common::tmoe_with(dir.path(), &bench_args(&[]), |c| {
+        c.env("TMPDIR", &tmp);
+    });
+    assert_eq!(report_rows(dir.path()), 2);
+    assert_eq!(names_in(&tmp), ["tmoe-bench-classify-other"]);
+    assert_eq!(
+        names_in(&tmp.join("tmoe-bench-classify-other")),
+        ["keep.txt"]
+    );
+}
