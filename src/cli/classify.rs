@@ -143,12 +143,16 @@ pub fn run(a: Args) -> Result<()> {
         return super::classify_stream::run(&a);
     }
     let mut skipped = 0;
-    let files = capture_files(&a.captures, &mut skipped);
+    let found = capture_files(&a.captures, &mut skipped);
     // `--out` is created (emptied) before any capture is read: were it one
     // of them, it would be read empty and, the run failing, removed.
     if let Some(out) = &a.out {
-        super::refuse_out_among_captures(out, &files)?;
+        super::refuse_out_among_captures(
+            out,
+            found.iter().map(|(f, real)| (f.as_path(), real.as_deref())),
+        )?;
     }
+    let files: Vec<PathBuf> = found.into_iter().map(|(f, _)| f).collect();
     let s = with_output(&a, |w| {
         let s = classify_files_listed(&a, &files, skipped, w)?;
         anyhow::ensure!(s.files_read > 0, "none of the given captures could be read");
@@ -312,8 +316,9 @@ pub(crate) fn write_row(out: &mut dyn Write, format: Format, r: &Row) -> std::io
 
 /// Expands files and folders into capture files, each once however often
 /// it is given (as `tokenize` does); unreadable inputs are reported and
-/// counted.
-fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
+/// counted. Each file comes with its canonical path, which told repeats
+/// apart (`None` where it has none: its spelling did).
+fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<(PathBuf, Option<PathBuf>)> {
     let mut files = Vec::new();
     for p in inputs {
         if p.is_dir() {
@@ -337,14 +342,23 @@ fn capture_files(inputs: &[PathBuf], skipped: &mut usize) -> Vec<PathBuf> {
     }
     let mut seen = std::collections::HashSet::new();
     // By the file, not the spelling: `caps/dns` and `./caps/dns` are one.
-    files.retain(|f| seen.insert(std::fs::canonicalize(f).unwrap_or_else(|_| f.clone())));
     files
+        .into_iter()
+        .map(|f| {
+            let real = std::fs::canonicalize(&f).ok();
+            (f, real)
+        })
+        .filter(|(f, real)| seen.insert(real.as_ref().unwrap_or(f).clone()))
+        .collect()
 }
 
 /// Classifies every flow of the captures and writes one row per flow to `out`.
 pub fn classify(a: &Args, out: &mut dyn Write) -> Result<ClassifySummary> {
     let mut skipped = 0;
-    let files = capture_files(&a.captures, &mut skipped);
+    let files: Vec<PathBuf> = capture_files(&a.captures, &mut skipped)
+        .into_iter()
+        .map(|(f, _)| f)
+        .collect();
     classify_files_listed(a, &files, skipped, out)
 }
 

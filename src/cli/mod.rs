@@ -146,17 +146,16 @@ pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow:
 
 /// Refuses an `--out` that is one of the captures (under any spelling),
 /// which the run would replace: with `--force`, the capture was lost.
-pub(crate) fn refuse_out_among_captures(
+/// `captures`: each as given, with its canonical path (`None` where it has
+/// none), as the listing that removed repeats found it: not asked again.
+pub(crate) fn refuse_out_among_captures<'a>(
     out: &std::path::Path,
-    captures: &[std::path::PathBuf],
+    captures: impl IntoIterator<Item = (&'a std::path::Path, Option<&'a std::path::Path>)>,
 ) -> anyhow::Result<()> {
     let Ok(real) = std::fs::canonicalize(out) else {
         return Ok(());
     };
-    if let Some(f) = captures
-        .iter()
-        .find(|f| std::fs::canonicalize(f).is_ok_and(|c| c == real))
-    {
+    if let Some((f, _)) = captures.into_iter().find(|(_, c)| *c == Some(&real)) {
         anyhow::bail!(
             "--out {} is one of the captures given ({}); choose another --out",
             out.display(),

@@ -4,7 +4,7 @@ use super::flow_parts::FlowPartsArgs;
 use crate::cli::args;
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::build::{
-    collect_captures, corpus_counts, path_list, read_sorted_flows,
+    collect_captures_real, corpus_counts, path_list, read_sorted_flows,
 };
 use crate::traffic::tokens::vocab::{DEFAULT_LEARNED, SPECIALS, Vocab};
 use std::path::PathBuf;
@@ -41,17 +41,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     // Refused before any reading, so a bad --out costs nothing.
     super::check_out_file(&args.out, args.force)?;
     let start = Instant::now();
-    let paths: Vec<PathBuf> = collect_captures(&args.inputs)?
-        .into_iter()
-        .map(|(p, _)| p)
-        .collect();
+    let found = collect_captures_real(&args.inputs)?;
+    let paths: Vec<PathBuf> = found.iter().map(|c| c.path.clone()).collect();
     anyhow::ensure!(
         !paths.is_empty(),
         "no capture files found under {}",
         path_list(&args.inputs)
     );
     // The vocabulary would replace the capture (with --force).
-    super::refuse_out_among_captures(&args.out, &paths)?;
+    super::refuse_out_among_captures(
+        &args.out,
+        found.iter().map(|c| (c.path.as_path(), c.real.as_deref())),
+    )?;
     let rc = args.parts.reader();
     let (mut flows, stats) = read_sorted_flows(&paths, &rc, !args.quiet);
     let before = flows.len();

@@ -281,6 +281,26 @@ pub fn path_list(paths: &[PathBuf]) -> String {
 /// Capture files of all inputs with the root each was found under, in input
 /// order, each input's files sorted, duplicates removed.
 pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, PathBuf)>> {
+    Ok(collect_captures_real(inputs)?
+        .into_iter()
+        .map(|c| (c.path, c.root))
+        .collect())
+}
+
+/// A capture file of [`collect_captures_real`].
+#[derive(Clone, Debug)]
+pub struct FoundCapture {
+    /// As found under its input (or the input itself).
+    pub path: PathBuf,
+    /// The input it was found under.
+    pub root: PathBuf,
+    /// Its canonical path, which told repeats apart (`None` where it has
+    /// none: its spelling did).
+    pub real: Option<PathBuf>,
+}
+
+/// [`collect_captures`], each file with its canonical path.
+pub fn collect_captures_real(inputs: &[PathBuf]) -> anyhow::Result<Vec<FoundCapture>> {
     let mut out = Vec::new();
     let mut seen = HashSet::new();
     for input in inputs {
@@ -294,8 +314,13 @@ pub fn collect_captures(inputs: &[PathBuf]) -> anyhow::Result<Vec<(PathBuf, Path
         };
         for f in found {
             // By the file, not the spelling: `caps` and `./caps` are one.
-            if seen.insert(std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone())) {
-                out.push((f, input.clone()));
+            let real = std::fs::canonicalize(&f).ok();
+            if seen.insert(real.clone().unwrap_or_else(|| f.clone())) {
+                out.push(FoundCapture {
+                    path: f,
+                    root: input.clone(),
+                    real,
+                });
             }
         }
     }
