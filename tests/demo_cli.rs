@@ -1,6 +1,7 @@
 //! `tmoe demo` end to end, cut short (a few steps, one epoch): every file
 //! the README lists is written, a missing GPU is refused before any work,
-//! and a used --out is refused without --force.
+//! a used --out is refused without --force, and --force replaces only the
+//! demo's own files.
 
 use clap::Parser;
 use traffic_moe::cli::demo;
@@ -44,6 +45,20 @@ fn the_demo_writes_every_file_the_readme_lists() {
     }
     let e = demo::run(args(&out, &[])).unwrap_err();
     assert!(e.to_string().contains("--force"), "{e}");
+
+    // `--force` replaces the earlier demo's files, not what else the user
+    // keeps beside them (dataset/ and pretrain/ were removed whole).
+    let before = std::fs::read(out.join("pretrain/model.safetensors")).unwrap();
+    for f in ["dataset/notes.txt", "pretrain/notes.txt"] {
+        std::fs::write(out.join(f), "mine").unwrap();
+    }
+    demo::run(args(&out, &["--force", "--seed", "7"])).unwrap();
+    for f in ["dataset/notes.txt", "pretrain/notes.txt"] {
+        assert_eq!(std::fs::read_to_string(out.join(f)).unwrap(), "mine", "{f}");
+    }
+    let after = std::fs::read(out.join("pretrain/model.safetensors")).unwrap();
+    assert_ne!(before, after, "pretrain/model.safetensors not replaced");
+    assert!(out.join("eval/report.txt").exists());
 }
 
 #[cfg(not(feature = "cuda"))]

@@ -11,7 +11,7 @@ use crate::model::batch::open_part;
 use crate::model::checkpoint::load_classifier;
 use crate::traffic::capture::synth::{SynthConfig, synthesize};
 use crate::traffic::dataset::build::{
-    DatasetConfig, build_dataset, collect_captures, load_dataset_info,
+    DatasetConfig, build_dataset_with, collect_captures, load_dataset_info,
 };
 use crate::traffic::dataset::labels::{LabelSource, folder_label};
 use crate::traffic::dataset::split::SplitBy;
@@ -80,10 +80,9 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
         seed: a.seed,
         ..Default::default()
     };
-    if dir.join("dataset.json").exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    let s = build_dataset(&cfg, &dir, !a.quiet)?;
+    // With --force, an earlier demo's dataset files are replaced (only
+    // those: anything else in the folder is the user's).
+    let s = build_dataset_with(&cfg, &dir, !a.quiet, a.force)?;
     println!("{s}");
     Ok(dir)
 }
@@ -177,9 +176,6 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     );
 
     let pt_dir = a.out.join("pretrain");
-    if pt_dir.exists() {
-        std::fs::remove_dir_all(&pt_dir)?;
-    }
     let pt = pretrain(
         &PretrainOpts {
             cfg: cfg.clone(),
