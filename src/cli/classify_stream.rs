@@ -2,7 +2,9 @@
 //! (`tcpdump -U -w - | tmoe classify --stream ...`) through the same flow
 //! side the C API wraps, verdicts written as they are made: in batches of
 //! `--batch` flows, or sooner when the oldest waiting flow has waited
-//! [`MAX_WAIT`]; reading overlaps the model ([`overlap`]).
+//! [`MAX_WAIT`]; reading overlaps the model ([`overlap`]). [`open_stream`]
+//! and [`run_stream`] are the read side, shared with `tmoe bench classify`'s
+//! stream-pipe rows, which feed them an OS pipe.
 
 use std::io::{Read, Write};
 use std::time::Instant;
@@ -12,12 +14,13 @@ use anyhow::{Context, Result};
 use super::classify::{Args, Row, open_classifier, with_output, write_header, write_row};
 use super::noun;
 use super::stdin_pump;
-use crate::infer::flow_feed::StreamLimits;
+use crate::infer::classifier::Classifier;
+use crate::infer::flow_feed::{FlowFeed, StreamLimits};
 use crate::infer::latency::quantile;
-use crate::infer::overlap::{self, FrameSink, QuietSink};
+use crate::infer::overlap::{self, FrameSink, Overlapped, QuietSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
-use crate::traffic::capture::container::{CaptureErrorKind, CaptureReader};
+use crate::traffic::capture::container::{CaptureError, CaptureErrorKind, CaptureReader};
 use crate::traffic::capture::stats::SkipCounts;
 
 /// What a stream run did.
@@ -73,10 +76,7 @@ pub fn classify_stream(
 ) -> Result<StreamSummary> {
     let t0 = Instant::now();
     let clf = open_classifier(a)?;
-    // Read on a pump thread, so that a failed model side (a full disk) can
-    // end the stream while the link is quiet.
-    let (input, stopper) = stdin_pump::pump(input);
-    let mut reader = CaptureReader::from_read(input).map_err(|e| match e.kind {
+    let input = open_stream(input).map_err(|e| match e.kind {
         // Not a file: nothing came down the pipe (the capture never started).
         CaptureErrorKind::Empty => anyhow::anyhow!(
             "standard input: nothing arrived (no capture header): pipe a pcap or pcapng \
@@ -109,9 +109,53 @@ pub fn classify_stream(
         }
         out.flush().with_context(|| a.writing())
     };
+    let (r, unknown_interface_frames) = run_stream(&clf, input, feed, a.batch(), &mut write)?;
+    Ok(StreamSummary {
+        stats: r.stats,
+        skips: r.skips,
+        seconds: t0.elapsed().as_secs_f64(),
+        latency_p50: quantile(&r.latencies, 0.5),
+        latency_p99: quantile(&r.latencies, 0.99),
+        input_error: r.input_error,
+        unknown_interface_frames,
+    })
+}
+
+/// A capture stream opened by [`open_stream`]: its header read, the rest
+/// to be read by [`run_stream`].
+pub struct OpenStream {
+    reader: CaptureReader,
+    stopper: stdin_pump::Stopper,
+}
+
+/// Starts reading `input` (standard input for `classify --stream`, a pipe
+/// for `bench classify`'s pipe rows) on a pump thread, so that a failed
+/// model side (a full disk) can end the stream while the link is quiet
+/// (`cli::stdin_pump`), and reads the capture's header.
+pub fn open_stream(input: impl Read + Send + 'static) -> Result<OpenStream, CaptureError> {
+    let (input, stopper) = stdin_pump::pump(input);
+    let reader = CaptureReader::from_read(input)?;
+    Ok(OpenStream { reader, stopper })
+}
+
+/// Reads the frames of `input` into `feed` beside the model of `clf`
+/// ([`overlap::run_live`]), `on_verdicts` getting each batch's verdicts;
+/// a quiet link moves the flow table's clock on (`stdin_pump::QUIET`).
+/// Returns the run and the pcapng packets on an interface the stream never
+/// described.
+pub fn run_stream(
+    clf: &Classifier,
+    input: OpenStream,
+    feed: FlowFeed,
+    batch: usize,
+    on_verdicts: &mut dyn FnMut(&[Verdict]) -> Result<()>,
+) -> Result<(Overlapped, u64)> {
+    let OpenStream {
+        mut reader,
+        stopper,
+    } = input;
     let mut unknown_interface_frames = 0;
     let unknown = &mut unknown_interface_frames;
-    // A quiet link moves the flow table's clock on (stdin_pump::QUIET).
     let source = move |sink: &mut FrameSink, quiet: &mut QuietSink| {
         let r = reader
             .for_each_frame_or_quiet(|f| sink(f.ts_ns, f.link_type, f.data, f.orig_len), quiet);
@@ -127,14 +171,6 @@ pub fn classify_stream(
         }
     };
     let stop = || stopper.stop();
-    let r = overlap::run_live(&clf, feed, a.batch(), MAX_WAIT, source, &mut write, &stop)?;
-    Ok(StreamSummary {
-        stats: r.stats,
-        skips: r.skips,
-        seconds: t0.elapsed().as_secs_f64(),
-        latency_p50: quantile(&r.latencies, 0.5),
-        latency_p99: quantile(&r.latencies, 0.99),
-        input_error: r.input_error,
-        unknown_interface_frames,
-    })
+    let r = overlap::run_live(clf, feed, batch, MAX_WAIT, source, on_verdicts, &stop)?;
+    Ok((r, unknown_interface_frames))
 }
