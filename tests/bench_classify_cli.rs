@@ -3,7 +3,19 @@
 //! --work folder of the user's kept a dataset in data/ that a forced run
 //! removed whole; a run's own data/ went with whatever else it held.
 
+//!
+//! `tmoe bench classify` at its smallest: each stream run is made twice,
+//! once with the frames handed over from memory (`stream-memory`) and once
+//! with the same frames written as capture bytes into an OS pipe and read
+//! as `classify --stream -` reads standard input (`stream-pipe`); both must
+//! count the same frames, packets and verdicts, unpaced and paced. The
+//! captures mix two link types (Ethernet and raw IP), so the pipe carries
+//! a pcapng with an interface for each; the one-flow set a classic pcap.
+
 mod common;
+
+use traffic_moe::traffic::capture::pcap_writer::{Ipv4Opts, PcapWriter, ipv4, udp};
+use traffic_moe::traffic::types::PROTO_UDP;
 
 /// The bench at its smallest, on `caps/dns` (no default captures), its
 /// report in `report.json`; `extra` after.
@@ -137,4 +149,93 @@ fn the_default_work_folder_is_a_fresh_one_and_goes() {
         names_in(&tmp.join("tmoe-bench-classify-other")),
         ["keep.txt"]
     );
+}
+
+/// A raw-IP (LINKTYPE_RAW) pcap of `flows` UDP flows of 2 packets each.
+fn raw_ip_capture(flows: u16) -> Vec<u8> {
+    let mut w = PcapWriter::new(Vec::new(), 101).unwrap();
+    for k in 0..2 * u64::from(flows) {
+        let packet = ipv4(
+            [10, 0, 1, 1].into(),
+            [10, 0, 1, 2].into(),
+            PROTO_UDP,
+            &udp(5000 + (k % u64::from(flows)) as u16, 53, b"raw query"),
+            &Ipv4Opts::default(),
+        );
+        w.write_frame(2_000_000_000 + k * 1_000, &packet).unwrap();
+    }
+    w.into_inner()
+}
+
+#[test]
+fn the_pipe_rows_count_what_the_memory_rows_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    std::fs::create_dir(&caps).unwrap();
+    std::fs::write(caps.join("eth.pcap"), common::udp_capture(12)).unwrap();
+    std::fs::write(caps.join("raw.pcap"), raw_ip_capture(5)).unwrap();
+    let text = common::tmoe(
+        dir.path(),
+        &[
+            "bench",
+            "classify",
+            "--device",
+            "cpu",
+            "--config",
+            "tiny",
+            "--seq",
+            "16",
+            "--batch",
+            "8",
+            "--captures",
+            caps.to_str().unwrap(),
+            "--one-flow-files",
+            "6",
+            "--rates",
+            "0.9",
+            "--only",
+            "moe",
+            "--out",
+            "report.json",
+        ],
+    );
+    assert!(
+        text.contains("stream-memory") && text.contains("stream-pipe"),
+        "{text}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let rows = report["rows"].as_array().unwrap();
+    let mut pairs = 0;
+    for input in ["caps", "one-flow (6 flows)"] {
+        for rate in [serde_json::Value::Null, 0.9.into()] {
+            let row = |mode: &str| {
+                rows.iter()
+                    .find(|r| {
+                        r["input"] == input && r["mode"] == mode && r["rate_fraction"] == rate
+                    })
+                    .unwrap_or_else(|| panic!("no {mode} row for {input} at {rate}: {rows:?}"))
+            };
+            let (memory, pipe) = (row("stream-memory"), row("stream-pipe"));
+            let want = if input == "caps" { 17 } else { 6 };
+            assert_eq!(memory["flows"], want, "{memory}");
+            for key in ["flows", "packets"] {
+                assert_eq!(pipe[key], memory[key], "{key}: {pipe} against {memory}");
+            }
+            for key in ["frames", "packets", "flows_finished", "flows_classified"] {
+                assert_eq!(
+                    pipe["stream"][key], memory["stream"][key],
+                    "{key}: {pipe} against {memory}"
+                );
+            }
+            assert_eq!(pipe["stream"]["unknown_interface_frames"], 0, "{pipe}");
+            for r in [memory, pipe] {
+                assert!(r["flows_per_s"].as_f64().unwrap() > 0.0, "{r}");
+                assert!(r["latency_p50_ms"].as_f64().is_some(), "{r}");
+                assert!(r["latency_p99_ms"].as_f64().is_some(), "{r}");
+            }
+            pairs += 1;
+        }
+    }
+    assert_eq!(pairs, 4);
 }

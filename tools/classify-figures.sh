@@ -2,7 +2,8 @@
 # Measures issue 11's and issue 8's CPU figures on this machine and keeps each
 # raw output (date, machine, load, command) under bench/results/cpu/:
 #   bench-classify-tiny-{f32,bf16}.{txt,json}  tmoe bench classify (end to end
-#       from IoT Sentinel and 3,000 one-flow captures; the stream unpaced and
+#       from IoT Sentinel and 3,000 one-flow captures; the stream, from memory
+#       and as a pcap through a pipe (stream-memory, stream-pipe), unpaced and
 #       at 0.5x / 0.9x of its top packet rate), MoE and dense
 #   same-run-{tmoe,torch}-CFG.{txt,json}       tmoe bench model (f32, bf16) and
 #       PyTorch eager / torch.compile (tools/torch_reference.py) at the same

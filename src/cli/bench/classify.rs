@@ -4,12 +4,31 @@
 //! - **pipeline**: capture files -> verdicts through `tmoe classify`'s
 //!   pipeline (parallel readers, batches across files): flows/s end to end,
 //!   and the model-only flows/s of the same run (flows / seconds in the model).
-//! - **stream**: every frame of a set, merged in time order and held in
-//!   memory, fed through the stream's flow side on a reader thread with the
-//!   model beside it (`infer::overlap`, as `classify --stream` runs), early
-//!   verdicts on: first as fast as it goes, then paced at fractions of that packet
-//!   rate; flows/s, packets/s, verdict latency p50/p99 (ready -> verdict, wall
-//!   time), peak memory and the stream's counters.
+//! - **stream-memory**: every frame of a set, merged in time order and held
+//!   in memory, handed to the stream's flow side on its reader thread with
+//!   the model beside it (`infer::overlap`, as `classify --stream` runs),
+//!   early verdicts on: first as fast as it goes, then paced at fractions of
+//!   that packet rate. It isolates the flow table and the model: no capture
+//!   reader, no parsing, no pipe.
+//! - **stream-pipe**: the same frames written as one capture (a classic pcap
+//!   with nanosecond timestamps; pcapng when the set mixes link types) into
+//!   an OS pipe by a writer thread (unpaced in 64 KiB writes; paced, what
+//!   is due is written before the writer sleeps, so frames due within
+//!   200 us share a write, and the rates are fractions of the unpaced
+//!   stream-pipe row's packet rate) and read by exactly what
+//!   `classify --stream -` runs on standard input: the pump thread
+//!   (`cli::stdin_pump`), the capture reader and `overlap::run_live`
+//!   (`cli::classify_stream::{open_stream, run_stream}`). Against
+//!   stream-memory it shows what the pipe, the buffering and the pcap
+//!   parsing cost.
+//!
+//! Both stream modes give flows/s, packets/s, verdict latency p50/p99 (ready
+//! -> verdict, wall time, as `classify --stream` measures it: from the
+//! moment the flow table has the frame that makes a flow ready, so time the
+//! bytes spend in the pipe and the pump before they are parsed is in the
+//! pipe row's flows/s but not in its latency), peak memory and the stream's
+//! counters; the clock starts before the first frame is handed over (or
+//! written).
 //!
 //! Inputs: real captures (`--captures`, default IoT Sentinel from
 //! ../shared/data when present) and sets it synthesises (`tmoe synth`): a
@@ -18,6 +37,7 @@
 //! one-flow set; weights are random (throughput does not depend on them, and
 //! random routing is near-uniform, so the MoE figure is its balanced case).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -25,9 +45,10 @@ use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::args;
+use crate::cli::classify_stream::{open_stream, run_stream};
 use crate::engine::{Device, Precision};
 use crate::infer::classifier::{Classifier, VocabSource};
-use crate::infer::flow_feed::StreamLimits;
+use crate::infer::flow_feed::{FlowFeed, StreamLimits};
 use crate::infer::latency::quantile;
 use crate::infer::overlap::{self, FrameSink};
 use crate::infer::pipeline::{PipelineConfig, PipelineStats, classify_files};
@@ -36,6 +57,7 @@ use crate::infer::stream::flow_feed_for;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::{FfnKind, Model, ModelConfig};
 use crate::traffic::capture::container::CaptureReader;
+use crate::traffic::capture::pcap_writer::{PcapNgBuilder, PcapWriter};
 use crate::traffic::capture::reader::find_captures;
 use crate::traffic::capture::stats::peak_rss_kib;
 use crate::traffic::capture::synth::{SynthConfig, synthesize};
@@ -70,7 +92,8 @@ pub struct ClassifyArgs {
     /// Synthesised flows in 40-flow captures (default 0; 1000000 on cuda).
     #[arg(long)]
     pub synth_flows: Option<usize>,
-    /// Paced stream runs at these fractions of the unpaced packet rate.
+    /// Paced stream runs at these fractions of the unpaced packet rate (of
+    /// each stream mode's own: memory, pipe).
     #[arg(long, value_parser = args::positive, value_delimiter = ',', default_value = "0.5,0.9")]
     pub rates: Vec<f64>,
     /// Skip the stream runs (pipeline only).
@@ -98,7 +121,9 @@ pub struct ClassifyArgs {
 struct Row {
     ffn: &'static str,
     input: String,
-    /// `pipeline` or `stream`.
+    /// `pipeline`, `stream-memory` (frames handed over from memory) or
+    /// `stream-pipe` (capture bytes through an OS pipe, read as
+    /// `classify --stream -` reads them).
     mode: &'static str,
     /// Stream pacing: fraction of the unpaced packet rate (None: unpaced).
     rate_fraction: Option<f64>,
@@ -238,16 +263,13 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
                 continue;
             }
             let frames = load_frames(&input.files)?;
-            let (row, back) = bench_stream(clf, name, input, &frames, batch, None)?;
-            let unpaced_pps = row.packets_per_s;
-            rows.push(row);
-            clf = back;
-            for &f in &a.rates {
-                let (row, back) =
-                    bench_stream(clf, name, input, &frames, batch, Some((f, unpaced_pps)))?;
-                rows.push(row);
-                clf = back;
-            }
+            let feed = Feed::Memory(&frames);
+            clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
+            // The same frames as the capture bytes a pipe would carry.
+            let capture = capture_bytes(&frames)?;
+            drop(frames);
+            let feed = Feed::Pipe(&capture);
+            clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
         }
     }
     let ratios = ratios(&rows);
@@ -519,46 +541,124 @@ fn load_frames(files: &[PathBuf]) -> anyhow::Result<Vec<Frame>> {
     Ok(frames)
 }
 
+/// What a stream run reads.
+enum Feed<'a> {
+    /// Frames held in memory, handed to the flow side one by one.
+    Memory(&'a [Frame]),
+    /// The same frames as capture bytes, written into an OS pipe by a thread
+    /// of their own and read as `classify --stream -` reads standard input.
+    Pipe(&'a CaptureBytes),
+}
+
+impl Feed<'_> {
+    fn mode(&self) -> &'static str {
+        match self {
+            Feed::Memory(_) => "stream-memory",
+            Feed::Pipe(_) => "stream-pipe",
+        }
+    }
+}
+
+/// The stream runs of one feed: unpaced, then paced at each of `rates` of
+/// the unpaced run's packet rate. Gives the classifier back.
+fn bench_stream_runs(
+    mut clf: Classifier,
+    ffn: &'static str,
+    input: &Input,
+    feed: &Feed,
+    batch: usize,
+    rates: &[f64],
+    rows: &mut Vec<Row>,
+) -> anyhow::Result<Classifier> {
+    let (row, back) = bench_stream(clf, ffn, input, feed, batch, None)?;
+    let unpaced_pps = row.packets_per_s;
+    rows.push(row);
+    clf = back;
+    for &f in rates {
+        let (row, back) = bench_stream(clf, ffn, input, feed, batch, Some((f, unpaced_pps)))?;
+        rows.push(row);
+        clf = back;
+    }
+    Ok(clf)
+}
+
+/// When each frame of a paced run is due: `interval` apart from `t0`.
+#[derive(Clone, Copy)]
+struct Pacer {
+    t0: Instant,
+    interval: Option<Duration>,
+}
+
+impl Pacer {
+    /// How long to wait before frame `i` goes out, if it is not due yet.
+    /// Frames due within 200 us go out together, as a capture's buffer
+    /// delivers them; the caller sleeps when ahead (a spinning one would
+    /// take a core from the model beside it).
+    fn ahead(&self, i: usize) -> Option<Duration> {
+        let due = self.interval? * i as u32;
+        let now = self.t0.elapsed();
+        (due > now + Duration::from_micros(200)).then(|| due - now)
+    }
+}
+
 /// One stream run; `pace`: (fraction, unpaced packets/s). Gives the
 /// classifier back for the next run.
 fn bench_stream(
     clf: Classifier,
     ffn: &'static str,
     input: &Input,
-    frames: &[Frame],
+    feed: &Feed,
     batch: usize,
     pace: Option<(f64, f64)>,
 ) -> anyhow::Result<(Row, Classifier)> {
-    let feed = flow_feed_for(&clf, Some(1), true, StreamLimits::default());
+    let flows = flow_feed_for(&clf, Some(1), true, StreamLimits::default());
     let peak_reset = reset_peak_rss();
-    let interval = pace.map(|(f, pps)| Duration::from_secs_f64(1.0 / (f * pps).max(1e-9)));
     let t0 = Instant::now();
-    // The replay runs on the stream's reader thread, as a capture would.
-    let source = |sink: &mut FrameSink| {
-        for (i, f) in frames.iter().enumerate() {
-            if let Some(dt) = interval {
-                // Sleep when ahead (a spinning reader would take a core
-                // from the model beside it); frames due within 200 us go
-                // out together, as a capture's buffer delivers them.
-                let due = dt * i as u32;
-                let now = t0.elapsed();
-                if due > now + Duration::from_micros(200) {
-                    std::thread::sleep(due - now);
-                }
-            }
-            if !sink(f.ts_ns, f.link_type, &f.data, f.orig_len) {
-                break;
-            }
-        }
-        Ok(())
+    let pacer = Pacer {
+        t0,
+        interval: pace.map(|(f, pps)| Duration::from_secs_f64(1.0 / (f * pps).max(1e-9))),
     };
-    let r = overlap::run(&clf, feed, batch, MAX_WAIT, source, &mut |_| Ok(()))?;
+    let (r, unknown_interface_frames) = match feed {
+        Feed::Memory(frames) => {
+            // The replay runs on the stream's reader thread, as a capture would.
+            let source = |sink: &mut FrameSink| {
+                for (i, f) in frames.iter().enumerate() {
+                    if let Some(wait) = pacer.ahead(i) {
+                        std::thread::sleep(wait);
+                    }
+                    if !sink(f.ts_ns, f.link_type, &f.data, f.orig_len) {
+                        break;
+                    }
+                }
+                Ok(())
+            };
+            let r = overlap::run(&clf, flows, batch, MAX_WAIT, source, &mut |_| Ok(()))?;
+            (r, None)
+        }
+        Feed::Pipe(capture) => {
+            let (r, unknown) = stream_through_pipe(&clf, capture, flows, batch, pacer)?;
+            (r, Some(unknown))
+        }
+    };
     let secs = t0.elapsed().as_secs_f64();
     let st = r.stats;
+    let mut counters = serde_json::json!({
+        "frames": st.frames,
+        "packets": st.packets,
+        "skipped_frames": st.skipped_frames,
+        "flows_finished": st.flows_finished,
+        "flows_too_short": st.flows_too_short,
+        "flows_classified": st.flows_classified,
+        "flows_evicted": st.flows_evicted,
+        "flows_dropped": st.flows_dropped,
+    });
+    if let Some(n) = unknown_interface_frames {
+        counters["unknown_interface_frames"] = n.into();
+    }
     let row = Row {
         ffn,
         input: input.name.clone(),
-        mode: "stream",
+        mode: feed.mode(),
         rate_fraction: pace.map(|p| p.0),
         files: input.files.len(),
         flows: st.flows_classified,
@@ -569,26 +669,112 @@ fn bench_stream(
         latency_p50_ms: quantile(&r.latencies, 0.5).map(|s| s * 1e3),
         latency_p99_ms: quantile(&r.latencies, 0.99).map(|s| s * 1e3),
         peak_rss_mib: peak_reset.then(peak_rss_mib).flatten(),
-        stream: Some(serde_json::json!({
-            "frames": st.frames,
-            "packets": st.packets,
-            "skipped_frames": st.skipped_frames,
-            "flows_finished": st.flows_finished,
-            "flows_too_short": st.flows_too_short,
-            "flows_classified": st.flows_classified,
-            "flows_evicted": st.flows_evicted,
-            "flows_dropped": st.flows_dropped,
-        })),
+        stream: Some(counters),
         ..Row::default()
     };
     print_row(&row);
     Ok((row, clf))
 }
 
+/// Frames as one capture file's bytes, as `tcpdump -w -` writes them: a
+/// classic pcap with nanosecond timestamps (pcapng, an interface per link
+/// type, when the frames come from links of more than one type).
+struct CaptureBytes {
+    bytes: Vec<u8>,
+    /// Where the file header ends, and each frame's record.
+    header_end: usize,
+    record_ends: Vec<usize>,
+}
+
+fn capture_bytes(frames: &[Frame]) -> anyhow::Result<CaptureBytes> {
+    let mut links: Vec<u32> = frames.iter().map(|f| f.link_type).collect();
+    links.sort_unstable();
+    links.dedup();
+    let mut record_ends = Vec::with_capacity(frames.len());
+    if links.len() <= 1 {
+        let link = links.first().copied().unwrap_or(1);
+        let mut w = PcapWriter::with_precision(Vec::new(), link, true)?;
+        let header_end = w.get_ref().len();
+        for f in frames {
+            w.write_frame_truncated(f.ts_ns, &f.data, f.orig_len)?;
+            record_ends.push(w.get_ref().len());
+        }
+        return Ok(CaptureBytes {
+            bytes: w.into_inner(),
+            header_end,
+            record_ends,
+        });
+    }
+    let mut b = PcapNgBuilder::new(false);
+    for &l in &links {
+        let l = u16::try_from(l).context("a link type past 65535")?;
+        b.interface(l, 9);
+    }
+    let header_end = b.bytes.len();
+    for f in frames {
+        let id = links.binary_search(&f.link_type).expect("listed") as u32;
+        b.enhanced_packet(id, f.ts_ns, &f.data, f.orig_len);
+        record_ends.push(b.bytes.len());
+    }
+    Ok(CaptureBytes {
+        bytes: b.bytes,
+        header_end,
+        record_ends,
+    })
+}
+
+/// A stream run through an OS pipe: a writer thread writes `capture` into
+/// it (64 KiB at a time, or, paced, each frame when it is due), and the
+/// read side is `classify --stream -`'s (`cli::classify_stream`: the pump
+/// thread, the capture reader, `overlap::run_live`). Returns the run and
+/// the pcapng frames on an undescribed interface.
+fn stream_through_pipe(
+    clf: &Classifier,
+    capture: &CaptureBytes,
+    flows: FlowFeed,
+    batch: usize,
+    pacer: Pacer,
+) -> anyhow::Result<(overlap::Overlapped, u64)> {
+    const CHUNK: usize = 64 << 10;
+    let (rx, mut tx) = std::io::pipe().context("making a pipe")?;
+    std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<()> {
+            let bytes = &capture.bytes;
+            let mut from = 0;
+            let mut to = capture.header_end;
+            for (i, &end) in capture.record_ends.iter().enumerate() {
+                if let Some(wait) = pacer.ahead(i) {
+                    tx.write_all(&bytes[from..to])?;
+                    from = to;
+                    std::thread::sleep(wait);
+                }
+                to = end;
+                if to - from >= CHUNK {
+                    tx.write_all(&bytes[from..to])?;
+                    from = to;
+                }
+            }
+            // Dropping the write end ends the stream.
+            tx.write_all(&bytes[from..])
+        });
+        let stream = open_stream(rx).map_err(|e| anyhow::anyhow!("the pipe: {e}"));
+        let run = stream.and_then(|s| run_stream(clf, s, flows, batch, &mut |_| Ok(())));
+        let written = writer
+            .join()
+            .map_err(|_| anyhow::anyhow!("the pipe's writer thread panicked"))?;
+        let (r, unknown) = run?;
+        written.context("writing the capture into the pipe")?;
+        if let Some(e) = &r.input_error {
+            anyhow::bail!("the pipe: {e}");
+        }
+        Ok((r, unknown))
+    })
+}
+
 fn print_row(r: &Row) {
     let ms = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2} ms"));
     eprintln!(
-        "{:>5} {:<8} {:<30} {:>6} {:>9} flows {:>10.0} flows/s {:>11.0} packets/s  model-only {}  latency p50 {} p99 {}  peak {}",
+        "{:>5} {:<13} {:<30} {:>6} {:>9} flows {:>10.0} flows/s {:>11.0} packets/s  model-only {}  latency p50 {} p99 {}  peak {}",
         r.ffn,
         r.mode,
         r.input,
