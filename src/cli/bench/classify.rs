@@ -26,9 +26,10 @@
 //! -> verdict, wall time, as `classify --stream` measures it: from the
 //! moment the flow table has the frame that makes a flow ready, so time the
 //! bytes spend in the pipe and the pump before they are parsed is in the
-//! pipe row's flows/s but not in its latency), peak memory and the stream's
-//! counters; the clock starts before the first frame is handed over (or
-//! written).
+//! pipe row's flows/s but not in its latency), peak memory (of the process:
+//! it counts the set held in memory, as frames or as capture bytes) and the
+//! stream's counters; the clock starts before the first frame is handed
+//! over (or written).
 //!
 //! Inputs: real captures (`--captures`, default IoT Sentinel from
 //! ../shared/data when present) and sets it synthesises (`tmoe synth`): a
@@ -39,6 +40,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -737,12 +739,23 @@ fn stream_through_pipe(
 ) -> anyhow::Result<(overlap::Overlapped, u64)> {
     const CHUNK: usize = 64 << 10;
     let (rx, mut tx) = std::io::pipe().context("making a pipe")?;
+    // A read end of the bench's own, open until the writer is done: should
+    // the stream stop reading early (a failed model side), the writer's
+    // next write would otherwise raise SIGPIPE, which tmoe leaves fatal.
+    // It is drained only once the run is over, to let the writer finish.
+    let mut spare = rx.try_clone().context("making a pipe")?;
+    let stop = AtomicBool::new(false);
     std::thread::scope(|scope| {
+        let stop = &stop;
         let writer = scope.spawn(move || -> std::io::Result<()> {
             let bytes = &capture.bytes;
             let mut from = 0;
             let mut to = capture.header_end;
             for (i, &end) in capture.record_ends.iter().enumerate() {
+                // The stream is over (it failed): stop writing.
+                if stop.load(Ordering::Relaxed) {
+                    return Ok(());
+                }
                 if let Some(wait) = pacer.ahead(i) {
                     tx.write_all(&bytes[from..to])?;
                     from = to;
@@ -759,11 +772,19 @@ fn stream_through_pipe(
         });
         let stream = open_stream(rx).map_err(|e| anyhow::anyhow!("the pipe: {e}"));
         let run = stream.and_then(|s| run_stream(clf, s, flows, batch, &mut |_| Ok(())));
+        stop.store(true, Ordering::Relaxed);
+        // Nothing left to read once the stream read it all; after a
+        // failure, what the writer still had in flight.
+        let drained = std::io::copy(&mut spare, &mut std::io::sink());
         let written = writer
             .join()
             .map_err(|_| anyhow::anyhow!("the pipe's writer thread panicked"))?;
         let (r, unknown) = run?;
         written.context("writing the capture into the pipe")?;
+        anyhow::ensure!(
+            matches!(drained, Ok(0)),
+            "the stream left bytes in the pipe unread ({drained:?})"
+        );
         if let Some(e) = &r.input_error {
             anyhow::bail!("the pipe: {e}");
         }
