@@ -1,10 +1,11 @@
-//! `tmoe bench classify` run as a binary on a few flows (`--no-stream`,
-//! six one-flow captures): it removes or replaces only what it wrote. A
-//! --work folder of the user's kept a dataset in data/ that a forced run
-//! removed whole; a run's own data/ went with whatever else it held.
-
+//! `tmoe bench classify` run as a binary on a few flows.
 //!
-//! `tmoe bench classify` at its smallest: each stream run is made twice,
+//! It removes or replaces only what it wrote (`--no-stream`, six one-flow
+//! captures): a --work folder of the user's kept a dataset in data/ that a
+//! forced run removed whole; a run's own data/ went with whatever else it
+//! held.
+//!
+//! Each stream run is made twice,
 //! once with the frames handed over from memory (`stream-memory`) and once
 //! with the same frames written as capture bytes into an OS pipe and read
 //! as `classify --stream -` reads standard input (`stream-pipe`); both must
