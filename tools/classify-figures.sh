@@ -13,7 +13,8 @@
 #   same-run-{tmoe,torch}-CFG-train-bf16.*     a training step in bf16: ours
 #       mixed precision (where the CPU has a bf16 kernel), PyTorch autocast
 # `tools/classify-figures.sh torch` runs only the same-run comparisons,
-# `tools/classify-figures.sh train` only their training steps.
+# `tools/classify-figures.sh train` only their training steps,
+# `tools/classify-figures.sh classify` only bench classify.
 # PYTHON: an interpreter with torch (default python3). RESULTS: write there
 # instead of bench/results/cpu (e.g. a folder per machine). Run it on an
 # otherwise idle machine (it prints the load average first).
@@ -49,6 +50,7 @@ done
 # small, the CPU shapes); files are named by config.
 # ITERS: timed calls per batch size in the inference rows (default 20; the
 # shared 2-core machine is noisy, so fewer gives unstable means).
+[ "$only" = classify ] && exit 0
 for cfg in ${CONFIGS:-tiny small}; do
 if [ "$only" != train ]; then
 echo "== same run: tmoe bench model (f32, bf16) and PyTorch, $cfg, sequence 64, $threads threads"
