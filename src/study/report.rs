@@ -34,6 +34,15 @@ fn mean_pm(n: usize, (m, sd): (f64, f64), digits: usize) -> String {
     }
 }
 
+/// A macro-F1 cell over the runs it has: `mean ± std`, the mean alone for
+/// one run, `-` for none (not a mean of nothing printed as 0).
+fn f1_cell(v: &[f64]) -> String {
+    match v.len() {
+        0 => "-".to_string(),
+        n => mean_pm(n, mean_std(v), 3),
+    }
+}
+
 struct Line {
     row: Row,
     seeds: usize,
@@ -250,7 +259,8 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
 
 /// The pretraining-budget section and `budget.png`.
 fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
-    let f1s = |rs: Vec<&RunResult>| mean_std(&rs.iter().map(|r| r.macro_f1).collect::<Vec<_>>());
+    // Each cell over the runs it has (a spread only where there are two).
+    let f1s = |rs: Vec<&RunResult>| rs.iter().map(|r| r.macro_f1).collect::<Vec<_>>();
     let pre = |steps: u64, f: f64| {
         f1s(b
             .pretrained
@@ -266,7 +276,6 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             .filter(|r| (r.fraction - f).abs() < 1e-12)
             .collect())
     };
-    let pm = |c: (f64, f64)| mean_pm(o.seeds.len(), c, 3);
     let pct = |f: f64| format!("{} %", f * 100.0);
     let mut md = String::from("\n## Pretraining budget\n\n");
     md += &format!(
@@ -308,13 +317,13 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             p.steps, p.tokens, p.seconds, p.heldout_loss
         );
         for &f in &b.fractions {
-            md += &format!(" {} |", pm(pre(p.steps, f)));
+            md += &format!(" {} |", f1_cell(&pre(p.steps, f)));
         }
         md += "\n";
     }
     md += "| from scratch | 0 | 0 | - |";
     for &f in &b.fractions {
-        md += &format!(" {} |", pm(scratch(f)));
+        md += &format!(" {} |", f1_cell(&scratch(f)));
     }
     md += "\n\n";
     // Paired by seed: pretrained minus scratch on the same seed's split.
@@ -391,10 +400,15 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
             points: b
                 .points
                 .iter()
-                .map(|p| (p.steps as f64, pre(p.steps, f).0))
+                .map(|p| (p.steps as f64, pre(p.steps, f)))
+                .filter(|(_, v)| !v.is_empty())
+                .map(|(x, v)| (x, mean_std(&v).0))
                 .collect(),
         });
-        f1_series.push(flat(&format!("scratch, {}", pct(f)), scratch(f).0));
+        let s = scratch(f);
+        if !s.is_empty() {
+            f1_series.push(flat(&format!("scratch, {}", pct(f)), mean_std(&s).0));
+        }
     }
     save_curves(
         &o.out.join("budget.png"),
@@ -536,4 +550,16 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     draw()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::f1_cell;
+
+    #[test]
+    fn a_cell_shows_the_spread_only_of_the_runs_it_has() {
+        assert_eq!(f1_cell(&[]), "-");
+        assert_eq!(f1_cell(&[0.5]), "0.500");
+        assert_eq!(f1_cell(&[0.5, 0.7]), "0.600 ± 0.141");
+    }
 }
