@@ -240,3 +240,54 @@ fn the_pipe_rows_count_what_the_memory_rows_count() {
     }
     assert_eq!(pairs, 4);
 }
+
+/// `--stream-via pipe` runs the pipe rows alone (the GPU check's choice:
+/// half the stream time, and the path a capture takes).
+#[test]
+fn stream_via_pipe_runs_only_the_pipe_rows() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    std::fs::create_dir(&caps).unwrap();
+    std::fs::write(caps.join("eth.pcap"), common::udp_capture(4)).unwrap();
+    let argv = [
+        "bench",
+        "classify",
+        "--seq",
+        "16",
+        "--batch",
+        "8",
+        "--captures",
+        caps.to_str().unwrap(),
+        "--one-flow-files",
+        "6",
+        "--rates",
+        "0.9",
+        "--only",
+        "moe",
+        "--stream-via",
+        "pipe",
+        "--out",
+        "report.json",
+    ];
+    common::tmoe(dir.path(), &argv);
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let mut modes: Vec<String> = report["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| format!("{} {} {}", r["input"], r["mode"], r["rate_fraction"]))
+        .collect();
+    modes.sort();
+    assert_eq!(
+        modes,
+        [
+            "\"caps\" \"pipeline\" null",
+            "\"caps\" \"stream-pipe\" 0.9",
+            "\"caps\" \"stream-pipe\" null",
+            "\"one-flow (6 flows)\" \"pipeline\" null",
+            "\"one-flow (6 flows)\" \"stream-pipe\" 0.9",
+            "\"one-flow (6 flows)\" \"stream-pipe\" null",
+        ]
+    );
+}

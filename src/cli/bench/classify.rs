@@ -101,6 +101,10 @@ pub struct ClassifyArgs {
     /// Skip the stream runs (pipeline only).
     #[arg(long)]
     pub no_stream: bool,
+    /// Which stream runs: frames from memory, capture bytes through a
+    /// pipe (as `classify --stream -` reads them), or both.
+    #[arg(long, value_enum, default_value_t = StreamVia::Both)]
+    pub stream_via: StreamVia,
     /// Only the MoE model, or only the dense twin.
     #[arg(long, value_enum)]
     pub only: Option<crate::cli::pretrain::Ffn>,
@@ -179,6 +183,14 @@ impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+/// How the stream runs are fed (`--stream-via`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StreamVia {
+    Memory,
+    Pipe,
+    Both,
 }
 
 /// A set of captures to replay.
@@ -265,13 +277,17 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
                 continue;
             }
             let frames = load_frames(&input.files)?;
-            let feed = Feed::Memory(&frames);
-            clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
-            // The same frames as the capture bytes a pipe would carry.
-            let capture = capture_bytes(&frames)?;
-            drop(frames);
-            let feed = Feed::Pipe(&capture);
-            clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
+            if a.stream_via != StreamVia::Pipe {
+                let feed = Feed::Memory(&frames);
+                clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
+            }
+            if a.stream_via != StreamVia::Memory {
+                // The same frames as the capture bytes a pipe would carry.
+                let capture = capture_bytes(&frames)?;
+                drop(frames);
+                let feed = Feed::Pipe(&capture);
+                clf = bench_stream_runs(clf, name, input, &feed, batch, &a.rates, &mut rows)?;
+            }
         }
     }
     let ratios = ratios(&rows);
