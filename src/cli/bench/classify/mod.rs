@@ -42,14 +42,12 @@ mod stream;
 mod work;
 
 use stream::{Feed, bench_stream_runs, capture_bytes, load_frames};
-use work::{
-    RemoveOnDrop, build_vocab, claim_work, fresh_temp_work, prepare_inputs, random_classifier,
-    work_entries,
-};
+use work::{build_vocab, claim_work, prepare_inputs, random_classifier, work_entries};
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use anyhow::Context;
 use serde::Serialize;
 
 use crate::cli::args;
@@ -210,15 +208,26 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         Some(g) => g.executor().device_info().name,
         None => "CPU".into(),
     };
-    let _cleanup;
+    // The default: a folder this run makes under the system's temporary
+    // one (so nothing in it is anyone else's), removed however the run ends.
+    let _temp;
     let work = match &a.work {
         Some(w) => {
             claim_work(w, a.force, &work_entries(&a.config))?;
             w.clone()
         }
         None => {
-            let w = fresh_temp_work()?;
-            _cleanup = RemoveOnDrop(w.clone());
+            let t = tempfile::Builder::new()
+                .prefix("tmoe-bench-classify-")
+                .tempdir()
+                .with_context(|| {
+                    format!(
+                        "making a work folder under {} (or pass --work)",
+                        std::env::temp_dir().display()
+                    )
+                })?;
+            let w = t.path().to_path_buf();
+            _temp = t;
             w
         }
     };

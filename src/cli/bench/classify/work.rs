@@ -16,35 +16,6 @@ use crate::traffic::capture::synth::{SynthConfig, synthesize};
 use crate::traffic::dataset::build::{DatasetConfig, build_dataset_with, load_dataset_info};
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 
-/// Removes the temporary work folder however the run ends: one this run
-/// made ([`fresh_temp_work`]), so that nothing in it is anyone else's.
-pub(super) struct RemoveOnDrop(pub(super) PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A folder under the system's temporary one that did not exist before
-/// (this run makes it, so it may remove it with all it holds).
-pub(super) fn fresh_temp_work() -> anyhow::Result<PathBuf> {
-    let base = std::env::temp_dir();
-    for n in 0..1000 {
-        let w = base.join(format!("tmoe-bench-classify-{}-{n}", std::process::id()));
-        match std::fs::create_dir(&w) {
-            Ok(()) => return Ok(w),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e).with_context(|| format!("creating {}", w.display())),
-        }
-    }
-    anyhow::bail!(
-        "{}: no free name for a work folder (tmoe-bench-classify-{}-N); pass --work",
-        base.display(),
-        std::process::id()
-    )
-}
-
 /// What a run writes in its work folder besides its mark, and replaces
 /// when it is there: the synthesised captures, the dataset and the
 /// checkpoints of `config`.
