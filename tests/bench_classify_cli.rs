@@ -43,21 +43,42 @@ fn bench_args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-/// Names in `dir`, sorted.
-fn names_in(dir: &std::path::Path) -> Vec<String> {
-    let mut n: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    n.sort();
-    n
+/// The run's `report.json` in `dir`.
+fn report(dir: &std::path::Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap()
 }
 
 /// The report's pipeline rows: one per input (caps/dns, the one-flow set).
 fn report_rows(dir: &std::path::Path) -> usize {
-    let r: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
-    r["rows"].as_array().unwrap().len()
+    report(dir)["rows"].as_array().unwrap().len()
+}
+
+/// The bench with its stream runs, at its smallest (the MoE, unpaced and
+/// at 0.9x), on `dir/caps` and six one-flow captures; `extra` after.
+/// Gives its output and its report.
+fn stream_bench(dir: &std::path::Path, extra: &[&str]) -> (String, serde_json::Value) {
+    let caps = dir.join("caps");
+    let mut argv = vec![
+        "bench",
+        "classify",
+        "--seq",
+        "16",
+        "--batch",
+        "8",
+        "--captures",
+        caps.to_str().unwrap(),
+        "--one-flow-files",
+        "6",
+        "--rates",
+        "0.9",
+        "--only",
+        "moe",
+        "--out",
+        "report.json",
+    ];
+    argv.extend_from_slice(extra);
+    let text = common::tmoe(dir, &argv);
+    (text, report(dir))
 }
 
 #[test]
@@ -68,7 +89,7 @@ fn a_forced_run_in_the_users_folder_leaves_their_dataset() {
     common::synth_dataset(dir.path(), "2", "1");
     let data = dir.path().join("data");
     std::fs::write(data.join("notes.txt"), "mine\n").unwrap();
-    let before: Vec<(String, Vec<u8>)> = names_in(&data)
+    let before: Vec<(String, Vec<u8>)> = common::names_in(&data)
         .into_iter()
         .map(|n| (n.clone(), std::fs::read(data.join(&n)).unwrap()))
         .collect();
@@ -79,30 +100,19 @@ fn a_forced_run_in_the_users_folder_leaves_their_dataset() {
     assert!(!ok, "{text}");
     assert!(text.contains("holds data,"), "{text}");
     assert!(text.contains("choose another --work"), "{text}");
-    let after: Vec<(String, Vec<u8>)> = names_in(&data)
+    let after: Vec<(String, Vec<u8>)> = common::names_in(&data)
         .into_iter()
         .map(|n| (n.clone(), std::fs::read(data.join(&n)).unwrap()))
         .collect();
     assert_eq!(before, after);
     // Nothing written before the refusal.
-    assert_eq!(names_in(dir.path()), ["caps", "data"]);
+    assert_eq!(common::names_in(dir.path()), ["caps", "data"]);
 }
 
 #[test]
 fn a_run_replaces_only_what_an_earlier_run_wrote() {
     let dir = tempfile::tempdir().unwrap();
-    common::tmoe(
-        dir.path(),
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "1",
-            "--flows-per-file",
-            "1",
-        ],
-    );
+    common::synth_one_flow_files(dir.path());
     // A --work that is not there yet: made, and kept.
     common::tmoe(dir.path(), &bench_args(&["--work", "w"]));
     assert_eq!(report_rows(dir.path()), 2);
@@ -125,18 +135,7 @@ fn a_run_replaces_only_what_an_earlier_run_wrote() {
 #[test]
 fn the_default_work_folder_is_a_fresh_one_and_goes() {
     let dir = tempfile::tempdir().unwrap();
-    common::tmoe(
-        dir.path(),
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "1",
-            "--flows-per-file",
-            "1",
-        ],
-    );
+    common::synth_one_flow_files(dir.path());
     // The temporary folder, holding what others left there.
     let tmp = dir.path().join("tmp");
     std::fs::create_dir_all(tmp.join("tmoe-bench-classify-other")).unwrap();
@@ -145,9 +144,9 @@ fn the_default_work_folder_is_a_fresh_one_and_goes() {
         c.env("TMPDIR", &tmp);
     });
     assert_eq!(report_rows(dir.path()), 2);
-    assert_eq!(names_in(&tmp), ["tmoe-bench-classify-other"]);
+    assert_eq!(common::names_in(&tmp), ["tmoe-bench-classify-other"]);
     assert_eq!(
-        names_in(&tmp.join("tmoe-bench-classify-other")),
+        common::names_in(&tmp.join("tmoe-bench-classify-other")),
         ["keep.txt"]
     );
 }
@@ -175,37 +174,11 @@ fn the_pipe_rows_count_what_the_memory_rows_count() {
     std::fs::create_dir(&caps).unwrap();
     std::fs::write(caps.join("eth.pcap"), common::udp_capture(12)).unwrap();
     std::fs::write(caps.join("raw.pcap"), raw_ip_capture(5)).unwrap();
-    let text = common::tmoe(
-        dir.path(),
-        &[
-            "bench",
-            "classify",
-            "--device",
-            "cpu",
-            "--config",
-            "tiny",
-            "--seq",
-            "16",
-            "--batch",
-            "8",
-            "--captures",
-            caps.to_str().unwrap(),
-            "--one-flow-files",
-            "6",
-            "--rates",
-            "0.9",
-            "--only",
-            "moe",
-            "--out",
-            "report.json",
-        ],
-    );
+    let (text, report) = stream_bench(dir.path(), &[]);
     assert!(
         text.contains("stream-memory") && text.contains("stream-pipe"),
         "{text}"
     );
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
     let rows = report["rows"].as_array().unwrap();
     let mut pairs = 0;
     for input in ["caps", "one-flow (6 flows)"] {
@@ -249,29 +222,7 @@ fn stream_via_pipe_runs_only_the_pipe_rows() {
     let caps = dir.path().join("caps");
     std::fs::create_dir(&caps).unwrap();
     std::fs::write(caps.join("eth.pcap"), common::udp_capture(4)).unwrap();
-    let argv = [
-        "bench",
-        "classify",
-        "--seq",
-        "16",
-        "--batch",
-        "8",
-        "--captures",
-        caps.to_str().unwrap(),
-        "--one-flow-files",
-        "6",
-        "--rates",
-        "0.9",
-        "--only",
-        "moe",
-        "--stream-via",
-        "pipe",
-        "--out",
-        "report.json",
-    ];
-    common::tmoe(dir.path(), &argv);
-    let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.path().join("report.json")).unwrap()).unwrap();
+    let (_, report) = stream_bench(dir.path(), &["--stream-via", "pipe"]);
     let mut modes: Vec<String> = report["rows"]
         .as_array()
         .unwrap()

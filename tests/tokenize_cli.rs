@@ -121,16 +121,6 @@ fn linked_folders_that_lead_back_are_searched_once() {
     assert!(out.contains("0 duplicates"), "{out}");
 }
 
-/// Names left in `dir` (none when it is gone).
-fn names_in(dir: &std::path::Path) -> Vec<String> {
-    std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A file cut short by a full disk (a file size limit) is not left behind:
 /// the packet file was written in place and stayed truncated under its real
 /// name; the shard's partial temporary file stayed, keeping the disk full.
@@ -152,7 +142,7 @@ fn a_file_cut_short_by_a_full_disk_is_not_left_behind() {
             "{stderr}"
         );
         // (The folder itself is gone now: a failed run takes back its files.)
-        let left = names_in(&dir.path().join("data"));
+        let left = common::names_in(&dir.path().join("data"));
         assert!(
             !left.iter().any(|n| n.starts_with(file)),
             "{file}: {left:?}"
@@ -174,7 +164,7 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
     let data = dir.path().join("data");
-    assert!(!data.exists(), "left {:?}", names_in(&data));
+    assert!(!data.exists(), "left {:?}", common::names_in(&data));
     // The next run (room again) is not refused.
     common::tmoe(dir.path(), TOKENIZE);
     assert!(data.join("dataset.json").exists());
@@ -186,7 +176,7 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
     std::fs::write(data.join("notes.txt"), "mine\n").unwrap();
     let out = common::tmoe_on_a_full_disk(dir.path(), 10, &[TOKENIZE, &["--force"]].concat());
     assert!(!out.status.success());
-    assert_eq!(names_in(&data), ["notes.txt"]);
+    assert_eq!(common::names_in(&data), ["notes.txt"]);
     assert_eq!(
         std::fs::read_to_string(data.join("notes.txt")).unwrap(),
         "mine\n"
@@ -203,18 +193,7 @@ fn a_tokenize_that_fails_part_way_takes_back_what_it_wrote() {
 fn a_run_killed_while_writing_dataset_json_leaves_none() {
     use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
-    common::tmoe(
-        dir.path(),
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "1",
-            "--flows-per-file",
-            "1",
-        ],
-    );
+    common::synth_one_flow_files(dir.path());
     let tokenize = [
         "tokenize",
         "caps/dns",
@@ -244,8 +223,7 @@ fn a_run_killed_while_writing_dataset_json_leaves_none() {
         String::from_utf8_lossy(&out.stderr)
     );
     let data = dir.path().join("data");
-    let mut left = names_in(&data);
-    left.sort();
+    let left = common::names_in(&data);
     // Everything before the json was written whole; the json was not.
     assert_eq!(
         left,
@@ -258,8 +236,7 @@ fn a_run_killed_while_writing_dataset_json_leaves_none() {
 
     // Without the limit, --force replaces what the killed run left.
     common::tmoe(dir.path(), &[&tokenize[..], &["--force"]].concat());
-    let mut left = names_in(&data);
-    left.sort();
+    let left = common::names_in(&data);
     assert_eq!(
         left,
         ["dataset.json", "train.pkts", "train.tmoe", "vocab.txt"],

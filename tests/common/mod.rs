@@ -265,6 +265,35 @@ pub fn udp_capture(flows: u16) -> Vec<u8> {
     w.into_inner()
 }
 
+/// `tmoe synth` into `dir/caps`: one flow of each synthetic class, a
+/// capture each (the smallest labelled set).
+pub fn synth_one_flow_files(dir: &std::path::Path) {
+    tmoe(
+        dir,
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "1",
+            "--flows-per-file",
+            "1",
+        ],
+    );
+}
+
+/// Names in `dir`, sorted (none when it is gone).
+pub fn names_in(dir: &std::path::Path) -> Vec<String> {
+    let mut n: Vec<String> = std::fs::read_dir(dir)
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    n.sort();
+    n
+}
+
 /// `tmoe synth` into `dir/caps` (`flows_per_class` flows of each synthetic
 /// class, `seed`), then `tmoe tokenize` into `dir/data` (sequences of 32,
 /// a 600-entry vocabulary): a labelled dataset in seconds.
