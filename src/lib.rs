@@ -8,6 +8,7 @@
 //! `baseline` holds the classic classifiers the model is compared with, and
 //! `study` runs the comparison grid.
 
+pub(crate) mod atomic_file;
 pub mod autograd;
 pub mod backend;
 pub mod baseline;

@@ -12,6 +12,7 @@
 //! kept, deduplicated flow goes to `train.tmoe` with no label, and no
 //! `val`/`test` shards are written.
 
+use crate::atomic_file::write_then_rename;
 use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::augment::time_slices;
@@ -19,9 +20,7 @@ use crate::traffic::dataset::labels::{
     FlowLabels, LabelSource, class_table, folder_label, prefix_label,
 };
 use crate::traffic::dataset::packet_meta::{self, PacketSlot, slots_of};
-use crate::traffic::dataset::shard::{
-    FlowMeta, NO_LABEL, ip_bytes, write_shard, write_then_rename,
-};
+use crate::traffic::dataset::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
 use crate::traffic::dataset::split::{
     Part, SplitBy, dedup_indices, split_by_file, split_by_flow, split_by_time,
 };

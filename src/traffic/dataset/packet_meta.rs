@@ -16,7 +16,7 @@ use std::path::Path;
 use anyhow::{Context, bail};
 use bytemuck::{Pod, Zeroable};
 
-use super::shard::write_then_rename;
+use crate::atomic_file::write_then_rename;
 use crate::traffic::types::Flow;
 
 pub const MAGIC: [u8; 8] = *b"TMOEPKTS";

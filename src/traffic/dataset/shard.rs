@@ -10,6 +10,7 @@
 //! ```
 //! `FlowMeta::file_id` indexes the `files` list of the dataset's `dataset.json`.
 
+use crate::atomic_file::write_then_rename;
 use bytemuck::{Pod, Zeroable};
 use memmap2::Mmap;
 use std::io::Write;
@@ -337,32 +338,4 @@ pub fn write_shard(
         }
         Ok(())
     })
-}
-
-/// Writes `path` through `tmp` (a `buffer`-byte writer given to `write`,
-/// flushed, then renamed into place): a full disk leaves no file cut short
-/// under the real name, and the partial temporary one is removed rather
-/// than left to fill the disk. The shards, the packet metadata beside
-/// them and the dataset's `dataset.json` are written this way.
-pub(crate) fn write_then_rename(
-    path: &Path,
-    tmp: &Path,
-    buffer: usize,
-    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
-    use anyhow::Context;
-    let f = std::fs::File::create(tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    let written = (|| -> anyhow::Result<()> {
-        let mut w = std::io::BufWriter::with_capacity(buffer, f);
-        write(&mut w)?;
-        w.flush()
-            .with_context(|| format!("writing {}", tmp.display()))?;
-        drop(w);
-        std::fs::rename(tmp, path)
-            .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-    })();
-    if written.is_err() {
-        let _ = std::fs::remove_file(tmp);
-    }
-    written
 }

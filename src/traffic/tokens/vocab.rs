@@ -211,20 +211,15 @@ impl Vocab {
         // Written to `PATH.tmp<pid>` (as a checkpoint is: `--out` may be any
         // name, and a user's `PATH.tmp` is not ours to replace), then renamed:
         // a full disk leaves no truncated vocabulary under the real name, nor
-        // a partial temporary one.
+        // a partial temporary one. One write of the whole text: no buffer.
         let mut tmp = path.as_os_str().to_owned();
         tmp.push(format!(".tmp{}", std::process::id()));
         let tmp = std::path::PathBuf::from(tmp);
-        let written = std::fs::write(&tmp, self.to_text())
-            .with_context(|| format!("writing vocabulary {}", tmp.display()))
-            .and_then(|()| {
-                std::fs::rename(&tmp, path)
-                    .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
-            });
-        if written.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        written
+        crate::atomic_file::write_then_rename(path, &tmp, 0, |w| {
+            use std::io::Write;
+            w.write_all(self.to_text().as_bytes())
+                .with_context(|| format!("writing vocabulary {}", tmp.display()))
+        })
     }
 
     /// The canonical file text (what `save` writes and `hash` hashes).
