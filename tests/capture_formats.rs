@@ -399,6 +399,49 @@ fn bad_inputs_report_file_and_offset() {
     assert_eq!(st.error.unwrap().kind, CaptureErrorKind::Io);
 }
 
+/// A pcapng block whose length is below the 12 bytes of its type and two
+/// lengths is corrupt. pcap-parser subtracted 12 from a process information
+/// block's (type 0x80000001) unchecked: a panic (overflow checks, as in the
+/// tests), which took the whole run over many files down with it.
+#[test]
+fn a_pcapng_block_shorter_than_its_header_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    for big_endian in [false, true] {
+        for len in [4u32, 8, 11, 0] {
+            let mut ng = PcapNgBuilder::new(big_endian);
+            ng.interface(link::ETHERNET as u16, 6);
+            ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+            let bad_at = ng.bytes.len();
+            let u32b = |v: u32| {
+                if big_endian {
+                    v.to_be_bytes()
+                } else {
+                    v.to_le_bytes()
+                }
+            };
+            ng.bytes.extend_from_slice(&u32b(0x8000_0001));
+            ng.bytes.extend_from_slice(&u32b(len));
+            ng.bytes.extend_from_slice(&[0; 8]);
+            ng.enhanced_packet(0, 2, &udp_frame(2), 60);
+            let p = write_temp(dir.path(), "short-block.pcapng", &ng.bytes);
+            let (st, flows) = read_all(&p);
+            assert_eq!(st.status(), FileStatus::Warned, "be={big_endian} len={len}");
+            assert_eq!((st.frames, flows.len()), (1, 1));
+            let w = &st.warnings[0];
+            assert_eq!(
+                (w.kind, w.offset),
+                (CaptureErrorKind::Corrupt, bad_at as u64)
+            );
+            let text = w.to_string();
+            assert!(
+                text.contains("short-block.pcapng")
+                    && text.contains(&format!("block length {len} is below the 12-byte minimum")),
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn packet_blocks_of_undeclared_interfaces_are_counted() {
     let dir = tempfile::tempdir().unwrap();

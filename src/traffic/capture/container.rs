@@ -214,6 +214,8 @@ pub struct CaptureReader {
     interfaces: Vec<Interface>,
     /// Frames whose interface id had no IDB (counted, skipped).
     pub unknown_interface_frames: u64,
+    /// pcapng: the byte order of the current section.
+    ng_big_endian: bool,
     buffer_size: usize,
     done: bool,
     /// The last read timed out (see [`HeaderRead`]).
@@ -364,6 +366,7 @@ impl CaptureReader {
             pcap_nanos: false,
             interfaces: Vec::new(),
             unknown_interface_frames: 0,
+            ng_big_endian: false,
             buffer_size: BUFFER_BYTES,
             done: false,
             quiet,
@@ -419,6 +422,14 @@ impl CaptureReader {
         };
         while !self.done && go.get() {
             let offset = self.inner.consumed() as u64;
+            if let Some(len) = self.short_ng_block() {
+                self.done = true;
+                return Err(CaptureError {
+                    kind: CaptureErrorKind::Corrupt,
+                    offset,
+                    detail: format!("block length {len} is below the 12-byte minimum"),
+                });
+            }
             match self.inner.next() {
                 Ok((len, block)) => {
                     match block {
@@ -443,6 +454,9 @@ impl CaptureReader {
                             on_frame(&frame);
                         }
                         PcapBlockOwned::NG(block) => {
+                            if let Block::SectionHeader(shb) = &block {
+                                self.ng_big_endian = shb.big_endian();
+                            }
                             handle_ng_block(
                                 &block,
                                 offset,
@@ -507,6 +521,28 @@ impl CaptureReader {
             }
         }
         Ok(())
+    }
+
+    /// pcapng: the length of the next block when it is below the 12 bytes
+    /// of a block's type and two lengths. pcap-parser 0.17 subtracts 12
+    /// from it unchecked for process information blocks (a panic where
+    /// overflow is checked, a 4 GiB block elsewhere). Section headers carry
+    /// their own byte order and are checked by pcap-parser.
+    fn short_ng_block(&self) -> Option<u32> {
+        if self.format != CaptureFormat::PcapNg {
+            return None;
+        }
+        let head = self.inner.data().get(..8)?;
+        if head[..4] == [0x0a, 0x0d, 0x0d, 0x0a] {
+            return None;
+        }
+        let len: [u8; 4] = head[4..8].try_into().expect("4 bytes");
+        let len = if self.ng_big_endian {
+            u32::from_be_bytes(len)
+        } else {
+            u32::from_le_bytes(len)
+        };
+        (len < 12).then_some(len)
     }
 
     /// Reads more of the input; true when the read timed out on a quiet
