@@ -442,6 +442,65 @@ fn a_pcapng_block_shorter_than_its_header_is_corrupt() {
     }
 }
 
+/// A pcapng block that is all there but holds a length running past its
+/// end (an EPB's captured length, an empty process information block) is
+/// corrupt, not a truncated file: the reader said "truncated ... last
+/// record/block is incomplete (N bytes left)", after reading the rest of
+/// the file (up to 64 MiB) into its buffer.
+#[test]
+fn a_pcapng_block_with_a_length_past_its_end_is_corrupt_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    for big_endian in [false, true] {
+        let u32b = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        // An EPB claiming 1,000 captured bytes in a block of 12 + 20 + 64.
+        let mut epb = PcapNgBuilder::new(big_endian);
+        epb.interface(link::ETHERNET as u16, 6);
+        epb.enhanced_packet(0, 1, &udp_frame(1), 60);
+        let epb_at = epb.bytes.len();
+        epb.enhanced_packet(0, 2, &udp_frame(2), 60);
+        epb.bytes[epb_at + 20..epb_at + 24].copy_from_slice(&u32b(1000));
+        // Its block: type, lengths, 20 bytes of header, the padded frame.
+        let epb_len = 12 + 20 + udp_frame(2).len().div_ceil(4) as u32 * 4;
+        assert_eq!(epb.bytes[epb_at + 4..epb_at + 8], u32b(epb_len));
+        // A process information block of 12 bytes: no room for its process id.
+        let mut pib = PcapNgBuilder::new(big_endian);
+        pib.interface(link::ETHERNET as u16, 6);
+        pib.enhanced_packet(0, 1, &udp_frame(1), 60);
+        let pib_at = pib.bytes.len();
+        for v in [0x8000_0001, 12, 12] {
+            pib.bytes.extend_from_slice(&u32b(v));
+        }
+        for (mut ng, bad_at, len) in [(epb, epb_at, epb_len), (pib, pib_at, 12)] {
+            // Frames after it, so that the file does not end there.
+            for i in 3..40 {
+                ng.enhanced_packet(0, u64::from(i), &udp_frame(i), 60);
+            }
+            let p = write_temp(dir.path(), "inner-length.pcapng", &ng.bytes);
+            let (st, flows) = read_all(&p);
+            assert_eq!(st.status(), FileStatus::Warned, "be={big_endian} len={len}");
+            assert_eq!((st.frames, flows.len()), (1, 1));
+            let w = &st.warnings[0];
+            let text = w.to_string();
+            assert_eq!(
+                (w.kind, w.offset),
+                (CaptureErrorKind::Corrupt, bad_at as u64),
+                "{text}"
+            );
+            assert!(
+                text.contains("inner-length.pcapng")
+                    && text.contains(&format!("block of {len} bytes is malformed")),
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn packet_blocks_of_undeclared_interfaces_are_counted() {
     let dir = tempfile::tempdir().unwrap();

@@ -422,7 +422,7 @@ impl CaptureReader {
         };
         while !self.done && go.get() {
             let offset = self.inner.consumed() as u64;
-            if let Some(len) = self.short_ng_block() {
+            if let Some(len) = self.ng_block_len().filter(|&len| len < 12) {
                 self.done = true;
                 return Err(CaptureError {
                     kind: CaptureErrorKind::Corrupt,
@@ -470,11 +470,19 @@ impl CaptureReader {
                 }
                 Err(PcapError::Eof) => self.done = true,
                 Err(PcapError::Incomplete(_)) => {
+                    if let Some(e) = self.malformed_ng_block(offset) {
+                        self.done = true;
+                        return Err(e);
+                    }
                     if self.refill(offset)? {
                         go.set(on_quiet());
                     }
                 }
                 Err(PcapError::BufferTooSmall) => {
+                    if let Some(e) = self.malformed_ng_block(offset) {
+                        self.done = true;
+                        return Err(e);
+                    }
                     if self.buffer_size >= MAX_BUFFER_BYTES {
                         self.done = true;
                         return Err(CaptureError {
@@ -493,6 +501,10 @@ impl CaptureReader {
                     }
                 }
                 Err(PcapError::UnexpectedEof) => {
+                    if let Some(e) = self.malformed_ng_block(offset) {
+                        self.done = true;
+                        return Err(e);
+                    }
                     self.done = true;
                     let left = self.inner.data().len();
                     return Err(CaptureError {
@@ -523,12 +535,13 @@ impl CaptureReader {
         Ok(())
     }
 
-    /// pcapng: the length of the next block when it is below the 12 bytes
-    /// of a block's type and two lengths. pcap-parser 0.17 subtracts 12
-    /// from it unchecked for process information blocks (a panic where
-    /// overflow is checked, a 4 GiB block elsewhere). Section headers carry
-    /// their own byte order and are checked by pcap-parser.
-    fn short_ng_block(&self) -> Option<u32> {
+    /// pcapng: the declared length of the next block, once its first 8
+    /// bytes are buffered (section headers, which carry their own byte
+    /// order, left out). A length below 12 bytes (type and two lengths) is
+    /// corrupt: pcap-parser 0.17 subtracts 12 from a process information
+    /// block's (type 0x80000001) unchecked, a panic where overflow is
+    /// checked and a 4 GiB block elsewhere.
+    fn ng_block_len(&self) -> Option<u32> {
         if self.format != CaptureFormat::PcapNg {
             return None;
         }
@@ -537,12 +550,27 @@ impl CaptureReader {
             return None;
         }
         let len: [u8; 4] = head[4..8].try_into().expect("4 bytes");
-        let len = if self.ng_big_endian {
+        Some(if self.ng_big_endian {
             u32::from_be_bytes(len)
         } else {
             u32::from_le_bytes(len)
-        };
-        (len < 12).then_some(len)
+        })
+    }
+
+    /// pcap-parser asked for more bytes, but the next pcapng block is all
+    /// in the buffer: a length inside it (an EPB's captured length, an
+    /// option's) runs past its end. That is a corrupt block, not a
+    /// truncated file, and reading on would only fill the buffer (up to
+    /// MAX_BUFFER_BYTES) before saying otherwise.
+    fn malformed_ng_block(&self, offset: u64) -> Option<CaptureError> {
+        let len = self.ng_block_len()?;
+        (len as usize <= self.inner.data().len()).then(|| CaptureError {
+            kind: CaptureErrorKind::Corrupt,
+            offset,
+            detail: format!(
+                "block of {len} bytes is malformed: a length inside it (captured length, option) runs past its end"
+            ),
+        })
     }
 
     /// Reads more of the input; true when the read timed out on a quiet
