@@ -49,8 +49,13 @@ pub struct FlowTable<S = KeyedState> {
     /// Key -> slot in `flows`.
     index: HashMap<FlowKey, usize, S>,
     flows: RecencyList<FlowState>,
-    next_sweep_ns: u64,
+    /// When a frame next sweeps for idle flows; `None` once a frame stamped
+    /// `u64::MAX` has swept (the clock can go no further, so another sweep
+    /// finds nothing: one per frame there made a run quadratic in the
+    /// flows held).
+    next_sweep_ns: Option<u64>,
     sweep_interval_ns: u64,
+    sweeps: u64,
     emitted: u64,
     evicted: u64,
 }
@@ -79,8 +84,9 @@ impl<S: BuildHasher> FlowTable<S> {
             file_index,
             index: HashMap::with_hasher(hasher),
             flows: RecencyList::default(),
-            next_sweep_ns: 0,
+            next_sweep_ns: Some(0),
             sweep_interval_ns: (shortest / 2).max(1),
+            sweeps: 0,
             emitted: 0,
             evicted: 0,
         }
@@ -101,6 +107,11 @@ impl<S: BuildHasher> FlowTable<S> {
         self.evicted
     }
 
+    /// Sweeps for idle flows so far (each visits every flow held).
+    pub fn sweeps(&self) -> u64 {
+        self.sweeps
+    }
+
     /// Adds one packet; may emit finished flows through `on_flow`. Returns the
     /// packet's flow when this packet is its K-th (the flow now holds every
     /// packet the tokenizer reads, so it can be classified before it ends).
@@ -110,9 +121,10 @@ impl<S: BuildHasher> FlowTable<S> {
         pkt: &DecodedPacket<'_>,
         on_flow: &mut dyn FnMut(Flow),
     ) -> Option<&Flow> {
-        if ts_ns >= self.next_sweep_ns {
+        if self.next_sweep_ns.is_some_and(|next| ts_ns >= next) {
             self.sweep(ts_ns, on_flow);
-            self.next_sweep_ns = ts_ns.saturating_add(self.sweep_interval_ns);
+            self.next_sweep_ns =
+                (ts_ns < u64::MAX).then(|| ts_ns.saturating_add(self.sweep_interval_ns));
         }
         let src = Endpoint {
             ip: pkt.src,
@@ -221,6 +233,7 @@ impl<S: BuildHasher> FlowTable<S> {
     /// Emits every flow idle for longer than the timeout, and closed flows
     /// past their linger time, oldest first.
     pub fn sweep(&mut self, now_ns: u64, on_flow: &mut dyn FnMut(Flow)) {
+        self.sweeps += 1;
         let idle = self.idle_timeout_ns;
         let mut done: Vec<FlowKey> = self
             .flows
