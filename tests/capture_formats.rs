@@ -501,6 +501,42 @@ fn a_pcapng_block_with_a_length_past_its_end_is_corrupt_not_truncated() {
     }
 }
 
+/// A section header whose length field is below the 28 bytes of the
+/// smallest one is a bad header, not a file that ends inside it (the first
+/// read was cut to the length field's 0 or 20 bytes, and pcap-parser asked
+/// for more).
+#[test]
+fn a_section_header_with_a_short_length_is_a_bad_header() {
+    let dir = tempfile::tempdir().unwrap();
+    for big_endian in [false, true] {
+        for len in [0u32, 12, 20, 27] {
+            let mut ng = PcapNgBuilder::new(big_endian);
+            ng.interface(link::ETHERNET as u16, 6);
+            ng.enhanced_packet(0, 1, &udp_frame(1), 60);
+            let len_bytes = if big_endian {
+                len.to_be_bytes()
+            } else {
+                len.to_le_bytes()
+            };
+            ng.bytes[4..8].copy_from_slice(&len_bytes);
+            let p = write_temp(dir.path(), "short-shb.pcapng", &ng.bytes);
+            let (st, _) = read_all(&p);
+            assert_eq!(st.status(), FileStatus::Failed);
+            let e = st.error.unwrap();
+            let text = e.to_string();
+            assert_eq!(
+                (e.kind, e.offset),
+                (CaptureErrorKind::NotCapture, 0),
+                "be={big_endian} len={len}: {text}"
+            );
+            assert!(
+                text.contains("short-shb.pcapng") && text.contains("bad file header"),
+                "{text}"
+            );
+        }
+    }
+}
+
 #[test]
 fn packet_blocks_of_undeclared_interfaces_are_counted() {
     let dir = tempfile::tempdir().unwrap();

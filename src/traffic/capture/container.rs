@@ -152,6 +152,10 @@ fn read_up_to(input: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
 
 /// Bytes of a pcap file header.
 const PCAP_HEADER_BYTES: usize = 24;
+/// Bytes of the smallest pcapng section header block: pcap-parser parses
+/// it from the first read, so a shorter length field must not make that
+/// read shorter (the file was then said to end inside its header).
+const SHB_MIN_BYTES: usize = 28;
 
 /// pcapng interface as described by its IDB.
 #[derive(Clone, Copy, Debug)]
@@ -323,7 +327,7 @@ impl CaptureReader {
                     [0x4d, 0x3c, 0x2b, 0x1a] => u32::from_le_bytes(length),
                     _ => u32::from_be_bytes(length),
                 };
-                (4 + more, (length as usize).max(12))
+                (4 + more, (length as usize).max(SHB_MIN_BYTES))
             }
         };
         let quiet = Arc::new(AtomicBool::new(false));
