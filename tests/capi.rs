@@ -134,6 +134,41 @@ fn c_example_classifies_like_the_cli() {
         classified += from_c.len();
     }
     assert!(classified >= 100, "only {classified} flows");
+    // A link type field with the FCS bits of the pcap header set (P, bit
+    // 26, as in tcpdump's bootp_asan.pcap): the link type is its low 16
+    // bits. The example kept bit 26, fed link type 0x04000001 and skipped
+    // every frame the CLI classifies.
+    let mut bytes = std::fs::read(&captures[0]).unwrap();
+    let le = bytes[..4] == [0xd4, 0xc3, 0xb2, 0xa1] || bytes[..4] == [0x4d, 0x3c, 0xb2, 0xa1];
+    let field = u32::from_le_bytes(bytes[20..24].try_into().unwrap());
+    let field = if le { field } else { field.swap_bytes() };
+    let fcs = field | 0x0400_0000;
+    bytes[20..24].copy_from_slice(&if le {
+        fcs.to_le_bytes()
+    } else {
+        fcs.to_be_bytes()
+    });
+    let cap = f.root.join("fcs-bits.pcap");
+    std::fs::write(&cap, bytes).unwrap();
+    let out = Command::new(&exe)
+        .arg(&f.ckpt)
+        .arg(&f.data)
+        .arg(&cap)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let from_c = rows(&String::from_utf8(out.stdout).unwrap());
+    let args = classify_args(&f, vec![cap.clone()], classify::Format::Csv);
+    let mut cli = Vec::new();
+    classify::classify(&args, &mut cli).unwrap();
+    let from_cli = rows(&String::from_utf8(cli).unwrap());
+    assert!(!from_cli.is_empty());
+    assert_eq!(
+        from_c,
+        from_cli,
+        "FCS bits: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // A capture that is not there: its name and the system's reason.
     let out = Command::new(&exe)
         .arg(&f.ckpt)

@@ -108,7 +108,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   uint64_t frac_ns = m == 0xa1b23c4du ? 1 : 1000;
-  uint32_t link = rd32(gh + 20, swap) & 0x0fffffffu;
+  /* The link type is the low 16 bits; the upper ones may carry FCS flags. */
+  uint32_t link = rd32(gh + 20, swap) & 0xffffu;
   unsigned char* buf = malloc(1 << 18);
   printf("file,proto,src_ip,src_port,dst_ip,dst_port,first_ts,packets,class,probability\n");
   while (fread(rh, 1, 16, f) == 16) {
