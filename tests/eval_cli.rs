@@ -352,3 +352,39 @@ fn an_eval_that_fails_part_way_takes_back_its_report() {
     eval::evaluate(&eval_args(&f, &out)).unwrap();
     assert!(out.join("metrics.json").exists());
 }
+
+#[test]
+fn files_of_a_report_s_names_are_kept_without_force_even_without_metrics_json() {
+    let f = fixture();
+    // The user's own picture and routing notes, no metrics.json: the check
+    // looked for metrics.json alone, so both were replaced without a word.
+    let out = f.root.join("figures");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("confusion.png"), "mine\n").unwrap();
+    std::fs::write(out.join("routing.json"), "mine too\n").unwrap();
+    let e = eval::evaluate(&eval_args(&f, &out)).unwrap_err();
+    assert!(
+        format!("{e:#}").contains(&format!(
+            "{} already holds a report (confusion.png, routing.json); \
+             choose another --out or pass --force to replace it",
+            out.display()
+        )),
+        "{e:#}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("confusion.png")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.join("routing.json")).unwrap(),
+        "mine too\n"
+    );
+    assert!(!out.join("metrics.json").exists());
+    // With --force they are replaced by the report's own.
+    eval::evaluate(&eval_args_forced(&f, &out)).unwrap();
+    assert!(out.join("metrics.json").exists());
+    assert_ne!(
+        std::fs::read(out.join("confusion.png")).unwrap(),
+        b"mine\n".to_vec()
+    );
+}

@@ -55,21 +55,27 @@ pub(crate) fn advise_cpu_precision(
     }
 }
 
-/// Refuses a report directory that already holds a report (`metrics.json`,
-/// what `EvalReport::write_all` writes first), unless `force`; with it,
-/// removes the old report's files so that none of them (an earlier run's
-/// routing heatmap, say) sits beside the new report as if it were its own.
-/// Other files in the folder are left alone.
+/// Refuses a report directory that already holds any file of a report's
+/// names (`EvalReport::FILES`: not only `metrics.json`, whose absence let a
+/// user's `confusion.png` or `routing.json` be replaced without a word),
+/// unless `force`; with it, removes the old report's files so that none of
+/// them (an earlier run's routing heatmap, say) sits beside the new report
+/// as if it were its own. Other files in the folder are left alone.
 pub(crate) fn prepare_report_dir(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
     // Said now, not after the evaluation, at the first write.
     refuse_file_as_out_folder(out)?;
-    if !out.join("metrics.json").exists() {
+    let held: Vec<&str> = crate::eval::report::EvalReport::FILES
+        .into_iter()
+        .filter(|name| out.join(name).symlink_metadata().is_ok())
+        .collect();
+    if held.is_empty() {
         return Ok(());
     }
     anyhow::ensure!(
         force,
-        "{} already holds a report; choose another --out or pass --force to replace it",
-        out.display()
+        "{} already holds a report ({}); choose another --out or pass --force to replace it",
+        out.display(),
+        held.join(", ")
     );
     for name in crate::eval::report::EvalReport::FILES {
         let p = out.join(name);
