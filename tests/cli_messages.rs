@@ -278,3 +278,51 @@ fn a_file_given_as_an_out_folder_is_refused_in_words() {
         );
     }
 }
+
+#[test]
+fn a_study_names_the_captures_it_could_not_read() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "6"],
+    );
+    std::fs::write(dir.path().join("caps/dns/notes.pcap"), "not a capture\n").unwrap();
+    let study = [
+        "study",
+        "caps",
+        "--out",
+        "s",
+        "--rows",
+        "knn",
+        "--seeds",
+        "1",
+        "--split-by",
+        "flow",
+        "--quiet",
+    ];
+    // One unreadable capture among many: the study runs, and says which
+    // file it skipped and why (it was dropped without a word).
+    let (ok, out) = run(dir.path(), &study);
+    assert!(ok, "{out}");
+    assert!(out.contains("(12 ok, 0 with warnings, 1 failed)"), "{out}");
+    assert!(
+        out.contains("problem: caps/dns/notes.pcap: not a pcap/pcapng capture"),
+        "{out}"
+    );
+    // Nothing but an unreadable file: the refusal comes after the file and
+    // its problem (it said only "0 flows read").
+    std::fs::write(dir.path().join("t.txt"), "not a capture\n").unwrap();
+    let (ok, out) = run(
+        dir.path(),
+        &[
+            "study", "t.txt", "--out", "s2", "--rows", "knn", "--seeds", "1", "--quiet",
+        ],
+    );
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("problem: t.txt: not a pcap/pcapng capture"),
+        "{out}"
+    );
+    assert!(out.contains("no labelled flow kept"), "{out}");
+    assert_plain(&out);
+}

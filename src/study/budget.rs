@@ -24,7 +24,7 @@ use crate::eval::lm::{CountLm, lm_loss};
 use crate::model::batch::{Chain, Sequences, open_part};
 use crate::model::checkpoint::{self, Expect};
 use crate::model::{FfnKind, Model};
-use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::build::{DatasetConfig, load_dataset_info};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::tokens::features::View;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
@@ -101,7 +101,7 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path) -> Result<Option<PathBuf>> {
             },
             ..DatasetConfig::default()
         };
-        build_dataset(&cfg, &dir, o.progress).with_context(|| {
+        super::build_reporting(&cfg, &dir, o.progress).with_context(|| {
             format!(
                 "tokenizing the extra pretraining captures into {}",
                 dir.display()

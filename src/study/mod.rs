@@ -39,7 +39,7 @@ use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::model::batch::{Sequences, open_part};
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
-use crate::traffic::dataset::build::{DatasetConfig, build_dataset, load_dataset_info};
+use crate::traffic::dataset::build::{DatasetConfig, NoFlows, build_dataset, load_dataset_info};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::dataset::shard::Shard;
 use crate::traffic::dataset::split::SplitBy;
@@ -278,9 +278,30 @@ fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
         split_by: o.split_by,
         ..DatasetConfig::default()
     };
-    build_dataset(&cfg, dir, true)
+    build_reporting(&cfg, dir, true)
         .with_context(|| format!("building the {} dataset", view_name(view)))?;
     Ok(())
+}
+
+/// [`build_dataset`], with the captures it skipped reported on stderr as
+/// `tokenize` reports them (the read summary, each problem naming its
+/// file): a capture that failed was dropped without a word, and a study of
+/// nothing but unreadable files said only "0 flows read".
+pub(crate) fn build_reporting(cfg: &DatasetConfig, dir: &Path, progress: bool) -> Result<()> {
+    match build_dataset(cfg, dir, progress) {
+        Ok(s) => {
+            if s.read.files_failed + s.read.files_warned > 0 {
+                eprintln!("{}", s.read);
+            }
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(nf) = e.downcast_ref::<NoFlows>() {
+                eprintln!("{}", nf.read);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// The pretrained checkpoint of `ffn` on the full view's training flows.
