@@ -139,3 +139,45 @@ fn a_limit_that_is_not_a_size_is_refused() {
         "{err}"
     );
 }
+
+#[test]
+fn an_out_that_cannot_be_written_is_refused_before_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir.path())
+        .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+        .args(["--batch", "2", "--seq", "16", "--iters", "1"])
+        .args(["--out", "notes.txt/r.json"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    // Said before the benchmark (it ran whole, then failed at the write as
+    // "creating notes.txt: File exists").
+    assert!(
+        err.contains("error: cannot write notes.txt/r.json: notes.txt is not a folder"),
+        "{err}"
+    );
+    assert!(!err.contains("MoE/dense"), "the benchmark ran first: {err}");
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+    // A folder that does not exist yet is made, as before.
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir.path())
+        .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+        .args([
+            "--batch", "2", "--seq", "16", "--iters", "1", "--only", "moe",
+        ])
+        .args(["--out", "new/deeper/r.json"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(dir.path().join("new/deeper/r.json").exists());
+}

@@ -36,10 +36,11 @@ mod train_kernels;
 
 pub use recorder::KernelResult;
 
-/// `--out` of a benchmark: an existing file is kept unless `force`.
+/// `--out` of a benchmark: an existing file is kept unless `force`, and
+/// one that could not be written is refused before the run, not after it.
 pub(crate) fn refuse_existing(out: Option<&std::path::Path>, force: bool) -> anyhow::Result<()> {
     match out {
-        Some(out) => super::refuse_existing_out(out, force),
+        Some(out) => super::check_out_file_in_new_folder(out, force),
         None => Ok(()),
     }
 }

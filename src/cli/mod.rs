@@ -176,7 +176,6 @@ pub(crate) fn refuse_out_among_captures<'a>(
 /// probe file is created and removed there), so a long run never fails at
 /// its last write.
 pub(crate) fn check_out_file(out: &std::path::Path, force: bool) -> anyhow::Result<()> {
-    use anyhow::Context;
     refuse_existing_out(out, force)?;
     let dir = match out.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
@@ -188,6 +187,40 @@ pub(crate) fn check_out_file(out: &std::path::Path, force: bool) -> anyhow::Resu
         out.display(),
         dir.display()
     );
+    probe_writable(out, dir)
+}
+
+/// Refuses, before any work, an output file that [`refuse_existing_out`]
+/// refuses, or whose folder could not be made or written: the nearest of
+/// its folders that exists (the rest are made at the write) must be a
+/// folder that takes a new file. A file in the way (`notes.txt/r.json`)
+/// or a read-only folder failed only at the write, after a whole benchmark,
+/// as "creating notes.txt: File exists".
+pub(crate) fn check_out_file_in_new_folder(
+    out: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<()> {
+    refuse_existing_out(out, force)?;
+    let mut near = out.parent().unwrap_or(std::path::Path::new(""));
+    while !near.as_os_str().is_empty() && near.symlink_metadata().is_err() {
+        near = near.parent().unwrap_or(std::path::Path::new(""));
+    }
+    if near.as_os_str().is_empty() {
+        near = std::path::Path::new(".");
+    }
+    anyhow::ensure!(
+        near.is_dir(),
+        "cannot write {}: {} is not a folder",
+        out.display(),
+        near.display()
+    );
+    probe_writable(out, near)
+}
+
+/// Creates and removes a probe file in `dir`, the folder `out` is to be
+/// written in (or the nearest one of its that exists).
+fn probe_writable(out: &std::path::Path, dir: &std::path::Path) -> anyhow::Result<()> {
+    use anyhow::Context;
     let probe = dir.join(format!(".tmoe-write-check-{}", std::process::id()));
     std::fs::OpenOptions::new()
         .write(true)
