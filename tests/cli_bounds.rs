@@ -196,6 +196,43 @@ fn sizes_past_the_address_space_are_refused() {
     }
 }
 
+#[test]
+fn vocabulary_sizes_past_any_corpus_are_refused() {
+    // The trainer sized its table by the request: 10^12 entries asked for
+    // 69 TB and ended as "out of memory ... a smaller --batch (or --seq,
+    // --seq-len) needs less", naming options these commands do not have.
+    let huge = "1000000000000";
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["vocab", "caps", "--out", "v.txt", "--size", huge],
+            "--size",
+        ),
+        (
+            &["tokenize", "caps", "--out", "o", "--vocab-size", huge],
+            "--vocab-size",
+        ),
+        (
+            &["study", "caps", "--out", "s", "--vocab-size", huge],
+            "--vocab-size",
+        ),
+    ];
+    for (args, flag) in cases {
+        let err = usage_error(args);
+        assert!(
+            err.contains(&format!("invalid value '{huge}' for '{flag}"))
+                && err.contains(
+                    "must be at most 1048576 (a corpus of byte bigrams has at most 74272 pieces)"
+                ),
+            "tmoe {}: {err}",
+            args.join(" ")
+        );
+    }
+    // The largest taken passes the parser (the usage error is the missing
+    // inputs).
+    let err = usage_error(&["vocab", "--size", "1048576"]);
+    assert!(!err.contains("invalid value"), "{err}");
+}
+
 /// Options that only mean something beside another are refused without
 /// it, naming what is missing, rather than ignored.
 #[test]

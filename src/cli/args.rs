@@ -30,6 +30,15 @@ pub fn seq_len(s: &str) -> Result<usize, String> {
     at_most(n, MAX_SEQ)
 }
 
+/// A learned vocabulary size: at least 1 entry, at most
+/// [`MAX_LEARNED`](crate::traffic::tokens::vocab::MAX_LEARNED) (past it,
+/// `--size 1000000000000` asked the trainer for 69 TB and ended as "out of
+/// memory ... a smaller --batch needs less", naming another option).
+pub fn vocab_size(s: &str) -> Result<usize, String> {
+    at_most(count(s)?, crate::traffic::tokens::vocab::MAX_LEARNED)
+        .map_err(|e| format!("{e} (a corpus of byte bigrams has at most 74272 pieces)"))
+}
+
 /// A batch size: at least 1 flow, at most [`MAX_BATCH`].
 pub fn batch(s: &str) -> Result<usize, String> {
     at_most(count(s)?, MAX_BATCH)

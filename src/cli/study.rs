@@ -39,7 +39,7 @@ pub struct Args {
     #[arg(long, value_parser = args::seq_len, default_value_t = 64)]
     pub seq_len: usize,
     /// Learnt vocabulary entries (ignored with --vocab).
-    #[arg(long, value_parser = args::count, default_value_t = 2048)]
+    #[arg(long, value_parser = args::vocab_size, default_value_t = 2048)]
     pub vocab_size: usize,
     /// Use this vocab.txt (e.g. `tmoe vocab` on an unlabelled corpus)
     /// instead of learning one on the studied flows.

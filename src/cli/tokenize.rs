@@ -26,7 +26,7 @@ pub struct Args {
     pub vocab: Option<PathBuf>,
     /// WordPiece entries besides the 5 specials; never fewer than the
     /// corpus's alphabet, which is always kept (as `tmoe vocab --size`).
-    #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
+    #[arg(long, value_parser = args::vocab_size, default_value_t = DEFAULT_LEARNED)]
     pub vocab_size: usize,
     /// Tokens per flow, [END] included.
     #[arg(long, value_parser = args::seq_len, default_value_t = 512)]

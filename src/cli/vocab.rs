@@ -22,7 +22,7 @@ pub struct Args {
     /// seen, alone and as a `##` piece: at most 32) is always kept, as
     /// WordPiece needs it to spell any bigram, so a smaller size gives the
     /// alphabet; merges fill the rest.
-    #[arg(long, value_parser = args::count, default_value_t = DEFAULT_LEARNED)]
+    #[arg(long, value_parser = args::vocab_size, default_value_t = DEFAULT_LEARNED)]
     pub size: usize,
     #[command(flatten)]
     pub parts: FlowPartsArgs,

@@ -33,6 +33,11 @@ pub const END: u32 = 4;
 pub const SPECIALS: [&str; 5] = ["[PAD]", "[UNK]", "[PD]", "[PY]", "[END]"];
 /// The paper's learned vocabulary size (65,541 with the specials).
 pub const DEFAULT_LEARNED: usize = 65_536;
+/// The most learned entries a command takes (`--size`, `--vocab-size`):
+/// far past what a bigram corpus holds (its words are 4 hex digits: 74,272
+/// WordPiece pieces at most), small enough that the trainer's table for
+/// that many entries (it is sized by the request) fits in memory.
+pub const MAX_LEARNED: usize = 1 << 20;
 
 /// Exact counts of the 65,536 bigram words in a corpus.
 #[derive(Clone)]
