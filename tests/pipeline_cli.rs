@@ -411,7 +411,8 @@ fn a_short_demo_compares_the_loss_of_distinct_steps() {
 #[test]
 fn a_training_log_that_cannot_be_written_is_named() {
     // A full disk (here a link in the run folder to /dev/full: only
-    // written to) said "No space left on device", naming no file.
+    // written to) said "No space left on device", naming no file. The link
+    // is a file of the log's name, so each run is told --force.
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), "6", "1");
     for (run_dir, log) in [
@@ -422,7 +423,7 @@ fn a_training_log_that_cannot_be_written_is_named() {
         std::fs::create_dir(dir.path().join(run_dir)).unwrap();
         std::os::unix::fs::symlink("/dev/full", dir.path().join(run_dir).join(log)).unwrap();
     }
-    let (ok, text) = pretrain(dir.path(), "pt", "2", &["--warmup", "1"]);
+    let (ok, text) = pretrain(dir.path(), "pt", "2", &["--warmup", "1", "--force"]);
     assert!(!ok, "{text}");
     assert!(
         text.contains("writing pt/pretrain_log.jsonl: No space left on device"),
@@ -448,6 +449,7 @@ fn a_training_log_that_cannot_be_written_is_named() {
                 "--batch",
                 "8",
                 "--quiet",
+                "--force",
             ],
         );
         assert!(!ok, "{text}");
@@ -456,4 +458,60 @@ fn a_training_log_that_cannot_be_written_is_named() {
             "{text}"
         );
     }
+}
+
+#[test]
+fn a_run_s_log_without_its_checkpoint_is_kept_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    // Logs of the runs' names beside no checkpoint (a run stopped before
+    // its first save, or the user's own): the check looked at the
+    // checkpoint alone, so they were replaced without --force.
+    std::fs::create_dir(dir.path().join("pre")).unwrap();
+    std::fs::write(dir.path().join("pre/pretrain_log.jsonl"), "mine\n").unwrap();
+    let (ok, text) = pretrain(dir.path(), "pre", "1", &["--warmup", "1"]);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "error: pre/pretrain_log.jsonl already exists (without pre/model.safetensors): \
+             pass --force to replace it, or choose another --out"
+        ),
+        "{text}"
+    );
+    assert!(!dir.path().join("pre/model.safetensors").exists());
+    std::fs::create_dir(dir.path().join("ft")).unwrap();
+    std::fs::write(dir.path().join("ft/finetune_log.jsonl"), "mine too\n").unwrap();
+    let finetune = [
+        "finetune",
+        "--data",
+        "data",
+        "--from-scratch",
+        "--out",
+        "ft",
+        "--epochs",
+        "1",
+        "--batch",
+        "4",
+        "--quiet",
+    ];
+    let (ok, text) = run(dir.path(), &finetune);
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "error: ft/finetune_log.jsonl already exists: choose another --out or pass --force to replace it"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("pre/pretrain_log.jsonl")).unwrap(),
+        "mine\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("ft/finetune_log.jsonl")).unwrap(),
+        "mine too\n"
+    );
+    // --force replaces them.
+    let (ok, text) = pretrain(dir.path(), "pre", "1", &["--warmup", "1", "--force"]);
+    assert!(ok, "{text}");
+    assert!(dir.path().join("pre/model.safetensors").exists());
 }

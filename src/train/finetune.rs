@@ -278,11 +278,20 @@ pub fn finetune(
         cfg.n_classes
     );
     let ckpt = model_path(&opts.out);
-    anyhow::ensure!(
-        opts.force || !ckpt.exists(),
-        "{} already exists: choose another --out or pass --force to replace it",
-        ckpt.display()
-    );
+    // The checkpoint, and the logs a run writes beside it (without the
+    // checkpoint, from a run stopped before its first save or the user's
+    // files of these names, they were replaced without --force).
+    for own in [
+        ckpt.clone(),
+        opts.out.join("finetune_log.jsonl"),
+        opts.out.join("head_fit_log.jsonl"),
+    ] {
+        anyhow::ensure!(
+            opts.force || own.symlink_metadata().is_err(),
+            "{} already exists: choose another --out or pass --force to replace it",
+            own.display()
+        );
+    }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
     // The pretrained backbone, without its (absent) classifier head.

@@ -185,6 +185,20 @@ pub fn pretrain(
             "{} already exists: pass --resume to continue it, --force to replace it, or choose another --out",
             ckpt.display()
         );
+        // The run's other files without its checkpoint (a run stopped
+        // before its first save, or the user's files of these names) were
+        // replaced without --force.
+        for other in [
+            optim_state::optimizer_path(&ckpt),
+            opts.out.join("pretrain_log.jsonl"),
+        ] {
+            anyhow::ensure!(
+                opts.force || other.symlink_metadata().is_err(),
+                "{} already exists (without {}): pass --force to replace it, or choose another --out",
+                other.display(),
+                ckpt.display()
+            );
+        }
     }
     let sched = WarmupCosine {
         base_lr: opts.lr,
