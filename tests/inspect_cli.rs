@@ -79,3 +79,53 @@ fn a_capture_from_a_pipe_is_inspected() {
         "{out:?}"
     );
 }
+
+/// A dataset.json whose tokenizer keeps no packets (`--packets 0` is
+/// refused, a file can still say it) is refused, naming the file and the
+/// field: it turned every flow into `[END]` alone, and `classify` gave
+/// every flow the same class without a word.
+#[test]
+fn a_dataset_whose_tokenizer_keeps_no_packets_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    common::synth_one_flow_files(dir.path());
+    common::tmoe(
+        dir.path(),
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "d",
+            "--vocab-size",
+            "100",
+            "--quiet",
+        ],
+    );
+    let info = dir.path().join("d/dataset.json");
+    let text = std::fs::read_to_string(&info).unwrap();
+    assert!(text.contains("\"packets\": 10,"), "{text}");
+    std::fs::write(&info, text.replace("\"packets\": 10,", "\"packets\": 0,")).unwrap();
+    let capture = common::names_in(&dir.path().join("caps/dns"))[0].clone();
+    let out = inspect(
+        dir.path(),
+        &[
+            &format!("caps/dns/{capture}"),
+            "--dataset",
+            "d",
+            "--flow",
+            "0",
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(
+            "error: d/dataset.json: config.tokenizer is invalid: packets must be at least 1, got 0"
+        ),
+        "{stderr}"
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -47,6 +47,11 @@ impl TokenizerConfig {
                 self.seq_len
             );
         }
+        // As `--packets` is bounded: none made every flow the one sequence
+        // `[END]`, and a classifier answered the same for all of them.
+        if self.packets == 0 {
+            bail!("packets must be at least 1, got 0");
+        }
         Ok(())
     }
 }
