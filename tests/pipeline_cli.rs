@@ -515,3 +515,49 @@ fn a_run_s_log_without_its_checkpoint_is_kept_without_force() {
     assert!(ok, "{text}");
     assert!(dir.path().join("pre/model.safetensors").exists());
 }
+
+#[test]
+fn a_first_run_that_fails_leaves_no_log_for_the_next_to_refuse() {
+    let dir = tempfile::tempdir().unwrap();
+    synth_dataset(dir.path(), "6", "1");
+    // Diverged before any checkpoint: its log goes with it, so the next
+    // run (a lower --lr) is not refused for a log without a checkpoint.
+    let (ok, text) = pretrain(dir.path(), "pre", "2", &["--warmup", "1", "--lr", "1e30"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("training diverged"), "{text}");
+    assert_eq!(
+        common::names_in(&dir.path().join("pre")),
+        Vec::<String>::new()
+    );
+    let (ok, text) = pretrain(dir.path(), "pre", "2", &["--warmup", "1"]);
+    assert!(ok, "{text}");
+    let finetune = |lr: &'static str| {
+        run(
+            dir.path(),
+            &[
+                "finetune",
+                "--data",
+                "data",
+                "--from-scratch",
+                "--out",
+                "ft",
+                "--epochs",
+                "1",
+                "--batch",
+                "4",
+                "--lr",
+                lr,
+                "--quiet",
+            ],
+        )
+    };
+    let (ok, text) = finetune("1e30");
+    assert!(!ok, "{text}");
+    assert!(text.contains("training diverged"), "{text}");
+    assert_eq!(
+        common::names_in(&dir.path().join("ft")),
+        Vec::<String>::new()
+    );
+    let (ok, text) = finetune("1e-3");
+    assert!(ok, "{text}");
+}

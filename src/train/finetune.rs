@@ -294,6 +294,14 @@ pub fn finetune(
     }
     std::fs::create_dir_all(&opts.out)
         .with_context(|| format!("creating {}", opts.out.display()))?;
+    let _fresh = super::FreshLogs::new(
+        !ckpt.exists(),
+        &ckpt,
+        &[
+            opts.out.join("finetune_log.jsonl"),
+            opts.out.join("head_fit_log.jsonl"),
+        ],
+    );
     // The pretrained backbone, without its (absent) classifier head.
     let backbone = Expect {
         vocab_hash: Some(vocab_hash),

@@ -220,6 +220,11 @@ pub fn pretrain(
     if opts.resume {
         trim_log(&log_path, start)?;
     }
+    let _fresh = super::FreshLogs::new(
+        !opts.resume && !ckpt.exists(),
+        &ckpt,
+        std::slice::from_ref(&log_path),
+    );
     let mut log = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
