@@ -66,6 +66,43 @@ fn refuses_a_non_empty_directory_without_force() {
     assert_eq!(find_captures(dir.path()).unwrap().len(), CLASSES.len() * 2);
 }
 
+#[test]
+fn force_replaces_its_captures_not_the_users_files_in_a_class_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    synth(dir.path(), 3, 1, false).unwrap();
+    // The user's files in a folder of a class's name: --force removed the
+    // folder whole, with them.
+    let dns = dir.path().join("dns");
+    std::fs::write(dns.join("notes.txt"), "mine").unwrap();
+    std::fs::write(dns.join("dns-mine.pcap"), "mine too").unwrap();
+    std::fs::create_dir(dns.join("more")).unwrap();
+    synth(dir.path(), 3, 2, true).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dns.join("notes.txt")).unwrap(),
+        "mine"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dns.join("dns-mine.pcap")).unwrap(),
+        "mine too"
+    );
+    assert!(dns.join("more").is_dir());
+    let mut names: Vec<String> = std::fs::read_dir(&dns)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "dns-000.pcap",
+            "dns-001.pcap",
+            "dns-mine.pcap",
+            "more",
+            "notes.txt"
+        ]
+    );
+}
+
 /// Class name of a file: its parent folder.
 fn class_of(path: &Path) -> String {
     path.parent()

@@ -20,7 +20,7 @@ pub struct Args {
     /// Random seed: the same seed writes the same bytes.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Write into a non-empty directory (its class folders are replaced).
+    /// Write into a non-empty directory (an earlier synth's captures in its class folders are replaced; other files are kept).
     #[arg(long)]
     pub force: bool,
 }

@@ -52,7 +52,8 @@ pub struct SynthConfig {
     /// that rotates files often writes them).
     pub flows_per_file: usize,
     pub seed: u64,
-    /// Write into a non-empty `out` (our class folders are replaced).
+    /// Write into a non-empty `out` (an earlier synth's captures in the
+    /// class folders are replaced; other files are kept).
     pub force: bool,
 }
 
@@ -80,14 +81,25 @@ pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
     }
     if non_empty && !cfg.force {
         bail!(
-            "{} is not empty; pass --force to replace its class folders",
+            "{} is not empty; pass --force to replace an earlier synth's captures in its class folders",
             cfg.out.display()
         );
     }
     for class in CLASSES {
         let dir = cfg.out.join(class);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        // An earlier synth's captures only (`dns-000.pcap`, ...): the folder
+        // went whole, with whatever else of the user's was in it.
+        if dir.is_dir() {
+            let entries =
+                std::fs::read_dir(&dir).with_context(|| format!("reading {}", dir.display()))?;
+            for e in entries {
+                let e = e.with_context(|| format!("reading {}", dir.display()))?;
+                let own = e.file_name().to_str().is_some_and(|n| own_file(n, class));
+                if own && e.file_type().is_ok_and(|t| t.is_file()) {
+                    std::fs::remove_file(e.path())
+                        .with_context(|| format!("removing {}", e.path().display()))?;
+                }
+            }
         }
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -121,6 +133,15 @@ pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
         summary.bytes += bytes;
     }
     Ok(summary)
+}
+
+/// Whether `name` is one of synth's capture names in `class`'s folder
+/// (`{class}-{number}.pcap`).
+fn own_file(name: &str, class: &str) -> bool {
+    name.strip_prefix(class)
+        .and_then(|r| r.strip_prefix('-'))
+        .and_then(|r| r.strip_suffix(".pcap"))
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// splitmix64: decorrelates per-file seeds.
