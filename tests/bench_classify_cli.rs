@@ -242,3 +242,23 @@ fn stream_via_pipe_runs_only_the_pipe_rows() {
         ]
     );
 }
+
+#[test]
+fn captures_that_give_no_flow_are_refused_not_timed() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("caps")).unwrap();
+    std::fs::create_dir(dir.path().join("caps/dns")).unwrap();
+    std::fs::write(dir.path().join("caps/dns/notes.pcap"), "not a capture\n").unwrap();
+    // A text file as the real captures: timed as "0 flows, 0 flows/s",
+    // and the run went on to its report.
+    let (ok, text) = common::tmoe_outcome(dir.path(), &bench_args(&[]));
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "error: dns: no flow classified from its 1 capture file (first problem: \
+             caps/dns/notes.pcap: not a pcap/pcapng capture at byte offset 0"
+        ),
+        "{text}"
+    );
+    assert!(!dir.path().join("report.json").exists(), "{text}");
+}

@@ -324,13 +324,33 @@ fn bench_pipeline(
     classify_files(clf, warm, &cfg, &|_| {}, &mut |_| Ok(()))?;
     let peak_reset = reset_peak_rss();
     let (mut flows, mut packets) = (0u64, 0u64);
+    let mut problem = None;
     let t = Instant::now();
     let st = classify_files(clf, &input.files, &cfg, &|_| {}, &mut |r| {
         flows += r.flows.len() as u64;
         packets += r.stats.packets;
+        if problem.is_none() {
+            problem = r
+                .stats
+                .error
+                .iter()
+                .chain(&r.stats.warnings)
+                .next()
+                .map(|e| e.to_string());
+        }
         Ok(())
     })?;
     let secs = t.elapsed().as_secs_f64();
+    // Captures that give no flow (a text file, broken pcaps) were timed as
+    // "0 flows, 0 flows/s", row after row, stream runs and all.
+    anyhow::ensure!(
+        flows > 0,
+        "{}: no flow classified from its {} capture file{}{}: nothing to time",
+        input.name,
+        input.files.len(),
+        if input.files.len() == 1 { "" } else { "s" },
+        problem.map_or(String::new(), |p| format!(" (first problem: {p})"))
+    );
     let row = Row {
         ffn,
         input: input.name.clone(),
