@@ -262,3 +262,23 @@ fn captures_that_give_no_flow_are_refused_not_timed() {
     );
     assert!(!dir.path().join("report.json").exists(), "{text}");
 }
+
+#[test]
+fn a_work_folder_that_is_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "mine\n").unwrap();
+    let (ok, text) = common::tmoe_outcome(dir.path(), &bench_args(&["--work", "notes.txt"]));
+    assert!(!ok, "{text}");
+    // It said "creating notes.txt: File exists (os error 17)".
+    assert!(
+        text.contains(
+            "error: --work notes.txt exists and is not a folder: --work takes a folder \
+             (created if missing)"
+        ),
+        "{text}"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("notes.txt")).unwrap(),
+        "mine\n"
+    );
+}

@@ -36,6 +36,13 @@ pub(super) fn checkpoint_name(config: &str, ffn: FfnKind) -> String {
 /// other contents (the user's) unless forced, and even forced one where an
 /// entry is there already: it is the user's, not an earlier run's.
 pub(super) fn claim_work(work: &Path, force: bool, entries: &[String]) -> anyhow::Result<()> {
+    // A file there was found out at the folder's creation, as "creating
+    // notes.txt: File exists", naming neither the option nor what is wrong.
+    anyhow::ensure!(
+        !work.exists() || work.is_dir(),
+        "--work {} exists and is not a folder: --work takes a folder (created if missing)",
+        work.display()
+    );
     let mark = work.join(".tmoe-bench-classify");
     let used = std::fs::read_dir(work).is_ok_and(|mut d| d.next().is_some());
     let ours = mark.exists();
