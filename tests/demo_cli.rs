@@ -70,3 +70,44 @@ fn a_missing_gpu_is_refused_before_any_work() {
     assert!(e.to_string().contains("--device cuda"), "{e}");
     assert!(!out.exists(), "nothing written");
 }
+
+#[test]
+fn a_capture_the_demo_could_not_read_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let tmoe = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .current_dir(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    let (ok, text) = tmoe(&["synth", "--out", "caps", "--flows-per-class", "6"]);
+    assert!(ok, "{text}");
+    std::fs::write(dir.path().join("caps/dns/notes.pcap"), "not a capture\n").unwrap();
+    let (ok, text) = tmoe(&[
+        "demo",
+        "--data",
+        "caps",
+        "--out",
+        "d",
+        "--quiet",
+        "--pretrain-steps",
+        "1",
+        "--epochs",
+        "1",
+        "--seq-len",
+        "32",
+    ]);
+    assert!(ok, "{text}");
+    // It said "1 failed", not which capture nor why.
+    assert!(
+        text.contains("problem: caps/dns/notes.pcap: not a pcap/pcapng capture at byte offset 0"),
+        "{text}"
+    );
+}

@@ -11,7 +11,7 @@ use crate::model::batch::open_part;
 use crate::model::checkpoint::load_classifier;
 use crate::traffic::capture::synth::{SynthConfig, synthesize};
 use crate::traffic::dataset::build::{
-    DatasetConfig, build_dataset_with, collect_captures, load_dataset_info,
+    DatasetConfig, NoFlows, build_dataset_with, collect_captures, load_dataset_info,
 };
 use crate::traffic::dataset::labels::{LabelSource, folder_label};
 use crate::traffic::dataset::split::SplitBy;
@@ -82,7 +82,20 @@ fn dataset(a: &Args) -> anyhow::Result<PathBuf> {
     };
     // With --force, an earlier demo's dataset files are replaced (only
     // those: anything else in the folder is the user's).
-    let s = build_dataset_with(&cfg, &dir, !a.quiet, a.force)?;
+    // A capture that failed or warned is named with its problem, as
+    // `tokenize` names it: the summary's "1 failed" said which was not.
+    let s = match build_dataset_with(&cfg, &dir, !a.quiet, a.force) {
+        Ok(s) => s,
+        Err(e) => {
+            if let Some(nf) = e.downcast_ref::<NoFlows>() {
+                println!("{}", nf.read);
+            }
+            return Err(e);
+        }
+    };
+    if s.read.files_failed + s.read.files_warned > 0 {
+        println!("{}", s.read);
+    }
     println!("{s}");
     Ok(dir)
 }
