@@ -200,6 +200,48 @@ fn an_out_that_is_one_of_the_captures_is_refused_and_kept() {
 }
 
 #[test]
+fn an_out_that_is_the_checkpoint_or_the_vocabulary_is_refused_and_kept() {
+    let f = fixture();
+    // --out --force over a file the run reads: emptied before it was read,
+    // then removed by the failed run (the checkpoint was lost).
+    let vocab = f.data.join("vocab.txt");
+    let ckpt_other = f
+        .ckpt
+        .parent()
+        .unwrap()
+        .join(".")
+        .join("classifier.safetensors");
+    for (out, says) in [
+        (
+            ckpt_other.clone(),
+            format!("(--checkpoint: {})", f.ckpt.display()),
+        ),
+        (vocab.clone(), format!("(--data: {})", vocab.display())),
+    ] {
+        let (ckpt_before, vocab_before) = (
+            std::fs::read(&f.ckpt).unwrap(),
+            std::fs::read(&vocab).unwrap(),
+        );
+        let run = classify(
+            &f,
+            &[f.caps.as_path()],
+            &["--out", out.to_str().unwrap(), "--force"],
+        );
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(1), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "error: --out {} is a file this run reads {says}; choose another --out",
+                out.display()
+            )),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read(&f.ckpt).unwrap(), ckpt_before, "{stderr}");
+        assert_eq!(std::fs::read(&vocab).unwrap(), vocab_before, "{stderr}");
+    }
+}
+
+#[test]
 fn a_capture_from_a_pipe_is_classified() {
     let f = fixture();
     // `tmoe classify <(zcat x.pcap.gz)` names a pipe (/dev/fd/63): it was

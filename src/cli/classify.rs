@@ -186,11 +186,36 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// Refuses an `--out` that is a file the run reads (under any spelling):
+/// the checkpoint, the `--vocab` file, or `--data`'s `vocab.txt` or
+/// `dataset.json`. With --force it was emptied before it was read, and the
+/// failed run then removed it: the checkpoint was lost.
+fn refuse_out_among_inputs(a: &Args, out: &std::path::Path) -> Result<()> {
+    let Ok(real) = std::fs::canonicalize(out) else {
+        return Ok(());
+    };
+    let mut inputs = vec![("--checkpoint", a.checkpoint.clone())];
+    inputs.extend(a.vocab.iter().map(|v| ("--vocab", v.clone())));
+    if let Some(d) = &a.data {
+        inputs.extend(["vocab.txt", "dataset.json"].map(|n| ("--data", d.join(n))));
+    }
+    for (flag, input) in inputs {
+        anyhow::ensure!(
+            std::fs::canonicalize(&input).ok().as_ref() != Some(&real),
+            "--out {} is a file this run reads ({flag}: {}); choose another --out",
+            out.display(),
+            input.display()
+        );
+    }
+    Ok(())
+}
+
 /// Runs `f` on `--out` (refused if it exists, unless --force) or standard
 /// output, buffered, and flushes.
 pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
     match &a.out {
         Some(p) => {
+            refuse_out_among_inputs(a, p)?;
             super::refuse_existing_out(p, a.force)?;
             let file =
                 std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
