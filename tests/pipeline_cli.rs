@@ -561,3 +561,54 @@ fn a_first_run_that_fails_leaves_no_log_for_the_next_to_refuse() {
     let (ok, text) = finetune("1e-3");
     assert!(ok, "{text}");
 }
+
+#[test]
+fn finetune_refuses_an_empty_validation_or_test_part() {
+    let dir = tempfile::tempdir().unwrap();
+    // One flow per class: all six go to train, val and test are empty.
+    tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "1"],
+    );
+    tmoe(
+        dir.path(),
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "data",
+            "--labels",
+            "folder",
+            "--seq-len",
+            "32",
+            "--vocab-size",
+            "100",
+            "--quiet",
+        ],
+    );
+    let (ok, text) = run(
+        dir.path(),
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--from-scratch",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    );
+    // It reported "best epoch 1 (val macro-F1 0.0000); test accuracy
+    // 0.0000" from no flows at all.
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(
+            "error: data: the val part is empty (the best epoch is chosen on val, and test \
+             scores it): tokenize more flows per class"
+        ),
+        "{text}"
+    );
+    assert!(!dir.path().join("ft").exists(), "{text}");
+}

@@ -108,6 +108,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         open_part(&a.data, "val")?,
         open_part(&a.data, "test")?,
     );
+    // An empty validation part picked "best epoch 1 (val macro-F1 0.0000)"
+    // from nothing, and an empty test part was scored "test accuracy
+    // 0.0000": refused before any training, as `baseline` refuses one.
+    for (name, part) in [("val", &val), ("test", &test)] {
+        anyhow::ensure!(
+            !part.is_empty(),
+            "{}: the {name} part is empty (the best epoch is chosen on val, and test scores it): tokenize \
+             more flows per class",
+            a.data.display()
+        );
+    }
     let cfg = match &a.init {
         Some(p) => {
             let meta = checkpoint::read_meta(p)?;
