@@ -28,13 +28,33 @@ fn report(path: &Path, gpu: bool) {
 }
 
 fn chart(json: &Path, force: bool) -> anyhow::Result<()> {
+    chart_to(json, None, force)
+}
+
+fn chart_to(json: &Path, out: Option<&Path>, force: bool) -> anyhow::Result<()> {
     traffic_moe::cli::bench::run(Args {
         what: What::Chart(ChartArgs {
             json: json.to_path_buf(),
-            out: None,
+            out: out.map(Path::to_path_buf),
             force,
         }),
     })
+}
+
+/// `--out` naming the report itself (under any spelling) is refused even
+/// with --force: the image replaced the report it was drawn from.
+#[test]
+fn chart_never_replaces_its_own_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    report(&json, true);
+    let before = std::fs::read(&json).unwrap();
+    let other_spelling = dir.path().join(".").join("bench.json");
+    for out in [&json, &other_spelling] {
+        let e = chart_to(&json, Some(out), true).unwrap_err();
+        assert!(e.to_string().contains("is the report being drawn"), "{e:#}");
+    }
+    assert_eq!(std::fs::read(&json).unwrap(), before, "the report changed");
 }
 
 #[test]

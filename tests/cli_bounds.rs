@@ -92,6 +92,16 @@ fn counts_below_one_are_refused() {
             &["synth", "--out", "o", "--flows-per-file", "0"],
             "--flows-per-file",
         ),
+        // Refused by synth itself (exit 1), not the parser.
+        (
+            &["synth", "--out", "o", "--flows-per-class", "0"],
+            "--flows-per-class",
+        ),
+        // Quietly raised to 6 files (one per class).
+        (
+            &["bench", "classify", "--one-flow-files", "0"],
+            "--one-flow-files",
+        ),
         (&["demo", "--epochs", "0"], "--epochs"),
         (&["demo", "--pretrain-steps", "0"], "--pretrain-steps"),
         (&["study", "--batch", "0"], "--batch"),
@@ -189,6 +199,19 @@ fn sizes_past_the_address_space_are_refused() {
         (
             &["tokenize", "caps", "--out", "o", "--seq-len", "70000"],
             "--seq-len",
+        ),
+        // A list of every file to write ran out of memory.
+        (
+            &["synth", "--out", "o", "--flows-per-class", "1000000000000"],
+            "--flows-per-class",
+        ),
+        (
+            &["bench", "classify", "--synth-flows", "1000000000000"],
+            "--synth-flows",
+        ),
+        (
+            &["bench", "classify", "--one-flow-files", "1000000000000"],
+            "--one-flow-files",
         ),
     ];
     for (args, flag) in cases {

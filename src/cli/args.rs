@@ -39,6 +39,24 @@ pub fn vocab_size(s: &str) -> Result<usize, String> {
         .map_err(|e| format!("{e} (a corpus of byte bigrams has at most 74272 pieces)"))
 }
 
+/// The most flows `tmoe synth` writes per class: about 2 TB of captures at
+/// the classes' average of 23 KB a flow, past any disk it would be run on.
+pub const MAX_SYNTH_FLOWS: usize = 100_000_000;
+
+/// Flows to synthesise per class: at least 1, at most [`MAX_SYNTH_FLOWS`]
+/// (past it, `--flows-per-class 1000000000000` ran out of memory listing
+/// the files to write).
+pub fn synth_flows(s: &str) -> Result<usize, String> {
+    at_most(count(s)?, MAX_SYNTH_FLOWS)
+}
+
+/// A number of flows to synthesise where none is a choice (0: none), at
+/// most [`MAX_SYNTH_FLOWS`].
+pub fn synth_flows_or_none(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    at_most(n, MAX_SYNTH_FLOWS)
+}
+
 /// A batch size: at least 1 flow, at most [`MAX_BATCH`].
 pub fn batch(s: &str) -> Result<usize, String> {
     at_most(count(s)?, MAX_BATCH)

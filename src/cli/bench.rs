@@ -325,6 +325,14 @@ fn chart_cmd(a: ChartArgs) -> anyhow::Result<()> {
         .out
         .clone()
         .unwrap_or_else(|| a.json.with_extension("png"));
+    // Even forced, the chart would replace the report it is drawn from.
+    let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
+    anyhow::ensure!(
+        same(&out).is_none() || same(&out) != same(&a.json),
+        "--out {} is the report being drawn ({}); choose another --out",
+        out.display(),
+        a.json.display()
+    );
     super::refuse_existing_out(&out, a.force)?;
     let text = std::fs::read_to_string(&a.json)
         .with_context(|| format!("reading {}", a.json.display()))?;

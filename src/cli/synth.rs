@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::cli::args;
-use crate::traffic::capture::synth::{SynthConfig, synthesize};
+use crate::traffic::capture::synth::{SynthConfig, synthesize_with_progress};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -12,7 +12,7 @@ pub struct Args {
     #[arg(long)]
     pub out: PathBuf,
     /// Flows written per class.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, value_parser = args::synth_flows, default_value_t = 500)]
     pub flows_per_class: usize,
     /// At most this many flows per capture file (1: one file per flow).
     #[arg(long, value_parser = args::count, default_value_t = crate::traffic::capture::synth::FLOWS_PER_FILE)]
@@ -27,13 +27,16 @@ pub struct Args {
 
 pub fn run(args: Args) -> anyhow::Result<()> {
     let start = Instant::now();
-    let summary = synthesize(&SynthConfig {
-        out: args.out.clone(),
-        flows_per_class: args.flows_per_class,
-        flows_per_file: args.flows_per_file,
-        seed: args.seed,
-        force: args.force,
-    })?;
+    let summary = synthesize_with_progress(
+        &SynthConfig {
+            out: args.out.clone(),
+            flows_per_class: args.flows_per_class,
+            flows_per_file: args.flows_per_file,
+            seed: args.seed,
+            force: args.force,
+        },
+        true,
+    )?;
     println!(
         "wrote {} flows ({} packets, {:.1} MB) in {} files under {} in {:.2} s; classes: {}",
         summary.flows,

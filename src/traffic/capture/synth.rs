@@ -68,6 +68,12 @@ pub struct SynthSummary {
 
 /// Writes `flows_per_class` flows of every class under `cfg.out`.
 pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
+    synthesize_with_progress(cfg, false)
+}
+
+/// [`synthesize`], with a progress bar of the files written (rate, ETA) on
+/// stderr when `progress` is set.
+pub fn synthesize_with_progress(cfg: &SynthConfig, progress: bool) -> anyhow::Result<SynthSummary> {
     if cfg.flows_per_class == 0 {
         bail!("--flows-per-class must be at least 1");
     }
@@ -105,12 +111,17 @@ pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
     }
     let n = cfg.flows_per_class;
     let n_files = n.div_ceil(cfg.flows_per_file.max(1)).max(2).min(n);
-    let jobs: Vec<(usize, usize)> = (0..CLASSES.len())
-        .flat_map(|c| (0..n_files).map(move |f| (c, f)))
-        .collect();
-    let results: Vec<anyhow::Result<(usize, u64, u64)>> = jobs
-        .par_iter()
-        .map(|&(class, file)| {
+    let bar = crate::progress::progress_bar(
+        (CLASSES.len() * n_files) as u64,
+        "synthesising captures",
+        progress,
+    );
+    // A job per file, each summed as it ends: nothing is held per file (a
+    // list of every file's job ran out of memory at 10^12 flows).
+    let (files, flows, packets, bytes) = (0..CLASSES.len() * n_files)
+        .into_par_iter()
+        .map(|job| {
+            let (class, file) = (job / n_files, job % n_files);
             // Flows of this file: an even share, the first files take the rest.
             let flows = n / n_files + usize::from(file < n % n_files);
             let path = cfg
@@ -118,21 +129,22 @@ pub fn synthesize(cfg: &SynthConfig) -> anyhow::Result<SynthSummary> {
                 .join(CLASSES[class])
                 .join(format!("{}-{file:03}.pcap", CLASSES[class]));
             let seed = mix(cfg.seed ^ mix(((class as u64) << 32) | file as u64));
-            write_file(&path, class, file, flows, seed).map(|(p, b)| (flows, p, b))
+            let written = write_file(&path, class, file, flows, seed);
+            bar.inc(1);
+            written.map(|(p, b)| (1, flows, p, b))
         })
-        .collect();
-    let mut summary = SynthSummary {
+        .try_reduce(
+            || (0, 0, 0, 0),
+            |a, b| Ok((a.0 + b.0, a.1 + b.1, a.2 + b.2, a.3 + b.3)),
+        )?;
+    bar.finish_and_clear();
+    Ok(SynthSummary {
         classes: CLASSES.iter().map(|s| s.to_string()).collect(),
-        ..SynthSummary::default()
-    };
-    for r in results {
-        let (flows, packets, bytes) = r?;
-        summary.files += 1;
-        summary.flows += flows;
-        summary.packets += packets;
-        summary.bytes += bytes;
-    }
-    Ok(summary)
+        files,
+        flows,
+        packets,
+        bytes,
+    })
 }
 
 /// Whether `name` is one of synth's capture names in `class`'s folder

@@ -79,11 +79,12 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub captures: Vec<PathBuf>,
     /// Synthesised captures of one flow each (default 3000; 100000 on cuda;
-    /// 24 on sim).
-    #[arg(long)]
+    /// 24 on sim), rounded up to a whole number for each of the 6 classes.
+    #[arg(long, value_parser = args::synth_flows)]
     pub one_flow_files: Option<usize>,
-    /// Synthesised flows in 40-flow captures (default 0; 1000000 on cuda).
-    #[arg(long)]
+    /// Synthesised flows in 40-flow captures (default 0; 1000000 on cuda),
+    /// rounded up as --one-flow-files.
+    #[arg(long, value_parser = args::synth_flows_or_none)]
     pub synth_flows: Option<usize>,
     /// Paced stream runs at these fractions of the unpaced packet rate (of
     /// each stream mode's own: memory, pipe).

@@ -12,7 +12,7 @@ use crate::engine::Device;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::{FfnKind, Model, ModelConfig};
 use crate::traffic::capture::reader::find_captures;
-use crate::traffic::capture::synth::{SynthConfig, synthesize};
+use crate::traffic::capture::synth::{SynthConfig, synthesize_with_progress};
 use crate::traffic::dataset::build::{DatasetConfig, build_dataset_with, load_dataset_info};
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 
@@ -99,15 +99,18 @@ pub(super) fn prepare_inputs(
     let mut synth = |name: &str, flows: usize, per_file: usize| -> anyhow::Result<()> {
         let out = work.join(name);
         let t = Instant::now();
-        let s = synthesize(&SynthConfig {
-            out: out.clone(),
-            flows_per_class: flows
-                .div_ceil(crate::traffic::capture::synth::CLASSES.len())
-                .max(1),
-            flows_per_file: per_file,
-            seed: 7,
-            force: true,
-        })?;
+        let s = synthesize_with_progress(
+            &SynthConfig {
+                out: out.clone(),
+                flows_per_class: flows
+                    .div_ceil(crate::traffic::capture::synth::CLASSES.len())
+                    .max(1),
+                flows_per_file: per_file,
+                seed: 7,
+                force: true,
+            },
+            true,
+        )?;
         eprintln!(
             "synthesised {} flows in {} files under {} ({:.1} s)",
             s.flows,
@@ -121,7 +124,7 @@ pub(super) fn prepare_inputs(
         });
         Ok(())
     };
-    synth("one-flow", one_flow.max(6), 1)?;
+    synth("one-flow", one_flow, 1)?;
     if many > 0 {
         synth(
             "synth-flows",
