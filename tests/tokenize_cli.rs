@@ -245,3 +245,25 @@ fn a_run_killed_while_writing_dataset_json_leaves_none() {
     let info = traffic_moe::traffic::dataset::build::load_dataset_info(&data).unwrap();
     assert_eq!(info.split_counts["train"], 1);
 }
+
+/// Out of memory in a command that runs no model, the message says what to
+/// change for it: it advised "a smaller --batch (or --seq, --seq-len)",
+/// options `tokenize` does not have.
+#[test]
+fn out_of_memory_in_tokenize_names_what_tokenize_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "20"],
+    );
+    let (ok, text) = common::tmoe_outcome_with(dir.path(), TOKENIZE, |c| {
+        c.env("TMOE_MEMORY_LIMIT", "4M");
+    });
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("tmoe: out of memory")
+            && text.contains("a lower --max-flows")
+            && !text.contains("--batch"),
+        "{text}"
+    );
+}

@@ -84,6 +84,17 @@ fn main() {
     #[cfg(unix)]
     default_sigpipe();
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Synth(_)
+            | Command::Tokenize(_)
+            | Command::Vocab(_)
+            | Command::Inspect(_)
+            | Command::ModelInfo(_)
+            | Command::Baseline(_)
+    ) {
+        traffic_moe::heap::set_advice(traffic_moe::heap::Advice::Data);
+    }
     let result = match cli.command {
         Command::Synth(a) => cli::synth::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),

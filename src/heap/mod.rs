@@ -67,13 +67,12 @@ impl Counting {
         let _ = writeln!(
             msg,
             "tmoe: out of memory: this run holds {} MiB and asked for {} MiB more, past its limit of \
-             {} MiB ({}). A smaller --batch (or --seq, --seq-len) needs less: a training step \
-             holds every activation until its backward. TMOE_MEMORY_LIMIT sets another limit \
-             (e.g. 16G, or off)",
+             {} MiB ({}). {}. TMOE_MEMORY_LIMIT sets another limit (e.g. 16G, or off)",
             CURRENT.load(Ordering::Relaxed) >> 20,
             more.div_ceil(1 << 20),
             limit >> 20,
-            limit::source()
+            limit::source(),
+            advice()
         );
         let n = msg.position() as usize;
         let _ = std::io::stderr().write_all(&buf[..n]);
@@ -111,10 +110,10 @@ impl Counting {
         let mut msg = std::io::Cursor::new(&mut buf[..]);
         let _ = writeln!(
             msg,
-            "tmoe: out of memory: {} MiB more asked for, {} MiB already held; a smaller --batch \
-             (or --seq, --seq-len) needs less (a training step holds every activation until its backward)",
+            "tmoe: out of memory: {} MiB more asked for, {} MiB already held. {}",
             size >> 20,
-            CURRENT.load(Ordering::Relaxed) >> 20
+            CURRENT.load(Ordering::Relaxed) >> 20,
+            advice()
         );
         let n = msg.position() as usize;
         let _ = std::io::stderr().write_all(&buf[..n]);
@@ -177,6 +176,33 @@ pub fn stats() -> Option<(usize, usize)> {
 /// Starts a new high-water mark from what is held now.
 pub fn reset_peak() {
     PEAK.store(CURRENT.load(Ordering::Relaxed), Ordering::Relaxed);
+}
+
+/// What an out-of-memory message tells the user to change: the model's
+/// sizes (the default), or, for a command that runs no model (`tokenize`,
+/// `vocab`, `synth`, ...), its input: "a smaller --batch" named an option
+/// those commands do not have.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Advice {
+    Model = 0,
+    Data = 1,
+}
+
+static ADVICE: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(Advice::Model as u8);
+
+/// Sets what the out-of-memory messages advise (see [`Advice`]).
+pub fn set_advice(advice: Advice) {
+    ADVICE.store(advice as u8, Ordering::Relaxed);
+}
+
+/// The advice of the out-of-memory messages, one sentence.
+fn advice() -> &'static str {
+    if ADVICE.load(Ordering::Relaxed) == Advice::Data as u8 {
+        "Fewer captures at once need less (tokenize: a lower --max-flows holds fewer flows open)"
+    } else {
+        "A smaller --batch (or --seq, --seq-len) needs less: a training step holds every \
+         activation until its backward"
+    }
 }
 
 /// Holds the run to at most `bytes` of heap (`None`: no limit). Only
