@@ -279,6 +279,35 @@ fn a_file_given_as_an_out_folder_is_refused_in_words() {
     }
 }
 
+/// A `--data` that is missing or a file is named as such: it said only
+/// "reading nope/dataset.json: No such file or directory" or "...: Not a
+/// directory".
+#[test]
+fn a_data_folder_that_is_missing_or_a_file_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("afile"), "mine\n").unwrap();
+    for (data, said) in [
+        ("nope", "nope: no such folder (a dataset is the folder"),
+        (
+            "afile",
+            "afile: a file, not a dataset (a dataset is the folder",
+        ),
+    ] {
+        for args in [
+            &["pretrain", "--data", data, "--out", "p"][..],
+            &["finetune", "--data", data, "--from-scratch", "--out", "f"],
+            &["eval", "--checkpoint", "c", "--data", data, "--out", "e"],
+        ] {
+            let (ok, out) = run(dir.path(), args);
+            assert!(!ok, "{args:?}: {out}");
+            assert!(
+                out.contains(said) && !out.contains("dataset.json: No such file"),
+                "{args:?}: {out}"
+            );
+        }
+    }
+}
+
 #[test]
 fn a_study_names_the_captures_it_could_not_read() {
     let dir = tempfile::tempdir().unwrap();

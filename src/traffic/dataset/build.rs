@@ -237,8 +237,21 @@ impl std::fmt::Display for DatasetSummary {
 /// Reads `dir/dataset.json`.
 pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
     let p = dir.join("dataset.json");
+    // A missing folder or a file (a shard, say) said only "reading
+    // X/dataset.json: No such file or directory" or "Not a directory".
     anyhow::ensure!(
-        p.exists() || !dir.is_dir(),
+        dir.exists(),
+        "{}: no such folder (a dataset is the folder `tmoe tokenize CAPTURES --out DIR` writes)",
+        dir.display()
+    );
+    anyhow::ensure!(
+        dir.is_dir(),
+        "{}: a file, not a dataset (a dataset is the folder `tmoe tokenize CAPTURES --out DIR` \
+         writes)",
+        dir.display()
+    );
+    anyhow::ensure!(
+        p.exists(),
         "{}: not a dataset (no dataset.json; `tmoe tokenize CAPTURES --out DIR` makes one)",
         dir.display()
     );
