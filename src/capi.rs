@@ -437,7 +437,9 @@ pub unsafe extern "C" fn tmoe_class_name(h: *const TmoeClassifier, id: u32) -> *
 }
 
 /// Feeds one frame: `link_type` is the pcap LINKTYPE_* of the frame (1 =
-/// Ethernet, 101 = raw IP, 113/276 = Linux cooked, ...), `caplen` the bytes at
+/// Ethernet, 101 = raw IP, 113/276 = Linux cooked, ...; its low 16 bits: a
+/// pcap file header's field may carry FCS flags above them, as the capture
+/// readers read it), `caplen` the bytes at
 /// `frame`, `wirelen` its length on the wire. Returns 1 when the frame is a
 /// TCP/UDP packet (added to its flow), 0 when it is skipped (not TCP/UDP over
 /// IP, or malformed; counted in the stats), -1 on a bad argument.
@@ -463,7 +465,10 @@ pub unsafe extern "C" fn tmoe_feed(
             unsafe { std::slice::from_raw_parts(frame, caplen as usize) }
         };
         Ok(
-            match c.stream.feed(ts_ns, link_type, data, wirelen.max(caplen)) {
+            match c
+                .stream
+                .feed(ts_ns, link_type & 0xffff, data, wirelen.max(caplen))
+            {
                 Ok(()) => 1,
                 Err(_) => 0,
             },

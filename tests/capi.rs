@@ -297,6 +297,16 @@ fn c_api_counts_skipped_frames_and_short_flows() {
             tmoe_feed(h, 2, 1, udp.as_ptr(), udp.len() as u32, udp.len() as u32),
             1
         );
+        // A pcap header's link-type field as it is, FCS-present bit (26)
+        // set: Ethernet all the same (it was skipped as an unknown link).
+        let udp2 = traffic_moe::traffic::capture::pcap_writer::eth_ipv4(
+            [10, 0, 0, 3].into(),
+            [10, 0, 0, 2].into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &traffic_moe::traffic::capture::pcap_writer::udp(1001, 53, b"hello"),
+        );
+        let (len2, ethernet_fcs) = (udp2.len() as u32, 0x0400_0001);
+        assert_eq!(tmoe_feed(h, 3, ethernet_fcs, udp2.as_ptr(), len2, len2), 1);
         assert_eq!(tmoe_flush(h), 0);
         assert_eq!(tmoe_pending(h), 0);
         let mut v = [TmoeVerdict::default(); 4];
@@ -311,7 +321,7 @@ fn c_api_counts_skipped_frames_and_short_flows() {
                 s.flows_too_short,
                 s.flows_classified
             ),
-            (2, 1, 1, 1, 0)
+            (3, 2, 1, 2, 0)
         );
         tmoe_close(h);
     }
