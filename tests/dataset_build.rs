@@ -365,3 +365,56 @@ fn a_shard_label_past_the_class_list_is_refused() {
     assert!(e.contains("differs from dataset.json's"), "{e}");
     assert_eq!(e.matches("train.tmoe").count(), 1, "{e}");
 }
+
+#[test]
+fn a_shard_of_another_build_is_refused() {
+    // Two splits of the same captures (same vocabulary, other seed): the
+    // test shard of one, copied into the other, passed every check, and its
+    // test flows were partly the other's training flows (leakage, silently).
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    for (out, seed) in [(&a, 1), (&b, 7)] {
+        let c = DatasetConfig {
+            split_by: SplitBy::Flow,
+            seed,
+            ..cfg(&root)
+        };
+        build_dataset(&c, out, false).unwrap();
+    }
+    let (ia, ib) = (
+        load_dataset_info(&a).unwrap(),
+        load_dataset_info(&b).unwrap(),
+    );
+    assert_eq!(
+        ia.vocab_hash, ib.vocab_hash,
+        "the vocabulary check cannot tell"
+    );
+    let rows = |d: &Path, part: &str| -> Vec<Vec<u32>> {
+        let s = Shard::open(&d.join(format!("{part}.tmoe"))).unwrap();
+        (0..s.len()).map(|i| s.tokens(i).to_vec()).collect()
+    };
+    let (train_a, test_b) = (rows(&a, "train"), rows(&b, "test"));
+    assert!(
+        test_b.iter().any(|r| train_a.contains(r)),
+        "the swap would leak training flows into test"
+    );
+    for part in ["train", "val", "test"] {
+        open_part(&a, part).unwrap();
+    }
+    std::fs::copy(b.join("test.tmoe"), a.join("test.tmoe")).unwrap();
+    let e = open_part(&a, "test").unwrap_err().to_string();
+    assert!(
+        e.contains(&a.join("test.tmoe").display().to_string())
+            && e.contains("belongs to another dataset"),
+        "{e}"
+    );
+    // A dataset.json written before the id existed: its shards are not checked.
+    let json = a.join("dataset.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    v.as_object_mut().unwrap().remove("dataset_id");
+    std::fs::write(&json, v.to_string()).unwrap();
+    open_part(&a, "test").unwrap();
+}

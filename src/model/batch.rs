@@ -217,6 +217,19 @@ fn check_part(
         info.vocab_hash,
         info.vocab_size
     );
+    // Another build's shard (the same vocabulary, another seed or split)
+    // would mix its flows with this one's: its test flows may be this
+    // dataset's training flows.
+    if let Some(id) = info.dataset_id {
+        anyhow::ensure!(
+            shard.dataset_id() == id,
+            "{}: belongs to another dataset (dataset id {:016x}, dataset.json's is {:016x}); \
+             a shard copied from another build would mix its flows with this one's",
+            p.display(),
+            shard.dataset_id(),
+            id
+        );
+    }
     // Unlabelled datasets (pretraining corpora) have no class list to check.
     let n = info.classes.len() as u32;
     if n > 0

@@ -20,7 +20,7 @@ use crate::traffic::dataset::labels::{
     FlowLabels, LabelSource, class_table, folder_label, prefix_label,
 };
 use crate::traffic::dataset::packet_meta::{self, PacketSlot, slots_of};
-use crate::traffic::dataset::shard::{FlowMeta, NO_LABEL, ip_bytes, write_shard};
+use crate::traffic::dataset::shard::{FlowMeta, NO_LABEL, ip_bytes, write_dataset_shard};
 use crate::traffic::dataset::split::{
     Part, SplitBy, dedup_indices, split_by_file, split_by_flow, split_by_time,
 };
@@ -160,6 +160,13 @@ pub struct DatasetInfo {
     pub files: Vec<String>,
     /// Label CSV rows that matched no flow (CSV labels only).
     pub csv_rows_unmatched: Option<usize>,
+    /// What this build wrote (a hash of every part's rows and metadata),
+    /// also in each shard's header: a shard of another build (say the
+    /// `test.tmoe` of the same captures split with another seed, whose
+    /// flows may be this one's training flows) is refused on opening.
+    /// Absent in datasets built before it, whose shards are not checked.
+    #[serde(default)]
+    pub dataset_id: Option<u64>,
     pub config: DatasetConfig,
 }
 
@@ -411,6 +418,36 @@ fn meta_of(flow: &Flow, label: Option<u32>, slice: u16) -> FlowMeta {
         packet_count: u32::try_from(flow.total_packets).unwrap_or(u32::MAX),
         n_tokens: 0,
     }
+}
+
+/// FNV-1a of what each part holds (its name, rows and metadata), never 0
+/// (0 in a shard header: no id recorded).
+fn dataset_id_of(
+    parts: &[Part],
+    rows: &BTreeMap<Part, (Vec<Vec<u32>>, Vec<FlowMeta>)>,
+    vocab_hash: u64,
+    seq_len: usize,
+) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    let mut eat = |bytes: &[u8]| {
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x100000001b3);
+        }
+    };
+    eat(&vocab_hash.to_le_bytes());
+    eat(&(seq_len as u64).to_le_bytes());
+    for p in parts {
+        let (r, m) = rows.get(p).map_or((&[][..], &[][..]), |(r, m)| (r, m));
+        eat(p.name().as_bytes());
+        eat(&(r.len() as u64).to_le_bytes());
+        for (row, meta) in r.iter().zip(m) {
+            eat(&(row.len() as u64).to_le_bytes());
+            eat(bytemuck::cast_slice(row));
+            eat(bytemuck::bytes_of(meta));
+        }
+    }
+    h.max(1)
 }
 
 fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
@@ -799,6 +836,7 @@ fn build_into(
     let mut shards = BTreeMap::new();
     let mut split_counts = BTreeMap::new();
     let written_parts: &[Part] = if labelled { &Part::ALL } else { &[Part::Train] };
+    let dataset_id = dataset_id_of(written_parts, &out_rows, tok.hash(), tcfg.seq_len);
     for &p in written_parts {
         let (r, m) = out_rows.remove(&p).unwrap_or_default();
         let pkts = out_dir.join(format!("{}.pkts", p.name()));
@@ -806,11 +844,12 @@ fn build_into(
         packet_meta::write(&pkts, k, &out_pkts.remove(&p).unwrap_or_default())?;
         let name = format!("{}.tmoe", p.name());
         written.files.push(out_dir.join(&name));
-        write_shard(
+        write_dataset_shard(
             &out_dir.join(&name),
             tcfg.seq_len,
             tok.hash(),
             tok.vocab_size(),
+            dataset_id,
             &r,
             &m,
         )?;
@@ -847,6 +886,7 @@ fn build_into(
         },
         files: paths.iter().map(|p| p.display().to_string()).collect(),
         csv_rows_unmatched,
+        dataset_id: Some(dataset_id),
         config: cfg.clone(),
     };
     // Last, and through a temporary file renamed into place: dataset.json

@@ -3,7 +3,7 @@
 //!
 //! Layout (little-endian, every section 8-byte aligned):
 //! ```text
-//! ShardHeader                      64 bytes (magic "TMOESHRD", version, sizes, vocab hash)
+//! ShardHeader                      64 bytes (magic "TMOESHRD", version, sizes, vocab hash, dataset id)
 //! u32 tokens [n_flows, seq_len]    row i = flow i, padded with 0 ([PAD])
 //! (zero padding to a multiple of 8)
 //! FlowMeta [n_flows]               64 bytes each
@@ -33,7 +33,11 @@ pub struct ShardHeader {
     /// Size of the vocabulary the ids come from (ids are below it).
     pub vocab_size: u32,
     pub meta_size: u32,
-    pub reserved: [u64; 3],
+    /// The build's [`DatasetInfo::dataset_id`](crate::traffic::dataset::build::DatasetInfo::dataset_id),
+    /// the same in every part of one build; 0 in shards written before it
+    /// existed (or by [`write_shard`]).
+    pub dataset_id: u64,
+    pub reserved: [u64; 2],
 }
 
 /// Per-flow metadata (not seen by the model; for reports and leakage checks).
@@ -256,6 +260,10 @@ impl Shard {
     pub fn vocab_size(&self) -> usize {
         self.header.vocab_size as usize
     }
+    /// The build this shard belongs to (0: none recorded).
+    pub fn dataset_id(&self) -> u64 {
+        self.header.dataset_id
+    }
     /// All token rows, `[len, seq_len]` row-major.
     pub fn all_tokens(&self) -> &[u32] {
         let n = self.len() * self.seq_len();
@@ -291,6 +299,19 @@ pub fn write_shard(
     rows: &[Vec<u32>],
     metas: &[FlowMeta],
 ) -> anyhow::Result<()> {
+    write_dataset_shard(path, seq_len, vocab_hash, vocab_size, 0, rows, metas)
+}
+
+/// [`write_shard`] with the dataset id of the build it belongs to.
+pub fn write_dataset_shard(
+    path: &Path,
+    seq_len: usize,
+    vocab_hash: u64,
+    vocab_size: usize,
+    dataset_id: u64,
+    rows: &[Vec<u32>],
+    metas: &[FlowMeta],
+) -> anyhow::Result<()> {
     use anyhow::Context;
     anyhow::ensure!(
         rows.len() == metas.len(),
@@ -304,7 +325,8 @@ pub fn write_shard(
         vocab_hash,
         vocab_size: vocab_size as u32,
         meta_size: std::mem::size_of::<FlowMeta>() as u32,
-        reserved: [0; 3],
+        dataset_id,
+        reserved: [0; 2],
     };
     let (tok_off, meta_off, _) =
         layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
