@@ -108,3 +108,43 @@ fn a_report_cut_short_by_a_full_disk_is_taken_back() {
     common::tmoe(dir.path(), &args);
     assert!(rep.join("metrics.json").exists());
 }
+
+/// Packet metadata of another build of the same captures (another seed:
+/// the same flow counts per part) was read beside this build's shard, so
+/// each test flow's label went with another flow's packet sizes and times.
+#[test]
+fn packet_metadata_of_another_build_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    let other = dir.path().join("other");
+    let cfg = DatasetConfig {
+        inputs: vec![dir.path().join("caps")],
+        vocab_size: 300,
+        tokenizer: TokenizerConfig {
+            seq_len: 64,
+            ..TokenizerConfig::default()
+        },
+        seed: 43,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, &other, false).unwrap();
+    let pkts = |d: &Path| std::fs::read(d.join("test.pkts")).unwrap();
+    let (mine, theirs) = (pkts(&data), pkts(&other));
+    assert_eq!(
+        mine.len(),
+        theirs.len(),
+        "the same flow count: not told apart"
+    );
+    assert_ne!(mine[32..], theirs[32..], "other flows");
+    run(&data, &BaselineOpts::default()).unwrap();
+    std::fs::write(data.join("test.pkts"), &theirs).unwrap();
+    let Err(err) = run(&data, &BaselineOpts::default()) else {
+        panic!("another build's test.pkts was accepted");
+    };
+    let e = format!("{err:#}");
+    assert!(
+        e.contains(&data.join("test.pkts").display().to_string())
+            && e.contains("belongs to another dataset"),
+        "{e}"
+    );
+}

@@ -78,7 +78,18 @@ struct Part {
 
 fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> {
     let shard = crate::model::batch::open_part(data, part)?;
-    let pkts = packet_meta::read(&data.join(format!("{part}.pkts")))?;
+    let pkts_path = data.join(format!("{part}.pkts"));
+    let (id, pkts) = packet_meta::read_tagged(&pkts_path)?;
+    // The shard's id is dataset.json's (open_part checked it): packet
+    // metadata of another build (same flow counts, another split) would
+    // pair its flows' features with this shard's labels.
+    anyhow::ensure!(
+        id == shard.dataset_id(),
+        "{}: belongs to another dataset (dataset id {id:016x}, {}'s is {:016x})",
+        pkts_path.display(),
+        shard.path().display(),
+        shard.dataset_id()
+    );
     anyhow::ensure!(
         pkts.len() == shard.len(),
         "{}: {} flows of packet metadata for {} token rows",

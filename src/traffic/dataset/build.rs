@@ -841,7 +841,12 @@ fn build_into(
         let (r, m) = out_rows.remove(&p).unwrap_or_default();
         let pkts = out_dir.join(format!("{}.pkts", p.name()));
         written.files.push(pkts.clone());
-        packet_meta::write(&pkts, k, &out_pkts.remove(&p).unwrap_or_default())?;
+        packet_meta::write_tagged(
+            &pkts,
+            k,
+            &out_pkts.remove(&p).unwrap_or_default(),
+            dataset_id,
+        )?;
         let name = format!("{}.tmoe", p.name());
         written.files.push(out_dir.join(&name));
         write_dataset_shard(

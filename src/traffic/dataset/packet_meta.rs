@@ -5,7 +5,7 @@
 //!
 //! Layout (little-endian):
 //! ```text
-//! header   32 bytes: magic "TMOEPKTS", version u32, cap u32, n_flows u64, reserved u64
+//! header   32 bytes: magic "TMOEPKTS", version u32, cap u32, n_flows u64, dataset id u64
 //! rows     n_flows x (n u32, then cap x PacketSlot (8 bytes))   slots past n are zero
 //! ```
 //! `cap` is the reader's K (`--packets`): the packets a flow keeps.
@@ -42,7 +42,8 @@ struct Header {
     version: u32,
     cap: u32,
     n_flows: u64,
-    reserved: u64,
+    /// The build's id, as in its shards' headers (0: none recorded).
+    dataset_id: u64,
 }
 
 const _: () = assert!(std::mem::size_of::<Header>() == 32);
@@ -64,12 +65,22 @@ pub fn slots_of(flow: &Flow, cap: usize) -> Vec<PacketSlot> {
 
 /// Writes `rows` (each at most `cap` slots) to `path`.
 pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Result<()> {
+    write_tagged(path, cap, rows, 0)
+}
+
+/// [`write()`] with the id of the dataset build the file belongs to.
+pub fn write_tagged(
+    path: &Path,
+    cap: usize,
+    rows: &[Vec<PacketSlot>],
+    dataset_id: u64,
+) -> anyhow::Result<()> {
     let header = Header {
         magic: MAGIC,
         version: VERSION,
         cap: cap as u32,
         n_flows: rows.len() as u64,
-        reserved: 0,
+        dataset_id,
     };
     // Written to `PATH.tmp`, then renamed, as shards are.
     let mut tmp = path.as_os_str().to_owned();
@@ -92,6 +103,11 @@ pub fn write(path: &Path, cap: usize, rows: &[Vec<PacketSlot>]) -> anyhow::Resul
 
 /// Reads a `.pkts` file: one slot list per flow, in shard row order.
 pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<PacketSlot>>> {
+    Ok(read_tagged(path)?.1)
+}
+
+/// [`read()`], with the dataset id of its header (0: none recorded).
+pub fn read_tagged(path: &Path) -> anyhow::Result<(u64, Vec<Vec<PacketSlot>>)> {
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "reading {} (datasets written before packet metadata existed have none: run `tmoe tokenize` again)",
@@ -127,7 +143,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<PacketSlot>>> {
             cap
         );
     }
-    Ok(bytes[hs..]
+    let rows = bytes[hs..]
         .chunks_exact(row_bytes)
         .map(|r| {
             let n = (u32::from_le_bytes([r[0], r[1], r[2], r[3]]) as usize).min(cap);
@@ -137,7 +153,8 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<PacketSlot>>> {
                 .map(bytemuck::pod_read_unaligned)
                 .collect()
         })
-        .collect())
+        .collect();
+    Ok((h.dataset_id, rows))
 }
 
 #[cfg(test)]
