@@ -418,3 +418,43 @@ fn a_shard_of_another_build_is_refused() {
     std::fs::write(&json, v.to_string()).unwrap();
     open_part(&a, "test").unwrap();
 }
+
+#[test]
+fn label_csv_rows_that_match_no_flow_are_counted_as_rows() {
+    // A CIC CSV repeats a 5-tuple for every flow it cut; the summary said
+    // "label CSV rows that matched no flow: 1" for three such rows (it
+    // counted distinct keys).
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let csv = tmp.path().join("labels.csv");
+    std::fs::write(
+        &csv,
+        "Flow ID, Src IP, Src Port, Dst IP, Dst Port, Protocol, Label\n\
+         a, 10.0.0.1, 40000, 10.1.0.1, 5000, 17, web\n\
+         b, 10.1.0.1, 5000, 10.0.0.1, 40000, 17, web\n\
+         c, 192.0.2.1, 1, 192.0.2.2, 2, 6, gone\n\
+         d, 192.0.2.1, 1, 192.0.2.2, 2, 6, gone\n\
+         e, 192.0.2.2, 2, 192.0.2.1, 1, 6, gone\n",
+    )
+    .unwrap();
+    let c = DatasetConfig {
+        labels: LabelSource::Csv {
+            path: csv,
+            column: None,
+        },
+        split_by: SplitBy::Flow,
+        ..cfg(&root)
+    };
+    let out = tmp.path().join("ds");
+    let s = build_dataset(&c, &out, false).unwrap();
+    assert_eq!(s.info.classes, ["web"]);
+    // No `file` column: the 5-tuple in A0.pcap and in B0.pcap.
+    assert_eq!(s.info.class_counts["web"].total(), 2);
+    assert_eq!(s.info.csv_rows_unmatched, Some(3));
+    assert!(
+        s.to_string()
+            .contains("label CSV rows that matched no flow: 3"),
+        "{s}"
+    );
+}

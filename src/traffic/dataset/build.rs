@@ -862,12 +862,14 @@ fn build_into(
         split_counts.insert(p.name().to_string(), r.len());
     }
     let csv_rows_unmatched = csv.as_ref().map(|c| {
+        // Rows, not distinct keys: a CSV repeats a 5-tuple per flow it cut.
         c.entries()
             .filter(|(file, key, _)| match file {
                 Some(f) => !matched_csv.contains(&(*f, **key)),
                 None => !matched_keys.contains(*key),
             })
-            .count()
+            .map(|(file, key, _)| c.rows_of(file, key))
+            .sum()
     });
     let info = DatasetInfo {
         format: DATASET_FORMAT,

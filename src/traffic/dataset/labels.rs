@@ -164,6 +164,9 @@ pub struct FlowLabels {
     pub empty_label: usize,
     /// Keys seen again with a different label (first one kept).
     pub conflicts: usize,
+    /// Rows read for each (file, key) of [`FlowLabels::entries`] (a CIC
+    /// CSV repeats a 5-tuple for every flow it cut).
+    row_counts: HashMap<(Option<String>, FlowKey), usize>,
 }
 
 impl FlowLabels {
@@ -186,6 +189,14 @@ impl FlowLabels {
             .iter()
             .map(|((f, k), l)| (Some(f.as_str()), k, l.as_str()))
             .chain(self.any_file.iter().map(|(k, l)| (None, k, l.as_str())))
+    }
+
+    /// Rows read for an entry of [`FlowLabels::entries`].
+    pub fn rows_of(&self, file: Option<&str>, key: &FlowKey) -> usize {
+        self.row_counts
+            .get(&(file.map(str::to_string), *key))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Rows not used, by reason, in one line ("" when every row was used).
@@ -376,6 +387,9 @@ impl FlowLabels {
             }
             out.rows += 1;
             let file = file_col.map(cell).transpose()?.filter(|f| !f.is_empty());
+            *out.row_counts
+                .entry((file.map(file_name_of), key))
+                .or_default() += 1;
             let slot = match file {
                 Some(f) => out.by_file.entry((file_name_of(f), key)),
                 None => {
