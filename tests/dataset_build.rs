@@ -271,15 +271,25 @@ fn rare_classes_keep_their_short_flows() {
     write_pcap(&rare.join("r.pcap"), &flows, 1_600_000_000_000_000_000);
 
     let out = tmp.path().join("off");
-    build_dataset(&cfg(&root), &out, false).unwrap();
+    let s = build_dataset(&cfg(&root), &out, false).unwrap();
     let info = load_dataset_info(&out).unwrap();
     assert_eq!(info.classes, vec!["A", "B"], "R has no flow of 3+ packets");
+    // A whole class gone was said only as 3 more flows "with too few packets".
+    let said = s.to_string();
+    assert!(
+        said.contains("classes left out, no flow kept") && said.contains("R (3 flows)"),
+        "{said}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("dataset.json")).unwrap()).unwrap();
+    assert_eq!(json["dropped"]["classes"], serde_json::json!({"R": 3}));
 
     let out = tmp.path().join("on");
     let mut c = cfg(&root);
     c.keep_rare = 5;
     c.split_by = SplitBy::Flow;
-    build_dataset(&c, &out, false).unwrap();
+    let s = build_dataset(&c, &out, false).unwrap();
+    assert!(!s.to_string().contains("classes left out"), "{s}");
     let info = load_dataset_info(&out).unwrap();
     assert_eq!(info.classes, vec!["A", "B", "R"]);
     assert_eq!(

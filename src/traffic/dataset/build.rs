@@ -125,6 +125,10 @@ pub struct DropCounts {
     pub duplicates: usize,
     /// Augmented sub-flows equal to a kept flow.
     pub augmented_duplicates: usize,
+    /// Labels with flows of which none was kept (all below `min_packets`),
+    /// with their flow counts: classes missing from `classes`.
+    #[serde(default)]
+    pub classes: BTreeMap<String, usize>,
 }
 
 /// Reader totals kept in dataset.json.
@@ -200,6 +204,18 @@ impl std::fmt::Display for DatasetSummary {
             "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows",
             d.too_few_packets, d.unlabelled, d.duplicates, d.augmented_duplicates
         )?;
+        if !d.classes.is_empty() {
+            let gone: Vec<String> = d
+                .classes
+                .iter()
+                .map(|(c, n)| format!("{c} ({n} flows)"))
+                .collect();
+            writeln!(
+                f,
+                "classes left out, no flow kept (all too short; see --min-packets, --keep-rare): {}",
+                gone.join(", ")
+            )?;
+        }
         let kept: Vec<String> = Part::ALL
             .iter()
             .filter_map(|p| {
@@ -663,6 +679,20 @@ fn build_into(
             dropped.too_few_packets += 1;
         }
     }
+    // A label whose every flow was dropped is no class at all: say so.
+    let mut label_flows: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for (n, k) in names.iter().zip(&keep) {
+        if let Some(n) = n {
+            let e = label_flows.entry(n.as_str()).or_default();
+            e.0 += 1;
+            e.1 += usize::from(*k);
+        }
+    }
+    dropped.classes = label_flows
+        .into_iter()
+        .filter(|(_, (_, kept))| *kept == 0)
+        .map(|(n, (all, _))| (n.to_string(), all))
+        .collect();
     if labelled && !keep.iter().any(|&k| k) {
         let reason = format!(
             "no labelled flow kept: {} flows read, {} without a label, {} with fewer than {} packets",
