@@ -122,3 +122,38 @@ fn unwritable_output_names_the_path() {
     let e = report().write_all(&blocker.join("sub"), "t").unwrap_err();
     assert!(format!("{e:#}").contains("file/sub"), "{e:#}");
 }
+
+/// The table lists every class, but the averages leave out a class with
+/// neither samples nor predictions (sklearn's label set) and count 0/0 as 0:
+/// the report says so, or its "macro avg" is not the mean of the rows shown.
+#[test]
+fn classification_report_says_which_classes_the_averages_cover() {
+    let classes: Vec<String> = ["dns", "http-web", "ssh", "video_stream"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    // ssh: no samples, never predicted. video_stream: predicted, no samples.
+    // dns: tp 1, predicted 3, support 2 -> P 1/3, R 1/2, F1 0.4; http-web: never
+    // predicted -> 0; video_stream: 0. Macro-F1 over 3 classes = 0.4 / 3 = 0.1333
+    // (0.1 over 4).
+    let r = EvalReport::from_labels(classes, &[0, 0, 1, 1], &[0, 3, 0, 0]).unwrap();
+    assert!((r.metrics.macro_f1 - 0.4 / 3.0).abs() < 1e-12);
+    let text = r.classification_report();
+    let macro_line = text.lines().find(|l| l.contains("macro avg")).unwrap();
+    assert!(macro_line.contains("0.1333"), "{macro_line}");
+    assert!(
+        text.contains("the 3 of 4 classes with samples or predictions (left out: ssh)")
+            && text.contains("0/0 counts as 0 (scikit-learn's zero_division=0)"),
+        "{text}"
+    );
+    let j = r.to_json();
+    assert!(
+        j["averaging"].as_str().unwrap().contains("left out: ssh"),
+        "{j}"
+    );
+    assert!(
+        report()
+            .classification_report()
+            .contains("Averages over all 3 classes;")
+    );
+}

@@ -103,7 +103,34 @@ impl EvalReport {
                 m.samples
             );
         }
+        s.push('\n');
+        s += &self.averaging_note();
         s
+    }
+
+    /// How the averages were taken, as the table alone does not say: over
+    /// the classes with samples or predictions (the others, listed with
+    /// zeros above, are left out) and with 0/0 counted as 0.
+    pub fn averaging_note(&self) -> String {
+        let labels = names(&self.classes, self.confusion.n_classes);
+        let m = &self.metrics;
+        let left_out: Vec<&str> = labels
+            .iter()
+            .zip(&m.per_class)
+            .filter(|(_, c)| c.support == 0 && c.predicted == 0)
+            .map(|(n, _)| n.as_str())
+            .collect();
+        let over = if left_out.is_empty() {
+            format!("all {} classes", labels.len())
+        } else {
+            format!(
+                "the {} of {} classes with samples or predictions (left out: {})",
+                m.classes_averaged,
+                labels.len(),
+                left_out.join(", ")
+            )
+        };
+        format!("Averages over {over}; a ratio 0/0 counts as 0 (scikit-learn's zero_division=0).\n")
     }
 
     /// The `metrics.json` document.
@@ -127,6 +154,7 @@ impl EvalReport {
             "accuracy": m.accuracy,
             "macro": {"precision": m.macro_precision, "recall": m.macro_recall, "f1": m.macro_f1,
                       "classes_averaged": m.classes_averaged},
+            "averaging": self.averaging_note().trim_end(),
             "weighted": {"precision": m.weighted_precision, "recall": m.weighted_recall,
                          "f1": m.weighted_f1},
             "per_class": per_class,
