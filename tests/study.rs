@@ -337,3 +337,49 @@ fn one_class_is_refused() {
     let r = run(&opts).unwrap_or_else(|e| panic!("the call with every class: {e:#}"));
     assert_eq!((r.ran, r.skipped), (1, 0));
 }
+
+/// report.json gives `[mean, std]` per row; one seed has no spread, so its
+/// std is null (report.md shows the mean alone), not 0 as if the seeds
+/// agreed; two seeds give the sample (n - 1) std of the runs.
+#[test]
+fn report_json_has_no_spread_for_one_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 6);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    let read = || -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(opts.out.join("report.json")).unwrap())
+            .unwrap()
+    };
+    let one = run(&opts).unwrap();
+    let j = read();
+    let row = &j["rows"][0];
+    assert_eq!(row["seeds"], 1, "{j}");
+    for key in [
+        "accuracy",
+        "macro_precision",
+        "macro_recall",
+        "macro_f1",
+        "per_capture",
+    ] {
+        assert!(row[key][1].is_null(), "{key}: {row}");
+    }
+    assert!((row["macro_f1"][0].as_f64().unwrap() - one.results[0].macro_f1).abs() < 1e-12);
+    let two = run(&StudyOpts {
+        seeds: vec![1, 2],
+        ..opts.clone()
+    })
+    .unwrap();
+    let v: Vec<f64> = two.results.iter().map(|r| r.accuracy).collect();
+    let mean = (v[0] + v[1]) / 2.0;
+    let sd = (((v[0] - mean).powi(2) + (v[1] - mean).powi(2)) / 1.0).sqrt();
+    let row = &read()["rows"][0];
+    assert!(
+        (row["accuracy"][0].as_f64().unwrap() - mean).abs() < 1e-12,
+        "{row}"
+    );
+    assert!(
+        (row["accuracy"][1].as_f64().unwrap() - sd).abs() < 1e-12,
+        "{row}"
+    );
+}

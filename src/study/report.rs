@@ -34,6 +34,16 @@ fn mean_pm(n: usize, (m, sd): (f64, f64), digits: usize) -> String {
     }
 }
 
+/// `[mean, std]` over `n` values for `report.json`; the std is null for one
+/// value, whose spread is unknown (as `report.md` shows the mean alone), not 0.
+fn pair(n: usize, (m, sd): (f64, f64)) -> serde_json::Value {
+    if n > 1 {
+        json!([m, sd])
+    } else {
+        json!([m, null])
+    }
+}
+
 /// A macro-F1 cell over the runs it has: `mean ± std`, the mean alone for
 /// one run, `-` for none (not a mean of nothing printed as 0).
 fn f1_cell(v: &[f64]) -> String {
@@ -184,9 +194,9 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let j = json!({
         "rows": lines.iter().map(|l| json!({
             "row": l.row.name(), "seeds": l.seeds,
-            "accuracy": [l.acc.0, l.acc.1], "macro_precision": [l.p.0, l.p.1],
-            "macro_recall": [l.r.0, l.r.1], "macro_f1": [l.f1.0, l.f1.1],
-            "per_capture": l.capture.map(|((m, s), _)| [m, s]),
+            "accuracy": pair(l.seeds, l.acc), "macro_precision": pair(l.seeds, l.p),
+            "macro_recall": pair(l.seeds, l.r), "macro_f1": pair(l.seeds, l.f1),
+            "per_capture": l.capture.map(|(c, n)| pair(n, c)),
         })).collect::<Vec<_>>(),
         "routing": heat_json,
         "budget": s.budget,
@@ -493,9 +503,8 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
                 mean_pm(per_seed.len(), lb, 2),
                 mean_pm(per_seed.len(), en, 2)
             );
-            rows.push(
-                json!({"layer": l, "load_balance": [lb.0, lb.1], "entropy_bits": [en.0, en.1]}),
-            );
+            rows.push(json!({"layer": l, "load_balance": pair(per_seed.len(), lb),
+                       "entropy_bits": pair(per_seed.len(), en)}));
         }
         let rel = format!("routing/s{first}/{stage}");
         md += &format!(
