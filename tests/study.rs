@@ -382,4 +382,10 @@ fn report_json_has_no_spread_for_one_seed() {
         (row["accuracy"][1].as_f64().unwrap() - sd).abs() < 1e-12,
         "{row}"
     );
+    // The report says which standard deviation its ± is.
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    assert!(
+        md.contains("Mean ± sample standard deviation (n - 1) over the seeds"),
+        "{md}"
+    );
 }

@@ -136,7 +136,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             l.capture.map_or("-".into(), |(c, n)| mean_pm(n, c, 3))
         );
     }
-    md += "\nMean ± standard deviation over the seeds (the mean alone for one seed). Per capture: a capture's flows vote (majority) for its class.\n";
+    md += "\nMean ± sample standard deviation (n - 1) over the seeds, here and below (the mean alone for one seed). Per capture: a capture's flows vote (majority) for its class.\n";
     // Shortcut checks.
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
