@@ -389,3 +389,28 @@ fn report_json_has_no_spread_for_one_seed() {
         "{md}"
     );
 }
+
+/// A seed named twice (`--seeds 1,1`) runs once and counts once: its
+/// stored result was read back for the repeat and counted as a second
+/// seed, the report giving "2 seeds" and a ± of 0 from one run.
+#[test]
+fn a_repeated_seed_counts_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 7);
+    let opts = StudyOpts {
+        seeds: vec![1, 1],
+        rows: vec![Row::Knn, Row::Knn],
+        ..study_opts(&caps, dir.path().join("study"))
+    };
+    let s = run(&opts).unwrap();
+    assert_eq!((s.ran, s.skipped, s.results.len()), (1, 0, 1));
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| knn |")).collect();
+    assert_eq!(rows.len(), 1, "{md}");
+    assert!(
+        rows[0].starts_with("| knn | 1 |") && !rows[0].contains('±'),
+        "{md}"
+    );
+    assert!(md.contains("; seeds 1; "), "{md}");
+}

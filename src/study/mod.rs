@@ -568,8 +568,27 @@ fn cached<T: Serialize + for<'de> Deserialize<'de>>(
     Ok(r)
 }
 
+/// `v` without repeats, in the order first named.
+fn first_of_each<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
+    let mut out: Vec<T> = Vec::with_capacity(v.len());
+    for &x in v {
+        if !out.contains(&x) {
+            out.push(x);
+        }
+    }
+    out
+}
+
 /// Runs every (row, seed) not yet done, then writes the report.
 pub fn run(o: &StudyOpts) -> Result<StudySummary> {
+    // A seed, row or fraction named twice runs once: repeated, its stored
+    // result was counted again in the mean and ± as if another seed's.
+    let o = &StudyOpts {
+        seeds: first_of_each(&o.seeds),
+        rows: first_of_each(&o.rows),
+        fractions: first_of_each(&o.fractions),
+        ..o.clone()
+    };
     let t = Instant::now();
     std::fs::create_dir_all(o.out.join("runs"))
         .with_context(|| format!("creating {}", o.out.display()))?;
