@@ -382,10 +382,14 @@ fn report_json_has_no_spread_for_one_seed() {
         (row["accuracy"][1].as_f64().unwrap() - sd).abs() < 1e-12,
         "{row}"
     );
-    // The report says which standard deviation its ± is.
+    // The report says which standard deviation its ± is, and that the
+    // seeds share one split: the deterministic 1-NN scores the same on
+    // both seeds, which a split drawn per seed would not promise.
+    assert_eq!(v[0], v[1], "{row}");
     let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
     assert!(
-        md.contains("Mean ± sample standard deviation (n - 1) over the seeds"),
+        md.contains("Mean ± sample standard deviation (n - 1) over the seeds")
+            && md.contains("every seed scores the same train/val/test split"),
         "{md}"
     );
 }

@@ -29,7 +29,8 @@ pub struct Args {
     /// and LP-FT's two included).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub rows: Vec<Row>,
-    /// Seeds: each row runs once per seed (split, initialisation, order).
+    /// Seeds: each row runs once per seed (initialisation, training order,
+    /// flows subsampled); every seed uses the same split.
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub seeds: Vec<u64>,
     /// Model size: tiny, small or base.

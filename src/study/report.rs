@@ -136,7 +136,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             l.capture.map_or("-".into(), |(c, n)| mean_pm(n, c, 3))
         );
     }
-    md += "\nMean ± sample standard deviation (n - 1) over the seeds, here and below (the mean alone for one seed). Per capture: a capture's flows vote (majority) for its class.\n";
+    md += "\nMean ± sample standard deviation (n - 1) over the seeds, here and below (the mean alone for one seed); every seed scores the same train/val/test split (a seed sets initialisation, training order and the flows subsampled), so the spread leaves out the split's. Per capture: a capture's flows vote (majority) for its class.\n";
     // Shortcut checks.
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
@@ -336,7 +336,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         md += &format!(" {} |", f1_cell(&scratch(f)));
     }
     md += "\n\n";
-    // Paired by seed: pretrained minus scratch on the same seed's split.
+    // Paired by seed: pretrained minus scratch with the same seed (one split).
     let diffs = |steps: u64, f: f64| -> Vec<f64> {
         b.pretrained
             .iter()
