@@ -388,3 +388,29 @@ fn files_of_a_report_s_names_are_kept_without_force_even_without_metrics_json() 
         b"mine\n".to_vec()
     );
 }
+
+/// A checkpoint whose weights are NaN (a diverged run) is refused with its
+/// name: its outputs were scored as class 0 and metrics computed from them.
+#[test]
+fn a_checkpoint_with_non_finite_outputs_is_refused_not_scored() {
+    let f = fixture();
+    let (_, mut params, meta) = load_classifier(&f.ckpt).unwrap();
+    for p in params.iter_mut().filter(|p| p.name.contains("head")) {
+        p.value.fill(f32::NAN);
+    }
+    let nan = f.root.join("nan.safetensors");
+    traffic_moe::model::checkpoint::save(&nan, &meta, &params, true).unwrap();
+    let out = f.root.join("eval-nan");
+    let e = eval::evaluate(&eval::Args {
+        checkpoint: nan.clone(),
+        ..eval_args(&f, &out)
+    })
+    .unwrap_err();
+    let msg = format!("{e:#}");
+    assert!(
+        msg.contains("nan.safetensors: the model's outputs are not finite for")
+            && msg.contains("no metrics computed"),
+        "{msg}"
+    );
+    assert!(!out.join("metrics.json").exists());
+}

@@ -123,6 +123,20 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
         routing.as_mut(),
     )?;
     let seconds = t0.elapsed().as_secs_f64();
+    // A row of NaN (a diverged checkpoint) was scored as class 0, and the
+    // metrics computed from it as if the model had answered.
+    let n_classes = c.info.classes.len();
+    let broken = probs
+        .chunks_exact(n_classes)
+        .filter(|row| row.iter().any(|p| !p.is_finite()))
+        .count();
+    anyhow::ensure!(
+        broken == 0,
+        "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
+         weights: a diverged run?); no metrics computed",
+        checkpoint.display(),
+        idx.len()
+    );
     let pred: Vec<u32> = probs
         .chunks_exact(c.info.classes.len())
         .map(|row| argmax(row).0)
