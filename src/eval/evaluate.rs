@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::engine::{Device, Param, Precision};
 use crate::eval::captures::capture_vote;
-use crate::eval::predict::{Loaded, argmax, predict_probs_routed, resolve_seq_len};
+use crate::eval::predict::{Loaded, predict_probs_routed, predicted_classes, resolve_seq_len};
 use crate::eval::report::EvalReport;
 use crate::eval::routing::RoutingCounts;
 use crate::model::Model;
@@ -123,24 +123,7 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
         routing.as_mut(),
     )?;
     let seconds = t0.elapsed().as_secs_f64();
-    // A row of NaN (a diverged checkpoint) was scored as class 0, and the
-    // metrics computed from it as if the model had answered.
-    let n_classes = c.info.classes.len();
-    let broken = probs
-        .chunks_exact(n_classes)
-        .filter(|row| row.iter().any(|p| !p.is_finite()))
-        .count();
-    anyhow::ensure!(
-        broken == 0,
-        "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
-         weights: a diverged run?); no metrics computed",
-        checkpoint.display(),
-        idx.len()
-    );
-    let pred: Vec<u32> = probs
-        .chunks_exact(c.info.classes.len())
-        .map(|row| argmax(row).0)
-        .collect();
+    let pred = predicted_classes(&probs, c.info.classes.len(), checkpoint)?;
     let truth: Vec<u32> = idx
         .iter()
         .map(|&i| shard.label(i).expect("labelled"))

@@ -1,5 +1,7 @@
 //! Batched inference of a classifier: class probabilities per sequence.
 
+use std::path::Path;
+
 use anyhow::Result;
 use rayon::prelude::*;
 
@@ -483,6 +485,26 @@ pub fn softmax_into(logits: &[f32], out: &mut [f32]) {
     }
 }
 
+/// The class of each row of `probs` (`n_classes` a row, argmax), refused
+/// when any row is not finite: a diverged checkpoint's NaN rows were
+/// scored as class 0, and metrics computed from them. `what` names the
+/// model in the error.
+pub fn predicted_classes(probs: &[f32], n_classes: usize, what: &Path) -> Result<Vec<u32>> {
+    let rows = probs.chunks_exact(n_classes.max(1));
+    let broken = rows
+        .clone()
+        .filter(|row| row.iter().any(|p| !p.is_finite()))
+        .count();
+    anyhow::ensure!(
+        broken == 0,
+        "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
+         weights: a diverged run?); no metrics computed",
+        what.display(),
+        rows.len()
+    );
+    Ok(rows.map(|row| argmax(row).0).collect())
+}
+
 /// Index and value of the largest entry (ties: the lower index).
 pub fn argmax(row: &[f32]) -> (u32, f32) {
     let mut best = 0;
@@ -506,6 +528,21 @@ mod tests {
         assert!((out[1] - 0.665_240_9).abs() < 1e-5, "{out:?}");
         assert_eq!(argmax(&out).0, 1);
         assert_eq!(argmax(&[0.5, 0.5]).0, 0);
+    }
+
+    #[test]
+    fn predicted_classes_refuses_rows_that_are_not_finite() {
+        let ckpt = Path::new("m.safetensors");
+        let ok = predicted_classes(&[0.2, 0.8, 0.9, 0.1], 2, ckpt).unwrap();
+        assert_eq!(ok, vec![1, 0]);
+        // argmax alone called a NaN row class 0.
+        assert_eq!(argmax(&[f32::NAN, 0.5]).0, 0);
+        let e = predicted_classes(&[0.2, 0.8, f32::NAN, f32::NAN], 2, ckpt).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("m.safetensors: the model's outputs are not finite for 1 of 2 flows"),
+            "{e}"
+        );
     }
 
     /// A small MoE classifier and a batch of `b` flows of varied lengths

@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use crate::baseline::{BaselineOpts, Method};
 use crate::engine::Device;
 use crate::eval::captures::capture_vote;
-use crate::eval::predict::{Loaded, argmax, predict_probs_routed};
+use crate::eval::predict::{Loaded, predict_probs_routed, predicted_classes};
 use crate::eval::report::EvalReport;
 use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::model::batch::{Sequences, open_part};
@@ -509,10 +509,7 @@ fn run_with(
             if let Some(counts) = &counts {
                 write_stage(o, seed, "finetuned", counts, &info.classes)?;
             }
-            probs
-                .chunks_exact(info.classes.len())
-                .map(|p| argmax(p).0)
-                .collect()
+            predicted_classes(&probs, info.classes.len(), &r.checkpoint)?
         }
     };
     anyhow::ensure!(
