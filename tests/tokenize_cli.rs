@@ -267,3 +267,45 @@ fn out_of_memory_in_tokenize_names_what_tokenize_takes() {
         "{text}"
     );
 }
+
+/// The same flows under two labels (a class folder copied under another
+/// name) are kept under each label, as dedup keys on tokens and label, and
+/// now counted and said: the summary said "0 duplicates" and nothing else.
+#[test]
+fn flows_with_the_same_tokens_under_two_labels_are_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    common::tmoe(
+        dir.path(),
+        &["synth", "--out", "caps", "--flows-per-class", "12"],
+    );
+    let ambiguous = |dir: &std::path::Path| -> (u64, String) {
+        let text = common::tmoe(dir, TOKENIZE);
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("data/dataset.json")).unwrap())
+                .unwrap();
+        (info["ambiguous_flows"].as_u64().unwrap(), text)
+    };
+    let (none, text) = ambiguous(dir.path());
+    assert_eq!(none, 0, "{text}");
+    assert!(
+        !text.contains("same tokens as a flow of another label"),
+        "{text}"
+    );
+
+    let copy = dir.path().join("caps/dns-copy");
+    std::fs::create_dir(&copy).unwrap();
+    let dns = common::names_in(&dir.path().join("caps/dns"));
+    for name in &dns {
+        std::fs::copy(dir.path().join("caps/dns").join(name), copy.join(name)).unwrap();
+    }
+    std::fs::remove_dir_all(dir.path().join("data")).unwrap();
+    let (n, text) = ambiguous(dir.path());
+    // Every distinct dns flow is kept twice, once under each label.
+    assert!(n >= 2 && n % 2 == 0, "{n}: {text}");
+    assert!(
+        text.contains(&format!(
+            "warning: {n} kept flows have the same tokens as a flow of another label"
+        )),
+        "{text}"
+    );
+}

@@ -32,7 +32,7 @@ use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -171,6 +171,11 @@ pub struct DatasetInfo {
     /// Absent in datasets built before it, whose shards are not checked.
     #[serde(default)]
     pub dataset_id: Option<u64>,
+    /// Kept flows whose tokens equal those of a kept flow of another label
+    /// (deduplication keeps one per label): no model can tell them apart,
+    /// and the copies may sit in different parts. Counted, not dropped.
+    #[serde(default)]
+    pub ambiguous_flows: usize,
     pub config: DatasetConfig,
 }
 
@@ -204,6 +209,14 @@ impl std::fmt::Display for DatasetSummary {
             "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows",
             d.too_few_packets, d.unlabelled, d.duplicates, d.augmented_duplicates
         )?;
+        if i.ambiguous_flows > 0 {
+            writeln!(
+                f,
+                "warning: {} kept flows have the same tokens as a flow of another label \
+                 (kept under each label; no model can tell them apart)",
+                i.ambiguous_flows
+            )?;
+        }
         if !d.classes.is_empty() {
             let gone: Vec<String> = d
                 .classes
@@ -464,6 +477,16 @@ fn dataset_id_of(
         }
     }
     h.max(1)
+}
+
+/// How many of the rows `uniq` (one per distinct tokens and label) share
+/// their tokens with another of them: a row of another label.
+fn ambiguous_rows(rows: &[Vec<u32>], uniq: &[usize]) -> usize {
+    let mut per_tokens: HashMap<&[u32], usize> = HashMap::with_capacity(uniq.len());
+    for &i in uniq {
+        *per_tokens.entry(rows[i].as_slice()).or_default() += 1;
+    }
+    per_tokens.values().filter(|&&n| n > 1).sum()
 }
 
 fn prepare_out_dir(out: &Path, force: bool) -> anyhow::Result<()> {
@@ -783,6 +806,7 @@ fn build_into(
     // Deduplicate, then split.
     let uniq = dedup_indices(&rows, &labels);
     dropped.duplicates = rows.len() - uniq.len();
+    let ambiguous_flows = ambiguous_rows(&rows, &uniq);
     let parts: Vec<Part> = if labelled {
         let ls: Vec<u32> = uniq.iter().map(|&i| labels[i].expect("labelled")).collect();
         match cfg.split_by {
@@ -913,6 +937,7 @@ fn build_into(
         split_counts,
         class_counts,
         dropped,
+        ambiguous_flows,
         read: ReadTotals {
             files: read.files,
             files_failed: read.files_failed,
