@@ -25,6 +25,9 @@ fn endpoints_in_every_form() {
     assert!(parse_endpoint("nonsense").is_none());
     assert!(parse_endpoint("1.2.3.4:99999").is_none());
     assert!(parse_endpoint("[::1]").is_none());
+    // IPv4-mapped: the IPv4 address the flow has on the wire.
+    assert_eq!(ep("[::ffff:10.0.0.1]:53"), ep("10.0.0.1:53"));
+    assert_eq!(ep("::ffff:10.0.0.1:53").ip.to_string(), "10.0.0.1");
 }
 
 #[test]

@@ -439,11 +439,13 @@ fn file_name_of(f: &str) -> String {
     f.rsplit(['/', '\\']).next().unwrap_or(f).to_string()
 }
 
-/// IP with optional brackets or IPv6 zone stripped.
+/// IP with optional brackets or IPv6 zone stripped; an IPv4-mapped IPv6
+/// address (`::ffff:a.b.c.d`, as dual-stack tools log IPv4 peers) as the
+/// IPv4 address the flow has on the wire (it never matched one).
 fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim().trim_start_matches('[').trim_end_matches(']');
     let s = s.split('%').next().unwrap_or(s);
-    s.parse().ok()
+    s.parse::<IpAddr>().ok().map(|ip| ip.to_canonical())
 }
 
 /// `ip:port`, `[v6]:port`, or plain `v6:port` (the port after the last colon).
