@@ -25,14 +25,24 @@ struct FlowSpec {
 }
 
 fn write_pcap(path: &Path, flows: &[FlowSpec], t0: u64) {
+    let starts: Vec<(u64, &FlowSpec)> = flows
+        .iter()
+        .enumerate()
+        .map(|(fi, f)| (t0 + fi as u64 * 1_000, f))
+        .collect();
+    write_pcap_at(path, &starts);
+}
+
+/// One capture of `flows`, each beginning at its own time.
+fn write_pcap_at(path: &Path, flows: &[(u64, &FlowSpec)]) {
     let server = Ipv4Addr::new(10, 1, 0, 1);
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
-    for (fi, f) in flows.iter().enumerate() {
+    for &(start, f) in flows {
         for i in 0..f.packets {
             let payload: Vec<u8> = (0..24u8)
                 .map(|j| f.pattern.wrapping_mul(31).wrapping_add(j ^ i as u8))
                 .collect();
-            let ts = t0 + fi as u64 * 1_000 + i as u64 * f.gap_ns;
+            let ts = start + i as u64 * f.gap_ns;
             let frame = if i % 2 == 0 {
                 eth_ipv4(f.client, server, 17, &udp(f.port, 5000, &payload))
             } else {
@@ -467,4 +477,77 @@ fn label_csv_rows_that_match_no_flow_are_counted_as_rows() {
             .contains("label CSV rows that matched no flow: 3"),
         "{s}"
     );
+}
+
+/// Split by time, a capture's latest flows are held out; a training flow's
+/// time slices from the first held-out flow on are held-out time, and are
+/// dropped and counted (they trained on it before).
+#[test]
+fn time_slices_never_reach_past_their_captures_time_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    let t0 = 1_600_000_000_000_000_000u64;
+    for (class, base) in [("A", 1u8), ("B", 100u8)] {
+        std::fs::create_dir_all(root.join(class)).unwrap();
+        // A 40 s flow first (train), then nine short flows a second apart
+        // from 10 s on: the last two (17 s, 18 s) are val and test.
+        let long = FlowSpec {
+            client: Ipv4Addr::new(10, 0, 9, 9),
+            port: 7,
+            packets: 40,
+            gap_ns: 1_000_000_000,
+            pattern: base + 50,
+        };
+        let short: Vec<FlowSpec> = (0..9u8)
+            .map(|k| FlowSpec {
+                client: Ipv4Addr::new(10, 0, 1, k + 1),
+                port: 40000 + u16::from(k),
+                packets: 4 + usize::from(k % 3),
+                gap_ns: 1_000_000,
+                pattern: base + k,
+            })
+            .collect();
+        let mut flows = vec![(t0, &long)];
+        flows.extend(
+            (10u64..)
+                .zip(&short)
+                .map(|(s, f)| (t0 + s * 1_000_000_000, f)),
+        );
+        write_pcap_at(&root.join(class).join(format!("{class}.pcap")), &flows);
+    }
+    let out = tmp.path().join("aug");
+    let mut c = cfg(&root);
+    c.split_by = SplitBy::Time;
+    c.slice_seconds = Some(5.0);
+    build_dataset(&c, &out, false).unwrap();
+    let info = load_dataset_info(&out).unwrap();
+    let shards = open(&out);
+    let mut held_out_from: HashMap<u32, u64> = HashMap::new();
+    for name in ["val", "test"] {
+        let sh = &shards[name];
+        for i in 0..sh.len() {
+            let m = sh.meta(i);
+            let at = held_out_from.entry(m.file_id).or_insert(u64::MAX);
+            *at = (*at).min(m.first_ts_ns);
+        }
+    }
+    assert_eq!(held_out_from.len(), 2, "each capture holds flows out");
+    let train = &shards["train"];
+    let slices: Vec<_> = (0..train.len())
+        .map(|i| train.meta(i))
+        .filter(|m| m.slice > 0)
+        .collect();
+    assert!(!slices.is_empty(), "the long flows are sliced");
+    for m in &slices {
+        assert!(
+            m.first_ts_ns < held_out_from[&m.file_id],
+            "slice {} of capture {} begins at {} ns, the held-out flows at {}",
+            m.slice,
+            m.file_id,
+            m.first_ts_ns - t0,
+            held_out_from[&m.file_id] - t0
+        );
+    }
+    // Slices at 20, 25, 30 and 35 s of each 40 s flow (val begins at 17 s).
+    assert_eq!(info.dropped.augmented_after_split, 8, "{:?}", info.dropped);
 }

@@ -125,6 +125,11 @@ pub struct DropCounts {
     pub duplicates: usize,
     /// Augmented sub-flows equal to a kept flow.
     pub augmented_duplicates: usize,
+    /// With `--split-by time`: augmented sub-flows of a training flow that
+    /// begin at or after the first validation or test flow of their capture
+    /// (they would train on the traffic the split holds out as later).
+    #[serde(default)]
+    pub augmented_after_split: usize,
     /// Labels with flows of which none was kept (all below `min_packets`),
     /// with their flow counts: classes missing from `classes`.
     #[serde(default)]
@@ -206,8 +211,19 @@ impl std::fmt::Display for DatasetSummary {
         let d = &i.dropped;
         writeln!(
             f,
-            "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows",
-            d.too_few_packets, d.unlabelled, d.duplicates, d.augmented_duplicates
+            "dropped: {} with too few packets, {} unlabelled, {} duplicates, {} duplicate sub-flows{}",
+            d.too_few_packets,
+            d.unlabelled,
+            d.duplicates,
+            d.augmented_duplicates,
+            if d.augmented_after_split > 0 {
+                format!(
+                    ", {} sub-flows past their capture's time split",
+                    d.augmented_after_split
+                )
+            } else {
+                String::new()
+            }
         )?;
         if i.ambiguous_flows > 0 {
             writeln!(
@@ -852,11 +868,28 @@ fn build_into(
     if let Some(slice_ns) = slice_ns {
         let mut seen: HashSet<(Vec<u32>, Option<u32>)> =
             uniq.iter().map(|&i| (rows[i].clone(), labels[i])).collect();
+        // Split by time, a capture's held-out flows are its latest: a
+        // training flow's slices from then on are held-out time too.
+        let mut split_at: HashMap<u32, u64> = HashMap::new();
+        if cfg.split_by == SplitBy::Time {
+            for (&i, &p) in uniq.iter().zip(&parts) {
+                if p != Part::Train {
+                    let f = &kept_flows[i];
+                    let at = split_at.entry(f.file_index).or_insert(u64::MAX);
+                    *at = (*at).min(f.first_ts_ns);
+                }
+            }
+        }
         for (&i, &p) in uniq.iter().zip(&parts) {
             let Some(all) = (p == Part::Train).then(|| long_lists[i].as_ref()).flatten() else {
                 continue;
             };
+            let split = split_at.get(&kept_flows[i].file_index).copied();
             for (w, sub) in time_slices(&kept_flows[i], all, slice_ns, k, cfg.min_packets) {
+                if split.is_some_and(|at| sub.first_ts_ns >= at) {
+                    dropped.augmented_after_split += 1;
+                    continue;
+                }
                 let r = tok.encode(&sub);
                 if !seen.insert((r.clone(), labels[i])) {
                     dropped.augmented_duplicates += 1;
