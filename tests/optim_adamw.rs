@@ -134,3 +134,53 @@ fn grad_norm_accumulates_in_f64() {
     let want = (1e6f64 * (1e-3f32 as f64).powi(2)).sqrt();
     assert!((n - want).abs() < 1e-9, "{n} vs {want}");
 }
+
+/// The decay policy on a real MoE model: with zero gradients one AdamW step
+/// changes only the decayed tensors, each by exactly `lr * wd * p`. The
+/// shared expert's gate is a `[1, d]` vector (a gate, like the norm gains),
+/// which the policy keeps undecayed; matrices (attention, router, experts,
+/// head weights) decay; embeddings, norms and biases do not.
+#[test]
+fn weight_decay_spares_vectors_gates_norms_and_embeddings() {
+    use traffic_moe::model::{FfnKind, Model, ModelConfig};
+    let model_cfg = ModelConfig {
+        name: "test".into(),
+        ffn: FfnKind::Moe,
+        d: 8,
+        layers: 1,
+        heads: 2,
+        n_experts: 4,
+        top_k: 2,
+        shared_ff: 8,
+        vocab: 12,
+        max_seq: 8,
+        rope_theta: 10000.0,
+        aux_weight: 0.02,
+        n_classes: 3,
+    };
+    let (_, mut params) = Model::new(model_cfg, 1).unwrap();
+    let before: Vec<Vec<f32>> = params.iter().map(|p| p.value.clone()).collect();
+    let mut opt = AdamW::new(cfg(), &params);
+    opt.step(&mut params, 0.1).unwrap();
+    let undecayed = [
+        "tok_embed",
+        "layers.0.attn_norm",
+        "layers.0.ffn_norm",
+        "layers.0.moe.shared_gate",
+        "norm_f",
+        "head.b1",
+        "head.b2",
+    ];
+    for (p, old) in params.iter().zip(&before) {
+        let decays = !undecayed.contains(&p.name.as_str());
+        assert_eq!(p.decay, decays, "{}", p.name);
+        for (&new, &old) in p.value.iter().zip(old) {
+            let want = if decays {
+                old - 0.1 * (0.01 * old)
+            } else {
+                old
+            };
+            assert_eq!(new.to_bits(), want.to_bits(), "{}: {old} -> {new}", p.name);
+        }
+    }
+}

@@ -72,8 +72,10 @@ impl Param {
 }
 
 /// Matrices decay; vectors (norms, biases, gates) and embedding tables do not.
+/// The shared expert's gate is stored `[1, d]` (a one-row product), but it is
+/// a gate vector, so it is named here: by rank alone it decayed.
 pub fn default_decay(name: &str, shape: &[usize]) -> bool {
-    shape.len() >= 2 && !name.contains("embed")
+    shape.len() >= 2 && !name.contains("embed") && !name.ends_with("moe.shared_gate")
 }
 
 /// Whether `params[i]` and `params[i + 1]` are a SwiGLU FFN's gate and up

@@ -323,5 +323,7 @@ mod tests {
         assert!(default_decay("layers.0.attn.wq", &[4, 4]));
         assert!(!default_decay("layers.0.attn_norm", &[4]));
         assert!(!default_decay("tok_embed", &[10, 4]));
+        assert!(!default_decay("layers.0.moe.shared_gate", &[1, 4]));
+        assert!(default_decay("layers.0.moe.router", &[4, 4]));
     }
 }
