@@ -227,3 +227,30 @@ fn a_damaged_step_is_refused_on_resume() {
         "{e}"
     );
 }
+
+#[test]
+fn optimizer_state_of_another_step_is_refused_on_resume() {
+    // The weights are saved, then the optimizer state: a run killed between
+    // the two writes leaves weights of step 4 beside moments of step 2. The
+    // resume continued from them (AdamW's bias correction and moments of
+    // step 2 on the weights of step 4), neither run it claims to continue.
+    let dir = tempfile::tempdir().unwrap();
+    let train = data(24, 0);
+    let optim = dir.path().join("model.optim.safetensors");
+    let mut o = popts(dir.path(), 6, FfnKind::Moe);
+    o.stop_after = Some(2);
+    pretrain(&o, &train, 1).unwrap();
+    let old = std::fs::read(&optim).unwrap();
+    let mut o = popts(dir.path(), 6, FfnKind::Moe);
+    o.resume = true;
+    o.stop_after = Some(4);
+    pretrain(&o, &train, 1).unwrap();
+    std::fs::write(&optim, old).unwrap();
+    let mut o = popts(dir.path(), 6, FfnKind::Moe);
+    o.resume = true;
+    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    assert!(
+        e.contains(&optim.display().to_string()) && e.contains("step 2") && e.contains("step 4"),
+        "{e}"
+    );
+}

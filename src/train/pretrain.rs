@@ -165,7 +165,18 @@ pub fn pretrain(
             m.step,
             opts.steps
         );
-        opt = optim_state::load_optimizer(&optim_state::optimizer_path(&ckpt), &params)?;
+        let optim_path = optim_state::optimizer_path(&ckpt);
+        opt = optim_state::load_optimizer(&optim_path, &params)?;
+        // The weights are written before the optimizer state: a run stopped
+        // between the two leaves moments of an earlier step beside them.
+        anyhow::ensure!(
+            u64::from(opt.step) == m.step,
+            "{}: optimizer state of step {}, beside weights of step {} ({}): they are not one run's state; pass --force to start afresh",
+            optim_path.display(),
+            opt.step,
+            m.step,
+            ckpt.display()
+        );
         start = m.step;
         if start >= end {
             // A complete run (or --stop-after at or before its step): nothing
