@@ -8,7 +8,8 @@
 // tensor by binary search and never straddles two tensors. Per step only the
 // by-value fields change (step, lr_scale from the schedule).
 //
-//   g  = grad * clip,  clip = max_grad_norm / norm when norm > max_grad_norm
+//   g  = grad * clip,  clip = max_grad_norm / (norm + 1e-6) when norm > max_grad_norm
+//        (torch's clip_grad_norm_ and the CPU engine's factor, src/train/optim.rs)
 //        (norm read on the device from grad_norm_final: no host sync)
 //   m  = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
 //   p -= lr * ((m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * p)
@@ -75,7 +76,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(const AdamwStepPara
   k.clip = 1.0f;
   if (p.grad_norm) {
     const float norm = p.grad_norm[0];
-    if (norm > p.max_grad_norm) k.clip = p.max_grad_norm / norm;
+    if (norm > p.max_grad_norm) k.clip = p.max_grad_norm / (norm + 1e-6f);
   }
   k.lr = p.tensor_lr[ti] * p.lr_scale;
   k.wd = p.tensor_wd[ti];

@@ -58,8 +58,9 @@ fn adamw_matches_reference_over_steps() {
             gpu_adamw::step(ex, &layout, &arenas, &h, clip.then_some(&norm.out))?;
 
             let n = grad_norm(&[&g]);
+            // As torch's clip_grad_norm_ and the CPU engine (optim.rs).
             let scale = if clip && n > max_norm {
-                max_norm / n
+                max_norm / (n + 1e-6)
             } else {
                 1.0
             };

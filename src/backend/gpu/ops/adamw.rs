@@ -72,7 +72,7 @@ pub struct AdamwHyper {
     pub eps: f32,
     /// 1-based.
     pub step: u32,
-    /// With `grad_norm` given: gradients are scaled by max_grad_norm / norm when the norm is larger.
+    /// With `grad_norm` given: gradients are scaled by max_grad_norm / (norm + 1e-6) when the norm is larger (as on the CPU).
     pub max_grad_norm: f32,
 }
 
