@@ -54,16 +54,23 @@ pub fn subsample(src: &dyn Sequences, fraction: f64, seed: u64) -> Vec<usize> {
     all.shuffle(&mut rng);
     let want = ((src.count() as f64 * fraction).round() as usize).max(1);
     let mut seen = std::collections::HashSet::new();
+    let mut kept = vec![false; src.count()];
     let mut keep: Vec<usize> = all
         .iter()
         .copied()
         .filter(|&i| seen.insert(src.label(i)))
         .collect();
+    for &i in &keep {
+        kept[i] = true;
+    }
+    // A flag per index, not `keep.contains`: that was O(n · want), some
+    // 10^11 steps at a million flows and half of them.
     for &i in &all {
         if keep.len() >= want {
             break;
         }
-        if !keep.contains(&i) {
+        if !kept[i] {
+            kept[i] = true;
             keep.push(i);
         }
     }
@@ -92,6 +99,44 @@ pub fn cap_per_class(src: &dyn Sequences, idx: Vec<usize>, cap: usize, seed: u64
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The same subset as the quadratic loop it replaced (written here as
+    /// it was), every class present, `fraction` of the flows.
+    #[test]
+    fn subsample_keeps_its_choices_and_every_class() {
+        let mut data = crate::model::batch::MemSequences::new(4);
+        for i in 0..500u32 {
+            // Class 3 is rare: two flows.
+            let label = if i % 250 == 0 { 3 } else { i % 3 };
+            data.push(&[i + 5, 1, 2, 4], Some(label));
+        }
+        for (fraction, seed) in [(0.1, 1), (0.5, 7), (0.01, 3)] {
+            let got = subsample(&data, fraction, seed);
+            let mut all: Vec<usize> = (0..500).collect();
+            all.shuffle(&mut StdRng::seed_from_u64(seed));
+            let want = ((500.0 * fraction).round() as usize).max(1);
+            let mut seen = std::collections::HashSet::new();
+            let mut old: Vec<usize> = all
+                .iter()
+                .copied()
+                .filter(|&i| seen.insert(data.label(i)))
+                .collect();
+            for &i in &all {
+                if old.len() >= want {
+                    break;
+                }
+                if !old.contains(&i) {
+                    old.push(i);
+                }
+            }
+            old.sort_unstable();
+            assert_eq!(got, old, "fraction {fraction}");
+            assert_eq!(got.len(), want.max(4));
+            let classes: std::collections::BTreeSet<_> =
+                got.iter().map(|&i| data.label(i)).collect();
+            assert_eq!(classes.len(), 4, "every class kept at {fraction}");
+        }
+    }
 
     #[test]
     fn shuffler_covers_every_item_each_pass() {
