@@ -129,3 +129,64 @@ fn a_dataset_whose_tokenizer_keeps_no_packets_is_refused() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+/// With `--dataset`, flows end at the dataset's idle timeout, as `tokenize`
+/// cut them and `classify` reads them: a flow paused for 10 s under a 1 s
+/// timeout is two flows (it was listed as one of 6 packets, whose tokens
+/// the model never reads).
+#[test]
+fn dataset_flows_end_at_its_idle_timeout() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
+    let dir = tempfile::tempdir().unwrap();
+    common::synth_one_flow_files(dir.path());
+    common::tmoe(
+        dir.path(),
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "d",
+            "--vocab-size",
+            "100",
+            "--idle-timeout",
+            "1",
+            "--quiet",
+        ],
+    );
+    // 3 packets, a 10 s pause, 3 more, on one 5-tuple.
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for (k, t) in [0u64, 1, 2, 10_000, 10_001, 10_002].into_iter().enumerate() {
+        let (src, dst, sp, dp) = if k % 2 == 0 {
+            ([10, 0, 0, 1], [10, 0, 0, 2], 4000, 53)
+        } else {
+            ([10, 0, 0, 2], [10, 0, 0, 1], 53, 4000)
+        };
+        let frame = eth_ipv4(
+            src.into(),
+            dst.into(),
+            traffic_moe::traffic::types::PROTO_UDP,
+            &udp(sp, dp, format!("packet {k}").as_bytes()),
+        );
+        w.write_frame(1_700_000_000_000_000_000 + t * 1_000_000, &frame)
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("gap.pcap"), w.into_inner()).unwrap();
+    let out = inspect(dir.path(), &["gap.pcap", "--dataset", "d", "--list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("10.0.0.1:4000 -> 10.0.0.2:53        3"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("10.0.0.2:53 -> 10.0.0.1:4000        3"),
+        "{stdout}"
+    );
+    // Without a dataset, the default timeout (120 s) keeps it one flow.
+    let out = inspect(dir.path(), &["gap.pcap", "--list"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("10.0.0.1:4000 -> 10.0.0.2:53        6"),
+        "{stdout}"
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::flow_parts::FlowPartsArgs;
 use crate::traffic::capture::reader::ReadConfig;
-use crate::traffic::dataset::build::read_sorted_flows;
+use crate::traffic::dataset::build::{load_dataset_info, read_sorted_flows};
 use crate::traffic::tokens::bigram::{bigram_word, bigrams};
 use crate::traffic::tokens::features::{ATTR_BYTES, flow_features, packet_attributes};
 use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
@@ -27,7 +27,8 @@ pub struct Args {
     pub vocab: Option<PathBuf>,
     /// Use a dataset directory's vocabulary and tokenizer settings (its
     /// view, packets and payload bytes: the flags that set them are refused
-    /// with it, as the dataset's tokens could not be shown otherwise).
+    /// with it, as the dataset's tokens could not be shown otherwise) and
+    /// its idle timeout (flows end where the dataset's did).
     #[arg(long, conflicts_with_all = ["packets", "payload_bytes", "view", "mask_identifiers"])]
     pub dataset: Option<PathBuf>,
     #[command(flatten)]
@@ -148,11 +149,18 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             "no such file"
         }
     );
-    let rc = ReadConfig {
+    let mut rc = ReadConfig {
         max_packets: cfg.packets,
         payload_bytes: cfg.payload_bytes,
         ..ReadConfig::default()
     };
+    // Flows end at the dataset's idle timeout, as `tokenize` cut them and
+    // `classify` reads them: with the default, a flow the dataset split at a
+    // pause was shown as one, its tokens not the ones the model reads.
+    if let Some(d) = &args.dataset {
+        let info = load_dataset_info(d)?;
+        rc.idle_timeout_ns = (info.config.idle_timeout_s * 1e9) as u64;
+    }
     let (flows, stats) = read_sorted_flows(std::slice::from_ref(&args.capture), &rc, false);
     // One file: not reading it is the command failing, not a skipped input.
     if let Some(p) = stats.problems.first().filter(|_| stats.files_failed > 0) {
