@@ -190,3 +190,42 @@ fn dataset_flows_end_at_its_idle_timeout() {
         "{stdout}"
     );
 }
+
+/// An IPv6 endpoint is written `[address]:port`, in the list and in a
+/// flow's report: written bare (`2001:db8::1:443`), its port read as one
+/// more group of the address.
+#[test]
+fn ipv6_endpoints_are_bracketed() {
+    use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, ethernet, ipv6, udp};
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (
+        "2001:db8::1".parse().unwrap(),
+        "2001:db8::2".parse().unwrap(),
+    );
+    let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
+    for k in 0..3u64 {
+        let (src, dst, sp, dp) = if k % 2 == 0 {
+            (a, b, 4000, 443)
+        } else {
+            (b, a, 443, 4000)
+        };
+        let ip = ipv6(
+            src,
+            dst,
+            traffic_moe::traffic::types::PROTO_UDP,
+            &[],
+            &udp(sp, dp, b"hello"),
+        );
+        let frame = ethernet([2; 6], [4; 6], &[], 0x86dd, &ip);
+        w.write_frame(1_700_000_000_000_000_000 + k * 1_000_000, &frame)
+            .unwrap();
+    }
+    std::fs::write(dir.path().join("v6.pcap"), w.into_inner()).unwrap();
+    let want = "[2001:db8::1]:4000 -> [2001:db8::2]:443";
+    for args in [&["v6.pcap", "--list"][..], &["v6.pcap", "--flow", "0"]] {
+        let out = inspect(dir.path(), args);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{out:?}");
+        assert!(stdout.contains(want), "{args:?}:\n{stdout}");
+    }
+}

@@ -8,7 +8,7 @@ use crate::traffic::tokens::bigram::{bigram_word, bigrams};
 use crate::traffic::tokens::features::{ATTR_BYTES, flow_features, packet_attributes};
 use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::tokens::vocab::Vocab;
-use crate::traffic::types::Flow;
+use crate::traffic::types::{Endpoint, Flow};
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
@@ -62,17 +62,21 @@ fn pieces(vocab: &Vocab, bytes: &[u8]) -> String {
         .join(" ")
 }
 
+/// `ip:port`, an IPv6 address in brackets (`[2001:db8::1]:443`): written
+/// bare, its port read as one more group of the address.
+fn endpoint(e: &Endpoint) -> std::net::SocketAddr {
+    std::net::SocketAddr::new(e.ip, e.port)
+}
+
 /// Text report of one flow.
 pub fn describe_flow(flow: &Flow, tok: Option<&FlowTokenizer>, cfg: &TokenizerConfig) -> String {
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "flow proto {} {}:{} -> {}:{}  {} packets ({} kept), {:.3} s",
+        "flow proto {} {} -> {}  {} packets ({} kept), {:.3} s",
         flow.key.proto,
-        flow.initiator.ip,
-        flow.initiator.port,
-        flow.responder.ip,
-        flow.responder.port,
+        endpoint(&flow.initiator),
+        endpoint(&flow.responder),
         flow.total_packets,
         flow.packets.len(),
         flow.last_ts_ns.saturating_sub(flow.first_ts_ns) as f64 / 1e9
@@ -183,10 +187,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 "flow", "proto", "initiator -> responder", "packets", "seconds"
             );
             for (i, f) in flows.iter().enumerate() {
-                let ends = format!(
-                    "{}:{} -> {}:{}",
-                    f.initiator.ip, f.initiator.port, f.responder.ip, f.responder.port
-                );
+                let ends = format!("{} -> {}", endpoint(&f.initiator), endpoint(&f.responder));
                 println!(
                     "{i:>5} {:>5} {ends:>45} {:>8} {:>10.3}",
                     f.key.proto,
