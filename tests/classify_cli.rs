@@ -297,3 +297,33 @@ fn a_full_disk_is_named_by_the_out_file() {
     assert!(stderr.contains(&says), "{stderr}");
     assert!(std::fs::symlink_metadata(&full).is_ok());
 }
+
+/// A checkpoint whose weights are NaN (a diverged run) is refused, naming
+/// it: every flow got the first class with a probability of NaN (CSV; null
+/// in JSON lines), written as verdicts, and the run succeeded.
+#[test]
+fn a_checkpoint_with_non_finite_outputs_gives_no_verdicts() {
+    let f = fixture();
+    let (_, mut params, meta) = traffic_moe::model::checkpoint::load_classifier(&f.ckpt).unwrap();
+    for p in params.iter_mut().filter(|p| p.name.contains("head")) {
+        p.value.fill(f32::NAN);
+    }
+    let nan = f.root.join("nan.safetensors");
+    traffic_moe::model::checkpoint::save(&nan, &meta, &params, true).unwrap();
+    for format in ["csv", "jsonl"] {
+        let out = classify_with(&f, &nan, &[&f.caps], &["--format", format]);
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1), "{format}: {stderr}\n{stdout}");
+        assert!(
+            stderr.contains("nan.safetensors: the model's outputs are not finite for"),
+            "{stderr}"
+        );
+        assert!(
+            !stdout.contains("NaN") && !stdout.contains("null"),
+            "{stdout}"
+        );
+    }
+}

@@ -35,6 +35,8 @@ pub struct Classifier {
     pub dataset_min_packets: Option<usize>,
     /// Flow idle timeout in seconds (the dataset's, else 120).
     pub idle_timeout_s: f64,
+    /// The checkpoint's path, for errors that name it.
+    pub checkpoint: std::path::PathBuf,
 }
 
 impl Classifier {
@@ -105,6 +107,7 @@ impl Classifier {
             seq_len,
             dataset_min_packets,
             idle_timeout_s,
+            checkpoint: checkpoint.to_path_buf(),
         })
     }
 
@@ -151,6 +154,20 @@ impl Classifier {
             false,
         )
         .context("classifying flows")?;
-        Ok(probs.chunks_exact(self.classes.len()).map(argmax).collect())
+        let rows = probs.chunks_exact(self.classes.len());
+        // argmax calls a NaN row class 0: every flow got the first class,
+        // with a probability of NaN (CSV) or null (JSON), as a verdict.
+        let broken = rows
+            .clone()
+            .filter(|row| row.iter().any(|p| !p.is_finite()))
+            .count();
+        anyhow::ensure!(
+            broken == 0,
+            "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
+             weights: a diverged run?); no verdicts made",
+            self.checkpoint.display(),
+            rows.len()
+        );
+        Ok(rows.map(argmax).collect())
     }
 }
