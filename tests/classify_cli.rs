@@ -327,3 +327,31 @@ fn a_checkpoint_with_non_finite_outputs_gives_no_verdicts() {
         );
     }
 }
+
+/// `--stream`'s summary counts what the file path's does: skipped frames
+/// by reason and the packets used with care (a truncated packet was not
+/// reported in the stream, only from a file).
+#[test]
+fn the_stream_summary_counts_truncated_packets_as_the_file_path_does() {
+    let f = fixture();
+    let cap = f.root.join("mixed.pcap");
+    mixed_capture(&cap);
+    let from_file = classify(&f, &[&cap], &[]);
+    let from_stdin = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args(["classify", "--stream", "--quiet", "--checkpoint"])
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        .stdin(std::fs::File::open(&cap).unwrap())
+        .output()
+        .unwrap();
+    for out in [&from_file, &from_stdin] {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("skipped 2 frames: ARP 2;"), "{stderr}");
+        assert!(
+            stderr.contains("used with care: 1 truncated packets (snaplen), 0 first IP fragments"),
+            "{stderr}"
+        );
+    }
+}

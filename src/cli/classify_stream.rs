@@ -21,7 +21,7 @@ use crate::infer::overlap::{self, FrameSink, Overlapped, QuietSink};
 use crate::infer::runner::MAX_WAIT;
 use crate::infer::stream::{StreamStats, Verdict, flow_feed_for};
 use crate::traffic::capture::container::{CaptureError, CaptureErrorKind, CaptureReader};
-use crate::traffic::capture::stats::SkipCounts;
+use crate::traffic::capture::stats::{SkipCounts, care_line};
 
 /// What a stream run did.
 #[derive(Debug, Clone)]
@@ -29,6 +29,8 @@ pub struct StreamSummary {
     pub stats: StreamStats,
     /// `stats.skipped_frames` by reason.
     pub skips: SkipCounts,
+    /// Packets used with care: (truncated by the snaplen, first IP fragments).
+    pub care: (u64, u64),
     pub seconds: f64,
     /// Wall time from a flow being ready to its verdict: p50 and p99, seconds.
     pub latency_p50: Option<f64>,
@@ -57,6 +59,10 @@ pub fn run(a: &Args) -> Result<()> {
         ms(s.latency_p99),
     );
     if let Some(line) = s.skips.summary(s.unknown_interface_frames) {
+        eprintln!("{line}");
+    }
+    // As the file path words it (`RunStats::kept_and_skipped`).
+    if let Some(line) = care_line(s.care.0, s.care.1) {
         eprintln!("{line}");
     }
     if let Some(e) = &s.input_error {
@@ -113,6 +119,7 @@ pub fn classify_stream(
     Ok(StreamSummary {
         stats: r.stats,
         skips: r.skips,
+        care: r.care,
         seconds: t0.elapsed().as_secs_f64(),
         latency_p50: quantile(&r.latencies, 0.5),
         latency_p99: quantile(&r.latencies, 0.99),

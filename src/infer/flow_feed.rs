@@ -80,6 +80,9 @@ pub struct FlowFeed {
     /// `stats.skipped_frames` by reason (outside the C API's struct, whose
     /// layout the header fixes).
     skips: SkipCounts,
+    /// Of `stats.packets`: (truncated by the snaplen, first IP fragments),
+    /// used with care (outside the C API's struct too).
+    care: (u64, u64),
     /// Early verdicts: flows queued at their K-th packet and still open (key,
     /// first timestamp), so that their end is not queued again. An entry
     /// leaves when its flow ends (eviction included), so this set is never
@@ -109,6 +112,7 @@ impl FlowFeed {
             min_packets: min_packets.max(1),
             stats: StreamStats::default(),
             skips: SkipCounts::default(),
+            care: (0, 0),
             early: early_verdicts.then(|| HashSet::with_hasher(KeyedState::new())),
         }
     }
@@ -151,6 +155,8 @@ impl FlowFeed {
             self.skips.add(reason);
         })?;
         self.stats.packets += 1;
+        self.care.0 += u64::from(pkt.truncated);
+        self.care.1 += u64::from(pkt.first_fragment);
         let mut queue = Queue {
             min_packets: self.min_packets,
             max_pending: self.max_pending,
@@ -221,6 +227,12 @@ impl FlowFeed {
     /// The skipped frames by reason.
     pub fn skips(&self) -> SkipCounts {
         self.skips
+    }
+
+    /// Packets used with care, as the capture reader counts them: (truncated
+    /// by the snaplen, first fragments of fragmented IP packets).
+    pub fn care(&self) -> (u64, u64) {
+        self.care
     }
 
     /// `flows_classified` is counted by whoever classifies what `take` gives.

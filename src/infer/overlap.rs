@@ -44,6 +44,8 @@ pub struct Overlapped {
     pub stats: StreamStats,
     /// The skipped frames by reason.
     pub skips: SkipCounts,
+    /// Packets used with care: (truncated by the snaplen, first IP fragments).
+    pub care: (u64, u64),
     /// Seconds from a flow being ready to its verdict, one per verdict.
     pub latencies: Vec<f64>,
     /// The input stopped with this error (frames before it were used).
@@ -169,7 +171,7 @@ pub fn run_live(
             let mut r = r.into_inner();
             r.feed.flush();
             r.send_ready();
-            (r.feed.stats(), r.feed.skips(), input.err())
+            (r.feed.stats(), r.feed.skips(), r.feed.care(), input.err())
         });
         let model = classify_batches(clf, batch, max_wait, &rx, on_verdicts);
         // Unblock a reader waiting on a full channel before joining it.
@@ -177,7 +179,7 @@ pub fn run_live(
         if model.is_err() {
             interrupt();
         }
-        let (mut stats, skips, input_error) = reader
+        let (mut stats, skips, care, input_error) = reader
             .join()
             .map_err(|_| anyhow::anyhow!("the stream's reader thread panicked"))?;
         let (classified, latencies) = model?;
@@ -185,6 +187,7 @@ pub fn run_live(
         Ok(Overlapped {
             stats,
             skips,
+            care,
             latencies,
             input_error,
         })

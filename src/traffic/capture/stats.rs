@@ -53,7 +53,7 @@ impl SkipCounts {
 }
 
 /// The packets kept although incomplete, or None when there were none.
-fn care_line(truncated_packets: u64, first_fragments: u64) -> Option<String> {
+pub fn care_line(truncated_packets: u64, first_fragments: u64) -> Option<String> {
     (truncated_packets + first_fragments > 0).then(|| {
         format!(
             "used with care: {truncated_packets} truncated packets (snaplen), {first_fragments} first IP fragments"
