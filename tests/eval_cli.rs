@@ -216,6 +216,15 @@ fn eval_and_classify_end_to_end() {
     assert_eq!(v["dst_port"], 80);
     assert_eq!(v["packets"], 5);
     assert!(classes.contains(&v["class"].as_str().unwrap()));
+    // Each probability as its f32's shortest decimal, not the f32 widened
+    // to f64 (0.17145989835262299 for 0.1714599).
+    for line in text.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let printed = v["probability"].to_string();
+        // An f32 needs at most 9 significant digits; widened, 16 or 17.
+        let digits = printed.trim_start_matches(['0', '.']).replace('.', "");
+        assert!(digits.len() <= 9, "{printed} in {line}");
+    }
 
     // --- refusals: another vocabulary, a dataset with other classes
     let other_vocab = f.root.join("vocab.txt");

@@ -332,11 +332,18 @@ pub(crate) fn write_row(out: &mut dyn Write, format: Format, r: &Row) -> std::io
                 "first_ts": timestamp(r.first_ts_ns),
                 "packets": r.packets,
                 "class": r.class,
-                "probability": r.probability,
+                "probability": shortest_f64(r.probability),
             });
             writeln!(out, "{v}")
         }
     }
+}
+
+/// `p` as the f64 of its shortest f32 decimal: JSON numbers are f64, and
+/// `p as f64` printed the f32's binary noise (`0.17145989835262299` for
+/// `0.1714599`).
+fn shortest_f64(p: f32) -> f64 {
+    p.to_string().parse().unwrap_or(f64::NAN)
 }
 
 /// Expands files and folders into capture files, each once however often
