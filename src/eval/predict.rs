@@ -486,10 +486,23 @@ pub fn softmax_into(logits: &[f32], out: &mut [f32]) {
 }
 
 /// The class of each row of `probs` (`n_classes` a row, argmax), refused
-/// when any row is not finite: a diverged checkpoint's NaN rows were
-/// scored as class 0, and metrics computed from them. `what` names the
-/// model in the error.
+/// when any row is not finite ([`finite_rows`]). `what` names the model in
+/// the error.
 pub fn predicted_classes(probs: &[f32], n_classes: usize, what: &Path) -> Result<Vec<u32>> {
+    let rows = finite_rows(probs, n_classes, what, "no metrics computed")?;
+    Ok(rows.map(|row| argmax(row).0).collect())
+}
+
+/// The rows of `probs` (`n_classes` a row), or an error naming `what` and
+/// saying what was not done (`outcome`) when any row is not finite: argmax
+/// calls a diverged checkpoint's NaN row class 0, and metrics or verdicts
+/// were made from such rows as if the model had answered.
+pub fn finite_rows<'a>(
+    probs: &'a [f32],
+    n_classes: usize,
+    what: &Path,
+    outcome: &str,
+) -> Result<std::slice::ChunksExact<'a, f32>> {
     let rows = probs.chunks_exact(n_classes.max(1));
     let broken = rows
         .clone()
@@ -498,11 +511,11 @@ pub fn predicted_classes(probs: &[f32], n_classes: usize, what: &Path) -> Result
     anyhow::ensure!(
         broken == 0,
         "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
-         weights: a diverged run?); no metrics computed",
+         weights: a diverged run?); {outcome}",
         what.display(),
         rows.len()
     );
-    Ok(rows.map(|row| argmax(row).0).collect())
+    Ok(rows)
 }
 
 /// Index and value of the largest entry (ties: the lower index).

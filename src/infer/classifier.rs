@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 
 use crate::engine::{Device, Precision};
-use crate::eval::predict::{Loaded, argmax, predict_probs_on, resolve_seq_len};
+use crate::eval::predict::{Loaded, argmax, finite_rows, predict_probs_on, resolve_seq_len};
 use crate::model::Model;
 use crate::model::batch::MemSequences;
 use crate::model::checkpoint::load_classifier;
@@ -154,20 +154,12 @@ impl Classifier {
             false,
         )
         .context("classifying flows")?;
-        let rows = probs.chunks_exact(self.classes.len());
-        // argmax calls a NaN row class 0: every flow got the first class,
-        // with a probability of NaN (CSV) or null (JSON), as a verdict.
-        let broken = rows
-            .clone()
-            .filter(|row| row.iter().any(|p| !p.is_finite()))
-            .count();
-        anyhow::ensure!(
-            broken == 0,
-            "{}: the model's outputs are not finite for {broken} of {} flows (NaN or infinite \
-             weights: a diverged run?); no verdicts made",
-            self.checkpoint.display(),
-            rows.len()
-        );
+        let rows = finite_rows(
+            &probs,
+            self.classes.len(),
+            &self.checkpoint,
+            "no verdicts made",
+        )?;
         Ok(rows.map(argmax).collect())
     }
 }
