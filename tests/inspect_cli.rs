@@ -80,26 +80,31 @@ fn a_capture_from_a_pipe_is_inspected() {
     );
 }
 
+/// One-flow captures in `caps/`, tokenized into `d/` with `extra` options.
+fn one_flow_dataset(extra: &[&str]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    common::synth_one_flow_files(dir.path());
+    let mut args = vec![
+        "tokenize",
+        "caps",
+        "--out",
+        "d",
+        "--vocab-size",
+        "100",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    common::tmoe(dir.path(), &args);
+    dir
+}
+
 /// A dataset.json whose tokenizer keeps no packets (`--packets 0` is
 /// refused, a file can still say it) is refused, naming the file and the
 /// field: it turned every flow into `[END]` alone, and `classify` gave
 /// every flow the same class without a word.
 #[test]
 fn a_dataset_whose_tokenizer_keeps_no_packets_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    common::synth_one_flow_files(dir.path());
-    common::tmoe(
-        dir.path(),
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "d",
-            "--vocab-size",
-            "100",
-            "--quiet",
-        ],
-    );
+    let dir = one_flow_dataset(&[]);
     let info = dir.path().join("d/dataset.json");
     let text = std::fs::read_to_string(&info).unwrap();
     assert!(text.contains("\"packets\": 10,"), "{text}");
@@ -137,22 +142,7 @@ fn a_dataset_whose_tokenizer_keeps_no_packets_is_refused() {
 #[test]
 fn dataset_flows_end_at_its_idle_timeout() {
     use traffic_moe::traffic::capture::pcap_writer::{PcapWriter, eth_ipv4, udp};
-    let dir = tempfile::tempdir().unwrap();
-    common::synth_one_flow_files(dir.path());
-    common::tmoe(
-        dir.path(),
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "d",
-            "--vocab-size",
-            "100",
-            "--idle-timeout",
-            "1",
-            "--quiet",
-        ],
-    );
+    let dir = one_flow_dataset(&["--idle-timeout", "1"]);
     // 3 packets, a 10 s pause, 3 more, on one 5-tuple.
     let mut w = PcapWriter::new(Vec::new(), 1).unwrap();
     for (k, t) in [0u64, 1, 2, 10_000, 10_001, 10_002].into_iter().enumerate() {
