@@ -17,6 +17,23 @@ fn pretrain(dir: &std::path::Path, out: &str, steps: &str, extra: &[&str]) -> (b
     run(dir, &args)
 }
 
+/// `tmoe finetune --from-scratch` on `data` into `out`, one epoch, then `extra`.
+fn finetune(dir: &std::path::Path, out: &str, extra: &[&str]) -> (bool, String) {
+    let mut args = vec![
+        "finetune",
+        "--data",
+        "data",
+        "--from-scratch",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--quiet",
+    ];
+    args.extend_from_slice(extra);
+    run(dir, &args)
+}
+
 #[test]
 fn a_demo_out_that_is_a_file_is_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -181,24 +198,8 @@ fn resuming_a_folder_without_a_pretraining_checkpoint_says_what_it_holds() {
 fn lp_ft_counts_fine_tuning_epochs_apart_from_the_head_fit() {
     let dir = tempfile::tempdir().unwrap();
     synth_dataset(dir.path(), "6", "1");
-    let text = tmoe(
-        dir.path(),
-        &[
-            "finetune",
-            "--data",
-            "data",
-            "--from-scratch",
-            "--out",
-            "ft",
-            "--epochs",
-            "1",
-            "--head-epochs",
-            "2",
-            "--batch",
-            "8",
-            "--quiet",
-        ],
-    );
+    let (ok, text) = finetune(dir.path(), "ft", &["--head-epochs", "2", "--batch", "8"]);
+    assert!(ok, "{text}");
     assert!(
         text.contains("fine-tuned 1 epoch after a 2-epoch head fit in"),
         "{text}"
@@ -210,22 +211,8 @@ fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     synth_dataset(d, "6", "1");
-    let text = tmoe(
-        d,
-        &[
-            "finetune",
-            "--data",
-            "data",
-            "--from-scratch",
-            "--out",
-            "ft",
-            "--epochs",
-            "1",
-            "--batch",
-            "8",
-            "--quiet",
-        ],
-    );
+    let (ok, text) = finetune(d, "ft", &["--batch", "8"]);
+    assert!(ok, "{text}");
     assert!(text.contains("fine-tuned"), "{text}");
     // eval draws the curves from the log beside the checkpoint; a
     // checkpoint moved away from its log gets none, and is told why.
@@ -433,24 +420,10 @@ fn a_training_log_that_cannot_be_written_is_named() {
         ("ft", "finetune_log.jsonl", "0"),
         ("lp", "head_fit_log.jsonl", "1"),
     ] {
-        let (ok, text) = run(
+        let (ok, text) = finetune(
             dir.path(),
-            &[
-                "finetune",
-                "--data",
-                "data",
-                "--from-scratch",
-                "--out",
-                out,
-                "--epochs",
-                "1",
-                "--head-epochs",
-                extra,
-                "--batch",
-                "8",
-                "--quiet",
-                "--force",
-            ],
+            out,
+            &["--head-epochs", extra, "--batch", "8", "--force"],
         );
         assert!(!ok, "{text}");
         assert!(
@@ -481,20 +454,7 @@ fn a_run_s_log_without_its_checkpoint_is_kept_without_force() {
     assert!(!dir.path().join("pre/model.safetensors").exists());
     std::fs::create_dir(dir.path().join("ft")).unwrap();
     std::fs::write(dir.path().join("ft/finetune_log.jsonl"), "mine too\n").unwrap();
-    let finetune = [
-        "finetune",
-        "--data",
-        "data",
-        "--from-scratch",
-        "--out",
-        "ft",
-        "--epochs",
-        "1",
-        "--batch",
-        "4",
-        "--quiet",
-    ];
-    let (ok, text) = run(dir.path(), &finetune);
+    let (ok, text) = finetune(dir.path(), "ft", &["--batch", "4"]);
     assert!(!ok, "{text}");
     assert!(
         text.contains(
@@ -531,34 +491,14 @@ fn a_first_run_that_fails_leaves_no_log_for_the_next_to_refuse() {
     );
     let (ok, text) = pretrain(dir.path(), "pre", "2", &["--warmup", "1"]);
     assert!(ok, "{text}");
-    let finetune = |lr: &'static str| {
-        run(
-            dir.path(),
-            &[
-                "finetune",
-                "--data",
-                "data",
-                "--from-scratch",
-                "--out",
-                "ft",
-                "--epochs",
-                "1",
-                "--batch",
-                "4",
-                "--lr",
-                lr,
-                "--quiet",
-            ],
-        )
-    };
-    let (ok, text) = finetune("1e30");
+    let (ok, text) = finetune(dir.path(), "ft", &["--batch", "4", "--lr", "1e30"]);
     assert!(!ok, "{text}");
     assert!(text.contains("training diverged"), "{text}");
     assert_eq!(
         common::names_in(&dir.path().join("ft")),
         Vec::<String>::new()
     );
-    let (ok, text) = finetune("1e-3");
+    let (ok, text) = finetune(dir.path(), "ft", &["--batch", "4", "--lr", "1e-3"]);
     assert!(ok, "{text}");
 }
 
@@ -566,40 +506,8 @@ fn a_first_run_that_fails_leaves_no_log_for_the_next_to_refuse() {
 fn finetune_refuses_an_empty_validation_or_test_part() {
     let dir = tempfile::tempdir().unwrap();
     // One flow per class: all six go to train, val and test are empty.
-    tmoe(
-        dir.path(),
-        &["synth", "--out", "caps", "--flows-per-class", "1"],
-    );
-    tmoe(
-        dir.path(),
-        &[
-            "tokenize",
-            "caps",
-            "--out",
-            "data",
-            "--labels",
-            "folder",
-            "--seq-len",
-            "32",
-            "--vocab-size",
-            "100",
-            "--quiet",
-        ],
-    );
-    let (ok, text) = run(
-        dir.path(),
-        &[
-            "finetune",
-            "--data",
-            "data",
-            "--from-scratch",
-            "--out",
-            "ft",
-            "--epochs",
-            "1",
-            "--quiet",
-        ],
-    );
+    synth_dataset(dir.path(), "1", "1");
+    let (ok, text) = finetune(dir.path(), "ft", &[]);
     // It reported "best epoch 1 (val macro-F1 0.0000); test accuracy
     // 0.0000" from no flows at all.
     assert!(!ok, "{text}");
