@@ -3,6 +3,8 @@
 //! a used --out is refused without --force, and --force replaces only the
 //! demo's own files.
 
+mod common;
+
 use clap::Parser;
 use traffic_moe::cli::demo;
 
@@ -74,19 +76,7 @@ fn a_missing_gpu_is_refused_before_any_work() {
 #[test]
 fn a_capture_the_demo_could_not_read_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    let tmoe = |args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tmoe"))
-            .current_dir(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
-    };
+    let tmoe = |args: &[&str]| common::tmoe_outcome(dir.path(), args);
     let (ok, text) = tmoe(&["synth", "--out", "caps", "--flows-per-class", "6"]);
     assert!(ok, "{text}");
     std::fs::write(dir.path().join("caps/dns/notes.pcap"), "not a capture\n").unwrap();
