@@ -2,6 +2,8 @@
 //! back as exactly one flow of at least 3 packets, classes that share their
 //! opening packets.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
@@ -86,13 +88,8 @@ fn force_replaces_its_captures_not_the_users_files_in_a_class_folder() {
         "mine too"
     );
     assert!(dns.join("more").is_dir());
-    let mut names: Vec<String> = std::fs::read_dir(&dns)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
     assert_eq!(
-        names,
+        common::names_in(&dns),
         [
             "dns-000.pcap",
             "dns-001.pcap",
