@@ -182,7 +182,7 @@ impl Steps {
         );
         let mut loss_sum = 0.0;
         for _ in 0..self.per_epoch {
-            let batch = make_batch(train, &self.order.next_batch(opts.batch), opts.seq_len);
+            let batch = make_batch(train, &self.order.next_in_pass(opts.batch), opts.seq_len);
             let lr = self.sched.lr_at(self.step) as f32;
             let st = tr.step(
                 model,

@@ -76,7 +76,7 @@ pub fn fit_head(
     for _ in 0..o.epochs {
         let mut loss_sum = 0.0f64;
         for _ in 0..steps_per_epoch {
-            let rows = order.next_batch(o.batch);
+            let rows = order.next_in_pass(o.batch);
             let x: Vec<f32> = rows
                 .iter()
                 .flat_map(|&r| &features[r * d..(r + 1) * d])

@@ -7,7 +7,8 @@ use rand::seq::SliceRandom;
 
 use crate::model::batch::Sequences;
 
-/// Endless seeded shuffled passes over a set of indices.
+/// Seeded shuffled passes over a set of indices: endless batches
+/// (`next_batch`, pretraining's steps) or one pass an epoch (`next_in_pass`).
 pub struct Shuffler {
     items: Vec<usize>,
     pos: usize,
@@ -39,6 +40,22 @@ impl Shuffler {
             out.push(self.items[self.pos]);
             self.pos += 1;
         }
+        out
+    }
+
+    /// The next at most `n` indices of the current pass, starting a new
+    /// pass (reshuffled) when this one is done: `ceil(len / n)` calls are
+    /// exactly one pass, every index once, the last batch the remainder
+    /// (an epoch, as PyTorch's DataLoader without `drop_last` makes it).
+    pub fn next_in_pass(&mut self, n: usize) -> Vec<usize> {
+        if self.pos == self.items.len() && !self.items.is_empty() {
+            self.items.shuffle(&mut self.rng);
+            self.pos = 0;
+            self.epoch += 1;
+        }
+        let end = (self.pos + n).min(self.items.len());
+        let out = self.items[self.pos..end].to_vec();
+        self.pos = end;
         out
     }
 }
@@ -146,5 +163,28 @@ mod tests {
         assert_eq!(first, vec![0, 1, 2, 3, 4]);
         assert_eq!(s.next_batch(3).len(), 3);
         assert_eq!(s.epoch, 1);
+    }
+
+    #[test]
+    fn an_epoch_of_batches_in_pass_is_every_item_once() {
+        // 7 items in batches of 3: [3, 3, 1] each epoch, never a batch that
+        // spills into the next pass.
+        let mut s = Shuffler::new((0..7).collect(), 3);
+        let mut orders = Vec::new();
+        for epoch in 0..4 {
+            let batches: Vec<Vec<usize>> =
+                (0..7usize.div_ceil(3)).map(|_| s.next_in_pass(3)).collect();
+            let sizes: Vec<usize> = batches.iter().map(Vec::len).collect();
+            assert_eq!(sizes, vec![3, 3, 1], "epoch {epoch}");
+            let order: Vec<usize> = batches.concat();
+            let mut sorted = order.clone();
+            sorted.sort_unstable();
+            assert_eq!(sorted, (0..7).collect::<Vec<_>>(), "epoch {epoch}");
+            orders.push(order);
+        }
+        assert!(
+            orders.windows(2).any(|w| w[0] != w[1]),
+            "reshuffled between epochs"
+        );
     }
 }
