@@ -551,3 +551,42 @@ fn time_slices_never_reach_past_their_captures_time_split() {
     // Slices at 20, 25, 30 and 35 s of each 40 s flow (val begins at 17 s).
     assert_eq!(info.dropped.augmented_after_split, 8, "{:?}", info.dropped);
 }
+
+/// A CSV `file` cell matches by file name: two captures of that name in
+/// different folders both took its rows (the flows of `B/A0.pcap` were
+/// labelled by rows meant for `A/A0.pcap`). Such a set is refused.
+#[test]
+fn captures_sharing_a_name_the_label_csv_gives_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    std::fs::copy(root.join("A/A0.pcap"), root.join("B/A0.pcap")).unwrap();
+    let csv = tmp.path().join("labels.csv");
+    // The first flow of capture N: 10.0.N.1:40000 -> 10.1.0.1:5000.
+    let with_file = |file: &str, n: u8| {
+        format!(
+            "file,l4,src,dst,app,category\n\
+             {file},UDP,10.0.{n}.1:40000,10.1.0.1:5000,X.web,Web\n"
+        )
+    };
+    let c = DatasetConfig {
+        labels: LabelSource::Csv {
+            path: csv.clone(),
+            column: None,
+        },
+        split_by: SplitBy::Flow,
+        ..cfg(&root)
+    };
+    std::fs::write(&csv, with_file("/elsewhere/A0.pcap", 0)).unwrap();
+    let out = tmp.path().join("ds");
+    let e = format!("{:#}", build_dataset(&c, &out, false).unwrap_err());
+    assert!(
+        e.contains("share the file name \"A0.pcap\"") && e.contains("A0.pcap and "),
+        "{e}"
+    );
+    assert!(!out.exists(), "nothing written for a refused run");
+    // A name the CSV does not give may repeat.
+    std::fs::write(&csv, with_file("A1.pcap", 1)).unwrap();
+    let s = build_dataset(&c, &out, false).unwrap();
+    assert_eq!(s.info.classes, ["web"]);
+}

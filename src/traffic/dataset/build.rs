@@ -597,6 +597,33 @@ pub fn build_dataset_with(
     built
 }
 
+/// A CSV `file` cell is matched by file name alone (tools log names, or
+/// paths from another machine): two captures with a name the CSV gives
+/// would both take its rows, so such a set is refused.
+fn same_named_captures(paths: &[PathBuf], named: &HashSet<&str>) -> anyhow::Result<()> {
+    let mut first: HashMap<String, &Path> = HashMap::new();
+    for p in paths {
+        // As the flows' names are compared below.
+        let name = p
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !named.contains(name.as_str()) {
+            continue;
+        }
+        if let Some(other) = first.insert(name.clone(), p) {
+            bail!(
+                "captures {} and {} share the file name {name:?}, which the label CSV's \
+                 `file` column names (matched by file name only): rename one, or label \
+                 them in separate runs",
+                other.display(),
+                p.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 fn build_into(
     cfg: &DatasetConfig,
     out_dir: &Path,
@@ -644,6 +671,9 @@ fn build_into(
         }
         _ => None,
     };
+    if let Some(c) = &csv {
+        same_named_captures(&paths, &c.named_files())?;
+    }
     // A given vocabulary is read before the captures, so that a bad file is
     // said at once, not after a long read.
     let given_vocab = cfg.vocab_file.as_deref().map(Vocab::load).transpose()?;

@@ -18,7 +18,7 @@
 use crate::traffic::types::{Endpoint, FlowKey, PROTO_TCP, PROTO_UDP};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
@@ -176,6 +176,10 @@ impl FlowLabels {
             return Some(l);
         }
         self.any_file.get(key).map(String::as_str)
+    }
+    /// The capture file names that rows of the CSV's `file` column name.
+    pub fn named_files(&self) -> HashSet<&str> {
+        self.by_file.keys().map(|(f, _)| f.as_str()).collect()
     }
     pub fn len(&self) -> usize {
         self.by_file.len() + self.any_file.len()
