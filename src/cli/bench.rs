@@ -326,9 +326,8 @@ fn chart_cmd(a: ChartArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| a.json.with_extension("png"));
     // Even forced, the chart would replace the report it is drawn from.
-    let same = |p: &std::path::Path| std::fs::canonicalize(p).ok();
     anyhow::ensure!(
-        same(&out).is_none() || same(&out) != same(&a.json),
+        !super::is_same_file(&out, &a.json),
         "--out {} is the report being drawn ({}); choose another --out",
         out.display(),
         a.json.display()

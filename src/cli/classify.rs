@@ -191,9 +191,6 @@ pub fn run(a: Args) -> Result<()> {
 /// `dataset.json`. With --force it was emptied before it was read, and the
 /// failed run then removed it: the checkpoint was lost.
 fn refuse_out_among_inputs(a: &Args, out: &std::path::Path) -> Result<()> {
-    let Ok(real) = std::fs::canonicalize(out) else {
-        return Ok(());
-    };
     let mut inputs = vec![("--checkpoint", a.checkpoint.clone())];
     inputs.extend(a.vocab.iter().map(|v| ("--vocab", v.clone())));
     if let Some(d) = &a.data {
@@ -201,7 +198,7 @@ fn refuse_out_among_inputs(a: &Args, out: &std::path::Path) -> Result<()> {
     }
     for (flag, input) in inputs {
         anyhow::ensure!(
-            std::fs::canonicalize(&input).ok().as_ref() != Some(&real),
+            !super::is_same_file(out, &input),
             "--out {} is a file this run reads ({flag}: {}); choose another --out",
             out.display(),
             input.display()

@@ -150,6 +150,15 @@ pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow:
     Ok(())
 }
 
+/// Whether `out` is an existing file that is `input` under any spelling
+/// (a link, `./`, `..`): a run writing `out` would replace its own input.
+pub(crate) fn is_same_file(out: &std::path::Path, input: &std::path::Path) -> bool {
+    match std::fs::canonicalize(out) {
+        Ok(real) => std::fs::canonicalize(input).is_ok_and(|i| i == real),
+        Err(_) => false,
+    }
+}
+
 /// Refuses an `--out` that is one of the captures (under any spelling),
 /// which the run would replace: with `--force`, the capture was lost.
 /// `captures`: each as given, with its canonical path (`None` where it has
