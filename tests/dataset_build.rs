@@ -364,7 +364,8 @@ fn a_shard_label_past_the_class_list_is_refused() {
     let out = tmp.path().join("ds");
     build_dataset(&cfg(&root), &out, false).unwrap();
     let shard = out.join("train.tmoe");
-    let mut v = std::fs::read(&shard).unwrap();
+    let good = std::fs::read(&shard).unwrap();
+    let mut v = good.clone();
     let n = Shard::open(&shard).unwrap().len();
     let first_meta = v.len() - 64 * n; // FlowMeta 0 starts with its label
     v[first_meta..first_meta + 4].copy_from_slice(&7u32.to_le_bytes());
@@ -376,14 +377,38 @@ fn a_shard_label_past_the_class_list_is_refused() {
         "{e}"
     );
     // A shard of another vocabulary is refused too, naming it once.
-    std::fs::copy(out.join("val.tmoe"), &shard).unwrap();
+    std::fs::write(&shard, &good).unwrap();
     open_part(&out, "train").unwrap();
-    v = std::fs::read(&shard).unwrap();
+    v = good;
     v[32] ^= 0x80; // vocab_size, made larger: every id stays below it
     std::fs::write(&shard, &v).unwrap();
     let e = open_part(&out, "train").unwrap_err().to_string();
     assert!(e.contains("differs from dataset.json's"), "{e}");
     assert_eq!(e.matches("train.tmoe").count(), 1, "{e}");
+}
+
+#[test]
+fn a_part_copied_over_another_is_refused() {
+    // val.tmoe copied as test.tmoe (same build, same id): eval reported
+    // validation figures as test figures.
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let ds = tmp.path().join("ds");
+    let c = DatasetConfig {
+        split_by: SplitBy::Flow,
+        ..cfg(&root)
+    };
+    build_dataset(&c, &ds, false).unwrap();
+    open_part(&ds, "test").unwrap();
+    std::fs::copy(ds.join("val.tmoe"), ds.join("test.tmoe")).unwrap();
+    let e = open_part(&ds, "test").unwrap_err().to_string();
+    assert!(
+        e.contains(&ds.join("test.tmoe").display().to_string())
+            && e.contains("is the \"val\" part of its build, not \"test\""),
+        "{e}"
+    );
+    open_part(&ds, "val").unwrap();
 }
 
 #[test]

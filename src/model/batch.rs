@@ -198,16 +198,27 @@ pub fn open_part(
     let p = dir.join(format!("{part}.tmoe"));
     // ShardError names the file.
     let shard = crate::traffic::dataset::shard::Shard::open(&p)?;
-    check_part(&p, &shard, &info)?;
+    check_part(&p, part, &shard, &info)?;
     Ok(shard)
 }
 
-/// `shard` (at `p`) belongs to the dataset `info` describes.
+/// `shard` (at `p`) is part `part` of the dataset `info` describes.
 fn check_part(
     p: &std::path::Path,
+    part: &str,
     shard: &crate::traffic::dataset::shard::Shard,
     info: &crate::traffic::dataset::build::DatasetInfo,
 ) -> anyhow::Result<()> {
+    // A part copied over another (val.tmoe as test.tmoe) would report
+    // validation flows, or training flows, as test figures.
+    let tag = shard.part_tag();
+    let want = crate::traffic::dataset::shard::part_tag(part);
+    anyhow::ensure!(
+        tag == 0 || tag == want,
+        "{}: is the {:?} part of its build, not {part:?} (a part copied or renamed over another?)",
+        p.display(),
+        String::from_utf8_lossy(&tag.to_le_bytes()).trim_end_matches('\0')
+    );
     anyhow::ensure!(
         shard.vocab_hash() == info.vocab_hash && shard.vocab_size() == info.vocab_size,
         "{}: vocabulary (hash {:016x}, {} entries) differs from dataset.json's ({:016x}, {})",

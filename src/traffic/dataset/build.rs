@@ -971,7 +971,7 @@ fn build_into(
             tcfg.seq_len,
             tok.hash(),
             tok.vocab_size(),
-            dataset_id,
+            (dataset_id, p.name()),
             &r,
             &m,
         )?;

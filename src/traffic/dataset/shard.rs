@@ -37,7 +37,19 @@ pub struct ShardHeader {
     /// the same in every part of one build; 0 in shards written before it
     /// existed (or by [`write_shard`]).
     pub dataset_id: u64,
-    pub reserved: [u64; 2],
+    /// The part this shard is (`train`, `val`, `test`: [`part_tag`]), so a
+    /// part renamed as another is refused; 0 in shards written before it.
+    pub part: u64,
+    pub reserved: u64,
+}
+
+/// A part's name as a header field: its first 8 bytes, little-endian,
+/// zero-padded (0: no part recorded).
+pub fn part_tag(name: &str) -> u64 {
+    let mut b = [0u8; 8];
+    let n = name.len().min(8);
+    b[..n].copy_from_slice(&name.as_bytes()[..n]);
+    u64::from_le_bytes(b)
 }
 
 /// Per-flow metadata (not seen by the model; for reports and leakage checks).
@@ -264,6 +276,10 @@ impl Shard {
     pub fn dataset_id(&self) -> u64 {
         self.header.dataset_id
     }
+    /// The part this shard was written as ([`part_tag`]; 0: none recorded).
+    pub fn part_tag(&self) -> u64 {
+        self.header.part
+    }
     /// All token rows, `[len, seq_len]` row-major.
     pub fn all_tokens(&self) -> &[u32] {
         let n = self.len() * self.seq_len();
@@ -299,16 +315,17 @@ pub fn write_shard(
     rows: &[Vec<u32>],
     metas: &[FlowMeta],
 ) -> anyhow::Result<()> {
-    write_dataset_shard(path, seq_len, vocab_hash, vocab_size, 0, rows, metas)
+    write_dataset_shard(path, seq_len, vocab_hash, vocab_size, (0, ""), rows, metas)
 }
 
-/// [`write_shard`] with the dataset id of the build it belongs to.
+/// [`write_shard`] with the dataset id of the build it belongs to and the
+/// part it is (`build`: id, part name).
 pub fn write_dataset_shard(
     path: &Path,
     seq_len: usize,
     vocab_hash: u64,
     vocab_size: usize,
-    dataset_id: u64,
+    (dataset_id, part): (u64, &str),
     rows: &[Vec<u32>],
     metas: &[FlowMeta],
 ) -> anyhow::Result<()> {
@@ -326,7 +343,8 @@ pub fn write_dataset_shard(
         vocab_size: vocab_size as u32,
         meta_size: std::mem::size_of::<FlowMeta>() as u32,
         dataset_id,
-        reserved: [0; 2],
+        part: part_tag(part),
+        reserved: 0,
     };
     let (tok_off, meta_off, _) =
         layout(seq_len as u64, rows.len() as u64).context("shard too large")?;
