@@ -8,7 +8,7 @@
 //! Each stream run is made twice,
 //! once with the frames handed over from memory (`stream-memory`) and once
 //! with the same frames written as capture bytes into an OS pipe and read
-//! as `classify --stream -` reads standard input (`stream-pipe`); both must
+//! as `classify --stream` reads standard input (`stream-pipe`); both must
 //! count the same frames, packets and verdicts, unpaced and paced. The
 //! captures mix two link types (Ethernet and raw IP), so the pipe carries
 //! a pcapng with an interface for each; the one-flow set a classic pcap.

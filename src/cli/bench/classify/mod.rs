@@ -16,7 +16,7 @@
 //!   is due is written before the writer sleeps, so frames due within
 //!   200 us share a write, and the rates are fractions of the unpaced
 //!   stream-pipe row's packet rate) and read by exactly what
-//!   `classify --stream -` runs on standard input: the pump thread
+//!   `classify --stream` runs on standard input: the pump thread
 //!   (`cli::stdin_pump`), the capture reader and `overlap::run_live`
 //!   (`cli::classify_stream::{open_stream, run_stream}`). Against
 //!   stream-memory it shows what the pipe, the buffering and the pcap
@@ -94,7 +94,7 @@ pub struct ClassifyArgs {
     #[arg(long)]
     pub no_stream: bool,
     /// Which stream runs: frames from memory, capture bytes through a
-    /// pipe (as `classify --stream -` reads them), or both.
+    /// pipe (as `classify --stream` reads them), or both.
     #[arg(long, value_enum, default_value_t = StreamVia::Both)]
     pub stream_via: StreamVia,
     /// Only the MoE model, or only the dense twin.
@@ -121,7 +121,7 @@ struct Row {
     input: String,
     /// `pipeline`, `stream-memory` (frames handed over from memory) or
     /// `stream-pipe` (capture bytes through an OS pipe, read as
-    /// `classify --stream -` reads them).
+    /// `classify --stream` reads them).
     mode: &'static str,
     /// Stream pacing: fraction of the unpaced packet rate (None: unpaced).
     rate_fraction: Option<f64>,

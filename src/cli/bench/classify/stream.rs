@@ -1,5 +1,5 @@
 //! The stream runs: frames replayed from memory, or written as one capture
-//! into an OS pipe and read as `classify --stream -` reads standard input.
+//! into an OS pipe and read as `classify --stream` reads standard input.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -53,7 +53,7 @@ pub(super) enum Feed<'a> {
     /// Frames held in memory, handed to the flow side one by one.
     Memory(&'a [Frame]),
     /// The same frames as capture bytes, written into an OS pipe by a thread
-    /// of their own and read as `classify --stream -` reads standard input.
+    /// of their own and read as `classify --stream` reads standard input.
     Pipe(&'a CaptureBytes),
 }
 
@@ -232,7 +232,7 @@ pub(super) fn capture_bytes(frames: &[Frame]) -> anyhow::Result<CaptureBytes> {
 
 /// A stream run through an OS pipe: a writer thread writes `capture` into
 /// it (64 KiB at a time, or, paced, each frame when it is due), and the
-/// read side is `classify --stream -`'s (`cli::classify_stream`: the pump
+/// read side is `classify --stream`'s (`cli::classify_stream`: the pump
 /// thread, the capture reader, `overlap::run_live`). Returns the run and
 /// the pcapng frames on an undescribed interface.
 pub(super) fn stream_through_pipe(
