@@ -31,7 +31,7 @@ enum Command {
     Pretrain(cli::pretrain::Args),
     /// Fine-tune a classifier with layer-wise lr decay and early stopping.
     Finetune(cli::finetune::Args),
-    /// Evaluate a fine-tuned checkpoint: metrics, confusion matrix (text, CSV, PNG).
+    /// Evaluate a fine-tuned checkpoint: metrics, confusion matrix (text, CSV, PNG, SVG).
     Eval(cli::eval::Args),
     /// Classify the flows of captures: CSV or JSON lines.
     Classify(cli::classify::Args),
