@@ -152,12 +152,17 @@ for ours, theirs in (("bench-model-base-b64", "torch-base-b64"), ("bench-model-b
 PY
 }
 main() {
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$res/gpu.txt"
-  python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' | tee -a "$res/gpu.txt"
+  # Bounded like every step (a wedged driver can hang nvidia-smi).
+  timeout 20 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$res/gpu.txt"
   # Most important first: the paper's Figure 8 point, ours and PyTorch's.
   step "bench model base b64" 150 tmoe_bench model bench-model-base-b64 --config base --batch 64
   step "torch base b64 eager" 90 torch_bench torch-base-b64 --config base --batch 64 --seq 512 \
     --iters 20 --warmup 3 --no-compile
+  # torch's version only now: its first import on a fresh machine (cold
+  # disk, a few GB of CUDA libraries) can take tens of seconds, which must
+  # not delay the figure above (after the step above it is warm).
+  timeout 60 python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)' |
+    tee -a "$res/gpu.txt"
   for t in "$here"/tests/*; do step "test $(basename "$t")" 120 run_test "$t"; done
   step "bench model base sweep" 150 tmoe_bench model bench-model-base --config base --batch 8,16,32,64
   # --profile: the host's time per op (launches, and where it waits on the
