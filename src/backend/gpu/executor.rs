@@ -259,7 +259,7 @@ impl Executor {
     }
 
     /// Copies `src[src_off..][..n]` to `dst[dst_off..][..n]` on the device
-    /// (queued like a launch; the ranges may not overlap).
+    /// (queued like a launch; overlapping ranges are refused).
     pub fn copy_range<T: Pod>(
         &self,
         src: &Buf<T>,
@@ -284,6 +284,13 @@ impl Executor {
             dst.addr() + (dst_off * sz) as u64,
             n * sz,
         );
+        // A GPU's device-to-device copy leaves overlapping ranges undefined,
+        // where the simulator's memmove gets them right: refused on both.
+        if bytes > 0 && s < d + bytes as u64 && d < s + bytes as u64 {
+            return Err(GpuError::Invalid(format!(
+                "copy of {n} elements from {src_off} to {dst_off}: the ranges overlap"
+            )));
+        }
         match &self.kind {
             Kind::Sim(_) => sim_timed(kernel_profile::COPY, || {
                 // SAFETY: both ranges were checked to lie inside live buffers
