@@ -268,9 +268,18 @@ fn vocab_source<'a>(
     })
 }
 
-/// Flows per model call in the background (the GPU engine wants more).
-fn background_batch(device: Device) -> usize {
-    if device == Device::Cpu { 64 } else { 1024 }
+/// Flows per model call in the background: the GPU engine wants more
+/// ([`crate::infer::gpu_default_batch`] for the checkpoint's sequence
+/// length; an unreadable checkpoint is the opening's error to give).
+fn background_batch(device: Device, ckpt: &std::path::Path) -> usize {
+    if device == Device::Cpu {
+        return 64;
+    }
+    let seq = crate::model::checkpoint::read_meta(ckpt)
+        .ok()
+        .and_then(|m| m.extra.get("seq_len").and_then(|v| v.parse().ok()))
+        .unwrap_or(64);
+    crate::infer::gpu_default_batch(seq)
 }
 
 /// The engine named by `tmoe_open`'s `device` (NULL: the CPU in f32;
@@ -331,20 +340,14 @@ pub unsafe extern "C" fn tmoe_open(
                 .collect()
         };
         let (stream, class_names) = if flags & TMOE_BACKGROUND != 0 {
+            let batch = background_batch(device, &ckpt);
             let (ckpt, data, vocab) = (ckpt.clone(), data.clone(), vocab.clone());
             let open = move || {
                 let source = vocab_source(data.as_deref(), vocab.as_deref())?;
                 Classifier::open_with_precision(&ckpt, source, None, device, precision)
             };
             let limits = StreamLimits::default();
-            let b = BackgroundStream::start(
-                open,
-                min,
-                early,
-                limits,
-                background_batch(device),
-                MAX_WAIT,
-            )?;
+            let b = BackgroundStream::start(open, min, early, limits, batch, MAX_WAIT)?;
             let names = names(b.classes());
             (Stream::Background(Box::new(b)), names)
         } else {

@@ -67,7 +67,8 @@ pub struct Args {
     #[arg(long)]
     pub min_packets: Option<usize>,
     /// Flows per model call, batched across captures (default: 64 on the
-    /// CPU, 1024 on a GPU, where small batches leave it idle).
+    /// CPU; on a GPU, where small batches leave it idle, 1024 flows of up
+    /// to 64 tokens, fewer of longer ones: 65,536 tokens a call).
     #[arg(long, value_parser = args::batch)]
     pub batch: Option<usize>,
     /// Engine that runs the model: cpu, cuda (a GPU; needs --features cuda)
@@ -106,10 +107,10 @@ impl Args {
         }
     }
 
-    /// `--batch`, or the engine's default.
-    pub fn batch(&self) -> usize {
+    /// `--batch`, or the engine's default for flows of `seq_len` tokens.
+    pub fn batch(&self, seq_len: usize) -> usize {
         self.batch.unwrap_or(match self.device {
-            Device::Cuda => 1024,
+            Device::Cuda => crate::infer::gpu_default_batch(seq_len),
             Device::Cpu | Device::Sim => 64,
         })
     }
@@ -411,7 +412,7 @@ fn classify_files_listed(
     );
     let clf = open_classifier(a)?;
     let min_packets = a.min_packets.or(clf.dataset_min_packets).unwrap_or(3);
-    let mut cfg = PipelineConfig::new(a.batch(), min_packets);
+    let mut cfg = PipelineConfig::new(a.batch(clf.seq_len), min_packets);
     cfg.readers = a.readers;
     cfg.max_flows = a.max_flows;
 

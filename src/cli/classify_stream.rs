@@ -115,7 +115,8 @@ pub fn classify_stream(
         }
         out.flush().with_context(|| a.writing())
     };
-    let (r, unknown_interface_frames) = run_stream(&clf, input, feed, a.batch(), &mut write)?;
+    let (r, unknown_interface_frames) =
+        run_stream(&clf, input, feed, a.batch(clf.seq_len), &mut write)?;
     Ok(StreamSummary {
         stats: r.stats,
         skips: r.skips,
