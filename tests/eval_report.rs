@@ -157,3 +157,20 @@ fn classification_report_says_which_classes_the_averages_cover() {
             .contains("Averages over all 3 classes;")
     );
 }
+
+/// A training log's first epoch is read as any number: one past usize
+/// (`1e300` saturates to `usize::MAX`) overflowed the epoch axis, a panic.
+#[test]
+fn curves_take_a_first_epoch_past_usize() {
+    let h = History {
+        train_loss: vec![1.0, 0.5],
+        val_loss: vec![],
+        val_macro_f1: vec![0.3, 0.4],
+        val_accuracy: vec![],
+        first_epoch: Some(usize::MAX),
+    };
+    let xs: Vec<f64> = h.panels()[0].series[0].points.iter().map(|p| p.0).collect();
+    assert_eq!(xs, [usize::MAX as f64, usize::MAX as f64 + 1.0]);
+    let dir = tempfile::tempdir().unwrap();
+    plot::save_curves(&dir.path().join("curves.png"), &h.panels()).unwrap();
+}

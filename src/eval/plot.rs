@@ -413,7 +413,9 @@ fn by_epoch(label: &str, ys: &[f64], first: usize) -> Option<Series> {
         points: ys
             .iter()
             .enumerate()
-            .map(|(i, &y)| ((i + first) as f64, y))
+            // In f64: a log's epoch can be any number (`usize::MAX` as
+            // read), and `i + first` in usize overflowed.
+            .map(|(i, &y)| (i as f64 + first as f64, y))
             .collect(),
     })
 }
