@@ -174,3 +174,26 @@ fn curves_take_a_first_epoch_past_usize() {
     let dir = tempfile::tempdir().unwrap();
     plot::save_curves(&dir.path().join("curves.png"), &h.panels()).unwrap();
 }
+
+/// Losses at the ends of f64 (a damaged log) made the axis span overflow to
+/// infinity, and drawing it never ended: the curves are drawn, in time.
+#[test]
+fn curves_of_values_at_the_ends_of_f64_are_drawn() {
+    let h = History {
+        train_loss: vec![1e308, -1e308, 1.0],
+        val_loss: vec![f64::MAX, 0.5],
+        val_macro_f1: vec![0.3, -f64::MAX],
+        val_accuracy: vec![],
+        first_epoch: None,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let png = dir.path().join("curves.png");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (p, panels) = (png.clone(), h.panels());
+    std::thread::spawn(move || tx.send(plot::save_curves(&p, &panels).map_err(|e| e.to_string())));
+    let done = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("drawing the curves hung (or panicked)");
+    done.unwrap();
+    assert!(std::fs::metadata(&png).unwrap().len() > 0);
+}

@@ -248,9 +248,15 @@ pub struct Panel {
     pub series: Vec<Series>,
 }
 
+/// Values beyond this are drawn at it: a span as wide as f64 allows
+/// (`-1e308..1e308` in a damaged log) overflows to infinity, and plotters'
+/// ticks over an infinite range never end.
+const EDGE: f64 = 1e300;
+
 fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     let (lo, hi) = values
         .filter(|v| v.is_finite())
+        .map(|v| v.clamp(-EDGE, EDGE))
         .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
             (a.min(v), b.max(v))
         });
@@ -339,6 +345,9 @@ where
             .iter()
             .copied()
             .filter(|(x, y)| x.is_finite() && y.is_finite())
+            // Within the axes (the ends of `range_of`'s clamp): a point far
+            // outside overflows plotters' pixel arithmetic.
+            .map(|(x, y)| (x.clamp(x0, x1), y.clamp(y0, y1)))
             .collect();
         chart
             .draw_series(LineSeries::new(pts.clone(), color.stroke_width(2)))
