@@ -82,6 +82,26 @@ fn chart_draws_refuses_to_overwrite_and_needs_gpu_figures() {
     assert!(format!("{e:#}").contains("no GPU results"), "{e:#}");
 }
 
+/// A report of very many results (a damaged or foreign one) is refused,
+/// naming the file: its chart was a bitmap 26 pixels high per bar, and
+/// 100,000 bars overflowed plotters' size arithmetic (a panic), fewer
+/// allocated gigabytes.
+#[test]
+fn chart_refuses_a_report_of_more_bars_than_it_draws() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let results: Vec<_> = (0..100_000)
+        .map(|i| serde_json::json!({"kernel": format!("k{i}"), "pct_of_peak": 50.0}))
+        .collect();
+    std::fs::write(&json, serde_json::json!({ "results": results }).to_string()).unwrap();
+    let e = format!("{:#}", chart(&json, false).unwrap_err());
+    assert!(
+        e.contains("bench.json") && e.contains("100000 results") && e.contains("at most 500"),
+        "{e}"
+    );
+    assert!(!dir.path().join("bench.png").exists());
+}
+
 fn kernels(out: &Path, filter: &str, force: bool) -> anyhow::Result<()> {
     traffic_moe::cli::bench::run(Args {
         what: What::Kernels(traffic_moe::cli::bench::KernelArgs {

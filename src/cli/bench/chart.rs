@@ -17,10 +17,20 @@ pub struct Bar {
 
 const GOAL_PCT: f64 = 70.0;
 
+/// Bars one chart draws at most (a `bench kernels` report has a few dozen):
+/// the image is 26 pixels high per bar, so a report of 100,000 results made
+/// a 2.6-million-pixel-high bitmap (an overflow in plotters, a panic).
+pub const MAX_BARS: usize = 500;
+
 /// Writes the bars to `path` (`.svg` -> SVG, otherwise PNG). `roof` names what
 /// 100 % means (e.g. "device copy 4310 GB/s").
 pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<()> {
     anyhow::ensure!(!bars.is_empty(), "no GPU results to draw");
+    anyhow::ensure!(
+        bars.len() <= MAX_BARS,
+        "{} results with GPU figures: a chart draws at most {MAX_BARS} (one bar each)",
+        bars.len()
+    );
     register_fonts();
     let size = (900, 120 + 26 * bars.len() as u32);
     let x_max = bars.iter().map(|b| b.pct).fold(100.0f64, f64::max) * 1.05;
