@@ -418,3 +418,36 @@ fn a_repeated_seed_counts_once() {
     );
     assert!(md.contains("; seeds 1; "), "{md}");
 }
+
+/// A study made once, its k-NN result then replaced by `edit` of it: the
+/// call's error, or `None` where the study took the edited result.
+fn with_stored_result(seed: u64, edit: impl Fn(&mut serde_json::Value)) -> Option<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, seed);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    run(&opts).unwrap();
+    let path = opts.out.join("runs").join("knn-s1.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    edit(&mut j);
+    std::fs::write(&path, j.to_string()).unwrap();
+    run(&opts).err().map(|e| format!("{e:#}"))
+}
+
+/// A stored result is the run its file names: another seed's or row's
+/// result (a file copied or renamed) was reported as this one's.
+#[test]
+fn a_stored_result_of_another_run_is_refused() {
+    let err = with_stored_result(6, |j| j["seed"] = 7.into()).expect("seed 7 taken as seed 1");
+    assert!(
+        err.contains("knn-s1.json") && err.contains("knn seed 7 fraction 1, not of knn seed 1"),
+        "{err}"
+    );
+    let err = with_stored_result(6, |j| j["row"] = "moe-scratch".into())
+        .expect("moe-scratch taken as knn");
+    assert!(
+        err.contains("knn-s1.json") && err.contains("moe-scratch seed 1"),
+        "{err}"
+    );
+}

@@ -219,9 +219,9 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
     for &seed in &o.seeds {
         for f in fractions(o) {
             let path = run_path(&o.out, Row::MoeScratch, seed, f);
-            scratch.push(cached(&path, s, || {
-                run_with(o, Row::MoeScratch, seed, f, None)
-            })?);
+            let r = cached(&path, s, || run_with(o, Row::MoeScratch, seed, f, None))?;
+            r.check(&path, Row::MoeScratch, seed, f)?;
+            scratch.push(r);
             for &b in &budgets {
                 let few = if f < 1.0 {
                     format!("-f{f}")
@@ -239,6 +239,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
                     }
                     run_with(o, Row::MoePretrained, seed, f, Some((b, &ckpt)))
                 })?;
+                r.check(&path, Row::MoePretrained, seed, f)?;
                 pretrained.push((b, r));
             }
         }

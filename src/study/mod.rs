@@ -216,6 +216,25 @@ pub struct RunResult {
     pub seconds: f64,
 }
 
+impl RunResult {
+    /// A result stored at `path` is the run that path names: a result file
+    /// copied or renamed (another row's, seed's or fraction's) was counted
+    /// as this run's.
+    fn check(&self, path: &Path, row: Row, seed: u64, fraction: f64) -> Result<()> {
+        anyhow::ensure!(
+            self.row == row && self.seed == seed && (self.fraction - fraction).abs() <= 1e-12,
+            "{}: holds the result of {} seed {} fraction {}, not of {} seed {seed} fraction {fraction} \
+             (a result file copied or renamed? remove it and this run is made again)",
+            path.display(),
+            self.row.name(),
+            self.seed,
+            self.fraction,
+            row.name()
+        );
+        Ok(())
+    }
+}
+
 /// What a call did: runs executed now and runs found done.
 #[derive(Clone, Debug, Default)]
 pub struct StudySummary {
@@ -607,6 +626,7 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
                 run_one(o, row, seed, fraction)
                     .with_context(|| format!("{} seed {seed}", row.name()))
             })?;
+            result.check(&path, row, seed, fraction)?;
             s.results.push(result);
         }
     }
