@@ -451,3 +451,16 @@ fn a_stored_result_of_another_run_is_refused() {
         "{err}"
     );
 }
+
+/// A stored score outside 0..=1 (a file edited or damaged) is refused,
+/// naming the file and the field: a macro-F1 of -1e308 went into the
+/// report's bar chart and overflowed plotters' pixel arithmetic, a panic.
+#[test]
+fn a_stored_result_with_a_score_past_one_is_refused() {
+    let err = with_stored_result(8, |j| j["macro_f1"] = (-1e308).into())
+        .expect("a macro-F1 of -1e308 taken");
+    assert!(
+        err.contains("knn-s1.json") && err.contains("macro_f1 -1e308 is not a score"),
+        "{err}"
+    );
+}

@@ -231,6 +231,22 @@ impl RunResult {
             self.fraction,
             row.name()
         );
+        // Scores a run makes: one past [0, 1] (a file edited or damaged)
+        // was drawn in the report's bar chart, where a macro-F1 of -1e308
+        // overflowed plotters' pixel arithmetic (a panic).
+        for (what, v) in [
+            ("accuracy", self.accuracy),
+            ("macro_precision", self.macro_precision),
+            ("macro_recall", self.macro_recall),
+            ("macro_f1", self.macro_f1),
+            ("per_capture", self.per_capture.unwrap_or(0.0)),
+        ] {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&v),
+                "{}: {what} {v:?} is not a score (0 to 1); remove the file and this run is made again",
+                path.display()
+            );
+        }
         Ok(())
     }
 }
