@@ -464,3 +464,29 @@ fn a_stored_result_with_a_score_past_one_is_refused() {
         "{err}"
     );
 }
+
+/// A routing.json whose `layers` is far past what it holds is refused,
+/// naming the file: the report's heatmap table looped over that many layers
+/// (10^12: for ever).
+#[test]
+fn routing_counts_claiming_more_layers_than_they_hold_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 9);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    run(&opts).unwrap();
+    let routing = routing_dir(&opts.out, 1, "pretrained");
+    std::fs::create_dir_all(&routing).unwrap();
+    let json = r#"{"layers": 1000000000000, "experts": 2, "overall": [{"max_over_uniform": 1.0}]}"#;
+    std::fs::write(routing.join("routing.json"), json).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(run(&opts).err().map(|e| format!("{e:#}"))));
+    let err = rx
+        .recv_timeout(std::time::Duration::from_secs(120))
+        .expect("the report hung (or panicked)")
+        .expect("10^12 layers taken");
+    assert!(
+        err.contains("pretrained/routing.json") && err.contains("`layers` is 1000000000000"),
+        "{err}"
+    );
+}

@@ -483,7 +483,17 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
                 per_seed.len()
             );
         }
-        let layers = j0["layers"].as_u64().unwrap_or(0) as usize;
+        // The file's own layers bound the table: its `layers` number alone
+        // (10^12 in a damaged file) ran this loop for ever.
+        let layers = j0["overall"].as_array().map_or(0, Vec::len);
+        anyhow::ensure!(
+            j0["layers"].as_u64() == Some(layers as u64),
+            "{}: not routing counts (`layers` is {}, but `overall` holds {layers} layers)",
+            super::routing_dir(&o.out, *first, stage)
+                .join("routing.json")
+                .display(),
+            j0["layers"]
+        );
         let stat = |l: usize, key: &str| -> Vec<f64> {
             per_seed
                 .iter()
