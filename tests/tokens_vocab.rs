@@ -83,3 +83,28 @@ fn bad_vocab_files_error_clearly() {
     assert!(e.contains("missing.txt"), "{e}");
     assert!(Vocab::train(&Default::default(), 10).is_err());
 }
+
+/// A vocabulary file past any vocab.txt's size is refused unread, naming
+/// it: `--vocab /dev/zero`, or a capture named by mistake, was read whole
+/// (the former until memory ran out).
+#[test]
+fn a_file_far_larger_than_a_vocabulary_is_refused_unread() {
+    // `vocab::MAX_FILE_BYTES`: the error names it.
+    const MAX_FILE_BYTES: u64 = 64 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("huge.txt");
+    let f = std::fs::File::create(&p).unwrap();
+    // Sparse: the specials, then zeros to past the bound.
+    std::io::Write::write_all(&mut &f, SPECIALS.join("\n").as_bytes()).unwrap();
+    f.set_len(MAX_FILE_BYTES + 1).unwrap();
+    for path in [p.as_path(), std::path::Path::new("/dev/zero")] {
+        if !path.exists() {
+            continue;
+        }
+        let e = format!("{:#}", Vocab::load(path).unwrap_err());
+        assert!(
+            e.contains(&path.display().to_string()) && e.contains("larger than 64 MiB"),
+            "{e}"
+        );
+    }
+}

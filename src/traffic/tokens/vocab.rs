@@ -38,6 +38,10 @@ pub const DEFAULT_LEARNED: usize = 65_536;
 /// WordPiece pieces at most), small enough that the trainer's table for
 /// that many entries (it is sized by the request) fits in memory.
 pub const MAX_LEARNED: usize = 1 << 20;
+/// The largest `vocab.txt` read: its entries are WordPiece pieces of
+/// 4-hex-digit words (`##` and 4 digits at most), so even [`MAX_LEARNED`]
+/// of them fill under 8 MiB.
+pub const MAX_FILE_BYTES: u64 = 64 << 20;
 
 /// Exact counts of the 65,536 bigram words in a corpus.
 #[derive(Clone)]
@@ -199,8 +203,19 @@ impl Vocab {
 
     /// Reads a BERT `vocab.txt`.
     pub fn load(path: &Path) -> anyhow::Result<Vocab> {
-        let text = std::fs::read_to_string(path)
+        use std::io::Read;
+        // Read up to a bound: `--vocab /dev/zero` (or a capture named by
+        // mistake) was read whole, until memory ran out.
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
             .with_context(|| format!("reading vocabulary {}", path.display()))?;
+        anyhow::ensure!(
+            text.len() as u64 <= MAX_FILE_BYTES,
+            "vocabulary {}: larger than {} MiB: not a vocab.txt (one of {MAX_LEARNED} entries is a few MiB)",
+            path.display(),
+            MAX_FILE_BYTES >> 20
+        );
         let tokens: Vec<String> = text.lines().map(|l| l.trim_end().to_string()).collect();
         Vocab::from_tokens(tokens).with_context(|| format!("in vocabulary {}", path.display()))
     }
