@@ -354,6 +354,31 @@ fn a_damaged_sequence_length_is_refused_on_load() {
     load_dataset_info(&out).unwrap();
 }
 
+/// A damaged flow idle timeout is refused on load, naming the file:
+/// `classify --data` cut flows with 0 or -1, every packet its own flow,
+/// and reported every flow as under the packet minimum.
+#[test]
+fn a_damaged_idle_timeout_is_refused_on_load() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let out = tmp.path().join("ds");
+    build_dataset(&cfg(&root), &out, false).unwrap();
+    let json = out.join("dataset.json");
+    let text = std::fs::read_to_string(&json).unwrap();
+    for bad in [0.0, -1.0] {
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v["config"]["idle_timeout_s"] = bad.into();
+        std::fs::write(&json, v.to_string()).unwrap();
+        let e = format!("{:#}", load_dataset_info(&out).map(|_| ()).unwrap_err());
+        assert!(
+            e.contains(&json.display().to_string())
+                && e.contains(&format!("config.idle_timeout_s {bad} is not")),
+            "{e}"
+        );
+    }
+}
+
 #[test]
 fn a_shard_label_past_the_class_list_is_refused() {
     // A damaged label once reached a training step, whose loss indexed the

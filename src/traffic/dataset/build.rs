@@ -324,6 +324,16 @@ pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
         .tokenizer
         .check()
         .with_context(|| format!("{}: config.tokenizer is invalid", p.display()))?;
+    // `classify --data` and `inspect --dataset` cut flows with it as
+    // tokenize did: 0 or below made every packet its own flow, and every
+    // flow was silently dropped as too short.
+    let idle = info.config.idle_timeout_s;
+    if !(idle.is_finite() && idle > 0.0) {
+        bail!(
+            "{}: config.idle_timeout_s {idle} is not a flow idle timeout (seconds above 0)",
+            p.display()
+        );
+    }
     if info.seq_len != info.config.tokenizer.seq_len {
         bail!(
             "{}: seq_len {} differs from config.tokenizer.seq_len {}",
