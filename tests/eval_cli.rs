@@ -423,3 +423,20 @@ fn a_checkpoint_with_non_finite_outputs_is_refused_not_scored() {
     );
     assert!(!out.join("metrics.json").exists());
 }
+
+/// A fine-tuning log that is there but unreadable (not UTF-8) is an error
+/// naming it: it was taken for no log, and eval said the log was "not
+/// beside the checkpoint".
+#[test]
+fn an_unreadable_training_log_is_named_not_taken_for_absent() {
+    let dir = tempfile::tempdir().unwrap();
+    let ckpt = dir.path().join("classifier.safetensors");
+    assert!(eval::training_history(&ckpt).unwrap().is_none(), "no log");
+    let log = dir.path().join("finetune_log.jsonl");
+    std::fs::write(&log, b"{\"epoch\":1,\"train_loss\":0.5}\n\xff\xfe\n").unwrap();
+    let e = format!("{:#}", eval::training_history(&ckpt).unwrap_err());
+    assert!(
+        e.contains(&log.display().to_string()) && e.contains("UTF-8"),
+        "{e}"
+    );
+}

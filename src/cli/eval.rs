@@ -114,6 +114,10 @@ pub fn write_curves(checkpoint: &Path, out: &Path) -> Result<()> {
             }
         }
         // Said, so that a missing curves.png is not taken for a failure.
+        None if log_path(checkpoint).exists() => eprintln!(
+            "note: no training curves (curves.png): {} holds no epoch's train_loss",
+            log_path(checkpoint).display()
+        ),
         None => eprintln!(
             "note: no training curves (curves.png): {} is not beside the checkpoint",
             log_path(checkpoint).display()
@@ -134,8 +138,12 @@ fn log_path(checkpoint: &Path) -> std::path::PathBuf {
 /// epoch), if there is one.
 pub fn training_history(checkpoint: &Path) -> Result<Option<History>> {
     let log = log_path(checkpoint);
-    let Ok(text) = std::fs::read_to_string(&log) else {
-        return Ok(None);
+    let text = match std::fs::read_to_string(&log) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        // A log there but unreadable (not UTF-8, say) was reported as "not
+        // beside the checkpoint".
+        Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
     };
     let mut h = History::default();
     for (n, line) in text
