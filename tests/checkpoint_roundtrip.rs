@@ -328,3 +328,39 @@ fn a_damaged_classifier_config_is_refused_before_allocating() {
         "{e}"
     );
 }
+
+/// Optimizer state a run cannot have made is refused on load, naming the
+/// file and what is wrong: a beta of 1.5 or an eps of 0 was trained on
+/// silently, a NaN or negative second moment or a huge multiplier until the
+/// run "diverged (try a lower --lr)".
+#[test]
+fn optimizer_state_out_of_range_is_refused_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = params();
+    let good = AdamW::new(AdamWConfig::default(), &a);
+    let path = dir.path().join("model.optim.safetensors");
+    type Damage = fn(&mut AdamW);
+    let cases: [(Damage, &str); 6] = [
+        (|o| o.cfg.beta1 = 1.5, "metadata `adamw` is invalid"),
+        (|o| o.cfg.eps = 0.0, "metadata `adamw` is invalid"),
+        (|o| o.cfg.weight_decay = -5.0, "metadata `adamw` is invalid"),
+        (|o| o.group_lr[0] = 2.0, "multiplier 2 is not in [0, 1]"),
+        (|o| o.v[0][1] = -1.0, "holds -1: not a second moment"),
+        (|o| o.m[0][0] = f32::NAN, "holds NaN: not a first moment"),
+    ];
+    for (damage, want) in cases {
+        let mut opt = good.clone();
+        damage(&mut opt);
+        optim_state::save_optimizer(&path, &opt, &a, true).unwrap();
+        let e = optim_state::load_optimizer(&path, &a)
+            .map(|_| ())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("model.optim.safetensors") && e.contains(want),
+            "{want}: {e}"
+        );
+    }
+    optim_state::save_optimizer(&path, &good, &a, true).unwrap();
+    optim_state::load_optimizer(&path, &a).unwrap();
+}

@@ -101,6 +101,13 @@ pub enum CheckpointError {
         found: Vec<usize>,
         expected: Vec<usize>,
     },
+    #[error("{path}: tensor `{name}` holds {value}: {why}")]
+    Value {
+        path: PathBuf,
+        name: String,
+        value: f32,
+        why: String,
+    },
     #[error("{path}: tensor `{name}` is {dtype:?}; only F32 is read")]
     Dtype {
         path: PathBuf,

@@ -80,6 +80,23 @@ pub fn load_optimizer(path: &Path, params: &[Param]) -> Result<AdamW> {
         serde_json::from_str(get("adamw")?).map_err(|e| bad("adamw", e.to_string()))?;
     let group_lr: Vec<f32> =
         serde_json::from_str(get("group_lr")?).map_err(|e| bad("group_lr", e.to_string()))?;
+    // A damaged setting or moment was trained on as saved: silently (a
+    // beta of 1.5, an eps of 0), or until the run "diverged" with the
+    // blame on --lr (a NaN or negative second moment, a huge multiplier).
+    let setting_ok = |x: f32, lo: f32, hi: f32| x.is_finite() && x >= lo && x < hi;
+    if !(setting_ok(cfg.beta1, 0.0, 1.0)
+        && setting_ok(cfg.beta2, 0.0, 1.0)
+        && setting_ok(cfg.eps, f32::MIN_POSITIVE, f32::INFINITY)
+        && setting_ok(cfg.weight_decay, 0.0, f32::INFINITY))
+    {
+        return Err(bad(
+            "adamw",
+            format!("{cfg:?}: betas must be in [0, 1), eps above 0, weight_decay 0 or more"),
+        ));
+    }
+    if let Some(x) = group_lr.iter().find(|x| !(0.0..=1.0).contains(*x)) {
+        return Err(bad("group_lr", format!("multiplier {x} is not in [0, 1]")));
+    }
     let mut take = |name: String, p: &Param| -> Result<Vec<f32>> {
         let t = tensors
             .remove(&name)
@@ -93,6 +110,24 @@ pub fn load_optimizer(path: &Path, params: &[Param]) -> Result<AdamW> {
                 name,
                 found: t.shape,
                 expected: p.shape.clone(),
+            });
+        }
+        let second = name.starts_with("v.");
+        if let Some(&value) = t
+            .data
+            .iter()
+            .find(|x| !x.is_finite() || (second && **x < 0.0))
+        {
+            let why = if second {
+                "not a second moment (finite, 0 or more)"
+            } else {
+                "not a first moment (finite)"
+            };
+            return Err(CheckpointError::Value {
+                path: path.to_path_buf(),
+                name,
+                value,
+                why: why.into(),
             });
         }
         Ok(t.data)
