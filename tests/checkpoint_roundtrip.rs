@@ -364,3 +364,33 @@ fn optimizer_state_out_of_range_is_refused_naming_the_file() {
     optim_state::save_optimizer(&path, &good, &a, true).unwrap();
     optim_state::load_optimizer(&path, &a).unwrap();
 }
+
+/// A classifier whose class list is not one name per output of its head is
+/// refused, naming the file and both counts: `classify` called it "not a
+/// classifier checkpoint (no class list)".
+#[test]
+fn a_class_list_of_another_length_than_the_head_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = classifier_with(dir.path(), json!({}), "8");
+    let (_, params, meta) = checkpoint::load_classifier(&p).unwrap();
+    let q = dir.path().join("three.safetensors");
+    for classes in [vec!["a"], vec!["a", "b", "c"]] {
+        let m = CheckpointMeta {
+            classes: classes.iter().map(|c| c.to_string()).collect(),
+            ..meta.clone()
+        };
+        checkpoint::save(&q, &m, &params, true).unwrap();
+        let e = format!(
+            "{:#}",
+            checkpoint::load_classifier(&q).map(|_| ()).unwrap_err()
+        );
+        assert!(
+            e.contains("three.safetensors")
+                && e.contains(&format!(
+                    "names {} classes, but model_config.n_classes is 2",
+                    classes.len()
+                )),
+            "{e}"
+        );
+    }
+}

@@ -673,6 +673,20 @@ pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, Checkp
             path.display()
         )
     })?;
+    // One name per output of the head: `classify` said a list of another
+    // length was "no class list".
+    if !meta.classes.is_empty() && meta.classes.len() != cfg.n_classes {
+        return Err(CheckpointError::Metadata {
+            path: path.to_path_buf(),
+            key: "classes".into(),
+            detail: format!(
+                "names {} classes, but model_config.n_classes is {}",
+                meta.classes.len(),
+                cfg.n_classes
+            ),
+        }
+        .into());
+    }
     check_layout(path, &cfg, &Expect::default())?;
     check_seq_len(path, &meta)?;
     let (model, mut params) = Model::new(cfg, 0)?;
