@@ -307,6 +307,60 @@ fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
     );
 }
 
+/// A dataset whose dataset.json and shards say its vocabulary (the same
+/// hash as the --init model's) has more entries than the model's table: the
+/// shards' ids past the table panicked in the CPU embedding; now refused
+/// before training, naming both files.
+#[test]
+fn an_init_model_smaller_than_the_same_vocabulary_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    let (ok, text) = pretrain(d, "pt", "1", &[]);
+    assert!(ok, "{text}");
+    let data = d.join("data");
+    let json = data.join("dataset.json");
+    let mut v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let real = v["vocab_size"].as_u64().unwrap() as u32;
+    v["vocab_size"] = 10_000.into();
+    std::fs::write(&json, v.to_string()).unwrap();
+    for part in ["train", "val", "test"] {
+        let p = data.join(format!("{part}.tmoe"));
+        let mut b = std::fs::read(&p).unwrap();
+        // Header: vocab_size at byte 32; the first flow's first token at 64.
+        b[32..36].copy_from_slice(&10_000u32.to_le_bytes());
+        b[64..68].copy_from_slice(&9_999u32.to_le_bytes());
+        std::fs::write(&p, b).unwrap();
+    }
+    let (ok, text) = run(
+        d,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--init",
+            "pt/model.safetensors",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--batch",
+            "8",
+            "--quiet",
+        ],
+    );
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains(&format!(
+            "pt/model.safetensors: a model of {real} vocabulary entries"
+        )) && text.contains("dataset.json gives the same vocabulary")
+            && text.contains("10000 entries")
+            && !text.contains("panicked"),
+        "{text}"
+    );
+}
+
 #[test]
 fn model_info_refuses_a_vocabulary_before_printing_a_table() {
     let dir = tempfile::tempdir().unwrap();

@@ -122,8 +122,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let cfg = match &a.init {
         Some(p) => {
             let meta = checkpoint::read_meta(p)?;
-            serde_json::from_value::<ModelConfig>(meta.model_config)
-                .map_err(|e| anyhow::anyhow!("{}: model_config: {e}", p.display()))?
+            let hash = meta.vocab_hash;
+            let cfg = serde_json::from_value::<ModelConfig>(meta.model_config)
+                .map_err(|e| anyhow::anyhow!("{}: model_config: {e}", p.display()))?;
+            // The same vocabulary (hash) in another size is damage on one
+            // side: the shards' ids past the model's table panicked in the
+            // embedding. (Another hash is refused by name later.)
+            anyhow::ensure!(
+                hash != info.vocab_hash || cfg.vocab == info.vocab_size,
+                "{}: a model of {} vocabulary entries, but {} gives the same vocabulary (hash {hash:016x}) {} entries: one of the two is damaged",
+                p.display(),
+                cfg.vocab,
+                a.data.join("dataset.json").display(),
+                info.vocab_size
+            );
+            cfg
         }
         None => {
             let mut c = ModelConfig::named(a.config.as_deref().unwrap_or("tiny"))?
