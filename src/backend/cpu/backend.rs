@@ -93,11 +93,13 @@ impl<F: Float> Backend<F> for Cpu {
     }
 
     fn embedding_fwd(&self, ids: &[u32], table: &[F], d: usize) -> OpResult<Vec<F>> {
+        ids_in_table("embedding_fwd", ids, table.len(), d)?;
         let mut y = alloc::zeros(ids.len() * d);
         embedding::fwd(ids, table, d, &mut y);
         Ok(y)
     }
     fn embedding_bwd(&self, ids: &[u32], dy: &Vec<F>, d: usize, dtable: &mut [F]) -> OpResult<()> {
+        ids_in_table("embedding_bwd", ids, dtable.len(), d)?;
         embedding::bwd(ids, dy, d, dtable);
         Ok(())
     }
@@ -394,4 +396,41 @@ fn check_ffn<F>(op: &'static str, z: &[F], w: FfnRefs<[F]>, dims: &FfnDims) -> O
         return Err(OpError::msg(op, format!("shapes do not match {dims:?}")));
     }
     Ok(())
+}
+
+/// Every id has a row in a `table_len`-element table of `d`-wide rows (an
+/// id past it indexed out of bounds: a panic, where the bf16 engine and
+/// the kernels give an error).
+fn ids_in_table(op: &'static str, ids: &[u32], table_len: usize, d: usize) -> OpResult<()> {
+    let rows = table_len / d.max(1);
+    match ids.iter().find(|&&id| id as usize >= rows) {
+        Some(id) => Err(OpError::msg(
+            op,
+            format!("token id {id} is past the table's {rows} rows"),
+        )),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_token_id_past_the_table_is_an_error_naming_the_op() {
+        let (d, table) = (4, vec![0.5f32; 3 * 4]);
+        let y = Cpu::EXACT.embedding_fwd(&[2, 0], &table, d).unwrap();
+        assert_eq!(y.len(), 2 * d);
+        let e = Cpu::EXACT.embedding_fwd(&[1, 3], &table, d).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("token id 3 is past the table's 3 rows"),
+            "{e}"
+        );
+        let mut dtable = vec![0.0f32; 3 * 4];
+        let e = Cpu::EXACT
+            .embedding_bwd(&[7], &vec![1.0; d], d, &mut dtable)
+            .unwrap_err();
+        assert!(e.to_string().contains("embedding_bwd"), "{e}");
+    }
 }
