@@ -640,3 +640,51 @@ fn captures_sharing_a_name_the_label_csv_gives_are_refused() {
     let s = build_dataset(&c, &out, false).unwrap();
     assert_eq!(s.info.classes, ["web"]);
 }
+
+/// A named pipe where a dataset file should be: opening it blocked until
+/// a writer came (for ever, in `tmoe eval`). Each loader refuses it at once.
+#[cfg(unix)]
+#[test]
+fn a_pipe_in_place_of_a_dataset_file_is_refused_not_waited_on() {
+    use traffic_moe::traffic::dataset::packet_meta;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let ds = tmp.path().join("ds");
+    build_dataset(&cfg(&root), &ds, false).unwrap();
+    let fifo = |name: &str| {
+        let p = ds.join(name);
+        std::fs::remove_file(&p).unwrap();
+        let ok = std::process::Command::new("mkfifo")
+            .arg(&p)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mkfifo {}", p.display());
+        p
+    };
+    // Each call on a thread: a blocked open fails the test, not hangs it.
+    let within = |f: Box<dyn FnOnce() -> String + Send>| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || tx.send(f()).unwrap());
+        rx.recv_timeout(std::time::Duration::from_secs(20))
+            .expect("the loader blocked on the pipe")
+    };
+    let pkts = fifo("test.pkts");
+    let e = within(Box::new(move || {
+        format!("{:#}", packet_meta::read(&pkts).unwrap_err())
+    }));
+    assert!(e.contains("test.pkts: not a regular file"), "{e}");
+    fifo("test.tmoe");
+    let d = ds.clone();
+    let e = within(Box::new(move || {
+        format!("{:#}", open_part(&d, "test").unwrap_err())
+    }));
+    assert!(e.contains("test.tmoe: not a regular file"), "{e}");
+    fifo("dataset.json");
+    let d = ds.clone();
+    let e = within(Box::new(move || {
+        format!("{:#}", load_dataset_info(&d).unwrap_err())
+    }));
+    assert!(e.contains("dataset.json: not a regular file"), "{e}");
+}

@@ -167,6 +167,12 @@ impl Shard {
             path: path.to_path_buf(),
             cause,
         };
+        // Opening a pipe blocks until a writer comes: refused unopened.
+        if !std::fs::metadata(path).map_err(io)?.is_file() {
+            return Err(io(std::io::Error::other(
+                "not a regular file (a folder, device or pipe); a shard is a file",
+            )));
+        }
         let file = std::fs::File::open(path).map_err(io)?;
         let actual = file.metadata().map_err(io)?.len();
         if actual < 64 {
