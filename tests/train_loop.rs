@@ -99,8 +99,8 @@ fn pretraining_lowers_loss_resumes_and_is_deterministic() {
     assert_eq!(r3a.history[..], r.history[..30]);
     let meta = traffic_moe::model::checkpoint::read_meta(&r3a.checkpoint).unwrap();
     assert_eq!(meta.step, 30);
-    // Steps an interrupted run logged after its checkpoint do not survive the
-    // resume.
+    // Steps an interrupted run logged after its checkpoint (and damaged
+    // lines) do not survive the resume.
     let extra = std::fs::read_to_string(c.join("pretrain_log.jsonl"))
         .unwrap()
         .lines()
@@ -112,6 +112,8 @@ fn pretraining_lowers_loss_resumes_and_is_deterministic() {
         .open(c.join("pretrain_log.jsonl"))
         .unwrap();
     std::io::Write::write_all(&mut f, format!("{extra}\n").as_bytes()).unwrap();
+    // A damaged line (not UTF-8) kept the whole log from being trimmed.
+    std::io::Write::write_all(&mut f, b"{\"step\":32,\xff\xfe}\n").unwrap();
     let mut o = popts(&c, 60, FfnKind::Moe);
     o.resume = true;
     let r3 = pretrain(&o, &train, 1).unwrap();

@@ -311,10 +311,14 @@ pub fn pretrain(
 
 /// Keeps the lines of a pretraining log up to `step` (the resumed checkpoint).
 fn trim_log(path: &Path, step: u64) -> anyhow::Result<()> {
-    let Ok(text) = std::fs::read_to_string(path) else {
-        return Ok(());
+    // A damaged (non-UTF-8) log keeps its readable lines up to `step`: it
+    // was skipped whole, so the lines of later steps stayed in it.
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     };
-    let kept: String = text
+    let kept: String = String::from_utf8_lossy(&bytes)
         .lines()
         .filter(|l| {
             serde_json::from_str::<serde_json::Value>(l)
