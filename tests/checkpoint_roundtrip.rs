@@ -393,4 +393,19 @@ fn a_class_list_of_another_length_than_the_head_is_refused() {
             "{e}"
         );
     }
+    // One name per output, each once: `classify --vocab` took a list that
+    // named one class twice.
+    let m = CheckpointMeta {
+        classes: vec!["a".into(), "a".into()],
+        ..meta.clone()
+    };
+    checkpoint::save(&q, &m, &params, true).unwrap();
+    let e = format!(
+        "{:#}",
+        checkpoint::load_classifier(&q).map(|_| ()).unwrap_err()
+    );
+    assert!(
+        e.contains("three.safetensors") && e.contains("names class \"a\" twice"),
+        "{e}"
+    );
 }

@@ -687,6 +687,16 @@ pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, Checkp
         }
         .into());
     }
+    // Two outputs under one name: a verdict could not say which it was.
+    let mut seen = std::collections::HashSet::new();
+    if let Some(twice) = meta.classes.iter().find(|c| !seen.insert(c.as_str())) {
+        return Err(CheckpointError::Metadata {
+            path: path.to_path_buf(),
+            key: "classes".into(),
+            detail: format!("names class {twice:?} twice"),
+        }
+        .into());
+    }
     check_layout(path, &cfg, &Expect::default())?;
     check_seq_len(path, &meta)?;
     let (model, mut params) = Model::new(cfg, 0)?;
