@@ -84,7 +84,7 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
                     continue;
                 }
                 if old != value {
-                    let (old, value) = (shown(key, old), shown(key, value));
+                    let (old, value) = (short(shown(key, old)), short(shown(key, value)));
                     diff.push(format!("{key}: {old} then, {value} now"));
                 }
             }
@@ -104,6 +104,20 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&path, &now),
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+/// At most 200 characters of a shown setting (a list of thousands of
+/// captures made a megabyte-long message), with the count left out.
+fn short(s: String) -> String {
+    const MAX: usize = 200;
+    match s.char_indices().nth(MAX) {
+        Some((cut, _)) => format!(
+            "{} ... ({} more characters)",
+            &s[..cut],
+            s[cut..].chars().count()
+        ),
+        None => s,
     }
 }
 
@@ -143,4 +157,18 @@ fn canonical(key: &str, v: &Value) -> Value {
 fn write(path: &Path, v: &Value) -> Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
         .with_context(|| format!("writing {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short;
+
+    #[test]
+    fn a_long_setting_is_cut_in_the_message() {
+        assert_eq!(short("a, b".into()), "a, b");
+        let long = "é".repeat(250);
+        let s = short(long);
+        assert!(s.starts_with(&"é".repeat(200)), "{s}");
+        assert!(s.ends_with(" ... (50 more characters)"), "{s}");
+    }
 }
