@@ -231,6 +231,49 @@ fn a_damaged_step_is_refused_on_resume() {
 }
 
 #[test]
+fn nan_weights_are_refused_for_training_naming_the_file() {
+    // A NaN weight ended the first step in "training diverged (try a lower
+    // --lr)": the run was blamed, not the file.
+    let dir = tempfile::tempdir().unwrap();
+    let train = data(24, 0);
+    let mut o = popts(dir.path(), 4, FfnKind::Moe);
+    o.stop_after = Some(2);
+    let ckpt = pretrain(&o, &train, 1).unwrap().checkpoint;
+    let c = traffic_moe::model::checkpoint::read(&ckpt).unwrap();
+    let params: Vec<_> = c
+        .tensors
+        .into_iter()
+        .map(|(name, mut t)| {
+            if name == "layers.0.attn_norm" {
+                t.data[0] = f32::NAN;
+            }
+            traffic_moe::engine::Param::new(name, t.shape, t.data, 0).unwrap()
+        })
+        .collect();
+    let damaged = params
+        .iter()
+        .find(|p| p.value[0].is_nan())
+        .map(|p| p.name.clone())
+        .expect("a norm weight to damage");
+    traffic_moe::model::checkpoint::save(&ckpt, &c.meta, &params, true).unwrap();
+    let mut o = popts(dir.path(), 4, FfnKind::Moe);
+    o.resume = true;
+    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    let want = format!("tensor {damaged} holds NaN or infinite weights");
+    assert!(
+        e.contains(&ckpt.display().to_string()) && e.contains(&want),
+        "{e}"
+    );
+    let out = dir.path().join("ft");
+    let f = fopts(&out, FfnKind::Moe, Some(ckpt.clone()));
+    let e = format!("{:#}", finetune(&f, &train, &data(9, 1), 1).unwrap_err());
+    assert!(
+        e.contains(&ckpt.display().to_string()) && e.contains(&want),
+        "{e}"
+    );
+}
+
+#[test]
 fn optimizer_state_of_another_step_is_refused_on_resume() {
     // The weights are saved, then the optimizer state: a run killed between
     // the two writes leaves weights of step 4 beside moments of step 2. The

@@ -328,6 +328,7 @@ pub fn finetune(
     if let Some(init) = &opts.init {
         checkpoint::load_into(init, &backbone, &mut params)
             .with_context(|| format!("loading pretrained weights from {}", init.display()))?;
+        checkpoint::ensure_finite_weights(init, &params)?;
     }
     let train_idx = training_flows(train, opts.train_fraction, opts.max_per_class, opts.seed);
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");

@@ -155,6 +155,7 @@ pub fn pretrain(
             &mut params,
         )
         .with_context(|| format!("resuming from {}", ckpt.display()))?;
+        checkpoint::ensure_finite_weights(&ckpt, &params)?;
         check_resume_settings(&ckpt, &m, opts)?;
         // The data order is replayed step by step up to it: a damaged step
         // would replay for ever.
