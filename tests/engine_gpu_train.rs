@@ -74,11 +74,17 @@ fn dense_pretraining_on_sim_learns_and_is_deterministic() {
 
 #[test]
 fn optimizer_state_round_trips_through_the_device() {
+    for dev in devices() {
+        optimizer_state_round_trips_on(dev);
+    }
+}
+
+fn optimizer_state_round_trips_on(dev: Device) {
     let cfg = common::micro_config(FfnKind::Moe, 0);
     let (model, params) = Model::new(cfg, 5).unwrap();
     let opt = AdamW::new(AdamWConfig::default(), &params);
     let mut tr = Trainer::new(
-        Device::Sim,
+        dev,
         traffic_moe::engine::Precision::F32,
         params.clone(),
         opt,
@@ -101,15 +107,15 @@ fn optimizer_state_round_trips_through_the_device() {
     );
     // Upload what was downloaded: the same state comes back (packing is exact).
     let tr2 = Trainer::new(
-        Device::Sim,
+        dev,
         traffic_moe::engine::Precision::F32,
         p1.clone(),
         o1.clone(),
     )
     .unwrap();
     let (p2, o2) = (tr2.params().unwrap(), tr2.optimizer().unwrap());
-    assert_eq!(p1, p2);
-    assert_eq!((o1.m, o1.v, o1.step), (o2.m, o2.v, o2.step));
+    assert_eq!(p1, p2, "{dev:?}");
+    assert_eq!((o1.m, o1.v, o1.step), (o2.m, o2.v, o2.step), "{dev:?}");
 }
 
 #[test]
@@ -128,9 +134,14 @@ fn cuda_without_a_gpu_is_a_clear_error() {
 fn weights_loaded_for_inference_keep_bf16_and_little_fp32() {
     let cfg = common::micro_config(FfnKind::Moe, 3);
     let (_, params) = Model::new(cfg, 5).unwrap();
-    let ex = Executor::sim();
+    for ex in executors("weights_loaded_for_inference_keep_bf16_and_little_fp32") {
+        bf16_and_little_fp32_on(&ex, &params);
+    }
+}
+
+fn bf16_and_little_fp32_on(ex: &Executor, params: &[traffic_moe::engine::Param]) {
     let n: usize = params.iter().map(|p| p.value.len()).sum();
-    let store = GpuParams::upload_inference(&ex, &params).unwrap();
+    let store = GpuParams::upload_inference(ex, params).unwrap();
     // bf16 for every tensor (2 bytes each) and fp32 for the norms, biases,
     // router and shared gate only (not the embedding table, gathered from its
     // bf16 copy): about 2 bytes a parameter, where fp32 + bf16 for all would
@@ -166,9 +177,12 @@ fn weights_loaded_for_inference_keep_bf16_and_little_fp32() {
 fn inference_weights_give_the_training_weights_logits_bit_for_bit() {
     use traffic_moe::eval::predict::{Weights, class_logits};
 
-    for ffn in [FfnKind::Moe, FfnKind::Dense] {
+    for (dev, ffn) in devices()
+        .into_iter()
+        .flat_map(|d| [(d, FfnKind::Moe), (d, FfnKind::Dense)])
+    {
         let (model, params) = Model::new(common::micro_config(ffn, 3), 5).unwrap();
-        let gpu = Device::Sim.gpu().unwrap().expect("sim is a GPU engine");
+        let gpu = dev.gpu().unwrap().expect("a GPU engine");
         let batch = &common::micro_batches()[0];
         let x = batch.inputs();
         let logits = |store: &GpuParams| {
@@ -179,6 +193,6 @@ fn inference_weights_give_the_training_weights_logits_bit_for_bit() {
         let infer = GpuParams::upload_inference(gpu.executor(), &params).unwrap();
         let (want, got) = (logits(&train), logits(&infer));
         assert!(!want.0.is_empty());
-        assert_eq!(got, want, "{ffn:?}: logits or routing differ");
+        assert_eq!(got, want, "{dev:?} {ffn:?}: logits or routing differ");
     }
 }
