@@ -6,7 +6,8 @@
 //! - **AppScanner** (Taylor et al., EuroS&P 2016): 54 statistics of packet
 //!   sizes per direction, random forest (smartcore, 100 trees).
 //! - **k-NN** on the first K packets' sizes, directions and inter-arrival
-//!   times (smartcore, Euclidean distance): re-evaluations of traffic
+//!   times (smartcore, Euclidean distance, brute-force search: ties as in
+//!   scikit-learn): re-evaluations of traffic
 //!   classifiers (e.g. "When Simple Model Just Works", 2025) find that it
 //!   often matches deep models, and with one neighbour it tells how often a
 //!   test flow's nearest training flow has its label (a shortcut check).
@@ -17,10 +18,12 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+use smartcore::algorithm::neighbour::KNNAlgorithmName;
 use smartcore::ensemble::random_forest_classifier::{
     RandomForestClassifier, RandomForestClassifierParameters,
 };
 use smartcore::linalg::basic::matrix::DenseMatrix;
+use smartcore::metrics::distance::euclidian::Euclidian;
 use smartcore::neighbors::knn_classifier::{KNNClassifier, KNNClassifierParameters};
 
 use crate::eval::captures::capture_vote;
@@ -116,6 +119,18 @@ fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> 
     Ok(Part { x, y, files })
 }
 
+/// The k-NN: Euclidean distance, uniform votes, brute-force search. Among
+/// equidistant training flows the earliest (lowest row) counts, as in
+/// scikit-learn's `KNeighborsClassifier`; smartcore's default cover tree
+/// picks one by the tree's shape instead (a duplicate feature row with
+/// another label could flip a 1-NN answer). Tied votes go to the smallest
+/// label, as in scikit-learn.
+fn knn_params(k: usize) -> KNNClassifierParameters<f64, Euclidian<f64>> {
+    KNNClassifierParameters::default()
+        .with_k(k.max(1))
+        .with_algorithm(KNNAlgorithmName::LinearSearch)
+}
+
 fn matrix(x: &[Vec<f64>], what: &str) -> Result<DenseMatrix<f64>> {
     DenseMatrix::from_2d_vec(&x.to_vec()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
@@ -166,8 +181,7 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
             (p, fit, t.elapsed().as_secs_f64())
         }
         Method::Knn => {
-            let params = KNNClassifierParameters::default().with_k(opts.neighbours.max(1));
-            let knn = KNNClassifier::fit(&xtr, &train.y, params)
+            let knn = KNNClassifier::fit(&xtr, &train.y, knn_params(opts.neighbours))
                 .map_err(|e| anyhow::anyhow!("fitting the k-NN: {e}"))?;
             let fit = t.elapsed().as_secs_f64();
             let t = Instant::now();
@@ -198,4 +212,31 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         predict_seconds,
         y_pred,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn knn_predict(x: &[Vec<f64>], y: &[u32], q: &[Vec<f64>], k: usize) -> Vec<u32> {
+        let knn =
+            KNNClassifier::fit(&matrix(x, "train").unwrap(), &y.to_vec(), knn_params(k)).unwrap();
+        knn.predict(&matrix(q, "test").unwrap()).unwrap()
+    }
+
+    #[test]
+    fn knn_ties_go_to_the_earliest_training_flow_as_in_sklearn() {
+        // Two training flows at distance 0 with labels 5 and 3: the first
+        // (row 1) decides, as scikit-learn's KNeighborsClassifier answers
+        // (the cover tree answered 3).
+        let x = [vec![1.0], vec![0.0], vec![0.0]];
+        assert_eq!(knn_predict(&x, &[9, 5, 3], &[vec![0.0]], 1), [5]);
+        assert_eq!(knn_predict(&x, &[9, 3, 5], &[vec![0.0]], 1), [3]);
+        // Equidistant on either side: the earlier row.
+        let x = [vec![1.0], vec![-1.0], vec![5.0]];
+        assert_eq!(knn_predict(&x, &[5, 3, 9], &[vec![0.0]], 1), [5]);
+        // Tied vote (one each of 4 and 2): the smaller label.
+        let x = [vec![0.0], vec![1.0], vec![5.0], vec![6.0]];
+        assert_eq!(knn_predict(&x, &[4, 2, 9, 9], &[vec![0.5]], 2), [2]);
+    }
 }
