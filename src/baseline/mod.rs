@@ -168,6 +168,12 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
     let t = Instant::now();
     let (y_pred, fit_seconds, predict_seconds) = match opts.method {
         Method::Appscanner => {
+            // smartcore's defaults besides the trees and seed: Gini, trees
+            // grown full (no depth limit, leaves of 1), floor(sqrt(54)) = 7
+            // features tried per split (scikit-learn's "sqrt"); unlike
+            // scikit-learn, each tree's bootstrap redraws every class to its
+            // own size and trees vote by majority, not by mean probability.
+            // Tree i is seeded `seed + i`: the same seed, the same forest.
             let params = RandomForestClassifierParameters::default()
                 .with_n_trees(opts.trees)
                 .with_seed(opts.seed);
