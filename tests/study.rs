@@ -490,3 +490,29 @@ fn routing_counts_claiming_more_layers_than_they_hold_are_refused() {
         "{err}"
     );
 }
+
+/// The header names the per-class cap of fine-tuning; the classic rows fit
+/// on every training flow, and the report says so (it read as if the cap
+/// held for the whole table).
+#[test]
+fn the_report_says_the_classic_rows_fit_on_all_training_flows() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 20, 6);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    run(&opts).unwrap();
+    let train = open_part(&opts.out.join("data-full"), "train").unwrap();
+    assert!(
+        train.count() > 10 * 6,
+        "more than the cap: {}",
+        train.count()
+    );
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    assert!(
+        md.contains(&format!(
+            "The appscanner and knn rows fit on all {} training flows; the cap of 10 per class bounds fine-tuning and the probe only.",
+            train.count()
+        )),
+        "{md}"
+    );
+}

@@ -137,9 +137,9 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         );
     }
     md += "\nMean ± sample standard deviation (n - 1) over the seeds, here and below (the mean alone for one seed); every seed scores the same train/val/test split (a seed sets initialisation, training order and the flows subsampled), so the spread leaves out the split's. Per capture: a capture's flows vote (majority) for its class.\n";
-    // Shortcut checks.
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
+    // The shortcut check's 1-NN, fitted like the k-NN row.
     let nn = crate::baseline::run(
         &full,
         &BaselineOpts {
@@ -148,6 +148,18 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             ..BaselineOpts::default()
         },
     )?;
+    // The classic rows are never capped or subsampled: say so beside a
+    // header that names the cap.
+    let classic = lines
+        .iter()
+        .any(|l| matches!(l.row, Row::Appscanner | Row::Knn));
+    if let (Some(c), true) = (o.max_per_class, classic) {
+        md += &format!(
+            "The appscanner and knn rows fit on all {} training flows; the cap of {c} per class bounds fine-tuning and the probe only.\n",
+            nn.train_flows
+        );
+    }
+    // Shortcut checks.
     let f1_of = |row: Row| lines.iter().find(|l| l.row == row).map(|l| l.f1.0);
     md += "\n## Shortcut checks\n\n";
     md += &format!(
