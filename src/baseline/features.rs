@@ -12,6 +12,11 @@ pub const APPSCANNER_STATS: usize = 18;
 pub const APPSCANNER_FEATURES: usize = 3 * APPSCANNER_STATS;
 
 /// AppScanner's 54 statistical features of a flow's packet sizes.
+///
+/// Over the first K packets that `<part>.pkts` keeps (`tokenize
+/// --packets`, 10 by default), the packets the model sees, not over the
+/// whole flow (a burst split by idle time) as in the paper: the count
+/// saturates at K, and the statistics describe the flow's opening only.
 pub fn appscanner(pkts: &[PacketSlot]) -> Vec<f64> {
     let size = |p: &PacketSlot| f64::from(p.size);
     let incoming: Vec<f64> = pkts
