@@ -131,6 +131,22 @@ fn knn_params(k: usize) -> KNNClassifierParameters<f64, Euclidian<f64>> {
         .with_algorithm(KNNAlgorithmName::LinearSearch)
 }
 
+/// Predictions for `rows`, in parallel chunks: both models answer each row
+/// alone, and the k-NN's brute-force search costs a pass over the training
+/// flows per row.
+fn predict_in_chunks(
+    rows: &[Vec<f64>],
+    what: &str,
+    predict: impl Fn(&DenseMatrix<f64>) -> Result<Vec<u32>> + Sync,
+) -> Result<Vec<u32>> {
+    use rayon::prelude::*;
+    let parts = rows
+        .par_chunks(256)
+        .map(|c| predict(&matrix(c, what)?))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(parts.concat())
+}
+
 fn matrix(x: &[Vec<f64>], what: &str) -> Result<DenseMatrix<f64>> {
     DenseMatrix::from_2d_vec(&x.to_vec()).map_err(|e| anyhow::anyhow!("{what}: {e}"))
 }
@@ -164,7 +180,7 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         train.y.len(),
         data.display()
     );
-    let (xtr, xte) = (matrix(&train.x, "train")?, matrix(&test.x, &opts.split)?);
+    let xtr = matrix(&train.x, "train")?;
     let t = Instant::now();
     let (y_pred, fit_seconds, predict_seconds) = match opts.method {
         Method::Appscanner => {
@@ -181,9 +197,10 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
                 .map_err(|e| anyhow::anyhow!("fitting the random forest: {e}"))?;
             let fit = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let p: Vec<u32> = rf
-                .predict(&xte)
-                .map_err(|e| anyhow::anyhow!("random forest prediction: {e}"))?;
+            let p = predict_in_chunks(&test.x, &opts.split, |x| {
+                rf.predict(x)
+                    .map_err(|e| anyhow::anyhow!("random forest prediction: {e}"))
+            })?;
             (p, fit, t.elapsed().as_secs_f64())
         }
         Method::Knn => {
@@ -191,9 +208,10 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
                 .map_err(|e| anyhow::anyhow!("fitting the k-NN: {e}"))?;
             let fit = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let p: Vec<u32> = knn
-                .predict(&xte)
-                .map_err(|e| anyhow::anyhow!("k-NN prediction: {e}"))?;
+            let p = predict_in_chunks(&test.x, &opts.split, |x| {
+                knn.predict(x)
+                    .map_err(|e| anyhow::anyhow!("k-NN prediction: {e}"))
+            })?;
             (p, fit, t.elapsed().as_secs_f64())
         }
     };
@@ -244,5 +262,22 @@ mod tests {
         // Tied vote (one each of 4 and 2): the smaller label.
         let x = [vec![0.0], vec![1.0], vec![5.0], vec![6.0]];
         assert_eq!(knn_predict(&x, &[4, 2, 9, 9], &[vec![0.5]], 2), [2]);
+    }
+
+    #[test]
+    fn predictions_in_chunks_equal_one_call_in_order() {
+        // 1,000 queries: several chunks, the last a partial one.
+        let point = |i: usize| vec![(i * 37 % 101) as f64, (i * 11 % 13) as f64];
+        let x: Vec<Vec<f64>> = (0..60).map(point).collect();
+        let y: Vec<u32> = (0..60).map(|i| (i % 7) as u32).collect();
+        let q: Vec<Vec<f64>> = (0..1000).map(|i| point(i * 3 + 1)).collect();
+        let knn = KNNClassifier::fit(&matrix(&x, "train").unwrap(), &y, knn_params(3)).unwrap();
+        let whole = knn.predict(&matrix(&q, "test").unwrap()).unwrap();
+        let chunked = predict_in_chunks(&q, "test", |m| {
+            knn.predict(m).map_err(|e| anyhow::anyhow!("{e}"))
+        })
+        .unwrap();
+        assert_eq!(chunked, whole);
+        assert!(whole.iter().any(|&c| c != whole[0]), "more than one class");
     }
 }
