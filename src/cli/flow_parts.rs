@@ -37,11 +37,12 @@ impl FlowPartsArgs {
         }
     }
 
-    /// Reader settings that keep exactly what the tokenizer will use.
+    /// Reader settings that keep what the tokenizer will use (with
+    /// `--mask-identifiers`, the bytes matched past the payload window too).
     pub fn reader(&self) -> ReadConfig {
         ReadConfig {
             max_packets: self.packets,
-            payload_bytes: self.payload_bytes,
+            payload_bytes: self.tokenizer().payload_bytes_read(),
             ..ReadConfig::default()
         }
     }

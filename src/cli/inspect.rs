@@ -155,7 +155,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     );
     let mut rc = ReadConfig {
         max_packets: cfg.packets,
-        payload_bytes: cfg.payload_bytes,
+        payload_bytes: cfg.payload_bytes_read(),
         ..ReadConfig::default()
     };
     // Flows end at the dataset's idle timeout, as `tokenize` cut them and

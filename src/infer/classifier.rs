@@ -117,7 +117,7 @@ impl Classifier {
         let tc = self.tokenizer.config();
         ReadConfig {
             max_packets: tc.packets,
-            payload_bytes: tc.payload_bytes,
+            payload_bytes: tc.payload_bytes_read(),
             idle_timeout_ns: (self.idle_timeout_s * 1e9) as u64,
             ..ReadConfig::default()
         }

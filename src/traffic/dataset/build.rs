@@ -668,7 +668,7 @@ fn build_into(
         } else {
             k
         },
-        payload_bytes: tcfg.payload_bytes,
+        payload_bytes: tcfg.payload_bytes_read(),
         idle_timeout_ns: (cfg.idle_timeout_s * 1e9) as u64,
         max_flows: cfg.max_flows.max(1),
         ..ReadConfig::default()

@@ -103,12 +103,19 @@ pub fn flow_features<'a>(flow: &'a Flow, cfg: &TokenizerConfig) -> Vec<PacketByt
             let attrs = packet_attributes(p, prev);
             prev = Some(p.ts_ns);
             let n = p.payload.len().min(cfg.payload_bytes);
-            let payload = &p.payload[..n];
             PacketBytes {
                 attrs: cfg.view.has_header().then_some(attrs),
+                // Masked over all the bytes kept, then cut: an identifier
+                // that runs past the window is still matched whole.
                 payload: cfg.view.has_payload().then(|| match &ids {
-                    Some(ids) => ids.mask(payload),
-                    None => Cow::Borrowed(payload),
+                    Some(ids) => match ids.mask(&p.payload) {
+                        Cow::Borrowed(b) => Cow::Borrowed(&b[..n]),
+                        Cow::Owned(mut v) => {
+                            v.truncate(n);
+                            Cow::Owned(v)
+                        }
+                    },
+                    None => Cow::Borrowed(&p.payload[..n]),
                 }),
             }
         })

@@ -10,11 +10,21 @@
 //! has Ethernet headers, each MAC address as bytes and as text (`aa:bb:..`,
 //! `AA-BB-..`). Ports as decimal text are not matched: short digit runs occur
 //! everywhere.
+//!
+//! Matching runs over more of each payload than the tokens keep: the reader
+//! keeps [`LONGEST_PATTERN`]` - 1` bytes past `payload_bytes`
+//! ([`crate::traffic::tokens::tokenize::TokenizerConfig::payload_bytes_read`]),
+//! so an identifier that straddles the end of the window (an mDNS answer's
+//! address at bytes 38..42) is recognised and its first bytes zeroed too.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
 
 use crate::traffic::types::{Endpoint, Flow};
+
+/// The longest pattern [`Identifiers`] matches: an IPv6 address as text
+/// (`ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`, 39 characters).
+pub const LONGEST_PATTERN: usize = 39;
 
 /// The byte patterns of one flow's identifiers, longest first (a longer
 /// match wins where two overlap).
@@ -35,6 +45,7 @@ impl Identifiers {
         }
         patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
+        debug_assert!(patterns.iter().all(|p| p.len() <= LONGEST_PATTERN));
         Identifiers { patterns }
     }
 

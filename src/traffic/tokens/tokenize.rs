@@ -10,6 +10,7 @@
 
 use crate::traffic::tokens::bigram::bigrams;
 use crate::traffic::tokens::features::{View, flow_features};
+use crate::traffic::tokens::identifiers::LONGEST_PATTERN;
 use crate::traffic::tokens::vocab::{END, PAD, PD, PY, Vocab};
 use crate::traffic::types::Flow;
 use anyhow::{Context, bail};
@@ -39,6 +40,18 @@ pub struct TokenizerConfig {
 pub const MAX_SEQ_LEN: usize = 1 << 16;
 
 impl TokenizerConfig {
+    /// Payload bytes the reader must keep per packet: `payload_bytes`, and
+    /// with `mask_identifiers` enough more that an address or port which
+    /// begins inside the window and ends past it is still matched whole (its
+    /// bytes inside the window are zeroed; the extra bytes never become tokens).
+    pub fn payload_bytes_read(&self) -> usize {
+        if self.mask_identifiers {
+            self.payload_bytes.saturating_add(LONGEST_PATTERN - 1)
+        } else {
+            self.payload_bytes
+        }
+    }
+
     /// Why the config cannot be used, if it cannot.
     pub fn check(&self) -> anyhow::Result<()> {
         if !(2..=MAX_SEQ_LEN).contains(&self.seq_len) {
