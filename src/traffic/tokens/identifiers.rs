@@ -9,7 +9,9 @@
 //! canonical text), each port as two big-endian bytes, and, when the capture
 //! has Ethernet headers, each MAC address as bytes and as text (`aa:bb:..`,
 //! `AA-BB-..`). Ports as decimal text are not matched: short digit runs occur
-//! everywhere.
+//! everywhere. An address as text matches only where it is not part of a
+//! longer number (`10.0.0.1` in `10.0.0.12` is another host: no digit may
+//! border decimal text, no hex digit or `:` IPv6 text).
 //!
 //! Matching runs over more of each payload than the tokens keep: the reader
 //! keeps [`LONGEST_PATTERN`]` - 1` bytes past `payload_bytes`
@@ -26,10 +28,34 @@ use crate::traffic::types::{Endpoint, Flow};
 /// (`ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`, 39 characters).
 pub const LONGEST_PATTERN: usize = 39;
 
+/// What may border a match of a pattern written as text: an address as
+/// text is only the flow's own when it is not part of a longer number
+/// (`10.0.0.1` inside `10.0.0.12` or `110.0.0.1` names another host, and
+/// zeroing its first bytes would tell the model which address the flow has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Edge {
+    /// Bytes: anything.
+    Any,
+    /// Decimal text (IPv4 dotted or FTP's commas): no ASCII digit on either side.
+    Decimal,
+    /// IPv6 text: no hex digit or `:` on either side.
+    Hex,
+}
+
+impl Edge {
+    fn allows(self, b: u8) -> bool {
+        match self {
+            Edge::Any => true,
+            Edge::Decimal => !b.is_ascii_digit(),
+            Edge::Hex => !(b.is_ascii_hexdigit() || b == b':'),
+        }
+    }
+}
+
 /// The byte patterns of one flow's identifiers, longest first (a longer
 /// match wins where two overlap).
 pub struct Identifiers {
-    patterns: Vec<Vec<u8>>,
+    patterns: Vec<(Vec<u8>, Edge)>,
 }
 
 impl Identifiers {
@@ -43,24 +69,27 @@ impl Identifiers {
                 add_mac(&mut patterns, mac);
             }
         }
-        patterns.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        patterns.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then_with(|| a.cmp(b)));
         patterns.dedup();
-        debug_assert!(patterns.iter().all(|p| p.len() <= LONGEST_PATTERN));
+        debug_assert!(patterns.iter().all(|p| p.0.len() <= LONGEST_PATTERN));
         Identifiers { patterns }
     }
 
     /// `payload` with every match zeroed (borrowed when nothing matched).
     pub fn mask<'a>(&self, payload: &'a [u8]) -> Cow<'a, [u8]> {
         let mut out: Option<Vec<u8>> = None;
-        for p in &self.patterns {
+        for (p, edge) in &self.patterns {
             if p.len() > payload.len() {
                 continue;
             }
             let mut i = 0;
             while i + p.len() <= payload.len() {
                 // Match against the original bytes: zeroing one pattern must
-                // not create or break a match of another.
-                if payload[i..i + p.len()] == p[..] {
+                // not create or break a match of another. A payload's end is
+                // no neighbour (the reader may have cut it there).
+                let bordered = i.checked_sub(1).is_none_or(|j| edge.allows(payload[j]))
+                    && payload.get(i + p.len()).is_none_or(|&b| edge.allows(b));
+                if payload[i..i + p.len()] == p[..] && bordered {
                     out.get_or_insert_with(|| payload.to_vec())[i..i + p.len()].fill(0);
                     i += p.len();
                 } else {
@@ -77,36 +106,37 @@ impl Identifiers {
 
 /// A MAC address as 6 bytes (DHCP's client hardware address) and as text
 /// with colons or dashes, lower and upper case.
-fn add_mac(patterns: &mut Vec<Vec<u8>>, mac: [u8; 6]) {
+fn add_mac(patterns: &mut Vec<(Vec<u8>, Edge)>, mac: [u8; 6]) {
     // All-zero and broadcast addresses identify no one.
     if mac == [0; 6] || mac == [0xff; 6] {
         return;
     }
-    patterns.push(mac.to_vec());
+    patterns.push((mac.to_vec(), Edge::Any));
     for sep in [":", "-"] {
         let text: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
         let lower = text.join(sep);
-        patterns.push(lower.to_uppercase().into_bytes());
-        patterns.push(lower.into_bytes());
+        patterns.push((lower.to_uppercase().into_bytes(), Edge::Any));
+        patterns.push((lower.into_bytes(), Edge::Any));
     }
 }
 
-fn add_endpoint(patterns: &mut Vec<Vec<u8>>, ep: Endpoint) {
+fn add_endpoint(patterns: &mut Vec<(Vec<u8>, Edge)>, ep: Endpoint) {
     match ep.ip {
         IpAddr::V4(a) => {
             let o = a.octets();
-            patterns.push(o.to_vec());
-            patterns.push(a.to_string().into_bytes());
-            patterns.push(format!("{},{},{},{}", o[0], o[1], o[2], o[3]).into_bytes());
+            patterns.push((o.to_vec(), Edge::Any));
+            patterns.push((a.to_string().into_bytes(), Edge::Decimal));
+            let ftp = format!("{},{},{},{}", o[0], o[1], o[2], o[3]);
+            patterns.push((ftp.into_bytes(), Edge::Decimal));
         }
         IpAddr::V6(a) => {
-            patterns.push(a.octets().to_vec());
-            patterns.push(a.to_string().into_bytes());
+            patterns.push((a.octets().to_vec(), Edge::Any));
+            patterns.push((a.to_string().into_bytes(), Edge::Hex));
         }
     }
     // Port 0 (no port) would match any two zero bytes: nothing to hide.
     if ep.port != 0 {
-        patterns.push(ep.port.to_be_bytes().to_vec());
+        patterns.push((ep.port.to_be_bytes().to_vec(), Edge::Any));
     }
 }
 
@@ -170,6 +200,26 @@ mod tests {
             text, " _________________ _________________ 00:1b:21:aa:0b:ce",
             "another device's address stays"
         );
+    }
+
+    #[test]
+    fn text_inside_a_longer_address_is_another_host() {
+        let v4 = |d| IpAddr::V4(Ipv4Addr::new(10, 10, 10, d));
+        let ids = Identifiers::of(&flow(v4(5), 1, v4(1), 2));
+        // Another device (10.10.10.51, 110.10.10.5) stays whole; the flow's
+        // own addresses are zeroed before a port, a dot, a quote or the end.
+        let p = b"a 10.10.10.51 110.10.10.5 10,10,10,55 10.10.10.5:80 \"10.10.10.1\". 10.10.10.1";
+        let m = ids.mask(p);
+        let text = String::from_utf8_lossy(&m).replace('\0', "_");
+        assert_eq!(
+            text,
+            "a 10.10.10.51 110.10.10.5 10,10,10,55 __________:80 \"__________\". __________"
+        );
+        let a = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let ids = Identifiers::of(&flow(a, 0, v4(1), 0));
+        let m = ids.mask(b"[2001:db8::1] 2001:db8::1a 2001:db8::1:2");
+        let text = String::from_utf8_lossy(&m).replace('\0', "_");
+        assert_eq!(text, "[___________] 2001:db8::1a 2001:db8::1:2");
     }
 
     #[test]
