@@ -87,8 +87,8 @@ fn filler(n: usize, seed: u8) -> Vec<u8> {
         .collect()
 }
 
-/// One capture: a TCP/IPv4 flow, a UDP/IPv6 flow and a DHCP-like UDP/IPv4
-/// flow, both directions, identifiers in the payloads.
+/// One capture: a TCP/IPv4 flow, a UDP/IPv6 flow, a DHCP-like and an
+/// mDNS-like UDP/IPv4 flow, identifiers in the payloads.
 fn write_capture(path: &Path, h: &Hosts) {
     let t0 = 1_700_000_000_000_000_000u64;
     let mut frames: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -167,16 +167,45 @@ fn write_capture(path: &Path, h: &Hosts) {
         );
     }
 
+    // mDNS: the client announces its address's reverse name, across the
+    // end of the window (bytes 35..44).
+    for i in 0..3u64 {
+        let mut p = vec![0, 0, 0x84, 0, 0, 0, 0, 2, 0, 0, 0, 0];
+        p.resize(35, 0);
+        for o in h.c4.octets().iter().rev() {
+            p.push(o.to_string().len() as u8);
+            p.extend_from_slice(o.to_string().as_bytes());
+        }
+        p.extend_from_slice(b"\x07in-addr\x04arpa\0");
+        v4(
+            t0 + 30_000 + i * 1_000,
+            true,
+            17,
+            udp(5353, 5353, &p),
+            20 + i as u16,
+        );
+    }
+
     // UDP/IPv6: the client's address as bytes across 30..46; the server's as
     // text across 25..36 and its port across 39..41.
-    for i in 0..3u64 {
+    for i in 0..4u64 {
         let up = i % 2 == 0;
         let (src, dst, smac, dmac) = if up {
             (h.c6, h.s6, h.cmac, h.smac)
         } else {
             (h.s6, h.c6, h.smac, h.cmac)
         };
-        let mut p = if up {
+        let mut p = if i == 3 {
+            // mDNS-like: its IPv6 address's ip6.arpa name from byte 22.
+            let mut p = filler(22, 11);
+            for o in h.c6.octets().iter().rev() {
+                for n in [o & 15, o >> 4] {
+                    p.extend_from_slice(&[1, b"0123456789abcdef"[usize::from(n)]]);
+                }
+            }
+            p.extend_from_slice(b"\x03ip6\x04arpa\0");
+            p
+        } else if up {
             let mut p = filler(30, 9);
             p.extend_from_slice(&h.c6.octets());
             p
@@ -285,7 +314,7 @@ fn masked_tokens_do_not_depend_on_the_hosts() {
     for view in [View::Full, View::Header, View::Payload] {
         let a = rows(&caps[0].0, &caps[0].1, &vocab, view, true);
         let b = rows(&caps[1].0, &caps[1].1, &vocab, view, true);
-        assert_eq!(a.len(), 3, "three flows");
+        assert_eq!(a.len(), 4, "four flows");
         assert_eq!(a, b, "{view:?}: masked rows differ between hosts");
     }
     // Without masking the payloads tell the hosts apart: the check can fail.

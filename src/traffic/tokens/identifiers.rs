@@ -9,7 +9,11 @@
 //! canonical text), each port as two big-endian bytes, and, when the capture
 //! has Ethernet headers, each MAC address as bytes and as text (`aa:bb:..`,
 //! `AA-BB-..`). Ports as decimal text are not matched: short digit runs occur
-//! everywhere. An address as text matches only where it is not part of a
+//! everywhere. Each IP address is also matched as the labels of its
+//! reverse-DNS name in DNS wire format (`\x0220\x011\x03168\x03192` of
+//! `20.1.168.192.in-addr.arpa`, the 32 nibble labels of `ip6.arpa`): mDNS
+//! responders announce their own address so, and PTR queries ask for it.
+//! IPv6 text is matched in lower and upper case. An address as text matches only where it is not part of a
 //! longer number (`10.0.0.1` in `10.0.0.12` is another host: no digit may
 //! border decimal text, no hex digit or `:` IPv6 text).
 //!
@@ -24,9 +28,9 @@ use std::net::IpAddr;
 
 use crate::traffic::types::{Endpoint, Flow};
 
-/// The longest pattern [`Identifiers`] matches: an IPv6 address as text
-/// (`ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff`, 39 characters).
-pub const LONGEST_PATTERN: usize = 39;
+/// The longest pattern [`Identifiers`] matches: an IPv6 address as the 32
+/// one-nibble labels of its `ip6.arpa` name (64 bytes).
+pub const LONGEST_PATTERN: usize = 64;
 
 /// What may border a match of a pattern written as text: an address as
 /// text is only the flow's own when it is not part of a longer number
@@ -131,12 +135,46 @@ fn add_endpoint(patterns: &mut Vec<(Vec<u8>, Edge)>, ep: Endpoint) {
         }
         IpAddr::V6(a) => {
             patterns.push((a.octets().to_vec(), Edge::Any));
-            patterns.push((a.to_string().into_bytes(), Edge::Hex));
+            let text = a.to_string();
+            patterns.push((text.to_uppercase().into_bytes(), Edge::Hex));
+            patterns.push((text.into_bytes(), Edge::Hex));
         }
     }
+    patterns.extend(
+        reverse_dns_labels(ep.ip)
+            .into_iter()
+            .map(|p| (p, Edge::Any)),
+    );
     // Port 0 (no port) would match any two zero bytes: nothing to hide.
     if ep.port != 0 {
         patterns.push((ep.port.to_be_bytes().to_vec(), Edge::Any));
+    }
+}
+
+/// The labels of an address's reverse-DNS name in DNS wire format, without
+/// the `in-addr.arpa` / `ip6.arpa` suffix (nibbles in lower and upper case).
+fn reverse_dns_labels(ip: IpAddr) -> Vec<Vec<u8>> {
+    match ip {
+        IpAddr::V4(a) => {
+            let mut p = Vec::with_capacity(16);
+            for o in a.octets().iter().rev() {
+                let t = o.to_string();
+                p.push(t.len() as u8);
+                p.extend_from_slice(t.as_bytes());
+            }
+            vec![p]
+        }
+        IpAddr::V6(a) => {
+            let mut p = Vec::with_capacity(64);
+            for o in a.octets().iter().rev() {
+                for n in [o & 15, o >> 4] {
+                    p.push(1);
+                    p.push(b"0123456789abcdef"[usize::from(n)]);
+                }
+            }
+            let upper = p.to_ascii_uppercase();
+            vec![p, upper]
+        }
     }
 }
 
@@ -220,6 +258,31 @@ mod tests {
         let m = ids.mask(b"[2001:db8::1] 2001:db8::1a 2001:db8::1:2");
         let text = String::from_utf8_lossy(&m).replace('\0', "_");
         assert_eq!(text, "[___________] 2001:db8::1a 2001:db8::1:2");
+    }
+
+    #[test]
+    fn masks_reverse_dns_names_of_the_flows_addresses() {
+        let a = IpAddr::V4(Ipv4Addr::new(10, 10, 10, 58));
+        let b: IpAddr = "fe80::21b:21ff:feaa:bcd".parse().unwrap();
+        let ids = Identifiers::of(&flow(a, 5353, b, 5353));
+        // An mDNS announcement of 58.10.10.10.in-addr.arpa, then of b's
+        // ip6.arpa name (d.c.b.0.a.a.e.f...), then b as upper-case text.
+        let mut p = vec![0u8; 12];
+        p.extend_from_slice(b"\x0258\x0210\x0210\x0210\x07in-addr\x04arpa\0");
+        let v6 = b"dcb0aaefff12b12000000000000008ef";
+        for &n in v6 {
+            p.extend_from_slice(&[1, n]);
+        }
+        p.extend_from_slice(b"\x03ip6\x04arpa\0 [FE80::21B:21FF:FEAA:BCD]");
+        let m = ids.mask(&p);
+        let text = String::from_utf8_lossy(&m[12..]).replace('\0', "_");
+        let want = format!(
+            "{}\x07in-addr\x04arpa_{}\x03ip6\x04arpa_ [{}]",
+            "_".repeat(12),
+            "_".repeat(64),
+            "_".repeat(23)
+        );
+        assert_eq!(text, want);
     }
 
     #[test]
