@@ -286,3 +286,28 @@ fn frames_at_the_end_of_time_sweep_the_table_once() {
     table.flush(&mut |f| ended.push(f));
     assert_eq!(ended.len(), 1001);
 }
+
+/// A capture whose clock goes back (two captures joined in the wrong order,
+/// like nDPI's ipsec_isakmp_esp.pcap: 19 hours back at frame 287; or one
+/// frame stamped years ahead) still ends idle flows on the earlier clock:
+/// the next sweep was due a sweep interval after the latest stamp, so none
+/// ran until the clock caught up again, and every flow waited for the end of
+/// the file (or a live stream's flush) however long it had been idle.
+#[test]
+fn idle_flows_still_end_after_the_clock_goes_back() {
+    let mut r = Run::new(ReadConfig::default());
+    let from = |port: u16| DecodedPacket {
+        src_port: port,
+        ..udp_pkt(true, b"q")
+    };
+    r.push(1000 * SEC, &from(1));
+    // Back by 990 s: a flow starts on the earlier clock ...
+    r.push(10 * SEC, &from(2));
+    // ... and is idle for 190 s (> 120 s) when this frame comes.
+    r.push(200 * SEC, &from(3));
+    let ended: Vec<u16> = r.out.iter().map(|f| f.initiator.port).collect();
+    assert_eq!(ended, [2], "the flow idle on the earlier clock has ended");
+    // Flow 1's last packet is stamped after the clock: it is not idle.
+    let rest: Vec<u16> = r.finish()[1..].iter().map(|f| f.initiator.port).collect();
+    assert_eq!(rest, [3, 1]);
+}

@@ -49,11 +49,15 @@ pub struct FlowTable<S = KeyedState> {
     /// Key -> slot in `flows`.
     index: HashMap<FlowKey, usize, S>,
     flows: RecencyList<FlowState>,
-    /// When a frame next sweeps for idle flows; `None` once a frame stamped
-    /// `u64::MAX` has swept (the clock can go no further, so another sweep
-    /// finds nothing: one per frame there made a run quadratic in the
-    /// flows held).
-    next_sweep_ns: Option<u64>,
+    /// The latest stamp a frame swept at, and the highest. A frame sweeps
+    /// for idle flows a sweep interval past the highest; and, when the clock
+    /// has gone back (captures joined out of order, a frame stamped years
+    /// ahead), a sweep interval away from the latest, on the earlier clock,
+    /// but never within an interval of the highest: stamps back there were
+    /// swept already (each sweep visits every flow held: one per frame there
+    /// made a run of frames stamped u64::MAX quadratic in the flows held).
+    swept_at_ns: u64,
+    swept_high_ns: u64,
     sweep_interval_ns: u64,
     sweeps: u64,
     emitted: u64,
@@ -84,7 +88,8 @@ impl<S: BuildHasher> FlowTable<S> {
             file_index,
             index: HashMap::with_hasher(hasher),
             flows: RecencyList::default(),
-            next_sweep_ns: Some(0),
+            swept_at_ns: 0,
+            swept_high_ns: 0,
             sweep_interval_ns: (shortest / 2).max(1),
             sweeps: 0,
             emitted: 0,
@@ -121,10 +126,14 @@ impl<S: BuildHasher> FlowTable<S> {
         pkt: &DecodedPacket<'_>,
         on_flow: &mut dyn FnMut(Flow),
     ) -> Option<&Flow> {
-        if self.next_sweep_ns.is_some_and(|next| ts_ns >= next) {
+        let interval = self.sweep_interval_ns;
+        let ahead = ts_ns.saturating_sub(self.swept_high_ns) >= interval;
+        let back = ts_ns < self.swept_high_ns.saturating_sub(interval)
+            && ts_ns.abs_diff(self.swept_at_ns) >= interval;
+        if ahead || back {
             self.sweep(ts_ns, on_flow);
-            self.next_sweep_ns =
-                (ts_ns < u64::MAX).then(|| ts_ns.saturating_add(self.sweep_interval_ns));
+            self.swept_at_ns = ts_ns;
+            self.swept_high_ns = self.swept_high_ns.max(ts_ns);
         }
         let src = Endpoint {
             ip: pkt.src,
