@@ -1,0 +1,257 @@
+#!/usr/bin/env python3
+"""An independent flow reference for traffic-moe's capture reader.
+
+pcap / pcapng -> bidirectional 5-tuple TCP/UDP flows, by the rules the README
+documents (idle timeout 120 s, measured on each flow's own stamps; a TCP flow
+closed by FIN both ways or RST takes trailing packets for 2 s, and a SYN
+without ACK starts a new one; later IP fragments, ICMP and the rest skipped).
+Containers and headers are parsed here by hand, not with the crate's code nor
+dpkt's (dpkt's pcap reader gives float stamps, its pcapng reader the first
+interface's link type only, and it decodes neither PPPoE nor later IPv6
+fragments as such). `--sweep` also ends idle flows at each frame's stamp as
+the table's sweep does, which is where the two differ when stamps go back.
+
+Usage: flow-reference.py [--idle-s S] [--sweep] [--no-split] CAPTURES..
+Prints one line per flow, as `cargo run --example dump_flows` does:
+F  file  proto  initiator  responder  first_ns  last_ns  packets  first-10
+(each of the first 10 as >ip_len:payload_len from the initiator, < to it),
+and one S line per file; compare them with flow-compare.py."""
+import struct, sys, ipaddress, collections
+
+IDLE_NS = 120_000_000_000
+LINGER_NS = 2_000_000_000
+
+def read_pcap(f):
+    hdr = f.read(24)
+    if len(hdr) < 24: return
+    magic = hdr[:4]
+    if magic in (b'\xd4\xc3\xb2\xa1', b'\x4d\x3c\xb2\xa1'): e = '<'
+    elif magic in (b'\xa1\xb2\xc3\xd4', b'\xa1\xb2\x3c\x4d'): e = '>'
+    else: return
+    ns = magic in (b'\x4d\x3c\xb2\xa1', b'\xa1\xb2\x3c\x4d')
+    lt = struct.unpack(e + 'I', hdr[20:24])[0] & 0x03FFFFFF
+    while True:
+        r = f.read(16)
+        if len(r) < 16: return
+        s, sub, cap, orig = struct.unpack(e + 'IIII', r)
+        data = f.read(cap)
+        if len(data) < cap: return
+        yield s * 10**9 + (sub if ns else sub * 1000), lt, data, orig
+
+def read_pcapng(f):
+    buf = f.read()
+    pos = 0; e = '<'; ifaces = []
+    while pos + 12 <= len(buf):
+        bt = struct.unpack('<I', buf[pos:pos+4])[0]
+        if bt == 0x0A0D0D0A:
+            bom = buf[pos+8:pos+12]
+            e = '<' if bom == b'\x4d\x3c\x2b\x1a' else '>'
+            ifaces = []
+        bt, bl = struct.unpack(e + 'II', buf[pos:pos+8])
+        if bl < 12 or pos + bl > len(buf): return
+        body = buf[pos+8:pos+bl-4]
+        if bt == 1:
+            lt, _, snap = struct.unpack(e + 'HHI', body[:8])
+            res = 10**6
+            o = 8
+            while o + 4 <= len(body):
+                code, ln = struct.unpack(e + 'HH', body[o:o+4])
+                if code == 0: break
+                if code == 9 and ln >= 1:
+                    v = body[o+4]
+                    res = 2 ** (v & 0x7f) if v & 0x80 else 10 ** v
+                o += 4 + ((ln + 3) & ~3)
+            ifaces.append((lt, snap, res))
+        elif bt in (6, 2):
+            if bt == 6:
+                iid, hi, lo, cap, orig = struct.unpack(e + 'IIIII', body[:20])
+            else:
+                iid, _, hi, lo, cap, orig = struct.unpack(e + 'HHIIII', body[:20])
+            data = body[20:20+cap]
+            if iid < len(ifaces):
+                lt, snap, res = ifaces[iid]
+                t = (hi << 32) | lo
+                yield t * 10**9 // res, lt, data, orig
+        elif bt == 3:
+            orig = struct.unpack(e + 'I', body[:4])[0]
+            if ifaces:
+                lt, snap, res = ifaces[0]
+                cap = min(orig, len(body) - 4, snap or orig)
+                yield None, lt, body[4:4+cap], orig  # no timestamp
+        pos += bl
+
+def frames(path):
+    with open(path, 'rb') as f:
+        m = f.read(4); f.seek(0)
+        if m == b'\x0a\x0d\x0d\x0a':
+            yield from read_pcapng(f)
+        else:
+            yield from read_pcap(f)
+
+EXTRA=[0]; IPLEN=[0]; L4LEN=[0]; PL=[0]
+class Skip(Exception):
+    pass
+
+def be16(b, i):
+    if i + 2 > len(b): raise Skip('trunc')
+    return (b[i] << 8) | b[i+1]
+
+def ethertype(et, d):
+    for _ in range(8):
+        if et in (0x8100, 0x88a8, 0x9100):
+            et = be16(d, 2); d = d[4:]
+            continue
+        if et == 0x0800: return ip(d, 4)
+        if et == 0x86dd: return ip(d, 6)
+        if et == 0x8864:
+            return ppp(d[6:])
+        if et in (0x8847, 0x8848):
+            at = 0
+            while True:
+                if at + 3 > len(d): raise Skip('trunc')
+                bos = d[at+2] & 1; at += 4
+                if bos or at >= 64: break
+            return ip(d[at:], None)
+        raise Skip('nonip')
+    raise Skip('malformed')
+
+def ppp(d):
+    s = 2 if d[:2] == b'\xff\x03' else 0
+    if s >= len(d): raise Skip('trunc')
+    if d[s] & 1: p, l = d[s], 1
+    else: p, l = be16(d, s), 2
+    if p == 0x21: return ip(d[s+l:], 4)
+    if p == 0x57: return ip(d[s+l:], 6)
+    raise Skip('nonip')
+
+def link(lt, d):
+    if lt == 1:
+        return ethertype(be16(d, 12), d[14:])
+    if lt in (101, 12, 14): return ip(d, None)
+    if lt == 228: return ip(d, 4)
+    if lt == 229: return ip(d, 6)
+    if lt == 113: return ethertype(be16(d, 14), d[16:])
+    if lt == 276:
+        if len(d) < 20: raise Skip('trunc')
+        return ethertype(be16(d, 0), d[20:])
+    if lt in (0, 108):
+        if len(d) < 4: raise Skip('trunc')
+        for v in (struct.unpack('<I', d[:4])[0], struct.unpack('>I', d[:4])[0]):
+            if v == 2: return ip(d[4:], 4)
+            if v in (10, 24, 28, 30): return ip(d[4:], 6)
+        raise Skip('nonip')
+    if lt in (9, 50): return ppp(d)
+    if lt == 104: return ethertype(be16(d, 2), d[4:])
+    raise Skip('linktype')
+
+def ip(d, want):
+    if not d: raise Skip('trunc')
+    v = d[0] >> 4
+    if v == 4 and want in (4, None):
+        hl = (d[0] & 15) * 4
+        if hl < 20: raise Skip('malformed')
+        if len(d) < hl: raise Skip('trunc')
+        if be16(d, 6) & 0x1fff: raise Skip('laterfrag')
+        tot = be16(d, 2) or (len(d) + EXTRA[0])
+        if tot < hl: raise Skip('malformed')
+        d = d[:tot]
+        IPLEN[0] = tot; L4LEN[0] = tot - hl
+        proto = d[9]
+        src = ipaddress.ip_address(d[12:16]); dst = ipaddress.ip_address(d[16:20])
+        return l4(proto, src, dst, d[hl:])
+    if v == 6 and want in (6, None):
+        if len(d) < 40: raise Skip('trunc')
+        src = ipaddress.ip_address(d[8:24]); dst = ipaddress.ip_address(d[24:40])
+        pl = be16(d, 4)
+        tot = 40 + pl if pl else max(40, len(d) + EXTRA[0])
+        d = d[:tot]
+        IPLEN[0] = tot
+        nh = d[6]; at = 40
+        for _ in range(16):
+            if nh in (0, 43, 60, 135, 139, 140):
+                if at + 2 > len(d): raise Skip('trunc')
+                nh, at = d[at], at + d[at+1] * 8 + 8
+            elif nh == 44:
+                fo = be16(d, at + 2)
+                nh = d[at]; at += 8
+                if fo & 0xfff8: raise Skip('laterfrag')
+            elif nh == 51:
+                if at + 2 > len(d): raise Skip('trunc')
+                nh, at = d[at], at + (d[at+1] + 2) * 4
+            else:
+                break
+        if at > len(d): raise Skip('trunc')
+        L4LEN[0] = tot - at
+        return l4(nh, src, dst, d[at:])
+    raise Skip('malformed')
+
+def l4(proto, src, dst, d):
+    if proto == 6:
+        if len(d) < 20: raise Skip('trunc')
+        if (d[12] >> 4) * 4 < 20: raise Skip('malformed')
+        PL[0] = max(0, L4LEN[0] - (d[12] >> 4) * 4)
+        return proto, (src, be16(d, 0)), (dst, be16(d, 2)), d[13]
+    if proto == 17:
+        if len(d) < 8: raise Skip('trunc')
+        PL[0] = max(0, L4LEN[0] - 8)
+        return proto, (src, be16(d, 0)), (dst, be16(d, 2)), 0
+    if proto in (1, 58): raise Skip('icmp')
+    raise Skip('otherproto')
+
+SWEEP = False
+def flows(path, idle_ns=IDLE_NS, split=True):
+    out = []; table = {}; skips = collections.Counter(); npk = 0
+    at = high = 0; interval = max(1, min(idle_ns, LINGER_NS if split else idle_ns) // 2)
+    for ts, lt, data, orig in frames(path):
+        EXTRA[0] = max(0, orig - len(data))
+        try:
+            proto, a, b, flags = link(lt, data)
+        except Skip as s:
+            skips[str(s)] += 1; continue
+        except (IndexError, struct.error):
+            skips['idx'] += 1; continue
+        if ts is None: ts = 0
+        ts = min(ts, 2**64 - 1)
+        npk += 1
+        # The table's sweep: a sweep interval past the highest stamp swept, or
+        # (the clock went back) one away from the latest, but not near the highest.
+        ahead = ts - high >= interval
+        back = ts < high - interval and abs(ts - at) >= interval
+        if SWEEP and (ahead or back):
+            for k in [k for k, v in table.items() if ts - v['last'] > idle_ns or (v['closed'] and ts - v['last'] > LINGER_NS)]:
+                out.append(table.pop(k))
+            at, high = ts, max(high, ts)
+        key = (proto,) + tuple(sorted([a, b], key=lambda e: (e[0].version, int(e[0]), e[1])))
+        st = table.get(key)
+        if st is not None:
+            quiet = max(0, ts - st['last'])
+            syn_only = proto == 6 and (flags & 0x12) == 0x02
+            if quiet > idle_ns or (st['closed'] and (syn_only or quiet > LINGER_NS)):
+                out.append(st); st = None
+        if st is None:
+            st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[])
+            table[key] = st
+        st['n'] += 1
+        if len(st['pk']) < 10: st['pk'].append(('>' if a == st['init'] else '<') + f"{IPLEN[0]}:{PL[0]}")
+        st['last'] = max(st['last'], ts)
+        if proto == 6 and split:
+            if flags & 1:
+                if a == st['init']: st['fi'] = True
+                else: st['fr'] = True
+            if flags & 4 or (st['fi'] and st['fr']): st['closed'] = True
+    out.extend(table.values())
+    return out, skips, npk
+
+def ep(e):
+    return f"{e[0]}|{e[1]}"
+
+if __name__ == '__main__':
+    args = sys.argv[1:]; idle = IDLE_NS; split = True
+    if args and args[0] == '--idle-s': idle = int(float(args[1]) * 1e9); args = args[2:]
+    if args and args[0] == '--sweep': SWEEP = True; args = args[1:]
+    if args and args[0] == '--no-split': split = False; args = args[1:]
+    for p in args:
+        fl, sk, npk = flows(p, idle, split)
+        for s in fl:
+            print(f"F\t{p}\t{s['proto']}\t{ep(s['init'])}\t{ep(s['resp'])}\t{s['first']}\t{s['last']}\t{s['n']}\t{','.join(s['pk'])}")
+        print(f"S\t{p}\tpackets={npk}\tflows={len(fl)}\tskips={dict(sk)}")
