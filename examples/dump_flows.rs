@@ -3,7 +3,7 @@
 //! `F file proto initiator responder first_ts_ns last_ts_ns total_packets
 //! kept` (kept: each kept packet as `>ip_len:payload_len` from the initiator,
 //! `<` towards it), then one `S` line of statistics per file.
-//! Usage: `cargo run --example dump_flows -- [--idle-s S] [--no-split] FILES..`
+//! Usage: `cargo run --example dump_flows -- [--idle-s S] [--no-split] [--max-flows N] FILES..`
 use std::path::PathBuf;
 
 use traffic_moe::traffic::capture::reader::{ReadConfig, read_capture};
@@ -27,6 +27,12 @@ fn main() {
                 cfg.idle_timeout_ns = (s * 1e9) as u64;
             }
             "--no-split" => cfg.split_on_fin_rst = false,
+            "--max-flows" => {
+                cfg.max_flows = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--max-flows N");
+            }
             _ => files.push(PathBuf::from(a)),
         }
     }

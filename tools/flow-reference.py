@@ -11,7 +11,9 @@ interface's link type only, and it decodes neither PPPoE nor later IPv6
 fragments as such). `--sweep` also ends idle flows at each frame's stamp as
 the table's sweep does, which is where the two differ when stamps go back.
 
-Usage: flow-reference.py [--idle-s S] [--sweep] [--no-split] CAPTURES..
+Usage: flow-reference.py [--idle-s S] [--max-flows N] [--sweep] [--no-split] CAPTURES..
+(the options in this order; --max-flows: the least recently active flow ends
+when a new one would make more)
 Prints one line per flow, as `cargo run --example dump_flows` does:
 F  file  proto  initiator  responder  first_ns  last_ns  packets  first-10
 (each of the first 10 as >ip_len:payload_len from the initiator, < to it),
@@ -199,8 +201,9 @@ def l4(proto, src, dst, d):
     raise Skip('otherproto')
 
 SWEEP = False
+MAX_FLOWS = 1_000_000
 def flows(path, idle_ns=IDLE_NS, split=True):
-    out = []; table = {}; skips = collections.Counter(); npk = 0
+    out = []; table = collections.OrderedDict(); skips = collections.Counter(); npk = 0
     at = high = 0; interval = max(1, min(idle_ns, LINGER_NS if split else idle_ns) // 2)
     for ts, lt, data, orig in frames(path):
         EXTRA[0] = max(0, orig - len(data))
@@ -227,10 +230,14 @@ def flows(path, idle_ns=IDLE_NS, split=True):
             quiet = max(0, ts - st['last'])
             syn_only = proto == 6 and (flags & 0x12) == 0x02
             if quiet > idle_ns or (st['closed'] and (syn_only or quiet > LINGER_NS)):
-                out.append(st); st = None
+                out.append(table.pop(key)); st = None
         if st is None:
+            if len(table) >= MAX_FLOWS:
+                # Full: the least recently active flow ends (evicted).
+                out.append(table.popitem(last=False)[1])
             st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[])
             table[key] = st
+        table.move_to_end(key)
         st['n'] += 1
         if len(st['pk']) < 10: st['pk'].append(('>' if a == st['init'] else '<') + f"{IPLEN[0]}:{PL[0]}")
         st['last'] = max(st['last'], ts)
@@ -248,6 +255,7 @@ def ep(e):
 if __name__ == '__main__':
     args = sys.argv[1:]; idle = IDLE_NS; split = True
     if args and args[0] == '--idle-s': idle = int(float(args[1]) * 1e9); args = args[2:]
+    if args and args[0] == '--max-flows': MAX_FLOWS = int(args[1]); args = args[2:]
     if args and args[0] == '--sweep': SWEEP = True; args = args[1:]
     if args and args[0] == '--no-split': split = False; args = args[1:]
     for p in args:

@@ -54,7 +54,9 @@ pub enum SkipReason {
     OtherIpProtocol,
     /// A non-first IP fragment (no transport header).
     LaterFragment,
-    /// The capture stops before the ports (link, IP or L4 header cut).
+    /// The capture stops inside a header: link, IP, or the TCP (20 bytes) or
+    /// UDP (8 bytes) header, cut by the snaplen or a tiny first fragment.
+    /// A cut TCP or UDP header is skipped even when its ports are there.
     TruncatedHeader,
     /// Headers that make no sense (bad IP version, header length, ...).
     Malformed,
@@ -101,7 +103,7 @@ pub struct DecodedPacket<'a> {
     pub proto: u8,
     /// IP packet length on the wire (header + payload).
     pub ip_len: u32,
-    /// TCP flags byte (0 for UDP, or when the capture cut it off).
+    /// TCP flags byte (0 for UDP; a TCP header cut short is never decoded).
     pub tcp_flags: u8,
     /// L4 payload length the headers declare.
     pub payload_len: u32,
