@@ -249,6 +249,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
             precision: crate::engine::Precision::F32,
             head_epochs: 0,
             head_lr: crate::train::head_fit::DEFAULT_HEAD_LR,
+            tokenizer: Some(info.config.tokenizer.clone()),
         },
         &train,
         &val,

@@ -173,6 +173,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         precision: a.precision,
         head_epochs: a.head_epochs,
         head_lr: a.head_lr,
+        tokenizer: Some(info.config.tokenizer.clone()),
     };
     let r = finetune(&opts, &train, &val, info.vocab_hash)?;
     let (model, params, _) = load_classifier(&r.checkpoint)?;

@@ -12,7 +12,7 @@ use crate::model::batch::MemSequences;
 use crate::model::checkpoint::load_classifier;
 use crate::traffic::capture::reader::ReadConfig;
 use crate::traffic::dataset::build::load_dataset_info;
-use crate::traffic::tokens::tokenize::FlowTokenizer;
+use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::types::Flow;
 
 /// Where the vocabulary comes from: the training dataset's folder (which also
@@ -71,18 +71,32 @@ impl Classifier {
             "{}: not a classifier checkpoint (no class list)",
             checkpoint.display()
         );
+        let trained_as = trained_tokenizer(checkpoint, &meta)?;
         let (tokenizer, source, dataset_min_packets, idle_timeout_s) = match vocab {
             VocabSource::Dataset(dir) => {
                 let info = load_dataset_info(dir)?;
+                let tokenizer = FlowTokenizer::from_dataset_dir(dir)?;
+                if let Some(t) = &trained_as {
+                    same_tokens(t, tokenizer.config(), checkpoint, dir)?;
+                }
                 (
-                    FlowTokenizer::from_dataset_dir(dir)?,
+                    tokenizer,
                     dir.join("vocab.txt"),
                     Some(info.config.min_packets),
                     info.config.idle_timeout_s,
                 )
             }
+            // The settings the model was trained with, where recorded.
             VocabSource::VocabFile(v) => (
-                FlowTokenizer::from_vocab_file(v)?,
+                match trained_as {
+                    Some(t) => {
+                        FlowTokenizer::new(crate::traffic::tokens::vocab::Vocab::load(v)?, t)
+                            .with_context(|| {
+                                format!("{}: its tokenizer settings", checkpoint.display())
+                            })?
+                    }
+                    None => FlowTokenizer::from_vocab_file(v)?,
+                },
                 v.to_path_buf(),
                 None,
                 120.0,
@@ -162,4 +176,52 @@ impl Classifier {
         )?;
         Ok(rows.map(argmax).collect())
     }
+}
+
+/// The tokenizer settings a fine-tuned checkpoint records (absent in
+/// checkpoints written before they were recorded).
+fn trained_tokenizer(
+    checkpoint: &Path,
+    meta: &crate::model::checkpoint::CheckpointMeta,
+) -> Result<Option<TokenizerConfig>> {
+    meta.extra
+        .get(crate::train::finetune::TOKENIZER_KEY)
+        .map(|t| {
+            serde_json::from_str(t).with_context(|| {
+                format!(
+                    "{}: its recorded tokenizer settings do not parse",
+                    checkpoint.display()
+                )
+            })
+        })
+        .transpose()
+}
+
+/// A dataset whose flows are tokenized otherwise than the model's training
+/// flows (another view, masking, packets or payload bytes; the length is
+/// the checkpoint's anyway) would feed it tokens it never saw: refused.
+fn same_tokens(
+    trained: &TokenizerConfig,
+    dataset: &TokenizerConfig,
+    checkpoint: &Path,
+    dir: &Path,
+) -> Result<()> {
+    let key = |t: &TokenizerConfig| (t.view, t.mask_identifiers, t.packets, t.payload_bytes);
+    anyhow::ensure!(
+        key(trained) == key(dataset),
+        "{}: tokenizes flows with view {:?}, mask_identifiers {}, {} packets of {} payload bytes, \
+         but {} was trained on view {:?}, mask_identifiers {}, {} packets of {} payload bytes: \
+         classify with its own dataset (or --vocab alone, which uses the checkpoint's settings)",
+        dir.display(),
+        dataset.view,
+        dataset.mask_identifiers,
+        dataset.packets,
+        dataset.payload_bytes,
+        checkpoint.display(),
+        trained.view,
+        trained.mask_identifiers,
+        trained.packets,
+        trained.payload_bytes
+    );
+    Ok(())
 }

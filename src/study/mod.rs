@@ -523,6 +523,7 @@ fn run_with(
                     0
                 },
                 head_lr: crate::train::head_fit::DEFAULT_HEAD_LR,
+                tokenizer: Some(info.config.tokenizer.clone()),
             };
             let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;

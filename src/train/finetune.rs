@@ -56,6 +56,10 @@ pub struct FinetuneOpts {
     pub head_epochs: usize,
     /// The head fit's peak learning rate (`head_fit::DEFAULT_HEAD_LR`).
     pub head_lr: f64,
+    /// How the training flows were tokenized (the dataset's settings),
+    /// recorded in the checkpoint: `classify --vocab` tokenizes new flows
+    /// the same way (view, identifier masking, packets, payload bytes).
+    pub tokenizer: Option<crate::traffic::tokens::tokenize::TokenizerConfig>,
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +153,9 @@ pub fn evaluate(
     let (a, f) = accuracy_macro_f1(&pred, &truth, model.cfg.n_classes)?;
     Ok((a, f, pred, truth))
 }
+
+/// The checkpoint metadata key of [`FinetuneOpts::tokenizer`].
+pub const TOKENIZER_KEY: &str = "tokenizer";
 
 pub fn model_path(out: &Path) -> PathBuf {
     out.join("classifier.safetensors")
@@ -404,6 +411,10 @@ pub fn finetune(
             m.extra.insert("val_macro_f1".into(), format!("{f1}"));
             // eval/classify tokenise new flows to the length the classifier learnt.
             m.extra.insert("seq_len".into(), opts.seq_len.to_string());
+            if let Some(t) = &opts.tokenizer {
+                m.extra
+                    .insert(TOKENIZER_KEY.into(), serde_json::to_string(t)?);
+            }
             // Replaces this run's earlier best; a previous run's file was refused above.
             checkpoint::save(&ckpt, &m, &tr.params()?, true)?;
         } else {

@@ -52,5 +52,6 @@ pub fn tiny_finetune(cfg: ModelConfig, classes: &[String], out: &Path) -> Finetu
         precision: traffic_moe::engine::Precision::F32,
         head_epochs: 0,
         head_lr: 1e-3,
+        tokenizer: None,
     }
 }
