@@ -92,9 +92,24 @@ fn classify_tokenizes_new_flows_as_the_model_was_trained() {
     );
     let (ok, other) = classify(&["--data", "full"]);
     assert!(!ok, "a dataset tokenized otherwise was used: {other}");
-    assert!(
-        other.contains("tokenizes flows with view Full, mask_identifiers false")
-            && other.contains("was trained on view Header, mask_identifiers true"),
-        "{other}"
+    let says = |text: &str| {
+        text.contains("tokenizes flows with view Full, mask_identifiers false")
+            && text.contains("was trained on view Header, mask_identifiers true")
+    };
+    assert!(says(&other), "{other}");
+    // eval too: its test part is the same flows tokenized otherwise.
+    let (ok, eval) = tmoe_outcome(
+        d,
+        &[
+            "eval",
+            "--checkpoint",
+            "ft/classifier.safetensors",
+            "--data",
+            "full",
+            "--out",
+            "ev",
+        ],
     );
+    assert!(!ok && says(&eval), "{eval}");
+    assert!(!d.join("ev").exists(), "nothing written");
 }

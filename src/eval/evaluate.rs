@@ -48,6 +48,11 @@ pub fn open_for_dataset(checkpoint: &Path, data: &Path) -> Result<Checked> {
         },
     )
     .with_context(|| format!("checkpoint does not fit dataset {}", data.display()))?;
+    // The same vocabulary tokenized otherwise (another view, masking) is
+    // not the data the model was trained on.
+    if let Some(t) = crate::infer::classifier::trained_tokenizer(checkpoint, &meta)? {
+        crate::infer::classifier::same_tokens(&t, &info.config.tokenizer, checkpoint, data)?;
+    }
     Ok(Checked {
         model,
         params,

@@ -180,7 +180,7 @@ impl Classifier {
 
 /// The tokenizer settings a fine-tuned checkpoint records (absent in
 /// checkpoints written before they were recorded).
-fn trained_tokenizer(
+pub fn trained_tokenizer(
     checkpoint: &Path,
     meta: &crate::model::checkpoint::CheckpointMeta,
 ) -> Result<Option<TokenizerConfig>> {
@@ -200,7 +200,7 @@ fn trained_tokenizer(
 /// A dataset whose flows are tokenized otherwise than the model's training
 /// flows (another view, masking, packets or payload bytes; the length is
 /// the checkpoint's anyway) would feed it tokens it never saw: refused.
-fn same_tokens(
+pub fn same_tokens(
     trained: &TokenizerConfig,
     dataset: &TokenizerConfig,
     checkpoint: &Path,
