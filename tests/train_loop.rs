@@ -3,9 +3,10 @@
 
 mod tiny_train;
 use tiny_train::{tiny_finetune, tiny_model};
+use traffic_moe::engine::Param;
 use traffic_moe::eval::predict::Weights;
 use traffic_moe::model::batch::MemSequences;
-use traffic_moe::model::checkpoint::load_classifier;
+use traffic_moe::model::checkpoint::{CheckpointMeta, load_classifier};
 use traffic_moe::model::{FfnKind, ModelConfig};
 use traffic_moe::train::finetune::{FinetuneOpts, evaluate, finetune};
 use traffic_moe::train::pretrain::{PretrainOpts, pretrain};
@@ -202,27 +203,43 @@ fn finetuning_learns_the_classes_from_pretrained_and_scratch() {
     }
 }
 
+/// A pretraining run into `dir` stopped after step 2 of 4, its checkpoint
+/// then rewritten with what `damage` makes of its metadata and tensors.
+fn damaged_checkpoint(
+    dir: &std::path::Path,
+    train: &MemSequences,
+    damage: impl FnOnce(&mut CheckpointMeta, &mut [Param]),
+) -> std::path::PathBuf {
+    let mut o = popts(dir, 4, FfnKind::Moe);
+    o.stop_after = Some(2);
+    let ckpt = pretrain(&o, train, 1).unwrap().checkpoint;
+    let c = traffic_moe::model::checkpoint::read(&ckpt).unwrap();
+    let mut meta = c.meta.clone();
+    let mut params: Vec<_> = c
+        .tensors
+        .into_iter()
+        .map(|(name, t)| Param::new(name, t.shape, t.data, 0).unwrap())
+        .collect();
+    damage(&mut meta, &mut params);
+    traffic_moe::model::checkpoint::save(&ckpt, &meta, &params, true).unwrap();
+    ckpt
+}
+
+/// The error of resuming [`damaged_checkpoint`]'s run.
+fn resume_error(dir: &std::path::Path, train: &MemSequences) -> String {
+    let mut o = popts(dir, 4, FfnKind::Moe);
+    o.resume = true;
+    format!("{:#}", pretrain(&o, train, 1).unwrap_err())
+}
+
 #[test]
 fn a_damaged_step_is_refused_on_resume() {
     // A checkpoint's step once set how many batches the resume replays: a
     // damaged one (2^40) hung `pretrain --resume`.
     let dir = tempfile::tempdir().unwrap();
     let train = data(24, 0);
-    let mut o = popts(dir.path(), 4, FfnKind::Moe);
-    o.stop_after = Some(2);
-    let ckpt = pretrain(&o, &train, 1).unwrap().checkpoint;
-    let c = traffic_moe::model::checkpoint::read(&ckpt).unwrap();
-    let mut meta = c.meta.clone();
-    meta.step = 1 << 40;
-    let params: Vec<_> = c
-        .tensors
-        .into_iter()
-        .map(|(name, t)| traffic_moe::engine::Param::new(name, t.shape, t.data, 0).unwrap())
-        .collect();
-    traffic_moe::model::checkpoint::save(&ckpt, &meta, &params, true).unwrap();
-    let mut o = popts(dir.path(), 4, FfnKind::Moe);
-    o.resume = true;
-    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    let ckpt = damaged_checkpoint(dir.path(), &train, |meta, _| meta.step = 1 << 40);
+    let e = resume_error(dir.path(), &train);
     assert!(
         e.contains(&ckpt.display().to_string())
             && e.contains("saved at step 1099511627776, past this run's 4 steps"),
@@ -236,29 +253,12 @@ fn nan_weights_are_refused_for_training_naming_the_file() {
     // --lr)": the run was blamed, not the file.
     let dir = tempfile::tempdir().unwrap();
     let train = data(24, 0);
-    let mut o = popts(dir.path(), 4, FfnKind::Moe);
-    o.stop_after = Some(2);
-    let ckpt = pretrain(&o, &train, 1).unwrap().checkpoint;
-    let c = traffic_moe::model::checkpoint::read(&ckpt).unwrap();
-    let params: Vec<_> = c
-        .tensors
-        .into_iter()
-        .map(|(name, mut t)| {
-            if name == "layers.0.attn_norm" {
-                t.data[0] = f32::NAN;
-            }
-            traffic_moe::engine::Param::new(name, t.shape, t.data, 0).unwrap()
-        })
-        .collect();
-    let damaged = params
-        .iter()
-        .find(|p| p.value[0].is_nan())
-        .map(|p| p.name.clone())
-        .expect("a norm weight to damage");
-    traffic_moe::model::checkpoint::save(&ckpt, &c.meta, &params, true).unwrap();
-    let mut o = popts(dir.path(), 4, FfnKind::Moe);
-    o.resume = true;
-    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    let damaged = "layers.0.attn_norm";
+    let ckpt = damaged_checkpoint(dir.path(), &train, |_, params| {
+        let p = params.iter_mut().find(|p| p.name == damaged);
+        p.expect("a norm weight to damage").value[0] = f32::NAN;
+    });
+    let e = resume_error(dir.path(), &train);
     let want = format!("tensor {damaged} holds NaN or infinite weights");
     assert!(
         e.contains(&ckpt.display().to_string()) && e.contains(&want),
