@@ -307,12 +307,7 @@ pub fn load_dataset_info(dir: &Path) -> anyhow::Result<DatasetInfo> {
         "{}: not a dataset (no dataset.json; `tmoe tokenize CAPTURES --out DIR` makes one)",
         dir.display()
     );
-    // Reading a pipe blocks until a writer comes: refused unread.
-    anyhow::ensure!(
-        p.is_file(),
-        "{}: not a regular file (a folder, device or pipe)",
-        p.display()
-    );
+    super::refuse_special_file(&p)?;
     let text = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
     let info: DatasetInfo =
         serde_json::from_str(&text).with_context(|| format!("parsing {}", p.display()))?;

@@ -108,13 +108,7 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<Vec<PacketSlot>>> {
 
 /// [`read()`], with the dataset id of its header (0: none recorded).
 pub fn read_tagged(path: &Path) -> anyhow::Result<(u64, Vec<Vec<PacketSlot>>)> {
-    // Reading a pipe blocks until a writer comes: refused unread.
-    if path.exists() && !path.is_file() {
-        bail!(
-            "{}: not a regular file (a folder, device or pipe)",
-            path.display()
-        );
-    }
+    super::refuse_special_file(path)?;
     let bytes = std::fs::read(path).with_context(|| {
         format!(
             "reading {} (datasets written before packet metadata existed have none: run `tmoe tokenize` again)",
