@@ -113,6 +113,20 @@ fn cfg(root: &Path) -> DatasetConfig {
     }
 }
 
+/// [`make_corpus`] under `tmp/caps`, built with [`cfg`] split `split_by`
+/// into `tmp/ds`; returns `tmp/ds`.
+fn built_corpus(tmp: &Path, split_by: SplitBy) -> std::path::PathBuf {
+    let root = tmp.join("caps");
+    make_corpus(&root);
+    let out = tmp.join("ds");
+    let c = DatasetConfig {
+        split_by,
+        ..cfg(&root)
+    };
+    build_dataset(&c, &out, false).unwrap();
+    out
+}
+
 fn open(dir: &Path) -> HashMap<String, Shard> {
     let info = load_dataset_info(dir).unwrap();
     info.shards
@@ -330,10 +344,7 @@ fn a_damaged_sequence_length_is_refused_on_load() {
     // A damaged dataset.json once made the tokenizer reserve seq_len tokens
     // per flow: 8 GiB for 2^31, an abort in `tmoe classify --data`.
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("caps");
-    make_corpus(&root);
-    let out = tmp.path().join("ds");
-    build_dataset(&cfg(&root), &out, false).unwrap();
+    let out = built_corpus(tmp.path(), SplitBy::File);
     let json = out.join("dataset.json");
     set_seq_len(&out, 1 << 31, true);
     let e = format!("{:#}", load_dataset_info(&out).unwrap_err());
@@ -360,10 +371,7 @@ fn a_damaged_sequence_length_is_refused_on_load() {
 #[test]
 fn a_damaged_idle_timeout_is_refused_on_load() {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("caps");
-    make_corpus(&root);
-    let out = tmp.path().join("ds");
-    build_dataset(&cfg(&root), &out, false).unwrap();
+    let out = built_corpus(tmp.path(), SplitBy::File);
     let json = out.join("dataset.json");
     let text = std::fs::read_to_string(&json).unwrap();
     for bad in [0.0, -1.0] {
@@ -384,10 +392,7 @@ fn a_shard_label_past_the_class_list_is_refused() {
     // A damaged label once reached a training step, whose loss indexed the
     // logits with it: a panic in `tmoe finetune`.
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("caps");
-    make_corpus(&root);
-    let out = tmp.path().join("ds");
-    build_dataset(&cfg(&root), &out, false).unwrap();
+    let out = built_corpus(tmp.path(), SplitBy::File);
     let shard = out.join("train.tmoe");
     let good = std::fs::read(&shard).unwrap();
     let mut v = good.clone();
@@ -417,14 +422,7 @@ fn a_part_copied_over_another_is_refused() {
     // val.tmoe copied as test.tmoe (same build, same id): eval reported
     // validation figures as test figures.
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("caps");
-    make_corpus(&root);
-    let ds = tmp.path().join("ds");
-    let c = DatasetConfig {
-        split_by: SplitBy::Flow,
-        ..cfg(&root)
-    };
-    build_dataset(&c, &ds, false).unwrap();
+    let ds = built_corpus(tmp.path(), SplitBy::Flow);
     open_part(&ds, "test").unwrap();
     std::fs::copy(ds.join("val.tmoe"), ds.join("test.tmoe")).unwrap();
     let e = open_part(&ds, "test").unwrap_err().to_string();
@@ -648,10 +646,7 @@ fn captures_sharing_a_name_the_label_csv_gives_are_refused() {
 fn a_pipe_in_place_of_a_dataset_file_is_refused_not_waited_on() {
     use traffic_moe::traffic::dataset::packet_meta;
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path().join("caps");
-    make_corpus(&root);
-    let ds = tmp.path().join("ds");
-    build_dataset(&cfg(&root), &ds, false).unwrap();
+    let ds = built_corpus(tmp.path(), SplitBy::File);
     let fifo = |name: &str| {
         let p = ds.join(name);
         std::fs::remove_file(&p).unwrap();
