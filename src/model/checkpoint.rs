@@ -580,9 +580,6 @@ fn json_diff(at: &str, found: &Value, want: &Value, out: &mut Vec<String>) {
     }
 }
 
-/// Loads a checkpoint into `params` (matched by name) after checking metadata,
-/// the exact tensor set (see [`Expect`]'s prefixes) and every shape. Nothing is
-/// written to `params` unless all checks pass.
 /// Training from `path`'s weights (`params`, loaded from it) makes sense
 /// only if they are finite: a NaN weight ended the first step in "training
 /// diverged (try a lower --lr)", which blamed the run, not the file.
@@ -600,6 +597,9 @@ pub fn ensure_finite_weights(path: &Path, params: &[Param]) -> anyhow::Result<()
     }
 }
 
+/// Loads a checkpoint into `params` (matched by name) after checking metadata,
+/// the exact tensor set (see [`Expect`]'s prefixes) and every shape. Nothing is
+/// written to `params` unless all checks pass.
 pub fn load_into(path: &Path, expect: &Expect, params: &mut [Param]) -> Result<CheckpointMeta> {
     let ckpt = read(path)?;
     check_meta(path, &ckpt.meta, expect)?;
