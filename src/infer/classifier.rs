@@ -211,7 +211,7 @@ pub fn same_tokens(
         key(trained) == key(dataset),
         "{}: tokenizes flows with view {:?}, mask_identifiers {}, {} packets of {} payload bytes, \
          but {} was trained on view {:?}, mask_identifiers {}, {} packets of {} payload bytes: \
-         classify with its own dataset (or --vocab alone, which uses the checkpoint's settings)",
+         use its own dataset (classify: or --vocab alone, which uses the checkpoint's settings)",
         dir.display(),
         dataset.view,
         dataset.mask_identifiers,
