@@ -121,14 +121,17 @@ const char* tmoe_last_error(void);
  * f32 accumulation: about 1.6x faster where `vdpbf16ps` runs at full rate,
  * as on AMD Zen 4, slower on Intel Xeons where it runs at half the f32 rate;
  * probabilities differ in the third digit), "cuda" (a library built with
- * --features cuda, on a machine with an NVIDIA GPU) or "sim" (the GPU
+ * --features cuda, on a machine with an NVIDIA GPU; each call binds the
+ * library's CUDA context on the calling thread and makes the thread's own
+ * context, if any, current again before it returns) or "sim" (the GPU
  * engine on the CPU simulator: slow, for checks). `min_packets` > 0 overrides the packet minimum. `flags`: 0, or
  * TMOE_EARLY_VERDICTS to classify a flow as soon as it holds the first K
  * packets the model reads (same class and probability as at its end, but
  * without waiting for FIN/RST or the idle timeout; `packets` and
  * `last_ts_ns` of such a verdict are those seen so far), and/or
  * TMOE_BACKGROUND to run the model on a thread of its own (flows go to it
- * in batches of 64 on the CPU, 1,024 on a GPU, or sooner once the oldest
+ * in batches of 64 on the CPU, on a GPU 65,536 tokens' worth (1,024 flows
+ * of a 64-token model, fewer for longer ones), or sooner once the oldest
  * ready flow has waited 20 ms). A vocabulary other than the checkpoint's is
  * refused. NULL on failure. */
 #define TMOE_EARLY_VERDICTS 1u

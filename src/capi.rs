@@ -10,6 +10,7 @@ use std::ffi::{CStr, CString, c_char};
 use std::net::IpAddr;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::{Device, Precision};
 use crate::infer::background::BackgroundStream;
@@ -127,8 +128,31 @@ fn set_error(msg: &str) {
     });
 }
 
-/// Runs `f`, turning an error or a panic into `fail` plus the last error.
+/// Whether a classifier on "cuda" was opened in this process: only then do
+/// the entry points save and restore the host thread's CUDA context (one
+/// atomic load for a host that never asks for the GPU).
+static CUDA_OPENED: AtomicBool = AtomicBool::new(false);
+
+/// The host thread's CUDA context, made current again when the returned
+/// guard drops: our executor binds its own context on the calling thread.
+#[cfg(feature = "cuda")]
+fn keep_host_context() -> Option<crate::backend::gpu::cuda::HostContext> {
+    if !CUDA_OPENED.load(Ordering::Relaxed) {
+        return None;
+    }
+    crate::backend::gpu::cuda::HostContext::save()
+}
+
+/// Without the `cuda` feature no context of ours is ever bound.
+#[cfg(not(feature = "cuda"))]
+fn keep_host_context() -> Option<std::convert::Infallible> {
+    None
+}
+
+/// Runs `f`, turning an error or a panic into `fail` plus the last error;
+/// the host thread's CUDA context is current again afterwards.
 fn guarded<T>(fail: T, f: impl FnOnce() -> anyhow::Result<T>) -> T {
+    let _host = keep_host_context();
     match catch_unwind(AssertUnwindSafe(f)) {
         Ok(Ok(v)) => v,
         Ok(Err(e)) => {
@@ -326,6 +350,12 @@ pub unsafe extern "C" fn tmoe_open(
             )
         };
         let (device, precision) = device_named(device)?;
+        if device == Device::Cuda {
+            CUDA_OPENED.store(true, Ordering::Relaxed);
+        }
+        // Saved here too: `guarded`'s guard saved nothing before the first
+        // classifier on "cuda".
+        let _host = keep_host_context();
         let ckpt = ckpt.ok_or_else(|| anyhow::anyhow!("checkpoint is NULL"))?;
         anyhow::ensure!(
             flags & !(TMOE_EARLY_VERDICTS | TMOE_BACKGROUND) == 0,

@@ -14,6 +14,7 @@ use std::sync::Mutex;
 
 use traffic_moe::backend::gpu::Executor;
 use traffic_moe::backend::gpu::Launch;
+use traffic_moe::backend::gpu::cuda::HostContext;
 use traffic_moe::backend::gpu::fake_driver::{self, FakeDriver};
 use traffic_moe::backend::gpu::ops::attention::{self as gattn, AttnSaved, AttnShape, Rows};
 use traffic_moe::backend::gpu::ops::cast;
@@ -420,55 +421,16 @@ fn the_command_line_on_the_fake_driver() {
     // The C API on "cuda", in this process (the driver is installed here):
     // on the caller's thread, and with the model on a thread of its own,
     // which opens the classifier (and binds the GPU context) there.
+    // Each runs on a thread of its own with no CUDA context current, as a
+    // host's thread: after every call none must be current again (our
+    // executor binds its own on the caller's thread; a host driving its own
+    // context through the driver API would find ours current instead).
     let via_capi = |flags: u32| -> Vec<(u16, u32, u32)> {
-        let ckpt = CString::new(d.join("ft/classifier.safetensors").to_str().unwrap()).unwrap();
-        let data = CString::new(d.join("data").to_str().unwrap()).unwrap();
-        let engine = CString::new("cuda").unwrap();
-        let mut verdicts = Vec::new();
-        // SAFETY: valid strings and buffers; the handle is closed once.
-        unsafe {
-            let h = capi::tmoe_open(
-                ckpt.as_ptr(),
-                data.as_ptr(),
-                std::ptr::null(),
-                engine.as_ptr(),
-                0,
-                flags,
-            );
-            assert!(!h.is_null(), "tmoe_open(cuda, flags {flags}) failed");
-            for cap in ["caps/dns/dns-000.pcap", "caps/voip/voip-000.pcap"] {
-                let mut r = CaptureReader::open(&d.join(cap)).unwrap();
-                r.for_each_frame(|f| {
-                    let rc = capi::tmoe_feed(
-                        h,
-                        f.ts_ns,
-                        f.link_type,
-                        f.data.as_ptr(),
-                        f.caplen,
-                        f.orig_len,
-                    );
-                    assert!(rc >= 0, "tmoe_feed");
-                })
-                .unwrap();
-            }
-            assert_eq!(capi::tmoe_flush(h), 0);
-            let mut v = [capi::TmoeVerdict::default(); 64];
-            loop {
-                let n = capi::tmoe_poll(h, v.as_mut_ptr(), 64);
-                assert!(n >= 0);
-                if n == 0 {
-                    break;
-                }
-                verdicts.extend(
-                    v[..n as usize]
-                        .iter()
-                        .map(|x| (x.src_port, x.class_id, (x.probability * 1e4).round() as u32)),
-                );
-            }
-            capi::tmoe_close(h);
-        }
-        verdicts.sort();
-        verdicts
+        std::thread::scope(|s| {
+            s.spawn(|| via_capi_on_this_thread(d, flags))
+                .join()
+                .unwrap()
+        })
     };
     let caller = via_capi(0);
     assert!(!caller.is_empty(), "the C API classified nothing");
@@ -483,6 +445,66 @@ fn the_command_line_on_the_fake_driver() {
         serde_json::from_str(&std::fs::read_to_string(d.join("bench.json")).unwrap()).unwrap();
     let text = report.to_string();
     assert!(text.contains("fake CUDA driver"), "{bench}\n{text}");
+}
+
+/// The C API on "cuda" over two captures of `d`'s set, its verdicts
+/// (port, class, probability x 1e4) sorted; asserts that the calling
+/// thread's CUDA context (none) is current after each call.
+fn via_capi_on_this_thread(d: &std::path::Path, flags: u32) -> Vec<(u16, u32, u32)> {
+    let host = || HostContext::current();
+    assert_eq!(host(), Some(0), "a fresh thread has no current context");
+    let ckpt = CString::new(d.join("ft/classifier.safetensors").to_str().unwrap()).unwrap();
+    let data = CString::new(d.join("data").to_str().unwrap()).unwrap();
+    let engine = CString::new("cuda").unwrap();
+    let mut verdicts = Vec::new();
+    // SAFETY: valid strings and buffers; the handle is closed once.
+    unsafe {
+        let h = capi::tmoe_open(
+            ckpt.as_ptr(),
+            data.as_ptr(),
+            std::ptr::null(),
+            engine.as_ptr(),
+            0,
+            flags,
+        );
+        assert!(!h.is_null(), "tmoe_open(cuda, flags {flags}) failed");
+        assert_eq!(host(), Some(0), "tmoe_open left a context current");
+        for cap in ["caps/dns/dns-000.pcap", "caps/voip/voip-000.pcap"] {
+            let mut r = CaptureReader::open(&d.join(cap)).unwrap();
+            r.for_each_frame(|f| {
+                let rc = capi::tmoe_feed(
+                    h,
+                    f.ts_ns,
+                    f.link_type,
+                    f.data.as_ptr(),
+                    f.caplen,
+                    f.orig_len,
+                );
+                assert!(rc >= 0, "tmoe_feed");
+            })
+            .unwrap();
+        }
+        assert_eq!(host(), Some(0), "tmoe_feed left a context current");
+        assert_eq!(capi::tmoe_flush(h), 0);
+        let mut v = [capi::TmoeVerdict::default(); 64];
+        loop {
+            let n = capi::tmoe_poll(h, v.as_mut_ptr(), 64);
+            assert!(n >= 0);
+            assert_eq!(host(), Some(0), "tmoe_poll left a context current");
+            if n == 0 {
+                break;
+            }
+            verdicts.extend(
+                v[..n as usize]
+                    .iter()
+                    .map(|x| (x.src_port, x.class_id, (x.probability * 1e4).round() as u32)),
+            );
+        }
+        capi::tmoe_close(h);
+        assert_eq!(host(), Some(0), "tmoe_close left a context current");
+    }
+    verdicts.sort();
+    verdicts
 }
 
 /// A device fault mid-run (injected: `TMOE_FAKE_CUDA_FAIL`, since no correct

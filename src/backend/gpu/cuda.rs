@@ -553,6 +553,62 @@ impl CudaExecutor {
     }
 }
 
+/// The calling thread's current CUDA context, made current again when this
+/// is dropped. Every executor call makes our (primary) context current on
+/// its thread; the C API's calls run on the host's threads, and a host that
+/// drives a context of its own through the driver API must find it current
+/// afterwards, not ours.
+pub struct HostContext(sys::CUcontext);
+
+impl HostContext {
+    /// None while the driver is not in the process or not initialised: the
+    /// thread then has no context to lose.
+    pub fn save() -> Option<HostContext> {
+        if !driver_loaded() {
+            return None;
+        }
+        let mut ctx = std::ptr::null_mut();
+        // SAFETY: writes one handle; the driver library is loaded.
+        unsafe { sys::cuCtxGetCurrent(&mut ctx) }.result().ok()?;
+        Some(HostContext(ctx))
+    }
+
+    /// The calling thread's current context as an address (0: none), or
+    /// None when the driver is not loaded or not initialised.
+    pub fn current() -> Option<usize> {
+        HostContext::save().map(|c| c.0 as usize)
+    }
+}
+
+impl Drop for HostContext {
+    fn drop(&mut self) {
+        let mut now = std::ptr::null_mut();
+        // SAFETY: the driver was loaded when this was saved and stays loaded;
+        // the saved context is the host's, current on this thread before.
+        unsafe {
+            if sys::cuCtxGetCurrent(&mut now).result().is_ok() && now != self.0 {
+                let _ = sys::cuCtxSetCurrent(self.0).result();
+            }
+        }
+    }
+}
+
+/// Whether libcuda is in the process: our executor opened it, or the host
+/// loaded it (probed without loading it: a host without CUDA pays nothing).
+fn driver_loaded() -> bool {
+    if matches!(SHARED.get(), Some(Ok(_))) {
+        return true;
+    }
+    use libloading::os::unix::{Library, RTLD_LAZY};
+    // <dlfcn.h>'s RTLD_NOLOAD on Linux: open only a library already loaded.
+    const RTLD_NOLOAD: std::ffi::c_int = 4;
+    // libcuda.so.1 is the driver's soname; libcuda.so the fake driver's.
+    ["libcuda.so.1", "libcuda.so"].into_iter().any(|name| {
+        // SAFETY: RTLD_NOLOAD loads nothing, so no initialiser runs.
+        unsafe { Library::open(Some(name), RTLD_LAZY | RTLD_NOLOAD) }.is_ok()
+    })
+}
+
 /// A raw device allocation (freed on drop).
 pub(crate) struct DeviceMem {
     pub(crate) ptr: sys::CUdeviceptr,
