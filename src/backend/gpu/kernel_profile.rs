@@ -8,7 +8,10 @@
 //! reused, and resolved every [`RESOLVE_EVERY`] launches so they do not pile
 //! up). The simulator runs a launch when it is queued, so there the time is
 //! the host's around it. The sum over kernels, set against a step's wall
-//! time, shows how long the device sat idle waiting for the host.
+//! time, shows how long the device sat idle waiting for the host, as a
+//! lower bound: when the device is ahead of the host (small shapes), the
+//! event before a launch fires as soon as it is queued, so the launch
+//! call's own host time (microseconds) is counted as the kernel's.
 
 use std::fmt;
 use std::sync::Mutex;
@@ -112,7 +115,7 @@ impl fmt::Display for PerStep<'_> {
         write!(
             f,
             "  {:<28} {:>7} {:>10.3} {:>6.1}%",
-            "(device idle: host, syncs)",
+            "(device idle, at least)",
             "",
             1e3 * (self.step_s - busy),
             share(self.step_s - busy)

@@ -82,7 +82,8 @@ pub struct ModelArgs {
     /// only queue kernels, so there it shows launch cost, not kernel time;
     /// on cuda and sim a second table gives each kernel's device time
     /// (CUDA events around every launch and copy; the simulator's host
-    /// time) and how long the device sat idle.
+    /// time) and how long the device sat idle (at least: on a device
+    /// waiting for the host a kernel's time includes its launch call).
     /// The CPU inference forward splits its batch across threads: there the
     /// times are thread time, and shares are of all ops.
     #[arg(long)]
