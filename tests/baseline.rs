@@ -148,3 +148,22 @@ fn packet_metadata_of_another_build_is_refused() {
         "{e}"
     );
 }
+
+/// The validation part's packet metadata copied over the test part's (one
+/// build, so the dataset ids agree) was read as the test part's: the
+/// baselines were scored on validation flows, or on the count check alone.
+#[test]
+fn another_parts_packet_metadata_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dataset(dir.path());
+    std::fs::copy(data.join("val.pkts"), data.join("test.pkts")).unwrap();
+    let Err(err) = run(&data, &BaselineOpts::default()) else {
+        panic!("val.pkts copied as test.pkts was accepted");
+    };
+    let e = format!("{err:#}");
+    assert!(
+        e.contains(&data.join("test.pkts").display().to_string())
+            && e.contains("is the \"val\" part"),
+        "{e}"
+    );
+}

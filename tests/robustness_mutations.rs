@@ -786,11 +786,12 @@ fn pkts_target(path: &Path, name: &str) -> Target {
         big_endian: false,
     };
     let cap = u32::from_le_bytes(bytes[12..16].try_into().unwrap()) as usize;
-    let mut fields = vec![le(8, 4), le(12, 4), le(16, 8)];
-    fields.extend((32..bytes.len()).step_by(4 + 8 * cap).map(|at| le(at, 4)));
+    // Version 2's header: 40 bytes, the part's tag last.
+    let mut fields = vec![le(8, 4), le(12, 4), le(16, 8), le(32, 8)];
+    fields.extend((40..bytes.len()).step_by(4 + 8 * cap).map(|at| le(at, 4)));
     Target {
         fields,
-        hot: 0..32,
+        hot: 0..40,
         ..Target::new(&format!("{name}.pkts"), bytes)
     }
 }

@@ -82,7 +82,8 @@ struct Part {
 fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> {
     let shard = crate::model::batch::open_part(data, part)?;
     let pkts_path = data.join(format!("{part}.pkts"));
-    let (id, pkts) = packet_meta::read_tagged(&pkts_path)?;
+    let meta = packet_meta::read_tagged(&pkts_path)?;
+    let (id, pkts) = (meta.dataset_id, meta.rows);
     // The shard's id is dataset.json's (open_part checked it): packet
     // metadata of another build (same flow counts, another split) would
     // pair its flows' features with this shard's labels.
@@ -92,6 +93,15 @@ fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> 
         pkts_path.display(),
         shard.path().display(),
         shard.dataset_id()
+    );
+    // Another part of the same build (val.pkts copied as test.pkts, often
+    // of the same flow count) would score the baselines on its flows.
+    let want = crate::traffic::dataset::shard::part_tag(part);
+    anyhow::ensure!(
+        meta.part == 0 || meta.part == want,
+        "{}: is the {:?} part of its build, not {part:?} (a part copied or renamed over another?)",
+        pkts_path.display(),
+        String::from_utf8_lossy(&meta.part.to_le_bytes()).trim_end_matches('\0')
     );
     anyhow::ensure!(
         pkts.len() == shard.len(),

@@ -974,6 +974,7 @@ fn build_into(
             k,
             &out_pkts.remove(&p).unwrap_or_default(),
             dataset_id,
+            p.name(),
         )?;
         let name = format!("{}.tmoe", p.name());
         written.files.push(out_dir.join(&name));
