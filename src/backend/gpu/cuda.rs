@@ -42,25 +42,6 @@ fn lock<'a, T>(m: &'a Mutex<T>, whose: &str) -> Result<MutexGuard<'a, T>> {
 /// dynamic together.
 const DEFAULT_SMEM: u32 = 48 * 1024;
 
-/// H200 DRAM bandwidth, used when the device does not report its memory clock.
-const FALLBACK_PEAK_BANDWIDTH: f64 = 4.3e12;
-
-/// Dense bf16 tensor-core peak (FLOP/s, no sparsity) of the datacenter parts
-/// we may be lent, from NVIDIA's data sheets; the driver does not report it.
-pub fn bf16_tensor_peak(device_name: &str) -> Option<f64> {
-    const TABLE: &[(&str, f64)] = &[
-        ("H200", 989.4e12),
-        ("H100 SXM", 989.4e12),
-        ("H100 PCIe", 756.5e12),
-        ("H100", 989.4e12),
-        ("A100", 312e12),
-    ];
-    TABLE
-        .iter()
-        .find(|(k, _)| device_name.contains(k))
-        .map(|&(_, v)| v)
-}
-
 fn cuda_err(what: &str) -> impl Fn(result::DriverError) -> GpuError + '_ {
     move |cause| GpuError::Cuda {
         what: what.to_string(),
@@ -452,12 +433,7 @@ impl CudaExecutor {
             .zip(bus_bits)
             .map(|(k, b)| 2.0 * k as f64 * 1e3 * b as f64 / 8.0);
         let name = ctx.name().unwrap_or_else(|_| "CUDA device".into());
-        DeviceInfo {
-            peak_bf16_flops: bf16_tensor_peak(&name),
-            name,
-            peak_bandwidth: Some(queried.unwrap_or(FALLBACK_PEAK_BANDWIDTH)),
-            mem_total: ctx.total_mem().ok(),
-        }
+        super::executor::device_info_for(name, queried, ctx.total_mem().ok())
     }
 
     /// Host -> device. Up to [`STAGING_MAX`] bytes: copied into a pinned

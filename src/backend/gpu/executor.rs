@@ -32,12 +32,71 @@ enum Kind {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct DeviceInfo {
     pub name: String,
-    /// Peak DRAM bandwidth in bytes/s (queried, or a documented fallback).
+    /// Peak DRAM bandwidth in bytes/s: the driver's memory clock x bus
+    /// width; when the driver does not report them, the data sheet's for a
+    /// device named in [`spec_peaks`]; else None (no % of peak rather than
+    /// another device's).
     pub peak_bandwidth: Option<f64>,
     /// Dense bf16 tensor-core peak in FLOP/s (from the device name; None when
-    /// the device is not in the table of `cuda::bf16_tensor_peak`).
+    /// the device is not in the table of [`spec_peaks`]).
     pub peak_bf16_flops: Option<f64>,
     pub mem_total: Option<usize>,
+}
+
+/// A GPU's peaks from NVIDIA's data sheets, which the driver does not
+/// report: DRAM bandwidth (bytes/s) and dense bf16 tensor throughput
+/// (FLOP/s, without sparsity).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SpecPeaks {
+    pub bandwidth: Option<f64>,
+    pub bf16_flops: Option<f64>,
+}
+
+/// The data-sheet peaks of the device the driver names `device_name`
+/// (`NVIDIA H200`, `NVIDIA H100 80GB HBM3` for the SXM part, `NVIDIA H100
+/// PCIe`, `NVIDIA H100 NVL`, `NVIDIA A100-SXM4-80GB`, ...); both None for a
+/// device not in the table. The first entry the name contains wins, so the
+/// more specific names come first (`GH200` before `H200`, `H100 PCIe` before
+/// `H100`). A GH200's memory (HBM3 4.0 TB/s or HBM3e 4.9 TB/s) is not told
+/// by its name: its bandwidth is left to the driver's clock query.
+pub fn spec_peaks(device_name: &str) -> SpecPeaks {
+    const TABLE: &[(&str, Option<f64>, f64)] = &[
+        ("GH200", None, 989.4e12),
+        ("H200 NVL", Some(4.8e12), 835.5e12),
+        ("H200", Some(4.8e12), 989.4e12),
+        ("H100 NVL", Some(3.9e12), 835.5e12),
+        ("H100 PCIe", Some(2.0e12), 756.5e12),
+        ("H100", Some(3.35e12), 989.4e12),
+        ("A100-SXM4-80GB", Some(2.039e12), 312e12),
+        ("A100 80GB PCIe", Some(1.935e12), 312e12),
+        ("A100", Some(1.555e12), 312e12),
+    ];
+    TABLE
+        .iter()
+        .find(|(k, _, _)| device_name.contains(k))
+        .map_or(
+            SpecPeaks {
+                bandwidth: None,
+                bf16_flops: None,
+            },
+            |&(_, bandwidth, flops)| SpecPeaks {
+                bandwidth,
+                bf16_flops: Some(flops),
+            },
+        )
+}
+
+/// What [`DeviceInfo`] reports for a device named `name` whose driver gave
+/// `queried` (memory clock x bus width, when it reported both; an H200's
+/// gave 4,814 GB/s, its data sheet says 4.8 TB/s).
+pub fn device_info_for(name: String, queried: Option<f64>, mem_total: Option<usize>) -> DeviceInfo {
+    let spec = spec_peaks(&name);
+    DeviceInfo {
+        name,
+        peak_bandwidth: queried.or(spec.bandwidth),
+        peak_bf16_flops: spec.bf16_flops,
+        mem_total,
+    }
 }
 
 impl Executor {
