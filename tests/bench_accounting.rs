@@ -1,7 +1,116 @@
-//! What the benchmarks count: the device peaks `tmoe bench` takes its
-//! shares of.
+//! What the benchmarks count: `tmoe bench kernels`' bytes per kernel
+//! (derived here from the kernels' reads and writes at the simulator's smoke
+//! shapes, independently of the benchmark code) and the device peaks the
+//! shares are taken of.
 
 use traffic_moe::backend::gpu::executor::{SpecPeaks, device_info_for, spec_peaks};
+use traffic_moe::backend::gpu::ops::{moe_permute, rmsnorm};
+use traffic_moe::cli::bench::{Args, KernelArgs, What};
+
+/// `bench kernels --exec sim --filter <filter>`: each reported kernel's bytes.
+fn bytes_of(filter: &str) -> Vec<(String, u64)> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.json");
+    traffic_moe::cli::bench::run(Args {
+        what: What::Kernels(KernelArgs {
+            exec: Some("sim".into()),
+            filter: Some(filter.into()),
+            iters: 1,
+            json: false,
+            out: Some(out.clone()),
+            force: false,
+        }),
+    })
+    .unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["kernel"].as_str().unwrap().to_string(),
+                r["bytes"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn one(filter: &str, kernel: &str) -> u64 {
+    let all = bytes_of(filter);
+    all.iter()
+        .find(|(k, _)| k == kernel)
+        .unwrap_or_else(|| panic!("{kernel} not in {all:?}"))
+        .1
+}
+
+#[test]
+fn moe_and_xent_kernels_count_each_byte_once() {
+    // train_kernels' simulator shape: 2 x 32 tokens, d 4 x 24, N 8, k 2, tile 16.
+    let (t, d, n, k, tile) = (64u64, 96u64, 8u64, 2u64, 16u64);
+    let rows = moe_permute::max_rows(t as usize, k as usize, n as usize, tile as usize) as u64;
+    // Gather: x [t, d] read once (a token's k rows are copies of one row),
+    // every padded row written.
+    assert_eq!(one("moe_gather", "moe_gather"), t * d * 2 + rows * d * 2);
+    // Plan: topk_idx read once, slot_pos written, sorted_slot per padded row.
+    assert_eq!(
+        one("moe_permute", "moe_permute_plan"),
+        t * k * 4 + t * k * 4 + rows * 4
+    );
+    // Combine backward per row: dout [t, d] read once, Y's t*k routed rows
+    // read, dY written for every padded row.
+    assert_eq!(
+        one("moe_combine", "moe_combine_bwd_rows"),
+        t * d * 2 + t * k * d * 2 + rows * d * 2
+    );
+    // Cross-entropy with its gradient: 16 rows of 1000 bf16 logits read,
+    // as many bf16 gradients written.
+    assert_eq!(one("xent", "xent_fwd_bwd"), 16 * 1000 * (2 + 2));
+    assert_eq!(one("xent", "xent_fwd"), 16 * 1000 * 2);
+}
+
+#[test]
+fn rmsnorm_backward_counts_its_partials_and_the_accumulated_dw() {
+    // bench.rs' simulator shape: 64 rows of 96.
+    let (rows, d) = (64u64, 96u64);
+    let partials = rmsnorm::bwd_scratch_len(rows as usize, d as usize) as u64;
+    assert!(partials >= d, "at least one partial row");
+    // x, dy read and dx written (bf16); rstd read; w read, dw read + written
+    // (fp32, +=); the partial rows written, then read by the reduce.
+    assert_eq!(
+        one("rmsnorm_bwd", "rmsnorm_bwd"),
+        rows * d * 6 + rows * 4 + d * 4 + d * 8 + partials * 8
+    );
+}
+
+#[test]
+fn grouped_gemms_read_the_gathered_tokens_once() {
+    // gemm_kernels' simulator shape: 96 tokens, d 64, N 4, k 2, expert ffn 64.
+    let (t, d, e, k, f) = (96u64, 64u64, 4u64, 2u64, 64u64);
+    let (routed, gu) = (t * k, 2 * f);
+    let all = bytes_of("gemm_moe");
+    let get = |name: &str| all.iter().find(|(k, _)| k == name).unwrap().1;
+    // X [t, d] once, W [E, 2f, d], H [routed, 2f] written.
+    assert_eq!(
+        get("gemm_moe_gate_up_fwd"),
+        2 * (t * d + e * gu * d + routed * gu)
+    );
+    assert_eq!(
+        get("gemm_moe_gate_up_swiglu_fwd"),
+        2 * (t * d + e * gu * d + routed * f)
+    );
+    // dH rows, X once, dW fp32 read + written (no split-K at this size).
+    assert_eq!(
+        get("gemm_moe_gate_up_dw"),
+        2 * (routed * gu + t * d) + 8 * e * gu * d
+    );
+    // Not gathered: the down projection's dW reads H's routed rows.
+    assert_eq!(
+        get("gemm_moe_down_dw"),
+        2 * (routed * d + routed * f) + 8 * e * d * f
+    );
+}
 
 #[test]
 fn device_peaks_follow_the_device_name() {

@@ -180,7 +180,12 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         (64, 96, 1000, 1)
     };
     let note = if ex.is_gpu() {
-        format!("median of {iters} runs after a warm-up; bytes = compulsory DRAM traffic")
+        format!(
+            "median of {iters} runs after a warm-up; bytes = what the kernel must move: \
+             each input read once, each output written once (a += output read too), \
+             its own scratch partials written and read back; re-reads of the same data \
+             (GEMM tiles, a gathered token's k copies, xent's second pass) not counted"
+        )
     } else {
         "simulator: not a GPU; a smoke of the launch path at a small shape (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
     };
@@ -230,11 +235,13 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         let ms = median_ms(&ex, iters, || {
             rmsnorm::bwd(&ex, &xb, &wb, &rstd, &dyb, &dxb, &dwb, &scratch, rows, d)
         })?;
-        // x, dy read; dx written; rstd, w, dw, partials small.
+        // x, dy read; dx written; rstd, w read; the per-block dw partials
+        // written and read back by the reduce; dw read and written (+=).
+        let partials = rmsnorm::bwd_scratch_len(rows, d) as u64 * 8;
         rec.mem(
             "rmsnorm_bwd",
             &row_shape,
-            rows_u * d_u * 6 + rows_u * 4 + d_u * 8,
+            rows_u * d_u * 6 + rows_u * 4 + d_u * 12 + partials,
             ms,
         );
     }

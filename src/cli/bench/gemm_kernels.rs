@@ -121,7 +121,10 @@ pub(super) fn run(
                 )
             })?;
             let ou = dout as u64;
-            let bytes = 2 * (tu * ou + tu * du) + 8 * ou * du;
+            // dY, X read; dW read and written (+=); the split-K partials
+            // written and read back by the reduce.
+            let ws_len = gemm::dw_workspace_len(dout, d, t, splits) as u64;
+            let bytes = 2 * (tu * ou + tu * du) + 8 * ou * du + 8 * ws_len;
             let sh = format!("{} splits {splits}", shape(dout, d, t));
             rec.compute(name, &sh, flops(dout, d, t), bytes, ms);
         }
@@ -162,7 +165,8 @@ pub(super) fn run(
                 d,
             )
         })?;
-        let bytes = 2 * (ru * du + eu * gu64 * du + ru * gu64);
+        // X read once (the gather reads each token's row k times: re-reads).
+        let bytes = 2 * (tu * du + eu * gu64 * du + ru * gu64);
         rec.compute(
             "gemm_moe_gate_up_fwd",
             &sh(gu, d),
@@ -191,7 +195,7 @@ pub(super) fn run(
                 )
             })?;
             let out = ru * fu + if pre.is_some() { ru * gu64 } else { 0 };
-            let bytes = 2 * (ru * du + eu * gu64 * du + out);
+            let bytes = 2 * (tu * du + eu * gu64 * du + out);
             rec.compute(name, &sh(gu, d), flops(routed, gu, d), bytes, ms);
         }
         // Down projection on the SwiGLU output (the first half of h as a view).
@@ -276,7 +280,10 @@ pub(super) fn run(
                 )
             })?;
             let (ou, iu) = (dout as u64, din as u64);
-            let bytes = 2 * (ru * ou + ru * iu) + 8 * eu * ou * iu;
+            // dY's routed rows, X's distinct rows (t tokens when gathered),
+            // dW read and written, the split-K partials written and read back.
+            let x_rows = if gather { tu } else { ru };
+            let bytes = 2 * (ru * ou + x_rows * iu) + 8 * eu * ou * iu + 8 * ws_len as u64;
             let shp = format!(
                 "E {n_experts} M {dout} N {din} K rows {routed} (padded {rows}) splits {splits}"
             );

@@ -14,7 +14,9 @@ pub struct KernelResult {
     pub shape: String,
     pub executor: String,
     pub ms: f64,
-    /// Bytes read + written per call (compulsory traffic).
+    /// Bytes per call: each input read once, each output written once (a
+    /// `+=` output read too), scratch partials written and read back;
+    /// re-reads of the same data not counted (see `bench kernels`' note).
     pub bytes: u64,
     pub gb_per_s: f64,
     pub pct_of_peak: Option<f64>,

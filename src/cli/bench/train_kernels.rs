@@ -175,15 +175,14 @@ pub(super) fn run(
     );
     if want("moe_permute") || want("moe_gather") {
         let ms = median_ms(ex, iters, || plan.build(ex, &idx))?;
-        rec.mem("moe_permute_plan", &route_shape, tu * ku * 12 + ru * 4, ms);
+        // topk_idx read (the second pass reads it again: a re-read, not
+        // counted), slot_pos written, sorted_slot written for every padded row.
+        rec.mem("moe_permute_plan", &route_shape, tu * ku * 8 + ru * 4, ms);
         let xp = ex.alloc_zeroed::<bf16>(rows * d)?;
         let ms = median_ms(ex, iters, || gather(ex, &plan, &x, &xp, d))?;
-        rec.mem(
-            "moe_gather",
-            &rows_shape,
-            tu * ku * du * 2 + ru * du * 2,
-            ms,
-        );
+        // x read once (each token's k copies are re-reads of one row), every
+        // padded row written (zeros for padding).
+        rec.mem("moe_gather", &rows_shape, tu * du * 2 + ru * du * 2, ms);
     }
     if want("moe_combine") {
         let yr = ex.upload(&act(rows * d))?;
@@ -213,10 +212,12 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             moe_combine::bwd_rows(ex, &plan, &x, &yr, Some(&w), &dyr, Some(&dw), d)
         })?;
+        // dout read once (its k reads per token are re-reads), Y's routed
+        // rows read, dY written for every padded row.
         rec.mem(
             "moe_combine_bwd_rows",
             &rows_shape,
-            tu * ku * du * 4 + ru * du * 2,
+            tu * du * 2 + tu * ku * du * 2 + ru * du * 2,
             ms,
         );
         let (ds, dg) = (ex.alloc_zeroed::<bf16>(t * d)?, ex.alloc_zeroed::<f32>(t)?);
@@ -258,7 +259,9 @@ pub(super) fn run(
                 v,
             )
         })?;
-        rec.mem("xent_fwd_bwd", &sh, (rows * v * 6) as u64, ms);
+        // Logits read, dlogits written; the backward pass's second read of
+        // each row is a re-read (partly from L2), not counted.
+        rec.mem("xent_fwd_bwd", &sh, (rows * v * 4) as u64, ms);
         let l = ex.download(&losses)?;
         anyhow::ensure!(
             l.iter().all(|x| x.is_finite() && *x > 0.0),
