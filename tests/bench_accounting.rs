@@ -150,3 +150,54 @@ fn device_peaks_follow_the_device_name() {
     let info = device_info_for("NVIDIA GH200 480GB".into(), Some(4.0e12), None);
     assert_eq!(info.peak_bandwidth, Some(4.0e12));
 }
+
+#[test]
+fn model_info_matches_an_independent_count_of_base() {
+    use traffic_moe::model::info::model_info;
+    use traffic_moe::model::{FfnKind, ModelConfig};
+    // DESIGN.md's base: d 768, 12 layers, N 8, k 2, d' 2048, vocab 65,541.
+    let (d, l, n, k, f, v) = (768usize, 12usize, 8usize, 2usize, 2048usize, 65_541usize);
+    let attn = 4 * d * d + 2 * d; // wqkv, wo, two RMSNorm gains
+    let swiglu = |ff: usize| 3 * d * ff;
+    let moe_layer = attn + n * d + d + swiglu(f) + n * swiglu(f / k);
+    let dense_layer = attn + swiglu(f + n * f / k);
+    let (embed, top) = (v * d, d); // tied embedding, final norm
+    let moe_total = embed + l * moe_layer + top;
+    let dense_total = embed + l * dense_layer + top;
+    let moe_active = moe_total - l * (n - k) * swiglu(f / k);
+    let cfg = ModelConfig::named("base").unwrap();
+    for seq in [256usize, 512] {
+        let m = model_info(&cfg, seq).unwrap();
+        let dn = model_info(&cfg.clone().with_ffn(FfnKind::Dense), seq).unwrap();
+        assert_eq!((m.total_params, m.active_params), (moe_total, moe_active));
+        assert_eq!(
+            (dn.total_params, dn.active_params),
+            (dense_total, dense_total)
+        );
+        // 2 FLOPs per active non-embedding weight; causal attention: the
+        // query at position i scores and mixes i + 1 keys (4·d FLOPs each),
+        // 2·(seq + 1)·d a token on average, per layer.
+        let attn_flops = |s: usize| (l * 2 * (s + 1) * d) as f64;
+        let want_moe = 2.0 * (moe_active - embed) as f64 + attn_flops(seq);
+        let want_dense = 2.0 * (dense_total - embed) as f64 + attn_flops(seq);
+        for (got, want) in [
+            (m.flops_per_token, want_moe),
+            (dn.flops_per_token, want_dense),
+        ] {
+            assert!(
+                (got / want - 1.0).abs() < 1e-3,
+                "seq {seq}: {got} vs {want}"
+            );
+        }
+        assert_eq!(m.lm_head_flops, 2.0 * embed as f64);
+    }
+    // The dense twin needs x2.18 the MoE's forward FLOPs at context 256,
+    // x2.16 at the GPU benchmark's 512.
+    let ratio = |seq| {
+        let m = model_info(&cfg, seq).unwrap().flops_per_token;
+        let dn = model_info(&cfg.clone().with_ffn(FfnKind::Dense), seq).unwrap();
+        dn.flops_per_token / m
+    };
+    assert!((ratio(256) - 2.179).abs() < 0.005, "{}", ratio(256));
+    assert!((ratio(512) - 2.160).abs() < 0.005, "{}", ratio(512));
+}
