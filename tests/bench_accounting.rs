@@ -201,3 +201,72 @@ fn model_info_matches_an_independent_count_of_base() {
     assert!((ratio(256) - 2.179).abs() < 0.005, "{}", ratio(256));
     assert!((ratio(512) - 2.160).abs() < 0.005, "{}", ratio(512));
 }
+
+#[test]
+fn bench_model_ratios_are_moe_over_dense_beside_the_papers() {
+    use traffic_moe::cli::bench::model::ModelArgs;
+    use traffic_moe::engine::{Device, Precision};
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m.json");
+    traffic_moe::cli::bench::run(Args {
+        what: What::Model(ModelArgs {
+            device: Device::Sim,
+            precision: Precision::F32,
+            config: Some("tiny".into()),
+            batch: vec![2],
+            seq: Some(8),
+            train: false,
+            iters: Some(1),
+            only: None,
+            out: Some(out.clone()),
+            force: false,
+            profile: false,
+        }),
+    })
+    .unwrap();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let row = |ffn: &str| {
+        r["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["ffn"] == ffn)
+            .unwrap()
+            .clone()
+    };
+    let (m, d) = (row("moe"), row("dense"));
+    let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap();
+    let close = |a: f64, b: f64| assert!((a / b - 1.0).abs() < 1e-12, "{a} vs {b}");
+    for x in [&m, &d] {
+        // Every position of the random batch is a real token.
+        close(f(x, "tokens_per_s"), f(x, "flows_per_s") * 8.0);
+        close(f(x, "flows_per_s"), 2.0 / (f(x, "mean_latency_ms") / 1e3));
+        // The pool's high-water mark holds the bf16 weights (2 bytes a
+        // parameter, held before the run) and the activations above them.
+        assert!(f(x, "weight_bytes") < f(x, "peak_bytes"));
+    }
+    let params = f(&r, "params_moe");
+    assert!(f(&m, "weight_bytes") >= 2.0 * params, "{m}");
+    let ratio = &r["ratios"][0];
+    close(
+        f(ratio, "throughput"),
+        f(&m, "flows_per_s") / f(&d, "flows_per_s"),
+    );
+    close(
+        f(ratio, "mean_latency"),
+        f(&m, "mean_latency_ms") / f(&d, "mean_latency_ms"),
+    );
+    close(
+        f(ratio, "peak_memory"),
+        f(&m, "peak_bytes") / f(&d, "peak_bytes"),
+    );
+    // The paper (batch 64): +37.45 % throughput, -27.25 % latency, -27.04 %
+    // peak memory, as MoE / dense in the same directions. Throughput is
+    // flows per second of latency, so the paper's two are one measurement.
+    let p = &r["paper_batch64"];
+    close(f(p, "throughput"), 1.3745);
+    close(f(p, "mean_latency"), 1.0 - 0.2725);
+    close(f(p, "peak_memory"), 1.0 - 0.2704);
+    assert!((f(p, "throughput") * f(p, "mean_latency") - 1.0).abs() < 1e-4);
+}
