@@ -278,3 +278,35 @@ fn block_above_launch_bounds_is_reported() {
         .to_string();
     assert!(err.contains("above its __launch_bounds__(64)"), "{err}");
 }
+
+/// A warp that runs ahead of another by several warp-collective steps (a
+/// GEMM's mma loop) and overwrites shared memory the other has yet to read: a
+/// race on a GPU, where warps drift apart freely. The simulator runs each warp
+/// as far as it can before the next (ascending or descending), so one of the
+/// two schedules reads the overwritten value; with the barrier both are right.
+#[test]
+fn race_between_drifting_warps_shows_under_one_schedule() {
+    let n = 64usize;
+    let want: Vec<f32> = (0..n).map(|t| ((t + 32) % n + 1) as f32).collect();
+    let run = |ex: &Executor, mode: i32| -> Vec<f32> {
+        let io = Io::new(ex, &[0.0], &[0], n, 1);
+        launch(
+            ex,
+            "simt_err_warp_skew_race",
+            1,
+            n as u32,
+            0,
+            io.params(0, mode),
+        )
+        .unwrap();
+        ex.download(&io.out_f).unwrap()
+    };
+    let (fwd, rev) = (Executor::sim(), Executor::sim_reversed());
+    assert_eq!(run(&fwd, 1), want);
+    assert_eq!(run(&rev, 1), want);
+    let (racy_fwd, racy_rev) = (run(&fwd, 0), run(&rev, 0));
+    assert!(
+        racy_fwd != want || racy_rev != want,
+        "the race between warps went unnoticed in both schedules"
+    );
+}

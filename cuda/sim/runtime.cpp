@@ -223,6 +223,7 @@ struct Runner {
   // that some other thread writes without a barrier in between sees the old
   // value in one of the two orders, so running both exposes the race.
   bool reverse = false;
+  bool restart = false;  // a barrier released everyone: start the next sweep over
   bool failed = false;
   std::string error;
 #ifdef TMOE_SIM_USE_UCONTEXT
@@ -438,6 +439,10 @@ struct Runner {
       bar_waiting = 0;
       for (Fiber& f : fibers)
         if (f.state == State::WaitBarrier) f.state = State::Runnable;
+      // The last to arrive does not run on: the next phase starts in the
+      // schedule's order (thread 0 or the last thread first), not with it.
+      restart = true;
+      yield();
       return;
     }
     cur->state = State::WaitBarrier;
@@ -493,6 +498,9 @@ struct Runner {
     for (unsigned l = 0; l < 32; l++)
       if (lanes[l] && lanes[l] != &f) lanes[l]->state = State::Runnable;
     w.pending.erase(w.pending.begin() + gi);
+    // Likewise the warp's lanes go on in the schedule's order, not the last
+    // arrival first. (Only this warp was released: it keeps its turn.)
+    yield();
   }
 
   // Runs one block to completion; false (with `error`) on failure.
@@ -515,13 +523,30 @@ struct Runner {
     // this block wrote sees poison, not zeros or the previous block's values.
     memset(smem, 0xFF, smem_bytes);
     for (StaticSmem& s : statics) memset(s.mem, 0xFF, s.bytes);
+    // Warp by warp: each warp runs as far as it can (its lanes in turn, each
+    // up to its next collective or barrier) before the next warp starts, so
+    // that between two barriers one warp finishes before another begins, as
+    // far apart as real warps may drift. A race between warps then shows in
+    // one of the two orders whatever collectives lie between its accesses;
+    // sweeping all threads in index order instead kept the warps in near
+    // lockstep, one collective apart, and hid it. Released waiters (a
+    // barrier, a collective) restart the order: `restart` ends the sweep.
+    const unsigned n_warps = (unsigned)warps.size();
     while (done < n) {
       bool progressed = false;
-      for (unsigned j = 0; j < n && !failed; j++) {
-        const unsigned i = reverse ? n - 1 - j : j;
-        if (fibers[i].state == State::Runnable) {
-          resume(fibers[i]);
-          progressed = true;
+      restart = false;
+      for (unsigned wj = 0; wj < n_warps && !failed && !restart; wj++) {
+        const unsigned w = reverse ? n_warps - 1 - wj : wj;
+        const unsigned lanes = n - w * 32 >= 32 ? 32 : n - w * 32;
+        for (bool again = true; again && !failed && !restart;) {
+          again = false;
+          for (unsigned lj = 0; lj < lanes && !failed && !restart; lj++) {
+            const unsigned i = w * 32 + (reverse ? lanes - 1 - lj : lj);
+            if (fibers[i].state == State::Runnable) {
+              resume(fibers[i]);
+              progressed = again = true;
+            }
+          }
         }
       }
       if (failed) break;

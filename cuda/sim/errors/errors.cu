@@ -120,3 +120,21 @@ extern "C" __global__ void simt_err_cp_async_groups(const SimTestParams p) {
 extern "C" __global__ void __launch_bounds__(64) simt_err_launch_bounds(const SimTestParams p) {
   p.out_f[threadIdx.x] = 1.f;
 }
+
+// A race between warps that only shows when one warp runs ahead of another by
+// several warp-collective steps (as real warps do; a GEMM warp's k loop is a
+// string of mma/ldmatrix collectives). Every thread reads the other warp's
+// slot, does a few shuffles (stand-ins for that loop), then overwrites its own
+// slot: mode 0 without a __syncthreads in between (the other warp may not have
+// read it yet), mode 1 with it. out_f[t] is what thread t read.
+extern "C" __global__ void simt_err_warp_skew_race(const SimTestParams p) {
+  TMOE_SHARED(float, slot, [1024]);
+  const unsigned t = threadIdx.x, n = blockDim.x;
+  slot[t] = (float)(t + 1);
+  __syncthreads();
+  float v = slot[(t + 32) % n];
+  for (int i = 0; i < 4; i++) v += 0.f * warp_sum(v);
+  if (p.mode == 1) __syncthreads();
+  slot[t] = -1.f;
+  p.out_f[t] = v;
+}
