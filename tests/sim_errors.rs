@@ -310,3 +310,43 @@ fn race_between_drifting_warps_shows_under_one_schedule() {
         "the race between warps went unnoticed in both schedules"
     );
 }
+
+/// Threads of one block waiting at different `__syncthreads()` calls are in
+/// divergent code, not at one barrier.
+#[test]
+fn barrier_at_two_call_sites_is_reported() {
+    expect_err("simt_err_barrier_sites", 64, "barrier divergence");
+}
+
+/// A shuffle whose source lane is outside its mask returns an undefined value
+/// on a GPU; the simulator used to hand back the caller's own value.
+#[test]
+fn shuffle_from_a_lane_outside_the_mask_is_reported() {
+    expect_err("simt_err_shfl_outside_mask", 32, "leaves out");
+}
+
+/// ldmatrix and cp.async take shared-memory addresses where PTX says
+/// `.shared` (and cp.async a global source); a block's static and dynamic
+/// shared memory together stay within 227 KiB.
+#[test]
+fn shared_memory_operands_outside_shared_memory_are_reported() {
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[1.0; 4 * 32], &[0], 4 * 32, 1);
+    for (mode, smem, needle) in [
+        (0, 0, "ldmatrix row address"),
+        (1, 0, "cp.async destination"),
+        (2, 1024, "cp.async source"),
+        (3, 200 * 1024, "exceed the 227 KiB"),
+    ] {
+        let err = launch(&ex, "simt_err_not_shared", 1, 32, smem, io.params(0, mode))
+            .expect_err("a non-shared operand")
+            .to_string();
+        assert!(
+            err.contains(needle),
+            "mode {mode}: {err:?} lacks {needle:?}"
+        );
+    }
+    // Within bounds, the static array works.
+    launch(&ex, "simt_err_not_shared", 1, 32, 1024, io.params(0, 3)).unwrap();
+    assert_eq!(ex.download(&io.out_f).unwrap()[0], 1.0);
+}

@@ -219,6 +219,7 @@ struct Runner {
   std::vector<StaticSmem> statics;
   Fiber* cur = nullptr;
   unsigned bar_waiting = 0, done = 0;
+  const char* bar_site = nullptr;  // the __syncthreads() the waiting threads called
   // Schedule threads from the highest index down: a read of shared memory
   // that some other thread writes without a barrier in between sees the old
   // value in one of the two orders, so running both exposes the race.
@@ -271,6 +272,13 @@ struct Runner {
   unsigned char* static_smem(const void* site, size_t bytes, size_t align) {
     for (const StaticSmem& s : statics)
       if (s.site == site) return s.mem;
+    size_t total = smem_bytes + bytes;
+    for (const StaticSmem& s : statics) total += s.bytes;
+    if (total > 227 * 1024) {  // sm_90's per-block maximum; a GPU refuses the launch
+      set_error("static (%zu bytes with this array) and dynamic (%zu) shared memory exceed the "
+                "227 KiB a block may have", total - smem_bytes, smem_bytes);
+      fail_in_fiber();
+    }
     unsigned char* m = alloc_smem(align, bytes);
     memset(m, 0xFF, bytes);  // this block's poison (run_block poisons later blocks')
     statics.push_back(StaticSmem{site, m, bytes});
@@ -413,6 +421,16 @@ struct Runner {
     return p;
   }
 
+  // Do the `len` bytes at `p` lie inside one shared array (the dynamic
+  // buffer or a static one) of this block?
+  bool in_smem(const void* ptr, size_t len) const {
+    const unsigned char* p = static_cast<const unsigned char*>(ptr);
+    if (p >= smem && p < smem + smem_bytes) return p + len <= smem + smem_bytes;
+    for (const StaticSmem& s : statics)
+      if (p >= s.mem && p < s.mem + s.bytes) return p + len <= s.mem + s.bytes;
+    return false;
+  }
+
   void thread_exited() {
     Fiber& f = *cur;
     land_copies(f, UINT_MAX);  // copies still in flight land after the thread exits
@@ -430,9 +448,19 @@ struct Runner {
     yield(true);
   }
 
-  void syncthreads() {
+  void syncthreads(const char* site) {
     if (done > 0) {
       set_error("barrier divergence: %u threads exited before reaching __syncthreads", done);
+      fail_in_fiber();
+    }
+    // One barrier per phase: threads that wait at different __syncthreads()
+    // calls are in divergent code (undefined on a GPU: a hang or a barrier
+    // that releases early), not at one barrier.
+    if (bar_waiting == 0) {
+      bar_site = site;
+    } else if (strcmp(site, bar_site) != 0) {
+      set_error("barrier divergence: __syncthreads() at %s while %u threads wait at the one at %s",
+                site, bar_waiting, bar_site);
       fail_in_fiber();
     }
     if (++bar_waiting == n) {
@@ -495,6 +523,7 @@ struct Runner {
     for (unsigned l = 0; l < 32; l++)
       if (mask & (1u << l)) lanes[l] = &fibers[f.warp * 32 + l];
     cfn(lanes, mask);
+    if (failed) fail_in_fiber();  // the collective itself was illegal (set_error)
     for (unsigned l = 0; l < 32; l++)
       if (lanes[l] && lanes[l] != &f) lanes[l]->state = State::Runnable;
     w.pending.erase(w.pending.begin() + gi);
@@ -597,8 +626,16 @@ void shfl_fn(Fiber* const* lanes, unsigned mask) {
     if (!lanes[l]) continue;
     const ShflIn* me = static_cast<const ShflIn*>(lanes[l]->in);
     uint64_t v = me->value;
-    if (me->valid && me->src >= 0 && me->src < 32 && (mask & (1u << me->src)))
+    if (me->valid && me->src >= 0 && me->src < 32) {
+      // A source lane outside the mask does not take part: what the GPU
+      // returns then is undefined (it is not the caller's own value).
+      if (!(mask & (1u << me->src))) {
+        cur_runner->set_error("shuffle: lane %u reads lane %d, which its mask 0x%08x leaves out "
+                              "(undefined result on a GPU)", l, me->src, mask);
+        return;
+      }
       v = static_cast<const ShflIn*>(lanes[me->src]->in)->value;
+    }
     *static_cast<uint64_t*>(lanes[l]->out) = v;
   }
 }
@@ -687,7 +724,7 @@ unsigned sim_threads() {
 
 // ---------------------------------------------------------------- built-ins
 
-void syncthreads() { cur_runner->syncthreads(); }
+void syncthreads(const char* site) { cur_runner->syncthreads(site); }
 
 void* static_smem(const void* site, size_t bytes, size_t align) {
   return cur_runner->static_smem(site, bytes, align);
@@ -743,6 +780,14 @@ void ldmatrix(int n, bool trans, uint32_t* r, const void* row) {
     run->set_error("ldmatrix row address %p is not 16-byte aligned", row);
     run->fail_in_fiber();
   }
+  // ldmatrix reads .shared: a row (16 bytes) outside the block's shared
+  // arrays is a global or stack address (garbage or a fault on a GPU) or an
+  // overrun. Lanes whose addresses .x1 / .x2 ignore are not checked.
+  if (run->cur->lane < 8u * (unsigned)n && !run->in_smem(row, 16)) {
+    run->set_error("ldmatrix row address %p: its 16 bytes are not inside one shared-memory array",
+                   row);
+    run->fail_in_fiber();
+  }
   CollectiveFn fn;
   switch (n * 2 + trans) {
     case 2: fn = ldmatrix_fn<1, false>; break;
@@ -762,6 +807,17 @@ void cp_async(void* smem, const void* gmem, bool valid) {
   if (reinterpret_cast<uintptr_t>(smem) % 16 || (valid && reinterpret_cast<uintptr_t>(gmem) % 16)) {
     run->set_error("cp.async of 16 bytes from %p to %p: both addresses must be 16-byte aligned",
                    gmem, smem);
+    run->fail_in_fiber();
+  }
+  // cp.async copies .global -> .shared: the destination must be 16 bytes of
+  // one shared array, the source must not be shared memory.
+  if (!run->in_smem(smem, 16)) {
+    run->set_error("cp.async destination %p: its 16 bytes are not inside one shared-memory array",
+                   smem);
+    run->fail_in_fiber();
+  }
+  if (valid && run->in_smem(gmem, 1)) {
+    run->set_error("cp.async source %p is shared memory (cp.async reads global memory)", gmem);
     run->fail_in_fiber();
   }
   Fiber& f = *run->cur;

@@ -69,7 +69,9 @@ inline unsigned char* dynamic_smem() { return cur_block->dynamic_smem; }
 // (so ASan sees overruns) that every block starts with poisoned (all-ones).
 void* static_smem(const void* site, size_t bytes, size_t align);
 
-void syncthreads();
+// `site` names the __syncthreads() call ("file:line"): every thread of the
+// block must wait at the same one (a barrier in divergent code is an error).
+void syncthreads(const char* site);
 // Warp collectives (runtime.cpp). Shuffle modes: 0 idx, 1 up, 2 down, 3 xor.
 uint64_t shfl(unsigned mask, uint64_t bits, int mode, int arg, int width);
 unsigned ballot(unsigned mask, int pred);
@@ -102,7 +104,9 @@ void cp_async_wait(int groups_left);  // < 0: wait_all (commits the open group t
 #define gridDim (::tmoe_sim::cur_block->grid_dim)
 static constexpr int warpSize = 32;
 
-inline void __syncthreads() { ::tmoe_sim::syncthreads(); }
+#define TMOE_SIM_STR2_(x) #x
+#define TMOE_SIM_STR_(x) TMOE_SIM_STR2_(x)
+#define __syncthreads() ::tmoe_sim::syncthreads(__FILE__ ":" TMOE_SIM_STR_(__LINE__))
 inline void __syncwarp(unsigned mask = 0xffffffffu) { ::tmoe_sim::syncwarp(mask); }
 inline unsigned __activemask() { return ::tmoe_sim::activemask(); }
 inline void __threadfence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }

@@ -138,3 +138,51 @@ extern "C" __global__ void simt_err_warp_skew_race(const SimTestParams p) {
   slot[t] = -1.f;
   p.out_f[t] = v;
 }
+
+// Warps 0 and 1 wait at two different __syncthreads() calls: a barrier in
+// divergent code (undefined on a GPU), even though each thread calls one.
+extern "C" __global__ void simt_err_barrier_sites(const SimTestParams p) {
+  if (threadIdx.x < 32) {
+    __syncthreads();
+  } else {
+    __syncthreads();
+  }
+  p.out_f[threadIdx.x] = 1.f;
+}
+
+// Half-warp shuffles (masks 0x0000ffff and 0xffff0000), but lanes 0-15 read
+// lane 20, which their mask leaves out: undefined on a GPU.
+extern "C" __global__ void simt_err_shfl_outside_mask(const SimTestParams p) {
+  const unsigned lane = threadIdx.x % 32;
+  const float v = (float)lane;
+  float r;
+  if (lane < 16) r = __shfl_sync(0x0000ffffu, v, 20);
+  else r = __shfl_sync(0xffff0000u, v, 16);
+  p.out_f[threadIdx.x] = r;
+}
+
+// Shared-memory operands given global addresses (or the reverse): mode 0
+// ldmatrix from global memory, 1 cp.async into global memory, 2 cp.async from
+// shared memory, 3 a static shared array declared past the 227 KiB a block
+// may have (with the launch's dynamic bytes). On a GPU each is garbage, a
+// fault or a refused launch.
+extern "C" __global__ void simt_err_not_shared(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  const unsigned t = threadIdx.x;
+  if (p.mode == 0) {
+    uint32_t r[4];
+    ldmatrix_x4(r, p.in_f + 4 * t);
+    p.out_f[t] = (float)r[0];
+  } else if (p.mode == 1) {
+    cp_async_16(p.out_f + 4 * t, p.in_f + 4 * t);
+    cp_async_wait_all();
+  } else if (p.mode == 2) {
+    buf[4 * t] = 1.f;
+    cp_async_16(buf + 4 * (32 + t), buf + 4 * t);
+    cp_async_wait_all();
+  } else {
+    TMOE_SHARED(float, big, [16 * 1024]);
+    big[t] = 1.f;
+    p.out_f[t] = big[t];
+  }
+}
