@@ -250,7 +250,13 @@ fn build_simulator(cuda: &Path, out: &Path, sources: &[PathBuf], kernels: &[Kern
         println!("cargo:rustc-link-lib=dylib=ubsan");
     } else {
         // Kernels are hot loops: optimise even in debug builds.
-        b.opt_level(2);
+        b.opt_level(2)
+            // A GPU faults on a vector access off its size's alignment
+            // (uint4: 16 bytes, float2: 8, bf16x2: 4); the checks call
+            // runtime.cpp's own UBSan handler, which fails the launch (no
+            // libubsan needed).
+            .flag("-fsanitize=alignment")
+            .flag("-fno-sanitize-recover=alignment");
     }
     // One wrapper per .cu, so that g++ sees C++ and file-local names stay
     // local; it also evaluates each kernel's launch bound where its macros live.

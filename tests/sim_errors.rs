@@ -350,3 +350,37 @@ fn shared_memory_operands_outside_shared_memory_are_reported() {
     launch(&ex, "simt_err_not_shared", 1, 32, 1024, io.params(0, 3)).unwrap();
     assert_eq!(ex.download(&io.out_f).unwrap()[0], 1.0);
 }
+
+/// A vector load or store off its alignment faults on a GPU; the simulator
+/// (UBSan's alignment check, handled by its runtime) fails the launch, in a
+/// normal `cargo test` as well as under tools/sim-asan.sh.
+#[test]
+fn misaligned_vector_access_is_reported() {
+    if traffic_moe::backend::gpu::registry::SIM_ASAN {
+        return; // libubsan's own handler reports it there (tools/sim-asan.sh's demo)
+    }
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[1.0; 16], &[0], 16, 1);
+    for (mode, needle) in [
+        (0, "16-byte alignment"),
+        (1, "8-byte alignment"),
+        (2, "4-byte alignment"),
+    ] {
+        let err = launch(
+            &ex,
+            "simt_err_misaligned_vector",
+            1,
+            32,
+            0,
+            io.params(0, mode),
+        )
+        .expect_err("a misaligned vector access")
+        .to_string();
+        assert!(
+            err.contains("misaligned address") && err.contains(needle),
+            "mode {mode}: {err:?} lacks {needle:?}"
+        );
+    }
+    launch(&ex, "simt_err_misaligned_vector", 1, 32, 0, io.params(0, 3)).unwrap();
+    assert_eq!(ex.download(&io.out_f).unwrap()[..2], [1.0, 2.0]);
+}

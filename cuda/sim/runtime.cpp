@@ -850,6 +850,55 @@ void fail(const char* what) {
 
 }  // namespace tmoe_sim
 
+#ifndef TMOE_SIM_ASAN
+// UBSan's alignment check (-fsanitize=alignment, build.rs) without libubsan:
+// g++ calls this on a load or store through a pointer off its type's
+// alignment (a uint4 / float4 load not 16-byte aligned, a float2 not 8, a
+// __nv_bfloat162 not 4), which is a misaligned-address fault on a GPU. In a
+// kernel it fails the launch; elsewhere (never expected) it aborts. The ASan
+// build links libubsan, whose handler reports these instead.
+namespace {
+struct UbsanLocation {
+  const char* file;
+  uint32_t line, column;
+};
+struct UbsanTypeDescriptor {
+  uint16_t kind, info;
+  char name[1];
+};
+struct UbsanTypeMismatch {
+  UbsanLocation loc;
+  const UbsanTypeDescriptor* type;
+  unsigned char log_alignment;
+  unsigned char type_check_kind;
+};
+[[noreturn]] void tmoe_sim_misaligned(const UbsanTypeMismatch* d, uintptr_t ptr) {
+  using namespace tmoe_sim;
+  static const char* const kinds[] = {"load of", "store to", "reference to", "member access in",
+                                      "member call on", "constructor call on", "downcast of",
+                                      "downcast of", "upcast of", "cast to virtual base of"};
+  const char* kind = d->type_check_kind < 10 ? kinds[d->type_check_kind] : "access to";
+  char msg[400];
+  snprintf(msg, sizeof msg,
+           "misaligned address: %s %s at %p, which needs %u-byte alignment (%s:%u; a GPU faults)",
+           kind, d->type ? d->type->name : "?", reinterpret_cast<void*>(ptr),
+           1u << d->log_alignment, d->loc.file ? d->loc.file : "?", d->loc.line);
+  if (cur_runner && cur_runner->cur) {
+    cur_runner->set_error("%s", msg);
+    cur_runner->fail_in_fiber();
+  }
+  fprintf(stderr, "tmoe sim: %s\n", msg);
+  abort();
+}
+}  // namespace
+extern "C" void __ubsan_handle_type_mismatch_v1(const UbsanTypeMismatch* d, uintptr_t ptr) {
+  tmoe_sim_misaligned(d, ptr);
+}
+extern "C" void __ubsan_handle_type_mismatch_v1_abort(const UbsanTypeMismatch* d, uintptr_t ptr) {
+  tmoe_sim_misaligned(d, ptr);
+}
+#endif
+
 // ---------------------------------------------------------------- launch (C ABI for Rust)
 
 static void write_err(char* err, size_t len, const std::string& msg) {

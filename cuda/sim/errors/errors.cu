@@ -186,3 +186,22 @@ extern "C" __global__ void simt_err_not_shared(const SimTestParams p) {
     p.out_f[t] = big[t];
   }
 }
+
+// Vector accesses off their alignment (a misaligned-address fault on a GPU):
+// mode 0 a uint4 load 8 bytes past a 16-byte boundary (load_bf16x8 on a view
+// that starts mid-chunk), 1 a float2 store 4 bytes off, 2 a __nv_bfloat162
+// load at an odd bf16 index; 3 the same three aligned (no error).
+extern "C" __global__ void simt_err_misaligned_vector(const SimTestParams p) {
+  if (threadIdx.x != 0) return;
+  const int off = p.mode == 3 ? 0 : 1;
+  if (p.mode == 0 || p.mode == 3) {
+    float v[8];
+    load_bf16x8(reinterpret_cast<const bf16*>(p.in_f) + 4 * off, v);
+    p.out_f[0] = v[0];
+  }
+  if (p.mode == 1 || p.mode == 3) *reinterpret_cast<float2*>(p.out_f + off) = make_float2(1.f, 2.f);
+  if (p.mode == 2 || p.mode == 3) {
+    const __nv_bfloat162 h = *reinterpret_cast<const __nv_bfloat162*>(reinterpret_cast<const bf16*>(p.in_f) + off);
+    p.out_f[4] = __low2float(h);
+  }
+}
