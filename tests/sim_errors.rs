@@ -144,9 +144,21 @@ fn unwritten_static_shared_memory_reads_as_poison() {
             .unwrap();
             let f = ex.download(&io.out_f).unwrap();
             let u = ex.download(&io.out_u).unwrap();
-            assert!(f.iter().all(|v| v.is_nan()), "float reads: {f:?}");
-            assert!(u.iter().all(|&v| v == u32::MAX), "index reads: {u:?}");
+            // 0xFF bytes (NaN) in index order, 0x7F bytes (3.4e38) reversed.
+            let word = smem_poison(&ex);
+            assert!(f.iter().all(|v| v.to_bits() == word), "float reads: {f:?}");
+            assert!(u.iter().all(|&v| v == word), "index reads: {u:?}");
         }
+    }
+}
+
+/// A 32-bit word of unwritten shared memory: 0xFF bytes (NaN as f32) in the
+/// index-order schedule, 0x7F bytes (3.4e38) in the reversed one.
+fn smem_poison(ex: &Executor) -> u32 {
+    if ex.name() == "sim-reversed" {
+        0x7F7F_7F7F
+    } else {
+        u32::MAX
     }
 }
 
@@ -196,7 +208,11 @@ fn cp_async_lands_only_when_waited_for() {
             .unwrap();
             ex.download(&io.out_f).unwrap()
         };
-        assert!(run(0).iter().all(|v| v.is_nan()), "read before the wait");
+        let poison = f32::from_bits(smem_poison(&ex));
+        assert!(
+            run(0).iter().all(|v| v.to_bits() == poison.to_bits()),
+            "read before the wait"
+        );
         assert_eq!(run(1), src, "read after the wait");
     }
 }
@@ -383,4 +399,46 @@ fn misaligned_vector_access_is_reported() {
     }
     launch(&ex, "simt_err_misaligned_vector", 1, 32, 0, io.params(0, 3)).unwrap();
     assert_eq!(ex.download(&io.out_f).unwrap()[..2], [1.0, 2.0]);
+}
+
+/// Unwritten shared memory must not pass for a right value: the forward
+/// schedule's poison (0xFF bytes) reads as the kernels' "none" index and
+/// vanishes in fmaxf, so the reversed schedule poisons with 0x7F bytes, and a
+/// kernel that forgot to write its "none" entries or to initialise a max
+/// fails in one of the two.
+#[test]
+fn unwritten_shared_memory_differs_between_schedules() {
+    let n = 64usize;
+    let want_u: Vec<u32> = (0..n as u32)
+        .map(|t| if t < 32 { t + 2 } else { 1 })
+        .collect();
+    let run = |ex: &Executor, mode: i32| -> (Vec<u32>, f32) {
+        let io = Io::new(ex, &[0.0], &[0], 1, n);
+        launch(
+            ex,
+            "simt_err_uninit_sentinel",
+            1,
+            n as u32,
+            0,
+            io.params(0, mode),
+        )
+        .unwrap();
+        (
+            ex.download(&io.out_u).unwrap(),
+            ex.download(&io.out_f).unwrap()[0],
+        )
+    };
+    let (fwd, rev) = (Executor::sim(), Executor::sim_reversed());
+    for ex in [&fwd, &rev] {
+        assert_eq!(run(ex, 1), (want_u.clone(), 31.0), "{}", ex.name());
+    }
+    let (racy_fwd, racy_rev) = (run(&fwd, 0), run(&rev, 0));
+    assert!(
+        racy_fwd.0 != want_u || racy_rev.0 != want_u,
+        "unwritten \"none\" indices went unnoticed"
+    );
+    assert!(
+        racy_fwd.1 != 31.0 || racy_rev.1 != 31.0,
+        "an uninitialised max went unnoticed"
+    );
 }

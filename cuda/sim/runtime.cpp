@@ -258,6 +258,9 @@ struct Runner {
     for (StaticSmem& s : statics) free(s.mem);
   }
 
+  // The byte that fills shared memory at the start of a block (see run_block).
+  int poison() const { return reverse ? 0x7F : 0xFF; }
+
   // `bytes` (at least 1) exactly, not rounded up to the alignment: ASan's
   // redzone starts at the first byte past the end.
   static unsigned char* alloc_smem(size_t align, size_t bytes) {
@@ -280,7 +283,7 @@ struct Runner {
       fail_in_fiber();
     }
     unsigned char* m = alloc_smem(align, bytes);
-    memset(m, 0xFF, bytes);  // this block's poison (run_block poisons later blocks')
+    memset(m, poison(), bytes);  // this block's poison (run_block poisons later blocks')
     statics.push_back(StaticSmem{site, m, bytes});
     return m;
   }
@@ -550,8 +553,12 @@ struct Runner {
     // Shared memory, dynamic and static, starts as all-ones bytes (NaN as float
     // and bf16, 0xFFFFFFFF as an index): a kernel that reads what no thread of
     // this block wrote sees poison, not zeros or the previous block's values.
-    memset(smem, 0xFF, smem_bytes);
-    for (StaticSmem& s : statics) memset(s.mem, 0xFF, s.bytes);
+    // The reversed schedule poisons with 0x7F bytes instead (3.4e38 as float
+    // and bf16, 0x7F7F7F7F as an index): NaN vanishes in fmaxf / fminf, and
+    // 0xFFFFFFFF is the kernels' own "none" index, so either poison alone
+    // can pass for a right value.
+    memset(smem, poison(), smem_bytes);
+    for (StaticSmem& s : statics) memset(s.mem, poison(), s.bytes);
     // Warp by warp: each warp runs as far as it can (its lanes in turn, each
     // up to its next collective or barrier) before the next warp starts, so
     // that between two barriers one warp finishes before another begins, as

@@ -205,3 +205,29 @@ extern "C" __global__ void simt_err_misaligned_vector(const SimTestParams p) {
     p.out_f[4] = __low2float(h);
   }
 }
+
+// Reads shared memory the block did not write where one poison passes for a
+// right value: idx[32..64) is never written but meant to be 0xFFFFFFFF
+// ("none", the simulator's 0xFF poison), and vals[32..64) is never written
+// but only feeds an fmaxf (where a NaN poison vanishes). out_u[t]: 1 when
+// idx[t] is "none" else idx[t]+2 (mode 1 writes the "none" entries: right);
+// out_f[0]: the max of vals (mode 1 writes -inf there).
+extern "C" __global__ void simt_err_uninit_sentinel(const SimTestParams p) {
+  TMOE_SHARED(uint32_t, idx, [64]);
+  TMOE_SHARED(float, vals, [64]);
+  const unsigned t = threadIdx.x;
+  if (t < 32) {
+    idx[t] = t;
+    vals[t] = (float)t;
+  } else if (p.mode == 1) {
+    idx[t] = 0xFFFFFFFFu;
+    vals[t] = -INFINITY;
+  }
+  __syncthreads();
+  p.out_u[t] = idx[t] == 0xFFFFFFFFu ? 1u : idx[t] + 2u;
+  if (t == 0) {
+    float m = -INFINITY;
+    for (int i = 0; i < 64; i++) m = fmaxf(m, vals[i]);
+    p.out_f[0] = m;
+  }
+}
