@@ -442,3 +442,31 @@ fn unwritten_shared_memory_differs_between_schedules() {
         "an uninitialised max went unnoticed"
     );
 }
+
+/// `alloc_uninit` memory is poisoned differently by the two simulator
+/// executors (0xFF bytes, 0x7F bytes), as shared memory is: an output a
+/// kernel forgot to write then never reads as the "none" index 0xFFFFFFFF,
+/// or as a NaN that fmaxf drops, under both.
+#[test]
+fn unwritten_global_memory_differs_between_executors() {
+    let read = |ex: &Executor| -> (Vec<u32>, Vec<f32>) {
+        let u = ex.alloc_uninit::<u32>(5).unwrap();
+        let f = ex.alloc_uninit::<f32>(5).unwrap();
+        (ex.download(&u).unwrap(), ex.download(&f).unwrap())
+    };
+    let (u, f) = read(&Executor::sim());
+    assert!(u.iter().all(|&v| v == u32::MAX), "{u:?}");
+    assert!(f.iter().all(|v| v.is_nan()), "{f:?}");
+    let (u, f) = read(&Executor::sim_reversed());
+    assert!(u.iter().all(|&v| v == 0x7F7F_7F7F), "{u:?}");
+    assert!(
+        f.iter()
+            .all(|v| v.to_bits() == 0x7F7F_7F7F && v.is_finite()),
+        "{f:?}"
+    );
+    // The pool's reused buffers get the same poison again.
+    let ex = Executor::sim_reversed().with_pool();
+    let (u1, _) = read(&ex);
+    let (u2, _) = read(&ex);
+    assert_eq!((u1[0], u2[0]), (0x7F7F_7F7F, 0x7F7F_7F7F));
+}

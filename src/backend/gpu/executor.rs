@@ -194,8 +194,11 @@ impl Executor {
     /// A buffer whose contents are unspecified until written, for an output
     /// its kernel writes in full: no memset on a GPU (zeroing an activation
     /// costs as much DRAM traffic as writing it). On the simulator every
-    /// byte is 0xFF (NaN as f32 and bf16, an out-of-range index as u32), so
-    /// an op that reads what its kernel did not write shows up in the tests.
+    /// byte is 0xFF (NaN as f32 and bf16, 0xFFFFFFFF as u32), or 0x7F on the
+    /// reversed one (3.4e38, 0x7F7F7F7F), so an op that reads what its
+    /// kernel did not write shows up in the tests: 0xFFFFFFFF is also the
+    /// kernels' "none" index (an unwritten padding row would pass for one),
+    /// and a NaN vanishes in `fmaxf`, hence the second poison.
     pub fn alloc_uninit<T: Pod>(&self, len: usize) -> Result<Buf<T>> {
         self.alloc(len, false)
     }
@@ -218,7 +221,7 @@ impl Executor {
                 if zero {
                     self.zero_raw(m.addr(), m.is_host(), asked)?;
                 } else if m.is_host() {
-                    poison(m.addr(), asked);
+                    poison(m.addr(), asked, self.poison_byte());
                 }
                 (m, bytes)
             }
@@ -247,12 +250,20 @@ impl Executor {
         ))
     }
 
+    /// The byte [`Executor::alloc_uninit`] fills simulator memory with.
+    fn poison_byte(&self) -> u8 {
+        match &self.kind {
+            Kind::Sim(s) if s.reverse => 0x7F,
+            _ => 0xFF,
+        }
+    }
+
     fn fresh(&self, bytes: usize, zero: bool) -> Result<Mem> {
         Ok(match &self.kind {
             Kind::Sim(_) => {
                 let m = HostMem::zeroed(bytes);
                 if !zero {
-                    poison(m.ptr.as_ptr() as u64, bytes);
+                    poison(m.ptr.as_ptr() as u64, bytes, self.poison_byte());
                 }
                 Mem::Host(m)
             }
@@ -500,9 +511,9 @@ fn sim_timed(what: &'static str, f: impl FnOnce() -> Result<()>) -> Result<()> {
     r
 }
 
-/// Fills simulator memory with 0xFF (see [`Executor::alloc_uninit`]).
-fn poison(addr: u64, bytes: usize) {
+/// Fills simulator memory with `byte` (see [`Executor::alloc_uninit`]).
+fn poison(addr: u64, bytes: usize, byte: u8) {
     // SAFETY: called on a host allocation of at least `bytes` bytes that no
     // one else uses yet (fresh, or just taken from the pool).
-    unsafe { std::ptr::write_bytes(addr as *mut u8, 0xFF, bytes) }
+    unsafe { std::ptr::write_bytes(addr as *mut u8, byte, bytes) }
 }
