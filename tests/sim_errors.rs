@@ -470,3 +470,42 @@ fn unwritten_global_memory_differs_between_executors() {
     let (u2, _) = read(&ex);
     assert_eq!((u1[0], u2[0]), (0x7F7F_7F7F, 0x7F7F_7F7F));
 }
+
+/// cp.async reads its global source at any time up to the wait on a GPU, so
+/// a kernel that overwrites the source in between races with its own copy;
+/// the simulator (which reads at issue) reports it when the copy lands.
+#[test]
+fn write_to_a_cp_async_source_in_flight_is_reported() {
+    let n = 32usize;
+    let src = slots(n);
+    for ex in [Executor::sim(), Executor::sim_reversed()] {
+        let mut io = Io::new(&ex, &[0.0], &[0], 4 * n, 1);
+        ex.write(&mut io.out_f, &src).unwrap();
+        let err = launch(
+            &ex,
+            "simt_err_cp_async_source_race",
+            1,
+            n as u32,
+            16 * n as u32,
+            io.params(0, 0),
+        )
+        .expect_err("source overwritten in flight")
+        .to_string();
+        assert!(
+            err.contains("changed while the copy was in flight"),
+            "{err}"
+        );
+        ex.write(&mut io.out_f, &src).unwrap();
+        launch(
+            &ex,
+            "simt_err_cp_async_source_race",
+            1,
+            n as u32,
+            16 * n as u32,
+            io.params(0, 1),
+        )
+        .unwrap();
+        let want: Vec<f32> = src.iter().map(|v| v + 1.0).collect();
+        assert_eq!(ex.download(&io.out_f).unwrap(), want);
+    }
+}

@@ -110,6 +110,7 @@ struct Fiber {
   // calls, and a copy's group is the count when it was issued.
   struct Copy {
     unsigned char* dst;
+    const unsigned char* src;  // nullptr: zero fill (nothing read)
     unsigned group;
     unsigned char data[16];    // the source, read at issue
     unsigned char before[16];  // the destination at issue: a change means a racing write
@@ -407,6 +408,13 @@ struct Runner {
         set_error("a write reached shared memory at %s+%td while a cp.async into it was in "
                   "flight (wait for the copy, then __syncthreads, before anyone writes there)",
                   array, c.dst - base);
+        ok = false;
+      }
+      // The GPU reads the source at any time before the wait: a write to it
+      // in between (this kernel writing its own input) races with the copy.
+      if (ok && c.src && memcmp(c.src, c.data, 16) != 0) {
+        set_error("the global source %p of a cp.async changed while the copy was in flight "
+                  "(a GPU may read it any time up to the wait)", static_cast<const void*>(c.src));
         ok = false;
       }
       memcpy(c.dst, c.data, 16);
@@ -830,6 +838,7 @@ void cp_async(void* smem, const void* gmem, bool valid) {
   Fiber& f = *run->cur;
   Fiber::Copy c;
   c.dst = static_cast<unsigned char*>(smem);
+  c.src = valid ? static_cast<const unsigned char*>(gmem) : nullptr;
   c.group = f.committed;
   if (valid) memcpy(c.data, gmem, 16);
   else memset(c.data, 0, 16);

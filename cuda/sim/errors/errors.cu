@@ -231,3 +231,18 @@ extern "C" __global__ void simt_err_uninit_sentinel(const SimTestParams p) {
     p.out_f[0] = m;
   }
 }
+
+// Each thread copies its 16 bytes of out_f into shared memory with cp.async,
+// then overwrites them in global memory: mode 0 before waiting (the GPU may
+// read the source before or after the write: a race), mode 1 after. out_f
+// then gets what landed (mode 1: the old values, each + 1).
+extern "C" __global__ void simt_err_cp_async_source_race(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  const unsigned t = threadIdx.x;
+  cp_async_16(buf + 4 * t, p.out_f + 4 * t);
+  cp_async_commit();
+  if (p.mode == 1) cp_async_wait_all();
+  for (int i = 0; i < 4; i++) p.out_f[4 * t + i] = -1.f;
+  cp_async_wait_all();
+  for (int i = 0; i < 4; i++) p.out_f[4 * t + i] = buf[4 * t + i] + 1.f;
+}
