@@ -509,3 +509,33 @@ fn write_to_a_cp_async_source_in_flight_is_reported() {
         assert_eq!(ex.download(&io.out_f).unwrap(), want);
     }
 }
+
+/// Reading past the end of a shared array (dynamic: more than the launch's
+/// bytes; static: past its size) is a launch error in every build: each
+/// array ends at an inaccessible guard page (under ASan, its redzone reports
+/// it instead, tools/sim-asan.sh). In bounds, the same kernel runs.
+#[test]
+fn shared_memory_overrun_is_reported() {
+    if traffic_moe::backend::gpu::registry::SIM_ASAN {
+        return; // ASan aborts the process on it (its own demonstration)
+    }
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[0.0], &[0], 64, 1);
+    for (mode, needle) in [
+        (0, "past the end of dynamic shared memory (128 bytes)"),
+        (1, "past the end of a static shared array (128 bytes)"),
+    ] {
+        let mut p = io.params(0, mode);
+        p.n = 32;
+        let err = launch(&ex, "simt_err_smem_overrun", 1, 32, 128, p)
+            .expect_err("an overrun")
+            .to_string();
+        assert!(
+            err.contains(needle),
+            "mode {mode}: {err:?} lacks {needle:?}"
+        );
+        p.n = 0;
+        launch(&ex, "simt_err_smem_overrun", 1, 32, 128, p).unwrap();
+        assert_eq!(ex.download(&io.out_f).unwrap()[31], 1.0);
+    }
+}

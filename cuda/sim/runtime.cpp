@@ -5,6 +5,7 @@
 // reports divergence and deadlock instead of hanging.
 #include "sim.h"
 
+#include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -215,7 +216,7 @@ struct Runner {
   struct StaticSmem {
     const void* site;
     unsigned char* mem;
-    size_t bytes;
+    size_t bytes, align;
   };
   std::vector<StaticSmem> statics;
   Fiber* cur = nullptr;
@@ -255,13 +256,14 @@ struct Runner {
   }
   ~Runner() {
     give_stacks(stacks);
-    free(smem);
-    for (StaticSmem& s : statics) free(s.mem);
+    free_smem(smem, 16, smem_bytes);
+    for (StaticSmem& s : statics) free_smem(s.mem, s.align, s.bytes);
   }
 
   // The byte that fills shared memory at the start of a block (see run_block).
   int poison() const { return reverse ? 0x7F : 0xFF; }
 
+#ifdef TMOE_SIM_ASAN
   // `bytes` (at least 1) exactly, not rounded up to the alignment: ASan's
   // redzone starts at the first byte past the end.
   static unsigned char* alloc_smem(size_t align, size_t bytes) {
@@ -272,6 +274,61 @@ struct Runner {
     }
     return static_cast<unsigned char*>(m);
   }
+  static void free_smem(unsigned char* m, size_t, size_t) { free(m); }
+#else
+  // Without ASan: the array ends where an inaccessible guard page begins
+  // (its size rounded up to the alignment, 16 bytes at least), so a read or
+  // write past the end faults, and the SIGSEGV handler (install_segv_handler)
+  // turns the fault into this launch's error.
+  static size_t smem_span(size_t align, size_t bytes) {
+    const size_t a = align < 16 ? 16 : align;
+    return ((bytes ? bytes : 1) + a - 1) / a * a;
+  }
+  static size_t page_size() { return (size_t)sysconf(_SC_PAGESIZE); }
+  static unsigned char* alloc_smem(size_t align, size_t bytes) {
+    const size_t span = smem_span(align, bytes), page = page_size();
+    const size_t data = (span + page - 1) / page * page;
+    void* m = mmap(nullptr, data + page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) {
+      fprintf(stderr, "tmoe sim: allocation of %zu bytes of shared memory failed\n", bytes);
+      abort();
+    }
+    unsigned char* base = static_cast<unsigned char*>(m);
+    mprotect(base + data, page, PROT_NONE);
+    return base + data - span;
+  }
+  static void free_smem(unsigned char* m, size_t align, size_t bytes) {
+    const size_t span = smem_span(align, bytes), page = page_size();
+    const size_t data = (span + page - 1) / page * page;
+    munmap(m + span - data, data + page);
+  }
+  // Is `addr` in the guard page after one of this block's shared arrays? Then
+  // `*array` names it and `*past` is how far past its end.
+  bool guard_hit(const void* addr, const char** array, size_t* past, size_t* size) const {
+    const unsigned char* a = static_cast<const unsigned char*>(addr);
+    const size_t page = page_size();
+    auto hit = [&](const unsigned char* m, size_t align, size_t bytes) {
+      const unsigned char* end = m + smem_span(align, bytes);
+      if (a >= end && a < end + page) {
+        *past = (size_t)(a - (m + bytes));
+        *size = bytes;
+        return true;
+      }
+      return false;
+    };
+    *array = "dynamic shared memory";
+    if (hit(smem, 16, smem_bytes)) return true;
+    *array = "a static shared array";
+    for (const StaticSmem& s : statics)
+      if (hit(s.mem, s.align, s.bytes)) return true;
+    return false;
+  }
+  // Is the calling code running on the current fiber's stack (in a kernel)?
+  bool in_fiber() const {
+    char probe;
+    return cur && &probe >= cur->stack_lo && &probe < cur->stack_lo + cur->stack_size;
+  }
+#endif
 
   unsigned char* static_smem(const void* site, size_t bytes, size_t align) {
     for (const StaticSmem& s : statics)
@@ -285,7 +342,7 @@ struct Runner {
     }
     unsigned char* m = alloc_smem(align, bytes);
     memset(m, poison(), bytes);  // this block's poison (run_block poisons later blocks')
-    statics.push_back(StaticSmem{site, m, bytes});
+    statics.push_back(StaticSmem{site, m, bytes, align});
     return m;
   }
 
@@ -735,6 +792,39 @@ unsigned sim_threads() {
   return n;
 }
 
+#ifndef TMOE_SIM_ASAN
+// A kernel's access past the end of a shared array lands in its guard page:
+// the fault becomes the launch's error (the fiber is abandoned as after any
+// error; SA_NODEFER keeps SIGSEGV deliverable although the handler never
+// returns). Any other fault goes to the handler that was there before (Rust's
+// stack-overflow report, or the default action).
+struct sigaction g_old_segv;
+void segv_handler(int sig, siginfo_t* si, void* uctx) {
+  Runner* r = cur_runner;
+  const char* array;
+  size_t past, size;
+  if (r && r->in_fiber() && r->guard_hit(si->si_addr, &array, &past, &size)) {
+    r->set_error("out-of-bounds shared-memory access: %zu bytes past the end of %s (%zu bytes)",
+                 past, array, size);
+    r->fail_in_fiber();
+  }
+  sigaction(SIGSEGV, &g_old_segv, nullptr);  // the fault repeats under the old handler
+  (void)sig;
+  (void)uctx;
+}
+void install_segv_handler() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_sigaction = segv_handler;
+    sa.sa_flags = SA_SIGINFO | SA_NODEFER;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &g_old_segv);
+  });
+}
+#endif
+
 }  // namespace
 
 // ---------------------------------------------------------------- built-ins
@@ -958,6 +1048,9 @@ extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const u
     write_err(err, err_len, b);
     return 1;
   }
+#ifndef TMOE_SIM_ASAN
+  install_segv_handler();
+#endif
   const uint3 bdim{block[0], block[1], block[2]}, gdim{grid[0], grid[1], grid[2]};
   std::atomic<uint64_t> next{0};
   std::atomic<bool> stop{false};
@@ -978,6 +1071,7 @@ extern "C" int tmoe_sim_launch(const char* name, const uint32_t grid[3], const u
       }
     }
     tmoe_sim::cur_block = nullptr;
+    tmoe_sim::cur_runner = nullptr;  // the runner ends here (the SIGSEGV handler reads it)
   };
   const uint64_t n_workers = std::min<uint64_t>(blocks, sim_threads());
   std::vector<std::thread> workers;

@@ -246,3 +246,22 @@ extern "C" __global__ void simt_err_cp_async_source_race(const SimTestParams p) 
   cp_async_wait_all();
   for (int i = 0; i < 4; i++) p.out_f[4 * t + i] = buf[4 * t + i] + 1.f;
 }
+
+// Reads past the end of shared memory (a launch that asked for fewer dynamic
+// bytes than the kernel uses, or an index off by a row): mode 0 reads
+// dynamic shared memory p.n floats further on, mode 1 a static array of 32
+// floats at index t + p.n. out_f[t] gets the value.
+extern "C" __global__ void simt_err_smem_overrun(const SimTestParams p) {
+  TMOE_DYNAMIC_SMEM(float, buf);
+  TMOE_SHARED(float, fixed, [32]);
+  const unsigned t = threadIdx.x;
+  if (p.mode == 0) {
+    buf[t] = 1.f;
+    __syncthreads();
+    p.out_f[t] = buf[t + p.n];
+  } else {
+    fixed[t] = 1.f;
+    __syncthreads();
+    p.out_f[t] = fixed[t + p.n];
+  }
+}
