@@ -539,3 +539,25 @@ fn shared_memory_overrun_is_reported() {
         assert_eq!(ex.download(&io.out_f).unwrap()[31], 1.0);
     }
 }
+
+/// A warp-level mma with lanes that exited or took another branch is an
+/// error (mma.sync.aligned needs all 32 lanes), not a product of the lanes
+/// that came.
+#[test]
+fn mma_without_the_whole_warp_is_reported() {
+    let ex = Executor::sim();
+    let io = Io::new(&ex, &[0.0], &[0], 32, 1);
+    for mode in [0, 1] {
+        let err = launch(
+            &ex,
+            "simt_err_mma_partial_warp",
+            1,
+            32,
+            0,
+            io.params(0, mode),
+        )
+        .expect_err("mma with half a warp")
+        .to_string();
+        assert!(err.contains("mma.sync m16n8k16"), "mode {mode}: {err}");
+    }
+}

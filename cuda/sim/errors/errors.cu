@@ -265,3 +265,20 @@ extern "C" __global__ void simt_err_smem_overrun(const SimTestParams p) {
     p.out_f[t] = fixed[t + p.n];
   }
 }
+
+// mma.sync needs all 32 lanes: lanes 16-31 exit first (mode 0) or skip the
+// mma in a branch (mode 1) while lanes 0-15 issue it.
+extern "C" __global__ void simt_err_mma_partial_warp(const SimTestParams p) {
+  const unsigned lane = threadIdx.x % 32;
+  if (lane >= 16) {
+    if (p.mode == 0) return;
+    p.out_f[threadIdx.x] = 0.f;
+    __syncwarp();
+    return;
+  }
+  const uint32_t a[4] = {0u, 0u, 0u, 0u}, b[2] = {0u, 0u};
+  float d[4];
+  const float c[4] = {1.f, 1.f, 1.f, 1.f};
+  mma_bf16_16816(d, a, b, c);
+  p.out_f[threadIdx.x] = d[0];
+}
