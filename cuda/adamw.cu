@@ -80,8 +80,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(const AdamwStepPara
   }
   k.lr = p.tensor_lr[ti] * p.lr_scale;
   k.wd = p.tensor_wd[ti];
-  k.bc1 = 1.0f - powf(p.beta1, (float)p.step);
-  k.bc2 = 1.0f - powf(p.beta2, (float)p.step);
+  // In double, as PyTorch and the CPU reference (src/backend/cpu/adamw.rs
+  // bias_correction): in float, 1 - 0.999^2 cancels to 2e-5 relative error.
+  k.bc1 = (float)(1.0 - pow((double)p.beta1, (double)p.step));
+  k.bc2 = (float)(1.0 - pow((double)p.beta2, (double)p.step));
 
   const bool vec = aligned(p.param, 16) && aligned(p.grad, 16) && aligned(p.m, 16) &&
                    aligned(p.v, 16) && aligned(p.param_bf16, 8);
