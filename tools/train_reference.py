@@ -58,6 +58,11 @@ Its router also decides on bf16 products, so a top-k near-tie (a margin of
 3e-5 in one run) can choose another expert than an f64 router would (one
 such flip made a router gradient differ by 29 %): for those dumps the
 reference decides the top-k from bf16-rounded z and W_r, as the engine does.
+That reproduces a flip caused by the router's own rounding, not one caused
+by bf16 noise upstream of it: past 3 steps such flips and the drift make
+a GPU-engine dump fail the gradient bound (6 steps: a router gradient 14 %
+off at step 4), so keep those dumps short; the optimizer part of them
+stays exact.
 
 --self-test then reruns every dump that passed with each of MUTANTS, a
 known-wrong formula each, and fails unless each is caught by some dump.
