@@ -1,15 +1,18 @@
-//! Runs a few training steps of a small random model on the CPU engine and
-//! writes everything an independent implementation needs to redo them
+//! Runs a few training steps of a small random model and writes everything
+//! an independent implementation needs to redo them
 //! (`tools/train_reference.py`): the initial weights, each step's batch,
 //! losses, every parameter's gradient (before clipping), the learning rate
-//! and the weights after the step. The steps are `train::step::train_step`,
-//! the function `tmoe pretrain` and `tmoe finetune` call, with the optimizer
-//! they build (AdamW; fine-tuning adds layer-wise lr decay) and the warm-up +
+//! and the weights after the step. The steps are `Trainer::step`, what
+//! `tmoe pretrain` and `tmoe finetune` call, on the engine `--device` picks
+//! (the CPU engine, f32 or with `--precision bf16` bf16 products; the GPU
+//! engine, bf16 products, on `sim` or `cuda`), with the optimizer they
+//! build (AdamW; fine-tuning adds layer-wise lr decay) and the warm-up +
 //! cosine schedule.
 //!
 //! Usage: `cargo run --example dump_train_steps -- --task lm|cls
-//! --ffn moe|dense --out FILE.safetensors [--device cpu|sim|cuda] [--steps 3] [--lr 0.01] [--wd 0.1]
-//! [--clip 1.0] [--llrd 0.5] [--warmup 2] [--aux 0.02] [--seed 1]`.
+//! --ffn moe|dense --out FILE.safetensors [--device cpu|sim|cuda]
+//! [--precision f32|bf16] [--steps 3] [--lr 0.01] [--wd 0.1] [--clip 1.0]
+//! [--llrd 0.5] [--warmup 2] [--aux 0.02] [--seed 1]`.
 //! Tensors: `init.NAME`, `step{t}.grad.NAME`, `step{t}.after.NAME`,
 //! `step{t}.ids` / `.mask` / `.labels` (as f32); metadata `dump` holds the
 //! model config, the hyper-parameters and each step's loss, aux loss, grad
@@ -46,6 +49,7 @@ fn main() -> anyhow::Result<()> {
     let mut ffn = FfnKind::Moe;
     let mut out: Option<PathBuf> = None;
     let mut device = Device::Cpu;
+    let mut precision = Precision::F32;
     let (mut steps, mut lr, mut wd, mut clip) = (3usize, 1e-2f64, 0.1f32, 1.0f64);
     let (mut llrd, mut warmup, mut aux, mut seed) = (0.5f32, 2u64, 0.02f32, 1u64);
     let mut args = std::env::args().skip(1);
@@ -73,6 +77,13 @@ fn main() -> anyhow::Result<()> {
                     "sim" => Device::Sim,
                     "cuda" => Device::Cuda,
                     o => anyhow::bail!("--device cpu|sim|cuda, not {o}"),
+                }
+            }
+            "--precision" => {
+                precision = match v().as_str() {
+                    "f32" => Precision::F32,
+                    "bf16" => Precision::Bf16,
+                    o => anyhow::bail!("--precision f32|bf16, not {o}"),
                 }
             }
             "--steps" => steps = v().parse()?,
@@ -124,7 +135,7 @@ fn main() -> anyhow::Result<()> {
         .iter()
         .map(|p| (format!("init.{}", p.name), p.shape.clone(), p.value.clone()))
         .collect();
-    let mut tr = Trainer::new(device, Precision::F32, params, opt)?;
+    let mut tr = Trainer::new(device, precision, params, opt)?;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ seed);
     let mut log = Vec::new();
     for t in 1..=steps {
@@ -163,6 +174,7 @@ fn main() -> anyhow::Result<()> {
         "model_config": cfg,
         "task": if classify { "cls" } else { "lm" },
         "device": device.name(),
+        "precision": match precision { Precision::F32 => "f32", Precision::Bf16 => "bf16" },
         "weight_decay": wd, "beta1": ocfg.beta1, "beta2": ocfg.beta2, "eps": ocfg.eps,
         "clip": clip, "llrd": if classify { Some(llrd) } else { None },
         "aux_weight": aux,

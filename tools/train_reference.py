@@ -47,7 +47,8 @@ the wrong tensor) moves a tensor by 1e-2 or more. A routing decision that
 flips between the two (a top-k near-tie) would differ legitimately: the
 tool reports the smallest top-k margin it saw (1e-5 has passed at f32).
 
-A GPU-engine dump (--device sim or cuda) multiplies bf16 operands (8-bit
+A GPU-engine dump (--device sim or cuda), or a CPU one with --precision
+bf16, multiplies bf16 operands (8-bit
 mantissa, 2^-9 relative per rounding) with f32 sums: its losses and
 gradients are held to --bf16-rtol 6e-2 (observed at most 3e-2, on the
 shared-expert gate, a [1, d] gradient summed over every token, where
@@ -65,7 +66,9 @@ off at step 4), so keep those dumps short; the optimizer part of them
 stays exact.
 
 --self-test then reruns every dump that passed with each of MUTANTS, a
-known-wrong formula each, and fails unless each is caught by some dump.
+known-wrong formula each, and fails unless each is caught by some dump:
+give it f32 CPU dumps (under the bf16 bound the erf-GELU mutant, a 1e-3
+change, hides).
 
 Usage:
   cargo run --example dump_train_steps -- --task lm --ffn moe --out /tmp/d.safetensors
@@ -279,7 +282,7 @@ def main():
     ap.add_argument("--rtol", type=float, default=1e-4,
                     help="losses, weights after each step, gradients of a CPU (f32) dump")
     ap.add_argument("--bf16-rtol", type=float, default=6e-2,
-                    help="losses and gradients of a GPU-engine dump (device sim or cuda: bf16 products)")
+                    help="losses and gradients of a dump with bf16 products (GPU engine, or --precision bf16)")
     ap.add_argument("--self-test", action="store_true",
                     help="also check that each known-wrong formula (MUTANTS) fails")
     ap.add_argument("--verbose", action="store_true", help="print every tensor, not only the worst")
@@ -308,13 +311,13 @@ def check(path, a, quiet=False):
     t, doc = read_safetensors(path)
     say = (lambda *_, **__: None) if quiet else print
     global BF16_ROUTING
-    BF16_ROUTING = doc.get("device", "cpu") != "cpu"
+    BF16_ROUTING = doc.get("device", "cpu") != "cpu" or doc.get("precision") == "bf16"
     grad_rtol = a.bf16_rtol if BF16_ROUTING else a.rtol
     cfg, task = doc["model_config"], doc["task"]
     names = [k[len("init."):] for k in t if k.startswith("init.")]
     b1, b2, eps, wd, clip = doc["beta1"], doc["beta2"], doc["eps"], doc["weight_decay"], doc["clip"]
     xi = doc["llrd"]
-    say(f"== {path}: device {doc.get('device', 'cpu')}, task {task}, ffn {cfg['ffn']}, d {cfg['d']}, layers {cfg['layers']}, "
+    say(f"== {path}: device {doc.get('device', 'cpu')} {doc.get('precision', 'f32')}, task {task}, ffn {cfg['ffn']}, d {cfg['d']}, layers {cfg['layers']}, "
           f"N {cfg['n_experts']} k {cfg['top_k']}, lr {doc['schedule']['base_lr']}, wd {wd}, "
           f"clip {clip}, llrd {xi}, aux {doc['aux_weight']}")
     before = {n: t["init." + n].astype(np.float64) for n in names}
