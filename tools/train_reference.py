@@ -6,7 +6,7 @@ step `tmoe pretrain` and `tmoe finetune` take) on a small random model and
 writes the initial weights, each step's batch, loss, aux loss, every
 parameter's gradient and the weights after the step. This tool redoes every
 step from the same weights and batch with its own model, written from the
-design (docs: /shared/DESIGN.md, the paper) and PyTorch's documented
+design (../shared/DESIGN.md, the paper) and PyTorch's documented
 algorithms rather than from our Rust:
 
   loss      next-token cross entropy (mean over the targets whose position
