@@ -34,6 +34,13 @@ fn static_lib() -> PathBuf {
 
 fn build_example(out: &Path) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    build_c(&root.join("examples/c/classify_pcap.c"), &[], out);
+}
+
+/// Compiles `source` (with `flags`) against the header and links it with
+/// this build's static library into `out`.
+fn build_c(source: &Path, flags: &[&str], out: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let st = Command::new(&cc)
         .args([
@@ -44,7 +51,8 @@ fn build_example(out: &Path) {
             "-Werror",
             "-O1",
         ])
-        .arg(root.join("examples/c/classify_pcap.c"))
+        .args(flags)
+        .arg(source)
         .arg("-I")
         .arg(root.join("include"))
         .arg(static_lib())
@@ -62,7 +70,7 @@ fn build_example(out: &Path) {
         .arg(out)
         .status()
         .unwrap_or_else(|e| panic!("running {cc}: {e}"));
-    assert!(st.success(), "compiling examples/c/classify_pcap.c failed");
+    assert!(st.success(), "compiling {} failed", source.display());
 }
 
 fn rows(csv: &str) -> BTreeSet<String> {
@@ -823,4 +831,46 @@ fn every_entry_point_catches_panics() {
         assert!(names.iter().any(|n| n == f), "{f} not found in {names:?}");
     }
     assert_eq!(names.len(), 14, "{names:?}");
+}
+
+/// The library defines UBSan's misaligned-access handlers (the simulator
+/// turns a kernel's misaligned vector access into a launch error without
+/// libubsan). A host built with `-fsanitize=alignment` gets them too: its
+/// own misaligned load must be reported as UBSan reports it and the host
+/// go on, not be aborted with the simulator's message.
+#[test]
+fn a_ubsan_built_host_keeps_ubsans_behaviour() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("host.c");
+    std::fs::write(
+        &src,
+        r#"#include <stdio.h>
+#include <string.h>
+#include "traffic_moe.h"
+int main(void) {
+    char buf[16];
+    memset(buf, 7, sizeof buf);
+    int* volatile p = (int*)(buf + 1);
+    int v = *p; /* misaligned: UBSan reports, then carries on */
+    printf("api %u, read %d\n", tmoe_api_version(), v == 0x07070707);
+    return 0;
+}
+"#,
+    )
+    .unwrap();
+    let exe = dir.path().join("host");
+    build_c(&src, &["-fsanitize=alignment"], &exe);
+    let out = Command::new(&exe).output().unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(stdout.contains("read 1"), "{stdout}");
+    assert!(
+        stderr.contains("host.c:8")
+            && stderr.contains("runtime error: load of misaligned address")
+            && !stderr.contains("tmoe sim"),
+        "{stderr}"
+    );
 }

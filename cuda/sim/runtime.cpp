@@ -961,8 +961,9 @@ void fail(const char* what) {
 // g++ calls this on a load or store through a pointer off its type's
 // alignment (a uint4 / float4 load not 16-byte aligned, a float2 not 8, a
 // __nv_bfloat162 not 4), which is a misaligned-address fault on a GPU. In a
-// kernel it fails the launch; elsewhere (never expected) it aborts. The ASan
-// build links libubsan, whose handler reports these instead.
+// kernel it fails the launch; elsewhere (a host's own UBSan-built code: ours
+// never) it reports as UBSan does. The ASan build links libubsan, whose
+// handler reports these instead.
 namespace {
 struct UbsanLocation {
   const char* file;
@@ -978,30 +979,52 @@ struct UbsanTypeMismatch {
   unsigned char log_alignment;
   unsigned char type_check_kind;
 };
-[[noreturn]] void tmoe_sim_misaligned(const UbsanTypeMismatch* d, uintptr_t ptr) {
-  using namespace tmoe_sim;
+// The check's kinds of access, as UBSan names them.
+const char* ubsan_kind(const UbsanTypeMismatch* d) {
   static const char* const kinds[] = {"load of", "store to", "reference to", "member access in",
                                       "member call on", "constructor call on", "downcast of",
                                       "downcast of", "upcast of", "cast to virtual base of"};
-  const char* kind = d->type_check_kind < 10 ? kinds[d->type_check_kind] : "access to";
+  return d->type_check_kind < 10 ? kinds[d->type_check_kind] : "access to";
+}
+
+// In a kernel: the launch's error (never returns). Elsewhere the handler is
+// the host's: this library (a static library too) defines UBSan's entry
+// points, which then also serve a host built with -fsanitize=undefined, so
+// outside kernels it reports as UBSan does and returns when `recover`.
+void tmoe_sim_type_mismatch(const UbsanTypeMismatch* d, uintptr_t ptr, bool recover) {
+  using namespace tmoe_sim;
+  const char* kind = ubsan_kind(d);
+  const char* type = d->type ? d->type->name : "?";
+  const char* file = d->loc.file ? d->loc.file : "?";
   char msg[400];
-  snprintf(msg, sizeof msg,
-           "misaligned address: %s %s at %p, which needs %u-byte alignment (%s:%u; a GPU faults)",
-           kind, d->type ? d->type->name : "?", reinterpret_cast<void*>(ptr),
-           1u << d->log_alignment, d->loc.file ? d->loc.file : "?", d->loc.line);
   if (cur_runner && cur_runner->cur) {
+    snprintf(msg, sizeof msg,
+             "misaligned address: %s %s at %p, which needs %u-byte alignment (%s:%u; a GPU faults)",
+             kind, type, reinterpret_cast<void*>(ptr), 1u << d->log_alignment, file, d->loc.line);
     cur_runner->set_error("%s", msg);
     cur_runner->fail_in_fiber();
   }
-  fprintf(stderr, "tmoe sim: %s\n", msg);
-  abort();
+  const uintptr_t align = uintptr_t{1} << d->log_alignment;
+  if (ptr == 0)
+    snprintf(msg, sizeof msg, "%s null pointer of type %s", kind, type);
+  else if (ptr & (align - 1))
+    snprintf(msg, sizeof msg, "%s misaligned address %p for type %s, which requires %zu byte alignment",
+             kind, reinterpret_cast<void*>(ptr), type, static_cast<size_t>(align));
+  else
+    snprintf(msg, sizeof msg, "%s address %p with insufficient space for an object of type %s",
+             kind, reinterpret_cast<void*>(ptr), type);
+  fprintf(stderr, "%s:%u:%u: runtime error: %s\n", file, d->loc.line, d->loc.column, msg);
+  if (!recover) abort();
 }
 }  // namespace
-extern "C" void __ubsan_handle_type_mismatch_v1(const UbsanTypeMismatch* d, uintptr_t ptr) {
-  tmoe_sim_misaligned(d, ptr);
+// Weak: a host that links UBSan's own runtime statically keeps its handlers.
+extern "C" __attribute__((weak)) void __ubsan_handle_type_mismatch_v1(const UbsanTypeMismatch* d,
+                                                                      uintptr_t ptr) {
+  tmoe_sim_type_mismatch(d, ptr, true);
 }
-extern "C" void __ubsan_handle_type_mismatch_v1_abort(const UbsanTypeMismatch* d, uintptr_t ptr) {
-  tmoe_sim_misaligned(d, ptr);
+extern "C" __attribute__((weak)) void __ubsan_handle_type_mismatch_v1_abort(
+    const UbsanTypeMismatch* d, uintptr_t ptr) {
+  tmoe_sim_type_mismatch(d, ptr, false);
 }
 #endif
 
