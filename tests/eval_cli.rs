@@ -440,3 +440,84 @@ fn an_unreadable_training_log_is_named_not_taken_for_absent() {
         "{e}"
     );
 }
+
+/// A classifier fine-tuned on flows of 64 tokens (its tokenizer settings
+/// recorded, as `tmoe finetune` records them) and two datasets of the same
+/// captures and vocabulary: the one it was trained on (64 tokens a flow)
+/// and one tokenized with `--seq-len 32`. Returns (tempdir, captures,
+/// data64, data32, checkpoint).
+fn two_lengths() -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+    std::path::PathBuf,
+) {
+    use tiny_train::classifier::{build_small_dataset, fine_tuned, write_captures};
+    use traffic_moe::traffic::dataset::build::{DatasetConfig, build_dataset};
+    use traffic_moe::traffic::dataset::labels::LabelSource;
+    use traffic_moe::traffic::tokens::tokenize::TokenizerConfig;
+    use traffic_moe::train::finetune::FinetuneOpts;
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    write_captures(&caps, 20);
+    let data64 = dir.path().join("data64");
+    let info = build_small_dataset(&caps, &data64, 200, 64);
+    let ckpt = fine_tuned(&data64, &dir.path().join("run"), 64, |o| FinetuneOpts {
+        max_epochs: 1,
+        batch: 16,
+        lr: 3e-3,
+        tokenizer: Some(info.config.tokenizer.clone()),
+        ..o
+    });
+    let data32 = dir.path().join("data32");
+    let cfg = DatasetConfig {
+        inputs: vec![caps.clone()],
+        labels: LabelSource::Folder,
+        vocab_file: Some(data64.join("vocab.txt")),
+        tokenizer: TokenizerConfig {
+            seq_len: 32,
+            ..info.config.tokenizer.clone()
+        },
+        min_packets: 3,
+        ..DatasetConfig::default()
+    };
+    build_dataset(&cfg, &data32, false).unwrap();
+    (dir, caps, data64, data32, ckpt)
+}
+
+/// `classify --data DIR` tokenizes new captures afresh: a DIR tokenized
+/// with a shorter `--seq-len` than the checkpoint's training flows gives the
+/// same verdicts as the training dataset (and as `--vocab`). Before, the
+/// flows were cut at DIR's 32 tokens, silently: other probabilities.
+#[test]
+fn classify_with_a_dataset_of_shorter_flows_uses_the_checkpoint_s_length() {
+    let (_dir, caps, data64, data32, ckpt) = two_lengths();
+    let run = |data: &Path| {
+        let a = classify::Args {
+            checkpoint: ckpt.clone(),
+            captures: vec![caps.clone()],
+            stream: false,
+            early: false,
+            data: Some(data.to_path_buf()),
+            vocab: None,
+            format: classify::Format::Csv,
+            out: None,
+            force: false,
+            min_packets: None,
+            batch: Some(16),
+            device: traffic_moe::engine::Device::Cpu,
+            precision: traffic_moe::engine::Precision::F32,
+            readers: 0,
+            max_flows: None,
+            seq_len: None,
+            quiet: true,
+        };
+        let mut out = Vec::new();
+        classify::classify(&a, &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    };
+    let (long, short) = (run(&data64), run(&data32));
+    assert!(long.lines().count() > 100, "{long}");
+    assert_eq!(long, short, "classify --data data32 cut the flows short");
+}

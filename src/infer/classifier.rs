@@ -75,9 +75,18 @@ impl Classifier {
         let (tokenizer, source, dataset_min_packets, idle_timeout_s) = match vocab {
             VocabSource::Dataset(dir) => {
                 let info = load_dataset_info(dir)?;
-                let tokenizer = FlowTokenizer::from_dataset_dir(dir)?;
+                let mut tokenizer = FlowTokenizer::from_dataset_dir(dir)?;
                 if let Some(t) = &trained_as {
                     same_tokens(t, tokenizer.config(), checkpoint, dir)?;
+                    // The flows are cut where the training flows were, not
+                    // where this dataset's were (it may have been tokenized
+                    // with another --seq-len): new captures are tokenized
+                    // afresh, so they can be as long as the model's.
+                    if tokenizer.seq_len() != t.seq_len {
+                        tokenizer = tokenizer
+                            .with_seq_len(t.seq_len)
+                            .with_context(|| format!("dataset {}", dir.display()))?;
+                    }
                 }
                 (
                     tokenizer,

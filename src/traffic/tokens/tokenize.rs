@@ -118,6 +118,14 @@ impl FlowTokenizer {
     pub fn config(&self) -> &TokenizerConfig {
         &self.cfg
     }
+    /// The same tokenizer cutting flows at `seq_len` tokens.
+    pub fn with_seq_len(self, seq_len: usize) -> anyhow::Result<FlowTokenizer> {
+        let cfg = TokenizerConfig {
+            seq_len,
+            ..self.cfg
+        };
+        FlowTokenizer::new(self.vocab, cfg)
+    }
     pub fn vocab(&self) -> &Vocab {
         &self.vocab
     }
