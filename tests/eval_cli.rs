@@ -521,3 +521,36 @@ fn classify_with_a_dataset_of_shorter_flows_uses_the_checkpoint_s_length() {
     assert!(long.lines().count() > 100, "{long}");
     assert_eq!(long, short, "classify --data data32 cut the flows short");
 }
+
+/// `eval` on a dataset tokenized shorter than the checkpoint's training
+/// flows scores the dataset's 32-token flows: metrics.json says 32 (it said
+/// the checkpoint's 64, a length no flow had).
+#[test]
+fn eval_records_the_length_it_scored_not_the_checkpoint_s() {
+    let (dir, _caps, data64, data32, ckpt) = two_lengths();
+    let seq = |data: &Path, name: &str| {
+        let out = dir.path().join(name);
+        eval::evaluate(&eval::Args {
+            checkpoint: ckpt.clone(),
+            data: data.to_path_buf(),
+            split: "test".into(),
+            out: out.clone(),
+            batch: 7,
+            seq_len: None,
+            quiet: true,
+            device: traffic_moe::engine::Device::Cpu,
+            routing: false,
+            precision: traffic_moe::engine::Precision::F32,
+            force: false,
+        })
+        .unwrap();
+        let m: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(out.join("metrics.json")).unwrap()).unwrap();
+        (
+            m["info"]["seq_len"].clone(),
+            m["info"]["seq_len_from"].clone(),
+        )
+    };
+    assert_eq!(seq(&data64, "e64"), (64.into(), "checkpoint".into()));
+    assert_eq!(seq(&data32, "e32"), (32.into(), "data".into()));
+}

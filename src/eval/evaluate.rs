@@ -110,7 +110,19 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
         data.display(),
         o.split
     );
-    let (seq_len, seq_len_from) = resolve_seq_len(o.seq_len, &c.meta, shard.seq_len());
+    let (mut seq_len, mut seq_len_from) = resolve_seq_len(o.seq_len, &c.meta, shard.seq_len());
+    // The shards hold no more than the dataset's tokens a flow: flows are
+    // scored at that length, and the report says so.
+    if seq_len > shard.seq_len() {
+        eprintln!(
+            "warning: {}: its flows are {} tokens (as tokenized), shorter than the {seq_len} of the {seq_len_from}: \
+             scoring {}-token flows (tokenize with --seq-len {seq_len} to score the length the model was fine-tuned on)",
+            data.display(),
+            shard.seq_len(),
+            shard.seq_len()
+        );
+        (seq_len, seq_len_from) = (shard.seq_len(), "data");
+    }
     let t0 = Instant::now();
     let loaded = Loaded::with_precision(o.device, c.params, o.precision)?;
     let mut routing = o
