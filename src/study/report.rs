@@ -103,7 +103,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let lines = lines(&s.results, &o.rows);
     let mut md = String::from("# Study\n\n");
     md += &format!(
-        "Captures: {}; vocabulary {}; split by {}; sequence {}; identifiers masked: {}; seeds {}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epochs{}.\n\n",
+        "Captures: {}; vocabulary {}; split by {}; sequence {}; identifiers masked: {}; seeds {}; model {} ({} layers, d {}); pretraining {} steps; fine-tuning at most {} epoch{}{}.\n\n",
         o.captures_shown(),
         o.vocab_file
             .as_ref()
@@ -119,6 +119,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         o.cfg.d,
         o.pretrain_steps,
         o.epochs,
+        if o.epochs == 1 { "" } else { "s" },
         o.max_per_class.map_or(String::new(), |c| format!(
             ", at most {c} training flows per class"
         ))
