@@ -267,6 +267,16 @@ fn range_of(values: impl Iterator<Item = f64>) -> (f64, f64) {
     (lo - pad, hi + pad)
 }
 
+/// An x tick's label: [`trim_number`], or none between whole numbers when
+/// every point's x is whole (epochs, batch sizes: a lone batch of 8 got a
+/// "7.9" tick beside "8").
+fn x_tick(x: f64, whole_x: bool) -> String {
+    if whole_x && (x - x.round()).abs() >= 1e-9 {
+        return String::new();
+    }
+    trim_number(x)
+}
+
 /// `3.0` -> "3", `2.5` -> "2.5" (epoch axes).
 fn trim_number(x: f64) -> String {
     if (x - x.round()).abs() < 1e-9 {
@@ -313,6 +323,7 @@ where
     let points = || panel.series.iter().flat_map(|s| s.points.iter());
     let (x0, x1) = range_of(points().map(|p| p.0));
     let (y0, y1) = range_of(points().map(|p| p.1));
+    let whole_x = points().all(|p| !p.0.is_finite() || p.0.fract() == 0.0);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 18).into_font().style(FontStyle::Bold))
         .margin(12)
@@ -329,7 +340,7 @@ where
     chart
         .configure_mesh()
         .x_labels(most_points.clamp(5, 10))
-        .x_label_formatter(&|x| trim_number(*x))
+        .x_label_formatter(&|x| x_tick(*x, whole_x))
         .x_desc(&panel.x_label)
         .y_desc(&panel.y_label)
         .label_style((FONT, 12))
@@ -462,5 +473,18 @@ impl History {
                 series: score,
             },
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::x_tick;
+
+    #[test]
+    fn whole_number_axes_label_only_whole_ticks() {
+        assert_eq!(x_tick(8.0, true), "8");
+        assert_eq!(x_tick(7.9, true), "");
+        assert_eq!(x_tick(7.9, false), "7.9");
+        assert_eq!(x_tick(2.5, false), "2.5");
     }
 }
