@@ -541,11 +541,21 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
     Ok((md, serde_json::Value::Object(out)))
 }
 
+/// The x range whose segments are the bars: plotters' segmented coordinates
+/// make one segment per value of the range, its end included, so `0..n`
+/// drew an empty slot after n bars. One bar keeps `0..1` and its empty
+/// slot (a range of one value has no width to map).
+fn bar_slots(n: usize) -> std::ops::Range<usize> {
+    if n <= 1 { 0..1 } else { 0..n - 1 }
+}
+
 /// Macro-F1 per row, mean with a +-1 std whisker.
 fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     crate::eval::plot::register_fonts();
     let root =
-        BitMapBackend::new(path, (120 + 90 * lines.len().max(1) as u32, 420)).into_drawing_area();
+        // Wide enough for the caption, whatever the number of bars.
+        BitMapBackend::new(path, ((120 + 90 * lines.len() as u32).max(440), 420))
+            .into_drawing_area();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
@@ -553,7 +563,7 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
             .margin(12)
             .x_label_area_size(60)
             .y_label_area_size(45)
-            .build_cartesian_2d((0..lines.len().max(1)).into_segmented(), 0f64..1f64)?;
+            .build_cartesian_2d(bar_slots(lines.len()).into_segmented(), 0f64..1f64)?;
         let name = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => {
                 lines.get(*i).map_or(String::new(), |l| l.row.name().into())
@@ -568,8 +578,15 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
             .x_label_style(("sans-serif", 11))
             .draw()?;
         chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
-            let (a, b) = (SegmentValue::Exact(i), SegmentValue::Exact(i + 1));
-            Rectangle::new([(a, 0.0), (b, l.f1.0)], BLUE.mix(0.5).filled())
+            let b = if i + 1 == lines.len() && i > 0 {
+                SegmentValue::Last
+            } else {
+                SegmentValue::Exact(i + 1)
+            };
+            let a = SegmentValue::Exact(i);
+            let mut bar = Rectangle::new([(a, 0.0), (b, l.f1.0)], BLUE.mix(0.5).filled());
+            bar.set_margin(0, 0, 8, 8); // a gap between neighbours
+            bar
         }))?;
         chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
             let x = SegmentValue::CenterOf(i);
@@ -586,7 +603,40 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::f1_cell;
+    use super::{Line, Row, bars, f1_cell};
+
+    #[test]
+    fn bars_fill_the_axis() {
+        let line = |row| Line {
+            row,
+            seeds: 1,
+            acc: (0.9, 0.0),
+            p: (0.9, 0.0),
+            r: (0.9, 0.0),
+            f1: (0.8, 0.05),
+            capture: None,
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let rows = [
+            Row::MoePretrained,
+            Row::MoeScratch,
+            Row::DensePretrained,
+            Row::Knn,
+        ];
+        for n in [1, 4] {
+            let lines: Vec<Line> = rows[..n].iter().map(|&r| line(r)).collect();
+            let p = dir.path().join(format!("bars-{n}.png"));
+            bars(&p, &lines).unwrap();
+            assert!(std::fs::metadata(&p).unwrap().len() > 1000);
+            if let Some(keep) = std::env::var_os("TMOE_KEEP_BARS") {
+                std::fs::copy(
+                    &p,
+                    std::path::Path::new(&keep).join(format!("bars-{n}.png")),
+                )
+                .unwrap();
+            }
+        }
+    }
 
     #[test]
     fn a_cell_shows_the_spread_only_of_the_runs_it_has() {
