@@ -91,6 +91,10 @@ def frames(path):
             yield from read_pcap(f)
 
 EXTRA=[0]; IPLEN=[0]; L4LEN=[0]; PL=[0]
+# The captured L4 payload of the latest packet (IP padding cut off), and how
+# many packets of a flow keep their (stamp, direction, ip_len, flags, proto,
+# payload_len, payload) in its 'rec' list: tools/tokens-reference.py's input.
+PAY=[b'']; KEEP=[0]
 class Skip(Exception):
     pass
 
@@ -192,10 +196,12 @@ def l4(proto, src, dst, d):
         if len(d) < 20: raise Skip('trunc')
         if (d[12] >> 4) * 4 < 20: raise Skip('malformed')
         PL[0] = max(0, L4LEN[0] - (d[12] >> 4) * 4)
+        PAY[0] = d[(d[12] >> 4) * 4:]
         return proto, (src, be16(d, 0)), (dst, be16(d, 2)), d[13]
     if proto == 17:
         if len(d) < 8: raise Skip('trunc')
         PL[0] = max(0, L4LEN[0] - 8)
+        PAY[0] = d[8:]
         return proto, (src, be16(d, 0)), (dst, be16(d, 2)), 0
     if proto in (1, 58): raise Skip('icmp')
     raise Skip('otherproto')
@@ -235,11 +241,12 @@ def flows(path, idle_ns=IDLE_NS, split=True):
             if len(table) >= MAX_FLOWS:
                 # Full: the least recently active flow ends (evicted).
                 out.append(table.popitem(last=False)[1])
-            st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[])
+            st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[], rec=[])
             table[key] = st
         table.move_to_end(key)
         st['n'] += 1
         if len(st['pk']) < 10: st['pk'].append(('>' if a == st['init'] else '<') + f"{IPLEN[0]}:{PL[0]}")
+        if len(st['rec']) < KEEP[0]: st['rec'].append((ts, a == st['init'], IPLEN[0], flags, proto, PL[0], bytes(PAY[0])))
         st['last'] = max(st['last'], ts)
         if proto == 6 and split:
             if flags & 1:
