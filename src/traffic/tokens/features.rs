@@ -5,12 +5,12 @@
 //!
 //! | offset | bytes | attribute |
 //! |---|---|---|
-//! | 0 | 2 | packet length: IP length on the wire, saturated at 65,535 |
+//! | 0 | 2 | packet length: IP length on the wire, saturated at 65,535 (the IP header's total / 40 + payload length; where that is 0, as TSO and BIG TCP captures write, the frame's length on the wire less the link header) |
 //! | 2 | 1 | direction: 0 = sent by the flow's initiator, 1 = by the responder |
 //! | 3 | 1 | TCP flags byte (0 for UDP) |
 //! | 4 | 2 | inter-arrival time code: `min(65535, round(log2(1 + iat_us) * 256))` |
 //! | 6 | 1 | IP protocol number |
-//! | 7 | 2 | L4 payload length as the headers declare it, saturated at 65,535 |
+//! | 7 | 2 | L4 payload length as the headers declare it: the packet length less the IP header, IPv6 extension headers and the TCP header (with options) or UDP header, 0 where those claim more, saturated at 65,535 (the UDP header's own length field is not read: in a first fragment it counts the whole datagram) |
 //!
 //! The inter-arrival time is measured from the previous packet of the flow (either
 //! direction) in microseconds (`iat_ns / 1000` as a real number); the first packet
@@ -19,8 +19,12 @@
 //! and its low byte the position within the octave (resolution about 0.27 %);
 //! the largest code, 65,535, is reached only after 2^256 us, so nothing saturates.
 //!
-//! The payload part is the first `payload_bytes` captured L4 payload bytes,
-//! as many as exist (never padded: padding would invent bytes that were not sent).
+//! The payload part is the first `payload_bytes` captured L4 payload bytes
+//! (after the TCP header with its options or the UDP header, up to the IP
+//! length: Ethernet padding is not payload), as many as exist (never padded:
+//! padding would invent bytes that were not sent). `tools/tokens-reference.py`
+//! redoes all this, and the tokens, from these docs and checks them on
+//! `../shared/data` (README, "Tokens").
 
 use std::borrow::Cow;
 
