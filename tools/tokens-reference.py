@@ -246,7 +246,7 @@ def dpkt_check(files):
             else:
                 c['TCP/UDP packets that differ'] += 1
                 if shown < 40:
-                    shown += 1; print('differ', p, 'reference', mine[:4], mine[4].hex(), 'dpkt', theirs[:4], theirs[4].hex())
+                    shown += 1; print('differ', p, '(proto, ip_len, flags, payload_len): reference', mine[:4], 'dpkt', theirs[:4], 'payload bytes', 'same' if mine[4] == theirs[4] else 'differ')
     for k, v in sorted(c.items()): print(k, v)
     for k, v in sorted(where.items()): print(k, 'in', len(v), 'files:', v.most_common(10))
 
