@@ -241,7 +241,8 @@ def flows(path, idle_ns=IDLE_NS, split=True):
             if len(table) >= MAX_FLOWS:
                 # Full: the least recently active flow ends (evicted).
                 out.append(table.popitem(last=False)[1])
-            st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[], rec=[])
+            st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[], rec=[],
+                      macs=(data[6:12], data[0:6]) if lt == 1 and len(data) >= 12 else None)
             table[key] = st
         table.move_to_end(key)
         st['n'] += 1

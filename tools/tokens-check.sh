@@ -2,7 +2,7 @@
 # Traffic2Token against tools/tokens-reference.py on ../shared/data: every
 # capture file, default settings and the variants below (views, vocabularies
 # that split words or lack pieces so [UNK] appears, truncation, K, payload
-# bytes), then two `tmoe tokenize` datasets read back from their shards, then
+# bytes, --mask-identifiers), then three `tmoe tokenize` datasets read back from their shards, then
 # dpkt's second opinion on the packet bytes. Prints what it compares; exits
 # non-zero on a difference.
 # Usage: tools/tokens-check.sh [DATA_DIR] (PYTHON: an interpreter with
@@ -51,6 +51,8 @@ run long v4096.txt --seq-len 2000 --packets 25 --payload-bytes 100
 run tiny v65536.txt --seq-len 2 --packets 1 --payload-bytes 0
 run pb1 v4096.txt --payload-bytes 1 --view payload
 run pay64 v64.txt --view payload --seq-len 64 --packets 4 --payload-bytes 30
+run mask v65536.txt --mask-identifiers
+run mask-payload v4096.txt --mask-identifiers --view payload --payload-bytes 100
 dataset() { # NAME REFNAME VOCAB [OPTIONS..]: tmoe tokenize, its shards against the reference
     local name=$1 ref=$2 vname=$3 v=$W/$3
     shift 3
@@ -62,6 +64,7 @@ dataset() { # NAME REFNAME VOCAB [OPTIONS..]: tmoe tokenize, its shards against 
 }
 dataset full full v65536.txt
 dataset pay64 pay64 v64.txt --view payload --seq-len 64 --packets 4 --payload-bytes 30
+dataset mask mask v65536.txt --mask-identifiers
 echo "== dpkt beside flow-reference.py, packet by packet (Ethernet pcap files)"
 $PY -W ignore $REF --dpkt $(cat "$W/every.lst")
 exit $fail

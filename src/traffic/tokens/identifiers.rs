@@ -56,8 +56,10 @@ impl Edge {
     }
 }
 
-/// The byte patterns of one flow's identifiers, longest first (a longer
-/// match wins where two overlap).
+/// The byte patterns of one flow's identifiers, longest first. Every match
+/// of every pattern is zeroed, each found in the bytes as read (zeroing one
+/// creates or breaks no other match): where two overlap, both are zeroed,
+/// the bytes of either (neither one wins).
 pub struct Identifiers {
     patterns: Vec<(Vec<u8>, Edge)>,
 }
