@@ -96,13 +96,7 @@ fn load_part(data: &Path, part: &str, method: Method, k: usize) -> Result<Part> 
     );
     // Another part of the same build (val.pkts copied as test.pkts, often
     // of the same flow count) would score the baselines on its flows.
-    let want = crate::traffic::dataset::shard::part_tag(part);
-    anyhow::ensure!(
-        meta.part == 0 || meta.part == want,
-        "{}: is the {:?} part of its build, not {part:?} (a part copied or renamed over another?)",
-        pkts_path.display(),
-        String::from_utf8_lossy(&meta.part.to_le_bytes()).trim_end_matches('\0')
-    );
+    crate::traffic::dataset::shard::ensure_part(&pkts_path, meta.part, part)?;
     anyhow::ensure!(
         pkts.len() == shard.len(),
         "{}: {} flows of packet metadata for {} token rows",

@@ -209,16 +209,7 @@ fn check_part(
     shard: &crate::traffic::dataset::shard::Shard,
     info: &crate::traffic::dataset::build::DatasetInfo,
 ) -> anyhow::Result<()> {
-    // A part copied over another (val.tmoe as test.tmoe) would report
-    // validation flows, or training flows, as test figures.
-    let tag = shard.part_tag();
-    let want = crate::traffic::dataset::shard::part_tag(part);
-    anyhow::ensure!(
-        tag == 0 || tag == want,
-        "{}: is the {:?} part of its build, not {part:?} (a part copied or renamed over another?)",
-        p.display(),
-        String::from_utf8_lossy(&tag.to_le_bytes()).trim_end_matches('\0')
-    );
+    crate::traffic::dataset::shard::ensure_part(p, shard.part_tag(), part)?;
     anyhow::ensure!(
         shard.vocab_hash() == info.vocab_hash && shard.vocab_size() == info.vocab_size,
         "{}: vocabulary (hash {:016x}, {} entries) differs from dataset.json's ({:016x}, {})",

@@ -52,6 +52,20 @@ pub fn part_tag(name: &str) -> u64 {
     u64::from_le_bytes(b)
 }
 
+/// Refuses `path`, whose header records the part `tag`, when it is read as
+/// the part `part` and records another (0: none recorded, accepted). A part
+/// copied over another (val as test) would report validation flows, or
+/// training flows, as test figures.
+pub fn ensure_part(path: &std::path::Path, tag: u64, part: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        tag == 0 || tag == part_tag(part),
+        "{}: is the {:?} part of its build, not {part:?} (a part copied or renamed over another?)",
+        path.display(),
+        String::from_utf8_lossy(&tag.to_le_bytes()).trim_end_matches('\0')
+    );
+    Ok(())
+}
+
 /// Per-flow metadata (not seen by the model; for reports and leakage checks).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Pod, Zeroable)]
