@@ -540,20 +540,26 @@ impl HostContext {
     /// None while the driver is not in the process or not initialised: the
     /// thread then has no context to lose.
     pub fn save() -> Option<HostContext> {
-        if !driver_loaded() {
-            return None;
-        }
-        let mut ctx = std::ptr::null_mut();
-        // SAFETY: writes one handle; the driver library is loaded.
-        unsafe { sys::cuCtxGetCurrent(&mut ctx) }.result().ok()?;
-        Some(HostContext(ctx))
+        current_context().map(HostContext)
     }
 
     /// The calling thread's current context as an address (0: none), or
     /// None when the driver is not loaded or not initialised.
     pub fn current() -> Option<usize> {
-        HostContext::save().map(|c| c.0 as usize)
+        current_context().map(|c| c as usize)
     }
+}
+
+/// The calling thread's current context; None while the driver is not in
+/// the process or not initialised.
+fn current_context() -> Option<sys::CUcontext> {
+    if !driver_loaded() {
+        return None;
+    }
+    let mut ctx = std::ptr::null_mut();
+    // SAFETY: writes one handle; the driver library is loaded.
+    unsafe { sys::cuCtxGetCurrent(&mut ctx) }.result().ok()?;
+    Some(ctx)
 }
 
 impl Drop for HostContext {
