@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::path::Path;
 
 mod tiny_train;
-use tiny_train::classifier::{Fixture, SEC, classify_args, fixture};
+use tiny_train::classifier::{Fixture, SEC, classify_args, classify_args_for, fixture};
 use traffic_moe::cli::{classify, dump_logits, eval};
 use traffic_moe::eval::predict::{Weights, predict_probs, softmax_into};
 use traffic_moe::model::batch::open_part;
@@ -494,25 +494,7 @@ fn two_lengths() -> (
 fn classify_with_a_dataset_of_shorter_flows_uses_the_checkpoint_s_length() {
     let (_dir, caps, data64, data32, ckpt) = two_lengths();
     let run = |data: &Path| {
-        let a = classify::Args {
-            checkpoint: ckpt.clone(),
-            captures: vec![caps.clone()],
-            stream: false,
-            early: false,
-            data: Some(data.to_path_buf()),
-            vocab: None,
-            format: classify::Format::Csv,
-            out: None,
-            force: false,
-            min_packets: None,
-            batch: Some(16),
-            device: traffic_moe::engine::Device::Cpu,
-            precision: traffic_moe::engine::Precision::F32,
-            readers: 0,
-            max_flows: None,
-            seq_len: None,
-            quiet: true,
-        };
+        let a = classify_args_for(&ckpt, data, vec![caps.clone()], classify::Format::Csv);
         let mut out = Vec::new();
         classify::classify(&a, &mut out).unwrap();
         String::from_utf8(out).unwrap()

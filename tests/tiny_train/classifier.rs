@@ -182,12 +182,23 @@ pub fn classify_args(
     captures: Vec<PathBuf>,
     format: classify::Format,
 ) -> classify::Args {
+    classify_args_for(&f.ckpt, &f.data, captures, format)
+}
+
+/// `tmoe classify` arguments for a classifier and its dataset (CPU, f32,
+/// batch 16, quiet, standard output).
+pub fn classify_args_for(
+    ckpt: &Path,
+    data: &Path,
+    captures: Vec<PathBuf>,
+    format: classify::Format,
+) -> classify::Args {
     classify::Args {
-        checkpoint: f.ckpt.clone(),
+        checkpoint: ckpt.to_path_buf(),
         captures,
         stream: false,
         early: false,
-        data: Some(f.data.clone()),
+        data: Some(data.to_path_buf()),
         vocab: None,
         format,
         out: None,
