@@ -75,7 +75,7 @@ impl Classifier {
         let (tokenizer, source, dataset_min_packets, idle_timeout_s) = match vocab {
             VocabSource::Dataset(dir) => {
                 let info = load_dataset_info(dir)?;
-                let mut tokenizer = FlowTokenizer::from_dataset_dir(dir)?;
+                let mut tokenizer = FlowTokenizer::from_dataset(dir, &info)?;
                 if let Some(t) = &trained_as {
                     same_tokens(t, tokenizer.config(), checkpoint, dir)?;
                     // The flows are cut where the training flows were, not

@@ -102,6 +102,15 @@ impl FlowTokenizer {
     /// The vocabulary and configuration a dataset directory was built with.
     pub fn from_dataset_dir(dir: &Path) -> anyhow::Result<FlowTokenizer> {
         let info = crate::traffic::dataset::build::load_dataset_info(dir)?;
+        FlowTokenizer::from_dataset(dir, &info)
+    }
+
+    /// [`FlowTokenizer::from_dataset_dir`] for a caller that has read the
+    /// folder's dataset.json (`info`) already.
+    pub fn from_dataset(
+        dir: &Path,
+        info: &crate::traffic::dataset::build::DatasetInfo,
+    ) -> anyhow::Result<FlowTokenizer> {
         let vocab = Vocab::load(&dir.join("vocab.txt"))?;
         if vocab.hash() != info.vocab_hash {
             bail!(
