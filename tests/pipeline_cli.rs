@@ -122,6 +122,15 @@ fn resuming_a_complete_pretraining_run_says_so_and_keeps_it() {
         !text.contains("pretrained 0 steps") && !text.contains("-0.0000"),
         "{text}"
     );
+    // Nothing trains, so the schedule's warning would be noise (it was
+    // printed before "nothing to pretrain", and before a refusal).
+    assert!(!text.contains("warning: --warmup"), "{text}");
+    let (ok, text) = pretrain(dir.path(), "pt", "2", &[]);
+    assert!(
+        !ok && text.contains("already exists: pass --resume"),
+        "{text}"
+    );
+    assert!(!text.contains("warning: --warmup"), "{text}");
     let (ok, text) = pretrain(dir.path(), "pt", "4", &["--resume", "--stop-after", "2"]);
     assert!(ok, "{text}");
     assert!(text.contains("--stop-after 2 is not past it"), "{text}");

@@ -64,6 +64,6 @@ pub fn run(a: Args) -> Result<()> {
     println!("{}", r.report.summary());
     super::eval::print_capture_vote(&r.report);
     println!("{}", r.report.classification_report());
-    println!("report written to {}", a.out.display());
+    println!("reports written to {}", a.out.display());
     Ok(())
 }

@@ -88,17 +88,6 @@ pub struct Args {
 pub fn run(a: Args) -> anyhow::Result<()> {
     super::refuse_file_as_out_folder(&a.out)?;
     let info = load_dataset_info(&a.data)?;
-    if a.warmup >= a.steps {
-        // The whole run would be warmup: no peak, no cosine decay.
-        eprintln!(
-            "warning: --warmup {} is not below --steps {}: the whole run is warmup (the rate climbs to {:.1} % of --lr {} and never decays); a --warmup of about a tenth of --steps ({}) gives warmup then cosine",
-            a.warmup,
-            a.steps,
-            100.0 * a.steps as f64 / a.warmup.max(1) as f64,
-            a.lr,
-            (a.steps / 10).max(1)
-        );
-    }
     let train = open_part(&a.data, "train")?;
     let mut cfg = ModelConfig::named(&a.config)?.with_ffn(a.ffn.into());
     cfg.vocab = info.vocab_size;

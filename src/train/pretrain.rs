@@ -212,6 +212,19 @@ pub fn pretrain(
             );
         }
     }
+    // After the refusals above: a run that is refused never trains, so its
+    // schedule is not worth a warning.
+    if opts.warmup >= opts.steps {
+        // The whole run would be warmup: no peak, no cosine decay.
+        eprintln!(
+            "warning: --warmup {} is not below --steps {}: the whole run is warmup (the rate climbs to {:.1} % of --lr {} and never decays); a --warmup of about a tenth of --steps ({}) gives warmup then cosine",
+            opts.warmup,
+            opts.steps,
+            100.0 * opts.steps as f64 / opts.warmup.max(1) as f64,
+            opts.lr,
+            (opts.steps / 10).max(1)
+        );
+    }
     let sched = WarmupCosine {
         base_lr: opts.lr,
         warmup_steps: opts.warmup,
