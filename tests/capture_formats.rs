@@ -577,3 +577,55 @@ fn a_compressed_capture_is_named_as_one() {
         assert!(flows.is_empty());
     }
 }
+
+/// A classic pcap record whose captured length is past both the file's
+/// snaplen and the 256 KiB any frame needs is a corrupt length field, said
+/// at once: it grew the read buffer over the rest of the file (up to 64
+/// MiB) and then called the file truncated. A file whose snaplen is larger
+/// still reads records up to it.
+#[test]
+fn a_pcap_record_longer_than_any_frame_is_corrupt_not_truncated() {
+    for big_endian in [false, true] {
+        let u32b = |v: u32| {
+            if big_endian {
+                v.to_be_bytes()
+            } else {
+                v.to_le_bytes()
+            }
+        };
+        let mut bytes = classic(big_endian, false);
+        let bad_at = bytes.len();
+        bytes.extend(pcap_record_header(TS0, 1 << 30, 1 << 30, false, big_endian));
+        bytes.extend(vec![0u8; 3 << 20]);
+        let (seen, res, _) = frames_of(bytes);
+        assert_eq!(seen.len(), 3, "be={big_endian}");
+        let e = res.expect_err("a corrupt record");
+        let text = e.to_string();
+        assert_eq!(
+            (e.kind, e.offset),
+            (CaptureErrorKind::Corrupt, bad_at as u64),
+            "{text}"
+        );
+        assert!(
+            text.contains("record claims 1073741824 captured bytes, above the file's snaplen"),
+            "{text}"
+        );
+
+        // 262,145 bytes: one past the limit under the usual snaplen, and
+        // read whole under a snaplen of 1 MiB.
+        let big = udp_frame(1)
+            .into_iter()
+            .chain(std::iter::repeat(0))
+            .take(262_145)
+            .collect::<Vec<u8>>();
+        for (snaplen, ok) in [(65_535, false), (1 << 20, true)] {
+            let mut bytes = pcap_header(link::ETHERNET, false, big_endian);
+            bytes[16..20].copy_from_slice(&u32b(snaplen));
+            bytes.extend(pcap_record_header(TS0, 262_145, 262_145, false, big_endian));
+            bytes.extend(&big);
+            let (seen, res, _) = frames_of(bytes);
+            assert_eq!(res.is_ok(), ok, "snaplen {snaplen}: {res:?}");
+            assert_eq!(seen.len(), usize::from(ok), "snaplen {snaplen}");
+        }
+    }
+}

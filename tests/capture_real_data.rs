@@ -150,9 +150,10 @@ enum Reason {
     /// (fuzzed files, an IPv6 packet under LINKTYPE_IPV4): malformed to us,
     /// accepted by dpkt.
     WrongIpVersion,
-    /// A truncated last record: a warning with its offset to us, a packet to
-    /// dpkt.
-    TruncatedLastRecord,
+    /// A last record whose captured length is past any frame's (and the
+    /// file's end): a corrupt-length warning with its offset to us, the rest
+    /// of the file as one more packet to dpkt.
+    CorruptLastLength,
 }
 
 use Reason::*;
@@ -175,16 +176,16 @@ const KNOWN_DIFFERENCES: &[(&str, [u64; 4], [u64; 4], Reason)] = &[
     ("corpus/pcapplusplus/Tests/Pcap++Test/PcapExamples/ip6_fragments.pcap", [36, 2, 0, 0], [36, 0, 0, 0], FirstFragment),
     ("corpus/pcapplusplus/Tests/Pcap++Test/PcapExamples/one_http_stream_rst.pcap", [10, 1, 1, 0], [10, 0, 0, 0], Pppoe),
     ("corpus/pcapplusplus/Tests/Pcap++Test/PcapExamples/pcapng-example.pcapng", [159, 15, 12, 0], [159, 1, 1, 0], LaterPcapngInterface),
-    ("corpus/suricata-verify/tests/bug-1450-04/tls_DER-incomplete-header.pcap", [6, 1, 1, 0], [7, 1, 1, 0], TruncatedLastRecord),
-    ("corpus/suricata-verify/tests/bug-1450-05/tls_DER-incomplete-content.pcap", [6, 1, 1, 0], [7, 1, 1, 0], TruncatedLastRecord),
+    ("corpus/suricata-verify/tests/bug-1450-04/tls_DER-incomplete-header.pcap", [6, 1, 1, 0], [7, 1, 1, 0], CorruptLastLength),
+    ("corpus/suricata-verify/tests/bug-1450-05/tls_DER-incomplete-content.pcap", [6, 1, 1, 0], [7, 1, 1, 0], CorruptLastLength),
     ("corpus/suricata-verify/tests/bug-4810/pppoe-session-http.pcap", [30, 1, 1, 0], [30, 0, 0, 0], Pppoe),
-    ("corpus/suricata-verify/tests/bug-6875-01/fuzz.pcap", [1, 0, 0, 0], [2, 0, 0, 0], TruncatedLastRecord),
+    ("corpus/suricata-verify/tests/bug-6875-01/fuzz.pcap", [1, 0, 0, 0], [2, 0, 0, 0], CorruptLastLength),
     ("corpus/suricata-verify/tests/decode-chdlc-01/hdlc-http_1tx.pcap", [17, 1, 1, 0], [17, 0, 0, 0], CiscoHdlc),
     ("corpus/suricata-verify/tests/defrag/bug-6887-defrag-eth-vlan-ipv6-tcp/frag-eth-vlan-ipv6-tcp.pcap", [3, 1, 0, 0], [3, 0, 0, 0], FirstFragment),
     ("corpus/suricata-verify/tests/defrag/bug-6887-defrag-ipv6-tcp/frag-ip-tcp.pcap", [3, 1, 0, 0], [3, 0, 0, 0], FirstFragment),
     ("corpus/suricata-verify/tests/defrag/bug-6887-defrag-ppp-ipv6-tcp/frag-ppp-ipv6-tcp.pcap", [3, 1, 0, 0], [3, 0, 0, 0], Ppp),
     ("corpus/suricata-verify/tests/ipv6-hdr-keyword-02/input.pcap", [1, 1, 0, 0], [1, 0, 0, 0], Ipv6ExtHeaders),
-    ("corpus/suricata-verify/tests/smtp-to-comma/10.7.29.101_49898-178.63.41.150_25.pcap", [18, 1, 1, 0], [19, 1, 1, 0], TruncatedLastRecord),
+    ("corpus/suricata-verify/tests/smtp-to-comma/10.7.29.101_49898-178.63.41.150_25.pcap", [18, 1, 1, 0], [19, 1, 1, 0], CorruptLastLength),
     ("corpus/tcpdump/tests/LINKTYPE_IPV4_invalid.pcap", [1, 0, 0, 0], [1, 1, 0, 0], WrongIpVersion),
     ("corpus/tcpdump/tests/LINKTYPE_IPV6_invalid.pcap", [1, 0, 0, 0], [1, 1, 0, 0], WrongIpVersion),
     ("corpus/tcpdump/tests/beep-oobr.pcap", [2, 1, 0, 0], [2, 0, 0, 0], FcsBits),
@@ -241,18 +242,19 @@ const KNOWN_DIFFERENCES: &[(&str, [u64; 4], [u64; 4], Reason)] = &[
     ("ndpi/pcap/fuzz-2006-06-26-2594.pcap", [691, 244, 2, 48], [691, 245, 2, 48], WrongIpVersion),
     ("ndpi/pcap/fuzz-2006-09-29-28586.pcap", [131, 37, 11, 0], [131, 38, 11, 0], WrongIpVersion),
     ("ndpi/pcap/fuzz-2020-02-16-11740.pcap", [366, 68, 0, 3], [366, 74, 0, 3], WrongIpVersion),
-    ("ndpi/pcap/fuzz-2021-10-13.pcap", [0, 0, 0, 0], [1, 0, 0, 0], TruncatedLastRecord),
+    ("ndpi/pcap/fuzz-2021-10-13.pcap", [0, 0, 0, 0], [1, 0, 0, 0], CorruptLastLength),
     ("ndpi/pcap/syslog.pcap", [94, 20, 1, 8], [94, 17, 1, 7], Pppoe),
 ];
 
-/// Truncated last records among corpus/ and ndpi/pcap (each a warning).
-const TRUNCATED_FILES: u64 = 5;
+/// Last records of a corrupt length among corpus/ and ndpi/pcap (each a
+/// warning; a truncation warning before the reader checked the length).
+const CORRUPT_LENGTH_FILES: u64 = 5;
 
 /// Every corpus/ndpi file counts as dpkt counts, except the files of
 /// `KNOWN_DIFFERENCES`, which count exactly as written there (a known
 /// difference whose counts change fails too), each for a reason the
 /// reader's own statistics support. No file fails; exactly
-/// `TRUNCATED_FILES` end in a truncated record.
+/// `CORRUPT_LENGTH_FILES` end in a record of a corrupt length.
 #[test]
 fn corpus_and_ndpi_flow_counts_match_dpkt_or_a_known_difference() {
     let (Some(corpus), Some(ndpi)) = (
@@ -272,18 +274,17 @@ fn corpus_and_ndpi_flow_counts_match_dpkt_or_a_known_difference() {
         .collect();
     assert_eq!(known.len(), KNOWN_DIFFERENCES.len(), "a file listed twice");
 
-    let (mut failed, mut truncated, mut differing) = (0, 0, 0);
+    let (mut failed, mut corrupt_length, mut differing) = (0, 0, 0);
     let mut problems = Vec::new();
     for path in &files {
         let rel = rel(path, data);
         let exp = &expected[&rel];
         let (got, st) = count_file_stats(path);
         failed += u64::from(st.error.is_some());
-        let file_truncated = st
-            .warnings
-            .iter()
-            .any(|w| w.kind == CaptureErrorKind::Truncated);
-        truncated += u64::from(file_truncated);
+        let file_corrupt_length = st.warnings.iter().any(|w| {
+            w.kind == CaptureErrorKind::Corrupt && w.to_string().contains("record claims")
+        });
+        corrupt_length += u64::from(file_corrupt_length);
         let ours = [got.frames, got.flows, got.tcp_ge3, got.udp_ge3];
         let dpkt = [exp.packets, exp.flows, exp.tcp_flows_ge3, exp.udp_flows_ge3];
         differing += u64::from(ours != dpkt);
@@ -305,7 +306,7 @@ fn corpus_and_ndpi_flow_counts_match_dpkt_or_a_known_difference() {
         if ours == dpkt {
             problems.push(format!("{rel}: listed but now equal to dpkt"));
         }
-        if let Err(e) = reason_fits(why, ours, dpkt, &st, &exp.linktype, file_truncated) {
+        if let Err(e) = reason_fits(why, ours, dpkt, &st, &exp.linktype, file_corrupt_length) {
             problems.push(format!("{rel}: {why:?} does not fit: {e}"));
         }
     }
@@ -313,12 +314,12 @@ fn corpus_and_ndpi_flow_counts_match_dpkt_or_a_known_difference() {
     assert_eq!(differing, KNOWN_DIFFERENCES.len() as u64);
     assert_eq!(differing, 78, "README: 78 of 3,821 files differ from dpkt");
     assert_eq!(failed, 0, "no file fails");
-    assert_eq!(truncated, TRUNCATED_FILES);
-    let truncated_rows = KNOWN_DIFFERENCES
+    assert_eq!(corrupt_length, CORRUPT_LENGTH_FILES);
+    let corrupt_rows = KNOWN_DIFFERENCES
         .iter()
-        .filter(|r| r.3 == TruncatedLastRecord)
+        .filter(|r| r.3 == CorruptLastLength)
         .count() as u64;
-    assert_eq!(truncated_rows, TRUNCATED_FILES);
+    assert_eq!(corrupt_rows, CORRUPT_LENGTH_FILES);
 }
 
 /// What the reader's statistics must show for a difference to be `why`.
@@ -328,14 +329,14 @@ fn reason_fits(
     dpkt: [u64; 4],
     st: &FileStats,
     dpkt_links: &[u32],
-    truncated: bool,
+    corrupt_length: bool,
 ) -> Result<(), String> {
     let check = |ok: bool, what: &str| if ok { Ok(()) } else { Err(what.to_string()) };
     let decodes_more = ours[0] == dpkt[0] && ours[1] >= dpkt[1];
     let ours_links: Vec<u32> = st.link_types.keys().copied().collect();
     match why {
-        TruncatedLastRecord => {
-            check(truncated, "no truncation warning")?;
+        CorruptLastLength => {
+            check(corrupt_length, "no corrupt-length warning")?;
             check(ours[0] + 1 == dpkt[0], "dpkt should count one more frame")?;
             check(ours[1..] == dpkt[1..], "flows should agree")
         }
@@ -423,10 +424,10 @@ fn corpus_and_ndpi_are_read_and_accounted() {
         stats.packets + stats.skips.total() + stats.unknown_interface_frames
     );
     let expected_frames: u64 = files.iter().map(|p| expected[&rel(p, data)].packets).sum();
-    // dpkt also counts the partial last record of truncated files.
-    assert_eq!(stats.frames + TRUNCATED_FILES, expected_frames);
+    // dpkt also counts the rest of a file after a corrupt last length as a packet.
+    assert_eq!(stats.frames + CORRUPT_LENGTH_FILES, expected_frames);
     assert_eq!(stats.files_failed, 0);
-    assert_eq!(stats.files_warned, TRUNCATED_FILES);
+    assert_eq!(stats.files_warned, CORRUPT_LENGTH_FILES);
     assert!(stats.flows > 10_000, "{} flows", stats.flows);
 }
 

@@ -20,6 +20,10 @@ use pcap_parser::{LegacyPcapReader, PcapBlockOwned, PcapError, PcapNGReader};
 const BUFFER_BYTES: usize = 64 * 1024;
 /// A block larger than this is taken as a corrupt length field, not a frame.
 const MAX_BUFFER_BYTES: usize = 64 * 1024 * 1024;
+/// The largest classic-pcap record accepted past the file's snaplen: what
+/// libpcap and Wireshark allow for the link types read here (a 64 KiB IP
+/// packet with its link headers fits many times over).
+const MAX_PCAP_RECORD: u32 = 262_144;
 
 /// Container format, as told by the file's magic number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -214,6 +218,10 @@ pub struct CaptureReader {
     /// Classic pcap: link type and timestamp precision from the file header.
     pcap_link: u32,
     pcap_nanos: bool,
+    /// Classic pcap, once its header is read: its byte order, and the
+    /// largest record it may hold (see [`Self::pcap_record_len`]).
+    pcap_big_endian: bool,
+    pcap_max_record: Option<u32>,
     /// pcapng: interfaces of the current section, in IDB order.
     interfaces: Vec<Interface>,
     /// Frames whose interface id had no IDB (counted, skipped).
@@ -368,6 +376,8 @@ impl CaptureReader {
             format,
             pcap_link: 1,
             pcap_nanos: false,
+            pcap_big_endian: false,
+            pcap_max_record: None,
             interfaces: Vec::new(),
             unknown_interface_frames: 0,
             ng_big_endian: false,
@@ -434,12 +444,24 @@ impl CaptureReader {
                     detail: format!("block length {len} is below the 12-byte minimum"),
                 });
             }
+            if let Some((len, max)) = self.pcap_record_len().filter(|&(len, max)| len > max) {
+                self.done = true;
+                return Err(CaptureError {
+                    kind: CaptureErrorKind::Corrupt,
+                    offset,
+                    detail: format!(
+                        "record claims {len} captured bytes, above the file's snaplen and the {MAX_PCAP_RECORD} bytes any frame needs ({max}; corrupt length field?)"
+                    ),
+                });
+            }
             match self.inner.next() {
                 Ok((len, block)) => {
                     match block {
                         PcapBlockOwned::LegacyHeader(h) => {
                             self.pcap_link = pcap_link_type(h.network.0);
                             self.pcap_nanos = h.is_nanosecond_precision();
+                            self.pcap_big_endian = h.is_bigendian();
+                            self.pcap_max_record = Some(h.snaplen.max(MAX_PCAP_RECORD));
                         }
                         PcapBlockOwned::Legacy(b) => {
                             let frac_ns = if self.pcap_nanos {
@@ -537,6 +559,22 @@ impl CaptureReader {
             }
         }
         Ok(())
+    }
+
+    /// Classic pcap: the captured length the next record declares, once
+    /// its 16-byte header is buffered, beside the largest the file may hold.
+    /// Without this check a corrupt length grew the buffer to the rest of
+    /// the file (up to MAX_BUFFER_BYTES) before it was found out.
+    fn pcap_record_len(&self) -> Option<(u32, u32)> {
+        let max = self.pcap_max_record?;
+        let head = self.inner.data().get(..16)?;
+        let len: [u8; 4] = head[8..12].try_into().expect("4 bytes");
+        let len = if self.pcap_big_endian {
+            u32::from_be_bytes(len)
+        } else {
+            u32::from_le_bytes(len)
+        };
+        Some((len, max))
     }
 
     /// pcapng: the declared length of the next block, once its first 8
