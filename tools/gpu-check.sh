@@ -21,7 +21,10 @@
 #   of `bench model` beside PyTorch's (autocast bf16), `tmoe bench classify`
 #   (end to end and the stream under load), torch.compile, and `tmoe bench
 #   kernels`. The driver must support CUDA 13.0 (580 or newer: the H200
-#   lent on 2026-11-28 had 580.159); an older one is refused by name. The whole run keeps to TMOE_GPU_BUDGET_S seconds (default 450,
+#   lent on 2026-11-28 had 580.159, and the device tool's KINDS.md saw its
+#   H100 machine with 580.159.04 on 2026-11-13, so both kinds qualify); an
+#   older one is refused by name. On an H100 the figures are the H100's
+#   (bench model names the device; the issue's goals are the H200's). The whole run keeps to TMOE_GPU_BUDGET_S seconds (default 450,
 #   under the issue's 8 minutes): steps that no longer fit are skipped and
 #   listed in skipped.txt. Results: target/gpu-bundle/results/ there, and
 #   $OUT/gpu-results.tar.xz, repacked after every step (the device tool returns
