@@ -717,3 +717,25 @@ fn attention_above_48_kib_of_shared_memory_raises_the_limit_once() {
     // head_dim 64: each limit raised once, though each kernel ran twice.
     assert_eq!(c.attr_sets, 3, "{c:?}");
 }
+
+/// `bench kernels` times each run after 256 MiB written, so that no run
+/// reads its inputs from the L2 the run before filled (the runs were back
+/// to back, and a small entry could report more than DRAM bandwidth).
+#[test]
+fn kernel_benchmark_runs_start_with_the_l2_flushed() {
+    use traffic_moe::cli::bench::{L2_FLUSH_BYTES, median_ms};
+    let Some((d, _g)) = fake() else { return };
+    let ex = Executor::cuda().unwrap();
+    let buf = ex.alloc_zeroed::<f32>(1024).unwrap();
+    let before = d.counters();
+    let ms = median_ms(&ex, 3, || ex.zero_range(&buf, 0, 1024)).unwrap();
+    let c = d.counters().since(&before);
+    assert!(ms >= 0.0);
+    // The warm-up and 3 timed runs of 4 KiB each, and 3 flushes.
+    assert_eq!(
+        c.memset_bytes,
+        4 * 4096 + 3 * L2_FLUSH_BYTES as u64,
+        "{c:?}"
+    );
+    assert!(d.error().is_none(), "{:?}", d.error());
+}

@@ -181,7 +181,7 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
     };
     let note = if ex.is_gpu() {
         format!(
-            "median of {iters} runs after a warm-up; bytes = what the kernel must move: \
+            "median of {iters} runs after a warm-up, each after 256 MiB written to evict the L2; bytes = what the kernel must move: \
              each input read once, each output written once (a += output read too), \
              its own scratch partials written and read back; re-reads of the same data \
              (GEMM tiles, a gathered token's k copies, xent's second pass) not counted"
@@ -396,17 +396,34 @@ fn copy_roof(ex: &Executor, iters: usize) -> anyhow::Result<f64> {
     Ok(2.0 * (n * 4) as f64 / (ms * 1e-3))
 }
 
-fn median_ms(
+/// Bytes written between timed runs to evict the L2 (see [`median_ms`]).
+pub const L2_FLUSH_BYTES: usize = 256 << 20;
+
+/// The median time of `iters` runs of the work `f` queues, after a
+/// warm-up, each run on a GPU after [`L2_FLUSH_BYTES`] written (not timed).
+pub fn median_ms(
     ex: &Executor,
     iters: usize,
     mut f: impl FnMut() -> crate::backend::gpu::error::Result<()>,
 ) -> anyhow::Result<f64> {
-    if ex.is_gpu() {
+    // Each run starts with a cold L2 (as Triton's do_bench does): 256 MiB
+    // written before it, over four times the 50-60 MB L2 of an H100 or
+    // H200, evicts the inputs the run before left there; otherwise a small
+    // entry read them from L2 and reported more than DRAM bandwidth.
+    let flush = if ex.is_gpu() {
         f()?; // warm-up (module load, caches)
         ex.synchronize()?;
-    }
+        Some(ex.alloc_uninit::<u8>(L2_FLUSH_BYTES)?)
+    } else {
+        None
+    };
     let mut t: Vec<f64> = (0..iters)
-        .map(|_| ex.time_ms(&mut f))
+        .map(|_| {
+            if let Some(b) = &flush {
+                ex.zero_range(b, 0, b.len())?;
+            }
+            ex.time_ms(&mut f)
+        })
         .collect::<Result<_, _>>()?;
     t.sort_by(f64::total_cmp);
     Ok(t[t.len() / 2])
