@@ -62,6 +62,37 @@ fn appscanner_and_knn_separate_the_synthetic_classes() {
         assert!(vote["captures"].as_u64().unwrap() >= 6, "{vote}");
         assert!(vote["accuracy"].as_f64().unwrap() > 0.8, "{vote}");
     }
+    // Fitted on some rows of the train part only (the study's capped
+    // flows): those rows and no others, and a row past the part refused.
+    let rows = vec![0, 3, 5, 100];
+    let some = run(
+        &data,
+        &BaselineOpts {
+            method: Method::Knn,
+            train_rows: Some(rows.clone()),
+            ..BaselineOpts::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(some.train_flows, rows.len());
+    let all = run(&data, &BaselineOpts::default()).unwrap();
+    let Err(err) = run(
+        &data,
+        &BaselineOpts {
+            method: Method::Knn,
+            train_rows: Some(vec![0, all.train_flows]),
+            ..BaselineOpts::default()
+        },
+    ) else {
+        panic!("a row past the train part was accepted");
+    };
+    assert!(
+        format!("{err:#}").contains(&format!(
+            "training row {} asked for, but the train part has {} flows",
+            all.train_flows, all.train_flows
+        )),
+        "{err:#}"
+    );
     // More neighbours than training flows: refused, naming the option.
     let Err(err) = run(
         &data,

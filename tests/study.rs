@@ -491,26 +491,67 @@ fn routing_counts_claiming_more_layers_than_they_hold_are_refused() {
     );
 }
 
-/// The header names the per-class cap of fine-tuning; the classic rows fit
-/// on every training flow, and the report says so (it read as if the cap
-/// held for the whole table).
+/// The classic rows fit on the flows the models fine-tune on (capped per
+/// class, drawn with the seed), as every other row of the table: they fit
+/// on every training flow, against the models' 10 per class. The report
+/// says so beside the shortcut check's 1-NN, which fits on all of them.
 #[test]
-fn the_report_says_the_classic_rows_fit_on_all_training_flows() {
+fn the_classic_rows_fit_on_the_models_capped_flows() {
+    use traffic_moe::baseline::{BaselineOpts, Method};
     let dir = tempfile::tempdir().unwrap();
     let caps = dir.path().join("caps");
     captures(&caps, 20, 6);
-    let opts = study_opts(&caps, dir.path().join("study"));
-    run(&opts).unwrap();
-    let train = open_part(&opts.out.join("data-full"), "train").unwrap();
+    let opts = StudyOpts {
+        max_per_class: Some(1),
+        ..study_opts(&caps, dir.path().join("study"))
+    };
+    let s = run(&opts).unwrap();
+    let data = opts.out.join("data-full");
+    let train = open_part(&data, "train").unwrap();
+    assert!(train.count() > 6, "more than the cap: {}", train.count());
+    let knn = |train_rows| {
+        let opts = BaselineOpts {
+            method: Method::Knn,
+            train_rows,
+            ..BaselineOpts::default()
+        };
+        traffic_moe::baseline::run(&data, &opts).unwrap()
+    };
+    let capped = knn(Some(traffic_moe::train::finetune::training_flows(
+        &train,
+        1.0,
+        Some(1),
+        1,
+    )));
+    assert_eq!(capped.train_flows, 6);
+    let row = &s.results[0];
+    assert_eq!(row.row, Row::Knn);
+    assert_eq!(row.train_flows, Some(6), "{row:?}");
+    let capped_f1 = capped.report.metrics.macro_f1;
     assert!(
-        train.count() > 10 * 6,
-        "more than the cap: {}",
-        train.count()
+        (row.macro_f1 - capped_f1).abs() < 1e-12,
+        "study {} vs the capped 1-NN {capped_f1}",
+        row.macro_f1
+    );
+    assert!(knn(None).train_flows > 6);
+    // A result stored before the cap held for these rows is refused, not
+    // averaged with capped ones.
+    let stored = opts.out.join("runs").join("knn-s1.json");
+    let mut j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&stored).unwrap()).unwrap();
+    j.as_object_mut().unwrap().remove("train_flows");
+    std::fs::write(&stored, j.to_string()).unwrap();
+    let err = format!("{:#}", run(&opts).unwrap_err());
+    assert!(
+        err.contains(
+            "knn-s1.json: a knn result from before the classic rows fit on the capped flows"
+        ),
+        "{err}"
     );
     let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
     assert!(
         md.contains(&format!(
-            "The appscanner and knn rows fit on all {} training flows; the cap of 10 per class bounds fine-tuning and the probe only.",
+            "The appscanner and knn rows fit on the flows fine-tuning and the probe see (at most 1 per class, drawn with each seed); the shortcut check's 1-NN below fits on all {} training flows.",
             train.count()
         )),
         "{md}"

@@ -48,6 +48,9 @@ pub struct BaselineOpts {
     /// Neighbours (k-NN).
     pub neighbours: usize,
     pub seed: u64,
+    /// Rows of the train part to fit on (the study passes the flows its
+    /// models fine-tune on, capped per class); None: every training flow.
+    pub train_rows: Option<Vec<usize>>,
 }
 
 impl Default for BaselineOpts {
@@ -58,6 +61,7 @@ impl Default for BaselineOpts {
             trees: 100,
             neighbours: 1,
             seed: 1,
+            train_rows: None,
         }
     }
 }
@@ -164,7 +168,21 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         data.display()
     );
     let k = info.config.tokenizer.packets;
-    let train = load_part(data, "train", opts.method, k)?;
+    let mut train = load_part(data, "train", opts.method, k)?;
+    if let Some(rows) = &opts.train_rows {
+        if let Some(&bad) = rows.iter().find(|&&r| r >= train.y.len()) {
+            anyhow::bail!(
+                "{}: training row {bad} asked for, but the train part has {} flows",
+                data.display(),
+                train.y.len()
+            );
+        }
+        train = Part {
+            x: rows.iter().map(|&r| train.x[r].clone()).collect(),
+            y: rows.iter().map(|&r| train.y[r]).collect(),
+            files: rows.iter().map(|&r| train.files[r]).collect(),
+        };
+    }
     let test = load_part(data, &opts.split, opts.method, k)?;
     anyhow::ensure!(
         !train.y.is_empty(),

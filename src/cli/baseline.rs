@@ -46,6 +46,7 @@ pub fn run(a: Args) -> Result<()> {
         trees: a.trees,
         neighbours: a.neighbours,
         seed: a.seed,
+        train_rows: None,
     };
     let r = run_baseline(&a.data, &opts)?;
     let name = match a.method {

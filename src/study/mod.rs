@@ -209,6 +209,10 @@ pub struct RunResult {
     pub macro_recall: f64,
     pub macro_f1: f64,
     pub test_flows: u64,
+    /// Labelled training flows the row learnt from (after the fraction and
+    /// the per-class cap); absent in results stored before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub train_flows: Option<u64>,
     /// Accuracy per capture (majority vote of its test flows); absent in
     /// results stored before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -435,6 +439,15 @@ fn run_with(
         .iter()
         .map(|&i| test.label(i).expect("labelled"))
         .collect();
+    // The labelled training flows every row learns from: fine-tuning and
+    // the probe draw them alike (crate::train::finetune::training_flows),
+    // and the classic rows fit on these.
+    let train_rows = crate::train::finetune::training_flows(
+        &open_part(&data, "train")?,
+        fraction,
+        o.max_per_class,
+        seed,
+    );
     // Heatmaps: the pretrained MoE's routing on all its flows.
     let heatmaps = row == Row::MoePretrained && fraction >= 1.0 && budget.is_none();
     let pred: Vec<u32> = match row {
@@ -444,9 +457,12 @@ fn run_with(
             } else {
                 Method::Appscanner
             };
+            // The flows the models fine-tune on (capped per class), so that
+            // every row of the table learns from the same labelled flows.
             let opts = BaselineOpts {
                 method,
                 seed,
+                train_rows: Some(train_rows.clone()),
                 ..BaselineOpts::default()
             };
             // The baseline reads the same test part in the same order.
@@ -566,6 +582,7 @@ fn run_with(
         macro_recall: m.macro_recall,
         macro_f1: m.macro_f1,
         test_flows: m.samples,
+        train_flows: Some(train_rows.len() as u64),
         per_capture: Some(capture_vote(&files, &truth, &pred).accuracy),
         seconds: t.elapsed().as_secs_f64(),
     })
@@ -644,6 +661,16 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
                     .with_context(|| format!("{} seed {seed}", row.name()))
             })?;
             result.check(&path, row, seed, fraction)?;
+            // Stored before the classic rows learnt from the capped flows:
+            // it fit on every training flow, unlike the rows beside it.
+            anyhow::ensure!(
+                !(matches!(row, Row::Appscanner | Row::Knn)
+                    && o.max_per_class.is_some()
+                    && result.train_flows.is_none()),
+                "{}: a {} result from before the classic rows fit on the capped flows (it fit on every training flow); remove it and this run is made again",
+                path.display(),
+                row.name()
+            );
             s.results.push(result);
         }
     }

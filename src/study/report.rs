@@ -149,14 +149,14 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
             ..BaselineOpts::default()
         },
     )?;
-    // The classic rows are never capped or subsampled: say so beside a
-    // header that names the cap.
+    // The classic rows fit on the models' flows; the shortcut check below
+    // on all of them: say which is which beside a header that names the cap.
     let classic = lines
         .iter()
         .any(|l| matches!(l.row, Row::Appscanner | Row::Knn));
     if let (Some(c), true) = (o.max_per_class, classic) {
         md += &format!(
-            "The appscanner and knn rows fit on all {} training flows; the cap of {c} per class bounds fine-tuning and the probe only.\n",
+            "The appscanner and knn rows fit on the flows fine-tuning and the probe see (at most {c} per class, drawn with each seed); the shortcut check's 1-NN below fits on all {} training flows.\n",
             nn.train_flows
         );
     }
