@@ -50,9 +50,16 @@ static __device__ __forceinline__ void lse_merge(float& m, float& s, float mb, f
   m = mx;
 }
 
-// dlogit of one element: grad_scale * (p - [is target]), p = 2^(x log2e - lse2).
-static __device__ __forceinline__ float xent_grad(float x, float lse2, float gs, bool is_target) {
-  return gs * (exp2f(fmaf(x, XENT_LOG2E, -lse2)) - (is_target ? 1.0f : 0.0f));
+// x in log2 units, rounded once and never fused into a following subtraction
+// (__fmul_rn): both passes then see the same t, so the row's maximum gives
+// t - m = 0 exactly, whatever the logits' magnitude.
+static __device__ __forceinline__ float xent_log2(float x) { return __fmul_rn(x, XENT_LOG2E); }
+
+// dlogit of one element: grad_scale * (p - [is target]), p = 2^(t - m) / s.
+// Not 2^(t - lse2): lse2 = m + log2(s) loses log2(s) to rounding once |m| is
+// large (1e30: every p of an all-equal row came out 0).
+static __device__ __forceinline__ float xent_grad(float x, float m, float inv_s, float gs, bool is_target) {
+  return gs * (exp2f(xent_log2(x) - m) * inv_s - (is_target ? 1.0f : 0.0f));
 }
 
 extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(const XentFwdBwdParams p) {
@@ -89,26 +96,26 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
 #pragma unroll
     for (int u = 0; u < XENT_UNROLL; u++) load_bf16x8(xv + 8 * (j + u * nt), t + 8 * u);
 #pragma unroll
-    for (int k = 0; k < XENT_UNROLL * 8; k++) t[k] *= XENT_LOG2E;
+    for (int k = 0; k < XENT_UNROLL * 8; k++) t[k] = xent_log2(t[k]);
     lse_add<XENT_UNROLL * 8>(m, s, t);
   }
   for (; j < nvec; j += nt) {
     float t[8];
     load_bf16x8(xv + 8 * j, t);
 #pragma unroll
-    for (int k = 0; k < 8; k++) t[k] *= XENT_LOG2E;
+    for (int k = 0; k < 8; k++) t[k] = xent_log2(t[k]);
     lse_add<8>(m, s, t);
   }
   if (tid < head) {
-    const float t = bf2f(x[tid]) * XENT_LOG2E;
+    const float t = xent_log2(bf2f(x[tid]));
     lse_add<1>(m, s, &t);
   }
   if (tail0 + tid < V) {
-    const float t = bf2f(x[tail0 + tid]) * XENT_LOG2E;
+    const float t = xent_log2(bf2f(x[tail0 + tid]));
     lse_add<1>(m, s, &t);
   }
   // Read before the barrier: pass 2 may overwrite it (in place).
-  const float x_target = (tid == 0 && target < (uint32_t)V) ? bf2f(x[target]) : 0.0f;
+  const float t_target = (tid == 0 && target < (uint32_t)V) ? xent_log2(bf2f(x[target])) : 0.0f;
 
   // Block merge: warps by shuffles, then every thread merges the warps in the
   // same order (identical lse everywhere, one barrier).
@@ -123,8 +130,10 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
   m = s_m[0];
   s = s_s[0];
   for (int w = 1; w < (nt >> 5); w++) lse_merge(m, s, s_m[w], s_s[w]);
-  const float lse2 = m + log2f(s);  // log2 of sum exp(x)
-  if (tid == 0) p.losses[row] = target < (uint32_t)V ? lse2 * XENT_LN2 - x_target : NAN;
+  // loss = lse - x_target = ((m - t_target) + log2(s)) ln 2: exact for a
+  // target at the maximum (m + log2(s) would drop log2(s) at large |m|).
+  if (tid == 0) p.losses[row] = target < (uint32_t)V ? ((m - t_target) + log2f(s)) * XENT_LN2 : NAN;
+  const float inv_s = 1.0f / s;
   if (!dx) return;
 
   // Pass 2: re-read the row, write its gradient. Vectors in reverse order:
@@ -142,7 +151,7 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
     for (int u = 0; u < XENT_UNROLL; u++) {
       const int jv = nvec - 1 - j - u * nt;
 #pragma unroll
-      for (int k = 0; k < 8; k++) v[u][k] = xent_grad(v[u][k], lse2, gs, k == rel - 8 * jv);
+      for (int k = 0; k < 8; k++) v[u][k] = xent_grad(v[u][k], m, inv_s, gs, k == rel - 8 * jv);
       store_bf16x8(dv + 8 * jv, v[u]);
     }
   }
@@ -151,13 +160,13 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
     float v[8];
     load_bf16x8(xv + 8 * jv, v);
 #pragma unroll
-    for (int k = 0; k < 8; k++) v[k] = xent_grad(v[k], lse2, gs, k == rel - 8 * jv);
+    for (int k = 0; k < 8; k++) v[k] = xent_grad(v[k], m, inv_s, gs, k == rel - 8 * jv);
     store_bf16x8(dv + 8 * jv, v);
   }
-  if (tid < head) dx[tid] = f2bf(xent_grad(bf2f(x[tid]), lse2, gs, (uint32_t)tid == target));
+  if (tid < head) dx[tid] = f2bf(xent_grad(bf2f(x[tid]), m, inv_s, gs, (uint32_t)tid == target));
   if (tail0 + tid < V) {
     const int i = tail0 + tid;
-    dx[i] = f2bf(xent_grad(bf2f(x[i]), lse2, gs, (uint32_t)i == target));
+    dx[i] = f2bf(xent_grad(bf2f(x[i]), m, inv_s, gs, (uint32_t)i == target));
   }
 }
 

@@ -207,3 +207,137 @@ fn xent_all_ignored_mean_is_zero() {
         Ok(())
     });
 }
+
+/// The LM head's layout: rows `ld` apart with the vocabulary padded to a
+/// multiple of 8 (`ld > vocab`; 5 is the smallest vocabulary a config
+/// allows), one row and several; the padding columns must be neither read
+/// (they hold NaN here) nor written. Then extreme but finite logits: equal
+/// huge values (uniform softmax), a +-3e4 spread (probabilities that
+/// underflow to 0 next to one of 1) and +-1e30 mixed in one row.
+#[test]
+fn xent_padded_rows_and_extreme_logits() {
+    run_on_executors("xent_padded", |ex| {
+        let mut rng = rng(53);
+        let nan = bf16::NAN;
+        for (t, v, ld) in [
+            (1usize, 5usize, 8usize),
+            (3, 5, 8),
+            (4, 13, 16),
+            (3, 1003, 1008),
+        ] {
+            let (dense, lf) = bf16_input(&mut rng, t * v, 6.0);
+            let y = if t == 1 {
+                vec![(v - 1) as u32]
+            } else {
+                targets(&mut rng, t, v, IGNORE)
+            };
+            let mut padded = vec![nan; t * ld];
+            for r in 0..t {
+                padded[r * ld..r * ld + v].copy_from_slice(&dense[r * v..(r + 1) * v]);
+            }
+            let mut want_l = vec![0.0; t];
+            xent::fwd(&lf, &y, IGNORE, &mut want_l);
+            let mut want_d = vec![0.0; t * v];
+            xent::bwd(&lf, &y, IGNORE, 1.0, &mut want_d);
+            let n_valid = y.iter().filter(|&&c| c != IGNORE).count().max(1);
+            let what = format!("T {t} V {v} ld {ld}");
+            let (lb, tb, lossb) = (ex.upload(&padded)?, ex.upload(&y)?, ex.alloc_zeroed(t)?);
+            let db = ex.upload(&vec![bf16::from_f32(7.0); t * ld])?;
+            let scale = 1.0 / n_valid as f32;
+            gpu_xent::fwd_bwd(ex, &lb, &tb, IGNORE, &lossb, Some((&db, scale)), t, v, ld)?;
+            assert_close(
+                &format!("xent losses ({what})"),
+                &f64s(&ex.download(&lossb)?),
+                &want_l,
+                1e-5,
+                1e-5,
+            )?;
+            let got = ex.download(&db)?;
+            let mut body = Vec::new();
+            for r in 0..t {
+                body.extend(bf_f64(&got[r * ld..r * ld + v]));
+                anyhow::ensure!(
+                    got[r * ld + v..(r + 1) * ld]
+                        .iter()
+                        .all(|&g| g == bf16::from_f32(7.0)),
+                    "padding columns of row {r} written ({what})"
+                );
+            }
+            assert_close(
+                &format!("xent dlogits ({what})"),
+                &body,
+                &want_d,
+                1e-6,
+                2.0 * BF16_RTOL,
+            )?;
+        }
+
+        // Extreme but finite logits, V = 13 (a head, vectors and a tail):
+        // equal 1e30 (uniform softmax), +-3e4 (probabilities of 1 and 0)
+        // with the target on the largest and on a smallest, +-1e30
+        // alternating. f32 resolves all of them: the loss is (m - x_t) + ln s
+        // (m the row's max, s = sum exp(x - m)), exact when x_t = m; the
+        // gradient exp(x - m) / s. (f64 `lse - x_t` would cancel, so the
+        // expected losses are computed that way here.)
+        let v = 13;
+        let rows: [(Vec<f32>, u32); 5] = [
+            (vec![1e30; v], 7),
+            ((0..v).map(|i| if i == 4 { 3e4 } else { -3e4 }).collect(), 4),
+            ((0..v).map(|i| if i == 4 { 3e4 } else { -3e4 }).collect(), 5),
+            (
+                (0..v)
+                    .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
+                    .collect(),
+                2,
+            ),
+            (
+                (0..v)
+                    .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
+                    .collect(),
+                3,
+            ),
+        ];
+        let logits = to_bf16(&rows.iter().flat_map(|r| r.0.clone()).collect::<Vec<_>>());
+        let y: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        let lf = bf_f64(&logits);
+        let want_l: Vec<f64> = lf
+            .chunks(v)
+            .zip(&y)
+            .map(|(row, &c)| {
+                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                (m - row[c as usize]) + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
+            })
+            .collect();
+        let scale = 1.0 / y.len() as f32;
+        let (lb, tb, lossb) = (
+            ex.upload(&logits)?,
+            ex.upload(&y)?,
+            ex.alloc_zeroed(y.len())?,
+        );
+        let db = ex.alloc_zeroed::<bf16>(logits.len())?;
+        gpu_xent::fwd_bwd(
+            ex,
+            &lb,
+            &tb,
+            IGNORE,
+            &lossb,
+            Some((&db, scale)),
+            y.len(),
+            v,
+            v,
+        )?;
+        let got_l = f64s(&ex.download(&lossb)?);
+        assert_close("xent losses (extreme logits)", &got_l, &want_l, 1e-5, 1e-5)?;
+        let mut want_d = vec![0.0; logits.len()];
+        xent::bwd(&lf, &y, IGNORE, 1.0, &mut want_d);
+        let got_d = bf_f64(&ex.download(&db)?);
+        assert_close(
+            "xent dlogits (extreme logits)",
+            &got_d,
+            &want_d,
+            1e-6,
+            BF16_RTOL,
+        )?;
+        Ok(())
+    });
+}
