@@ -178,6 +178,47 @@ fn dense_products_match_reference() {
     });
 }
 
+/// Degenerate shapes the engine asks for: one row (a batch of one flow through
+/// the classifier head: M = 1 for the forward and dX, K = 1 for dW), a
+/// handful of classes (N = 1, 2), a reduction shorter than one 8-element
+/// vector or one 32-row slice, on both tiles and both load paths.
+#[test]
+fn degenerate_shapes_match_reference() {
+    run_on_executors("gemm_degenerate", |ex| {
+        let mut rng = rng(44);
+        for shape @ (m, n, k) in [
+            (1, 2, 128),
+            (1, 128, 2),
+            (2, 128, 1),
+            (1, 1, 1),
+            (1, 8, 8),
+            (65, 1, 8),
+        ] {
+            for op in [Op::Nt, Op::Nn, Op::Tn] {
+                let c = case(&mut rng, op, m, n, k);
+                for tile in [Tile::Big, Tile::Small] {
+                    for scalar in [false, true] {
+                        let what = format!("{op:?} {m}x{n}x{k} {tile:?} scalar={scalar}");
+                        let got = run_dense(ex, op, shape, &c, tile, scalar, Some(1), None)?;
+                        // Element by element (a few outputs: assert_close's
+                        // bias statistics need many), and FlashAttention's rule.
+                        let tol = if op == Op::Tn { 1e-5 } else { BF16_RTOL };
+                        for (i, (g, w)) in got.iter().zip(&c.want).enumerate() {
+                            anyhow::ensure!(
+                                (g - w).abs() <= 1e-4 + tol * w.abs(),
+                                "{what}[{i}]: got {g}, expected {w}"
+                            );
+                        }
+                        let (e, e0) = (max_err(&got, &c.want), max_err(&c.naive, &c.want));
+                        anyhow::ensure!(e <= 2.0 * e0 + 1e-6, "{what}: {e:.3e} > 2 x {e0:.3e}");
+                    }
+                }
+            }
+        }
+        Ok(())
+    });
+}
+
 #[test]
 fn dw_accumulates_and_splits_k_deterministically() {
     run_on_executors("gemm_dw_split", |ex| {
