@@ -8,6 +8,7 @@ mod kernel_util;
 
 use kernel_util::*;
 use traffic_moe::backend::cpu::router;
+use traffic_moe::backend::gpu::ops::moe_permute::MoePlan;
 use traffic_moe::backend::gpu::ops::moe_route::{self, Routing};
 use traffic_moe::backend::gpu::params::{LbLossFwdParams, LbLossPartialParams};
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
@@ -293,4 +294,97 @@ fn router_rejects_k_above_n() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("bad shape"), "{err}");
+}
+
+/// The configs' edges: one expert (k = N = 1), k = N (every expert chosen,
+/// in descending order), k = 1, N = 64 with k = 8 and a single token; rows of
+/// all-equal logits (every expert ties: lower index first), one expert far
+/// ahead (probabilities 1 and exact zeros: the zeros tie), and huge equal
+/// logits. Exact top-k and counts against the reference; the aux loss where
+/// it is known in closed form (k = N: every load is 1/N, L = sum of probs = 1).
+#[test]
+fn router_boundary_shapes_and_ties() {
+    run_on_executors("router_edges", |ex| {
+        for (t, n, k) in [
+            (1usize, 1usize, 1usize),
+            (4, 8, 8),
+            (4, 8, 1),
+            (4, 64, 8),
+            (1, 5, 5),
+        ] {
+            let r = Routing {
+                tokens: t,
+                n_experts: n,
+                k,
+            };
+            let what = format!("T {t} N {n} k {k}");
+            let mut logits = Vec::with_capacity(t * n);
+            for row in 0..t {
+                logits.extend((0..n).map(|e| match row % 4 {
+                    0 => 0.5,
+                    1 => {
+                        if e == n / 2 {
+                            1e30
+                        } else {
+                            -1e30
+                        }
+                    }
+                    2 => 3e38,
+                    _ => -(e as f32 % 3.0),
+                }));
+            }
+            let got = route(ex, &logits, None, &r)?;
+            let (mut p, mut idx, mut w, mut c) = (
+                vec![0f32; t * n],
+                vec![0u32; t * k],
+                vec![0f32; t * k],
+                vec![0u32; n],
+            );
+            router::fwd(&logits, n, k, None, &mut p, &mut idx, &mut w, &mut c);
+            anyhow::ensure!(got.idx == idx, "topk_idx {:?} vs {idx:?} ({what})", got.idx);
+            anyhow::ensure!(got.counts == c, "counts {:?} vs {c:?} ({what})", got.counts);
+            anyhow::ensure!(
+                (0..k).all(|j| got.idx[j] == j as u32),
+                "equal logits not taken in index order ({what})"
+            );
+            for (i, (g, e)) in got.probs.iter().zip(&p).enumerate() {
+                anyhow::ensure!((g - e).abs() <= 1e-6, "probs[{i}] {g} vs {e} ({what})");
+            }
+            for (i, (g, e)) in got.w.iter().zip(&w).enumerate() {
+                anyhow::ensure!((g - e).abs() <= 1e-6, "topk_w[{i}] {g} vs {e} ({what})");
+            }
+            if k == n {
+                let (pb, cb) = (ex.upload(&got.probs)?, ex.upload(&got.counts)?);
+                let partials = ex.alloc_zeroed::<f32>(moe_route::lb_loss_partials(&r))?;
+                let loss = ex.alloc_zeroed::<f32>(1)?;
+                moe_route::lb_loss_fwd(ex, &pb, &cb, None, &partials, &loss, &r)?;
+                let l = ex.download(&loss)?[0];
+                anyhow::ensure!((l - 1.0).abs() <= 1e-5, "aux loss {l}, expected 1 ({what})");
+            }
+        }
+        Ok(())
+    });
+}
+
+/// A config may ask for up to 64 experts per token; the kernels hold at most
+/// MAX_K: refused by name, not routed wrong.
+#[test]
+fn router_rejects_k_above_max_k() {
+    let ex = Executor::sim();
+    let r = Routing {
+        tokens: 2,
+        n_experts: 16,
+        k: moe_route::MAX_K + 1,
+    };
+    let b = ex.alloc_zeroed::<f32>(2 * 16).unwrap();
+    let i = ex.alloc_zeroed::<u32>(2 * r.k).unwrap();
+    let w = ex.alloc_zeroed::<f32>(2 * r.k).unwrap();
+    let err = moe_route::router_fwd(&ex, &b, &b, &i, &w, None, None, &r)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("moe routing: bad shape"), "{err}");
+    assert!(
+        MoePlan::alloc(&ex, r, 64).is_err(),
+        "plan for k > MAX_K accepted"
+    );
 }
