@@ -11,24 +11,24 @@
 // 16-byte loads and two 16-byte stores (needs hd/2 % 8 == 0 and 16-byte
 // aligned rows), else one pair per thread; grid-stride past the grid. Memory-
 // bound (2 bytes read + 2 written per element); the angle is recomputed, no
-// table read: exp2 for the frequency, an exact-enough reduction to [-pi, pi]
-// and the hardware sin/cos (3 MUFU per pair, well under the memory time; the
+// table read: the frequency and pos * freq mod 2 pi in double (one exp2 per
+// thread item, then a product per pair: float's ~1e-7 relative error in the
+// frequency, times positions in the tens of thousands, turned angles by up to
+// 1e-2 rad, outputs off by more than a bf16 rounding past ~4k positions),
+// and the hardware sin/cos of the reduced float angle (2 MUFU per pair; the
 // accurate sincosf had a slow path with a table in global memory and a stack
-// frame). Reference: backend::cpu::rope.
+// frame). Reference: backend::cpu::rope (f64 angles).
 #include "common.cuh"
 
-// 2 pi = ROPE_2PI_HI + ROPE_2PI_LO; HI has 8 significant bits, so k * HI is
-// exact for k < 2^16 (angles up to ~4e5 rad).
-#define ROPE_2PI_HI 6.28125f
-#define ROPE_2PI_LO 1.9353071795864769e-3f
-#define ROPE_INV_2PI 0.15915494309189535f
+#define ROPE_2PI 6.283185307179586
+#define ROPE_INV_2PI 0.15915494309189535
 
-// sin and cos of `ang` (|ang| < ~4e5): reduced to [-pi, pi], then the hardware
-// approximations (absolute error ~2^-21 there, far below a bf16 rounding).
-static __device__ __forceinline__ void rope_sincos(float ang, float* s, float* c) {
-  const float k = rintf(ang * ROPE_INV_2PI);
-  const float r = fmaf(-k, ROPE_2PI_LO, fmaf(-k, ROPE_2PI_HI, ang));
-  __sincosf(r, s, c);
+// sin and cos of the angle `ang` (radians, double): reduced to [-pi, pi] in
+// double (positions below 2^31: error below 1e-6), then the hardware approximations
+// in float (absolute error ~2^-21 on [-pi, pi], far below a bf16 rounding).
+static __device__ __forceinline__ void rope_sincos(double ang, float* s, float* c) {
+  const double k = rint(ang * ROPE_INV_2PI);
+  __sincosf((float)fma(-k, ROPE_2PI, ang), s, c);
 }
 
 // V pairs per thread (1, or 8 with 16-byte loads). Idx: 32-bit index
@@ -37,15 +37,16 @@ template <int V, typename Idx>
 static __device__ __forceinline__ void rope_apply_idx(const RopeParams& p, float sign, Idx units) {
   const Idx half_units = (Idx)(p.head_dim / 2 / V), heads = (Idx)p.heads, seq = (Idx)p.seq;
   const int half = p.head_dim / 2;
-  // theta^(-2i/hd) = exp2(i * freq_step): exact at i = 0, ~1 ulp elsewhere.
-  const float freq_step = -2.0f * log2f(p.theta) / (float)p.head_dim;
+  // theta^(-2i/hd) = 2^(i * freq_step); pair i + 1's is pair i's times `ratio`.
+  const double freq_step = -2.0 * log2((double)p.theta) / (double)p.head_dim;
+  const double ratio = exp2(freq_step);
   for (Idx idx = (Idx)blockIdx.x * blockDim.x + threadIdx.x; idx < units;
        idx += (Idx)gridDim.x * blockDim.x) {
     const int i0 = (int)(idx % half_units) * V;
     const Idx th = idx / half_units;
     const int h = (int)(th % heads);
     const int64_t tok = (int64_t)(th / heads);
-    const float pos = (float)(int)((Idx)tok % seq);
+    const double pos = (double)(int)((Idx)tok % seq);
     const bf16* x = p.x + tok * p.x_stride + (int64_t)h * p.head_dim;
     bf16* y = p.out + tok * p.out_stride + (int64_t)h * p.head_dim;
     float a[V], b[V];
@@ -56,10 +57,12 @@ static __device__ __forceinline__ void rope_apply_idx(const RopeParams& p, float
       a[0] = bf2f(x[i0]);
       b[0] = bf2f(x[i0 + half]);
     }
+    double freq = exp2((double)i0 * freq_step);
 #pragma unroll
     for (int v = 0; v < V; v++) {
       float s, c;
-      rope_sincos(pos * exp2f((float)(i0 + v) * freq_step), &s, &c);
+      rope_sincos(pos * freq, &s, &c);
+      freq *= ratio;
       s *= sign;
       const float ya = a[v] * c - b[v] * s;
       const float yb = b[v] * c + a[v] * s;

@@ -81,3 +81,40 @@ fn rope_rejects_odd_head_dim() {
     let err = gpu_rope::fwd(&ex, &x, &x, &shape).unwrap_err().to_string();
     assert!(err.contains("head_dim must be even"), "{err}");
 }
+
+/// The longest sequence the CLI allows (MAX_SEQ = 65536 positions), on the
+/// 16-byte path (hd 16) and the scalar one (hd 6): angles up to 65535 rad.
+/// The angles must be as exact as the reference's f64 ones to stay within one
+/// bf16 rounding (frequencies in float were off by ~1e-7 relatively, which at
+/// these positions turned outputs by up to 2 bf16 roundings).
+#[test]
+fn rope_at_the_longest_sequence() {
+    run_on_executors("rope_long", |ex| {
+        let mut rng = rng(12);
+        let s = traffic_moe::cli::args::MAX_SEQ;
+        for hd in [16usize, 6] {
+            let n = s * hd;
+            let shape = RopeShape {
+                batch: 1,
+                seq: s,
+                heads: 1,
+                head_dim: hd,
+                theta: 10000.0,
+            };
+            let (x, xf) = bf16_input(&mut rng, n, 2.0);
+            let mut want = vec![0.0f64; n];
+            rope::fwd(&xf, &mut want, 1, s, 1, hd, 10000.0);
+            let xb = ex.upload(&x)?;
+            gpu_rope::fwd(ex, &xb, &xb, &shape)?;
+            let what = format!("S {s} hd {hd}");
+            let got = bf_f64(&ex.download(&xb)?);
+            assert_close(&format!("rope fwd ({what})"), &got, &want, 1e-4, BF16_RTOL)?;
+            rope::bwd(&xf, &mut want, 1, s, 1, hd, 10000.0);
+            let xb = ex.upload(&x)?;
+            gpu_rope::bwd(ex, &xb, &xb, &shape)?;
+            let got = bf_f64(&ex.download(&xb)?);
+            assert_close(&format!("rope bwd ({what})"), &got, &want, 1e-4, BF16_RTOL)?;
+        }
+        Ok(())
+    });
+}
