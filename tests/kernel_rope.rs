@@ -82,6 +82,26 @@ fn rope_rejects_odd_head_dim() {
     assert!(err.contains("head_dim must be even"), "{err}");
 }
 
+/// A config's rope_theta is an f64 checked finite; past f32's range it
+/// becomes an infinite f32 theta, with which every angle of pair 0 is
+/// 0 * inf = NaN: refused, as are NaN and non-positive thetas.
+#[test]
+fn rope_rejects_a_theta_that_is_not_finite_and_positive() {
+    let ex = traffic_moe::backend::gpu::Executor::sim();
+    let x = ex.alloc_zeroed::<bf16>(8).unwrap();
+    for theta in [1e39f64 as f32, f32::NAN, 0.0, -1.0] {
+        let shape = RopeShape {
+            batch: 1,
+            seq: 2,
+            heads: 1,
+            head_dim: 4,
+            theta,
+        };
+        let err = gpu_rope::fwd(&ex, &x, &x, &shape).unwrap_err().to_string();
+        assert!(err.contains("rope: bad shape"), "theta {theta}: {err}");
+    }
+}
+
 /// The longest sequence the CLI allows (MAX_SEQ = 65536 positions), on the
 /// 16-byte path (hd 16) and the scalar one (hd 6): angles up to 65535 rad.
 /// The angles must be as exact as the reference's f64 ones to stay within one

@@ -28,12 +28,13 @@ impl RopeShape {
     fn check(&self) -> Result<[i32; 4]> {
         let dims = [self.batch, self.seq, self.heads, self.head_dim];
         let ok = self.head_dim.is_multiple_of(2)
+            && self.theta.is_finite()
             && self.theta > 0.0
             && i32::try_from(self.len()).is_ok();
         match dims.map(|v| i32::try_from(v).ok().filter(|&v| v > 0)) {
             [Some(b), Some(s), Some(h), Some(d)] if ok => Ok([b, s, h, d]),
             _ => Err(GpuError::Invalid(format!(
-                "rope: bad shape {self:?} (head_dim must be even)"
+                "rope: bad shape {self:?} (head_dim must be even, theta finite and positive)"
             ))),
         }
     }
