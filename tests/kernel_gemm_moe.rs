@@ -229,8 +229,16 @@ fn swiglu_epilogue_matches_unfused_product() {
         let mut rng = rng(52);
         let sentinel = bf16::from_f32(-3.0);
         // Grouped: (tokens, plan tile, f, d): odd f and d (scalar, small tile),
-        // aligned (16-byte path, big tile with the 128-row plan tile).
-        for (t, tile, f, d) in [(90, 64, 45, 37), (70, 128, 64, 48)] {
+        // aligned (16-byte path, big tile with the 128-row plan tile); an odd
+        // f (H's rows, and the gate / up halves of the pre-activations, off
+        // 16 bytes) and f = 1 on the 16-byte loads (d % 8 == 0), both tiles.
+        for (t, tile, f, d) in [
+            (90, 64, 45, 37),
+            (70, 128, 64, 48),
+            (40, 128, 45, 64),
+            (40, 64, 45, 64),
+            (40, 64, 1, 16),
+        ] {
             let what = format!("grouped T {t} tile {tile} f {f} d {d}");
             let plan = skewed_plan(ex, t, 4, tile)?;
             let rows = plan.max_rows;
