@@ -196,3 +196,35 @@ fn inference_weights_give_the_training_weights_logits_bit_for_bit() {
         assert_eq!(got, want, "{dev:?} {ffn:?}: logits or routing differ");
     }
 }
+
+/// Parameters in a learning-rate group the optimizer has no multiplier for
+/// are refused on every engine (the GPU engine trained them at 1).
+#[test]
+fn a_missing_lr_group_is_refused_on_every_engine() {
+    let (model, params) = Model::new(common::micro_config(FfnKind::Moe, 3), 5).unwrap();
+    for dev in std::iter::once(Device::Cpu).chain(devices()) {
+        let mut opt = AdamW::new(AdamWConfig::default(), &params);
+        opt.group_lr.truncate(2);
+        let err = Trainer::new(
+            dev,
+            traffic_moe::engine::Precision::F32,
+            params.clone(),
+            opt,
+        )
+        .and_then(|mut tr| {
+            tr.step(
+                &model,
+                &common::micro_batches()[0],
+                Task::Classify,
+                0.02,
+                1e-3,
+                1.0,
+            )
+        })
+        .expect_err("no multiplier for groups 2 and 3");
+        assert!(
+            err.to_string().contains("only 2 multipliers"),
+            "{dev:?}: {err}"
+        );
+    }
+}

@@ -58,6 +58,9 @@ impl Trainer {
                 }
             }
             Some(gpu) => {
+                // The CPU engine's AdamW checks this on every step; the
+                // device's tables would take a missing lr group as 1.
+                opt.check(&params)?;
                 let mut store = GpuParams::upload(gpu.executor(), &params)?;
                 store.upload_state(&opt.m, &opt.v, opt.step)?;
                 let opt = AdamW {
