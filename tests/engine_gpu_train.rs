@@ -197,6 +197,43 @@ fn inference_weights_give_the_training_weights_logits_bit_for_bit() {
     }
 }
 
+/// A step whose gradients are not finite is refused on every engine, and
+/// leaves the weights and the optimizer as they were, as on the CPU engine
+/// (on the GPU engine the weights became NaN and AdamW counted the step).
+#[test]
+fn a_diverged_step_changes_nothing_on_any_engine() {
+    let (model, mut params) = Model::new(common::micro_config(FfnKind::Moe, 3), 5).unwrap();
+    let w1 = params.iter().position(|p| p.name == "head.w1").unwrap();
+    // Logits of ±inf: a NaN loss and NaN gradients.
+    params[w1].value[..2].copy_from_slice(&[1e30, -1e30]);
+    for dev in std::iter::once(Device::Cpu).chain(devices()) {
+        let opt = AdamW::new(AdamWConfig::default(), &params);
+        let mut tr = Trainer::new(
+            dev,
+            traffic_moe::engine::Precision::F32,
+            params.clone(),
+            opt,
+        )
+        .unwrap();
+        let batch = &common::micro_batches()[0];
+        let err = tr
+            .step(&model, batch, Task::Classify, 0.02, 1e-3, 1.0)
+            .expect_err("a NaN gradient norm");
+        assert!(err.to_string().contains("diverged"), "{dev:?}: {err}");
+        common::assert_same_bits(
+            &tr.params().unwrap(),
+            &params,
+            &format!("after a refused step on {dev:?}"),
+        );
+        let o = tr.optimizer().unwrap();
+        assert_eq!(o.step, 0, "{dev:?}: the refused step was counted");
+        assert!(
+            o.m.iter().chain(&o.v).flatten().all(|&x| x == 0.0),
+            "{dev:?}: moments moved"
+        );
+    }
+}
+
 /// Parameters in a learning-rate group the optimizer has no multiplier for
 /// are refused on every engine (the GPU engine trained them at 1).
 #[test]

@@ -466,7 +466,8 @@ impl GpuParams {
     /// One AdamW step over the whole arena: parameter group `g` uses
     /// `lr * group_lr[g]`, matrices decay by `weight_decay`; gradients are
     /// clipped to `max_norm` (global norm, computed on the device). Also
-    /// refreshes the bf16 copy. Returns the norm before clipping (one read).
+    /// refreshes the bf16 copy. Returns the norm before clipping (one read);
+    /// when it is not finite nothing is updated and no step is counted.
     pub fn adamw_step(
         &mut self,
         cfg: &crate::train::optim::AdamWConfig,
@@ -525,7 +526,12 @@ impl GpuParams {
             },
             Some(norm),
         )?;
-        Ok(self.ex.download(norm)?[0])
+        let norm = self.ex.download(norm)?[0];
+        // The kernel updated nothing (see adamw.cu): the step was not taken.
+        if !norm.is_finite() {
+            self.step -= 1;
+        }
+        Ok(norm)
     }
 }
 

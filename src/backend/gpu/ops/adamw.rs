@@ -72,7 +72,8 @@ pub struct AdamwHyper {
     pub eps: f32,
     /// 1-based.
     pub step: u32,
-    /// With `grad_norm` given: gradients are scaled by max_grad_norm / (norm + 1e-6) when the norm is larger (as on the CPU).
+    /// With `grad_norm` given: gradients are scaled by max_grad_norm / (norm + 1e-6) when the norm is larger (as on the CPU);
+    /// a norm that is not finite updates nothing.
     pub max_grad_norm: f32,
 }
 
