@@ -82,6 +82,54 @@ fn chart_draws_refuses_to_overwrite_and_needs_gpu_figures() {
     assert!(format!("{e:#}").contains("no GPU results"), "{e:#}");
 }
 
+/// The numbers in an SVG element's attribute list, by name.
+fn attr(element: &str, name: &str) -> Option<String> {
+    let start = element.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(element[start..].split('"').next()?.to_string())
+}
+
+/// The bars fill the plot from top to bottom: plotters' segmented `0..n`
+/// has n + 1 slots, and the chart left an empty one (with a stray tick)
+/// above the first kernel. The goal line spans the whole plot, so its ends
+/// are the plot's: the gap above the first bar equals the one below the
+/// last.
+#[test]
+fn chart_bars_fill_the_plot_without_an_empty_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    report(&json, true);
+    let svg_path = dir.path().join("bench.svg");
+    chart_to(&json, Some(&svg_path), false).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let elements: Vec<&str> = svg.split('<').collect();
+    let bars: Vec<(f64, f64)> = elements
+        .iter()
+        .filter(|e| e.starts_with("rect") && ["#2E8B57", "#466EB4"].iter().any(|c| e.contains(c)))
+        .map(|e| {
+            let y: f64 = attr(e, "y").unwrap().parse().unwrap();
+            let h: f64 = attr(e, "height").unwrap().parse().unwrap();
+            (y, y + h)
+        })
+        .collect();
+    assert_eq!(bars.len(), 2, "one bar per result");
+    let goal = elements
+        .iter()
+        .find(|e| e.starts_with("polyline") && e.contains("#FF0000"))
+        .expect("the goal line");
+    let ys: Vec<f64> = attr(goal, "points")
+        .unwrap()
+        .split_whitespace()
+        .map(|p| p.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
+    let (top, bottom) = (ys[0].min(ys[1]), ys[0].max(ys[1]));
+    let above = bars.iter().map(|b| b.0).fold(f64::INFINITY, f64::min) - top;
+    let below = bottom - bars.iter().map(|b| b.1).fold(0.0, f64::max);
+    assert!(
+        (above - below).abs() <= 2.0,
+        "{above} px above the first bar, {below} px below the last"
+    );
+}
+
 /// A report of very many results (a damaged or foreign one) is refused,
 /// naming the file: its chart was a bitmap 26 pixels high per bar, and
 /// 100,000 bars overflowed plotters' size arithmetic (a panic), fewer

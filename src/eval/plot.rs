@@ -231,6 +231,26 @@ pub fn save_confusion(
     .with_context(|| format!("writing {}", path.display()))
 }
 
+/// The range whose segments are n bars (study's macro-F1 chart, `bench
+/// chart`): plotters' segmented coordinates make one segment per value of
+/// the range, its end included, so `0..n` drew an empty slot after n bars.
+/// One bar keeps `0..1` and its empty slot (a range of one value has no
+/// width to map).
+pub(crate) fn bar_slots(n: usize) -> std::ops::Range<usize> {
+    if n <= 1 { 0..1 } else { 0..n - 1 }
+}
+
+/// Where bar `i` of `n` ends: the next slot's start, or the axis's end for
+/// the last of several bars (its slot has no value after it).
+pub(crate) fn bar_end(i: usize, n: usize) -> plotters::coord::ranged1d::SegmentValue<usize> {
+    use plotters::coord::ranged1d::SegmentValue;
+    if i + 1 == n && i > 0 {
+        SegmentValue::Last
+    } else {
+        SegmentValue::Exact(i + 1)
+    }
+}
+
 /// One line of a curve plot.
 #[derive(Debug, Clone)]
 pub struct Series {

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
 use crate::baseline::{BaselineOpts, Method};
-use crate::eval::plot::{Panel, Series, save_curves};
+use crate::eval::plot::{Panel, Series, bar_end, bar_slots, save_curves};
 use crate::traffic::dataset::build::load_dataset_info;
 use crate::traffic::tokens::features::View;
 
@@ -541,14 +541,6 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
     Ok((md, serde_json::Value::Object(out)))
 }
 
-/// The x range whose segments are the bars: plotters' segmented coordinates
-/// make one segment per value of the range, its end included, so `0..n`
-/// drew an empty slot after n bars. One bar keeps `0..1` and its empty
-/// slot (a range of one value has no width to map).
-fn bar_slots(n: usize) -> std::ops::Range<usize> {
-    if n <= 1 { 0..1 } else { 0..n - 1 }
-}
-
 /// Macro-F1 per row, mean with a +-1 std whisker.
 fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     crate::eval::plot::register_fonts();
@@ -578,11 +570,7 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
             .x_label_style(("sans-serif", 11))
             .draw()?;
         chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
-            let b = if i + 1 == lines.len() && i > 0 {
-                SegmentValue::Last
-            } else {
-                SegmentValue::Exact(i + 1)
-            };
+            let b = bar_end(i, lines.len());
             let a = SegmentValue::Exact(i);
             let mut bar = Rectangle::new([(a, 0.0), (b, l.f1.0)], BLUE.mix(0.5).filled());
             bar.set_margin(0, 0, 8, 8); // a gap between neighbours

@@ -6,8 +6,9 @@ use std::path::Path;
 
 use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::eval::plot::register_fonts;
+use crate::eval::plot::{bar_end, bar_slots, register_fonts};
 
 /// One bar: kernel name and its percentage of the roof.
 pub struct Bar {
@@ -52,7 +53,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .margin(12)
             .x_label_area_size(40)
             .y_label_area_size(190)
-            .build_cartesian_2d(0.0..x_max, (0..n).into_segmented())
+            .build_cartesian_2d(0.0..x_max, bar_slots(n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<usize>| match v {
             // The mesh also asks for the segment past the last bar.
@@ -83,10 +84,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
                     RGBColor(70, 110, 180)
                 };
                 let mut r = Rectangle::new(
-                    [
-                        (0.0, SegmentValue::Exact(row)),
-                        (b.pct, SegmentValue::Exact(row + 1)),
-                    ],
+                    [(0.0, SegmentValue::Exact(row)), (b.pct, bar_end(row, n))],
                     color.filled(),
                 );
                 r.set_margin(3, 3, 0, 0);
@@ -98,7 +96,10 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
                 Text::new(
                     format!("{:.1}", b.pct),
                     (b.pct + x_max * 0.005, SegmentValue::CenterOf(n - 1 - i)),
-                    ("sans-serif", 12),
+                    // Beside the bar's middle (the default anchor, the
+                    // text's top left, hung it below).
+                    TextStyle::from(("sans-serif", 12).into_font())
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
                 )
             }))
             .map_err(err)?;
