@@ -197,3 +197,72 @@ fn curves_of_values_at_the_ends_of_f64_are_drawn() {
     done.unwrap();
     assert!(std::fs::metadata(&png).unwrap().len() > 0);
 }
+
+/// Width in pixels of `text` in the figures' font (DejaVu Sans).
+fn text_width(text: &str, size: f64, style: plotters::style::FontStyle) -> f64 {
+    use plotters::style::{FontDesc, FontFamily};
+    plot::register_fonts();
+    FontDesc::new(FontFamily::Name("sans-serif"), size, style)
+        .box_size(text)
+        .unwrap()
+        .0 as f64
+}
+
+/// The `<text>` elements of an SVG: (font size in points, content).
+fn svg_texts(svg: &str) -> Vec<(f64, String)> {
+    svg.split("<text ")
+        .skip(1)
+        .map(|t| {
+            let size = t.split("font-size=\"").nth(1).unwrap();
+            let size: f64 = size[..size.find('"').unwrap()].parse().unwrap();
+            let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+            // plotters writes points / 1.24 as the SVG font size.
+            (size * 1.24, body.trim().to_string())
+        })
+        .collect()
+}
+
+/// Every count fits its cell: 24 classes get 30-pixel cells, where a
+/// six-digit count (at 9.6 points) ran into its neighbours.
+#[test]
+fn confusion_counts_fit_their_cells() {
+    use traffic_moe::eval::confusion::ConfusionMatrix;
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("confusion.svg");
+    let n = 24;
+    let mut cm = ConfusionMatrix::new(n);
+    for t in 0..n {
+        cm.counts[t * n + t] = 123_456;
+        cm.counts[t * n + (t + 1) % n] = 45_678;
+    }
+    plot::save_confusion(&svg, &cm, &[], "many flows").unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    // The cells are the grid's squares (the colour bar's steps are 16 wide).
+    let cell: f64 = s
+        .split("<rect ")
+        .filter_map(|r| {
+            let w: f64 = r
+                .split("width=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()?;
+            let h: f64 = r
+                .split("height=\"")
+                .nth(1)?
+                .split('"')
+                .next()?
+                .parse()
+                .ok()?;
+            (w == h && w < 100.0).then_some(w)
+        })
+        .next()
+        .unwrap();
+    let (size, text) = svg_texts(&s)
+        .into_iter()
+        .find(|(_, t)| t == "123456")
+        .unwrap();
+    let w = text_width(&text, size, plotters::style::FontStyle::Normal);
+    assert!(w <= cell - 2.0, "{text} is {w} px wide in a {cell} px cell");
+}

@@ -60,9 +60,10 @@ struct HeatmapLayout {
     width: u32,
     height: u32,
     label_size: f64,
+    count_size: f64,
 }
 
-fn heatmap_layout(labels: &[String]) -> HeatmapLayout {
+fn heatmap_layout(labels: &[String], widest_count: u64) -> HeatmapLayout {
     let n = labels.len().max(1) as i32;
     let cell = (720 / n).clamp(24, 72);
     let label_size = (cell as f64 * 0.45).clamp(11.0, 16.0);
@@ -75,6 +76,14 @@ fn heatmap_layout(labels: &[String]) -> HeatmapLayout {
     let top = 50; // title
     let grid = cell * n;
     let bar = 90; // colour bar and its ticks
+    // The counts fit their cells: six digits in the 30-pixel cells of 24
+    // classes ran into their neighbours.
+    let mut count_size = (cell as f64 * 0.32).clamp(8.0, 16.0);
+    let count_width = text_width(&widest_count.to_string(), count_size) as f64;
+    let room = (cell - 4) as f64;
+    if count_width > room {
+        count_size *= room / count_width;
+    }
     HeatmapLayout {
         cell,
         left,
@@ -82,6 +91,7 @@ fn heatmap_layout(labels: &[String]) -> HeatmapLayout {
         width: (left + grid + bar + 20) as u32,
         height: (top + grid + widest + 50) as u32,
         label_size,
+        count_size,
     }
 }
 
@@ -97,7 +107,7 @@ where
     DB::ErrorType: 'static,
 {
     let labels = names(classes, cm.n_classes);
-    let l = heatmap_layout(&labels);
+    let l = heatmap_layout(&labels, cm.counts.iter().copied().max().unwrap_or(0));
     let n = cm.n_classes as i32;
     let share = cm.row_normalised();
     root.fill(&WHITE).map_err(draw_err)?;
@@ -106,7 +116,6 @@ where
     root.draw_text(title, &title_style, (l.width as i32 / 2, l.top / 2))
         .map_err(draw_err)?;
 
-    let count_size = (l.cell as f64 * 0.32).clamp(8.0, 16.0);
     for t in 0..n {
         for p in 0..n {
             let v = share[(t * n + p) as usize];
@@ -119,7 +128,7 @@ where
             .map_err(draw_err)?;
             let count = cm.get(t as usize, p as usize);
             let ink = if v > 0.5 { WHITE } else { BLACK };
-            let style = TextStyle::from((FONT, count_size).into_font())
+            let style = TextStyle::from((FONT, l.count_size).into_font())
                 .color(&ink)
                 .pos(Pos::new(HPos::Center, VPos::Center));
             root.draw_text(
@@ -217,7 +226,7 @@ pub fn save_confusion(
 ) -> Result<()> {
     register_fonts();
     let labels = names(classes, cm.n_classes);
-    let l = heatmap_layout(&labels);
+    let l = heatmap_layout(&labels, cm.counts.iter().copied().max().unwrap_or(0));
     let size = (l.width, l.height);
     if is_svg(path) {
         let root = SVGBackend::new(path, size).into_drawing_area();
