@@ -222,6 +222,32 @@ fn svg_texts(svg: &str) -> Vec<(f64, String)> {
         .collect()
 }
 
+/// eval's title fits the confusion figure however few the classes: over
+/// two, the grid made the image narrower than the title, cut at both ends.
+#[test]
+fn confusion_title_fits_the_image() {
+    use traffic_moe::eval::confusion::ConfusionMatrix;
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("confusion.svg");
+    let mut cm = ConfusionMatrix::new(2);
+    cm.counts = vec![1234, 5, 17, 988];
+    let title = "test split: accuracy 0.990, macro-F1 0.990";
+    plot::save_confusion(&svg, &cm, &["a".into(), "b".into()], title).unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    let width: f64 = s
+        .split("width=\"")
+        .nth(1)
+        .unwrap()
+        .split('"')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (size, _) = svg_texts(&s).into_iter().find(|(_, t)| t == title).unwrap();
+    let needed = text_width(title, size, plotters::style::FontStyle::Bold);
+    assert!(width >= needed, "image {width} px wide, title {needed} px");
+}
+
 /// Every count fits its cell: 24 classes get 30-pixel cells, where a
 /// six-digit count (at 9.6 points) ran into its neighbours.
 #[test]

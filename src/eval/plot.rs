@@ -53,9 +53,13 @@ fn blues(v: f64) -> RGBColor {
     RGBColor(mix(lo.0, hi.0), mix(lo.1, hi.1), mix(lo.2, hi.2))
 }
 
+const TITLE_SIZE: f64 = 20.0;
+
 struct HeatmapLayout {
     cell: i32,
     left: i32,
+    /// Where the rotated "true class" is centred.
+    axis_x: i32,
     top: i32,
     width: u32,
     height: u32,
@@ -63,7 +67,7 @@ struct HeatmapLayout {
     count_size: f64,
 }
 
-fn heatmap_layout(labels: &[String], widest_count: u64) -> HeatmapLayout {
+fn heatmap_layout(labels: &[String], title: &str, widest_count: u64) -> HeatmapLayout {
     let n = labels.len().max(1) as i32;
     let cell = (720 / n).clamp(24, 72);
     let label_size = (cell as f64 * 0.45).clamp(11.0, 16.0);
@@ -84,11 +88,20 @@ fn heatmap_layout(labels: &[String], widest_count: u64) -> HeatmapLayout {
     if count_width > room {
         count_size *= room / count_width;
     }
+    // The title fits the image: over two or three classes the grid is
+    // narrower than eval's title, which was cut off at both ends.
+    let title_width = FontDesc::new(FontFamily::Name(FONT), TITLE_SIZE, FontStyle::Bold)
+        .box_size(title)
+        .map_or(0, |(w, _)| w as i32);
+    let content = left + grid + bar + 20;
+    let width = content.max(title_width + 40);
     HeatmapLayout {
         cell,
-        left,
+        // The grid centred under a wider title.
+        left: left + (width - content) / 2,
+        axis_x: 16 + (width - content) / 2,
         top,
-        width: (left + grid + bar + 20) as u32,
+        width: width as u32,
         height: (top + grid + widest + 50) as u32,
         label_size,
         count_size,
@@ -107,11 +120,11 @@ where
     DB::ErrorType: 'static,
 {
     let labels = names(classes, cm.n_classes);
-    let l = heatmap_layout(&labels, cm.counts.iter().copied().max().unwrap_or(0));
+    let l = heatmap_layout(&labels, title, cm.counts.iter().copied().max().unwrap_or(0));
     let n = cm.n_classes as i32;
     let share = cm.row_normalised();
     root.fill(&WHITE).map_err(draw_err)?;
-    let title_style = TextStyle::from((FONT, 20).into_font().style(FontStyle::Bold))
+    let title_style = TextStyle::from((FONT, TITLE_SIZE).into_font().style(FontStyle::Bold))
         .pos(Pos::new(HPos::Center, VPos::Center));
     root.draw_text(title, &title_style, (l.width as i32 / 2, l.top / 2))
         .map_err(draw_err)?;
@@ -178,7 +191,7 @@ where
     root.draw_text(
         "true class",
         &axis.transform(FontTransform::Rotate270),
-        (16, l.top + grid / 2),
+        (l.axis_x, l.top + grid / 2),
     )
     .map_err(draw_err)?;
 
@@ -226,7 +239,7 @@ pub fn save_confusion(
 ) -> Result<()> {
     register_fonts();
     let labels = names(classes, cm.n_classes);
-    let l = heatmap_layout(&labels, cm.counts.iter().copied().max().unwrap_or(0));
+    let l = heatmap_layout(&labels, title, cm.counts.iter().copied().max().unwrap_or(0));
     let size = (l.width, l.height);
     if is_svg(path) {
         let root = SVGBackend::new(path, size).into_drawing_area();
