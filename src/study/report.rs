@@ -275,6 +275,7 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
             x_label: "% of training flows".into(),
             y_label: "macro-F1".into(),
             series,
+            y_from_zero: false,
         }],
     )?;
     Ok(md)
@@ -440,6 +441,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
                 title: "held-out next-token loss".into(),
                 x_label: "pretraining steps".into(),
                 y_label: "nats".into(),
+                y_from_zero: false,
                 series: vec![
                     Series {
                         label: "Traffic-MoE".into(),
@@ -458,6 +460,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
                 x_label: "pretraining steps".into(),
                 y_label: "macro-F1".into(),
                 series: f1_series,
+                y_from_zero: false,
             },
         ],
     )?;

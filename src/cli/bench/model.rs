@@ -496,12 +496,14 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             x_label: "batch".into(),
             y_label: "flows/s".into(),
             series: series(&|x| Some(x.flows_per_s)),
+            y_from_zero: true,
         },
         Panel {
             title: "Mean latency per batch".into(),
             x_label: "batch".into(),
             y_label: "ms".into(),
             series: series(&|x| Some(x.mean_latency_ms)),
+            y_from_zero: true,
         },
     ];
     if r.rows.iter().any(|x| x.peak_bytes.is_some()) {
@@ -515,6 +517,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             x_label: "batch".into(),
             y_label: "MiB".into(),
             series: series(&|x| x.peak_bytes.map(|p| p as f64 / (1 << 20) as f64)),
+            y_from_zero: true,
         });
     }
     save_curves(path, &panels)
