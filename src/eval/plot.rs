@@ -351,19 +351,62 @@ fn trim_number(x: f64) -> String {
     }
 }
 
-/// Upper right unless the curves end in the upper half (rising scores): then lower right.
+/// The corner of the plot whose legend box covers the fewest points of the
+/// curves (each line sampled along its segments): upper right, then lower
+/// right, upper left, lower left on a tie. Looking only at where the curves
+/// end put the legend over one that ended low beside one that ended high.
 fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
-    let ends: Vec<f64> = panel
+    let (x0, x1) = range_of(
+        panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0)),
+    );
+    // The box's share of a 520 x 400 panel's plot (about 436 x 300 pixels):
+    // a row of 13-point text per series, the key and padding beside it.
+    let widest = panel
         .series
         .iter()
-        .filter_map(|s| s.points.iter().rev().find(|p| p.1.is_finite()).map(|p| p.1))
-        .collect();
-    let upper = ends.iter().any(|y| (y - y0) / (y1 - y0) > 0.55);
-    if upper {
-        SeriesLabelPosition::LowerRight
-    } else {
-        SeriesLabelPosition::UpperRight
+        .map(|s| text_width(&s.label, 13.0))
+        .max()
+        .unwrap_or(0);
+    let w = (f64::from(widest) + 50.0) / 436.0;
+    let h = (panel.series.len() as f64 * 19.0 + 14.0) / 300.0;
+    let mut samples = Vec::new();
+    for s in &panel.series {
+        let pts: Vec<(f64, f64)> = s
+            .points
+            .iter()
+            .filter(|p| p.0.is_finite() && p.1.is_finite())
+            .map(|&(x, y)| ((x - x0) / (x1 - x0), (y - y0) / (y1 - y0)))
+            .collect();
+        samples.extend(pts.first().copied());
+        for pair in pts.windows(2) {
+            let ((ax, ay), (bx, by)) = (pair[0], pair[1]);
+            samples.extend((1..=32).map(|i| {
+                let t = f64::from(i) / 32.0;
+                (ax + (bx - ax) * t, ay + (by - ay) * t)
+            }));
+        }
     }
+    let covered = |right: bool, upper: bool| {
+        samples
+            .iter()
+            .filter(|&&(u, v)| {
+                (if right { u >= 1.0 - w } else { u <= w })
+                    && (if upper { v >= 1.0 - h } else { v <= h })
+            })
+            .count()
+    };
+    [
+        (SeriesLabelPosition::UpperRight, true, true),
+        (SeriesLabelPosition::LowerRight, true, false),
+        (SeriesLabelPosition::UpperLeft, false, true),
+        (SeriesLabelPosition::LowerLeft, false, false),
+    ]
+    .into_iter()
+    .min_by_key(|(_, right, upper)| covered(*right, *upper))
+    .map_or(SeriesLabelPosition::UpperRight, |c| c.0)
 }
 
 /// Tableau 10: distinct colours for up to ten series (the budget chart has
@@ -545,7 +588,8 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use super::{Panel, Series, x_tick};
+    use super::{Panel, Series, legend_corner, x_tick};
+    use plotters::prelude::SeriesLabelPosition;
 
     /// bench model's panels start at zero: MoE at 1,010 flows/s and dense at
     /// 1,000 filled the panel's height as if one were twice the other.
@@ -565,6 +609,29 @@ mod tests {
         assert_eq!(y0, 0.0);
         assert!(y1 > 1010.0 && y1 < 1100.0, "{y1}");
         assert!(panel(false).y_range().0 > 900.0);
+    }
+
+    /// One curve ends high and one low: the legend goes where no curve is
+    /// (upper left here), not over the low one's end (lower right, where
+    /// only the curves' ends were looked at).
+    #[test]
+    fn the_legend_goes_to_a_corner_no_curve_crosses() {
+        let series = |label: &str, end: f64| Series {
+            label: label.into(),
+            points: vec![(0.0, 0.5), (5.0, 0.5), (10.0, end)],
+        };
+        let panel = Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![series("rising", 1.0), series("falling", 0.0)],
+            y_from_zero: false,
+        };
+        let (y0, y1) = panel.y_range();
+        assert_eq!(
+            legend_corner(&panel, y0, y1),
+            SeriesLabelPosition::UpperLeft
+        );
     }
 
     #[test]
