@@ -351,27 +351,38 @@ fn trim_number(x: f64) -> String {
     }
 }
 
-/// The corner of the plot whose legend box covers the fewest points of the
-/// curves (each line sampled along its segments): upper right, then lower
-/// right, upper left, lower left on a tie. Looking only at where the curves
-/// end put the legend over one that ended low beside one that ended high.
-fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
-    let (x0, x1) = range_of(
-        panel
-            .series
-            .iter()
-            .flat_map(|s| s.points.iter().map(|p| p.0)),
-    );
-    // The box's share of a 520 x 400 panel's plot (about 436 x 300 pixels):
-    // a row of 13-point text per series, the key and padding beside it.
+/// The legend box in pixels: a row of 13-point text per series, the key
+/// and padding beside it.
+fn legend_size(panel: &Panel) -> (f64, f64) {
     let widest = panel
         .series
         .iter()
         .map(|s| text_width(&s.label, 13.0))
         .max()
         .unwrap_or(0);
-    let w = (f64::from(widest) + 50.0) / 436.0;
-    let h = (panel.series.len() as f64 * 19.0 + 14.0) / 300.0;
+    (
+        f64::from(widest) + 50.0,
+        panel.series.len() as f64 * 19.0 + 14.0,
+    )
+}
+
+/// The corner of the plot whose legend box covers no point of the curves
+/// (each line sampled along its segments): upper right, then lower right,
+/// upper left, lower left. None where every corner covers one: the legend
+/// then goes beside the plot ([`legend_beside`]). Looking only at where the
+/// curves end put the legend over one that ended low beside one that ended
+/// high, and a flat line along the top and another along the bottom (the
+/// budget chart's unigram and Traffic-MoE) left no corner free at all.
+fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> Option<SeriesLabelPosition> {
+    let (x0, x1) = range_of(
+        panel
+            .series
+            .iter()
+            .flat_map(|s| s.points.iter().map(|p| p.0)),
+    );
+    // The box's share of a 520 x 400 panel's plot (about 436 x 300 pixels).
+    let (w, h) = legend_size(panel);
+    let (w, h) = (w / 436.0, h / 300.0);
     let mut samples = Vec::new();
     for s in &panel.series {
         let pts: Vec<(f64, f64)> = s
@@ -389,14 +400,11 @@ fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
             }));
         }
     }
-    let covered = |right: bool, upper: bool| {
-        samples
-            .iter()
-            .filter(|&&(u, v)| {
-                (if right { u >= 1.0 - w } else { u <= w })
-                    && (if upper { v >= 1.0 - h } else { v <= h })
-            })
-            .count()
+    let free = |right: bool, upper: bool| {
+        !samples.iter().any(|&(u, v)| {
+            (if right { u >= 1.0 - w } else { u <= w })
+                && (if upper { v >= 1.0 - h } else { v <= h })
+        })
     };
     [
         (SeriesLabelPosition::UpperRight, true, true),
@@ -405,8 +413,18 @@ fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> SeriesLabelPosition {
         (SeriesLabelPosition::LowerLeft, false, false),
     ]
     .into_iter()
-    .min_by_key(|(_, right, upper)| covered(*right, *upper))
-    .map_or(SeriesLabelPosition::UpperRight, |c| c.0)
+    .find(|(_, right, upper)| free(*right, *upper))
+    .map(|c| c.0)
+}
+
+/// The pixels a panel is widened by to hold its legend beside the plot
+/// (none where a corner of the plot is free for it).
+fn legend_beside(panel: &Panel) -> u32 {
+    let (y0, y1) = panel.y_range();
+    match legend_corner(panel, y0, y1) {
+        Some(_) => 0,
+        None => legend_size(panel).0 as u32 + 16,
+    }
 }
 
 /// Tableau 10: distinct colours for up to ten series (the budget chart has
@@ -432,9 +450,11 @@ where
     let (x0, x1) = range_of(points().map(|p| p.0));
     let (y0, y1) = panel.y_range();
     let whole_x = points().all(|p| !p.0.is_finite() || p.0.fract() == 0.0);
+    let corner = legend_corner(panel, y0, y1);
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 18).into_font().style(FontStyle::Bold))
         .margin(12)
+        .margin_right(12 + legend_beside(panel))
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1)
@@ -482,36 +502,84 @@ where
                 .map_err(draw_err)?;
         }
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 13))
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .position(legend_corner(panel, y0, y1))
-        .draw()
+    if let Some(corner) = corner {
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 13))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.4))
+            .position(corner)
+            .draw()
+            .map_err(draw_err)?;
+        return Ok(());
+    }
+    // Beside the plot, at its top: drawn on the panel, since plotters
+    // clips a legend placed outside the plotting area.
+    let (xs, ys) = chart.plotting_area().get_pixel_range();
+    let base = area.get_base_pixel();
+    let (x, y) = (xs.end - base.0 + 12, ys.start - base.1);
+    let (w, h) = legend_size(panel);
+    area.draw(&Rectangle::new(
+        [(x, y), (x + w as i32, y + h as i32)],
+        BLACK.mix(0.4).stroke_width(1),
+    ))
+    .map_err(draw_err)?;
+    let label = TextStyle::from((FONT, 13).into_font()).pos(Pos::new(HPos::Left, VPos::Center));
+    for (i, s) in panel.series.iter().enumerate() {
+        let color = PALETTE[i % PALETTE.len()];
+        let row = y + 16 + i as i32 * 19;
+        area.draw(&PathElement::new(
+            vec![(x + 8, row), (x + 26, row)],
+            color.stroke_width(2),
+        ))
         .map_err(draw_err)?;
+        area.draw_text(&s.label, &label, (x + 34, row))
+            .map_err(draw_err)?;
+    }
     Ok(())
 }
 
 /// Writes panels side by side to `path` (`.svg` -> SVG, otherwise PNG).
 pub fn save_curves(path: &Path, panels: &[Panel]) -> Result<()> {
     register_fonts();
-    let size = (520 * panels.len().max(1) as u32, 400);
-    fn draw_all<DB: DrawingBackend>(root: DrawingArea<DB, Shift>, panels: &[Panel]) -> Result<()>
+    // 520 pixels a panel, and room beside the plot for a legend that no
+    // corner of it has.
+    let widths: Vec<u32> = panels.iter().map(|p| 520 + legend_beside(p)).collect();
+    let size = (widths.iter().sum::<u32>().max(520), 400);
+    fn draw_all<DB: DrawingBackend>(
+        root: DrawingArea<DB, Shift>,
+        panels: &[Panel],
+        widths: &[u32],
+    ) -> Result<()>
     where
         DB::ErrorType: 'static,
     {
         root.fill(&WHITE).map_err(draw_err)?;
-        let areas = root.split_evenly((1, panels.len().max(1)));
+        let breaks: Vec<i32> = widths
+            .iter()
+            .scan(0, |x, &w| {
+                *x += w as i32;
+                Some(*x)
+            })
+            .collect();
+        let areas = root.split_by_breakpoints(&breaks, [] as [i32; 0]);
         for (area, panel) in areas.iter().zip(panels) {
             draw_panel(area, panel)?;
         }
         root.present().map_err(draw_err)
     }
     if is_svg(path) {
-        draw_all(SVGBackend::new(path, size).into_drawing_area(), panels)
+        draw_all(
+            SVGBackend::new(path, size).into_drawing_area(),
+            panels,
+            &widths,
+        )
     } else {
-        draw_all(BitMapBackend::new(path, size).into_drawing_area(), panels)
+        draw_all(
+            BitMapBackend::new(path, size).into_drawing_area(),
+            panels,
+            &widths,
+        )
     }
     .with_context(|| format!("writing {}", path.display()))
 }
@@ -588,7 +656,7 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use super::{Panel, Series, legend_corner, x_tick};
+    use super::{Panel, Series, legend_beside, legend_corner, x_tick};
     use plotters::prelude::SeriesLabelPosition;
 
     /// bench model's panels start at zero: MoE at 1,010 flows/s and dense at
@@ -630,8 +698,33 @@ mod tests {
         let (y0, y1) = panel.y_range();
         assert_eq!(
             legend_corner(&panel, y0, y1),
-            SeriesLabelPosition::UpperLeft
+            Some(SeriesLabelPosition::UpperLeft)
         );
+    }
+
+    /// A flat line along the top and one along the bottom (the budget
+    /// chart's unigram and Traffic-MoE loss) leave no corner free: the
+    /// legend goes beside the plot, which is widened for it.
+    #[test]
+    fn a_legend_no_corner_has_room_for_goes_beside_the_plot() {
+        let flat = |label: &str, y: f64| Series {
+            label: label.into(),
+            points: vec![(1000.0, y), (3000.0, y)],
+        };
+        let panel = Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![
+                flat("model", 0.6),
+                flat("bigram", 1.4),
+                flat("unigram", 5.5),
+            ],
+            y_from_zero: false,
+        };
+        let (y0, y1) = panel.y_range();
+        assert_eq!(legend_corner(&panel, y0, y1), None);
+        assert!(legend_beside(&panel) > 50);
     }
 
     #[test]
