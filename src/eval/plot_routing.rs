@@ -5,12 +5,16 @@ use std::path::Path;
 
 use anyhow::{Context, Result};
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::plot::register_fonts;
 
 const CELL: i32 = 26;
 const PANEL_GAP: i32 = 24;
 const COLUMNS: usize = 4;
+/// The colour key under the panels.
+const KEY_WIDTH: i32 = 420;
+const KEY_HEIGHT: i32 = 56;
 
 /// White -> dark orange, `v` in [0, 1].
 fn oranges(v: f64) -> RGBColor {
@@ -33,10 +37,11 @@ pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Resu
         .max(1) as i32;
     let cols = panels.len().clamp(1, COLUMNS) as i32;
     let rows = panels.len().div_ceil(COLUMNS).max(1) as i32;
-    let (pw, ph) = (60 + experts * CELL, 40 + layers * CELL + 20);
+    // Title, expert numbers, the grid, its caption.
+    let (pw, ph) = (60 + experts * CELL, 54 + layers * CELL + 20);
     let size = (
-        (cols * (pw + PANEL_GAP) + PANEL_GAP) as u32,
-        (rows * (ph + PANEL_GAP) + PANEL_GAP) as u32,
+        ((cols * (pw + PANEL_GAP) + PANEL_GAP).max(KEY_WIDTH + 2 * PANEL_GAP)) as u32,
+        (rows * (ph + PANEL_GAP) + PANEL_GAP + KEY_HEIGHT) as u32,
     );
     let root = BitMapBackend::new(path, size).into_drawing_area();
     let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
@@ -50,8 +55,15 @@ pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Resu
                 &("sans-serif", 14).into_font().color(&BLACK),
                 (x0, y0),
             )?;
+            for e in 0..experts {
+                root.draw_text(
+                    &e.to_string(),
+                    &("sans-serif", 10).into_font().color(&BLACK),
+                    (x0 + 36 + e * CELL + 9, y0 + 24),
+                )?;
+            }
             for (l, row) in shares.iter().enumerate() {
-                let y = y0 + 24 + l as i32 * CELL;
+                let y = y0 + 38 + l as i32 * CELL;
                 root.draw_text(
                     &format!("L{l}"),
                     &("sans-serif", 11).into_font().color(&BLACK),
@@ -76,12 +88,56 @@ pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Resu
                     )?;
                 }
             }
-            let y = y0 + 24 + layers * CELL + 4;
+            let y = y0 + 38 + layers * CELL + 4;
             root.draw_text(
                 "expert ->   % of the layer's routed tokens",
                 &("sans-serif", 10).into_font().color(&BLACK),
                 (x0 + 36, y),
             )?;
+        }
+        // The colour key: white at 0 %, darkest at twice the uniform
+        // share and above (25 % of 8 experts: 25 % and 47 % look alike).
+        let (kx, ky) = (PANEL_GAP, rows * (ph + PANEL_GAP) + PANEL_GAP);
+        let (kw, steps) = (240, 48);
+        for i in 0..steps {
+            let v = i as f64 / steps as f64;
+            root.draw(&Rectangle::new(
+                [
+                    (kx + kw * i / steps, ky + 18),
+                    (kx + kw * (i + 1) / steps, ky + 32),
+                ],
+                oranges(v).filled(),
+            ))?;
+        }
+        root.draw(&Rectangle::new(
+            [(kx, ky + 18), (kx + kw, ky + 32)],
+            BLACK.stroke_width(1),
+        ))?;
+        let small = ("sans-serif", 10).into_font().color(&BLACK);
+        root.draw_text(
+            "colour: % of the layer's routed tokens",
+            &small,
+            (kx, ky + 4),
+        )?;
+        let pct = |v: f64| {
+            let p = v * 100.0 / experts as f64;
+            if (p - p.round()).abs() < 1e-9 {
+                format!("{p:.0} %")
+            } else {
+                format!("{p:.1} %")
+            }
+        };
+        for (at, label, h) in [
+            (0, "0 %".to_string(), HPos::Left),
+            (kw / 2, format!("{} (uniform)", pct(1.0)), HPos::Center),
+            (kw, format!("{} and above", pct(2.0)), HPos::Center),
+        ] {
+            root.draw(&PathElement::new(
+                vec![(kx + at, ky + 32), (kx + at, ky + 36)],
+                BLACK.stroke_width(1),
+            ))?;
+            let style = small.clone().pos(Pos::new(h, VPos::Top));
+            root.draw_text(&label, &style, (kx + at, ky + 38))?;
         }
         root.present()?;
         Ok(())
