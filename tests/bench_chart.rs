@@ -213,3 +213,19 @@ fn bench_kernels_filter_takes_a_name_from_the_table() {
     let e = filtered("moe_route").unwrap_err();
     assert!(format!("{e:#}").contains("router"), "{e:#}");
 }
+
+/// An image that cannot be written is an error naming it in the system's
+/// words, not plotters' nested debug text
+/// (`BackendError(DrawingError(ImageError(IoError(Os { .. }))))`).
+#[test]
+fn an_image_that_cannot_be_written_is_a_plain_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    report(&json, true);
+    let out = dir.path().join("missing").join("bench.png");
+    let e = format!("{:#}", chart_to(&json, Some(&out), false).unwrap_err());
+    assert!(
+        e.contains("missing/bench.png: No such file or directory") && !e.contains("Error("),
+        "{e}"
+    );
+}

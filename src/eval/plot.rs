@@ -38,6 +38,34 @@ fn draw_err<E: std::error::Error + Send + Sync + 'static>(
     anyhow!("drawing failed: {e}")
 }
 
+/// An image file being written: created (or emptied) before anything is
+/// drawn, so that a path that cannot be written is an error in the system's
+/// words ("writing F: No such file or directory (os error 2)") where
+/// plotters' said "drawing failed: ... ImageError(IoError(Os { code: 2,
+/// kind: NotFound, ... }))" once the figure was drawn; removed when dropped
+/// before [`ImageFile::keep`], as a failed run leaves no output it started.
+pub(crate) struct ImageFile<'a>(Option<&'a Path>);
+
+impl<'a> ImageFile<'a> {
+    pub(crate) fn create(path: &'a Path) -> Result<Self> {
+        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
+        Ok(ImageFile(Some(path)))
+    }
+
+    /// The image is complete: the file stays.
+    pub(crate) fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for ImageFile<'_> {
+    fn drop(&mut self) {
+        if let Some(path) = self.0 {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
 /// Image format chosen by the file extension.
 fn is_svg(path: &Path) -> bool {
     path.extension()
@@ -237,6 +265,7 @@ pub fn save_confusion(
     classes: &[String],
     title: &str,
 ) -> Result<()> {
+    let file = ImageFile::create(path)?;
     register_fonts();
     let labels = names(classes, cm.n_classes);
     let l = heatmap_layout(&labels, title, cm.counts.iter().copied().max().unwrap_or(0));
@@ -251,6 +280,7 @@ pub fn save_confusion(
         root.present().map_err(draw_err)
     }
     .with_context(|| format!("writing {}", path.display()))
+    .map(|()| file.keep())
 }
 
 /// The range whose segments are n bars (study's macro-F1 chart, `bench
@@ -541,6 +571,7 @@ where
 
 /// Writes panels side by side to `path` (`.svg` -> SVG, otherwise PNG).
 pub fn save_curves(path: &Path, panels: &[Panel]) -> Result<()> {
+    let file = ImageFile::create(path)?;
     register_fonts();
     // 520 pixels a panel, and room beside the plot for a legend that no
     // corner of it has.
@@ -582,6 +613,7 @@ pub fn save_curves(path: &Path, panels: &[Panel]) -> Result<()> {
         )
     }
     .with_context(|| format!("writing {}", path.display()))
+    .map(|()| file.keep())
 }
 
 /// Per-epoch training history: what `finetune` records and `save_curves` draws.

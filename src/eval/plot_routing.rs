@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::plot::register_fonts;
+use super::plot::{ImageFile, register_fonts};
 
 const CELL: i32 = 26;
 const PANEL_GAP: i32 = 24;
@@ -27,6 +27,7 @@ fn oranges(v: f64) -> RGBColor {
 /// `panels`: (title, `shares[layer][expert]`). Colour: the share relative to
 /// twice the uniform share (saturated above), the percentage in each cell.
 pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Result<()> {
+    let file = ImageFile::create(path)?;
     register_fonts();
     let layers = panels.iter().map(|p| p.1.len()).max().unwrap_or(1).max(1) as i32;
     let experts = panels
@@ -145,4 +146,5 @@ pub fn save_share_grids(path: &Path, panels: &[(String, Vec<Vec<f64>>)]) -> Resu
     draw()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("writing {}", path.display()))
+        .map(|()| file.keep())
 }

@@ -546,6 +546,7 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
 
 /// Macro-F1 per row, mean with a +-1 std whisker.
 fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
+    let file = crate::eval::plot::ImageFile::create(path)?;
     crate::eval::plot::register_fonts();
     let root =
         // Wide enough for the caption, whatever the number of bars.
@@ -590,6 +591,7 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     draw()
         .map_err(|e| anyhow::anyhow!("{e}"))
         .with_context(|| format!("writing {}", path.display()))
+        .map(|()| file.keep())
 }
 
 #[cfg(test)]

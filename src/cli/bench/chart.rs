@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::eval::plot::{bar_end, bar_slots, register_fonts};
+use crate::eval::plot::{ImageFile, bar_end, bar_slots, register_fonts};
 
 /// One bar: kernel name and its percentage of the roof.
 pub struct Bar {
@@ -32,6 +32,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
         "{} results with GPU figures: a chart draws at most {MAX_BARS} (one bar each)",
         bars.len()
     );
+    let file = ImageFile::create(path)?;
     register_fonts();
     let size = (900, 120 + 26 * bars.len() as u32);
     let x_max = bars.iter().map(|b| b.pct).fold(100.0f64, f64::max) * 1.05;
@@ -142,4 +143,5 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
         )
     }
     .with_context(|| format!("writing {}", path.display()))
+    .map(|()| file.keep())
 }
