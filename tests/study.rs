@@ -305,6 +305,31 @@ fn a_call_that_made_nothing_binds_no_settings() {
     assert!(err.contains("lr: 0.002 then, 0.001 now"), "{err}");
 }
 
+/// A folder that is not a study's holding a file of the report's names (a
+/// figure of the user's called macro-f1.png) is refused, and the file kept:
+/// the study replaced it with its chart. A study folder's own report is
+/// replaced at the next call as before.
+#[test]
+fn a_report_file_in_a_folder_that_is_not_a_study_s_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 6);
+    let out = dir.path().join("mine");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::write(out.join("macro-f1.png"), b"mine").unwrap();
+    let opts = study_opts(&caps, out.clone());
+    let err = format!("{:#}", run(&opts).unwrap_err());
+    assert!(
+        err.contains("not a study folder") && err.contains("macro-f1.png"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(out.join("macro-f1.png")).unwrap(), b"mine");
+    std::fs::remove_file(out.join("macro-f1.png")).unwrap();
+    run(&opts).unwrap();
+    let r = run(&opts).unwrap_or_else(|e| panic!("the study folder's own report: {e:#}"));
+    assert_eq!((r.ran, r.skipped), (0, 1));
+}
+
 /// Captures of one class give nothing to compare: refused, naming the class;
 /// and the one-class dataset is not kept, so that the same call, once the
 /// other classes' captures are there, builds it anew (it was reused, and

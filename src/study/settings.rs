@@ -102,9 +102,41 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write(&path, &now),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            refuse_others_report_files(&o.out)?;
+            write(&path, &now)
+        }
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
+}
+
+/// The files a study writes at the top of its folder, replaced at every
+/// call.
+const REPORT_FILES: [&str; 5] = [
+    "report.md",
+    "report.json",
+    "macro-f1.png",
+    "few-shot.png",
+    "budget.png",
+];
+
+/// A folder that is not a study's (no `study.json`) holding a file of a
+/// study report's names is refused, naming them: the study replaced them
+/// (a `macro-f1.png` of the user's, say) when it wrote its report.
+fn refuse_others_report_files(out: &Path) -> Result<()> {
+    let held: Vec<&str> = REPORT_FILES
+        .iter()
+        .copied()
+        .filter(|f| out.join(f).exists())
+        .collect();
+    anyhow::ensure!(
+        held.is_empty(),
+        "{} is not a study folder (no study.json) but holds {}, which a study's report \
+         would replace; choose another --out",
+        out.display(),
+        held.join(", ")
+    );
+    Ok(())
 }
 
 /// At most 200 characters of a shown setting (a list of thousands of
