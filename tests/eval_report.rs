@@ -292,3 +292,47 @@ fn confusion_counts_fit_their_cells() {
     let w = text_width(&text, size, plotters::style::FontStyle::Normal);
     assert!(w <= cell - 2.0, "{text} is {w} px wide in a {cell} px cell");
 }
+
+/// A class without test samples has no row share: its cells are not
+/// coloured as a share of 0 (the white of a class whose samples all went to
+/// other columns), and the key says what their colour means.
+#[test]
+fn confusion_rows_without_samples_are_not_drawn_as_a_zero_share() {
+    use traffic_moe::eval::confusion::ConfusionMatrix;
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("confusion.svg");
+    let mut cm = ConfusionMatrix::new(3);
+    cm.counts = vec![5, 0, 0, 0, 0, 0, 0, 2, 3];
+    let classes = ["a".to_string(), "empty".to_string(), "c".to_string()];
+    plot::save_confusion(&svg, &cm, &classes, "t").unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    let fills: Vec<String> = s
+        .split("<rect ")
+        .filter(|r| {
+            let w = r.split("width=\"").nth(1).and_then(|v| v.split('"').next());
+            let h = r
+                .split("height=\"")
+                .nth(1)
+                .and_then(|v| v.split('"').next());
+            w == h && w.is_some_and(|w| w.parse::<f64>().is_ok_and(|w| w > 20.0 && w < 100.0))
+        })
+        .map(|r| {
+            r.split("fill=\"")
+                .nth(1)
+                .unwrap()
+                .split('"')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(fills.len(), 9, "{fills:?}");
+    let zero_share = &fills[1]; // row a, column empty: 0 of 5
+    for f in &fills[3..6] {
+        assert_ne!(
+            f, zero_share,
+            "the empty row is drawn as a 0 share: {fills:?}"
+        );
+    }
+    assert!(s.contains("no samples"));
+}

@@ -83,6 +83,10 @@ fn blues(v: f64) -> RGBColor {
 
 const TITLE_SIZE: f64 = 20.0;
 
+/// The cells of a class without test samples: grey, not the colour of a 0
+/// share (white, as if every sample had gone to other classes' columns).
+const NO_SAMPLES: RGBColor = RGBColor(210, 210, 210);
+
 struct HeatmapLayout {
     cell: i32,
     left: i32,
@@ -162,9 +166,15 @@ where
             let v = share[(t * n + p) as usize];
             let x0 = l.left + p * l.cell;
             let y0 = l.top + t * l.cell;
+            // A class without test samples has no share to colour by.
+            let fill = if cm.row_sum(t as usize) == 0 {
+                NO_SAMPLES
+            } else {
+                blues(v)
+            };
             root.draw(&Rectangle::new(
                 [(x0, y0), (x0 + l.cell, y0 + l.cell)],
-                blues(v).filled(),
+                fill.filled(),
             ))
             .map_err(draw_err)?;
             let count = cm.get(t as usize, p as usize);
@@ -255,6 +265,20 @@ where
         (bx + 62, l.top + grid / 2),
     )
     .map_err(draw_err)?;
+    if (0..cm.n_classes).any(|t| cm.row_sum(t) == 0) {
+        let y = l.top + grid + 10;
+        root.draw(&Rectangle::new(
+            [(bx, y), (bx + 16, y + 16)],
+            NO_SAMPLES.filled(),
+        ))
+        .map_err(draw_err)?;
+        root.draw_text(
+            "no samples",
+            &TextStyle::from((FONT, 12).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+            (bx + 22, y + 8),
+        )
+        .map_err(draw_err)?;
+    }
     Ok(())
 }
 
