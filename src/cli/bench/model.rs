@@ -492,14 +492,24 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
     };
     let mut panels = vec![
         Panel {
-            title: format!("Throughput ({}, {})", r.config, r.device),
+            // Which run: a training step's chart and an inference one's
+            // looked alike.
+            title: format!(
+                "Throughput ({}, {}, {}, {})",
+                r.config, r.device, r.mode, r.precision
+            ),
             x_label: "batch".into(),
             y_label: "flows/s".into(),
             series: series(&|x| Some(x.flows_per_s)),
             y_from_zero: true,
         },
         Panel {
-            title: "Mean latency per batch".into(),
+            title: if r.mode == "train" {
+                "Mean time per training step"
+            } else {
+                "Mean latency per batch"
+            }
+            .into(),
             x_label: "batch".into(),
             y_label: "ms".into(),
             series: series(&|x| Some(x.mean_latency_ms)),
