@@ -229,3 +229,36 @@ fn an_image_that_cannot_be_written_is_a_plain_error_naming_it() {
         "{e}"
     );
 }
+
+/// A kernel name longer than the 190 pixels the chart kept for names is
+/// drawn whole: it was cut at the image's left edge.
+#[test]
+fn chart_draws_long_kernel_names_whole() {
+    use plotters::style::{FontDesc, FontFamily, FontStyle};
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let name = "moe_combine_bwd_tokens_with_a_much_longer_name";
+    let results = [serde_json::json!({"kernel": name, "pct_of_peak": 50.0})];
+    std::fs::write(&json, serde_json::json!({ "results": results }).to_string()).unwrap();
+    let svg_path = dir.path().join("bench.svg");
+    chart_to(&json, Some(&svg_path), false).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let label = svg
+        .split('<')
+        .find(|e| e.starts_with("text") && e.trim_end().ends_with(name))
+        .expect("the kernel's label");
+    assert!(label.contains("text-anchor=\"end\""), "{label}");
+    let right: f64 = attr(label, "x").unwrap().parse().unwrap();
+    // plotters writes points / 1.24 as the SVG font size.
+    let size = attr(label, "font-size").unwrap().parse::<f64>().unwrap() * 1.24;
+    traffic_moe::eval::plot::register_fonts();
+    let width = FontDesc::new(FontFamily::Name("sans-serif"), size, FontStyle::Normal)
+        .box_size(name)
+        .unwrap()
+        .0 as f64;
+    assert!(
+        right - width >= 0.0,
+        "the name starts at {} px",
+        right - width
+    );
+}

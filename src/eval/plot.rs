@@ -25,7 +25,8 @@ pub fn register_fonts() {
     });
 }
 
-fn text_width(text: &str, size: f64) -> u32 {
+/// Width in pixels of `text` in the figures' font.
+pub(crate) fn text_width(text: &str, size: f64) -> u32 {
     FontDesc::new(FontFamily::Name(FONT), size, FontStyle::Normal)
         .box_size(text)
         .map(|(w, _)| w)

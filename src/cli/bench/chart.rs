@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::eval::plot::{ImageFile, bar_end, bar_slots, register_fonts};
+use crate::eval::plot::{ImageFile, bar_end, bar_slots, register_fonts, text_width};
 
 /// One bar: kernel name and its percentage of the roof.
 pub struct Bar {
@@ -34,7 +34,15 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
     );
     let file = ImageFile::create(path)?;
     register_fonts();
-    let size = (900, 120 + 26 * bars.len() as u32);
+    // Room for the longest kernel name (190 pixels cut longer ones), the
+    // image wider by what it takes beyond them.
+    let label_area = bars
+        .iter()
+        .map(|b| text_width(&b.kernel, 13.0) + 12)
+        .max()
+        .unwrap_or(0)
+        .max(190);
+    let size = (710 + label_area, 120 + 26 * bars.len() as u32);
     let x_max = bars.iter().map(|b| b.pct).fold(100.0f64, f64::max) * 1.05;
     fn draw<DB: DrawingBackend>(
         root: DrawingArea<DB, plotters::coord::Shift>,
@@ -42,6 +50,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
         roof: &str,
         bars: &[Bar],
         x_max: f64,
+        label_area: u32,
     ) -> Result<()>
     where
         DB::ErrorType: 'static,
@@ -53,7 +62,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .caption(title, ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(40)
-            .y_label_area_size(190)
+            .y_label_area_size(label_area)
             .build_cartesian_2d(0.0..x_max, bar_slots(n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<usize>| match v {
@@ -132,6 +141,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             roof,
             bars,
             x_max,
+            label_area,
         )
     } else {
         draw(
@@ -140,6 +150,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             roof,
             bars,
             x_max,
+            label_area,
         )
     }
     .with_context(|| format!("writing {}", path.display()))
