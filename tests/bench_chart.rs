@@ -262,3 +262,38 @@ fn chart_draws_long_kernel_names_whole() {
         right - width
     );
 }
+
+/// Nothing is drawn over the bars: the goal's legend box sat in the lower
+/// right corner, over the last bar and its value where that bar is long.
+#[test]
+fn nothing_covers_the_bars() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let results = [
+        serde_json::json!({"kernel": "a", "pct_of_peak": 40.0}),
+        serde_json::json!({"kernel": "b", "pct_of_peak": 150.0}),
+    ];
+    std::fs::write(&json, serde_json::json!({ "results": results }).to_string()).unwrap();
+    let svg_path = dir.path().join("bench.svg");
+    chart_to(&json, Some(&svg_path), false).unwrap();
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    let rect = |e: &str| -> (f64, f64, f64, f64) {
+        let n = |k| attr(e, k).unwrap().parse::<f64>().unwrap();
+        (n("x"), n("y"), n("x") + n("width"), n("y") + n("height"))
+    };
+    let rects: Vec<&str> = svg.split('<').filter(|e| e.starts_with("rect")).collect();
+    let bars: Vec<_> = rects
+        .iter()
+        .filter(|e| ["#2E8B57", "#466EB4"].iter().any(|c| e.contains(c)))
+        .map(|e| rect(e))
+        .collect();
+    assert_eq!(bars.len(), 2);
+    // Every other filled box but the background.
+    for e in rects.iter().skip(1).filter(|e| !bars.contains(&rect(e))) {
+        let (x0, y0, x1, y1) = rect(e);
+        for b in &bars {
+            let overlap = x0 < b.2 && b.0 < x1 && y0 < b.3 && b.1 < y1;
+            assert!(!overlap, "<{e} lies over the bar {b:?}");
+        }
+    }
+}

@@ -80,7 +80,11 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .light_line_style(RGBColor(235, 235, 235))
             .y_labels(n)
             .y_label_formatter(&label)
-            .x_desc(format!("% of {roof}"))
+            // The goal line explained here, not in a legend box, which
+            // sat over the lowest bars and their values.
+            .x_desc(format!(
+                "% of {roof}; red line: the {GOAL_PCT:.0} % goal (green bars reach it)"
+            ))
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
@@ -121,16 +125,6 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
                 ],
                 RED.stroke_width(2),
             ))
-            .map_err(err)?
-            .label(format!("goal {GOAL_PCT:.0} %"))
-            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], RED.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 13))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .position(SeriesLabelPosition::LowerRight)
-            .draw()
             .map_err(err)?;
         root.present().map_err(err)
     }
