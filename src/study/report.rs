@@ -271,7 +271,7 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
     save_curves(
         &o.out.join("few-shot.png"),
         &[Panel {
-            title: "few-shot: test macro-F1".into(),
+            title: "few-shot: test macro-F1 (mean of seeds)".into(),
             x_label: "% of training flows".into(),
             y_label: "macro-F1".into(),
             series,
@@ -456,7 +456,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
                 ],
             },
             Panel {
-                title: "test macro-F1 after fine-tuning".into(),
+                title: "fine-tuned test macro-F1 (mean of seeds)".into(),
                 x_label: "pretraining steps".into(),
                 y_label: "macro-F1".into(),
                 series: f1_series,
