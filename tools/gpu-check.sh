@@ -192,6 +192,9 @@ main() {
   step "torch base train eager" 120 torch_bench torch-base-train --config base --batch 8,16 \
     --seq 512 --train --iters 5 --no-compile
   # --work: kept, not deleted (removing ~125k synthesised files took 50 s here).
+  # Disk: tmoe synth writes about 23 KB a flow, so the tiny step's 1.1 M
+  # flows take about 25 GB and the base step's 220 k about 5 GB, within the
+  # lent machines' 64 GiB.
   # --stream-via pipe: the path a capture takes, in half the stream time.
   step "bench classify tiny" 200 tmoe_bench classify bench-classify-tiny --config tiny --stream-via pipe \
     --work "$here/work-classify-tiny"
