@@ -11,6 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-../shared/data}
 PY=${PYTHON:-python3}
+"$PY" -c 'import tokenizers, dpkt' 2>/dev/null || {
+    echo "tools/tokens-check.sh: $PY cannot import tokenizers and dpkt (pip install tokenizers dpkt, then PYTHON=/path/to/that/python)" >&2
+    exit 2
+}
 W=${WORK:-$(mktemp -d)}
 cargo build -q --bin tmoe --example dump_tokens
 TMOE=target/debug/tmoe
