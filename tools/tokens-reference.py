@@ -76,7 +76,10 @@ class Pieces:
     """HuggingFace WordPiece over whitespace-split bigram words."""
 
     def __init__(self, vocab_path):
-        from tokenizers import Tokenizer, models, pre_tokenizers
+        try:
+            from tokenizers import Tokenizer, models, pre_tokenizers
+        except ImportError as e:
+            sys.exit(f'tokens-reference.py needs HuggingFace tokenizers ({e}): pip install tokenizers')
         wp = models.WordPiece.from_file(vocab_path, unk_token='[UNK]')
         self.tok = Tokenizer(wp)
         self.tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
@@ -269,7 +272,10 @@ def compare(argv):
 
 
 def dpkt_check(files):
-    import dpkt
+    try:
+        import dpkt
+    except ImportError as e:
+        sys.exit(f'tokens-reference.py --dpkt needs dpkt ({e}): pip install dpkt')
     fr = flow_reference()
     c = collections.Counter(); shown = 0; where = collections.defaultdict(collections.Counter)
     for p in files:

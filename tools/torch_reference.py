@@ -30,9 +30,12 @@ import sys
 import time
 from datetime import datetime, timezone
 
-import torch
-import torch.nn.functional as F
-from torch import nn
+try:
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+except ImportError as e:
+    sys.exit(f"torch_reference.py needs PyTorch ({e}): pip install torch, then run it with that python")
 
 RMS_EPS = 1e-6
 # tmoe bench model's head size and the paper's batch-64 ratios (MoE / dense).

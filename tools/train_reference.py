@@ -83,9 +83,12 @@ import math
 import struct
 import sys
 
-import numpy as np
-import jax
-import jax.numpy as jnp
+try:
+    import numpy as np
+    import jax
+    import jax.numpy as jnp
+except ImportError as e:
+    sys.exit(f'train_reference.py needs JAX ({e}): pip install "jax[cpu]", then run it with that python')
 
 jax.config.update("jax_enable_x64", True)
 
