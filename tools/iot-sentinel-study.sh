@@ -9,7 +9,7 @@
 # captures whose flows went to train.tmoe), never a val/test capture.
 #
 # Usage (from the repository root; one experiment process at a time):
-#   cargo build --release && cp $CARGO_TARGET_DIR/release/tmoe /tmp/study/tmoe
+#   cargo build --release && mkdir -p /tmp/study && cp "${CARGO_TARGET_DIR:-target}/release/tmoe" /tmp/study/tmoe
 #   TMOE=/tmp/study/tmoe tools/iot-sentinel-study.sh [stage ...]
 # Stages (default: all; they always run in this order): data pretrain main dense probe lmbase table
 # (also, not in the default list: probe100 = fine-tune from a 100-step pretraining,
