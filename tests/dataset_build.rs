@@ -683,3 +683,55 @@ fn a_pipe_in_place_of_a_dataset_file_is_refused_not_waited_on() {
     }));
     assert!(e.contains("dataset.json: not a regular file"), "{e}");
 }
+
+/// The same captures given in another order (as a shell's glob may list
+/// them, by locale) build the same dataset, byte for byte.
+#[test]
+fn the_order_inputs_are_given_in_changes_no_byte() {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("caps");
+    make_corpus(&root);
+    let mut files = Vec::new();
+    for c in ["A", "B"] {
+        for f in 0..4 {
+            files.push(root.join(c).join(format!("{c}{f}.pcap")));
+        }
+    }
+    let build = |inputs: Vec<std::path::PathBuf>, out: &Path| {
+        let c = DatasetConfig {
+            inputs,
+            split_by: SplitBy::Flow,
+            ..cfg(&root)
+        };
+        build_dataset(&c, out, false).unwrap();
+    };
+    let sorted = tmp.path().join("sorted");
+    build(files.clone(), &sorted);
+    files.reverse();
+    files.swap(1, 5);
+    let shuffled = tmp.path().join("shuffled");
+    build(files, &shuffled);
+    let folders = tmp.path().join("folders");
+    build(vec![root.join("B"), root.join("A")], &folders);
+    let mut names: Vec<_> = std::fs::read_dir(&sorted)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert!(names.len() >= 8, "{names:?}");
+    // dataset.json's `config` records the inputs as given; nothing else may differ.
+    let read = |dir: &Path, name: &std::ffi::OsStr| {
+        let bytes = std::fs::read(dir.join(name)).unwrap();
+        if name != "dataset.json" {
+            return bytes;
+        }
+        let mut v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        v.as_object_mut().unwrap().remove("config").unwrap();
+        serde_json::to_vec(&v).unwrap()
+    };
+    for name in &names {
+        let a = read(&sorted, name);
+        assert_eq!(a, read(&shuffled, name), "{name:?}");
+        assert_eq!(a, read(&folders, name), "{name:?}");
+    }
+}

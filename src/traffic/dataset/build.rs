@@ -646,10 +646,13 @@ fn build_into(
     if cfg.inputs.is_empty() {
         bail!("no inputs given");
     }
-    let captures = collect_captures(&cfg.inputs)?;
+    let mut captures = collect_captures(&cfg.inputs)?;
     if captures.is_empty() {
         bail!("no capture files found under {}", path_list(&cfg.inputs));
     }
+    // By path, not by the order the inputs were given (a shell's glob sorts
+    // by locale): file ids, and so the rows and the split, are the same.
+    captures.sort();
     let paths: Vec<PathBuf> = captures.iter().map(|(p, _)| p.clone()).collect();
     let tcfg = &cfg.tokenizer;
     let k = tcfg.packets;
