@@ -399,3 +399,38 @@ fn a_class_list_of_another_length_than_the_head_is_refused() {
         assert!(e.contains("three.safetensors") && e.contains(says), "{e}");
     }
 }
+
+/// The same weights and metadata give the same bytes every time: the
+/// header's metadata is written in key order, not a hash map's (whose order
+/// changes with every map, and every process).
+#[test]
+fn the_same_checkpoint_is_the_same_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut m = meta();
+    for k in ["seed", "steps", "lr", "batch", "warmup", "clip"] {
+        m.extra.insert(k.into(), "1".into());
+    }
+    let first = dir.path().join("0.safetensors");
+    checkpoint::save(&first, &m, &params(), false).unwrap();
+    let bytes = std::fs::read(&first).unwrap();
+    for i in 1..8 {
+        let path = dir.path().join(format!("{i}.safetensors"));
+        checkpoint::save(&path, &m, &params(), false).unwrap();
+        assert!(std::fs::read(&path).unwrap() == bytes, "save {i} differs");
+        assert_eq!(checkpoint::read_meta(&path).unwrap(), m);
+    }
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    let text = String::from_utf8(bytes[8..8 + n].to_vec()).unwrap();
+    let keys: Vec<&String> = header["__metadata__"].as_object().unwrap().keys().collect();
+    let at: Vec<usize> = keys
+        .iter()
+        .map(|k| text.find(&format!("\"{k}\":")).unwrap())
+        .collect();
+    let mut sorted_at = at.clone();
+    sorted_at.sort();
+    let mut sorted_keys = keys.clone();
+    sorted_keys.sort();
+    assert_eq!(keys, sorted_keys);
+    assert_eq!(at, sorted_at, "metadata keys written in key order");
+}

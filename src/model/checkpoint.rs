@@ -268,6 +268,39 @@ impl View for F32View<'_> {
     }
 }
 
+/// Rewrites the `__metadata__` of a safetensors file just written in key
+/// order: the crate writes it in its `HashMap`'s order, which changes from
+/// one process to the next, so the same weights gave files of other bytes.
+/// The entries are the same, so the header keeps its length.
+fn sort_header_metadata(path: &Path) -> std::result::Result<(), String> {
+    use std::io::{Read, Seek, SeekFrom, Write};
+    const KEY: &[u8] = b"{\"__metadata__\":";
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| e.to_string())?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(|e| e.to_string())?;
+    let n = usize::try_from(u64::from_le_bytes(len)).map_err(|e| e.to_string())?;
+    let mut header = vec![0u8; n];
+    f.read_exact(&mut header).map_err(|e| e.to_string())?;
+    let Some(rest) = header.strip_prefix(KEY) else {
+        return Ok(()); // no metadata
+    };
+    let mut it = serde_json::Deserializer::from_slice(rest).into_iter::<BTreeMap<String, String>>();
+    let sorted = match it.next() {
+        Some(Ok(m)) => serde_json::to_vec(&m).map_err(|e| e.to_string())?,
+        _ => return Err("safetensors header without readable metadata".into()),
+    };
+    if sorted.len() != it.byte_offset() {
+        return Err("safetensors metadata changed length when sorted".into());
+    }
+    f.seek(SeekFrom::Start((8 + KEY.len()) as u64))
+        .and_then(|_| f.write_all(&sorted))
+        .map_err(|e| e.to_string())
+}
+
 /// Writes named f32 tensors plus metadata; refuses an existing `path` unless `force`.
 pub fn write_tensors(
     path: &Path,
@@ -304,13 +337,16 @@ pub fn write_tensors(
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     let tmp = PathBuf::from(tmp);
-    safetensors::serialize_to_file(views, Some(metadata), &tmp).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        CheckpointError::Write {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
-        }
-    })?;
+    safetensors::serialize_to_file(views, Some(metadata), &tmp)
+        .map_err(|e| e.to_string())
+        .and_then(|()| sort_header_metadata(&tmp))
+        .map_err(|detail| {
+            let _ = std::fs::remove_file(&tmp);
+            CheckpointError::Write {
+                path: path.to_path_buf(),
+                detail,
+            }
+        })?;
     // safetensors writes through a private (0600) temporary file; a model file
     // is meant to be shared, so give it the usual 0644.
     #[cfg(unix)]
