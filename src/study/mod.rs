@@ -442,12 +442,9 @@ fn run_with(
     // The labelled training flows every row learns from: fine-tuning and
     // the probe draw them alike (crate::train::finetune::training_flows),
     // and the classic rows fit on these.
-    let train_rows = crate::train::finetune::training_flows(
-        &open_part(&data, "train")?,
-        fraction,
-        o.max_per_class,
-        seed,
-    );
+    let train = open_part(&data, "train")?;
+    let train_rows =
+        crate::train::finetune::training_flows(&train, fraction, o.max_per_class, seed);
     // Heatmaps: the pretrained MoE's routing on all its flows.
     let heatmaps = row == Row::MoePretrained && fraction >= 1.0 && budget.is_none();
     let pred: Vec<u32> = match row {
@@ -475,7 +472,7 @@ fn run_with(
             } else {
                 probe::Encoder::random(&cfg, seed, o.device)?
             };
-            let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
+            let val = open_part(&data, "val")?;
             probe::fit_and_score(
                 &enc,
                 (&train, &val, &test),
@@ -541,7 +538,7 @@ fn run_with(
                 head_lr: crate::train::head_fit::DEFAULT_HEAD_LR,
                 tokenizer: Some(info.config.tokenizer.clone()),
             };
-            let (train, val) = (open_part(&data, "train")?, open_part(&data, "val")?);
+            let val = open_part(&data, "val")?;
             let r = finetune(&opts, &train, &val, info.vocab_hash)?;
             let (model, params, _) = load_classifier(&r.checkpoint)?;
             let loaded = Loaded::new(o.device, params)?;
