@@ -476,9 +476,15 @@ fn legend_corner(panel: &Panel, y0: f64, y1: f64) -> Option<SeriesLabelPosition>
 /// (none where a corner of the plot is free for it).
 fn legend_beside(panel: &Panel) -> u32 {
     let (y0, y1) = panel.y_range();
-    match legend_corner(panel, y0, y1) {
-        Some(_) => 0,
-        None => legend_size(panel).0 as u32 + 16,
+    beside_width(panel, legend_corner(panel, y0, y1).is_some())
+}
+
+/// [`legend_beside`] for a panel whose legend corner is known (found or not).
+fn beside_width(panel: &Panel, corner_found: bool) -> u32 {
+    if corner_found {
+        0
+    } else {
+        legend_size(panel).0 as u32 + 16
     }
 }
 
@@ -509,7 +515,7 @@ where
     let mut chart = ChartBuilder::on(area)
         .caption(&panel.title, (FONT, 18).into_font().style(FontStyle::Bold))
         .margin(12)
-        .margin_right(12 + legend_beside(panel))
+        .margin_right(12 + beside_width(panel, corner.is_some()))
         .x_label_area_size(40)
         .y_label_area_size(60)
         .build_cartesian_2d(x0..x1, y0..y1)
