@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::cli::args;
 use crate::engine::Device;
 use crate::model::ModelConfig;
+use crate::study::report::REPORT_MD;
 use crate::study::{Row, StudyOpts, run};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::dataset::split::SplitBy;
@@ -131,11 +132,11 @@ pub fn run_cli(a: Args) -> Result<()> {
         s.ran,
         s.skipped,
         s.seconds,
-        a.out.join("report.md").display()
+        a.out.join(REPORT_MD).display()
     );
     print!(
         "{}",
-        std::fs::read_to_string(a.out.join("report.md")).unwrap_or_default()
+        std::fs::read_to_string(a.out.join(REPORT_MD)).unwrap_or_default()
     );
     Ok(())
 }

@@ -12,6 +12,22 @@ use crate::eval::plot::{Panel, Series, bar_end, bar_slots, save_curves};
 use crate::traffic::dataset::build::load_dataset_info;
 use crate::traffic::tokens::features::View;
 
+/// The report's files at the top of a study folder, replaced at every call
+/// (a folder that is not a study's and holds one of them is refused:
+/// `settings::refuse_others_report_files`).
+pub(crate) const REPORT_MD: &str = "report.md";
+const REPORT_JSON: &str = "report.json";
+const MACRO_F1_PNG: &str = "macro-f1.png";
+const FEW_SHOT_PNG: &str = "few-shot.png";
+const BUDGET_PNG: &str = "budget.png";
+pub(super) const REPORT_FILES: [&str; 5] = [
+    REPORT_MD,
+    REPORT_JSON,
+    MACRO_F1_PNG,
+    FEW_SHOT_PNG,
+    BUDGET_PNG,
+];
+
 /// Mean and (sample) standard deviation.
 fn mean_std(v: &[f64]) -> (f64, f64) {
     let n = v.len() as f64;
@@ -203,7 +219,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         let p = o.out.join(name);
         std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
     };
-    put("report.md", md)?;
+    put(REPORT_MD, md)?;
     let j = json!({
         "rows": lines.iter().map(|l| json!({
             "row": l.row.name(), "seeds": l.seeds,
@@ -220,8 +236,8 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
         },
         "seconds_this_call": s.seconds,
     });
-    put("report.json", serde_json::to_string_pretty(&j)? + "\n")?;
-    bars(&o.out.join("macro-f1.png"), &lines)
+    put(REPORT_JSON, serde_json::to_string_pretty(&j)? + "\n")?;
+    bars(&o.out.join(MACRO_F1_PNG), &lines)
 }
 
 /// The few-shot table (macro-F1 against the share of training flows,
@@ -269,7 +285,7 @@ fn few_shot(o: &StudyOpts, results: &[RunResult]) -> Result<String> {
         );
     }
     save_curves(
-        &o.out.join("few-shot.png"),
+        &o.out.join(FEW_SHOT_PNG),
         &[Panel {
             title: "few-shot: test macro-F1 (mean of seeds)".into(),
             x_label: "% of training flows".into(),
@@ -435,7 +451,7 @@ fn budget_section(o: &StudyOpts, b: &super::budget::Budget) -> Result<String> {
         }
     }
     save_curves(
-        &o.out.join("budget.png"),
+        &o.out.join(BUDGET_PNG),
         &[
             Panel {
                 title: "held-out next-token loss".into(),

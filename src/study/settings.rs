@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
 use super::StudyOpts;
+use super::report::REPORT_FILES;
 use crate::traffic::dataset::labels::LabelSource;
 
 /// The settings that change a run's result.
@@ -109,16 +110,6 @@ pub fn check_or_record(o: &StudyOpts) -> Result<()> {
         Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
-
-/// The files a study writes at the top of its folder, replaced at every
-/// call.
-const REPORT_FILES: [&str; 5] = [
-    "report.md",
-    "report.json",
-    "macro-f1.png",
-    "few-shot.png",
-    "budget.png",
-];
 
 /// A folder that is not a study's (no `study.json`) holding a file of a
 /// study report's names is refused, naming them: the study replaced them
