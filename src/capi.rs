@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::engine::{Device, Precision};
+use crate::eval::predict::Loaded;
 use crate::infer::background::BackgroundStream;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::runner::MAX_WAIT;
@@ -293,17 +294,13 @@ fn vocab_source<'a>(
 }
 
 /// Flows per model call in the background: the GPU engine wants more
-/// ([`crate::infer::gpu_default_batch`] for the checkpoint's sequence
-/// length; an unreadable checkpoint is the opening's error to give).
-fn background_batch(device: Device, ckpt: &std::path::Path) -> usize {
-    if device == Device::Cpu {
-        return 64;
+/// ([`crate::infer::gpu_default_batch`] for the classifier's sequence
+/// length).
+fn background_batch(clf: &Classifier) -> usize {
+    match clf.weights {
+        Loaded::Gpu(..) => crate::infer::gpu_default_batch(clf.seq_len),
+        Loaded::Cpu(..) | Loaded::CpuBf16(..) => 64,
     }
-    let seq = crate::model::checkpoint::read_meta(ckpt)
-        .ok()
-        .and_then(|m| m.extra.get("seq_len").and_then(|v| v.parse().ok()))
-        .unwrap_or(64);
-    crate::infer::gpu_default_batch(seq)
 }
 
 /// The engine named by `tmoe_open`'s `device` (NULL: the CPU in f32;
@@ -370,14 +367,13 @@ pub unsafe extern "C" fn tmoe_open(
                 .collect()
         };
         let (stream, class_names) = if flags & TMOE_BACKGROUND != 0 {
-            let batch = background_batch(device, &ckpt);
             let (ckpt, data, vocab) = (ckpt.clone(), data.clone(), vocab.clone());
             let open = move || {
                 let source = vocab_source(data.as_deref(), vocab.as_deref())?;
                 Classifier::open_with_precision(&ckpt, source, None, device, precision)
             };
             let limits = StreamLimits::default();
-            let b = BackgroundStream::start(open, min, early, limits, batch, MAX_WAIT)?;
+            let b = BackgroundStream::start(open, min, early, limits, background_batch, MAX_WAIT)?;
             let names = names(b.classes());
             (Stream::Background(Box::new(b)), names)
         } else {

@@ -64,6 +64,7 @@ impl Shared {
 struct Opened {
     classes: Vec<String>,
     feed: FlowFeed,
+    batch: usize,
 }
 
 pub struct BackgroundStream {
@@ -83,16 +84,17 @@ pub struct BackgroundStream {
 impl BackgroundStream {
     /// Starts the worker, which opens the classifier with `open`; fails with
     /// its error. `min_packets`, `early_verdicts` and `limits` as in
-    /// [`super::stream::FlowStream::with_limits`].
+    /// [`super::stream::FlowStream::with_limits`]; `batch` gives the flows
+    /// per model call from the open classifier (its engine and sequence
+    /// length), at least 1.
     pub fn start(
         open: impl FnOnce() -> Result<Classifier> + Send + 'static,
         min_packets: Option<usize>,
         early_verdicts: bool,
         limits: StreamLimits,
-        batch: usize,
+        batch: impl FnOnce(&Classifier) -> usize + Send + 'static,
         max_wait: Duration,
     ) -> Result<BackgroundStream> {
-        let batch = batch.max(1);
         let shared = Arc::new(Shared {
             out: Mutex::new(Out::default()),
             done: Condvar::new(),
@@ -112,9 +114,11 @@ impl BackgroundStream {
                     }
                 };
                 let feed = flow_feed_for(&clf, min_packets, early_verdicts, limits);
+                let batch = batch(&clf).max(1);
                 let opened = Opened {
                     classes: clf.classes.clone(),
                     feed,
+                    batch,
                 };
                 if opened_tx.send(Ok(opened)).is_ok() {
                     work(&clf, batch, &rx, &worker_shared);
@@ -134,7 +138,7 @@ impl BackgroundStream {
         Ok(BackgroundStream {
             feed: opened.feed,
             classes: opened.classes,
-            batch,
+            batch: opened.batch,
             max_wait,
             ready: VecDeque::new(),
             stash: None,
