@@ -19,6 +19,7 @@ pub mod eval;
 pub mod heap;
 pub mod infer;
 pub mod model;
+pub mod os_text;
 pub mod progress;
 pub mod study;
 pub mod testing;

@@ -240,6 +240,19 @@ fn optimizer_state_round_trips_and_resumes_identically() {
     let model = dir.path().join("model.safetensors");
     let opath = optimizer_path(&model);
     assert_eq!(opath, dir.path().join("model.optim.safetensors"));
+    #[cfg(unix)]
+    {
+        // Two models whose names differ in non-UTF-8 bytes keep two states.
+        use std::os::unix::ffi::OsStrExt;
+        let named = |n: &[u8]| optimizer_path(&dir.path().join(std::ffi::OsStr::from_bytes(n)));
+        let (a, b) = (named(b"m\xfe.safetensors"), named(b"m\xff.safetensors"));
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            dir.path()
+                .join(std::ffi::OsStr::from_bytes(b"m\xfe.optim.safetensors"))
+        );
+    }
     checkpoint::save(&model, &meta(), &a, false).unwrap();
     optim_state::save_optimizer(&opath, &opt, &a, false).unwrap();
 

@@ -160,6 +160,29 @@ fn folder_and_prefix_labels() {
     );
 }
 
+/// Folder and file names need not be UTF-8: two that differ only in invalid
+/// bytes are two labels (a lossy conversion made both `cam\u{fffd}`).
+#[cfg(unix)]
+#[test]
+fn non_utf8_names_give_distinct_labels() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let root = Path::new("/data");
+    let under = |dir: &[u8]| {
+        Path::new("/data")
+            .join(OsStr::from_bytes(dir))
+            .join("x.pcap")
+    };
+    let (a, b) = (under(b"cam\xfe"), under(b"cam\xff"));
+    assert_eq!(folder_label(root, &a).as_deref(), Some("cam\\xfe"));
+    assert_eq!(folder_label(root, &b).as_deref(), Some("cam\\xff"));
+    let named = |f: &[u8]| Path::new("/a").join(OsStr::from_bytes(f));
+    assert_eq!(
+        prefix_label(&named(b"\xe9t\xe9_1.pcap"), "_").as_deref(),
+        Some("\\xe9t\\xe9")
+    );
+}
+
 #[test]
 fn label_source_parsing() {
     assert_eq!(LabelSource::parse("folder").unwrap(), LabelSource::Folder);

@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
+
+use crate::os_text::os_text;
 use serde_json::json;
 
 use super::noun;
@@ -440,7 +442,7 @@ fn classify_files_listed(
         summary.read.add_file(&r.stats);
         summary.flows_too_short += r.too_short;
         summary.flows_evicted += r.stats.flows_evicted;
-        let file = r.path.display().to_string();
+        let file = os_text(r.path.as_os_str());
         for c in &r.flows {
             per_class[c.class_id as usize] += 1;
             let name = &clf.classes[c.class_id as usize];

@@ -13,11 +13,13 @@ use crate::train::optim::{AdamW, AdamWConfig, Param};
 /// Where the optimizer state of `model_path` goes: `run/model.safetensors` ->
 /// `run/model.optim.safetensors`.
 pub fn optimizer_path(model_path: &Path) -> PathBuf {
-    let stem = model_path
+    // As an OsString: a lossy stem gave two non-UTF-8 model names one file.
+    let mut name = model_path
         .file_stem()
-        .map(|s| s.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model".into());
-    model_path.with_file_name(format!("{stem}.optim.safetensors"))
+        .unwrap_or(std::ffi::OsStr::new("model"))
+        .to_os_string();
+    name.push(".optim.safetensors");
+    model_path.with_file_name(name)
 }
 
 /// Saves AdamW moments (`m.<name>`, `v.<name>`), step, hyper-parameters and

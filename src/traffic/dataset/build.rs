@@ -13,6 +13,7 @@
 //! `val`/`test` shards are written.
 
 use crate::atomic_file::write_then_rename;
+use crate::os_text::os_text;
 use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::augment::time_slices;
@@ -615,10 +616,7 @@ fn same_named_captures(paths: &[PathBuf], named: &HashSet<&str>) -> anyhow::Resu
     let mut first: HashMap<String, &Path> = HashMap::new();
     for p in paths {
         // As the flows' names are compared below.
-        let name = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let name = p.file_name().map(os_text).unwrap_or_default();
         if !named.contains(name.as_str()) {
             continue;
         }
@@ -708,11 +706,7 @@ fn build_into(
         .collect();
     let file_names: Vec<String> = paths
         .iter()
-        .map(|p| {
-            p.file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default()
-        })
+        .map(|p| p.file_name().map(os_text).unwrap_or_default())
         .collect();
 
     let (mut flows, read) = read_sorted_flows(&paths, &rc, progress);

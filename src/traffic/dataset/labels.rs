@@ -15,6 +15,7 @@
 //!   restricts a row to captures with that file name. A key seen twice keeps
 //!   its first label; disagreements are counted.
 
+use crate::os_text::os_text;
 use crate::traffic::types::{Endpoint, FlowKey, PROTO_TCP, PROTO_UDP};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
@@ -127,15 +128,15 @@ pub fn folder_label(root: &Path, capture: &Path) -> Option<String> {
     if let Ok(rel) = capture.strip_prefix(root)
         && let Some(first) = rel.parent().and_then(|p| p.components().next())
     {
-        return Some(first.as_os_str().to_string_lossy().into_owned());
+        return Some(os_text(first.as_os_str()));
     }
     let parent = capture.parent()?.file_name()?;
-    Some(parent.to_string_lossy().into_owned())
+    Some(os_text(parent))
 }
 
 /// Label of a capture from its file-name prefix.
 pub fn prefix_label(capture: &Path, delimiters: &str) -> Option<String> {
-    let name = capture.file_name()?.to_string_lossy();
+    let name = os_text(capture.file_name()?);
     let prefix = name.split(|c| delimiters.contains(c)).next().unwrap_or("");
     // No delimiter at all: the name without extension.
     let prefix = if prefix == name {
