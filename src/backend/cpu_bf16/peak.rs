@@ -42,6 +42,14 @@ pub fn f32_gflops(iters: u64) -> Option<f64> {
     None
 }
 
+/// `rate(iters)` on every thread of rayon's pool at once, summed: what the
+/// cores deliver together. One core's rate times the thread count assumed
+/// each vCPU runs at a core's full rate, which two hyperthreads of one core
+/// (or a VM's vCPUs sharing one) do not. None where `rate` is None.
+pub fn all_threads(rate: fn(u64) -> Option<f64>, iters: u64) -> Option<f64> {
+    rayon::broadcast(|_| rate(iters)).into_iter().sum()
+}
+
 /// Times `run(iters)` (returning the FLOPs it did) after `run(iters / 10)`.
 ///
 /// # Safety
@@ -113,6 +121,22 @@ mod tests {
                 .contains("portable")
         );
         assert!(bf16_slower_reason(None, None).is_some());
+    }
+
+    #[test]
+    fn all_threads_sums_every_threads_rate() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(3)
+            .build()
+            .unwrap();
+        let (some, none) =
+            pool.install(|| (all_threads(|n| Some(n as f64), 2), all_threads(|_| None, 2)));
+        assert_eq!(some, Some(6.0), "3 threads at 2 each");
+        assert_eq!(none, None);
+        // Where the CPU has it, measured on every thread at once: positive.
+        if let Some(f) = pool.install(|| all_threads(f32_gflops, 100_000)) {
+            assert!(f.is_finite() && f > 0.0, "{f}");
+        }
     }
 
     #[test]

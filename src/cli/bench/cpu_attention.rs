@@ -10,7 +10,7 @@
 //! them: `2·S²·hd` a block forward (Q·Kᵀ and P·V) and `4·S²·hd` backward
 //! (dP, dV, dQ, dK). The `gemm` blocks compute the full squares, so they
 //! do twice that work for the same result. The share is of the measured
-//! `vfmadd231ps` peak, times the threads.
+//! `vfmadd231ps` peak with every thread running it at once.
 
 use std::path::PathBuf;
 
@@ -141,9 +141,10 @@ impl Buffers {
 pub fn run(a: CpuAttentionArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
-    let peak = crate::backend::cpu_bf16::peak::f32_gflops(20_000_000).map(|p| p * threads as f64);
+    use crate::backend::cpu_bf16::peak;
+    let peak = peak::all_threads(peak::f32_gflops, 20_000_000);
     eprintln!(
-        "f32 FMA peak x {threads} threads: {}",
+        "f32 FMA peak, {threads} threads at once: {}",
         peak.map_or("n/a (no AVX-512F)".into(), |p| format!("{p:.1} GFLOP/s"))
     );
     let vector = attention_f32::fast();

@@ -9,7 +9,8 @@
 //!
 //! The peaks are measured, not assumed: one core's rate on a loop of
 //! independent `tdpbf16ps` (16,384 FLOP each), `vdpbf16ps` (64) or
-//! `vfmadd231ps` (32), times the cores rayon uses; the clock
+//! `vfmadd231ps` (32), and the same loop on every thread rayon uses at once
+//! (the peak the shares are of: the threads' rates summed); the clock
 //! `/proc/cpuinfo` reports is printed beside them, with the FLOP per cycle
 //! that implies.
 
@@ -62,6 +63,7 @@ struct Report {
     cpu_mhz: Option<f64>,
     /// One core's `vdpbf16ps` rate (null without AVX-512 BF16).
     peak_gflops_one_core: Option<f64>,
+    /// Every thread running it at once, summed (as the `_peak_gflops` below).
     peak_gflops: Option<f64>,
     peak_flop_per_cycle_one_core: Option<f64>,
     /// One core's `vfmadd231ps` rate (null without AVX-512F).
@@ -125,31 +127,34 @@ fn cpu_mhz() -> Option<f64> {
 pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
-    let one = crate::backend::cpu_bf16::peak::bf16_gflops(20_000_000);
-    let peak = one.map(|p| p * threads as f64);
+    use crate::backend::cpu_bf16::peak;
+    let one = peak::bf16_gflops(20_000_000);
+    let peak = peak::all_threads(peak::bf16_gflops, 20_000_000);
     let mhz = cpu_mhz();
-    let f32_one = crate::backend::cpu_bf16::peak::f32_gflops(20_000_000);
-    let f32_peak = f32_one.map(|p| p * threads as f64);
-    let amx_one = crate::backend::cpu_bf16::peak::amx_gflops(2_000_000);
-    let amx_peak = amx_one.map(|p| p * threads as f64);
-    if let Some(p) = amx_peak {
+    let f32_one = peak::f32_gflops(20_000_000);
+    let f32_peak = peak::all_threads(peak::f32_gflops, 20_000_000);
+    let amx_one = peak::amx_gflops(2_000_000);
+    let amx_peak = peak::all_threads(peak::amx_gflops, 2_000_000);
+    let show = |p: Option<f64>| p.map_or("n/a".into(), |p| format!("{p:.1}"));
+    if amx_one.is_some() {
         eprintln!(
-            "AMX tdpbf16ps peak: {:.1} GFLOP/s on one core, x {threads} threads = {p:.1} GFLOP/s",
-            p / threads as f64
+            "AMX tdpbf16ps peak: {} GFLOP/s on one core, {} on {threads} threads at once",
+            show(amx_one),
+            show(amx_peak)
         );
     }
     eprintln!(
-        "f32 FMA peak: {} GFLOP/s on one core, x {threads} threads = {} GFLOP/s",
-        f32_one.map_or("n/a".into(), |p| format!("{p:.1}")),
-        f32_peak.map_or("n/a".into(), |p| format!("{p:.1}")),
+        "f32 FMA peak: {} GFLOP/s on one core, {} on {threads} threads at once",
+        show(f32_one),
+        show(f32_peak),
     );
     eprintln!(
-        "bf16 peak: {} GFLOP/s on one core ({} FLOP/cycle at {} MHz), x {threads} threads = {} GFLOP/s",
-        one.map_or("n/a".into(), |p| format!("{p:.1}")),
+        "bf16 peak: {} GFLOP/s on one core ({} FLOP/cycle at {} MHz), {} on {threads} threads at once",
+        show(one),
         one.zip(mhz)
             .map_or("n/a".into(), |(p, m)| format!("{:.1}", p * 1e3 / m)),
         mhz.map_or("n/a".into(), |m| format!("{m:.0}")),
-        peak.map_or("n/a".into(), |p| format!("{p:.1}")),
+        show(peak),
     );
     // (name, m, n, k, swiglu): tiny at 64 x 64 tokens, and a square.
     let c = crate::model::ModelConfig::named("tiny")?;
