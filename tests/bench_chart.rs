@@ -88,16 +88,13 @@ fn attr(element: &str, name: &str) -> Option<String> {
     Some(element[start..].split('"').next()?.to_string())
 }
 
-/// The bars fill the plot from top to bottom: plotters' segmented `0..n`
-/// has n + 1 slots, and the chart left an empty one (with a stray tick)
-/// above the first kernel. The goal line spans the whole plot, so its ends
-/// are the plot's: the gap above the first bar equals the one below the
-/// last.
-#[test]
-fn chart_bars_fill_the_plot_without_an_empty_slot() {
+/// The gaps above the first bar and below the last, and the bars' heights,
+/// in the SVG chart of `results`. The goal line spans the whole plot, so
+/// its ends are the plot's.
+fn bar_layout(results: &[serde_json::Value]) -> (f64, f64, Vec<f64>) {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("bench.json");
-    report(&json, true);
+    std::fs::write(&json, serde_json::json!({ "results": results }).to_string()).unwrap();
     let svg_path = dir.path().join("bench.svg");
     chart_to(&json, Some(&svg_path), false).unwrap();
     let svg = std::fs::read_to_string(&svg_path).unwrap();
@@ -111,7 +108,7 @@ fn chart_bars_fill_the_plot_without_an_empty_slot() {
             (y, y + h)
         })
         .collect();
-    assert_eq!(bars.len(), 2, "one bar per result");
+    assert_eq!(bars.len(), results.len(), "one bar per result");
     let goal = elements
         .iter()
         .find(|e| e.starts_with("polyline") && e.contains("#FF0000"))
@@ -124,9 +121,43 @@ fn chart_bars_fill_the_plot_without_an_empty_slot() {
     let (top, bottom) = (ys[0].min(ys[1]), ys[0].max(ys[1]));
     let above = bars.iter().map(|b| b.0).fold(f64::INFINITY, f64::min) - top;
     let below = bottom - bars.iter().map(|b| b.1).fold(0.0, f64::max);
+    (above, below, bars.iter().map(|b| b.1 - b.0).collect())
+}
+
+/// The bars fill the plot from top to bottom: plotters' segmented `0..n`
+/// has n + 1 slots, and the chart left an empty one (with a stray tick)
+/// above the first kernel: the gap above the first bar equals the one
+/// below the last.
+#[test]
+fn chart_bars_fill_the_plot_without_an_empty_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    report(&json, true);
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let (above, below, _) = bar_layout(r["results"].as_array().unwrap());
     assert!(
         (above - below).abs() <= 2.0,
         "{above} px above the first bar, {below} px below the last"
+    );
+}
+
+/// One bar stands in the middle of the plot, as thick as one of several:
+/// the layout kept room for a second bar, an empty slot above it.
+#[test]
+fn one_bar_stands_in_the_middle_of_the_plot() {
+    let bar = |k: &str| serde_json::json!({"kernel": k, "pct_of_peak": 50.0});
+    let (above, below, one) = bar_layout(&[bar("a")]);
+    assert!(
+        (above - below).abs() <= 2.0,
+        "{above} px above the bar, {below} px below it"
+    );
+    let (_, _, several) = bar_layout(&[bar("a"), bar("b"), bar("c"), bar("d")]);
+    assert!(
+        (one[0] - several[0]).abs() <= 2.0,
+        "one bar {} px thick, one of four {} px",
+        one[0],
+        several[0]
     );
 }
 

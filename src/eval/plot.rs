@@ -308,24 +308,75 @@ pub fn save_confusion(
     .map(|()| file.keep())
 }
 
-/// The range whose segments are n bars (study's macro-F1 chart, `bench
-/// chart`): plotters' segmented coordinates make one segment per value of
-/// the range, its end included, so `0..n` drew an empty slot after n bars.
-/// One bar keeps `0..1` and its empty slot (a range of one value has no
-/// width to map).
-pub(crate) fn bar_slots(n: usize) -> std::ops::Range<usize> {
-    if n <= 1 { 0..1 } else { 0..n - 1 }
+/// The slots of n bars (study's macro-F1 chart, `bench chart`), one per
+/// bar, as a discrete axis for plotters' segmented coordinates
+/// (`bar_slots(n).into_segmented()`): bar i spans `Exact(i)` to
+/// [`bar_end`], its label sits at `CenterOf(i)`. A plain `0..n` made one
+/// segment per value, its end included (an empty slot after n bars), and
+/// `0..n - 1` cannot hold one bar: plotters maps a range of one value to
+/// no pixel range, so a single bar kept `0..1` and an empty slot beside it,
+/// the bar and its label off-centre.
+#[derive(Clone, Debug)]
+pub(crate) struct BarSlots(usize);
+
+pub(crate) fn bar_slots(n: usize) -> BarSlots {
+    BarSlots(n.max(1))
+}
+
+impl plotters::coord::ranged1d::Ranged for BarSlots {
+    type FormatOption = plotters::coord::ranged1d::DefaultFormatting;
+    type ValueType = usize;
+
+    /// Slot i's start; the segmented coordinates pass a limit that ends
+    /// one slot short of the axis's end (the last slot's start).
+    fn map(&self, value: &usize, limit: (i32, i32)) -> i32 {
+        if self.0 <= 1 {
+            return limit.0;
+        }
+        let t = *value as f64 / (self.0 - 1) as f64;
+        limit.0 + (f64::from(limit.1 - limit.0) * t).round() as i32
+    }
+
+    fn key_points<H: plotters::coord::ranged1d::KeyPointHint>(&self, hint: H) -> Vec<usize> {
+        let step = self.0.div_ceil(hint.max_num_points().max(1)).max(1);
+        (0..self.0).step_by(step).collect()
+    }
+
+    fn range(&self) -> std::ops::Range<usize> {
+        0..self.0 - 1
+    }
+}
+
+impl plotters::coord::ranged1d::DiscreteRanged for BarSlots {
+    fn size(&self) -> usize {
+        self.0
+    }
+
+    fn index_of(&self, value: &usize) -> Option<usize> {
+        (*value < self.0).then_some(*value)
+    }
+
+    fn from_index(&self, index: usize) -> Option<usize> {
+        (index < self.0).then_some(index)
+    }
 }
 
 /// Where bar `i` of `n` ends: the next slot's start, or the axis's end for
-/// the last of several bars (its slot has no value after it).
+/// the last bar (its slot has no value after it).
 pub(crate) fn bar_end(i: usize, n: usize) -> plotters::coord::ranged1d::SegmentValue<usize> {
     use plotters::coord::ranged1d::SegmentValue;
-    if i + 1 == n && i > 0 {
+    if i + 1 >= n {
         SegmentValue::Last
     } else {
         SegmentValue::Exact(i + 1)
     }
+}
+
+/// The margin on each side of a bar in a slot `slot` pixels wide: at least
+/// `min`, more where the bar would be wider than `widest` (a lone bar
+/// filled a slot as wide as the whole plot).
+pub(crate) fn bar_margin(slot: i32, widest: i32, min: i32) -> u32 {
+    ((slot - widest) / 2).max(min).max(0) as u32
 }
 
 /// One line of a curve plot.

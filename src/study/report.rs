@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
 use crate::baseline::{BaselineOpts, Method};
-use crate::eval::plot::{Panel, Series, bar_end, bar_slots, save_curves};
+use crate::eval::plot::{Panel, Series, bar_end, bar_margin, bar_slots, save_curves};
 use crate::traffic::dataset::build::load_dataset_info;
 use crate::traffic::tokens::features::View;
 
@@ -560,22 +560,28 @@ fn heatmaps(o: &StudyOpts) -> Result<(String, serde_json::Value)> {
     Ok((md, serde_json::Value::Object(out)))
 }
 
-/// Macro-F1 per row, mean with a +-1 std whisker.
+/// Macro-F1 per row, mean with a +-1 std whisker (`.svg` -> SVG, otherwise
+/// PNG).
 fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     let file = crate::eval::plot::ImageFile::create(path)?;
     crate::eval::plot::register_fonts();
-    let root =
-        // Wide enough for the caption, whatever the number of bars.
-        BitMapBackend::new(path, ((120 + 90 * lines.len() as u32).max(440), 420))
-            .into_drawing_area();
-    let draw = || -> std::result::Result<(), Box<dyn std::error::Error>> {
+    // Wide enough for the caption, whatever the number of bars.
+    let size = ((120 + 90 * lines.len() as u32).max(440), 420);
+    fn draw<DB: DrawingBackend>(
+        root: DrawingArea<DB, plotters::coord::Shift>,
+        lines: &[Line],
+    ) -> std::result::Result<(), Box<dyn std::error::Error>>
+    where
+        DB::ErrorType: 'static,
+    {
         root.fill(&WHITE)?;
+        let n = lines.len();
         let mut chart = ChartBuilder::on(&root)
             .caption("test macro-F1 (mean ± std over seeds)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(60)
             .y_label_area_size(45)
-            .build_cartesian_2d(bar_slots(lines.len()).into_segmented(), 0f64..1f64)?;
+            .build_cartesian_2d(bar_slots(n).into_segmented(), 0f64..1f64)?;
         let name = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => {
                 lines.get(*i).map_or(String::new(), |l| l.row.name().into())
@@ -585,15 +591,20 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(lines.len().max(1))
+            .x_labels(n.max(1))
             .x_label_formatter(&name)
             .x_label_style(("sans-serif", 11))
             .draw()?;
+        // At most 74 pixels wide, as where the image grows by 90 a bar (a
+        // lone bar in the 440-pixel image's minimum width filled it), and
+        // a gap between neighbours.
+        let (xs, _) = chart.plotting_area().get_pixel_range();
+        let margin = bar_margin((xs.end - xs.start) / n.max(1) as i32, 74, 8);
         chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
-            let b = bar_end(i, lines.len());
+            let b = bar_end(i, n);
             let a = SegmentValue::Exact(i);
             let mut bar = Rectangle::new([(a, 0.0), (b, l.f1.0)], BLUE.mix(0.5).filled());
-            bar.set_margin(0, 0, 8, 8); // a gap between neighbours
+            bar.set_margin(0, 0, margin, margin);
             bar
         }))?;
         chart.draw_series(lines.iter().enumerate().map(|(i, l)| {
@@ -603,11 +614,15 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
         }))?;
         root.present()?;
         Ok(())
-    };
-    draw()
-        .map_err(|e| anyhow::anyhow!("{e}"))
-        .with_context(|| format!("writing {}", path.display()))
-        .map(|()| file.keep())
+    }
+    if path.extension().is_some_and(|e| e == "svg") {
+        draw(SVGBackend::new(path, size).into_drawing_area(), lines)
+    } else {
+        draw(BitMapBackend::new(path, size).into_drawing_area(), lines)
+    }
+    .map_err(|e| anyhow::anyhow!("{e}"))
+    .with_context(|| format!("writing {}", path.display()))
+    .map(|()| file.keep())
 }
 
 #[cfg(test)]
@@ -638,6 +653,78 @@ mod tests {
             bars(&p, &lines).unwrap();
             assert!(std::fs::metadata(&p).unwrap().len() > 1000);
         }
+    }
+
+    /// The numbers of an SVG element's attribute, by name.
+    fn attr(element: &str, name: &str) -> Option<f64> {
+        let start = element.find(&format!(" {name}=\""))? + name.len() + 3;
+        element[start..].split('"').next()?.parse().ok()
+    }
+
+    /// An SVG element's text.
+    fn body(element: &str) -> &str {
+        element.split_once('>').map_or("", |(_, t)| t.trim())
+    }
+
+    /// One bar stands in the middle of the plot under its name, as wide as
+    /// one of several: the layout kept a second, empty slot to its right
+    /// (the bar and its name in the left half).
+    #[test]
+    fn one_bar_stands_in_the_middle() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut widths = Vec::new();
+        for n in [1, 6] {
+            let lines: Vec<Line> = (0..n)
+                .map(|_| Line {
+                    row: Row::MoePretrained,
+                    seeds: 2,
+                    acc: (0.9, 0.0),
+                    p: (0.9, 0.0),
+                    r: (0.9, 0.0),
+                    f1: (0.8, 0.05),
+                    capture: None,
+                })
+                .collect();
+            let p = dir.path().join(format!("bars-{n}.svg"));
+            bars(&p, &lines).unwrap();
+            let svg = std::fs::read_to_string(&p).unwrap();
+            let elements: Vec<&str> = svg.split('<').collect();
+            let bar = elements
+                .iter()
+                .find(|e| e.starts_with("rect") && e.contains("#0000FF"))
+                .expect("a bar");
+            let (x, w) = (attr(bar, "x").unwrap(), attr(bar, "width").unwrap());
+            widths.push(w);
+            // The plot's frame: the horizontal grid lines span it.
+            let grid = elements
+                .iter()
+                .filter(|e| e.starts_with("line") || e.starts_with("polyline"))
+                .filter_map(|e| {
+                    let (x1, x2) = (attr(e, "x1")?, attr(e, "x2")?);
+                    (attr(e, "y1")? == attr(e, "y2")?).then_some((x1.min(x2), x1.max(x2)))
+                })
+                .fold((f64::INFINITY, 0.0f64), |a, b| (a.0.min(b.0), a.1.max(b.1)));
+            if n == 1 {
+                let (left, right) = (x - grid.0, grid.1 - (x + w));
+                assert!(
+                    (left - right).abs() <= 2.0,
+                    "{left} px left of the bar, {right} px right of it"
+                );
+                let label = elements
+                    .iter()
+                    .find(|e| e.starts_with("text") && body(e) == "moe-pretrained")
+                    .expect("the row's name");
+                let centre = attr(label, "x").unwrap();
+                assert!(
+                    (centre - (x + w / 2.0)).abs() <= 2.0,
+                    "name at {centre}, bar at {x}+{w}"
+                );
+            }
+        }
+        assert!(
+            (widths[0] - widths[1]).abs() <= 2.0,
+            "bar widths {widths:?}"
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@ use anyhow::{Context, Result, anyhow};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::eval::plot::{ImageFile, bar_end, bar_slots, register_fonts, text_width};
+use crate::eval::plot::{ImageFile, bar_end, bar_margin, bar_slots, register_fonts, text_width};
 
 /// One bar: kernel name and its percentage of the roof.
 pub struct Bar {
@@ -66,7 +66,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .build_cartesian_2d(0.0..x_max, bar_slots(n).into_segmented())
             .map_err(err)?;
         let label = |v: &SegmentValue<usize>| match v {
-            // The mesh also asks for the segment past the last bar.
+            // Key points are the bars' slots; Last (the axis's end) has none.
             SegmentValue::CenterOf(i) | SegmentValue::Exact(i) => n
                 .checked_sub(1 + *i)
                 .and_then(|j| bars.get(j))
@@ -88,6 +88,10 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
             .label_style(("sans-serif", 13))
             .draw()
             .map_err(err)?;
+        // At most 20 pixels thick, as in a chart of many (a lone bar filled
+        // the whole plot's height).
+        let (_, ys) = chart.plotting_area().get_pixel_range();
+        let margin = bar_margin((ys.end - ys.start) / n as i32, 20, 3);
         // First kernel at the top.
         chart
             .draw_series(bars.iter().enumerate().map(|(i, b)| {
@@ -101,7 +105,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
                     [(0.0, SegmentValue::Exact(row)), (b.pct, bar_end(row, n))],
                     color.filled(),
                 );
-                r.set_margin(3, 3, 0, 0);
+                r.set_margin(margin, margin, 0, 0);
                 r
             }))
             .map_err(err)?;
