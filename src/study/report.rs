@@ -580,7 +580,7 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
             .caption("test macro-F1 (mean ± std over seeds)", ("sans-serif", 18))
             .margin(12)
             .x_label_area_size(60)
-            .y_label_area_size(45)
+            .y_label_area_size(60)
             .build_cartesian_2d(bar_slots(n).into_segmented(), 0f64..1f64)?;
         let name = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) => {
@@ -594,6 +594,8 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
             .x_labels(n.max(1))
             .x_label_formatter(&name)
             .x_label_style(("sans-serif", 11))
+            .y_desc("test macro-F1")
+            .axis_desc_style(("sans-serif", 14))
             .draw()?;
         // At most 74 pixels wide, as where the image grows by 90 a bar (a
         // lone bar in the 440-pixel image's minimum width filled it), and
@@ -668,9 +670,10 @@ mod tests {
 
     /// One bar stands in the middle of the plot under its name, as wide as
     /// one of several: the layout kept a second, empty slot to its right
-    /// (the bar and its name in the left half).
+    /// (the bar and its name in the left half). The y axis names the
+    /// metric.
     #[test]
-    fn one_bar_stands_in_the_middle() {
+    fn one_bar_stands_in_the_middle_and_the_y_axis_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let mut widths = Vec::new();
         for n in [1, 6] {
@@ -720,6 +723,12 @@ mod tests {
                     "name at {centre}, bar at {x}+{w}"
                 );
             }
+            assert!(
+                elements
+                    .iter()
+                    .any(|e| e.starts_with("text") && body(e) == "test macro-F1"),
+                "no y-axis label"
+            );
         }
         assert!(
             (widths[0] - widths[1]).abs() <= 2.0,
