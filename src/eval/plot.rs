@@ -394,27 +394,46 @@ pub struct Panel {
     pub x_label: String,
     pub y_label: String,
     pub series: Vec<Series>,
-    /// The y axis starts at zero (for quantities compared by their ratio,
-    /// such as throughput, latency and memory: an axis fitted to the data
-    /// drew a 2 % difference as a gap across the whole panel).
-    pub y_from_zero: bool,
+    pub y_axis: YAxis,
+}
+
+/// A panel's y range.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum YAxis {
+    /// Fitted to the points, padded: for a curve read by its shape (a
+    /// training loss falling over epochs), whose values are compared with
+    /// each other, not with zero.
+    Fitted,
+    /// From zero (for quantities compared by their ratio, such as
+    /// throughput, latency, memory and a loss against its baselines: an
+    /// axis fitted to the data drew a 2 % difference as a gap across the
+    /// whole panel). Fitted where a point is negative.
+    FromZero,
+    /// 0 to 1 whatever the points: a score in [0, 1] (macro-F1), on its
+    /// whole scale (0.93 against 0.95 filled a fitted panel's height).
+    Unit,
 }
 
 impl Panel {
-    /// The y axis's range: fitted to the points, padded, from zero where
-    /// asked and no point is negative.
+    /// The y axis's range: fitted to the points, padded, from zero or 0..1
+    /// as the panel asks.
     fn y_range(&self) -> (f64, f64) {
         let ys = || {
             self.series
                 .iter()
                 .flat_map(|s| s.points.iter().map(|p| p.1))
         };
-        let zero = self.y_from_zero.then_some(0.0);
-        let (y0, y1) = range_of(ys().chain(zero));
-        if self.y_from_zero && ys().filter(|y| y.is_finite()).all(|y| y >= 0.0) {
-            (0.0, y1)
-        } else {
-            (y0, y1)
+        match self.y_axis {
+            YAxis::Fitted => range_of(ys()),
+            YAxis::FromZero => {
+                let (y0, y1) = range_of(ys().chain(Some(0.0)));
+                if ys().filter(|y| y.is_finite()).all(|y| y >= 0.0) {
+                    (0.0, y1)
+                } else {
+                    (y0, y1)
+                }
+            }
+            YAxis::Unit => (0.0, 1.0),
         }
     }
 }
@@ -755,14 +774,14 @@ impl History {
                 x_label: "epoch".into(),
                 y_label: "cross entropy".into(),
                 series: loss,
-                y_from_zero: false,
+                y_axis: YAxis::Fitted,
             },
             Panel {
                 title: "Validation".into(),
                 x_label: "epoch".into(),
                 y_label: "score".into(),
                 series: score,
-                y_from_zero: false,
+                y_axis: YAxis::Fitted,
             },
         ]
     }
@@ -770,14 +789,14 @@ impl History {
 
 #[cfg(test)]
 mod tests {
-    use super::{Panel, Series, legend_beside, legend_corner, x_tick};
+    use super::{Panel, Series, YAxis, legend_beside, legend_corner, x_tick};
     use plotters::prelude::SeriesLabelPosition;
 
     /// bench model's panels start at zero: MoE at 1,010 flows/s and dense at
     /// 1,000 filled the panel's height as if one were twice the other.
     #[test]
     fn a_panel_from_zero_starts_its_y_axis_at_zero() {
-        let panel = |y_from_zero| Panel {
+        let panel = |y_axis| Panel {
             title: String::new(),
             x_label: String::new(),
             y_label: String::new(),
@@ -785,12 +804,29 @@ mod tests {
                 label: String::new(),
                 points: vec![(8.0, 1000.0), (16.0, 1010.0)],
             }],
-            y_from_zero,
+            y_axis,
         };
-        let (y0, y1) = panel(true).y_range();
+        let (y0, y1) = panel(YAxis::FromZero).y_range();
         assert_eq!(y0, 0.0);
         assert!(y1 > 1010.0 && y1 < 1100.0, "{y1}");
-        assert!(panel(false).y_range().0 > 900.0);
+        assert!(panel(YAxis::Fitted).y_range().0 > 900.0);
+    }
+
+    /// A score panel spans 0..1 whatever its points: pretrained at 0.93
+    /// and scratch at 0.95 filled a fitted panel's height.
+    #[test]
+    fn a_score_panel_spans_zero_to_one() {
+        let panel = Panel {
+            title: String::new(),
+            x_label: String::new(),
+            y_label: String::new(),
+            series: vec![Series {
+                label: String::new(),
+                points: vec![(5.0, 0.93), (100.0, 0.95)],
+            }],
+            y_axis: YAxis::Unit,
+        };
+        assert_eq!(panel.y_range(), (0.0, 1.0));
     }
 
     /// One curve ends high and one low: the legend goes where no curve is
@@ -807,7 +843,7 @@ mod tests {
             x_label: String::new(),
             y_label: String::new(),
             series: vec![series("rising", 1.0), series("falling", 0.0)],
-            y_from_zero: false,
+            y_axis: YAxis::Fitted,
         };
         let (y0, y1) = panel.y_range();
         assert_eq!(
@@ -834,7 +870,7 @@ mod tests {
                 flat("bigram", 1.4),
                 flat("unigram", 5.5),
             ],
-            y_from_zero: false,
+            y_axis: YAxis::Fitted,
         };
         let (y0, y1) = panel.y_range();
         assert_eq!(legend_corner(&panel, y0, y1), None);

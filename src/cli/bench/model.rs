@@ -24,7 +24,7 @@ use crate::backend::gpu::kernel_profile::{self, KernelTime};
 use crate::backend::gpu::pool::Pool;
 use crate::cli::args;
 use crate::engine::{Device, Param, Precision};
-use crate::eval::plot::{Panel, Series, save_curves};
+use crate::eval::plot::{Panel, Series, YAxis, save_curves};
 use crate::eval::predict::{Loaded, class_logits};
 use crate::heap;
 use crate::infer::latency::quantile;
@@ -501,7 +501,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             x_label: "batch".into(),
             y_label: "flows/s".into(),
             series: series(&|x| Some(x.flows_per_s)),
-            y_from_zero: true,
+            y_axis: YAxis::FromZero,
         },
         Panel {
             title: if r.mode == "train" {
@@ -513,7 +513,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             x_label: "batch".into(),
             y_label: "ms".into(),
             series: series(&|x| Some(x.mean_latency_ms)),
-            y_from_zero: true,
+            y_axis: YAxis::FromZero,
         },
     ];
     if r.rows.iter().any(|x| x.peak_bytes.is_some()) {
@@ -527,7 +527,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             x_label: "batch".into(),
             y_label: "MiB".into(),
             series: series(&|x| x.peak_bytes.map(|p| p as f64 / (1 << 20) as f64)),
-            y_from_zero: true,
+            y_axis: YAxis::FromZero,
         });
     }
     save_curves(path, &panels)
