@@ -336,3 +336,91 @@ fn confusion_rows_without_samples_are_not_drawn_as_a_zero_share() {
     }
     assert!(s.contains("no samples"));
 }
+
+/// Each routing heatmap says how many tokens it was counted on, after the
+/// class's name and clear of it, with 24 classes and long names: a class
+/// seen in 30 tokens looked as sure as one seen in 30,000.
+#[test]
+fn routing_heatmaps_give_each_class_its_token_count() {
+    use traffic_moe::eval::plot_routing::{ShareGrid, save_share_grids};
+    let dir = tempfile::tempdir().unwrap();
+    let svg = dir.path().join("routing.svg");
+    let panels: Vec<ShareGrid> = (0..24)
+        .map(|i| ShareGrid {
+            title: format!("com.example.application-{i}"),
+            tokens: if i % 2 == 0 { 30 } else { 30_000 },
+            shares: vec![vec![0.125; 8]; 4],
+        })
+        .collect();
+    save_share_grids(&svg, &panels).unwrap();
+    let s = std::fs::read_to_string(&svg).unwrap();
+    // (x, anchor, size, content)
+    let texts: Vec<(f64, String, f64, String)> = s
+        .split("<text ")
+        .skip(1)
+        .map(|t| {
+            let attr = |name: &str| {
+                t.split(&format!("{name}=\""))
+                    .nth(1)
+                    .unwrap()
+                    .split('"')
+                    .next()
+                    .unwrap()
+                    .to_string()
+            };
+            let body = &t[t.find('>').unwrap() + 1..t.find("</text>").unwrap()];
+            (
+                attr("x").parse().unwrap(),
+                attr("text-anchor"),
+                attr("font-size").parse::<f64>().unwrap() * 1.24,
+                body.trim().to_string(),
+            )
+        })
+        .collect();
+    for (i, p) in panels.iter().enumerate() {
+        let want = if i % 2 == 0 {
+            "30 tokens"
+        } else {
+            "30,000 tokens"
+        };
+        let title = texts.iter().find(|t| t.3 == p.title).expect("the title");
+        // Titles and counts in the order of the panels.
+        let count = texts
+            .iter()
+            .filter(|t| t.3.ends_with("tokens") && !t.3.contains('%'))
+            .nth(i)
+            .unwrap_or_else(|| panic!("no count for {}", p.title));
+        assert_eq!(count.3, want);
+        assert_eq!(count.1, "end", "the count ends at the grid's right");
+        let title_end = title.0 + text_width(&title.3, title.2, plotters::style::FontStyle::Normal);
+        let count_start =
+            count.0 - text_width(&count.3, count.2, plotters::style::FontStyle::Normal);
+        assert!(
+            title_end + 6.0 <= count_start,
+            "{}: the name ends at {title_end}, its count starts at {count_start}",
+            p.title
+        );
+    }
+}
+
+/// routing.json says how many tokens each class's shares were counted on.
+#[test]
+fn routing_json_gives_each_class_its_token_count() {
+    use traffic_moe::eval::routing::{RoutingCounts, write_routing};
+    let dir = tempfile::tempdir().unwrap();
+    // 1 layer, 2 experts, k = 1; 2 rows of 3 tokens, the last one padding.
+    let mut c = RoutingCounts::new(1, 2, 2);
+    c.add(
+        &[0, 1, 1, 0, 0, 1],
+        &[1, 1, 1, 1, 1, 0],
+        3,
+        &[Some(0), Some(1)],
+    );
+    write_routing(dir.path(), &c, &["a".into(), "b".into()]).unwrap();
+    let j: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("routing.json")).unwrap())
+            .unwrap();
+    assert_eq!(j["per_class"][0]["tokens"], 3);
+    assert_eq!(j["per_class"][1]["tokens"], 2);
+    assert_eq!(j["tokens"], 5);
+}

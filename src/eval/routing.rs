@@ -11,6 +11,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Value, json};
 
+use super::plot_routing::ShareGrid;
 use crate::model::{FfnKind, ModelConfig};
 
 /// Routed (token, slot) pairs per layer x expert.
@@ -22,6 +23,10 @@ pub struct RoutingCounts {
     pub overall: Vec<u64>,
     /// Per class, `[layers * experts]`.
     pub per_class: Vec<Vec<u64>>,
+    /// Real tokens counted (each routed to k experts in every layer).
+    pub tokens: u64,
+    /// Real tokens counted per class.
+    pub class_tokens: Vec<u64>,
 }
 
 impl RoutingCounts {
@@ -37,6 +42,8 @@ impl RoutingCounts {
             experts,
             overall: vec![0; layers * experts],
             per_class: vec![vec![0; layers * experts]; classes],
+            tokens: 0,
+            class_tokens: vec![0; classes],
         }
     }
 
@@ -47,6 +54,13 @@ impl RoutingCounts {
         let t = mask.len();
         if self.layers == 0 || t == 0 || routing.is_empty() {
             return;
+        }
+        for (tok, _) in mask.iter().enumerate().filter(|(_, m)| **m != 0) {
+            self.tokens += 1;
+            let class = labels.get(tok / s).copied().flatten();
+            if let Some(c) = class.and_then(|c| self.class_tokens.get_mut(c as usize)) {
+                *c += 1;
+            }
         }
         let k = routing.len() / (self.layers * t);
         for (l, layer) in routing.chunks_exact(t * k).take(self.layers).enumerate() {
@@ -102,9 +116,10 @@ impl RoutingCounts {
             "layers": self.layers,
             "experts": self.experts,
             "max_entropy_bits": (self.experts as f64).log2(),
+            "tokens": self.tokens,
             "overall": layer_stats(&self.overall),
-            "per_class": classes.iter().zip(&self.per_class).map(|(c, counts)| {
-                json!({"class": c, "routed": counts.iter().sum::<u64>(), "layers": layer_stats(counts)})
+            "per_class": classes.iter().zip(&self.per_class).zip(&self.class_tokens).map(|((c, counts), tokens)| {
+                json!({"class": c, "tokens": tokens, "routed": counts.iter().sum::<u64>(), "layers": layer_stats(counts)})
             }).collect::<Vec<_>>(),
         })
     }
@@ -119,16 +134,22 @@ pub fn write_routing(dir: &Path, counts: &RoutingCounts, classes: &[String]) -> 
         serde_json::to_string_pretty(&counts.to_json(classes))? + "\n",
     )
     .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
-    let overall = RoutingCounts::shares(&counts.overall, counts.experts);
-    super::plot_routing::save_share_grids(
-        &dir.join("routing.png"),
-        &[("all classes".to_string(), overall)],
-    )?;
-    let per_class: Vec<(String, Vec<Vec<f64>>)> = classes
+    let overall = ShareGrid {
+        title: "all classes".to_string(),
+        tokens: counts.tokens,
+        shares: RoutingCounts::shares(&counts.overall, counts.experts),
+    };
+    super::plot_routing::save_share_grids(&dir.join("routing.png"), &[overall])?;
+    let per_class: Vec<ShareGrid> = classes
         .iter()
         .zip(&counts.per_class)
-        .filter(|(_, c)| c.iter().any(|&n| n > 0))
-        .map(|(name, c)| (name.clone(), RoutingCounts::shares(c, counts.experts)))
+        .zip(&counts.class_tokens)
+        .filter(|((_, c), _)| c.iter().any(|&n| n > 0))
+        .map(|((name, c), &tokens)| ShareGrid {
+            title: name.clone(),
+            tokens,
+            shares: RoutingCounts::shares(c, counts.experts),
+        })
         .collect();
     if !per_class.is_empty() {
         super::plot_routing::save_share_grids(&dir.join("routing-per-class.png"), &per_class)?;
@@ -158,9 +179,14 @@ mod tests {
             vec![0, 1, 1, 1, 0, 1],
             "row 1: token 2 only"
         );
+        assert_eq!((c.tokens, &c.class_tokens[..]), (3, &[1, 2][..]));
         let routed: u64 = c.overall.iter().sum();
         assert_eq!(routed, 3 * 2 * 2, "real tokens x k x layers");
         let j = c.to_json(&["a".into(), "b".into()]);
+        assert_eq!(
+            (&j["tokens"], &j["per_class"][1]["tokens"]),
+            (&json!(3), &json!(2))
+        );
         assert!((j["overall"][0]["entropy_bits"].as_f64().unwrap() - 3f64.log2()).abs() < 1e-12);
         assert!((j["overall"][1]["max_over_uniform"].as_f64().unwrap() - 1.5).abs() < 1e-12);
     }
