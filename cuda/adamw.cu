@@ -9,9 +9,9 @@
 // by-value fields change (step, lr_scale from the schedule).
 //
 //   g  = grad * clip,  clip = max_grad_norm / (norm + 1e-6) when norm > max_grad_norm
-//        (torch's clip_grad_norm_ and the CPU engine's factor, src/train/optim.rs)
-//        (norm read on the device from grad_norm_final: no host sync; a norm
-//        that is not finite leaves every arena untouched)
+//        (torch's clip_grad_norm_ and the CPU engine's factor, src/train/optim.rs,
+//        both in double) (norm, a double, read on the device from grad_norm_final:
+//        no host sync; a norm that is not finite leaves every arena untouched)
 //   m  = b1 m + (1 - b1) g,   v = b2 v + (1 - b2) g^2
 //   p -= lr * ((m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps) + wd * p)
 // fp32 master weights, grads and moments; optionally writes a bf16 copy of the
@@ -76,12 +76,14 @@ extern "C" __global__ void __launch_bounds__(256) adamw_step(const AdamwStepPara
   AdamwScalars k;
   k.clip = 1.0f;
   if (p.grad_norm) {
-    const float norm = p.grad_norm[0];
+    const double norm = p.grad_norm[0];
     // A norm that is not finite (NaN or infinite gradients) updates nothing:
     // weights, moments and the bf16 copy stay as they were, as on the CPU
     // engine, which refuses such a step before AdamW (src/train/step.rs).
-    if (!(norm <= 3.402823466e+38f)) return;
-    if (norm > p.max_grad_norm) k.clip = p.max_grad_norm / (norm + 1e-6f);
+    if (!(norm <= 1.7976931348623157e+308)) return;
+    // In double, as the CPU engine's clip_scale (src/train/optim.rs): the norm
+    // of finite float gradients may pass FLT_MAX; the factor is a float again.
+    if (norm > (double)p.max_grad_norm) k.clip = (float)((double)p.max_grad_norm / (norm + 1e-6));
   }
   k.lr = p.tensor_lr[ti] * p.lr_scale;
   k.wd = p.tensor_wd[ti];

@@ -425,7 +425,7 @@ typedef struct AdamwStepParams {
   const uint32_t* chunk_start;  /* [n_tensors + 1] first chunk (block) of each tensor */
   const float* tensor_lr;       /* [n_tensors] base lr (layer-wise decay applied) */
   const float* tensor_wd;       /* [n_tensors] */
-  const float* grad_norm;       /* [1] global norm for clipping; nullable */
+  const double* grad_norm;      /* [1] global norm for clipping (grad_norm_final); nullable */
   int32_t n_tensors;
   int32_t chunk_elems;
   float lr_scale;               /* schedule multiplier */
@@ -436,18 +436,21 @@ typedef struct AdamwStepParams {
   int32_t step;                 /* 1-based */
 } AdamwStepParams;
 
-/* Global L2 norm of grad[0..n): block b sums g^2 over its contiguous slice. */
+/* Global L2 norm of grad[0..n): block b sums g^2 over its contiguous slice.
+ * Sums and the norm are double: a float sum of squares overflows once an
+ * element passes ~1.8e19, and the norm itself may pass FLT_MAX (the CPU
+ * engine's, in f64, does neither). */
 typedef struct GradNormPartialParams {
   const float* grad;  /* [n] */
-  float* partials;    /* [n_partials] = (scratch) */
+  double* partials;   /* [n_partials] = (scratch) */
   int64_t n;
   int32_t n_partials; /* grid of grad_norm_partial */
   int32_t _pad;
 } GradNormPartialParams;
 
 typedef struct GradNormFinalParams {
-  const float* partials; /* [n_partials] from grad_norm_partial */
-  float* out;            /* [1] = norm */
+  const double* partials; /* [n_partials] from grad_norm_partial */
+  double* out;            /* [1] = norm */
   int32_t n_partials;
   int32_t _pad;
 } GradNormFinalParams;

@@ -4,11 +4,11 @@
 //! shares are taken of.
 
 use traffic_moe::backend::gpu::executor::{SpecPeaks, device_info_for, spec_peaks};
-use traffic_moe::backend::gpu::ops::{moe_permute, rmsnorm};
+use traffic_moe::backend::gpu::ops::{grad_norm, moe_permute, rmsnorm};
 use traffic_moe::cli::bench::{Args, KernelArgs, What};
 
-/// `bench kernels --exec sim --filter <filter>`: each reported kernel's bytes.
-fn bytes_of(filter: &str) -> Vec<(String, u64)> {
+/// `bench kernels --exec sim --filter <filter>`: the JSON results.
+fn results_of(filter: &str) -> Vec<serde_json::Value> {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("k.json");
     traffic_moe::cli::bench::run(Args {
@@ -24,9 +24,12 @@ fn bytes_of(filter: &str) -> Vec<(String, u64)> {
     .unwrap();
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
-    v["results"]
-        .as_array()
-        .unwrap()
+    v["results"].as_array().unwrap().clone()
+}
+
+/// Each reported kernel's bytes.
+fn bytes_of(filter: &str) -> Vec<(String, u64)> {
+    results_of(filter)
         .iter()
         .map(|r| {
             (
@@ -82,6 +85,29 @@ fn rmsnorm_backward_counts_its_partials_and_the_accumulated_dw() {
         one("rmsnorm_bwd", "rmsnorm_bwd"),
         rows * d * 6 + rows * 4 + d * 4 + d * 8 + partials * 8
     );
+}
+
+#[test]
+fn grad_norm_counts_its_f64_partials_and_norm() {
+    let all = results_of("grad_norm");
+    let r = all
+        .iter()
+        .find(|r| r["kernel"] == "grad_norm")
+        .expect("grad_norm reported");
+    // The shape names the arena's length: "<n> fp32 params in <k> tensors".
+    let n: u64 = r["shape"]
+        .as_str()
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let partials = grad_norm::n_partials(n as usize) as u64;
+    assert!(partials >= 1);
+    // fp32 gradients read once; each f64 partial written, then read by the
+    // final pass; the f64 norm written.
+    assert_eq!(r["bytes"].as_u64().unwrap(), n * 4 + partials * 16 + 8);
 }
 
 #[test]

@@ -234,6 +234,54 @@ fn a_diverged_step_changes_nothing_on_any_engine() {
     }
 }
 
+/// A step whose gradients are finite but huge (head.w2 scaled by 1e22:
+/// gradients far above 1.8e19, whose squares overflow f32) is clipped and
+/// taken on every engine, with the CPU engine's norm: the GPU engine summed
+/// the squares in f32, got an infinite norm and called the step diverged.
+#[test]
+fn a_huge_gradient_is_clipped_on_every_engine() {
+    let (model, mut params) = Model::new(common::micro_config(FfnKind::Moe, 3), 5).unwrap();
+    let w2 = params.iter().position(|p| p.name == "head.w2").unwrap();
+    params[w2].value.iter_mut().for_each(|x| *x *= 1e22);
+    let mut norms = Vec::new();
+    for dev in std::iter::once(Device::Cpu).chain(devices()) {
+        let opt = AdamW::new(AdamWConfig::default(), &params);
+        let mut tr = Trainer::new(
+            dev,
+            traffic_moe::engine::Precision::F32,
+            params.clone(),
+            opt,
+        )
+        .unwrap();
+        let batch = &common::micro_batches()[0];
+        let st = tr
+            .step(&model, batch, Task::Classify, 0.02, 1e-3, 1.0)
+            .unwrap_or_else(|e| panic!("{dev:?}: {e}"));
+        assert!(
+            st.grad_norm.is_finite() && st.grad_norm > 1e20,
+            "{dev:?}: norm {}",
+            st.grad_norm
+        );
+        norms.push((dev, st.grad_norm));
+        let o = tr.optimizer().unwrap();
+        assert_eq!(o.step, 1, "{dev:?}: the clipped step was not counted");
+        let after = tr.params().unwrap();
+        assert!(
+            after.iter().flat_map(|p| &p.value).all(|x| x.is_finite()),
+            "{dev:?}: weights not finite"
+        );
+        assert_ne!(after[0].value, params[0].value, "{dev:?}: no update");
+    }
+    // The same norm (bf16 activations on the GPU engine, f32 on the CPU).
+    let cpu = norms[0].1;
+    for &(dev, n) in &norms[1..] {
+        assert!(
+            ((n - cpu) / cpu).abs() < 0.05,
+            "norm {n:e} on {dev:?} vs {cpu:e} on cpu"
+        );
+    }
+}
+
 /// Parameters in a learning-rate group the optimizer has no multiplier for
 /// are refused on every engine (the GPU engine trained them at 1).
 #[test]

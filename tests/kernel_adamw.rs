@@ -7,12 +7,14 @@ mod kernel_util;
 
 use half::bf16;
 use kernel_util::*;
+use traffic_moe::backend::cpu::adamw::sum_squares;
 use traffic_moe::backend::cpu::{adamw, grad_norm};
 use traffic_moe::backend::gpu::ops::adamw::{
     self as gpu_adamw, AdamwArenas, AdamwHyper, ArenaLayout,
 };
 use traffic_moe::backend::gpu::ops::grad_norm::GradNorm;
 use traffic_moe::backend::gpu::testing::{assert_close, run_on_executors};
+use traffic_moe::train::optim::clip_scale;
 
 // Offsets 0, 1000, 1017 (not a multiple of 4: scalar heads of up to 3
 // elements, then float4 bodies), a tensor of 2 inside one head, tails of 1-3.
@@ -184,7 +186,7 @@ fn grad_norm_matches_reference_and_is_deterministic() {
             let got = ex.download(&norm.out)?;
             assert_close(
                 &format!("grad norm (n {n})"),
-                &f64s(&got),
+                &got,
                 &[grad_norm(&[&g]) as f64],
                 0.0,
                 1e-6,
@@ -194,6 +196,78 @@ fn grad_norm_matches_reference_and_is_deterministic() {
                 ex.download(&norm.out)? == got,
                 "grad norm differs between runs (n {n})"
             );
+        }
+        Ok(())
+    });
+}
+
+/// Gradients the CPU engine clips and trains on: elements whose squares
+/// overflow f32 (|g| > 1.8e19), and ones whose global norm does too (two of
+/// 3e38: 4.2e38, above `f32::MAX`). The norm comes out finite and equal to
+/// the CPU engine's (f64, `train::optim::global_grad_norm`), and AdamW clips
+/// by it with the CPU engine's factor (`clip_scale`), where a float norm was
+/// inf and the step was left untaken as a diverged one.
+#[test]
+fn huge_gradients_are_clipped_as_on_the_cpu() {
+    run_on_executors("grad_norm huge", |ex| {
+        let mut rng = rng(73);
+        let n = 9001; // two partial blocks, a scalar tail
+        let mut squares = uniform(&mut rng, n, 1.0);
+        squares[17] = 1e20;
+        squares[8500] = -3e19;
+        let mut beyond = uniform(&mut rng, n, 1.0);
+        beyond[3] = 3e38;
+        beyond[9000] = -3e38;
+        for (what, g) in [("squares past f32", squares), ("norm past f32", beyond)] {
+            let want = sum_squares(&g).sqrt();
+            let gb = ex.upload(&g)?;
+            let norm = GradNorm::new(ex, n)?;
+            norm.compute(ex, &gb)?;
+            let got = ex.download(&norm.out)?[0];
+            anyhow::ensure!(
+                got.is_finite() && ((got - want) / want).abs() < 1e-12,
+                "grad norm ({what}): {got:e}, expected {want:e}"
+            );
+
+            let max_norm = 1.0f32;
+            let layout = ArenaLayout::new(ex, &[n], &[1e-3], &[0.01])?;
+            let mut p = uniform(&mut rng, n, 1.0);
+            let (mut m, mut v) = (vec![0f32; n], vec![0f32; n]);
+            let (pb, mb, vb) = (ex.upload(&p)?, ex.upload(&m)?, ex.upload(&v)?);
+            let h = AdamwHyper {
+                lr_scale: 1.0,
+                beta1: 0.9,
+                beta2: 0.95,
+                eps: 1e-8,
+                step: 1,
+                max_grad_norm: max_norm,
+            };
+            let arenas = AdamwArenas {
+                param: &pb,
+                grad: &gb,
+                m: &mb,
+                v: &vb,
+                param_bf16: None,
+            };
+            gpu_adamw::step(ex, &layout, &arenas, &h, Some(&norm.out))?;
+            let scale = clip_scale(want, max_norm as f64).expect("the norm is above the limit");
+            adamw::step(
+                &mut p, &g, &mut m, &mut v, 1e-3, 0.9, 0.95, 1e-8, 0.01, 1, scale,
+            );
+            assert_close(
+                &format!("adamw m ({what})"),
+                &f64s(&ex.download(&mb)?),
+                &f64s(&m),
+                1e-7,
+                1e-5,
+            )?;
+            assert_close(
+                &format!("adamw param ({what})"),
+                &f64s(&ex.download(&pb)?),
+                &f64s(&p),
+                1e-7,
+                1e-6,
+            )?;
         }
         Ok(())
     });

@@ -109,7 +109,7 @@ impl Trainer {
                 timed("free_tape", Pass::Backward, || drop(tape));
                 let norm = timed("adamw", Pass::Optimizer, || {
                     store.adamw_step(&opt.cfg, &opt.group_lr, lr, clip as f32)
-                })? as f64;
+                })?;
                 anyhow::ensure!(
                     norm.is_finite(),
                     "gradient norm is {norm}: training diverged (try a lower --lr)"

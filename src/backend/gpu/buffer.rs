@@ -147,6 +147,9 @@ impl DeviceType for u8 {
 impl DeviceType for i64 {
     type C = i64;
 }
+impl DeviceType for f64 {
+    type C = f64;
+}
 impl DeviceType for half::bf16 {
     type C = super::params::bf16;
 }

@@ -310,7 +310,10 @@ pub(super) fn run(
         let norm = grad_norm::GradNorm::new(ex, n)?;
         let sh = format!("{n} fp32 params in {} tensors", sizes.len());
         let ms = median_ms(ex, iters, || norm.compute(ex, &g))?;
-        rec.mem("grad_norm", &sh, n as u64 * 4, ms);
+        // The gradients read; the f64 partials written, then read by the
+        // final pass, which writes the f64 norm.
+        let partials = grad_norm::n_partials(n) as u64;
+        rec.mem("grad_norm", &sh, n as u64 * 4 + partials * 16 + 8, ms);
         let arenas = adamw::AdamwArenas {
             param: &p,
             grad: &g,

@@ -454,7 +454,7 @@ impl GpuParams {
     }
 
     /// Global L2 norm of the gradients, on the device (`[1]`).
-    pub fn grad_norm(&mut self) -> Result<&Buf<f32>> {
+    pub fn grad_norm(&mut self) -> Result<&Buf<f64>> {
         if self.norm.is_none() {
             self.norm = Some(GradNorm::new(&self.ex, self.g.len())?);
         }
@@ -474,7 +474,7 @@ impl GpuParams {
         group_lr: &[f32],
         lr: f32,
         max_norm: f32,
-    ) -> Result<f32> {
+    ) -> Result<f64> {
         let rebuild = !matches!(&self.layout, Some((g, _)) if g == group_lr);
         if rebuild {
             let sizes: Vec<usize> = self

@@ -94,7 +94,7 @@ pub fn step(
     layout: &ArenaLayout,
     a: &AdamwArenas,
     h: &AdamwHyper,
-    grad_norm: Option<&Buf<f32>>,
+    grad_norm: Option<&Buf<f64>>,
 ) -> Result<()> {
     for (name, b) in [("param", a.param), ("grad", a.grad), ("m", a.m), ("v", a.v)] {
         ex.check_buf(&format!("adamw {name}"), b, layout.total)?;

@@ -1,5 +1,6 @@
 //! Launch wrappers for cuda/grad_norm.cu: deterministic global L2 norm of the
-//! gradient arena (two passes, fixed partition and order).
+//! gradient arena (two passes, fixed partition and order; squares, sums and
+//! the norm in f64, as the CPU engine's).
 
 use crate::backend::gpu::params::{GradNormFinalParams, GradNormPartialParams};
 use crate::backend::gpu::{Buf, Executor, GpuError, Launch};
@@ -12,13 +13,20 @@ const PER_BLOCK: usize = 8192;
 const MAX_PARTIALS: usize = 2048;
 const FINAL_THREADS: u32 = 1024;
 
+/// How many partial sums (f64, one per block of `grad_norm_partial`) a norm
+/// of `n` elements takes.
+pub fn n_partials(n: usize) -> usize {
+    n.div_ceil(PER_BLOCK).min(MAX_PARTIALS)
+}
+
 /// Scratch and result for norms of `n` elements.
 pub struct GradNorm {
     pub n: usize,
     n_partials: usize,
-    partials: Buf<f32>,
+    partials: Buf<f64>,
     /// `[1]`: the norm after `compute` (feed it to `adamw::step` for clipping).
-    pub out: Buf<f32>,
+    /// f64 as the sums: the norm of finite f32 gradients may exceed `f32::MAX`.
+    pub out: Buf<f64>,
 }
 
 impl GradNorm {
@@ -26,7 +34,7 @@ impl GradNorm {
         if n == 0 || i64::try_from(n).is_err() {
             return Err(GpuError::Invalid(format!("grad_norm: bad length {n}")));
         }
-        let n_partials = n.div_ceil(PER_BLOCK).min(MAX_PARTIALS);
+        let n_partials = n_partials(n);
         Ok(GradNorm {
             n,
             n_partials,
