@@ -6,9 +6,9 @@
 // 512 per SM at <= 64 registers). Memory-bound: 2 bytes per logit read once
 // (loss only), or read twice + 2 bytes written (with dlogits; the second
 // read, backwards, partly hits L2: 264 rows of 128 KiB in flight ~ L2's size).
-//   pass 1: one streaming read, online softmax per thread (running max and a
-//     rescaled sum, in log2 units: t = x * log2(e)), merged over the block
-//     -> lse; losses[t] = lse - x[target]   (0 for target == ignore_index)
+//   pass 1: one streaming read, online softmax per thread (running max m of
+//     the logits and a rescaled sum s of 2^((x - m) * log2(e))), merged over
+//     the block -> lse; losses[t] = lse - x[target]   (0 for target == ignore_index)
 //   pass 2 (when dlogits != nullptr): dlogits[t, i] = grad_scale *
 //     (exp(x_i - lse) - [i == target]), zero rows for ignored targets.
 // Rows start anywhere (odd vocab / ld): each row is an unaligned head of < 8
@@ -27,18 +27,27 @@
 #define XENT_UNROLL 4
 #define XENT_LOG2E 1.4426950408889634f
 #define XENT_LN2 0.6931471805599453f
-// Running maximum starts finite, so -inf logits add exp2(-inf) = 0, never inf - inf.
+// Running maximum starts finite, so -inf logits add exp(-inf) = 0, never inf - inf.
 #define XENT_M0 (-3.402823466e38f)
 
-// Adds n values t (log2 units) to the running (m, s): s = sum of 2^(t_i - m).
+// exp(x - m) as 2^((x - m) log2 e): the difference is taken in the logits'
+// own units, so it is 0 exactly at the maximum and never overflows where
+// the logits do not (x * log2 e did for |x| > 2.36e38: an inf maximum, then
+// inf - inf = NaN). A difference below -FLT_MAX (|x|, |m| near the bf16
+// range's ends) is -inf and adds exp(-inf) = 0, its true value in float.
+static __device__ __forceinline__ float xent_exp(float x, float m) {
+  return exp2f((x - m) * XENT_LOG2E);
+}
+
+// Adds n logits x to the running (m, s): s = sum of exp(x_i - m).
 template <int N>
-static __device__ __forceinline__ void lse_add(float& m, float& s, const float* t) {
+static __device__ __forceinline__ void lse_add(float& m, float& s, const float* x) {
   float mx = m;
 #pragma unroll
-  for (int k = 0; k < N; k++) mx = fmaxf(mx, t[k]);
-  float acc = s * exp2f(m - mx);
+  for (int k = 0; k < N; k++) mx = fmaxf(mx, x[k]);
+  float acc = s * xent_exp(m, mx);
 #pragma unroll
-  for (int k = 0; k < N; k++) acc += exp2f(t[k] - mx);
+  for (int k = 0; k < N; k++) acc += xent_exp(x[k], mx);
   m = mx;
   s = acc;
 }
@@ -46,20 +55,15 @@ static __device__ __forceinline__ void lse_add(float& m, float& s, const float* 
 // Merges (mb, sb) into (m, s).
 static __device__ __forceinline__ void lse_merge(float& m, float& s, float mb, float sb) {
   const float mx = fmaxf(m, mb);
-  s = s * exp2f(m - mx) + sb * exp2f(mb - mx);
+  s = s * xent_exp(m, mx) + sb * xent_exp(mb, mx);
   m = mx;
 }
 
-// x in log2 units, rounded once and never fused into a following subtraction
-// (__fmul_rn): both passes then see the same t, so the row's maximum gives
-// t - m = 0 exactly, whatever the logits' magnitude.
-static __device__ __forceinline__ float xent_log2(float x) { return __fmul_rn(x, XENT_LOG2E); }
-
-// dlogit of one element: grad_scale * (p - [is target]), p = 2^(t - m) / s.
-// Not 2^(t - lse2): lse2 = m + log2(s) loses log2(s) to rounding once |m| is
+// dlogit of one element: grad_scale * (p - [is target]), p = exp(x - m) / s.
+// Not exp(x - lse): lse = m + ln(s) loses ln(s) to rounding once |m| is
 // large (1e30: every p of an all-equal row came out 0).
 static __device__ __forceinline__ float xent_grad(float x, float m, float inv_s, float gs, bool is_target) {
-  return gs * (exp2f(xent_log2(x) - m) * inv_s - (is_target ? 1.0f : 0.0f));
+  return gs * (xent_exp(x, m) * inv_s - (is_target ? 1.0f : 0.0f));
 }
 
 extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(const XentFwdBwdParams p) {
@@ -95,27 +99,23 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
     float t[XENT_UNROLL * 8];
 #pragma unroll
     for (int u = 0; u < XENT_UNROLL; u++) load_bf16x8(xv + 8 * (j + u * nt), t + 8 * u);
-#pragma unroll
-    for (int k = 0; k < XENT_UNROLL * 8; k++) t[k] = xent_log2(t[k]);
     lse_add<XENT_UNROLL * 8>(m, s, t);
   }
   for (; j < nvec; j += nt) {
     float t[8];
     load_bf16x8(xv + 8 * j, t);
-#pragma unroll
-    for (int k = 0; k < 8; k++) t[k] = xent_log2(t[k]);
     lse_add<8>(m, s, t);
   }
   if (tid < head) {
-    const float t = xent_log2(bf2f(x[tid]));
+    const float t = bf2f(x[tid]);
     lse_add<1>(m, s, &t);
   }
   if (tail0 + tid < V) {
-    const float t = xent_log2(bf2f(x[tail0 + tid]));
+    const float t = bf2f(x[tail0 + tid]);
     lse_add<1>(m, s, &t);
   }
   // Read before the barrier: pass 2 may overwrite it (in place).
-  const float t_target = (tid == 0 && target < (uint32_t)V) ? xent_log2(bf2f(x[target])) : 0.0f;
+  const float x_target = (tid == 0 && target < (uint32_t)V) ? bf2f(x[target]) : 0.0f;
 
   // Block merge: warps by shuffles, then every thread merges the warps in the
   // same order (identical lse everywhere, one barrier).
@@ -130,9 +130,10 @@ extern "C" __global__ void __launch_bounds__(XENT_MAX_THREADS, 2) xent_fwd_bwd(c
   m = s_m[0];
   s = s_s[0];
   for (int w = 1; w < (nt >> 5); w++) lse_merge(m, s, s_m[w], s_s[w]);
-  // loss = lse - x_target = ((m - t_target) + log2(s)) ln 2: exact for a
-  // target at the maximum (m + log2(s) would drop log2(s) at large |m|).
-  if (tid == 0) p.losses[row] = target < (uint32_t)V ? ((m - t_target) + log2f(s)) * XENT_LN2 : NAN;
+  // loss = lse - x_target = (m - x_target) + ln(s): exact for a target at
+  // the maximum (m + ln(s) would drop ln(s) at large |m|); inf only where
+  // the loss passes FLT_MAX (a spread of logits above it).
+  if (tid == 0) p.losses[row] = target < (uint32_t)V ? (m - x_target) + log2f(s) * XENT_LN2 : NAN;
   const float inv_s = 1.0f / s;
   if (!dx) return;
 

@@ -275,39 +275,52 @@ fn xent_padded_rows_and_extreme_logits() {
         // Extreme but finite logits, V = 13 (a head, vectors and a tail):
         // equal 1e30 (uniform softmax), +-3e4 (probabilities of 1 and 0)
         // with the target on the largest and on a smallest, +-1e30
-        // alternating. f32 resolves all of them: the loss is (m - x_t) + ln s
-        // (m the row's max, s = sum exp(x - m)), exact when x_t = m; the
-        // gradient exp(x - m) / s. (f64 `lse - x_t` would cancel, so the
-        // expected losses are computed that way here.)
+        // alternating; then logits past 2.36e38 (whose x * log2(e)
+        // overflowed f32: NaN losses and gradients): equal 3e38, 3e38 over
+        // 1e38, equal -3e38, and +-3e38 alternating (a spread of 6e38, past
+        // FLT_MAX: those probabilities are 0, and a loss of 6e38 is inf in
+        // f32). The loss is (m - x_t) + ln s (m the row's max, s = sum
+        // exp(x - m)), exact when x_t = m, as the CPU reference computes it;
+        // the gradient exp(x - m) / s.
         let v = 13;
-        let rows: [(Vec<f32>, u32); 5] = [
+        let alt =
+            |a: f32| -> Vec<f32> { (0..v).map(|i| if i % 2 == 0 { a } else { -a }).collect() };
+        let spike = |hi: f32, lo: f32| -> Vec<f32> {
+            (0..v).map(|i| if i == 4 { hi } else { lo }).collect()
+        };
+        let rows: [(Vec<f32>, u32); 11] = [
             (vec![1e30; v], 7),
-            ((0..v).map(|i| if i == 4 { 3e4 } else { -3e4 }).collect(), 4),
-            ((0..v).map(|i| if i == 4 { 3e4 } else { -3e4 }).collect(), 5),
-            (
-                (0..v)
-                    .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
-                    .collect(),
-                2,
-            ),
-            (
-                (0..v)
-                    .map(|i| if i % 2 == 0 { 1e30 } else { -1e30 })
-                    .collect(),
-                3,
-            ),
+            (spike(3e4, -3e4), 4),
+            (spike(3e4, -3e4), 5),
+            (alt(1e30), 2),
+            (alt(1e30), 3),
+            (vec![3e38; v], 7),
+            (spike(3e38, 1e38), 4),
+            (spike(3e38, 1e38), 5),
+            (vec![-3e38; v], 1),
+            (alt(3e38), 2),
+            (alt(3e38), 3),
         ];
         let logits = to_bf16(&rows.iter().flat_map(|r| r.0.clone()).collect::<Vec<_>>());
         let y: Vec<u32> = rows.iter().map(|r| r.1).collect();
         let lf = bf_f64(&logits);
-        let want_l: Vec<f64> = lf
-            .chunks(v)
-            .zip(&y)
-            .map(|(row, &c)| {
-                let m = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-                (m - row[c as usize]) + row.iter().map(|x| (x - m).exp()).sum::<f64>().ln()
-            })
-            .collect();
+        let mut want_l = vec![0.0; y.len()];
+        xent::fwd(&lf, &y, IGNORE, &mut want_l);
+        // The CPU engine's f32 gives the same losses (inf where f64's passes
+        // FLT_MAX).
+        let mut want_l32 = vec![0f32; y.len()];
+        let l32: Vec<f32> = logits.iter().map(|x| x.to_f32()).collect();
+        xent::fwd(&l32, &y, IGNORE, &mut want_l32);
+        for (r, (&l64, &l32)) in want_l.iter().zip(&want_l32).enumerate() {
+            anyhow::ensure!(
+                l32 == l64 as f32 || ((l32 as f64 - l64) / l64).abs() < 1e-6,
+                "row {r}: CPU reference f32 loss {l32:e} vs f64 {l64:e}"
+            );
+        }
+        anyhow::ensure!(
+            (want_l[5] - 13f64.ln()).abs() < 1e-12 && want_l[10] as f32 == f32::INFINITY,
+            "reference losses {want_l:?}"
+        );
         let scale = 1.0 / y.len() as f32;
         let (lb, tb, lossb) = (
             ex.upload(&logits)?,
@@ -326,8 +339,18 @@ fn xent_padded_rows_and_extreme_logits() {
             v,
             v,
         )?;
-        let got_l = f64s(&ex.download(&lossb)?);
-        assert_close("xent losses (extreme logits)", &got_l, &want_l, 1e-5, 1e-5)?;
+        let got_l = ex.download(&lossb)?;
+        // Losses past FLT_MAX are inf on both sides; the rest are compared.
+        let (mut g, mut w) = (Vec::new(), Vec::new());
+        for (r, (&got, &want)) in got_l.iter().zip(&want_l).enumerate() {
+            if (want as f32).is_infinite() {
+                anyhow::ensure!(got == f32::INFINITY, "row {r}: loss {got}, expected inf");
+            } else {
+                g.push(got as f64);
+                w.push(want);
+            }
+        }
+        assert_close("xent losses (extreme logits)", &g, &w, 1e-5, 1e-5)?;
         let mut want_d = vec![0.0; logits.len()];
         xent::bwd(&lf, &y, IGNORE, 1.0, &mut want_d);
         let got_d = bf_f64(&ex.download(&db)?);

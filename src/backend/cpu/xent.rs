@@ -22,7 +22,10 @@ pub fn fwd<F: Float>(logits: &[F], targets: &[u32], ignore: u32, losses: &mut [F
             }
             let m = row.iter().fold(F::neg_infinity(), |a, &b| a.max(b));
             let s: F = row.iter().map(|&x| (x - m).exp()).sum();
-            *l = s.ln() + m - row[y as usize];
+            // (m - x_y) + ln s, not ln s + m - x_y: exact when x_y is the
+            // maximum (m + ln s drops ln s once |m| is large: an all-equal
+            // row of 1e30 lost its ln V), as cuda/xent.cu computes it.
+            *l = (m - row[y as usize]) + s.ln();
         });
     let n = targets.iter().filter(|&&y| y != ignore).count();
     if n == 0 {
