@@ -153,7 +153,7 @@ fn dense_classifier_agrees_with_the_f32_engine() {
 }
 
 #[test]
-fn precision_bf16_loads_on_the_cpu_only() {
+fn precision_bf16_loads_the_bf16_engine_on_the_cpu_and_the_gpu_engine_elsewhere() {
     let cfg = common::micro_config(FfnKind::Moe, CLASSES);
     let (model, p) = params(&cfg);
     let loaded = Loaded::with_precision(Device::Cpu, p.clone(), Precision::Bf16).unwrap();
@@ -167,10 +167,14 @@ fn precision_bf16_loads_on_the_cpu_only() {
     };
     let (logits, _) = class_logits(&model, loaded.weights(), &x, false).unwrap();
     assert!(logits.len() == B * CLASSES && logits.iter().all(|v| v.is_finite()));
-    let err = Loaded::with_precision(Device::Sim, p, Precision::Bf16)
-        .err()
-        .expect("bf16 on the GPU engine is refused");
-    assert!(err.to_string().contains("--device cpu"), "{err}");
+    // The GPU engine computes in bf16 either way: bf16 is accepted there
+    // (it was refused, where training took it) and gives f32's logits.
+    let on_sim = |precision| {
+        let loaded = Loaded::with_precision(Device::Sim, p.clone(), precision).unwrap();
+        assert!(matches!(loaded, Loaded::Gpu(..)), "{precision:?}");
+        class_logits(&model, loaded.weights(), &x, false).unwrap().0
+    };
+    assert_eq!(on_sim(Precision::Bf16), on_sim(Precision::F32));
 }
 
 #[test]

@@ -81,6 +81,8 @@ pub struct Args {
     /// accumulation: faster where `vdpbf16ps` runs at full rate, e.g. 1.6x on
     /// AMD Zen 4, slower where it does not, e.g. Intel Xeon; `tmoe bench
     /// cpu-gemm` tells; probabilities differ in the third digit).
+    /// The GPU engine (cuda, sim) always computes in bf16 (bf16
+    /// weights, f32 sums): either value is accepted there and runs it.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Flows open at once per capture (and in the stream); beyond it the least

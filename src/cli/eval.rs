@@ -51,6 +51,8 @@ pub struct Args {
     #[arg(long)]
     pub routing: bool,
     /// CPU engine precision: f32, or bf16 weights with f32 accumulation.
+    /// The GPU engine (cuda, sim) always computes in bf16 (bf16
+    /// weights, f32 sums): either value is accepted there and runs it.
     #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
     pub precision: crate::engine::Precision,
 }

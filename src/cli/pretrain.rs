@@ -80,7 +80,9 @@ pub struct Args {
     /// Training precision on the CPU: f32, or bf16 mixed precision (the
     /// linear layers', experts' and LM head's products on bf16 operands
     /// with f32 sums, on AMX tiles where the CPU has them; weights,
-    /// gradients and AdamW state f32). The GPU engine is always bf16.
+    /// gradients and AdamW state f32). The GPU engine (cuda, sim) always
+    /// computes in bf16 (bf16 weights, f32 sums): either value is accepted
+    /// there and runs it.
     #[arg(long, value_enum, default_value_t = crate::engine::Precision::F32)]
     pub precision: crate::engine::Precision,
 }

@@ -1,11 +1,16 @@
-//! The precision of CPU inference: `--precision f32|bf16`.
+//! `--precision f32|bf16`, taken by every command that runs the model
+//! (`pretrain`, `finetune`, `eval`, `classify`, `bench model`, `bench
+//! classify`) on every device, with one meaning:
 //!
-//! - `f32`: the CPU engine (`backend::cpu`), the reference.
-//! - `bf16`: the bf16 CPU inference engine (`backend::cpu_bf16`): weights in
-//!   bf16, products accumulated in f32; faster, forward only.
+//! - `f32`: on the CPU, f32 products (the reference engine, or f32 weights on
+//!   the packed inference engine).
+//! - `bf16`: bf16 operands, f32 sums: on the CPU the packed bf16 inference
+//!   engine (`backend::cpu_bf16`), and for training mixed precision (bf16
+//!   products, f32 weights, gradients and AdamW state).
 //!
-//! The GPU engine always computes in bf16 (with fp32 master weights), so the
-//! choice only exists on the CPU.
+//! The GPU engine (`cuda`, `sim`) always computes that way (bf16 weight
+//! copies and activations, f32 sums and master weights): `bf16` is what it
+//! runs, and `f32` runs it too, as it has no f32 path ([`Precision::on`]).
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -20,6 +25,15 @@ impl Precision {
         match self {
             Precision::F32 => "f32",
             Precision::Bf16 => "bf16",
+        }
+    }
+
+    /// The precision the engine of `device` computes in when given this one:
+    /// itself on the CPU, bf16 on the GPU engine (which has no f32 path).
+    pub fn on(self, device: super::Device) -> Precision {
+        match device {
+            super::Device::Cpu => self,
+            super::Device::Cuda | super::Device::Sim => Precision::Bf16,
         }
     }
 }

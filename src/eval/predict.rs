@@ -40,19 +40,15 @@ impl Loaded {
     /// On `device` at `precision`: on the CPU, the packed-weight inference
     /// engine (`backend::cpu_bf16`, weights packed here, once) with bf16
     /// weights for `Bf16`, and with f32 weights for `F32` where the CPU has
-    /// AVX-512F (elsewhere the f32 reference engine); on `cuda`/`sim` only
-    /// `F32` is accepted, as the GPU engine already computes in bf16.
+    /// AVX-512F (elsewhere the f32 reference engine); on `cuda`/`sim` the
+    /// GPU engine whichever the precision: it computes in bf16 (bf16 weights,
+    /// f32 sums) either way, what `Bf16` asks for (`Precision::on`).
     pub fn with_precision(
         device: Device,
         params: Vec<Param>,
         precision: Precision,
     ) -> Result<Loaded> {
-        if precision == Precision::Bf16 {
-            anyhow::ensure!(
-                device == Device::Cpu,
-                "--precision bf16 is for --device cpu: the GPU engine ({}) already computes in bf16",
-                device.name()
-            );
+        if precision == Precision::Bf16 && device == Device::Cpu {
             let store = Bf16Params::pack(&params);
             return Ok(Loaded::CpuBf16(CpuBf16::new(), Box::new(store)));
         }

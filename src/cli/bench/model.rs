@@ -50,7 +50,8 @@ pub struct ModelArgs {
     /// AVX-512F kernel, or the reference engine on a CPU without it) or bf16
     /// (inference: bf16 weights, f32 accumulation; with --train, mixed
     /// precision: bf16 operands, f32 sums, weights and AdamW state). The
-    /// GPU engine is always bf16.
+    /// GPU engine (cuda, sim) always computes in bf16: either value is
+    /// accepted there and runs it.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Model config: tiny, small or base (default: base on cuda, tiny elsewhere).
@@ -130,7 +131,8 @@ struct Report {
     device: &'static str,
     device_name: String,
     /// `--precision`: of inference, or with `--train` of the training step
-    /// (bf16: mixed precision); the GPU engine computes in bf16.
+    /// (bf16: mixed precision); bf16 on the GPU engine, which computes in
+    /// bf16 whichever is given (`Precision::on`).
     precision: &'static str,
     config: String,
     mode: &'static str,
@@ -445,7 +447,7 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         date: chrono_like_now(),
         device: a.device.name(),
         device_name,
-        precision: a.precision.name(),
+        precision: a.precision.on(a.device).name(),
         config,
         mode: if a.train { "train" } else { "inference" },
         params_moe,

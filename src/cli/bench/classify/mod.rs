@@ -66,6 +66,8 @@ pub struct ClassifyArgs {
     #[arg(long, default_value = "tiny")]
     pub config: String,
     /// CPU engine precision (bf16: bf16 weights, f32 accumulation).
+    /// The GPU engine (cuda, sim) always computes in bf16 (bf16
+    /// weights, f32 sums): either value is accepted there and runs it.
     #[arg(long, value_enum, default_value_t = Precision::F32)]
     pub precision: Precision,
     /// Tokens per flow (default 64; 32 on sim).
@@ -240,7 +242,7 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
         "tmoe bench classify: {} on {} ({device_name}, {}), sequence {seq}, batch {batch}",
         a.config,
         a.device.name(),
-        a.precision.name()
+        a.precision.on(a.device).name()
     );
     let mut rows = Vec::new();
     for ffn in [FfnKind::Moe, FfnKind::Dense] {
@@ -295,7 +297,7 @@ pub fn run(a: ClassifyArgs) -> anyhow::Result<()> {
     let report = Report {
         date: super::model::chrono_like_now(),
         device: a.device.name(),
-        precision: a.precision.name(),
+        precision: a.precision.on(a.device).name(),
         device_name,
         cpu: cpu_model(),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
