@@ -11,17 +11,31 @@
 // head_dim 32 and 64, one named kernel per head_dim (templates inside).
 //
 // Kernels (all: grid.y = B*H, blockDim = 32 * warps, dynamic shared memory):
-//   attn_fwd_hd{32,64}      O, lse.  grid.x = ceil(S/128), 8 warps, 16 query
+//   attn_fwd_hd{32,64}      O, stats.  grid.x = ceil(S/128), 8 warps, 16 query
 //                           rows per warp; loops over key blocks of 64 up to the
 //                           causal limit; online softmax in the exp2 domain.
+//                           stats [B*H, S] of float2 (m, 1/l): the row's max
+//                           scaled score in log2 units, t = s * scale * log2 e,
+//                           and 1/l, l = sum 2^(t - m); (-inf, 0) for a row that
+//                           sees no key.
 //   attn_bwd_dq_hd{32,64}   delta = rowsum(dO*O) (fp32, written for the next
 //                           kernel) and dQ. grid.x = ceil(S/64), 4 warps x 16
 //                           query rows; loops over key blocks, recomputing
-//                           P = exp(S - lse) and dP = dO V^T.
+//                           P = 2^(t - m) / l and dP = dO V^T.
 //   attn_bwd_dkdv_hd{32,64} dK, dV. grid.x = ceil(S/64), 4 warps x 16 keys;
 //                           loops over query blocks of 64 from the causal start
 //                           (double-buffered), each in two chunks of 32 queries
 //                           (S^T and dP^T tiles of 16 x 32 per warp).
+// Row statistics: m and l stay apart. The logsumexp lse2 = m + log2(l) in
+// fp32 drops log2(l) once |m| is large (off by up to 0.5 at |m| ~ 1e7; at 1e30
+// entirely: a row of l equal scores got P = 1 each instead of 1/l), and a
+// fused fma(s, scale*log2e, -lse2) is off by t's own rounding error (inf or 0
+// at 1e30). So every kernel rounds t the same way (att_log2, __fmul_rn) and the
+// backward takes 2^(t - m) * (1/l): exact for the row's maximum and for ties at
+// any magnitude (tests/kernel_attention.rs, scores of 1e4 to 1e30 in log2
+// units). m is kept in log2 units: no natural-log round trip (lse * ln 2 in
+// the forward, * log2 e in the backward, two roundings for nothing).
+//
 // Determinism: every output element is owned by one warp that sums in a fixed
 // order (key blocks ascending for O and dQ, query blocks ascending for dK and
 // dV): no atomics. dQ gets its own pass (recomputing S and dP, 7 matmul units of
@@ -43,9 +57,11 @@
 // 35 KiB, dkdv 55 / 31 KiB.
 //
 // Limits: one CTA per (query block, b*h) or (key block, b*h). Registers
-// (ptxas, sm_90a, hd 64 / 32): fwd 126 / 77 (launch bound: 2 CTAs of 256
+// (ptxas, sm_90a, hd 64 / 32): fwd 127 / 79 (launch bound: 2 CTAs of 256
 // threads per SM; Q fragments are re-read from smem per key block, keeping them
-// in registers spilled), dq 143 / 113, dkdv 165 / 122, no spills; the backward
+// in registers spilled), dq 157 / 127, dkdv 168 / 124, no spills (dkdv keeps
+// m and 1/l in two scalar smem arrays: as one float2 array it took 175,
+// 2 CTAs per SM instead of 3); the backward
 // keeps 4 warps per CTA (dQ, or dK + dV, accumulators plus two score tiles per
 // warp). Blocks wholly below the diagonal with every key visible skip the
 // per-element mask (`full`). Key blocks that are fully masked or past the
@@ -54,7 +70,6 @@
 #include "common.cuh"
 
 #define ATT_LOG2E 1.4426950408889634f
-#define ATT_LN2 0.6931471805599453f
 #define ATT_BN 64  // keys per block (fwd, dq) = keys per CTA (dkdv)
 #define ATT_BQ 64  // queries per block in the backward
 
@@ -209,6 +224,29 @@ static __device__ __forceinline__ float quad_max(float v) {
   return fmaxf(v, __shfl_xor_sync(TMOE_FULL_MASK, v, 2));
 }
 
+// A score in log2 units, t = s * scale * log2 e, rounded once and never fused
+// into the subtraction that follows (__fmul_rn): the forward and both backward
+// kernels see the same t, so the row's maximum gives t - m = 0 exactly and
+// equal scores equal terms, whatever the scores' magnitude (a fused
+// fma(s, sl2, -m) is off by t's rounding error, 2^75 at |t| ~ 1e30).
+static __device__ __forceinline__ float att_log2(float s, float sl2) { return __fmul_rn(s, sl2); }
+
+// P of one visible score from the forward's row statistics (m, 1/l):
+// 2^(t - m) / l. Not 2^(t - lse2): lse2 = m + log2(l) loses log2(l) to
+// rounding once |m| is large (off by up to 0.5 at |m| ~ 1e7; at 1e30 every P
+// of an all-equal row came out 1 instead of 1/l).
+static __device__ __forceinline__ float att_prob(float s, float sl2, float m, float inv_l) {
+  return exp2f(att_log2(s, sl2) - m) * inv_l;
+}
+
+// The forward's (m, 1/l) of query row i < seq; (-inf, 0) for a row that sees
+// no key (its P comes out NaN and is masked to 0 by the caller). 1/l, not l:
+// the forward's own normaliser, and no division in the backward (IEEE 1/x
+// carries a slow-path call that made attn_bwd_dkdv_hd64 spill).
+static __device__ __forceinline__ float2 att_row_stats(const float* stats, int64_t i) {
+  return reinterpret_cast<const float2*>(stats)[i];
+}
+
 // ---------------------------------------------------------------- forward
 
 #define ATT_FWD_WARPS 8
@@ -279,7 +317,7 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) s[nt][e] *= sl2;
+      for (int e = 0; e < 4; e++) s[nt][e] = att_log2(s[nt][e], sl2);
     if (!full)
 #pragma unroll
       for (int nt = 0; nt < NT; nt++)
@@ -325,12 +363,14 @@ static __device__ __forceinline__ void attn_fwd_body(const AttnFwdParams& p) {
   }
   att_store_rows<HD>(o, inv[0], inv[1], sQ + warp * 16 * LDS, p.o + tok0 * p.ld_o + h * HD,
                      p.ld_o, wq0, seq);
+  // Row statistics for the backward, m and 1/l apart: (m, 1/l), or (-inf, 0)
+  // for a row that saw no key.
   if (t == 0)
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       const int i = wq0 + g + 8 * r;
       if (i < seq)
-        p.lse[(int64_t)bh * seq + i] = l[r] > 0.f ? (m[r] + log2f(l[r])) * ATT_LN2 : -INFINITY;
+        reinterpret_cast<float2*>(p.stats)[(int64_t)bh * seq + i] = make_float2(m[r], inv[r]);
     }
 }
 
@@ -377,7 +417,7 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
   float dq[D::HT][4];
 #pragma unroll
   for (int i = 0; i < D::HT; i++) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
-  float lse2[2], delta[2];  // rows g, g+8: lse in the log2 domain, rowsum(dO*O)
+  float mrow[2], inv_l[2], delta[2];  // rows g, g+8: row max (log2 units), 1/l, rowsum(dO*O)
 
   for (int kb = 0; kb < nkb; kb++) {
     cp_async_wait<0>();
@@ -408,7 +448,9 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
       for (int r = 0; r < 2; r++) {
         delta[r] = __shfl_sync(TMOE_FULL_MASK, d, 2 * (g + 8 * r));
         const int i = wq0 + g + 8 * r;
-        lse2[r] = i < seq ? p.lse[(int64_t)bh * seq + i] * ATT_LOG2E : 0.f;
+        const float2 ml = i < seq ? att_row_stats(p.stats, (int64_t)bh * seq + i) : make_float2(0.f, 0.f);
+        mrow[r] = ml.x;
+        inv_l[r] = ml.y;
       }
     }
 
@@ -426,14 +468,14 @@ static __device__ __forceinline__ void attn_bwd_dq_body(const AttnBwdParams& p) 
       for (int e = 0; e < 4; e++) s[i][e] = dp[i][e] = 0.f;
     att_mma_abt<HD, NT>(s, qf, cK);
     att_mma_abt<HD, NT>(dp, dof, cV);
-    // dS = P * (dP - delta), P = exp(S*scale - lse) where visible, else 0.
+    // dS = P * (dP - delta), P = 2^(t - m) / l where visible, else 0.
 #pragma unroll
     for (int nt = 0; nt < NT; nt++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
         const int jl = nt * 8 + 2 * t + (e & 1), r = e >> 1, i = wq0 + g + 8 * r;
-        float pr = exp2f(fmaf(s[nt][e], sl2, -lse2[r]));
-        if (!full && !(kv[jl] && k0 + jl <= i)) pr = 0.f;  // (also the inf of lse = -inf)
+        float pr = att_prob(s[nt][e], sl2, mrow[r], inv_l[r]);
+        if (!full && !(kv[jl] && k0 + jl <= i)) pr = 0.f;  // (also an empty row's NaN)
         s[nt][e] = pr * (dp[nt][e] - delta[r]);
       }
     att_mma_pb<HD, NT>(dq, s, cK);
@@ -455,7 +497,8 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
   bf16* sQ = sV + BN * LDS;       // [2][BM][LDS]
   bf16* sdO = sQ + 2 * BM * LDS;  // [2][BM][LDS]
   TMOE_SHARED(uint8_t, kvalid, [BN]);
-  TMOE_SHARED(float, s_lse2, [2][BM]);
+  TMOE_SHARED(float, s_m, [2][BM]);    // row max (log2 units) per query
+  TMOE_SHARED(float, s_inv, [2][BM]);  // 1/l per query
   TMOE_SHARED(float, s_delta, [2][BM]);
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
@@ -465,17 +508,19 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
   const int64_t tok0 = (int64_t)b * seq;
   const bf16* gq = p.q + tok0 * p.ld_q + h * HD;
   const bf16* gdo = p.dout + tok0 * p.ld_do + h * HD;
-  const float* lse = p.lse + (int64_t)bh * seq;
+  const float* stats = p.stats + 2 * (int64_t)bh * seq;
   const float* dlt = p.delta + (int64_t)bh * seq;
   const float sl2 = p.scale * ATT_LOG2E;
 
-  // Query block qb into buffer `buf`: Q, dO (cp.async), lse (log2 domain), delta.
+  // Query block qb into buffer `buf`: Q, dO (cp.async), (m, 1/l), delta.
   auto load_q = [&](int qb, int buf) {
     att_load_tile<HD, BM>(sQ + buf * BM * LDS, gq, p.ld_q, qb * BM, seq);
     att_load_tile<HD, BM>(sdO + buf * BM * LDS, gdo, p.ld_do, qb * BM, seq);
     for (int i = threadIdx.x; i < BM; i += blockDim.x) {
       const int q = qb * BM + i;
-      s_lse2[buf][i] = q < seq ? lse[q] * ATT_LOG2E : 0.f;
+      const float2 ml = q < seq ? att_row_stats(stats, q) : make_float2(0.f, 0.f);
+      s_m[buf][i] = ml.x;
+      s_inv[buf][i] = ml.y;
       s_delta[buf][i] = q < seq ? dlt[q] : 0.f;
     }
   };
@@ -545,7 +590,7 @@ static __device__ __forceinline__ void attn_bwd_dkdv_body(const AttnBwdParams& p
         for (int e = 0; e < 4; e++) {
           const int jl = wk + g + 8 * (e >> 1), ql = qc + nt * 8 + 2 * t + (e & 1);
           const int q = q0 + ql;
-          float pr = exp2f(fmaf(st[nt][e], sl2, -s_lse2[cb][ql]));
+          float pr = att_prob(st[nt][e], sl2, s_m[cb][ql], s_inv[cb][ql]);
           if (!full && !(kvalid[jl] && k0 + jl <= q && q < seq)) pr = 0.f;
           st[nt][e] = pr;
           dpt[nt][e] = pr * (dpt[nt][e] - s_delta[cb][ql]);

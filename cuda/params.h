@@ -532,7 +532,10 @@ typedef struct AttnFwdParams {
   const bf16* v;
   const uint8_t* mask; /* [B, S] nonzero = key visible */
   bf16* o;             /* token rows, = */
-  float* lse;          /* [B, H, S] = logsumexp of the visible scaled scores; -inf: no key */
+  float* stats;        /* [B, H, S, 2] = (m, 1/l) per query row: m the max of the visible
+                          scaled scores in log2 units (t = score * scale * log2 e), l = sum
+                          2^(t - m) over them (logsumexp = (m + log2 l) ln 2); (-inf, 0): no
+                          key. Kept apart: m + log2 l in fp32 loses log2 l at large |m| */
   int32_t ld_q;
   int32_t ld_k;
   int32_t ld_v;
@@ -553,7 +556,7 @@ typedef struct AttnBwdParams {
   const bf16* o;       /* forward output */
   const bf16* dout;
   const uint8_t* mask; /* [B, S] */
-  const float* lse;    /* [B, H, S] from attn_fwd */
+  const float* stats;  /* [B, H, S, 2] (m, 1/l) from attn_fwd */
   float* delta;        /* [B, H, S] = rowsum(dO*O) (scratch, attn_bwd_dq -> attn_bwd_dkdv) */
   bf16* dq;            /* token rows, = */
   bf16* dk;            /* token rows, = */

@@ -9,7 +9,9 @@
 //! that sees no key (O = 0, dQ = 0), a masked key (dK = dV = 0). Sequences of
 //! 1..150 (not multiples of the 64/128 blocks), head_dim 32 and 64, masks with
 //! padded tails, holes and a fully masked sequence; a repeat run is
-//! bit-identical.
+//! bit-identical. Then scaled scores of 1e4 to 1e30 with ties (up to a row of
+//! all-equal scores), where a backward that recomputes P from a summed
+//! logsumexp loses the row sum.
 
 mod kernel_util;
 
@@ -165,10 +167,11 @@ fn check_fa(what: &str, got: &[f64], want: &[f64], naive: &[f64]) -> anyhow::Res
     Ok(())
 }
 
-/// Kernel outputs in head-major f64: o, lse, dq, dk, dv, and the raw bits.
+/// Kernel outputs in head-major f64: o, the row statistics `(m, 1/l)` (`[B,
+/// H, S, 2]`), dq, dk, dv, and the raw bits.
 struct GpuOut {
     o: Vec<f64>,
-    lse: Vec<f32>,
+    stats: Vec<f32>,
     grads: [Vec<f64>; 3],
     bits: (Vec<bf16>, Vec<f32>, Vec<bf16>),
 }
@@ -199,9 +202,9 @@ fn run_gpu(
         offset: o_pad,
         ld: w + o_pad,
     };
-    let lse_b = ex.alloc_zeroed::<f32>(shape.rows())?;
+    let stats_b = ex.alloc_zeroed::<f32>(shape.stats_len())?;
     let [q, k, v] = Rows::qkv(&qkv_b, &shape);
-    gattn::fwd(ex, q, k, v, &mask_b, o_view, &lse_b, &shape)?;
+    gattn::fwd(ex, q, k, v, &mask_b, o_view, &stats_b, &shape)?;
 
     let do_b = ex.upload(dout)?;
     let dqkv_b = ex.alloc_zeroed::<bf16>(rows * 3 * w)?;
@@ -211,7 +214,7 @@ fn run_gpu(
         k,
         v,
         out: o_view,
-        lse: &lse_b,
+        stats: &stats_b,
         mask: &mask_b,
     };
     let [dq, dk, dv] = Rows::qkv(&dqkv_b, &shape);
@@ -228,7 +231,7 @@ fn run_gpu(
     ex.synchronize()?;
 
     let o_bits = ex.download(&o_b)?;
-    let lse = ex.download(&lse_b)?;
+    let stats = ex.download(&stats_b)?;
     let dqkv = ex.download(&dqkv_b)?;
     let o_f = bf_f64(&o_bits);
     let o = to_heads(&o_f[o_pad..], d, w + o_pad, 0);
@@ -236,9 +239,9 @@ fn run_gpu(
     let grads = [0, 1, 2].map(|p| to_heads(&dqkv_f, d, 3 * w, p));
     Ok(GpuOut {
         o,
-        lse: lse.clone(),
+        stats: stats.clone(),
         grads,
-        bits: (o_bits, lse, dqkv),
+        bits: (o_bits, stats, dqkv),
     })
 }
 
@@ -285,18 +288,23 @@ fn check_case(
         )?;
     }
 
-    // logsumexp of the visible scaled scores; exact zeros where required.
+    // logsumexp of the visible scaled scores, (m + log2 l) ln 2 from the saved
+    // row statistics (m, 1/l); exact zeros where required.
     let scale = 1.0 / (hd as f64).sqrt();
     for bh in 0..d.b * h {
         let b = bh / h;
         for i in 0..s {
             let vis: Vec<usize> = (0..s).filter(|&j| visible(&mask, &d, b, i, j)).collect();
-            let lse = got.lse[bh * s + i] as f64;
+            let (m, inv_l) = (
+                got.stats[2 * (bh * s + i)] as f64,
+                got.stats[2 * (bh * s + i) + 1] as f64,
+            );
+            let lse = (m - inv_l.log2()) * std::f64::consts::LN_2;
             let row = |t: &[f64], j: usize| t[(bh * s + j) * hd..][..hd].to_vec();
             if vis.is_empty() {
                 anyhow::ensure!(
-                    lse == f64::NEG_INFINITY,
-                    "{what}: lse of an empty row is {lse}"
+                    m == f64::NEG_INFINITY && inv_l == 0.0,
+                    "{what}: (m, 1/l) of an empty row is ({m}, {inv_l})"
                 );
                 anyhow::ensure!(
                     row(&got.o, i)
@@ -350,7 +358,7 @@ fn check_case(
             .iter()
             .zip(&got.bits.1)
             .all(|(a, b)| a.to_bits() == b.to_bits()),
-        "{what}: repeat run lse differs"
+        "{what}: repeat run stats differ"
     );
     Ok(())
 }
@@ -365,6 +373,141 @@ fn attention_matches_reference_fa_rule() {
     });
 }
 
+/// Scaled scores from ~1e4 to ~1e30 (log2 units), with ties: q rows are ±2^e
+/// (e from 15 to 100 by row), keys copies of a few {-1, 0, 1} vectors (head 0:
+/// three, head 1: one, so that every row of head 1 is all-equal). Every score
+/// is then exact (in f64 and in the kernels' fp32), scores of one key vector
+/// tie exactly, and any two that differ are thousands apart: P is uniform over
+/// a row's visible keys of the highest score, and 0 elsewhere. A backward that
+/// takes P = 2^(t - lse2) with lse2 = m + log2(l) summed in fp32 loses log2(l)
+/// here (at 1e30 it gives each of l equal keys P = 1 instead of 1/l), so its
+/// dV is l times too large. Checked: O, dQ, dK, dV with the FlashAttention
+/// rule against f64, and the saved statistics: m the row maximum (to fp32
+/// rounding), 1/l exactly that of the number of visible keys at it.
+fn check_extreme(ex: &Executor, seed: u64, s: usize, hd: usize) -> anyhow::Result<()> {
+    let h = 2;
+    let d = Dims { b: 2, h, s, hd };
+    let what = format!("extreme scores, B 2 H {h} S {s} hd {hd}");
+    let mut rng = rng(seed);
+    let w = h * hd;
+    let exps = [15, 20, 24, 32, 48, 64, 80, 100];
+    // The key vectors of each (b, h), and which one each key copies.
+    let base: Vec<Vec<Vec<f64>>> = (0..2 * h)
+        .map(|_| {
+            (0..3)
+                .map(|_| {
+                    (0..hd)
+                        .map(|_| rng.random_range(-1i32..=1) as f64)
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let groups = |bh: usize| if bh.is_multiple_of(h) { 3 } else { 1 };
+    let mut qkv_f = vec![0.0; 2 * s * 3 * w];
+    for b in 0..2 {
+        for pos in 0..s {
+            for hh in 0..h {
+                let bh = b * h + hh;
+                let row = (b * s + pos) * 3 * w;
+                let qs = 2f64.powi(exps[(pos + hh) % exps.len()]);
+                let g = rng.random_range(0..groups(bh));
+                for c in 0..hd {
+                    let sign = if rng.random::<bool>() { 1.0 } else { -1.0 };
+                    qkv_f[row + hh * hd + c] = sign * qs;
+                    qkv_f[row + w + hh * hd + c] = base[bh][g][c];
+                    qkv_f[row + 2 * w + hh * hd + c] = r(rng.random_range(-1.0..1.0));
+                }
+            }
+        }
+    }
+    let qkv: Vec<bf16> = qkv_f.iter().map(|&x| bf16::from_f64(x)).collect();
+    anyhow::ensure!(
+        qkv.iter().zip(&qkv_f).all(|(a, &b)| a.to_f64() == b),
+        "inputs are bf16 values"
+    );
+    let (dout, dout_f) = bf16_input(&mut rng, 2 * s * w, 1.0);
+    let mask = make_mask(&mut rng, s, Second::Holes);
+    let x = Heads {
+        q: to_heads(&qkv_f, &d, 3 * w, 0),
+        k: to_heads(&qkv_f, &d, 3 * w, 1),
+        v: to_heads(&qkv_f, &d, 3 * w, 2),
+        dout: to_heads(&dout_f, &d, w, 0),
+    };
+    let n = x.q.len();
+    let mut o_ref = vec![0.0; n];
+    let mut att = vec![0.0; d.b * h * s * s];
+    attention::fwd(&x.q, &x.k, &x.v, &mask, &d, &mut o_ref, &mut att);
+    let mut g_ref = [vec![0.0; n], vec![0.0; n], vec![0.0; n]];
+    {
+        let [dq, dk, dv] = &mut g_ref;
+        attention::bwd(&x.q, &x.k, &x.v, &att, &x.dout, &d, dq, dk, dv);
+    }
+    let naive = naive_bf16(&x, &mask, &d);
+    let got = run_gpu(ex, &qkv, &dout, &mask, &d, 0)?;
+    check_fa(&format!("attn O ({what})"), &got.o, &o_ref, &naive[0])?;
+    for (i, name) in ["dQ", "dK", "dV"].iter().enumerate() {
+        check_fa(
+            &format!("attn {name} ({what})"),
+            &got.grads[i],
+            &g_ref[i],
+            &naive[i + 1],
+        )?;
+    }
+
+    // The statistics: exact ties, so l counts the keys at the maximum.
+    let scale = 1.0 / (hd as f64).sqrt();
+    let (mut tied_rows, mut t_max) = (0, 0f64);
+    for bh in 0..d.b * h {
+        let b = bh / h;
+        for i in 0..s {
+            let (m, inv_l) = (got.stats[2 * (bh * s + i)], got.stats[2 * (bh * s + i) + 1]);
+            let vis: Vec<usize> = (0..s).filter(|&j| visible(&mask, &d, b, i, j)).collect();
+            if vis.is_empty() {
+                anyhow::ensure!(
+                    m == f32::NEG_INFINITY && inv_l == 0.0,
+                    "{what}: (m, 1/l) of an empty row is ({m}, {inv_l})"
+                );
+                continue;
+            }
+            let dot = |j: usize| -> f64 {
+                (0..hd)
+                    .map(|c| x.q[(bh * s + i) * hd + c] * x.k[(bh * s + j) * hd + c])
+                    .sum()
+            };
+            let mx = vis
+                .iter()
+                .map(|&j| dot(j))
+                .fold(f64::NEG_INFINITY, f64::max);
+            let at_max = vis.iter().filter(|&&j| dot(j) == mx).count();
+            let want_m = mx * scale * std::f64::consts::LOG2_E;
+            anyhow::ensure!(
+                (m as f64 - want_m).abs() <= 1e-6 * want_m.abs(),
+                "{what}: m[{bh}, {i}] = {m:e}, expected {want_m:e}"
+            );
+            anyhow::ensure!(
+                inv_l == 1.0 / at_max as f32,
+                "{what}: 1/l[{bh}, {i}] = {inv_l}, expected 1/{at_max} (keys at the maximum, m = {m:e})"
+            );
+            tied_rows += usize::from(at_max > 1);
+            t_max = t_max.max(want_m.abs());
+        }
+    }
+    anyhow::ensure!(
+        tied_rows > s && t_max > 1e29,
+        "{what}: the case lacks ties ({tied_rows} rows) or large scores ({t_max:e})"
+    );
+    Ok(())
+}
+
+#[test]
+fn attention_backward_holds_at_extreme_scores() {
+    run_on_executors("attention_extreme", |ex| {
+        check_extreme(ex, 7, 70, 64)?;
+        check_extreme(ex, 8, 33, 32)
+    });
+}
+
 #[test]
 fn attention_rejects_bad_shapes() {
     let ex = Executor::sim();
@@ -376,10 +519,10 @@ fn attention_rejects_bad_shapes() {
     };
     let buf = ex.alloc_zeroed::<bf16>(4 * 3 * 48).unwrap();
     let mask = ex.alloc_zeroed::<u8>(4).unwrap();
-    let lse = ex.alloc_zeroed::<f32>(4).unwrap();
+    let stats = ex.alloc_zeroed::<f32>(8).unwrap();
     let s = shape(48);
     let [q, k, v] = Rows::qkv(&buf, &s);
-    let err = gattn::fwd(&ex, q, k, v, &mask, q, &lse, &s)
+    let err = gattn::fwd(&ex, q, k, v, &mask, q, &stats, &s)
         .unwrap_err()
         .to_string();
     assert!(err.contains("head_dim 48 not supported"), "{err}");
@@ -388,7 +531,7 @@ fn attention_rejects_bad_shapes() {
     let s = shape(32);
     let small = ex.alloc_zeroed::<bf16>(4 * 32).unwrap();
     let [q, k, v] = Rows::qkv(&small, &s);
-    let err = gattn::fwd(&ex, q, k, v, &mask, q, &lse, &s)
+    let err = gattn::fwd(&ex, q, k, v, &mask, q, &stats, &s)
         .unwrap_err()
         .to_string();
     assert!(err.contains("does not hold"), "{err}");
@@ -397,7 +540,7 @@ fn attention_rejects_bad_shapes() {
         offset: 3,
         ld: 96,
     };
-    let err = gattn::fwd(&ex, odd, odd, odd, &mask, odd, &lse, &s)
+    let err = gattn::fwd(&ex, odd, odd, odd, &mask, odd, &stats, &s)
         .unwrap_err()
         .to_string();
     assert!(err.contains("multiples of 8"), "{err}");

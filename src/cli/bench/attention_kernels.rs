@@ -52,7 +52,7 @@ pub(super) fn run(
     let mask = ex.upload(&vec![1u8; t])?;
     let out = ex.alloc_zeroed::<bf16>(t * w)?;
     let dqkv = ex.alloc_zeroed::<bf16>(t * 3 * w)?;
-    let lse = ex.alloc_zeroed::<f32>(s.rows())?;
+    let stats = ex.alloc_zeroed::<f32>(s.stats_len())?;
     let delta = ex.alloc_zeroed::<f32>(s.rows())?;
     let [q, k, v] = Rows::qkv(&qkv, &s);
     let o = Rows::dense(&out, &s);
@@ -63,18 +63,19 @@ pub(super) fn run(
     );
     let fwd_flops = 4.0 * (s.batch * s.heads) as f64 * (s.seq * s.seq * s.head_dim) as f64 / 2.0;
     let (act_bytes, row_bytes) = ((t * w * 2) as u64, s.rows() as u64 * 4);
+    let stats_bytes = s.stats_len() as u64 * 4; // (m, 1/l) per query row
 
-    // The forward runs at least once: the backward reads its O and lse.
+    // The forward runs at least once: the backward reads its O and stats.
     let ms = median_ms(ex, iters, || {
-        attention::fwd(ex, q, k, v, &mask, o, &lse, &s)
+        attention::fwd(ex, q, k, v, &mask, o, &stats, &s)
     })?;
     if want("attn_fwd") {
-        // Q, K, V read, O written, lse written, mask read.
+        // Q, K, V read, O written, stats written, mask read.
         rec.compute(
             "attn_fwd",
             &shape,
             fwd_flops,
-            4 * act_bytes + row_bytes + t as u64,
+            4 * act_bytes + stats_bytes + t as u64,
             ms,
         );
     }
@@ -84,19 +85,19 @@ pub(super) fn run(
             k,
             v,
             out: o,
-            lse: &lse,
+            stats: &stats,
             mask: &mask,
         };
         let dout = Rows::dense(&dout, &s);
         let ms = median_ms(ex, iters, || {
             attention::bwd(ex, &saved, dout, dq, dk, dv, &delta, &s)
         })?;
-        // Q, K, V, O, dO read, dQ, dK, dV written; lse read, delta written + read.
+        // Q, K, V, O, dO read, dQ, dK, dV written; stats read, delta written + read.
         rec.compute(
             "attn_bwd",
             &shape,
             2.5 * fwd_flops,
-            8 * act_bytes + 3 * row_bytes,
+            8 * act_bytes + stats_bytes + 2 * row_bytes,
             ms,
         );
     }

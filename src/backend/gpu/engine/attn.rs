@@ -1,5 +1,5 @@
 //! Attention on the device: RoPE on Q and K read straight from the fused QKV
-//! rows, then FlashAttention-2 (forward with logsumexp; backward with dQ,
+//! rows, then FlashAttention-2 (forward with the softmax row statistics; backward with dQ,
 //! dK, dV). V is never copied: the kernels read it inside the QKV rows, and
 //! its gradient lands inside the dQKV rows.
 
@@ -14,13 +14,13 @@ use crate::backend::gpu::ops::rope::{self, RopeShape};
 use crate::engine::{AttnDims, OpContext, OpResult};
 
 /// What the backward reads: roped Q and K, the QKV rows (for V), the output,
-/// logsumexp and the mask. All shared with the forward, none copied.
+/// softmax row statistics and the mask. All shared with the forward, none copied.
 pub struct GpuAttnSaved {
     q: Rc<Buf<bf16>>,
     k: Rc<Buf<bf16>>,
     qkv: GpuTensor,
     out: GpuTensor,
-    lse: Buf<f32>,
+    stats: Buf<f32>,
     mask: Rc<Buf<u8>>,
 }
 
@@ -59,7 +59,7 @@ pub(super) fn fwd(
     rope::fwd_strided(&g.ex, at(src, 0, 3 * w), at(&q, 0, w), &sr).op(op)?;
     rope::fwd_strided(&g.ex, at(src, w, 3 * w), at(&k, 0, w), &sr).op(op)?;
     let out = g.alloc_bf16(t * w, op)?;
-    let lse = g.alloc_f32(sa.rows(), op)?;
+    let stats = g.alloc_f32(sa.stats_len(), op)?;
     attention::fwd(
         &g.ex,
         at(&q, 0, w),
@@ -67,7 +67,7 @@ pub(super) fn fwd(
         at(src, 2 * w, 3 * w),
         &m,
         at(&out, 0, w),
-        &lse,
+        &stats,
         &sa,
     )
     .op(op)?;
@@ -77,7 +77,7 @@ pub(super) fn fwd(
         k: Rc::new(k),
         qkv: qkv.clone(),
         out: out.clone(),
-        lse,
+        stats,
         mask: m,
     };
     Ok((out, saved))
@@ -103,7 +103,7 @@ pub(super) fn bwd(
         k: at(&s.k, 0, w),
         v: at(qkv, 2 * w, 3 * w),
         out: at(s.out.bf16(op)?, 0, w),
-        lse: &s.lse,
+        stats: &s.stats,
         mask: &s.mask,
     };
     attention::bwd(

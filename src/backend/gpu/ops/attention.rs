@@ -4,7 +4,11 @@
 //! Tensors are token-row views ([`Rows`]): Q, K and V can be the three column
 //! blocks of the fused QKV projection `[B·S, 3·H·hd]` and O the `[B·S, H·hd]`
 //! input of the output projection, with no transposes. The forward also writes
-//! the per-row logsumexp `lse [B, H, S]` (fp32) that the backward needs.
+//! the per-row softmax statistics `stats [B, H, S, 2]` (fp32 `(m, 1/l)`: the
+//! row maximum in log2 units and the reciprocal of the row sum) that the
+//! backward needs. They are kept apart, not summed into a logsumexp: `m + log2
+//! l` in fp32 loses `log2 l` once the scaled scores reach ~1e5 and up, and the
+//! backward's P with it.
 
 use half::bf16;
 
@@ -29,9 +33,13 @@ pub struct AttnShape {
 }
 
 impl AttnShape {
-    /// Elements of `lse` (and of the backward's `delta` scratch): `[B, H, S]`.
+    /// Query rows `[B, H, S]`: elements of the backward's `delta` scratch.
     pub fn rows(&self) -> usize {
         self.batch * self.heads * self.seq
+    }
+    /// Elements of the forward's `stats` (`[B, H, S, 2]`: two per row).
+    pub fn stats_len(&self) -> usize {
+        2 * self.rows()
     }
     fn check(&self) -> Result<[i32; 4]> {
         if !matches!(self.head_dim, 32 | 64) {
@@ -121,8 +129,22 @@ fn check_vec<T: bytemuck::Pod>(ex: &Executor, what: &str, b: &Buf<T>, len: usize
     ex.check_buf(&format!("attention {what}"), b, len)
 }
 
-/// O = softmax(mask(Q Kᵀ / sqrt(hd))) V (=) and `lse [B, H, S]` (=, natural
-/// log; -inf for a query that sees no key, whose output row is 0).
+/// `stats` holds `[B, H, S, 2]` and is read and written as float2 (8 bytes).
+fn check_stats(ex: &Executor, stats: &Buf<f32>, s: &AttnShape) -> Result<()> {
+    check_vec(ex, "stats", stats, s.stats_len())?;
+    if !stats.addr().is_multiple_of(8) {
+        return Err(GpuError::Invalid(format!(
+            "attention stats: address {:#x} is not 8-byte aligned (float2 rows)",
+            stats.addr()
+        )));
+    }
+    Ok(())
+}
+
+/// O = softmax(mask(Q Kᵀ / sqrt(hd))) V (=) and `stats [B, H, S, 2]` (=):
+/// per query row `(m, 1/l)`, m the maximum of the visible scores · scale ·
+/// log2 e and l = Σ 2^(t - m) over them (logsumexp = (m + log2 l) · ln 2);
+/// `(-inf, 0)` for a query that sees no key, whose output row is 0.
 #[allow(clippy::too_many_arguments)]
 pub fn fwd(
     ex: &Executor,
@@ -131,7 +153,7 @@ pub fn fwd(
     v: Rows,
     mask: &Buf<u8>,
     out: Rows,
-    lse: &Buf<f32>,
+    stats: &Buf<f32>,
     s: &AttnShape,
 ) -> Result<()> {
     let [batch, seq, heads, head_dim] = s.check()?;
@@ -140,14 +162,14 @@ pub fn fwd(
     let (v, ld_v) = v.check(ex, "v", s)?;
     let (o, ld_o) = out.check(ex, "out", s)?;
     check_vec(ex, "mask", mask, s.batch * s.seq)?;
-    check_vec(ex, "lse", lse, s.rows())?;
+    check_stats(ex, stats, s)?;
     let params = AttnFwdParams {
         q: q as *const _,
         k: k as *const _,
         v: v as *const _,
         mask: mask.cptr(),
         o: o as *mut _,
-        lse: lse.mptr(),
+        stats: stats.mptr(),
         ld_q,
         ld_k,
         ld_v,
@@ -168,14 +190,14 @@ pub fn fwd(
     })
 }
 
-/// Everything the backward reads: the forward's inputs, output and logsumexp.
+/// Everything the backward reads: the forward's inputs, output and row statistics.
 #[derive(Clone, Copy)]
 pub struct AttnSaved<'a> {
     pub q: Rows<'a>,
     pub k: Rows<'a>,
     pub v: Rows<'a>,
     pub out: Rows<'a>,
-    pub lse: &'a Buf<f32>,
+    pub stats: &'a Buf<f32>,
     pub mask: &'a Buf<u8>,
 }
 
@@ -202,7 +224,7 @@ pub fn bwd(
     let (dk, ld_dk) = dk.check(ex, "dk", s)?;
     let (dv, ld_dv) = dv.check(ex, "dv", s)?;
     check_vec(ex, "mask", saved.mask, s.batch * s.seq)?;
-    check_vec(ex, "lse", saved.lse, s.rows())?;
+    check_stats(ex, saved.stats, s)?;
     check_vec(ex, "delta", delta, s.rows())?;
     let params = AttnBwdParams {
         q: q as *const _,
@@ -211,7 +233,7 @@ pub fn bwd(
         o: o as *const _,
         dout: dout as *const _,
         mask: saved.mask.cptr(),
-        lse: saved.lse.cptr(),
+        stats: saved.stats.cptr(),
         delta: delta.mptr(),
         dq: dq as *mut _,
         dk: dk as *mut _,
