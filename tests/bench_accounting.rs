@@ -111,6 +111,20 @@ fn grad_norm_counts_its_f64_partials_and_norm() {
 }
 
 #[test]
+fn attention_counts_its_row_statistics_and_mask() {
+    // attention_kernels' simulator shape: batch 1, seq 40, heads 2, hd 32.
+    let (t, w, rows) = (40u64, 64u64, 2 * 40u64);
+    let all = bytes_of("attn");
+    let get = |name: &str| all.iter().find(|(k, _)| k == name).unwrap().1;
+    // Forward: Q, K, V read, O written (bf16), the row statistics (m, 1/l)
+    // written (two fp32 per query row), the mask read.
+    assert_eq!(get("attn_fwd"), 4 * t * w * 2 + rows * 8 + t);
+    // Backward: Q, K, V, O, dO read, dQ, dK, dV written; the statistics
+    // read; delta written, then read by the second kernel; the mask read.
+    assert_eq!(get("attn_bwd"), 8 * t * w * 2 + rows * 8 + rows * 8 + t);
+}
+
+#[test]
 fn grouped_gemms_read_the_gathered_tokens_once() {
     // gemm_kernels' simulator shape: 96 tokens, d 64, N 4, k 2, expert ffn 64.
     let (t, d, e, k, f) = (96u64, 64u64, 4u64, 2u64, 64u64);

@@ -92,12 +92,13 @@ pub(super) fn run(
         let ms = median_ms(ex, iters, || {
             attention::bwd(ex, &saved, dout, dq, dk, dv, &delta, &s)
         })?;
-        // Q, K, V, O, dO read, dQ, dK, dV written; stats read, delta written + read.
+        // Q, K, V, O, dO read, dQ, dK, dV written; stats read, delta written +
+        // read, mask read.
         rec.compute(
             "attn_bwd",
             &shape,
             2.5 * fwd_flops,
-            8 * act_bytes + stats_bytes + 2 * row_bytes,
+            8 * act_bytes + stats_bytes + 2 * row_bytes + t as u64,
             ms,
         );
     }
