@@ -1,7 +1,9 @@
 //! The tied LM head fused with the cross entropy:
 //! `loss = mean over rows with a target of (logsumexp(h·Eᵀ) - (h·Eᵀ)[target])`.
 //! The `[T, V]` logits are never kept: the forward makes them a few rows at
-//! a time and keeps one logsumexp per row; the backward makes them again, a
+//! a time and keeps each row's max and sum of exponentials (apart: their
+//! logsumexp `m + ln s` drops `ln s` once `|m|` is large, ~1e8 in f32, as
+//! [`super::xent`] and `cuda/xent.cu` avoid too); the backward makes them again, a
 //! slice of the vocabulary at a time, turns them into `dlogits` in place and
 //! feeds both products (`dh`, `dE`). Rows without a target (padding, last
 //! position) are skipped altogether. One extra product in the backward buys
@@ -22,10 +24,12 @@ const ROWS_BWD: usize = 256;
 /// thread count, so its sums run in a fixed order (deterministic).
 const VOCAB_SLICES: usize = 8;
 
-/// What the backward needs: which rows have a target, and their logsumexp.
+/// What the backward needs: which rows have a target, and each one's logit
+/// max `m` and sum `s` of `exp(logit - m)` (softmax = `exp(x - m) / s`).
 pub struct LmHeadSaved<F> {
     pub rows: Vec<usize>,
-    pub lse: Vec<F>,
+    pub max: Vec<F>,
+    pub sum: Vec<F>,
 }
 
 fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
@@ -57,22 +61,25 @@ pub fn fwd<F: Float>(
     let rows = valid_rows(targets, ignore);
     let hv = gather(h, &rows, d);
     let table_t = Rhs::new(products, d, v, table, true);
-    let mut lse = vec![F::ZERO; rows.len()];
+    let mut max = vec![F::ZERO; rows.len()];
+    let mut sum = vec![F::ZERO; rows.len()];
     let mut losses = vec![F::ZERO; rows.len()];
     hv.par_chunks(ROWS_FWD * d)
-        .zip(lse.par_chunks_mut(ROWS_FWD))
+        .zip(max.par_chunks_mut(ROWS_FWD))
+        .zip(sum.par_chunks_mut(ROWS_FWD))
         .zip(losses.par_chunks_mut(ROWS_FWD))
         .zip(rows.par_chunks(ROWS_FWD))
         .for_each_init(
             || vec![F::ZERO; ROWS_FWD * v],
-            |logits, (((hc, lc), oc), rc)| {
+            |logits, ((((hc, mc), sc), oc), rc)| {
                 let m = rc.len();
                 gemm_rhs(m, hc, false, &table_t, logits, false);
                 for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
                     let target = row[targets[rc[i]] as usize];
-                    let l = logsumexp_in_place(row);
-                    lc[i] = l;
-                    oc[i] = l - target;
+                    let (mx, s) = max_and_sum_in_place(row);
+                    (mc[i], sc[i]) = (mx, s);
+                    // (m - x_y) + ln s: exact when x_y is the maximum.
+                    oc[i] = (mx - target) + s.ln();
                 }
             },
         );
@@ -82,16 +89,17 @@ pub fn fwd<F: Float>(
         let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
         F::from_f64(total / rows.len() as f64)
     };
-    (loss, LmHeadSaved { rows, lse })
+    (loss, LmHeadSaved { rows, max, sum })
 }
 
-/// `ln(sum(exp(row)))`; leaves `exp(row - max)` in `row` (vectorised passes).
-fn logsumexp_in_place<F: Float>(row: &mut [F]) -> F {
+/// The row's max `m` and `sum(exp(row - m))`; leaves `exp(row - m)` in
+/// `row` (vectorised passes).
+fn max_and_sum_in_place<F: Float>(row: &mut [F]) -> (F, F) {
     let m = max_lanes(row);
     for x in row.iter_mut() {
         *x = (*x - m).exp();
     }
-    m + sum_lanes(row).ln()
+    (m, sum_lanes(row))
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
@@ -141,9 +149,9 @@ pub fn bwd<F: Float>(
                 gemm_rhs(m, hc, false, &tb_t, dl, false);
                 for (i, row) in dl.chunks_exact_mut(vs).enumerate() {
                     let r = c * ROWS_BWD + i;
-                    let l = saved.lse[r];
+                    let (mx, inv) = (saved.max[r], scale / saved.sum[r]);
                     for x in row.iter_mut() {
-                        *x = scale * (*x - l).exp();
+                        *x = (*x - mx).exp() * inv;
                     }
                     let y = targets[rows[r]] as usize;
                     if (v0..v0 + vs).contains(&y) {
@@ -228,5 +236,39 @@ mod tests {
                 .iter()
                 .all(|&x| x == 0.0)
         );
+    }
+
+    /// Logits of 1e30 (f32): every row all equal, so the loss is ln V and
+    /// the softmax 1/V. The logsumexp kept before (m + ln s) lost ln s at
+    /// that size: loss 0 and a softmax of 1.
+    #[test]
+    fn large_logits_keep_their_log_sum() {
+        let (t, d, v) = (3usize, 1usize, 37usize);
+        let h = vec![1e15f32; t * d];
+        let table = vec![1e15f32; v * d];
+        let targets = [0u32, 5, 36];
+        let (loss, saved) = fwd(Products::F32, &h, &table, d, &targets, u32::MAX);
+        let want = (v as f32).ln();
+        assert!((loss - want).abs() < 1e-5, "{loss} vs ln {v} = {want}");
+        // d(loss)/d(h) = sum_j (p_j - onehot_j) e_j = (1 - 1) * 1e15 = 0, and
+        // d(loss)/d(e_j) = (p_j - onehot_j) h / t summed over rows: 1/V of h
+        // for every entry, less h/t where j is a row's target.
+        let mut dtable = vec![0f32; v * d];
+        let dh = bwd(
+            Products::F32,
+            &h,
+            &table,
+            d,
+            &targets,
+            &saved,
+            1.0,
+            &mut dtable,
+        );
+        assert!(dh.iter().all(|g| g.abs() <= 1e15 * 1e-5), "{dh:?}");
+        for (j, &g) in dtable.iter().enumerate() {
+            let hits = targets.iter().filter(|&&y| y as usize == j).count() as f32;
+            let want = 1e15 * (1.0 / v as f32 - hits / t as f32);
+            assert!((g - want).abs() <= 1e15 * 1e-5, "dE[{j}] {g} vs {want}");
+        }
     }
 }
