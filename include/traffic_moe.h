@@ -23,9 +23,10 @@
  *
  * Errors: functions returning a pointer give NULL, those returning a signed
  * number give -1, and the unsigned tmoe_class_count and tmoe_pending give 0
- * (a NULL handle); tmoe_last_error() says why (per thread). No function
- * aborts the process. A handle must not be used from two threads at the same
- * time.
+ * (a NULL handle); tmoe_last_error() says why: the last failure of the
+ * calling thread, so read it on the thread whose call failed. No function
+ * aborts the process, and a handle that fails (a model call, a bad argument)
+ * leaves the other handles working.
  *
  * Memory of the process: on glibc, opening a CPU classifier tunes malloc
  * once for the whole process (mallopt: no mmap for large blocks, trim
@@ -37,6 +38,32 @@
  * With TMOE_BACKGROUND it runs on a thread of its own: tmoe_feed and
  * tmoe_poll never wait for it (poll returns the verdicts ready so far),
  * and reading your capture overlaps the model.
+ *
+ * Handles and threads:
+ * - Different handles are independent: open several (one per capture
+ *   interface, say, on any devices) and use each from its own thread at the
+ *   same time; tmoe_open and tmoe_close of different handles may also run
+ *   at the same time. Each flow gets the verdict it gets when its handle is
+ *   used alone. On the CPU they share the library's worker threads (one
+ *   pool, as many as cores or RAYON_NUM_THREADS, started by the first model
+ *   call and kept for the life of the process), so models running at once
+ *   share the cores rather than multiplying the threads.
+ * - One handle is used by one thread at a time, and by no two at once:
+ *   no call on a handle may overlap another call on the same handle, the
+ *   ones taking a const pointer included (tmoe_pending, tmoe_get_stats,
+ *   tmoe_class_count, tmoe_class_name: the counters and the pending flows
+ *   are those tmoe_feed changes). A monitor that reads the counters from
+ *   another thread holds its own lock around both. Between calls the handle may move: opened on one thread,
+ *   fed on another, closed on a third, with your own synchronisation (a
+ *   mutex, a queue, a join) ordering the calls; on "cuda" every call binds
+ *   the library's context on the thread that makes it.
+ * - tmoe_close comes after every other call on the handle has returned,
+ *   and no call follows it. With TMOE_BACKGROUND it waits for the model
+ *   thread to finish the batches already handed to it (the one it is
+ *   classifying and at most one queued behind it), then joins that thread;
+ *   verdicts not yet polled and flows not yet classified are dropped. A
+ *   closed handle leaves no thread, file descriptor or heap memory behind,
+ *   however often handles are opened and closed.
  *
  * Versions: TMOE_API_VERSION changes with any signature, struct layout or
  * flag here; check tmoe_api_version() == TMOE_API_VERSION at start-up.

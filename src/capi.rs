@@ -4,6 +4,15 @@
 //! with `TMOE_BACKGROUND`, [`crate::infer::background`]): every
 //! entry point checks its pointers, catches panics, and reports failures
 //! through `tmoe_last_error()` (per thread) instead of unwinding into C.
+//!
+//! Threads (the header's "Handles and threads"): handles share no state but
+//! the process's (rayon's pool, the malloc tuning's `Once`, the cached rope
+//! tables behind a mutex, the shared CUDA executor), so each may run on its
+//! own thread; one handle takes one call at a time and may move between
+//! threads between calls. [`TmoeClassifier`] is not `Send` in Rust's eyes
+//! (the GPU engine keeps its buffers in `Rc`s), but every clone of those
+//! lives inside the handle and moves with it, and the CUDA executor binds
+//! its context on the calling thread at every call.
 
 use std::cell::RefCell;
 use std::ffi::{CStr, CString, c_char};
@@ -208,7 +217,8 @@ fn handle<'a>(h: *const TmoeClassifier) -> anyhow::Result<&'a TmoeClassifier> {
 }
 
 fn handle_mut<'a>(h: *mut TmoeClassifier) -> anyhow::Result<&'a mut TmoeClassifier> {
-    // SAFETY: as above, and C does not use the handle from two threads at once.
+    // SAFETY: as above, and C makes no other call on the handle meanwhile
+    // (the header: one call at a time per handle, the const ones included).
     unsafe { h.as_mut() }.ok_or_else(|| anyhow::anyhow!("NULL classifier handle"))
 }
 
