@@ -1,7 +1,8 @@
 //! The C API: `examples/c/classify_pcap.c`, compiled with the system C
 //! compiler against `include/traffic_moe.h` and this build's static library,
 //! feeds captures frame by frame and must give every flow the class and
-//! probability `tmoe classify` gives it. Also the API's refusals: bad paths,
+//! probability `tmoe classify` gives it (also with three handles at once,
+//! one per thread). Also the API's refusals: bad paths,
 //! NULL handles and arguments, out-of-range class ids.
 
 mod tiny_train;
@@ -142,6 +143,28 @@ fn c_example_classifies_like_the_cli() {
         classified += from_c.len();
     }
     assert!(classified >= 100, "only {classified} flows");
+    // Three handles at once, each fed the capture on a thread of its own
+    // (one per capture interface in a monitor), on the caller's thread and
+    // in the background: the example checks that they agree, and their
+    // rows are the CLI's.
+    let args = classify_args(&f, vec![captures[0].clone()], classify::Format::Csv);
+    let mut cli = Vec::new();
+    classify::classify(&args, &mut cli).unwrap();
+    let from_cli = rows(&String::from_utf8(cli).unwrap());
+    for extra in [&[][..], &["--background"][..]] {
+        let out = Command::new(&exe)
+            .arg(&f.ckpt)
+            .arg(&f.data)
+            .arg(&captures[0])
+            .args(["--threads", "3"])
+            .args(extra)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "--threads 3 {extra:?}: {stderr}");
+        assert!(stderr.contains("3 handles on 3 threads agree"), "{stderr}");
+        assert_eq!(rows(&String::from_utf8(out.stdout).unwrap()), from_cli);
+    }
     // A link type field with the FCS bits of the pcap header set (P, bit
     // 26, as in tcpdump's bootp_asan.pcap): the link type is its low 16
     // bits. The example kept bit 26, fed link type 0x04000001 and skipped
