@@ -62,8 +62,10 @@
  *   thread to finish the batches already handed to it (the one it is
  *   classifying and at most one queued behind it), then joins that thread;
  *   verdicts not yet polled and flows not yet classified are dropped. A
- *   closed handle leaves no thread, file descriptor or heap memory behind,
- *   however often handles are opened and closed.
+ *   closed handle leaves no thread, file descriptor or heap memory behind
+ *   (beyond the worker pool above and, on "cuda", the library's context and
+ *   kernels, loaded once per process), however often handles are opened
+ *   and closed.
  *
  * Versions: TMOE_API_VERSION changes with any signature, struct layout or
  * flag here; check tmoe_api_version() == TMOE_API_VERSION at start-up.
