@@ -299,3 +299,48 @@ fn optimizer_state_of_another_step_is_refused_on_resume() {
         "{e}"
     );
 }
+
+#[test]
+fn a_failed_optimizer_write_keeps_the_last_checkpoint_resumable() {
+    // The optimizer state (twice the weights' size) is where a full disk
+    // stops a save. The weights of step 4 were already in place beside the
+    // moments of step 2: the resume refused the pair, and the run could only
+    // start afresh. Now neither is placed until both are written.
+    let dir = tempfile::tempdir().unwrap();
+    let train = data(24, 0);
+    let (run, whole) = (dir.path().join("run"), dir.path().join("whole"));
+    pretrain(&popts(&whole, 6, FfnKind::Moe), &train, 1).unwrap();
+    let mut o = popts(&run, 6, FfnKind::Moe);
+    o.save_every = 2;
+    o.stop_after = Some(2);
+    pretrain(&o, &train, 1).unwrap();
+    // The optimizer state's temporary file cannot be written (a folder
+    // holds its name), as on a full disk.
+    let blocker = run.join(format!("model.optim.safetensors.tmp{}", std::process::id()));
+    std::fs::create_dir(&blocker).unwrap();
+    o.resume = true;
+    o.stop_after = Some(4);
+    let e = format!("{:#}", pretrain(&o, &train, 1).unwrap_err());
+    assert!(e.contains("model.optim.safetensors"), "{e}");
+    std::fs::remove_dir(&blocker).unwrap();
+    let names: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(!names.iter().any(|n| n.contains(".tmp")), "{names:?}");
+    // The checkpoint of step 2 resumes, to the uninterrupted run's weights.
+    assert_eq!(
+        traffic_moe::model::checkpoint::read_meta(&run.join("model.safetensors"))
+            .unwrap()
+            .step,
+        2
+    );
+    o.stop_after = None;
+    pretrain(&o, &train, 1).unwrap();
+    for file in ["model.safetensors", "model.optim.safetensors"] {
+        assert!(
+            tensors(&run.join(file)) == tensors(&whole.join(file)),
+            "{file} differs from the uninterrupted run's"
+        );
+    }
+}

@@ -308,6 +308,64 @@ pub fn write_tensors(
     tensors: &[(&str, &[usize], &[f32])],
     force: bool,
 ) -> Result<()> {
+    stage_tensors(path, metadata, tensors, force)?.place(force)
+}
+
+/// A file written whole under a temporary name beside `path` (and synced to
+/// the disk), not yet in place: [`Staged::place`] renames it; dropped
+/// unplaced, it is removed. Files that must change together (the weights
+/// and the optimizer state of one step) are all staged before any is
+/// placed, so that a full disk or an error while writing one leaves the
+/// earlier ones as they were.
+#[must_use = "a staged file is removed unless placed"]
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    placed: bool,
+}
+
+impl Staged {
+    /// Moves the file to its real name: replacing what is there with
+    /// `force`, else refusing an existing file (a hard link fails if the
+    /// target appeared meanwhile: no silent overwrite).
+    pub fn place(mut self, force: bool) -> Result<()> {
+        let placed = if force {
+            std::fs::rename(&self.tmp, &self.path)
+        } else {
+            std::fs::hard_link(&self.tmp, &self.path).and_then(|()| std::fs::remove_file(&self.tmp))
+        };
+        self.placed = placed.is_ok();
+        placed.map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CheckpointError::Exists {
+                    path: self.path.clone(),
+                }
+            } else {
+                CheckpointError::Io {
+                    path: self.path.clone(),
+                    cause: e,
+                }
+            }
+        })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.placed {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// Writes named f32 tensors plus metadata to a temporary file beside `path`
+/// (see [`Staged`]); refuses an existing `path` unless `force`.
+pub fn stage_tensors(
+    path: &Path,
+    metadata: HashMap<String, String>,
+    tensors: &[(&str, &[usize], &[f32])],
+    force: bool,
+) -> Result<Staged> {
     let io = |cause| CheckpointError::Io {
         path: path.to_path_buf(),
         cause,
@@ -336,49 +394,49 @@ pub fn write_tensors(
         .map(|(name, shape, data)| (*name, F32View { shape, data }));
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    safetensors::serialize_to_file(views, Some(metadata), &tmp)
+    let staged = Staged {
+        tmp: PathBuf::from(tmp),
+        path: path.to_path_buf(),
+        placed: false,
+    };
+    let tmp = &staged.tmp;
+    safetensors::serialize_to_file(views, Some(metadata), tmp)
         .map_err(|e| e.to_string())
-        .and_then(|()| sort_header_metadata(&tmp))
-        .map_err(|detail| {
-            let _ = std::fs::remove_file(&tmp);
-            CheckpointError::Write {
-                path: path.to_path_buf(),
-                detail,
-            }
+        .and_then(|()| sort_header_metadata(tmp))
+        // On the disk before the rename: after a crash (power loss, a
+        // reboot) the rename could otherwise expose an empty file in place
+        // of the earlier checkpoint.
+        .and_then(|()| {
+            File::open(tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| e.to_string())
+        })
+        .map_err(|detail| CheckpointError::Write {
+            path: path.to_path_buf(),
+            detail,
         })?;
     // safetensors writes through a private (0600) temporary file; a model file
     // is meant to be shared, so give it the usual 0644.
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
+        std::fs::set_permissions(tmp, std::fs::Permissions::from_mode(0o644)).map_err(io)?;
     }
-    let placed = if force {
-        std::fs::rename(&tmp, path)
-    } else {
-        // A hard link fails if the target appeared meanwhile: no silent overwrite.
-        std::fs::hard_link(&tmp, path).and_then(|()| std::fs::remove_file(&tmp))
-    };
-    placed.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        if e.kind() == std::io::ErrorKind::AlreadyExists {
-            CheckpointError::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            io(e)
-        }
-    })
+    Ok(staged)
 }
 
 /// Saves model parameters (values only) with `meta`.
 pub fn save(path: &Path, meta: &CheckpointMeta, params: &[Param], force: bool) -> Result<()> {
+    stage(path, meta, params, force)?.place(force)
+}
+
+/// [`save`], staged: written whole under a temporary name, placed later.
+pub fn stage(path: &Path, meta: &CheckpointMeta, params: &[Param], force: bool) -> Result<Staged> {
     let tensors: Vec<_> = params
         .iter()
         .map(|p| (p.name.as_str(), p.shape.as_slice(), p.value.as_slice()))
         .collect();
-    write_tensors(path, meta.to_map(), &tensors, force)
+    stage_tensors(path, meta.to_map(), &tensors, force)
 }
 
 /// Maps a checkpoint read-only. Safety of the map: checkpoints are written

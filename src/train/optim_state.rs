@@ -6,7 +6,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::model::checkpoint::{
-    CheckpointError, FORMAT, FORMAT_VERSION, Result, check_format, read_tensors, write_tensors,
+    CheckpointError, FORMAT, FORMAT_VERSION, Result, Staged, check_format, read_tensors,
+    stage_tensors,
 };
 use crate::train::optim::{AdamW, AdamWConfig, Param};
 
@@ -25,6 +26,12 @@ pub fn optimizer_path(model_path: &Path) -> PathBuf {
 /// Saves AdamW moments (`m.<name>`, `v.<name>`), step, hyper-parameters and
 /// group multipliers for resuming.
 pub fn save_optimizer(path: &Path, opt: &AdamW, params: &[Param], force: bool) -> Result<()> {
+    stage_optimizer(path, opt, params, force)?.place(force)
+}
+
+/// [`save_optimizer`], staged: written whole under a temporary name, placed
+/// later (with the weights of its step).
+pub fn stage_optimizer(path: &Path, opt: &AdamW, params: &[Param], force: bool) -> Result<Staged> {
     opt.check(params).map_err(|e| CheckpointError::Metadata {
         path: path.to_path_buf(),
         key: "optimizer".into(),
@@ -52,7 +59,7 @@ pub fn save_optimizer(path: &Path, opt: &AdamW, params: &[Param], force: bool) -
         tensors.push((names[i].0.as_str(), p.shape.as_slice(), opt.m[i].as_slice()));
         tensors.push((names[i].1.as_str(), p.shape.as_slice(), opt.v[i].as_slice()));
     }
-    write_tensors(path, meta, &tensors, force)
+    stage_tensors(path, meta, &tensors, force)
 }
 
 /// Loads the optimizer state saved by [`save_optimizer`] for exactly `params`.

@@ -168,8 +168,8 @@ pub fn pretrain(
         );
         let optim_path = optim_state::optimizer_path(&ckpt);
         opt = optim_state::load_optimizer(&optim_path, &params)?;
-        // The weights are written before the optimizer state: a run stopped
-        // between the two leaves moments of an earlier step beside them.
+        // The weights are placed before the optimizer state: a run killed
+        // between the two renames leaves moments of an earlier step beside them.
         anyhow::ensure!(
             u64::from(opt.step) == m.step,
             "{}: optimizer state of step {}, beside weights of step {} ({}): they are not one run's state; pass --force to start afresh",
@@ -265,8 +265,16 @@ pub fn pretrain(
     let mut tr = Trainer::new(opts.device, opts.precision, params, opt)?;
     let save = |tr: &Trainer, step: u64| -> anyhow::Result<()> {
         let (params, opt) = (tr.params()?, tr.optimizer()?);
-        checkpoint::save(&ckpt, &meta(opts, vocab_hash, step), &params, true)?;
-        optim_state::save_optimizer(&optim_state::optimizer_path(&ckpt), &opt, &params, true)?;
+        // Both written whole before either is placed: a full disk or an
+        // error while writing the optimizer state (twice the weights' size)
+        // left the new weights beside the old moments, a pair the resume
+        // refuses, and the run could only start afresh. Now only a kill
+        // between the two renames can part them.
+        let weights = checkpoint::stage(&ckpt, &meta(opts, vocab_hash, step), &params, true)?;
+        let moments =
+            optim_state::stage_optimizer(&optim_state::optimizer_path(&ckpt), &opt, &params, true)?;
+        weights.place(true)?;
+        moments.place(true)?;
         Ok(())
     };
     for step in start..end {
