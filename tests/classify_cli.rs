@@ -355,3 +355,48 @@ fn the_stream_summary_counts_truncated_packets_as_the_file_path_does() {
         );
     }
 }
+
+/// A run killed while writing its verdicts (here by SIGXFSZ: `ulimit -f`
+/// caps the size of any file it writes, as a full disk would) left the
+/// rows so far under `--out`'s name, a list cut short that a reader took
+/// for the whole, and the next run refused to replace it; with `--force`
+/// the earlier file was already cut. Now they are renamed into place once
+/// all are written.
+#[test]
+fn a_run_killed_while_writing_leaves_no_list_cut_short() {
+    let f = fixture();
+    let whole = f.root.join("whole.csv");
+    let out = classify(&f, &[&f.caps], &["--out", whole.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read(&whole).unwrap();
+    assert!(text.len() > 4096, "{} bytes", text.len());
+    let killed = |out: &Path, extra: &[&str]| {
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(env!("CARGO_BIN_EXE_tmoe"))
+            .arg("classify")
+            .arg("--checkpoint")
+            .arg(&f.ckpt)
+            .arg("--data")
+            .arg(&f.data)
+            .arg("--quiet")
+            .arg(&f.caps)
+            .arg("--out")
+            .arg(out)
+            .args(extra)
+            .status()
+            .unwrap();
+        assert!(!status.success(), "{status:?}");
+    };
+    let cut = f.root.join("cut.csv");
+    killed(&cut, &[]);
+    assert!(!cut.exists(), "a killed run left {}", cut.display());
+    let out = classify(&f, &[&f.caps], &["--out", cut.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(std::fs::read(&cut).unwrap(), text);
+    // --force replaces the earlier file only with a whole one.
+    killed(&whole, &["--force"]);
+    assert_eq!(std::fs::read(&whole).unwrap(), text);
+}

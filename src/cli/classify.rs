@@ -213,28 +213,47 @@ fn refuse_out_among_inputs(a: &Args, out: &std::path::Path) -> Result<()> {
 }
 
 /// Runs `f` on `--out` (refused if it exists, unless --force) or standard
-/// output, buffered, and flushes.
+/// output, buffered, and flushes. The captures' verdicts go to
+/// `--out.tmp<pid>` and are renamed into place once all are written: a
+/// killed run (or a full disk) leaves no list cut short under the real name
+/// for a reader to take as the whole, and `--force` keeps the earlier file
+/// until the new one is complete. `--stream`'s verdicts (and an `--out`
+/// that is not a plain file: `/dev/null`, a link, a pipe) are written
+/// through as they come.
 pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<T>) -> Result<T> {
     match &a.out {
         Some(p) => {
             refuse_out_among_inputs(a, p)?;
             super::refuse_existing_out(p, a.force)?;
-            let file =
-                std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?;
+            let through = a.stream || std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file());
+            let target = if through {
+                p.clone()
+            } else {
+                let mut tmp = p.as_os_str().to_owned();
+                tmp.push(format!(".tmp{}", std::process::id()));
+                std::path::PathBuf::from(tmp)
+            };
+            let file = std::fs::File::create(&target)
+                .with_context(|| format!("creating {}", target.display()))?;
             // A failed run leaves no file behind for the next run to refuse
             // to replace; but only a plain file is removed: `--out /dev/null
             // --force` (or a link, a pipe) must outlive a failed run.
-            let plain = std::fs::symlink_metadata(p).is_ok_and(|m| m.is_file());
-            let _remove_at_memory_limit = plain.then(|| crate::heap::OutputGuard::new(p));
+            let plain = std::fs::symlink_metadata(&target).is_ok_and(|m| m.is_file());
+            let _remove_at_memory_limit = plain.then(|| crate::heap::OutputGuard::new(&target));
             let mut w = BufWriter::new(file);
             let done = f(&mut w).and_then(|v| {
                 w.flush()
                     .with_context(|| format!("writing {}", p.display()))?;
+                if !through {
+                    std::fs::rename(&target, p).with_context(|| {
+                        format!("renaming {} to {}", target.display(), p.display())
+                    })?;
+                }
                 Ok(v)
             });
             if done.is_err() && plain {
                 drop(w);
-                let _ = std::fs::remove_file(p);
+                let _ = std::fs::remove_file(&target);
             }
             done
         }
