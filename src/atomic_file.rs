@@ -7,7 +7,8 @@ use std::path::Path;
 /// flushed, then renamed into place): a full disk leaves no file cut short
 /// under the real name, and the partial temporary one is removed rather
 /// than left to fill the disk. The shards, the packet metadata beside
-/// them, the dataset's `dataset.json` and `vocab.txt` are written this way.
+/// them, the dataset's `dataset.json` and `vocab.txt` are written this way
+/// (and, through [`write_whole`], a study's settings and results).
 pub(crate) fn write_then_rename(
     path: &Path,
     tmp: &Path,
@@ -21,6 +22,11 @@ pub(crate) fn write_then_rename(
         write(&mut w)?;
         w.flush()
             .with_context(|| format!("writing {}", tmp.display()))?;
+        // On the disk before the rename: after a crash (power loss, a
+        // reboot) the rename could otherwise expose an empty file.
+        w.get_ref()
+            .sync_all()
+            .with_context(|| format!("writing {}", tmp.display()))?;
         drop(w);
         std::fs::rename(tmp, path)
             .with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
@@ -29,4 +35,17 @@ pub(crate) fn write_then_rename(
         let _ = std::fs::remove_file(tmp);
     }
     written
+}
+
+/// Writes `bytes` to `path` through `PATH.tmp<pid>` (see
+/// [`write_then_rename`]): a killed run or a full disk leaves the earlier
+/// file, or none, under the real name, never one cut short.
+pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    write_then_rename(path, Path::new(&tmp), 0, |w| {
+        w.write_all(bytes)
+            .with_context(|| format!("writing {}", path.display()))
+    })
 }

@@ -609,8 +609,9 @@ fn cached<T: Serialize + for<'de> Deserialize<'de>>(
             .with_context(|| format!("{}: not a study result", path.display()));
     }
     let r = compute()?;
-    std::fs::write(path, serde_json::to_string_pretty(&r)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    // Whole or not at all: a result cut short (a killed run, a full disk)
+    // stopped every later call at "not a study result" until removed by hand.
+    crate::atomic_file::write_whole(path, (serde_json::to_string_pretty(&r)? + "\n").as_bytes())?;
     s.ran += 1;
     Ok(r)
 }
@@ -677,4 +678,53 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     s.seconds = t.elapsed().as_secs_f64();
     report::write(o, &s)?;
     Ok(s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{StudySummary, cached};
+    use std::path::Path;
+
+    /// Set in the child that [`a_result_cut_short_by_a_kill_is_not_left`]
+    /// starts: the result file it writes.
+    const CHILD: &str = "TMOE_STUDY_CACHED_CHILD";
+
+    fn big() -> anyhow::Result<Vec<f64>> {
+        Ok(vec![12345.678; 2000])
+    }
+
+    /// A call killed while it stored a run's result (here by SIGXFSZ:
+    /// `ulimit -f` caps the size of a file it writes, as a full disk would)
+    /// left the result cut short under its name, and every later call
+    /// stopped at "not a study result" until it was removed by hand.
+    #[test]
+    fn a_result_cut_short_by_a_kill_is_not_left() {
+        if let Some(path) = std::env::var_os(CHILD) {
+            let _ = cached(Path::new(&path), &mut StudySummary::default(), big);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("moe-pretrained-s1.json");
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "study::tests::a_result_cut_short_by_a_kill_is_not_left",
+            ])
+            .env(CHILD, &path)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child was not stopped: {status:?}");
+        assert!(!path.exists(), "a killed call left {}", path.display());
+        // The next call makes the run again.
+        let mut s = StudySummary::default();
+        assert_eq!(cached(&path, &mut s, big).unwrap(), big().unwrap());
+        assert_eq!((s.ran, s.skipped), (1, 0));
+        assert_eq!(cached(&path, &mut s, big).unwrap(), big().unwrap());
+        assert_eq!((s.ran, s.skipped), (1, 1));
+    }
 }

@@ -178,8 +178,9 @@ fn canonical(key: &str, v: &Value) -> Value {
 }
 
 fn write(path: &Path, v: &Value) -> Result<()> {
-    std::fs::write(path, serde_json::to_string_pretty(v)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))
+    // Rewritten when budgets are added to a study: cut short, every later
+    // call stopped at "not a study settings file".
+    crate::atomic_file::write_whole(path, (serde_json::to_string_pretty(v)? + "\n").as_bytes())
 }
 
 #[cfg(test)]
