@@ -582,3 +582,26 @@ fn the_classic_rows_fit_on_the_models_capped_flows() {
         "{md}"
     );
 }
+
+/// A call killed while it tokenized the captures leaves the dataset's
+/// folder without its `dataset.json` (here: the vocabulary and a shard cut
+/// short, as a kill leaves them). The next call stopped at "exists and is
+/// not empty; pass --force to overwrite", which `study` does not take, until
+/// the folder was removed by hand; now it builds the dataset anew.
+#[test]
+fn a_dataset_a_killed_call_left_unfinished_is_built_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 4);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    let data = opts.out.join("data-full");
+    std::fs::create_dir_all(&data).unwrap();
+    std::fs::write(data.join("vocab.txt"), "[PAD]\n[UNK]\n").unwrap();
+    std::fs::write(data.join("train.tmoe.tmp"), "TMOESHRD").unwrap();
+    let r = run(&opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!((r.ran, r.skipped), (1, 0));
+    assert!(data.join("dataset.json").exists());
+    assert!(!data.join("train.tmoe.tmp").exists());
+    let vocab = std::fs::read_to_string(data.join("vocab.txt")).unwrap();
+    assert!(vocab.lines().count() > 2, "{vocab}");
+}

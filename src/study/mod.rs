@@ -39,7 +39,9 @@ use crate::eval::routing::{RoutingCounts, write_routing};
 use crate::model::batch::{Sequences, open_part};
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
-use crate::traffic::dataset::build::{DatasetConfig, NoFlows, build_dataset, load_dataset_info};
+use crate::traffic::dataset::build::{
+    DatasetConfig, NoFlows, build_dataset_with, load_dataset_info,
+};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::dataset::shard::Shard;
 use crate::traffic::dataset::split::SplitBy;
@@ -322,12 +324,18 @@ fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// [`build_dataset`], with the captures it skipped reported on stderr as
+/// [`build_dataset_with`], with the captures it skipped reported on stderr as
 /// `tokenize` reports them (the read summary, each problem naming its
 /// file): a capture that failed was dropped without a word, and a study of
 /// nothing but unreadable files said only "0 flows read".
+///
+/// `dir` is the study's own folder for the dataset, and without its
+/// `dataset.json` it is a build that did not finish (a killed call's
+/// `vocab.txt` and shards): its files are replaced, as `tokenize --force`
+/// replaces them (the call stopped at "exists and is not empty; pass --force",
+/// a flag `study` does not have, until the folder was removed by hand).
 pub(crate) fn build_reporting(cfg: &DatasetConfig, dir: &Path, progress: bool) -> Result<()> {
-    match build_dataset(cfg, dir, progress) {
+    match build_dataset_with(cfg, dir, progress, true) {
         Ok(s) => {
             if s.read.files_failed + s.read.files_warned > 0 {
                 eprintln!("{}", s.read);
