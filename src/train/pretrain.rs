@@ -350,5 +350,55 @@ fn trim_log(path: &Path, step: u64) -> anyhow::Result<()> {
         })
         .map(|l| format!("{l}\n"))
         .collect();
-    std::fs::write(path, kept).with_context(|| format!("rewriting {}", path.display()))
+    // Whole or not at all: rewritten in place, a kill or a full disk here
+    // cut the log of every step before the checkpoint.
+    crate::atomic_file::write_whole(path, kept.as_bytes())
+        .with_context(|| format!("rewriting {}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::trim_log;
+
+    /// Set in the child that [`a_killed_trim_keeps_the_log`] starts: the
+    /// log it trims.
+    const CHILD: &str = "TMOE_TRIM_LOG_CHILD";
+
+    /// A resume killed while it trimmed the log (here by SIGXFSZ: `ulimit
+    /// -f` caps the size of a file it writes, as a full disk would) left
+    /// the log cut short: the lines of the steps before the checkpoint,
+    /// which the resumed run does not write again, were lost.
+    #[test]
+    fn a_killed_trim_keeps_the_log() {
+        if let Some(path) = std::env::var_os(CHILD) {
+            let _ = trim_log(std::path::Path::new(&path), 150);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("pretrain_log.jsonl");
+        let line = |s: u64| format!("{{\"step\":{s},\"loss\":5.25,\"aux\":1.0,\"lr\":0.0003}}\n");
+        let text: String = (1..=200).map(line).collect();
+        std::fs::write(&log, &text).unwrap();
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg("ulimit -f 2 && exec \"$@\"")
+            .arg("sh")
+            .arg(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "train::pretrain::tests::a_killed_trim_keeps_the_log",
+            ])
+            .env(CHILD, &log)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(!status.success(), "the child was not stopped: {status:?}");
+        assert!(
+            std::fs::read_to_string(&log).unwrap() == text,
+            "the log was cut"
+        );
+        trim_log(&log, 150).unwrap();
+        let kept: String = (1..=150).map(line).collect();
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), kept);
+    }
 }
