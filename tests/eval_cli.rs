@@ -536,3 +536,49 @@ fn eval_records_the_length_it_scored_not_the_checkpoint_s() {
     assert_eq!(seq(&data64, "e64"), (64.into(), "checkpoint".into()));
     assert_eq!(seq(&data32, "e32"), (32.into(), "data".into()));
 }
+
+/// An eval killed while it wrote its report (here by SIGXFSZ: `ulimit -f`
+/// caps the size of any file it writes, as a full disk would, between the
+/// text files' size and the confusion image's) left an image cut short
+/// under its real name, beside files that looked whole; now each file is
+/// renamed into place once complete.
+#[test]
+fn an_eval_killed_while_writing_leaves_no_file_cut_short() {
+    let f = fixture();
+    let whole = f.root.join("whole");
+    eval::evaluate(&eval_args(&f, &whole)).unwrap();
+    let size = |p: &Path| std::fs::metadata(p).unwrap().len();
+    let png = size(&whole.join("confusion.png"));
+    let limit = png / 4;
+    for text in [
+        "metrics.json",
+        "report.txt",
+        "confusion.txt",
+        "confusion.csv",
+    ] {
+        assert!(size(&whole.join(text)) < limit, "{text}: {png}");
+    }
+    let out = f.root.join("killed");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("ulimit -f {} && exec \"$@\"", limit / 512))
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_tmoe"))
+        .arg("eval")
+        .arg("--checkpoint")
+        .arg(&f.ckpt)
+        .arg("--data")
+        .arg(&f.data)
+        .arg("--out")
+        .arg(&out)
+        .arg("--quiet")
+        .status()
+        .unwrap();
+    assert!(!status.success(), "{status:?}");
+    assert!(out.join("metrics.json").exists());
+    assert!(
+        !out.join("confusion.png").exists(),
+        "a killed eval left confusion.png of {} bytes ({png} whole)",
+        size(&out.join("confusion.png"))
+    );
+}

@@ -39,30 +39,58 @@ fn draw_err<E: std::error::Error + Send + Sync + 'static>(
     anyhow!("drawing failed: {e}")
 }
 
-/// An image file being written: created (or emptied) before anything is
-/// drawn, so that a path that cannot be written is an error in the system's
-/// words ("writing F: No such file or directory (os error 2)") where
-/// plotters' said "drawing failed: ... ImageError(IoError(Os { code: 2,
-/// kind: NotFound, ... }))" once the figure was drawn; removed when dropped
-/// before [`ImageFile::keep`], as a failed run leaves no output it started.
-pub(crate) struct ImageFile<'a>(Option<&'a Path>);
+/// An image file being written: drawn to a temporary file beside `path`
+/// (`NAME.tmp<pid>.EXT`, its extension kept: the backend picks the format
+/// by it), created before anything is drawn, so that a path that cannot be
+/// written is an error in the system's words ("writing F: No such file or
+/// directory (os error 2)") where plotters' said "drawing failed: ...
+/// ImageError(IoError(Os { code: 2, kind: NotFound, ... }))" once the
+/// figure was drawn. [`ImageFile::keep`] renames the complete image into
+/// place; dropped before it, the temporary file is removed, as a failed
+/// run leaves no output it started. A killed run leaves no image cut short
+/// (or empty) under the real name.
+pub(crate) struct ImageFile<'a> {
+    path: &'a Path,
+    tmp: std::path::PathBuf,
+    kept: bool,
+}
 
 impl<'a> ImageFile<'a> {
     pub(crate) fn create(path: &'a Path) -> Result<Self> {
-        std::fs::File::create(path).with_context(|| format!("writing {}", path.display()))?;
-        Ok(ImageFile(Some(path)))
+        let stem = path.file_stem().unwrap_or_default();
+        let mut name = stem.to_os_string();
+        name.push(format!(".tmp{}", std::process::id()));
+        if let Some(ext) = path.extension() {
+            name.push(".");
+            name.push(ext);
+        }
+        let tmp = path.with_file_name(name);
+        std::fs::File::create(&tmp).with_context(|| format!("writing {}", path.display()))?;
+        Ok(ImageFile {
+            path,
+            tmp,
+            kept: false,
+        })
     }
 
-    /// The image is complete: the file stays.
-    pub(crate) fn keep(mut self) {
-        self.0 = None;
+    /// Where the image is drawn.
+    pub(crate) fn target(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// The image is complete: it goes in place.
+    pub(crate) fn keep(mut self) -> Result<()> {
+        std::fs::rename(&self.tmp, self.path)
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        self.kept = true;
+        Ok(())
     }
 }
 
 impl Drop for ImageFile<'_> {
     fn drop(&mut self) {
-        if let Some(path) = self.0 {
-            let _ = std::fs::remove_file(path);
+        if !self.kept {
+            let _ = std::fs::remove_file(&self.tmp);
         }
     }
 }
@@ -296,16 +324,16 @@ pub fn save_confusion(
     let l = heatmap_layout(&labels, title, cm.counts.iter().copied().max().unwrap_or(0));
     let size = (l.width, l.height);
     if is_svg(path) {
-        let root = SVGBackend::new(path, size).into_drawing_area();
+        let root = SVGBackend::new(file.target(), size).into_drawing_area();
         draw_confusion(&root, cm, classes, title)?;
         root.present().map_err(draw_err)
     } else {
-        let root = BitMapBackend::new(path, size).into_drawing_area();
+        let root = BitMapBackend::new(file.target(), size).into_drawing_area();
         draw_confusion(&root, cm, classes, title)?;
         root.present().map_err(draw_err)
     }
     .with_context(|| format!("writing {}", path.display()))
-    .map(|()| file.keep())
+    .and_then(|()| file.keep())
 }
 
 /// The slots of n bars (study's macro-F1 chart, `bench chart`), one per
@@ -702,19 +730,19 @@ pub fn save_curves(path: &Path, panels: &[Panel]) -> Result<()> {
     }
     if is_svg(path) {
         draw_all(
-            SVGBackend::new(path, size).into_drawing_area(),
+            SVGBackend::new(file.target(), size).into_drawing_area(),
             panels,
             &widths,
         )
     } else {
         draw_all(
-            BitMapBackend::new(path, size).into_drawing_area(),
+            BitMapBackend::new(file.target(), size).into_drawing_area(),
             panels,
             &widths,
         )
     }
     .with_context(|| format!("writing {}", path.display()))
-    .map(|()| file.keep())
+    .and_then(|()| file.keep())
 }
 
 /// Per-epoch training history: what `finetune` records and `save_curves` draws.

@@ -104,20 +104,20 @@ pub fn save_share_grids(path: &Path, panels: &[ShareGrid]) -> Result<()> {
         .is_some_and(|e| e.eq_ignore_ascii_case("svg"))
     {
         draw(
-            SVGBackend::new(path, size).into_drawing_area(),
+            SVGBackend::new(file.target(), size).into_drawing_area(),
             panels,
             &layout,
         )
     } else {
         draw(
-            BitMapBackend::new(path, size).into_drawing_area(),
+            BitMapBackend::new(file.target(), size).into_drawing_area(),
             panels,
             &layout,
         )
     }
     .map_err(|e| anyhow::anyhow!("{e}"))
     .with_context(|| format!("writing {}", path.display()))
-    .map(|()| file.keep())
+    .and_then(|()| file.keep())
 }
 
 struct Layout {

@@ -188,7 +188,8 @@ impl EvalReport {
         let mut written = Vec::new();
         let mut put = |name: &str, text: String| -> Result<()> {
             let p = dir.join(name);
-            std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))?;
+            // Whole or not at all: a killed run leaves none cut short.
+            crate::atomic_file::write_whole(&p, text.as_bytes())?;
             written.push(p);
             Ok(())
         };

@@ -129,11 +129,10 @@ impl RoutingCounts {
 /// `routing-per-class.png` (one small heatmap per class) into `dir`.
 pub fn write_routing(dir: &Path, counts: &RoutingCounts, classes: &[String]) -> Result<()> {
     let p = dir.join("routing.json");
-    std::fs::write(
+    crate::atomic_file::write_whole(
         &p,
-        serde_json::to_string_pretty(&counts.to_json(classes))? + "\n",
-    )
-    .map_err(|e| anyhow::anyhow!("writing {}: {e}", p.display()))?;
+        (serde_json::to_string_pretty(&counts.to_json(classes))? + "\n").as_bytes(),
+    )?;
     let overall = ShareGrid {
         title: "all classes".to_string(),
         tokens: counts.tokens,

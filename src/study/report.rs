@@ -624,13 +624,19 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
         Ok(())
     }
     if path.extension().is_some_and(|e| e == "svg") {
-        draw(SVGBackend::new(path, size).into_drawing_area(), lines)
+        draw(
+            SVGBackend::new(file.target(), size).into_drawing_area(),
+            lines,
+        )
     } else {
-        draw(BitMapBackend::new(path, size).into_drawing_area(), lines)
+        draw(
+            BitMapBackend::new(file.target(), size).into_drawing_area(),
+            lines,
+        )
     }
     .map_err(|e| anyhow::anyhow!("{e}"))
     .with_context(|| format!("writing {}", path.display()))
-    .map(|()| file.keep())
+    .and_then(|()| file.keep())
 }
 
 #[cfg(test)]

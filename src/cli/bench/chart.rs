@@ -134,7 +134,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
     }
     if path.extension().is_some_and(|e| e == "svg") {
         draw(
-            SVGBackend::new(path, size).into_drawing_area(),
+            SVGBackend::new(file.target(), size).into_drawing_area(),
             title,
             roof,
             bars,
@@ -143,7 +143,7 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
         )
     } else {
         draw(
-            BitMapBackend::new(path, size).into_drawing_area(),
+            BitMapBackend::new(file.target(), size).into_drawing_area(),
             title,
             roof,
             bars,
@@ -152,5 +152,5 @@ pub fn save_bars(path: &Path, title: &str, roof: &str, bars: &[Bar]) -> Result<(
         )
     }
     .with_context(|| format!("writing {}", path.display()))
-    .map(|()| file.keep())
+    .and_then(|()| file.keep())
 }
