@@ -65,3 +65,24 @@ pub fn skip_or_fail(reason: impl Display) {
     }
     skip_line(&test, reason);
 }
+
+/// Runs the test `test` (its path as `--exact` takes it) again, in a child
+/// process of the running test binary with `var` set to `value` and the
+/// files it writes capped at 1 KiB (`ulimit -f 2`: SIGXFSZ stops it
+/// part-way through a bigger write, as a kill or a full disk would). The
+/// test acts as the child where `var` is set. Returns the child's status.
+pub fn rerun_with_file_limit(
+    test: &str,
+    var: &str,
+    value: &std::ffi::OsStr,
+) -> std::io::Result<std::process::ExitStatus> {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 2 && exec \"$@\"")
+        .arg("sh")
+        .arg(std::env::current_exe()?)
+        .args(["--exact", test])
+        .env(var, value)
+        .stdout(std::process::Stdio::null())
+        .status()
+}

@@ -713,19 +713,12 @@ mod tests {
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("moe-pretrained-s1.json");
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -f 2 && exec \"$@\"")
-            .arg("sh")
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "study::tests::a_result_cut_short_by_a_kill_is_not_left",
-            ])
-            .env(CHILD, &path)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
+        let status = crate::testing::rerun_with_file_limit(
+            "study::tests::a_result_cut_short_by_a_kill_is_not_left",
+            CHILD,
+            path.as_os_str(),
+        )
+        .unwrap();
         assert!(!status.success(), "the child was not stopped: {status:?}");
         assert!(!path.exists(), "a killed call left {}", path.display());
         // The next call makes the run again.

@@ -379,19 +379,12 @@ mod tests {
         let line = |s: u64| format!("{{\"step\":{s},\"loss\":5.25,\"aux\":1.0,\"lr\":0.0003}}\n");
         let text: String = (1..=200).map(line).collect();
         std::fs::write(&log, &text).unwrap();
-        let status = std::process::Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -f 2 && exec \"$@\"")
-            .arg("sh")
-            .arg(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "train::pretrain::tests::a_killed_trim_keeps_the_log",
-            ])
-            .env(CHILD, &log)
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
+        let status = crate::testing::rerun_with_file_limit(
+            "train::pretrain::tests::a_killed_trim_keeps_the_log",
+            CHILD,
+            log.as_os_str(),
+        )
+        .unwrap();
         assert!(!status.success(), "the child was not stopped: {status:?}");
         assert!(
             std::fs::read_to_string(&log).unwrap() == text,
