@@ -10,7 +10,8 @@
 //! The peaks are measured, not assumed: one core's rate on a loop of
 //! independent `tdpbf16ps` (16,384 FLOP each), `vdpbf16ps` (64) or
 //! `vfmadd231ps` (32), and the same loop on every thread rayon uses at once
-//! (the peak the shares are of: the threads' rates summed); the clock
+//! (the peak the shares are of: the threads' rates summed), each the best
+//! of five runs; the clock
 //! `/proc/cpuinfo` reports is printed beside them, with the FLOP per cycle
 //! that implies.
 
@@ -128,12 +129,12 @@ pub fn run(a: CpuGemmArgs) -> anyhow::Result<()> {
     super::refuse_existing(a.out.as_deref(), a.force)?;
     let threads = rayon::current_num_threads();
     use crate::backend::cpu_bf16::peak;
-    let one = peak::bf16_gflops(20_000_000);
+    let one = peak::one_core(peak::bf16_gflops, 20_000_000);
     let peak = peak::all_threads(peak::bf16_gflops, 20_000_000);
     let mhz = cpu_mhz();
-    let f32_one = peak::f32_gflops(20_000_000);
+    let f32_one = peak::one_core(peak::f32_gflops, 20_000_000);
     let f32_peak = peak::all_threads(peak::f32_gflops, 20_000_000);
-    let amx_one = peak::amx_gflops(2_000_000);
+    let amx_one = peak::one_core(peak::amx_gflops, 2_000_000);
     let amx_peak = peak::all_threads(peak::amx_gflops, 2_000_000);
     let show = |p: Option<f64>| p.map_or("n/a".into(), |p| format!("{p:.1}"));
     if amx_one.is_some() {
