@@ -424,6 +424,41 @@ fn a_checkpoint_with_non_finite_outputs_is_refused_not_scored() {
     assert!(!out.join("metrics.json").exists());
 }
 
+/// A fine-tuning run marks each checkpoint it saves unfinished until it
+/// ends (a run killed part-way leaves its best epoch so far, which eval
+/// scored as if the run had finished): the finished fixture carries no
+/// mark, and one that carries it is scored, with the run's place recorded
+/// in metrics.json (and a warning).
+#[test]
+fn a_checkpoint_of_an_unfinished_run_is_scored_and_said() {
+    use traffic_moe::model::checkpoint::{UNFINISHED_KEY, mark_finished, save, unfinished_run};
+    let f = fixture();
+    let (_, params, mut meta) = load_classifier(&f.ckpt).unwrap();
+    assert_eq!(
+        unfinished_run(&meta),
+        None,
+        "the finished run left its mark"
+    );
+    meta.extra
+        .insert(UNFINISHED_KEY.into(), "epoch 2 of 6".into());
+    let ckpt = f.root.join("unfinished.safetensors");
+    save(&ckpt, &meta, &params, true).unwrap();
+    let out = f.root.join("eval-unfinished");
+    eval::evaluate(&eval::Args {
+        checkpoint: ckpt.clone(),
+        ..eval_args(&f, &out)
+    })
+    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(m["info"]["checkpoint_unfinished"], "epoch 2 of 6");
+    // Marking it finished keeps the weights.
+    mark_finished(&ckpt).unwrap();
+    let (_, kept, meta) = load_classifier(&ckpt).unwrap();
+    assert_eq!(unfinished_run(&meta), None);
+    assert!(params.iter().zip(&kept).all(|(a, b)| a.value == b.value));
+}
+
 /// A fine-tuning log that is there but unreadable (not UTF-8) is an error
 /// naming it: it was taken for no log, and eval said the log was "not
 /// beside the checkpoint".

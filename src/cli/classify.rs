@@ -275,7 +275,12 @@ pub(crate) fn open_classifier(a: &Args) -> Result<Classifier> {
         (None, None) => anyhow::bail!("give --data DIR (the training dataset) or --vocab FILE"),
     };
     super::advise_cpu_precision(a.device, a.precision);
-    Classifier::open_with_precision(&a.checkpoint, vocab, a.seq_len, a.device, a.precision)
+    let clf =
+        Classifier::open_with_precision(&a.checkpoint, vocab, a.seq_len, a.device, a.precision)?;
+    if let Some(at) = &clf.unfinished {
+        eprintln!("{}", super::unfinished_warning(&a.checkpoint, at));
+    }
+    Ok(clf)
 }
 
 fn proto_name(p: u8) -> String {

@@ -88,6 +88,9 @@ pub fn evaluate(a: &Args) -> Result<EvalReport> {
         progress: !a.quiet,
     };
     let e = evaluate_split(&a.checkpoint, &a.data, &opts)?;
+    if let Some(at) = crate::model::checkpoint::unfinished_run(&e.meta) {
+        eprintln!("{}", super::unfinished_warning(&a.checkpoint, at));
+    }
     let report = e.report;
     let title = format!(
         "{} split: accuracy {:.3}, macro-F1 {:.3}",

@@ -23,6 +23,17 @@ pub mod synth;
 pub mod tokenize;
 pub mod vocab;
 
+/// The warning `eval` and `classify` give for a checkpoint whose
+/// fine-tuning run did not finish (killed, or still going): `at` is where
+/// it was ("epoch 3 of 6"), the checkpoint its best epoch so far.
+pub(crate) fn unfinished_warning(checkpoint: &std::path::Path, at: &str) -> String {
+    format!(
+        "warning: {} is from a fine-tuning run that did not finish (saved at {at}, its best \
+         epoch so far); scoring it as it is",
+        checkpoint.display()
+    )
+}
+
 /// Advice on stderr about `--precision` on the CPU, never a refusal: a
 /// warning when bf16 is likely slower than the default f32 here (its
 /// `vdpbf16ps` rate, measured in about 40 ms, is not well above its f32 FMA

@@ -154,6 +154,11 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
         ("split", json!(o.split)),
         ("model", c.meta.model_config.clone()),
         ("checkpoint_step", json!(c.meta.step)),
+        // Where its fine-tuning run stopped, if it did not finish.
+        (
+            "checkpoint_unfinished",
+            json!(checkpoint::unfinished_run(&c.meta)),
+        ),
         ("seq_len", json!(seq_len)),
         ("seq_len_from", json!(seq_len_from)),
         ("seconds", json!(seconds)),

@@ -37,6 +37,9 @@ pub struct Classifier {
     pub idle_timeout_s: f64,
     /// The checkpoint's path, for errors that name it.
     pub checkpoint: std::path::PathBuf,
+    /// Where its fine-tuning run was, if it did not finish
+    /// ([`crate::model::checkpoint::unfinished_run`]).
+    pub unfinished: Option<String>,
 }
 
 impl Classifier {
@@ -122,7 +125,9 @@ impl Classifier {
         let (seq_len, _) = resolve_seq_len(seq_len, &meta, tokenizer.seq_len());
         let weights = Loaded::with_precision(device, params, precision)
             .with_context(|| format!("loading {} on {}", checkpoint.display(), device.name()))?;
+        let unfinished = crate::model::checkpoint::unfinished_run(&meta).map(str::to_string);
         Ok(Classifier {
+            unfinished,
             model,
             weights,
             classes: meta.classes,

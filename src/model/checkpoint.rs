@@ -776,6 +776,35 @@ fn check_seq_len(path: &Path, meta: &CheckpointMeta) -> Result<()> {
 }
 
 /// Loads a fine-tuned classifier (its architecture from the metadata).
+/// Set in the metadata of the checkpoint a fine-tuning run saves at each
+/// new best epoch, to "epoch E of N", and removed once the run finishes:
+/// a checkpoint that still has it comes from a run that was stopped
+/// (killed, or still going), holding its best epoch so far.
+pub const UNFINISHED_KEY: &str = "unfinished";
+
+/// Where a fine-tuning run was when it saved `meta` and did not finish
+/// ([`UNFINISHED_KEY`]); None for a finished run and other checkpoints.
+pub fn unfinished_run(meta: &CheckpointMeta) -> Option<&str> {
+    meta.extra.get(UNFINISHED_KEY).map(String::as_str)
+}
+
+/// Removes [`UNFINISHED_KEY`] from the checkpoint at `path` (rewritten
+/// whole, as it was otherwise): its fine-tuning run has finished.
+pub fn mark_finished(path: &Path) -> Result<()> {
+    let (mut metadata, tensors) = read_tensors(path)?;
+    if metadata
+        .remove(&format!("extra.{UNFINISHED_KEY}"))
+        .is_none()
+    {
+        return Ok(());
+    }
+    let views: Vec<(&str, &[usize], &[f32])> = tensors
+        .iter()
+        .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
+        .collect();
+    write_tensors(path, metadata, &views, true)
+}
+
 pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, CheckpointMeta)> {
     let meta = read_meta(path)?;
     let cfg: ModelConfig = serde_json::from_value(meta.model_config.clone()).map_err(|e| {

@@ -372,7 +372,7 @@ pub fn finetune(
     let log_path = opts.out.join("finetune_log.jsonl");
     let written = || format!("writing {}", log_path.display());
     let mut log = std::fs::File::create(&log_path).with_context(written)?;
-    let (mut best_f1, mut best_epoch, mut bad) = (-1.0, 0, 0);
+    let (mut best_f1, mut best_epoch, mut bad, mut saved) = (-1.0, 0, 0, false);
     let mut history = Vec::new();
     for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
         // Epoch 0 is the head fit's (LP-FT): its last loss stands for the
@@ -409,6 +409,11 @@ pub fn finetune(
             );
             m.extra.insert("kind".into(), "finetune".into());
             m.extra.insert("val_macro_f1".into(), format!("{f1}"));
+            // Until the run ends (removed below): eval and classify say so.
+            m.extra.insert(
+                checkpoint::UNFINISHED_KEY.into(),
+                format!("epoch {epoch} of {}", opts.max_epochs),
+            );
             // eval/classify tokenise new flows to the length the classifier learnt.
             m.extra.insert("seq_len".into(), opts.seq_len.to_string());
             if let Some(t) = &opts.tokenizer {
@@ -417,12 +422,17 @@ pub fn finetune(
             }
             // Replaces this run's earlier best; a previous run's file was refused above.
             checkpoint::save(&ckpt, &m, &tr.params()?, true)?;
+            saved = true;
         } else {
             bad += 1;
             if bad >= opts.patience {
                 break;
             }
         }
+    }
+    // Every epoch ran, or early stopping ended the run: its best is final.
+    if saved {
+        checkpoint::mark_finished(&ckpt)?;
     }
     let (tokens, seconds) = (steps.tokens, steps.t0.elapsed().as_secs_f64());
     Ok(FinetuneReport {

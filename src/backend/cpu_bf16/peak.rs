@@ -46,7 +46,7 @@ pub fn f32_gflops(iters: u64) -> Option<f64> {
 /// single run of a 30 ms loop lost up to 15 % to the neighbours (two cores
 /// together on the Zen 5 VM of 2026-12-06: 784 to 914 GFLOP/s of
 /// `vdpbf16ps` over four runs).
-const PEAK_ROUNDS: usize = 5;
+pub const PEAK_ROUNDS: usize = 5;
 
 /// One core's `rate(iters)`, the best of [`PEAK_ROUNDS`] runs.
 pub fn one_core(rate: fn(u64) -> Option<f64>, iters: u64) -> Option<f64> {
