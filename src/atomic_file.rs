@@ -37,14 +37,21 @@ pub(crate) fn write_then_rename(
     written
 }
 
-/// Writes `bytes` to `path` through `PATH.tmp<pid>` (see
+/// `PATH.tmp<pid>`: the temporary name a file is written under beside its
+/// real one (this process's own: `--out` may be any name, and a user's
+/// `PATH.tmp` is not ours to replace).
+pub(crate) fn tmp_beside(path: &Path) -> std::path::PathBuf {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    tmp.into()
+}
+
+/// Writes `bytes` to `path` through [`tmp_beside`] (see
 /// [`write_then_rename`]): a killed run or a full disk leaves the earlier
 /// file, or none, under the real name, never one cut short.
 pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
-    write_then_rename(path, Path::new(&tmp), 0, |w| {
+    write_then_rename(path, &tmp_beside(path), 0, |w| {
         w.write_all(bytes)
             .with_context(|| format!("writing {}", path.display()))
     })

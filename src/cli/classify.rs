@@ -229,9 +229,7 @@ pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<
             let target = if through {
                 p.clone()
             } else {
-                let mut tmp = p.as_os_str().to_owned();
-                tmp.push(format!(".tmp{}", std::process::id()));
-                std::path::PathBuf::from(tmp)
+                crate::atomic_file::tmp_beside(p)
             };
             let file = std::fs::File::create(&target)
                 .with_context(|| format!("creating {}", target.display()))?;

@@ -392,10 +392,8 @@ pub fn stage_tensors(
     let views = tensors
         .iter()
         .map(|(name, shape, data)| (*name, F32View { shape, data }));
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp{}", std::process::id()));
     let staged = Staged {
-        tmp: PathBuf::from(tmp),
+        tmp: crate::atomic_file::tmp_beside(path),
         path: path.to_path_buf(),
         placed: false,
     };
@@ -775,7 +773,6 @@ fn check_seq_len(path: &Path, meta: &CheckpointMeta) -> Result<()> {
     }
 }
 
-/// Loads a fine-tuned classifier (its architecture from the metadata).
 /// Set in the metadata of the checkpoint a fine-tuning run saves at each
 /// new best epoch, to "epoch E of N", and removed once the run finishes:
 /// a checkpoint that still has it comes from a run that was stopped
@@ -791,20 +788,19 @@ pub fn unfinished_run(meta: &CheckpointMeta) -> Option<&str> {
 /// Removes [`UNFINISHED_KEY`] from the checkpoint at `path` (rewritten
 /// whole, as it was otherwise): its fine-tuning run has finished.
 pub fn mark_finished(path: &Path) -> Result<()> {
-    let (mut metadata, tensors) = read_tensors(path)?;
-    if metadata
-        .remove(&format!("extra.{UNFINISHED_KEY}"))
-        .is_none()
-    {
+    let mut c = read(path)?;
+    if c.meta.extra.remove(UNFINISHED_KEY).is_none() {
         return Ok(());
     }
-    let views: Vec<(&str, &[usize], &[f32])> = tensors
+    let views: Vec<(&str, &[usize], &[f32])> = c
+        .tensors
         .iter()
         .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.data.as_slice()))
         .collect();
-    write_tensors(path, metadata, &views, true)
+    write_tensors(path, c.meta.to_map(), &views, true)
 }
 
+/// Loads a fine-tuned classifier (its architecture from the metadata).
 pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, CheckpointMeta)> {
     let meta = read_meta(path)?;
     let cfg: ModelConfig = serde_json::from_value(meta.model_config.clone()).map_err(|e| {

@@ -232,9 +232,7 @@ impl Vocab {
         // name, and a user's `PATH.tmp` is not ours to replace), then renamed:
         // a full disk leaves no truncated vocabulary under the real name, nor
         // a partial temporary one. One write of the whole text: no buffer.
-        let mut tmp = path.as_os_str().to_owned();
-        tmp.push(format!(".tmp{}", std::process::id()));
-        let tmp = std::path::PathBuf::from(tmp);
+        let tmp = crate::atomic_file::tmp_beside(path);
         crate::atomic_file::write_then_rename(path, &tmp, 0, |w| {
             use std::io::Write;
             w.write_all(self.to_text().as_bytes())
