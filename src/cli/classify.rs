@@ -10,8 +10,6 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-
-use crate::os_text::os_text;
 use serde_json::json;
 
 use super::noun;
@@ -20,6 +18,7 @@ use crate::engine::{Device, Precision};
 use crate::eval::confusion::csv_field;
 use crate::infer::classifier::{Classifier, VocabSource};
 use crate::infer::pipeline::{FileResult, PipelineConfig, classify_files};
+use crate::os_text::os_text;
 use crate::traffic::capture::reader::find_captures;
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::build::path_list;
