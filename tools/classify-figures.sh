@@ -30,7 +30,11 @@ threads="$(nproc)"
 
 header() { # command line
   echo "# date: $(date -u +%FT%TZ)"
-  echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/{print $2}') GiB"
+  # The model name alone can be just "AMD EPYC": the family and model say which generation.
+  echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
+    "(cpu family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs)," \
+    "model $(grep -m1 '^model[[:space:]]' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/{print $2}') GiB"
+  echo "# commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
   echo "# load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo "# command: $*"
 }
