@@ -59,9 +59,10 @@
  *   the library's context on the thread that makes it.
  * - tmoe_close comes after every other call on the handle has returned,
  *   and no call follows it. With TMOE_BACKGROUND it waits for the model
- *   thread to finish the batches already handed to it (the one it is
- *   classifying and at most one queued behind it), then joins that thread;
- *   verdicts not yet polled and flows not yet classified are dropped. A
+ *   thread to finish the batch it is classifying (a model call cannot be
+ *   interrupted), drops the batch queued behind it unclassified, then
+ *   joins that thread; verdicts not yet polled and flows not yet
+ *   classified are dropped. A
  *   closed handle leaves no thread, file descriptor or heap memory behind
  *   (beyond the worker pool above and, on "cuda", the library's context and
  *   kernels, loaded once per process), however often handles are opened
@@ -177,7 +178,10 @@ tmoe_classifier* tmoe_open(const char* checkpoint, const char* dataset_dir,
  * 0, or -1 on error. */
 int32_t tmoe_set_limits(tmoe_classifier* h, uint64_t max_flows, uint64_t max_pending);
 
-/* Frees the classifier (NULL is fine); flows not yet polled are dropped. */
+/* Frees the classifier (NULL is fine); flows not yet polled are dropped.
+ * With TMOE_BACKGROUND the batch the model thread is classifying finishes
+ * first (close waits for it); the batches queued behind it are dropped
+ * unclassified. */
 void tmoe_close(tmoe_classifier* h);
 
 uint32_t tmoe_class_count(const tmoe_classifier* h);

@@ -434,7 +434,9 @@ pub unsafe extern "C" fn tmoe_set_limits(
     })
 }
 
-/// Frees a classifier (NULL is ignored). Unpolled flows are dropped.
+/// Frees a classifier (NULL is ignored). Unpolled flows are dropped; with
+/// `TMOE_BACKGROUND` the batch in progress finishes and the queued ones are
+/// dropped unclassified ([`BackgroundStream::close`]).
 ///
 /// # Safety
 /// `h` is NULL or a handle from `tmoe_open` not closed before.

@@ -8,6 +8,9 @@
 //! never blocks either: while the worker is busy, ready flows stay in the
 //! flow side's bounded queue (beyond it they are dropped and counted).
 //! [`BackgroundStream::flush`] ends every flow and waits for its verdicts.
+//! Closing ([`BackgroundStream::close`], or dropping it) lets the worker
+//! finish the batch it is classifying and drops the ones queued behind it:
+//! nobody is left to poll their verdicts.
 //!
 //! The worker opens the classifier itself, so an engine whose handle must
 //! stay on one thread (a GPU context) never crosses threads.
@@ -42,6 +45,13 @@ struct Out {
     dropped: u64,
     /// The first model failure, reported by the next `poll`/`flush`.
     error: Option<String>,
+    /// Set by close, under this lock, so that the worker's look before each
+    /// batch and close's count of what it handed over agree.
+    closing: bool,
+    /// Flows the worker dropped unclassified because the stream was
+    /// closing. Not in `dropped` (the stats' `flows_dropped`: flows lost
+    /// while the stream runs, which a caller can act on).
+    cancelled: u64,
 }
 
 struct Shared {
@@ -287,6 +297,12 @@ impl BackgroundStream {
         self.feed.pending() + self.stash.as_ref().map_or(0, Vec::len) + self.shared.lock().in_flight
     }
 
+    /// Of [`Self::pending`], the flows handed to the worker: the batch it
+    /// is classifying and those queued behind it.
+    pub fn in_model(&self) -> usize {
+        self.shared.lock().in_flight
+    }
+
     /// Verdicts waiting for `poll`.
     pub fn ready_verdicts(&self) -> usize {
         self.shared.lock().verdicts.len()
@@ -301,20 +317,73 @@ impl BackgroundStream {
     }
 }
 
-impl Drop for BackgroundStream {
-    fn drop(&mut self) {
-        // Hanging up ends the worker's loop once its queue is empty.
-        self.tx = None;
-        if let Some(w) = self.worker.take() {
-            let _ = w.join();
-        }
+/// What closing a [`BackgroundStream`] did with the flows it had handed to
+/// the worker.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Closed {
+    /// Flows handed to the worker and not yet classified when close began:
+    /// the batch in progress, if any, and those queued behind it.
+    pub handed: usize,
+    /// Of them, flows the worker dropped unclassified (the queued batches).
+    pub cancelled: usize,
+}
+
+impl Closed {
+    /// Flows the model still classified after close began (the batch in
+    /// progress, which cannot be interrupted), their verdicts unread.
+    pub fn finished(&self) -> usize {
+        self.handed - self.cancelled
     }
 }
 
-/// The worker: classifies each batch until the caller hangs up.
+impl BackgroundStream {
+    /// Stops the worker and joins it: the batch it is classifying finishes,
+    /// the batches queued behind it are dropped unclassified, as are the
+    /// ready flows not yet handed over and the verdicts not yet polled
+    /// (dropping the stream does the same).
+    pub fn close(mut self) -> Closed {
+        self.shut()
+    }
+
+    fn shut(&mut self) -> Closed {
+        let Some(worker) = self.worker.take() else {
+            return Closed::default();
+        };
+        let (handed, cancelled_before) = {
+            let mut out = self.shared.lock();
+            out.closing = true;
+            (out.in_flight, out.cancelled)
+        };
+        // Hanging up ends the worker's loop once it has emptied the queue
+        // (dropping, not classifying, what waits there).
+        self.tx = None;
+        let _ = worker.join();
+        let cancelled = (self.shared.lock().cancelled - cancelled_before) as usize;
+        Closed { handed, cancelled }
+    }
+}
+
+impl Drop for BackgroundStream {
+    fn drop(&mut self) {
+        self.shut();
+    }
+}
+
+/// The worker: classifies each batch until the caller hangs up; once the
+/// stream is closing, drops each batch still queued unclassified (a whole
+/// model call, 1,024 flows on a GPU, slow on "sim", for verdicts nobody
+/// would read).
 fn work(clf: &Classifier, batch: usize, rx: &Receiver<Vec<Flow>>, shared: &Shared) {
     for flows in rx.iter() {
         let n = flows.len();
+        {
+            let mut out = shared.lock();
+            if out.closing {
+                out.cancelled += n as u64;
+                out.in_flight -= n;
+                continue;
+            }
+        }
         // A panic must not leave `in_flight` up (flush would wait forever).
         let r = clf.classify_caught(&flows, batch);
         let max_verdicts = shared.max_verdicts.load(Ordering::Relaxed);
