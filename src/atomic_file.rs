@@ -7,8 +7,9 @@ use std::path::Path;
 /// flushed, then renamed into place): a full disk leaves no file cut short
 /// under the real name, and the partial temporary one is removed rather
 /// than left to fill the disk. The shards, the packet metadata beside
-/// them, the dataset's `dataset.json` and `vocab.txt` are written this way
-/// (and, through [`write_whole`], a study's settings and results).
+/// them and the dataset's `dataset.json` are written this way (and, through
+/// [`write_whole`], `vocab.txt`, a study's settings, results and report,
+/// eval's report, the fine-tuning logs, `dump-logits` and `bench` output).
 pub(crate) fn write_then_rename(
     path: &Path,
     tmp: &Path,
@@ -55,4 +56,64 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         w.write_all(bytes)
             .with_context(|| format!("writing {}", path.display()))
     })
+}
+
+/// [`write_whole`] for a file the user names (`--out`): what is there and
+/// is not a plain file (`/dev/stdout`, a link, a pipe) is written through,
+/// since a rename would replace the device or the link itself.
+pub(crate) fn write_out(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    use anyhow::Context;
+    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+        return std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
+    }
+    write_whole(path, bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_out;
+
+    /// Set in the child that [`a_killed_write_keeps_the_earlier_file`]
+    /// starts: the file it writes.
+    const CHILD: &str = "TMOE_WRITE_OUT_CHILD";
+
+    /// `dump-logits --out X --force` and `bench --out X` wrote X in place: a
+    /// run killed mid-write (here by SIGXFSZ: `ulimit -f` caps the size of
+    /// a file it writes, as a full disk would) left it cut short.
+    #[test]
+    fn a_killed_write_keeps_the_earlier_file() {
+        if let Some(path) = std::env::var_os(CHILD) {
+            let _ = write_out(std::path::Path::new(&path), &[b'y'; 4096]);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("logits.json");
+        write_out(&out, b"earlier\n").unwrap();
+        let status = crate::testing::rerun_with_file_limit(
+            "atomic_file::tests::a_killed_write_keeps_the_earlier_file",
+            CHILD,
+            out.as_os_str(),
+        )
+        .unwrap();
+        assert!(!status.success(), "the child was not stopped: {status:?}");
+        let left = std::fs::read(&out).unwrap();
+        assert!(
+            left == b"earlier\n",
+            "the file was cut: {} bytes",
+            left.len()
+        );
+    }
+
+    /// A link given as the output is written through, not replaced by a
+    /// file of its name.
+    #[test]
+    fn a_link_is_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (target, link) = (dir.path().join("target.json"), dir.path().join("link.json"));
+        std::fs::write(&target, "old").unwrap();
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        write_out(&link, b"new").unwrap();
+        assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
+        assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    }
 }

@@ -64,7 +64,8 @@ fn write_report(out: &std::path::Path, text: &str) -> anyhow::Result<()> {
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))
+    // Whole or not at all: a killed run left an earlier report cut short.
+    crate::atomic_file::write_out(out, text.as_bytes())
 }
 
 /// The GPU benchmark shape: model `base` (its config, not a restatement) at

@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde_json::{Value, json};
 
 use crate::cli::args;
@@ -43,8 +43,9 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     super::refuse_existing_out(&a.out, a.force)?;
     let doc = dump(&a)?;
-    std::fs::write(&a.out, serde_json::to_string(&doc)? + "\n")
-        .with_context(|| format!("writing {}", a.out.display()))?;
+    // Whole or not at all: with --force, a killed run left the earlier
+    // file cut short.
+    crate::atomic_file::write_out(&a.out, (serde_json::to_string(&doc)? + "\n").as_bytes())?;
     eprintln!(
         "{} flows x {} tokens: logits written to {}",
         doc["b"],

@@ -228,15 +228,11 @@ impl Vocab {
             return std::fs::write(path, self.to_text())
                 .with_context(|| format!("writing vocabulary {}", path.display()));
         }
-        // Written to `PATH.tmp<pid>` (as a checkpoint is: `--out` may be any
-        // name, and a user's `PATH.tmp` is not ours to replace), then renamed:
-        // a full disk leaves no truncated vocabulary under the real name, nor
-        // a partial temporary one. One write of the whole text: no buffer.
-        let tmp = crate::atomic_file::tmp_beside(path);
-        crate::atomic_file::write_then_rename(path, &tmp, 0, |w| {
-            use std::io::Write;
-            w.write_all(self.to_text().as_bytes())
-                .with_context(|| format!("writing vocabulary {}", tmp.display()))
+        // Whole or not at all: a full disk leaves no truncated vocabulary
+        // under the real name, nor a partial temporary one.
+        crate::atomic_file::write_whole(path, self.to_text().as_bytes()).with_context(|| {
+            let tmp = crate::atomic_file::tmp_beside(path);
+            format!("writing vocabulary {}", tmp.display())
         })
     }
 
