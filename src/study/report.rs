@@ -215,10 +215,7 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     if let Some(b) = &s.budget {
         md += &budget_section(o, b)?;
     }
-    let put = |name: &str, text: String| -> Result<()> {
-        let p = o.out.join(name);
-        std::fs::write(&p, text).with_context(|| format!("writing {}", p.display()))
-    };
+    let put = |name: &str, text: String| put(&o.out.join(name), &text);
     put(REPORT_MD, md)?;
     let j = json!({
         "rows": lines.iter().map(|l| json!({
@@ -639,9 +636,49 @@ fn bars(path: &std::path::Path, lines: &[Line]) -> Result<()> {
     .and_then(|()| file.keep())
 }
 
+/// Writes a report file whole: each call replaces the report, and one
+/// killed (or stopped by a full disk) while writing it in place left the
+/// last call's report cut short, with nothing to say so.
+fn put(path: &std::path::Path, text: &str) -> Result<()> {
+    crate::atomic_file::write_whole(path, text.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{Line, Row, bars, f1_cell};
+    use super::{Line, Row, bars, f1_cell, put};
+
+    /// Set in the child that [`a_killed_report_write_keeps_the_report`]
+    /// starts: the report it writes.
+    const CHILD: &str = "TMOE_STUDY_REPORT_CHILD";
+
+    /// A call killed while it replaced `report.md` (here by SIGXFSZ:
+    /// `ulimit -f` caps the size of a file it writes, as a full disk would)
+    /// left the report cut short; now the last call's report stays whole.
+    #[test]
+    fn a_killed_report_write_keeps_the_report() {
+        let row = |i: usize| format!("| moe-pretrained {i} | 0.901 +- 0.012 | 0.887 +- 0.020 |\n");
+        if let Some(path) = std::env::var_os(CHILD) {
+            let text: String = (0..100).map(row).collect();
+            let _ = put(std::path::Path::new(&path), &text);
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let report = dir.path().join("report.md");
+        let earlier: String = (0..10).map(row).collect();
+        put(&report, &earlier).unwrap();
+        let status = crate::testing::rerun_with_file_limit(
+            "study::report::tests::a_killed_report_write_keeps_the_report",
+            CHILD,
+            report.as_os_str(),
+        )
+        .unwrap();
+        assert!(!status.success(), "the child was not stopped: {status:?}");
+        assert_eq!(
+            std::fs::read_to_string(&report).unwrap(),
+            earlier,
+            "the report was cut"
+        );
+    }
 
     #[test]
     fn bars_draw_one_row_and_several() {
