@@ -18,7 +18,6 @@ use crate::model::{Model, ModelConfig};
 use crate::progress::progress_bar;
 use crate::train::sampling::{Shuffler, cap_per_class, subsample};
 use anyhow::Context;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -250,14 +249,7 @@ fn fit_head_first(
         seed: opts.seed,
     };
     let losses = fit_head(model, params, &features, &labels, &fit)?;
-    // Errors name the log: "No space left on device" alone names nothing.
-    let log_path = opts.out.join("head_fit_log.jsonl");
-    let written = || format!("writing {}", log_path.display());
-    let mut log = std::fs::File::create(&log_path).with_context(written)?;
-    for (i, loss) in losses.iter().enumerate() {
-        writeln!(log, "{{\"head_epoch\":{},\"train_loss\":{loss}}}", i + 1)
-            .with_context(written)?;
-    }
+    super::epoch_log::write_head_fit(&opts.out.join("head_fit_log.jsonl"), &losses)?;
     if opts.progress {
         eprintln!(
             "head fitted first (LP-FT): {} epochs on {} flows' features, loss {:.4} -> {:.4} ({:.1} s)",
@@ -370,8 +362,9 @@ pub fn finetune(
         t0: Instant::now(),
     };
     let log_path = opts.out.join("finetune_log.jsonl");
-    let written = || format!("writing {}", log_path.display());
-    let mut log = std::fs::File::create(&log_path).with_context(written)?;
+    // Emptied first: with --force, an earlier run's epochs must not stand
+    // beside this run's until its first epoch ends.
+    super::epoch_log::write_epochs(&log_path, &[])?;
     let (mut best_f1, mut best_epoch, mut bad, mut saved) = (-1.0, 0, 0, false);
     let mut history = Vec::new();
     for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
@@ -383,11 +376,6 @@ pub fn finetune(
         };
         let (acc, f1, _, _) =
             evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
-        writeln!(
-            log,
-            "{{\"epoch\":{epoch},\"train_loss\":{train_loss},\"val_accuracy\":{acc},\"val_macro_f1\":{f1}}}"
-        )
-        .with_context(written)?;
         if opts.progress {
             eprintln!(
                 "epoch {epoch}: train loss {train_loss:.4}, val accuracy {acc:.4}, val macro-F1 {f1:.4}"
@@ -399,6 +387,7 @@ pub fn finetune(
             val_macro_f1: f1,
             val_accuracy: acc,
         });
+        super::epoch_log::write_epochs(&log_path, &history)?;
         if f1 > best_f1 {
             (best_f1, best_epoch, bad) = (f1, epoch, 0);
             let mut m = CheckpointMeta::new(

@@ -2,6 +2,7 @@
 //! pretraining and fine-tuning loops, the optimizer (AdamW + LLRD) and its
 //! saved state, schedules.
 
+mod epoch_log;
 pub mod finetune;
 pub mod head_fit;
 pub mod optim;

@@ -291,17 +291,21 @@ pub fn pretrain(
         tokens += batch.n_tokens;
         let tps = tokens as f64 / t0.elapsed().as_secs_f64();
         history.push((step + 1, st.loss, st.aux));
-        writeln!(
-            log,
-            "{{\"step\":{},\"loss\":{},\"aux\":{},\"lr\":{},\"grad_norm\":{},\"tokens_per_s\":{:.0}}}",
+        // Appended, not rewritten whole as the fine-tuning log is: a line
+        // a step, and a long run's log is megabytes. Made whole first and
+        // written in one call (writeln! on a file makes a call per piece),
+        // so a kill leaves a cut line only at a full disk or mid-call; the
+        // resume's trim_log drops such a line, nothing else reads the log.
+        let line = format!(
+            "{{\"step\":{},\"loss\":{},\"aux\":{},\"lr\":{},\"grad_norm\":{},\"tokens_per_s\":{:.0}}}\n",
             step + 1,
             st.loss,
             st.aux,
             lr,
             st.grad_norm,
             tps
-        )
-        .with_context(written)?;
+        );
+        log.write_all(line.as_bytes()).with_context(written)?;
         pb.set_message(format!(
             "loss {:.3} aux {:.3} {:.0} tok/s",
             st.loss, st.aux, tps
