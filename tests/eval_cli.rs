@@ -476,6 +476,41 @@ fn an_unreadable_training_log_is_named_not_taken_for_absent() {
     );
 }
 
+/// A fine-tuning log whose last line was cut short (its run killed while
+/// a log written in place took it) is read up to that line: eval scores
+/// the checkpoint and draws the curves of the whole epochs before it. Eval
+/// failed: "line 4 is not JSON". A broken line before the last one is
+/// still an error naming the log.
+#[test]
+fn a_training_log_whose_last_line_is_cut_short_still_gives_curves() {
+    let f = fixture();
+    let run = f.root.join("torn");
+    std::fs::create_dir_all(&run).unwrap();
+    let ckpt = run.join("classifier.safetensors");
+    std::fs::copy(&f.ckpt, &ckpt).unwrap();
+    let whole = std::fs::read_to_string(f.ckpt.with_file_name("finetune_log.jsonl")).unwrap();
+    let epochs = whole.lines().count();
+    assert!(epochs >= 2, "{whole}");
+    let log = run.join("finetune_log.jsonl");
+    std::fs::write(&log, format!("{whole}{{\"epoch\":9,\"train_lo")).unwrap();
+    let h = eval::training_history(&ckpt).unwrap().expect("curves");
+    assert_eq!(h.train_loss.len(), epochs);
+    let out = f.root.join("eval-torn");
+    eval::evaluate(&eval::Args {
+        checkpoint: ckpt.clone(),
+        ..eval_args(&f, &out)
+    })
+    .unwrap();
+    assert!(out.join("curves.png").is_file());
+    // Not the last line: not a cut, a broken log.
+    std::fs::write(&log, format!("{{\"epoch\":9,\"train_lo\n{whole}")).unwrap();
+    let e = format!("{:#}", eval::training_history(&ckpt).unwrap_err());
+    assert!(
+        e.contains(&log.display().to_string()) && e.contains("line 1 is not JSON"),
+        "{e}"
+    );
+}
+
 /// A classifier fine-tuned on flows of 64 tokens (its tokenizer settings
 /// recorded, as `tmoe finetune` records them) and two datasets of the same
 /// captures and vocabulary: the one it was trained on (64 tokens a flow)

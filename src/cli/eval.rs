@@ -151,13 +151,30 @@ pub fn training_history(checkpoint: &Path) -> Result<Option<History>> {
         Err(e) => return Err(e).with_context(|| format!("reading {}", log.display())),
     };
     let mut h = History::default();
+    let last = text.lines().count();
     for (n, line) in text
         .lines()
         .enumerate()
         .filter(|(_, l)| !l.trim().is_empty())
     {
-        let v: serde_json::Value = serde_json::from_str(line)
-            .with_context(|| format!("{}: line {} is not JSON", log.display(), n + 1))?;
+        let v: serde_json::Value = match serde_json::from_str(line) {
+            Ok(v) => v,
+            // A last line without its newline was cut short (a run killed,
+            // or a full disk, while a log written in place took it): the
+            // epochs before it still make the curves.
+            Err(_) if n + 1 == last && !text.ends_with('\n') => {
+                eprintln!(
+                    "note: {}: line {} is cut short (its run was stopped while writing it): the curves leave it out",
+                    log.display(),
+                    n + 1
+                );
+                continue;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("{}: line {} is not JSON", log.display(), n + 1));
+            }
+        };
         let field = |k: &str| v.get(k).and_then(serde_json::Value::as_f64);
         let push = |k: &str, to: &mut Vec<f64>| {
             if let Some(x) = field(k) {
