@@ -67,6 +67,22 @@ fn default_sigpipe() {
     }
 }
 
+/// What Ctrl-C (or SIGTERM) does (`cli::interrupt`): training stops at its
+/// next step with what it must save.
+fn interrupt_handling(command: &Command) {
+    use cli::interrupt::stop_at_safe_point;
+    let installed = match command {
+        Command::Pretrain(_) | Command::Finetune(_) | Command::Study(_) => stop_at_safe_point(),
+        // The others end at once, by the default action, as before.
+        _ => return,
+    };
+    if let Err(e) = installed {
+        eprintln!(
+            "warning: Ctrl-C is not handled (the signal handler: {e}): it ends the run at once"
+        );
+    }
+}
+
 /// Counts heap bytes for `tmoe bench`'s CPU peak memory and holds a run to
 /// its memory limit (`traffic_moe::heap`).
 #[global_allocator]
@@ -95,6 +111,7 @@ fn main() {
     ) {
         traffic_moe::heap::set_advice(traffic_moe::heap::Advice::Data);
     }
+    interrupt_handling(&cli.command);
     let result = match cli.command {
         Command::Synth(a) => cli::synth::run(a),
         Command::Tokenize(a) => cli::tokenize::run(a),
@@ -112,6 +129,11 @@ fn main() {
         Command::DumpLogits(a) => cli::dump_logits::run(a),
     };
     if let Err(e) = result {
+        // Through any context a caller added (a study names its run).
+        if let Some(i) = e.downcast_ref::<cli::interrupt::Interrupted>() {
+            cli::interrupt::say(&i.0);
+            std::process::exit(cli::interrupt::EXIT_STATUS);
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

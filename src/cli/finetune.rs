@@ -8,7 +8,7 @@ use crate::model::checkpoint;
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::build::load_dataset_info;
-use crate::train::finetune::{FinetuneOpts, evaluate, finetune};
+use crate::train::finetune::{FinetuneOpts, FinetuneReport, evaluate, finetune_until};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -177,7 +177,16 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         head_lr: a.head_lr,
         tokenizer: Some(info.config.tokenizer.clone()),
     };
-    let r = finetune(&opts, &train, &val, info.vocab_hash)?;
+    let r = finetune_until(
+        &opts,
+        &train,
+        &val,
+        info.vocab_hash,
+        super::interrupt::flag(),
+    )?;
+    if let Some(epoch) = r.interrupted_in {
+        return Err(super::interrupt::Interrupted(interrupted_line(&r, epoch, a.epochs)).into());
+    }
     let (model, params, _) = load_classifier(&r.checkpoint)?;
     let loaded = crate::eval::predict::Loaded::new(a.device, params)?;
     let (acc, f1, _, _) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
@@ -200,4 +209,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         r.checkpoint.display()
     );
     Ok(())
+}
+
+/// What an interrupted fine-tuning left: its best finished epoch's
+/// checkpoint (still marked unfinished), or nothing when no epoch had
+/// finished (a file already there, with --force, is an earlier run's).
+fn interrupted_line(r: &FinetuneReport, epoch: usize, epochs: usize) -> String {
+    let at = format!("interrupted in epoch {epoch} of {epochs}");
+    let ckpt = r.checkpoint.display();
+    if !r.history.is_empty() {
+        return format!(
+            "{at}: the best checkpoint so far (epoch {}, marked unfinished) is in {ckpt}",
+            r.best_epoch
+        );
+    }
+    if r.checkpoint.exists() {
+        format!(
+            "{at}: no epoch had finished, nothing was saved ({ckpt} is an earlier run's, left as it was)"
+        )
+    } else {
+        format!("{at}: no epoch had finished, nothing was saved")
+    }
 }

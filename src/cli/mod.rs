@@ -15,6 +15,7 @@ pub mod eval;
 pub mod finetune;
 pub mod flow_parts;
 pub mod inspect;
+pub mod interrupt;
 pub mod model_info;
 pub mod pretrain;
 mod stdin_pump;

@@ -4,7 +4,7 @@ use crate::cli::args;
 use crate::model::batch::open_part;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::build::load_dataset_info;
-use crate::train::pretrain::{PretrainOpts, pretrain};
+use crate::train::pretrain::{PretrainOpts, pretrain_until};
 use std::path::PathBuf;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]
@@ -104,7 +104,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         clip: a.clip,
         seed: a.seed,
         save_every: a.save_every,
-        out: a.out,
+        out: a.out.clone(),
         resume: a.resume,
         progress: !a.quiet,
         force: a.force,
@@ -113,7 +113,17 @@ pub fn run(a: Args) -> anyhow::Result<()> {
         precision: a.precision,
         keep_at: Vec::new(),
     };
-    let r = pretrain(&opts, &train, info.vocab_hash)?;
+    let r = pretrain_until(&opts, &train, info.vocab_hash, super::interrupt::flag())?;
+    if r.interrupted {
+        let at = r.history.last().map_or(r.start_step, |h| h.0);
+        return Err(super::interrupt::Interrupted(format!(
+            "interrupted at step {at} of {}: checkpoint and optimizer state saved in {}; continue with: {}",
+            a.steps,
+            a.out.display(),
+            super::interrupt::resume_command()
+        ))
+        .into());
+    }
     if r.history.is_empty() {
         let why = match a.stop_after {
             Some(s) if s < a.steps => format!("--stop-after {s} is not past it"),

@@ -10,7 +10,7 @@ use crate::cli::args;
 use crate::engine::Device;
 use crate::model::ModelConfig;
 use crate::study::report::REPORT_MD;
-use crate::study::{Row, StudyOpts, run};
+use crate::study::{Row, StudyOpts, run_until};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::dataset::split::SplitBy;
 
@@ -126,7 +126,18 @@ pub fn run_cli(a: Args) -> Result<()> {
         pretrain_extra: a.pretrain_extra.clone(),
         budget_fractions: a.budget_fractions.clone(),
     };
-    let s = run(&opts)?;
+    let s = run_until(&opts, super::interrupt::flag())?;
+    if s.interrupted {
+        return Err(super::interrupt::Interrupted(format!(
+            "interrupted: {} study runs are done in {} ({} of them now), each stored as it \
+             ended; no report yet. Run the same command again to continue: it skips the \
+             finished runs (and resumes an interrupted pretraining)",
+            s.results.len(),
+            a.out.display(),
+            s.ran
+        ))
+        .into());
+    }
     println!(
         "study: {} runs now, {} found done, {:.0} s; report in {}",
         s.ran,

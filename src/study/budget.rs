@@ -28,7 +28,8 @@ use crate::traffic::dataset::build::{DatasetConfig, load_dataset_info};
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::tokens::features::View;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
-use crate::train::pretrain::{PretrainOpts, kept_path, pretrain};
+use crate::train::pretrain::{PretrainOpts, kept_path, pretrain_until};
+use std::sync::atomic::AtomicBool;
 
 /// Shares of the training flows each budget fine-tunes on: all, then the
 /// few-shot fractions asked for.
@@ -112,7 +113,10 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path) -> Result<Option<PathBuf>> {
 }
 
 /// Runs what is missing of the budget curve.
-pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
+/// Stopped by `stop` (`run_until`'s), fails with [`crate::train::Interrupted`]:
+/// its pretraining starts again on the next call (the kept weights' costs
+/// count from a run's start), finished fine-tunings are kept.
+pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Budget> {
     let mut budgets = o.budgets.clone();
     budgets.sort_unstable();
     budgets.dedup();
@@ -167,7 +171,8 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
             precision: crate::engine::Precision::F32,
             keep_at: budgets.clone(),
         };
-        pretrain(&opts, &corpus, info.vocab_hash)?;
+        let r = pretrain_until(&opts, &corpus, info.vocab_hash, stop)?;
+        anyhow::ensure!(!r.interrupted, crate::train::Interrupted);
     }
 
     // Held-out LM loss per budget, and the count models.
@@ -219,7 +224,9 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
     for &seed in &o.seeds {
         for f in fractions(o) {
             let path = run_path(&o.out, Row::MoeScratch, seed, f);
-            let r = cached(&path, s, || run_with(o, Row::MoeScratch, seed, f, None))?;
+            let r = cached(&path, s, || {
+                run_with(o, Row::MoeScratch, seed, f, None, stop)
+            })?;
             r.check(&path, Row::MoeScratch, seed, f)?;
             scratch.push(r);
             for &b in &budgets {
@@ -237,7 +244,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary) -> Result<Budget> {
                     if o.progress {
                         eprintln!("study: budget {b} steps, fraction {f}, seed {seed}");
                     }
-                    run_with(o, Row::MoePretrained, seed, f, Some((b, &ckpt)))
+                    run_with(o, Row::MoePretrained, seed, f, Some((b, &ckpt)), stop)
                 })?;
                 r.check(&path, Row::MoePretrained, seed, f)?;
                 pretrained.push((b, r));

@@ -25,6 +25,7 @@ pub mod report;
 mod settings;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -47,8 +48,8 @@ use crate::traffic::dataset::shard::Shard;
 use crate::traffic::dataset::split::SplitBy;
 use crate::traffic::tokens::features::View;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
-use crate::train::finetune::{FinetuneOpts, finetune};
-use crate::train::pretrain::{PretrainOpts, pretrain};
+use crate::train::finetune::{FinetuneOpts, finetune_until};
+use crate::train::pretrain::{PretrainOpts, pretrain_until};
 
 /// One row of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -266,6 +267,9 @@ pub struct StudySummary {
     /// The pretraining-budget curve, when asked for.
     pub budget: Option<budget::Budget>,
     pub seconds: f64,
+    /// Stopped by [`run_until`]'s flag: `results` are the runs done (now
+    /// or before), and no report was written.
+    pub interrupted: bool,
 }
 
 fn dataset_dir(out: &Path, view: View) -> PathBuf {
@@ -351,14 +355,18 @@ pub(crate) fn build_reporting(cfg: &DatasetConfig, dir: &Path, progress: bool) -
     }
 }
 
-/// The pretrained checkpoint of `ffn` on the full view's training flows.
-fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
+/// The pretrained checkpoint of `ffn` on the full view's training flows:
+/// made, found whole, or resumed from where an interrupted study left it
+/// (stopped by `stop`, it saved its step; the study's settings, checked
+/// when it started, are the pretraining's).
+fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64, stop: &AtomicBool) -> Result<PathBuf> {
     let data = dataset(o, View::Full)?;
     let out = o
         .out
         .join(format!("pretrain-{ffn:?}-s{seed}").to_lowercase());
     let ckpt = out.join("model.safetensors");
-    if ckpt.exists() {
+    let resume = ckpt.exists();
+    if resume && crate::model::checkpoint::read_meta(&ckpt)?.step >= o.pretrain_steps {
         return Ok(ckpt);
     }
     let info = load_dataset_info(&data)?;
@@ -377,15 +385,17 @@ fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64) -> Result<PathBuf> {
         seed,
         save_every: o.pretrain_steps.max(1),
         out,
-        resume: false,
+        resume,
         progress: o.progress,
-        force: true,
+        force: !resume,
         stop_after: None,
         device: o.device,
         precision: crate::engine::Precision::F32,
         keep_at: Vec::new(),
     };
-    Ok(pretrain(&opts, &train, info.vocab_hash)?.checkpoint)
+    let r = pretrain_until(&opts, &train, info.vocab_hash, stop)?;
+    anyhow::ensure!(!r.interrupted, crate::train::Interrupted);
+    Ok(r.checkpoint)
 }
 
 fn one() -> f64 {
@@ -417,8 +427,14 @@ fn labelled_with_files(shard: &Shard) -> (Vec<usize>, Vec<u32>) {
     (idx, files)
 }
 
-fn run_one(o: &StudyOpts, row: Row, seed: u64, fraction: f64) -> Result<RunResult> {
-    run_with(o, row, seed, fraction, None)
+fn run_one(
+    o: &StudyOpts,
+    row: Row,
+    seed: u64,
+    fraction: f64,
+    stop: &AtomicBool,
+) -> Result<RunResult> {
+    run_with(o, row, seed, fraction, None, stop)
 }
 
 /// A pretrained checkpoint from a pretraining-budget run, instead of the
@@ -431,6 +447,7 @@ fn run_with(
     seed: u64,
     fraction: f64,
     budget: BudgetInit,
+    stop: &AtomicBool,
 ) -> Result<RunResult> {
     let t = Instant::now();
     let data = dataset(o, row.view())?;
@@ -475,7 +492,7 @@ fn run_with(
         }
         Row::MoeProbe | Row::MoeProbeRandom => {
             let enc = if row == Row::MoeProbe {
-                let ckpt = pretrained(o, FfnKind::Moe, seed)?;
+                let ckpt = pretrained(o, FfnKind::Moe, seed, stop)?;
                 probe::Encoder::open(&ckpt, &cfg, info.vocab_hash, o.device)?
             } else {
                 probe::Encoder::random(&cfg, seed, o.device)?
@@ -498,7 +515,7 @@ fn run_with(
                 Some((_, ckpt)) => Some(ckpt.to_path_buf()),
                 None => row
                     .pretrained()
-                    .map(|ffn| pretrained(o, ffn, seed))
+                    .map(|ffn| pretrained(o, ffn, seed, stop))
                     .transpose()?,
             };
             if let (true, Some(ckpt)) = (heatmaps, &init) {
@@ -547,7 +564,9 @@ fn run_with(
                 tokenizer: Some(info.config.tokenizer.clone()),
             };
             let val = open_part(&data, "val")?;
-            let r = finetune(&opts, &train, &val, info.vocab_hash)?;
+            let r = finetune_until(&opts, &train, &val, info.vocab_hash, stop)?;
+            // The run's result is not stored: the next call fine-tunes it again.
+            anyhow::ensure!(r.interrupted_in.is_none(), crate::train::Interrupted);
             let (model, params, _) = load_classifier(&r.checkpoint)?;
             let loaded = Loaded::new(o.device, params)?;
             let mut counts = heatmaps
@@ -637,6 +656,15 @@ fn first_of_each<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
 
 /// Runs every (row, seed) not yet done, then writes the report.
 pub fn run(o: &StudyOpts) -> Result<StudySummary> {
+    run_until(o, &AtomicBool::new(false))
+}
+
+/// [`run`], stopping early once `stop` is set (`tmoe`'s Ctrl-C): before
+/// the next run, or inside one (its pretraining saves its step and is
+/// resumed by the next call; its fine-tuning is done again). Each finished
+/// run's result is stored as it ends, so calling again with the same
+/// options continues; the summary says it stopped (`interrupted`).
+pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
     // A seed, row or fraction named twice runs once: repeated, its stored
     // result was counted again in the mean and ± as if another seed's.
     let o = &StudyOpts {
@@ -656,16 +684,26 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
         grid.push((Row::MoePretrained, f));
         grid.push((Row::MoeScratch, f));
     }
-    for &seed in &o.seeds {
+    'grid: for &seed in &o.seeds {
         for &(row, fraction) in &grid {
             let path = run_path(&o.out, row, seed, fraction);
-            let result = cached(&path, &mut s, || {
+            if stop.load(Ordering::SeqCst) {
+                s.interrupted = true;
+                break 'grid;
+            }
+            let result = match cached(&path, &mut s, || {
                 if o.progress {
                     eprintln!("study: {} fraction {fraction} seed {seed}", row.name());
                 }
-                run_one(o, row, seed, fraction)
+                run_one(o, row, seed, fraction, stop)
                     .with_context(|| format!("{} seed {seed}", row.name()))
-            })?;
+            }) {
+                Err(e) if e.is::<crate::train::Interrupted>() => {
+                    s.interrupted = true;
+                    break 'grid;
+                }
+                r => r?,
+            };
             result.check(&path, row, seed, fraction)?;
             // Stored before the classic rows learnt from the capped flows:
             // it fit on every training flow, unlike the rows beside it.
@@ -680,8 +718,15 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
             s.results.push(result);
         }
     }
-    if !o.budgets.is_empty() {
-        s.budget = Some(budget::run(o, &mut s).context("the pretraining-budget runs")?);
+    if !s.interrupted && !o.budgets.is_empty() {
+        match budget::run(o, &mut s, stop) {
+            Err(e) if e.is::<crate::train::Interrupted>() => s.interrupted = true,
+            r => s.budget = Some(r.context("the pretraining-budget runs")?),
+        }
+    }
+    if s.interrupted {
+        s.seconds = t.elapsed().as_secs_f64();
+        return Ok(s);
     }
     s.seconds = t.elapsed().as_secs_f64();
     report::write(o, &s)?;

@@ -19,6 +19,7 @@ use crate::progress::progress_bar;
 use crate::train::sampling::{Shuffler, cap_per_class, subsample};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -77,6 +78,10 @@ pub struct FinetuneReport {
     pub history: Vec<EpochLog>,
     pub tokens_per_s: f64,
     pub seconds: f64,
+    /// The epoch [`finetune_until`]'s flag stopped (its steps abandoned,
+    /// unscored): the checkpoint, if any, is the best finished epoch's, and
+    /// stays marked unfinished.
+    pub interrupted_in: Option<usize>,
 }
 
 /// Predicted class per sequence (argmax of the head's probabilities; the
@@ -172,7 +177,8 @@ struct Steps {
 }
 
 impl Steps {
-    /// One epoch's steps; their mean training loss.
+    /// One epoch's steps; their mean training loss, or None once `stop`
+    /// is set (polled before each step: the epoch is abandoned there).
     fn epoch(
         &mut self,
         tr: &mut Trainer,
@@ -180,7 +186,8 @@ impl Steps {
         train: &dyn Sequences,
         opts: &FinetuneOpts,
         epoch: usize,
-    ) -> anyhow::Result<f32> {
+        stop: &AtomicBool,
+    ) -> anyhow::Result<Option<f32>> {
         let pb = progress_bar(
             self.per_epoch,
             &format!("finetune epoch {epoch}"),
@@ -188,6 +195,10 @@ impl Steps {
         );
         let mut loss_sum = 0.0;
         for _ in 0..self.per_epoch {
+            if stop.load(Ordering::SeqCst) {
+                pb.finish_and_clear();
+                return Ok(None);
+            }
             let batch = make_batch(train, &self.order.next_in_pass(opts.batch), opts.seq_len);
             let lr = self.sched.lr_at(self.step) as f32;
             let st = tr.step(
@@ -209,7 +220,7 @@ impl Steps {
             pb.inc(1);
         }
         pb.finish_and_clear();
-        Ok(loss_sum / self.per_epoch as f32)
+        Ok(Some(loss_sum / self.per_epoch as f32))
     }
 }
 
@@ -268,6 +279,21 @@ pub fn finetune(
     train: &dyn Sequences,
     val: &dyn Sequences,
     vocab_hash: u64,
+) -> anyhow::Result<FinetuneReport> {
+    finetune_until(opts, train, val, vocab_hash, &AtomicBool::new(false))
+}
+
+/// [`finetune`], stopping early once `stop` is set (`tmoe`'s Ctrl-C):
+/// before the next training step, the epoch under way abandoned unscored.
+/// The best finished epoch's checkpoint, if one was saved, is left as it
+/// is, marked unfinished (which it is); the report says where it stopped
+/// (`interrupted_in`). There is no resuming a fine-tuning run.
+pub fn finetune_until(
+    opts: &FinetuneOpts,
+    train: &dyn Sequences,
+    val: &dyn Sequences,
+    vocab_hash: u64,
+    stop: &AtomicBool,
 ) -> anyhow::Result<FinetuneReport> {
     let mut cfg = opts.cfg.clone();
     cfg.n_classes = opts.classes.len();
@@ -367,12 +393,19 @@ pub fn finetune(
     super::epoch_log::write_epochs(&log_path, &[])?;
     let (mut best_f1, mut best_epoch, mut bad, mut saved) = (-1.0, 0, 0, false);
     let mut history = Vec::new();
+    let mut interrupted_in = None;
     for epoch in (if head_loss.is_some() { 0 } else { 1 })..=opts.max_epochs {
         // Epoch 0 is the head fit's (LP-FT): its last loss stands for the
         // epoch's training loss.
         let train_loss = match (epoch, head_loss) {
             (0, Some(loss)) => loss,
-            _ => steps.epoch(&mut tr, &model, train, opts, epoch)?,
+            _ => match steps.epoch(&mut tr, &model, train, opts, epoch, stop)? {
+                Some(loss) => loss,
+                None => {
+                    interrupted_in = Some(epoch);
+                    break;
+                }
+            },
         };
         let (acc, f1, _, _) =
             evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
@@ -420,7 +453,7 @@ pub fn finetune(
         }
     }
     // Every epoch ran, or early stopping ended the run: its best is final.
-    if saved {
+    if saved && interrupted_in.is_none() {
         checkpoint::mark_finished(&ckpt)?;
     }
     let (tokens, seconds) = (steps.tokens, steps.t0.elapsed().as_secs_f64());
@@ -431,5 +464,6 @@ pub fn finetune(
         history,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         seconds,
+        interrupted_in,
     })
 }

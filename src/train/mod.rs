@@ -13,6 +13,13 @@ pub mod schedule;
 pub mod step;
 pub mod trainer;
 
+/// A run stopped by its caller's flag (`pretrain_until`, `finetune_until`)
+/// before its end, as an error where a caller cannot go on without the
+/// run's result (a study's run): it saves nothing more, and is no failure.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
 /// A fresh run's logs, removed again when the run ends (an error, a
 /// divergence) before its checkpoint exists: a log without a checkpoint is
 /// refused by the next run without `--force` (it may be the user's), so a

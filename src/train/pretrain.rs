@@ -15,6 +15,7 @@ use crate::train::sampling::Shuffler;
 use anyhow::Context;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 #[derive(Clone, Debug)]
@@ -61,6 +62,9 @@ pub struct PretrainReport {
     pub history: Vec<(u64, f32, f32)>,
     pub tokens_per_s: f64,
     pub seconds: f64,
+    /// Stopped by [`pretrain_until`]'s flag before its end: the checkpoint
+    /// is of the last step in `history` (as `stop_after` there would leave).
+    pub interrupted: bool,
 }
 
 pub fn model_path(out: &Path) -> PathBuf {
@@ -123,6 +127,19 @@ pub fn pretrain(
     opts: &PretrainOpts,
     train: &dyn Sequences,
     vocab_hash: u64,
+) -> anyhow::Result<PretrainReport> {
+    pretrain_until(opts, train, vocab_hash, &AtomicBool::new(false))
+}
+
+/// [`pretrain`], stopping early once `stop` is set (`tmoe`'s Ctrl-C): at
+/// the end of the step under way, with the checkpoint and optimizer state
+/// of that step, as `stop_after` that step would; `resume` with the same
+/// `steps` continues it exactly. The report says so (`interrupted`).
+pub fn pretrain_until(
+    opts: &PretrainOpts,
+    train: &dyn Sequences,
+    vocab_hash: u64,
+    stop: &AtomicBool,
 ) -> anyhow::Result<PretrainReport> {
     anyhow::ensure!(train.count() > 0, "pretraining data is empty");
     let ckpt = model_path(&opts.out);
@@ -188,6 +205,7 @@ pub fn pretrain(
                 history: Vec::new(),
                 tokens_per_s: 0.0,
                 seconds: 0.0,
+                interrupted: false,
             });
         }
         eprintln!("resumed {} at step {start}", ckpt.display());
@@ -277,6 +295,7 @@ pub fn pretrain(
         moments.place(true)?;
         Ok(())
     };
+    let mut end = end;
     for step in start..end {
         let batch = make_batch(train, &order.next_batch(opts.batch), opts.seq_len);
         let lr = sched.lr_at(step) as f32;
@@ -322,8 +341,20 @@ pub fn pretrain(
                 .insert("seconds".into(), format!("{}", t0.elapsed().as_secs_f64()));
             checkpoint::save(&kept_path(&opts.out, step + 1), &m, &tr.params()?, true)?;
         }
+        // Polled once a step is whole (logged, kept): the run ends here as
+        // `stop_after` this step would, saved below.
+        if step + 1 < end && stop.load(Ordering::SeqCst) {
+            end = step + 1;
+            break;
+        }
     }
-    pb.finish();
+    let interrupted = end < opts.stop_after.map_or(opts.steps, |s| s.min(opts.steps));
+    // Cleared, not left drawn: the caller's line of where it stopped follows.
+    if interrupted {
+        pb.finish_and_clear();
+    } else {
+        pb.finish();
+    }
     save(&tr, end.max(start))?;
     let seconds = t0.elapsed().as_secs_f64();
     Ok(PretrainReport {
@@ -332,6 +363,7 @@ pub fn pretrain(
         history,
         tokens_per_s: tokens as f64 / seconds.max(1e-9),
         seconds,
+        interrupted,
     })
 }
 

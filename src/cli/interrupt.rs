@@ -1,0 +1,77 @@
+//! Ctrl-C (SIGINT) and SIGTERM in `tmoe`: a long command stops at a point
+//! it can stand behind and says what it left, instead of dying silently.
+//!
+//! Installed by the `tmoe` binary only (`src/bin/tmoe.rs`), never by the
+//! library: a program using the C API or the crate owns its own signals.
+//! The training loops do not read [`flag`] themselves; they take a
+//! `&AtomicBool` (`pretrain_until`, `finetune_until`, `study::run_until`),
+//! so tests and other callers pass their own.
+//!
+//! [`stop_at_safe_point`] (pretrain, finetune, study): the first signal
+//! sets [`flag`], which the loops poll at step boundaries; they save what
+//! they must and return, and `main` prints the [`Interrupted`] line and
+//! exits with [`EXIT_STATUS`]. A second signal while the first is handled
+//! takes the default action (the process ends at once): every file is
+//! renamed into place whole (`atomic_file.rs`), so none is left cut short
+//! by it.
+
+use signal_hook::consts::{SIGINT, SIGTERM};
+use std::io::IsTerminal;
+use std::sync::atomic::AtomicBool;
+
+/// Set by the first SIGINT or SIGTERM once a handler is installed.
+static STOP: AtomicBool = AtomicBool::new(false);
+
+/// The exit status of an interrupted command: 128 + SIGINT, what a shell
+/// reports for a command Ctrl-C killed.
+pub const EXIT_STATUS: i32 = 130;
+
+/// The flag the first signal sets (false until then, and for ever when no
+/// handler was installed).
+pub fn flag() -> &'static AtomicBool {
+    &STOP
+}
+
+/// Registers the flag, with the default action armed behind it: the
+/// default action's registration comes first, so it runs only from the
+/// second signal on, once the first has set the flag.
+fn register_flag() -> std::io::Result<()> {
+    for sig in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_default(sig, &STOP)?;
+        signal_hook::flag::register(sig, &STOP)?;
+    }
+    Ok(())
+}
+
+/// For commands whose loops poll [`flag`]: the first signal only sets it.
+pub fn stop_at_safe_point() -> std::io::Result<()> {
+    register_flag()
+}
+
+/// Prints `line` on stderr, on a line of its own: on a terminal, a
+/// progress bar may be drawn where the cursor is (and the `^C` echo).
+pub fn say(line: &str) {
+    if std::io::stderr().is_terminal() {
+        eprint!("\r\x1b[2K");
+    }
+    eprintln!("{line}");
+}
+
+/// A command stopped by the flag at a safe point: its line (where it
+/// stopped, what it saved, how to go on), which `main` prints before
+/// exiting with [`EXIT_STATUS`].
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Interrupted(pub String);
+
+/// This process's command line, with `--force` left out and `--resume`
+/// put at its end, quoted for a shell: the command that continues an
+/// interrupted pretraining exactly (same --steps and settings).
+pub fn resume_command() -> String {
+    let mut args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .filter(|a| a != "--force" && a != "--resume")
+        .collect();
+    args.push("--resume".into());
+    shell_words::join(args)
+}

@@ -1,0 +1,270 @@
+//! Ctrl-C (a real SIGINT, sent with `kill -INT`) in a long `tmoe` command:
+//! pretraining stops at its step with a checkpoint that `--resume`
+//! continues exactly, fine-tuning keeps its best epoch (marked
+//! unfinished), a study stops and continues; each says so in one line and
+//! exits with 130. No timing is assumed: each test waits for a file the run
+//! writes (polled, with a generous limit) before it sends the signal.
+
+mod common;
+
+use common::{synth_dataset, tmoe};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `tmoe args` in `dir`, its output kept.
+fn spawn(dir: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits until `ready` holds (a loaded machine may take minutes), then
+/// sends the child SIGINT as Ctrl-C would, and returns its output.
+fn interrupt_when(mut child: Child, ready: impl Fn() -> bool) -> Output {
+    let limit = Instant::now() + Duration::from_secs(900);
+    while !ready() {
+        if let Some(status) = child.try_wait().unwrap() {
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "tmoe ended ({status}) before it was interrupted:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        if Instant::now() > limit {
+            child.kill().unwrap();
+            panic!("tmoe did not get going in 900 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait_with_output().unwrap()
+}
+
+/// Lines in `path` (none when it is not there yet).
+fn lines(path: &Path) -> usize {
+    std::fs::read_to_string(path).map_or(0, |t| t.lines().count())
+}
+
+/// A checkpoint's tensors (name, dtype, shape, bytes) and metadata, in an
+/// order of their own (the file's metadata map is written in any order).
+type Contents = (
+    Vec<(String, String, Vec<usize>, Vec<u8>)>,
+    Vec<(String, String)>,
+);
+
+fn contents(path: &Path) -> Contents {
+    let bytes = std::fs::read(path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors: Vec<_> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, v)| {
+            let shape = v.shape().to_vec();
+            (name, format!("{:?}", v.dtype()), shape, v.data().to_vec())
+        })
+        .collect();
+    tensors.sort();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut meta: Vec<_> = meta
+        .metadata()
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
+    meta.sort();
+    (tensors, meta)
+}
+
+/// The first Ctrl-C ends a pretraining at the end of its step, with the
+/// checkpoint and optimizer state of that step, one line saying so and
+/// the command that continues it, and status 130; that command (here told
+/// to stop two steps later) gives the very checkpoint an uninterrupted run
+/// gives. The old `tmoe` had no handler: Ctrl-C killed it (no status,
+/// nothing saved since the last --save-every).
+#[test]
+fn ctrl_c_in_pretrain_saves_its_step_and_resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    // --steps far beyond what a test runs: only the signal ends it.
+    let args = [
+        "pretrain", "--data", "data", "--out", "pt", "--steps", "100000", "--warmup", "10",
+        "--batch", "4", "--quiet",
+    ];
+    let log = d.join("pt/pretrain_log.jsonl");
+    let out = interrupt_when(spawn(d, &args), || lines(&log) >= 1);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let line = stderr
+        .lines()
+        .find(|l| l.starts_with("interrupted at step "))
+        .unwrap_or_else(|| panic!("no interruption line: {stderr}"));
+    let step: u64 = line["interrupted at step ".len()..]
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let (said, command) = line.split_once("; continue with: ").unwrap();
+    assert_eq!(
+        said,
+        format!("interrupted at step {step} of 100000: checkpoint and optimizer state saved in pt")
+    );
+    let mut resume = shell_words::split(command).unwrap();
+    assert_eq!(resume[0], env!("CARGO_BIN_EXE_tmoe"), "{line}");
+    assert_eq!(resume[1..], [&args[..], &["--resume"]].concat(), "{line}");
+    // The checkpoint is of that step, and the log stops there too.
+    let ckpt = d.join("pt/model.safetensors");
+    let meta = traffic_moe::model::checkpoint::read_meta(&ckpt).unwrap();
+    assert_eq!(meta.step, step, "{line}");
+    assert_eq!(lines(&log) as u64, step, "{line}");
+
+    // Continued as it said, two steps on; and a run never interrupted.
+    let until = (step + 2).to_string();
+    resume.extend(["--stop-after".into(), until.clone()]);
+    let resume: Vec<&str> = resume[1..].iter().map(String::as_str).collect();
+    let text = tmoe(d, &resume);
+    assert!(
+        text.contains(&format!("resumed pt/model.safetensors at step {step}")),
+        "{text}"
+    );
+    let mut whole = args.to_vec();
+    whole[4] = "whole";
+    whole.extend(["--stop-after", &until]);
+    tmoe(d, &whole);
+    for file in ["model.safetensors", "model.optim.safetensors"] {
+        let (a, b) = (
+            contents(&d.join("pt").join(file)),
+            contents(&d.join("whole").join(file)),
+        );
+        assert!(!a.0.is_empty(), "{file}");
+        assert!(a == b, "{file} differs from the uninterrupted run's");
+    }
+}
+
+/// The first Ctrl-C in a fine-tuning abandons the epoch under way and
+/// leaves the best finished epoch's checkpoint, still marked unfinished
+/// (eval and classify warn of it), with one line saying so and status 130.
+#[test]
+fn ctrl_c_in_finetune_leaves_its_best_epoch_marked_unfinished() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    let args = [
+        "finetune",
+        "--data",
+        "data",
+        "--from-scratch",
+        "--out",
+        "ft",
+        "--epochs",
+        "1000",
+        "--patience",
+        "1000",
+        "--batch",
+        "4",
+        "--quiet",
+    ];
+    let log = d.join("ft/finetune_log.jsonl");
+    let out = interrupt_when(spawn(d, &args), || lines(&log) >= 1);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let ckpt = d.join("ft/classifier.safetensors");
+    let meta = traffic_moe::model::checkpoint::read_meta(&ckpt).unwrap();
+    // Marked as the run left it: its best epoch, of the 1000 asked for.
+    let mark = &meta.extra[traffic_moe::model::checkpoint::UNFINISHED_KEY];
+    let best: usize = mark
+        .strip_prefix("epoch ")
+        .and_then(|m| m.strip_suffix(" of 1000"))
+        .unwrap_or_else(|| panic!("{mark:?}"))
+        .parse()
+        .unwrap();
+    assert!(best >= 1 && best <= lines(&log), "{mark}: {stderr}");
+    // Stopped in the epoch after the last one logged.
+    let epoch = lines(&log) + 1;
+    let said = format!(
+        "interrupted in epoch {epoch} of 1000: the best checkpoint so far (epoch {best}, marked unfinished) is in ft/classifier.safetensors"
+    );
+    assert!(stderr.lines().any(|l| l == said), "{said}\n{stderr}");
+}
+
+/// Ctrl-C in a study stops inside its run (here the row's pretraining,
+/// which saves its step), says how many runs are done and that the same
+/// command continues, with status 130; the same command resumes that
+/// pretraining from its step rather than starting it afresh.
+#[test]
+fn ctrl_c_in_study_stops_and_the_same_command_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tmoe(
+        d,
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "6",
+            "--seed",
+            "1",
+        ],
+    );
+    let args = [
+        "study",
+        "caps",
+        "--out",
+        "st",
+        "--rows",
+        "moe-pretrained",
+        "--seeds",
+        "1",
+        "--pretrain-steps",
+        "100000",
+        "--batch",
+        "4",
+        "--seq-len",
+        "32",
+        "--vocab-size",
+        "600",
+        "--quiet",
+    ];
+    let log = d.join("st/pretrain-moe-s1/pretrain_log.jsonl");
+    let out = interrupt_when(spawn(d, &args), || lines(&log) >= 1);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let said = "interrupted: 0 study runs are done in st (0 of them now), each stored as it \
+                ended; no report yet. Run the same command again to continue: it skips the \
+                finished runs (and resumes an interrupted pretraining)";
+    assert!(stderr.lines().any(|l| l == said), "{stderr}");
+    assert!(!d.join("st/report.md").exists());
+    let ckpt = d.join("st/pretrain-moe-s1/model.safetensors");
+    let step = traffic_moe::model::checkpoint::read_meta(&ckpt)
+        .unwrap()
+        .step;
+    assert_eq!(lines(&log) as u64, step);
+
+    // Again: it goes on from that step (and is stopped once it has).
+    let out = interrupt_when(spawn(d, &args), || lines(&log) as u64 > step);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    assert!(
+        stderr.contains(&format!(
+            "resumed st/pretrain-moe-s1/model.safetensors at step {step}"
+        )),
+        "{stderr}"
+    );
+    assert!(
+        traffic_moe::model::checkpoint::read_meta(&ckpt)
+            .unwrap()
+            .step
+            > step
+    );
+}
