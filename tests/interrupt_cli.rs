@@ -1,7 +1,8 @@
 //! Ctrl-C (a real SIGINT, sent with `kill -INT`) in a long `tmoe` command:
 //! pretraining stops at its step with a checkpoint that `--resume`
 //! continues exactly, fine-tuning keeps its best epoch (marked
-//! unfinished), a study stops and continues; each says so in one line and
+//! unfinished), a study stops and continues, tokenize and classify say
+//! what they left; each says so in one line and
 //! exits with 130. No timing is assumed: each test waits for a file the run
 //! writes (polled, with a generous limit) before it sends the signal.
 
@@ -197,6 +198,35 @@ fn ctrl_c_in_finetune_leaves_its_best_epoch_marked_unfinished() {
     assert!(stderr.lines().any(|l| l == said), "{said}\n{stderr}");
 }
 
+/// Ctrl-C while tokenize waits on its capture (a FIFO nobody writes yet)
+/// ends it with status 130 and a line saying nothing was written.
+#[test]
+fn ctrl_c_in_tokenize_says_what_it_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let fifo = d.join("cap.pcap");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let child = spawn(
+        d,
+        &[
+            "tokenize", "cap.pcap", "--out", "data", "--labels", "prefix", "--quiet",
+        ],
+    );
+    // Opening the FIFO for writing waits for tokenize to open it: by then
+    // it is reading, its handler long installed. Held open, unwritten.
+    let writer = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo));
+    let out = interrupt_when(child, || writer.is_finished());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l == "interrupted: nothing was written to data"),
+        "{stderr}"
+    );
+}
+
 /// Ctrl-C in a study stops inside its run (here the row's pretraining,
 /// which saves its step), says how many runs are done and that the same
 /// command continues, with status 130; the same command resumes that
@@ -266,5 +296,89 @@ fn ctrl_c_in_study_stops_and_the_same_command_continues() {
             .unwrap()
             .step
             > step
+    );
+}
+
+/// Ctrl-C while classify waits on its capture (a FIFO held open, unwritten)
+/// leaves no `--out` (its verdicts go to a temporary file renamed into
+/// place only at the end; that file is removed), and says so, with 130.
+#[test]
+fn ctrl_c_in_classify_writes_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    tmoe(
+        d,
+        &[
+            "finetune",
+            "--data",
+            "data",
+            "--from-scratch",
+            "--out",
+            "ft",
+            "--epochs",
+            "1",
+            "--quiet",
+        ],
+    );
+    let fifo = d.join("cap.pcap");
+    assert!(
+        Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let child = spawn(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "ft/classifier.safetensors",
+            "--data",
+            "data",
+            "cap.pcap",
+            "--out",
+            "v.csv",
+        ],
+    );
+    let tmp = d.join(format!("v.csv.tmp{}", child.id()));
+    let writer = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo));
+    let out = interrupt_when(child, || writer.is_finished() && tmp.exists());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let said = "interrupted: nothing was written to v.csv (the verdicts are renamed into place \
+                only once all are written)";
+    assert!(stderr.lines().any(|l| l == said), "{stderr}");
+    assert_eq!(common::names_in(d), ["cap.pcap", "caps", "data", "ft"]);
+}
+
+/// What tokenize's line says of a folder a build left part-way (its
+/// vocabulary and a shard, no dataset.json), and of a finished one.
+#[test]
+fn tokenize_s_line_names_a_partial_dataset() {
+    use traffic_moe::cli::tokenize::interrupted_line;
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("data");
+    std::fs::create_dir(&out).unwrap();
+    for name in ["vocab.txt", "train.tmoe.tmp"] {
+        std::fs::write(out.join(name), "x").unwrap();
+    }
+    assert_eq!(
+        interrupted_line(&out),
+        format!(
+            "interrupted: {} holds a partial dataset (train.tmoe.tmp, vocab.txt) without \
+             dataset.json, which is written last: nothing reads it as a dataset; run tokenize \
+             again with --force to rebuild it",
+            out.display()
+        )
+    );
+    std::fs::write(out.join("dataset.json"), "{}").unwrap();
+    assert_eq!(
+        interrupted_line(&out),
+        format!(
+            "interrupted: {} was already written, the dataset is whole",
+            out.join("dataset.json").display()
+        )
     );
 }

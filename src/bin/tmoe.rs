@@ -68,13 +68,28 @@ fn default_sigpipe() {
 }
 
 /// What Ctrl-C (or SIGTERM) does (`cli::interrupt`): training stops at its
-/// next step with what it must save.
+/// next step with what it must save; other commands stop at once, saying
+/// what they had and had not written.
 fn interrupt_handling(command: &Command) {
-    use cli::interrupt::stop_at_safe_point;
+    use cli::interrupt::{exit_at_once, stop_at_safe_point};
     let installed = match command {
         Command::Pretrain(_) | Command::Finetune(_) | Command::Study(_) => stop_at_safe_point(),
-        // The others end at once, by the default action, as before.
-        _ => return,
+        Command::Tokenize(a) => {
+            let out = a.out.clone();
+            exit_at_once(move || cli::tokenize::interrupted_line(&out))
+        }
+        Command::Classify(a) => exit_at_once(cli::classify::interrupted_line(a)),
+        _ => {
+            // The subcommand as typed (`tmoe` takes no options before it).
+            let name = std::env::args().nth(1).unwrap_or_default();
+            exit_at_once(move || {
+                format!(
+                    "interrupted: tmoe {name} stopped before it finished: the outputs it had \
+                     finished are kept whole (each is renamed into place once written), the \
+                     rest were not written"
+                )
+            })
+        }
     };
     if let Err(e) = installed {
         eprintln!(

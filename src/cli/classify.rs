@@ -505,3 +505,39 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
     );
     pb
 }
+
+/// What an interrupted `classify` left (its Ctrl-C line, made when it runs):
+/// without --stream, `--out` is only renamed into place at the end, so
+/// nothing was written there, and this process's temporary file is removed;
+/// --stream (or an --out that is not a plain file) took the verdicts as they
+/// came.
+pub fn interrupted_line(a: &Args) -> impl FnOnce() -> String + Send + 'static {
+    let out = a.out.clone();
+    let through = a.stream
+        || out
+            .as_ref()
+            .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()));
+    move || {
+        let Some(out) = out else {
+            return "interrupted: the verdicts written to standard output so far are there; \
+                    the other flows were not classified"
+                .into();
+        };
+        let tmp = crate::atomic_file::tmp_beside(&out);
+        let tmp_out = out.clone();
+        let out = out.display();
+        if through {
+            return format!(
+                "interrupted: {out} holds the verdicts written so far; the other flows were not classified"
+            );
+        }
+        let exists = std::fs::symlink_metadata(&tmp_out).is_ok();
+        if std::fs::remove_file(&tmp).is_ok() || !exists {
+            format!(
+                "interrupted: nothing was written to {out} (the verdicts are renamed into place only once all are written)"
+            )
+        } else {
+            format!("interrupted: {out} was not written by this run (or was already written whole)")
+        }
+    }
+}

@@ -7,13 +7,17 @@
 //! `&AtomicBool` (`pretrain_until`, `finetune_until`, `study::run_until`),
 //! so tests and other callers pass their own.
 //!
-//! [`stop_at_safe_point`] (pretrain, finetune, study): the first signal
-//! sets [`flag`], which the loops poll at step boundaries; they save what
-//! they must and return, and `main` prints the [`Interrupted`] line and
-//! exits with [`EXIT_STATUS`]. A second signal while the first is handled
-//! takes the default action (the process ends at once): every file is
-//! renamed into place whole (`atomic_file.rs`), so none is left cut short
-//! by it.
+//! Two ways, one per kind of command:
+//! - [`stop_at_safe_point`] (pretrain, finetune, study): the first signal
+//!   sets [`flag`], which the loops poll at step boundaries; they save what
+//!   they must and return, and `main` prints the [`Interrupted`] line and
+//!   exits with [`EXIT_STATUS`];
+//! - [`exit_at_once`] (every other command): a waiting thread prints the
+//!   command's line of what was and was not written, then exits.
+//!
+//! In both, a second signal while the first is handled takes the default
+//! action (the process ends at once): every file is renamed into place
+//! whole (`atomic_file.rs`), so none is left cut short by it.
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::IsTerminal;
@@ -46,6 +50,22 @@ fn register_flag() -> std::io::Result<()> {
 /// For commands whose loops poll [`flag`]: the first signal only sets it.
 pub fn stop_at_safe_point() -> std::io::Result<()> {
     register_flag()
+}
+
+/// For commands with no safe point to reach: on the first signal, `line`
+/// (run on a waiting thread: it may look at the files and tidy this
+/// process's temporary ones) says what was and was not written, and the
+/// process exits with [`EXIT_STATUS`].
+pub fn exit_at_once(line: impl FnOnce() -> String + Send + 'static) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    register_flag()?;
+    std::thread::spawn(move || {
+        if signals.forever().next().is_some() {
+            say(&line());
+            std::process::exit(EXIT_STATUS);
+        }
+    });
+    Ok(())
 }
 
 /// Prints `line` on stderr, on a line of its own: on a terminal, a

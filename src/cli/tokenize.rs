@@ -110,3 +110,34 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     println!("wrote {}", args.out.display());
     Ok(())
 }
+
+/// What an interrupted `tokenize` left in `out` (said by its Ctrl-C line):
+/// a build writes `dataset.json` last, so without it the files there are a
+/// partial dataset that nothing reads as one (and a rerun refuses the
+/// non-empty folder without --force).
+pub fn interrupted_line(out: &std::path::Path) -> String {
+    if out.join("dataset.json").exists() {
+        return format!(
+            "interrupted: {} was already written, the dataset is whole",
+            out.join("dataset.json").display()
+        );
+    }
+    let left: Vec<String> = std::fs::read_dir(out)
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    if left.is_empty() {
+        return format!("interrupted: nothing was written to {}", out.display());
+    }
+    let mut left = left;
+    left.sort();
+    format!(
+        "interrupted: {} holds a partial dataset ({}) without dataset.json, which is written \
+         last: nothing reads it as a dataset; run tokenize again with --force to rebuild it",
+        out.display(),
+        left.join(", ")
+    )
+}
