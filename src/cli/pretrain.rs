@@ -60,7 +60,8 @@ pub struct Args {
     /// Save a checkpoint every N steps (0: only at the end).
     #[arg(long, default_value_t = 200)]
     pub save_every: u64,
-    /// Continue the run in --out from its last checkpoint.
+    /// Continue the run in --out from its last checkpoint (a periodic one,
+    /// --stop-after's, or the one Ctrl-C saves at the step under way).
     #[arg(long, conflicts_with = "force")]
     pub resume: bool,
     /// Start afresh even if --out already holds a checkpoint (replaces it).
