@@ -382,3 +382,20 @@ fn tokenize_s_line_names_a_partial_dataset() {
         )
     );
 }
+
+/// Ctrl-C in a demo (here while it pretrains) ends it with status 130 and a
+/// line saying its folder holds the steps done and how to start over.
+#[test]
+fn ctrl_c_in_demo_says_what_its_folder_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let log = d.join("dm/pretrain/pretrain_log.jsonl");
+    let out = interrupt_when(spawn(d, &["demo", "--out", "dm", "--quiet"]), || {
+        lines(&log) >= 1
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let said = "interrupted: dm holds the demo's steps finished so far (their files whole); run \
+                it again with --force to start over";
+    assert!(stderr.lines().any(|l| l == said), "{stderr}");
+}

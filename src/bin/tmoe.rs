@@ -79,6 +79,16 @@ fn interrupt_handling(command: &Command) {
             exit_at_once(move || cli::tokenize::interrupted_line(&out))
         }
         Command::Classify(a) => exit_at_once(cli::classify::interrupted_line(a)),
+        Command::Demo(a) => {
+            let out = a.out.clone();
+            exit_at_once(move || {
+                format!(
+                    "interrupted: {} holds the demo's steps finished so far (their files \
+                     whole); run it again with --force to start over",
+                    out.display()
+                )
+            })
+        }
         _ => {
             // The subcommand as typed (`tmoe` takes no options before it).
             let name = std::env::args().nth(1).unwrap_or_default();
@@ -86,7 +96,8 @@ fn interrupt_handling(command: &Command) {
                 format!(
                     "interrupted: tmoe {name} stopped before it finished: the outputs it had \
                      finished are kept whole (each is renamed into place once written), the \
-                     rest were not written"
+                     rest were not written; run it again (with --force where it asks) to \
+                     finish"
                 )
             })
         }
