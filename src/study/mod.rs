@@ -724,12 +724,11 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
             r => s.budget = Some(r.context("the pretraining-budget runs")?),
         }
     }
-    if s.interrupted {
-        s.seconds = t.elapsed().as_secs_f64();
-        return Ok(s);
-    }
     s.seconds = t.elapsed().as_secs_f64();
-    report::write(o, &s)?;
+    // A report of the runs done so far would pass for the study's.
+    if !s.interrupted {
+        report::write(o, &s)?;
+    }
     Ok(s)
 }
 
