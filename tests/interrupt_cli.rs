@@ -3,7 +3,7 @@
 //! continues exactly, fine-tuning keeps its best epoch (marked
 //! unfinished), a study stops and continues, tokenize and classify say
 //! what they left; each says so in one line and
-//! exits with 130. No timing is assumed: each test waits for a file the run
+//! exits with 130 (SIGTERM alike, with 143). No timing is assumed: each test waits for a file the run
 //! writes (polled, with a generous limit) before it sends the signal.
 
 mod common;
@@ -26,7 +26,12 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
 
 /// Waits until `ready` holds (a loaded machine may take minutes), then
 /// sends the child SIGINT as Ctrl-C would, and returns its output.
-fn interrupt_when(mut child: Child, ready: impl Fn() -> bool) -> Output {
+fn interrupt_when(child: Child, ready: impl Fn() -> bool) -> Output {
+    signal_when(child, "INT", ready)
+}
+
+/// [`interrupt_when`] with another signal (`kill -SIGNAL`).
+fn signal_when(mut child: Child, signal: &str, ready: impl Fn() -> bool) -> Output {
     let limit = Instant::now() + Duration::from_secs(900);
     while !ready() {
         if let Some(status) = child.try_wait().unwrap() {
@@ -43,7 +48,7 @@ fn interrupt_when(mut child: Child, ready: impl Fn() -> bool) -> Output {
         std::thread::sleep(Duration::from_millis(20));
     }
     let sent = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args([&format!("-{signal}"), &child.id().to_string()])
         .status()
         .unwrap();
     assert!(sent.success());
@@ -157,6 +162,18 @@ fn ctrl_c_in_pretrain_saves_its_step_and_resume_continues_exactly() {
 /// (eval and classify warn of it), with one line saying so and status 130.
 #[test]
 fn ctrl_c_in_finetune_leaves_its_best_epoch_marked_unfinished() {
+    finetune_stopped_by("INT", 130);
+}
+
+/// SIGTERM (a service manager's stop, `kill`) stops a fine-tuning as
+/// Ctrl-C does, with status 143 (128 + SIGTERM, as a shell reports a
+/// command SIGTERM ended; it said 130, Ctrl-C's, before).
+#[test]
+fn sigterm_in_finetune_stops_it_alike_with_its_own_status() {
+    finetune_stopped_by("TERM", 143);
+}
+
+fn finetune_stopped_by(signal: &str, status: i32) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     synth_dataset(d, "6", "1");
@@ -176,9 +193,9 @@ fn ctrl_c_in_finetune_leaves_its_best_epoch_marked_unfinished() {
         "--quiet",
     ];
     let log = d.join("ft/finetune_log.jsonl");
-    let out = interrupt_when(spawn(d, &args), || lines(&log) >= 1);
+    let out = signal_when(spawn(d, &args), signal, || lines(&log) >= 1);
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(status), "{}: {stderr}", out.status);
     let ckpt = d.join("ft/classifier.safetensors");
     let meta = traffic_moe::model::checkpoint::read_meta(&ckpt).unwrap();
     // Marked as the run left it: its best epoch, of the 1000 asked for.
@@ -202,6 +219,16 @@ fn ctrl_c_in_finetune_leaves_its_best_epoch_marked_unfinished() {
 /// ends it with status 130 and a line saying nothing was written.
 #[test]
 fn ctrl_c_in_tokenize_says_what_it_left() {
+    tokenize_stopped_by("INT", 130);
+}
+
+/// SIGTERM in a command that stops at once: the same line, status 143.
+#[test]
+fn sigterm_in_tokenize_says_what_it_left_with_its_own_status() {
+    tokenize_stopped_by("TERM", 143);
+}
+
+fn tokenize_stopped_by(signal: &str, status: i32) {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let fifo = d.join("cap.pcap");
@@ -216,9 +243,9 @@ fn ctrl_c_in_tokenize_says_what_it_left() {
     // Opening the FIFO for writing waits for tokenize to open it: by then
     // it is reading, its handler long installed. Held open, unwritten.
     let writer = std::thread::spawn(move || std::fs::OpenOptions::new().write(true).open(fifo));
-    let out = interrupt_when(child, || writer.is_finished());
+    let out = signal_when(child, signal, || writer.is_finished());
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    assert_eq!(out.status.code(), Some(status), "{}: {stderr}", out.status);
     assert!(
         stderr
             .lines()

@@ -158,7 +158,7 @@ fn main() {
         // Through any context a caller added (a study names its run).
         if let Some(i) = e.downcast_ref::<cli::interrupt::Interrupted>() {
             cli::interrupt::say(&i.0);
-            std::process::exit(cli::interrupt::EXIT_STATUS);
+            std::process::exit(cli::interrupt::exit_status());
         }
         eprintln!("error: {e:#}");
         std::process::exit(1);

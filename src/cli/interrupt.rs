@@ -11,7 +11,7 @@
 //! - [`stop_at_safe_point`] (pretrain, finetune, study): the first signal
 //!   sets [`flag`], which the loops poll at step boundaries; they save what
 //!   they must and return, and `main` prints the [`Interrupted`] line and
-//!   exits with [`EXIT_STATUS`];
+//!   exits with [`exit_status`];
 //! - [`exit_at_once`] (every other command): a waiting thread prints the
 //!   command's line of what was and was not written, then exits.
 //!
@@ -21,14 +21,29 @@
 
 use signal_hook::consts::{SIGINT, SIGTERM};
 use std::io::IsTerminal;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Set by the first SIGINT or SIGTERM once a handler is installed.
 static STOP: AtomicBool = AtomicBool::new(false);
+/// Set by a SIGTERM: the exit status then says SIGTERM, not Ctrl-C.
+static TERM: AtomicBool = AtomicBool::new(false);
 
-/// The exit status of an interrupted command: 128 + SIGINT, what a shell
-/// reports for a command Ctrl-C killed.
-pub const EXIT_STATUS: i32 = 130;
+/// The exit status of a command stopped by `signal`: 128 + its number, as
+/// a shell reports a command the signal killed (130 for Ctrl-C, 143 for
+/// SIGTERM), so scripts and service managers read it alike either way.
+fn status_for(signal: i32) -> i32 {
+    128 + signal
+}
+
+/// The exit status of a command [`flag`] stopped: [`status_for`] the
+/// signal that set it.
+pub fn exit_status() -> i32 {
+    status_for(if TERM.load(Ordering::SeqCst) {
+        SIGTERM
+    } else {
+        SIGINT
+    })
+}
 
 /// The flag the first signal sets (false until then, and for ever when no
 /// handler was installed).
@@ -44,6 +59,7 @@ fn register_flag() -> std::io::Result<()> {
         signal_hook::flag::register_conditional_default(sig, &STOP)?;
         signal_hook::flag::register(sig, &STOP)?;
     }
+    signal_hook::flag::register(SIGTERM, &TERM)?;
     Ok(())
 }
 
@@ -55,14 +71,14 @@ pub fn stop_at_safe_point() -> std::io::Result<()> {
 /// For commands with no safe point to reach: on the first signal, `line`
 /// (run on a waiting thread: it may look at the files and tidy this
 /// process's temporary ones) says what was and was not written, and the
-/// process exits with [`EXIT_STATUS`].
+/// process exits with [`status_for`] that signal.
 pub fn exit_at_once(line: impl FnOnce() -> String + Send + 'static) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     register_flag()?;
     std::thread::spawn(move || {
-        if signals.forever().next().is_some() {
+        if let Some(signal) = signals.forever().next() {
             say(&line());
-            std::process::exit(EXIT_STATUS);
+            std::process::exit(status_for(signal));
         }
     });
     Ok(())
