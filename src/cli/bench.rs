@@ -1,6 +1,7 @@
-//! `tmoe bench`: benchmarks. `tmoe bench kernels` times each kernel at the GPU
-//! benchmark shape (model `base`: d 768, batch 64 x sequence 512 tokens) and
-//! reports time, achieved bandwidth and its share of the device's peak. On the
+//! `tmoe bench`: benchmarks. `tmoe bench kernels` times each kernel at a
+//! model's shapes (by default `base`: d 768, batch 64 x sequence 512 tokens;
+//! `--config`, `--batch`, `--seq` choose another) and reports time, achieved
+//! bandwidth and its share of the device's peak. On the
 //! simulator (no GPU) it runs a smoke of the launch path instead and says so:
 //! every kernel launches and completes at a small shape, and only a few
 //! outputs are looked at (rmsnorm's first row, attention's finiteness, ...);
@@ -72,10 +73,68 @@ fn write_report(out: &std::path::Path, text: &str) -> anyhow::Result<()> {
 /// batch 64 x sequence 512 tokens, the paper's efficiency setting.
 pub(crate) const GPU_BATCH: usize = 64;
 pub(crate) const GPU_SEQ: usize = 512;
-pub(crate) fn gpu_model() -> crate::model::ModelConfig {
-    crate::model::ModelConfig::named("base").expect("base is a known config")
+
+/// The shapes the kernel entries run at: a model config at batch x
+/// sequence (its real layer shapes, as the GPU engine launches them).
+pub(crate) struct ModelShape {
+    pub cfg: crate::model::ModelConfig,
+    pub batch: usize,
+    pub seq: usize,
+}
+
+impl ModelShape {
+    pub fn tokens(&self) -> usize {
+        self.batch * self.seq
+    }
+}
+
+/// How often [`median_ms`] runs the work: `warmup` untimed runs (GPU
+/// only), then `iters` timed ones.
+#[derive(Clone, Copy, Debug)]
+pub struct Reps {
+    pub warmup: usize,
+    pub iters: usize,
+}
+
+impl From<usize> for Reps {
+    /// `iters` timed runs after one warm-up.
+    fn from(iters: usize) -> Reps {
+        Reps { warmup: 1, iters }
+    }
 }
 use recorder::Recorder;
+
+/// The groups `bench kernels` runs its entries in (each group's `want`
+/// name; a group may time several entries, each several kernels).
+const GROUPS: &[&str] = &[
+    "rmsnorm",
+    "embed",
+    "rope",
+    "swiglu",
+    "router",
+    "lb_loss",
+    "moe_permute",
+    "moe_gather",
+    "moe_combine",
+    "xent",
+    "pool",
+    "adamw",
+    "grad_norm",
+    "add_fwd",
+    "gelu_fwd",
+    "gelu_bwd",
+    "bias_grad",
+    "cast_f32_bf16",
+    "rowdot_fwd",
+    "rowdot_bwd_dz",
+    "rowdot_bwd_dw",
+    "gemm_fwd",
+    "gemm_dx",
+    "gemm_dw",
+    "gemm_moe",
+    "attn_fwd",
+    "attn_bwd",
+];
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -123,12 +182,29 @@ pub struct KernelArgs {
     /// Executor: `cuda` (default when available) or `sim`.
     #[arg(long)]
     pub exec: Option<String>,
-    /// Only kernels whose name contains this.
+    /// Only the entries whose name contains this (a name from the table,
+    /// e.g. `rmsnorm_bwd`, `gemm_moe`, `attn_bwd`).
     #[arg(long)]
     pub filter: Option<String>,
-    /// Timed repetitions per kernel (median reported).
+    /// Timed runs per entry, median reported (the simulator runs each once).
     #[arg(long, value_parser = args::count, default_value_t = 50)]
     pub iters: usize,
+    /// Untimed runs per entry before the timed ones, on a GPU. With
+    /// `--warmup 0` each entry's kernels launch exactly `--iters` times
+    /// (for ncu / nsys).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Model config whose shapes the kernels run at: tiny, small or base
+    /// (default: base on a GPU; on the simulator, without --config, --batch
+    /// or --seq, each entry's own small smoke shape).
+    #[arg(long)]
+    pub config: Option<String>,
+    /// Flows per batch (default: 64 on a GPU, 2 on the simulator).
+    #[arg(long, value_parser = args::batch)]
+    pub batch: Option<usize>,
+    /// Tokens per flow (default: 512 on a GPU, 32 on the simulator).
+    #[arg(long, value_parser = args::seq_len)]
+    pub seq: Option<usize>,
     /// Print the results as JSON on stdout.
     #[arg(long)]
     pub json: bool,
@@ -147,6 +223,8 @@ struct Report {
     /// Measured cuMemcpyDtoD bandwidth, bytes/s (read + write), GPU only.
     copy_bandwidth: Option<f64>,
     note: String,
+    /// The model shape the entries ran at (each entry's own in `results`).
+    shape: String,
     results: Vec<KernelResult>,
 }
 
@@ -171,35 +249,63 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
             Executor::sim()
         }),
         Some(other) => anyhow::bail!("--exec must be `cuda` or `sim`, not `{other}`"),
-    };
+    }
+    .noting_launches();
     let device = ex.device_info();
-    // On the simulator: a launch-path smoke at a small shape, one iteration, no GB/s claims.
-    let (rows, d, vocab, iters) = if ex.is_gpu() {
-        let c = gpu_model();
-        (GPU_BATCH * GPU_SEQ, c.d, c.vocab, args.iters)
+    let shape = model_shape(&args, ex.is_gpu())?;
+    // On the simulator: a launch-path smoke, one iteration, no GB/s claims.
+    let (rows, d, vocab) = match &shape {
+        Some(m) => (m.tokens(), m.cfg.d, m.cfg.vocab),
+        None => (64, 96, 1000),
+    };
+    let iters = if ex.is_gpu() {
+        Reps {
+            warmup: args.warmup,
+            iters: args.iters,
+        }
     } else {
-        (64, 96, 1000, 1)
+        Reps {
+            warmup: 0,
+            iters: 1,
+        }
+    };
+    let shape_text = match &shape {
+        Some(m) => format!(
+            "model {} (d {}, heads {}, experts {} top-{}, expert ffn {}, vocab {}) at batch {} x seq {}",
+            m.cfg.name,
+            m.cfg.d,
+            m.cfg.heads,
+            m.cfg.n_experts,
+            m.cfg.top_k,
+            m.cfg.expert_ff(),
+            m.cfg.vocab,
+            m.batch,
+            m.seq
+        ),
+        None => "the simulator's smoke shapes (each entry's own, below)".into(),
     };
     let note = if ex.is_gpu() {
         format!(
-            "median of {iters} runs after a warm-up, each after 256 MiB written to evict the L2; bytes = what the kernel must move: \
+            "median of {} runs after {} warm-up run(s), each after 256 MiB written to evict the L2; bytes = what the kernel must move: \
              each input read once, each output written once (a += output read too), \
              its own scratch partials written and read back; re-reads of the same data \
-             (GEMM tiles, a gathered token's k copies, xent's second pass) not counted"
+             (GEMM tiles, a gathered token's k copies, xent's second pass) not counted",
+            iters.iters, iters.warmup
         )
     } else {
-        "simulator: not a GPU; a smoke of the launch path at a small shape (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
+        "simulator: not a GPU; a smoke of the launch path (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
     };
     // Entries run in groups (`rmsnorm` times rmsnorm_fwd and rmsnorm_bwd): a
     // group runs when its name contains the filter or the filter names one of
-    // its entries (`rmsnorm_bwd`); only the entries whose name contains the
-    // filter are reported. The groups asked about name the choices when none is.
-    let groups = std::cell::RefCell::new(Vec::<String>::new());
+    // its entries (`rmsnorm_bwd`) or kernels (`rmsnorm_dw_reduce`). A filter
+    // that names no group (a CUDA kernel's name as ncu shows it,
+    // `gemm_tn_grouped`) runs them all and keeps the entries that launch it.
+    let filter = args.filter.as_deref();
+    let by_group = |g: &str, f: &str| g.contains(f) || f.contains(g);
+    let names_a_group = filter.is_none_or(|f| GROUPS.iter().any(|g| by_group(g, f)));
     let want = |group: &str| {
-        groups.borrow_mut().push(group.to_string());
-        args.filter
-            .as_deref()
-            .is_none_or(|f| group.contains(f) || f.contains(group))
+        debug_assert!(GROUPS.contains(&group), "{group} is missing from GROUPS");
+        !names_a_group || filter.is_none_or(|f| by_group(group, f))
     };
     let copy_bandwidth = if ex.is_gpu() {
         Some(copy_roof(&ex, iters)?)
@@ -288,27 +394,27 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         );
     }
 
-    train_kernels::run(&ex, iters, &want, &mut rec)?;
-    gemm_kernels::run(&ex, iters, &want, &mut rec)?;
-    attention_kernels::run(&ex, iters, &want, &mut rec)?;
+    let shape = shape.as_ref();
+    train_kernels::run(&ex, iters, shape, &want, &mut rec)?;
+    gemm_kernels::run(&ex, iters, shape, &want, &mut rec)?;
+    attention_kernels::run(&ex, iters, shape, &want, &mut rec)?;
 
-    if let Some(f) = &args.filter {
-        rec.results.retain(|r| r.kernel.contains(f.as_str()));
-        if rec.results.is_empty() {
-            let mut groups = groups.take();
-            let mut seen = std::collections::HashSet::new();
-            groups.retain(|g| seen.insert(g.clone()));
-            anyhow::bail!(
-                "--filter {f}: no kernel's name contains it; the benchmarks are {} \
-                 (some time several kernels: the table without --filter lists them all)",
-                groups.join(", ")
-            );
-        }
+    if let Some(f) = filter {
+        rec.results
+            .retain(|r| r.kernel.contains(f) || r.launches.iter().any(|k| k.contains(f)));
+        anyhow::ensure!(
+            !rec.results.is_empty(),
+            "--filter {f}: no entry's name, nor any CUDA kernel it launches, contains it; \
+             the benchmarks are {} (some time several kernels: the table without --filter \
+             lists every entry and the kernels it launches)",
+            GROUPS.join(", ")
+        );
     }
     let report = Report {
         device,
         copy_bandwidth,
         note,
+        shape: shape_text,
         results: rec.results,
     };
     if let Some(path) = &args.out {
@@ -326,6 +432,25 @@ fn kernels(args: KernelArgs) -> anyhow::Result<()> {
         print_table(&report);
     }
     Ok(())
+}
+
+/// The model shape the entries run at: the config at batch x sequence
+/// (defaults: base, 64 x 512 on a GPU; tiny, 2 x 32 on the simulator), or
+/// `None` on the simulator when no shape option is given: each entry's own
+/// smoke shape (odd sizes that also take the kernels' scalar paths).
+fn model_shape(a: &KernelArgs, gpu: bool) -> anyhow::Result<Option<ModelShape>> {
+    if !gpu && a.config.is_none() && a.batch.is_none() && a.seq.is_none() {
+        return Ok(None);
+    }
+    let name = a
+        .config
+        .as_deref()
+        .unwrap_or(if gpu { "base" } else { "tiny" });
+    Ok(Some(ModelShape {
+        cfg: crate::model::ModelConfig::named(name)?,
+        batch: a.batch.unwrap_or(if gpu { GPU_BATCH } else { 2 }),
+        seq: a.seq.unwrap_or(if gpu { GPU_SEQ } else { 32 }),
+    }))
 }
 
 fn chart_cmd(a: ChartArgs) -> anyhow::Result<()> {
@@ -400,7 +525,7 @@ fn roof_label(report: &serde_json::Value) -> String {
 
 /// Bandwidth of a 512 MiB device-to-device copy (bytes read + written per
 /// second): what the hardware gives a plain streaming kernel in practice.
-fn copy_roof(ex: &Executor, iters: usize) -> anyhow::Result<f64> {
+fn copy_roof(ex: &Executor, iters: Reps) -> anyhow::Result<f64> {
     let n = 128 << 20; // f32 elements
     let (a, b) = (ex.alloc_zeroed::<f32>(n)?, ex.alloc_zeroed::<f32>(n)?);
     let ms = median_ms(ex, iters, || ex.copy(&a, &b))?;
@@ -410,25 +535,30 @@ fn copy_roof(ex: &Executor, iters: usize) -> anyhow::Result<f64> {
 /// Bytes written between timed runs to evict the L2 (see [`median_ms`]).
 pub const L2_FLUSH_BYTES: usize = 256 << 20;
 
-/// The median time of `iters` runs of the work `f` queues, after a
-/// warm-up, each run on a GPU after [`L2_FLUSH_BYTES`] written (not timed).
+/// The median time of `reps.iters` runs of the work `f` queues, after
+/// `reps.warmup` untimed ones (a plain count: one), each run on a GPU after
+/// [`L2_FLUSH_BYTES`] written (not timed).
 pub fn median_ms(
     ex: &Executor,
-    iters: usize,
+    reps: impl Into<Reps>,
     mut f: impl FnMut() -> crate::backend::gpu::error::Result<()>,
 ) -> anyhow::Result<f64> {
+    let reps = reps.into();
+    ex.take_launches(); // from here on: the kernels this work launches
     // Each run starts with a cold L2 (as Triton's do_bench does): 256 MiB
     // written before it, over four times the 50-60 MB L2 of an H100 or
     // H200, evicts the inputs the run before left there; otherwise a small
     // entry read them from L2 and reported more than DRAM bandwidth.
     let flush = if ex.is_gpu() {
-        f()?; // warm-up (module load, caches)
+        for _ in 0..reps.warmup {
+            f()?; // module load, caches
+        }
         ex.synchronize()?;
         Some(ex.alloc_uninit::<u8>(L2_FLUSH_BYTES)?)
     } else {
         None
     };
-    let mut t: Vec<f64> = (0..iters)
+    let mut t: Vec<f64> = (0..reps.iters)
         .map(|_| {
             if let Some(b) = &flush {
                 ex.zero_range(b, 0, b.len())?;
@@ -468,39 +598,42 @@ fn print_table(r: &Report) {
             .map_or("n/a".into(), |f| format!("{:.0} TFLOP/s", f / 1e12))
     );
     println!("{}", r.note);
+    println!("shape: {}", r.shape);
     let pct = |p: Option<f64>| p.map_or("-".into(), |p| format!("{p:.1}"));
     let (mem, compute): (Vec<_>, Vec<_>) = r.results.iter().partition(|k| k.tflops.is_none());
     if !mem.is_empty() {
         println!(
-            "{:<32} {:>9} {:>9} {:>7} {:>7}  shape",
+            "{:<32} {:>9} {:>9} {:>7} {:>7}  shape (CUDA kernels launched)",
             "kernel", "ms", "GB/s", "% peak", "% copy"
         );
         for k in mem {
             println!(
-                "{:<32} {:>9.4} {:>9.1} {:>7} {:>7}  {}",
+                "{:<32} {:>9.4} {:>9.1} {:>7} {:>7}  {} ({})",
                 k.kernel,
                 k.ms,
                 k.gb_per_s,
                 pct(k.pct_of_peak),
                 pct(k.pct_of_copy),
-                k.shape
+                k.shape,
+                k.launches.join(", ")
             );
         }
     }
     if !compute.is_empty() {
         println!(
-            "{:<32} {:>9} {:>9} {:>7} {:>9}  shape",
+            "{:<32} {:>9} {:>9} {:>7} {:>9}  shape (CUDA kernels launched)",
             "kernel (compute)", "ms", "TFLOP/s", "% peak", "GB/s"
         );
         for k in compute {
             println!(
-                "{:<32} {:>9.4} {:>9.1} {:>7} {:>9.1}  {}",
+                "{:<32} {:>9.4} {:>9.1} {:>7} {:>9.1}  {} ({})",
                 k.kernel,
                 k.ms,
                 k.tflops.unwrap_or(0.0),
                 pct(k.pct_of_tensor_peak),
                 k.gb_per_s,
-                k.shape
+                k.shape,
+                k.launches.join(", ")
             );
         }
     }

@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytemuck::Pod;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use super::buffer::{Buf, HostMem, Mem, PooledMem};
 use super::error::{GpuError, Result};
@@ -19,6 +19,9 @@ use super::sim::SimExecutor;
 pub struct Executor {
     kind: Kind,
     pool: Option<Arc<Pool>>,
+    /// The kernels launched, each once, where a caller asked for them
+    /// (`bench kernels` names what each entry launches: ncu's names).
+    launches: Option<Arc<Mutex<Vec<&'static str>>>>,
 }
 
 #[derive(Clone)]
@@ -104,6 +107,7 @@ impl Executor {
         Executor {
             kind: Kind::Sim(SimExecutor { reverse: false }),
             pool: None,
+            launches: None,
         }
     }
 
@@ -113,6 +117,7 @@ impl Executor {
         Executor {
             kind: Kind::Sim(SimExecutor { reverse: true }),
             pool: None,
+            launches: None,
         }
     }
 
@@ -124,6 +129,7 @@ impl Executor {
         Executor {
             kind: self.kind.clone(),
             pool: Some(Arc::new(Pool::new(self.is_gpu()))),
+            launches: self.launches.clone(),
         }
     }
 
@@ -163,6 +169,7 @@ impl Executor {
             super::cuda::CudaExecutor::shared().map(|c| Executor {
                 kind: Kind::Cuda(c),
                 pool: None,
+                launches: None,
             })
         }
         #[cfg(not(feature = "cuda"))]
@@ -408,9 +415,32 @@ impl Executor {
         Ok(())
     }
 
+    /// The same executor, noting from now on the name of every kernel it
+    /// launches (read with [`Executor::take_launches`]).
+    pub fn noting_launches(self) -> Executor {
+        Executor {
+            launches: Some(Arc::default()),
+            ..self
+        }
+    }
+
+    /// The kernels launched since the last call, in first-launch order,
+    /// each once (none unless [`Executor::noting_launches`]).
+    pub fn take_launches(&self) -> Vec<&'static str> {
+        self.launches.as_ref().map_or_else(Vec::new, |l| {
+            std::mem::take(&mut *l.lock().unwrap_or_else(|e| e.into_inner()))
+        })
+    }
+
     /// Queues a kernel (the simulator runs it at once).
     pub fn launch<P: KernelParams>(&self, l: &Launch<P>) -> Result<()> {
         check_params_type::<P>(l.kernel)?;
+        if let Some(log) = &self.launches {
+            let mut log = log.lock().unwrap_or_else(|e| e.into_inner());
+            if !log.contains(&l.kernel) {
+                log.push(l.kernel);
+            }
+        }
         match &self.kind {
             Kind::Sim(s) => sim_timed(l.kernel, || s.launch(l)),
             #[cfg(feature = "cuda")]

@@ -1,8 +1,9 @@
 //! `tmoe bench kernels` entries for attention (cuda/attention.cu): the
 //! FlashAttention-2 forward and backward, reading Q, K, V from the fused QKV
-//! projection. GPU: model `base` (B 64, S 512, H 12, hd 64), all keys visible;
-//! the simulator runs a tiny shape once as a launch-path smoke (outputs only
-//! checked to be finite and non-zero).
+//! projection, all keys visible. At a model's shapes (`bench kernels
+//! --config/--batch/--seq`; on a GPU by default `base`: B 64, S 512, H 12,
+//! hd 64); without one the simulator runs a tiny shape once as a launch-path
+//! smoke (outputs only checked to be finite and non-zero).
 //!
 //! Useful work (causal: half the score matrix): forward 4·B·H·S²·hd / 2 flops
 //! (Q Kᵀ and P V), backward 2.5x that (Q Kᵀ, dO Vᵀ, Pᵀ dO, dSᵀ Q, dS K); the
@@ -11,27 +12,27 @@
 
 use half::bf16;
 
-use super::{Recorder, median_ms};
+use super::{ModelShape, Recorder, Reps, median_ms};
 use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::attention::{self, AttnSaved, AttnShape, Rows};
 
 /// Runs the selected entries (`attn_fwd`, `attn_bwd`), recording each into `rec`.
 pub(super) fn run(
     ex: &Executor,
-    iters: usize,
+    iters: Reps,
+    model: Option<&ModelShape>,
     want: &dyn Fn(&str) -> bool,
     rec: &mut Recorder,
 ) -> anyhow::Result<()> {
     if !want("attn_fwd") && !want("attn_bwd") {
         return Ok(());
     }
-    let s = if ex.is_gpu() {
-        let c = super::gpu_model();
+    let s = if let Some(m) = model {
         AttnShape {
-            batch: super::GPU_BATCH,
-            seq: super::GPU_SEQ,
-            heads: c.heads,
-            head_dim: c.head_dim(),
+            batch: m.batch,
+            seq: m.seq,
+            heads: m.cfg.heads,
+            head_dim: m.cfg.head_dim(),
         }
     } else {
         AttnShape {

@@ -1,13 +1,14 @@
 //! `tmoe bench kernels` entries for the tensor-core GEMMs (cuda/gemm.cu):
 //! TFLOP/s and % of the bf16 tensor peak (flops = 2*M*N*K, useful rows only).
-//! GPU: model `base` (d 768, QKV 2304, N 8 experts, top-2, expert ffn 1024 with
-//! gate|up fused to 2048) at 64 x 512 tokens; the simulator runs a tiny shape
-//! once as a launch-path smoke (not a correctness check). MoE entries: grouped gate|up forward (plain and with
+//! At a model's shapes (`bench kernels --config/--batch/--seq`; on a GPU by
+//! default `base`: d 768, QKV 2304, N 8 experts, top-2, expert ffn 1024 with
+//! gate|up fused to 2048, at 64 x 512 tokens); without one the simulator runs
+//! a tiny shape once as a launch-path smoke (not a correctness check). MoE entries: grouped gate|up forward (plain and with
 //! SwiGLU fused), down forward, gate|up dX, gate|up and down dW.
 
 use half::bf16;
 
-use super::{Recorder, median_ms};
+use super::{ModelShape, Recorder, Reps, median_ms};
 use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::gemm::{self, Mat};
 use crate::backend::gpu::ops::moe_permute::MoePlan;
@@ -16,15 +17,17 @@ use crate::backend::gpu::ops::moe_route::Routing;
 /// Runs every selected entry, recording each into `rec`.
 pub(super) fn run(
     ex: &Executor,
-    iters: usize,
+    iters: Reps,
+    model: Option<&ModelShape>,
     want: &dyn Fn(&str) -> bool,
     rec: &mut Recorder,
 ) -> anyhow::Result<()> {
     // (tokens, d, qkv, experts, k, expert ffn, plan tile)
-    let (t, d, qkv, n_experts, k, ffn, tile) = if ex.is_gpu() {
-        let c = super::gpu_model();
-        let t = super::GPU_BATCH * super::GPU_SEQ;
-        (t, c.d, 3 * c.d, c.n_experts, c.top_k, c.expert_ff(), 128)
+    let (t, d, qkv, n_experts, k, ffn, tile) = if let Some(m) = model {
+        let (c, t) = (&m.cfg, m.tokens());
+        // The plan's tile as the GPU engine picks it for these tokens.
+        let tile = crate::backend::gpu::engine::moe::plan_tile(t, c.top_k, c.n_experts);
+        (t, c.d, 3 * c.d, c.n_experts, c.top_k, c.expert_ff(), tile)
     } else {
         (96, 64, 192, 4, 2, 64, 64)
     };

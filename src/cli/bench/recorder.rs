@@ -14,6 +14,8 @@ pub struct KernelResult {
     pub shape: String,
     pub executor: String,
     pub ms: f64,
+    /// The CUDA kernels one call launches (the names ncu and nsys show).
+    pub launches: Vec<String>,
     /// Bytes per call: each input read once, each output written once (a
     /// `+=` output read too), scratch partials written and read back;
     /// re-reads of the same data not counted (see `bench kernels`' note).
@@ -45,7 +47,8 @@ impl<'a> Recorder<'a> {
         }
     }
 
-    /// A memory-bound kernel: `bytes` moved per call in `ms`.
+    /// A memory-bound kernel: `bytes` moved per call in `ms` (its kernels:
+    /// those launched since the last `median_ms` began).
     pub fn mem(&mut self, kernel: &str, shape: &str, bytes: u64, ms: f64) {
         self.push(kernel, shape, bytes, None, ms);
     }
@@ -66,6 +69,12 @@ impl<'a> Recorder<'a> {
             shape: shape.into(),
             executor: self.ex.name().into(),
             ms,
+            launches: self
+                .ex
+                .take_launches()
+                .into_iter()
+                .map(String::from)
+                .collect(),
             bytes,
             gb_per_s: bps / 1e9,
             pct_of_peak: share(self.device.peak_bandwidth),

@@ -1,13 +1,15 @@
 //! `tmoe bench kernels` entries for the training / MoE kernels (rope, swiglu,
 //! router, permutation, combine, cross-entropy, pooling, AdamW, grad norm,
 //! residual add / GELU, rowdot, bias gradient, fp32 -> bf16 cast).
-//! GPU: model `base` (d 768, 12 heads, N 8, k 2, d' 2048 -> 1024 per expert),
-//! 64 x 512 tokens; the simulator runs a small shape as a launch-path smoke
-//! (a few outputs checked, not a correctness test: see the `kernel_*` tests).
+//! At a model's shapes (`bench kernels --config/--batch/--seq`; on a GPU by
+//! default `base`: d 768, 12 heads, N 8, k 2, d' 2048 -> 1024 per expert,
+//! 64 x 512 tokens); without one the simulator runs a small shape as a
+//! launch-path smoke (a few outputs checked, not a correctness test: see the
+//! `kernel_*` tests).
 
 use half::bf16;
 
-use super::{Recorder, median_ms};
+use super::{ModelShape, Recorder, Reps, median_ms};
 use crate::backend::gpu::Executor;
 use crate::backend::gpu::ops::moe_combine::{self, CombineInputs};
 use crate::backend::gpu::ops::moe_permute::{MoePlan, gather};
@@ -33,24 +35,28 @@ struct Shape {
 /// Runs every selected entry, recording each into `rec`.
 pub(super) fn run(
     ex: &Executor,
-    iters: usize,
+    iters: Reps,
+    model: Option<&ModelShape>,
     want: &dyn Fn(&str) -> bool,
     rec: &mut Recorder,
 ) -> anyhow::Result<()> {
-    let s = if ex.is_gpu() {
-        let c = super::gpu_model();
+    let s = if let Some(m) = model {
+        let (c, t) = (&m.cfg, m.tokens());
         Shape {
-            batch: super::GPU_BATCH,
-            seq: super::GPU_SEQ,
+            batch: m.batch,
+            seq: m.seq,
             heads: c.heads,
             head_dim: c.head_dim(),
             n_experts: c.n_experts,
             k: c.top_k,
             ffn: c.expert_ff(),
             vocab: c.vocab,
-            xent_rows: 8192,
-            n_params: 64 << 20,
-            tile: 128,
+            // The LM head's loss runs over blocks of rows.
+            xent_rows: t.min(8192),
+            // AdamW and the norm over the model's every parameter.
+            n_params: crate::model::info::model_info(c, m.seq)?.total_params,
+            // The plan's tile as the GPU engine picks it for these tokens.
+            tile: crate::backend::gpu::engine::moe::plan_tile(t, c.top_k, c.n_experts),
         }
     } else {
         Shape {

@@ -16,7 +16,7 @@
 mod attn;
 mod ffn;
 mod lm_head;
-mod moe;
+pub(crate) mod moe;
 pub mod params;
 pub mod tensor;
 

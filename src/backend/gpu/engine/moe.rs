@@ -61,7 +61,7 @@ pub struct MoeTrainState {
 }
 
 /// The plan's tile: the big GEMM tile when experts get enough rows to fill it.
-fn plan_tile(t: usize, k: usize, n: usize) -> usize {
+pub(crate) fn plan_tile(t: usize, k: usize, n: usize) -> usize {
     if t * k / n.max(1) >= 512 { 128 } else { 64 }
 }
 

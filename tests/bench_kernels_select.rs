@@ -1,0 +1,122 @@
+//! What a profiler picks with `tmoe bench kernels`: the model shape the
+//! kernels run at (`--config`, `--batch`, `--seq`), the CUDA kernels each
+//! entry launches (the names ncu and nsys show), and `--filter` by either
+//! name. On the simulator (`--exec sim`): the launches are the same there.
+
+use traffic_moe::backend::gpu::ops::moe_permute;
+use traffic_moe::cli::bench::{Args, KernelArgs, What};
+
+/// `bench kernels --exec sim --filter F [--config C] [--batch B] [--seq S]`:
+/// the JSON report.
+fn report(
+    filter: &str,
+    config: Option<&str>,
+    batch: Option<usize>,
+    seq: Option<usize>,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.json");
+    traffic_moe::cli::bench::run(Args {
+        what: What::Kernels(KernelArgs {
+            exec: Some("sim".into()),
+            filter: Some(filter.into()),
+            iters: 1,
+            warmup: 1,
+            config: config.map(String::from),
+            batch,
+            seq,
+            json: false,
+            out: Some(out.clone()),
+            force: false,
+        }),
+    })?;
+    Ok(serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap())
+}
+
+/// Each result's (entry, shape, launched kernels).
+fn entries(r: &serde_json::Value) -> Vec<(String, String, Vec<String>)> {
+    let s = |v: &serde_json::Value| v.as_str().unwrap().to_string();
+    r["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            let launches = k["launches"].as_array().unwrap().iter().map(s).collect();
+            (s(&k["kernel"]), s(&k["shape"]), launches)
+        })
+        .collect()
+}
+
+#[test]
+fn the_chosen_model_shape_is_the_one_launched() {
+    // tiny: d 128, 4 heads of 32, 8 experts top-2 of ffn 128; 3 x 24 tokens.
+    let r = report("rmsnorm_bwd", Some("tiny"), Some(3), Some(24)).unwrap();
+    assert_eq!(
+        r["shape"],
+        "model tiny (d 128, heads 4, experts 8 top-2, expert ffn 128, vocab 8192) at batch 3 x seq 24"
+    );
+    assert_eq!(
+        entries(&r),
+        [(
+            "rmsnorm_bwd".into(),
+            "rows 72 d 128".into(),
+            vec!["rmsnorm_bwd".into(), "rmsnorm_dw_reduce".into()]
+        )]
+    );
+    // The MoE's gate|up GEMM over the 72 x 2 routed rows, padded as the
+    // engine pads them (tile 64 at so few tokens per expert).
+    let padded = moe_permute::max_rows(72, 2, 8, 64);
+    let r = report("gemm_moe_gate_up_fwd", Some("tiny"), Some(3), Some(24)).unwrap();
+    assert_eq!(
+        entries(&r)[0].1,
+        format!("rows 144 (padded {padded}) N 256 K 128")
+    );
+    // small has head_dim 64: the attention backward launches its hd64
+    // kernels (the smoke shape and tiny launch hd32); the simulator's
+    // defaults with only --config: batch 2 x seq 32.
+    let r = report("attn_bwd", Some("small"), None, None).unwrap();
+    assert_eq!(
+        entries(&r),
+        [(
+            "attn_bwd".into(),
+            "batch 2 seq 32 heads 6 head_dim 64 causal".into(),
+            vec!["attn_bwd_dq_hd64".into(), "attn_bwd_dkdv_hd64".into()]
+        )]
+    );
+    // A config that does not exist is refused, naming the choices.
+    let e = format!(
+        "{:#}",
+        report("rmsnorm", Some("huge"), None, None).unwrap_err()
+    );
+    assert!(
+        e.contains("huge") && e.contains("tiny, small or base"),
+        "{e}"
+    );
+}
+
+#[test]
+fn filter_takes_the_cuda_kernel_names_ncu_shows() {
+    let names = |f: &str| -> Vec<String> {
+        entries(&report(f, None, None, None).unwrap())
+            .into_iter()
+            .map(|e| e.0)
+            .collect()
+    };
+    // Kernels that no entry is named after: the entries that launch them.
+    assert_eq!(names("attn_bwd_dkdv"), ["attn_bwd"]);
+    assert_eq!(
+        names("gemm_tn_grouped"),
+        ["gemm_moe_gate_up_dw", "gemm_moe_down_dw"]
+    );
+    // A kernel of a group's own name runs that group alone (rowdot_bwd_dw
+    // launches rmsnorm_dw_reduce too, but is not the rmsnorm group's).
+    assert_eq!(names("rmsnorm_dw_reduce"), ["rmsnorm_bwd"]);
+    // A name neither an entry's nor a kernel's: the error names the
+    // filter and lists the benchmarks.
+    let e = format!("{:#}", report("attn_bwd_dv", None, None, None).unwrap_err());
+    assert!(e.contains("--filter attn_bwd_dv: no entry"), "{e}");
+    assert!(
+        e.contains("rmsnorm, embed") && e.contains("gemm_moe"),
+        "{e}"
+    );
+}
