@@ -740,3 +740,28 @@ fn kernel_benchmark_runs_start_with_the_l2_flushed() {
     );
     assert!(d.error().is_none(), "{:?}", d.error());
 }
+
+/// `bench kernels --warmup N`: N untimed runs before the timed ones, none
+/// with 0 (a profiler then sees exactly `--iters` launches of a kernel).
+#[test]
+fn kernel_benchmark_runs_its_warmup_count() {
+    use traffic_moe::cli::bench::{L2_FLUSH_BYTES, Reps, median_ms};
+    let Some((d, _g)) = fake() else { return };
+    let ex = Executor::cuda().unwrap();
+    let buf = ex.alloc_zeroed::<f32>(1024).unwrap();
+    for warmup in [0, 2] {
+        let before = d.counters();
+        median_ms(&ex, Reps { warmup, iters: 3 }, || {
+            ex.zero_range(&buf, 0, 1024)
+        })
+        .unwrap();
+        let c = d.counters().since(&before);
+        let runs = (warmup + 3) as u64;
+        assert_eq!(
+            c.memset_bytes,
+            runs * 4096 + 3 * L2_FLUSH_BYTES as u64,
+            "warmup {warmup}: {c:?}"
+        );
+    }
+    assert!(d.error().is_none(), "{:?}", d.error());
+}
