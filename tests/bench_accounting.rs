@@ -75,6 +75,9 @@ fn moe_and_xent_kernels_count_each_byte_once() {
     // as many bf16 gradients written.
     assert_eq!(one("xent", "xent_fwd_bwd"), 16 * 1000 * (2 + 2));
     assert_eq!(one("xent", "xent_fwd"), 16 * 1000 * 2);
+    // The mean over all 64 tokens' losses: losses and targets read, one
+    // float written.
+    assert_eq!(one("xent", "xent_mean"), t * (4 + 4) + 4);
 }
 
 #[test]

@@ -272,7 +272,17 @@ pub(super) fn run(
         anyhow::ensure!(
             l.iter().all(|x| x.is_finite() && *x > 0.0),
             "xent: non-finite or non-positive loss"
-        );
+        ); // The mean over every token's loss (one block, as the engine runs it
+        // once per step): losses and targets read, the loss written.
+        let all_losses = ex.upload(&vec![1.5f32; t])?;
+        let all_targets = ex.upload(&vec![1u32; t])?;
+        let loss = ex.alloc_zeroed::<f32>(1)?;
+        let ms = median_ms(ex, iters, || {
+            xent::mean(ex, &all_losses, &all_targets, 0, &loss, t)
+        })?;
+        rec.mem("xent_mean", &format!("tokens {t}"), tu * 8 + 4, ms);
+        let mean = ex.download(&loss)?[0];
+        anyhow::ensure!(mean == 1.5, "xent_mean smoke: {mean}, want 1.5");
     }
     if want("pool") {
         let shape = pool::PoolShape {
