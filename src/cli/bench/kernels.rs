@@ -119,11 +119,11 @@ pub(super) fn run(args: KernelArgs) -> anyhow::Result<()> {
     .noting_launches();
     let device = ex.device_info();
     let shape = model_shape(&args, ex.is_gpu())?;
-    // On the simulator: a launch-path smoke, one iteration, no GB/s claims.
     let (rows, d, vocab) = match &shape {
         Some(m) => (m.tokens(), m.cfg.d, m.cfg.vocab),
         None => (64, 96, 1000),
     };
+    // On the simulator: a launch-path smoke, one run, no GB/s claims.
     let iters = if ex.is_gpu() {
         Reps {
             warmup: args.warmup,
@@ -162,10 +162,11 @@ pub(super) fn run(args: KernelArgs) -> anyhow::Result<()> {
         "simulator: not a GPU; a smoke of the launch path (every kernel launches and completes; few outputs checked: not a correctness test), timings are CPU wall-clock and meaningless".into()
     };
     // Entries run in groups (`rmsnorm` times rmsnorm_fwd and rmsnorm_bwd): a
-    // group runs when its name contains the filter or the filter names one of
-    // its entries (`rmsnorm_bwd`) or kernels (`rmsnorm_dw_reduce`). A filter
-    // that names no group (a CUDA kernel's name as ncu shows it,
-    // `gemm_tn_grouped`) runs them all and keeps the entries that launch it.
+    // group runs when its name contains the filter or the filter contains
+    // the group's name (`rmsnorm_bwd`, and the kernel `rmsnorm_dw_reduce`).
+    // A filter that names no group (a CUDA kernel's name as ncu shows it,
+    // `gemm_tn_grouped`) runs them all; either way the entries kept are
+    // those whose name, or a launched kernel's, contains it.
     let filter = args.filter.as_deref();
     let by_group = |g: &str, f: &str| g.contains(f) || f.contains(g);
     let names_a_group = filter.is_none_or(|f| GROUPS.iter().any(|g| by_group(g, f)));
