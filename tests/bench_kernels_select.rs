@@ -120,3 +120,81 @@ fn filter_takes_the_cuda_kernel_names_ncu_shows() {
         "{e}"
     );
 }
+
+/// The kernels a `.cu` file defines: `extern "C" __global__ ... NAME(const T p)`.
+fn kernels_in(text: &str) -> Vec<String> {
+    text.lines()
+        .filter(|l| l.contains("extern \"C\" __global__"))
+        .filter_map(|l| {
+            let head = &l[..l.find("(const")?];
+            let start = head
+                .rfind(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .map_or(0, |i| i + 1);
+            Some(head[start..].to_string())
+        })
+        .collect()
+}
+
+/// Every kernel in cuda/*.cu is launched by a `bench kernels` entry, and
+/// every file has a row in cuda/README.md's map naming test files that exist:
+/// a new kernel without a benchmark, or a file without its row, fails here.
+#[test]
+fn every_kernel_has_a_benchmark_and_every_file_a_row_in_the_map() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let map = std::fs::read_to_string(root.join("cuda/README.md")).unwrap();
+    let mut defined = std::collections::BTreeSet::new();
+    for f in std::fs::read_dir(root.join("cuda")).unwrap() {
+        let path = f.unwrap().path();
+        if path.extension().is_some_and(|e| e == "cu") {
+            let name = path.file_name().unwrap().to_str().unwrap().to_string();
+            assert!(
+                map.contains(&format!("| `{name}`")),
+                "{name}: no row in cuda/README.md"
+            );
+            defined.extend(kernels_in(&std::fs::read_to_string(&path).unwrap()));
+        }
+    }
+    assert!(
+        defined.len() > 50 && defined.contains("attn_bwd_dkdv_hd64"),
+        "{defined:?}"
+    );
+    // Test files the map names exist.
+    for word in map
+        .split('`')
+        .filter(|w| w.starts_with("kernel_") && w.ends_with(".rs"))
+    {
+        assert!(
+            root.join("tests").join(word).exists(),
+            "cuda/README.md names {word}"
+        );
+    }
+    // Launched: every entry at the smoke shapes, attention at head_dim 64,
+    // the bias gradient over rows enough to split (then reduced).
+    let mut launched = std::collections::BTreeSet::new();
+    for r in [
+        report("", None, None, None).unwrap(),
+        report("attn", Some("small"), Some(1), Some(16)).unwrap(),
+        report("bias_grad", Some("tiny"), Some(4), Some(128)).unwrap(),
+    ] {
+        launched.extend(entries(&r).into_iter().flat_map(|e| e.2));
+    }
+    // Launched only at bigger shapes than a test can run in the simulator:
+    // the 128 x 128 tile (a product of 132 such tiles or more, as at base)
+    // and the split-K reduce of dW (from 2,048 rows on).
+    let bigger = [
+        "gemm_nt",
+        "gemm_nn",
+        "gemm_tn",
+        "gemm_nt_swiglu",
+        "gemm_tn_grouped",
+        "gemm_splitk_reduce",
+    ];
+    for k in &defined {
+        assert!(
+            launched.contains(k) != bigger.contains(&k.as_str()),
+            "{k}: launched by an entry here: {}, listed as launched only at bigger shapes: {}",
+            launched.contains(k),
+            bigger.contains(&k.as_str())
+        );
+    }
+}
