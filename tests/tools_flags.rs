@@ -1,6 +1,6 @@
 //! Every `tmoe` option that the scripts under tools/ pass, and that the
-//! README's command lines show (code blocks, the usage table, inline
-//! commands), is one the command accepts: a renamed or removed flag would
+//! READMEs' (README.md, cuda/README.md) command lines show (code blocks,
+//! the usage table, inline commands), is one the command accepts: a renamed or removed flag would
 //! otherwise show only when someone runs the script, often an hour in.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -134,35 +134,39 @@ fn scripts_and_readme_pass_only_options_tmoe_accepts() {
             sources.push((path.display().to_string(), found.len() - before));
         }
     }
-    // The README: fenced blocks as shell, the rest by inline code spans (a
+    // The READMEs: fenced blocks as shell, the rest by inline code spans (a
     // table cell's `\|` is an alternative inside the span, not a pipe).
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
-    let (mut prose, mut block, mut fenced) = (String::new(), String::new(), false);
-    for line in readme.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
+    for md in ["cuda/README.md", "README.md"] {
+        let readme = std::fs::read_to_string(root.join(md)).unwrap();
+        let (mut prose, mut block, mut fenced) = (String::new(), String::new(), false);
+        for line in readme.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                block.push_str(line);
+                block.push('\n');
+            } else {
+                prose.push_str(&line.replace("\\|", "/"));
+                prose.push(' ');
+            }
         }
-        if fenced {
-            block.push_str(line);
-            block.push('\n');
-        } else {
-            prose.push_str(&line.replace("\\|", "/"));
-            prose.push(' ');
+        let before = found.len();
+        for line in shell_lines(&block) {
+            options(&line, &mut found);
         }
+        for span in prose.split('`').skip(1).step_by(2) {
+            options(&format!("{span}`"), &mut found);
+        }
+        sources.push((md.into(), found.len() - before));
     }
-    let before = found.len();
-    for line in shell_lines(&block) {
-        options(&line, &mut found);
-    }
-    for span in prose.split('`').skip(1).step_by(2) {
-        options(&format!("{span}`"), &mut found);
-    }
-    sources.push(("README.md".into(), found.len() - before));
-    // The parse must keep finding them (a script with no `tmoe` call finds none).
+    // The parse must keep finding them (a script with no `tmoe` call finds
+    // none; cuda/README.md's profiling commands are some).
     let readme_count = sources.last().unwrap().1;
+    let cuda_count = sources[sources.len() - 2].1;
     assert!(
-        readme_count >= 100 && found.len() >= 250,
+        readme_count >= 100 && cuda_count >= 10 && found.len() >= 250,
         "found only {} options ({sources:?}): is the parse still right?",
         found.len()
     );
@@ -178,7 +182,7 @@ fn scripts_and_readme_pass_only_options_tmoe_accepts() {
     }
     assert!(
         unknown.is_empty(),
-        "options tmoe does not accept, in tools/*.sh or README.md:\n{}",
+        "options tmoe does not accept, in tools/*.sh, README.md or cuda/README.md:\n{}",
         unknown.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
