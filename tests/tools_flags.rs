@@ -1,7 +1,8 @@
 //! Every `tmoe` option that the scripts under tools/ pass, and that the
 //! READMEs' (README.md, cuda/README.md) command lines show (code blocks,
-//! the usage table, inline commands), is one the command accepts: a renamed or removed flag would
-//! otherwise show only when someone runs the script, often an hour in.
+//! the usage table, inline commands), is one the command accepts: a renamed
+//! or removed flag would otherwise show only when someone runs the script,
+//! often an hour in.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
