@@ -35,7 +35,7 @@ fn status_for(signal: i32) -> i32 {
     128 + signal
 }
 
-/// The exit status of a command [`flag`] stopped: [`status_for`] the
+/// The exit status of a command [`flag`] stopped: 128 + the number of the
 /// signal that set it.
 pub fn exit_status() -> i32 {
     status_for(if TERM.load(Ordering::SeqCst) {
@@ -71,7 +71,7 @@ pub fn stop_at_safe_point() -> std::io::Result<()> {
 /// For commands with no safe point to reach: on the first signal, `line`
 /// (run on a waiting thread: it may look at the files and tidy this
 /// process's temporary ones) says what was and was not written, and the
-/// process exits with [`status_for`] that signal.
+/// process exits with 128 + that signal's number.
 pub fn exit_at_once(line: impl FnOnce() -> String + Send + 'static) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
     register_flag()?;
