@@ -234,8 +234,9 @@ fn bad_operands_are_errors_not_panics() {
 
 /// Big enough to run in parallel: plain panels in 22 row blocks with
 /// several blocks of k and a bias; SwiGLU pairs in row blocks of at most
-/// 512 KiB of x, those of bf16 slots also cut into two panel groups; bf16
-/// and f32 slots. Each output is one tile's sum over the k
+/// 512 KiB of x, those of bf16 slots also cut into two panel groups (k
+/// 600), or at a short k (127) those of bf16 slots in the plain products'
+/// row blocks; bf16 and f32 slots. Each output is one tile's sum over the k
 /// blocks in order however the product is cut: bit-identical to the serial
 /// product inside a rayon worker.
 #[test]
@@ -244,7 +245,14 @@ fn products_cut_into_row_blocks_and_panel_groups_equal_the_serial_product() {
         .num_threads(1)
         .build()
         .unwrap();
-    let (m, n, k) = (2100, 300, 600);
+    // k 600: SwiGLU in tall blocks and panel groups; 127: split as plain
+    // products (a short k, `split`), with an odd k's padding pair.
+    for (m, n, k) in [(2100, 300, 600), (2100, 300, 127)] {
+        cut_equals_serial(&pool, m, n, k);
+    }
+}
+
+fn cut_equals_serial(pool: &rayon::ThreadPool, m: usize, n: usize, k: usize) {
     let (x, w, b) = (
         common::values(m * k, 11),
         common::values(n * k, 12),
@@ -260,7 +268,7 @@ fn products_cut_into_row_blocks_and_panel_groups_equal_the_serial_product() {
                 let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert!(
                     bits(&cut) == bits(&serial),
-                    "{kernel:?} {elem:?} {:?}: the cut product differs",
+                    "{kernel:?} {elem:?} {:?} k {k}: the cut product differs",
                     packed.layout
                 );
             }
