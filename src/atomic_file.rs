@@ -58,12 +58,18 @@ pub(crate) fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     })
 }
 
-/// [`write_whole`] for a file the user names (`--out`): what is there and
-/// is not a plain file (`/dev/stdout`, a link, a pipe) is written through,
-/// since a rename would replace the device or the link itself.
+/// Whether an output the user names must be written through rather than
+/// renamed into place: something is there that is not a plain file
+/// (`/dev/stdout`, a link, a pipe), which a rename would replace itself.
+pub(crate) fn written_through(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file())
+}
+
+/// [`write_whole`] for a file the user names (`--out`), or straight
+/// through where [`written_through`] says so.
 pub(crate) fn write_out(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     use anyhow::Context;
-    if std::fs::symlink_metadata(path).is_ok_and(|m| !m.is_file()) {
+    if written_through(path) {
         return std::fs::write(path, bytes).with_context(|| format!("writing {}", path.display()));
     }
     write_whole(path, bytes)

@@ -211,6 +211,12 @@ fn refuse_out_among_inputs(a: &Args, out: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `--out p` takes the verdicts as they come (`--stream`, or an
+/// output a rename would replace) rather than renamed into place at the end.
+fn writes_through(a: &Args, p: &std::path::Path) -> bool {
+    a.stream || crate::atomic_file::written_through(p)
+}
+
 /// Runs `f` on `--out` (refused if it exists, unless --force) or standard
 /// output, buffered, and flushes. The captures' verdicts go to
 /// `--out.tmp<pid>` and are renamed into place once all are written: a
@@ -224,7 +230,7 @@ pub(crate) fn with_output<T>(a: &Args, f: impl FnOnce(&mut dyn Write) -> Result<
         Some(p) => {
             refuse_out_among_inputs(a, p)?;
             super::refuse_existing_out(p, a.force)?;
-            let through = a.stream || std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file());
+            let through = writes_through(a, p);
             let target = if through {
                 p.clone()
             } else {
@@ -513,10 +519,7 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
 /// came.
 pub fn interrupted_line(a: &Args) -> impl FnOnce() -> String + Send + 'static {
     let out = a.out.clone();
-    let through = a.stream
-        || out
-            .as_ref()
-            .is_some_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| !m.is_file()));
+    let through = out.as_ref().is_some_and(|p| writes_through(a, p));
     move || {
         let Some(out) = out else {
             return "interrupted: the verdicts written to standard output so far are there; \
