@@ -10,12 +10,11 @@ mod tiny_train;
 use std::path::Path;
 use std::time::Duration;
 
-use tiny_train::classifier::{build_small_dataset, fine_tuned, write_captures};
+use tiny_train::classifier::one_epoch_classifier;
 use traffic_moe::engine::Device;
 use traffic_moe::infer::background::{BackgroundStream, Closed};
 use traffic_moe::infer::classifier::{Classifier, VocabSource};
 use traffic_moe::infer::flow_feed::StreamLimits;
-use traffic_moe::train::finetune::FinetuneOpts;
 
 /// Flows per model call: big enough that classifying one takes the model
 /// thread longer than handing it the next.
@@ -67,14 +66,7 @@ fn close_busy(ckpt: &Path, data: &Path) -> Closed {
 fn close_drops_the_batches_queued_behind_the_one_in_progress() {
     // A tiny classifier, trained for one epoch: what it says is not checked.
     let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
-    write_captures(&caps, 6);
-    let data = dir.path().join("data");
-    build_small_dataset(&caps, &data, 200, 64);
-    let ckpt = fine_tuned(&data, &dir.path().join("run"), 64, |o| FinetuneOpts {
-        max_epochs: 1,
-        ..o
-    });
+    let (data, ckpt) = one_epoch_classifier(dir.path(), |o| o);
     let mut queued = 0;
     for _ in 0..5 {
         let c = close_busy(&ckpt, &data);

@@ -9,9 +9,8 @@ mod tiny_train;
 
 use std::ffi::{CStr, CString, c_char};
 
-use tiny_train::classifier::{build_small_dataset, fine_tuned, write_captures};
+use tiny_train::classifier::one_epoch_classifier;
 use traffic_moe::capi::*;
-use traffic_moe::train::finetune::FinetuneOpts;
 
 #[global_allocator]
 static HEAP: traffic_moe::heap::Counting = traffic_moe::heap::Counting;
@@ -95,14 +94,7 @@ fn open_and_close_leave_nothing_behind() {
     traffic_moe::heap::mark_installed();
     // A tiny classifier, trained for one epoch: what it says is not checked.
     let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
-    write_captures(&caps, 6);
-    let data = dir.path().join("data");
-    build_small_dataset(&caps, &data, 200, 64);
-    let ckpt = fine_tuned(&data, &dir.path().join("run"), 64, |o| FinetuneOpts {
-        max_epochs: 1,
-        ..o
-    });
+    let (data, ckpt) = one_epoch_classifier(dir.path(), |o| o);
     let ckpt = CString::new(ckpt.to_str().unwrap()).unwrap();
     let data = CString::new(data.to_str().unwrap()).unwrap();
     let all = |rounds: usize| {

@@ -10,7 +10,7 @@ mod tiny_train;
 use std::ffi::{CStr, CString, c_char};
 use std::thread;
 
-use tiny_train::classifier::{build_small_dataset, fine_tuned, write_captures};
+use tiny_train::classifier::one_epoch_classifier;
 use traffic_moe::capi::*;
 use traffic_moe::model::ModelConfig;
 use traffic_moe::train::finetune::FinetuneOpts;
@@ -32,13 +32,8 @@ struct Model {
 /// engine's attention takes 32 (one head of d 32) and refuses 16 (two).
 fn model(heads: usize) -> Model {
     let dir = tempfile::tempdir().unwrap();
-    let caps = dir.path().join("caps");
-    write_captures(&caps, 6);
-    let data = dir.path().join("data");
-    build_small_dataset(&caps, &data, 200, 64);
-    let ckpt = fine_tuned(&data, &dir.path().join("run"), 64, |o| FinetuneOpts {
+    let (data, ckpt) = one_epoch_classifier(dir.path(), |o| FinetuneOpts {
         cfg: ModelConfig { heads, ..o.cfg },
-        max_epochs: 1,
         batch: 16,
         ..o
     });

@@ -176,6 +176,24 @@ pub fn fine_tuned(
         .checkpoint
 }
 
+/// A tiny classifier for tests that use it without checking what it says:
+/// captures of 6 flows a file in `root/caps`, their dataset in `root/data`
+/// (200 pieces, sequence 64), fine-tuned for one epoch into `root/run`
+/// with the options `tune` makes of those; (dataset, checkpoint).
+pub fn one_epoch_classifier(
+    root: &Path,
+    tune: impl FnOnce(FinetuneOpts) -> FinetuneOpts,
+) -> (PathBuf, PathBuf) {
+    let caps = root.join("caps");
+    write_captures(&caps, 6);
+    let data = root.join("data");
+    build_small_dataset(&caps, &data, 200, 64);
+    let ckpt = fine_tuned(&data, &root.join("run"), 64, |o| {
+        tune(FinetuneOpts { max_epochs: 1, ..o })
+    });
+    (data, ckpt)
+}
+
 /// `tmoe classify` arguments for the fixture's classifier and dataset.
 pub fn classify_args(
     f: &Fixture,
