@@ -11,7 +11,8 @@
 
 use super::alloc;
 use super::matmul::{Products, Rhs, gemm_in, gemm_rhs};
-use crate::engine::float::{Float, max_lanes, sum_lanes};
+use super::simd::{exp_row_stats, exp_scaled};
+use crate::engine::float::Float;
 use rayon::prelude::*;
 
 /// Rows per forward task (each holds `ROWS_FWD · V` logits). Larger chunks
@@ -76,7 +77,7 @@ pub fn fwd<F: Float>(
                 gemm_rhs(m, hc, false, &table_t, logits, false);
                 for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
                     let target = row[targets[rc[i]] as usize];
-                    let (mx, s) = max_and_sum_in_place(row);
+                    let (mx, s) = exp_row_stats(row);
                     (mc[i], sc[i]) = (mx, s);
                     // (m - x_y) + ln s: exact when x_y is the maximum.
                     oc[i] = (mx - target) + s.ln();
@@ -90,16 +91,6 @@ pub fn fwd<F: Float>(
         F::from_f64(total / rows.len() as f64)
     };
     (loss, LmHeadSaved { rows, max, sum })
-}
-
-/// The row's max `m` and `sum(exp(row - m))`; leaves `exp(row - m)` in
-/// `row` (vectorised passes).
-fn max_and_sum_in_place<F: Float>(row: &mut [F]) -> (F, F) {
-    let m = max_lanes(row);
-    for x in row.iter_mut() {
-        *x = (*x - m).exp();
-    }
-    (m, sum_lanes(row))
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
@@ -150,9 +141,7 @@ pub fn bwd<F: Float>(
                 for (i, row) in dl.chunks_exact_mut(vs).enumerate() {
                     let r = c * ROWS_BWD + i;
                     let (mx, inv) = (saved.max[r], scale / saved.sum[r]);
-                    for x in row.iter_mut() {
-                        *x = (*x - mx).exp() * inv;
-                    }
+                    exp_scaled(row, mx, inv);
                     let y = targets[rows[r]] as usize;
                     if (v0..v0 + vs).contains(&y) {
                         row[y - v0] -= scale;

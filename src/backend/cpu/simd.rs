@@ -7,7 +7,7 @@
 use std::any::TypeId;
 use std::mem::MaybeUninit;
 
-use crate::engine::float::{Float, sigmoid};
+use crate::engine::float::{Float, max_lanes, sigmoid, sum_lanes};
 
 /// `s` as f32 when `F` is f32 (the training and inference type; f64 is the
 /// gradient checks' and keeps the plain loops).
@@ -154,10 +154,113 @@ pub fn swiglu_bwd_plain<F: Float>(
     swiglu_bwd_loop(gate, up, dout, dg, du);
 }
 
+/// A softmax row's statistics, the LM head's forward: leaves `exp(x - m)`
+/// in `row` and returns `(m, sum)`, `m` the row's maximum. The passes keep
+/// eight interleaved partial max/sums (`max_lanes`, `sum_lanes`) and no
+/// fused multiply-add, so both versions give the same bits.
+pub fn exp_row_stats<F: Float>(row: &mut [F]) -> (F, F) {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { exp_row_stats_avx512(row) };
+    }
+    exp_row_stats_loop(row)
+}
+
+#[inline(always)]
+fn exp_row_stats_loop<F: Float>(row: &mut [F]) -> (F, F) {
+    let m = max_lanes(row);
+    for x in row.iter_mut() {
+        *x = (*x - m).exp();
+    }
+    (m, sum_lanes(row))
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_row_stats_avx512<F: Float>(row: &mut [F]) -> (F, F) {
+    exp_row_stats_loop(row)
+}
+
+/// The plain loop of [`exp_row_stats`] on any `F`.
+pub fn exp_row_stats_plain<F: Float>(row: &mut [F]) -> (F, F) {
+    exp_row_stats_loop(row)
+}
+
+/// `x = exp(x - m) · scale` along a row: the LM head's backward turning
+/// logits back into scaled probabilities (elementwise, same bits either way).
+pub fn exp_scaled<F: Float>(row: &mut [F], m: F, scale: F) {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { exp_scaled_avx512(row, m, scale) };
+        return;
+    }
+    exp_scaled_loop(row, m, scale);
+}
+
+#[inline(always)]
+fn exp_scaled_loop<F: Float>(row: &mut [F], m: F, scale: F) {
+    for x in row.iter_mut() {
+        *x = (*x - m).exp() * scale;
+    }
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_scaled_avx512<F: Float>(row: &mut [F], m: F, scale: F) {
+    exp_scaled_loop(row, m, scale);
+}
+
+/// The plain loop of [`exp_scaled`] on any `F`.
+pub fn exp_scaled_plain<F: Float>(row: &mut [F], m: F, scale: F) {
+    exp_scaled_loop(row, m, scale);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::alloc::as_uninit;
     use super::*;
+
+    /// The LM head's softmax passes: both versions give the same bits, on
+    /// a row as long as a vocabulary slice (not a multiple of 16) with
+    /// logits far below the max (exp's lower clamp) and ties at the max.
+    #[test]
+    fn dispatched_softmax_rows_match_the_plain_loops_bit_for_bit() {
+        let n = 7013;
+        let row: Vec<f32> = (0..n)
+            .map(|i| match i % 997 {
+                0 => 31.5, // the max, several times
+                1 => -200.0,
+                j => (j as f32 * 0.37).sin() * 12.0,
+            })
+            .collect();
+        let (mut fast, mut plain) = (row.clone(), row.clone());
+        let (mf, sf) = exp_row_stats(&mut fast);
+        let (mp, sp) = exp_row_stats_plain(&mut plain);
+        assert_eq!((mf.to_bits(), sf.to_bits()), (mp.to_bits(), sp.to_bits()));
+        assert_eq!(mf, 31.5);
+        for (i, (a, b)) in fast.iter().zip(&plain).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "element {i}: logit {}", row[i]);
+        }
+        // The sum against f64, and exp(x - m) at the max is exactly 1.
+        let want: f64 = row.iter().map(|&x| (x as f64 - 31.5).exp()).sum();
+        assert!(((sf as f64) - want).abs() / want < 1e-5, "{sf} vs {want}");
+        assert_eq!(fast[0], 1.0);
+
+        let (mut fast, mut plain) = (row.clone(), row.clone());
+        exp_scaled(&mut fast, 31.5, 0.25);
+        exp_scaled_plain(&mut plain, 31.5, 0.25);
+        for (i, (a, b)) in fast.iter().zip(&plain).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "element {i}: logit {}", row[i]);
+        }
+        assert_eq!(fast[0], 0.25);
+        assert_eq!(fast[1], 0.0);
+    }
 
     /// Both versions, over the range silu sees and past exp's clamps.
     #[test]
