@@ -1,6 +1,6 @@
 //! Every `tmoe` option that the scripts under tools/ pass, and that the
-//! READMEs' (README.md, cuda/README.md) command lines show (code blocks,
-//! the usage table, inline commands), is one the command accepts: a renamed
+//! READMEs' (README.md, cuda/README.md) and docs/*.md's command lines show
+//! (code blocks, the usage table, inline commands), is one the command accepts: a renamed
 //! or removed flag would otherwise show only when someone runs the script,
 //! often an hour in.
 
@@ -135,10 +135,20 @@ fn scripts_and_readme_pass_only_options_tmoe_accepts() {
             sources.push((path.display().to_string(), found.len() - before));
         }
     }
-    // The READMEs: fenced blocks as shell, the rest by inline code spans (a
-    // table cell's `\|` is an alternative inside the span, not a pipe).
-    for md in ["cuda/README.md", "README.md"] {
-        let readme = std::fs::read_to_string(root.join(md)).unwrap();
+    // The READMEs and docs/: fenced blocks as shell, the rest by inline code
+    // spans (a table cell's `\|` is an alternative inside the span, not a pipe).
+    let mut docs: Vec<String> = std::fs::read_dir(root.join("docs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .map(|p| format!("docs/{}", p.file_name().unwrap().to_string_lossy()))
+        .collect();
+    docs.sort();
+    let markdown = ["cuda/README.md".to_string(), "README.md".to_string()]
+        .into_iter()
+        .chain(docs);
+    for md in markdown {
+        let readme = std::fs::read_to_string(root.join(&md)).unwrap();
         let (mut prose, mut block, mut fenced) = (String::new(), String::new(), false);
         for line in readme.lines() {
             if line.trim_start().starts_with("```") {
@@ -160,12 +170,19 @@ fn scripts_and_readme_pass_only_options_tmoe_accepts() {
         for span in prose.split('`').skip(1).step_by(2) {
             options(&format!("{span}`"), &mut found);
         }
-        sources.push((md.into(), found.len() - before));
+        sources.push((md, found.len() - before));
     }
     // The parse must keep finding them (a script with no `tmoe` call finds
-    // none; cuda/README.md's profiling commands are some).
-    let readme_count = sources.last().unwrap().1;
-    let cuda_count = sources[sources.len() - 2].1;
+    // none; cuda/README.md's profiling commands are some). README.md's
+    // detail moved to docs/, so the two count together.
+    let count = |name: &str| sources.iter().find(|(s, _)| s == name).map_or(0, |s| s.1);
+    let readme_count = count("README.md")
+        + sources
+            .iter()
+            .filter(|(s, _)| s.starts_with("docs/"))
+            .map(|s| s.1)
+            .sum::<usize>();
+    let cuda_count = count("cuda/README.md");
     assert!(
         readme_count >= 100 && cuda_count >= 10 && found.len() >= 250,
         "found only {} options ({sources:?}): is the parse still right?",
@@ -183,7 +200,7 @@ fn scripts_and_readme_pass_only_options_tmoe_accepts() {
     }
     assert!(
         unknown.is_empty(),
-        "options tmoe does not accept, in tools/*.sh, README.md or cuda/README.md:\n{}",
+        "options tmoe does not accept, in tools/*.sh, README.md, docs/*.md or cuda/README.md:\n{}",
         unknown.into_iter().collect::<Vec<_>>().join("\n")
     );
 }
