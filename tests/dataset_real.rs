@@ -93,7 +93,7 @@ fn ndpi_flow_labels_match_flows() {
         "misses by capture (most first): {:?}",
         &worst[..worst.len().min(25)]
     );
-    // README: 98.5 % (2,764 of 2,807) of the rows are matched; every matched
+    // docs/figures.md: 98.5 % (2,764 of 2,807) of the rows are matched; every matched
     // row's label lookup agrees.
     assert_eq!(
         (matched, rows),
