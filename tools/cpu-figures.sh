@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measures the README's CPU figures and keeps each raw output, with the date,
+# Measures docs/figures.md's CPU figures and keeps each raw output, with the date,
 # the machine, the load and the command, under bench/results/cpu/:
 #   demo.txt                    cargo run --release -- demo (wall time, test macro-F1)
 #   bench-model-inference.*     tmoe bench model --device cpu (MoE vs dense, classifier forward)

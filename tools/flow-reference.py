@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """An independent flow reference for traffic-moe's capture reader.
 
-pcap / pcapng -> bidirectional 5-tuple TCP/UDP flows, by the rules the README
+pcap / pcapng -> bidirectional 5-tuple TCP/UDP flows, by the rules docs/what-works.md
 documents (idle timeout 120 s, measured on each flow's own stamps; a TCP flow
 closed by FIN both ways or RST takes trailing packets for 2 s, and a SYN
 without ACK starts a new one; later IP fragments, ICMP and the rest skipped).

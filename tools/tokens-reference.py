@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """An independent Traffic2Token reference: each flow's token ids, from the
-format the README and the doc comments of src/traffic/tokens/ promise, not
+format docs/what-works.md and the doc comments of src/traffic/tokens/ promise, not
 from the crate's code. Flows come from tools/flow-reference.py (checked
 against the crate's reader: 0 differences with --sweep); the rest is here:
 

@@ -24,7 +24,7 @@
 //! length: Ethernet padding is not payload), as many as exist (never padded:
 //! padding would invent bytes that were not sent). `tools/tokens-reference.py`
 //! redoes all this, and the tokens, from these docs and checks them on
-//! `../shared/data` (README, "Tokens").
+//! `../shared/data` (docs/what-works.md, "Tokens").
 
 use std::borrow::Cow;
 
