@@ -215,6 +215,46 @@ fn finetune_stopped_by(signal: &str, status: i32) {
     assert!(stderr.lines().any(|l| l == said), "{said}\n{stderr}");
 }
 
+/// The first Ctrl-C in LP-FT's head fit (`--head-epochs`, here more than a
+/// test could wait for) stops it there: no epoch had finished, so nothing is
+/// saved, and the line says so, with 130. The old head fit polled nothing:
+/// it ran to its end (minutes here), saved epoch 0's checkpoint and stopped
+/// only at epoch 1's first step.
+#[test]
+fn ctrl_c_in_the_head_fit_saves_nothing_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    let args = [
+        "finetune",
+        "--data",
+        "data",
+        "--from-scratch",
+        "--out",
+        "ft",
+        "--epochs",
+        "1000",
+        "--head-epochs",
+        "100000",
+        "--batch",
+        "4",
+        "--quiet",
+    ];
+    // The run folder is made just before the head fit begins.
+    let ft = d.join("ft");
+    let out = interrupt_when(spawn(d, &args), || ft.exists());
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let said = "interrupted in the head fit (--head-epochs), before epoch 1 of 1000: no epoch had \
+                finished, nothing was saved";
+    assert!(stderr.lines().any(|l| l == said), "{said}\n{stderr}");
+    assert!(
+        common::names_in(&ft).is_empty(),
+        "{:?}",
+        common::names_in(&ft)
+    );
+}
+
 /// Ctrl-C while tokenize waits on its capture (a FIFO nobody writes yet)
 /// ends it with status 130 and a line saying nothing was written.
 #[test]

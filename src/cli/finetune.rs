@@ -215,7 +215,12 @@ pub fn run(a: Args) -> anyhow::Result<()> {
 /// checkpoint (still marked unfinished), or nothing when no epoch had
 /// finished (a file already there, with --force, is an earlier run's).
 fn interrupted_line(r: &FinetuneReport, epoch: usize, epochs: usize) -> String {
-    let at = format!("interrupted in epoch {epoch} of {epochs}");
+    // Epoch 0 is LP-FT's head fit (or its scoring): no epoch had finished.
+    let at = if epoch == 0 {
+        format!("interrupted in the head fit (--head-epochs), before epoch 1 of {epochs}")
+    } else {
+        format!("interrupted in epoch {epoch} of {epochs}")
+    };
     let ckpt = r.checkpoint.display();
     if !r.history.is_empty() {
         return format!(

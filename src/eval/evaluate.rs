@@ -138,6 +138,7 @@ pub fn evaluate_split(checkpoint: &Path, data: &Path, o: &EvalOpts) -> Result<Ev
         seq_len,
         o.progress,
         routing.as_mut(),
+        None,
     )?;
     let seconds = t0.elapsed().as_secs_f64();
     let pred = predicted_classes(&probs, c.info.classes.len(), checkpoint)?;

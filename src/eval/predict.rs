@@ -1,6 +1,7 @@
 //! Batched inference of a classifier: class probabilities per sequence.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 use rayon::prelude::*;
@@ -340,11 +341,15 @@ pub fn predict_probs_on(
     seq_len: usize,
     progress: bool,
 ) -> Result<Vec<f32>> {
-    predict_probs_routed(model, weights, data, idx, batch, seq_len, progress, None)
+    predict_probs_routed(
+        model, weights, data, idx, batch, seq_len, progress, None, None,
+    )
 }
 
 /// [`predict_probs_on`] that also counts, in the same pass, where each MoE
 /// layer routes the real tokens (a device sync per layer on a GPU engine).
+/// With `stop`, polled before each batch: once set, fails with
+/// [`crate::train::Interrupted`] (a caller's Ctrl-C).
 #[allow(clippy::too_many_arguments)]
 pub fn predict_probs_routed(
     model: &Model,
@@ -355,6 +360,7 @@ pub fn predict_probs_routed(
     seq_len: usize,
     progress: bool,
     routing: Option<&mut RoutingCounts>,
+    stop: Option<&AtomicBool>,
 ) -> Result<Vec<f32>> {
     let c = model.cfg.n_classes;
     anyhow::ensure!(
@@ -365,6 +371,7 @@ pub fn predict_probs_routed(
         batch,
         seq_len,
         progress,
+        stop,
     };
     let mut probs = pass.run(model, weights, data, idx, routing, Output::Logits)?;
     for row in probs.chunks_exact_mut(c) {
@@ -375,7 +382,8 @@ pub fn predict_probs_routed(
 }
 
 /// Mean-pooled encoder features `[idx.len(), d]` of sequences `idx` (in the
-/// order of `idx`), counting the routing in the same pass when asked.
+/// order of `idx`), counting the routing in the same pass when asked; with
+/// `stop`, interrupted as [`predict_probs_routed`] is.
 #[allow(clippy::too_many_arguments)]
 pub fn pooled_features(
     model: &Model,
@@ -386,23 +394,28 @@ pub fn pooled_features(
     seq_len: usize,
     progress: bool,
     routing: Option<&mut RoutingCounts>,
+    stop: Option<&AtomicBool>,
 ) -> Result<Vec<f32>> {
     let pass = Pass {
         batch,
         seq_len,
         progress,
+        stop,
     };
     pass.run(model, weights, data, idx, routing, Output::Pooled)
 }
 
 /// How sequences are batched for inference.
-struct Pass {
+struct Pass<'a> {
     batch: usize,
     seq_len: usize,
     progress: bool,
+    /// Polled before each batch: a long pass over a training set stops
+    /// within a batch of a Ctrl-C.
+    stop: Option<&'a AtomicBool>,
 }
 
-impl Pass {
+impl Pass<'_> {
     /// Rows of `out` for sequences `idx`, in the order of `idx`. Sequences
     /// are batched by length (less padding; the result does not depend on
     /// batching: attention is causal, pooling masked and routing per token).
@@ -431,6 +444,12 @@ impl Pass {
             .progress_chars("=> "),
         );
         for rows in order.chunks(self.batch.max(1)) {
+            if let Some(stop) = self.stop
+                && let Err(e) = crate::train::Interrupted::check(stop)
+            {
+                pb.finish_and_clear();
+                return Err(e);
+            }
             let seqs: Vec<usize> = rows.iter().map(|&r| idx[r]).collect();
             let b = make_batch(data, &seqs, self.seq_len);
             let x = b.inputs();

@@ -581,6 +581,7 @@ fn run_with(
                 o.seq_len,
                 false,
                 counts.as_mut(),
+                None,
             )?;
             if let Some(counts) = &counts {
                 write_stage(o, seed, "finetuned", counts, &info.classes)?;

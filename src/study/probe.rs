@@ -83,6 +83,7 @@ impl Encoder {
             seq_len,
             false,
             routing,
+            None,
         )
     }
 

@@ -2,7 +2,8 @@
 //! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
 //! budget, early stopping on validation macro-F1.
 
-use super::head_fit::{HeadFitOpts, fit_head};
+use super::Interrupted;
+use super::head_fit::{HeadFitOpts, fit_head_until};
 use super::optim::Param;
 use super::optim::{AdamW, AdamWConfig};
 use super::schedule::WarmupCosine;
@@ -11,7 +12,7 @@ use super::trainer::Trainer;
 use crate::engine::Device;
 use crate::eval::confusion::ConfusionMatrix;
 use crate::eval::metrics::Metrics;
-use crate::eval::predict::{Loaded, Weights, pooled_features, predict_probs_on};
+use crate::eval::predict::{Loaded, Weights, pooled_features, predict_probs_routed};
 use crate::model::batch::{Sequences, make_batch};
 use crate::model::checkpoint::{self, CheckpointMeta, Expect};
 use crate::model::{Model, ModelConfig};
@@ -78,9 +79,10 @@ pub struct FinetuneReport {
     pub history: Vec<EpochLog>,
     pub tokens_per_s: f64,
     pub seconds: f64,
-    /// The epoch [`finetune_until`]'s flag stopped (its steps abandoned,
-    /// unscored): the checkpoint, if any, is the best finished epoch's, and
-    /// stays marked unfinished.
+    /// The epoch [`finetune_until`]'s flag stopped (its steps or its
+    /// scoring abandoned, unscored; 0: LP-FT's head fit, or its scoring):
+    /// the checkpoint, if any, is the best finished epoch's, and stays
+    /// marked unfinished.
     pub interrupted_in: Option<usize>,
 }
 
@@ -94,8 +96,21 @@ pub fn predict(
     batch: usize,
     seq_len: usize,
 ) -> anyhow::Result<Vec<u32>> {
+    predict_until(model, weights, data, idx, (batch, seq_len), None)
+}
+
+/// [`predict`], failing with [`Interrupted`] once `stop` is set (polled
+/// before each batch).
+fn predict_until(
+    model: &Model,
+    weights: Weights,
+    data: &dyn Sequences,
+    idx: &[usize],
+    (batch, seq_len): (usize, usize),
+    stop: Option<&AtomicBool>,
+) -> anyhow::Result<Vec<u32>> {
     let c = model.cfg.n_classes;
-    let probs = predict_probs_on(model, weights, data, idx, batch, seq_len, false)?;
+    let probs = predict_probs_routed(model, weights, data, idx, batch, seq_len, false, None, stop)?;
     Ok(probs
         .chunks_exact(c)
         .map(|row| {
@@ -148,8 +163,21 @@ pub fn evaluate(
     batch: usize,
     seq_len: usize,
 ) -> anyhow::Result<(f64, f64, Vec<u32>, Vec<u32>)> {
+    evaluate_until(model, weights, data, batch, seq_len, None)
+}
+
+/// [`evaluate`], failing with [`Interrupted`] once `stop` is set (polled
+/// before each batch: scoring a large validation set takes a while).
+pub fn evaluate_until(
+    model: &Model,
+    weights: Weights,
+    data: &dyn Sequences,
+    batch: usize,
+    seq_len: usize,
+    stop: Option<&AtomicBool>,
+) -> anyhow::Result<(f64, f64, Vec<u32>, Vec<u32>)> {
     let idx = labelled(data, (0..data.count()).collect());
-    let pred = predict(model, weights, data, &idx, batch, seq_len)?;
+    let pred = predict_until(model, weights, data, &idx, (batch, seq_len), stop)?;
     let truth: Vec<u32> = idx
         .iter()
         .map(|&i| data.label(i).expect("labelled"))
@@ -226,15 +254,18 @@ impl Steps {
 
 /// LP-FT's first stage: the initial encoder's (pretrained, or the init's)
 /// features of the training flows, computed once on `opts.device`, then
-/// the head fitted on them alone; its losses go to `head_fit_log.jsonl`.
-/// Returns the last epoch's loss.
+/// the head fitted on them alone. Returns each epoch's loss (for
+/// `head_fit_log.jsonl`, written once epoch 0 is scored). Both parts poll
+/// `stop` (per batch, per step) and fail with [`Interrupted`], nothing
+/// written.
 fn fit_head_first(
     opts: &FinetuneOpts,
     model: &Model,
     params: &mut [Param],
     train: &dyn Sequences,
     train_idx: &[usize],
-) -> anyhow::Result<f32> {
+    stop: &AtomicBool,
+) -> anyhow::Result<Vec<f32>> {
     let t0 = Instant::now();
     let features = {
         let loaded = Loaded::new(opts.device, params.to_vec())?;
@@ -247,6 +278,7 @@ fn fit_head_first(
             opts.seq_len,
             opts.progress,
             None,
+            Some(stop),
         )?
     };
     let labels: Vec<u32> = train_idx
@@ -259,8 +291,7 @@ fn fit_head_first(
         lr: opts.head_lr,
         seed: opts.seed,
     };
-    let losses = fit_head(model, params, &features, &labels, &fit)?;
-    super::epoch_log::write_head_fit(&opts.out.join("head_fit_log.jsonl"), &losses)?;
+    let losses = fit_head_until(model, params, &features, &labels, &fit, stop)?;
     if opts.progress {
         eprintln!(
             "head fitted first (LP-FT): {} epochs on {} flows' features, loss {:.4} -> {:.4} ({:.1} s)",
@@ -271,7 +302,7 @@ fn fit_head_first(
             t0.elapsed().as_secs_f64()
         );
     }
-    Ok(losses[losses.len() - 1])
+    Ok(losses)
 }
 
 pub fn finetune(
@@ -284,8 +315,9 @@ pub fn finetune(
 }
 
 /// [`finetune`], stopping early once `stop` is set (`tmoe`'s Ctrl-C):
-/// before the next training step, the epoch under way abandoned unscored.
-/// The best finished epoch's checkpoint, if one was saved, is left as it
+/// before the next training step or scoring batch, the epoch under way
+/// abandoned unscored; in LP-FT's head fit (its features or its steps),
+/// with nothing saved (`interrupted_in` 0). The best finished epoch's checkpoint, if one was saved, is left as it
 /// is, marked unfinished (which it is); the report says where it stopped
 /// (`interrupted_in`). There is no resuming a fine-tuning run.
 pub fn finetune_until(
@@ -295,6 +327,7 @@ pub fn finetune_until(
     vocab_hash: u64,
     stop: &AtomicBool,
 ) -> anyhow::Result<FinetuneReport> {
+    let started = Instant::now();
     let mut cfg = opts.cfg.clone();
     cfg.n_classes = opts.classes.len();
     anyhow::ensure!(
@@ -358,16 +391,25 @@ pub fn finetune_until(
     let train_idx = training_flows(train, opts.train_fraction, opts.max_per_class, opts.seed);
     anyhow::ensure!(!train_idx.is_empty(), "no labelled training flows");
     // LP-FT: the fitted head is "epoch 0", a candidate like any epoch.
-    let head_loss = match opts.head_epochs {
+    let head_losses = match opts.head_epochs {
         0 => None,
-        _ => Some(fit_head_first(
-            opts,
-            &model,
-            &mut params,
-            train,
-            &train_idx,
-        )?),
+        _ => match fit_head_first(opts, &model, &mut params, train, &train_idx, stop) {
+            // Nothing written yet: no epoch, no log.
+            Err(e) if e.is::<Interrupted>() => {
+                return Ok(FinetuneReport {
+                    checkpoint: ckpt,
+                    best_epoch: 0,
+                    best_val_macro_f1: -1.0,
+                    history: Vec::new(),
+                    tokens_per_s: 0.0,
+                    seconds: started.elapsed().as_secs_f64(),
+                    interrupted_in: Some(0),
+                });
+            }
+            r => Some(r?),
+        },
     };
+    let head_loss = head_losses.as_deref().and_then(|l| l.last().copied());
     let steps_per_epoch = train_idx.len().div_ceil(opts.batch) as u64;
     let total = steps_per_epoch * opts.max_epochs as u64;
     let sched = WarmupCosine {
@@ -407,8 +449,22 @@ pub fn finetune_until(
                 }
             },
         };
-        let (acc, f1, _, _) =
-            evaluate(&model, tr.weights(), val, opts.batch.max(32), opts.seq_len)?;
+        let scored = evaluate_until(
+            &model,
+            tr.weights(),
+            val,
+            opts.batch.max(32),
+            opts.seq_len,
+            Some(stop),
+        );
+        let (acc, f1, _, _) = match scored {
+            // Trained, not scored: no candidate, as if stopped in its steps.
+            Err(e) if e.is::<Interrupted>() => {
+                interrupted_in = Some(epoch);
+                break;
+            }
+            r => r?,
+        };
         if opts.progress {
             eprintln!(
                 "epoch {epoch}: train loss {train_loss:.4}, val accuracy {acc:.4}, val macro-F1 {f1:.4}"
@@ -421,6 +477,9 @@ pub fn finetune_until(
             val_accuracy: acc,
         });
         super::epoch_log::write_epochs(&log_path, &history)?;
+        if let (0, Some(losses)) = (epoch, &head_losses) {
+            super::epoch_log::write_head_fit(&opts.out.join("head_fit_log.jsonl"), losses)?;
+        }
         if f1 > best_f1 {
             (best_f1, best_epoch, bad) = (f1, epoch, 0);
             let mut m = CheckpointMeta::new(

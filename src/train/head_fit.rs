@@ -13,12 +13,14 @@
 
 use anyhow::{Context, Result};
 
+use super::Interrupted;
 use super::optim::{AdamWConfig, Param, adamw_update};
 use super::sampling::Shuffler;
 use super::schedule::WarmupCosine;
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
 use crate::model::{IGNORE, Model};
+use std::sync::atomic::AtomicBool;
 
 /// The head fit's default peak learning rate: a probe on fixed features
 /// takes a larger one than fine-tuning the whole model.
@@ -44,6 +46,20 @@ pub fn fit_head(
     features: &[f32],
     labels: &[u32],
     o: &HeadFitOpts,
+) -> Result<Vec<f32>> {
+    fit_head_until(model, params, features, labels, o, &AtomicBool::new(false))
+}
+
+/// [`fit_head`], polling `stop` before each step (thousands of epochs on
+/// a large training set take minutes): once it is set, fails with
+/// [`Interrupted`], the head part-fitted (its caller keeps nothing of it).
+pub fn fit_head_until(
+    model: &Model,
+    params: &mut [Param],
+    features: &[f32],
+    labels: &[u32],
+    o: &HeadFitOpts,
+    stop: &AtomicBool,
 ) -> Result<Vec<f32>> {
     let d = model.cfg.d;
     let n = labels.len();
@@ -76,6 +92,7 @@ pub fn fit_head(
     for _ in 0..o.epochs {
         let mut loss_sum = 0.0f64;
         for _ in 0..steps_per_epoch {
+            Interrupted::check(stop)?;
             let rows = order.next_in_pass(o.batch);
             let x: Vec<f32> = rows
                 .iter()
