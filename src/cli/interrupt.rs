@@ -20,6 +20,7 @@
 //! whole (`atomic_file.rs`), so none is left cut short by it.
 
 use signal_hook::consts::{SIGINT, SIGTERM};
+use std::ffi::OsString;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -104,10 +105,99 @@ pub struct Interrupted(pub String);
 /// put at its end, quoted for a shell: the command that continues an
 /// interrupted pretraining exactly (same --steps and settings).
 pub fn resume_command() -> String {
-    let mut args: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
+    resume_command_of(std::env::args_os())
+}
+
+/// [`resume_command`] of `args` (the program first).
+fn resume_command_of(args: impl IntoIterator<Item = OsString>) -> String {
+    let mut args: Vec<OsString> = args
+        .into_iter()
         .filter(|a| a != "--force" && a != "--resume")
         .collect();
     args.push("--resume".into());
-    shell_words::join(args)
+    shell_join(&args)
+}
+
+/// `args` quoted for a shell, space separated: shell-words' POSIX quoting
+/// for UTF-8 ones; the others (a path with byte 0xff) in ANSI-C quoting,
+/// `$'..\xff..'`, which bash, zsh and ksh (not a plain POSIX sh) read back
+/// to the same bytes. A lossy conversion printed U+FFFD in their place: the
+/// command named another path.
+fn shell_join(args: &[OsString]) -> String {
+    let quoted: Vec<String> = args
+        .iter()
+        .map(|a| match a.to_str() {
+            Some(s) => shell_words::quote(s).into_owned(),
+            // On Unix, an OsStr's encoded bytes are its raw bytes.
+            None => ansi_c_quoted(a.as_encoded_bytes()),
+        })
+        .collect();
+    quoted.join(" ")
+}
+
+/// `bytes` as `$'...'`: printable ASCII as itself (`'` and `\` escaped),
+/// every other byte as `\xHH` (at most two hex digits are read, so a
+/// digit after one stays itself).
+fn ansi_c_quoted(bytes: &[u8]) -> String {
+    let mut q = String::from("$'");
+    for &b in bytes {
+        match b {
+            b'\'' | b'\\' => {
+                q.push('\\');
+                q.push(b as char);
+            }
+            0x20..=0x7e => q.push(b as char),
+            _ => q.push_str(&format!("\\x{b:02x}")),
+        }
+    }
+    q.push('\'');
+    q
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::OsStringExt;
+
+    /// The resume command, run by bash, gives the program the very bytes
+    /// of each argument back (bash prints its argv, NUL-separated): a path
+    /// with bytes that are not UTF-8 came back with U+FFFD in their place,
+    /// another path. UTF-8 arguments keep shell-words' plain quoting.
+    #[test]
+    fn the_resume_command_gives_bash_every_argument_s_bytes_back() {
+        let bytes: [&[u8]; 7] = [
+            b"tmoe",
+            b"pretrain",
+            b"--out",
+            b"runs/caf\xe9 \xff1'x\\y\x01\xc3",
+            "donn\u{e9}es d'\u{e9}t\u{e9}".as_bytes(),
+            b"--force",
+            b"",
+        ];
+        let args: Vec<OsString> = bytes
+            .iter()
+            .map(|b| OsString::from_vec(b.to_vec()))
+            .collect();
+        let command = super::resume_command_of(args);
+        let out = std::process::Command::new("bash")
+            .arg("-c")
+            .arg(format!("printf '%s\\0' {command}"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+        // Each argument but --force, then --resume, each ended by a NUL.
+        let mut kept: Vec<&[u8]> = bytes.into_iter().filter(|b| b != b"--force").collect();
+        kept.push(b"--resume");
+        let want: Vec<u8> = kept.iter().flat_map(|b| [*b, b"\0"].concat()).collect();
+        assert_eq!(out.stdout, want, "{command}");
+        // Plain POSIX quoting where the argument is UTF-8.
+        assert!(
+            command.starts_with("tmoe pretrain --out $'runs/caf\\xe9 \\xff1\\'x\\\\y\\x01\\xc3' "),
+            "{command}"
+        );
+        assert!(
+            command.contains(&*shell_words::quote("donn\u{e9}es d'\u{e9}t\u{e9}")),
+            "{command}"
+        );
+    }
 }
