@@ -366,6 +366,125 @@ fn ctrl_c_in_study_stops_and_the_same_command_continues() {
     );
 }
 
+/// Ctrl-C while a study tokenizes its captures (here while it reads one,
+/// a FIFO held open, which is filled only once the signal is sent) stops
+/// it there with 130: no dataset and no run is recorded as done, and the
+/// same command, once the capture is a file, makes the report an
+/// uninterrupted study makes. The old build polled nothing: the study
+/// built the dataset, ran its row, wrote the report and ended with 0.
+#[test]
+fn ctrl_c_in_a_study_s_dataset_build_records_nothing_and_it_resumes() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    tmoe(
+        d,
+        &[
+            "synth",
+            "--out",
+            "caps",
+            "--flows-per-class",
+            "6",
+            "--seed",
+            "1",
+        ],
+    );
+    let mut captures: Vec<String> = common::names_in(&d.join("caps"))
+        .into_iter()
+        .flat_map(|class| {
+            common::names_in(&d.join("caps").join(&class))
+                .into_iter()
+                .map(move |f| format!("caps/{class}/{f}"))
+        })
+        .collect();
+    captures.sort();
+    let study = |out: &'static str| -> Vec<String> {
+        let mut a: Vec<String> = vec!["study".into()];
+        a.extend(captures.iter().cloned());
+        for x in [
+            "--labels",
+            "prefix",
+            "--split-by",
+            "flow",
+            "--out",
+            out,
+            "--rows",
+            "knn",
+            "--seeds",
+            "1",
+            "--quiet",
+        ] {
+            a.push(x.into());
+        }
+        a
+    };
+    let (st, whole) = (study("st"), study("whole"));
+    let st: Vec<&str> = st.iter().map(String::as_str).collect();
+    let whole: Vec<&str> = whole.iter().map(String::as_str).collect();
+    // The last capture becomes a FIFO, its bytes held back.
+    let late = d.join(&captures[captures.len() - 1]);
+    let bytes = std::fs::read(&late).unwrap();
+    std::fs::remove_file(&late).unwrap();
+    assert!(
+        Command::new("mkfifo")
+            .arg(&late)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let (opened_tx, opened) = std::sync::mpsc::channel();
+    let (sent, sent_rx) = std::sync::mpsc::channel::<()>();
+    let fifo = late.clone();
+    let held = bytes.clone();
+    // Opening for writing waits for the study to open it to read.
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(fifo).unwrap();
+        opened_tx.send(()).unwrap();
+        sent_rx.recv().unwrap();
+        f.write_all(&held).unwrap();
+    });
+    let child = spawn(d, &st);
+    let limit = Instant::now() + Duration::from_secs(900);
+    while opened.try_recv().is_err() {
+        assert!(Instant::now() < limit, "the study did not open its capture");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    sent.send(()).unwrap();
+    writer.join().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(130), "{}: {stderr}", out.status);
+    let said = "interrupted: 0 study runs are done in st (0 of them now), each stored as it \
+                ended; no report yet. Run the same command again to continue: it skips the \
+                finished runs (and resumes an interrupted pretraining)";
+    assert!(stderr.lines().any(|l| l == said), "{stderr}");
+    // Nothing recorded as done: no dataset.json (nor the partial build's
+    // files), no run, no report.
+    assert_eq!(common::names_in(&d.join("st")), ["runs", "study.json"]);
+    assert!(common::names_in(&d.join("st/runs")).is_empty());
+
+    // The capture a file again: the same command, and one never stopped.
+    std::fs::remove_file(&late).unwrap();
+    std::fs::write(&late, &bytes).unwrap();
+    tmoe(d, &st);
+    tmoe(d, &whole);
+    let report = |out: &str| std::fs::read_to_string(d.join(out).join("report.md")).unwrap();
+    assert_eq!(report("st"), report("whole"));
+    // The run's result alike, but for its wall time.
+    let run = |out: &str| {
+        let text = std::fs::read_to_string(d.join(out).join("runs/knn-s1.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        v.as_object_mut().unwrap().remove("seconds");
+        v
+    };
+    assert_eq!(run("st"), run("whole"));
+}
+
 /// Ctrl-C while classify waits on its capture (a FIFO held open, unwritten)
 /// leaves no `--out` (its verdicts go to a temporary file renamed into
 /// place only at the end; that file is removed), and says so, with 130.

@@ -128,3 +128,39 @@ fn a_stop_while_an_epoch_is_scored_abandons_it_unscored() {
     assert!(r.history.is_empty(), "{:?}", r.history);
     assert!(names_in(&out).is_empty(), "{:?}", names_in(&out));
 }
+
+/// A study's linear probe polls the flag per batch of features: here set
+/// by the training flows when first read, it fails with `Interrupted`
+/// (the study then records no result for the row).
+#[test]
+fn a_stop_while_the_probe_reads_its_features_fails_with_interrupted() {
+    use traffic_moe::study::probe::{Encoder, fit_and_score};
+    let enc = Encoder::random(
+        &tiny_model(FfnKind::Moe, 40, 24),
+        1,
+        traffic_moe::engine::Device::Cpu,
+    )
+    .unwrap();
+    let stop = AtomicBool::new(false);
+    // Several batches of 8: the flag is set in the first.
+    let train = data(60, 0);
+    let train = Tripwire {
+        inner: &train,
+        flag: &stop,
+    };
+    let (val, test) = (data(15, 1), data(15, 2));
+    let test_idx: Vec<usize> = (0..test.count()).collect();
+    let scored = fit_and_score(
+        &enc,
+        (&train, &val, &test),
+        &test_idx,
+        3,
+        1.0,
+        None,
+        1,
+        (8, 24),
+        &stop,
+    );
+    let e = scored.err().expect("the probe ran to its end");
+    assert!(e.is::<Interrupted>(), "{e:#}");
+}

@@ -15,6 +15,7 @@
 pub mod features;
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -30,6 +31,7 @@ use crate::eval::captures::capture_vote;
 use crate::eval::report::EvalReport;
 use crate::traffic::dataset::build::load_dataset_info;
 use crate::traffic::dataset::packet_meta;
+use crate::train::Interrupted;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -142,15 +144,21 @@ fn knn_params(k: usize) -> KNNClassifierParameters<f64, Euclidian<f64>> {
 /// Predictions for `rows`, in parallel chunks: both models answer each row
 /// alone, and the k-NN's brute-force search costs a pass over the training
 /// flows per row.
+/// Polls `stop` before each chunk (a k-NN's pass over a large test set
+/// takes minutes): once set, fails with [`Interrupted`].
 fn predict_in_chunks(
     rows: &[Vec<f64>],
     what: &str,
+    stop: &AtomicBool,
     predict: impl Fn(&DenseMatrix<f64>) -> Result<Vec<u32>> + Sync,
 ) -> Result<Vec<u32>> {
     use rayon::prelude::*;
     let parts = rows
         .par_chunks(256)
-        .map(|c| predict(&matrix(c, what)?))
+        .map(|c| {
+            Interrupted::check(stop)?;
+            predict(&matrix(c, what)?)
+        })
         .collect::<Result<Vec<_>>>()?;
     Ok(parts.concat())
 }
@@ -161,6 +169,13 @@ fn matrix(x: &[Vec<f64>], what: &str) -> Result<DenseMatrix<f64>> {
 
 /// Fits `opts.method` on the dataset's `train` part and scores `opts.split`.
 pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
+    run_until(data, opts, &AtomicBool::new(false))
+}
+
+/// [`run`], failing with [`Interrupted`] once `stop` is set (a study's
+/// Ctrl-C): polled before the fit and before each chunk of predictions
+/// (the random forest's fit itself is one smartcore call).
+pub fn run_until(data: &Path, opts: &BaselineOpts, stop: &AtomicBool) -> Result<BaselineResult> {
     let info = load_dataset_info(data)?;
     anyhow::ensure!(
         info.labelled && !info.classes.is_empty(),
@@ -203,6 +218,7 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
         data.display()
     );
     let xtr = matrix(&train.x, "train")?;
+    Interrupted::check(stop)?;
     let t = Instant::now();
     let (y_pred, fit_seconds, predict_seconds) = match opts.method {
         Method::Appscanner => {
@@ -219,7 +235,7 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
                 .map_err(|e| anyhow::anyhow!("fitting the random forest: {e}"))?;
             let fit = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let p = predict_in_chunks(&test.x, &opts.split, |x| {
+            let p = predict_in_chunks(&test.x, &opts.split, stop, |x| {
                 rf.predict(x)
                     .map_err(|e| anyhow::anyhow!("random forest prediction: {e}"))
             })?;
@@ -230,7 +246,7 @@ pub fn run(data: &Path, opts: &BaselineOpts) -> Result<BaselineResult> {
                 .map_err(|e| anyhow::anyhow!("fitting the k-NN: {e}"))?;
             let fit = t.elapsed().as_secs_f64();
             let t = Instant::now();
-            let p = predict_in_chunks(&test.x, &opts.split, |x| {
+            let p = predict_in_chunks(&test.x, &opts.split, stop, |x| {
                 knn.predict(x)
                     .map_err(|e| anyhow::anyhow!("k-NN prediction: {e}"))
             })?;
@@ -295,11 +311,19 @@ mod tests {
         let q: Vec<Vec<f64>> = (0..1000).map(|i| point(i * 3 + 1)).collect();
         let knn = KNNClassifier::fit(&matrix(&x, "train").unwrap(), &y, knn_params(3)).unwrap();
         let whole = knn.predict(&matrix(&q, "test").unwrap()).unwrap();
-        let chunked = predict_in_chunks(&q, "test", |m| {
+        let go = AtomicBool::new(false);
+        let chunked = predict_in_chunks(&q, "test", &go, |m| {
             knn.predict(m).map_err(|e| anyhow::anyhow!("{e}"))
         })
         .unwrap();
         assert_eq!(chunked, whole);
         assert!(whole.iter().any(|&c| c != whole[0]), "more than one class");
+        // Stopped (a study's Ctrl-C): no chunk is predicted.
+        let stop = AtomicBool::new(true);
+        let e = predict_in_chunks(&q, "test", &stop, |_| -> Result<Vec<u32>> {
+            panic!("a chunk was predicted after the stop")
+        })
+        .unwrap_err();
+        assert!(e.is::<Interrupted>(), "{e:#}");
     }
 }

@@ -84,7 +84,7 @@ pub struct Budget {
 }
 
 /// The unlabelled extra captures, tokenized with the study's vocabulary.
-fn extra_dataset(o: &StudyOpts, vocab: &Path) -> Result<Option<PathBuf>> {
+fn extra_dataset(o: &StudyOpts, vocab: &Path, stop: &AtomicBool) -> Result<Option<PathBuf>> {
     if o.pretrain_extra.is_empty() {
         return Ok(None);
     }
@@ -102,7 +102,7 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path) -> Result<Option<PathBuf>> {
             },
             ..DatasetConfig::default()
         };
-        super::build_reporting(&cfg, &dir, o.progress).with_context(|| {
+        super::build_reporting(&cfg, &dir, o.progress, stop).with_context(|| {
             format!(
                 "tokenizing the extra pretraining captures into {}",
                 dir.display()
@@ -123,11 +123,11 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
     budgets.retain(|&b| b > 0);
     anyhow::ensure!(!budgets.is_empty(), "--budgets needs a step count above 0");
     let max = *budgets.last().expect("non-empty");
-    let data = dataset(o, View::Full)?;
+    let data = dataset(o, View::Full, stop)?;
     let info = load_dataset_info(&data)?;
     let train = open_part(&data, "train")?;
     let val = open_part(&data, "val")?;
-    let extra_dir = extra_dataset(o, &data.join("vocab.txt"))?;
+    let extra_dir = extra_dataset(o, &data.join("vocab.txt"), stop)?;
     let extra = extra_dir
         .as_deref()
         .map(|d| open_part(d, "train"))

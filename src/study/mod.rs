@@ -41,7 +41,7 @@ use crate::model::batch::{Sequences, open_part};
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::build::{
-    DatasetConfig, NoFlows, build_dataset_with, load_dataset_info,
+    DatasetConfig, NoFlows, build_dataset_until, load_dataset_info,
 };
 use crate::traffic::dataset::labels::LabelSource;
 use crate::traffic::dataset::shard::Shard;
@@ -285,11 +285,13 @@ fn view_name(view: View) -> &'static str {
 }
 
 /// Builds the dataset of `view` unless it is there; refuses one with a
-/// single class (every row would score 1.0: nothing to compare).
-fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
+/// single class (every row would score 1.0: nothing to compare). Stopped
+/// by `stop`, the build fails with [`crate::train::Interrupted`] and
+/// leaves no `dataset.json` (the next call builds it again).
+fn dataset(o: &StudyOpts, view: View, stop: &AtomicBool) -> Result<PathBuf> {
     let dir = dataset_dir(&o.out, view);
     if !dir.join("dataset.json").exists() {
-        build(o, view, &dir)?;
+        build(o, view, &dir, stop)?;
     }
     let classes = crate::traffic::dataset::build::load_dataset_info(&dir)?.classes;
     if classes.len() < 2 {
@@ -308,7 +310,7 @@ fn dataset(o: &StudyOpts, view: View) -> Result<PathBuf> {
     Ok(dir)
 }
 
-fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
+fn build(o: &StudyOpts, view: View, dir: &Path, stop: &AtomicBool) -> Result<()> {
     let cfg = DatasetConfig {
         inputs: o.captures.clone(),
         labels: o.labels.clone(),
@@ -323,7 +325,7 @@ fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
         split_by: o.split_by,
         ..DatasetConfig::default()
     };
-    build_reporting(&cfg, dir, true)
+    build_reporting(&cfg, dir, true, stop)
         .with_context(|| format!("building the {} dataset", view_name(view)))?;
     Ok(())
 }
@@ -338,8 +340,13 @@ fn build(o: &StudyOpts, view: View, dir: &Path) -> Result<()> {
 /// `vocab.txt` and shards): its files are replaced, as `tokenize --force`
 /// replaces them (the call stopped at "exists and is not empty; pass --force",
 /// a flag `study` does not have, until the folder was removed by hand).
-pub(crate) fn build_reporting(cfg: &DatasetConfig, dir: &Path, progress: bool) -> Result<()> {
-    match build_dataset_with(cfg, dir, progress, true) {
+pub(crate) fn build_reporting(
+    cfg: &DatasetConfig,
+    dir: &Path,
+    progress: bool,
+    stop: &AtomicBool,
+) -> Result<()> {
+    match build_dataset_until(cfg, dir, progress, true, stop) {
         Ok(s) => {
             if s.read.files_failed + s.read.files_warned > 0 {
                 eprintln!("{}", s.read);
@@ -360,7 +367,7 @@ pub(crate) fn build_reporting(cfg: &DatasetConfig, dir: &Path, progress: bool) -
 /// (stopped by `stop`, it saved its step; the study's settings, checked
 /// when it started, are the pretraining's).
 fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64, stop: &AtomicBool) -> Result<PathBuf> {
-    let data = dataset(o, View::Full)?;
+    let data = dataset(o, View::Full, stop)?;
     let out = o
         .out
         .join(format!("pretrain-{ffn:?}-s{seed}").to_lowercase());
@@ -450,7 +457,7 @@ fn run_with(
     stop: &AtomicBool,
 ) -> Result<RunResult> {
     let t = Instant::now();
-    let data = dataset(o, row.view())?;
+    let data = dataset(o, row.view(), stop)?;
     let info = load_dataset_info(&data)?;
     let mut cfg = o
         .cfg
@@ -488,7 +495,7 @@ fn run_with(
                 ..BaselineOpts::default()
             };
             // The baseline reads the same test part in the same order.
-            crate::baseline::run(&data, &opts)?.y_pred
+            crate::baseline::run_until(&data, &opts, stop)?.y_pred
         }
         Row::MoeProbe | Row::MoeProbeRandom => {
             let enc = if row == Row::MoeProbe {
@@ -507,6 +514,7 @@ fn run_with(
                 o.max_per_class,
                 seed,
                 (o.batch, o.seq_len),
+                stop,
             )?
             .pred
         }
@@ -521,7 +529,8 @@ fn run_with(
             if let (true, Some(ckpt)) = (heatmaps, &init) {
                 let enc = probe::Encoder::open(ckpt, &cfg, info.vocab_hash, o.device)?;
                 if let Some(mut counts) = enc.routing_counts(info.classes.len()) {
-                    enc.features(&test, &test_idx, o.batch, o.seq_len, Some(&mut counts))?;
+                    let batching = (o.batch, o.seq_len);
+                    enc.features(&test, &test_idx, batching, Some(&mut counts), stop)?;
                     write_stage(o, seed, "pretrained", &counts, &info.classes)?;
                 }
             }
@@ -581,7 +590,7 @@ fn run_with(
                 o.seq_len,
                 false,
                 counts.as_mut(),
-                None,
+                Some(stop),
             )?;
             if let Some(counts) = &counts {
                 write_stage(o, seed, "finetuned", counts, &info.classes)?;
@@ -662,7 +671,9 @@ pub fn run(o: &StudyOpts) -> Result<StudySummary> {
 
 /// [`run`], stopping early once `stop` is set (`tmoe`'s Ctrl-C): before
 /// the next run, or inside one (its pretraining saves its step and is
-/// resumed by the next call; its fine-tuning is done again). Each finished
+/// resumed by the next call; its dataset build, fine-tuning, baseline or
+/// probe is done again: a run's result is stored only once it ends), or
+/// in the report's shortcut 1-NN (no report then). Each finished
 /// run's result is stored as it ends, so calling again with the same
 /// options continues; the summary says it stopped (`interrupted`).
 pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
@@ -728,7 +739,11 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
     s.seconds = t.elapsed().as_secs_f64();
     // A report of the runs done so far would pass for the study's.
     if !s.interrupted {
-        report::write(o, &s)?;
+        match report::write(o, &s, stop) {
+            // Its shortcut check's 1-NN was stopped: no report yet.
+            Err(e) if e.is::<crate::train::Interrupted>() => s.interrupted = true,
+            r => r?,
+        }
     }
     Ok(s)
 }

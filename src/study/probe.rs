@@ -7,6 +7,7 @@
 //! fine-tuned model's epoch.
 
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::{Context, Result};
 use rayon::prelude::*;
@@ -65,14 +66,16 @@ impl Encoder {
         })
     }
 
-    /// Mean-pooled features `[idx.len(), d]`, counting the routing when asked.
+    /// Mean-pooled features `[idx.len(), d]`, counting the routing when
+    /// asked; fails with [`crate::train::Interrupted`] once `stop` is set
+    /// (polled before each batch).
     pub fn features(
         &self,
         data: &dyn Sequences,
         idx: &[usize],
-        batch: usize,
-        seq_len: usize,
+        (batch, seq_len): (usize, usize),
         routing: Option<&mut RoutingCounts>,
+        stop: &AtomicBool,
     ) -> Result<Vec<f32>> {
         pooled_features(
             &self.model,
@@ -83,7 +86,7 @@ impl Encoder {
             seq_len,
             false,
             routing,
-            None,
+            Some(stop),
         )
     }
 
@@ -157,6 +160,8 @@ fn labels(data: &dyn Sequences, idx: &[usize]) -> Vec<u32> {
 
 /// Fits the probe on the training flows a fine-tuning run with these
 /// settings sees, picks the L2 strength on `val`, predicts `test_idx`.
+/// Fails with [`crate::train::Interrupted`] once `stop` is set: polled per
+/// batch of features and before each strength's fit.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_and_score(
     enc: &Encoder,
@@ -166,7 +171,8 @@ pub fn fit_and_score(
     fraction: f64,
     max_per_class: Option<usize>,
     seed: u64,
-    (batch, seq_len): (usize, usize),
+    batching: (usize, usize),
+    stop: &AtomicBool,
 ) -> Result<ProbeResult> {
     let d = enc.d();
     let train_idx = training_flows(train, fraction, max_per_class, seed);
@@ -175,9 +181,9 @@ pub fn fit_and_score(
         .filter(|&i| val.label(i).is_some())
         .collect();
     anyhow::ensure!(!val_idx.is_empty(), "no labelled validation flows");
-    let xtr = enc.features(train, &train_idx, batch, seq_len, None)?;
-    let xva = enc.features(val, &val_idx, batch, seq_len, None)?;
-    let xte = enc.features(test, test_idx, batch, seq_len, None)?;
+    let xtr = enc.features(train, &train_idx, batching, None, stop)?;
+    let xva = enc.features(val, &val_idx, batching, None, stop)?;
+    let xte = enc.features(test, test_idx, batching, None, stop)?;
     let scaler = Scaler::fit(&xtr, d);
     let (mtr, mva, mte) = (
         scaler.matrix(&xtr, d)?,
@@ -191,6 +197,7 @@ pub fn fit_and_score(
         .par_iter()
         .map(
             |&alpha| -> Result<(f64, f64, LogisticRegression<f64, u32, _, _>)> {
+                crate::train::Interrupted::check(stop)?;
                 let params = LogisticRegressionParameters::default().with_alpha(alpha);
                 let lr = LogisticRegression::fit(&mtr, &ytr, params).map_err(|e| {
                     anyhow::anyhow!("fitting the linear probe (alpha {alpha}): {e}")

@@ -5,6 +5,7 @@
 use anyhow::{Context, Result};
 use plotters::prelude::*;
 use serde_json::json;
+use std::sync::atomic::AtomicBool;
 
 use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
 use crate::baseline::{BaselineOpts, Method};
@@ -115,7 +116,7 @@ fn seed_list(seeds: &[u64]) -> String {
     shown.join(", ")
 }
 
-pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
+pub fn write(o: &StudyOpts, s: &StudySummary, stop: &AtomicBool) -> Result<()> {
     let lines = lines(&s.results, &o.rows);
     let mut md = String::from("# Study\n\n");
     md += &format!(
@@ -157,13 +158,15 @@ pub fn write(o: &StudyOpts, s: &StudySummary) -> Result<()> {
     let full = dataset_dir(&o.out, View::Full);
     let info = load_dataset_info(&full)?;
     // The shortcut check's 1-NN, fitted like the k-NN row.
-    let nn = crate::baseline::run(
+    // Stopped (`stop`): fails with `Interrupted` before any file is written.
+    let nn = crate::baseline::run_until(
         &full,
         &BaselineOpts {
             method: Method::Knn,
             neighbours: 1,
             ..BaselineOpts::default()
         },
+        stop,
     )?;
     // The classic rows fit on the models' flows; the shortcut check below
     // on all of them: say which is which beside a header that names the cap.

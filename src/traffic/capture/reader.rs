@@ -5,6 +5,7 @@
 use std::hash::BuildHasher;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -142,6 +143,19 @@ pub fn read_captures(
     progress: bool,
     on_flow: &(dyn Fn(Flow) + Sync),
 ) -> RunStats {
+    read_captures_until(paths, cfg, progress, on_flow, &AtomicBool::new(false))
+}
+
+/// [`read_captures`], reading no further capture once `stop` is set (a
+/// caller's Ctrl-C; polled before each file): the stats then miss the
+/// files skipped, so a caller that set it keeps nothing of the read.
+pub fn read_captures_until(
+    paths: &[PathBuf],
+    cfg: &ReadConfig,
+    progress: bool,
+    on_flow: &(dyn Fn(Flow) + Sync),
+    stop: &AtomicBool,
+) -> RunStats {
     let start = Instant::now();
     let total_bytes: u64 = paths
         .iter()
@@ -165,9 +179,12 @@ pub fn read_captures(
         .par_iter()
         .enumerate()
         .map(|(i, path)| {
+            let mut run = RunStats::default();
+            if stop.load(Ordering::SeqCst) {
+                return run;
+            }
             let fs = read_capture(path, i as u32, cfg, &mut |f| on_flow(f));
             bar.inc(fs.bytes);
-            let mut run = RunStats::default();
             run.add_file(&fs);
             run
         })

@@ -14,7 +14,7 @@
 
 use crate::atomic_file::write_then_rename;
 use crate::os_text::os_text;
-use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures};
+use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures_until};
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::augment::time_slices;
 use crate::traffic::dataset::labels::{
@@ -29,6 +29,7 @@ use crate::traffic::tokens::features::flow_features;
 use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::tokens::vocab::{BigramCounts, DEFAULT_LEARNED, Vocab};
 use crate::traffic::types::Flow;
+use crate::train::Interrupted;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -36,6 +37,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const DATASET_FORMAT: u32 = 1;
@@ -442,10 +444,25 @@ pub fn read_sorted_flows(
     rc: &ReadConfig,
     progress: bool,
 ) -> (Vec<Flow>, RunStats) {
+    read_sorted_flows_until(paths, rc, progress, &AtomicBool::new(false))
+}
+
+/// [`read_sorted_flows`], reading no further capture once `stop` is set
+/// (`read_captures_until`: what was read is then partial).
+fn read_sorted_flows_until(
+    paths: &[PathBuf],
+    rc: &ReadConfig,
+    progress: bool,
+    stop: &AtomicBool,
+) -> (Vec<Flow>, RunStats) {
     let sink = Mutex::new(Vec::new());
-    let stats = read_captures(paths, rc, progress, &|f: Flow| {
-        sink.lock().unwrap_or_else(|e| e.into_inner()).push(f)
-    });
+    let stats = read_captures_until(
+        paths,
+        rc,
+        progress,
+        &|f: Flow| sink.lock().unwrap_or_else(|e| e.into_inner()).push(f),
+        stop,
+    );
     let mut flows = sink.into_inner().unwrap_or_else(|e| e.into_inner());
     flows.sort_by(|a, b| {
         (a.file_index, a.first_ts_ns, a.key, a.total_packets).cmp(&(
@@ -601,8 +618,22 @@ pub fn build_dataset_with(
     progress: bool,
     force: bool,
 ) -> anyhow::Result<DatasetSummary> {
+    build_dataset_until(cfg, out_dir, progress, force, &AtomicBool::new(false))
+}
+
+/// [`build_dataset_with`], stopping once `stop` is set (a study's Ctrl-C):
+/// polled before each capture is read, between the phases and per flow
+/// tokenized, it fails with [`crate::train::Interrupted`], leaving none of
+/// its files (no `dataset.json`: the next call builds it again).
+pub fn build_dataset_until(
+    cfg: &DatasetConfig,
+    out_dir: &Path,
+    progress: bool,
+    force: bool,
+    stop: &AtomicBool,
+) -> anyhow::Result<DatasetSummary> {
     let mut written = Written::default();
-    let built = build_into(cfg, out_dir, progress, force, &mut written);
+    let built = build_into(cfg, out_dir, progress, force, &mut written, stop);
     if built.is_err() {
         written.undo();
     }
@@ -639,6 +670,7 @@ fn build_into(
     progress: bool,
     force: bool,
     written: &mut Written,
+    stop: &AtomicBool,
 ) -> anyhow::Result<DatasetSummary> {
     let start = Instant::now();
     if cfg.inputs.is_empty() {
@@ -709,7 +741,9 @@ fn build_into(
         .map(|p| p.file_name().map(os_text).unwrap_or_default())
         .collect();
 
-    let (mut flows, read) = read_sorted_flows(&paths, &rc, progress);
+    let (mut flows, read) = read_sorted_flows_until(&paths, &rc, progress, stop);
+    // Captures were skipped: the flows are not the dataset's.
+    Interrupted::check(stop)?;
     let mut dropped = DropCounts::default();
 
     // Label, then filter by packet count with the rare-class exemption.
@@ -829,6 +863,7 @@ fn build_into(
     }
 
     // Vocabulary.
+    Interrupted::check(stop)?;
     let t_vocab = Instant::now();
     let vocab = match given_vocab {
         Some(v) => v,
@@ -846,16 +881,22 @@ fn build_into(
 
     // Tokenise.
     let t_tok = Instant::now();
+    Interrupted::check(stop)?;
     let bar = progress_bar(kept_flows.len() as u64, "tokenise", progress);
-    let rows: Vec<Vec<u32>> = kept_flows
+    // None once `stop` is set: rayon's collect then ends early.
+    let rows: Option<Vec<Vec<u32>>> = kept_flows
         .par_iter()
         .map(|f| {
+            if stop.load(Ordering::SeqCst) {
+                return None;
+            }
             let r = tok.encode(f);
             bar.inc(1);
-            r
+            Some(r)
         })
         .collect();
     bar.finish_and_clear();
+    let rows = rows.ok_or(Interrupted)?;
 
     // Deduplicate, then split.
     let uniq = dedup_indices(&rows, &labels);
@@ -954,7 +995,8 @@ fn build_into(
     }
     let tokenize_secs = t_tok.elapsed().as_secs_f64();
 
-    // Write.
+    // Write (each file whole; the build undone if stopped before the last).
+    Interrupted::check(stop)?;
     let vocab_path = out_dir.join("vocab.txt");
     written.files.push(vocab_path.clone());
     tok.vocab().save(&vocab_path)?;
