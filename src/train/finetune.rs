@@ -317,9 +317,10 @@ pub fn finetune(
 /// [`finetune`], stopping early once `stop` is set (`tmoe`'s Ctrl-C):
 /// before the next training step or scoring batch, the epoch under way
 /// abandoned unscored; in LP-FT's head fit (its features or its steps),
-/// with nothing saved (`interrupted_in` 0). The best finished epoch's checkpoint, if one was saved, is left as it
-/// is, marked unfinished (which it is); the report says where it stopped
-/// (`interrupted_in`). There is no resuming a fine-tuning run.
+/// with nothing saved (`interrupted_in` 0). The best finished epoch's
+/// checkpoint, if one was saved, is left as it is, marked unfinished
+/// (which it is); the report says where it stopped (`interrupted_in`).
+/// There is no resuming a fine-tuning run.
 pub fn finetune_until(
     opts: &FinetuneOpts,
     train: &dyn Sequences,
