@@ -164,3 +164,23 @@ fn a_stop_while_the_probe_reads_its_features_fails_with_interrupted() {
     let e = scored.err().expect("the probe ran to its end");
     assert!(e.is::<Interrupted>(), "{e:#}");
 }
+
+/// The held-out LM loss of a study's pretraining budgets polls the flag
+/// per batch: here set by the held-out flows when first read, it fails
+/// with `Interrupted` (the study then stores no loss for that budget).
+#[test]
+fn a_stop_while_the_held_out_loss_is_measured_fails_with_interrupted() {
+    let (model, params) =
+        traffic_moe::model::Model::new(tiny_model(FfnKind::Moe, 40, 24), 1).unwrap();
+    let stop = AtomicBool::new(false);
+    // Several batches of 8: the flag is set in the first.
+    let held = data(60, 0);
+    let held = Tripwire {
+        inner: &held,
+        flag: &stop,
+    };
+    let idx: Vec<usize> = (0..held.count()).collect();
+    let measured = traffic_moe::eval::lm::lm_loss(&model, &params, &held, &idx, (8, 24), &stop);
+    let e = measured.expect_err("the loss was measured to its end");
+    assert!(e.is::<Interrupted>(), "{e:#}");
+}

@@ -8,7 +8,7 @@ use crate::model::checkpoint;
 use crate::model::checkpoint::load_classifier;
 use crate::model::{FfnKind, ModelConfig};
 use crate::traffic::dataset::build::load_dataset_info;
-use crate::train::finetune::{FinetuneOpts, FinetuneReport, evaluate, finetune_until};
+use crate::train::finetune::{FinetuneOpts, FinetuneReport, evaluate_until, finetune_until};
 use std::path::PathBuf;
 
 #[derive(clap::Args, Debug)]
@@ -189,7 +189,21 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     }
     let (model, params, _) = load_classifier(&r.checkpoint)?;
     let loaded = crate::eval::predict::Loaded::new(a.device, params)?;
-    let (acc, f1, _, _) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
+    let flag = Some(super::interrupt::flag());
+    let (acc, f1, _, _) = match evaluate_until(&model, loaded.weights(), &test, 64, seq_len, flag) {
+        // The run itself had finished: only its test figures are missing.
+        Err(e) if e.is::<crate::train::Interrupted>() => {
+            return Err(super::interrupt::Interrupted(format!(
+                "interrupted while scoring the test set: the fine-tuning had finished (best epoch \
+                 {}, val macro-F1 {:.4}); its checkpoint {} is final, and `tmoe eval` scores it",
+                r.best_epoch,
+                r.best_val_macro_f1,
+                r.checkpoint.display()
+            ))
+            .into());
+        }
+        r => r?,
+    };
     // Epoch 0, where LP-FT's head fit is logged, is not a fine-tuning epoch.
     let head_fit = if a.head_epochs > 0 {
         format!(" after a {}-epoch head fit", a.head_epochs)

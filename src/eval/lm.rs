@@ -6,6 +6,7 @@
 //! model's LM loss uses (each real token followed by a real token).
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 
@@ -26,17 +27,20 @@ fn pairs<'a>(
 }
 
 /// The model's mean next-token loss over every target of sequences `idx`
-/// (CPU engine, inference tape), and the number of targets.
+/// (CPU engine, inference tape), and the number of targets. Fails with
+/// [`crate::train::Interrupted`] once `stop` is set (a study's Ctrl-C;
+/// polled before each batch).
 pub fn lm_loss(
     model: &Model,
     params: &[Param],
     data: &dyn Sequences,
     idx: &[usize],
-    batch: usize,
-    seq_len: usize,
+    (batch, seq_len): (usize, usize),
+    stop: &AtomicBool,
 ) -> Result<(f64, u64)> {
     let (mut sum, mut count) = (0f64, 0u64);
     for rows in idx.chunks(batch.max(1)) {
+        crate::train::Interrupted::check(stop)?;
         let b = make_batch(data, rows, seq_len);
         let x = b.inputs();
         let n = next_token_targets(&x)

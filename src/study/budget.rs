@@ -115,7 +115,8 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path, stop: &AtomicBool) -> Result<Optio
 /// Runs what is missing of the budget curve.
 /// Stopped by `stop` (`run_until`'s), fails with [`crate::train::Interrupted`]:
 /// its pretraining starts again on the next call (the kept weights' costs
-/// count from a run's start), finished fine-tunings are kept.
+/// count from a run's start), finished fine-tunings and held-out losses
+/// are kept (one stopped part-way is not stored).
 pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Budget> {
     let mut budgets = o.budgets.clone();
     budgets.sort_unstable();
@@ -192,7 +193,8 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
                 },
                 &mut params,
             )?;
-            let (loss, _) = lm_loss(&model, &params, &val, &held, o.batch, o.seq_len)?;
+            let batching = (o.batch, o.seq_len);
+            let (loss, _) = lm_loss(&model, &params, &val, &held, batching, stop)?;
             let num = |k: &str| meta.extra.get(k).and_then(|v| v.parse::<f64>().ok());
             Ok(BudgetPoint {
                 steps: b,
