@@ -1,8 +1,9 @@
 //! Ctrl-C (a real SIGINT, sent with `kill -INT`) in a long `tmoe` command:
 //! pretraining stops at its step with a checkpoint that `--resume`
 //! continues exactly, fine-tuning keeps its best epoch (marked
-//! unfinished), a study stops and continues, tokenize and classify say
-//! what they left; each says so in one line and
+//! unfinished) and LP-FT's head fit nothing, a study stops (in its
+//! pretraining or its dataset build) and continues, tokenize and classify
+//! say what they left; each says so in one line and
 //! exits with 130 (SIGTERM alike, with 143). No timing is assumed: each test waits for a file the run
 //! writes (polled, with a generous limit) before it sends the signal.
 
