@@ -6,7 +6,8 @@
 //! `autograd` and the `backend` ops) -> `train` -> `eval`; `infer` classifies
 //! flows outside training (the `tmoe classify` command and the C API, `capi`);
 //! `baseline` holds the classic classifiers the model is compared with, and
-//! `study` runs the comparison grid.
+//! `study` runs the comparison grid; `stop` is the caller's stop flag's
+//! error, which the long loops of all of these poll.
 
 pub(crate) mod atomic_file;
 pub mod autograd;
@@ -21,6 +22,7 @@ pub mod infer;
 pub mod model;
 pub mod os_text;
 pub mod progress;
+pub mod stop;
 pub mod study;
 pub mod testing;
 pub mod traffic;

@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::model::FfnKind;
 use traffic_moe::model::batch::{MemSequences, Sequences};
-use traffic_moe::train::Interrupted;
+use traffic_moe::stop::Interrupted;
 use traffic_moe::train::finetune::{FinetuneOpts, finetune_until};
 use traffic_moe::train::head_fit::{HeadFitOpts, fit_head_until};
 

@@ -29,9 +29,9 @@ use smartcore::neighbors::knn_classifier::{KNNClassifier, KNNClassifierParameter
 
 use crate::eval::captures::capture_vote;
 use crate::eval::report::EvalReport;
+use crate::stop::Interrupted;
 use crate::traffic::dataset::build::load_dataset_info;
 use crate::traffic::dataset::packet_meta;
-use crate::train::Interrupted;
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -192,7 +192,7 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let flag = Some(super::interrupt::flag());
     let (acc, f1, _, _) = match evaluate_until(&model, loaded.weights(), &test, 64, seq_len, flag) {
         // The run itself had finished: only its test figures are missing.
-        Err(e) if e.is::<crate::train::Interrupted>() => {
+        Err(e) if e.is::<crate::stop::Interrupted>() => {
             return Err(super::interrupt::Interrupted(format!(
                 "interrupted while scoring the test set: the fine-tuning had finished (best epoch \
                  {}, val macro-F1 {:.4}); its checkpoint {} is final, and `tmoe eval` scores it",

@@ -28,7 +28,7 @@ fn pairs<'a>(
 
 /// The model's mean next-token loss over every target of sequences `idx`
 /// (CPU engine, inference tape), and the number of targets. Fails with
-/// [`crate::train::Interrupted`] once `stop` is set (a study's Ctrl-C;
+/// [`crate::stop::Interrupted`] once `stop` is set (a study's Ctrl-C;
 /// polled before each batch).
 pub fn lm_loss(
     model: &Model,
@@ -40,7 +40,7 @@ pub fn lm_loss(
 ) -> Result<(f64, u64)> {
     let (mut sum, mut count) = (0f64, 0u64);
     for rows in idx.chunks(batch.max(1)) {
-        crate::train::Interrupted::check(stop)?;
+        crate::stop::Interrupted::check(stop)?;
         let b = make_batch(data, rows, seq_len);
         let x = b.inputs();
         let n = next_token_targets(&x)

@@ -349,7 +349,7 @@ pub fn predict_probs_on(
 /// [`predict_probs_on`] that also counts, in the same pass, where each MoE
 /// layer routes the real tokens (a device sync per layer on a GPU engine).
 /// With `stop`, polled before each batch: once set, fails with
-/// [`crate::train::Interrupted`] (a caller's Ctrl-C).
+/// [`crate::stop::Interrupted`] (a caller's Ctrl-C).
 #[allow(clippy::too_many_arguments)]
 pub fn predict_probs_routed(
     model: &Model,
@@ -445,7 +445,7 @@ impl Pass<'_> {
         );
         for rows in order.chunks(self.batch.max(1)) {
             if let Some(stop) = self.stop
-                && let Err(e) = crate::train::Interrupted::check(stop)
+                && let Err(e) = crate::stop::Interrupted::check(stop)
             {
                 pb.finish_and_clear();
                 return Err(e);

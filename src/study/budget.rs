@@ -113,7 +113,7 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path, stop: &AtomicBool) -> Result<Optio
 }
 
 /// Runs what is missing of the budget curve.
-/// Stopped by `stop` (`run_until`'s), fails with [`crate::train::Interrupted`]:
+/// Stopped by `stop` (`run_until`'s), fails with [`crate::stop::Interrupted`]:
 /// its pretraining starts again on the next call (the kept weights' costs
 /// count from a run's start), finished fine-tunings and held-out losses
 /// are kept (one stopped part-way is not stored).
@@ -173,7 +173,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
             keep_at: budgets.clone(),
         };
         let r = pretrain_until(&opts, &corpus, info.vocab_hash, stop)?;
-        anyhow::ensure!(!r.interrupted, crate::train::Interrupted);
+        anyhow::ensure!(!r.interrupted, crate::stop::Interrupted);
     }
 
     // Held-out LM loss per budget, and the count models.

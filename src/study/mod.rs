@@ -286,7 +286,7 @@ fn view_name(view: View) -> &'static str {
 
 /// Builds the dataset of `view` unless it is there; refuses one with a
 /// single class (every row would score 1.0: nothing to compare). Stopped
-/// by `stop`, the build fails with [`crate::train::Interrupted`] and
+/// by `stop`, the build fails with [`crate::stop::Interrupted`] and
 /// leaves no `dataset.json` (the next call builds it again).
 fn dataset(o: &StudyOpts, view: View, stop: &AtomicBool) -> Result<PathBuf> {
     let dir = dataset_dir(&o.out, view);
@@ -401,7 +401,7 @@ fn pretrained(o: &StudyOpts, ffn: FfnKind, seed: u64, stop: &AtomicBool) -> Resu
         keep_at: Vec::new(),
     };
     let r = pretrain_until(&opts, &train, info.vocab_hash, stop)?;
-    anyhow::ensure!(!r.interrupted, crate::train::Interrupted);
+    anyhow::ensure!(!r.interrupted, crate::stop::Interrupted);
     Ok(r.checkpoint)
 }
 
@@ -575,7 +575,7 @@ fn run_with(
             let val = open_part(&data, "val")?;
             let r = finetune_until(&opts, &train, &val, info.vocab_hash, stop)?;
             // The run's result is not stored: the next call fine-tunes it again.
-            anyhow::ensure!(r.interrupted_in.is_none(), crate::train::Interrupted);
+            anyhow::ensure!(r.interrupted_in.is_none(), crate::stop::Interrupted);
             let (model, params, _) = load_classifier(&r.checkpoint)?;
             let loaded = Loaded::new(o.device, params)?;
             let mut counts = heatmaps
@@ -710,7 +710,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
                 run_one(o, row, seed, fraction, stop)
                     .with_context(|| format!("{} seed {seed}", row.name()))
             }) {
-                Err(e) if e.is::<crate::train::Interrupted>() => {
+                Err(e) if e.is::<crate::stop::Interrupted>() => {
                     s.interrupted = true;
                     break 'grid;
                 }
@@ -732,7 +732,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
     }
     if !s.interrupted && !o.budgets.is_empty() {
         match budget::run(o, &mut s, stop) {
-            Err(e) if e.is::<crate::train::Interrupted>() => s.interrupted = true,
+            Err(e) if e.is::<crate::stop::Interrupted>() => s.interrupted = true,
             r => s.budget = Some(r.context("the pretraining-budget runs")?),
         }
     }
@@ -741,7 +741,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
     if !s.interrupted {
         match report::write(o, &s, stop) {
             // Its shortcut check's 1-NN was stopped: no report yet.
-            Err(e) if e.is::<crate::train::Interrupted>() => s.interrupted = true,
+            Err(e) if e.is::<crate::stop::Interrupted>() => s.interrupted = true,
             r => r?,
         }
     }

@@ -67,7 +67,7 @@ impl Encoder {
     }
 
     /// Mean-pooled features `[idx.len(), d]`, counting the routing when
-    /// asked; fails with [`crate::train::Interrupted`] once `stop` is set
+    /// asked; fails with [`crate::stop::Interrupted`] once `stop` is set
     /// (polled before each batch).
     pub fn features(
         &self,
@@ -160,7 +160,7 @@ fn labels(data: &dyn Sequences, idx: &[usize]) -> Vec<u32> {
 
 /// Fits the probe on the training flows a fine-tuning run with these
 /// settings sees, picks the L2 strength on `val`, predicts `test_idx`.
-/// Fails with [`crate::train::Interrupted`] once `stop` is set: polled per
+/// Fails with [`crate::stop::Interrupted`] once `stop` is set: polled per
 /// batch of features and before each strength's fit.
 #[allow(clippy::too_many_arguments)]
 pub fn fit_and_score(
@@ -197,7 +197,7 @@ pub fn fit_and_score(
         .par_iter()
         .map(
             |&alpha| -> Result<(f64, f64, LogisticRegression<f64, u32, _, _>)> {
-                crate::train::Interrupted::check(stop)?;
+                crate::stop::Interrupted::check(stop)?;
                 let params = LogisticRegressionParameters::default().with_alpha(alpha);
                 let lr = LogisticRegression::fit(&mtr, &ytr, params).map_err(|e| {
                     anyhow::anyhow!("fitting the linear probe (alpha {alpha}): {e}")

@@ -2,7 +2,6 @@
 //! layer-wise lr decay (lr_l = xi^(L-l)·lr_0), warmup + cosine over the epoch
 //! budget, early stopping on validation macro-F1.
 
-use super::Interrupted;
 use super::head_fit::{HeadFitOpts, fit_head_until};
 use super::optim::Param;
 use super::optim::{AdamW, AdamWConfig};
@@ -17,6 +16,7 @@ use crate::model::batch::{Sequences, make_batch};
 use crate::model::checkpoint::{self, CheckpointMeta, Expect};
 use crate::model::{Model, ModelConfig};
 use crate::progress::progress_bar;
+use crate::stop::Interrupted;
 use crate::train::sampling::{Shuffler, cap_per_class, subsample};
 use anyhow::Context;
 use std::path::{Path, PathBuf};

@@ -13,13 +13,13 @@
 
 use anyhow::{Context, Result};
 
-use super::Interrupted;
 use super::optim::{AdamWConfig, Param, adamw_update};
 use super::sampling::Shuffler;
 use super::schedule::WarmupCosine;
 use crate::autograd::{ParamStore, Tape};
 use crate::backend::cpu::Cpu;
 use crate::model::{IGNORE, Model};
+use crate::stop::Interrupted;
 use std::sync::atomic::AtomicBool;
 
 /// The head fit's default peak learning rate: a probe on fixed features

@@ -13,25 +13,6 @@ pub mod schedule;
 pub mod step;
 pub mod trainer;
 
-/// A run stopped by its caller's flag (`pretrain_until`, `finetune_until`)
-/// before its end, as an error where a caller cannot go on without the
-/// run's result (a study's run): it saves nothing more, and is no failure.
-#[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
-
-impl Interrupted {
-    /// Fails with [`Interrupted`] once `stop` is set: the poll of a loop
-    /// that stops by returning (a batch of features, a study's dataset
-    /// build, a baseline's chunk of predictions).
-    pub fn check(stop: &std::sync::atomic::AtomicBool) -> anyhow::Result<()> {
-        if stop.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(Interrupted.into());
-        }
-        Ok(())
-    }
-}
-
 /// A fresh run's logs, removed again when the run ends (an error, a
 /// divergence) before its checkpoint exists: a log without a checkpoint is
 /// refused by the next run without `--force` (it may be the user's), so a

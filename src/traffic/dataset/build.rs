@@ -14,6 +14,7 @@
 
 use crate::atomic_file::write_then_rename;
 use crate::os_text::os_text;
+use crate::stop::Interrupted;
 use crate::traffic::capture::reader::{ReadConfig, find_captures, read_captures_until};
 use crate::traffic::capture::stats::RunStats;
 use crate::traffic::dataset::augment::time_slices;
@@ -29,7 +30,6 @@ use crate::traffic::tokens::features::flow_features;
 use crate::traffic::tokens::tokenize::{FlowTokenizer, TokenizerConfig};
 use crate::traffic::tokens::vocab::{BigramCounts, DEFAULT_LEARNED, Vocab};
 use crate::traffic::types::Flow;
-use crate::train::Interrupted;
 use anyhow::{Context, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
@@ -623,7 +623,7 @@ pub fn build_dataset_with(
 
 /// [`build_dataset_with`], stopping once `stop` is set (a study's Ctrl-C):
 /// polled before each capture is read, between the phases and per flow
-/// tokenized, it fails with [`crate::train::Interrupted`], leaving none of
+/// tokenized, it fails with [`crate::stop::Interrupted`], leaving none of
 /// its files (no `dataset.json`: the next call builds it again).
 pub fn build_dataset_until(
     cfg: &DatasetConfig,
