@@ -5,24 +5,13 @@
 //! that tokenizes otherwise is refused.
 
 mod common;
-use common::{tmoe, tmoe_outcome};
+use common::{synth_captures, tmoe, tmoe_outcome};
 
 #[test]
 fn classify_tokenizes_new_flows_as_the_model_was_trained() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    tmoe(
-        d,
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "4",
-            "--seed",
-            "3",
-        ],
-    );
+    synth_captures(d, "4", "3");
     let tokenize = |out: &str, extra: &[&str]| {
         let mut args = vec![
             "tokenize",

@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{synth_dataset, tmoe};
+use common::{synth_captures, synth_dataset, tmoe};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -303,18 +303,7 @@ fn tokenize_stopped_by(signal: &str, status: i32) {
 fn ctrl_c_in_study_stops_and_the_same_command_continues() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    tmoe(
-        d,
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "6",
-            "--seed",
-            "1",
-        ],
-    );
+    synth_captures(d, "6", "1");
     let args = [
         "study",
         "caps",
@@ -378,18 +367,7 @@ fn ctrl_c_in_a_study_s_dataset_build_records_nothing_and_it_resumes() {
     use std::io::Write;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    tmoe(
-        d,
-        &[
-            "synth",
-            "--out",
-            "caps",
-            "--flows-per-class",
-            "6",
-            "--seed",
-            "1",
-        ],
-    );
+    synth_captures(d, "6", "1");
     let mut captures: Vec<String> = common::names_in(&d.join("caps"))
         .into_iter()
         .flat_map(|class| {

@@ -4,11 +4,13 @@
 //! and what is left is what the caller says (nothing half written). No
 //! race: the flag is set at a known point, not by a signal.
 
+mod common;
 mod tiny_train;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use common::names_in;
 use tiny_train::{tiny_finetune, tiny_model};
 use traffic_moe::model::FfnKind;
 use traffic_moe::model::batch::{MemSequences, Sequences};
@@ -55,18 +57,6 @@ impl Sequences for Tripwire<'_> {
     fn label(&self, i: usize) -> Option<u32> {
         self.inner.label(i)
     }
-}
-
-/// Files in `dir` (none when it is not there).
-fn names_in(dir: &Path) -> Vec<String> {
-    let mut n: Vec<String> = std::fs::read_dir(dir)
-        .map(|d| {
-            d.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    n.sort();
-    n
 }
 
 /// A stop before LP-FT's head fit (its features are the first work) ends

@@ -294,10 +294,9 @@ pub fn names_in(dir: &std::path::Path) -> Vec<String> {
     n
 }
 
-/// `tmoe synth` into `dir/caps` (`flows_per_class` flows of each synthetic
-/// class, `seed`), then `tmoe tokenize` into `dir/data` (sequences of 32,
-/// a 600-entry vocabulary): a labelled dataset in seconds.
-pub fn synth_dataset(dir: &std::path::Path, flows_per_class: &str, seed: &str) {
+/// `tmoe synth` into `dir/caps`: `flows_per_class` flows of each synthetic
+/// class, `seed`.
+pub fn synth_captures(dir: &std::path::Path, flows_per_class: &str, seed: &str) {
     tmoe(
         dir,
         &[
@@ -310,6 +309,12 @@ pub fn synth_dataset(dir: &std::path::Path, flows_per_class: &str, seed: &str) {
             seed,
         ],
     );
+}
+
+/// [`synth_captures`], then `tmoe tokenize` into `dir/data` (sequences of
+/// 32, a 600-entry vocabulary): a labelled dataset in seconds.
+pub fn synth_dataset(dir: &std::path::Path, flows_per_class: &str, seed: &str) {
+    synth_captures(dir, flows_per_class, seed);
     tmoe(
         dir,
         &[
