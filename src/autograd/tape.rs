@@ -552,9 +552,16 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         targets: &[u32],
         ignore: u32,
     ) -> OpResult<(TensorId, F)> {
-        let (l, saved) =
+        // Training may make the gradients in the forward's pass (the CPU
+        // engine does); inference keeps the forward alone.
+        let hv = self.val(h)?;
+        let (l, saved) = if self.record {
             self.backend
-                .lm_head_xent_fwd(self.val(h)?, p[table], d, targets, ignore)?;
+                .lm_head_xent_train_fwd(hv, p[table], d, targets, ignore)?
+        } else {
+            self.backend
+                .lm_head_xent_fwd(hv, p[table], d, targets, ignore)?
+        };
         let y = self.backend.scalar(l)?;
         let id = self.push(
             y,

@@ -252,6 +252,20 @@ pub trait Backend<F: Float> {
         targets: &[u32],
         ignore: u32,
     ) -> OpResult<(F, Self::LmHeadSaved)>;
+    /// [`Backend::lm_head_xent_fwd`] when a backward will follow (the tape
+    /// records): an engine may make the gradients here, in the same pass
+    /// over the logits, and keep them in the saved state for the backward
+    /// to scale by `dloss`. By default, the plain forward.
+    fn lm_head_xent_train_fwd(
+        &self,
+        h: &Self::Tensor,
+        table: &Self::Param,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> OpResult<(F, Self::LmHeadSaved)> {
+        self.lm_head_xent_fwd(h, table, d, targets, ignore)
+    }
     /// Returns `dh`; `dtable` accumulates.
     #[allow(clippy::too_many_arguments)]
     fn lm_head_xent_bwd(

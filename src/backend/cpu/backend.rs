@@ -2,6 +2,7 @@
 //! host vectors, each op a call to the reference op of the same name.
 
 use super::lm_head::{self, LmHeadSaved};
+use super::lm_head_train;
 use super::matmul::Products;
 use super::mha::{self, MhaSaved};
 use super::moe::{self, MoeGrads, MoeSaved, MoeWeights};
@@ -364,6 +365,25 @@ impl<F: Float> Backend<F> for Cpu {
         ignore: u32,
     ) -> OpResult<(F, LmHeadSaved<F>)> {
         Ok(lm_head::fwd(self.products, h, table, d, targets, ignore))
+    }
+    /// Loss, `dh` and `dE` in one pass over the logits
+    /// ([`lm_head_train`]): three products instead of four.
+    fn lm_head_xent_train_fwd(
+        &self,
+        h: &Vec<F>,
+        table: &[F],
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> OpResult<(F, LmHeadSaved<F>)> {
+        Ok(lm_head_train::train_fwd(
+            self.products,
+            h,
+            table,
+            d,
+            targets,
+            ignore,
+        ))
     }
     fn lm_head_xent_bwd(
         &self,

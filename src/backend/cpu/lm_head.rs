@@ -22,25 +22,36 @@ const ROWS_FWD: usize = 128;
 /// chunk, so fewer, larger chunks move less memory.
 const ROWS_BWD: usize = 256;
 /// The backward splits the vocabulary into this many slices, whatever the
-/// thread count, so its sums run in a fixed order (deterministic).
-const VOCAB_SLICES: usize = 8;
+/// thread count, so its sums run in a fixed order (deterministic); so does
+/// the training forward ([`super::lm_head_train`]).
+pub(super) const VOCAB_SLICES: usize = 8;
 
 /// What the backward needs: which rows have a target, and each one's logit
-/// max `m` and sum `s` of `exp(logit - m)` (softmax = `exp(x - m) / s`).
+/// max `m` and sum `s` of `exp(logit - m)` (softmax = `exp(x - m) / s`);
+/// after the training forward, the gradients themselves.
 pub struct LmHeadSaved<F> {
     pub rows: Vec<usize>,
     pub max: Vec<F>,
     pub sum: Vec<F>,
+    pub grads: Option<TrainGrads<F>>,
 }
 
-fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
+/// The gradients for `dloss = 1`, made by [`super::lm_head_train::train_fwd`]:
+/// `dh` of the rows with a target (`[rows, d]`, in `rows`' order) and `dE`
+/// (`[V, d]`).
+pub struct TrainGrads<F> {
+    pub dh: Vec<F>,
+    pub de: Vec<F>,
+}
+
+pub(super) fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
     (0..targets.len())
         .filter(|&i| targets[i] != ignore)
         .collect()
 }
 
 /// The rows of `h` listed in `rows`, packed.
-fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
+pub(super) fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
     let mut out = Vec::with_capacity(rows.len() * d);
     for &r in rows {
         out.extend_from_slice(&h[r * d..(r + 1) * d]);
@@ -90,11 +101,21 @@ pub fn fwd<F: Float>(
         let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
         F::from_f64(total / rows.len() as f64)
     };
-    (loss, LmHeadSaved { rows, max, sum })
+    let grads = None;
+    (
+        loss,
+        LmHeadSaved {
+            rows,
+            max,
+            sum,
+            grads,
+        },
+    )
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
-/// accumulates. `dloss` is d(total)/d(mean loss).
+/// accumulates. `dloss` is d(total)/d(mean loss). After the training
+/// forward the gradients are only scaled by `dloss` (exact for 1).
 #[allow(clippy::too_many_arguments)]
 pub fn bwd<F: Float>(
     products: Products,
@@ -111,6 +132,10 @@ pub fn bwd<F: Float>(
     let rows = &saved.rows;
     let mut dh = alloc::zeros(t * d);
     if rows.is_empty() {
+        return dh;
+    }
+    if let Some(g) = &saved.grads {
+        scaled_grads(g, rows, d, dloss, &mut dh, dtable);
         return dh;
     }
     let n = rows.len();
@@ -162,6 +187,31 @@ pub fn bwd<F: Float>(
         }
     }
     dh
+}
+
+/// The training forward's gradients times `dloss`: `dh` scattered to its
+/// rows, `dE` added into `dtable`.
+fn scaled_grads<F: Float>(
+    g: &TrainGrads<F>,
+    rows: &[usize],
+    d: usize,
+    dloss: F,
+    dh: &mut [F],
+    dtable: &mut [F],
+) {
+    for (i, &r) in rows.iter().enumerate() {
+        for (o, &x) in dh[r * d..(r + 1) * d].iter_mut().zip(&g.dh[i * d..]) {
+            *o = x * dloss;
+        }
+    }
+    dtable
+        .par_chunks_mut(1 << 14)
+        .zip(g.de.par_chunks(1 << 14))
+        .for_each(|(o, x)| {
+            for (o, &x) in o.iter_mut().zip(x) {
+                *o += x * dloss;
+            }
+        });
 }
 
 #[cfg(test)]
@@ -229,9 +279,16 @@ mod tests {
 
     /// Logits of 1e30 (f32): every row all equal, so the loss is ln V and
     /// the softmax 1/V. The logsumexp kept before (m + ln s) lost ln s at
-    /// that size: loss 0 and a softmax of 1.
+    /// that size: loss 0 and a softmax of 1. So does the training pass,
+    /// whose slices' sums are combined.
     #[test]
     fn large_logits_keep_their_log_sum() {
+        large_logits_keep_their_log_sum_through(fwd);
+        large_logits_keep_their_log_sum_through(super::super::lm_head_train::train_fwd);
+    }
+
+    type Fwd = fn(Products, &[f32], &[f32], usize, &[u32], u32) -> (f32, LmHeadSaved<f32>);
+    fn large_logits_keep_their_log_sum_through(fwd: Fwd) {
         let (t, d, v) = (3usize, 1usize, 37usize);
         let h = vec![1e15f32; t * d];
         let table = vec![1e15f32; v * d];

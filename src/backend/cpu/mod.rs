@@ -16,6 +16,7 @@ pub mod backend;
 pub mod embedding;
 pub mod ffn;
 pub mod lm_head;
+pub mod lm_head_train;
 pub mod matmul;
 pub mod mha;
 pub mod moe;
