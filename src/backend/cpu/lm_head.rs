@@ -8,6 +8,8 @@
 //! feeds both products (`dh`, `dE`). Rows without a target (padding, last
 //! position) are skipped altogether. One extra product in the backward buys
 //! no `T·V` buffers (64 MB for `tiny` at batch 8, 270 MB for `small`).
+//! Training takes [`super::lm_head_train`] instead, which makes the
+//! gradients in the forward's pass; [`bwd`] then only scales them.
 
 use super::alloc;
 use super::matmul::{Products, Rhs, gemm_in, gemm_rhs};
