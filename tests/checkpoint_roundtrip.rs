@@ -447,3 +447,33 @@ fn the_same_checkpoint_is_the_same_bytes() {
     assert_eq!(keys, sorted_keys);
     assert_eq!(at, sorted_at, "metadata keys written in key order");
 }
+
+/// A loaded classifier is the saved one, every value bit for bit, whatever
+/// the model it was loaded into started as (zeros now, no random draws:
+/// `Model::zeroed` has `Model::new`'s names, shapes and groups).
+#[test]
+fn a_loaded_classifier_is_the_saved_one_bit_for_bit() {
+    use traffic_moe::model::Model;
+    let dir = tempfile::tempdir().unwrap();
+    let p = classifier_with(dir.path(), json!({}), "8");
+    let (saved_meta, saved) = checkpoint::read(&p).map(|c| (c.meta, c.tensors)).unwrap();
+    let (model, params, meta) = checkpoint::load_classifier(&p).unwrap();
+    assert_eq!(meta.classes, saved_meta.classes);
+    assert_eq!(params.len(), saved.len());
+    for q in &params {
+        let want = &saved[&q.name].data;
+        let same = q.value.len() == want.len()
+            && q.value
+                .iter()
+                .zip(want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{} differs from the file", q.name);
+    }
+    let (_, fresh) = Model::new(model.cfg.clone(), 3).unwrap();
+    let (_, zeros) = Model::zeroed(model.cfg.clone()).unwrap();
+    for (a, b) in fresh.iter().zip(&zeros) {
+        assert_eq!((&a.name, &a.shape, a.group), (&b.name, &b.shape, b.group));
+        assert!(b.value.iter().all(|&x| x == 0.0), "{}", b.name);
+    }
+    assert_eq!(fresh.len(), zeros.len());
+}

@@ -835,7 +835,8 @@ pub fn load_classifier(path: &Path) -> anyhow::Result<(Model, Vec<Param>, Checkp
     }
     check_layout(path, &cfg, &Expect::default())?;
     check_seq_len(path, &meta)?;
-    let (model, mut params) = Model::new(cfg, 0)?;
+    // Every tensor is required (`Expect::default()`): zeros, not random draws.
+    let (model, mut params) = Model::zeroed(cfg)?;
     load_into(path, &Expect::default(), &mut params)?;
     Ok((model, params, meta))
 }
