@@ -891,7 +891,9 @@ fn xent_with_ignored_targets() {
 }
 
 /// In one block of rows, and in blocks of 64 rows (the last one partial),
-/// as the paper's shapes run (base at batch 64: 16 blocks of 2,048 rows).
+/// as the paper's shapes run (base at batch 64: 16 blocks of 2,048 rows);
+/// through the plain forward and through the training pass (which makes
+/// the gradients for `dloss = 1` in the forward), for `dloss` 1 and 0.75.
 #[test]
 fn lm_head_xent_tied_table() {
     let (t, d, vocab) = (150, 64, 75);
@@ -907,42 +909,53 @@ fn lm_head_xent_tied_table() {
             }
         })
         .collect();
-    let dloss = 0.75;
-    let (want_loss, saved) = Cpu::EXACT
-        .lm_head_xent_fwd(&h, &table.value, d, &targets, IGNORE)
-        .unwrap();
-    let mut want_dt = vec![0.0; vocab * d];
-    let want_dh = Cpu::EXACT
-        .lm_head_xent_bwd(&h, &table.value, d, &targets, &saved, dloss, &mut want_dt)
-        .unwrap();
     let params = [table.clone()];
-    on_gpus("lm_head_xent", |g| {
-        // The default block holds all 150 rows; 64-row blocks make three.
-        for (what, g) in [
-            ("one block", g.clone()),
-            (
-                "blocks of 64 rows",
-                g.clone().with_lm_head_block(64 * vocab),
-            ),
-        ] {
-            let io = (&h[..], &targets[..], &params[..], dloss);
-            lm_head_against_cpu(&g, io, (want_loss, &want_dh, &want_dt)).context(what)?;
-        }
-        Ok(())
-    });
+    for dloss in [1.0, 0.75] {
+        let (want_loss, saved) = Cpu::EXACT
+            .lm_head_xent_fwd(&h, &table.value, d, &targets, IGNORE)
+            .unwrap();
+        let mut want_dt = vec![0.0; vocab * d];
+        let want_dh = Cpu::EXACT
+            .lm_head_xent_bwd(&h, &table.value, d, &targets, &saved, dloss, &mut want_dt)
+            .unwrap();
+        on_gpus("lm_head_xent", |g| {
+            // The default block holds all 150 rows; 64-row blocks make three.
+            for (what, g) in [
+                ("one block", g.clone()),
+                (
+                    "blocks of 64 rows",
+                    g.clone().with_lm_head_block(64 * vocab),
+                ),
+            ] {
+                for train in [false, true] {
+                    let io = (&h[..], &targets[..], &params[..], dloss);
+                    let want = (want_loss, &want_dh[..], &want_dt[..]);
+                    lm_head_against_cpu(&g, train, io, want)
+                        .with_context(|| format!("{what}, training pass {train}, dloss {dloss}"))?;
+                }
+            }
+            Ok(())
+        });
+    }
 }
 
-/// [`lm_head_xent_tied_table`]'s check on one engine: `h`, `targets`, the
-/// table and `dloss` in, the CPU engine's loss, `dh` and `dtable` expected.
+/// [`lm_head_xent_tied_table`]'s check on one engine (its training pass
+/// when `train`): `h`, `targets`, the table and `dloss` in, the CPU engine's
+/// loss, `dh` and `dtable` expected.
 fn lm_head_against_cpu(
     g: &Gpu,
+    train: bool,
     (h, targets, params, dloss): (&[f32], &[u32], &[Param], f32),
     (want_loss, want_dh, want_dt): (f32, &[f32], &[f32]),
 ) -> Result<()> {
     let d = params[0].shape[1];
     let ((loss, dh), grads) = with_store(g, params, |v, mut gr| {
         let th = up(g, h)?;
-        let (loss, saved) = g.lm_head_xent_fwd(&th, v[0], d, targets, IGNORE)?;
+        let (loss, saved) = if train {
+            g.lm_head_xent_train_fwd(&th, v[0], d, targets, IGNORE)?
+        } else {
+            g.lm_head_xent_fwd(&th, v[0], d, targets, IGNORE)?
+        };
         let dh = g.lm_head_xent_bwd(&th, v[0], d, targets, &saved, dloss, &mut *gr[0])?;
         Ok((loss, host(g, &dh)?))
     })?;

@@ -553,7 +553,7 @@ impl<F: Float, B: Backend<F>> Tape<F, B> {
         ignore: u32,
     ) -> OpResult<(TensorId, F)> {
         // Training may make the gradients in the forward's pass (the CPU
-        // engine does); inference keeps the forward alone.
+        // and GPU engines do); inference keeps the forward alone.
         let hv = self.val(h)?;
         let (l, saved) = if self.record {
             self.backend

@@ -255,7 +255,8 @@ pub trait Backend<F: Float> {
     /// [`Backend::lm_head_xent_fwd`] when a backward will follow (the tape
     /// records): an engine may make the gradients here, in the same pass
     /// over the logits, and keep them in the saved state for the backward
-    /// to scale by `dloss`. By default, the plain forward.
+    /// to scale by `dloss` (the GPU engine uses them when `dloss` is 1 and
+    /// makes them again otherwise). By default, the plain forward.
     fn lm_head_xent_train_fwd(
         &self,
         h: &Self::Tensor,

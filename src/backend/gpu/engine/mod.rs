@@ -728,6 +728,19 @@ impl Backend<f32> for Gpu {
         lm_head::fwd(self, h, table, d, targets, ignore)
     }
 
+    /// Loss, `dh` and `dE` (for `dloss = 1`) per block of rows: three
+    /// products per block instead of four (see the `lm_head` module).
+    fn lm_head_xent_train_fwd(
+        &self,
+        h: &GpuTensor,
+        table: &GpuParam,
+        d: usize,
+        targets: &[u32],
+        ignore: u32,
+    ) -> OpResult<(f32, GpuLmHeadSaved)> {
+        lm_head::train_fwd(self, h, table, d, targets, ignore)
+    }
+
     fn lm_head_xent_bwd(
         &self,
         h: &GpuTensor,

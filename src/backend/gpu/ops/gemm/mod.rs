@@ -8,6 +8,7 @@
 //!   split-K over tokens when the output has few tiles, see [`dw_splits`])
 //! - [`grouped_fwd`], [`grouped_dx`]: per-expert products over the plan's
 //!   tile-padded rows, the row gather optionally fused into the A load.
+//! - [`add_f32`]: `dst += src` on fp32 (the split-K reduction, one split)
 //!
 //! Every operand is a row-strided view ([`Mat`]), so slices of fused tensors
 //! (the Q, K, V columns of one QKV output) work. The 16-byte cp.async path needs
@@ -26,6 +27,10 @@ type Result<T> = std::result::Result<T, GpuError>;
 
 /// `Gemm::run`: validation, tile / split choice and the launch.
 mod run;
+
+/// `dst += src` on fp32 (the split-K reduction with one split).
+mod add;
+pub use add::add_f32;
 
 /// The reduction slice (cuda/params.h); split-K ranges are multiples.
 const BK: usize = params::GEMM_BK as usize;
