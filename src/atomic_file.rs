@@ -40,11 +40,56 @@ pub(crate) fn write_then_rename(
 
 /// `PATH.tmp<pid>`: the temporary name a file is written under beside its
 /// real one (this process's own: `--out` may be any name, and a user's
-/// `PATH.tmp` is not ours to replace).
+/// `PATH.tmp` is not ours to replace). Those a killed run left beside the
+/// same file are removed first ([`remove_stale_tmps`]).
 pub(crate) fn tmp_beside(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default();
+    remove_stale_tmps(path, name, std::ffi::OsStr::new(""));
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(format!(".tmp{}", std::process::id()));
     tmp.into()
+}
+
+/// Removes the temporary files `STEM.tmp<pid>SUFFIX` beside `path` whose
+/// process is gone: what a run killed mid-write (`kill -9`, the OOM
+/// killer, a power cut) left, which no command reads and which would stay
+/// for ever (a base checkpoint's is 1.4 GB). Only regular files, and only
+/// where the process is known gone (Linux: no `/proc/<pid>`); a pid that
+/// lives again keeps its file (a run in another pid namespace writing the
+/// same file at the same moment would lose its own). Best effort: a failure
+/// to list or remove is no reason to fail the write.
+pub(crate) fn remove_stale_tmps(path: &Path, stem: &std::ffi::OsStr, suffix: &std::ffi::OsStr) {
+    // Without a mounted /proc every process would look gone.
+    if !cfg!(target_os = "linux") || !Path::new("/proc/self").exists() {
+        return;
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let (Some(stem), Some(suffix)) = (stem.to_str(), suffix.to_str()) else {
+        return; // a name that is not UTF-8: left alone
+    };
+    let prefix = format!("{stem}.tmp");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|n| n.strip_suffix(suffix))
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let gone = pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists();
+        if gone && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
 }
 
 /// Writes `bytes` to `path` through [`tmp_beside`] (see
@@ -121,5 +166,50 @@ mod tests {
         write_out(&link, b"new").unwrap();
         assert!(link.symlink_metadata().unwrap().file_type().is_symlink());
         assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    }
+
+    /// A pid whose process has ended (a child waited for).
+    fn dead_pid() -> u32 {
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid
+    }
+
+    /// What a `kill -9` left beside a file (`NAME.tmp<pid>` of a process that
+    /// is gone) is removed when the file is next written, and nothing else:
+    /// a live process's, this one's, another file's, a name that is not a
+    /// pid, a folder. Before, they stayed for ever (a base checkpoint's is
+    /// 1.4 GB).
+    #[test]
+    fn a_killed_run_s_temporary_file_goes_when_the_file_is_written_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let out = d.join("report.json");
+        let dead = dead_pid();
+        let stale = d.join(format!("report.json.tmp{dead}"));
+        // pid 1 lives as long as the system does.
+        let kept = [
+            "report.json.tmp1".to_string(),
+            format!("other.json.tmp{dead}"),
+            "report.json.tmpabc".to_string(),
+            format!("report.json.tmp{dead}x"),
+        ];
+        std::fs::write(&stale, b"cut sh").unwrap();
+        for k in &kept {
+            std::fs::write(d.join(k), b"x").unwrap();
+        }
+        let dead_dir = dead_pid();
+        std::fs::create_dir(d.join(format!("report.json.tmp{dead_dir}"))).unwrap();
+        super::write_whole(&out, b"{}").unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"{}");
+        assert!(
+            !stale.exists(),
+            "the dead run's temporary file is still there"
+        );
+        for k in &kept {
+            assert!(d.join(k).exists(), "{k} was removed");
+        }
+        assert!(d.join(format!("report.json.tmp{dead_dir}")).is_dir());
     }
 }

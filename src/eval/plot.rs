@@ -65,6 +65,12 @@ impl<'a> ImageFile<'a> {
             name.push(ext);
         }
         let tmp = path.with_file_name(name);
+        let mut suffix = std::ffi::OsString::new();
+        if let Some(ext) = path.extension() {
+            suffix.push(".");
+            suffix.push(ext);
+        }
+        crate::atomic_file::remove_stale_tmps(path, stem, &suffix);
         std::fs::File::create(&tmp).with_context(|| format!("writing {}", path.display()))?;
         Ok(ImageFile {
             path,
@@ -911,5 +917,29 @@ mod tests {
         assert_eq!(x_tick(7.9, true), "");
         assert_eq!(x_tick(7.9, false), "7.9");
         assert_eq!(x_tick(2.5, false), "2.5");
+    }
+
+    /// An image's temporary file a killed run left (`STEM.tmp<pid>.EXT` of a
+    /// process that is gone) is removed when the image is drawn again; a
+    /// live process's stays.
+    #[test]
+    fn a_killed_run_s_temporary_image_goes_when_it_is_drawn_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        let stale = d.join(format!("curves.tmp{dead}.png"));
+        let live = d.join("curves.tmp1.png"); // pid 1 lives as long as the system
+        std::fs::write(&stale, b"").unwrap();
+        std::fs::write(&live, b"").unwrap();
+        let path = d.join("curves.png");
+        let file = super::ImageFile::create(&path).unwrap();
+        assert!(
+            !stale.exists(),
+            "the dead run's temporary image is still there"
+        );
+        assert!(live.exists());
+        drop(file);
     }
 }
