@@ -184,7 +184,8 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
         let ckpt = kept_path(&run_dir, b);
         let p = cached(&path, s, || {
             let meta = checkpoint::read_meta(&ckpt)?;
-            let (model, mut params) = Model::new(cfg.clone(), 0)?;
+            // Every tensor comes from the file: zeros, not random draws.
+            let (model, mut params) = Model::zeroed(cfg.clone())?;
             checkpoint::load_into(
                 &ckpt,
                 &Expect {

@@ -38,7 +38,8 @@ impl Encoder {
     pub fn open(ckpt: &Path, cfg: &ModelConfig, vocab_hash: u64, device: Device) -> Result<Self> {
         let mut cfg = cfg.clone();
         cfg.n_classes = 0;
-        let (model, mut params) = Model::new(cfg, 0)?;
+        // Every tensor comes from the file: zeros, not random draws.
+        let (model, mut params) = Model::zeroed(cfg)?;
         checkpoint::load_into(
             ckpt,
             &Expect {
