@@ -263,6 +263,7 @@ fn bench_model_ratios_are_moe_over_dense_beside_the_papers() {
             batch: vec![2],
             seq: Some(8),
             train: false,
+            objective: traffic_moe::cli::bench::model::Objective::Classify,
             iters: Some(1),
             only: None,
             out: Some(out.clone()),

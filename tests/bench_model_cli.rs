@@ -181,3 +181,48 @@ fn an_out_that_cannot_be_written_is_refused_before_the_run() {
     );
     assert!(dir.path().join("new/deeper/r.json").exists());
 }
+
+/// `--train --objective lm` times pretraining's step: next-token loss over
+/// the config's vocabulary on a model without the classifier head (the
+/// report's parameter count is the classifier's less exactly that head),
+/// reported as mode "pretrain"; without `--train` it is refused, naming
+/// what to add. Before, `bench model` timed only the classifier's step.
+#[test]
+fn the_lm_objective_times_a_pretraining_step() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = |objective: &str| -> serde_json::Value {
+        let json = dir.path().join(format!("{objective}.json"));
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+            .args(["--train", "--objective", objective, "--only", "moe"])
+            .args(["--batch", "2", "--seq", "16", "--iters", "1", "--out"])
+            .arg(&json)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{objective}: {err}");
+        serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
+    };
+    let (lm, clf) = (report("lm"), report("classify"));
+    assert_eq!(lm["mode"], "pretrain");
+    assert_eq!(clf["mode"], "train");
+    let row = &lm["rows"][0];
+    assert_eq!(row["ffn"], "moe");
+    assert!(row["tokens_per_s"].as_f64().unwrap() > 0.0, "{row}");
+    // tiny's head: Linear d->d with bias, then d->16 classes with bias.
+    let d = 128;
+    let head = d * d + d + 16 * d + 16;
+    let params = |r: &serde_json::Value| r["params_moe"].as_u64().unwrap() as usize;
+    assert_eq!(params(&lm) + head, params(&clf));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+        .args(["bench", "model", "--device", "cpu", "--objective", "lm"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("--objective lm times a pretraining step: give --train too"),
+        "{err}"
+    );
+}

@@ -66,6 +66,12 @@ pub struct ModelArgs {
     /// Time a training step (fwd + bwd + AdamW) instead of inference.
     #[arg(long)]
     pub train: bool,
+    /// With --train, which step: the classifier's (fine-tuning: cross
+    /// entropy over the pooled flow, the default) or pretraining's (`lm`:
+    /// next-token prediction through the tied LM head over the config's
+    /// whole vocabulary, and no classifier head).
+    #[arg(long, value_enum, default_value_t = Objective::Classify)]
+    pub objective: Objective,
     /// Timed runs per batch size (after warm-up).
     #[arg(long, value_parser = args::count)]
     pub iters: Option<usize>,
@@ -89,6 +95,15 @@ pub struct ModelArgs {
     /// times are thread time, and shares are of all ops.
     #[arg(long)]
     pub profile: bool,
+}
+
+/// What a timed training step optimises.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Objective {
+    /// The classifier's cross entropy (+ aux loss), as `tmoe finetune`.
+    Classify,
+    /// Next-token prediction (+ aux loss), as `tmoe pretrain`.
+    Lm,
 }
 
 #[derive(Debug, Serialize)]
@@ -260,7 +275,11 @@ fn bench_one(
             Ok(match e {
                 Engine::Infer(l) => class_logits(&model, l.weights(), &x, keep)?.1,
                 Engine::Train(t) => {
-                    t.step(&model, &batch, Task::Classify, 0.02, 1e-4, 1.0)?;
+                    let task = match a.objective {
+                        Objective::Classify => Task::Classify,
+                        Objective::Lm => Task::Lm,
+                    };
+                    t.step(&model, &batch, task, 0.02, 1e-4, 1.0)?;
                     Vec::new()
                 }
             })
@@ -356,12 +375,18 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         Device::Sim => 32,
     });
     let iters = a.iters.unwrap_or(if on_gpu { 20 } else { 3 });
+    anyhow::ensure!(
+        a.train || a.objective == Objective::Classify,
+        "--objective lm times a pretraining step: give --train too (inference is the classifier's forward)"
+    );
+    let pretrain = a.objective == Objective::Lm;
     super::refuse_existing(a.out.as_deref(), a.force)?;
     // The chart written beside the report.
     let png = a.out.as_ref().map(|o| o.with_extension("png"));
     super::refuse_existing(png.as_deref(), a.force)?;
     let mut cfg = ModelConfig::named(&config)?;
-    cfg.n_classes = CLASSES;
+    // Pretraining's model has no classifier head.
+    cfg.n_classes = if pretrain { 0 } else { CLASSES };
     cfg.max_seq = cfg.max_seq.max(seq);
     crate::cli::advise_cpu_precision(a.device, a.precision);
     let device_name = match (a.device.gpu()?, a.precision) {
@@ -385,10 +410,13 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
     eprintln!(
         "tmoe bench model: {config} on {} ({device_name}), sequence {seq}, {}; {} per batch size after a warm-up{}",
         a.device.name(),
-        if a.train {
-            "training step"
-        } else {
-            "inference (classifier forward)"
+        match (a.train, pretrain) {
+            (true, true) => format!(
+                "pretraining step (next-token loss over {} vocabulary entries)",
+                cfg.vocab
+            ),
+            (true, false) => "training step (classifier)".into(),
+            (false, _) => "inference (classifier forward)".into(),
         },
         crate::cli::noun(iters as u64, "timed run"),
         // The p99 of fewer than 100 runs is their slowest.
@@ -449,7 +477,11 @@ pub fn run(mut a: ModelArgs) -> anyhow::Result<()> {
         device_name,
         precision: a.precision.on(a.device).name(),
         config,
-        mode: if a.train { "train" } else { "inference" },
+        mode: match (a.train, pretrain) {
+            (true, true) => "pretrain",
+            (true, false) => "train",
+            (false, _) => "inference",
+        },
         params_moe,
         params_dense,
         rows,
@@ -506,7 +538,7 @@ fn chart(r: &Report, path: &std::path::Path) -> anyhow::Result<()> {
             y_axis: YAxis::FromZero,
         },
         Panel {
-            title: if r.mode == "train" {
+            title: if r.mode != "inference" {
                 "Mean time per training step"
             } else {
                 "Mean latency per batch"
