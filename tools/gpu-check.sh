@@ -204,6 +204,10 @@ main() {
   step "bench classify base" 200 tmoe_bench classify bench-classify-base --config base --no-stream \
     --one-flow-files 20000 --synth-flows 200000 --work "$here/work-classify-base"
   step "bench kernels" 240 kernels
+  # Last, if time is left: pretraining's step (the LM head over the
+  # 65,541-entry vocabulary, which the classifier steps above never run).
+  step "bench model base pretrain" 120 tmoe_bench model bench-model-base-pretrain --config base \
+    --batch 8,16 --train --objective lm --iters 5
   summary
   echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $res"
   return $status
