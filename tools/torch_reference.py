@@ -189,7 +189,8 @@ class Classifier(nn.Module):
         self.tok_embed = nn.Parameter(torch.empty(cfg["vocab"], d))
         self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg["layers"]))
         self.norm_f = nn.Parameter(torch.ones(d))
-        self.head = Head(d, cfg["n_classes"])
+        # Pretraining's model (n_classes 0) has no head: its loss is the LM's.
+        self.head = Head(d, cfg["n_classes"]) if cfg["n_classes"] > 0 else None
 
     def rope_tables(self, s, device):
         """cos/sin [S, hd] for the half-split rotation, angles pos·theta^(-2i/hd)
@@ -201,7 +202,7 @@ class Classifier(nn.Module):
         ang = torch.cat([ang, ang], dim=-1)
         return ang.cos().float(), ang.sin().float()
 
-    def forward(self, ids, mask=None, routing=None, aux=None):
+    def forward(self, ids, mask=None, routing=None, aux=None, lm=False):
         """Logits [B, C] of right- or otherwise padded ids [B, S] (mask: 1 = real);
         each MoE layer's aux loss is appended to `aux` when given. mask None:
         every token is real, and attention is causal alone, so SDPA may take
@@ -239,6 +240,9 @@ class Classifier(nn.Module):
             z = rmsnorm(h, blk.ffn_norm)
             h = h + (blk.moe(z, routing, aux, real) if hasattr(blk, "moe") else blk.ffn(z))
         h = rmsnorm(h, self.norm_f)
+        if lm:
+            # Pretraining: the final hidden states [B, S, d], for the tied LM head.
+            return h
         if real is None:
             pooled = h.mean(1)
         else:
@@ -351,20 +355,32 @@ def time_runs(fn, warmup, iters, sync):
 
 def train_step_fn(a, cfg, model, ids):
     """One training step as `tmoe bench model --train` times it: classifier
-    cross entropy on fixed labels + 0.02 x the mean aux loss over MoE layers,
+    cross entropy on fixed labels (with --objective lm: next-token cross
+    entropy through the tied LM head, as `--objective lm`) + 0.02 x the
+    mean aux loss over MoE layers,
     backward, global-norm clipping at 1.0, AdamW (lr 1e-4). With --dtype bf16
     the forward runs under autocast (fp32 weights and optimizer state, bf16
     products), PyTorch's own mixed precision, as the GPU engine trains."""
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
     g = torch.Generator().manual_seed(1)
-    labels = torch.randint(0, cfg["n_classes"], (ids.shape[0],), generator=g).to(ids.device)
     amp = torch.autocast(ids.device.type, dtype=torch.bfloat16, enabled=a.dtype == "bf16")
+    lm = a.objective == "lm"
+    if not lm:
+        labels = torch.randint(0, cfg["n_classes"], (ids.shape[0],), generator=g).to(ids.device)
+    # The tied table, reached through the compiled wrapper's original module.
+    table = getattr(model, "_orig_mod", model).tok_embed
 
     def step():
         aux = []
         with amp:
-            logits = model(ids, aux=aux)
-        loss = F.cross_entropy(logits.float(), labels)
+            out = model(ids, aux=aux, lm=lm)
+            if lm:
+                # Next-token loss through the tied LM head: position t predicts t + 1.
+                logits = out[:, :-1] @ table.T
+        if lm:
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+        else:
+            loss = F.cross_entropy(out.float(), labels)
         if aux:
             loss = loss + cfg["aux_weight"] * torch.stack(aux).mean()
         opt.zero_grad(set_to_none=True)
@@ -385,7 +401,7 @@ def bench_model(a, cfg, model, dev, rows, errors):
         ids = random_batch(b, a.seq, cfg["vocab"], b, dev)
         routing = []
         with torch.inference_mode():
-            model(ids, routing=routing)
+            model(ids, routing=routing, lm=a.objective == "lm")
         load = expert_load(routing, cfg["n_experts"]) if cfg["ffn"] == "moe" else []
         for engine, m in engines:
             if on_cuda:
@@ -460,6 +476,8 @@ def cmd_bench(a):
         for ffn in ffns:
             cfg = named_config(config, ffn)
             cfg["max_seq"] = max(cfg["max_seq"], a.seq)
+            if a.objective == "lm":
+                cfg["n_classes"] = 0
             m = Classifier(cfg)
             init_random(m, 0)
             models.append((cfg, m.eval()))
@@ -469,7 +487,11 @@ def cmd_bench(a):
         models = [(cfg, m.train()) for cfg, m in models]
     else:
         models = [(cfg, m.to(dtype)) for cfg, m in models]
+    if a.objective == "lm" and (not a.train or a.checkpoint):
+        sys.exit("--objective lm times a pretraining step on random weights: give --train, and no --checkpoint")
     mode = "training step" if a.train else "inference (classifier forward)"
+    if a.objective == "lm":
+        mode = f"pretraining step (next-token loss over {models[0][0]['vocab']} vocabulary entries)"
     if a.train and a.dtype == "bf16":
         mode += ", autocast bf16 over fp32 weights"
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
@@ -497,7 +519,7 @@ def cmd_bench(a):
         "device": a.device,
         "device_name": device_name,
         "config": config,
-        "mode": "train" if a.train else "inference",
+        "mode": ("pretrain" if a.objective == "lm" else "train") if a.train else "inference",
         "dtype": a.dtype,
         "autocast": a.train and a.dtype == "bf16",
         "params_moe": params.get("moe", 0),
@@ -544,6 +566,9 @@ def main():
     b.add_argument("--device", default="cpu")
     b.add_argument("--train", action="store_true",
                    help="time a training step (fwd + bwd + clipping + AdamW) instead of inference")
+    b.add_argument("--objective", choices=["classify", "lm"], default="classify",
+                   help="with --train: the classifier's step, or pretraining's (lm: next-token loss "
+                        "through the tied LM head, no classifier head), as tmoe bench model's")
     b.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                    help="inference: weights and activations (bf16: the model cast to bfloat16); "
                         "--train: bf16 runs the forward under autocast over fp32 weights")
