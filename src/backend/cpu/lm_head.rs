@@ -103,16 +103,13 @@ pub fn fwd<F: Float>(
         let total: f64 = losses.iter().map(|l| l.to_f64()).sum();
         F::from_f64(total / rows.len() as f64)
     };
-    let grads = None;
-    (
-        loss,
-        LmHeadSaved {
-            rows,
-            max,
-            sum,
-            grads,
-        },
-    )
+    let saved = LmHeadSaved {
+        rows,
+        max,
+        sum,
+        grads: None,
+    };
+    (loss, saved)
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
