@@ -3,31 +3,15 @@
 //! shapes, independently of the benchmark code) and the device peaks the
 //! shares are taken of.
 
+mod common;
+
 use traffic_moe::backend::gpu::executor::{SpecPeaks, device_info_for, spec_peaks};
 use traffic_moe::backend::gpu::ops::{grad_norm, moe_permute, rmsnorm};
-use traffic_moe::cli::bench::{Args, KernelArgs, What};
+use traffic_moe::cli::bench::{Args, What};
 
 /// `bench kernels --exec sim --filter <filter>`: the JSON results.
 fn results_of(filter: &str) -> Vec<serde_json::Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("k.json");
-    traffic_moe::cli::bench::run(Args {
-        what: What::Kernels(KernelArgs {
-            exec: Some("sim".into()),
-            filter: Some(filter.into()),
-            iters: 1,
-            warmup: 1,
-            config: None,
-            batch: None,
-            seq: None,
-            json: false,
-            out: Some(out.clone()),
-            force: false,
-        }),
-    })
-    .unwrap();
-    let v: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let v = common::bench_kernels_report(filter, None, None, None).unwrap();
     v["results"].as_array().unwrap().clone()
 }
 

@@ -3,35 +3,10 @@
 //! entry launches (the names ncu and nsys show), and `--filter` by either
 //! name. On the simulator (`--exec sim`): the launches are the same there.
 
-use traffic_moe::backend::gpu::ops::moe_permute;
-use traffic_moe::cli::bench::{Args, KernelArgs, What};
+mod common;
 
-/// `bench kernels --exec sim --filter F [--config C] [--batch B] [--seq S]`:
-/// the JSON report.
-fn report(
-    filter: &str,
-    config: Option<&str>,
-    batch: Option<usize>,
-    seq: Option<usize>,
-) -> anyhow::Result<serde_json::Value> {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("k.json");
-    traffic_moe::cli::bench::run(Args {
-        what: What::Kernels(KernelArgs {
-            exec: Some("sim".into()),
-            filter: Some(filter.into()),
-            iters: 1,
-            warmup: 1,
-            config: config.map(String::from),
-            batch,
-            seq,
-            json: false,
-            out: Some(out.clone()),
-            force: false,
-        }),
-    })?;
-    Ok(serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap())
-}
+use common::bench_kernels_report as report;
+use traffic_moe::backend::gpu::ops::moe_permute;
 
 /// Each result's (entry, shape, launched kernels).
 fn entries(r: &serde_json::Value) -> Vec<(String, String, Vec<String>)> {

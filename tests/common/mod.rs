@@ -388,3 +388,31 @@ pub fn values(n: usize, seed: u64) -> Vec<f32> {
         })
         .collect()
 }
+
+/// `bench kernels --exec sim --filter F [--config C] [--batch B] [--seq S]`:
+/// the JSON report.
+pub fn bench_kernels_report(
+    filter: &str,
+    config: Option<&str>,
+    batch: Option<usize>,
+    seq: Option<usize>,
+) -> anyhow::Result<serde_json::Value> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("k.json");
+    use traffic_moe::cli::bench::{Args, KernelArgs, What};
+    traffic_moe::cli::bench::run(Args {
+        what: What::Kernels(KernelArgs {
+            exec: Some("sim".into()),
+            filter: Some(filter.into()),
+            iters: 1,
+            warmup: 1,
+            config: config.map(String::from),
+            batch,
+            seq,
+            json: false,
+            out: Some(out.clone()),
+            force: false,
+        }),
+    })?;
+    Ok(serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap())
+}
