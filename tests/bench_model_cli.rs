@@ -185,16 +185,19 @@ fn an_out_that_cannot_be_written_is_refused_before_the_run() {
 /// `--train --objective lm` times pretraining's step: next-token loss over
 /// the config's vocabulary on a model without the classifier head (the
 /// report's parameter count is the classifier's less exactly that head),
-/// reported as mode "pretrain"; without `--train` it is refused, naming
-/// what to add. Before, `bench model` timed only the classifier's step.
+/// reported as mode "pretrain"; without `--train`, the LM's forward with
+/// its loss and no tape (mode "lm-forward", bf16 too), where it was refused.
 #[test]
 fn the_lm_objective_times_a_pretraining_step() {
     let dir = tempfile::tempdir().unwrap();
-    let report = |objective: &str| -> serde_json::Value {
-        let json = dir.path().join(format!("{objective}.json"));
+    let report = |objective: &str, more: &[&str]| -> serde_json::Value {
+        let json = dir
+            .path()
+            .join(format!("{objective}{}.json", more.join("")));
         let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
             .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
-            .args(["--train", "--objective", objective, "--only", "moe"])
+            .args(["--objective", objective, "--only", "moe"])
+            .args(more)
             .args(["--batch", "2", "--seq", "16", "--iters", "1", "--out"])
             .arg(&json)
             .output()
@@ -203,7 +206,7 @@ fn the_lm_objective_times_a_pretraining_step() {
         assert!(out.status.success(), "{objective}: {err}");
         serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap()
     };
-    let (lm, clf) = (report("lm"), report("classify"));
+    let (lm, clf) = (report("lm", &["--train"]), report("classify", &["--train"]));
     assert_eq!(lm["mode"], "pretrain");
     assert_eq!(clf["mode"], "train");
     let row = &lm["rows"][0];
@@ -215,14 +218,26 @@ fn the_lm_objective_times_a_pretraining_step() {
     let params = |r: &serde_json::Value| r["params_moe"].as_u64().unwrap() as usize;
     assert_eq!(params(&lm) + head, params(&clf));
 
-    let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
-        .args(["bench", "model", "--device", "cpu", "--objective", "lm"])
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("--objective lm times a pretraining step: give --train too"),
-        "{err}"
-    );
+    for precision in ["f32", "bf16"] {
+        let fwd = report("lm", &["--precision", precision]);
+        assert_eq!(fwd["mode"], "lm-forward", "{precision}");
+        assert_eq!(params(&fwd), params(&lm), "{precision}");
+        let row = &fwd["rows"][0];
+        assert!(
+            row["tokens_per_s"].as_f64().unwrap() > 0.0,
+            "{precision}: {row}"
+        );
+        // The routing was read back: per layer, the experts' shares sum to 1.
+        let layers = row["expert_load"].as_array().unwrap();
+        assert_eq!(layers.len(), 4, "{precision}: tiny has 4 layers: {row}");
+        for l in layers {
+            let total: f64 = l
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .sum();
+            assert!((total - 1.0).abs() < 1e-9, "{precision}: {row}");
+        }
+    }
 }

@@ -12,9 +12,15 @@
 #   same-run-{tmoe,torch}-CFG-train.{txt,json}  a training step (f32) on both
 #   same-run-{tmoe,torch}-CFG-train-bf16.*     a training step in bf16: ours
 #       mixed precision (where the CPU has a bf16 kernel), PyTorch autocast
+#   same-run-{tmoe,torch}-CFG-lm-{f32,bf16}.*   pretraining's LM forward with
+#       its loss, no tape (PyTorch: inference mode), batch 8 and 32
+#   same-run-{tmoe,torch}-CFG-pretrain-{f32,bf16}.*  pretraining's step (bf16:
+#       ours mixed precision, PyTorch autocast), batch 8 and 32 (small: 8)
 # `tools/classify-figures.sh torch` runs only the same-run comparisons,
 # `tools/classify-figures.sh train` only their training steps,
+# `tools/classify-figures.sh lm` only the LM forward and pretraining's step,
 # `tools/classify-figures.sh classify` only bench classify.
+# Tables: tools/same-run-table.py on the folder.
 # PYTHON: an interpreter with torch (default python3). RESULTS: write there
 # instead of bench/results/cpu (e.g. a folder per machine). Run it on an
 # otherwise idle machine (it prints the load average first).
@@ -55,6 +61,29 @@ done
 # ITERS: timed calls per batch size in the inference rows (default 20; the
 # shared 2-core machine is noisy, so fewer gives unstable means).
 [ "$only" = classify ] && exit 0
+if [ "$only" = lm ]; then
+  for cfg in ${CONFIGS:-tiny small}; do
+    # small's pretraining step takes a second a batch of 8: batch 8 alone.
+    [ "$cfg" = small ] && steps=8 || steps=8,32
+    for p in f32 bf16; do
+      echo "== same run: LM forward with its loss, $cfg, $p, sequence 64, $threads threads"
+      timed "$out/same-run-tmoe-$cfg-lm-$p.txt" "$tmoe" bench model --device cpu --config "$cfg" \
+        --objective lm --precision "$p" --batch 8,32 --seq 64 --iters "${ITERS:-20}" \
+        --out "$out/same-run-tmoe-$cfg-lm-$p.json" --force
+      timed "$out/same-run-torch-$cfg-lm-$p.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
+        --objective lm --dtype "$p" --batch 8,32 --seq 64 --iters "${ITERS:-20}" --threads "$threads" \
+        --out "$out/same-run-torch-$cfg-lm-$p.json" --force
+      echo "== same run: pretraining's step, $cfg, $p"
+      timed "$out/same-run-tmoe-$cfg-pretrain-$p.txt" "$tmoe" bench model --device cpu --config "$cfg" \
+        --train --objective lm --precision "$p" --batch "$steps" --seq 64 --iters 5 \
+        --out "$out/same-run-tmoe-$cfg-pretrain-$p.json" --force
+      timed "$out/same-run-torch-$cfg-pretrain-$p.txt" "$py" tools/torch_reference.py bench --config "$cfg" \
+        --train --objective lm --dtype "$p" --batch "$steps" --seq 64 --iters 5 --threads "$threads" \
+        --out "$out/same-run-torch-$cfg-pretrain-$p.json" --force
+    done
+  done
+  exit 0
+fi
 for cfg in ${CONFIGS:-tiny small}; do
 if [ "$only" != train ]; then
 echo "== same run: tmoe bench model (f32, bf16) and PyTorch, $cfg, sequence 64, $threads threads"

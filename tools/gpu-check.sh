@@ -208,6 +208,8 @@ main() {
   # 65,541-entry vocabulary, which the classifier steps above never run).
   step "bench model base pretrain" 120 tmoe_bench model bench-model-base-pretrain --config base \
     --batch 8,16 --train --objective lm --iters 5
+  step "bench model base lm forward" 90 tmoe_bench model bench-model-base-lm --config base \
+    --batch 8,16 --objective lm --iters 5
   summary
   echo "gpu-check: $([[ $status -eq 0 ]] && echo PASS || echo FAIL); results in $res"
   return $status

@@ -2,13 +2,17 @@
 """Markdown tables of one same-run comparison with PyTorch.
 
 Reads the JSON files `tools/classify-figures.sh torch` (or `train`) wrote
-into one folder (same-run-{tmoe,torch}-CFG[-bf16|-f32|-train|-train-bf16].json)
+into one folder (same-run-{tmoe,torch}-CFG[-bf16|-f32|-train|-train-bf16].json,
+and from `tools/classify-figures.sh lm`, same-run-{tmoe,torch}-CFG-{lm,pretrain}-{f32,bf16}.json)
 and prints, per config, flows/s side by side and the ratios issue 8's CPU
 goal (>= 1.5x PyTorch eager) is judged on:
   inference: ours / PyTorch eager at the same precision (and / the better of
              eager and torch.compile), and ours bf16 / their f32;
   training:  ours f32 / their f32 eager, and the best of ours / the better of
-             their f32 eager and autocast bf16.
+             their f32 eager and autocast bf16;
+  LM forward with its loss, and pretraining's step: tokens/s, ours / PyTorch
+             eager at the same precision (and / the better of eager and
+             compile), and our MoE / our dense twin.
 A ratio >= 1.5 is bold. Usage: tools/same-run-table.py DIR
 """
 import json
@@ -84,6 +88,41 @@ def training(d, cfg):
               f"| {ratio(o32, e32)} | {ratio(best_ours, best_theirs)} |")
 
 
+def tokens(path):
+    """{(ffn, batch): {engine: tokens/s}} of one report, or None."""
+    if not os.path.exists(path):
+        return None
+    out = {}
+    for r in json.load(open(path))["rows"]:
+        out.setdefault((r["ffn"], r["batch"]), {})[r.get("engine", "ours")] = r["tokens_per_s"]
+    return out
+
+
+def lm(d, cfg, mode):
+    """mode: "lm" (the LM forward with its loss) or "pretrain" (the step)."""
+    ours = {p: tokens(f"{d}/same-run-tmoe-{cfg}-{mode}-{p}.json") for p in ("f32", "bf16")}
+    theirs = {p: tokens(f"{d}/same-run-torch-{cfg}-{mode}-{p}.json") for p in ("f32", "bf16")}
+    if not all(ours.values()) or not all(theirs.values()):
+        return
+    what = "LM forward with its loss" if mode == "lm" else "Pretraining step"
+    print(f"\n{what} ({cfg}), tokens/s: ours vs PyTorch eager (ratio; against the better of eager and compile)\n")
+    print("| model | batch | f32 | bf16 | MoE / dense, ours (f32, bf16) |")
+    print("|---|---|---|---|---|")
+    for key in sorted(ours["f32"], key=lambda k: (k[0] != "moe", k[1])):
+        cells = []
+        for p in ("f32", "bf16"):
+            o = ours[p][key]["ours"]
+            t = theirs[p].get(key, {})
+            best = max(t.values()) if t else None
+            cells.append(f"{o:,.0f} vs {t.get('eager', 0):,.0f}: {ratio(o, t.get('eager'))} ({ratio(o, best)})")
+        moe_dense = ""
+        if key[0] == "moe" and ("dense", key[1]) in ours["f32"]:
+            moe_dense = ", ".join(
+                f"x{ours[p][key]['ours'] / ours[p][('dense', key[1])]['ours']:.2f}" for p in ("f32", "bf16"))
+        name = "Traffic-MoE" if key[0] == "moe" else "dense twin"
+        print(f"| {name} | {key[1]} | {cells[0]} | {cells[1]} | {moe_dense} |")
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -91,6 +130,8 @@ def main():
     for cfg in ("tiny", "small"):
         inference(d, cfg)
         training(d, cfg)
+        lm(d, cfg, "lm")
+        lm(d, cfg, "pretrain")
 
 
 if __name__ == "__main__":

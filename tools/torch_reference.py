@@ -391,6 +391,23 @@ def train_step_fn(a, cfg, model, ids):
     return step
 
 
+def lm_forward_fn(model, ids):
+    """Pretraining's loss without a backward, as `tmoe bench model
+    --objective lm` without --train times it: the forward, the tied LM head
+    (in the model's dtype) and the next-token cross entropy (in fp32), under
+    inference mode; the loss is read back, as ours is."""
+    table = getattr(model, "_orig_mod", model).tok_embed
+
+    def run():
+        with torch.inference_mode():
+            out = model(ids, lm=True)
+            logits = out[:, :-1] @ table.T
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), ids[:, 1:].reshape(-1))
+            return loss.item()
+
+    return run
+
+
 def bench_model(a, cfg, model, dev, rows, errors):
     on_cuda = dev.type == "cuda"
     sync = torch.cuda.synchronize if on_cuda else (lambda: None)
@@ -411,6 +428,8 @@ def bench_model(a, cfg, model, dev, rows, errors):
 
             if a.train:
                 run = train_step_fn(a, cfg, m, ids)
+            elif a.objective == "lm":
+                run = lm_forward_fn(m, ids)
             else:
                 def run(m=m):
                     with torch.inference_mode():
@@ -487,11 +506,13 @@ def cmd_bench(a):
         models = [(cfg, m.train()) for cfg, m in models]
     else:
         models = [(cfg, m.to(dtype)) for cfg, m in models]
-    if a.objective == "lm" and (not a.train or a.checkpoint):
-        sys.exit("--objective lm times a pretraining step on random weights: give --train, and no --checkpoint")
+    if a.objective == "lm" and a.checkpoint:
+        sys.exit("--objective lm times pretraining's model on random weights: give no --checkpoint")
     mode = "training step" if a.train else "inference (classifier forward)"
     if a.objective == "lm":
-        mode = f"pretraining step (next-token loss over {models[0][0]['vocab']} vocabulary entries)"
+        vocab = models[0][0]["vocab"]
+        mode = (f"pretraining step (next-token loss over {vocab} vocabulary entries)" if a.train
+                else f"LM forward with its loss, inference mode (next-token loss over {vocab} vocabulary entries)")
     if a.train and a.dtype == "bf16":
         mode += ", autocast bf16 over fp32 weights"
     device_name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name()
@@ -519,7 +540,8 @@ def cmd_bench(a):
         "device": a.device,
         "device_name": device_name,
         "config": config,
-        "mode": ("pretrain" if a.objective == "lm" else "train") if a.train else "inference",
+        "mode": (("pretrain" if a.objective == "lm" else "train") if a.train
+                 else ("lm-forward" if a.objective == "lm" else "inference")),
         "dtype": a.dtype,
         "autocast": a.train and a.dtype == "bf16",
         "params_moe": params.get("moe", 0),
@@ -567,8 +589,9 @@ def main():
     b.add_argument("--train", action="store_true",
                    help="time a training step (fwd + bwd + clipping + AdamW) instead of inference")
     b.add_argument("--objective", choices=["classify", "lm"], default="classify",
-                   help="with --train: the classifier's step, or pretraining's (lm: next-token loss "
-                        "through the tied LM head, no classifier head), as tmoe bench model's")
+                   help="the classifier's, or pretraining's model and loss (lm: next-token loss "
+                        "through the tied LM head, no classifier head; without --train the loss "
+                        "alone in inference mode), as tmoe bench model's")
     b.add_argument("--dtype", choices=["f32", "bf16"], default="f32",
                    help="inference: weights and activations (bf16: the model cast to bfloat16); "
                         "--train: bf16 runs the forward under autocast over fp32 weights")

@@ -13,7 +13,8 @@ use crate::backend::gpu::engine::{Gpu, GpuParams};
 use crate::engine::{Backend, Device, Param, Precision};
 use crate::eval::routing::RoutingCounts;
 use crate::model::batch::{Sequences, make_batch};
-use crate::model::{Inputs, Model};
+use crate::model::net::next_token_targets;
+use crate::model::{IGNORE, Inputs, Model};
 use crate::progress::progress_bar;
 
 /// A model's weights on an engine, ready for inference.
@@ -110,6 +111,10 @@ pub enum Output {
     /// The encoder's mean-pooled final hidden state, `d` per flow (works on
     /// a pretrained model, which has no head).
     Pooled,
+    /// Pretraining's next-token loss through the tied LM head: two values
+    /// per batch (each part of one on the CPU engines), the mean loss over
+    /// its targets and their count; [`lm_loss_batch`] combines them.
+    LmLoss,
 }
 
 /// One batch on an inference tape of any engine: the rows `out` asks for,
@@ -129,6 +134,17 @@ fn forward_batch<B: Backend<f32>>(
     let t = match out {
         Output::Logits => model.cls_logits(&mut tape, p, x, 0.0)?.0,
         Output::Pooled => model.pooled(&mut tape, p, x, 0.0)?.0,
+        Output::LmLoss => {
+            let targets = next_token_targets(x);
+            let n = targets.iter().filter(|&&t| t != IGNORE).count();
+            // No target (one-token flows): no head to run.
+            let mean = if n == 0 {
+                0.0
+            } else {
+                model.lm_forward(&mut tape, p, x, 0.0)?.task_loss
+            };
+            return Ok((vec![mean, n as f32], tape.routing()?));
+        }
     };
     // Reading the result waits for a device.
     Ok((tape.to_host(t)?, tape.routing()?))
@@ -152,6 +168,28 @@ pub fn infer_batch(
         Some((cpu, parts)) if parts > 1 => infer_parts(model, cpu, x, keep_routing, out, parts),
         _ => infer_whole(model, weights, x, keep_routing, out),
     }
+}
+
+/// Pretraining's next-token loss of one batch on an inference tape of any
+/// engine (the CPU engines split it across threads as [`infer_batch`]
+/// does): the sum of the losses over its targets, and their count
+/// (`next_token_targets`: each real token followed by a real token).
+/// With `keep_routing`, each MoE layer's routing as [`infer_batch`] gives it.
+pub fn lm_loss_batch(
+    model: &Model,
+    weights: Weights,
+    x: &Inputs,
+    keep_routing: bool,
+) -> Result<(f64, u64, Vec<u32>)> {
+    let (parts, routing) = infer_batch(model, weights, x, keep_routing, Output::LmLoss)?;
+    let (mut sum, mut count) = (0f64, 0u64);
+    for p in parts.chunks_exact(2) {
+        // Counts are at most b·s, exact in f32 below 2^24.
+        let n = p[1] as u64;
+        sum += p[0] as f64 * n as f64;
+        count += n;
+    }
+    Ok((sum, count, routing))
 }
 
 /// [`infer_whole`] on `parts` contiguous slices of the batch in parallel,
@@ -431,6 +469,7 @@ impl Pass<'_> {
         let width = match out {
             Output::Logits => model.cfg.n_classes,
             Output::Pooled => model.cfg.d,
+            Output::LmLoss => anyhow::bail!("an LM loss has no rows per flow: see lm_loss_batch"),
         };
         let mut order: Vec<usize> = (0..idx.len()).collect();
         order.sort_by_key(|&r| data.n_tokens(idx[r]));

@@ -72,22 +72,47 @@ pub fn fwd<F: Float>(
     ignore: u32,
 ) -> (F, LmHeadSaved<F>) {
     let v = table.len() / d;
+    let table_t = Rhs::new(products, d, v, table, true);
+    let done: Result<_, std::convert::Infallible> =
+        fwd_by(h, v, d, targets, ignore, ROWS_FWD, |m, hc, logits| {
+            gemm_rhs(m, hc, false, &table_t, logits, false);
+            Ok(())
+        });
+    match done {
+        Ok(r) => r,
+    }
+}
+
+/// [`fwd`] with the logits made by `logits_of(m, rows, out)`: `out[m, v]`
+/// = `rows[m, d]` times the table transposed (another engine's product,
+/// such as the packed engine's, over its own copy of the table). Rows run
+/// in chunks of `chunk` rows in parallel; the first error stops the pass.
+#[allow(clippy::too_many_arguments)]
+pub fn fwd_by<F: Float, E: Send>(
+    h: &[F],
+    v: usize,
+    d: usize,
+    targets: &[u32],
+    ignore: u32,
+    chunk: usize,
+    logits_of: impl Fn(usize, &[F], &mut [F]) -> Result<(), E> + Sync,
+) -> Result<(F, LmHeadSaved<F>), E> {
     let rows = valid_rows(targets, ignore);
     let hv = gather(h, &rows, d);
-    let table_t = Rhs::new(products, d, v, table, true);
     let mut max = vec![F::ZERO; rows.len()];
     let mut sum = vec![F::ZERO; rows.len()];
     let mut losses = vec![F::ZERO; rows.len()];
-    hv.par_chunks(ROWS_FWD * d)
-        .zip(max.par_chunks_mut(ROWS_FWD))
-        .zip(sum.par_chunks_mut(ROWS_FWD))
-        .zip(losses.par_chunks_mut(ROWS_FWD))
-        .zip(rows.par_chunks(ROWS_FWD))
-        .for_each_init(
-            || vec![F::ZERO; ROWS_FWD * v],
+    let chunk = chunk.max(1);
+    hv.par_chunks(chunk * d)
+        .zip(max.par_chunks_mut(chunk))
+        .zip(sum.par_chunks_mut(chunk))
+        .zip(losses.par_chunks_mut(chunk))
+        .zip(rows.par_chunks(chunk))
+        .try_for_each_init(
+            || vec![F::ZERO; chunk * v],
             |logits, ((((hc, mc), sc), oc), rc)| {
                 let m = rc.len();
-                gemm_rhs(m, hc, false, &table_t, logits, false);
+                logits_of(m, hc, &mut logits[..m * v])?;
                 for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
                     let target = row[targets[rc[i]] as usize];
                     let (mx, s) = exp_row_stats(row);
@@ -95,8 +120,9 @@ pub fn fwd<F: Float>(
                     // (m - x_y) + ln s: exact when x_y is the maximum.
                     oc[i] = (mx - target) + s.ln();
                 }
+                Ok(())
             },
-        );
+        )?;
     let loss = if rows.is_empty() {
         F::ZERO
     } else {
@@ -109,7 +135,7 @@ pub fn fwd<F: Float>(
         sum,
         grads: None,
     };
-    (loss, saved)
+    Ok((loss, saved))
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`

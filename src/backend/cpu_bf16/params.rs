@@ -5,12 +5,15 @@
 //! shared expert, the dense twin's FFN) is packed as one SwiGLU matrix in
 //! the gate's slot. These stay f32:
 //! - vectors (norm gains, biases): no product reads them, and they are tiny;
-//! - the token embedding: a row gather, not a product;
+//! - the token embedding: a row gather, not a product (the tied LM head,
+//!   pretraining's loss, packs a copy of its own on first use: `Table`);
 //! - the MoE router and the shared-expert gate: the router's logits pick the
 //!   top-k experts, and a bf16 rounding (about 0.4 % of a logit) can flip a
 //!   near tie and send a token to another expert, a large change rather than
 //!   a small error; with the gate they are 9 of about 1,000 outputs per token,
 //!   so f32 costs nothing measurable.
+
+use std::sync::OnceLock;
 
 use super::pack::{Elem, Layout, PackedMat};
 use crate::engine::param::is_gate_up_pair;
@@ -24,12 +27,21 @@ pub enum Bf16Param {
     Packed(Vec<PackedMat>),
     /// The up projection of a SwiGLU pair, packed with its gate.
     InGate,
+    /// The token embedding: f32 rows for the lookup, and the tied LM head's
+    /// matrix (`[V, d]` as `elem`, the engine's products' operand) packed on
+    /// the LM head's first call: a classifier never runs the head, and the
+    /// copy is as large as the table (a base model's: 100 MB in bf16).
+    Table {
+        rows: Vec<f32>,
+        elem: Elem,
+        head: OnceLock<PackedMat>,
+    },
 }
 
 impl Bf16Param {
     pub fn f32(&self, op: &'static str) -> OpResult<&[f32]> {
         match self {
-            Bf16Param::F32(v) => Ok(v),
+            Bf16Param::F32(v) | Bf16Param::Table { rows: v, .. } => Ok(v),
             _ => Err(OpError::msg(
                 op,
                 "expected an f32 parameter, got a packed bf16 matrix",
@@ -55,10 +67,26 @@ impl Bf16Param {
         }
     }
 
-    /// Bytes held.
+    /// The tied LM head's packed table (`[V, d]`), packed on the first call.
+    pub fn lm_head(&self, op: &'static str, d: usize) -> OpResult<&PackedMat> {
+        match self {
+            Bf16Param::Table { rows, elem, head } if d > 0 && rows.len() % d == 0 => {
+                Ok(head.get_or_init(|| PackedMat::new_as(*elem, rows, rows.len() / d, d)))
+            }
+            _ => Err(OpError::msg(
+                op,
+                format!("expected the token embedding ([V, {d}] f32 rows)"),
+            )),
+        }
+    }
+
+    /// Bytes held (the LM head's copy once packed).
     pub fn bytes(&self) -> usize {
         match self {
             Bf16Param::F32(v) => 4 * v.len(),
+            Bf16Param::Table { rows, head, .. } => {
+                4 * rows.len() + head.get().map_or(0, |p| 4 * p.slots().len())
+            }
             Bf16Param::Packed(m) => m.iter().map(|p| 4 * p.slots().len()).sum(),
             Bf16Param::InGate => 0,
         }
@@ -70,6 +98,9 @@ impl Bf16Param {
 pub struct Bf16Params {
     params: Vec<Bf16Param>,
 }
+
+/// The token embedding's name (`model::net`), the LM head's tied table.
+const TOKEN_EMBEDDING: &str = "tok_embed";
 
 /// Whether `name` is kept in f32 although it is a matrix (module docs).
 fn kept_f32(p: &Param) -> bool {
@@ -100,7 +131,13 @@ impl Bf16Params {
         let mut i = 0;
         while i < params.len() {
             let p = &params[i];
-            if kept_f32(p) {
+            if p.name == TOKEN_EMBEDDING && p.shape.len() == 2 {
+                out.push(Bf16Param::Table {
+                    rows: p.value.clone(),
+                    elem,
+                    head: OnceLock::new(),
+                });
+            } else if kept_f32(p) {
                 out.push(Bf16Param::F32(p.value.clone()));
             } else if is_gate_up_pair(params, i) {
                 let (nb, f, k) = blocks(&p.shape);
