@@ -51,7 +51,7 @@ timed() { # file, command...
 }
 
 only="${1:-all}"
-[ "$only" = torch ] || [ "$only" = train ] || for p in f32 bf16; do
+[ "$only" = torch ] || [ "$only" = train ] || [ "$only" = lm ] || for p in f32 bf16; do
   echo "== bench classify, tiny, $p"
   timed "$out/bench-classify-tiny-$p.txt" "$tmoe" bench classify --device cpu --config tiny \
     --precision "$p" --out "$out/bench-classify-tiny-$p.json" --force
