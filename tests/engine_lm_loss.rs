@@ -258,20 +258,30 @@ fn the_packed_lm_head_is_within_its_rounding_bound() {
     }
 }
 
-/// A batch whose flows are one token each has no target: no loss, no error.
+/// Flows of one token have no target: a batch of them counts none (no
+/// loss, no error), and beside flows with targets, a part of them still
+/// gives its tokens' routing (the batch's routing is every token's).
 #[test]
-fn a_batch_without_targets_counts_none() {
+fn flows_without_targets_count_none() {
     let cfg = common::micro_config(FfnKind::Moe, 0);
     let (model, p) = common::margin_params(&cfg, 0.05);
     let ids = vec![7u32; 4 * 3];
-    let mask = [1u8, 0, 0].repeat(4);
-    let x = Inputs {
-        ids: &ids,
-        mask: &mask,
-        b: 4,
-        s: 3,
+    let x = |mask: &[u8]| -> (f64, u64, Vec<u32>) {
+        let x = Inputs {
+            ids: &ids,
+            mask,
+            b: 4,
+            s: 3,
+        };
+        let loaded = Loaded::with_precision(Device::Cpu, p.clone(), Precision::Bf16).unwrap();
+        lm_loss_batch(&model, loaded.weights(), &x, true).unwrap()
     };
-    let loaded = Loaded::with_precision(Device::Cpu, p, Precision::Bf16).unwrap();
-    let (sum, n, _) = lm_loss_batch(&model, loaded.weights(), &x, false).unwrap();
+    let (sum, n, routing) = x(&[1u8, 0, 0].repeat(4));
     assert_eq!((sum, n), (0.0, 0));
+    assert_eq!(routing.len(), cfg.layers * 4 * 3 * cfg.top_k);
+    // Rows 0 and 1 (one part on 2 threads) have no target, rows 2 and 3 two each.
+    let (sum, n, routing) = x(&[1u8, 0, 0, 1, 0, 0, 1, 1, 1, 1, 1, 1]);
+    assert_eq!(n, 4);
+    assert!(sum > 0.0);
+    assert_eq!(routing.len(), cfg.layers * 4 * 3 * cfg.top_k);
 }

@@ -137,11 +137,15 @@ fn forward_batch<B: Backend<f32>>(
         Output::LmLoss => {
             let targets = next_token_targets(x);
             let n = targets.iter().filter(|&&t| t != IGNORE).count();
-            // No target (one-token flows): no head to run.
-            let mean = if n == 0 {
-                0.0
-            } else {
+            let mean = if n > 0 {
                 model.lm_forward(&mut tape, p, x, 0.0)?.task_loss
+            } else {
+                // No target (one-token flows): no head to run, but the
+                // routing asked for is every token's, as in other parts.
+                if keep_routing {
+                    model.pooled(&mut tape, p, x, 0.0)?;
+                }
+                0.0
             };
             return Ok((vec![mean, n as f32], tape.routing()?));
         }
