@@ -10,11 +10,10 @@ use std::sync::atomic::AtomicBool;
 
 use anyhow::Result;
 
-use crate::autograd::{ParamStore, Tape};
 use crate::engine::Param;
+use crate::eval::predict::{Weights, lm_loss_batch};
+use crate::model::Model;
 use crate::model::batch::{Sequences, make_batch};
-use crate::model::net::next_token_targets;
-use crate::model::{IGNORE, Model};
 
 /// (current token, next token) pairs of sequence `i`, cut to `seq_len`.
 fn pairs<'a>(
@@ -27,9 +26,9 @@ fn pairs<'a>(
 }
 
 /// The model's mean next-token loss over every target of sequences `idx`
-/// (CPU engine, inference tape), and the number of targets. Fails with
-/// [`crate::stop::Interrupted`] once `stop` is set (a study's Ctrl-C;
-/// polled before each batch).
+/// (CPU reference engine, no tape: [`lm_loss_batch`]), and the number of
+/// targets. Fails with [`crate::stop::Interrupted`] once `stop` is set (a
+/// study's Ctrl-C; polled before each batch).
 pub fn lm_loss(
     model: &Model,
     params: &[Param],
@@ -42,18 +41,8 @@ pub fn lm_loss(
     for rows in idx.chunks(batch.max(1)) {
         crate::stop::Interrupted::check(stop)?;
         let b = make_batch(data, rows, seq_len);
-        let x = b.inputs();
-        let n = next_token_targets(&x)
-            .iter()
-            .filter(|&&t| t != IGNORE)
-            .count() as u64;
-        if n == 0 {
-            continue;
-        }
-        let mut tape = Tape::<f32>::cpu_inference();
-        let f = model.lm_forward(&mut tape, &params.values(), &x, 0.0)?;
-        // The head's loss is the mean over this batch's targets.
-        sum += f.task_loss as f64 * n as f64;
+        let (s, n, _) = lm_loss_batch(model, Weights::Cpu(params), &b.inputs(), false)?;
+        sum += s;
         count += n;
     }
     anyhow::ensure!(count > 0, "no next-token targets in the held-out flows");
