@@ -39,6 +39,10 @@ run bench-model-base-dry model --config base --seq 512 --batch 8,16,32,64 --iter
 # times are the host's here).
 run bench-model-base-b64-profile-dry model --config base --seq 512 --batch 64 --iters 1 --profile
 run bench-model-base-train-dry model --config base --seq 512 --batch 8,16 --train --iters 1 --profile
+# Pretraining's model at base (the LM head over 65,541 entries, in row
+# blocks): its step and its forward with the loss, as gpu-check.sh runs them.
+run bench-model-base-pretrain-dry model --config base --seq 512 --batch 8,16 --train --objective lm --iters 1
+run bench-model-base-lm-dry model --config base --seq 512 --batch 8,16 --objective lm --iters 1
 # The other shapes tools/gpu-check.sh runs on a GPU: their launches are
 # checked here too (tiny at its GPU batch sizes; classification end to end
 # at its GPU batch, 1,024 flows, on small synthesised sets; the classify
@@ -52,7 +56,8 @@ rm -rf "$out/work-classify"
 python3 - "$out" <<'PY' | tee "$out/summary.txt"
 import json, sys
 out = sys.argv[1]
-for name in ("bench-model-base-dry", "bench-model-base-train-dry"):
+for name in ("bench-model-base-dry", "bench-model-base-train-dry",
+             "bench-model-base-pretrain-dry", "bench-model-base-lm-dry"):
     r = json.load(open(f"{out}/{name}.json"))
     print(f"== {name}: peak device memory (pool high-water mark, weights included)")
     rows = {(x["ffn"], x["batch"]): x for x in r["rows"]}
