@@ -29,14 +29,9 @@ const S: usize = 32;
 
 /// Ids and a mask: row r keeps `S - 5·r` tokens (row 5 keeps 7).
 fn batch(vocab: usize) -> (Vec<u32>, Vec<u8>) {
-    let mut x = 0x2545_F491_4F6C_DD1Du64;
-    let ids = (0..B * S)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            5 + (x % (vocab as u64 - 5)) as u32
-        })
+    let ids = common::values(B * S, 3)
+        .iter()
+        .map(|&u| 5 + ((u + 1.0) / 2.0 * (vocab - 5) as f32) as u32 % (vocab as u32 - 5))
         .collect();
     let mask = (0..B * S)
         .map(|i| u8::from(i % S < S - 5 * (i / S)))
@@ -179,15 +174,8 @@ fn dense_lm_loss_agrees_on_every_engine() {
 fn the_packed_lm_head_is_within_its_rounding_bound() {
     use traffic_moe::engine::Backend;
     let (t, d, v) = (300usize, 64usize, 1000usize);
-    let mut x = 0x9E37_79B9_7F4A_7C15u64;
-    let mut rand = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        (x >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-    };
-    let h: Vec<f32> = (0..t * d).map(|_| rand() * 2.0).collect();
-    let table: Vec<f32> = (0..v * d).map(|_| rand()).collect();
+    let h: Vec<f32> = common::values(t * d, 1).iter().map(|x| 2.0 * x).collect();
+    let table = common::values(v * d, 2);
     // Every third row has no target.
     let targets: Vec<u32> = (0..t)
         .map(|r| {

@@ -20,13 +20,13 @@ import os
 import sys
 
 
-def rows(path):
-    """{(ffn, batch): {engine: flows/s}} of one report, or None."""
+def rows(path, field="flows_per_s"):
+    """{(ffn, batch): {engine: field}} of one report, or None."""
     if not os.path.exists(path):
         return None
     out = {}
     for r in json.load(open(path))["rows"]:
-        out.setdefault((r["ffn"], r["batch"]), {})[r.get("engine", "ours")] = r["flows_per_s"]
+        out.setdefault((r["ffn"], r["batch"]), {})[r.get("engine", "ours")] = r[field]
     return out
 
 
@@ -88,20 +88,10 @@ def training(d, cfg):
               f"| {ratio(o32, e32)} | {ratio(best_ours, best_theirs)} |")
 
 
-def tokens(path):
-    """{(ffn, batch): {engine: tokens/s}} of one report, or None."""
-    if not os.path.exists(path):
-        return None
-    out = {}
-    for r in json.load(open(path))["rows"]:
-        out.setdefault((r["ffn"], r["batch"]), {})[r.get("engine", "ours")] = r["tokens_per_s"]
-    return out
-
-
 def lm(d, cfg, mode):
     """mode: "lm" (the LM forward with its loss) or "pretrain" (the step)."""
-    ours = {p: tokens(f"{d}/same-run-tmoe-{cfg}-{mode}-{p}.json") for p in ("f32", "bf16")}
-    theirs = {p: tokens(f"{d}/same-run-torch-{cfg}-{mode}-{p}.json") for p in ("f32", "bf16")}
+    ours = {p: rows(f"{d}/same-run-tmoe-{cfg}-{mode}-{p}.json", "tokens_per_s") for p in ("f32", "bf16")}
+    theirs = {p: rows(f"{d}/same-run-torch-{cfg}-{mode}-{p}.json", "tokens_per_s") for p in ("f32", "bf16")}
     if not all(ours.values()) or not all(theirs.values()):
         return
     what = "LM forward with its loss" if mode == "lm" else "Pretraining step"
