@@ -44,6 +44,18 @@ def fmt(v):
     return f"{v:.0f}" if v >= 100 else f"{v:.1f}"
 
 
+def versus(ours, theirs, key, show):
+    """The f32 and bf16 cells of one row: ours vs their eager (ratio; against
+    the better of eager and compile), numbers written by `show`."""
+    cells = []
+    for p in ("f32", "bf16"):
+        o = ours[p][key]["ours"]
+        t = theirs[p].get(key, {})
+        best = max(t.values()) if t else None
+        cells.append(f"{show(o)} vs {show(t.get('eager'))}: {ratio(o, t.get('eager'))} ({ratio(o, best)})")
+    return cells
+
+
 def inference(d, cfg):
     ours = {p: rows(f"{d}/same-run-tmoe-{cfg}-{p}.json") for p in ("f32", "bf16")}
     theirs = {"f32": rows(f"{d}/same-run-torch-{cfg}.json"),
@@ -54,12 +66,7 @@ def inference(d, cfg):
     print("| model | batch | f32 | bf16 | ours bf16 / their f32 eager |")
     print("|---|---|---|---|---|")
     for key in sorted(ours["f32"], key=lambda k: (k[0] != "moe", k[1])):
-        cells = []
-        for p in ("f32", "bf16"):
-            o = ours[p][key]["ours"]
-            t = theirs[p].get(key, {})
-            best = max(v for v in t.values())
-            cells.append(f"{fmt(o)} vs {fmt(t.get('eager'))}: {ratio(o, t.get('eager'))} ({ratio(o, best)})")
+        cells = versus(ours, theirs, key, fmt)
         cross = ratio(ours["bf16"][key]["ours"], theirs["f32"][key].get("eager"))
         name = "Traffic-MoE" if key[0] == "moe" else "dense twin"
         print(f"| {name} | {key[1]} | {cells[0]} | {cells[1]} | {cross} |")
@@ -99,12 +106,7 @@ def lm(d, cfg, mode):
     print("| model | batch | f32 | bf16 | MoE / dense, ours (f32, bf16) |")
     print("|---|---|---|---|---|")
     for key in sorted(ours["f32"], key=lambda k: (k[0] != "moe", k[1])):
-        cells = []
-        for p in ("f32", "bf16"):
-            o = ours[p][key]["ours"]
-            t = theirs[p].get(key, {})
-            best = max(t.values()) if t else None
-            cells.append(f"{o:,.0f} vs {t.get('eager', 0):,.0f}: {ratio(o, t.get('eager'))} ({ratio(o, best)})")
+        cells = versus(ours, theirs, key, lambda v: "n/a" if v is None else f"{v:,.0f}")
         moe_dense = ""
         if key[0] == "moe" and ("dense", key[1]) in ours["f32"]:
             moe_dense = ", ".join(
