@@ -16,7 +16,7 @@
 use super::alloc;
 use super::lm_head::{LmHeadSaved, TrainGrads, VOCAB_SLICES, gather, valid_rows};
 use super::matmul::{Products, Rhs, gemm_in, gemm_rhs};
-use super::simd::{add_into, exp_row_stats};
+use super::simd::{add_into, exp_row_stats, scale};
 use crate::engine::float::Float;
 use rayon::prelude::*;
 
@@ -99,9 +99,7 @@ impl<F: Float> Slice<'_, F> {
         let (v0, vs) = (self.v0, self.vs);
         let rows = self.logits[..m * vs].chunks_exact_mut(vs);
         for ((row, &f), &y) in rows.zip(&self.factor).zip(tg) {
-            for x in row.iter_mut() {
-                *x *= f;
-            }
+            scale(row, f);
             if let Some(j) = local(y, v0, vs) {
                 row[j] -= inv_n;
             }

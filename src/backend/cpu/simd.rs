@@ -221,6 +221,35 @@ pub fn exp_scaled_plain<F: Float>(row: &mut [F], m: F, scale: F) {
     exp_scaled_loop(row, m, scale);
 }
 
+/// `x *= f` along a row: the LM head's training pass turning
+/// `exp(x - max)` into dlogits (one product per element: the same bits at
+/// any width). The crate is built for baseline x86-64, where this loop ran
+/// 4 lanes wide.
+pub fn scale<F: Float>(row: &mut [F], f: F) {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        unsafe { scale_avx512(row, f) };
+        return;
+    }
+    scale_loop(row, f);
+}
+
+#[inline(always)]
+fn scale_loop<F: Float>(row: &mut [F], f: F) {
+    for x in row.iter_mut() {
+        *x *= f;
+    }
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn scale_avx512<F: Float>(row: &mut [F], f: F) {
+    scale_loop(row, f);
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::alloc::as_uninit;
@@ -260,6 +289,12 @@ mod tests {
         }
         assert_eq!(fast[0], 0.25);
         assert_eq!(fast[1], 0.0);
+
+        let mut scaled = row.clone();
+        scale(&mut scaled, 0.3);
+        for (i, (a, b)) in scaled.iter().zip(&row).enumerate() {
+            assert_eq!(a.to_bits(), (b * 0.3).to_bits(), "element {i}");
+        }
     }
 
     /// Both versions, over the range silu sees and past exp's clamps.
