@@ -1,7 +1,9 @@
 //! `tmoe eval`: a fine-tuned checkpoint on one split of a dataset -> metrics
 //! table, per-class report, confusion matrix (text, CSV, PNG, SVG),
 //! `metrics.json`, and training curves when the run's log is beside the
-//! checkpoint.
+//! checkpoint. A pretrained checkpoint (no classifier head) -> its
+//! next-token loss on the split beside unigram and bigram count models
+//! fitted on the training split, `lm.json`.
 
 use std::path::{Path, PathBuf};
 
@@ -15,7 +17,8 @@ use crate::eval::routing::write_routing;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors).
+    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors), or a
+    /// pretrained model (PRETRAIN/model.safetensors): its next-token loss.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset directory (dataset.json, <split>.tmoe).
@@ -58,12 +61,88 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    if crate::model::checkpoint::read_meta(&a.checkpoint)?
+        .classes
+        .is_empty()
+    {
+        return run_lm(&a);
+    }
     let report = evaluate(&a)?;
     println!("{}", report.summary());
     print_capture_vote(&report);
     println!("{}", report.classification_report());
     println!("{}", report.confusion.to_text(&report.classes));
     println!("reports written to {}", a.out.display());
+    Ok(())
+}
+
+/// The file a pretrained checkpoint's evaluation writes into `--out`.
+pub const LM_REPORT: &str = "lm.json";
+
+/// A pretrained checkpoint: its next-token loss on the split, the count
+/// models beside it, `lm.json`.
+fn run_lm(a: &Args) -> Result<()> {
+    super::refuse_file_as_out_folder(&a.out)?;
+    let out = a.out.join(LM_REPORT);
+    super::refuse_existing_out(&out, a.force)?;
+    anyhow::ensure!(
+        !a.routing,
+        "--routing counts classes' routing: {} is a pretrained model without classes",
+        a.checkpoint.display()
+    );
+    super::advise_cpu_precision(a.device, a.precision);
+    let (model, params, meta) = crate::model::checkpoint::load_classifier(&a.checkpoint)?;
+    let info = crate::traffic::dataset::build::load_dataset_info(&a.data)?;
+    crate::model::checkpoint::check_meta(
+        &a.checkpoint,
+        &meta,
+        &crate::model::checkpoint::Expect {
+            vocab_hash: Some(info.vocab_hash),
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
+    if let Some(t) = crate::infer::classifier::trained_tokenizer(&a.checkpoint, &meta)? {
+        crate::infer::classifier::same_tokens(&t, &info.config.tokenizer, &a.checkpoint, &a.data)?;
+    }
+    for part in [a.split.as_str(), "train"] {
+        anyhow::ensure!(
+            info.shards.contains_key(part),
+            "{}: the dataset has no {part} split (parts: {}; a corpus tokenized without labels has only train: pass --split train)",
+            a.data.display(),
+            info.shards.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let shard = crate::eval::evaluate::open_split(&a.data, &a.split)?;
+    let train = crate::eval::evaluate::open_split(&a.data, "train")?;
+    // Pretraining's own length unless --seq-len says otherwise.
+    let seq_len = a
+        .seq_len
+        .or_else(|| meta.extra.get("pretrain--seq-len")?.parse().ok())
+        .unwrap_or_else(|| shard.seq_len());
+    let loaded = crate::eval::predict::Loaded::with_precision(a.device, params, a.precision)?;
+    let report = crate::eval::lm::evaluate_lm(
+        &model,
+        loaded.weights(),
+        (&a.split, &shard),
+        ("train", &train),
+        info.vocab_size,
+        a.batch,
+        seq_len,
+        !a.quiet,
+    )?;
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let mut doc = serde_json::to_value(&report)?;
+    doc["checkpoint"] = a.checkpoint.display().to_string().into();
+    doc["data"] = a.data.display().to_string().into();
+    doc["device"] = a.device.name().into();
+    doc["precision"] = a.precision.on(a.device).name().into();
+    crate::atomic_file::write_out(
+        &out,
+        (serde_json::to_string_pretty(&doc)? + "\n").as_bytes(),
+    )?;
+    println!("{}", report.summary());
+    println!("written to {}", out.display());
     Ok(())
 }
 

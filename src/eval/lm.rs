@@ -49,6 +49,99 @@ pub fn lm_loss(
     Ok((sum / count as f64, count))
 }
 
+/// A pretrained model's next-token loss on one split of a dataset, beside
+/// the count models fitted on the dataset's training split: what `tmoe
+/// eval` reports for a checkpoint without a classifier head.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LmEval {
+    pub split: String,
+    pub flows: usize,
+    /// Next-token targets scored (each real token followed by a real token).
+    pub targets: u64,
+    /// Mean loss in nats per target, and `exp` of it.
+    pub loss: f64,
+    pub perplexity: f64,
+    /// The count models' mean losses on the same targets (nats), fitted on
+    /// `baselines_fitted_on`.
+    pub unigram: f64,
+    pub bigram: f64,
+    pub baselines_fitted_on: String,
+    pub seq_len: usize,
+}
+
+impl LmEval {
+    /// The lines `tmoe eval` prints.
+    pub fn summary(&self) -> String {
+        let in_sample = if self.baselines_fitted_on == self.split {
+            " (the same flows: in-sample)"
+        } else {
+            ""
+        };
+        format!(
+            "{} split: {} flows, {} next-token targets, sequence {}\n\
+             next-token loss {:.4} nats (perplexity {:.2})\n\
+             count models fitted on the {} split{in_sample}: unigram {:.4}, bigram {:.4} nats",
+            self.split,
+            self.flows,
+            self.targets,
+            self.seq_len,
+            self.loss,
+            self.perplexity,
+            self.baselines_fitted_on,
+            self.unigram,
+            self.bigram
+        )
+    }
+}
+
+/// [`LmEval`] of `model` on every flow of `split` (`data`), a batch of
+/// `batch` flows at a time on the engine holding `weights`, shortest
+/// flows first (less padding); `train` fits the count models. A progress
+/// bar when `progress`.
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_lm(
+    model: &Model,
+    weights: Weights,
+    (split, data): (&str, &dyn Sequences),
+    (train_name, train): (&str, &dyn Sequences),
+    vocab: usize,
+    batch: usize,
+    seq_len: usize,
+    progress: bool,
+) -> Result<LmEval> {
+    let mut idx: Vec<usize> = (0..data.count()).collect();
+    idx.sort_by_key(|&i| data.n_tokens(i));
+    let pb = crate::progress::progress_bar(idx.len() as u64, "next-token loss", progress);
+    let (mut sum, mut count) = (0f64, 0u64);
+    for rows in idx.chunks(batch.max(1)) {
+        let b = make_batch(data, rows, seq_len);
+        let (s, n, _) = lm_loss_batch(model, weights, &b.inputs(), false)?;
+        sum += s;
+        count += n;
+        pb.inc(rows.len() as u64);
+    }
+    pb.finish_and_clear();
+    anyhow::ensure!(
+        count > 0,
+        "the {split} split has no next-token targets (every flow is one token long)"
+    );
+    let all: Vec<usize> = (0..train.count()).collect();
+    let counts = CountLm::fit(&[(train, &all)], seq_len, vocab);
+    let (unigram, bigram) = counts.losses(data, &idx, seq_len);
+    let loss = sum / count as f64;
+    Ok(LmEval {
+        split: split.to_string(),
+        flows: idx.len(),
+        targets: count,
+        loss,
+        perplexity: loss.exp(),
+        unigram,
+        bigram,
+        baselines_fitted_on: train_name.to_string(),
+        seq_len,
+    })
+}
+
 /// Unigram and bigram count models of next tokens.
 pub struct CountLm {
     vocab: usize,
