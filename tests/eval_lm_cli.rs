@@ -152,4 +152,27 @@ fn an_unlabelled_corpus_has_only_its_train_split() {
     let (ok, text) = tmoe_outcome(d, &train);
     assert!(ok, "{text}");
     assert!(text.contains("(the same flows: in-sample)"), "{text}");
+
+    // A dataset of another vocabulary is refused, as for a classifier.
+    tmoe(
+        d,
+        &[
+            "tokenize",
+            "caps",
+            "--out",
+            "other",
+            "--seq-len",
+            "32",
+            "--vocab-size",
+            "500",
+            "--quiet",
+        ],
+    );
+    let mut other = train.clone();
+    (other[4], other[6]) = ("other", "ev2");
+    let (ok, text) = tmoe_outcome(d, &other);
+    assert!(
+        !ok && text.contains("checkpoint does not fit dataset other"),
+        "{text}"
+    );
 }

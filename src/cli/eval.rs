@@ -93,18 +93,7 @@ fn run_lm(a: &Args) -> Result<()> {
     super::advise_cpu_precision(a.device, a.precision);
     let (model, params, meta) = crate::model::checkpoint::load_classifier(&a.checkpoint)?;
     let info = crate::traffic::dataset::build::load_dataset_info(&a.data)?;
-    crate::model::checkpoint::check_meta(
-        &a.checkpoint,
-        &meta,
-        &crate::model::checkpoint::Expect {
-            vocab_hash: Some(info.vocab_hash),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("checkpoint does not fit dataset {}", a.data.display()))?;
-    if let Some(t) = crate::infer::classifier::trained_tokenizer(&a.checkpoint, &meta)? {
-        crate::infer::classifier::same_tokens(&t, &info.config.tokenizer, &a.checkpoint, &a.data)?;
-    }
+    crate::eval::evaluate::check_fits(&a.checkpoint, &meta, &a.data, &info, None)?;
     for part in [a.split.as_str(), "train"] {
         anyhow::ensure!(
             info.shards.contains_key(part),

@@ -38,27 +38,41 @@ pub fn open_for_dataset(checkpoint: &Path, data: &Path) -> Result<Checked> {
         data.display()
     );
     let (model, params, meta) = load_classifier(checkpoint)?;
-    checkpoint::check_meta(
-        checkpoint,
-        &meta,
-        &Expect {
-            vocab_hash: Some(info.vocab_hash),
-            classes: Some(&info.classes),
-            ..Default::default()
-        },
-    )
-    .with_context(|| format!("checkpoint does not fit dataset {}", data.display()))?;
-    // The same vocabulary tokenized otherwise (another view, masking) is
-    // not the data the model was trained on.
-    if let Some(t) = crate::infer::classifier::trained_tokenizer(checkpoint, &meta)? {
-        crate::infer::classifier::same_tokens(&t, &info.config.tokenizer, checkpoint, data)?;
-    }
+    check_fits(checkpoint, &meta, data, &info, Some(&info.classes))?;
     Ok(Checked {
         model,
         params,
         meta,
         info,
     })
+}
+
+/// Refuses `checkpoint` (its `meta`) unless it was trained on the
+/// vocabulary of the dataset `data` (`info`), tokenized the same way, and
+/// with `classes` when given (a pretrained model has none).
+pub fn check_fits(
+    checkpoint: &Path,
+    meta: &CheckpointMeta,
+    data: &Path,
+    info: &DatasetInfo,
+    classes: Option<&[String]>,
+) -> Result<()> {
+    checkpoint::check_meta(
+        checkpoint,
+        meta,
+        &Expect {
+            vocab_hash: Some(info.vocab_hash),
+            classes,
+            ..Default::default()
+        },
+    )
+    .with_context(|| format!("checkpoint does not fit dataset {}", data.display()))?;
+    // The same vocabulary tokenized otherwise (another view, masking) is
+    // not the data the model was trained on.
+    if let Some(t) = crate::infer::classifier::trained_tokenizer(checkpoint, meta)? {
+        crate::infer::classifier::same_tokens(&t, &info.config.tokenizer, checkpoint, data)?;
+    }
+    Ok(())
 }
 
 /// Opens `data/<split>.tmoe`; [`open_part`] checks it against the
