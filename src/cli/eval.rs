@@ -61,6 +61,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // A missing or wrong --data is named before the checkpoint is read, as
+    // the classifier's path (`open_for_dataset`) names it.
+    crate::traffic::dataset::build::load_dataset_info(&a.data)?;
     if crate::model::checkpoint::read_meta(&a.checkpoint)?
         .classes
         .is_empty()
