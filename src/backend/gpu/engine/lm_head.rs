@@ -200,12 +200,12 @@ impl<'a> Head<'a> {
 }
 
 /// The mean's denominator.
-fn valid(targets: &[u32], ignore: u32) -> usize {
+pub(super) fn valid(targets: &[u32], ignore: u32) -> usize {
     targets.iter().filter(|&&x| x != ignore).count()
 }
 
 /// The gradient scale of the mean loss for `dloss`.
-fn scale(dloss: f32, valid: usize) -> f32 {
+pub(super) fn scale(dloss: f32, valid: usize) -> f32 {
     if valid > 0 { dloss / valid as f32 } else { 0.0 }
 }
 

@@ -697,8 +697,7 @@ impl Backend<f32> for Gpu {
         let op = "xent_bwd";
         let t = targets.len();
         let vocab = logits.len() / t.max(1);
-        let valid = targets.iter().filter(|&&x| x != ignore).count();
-        let scale = if valid > 0 { dloss / valid as f32 } else { 0.0 };
+        let scale = lm_head::scale(dloss, lm_head::valid(targets, ignore));
         let tg = self.dev_targets(targets, op)?;
         let losses = self.alloc_f32(t, op)?;
         let dl = self.alloc_bf16(logits.len(), op)?;
