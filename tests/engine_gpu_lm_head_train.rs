@@ -20,6 +20,8 @@
 //! The bf16 tolerances against the CPU engine are in engine_gpu_ops.rs
 //! (`lm_head_xent_tied_table`, which runs both paths too).
 
+mod common;
+
 use std::rc::Rc;
 use std::sync::Mutex;
 
@@ -41,17 +43,11 @@ const VOCAB: usize = 75;
 /// file take turns.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
-/// Deterministic values in [-scale, scale), rounded to bf16.
+/// Deterministic values in [-scale, scale) (`common::values`), rounded to bf16.
 fn values(seed: u64, n: usize, scale: f32) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let u = ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0;
-            bf16::from_f32(scale * u).to_f32()
-        })
+    common::values(n, seed)
+        .into_iter()
+        .map(|u| bf16::from_f32(scale * u).to_f32())
         .collect()
 }
 
