@@ -37,16 +37,44 @@ pub fn lm_loss(
     (batch, seq_len): (usize, usize),
     stop: &AtomicBool,
 ) -> Result<(f64, u64)> {
-    let (mut sum, mut count) = (0f64, 0u64);
-    for rows in idx.chunks(batch.max(1)) {
-        crate::stop::Interrupted::check(stop)?;
-        let b = make_batch(data, rows, seq_len);
-        let (s, n, _) = lm_loss_batch(model, Weights::Cpu(params), &b.inputs(), false)?;
-        sum += s;
-        count += n;
-    }
+    let weights = Weights::Cpu(params);
+    let (sum, count) = summed_loss(
+        model,
+        weights,
+        data,
+        idx,
+        (batch, seq_len),
+        Some(stop),
+        |_| {},
+    )?;
     anyhow::ensure!(count > 0, "no next-token targets in the held-out flows");
     Ok((sum / count as f64, count))
+}
+
+/// The summed next-token loss over sequences `idx`, `batch` at a time on
+/// the engine holding `weights`, and the number of targets; `stop` polled
+/// before each batch, `done(flows)` after it.
+fn summed_loss(
+    model: &Model,
+    weights: Weights,
+    data: &dyn Sequences,
+    idx: &[usize],
+    (batch, seq_len): (usize, usize),
+    stop: Option<&AtomicBool>,
+    mut done: impl FnMut(usize),
+) -> Result<(f64, u64)> {
+    let (mut sum, mut count) = (0f64, 0u64);
+    for rows in idx.chunks(batch.max(1)) {
+        if let Some(stop) = stop {
+            crate::stop::Interrupted::check(stop)?;
+        }
+        let b = make_batch(data, rows, seq_len);
+        let (s, n, _) = lm_loss_batch(model, weights, &b.inputs(), false)?;
+        sum += s;
+        count += n;
+        done(rows.len());
+    }
+    Ok((sum, count))
 }
 
 /// A pretrained model's next-token loss on one split of a dataset, beside
@@ -112,14 +140,9 @@ pub fn evaluate_lm(
     let mut idx: Vec<usize> = (0..data.count()).collect();
     idx.sort_by_key(|&i| data.n_tokens(i));
     let pb = crate::progress::progress_bar(idx.len() as u64, "next-token loss", progress);
-    let (mut sum, mut count) = (0f64, 0u64);
-    for rows in idx.chunks(batch.max(1)) {
-        let b = make_batch(data, rows, seq_len);
-        let (s, n, _) = lm_loss_batch(model, weights, &b.inputs(), false)?;
-        sum += s;
-        count += n;
-        pb.inc(rows.len() as u64);
-    }
+    let (sum, count) = summed_loss(model, weights, data, &idx, (batch, seq_len), None, |n| {
+        pb.inc(n as u64)
+    })?;
     pb.finish_and_clear();
     anyhow::ensure!(
         count > 0,
