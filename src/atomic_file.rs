@@ -121,7 +121,7 @@ pub(crate) fn write_out(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::write_out;
 
     /// Set in the child that [`a_killed_write_keeps_the_earlier_file`]
@@ -169,7 +169,7 @@ mod tests {
     }
 
     /// A pid whose process has ended (a child waited for).
-    fn dead_pid() -> u32 {
+    pub(crate) fn dead_pid() -> u32 {
         let mut c = std::process::Command::new("true").spawn().unwrap();
         let pid = c.id();
         c.wait().unwrap();

@@ -926,9 +926,7 @@ mod tests {
     fn a_killed_run_s_temporary_image_goes_when_it_is_drawn_again() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
-        let mut c = std::process::Command::new("true").spawn().unwrap();
-        let dead = c.id();
-        c.wait().unwrap();
+        let dead = crate::atomic_file::tests::dead_pid();
         let stale = d.join(format!("curves.tmp{dead}.png"));
         let live = d.join("curves.tmp1.png"); // pid 1 lives as long as the system
         std::fs::write(&stale, b"").unwrap();
