@@ -63,12 +63,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     // A missing or wrong --data is named before the checkpoint is read, as
     // the classifier's path (`open_for_dataset`) names it.
-    crate::traffic::dataset::build::load_dataset_info(&a.data)?;
+    let info = crate::traffic::dataset::build::load_dataset_info(&a.data)?;
     if crate::model::checkpoint::read_meta(&a.checkpoint)?
         .classes
         .is_empty()
     {
-        return run_lm(&a);
+        return run_lm(&a, &info);
     }
     let report = evaluate(&a)?;
     println!("{}", report.summary());
@@ -83,8 +83,8 @@ pub fn run(a: Args) -> Result<()> {
 pub const LM_REPORT: &str = "lm.json";
 
 /// A pretrained checkpoint: its next-token loss on the split, the count
-/// models beside it, `lm.json`.
-fn run_lm(a: &Args) -> Result<()> {
+/// models beside it, `lm.json` (`info`: the dataset's, read once by `run`).
+fn run_lm(a: &Args, info: &crate::traffic::dataset::build::DatasetInfo) -> Result<()> {
     super::refuse_file_as_out_folder(&a.out)?;
     let out = a.out.join(LM_REPORT);
     super::refuse_existing_out(&out, a.force)?;
@@ -95,8 +95,7 @@ fn run_lm(a: &Args) -> Result<()> {
     );
     super::advise_cpu_precision(a.device, a.precision);
     let (model, params, meta) = crate::model::checkpoint::load_classifier(&a.checkpoint)?;
-    let info = crate::traffic::dataset::build::load_dataset_info(&a.data)?;
-    crate::eval::evaluate::check_fits(&a.checkpoint, &meta, &a.data, &info, None)?;
+    crate::eval::evaluate::check_fits(&a.checkpoint, &meta, &a.data, info, None)?;
     for part in [a.split.as_str(), "train"] {
         anyhow::ensure!(
             info.shards.contains_key(part),
