@@ -84,11 +84,12 @@ pub fn fwd<F: Float>(
 }
 
 /// [`fwd`] with the logits made by `logits_of(m, rows, out)`: `out[m, v]`
-/// = `rows[m, d]` times the table transposed (another engine's product,
-/// such as the packed engine's, over its own copy of the table). Rows run
-/// in chunks of `chunk` rows in parallel; the first error stops the pass.
+/// = `rows[m, d]` times the table transposed. Rows run in chunks of
+/// `chunk` rows in parallel; the first error stops the pass. (The packed
+/// engine's loss runs a vocabulary slice at a time instead:
+/// `backend::cpu_bf16::lm_head`.)
 #[allow(clippy::too_many_arguments)]
-pub fn fwd_by<F: Float, E: Send>(
+fn fwd_by<F: Float, E: Send>(
     h: &[F],
     v: usize,
     d: usize,

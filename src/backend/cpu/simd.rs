@@ -215,6 +215,82 @@ fn exp_row_stats_loop<F: Float>(row: &mut [F]) -> (F, F) {
     (m, s)
 }
 
+/// The maximum of `row` (`-inf` when empty): the LM head's running
+/// softmax over vocabulary slices. The same value on every path.
+pub fn row_max<F: Float>(row: &[F]) -> F {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { row_max_avx512(row) };
+    }
+    max_wide(row)
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_max_avx512<F: Float>(row: &[F]) -> F {
+    max_wide(row)
+}
+
+/// `Σ exp(x - m)` over `row`, nothing stored: the sum [`exp_row_stats`]
+/// makes, in the same eight partial sums and order (the same bits for the
+/// same `m`), for a slice of logits read once.
+pub fn exp_sum<F: Float>(row: &[F], m: F) -> F {
+    #[cfg(target_arch = "x86_64")]
+    if TypeId::of::<F>() == TypeId::of::<f32>() && avx512() {
+        // SAFETY: the CPU has AVX-512F.
+        return unsafe { exp_sum_avx512(row, m) };
+    }
+    exp_sum_loop(row, m)
+}
+
+/// # Safety
+/// The CPU has AVX-512F.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_sum_avx512<F: Float>(row: &[F], m: F) -> F {
+    exp_sum_loop(row, m)
+}
+
+/// The plain loop of [`exp_sum`] on any `F`.
+pub fn exp_sum_plain<F: Float>(row: &[F], m: F) -> F {
+    exp_sum_loop(row, m)
+}
+
+#[inline(always)]
+fn exp_sum_loop<F: Float>(row: &[F], m: F) -> F {
+    let mut acc = [F::ZERO; 8];
+    let mut pairs = row.chunks_exact(16);
+    for c in &mut pairs {
+        let mut e = [F::ZERO; 16];
+        for k in 0..16 {
+            e[k] = (c[k] - m).exp();
+        }
+        for k in 0..8 {
+            acc[k] += e[k];
+        }
+        for k in 0..8 {
+            acc[k] += e[8 + k];
+        }
+    }
+    let mut eights = pairs.remainder().chunks_exact(8);
+    for c in &mut eights {
+        for k in 0..8 {
+            acc[k] += (c[k] - m).exp();
+        }
+    }
+    let mut s = F::ZERO;
+    for &a in &acc {
+        s += a;
+    }
+    for &x in eights.remainder() {
+        s += (x - m).exp();
+    }
+    s
+}
+
 /// Groups of eight lanes [`max_wide`] keeps apart.
 const MAX_WAYS: usize = 4;
 
@@ -348,6 +424,10 @@ mod tests {
                 "length {len}"
             );
             assert!(got.iter().zip(&e).all(|(a, b)| a.to_bits() == b.to_bits()));
+            // The sum alone, nothing stored: the same bits, both versions.
+            assert_eq!(row_max(part), m);
+            assert_eq!(exp_sum(part, m).to_bits(), gs.to_bits(), "length {len}");
+            assert_eq!(exp_sum_plain(part, m).to_bits(), gs.to_bits());
         }
         // The sum against f64, and exp(x - m) at the max is exactly 1.
         let want: f64 = row.iter().map(|&x| (x as f64 - 31.5).exp()).sum();

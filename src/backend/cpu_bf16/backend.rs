@@ -7,13 +7,13 @@
 
 use rayon::prelude::*;
 
-use super::gemm::{matmul_into, swiglu_down};
+use super::gemm::swiglu_down;
 use super::kernel::Kernel;
 use super::moe::{self, MoeRouting};
-use super::pack::{Layout, MR};
+use super::pack::Layout;
 use super::params::Bf16Param;
 use super::{attention, matmul};
-use crate::backend::cpu::{act, alloc, lm_head, pool, rmsnorm, swiglu, xent};
+use crate::backend::cpu::{act, alloc, pool, rmsnorm, swiglu, xent};
 use crate::engine::{
     AttnDims, Backend, FfnDims, FfnGradRefs, FfnRefs, MoeDims, MoeGradRefs, MoeRefs, OpError,
     OpResult,
@@ -55,20 +55,6 @@ impl Default for CpuBf16 {
     fn default() -> Self {
         CpuBf16::new()
     }
-}
-
-/// Rows per LM head task: the packed table is not repacked per call, so
-/// small chunks cost nothing (16 to 128 rows ran alike on a 2-core Zen 5,
-/// tiny at batch 32) and hold less (36 rows of logits: 1.1 MiB at V
-/// 8,192). A whole number of micro tiles: 32 rows ran as 36 (six tiles of
-/// `MR`, the last with 2 rows), and the head took 7 % longer (Zen 4).
-const LM_HEAD_ROWS: usize = 6 * MR;
-
-/// `out` as the products' output type: they write every element.
-fn uninit_view(out: &mut [f32]) -> &mut [std::mem::MaybeUninit<f32>] {
-    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the products only
-    // write initialised values into it.
-    unsafe { &mut *(out as *mut [f32] as *mut [std::mem::MaybeUninit<f32>]) }
 }
 
 fn inference_only<T>(op: &'static str) -> OpResult<T> {
@@ -357,18 +343,9 @@ impl Backend<f32> for CpuBf16 {
         ignore: u32,
     ) -> OpResult<(f32, ())> {
         // The logits on this engine's packed products (bf16 or f32 slots,
-        // as the other weights), f32 sums; the softmax pass is the reference's.
+        // as the other weights), f32 sums, a vocabulary slice at a time.
         let head = table.lm_head("lm_head_xent_fwd", d)?;
-        let kernel = self.kernel;
-        let (loss, _) = lm_head::fwd_by(
-            h,
-            head.n,
-            d,
-            targets,
-            ignore,
-            LM_HEAD_ROWS,
-            |m, rows, logits| matmul_into(kernel, rows, None, m, head, None, uninit_view(logits)),
-        )?;
+        let loss = super::lm_head::loss(self.kernel, head, h, d, targets, ignore)?;
         Ok((loss, ()))
     }
     #[allow(clippy::too_many_arguments)]

@@ -25,6 +25,8 @@
 //!   bf16 pays here).
 //! - `row_dots`: the router's and shared gate's few outputs, one fixed-order
 //!   dot product each, so a token's routing does not depend on its batch.
+//! - `lm_head`: the tied LM head's loss, a vocabulary slice at a time
+//!   with a running softmax per row.
 //! - `backend`, `moe`, `attention`: the engine ([`CpuBf16`]) behind the tape;
 //!   products on the bf16 GEMM, the rest f32 (the reference ops, and a
 //!   leaner attention without the training copies).
@@ -37,6 +39,7 @@ pub mod avx512;
 pub mod backend;
 pub mod gemm;
 pub mod kernel;
+mod lm_head;
 mod moe;
 pub mod pack;
 pub mod params;

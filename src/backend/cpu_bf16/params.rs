@@ -19,6 +19,13 @@ use super::pack::{Elem, Layout, PackedMat};
 use crate::engine::param::is_gate_up_pair;
 use crate::engine::{OpError, OpResult, Param};
 
+/// Vocabulary entries per slice of the packed LM head: each group of
+/// rows reads a slice from memory once and then from cache for its other
+/// chunks, so a slice should fit the last-level cache (1.5 MiB of bf16 at `small`'s d
+/// 384; 6 MiB at base's 1,536 in f32), and its chunk of logits in L2
+/// (`backend::cpu_bf16::lm_head`). A whole number of panels.
+pub const HEAD_SLICE: usize = 2048;
+
 /// One parameter as the engine's ops read it.
 #[derive(Clone, Debug)]
 pub enum Bf16Param {
@@ -29,12 +36,13 @@ pub enum Bf16Param {
     InGate,
     /// The token embedding: f32 rows for the lookup, and the tied LM head's
     /// matrix (`[V, d]` as `elem`, the engine's products' operand) packed on
-    /// the LM head's first call: a classifier never runs the head, and the
-    /// copy is as large as the table (a base model's: 100 MB in bf16).
+    /// the LM head's first call, in slices of [`HEAD_SLICE`] entries (see
+    /// `lm_head`): a classifier never runs the head, and the copy is as
+    /// large as the table (a base model's: 100 MB in bf16).
     Table {
         rows: Vec<f32>,
         elem: Elem,
-        head: OnceLock<PackedMat>,
+        head: OnceLock<Vec<PackedMat>>,
     },
 }
 
@@ -67,12 +75,16 @@ impl Bf16Param {
         }
     }
 
-    /// The tied LM head's packed table (`[V, d]`), packed on the first call.
-    pub fn lm_head(&self, op: &'static str, d: usize) -> OpResult<&PackedMat> {
+    /// The tied LM head's packed table (`[V, d]`) as slices of
+    /// [`HEAD_SLICE`] entries (the last shorter), packed on the first call.
+    pub fn lm_head(&self, op: &'static str, d: usize) -> OpResult<&[PackedMat]> {
         match self {
-            Bf16Param::Table { rows, elem, head } if d > 0 && rows.len() % d == 0 => {
-                Ok(head.get_or_init(|| PackedMat::new_as(*elem, rows, rows.len() / d, d)))
-            }
+            Bf16Param::Table { rows, elem, head } if d > 0 && rows.len() % d == 0 => Ok(head
+                .get_or_init(|| {
+                    rows.chunks(HEAD_SLICE * d)
+                        .map(|s| PackedMat::new_as(*elem, s, s.len() / d, d))
+                        .collect()
+                })),
             _ => Err(OpError::msg(
                 op,
                 format!("expected the token embedding ([V, {d}] f32 rows)"),
@@ -85,7 +97,10 @@ impl Bf16Param {
         match self {
             Bf16Param::F32(v) => 4 * v.len(),
             Bf16Param::Table { rows, head, .. } => {
-                4 * rows.len() + head.get().map_or(0, |p| 4 * p.slots().len())
+                let packed = head
+                    .get()
+                    .map_or(0, |h| h.iter().map(|p| p.slots().len()).sum());
+                4 * (rows.len() + packed)
             }
             Bf16Param::Packed(m) => m.iter().map(|p| 4 * p.slots().len()).sum(),
             Bf16Param::InGate => 0,
