@@ -73,31 +73,24 @@ pub fn fwd<F: Float>(
 ) -> (F, LmHeadSaved<F>) {
     let v = table.len() / d;
     let table_t = Rhs::new(products, d, v, table, true);
-    let done: Result<_, std::convert::Infallible> =
-        fwd_by(h, v, d, targets, ignore, ROWS_FWD, |m, hc, logits| {
-            gemm_rhs(m, hc, false, &table_t, logits, false);
-            Ok(())
-        });
-    match done {
-        Ok(r) => r,
-    }
+    fwd_by(h, v, d, targets, ignore, ROWS_FWD, |m, hc, logits| {
+        gemm_rhs(m, hc, false, &table_t, logits, false)
+    })
 }
 
 /// [`fwd`] with the logits made by `logits_of(m, rows, out)`: `out[m, v]`
 /// = `rows[m, d]` times the table transposed. Rows run in chunks of
-/// `chunk` rows in parallel; the first error stops the pass. (The packed
-/// engine's loss runs a vocabulary slice at a time instead:
-/// `backend::cpu_bf16::lm_head`.)
-#[allow(clippy::too_many_arguments)]
-fn fwd_by<F: Float, E: Send>(
+/// `chunk` rows in parallel. (The packed engine's loss runs a vocabulary
+/// slice at a time instead: `backend::cpu_bf16::lm_head`.)
+fn fwd_by<F: Float>(
     h: &[F],
     v: usize,
     d: usize,
     targets: &[u32],
     ignore: u32,
     chunk: usize,
-    logits_of: impl Fn(usize, &[F], &mut [F]) -> Result<(), E> + Sync,
-) -> Result<(F, LmHeadSaved<F>), E> {
+    logits_of: impl Fn(usize, &[F], &mut [F]) + Sync,
+) -> (F, LmHeadSaved<F>) {
     let rows = valid_rows(targets, ignore);
     let hv = gather(h, &rows, d);
     let mut max = vec![F::ZERO; rows.len()];
@@ -109,11 +102,11 @@ fn fwd_by<F: Float, E: Send>(
         .zip(sum.par_chunks_mut(chunk))
         .zip(losses.par_chunks_mut(chunk))
         .zip(rows.par_chunks(chunk))
-        .try_for_each_init(
+        .for_each_init(
             || vec![F::ZERO; chunk * v],
             |logits, ((((hc, mc), sc), oc), rc)| {
                 let m = rc.len();
-                logits_of(m, hc, &mut logits[..m * v])?;
+                logits_of(m, hc, &mut logits[..m * v]);
                 for (i, row) in logits[..m * v].chunks_exact_mut(v).enumerate() {
                     let target = row[targets[rc[i]] as usize];
                     let (mx, s) = exp_row_stats(row);
@@ -121,9 +114,8 @@ fn fwd_by<F: Float, E: Send>(
                     // (m - x_y) + ln s: exact when x_y is the maximum.
                     oc[i] = (mx - target) + s.ln();
                 }
-                Ok(())
             },
-        )?;
+        );
     let loss = if rows.is_empty() {
         F::ZERO
     } else {
@@ -136,7 +128,7 @@ fn fwd_by<F: Float, E: Send>(
         sum,
         grads: None,
     };
-    Ok((loss, saved))
+    (loss, saved)
 }
 
 /// `dh` (`[T, d]`, zero for rows without a target) is returned; `dtable`
