@@ -1,8 +1,9 @@
 //! Run-time AVX-512 dispatch for the f32 elementwise loops. The crate is
 //! built for baseline x86-64 (SSE2), so a loop the compiler could run 16
 //! lanes wide runs 4 wide unless it is compiled again under
-//! `#[target_feature]` and chosen at run time, as here. The loops have no
-//! reductions, so both versions give the same bits.
+//! `#[target_feature]` and chosen at run time, as here. Their sums run in a
+//! fixed order and no multiply-add is fused, so both versions give the
+//! same bits.
 
 use std::any::TypeId;
 use std::mem::MaybeUninit;
@@ -172,8 +173,9 @@ pub fn exp_row_stats<F: Float>(row: &mut [F]) -> (F, F) {
 /// Two passes, not three: the max (in [`MAX_WAYS`] groups of eight lanes,
 /// so that it is not one dependent chain: the maximum is exact, so any
 /// grouping gives the same value), then `exp` stored and summed at once
-/// into the eight partial sums of [`sum_lanes`](crate::engine::float::sum_lanes), in its order: the bits of
-/// `exp` then `sum_lanes`, without reading the row a third time and
+/// into the eight partial sums of
+/// [`sum_lanes`](crate::engine::float::sum_lanes), in its order: the bits
+/// of `exp` then `sum_lanes`, without reading the row a third time and
 /// with the sums' chain hidden under `exp` (a 2-core Zen 4 spent 10 % of
 /// the tiny dense LM forward in this function).
 #[inline(always)]
