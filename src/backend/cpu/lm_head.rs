@@ -46,14 +46,14 @@ pub struct TrainGrads<F> {
     pub de: Vec<F>,
 }
 
-pub(super) fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
+pub(crate) fn valid_rows(targets: &[u32], ignore: u32) -> Vec<usize> {
     (0..targets.len())
         .filter(|&i| targets[i] != ignore)
         .collect()
 }
 
 /// The rows of `h` listed in `rows`, packed.
-pub(super) fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
+pub(crate) fn gather<F: Float>(h: &[F], rows: &[usize], d: usize) -> Vec<F> {
     let mut out = Vec::with_capacity(rows.len() * d);
     for &r in rows {
         out.extend_from_slice(&h[r * d..(r + 1) * d]);

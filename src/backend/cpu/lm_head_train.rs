@@ -219,7 +219,7 @@ pub fn train_fwd<F: Float>(
 mod tests {
     use super::super::backend::Cpu;
     use super::super::lm_head::{bwd, fwd};
-    use super::super::testutil::vals;
+    use super::super::testutil::{on_threads, vals};
     use super::*;
     use crate::autograd::tape::Tape;
     use crate::backend::cpu_bf16::Kernel;
@@ -321,13 +321,7 @@ mod tests {
         let c = case::<f32>();
         let bf16 = Products::bf16_on(Kernel::Portable).unwrap();
         for products in [Products::F32, bf16] {
-            let on = |threads| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
-                pool.install(|| run(products, true, &c, 1.0))
-            };
+            let on = |threads| on_threads(threads, || run(products, true, &c, 1.0));
             let (one, two) = (on(1), on(2));
             assert_eq!(one.0.to_bits(), two.0.to_bits());
             let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();

@@ -1,4 +1,5 @@
-//! Test helpers: deterministic inputs and finite-difference gradient checks.
+//! Test helpers: deterministic inputs, finite-difference gradient checks,
+//! and running a closure on a pool of a given size.
 
 /// Deterministic pseudo-random values in [-1, 1).
 pub fn vals(n: usize, seed: u64) -> Vec<f64> {
@@ -39,4 +40,14 @@ pub fn check_grad(x: &[f64], analytic: &[f64], f: impl Fn(&[f64]) -> f64, what: 
 /// `sum(a * b)`: turns an output into a scalar loss with upstream grad `b`.
 pub fn dot(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `f` run inside a rayon pool of `threads` threads: the same sums on one
+/// thread or two is how the ops' fixed orders are tested.
+pub fn on_threads<T: Send>(threads: usize, f: impl FnOnce() -> T + Send) -> T {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .unwrap()
+        .install(f)
 }

@@ -20,6 +20,7 @@ use super::kernel::Kernel;
 use super::pack::{MR, PackedMat};
 use super::params::HEAD_SLICE;
 use crate::backend::cpu::alloc::as_uninit;
+use crate::backend::cpu::lm_head::{gather, valid_rows};
 use crate::backend::cpu::simd::{exp_sum, row_max};
 use crate::engine::float::Float;
 use crate::engine::{OpError, OpResult};
@@ -61,9 +62,7 @@ pub fn loss(
             format!("{} values of h for {} rows of {d}", h.len(), targets.len()),
         ));
     }
-    let rows: Vec<usize> = (0..targets.len())
-        .filter(|&i| targets[i] != ignore)
-        .collect();
+    let rows = valid_rows(targets, ignore);
     if let Some(&r) = rows.iter().find(|&&r| targets[r] as usize >= v) {
         return Err(OpError::msg(
             OP,
@@ -91,10 +90,7 @@ fn group_losses(
     targets: &[u32],
     g: &[usize],
 ) -> OpResult<Vec<f64>> {
-    let mut hv = Vec::with_capacity(g.len() * d);
-    for &r in g {
-        hv.extend_from_slice(&h[r * d..(r + 1) * d]);
-    }
+    let hv = gather(h, g, d);
     let mut run = vec![
         Running {
             max: f32::NEG_INFINITY,
@@ -138,7 +134,7 @@ mod tests {
     use super::*;
     use crate::backend::cpu::lm_head::fwd;
     use crate::backend::cpu::matmul::Products;
-    use crate::backend::cpu::testutil::vals;
+    use crate::backend::cpu::testutil::{on_threads, vals};
 
     const IGNORE: u32 = u32::MAX;
 
@@ -180,11 +176,9 @@ mod tests {
         let products = Products::bf16_on(kernel).unwrap();
         let (want, _) = fwd(products, &h, &table, d, &targets, IGNORE);
         let on = |threads| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| loss(kernel, &slices, &h, d, &targets, IGNORE).unwrap())
+            on_threads(threads, || {
+                loss(kernel, &slices, &h, d, &targets, IGNORE).unwrap()
+            })
         };
         let got = on(2);
         assert!((got - want).abs() <= 1e-5 * want.abs(), "{got} vs {want}");
