@@ -241,3 +241,35 @@ fn the_lm_objective_times_a_pretraining_step() {
         }
     }
 }
+
+/// `TMOE_BF16_KERNEL` pins the bf16 micro-kernel (the portable one runs on
+/// every CPU), named in the run's header; a name that is no kernel is
+/// said to be ignored, and the run goes on with the automatic choice.
+#[test]
+fn the_bf16_kernel_can_be_pinned_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |kernel: &str| -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_tmoe"))
+            .args(["bench", "model", "--device", "cpu", "--config", "tiny"])
+            .args(["--precision", "bf16", "--only", "moe"])
+            .args(["--batch", "2", "--seq", "16", "--iters", "1", "--out"])
+            .arg(dir.path().join(format!("{kernel}.json")))
+            .env("TMOE_BF16_KERNEL", kernel)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "{kernel}: {err}");
+        err
+    };
+    let portable = run("portable");
+    assert!(portable.contains("bf16 kernel portable"), "{portable}");
+    assert!(
+        portable.contains("warning: --precision bf16") && portable.contains("portable kernel"),
+        "the portable kernel is slower than f32, and said so: {portable}"
+    );
+    let bogus = run("avx1024");
+    assert!(
+        bogus.contains("TMOE_BF16_KERNEL=avx1024 names no kernel") && bogus.contains("avx512-fma"),
+        "{bogus}"
+    );
+}

@@ -1,6 +1,7 @@
-//! The bf16 GEMM of the CPU inference engine (`backend::cpu_bf16`), both
-//! micro-kernels (AVX-512 BF16 when this CPU has it, and the portable one
-//! always), against an f64 reference computed on the bf16-rounded inputs.
+//! The bf16 GEMM of the CPU inference engine (`backend::cpu_bf16`), every
+//! micro-kernel this CPU runs (AMX, AVX-512 BF16, bf16 widened onto the
+//! AVX-512F FMA, and the portable one always), against an f64 reference
+//! computed on the bf16-rounded inputs.
 //!
 //! Tolerance, derived: a bf16 x bf16 product has at most 16 significant bits,
 //! so it is exact in f32; the only error is the f32 rounding of the k (+1 for
@@ -39,18 +40,7 @@ fn reference(x: &[f64], w: &[f64], m: usize, n: usize, k: usize) -> (Vec<f64>, V
 }
 
 fn kernels() -> Vec<Kernel> {
-    let mut ks = vec![Kernel::Portable];
-    if Kernel::Avx512Bf16.available() {
-        ks.push(Kernel::Avx512Bf16);
-    } else {
-        eprintln!("this CPU has no AVX-512 BF16: only the portable kernel is tested");
-    }
-    if Kernel::AmxBf16.available() {
-        ks.push(Kernel::AmxBf16);
-    } else {
-        eprintln!("this CPU (or OS) gives no AMX tiles: the AMX kernel is not tested here");
-    }
-    ks
+    common::bf16_kernels()
 }
 
 /// The last two run in several blocks of k (128 pairs each; 550 and 129
@@ -111,6 +101,36 @@ fn plain_products_match_the_f64_reference_within_the_summation_bound() {
         for &(m, n, k) in &SHAPES {
             check_plain(kernel, m, n, k, false);
             check_plain(kernel, m, n, k, true);
+        }
+    }
+}
+
+/// The bf16 panels widened onto the f32 FMA (`Kernel::Avx512Fma`) give
+/// the portable kernel's bits: both add each pair's odd product, then its
+/// even one, each exact in f32 and rounded once into the sum (as
+/// `vdpbf16ps` documents), across several blocks of k, with a bias.
+#[test]
+fn widened_bf16_gives_the_portable_kernels_bits() {
+    if !Kernel::Avx512Fma.available() {
+        eprintln!("SKIP widened_bf16_gives_the_portable_kernels_bits: this CPU has no AVX-512F");
+        return;
+    }
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for &(m, n, k) in &SHAPES {
+        let (x, w, b) = (
+            common::values(m * k, 11),
+            common::values(n * k, 12),
+            common::values(n, 13),
+        );
+        let packed = PackedMat::new(&w, n, k);
+        for bias in [None, Some(&b[..])] {
+            let widened = matmul(Kernel::Avx512Fma, &x, None, m, &packed, bias).unwrap();
+            let portable = matmul(Kernel::Portable, &x, None, m, &packed, bias).unwrap();
+            assert!(
+                bits(&widened) == bits(&portable),
+                "m {m} n {n} k {k} bias {}: the widened kernel's sums differ from the portable ones",
+                bias.is_some()
+            );
         }
     }
 }

@@ -17,7 +17,7 @@
 //! tests/engine_gpu_model.rs), and the router is f32 on the bf16 engine.
 
 mod common;
-use traffic_moe::backend::cpu_bf16::{Bf16Param, Bf16Params, CpuBf16, Kernel};
+use traffic_moe::backend::cpu_bf16::{Bf16Param, Bf16Params, CpuBf16};
 use traffic_moe::engine::{AttnDims, Backend, Device, MoeDims, Param, Precision};
 use traffic_moe::eval::predict::{Loaded, Weights, class_logits};
 use traffic_moe::model::{FfnKind, Inputs, Model, ModelConfig};
@@ -102,17 +102,9 @@ fn check(ffn: FfnKind) {
         s: S,
     };
     let (want, want_routing) = class_logits(&model, Weights::Cpu(&p), &x, true).unwrap();
-    let mut engines = vec![CpuBf16::with_kernel(Kernel::Portable).unwrap()];
-    if Kernel::Avx512Bf16.available() {
-        engines.push(CpuBf16::with_kernel(Kernel::Avx512Bf16).unwrap());
-    } else {
-        eprintln!("this CPU has no AVX-512 BF16: only the portable kernel is tested");
-    }
-    if Kernel::AmxBf16.available() {
-        engines.push(CpuBf16::with_kernel(Kernel::AmxBf16).unwrap());
-    } else {
-        eprintln!("this CPU (or OS) gives no AMX tiles: the AMX kernel is not tested here");
-    }
+    let engines = common::bf16_kernels()
+        .into_iter()
+        .map(|k| CpuBf16::with_kernel(k).unwrap());
     let store = Bf16Params::pack(&p);
     for engine in engines {
         let ctx = format!("{ffn:?} on {}", engine.kernel().name());

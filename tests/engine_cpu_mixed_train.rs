@@ -33,15 +33,7 @@ use traffic_moe::train::trainer::Trainer;
 
 /// Every bf16 kernel this CPU runs (the portable one always).
 fn kernels() -> Vec<Kernel> {
-    let mut k = vec![Kernel::Portable];
-    for extra in [Kernel::Avx512Bf16, Kernel::AmxBf16] {
-        if extra.available() {
-            k.push(extra);
-        } else {
-            eprintln!("{} not available here: not tested", extra.name());
-        }
-    }
-    k
+    common::bf16_kernels()
 }
 
 fn bf16(x: f32) -> f64 {

@@ -96,14 +96,7 @@ fn check(ffn: FfnKind) {
     }
 
     let mut engines: Vec<(String, CpuBf16, Bf16Params, f64)> = Vec::new();
-    for kernel in [Kernel::Portable, Kernel::Avx512Bf16, Kernel::AmxBf16] {
-        if !kernel.available() {
-            eprintln!(
-                "this CPU cannot run the {} kernel: not tested",
-                kernel.name()
-            );
-            continue;
-        }
+    for kernel in common::bf16_kernels() {
         let e = CpuBf16::with_kernel(kernel).unwrap();
         engines.push((
             format!("bf16 {}", kernel.name()),
@@ -223,10 +216,8 @@ fn the_packed_lm_head_is_within_its_rounding_bound() {
     }
     let (exact, bound_f32, bound_bf16) = (exact / rows, bound_f32 / rows, bound_bf16 / rows);
     let mut cases = Vec::new();
-    for kernel in [Kernel::Portable, Kernel::Avx512Bf16, Kernel::AmxBf16] {
-        if kernel.available() {
-            cases.push((kernel, Elem::Bf16Pair, bound_bf16));
-        }
+    for kernel in common::bf16_kernels() {
+        cases.push((kernel, Elem::Bf16Pair, bound_bf16));
     }
     if let Some(kernel) = Kernel::detect_f32() {
         cases.push((kernel, Elem::F32, bound_f32));

@@ -46,8 +46,8 @@ impl Trainer {
                     Precision::F32 => Products::F32,
                     Precision::Bf16 => Products::bf16().ok_or_else(|| {
                         anyhow::anyhow!(
-                            "--precision bf16: this CPU has neither AMX tiles nor AVX-512 BF16, \
-                             so bf16 training would be slower than f32 here; use f32"
+                            "--precision bf16: this CPU has no AVX-512, so bf16 training would \
+                             run on the portable kernel, far slower than f32 here; use f32"
                         )
                     })?,
                 };

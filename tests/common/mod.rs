@@ -375,6 +375,25 @@ pub fn assert_same_bits(a: &[Param], b: &[Param], what: &str) {
     }
 }
 
+/// Every bf16 micro-kernel this CPU runs, the portable one always; those
+/// it cannot run are named as untested.
+pub fn bf16_kernels() -> Vec<traffic_moe::backend::cpu_bf16::Kernel> {
+    use traffic_moe::backend::cpu_bf16::Kernel;
+    Kernel::ALL
+        .into_iter()
+        .filter(|k| {
+            let ok = k.available();
+            if !ok {
+                eprintln!(
+                    "this CPU cannot run the {} kernel: not tested here",
+                    k.name()
+                );
+            }
+            ok
+        })
+        .collect()
+}
+
 /// `n` values uniform in [-1, 1) from a seeded xorshift: operands of the
 /// CPU product tests.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {

@@ -60,11 +60,10 @@ pub enum Products {
 
 impl Products {
     /// Mixed precision on this CPU's fastest bf16 kernel; `None` where it
-    /// has neither AMX tiles nor AVX-512 BF16 (the portable kernel would
-    /// be far slower than f32).
+    /// has no AVX-512 (the portable kernel would be far slower than f32).
     pub fn bf16() -> Option<Products> {
         match Kernel::detect() {
-            Kernel::Portable | Kernel::Avx512F => None,
+            Kernel::Portable => None,
             k => Some(Products::Bf16(k)),
         }
     }

@@ -4,6 +4,7 @@
 //! works and is tested on any CPU; and its f32 twin for f32 panels.
 
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
 use super::pack::{
     Elem, Layout, MR, NR, bf16_bits, hi_f32, lo_f32, pack_tile_f32, pack_tile_portable,
@@ -18,36 +19,51 @@ pub enum Kernel {
     /// and for f32 panels.
     AmxBf16,
     /// `vdpbf16ps` on 512-bit vectors (AVX-512 BF16: AMD Zen 4+, Intel
-    /// Cooper Lake, Sapphire Rapids+); f32 panels with `vfmadd231ps`.
+    /// Cooper Lake, Sapphire Rapids+), where it outruns the f32 FMA; f32
+    /// panels with `vfmadd231ps`.
     Avx512Bf16,
-    /// AVX-512F without BF16 (Intel Skylake-X to Ice Lake): f32 panels
-    /// with `vfmadd231ps`, bf16 panels on the portable kernel.
-    Avx512F,
+    /// `vfmadd231ps` for both: bf16 panels widened to f32 in registers
+    /// (`avx512::tile_widen`, the same bits as `vdpbf16ps`), where
+    /// `vdpbf16ps` is missing (Intel Skylake-X to Ice Lake) or slower than
+    /// the f32 FMA (the Intel Xeon of family 6, model 207 without AMX: 85
+    /// against 186 GFLOP/s a core).
+    Avx512Fma,
     /// Any CPU.
     Portable,
 }
 
+/// The environment variable that pins [`Kernel::detect`]'s choice (a
+/// kernel's [`Kernel::name`]), for comparisons on one machine.
+pub const KERNEL_ENV: &str = "TMOE_BF16_KERNEL";
+
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// Every kernel, AMX first (by far the fastest where a CPU has it).
+    pub const ALL: [Kernel; 4] = [
+        Kernel::AmxBf16,
+        Kernel::Avx512Bf16,
+        Kernel::Avx512Fma,
+        Kernel::Portable,
+    ];
+
+    /// The fastest kernel for bf16 panels on this CPU, chosen once per
+    /// process: AMX tiles, else `vdpbf16ps` where it outruns the f32 FMA
+    /// (measured in about 5 ms: AMD Zen 4 and 5 run it at twice the FMA's
+    /// rate, the Intel Xeon without AMX at half), else bf16 widened to f32
+    /// on the FMA, else the portable kernel. [`KERNEL_ENV`] pins it. The
+    /// choice changes speed, not results: the widened kernel gives the
+    /// portable one's bits, which `vdpbf16ps` documents too (AMX sums in
+    /// another order).
     pub fn detect() -> Kernel {
-        if Kernel::AmxBf16.available() {
-            Kernel::AmxBf16
-        } else if Kernel::Avx512Bf16.available() {
-            Kernel::Avx512Bf16
-        } else {
-            Kernel::Portable
-        }
+        static CHOICE: OnceLock<Kernel> = OnceLock::new();
+        *CHOICE.get_or_init(|| pinned().unwrap_or_else(choose))
     }
 
     /// The fastest kernel for f32 panels on this CPU (`None`: no AVX-512,
     /// where the f32 reference engine, on the `gemm` crate, is faster than
-    /// the portable kernel).
+    /// the portable kernel). Every AVX-512 kernel runs f32 panels on the
+    /// same FMA tile.
     pub fn detect_f32() -> Option<Kernel> {
-        match Kernel::detect() {
-            Kernel::AmxBf16 | Kernel::Avx512Bf16 => Some(Kernel::Avx512Bf16),
-            _ if avx512f_detected() => Some(Kernel::Avx512F),
-            _ => None,
-        }
+        avx512f_detected().then_some(Kernel::Avx512Fma)
     }
 
     /// Whether this CPU can run it (checked before every product: a cached flag).
@@ -56,20 +72,23 @@ impl Kernel {
             Kernel::Portable => true,
             Kernel::AmxBf16 => amx_detected(),
             Kernel::Avx512Bf16 => avx512_bf16_detected(),
-            Kernel::Avx512F => avx512f_detected(),
+            Kernel::Avx512Fma => avx512f_detected(),
         }
     }
 
     /// Whether its vector code (attention, f32 panels) may use AVX-512F.
     pub fn has_avx512f(self) -> bool {
-        matches!(self, Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512F)
+        matches!(
+            self,
+            Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512Fma
+        )
     }
 
     pub fn name(self) -> &'static str {
         match self {
             Kernel::AmxBf16 => "amx-bf16",
             Kernel::Avx512Bf16 => "avx512-bf16",
-            Kernel::Avx512F => "avx512f",
+            Kernel::Avx512Fma => "avx512-fma",
             Kernel::Portable => "portable",
         }
     }
@@ -91,6 +110,11 @@ impl Kernel {
             (Kernel::AmxBf16 | Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
                 super::avx512::pack_tile(x, k, rows, tile)
             },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `vcvtne2ps2bf16` needs AVX-512 BF16, checked here.
+            (Kernel::Avx512Fma, Elem::Bf16Pair) if avx512_bf16_detected() => unsafe {
+                super::avx512::pack_tile(x, k, rows, tile)
+            },
             _ => pack_tile_portable(x, k, rows, tile),
         }
     }
@@ -108,8 +132,14 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `UnwrittenRows` is made for an `available()` kernel.
+            // SAFETY: `UnwrittenRows` is made for an `available()` kernel;
+            // `vcvtne2ps2bf16` needs AVX-512 BF16, checked for the FMA one.
             Kernel::AmxBf16 | Kernel::Avx512Bf16 => unsafe {
+                super::avx512::pack_rows(x, k, idx, stride, out)
+            },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Kernel::Avx512Fma if avx512_bf16_detected() => unsafe {
                 super::avx512::pack_rows(x, k, idx, stride, out)
             },
             _ => {
@@ -139,13 +169,61 @@ impl Kernel {
                 super::avx512::tile(t)
             },
             #[cfg(target_arch = "x86_64")]
-            (Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512F, Elem::F32) => unsafe {
+            (Kernel::Avx512Fma, Elem::Bf16Pair) => unsafe { super::avx512::tile_widen(t) },
+            #[cfg(target_arch = "x86_64")]
+            (Kernel::AmxBf16 | Kernel::Avx512Bf16 | Kernel::Avx512Fma, Elem::F32) => unsafe {
                 super::avx512::tile_f32(t)
             },
             (_, Elem::F32) => unsafe { tile_portable_f32(t) },
             _ => unsafe { tile_portable(t) },
         }
     }
+}
+
+/// The kernel [`KERNEL_ENV`] names, if this CPU runs it (a warning
+/// otherwise: the automatic choice then stands).
+fn pinned() -> Option<Kernel> {
+    let name = std::env::var(KERNEL_ENV).ok()?;
+    let names = Kernel::ALL.map(Kernel::name).join(", ");
+    match Kernel::ALL.into_iter().find(|k| k.name() == name) {
+        Some(k) if k.available() => Some(k),
+        Some(_) => {
+            eprintln!("warning: {KERNEL_ENV}={name}: this CPU cannot run it; choosing by itself");
+            None
+        }
+        None => {
+            eprintln!("warning: {KERNEL_ENV}={name} names no kernel (one of: {names}); ignored");
+            None
+        }
+    }
+}
+
+/// [`Kernel::detect`]'s choice on this CPU.
+fn choose() -> Kernel {
+    if Kernel::AmxBf16.available() {
+        Kernel::AmxBf16
+    } else if Kernel::Avx512Bf16.available() && vdpbf16ps_outruns_fma() {
+        Kernel::Avx512Bf16
+    } else if avx512f_detected() {
+        Kernel::Avx512Fma
+    } else {
+        Kernel::Portable
+    }
+}
+
+/// Whether one core's `vdpbf16ps` FLOP rate beats its `vfmadd231ps` one:
+/// the best of three short runs each, interleaved (a shared VM can take
+/// half of one run). The widened kernel reaches about the same share of
+/// the FMA rate as `vdpbf16ps`'s kernel of its own (`tmoe bench cpu-gemm`),
+/// and the two rates differ by 2x either way on the CPUs measured, so the
+/// plain comparison decides.
+fn vdpbf16ps_outruns_fma() -> bool {
+    let (mut bf16, mut f32) = (0f64, 0f64);
+    for _ in 0..3 {
+        bf16 = bf16.max(super::peak::bf16_gflops(60_000).unwrap_or(0.0));
+        f32 = f32.max(super::peak::f32_gflops(60_000).unwrap_or(0.0));
+    }
+    bf16 > f32
 }
 
 fn avx512f_detected() -> bool {

@@ -12,10 +12,14 @@
 //!   and the matching 32 up outputs, so the kernel can write `silu(g)·u`.
 //! - `kernel` / `avx512` / `amx`: the micro-kernel, picked at run time: AMX
 //!   tiles (`tdpbf16ps`, 32 x 32 outputs a step) where the CPU and OS have
-//!   them, else an MR = 6 x NR = 64 tile on `vdpbf16ps` when the CPU has
-//!   AVX-512 BF16, else portable
-//!   Rust (bf16 widened to f32, f32 multiply-add); f32 panels on
-//!   `vfmadd231ps` (AVX-512F).
+//!   them, else an MR = 6 x NR = 64 tile on `vdpbf16ps` where the CPU has
+//!   AVX-512 BF16 and it outruns the f32 FMA, else the same tile with bf16
+//!   widened to f32 in registers on `vfmadd231ps` (AVX-512F), else
+//!   portable Rust (bf16 widened to f32, f32 multiply-add); f32 panels on
+//!   `vfmadd231ps` (AVX-512F). The widened tile gives the portable
+//!   kernel's bits (tested); `vdpbf16ps` documents the same arithmetic
+//!   (and gave the same bits on the Intel Xeon of 2026-12-07); AMX sums in
+//!   another order.
 //! - `gemm`: the blocked product, parallel over row blocks.
 //! - `strided`: general products of strided f32 operands (right operand
 //!   packed per product) on these kernels: the training engine's bf16

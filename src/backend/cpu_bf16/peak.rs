@@ -1,7 +1,9 @@
 //! This CPU's measured multiply-add rates, one core: `vdpbf16ps` (what bf16
-//! panels run on) and `vfmadd231ps` (f32 panels). Whether bf16 pays depends on
-//! their ratio, which differs by CPU: on AMD Zen 4 `vdpbf16ps` gave 2.3x the
-//! f32 rate, on an Intel Xeon (family 6, model 207) half of it.
+//! panels run on where it is fast) and `vfmadd231ps` (f32 panels, and bf16
+//! ones widened to f32 where `vdpbf16ps` is slower). Whether bf16 pays
+//! depends on their ratio, which differs by CPU: on AMD Zen 4 `vdpbf16ps`
+//! gave 2.3x the f32 rate, on an Intel Xeon (family 6, model 207) without
+//! AMX half of it.
 
 use std::time::Instant;
 
@@ -84,28 +86,59 @@ unsafe fn gflops(run: unsafe fn(u64) -> f64, iters: u64) -> f64 {
     flops / t.elapsed().as_secs_f64() / 1e9
 }
 
-/// Why `--precision bf16` is likely slower than f32 on a CPU with these
-/// one-core rates (None: bf16 should pay). Below 1.2x the f32 rate the bf16
+/// What `--precision bf16` gives on this CPU, where it is not the fast
+/// choice (`None`: it should pay).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Bf16Advice {
+    /// Likely slower than f32.
+    Slower(String),
+    /// About f32's speed: the products widen bf16 to f32 on the FMA.
+    NoGain(String),
+}
+
+/// [`Bf16Advice`] for bf16 products on `kernel` with these one-core rates
+/// of `vdpbf16ps` and the f32 FMA. On the FMA kernel bf16 runs at about
+/// f32's speed (inference x0.93-1.05 our f32 on the Intel Xeon without
+/// AMX of 2026-12-07); with `vdpbf16ps` below 1.2x the f32 rate, the bf16
 /// path's extra work (rounding activations to bf16) outweighs its products.
-pub fn bf16_slower_reason(bf16: Option<f64>, f32: Option<f64>) -> Option<String> {
-    match (bf16, f32) {
-        (None, _) => Some(
-            "this CPU has no AVX-512 BF16, so bf16 runs on the portable kernel, slower than f32"
+pub fn bf16_advice(kernel: Kernel, bf16: Option<f64>, f32: Option<f64>) -> Option<Bf16Advice> {
+    match (kernel, bf16, f32) {
+        (Kernel::AmxBf16, ..) => None,
+        (Kernel::Portable, ..) => Some(Bf16Advice::Slower(format!(
+            "bf16 runs on the portable kernel here (this CPU has no AVX-512, or {} pins \
+             it), slower than f32",
+            super::kernel::KERNEL_ENV
+        ))),
+        (Kernel::Avx512Fma, Some(b), Some(f)) if b > f => Some(Bf16Advice::NoGain(format!(
+            "{} pins the FMA kernel although vdpbf16ps runs at {b:.0} GFLOP/s a core against \
+             {f:.0} for the f32 FMA: expect about f32's speed",
+            super::kernel::KERNEL_ENV
+        ))),
+        (Kernel::Avx512Fma, Some(b), Some(f)) => Some(Bf16Advice::NoGain(format!(
+            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the f32 \
+             FMA, so bf16 is widened to f32 on the FMA: expect about f32's speed (half the \
+             weights' memory)"
+        ))),
+        (Kernel::Avx512Fma, ..) => Some(Bf16Advice::NoGain(
+            "this CPU has no AVX-512 BF16, so bf16 is widened to f32 on the FMA: expect about \
+             f32's speed (half the weights' memory)"
                 .into(),
-        ),
-        (Some(b), Some(f)) if b < 1.2 * f => Some(format!(
-            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for f32 FMA, \
-             so bf16 is likely slower than f32 here (measured on an Intel Xeon: 9-26 % slower)"
         )),
-        _ => None,
+        (Kernel::Avx512Bf16, Some(b), Some(f)) if b < 1.2 * f => Some(Bf16Advice::Slower(format!(
+            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the \
+                 f32 FMA, so bf16 is likely no faster than f32 here"
+        ))),
+        (Kernel::Avx512Bf16, ..) => None,
     }
 }
 
-/// [`bf16_slower_reason`] for this CPU, measured in about 40 ms: the best of
-/// five short runs of each, interleaved, since one run on a shared machine
-/// can lose half its time to another process.
-pub fn bf16_slower_here() -> Option<String> {
-    if Kernel::AmxBf16.available() {
+/// [`bf16_advice`] for the kernel [`Kernel::detect`] chose, the rates
+/// measured in about 40 ms: the best of five short runs of each,
+/// interleaved, since one run on a shared machine can lose half its time
+/// to another process.
+pub fn bf16_advice_here() -> Option<Bf16Advice> {
+    let kernel = Kernel::detect();
+    if kernel == Kernel::AmxBf16 {
         // Tens of times the f32 FMA rate (about 3 TFLOP/s a core against
         // 160 on the Xeon of 2026-12-04): bf16 pays.
         return None;
@@ -119,7 +152,7 @@ pub fn bf16_slower_here() -> Option<String> {
         b = best(b, bf16_gflops(500_000));
         f = best(f, f32_gflops(500_000));
     }
-    bf16_slower_reason(b, f)
+    bf16_advice(kernel, b, f)
 }
 
 #[cfg(test)]
@@ -128,20 +161,35 @@ mod tests {
 
     #[test]
     fn bf16_is_flagged_only_where_it_cannot_pay() {
-        // Zen 4's ratio (940 vs 415 GFLOP/s for 2 cores): no warning.
-        assert_eq!(bf16_slower_reason(Some(470.0), Some(207.0)), None);
-        // The Intel Xeon's (82 vs 168 a core): a warning naming both rates.
-        let why = bf16_slower_reason(Some(82.1), Some(168.5)).unwrap();
-        assert!(why.contains("82 GFLOP/s") && why.contains("168"), "{why}");
-        // Equal rates: bf16 only adds rounding work.
-        assert!(bf16_slower_reason(Some(100.0), Some(100.0)).is_some());
-        // No AVX-512 BF16 at all: the portable kernel.
-        assert!(
-            bf16_slower_reason(None, Some(100.0))
-                .unwrap()
-                .contains("portable")
+        use Bf16Advice::{NoGain, Slower};
+        // Zen 4's ratio (940 vs 415 GFLOP/s for 2 cores) on vdpbf16ps: no word.
+        assert_eq!(
+            bf16_advice(Kernel::Avx512Bf16, Some(470.0), Some(207.0)),
+            None
         );
-        assert!(bf16_slower_reason(None, None).is_some());
+        // vdpbf16ps barely above the FMA: likely slower.
+        assert!(matches!(
+            bf16_advice(Kernel::Avx512Bf16, Some(110.0), Some(100.0)),
+            Some(Slower(_))
+        ));
+        // The Intel Xeon without AMX (85 vs 186 a core): widened, both
+        // rates named.
+        match bf16_advice(Kernel::Avx512Fma, Some(85.0), Some(186.0)) {
+            Some(NoGain(why)) => assert!(why.contains("85 GFLOP/s") && why.contains("186")),
+            other => panic!("{other:?}"),
+        }
+        // AVX-512F without BF16: widened.
+        assert!(matches!(
+            bf16_advice(Kernel::Avx512Fma, None, Some(186.0)),
+            Some(NoGain(why)) if why.contains("no AVX-512 BF16")
+        ));
+        // No AVX-512 at all: the portable kernel.
+        assert!(matches!(
+            bf16_advice(Kernel::Portable, None, None),
+            Some(Slower(why)) if why.contains("portable")
+        ));
+        // AMX tiles: bf16 pays whatever the other rates.
+        assert_eq!(bf16_advice(Kernel::AmxBf16, Some(1.0), Some(100.0)), None);
     }
 
     #[test]
