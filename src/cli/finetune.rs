@@ -99,6 +99,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     super::refuse_file_as_out_folder(&a.out)?;
+    super::advise_cpu_precision(a.device, a.precision);
     let info = load_dataset_info(&a.data)?;
     anyhow::ensure!(
         !info.classes.is_empty(),

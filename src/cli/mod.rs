@@ -38,8 +38,9 @@ pub(crate) fn unfinished_warning(checkpoint: &std::path::Path, at: &str) -> Stri
 /// Advice on stderr about `--precision` on the CPU, never a refusal: a
 /// warning when bf16 is likely slower than the default f32 here (no
 /// AVX-512, or a `vdpbf16ps` rate, measured in about 40 ms, not well above
-/// the f32 FMA's), a note when bf16 runs widened onto the FMA (about f32's
-/// speed), and a note when f32 leaves AMX tiles unused (bf16 on them ran
+/// the f32 FMA's, so that bf16 runs on the portable kernel, widened onto
+/// the FMA, or on a `vdpbf16ps` that barely pays), and a note when f32
+/// leaves AMX tiles unused (bf16 on them ran
 /// the small model's inference 3-4x faster than f32 on the Xeon of
 /// 2026-12-04).
 pub(crate) fn advise_cpu_precision(
@@ -52,11 +53,8 @@ pub(crate) fn advise_cpu_precision(
     }
     match precision {
         Precision::Bf16 => {
-            use crate::backend::cpu_bf16::peak::{Bf16Advice, bf16_advice_here};
-            match bf16_advice_here() {
-                Some(Bf16Advice::Slower(why)) => eprintln!("warning: --precision bf16: {why}"),
-                Some(Bf16Advice::NoGain(why)) => eprintln!("note: --precision bf16: {why}"),
-                None => {}
+            if let Some(why) = crate::backend::cpu_bf16::peak::bf16_slower_here() {
+                eprintln!("warning: --precision bf16: {why}");
             }
         }
         Precision::F32 => {

@@ -90,6 +90,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> anyhow::Result<()> {
     super::refuse_file_as_out_folder(&a.out)?;
+    super::advise_cpu_precision(a.device, a.precision);
     let info = load_dataset_info(&a.data)?;
     let train = open_part(&a.data, "train")?;
     let mut cfg = ModelConfig::named(&a.config)?.with_ffn(a.ffn.into());

@@ -86,57 +86,46 @@ unsafe fn gflops(run: unsafe fn(u64) -> f64, iters: u64) -> f64 {
     flops / t.elapsed().as_secs_f64() / 1e9
 }
 
-/// What `--precision bf16` gives on this CPU, where it is not the fast
-/// choice (`None`: it should pay).
-#[derive(Clone, Debug, PartialEq)]
-pub enum Bf16Advice {
-    /// Likely slower than f32.
-    Slower(String),
-    /// About f32's speed: the products widen bf16 to f32 on the FMA.
-    NoGain(String),
-}
-
-/// [`Bf16Advice`] for bf16 products on `kernel` with these one-core rates
-/// of `vdpbf16ps` and the f32 FMA. On the FMA kernel bf16 runs at about
-/// f32's speed (inference x0.93-1.05 our f32 on the Intel Xeon without
-/// AMX of 2026-12-07); with `vdpbf16ps` below 1.2x the f32 rate, the bf16
-/// path's extra work (rounding activations to bf16) outweighs its products.
-pub fn bf16_advice(kernel: Kernel, bf16: Option<f64>, f32: Option<f64>) -> Option<Bf16Advice> {
+/// Why `--precision bf16` is likely slower than f32 on `kernel` with
+/// these one-core rates of `vdpbf16ps` and the f32 FMA (None: bf16 should
+/// pay). Widened onto the FMA, bf16 keeps the FMA's rate for its products
+/// but adds the rounding of activations: on the Intel Xeon without AMX of
+/// 2026-12-07 inference ran at x0.78-0.99 and training at x0.72-0.81 our
+/// f32 (`bench/results/cpu/xeon-2026-12-07/ab-bf16-kernels-*.txt`). With
+/// `vdpbf16ps` below 1.2x the f32 rate, that extra work outweighs its
+/// faster products.
+pub fn bf16_slower_reason(kernel: Kernel, bf16: Option<f64>, f32: Option<f64>) -> Option<String> {
+    let env = super::kernel::KERNEL_ENV;
+    let widened = "so bf16 is widened to f32 on the FMA: likely 1-30 % slower than f32 here \
+                   (measured on an Intel Xeon without AMX), with half the weights' memory";
     match (kernel, bf16, f32) {
         (Kernel::AmxBf16, ..) => None,
-        (Kernel::Portable, ..) => Some(Bf16Advice::Slower(format!(
-            "bf16 runs on the portable kernel here (this CPU has no AVX-512, or {} pins \
-             it), slower than f32",
-            super::kernel::KERNEL_ENV
-        ))),
-        (Kernel::Avx512Fma, Some(b), Some(f)) if b > f => Some(Bf16Advice::NoGain(format!(
-            "{} pins the FMA kernel although vdpbf16ps runs at {b:.0} GFLOP/s a core against \
-             {f:.0} for the f32 FMA: expect about f32's speed",
-            super::kernel::KERNEL_ENV
-        ))),
-        (Kernel::Avx512Fma, Some(b), Some(f)) => Some(Bf16Advice::NoGain(format!(
-            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the f32 \
-             FMA, so bf16 is widened to f32 on the FMA: expect about f32's speed (half the \
-             weights' memory)"
-        ))),
-        (Kernel::Avx512Fma, ..) => Some(Bf16Advice::NoGain(
-            "this CPU has no AVX-512 BF16, so bf16 is widened to f32 on the FMA: expect about \
-             f32's speed (half the weights' memory)"
-                .into(),
+        (Kernel::Portable, ..) => Some(format!(
+            "bf16 runs on the portable kernel here (this CPU has no AVX-512, or {env} pins \
+             it), slower than f32"
         )),
-        (Kernel::Avx512Bf16, Some(b), Some(f)) if b < 1.2 * f => Some(Bf16Advice::Slower(format!(
-            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the \
-                 f32 FMA, so bf16 is likely no faster than f32 here"
-        ))),
+        (Kernel::Avx512Fma, Some(b), Some(f)) if b > f => Some(format!(
+            "{env} pins the FMA kernel although vdpbf16ps runs at {b:.0} GFLOP/s a core \
+             against {f:.0} for the f32 FMA; {widened}"
+        )),
+        (Kernel::Avx512Fma, Some(b), Some(f)) => Some(format!(
+            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the f32 \
+             FMA, {widened}"
+        )),
+        (Kernel::Avx512Fma, ..) => Some(format!("this CPU has no AVX-512 BF16, {widened}")),
+        (Kernel::Avx512Bf16, Some(b), Some(f)) if b < 1.2 * f => Some(format!(
+            "on this CPU vdpbf16ps runs at {b:.0} GFLOP/s a core against {f:.0} for the f32 \
+             FMA, so bf16 is likely no faster than f32 here"
+        )),
         (Kernel::Avx512Bf16, ..) => None,
     }
 }
 
-/// [`bf16_advice`] for the kernel [`Kernel::detect`] chose, the rates
-/// measured in about 40 ms: the best of five short runs of each,
+/// [`bf16_slower_reason`] for the kernel [`Kernel::detect`] chose, the
+/// rates measured in about 40 ms: the best of five short runs of each,
 /// interleaved, since one run on a shared machine can lose half its time
 /// to another process.
-pub fn bf16_advice_here() -> Option<Bf16Advice> {
+pub fn bf16_slower_here() -> Option<String> {
     let kernel = Kernel::detect();
     if kernel == Kernel::AmxBf16 {
         // Tens of times the f32 FMA rate (about 3 TFLOP/s a core against
@@ -152,7 +141,7 @@ pub fn bf16_advice_here() -> Option<Bf16Advice> {
         b = best(b, bf16_gflops(500_000));
         f = best(f, f32_gflops(500_000));
     }
-    bf16_advice(kernel, b, f)
+    bf16_slower_reason(kernel, b, f)
 }
 
 #[cfg(test)]
@@ -161,35 +150,32 @@ mod tests {
 
     #[test]
     fn bf16_is_flagged_only_where_it_cannot_pay() {
-        use Bf16Advice::{NoGain, Slower};
+        let why = bf16_slower_reason;
         // Zen 4's ratio (940 vs 415 GFLOP/s for 2 cores) on vdpbf16ps: no word.
-        assert_eq!(
-            bf16_advice(Kernel::Avx512Bf16, Some(470.0), Some(207.0)),
-            None
-        );
-        // vdpbf16ps barely above the FMA: likely slower.
-        assert!(matches!(
-            bf16_advice(Kernel::Avx512Bf16, Some(110.0), Some(100.0)),
-            Some(Slower(_))
-        ));
+        assert_eq!(why(Kernel::Avx512Bf16, Some(470.0), Some(207.0)), None);
+        // vdpbf16ps barely above the FMA: likely no faster.
+        assert!(why(Kernel::Avx512Bf16, Some(110.0), Some(100.0)).is_some());
         // The Intel Xeon without AMX (85 vs 186 a core): widened, both
         // rates named.
-        match bf16_advice(Kernel::Avx512Fma, Some(85.0), Some(186.0)) {
-            Some(NoGain(why)) => assert!(why.contains("85 GFLOP/s") && why.contains("186")),
-            other => panic!("{other:?}"),
-        }
+        let w = why(Kernel::Avx512Fma, Some(85.0), Some(186.0)).unwrap();
+        assert!(w.contains("85 GFLOP/s") && w.contains("186") && w.contains("widened"));
         // AVX-512F without BF16: widened.
-        assert!(matches!(
-            bf16_advice(Kernel::Avx512Fma, None, Some(186.0)),
-            Some(NoGain(why)) if why.contains("no AVX-512 BF16")
-        ));
+        let w = why(Kernel::Avx512Fma, None, Some(186.0)).unwrap();
+        assert!(
+            w.contains("no AVX-512 BF16") && w.contains("widened"),
+            "{w}"
+        );
+        // The FMA kernel pinned where vdpbf16ps is the faster: said so.
+        let w = why(Kernel::Avx512Fma, Some(470.0), Some(207.0)).unwrap();
+        assert!(w.contains("TMOE_BF16_KERNEL pins"), "{w}");
         // No AVX-512 at all: the portable kernel.
-        assert!(matches!(
-            bf16_advice(Kernel::Portable, None, None),
-            Some(Slower(why)) if why.contains("portable")
-        ));
+        assert!(
+            why(Kernel::Portable, None, None)
+                .unwrap()
+                .contains("portable")
+        );
         // AMX tiles: bf16 pays whatever the other rates.
-        assert_eq!(bf16_advice(Kernel::AmxBf16, Some(1.0), Some(100.0)), None);
+        assert_eq!(why(Kernel::AmxBf16, Some(1.0), Some(100.0)), None);
     }
 
     #[test]
