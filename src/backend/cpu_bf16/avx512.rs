@@ -129,7 +129,7 @@ struct WideRows([[f32; WIDEN_QC]; MR]);
 /// flushes those to zero). 56 vector instructions per 48 FMAs, so at most
 /// 86 % of the FMA peak; on the Intel Xeon without AMX (family 6, model
 /// 207), where `vdpbf16ps` runs at 45 % of the FMA's FLOP rate, this tile
-/// ran the model's products 1.4-1.6x faster than the `vdpbf16ps` one
+/// ran the model's products 1.4-1.8x faster than the `vdpbf16ps` one
 /// (`tmoe bench cpu-gemm`, 2026-12-07).
 ///
 /// # Safety
