@@ -121,7 +121,7 @@ struct WideRows([[f32; WIDEN_QC]; MR]);
 /// its low half masked off, the even k the pair shifted up 16 bits. Per
 /// k-pair: the panel's 4 weight vectors widened to 4 odd vectors, each
 /// row's odd value broadcast against them by `vfmadd231ps`, then the same
-/// for the even ones (4 shifts and 24 FMAs each); the tile's rows are
+/// for the even ones (4 masks or shifts and 24 FMAs each); the tile's rows are
 /// widened [`WIDEN_QC`] pairs at a time into a stack buffer the broadcasts
 /// read. Odd k first, then even, each product exact in f32 (bf16 has 8
 /// significant bits) and rounded once into the sum: `vdpbf16ps`'s own
