@@ -47,7 +47,7 @@ impl Kernel {
 
     /// The fastest kernel for bf16 panels on this CPU, chosen once per
     /// process: AMX tiles, else `vdpbf16ps` where it outruns the f32 FMA
-    /// (measured in about 5 ms: AMD Zen 4 and 5 run it at twice the FMA's
+    /// (measured once, in about 40 ms: AMD Zen 4 and 5 run it at twice the FMA's
     /// rate, the Intel Xeon without AMX at half), else bf16 widened to f32
     /// on the FMA, else the portable kernel. [`KERNEL_ENV`] pins it. The
     /// choice changes speed, not results: the widened kernel gives the
@@ -106,13 +106,10 @@ impl Kernel {
         match (self, elem) {
             (_, Elem::F32) => pack_tile_f32(x, k, rows, tile),
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `matmul` only runs a kernel that `available()` confirmed.
-            (Kernel::AmxBf16 | Kernel::Avx512Bf16, Elem::Bf16Pair) => unsafe {
-                super::avx512::pack_tile(x, k, rows, tile)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: `vcvtne2ps2bf16` needs AVX-512 BF16, checked here.
-            (Kernel::Avx512Fma, Elem::Bf16Pair) if avx512_bf16_detected() => unsafe {
+            // SAFETY: `vcvtne2ps2bf16` needs AVX-512F and AVX-512 BF16, both
+            // checked here (the FMA kernel's CPU may lack BF16); the portable
+            // kernel keeps its own rounding, so it is tested on every CPU.
+            (_, Elem::Bf16Pair) if self.has_avx512f() && avx512_bf16_detected() => unsafe {
                 super::avx512::pack_tile(x, k, rows, tile)
             },
             _ => pack_tile_portable(x, k, rows, tile),
@@ -132,14 +129,8 @@ impl Kernel {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            // SAFETY: `UnwrittenRows` is made for an `available()` kernel;
-            // `vcvtne2ps2bf16` needs AVX-512 BF16, checked for the FMA one.
-            Kernel::AmxBf16 | Kernel::Avx512Bf16 => unsafe {
-                super::avx512::pack_rows(x, k, idx, stride, out)
-            },
-            #[cfg(target_arch = "x86_64")]
-            // SAFETY: as above.
-            Kernel::Avx512Fma if avx512_bf16_detected() => unsafe {
+            // SAFETY: as in `pack_tile`.
+            _ if self.has_avx512f() && avx512_bf16_detected() => unsafe {
                 super::avx512::pack_rows(x, k, idx, stride, out)
             },
             _ => {
@@ -211,19 +202,16 @@ fn choose() -> Kernel {
     }
 }
 
-/// Whether one core's `vdpbf16ps` FLOP rate beats its `vfmadd231ps` one:
-/// the best of three short runs each, interleaved (a shared VM can take
-/// half of one run). The widened kernel reaches about the same share of
+/// Whether one core's `vdpbf16ps` FLOP rate beats its `vfmadd231ps` one
+/// (`peak::rates_here`). The widened kernel reaches about the same share of
 /// the FMA rate as `vdpbf16ps`'s kernel of its own (`tmoe bench cpu-gemm`),
 /// and the two rates differ by 2x either way on the CPUs measured, so the
 /// plain comparison decides.
 fn vdpbf16ps_outruns_fma() -> bool {
-    let (mut bf16, mut f32) = (0f64, 0f64);
-    for _ in 0..3 {
-        bf16 = bf16.max(super::peak::bf16_gflops(60_000).unwrap_or(0.0));
-        f32 = f32.max(super::peak::f32_gflops(60_000).unwrap_or(0.0));
+    match super::peak::rates_here() {
+        (Some(bf16), Some(f32)) => bf16 > f32,
+        _ => false,
     }
-    bf16 > f32
 }
 
 fn avx512f_detected() -> bool {

@@ -5,6 +5,7 @@
 //! gave 2.3x the f32 rate, on an Intel Xeon (family 6, model 207) without
 //! AMX half of it.
 
+use std::sync::OnceLock;
 use std::time::Instant;
 
 use super::kernel::Kernel;
@@ -121,10 +122,30 @@ pub fn bf16_slower_reason(kernel: Kernel, bf16: Option<f64>, f32: Option<f64>) -
     }
 }
 
-/// [`bf16_slower_reason`] for the kernel [`Kernel::detect`] chose, the
-/// rates measured in about 40 ms: the best of five short runs of each,
-/// interleaved, since one run on a shared machine can lose half its time
-/// to another process.
+/// One core's `vdpbf16ps` and `vfmadd231ps` GFLOP/s ([`bf16_gflops`],
+/// [`f32_gflops`]), measured once per process in about 40 ms: the best of
+/// five short runs of each, interleaved, since one run on a shared machine
+/// can lose half its time to another process. [`Kernel::detect`] chooses
+/// by them and [`bf16_slower_here`] reports them: one measurement, so the
+/// two cannot disagree.
+pub fn rates_here() -> (Option<f64>, Option<f64>) {
+    static RATES: OnceLock<(Option<f64>, Option<f64>)> = OnceLock::new();
+    *RATES.get_or_init(|| {
+        let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(x), Some(y)) => Some(x.max(y)),
+            (x, y) => x.or(y),
+        };
+        let (mut b, mut f) = (None, None);
+        for _ in 0..5 {
+            b = best(b, bf16_gflops(500_000));
+            f = best(f, f32_gflops(500_000));
+        }
+        (b, f)
+    })
+}
+
+/// [`bf16_slower_reason`] for the kernel [`Kernel::detect`] chose, on the
+/// rates it chose by ([`rates_here`]).
 pub fn bf16_slower_here() -> Option<String> {
     let kernel = Kernel::detect();
     if kernel == Kernel::AmxBf16 {
@@ -132,15 +153,7 @@ pub fn bf16_slower_here() -> Option<String> {
         // 160 on the Xeon of 2026-12-04): bf16 pays.
         return None;
     }
-    let best = |a: Option<f64>, b: Option<f64>| match (a, b) {
-        (Some(x), Some(y)) => Some(x.max(y)),
-        (x, y) => x.or(y),
-    };
-    let (mut b, mut f) = (None, None);
-    for _ in 0..5 {
-        b = best(b, bf16_gflops(500_000));
-        f = best(f, f32_gflops(500_000));
-    }
+    let (b, f) = rates_here();
     bf16_slower_reason(kernel, b, f)
 }
 
