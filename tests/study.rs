@@ -256,6 +256,23 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
     );
     let again = run(&opts).unwrap();
     assert_eq!(again.ran, 0, "everything resumes");
+    // With every result stored, the kept weights are not needed: removed
+    // (to save disk), they are not pretrained again, and the report is the
+    // same but for the call's own line.
+    std::fs::remove_dir_all(opts.out.join("pretrain-budget-s1")).unwrap();
+    let body = |s: String| -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("This call ran"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let third = run(&opts).unwrap();
+    assert_eq!(third.ran, 0);
+    assert!(!opts.out.join("pretrain-budget-s1").exists());
+    assert_eq!(
+        body(std::fs::read_to_string(opts.out.join("report.md")).unwrap()),
+        body(md)
+    );
     // A larger budget changes the schedule of the kept weights: refused.
     let longer = StudyOpts {
         budgets: vec![2, 8],
@@ -604,4 +621,34 @@ fn a_dataset_a_killed_call_left_unfinished_is_built_again() {
     assert!(!data.join("train.tmoe.tmp").exists());
     let vocab = std::fs::read_to_string(data.join("vocab.txt")).unwrap();
     assert!(vocab.lines().count() > 2, "{vocab}");
+}
+
+/// Every run found done and no dataset in the folder (runs copied from a
+/// committed study to redraw its report, or the `data-*` folders removed
+/// to save disk): the report's shortcut checks build the dataset again.
+/// Before, the call failed on the missing `data-full` after finding every
+/// run done.
+#[test]
+fn a_study_whose_runs_are_done_reports_without_its_dataset() {
+    let dir = tempfile::tempdir().unwrap();
+    let caps = dir.path().join("caps");
+    captures(&caps, 12, 5);
+    let opts = study_opts(&caps, dir.path().join("study"));
+    let first = run(&opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!((first.ran, first.skipped), (1, 0));
+    let md = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    std::fs::remove_dir_all(opts.out.join("data-full")).unwrap();
+    std::fs::remove_file(opts.out.join("report.md")).unwrap();
+    let again = run(&opts).unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!((again.ran, again.skipped), (0, 1));
+    let redrawn = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
+    // The same report but for the call's own line (runs made, wall time).
+    let body = |s: &str| -> String {
+        s.lines()
+            .filter(|l| !l.starts_with("This call ran"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    assert_eq!(body(&redrawn), body(&md));
+    assert!(opts.out.join("data-full/dataset.json").exists());
 }

@@ -112,6 +112,23 @@ fn extra_dataset(o: &StudyOpts, vocab: &Path, stop: &AtomicBool) -> Result<Optio
     Ok(Some(dir))
 }
 
+/// Where the held-out LM loss of the weights at budget `b` is stored.
+fn lm_path(o: &StudyOpts, b: u64) -> PathBuf {
+    o.out.join("runs").join(format!("budget-lm-{b}.json"))
+}
+
+/// Where a fine-tuning from the weights at budget `b` is stored.
+fn budget_run_path(o: &StudyOpts, b: u64, seed: u64, f: f64) -> PathBuf {
+    let few = if f < 1.0 {
+        format!("-f{f}")
+    } else {
+        String::new()
+    };
+    o.out
+        .join("runs")
+        .join(format!("budget-{b}{few}-s{seed}.json"))
+}
+
 /// Runs what is missing of the budget curve.
 /// Stopped by `stop` (`run_until`'s), fails with [`crate::stop::Interrupted`]:
 /// its pretraining starts again on the next call (the kept weights' costs
@@ -146,7 +163,21 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
     // One pretraining run, weights kept at every budget.
     let seed = o.seeds.first().copied().unwrap_or(1);
     let run_dir = o.out.join(format!("pretrain-budget-s{seed}"));
-    if budgets.iter().any(|&b| !kept_path(&run_dir, b).exists()) {
+    // The weights at a budget are read only by its results: where those are
+    // all stored (a study run again to redraw its report, or the weights
+    // removed to save disk), nothing is pretrained again.
+    let unscored = |b: u64| {
+        !lm_path(o, b).exists()
+            || o.seeds.iter().any(|&seed| {
+                fractions(o)
+                    .into_iter()
+                    .any(|f| !budget_run_path(o, b, seed, f).exists())
+            })
+    };
+    if budgets
+        .iter()
+        .any(|&b| !kept_path(&run_dir, b).exists() && unscored(b))
+    {
         if o.progress {
             eprintln!(
                 "study: pretraining {max} steps on {} flows for the budget curve",
@@ -180,7 +211,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
     let held: Vec<usize> = (0..val.count()).collect();
     let mut points = Vec::new();
     for &b in &budgets {
-        let path = o.out.join("runs").join(format!("budget-lm-{b}.json"));
+        let path = lm_path(o, b);
         let ckpt = kept_path(&run_dir, b);
         let p = cached(&path, s, || {
             let meta = checkpoint::read_meta(&ckpt)?;
@@ -233,15 +264,7 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
             r.check(&path, Row::MoeScratch, seed, f)?;
             scratch.push(r);
             for &b in &budgets {
-                let few = if f < 1.0 {
-                    format!("-f{f}")
-                } else {
-                    String::new()
-                };
-                let path = o
-                    .out
-                    .join("runs")
-                    .join(format!("budget-{b}{few}-s{seed}.json"));
+                let path = budget_run_path(o, b, seed, f);
                 let ckpt = kept_path(&run_dir, b);
                 let r = cached(&path, s, || {
                     if o.progress {

@@ -7,7 +7,7 @@ use plotters::prelude::*;
 use serde_json::json;
 use std::sync::atomic::AtomicBool;
 
-use super::{Row, RunResult, StudyOpts, StudySummary, dataset_dir};
+use super::{Row, RunResult, StudyOpts, StudySummary};
 use crate::baseline::{BaselineOpts, Method};
 use crate::eval::plot::{Panel, Series, YAxis, bar_end, bar_margin, bar_slots, save_curves};
 use crate::traffic::dataset::build::load_dataset_info;
@@ -155,7 +155,9 @@ pub fn write(o: &StudyOpts, s: &StudySummary, stop: &AtomicBool) -> Result<()> {
         );
     }
     md += "\nMean ± sample standard deviation (n - 1) over the seeds, here and below (the mean alone for one seed); every seed scores the same train/val/test split (a seed sets initialisation, training order and the flows subsampled), so the spread leaves out the split's. Per capture: a capture's flows vote (majority) for its class.\n";
-    let full = dataset_dir(&o.out, View::Full);
+    // Built again if it is gone: every run can be found done without it
+    // (a folder cleaned to save disk, or runs copied from a committed study).
+    let full = super::dataset(o, View::Full, stop)?;
     let info = load_dataset_info(&full)?;
     // The shortcut check's 1-NN, fitted like the k-NN row.
     // Stopped (`stop`): fails with `Interrupted` before any file is written.
