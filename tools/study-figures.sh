@@ -9,6 +9,11 @@
 # so a second call resumes) and its report, images, per-run results and
 # routing counts are copied to bench/results/study/<name>/ with a log (date,
 # machine, load, command, wall time).
+# STUDY_REDRAW=1: redraw a committed study's report and charts from its
+# stored runs (copied into target/study-redraw/<name>/ first, with its
+# routing counts and the rows its report lists)
+# without making any run again; its log goes to log-redraw-DATE.txt and its
+# runs and routing heatmaps (drawn by the runs themselves) stay as they are.
 #   tools/study-figures.sh [iot-sentinel|iot-sentinel-masked|ndpi|iot-sentinel-lp-ft|iot-sentinel-lp-ft-lr3e-4|iot-sentinel-lp-ft-lr1e-4|ndpi-lp-ft|ndpi-lp-ft-lr3e-4|iot-sentinel-budget|iot-sentinel-budget-long|iot-sentinel-budget-10k|iot-sentinel-default|iot-sentinel-budget-lr3e-4|iot-sentinel-budget-lr3e-3]...
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -64,6 +69,27 @@ for name in "${names[@]}"; do
   work="$root/target/study/$name"
   out="$root/bench/results/study/$name"
   mkdir -p "$work" "$out"
+  log="$out/log.txt"
+  if [ -n "${STUDY_REDRAW:-}" ]; then
+    case "$name" in ndpi-lp-ft*)
+      echo "$name: its routing counts were not committed, so its report cannot be redrawn whole; skipped" >&2
+      continue ;;
+    esac
+    [ -d "$out/runs" ] || { echo "$name: no stored runs in $out to redraw from" >&2; exit 2; }
+    # A folder of its own: the study's own (its datasets and checkpoints) is left alone.
+    work="$root/target/study-redraw/$name"
+    rm -rf "$work"
+    mkdir -p "$work/runs"
+    cp "$out"/runs/*.json "$work/runs/"
+    [ -d "$out/routing" ] && cp -r "$out/routing" "$work/"
+    # The rows of the stored report, in its order: a study whose --rows is
+    # the default would otherwise run the rows added to it since.
+    if [[ " ${args[*]} " != *" --rows "* ]]; then
+      rows=$(awk '/^\| row \| seeds/ {t=1; next} t && /^\|---/ {next} t && /^\| / {printf "%s%s", sep, $2; sep=","; next} t {exit}' "$out/report.md")
+      args+=(--rows "$rows")
+    fi
+    log="$out/log-redraw-$(date -u +%F).txt"
+  fi
   start=$(date +%s)
   {
     echo "# date: $(date -u +%FT%TZ)"
@@ -71,12 +97,18 @@ for name in "${names[@]}"; do
     echo "\$ tmoe study ${args[*]} --out $work --seeds 1,2,3 --quiet"
     "$tmoe" study "${args[@]}" --out "$work" --seeds 1,2,3 --quiet
     echo "# wall time: $(( $(date +%s) - start )) s; load at end $(cut -d' ' -f1-3 /proc/loadavg)"
-  } 2>&1 | tee "$out/log.txt"
-  rm -rf "$out/runs" "$out/routing"
-  cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
-  mkdir -p "$out/runs"
-  cp "$work"/runs/*.json "$out/runs/"
-  cp -r "$work/routing" "$out/" 2>/dev/null || true
-  # Their heatmaps are moe-pretrained's, the same bits as the ndpi study's (13 MB).
+  } 2>&1 | tee "$log"
+  if [ -n "${STUDY_REDRAW:-}" ]; then
+    grep -q "^This call ran 0 runs" "$work/report.md" || {
+      echo "$name: the redraw made runs (its stored ones are not all there?): nothing copied" >&2; exit 1; }
+    cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
+  else
+    rm -rf "$out/runs" "$out/routing"
+    cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
+    mkdir -p "$out/runs"
+    cp "$work"/runs/*.json "$out/runs/"
+    cp -r "$work/routing" "$out/" 2>/dev/null || true
+  fi
+  # Their heatmaps are moe-pretrained's, drawn as the ndpi study's (13 MB).
   case "$name" in ndpi-lp-ft*) rm -rf "$out/routing" ;; esac
 done
