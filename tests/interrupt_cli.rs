@@ -214,6 +214,16 @@ fn finetune_stopped_by(signal: &str, status: i32) {
         "interrupted in epoch {epoch} of 1000: the best checkpoint so far (epoch {best}, marked unfinished) is in ft/classifier.safetensors"
     );
     assert!(stderr.lines().any(|l| l == said), "{said}\n{stderr}");
+    // The signal was acknowledged at once, before that line, by its name.
+    let ack = match signal {
+        "TERM" => "SIGTERM: stopping where the work so far can be kept",
+        _ => "Ctrl-C: stopping where the work so far can be kept",
+    };
+    let at = |want: &dyn Fn(&str) -> bool| stderr.lines().position(want);
+    assert!(
+        at(&|l| l.starts_with(ack)) < at(&|l| l == said) && at(&|l| l.starts_with(ack)).is_some(),
+        "{ack}\n{stderr}"
+    );
 }
 
 /// The first Ctrl-C in LP-FT's head fit (`--head-epochs`, here more than a

@@ -157,7 +157,7 @@ fn main() {
     if let Err(e) = result {
         // Through any context a caller added (a study names its run).
         if let Some(i) = e.downcast_ref::<cli::interrupt::Interrupted>() {
-            cli::interrupt::say(&i.0);
+            cli::interrupt::say_stopped(&i.0);
             std::process::exit(cli::interrupt::exit_status());
         }
         eprintln!("error: {e:#}");

@@ -9,9 +9,10 @@
 //!
 //! Two ways, one per kind of command:
 //! - [`stop_at_safe_point`] (pretrain, finetune, study): the first signal
-//!   sets [`flag`], which the loops poll at step boundaries; they save what
-//!   they must and return, and `main` prints the [`Interrupted`] line and
-//!   exits with [`exit_status`];
+//!   sets [`flag`], which the loops poll at step boundaries, and is
+//!   acknowledged on stderr at once; they save what they must and return,
+//!   and `main` prints the [`Interrupted`] line and exits with
+//!   [`exit_status`];
 //! - [`exit_at_once`] (every other command): a waiting thread prints the
 //!   command's line of what was and was not written, then exits.
 //!
@@ -64,9 +65,57 @@ fn register_flag() -> std::io::Result<()> {
     Ok(())
 }
 
-/// For commands whose loops poll [`flag`]: the first signal only sets it.
+/// For commands whose loops poll [`flag`]: the first signal sets it and
+/// is acknowledged at once on stderr ([`acknowledgement`]); the command's
+/// own line follows when it reaches the safe point. Without the first line a
+/// Ctrl-C inside a piece of work that polls nothing (a probe's fit on
+/// hundreds of classes can take minutes) looked ignored.
 pub fn stop_at_safe_point() -> std::io::Result<()> {
-    register_flag()
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    register_flag()?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            acknowledge(signal);
+        }
+    });
+    Ok(())
+}
+
+/// Whether [`acknowledge`] has said its line: held while it says it, so the
+/// command's own line ([`say_stopped`]) always comes after it, never before.
+static ACKNOWLEDGED: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+/// Says [`acknowledgement`] once, whoever comes first: the waiting thread
+/// as the signal arrives, or [`say_stopped`] if it got there before it.
+fn acknowledge(signal: i32) {
+    let mut done = ACKNOWLEDGED.lock().unwrap_or_else(|e| e.into_inner());
+    if !*done {
+        say(&acknowledgement(signal));
+        *done = true;
+    }
+}
+
+/// The line of a command [`flag`] stopped at its safe point, after the
+/// acknowledgement of the signal.
+pub fn say_stopped(line: &str) {
+    acknowledge(if TERM.load(Ordering::SeqCst) {
+        SIGTERM
+    } else {
+        SIGINT
+    });
+    say(line);
+}
+
+/// What [`stop_at_safe_point`] says when the first signal arrives.
+fn acknowledgement(signal: i32) -> String {
+    let (name, again) = if signal == SIGTERM {
+        ("SIGTERM", "a second signal")
+    } else {
+        ("Ctrl-C", "Ctrl-C again")
+    };
+    format!(
+        "{name}: stopping where the work so far can be kept (the step or piece under way ends first); {again} ends at once"
+    )
 }
 
 /// For commands with no safe point to reach: on the first signal, `line`
