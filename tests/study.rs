@@ -25,6 +25,14 @@ fn captures(out: &std::path::Path, flows_per_class: usize, seed: u64) {
     .unwrap();
 }
 
+/// A report.md but for the call's own line (the runs it made, its wall time).
+fn report_body(md: &str) -> String {
+    md.lines()
+        .filter(|l| !l.starts_with("This call ran"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// A study of `caps` into `out` as these tests run one (the tiny model on
 /// sequences of 32, one seed, the k-NN row); each test sets what it is about.
 fn study_opts(caps: &std::path::Path, out: std::path::PathBuf) -> StudyOpts {
@@ -260,18 +268,12 @@ fn the_budget_curve_keeps_weights_per_budget_scores_them_and_resumes() {
     // (to save disk), they are not pretrained again, and the report is the
     // same but for the call's own line.
     std::fs::remove_dir_all(opts.out.join("pretrain-budget-s1")).unwrap();
-    let body = |s: String| -> String {
-        s.lines()
-            .filter(|l| !l.starts_with("This call ran"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
     let third = run(&opts).unwrap();
     assert_eq!(third.ran, 0);
     assert!(!opts.out.join("pretrain-budget-s1").exists());
     assert_eq!(
-        body(std::fs::read_to_string(opts.out.join("report.md")).unwrap()),
-        body(md)
+        report_body(&std::fs::read_to_string(opts.out.join("report.md")).unwrap()),
+        report_body(&md)
     );
     // A larger budget changes the schedule of the kept weights: refused.
     let longer = StudyOpts {
@@ -642,13 +644,6 @@ fn a_study_whose_runs_are_done_reports_without_its_dataset() {
     let again = run(&opts).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!((again.ran, again.skipped), (0, 1));
     let redrawn = std::fs::read_to_string(opts.out.join("report.md")).unwrap();
-    // The same report but for the call's own line (runs made, wall time).
-    let body = |s: &str| -> String {
-        s.lines()
-            .filter(|l| !l.starts_with("This call ran"))
-            .collect::<Vec<_>>()
-            .join("\n")
-    };
-    assert_eq!(body(&redrawn), body(&md));
+    assert_eq!(report_body(&redrawn), report_body(&md));
     assert!(opts.out.join("data-full/dataset.json").exists());
 }
