@@ -66,7 +66,7 @@ fn register_flag() -> std::io::Result<()> {
 }
 
 /// For commands whose loops poll [`flag`]: the first signal sets it and
-/// is acknowledged at once on stderr ([`acknowledgement`]); the command's
+/// is acknowledged at once on stderr (one line naming the signal); the command's
 /// own line follows when it reaches the safe point. Without the first line a
 /// Ctrl-C inside a piece of work that polls nothing (a probe's fit on
 /// hundreds of classes can take minutes) looked ignored.
