@@ -1,7 +1,8 @@
-//! Every relative Markdown link in README.md, docs/*.md and cuda/README.md
-//! names a file or folder that exists: the README's detail lives in docs/,
-//! so a moved or renamed file would otherwise leave a dead link that only a
-//! reader finds. Web links and `#anchor`s are not checked (for `file#anchor`,
+//! Every relative Markdown link in README.md, docs/*.md, cuda/README.md and
+//! the committed reports under bench/results/ names a file or folder that
+//! exists: the README's detail lives in docs/, so a moved or renamed file
+//! would otherwise leave a dead link that only a reader finds (a study's
+//! report linked heatmaps that were never committed). Web links and `#anchor`s are not checked (for `file#anchor`,
 //! the file is).
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,24 @@ fn markdown_files(root: &Path) -> Vec<PathBuf> {
     docs.sort();
     assert!(!docs.is_empty(), "no docs/*.md found");
     files.extend(docs);
+    let mut reports = Vec::new();
+    markdown_under(&root.join("bench/results"), &mut reports);
+    reports.sort();
+    assert!(!reports.is_empty(), "no bench/results/**/*.md found");
+    files.extend(reports);
     files
+}
+
+/// Every `*.md` file under `dir`, at any depth.
+fn markdown_under(dir: &Path, out: &mut Vec<PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            markdown_under(&path, out);
+        } else if path.extension().is_some_and(|e| e == "md") {
+            out.push(path);
+        }
+    }
 }
 
 /// The targets of `[text](target)` links in `text`, outside fenced blocks
@@ -64,7 +82,7 @@ fn is_relative_file(target: &str) -> bool {
 }
 
 #[test]
-fn relative_links_in_readme_docs_and_cuda_readme_resolve() {
+fn relative_links_in_readme_docs_cuda_readme_and_reports_resolve() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut checked = 0;
     let mut broken = Vec::new();
