@@ -219,9 +219,10 @@ fn finetune_stopped_by(signal: &str, status: i32) {
         "TERM" => "SIGTERM: stopping where the work so far can be kept",
         _ => "Ctrl-C: stopping where the work so far can be kept",
     };
-    let at = |want: &dyn Fn(&str) -> bool| stderr.lines().position(want);
+    let acked = stderr.lines().position(|l| l.starts_with(ack));
+    let stopped = stderr.lines().position(|l| l == said);
     assert!(
-        at(&|l| l.starts_with(ack)) < at(&|l| l == said) && at(&|l| l.starts_with(ack)).is_some(),
+        matches!((acked, stopped), (Some(a), Some(s)) if a < s),
         "{ack}\n{stderr}"
     );
 }

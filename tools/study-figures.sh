@@ -68,9 +68,11 @@ for name in "${names[@]}"; do
   esac
   work="$root/target/study/$name"
   out="$root/bench/results/study/$name"
-  mkdir -p "$work" "$out"
+  mkdir -p "$out"
   log="$out/log.txt"
-  if [ -n "${STUDY_REDRAW:-}" ]; then
+  if [ -z "${STUDY_REDRAW:-}" ]; then
+    mkdir -p "$work"
+  else
     case "$name" in ndpi-lp-ft*)
       echo "$name: its routing counts were not committed, so its report cannot be redrawn whole; skipped" >&2
       continue ;;
@@ -101,10 +103,11 @@ for name in "${names[@]}"; do
   if [ -n "${STUDY_REDRAW:-}" ]; then
     grep -q "^This call ran 0 runs" "$work/report.md" || {
       echo "$name: the redraw made runs (its stored ones are not all there?): nothing copied" >&2; exit 1; }
-    cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
-  else
+  fi
+  cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
+  # A redraw keeps the stored runs and routing counts it was drawn from.
+  if [ -z "${STUDY_REDRAW:-}" ]; then
     rm -rf "$out/runs" "$out/routing"
-    cp "$work"/report.md "$work"/report.json "$work"/*.png "$out/"
     mkdir -p "$out/runs"
     cp "$work"/runs/*.json "$out/runs/"
     cp -r "$work/routing" "$out/" 2>/dev/null || true
