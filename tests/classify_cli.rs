@@ -101,15 +101,16 @@ fn summary_counts_skips_by_reason_and_a_repeated_capture_is_read_once() {
 fn wrong_arguments_are_refused_saying_what_is_expected() {
     let f = fixture();
     let dns = f.caps.join("dns");
-    // A run folder as --checkpoint.
-    let run_dir = f.ckpt.parent().unwrap();
-    let out = classify_with(&f, run_dir, &[&dns], &[]);
+    // A folder without a classifier as --checkpoint (a run folder stands
+    // for its classifier.safetensors: `tests/pipeline_cli.rs`).
+    let not_a_run = f.caps.as_path();
+    let out = classify_with(&f, not_a_run, &[&dns], &[]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         stderr.contains(&format!(
             "{}: is a folder; expected a checkpoint file",
-            run_dir.display()
+            not_a_run.display()
         )),
         "{stderr}"
     );

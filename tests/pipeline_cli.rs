@@ -583,3 +583,76 @@ fn finetune_refuses_an_empty_validation_or_test_part() {
     );
     assert!(!dir.path().join("ft").exists(), "{text}");
 }
+
+/// A run folder (pretrain's or finetune's `--out`) given where a checkpoint
+/// file is expected stands for the checkpoint it holds, and says so; a
+/// folder holding none is still refused, naming what a run folder holds.
+#[test]
+fn a_run_folder_stands_for_the_checkpoint_it_holds() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    synth_dataset(d, "6", "1");
+    let (ok, text) = pretrain(d, "pt", "1", &[]);
+    assert!(ok, "{text}");
+    let (ok, text) = run(
+        d,
+        &[
+            "finetune", "--data", "data", "--init", "pt", "--out", "ft", "--epochs", "1",
+            "--batch", "8", "--quiet",
+        ],
+    );
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("--init pt: a run folder; reading pt/model.safetensors"),
+        "{text}"
+    );
+    let eval = |ckpt: &str, out: &str| {
+        run(
+            d,
+            &[
+                "eval",
+                "--checkpoint",
+                ckpt,
+                "--data",
+                "data",
+                "--out",
+                out,
+                "--quiet",
+            ],
+        )
+    };
+    let (ok, text) = eval("ft", "ev");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("--checkpoint ft: a run folder; reading ft/classifier.safetensors")
+            && d.join("ev/confusion.png").exists(),
+        "{text}"
+    );
+    let (ok, text) = eval("pt", "ev-lm");
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("reading pt/model.safetensors") && d.join("ev-lm/lm.json").exists(),
+        "{text}"
+    );
+    let (ok, text) = run(
+        d,
+        &[
+            "classify",
+            "--checkpoint",
+            "ft",
+            "--data",
+            "data",
+            "caps",
+            "--out",
+            "v.csv",
+        ],
+    );
+    assert!(ok && d.join("v.csv").exists(), "{text}");
+    // A folder without a checkpoint: the loader's own refusal.
+    let (ok, text) = eval("data", "ev-none");
+    assert!(!ok, "{text}");
+    assert!(
+        text.contains("data: is a folder; expected a checkpoint file"),
+        "{text}"
+    );
+}

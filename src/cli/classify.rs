@@ -32,7 +32,8 @@ pub enum Format {
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors).
+    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors; a run folder
+    /// RUN stands for it).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Capture files or folders (searched recursively).
@@ -137,6 +138,9 @@ pub struct ClassifySummary {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let checkpoint =
+        super::checkpoint_in_run("--checkpoint", a.checkpoint, &["classifier.safetensors"]);
+    let a = Args { checkpoint, ..a };
     // clap's `requires` counts --stream's default (false) as given.
     anyhow::ensure!(
         a.stream || !a.early,

@@ -17,7 +17,8 @@ use crate::model::batch::{Sequences, make_batch};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors).
+    /// Fine-tuned classifier (e.g. RUN/classifier.safetensors; a run folder
+    /// RUN stands for it).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset directory (dataset.json, <split>.tmoe).
@@ -41,6 +42,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let checkpoint =
+        super::checkpoint_in_run("--checkpoint", a.checkpoint, &["classifier.safetensors"]);
+    let a = Args { checkpoint, ..a };
     super::refuse_existing_out(&a.out, a.force)?;
     let doc = dump(&a)?;
     // Whole or not at all: with --force, a killed run left the earlier

@@ -19,6 +19,7 @@ use crate::eval::routing::write_routing;
 pub struct Args {
     /// Fine-tuned classifier (e.g. RUN/classifier.safetensors), or a
     /// pretrained model (PRETRAIN/model.safetensors): its next-token loss.
+    /// A run folder stands for the first of the two it holds.
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Dataset directory (dataset.json, <split>.tmoe).
@@ -61,6 +62,12 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let checkpoint = super::checkpoint_in_run(
+        "--checkpoint",
+        a.checkpoint,
+        &["classifier.safetensors", "model.safetensors"],
+    );
+    let a = Args { checkpoint, ..a };
     // A missing or wrong --data is named before the checkpoint is read, as
     // the classifier's path (`open_for_dataset`) names it.
     let info = crate::traffic::dataset::build::load_dataset_info(&a.data)?;
@@ -74,10 +81,22 @@ pub fn run(a: Args) -> Result<()> {
     println!("{}", report.summary());
     print_capture_vote(&report);
     println!("{}", report.classification_report());
-    println!("{}", report.confusion.to_text(&report.classes));
+    let whole = a.out.join("confusion.txt");
+    let whole = format!("{} (and .csv, .png, .svg)", whole.display());
+    println!(
+        "{}",
+        report
+            .confusion
+            .to_terminal(&report.classes, TERMINAL_WIDTH, TOP_CONFUSIONS, &whole)
+    );
     println!("reports written to {}", a.out.display());
     Ok(())
 }
+
+/// Widest confusion matrix printed whole (the numbered form of 30 or so
+/// classes); past it, the most frequent confusions instead.
+const TERMINAL_WIDTH: usize = 200;
+const TOP_CONFUSIONS: usize = 15;
 
 /// The file a pretrained checkpoint's evaluation writes into `--out`.
 pub const LM_REPORT: &str = "lm.json";

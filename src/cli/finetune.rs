@@ -21,7 +21,8 @@ pub struct Args {
     /// Labelled dataset directory (train/val/test.tmoe, dataset.json).
     #[arg(long)]
     pub data: PathBuf,
-    /// Pretrained checkpoint (its config is used).
+    /// Pretrained checkpoint (its config is used); a run folder stands for
+    /// its model.safetensors (pretrain) or classifier.safetensors (finetune).
     #[arg(long)]
     pub init: Option<PathBuf>,
     /// Train from random weights ("w/o PT").
@@ -98,6 +99,11 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> anyhow::Result<()> {
+    let names = ["model.safetensors", "classifier.safetensors"];
+    let init = a
+        .init
+        .map(|p| super::checkpoint_in_run("--init", p, &names));
+    let a = Args { init, ..a };
     super::refuse_file_as_out_folder(&a.out)?;
     super::advise_cpu_precision(a.device, a.precision);
     let info = load_dataset_info(&a.data)?;

@@ -164,6 +164,31 @@ pub(crate) fn refuse_existing_out(out: &std::path::Path, force: bool) -> anyhow:
     Ok(())
 }
 
+/// A checkpoint argument that names a run folder (what `pretrain` and
+/// `finetune` take as `--out`) stands for the first of `names` inside it
+/// that exists, said on stderr; anything else is returned as given, so a
+/// folder without them is refused by the loader, naming what it holds.
+pub(crate) fn checkpoint_in_run(
+    flag: &str,
+    path: std::path::PathBuf,
+    names: &[&str],
+) -> std::path::PathBuf {
+    if !path.is_dir() {
+        return path;
+    }
+    match names.iter().map(|n| path.join(n)).find(|p| p.is_file()) {
+        Some(file) => {
+            eprintln!(
+                "{flag} {}: a run folder; reading {}",
+                path.display(),
+                file.display()
+            );
+            file
+        }
+        None => path,
+    }
+}
+
 /// Whether `out` is an existing file that is `input` under any spelling
 /// (a link, `./`, `..`): a run writing `out` would replace its own input.
 pub(crate) fn is_same_file(out: &std::path::Path, input: &std::path::Path) -> bool {

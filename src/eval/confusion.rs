@@ -165,6 +165,64 @@ impl ConfusionMatrix {
         s
     }
 
+    /// The `(true, predicted, count)` cells off the diagonal with the most
+    /// flows, at most `n`, largest first (ties by true, then predicted
+    /// class, so the list does not depend on anything but the counts).
+    pub fn top_confusions(&self, n: usize) -> Vec<(usize, usize, u64)> {
+        let mut cells: Vec<(usize, usize, u64)> = (0..self.n_classes)
+            .flat_map(|t| (0..self.n_classes).map(move |p| (t, p)))
+            .filter(|&(t, p)| t != p)
+            .map(|(t, p)| (t, p, self.get(t, p)))
+            .filter(|&(_, _, c)| c > 0)
+            .collect();
+        cells.sort_by(|a, b| b.2.cmp(&a.2).then((a.0, a.1).cmp(&(b.0, b.1))));
+        cells.truncate(n);
+        cells
+    }
+
+    /// For a terminal: [`Self::to_text`] where its rows fit in `max_width`
+    /// characters; otherwise (hundreds of classes make rows thousands of
+    /// characters long) its size, where the whole matrix is, and the
+    /// `top` most frequent confusions.
+    pub fn to_terminal(
+        &self,
+        classes: &[String],
+        max_width: usize,
+        top: usize,
+        whole_in: &str,
+    ) -> String {
+        let text = self.to_text(classes);
+        let width = text.lines().map(|l| l.chars().count()).max().unwrap_or(0);
+        if width <= max_width {
+            return text;
+        }
+        let names = names(classes, self.n_classes);
+        let mut s = format!(
+            "confusion matrix: {n} x {n} classes, rows of {width} characters: whole in {whole_in}\n",
+            n = self.n_classes
+        );
+        let cells = self.top_confusions(top);
+        if cells.is_empty() {
+            s.push_str("no flow was put in another class\n");
+            return s;
+        }
+        let _ = writeln!(
+            s,
+            "the {} most frequent confusions (true -> predicted: flows):",
+            cells.len()
+        );
+        for (t, p, c) in cells {
+            let _ = writeln!(
+                s,
+                "  {} -> {}: {c} of {}",
+                names[t],
+                names[p],
+                self.row_sum(t)
+            );
+        }
+        s
+    }
+
     /// CSV with a header row of predicted classes and one row per true class.
     pub fn to_csv(&self, classes: &[String]) -> String {
         let names = names(classes, self.n_classes);
@@ -251,6 +309,37 @@ mod tests {
         assert_eq!(lines.len(), 4);
         assert!(lines[2].trim_start().starts_with("web,http") && lines[2].ends_with("1    1"));
         assert!(lines[3].trim_start().starts_with("dns") && lines[3].ends_with("0    1"));
+    }
+
+    #[test]
+    fn terminal_text_lists_the_top_confusions_when_too_wide() {
+        // 0 -> 1 twice, 2 -> 0 three times, 1 -> 2 once; the rest right.
+        let t = [0, 0, 0, 1, 1, 2, 2, 2, 2];
+        let p = [0, 1, 1, 1, 2, 0, 0, 0, 2];
+        let cm = ConfusionMatrix::from_labels(3, &t, &p).unwrap();
+        assert_eq!(cm.top_confusions(2), vec![(2, 0, 3), (0, 1, 2)]);
+        assert_eq!(cm.top_confusions(10).len(), 3);
+        let classes: Vec<String> = ["web", "dns", "mqtt"].map(String::from).to_vec();
+        // Narrow enough: the matrix itself.
+        assert_eq!(cm.to_terminal(&classes, 160, 2, "x"), cm.to_text(&classes));
+        let short = cm.to_terminal(&classes, 10, 2, "ev/confusion.txt");
+        let lines: Vec<&str> = short.lines().collect();
+        assert!(
+            lines[0].starts_with("confusion matrix: 3 x 3 classes")
+                && lines[0].ends_with("ev/confusion.txt"),
+            "{short}"
+        );
+        assert_eq!(
+            &lines[2..],
+            ["  mqtt -> web: 3 of 4", "  web -> dns: 2 of 3"],
+            "{short}"
+        );
+        let right = ConfusionMatrix::from_labels(3, &[0, 1, 2], &[0, 1, 2]).unwrap();
+        assert!(
+            right
+                .to_terminal(&classes, 10, 5, "x")
+                .ends_with("no flow was put in another class\n")
+        );
     }
 
     #[test]
