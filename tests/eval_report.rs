@@ -123,6 +123,23 @@ fn unwritable_output_names_the_path() {
     assert!(format!("{e:#}").contains("file/sub"), "{e:#}");
 }
 
+/// Hundreds of classes without samples or predictions (nDPI's labels over
+/// a small test split) are named up to a dozen and counted past it.
+#[test]
+fn the_averaging_note_names_a_dozen_left_out_classes_and_counts_the_rest() {
+    let classes: Vec<String> = (0..40).map(|i| format!("c{i:02}")).collect();
+    let r = EvalReport::from_labels(classes, &[0, 1], &[0, 1]).unwrap();
+    let note = r.averaging_note();
+    let named: Vec<String> = (2..14).map(|i| format!("c{i:02}")).collect();
+    assert!(
+        note.contains(&format!(
+            "the 2 of 40 classes with samples or predictions (left out: {} and 26 more with support 0 and no predictions in the table)",
+            named.join(", ")
+        )),
+        "{note}"
+    );
+}
+
 /// The table lists every class, but the averages leave out a class with
 /// neither samples nor predictions (sklearn's label set) and count 0/0 as 0:
 /// the report says so, or its "macro avg" is not the mean of the rows shown.
