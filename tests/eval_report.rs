@@ -310,6 +310,60 @@ fn confusion_counts_fit_their_cells() {
     assert!(w <= cell - 2.0, "{text} is {w} px wide in a {cell} px cell");
 }
 
+/// The rectangles of an SVG in drawing order: (x, y, width, height, fill,
+/// stroke).
+fn svg_rects(svg: &str) -> Vec<(f64, f64, f64, f64, String, String)> {
+    svg.split("<rect ")
+        .skip(1)
+        .map(|r| {
+            // This element's attributes only (a text after it has an x too).
+            let r = format!(" {}", &r[..r.find("/>").unwrap()]);
+            let attr = |name: &str| {
+                r.split(&format!(" {name}=\""))
+                    .nth(1)
+                    .and_then(|v| v.split('"').next())
+                    .unwrap_or("")
+                    .to_string()
+            };
+            let num = |name: &str| attr(name).parse::<f64>().unwrap();
+            let (x, y, w, h) = (num("x"), num("y"), num("width"), num("height"));
+            (x, y, w, h, attr("fill"), attr("stroke"))
+        })
+        .collect()
+}
+
+/// What a confusion SVG shows in cell (t, p) of its n x n grid: the fill
+/// of the last rectangle drawn over the cell's corner (as a viewer paints
+/// them), however the grid was cut into rectangles.
+fn confusion_cell_fills(svg: &str, n: usize) -> Vec<Vec<String>> {
+    let rects = svg_rects(svg);
+    // The grid's outline: the widest square drawn with a black stroke.
+    let &(left, top, size, ..) = rects
+        .iter()
+        .filter(|r| r.5 == "#000000" && r.2 == r.3)
+        .max_by(|a, b| a.2.total_cmp(&b.2))
+        .expect("a grid outline");
+    let cell = size / n as f64;
+    (0..n)
+        .map(|t| {
+            (0..n)
+                .map(|p| {
+                    let (x, y) = (left + p as f64 * cell + 2.0, top + t as f64 * cell + 2.0);
+                    rects
+                        .iter()
+                        .rev()
+                        .find(|r| {
+                            r.4 != "none" && r.0 <= x && x < r.0 + r.2 && r.1 <= y && y < r.1 + r.3
+                        })
+                        .expect("a filled cell")
+                        .4
+                        .clone()
+                })
+                .collect()
+        })
+        .collect()
+}
+
 /// A class without test samples has no row share: its cells are not
 /// coloured as a share of 0 (the white of a class whose samples all went to
 /// other columns), and the key says what their colour means.
@@ -323,35 +377,62 @@ fn confusion_rows_without_samples_are_not_drawn_as_a_zero_share() {
     let classes = ["a".to_string(), "empty".to_string(), "c".to_string()];
     plot::save_confusion(&svg, &cm, &classes, "t").unwrap();
     let s = std::fs::read_to_string(&svg).unwrap();
-    let fills: Vec<String> = s
-        .split("<rect ")
-        .filter(|r| {
-            let w = r.split("width=\"").nth(1).and_then(|v| v.split('"').next());
-            let h = r
-                .split("height=\"")
-                .nth(1)
-                .and_then(|v| v.split('"').next());
-            w == h && w.is_some_and(|w| w.parse::<f64>().is_ok_and(|w| w > 20.0 && w < 100.0))
-        })
-        .map(|r| {
-            r.split("fill=\"")
-                .nth(1)
-                .unwrap()
-                .split('"')
-                .next()
-                .unwrap()
-                .to_string()
-        })
-        .collect();
-    assert_eq!(fills.len(), 9, "{fills:?}");
-    let zero_share = &fills[1]; // row a, column empty: 0 of 5
-    for f in &fills[3..6] {
+    let fills = confusion_cell_fills(&s, 3);
+    let zero_share = &fills[0][1]; // row a, column empty: 0 of 5
+    assert_eq!(zero_share, "#F7FBFF", "{fills:?}");
+    for f in &fills[1] {
         assert_ne!(
             f, zero_share,
             "the empty row is drawn as a 0 share: {fills:?}"
         );
     }
+    // Every share darker than none: row a's 5 of 5, row c's 2 and 3 of 5.
+    for (t, p) in [(0, 0), (2, 1), (2, 2)] {
+        assert_ne!(&fills[t][p], zero_share, "({t}, {p}): {fills:?}");
+    }
+    assert_ne!(
+        fills[2][1], fills[2][2],
+        "2 of 5 and 3 of 5 alike: {fills:?}"
+    );
     assert!(s.contains("no samples"));
+}
+
+/// Past 30 classes a zero count is left blank (the key says so), and the
+/// grid is not one rectangle a cell: 344 nDPI classes made a 28 MB SVG of
+/// 118,000 zeros and as many rectangles. Up to 30 every count is written.
+#[test]
+fn confusion_of_many_classes_leaves_zeros_blank() {
+    use traffic_moe::eval::confusion::ConfusionMatrix;
+    let dir = tempfile::tempdir().unwrap();
+    let draw = |n: usize| {
+        let mut cm = ConfusionMatrix::new(n);
+        for t in 0..n - 1 {
+            cm.counts[t * n + t] = 7;
+        }
+        cm.counts[n] = 3; // class 1 taken for class 0 three times
+        let svg = dir.path().join(format!("c{n}.svg"));
+        plot::save_confusion(&svg, &cm, &[], "t").unwrap();
+        let s = std::fs::read_to_string(&svg).unwrap();
+        let texts = svg_texts(&s);
+        let zeros = texts.iter().filter(|(_, t)| t == "0").count();
+        let sevens = texts.iter().filter(|(_, t)| t == "7").count();
+        (s, zeros, sevens)
+    };
+    let (small, zeros, sevens) = draw(30);
+    assert_eq!((zeros, sevens), (30 * 30 - 30, 29), "30 classes");
+    assert!(!small.contains("blank: 0"));
+    let (large, zeros, sevens) = draw(31);
+    assert_eq!((zeros, sevens), (0, 30), "31 classes");
+    assert!(large.contains("blank: 0") && large.contains("no samples"));
+    // A grid, a grey row, a rectangle a share (30 diagonal, one confusion):
+    // not one a cell.
+    assert!(
+        svg_rects(&large).len() < 200,
+        "{} rectangles",
+        svg_rects(&large).len()
+    );
+    let fills = confusion_cell_fills(&large, 31);
+    assert_ne!(fills[1][0], fills[1][1], "3 of 10 and 7 of 10 alike");
 }
 
 /// Each routing heatmap says how many tokens it was counted on, after the
