@@ -182,7 +182,7 @@ fn heatmap_layout(labels: &[String], title: &str, widest_count: u64) -> HeatmapL
 
 /// Draws the heatmap: cells coloured by the row-normalised share (recall per
 /// true class), the raw count written in each cell (but zeros past
-/// [`ZEROS_WRITTEN_UP_TO`] classes), class names on both axes.
+/// 30 classes), class names on both axes.
 pub fn draw_confusion<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
     cm: &ConfusionMatrix,
