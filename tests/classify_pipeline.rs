@@ -8,6 +8,7 @@
 mod common;
 mod tiny_train;
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
 
 use traffic_moe::cli::classify;
@@ -97,7 +98,23 @@ fn pipeline_classifies_real_captures_like_the_serial_path() {
     cfg.readers = 3;
     let mut got = Vec::new();
     let mut order = Vec::new();
-    classify_files(&clf, &files, &cfg, &|_| {}, &mut |r| {
+    // Progress: bytes as their flows are classified, so each file's bytes
+    // are all counted by the time it is handed out, and every byte once.
+    let (bytes_done, flows_done, reports) = (Cell::new(0u64), Cell::new(0usize), Cell::new(0));
+    let mut files_bytes = 0u64;
+    let mut on_progress = |bytes: u64, flows: usize| {
+        bytes_done.set(bytes_done.get() + bytes);
+        flows_done.set(flows_done.get() + flows);
+        reports.set(reports.get() + 1);
+    };
+    classify_files(&clf, &files, &cfg, &mut on_progress, &mut |r| {
+        files_bytes += r.stats.bytes;
+        assert!(
+            bytes_done.get() >= files_bytes,
+            "file {}: {} bytes reported done, the files handed out hold {files_bytes}",
+            r.index,
+            bytes_done.get()
+        );
         order.push(r.index);
         assert!(r.stats.error.is_none());
         for c in r.flows {
@@ -118,6 +135,9 @@ fn pipeline_classifies_real_captures_like_the_serial_path() {
         "files in input order"
     );
     assert_eq!(got.len(), want.len(), "flows");
+    assert_eq!(bytes_done.get(), files_bytes, "bytes reported done");
+    assert_eq!(flows_done.get(), got.len(), "flows reported done");
+    assert!(reports.get() > 10, "{} progress reports", reports.get());
     assert!(want.len() > 2000, "{} flows", want.len());
     let mut worst = 0f32;
     for (g, w) in got.iter().zip(&want) {
@@ -134,6 +154,42 @@ fn pipeline_classifies_real_captures_like_the_serial_path() {
     classes.sort();
     classes.dedup();
     assert!(classes.len() >= 2, "predicted classes {classes:?}");
+
+    // One capture of many flows: its bytes are reported as its flows are
+    // classified, a window at a time, not all at once when it is read (a
+    // large capture's bar was full for the minutes the model took).
+    let big = (0..files.len())
+        .max_by_key(|&i| got.iter().filter(|g| g.0 == i).count())
+        .unwrap();
+    let n = got.iter().filter(|g| g.0 == big).count() as u64;
+    let mut one = PipelineConfig::new(4, 1);
+    one.window = 8;
+    let mut seen = Vec::new();
+    let mut total = 0;
+    classify_files(
+        &clf,
+        &files[big..=big],
+        &one,
+        &mut |bytes, flows| seen.push((bytes, flows)),
+        &mut |r| {
+            total = r.stats.bytes;
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert!(n > 16, "{n} flows in the largest capture");
+    let (mut bytes, mut flows) = (0u64, 0u64);
+    for &(b, f) in &seen {
+        bytes += b;
+        flows += f as u64;
+        assert_eq!(
+            bytes,
+            total * flows / n,
+            "after {flows} of {n} flows: {seen:?}"
+        );
+    }
+    assert_eq!((bytes, flows), (total, n));
+    assert!(seen.len() as u64 >= n / 8, "{} reports", seen.len());
 
     // bf16 weights on this CPU's fastest packed kernel (AMX tiles, AVX-512
     // BF16 or portable: named in the message) predict what f32 does: the

@@ -487,14 +487,18 @@ fn classify_files_listed(
             .with_context(|| a.writing())?;
         }
         summary.flows_classified += r.flows.len();
-        pb.set_message(format!(
-            "{} flows, {:.0} flows/s",
-            summary.flows_classified,
-            summary.flows_classified as f64 / t0.elapsed().as_secs_f64().max(1e-9)
-        ));
         Ok(())
     };
-    classify_files(&clf, files, &cfg, &|n| pb.inc(n), &mut write_file)?;
+    let mut flows_done = 0usize;
+    let mut on_progress = |bytes: u64, flows: usize| {
+        pb.inc(bytes);
+        flows_done += flows;
+        pb.set_message(format!(
+            "{flows_done} flows, {:.0} flows/s",
+            flows_done as f64 / t0.elapsed().as_secs_f64().max(1e-9)
+        ));
+    };
+    classify_files(&clf, files, &cfg, &mut on_progress, &mut write_file)?;
     pb.finish_and_clear();
     summary.per_class = clf.classes.iter().cloned().zip(per_class).collect();
     summary.seconds = t0.elapsed().as_secs_f64();
@@ -513,6 +517,9 @@ fn progress(bytes: u64, show: bool) -> indicatif::ProgressBar {
         .expect("valid template")
         .progress_chars("=> "),
     );
+    // Drawn from the start, its clock running while the first flows are
+    // read and classified (the bar moves as flows are classified).
+    pb.enable_steady_tick(std::time::Duration::from_millis(500));
     pb
 }
 

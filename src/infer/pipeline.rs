@@ -101,17 +101,26 @@ struct Slot {
     read: ReadFile,
     verdicts: Vec<(u32, f32)>,
     remaining: usize,
+    /// Of the file's bytes, those reported done: the share of its flows
+    /// classified.
+    credited: u64,
 }
 
 /// Reads, tokenizes and classifies every file; calls `on_file` for each in
-/// the order of `files`, on this thread. `on_bytes` reports bytes read (for
-/// a progress bar). Stops at the first error from the model or `on_file`;
-/// a capture that cannot be read is not an error (see `FileResult::stats`).
+/// the order of `files`, on this thread. `on_progress(bytes, flows)`, on
+/// this thread too, reports work done for a progress bar: flows classified,
+/// and capture bytes as their flows are classified (a file's bytes in the
+/// share of its flows done; a file without flows to classify when read),
+/// so a bar over the captures' bytes moves with the model, the slow part,
+/// instead of reaching its end when reading does (one large capture was
+/// read in a second and classified for minutes under a full bar). Stops at
+/// the first error from the model or `on_file`; a capture that cannot be
+/// read is not an error (see `FileResult::stats`).
 pub fn classify_files(
     clf: &Classifier,
     files: &[PathBuf],
     cfg: &PipelineConfig,
-    on_bytes: &(dyn Fn(u64) + Sync),
+    on_progress: &mut dyn FnMut(u64, usize),
     on_file: &mut dyn FnMut(FileResult) -> Result<()>,
 ) -> Result<PipelineStats> {
     let readers = match cfg.readers {
@@ -142,7 +151,6 @@ pub fn classify_files(
                     let Some(path) = files.get(i) else { break };
                     let mut flows = Vec::new();
                     let stats = read_capture(path, i as u32, read_cfg, &mut |f| flows.push(f));
-                    on_bytes(stats.bytes);
                     let read = tokenize_file(i, stats, flows, tokenizer, seq_len, min_packets);
                     if tx.send(read).is_err() {
                         break;
@@ -151,7 +159,7 @@ pub fn classify_files(
             });
         }
         drop(tx);
-        let result = run_model(clf, files, cfg, &rx, on_file);
+        let result = run_model(clf, files, cfg, &rx, on_progress, on_file);
         // On an error, readers stop claiming files; dropping the receiver
         // unblocks any waiting in `send`.
         stop.store(true, Ordering::Relaxed);
@@ -199,6 +207,7 @@ fn run_model(
     files: &[PathBuf],
     cfg: &PipelineConfig,
     rx: &Receiver<ReadFile>,
+    on_progress: &mut dyn FnMut(u64, usize),
     on_file: &mut dyn FnMut(FileResult) -> Result<()>,
 ) -> Result<PipelineStats> {
     let mut st = PipelineStats::default();
@@ -226,11 +235,11 @@ fn run_model(
                 }
             };
             if let Some(f) = first {
-                admit(f, &mut slots, &mut queue);
+                admit(f, &mut slots, &mut queue, on_progress);
             }
             while reading && queue.len() < cfg.window {
                 match rx.try_recv() {
-                    Ok(f) => admit(f, &mut slots, &mut queue),
+                    Ok(f) => admit(f, &mut slots, &mut queue, on_progress),
                     Err(TryRecvError::Empty) => break,
                     Err(TryRecvError::Disconnected) => reading = false,
                 }
@@ -244,8 +253,9 @@ fn run_model(
         };
         if take > 0 {
             let t = Instant::now();
-            classify_queued(clf, cfg.batch, &mut queue, take, &mut slots, &mut st)?;
+            let bytes = classify_queued(clf, cfg.batch, &mut queue, take, &mut slots, &mut st)?;
             st.model_seconds += t.elapsed().as_secs_f64();
+            on_progress(bytes, take);
         }
         while let Some(slot) = slots.get(&next_out) {
             if slot.remaining > 0 {
@@ -265,20 +275,32 @@ fn run_model(
     Ok(st)
 }
 
-fn admit(f: ReadFile, slots: &mut BTreeMap<usize, Slot>, queue: &mut Vec<(usize, usize)>) {
+fn admit(
+    f: ReadFile,
+    slots: &mut BTreeMap<usize, Slot>,
+    queue: &mut Vec<(usize, usize)>,
+    on_progress: &mut dyn FnMut(u64, usize),
+) {
     let n = f.flows.len();
     queue.extend((0..n).map(|r| (f.index, r)));
+    // Nothing to wait for: its bytes are done now.
+    let credited = if n == 0 { f.stats.bytes } else { 0 };
+    if credited > 0 {
+        on_progress(credited, 0);
+    }
     slots.insert(
         f.index,
         Slot {
             verdicts: vec![(0, 0.0); n],
             remaining: n,
             read: f,
+            credited,
         },
     );
 }
 
-/// Classifies `take` queued flows, shortest first (less padding per batch).
+/// Classifies `take` queued flows, shortest first (less padding per batch);
+/// returns the capture bytes newly done (see [`classify_files`]).
 fn classify_queued(
     clf: &Classifier,
     batch: usize,
@@ -286,7 +308,7 @@ fn classify_queued(
     take: usize,
     slots: &mut BTreeMap<usize, Slot>,
     st: &mut PipelineStats,
-) -> Result<()> {
+) -> Result<u64> {
     let rest = queue.split_off(take);
     let mut run = std::mem::replace(queue, rest);
     let len_of = |&(f, r): &(usize, usize)| slots[&f].read.tokens[r].len();
@@ -309,7 +331,19 @@ fn classify_queued(
         slot.verdicts[r] = v;
         slot.remaining -= 1;
     }
-    Ok(())
+    let mut files: Vec<usize> = run.iter().map(|&(f, _)| f).collect();
+    files.dedup(); // sorted by length, not file: repeats may remain, harmless
+    let mut bytes = 0;
+    for f in files {
+        let slot = slots.get_mut(&f).expect("queued flow has a slot");
+        let (total, n) = (slot.read.stats.bytes, slot.verdicts.len() as u64);
+        // u128: a terabyte of capture times millions of flows.
+        let done =
+            (u128::from(total) * u128::from(n - slot.remaining as u64) / u128::from(n)) as u64;
+        bytes += done - slot.credited;
+        slot.credited = done;
+    }
+    Ok(bytes)
 }
 
 fn finish(slot: Slot, files: &[PathBuf]) -> FileResult<'_> {

@@ -324,12 +324,12 @@ fn bench_pipeline(
     let cfg = PipelineConfig::new(batch, 1);
     // Warm-up on a few files (page cache, allocator, a GPU's pool).
     let warm = &input.files[..input.files.len().min(32)];
-    classify_files(clf, warm, &cfg, &|_| {}, &mut |_| Ok(()))?;
+    classify_files(clf, warm, &cfg, &mut |_, _| {}, &mut |_| Ok(()))?;
     let peak_reset = reset_peak_rss();
     let (mut flows, mut packets) = (0u64, 0u64);
     let mut problem = None;
     let t = Instant::now();
-    let st = classify_files(clf, &input.files, &cfg, &|_| {}, &mut |r| {
+    let st = classify_files(clf, &input.files, &cfg, &mut |_, _| {}, &mut |r| {
         flows += r.flows.len() as u64;
         packets += r.stats.packets;
         if problem.is_none() {
