@@ -17,6 +17,23 @@ fn pretrain(dir: &std::path::Path, out: &str, steps: &str, extra: &[&str]) -> (b
     run(dir, &args)
 }
 
+/// `tmoe eval` of `ckpt` on `dir/data` into `out`.
+fn eval(dir: &std::path::Path, ckpt: &str, out: &str) -> (bool, String) {
+    run(
+        dir,
+        &[
+            "eval",
+            "--checkpoint",
+            ckpt,
+            "--data",
+            "data",
+            "--out",
+            out,
+            "--quiet",
+        ],
+    )
+}
+
 /// `tmoe finetune --from-scratch` on `data` into `out`, one epoch, then `extra`.
 fn finetune(dir: &std::path::Path, out: &str, extra: &[&str]) -> (bool, String) {
     let mut args = vec![
@@ -226,19 +243,9 @@ fn an_init_checkpoint_of_another_dataset_is_named_for_what_differs() {
     // eval draws the curves from the log beside the checkpoint; a
     // checkpoint moved away from its log gets none, and is told why.
     let eval = |ckpt: &str, out: &str| {
-        tmoe(
-            d,
-            &[
-                "eval",
-                "--checkpoint",
-                ckpt,
-                "--data",
-                "data",
-                "--out",
-                out,
-                "--quiet",
-            ],
-        )
+        let (ok, text) = eval(d, ckpt, out);
+        assert!(ok, "{text}");
+        text
     };
     let text = eval("ft/classifier.safetensors", "ev");
     assert!(
@@ -606,21 +613,7 @@ fn a_run_folder_stands_for_the_checkpoint_it_holds() {
         text.contains("--init pt: a run folder; reading pt/model.safetensors"),
         "{text}"
     );
-    let eval = |ckpt: &str, out: &str| {
-        run(
-            d,
-            &[
-                "eval",
-                "--checkpoint",
-                ckpt,
-                "--data",
-                "data",
-                "--out",
-                out,
-                "--quiet",
-            ],
-        )
-    };
+    let eval = |ckpt: &str, out: &str| eval(d, ckpt, out);
     let (ok, text) = eval("ft", "ev");
     assert!(ok, "{text}");
     assert!(
