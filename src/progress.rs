@@ -48,6 +48,21 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
     pb
 }
 
+/// A spinner with `what` and the time so far, for work of unknown length
+/// that reports nothing while it runs (one library call: a random forest's
+/// fit); redrawn by a timer, so a log still gets its line every
+/// [`LOG_EVERY`].
+pub fn spinner(what: String) -> ProgressBar {
+    let pb = ProgressBar::with_draw_target(None, draw_target());
+    pb.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed_precise}]")
+            .expect("valid template"),
+    );
+    pb.set_message(what);
+    pb.enable_steady_tick(Duration::from_millis(200));
+    pb
+}
+
 /// A terminal for indicatif that writes each redraw as one plain line
 /// (no cursor moves, no padding), at most one per `every`, the first once
 /// `every` has passed since it was made.
