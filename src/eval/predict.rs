@@ -478,12 +478,21 @@ impl Pass<'_> {
         let mut order: Vec<usize> = (0..idx.len()).collect();
         order.sort_by_key(|&r| data.n_tokens(idx[r]));
         let mut rows_out = vec![0f32; idx.len() * width];
-        let pb = progress_bar(idx.len() as u64, "classify", self.progress);
+        // Named for what the pass makes (an LP-FT head fit's features were
+        // shown as "classify"), its rate in whole flows a second.
+        let what = match out {
+            Output::Logits => "classify",
+            _ => "features",
+        };
+        let pb = progress_bar(idx.len() as u64, what, self.progress);
         pb.set_style(
             indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} flows {per_sec} [{elapsed_precise}<{eta_precise}]",
+                "{prefix} [{bar:30}] {pos}/{len} flows {rate} flows/s [{elapsed_precise}<{eta_precise}]",
             )
             .expect("valid template")
+            .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0}", s.per_sec());
+            })
             .progress_chars("=> "),
         );
         for rows in order.chunks(self.batch.max(1)) {
