@@ -48,6 +48,17 @@ pub fn progress_bar(len: u64, what: &str, show: bool) -> ProgressBar {
     pb
 }
 
+/// `style` with a `{rate}` key: items a second, whole (indicatif's
+/// `{per_sec}` wrote `321,374.0449/s`).
+pub fn with_rate(style: indicatif::ProgressStyle) -> indicatif::ProgressStyle {
+    style.with_key(
+        "rate",
+        |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = write!(w, "{:.0}", s.per_sec());
+        },
+    )
+}
+
 /// A spinner with `what` and the time so far, for work of unknown length
 /// that reports nothing while it runs (one library call: a random forest's
 /// fit); redrawn by a timer, so a log still gets its line every
@@ -196,5 +207,29 @@ mod tests {
         pb.finish();
         let t = text(&buf);
         assert!(t.lines().last() == Some("steps 10/10"), "{t:?}");
+    }
+
+    #[test]
+    fn the_rate_is_a_whole_number() {
+        let (buf, out) = sink();
+        let target = ProgressDrawTarget::term_like(Box::new(LogLines::new(Duration::ZERO, out)));
+        let pb = ProgressBar::with_draw_target(Some(1_000_000), target);
+        pb.set_style(with_rate(
+            indicatif::ProgressStyle::with_template("{pos} flows {rate}/s").unwrap(),
+        ));
+        pb.inc(999_999);
+        std::thread::sleep(Duration::from_millis(20));
+        pb.inc(1);
+        pb.finish();
+        let t = text(&buf);
+        let last = t.lines().last().unwrap_or_default();
+        let rate = last
+            .strip_prefix("1000000 flows ")
+            .and_then(|r| r.strip_suffix("/s"))
+            .unwrap_or_else(|| panic!("{t:?}"));
+        assert!(
+            !rate.is_empty() && rate.bytes().all(|b| b.is_ascii_digit()),
+            "{t:?}"
+        );
     }
 }

@@ -486,13 +486,12 @@ impl Pass<'_> {
         };
         let pb = progress_bar(idx.len() as u64, what, self.progress);
         pb.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} flows {rate} flows/s [{elapsed_precise}<{eta_precise}]",
+            crate::progress::with_rate(
+                indicatif::ProgressStyle::with_template(
+                    "{prefix} [{bar:30}] {pos}/{len} flows {rate} flows/s [{elapsed_precise}<{eta_precise}]",
+                )
+                .expect("valid template"),
             )
-            .expect("valid template")
-            .with_key("rate", |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{:.0}", s.per_sec());
-            })
             .progress_chars("=> "),
         );
         for rows in order.chunks(self.batch.max(1)) {

@@ -165,7 +165,7 @@ pub fn read_captures_until(
         let bar = crate::progress::new_bar(total_bytes);
         bar.set_style(
             ProgressStyle::with_template(
-                "{elapsed_precise} [{bar:40.cyan/blue}] {binary_bytes}/{binary_total_bytes} \
+                "      read [{bar:40.cyan/blue}] {binary_bytes}/{binary_total_bytes} \
                  {binary_bytes_per_sec} ETA {eta} {msg}",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar())

@@ -411,10 +411,12 @@ fn progress_bar(len: u64, what: &str, progress: bool) -> ProgressBar {
     }
     let bar = crate::progress::new_bar(len);
     bar.set_style(
-        ProgressStyle::with_template(&format!(
-            "{what:>10} [{{bar:40.cyan/blue}}] {{pos}}/{{len}} {{per_sec}} ETA {{eta}}"
-        ))
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        crate::progress::with_rate(
+            ProgressStyle::with_template(&format!(
+                "{what:>10} [{{bar:40.cyan/blue}}] {{pos}}/{{len}} flows {{rate}}/s ETA {{eta}}"
+            ))
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        )
         .progress_chars("=> "),
     );
     bar
@@ -868,8 +870,12 @@ fn build_into(
     let vocab = match given_vocab {
         Some(v) => v,
         None => {
-            let spinner = progress_bar(1, "vocab", progress);
-            spinner.set_message("training WordPiece");
+            // The bar's template had no message: it showed "0/1 0/s".
+            let spinner = if progress {
+                crate::progress::spinner("vocab: training WordPiece".into())
+            } else {
+                ProgressBar::hidden()
+            };
             let counts = corpus_counts(&kept_flows, tcfg);
             let v = Vocab::train(&counts, cfg.vocab_size).context("training the vocabulary")?;
             spinner.finish_and_clear();
