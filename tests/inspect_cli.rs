@@ -218,4 +218,12 @@ fn ipv6_endpoints_are_bracketed() {
         assert!(out.status.success(), "{out:?}");
         assert!(stdout.contains(want), "{args:?}:\n{stdout}");
     }
+    // A flow number past the end names the range there is.
+    let out = inspect(dir.path(), &["v6.pcap", "--flow", "3"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{out:?}");
+    assert!(
+        stderr.contains("v6.pcap has 1 flow; --flow 3 is out of range (the only one is --flow 0)"),
+        "{stderr}"
+    );
 }

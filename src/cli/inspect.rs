@@ -173,10 +173,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.flow {
         Some(n) => {
             let flow = flows.get(n).ok_or_else(|| {
+                let (count, last) = match flows.len() {
+                    0 => ("no flows".to_string(), String::new()),
+                    1 => (
+                        "1 flow".to_string(),
+                        " (the only one is --flow 0)".to_string(),
+                    ),
+                    k => (format!("{k} flows"), format!(" (0 to {})", k - 1)),
+                };
                 anyhow::anyhow!(
-                    "{} has {} flows; --flow {n} is out of range",
-                    args.capture.display(),
-                    flows.len()
+                    "{} has {count}; --flow {n} is out of range{last}",
+                    args.capture.display()
                 )
             })?;
             print!("{}", describe_flow(flow, tok.as_ref(), &cfg));
