@@ -269,16 +269,25 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let (_, _, pred, truth) = evaluate(&model, loaded.weights(), &test, 64, seq_len)?;
     let report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
     println!("{}", report.classification_report());
+    let eval_dir = a.out.join("eval");
+    let whole = format!(
+        "{} (and .csv, .png, .svg)",
+        eval_dir.join("confusion.txt").display()
+    );
     println!(
         "confusion matrix (rows: true class, columns: predicted)\n{}",
-        report.confusion.to_text(&info.classes)
+        report.confusion.to_terminal(
+            &info.classes,
+            super::eval::TERMINAL_WIDTH,
+            super::eval::TOP_CONFUSIONS,
+            &whole
+        )
     );
     println!(
         "test: {}   (chance macro-F1 about {:.3})",
         report.summary(),
         1.0 / info.classes.len() as f64
     );
-    let eval_dir = a.out.join("eval");
     report.write_all(&eval_dir, "tmoe demo: test set")?;
     super::eval::write_curves(&ft.checkpoint, &eval_dir)?;
     println!(

@@ -95,8 +95,8 @@ pub fn run(a: Args) -> Result<()> {
 
 /// Widest confusion matrix printed whole (the numbered form of 30 or so
 /// classes); past it, the most frequent confusions instead.
-const TERMINAL_WIDTH: usize = 200;
-const TOP_CONFUSIONS: usize = 15;
+pub(crate) const TERMINAL_WIDTH: usize = 200;
+pub(crate) const TOP_CONFUSIONS: usize = 15;
 
 /// The file a pretrained checkpoint's evaluation writes into `--out`.
 pub const LM_REPORT: &str = "lm.json";
