@@ -297,8 +297,9 @@ fn skip_reasons() {
     assert_eq!(decode(link::RAW, &icmp), Err(SkipReason::Icmp));
     let gre = ipv4(A4, B4, 47, &[0u8; 8], &Ipv4Opts::default());
     assert_eq!(decode(link::RAW, &gre), Err(SkipReason::OtherIpProtocol));
+    // FDDI (10) is not decoded.
     assert_eq!(
-        decode(127, &tcp_v4(b"")),
+        decode(10, &tcp_v4(b"")),
         Err(SkipReason::UnsupportedLinkType)
     );
     let mut bad_ihl = tcp_v4(b"");
@@ -336,8 +337,12 @@ fn never_panics_on_prefixes_or_noise() {
             &ipv6(a6(), b6(), PROTO_TCP, &[(0, ext(1))], b""),
         ),
         tcp_v4(b"raw"),
+        radiotap(0x10, &dot11(0x83, true, ETHERTYPE_IPV4, &tcp_v4(b"w"))),
+        nflog(10, false, &udp_v6(b"n")),
     ];
-    let link_types = [0, 1, 9, 12, 14, 50, 101, 104, 108, 113, 127, 228, 229, 276];
+    let link_types = [
+        0, 1, 9, 12, 14, 50, 101, 104, 105, 108, 113, 127, 192, 228, 229, 239, 276,
+    ];
     for f in &frames {
         for cut in 0..=f.len() {
             for &lt in &link_types {
@@ -379,4 +384,182 @@ fn ethernet_addresses_are_kept_for_masking_and_absent_without_ethernet() {
     // Raw IP: no link header, no addresses.
     let p = decode(link::RAW, &frame[14..]).unwrap();
     assert_eq!(p.macs, None);
+}
+
+/// An 802.11 data frame around `ip` (EtherType `et`): frame control flags
+/// `flags` (to/from DS, protected, order), QoS when `qos`, then LLC/SNAP.
+fn dot11(flags: u8, qos: bool, et: u16, ip: &[u8]) -> Vec<u8> {
+    let subtype: u8 = if qos { 0x8 } else { 0 };
+    let mut f = vec![(2 << 2) | (subtype << 4), flags, 0, 0];
+    // Addresses 1 to 3: receiver, transmitter, and the third.
+    for a in [[1u8; 6], [2; 6], [3; 6]] {
+        f.extend_from_slice(&a);
+    }
+    f.extend_from_slice(&[0, 0]); // sequence control
+    if flags & 3 == 3 {
+        f.extend_from_slice(&[4; 6]);
+    }
+    if qos {
+        f.extend_from_slice(&[0, 0]);
+        if flags & 0x80 != 0 {
+            f.extend_from_slice(&[0; 4]); // HT control
+        }
+    }
+    f.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0]);
+    f.extend_from_slice(&et.to_be_bytes());
+    f.extend_from_slice(ip);
+    f
+}
+
+/// A radiotap header with TSFT and Flags (`rt_flags`), then `frame`.
+fn radiotap(rt_flags: u8, frame: &[u8]) -> Vec<u8> {
+    // 8 bytes of header, TSFT at 8 (aligned), Flags at 16, a pad byte.
+    let mut h = vec![0, 0, 18, 0];
+    h.extend_from_slice(&0b11u32.to_le_bytes());
+    h.extend_from_slice(&[0; 8]);
+    h.push(rt_flags);
+    h.push(0);
+    h.extend_from_slice(frame);
+    h
+}
+
+#[test]
+fn wifi_data_frames_are_decoded_through_llc_snap() {
+    let payload = b"GET / HTTP/1.1";
+    let ip = tcp_v4(payload);
+    // To the access point, from it (QoS, with HT control) and between two
+    // (four addresses): the IP is found under each header length.
+    for (flags, qos) in [(0x01, false), (0x02, true), (0x82, true), (0x03, true)] {
+        let f = dot11(flags, qos, ETHERTYPE_IPV4, &ip);
+        let p = decode(link::IEEE802_11, &f).unwrap_or_else(|e| panic!("{flags:#x}: {e:?}"));
+        assert_tcp_v4(&p, payload);
+        // The frame's own source and destination, by direction.
+        let (src, dst) = p.macs.unwrap();
+        let want = match flags & 3 {
+            1 => ([2; 6], [3; 6]),
+            2 => ([3; 6], [1; 6]),
+            _ => ([4; 6], [3; 6]),
+        };
+        assert_eq!((src, dst), want, "flags {flags:#x}");
+    }
+    let v6 = udp_v6(b"mdns");
+    let f = dot11(0x02, false, ETHERTYPE_IPV6, &v6);
+    assert_udp_v6(&decode(link::IEEE802_11, &f).unwrap(), b"mdns");
+    // ARP over Wi-Fi is counted as ARP.
+    assert_eq!(
+        decode(link::IEEE802_11, &dot11(0x01, false, 0x0806, &[0; 28])),
+        Err(SkipReason::Arp)
+    );
+}
+
+#[test]
+fn radiotap_and_ppi_headers_are_skipped_and_the_fcs_dropped() {
+    let payload = b"hello";
+    let ip = tcp_v4(payload);
+    let frame = dot11(0x02, true, ETHERTYPE_IPV4, &ip);
+    let rt = radiotap(0, &frame);
+    assert_tcp_v4(&decode(link::IEEE802_11_RADIOTAP, &rt).unwrap(), payload);
+    // With the FCS flag the last 4 bytes are the checksum, not payload: the
+    // packet is the same and not taken for truncated.
+    let mut with_fcs = frame.clone();
+    with_fcs.extend_from_slice(&[0xde, 0xad, 0xbe, 0xef]);
+    let rt_fcs = radiotap(0x10, &with_fcs);
+    assert_tcp_v4(
+        &decode(link::IEEE802_11_RADIOTAP, &rt_fcs).unwrap(),
+        payload,
+    );
+    // PPI around a bare 802.11 frame (its link type 105 in the header).
+    let mut ppi = vec![0, 0, 8, 0];
+    ppi.extend_from_slice(&link::IEEE802_11.to_le_bytes());
+    ppi.extend_from_slice(&frame);
+    assert_tcp_v4(&decode(link::PPI, &ppi).unwrap(), payload);
+    // A radiotap header longer than the frame, and one of another version.
+    assert_eq!(
+        decode(link::IEEE802_11_RADIOTAP, &rt[..12]),
+        Err(SkipReason::TruncatedHeader)
+    );
+    let mut v1 = rt.clone();
+    v1[0] = 1;
+    assert_eq!(
+        decode(link::IEEE802_11_RADIOTAP, &v1),
+        Err(SkipReason::Malformed)
+    );
+}
+
+#[test]
+fn wifi_frames_without_ip_are_counted_by_kind() {
+    let ip = tcp_v4(b"x");
+    // Protected (encrypted) data.
+    assert_eq!(
+        decode(link::IEEE802_11, &dot11(0x41, false, ETHERTYPE_IPV4, &ip)),
+        Err(SkipReason::Wifi80211Encrypted)
+    );
+    // A beacon (management, subtype 8) and a null data frame (subtype 4).
+    let mut beacon = dot11(0, false, ETHERTYPE_IPV4, &ip);
+    beacon[0] = 8 << 4;
+    assert_eq!(
+        decode(link::IEEE802_11, &beacon),
+        Err(SkipReason::Wifi80211NotData)
+    );
+    let mut null = dot11(0x01, false, ETHERTYPE_IPV4, &ip);
+    null[0] = (2 << 2) | (4 << 4);
+    assert_eq!(
+        decode(link::IEEE802_11, &null),
+        Err(SkipReason::Wifi80211NotData)
+    );
+    // A data frame cut inside its header, and one without LLC/SNAP.
+    let f = dot11(0x01, false, ETHERTYPE_IPV4, &ip);
+    assert_eq!(
+        decode(link::IEEE802_11, &f[..20]),
+        Err(SkipReason::TruncatedHeader)
+    );
+    let mut no_snap = f.clone();
+    no_snap[24] = 0x42;
+    assert_eq!(
+        decode(link::IEEE802_11, &no_snap),
+        Err(SkipReason::NonIpEtherType)
+    );
+    let words: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
+    assert!(words.contains(&"encrypted 802.11"), "{words:?}");
+}
+
+/// NFLOG: family, version, resource id, then TLVs in the writer's byte
+/// order; the packet is TLV type 9 (NFULA_PAYLOAD).
+fn nflog(family: u8, little: bool, ip: &[u8]) -> Vec<u8> {
+    let tlv = |kind: u16, body: &[u8]| {
+        let len = (4 + body.len()) as u16;
+        let mut t = if little {
+            [len.to_le_bytes(), kind.to_le_bytes()].concat()
+        } else {
+            [len.to_be_bytes(), kind.to_be_bytes()].concat()
+        };
+        t.extend_from_slice(body);
+        t.resize(t.len().next_multiple_of(4), 0);
+        t
+    };
+    let mut f = vec![family, 0, 0, 1];
+    f.extend(tlv(1, &[0x08, 0x00, 3, 0])); // packet header
+    f.extend(tlv(10, b"prefix\0")); // log prefix (padded)
+    f.extend(tlv(9, ip));
+    f
+}
+
+#[test]
+fn nflog_packets_are_found_in_their_tlv_in_either_byte_order() {
+    let payload = b"abc";
+    for little in [true, false] {
+        let v4 = nflog(2, little, &tcp_v4(payload));
+        assert_tcp_v4(&decode(link::NFLOG, &v4).unwrap(), payload);
+        let v6 = nflog(10, little, &udp_v6(payload));
+        assert_udp_v6(&decode(link::NFLOG, &v6).unwrap(), payload);
+    }
+    // Another family, and a TLV whose length runs past the frame.
+    assert_eq!(
+        decode(link::NFLOG, &nflog(7, true, &tcp_v4(payload))),
+        Err(SkipReason::NonIpEtherType)
+    );
+    let mut bad = nflog(2, true, &tcp_v4(payload));
+    bad[4] = 0xff;
+    bad[5] = 0x7f;
+    assert_eq!(decode(link::NFLOG, &bad), Err(SkipReason::Malformed));
 }

@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::link_wireless;
 use crate::traffic::types::{PROTO_TCP, PROTO_UDP};
 
 /// LINKTYPE_* values we decode.
@@ -25,6 +26,10 @@ pub mod link {
     pub const IPV4: u32 = 228;
     pub const IPV6: u32 = 229;
     pub const LINUX_SLL2: u32 = 276;
+    pub const IEEE802_11: u32 = 105;
+    pub const IEEE802_11_RADIOTAP: u32 = 127;
+    pub const PPI: u32 = 192;
+    pub const NFLOG: u32 = 239;
 }
 
 mod ether_type {
@@ -60,10 +65,14 @@ pub enum SkipReason {
     TruncatedHeader,
     /// Headers that make no sense (bad IP version, header length, ...).
     Malformed,
+    /// An 802.11 frame that holds no IP: management, control, null data.
+    Wifi80211NotData,
+    /// A protected (encrypted) 802.11 data frame.
+    Wifi80211Encrypted,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 8] = [
+    pub const ALL: [SkipReason; 10] = [
         SkipReason::UnsupportedLinkType,
         SkipReason::Arp,
         SkipReason::NonIpEtherType,
@@ -72,6 +81,8 @@ impl SkipReason {
         SkipReason::LaterFragment,
         SkipReason::TruncatedHeader,
         SkipReason::Malformed,
+        SkipReason::Wifi80211NotData,
+        SkipReason::Wifi80211Encrypted,
     ];
 
     pub fn index(self) -> usize {
@@ -88,6 +99,8 @@ impl SkipReason {
             SkipReason::LaterFragment => "non-first IP fragment",
             SkipReason::TruncatedHeader => "truncated header",
             SkipReason::Malformed => "malformed header",
+            SkipReason::Wifi80211NotData => "802.11 management, control or null data",
+            SkipReason::Wifi80211Encrypted => "encrypted 802.11",
         }
     }
 }
@@ -162,6 +175,34 @@ pub fn decode_frame(
                 orig_len.saturating_sub(4),
             );
         }
+        link::IEEE802_11 => return decode_dot11(data, orig_len, false),
+        link::IEEE802_11_RADIOTAP => {
+            let (len, fcs) = link_wireless::radiotap(data)?;
+            let orig_len = orig_len.saturating_sub(len as u32);
+            return decode_dot11(&data[len..], orig_len, fcs);
+        }
+        link::PPI => {
+            let (len, inner) = link_wireless::ppi(data)?;
+            let frame = data.get(len..).ok_or(SkipReason::TruncatedHeader)?;
+            // One level: a PPI frame inside a PPI frame is not a capture.
+            if inner == link::PPI {
+                return Err(SkipReason::Malformed);
+            }
+            return decode_frame(inner, frame, orig_len.saturating_sub(len as u32));
+        }
+        link::NFLOG => {
+            let (family, packet) = link_wireless::nflog(data)?;
+            let net = match family {
+                2 => NetProto::V4,
+                10 => NetProto::V6,
+                _ => return Err(SkipReason::NonIpEtherType),
+            };
+            // The TLV holds the whole logged packet: its own length is the
+            // packet's unless the capture cut it.
+            let cut = (orig_len as usize).saturating_sub(data.len());
+            let orig = (packet.len() + cut) as u32;
+            return decode_ip(net, &data[packet], orig);
+        }
         _ => return Err(SkipReason::UnsupportedLinkType),
     };
     let ip = data.get(wire_len..).unwrap_or_default();
@@ -226,6 +267,22 @@ fn decode_ethernet(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, Skip
     let mac = |at: usize| -> [u8; 6] { data[at..at + 6].try_into().expect("6 bytes") };
     // be16 at 12 succeeded, so the 12 address bytes are there.
     pkt.macs = Some((mac(6), mac(0)));
+    Ok(pkt)
+}
+
+/// An 802.11 frame (`fcs`: radiotap says it ends in a frame check
+/// sequence) down to its LLC/SNAP EtherType, then as Ethernet's payload.
+fn decode_dot11(data: &[u8], orig_len: u32, fcs: bool) -> Result<DecodedPacket<'_>, SkipReason> {
+    // The FCS is the frame's last 4 bytes: captured only when nothing was cut.
+    let captured_fcs = fcs && data.len() as u32 == orig_len;
+    let orig_len = orig_len.saturating_sub(if fcs { 4 } else { 0 });
+    let d = link_wireless::dot11(data, captured_fcs)?;
+    let mut pkt = decode_ether_type(
+        d.ether_type,
+        d.data,
+        orig_len.saturating_sub(d.header_len as u32),
+    )?;
+    pkt.macs = Some(d.macs);
     Ok(pkt)
 }
 

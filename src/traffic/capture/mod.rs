@@ -4,6 +4,7 @@
 
 pub mod container;
 pub mod decode;
+pub mod link_wireless;
 pub mod pcap_writer;
 pub mod reader;
 pub mod stats;
