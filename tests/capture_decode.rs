@@ -519,6 +519,16 @@ fn wifi_frames_without_ip_are_counted_by_kind() {
         decode(link::IEEE802_11, &no_snap),
         Err(SkipReason::NonIpEtherType)
     );
+    // An A-MSDU (QoS control bit 7), with HT control after it and after a
+    // fourth address.
+    for (flags, qos_at) in [(0x02, 24), (0x82, 24), (0x03, 30)] {
+        let mut amsdu = dot11(flags, true, ETHERTYPE_IPV4, &ip);
+        amsdu[qos_at] |= 0x80;
+        assert_eq!(
+            decode(link::IEEE802_11, &amsdu),
+            Err(SkipReason::Wifi80211Aggregate)
+        );
+    }
     let words: Vec<&str> = SkipReason::ALL.iter().map(|r| r.as_str()).collect();
     assert!(words.contains(&"encrypted 802.11"), "{words:?}");
 }

@@ -69,10 +69,12 @@ pub enum SkipReason {
     Wifi80211NotData,
     /// A protected (encrypted) 802.11 data frame.
     Wifi80211Encrypted,
+    /// An 802.11 A-MSDU: several packets in one frame, not decoded.
+    Wifi80211Aggregate,
 }
 
 impl SkipReason {
-    pub const ALL: [SkipReason; 10] = [
+    pub const ALL: [SkipReason; 11] = [
         SkipReason::UnsupportedLinkType,
         SkipReason::Arp,
         SkipReason::NonIpEtherType,
@@ -83,6 +85,7 @@ impl SkipReason {
         SkipReason::Malformed,
         SkipReason::Wifi80211NotData,
         SkipReason::Wifi80211Encrypted,
+        SkipReason::Wifi80211Aggregate,
     ];
 
     pub fn index(self) -> usize {
@@ -101,6 +104,7 @@ impl SkipReason {
             SkipReason::Malformed => "malformed header",
             SkipReason::Wifi80211NotData => "802.11 management, control or null data",
             SkipReason::Wifi80211Encrypted => "encrypted 802.11",
+            SkipReason::Wifi80211Aggregate => "802.11 A-MSDU (not decoded)",
         }
     }
 }

@@ -6,7 +6,7 @@
 //! 802.11 frames that cannot hold IP are counted apart, so a capture of an
 //! encrypted network says so instead of "unsupported link type":
 //! management and control frames, data frames without a body (null data),
-//! and protected (encrypted) frames.
+//! protected (encrypted) frames, and aggregates (A-MSDU) of several packets.
 
 use super::decode::SkipReason;
 
@@ -45,6 +45,16 @@ pub fn dot11(frame: &[u8], fcs: bool) -> Result<Dot11Payload<'_>, SkipReason> {
         + if to_ds && from_ds { 6 } else { 0 }
         + if qos { 2 } else { 0 }
         + if qos && flags & 0x80 != 0 { 4 } else { 0 };
+    // An A-MSDU (QoS control's bit 7) aggregates several packets, each
+    // with its own header: one frame gives one packet here, so it is
+    // counted, not cut to its first.
+    if qos
+        && frame
+            .get(len - 2 - if flags & 0x80 != 0 { 4 } else { 0 })
+            .is_some_and(|q| q & 0x80 != 0)
+    {
+        return Err(SkipReason::Wifi80211Aggregate);
+    }
     let end = frame.len() - if fcs && frame.len() >= len + 4 { 4 } else { 0 };
     let body = frame.get(len..end).ok_or(SkipReason::TruncatedHeader)?;
     let addr = |at: usize| -> [u8; 6] { frame[at..at + 6].try_into().expect("6 bytes") };
