@@ -190,7 +190,7 @@ const char* tmoe_class_name(const tmoe_classifier* h, uint32_t class_id);
 
 /* Feeds one frame captured at ts_ns (nanoseconds, any epoch) with pcap link
  * type `link_type` (1 Ethernet, 101 raw IP, 113/276 Linux cooked, 0 BSD
- * loopback, 105/127/192 Wi-Fi: 802.11, radiotap, PPI, 239 NFLOG, ...;
+ * loopback, 105/127/192 Wi-Fi: 802.11, radiotap, PPI, 239 NFLOG, 10 FDDI, ...;
  * the low 16 bits are read, so a pcap file header's field may
  * be passed as it is, FCS flags and all): `caplen` bytes at `frame`,
  * `wirelen` on the wire.

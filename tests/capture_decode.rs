@@ -297,9 +297,9 @@ fn skip_reasons() {
     assert_eq!(decode(link::RAW, &icmp), Err(SkipReason::Icmp));
     let gre = ipv4(A4, B4, 47, &[0u8; 8], &Ipv4Opts::default());
     assert_eq!(decode(link::RAW, &gre), Err(SkipReason::OtherIpProtocol));
-    // FDDI (10) is not decoded.
+    // Token Ring (6) is not decoded.
     assert_eq!(
-        decode(10, &tcp_v4(b"")),
+        decode(6, &tcp_v4(b"")),
         Err(SkipReason::UnsupportedLinkType)
     );
     let mut bad_ihl = tcp_v4(b"");
@@ -341,7 +341,7 @@ fn never_panics_on_prefixes_or_noise() {
         nflog(10, false, &udp_v6(b"n")),
     ];
     let link_types = [
-        0, 1, 9, 12, 14, 50, 101, 104, 105, 108, 113, 127, 192, 228, 229, 239, 276,
+        0, 1, 9, 10, 12, 14, 50, 101, 104, 105, 108, 113, 127, 192, 228, 229, 239, 276,
     ];
     for f in &frames {
         for cut in 0..=f.len() {
@@ -572,4 +572,25 @@ fn nflog_packets_are_found_in_their_tlv_in_either_byte_order() {
     bad[4] = 0xff;
     bad[5] = 0x7f;
     assert_eq!(decode(link::NFLOG, &bad), Err(SkipReason::Malformed));
+}
+
+#[test]
+fn fddi_llc_frames_are_decoded_through_llc_snap() {
+    let payload = b"fddi";
+    let mut f = vec![0x50];
+    f.extend_from_slice(&MAC_B); // destination
+    f.extend_from_slice(&MAC_A); // source
+    f.extend_from_slice(&[0xaa, 0xaa, 0x03, 0, 0, 0, 0x08, 0x00]);
+    f.extend_from_slice(&tcp_v4(payload));
+    let p = decode(link::FDDI, &f).unwrap();
+    assert_tcp_v4(&p, payload);
+    assert_eq!(p.macs, Some((MAC_A, MAC_B)));
+    // A station management frame (format bits 00), and a cut header.
+    let mut smt = f.clone();
+    smt[0] = 0x41;
+    assert_eq!(decode(link::FDDI, &smt), Err(SkipReason::NonIpEtherType));
+    assert_eq!(
+        decode(link::FDDI, &f[..16]),
+        Err(SkipReason::TruncatedHeader)
+    );
 }

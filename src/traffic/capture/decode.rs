@@ -30,6 +30,7 @@ pub mod link {
     pub const IEEE802_11_RADIOTAP: u32 = 127;
     pub const PPI: u32 = 192;
     pub const NFLOG: u32 = 239;
+    pub const FDDI: u32 = 10;
 }
 
 mod ether_type {
@@ -180,6 +181,7 @@ pub fn decode_frame(
             );
         }
         link::IEEE802_11 => return decode_dot11(data, orig_len, false),
+        link::FDDI => return decode_fddi(data, orig_len),
         link::IEEE802_11_RADIOTAP => {
             let (len, fcs) = link_wireless::radiotap(data)?;
             let orig_len = orig_len.saturating_sub(len as u32);
@@ -271,6 +273,25 @@ fn decode_ethernet(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, Skip
     let mac = |at: usize| -> [u8; 6] { data[at..at + 6].try_into().expect("6 bytes") };
     // be16 at 12 succeeded, so the 12 address bytes are there.
     pkt.macs = Some((mac(6), mac(0)));
+    Ok(pkt)
+}
+
+/// FDDI: frame control, destination and source, then (for an LLC frame)
+/// LLC/SNAP and an EtherType, as 802.11 carries it.
+fn decode_fddi(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReason> {
+    let fc = *data.first().ok_or(SkipReason::TruncatedHeader)?;
+    // Frame format bits 01: an LLC frame; the others are MAC, SMT, tokens.
+    if fc & 0x30 != 0x10 {
+        return Err(SkipReason::NonIpEtherType);
+    }
+    let snap = data.get(13..21).ok_or(SkipReason::TruncatedHeader)?;
+    if snap[..3] != [0xaa, 0xaa, 0x03] {
+        return Err(SkipReason::NonIpEtherType);
+    }
+    let et = u16::from_be_bytes([snap[6], snap[7]]);
+    let mut pkt = decode_ether_type(et, &data[21..], orig_len.saturating_sub(21))?;
+    let mac = |at: usize| -> [u8; 6] { data[at..at + 6].try_into().expect("6 bytes") };
+    pkt.macs = Some((mac(7), mac(1)));
     Ok(pkt)
 }
 
