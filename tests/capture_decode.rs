@@ -572,6 +572,14 @@ fn nflog_packets_are_found_in_their_tlv_in_either_byte_order() {
     bad[4] = 0xff;
     bad[5] = 0x7f;
     assert_eq!(decode(link::NFLOG, &bad), Err(SkipReason::Malformed));
+    // Cut by the snaplen inside the packet: decoded and marked truncated
+    // (a packet TLV past the frame's end is damage only when nothing was cut).
+    let whole = nflog(2, true, &tcp_v4(b"a longer payload"));
+    let cut = &whole[..whole.len() - 10];
+    assert_eq!(decode(link::NFLOG, cut), Err(SkipReason::Malformed));
+    let p = decode_frame(link::NFLOG, cut, whole.len() as u32).unwrap();
+    assert!(p.truncated, "{p:?}");
+    assert_eq!(p.payload_len as usize, b"a longer payload".len());
 }
 
 #[test]

@@ -197,17 +197,18 @@ pub fn decode_frame(
             return decode_frame(inner, frame, orig_len.saturating_sub(len as u32));
         }
         link::NFLOG => {
-            let (family, packet) = link_wireless::nflog(data)?;
+            let cut = (orig_len as usize) > data.len();
+            let (family, packet) = link_wireless::nflog(data, cut)?;
             let net = match family {
                 2 => NetProto::V4,
                 10 => NetProto::V6,
                 _ => return Err(SkipReason::NonIpEtherType),
             };
-            // The TLV holds the whole logged packet: its own length is the
-            // packet's unless the capture cut it.
-            let cut = (orig_len as usize).saturating_sub(data.len());
-            let orig = (packet.len() + cut) as u32;
-            return decode_ip(net, &data[packet], orig);
+            // The TLV declares the whole logged packet's length; the
+            // capture may hold less of it.
+            let orig = packet.len() as u32;
+            let held = packet.start.min(data.len())..packet.end.min(data.len());
+            return decode_ip(net, &data[held], orig);
         }
         _ => return Err(SkipReason::UnsupportedLinkType),
     };

@@ -130,10 +130,11 @@ pub fn ppi(data: &[u8]) -> Result<(usize, u32), SkipReason> {
 }
 
 /// NFLOG: the address family (2 IPv4, 10 IPv6) and where the logged packet
-/// (the NFULA_PAYLOAD TLV, type 9) starts and ends. TLV lengths and types
-/// are in the writing host's byte order: little-endian is tried first, and
-/// big-endian where that does not fit.
-pub fn nflog(data: &[u8]) -> Result<(u8, std::ops::Range<usize>), SkipReason> {
+/// (the NFULA_PAYLOAD TLV, type 9) starts and ends as its TLV declares it
+/// (past the captured bytes when `cut`: the snaplen took its end). TLV
+/// lengths and types are in the writing host's byte order: little-endian
+/// is tried first, and big-endian where that does not fit.
+pub fn nflog(data: &[u8], cut: bool) -> Result<(u8, std::ops::Range<usize>), SkipReason> {
     let head = data.get(..4).ok_or(SkipReason::TruncatedHeader)?;
     if head[1] != 0 {
         return Err(SkipReason::Malformed);
@@ -152,8 +153,10 @@ pub fn nflog(data: &[u8]) -> Result<(u8, std::ops::Range<usize>), SkipReason> {
                 u16::from_be_bytes([b[2], b[3]]),
             )
         };
-        let len = usize::from(len);
-        (len >= 4 && at + len <= data.len()).then_some((len, kind & 0x7fff))
+        let (len, kind) = (usize::from(len), kind & 0x7fff);
+        // Only the packet, the last TLV, may run past a cut capture.
+        let fits = at + len <= data.len() || (cut && kind == 9);
+        (len >= 4 && fits).then_some((len, kind))
     };
     let little = read(true, 4).is_some_and(|(_, kind)| kind < 0x100);
     let mut at = 4;
