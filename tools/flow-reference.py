@@ -8,7 +8,7 @@ without ACK starts a new one; later IP fragments, ICMP and the rest skipped).
 Containers and headers are parsed here by hand, not with the crate's code nor
 dpkt's (dpkt's pcap reader gives float stamps, its pcapng reader the first
 interface's link type only, and it decodes neither PPPoE nor later IPv6
-fragments as such). `--sweep` also ends idle flows at each frame's stamp as
+fragments as such, nor 802.11, radiotap, PPI, NFLOG or FDDI, which this does). `--sweep` also ends idle flows at each frame's stamp as
 the table's sweep does, which is where the two differ when stamps go back.
 
 Usage: flow-reference.py [--idle-s S] [--max-flows N] [--sweep] [--no-split] CAPTURES..
@@ -148,7 +148,86 @@ def link(lt, d):
         raise Skip('nonip')
     if lt in (9, 50): return ppp(d)
     if lt == 104: return ethertype(be16(d, 2), d[4:])
+    if lt == 105: return wlan(d, False)
+    if lt == 127:
+        # radiotap: version 0, length (LE u16) at 2, presence words from 4
+        # while bit 31 is set; TSFT (8 bytes, 8-aligned) then Flags (0x10:
+        # the frame ends in its FCS).
+        if len(d) < 8: raise Skip('trunc')
+        if d[0] != 0: raise Skip('malformed')
+        n = struct.unpack_from('<H', d, 2)[0]
+        if n < 8: raise Skip('malformed')
+        if len(d) < n: raise Skip('trunc')
+        words = [struct.unpack_from('<I', d, 4)[0]]
+        off = 8
+        while words[-1] >> 31:
+            if off + 4 > n: raise Skip('malformed')
+            words.append(struct.unpack_from('<I', d, off)[0]); off += 4
+        if words[0] & 1: off = (off + 7) // 8 * 8 + 8
+        fcs = bool(words[0] & 2) and off < n and bool(d[off] & 0x10)
+        return wlan(d[n:], fcs)
+    if lt == 192:
+        # PPI: version 0, length (LE u16) at 2, the inner link type at 4.
+        if len(d) < 8: raise Skip('trunc')
+        if d[0] != 0: raise Skip('malformed')
+        n, inner = struct.unpack_from('<HI', d, 2)
+        if n < 8 or inner == 192: raise Skip('malformed')
+        if len(d) < n: raise Skip('trunc')
+        return link(inner, d[n:])
+    if lt == 239: return nflog(d)
+    if lt == 10:
+        # FDDI: frame control (format bits 01 = LLC), two addresses, LLC/SNAP.
+        if not d: raise Skip('trunc')
+        if d[0] & 0x30 != 0x10: raise Skip('nonip')
+        return snap(d[13:])
     raise Skip('linktype')
+
+def snap(d):
+    if len(d) < 8: raise Skip('trunc')
+    if d[:3] != b'\xaa\xaa\x03': raise Skip('nonip')
+    return ethertype(be16(d, 6), d[8:])
+
+def wlan(d, fcs):
+    # IEEE 802.11: only data frames (type 2) with a body, not protected,
+    # not an A-MSDU, whose body is LLC/SNAP.
+    if len(d) < 2: raise Skip('trunc')
+    fc0, flags = d[0], d[1]
+    kind, sub = (fc0 >> 2) & 3, fc0 >> 4
+    if fc0 & 3 or kind == 3: raise Skip('malformed')
+    if kind != 2 or sub & 4: raise Skip('wifi-nodata')
+    if flags & 0x40: raise Skip('wifi-encrypted')
+    qos = bool(sub & 8)
+    hdr = 24 + (6 if flags & 3 == 3 else 0)
+    if qos:
+        if len(d) > hdr and d[hdr] & 0x80: raise Skip('wifi-amsdu')
+        hdr += 2 + (4 if flags & 0x80 else 0)
+    if fcs and len(d) >= hdr + 4: d = d[:-4]
+    if len(d) < hdr: raise Skip('trunc')
+    return snap(d[hdr:])
+
+def nflog(d):
+    # NFLOG: family, version 0, resource id, then TLVs (length incl. the
+    # 4-byte header, padded to 4; host byte order) until type 9, the packet.
+    if len(d) < 4: raise Skip('trunc')
+    if d[1] != 0: raise Skip('malformed')
+    fam = d[0]
+    def tlv(at, order):
+        if at + 4 > len(d): return None
+        n, t = struct.unpack_from(order + 'HH', d, at)
+        return (n, t & 0x7fff) if n >= 4 and at + n <= len(d) else None
+    first = tlv(4, '<')
+    order = '<' if first is not None and first[1] < 0x100 else '>'
+    at = 4
+    while at + 4 <= len(d):
+        got = tlv(at, order)
+        if got is None: raise Skip('malformed')
+        n, t = got
+        if t == 9:
+            if fam == 2: return ip(d[at+4:at+n], 4)
+            if fam == 10: return ip(d[at+4:at+n], 6)
+            raise Skip('nonip')
+        at += (n + 3) // 4 * 4
+    raise Skip('trunc')
 
 def ip(d, want):
     if not d: raise Skip('trunc')
