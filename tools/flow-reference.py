@@ -182,6 +182,25 @@ def link(lt, d):
         return snap(d[13:])
     raise Skip('linktype')
 
+def frame_macs(lt, d):
+    # The frame's own (source, destination) hardware addresses, where its
+    # link header has them (for --mask-identifiers).
+    try:
+        if lt == 1 and len(d) >= 12: return (d[6:12], d[0:6])
+        if lt == 10 and len(d) >= 13: return (d[7:13], d[1:7])
+        if lt == 127 and len(d) >= 4: return frame_macs(105, d[struct.unpack_from('<H', d, 2)[0]:])
+        if lt == 192 and len(d) >= 8:
+            n, inner = struct.unpack_from('<HI', d, 2)
+            return None if inner == 192 else frame_macs(inner, d[n:])
+        if lt == 105 and len(d) >= 24:
+            a1, a2, a3, a4 = d[4:10], d[10:16], d[16:22], d[24:30]
+            # Source and destination by the DS bits (IEEE 802.11's table:
+            # SA/DA are addresses 2/1, 2/3, 3/1 or 4/3).
+            return {0: (a2, a1), 1: (a2, a3), 2: (a3, a1), 3: (a4, a3)}[d[1] & 3]
+    except struct.error:
+        pass
+    return None
+
 def snap(d):
     if len(d) < 8: raise Skip('trunc')
     if d[:3] != b'\xaa\xaa\x03': raise Skip('nonip')
@@ -321,7 +340,7 @@ def flows(path, idle_ns=IDLE_NS, split=True):
                 # Full: the least recently active flow ends (evicted).
                 out.append(table.popitem(last=False)[1])
             st = dict(proto=proto, init=a, resp=b, first=ts, last=ts, n=0, fi=False, fr=False, closed=False, pk=[], rec=[],
-                      macs=(data[6:12], data[0:6]) if lt == 1 and len(data) >= 12 else None)
+                      macs=frame_macs(lt, data))
             table[key] = st
         table.move_to_end(key)
         st['n'] += 1
