@@ -270,18 +270,9 @@ pub fn run(a: Args) -> anyhow::Result<()> {
     let report = EvalReport::from_labels(info.classes.clone(), &truth, &pred)?;
     println!("{}", report.classification_report());
     let eval_dir = a.out.join("eval");
-    let whole = format!(
-        "{} (and .csv, .png, .svg)",
-        eval_dir.join("confusion.txt").display()
-    );
     println!(
         "confusion matrix (rows: true class, columns: predicted)\n{}",
-        report.confusion.to_terminal(
-            &info.classes,
-            super::eval::TERMINAL_WIDTH,
-            super::eval::TOP_CONFUSIONS,
-            &whole
-        )
+        super::eval::confusion_for_terminal(&report, &eval_dir)
     );
     println!(
         "test: {}   (chance macro-F1 about {:.3})",

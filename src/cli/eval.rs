@@ -81,22 +81,27 @@ pub fn run(a: Args) -> Result<()> {
     println!("{}", report.summary());
     print_capture_vote(&report);
     println!("{}", report.classification_report());
-    let whole = a.out.join("confusion.txt");
-    let whole = format!("{} (and .csv, .png, .svg)", whole.display());
-    println!(
-        "{}",
-        report
-            .confusion
-            .to_terminal(&report.classes, TERMINAL_WIDTH, TOP_CONFUSIONS, &whole)
-    );
+    println!("{}", confusion_for_terminal(&report, &a.out));
     println!("reports written to {}", a.out.display());
     Ok(())
 }
 
 /// Widest confusion matrix printed whole (the numbered form of 30 or so
 /// classes); past it, the most frequent confusions instead.
-pub(crate) const TERMINAL_WIDTH: usize = 200;
-pub(crate) const TOP_CONFUSIONS: usize = 15;
+const TERMINAL_WIDTH: usize = 200;
+const TOP_CONFUSIONS: usize = 15;
+
+/// `report`'s confusion matrix as `eval` and `demo` print it, naming the
+/// files in `out` that hold it whole.
+pub(crate) fn confusion_for_terminal(report: &EvalReport, out: &Path) -> String {
+    let whole = format!(
+        "{} (and .csv, .png, .svg)",
+        out.join("confusion.txt").display()
+    );
+    report
+        .confusion
+        .to_terminal(&report.classes, TERMINAL_WIDTH, TOP_CONFUSIONS, &whole)
+}
 
 /// The file a pretrained checkpoint's evaluation writes into `--out`.
 pub const LM_REPORT: &str = "lm.json";

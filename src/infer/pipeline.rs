@@ -332,7 +332,8 @@ fn classify_queued(
         slot.remaining -= 1;
     }
     let mut files: Vec<usize> = run.iter().map(|&(f, _)| f).collect();
-    files.dedup(); // sorted by length, not file: repeats may remain, harmless
+    files.sort_unstable();
+    files.dedup();
     let mut bytes = 0;
     for f in files {
         let slot = slots.get_mut(&f).expect("queued flow has a slot");

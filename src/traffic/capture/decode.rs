@@ -285,12 +285,8 @@ fn decode_fddi(data: &[u8], orig_len: u32) -> Result<DecodedPacket<'_>, SkipReas
     if fc & 0x30 != 0x10 {
         return Err(SkipReason::NonIpEtherType);
     }
-    let snap = data.get(13..21).ok_or(SkipReason::TruncatedHeader)?;
-    if snap[..3] != [0xaa, 0xaa, 0x03] {
-        return Err(SkipReason::NonIpEtherType);
-    }
-    let et = u16::from_be_bytes([snap[6], snap[7]]);
-    let mut pkt = decode_ether_type(et, &data[21..], orig_len.saturating_sub(21))?;
+    let (et, ip) = link_wireless::llc_snap(data.get(13..).ok_or(SkipReason::TruncatedHeader)?)?;
+    let mut pkt = decode_ether_type(et, ip, orig_len.saturating_sub(21))?;
     let mac = |at: usize| -> [u8; 6] { data[at..at + 6].try_into().expect("6 bytes") };
     pkt.macs = Some((mac(7), mac(1)));
     Ok(pkt)

@@ -66,17 +66,23 @@ pub fn dot11(frame: &[u8], fcs: bool) -> Result<Dot11Payload<'_>, SkipReason> {
         (false, true) => (addr(16), addr(4)),
         (true, true) => (addr(24), addr(16)),
     };
-    // LLC/SNAP: AA AA 03, an OUI, then the EtherType.
+    let (ether_type, data) = llc_snap(body)?;
+    Ok(Dot11Payload {
+        ether_type,
+        data,
+        header_len: len + 8,
+        macs: (src, dst),
+    })
+}
+
+/// An LLC/SNAP header (AA AA 03, an OUI, then the EtherType), as 802.11
+/// and FDDI carry IP: the EtherType and the bytes after its 8 bytes.
+pub fn llc_snap(body: &[u8]) -> Result<(u16, &[u8]), SkipReason> {
     let snap = body.get(..8).ok_or(SkipReason::TruncatedHeader)?;
     if snap[..3] != [0xaa, 0xaa, 0x03] {
         return Err(SkipReason::NonIpEtherType);
     }
-    Ok(Dot11Payload {
-        ether_type: u16::from_be_bytes([snap[6], snap[7]]),
-        data: &body[8..],
-        header_len: len + 8,
-        macs: (src, dst),
-    })
+    Ok((u16::from_be_bytes([snap[6], snap[7]]), &body[8..]))
 }
 
 /// A radiotap header: its length, and whether the 802.11 frame after it
