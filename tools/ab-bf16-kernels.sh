@@ -18,6 +18,7 @@ cd "$root"
 runs="$1"
 shift 2
 cargo build --release --quiet --bin tmoe
+tmoe="$(tools/cargo-target-dir.sh)/release/tmoe"
 echo "# date: $(date -u +%FT%TZ)"
 echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" \
   "(cpu family $(grep -m1 'cpu family' /proc/cpuinfo | cut -d: -f2 | xargs)," \
@@ -27,11 +28,11 @@ echo "# git: $(git rev-parse --short HEAD)$(git diff --quiet || echo ' (uncommit
 for r in $(seq "$runs"); do
   for k in ${KERNELS:-avx512-bf16 avx512-fma} f32; do
     if [ "$k" = f32 ]; then
-      cmd=(target/release/tmoe bench model --device cpu --precision f32 "$@")
+      cmd=("$tmoe" bench model --device cpu --precision f32 "$@")
       echo "# round $r, f32: ${cmd[*]}"
       "${cmd[@]}" 2>&1 | grep -E 'batch .*:' | grep -v '^MoE' | sed "s/^/f32 /"
     else
-      cmd=(target/release/tmoe bench model --device cpu --precision bf16 "$@")
+      cmd=("$tmoe" bench model --device cpu --precision bf16 "$@")
       echo "# round $r, bf16 on $k: TMOE_BF16_KERNEL=$k ${cmd[*]}"
       TMOE_BF16_KERNEL="$k" "${cmd[@]}" 2>&1 | grep -E 'batch .*:|^tmoe bench model' | grep -v '^MoE' | sed "s/^/$k /"
     fi

@@ -20,7 +20,7 @@ cd "$root"
 }
 rev_a="$1" rev_b="$2" runs="$3"
 shift 4
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$("$root/tools/cargo-target-dir.sh")"
 
 build() { # rev -> prints the path of its tmoe binary
   local rev="$1"

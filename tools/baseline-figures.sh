@@ -12,7 +12,7 @@ data="${TMOE_DATA:-$root/../shared/data}"
 out="$root/bench/results/iot-sentinel"
 mkdir -p "$out"
 cargo build --release --quiet --bin tmoe
-tmoe="$root/target/release/tmoe"
+tmoe="$("$root/tools/cargo-target-dir.sh")/release/tmoe"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 run() { echo "\$ $*"; "$@"; }

@@ -31,7 +31,7 @@ out="${RESULTS:-$root/bench/results/cpu}"
 py="${PYTHON:-python3}"
 mkdir -p "$out"
 cargo build --release --quiet --bin tmoe
-tmoe="$root/target/release/tmoe"
+tmoe="$("$root/tools/cargo-target-dir.sh")/release/tmoe"
 threads="$(nproc)"
 
 header() { # command line

@@ -15,7 +15,8 @@ out="$root/bench/results/cpu"
 data="${TMOE_DATA:-$root/../shared/data}"
 mkdir -p "$out"
 cargo build --release --quiet --bin tmoe --example capture_throughput
-tmoe="$root/target/release/tmoe"
+release="$("$root/tools/cargo-target-dir.sh")/release"
+tmoe="$release/tmoe"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
 
@@ -42,7 +43,7 @@ echo "== bench cpu-gemm"
 timed "$out/bench-cpu-gemm.txt" "$tmoe" bench cpu-gemm --out "$out/bench-cpu-gemm.json" --force
 if [[ -d "$data" ]]; then
   echo "== capture reading over $data"
-  timed "$out/capture.txt" "$root/target/release/examples/capture_throughput" "$data"
+  timed "$out/capture.txt" "$release/examples/capture_throughput" "$data"
   echo "== tokenize over $data (fixed vocabulary, warm cache)"
   "$tmoe" vocab "$data/corpus" --out "$scratch/vocab.txt" --size 4096 >/dev/null 2>&1
   cat "$data"/corpus/* "$data"/ndpi/* >/dev/null 2>&1 || true

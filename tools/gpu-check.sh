@@ -53,7 +53,7 @@ for line in sys.stdin:
     if m.get("reason") == "compiler-artifact" and m.get("executable") and "test" in m["target"]["kind"]:
         print(m["target"]["name"], m["executable"])
 ' | while read -r name exe; do cp "$exe" "$bundle/tests/$name"; done
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')"
+target_dir="$("$root/tools/cargo-target-dir.sh")"
 cp "$target_dir/release/tmoe" "$bundle/tmoe"
 # PyTorch at the same shapes runs under the GPU machine's own python3 and torch.
 cp tools/torch_reference.py "$bundle/"

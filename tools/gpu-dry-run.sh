@@ -21,7 +21,7 @@ cargo build --release --quiet --features cuda --bin tmoe
 # cannot swap the binary under the later runs.
 bin_dir="$(mktemp -d)"
 trap 'rm -rf "$bin_dir"' EXIT
-cp "$root/target/release/tmoe" "$bin_dir/tmoe"
+cp "$("$root/tools/cargo-target-dir.sh")/release/tmoe" "$bin_dir/tmoe"
 export TMOE_FAKE_CUDA=1 TMOE_FAKE_CUDA_DRY=1
 run() { # name, model|classify, then its arguments
   local name="$1" what="$2"; shift 2

@@ -9,7 +9,7 @@
 # captures whose flows went to train.tmoe), never a val/test capture.
 #
 # Usage (from the repository root; one experiment process at a time):
-#   cargo build --release && mkdir -p /tmp/study && cp "${CARGO_TARGET_DIR:-target}/release/tmoe" /tmp/study/tmoe
+#   cargo build --release && mkdir -p /tmp/study && cp "$(tools/cargo-target-dir.sh)/release/tmoe" /tmp/study/tmoe
 #   TMOE=/tmp/study/tmoe tools/iot-sentinel-study.sh [stage ...]
 # Stages (default: all; they always run in this order): data pretrain main dense probe lmbase table
 # (also, not in the default list: probe100 = fine-tune from a 100-step pretraining,
@@ -18,7 +18,7 @@
 # Results: bench/results/iot-sentinel/{runs.jsonl,results.json,results.md,pretrain_*.jsonl}
 set -euo pipefail
 
-TMOE=${TMOE:-target/release/tmoe}
+TMOE=${TMOE:-$(tools/cargo-target-dir.sh)/release/tmoe}
 WORK=${WORK:-/tmp/iot-study}
 DATA=${DATA:-../shared/data}
 SEQ=${SEQ:-64}              # tokens per flow (fine-tuning and pretraining)

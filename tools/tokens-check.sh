@@ -17,8 +17,9 @@ PY=${PYTHON:-python3}
 }
 W=${WORK:-$(mktemp -d)}
 cargo build -q --bin tmoe --example dump_tokens
-TMOE=target/debug/tmoe
-DUMP=target/debug/examples/dump_tokens
+debug="$(tools/cargo-target-dir.sh)/debug"
+TMOE=$debug/tmoe
+DUMP=$debug/examples/dump_tokens
 REF=tools/tokens-reference.py
 find "$DATA/ndpi/pcap" "$DATA/iot-sentinel" "$DATA/corpus" -type f \
     \( -name '*.pcap' -o -name '*.pcapng' -o -name '*.cap' -o -name '*.pcap[0-9]*' -o -path '*ndpi/pcap/*' \) |
