@@ -20,7 +20,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 data="${TMOE_DATA:-$root/../shared/data}"
 cargo build --release --quiet --bin tmoe
-tmoe="$root/target/release/tmoe"
+tmoe="$("$root/tools/cargo-target-dir.sh")/release/tmoe"
 names=("$@")
 [ ${#names[@]} -gt 0 ] || names=(iot-sentinel iot-sentinel-masked ndpi iot-sentinel-budget iot-sentinel-budget-long iot-sentinel-budget-10k)
 for name in "${names[@]}"; do
