@@ -26,7 +26,7 @@ mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -664,6 +664,32 @@ fn first_of_each<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
     out
 }
 
+/// The line a study prints as it starts run `index` of `total` (from 1):
+/// which run, the time so far, and, once this call has made a run, about
+/// how long this one and the rest will take.
+fn run_line(
+    index: usize,
+    total: usize,
+    (row, fraction, seed): (Row, f64, u64),
+    elapsed: Duration,
+    left: Option<Duration>,
+) -> String {
+    let flows = if fraction < 1.0 {
+        format!("{} % of the training flows", fraction * 100.0)
+    } else {
+        "all training flows".into()
+    };
+    let human = |d: Duration| indicatif::HumanDuration(d).to_string();
+    let left = left
+        .map(|d| format!(", about {} left", human(d)))
+        .unwrap_or_default();
+    format!(
+        "study: run {index} of {total}: {}, {flows}, seed {seed} ({} so far{left})",
+        row.name(),
+        human(elapsed)
+    )
+}
+
 /// Runs every (row, seed) not yet done, then writes the report.
 pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     run_until(o, &AtomicBool::new(false))
@@ -696,39 +722,65 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
         grid.push((Row::MoePretrained, f));
         grid.push((Row::MoeScratch, f));
     }
-    'grid: for &seed in &o.seeds {
-        for &(row, fraction) in &grid {
-            let path = run_path(&o.out, row, seed, fraction);
-            if stop.load(Ordering::SeqCst) {
-                s.interrupted = true;
-                break 'grid;
-            }
-            let result = match cached(&path, &mut s, || {
-                if o.progress {
-                    eprintln!("study: {} fraction {fraction} seed {seed}", row.name());
-                }
-                run_one(o, row, seed, fraction, stop)
-                    .with_context(|| format!("{} seed {seed}", row.name()))
-            }) {
-                Err(e) if e.is::<crate::stop::Interrupted>() => {
-                    s.interrupted = true;
-                    break 'grid;
-                }
-                r => r?,
-            };
-            result.check(&path, row, seed, fraction)?;
-            // Stored before the classic rows learnt from the capped flows:
-            // it fit on every training flow, unlike the rows beside it.
-            anyhow::ensure!(
-                !(matches!(row, Row::Appscanner | Row::Knn)
-                    && o.max_per_class.is_some()
-                    && result.train_flows.is_none()),
-                "{}: a {} result from before the classic rows fit on the capped flows (it fit on every training flow); remove it and this run is made again",
-                path.display(),
-                row.name()
-            );
-            s.results.push(result);
+    let plan: Vec<(Row, f64, u64)> = (o.seeds.iter())
+        .flat_map(|&seed| {
+            grid.iter()
+                .map(move |&(row, fraction)| (row, fraction, seed))
+        })
+        .collect();
+    // How long each (row, fraction) took when this call made it, and all
+    // runs made together: the estimate of what is left, a row's own time
+    // where known (an hour's grid shows where it is, run by run).
+    let mut took: Vec<((Row, f64), Duration)> = Vec::new();
+    let mut made = Duration::ZERO;
+    for (i, &(row, fraction, seed)) in plan.iter().enumerate() {
+        let path = run_path(&o.out, row, seed, fraction);
+        if stop.load(Ordering::SeqCst) {
+            s.interrupted = true;
+            break;
         }
+        let left = (s.ran > 0).then(|| {
+            let mean = made / s.ran as u32;
+            (plan[i..].iter())
+                .map(|&(r, f, _)| {
+                    let known = took.iter().find(|(k, _)| *k == (r, f));
+                    known.map_or(mean, |&(_, d)| d)
+                })
+                .sum()
+        });
+        let line = run_line(i + 1, plan.len(), (row, fraction, seed), t.elapsed(), left);
+        let (ran_before, started) = (s.ran, Instant::now());
+        let result = match cached(&path, &mut s, || {
+            if o.progress {
+                eprintln!("{line}");
+            }
+            run_one(o, row, seed, fraction, stop)
+                .with_context(|| format!("{} seed {seed}", row.name()))
+        }) {
+            Err(e) if e.is::<crate::stop::Interrupted>() => {
+                s.interrupted = true;
+                break;
+            }
+            r => r?,
+        };
+        if s.ran > ran_before {
+            let d = started.elapsed();
+            made += d;
+            took.retain(|(k, _)| *k != (row, fraction));
+            took.push(((row, fraction), d));
+        }
+        result.check(&path, row, seed, fraction)?;
+        // Stored before the classic rows learnt from the capped flows:
+        // it fit on every training flow, unlike the rows beside it.
+        anyhow::ensure!(
+            !(matches!(row, Row::Appscanner | Row::Knn)
+                && o.max_per_class.is_some()
+                && result.train_flows.is_none()),
+            "{}: a {} result from before the classic rows fit on the capped flows (it fit on every training flow); remove it and this run is made again",
+            path.display(),
+            row.name()
+        );
+        s.results.push(result);
     }
     if !s.interrupted && !o.budgets.is_empty() {
         match budget::run(o, &mut s, stop) {
@@ -750,7 +802,21 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
 
 #[cfg(test)]
 mod tests {
-    use super::{StudySummary, cached};
+    use super::{Row, StudySummary, cached, run_line};
+    use std::time::Duration;
+
+    #[test]
+    fn a_run_line_says_where_the_study_is_and_what_is_left() {
+        let m = Duration::from_secs(60);
+        assert_eq!(
+            run_line(1, 66, (Row::MoePretrained, 1.0, 1), Duration::ZERO, None),
+            "study: run 1 of 66: moe-pretrained, all training flows, seed 1 (0 seconds so far)"
+        );
+        assert_eq!(
+            run_line(57, 66, (Row::MoeScratch, 0.25, 3), m * 30, Some(m * 10)),
+            "study: run 57 of 66: moe-scratch, 25 % of the training flows, seed 3 (30 minutes so far, about 10 minutes left)"
+        );
+    }
     use std::path::Path;
 
     /// Set in the child that [`a_result_cut_short_by_a_kill_is_not_left`]
