@@ -134,7 +134,12 @@ fn budget_run_path(o: &StudyOpts, b: u64, seed: u64, f: f64) -> PathBuf {
 /// its pretraining starts again on the next call (the kept weights' costs
 /// count from a run's start), finished fine-tunings and held-out losses
 /// are kept (one stopped part-way is not stored).
-pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Budget> {
+pub fn run(
+    o: &StudyOpts,
+    s: &mut StudySummary,
+    stop: &AtomicBool,
+    t: std::time::Instant,
+) -> Result<Budget> {
     let mut budgets = o.budgets.clone();
     budgets.sort_unstable();
     budgets.dedup();
@@ -252,29 +257,48 @@ pub fn run(o: &StudyOpts, s: &mut StudySummary, stop: &AtomicBool) -> Result<Bud
         })
     })?;
 
-    // Fine-tuning from each budget, and from scratch, per seed and fraction.
+    // Fine-tuning from each budget (None: from scratch), per seed and
+    // fraction.
+    let plan: Vec<(Option<u64>, f64, u64)> = (o.seeds.iter())
+        .flat_map(|&seed| fractions(o).into_iter().map(move |f| (seed, f)))
+        .flat_map(|(seed, f)| {
+            let from = std::iter::once(None).chain(budgets.iter().map(|&b| Some(b)));
+            from.map(move |b| (b, f, seed))
+        })
+        .collect();
+    let mut clock = super::RunClock::new(plan.iter().map(|&(b, f, _)| (b, f)).collect(), t);
     let mut pretrained = Vec::new();
     let mut scratch = Vec::new();
-    for &seed in &o.seeds {
-        for f in fractions(o) {
-            let path = run_path(&o.out, Row::MoeScratch, seed, f);
-            let r = cached(&path, s, || {
-                run_with(o, Row::MoeScratch, seed, f, None, stop)
-            })?;
-            r.check(&path, Row::MoeScratch, seed, f)?;
-            scratch.push(r);
-            for &b in &budgets {
-                let path = budget_run_path(o, b, seed, f);
-                let ckpt = kept_path(&run_dir, b);
-                let r = cached(&path, s, || {
-                    if o.progress {
-                        eprintln!("study: budget {b} steps, fraction {f}, seed {seed}");
-                    }
-                    run_with(o, Row::MoePretrained, seed, f, Some((b, &ckpt)), stop)
-                })?;
-                r.check(&path, Row::MoePretrained, seed, f)?;
-                pretrained.push((b, r));
+    for (i, &(b, f, seed)) in plan.iter().enumerate() {
+        let (row, path) = match b {
+            None => (Row::MoeScratch, run_path(&o.out, Row::MoeScratch, seed, f)),
+            Some(b) => (Row::MoePretrained, budget_run_path(o, b, seed, f)),
+        };
+        let what = match b {
+            None => format!(
+                "moe-scratch (budget curve), {}, seed {seed}",
+                super::flows(f)
+            ),
+            Some(b) => format!("pretrained {b} steps, {}, seed {seed}", super::flows(f)),
+        };
+        let line = clock.line(i, &what);
+        let (ran_before, started) = (s.ran, std::time::Instant::now());
+        let r = cached(&path, s, || {
+            if o.progress {
+                eprintln!("{line}");
             }
+            match b {
+                None => run_with(o, row, seed, f, None, stop),
+                Some(b) => run_with(o, row, seed, f, Some((b, &kept_path(&run_dir, b))), stop),
+            }
+        })?;
+        if s.ran > ran_before {
+            clock.made(i, started.elapsed());
+        }
+        r.check(&path, row, seed, f)?;
+        match b {
+            None => scratch.push(r),
+            Some(b) => pretrained.push((b, r)),
         }
     }
     Ok(Budget {

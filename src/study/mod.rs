@@ -20,19 +20,22 @@
 //! label, and header-only beside payload-only scores.
 
 pub mod budget;
+mod clock;
 pub mod probe;
 pub mod report;
 mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineOpts, Method};
 use crate::engine::Device;
+use clock::{RunClock, flows};
+
 use crate::eval::captures::capture_vote;
 use crate::eval::predict::{Loaded, predict_probs_routed, predicted_classes};
 use crate::eval::report::EvalReport;
@@ -664,32 +667,6 @@ fn first_of_each<T: PartialEq + Copy>(v: &[T]) -> Vec<T> {
     out
 }
 
-/// The line a study prints as it starts run `index` of `total` (from 1):
-/// which run, the time so far, and, once this call has made a run, about
-/// how long this one and the rest will take.
-fn run_line(
-    index: usize,
-    total: usize,
-    (row, fraction, seed): (Row, f64, u64),
-    elapsed: Duration,
-    left: Option<Duration>,
-) -> String {
-    let flows = if fraction < 1.0 {
-        format!("{} % of the training flows", fraction * 100.0)
-    } else {
-        "all training flows".into()
-    };
-    let human = |d: Duration| indicatif::HumanDuration(d).to_string();
-    let left = left
-        .map(|d| format!(", about {} left", human(d)))
-        .unwrap_or_default();
-    format!(
-        "study: run {index} of {total}: {}, {flows}, seed {seed} ({} so far{left})",
-        row.name(),
-        human(elapsed)
-    )
-}
-
 /// Runs every (row, seed) not yet done, then writes the report.
 pub fn run(o: &StudyOpts) -> Result<StudySummary> {
     run_until(o, &AtomicBool::new(false))
@@ -728,27 +705,17 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
                 .map(move |&(row, fraction)| (row, fraction, seed))
         })
         .collect();
-    // How long each (row, fraction) took when this call made it, and all
-    // runs made together: the estimate of what is left, a row's own time
-    // where known (an hour's grid shows where it is, run by run).
-    let mut took: Vec<((Row, f64), Duration)> = Vec::new();
-    let mut made = Duration::ZERO;
+    let mut clock = RunClock::new(plan.iter().map(|&(r, f, _)| (r, f)).collect(), t);
     for (i, &(row, fraction, seed)) in plan.iter().enumerate() {
         let path = run_path(&o.out, row, seed, fraction);
         if stop.load(Ordering::SeqCst) {
             s.interrupted = true;
             break;
         }
-        let left = (s.ran > 0).then(|| {
-            let mean = made / s.ran as u32;
-            (plan[i..].iter())
-                .map(|&(r, f, _)| {
-                    let known = took.iter().find(|(k, _)| *k == (r, f));
-                    known.map_or(mean, |&(_, d)| d)
-                })
-                .sum()
-        });
-        let line = run_line(i + 1, plan.len(), (row, fraction, seed), t.elapsed(), left);
+        let line = clock.line(
+            i,
+            &format!("{}, {}, seed {seed}", row.name(), flows(fraction)),
+        );
         let (ran_before, started) = (s.ran, Instant::now());
         let result = match cached(&path, &mut s, || {
             if o.progress {
@@ -764,10 +731,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
             r => r?,
         };
         if s.ran > ran_before {
-            let d = started.elapsed();
-            made += d;
-            took.retain(|(k, _)| *k != (row, fraction));
-            took.push(((row, fraction), d));
+            clock.made(i, started.elapsed());
         }
         result.check(&path, row, seed, fraction)?;
         // Stored before the classic rows learnt from the capped flows:
@@ -783,7 +747,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
         s.results.push(result);
     }
     if !s.interrupted && !o.budgets.is_empty() {
-        match budget::run(o, &mut s, stop) {
+        match budget::run(o, &mut s, stop, t) {
             Err(e) if e.is::<crate::stop::Interrupted>() => s.interrupted = true,
             r => s.budget = Some(r.context("the pretraining-budget runs")?),
         }
@@ -802,21 +766,7 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
 
 #[cfg(test)]
 mod tests {
-    use super::{Row, StudySummary, cached, run_line};
-    use std::time::Duration;
-
-    #[test]
-    fn a_run_line_says_where_the_study_is_and_what_is_left() {
-        let m = Duration::from_secs(60);
-        assert_eq!(
-            run_line(1, 66, (Row::MoePretrained, 1.0, 1), Duration::ZERO, None),
-            "study: run 1 of 66: moe-pretrained, all training flows, seed 1 (0 seconds so far)"
-        );
-        assert_eq!(
-            run_line(57, 66, (Row::MoeScratch, 0.25, 3), m * 30, Some(m * 10)),
-            "study: run 57 of 66: moe-scratch, 25 % of the training flows, seed 3 (30 minutes so far, about 10 minutes left)"
-        );
-    }
+    use super::{StudySummary, cached};
     use std::path::Path;
 
     /// Set in the child that [`a_result_cut_short_by_a_kill_is_not_left`]
