@@ -41,7 +41,7 @@ for name in "${names[@]}"; do
       --budgets 1000,3000 --budget-fractions 0.01,0.05,0.25
       --pretrain-extra "$data/corpus" "$data/ndpi/pcap") ;;
     # The default grid alone (every row, no few-shot), to time it on an
-    # idle machine; its results must equal iot-sentinel's.
+    # idle machine; made with the same code, its rows equal iot-sentinel's.
     iot-sentinel-default) args=("$data/iot-sentinel" --labels folder) ;;
     iot-sentinel-budget-10k) args=("$data/iot-sentinel" --labels folder --rows moe-scratch
       --budgets 3000,10000 --budget-fractions 0.01,0.05,0.25
