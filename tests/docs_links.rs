@@ -42,19 +42,23 @@ fn markdown_under(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// The lines of a Markdown text outside its fenced code blocks.
+fn prose_lines(text: &str) -> impl Iterator<Item = &str> {
+    let mut fenced = false;
+    text.lines().filter(move |line| {
+        if line.trim_start().starts_with("```") {
+            fenced = !fenced;
+            return false;
+        }
+        !fenced
+    })
+}
+
 /// The targets of `[text](target)` links in `text`, outside fenced blocks
 /// and inline code (where `](` is code, not a link).
 fn link_targets(text: &str) -> Vec<String> {
     let mut targets = Vec::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
-        if fenced {
-            continue;
-        }
+    for line in prose_lines(text) {
         // Code spans are the odd pieces between backticks; keep the rest, so
         // that [`cuda/README.md`](cuda/README.md) still shows its target.
         let prose: String = line.split('`').step_by(2).collect::<Vec<_>>().join("");
@@ -116,14 +120,9 @@ fn slug(heading: &str) -> String {
 /// repeated heading gets `-1`, `-2`, ... as on GitHub.
 fn heading_anchors(text: &str) -> HashSet<String> {
     let mut anchors = HashSet::new();
-    let mut fenced = false;
-    for line in text.lines() {
-        if line.trim_start().starts_with("```") {
-            fenced = !fenced;
-            continue;
-        }
+    for line in prose_lines(text) {
         let hashes = line.chars().take_while(|&c| c == '#').count();
-        if fenced || !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
+        if !(1..=6).contains(&hashes) || !line[hashes..].starts_with(' ') {
             continue;
         }
         let base = slug(line[hashes..].trim().trim_end_matches('#'));
