@@ -270,31 +270,26 @@ pub fn run(
     let mut pretrained = Vec::new();
     let mut scratch = Vec::new();
     for (i, &(b, f, seed)) in plan.iter().enumerate() {
-        let (row, path) = match b {
-            None => (Row::MoeScratch, run_path(&o.out, Row::MoeScratch, seed, f)),
-            Some(b) => (Row::MoePretrained, budget_run_path(o, b, seed, f)),
-        };
-        let what = match b {
-            None => format!(
-                "moe-scratch (budget curve), {}, seed {seed}",
-                super::flows(f)
+        let flows = super::flows(f);
+        let (row, path, what) = match b {
+            None => (
+                Row::MoeScratch,
+                run_path(&o.out, Row::MoeScratch, seed, f),
+                format!("moe-scratch (budget curve), {flows}, seed {seed}"),
             ),
-            Some(b) => format!("pretrained {b} steps, {}, seed {seed}", super::flows(f)),
+            Some(b) => (
+                Row::MoePretrained,
+                budget_run_path(o, b, seed, f),
+                format!("pretrained {b} steps, {flows}, seed {seed}"),
+            ),
         };
-        let line = clock.line(i, &what);
-        let (ran_before, started) = (s.ran, std::time::Instant::now());
+        let ckpt = b.map(|b| (b, kept_path(&run_dir, b)));
+        let init = ckpt.as_ref().map(|(b, p)| (*b, p.as_path()));
         let r = cached(&path, s, || {
-            if o.progress {
-                eprintln!("{line}");
-            }
-            match b {
-                None => run_with(o, row, seed, f, None, stop),
-                Some(b) => run_with(o, row, seed, f, Some((b, &kept_path(&run_dir, b))), stop),
-            }
+            clock.make(i, &what, o.progress, || {
+                run_with(o, row, seed, f, init, stop)
+            })
         })?;
-        if s.ran > ran_before {
-            clock.made(i, started.elapsed());
-        }
         r.check(&path, row, seed, f)?;
         match b {
             None => scratch.push(r),

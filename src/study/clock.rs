@@ -30,7 +30,7 @@ impl<K: PartialEq + Copy> RunClock<K> {
 
     /// Run `i` (from 0) and the rest: each kind's own time where this call
     /// made one, the mean of every run made otherwise; None before any.
-    pub fn left(&self, i: usize) -> Option<Duration> {
+    fn left(&self, i: usize) -> Option<Duration> {
         let mean = self.made.checked_div(self.n_made)?;
         Some(
             self.plan[i..]
@@ -45,8 +45,21 @@ impl<K: PartialEq + Copy> RunClock<K> {
         )
     }
 
+    /// Makes run `i` (from 0) with `make`, saying so first when `progress`
+    /// (`what` names it), and keeps its time for the estimates. Called only
+    /// for a run not found done (inside `cached`'s closure).
+    pub fn make<T>(&mut self, i: usize, what: &str, progress: bool, make: impl FnOnce() -> T) -> T {
+        if progress {
+            eprintln!("{}", self.line(i, what));
+        }
+        let started = Instant::now();
+        let r = make();
+        self.made(i, started.elapsed());
+        r
+    }
+
     /// The line to print as run `i` (from 0) starts: `what` names it.
-    pub fn line(&self, i: usize, what: &str) -> String {
+    fn line(&self, i: usize, what: &str) -> String {
         run_line(
             i + 1,
             self.plan.len(),
@@ -57,7 +70,7 @@ impl<K: PartialEq + Copy> RunClock<K> {
     }
 
     /// Run `i` was made (not found done) and took `d`.
-    pub fn made(&mut self, i: usize, d: Duration) {
+    fn made(&mut self, i: usize, d: Duration) {
         let k = self.plan[i];
         self.made += d;
         self.n_made += 1;

@@ -34,8 +34,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::baseline::{BaselineOpts, Method};
 use crate::engine::Device;
-use clock::{RunClock, flows};
-
 use crate::eval::captures::capture_vote;
 use crate::eval::predict::{Loaded, predict_probs_routed, predicted_classes};
 use crate::eval::report::EvalReport;
@@ -53,6 +51,7 @@ use crate::traffic::tokens::features::View;
 use crate::traffic::tokens::tokenize::TokenizerConfig;
 use crate::train::finetune::{FinetuneOpts, finetune_until};
 use crate::train::pretrain::{PretrainOpts, pretrain_until};
+use clock::{RunClock, flows};
 
 /// One row of the comparison.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -712,16 +711,12 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
             s.interrupted = true;
             break;
         }
-        let line = clock.line(
-            i,
-            &format!("{}, {}, seed {seed}", row.name(), flows(fraction)),
-        );
-        let (ran_before, started) = (s.ran, Instant::now());
+        let what = format!("{}, {}, seed {seed}", row.name(), flows(fraction));
         let result = match cached(&path, &mut s, || {
-            if o.progress {
-                eprintln!("{line}");
-            }
-            run_one(o, row, seed, fraction, stop)
+            clock
+                .make(i, &what, o.progress, || {
+                    run_one(o, row, seed, fraction, stop)
+                })
                 .with_context(|| format!("{} seed {seed}", row.name()))
         }) {
             Err(e) if e.is::<crate::stop::Interrupted>() => {
@@ -730,9 +725,6 @@ pub fn run_until(o: &StudyOpts, stop: &AtomicBool) -> Result<StudySummary> {
             }
             r => r?,
         };
-        if s.ran > ran_before {
-            clock.made(i, started.elapsed());
-        }
         result.check(&path, row, seed, fraction)?;
         // Stored before the classic rows learnt from the capped flows:
         // it fit on every training flow, unlike the rows beside it.
